@@ -1,0 +1,1 @@
+"""The Geopera kernel server: gRPC API, domain services and PostgreSQL store."""

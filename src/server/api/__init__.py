@@ -1,0 +1,1 @@
+"""gRPC layer: thin servicers, the operation registry, and the one error path."""

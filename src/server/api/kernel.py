@@ -1,0 +1,195 @@
+"""KernelService: thin gRPC entry points over the registry and the services."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError, Message
+from grpc import aio
+
+from geopera.v1 import kernel_pb2, kernel_pb2_grpc
+from server.api.calls import metadata_value, rpc_call, unavailable
+from server.api.convert import timestamp
+from server.api.registry import Operation, OperationContext, OperationRegistry
+from server.auth import Principal, TokenService
+from server.domain.catalog import CatalogService
+from server.domain.models import UploadPart
+from server.errors import Code, DomainError, invalid_argument
+from server.storage import BlobStorage, iter_chunks
+
+DOWNLOAD_CHUNK_BYTES = 1 << 20
+IDEMPOTENCY_KEY_MAX = 255
+
+
+def _idempotency_key(context: aio.ServicerContext) -> str | None:
+    key = metadata_value(context, "idempotency-key")
+    if key is None:
+        return None
+    if not (1 <= len(key) <= IDEMPOTENCY_KEY_MAX) or not all(33 <= ord(c) <= 126 for c in key):
+        raise invalid_argument(
+            "INVALID_IDEMPOTENCY_KEY",
+            f"idempotency-key must be 1-{IDEMPOTENCY_KEY_MAX} printable ASCII characters without spaces",
+            field="idempotency-key",
+        )
+    return key
+
+
+def unpack_params(operation: Operation, params: any_pb2.Any, present: bool) -> Message:
+    expected = operation.params_type_url
+    if not present or not params.type_url:
+        raise invalid_argument(
+            "PARAMS_TYPE_MISMATCH",
+            f"params is required: an Any with @type {expected}",
+            field="params",
+            metadata={"expected_type": expected},
+        )
+    if params.type_url.rsplit("/", 1)[-1] != operation.params_type.DESCRIPTOR.full_name:
+        raise invalid_argument(
+            "PARAMS_TYPE_MISMATCH",
+            f"operation {operation.name} takes params of type {expected}, got {params.type_url}",
+            field="params.@type",
+            metadata={"expected_type": expected, "given_type": params.type_url[:200]},
+        )
+    message = operation.params_type()
+    try:
+        message.ParseFromString(params.value)
+    except DecodeError as exc:
+        raise invalid_argument(
+            "PARAMS_UNPARSEABLE", f"params do not decode as {expected}", field="params"
+        ) from exc
+    return message
+
+
+class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
+    """Serves as soon as the port is open; calls fail UNAVAILABLE (`NOT_READY`)
+    until `attach` hands over the services (after migrations)."""
+
+    _registry: OperationRegistry
+    _tokens: TokenService
+    _catalog: CatalogService
+    _storage: BlobStorage
+
+    def __init__(self) -> None:
+        self._ready = False
+        self._known = ""
+
+    def attach(
+        self, registry: OperationRegistry, tokens: TokenService, catalog: CatalogService, storage: BlobStorage
+    ) -> None:
+        self._registry = registry
+        self._tokens = tokens
+        self._catalog = catalog
+        self._storage = storage
+        self._known = ", ".join(registry.names())
+        self._ready = True
+
+    async def _authenticate(self, context: aio.ServicerContext) -> Principal:
+        if not self._ready:
+            raise unavailable("the server is starting; retry shortly")
+        return await self._tokens.authenticate(metadata_value(context, "authorization"))
+
+    def _resolve(self, name: str) -> Operation:
+        if not name:
+            raise invalid_argument("OPERATION_REQUIRED", "operation is required", field="operation")
+        operation = self._registry.get(name)
+        if operation is None:
+            raise invalid_argument(
+                "UNKNOWN_OPERATION",
+                f"unknown operation {name[:100]!r}",
+                field="operation",
+                metadata={"known_operations": self._known},
+            )
+        return operation
+
+    async def Execute(
+        self, request: kernel_pb2.ExecuteRequest, context: aio.ServicerContext
+    ) -> kernel_pb2.ExecuteResponse:
+        async with rpc_call(context, "Execute") as call:
+            call.operation = request.operation[:100]
+            principal = await self._authenticate(context)
+            call.principal_id = principal.id
+            operation = self._resolve(request.operation)
+            principal.require_scope(operation.scope)
+            params = unpack_params(operation, request.params, request.HasField("params"))
+            key = _idempotency_key(context) if operation.side_effect == "spend" else None
+            result = await operation.handler(OperationContext(principal, call.request_id, key), params)
+            packed = any_pb2.Any()
+            packed.Pack(result)
+            return kernel_pb2.ExecuteResponse(operation=operation.name, result=packed)
+        raise AssertionError("unreachable")  # rpc_call always returns or aborts
+
+    async def WatchJob(
+        self, request: kernel_pb2.WatchJobRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[kernel_pb2.WatchJobResponse]:
+        async with rpc_call(context, "WatchJob") as call:
+            principal = await self._authenticate(context)
+            call.principal_id = principal.id
+            raise DomainError(Code.UNIMPLEMENTED, "NOT_IMPLEMENTED", "job watching is not available yet")
+            yield kernel_pb2.WatchJobResponse()  # pragma: no cover - makes this a generator
+
+    async def UploadAsset(
+        self, request_iterator: AsyncIterator[kernel_pb2.UploadAssetRequest], context: aio.ServicerContext
+    ) -> kernel_pb2.UploadAssetResponse:
+        async with rpc_call(context, "UploadAsset") as call:
+            principal = await self._authenticate(context)
+            call.principal_id = principal.id
+
+            async def parts() -> AsyncIterator[UploadPart]:
+                async for message in request_iterator:
+                    yield UploadPart(
+                        project_id=message.project_id,
+                        file_name=message.file_name,
+                        total_size=message.total_size,
+                        sha256=message.sha256,
+                        write_offset=message.write_offset,
+                        data=message.data,
+                        finish_write=message.finish_write,
+                    )
+
+            upload = await self._catalog.receive_upload(principal, parts())
+            call.extra["bytes"] = upload.size_bytes
+            return kernel_pb2.UploadAssetResponse(
+                upload_id=upload.id,
+                committed_size=upload.size_bytes,
+                sha256=upload.sha256,
+                expire_time=timestamp(upload.expire_time),
+            )
+        raise AssertionError("unreachable")
+
+    async def DownloadAsset(
+        self, request: kernel_pb2.DownloadAssetRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[kernel_pb2.DownloadAssetResponse]:
+        async with rpc_call(context, "DownloadAsset") as call:
+            principal = await self._authenticate(context)
+            call.principal_id = principal.id
+            ref = await self._catalog.asset_file(principal, request.resource_name)
+            if request.read_offset < 0 or request.read_offset > ref.size_bytes or request.read_limit < 0:
+                raise DomainError(
+                    Code.OUT_OF_RANGE,
+                    "INVALID_READ_OFFSET",
+                    f"read_offset must be 0..{ref.size_bytes} and read_limit >= 0",
+                )
+            stream = await asyncio.to_thread(self._storage.open_read, ref.storage_key)
+            try:
+                chunks = iter_chunks(stream, request.read_offset, request.read_limit, DOWNLOAD_CHUNK_BYTES)
+                offset = request.read_offset
+                first = True
+                while True:
+                    data = await asyncio.to_thread(next, chunks, None)
+                    if data is None and not first:
+                        break
+                    message = kernel_pb2.DownloadAssetResponse(data=data or b"", offset=offset)
+                    if first:
+                        message.total_size = ref.size_bytes
+                        message.media_type = ref.media_type
+                        message.sha256 = ref.sha256
+                        first = False
+                    yield message
+                    if data is None:
+                        break
+                    offset += len(data)
+            finally:
+                stream.close()
+            call.extra["bytes"] = offset - request.read_offset

@@ -1,0 +1,156 @@
+"""Composition root: wires the pool, storage, services, registry and servicers,
+and runs the gRPC server until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.rpc import error_details_pb2, status_pb2  # noqa: F401  (registers the types for reflection)
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from geopera.v1 import (  # noqa: F401  (imports register every payload type for reflection)
+    analytics_pb2,
+    catalog_pb2,
+    credits_pb2,
+    errors_pb2,
+    kernel_pb2,
+    processing_pb2,
+    resources_pb2,
+    worker_pb2,
+    worker_pb2_grpc,
+)
+from geopera.v1 import kernel_pb2_grpc
+from server.api.kernel import KernelServicer
+from server.api.ops_catalog import register_catalog_operations
+from server.api.registry import OperationRegistry
+from server.api.worker import WorkerServicer
+from server.auth import TokenService
+from server.config import Settings
+from server.domain.catalog import CatalogLimits, CatalogService
+from server.domain.credits import CreditService
+from server.storage import LocalStorage
+from server.store import Database, connect_database
+from server.store.database import start_embedded_postgres
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    kernel_pb2.DESCRIPTOR.services_by_name["KernelService"].full_name,
+    worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
+)
+
+
+@dataclass
+class Services:
+    """Everything the handlers and the CLI need, built once."""
+
+    db: Database
+    storage: LocalStorage
+    tokens: TokenService
+    catalog: CatalogService
+    credits: CreditService
+    registry: OperationRegistry
+
+
+def database_url(settings: Settings) -> str:
+    if settings.database_url:
+        return settings.database_url
+    return start_embedded_postgres(settings.home.resolve())
+
+
+async def build_services(settings: Settings, url: str) -> Services:
+    db = await connect_database(url, max_size=settings.db_pool_size)
+    storage = LocalStorage(settings.storage_root)
+    tokens = TokenService(db, cache_seconds=settings.token_cache_seconds)
+    catalog = CatalogService(db, storage, CatalogLimits(max_upload_bytes=settings.max_upload_bytes))
+    credits = CreditService(db)
+    registry = OperationRegistry()
+    register_catalog_operations(registry, catalog, credits)
+    return Services(db, storage, tokens, catalog, credits, registry)
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        # Keepalive: ping idle connections every 60 s, drop them after 20 s of
+        # silence; accept client pings no more often than every 10 s.
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.max_connection_idle_ms", 30 * 60_000),
+    ]
+
+
+async def serve(
+    settings: Settings, *, on_ready: Callable[[Services, int], Awaitable[None]] | None = None
+) -> None:
+    server = aio.server(options=server_options(settings))
+    health_servicer = health.aio.HealthServicer()
+    kernel = KernelServicer()
+    kernel_pb2_grpc.add_KernelServiceServicer_to_server(kernel, server)
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(), server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    port = server.add_insecure_port(settings.listen)
+    if port == 0:
+        raise SystemExit(f"cannot listen on {settings.listen}")
+    await server.start()
+    host = settings.listen.rsplit(":", 1)[0]
+    log.info("listening on %s:%d (not ready yet)", host, port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    url = await asyncio.to_thread(database_url, settings)
+    services = await build_services(settings, url)
+    kernel.attach(services.registry, services.tokens, services.catalog, services.storage)
+    sweeper = asyncio.create_task(_sweep_uploads(services.catalog))
+    if on_ready is not None:
+        await on_ready(services, port)
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if settings.port_file is not None:
+        _write_atomically(settings.port_file, f"{port}\n")
+    log.info("ready on %s:%d", host, port)
+    print(f"GEOPERA_READY {host}:{port}", flush=True)
+
+    await stop.wait()
+    log.info("stopping: draining calls for up to %.0f s", settings.shutdown_grace_seconds)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(settings.shutdown_grace_seconds)
+    sweeper.cancel()
+    await services.db.close()
+    log.info("stopped")
+
+
+async def _sweep_uploads(catalog: CatalogService) -> None:
+    while True:
+        try:
+            removed = await catalog.expire_uploads()
+            if removed:
+                log.info("removed %d expired uploads", removed)
+        except Exception:
+            log.exception("upload sweep failed")
+        await asyncio.sleep(600)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

@@ -1,0 +1,138 @@
+"""Bearer-token authentication and the principal model.
+
+Tokens are `gpk_` + 43 url-safe characters (256 random bits). Only their
+SHA-256 is stored. A principal is what a token resolves to: its kind, scopes
+and project memberships. `admin` holds every scope and sees every project.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from server.errors import permission_denied, unauthenticated
+from server.ids import new_id
+from server.store import Q, Database
+
+SCOPES = (
+    "catalog:read",
+    "catalog:write",
+    "processing:read",
+    "processing:process",
+    "analytics:read",
+    "credits:read",
+    "admin",
+    "worker",
+)
+USER_SCOPES = tuple(s for s in SCOPES if s not in ("admin", "worker"))
+TOKEN_PREFIX = "gpk_"
+
+
+def hash_token(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling. `id` is the token id (never the token itself)."""
+
+    id: str
+    kind: str  # user | admin | worker | job
+    scopes: frozenset[str]
+    project_ids: frozenset[str] = field(default_factory=frozenset)
+    name: str = ""
+    # Set for job tokens only: the (job, attempt) the token is bound to.
+    job_id: str = ""
+    attempt: int = 0
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.scopes
+
+    def require_scope(self, scope: str) -> None:
+        if scope not in self.scopes and not self.is_admin:
+            raise permission_denied(
+                "MISSING_SCOPE", f"this operation requires scope {scope!r}", required_scope=scope
+            )
+
+    def can_access(self, project_id: str) -> bool:
+        return self.is_admin or project_id in self.project_ids
+
+    def require_project(self, project_id: str) -> None:
+        if not self.can_access(project_id):
+            raise permission_denied(
+                "PROJECT_ACCESS_DENIED",
+                f"the caller is not a member of project {project_id!r}",
+                project_id=project_id,
+            )
+
+
+class TokenService:
+    """Issues tokens and resolves bearer tokens to principals.
+
+    Resolutions are cached for `cache_seconds` (keyed by the token hash) so the
+    hot path does not hit the database on every call; a revoked token stops
+    working within that time.
+    """
+
+    def __init__(self, db: Database, *, cache_seconds: float = 5.0) -> None:
+        self._db = db
+        self._cache_seconds = cache_seconds
+        self._cache: dict[bytes, tuple[float, Principal]] = {}
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        if not authorization:
+            raise unauthenticated("missing `authorization: Bearer <token>` metadata")
+        scheme, _, token = authorization.strip().partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise unauthenticated("the authorization metadata must be `Bearer <token>`")
+        token_hash = hash_token(token)
+        now = time.monotonic()
+        cached = self._cache.get(token_hash)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        async with self._db.connection() as conn:
+            cur = await conn.execute(Q.principal_by_token_hash, {"token_hash": token_hash})
+            row = await cur.fetchone()
+        if row is None:
+            raise unauthenticated("unknown or revoked token")
+        principal = Principal(
+            id=row["id"],
+            kind=row["kind"],
+            scopes=frozenset(row["scopes"]),
+            project_ids=frozenset(row["project_ids"]),
+            name=row["name"],
+        )
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[token_hash] = (now + self._cache_seconds, principal)
+        return principal
+
+    async def create_token(
+        self, *, name: str, kind: str, scopes: list[str], project_ids: list[str]
+    ) -> tuple[str, str]:
+        """Create a token; returns (token id, token). The token is shown once."""
+        unknown = sorted(set(scopes) - set(SCOPES))
+        if unknown:
+            raise ValueError(f"unknown scopes {unknown}; known: {', '.join(SCOPES)}")
+        if kind == "admin":
+            scopes = sorted(set(scopes) | {"admin"})
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token_id = new_id("tok")
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                Q.insert_token,
+                {
+                    "id": token_id,
+                    "token_hash": hash_token(token),
+                    "name": name,
+                    "kind": kind,
+                    "scopes": sorted(set(scopes)),
+                },
+            )
+            for project_id in project_ids:
+                await conn.execute(Q.insert_token_project, {"token_id": token_id, "project_id": project_id})
+        return token_id, token

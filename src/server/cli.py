@@ -1,0 +1,178 @@
+"""`geopera` command line: `serve`, `admin ...` (and `worker`, see src/worker).
+
+Every flag has a `GEOPERA_*` environment variable (see server/config.py).
+`geopera admin` talks to the same database as the server: the URL from
+`--database-url`/`GEOPERA_DATABASE_URL`, or the embedded PostgreSQL under
+`--home`/`GEOPERA_HOME` (started on demand, shared with a running server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from server.auth import SCOPES, USER_SCOPES
+from server.config import Settings
+from server.errors import DomainError
+from server.logs import configure_logging
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = Settings()
+    if getattr(args, "listen", None):
+        settings.listen = args.listen
+    if args.database_url:
+        settings.database_url = args.database_url
+    if args.home:
+        settings.home = Path(args.home)
+    if getattr(args, "port_file", None):
+        settings.port_file = Path(args.port_file)
+    if getattr(args, "log_level", None):
+        settings.log_level = args.log_level
+    return settings
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from server.app import serve
+
+    settings = _settings(args)
+    configure_logging(settings.log_level)
+    on_ready = None
+    if args.demo:
+        from server.demo import bootstrap_demo, quickstart_text
+
+        async def on_ready(services, port: int) -> None:  # type: ignore[no-untyped-def]
+            token = await bootstrap_demo(services, settings.home / "demo-token")
+            host = settings.listen.rsplit(":", 1)[0]
+            grpcurl = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
+            print(quickstart_text(token, f"{host}:{port}", grpcurl), flush=True)
+
+    try:
+        asyncio.run(serve(settings, on_ready=on_ready))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def _admin(args: argparse.Namespace) -> object:
+    from server.app import build_services, database_url
+
+    settings = _settings(args)
+    url = await asyncio.to_thread(database_url, settings)
+    services = await build_services(settings, url)
+    try:
+        match (args.admin_group, args.admin_action):
+            case ("project", "create"):
+                project = await services.catalog.create_project(args.project_id, args.display_name or "")
+                return {"project_id": project.id, "display_name": project.display_name}
+            case ("project", "list"):
+                from server.demo import SYSTEM
+
+                projects, _ = await services.catalog.list_projects(SYSTEM, 1000, "")
+                return [{"project_id": p.id, "display_name": p.display_name} for p in projects]
+            case ("token", "create"):
+                scopes = args.scope or list(USER_SCOPES)
+                token_id, token = await services.tokens.create_token(
+                    name=args.name, kind=args.kind, scopes=scopes, project_ids=args.project or []
+                )
+                return {"token_id": token_id, "token": token, "kind": args.kind, "scopes": sorted(scopes)}
+            case ("token", "list"):
+                from server.store import Q
+
+                async with services.db.connection() as conn:
+                    rows = await (await conn.execute(Q.list_tokens)).fetchall()
+                return [
+                    {**r, "create_time": r["create_time"].isoformat(),
+                     "revoke_time": r["revoke_time"].isoformat() if r["revoke_time"] else None}
+                    for r in rows
+                ]
+            case ("credits", "grant"):
+                row = await services.credits.grant(args.project_id, args.amount, args.note or "admin grant")
+                return {"project_id": row.project_id, "granted": row.amount, "available": row.available_after}
+            case ("credits", "balance"):
+                from server.demo import SYSTEM
+
+                balance = await services.credits.balance(SYSTEM, args.project_id)
+                return balance.__dict__
+        raise SystemExit(f"unknown admin command {args.admin_group} {args.admin_action}")
+    finally:
+        await services.db.close()
+
+
+def _cmd_admin(args: argparse.Namespace) -> int:
+    configure_logging("WARNING")
+    try:
+        result = asyncio.run(_admin(args))
+    except DomainError as err:
+        print(f"error: {err.reason}: {err.message}", file=sys.stderr)
+        return 1
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from worker.main import main as worker_main
+
+    return worker_main(args.worker_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="geopera", description="Geopera kernel")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--database-url", help="PostgreSQL URL [GEOPERA_DATABASE_URL]; default: embedded")
+    common.add_argument("--home", help="state directory [GEOPERA_HOME, ./var]")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", parents=[common], help="run the gRPC server")
+    serve.add_argument("--listen", help="host:port [GEOPERA_LISTEN, 127.0.0.1:50051]; port 0 picks one")
+    serve.add_argument("--port-file", help="write the bound port here once ready")
+    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING [GEOPERA_LOG_LEVEL]")
+    serve.add_argument("--demo", action="store_true", help="bootstrap the demo project, token and items")
+    serve.set_defaults(func=_cmd_serve)
+
+    admin = sub.add_parser("admin", help="administer projects, tokens and credits")
+    groups = admin.add_subparsers(dest="admin_group", required=True)
+
+    project = groups.add_parser("project", help="projects").add_subparsers(dest="admin_action", required=True)
+    create = project.add_parser("create", parents=[common], help="create a project")
+    create.add_argument("project_id")
+    create.add_argument("--display-name")
+    project.add_parser("list", parents=[common], help="list projects")
+
+    token = groups.add_parser("token", help="tokens").add_subparsers(dest="admin_action", required=True)
+    tcreate = token.add_parser("create", parents=[common], help="create a token (printed once)")
+    tcreate.add_argument("--name", default="")
+    tcreate.add_argument("--kind", choices=["user", "admin", "worker"], default="user")
+    tcreate.add_argument("--scope", action="append", choices=SCOPES, help="repeat; default: every user scope")
+    tcreate.add_argument("--project", action="append", help="project membership; repeat")
+    token.add_parser("list", parents=[common], help="list tokens (never the secrets)")
+
+    credits = groups.add_parser("credits", help="credits").add_subparsers(dest="admin_action", required=True)
+    grant = credits.add_parser("grant", parents=[common], help="add credits to a project")
+    grant.add_argument("project_id")
+    grant.add_argument("amount", type=int)
+    grant.add_argument("--note")
+    balance = credits.add_parser("balance", parents=[common], help="show a project's balance")
+    balance.add_argument("project_id")
+    admin.set_defaults(func=_cmd_admin)
+
+    worker = sub.add_parser("worker", help="run a worker process")
+    worker.add_argument("worker_args", nargs=argparse.REMAINDER)
+    worker.set_defaults(func=_cmd_worker)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Server settings: flags override `GEOPERA_*` environment variables, which
+override the defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value else default
+
+
+def _env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
+@dataclass
+class Settings:
+    # host:port to listen on; port 0 picks a free port (see `port_file`).
+    listen: str = field(default_factory=lambda: os.environ.get("GEOPERA_LISTEN", DEFAULT_LISTEN))
+    # PostgreSQL URL; unset means the embedded PostgreSQL under `home`.
+    database_url: str | None = field(default_factory=lambda: os.environ.get("GEOPERA_DATABASE_URL") or None)
+    # State directory: embedded database, stored assets, uploads.
+    home: Path = field(default_factory=lambda: Path(os.environ.get("GEOPERA_HOME", "./var")))
+    # Where asset bytes live; defaults to `<home>/storage`.
+    storage_dir: Path | None = field(
+        default_factory=lambda: Path(p) if (p := os.environ.get("GEOPERA_STORAGE_DIR")) else None
+    )
+    # When set, the bound port is written here once the server is ready.
+    port_file: Path | None = None
+    log_level: str = field(default_factory=lambda: os.environ.get("GEOPERA_LOG_LEVEL", "INFO"))
+    max_message_bytes: int = field(default_factory=lambda: _env_int("GEOPERA_MAX_MESSAGE_BYTES", 16 << 20))
+    max_upload_bytes: int = field(default_factory=lambda: _env_int("GEOPERA_MAX_UPLOAD_BYTES", 4 << 30))
+    token_cache_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_TOKEN_CACHE_SECONDS", 5.0))
+    db_pool_size: int = field(default_factory=lambda: _env_int("GEOPERA_DB_POOL_SIZE", 16))
+    shutdown_grace_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_SHUTDOWN_GRACE", 10.0))
+
+    @property
+    def storage_root(self) -> Path:
+        return self.storage_dir or self.home / "storage"

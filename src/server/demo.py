@@ -1,0 +1,119 @@
+"""The demo bootstrap of `geopera serve --demo` (what `make serve` runs): a
+project with credits, a token with every scope, and the Sentinel-2 samples
+shipped in `data/s2_slovenia` as items."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+from datetime import datetime
+from pathlib import Path
+
+import rasterio
+
+from server.auth import SCOPES, Principal
+from server.domain.models import AssetInput, ItemCreate
+from server.errors import DomainError
+
+log = logging.getLogger(__name__)
+
+DEMO_PROJECT = "demo"
+DEMO_CREDITS = 10_000
+SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "s2_slovenia"
+SYSTEM = Principal(id="system", kind="admin", scopes=frozenset({"admin"}), name="demo bootstrap")
+
+
+def sample_items(sample_dir: Path = SAMPLE_DIR) -> list[ItemCreate]:
+    """One item per sample raster, named after its file; stacks get the range
+    of their band datetimes."""
+    manifest = json.loads((sample_dir / "manifest.json").read_text())
+    items = []
+    for entry in manifest["files"]:
+        if not entry["file"].endswith(".tif"):
+            continue
+        name = entry["file"].removesuffix(".tif")
+        when = entry.get("datetime")
+        properties: dict[str, object] = {
+            k: entry[k] for k in ("cloud_fraction", "dataset", "kind") if entry.get(k) is not None
+        }
+        if when is None:
+            # A time stack: its bands are the time steps, each tagged with its datetime.
+            with rasterio.open(sample_dir / entry["file"]) as src:
+                steps = [src.tags(b).get("ACQUISITION_DATETIME") for b in src.indexes]
+            steps = [s for s in steps if s]
+            if steps:
+                properties["start_datetime"], properties["end_datetime"] = steps[0], steps[-1]
+                when = steps[0]
+        items.append(
+            ItemCreate(
+                project_id=DEMO_PROJECT,
+                collection_id="s2_slovenia",
+                name=name,
+                datetime=datetime.fromisoformat(when.replace("Z", "+00:00")) if when else None,
+                properties=properties,
+                assets=[AssetInput("data", "", str(sample_dir / entry["file"]), ["data"], entry["file"])],
+                convert_to_cog=False,
+            )
+        )
+    return items
+
+
+async def bootstrap_demo(services, token_file: Path) -> str:  # type: ignore[no-untyped-def]
+    """Idempotent: reuses the project, items and token of an earlier run."""
+    try:
+        await services.catalog.create_project(DEMO_PROJECT, "Demo project")
+        await services.credits.grant(DEMO_PROJECT, DEMO_CREDITS, "demo bootstrap")
+    except DomainError as err:
+        if err.reason != "PROJECT_EXISTS":
+            raise
+    for spec in sample_items():
+        try:
+            item = await services.catalog.create_item(SYSTEM, spec)
+            log.info("registered demo item %s (%s)", item.name, item.id)
+        except DomainError as err:
+            if err.reason != "ITEM_NAME_TAKEN":
+                raise
+    token = token_file.read_text().strip() if token_file.exists() else ""
+    if token:
+        try:
+            await services.tokens.authenticate(f"Bearer {token}")
+            return token
+        except DomainError:
+            pass
+    _, token = await services.tokens.create_token(
+        name="demo", kind="user", scopes=[s for s in SCOPES if s not in ("admin", "worker")],
+        project_ids=[DEMO_PROJECT],
+    )
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    return token
+
+
+def quickstart_text(token: str, address: str, grpcurl: str) -> str:
+    body = json.dumps(
+        {
+            "operation": "items.list",
+            "params": {"@type": "type.googleapis.com/geopera.v1.ItemsListParams", "project_id": DEMO_PROJECT},
+        }
+    )
+    command = " ".join(
+        [
+            shlex.quote(grpcurl),
+            "-plaintext",
+            "-H",
+            shlex.quote(f"authorization: Bearer {token}"),
+            "-d",
+            shlex.quote(body),
+            address,
+            "geopera.v1.KernelService/Execute",
+        ]
+    )
+    return (
+        f"\nGeopera kernel is serving on {address} (project '{DEMO_PROJECT}', {DEMO_CREDITS} credits).\n"
+        f"Demo token (every scope on '{DEMO_PROJECT}'): {token}\n"
+        f"List the demo items:\n\n  {command}\n"
+    )

@@ -1,0 +1,1 @@
+"""Domain services: the kernel's behaviour, free of gRPC and of generated code."""

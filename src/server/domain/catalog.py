@@ -1,0 +1,546 @@
+"""Projects, items, assets and uploads."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from server.auth import Principal
+from server.domain.models import (
+    AssetInput,
+    FileRef,
+    ItemCreate,
+    ItemQuery,
+    ItemRecord,
+    ProjectRecord,
+    UploadPart,
+    UploadRecord,
+)
+from server.errors import (
+    Code,
+    DomainError,
+    already_exists,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+    permission_denied,
+)
+from server.ids import new_id
+from server.pagination import decode_page_token, encode_page_token, page_size_or_default
+from server.raster import RasterError, RasterInfo, convert_to_cog, datetime_from_name, inspect_raster
+from server.storage import BlobStorage
+from server.store import Q, Database
+
+log = logging.getLogger(__name__)
+
+ASSET_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+COLLECTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+MAX_NAME_LENGTH = 200
+UPLOAD_TTL_SECONDS = 24 * 3600
+ASSET_RESOURCE = re.compile(r"^items/(?P<item_id>[^/]+)/assets/(?P<key>[^/]+)$")
+
+
+@dataclass(frozen=True)
+class CatalogLimits:
+    max_upload_bytes: int = 4 << 30
+    max_chunk_bytes: int = 4 << 20
+
+
+def _json_float(value: float | None) -> float | str | None:
+    """JSON (and jsonb) has no NaN/Infinity; proto JSON spells them as strings."""
+    if value is None:
+        return None
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return value
+
+
+def asset_json(info: RasterInfo) -> tuple[list[dict[str, Any]], dict[str, Any], dict[str, Any]]:
+    """Band, grid and render metadata as JSON shaped like the protos."""
+    bands = []
+    for band in info.bands:
+        entry: dict[str, Any] = {
+            "name": band.name,
+            "common_name": band.common_name or "",
+            "description": band.description,
+            "data_type": band.data_type,
+            "scale": band.scale,
+            "offset": band.offset,
+            "unit": band.unit or "",
+            "sensor_band_id": band.sensor_band_id or "",
+            "center_wavelength_um": band.center_wavelength_um or 0.0,
+            "tags": dict(band.tags),
+        }
+        if band.nodata is not None:
+            entry["nodata"] = _json_float(band.nodata)
+        if band.statistics is not None:
+            stats = band.statistics
+            entry["statistics"] = {
+                "minimum": _json_float(stats.minimum),
+                "maximum": _json_float(stats.maximum),
+                "mean": _json_float(stats.mean),
+                "stddev": _json_float(stats.stddev),
+                "valid_percent": _json_float(stats.valid_percent),
+            }
+        bands.append(entry)
+    grid = info.grid
+    grid_json = {
+        "crs": grid.crs,
+        "width": grid.width,
+        "height": grid.height,
+        "transform": list(grid.transform),
+        "bounds": list(grid.bounds),
+        "block_size": list(grid.block_size),
+        "overview_count": grid.overview_count,
+        "compression": grid.compression or "",
+    }
+    render = {
+        "rescale": [{"min": _json_float(r.min), "max": _json_float(r.max)} for r in info.render_hint.rescale],
+        "rgb_bands": list(info.render_hint.rgb_bands),
+    }
+    return bands, grid_json, render
+
+
+def _raster_error(err: RasterError, field: str) -> DomainError:
+    return invalid_argument(
+        err.reason,
+        err.message,
+        violations=[],
+        metadata={"findings": "; ".join(err.findings)[:1000]} if err.findings else {},
+        field=field,
+    )
+
+
+class CatalogService:
+    def __init__(self, db: Database, storage: BlobStorage, limits: CatalogLimits | None = None) -> None:
+        self._db = db
+        self._storage = storage
+        self.limits = limits or CatalogLimits()
+
+    # -- projects ---------------------------------------------------------
+
+    async def get_project(self, principal: Principal, project_id: str) -> ProjectRecord:
+        principal.require_project(project_id)
+        async with self._db.connection() as conn:
+            row = await (await conn.execute(Q.get_project, {"id": project_id})).fetchone()
+        if row is None:
+            raise not_found("PROJECT_NOT_FOUND", f"project {project_id!r} does not exist")
+        return ProjectRecord(**row)
+
+    async def list_projects(
+        self, principal: Principal, page_size: int, page_token: str
+    ) -> tuple[list[ProjectRecord], str]:
+        limit = page_size_or_default(page_size)
+        cursor = decode_page_token(page_token, {"op": "projects.list"})
+        member_ids = None if principal.is_admin else sorted(principal.project_ids)
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                Q.list_projects,
+                {"after_id": (cursor or {}).get("id", ""), "member_ids": member_ids, "limit": limit + 1},
+            )
+            rows = await cur.fetchall()
+        projects = [ProjectRecord(**r) for r in rows[:limit]]
+        next_token = (
+            encode_page_token({"id": projects[-1].id}, {"op": "projects.list"}) if len(rows) > limit else ""
+        )
+        return projects, next_token
+
+    async def create_project(self, project_id: str, display_name: str) -> ProjectRecord:
+        try:
+            async with self._db.transaction() as conn:
+                row = await (
+                    await conn.execute(Q.insert_project, {"id": project_id, "display_name": display_name})
+                ).fetchone()
+                await conn.execute(Q.insert_credit_account, {"project_id": project_id})
+        except psycopg.errors.UniqueViolation as exc:
+            raise already_exists("PROJECT_EXISTS", f"project {project_id!r} already exists") from exc
+        except psycopg.errors.CheckViolation as exc:
+            raise invalid_argument(
+                "INVALID_PROJECT_ID",
+                "project ids are 1-63 lower-case letters, digits, '-' or '_'",
+                field="project_id",
+            ) from exc
+        assert row is not None
+        return ProjectRecord(**row)
+
+    # -- items ------------------------------------------------------------
+
+    async def get_item(self, principal: Principal, item_id: str) -> ItemRecord:
+        if not item_id:
+            raise invalid_argument("ITEM_ID_REQUIRED", "item_id is required", field="item_id")
+        async with self._db.connection() as conn:
+            row = await (await conn.execute(Q.get_item, {"id": item_id})).fetchone()
+        if row is None:
+            raise not_found("ITEM_NOT_FOUND", f"item {item_id!r} does not exist", item_id=item_id)
+        principal.require_project(row["project_id"])
+        return ItemRecord.from_row(row)
+
+    async def list_items(self, principal: Principal, query: ItemQuery) -> tuple[list[ItemRecord], str]:
+        if not query.project_id:
+            raise invalid_argument("PROJECT_ID_REQUIRED", "project_id is required", field="project_id")
+        principal.require_project(query.project_id)
+        limit = page_size_or_default(query.page_size)
+        bbox = query.bbox
+        if bbox is not None:
+            west, south, east, north = bbox
+            if not (-180 <= west <= east <= 180 and -90 <= south <= north <= 90):
+                raise invalid_argument(
+                    "INVALID_BBOX",
+                    "bbox must be [west, south, east, north] in degrees with west <= east and south <= north",
+                    field="bbox",
+                )
+        if query.datetime_start and query.datetime_end and query.datetime_start >= query.datetime_end:
+            raise invalid_argument(
+                "INVALID_TIME_RANGE", "datetime_start must be before datetime_end", field="datetime_end"
+            )
+        filters = {
+            "op": "items.list",
+            "project_id": query.project_id,
+            "collection_id": query.collection_id,
+            "bbox": bbox,
+            "start": query.datetime_start.isoformat() if query.datetime_start else None,
+            "end": query.datetime_end.isoformat() if query.datetime_end else None,
+        }
+        cursor = decode_page_token(query.page_token, filters)
+        params = {
+            "project_id": query.project_id,
+            "collection_id": query.collection_id,
+            "west": bbox[0] if bbox else None,
+            "south": bbox[1] if bbox else None,
+            "east": bbox[2] if bbox else None,
+            "north": bbox[3] if bbox else None,
+            "datetime_start": query.datetime_start,
+            "datetime_end": query.datetime_end,
+            "after_datetime": cursor["datetime"] if cursor else None,
+            "after_id": cursor["id"] if cursor else None,
+            "limit": limit + 1,
+        }
+        async with self._db.connection() as conn:
+            rows = await (await conn.execute(Q.list_items, params)).fetchall()
+        items = [ItemRecord.from_row(r) for r in rows[:limit]]
+        next_token = ""
+        if len(rows) > limit:
+            last = items[-1]
+            next_token = encode_page_token({"datetime": last.datetime.isoformat(), "id": last.id}, filters)
+        return items, next_token
+
+    def _validate_create(self, principal: Principal, spec: ItemCreate) -> None:
+        if not spec.project_id:
+            raise invalid_argument("PROJECT_ID_REQUIRED", "project_id is required", field="project_id")
+        principal.require_project(spec.project_id)
+        if not spec.name or len(spec.name) > MAX_NAME_LENGTH or "/" in spec.name:
+            raise invalid_argument(
+                "INVALID_ITEM_NAME", f"name must be 1-{MAX_NAME_LENGTH} characters without '/'", field="name"
+            )
+        if not COLLECTION_ID.match(spec.collection_id):
+            raise invalid_argument(
+                "INVALID_COLLECTION_ID",
+                "collection_id must be 1-63 letters, digits, '_', '.' or '-'",
+                field="collection_id",
+            )
+        if not spec.assets:
+            raise invalid_argument("ASSETS_REQUIRED", "at least one asset is required", field="assets")
+        seen: set[str] = set()
+        for i, asset in enumerate(spec.assets):
+            where = f"assets[{i}]"
+            if not ASSET_KEY.match(asset.key):
+                raise invalid_argument(
+                    "INVALID_ASSET_KEY",
+                    "asset keys are 1-63 lower-case letters, digits, '_' or '-'",
+                    field=f"{where}.key",
+                )
+            if asset.key in seen:
+                raise invalid_argument("DUPLICATE_ASSET_KEY", f"asset key {asset.key!r} repeats", field=where)
+            seen.add(asset.key)
+            if bool(asset.upload_id) == bool(asset.server_href):
+                raise invalid_argument(
+                    "ASSET_SOURCE_REQUIRED",
+                    "give exactly one of upload_id and server_href",
+                    field=where,
+                )
+            if asset.server_href and not principal.is_admin:
+                raise permission_denied(
+                    "SERVER_HREF_REQUIRES_ADMIN", "only admin tokens may register server-local files"
+                )
+
+    async def _source_path(self, spec: ItemCreate, index: int, asset: AssetInput) -> Path:
+        if asset.server_href:
+            raw = asset.server_href.removeprefix("file://")
+            path = Path(raw)
+            if not path.is_absolute() or not path.is_file():
+                raise invalid_argument(
+                    "SERVER_HREF_NOT_FOUND",
+                    f"{asset.server_href!r} is not an existing absolute path on the server",
+                    field=f"assets[{index}].server_href",
+                )
+            return path
+        async with self._db.connection() as conn:
+            row = await (await conn.execute(Q.lock_upload, {"id": asset.upload_id})).fetchone()
+        if row is None or row["project_id"] != spec.project_id:
+            raise not_found(
+                "UPLOAD_NOT_FOUND", f"no upload {asset.upload_id!r} in project {spec.project_id!r}"
+            )
+        if row["consume_time"] is not None or row["expired"]:
+            raise failed_precondition(
+                "UPLOAD_NOT_AVAILABLE", f"upload {asset.upload_id!r} was already used or has expired"
+            )
+        return Path(row["staging_path"])
+
+    def _prepare_asset(self, source: Path, convert: bool, field: str) -> tuple[Path, RasterInfo, bool]:
+        """Inspect (and if asked convert) one asset file. Runs in a thread.
+        Returns the file to store, its metadata, and whether it is a temp file."""
+        try:
+            return source, inspect_raster(source, require_cog=True), False
+        except RasterError as err:
+            if not (convert and err.reason == "NOT_A_COG"):
+                raise _raster_error(err, field) from err
+        converted = self._storage.scratch_dir() / f"cog-{new_id('tmp')}.tif"
+        try:
+            convert_to_cog(source, converted)
+            return converted, inspect_raster(converted, require_cog=True), True
+        except RasterError as err:
+            converted.unlink(missing_ok=True)
+            raise _raster_error(err, field) from err
+
+    async def create_item(self, principal: Principal, spec: ItemCreate) -> ItemRecord:
+        self._validate_create(principal, spec)
+        item_id = new_id("it")
+        prepared: list[tuple[AssetInput, Path, RasterInfo, bool]] = []
+        stored_keys: list[str] = []
+        try:
+            for i, asset in enumerate(spec.assets):
+                source = await self._source_path(spec, i, asset)
+                path, info, temporary = await asyncio.to_thread(
+                    self._prepare_asset, source, spec.convert_to_cog, f"assets[{i}]"
+                )
+                prepared.append((asset, path, info, temporary))
+            first = prepared[0][2]
+            when = spec.datetime or first.datetime or datetime_from_name(spec.name)
+            if when is None:
+                raise invalid_argument(
+                    "DATETIME_REQUIRED",
+                    "no datetime given, none in the raster's tags, and no YYYYMMDD date in the name",
+                    field="datetime",
+                )
+            for asset, path, _info, _ in prepared:
+                key = f"projects/{spec.project_id}/items/{item_id}/{asset.key}.tif"
+                await asyncio.to_thread(self._storage.put_file, key, path)
+                stored_keys.append(key)
+            record = await self._insert_item(spec, item_id, when, prepared, stored_keys)
+        except BaseException:
+            for key in stored_keys:
+                await asyncio.to_thread(self._storage.delete, key)
+            raise
+        finally:
+            for _, path, _, temporary in prepared:
+                if temporary:
+                    path.unlink(missing_ok=True)
+        for asset in spec.assets:
+            if asset.upload_id:
+                await asyncio.to_thread(self._discard_staging, asset.upload_id)
+        return record
+
+    async def _insert_item(
+        self,
+        spec: ItemCreate,
+        item_id: str,
+        when: datetime,
+        prepared: list[tuple[AssetInput, Path, RasterInfo, bool]],
+        stored_keys: list[str],
+    ) -> ItemRecord:
+        first = prepared[0][2]
+        west, south, east, north = first.bbox
+        try:
+            async with self._db.transaction() as conn:
+                for asset, *_ in prepared:
+                    if asset.upload_id:
+                        row = await (await conn.execute(Q.lock_upload, {"id": asset.upload_id})).fetchone()
+                        if row is None or row["consume_time"] is not None:
+                            raise failed_precondition(
+                                "UPLOAD_NOT_AVAILABLE", f"upload {asset.upload_id!r} was used concurrently"
+                            )
+                        await conn.execute(Q.consume_upload, {"id": asset.upload_id})
+                await conn.execute(
+                    Q.ensure_collection, {"project_id": spec.project_id, "collection_id": spec.collection_id}
+                )
+                await conn.execute(
+                    Q.insert_item,
+                    {
+                        "id": item_id,
+                        "project_id": spec.project_id,
+                        "collection_id": spec.collection_id,
+                        "name": spec.name,
+                        "geometry": Jsonb(first.footprint),
+                        "bbox_west": west,
+                        "bbox_south": south,
+                        "bbox_east": east,
+                        "bbox_north": north,
+                        "datetime": when,
+                        "properties": Jsonb(spec.properties),
+                        "job_id": None,
+                    },
+                )
+                for (asset, _path, info, _), key in zip(prepared, stored_keys, strict=True):
+                    bands, grid, render = asset_json(info)
+                    await conn.execute(
+                        Q.insert_asset,
+                        {
+                            "item_id": item_id,
+                            "key": asset.key,
+                            "storage_key": key,
+                            "media_type": info.media_type,
+                            "title": asset.title,
+                            "roles": asset.roles or ["data"],
+                            "size_bytes": info.size_bytes,
+                            "sha256": info.sha256,
+                            "bands": Jsonb(bands),
+                            "grid": Jsonb(grid),
+                            "render": Jsonb(render),
+                        },
+                    )
+                row = await (await conn.execute(Q.get_item, {"id": item_id})).fetchone()
+        except psycopg.errors.UniqueViolation as exc:
+            if exc.diag.constraint_name == "items_name_key":
+                raise already_exists(
+                    "ITEM_NAME_TAKEN",
+                    f"collection {spec.collection_id!r} already has an item named {spec.name!r}",
+                ) from exc
+            raise
+        assert row is not None
+        return ItemRecord.from_row(row)
+
+    def _discard_staging(self, upload_id: str) -> None:
+        # The row is consumed; its staging file has no further use.
+        path = self._staging_dir() / upload_id
+        path.unlink(missing_ok=True)
+
+    # -- uploads ----------------------------------------------------------
+
+    def _staging_dir(self) -> Path:
+        path = self._storage.scratch_dir() / "uploads"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    async def receive_upload(self, principal: Principal, parts: AsyncIterator[UploadPart]) -> UploadRecord:
+        upload_id = new_id("up")
+        path = self._staging_dir() / upload_id
+        digest = hashlib.sha256()
+        received = 0
+        finished = False
+        first: UploadPart | None = None
+        try:
+            with path.open("wb") as out:
+                async for part in parts:
+                    if first is None:
+                        first = part
+                        if not part.project_id:
+                            raise invalid_argument(
+                                "PROJECT_ID_REQUIRED", "the first message must name project_id", field="project_id"
+                            )
+                        principal.require_scope("catalog:write")
+                        principal.require_project(part.project_id)
+                    if finished:
+                        raise invalid_argument(
+                            "INVALID_WRITE_OFFSET", "data after finish_write", field="finish_write"
+                        )
+                    if part.write_offset != received:
+                        raise invalid_argument(
+                            "INVALID_WRITE_OFFSET",
+                            f"write_offset {part.write_offset} but {received} bytes were received",
+                            field="write_offset",
+                        )
+                    if len(part.data) > self.limits.max_chunk_bytes:
+                        raise invalid_argument(
+                            "CHUNK_TOO_LARGE", f"chunks are at most {self.limits.max_chunk_bytes} bytes",
+                            field="data",
+                        )
+                    received += len(part.data)
+                    if received > self.limits.max_upload_bytes:
+                        raise DomainError(
+                            Code.RESOURCE_EXHAUSTED,
+                            "UPLOAD_TOO_LARGE",
+                            f"uploads are limited to {self.limits.max_upload_bytes} bytes",
+                        )
+                    if part.data:
+                        digest.update(part.data)
+                        await asyncio.to_thread(out.write, part.data)
+                    finished = part.finish_write
+            if first is None or not finished:
+                raise invalid_argument(
+                    "INCOMPLETE_UPLOAD", "the upload stream ended without finish_write", field="finish_write"
+                )
+            sha = digest.hexdigest()
+            if first.total_size and first.total_size != received:
+                raise invalid_argument(
+                    "INCOMPLETE_UPLOAD",
+                    f"received {received} bytes but total_size was {first.total_size}",
+                    field="total_size",
+                )
+            if first.sha256 and first.sha256.lower() != sha:
+                raise invalid_argument(
+                    "INCOMPLETE_UPLOAD", "the received bytes do not match sha256", field="sha256"
+                )
+            async with self._db.connection() as conn:
+                row = await (
+                    await conn.execute(
+                        Q.insert_upload,
+                        {
+                            "id": upload_id,
+                            "project_id": first.project_id,
+                            "token_id": principal.id,
+                            "file_name": first.file_name[:255],
+                            "staging_path": str(path),
+                            "size_bytes": received,
+                            "sha256": sha,
+                            "ttl_seconds": UPLOAD_TTL_SECONDS,
+                        },
+                    )
+                ).fetchone()
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        assert row is not None
+        return UploadRecord(upload_id, received, sha, row["expire_time"])
+
+    async def expire_uploads(self) -> int:
+        async with self._db.connection() as conn:
+            rows = await (await conn.execute(Q.expired_uploads)).fetchall()
+        for row in rows:
+            Path(row["staging_path"]).unlink(missing_ok=True)
+        return len(rows)
+
+    # -- downloads ----------------------------------------------------------
+
+    async def asset_file(self, principal: Principal, resource_name: str) -> FileRef:
+        match = ASSET_RESOURCE.match(resource_name)
+        if not match:
+            raise invalid_argument(
+                "INVALID_RESOURCE_NAME",
+                "resource_name must be items/{item_id}/assets/{asset_key} or artifacts/{artifact_id}",
+                field="resource_name",
+            )
+        principal.require_scope("catalog:read")
+        item_id, key = match.group("item_id"), match.group("key")
+        async with self._db.connection() as conn:
+            row = await (await conn.execute(Q.get_asset_file, {"item_id": item_id, "key": key})).fetchone()
+            if row is None:
+                owner = await (await conn.execute(Q.item_project, {"id": item_id})).fetchone()
+                if owner is None:
+                    raise not_found("ITEM_NOT_FOUND", f"item {item_id!r} does not exist", item_id=item_id)
+                principal.require_project(owner["project_id"])
+                raise not_found("ASSET_NOT_FOUND", f"item {item_id!r} has no asset {key!r}")
+        principal.require_project(row["project_id"])
+        return FileRef(row["storage_key"], row["media_type"], row["size_bytes"], row["sha256"])

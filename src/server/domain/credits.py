@@ -1,0 +1,92 @@
+"""Credit balances and the append-only ledger.
+
+Every change of a balance writes its ledger row in the same statement, and the
+table's CHECK constraints keep both balances non-negative under any
+concurrency, so `granted - captured == available + held` always holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from server.auth import Principal
+from server.errors import invalid_argument, not_found
+from server.pagination import decode_page_token, encode_page_token, page_size_or_default
+from server.store import Q, Database
+
+
+@dataclass(frozen=True)
+class Balance:
+    project_id: str
+    available: int
+    held: int
+    granted_total: int
+    captured_total: int
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    id: int
+    project_id: str
+    job_id: str | None
+    kind: str
+    amount: int
+    available_after: int
+    held_after: int
+    note: str
+    create_time: datetime
+
+
+class CreditService:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def grant(self, project_id: str, amount: int, note: str = "") -> LedgerRow:
+        if amount <= 0:
+            raise invalid_argument("INVALID_AMOUNT", "a grant must be a positive whole number", field="amount")
+        async with self._db.transaction() as conn:
+            row = await (
+                await conn.execute(Q.grant_credits, {"project_id": project_id, "amount": amount, "note": note})
+            ).fetchone()
+        if row is None:
+            raise not_found("PROJECT_NOT_FOUND", f"project {project_id!r} does not exist")
+        return LedgerRow(**row)
+
+    async def balance(self, principal: Principal, project_id: str) -> Balance:
+        _require_project_id(project_id)
+        principal.require_project(project_id)
+        async with self._db.connection() as conn:
+            row = await (await conn.execute(Q.get_balance, {"project_id": project_id})).fetchone()
+        if row is None:
+            raise not_found("PROJECT_NOT_FOUND", f"project {project_id!r} does not exist")
+        return Balance(**row)
+
+    async def ledger(
+        self, principal: Principal, project_id: str, job_id: str, page_size: int, page_token: str
+    ) -> tuple[list[LedgerRow], str]:
+        _require_project_id(project_id)
+        principal.require_project(project_id)
+        limit = page_size_or_default(page_size)
+        filters = {"op": "credits.ledger.list", "project_id": project_id, "job_id": job_id}
+        cursor = decode_page_token(page_token, filters)
+        async with self._db.connection() as conn:
+            rows = await (
+                await conn.execute(
+                    Q.list_ledger,
+                    {
+                        "project_id": project_id,
+                        "job_id": job_id or None,
+                        "before_id": cursor["id"] if cursor else None,
+                        "limit": limit + 1,
+                    },
+                )
+            ).fetchall()
+        entries = [LedgerRow(**r) for r in rows[:limit]]
+        next_token = encode_page_token({"id": entries[-1].id}, filters) if len(rows) > limit else ""
+        return entries, next_token
+
+
+def _require_project_id(project_id: str) -> None:
+    if not project_id:
+        raise invalid_argument("PROJECT_ID_REQUIRED", "project_id is required", field="project_id")

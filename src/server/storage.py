@@ -1,0 +1,94 @@
+"""Where asset and artifact bytes live, behind one small interface.
+
+`LocalStorage` keeps files in a directory (by default `$GEOPERA_HOME/storage`).
+An S3-compatible backend implements the same methods; `local_path` is how
+rasterio reads a stored object (a real path here, a `/vsis3/` path there).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+
+class BlobStorage(Protocol):
+    def put_file(self, key: str, source: Path) -> None:
+        """Store a copy of `source` under `key`, atomically (readers never see a
+        partial object)."""
+
+    def open_read(self, key: str) -> BinaryIO: ...
+
+    def size(self, key: str) -> int: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None:
+        """Remove `key`; no error when it does not exist."""
+
+    def local_path(self, key: str) -> str:
+        """A path GDAL can open for `key`."""
+
+    def scratch_dir(self) -> Path:
+        """A directory on the same file system for temporary files."""
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._scratch = self.root / ".scratch"
+        self._scratch.mkdir(exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents:
+            raise ValueError(f"storage key escapes the storage root: {key!r}")
+        return path
+
+    def put_file(self, key: str, source: Path) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self._scratch, prefix="put-")
+        os.close(fd)
+        try:
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def open_read(self, key: str) -> BinaryIO:
+        return self._path(key).open("rb")
+
+    def size(self, key: str) -> int:
+        return self._path(key).stat().st_size
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+    def local_path(self, key: str) -> str:
+        return str(self._path(key))
+
+    def scratch_dir(self) -> Path:
+        return self._scratch
+
+
+def iter_chunks(stream: BinaryIO, offset: int, limit: int, chunk_size: int) -> Iterator[bytes]:
+    """Yield `limit` bytes (0 = to the end) from `offset` in `chunk_size` pieces."""
+    stream.seek(offset)
+    remaining = limit if limit > 0 else None
+    while remaining is None or remaining > 0:
+        want = chunk_size if remaining is None else min(chunk_size, remaining)
+        data = stream.read(want)
+        if not data:
+            return
+        if remaining is not None:
+            remaining -= len(data)
+        yield data

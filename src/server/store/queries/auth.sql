@@ -1,0 +1,26 @@
+-- name: insert_token
+INSERT INTO tokens (id, token_hash, name, kind, scopes)
+VALUES (%(id)s, %(token_hash)s, %(name)s, %(kind)s, %(scopes)s);
+
+-- name: insert_token_project
+INSERT INTO token_projects (token_id, project_id) VALUES (%(token_id)s, %(project_id)s);
+
+-- name: principal_by_token_hash
+SELECT t.id, t.name, t.kind, t.scopes,
+       coalesce(array_agg(tp.project_id) FILTER (WHERE tp.project_id IS NOT NULL), '{}') AS project_ids
+FROM tokens t
+LEFT JOIN token_projects tp ON tp.token_id = t.id
+WHERE t.token_hash = %(token_hash)s AND t.revoke_time IS NULL
+GROUP BY t.id;
+
+-- name: list_tokens
+SELECT t.id, t.name, t.kind, t.scopes, t.create_time, t.revoke_time,
+       coalesce(array_agg(tp.project_id ORDER BY tp.project_id)
+                FILTER (WHERE tp.project_id IS NOT NULL), '{}') AS project_ids
+FROM tokens t
+LEFT JOIN token_projects tp ON tp.token_id = t.id
+GROUP BY t.id
+ORDER BY t.create_time, t.id;
+
+-- name: revoke_token
+UPDATE tokens SET revoke_time = now() WHERE id = %(id)s AND revoke_time IS NULL RETURNING id;

@@ -1,0 +1,77 @@
+-- name: ensure_collection
+INSERT INTO collections (project_id, id) VALUES (%(project_id)s, %(collection_id)s)
+ON CONFLICT DO NOTHING;
+
+-- name: insert_item
+INSERT INTO items (id, project_id, collection_id, name, geometry, bbox_west, bbox_south, bbox_east,
+                   bbox_north, datetime, properties, job_id)
+VALUES (%(id)s, %(project_id)s, %(collection_id)s, %(name)s, %(geometry)s, %(bbox_west)s, %(bbox_south)s,
+        %(bbox_east)s, %(bbox_north)s, %(datetime)s, %(properties)s, %(job_id)s)
+RETURNING create_time;
+
+-- name: insert_asset
+INSERT INTO assets (item_id, key, storage_key, media_type, title, roles, size_bytes, sha256, bands, grid,
+                    render)
+VALUES (%(item_id)s, %(key)s, %(storage_key)s, %(media_type)s, %(title)s, %(roles)s, %(size_bytes)s,
+        %(sha256)s, %(bands)s, %(grid)s, %(render)s);
+
+-- name: get_item
+-- One item with its assets aggregated as JSON, so a get is one round trip.
+SELECT i.id, i.project_id, i.collection_id, i.name, i.geometry, i.bbox_west, i.bbox_south, i.bbox_east,
+       i.bbox_north, i.datetime, i.properties, i.create_time, i.job_id,
+       coalesce((SELECT jsonb_agg(jsonb_build_object(
+                    'key', a.key, 'storage_key', a.storage_key, 'media_type', a.media_type,
+                    'title', a.title, 'roles', a.roles, 'size_bytes', a.size_bytes, 'sha256', a.sha256,
+                    'bands', a.bands, 'grid', a.grid, 'render', a.render) ORDER BY a.key)
+                 FROM assets a WHERE a.item_id = i.id), '[]'::jsonb) AS assets
+FROM items i
+WHERE i.id = %(id)s;
+
+-- name: list_items
+-- A page of a project's items in (datetime, id) order after the cursor.
+SELECT i.id, i.project_id, i.collection_id, i.name, i.geometry, i.bbox_west, i.bbox_south, i.bbox_east,
+       i.bbox_north, i.datetime, i.properties, i.create_time, i.job_id,
+       coalesce((SELECT jsonb_agg(jsonb_build_object(
+                    'key', a.key, 'storage_key', a.storage_key, 'media_type', a.media_type,
+                    'title', a.title, 'roles', a.roles, 'size_bytes', a.size_bytes, 'sha256', a.sha256,
+                    'bands', a.bands, 'grid', a.grid, 'render', a.render) ORDER BY a.key)
+                 FROM assets a WHERE a.item_id = i.id), '[]'::jsonb) AS assets
+FROM items i
+WHERE i.project_id = %(project_id)s
+  AND (%(collection_id)s::text IS NULL OR i.collection_id = %(collection_id)s::text)
+  AND (%(west)s::float8 IS NULL OR (i.bbox_east >= %(west)s::float8 AND i.bbox_west <= %(east)s::float8
+       AND i.bbox_north >= %(south)s::float8 AND i.bbox_south <= %(north)s::float8))
+  AND (%(datetime_start)s::timestamptz IS NULL OR i.datetime >= %(datetime_start)s::timestamptz)
+  AND (%(datetime_end)s::timestamptz IS NULL OR i.datetime < %(datetime_end)s::timestamptz)
+  AND (%(after_datetime)s::timestamptz IS NULL
+       OR (i.datetime, i.id) > (%(after_datetime)s::timestamptz, %(after_id)s::text))
+ORDER BY i.datetime, i.id
+LIMIT %(limit)s;
+
+-- name: item_project
+SELECT project_id FROM items WHERE id = %(id)s;
+
+-- name: get_asset_file
+SELECT i.project_id, a.storage_key, a.media_type, a.size_bytes, a.sha256
+FROM assets a JOIN items i ON i.id = a.item_id
+WHERE a.item_id = %(item_id)s AND a.key = %(key)s;
+
+-- name: insert_upload
+INSERT INTO uploads (id, project_id, token_id, file_name, staging_path, size_bytes, sha256, expire_time)
+VALUES (%(id)s, %(project_id)s, %(token_id)s, %(file_name)s, %(staging_path)s, %(size_bytes)s, %(sha256)s,
+        now() + make_interval(secs => %(ttl_seconds)s))
+RETURNING expire_time;
+
+-- name: lock_upload
+-- Lock an upload for consumption by items.create (a concurrent create of the
+-- same upload waits, then sees it consumed).
+SELECT id, project_id, staging_path, size_bytes, sha256, file_name, consume_time, expire_time < now() AS expired
+FROM uploads WHERE id = %(id)s
+FOR UPDATE;
+
+-- name: consume_upload
+UPDATE uploads SET consume_time = now() WHERE id = %(id)s;
+
+-- name: expired_uploads
+DELETE FROM uploads WHERE expire_time < now() OR consume_time < now() - interval '1 hour'
+RETURNING staging_path;

@@ -1,0 +1,71 @@
+"""A real `geopera serve` process on a free port, for tests and benches."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class ServerProcess:
+    def __init__(self, *, database_url: str | None, home: Path, extra_env: dict[str, str] | None = None,
+                 extra_args: list[str] | None = None) -> None:
+        self.home = home
+        self.database_url = database_url
+        self.log_path = home / "server.log"
+        self.port_file = home / "port"
+        self._extra_env = extra_env or {}
+        self._extra_args = extra_args or []
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 90.0) -> ServerProcess:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.port_file.unlink(missing_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GEOPERA_")}
+        env.update({"GEOPERA_HOME": str(self.home), "PYTHONUNBUFFERED": "1", **self._extra_env})
+        if self.database_url:
+            env["GEOPERA_DATABASE_URL"] = self.database_url
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve", "--listen", "127.0.0.1:0",
+             "--port-file", str(self.port_file), *self._extra_args],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.port_file.exists():
+                self.port = int(self.port_file.read_text())
+                return self
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"server not ready after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def channel(self) -> grpc.Channel:
+        return grpc.insecure_channel(self.address)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
