@@ -53,7 +53,7 @@ def tree_differs(a: Path, b: Path) -> list[str]:
     problems = [f"only in {a.name}: {n}" for n in cmp.left_only]
     problems += [f"only in {b.name}: {n}" for n in cmp.right_only]
     problems += [f"differs: {n}" for n in cmp.diff_files]
-    for sub, child in cmp.subdirs.items():
+    for sub in cmp.subdirs:
         if sub == "__pycache__":
             continue
         problems += [f"{sub}/{p}" for p in tree_differs(a / sub, b / sub)]

@@ -7,13 +7,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-
-from google.rpc import error_details_pb2, status_pb2  # noqa: F401  (registers the types for reflection)
-from grpc import aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from geopera.v1 import (  # noqa: F401  (imports register every payload type for reflection)
     analytics_pb2,
@@ -21,22 +15,27 @@ from geopera.v1 import (  # noqa: F401  (imports register every payload type for
     credits_pb2,
     errors_pb2,
     kernel_pb2,
+    kernel_pb2_grpc,
     processing_pb2,
     resources_pb2,
     worker_pb2,
     worker_pb2_grpc,
 )
-from geopera.v1 import kernel_pb2_grpc
+from google.rpc import error_details_pb2, status_pb2  # noqa: F401  (registers the types for reflection)
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
 from server.api.kernel import KernelServicer
-from server.api.ops_catalog import register_catalog_operations
-from server.api.registry import OperationRegistry
+from server.api.operations import REGISTRY
 from server.api.worker import WorkerServicer
 from server.auth import TokenService
 from server.config import Settings
 from server.domain.catalog import CatalogLimits, CatalogService
 from server.domain.credits import CreditService
+from server.services import Services
 from server.storage import LocalStorage
-from server.store import Database, connect_database
+from server.store import connect_database
 from server.store.database import start_embedded_postgres
 
 log = logging.getLogger(__name__)
@@ -45,18 +44,6 @@ SERVICE_NAMES = (
     kernel_pb2.DESCRIPTOR.services_by_name["KernelService"].full_name,
     worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
 )
-
-
-@dataclass
-class Services:
-    """Everything the handlers and the CLI need, built once."""
-
-    db: Database
-    storage: LocalStorage
-    tokens: TokenService
-    catalog: CatalogService
-    credits: CreditService
-    registry: OperationRegistry
 
 
 def database_url(settings: Settings) -> str:
@@ -70,10 +57,7 @@ async def build_services(settings: Settings, url: str) -> Services:
     storage = LocalStorage(settings.storage_root)
     tokens = TokenService(db, cache_seconds=settings.token_cache_seconds)
     catalog = CatalogService(db, storage, CatalogLimits(max_upload_bytes=settings.max_upload_bytes))
-    credits = CreditService(db)
-    registry = OperationRegistry()
-    register_catalog_operations(registry, catalog, credits)
-    return Services(db, storage, tokens, catalog, credits, registry)
+    return Services(db, storage, tokens, catalog, CreditService(db))
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -119,7 +103,7 @@ async def serve(
 
     url = await asyncio.to_thread(database_url, settings)
     services = await build_services(settings, url)
-    kernel.attach(services.registry, services.tokens, services.catalog, services.storage)
+    kernel.attach(REGISTRY, services)
     sweeper = asyncio.create_task(_sweep_uploads(services.catalog))
     if on_ready is not None:
         await on_ready(services, port)

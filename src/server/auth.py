@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from server.errors import permission_denied, unauthenticated
 from server.ids import new_id
-from server.store import Q, Database
+from server.store import Database, Q
 
 SCOPES = (
     "catalog:read",

@@ -86,8 +86,11 @@ async def _admin(args: argparse.Namespace) -> object:
                 async with services.db.connection() as conn:
                     rows = await (await conn.execute(Q.list_tokens)).fetchall()
                 return [
-                    {**r, "create_time": r["create_time"].isoformat(),
-                     "revoke_time": r["revoke_time"].isoformat() if r["revoke_time"] else None}
+                    {
+                        **r,
+                        "create_time": r["create_time"].isoformat(),
+                        "revoke_time": r["revoke_time"].isoformat() if r["revoke_time"] else None,
+                    }
                     for r in rows
                 ]
             case ("credits", "grant"):

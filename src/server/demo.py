@@ -83,7 +83,9 @@ async def bootstrap_demo(services, token_file: Path) -> str:  # type: ignore[no-
         except DomainError:
             pass
     _, token = await services.tokens.create_token(
-        name="demo", kind="user", scopes=[s for s in SCOPES if s not in ("admin", "worker")],
+        name="demo",
+        kind="user",
+        scopes=[s for s in SCOPES if s not in ("admin", "worker")],
         project_ids=[DEMO_PROJECT],
     )
     token_file.parent.mkdir(parents=True, exist_ok=True)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import rasterio
 import rasterio.shutil
-from rasterio.transform import from_origin
+from affine import Affine
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "s2_slovenia"
 # A 10 m grid in UTM 33N near the Slovenian samples.
-UTM33_TRANSFORM = from_origin(465_000.0, 5_080_000.0, 10.0, 10.0)
+UTM33_TRANSFORM = Affine(10.0, 0.0, 465_000.0, 0.0, -10.0, 5_080_000.0)
 
 WriteGTiff = Callable[..., Path]
 

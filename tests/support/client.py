@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import grpc
+from geopera.v1 import errors_pb2, kernel_pb2, kernel_pb2_grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from geopera.v1 import errors_pb2, kernel_pb2, kernel_pb2_grpc
 from server.api.registry import message_base_name
 
 
@@ -70,8 +70,9 @@ class KernelClient:
             md.append(("authorization", f"Bearer {self.token}"))
         return md
 
-    def execute_raw(self, request: kernel_pb2.ExecuteRequest, timeout: float = 30, **md: str
-                    ) -> kernel_pb2.ExecuteResponse:
+    def execute_raw(
+        self, request: kernel_pb2.ExecuteRequest, timeout: float = 30, **md: str
+    ) -> kernel_pb2.ExecuteResponse:
         try:
             return self.stub.Execute(request, metadata=self.metadata(**md), timeout=timeout)
         except grpc.RpcError as err:
@@ -87,12 +88,20 @@ class KernelClient:
         assert response.result.Unpack(result), response.result.type_url
         return result
 
-    def upload(self, project_id: str, data: bytes, *, chunk: int = 64 << 10, file_name: str = "x.tif",
-               finish: bool = True, sha256: str | None = None) -> kernel_pb2.UploadAssetResponse:
+    def upload(
+        self,
+        project_id: str,
+        data: bytes,
+        *,
+        chunk: int = 64 << 10,
+        file_name: str = "x.tif",
+        finish: bool = True,
+        sha256: str | None = None,
+    ) -> kernel_pb2.UploadAssetResponse:
         def requests() -> Iterator[kernel_pb2.UploadAssetRequest]:
             offset = 0
             first = True
-            pieces = [data[i:i + chunk] for i in range(0, len(data), chunk)] or [b""]
+            pieces = [data[i : i + chunk] for i in range(0, len(data), chunk)] or [b""]
             for n, piece in enumerate(pieces):
                 message = kernel_pb2.UploadAssetRequest(write_offset=offset, data=piece)
                 if first:
@@ -112,9 +121,13 @@ class KernelClient:
 
     def download(self, resource_name: str, **kwargs: int) -> tuple[bytes, kernel_pb2.DownloadAssetResponse]:
         try:
-            parts = list(self.stub.DownloadAsset(
-                kernel_pb2.DownloadAssetRequest(resource_name=resource_name, **kwargs),
-                metadata=self.metadata(), timeout=60))
+            parts = list(
+                self.stub.DownloadAsset(
+                    kernel_pb2.DownloadAssetRequest(resource_name=resource_name, **kwargs),
+                    metadata=self.metadata(),
+                    timeout=60,
+                )
+            )
         except grpc.RpcError as err:
             raise RpcFailure.from_rpc_error(err) from None
         return b"".join(p.data for p in parts), parts[0]

@@ -15,8 +15,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class ServerProcess:
-    def __init__(self, *, database_url: str | None, home: Path, extra_env: dict[str, str] | None = None,
-                 extra_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        database_url: str | None,
+        home: Path,
+        extra_env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
         self.home = home
         self.database_url = database_url
         self.log_path = home / "server.log"
@@ -39,9 +45,21 @@ class ServerProcess:
             env["GEOPERA_DATABASE_URL"] = self.database_url
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve", "--listen", "127.0.0.1:0",
-             "--port-file", str(self.port_file), *self._extra_args],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "server.cli",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--port-file",
+                str(self.port_file),
+                *self._extra_args,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from geopera.v1 import resources_pb2
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
-from geopera.v1 import resources_pb2
 from server.domain.credits import Balance, LedgerRow
 from server.domain.models import AssetRecord, ItemRecord, ProjectRecord
 from server.errors import invalid_argument

@@ -5,19 +5,19 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from geopera.v1 import kernel_pb2, kernel_pb2_grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
-from geopera.v1 import kernel_pb2, kernel_pb2_grpc
 from server.api.calls import metadata_value, rpc_call, unavailable
 from server.api.convert import timestamp
 from server.api.registry import Operation, OperationContext, OperationRegistry
-from server.auth import Principal, TokenService
-from server.domain.catalog import CatalogService
+from server.auth import Principal
 from server.domain.models import UploadPart
 from server.errors import Code, DomainError, invalid_argument
-from server.storage import BlobStorage, iter_chunks
+from server.services import Services
+from server.storage import iter_chunks
 
 DOWNLOAD_CHUNK_BYTES = 1 << 20
 IDEMPOTENCY_KEY_MAX = 255
@@ -67,28 +67,22 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
     until `attach` hands over the services (after migrations)."""
 
     _registry: OperationRegistry
-    _tokens: TokenService
-    _catalog: CatalogService
-    _storage: BlobStorage
+    _services: Services
 
     def __init__(self) -> None:
         self._ready = False
         self._known = ""
 
-    def attach(
-        self, registry: OperationRegistry, tokens: TokenService, catalog: CatalogService, storage: BlobStorage
-    ) -> None:
+    def attach(self, registry: OperationRegistry, services: Services) -> None:
         self._registry = registry
-        self._tokens = tokens
-        self._catalog = catalog
-        self._storage = storage
+        self._services = services
         self._known = ", ".join(registry.names())
         self._ready = True
 
     async def _authenticate(self, context: aio.ServicerContext) -> Principal:
         if not self._ready:
             raise unavailable("the server is starting; retry shortly")
-        return await self._tokens.authenticate(metadata_value(context, "authorization"))
+        return await self._services.tokens.authenticate(metadata_value(context, "authorization"))
 
     def _resolve(self, name: str) -> Operation:
         if not name:
@@ -114,7 +108,9 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
             principal.require_scope(operation.scope)
             params = unpack_params(operation, request.params, request.HasField("params"))
             key = _idempotency_key(context) if operation.side_effect == "spend" else None
-            result = await operation.handler(OperationContext(principal, call.request_id, key), params)
+            result = await operation.handler(
+                self._services, OperationContext(principal, call.request_id, key), params
+            )
             packed = any_pb2.Any()
             packed.Pack(result)
             return kernel_pb2.ExecuteResponse(operation=operation.name, result=packed)
@@ -148,7 +144,7 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
                         finish_write=message.finish_write,
                     )
 
-            upload = await self._catalog.receive_upload(principal, parts())
+            upload = await self._services.catalog.receive_upload(principal, parts())
             call.extra["bytes"] = upload.size_bytes
             return kernel_pb2.UploadAssetResponse(
                 upload_id=upload.id,
@@ -164,14 +160,14 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
         async with rpc_call(context, "DownloadAsset") as call:
             principal = await self._authenticate(context)
             call.principal_id = principal.id
-            ref = await self._catalog.asset_file(principal, request.resource_name)
+            ref = await self._services.catalog.asset_file(principal, request.resource_name)
             if request.read_offset < 0 or request.read_offset > ref.size_bytes or request.read_limit < 0:
                 raise DomainError(
                     Code.OUT_OF_RANGE,
                     "INVALID_READ_OFFSET",
                     f"read_offset must be 0..{ref.size_bytes} and read_limit >= 0",
                 )
-            stream = await asyncio.to_thread(self._storage.open_read, ref.storage_key)
+            stream = await asyncio.to_thread(self._services.storage.open_read, ref.storage_key)
             try:
                 chunks = iter_chunks(stream, request.read_offset, request.read_limit, DOWNLOAD_CHUNK_BYTES)
                 offset = request.read_offset

@@ -3,94 +3,148 @@
 from __future__ import annotations
 
 from geopera.v1 import catalog_pb2, credits_pb2
+
 from server.api import convert
-from server.api.registry import Operation, OperationContext, OperationRegistry
-from server.domain.catalog import CatalogService
-from server.domain.credits import CreditService
+from server.api.registry import Operation, OperationContext
 from server.domain.models import AssetInput, ItemCreate, ItemQuery
+from server.services import Services
 
 
-def register_catalog_operations(
-    registry: OperationRegistry, catalog: CatalogService, credits: CreditService
-) -> None:
-    async def projects_get(ctx: OperationContext, p: catalog_pb2.ProjectsGetParams) -> catalog_pb2.ProjectsGetResult:
-        record = await catalog.get_project(ctx.principal, p.project_id)
-        return catalog_pb2.ProjectsGetResult(project=convert.project(record))
+async def projects_get(
+    s: Services, ctx: OperationContext, p: catalog_pb2.ProjectsGetParams
+) -> catalog_pb2.ProjectsGetResult:
+    record = await s.catalog.get_project(ctx.principal, p.project_id)
+    return catalog_pb2.ProjectsGetResult(project=convert.project(record))
 
-    async def projects_list(
-        ctx: OperationContext, p: catalog_pb2.ProjectsListParams
-    ) -> catalog_pb2.ProjectsListResult:
-        records, next_token = await catalog.list_projects(ctx.principal, p.page_size, p.page_token)
-        return catalog_pb2.ProjectsListResult(
-            projects=[convert.project(r) for r in records], next_page_token=next_token
-        )
 
-    async def items_get(ctx: OperationContext, p: catalog_pb2.ItemsGetParams) -> catalog_pb2.ItemsGetResult:
-        record = await catalog.get_item(ctx.principal, p.item_id)
-        return catalog_pb2.ItemsGetResult(item=convert.item(record))
+async def projects_list(
+    s: Services, ctx: OperationContext, p: catalog_pb2.ProjectsListParams
+) -> catalog_pb2.ProjectsListResult:
+    records, next_token = await s.catalog.list_projects(ctx.principal, p.page_size, p.page_token)
+    return catalog_pb2.ProjectsListResult(
+        projects=[convert.project(r) for r in records], next_page_token=next_token
+    )
 
-    async def items_list(ctx: OperationContext, p: catalog_pb2.ItemsListParams) -> catalog_pb2.ItemsListResult:
-        query = ItemQuery(
-            project_id=p.project_id,
-            collection_id=p.collection_id or None,
-            bbox=convert.bbox_param(list(p.bbox)),
-            datetime_start=convert.from_timestamp(p.datetime_start, p.HasField("datetime_start")),
-            datetime_end=convert.from_timestamp(p.datetime_end, p.HasField("datetime_end")),
-            page_size=p.page_size,
-            page_token=p.page_token,
-        )
-        records, next_token = await catalog.list_items(ctx.principal, query)
-        return catalog_pb2.ItemsListResult(items=[convert.item(r) for r in records], next_page_token=next_token)
 
-    async def items_create(
-        ctx: OperationContext, p: catalog_pb2.ItemsCreateParams
-    ) -> catalog_pb2.ItemsCreateResult:
-        spec = ItemCreate(
-            project_id=p.project_id,
-            collection_id=p.collection_id or "default",
-            name=p.name,
-            datetime=convert.from_timestamp(p.datetime, p.HasField("datetime")),
-            properties=convert.struct_to_dict(p.properties),
-            assets=[
-                AssetInput(a.key, a.upload_id, a.server_href, list(a.roles), a.title) for a in p.assets
-            ],
-            convert_to_cog=p.convert_to_cog,
-        )
-        record = await catalog.create_item(ctx.principal, spec)
-        return catalog_pb2.ItemsCreateResult(item=convert.item(record))
+async def items_get(
+    s: Services, ctx: OperationContext, p: catalog_pb2.ItemsGetParams
+) -> catalog_pb2.ItemsGetResult:
+    record = await s.catalog.get_item(ctx.principal, p.item_id)
+    return catalog_pb2.ItemsGetResult(item=convert.item(record))
 
-    async def balance_get(
-        ctx: OperationContext, p: credits_pb2.CreditsBalanceGetParams
-    ) -> credits_pb2.CreditsBalanceGetResult:
-        record = await credits.balance(ctx.principal, p.project_id)
-        return credits_pb2.CreditsBalanceGetResult(balance=convert.balance(record))
 
-    async def ledger_list(
-        ctx: OperationContext, p: credits_pb2.CreditsLedgerListParams
-    ) -> credits_pb2.CreditsLedgerListResult:
-        rows, next_token = await credits.ledger(ctx.principal, p.project_id, p.job_id, p.page_size, p.page_token)
-        return credits_pb2.CreditsLedgerListResult(
-            entries=[convert.ledger_entry(r) for r in rows], next_page_token=next_token
-        )
+async def items_list(
+    s: Services, ctx: OperationContext, p: catalog_pb2.ItemsListParams
+) -> catalog_pb2.ItemsListResult:
+    query = ItemQuery(
+        project_id=p.project_id,
+        collection_id=p.collection_id or None,
+        bbox=convert.bbox_param(list(p.bbox)),
+        datetime_start=convert.from_timestamp(p.datetime_start, p.HasField("datetime_start")),
+        datetime_end=convert.from_timestamp(p.datetime_end, p.HasField("datetime_end")),
+        page_size=p.page_size,
+        page_token=p.page_token,
+    )
+    records, next_token = await s.catalog.list_items(ctx.principal, query)
+    return catalog_pb2.ItemsListResult(items=[convert.item(r) for r in records], next_page_token=next_token)
 
-    for operation in (
-        Operation("projects.get", catalog_pb2.ProjectsGetParams, catalog_pb2.ProjectsGetResult,
-                  "catalog:read", "read", projects_get, "Get a project."),
-        Operation("projects.list", catalog_pb2.ProjectsListParams, catalog_pb2.ProjectsListResult,
-                  "catalog:read", "read", projects_list, "List the projects the caller belongs to."),
-        Operation("items.get", catalog_pb2.ItemsGetParams, catalog_pb2.ItemsGetResult,
-                  "catalog:read", "read", items_get, "Get an item with its assets."),
-        Operation("items.list", catalog_pb2.ItemsListParams, catalog_pb2.ItemsListResult,
-                  "catalog:read", "read", items_list,
-                  "List a project's items by collection, bbox and datetime range."),
-        Operation("items.create", catalog_pb2.ItemsCreateParams, catalog_pb2.ItemsCreateResult,
-                  "catalog:write", "write", items_create,
-                  "Register an uploaded (or server-local) COG as an item."),
-        Operation("credits.balance.get", credits_pb2.CreditsBalanceGetParams,
-                  credits_pb2.CreditsBalanceGetResult, "credits:read", "read", balance_get,
-                  "A project's available and held credits."),
-        Operation("credits.ledger.list", credits_pb2.CreditsLedgerListParams,
-                  credits_pb2.CreditsLedgerListResult, "credits:read", "read", ledger_list,
-                  "A project's credit ledger, newest first."),
-    ):
-        registry.register(operation)
+
+async def items_create(
+    s: Services, ctx: OperationContext, p: catalog_pb2.ItemsCreateParams
+) -> catalog_pb2.ItemsCreateResult:
+    spec = ItemCreate(
+        project_id=p.project_id,
+        collection_id=p.collection_id or "default",
+        name=p.name,
+        datetime=convert.from_timestamp(p.datetime, p.HasField("datetime")),
+        properties=convert.struct_to_dict(p.properties),
+        assets=[AssetInput(a.key, a.upload_id, a.server_href, list(a.roles), a.title) for a in p.assets],
+        convert_to_cog=p.convert_to_cog,
+    )
+    record = await s.catalog.create_item(ctx.principal, spec)
+    return catalog_pb2.ItemsCreateResult(item=convert.item(record))
+
+
+async def balance_get(
+    s: Services, ctx: OperationContext, p: credits_pb2.CreditsBalanceGetParams
+) -> credits_pb2.CreditsBalanceGetResult:
+    record = await s.credits.balance(ctx.principal, p.project_id)
+    return credits_pb2.CreditsBalanceGetResult(balance=convert.balance(record))
+
+
+async def ledger_list(
+    s: Services, ctx: OperationContext, p: credits_pb2.CreditsLedgerListParams
+) -> credits_pb2.CreditsLedgerListResult:
+    rows, next_token = await s.credits.ledger(
+        ctx.principal, p.project_id, p.job_id, p.page_size, p.page_token
+    )
+    return credits_pb2.CreditsLedgerListResult(
+        entries=[convert.ledger_entry(r) for r in rows], next_page_token=next_token
+    )
+
+
+OPERATIONS = (
+    Operation(
+        "projects.get",
+        catalog_pb2.ProjectsGetParams,
+        catalog_pb2.ProjectsGetResult,
+        "catalog:read",
+        "read",
+        projects_get,
+        "Get a project.",
+    ),
+    Operation(
+        "projects.list",
+        catalog_pb2.ProjectsListParams,
+        catalog_pb2.ProjectsListResult,
+        "catalog:read",
+        "read",
+        projects_list,
+        "List the projects the caller belongs to.",
+    ),
+    Operation(
+        "items.get",
+        catalog_pb2.ItemsGetParams,
+        catalog_pb2.ItemsGetResult,
+        "catalog:read",
+        "read",
+        items_get,
+        "Get an item with its assets.",
+    ),
+    Operation(
+        "items.list",
+        catalog_pb2.ItemsListParams,
+        catalog_pb2.ItemsListResult,
+        "catalog:read",
+        "read",
+        items_list,
+        "List a project's items by collection, bbox and datetime range.",
+    ),
+    Operation(
+        "items.create",
+        catalog_pb2.ItemsCreateParams,
+        catalog_pb2.ItemsCreateResult,
+        "catalog:write",
+        "write",
+        items_create,
+        "Register an uploaded (or server-local) COG as an item.",
+    ),
+    Operation(
+        "credits.balance.get",
+        credits_pb2.CreditsBalanceGetParams,
+        credits_pb2.CreditsBalanceGetResult,
+        "credits:read",
+        "read",
+        balance_get,
+        "A project's available and held credits.",
+    ),
+    Operation(
+        "credits.ledger.list",
+        credits_pb2.CreditsLedgerListParams,
+        credits_pb2.CreditsLedgerListResult,
+        "credits:read",
+        "read",
+        ledger_list,
+        "A project's credit ledger, newest first.",
+    ),
+)

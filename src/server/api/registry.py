@@ -9,14 +9,19 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from google.protobuf.message import Message
 
 from server.auth import Principal
 
+if TYPE_CHECKING:
+    from server.services import Services
+
 SideEffect = Literal["read", "write", "spend"]
-Handler = Callable[["OperationContext", Any], Awaitable[Message]]
+# A handler unpacks nothing itself: it receives the services, the call context
+# and the already-decoded params message, and returns the result message.
+Handler = Callable[["Services", "OperationContext", Any], Awaitable[Message]]
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from geopera.v1 import worker_pb2, worker_pb2_grpc
 from grpc import aio
 
-from geopera.v1 import worker_pb2, worker_pb2_grpc
 from server.api.calls import rpc_call
 from server.errors import Code, DomainError
 

@@ -40,7 +40,7 @@ from server.ids import new_id
 from server.pagination import decode_page_token, encode_page_token, page_size_or_default
 from server.raster import RasterError, RasterInfo, convert_to_cog, datetime_from_name, inspect_raster
 from server.storage import BlobStorage
-from server.store import Q, Database
+from server.store import Database, Q
 
 log = logging.getLogger(__name__)
 
@@ -448,7 +448,9 @@ class CatalogService:
                         first = part
                         if not part.project_id:
                             raise invalid_argument(
-                                "PROJECT_ID_REQUIRED", "the first message must name project_id", field="project_id"
+                                "PROJECT_ID_REQUIRED",
+                                "the first message must name project_id",
+                                field="project_id",
                             )
                         principal.require_scope("catalog:write")
                         principal.require_project(part.project_id)
@@ -464,7 +466,8 @@ class CatalogService:
                         )
                     if len(part.data) > self.limits.max_chunk_bytes:
                         raise invalid_argument(
-                            "CHUNK_TOO_LARGE", f"chunks are at most {self.limits.max_chunk_bytes} bytes",
+                            "CHUNK_TOO_LARGE",
+                            f"chunks are at most {self.limits.max_chunk_bytes} bytes",
                             field="data",
                         )
                     received += len(part.data)

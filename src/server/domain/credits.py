@@ -13,7 +13,7 @@ from datetime import datetime
 from server.auth import Principal
 from server.errors import invalid_argument, not_found
 from server.pagination import decode_page_token, encode_page_token, page_size_or_default
-from server.store import Q, Database
+from server.store import Database, Q
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,14 @@ class CreditService:
 
     async def grant(self, project_id: str, amount: int, note: str = "") -> LedgerRow:
         if amount <= 0:
-            raise invalid_argument("INVALID_AMOUNT", "a grant must be a positive whole number", field="amount")
+            raise invalid_argument(
+                "INVALID_AMOUNT", "a grant must be a positive whole number", field="amount"
+            )
         async with self._db.transaction() as conn:
             row = await (
-                await conn.execute(Q.grant_credits, {"project_id": project_id, "amount": amount, "note": note})
+                await conn.execute(
+                    Q.grant_credits, {"project_id": project_id, "amount": amount, "note": note}
+                )
             ).fetchone()
         if row is None:
             raise not_found("PROJECT_NOT_FOUND", f"project {project_id!r} does not exist")

@@ -20,21 +20,20 @@ GDAL_ERRORS: Final = (RasterioError, CPLE_BaseError, OSError)
 
 
 def gdal_message(error: BaseException) -> str:
-    """The most specific message in an exception chain.
+    """The most specific message in an exception's cause chain.
 
     rasterio raises e.g. "Read failed. See previous exception for details." and chains the
-    GDAL error that says what actually went wrong ("IReadBlock failed at X offset ...").
+    GDAL error that says what actually went wrong ("TIFFFillTile:Read error at ...").
     """
-    messages: list[str] = []
-    current: BaseException | None = error
-    while current is not None and len(messages) < 10:
-        text = str(current).strip()
-        if text and text not in messages:
-            messages.append(text)
-        current = current.__cause__
-    if not messages:
-        return type(error).__name__
-    return messages[-1] if len(messages) == 1 else f"{messages[-1]} ({messages[0]})"
+    message = str(error).strip() or type(error).__name__
+    cause = error.__cause__
+    for _ in range(10):  # bounded: cause chains are short, but never trust a cycle
+        if cause is None:
+            break
+        if str(cause).strip():
+            message = str(cause).strip()
+        cause = cause.__cause__
+    return message
 
 
 @contextmanager

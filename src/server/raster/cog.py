@@ -37,8 +37,6 @@ COG_PROFILE: Final[Mapping[str, str]] = MappingProxyType({"driver": COG_DRIVER, 
 _STAGING_CREATION_OPTIONS: Final[Mapping[str, str]] = MappingProxyType(
     {"TILED": "YES", "BLOCKXSIZE": "512", "BLOCKYSIZE": "512", "BIGTIFF": "IF_SAFER"}
 )
-# GDAL core's message for any driver failing to decode a block: the source, not the output.
-_READ_FAILURE_MARKER: Final = "IReadBlock failed"
 
 
 def convert_to_cog(src: Path, dst: Path) -> None:
@@ -126,9 +124,20 @@ def _copy_as_cog(source: DatasetReader, dst: Path) -> None:
         try:
             rasterio.shutil.copy(source, partial_path, driver=COG_DRIVER, **COG_CREATION_OPTIONS)
         except GDAL_ERRORS as error:
-            message = gdal_message(error)
-            reason = UNREADABLE_RASTER if _READ_FAILURE_MARKER in message else COG_WRITE_FAILED
-            raise RasterError(reason, f"cannot write COG: {message}") from error
+            # GDAL's messages do not say whether reading or writing failed, so ask the source;
+            # the full read only happens on this failure path.
+            reason = COG_WRITE_FAILED if _fully_readable(source) else UNREADABLE_RASTER
+            raise RasterError(reason, f"cannot write COG: {gdal_message(error)}") from error
+
+
+def _fully_readable(source: DatasetReader) -> bool:
+    try:
+        for index in source.indexes:
+            for _, window in source.block_windows(index):
+                source.read(index, window=window)
+    except GDAL_ERRORS:
+        return False
+    return True
 
 
 @contextmanager

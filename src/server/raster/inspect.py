@@ -330,7 +330,8 @@ def _footprint(dataset: DatasetReader) -> dict[str, Any]:
     # top (left to right), right (downwards), bottom (right to left), left (upwards).
     cols = np.concatenate([along, end, 1.0 - along, start]) * dataset.width
     rows = np.concatenate([start, along, end, 1.0 - along]) * dataset.height
-    xs, ys = dataset.transform * (cols, rows)
+    a, b, c, d, e, f = tuple(dataset.transform)[:6]
+    xs, ys = a * cols + b * rows + c, d * cols + e * rows + f
     ring = [*zip(xs.tolist(), ys.tolist(), strict=True)]
     ring.append(ring[0])
     try:

@@ -3,4 +3,4 @@
 from server.store.database import Database, connect_database, migrate
 from server.store.queries import Q
 
-__all__ = ["Q", "Database", "connect_database", "migrate"]
+__all__ = ["Database", "Q", "connect_database", "migrate"]

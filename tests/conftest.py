@@ -1,0 +1,115 @@
+"""Shared fixtures: a PostgreSQL to create databases on, real server processes,
+and a seeded world (projects, tokens, items) built with the domain services
+against the same database the server uses."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+
+from server.auth import USER_SCOPES
+from tests.support.client import KernelClient
+from tests.support.db import DatabaseFactory, admin_url
+from tests.support.server import ServerProcess
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES = REPO / "data" / "s2_slovenia"
+
+
+@pytest.fixture(scope="session")
+def database_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseFactory]:
+    factory = DatabaseFactory(admin_url(tmp_path_factory.mktemp("pg")))
+    factory.prepare_template()
+    yield factory
+    factory.drop_all()
+
+
+@pytest.fixture
+def database_url(database_factory: DatabaseFactory) -> str:
+    """A fresh, migrated database for one test."""
+    return database_factory.create()
+
+
+@dataclass
+class World:
+    """A running server with two projects, tokens and the sample items."""
+
+    server: ServerProcess
+    database_url: str
+    home: Path
+    tokens: dict[str, str] = field(default_factory=dict)
+    items: dict[str, str] = field(default_factory=dict)  # name -> id (project alpha)
+    beta_items: dict[str, str] = field(default_factory=dict)
+    channel: grpc.Channel | None = None
+
+    def client(self, token_name: str | None) -> KernelClient:
+        assert self.channel is not None
+        token = None if token_name is None else self.tokens.get(token_name, token_name)
+        return KernelClient(self.channel, token)
+
+    def make_token(self, *, scopes: list[str], projects: list[str], kind: str = "user") -> str:
+        async def create() -> str:
+            services = await _services(self.database_url, self.home)
+            try:
+                _, token = await services.tokens.create_token(
+                    name="test", kind=kind, scopes=scopes, project_ids=projects
+                )
+                return token
+            finally:
+                await services.db.close()
+
+        return asyncio.run(create())
+
+
+async def _services(url: str, home: Path):  # type: ignore[no-untyped-def]
+    from server.app import build_services
+    from server.config import Settings
+
+    return await build_services(Settings(database_url=url, home=home, db_pool_size=2), url)
+
+
+async def seed_world(world: World) -> None:
+    from server.demo import SYSTEM, sample_items
+
+    services = await _services(world.database_url, world.home)
+    try:
+        for project in ("alpha", "beta"):
+            await services.catalog.create_project(project, project.title())
+            await services.credits.grant(project, 1000, "test grant")
+        for project in ("alpha", "beta"):
+            _, world.tokens[project] = await services.tokens.create_token(
+                name=project, kind="user", scopes=list(USER_SCOPES), project_ids=[project]
+            )
+        _, world.tokens["admin"] = await services.tokens.create_token(
+            name="admin", kind="admin", scopes=["admin"], project_ids=[]
+        )
+        _, world.tokens["worker"] = await services.tokens.create_token(
+            name="worker", kind="worker", scopes=["worker"], project_ids=[]
+        )
+        for spec in sample_items(SAMPLES):
+            item = await services.catalog.create_item(SYSTEM, dataclasses.replace(spec, project_id="alpha"))
+            world.items[item.name] = item.id
+        spec = sample_items(SAMPLES)[0]
+        item = await services.catalog.create_item(SYSTEM, dataclasses.replace(spec, project_id="beta"))
+        world.beta_items[item.name] = item.id
+    finally:
+        await services.db.close()
+
+
+@pytest.fixture(scope="module")
+def world(database_factory: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    home = tmp_path_factory.mktemp("world")
+    url = database_factory.create()
+    server = ServerProcess(database_url=url, home=home).start()
+    state = World(server=server, database_url=url, home=home)
+    asyncio.run(seed_world(state))
+    state.channel = server.channel()
+    yield state
+    state.channel.close()
+    server.stop()
