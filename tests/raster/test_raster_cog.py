@@ -10,6 +10,7 @@ from rio_cogeo.cogeo import cog_validate
 
 from server.raster import (
     COG_PROFILE,
+    COG_WRITE_FAILED,
     MEDIA_TYPE_COG,
     UNREADABLE_RASTER,
     RasterError,
@@ -77,9 +78,7 @@ def test_convert_to_cog_keeps_metadata(write_gtiff, tmp_path: Path) -> None:
         assert dataset.tags(2)["BAND_ID"] == "B08"
         assert dataset.overviews(1)
         np.testing.assert_array_equal(dataset.read(), array)
-    assert [path.name for path in tmp_path.iterdir()] == sorted(["upload.tif", "converted.tif"]) or {
-        path.name for path in tmp_path.iterdir()
-    } == {"upload.tif", "converted.tif"}
+    assert {path.name for path in tmp_path.iterdir()} == {"upload.tif", "converted.tif"}
 
     info = inspect_raster(dst)
     assert info.media_type == MEDIA_TYPE_COG
@@ -174,3 +173,44 @@ def test_write_cog_rejects_mismatched_band_metadata(tmp_path: Path) -> None:
             nodata=None,
             descriptions=["only one"],
         )
+
+
+def test_write_cog_into_missing_directory_is_a_raster_error(tmp_path: Path) -> None:
+    with pytest.raises(RasterError) as caught:
+        write_cog(
+            tmp_path / "missing" / "x.tif",
+            np.zeros((1, 8, 8), dtype=np.uint8),
+            crs="EPSG:32633",
+            transform=TRANSFORM,
+            nodata=None,
+            descriptions=["x"],
+        )
+    assert caught.value.reason == COG_WRITE_FAILED
+
+
+def corrupt_first_block(path: Path) -> None:
+    """Overwrite the middle of the first full-resolution block of band 1 with garbage."""
+    with rasterio.open(path) as dataset:
+        offset = int(dataset.get_tag_item("BLOCK_OFFSET_0_0", "TIFF", bidx=1))
+        size = int(dataset.get_tag_item("BLOCK_SIZE_0_0", "TIFF", bidx=1))
+    with path.open("r+b") as file:
+        file.seek(offset + size // 4)
+        file.write(b"\xff" * (size // 2))
+
+
+def test_corruption_in_the_middle_is_found_when_every_block_is_read(write_gtiff, tmp_path: Path) -> None:
+    noise = np.random.default_rng(5).integers(0, 1000, size=(1, 1024, 1024), dtype=np.uint16)
+    src = write_gtiff("corrupt.tif", noise, tiled=True, blockxsize=512, blockysize=512, compress="zstd")
+    corrupt_first_block(src)
+
+    # No embedded statistics, so inspection decodes every block.
+    with pytest.raises(RasterError) as caught:
+        inspect_raster(src, require_cog=False)
+    assert caught.value.reason == UNREADABLE_RASTER
+
+    # The last-block probe passes; the failed copy is blamed on the source, not the output.
+    dst = tmp_path / "out.tif"
+    with pytest.raises(RasterError) as caught:
+        convert_to_cog(src, dst)
+    assert caught.value.reason == UNREADABLE_RASTER
+    assert not dst.exists()

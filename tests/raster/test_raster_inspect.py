@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import rasterio.shutil
 from affine import Affine
 from pyproj import Transformer
 from rio_cogeo.cogeo import cog_validate
@@ -317,3 +318,40 @@ def test_raster_without_geotransform_is_unsupported(write_gtiff) -> None:
         inspect_raster(path, require_cog=False)
     assert caught.value.reason == UNSUPPORTED_RASTER
     assert "geotransform" in caught.value.message
+
+
+def test_embedded_statistics_are_trusted_only_when_complete_and_exact(write_gtiff) -> None:
+    array = np.arange(4 * 16 * 16, dtype=np.float32).reshape(4, 16, 16)
+    path = write_gtiff("tagged.tif", array)
+    fake = {
+        "STATISTICS_MINIMUM": "1",
+        "STATISTICS_MAXIMUM": "2",
+        "STATISTICS_MEAN": "1.5",
+        "STATISTICS_STDDEV": "0.5",
+        "STATISTICS_VALID_PERCENT": "100",
+    }
+    with rasterio.open(path, "r+") as dataset:
+        dataset.update_tags(1, **fake)  # complete: used as-is
+        dataset.update_tags(2, **fake, STATISTICS_APPROXIMATE="YES")  # approximate: recomputed
+        dataset.update_tags(3, **{k: v for k, v in fake.items() if k != "STATISTICS_STDDEV"})  # partial
+
+    info = inspect_raster(path, require_cog=False)
+
+    assert info.statistics_computed is True
+    assert info.bands[0].statistics == BandStatistics(1.0, 2.0, 1.5, 0.5, 100.0)
+    for band, band_data in zip(info.bands[1:], array[1:], strict=True):
+        assert_statistics_close(band.statistics, numpy_statistics(band_data, None), rel=1e-12)
+
+
+def test_require_cog_only_opens_geotiffs(sample_dir: Path, tmp_path: Path) -> None:
+    # A VRT can make GDAL read arbitrary local files or URLs; uploads must not be able to.
+    vrt = tmp_path / "pointer.vrt"
+    rasterio.shutil.copy(sample_dir / BGRN_SAMPLE, vrt, driver="VRT")
+
+    with pytest.raises(RasterError) as caught:
+        inspect_raster(vrt)
+    assert caught.value.reason == UNREADABLE_RASTER
+
+    info = inspect_raster(vrt, require_cog=False)
+    assert info.media_type == "application/xml"
+    assert [band.common_name for band in info.bands] == ["blue", "green", "red", "nir"]

@@ -194,6 +194,7 @@ class ItemsListParams(_message.Message):
     DATETIME_END_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    INTERSECTS_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """Project to list (required)."""
     collection_id: _builtins.str
@@ -214,6 +215,14 @@ class ItemsListParams(_message.Message):
     def datetime_end(self) -> _timestamp_pb2.Timestamp:
         """Only items with datetime < this."""
 
+    @_builtins.property
+    def intersects(self) -> _struct_pb2.Struct:
+        """Only items whose footprint intersects this GeoJSON (lon/lat) Polygon,
+        MultiPolygon, Feature or FeatureCollection. INVALID_ARGUMENT
+        `INVALID_GEOMETRY` with a violation naming the offending member (e.g.
+        `intersects.coordinates[0]`) when it is not valid GeoJSON.
+        """
+
     def __init__(
         self,
         *,
@@ -224,10 +233,11 @@ class ItemsListParams(_message.Message):
         datetime_end: _timestamp_pb2.Timestamp | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        intersects: _struct_pb2.Struct | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["datetime_end", b"datetime_end", "datetime_start", b"datetime_start"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["datetime_end", b"datetime_end", "datetime_start", b"datetime_start", "intersects", b"intersects"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bbox", b"bbox", "collection_id", b"collection_id", "datetime_end", b"datetime_end", "datetime_start", b"datetime_start", "page_size", b"page_size", "page_token", b"page_token", "project_id", b"project_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bbox", b"bbox", "collection_id", b"collection_id", "datetime_end", b"datetime_end", "datetime_start", b"datetime_start", "intersects", b"intersects", "page_size", b"page_size", "page_token", b"page_token", "project_id", b"project_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

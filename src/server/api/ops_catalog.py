@@ -44,6 +44,7 @@ async def items_list(
         datetime_end=convert.from_timestamp(p.datetime_end, p.HasField("datetime_end")),
         page_size=p.page_size,
         page_token=p.page_token,
+        intersects=convert.struct_to_dict(p.intersects) if p.HasField("intersects") else None,
     )
     records, next_token = await s.catalog.list_items(ctx.principal, query)
     return catalog_pb2.ItemsListResult(items=[convert.item(r) for r in records], next_page_token=next_token)

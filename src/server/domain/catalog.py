@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
+from shapely.geometry import shape
 
 from server.auth import Principal
 from server.domain.models import (
@@ -36,6 +37,7 @@ from server.errors import (
     not_found,
     permission_denied,
 )
+from server.geo import parse_area
 from server.ids import new_id
 from server.pagination import decode_page_token, encode_page_token, page_size_or_default
 from server.raster import RasterError, RasterInfo, convert_to_cog, datetime_from_name, inspect_raster
@@ -206,6 +208,7 @@ class CatalogService:
             raise invalid_argument(
                 "INVALID_TIME_RANGE", "datetime_start must be before datetime_end", field="datetime_end"
             )
+        area = parse_area(query.intersects, "intersects") if query.intersects is not None else None
         filters = {
             "op": "items.list",
             "project_id": query.project_id,
@@ -213,26 +216,54 @@ class CatalogService:
             "bbox": bbox,
             "start": query.datetime_start.isoformat() if query.datetime_start else None,
             "end": query.datetime_end.isoformat() if query.datetime_end else None,
+            "intersects": area.wkb_hex if area is not None else None,
         }
         cursor = decode_page_token(query.page_token, filters)
+        # The SQL filters by bbox (the intersection of `bbox` and the area's
+        # bounds); the exact footprint test runs here, fetching further rows
+        # until the page is full so pages never come back short.
+        sql_bbox = bbox
+        if area is not None:
+            bounds = area.bounds
+            sql_bbox = (
+                bounds
+                if sql_bbox is None
+                else (
+                    max(bounds[0], sql_bbox[0]),
+                    max(bounds[1], sql_bbox[1]),
+                    min(bounds[2], sql_bbox[2]),
+                    min(bounds[3], sql_bbox[3]),
+                )
+            )
+        if sql_bbox is not None and (sql_bbox[0] > sql_bbox[2] or sql_bbox[1] > sql_bbox[3]):
+            return [], ""
         params = {
             "project_id": query.project_id,
             "collection_id": query.collection_id,
-            "west": bbox[0] if bbox else None,
-            "south": bbox[1] if bbox else None,
-            "east": bbox[2] if bbox else None,
-            "north": bbox[3] if bbox else None,
+            "west": sql_bbox[0] if sql_bbox else None,
+            "south": sql_bbox[1] if sql_bbox else None,
+            "east": sql_bbox[2] if sql_bbox else None,
+            "north": sql_bbox[3] if sql_bbox else None,
             "datetime_start": query.datetime_start,
             "datetime_end": query.datetime_end,
             "after_datetime": cursor["datetime"] if cursor else None,
             "after_id": cursor["id"] if cursor else None,
             "limit": limit + 1,
         }
+        items: list[ItemRecord] = []
         async with self._db.connection() as conn:
-            rows = await (await conn.execute(Q.list_items, params)).fetchall()
-        items = [ItemRecord.from_row(r) for r in rows[:limit]]
+            while len(items) <= limit:
+                rows = await (await conn.execute(Q.list_items, params)).fetchall()
+                for row in rows:
+                    record = ItemRecord.from_row(row)
+                    if area is None or area.intersects(shape(record.geometry)):
+                        items.append(record)
+                if len(rows) <= limit or area is None:
+                    break
+                params["after_datetime"], params["after_id"] = rows[-1]["datetime"], rows[-1]["id"]
         next_token = ""
-        if len(rows) > limit:
+        if len(items) > limit:
+            items = items[:limit]
             last = items[-1]
             next_token = encode_page_token({"datetime": last.datetime.isoformat(), "id": last.id}, filters)
         return items, next_token

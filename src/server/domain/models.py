@@ -127,6 +127,8 @@ class ItemQuery:
     datetime_end: datetime | None
     page_size: int
     page_token: str
+    # GeoJSON the footprint must intersect (validated by the service).
+    intersects: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from rasterio.crs import CRS
 from rasterio.io import DatasetReader
 
 from server.raster._gdal import GDAL_ERRORS, gdal_message, open_raster, probe_last_blocks
-from server.raster.errors import COG_WRITE_FAILED, UNREADABLE_RASTER, RasterError
+from server.raster.errors import COG_WRITE_FAILED, UNREADABLE_RASTER, UNSUPPORTED_RASTER, RasterError
 
 COG_DRIVER: Final = "COG"
 COG_CREATION_OPTIONS: Final[Mapping[str, str]] = MappingProxyType(
@@ -44,9 +44,13 @@ def convert_to_cog(src: Path, dst: Path) -> None:
 
     Nodata, band descriptions, scales/offsets and dataset/band tags are carried over by the
     GDAL COG driver. ``dst`` appears atomically; a failed conversion leaves nothing behind.
-    Raises RasterError (UNREADABLE_RASTER for a bad source, COG_WRITE_FAILED otherwise).
+    Raises RasterError: UNREADABLE_RASTER for a bad source, UNSUPPORTED_RASTER for one without
+    bands, COG_WRITE_FAILED otherwise.
     """
     with open_raster(Path(src)) as source:
+        if source.count == 0:
+            # e.g. a netCDF/HDF container whose rasters are subdatasets
+            raise RasterError(UNSUPPORTED_RASTER, "raster has no bands")
         # Cheap early rejection of truncated uploads, before spending time on a full copy.
         probe_last_blocks(source)
         _copy_as_cog(source, Path(dst))
@@ -86,8 +90,8 @@ def write_cog(
             raise ValueError(f"{label} has {len(values)} entries for {band_count} bands")
     geotransform = transform if isinstance(transform, Affine) else Affine(*transform[:6])
 
-    with tempfile.TemporaryDirectory(prefix=".cog-staging-", dir=dst.parent) as staging_dir:
-        staging_path = Path(staging_dir) / "staging.tif"
+    with _staging_directory(dst.parent) as staging_dir:
+        staging_path = staging_dir / "staging.tif"
         try:
             with rasterio.open(
                 staging_path,
@@ -141,16 +145,35 @@ def _fully_readable(source: DatasetReader) -> bool:
 
 
 @contextmanager
+def _staging_directory(parent: Path) -> Iterator[Path]:
+    # Next to the output so staging space comes from the same volume the result lands on.
+    try:
+        staging = tempfile.TemporaryDirectory(prefix=".cog-staging-", dir=parent)
+    except OSError as error:
+        raise RasterError(COG_WRITE_FAILED, f"cannot create a staging directory: {error}") from error
+    with staging as staging_dir:
+        yield Path(staging_dir)
+
+
+@contextmanager
 def _atomic_destination(dst: Path) -> Iterator[Path]:
     """Yield a temporary sibling path that replaces ``dst`` only if the block succeeds.
 
     Readers (tile servers, workers) never see a half-written COG under the final name.
     """
-    descriptor, partial_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".partial.tif", dir=dst.parent)
-    os.close(descriptor)
+    try:
+        descriptor, partial_name = tempfile.mkstemp(
+            prefix=f".{dst.name}.", suffix=".partial.tif", dir=dst.parent
+        )
+        os.close(descriptor)
+    except OSError as error:
+        raise RasterError(COG_WRITE_FAILED, f"cannot create {dst}: {error}") from error
     partial_path = Path(partial_name)
     try:
         yield partial_path
-        os.replace(partial_path, dst)
+        try:
+            os.replace(partial_path, dst)
+        except OSError as error:
+            raise RasterError(COG_WRITE_FAILED, f"cannot move the COG into place: {error}") from error
     finally:
         partial_path.unlink(missing_ok=True)

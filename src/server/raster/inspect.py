@@ -33,6 +33,14 @@ from server.raster.types import (
 
 MEDIA_TYPE_COG: Final = "image/tiff; application=geotiff; profile=cloud-optimized"
 MEDIA_TYPE_GEOTIFF: Final = "image/tiff; application=geotiff"
+# Only reachable with require_cog=False; anything unlisted is served as opaque bytes.
+_MEDIA_TYPES_BY_DRIVER: Final[Mapping[str, str]] = {
+    "GTiff": MEDIA_TYPE_GEOTIFF,
+    "JP2OpenJPEG": "image/jp2",
+    "PNG": "image/png",
+    "JPEG": "image/jpeg",
+    "VRT": "application/xml",
+}
 
 _STATISTICS_PREFIX: Final = "STATISTICS_"
 _STATISTICS_TAGS: Final = (
@@ -78,11 +86,12 @@ def inspect_raster(path: Path, *, require_cog: bool = True) -> RasterInfo:
         grid = _grid_info(dataset)
         footprint = _footprint(dataset)
         tags = dict(dataset.tags())
+        driver = dataset.driver
 
     size_bytes, sha256 = _file_size_and_sha256(path)
     return RasterInfo(
         path=path,
-        media_type=MEDIA_TYPE_COG if is_cog else MEDIA_TYPE_GEOTIFF,
+        media_type=MEDIA_TYPE_COG if is_cog else _media_type_for_driver(driver),
         size_bytes=size_bytes,
         sha256=sha256,
         grid=grid,
@@ -108,8 +117,11 @@ def render_hint_for(bands: Sequence[BandInfo]) -> RenderHint:
     for position, band in enumerate(bands, start=1):
         if band.common_name is not None:
             first_index_by_name.setdefault(band.common_name, position)
-    rgb = [first_index_by_name.get(name) for name in ("red", "green", "blue")]
-    rgb_bands = [index for index in rgb if index is not None] if None not in rgb else []
+    rgb_names = ("red", "green", "blue")
+    if all(name in first_index_by_name for name in rgb_names):
+        rgb_bands = [first_index_by_name[name] for name in rgb_names]
+    else:
+        rgb_bands = []
     return RenderHint(rescale=rescale, rgb_bands=rgb_bands)
 
 
@@ -126,6 +138,10 @@ def datetime_from_name(name: str) -> dt.datetime | None:
         except ValueError:
             continue
     return None
+
+
+def _media_type_for_driver(driver: str) -> str:
+    return _MEDIA_TYPES_BY_DRIVER.get(driver, "application/octet-stream")
 
 
 def _require_supported(dataset: DatasetReader) -> None:
@@ -220,6 +236,8 @@ def _band_statistics(dataset: DatasetReader) -> tuple[list[BandStatistics | None
 
 
 def _embedded_statistics(tags: Mapping[str, str]) -> BandStatistics | None:
+    if tags.get("STATISTICS_APPROXIMATE", "").upper() == "YES":
+        return None  # sampled from overviews or a pixel subset (gdalinfo -approx_stats): recompute
     try:
         minimum, maximum, mean, stddev, valid_percent = (float(tags[key]) for key in _STATISTICS_TAGS)
     except (KeyError, ValueError):

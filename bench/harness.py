@@ -1,0 +1,106 @@
+"""Runs one load point (`bench.load` in a child process) and samples the CPU
+time of the processes involved over exactly its measured window."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+PidSource = Callable[[], list[int]]
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of one process, None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+
+
+def _sample(groups: dict[str, list[int]]) -> dict[str, dict[int, float]]:
+    out: dict[str, dict[int, float]] = {}
+    for name, pids in groups.items():
+        out[name] = {pid: cpu for pid in pids if (cpu := cpu_seconds(pid)) is not None}
+    return out
+
+
+def run_load(spec: dict[str, Any], cpu_groups: dict[str, PidSource] | None = None) -> dict[str, Any]:
+    """Run `bench.load` with `spec`; returns its result plus `cpu`: the cores
+    each group of processes used during the measured window (`loadgen` is
+    always included)."""
+    cpu_groups = dict(cpu_groups or {})
+    hard_limit = float(spec.get("warmup", 1.0)) + float(spec.get("duration", 5.0)) + 60
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.load"],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    killer = threading.Timer(hard_limit, proc.kill)
+    killer.start()
+    cpu_groups["loadgen"] = lambda: [proc.pid]
+    pids: dict[str, list[int]] = {}
+    before: dict[str, dict[int, float]] = {}
+    after: dict[str, dict[int, float]] = {}
+    t_start = t_end = 0.0
+    result: dict[str, Any] | None = None
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(json.dumps(spec))
+        proc.stdin.close()
+        for line in proc.stdout:
+            line = line.strip()
+            if line == "MEASURE_START":
+                pids = {name: source() for name, source in cpu_groups.items()}
+                t_start = time.monotonic()
+                before = _sample(pids)
+            elif line == "MEASURE_END":
+                after = _sample(pids)
+                t_end = time.monotonic()
+            elif line.startswith("RESULT "):
+                result = json.loads(line[len("RESULT ") :])
+        code = proc.wait()
+    finally:
+        killer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if result is None:
+        raise RuntimeError(f"load generator exited with {code} without a result (spec {spec.get('method')})")
+    wall = t_end - t_start
+    cpu: dict[str, float] = {}
+    if wall > 0:
+        for name in pids:
+            used = sum(after[name][pid] - cpu0 for pid, cpu0 in before[name].items() if pid in after[name])
+            cpu[name] = used / wall
+    result["cpu"] = cpu
+    return result
+
+
+class Options:
+    """What `bench.run` passes to every bench."""
+
+    def __init__(self, *, duration: float = 5.0, warmup: float = 1.0) -> None:
+        self.duration = duration
+        self.warmup = warmup
+
+
+class Outcome:
+    """What a bench reports back: `valid` is False when any call failed (the
+    numbers then mean nothing); `target_met` is None for benches without one."""
+
+    def __init__(self, name: str, *, valid: bool, target_met: bool | None, summary: str) -> None:
+        self.name = name
+        self.valid = valid
+        self.target_met = target_met
+        self.summary = summary

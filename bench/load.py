@@ -1,0 +1,181 @@
+"""Closed-loop gRPC load generator, run as its own process (`python -m bench.load`).
+
+Reads one JSON spec on stdin, drives `concurrency` caller coroutines over
+`channels` separate HTTP/2 connections for `warmup` + `duration` seconds and
+prints, on stdout:
+
+    MEASURE_START          when the warm-up ends (the parent samples CPU here)
+    MEASURE_END            when the measured window ends
+    RESULT {json}          the counts and latency percentiles
+
+Requests and responses are raw bytes (no (de)serializer) so every peer pays
+the same client-side cost; `check` says how a response is validated. Bounded:
+no call is started after the window or past `max_requests`, each call has a
+deadline, and the whole run has a hard stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc import aio
+
+DEFAULTS: dict[str, Any] = {
+    "channels": 0,  # 0: min(concurrency, 4)
+    "warmup": 1.0,
+    "duration": 5.0,
+    "max_requests": 2_000_000,
+    "call_timeout": 10.0,
+    "metadata": [],
+    "check": "echo",
+}
+
+
+@dataclass
+class Stats:
+    started: int = 0
+    latencies: list[float] = field(default_factory=list)  # seconds, completions inside the window
+    window_errors: int = 0
+    errors: Counter[str] = field(default_factory=Counter)  # every failure, warm-up included
+    first_error: str = ""
+    response_bytes: int = 0
+
+    def fail(self, kind: str, detail: str) -> None:
+        self.errors[kind] += 1
+        if not self.first_error:
+            self.first_error = f"{kind}: {detail}"[:500]
+
+
+def make_check(spec: dict[str, Any], payload: bytes) -> Callable[[bytes], str | None]:
+    """Returns a function giving None for a good response, else why it is bad."""
+    if spec["check"] == "echo":
+
+        def check_echo(response: bytes) -> str | None:
+            return None if response == payload else f"echo returned {len(response)} bytes, not the request"
+
+        return check_echo
+    if spec["check"] == "execute":
+        from geopera.v1 import kernel_pb2
+
+        operation = spec["expect_operation"]
+        type_suffix = "/" + spec["expect_result_type"]
+
+        def check_execute(response: bytes) -> str | None:
+            message = kernel_pb2.ExecuteResponse.FromString(response)
+            if message.operation != operation:
+                return f"operation {message.operation!r} != {operation!r}"
+            if not message.result.type_url.endswith(type_suffix):
+                return f"result type {message.result.type_url!r}"
+            return None
+
+        return check_execute
+    raise SystemExit(f"unknown check {spec['check']!r}")
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+async def run(spec: dict[str, Any]) -> dict[str, Any]:
+    spec = {**DEFAULTS, **spec}
+    concurrency = int(spec["concurrency"])
+    n_channels = int(spec["channels"]) or min(concurrency, 4)
+    payload = bytes.fromhex(spec["payload_hex"])
+    metadata = tuple((k, v) for k, v in spec["metadata"])
+    check = make_check(spec, payload)
+    timeout = float(spec["call_timeout"])
+    max_requests = int(spec["max_requests"])
+    stats = Stats()
+
+    # A local subchannel pool gives each channel its own TCP connection
+    # (channels with equal arguments otherwise share one).
+    options = [("grpc.use_local_subchannel_pool", 1)]
+    channels = [aio.insecure_channel(spec["target"], options=options) for _ in range(n_channels)]
+    try:
+        await asyncio.wait_for(asyncio.gather(*(c.channel_ready() for c in channels)), 15)
+        calls = [c.unary_unary(spec["method"]) for c in channels]  # bytes in, bytes out
+
+        loop_start = time.perf_counter()
+        measure_from = loop_start + float(spec["warmup"])
+        stop_at = measure_from + float(spec["duration"])
+
+        async def caller(call: aio.UnaryUnaryMultiCallable) -> None:
+            while stats.started < max_requests:
+                t0 = time.perf_counter()
+                if t0 >= stop_at:
+                    return
+                stats.started += 1
+                problem = None
+                try:
+                    response = await call(payload, metadata=metadata, timeout=timeout)
+                except aio.AioRpcError as err:
+                    code = err.code()
+                    problem = code.name if isinstance(code, grpc.StatusCode) else str(code)
+                    stats.fail(problem, err.details() or "")
+                else:
+                    why = check(response)
+                    if why is not None:
+                        problem = "BAD_RESPONSE"
+                        stats.fail(problem, why)
+                    stats.response_bytes = len(response)
+                t1 = time.perf_counter()
+                if measure_from <= t1 <= stop_at:
+                    if problem is None:
+                        stats.latencies.append(t1 - t0)
+                    else:
+                        stats.window_errors += 1
+
+        async def marks() -> None:
+            await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
+            print("MEASURE_START", flush=True)
+            await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
+            print("MEASURE_END", flush=True)
+
+        tasks = [caller(calls[i % n_channels]) for i in range(concurrency)]
+        await asyncio.wait_for(
+            asyncio.gather(marks(), *tasks), float(spec["warmup"]) + float(spec["duration"]) + timeout + 5
+        )
+    finally:
+        await asyncio.gather(*(c.close() for c in channels), return_exceptions=True)
+
+    latencies = sorted(stats.latencies)
+    window = float(spec["duration"])
+    return {
+        "concurrency": concurrency,
+        "channels": n_channels,
+        "duration_s": window,
+        "ok": len(latencies),
+        "rps": len(latencies) / window,
+        "p50_ms": percentile(latencies, 0.50) * 1000,
+        "p99_ms": percentile(latencies, 0.99) * 1000,
+        "mean_ms": (sum(latencies) / len(latencies) * 1000) if latencies else float("nan"),
+        "window_errors": stats.window_errors,
+        "errors": sum(stats.errors.values()),
+        "error_codes": dict(stats.errors),
+        "first_error": stats.first_error,
+        "started": stats.started,
+        "request_bytes": len(payload),
+        "response_bytes": stats.response_bytes,
+    }
+
+
+def main() -> int:
+    spec = json.loads(sys.stdin.read())
+    result = asyncio.run(run(spec))
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""Every registered operation x {no token, bad token, missing scope, other
+project, ok}, generated from the registry so a new operation cannot skip it."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from server.auth import USER_SCOPES
+from tests.support.client import RpcFailure
+from tests.support.matrix import CASES
+from tests.support.registry import REGISTRY
+
+OPERATIONS = REGISTRY.names()
+
+
+def test_every_operation_has_a_matrix_case():
+    assert sorted(CASES) == OPERATIONS
+
+
+def _fails(call, code: grpc.StatusCode, reason: str) -> RpcFailure:
+    with pytest.raises(RpcFailure) as info:
+        call()
+    failure = info.value
+    assert (failure.code, failure.reason) == (code, reason), failure
+    assert failure.domain == "geopera.v1"
+    return failure
+
+
+@pytest.mark.parametrize("name", OPERATIONS)
+def test_no_token_is_unauthenticated(world, name):
+    params = CASES[name].ok(world)
+    _fails(
+        lambda: world.client(None).execute(name, params), grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"
+    )
+
+
+@pytest.mark.parametrize("name", OPERATIONS)
+def test_unknown_token_is_unauthenticated(world, name):
+    params = CASES[name].ok(world)
+    bad = world.client("gpk_" + "x" * 43)
+    _fails(lambda: bad.execute(name, params), grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")
+
+
+@pytest.mark.parametrize("name", OPERATIONS)
+def test_missing_scope_is_permission_denied(world, name):
+    operation = REGISTRY.get(name)
+    scopes = [s for s in USER_SCOPES if s != operation.scope]
+    token = world.make_token(scopes=scopes, projects=["alpha"])
+    params = CASES[name].ok(world)
+    failure = _fails(
+        lambda: world.client(token).execute(name, params), grpc.StatusCode.PERMISSION_DENIED, "MISSING_SCOPE"
+    )
+    assert failure.metadata["required_scope"] == operation.scope
+
+
+@pytest.mark.parametrize("name", OPERATIONS)
+def test_other_projects_resources_are_permission_denied(world, name):
+    case = CASES[name]
+    if case.other_project is None:
+        pytest.skip(f"{name} names no project: it only ever shows the caller's own")
+    params = case.other_project(world)
+    _fails(
+        lambda: world.client("alpha").execute(name, params),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "PROJECT_ACCESS_DENIED",
+    )
+
+
+@pytest.mark.parametrize("name", OPERATIONS)
+def test_member_with_scope_succeeds(world, name):
+    result = world.client("alpha").execute(name, CASES[name].ok(world))
+    assert result.ByteSize() > 0
+
+
+@pytest.mark.parametrize("name", OPERATIONS)
+def test_worker_credential_cannot_execute(world, name):
+    params = CASES[name].ok(world)
+    _fails(
+        lambda: world.client("worker").execute(name, params),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "MISSING_SCOPE",
+    )
+
+
+def test_projects_list_shows_only_memberships(world):
+    from geopera.v1 import catalog_pb2
+
+    mine = world.client("alpha").execute("projects.list", catalog_pb2.ProjectsListParams())
+    assert [p.id for p in mine.projects] == ["alpha"]
+    everything = world.client("admin").execute("projects.list", catalog_pb2.ProjectsListParams())
+    assert [p.id for p in everything.projects] == ["alpha", "beta"]
+
+
+def test_admin_sees_every_project(world):
+    from geopera.v1 import catalog_pb2
+
+    beta_item = next(iter(world.beta_items.values()))
+    result = world.client("admin").execute("items.get", catalog_pb2.ItemsGetParams(item_id=beta_item))
+    assert result.item.project_id == "beta"
+
+
+def test_unknown_item_is_not_found_but_foreign_item_is_denied(world):
+    from geopera.v1 import catalog_pb2
+
+    _fails(
+        lambda: world.client("alpha").execute("items.get", catalog_pb2.ItemsGetParams(item_id="it_nope")),
+        grpc.StatusCode.NOT_FOUND,
+        "ITEM_NOT_FOUND",
+    )
