@@ -214,3 +214,32 @@ def test_corruption_in_the_middle_is_found_when_every_block_is_read(write_gtiff,
         convert_to_cog(src, dst)
     assert caught.value.reason == UNREADABLE_RASTER
     assert not dst.exists()
+
+
+def test_convert_to_cog_from_another_format(tmp_path: Path) -> None:
+    src = tmp_path / "scene.jp2"
+    array = np.arange(3 * 80 * 90, dtype=np.uint16).reshape(3, 80, 90)
+    with rasterio.open(
+        src,
+        "w",
+        driver="JP2OpenJPEG",
+        width=90,
+        height=80,
+        count=3,
+        dtype="uint16",
+        crs="EPSG:32633",
+        transform=TRANSFORM,
+        QUALITY=100,
+        REVERSIBLE=True,
+    ) as dataset:
+        dataset.write(array)
+    dst = tmp_path / "scene.tif"
+
+    convert_to_cog(src, dst)
+
+    assert_valid_cog(dst)
+    info = inspect_raster(dst)
+    assert info.grid.crs == "EPSG:32633"
+    assert info.statistics_computed is False
+    with rasterio.open(dst) as dataset:
+        np.testing.assert_array_equal(dataset.read(), array)

@@ -343,15 +343,31 @@ def test_embedded_statistics_are_trusted_only_when_complete_and_exact(write_gtif
         assert_statistics_close(band.statistics, numpy_statistics(band_data, None), rel=1e-12)
 
 
-def test_require_cog_only_opens_geotiffs(sample_dir: Path, tmp_path: Path) -> None:
+def test_vrt_descriptors_are_refused(sample_dir: Path, tmp_path: Path) -> None:
     # A VRT can make GDAL read arbitrary local files or URLs; uploads must not be able to.
-    vrt = tmp_path / "pointer.vrt"
+    vrt = tmp_path / "pointer.tif"
     rasterio.shutil.copy(sample_dir / BGRN_SAMPLE, vrt, driver="VRT")
 
-    with pytest.raises(RasterError) as caught:
-        inspect_raster(vrt)
-    assert caught.value.reason == UNREADABLE_RASTER
+    for require_cog in (True, False):
+        with pytest.raises(RasterError) as caught:
+            inspect_raster(vrt, require_cog=require_cog)
+        assert caught.value.reason == UNREADABLE_RASTER
+        assert "VRT" in caught.value.message
 
-    info = inspect_raster(vrt, require_cog=False)
-    assert info.media_type == "application/xml"
-    assert [band.common_name for band in info.bands] == ["blue", "green", "red", "nir"]
+
+def test_other_georeferenced_formats_are_not_cogs(tmp_path: Path) -> None:
+    path = tmp_path / "scene.jp2"
+    profile = {"width": 64, "height": 64, "count": 1, "dtype": "uint8", "crs": "EPSG:32633"}
+    transform = Affine(10.0, 0.0, 465_000.0, 0.0, -10.0, 5_080_000.0)
+    with rasterio.open(path, "w", driver="JP2OpenJPEG", transform=transform, **profile) as dataset:
+        dataset.write(np.full((1, 64, 64), 9, dtype=np.uint8))
+
+    with pytest.raises(RasterError) as caught:
+        inspect_raster(path)
+    assert caught.value.reason == NOT_A_COG
+    assert caught.value.findings == ["The file is not a GeoTIFF"]
+
+    info = inspect_raster(path, require_cog=False)
+    assert info.media_type == "image/jp2"
+    assert info.grid.crs == "EPSG:32633"
+    assert info.bands[0].statistics == BandStatistics(9.0, 9.0, 9.0, 0.0, 100.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -37,30 +38,36 @@ class ServerProcess:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 90.0) -> ServerProcess:
+        """Launch and wait until the server is ready (it writes the port file)."""
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> ServerProcess:
         self.home.mkdir(parents=True, exist_ok=True)
         self.port_file.unlink(missing_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("GEOPERA_")}
         env.update({"GEOPERA_HOME": str(self.home), "PYTHONUNBUFFERED": "1", **self._extra_env})
         if self.database_url:
             env["GEOPERA_DATABASE_URL"] = self.database_url
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "server.cli",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--port-file",
-                str(self.port_file),
-                *self._extra_args,
-            ],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "server.cli", "serve", "--listen", "127.0.0.1:0",
+                 "--port-file", str(self.port_file), *self._extra_args],
+                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        return self
+
+    def wait_listening(self, timeout: float = 30.0) -> int:
+        """The port, as soon as the server listens (before it is ready)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.log().splitlines():
+                if '"listening on' in line:
+                    return int(json.loads(line)["msg"].split(":")[-1].split()[0])
+            time.sleep(0.05)
+        raise RuntimeError(f"server not listening after {timeout} s:\n{self.log()}")
+
+    def wait_ready(self, timeout: float = 90.0) -> ServerProcess:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.port_file.exists():

@@ -17,6 +17,7 @@ from rasterio.windows import Window
 from server.raster.errors import UNREADABLE_RASTER, RasterError
 
 GDAL_ERRORS: Final = (RasterioError, CPLE_BaseError, OSError)
+_SNIFF_BYTES: Final = 1024
 
 
 def gdal_message(error: BaseException) -> str:
@@ -37,17 +38,36 @@ def gdal_message(error: BaseException) -> str:
 
 
 @contextmanager
-def open_raster(path: Path, *, driver: str | None = None) -> Iterator[DatasetReader]:
-    """Open for reading (only with ``driver`` when given); GDAL failures become UNREADABLE_RASTER."""
+def open_raster(path: Path) -> Iterator[DatasetReader]:
+    """Open a local raster file for reading; failures become RasterError(UNREADABLE_RASTER)."""
+    _refuse_descriptor_file(path)
     try:
         with warnings.catch_warnings():
             # Missing georeferencing is reported by the callers as UNSUPPORTED_RASTER.
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            dataset = rasterio.open(path, driver=driver)
+            dataset = rasterio.open(path)
     except GDAL_ERRORS as error:
         raise RasterError(UNREADABLE_RASTER, f"cannot open raster: {gdal_message(error)}") from error
     with dataset:
         yield dataset
+
+
+def _refuse_descriptor_file(path: Path) -> None:
+    """Reject XML/JSON descriptors (VRT, WMS/WMTS, STAC...) before GDAL parses them.
+
+    Such files make GDAL open other local files or fetch URLs named inside them, so an
+    uploaded one could read server files or reach internal hosts. Pixel formats do not start
+    with "<" or "{"; the text rasters GDAL reads (ASCII grid, XYZ) do not either.
+    """
+    try:
+        with path.open("rb") as file:
+            head = file.read(_SNIFF_BYTES)
+    except OSError as error:
+        raise RasterError(UNREADABLE_RASTER, f"cannot read file: {error}") from error
+    if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"<", b"{", b"["):
+        raise RasterError(
+            UNREADABLE_RASTER, "XML/JSON raster descriptors (VRT, WMS, STAC...) are not accepted"
+        )
 
 
 def last_block_window(width: int, height: int, block_width: int, block_height: int) -> Window:

@@ -66,16 +66,15 @@ _DATE_IN_NAME = re.compile(r"(?<!\d)((?:19|20)\d{2})(\d{2})(\d{2})(?:T(\d{2})(\d
 def inspect_raster(path: Path, *, require_cog: bool = True) -> RasterInfo:
     """Describe a georeferenced raster, rejecting unreadable, truncated and (optionally) non-COG files.
 
-    Raises RasterError with reason UNREADABLE_RASTER, NOT_A_COG or UNSUPPORTED_RASTER.
+    Raises RasterError with reason UNREADABLE_RASTER, NOT_A_COG or UNSUPPORTED_RASTER. Any
+    format GDAL reads is accepted with ``require_cog=False``, except XML/JSON descriptors (VRT...)
+    that would make GDAL read other files or URLs.
     """
     path = Path(path)
-    # A COG is a GeoTIFF; allowing only that driver also stops container formats such as VRT
-    # from making GDAL read other files or URLs named inside an untrusted upload.
-    # (rasterio 1.4 documents a list of drivers for read mode but rejects anything but a str.)
-    with open_raster(path, driver="GTiff" if require_cog else None) as dataset:
+    with open_raster(path) as dataset:
         _require_supported(dataset)
         probe_last_blocks(dataset)
-        is_cog, findings = _validate_cog(path) if dataset.driver == "GTiff" else (False, ["not a GeoTIFF"])
+        is_cog, findings = _validate_cog(path)
         if require_cog and not is_cog:
             raise RasterError(NOT_A_COG, f"{path.name} is not a Cloud Optimized GeoTIFF", findings)
         statistics, statistics_computed = _band_statistics(dataset)
