@@ -1,0 +1,103 @@
+"""The quickstart as a newcomer runs it: `geopera serve --demo` (what `make
+serve` runs), the grpcurl line it prints, and every grpcurl command in README.md,
+each executed as printed with the grpcurl binary (only the address differs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.server import REPO, ServerProcess
+
+GRPCURL_SECTION = re.compile(r"^## Talking to it with grpcurl\n(.*?)^## ", re.MULTILINE | re.DOTALL)
+BASH_BLOCK = re.compile(r"```bash\n(.*?)```", re.DOTALL)
+
+
+def readme_grpcurl_commands() -> list[str]:
+    section = GRPCURL_SECTION.search((REPO / "README.md").read_text())
+    assert section, "README.md lost its grpcurl section"
+    commands = []
+    for block in BASH_BLOCK.findall(section.group(1)):
+        if block.lstrip().startswith("export"):
+            continue
+        # One command per paragraph-less run of lines; multi-line JSON stays inside quotes.
+        current = ""
+        for line in block.splitlines(keepends=True):
+            current += line
+            if current.count("'") % 2 == 0 and current.strip():
+                commands.append(current.strip())
+                current = ""
+    return commands
+
+
+@pytest.fixture(scope="module")
+def demo_server(database_factory, tmp_path_factory):
+    home = tmp_path_factory.mktemp("demo")
+    server = ServerProcess(database_url=database_factory.create(), home=home, extra_args=["--demo"]).start()
+    yield server
+    server.stop()
+
+
+def _run(command: str, address: str, token: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TOKEN": token, "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}"}
+    return subprocess.run(
+        ["bash", "-c", command.replace("127.0.0.1:50051", address)],
+        env=env, capture_output=True, text=True, timeout=60, cwd=REPO,
+    )  # fmt: skip
+
+
+def test_the_printed_quickstart_command_works_as_printed(demo_server):
+    printed = [line.strip() for line in demo_server.log().splitlines() if "KernelService/Execute" in line]
+    assert len(printed) == 1, demo_server.log()
+    result = subprocess.run(["bash", "-c", printed[0]], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    response = json.loads(result.stdout)
+    assert response["operation"] == "items.list"
+    assert response["result"]["@type"] == "type.googleapis.com/geopera.v1.ItemsListResult"
+    names = {item["name"] for item in response["result"]["items"]}
+    assert "s2l1c_slovenia_20150711_bgrn" in names
+    assert len(names) == 7
+
+
+def test_readme_has_the_commands_we_promise():
+    commands = readme_grpcurl_commands()
+    assert any(c.startswith("grpcurl -plaintext 127.0.0.1:50051 list") for c in commands)
+    assert any("describe geopera.v1.ClipCreateFromItemParams" in c for c in commands)
+    assert sum("KernelService/Execute" in c for c in commands) >= 3
+
+
+@pytest.mark.parametrize("index", range(len(readme_grpcurl_commands())))
+def test_readme_grpcurl_command(demo_server, index):
+    command = readme_grpcurl_commands()[index]
+    token = Path(demo_server.home / "demo-token").read_text().strip()
+    result = _run(command, demo_server.address, token)
+    if '"bbox": [1, 2, 3]' in command:
+        assert result.returncode != 0
+        assert "InvalidArgument" in result.stdout + result.stderr
+        assert "INVALID_BBOX" in result.stdout + result.stderr
+        return
+    assert result.returncode == 0, result.stderr
+    output = result.stdout
+    if command.endswith(" list"):
+        for service in ("geopera.v1.KernelService", "geopera.v1.WorkerService", "grpc.health.v1.Health",
+                        "grpc.reflection.v1alpha.ServerReflection"):  # fmt: skip
+            assert service in output.splitlines()
+    elif "Health/Check" in command:
+        assert json.loads(output)["status"] == "SERVING"
+    elif "describe" in command:
+        assert "message ClipCreateFromItemParams" in output and "aoi_geometry" in output
+    else:
+        response = json.loads(output)
+        assert response["result"]["@type"].startswith("type.googleapis.com/geopera.v1.")
+        if "collection_id" in command:
+            assert [i["name"] for i in response["result"]["items"]] == [
+                "s2l1c_slovenia_20150820_bgrn", "s2l1c_slovenia_20150830_bgrn"]  # fmt: skip
+        elif "CreditsBalanceGetParams" in command:
+            assert response["result"]["balance"]["available"] == "10000"
+        else:
+            assert len(response["result"]["items"]) == 2 and response["result"]["next_page_token"]
