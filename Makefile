@@ -32,7 +32,7 @@ check-generated: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py --check
 
 lint: $(STAMP) check-generated
-	$(BIN)/ruff check src tests scripts bench
+	$(BIN)/ruff check src tests scripts $(wildcard bench)
 	$(BIN)/buf lint
 
 bench: $(STAMP)
