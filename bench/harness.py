@@ -36,10 +36,11 @@ def _sample(groups: dict[str, list[int]]) -> dict[str, dict[int, float]]:
     return out
 
 
-def run_load(spec: dict[str, Any], cpu_groups: dict[str, PidSource] | None = None) -> dict[str, Any]:
+def run_load(spec: dict[str, Any], cpu_groups: dict[str, PidSource] | None = None,
+             on_measure_start: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run `bench.load` with `spec`; returns its result plus `cpu`: the cores
     each group of processes used during the measured window (`loadgen` is
-    always included)."""
+    always included). `on_measure_start` is called when the window opens."""
     cpu_groups = dict(cpu_groups or {})
     hard_limit = float(spec.get("warmup", 1.0)) + float(spec.get("duration", 5.0)) + 60
     proc = subprocess.Popen(
@@ -64,6 +65,8 @@ def run_load(spec: dict[str, Any], cpu_groups: dict[str, PidSource] | None = Non
                 pids = {name: source() for name, source in cpu_groups.items()}
                 t_start = time.monotonic()
                 before = _sample(pids)
+                if on_measure_start is not None:
+                    on_measure_start()
             elif line == "MEASURE_END":
                 after = _sample(pids)
                 t_end = time.monotonic()
@@ -90,9 +93,11 @@ def run_load(spec: dict[str, Any], cpu_groups: dict[str, PidSource] | None = Non
 class Options:
     """What `bench.run` passes to every bench."""
 
-    def __init__(self, *, duration: float = 5.0, warmup: float = 1.0) -> None:
+    def __init__(self, *, duration: float = 5.0, warmup: float = 1.0, profile: bool = False) -> None:
         self.duration = duration
         self.warmup = warmup
+        # Sample the server with py-spy during the most loaded point (slows that point down).
+        self.profile = profile
 
 
 class Outcome:

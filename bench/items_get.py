@@ -25,6 +25,7 @@ from psycopg.conninfo import conninfo_to_dict
 from bench.echo import METHOD as ECHO_METHOD
 from bench.echo import EchoProcess
 from bench.harness import Options, Outcome, run_load
+from bench.profile import Profiler
 from bench.results import Results, machine_line, markdown_table, utc_now
 from tests.support.db import DatabaseFactory, admin_url
 from tests.support.server import ServerProcess
@@ -140,7 +141,8 @@ def report(points: dict[tuple[str, int], dict[str, Any]], options: Options, cont
         verdict = "PASS" if met else "FAIL"
     first_errors = sorted({p["first_error"] for p in points.values() if p["first_error"]})
     lines = [
-        f"Run {context['date']} on {context['machine']}; PostgreSQL {context['pg_version']}.",
+        f"Run {context['date']} on {context['machine']}; PostgreSQL {context['pg_version']} "
+        f"({context['pg_source']}).",
         "",
         f"`geopera.v1.KernelService/Execute` with operation `items.get` (one seeded item with "
         f"{context['assets']} asset(s), a `catalog:read` bearer token) on a real `geopera serve` process "
@@ -165,6 +167,9 @@ def report(points: dict[tuple[str, int], dict[str, Any]], options: Options, cont
         "",
         cpu_table,
     ]
+    if context.get("profiled"):
+        lines += ["", f"Profiled run: the {TARGET_CALLERS}-caller Execute point ran under py-spy "
+                  "(bench/out/), which slows it down; do not compare it with unprofiled runs."]
     if first_errors:
         lines += ["", "First errors seen:", "", *(f"- `{e}`" for e in first_errors)]
     outcome = Outcome(NAME, valid=valid, target_met=met,
@@ -221,12 +226,18 @@ def run(results: Results, options: Options) -> Outcome:
                  "concurrency": callers},
                 {"echo": lambda: [echo_pid]},
             )
+            profiler = None
+            if options.profile and callers == TARGET_CALLERS:
+                profiler = Profiler(server_pid, f"{NAME}_execute_{callers}", options.duration)
             points[("execute", callers)] = run_load(
                 {**common, "target": server.address, "method": EXECUTE_METHOD, "check": "execute",
                  "expect_operation": "items.get", "expect_result_type": "geopera.v1.ItemsGetResult",
                  "concurrency": callers},
                 {"server": lambda: [server_pid], "postgres": pg_backends},
+                on_measure_start=profiler.start if profiler else None,
             )
+            if profiler is not None:
+                profiler.finish()
             e, x = points[("echo", callers)], points[("execute", callers)]
             print(f"[{NAME}] {callers:>3} callers: echo {e['rps']:.0f} req/s ({e['errors']} errors), "
                   f"Execute {x['rps']:.0f} req/s ({x['errors']} errors)", flush=True)
@@ -235,7 +246,10 @@ def run(results: Results, options: Options) -> Outcome:
 
         context = {
             "date": started, "machine": machine, "pg_version": pg_version,
+            "pg_source": "GEOPERA_TEST_DATABASE_URL" if os.environ.get("GEOPERA_TEST_DATABASE_URL")
+            else "embedded, GEOPERA_TEST_DATABASE_URL unset",
             "cpus": len(os.sched_getaffinity(0)),
+            "profiled": options.profile,
             "request_bytes": len(payload_hex) // 2, "response_bytes": response_bytes, "assets": assets,
         }
         body, outcome = report(points, options, context)

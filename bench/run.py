@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="measured seconds per point (default 5)")
     parser.add_argument("--warmup", type=float, default=1.0, metavar="SECONDS",
                         help="warm-up seconds per point (default 1)")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the server with py-spy (installed by hand) at the most loaded point; "
+                             "writes bench/out/ and slows that point down")
     parser.add_argument("--strict", action="store_true", help="exit 1 when a bench misses its target")
     parser.add_argument("--list", action="store_true", help="list the benches and exit")
     args = parser.parse_args(argv)
@@ -49,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--duration must be in (0, 60] and --warmup in [0, 30] seconds")
     signal.signal(signal.SIGTERM, _terminate)
 
-    options = Options(duration=args.duration, warmup=args.warmup)
+    options = Options(duration=args.duration, warmup=args.warmup, profile=args.profile)
     results = Results()
     outcomes: list[Outcome] = []
     crashed: list[str] = []
