@@ -12,11 +12,11 @@ import grpc
 import numpy as np
 import pytest
 import rasterio
-from geopera.v1 import catalog_pb2, kernel_pb2
 from google.protobuf import struct_pb2, timestamp_pb2
 from rasterio.transform import from_origin
 from rio_cogeo.cogeo import cog_validate
 
+from geopera.v1 import catalog_pb2, kernel_pb2
 from tests.conftest import SAMPLES
 from tests.support.client import RpcFailure
 

@@ -6,9 +6,9 @@ import json
 
 import grpc
 import pytest
-from geopera.v1 import catalog_pb2, kernel_pb2
 from google.protobuf import any_pb2, struct_pb2
 
+from geopera.v1 import catalog_pb2, kernel_pb2
 from tests.support.client import RpcFailure
 
 

@@ -9,6 +9,11 @@ import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from google.rpc import error_details_pb2, status_pb2  # noqa: F401  (registers the types for reflection)
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
 from geopera.v1 import (  # noqa: F401  (imports register every payload type for reflection)
     analytics_pb2,
     catalog_pb2,
@@ -21,22 +26,20 @@ from geopera.v1 import (  # noqa: F401  (imports register every payload type for
     worker_pb2,
     worker_pb2_grpc,
 )
-from google.rpc import error_details_pb2, status_pb2  # noqa: F401  (registers the types for reflection)
-from grpc import aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-
 from server.api.kernel import KernelServicer
 from server.api.operations import REGISTRY
-from server.api.worker import WorkerServicer
+from server.api.worker import Dispatcher, WorkerServicer
 from server.auth import TokenService
 from server.config import Settings
 from server.domain.catalog import CatalogLimits, CatalogService
 from server.domain.credits import CreditService
+from server.domain.jobs import CostModel, JobService, JobTypeRecord, LeasePolicy
+from server.domain.outputs import OutputService
 from server.services import Services
 from server.storage import LocalStorage
 from server.store import connect_database
 from server.store.database import start_embedded_postgres
+from server.store.listener import Notifications
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +59,32 @@ async def build_services(settings: Settings, url: str) -> Services:
     db = await connect_database(url, max_size=settings.db_pool_size)
     storage = LocalStorage(settings.storage_root)
     tokens = TokenService(db, cache_seconds=settings.token_cache_seconds)
-    catalog = CatalogService(db, storage, CatalogLimits(max_upload_bytes=settings.max_upload_bytes))
-    return Services(db, storage, tokens, catalog, CreditService(db))
+    limits = CatalogLimits(max_upload_bytes=settings.max_upload_bytes)
+    catalog = CatalogService(db, storage, limits)
+    policy = LeasePolicy(
+        lease_seconds=settings.lease_seconds,
+        heartbeat_seconds=settings.heartbeat_seconds,
+        backoff_base_seconds=settings.retry_backoff_seconds,
+        max_attempts=settings.max_attempts,
+    )
+    jobs = JobService(db, policy)
+    outputs = OutputService(db, storage, jobs, limits)
+    return Services(db, storage, tokens, catalog, CreditService(db), jobs, outputs, Notifications(url))
+
+
+async def register_builtin_job_types(jobs: JobService) -> None:
+    from worker.plugins.clip import ClipPlugin
+
+    cost = ClipPlugin.cost_model
+    await jobs.upsert_job_type(
+        JobTypeRecord(
+            id=ClipPlugin.job_type_id,
+            description=ClipPlugin.description,
+            input_schema=ClipPlugin.input_schema(),
+            cost=CostModel(cost.flat, cost.per_km2, cost.per_asset, cost.minimum),
+            builtin=True,
+        )
+    )
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -75,18 +102,15 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
     ]
 
 
-async def serve(
-    settings: Settings, *, on_ready: Callable[[Services, int], Awaitable[None]] | None = None
-) -> None:
+async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Awaitable[None]] | None = None) -> None:
     server = aio.server(options=server_options(settings))
     health_servicer = health.aio.HealthServicer()
     kernel = KernelServicer()
+    workers = WorkerServicer()
     kernel_pb2_grpc.add_KernelServiceServicer_to_server(kernel, server)
-    worker_pb2_grpc.add_WorkerServiceServicer_to_server(WorkerServicer(), server)
+    worker_pb2_grpc.add_WorkerServiceServicer_to_server(workers, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     port = server.add_insecure_port(settings.listen)
@@ -103,8 +127,17 @@ async def serve(
 
     url = await asyncio.to_thread(database_url, settings)
     services = await build_services(settings, url)
+    await services.notifications.start()
+    await register_builtin_job_types(services.jobs)
+    dispatcher = Dispatcher(services)
+    dispatcher.start()
     kernel.attach(REGISTRY, services)
-    sweeper = asyncio.create_task(_sweep_uploads(services.catalog))
+    workers.attach(services, dispatcher)
+    background = [
+        asyncio.create_task(_every(600, "upload sweep", services.catalog.expire_uploads)),
+        asyncio.create_task(_every(1.0, "lease reaper", services.jobs.expire_leases)),
+        asyncio.create_task(_every(3600, "idempotency sweep", services.jobs.expire_idempotency_keys)),
+    ]
     if on_ready is not None:
         await on_ready(services, port)
     for name in ("", *SERVICE_NAMES):
@@ -118,20 +151,23 @@ async def serve(
     log.info("stopping: draining calls for up to %.0f s", settings.shutdown_grace_seconds)
     await health_servicer.enter_graceful_shutdown()
     await server.stop(settings.shutdown_grace_seconds)
-    sweeper.cancel()
+    for task in background:
+        task.cancel()
+    await dispatcher.stop()
+    await services.notifications.stop()
     await services.db.close()
     log.info("stopped")
 
 
-async def _sweep_uploads(catalog: CatalogService) -> None:
+async def _every(seconds: float, what: str, action: Callable[[], Awaitable[object]]) -> None:
     while True:
         try:
-            removed = await catalog.expire_uploads()
-            if removed:
-                log.info("removed %d expired uploads", removed)
+            result = await action()
+            if result:
+                log.info("%s: %s", what, result)
         except Exception:
-            log.exception("upload sweep failed")
-        await asyncio.sleep(600)
+            log.exception("%s failed", what)
+        await asyncio.sleep(seconds)
 
 
 def _write_atomically(path: Path, text: str) -> None:

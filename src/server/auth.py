@@ -28,6 +28,7 @@ SCOPES = (
 )
 USER_SCOPES = tuple(s for s in SCOPES if s not in ("admin", "worker"))
 TOKEN_PREFIX = "gpk_"
+JOB_TOKEN_PREFIX = "gjt_"
 
 
 def hash_token(token: str) -> bytes:
@@ -46,16 +47,21 @@ class Principal:
     # Set for job tokens only: the (job, attempt) the token is bound to.
     job_id: str = ""
     attempt: int = 0
+    # For job tokens: the job's source items, the only items it may download.
+    source_item_ids: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def is_admin(self) -> bool:
         return "admin" in self.scopes
 
     def require_scope(self, scope: str) -> None:
-        if scope not in self.scopes and not self.is_admin:
+        if self.kind == "job":
             raise permission_denied(
-                "MISSING_SCOPE", f"this operation requires scope {scope!r}", required_scope=scope
+                "JOB_TOKEN_NOT_ALLOWED",
+                "a job token may only report on and register outputs of its own job",
             )
+        if scope not in self.scopes and not self.is_admin:
+            raise permission_denied("MISSING_SCOPE", f"this operation requires scope {scope!r}", required_scope=scope)
 
     def can_access(self, project_id: str) -> bool:
         return self.is_admin or project_id in self.project_ids
@@ -89,6 +95,8 @@ class TokenService:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise unauthenticated("the authorization metadata must be `Bearer <token>`")
+        if token.startswith(JOB_TOKEN_PREFIX):
+            return await self._job_principal(token)
         token_hash = hash_token(token)
         now = time.monotonic()
         cached = self._cache.get(token_hash)
@@ -111,9 +119,24 @@ class TokenService:
         self._cache[token_hash] = (now + self._cache_seconds, principal)
         return principal
 
-    async def create_token(
-        self, *, name: str, kind: str, scopes: list[str], project_ids: list[str]
-    ) -> tuple[str, str]:
+    async def _job_principal(self, token: str) -> Principal:
+        """Job tokens are never cached: one must stop working the moment its
+        attempt ends, and the job-token calls check the attempt anyway."""
+        async with self._db.connection() as conn:
+            row = await (await conn.execute(Q.job_token_principal, {"token_hash": hash_token(token)})).fetchone()
+        if row is None:
+            raise unauthenticated("unknown job token")
+        return Principal(
+            id=f"job:{row['job_id']}:{row['attempt']}",
+            kind="job",
+            scopes=frozenset(),
+            name=row["worker_id"],
+            job_id=row["job_id"],
+            attempt=row["attempt"],
+            source_item_ids=frozenset(row["source_item_ids"]),
+        )
+
+    async def create_token(self, *, name: str, kind: str, scopes: list[str], project_ids: list[str]) -> tuple[str, str]:
         """Create a token; returns (token id, token). The token is shown once."""
         unknown = sorted(set(scopes) - set(SCOPES))
         if unknown:

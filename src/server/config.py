@@ -39,6 +39,11 @@ class Settings:
     max_upload_bytes: int = field(default_factory=lambda: _env_int("GEOPERA_MAX_UPLOAD_BYTES", 4 << 30))
     token_cache_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_TOKEN_CACHE_SECONDS", 5.0))
     db_pool_size: int = field(default_factory=lambda: _env_int("GEOPERA_DB_POOL_SIZE", 16))
+    # Worker leases: a job whose worker is silent this long is dispatched again.
+    lease_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_LEASE_SECONDS", 15.0))
+    heartbeat_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_HEARTBEAT_SECONDS", 3.0))
+    retry_backoff_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_RETRY_BACKOFF_SECONDS", 1.0))
+    max_attempts: int = field(default_factory=lambda: _env_int("GEOPERA_MAX_ATTEMPTS", 3))
     shutdown_grace_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_SHUTDOWN_GRACE", 10.0))
 
     @property

@@ -74,9 +74,7 @@ def invalid_argument(
     all_violations = list(violations or [])
     if field is not None:
         all_violations.insert(0, FieldViolation(field, message))
-    return DomainError(
-        Code.INVALID_ARGUMENT, reason, message, all_violations, metadata or {}, expected_schema
-    )
+    return DomainError(Code.INVALID_ARGUMENT, reason, message, all_violations, metadata or {}, expected_schema)
 
 
 def not_found(reason: str, message: str, **metadata: str) -> DomainError:

@@ -87,9 +87,7 @@ def _geometry(value: Any, path: str, *, repair: bool) -> Polygon | MultiPolygon:
         if not repair:
             raise _fail(path, f"invalid {kind}: {explain_validity(geometry)}")
         geometry = shapely.make_valid(geometry)
-        polygons_only = [
-            g for g in getattr(geometry, "geoms", [geometry]) if isinstance(g, Polygon | MultiPolygon)
-        ]
+        polygons_only = [g for g in getattr(geometry, "geoms", [geometry]) if isinstance(g, Polygon | MultiPolygon)]
         geometry = shapely.union_all(polygons_only) if polygons_only else Polygon()
     if geometry.is_empty or geometry.area == 0:
         raise _fail(path, "the geometry has no area")
@@ -118,9 +116,7 @@ def _feature(value: Any, path: str, *, repair: bool) -> Zone:
     properties = value.get("properties") or {}
     if not isinstance(properties, dict):
         raise _fail(f"{path}.properties", "properties must be an object or null")
-    return Zone(
-        _geometry(value.get("geometry"), f"{path}.geometry", repair=repair), properties, value.get("id")
-    )
+    return Zone(_geometry(value.get("geometry"), f"{path}.geometry", repair=repair), properties, value.get("id"))
 
 
 def parse_area(value: Any, path: str, *, repair: bool = False) -> Polygon | MultiPolygon:

@@ -20,9 +20,7 @@ MAX_PAGE_SIZE = 1000
 
 def page_size_or_default(page_size: int) -> int:
     if page_size < 0 or page_size > MAX_PAGE_SIZE:
-        raise invalid_argument(
-            "INVALID_PAGE_SIZE", f"page_size must be 0..{MAX_PAGE_SIZE}", field="page_size"
-        )
+        raise invalid_argument("INVALID_PAGE_SIZE", f"page_size must be 0..{MAX_PAGE_SIZE}", field="page_size")
     return page_size or DEFAULT_PAGE_SIZE
 
 

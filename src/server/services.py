@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from server.auth import TokenService
 from server.domain.catalog import CatalogService
 from server.domain.credits import CreditService
+from server.domain.jobs import JobService
+from server.domain.outputs import OutputService
 from server.storage import LocalStorage
 from server.store import Database
+from server.store.listener import Notifications
 
 
 @dataclass
@@ -18,3 +21,6 @@ class Services:
     tokens: TokenService
     catalog: CatalogService
     credits: CreditService
+    jobs: JobService
+    outputs: OutputService
+    notifications: Notifications

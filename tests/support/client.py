@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import grpc
-from geopera.v1 import errors_pb2, kernel_pb2, kernel_pb2_grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from geopera.v1 import errors_pb2, kernel_pb2, kernel_pb2_grpc
 from server.api.registry import message_base_name
 
 

@@ -9,9 +9,13 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from geopera.v1 import catalog_pb2, credits_pb2
 from google.protobuf.message import Message
 
+import json
+
+from google.protobuf import struct_pb2
+
+from geopera.v1 import catalog_pb2, credits_pb2, processing_pb2
 from tests.conftest import SAMPLES, World
 
 
@@ -19,6 +23,8 @@ from tests.conftest import SAMPLES, World
 class MatrixCase:
     ok: Callable[[World], Message]
     other_project: Callable[[World], Message] | None
+    # The token whose call must succeed (admin operations need an admin).
+    ok_token: str = "alpha"
 
 
 def _first(items: dict[str, str]) -> str:
@@ -37,6 +43,30 @@ def _create_item(project: str) -> Callable[[World], Message]:
         )
 
     return build
+
+
+AOI = json.loads((SAMPLES / "aoi_epsg4326.geojson").read_text())
+
+
+def _struct(value: dict) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    message.update(value)
+    return message
+
+
+def _clip_input(items: dict[str, str]) -> struct_pb2.Struct:
+    return _struct({"source_item_id": _first(items), "aoi_geometry": AOI})
+
+
+def _pending_job(project: str) -> Callable[[World], str]:
+    def create(world: World) -> str:
+        items = world.items if project == "alpha" else world.beta_items
+        params = processing_pb2.ProcessingCreateParams(
+            project_id=project, job_type_id="clip", input_params=_clip_input(items)
+        )
+        return world.client(project).execute("processing.create", params).job.id
+
+    return create
 
 
 CASES: dict[str, MatrixCase] = {
@@ -61,5 +91,56 @@ CASES: dict[str, MatrixCase] = {
     "credits.ledger.list": MatrixCase(
         lambda w: credits_pb2.CreditsLedgerListParams(project_id="alpha"),
         lambda w: credits_pb2.CreditsLedgerListParams(project_id="beta"),
+    ),
+    "clip.create_from_item": MatrixCase(
+        lambda w: processing_pb2.ClipCreateFromItemParams(
+            source_item_id=_first(w.items), project_id="alpha", aoi_geometry=_struct(AOI)
+        ),
+        lambda w: processing_pb2.ClipCreateFromItemParams(
+            source_item_id=_first(w.beta_items), project_id="beta", aoi_geometry=_struct(AOI)
+        ),
+    ),
+    "processing.create": MatrixCase(
+        lambda w: processing_pb2.ProcessingCreateParams(
+            project_id="alpha", job_type_id="clip", input_params=_clip_input(w.items)
+        ),
+        lambda w: processing_pb2.ProcessingCreateParams(
+            project_id="beta", job_type_id="clip", input_params=_clip_input(w.beta_items)
+        ),
+    ),
+    "processing.create_and_dispatch": MatrixCase(
+        lambda w: processing_pb2.ProcessingCreateAndDispatchParams(
+            project_id="alpha", job_type_id="clip", input_params=_clip_input(w.items)
+        ),
+        lambda w: processing_pb2.ProcessingCreateAndDispatchParams(
+            project_id="beta", job_type_id="clip", input_params=_clip_input(w.beta_items)
+        ),
+    ),
+    "processing.dispatch": MatrixCase(
+        lambda w: processing_pb2.ProcessingDispatchParams(job_id=_pending_job("alpha")(w)),
+        lambda w: processing_pb2.ProcessingDispatchParams(job_id=_pending_job("beta")(w)),
+    ),
+    "processing.jobs.get": MatrixCase(
+        lambda w: processing_pb2.ProcessingJobsGetParams(job_id=_pending_job("alpha")(w)),
+        lambda w: processing_pb2.ProcessingJobsGetParams(job_id=_pending_job("beta")(w)),
+    ),
+    "processing.jobs.cancel": MatrixCase(
+        lambda w: processing_pb2.ProcessingJobsCancelParams(job_id=_pending_job("alpha")(w), reason="matrix"),
+        lambda w: processing_pb2.ProcessingJobsCancelParams(job_id=_pending_job("beta")(w)),
+    ),
+    "processing.jobs.list": MatrixCase(
+        lambda w: processing_pb2.ProcessingJobsListParams(project_id="alpha"),
+        lambda w: processing_pb2.ProcessingJobsListParams(project_id="beta"),
+    ),
+    "processing.job_types.list": MatrixCase(lambda w: processing_pb2.ProcessingJobTypesListParams(), None),
+    "processing.job_types.get": MatrixCase(
+        lambda w: processing_pb2.ProcessingJobTypesGetParams(job_type_id="clip"), None
+    ),
+    "workers.list": MatrixCase(
+        lambda w: processing_pb2.WorkersListParams(include_disconnected=True), None, ok_token="admin"
+    ),
+    "items.lineage": MatrixCase(
+        lambda w: catalog_pb2.ItemsLineageParams(item_id=_first(w.items)),
+        lambda w: catalog_pb2.ItemsLineageParams(item_id=_first(w.beta_items)),
     ),
 }

@@ -68,10 +68,17 @@ class WorkerHello(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     JOB_TYPES_FIELD_NUMBER: _builtins.int
     CAPACITY_FIELD_NUMBER: _builtins.int
+    WORKER_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Name of the worker (defaults to host:pid)."""
     capacity: _builtins.int
     """Jobs it runs at once (1..64)."""
+    worker_id: _builtins.str
+    """The id of an earlier session of this worker (same credential), to resume
+    it after a reconnect: its jobs' leases continue when heartbeats name them.
+    Empty for a new worker. PERMISSION_DENIED `WORKER_ID_TAKEN` when the id
+    belongs to another credential.
+    """
     @_builtins.property
     def job_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobTypeDeclaration]:
         """Job types it runs."""
@@ -82,10 +89,11 @@ class WorkerHello(_message.Message):
         name: _builtins.str = ...,
         job_types: _abc.Iterable[Global___JobTypeDeclaration] | None = ...,
         capacity: _builtins.int = ...,
+        worker_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "job_types", b"job_types", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "job_types", b"job_types", "name", b"name", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -98,6 +106,9 @@ class WorkerHeartbeat(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ACTIVE_JOB_IDS_FIELD_NUMBER: _builtins.int
+    DRAINING_FIELD_NUMBER: _builtins.int
+    draining: _builtins.bool
+    """True once the worker is shutting down: it gets no new assignments."""
     @_builtins.property
     def active_job_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Jobs the worker is running now."""
@@ -106,10 +117,11 @@ class WorkerHeartbeat(_message.Message):
         self,
         *,
         active_job_ids: _abc.Iterable[_builtins.str] | None = ...,
+        draining: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_job_ids", b"active_job_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_job_ids", b"active_job_ids", "draining", b"draining"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -188,6 +200,7 @@ class JobAssignment(_message.Message):
     ATTEMPT_FIELD_NUMBER: _builtins.int
     LEASE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     SOURCE_ITEMS_FIELD_NUMBER: _builtins.int
+    SOURCE_ASSETS_FIELD_NUMBER: _builtins.int
     job_token: _builtins.str
     """Bearer token for this job and attempt only."""
     attempt: _builtins.int
@@ -204,6 +217,13 @@ class JobAssignment(_message.Message):
     def source_items(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Item]:
         """The source items the job's input names, with their assets."""
 
+    @_builtins.property
+    def source_assets(self) -> _containers.RepeatedCompositeFieldContainer[Global___SourceAssetLocation]:
+        """Where the source assets are stored, for workers that share the server's
+        storage (same host or a shared mount). A worker that cannot open them
+        downloads the assets with `KernelService.DownloadAsset` and its job token.
+        """
+
     def __init__(
         self,
         *,
@@ -212,14 +232,47 @@ class JobAssignment(_message.Message):
         attempt: _builtins.int = ...,
         lease_expire_time: _timestamp_pb2.Timestamp | None = ...,
         source_items: _abc.Iterable[_resources_pb2.Item] | None = ...,
+        source_assets: _abc.Iterable[Global___SourceAssetLocation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "lease_expire_time", b"lease_expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "job", b"job", "job_token", b"job_token", "lease_expire_time", b"lease_expire_time", "source_items", b"source_items"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "job", b"job", "job_token", b"job_token", "lease_expire_time", b"lease_expire_time", "source_assets", b"source_assets", "source_items", b"source_items"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JobAssignment: _TypeAlias = JobAssignment  # noqa: Y015
+
+@_typing.final
+class SourceAssetLocation(_message.Message):
+    """Where one source asset lives in the server's storage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_ID_FIELD_NUMBER: _builtins.int
+    ASSET_KEY_FIELD_NUMBER: _builtins.int
+    STORAGE_URI_FIELD_NUMBER: _builtins.int
+    item_id: _builtins.str
+    """The source item."""
+    asset_key: _builtins.str
+    """The asset key."""
+    storage_uri: _builtins.str
+    """A path (or GDAL virtual path) to open the asset with, when storage is
+    shared.
+    """
+    def __init__(
+        self,
+        *,
+        item_id: _builtins.str = ...,
+        asset_key: _builtins.str = ...,
+        storage_uri: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_key", b"asset_key", "item_id", b"item_id", "storage_uri", b"storage_uri"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SourceAssetLocation: _TypeAlias = SourceAssetLocation  # noqa: Y015
 
 @_typing.final
 class JobCancellation(_message.Message):

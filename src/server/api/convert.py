@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from geopera.v1 import resources_pb2
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
+from geopera.v1 import resources_pb2
+from server.api.status import status_proto
 from server.domain.credits import Balance, LedgerRow
+from server.domain.jobs import STATUSES, Dispatch, JobRecord, JobTypeRecord, WorkerRecord
 from server.domain.models import AssetRecord, ItemRecord, ProjectRecord
-from server.errors import invalid_argument
+from server.errors import Code, DomainError, invalid_argument
 
 LEDGER_KINDS = {
     "grant": resources_pb2.LEDGER_ENTRY_KIND_GRANT,
@@ -117,3 +119,72 @@ def bbox_param(values: list[float], field: str = "bbox") -> tuple[float, float, 
         raise invalid_argument("INVALID_BBOX", "bbox must have exactly 4 numbers", field=field)
     west, south, east, north = values
     return (west, south, east, north)
+
+
+JOB_STATUS = {name: getattr(resources_pb2, f"JOB_STATUS_{name}") for name in STATUSES}
+JOB_STATUS_NAMES = {value: name for name, value in JOB_STATUS.items()}
+
+
+def job(record: JobRecord) -> resources_pb2.Job:
+    message = resources_pb2.Job(
+        id=record.id,
+        project_id=record.project_id,
+        job_type_id=record.job_type_id,
+        status=JOB_STATUS[record.status],
+        input_params=struct(record.input_params),
+        target_collection_id=record.target_collection_id,
+        progress=record.progress,
+        attempt=record.attempt,
+        max_attempts=record.max_attempts,
+        worker_id=record.worker_id,
+        create_time=timestamp(record.create_time),
+        dispatch_time=timestamp(record.dispatch_time),
+        start_time=timestamp(record.start_time),
+        end_time=timestamp(record.end_time),
+        update_time=timestamp(record.update_time),
+        credits_reserved=record.credits_reserved,
+        credits_charged=record.credits_charged,
+        output_item_ids=record.output_item_ids,
+        message=record.message,
+        source_item_ids=record.source_item_ids,
+        cancel_requested=record.cancel_requested,
+        sequence=record.sequence,
+    )
+    if record.error is not None:
+        message.error.CopyFrom(
+            status_proto(DomainError(Code(record.error.code), record.error.reason, record.error.message))
+        )
+    return message
+
+
+def dispatch(result: Dispatch | None) -> resources_pb2.DispatchResult | None:
+    if result is None:
+        return None
+    return resources_pb2.DispatchResult(accepted=result.accepted, worker_id=result.worker_id, message=result.message)
+
+
+def job_type(record: JobTypeRecord) -> resources_pb2.JobType:
+    cost = record.cost
+    return resources_pb2.JobType(
+        job_type_id=record.id,
+        description=record.description,
+        input_schema=struct(record.input_schema),
+        cost_model=resources_pb2.CostModel(
+            flat=cost.flat, per_km2=cost.per_km2, per_asset=cost.per_asset, minimum=cost.minimum
+        ),
+        builtin=record.builtin,
+        connected_workers=record.connected_workers,
+    )
+
+
+def worker(record: WorkerRecord) -> resources_pb2.Worker:
+    return resources_pb2.Worker(
+        id=record.id,
+        name=record.name,
+        job_type_ids=record.job_type_ids,
+        capacity=record.capacity,
+        active_jobs=record.active_jobs,
+        connected=record.connected,
+        last_heartbeat_time=timestamp(record.last_heartbeat_time),
+        connect_time=timestamp(record.connect_time),
+    )

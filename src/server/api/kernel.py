@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import datetime
 
-from geopera.v1 import kernel_pb2, kernel_pb2_grpc
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
-from server.api.calls import metadata_value, rpc_call, unavailable
+from geopera.v1 import kernel_pb2, kernel_pb2_grpc
+from server.api import convert
+from server.api.calls import CallInfo, metadata_value, rpc_call, unavailable
 from server.api.convert import timestamp
 from server.api.registry import Operation, OperationContext, OperationRegistry
 from server.auth import Principal
+from server.domain import idempotency
+from server.domain.jobs import JobRecord
 from server.domain.models import UploadPart
 from server.errors import Code, DomainError, invalid_argument
 from server.services import Services
@@ -56,10 +60,17 @@ def unpack_params(operation: Operation, params: any_pb2.Any, present: bool) -> M
     try:
         message.ParseFromString(params.value)
     except DecodeError as exc:
-        raise invalid_argument(
-            "PARAMS_UNPARSEABLE", f"params do not decode as {expected}", field="params"
-        ) from exc
+        raise invalid_argument("PARAMS_UNPARSEABLE", f"params do not decode as {expected}", field="params") from exc
     return message
+
+
+WATCH_POLL_SECONDS = 5.0
+
+
+def _watch_response(sequence: int, when: datetime, job: JobRecord, event_type: str) -> kernel_pb2.WatchJobResponse:
+    return kernel_pb2.WatchJobResponse(
+        sequence=sequence, event_time=timestamp(when), job=convert.job(job), event_type=event_type
+    )
 
 
 class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
@@ -108,13 +119,28 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
             principal.require_scope(operation.scope)
             params = unpack_params(operation, request.params, request.HasField("params"))
             key = _idempotency_key(context) if operation.side_effect == "spend" else None
-            result = await operation.handler(
-                self._services, OperationContext(principal, call.request_id, key), params
-            )
+            result = await operation.handler(self._services, OperationContext(principal, call.request_id, key), params)
             packed = any_pb2.Any()
             packed.Pack(result)
             return kernel_pb2.ExecuteResponse(operation=operation.name, result=packed)
         raise AssertionError("unreachable")  # rpc_call always returns or aborts
+
+    async def _execute_once(
+        self, operation: Operation, principal: Principal, call: CallInfo, key: str, params: Message
+    ) -> Message:
+        """A spend with an idempotency key: the key, the side effect and the
+        response commit in one transaction (see domain.idempotency)."""
+        print_ = idempotency.fingerprint(operation.name, params.SerializeToString(deterministic=True))
+        async with self._services.db.transaction() as conn:
+            replay = await idempotency.claim(conn, principal.id, key, operation.name, print_)
+            if replay is not None:
+                call.extra["idempotent_replay"] = True
+                return operation.result_type.FromString(replay)
+            result = await operation.handler(
+                self._services, OperationContext(principal, call.request_id, key, conn), params
+            )
+            await idempotency.record(conn, principal.id, key, result.SerializeToString())
+            return result
 
     async def WatchJob(
         self, request: kernel_pb2.WatchJobRequest, context: aio.ServicerContext
@@ -122,8 +148,35 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
         async with rpc_call(context, "WatchJob") as call:
             principal = await self._authenticate(context)
             call.principal_id = principal.id
-            raise DomainError(Code.UNIMPLEMENTED, "NOT_IMPLEMENTED", "job watching is not available yet")
-            yield kernel_pb2.WatchJobResponse()  # pragma: no cover - makes this a generator
+            principal.require_scope("processing:read")
+            if request.after_sequence < 0:
+                raise invalid_argument("INVALID_SEQUENCE", "after_sequence must be >= 0", field="after_sequence")
+            jobs = self._services.jobs
+            with self._services.notifications.watch_job(request.job_id) as wake:
+                # Subscribed before reading, so no change can slip between the two.
+                job = await jobs.get(principal, request.job_id)
+                last = request.after_sequence
+                if last == 0 or (last >= job.sequence and job.terminal):
+                    yield _watch_response(job.sequence, job.update_time, job, "snapshot")
+                    last = job.sequence
+                    if job.terminal:
+                        return
+                sent = 0
+                while True:
+                    events = await jobs.events_after(request.job_id, last)
+                    for event in events:
+                        yield _watch_response(event.sequence, event.event_time, event.job, event.event_type)
+                        last = event.sequence
+                        sent += 1
+                        if event.job.terminal:
+                            call.extra["events"] = sent
+                            return
+                    if not events:
+                        try:
+                            await asyncio.wait_for(wake.wait(), timeout=WATCH_POLL_SECONDS)
+                        except TimeoutError:
+                            pass
+                        wake.clear()
 
     async def UploadAsset(
         self, request_iterator: AsyncIterator[kernel_pb2.UploadAssetRequest], context: aio.ServicerContext

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from geopera.v1 import catalog_pb2, credits_pb2
-
 from server.api import convert
 from server.api.registry import Operation, OperationContext
 from server.domain.models import AssetInput, ItemCreate, ItemQuery
@@ -21,21 +20,15 @@ async def projects_list(
     s: Services, ctx: OperationContext, p: catalog_pb2.ProjectsListParams
 ) -> catalog_pb2.ProjectsListResult:
     records, next_token = await s.catalog.list_projects(ctx.principal, p.page_size, p.page_token)
-    return catalog_pb2.ProjectsListResult(
-        projects=[convert.project(r) for r in records], next_page_token=next_token
-    )
+    return catalog_pb2.ProjectsListResult(projects=[convert.project(r) for r in records], next_page_token=next_token)
 
 
-async def items_get(
-    s: Services, ctx: OperationContext, p: catalog_pb2.ItemsGetParams
-) -> catalog_pb2.ItemsGetResult:
+async def items_get(s: Services, ctx: OperationContext, p: catalog_pb2.ItemsGetParams) -> catalog_pb2.ItemsGetResult:
     record = await s.catalog.get_item(ctx.principal, p.item_id)
     return catalog_pb2.ItemsGetResult(item=convert.item(record))
 
 
-async def items_list(
-    s: Services, ctx: OperationContext, p: catalog_pb2.ItemsListParams
-) -> catalog_pb2.ItemsListResult:
+async def items_list(s: Services, ctx: OperationContext, p: catalog_pb2.ItemsListParams) -> catalog_pb2.ItemsListResult:
     query = ItemQuery(
         project_id=p.project_id,
         collection_id=p.collection_id or None,
@@ -76,9 +69,7 @@ async def balance_get(
 async def ledger_list(
     s: Services, ctx: OperationContext, p: credits_pb2.CreditsLedgerListParams
 ) -> credits_pb2.CreditsLedgerListResult:
-    rows, next_token = await s.credits.ledger(
-        ctx.principal, p.project_id, p.job_id, p.page_size, p.page_token
-    )
+    rows, next_token = await s.credits.ledger(ctx.principal, p.project_id, p.job_id, p.page_size, p.page_token)
     return credits_pb2.CreditsLedgerListResult(
         entries=[convert.ledger_entry(r) for r in rows], next_page_token=next_token
     )

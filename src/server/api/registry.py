@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import psycopg
 from google.protobuf.message import Message
 
 from server.auth import Principal
@@ -31,6 +32,9 @@ class OperationContext:
     principal: Principal
     request_id: str
     idempotency_key: str | None
+    # The transaction of an idempotent spend: the handler's writes join it so
+    # the key and the side effect commit together.
+    conn: psycopg.AsyncConnection[Any] | None = None
 
 
 @dataclass(frozen=True)

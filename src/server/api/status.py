@@ -7,11 +7,11 @@ errors add a `BadRequest`, invalid free-form params an `ExpectedSchema`.
 from __future__ import annotations
 
 import grpc
-from geopera.v1 import errors_pb2
 from google.protobuf import any_pb2, struct_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from geopera.v1 import errors_pb2
 from server.errors import Code, DomainError
 
 ERROR_DOMAIN = "geopera.v1"
@@ -30,9 +30,7 @@ def status_proto(err: DomainError, request_id: str = "") -> status_pb2.Status:
     if request_id:
         metadata["request_id"] = request_id
     status = status_pb2.Status(code=int(err.code), message=err.message)
-    status.details.append(
-        _pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN, metadata=metadata))
-    )
+    status.details.append(_pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN, metadata=metadata)))
     if err.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[

@@ -1,52 +1,284 @@
-"""WorkerService: registration, assignments and output registration for workers."""
+"""WorkerService: worker sessions, the dispatcher that feeds them, and the
+job-token calls (progress, failure, hand-back, RegisterOutputs)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
-from geopera.v1 import worker_pb2, worker_pb2_grpc
 from grpc import aio
 
-from server.api.calls import rpc_call
-from server.errors import Code, DomainError
+from geopera.v1 import worker_pb2, worker_pb2_grpc
+from server.api import convert
+from server.api.calls import metadata_value, rpc_call, unavailable
+from server.auth import Principal
+from server.domain.jobs import Assignment, CostModel, JobRecord, JobTypeRecord
+from server.domain.models import ItemRecord
+from server.domain.outputs import CommitPart, OutputAssetSpec, OutputChunkPart, OutputItemPart, OutputPart
+from server.errors import invalid_argument
+from server.services import Services
+from server.storage import BlobStorage
+
+log = logging.getLogger(__name__)
+
+MAX_CAPACITY = 64
 
 
-def _not_yet() -> DomainError:
-    return DomainError(Code.UNIMPLEMENTED, "NOT_IMPLEMENTED", "workers are not supported by this server yet")
+@dataclass
+class WorkerSession:
+    """A connected worker, as the replica holding its stream sees it."""
+
+    worker_id: str
+    job_type_ids: list[str]
+    capacity: int
+    outbox: asyncio.Queue[worker_pb2.ConnectResponse] = field(default_factory=asyncio.Queue)
+
+
+class Dispatcher:
+    """Claims queued jobs for the workers connected to this replica. Woken by
+    NOTIFY (new job, freed slot, new worker) and, as a safety net, every
+    second (for retry backoffs and missed notifications)."""
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self.sessions: dict[str, WorkerSession] = {}
+        self._wake = services.notifications.dispatch_wakeup
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="dispatcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+            self._wake.clear()
+            for session in list(self.sessions.values()):
+                try:
+                    assignments = await self._services.jobs.claim(
+                        session.worker_id, session.job_type_ids, session.capacity
+                    )
+                except Exception:
+                    log.exception("claiming jobs for worker %s failed", session.worker_id)
+                    continue
+                for assignment in assignments:
+                    if session.worker_id not in self.sessions:
+                        break  # gone meanwhile: the lease expires and the job is re-dispatched
+                    session.outbox.put_nowait(
+                        worker_pb2.ConnectResponse(assignment=_assignment(assignment, self._services.storage))
+                    )
+
+
+def _assignment(assignment: Assignment, storage: BlobStorage) -> worker_pb2.JobAssignment:
+    return worker_pb2.JobAssignment(
+        job=convert.job(assignment.job),
+        job_token=assignment.token,
+        attempt=assignment.job.attempt,
+        lease_expire_time=convert.timestamp(assignment.lease_expire_time),
+        source_items=[convert.item(item) for item in assignment.sources],
+        source_assets=[
+            worker_pb2.SourceAssetLocation(
+                item_id=item.id, asset_key=asset.key, storage_uri=storage.local_path(asset.storage_key)
+            )
+            for item in assignment.sources
+            for asset in item.assets
+        ],
+    )
+
+
+def _declared_types(hello: worker_pb2.WorkerHello) -> list[JobTypeRecord]:
+    types = []
+    for index, declared in enumerate(hello.job_types):
+        where = f"hello.job_types[{index}]"
+        cost = declared.cost_model
+        if not declared.job_type_id:
+            raise invalid_argument("INVALID_JOB_TYPE", "job_type_id is required", field=f"{where}.job_type_id")
+        types.append(
+            JobTypeRecord(
+                id=declared.job_type_id,
+                description=declared.description,
+                input_schema=convert.struct_to_dict(declared.input_schema) or {"type": "object"},
+                cost=CostModel(cost.flat, cost.per_km2, cost.per_asset, max(1, cost.minimum))
+                if declared.HasField("cost_model")
+                else CostModel(),
+            )
+        )
+    return types
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
+    """Serves as soon as the port is open; calls fail UNAVAILABLE until attached."""
+
+    _services: Services
+    _dispatcher: Dispatcher
+
+    def __init__(self) -> None:
+        self._ready = False
+
+    def attach(self, services: Services, dispatcher: Dispatcher) -> None:
+        self._services = services
+        self._dispatcher = dispatcher
+        self._ready = True
+
+    async def _authenticate(self, context: aio.ServicerContext) -> Principal:
+        if not self._ready:
+            raise unavailable("the server is starting; retry shortly")
+        return await self._services.tokens.authenticate(metadata_value(context, "authorization"))
+
     async def Connect(
         self, request_iterator: AsyncIterator[worker_pb2.ConnectRequest], context: aio.ServicerContext
     ) -> AsyncIterator[worker_pb2.ConnectResponse]:
-        async with rpc_call(context, "Connect"):
-            raise _not_yet()
-            yield worker_pb2.ConnectResponse()  # pragma: no cover - makes this a generator
+        async with rpc_call(context, "Connect") as call:
+            principal = await self._authenticate(context)
+            call.principal_id = principal.id
+            principal.require_scope("worker")
+            first = await anext(aiter(request_iterator), None)
+            if first is None or first.WhichOneof("message") != "hello":
+                raise invalid_argument("HELLO_REQUIRED", "the first message must be a hello", field="hello")
+            hello = first.hello
+            if not 1 <= hello.capacity <= MAX_CAPACITY:
+                raise invalid_argument("INVALID_CAPACITY", f"capacity must be 1..{MAX_CAPACITY}", field="capacity")
+            jobs = self._services.jobs
+            declared = _declared_types(hello)
+            for job_type in declared:
+                await jobs.upsert_job_type(job_type)
+            worker = await jobs.register_worker(
+                principal, hello.worker_id, hello.name or "worker", [t.id for t in declared], hello.capacity
+            )
+            call.extra["worker_id"] = worker.id
+            session = WorkerSession(worker.id, worker.job_type_ids, worker.capacity)
+            yield worker_pb2.ConnectResponse(
+                welcome=worker_pb2.WorkerWelcome(
+                    worker_id=worker.id,
+                    heartbeat_interval_seconds=jobs.policy.heartbeat_seconds,
+                    lease_seconds=jobs.policy.lease_seconds,
+                )
+            )
+
+            def cancel(job_id: str) -> None:
+                session.outbox.put_nowait(
+                    worker_pb2.ConnectResponse(cancel=worker_pb2.JobCancellation(job_id=job_id, reason="cancelled"))
+                )
+
+            reader = asyncio.create_task(self._read_heartbeats(request_iterator, worker.id, session))
+            self._dispatcher.sessions[worker.id] = session
+            self._dispatcher.wake()
+            try:
+                with self._services.notifications.on_cancel(worker.id, cancel):
+                    while True:
+                        getter = asyncio.ensure_future(session.outbox.get())
+                        done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                        if getter in done:
+                            yield getter.result()
+                            continue
+                        getter.cancel()
+                        reader.result()  # re-raises a reader failure
+                        break
+            finally:
+                self._dispatcher.sessions.pop(worker.id, None)
+                reader.cancel()
+                await jobs.worker_disconnected(worker.id)
+
+    async def _read_heartbeats(
+        self, request_iterator: AsyncIterator[worker_pb2.ConnectRequest], worker_id: str, session: WorkerSession
+    ) -> None:
+        async for message in request_iterator:
+            if message.WhichOneof("message") == "heartbeat":
+                if message.heartbeat.draining:
+                    session.capacity = 0  # shutting down: no new assignments
+                await self._services.jobs.heartbeat(worker_id, list(message.heartbeat.active_job_ids))
 
     async def ReportProgress(
         self, request: worker_pb2.ReportProgressRequest, context: aio.ServicerContext
     ) -> worker_pb2.ReportProgressResponse:
-        async with rpc_call(context, "ReportProgress"):
-            raise _not_yet()
+        async with rpc_call(context, "ReportProgress") as call:
+            principal = await self._authenticate(context)
+            call.principal_id = principal.id
+            cancelled = await self._services.jobs.report_progress(
+                principal, request.job_id, request.progress, request.message
+            )
+            return worker_pb2.ReportProgressResponse(cancel_requested=cancelled)
         raise AssertionError("unreachable")
 
     async def ReportFailure(
         self, request: worker_pb2.ReportFailureRequest, context: aio.ServicerContext
     ) -> worker_pb2.ReportFailureResponse:
-        async with rpc_call(context, "ReportFailure"):
-            raise _not_yet()
+        async with rpc_call(context, "ReportFailure") as call:
+            principal = await self._authenticate(context)
+            call.principal_id = principal.id
+            job = await self._services.jobs.report_failure(
+                principal, request.job_id, request.reason, request.message, request.retryable
+            )
+            return worker_pb2.ReportFailureResponse(job=convert.job(job))
         raise AssertionError("unreachable")
 
     async def ReleaseJob(
         self, request: worker_pb2.ReleaseJobRequest, context: aio.ServicerContext
     ) -> worker_pb2.ReleaseJobResponse:
-        async with rpc_call(context, "ReleaseJob"):
-            raise _not_yet()
+        async with rpc_call(context, "ReleaseJob") as call:
+            principal = await self._authenticate(context)
+            call.principal_id = principal.id
+            job = await self._services.jobs.release(principal, request.job_id, request.reason)
+            return worker_pb2.ReleaseJobResponse(job=convert.job(job))
         raise AssertionError("unreachable")
 
     async def RegisterOutputs(
         self, request_iterator: AsyncIterator[worker_pb2.RegisterOutputsRequest], context: aio.ServicerContext
     ) -> worker_pb2.RegisterOutputsResponse:
-        async with rpc_call(context, "RegisterOutputs"):
-            raise _not_yet()
+        async with rpc_call(context, "RegisterOutputs") as call:
+            principal = await self._authenticate(context)
+            call.principal_id = principal.id
+            messages = aiter(request_iterator)
+            first = await anext(messages, None)
+            if first is None or not first.job_id:
+                raise invalid_argument("JOB_ID_REQUIRED", "the first message must name job_id", field="job_id")
+
+            async def parts() -> AsyncIterator[OutputPart]:
+                message: worker_pb2.RegisterOutputsRequest | None = first
+                while message is not None:
+                    part = _output_part(message)
+                    if part is not None:
+                        yield part
+                    message = await anext(messages, None)
+
+            def encode(job: JobRecord, items: list[ItemRecord]) -> bytes:
+                return worker_pb2.RegisterOutputsResponse(
+                    job=convert.job(job), items=[convert.item(i) for i in items]
+                ).SerializeToString()
+
+            response = await self._services.outputs.register(principal, first.job_id, parts(), encode)
+            return worker_pb2.RegisterOutputsResponse.FromString(response)
         raise AssertionError("unreachable")
+
+
+def _output_part(message: worker_pb2.RegisterOutputsRequest) -> OutputPart | None:
+    kind = message.WhichOneof("part")
+    if kind == "item":
+        item = message.item
+        return OutputItemPart(
+            output_key=item.output_key,
+            name=item.name,
+            geometry=convert.struct_to_dict(item.geometry),
+            datetime=convert.from_timestamp(item.datetime, item.HasField("datetime")),
+            properties=convert.struct_to_dict(item.properties),
+            source_item_ids=list(item.source_item_ids),
+            assets=[OutputAssetSpec(a.key, list(a.roles), a.title, a.size_bytes, a.sha256) for a in item.assets],
+        )
+    if kind == "chunk":
+        chunk = message.chunk
+        return OutputChunkPart(chunk.output_key, chunk.asset_key, chunk.write_offset, chunk.data, chunk.finish_write)
+    if kind == "commit":
+        return CommitPart() if message.commit else None
+    return None

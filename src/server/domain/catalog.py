@@ -46,6 +46,8 @@ from server.store import Database, Q
 
 log = logging.getLogger(__name__)
 
+# Stands in for a job token whose read of a source item was allowed above.
+SOURCE_READER = Principal(id="job-source-reader", kind="admin", scopes=frozenset({"admin"}))
 ASSET_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 COLLECTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MAX_NAME_LENGTH = 200
@@ -126,6 +128,88 @@ def _raster_error(err: RasterError, field: str) -> DomainError:
     )
 
 
+@dataclass(frozen=True)
+class NewItem:
+    id: str
+    project_id: str
+    collection_id: str
+    name: str
+    geometry: dict[str, Any]
+    bbox: tuple[float, float, float, float]
+    datetime: datetime
+    properties: dict[str, Any]
+    job_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredAsset:
+    """An inspected asset already copied into storage under `storage_key`."""
+
+    key: str
+    roles: list[str]
+    title: str
+    storage_key: str
+    info: RasterInfo
+
+
+async def insert_item(conn: psycopg.AsyncConnection[Any], item: NewItem, assets: list[StoredAsset]) -> ItemRecord:
+    """Insert an item and its assets (inside the caller's transaction)."""
+    west, south, east, north = item.bbox
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                Q.ensure_collection, {"project_id": item.project_id, "collection_id": item.collection_id}
+            )
+            await conn.execute(
+                Q.insert_item,
+                {
+                    "id": item.id,
+                    "project_id": item.project_id,
+                    "collection_id": item.collection_id,
+                    "name": item.name,
+                    "geometry": Jsonb(item.geometry),
+                    "bbox_west": west,
+                    "bbox_south": south,
+                    "bbox_east": east,
+                    "bbox_north": north,
+                    "datetime": item.datetime,
+                    "properties": Jsonb(item.properties),
+                    "job_id": item.job_id,
+                },
+            )
+            for asset in assets:
+                bands, grid, render = asset_json(asset.info)
+                await conn.execute(
+                    Q.insert_asset,
+                    {
+                        "item_id": item.id,
+                        "key": asset.key,
+                        "storage_key": asset.storage_key,
+                        "media_type": asset.info.media_type,
+                        "title": asset.title,
+                        "roles": asset.roles or ["data"],
+                        "size_bytes": asset.info.size_bytes,
+                        "sha256": asset.info.sha256,
+                        "bands": Jsonb(bands),
+                        "grid": Jsonb(grid),
+                        "render": Jsonb(render),
+                    },
+                )
+    except psycopg.errors.UniqueViolation as exc:
+        if exc.diag.constraint_name == "items_name_key":
+            raise already_exists(
+                "ITEM_NAME_TAKEN", f"collection {item.collection_id!r} already has an item named {item.name!r}"
+            ) from exc
+        raise
+    row = await (await conn.execute(Q.get_item, {"id": item.id})).fetchone()
+    assert row is not None
+    return ItemRecord.from_row(row)
+
+
+def asset_storage_key(project_id: str, item_id: str, asset_key: str) -> str:
+    return f"projects/{project_id}/items/{item_id}/{asset_key}.tif"
+
+
 class CatalogService:
     def __init__(self, db: Database, storage: BlobStorage, limits: CatalogLimits | None = None) -> None:
         self._db = db
@@ -155,9 +239,7 @@ class CatalogService:
             )
             rows = await cur.fetchall()
         projects = [ProjectRecord(**r) for r in rows[:limit]]
-        next_token = (
-            encode_page_token({"id": projects[-1].id}, {"op": "projects.list"}) if len(rows) > limit else ""
-        )
+        next_token = encode_page_token({"id": projects[-1].id}, {"op": "projects.list"}) if len(rows) > limit else ""
         return projects, next_token
 
     async def create_project(self, project_id: str, display_name: str) -> ProjectRecord:
@@ -321,9 +403,7 @@ class CatalogService:
         async with self._db.connection() as conn:
             row = await (await conn.execute(Q.lock_upload, {"id": asset.upload_id})).fetchone()
         if row is None or row["project_id"] != spec.project_id:
-            raise not_found(
-                "UPLOAD_NOT_FOUND", f"no upload {asset.upload_id!r} in project {spec.project_id!r}"
-            )
+            raise not_found("UPLOAD_NOT_FOUND", f"no upload {asset.upload_id!r} in project {spec.project_id!r}")
         if row["consume_time"] is not None or row["expired"]:
             raise failed_precondition(
                 "UPLOAD_NOT_AVAILABLE", f"upload {asset.upload_id!r} was already used or has expired"
@@ -367,7 +447,7 @@ class CatalogService:
                     field="datetime",
                 )
             for asset, path, _info, _ in prepared:
-                key = f"projects/{spec.project_id}/items/{item_id}/{asset.key}.tif"
+                key = asset_storage_key(spec.project_id, item_id, asset.key)
                 await asyncio.to_thread(self._storage.put_file, key, path)
                 stored_keys.append(key)
             record = await self._insert_item(spec, item_id, when, prepared, stored_keys)
@@ -393,65 +473,30 @@ class CatalogService:
         stored_keys: list[str],
     ) -> ItemRecord:
         first = prepared[0][2]
-        west, south, east, north = first.bbox
-        try:
-            async with self._db.transaction() as conn:
-                for asset, *_ in prepared:
-                    if asset.upload_id:
-                        row = await (await conn.execute(Q.lock_upload, {"id": asset.upload_id})).fetchone()
-                        if row is None or row["consume_time"] is not None:
-                            raise failed_precondition(
-                                "UPLOAD_NOT_AVAILABLE", f"upload {asset.upload_id!r} was used concurrently"
-                            )
-                        await conn.execute(Q.consume_upload, {"id": asset.upload_id})
-                await conn.execute(
-                    Q.ensure_collection, {"project_id": spec.project_id, "collection_id": spec.collection_id}
-                )
-                await conn.execute(
-                    Q.insert_item,
-                    {
-                        "id": item_id,
-                        "project_id": spec.project_id,
-                        "collection_id": spec.collection_id,
-                        "name": spec.name,
-                        "geometry": Jsonb(first.footprint),
-                        "bbox_west": west,
-                        "bbox_south": south,
-                        "bbox_east": east,
-                        "bbox_north": north,
-                        "datetime": when,
-                        "properties": Jsonb(spec.properties),
-                        "job_id": None,
-                    },
-                )
-                for (asset, _path, info, _), key in zip(prepared, stored_keys, strict=True):
-                    bands, grid, render = asset_json(info)
-                    await conn.execute(
-                        Q.insert_asset,
-                        {
-                            "item_id": item_id,
-                            "key": asset.key,
-                            "storage_key": key,
-                            "media_type": info.media_type,
-                            "title": asset.title,
-                            "roles": asset.roles or ["data"],
-                            "size_bytes": info.size_bytes,
-                            "sha256": info.sha256,
-                            "bands": Jsonb(bands),
-                            "grid": Jsonb(grid),
-                            "render": Jsonb(render),
-                        },
-                    )
-                row = await (await conn.execute(Q.get_item, {"id": item_id})).fetchone()
-        except psycopg.errors.UniqueViolation as exc:
-            if exc.diag.constraint_name == "items_name_key":
-                raise already_exists(
-                    "ITEM_NAME_TAKEN",
-                    f"collection {spec.collection_id!r} already has an item named {spec.name!r}",
-                ) from exc
-            raise
-        assert row is not None
-        return ItemRecord.from_row(row)
+        item = NewItem(
+            id=item_id,
+            project_id=spec.project_id,
+            collection_id=spec.collection_id,
+            name=spec.name,
+            geometry=first.footprint,
+            bbox=first.bbox,
+            datetime=when,
+            properties=spec.properties,
+        )
+        assets = [
+            StoredAsset(asset.key, asset.roles, asset.title, key, info)
+            for (asset, _path, info, _), key in zip(prepared, stored_keys, strict=True)
+        ]
+        async with self._db.transaction() as conn:
+            for asset, *_ in prepared:
+                if asset.upload_id:
+                    row = await (await conn.execute(Q.lock_upload, {"id": asset.upload_id})).fetchone()
+                    if row is None or row["consume_time"] is not None:
+                        raise failed_precondition(
+                            "UPLOAD_NOT_AVAILABLE", f"upload {asset.upload_id!r} was used concurrently"
+                        )
+                    await conn.execute(Q.consume_upload, {"id": asset.upload_id})
+            return await insert_item(conn, item, assets)
 
     def _discard_staging(self, upload_id: str) -> None:
         # The row is consumed; its staging file has no further use.
@@ -486,9 +531,7 @@ class CatalogService:
                         principal.require_scope("catalog:write")
                         principal.require_project(part.project_id)
                     if finished:
-                        raise invalid_argument(
-                            "INVALID_WRITE_OFFSET", "data after finish_write", field="finish_write"
-                        )
+                        raise invalid_argument("INVALID_WRITE_OFFSET", "data after finish_write", field="finish_write")
                     if part.write_offset != received:
                         raise invalid_argument(
                             "INVALID_WRITE_OFFSET",
@@ -524,9 +567,7 @@ class CatalogService:
                     field="total_size",
                 )
             if first.sha256 and first.sha256.lower() != sha:
-                raise invalid_argument(
-                    "INCOMPLETE_UPLOAD", "the received bytes do not match sha256", field="sha256"
-                )
+                raise invalid_argument("INCOMPLETE_UPLOAD", "the received bytes do not match sha256", field="sha256")
             async with self._db.connection() as conn:
                 row = await (
                     await conn.execute(
@@ -566,8 +607,13 @@ class CatalogService:
                 "resource_name must be items/{item_id}/assets/{asset_key} or artifacts/{artifact_id}",
                 field="resource_name",
             )
-        principal.require_scope("catalog:read")
         item_id, key = match.group("item_id"), match.group("key")
+        if principal.kind == "job":
+            # A job token reads its own job's sources and nothing else.
+            if item_id not in principal.source_item_ids:
+                raise permission_denied("JOB_TOKEN_NOT_ALLOWED", "a job token may only read its job's source items")
+            principal = SOURCE_READER
+        principal.require_scope("catalog:read")
         async with self._db.connection() as conn:
             row = await (await conn.execute(Q.get_asset_file, {"item_id": item_id, "key": key})).fetchone()
             if row is None:

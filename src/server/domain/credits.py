@@ -44,14 +44,10 @@ class CreditService:
 
     async def grant(self, project_id: str, amount: int, note: str = "") -> LedgerRow:
         if amount <= 0:
-            raise invalid_argument(
-                "INVALID_AMOUNT", "a grant must be a positive whole number", field="amount"
-            )
+            raise invalid_argument("INVALID_AMOUNT", "a grant must be a positive whole number", field="amount")
         async with self._db.transaction() as conn:
             row = await (
-                await conn.execute(
-                    Q.grant_credits, {"project_id": project_id, "amount": amount, "note": note}
-                )
+                await conn.execute(Q.grant_credits, {"project_id": project_id, "amount": amount, "note": note})
             ).fetchone()
         if row is None:
             raise not_found("PROJECT_NOT_FOUND", f"project {project_id!r} does not exist")

@@ -23,7 +23,9 @@ SELECT i.id, i.project_id, i.collection_id, i.name, i.geometry, i.bbox_west, i.b
                     'key', a.key, 'storage_key', a.storage_key, 'media_type', a.media_type,
                     'title', a.title, 'roles', a.roles, 'size_bytes', a.size_bytes, 'sha256', a.sha256,
                     'bands', a.bands, 'grid', a.grid, 'render', a.render) ORDER BY a.key)
-                 FROM assets a WHERE a.item_id = i.id), '[]'::jsonb) AS assets
+                 FROM assets a WHERE a.item_id = i.id), '[]'::jsonb) AS assets,
+       coalesce((SELECT array_agg(p.source_item_id ORDER BY p.source_item_id) FROM provenance_edges p
+                 WHERE p.output_item_id = i.id AND p.relation = 'derived_from'), '{}') AS source_item_ids
 FROM items i
 WHERE i.id = %(id)s;
 
@@ -35,7 +37,9 @@ SELECT i.id, i.project_id, i.collection_id, i.name, i.geometry, i.bbox_west, i.b
                     'key', a.key, 'storage_key', a.storage_key, 'media_type', a.media_type,
                     'title', a.title, 'roles', a.roles, 'size_bytes', a.size_bytes, 'sha256', a.sha256,
                     'bands', a.bands, 'grid', a.grid, 'render', a.render) ORDER BY a.key)
-                 FROM assets a WHERE a.item_id = i.id), '[]'::jsonb) AS assets
+                 FROM assets a WHERE a.item_id = i.id), '[]'::jsonb) AS assets,
+       coalesce((SELECT array_agg(p.source_item_id ORDER BY p.source_item_id) FROM provenance_edges p
+                 WHERE p.output_item_id = i.id AND p.relation = 'derived_from'), '{}') AS source_item_ids
 FROM items i
 WHERE i.project_id = %(project_id)s
   AND (%(collection_id)s::text IS NULL OR i.collection_id = %(collection_id)s::text)

@@ -1,0 +1,126 @@
+"""What an analytics method is, and what the server hands it when it runs.
+
+A method is a plugin class in the titiler style: pydantic models for its params and result,
+one ``execute`` method, and an ``example``. Methods never see gRPC, the database or
+generated code: the server resolves the items a method names (``item_ids``), checks access,
+and passes plain views of them in an ``AnalyticsContext``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel
+
+from server.errors import not_found
+
+
+@dataclass(frozen=True)
+class AssetView:
+    """One asset of an item. ``path`` is anything GDAL can open (a local path, /vsi...).
+
+    ``bands`` is the server's band metadata, one dict per band in band order, shaped like
+    ``server.raster.BandInfo`` as JSON: ``name``, ``common_name``, ``description``,
+    ``data_type``, ``nodata`` (a number, ``"NaN"`` or None), ``scale``, ``offset``, ``unit``,
+    ``statistics``, ``sensor_band_id``, ``center_wavelength_um``, ``tags``.
+    """
+
+    key: str
+    path: str
+    media_type: str = ""
+    roles: tuple[str, ...] = ()
+    bands: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ItemView:
+    """One catalogue item as a method sees it. ``geometry`` is GeoJSON in lon/lat."""
+
+    id: str
+    name: str = ""
+    datetime: dt.datetime | None = None
+    geometry: dict[str, Any] | None = None
+    properties: dict[str, Any] = field(default_factory=dict)
+    assets: dict[str, AssetView] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A file a method produced, to be stored by the server under ``key``."""
+
+    key: str
+    path: Path
+    media_type: str
+    title: str
+
+
+def _never_cancelled() -> None:
+    return None
+
+
+@dataclass
+class AnalyticsContext:
+    """Everything a running method may use besides its params.
+
+    ``check_cancelled`` raises (whatever the server chose, e.g. a cancelled-call DomainError)
+    once the call is cancelled; long loops call it between blocks. ``workers`` is how many
+    threads the method may run at once (it includes the calling thread's share of the work).
+    ``scratch_dir`` is where temporary files may go (None: the system temporary directory);
+    ``memory_budget_bytes`` bounds the pixel values a method keeps in memory for
+    percentiles before spilling them to scratch files.
+    """
+
+    items: dict[str, ItemView]
+    artifact_dir: Path
+    workers: int = 1
+    cancel_check: Callable[[], None] = _never_cancelled
+    artifact_sink: Callable[[Artifact], None] | None = None
+    scratch_dir: Path | None = None
+    memory_budget_bytes: int = 256 * 1024 * 1024
+    artifacts: list[Artifact] = field(default_factory=list)
+
+    def check_cancelled(self) -> None:
+        self.cancel_check()
+
+    def add_artifact(self, key: str, path: Path, media_type: str, title: str) -> Artifact:
+        """Record a file written under ``artifact_dir`` as an output of this call."""
+        artifact = Artifact(key, Path(path), media_type, title)
+        self.artifacts.append(artifact)
+        if self.artifact_sink is not None:
+            self.artifact_sink(artifact)
+        return artifact
+
+    def item(self, item_id: str) -> ItemView:
+        """The pre-resolved item; the server resolves every id of ``item_ids(params)``."""
+        try:
+            return self.items[item_id]
+        except KeyError:
+            raise not_found("ITEM_NOT_FOUND", f"item {item_id!r} was not resolved for this call",
+                            item_id=item_id) from None
+
+
+class AnalyticsMethod(ABC):
+    """An analytics plugin. Subclasses set the class variables and implement two methods.
+
+    ``execute`` is synchronous and may be long: the server runs it in a worker thread.
+    It raises ``server.errors.DomainError`` for anything the caller can fix.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    input_model: ClassVar[type[BaseModel]]
+    output_model: ClassVar[type[BaseModel]]
+    example: ClassVar[dict[str, Any]]
+
+    @abstractmethod
+    def item_ids(self, params: Any) -> list[str]:
+        """Ids of the items ``execute`` reads, in the order it reads them (no duplicates)."""
+
+    @abstractmethod
+    def execute(self, params: Any, ctx: AnalyticsContext) -> BaseModel:
+        """Compute the result (an instance of ``output_model``)."""

@@ -1,0 +1,178 @@
+"""Processing, credits-spending and provenance operations: unpack, call, pack."""
+
+from __future__ import annotations
+
+from geopera.v1 import catalog_pb2, processing_pb2, resources_pb2
+from server.api import convert
+from server.api.registry import Operation, OperationContext
+from server.domain.clip import ClipRequest, create_clip_job
+from server.domain.jobs import JobCreate, JobQuery
+from server.errors import invalid_argument
+from server.services import Services
+
+
+def _job_create(
+    p: processing_pb2.ProcessingCreateParams | processing_pb2.ProcessingCreateAndDispatchParams,
+) -> JobCreate:
+    return JobCreate(
+        project_id=p.project_id,
+        job_type_id=p.job_type_id,
+        input_params=convert.struct_to_dict(p.input_params),
+        target_collection_id=p.target_collection_id,
+    )
+
+
+async def clip_create_from_item(
+    s: Services, ctx: OperationContext, p: processing_pb2.ClipCreateFromItemParams
+) -> processing_pb2.ClipCreateFromItemResult:
+    request = ClipRequest(
+        source_item_id=p.source_item_id,
+        project_id=p.project_id,
+        aoi_geometry=convert.struct_to_dict(p.aoi_geometry) if p.HasField("aoi_geometry") else None,
+        asset_keys=list(p.asset_keys),
+        output_name=p.output_name,
+        target_collection_id=p.target_collection_id,
+    )
+    job, dispatch, keys = await create_clip_job(ctx.principal, s.catalog, s.jobs, request, ctx.conn)
+    return processing_pb2.ClipCreateFromItemResult(
+        job=convert.job(job), assets_to_clip=len(keys), asset_keys=keys, dispatch=convert.dispatch(dispatch)
+    )
+
+
+async def processing_create(
+    s: Services, ctx: OperationContext, p: processing_pb2.ProcessingCreateParams
+) -> processing_pb2.ProcessingCreateResult:
+    job, _ = await s.jobs.create(ctx.principal, _job_create(p), dispatch=False, conn=ctx.conn)
+    return processing_pb2.ProcessingCreateResult(job=convert.job(job))
+
+
+async def processing_create_and_dispatch(
+    s: Services, ctx: OperationContext, p: processing_pb2.ProcessingCreateAndDispatchParams
+) -> processing_pb2.ProcessingCreateAndDispatchResult:
+    job, dispatch = await s.jobs.create(ctx.principal, _job_create(p), dispatch=True, conn=ctx.conn)
+    return processing_pb2.ProcessingCreateAndDispatchResult(job=convert.job(job), dispatch=convert.dispatch(dispatch))
+
+
+async def processing_dispatch(
+    s: Services, ctx: OperationContext, p: processing_pb2.ProcessingDispatchParams
+) -> processing_pb2.ProcessingDispatchResult:
+    job, dispatch = await s.jobs.dispatch(ctx.principal, p.job_id, conn=ctx.conn)
+    return processing_pb2.ProcessingDispatchResult(job=convert.job(job), dispatch=convert.dispatch(dispatch))
+
+
+async def jobs_list(
+    s: Services, ctx: OperationContext, p: processing_pb2.ProcessingJobsListParams
+) -> processing_pb2.ProcessingJobsListResult:
+    if p.status not in convert.JOB_STATUS_NAMES and p.status != resources_pb2.JOB_STATUS_UNSPECIFIED:
+        raise invalid_argument("INVALID_STATUS", f"unknown job status {p.status}", field="status")
+    query = JobQuery(
+        project_id=p.project_id,
+        status=convert.JOB_STATUS_NAMES.get(p.status),
+        job_type_id=p.job_type_id or None,
+        create_start=convert.from_timestamp(p.create_time_start, p.HasField("create_time_start")),
+        create_end=convert.from_timestamp(p.create_time_end, p.HasField("create_time_end")),
+        page_size=p.page_size,
+        page_token=p.page_token,
+    )
+    jobs, next_token = await s.jobs.list(ctx.principal, query)
+    return processing_pb2.ProcessingJobsListResult(jobs=[convert.job(j) for j in jobs], next_page_token=next_token)
+
+
+async def jobs_get(
+    s: Services, ctx: OperationContext, p: processing_pb2.ProcessingJobsGetParams
+) -> processing_pb2.ProcessingJobsGetResult:
+    return processing_pb2.ProcessingJobsGetResult(job=convert.job(await s.jobs.get(ctx.principal, p.job_id)))
+
+
+async def jobs_cancel(
+    s: Services, ctx: OperationContext, p: processing_pb2.ProcessingJobsCancelParams
+) -> processing_pb2.ProcessingJobsCancelResult:
+    job = await s.jobs.cancel(ctx.principal, p.job_id, p.reason)
+    return processing_pb2.ProcessingJobsCancelResult(job=convert.job(job))
+
+
+async def job_types_list(
+    s: Services, ctx: OperationContext, p: processing_pb2.ProcessingJobTypesListParams
+) -> processing_pb2.ProcessingJobTypesListResult:
+    types = await s.jobs.job_types()
+    return processing_pb2.ProcessingJobTypesListResult(job_types=[convert.job_type(t) for t in types])
+
+
+async def job_types_get(
+    s: Services, ctx: OperationContext, p: processing_pb2.ProcessingJobTypesGetParams
+) -> processing_pb2.ProcessingJobTypesGetResult:
+    return processing_pb2.ProcessingJobTypesGetResult(job_type=convert.job_type(await s.jobs.job_type(p.job_type_id)))
+
+
+async def workers_list(
+    s: Services, ctx: OperationContext, p: processing_pb2.WorkersListParams
+) -> processing_pb2.WorkersListResult:
+    workers = await s.jobs.workers(p.include_disconnected)
+    return processing_pb2.WorkersListResult(workers=[convert.worker(w) for w in workers])
+
+
+async def items_lineage(
+    s: Services, ctx: OperationContext, p: catalog_pb2.ItemsLineageParams
+) -> catalog_pb2.ItemsLineageResult:
+    nodes, edges = await s.jobs.lineage(ctx.principal, p.item_id, p.direction, p.max_depth)
+    return catalog_pb2.ItemsLineageResult(
+        nodes=[resources_pb2.LineageNode(kind=k, id=i, label=label) for k, i, label in nodes],
+        edges=[
+            resources_pb2.LineageEdge(output_item_id=o, relation=r, job_id=j, source_item_id=src)
+            for o, r, j, src in edges
+        ],
+    )
+
+
+OPERATIONS = (
+    Operation(
+        "clip.create_from_item", processing_pb2.ClipCreateFromItemParams, processing_pb2.ClipCreateFromItemResult,
+        "processing:process", "spend", clip_create_from_item,
+        "Clip a source item's rasters to an AOI as a new item (creates and dispatches a clip job).",
+    ),
+    Operation(
+        "processing.create", processing_pb2.ProcessingCreateParams, processing_pb2.ProcessingCreateResult,
+        "processing:process", "spend", processing_create,
+        "Create a job (credits reserved); dispatch it later.",
+    ),
+    Operation(
+        "processing.create_and_dispatch", processing_pb2.ProcessingCreateAndDispatchParams,
+        processing_pb2.ProcessingCreateAndDispatchResult, "processing:process", "spend",
+        processing_create_and_dispatch, "Create and dispatch a job in one transaction.",
+    ),
+    Operation(
+        "processing.dispatch", processing_pb2.ProcessingDispatchParams, processing_pb2.ProcessingDispatchResult,
+        "processing:process", "spend", processing_dispatch, "Dispatch a pending job.",
+    ),
+    Operation(
+        "processing.jobs.list", processing_pb2.ProcessingJobsListParams, processing_pb2.ProcessingJobsListResult,
+        "processing:read", "read", jobs_list, "List a project's jobs, newest first.",
+    ),
+    Operation(
+        "processing.jobs.get", processing_pb2.ProcessingJobsGetParams, processing_pb2.ProcessingJobsGetResult,
+        "processing:read", "read", jobs_get, "Get a job.",
+    ),
+    Operation(
+        "processing.jobs.cancel", processing_pb2.ProcessingJobsCancelParams,
+        processing_pb2.ProcessingJobsCancelResult, "processing:process", "write", jobs_cancel,
+        "Cancel an unfinished job; its credits are released.",
+    ),
+    Operation(
+        "processing.job_types.list", processing_pb2.ProcessingJobTypesListParams,
+        processing_pb2.ProcessingJobTypesListResult, "processing:read", "read", job_types_list,
+        "List the job types (built in and declared by workers).",
+    ),
+    Operation(
+        "processing.job_types.get", processing_pb2.ProcessingJobTypesGetParams,
+        processing_pb2.ProcessingJobTypesGetResult, "processing:read", "read", job_types_get,
+        "Get a job type with its input schema and cost model.",
+    ),
+    Operation(
+        "workers.list", processing_pb2.WorkersListParams, processing_pb2.WorkersListResult,
+        "admin", "read", workers_list, "List registered workers.",
+    ),
+    Operation(
+        "items.lineage", catalog_pb2.ItemsLineageParams, catalog_pb2.ItemsLineageResult,
+        "catalog:read", "read", items_lineage, "Walk an item's provenance graph.",
+    ),
+)  # fmt: skip

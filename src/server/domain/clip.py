@@ -1,0 +1,92 @@
+"""`clip.create_from_item`: validate the AOI against the source item before a
+single credit is reserved, then create and dispatch a `clip` job."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from pyproj import Geod
+from shapely.geometry import shape
+
+from server.auth import Principal
+from server.domain.catalog import CatalogService
+from server.domain.jobs import Dispatch, JobCreate, JobRecord, JobService
+from server.errors import invalid_argument
+from server.geo import parse_area
+
+CLIP_JOB_TYPE = "clip"
+_GEOD = Geod(ellps="WGS84")
+_RASTER_MEDIA_PREFIX = "image/tiff"
+
+
+@dataclass(frozen=True)
+class ClipRequest:
+    source_item_id: str
+    project_id: str
+    aoi_geometry: dict[str, Any] | None
+    asset_keys: list[str]
+    output_name: str
+    target_collection_id: str
+
+
+async def create_clip_job(
+    principal: Principal,
+    catalog: CatalogService,
+    jobs: JobService,
+    request: ClipRequest,
+    conn: psycopg.AsyncConnection[Any] | None = None,
+) -> tuple[JobRecord, Dispatch | None, list[str]]:
+    if not request.source_item_id:
+        raise invalid_argument("SOURCE_ITEM_REQUIRED", "source_item_id is required", field="source_item_id")
+    source = await catalog.get_item(principal, request.source_item_id)
+    project_id = request.project_id or source.project_id
+    principal.require_project(project_id)
+    if project_id != source.project_id:
+        raise invalid_argument(
+            "SOURCE_IN_OTHER_PROJECT",
+            f"item {source.id} belongs to project {source.project_id!r}; clip it within that project",
+            field="project_id",
+        )
+    if request.aoi_geometry is None:
+        raise invalid_argument("INVALID_GEOMETRY", "aoi_geometry is required", field="aoi_geometry")
+    aoi = parse_area(request.aoi_geometry, "aoi_geometry")
+    overlap = aoi.intersection(shape(source.geometry))
+    if overlap.is_empty or overlap.area == 0:
+        raise invalid_argument(
+            "AOI_OUTSIDE_FOOTPRINT",
+            f"aoi_geometry does not overlap the footprint of item {source.id}",
+            field="aoi_geometry",
+        )
+    rasters = [a.key for a in source.assets if a.media_type.startswith(_RASTER_MEDIA_PREFIX)]
+    keys = list(dict.fromkeys(request.asset_keys)) if request.asset_keys else rasters
+    for index, key in enumerate(keys):
+        if key not in rasters:
+            raise invalid_argument(
+                "UNKNOWN_ASSET_KEY",
+                f"item {source.id} has no raster asset {key!r} (raster assets: {', '.join(rasters) or 'none'})",
+                field=f"asset_keys[{index}]",
+            )
+    area_km2 = abs(_GEOD.geometry_area_perimeter(overlap)[0]) / 1e6
+    params: dict[str, Any] = {
+        "source_item_id": source.id,
+        "aoi_geometry": request.aoi_geometry,
+        "asset_keys": keys,
+    }
+    if request.output_name:
+        params["output_name"] = request.output_name
+    job, dispatch = await jobs.create(
+        principal,
+        JobCreate(
+            project_id=project_id,
+            job_type_id=CLIP_JOB_TYPE,
+            input_params=params,
+            target_collection_id=request.target_collection_id or CLIP_JOB_TYPE,
+            area_km2=area_km2,
+            asset_count=len(keys),
+        ),
+        dispatch=True,
+        conn=conn,
+    )
+    return job, dispatch, keys

@@ -1,0 +1,72 @@
+"""Idempotency keys of spend operations.
+
+The key row is written in the same transaction as the side effect. A second
+request with the same key blocks on the key's primary key until the first
+transaction ends: if it committed, the stored response is replayed; if it
+rolled back (e.g. too few credits), the second request runs for real. So
+concurrent duplicates never create a second job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import psycopg
+
+from server.errors import Code, DomainError, failed_precondition
+from server.store import Q
+
+KEY_TTL_SECONDS = 48 * 3600  # the contract promises at least 24 h
+LOCK_WAIT = "15s"
+
+
+def fingerprint(operation: str, params: bytes) -> bytes:
+    return hashlib.sha256(operation.encode() + b"\0" + params).digest()
+
+
+async def claim(
+    conn: psycopg.AsyncConnection[Any], principal_id: str, key: str, operation: str, print_: bytes
+) -> bytes | None:
+    """Inside the caller's transaction: returns the response to replay, or
+    None when this request owns the key and must do the work."""
+    await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
+    params = {"principal_id": principal_id, "key": key}
+    for _ in range(2):
+        try:
+            inserted = await (
+                await conn.execute(
+                    Q.claim_idempotency_key,
+                    {**params, "operation": operation, "fingerprint": print_, "ttl_seconds": KEY_TTL_SECONDS},
+                )
+            ).fetchone()
+        except psycopg.errors.LockNotAvailable as exc:
+            raise DomainError(
+                Code.ABORTED,
+                "IDEMPOTENCY_KEY_IN_USE",
+                "a request with this idempotency key is still running; retry shortly",
+            ) from exc
+        if inserted is not None:
+            return None
+        row = await (await conn.execute(Q.get_idempotency_key, params)).fetchone()
+        if row is None:
+            continue  # deleted meanwhile by the expiry sweep
+        if row["expired"]:
+            await conn.execute(Q.delete_idempotency_key, params)
+            continue
+        if row["operation"] != operation or bytes(row["fingerprint"]) != print_:
+            raise failed_precondition(
+                "IDEMPOTENCY_KEY_REUSED",
+                "this idempotency key was used for a different request; use a new key for new work",
+                operation=row["operation"],
+            )
+        return bytes(row["response"])
+    raise DomainError(Code.ABORTED, "IDEMPOTENCY_KEY_IN_USE", "the idempotency key is changing; retry")
+
+
+async def record(conn: psycopg.AsyncConnection[Any], principal_id: str, key: str, response: bytes) -> None:
+    await conn.execute(Q.finish_idempotency_key, {"principal_id": principal_id, "key": key, "response": response})
+
+
+async def expire(conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.execute(Q.expire_idempotency_keys)

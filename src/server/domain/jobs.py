@@ -1,0 +1,883 @@
+"""Processing jobs: job types, credits, the lifecycle, worker claims and leases,
+job tokens, output registration with provenance, and job events.
+
+Every state change of a job bumps its `sequence`, writes a `job_events` row
+with the new snapshot, and NOTIFYs `geopera_job_events` - all in the same
+transaction, so watchers on any replica see every change exactly once and in
+order, and a rolled-back change is never announced.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import jsonschema
+import psycopg
+from psycopg.types.json import Jsonb
+from pyproj import Geod
+from shapely.geometry import shape
+
+from server.auth import JOB_TOKEN_PREFIX, Principal, hash_token
+from server.domain import idempotency
+from server.domain.models import ItemRecord
+from server.errors import (
+    Code,
+    DomainError,
+    ExpectedSchema,
+    FieldViolation,
+    failed_precondition,
+    invalid_argument,
+    not_found,
+    permission_denied,
+)
+from server.geo import parse_area
+from server.ids import new_id
+from server.pagination import decode_page_token, encode_page_token, page_size_or_default
+from server.store import Database, Q
+from server.store.listener import CANCEL_CHANNEL, DISPATCH_CHANNEL, EVENTS_CHANNEL
+
+log = logging.getLogger(__name__)
+
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+ACTIVE = frozenset({"DISPATCHED", "RUNNING"})
+STATUSES = ("PENDING", "DISPATCHED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
+_GEOD = Geod(ellps="WGS84")
+
+
+@dataclass(frozen=True)
+class CostModel:
+    flat: float = 1.0
+    per_km2: float = 0.0
+    per_asset: float = 0.0
+    minimum: int = 1
+
+    def credits(self, area_km2: float, assets: int) -> int:
+        raw = self.flat + self.per_km2 * area_km2 + self.per_asset * assets
+        return max(self.minimum, math.ceil(raw - 1e-9))
+
+
+@dataclass(frozen=True)
+class JobTypeRecord:
+    id: str
+    description: str
+    input_schema: dict[str, Any]
+    cost: CostModel
+    builtin: bool = False
+    connected_workers: int = 0
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> JobTypeRecord:
+        return cls(
+            id=row["id"],
+            description=row["description"],
+            input_schema=row["input_schema"],
+            cost=CostModel(row["cost_flat"], row["cost_per_km2"], row["cost_per_asset"], row["cost_minimum"]),
+            builtin=row["builtin"],
+            connected_workers=int(row.get("connected_workers") or 0),
+        )
+
+
+@dataclass(frozen=True)
+class JobError:
+    code: int
+    reason: str
+    message: str
+
+
+_TIME_FIELDS = ("create_time", "dispatch_time", "start_time", "end_time", "update_time")
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    id: str
+    project_id: str
+    job_type_id: str
+    status: str
+    input_params: dict[str, Any]
+    target_collection_id: str
+    source_item_ids: list[str]
+    progress: float
+    attempt: int
+    max_attempts: int
+    worker_id: str
+    create_time: datetime
+    dispatch_time: datetime | None
+    start_time: datetime | None
+    end_time: datetime | None
+    update_time: datetime
+    credits_reserved: int
+    credits_charged: int
+    error: JobError | None
+    message: str
+    cancel_requested: bool
+    output_item_ids: list[str]
+    sequence: int
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> JobRecord:
+        error = row["error"]
+        return cls(
+            id=row["id"],
+            project_id=row["project_id"],
+            job_type_id=row["job_type_id"],
+            status=row["status"],
+            input_params=row["input_params"],
+            target_collection_id=row["target_collection_id"],
+            source_item_ids=list(row["source_item_ids"]),
+            progress=float(row["progress"]),
+            attempt=row["attempt"],
+            max_attempts=row["max_attempts"],
+            worker_id=row["worker_id"] or "",
+            create_time=row["create_time"],
+            dispatch_time=row["dispatch_time"],
+            start_time=row["start_time"],
+            end_time=row["end_time"],
+            update_time=row["update_time"],
+            credits_reserved=row["credits_reserved"],
+            credits_charged=row["credits_charged"],
+            error=JobError(**error) if error else None,
+            message=row["message"],
+            cancel_requested=row["cancel_requested"],
+            output_item_ids=list(row["output_item_ids"]),
+            sequence=row["sequence"],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        for name in _TIME_FIELDS:
+            value = data[name]
+            data[name] = value.isoformat() if value is not None else None
+        data["error"] = self.error.__dict__ if self.error else None
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> JobRecord:
+        values = dict(data)
+        for name in _TIME_FIELDS:
+            value = values[name]
+            values[name] = datetime.fromisoformat(value) if value is not None else None
+        values["error"] = JobError(**values["error"]) if values["error"] else None
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    accepted: bool
+    worker_id: str
+    message: str
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    sequence: int
+    event_type: str
+    event_time: datetime
+    job: JobRecord
+
+
+@dataclass(frozen=True)
+class JobCreate:
+    project_id: str
+    job_type_id: str
+    input_params: dict[str, Any]
+    target_collection_id: str
+    # Set by clip.create_from_item, which has measured the AOI already.
+    area_km2: float | None = None
+    asset_count: int | None = None
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    project_id: str
+    status: str | None
+    job_type_id: str | None
+    create_start: datetime | None
+    create_end: datetime | None
+    page_size: int
+    page_token: str
+
+
+@dataclass(frozen=True)
+class Assignment:
+    job: JobRecord
+    token: str
+    lease_expire_time: datetime
+    sources: list[ItemRecord]
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    id: str
+    name: str
+    job_type_ids: list[str]
+    capacity: int
+    active_jobs: int
+    connected: bool
+    last_heartbeat_time: datetime
+    connect_time: datetime
+
+
+@dataclass
+class LeasePolicy:
+    lease_seconds: float = 15.0
+    heartbeat_seconds: float = 3.0
+    # Retry backoff: base * 2^(attempt-1), capped, with jitter.
+    backoff_base_seconds: float = 1.0
+    backoff_max_seconds: float = 30.0
+    max_attempts: int = 3
+
+    def backoff(self, attempt: int) -> float:
+        delay = min(self.backoff_max_seconds, self.backoff_base_seconds * 2 ** max(0, attempt - 1))
+        return delay * random.uniform(0.8, 1.2)
+
+
+def aoi_area_km2(geojson: dict[str, Any], field: str, clip_to: dict[str, Any] | None = None) -> float:
+    """Geodesic area in km² of a GeoJSON area (optionally intersected with a footprint)."""
+    area = parse_area(geojson, field)
+    if clip_to is not None:
+        area = area.intersection(shape(clip_to))
+    if area.is_empty:
+        return 0.0
+    return abs(_GEOD.geometry_area_perimeter(area)[0]) / 1e6
+
+
+async def notify(conn: psycopg.AsyncConnection[Any], channel: str, payload: str) -> None:
+    await conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
+
+class JobService:
+    def __init__(self, db: Database, policy: LeasePolicy | None = None) -> None:
+        self._db = db
+        self.policy = policy or LeasePolicy()
+
+    @asynccontextmanager
+    async def _tx(self, conn: psycopg.AsyncConnection[Any] | None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A transaction: a savepoint inside the caller's when one is given
+        (idempotent spends run in the transaction that records the key)."""
+        if conn is not None:
+            async with conn.transaction():
+                yield conn
+        else:
+            async with self._db.transaction() as own:
+                yield own
+
+    # -- job types -----------------------------------------------------------
+
+    async def upsert_job_type(self, record: JobTypeRecord) -> None:
+        jsonschema.Draft202012Validator.check_schema(record.input_schema)
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                Q.upsert_job_type,
+                {
+                    "id": record.id,
+                    "description": record.description,
+                    "input_schema": Jsonb(record.input_schema),
+                    "cost_flat": record.cost.flat,
+                    "cost_per_km2": record.cost.per_km2,
+                    "cost_per_asset": record.cost.per_asset,
+                    "cost_minimum": record.cost.minimum,
+                    "builtin": record.builtin,
+                },
+            )
+
+    async def job_types(self) -> list[JobTypeRecord]:
+        async with self._db.connection() as conn:
+            rows = await (await conn.execute(Q.list_job_types, {"id": None})).fetchall()
+        return [JobTypeRecord.from_row(r) for r in rows]
+
+    async def job_type(self, job_type_id: str, conn: psycopg.AsyncConnection[Any] | None = None) -> JobTypeRecord:
+        if not job_type_id:
+            raise invalid_argument("JOB_TYPE_REQUIRED", "job_type_id is required", field="job_type_id")
+        if conn is None:
+            async with self._db.connection() as own:
+                rows = await (await own.execute(Q.list_job_types, {"id": job_type_id})).fetchall()
+        else:
+            rows = await (await conn.execute(Q.list_job_types, {"id": job_type_id})).fetchall()
+        if not rows:
+            raise not_found("JOB_TYPE_NOT_FOUND", f"no job type {job_type_id!r}", job_type_id=job_type_id)
+        return JobTypeRecord.from_row(rows[0])
+
+    # -- creation and dispatch -----------------------------------------------
+
+    def _validate_input(self, job_type: JobTypeRecord, params: dict[str, Any]) -> None:
+        validator = jsonschema.Draft202012Validator(job_type.input_schema)
+        errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+        if errors:
+            violations = [
+                FieldViolation(
+                    "input_params" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path),
+                    e.message[:300],
+                )
+                for e in errors[:20]
+            ]
+            raise invalid_argument(
+                "INVALID_JOB_PARAMS",
+                f"input_params do not match the input schema of job type {job_type.id!r}",
+                violations=violations,
+                expected_schema=ExpectedSchema(job_type.id, job_type.input_schema),
+            )
+
+    async def _source_items(
+        self, conn: psycopg.AsyncConnection[Any], principal: Principal, project_id: str, params: dict[str, Any]
+    ) -> list[ItemRecord]:
+        """Items named by the input's `source_item_id` / `source_item_ids`:
+        they must exist and belong to the job's project."""
+        ids: list[str] = []
+        if isinstance(params.get("source_item_id"), str):
+            ids.append(params["source_item_id"])
+        if isinstance(params.get("source_item_ids"), list):
+            ids += [i for i in params["source_item_ids"] if isinstance(i, str)]
+        items = []
+        for index, item_id in enumerate(dict.fromkeys(ids)):
+            row = await (await conn.execute(Q.get_item, {"id": item_id})).fetchone()
+            if row is None:
+                raise not_found("ITEM_NOT_FOUND", f"source item {item_id!r} does not exist", item_id=item_id)
+            principal.require_project(row["project_id"])
+            if row["project_id"] != project_id:
+                raise invalid_argument(
+                    "SOURCE_IN_OTHER_PROJECT",
+                    f"source item {item_id!r} belongs to project {row['project_id']!r}, not {project_id!r}",
+                    field=f"input_params.source_item_ids[{index}]",
+                )
+            items.append(ItemRecord.from_row(row))
+        return items
+
+    def _estimate(self, job_type: JobTypeRecord, spec: JobCreate, sources: list[ItemRecord]) -> tuple[int, float, int]:
+        area = spec.area_km2
+        if area is None:
+            aoi = spec.input_params.get("aoi_geometry")
+            footprint = sources[0].geometry if len(sources) == 1 else None
+            area = aoi_area_km2(aoi, "input_params.aoi_geometry", footprint) if isinstance(aoi, dict) else 0.0
+        assets = spec.asset_count
+        if assets is None:
+            keys = spec.input_params.get("asset_keys")
+            assets = len(keys) if isinstance(keys, list) and keys else sum(len(s.assets) for s in sources)
+        return job_type.cost.credits(area, assets), area, assets
+
+    async def create(
+        self,
+        principal: Principal,
+        spec: JobCreate,
+        *,
+        dispatch: bool,
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> tuple[JobRecord, Dispatch | None]:
+        if not spec.project_id:
+            raise invalid_argument("PROJECT_ID_REQUIRED", "project_id is required", field="project_id")
+        principal.require_project(spec.project_id)
+        async with self._tx(conn) as tx:
+            job_type = await self.job_type(spec.job_type_id, tx)
+            self._validate_input(job_type, spec.input_params)
+            sources = await self._source_items(tx, principal, spec.project_id, spec.input_params)
+            credits, area, assets = self._estimate(job_type, spec, sources)
+            job_id = new_id("job")
+            row = await (
+                await tx.execute(
+                    Q.insert_job,
+                    {
+                        "id": job_id,
+                        "project_id": spec.project_id,
+                        "job_type_id": job_type.id,
+                        "input_params": Jsonb(spec.input_params),
+                        "target_collection_id": spec.target_collection_id or job_type.id,
+                        "source_item_ids": [s.id for s in sources],
+                        "credits_reserved": credits,
+                        "created_by": principal.id,
+                        "max_attempts": self.policy.max_attempts,
+                        "message": f"created; {credits} credits reserved ({area:.3f} km², {assets} assets)",
+                    },
+                )
+            ).fetchone()
+            reserved = await (
+                await tx.execute(
+                    Q.reserve_credits,
+                    {"project_id": spec.project_id, "amount": credits, "job_id": job_id, "note": "job created"},
+                )
+            ).fetchone()
+            if reserved is None:
+                balance = await (await tx.execute(Q.get_balance, {"project_id": spec.project_id})).fetchone()
+                available = balance["available"] if balance else 0
+                raise failed_precondition(
+                    "INSUFFICIENT_CREDITS",
+                    f"the job needs {credits} credits but project {spec.project_id!r} has {available} available",
+                    required=str(credits),
+                    available=str(available),
+                )
+            assert row is not None
+            job = await self._record_event(tx, JobRecord.from_row(row), "created")
+            result: Dispatch | None = None
+            if dispatch:
+                job, result = await self._dispatch(tx, job)
+        return job, result
+
+    async def dispatch(
+        self, principal: Principal, job_id: str, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> tuple[JobRecord, Dispatch]:
+        async with self._tx(conn) as tx:
+            job = await self._lock_job(tx, principal, job_id)
+            if job.status in ACTIVE:
+                return job, Dispatch(True, job.worker_id, f"already {job.status.lower()}")
+            if job.status != "PENDING":
+                raise failed_precondition(
+                    "JOB_NOT_DISPATCHABLE", f"job {job_id} is {job.status} and cannot be dispatched"
+                )
+            return await self._dispatch(tx, job)
+
+    async def _dispatch(self, tx: psycopg.AsyncConnection[Any], job: JobRecord) -> tuple[JobRecord, Dispatch]:
+        capable = await (await tx.execute(Q.connected_workers_for_type, {"job_type_id": job.job_type_id})).fetchone()
+        n = capable["n"] if capable else 0
+        message = (
+            f"queued; {n} connected worker{'s' if n != 1 else ''} run{'s' if n == 1 else ''} {job.job_type_id}"
+            if n
+            else f"queued; no connected worker runs {job.job_type_id!r} yet: the job runs when one connects"
+        )
+        row = await (await tx.execute(Q.dispatch_job, {"id": job.id, "message": message})).fetchone()
+        assert row is not None
+        dispatched = await self._record_event(tx, JobRecord.from_row(row), "dispatched")
+        await notify(tx, DISPATCH_CHANNEL, job.job_type_id)
+        return dispatched, Dispatch(True, "", message)
+
+    # -- reading ---------------------------------------------------------------
+
+    async def _lock_job(self, tx: psycopg.AsyncConnection[Any], principal: Principal, job_id: str) -> JobRecord:
+        if not job_id:
+            raise invalid_argument("JOB_ID_REQUIRED", "job_id is required", field="job_id")
+        row = await (await tx.execute(Q.lock_job, {"id": job_id})).fetchone()
+        if row is None:
+            raise not_found("JOB_NOT_FOUND", f"job {job_id!r} does not exist", job_id=job_id)
+        principal.require_project(row["project_id"])
+        return JobRecord.from_row(row)
+
+    async def get(self, principal: Principal, job_id: str) -> JobRecord:
+        if not job_id:
+            raise invalid_argument("JOB_ID_REQUIRED", "job_id is required", field="job_id")
+        async with self._db.connection() as conn:
+            row = await (await conn.execute(Q.get_job, {"id": job_id})).fetchone()
+        if row is None:
+            raise not_found("JOB_NOT_FOUND", f"job {job_id!r} does not exist", job_id=job_id)
+        principal.require_project(row["project_id"])
+        return JobRecord.from_row(row)
+
+    async def list(self, principal: Principal, query: JobQuery) -> tuple[list[JobRecord], str]:
+        if not query.project_id:
+            raise invalid_argument("PROJECT_ID_REQUIRED", "project_id is required", field="project_id")
+        principal.require_project(query.project_id)
+        limit = page_size_or_default(query.page_size)
+        if query.create_start and query.create_end and query.create_start >= query.create_end:
+            raise invalid_argument(
+                "INVALID_TIME_RANGE", "create_time_start must be before create_time_end", field="create_time_end"
+            )
+        filters = {
+            "op": "processing.jobs.list",
+            "project_id": query.project_id,
+            "status": query.status,
+            "job_type_id": query.job_type_id,
+            "start": query.create_start.isoformat() if query.create_start else None,
+            "end": query.create_end.isoformat() if query.create_end else None,
+        }
+        cursor = decode_page_token(query.page_token, filters)
+        async with self._db.connection() as conn:
+            rows = await (
+                await conn.execute(
+                    Q.list_jobs,
+                    {
+                        "project_id": query.project_id,
+                        "status": query.status,
+                        "job_type_id": query.job_type_id,
+                        "create_start": query.create_start,
+                        "create_end": query.create_end,
+                        "before_time": cursor["create_time"] if cursor else None,
+                        "before_id": cursor["id"] if cursor else None,
+                        "limit": limit + 1,
+                    },
+                )
+            ).fetchall()
+        jobs = [JobRecord.from_row(r) for r in rows[:limit]]
+        next_token = ""
+        if len(rows) > limit:
+            last = jobs[-1]
+            next_token = encode_page_token({"create_time": last.create_time.isoformat(), "id": last.id}, filters)
+        return jobs, next_token
+
+    async def events_after(self, job_id: str, after: int) -> list[JobEvent]:
+        async with self._db.connection() as conn:
+            rows = await (await conn.execute(Q.events_after, {"job_id": job_id, "after": after})).fetchall()
+        return [
+            JobEvent(r["sequence"], r["event_type"], r["event_time"], JobRecord.from_json(r["snapshot"])) for r in rows
+        ]
+
+    # -- transitions -------------------------------------------------------------
+
+    async def _record_event(self, tx: psycopg.AsyncConnection[Any], job: JobRecord, event_type: str) -> JobRecord:
+        await tx.execute(
+            Q.insert_event,
+            {"job_id": job.id, "sequence": job.sequence, "event_type": event_type, "snapshot": Jsonb(job.to_json())},
+        )
+        terminal = "1" if job.terminal else "0"
+        await notify(tx, EVENTS_CHANNEL, f"{job.id}:{job.sequence}:{terminal}:{job.worker_id}")
+        return job
+
+    async def _finish(
+        self,
+        tx: psycopg.AsyncConnection[Any],
+        job: JobRecord,
+        status: str,
+        *,
+        error: JobError | None = None,
+        message: str = "",
+        charged: int = 0,
+        output_item_ids: list[str] | None = None,
+    ) -> JobRecord:
+        """Terminal transition with its credit movements."""
+        if status == "SUCCEEDED":
+            if charged:
+                await tx.execute(
+                    Q.capture_credits,
+                    {"project_id": job.project_id, "amount": charged, "job_id": job.id, "note": "job succeeded"},
+                )
+            remainder = job.credits_reserved - charged
+            note = "unspent remainder"
+        else:
+            remainder = job.credits_reserved
+            note = f"job {status.lower()}"
+        if remainder > 0:
+            await tx.execute(
+                Q.release_credits, {"project_id": job.project_id, "amount": remainder, "job_id": job.id, "note": note}
+            )
+        row = await (
+            await tx.execute(
+                Q.finish_job,
+                {
+                    "id": job.id,
+                    "status": status,
+                    "error": Jsonb(error.__dict__) if error else None,
+                    "message": message,
+                    "credits_charged": charged,
+                    "output_item_ids": output_item_ids or [],
+                },
+            )
+        ).fetchone()
+        assert row is not None, f"job {job.id} finished twice"
+        return await self._record_event(tx, JobRecord.from_row(row), status.lower())
+
+    async def cancel(self, principal: Principal, job_id: str, reason: str) -> JobRecord:
+        async with self._db.transaction() as tx:
+            job = await self._lock_job(tx, principal, job_id)
+            if job.status == "CANCELLED":
+                return job
+            if job.terminal:
+                raise failed_precondition("JOB_ALREADY_FINISHED", f"job {job_id} already {job.status}")
+            message = f"cancelled: {reason}" if reason else "cancelled"
+            error = JobError(int(Code.CANCELLED), "JOB_CANCELLED", message)
+            cancelled = await self._finish(tx, job, "CANCELLED", error=error, message=message)
+            if job.worker_id:
+                await notify(tx, CANCEL_CHANNEL, f"{job.worker_id}:{job.id}")
+        return cancelled
+
+    async def _requeue_or_fail(
+        self, tx: psycopg.AsyncConnection[Any], job: JobRecord, why: str, *, count_attempt: bool = True
+    ) -> JobRecord:
+        if count_attempt and job.attempt >= job.max_attempts:
+            error = JobError(int(Code.ABORTED), "ATTEMPTS_EXHAUSTED", f"{why}; gave up after {job.attempt} attempts")
+            return await self._finish(tx, job, "FAILED", error=error, message=error.message)
+        backoff = self.policy.backoff(job.attempt) if count_attempt else 0.0
+        row = await (
+            await tx.execute(
+                Q.requeue_job,
+                {
+                    "id": job.id,
+                    "backoff_seconds": backoff,
+                    "refund_attempt": 0 if count_attempt else 1,
+                    "message": f"{why}; retrying in {backoff:.1f} s" if count_attempt else why,
+                },
+            )
+        ).fetchone()
+        assert row is not None
+        await notify(tx, DISPATCH_CHANNEL, job.job_type_id)
+        return await self._record_event(tx, JobRecord.from_row(row), "retrying")
+
+    async def expire_leases(self) -> int:
+        """Re-dispatch (or fail) jobs whose worker stopped heartbeating. Safe on
+        every replica at once (SKIP LOCKED)."""
+        async with self._db.transaction() as tx:
+            rows = await (await tx.execute(Q.expired_leases)).fetchall()
+            for row in rows:
+                locked = await (await tx.execute(Q.lock_job, {"id": row["id"]})).fetchone()
+                assert locked is not None
+                job = JobRecord.from_row(locked)
+                await self._requeue_or_fail(tx, job, f"worker {job.worker_id} lost its lease")
+        return len(rows)
+
+    # -- workers -----------------------------------------------------------------
+
+    async def register_worker(
+        self, principal: Principal, worker_id: str, name: str, job_type_ids: list[str], capacity: int
+    ) -> WorkerRecord:
+        async with self._db.transaction() as tx:
+            row = await (
+                await tx.execute(
+                    Q.insert_worker,
+                    {
+                        "id": worker_id or new_id("wk"),
+                        "token_id": principal.id,
+                        "name": name,
+                        "job_type_ids": job_type_ids,
+                        "capacity": capacity,
+                    },
+                )
+            ).fetchone()
+            if row is None:
+                raise permission_denied("WORKER_ID_TAKEN", f"worker id {worker_id!r} belongs to another credential")
+            for job_type_id in job_type_ids:
+                await notify(tx, DISPATCH_CHANNEL, job_type_id)
+        return WorkerRecord(
+            row["id"], row["name"], row["job_type_ids"], row["capacity"], 0, True,
+            row["last_heartbeat_time"], row["connect_time"],
+        )  # fmt: skip
+
+    async def heartbeat(self, worker_id: str, active_job_ids: list[str]) -> None:
+        async with self._db.connection() as conn:
+            await conn.execute(Q.worker_heartbeat, {"id": worker_id})
+            if active_job_ids:
+                await conn.execute(
+                    Q.renew_leases,
+                    {"worker_id": worker_id, "job_ids": active_job_ids, "lease_seconds": self.policy.lease_seconds},
+                )
+
+    async def worker_disconnected(self, worker_id: str) -> None:
+        async with self._db.connection() as conn:
+            await conn.execute(Q.worker_disconnected, {"id": worker_id})
+
+    async def workers(self, include_disconnected: bool) -> list[WorkerRecord]:
+        async with self._db.connection() as conn:
+            rows = await (await conn.execute(Q.list_workers, {"include_disconnected": include_disconnected})).fetchall()
+        return [
+            WorkerRecord(
+                r["id"],
+                r["name"],
+                r["job_type_ids"],
+                r["capacity"],
+                r["active_jobs"],
+                r["connected"],
+                r["last_heartbeat_time"],
+                r["connect_time"],
+            )
+            for r in rows
+        ]
+
+    async def claim(self, worker_id: str, job_type_ids: list[str], capacity: int) -> list[Assignment]:
+        """Hand queued jobs to a worker: each gets a fresh job token bound to
+        (job, attempt) and a lease."""
+        assignments = []
+        async with self._db.transaction() as tx:
+            rows = await (
+                await tx.execute(
+                    Q.claim_jobs,
+                    {
+                        "worker_id": worker_id,
+                        "job_type_ids": job_type_ids,
+                        "capacity": capacity,
+                        "lease_seconds": self.policy.lease_seconds,
+                    },
+                )
+            ).fetchall()
+            for row in rows:
+                job = await self._record_event(tx, JobRecord.from_row(row), "assigned")
+                token = JOB_TOKEN_PREFIX + secrets.token_urlsafe(32)
+                await tx.execute(
+                    Q.insert_job_token,
+                    {"token_hash": hash_token(token), "job_id": job.id, "attempt": job.attempt, "worker_id": worker_id},
+                )
+                sources = []
+                for item_id in job.source_item_ids:
+                    item_row = await (await tx.execute(Q.get_item, {"id": item_id})).fetchone()
+                    if item_row is not None:
+                        sources.append(ItemRecord.from_row(item_row))
+                assert row["lease_expire_time"] is not None
+                assignments.append(Assignment(job, token, row["lease_expire_time"], sources))
+        return assignments
+
+    # -- job-token calls -----------------------------------------------------------
+
+    async def _current_attempt(self, tx: psycopg.AsyncConnection[Any], principal: Principal, job_id: str) -> JobRecord:
+        """Lock the job and check the token's attempt is the live one."""
+        require_job_token(principal, job_id)
+        row = await (await tx.execute(Q.lock_job, {"id": job_id})).fetchone()
+        assert row is not None  # the token references it
+        job = JobRecord.from_row(row)
+        if job.attempt != principal.attempt or job.worker_id != principal.name or job.terminal:
+            raise failed_precondition(
+                "JOB_ATTEMPT_OVER",
+                f"attempt {principal.attempt} of job {job_id} is over (job is {job.status}, attempt {job.attempt})",
+            )
+        return job
+
+    async def report_progress(self, principal: Principal, job_id: str, progress: float, message: str) -> bool:
+        """Returns True when the job was cancelled (the worker should stop)."""
+        progress = 0.0 if math.isnan(progress) else min(1.0, max(0.0, progress))
+        try:
+            async with self._db.transaction() as tx:
+                job = await self._current_attempt(tx, principal, job_id)
+                params = {
+                    "id": job.id,
+                    "attempt": job.attempt,
+                    "progress": progress,
+                    "message": message[:500],
+                    "lease_seconds": self.policy.lease_seconds,
+                }
+                if job.status == "DISPATCHED":
+                    row = await (await tx.execute(Q.mark_running, params)).fetchone()
+                    event = "running"
+                else:
+                    row = await (await tx.execute(Q.set_progress, params)).fetchone()
+                    event = "progress"
+                if row is not None:
+                    await self._record_event(tx, JobRecord.from_row(row), event)
+        except DomainError as err:
+            if err.reason == "JOB_ATTEMPT_OVER" and await self._cancelled(job_id):
+                return True
+            raise
+        return False
+
+    async def _cancelled(self, job_id: str) -> bool:
+        async with self._db.connection() as conn:
+            row = await (await conn.execute(Q.get_job, {"id": job_id})).fetchone()
+        return row is not None and row["status"] == "CANCELLED"
+
+    async def report_failure(
+        self, principal: Principal, job_id: str, reason: str, message: str, retryable: bool
+    ) -> JobRecord:
+        async with self._db.transaction() as tx:
+            job = await self._current_attempt(tx, principal, job_id)
+            reason = reason if reason and reason.replace("_", "").isalnum() and reason.isupper() else "JOB_FAILED"
+            if retryable:
+                return await self._requeue_or_fail(tx, job, f"attempt {job.attempt} failed: {message[:300]}")
+            error = JobError(int(Code.ABORTED), reason, message[:1000] or "the job failed")
+            return await self._finish(tx, job, "FAILED", error=error, message=error.message)
+
+    async def release(self, principal: Principal, job_id: str, reason: str) -> JobRecord:
+        async with self._db.transaction() as tx:
+            job = await self._current_attempt(tx, principal, job_id)
+            return await self._requeue_or_fail(
+                tx,
+                job,
+                f"handed back by worker {job.worker_id}: {reason[:200] or 'shutting down'}",
+                count_attempt=False,
+            )
+
+    @asynccontextmanager
+    async def committing_outputs(
+        self, principal: Principal, job_id: str
+    ) -> AsyncIterator[tuple[psycopg.AsyncConnection[Any], JobRecord]]:
+        """The transaction RegisterOutputs commits in: the job locked and
+        checked to be the token's live attempt."""
+        async with self._db.transaction() as tx:
+            job = await self._current_attempt(tx, principal, job_id)
+            yield tx, job
+
+    async def succeed(
+        self, tx: psycopg.AsyncConnection[Any], job: JobRecord, *, charged: int, output_item_ids: list[str]
+    ) -> JobRecord:
+        """Capture the actual cost (never more than reserved) and finish."""
+        return await self._finish(
+            tx,
+            job,
+            "SUCCEEDED",
+            message=f"{len(output_item_ids)} output item(s) registered",
+            charged=min(charged, job.credits_reserved),
+            output_item_ids=output_item_ids,
+        )
+
+    async def expire_idempotency_keys(self) -> None:
+        async with self._db.connection() as conn:
+            await idempotency.expire(conn)
+
+    async def store_response(self, tx: psycopg.AsyncConnection[Any], job_id: str, response: bytes) -> None:
+        await tx.execute(Q.store_outputs_response, {"id": job_id, "response": response})
+
+    async def get_for_token(self, principal: Principal, job_id: str) -> JobRecord:
+        """The job of a job token, failing fast when the attempt is over."""
+        async with self._db.transaction() as tx:
+            return await self._current_attempt(tx, principal, job_id)
+
+    async def committed_response(self, principal: Principal, job_id: str) -> bytes | None:
+        """The stored RegisterOutputs response when this token's attempt
+        committed already (a retry after a commit)."""
+        require_job_token(principal, job_id)
+        async with self._db.connection() as conn:
+            row = await (await conn.execute(Q.get_job, {"id": job_id})).fetchone()
+        if row and row["status"] == "SUCCEEDED" and row["attempt"] == principal.attempt:
+            return bytes(row["outputs_response"]) if row["outputs_response"] is not None else None
+        return None
+
+    # -- provenance --------------------------------------------------------------
+
+    async def lineage(
+        self, principal: Principal, item_id: str, direction: str, max_depth: int
+    ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str, str]]]:
+        """Nodes (kind, id, label) and edges (output, relation, job, source)
+        reachable from `item_id` within `max_depth` edges."""
+        if not item_id:
+            raise invalid_argument("ITEM_ID_REQUIRED", "item_id is required", field="item_id")
+        direction = direction or "both"
+        if direction not in ("upstream", "downstream", "both"):
+            raise invalid_argument(
+                "INVALID_DIRECTION", "direction must be upstream, downstream or both", field="direction"
+            )
+        if not 0 <= max_depth <= 32:
+            raise invalid_argument("INVALID_MAX_DEPTH", "max_depth must be 1..32 (0 means 8)", field="max_depth")
+        depth = max_depth or 8
+        async with self._db.connection() as conn:
+            start = await (await conn.execute(Q.get_item, {"id": item_id})).fetchone()
+            if start is None:
+                raise not_found("ITEM_NOT_FOUND", f"item {item_id!r} does not exist", item_id=item_id)
+            principal.require_project(start["project_id"])
+            edges: dict[tuple[str, str, str, str], None] = {}
+            up, down = {item_id}, {item_id}
+            for _ in range(depth):
+                frontier_up: set[str] = set()
+                if direction in ("upstream", "both") and up:
+                    for e in await (await conn.execute(Q.item_sources, {"ids": list(up)})).fetchall():
+                        edges[(e["output_item_id"], e["relation"], e["job_id"], e["source_item_id"] or "")] = None
+                        if e["source_item_id"]:
+                            frontier_up.add(e["source_item_id"])
+                frontier_down: set[str] = set()
+                if direction in ("downstream", "both") and down:
+                    rows = await (await conn.execute(Q.item_derivatives, {"ids": list(down)})).fetchall()
+                    derived = {e["output_item_id"] for e in rows}
+                    if derived:
+                        rows += await (await conn.execute(Q.item_sources, {"ids": list(derived)})).fetchall()
+                    for e in rows:
+                        edges[(e["output_item_id"], e["relation"], e["job_id"], e["source_item_id"] or "")] = None
+                    frontier_down = derived
+                up, down = frontier_up, frontier_down
+                if not up and not down:
+                    break
+            item_ids = [item_id, *sorted({e[0] for e in edges} | {e[3] for e in edges if e[3]} - {item_id})]
+            job_ids = sorted({e[2] for e in edges})
+            labels = await (await conn.execute(Q.lineage_labels, {"item_ids": item_ids, "job_ids": job_ids})).fetchall()
+        by_key = {(r["kind"], r["id"]): r for r in labels}
+        nodes = [("item", i, by_key[("item", i)]["label"]) for i in item_ids if ("item", i) in by_key]
+        nodes += [("job", j, by_key[("job", j)]["label"]) for j in job_ids if ("job", j) in by_key]
+        return nodes, list(edges)
+
+
+def require_job_token(principal: Principal, job_id: str) -> None:
+    if principal.kind != "job":
+        raise permission_denied("JOB_TOKEN_REQUIRED", "this call takes the job token of an assignment")
+    if principal.job_id != job_id:
+        raise permission_denied(
+            "JOB_TOKEN_MISMATCH", f"this job token belongs to job {principal.job_id}, not {job_id!r}"
+        )

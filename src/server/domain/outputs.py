@@ -1,0 +1,307 @@
+"""RegisterOutputs: the only door through which a job's outputs become items.
+
+The stream's files land in a scratch directory; on `commit` every asset is
+validated (readable, valid COG, embedded statistics), copied into storage,
+and then ONE transaction registers the items, their provenance edges (to the
+job and to every source item), captures the credits and marks the job
+SUCCEEDED. Whatever fails - the stream, a validation, the transaction -
+leaves nothing behind. A retry after the commit replays the stored response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from pyproj import Geod
+from shapely.geometry import mapping
+
+from server.auth import Principal
+from server.domain.catalog import CatalogLimits, NewItem, StoredAsset, asset_storage_key, insert_item
+from server.domain.jobs import JobRecord, JobService, require_job_token
+from server.domain.models import ItemRecord
+from server.errors import DomainError, invalid_argument
+from server.geo import parse_area
+from server.ids import new_id
+from server.raster import RasterError, RasterInfo, inspect_raster
+from server.storage import BlobStorage
+from server.store import Database, Q
+
+ASSET_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_GEOD = Geod(ellps="WGS84")
+
+
+@dataclass(frozen=True)
+class OutputAssetSpec:
+    key: str
+    roles: list[str]
+    title: str
+    size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class OutputItemPart:
+    output_key: str
+    name: str
+    geometry: dict[str, Any]
+    datetime: datetime | None
+    properties: dict[str, Any]
+    source_item_ids: list[str]
+    assets: list[OutputAssetSpec]
+
+
+@dataclass(frozen=True)
+class OutputChunkPart:
+    output_key: str
+    asset_key: str
+    write_offset: int
+    data: bytes
+    finish_write: bool
+
+
+@dataclass(frozen=True)
+class CommitPart:
+    pass
+
+
+OutputPart = OutputItemPart | OutputChunkPart | CommitPart
+
+
+@dataclass
+class _ReceivingAsset:
+    spec: OutputAssetSpec
+    path: Path
+    handle: BinaryIO
+    digest: Any = field(default_factory=hashlib.sha256)
+    received: int = 0
+    finished: bool = False
+
+
+def _invalid(message: str, field: str) -> DomainError:
+    return invalid_argument("INVALID_OUTPUT", message, field=field)
+
+
+class OutputService:
+    def __init__(
+        self, db: Database, storage: BlobStorage, jobs: JobService, limits: CatalogLimits | None = None
+    ) -> None:
+        self._db = db
+        self._storage = storage
+        self._jobs = jobs
+        self._limits = limits or CatalogLimits()
+
+    async def register(
+        self,
+        principal: Principal,
+        job_id: str,
+        parts: AsyncIterator[OutputPart],
+        encode: Callable[[JobRecord, list[ItemRecord]], bytes],
+    ) -> bytes:
+        """Receive, validate and commit a job's outputs; returns the encoded
+        response (the stored one when this attempt committed before)."""
+        require_job_token(principal, job_id)
+        replay = await self._jobs.committed_response(principal, job_id)
+        if replay is not None:
+            return replay
+        job = await self._jobs.get_for_token(principal, job_id)
+        scratch = Path(tempfile.mkdtemp(prefix=f"outputs-{job_id}-", dir=self._storage.scratch_dir()))
+        stored: list[str] = []
+        try:
+            items, files = await self._receive(job, parts, scratch)
+            infos = {
+                key: await asyncio.to_thread(self._inspect, path, f"items[{key[0]}].assets[{key[1]}]")
+                for key, path in files.items()
+            }
+            prepared = []
+            for item in items:
+                item_id = new_id("it")
+                assets = []
+                for spec in item.assets:
+                    storage_key = asset_storage_key(job.project_id, item_id, spec.key)
+                    await asyncio.to_thread(self._storage.put_file, storage_key, files[(item.output_key, spec.key)])
+                    stored.append(storage_key)
+                    info = infos[(item.output_key, spec.key)]
+                    assets.append(StoredAsset(spec.key, spec.roles, spec.title, storage_key, info))
+                prepared.append((item_id, item, assets))
+            return await self._commit(principal, job_id, prepared, encode)
+        except BaseException:
+            for key in stored:
+                await asyncio.to_thread(self._storage.delete, key)
+            raise
+        finally:
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
+
+    @staticmethod
+    def _inspect(path: Path, field: str) -> RasterInfo:
+        try:
+            info = inspect_raster(path, require_cog=True)
+        except RasterError as err:
+            raise invalid_argument(
+                err.reason,
+                err.message,
+                field=field,
+                metadata={"findings": "; ".join(err.findings)[:1000]} if err.findings else {},
+            ) from err
+        if info.statistics_computed:
+            raise invalid_argument(
+                "MISSING_STATISTICS",
+                "output rasters must embed their statistics (write them with STATISTICS=YES)",
+                field=field,
+            )
+        return info
+
+    async def _receive(
+        self, job: JobRecord, parts: AsyncIterator[OutputPart], scratch: Path
+    ) -> tuple[list[OutputItemPart], dict[tuple[str, str], Path]]:
+        items: list[OutputItemPart] = []
+        receiving: dict[tuple[str, str], _ReceivingAsset] = {}
+        names: set[str] = set()
+        committed = False
+        try:
+            async for part in parts:
+                if committed:
+                    raise _invalid("nothing may follow commit", "commit")
+                if isinstance(part, OutputItemPart):
+                    index = len(items)
+                    self._check_item(job, part, index, names)
+                    items.append(part)
+                    for spec in part.assets:
+                        path = scratch / f"{index}-{spec.key}.tif"
+                        receiving[(part.output_key, spec.key)] = _ReceivingAsset(spec, path, path.open("wb"))
+                elif isinstance(part, OutputChunkPart):
+                    target = receiving.get((part.output_key, part.asset_key))
+                    if target is None:
+                        raise _invalid(
+                            f"chunk for undeclared asset {part.output_key}/{part.asset_key}", "chunk.asset_key"
+                        )
+                    await self._write_chunk(target, part)
+                else:
+                    committed = True
+        finally:
+            for target in receiving.values():
+                target.handle.close()
+        if not committed:
+            raise invalid_argument(
+                "INCOMPLETE_UPLOAD", "the stream ended without commit; nothing was registered", field="commit"
+            )
+        for (output_key, asset_key), target in receiving.items():
+            where = f"items[{output_key}].assets[{asset_key}]"
+            if not target.finished:
+                raise invalid_argument("INCOMPLETE_UPLOAD", "asset bytes ended without finish_write", field=where)
+            if target.spec.size_bytes and target.spec.size_bytes != target.received:
+                raise invalid_argument(
+                    "INCOMPLETE_UPLOAD",
+                    f"received {target.received} bytes, declared {target.spec.size_bytes}",
+                    field=where,
+                )
+            if target.spec.sha256 and target.spec.sha256.lower() != target.digest.hexdigest():
+                raise invalid_argument("INCOMPLETE_UPLOAD", "bytes do not match the declared sha256", field=where)
+        return items, {key: target.path for key, target in receiving.items()}
+
+    def _check_item(self, job: JobRecord, part: OutputItemPart, index: int, names: set[str]) -> None:
+        where = f"items[{index}]"
+        if not part.output_key:
+            raise _invalid("output_key is required", f"{where}.output_key")
+        if not part.name or len(part.name) > 200 or "/" in part.name:
+            raise _invalid("name must be 1-200 characters without '/'", f"{where}.name")
+        if part.name in names:
+            raise _invalid(f"two outputs are named {part.name!r}", f"{where}.name")
+        names.add(part.name)
+        parse_area(part.geometry, f"{where}.geometry")
+        foreign = sorted(set(part.source_item_ids) - set(job.source_item_ids))
+        if foreign:
+            raise _invalid(f"{foreign} are not source items of job {job.id}", f"{where}.source_item_ids")
+        if not part.assets:
+            raise _invalid("an output item needs at least one asset", f"{where}.assets")
+        keys = [a.key for a in part.assets]
+        if len(set(keys)) != len(keys) or not all(ASSET_KEY.match(k) for k in keys):
+            raise _invalid("asset keys must be unique lower-case identifiers", f"{where}.assets")
+
+    async def _write_chunk(self, target: _ReceivingAsset, part: OutputChunkPart) -> None:
+        where = f"items[{part.output_key}].assets[{part.asset_key}]"
+        if target.finished:
+            raise invalid_argument("INVALID_WRITE_OFFSET", "data after finish_write", field=where)
+        if part.write_offset != target.received:
+            raise invalid_argument(
+                "INVALID_WRITE_OFFSET",
+                f"write_offset {part.write_offset} but {target.received} bytes were received",
+                field=where,
+            )
+        if len(part.data) > self._limits.max_chunk_bytes:
+            raise invalid_argument("CHUNK_TOO_LARGE", "chunks are at most 4 MiB", field=where)
+        target.received += len(part.data)
+        if target.received > self._limits.max_upload_bytes:
+            raise invalid_argument("UPLOAD_TOO_LARGE", "output asset exceeds the upload limit", field=where)
+        if part.data:
+            target.digest.update(part.data)
+            await asyncio.to_thread(target.handle.write, part.data)
+        target.finished = part.finish_write
+
+    async def _commit(
+        self,
+        principal: Principal,
+        job_id: str,
+        prepared: list[tuple[str, OutputItemPart, list[StoredAsset]]],
+        encode: Callable[[JobRecord, list[ItemRecord]], bytes],
+    ) -> bytes:
+        async with self._jobs.committing_outputs(principal, job_id) as (tx, job):
+            job_type = await self._jobs.job_type(job.job_type_id, tx)
+            sources = {}
+            for source_id in job.source_item_ids:
+                row = await (await tx.execute(Q.get_item, {"id": source_id})).fetchone()
+                if row is not None:
+                    sources[source_id] = ItemRecord.from_row(row)
+            records = []
+            areas = []
+            for item_id, part, assets in prepared:
+                area = parse_area(part.geometry, "geometry")
+                areas.append(area)
+                derived_from = part.source_item_ids or job.source_item_ids
+                when = part.datetime or (sources[derived_from[0]].datetime if derived_from else job.create_time)
+                record = await insert_item(
+                    tx,
+                    NewItem(
+                        id=item_id,
+                        project_id=job.project_id,
+                        collection_id=job.target_collection_id,
+                        name=part.name,
+                        geometry=mapping(area),
+                        bbox=area.bounds,
+                        datetime=when,
+                        properties=part.properties,
+                        job_id=job.id,
+                    ),
+                    assets,
+                )
+                await tx.execute(
+                    Q.insert_provenance_edge,
+                    {"output_item_id": item_id, "relation": "generated_by", "job_id": job.id, "source_item_id": None},
+                )
+                for source_id in derived_from:
+                    await tx.execute(
+                        Q.insert_provenance_edge,
+                        {
+                            "output_item_id": item_id,
+                            "relation": "derived_from",
+                            "job_id": job.id,
+                            "source_item_id": source_id,
+                        },
+                    )
+                row = await (await tx.execute(Q.get_item, {"id": record.id})).fetchone()
+                assert row is not None
+                records.append(ItemRecord.from_row(row))
+            area_km2 = sum(abs(_GEOD.geometry_area_perimeter(a)[0]) for a in areas) / 1e6
+            charged = job_type.cost.credits(area_km2, sum(len(a) for _, _, a in prepared))
+            finished = await self._jobs.succeed(tx, job, charged=charged, output_item_ids=[r.id for r in records])
+            response = encode(finished, records)
+            await self._jobs.store_response(tx, job.id, response)
+        return response

@@ -1,0 +1,104 @@
+"""One LISTEN connection per server process, fanned out in memory.
+
+Notifications only say "something changed"; listeners then read the truth
+from the tables. A watcher that is slow never holds anyone up: it is woken by
+an `asyncio.Event`, not fed through a queue. After a reconnect every listener
+is woken, since notifications sent meanwhile were lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+EVENTS_CHANNEL = "geopera_job_events"
+DISPATCH_CHANNEL = "geopera_dispatch"
+CANCEL_CHANNEL = "geopera_worker_cancel"
+
+
+class Notifications:
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._job_watchers: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self.dispatch_wakeup = asyncio.Event()
+        self._cancel_handlers: dict[str, Callable[[str], None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="pg-listener")
+        await asyncio.wait_for(self._connected.wait(), timeout=30)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self._url, autocommit=True) as conn:
+                    for channel in (EVENTS_CHANNEL, DISPATCH_CHANNEL, CANCEL_CHANNEL):
+                        await conn.execute(f"LISTEN {channel}")
+                    self._connected.set()
+                    self._wake_everyone()
+                    delay = 0.5
+                    async for note in conn.notifies():
+                        self._deliver(note.channel, note.payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("notification listener lost its connection; reconnecting in %.1f s", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _deliver(self, channel: str, payload: str) -> None:
+        if channel == EVENTS_CHANNEL:
+            job_id, _sequence, terminal, _worker = payload.split(":", 3)
+            for event in self._job_watchers.get(job_id, ()):
+                event.set()
+            if terminal == "1":
+                self.dispatch_wakeup.set()  # a worker slot is free
+        elif channel == DISPATCH_CHANNEL:
+            self.dispatch_wakeup.set()
+        elif channel == CANCEL_CHANNEL:
+            worker_id, job_id = payload.split(":", 1)
+            handler = self._cancel_handlers.get(worker_id)
+            if handler is not None:
+                handler(job_id)
+
+    def _wake_everyone(self) -> None:
+        self.dispatch_wakeup.set()
+        for events in self._job_watchers.values():
+            for event in events:
+                event.set()
+
+    @contextlib.contextmanager
+    def watch_job(self, job_id: str) -> Iterator[asyncio.Event]:
+        event = asyncio.Event()
+        self._job_watchers[job_id].add(event)
+        try:
+            yield event
+        finally:
+            watchers = self._job_watchers.get(job_id)
+            if watchers is not None:
+                watchers.discard(event)
+                if not watchers:
+                    del self._job_watchers[job_id]
+
+    @contextlib.contextmanager
+    def on_cancel(self, worker_id: str, handler: Callable[[str], None]) -> Iterator[None]:
+        self._cancel_handlers[worker_id] = handler
+        try:
+            yield
+        finally:
+            self._cancel_handlers.pop(worker_id, None)

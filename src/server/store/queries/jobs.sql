@@ -1,0 +1,234 @@
+-- name: upsert_job_type
+INSERT INTO job_types (id, description, input_schema, cost_flat, cost_per_km2, cost_per_asset, cost_minimum, builtin)
+VALUES (%(id)s, %(description)s, %(input_schema)s, %(cost_flat)s, %(cost_per_km2)s, %(cost_per_asset)s,
+        %(cost_minimum)s, %(builtin)s)
+ON CONFLICT (id) DO UPDATE SET
+    description = excluded.description, input_schema = excluded.input_schema,
+    cost_flat = excluded.cost_flat, cost_per_km2 = excluded.cost_per_km2,
+    cost_per_asset = excluded.cost_per_asset, cost_minimum = excluded.cost_minimum,
+    builtin = job_types.builtin OR excluded.builtin, update_time = now()
+WHERE (job_types.description, job_types.input_schema, job_types.cost_flat, job_types.cost_per_km2,
+       job_types.cost_per_asset, job_types.cost_minimum)
+   IS DISTINCT FROM (excluded.description, excluded.input_schema, excluded.cost_flat, excluded.cost_per_km2,
+       excluded.cost_per_asset, excluded.cost_minimum);
+
+-- name: list_job_types
+SELECT t.id, t.description, t.input_schema, t.cost_flat, t.cost_per_km2, t.cost_per_asset, t.cost_minimum,
+       t.builtin,
+       (SELECT count(*) FROM workers w WHERE w.connected AND t.id = ANY(w.job_type_ids)) AS connected_workers
+FROM job_types t
+WHERE %(id)s::text IS NULL OR t.id = %(id)s::text
+ORDER BY t.id;
+
+-- name: reserve_credits
+-- Moves credits from available to held; no row when the balance is too low.
+WITH account AS (
+    UPDATE credit_accounts SET available = available - %(amount)s, held = held + %(amount)s
+    WHERE project_id = %(project_id)s AND available >= %(amount)s
+    RETURNING project_id, available, held
+)
+INSERT INTO credit_ledger (project_id, job_id, kind, amount, available_after, held_after, note)
+SELECT project_id, %(job_id)s, 'reserve', %(amount)s, available, held, %(note)s FROM account
+RETURNING id;
+
+-- name: release_credits
+WITH account AS (
+    UPDATE credit_accounts SET available = available + %(amount)s, held = held - %(amount)s
+    WHERE project_id = %(project_id)s
+    RETURNING project_id, available, held
+)
+INSERT INTO credit_ledger (project_id, job_id, kind, amount, available_after, held_after, note)
+SELECT project_id, %(job_id)s, 'release', %(amount)s, available, held, %(note)s FROM account
+RETURNING id;
+
+-- name: capture_credits
+WITH account AS (
+    UPDATE credit_accounts SET held = held - %(amount)s, captured_total = captured_total + %(amount)s
+    WHERE project_id = %(project_id)s
+    RETURNING project_id, available, held
+)
+INSERT INTO credit_ledger (project_id, job_id, kind, amount, available_after, held_after, note)
+SELECT project_id, %(job_id)s, 'capture', %(amount)s, available, held, %(note)s FROM account
+RETURNING id;
+
+-- name: insert_job
+INSERT INTO jobs (id, project_id, job_type_id, status, input_params, target_collection_id, source_item_ids,
+                  credits_reserved, created_by, message, max_attempts, sequence)
+VALUES (%(id)s, %(project_id)s, %(job_type_id)s, 'PENDING', %(input_params)s, %(target_collection_id)s,
+        %(source_item_ids)s, %(credits_reserved)s, %(created_by)s, %(message)s, %(max_attempts)s, 1)
+RETURNING *;
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = %(id)s;
+
+-- name: lock_job
+SELECT * FROM jobs WHERE id = %(id)s FOR UPDATE;
+
+-- name: list_jobs
+SELECT * FROM jobs
+WHERE project_id = %(project_id)s
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(job_type_id)s::text IS NULL OR job_type_id = %(job_type_id)s::text)
+  AND (%(create_start)s::timestamptz IS NULL OR create_time >= %(create_start)s::timestamptz)
+  AND (%(create_end)s::timestamptz IS NULL OR create_time < %(create_end)s::timestamptz)
+  AND (%(before_time)s::timestamptz IS NULL
+       OR (create_time, id) < (%(before_time)s::timestamptz, %(before_id)s::text))
+ORDER BY create_time DESC, id DESC
+LIMIT %(limit)s;
+
+-- name: dispatch_job
+UPDATE jobs SET status = 'DISPATCHED', available_time = now(), dispatch_time = coalesce(dispatch_time, now()),
+    message = %(message)s, update_time = now(), sequence = sequence + 1
+WHERE id = %(id)s AND status = 'PENDING'
+RETURNING *;
+
+-- name: claim_jobs
+-- Claims up to the worker's free capacity among queued jobs of its types,
+-- oldest first. SKIP LOCKED lets every replica's dispatcher claim at once.
+WITH free AS (
+    SELECT greatest(%(capacity)s - count(*), 0) AS slots FROM jobs
+    WHERE worker_id = %(worker_id)s AND status IN ('DISPATCHED', 'RUNNING')
+), picked AS (
+    SELECT id FROM jobs
+    WHERE status = 'DISPATCHED' AND worker_id IS NULL AND job_type_id = ANY(%(job_type_ids)s)
+      AND available_time <= now()
+    ORDER BY available_time, id
+    LIMIT (SELECT slots FROM free)
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs j SET worker_id = %(worker_id)s, attempt = j.attempt + 1,
+    lease_expire_time = now() + make_interval(secs => %(lease_seconds)s), update_time = now(),
+    sequence = j.sequence + 1, message = 'assigned to worker ' || %(worker_id)s
+FROM picked WHERE j.id = picked.id
+RETURNING j.*;
+
+-- name: insert_job_token
+INSERT INTO job_tokens (token_hash, job_id, attempt, worker_id)
+VALUES (%(token_hash)s, %(job_id)s, %(attempt)s, %(worker_id)s);
+
+-- name: job_token_principal
+SELECT t.job_id, t.attempt, t.worker_id, j.project_id, j.source_item_ids, j.status, j.attempt AS job_attempt,
+       j.worker_id AS job_worker_id
+FROM job_tokens t JOIN jobs j ON j.id = t.job_id
+WHERE t.token_hash = %(token_hash)s;
+
+-- name: mark_running
+UPDATE jobs SET status = 'RUNNING', start_time = now(), progress = %(progress)s, message = %(message)s,
+    update_time = now(), sequence = sequence + 1,
+    lease_expire_time = greatest(lease_expire_time, now() + make_interval(secs => %(lease_seconds)s))
+WHERE id = %(id)s AND status = 'DISPATCHED' AND attempt = %(attempt)s
+RETURNING *;
+
+-- name: set_progress
+UPDATE jobs SET progress = %(progress)s, message = %(message)s, update_time = now(), sequence = sequence + 1,
+    lease_expire_time = greatest(lease_expire_time, now() + make_interval(secs => %(lease_seconds)s))
+WHERE id = %(id)s AND status = 'RUNNING' AND attempt = %(attempt)s
+RETURNING *;
+
+-- name: requeue_job
+-- Back to the queue for another attempt (lease expired, retryable failure,
+-- or handed back); `available_time` carries the backoff.
+UPDATE jobs SET status = 'DISPATCHED', worker_id = NULL, lease_expire_time = NULL, progress = 0,
+    available_time = now() + make_interval(secs => %(backoff_seconds)s), start_time = NULL,
+    attempt = attempt - %(refund_attempt)s, message = %(message)s, update_time = now(),
+    sequence = sequence + 1
+WHERE id = %(id)s
+RETURNING *;
+
+-- name: finish_job
+UPDATE jobs SET status = %(status)s, end_time = now(), update_time = now(), sequence = sequence + 1,
+    lease_expire_time = NULL, error = %(error)s, message = %(message)s,
+    credits_charged = %(credits_charged)s, output_item_ids = %(output_item_ids)s,
+    progress = CASE WHEN %(status)s = 'SUCCEEDED' THEN 1 ELSE progress END,
+    cancel_requested = cancel_requested OR %(status)s = 'CANCELLED'
+WHERE id = %(id)s AND status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
+RETURNING *;
+
+-- name: store_outputs_response
+UPDATE jobs SET outputs_response = %(response)s WHERE id = %(id)s;
+
+-- name: expired_leases
+SELECT id FROM jobs
+WHERE status IN ('DISPATCHED', 'RUNNING') AND worker_id IS NOT NULL AND lease_expire_time < now()
+ORDER BY lease_expire_time
+LIMIT 100
+FOR UPDATE SKIP LOCKED;
+
+-- name: renew_leases
+UPDATE jobs SET lease_expire_time = now() + make_interval(secs => %(lease_seconds)s)
+WHERE worker_id = %(worker_id)s AND id = ANY(%(job_ids)s) AND status IN ('DISPATCHED', 'RUNNING');
+
+-- name: insert_event
+INSERT INTO job_events (job_id, sequence, event_type, snapshot)
+VALUES (%(job_id)s, %(sequence)s, %(event_type)s, %(snapshot)s)
+RETURNING event_time;
+
+-- name: events_after
+SELECT sequence, event_type, event_time, snapshot FROM job_events
+WHERE job_id = %(job_id)s AND sequence > %(after)s
+ORDER BY sequence
+LIMIT 1000;
+
+-- name: insert_worker
+INSERT INTO workers (id, token_id, name, job_type_ids, capacity)
+VALUES (%(id)s, %(token_id)s, %(name)s, %(job_type_ids)s, %(capacity)s)
+ON CONFLICT (id) DO UPDATE SET name = excluded.name, job_type_ids = excluded.job_type_ids,
+    capacity = excluded.capacity, connected = true, last_heartbeat_time = now()
+WHERE workers.token_id = excluded.token_id
+RETURNING *;
+
+-- name: worker_heartbeat
+UPDATE workers SET last_heartbeat_time = now(), connected = true WHERE id = %(id)s;
+
+-- name: worker_disconnected
+UPDATE workers SET connected = false WHERE id = %(id)s;
+
+-- name: list_workers
+SELECT w.*, (SELECT count(*) FROM jobs j WHERE j.worker_id = w.id AND j.status IN ('DISPATCHED', 'RUNNING'))
+       AS active_jobs
+FROM workers w
+WHERE %(include_disconnected)s OR w.connected
+ORDER BY w.id;
+
+-- name: connected_workers_for_type
+SELECT count(*) AS n FROM workers WHERE connected AND %(job_type_id)s = ANY(job_type_ids);
+
+-- name: insert_provenance_edge
+INSERT INTO provenance_edges (output_item_id, relation, job_id, source_item_id)
+VALUES (%(output_item_id)s, %(relation)s, %(job_id)s, %(source_item_id)s);
+
+-- name: item_sources
+-- Provenance of the given items (their jobs and source items).
+SELECT output_item_id, relation, job_id, source_item_id FROM provenance_edges
+WHERE output_item_id = ANY(%(ids)s);
+
+-- name: item_derivatives
+-- Edges whose source is one of the given items (what was derived from them).
+SELECT output_item_id, relation, job_id, source_item_id FROM provenance_edges
+WHERE source_item_id = ANY(%(ids)s);
+
+-- name: lineage_labels
+SELECT 'item' AS kind, id, name AS label, project_id FROM items WHERE id = ANY(%(item_ids)s)
+UNION ALL
+SELECT 'job', id, job_type_id, project_id FROM jobs WHERE id = ANY(%(job_ids)s);
+
+-- name: claim_idempotency_key
+INSERT INTO idempotency_keys (principal_id, key, operation, fingerprint, expire_time)
+VALUES (%(principal_id)s, %(key)s, %(operation)s, %(fingerprint)s,
+        now() + make_interval(secs => %(ttl_seconds)s))
+ON CONFLICT (principal_id, key) DO NOTHING
+RETURNING key;
+
+-- name: get_idempotency_key
+SELECT operation, fingerprint, response, expire_time < now() AS expired
+FROM idempotency_keys WHERE principal_id = %(principal_id)s AND key = %(key)s;
+
+-- name: delete_idempotency_key
+DELETE FROM idempotency_keys WHERE principal_id = %(principal_id)s AND key = %(key)s;
+
+-- name: finish_idempotency_key
+UPDATE idempotency_keys SET response = %(response)s
+WHERE principal_id = %(principal_id)s AND key = %(key)s;
+
+-- name: expire_idempotency_keys
+DELETE FROM idempotency_keys WHERE expire_time < now();

@@ -1,0 +1,90 @@
+"""`geopera worker`: run job plugins for a kernel server.
+
+    geopera worker --server 127.0.0.1:50051 --token $WORKER_TOKEN [--capacity 2]
+                   [--plugins worker.plugins,my_package.my_plugins] [--name NAME]
+
+Every flag has a `GEOPERA_*` environment variable. A plugin module exposes
+`PLUGINS` (a list of `JobPlugin` classes) or `builtin_plugins()`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from server.logs import configure_logging
+from worker.plugin import PluginRegistry
+from worker.runtime import Worker, WorkerConfig
+
+DEFAULT_PLUGINS = "worker.plugins"
+
+
+def load_plugins(spec: str) -> PluginRegistry:
+    registry = PluginRegistry()
+    for module_name in filter(None, (part.strip() for part in spec.split(","))):
+        module = importlib.import_module(module_name)
+        plugins = getattr(module, "PLUGINS", None)
+        if plugins is None and hasattr(module, "builtin_plugins"):
+            plugins = module.builtin_plugins()
+        if plugins is None:
+            raise SystemExit(f"plugin module {module_name} has no PLUGINS list")
+        for plugin in plugins:
+            registry.register(plugin)
+    return registry
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(prog="geopera worker", description="Run job plugins for a Geopera kernel")
+    parser.add_argument("--server", default=env("GEOPERA_SERVER", "127.0.0.1:50051"), help="[GEOPERA_SERVER]")
+    parser.add_argument("--token", default=env("GEOPERA_WORKER_TOKEN"), help="worker credential [GEOPERA_WORKER_TOKEN]")
+    parser.add_argument("--capacity", type=int, default=int(env("GEOPERA_WORKER_CAPACITY", "2")))
+    parser.add_argument("--name", default=env("GEOPERA_WORKER_NAME", ""))
+    parser.add_argument("--plugins", default=env("GEOPERA_WORKER_PLUGINS", DEFAULT_PLUGINS),
+                        help="comma-separated plugin modules [GEOPERA_WORKER_PLUGINS]")  # fmt: skip
+    parser.add_argument("--workdir", default=env("GEOPERA_WORKER_DIR"), help="scratch directory")
+    parser.add_argument("--grace", type=float, default=float(env("GEOPERA_WORKER_GRACE", "30")),
+                        help="seconds running jobs get to finish on SIGTERM before they are handed back")  # fmt: skip
+    parser.add_argument("--log-level", default=env("GEOPERA_LOG_LEVEL", "INFO"))
+    return parser
+
+
+async def _serve(worker: Worker) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await worker.run(stop)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    if not args.token:
+        print("error: a worker token is required (--token or GEOPERA_WORKER_TOKEN)", file=sys.stderr)
+        return 2
+    config = WorkerConfig(
+        server=args.server,
+        token=args.token,
+        capacity=args.capacity,
+        name=args.name,
+        workdir=Path(args.workdir) if args.workdir else None,
+        shutdown_grace_seconds=args.grace,
+    )
+    worker = Worker(config, load_plugins(args.plugins))
+    try:
+        asyncio.run(_serve(worker))
+    except Exception as err:
+        logging.getLogger("geopera.worker").error("worker stopped: %s", err)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

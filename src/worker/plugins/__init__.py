@@ -1,0 +1,14 @@
+"""Built-in job plugins. Register them all with ``for plugin in builtin_plugins(): registry.register(plugin)``."""
+
+from __future__ import annotations
+
+from worker.plugin import JobPlugin
+from worker.plugins.bathymetry import BathymetryInput, BathymetryPlugin
+from worker.plugins.clip import ClipInput, ClipPlugin
+
+__all__ = ["BathymetryInput", "BathymetryPlugin", "ClipInput", "ClipPlugin", "builtin_plugins"]
+
+
+def builtin_plugins() -> list[type[JobPlugin]]:
+    """Every plugin shipped with the worker, sorted by job type id."""
+    return [BathymetryPlugin, ClipPlugin]

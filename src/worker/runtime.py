@@ -1,0 +1,473 @@
+"""The worker runtime: one Connect session to the server, a task per assigned
+job, and the job-token calls back (progress, failure, hand-back, outputs).
+
+It reconnects with jittered exponential backoff, heartbeats the jobs it
+holds, and on shutdown stops taking work, lets running jobs finish within a
+grace period and hands back the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from grpc import aio
+from pydantic import ValidationError
+
+from geopera.v1 import kernel_pb2, kernel_pb2_grpc, resources_pb2, worker_pb2, worker_pb2_grpc
+from worker.plugin import (
+    JobCancelled,
+    JobContext,
+    JobFailed,
+    JobOutput,
+    JobPlugin,
+    PluginRegistry,
+    SourceAsset,
+    SourceItem,
+)
+
+log = logging.getLogger("geopera.worker")
+
+CHUNK_BYTES = 1 << 20
+PROGRESS_INTERVAL_SECONDS = 0.2
+FATAL_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT)
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 16 << 20),
+]
+
+
+@dataclass
+class WorkerConfig:
+    server: str
+    token: str
+    capacity: int = 2
+    name: str = ""
+    workdir: Path | None = None
+    shutdown_grace_seconds: float = 30.0
+
+
+@dataclass
+class RunningJob:
+    job_id: str
+    token: str
+    task: asyncio.Task[None] | None = None
+    cancel: Any = field(default=None)  # threading.Event shared with the plugin's JobContext
+    handed_back: bool = False
+
+
+def _struct_dict(message: struct_pb2.Struct) -> dict[str, Any]:
+    return json_format.MessageToDict(message)
+
+
+def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    message.update(value)
+    return message
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig, plugins: PluginRegistry) -> None:
+        self.config = config
+        self.plugins = plugins
+        self.worker_id = ""
+        self.running: dict[str, RunningJob] = {}
+        self.draining = False
+        self._workdir = config.workdir or Path(tempfile.mkdtemp(prefix="geopera-worker-"))
+        self._outbound: asyncio.Queue[worker_pb2.ConnectRequest | None] | None = None
+        self._heartbeat_seconds = 3.0
+        self._channel: aio.Channel | None = None
+
+    # -- session -----------------------------------------------------------
+
+    def _metadata(self, token: str) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {token}"),)
+
+    def _hello(self) -> worker_pb2.ConnectRequest:
+        declared = []
+        for plugin in self.plugins:
+            cost = plugin.cost_model
+            declared.append(
+                worker_pb2.JobTypeDeclaration(
+                    job_type_id=plugin.job_type_id,
+                    description=plugin.description,
+                    input_schema=_struct(plugin.input_schema()),
+                    cost_model=resources_pb2.CostModel(
+                        flat=cost.flat, per_km2=cost.per_km2, per_asset=cost.per_asset, minimum=cost.minimum
+                    ),
+                )
+            )
+        return worker_pb2.ConnectRequest(
+            hello=worker_pb2.WorkerHello(
+                name=self.config.name or f"{os.uname().nodename}:{os.getpid()}",
+                job_types=declared,
+                capacity=self.config.capacity,
+                worker_id=self.worker_id,
+            )
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set, reconnecting as needed; then drain."""
+        self._channel = aio.insecure_channel(self.config.server, options=CHANNEL_OPTIONS)
+        backoff = 0.5
+        session: asyncio.Task[None] | None = None
+        try:
+            while not stop.is_set():
+                session = asyncio.create_task(self._session())
+                stopper = asyncio.create_task(stop.wait())
+                done, _ = await asyncio.wait({session, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if stopper in done:
+                    break
+                stopper.cancel()
+                try:
+                    session.result()
+                    backoff = 0.5
+                except aio.AioRpcError as err:
+                    if err.code() in FATAL_CODES:
+                        raise
+                    delay = backoff * random.uniform(0.5, 1.5)
+                    log.warning("connection to %s lost (%s); reconnecting in %.1f s", self.config.server,
+                                err.code().name, delay)  # fmt: skip
+                    await asyncio.sleep(delay)
+                    backoff = min(backoff * 2, 30.0)
+            await self._drain()
+        finally:
+            if session is not None and not session.done():
+                session.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aio.AioRpcError):
+                    await session
+            await self._channel.close()
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+    async def _session(self) -> None:
+        assert self._channel is not None
+        stub = worker_pb2_grpc.WorkerServiceStub(self._channel)
+        outbound: asyncio.Queue[worker_pb2.ConnectRequest | None] = asyncio.Queue()
+        self._outbound = outbound
+        outbound.put_nowait(self._hello())
+
+        async def requests() -> AsyncIterator[worker_pb2.ConnectRequest]:
+            while (message := await outbound.get()) is not None:
+                yield message
+
+        call = stub.Connect(requests(), metadata=self._metadata(self.config.token))
+        heartbeats = asyncio.create_task(self._heartbeat_loop(outbound))
+        try:
+            async for response in call:
+                kind = response.WhichOneof("message")
+                if kind == "welcome":
+                    self.worker_id = response.welcome.worker_id
+                    self._heartbeat_seconds = response.welcome.heartbeat_interval_seconds or 3.0
+                    log.info("connected as %s", self.worker_id)
+                    self._heartbeat_now()
+                elif kind == "assignment":
+                    self._accept(response.assignment)
+                elif kind == "cancel":
+                    running = self.running.get(response.cancel.job_id)
+                    if running is not None and running.cancel is not None:
+                        log.info("job %s cancelled by the server", running.job_id)
+                        running.cancel.set()
+        finally:
+            heartbeats.cancel()
+            outbound.put_nowait(None)
+            self._outbound = None
+
+    def _heartbeat_now(self) -> None:
+        if self._outbound is not None:
+            self._outbound.put_nowait(
+                worker_pb2.ConnectRequest(
+                    heartbeat=worker_pb2.WorkerHeartbeat(active_job_ids=list(self.running), draining=self.draining)
+                )
+            )
+
+    async def _heartbeat_loop(self, outbound: asyncio.Queue[worker_pb2.ConnectRequest | None]) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_seconds)
+            self._heartbeat_now()
+
+    async def _drain(self) -> None:
+        """Shutdown: take no new jobs, let running ones finish within the
+        grace period, hand back whatever is still running."""
+        self.draining = True
+        self._heartbeat_now()
+        tasks = [r.task for r in self.running.values() if r.task is not None]
+        if tasks:
+            log.info("draining %d job(s) for up to %.0f s", len(tasks), self.config.shutdown_grace_seconds)
+            _, pending = await asyncio.wait(tasks, timeout=self.config.shutdown_grace_seconds)
+            for running in list(self.running.values()):
+                if running.task in pending:
+                    running.handed_back = True
+                    if running.cancel is not None:
+                        running.cancel.set()
+            if pending:
+                await asyncio.wait(pending, timeout=10)
+
+    # -- jobs ------------------------------------------------------------
+
+    def _accept(self, assignment: worker_pb2.JobAssignment) -> None:
+        job_id = assignment.job.id
+        running = RunningJob(job_id, assignment.job_token)
+        self.running[job_id] = running
+        running.task = asyncio.create_task(self._run_job(assignment, running), name=f"job-{job_id}")
+
+    async def _run_job(self, assignment: worker_pb2.JobAssignment, running: RunningJob) -> None:
+        import threading
+
+        job = assignment.job
+        stub = worker_pb2_grpc.WorkerServiceStub(self._channel)
+        metadata = self._metadata(assignment.job_token)
+        workdir = self._workdir / f"{job.id}-{assignment.attempt}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        running.cancel = threading.Event()
+        reporter = _ProgressReporter(stub, job.id, metadata, running.cancel)
+        try:
+            if self.draining:
+                running.handed_back = True
+                raise JobCancelled(job.id)
+            plugin_cls = self.plugins.get(job.job_type_id)
+            if plugin_cls is None:
+                raise JobFailed(
+                    "UNKNOWN_JOB_TYPE", f"this worker has no plugin for {job.job_type_id!r}", retryable=True
+                )
+            try:
+                params = plugin_cls.input_model.model_validate(_struct_dict(job.input_params))
+            except ValidationError as err:
+                raise JobFailed("INVALID_JOB_PARAMS", str(err)[:1000]) from err
+            await reporter.send(0.0, "started")
+            sources = await self._sources(assignment, workdir, metadata)
+            ctx = JobContext(
+                job_id=job.id,
+                attempt=assignment.attempt,
+                project_id=job.project_id,
+                target_collection_id=job.target_collection_id,
+                sources=sources,
+                workdir=workdir,
+                _progress=reporter.threadsafe(asyncio.get_running_loop()),
+                _cancel=running.cancel,
+            )
+            reporter.start()
+            plugin: JobPlugin = plugin_cls()
+            outputs = await asyncio.to_thread(plugin.run, params, ctx)
+            await reporter.stop()
+            if running.cancel.is_set():
+                raise JobCancelled(job.id)
+            await self._register_outputs(stub, job.id, metadata, outputs)
+            log.info("job %s succeeded with %d output(s)", job.id, len(outputs))
+        except JobCancelled:
+            if running.handed_back:
+                release = worker_pb2.ReleaseJobRequest(job_id=job.id, reason="worker shutting down")
+                await self._call(stub.ReleaseJob, release, metadata)
+                log.info("job %s handed back", job.id)
+        except JobFailed as err:
+            log.warning("job %s failed: %s %s", job.id, err.reason, err.message)
+            await self._call(
+                stub.ReportFailure,
+                worker_pb2.ReportFailureRequest(
+                    job_id=job.id, reason=err.reason, message=err.message, retryable=err.retryable
+                ),
+                metadata,
+            )
+        except aio.AioRpcError as err:
+            log.warning("job %s: %s %s", job.id, err.code().name, err.details())
+        except Exception as err:
+            log.exception("job %s crashed", job.id)
+            await self._call(
+                stub.ReportFailure,
+                worker_pb2.ReportFailureRequest(
+                    job_id=job.id, reason="WORKER_ERROR", message=f"{type(err).__name__}: {err}"[:1000], retryable=True
+                ),
+                metadata,
+            )
+        finally:
+            await reporter.stop()
+            self.running.pop(job.id, None)
+            shutil.rmtree(workdir, ignore_errors=True)
+            self._heartbeat_now()
+
+    async def _call(self, method: Any, request: Any, metadata: Any) -> Any:
+        try:
+            return await method(request, metadata=metadata, timeout=30)
+        except aio.AioRpcError as err:
+            log.warning("%s: %s %s", type(request).__name__, err.code().name, err.details())
+            return None
+
+    async def _sources(
+        self, assignment: worker_pb2.JobAssignment, workdir: Path, metadata: Any
+    ) -> dict[str, SourceItem]:
+        locations = {(loc.item_id, loc.asset_key): loc.storage_uri for loc in assignment.source_assets}
+        kernel = kernel_pb2_grpc.KernelServiceStub(self._channel)
+        sources = {}
+        for item in assignment.source_items:
+            assets = {}
+            for key, asset in item.assets.items():
+                path = locations.get((item.id, key), "")
+                if not path or not os.access(path, os.R_OK):
+                    path = str(await self._download(kernel, asset.href, workdir / f"src-{item.id}-{key}.tif", metadata))
+                assets[key] = SourceAsset(
+                    key=key,
+                    path=path,
+                    media_type=asset.media_type,
+                    roles=list(asset.roles),
+                    bands=[json_format.MessageToDict(b, preserving_proto_field_name=True) for b in asset.bands],
+                )
+            sources[item.id] = SourceItem(
+                id=item.id,
+                name=item.name,
+                collection_id=item.collection_id,
+                datetime=item.datetime.ToDatetime(tzinfo=UTC),
+                geometry=_struct_dict(item.geometry),
+                properties=_struct_dict(item.properties),
+                assets=assets,
+            )
+        return sources
+
+    async def _download(self, kernel: Any, href: str, target: Path, metadata: Any) -> Path:
+        digest = hashlib.sha256()
+        expected = ""
+        with target.open("wb") as out:
+            async for chunk in kernel.DownloadAsset(
+                kernel_pb2.DownloadAssetRequest(resource_name=href), metadata=metadata
+            ):
+                if chunk.sha256:
+                    expected = chunk.sha256
+                digest.update(chunk.data)
+                await asyncio.to_thread(out.write, chunk.data)
+        if expected and digest.hexdigest() != expected:
+            raise JobFailed("SOURCE_CORRUPT", f"downloaded {href} does not match its checksum", retryable=True)
+        return target
+
+    async def _register_outputs(self, stub: Any, job_id: str, metadata: Any, outputs: list[JobOutput]) -> None:
+        async def requests() -> AsyncIterator[worker_pb2.RegisterOutputsRequest]:
+            first = True
+            items = []
+            for index, output in enumerate(outputs):
+                when = timestamp_pb2.Timestamp()
+                when.FromDatetime(output.datetime)
+                assets = []
+                for file in output.files:
+                    size, sha = await asyncio.to_thread(_size_and_sha256, file.path)
+                    assets.append(
+                        worker_pb2.OutputAsset(
+                            key=file.key, roles=file.roles, title=file.title, size_bytes=size, sha256=sha
+                        )
+                    )
+                items.append(
+                    worker_pb2.OutputItem(
+                        output_key=str(index),
+                        name=output.name,
+                        geometry=_struct(output.geometry),
+                        datetime=when,
+                        properties=_struct(output.properties),
+                        source_item_ids=output.source_item_ids,
+                        assets=assets,
+                    )
+                )
+            for item in items:
+                yield worker_pb2.RegisterOutputsRequest(job_id=job_id if first else "", item=item)
+                first = False
+            for index, output in enumerate(outputs):
+                for file in output.files:
+                    offset = 0
+                    with file.path.open("rb") as source:
+                        while True:
+                            data = await asyncio.to_thread(source.read, CHUNK_BYTES)
+                            chunk = worker_pb2.OutputChunk(
+                                output_key=str(index), asset_key=file.key, write_offset=offset, data=data,
+                                finish_write=not data,
+                            )  # fmt: skip
+                            yield worker_pb2.RegisterOutputsRequest(job_id=job_id if first else "", chunk=chunk)
+                            first = False
+                            if not data:
+                                break
+                            offset += len(data)
+            yield worker_pb2.RegisterOutputsRequest(job_id=job_id, commit=True)
+
+        await stub.RegisterOutputs(requests(), metadata=metadata, timeout=600)
+
+
+def _size_and_sha256(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as source:
+        while data := source.read(CHUNK_BYTES):
+            digest.update(data)
+            size += len(data)
+    return size, digest.hexdigest()
+
+
+class _ProgressReporter:
+    """Forwards the plugin's progress to the server, at most every
+    PROGRESS_INTERVAL_SECONDS, and learns of cancellation from the replies."""
+
+    def __init__(self, stub: Any, job_id: str, metadata: Any, cancel: Any) -> None:
+        self._stub = stub
+        self._job_id = job_id
+        self._metadata = metadata
+        self._cancel = cancel
+        self._latest: tuple[float, str] | None = None
+        self._sent: tuple[float, str] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+
+    def threadsafe(self, loop: asyncio.AbstractEventLoop):  # type: ignore[no-untyped-def]
+        def report(fraction: float, message: str) -> None:
+            loop.call_soon_threadsafe(self._update, fraction, message)
+
+        return report
+
+    def _update(self, fraction: float, message: str) -> None:
+        self._latest = (fraction, message)
+        self._changed.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+            if self._latest is not None and self._latest != self._sent:
+                await self.send(*self._latest)
+
+    async def send(self, fraction: float, message: str) -> None:
+        self._sent = (fraction, message)
+        try:
+            reply = await self._stub.ReportProgress(
+                worker_pb2.ReportProgressRequest(job_id=self._job_id, progress=fraction, message=message),
+                metadata=self._metadata,
+                timeout=30,
+            )
+            if reply.cancel_requested:
+                self._cancel.set()
+        except aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
+                self._cancel.set()  # our attempt is over: stop working on it
+            else:
+                log.warning("progress report for %s failed: %s", self._job_id, err.code().name)
+
+    async def _loop(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            if self._latest is not None and self._latest != self._sent:
+                started = time.monotonic()
+                await self.send(*self._latest)
+                await asyncio.sleep(max(0.0, PROGRESS_INTERVAL_SECONDS - (time.monotonic() - started)))

@@ -1,0 +1,55 @@
+"""Real `geopera worker` processes for tests and benches."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support.server import REPO
+
+TEST_PLUGINS = "tests.support.test_plugins,worker.plugins"
+
+
+class WorkerProcess:
+    def __init__(self, server: str, token: str, home: Path, *, capacity: int = 2, name: str = "",
+                 plugins: str = TEST_PLUGINS, grace: float = 30.0) -> None:  # fmt: skip
+        self.server = server
+        self.token = token
+        self.home = home
+        self.capacity = capacity
+        self.name = name
+        self.plugins = plugins
+        self.grace = grace
+        self.log_path = home / f"worker-{name or 'w'}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        self.home.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GEOPERA_")}
+        env.update({"GEOPERA_WORKER_TOKEN": self.token, "PYTHONUNBUFFERED": "1"})
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "worker.main", "--server", self.server, "--capacity", str(self.capacity),
+                 "--plugins", self.plugins, "--name", self.name or "test-worker", "--grace", str(self.grace)],
+                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
