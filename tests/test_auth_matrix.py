@@ -30,9 +30,7 @@ def _fails(call, code: grpc.StatusCode, reason: str) -> RpcFailure:
 @pytest.mark.parametrize("name", OPERATIONS)
 def test_no_token_is_unauthenticated(world, name):
     params = CASES[name].ok(world)
-    _fails(
-        lambda: world.client(None).execute(name, params), grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"
-    )
+    _fails(lambda: world.client(None).execute(name, params), grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")
 
 
 @pytest.mark.parametrize("name", OPERATIONS)

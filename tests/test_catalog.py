@@ -85,9 +85,7 @@ def test_upload_register_get_and_download_round_trip(world):
     name = f"roundtrip_{secrets.token_hex(3)}_20150711"
     item = _create(client, upload.upload_id, name).item
     assert item.id.startswith("it_") and item.name == name and item.collection_id == "uploads"
-    assert item.datetime.ToDatetime(tzinfo=UTC) == datetime(
-        2015, 7, 11, 10, 0, 8, tzinfo=UTC
-    )  # from the tags
+    assert item.datetime.ToDatetime(tzinfo=UTC) == datetime(2015, 7, 11, 10, 0, 8, tzinfo=UTC)  # from the tags
     west, south, east, north = item.bbox
     assert 14.55 < west < east < 14.57 and 45.86 < south < north < 45.88
     assert item.geometry["type"] == "Polygon"
@@ -254,9 +252,7 @@ def test_list_filters_and_pages(world):
     while True:
         page = client.execute(
             "items.list",
-            catalog_pb2.ItemsListParams(
-                project_id="alpha", collection_id="s2_slovenia", page_size=2, page_token=token
-            ),
+            catalog_pb2.ItemsListParams(project_id="alpha", collection_id="s2_slovenia", page_size=2, page_token=token),
         )
         assert len(page.items) <= 2
         seen += [i.id for i in page.items]
@@ -276,24 +272,18 @@ def test_list_filters_and_pages(world):
     ).items
     assert [i.name for i in august] == ["s2l1c_slovenia_20150820_bgrn", "s2l1c_slovenia_20150830_bgrn"]
 
-    far_away = client.execute(
-        "items.list", catalog_pb2.ItemsListParams(project_id="alpha", bbox=[0, 0, 1, 1])
-    ).items
+    far_away = client.execute("items.list", catalog_pb2.ItemsListParams(project_id="alpha", bbox=[0, 0, 1, 1])).items
     assert far_away == []
     around = client.execute(
         "items.list",
-        catalog_pb2.ItemsListParams(
-            project_id="alpha", collection_id="s2_slovenia", bbox=[14.5, 45.8, 14.6, 45.9]
-        ),
+        catalog_pb2.ItemsListParams(project_id="alpha", collection_id="s2_slovenia", bbox=[14.5, 45.8, 14.6, 45.9]),
     ).items
     assert len(around) == 7
 
     with pytest.raises(RpcFailure) as info:
         client.execute(
             "items.list",
-            catalog_pb2.ItemsListParams(
-                project_id="alpha", collection_id="uploads", page_token=page_token_of(client)
-            ),
+            catalog_pb2.ItemsListParams(project_id="alpha", collection_id="uploads", page_token=page_token_of(client)),
         )
     assert info.value.reason == "INVALID_PAGE_TOKEN"
 
@@ -317,9 +307,7 @@ def test_list_by_intersecting_geometry(world):
     client = world.client("alpha")
     inside = {
         "type": "Polygon",
-        "coordinates": [
-            [[14.555, 45.868], [14.56, 45.868], [14.56, 45.872], [14.555, 45.872], [14.555, 45.868]]
-        ],
+        "coordinates": [[[14.555, 45.868], [14.56, 45.868], [14.56, 45.872], [14.555, 45.872], [14.555, 45.868]]],
     }
     # Inside the bbox of the footprint's corner, but outside the footprint itself? The footprint
     # is nearly axis-aligned, so use a polygon clearly outside instead.
@@ -329,9 +317,7 @@ def test_list_by_intersecting_geometry(world):
     }
     hits = client.execute(
         "items.list",
-        catalog_pb2.ItemsListParams(
-            project_id="alpha", collection_id="s2_slovenia", intersects=_geojson(inside)
-        ),
+        catalog_pb2.ItemsListParams(project_id="alpha", collection_id="s2_slovenia", intersects=_geojson(inside)),
     ).items
     assert len(hits) == 7
     misses = client.execute(
@@ -385,7 +371,5 @@ def test_download_of_a_missing_asset_and_a_foreign_item(world):
     beta_id = next(iter(world.beta_items.values()))
     failure = _fails(lambda: world.client("alpha").download(f"items/{beta_id}/assets/data"))
     assert (failure.code, failure.reason) == (grpc.StatusCode.PERMISSION_DENIED, "PROJECT_ACCESS_DENIED")
-    failure = _fails(
-        lambda: world.client("alpha").download(f"items/{item_id}/assets/data", read_offset=10**9)
-    )
+    failure = _fails(lambda: world.client("alpha").download(f"items/{item_id}/assets/data", read_offset=10**9))
     assert (failure.code, failure.reason) == (grpc.StatusCode.OUT_OF_RANGE, "INVALID_READ_OFFSET")

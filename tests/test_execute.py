@@ -100,9 +100,7 @@ def test_bad_list_arguments(world, params, reason, field):
 
 def test_response_carries_the_request_id(world):
     client = world.client("alpha")
-    request = kernel_pb2.ExecuteRequest(
-        operation="projects.list", params=_any(catalog_pb2.ProjectsListParams())
-    )
+    request = kernel_pb2.ExecuteRequest(operation="projects.list", params=_any(catalog_pb2.ProjectsListParams()))
     _, call = client.stub.Execute.with_call(request, metadata=client.metadata(x_request_id="my-req-42"))
     assert ("x-request-id", "my-req-42") in call.trailing_metadata()
 
@@ -114,9 +112,7 @@ def test_error_metadata_carries_the_request_id(world):
 
 def test_one_access_log_line_per_call_without_tokens(world):
     client = world.client("alpha")
-    request = kernel_pb2.ExecuteRequest(
-        operation="projects.list", params=_any(catalog_pb2.ProjectsListParams())
-    )
+    request = kernel_pb2.ExecuteRequest(operation="projects.list", params=_any(catalog_pb2.ProjectsListParams()))
     client.stub.Execute(request, metadata=client.metadata(x_request_id="log-probe-1"))
     lines = [json.loads(line) for line in world.server.log().splitlines() if '"log-probe-1"' in line]
     assert len(lines) == 1

@@ -33,9 +33,7 @@ def test_health_is_not_serving_until_the_database_is_ready(database_url, tmp_pat
             port = server.wait_listening()
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 assert _health(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
-                assert (
-                    _health(channel, "geopera.v1.KernelService") == health_pb2.HealthCheckResponse.NOT_SERVING
-                )
+                assert _health(channel, "geopera.v1.KernelService") == health_pb2.HealthCheckResponse.NOT_SERVING
                 with pytest.raises(RpcFailure) as info:
                     KernelClient(channel, "x").execute("projects.list", catalog_pb2.ProjectsListParams())
                 assert (info.value.code, info.value.reason) == (grpc.StatusCode.UNAVAILABLE, "NOT_READY")
@@ -82,9 +80,7 @@ def test_the_embedded_database_is_the_default(tmp_path):
         with server.channel() as channel:
             assert _health(channel) == health_pb2.HealthCheckResponse.SERVING
             with pytest.raises(RpcFailure) as info:
-                KernelClient(channel, "gpk_unknown").execute(
-                    "projects.list", catalog_pb2.ProjectsListParams()
-                )
+                KernelClient(channel, "gpk_unknown").execute("projects.list", catalog_pb2.ProjectsListParams())
             assert info.value.code == grpc.StatusCode.UNAUTHENTICATED
     finally:
         assert server.stop() == 0

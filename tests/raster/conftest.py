@@ -58,9 +58,7 @@ def write_gtiff(tmp_path: Path) -> WriteGTiff:
         with rasterio.open(plain_path, "w", **profile, **({} if cog else creation_options)) as dataset:
             dataset.write(array)
         if cog:
-            rasterio.shutil.copy(
-                plain_path, path, driver="COG", statistics="NO", compress="ZSTD", **creation_options
-            )
+            rasterio.shutil.copy(plain_path, path, driver="COG", statistics="NO", compress="ZSTD", **creation_options)
             plain_path.unlink()
         return path
 

@@ -54,15 +54,17 @@ def to_lonlat(geometry: Any, crs: str) -> Any:
     return shapely.transform(geometry, lambda x, y: transformer.transform(x, y), interleaved=False)
 
 
-def oracle(path: Path, aoi: Any, *, nodata: float | None = None, indexes: list[int] | None = None
-           ) -> tuple[np.ndarray, Affine]:
+def oracle(
+    path: Path, aoi: Any, *, nodata: float | None = None, indexes: list[int] | None = None
+) -> tuple[np.ndarray, Affine]:
     with rasterio.open(path) as dataset:
         geometry = aoi_in_raster_crs(dataset, aoi)
         return rasterio.mask.mask(dataset, [geometry], crop=True, nodata=nodata, indexes=indexes)
 
 
-def assert_matches_oracle(result: ClipResult, src: Path, aoi: Any, *, nodata: float | None = None,
-                          indexes: list[int] | None = None) -> np.ndarray:
+def assert_matches_oracle(
+    result: ClipResult, src: Path, aoi: Any, *, nodata: float | None = None, indexes: list[int] | None = None
+) -> np.ndarray:
     expected, expected_transform = oracle(src, aoi, nodata=nodata, indexes=indexes)
     is_valid, errors, _ = cog_validate(str(result.path))
     assert is_valid, errors
@@ -182,8 +184,9 @@ def test_aoi_covering_the_whole_raster(utm_raster: Path, tmp_path: Path) -> None
     ],
 )
 def test_source_in_another_crs(crs: str, transform: Affine, tmp_path: Path) -> None:
-    src = make_raster(tmp_path / "src.tif", smooth_noise((2, 250, 300), seed=2).astype("uint16"),
-                      crs=crs, transform=transform)
+    src = make_raster(
+        tmp_path / "src.tif", smooth_noise((2, 250, 300), seed=2).astype("uint16"), crs=crs, transform=transform
+    )
     with rasterio.open(src) as dataset:
         west, south, east, north = rasterio.warp.transform_bounds(dataset.crs, "EPSG:4326", *dataset.bounds)
     center = Point((west + east) / 2, (south + north) / 2)
@@ -252,13 +255,16 @@ def test_band_subset_keeps_band_metadata(tmp_path: Path) -> None:
 def test_large_raster_in_many_strips_is_seamless(tmp_path: Path) -> None:
     # 3000 x 3000 in 512 blocks: strips of 512 rows, and the AOI starts mid-block so the
     # first and last strips are partial.
-    src = make_raster(tmp_path / "big.tif", smooth_noise((2, 3000, 3000), seed=7).astype("uint16"),
-                      descriptions=["blue", "green"])
+    src = make_raster(
+        tmp_path / "big.tif", smooth_noise((2, 3000, 3000), seed=7).astype("uint16"), descriptions=["blue", "green"]
+    )
     center = (465_000 + 15_000, 5_080_000 - 15_000)
-    star = Polygon([
-        (center[0] + r * math.cos(a), center[1] + r * math.sin(a))
-        for a, r in zip(np.linspace(0, 2 * math.pi, 61)[:-1], [13_000, 7_000] * 30, strict=True)
-    ])
+    star = Polygon(
+        [
+            (center[0] + r * math.cos(a), center[1] + r * math.sin(a))
+            for a, r in zip(np.linspace(0, 2 * math.pi, 61)[:-1], [13_000, 7_000] * 30, strict=True)
+        ]
+    )
     aoi = utm_aoi(star)
     fractions: list[float] = []
     result = clip_to_cog(src, aoi, tmp_path / "clip.tif", progress=fractions.append)
@@ -280,8 +286,9 @@ def test_aoi_outside_the_raster(utm_raster: Path, tmp_path: Path) -> None:
 
 
 def test_cancellation_leaves_nothing_behind(tmp_path: Path) -> None:
-    src = make_raster(tmp_path / "src.tif", smooth_noise((1, 1100, 300), seed=8).astype("uint16"),
-                      descriptions=["gray"])
+    src = make_raster(
+        tmp_path / "src.tif", smooth_noise((1, 1100, 300), seed=8).astype("uint16"), descriptions=["gray"]
+    )
     aoi = utm_aoi(box(465_100, 5_069_500, 467_900, 5_079_900))
     calls = 0
 
@@ -294,3 +301,19 @@ def test_cancellation_leaves_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         clip_to_cog(src, aoi, tmp_path / "clip.tif", check_cancelled=check)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["src.tif"]
+
+
+def test_vertices_on_pixel_centres_match_across_strips(tmp_path: Path) -> None:
+    # Edges through pixel centres are ties; each strip must break them exactly as a single
+    # rasterization of the whole window (rasterio.mask) does.
+    import shapely
+
+    transform = Affine(0.0001, 0.0, 14.5, 0.0, -0.0001, 46.0)
+    src = make_raster(tmp_path / "geo.tif", smooth_noise((1, 1600, 1400), seed=9).astype("uint16"),
+                      crs="EPSG:4326", transform=transform, descriptions=["gray"])
+    rng = np.random.default_rng(10)
+    for attempt in range(6):
+        centres = [transform * (rng.integers(0, 2800) / 2, rng.integers(0, 3200) / 2) for _ in range(12)]
+        aoi = shapely.convex_hull(shapely.MultiPoint(centres))
+        result = clip_to_cog(src, aoi, tmp_path / f"clip{attempt}.tif")
+        assert_matches_oracle(result, src, aoi)

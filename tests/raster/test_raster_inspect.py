@@ -112,9 +112,7 @@ def test_sample_embedded_statistics_match_numpy(sample_dir: Path, sample: str) -
     assert len(info.bands) == data.shape[0]
     for band, band_data, nodata in zip(info.bands, data, nodatavals, strict=True):
         # GDAL prints statistics with 14 significant digits and VALID_PERCENT with 2 decimals.
-        assert_statistics_close(
-            band.statistics, numpy_statistics(band_data, nodata), rel=1e-11, valid_abs=0.01
-        )
+        assert_statistics_close(band.statistics, numpy_statistics(band_data, nodata), rel=1e-11, valid_abs=0.01)
 
 
 def test_ndvi_stack_nan_nodata_and_no_common_names(sample_dir: Path) -> None:
@@ -167,8 +165,7 @@ def test_footprint_across_antimeridian_is_split(write_gtiff) -> None:
     assert 179 < west < 180
     assert -180 < east < -177
     assert all(
-        shape({"type": "Polygon", "coordinates": part}).exterior.is_ccw
-        for part in info.footprint["coordinates"]
+        shape({"type": "Polygon", "coordinates": part}).exterior.is_ccw for part in info.footprint["coordinates"]
     )
 
 

@@ -5,15 +5,13 @@ project to cross, e.g. a list of one's own projects)."""
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from google.protobuf.message import Message
-
-import json
-
 from google.protobuf import struct_pb2
+from google.protobuf.message import Message
 
 from geopera.v1 import catalog_pb2, credits_pb2, processing_pb2
 from tests.conftest import SAMPLES, World

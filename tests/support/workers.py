@@ -14,8 +14,17 @@ TEST_PLUGINS = "tests.support.test_plugins,worker.plugins"
 
 
 class WorkerProcess:
-    def __init__(self, server: str, token: str, home: Path, *, capacity: int = 2, name: str = "",
-                 plugins: str = TEST_PLUGINS, grace: float = 30.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        server: str,
+        token: str,
+        home: Path,
+        *,
+        capacity: int = 2,
+        name: str = "",
+        plugins: str = TEST_PLUGINS,
+        grace: float = 30.0,
+    ) -> None:
         self.server = server
         self.token = token
         self.home = home
@@ -32,10 +41,26 @@ class WorkerProcess:
         env.update({"GEOPERA_WORKER_TOKEN": self.token, "PYTHONUNBUFFERED": "1"})
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "worker.main", "--server", self.server, "--capacity", str(self.capacity),
-                 "--plugins", self.plugins, "--name", self.name or "test-worker", "--grace", str(self.grace)],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    "-m",
+                    "worker.main",
+                    "--server",
+                    self.server,
+                    "--capacity",
+                    str(self.capacity),
+                    "--plugins",
+                    self.plugins,
+                    "--name",
+                    self.name or "test-worker",
+                    "--grace",
+                    str(self.grace),
+                ],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         return self
 
     def log(self) -> str:

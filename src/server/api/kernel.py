@@ -119,7 +119,11 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
             principal.require_scope(operation.scope)
             params = unpack_params(operation, request.params, request.HasField("params"))
             key = _idempotency_key(context) if operation.side_effect == "spend" else None
-            result = await operation.handler(self._services, OperationContext(principal, call.request_id, key), params)
+            if key is None:
+                context_ = OperationContext(principal, call.request_id, None)
+                result = await operation.handler(self._services, context_, params)
+            else:
+                result = await self._execute_once(operation, principal, call, key, params)
             packed = any_pb2.Any()
             packed.Pack(result)
             return kernel_pb2.ExecuteResponse(operation=operation.name, result=packed)

@@ -21,6 +21,7 @@ from typing import Any, Final
 import numpy as np
 import rasterio
 import shapely
+from affine import Affine
 from pyproj import Geod, Transformer
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags
@@ -213,6 +214,52 @@ def _to_crs(geometry_lonlat: Area, crs: CRS) -> Area:
     return projected  # type: ignore[return-value]
 
 
+def to_window_pixels(geometry: Area, window_transform: Affine) -> Area:
+    """``geometry`` in the window's pixel space, computed exactly as GDAL's rasterizer does.
+
+    GDAL maps coordinates with the inverse geotransform from GDALInvGeoTransform, applied as
+    ``igt0 + x * igt1 + y * igt2``. Doing the same here, bit for bit, and rasterizing each strip
+    with a whole-pixel translation (exact in floating point) gives every strip exactly the
+    rows a single rasterization of the whole window would (rasterio.mask's). Rasterizing strips
+    with their own geotransforms would round differently, which flips pixels whose centre lies
+    exactly on an edge (AOI vertices on a pixel-centre grid).
+    """
+    igt = _gdal_inverse_geotransform(window_transform.to_gdal())
+
+    def forward(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return igt[0] + x * igt[1] + y * igt[2], igt[3] + x * igt[4] + y * igt[5]
+
+    return shapely.transform(geometry, forward, interleaved=False)  # type: ignore[return-value]
+
+
+def _gdal_inverse_geotransform(gt: tuple[float, ...]) -> tuple[float, ...]:
+    # Transcribed from GDALInvGeoTransform (gcore/gdaltransformer.cpp), including the
+    # north-up special case, so the results match GDAL's to the last bit.
+    if gt[2] == 0.0 and gt[4] == 0.0 and gt[1] != 0.0 and gt[5] != 0.0:
+        return (-gt[0] / gt[1], 1.0 / gt[1], 0.0, -gt[3] / gt[5], 0.0, 1.0 / gt[5])
+    det = gt[1] * gt[5] - gt[2] * gt[4]
+    magnitude = max(abs(gt[1]), abs(gt[2]), abs(gt[4]), abs(gt[5]))
+    if abs(det) <= 1e-10 * magnitude * magnitude:
+        raise RasterError(UNSUPPORTED_RASTER, "the raster geotransform is not invertible")
+    inv_det = 1.0 / det
+    return (
+        (gt[2] * gt[3] - gt[0] * gt[5]) * inv_det,
+        gt[5] * inv_det,
+        -gt[2] * inv_det,
+        (-gt[1] * gt[3] + gt[0] * gt[4]) * inv_det,
+        -gt[4] * inv_det,
+        gt[1] * inv_det,
+    )
+
+
+def strip_mask(pixels: Area, window: Window, strip: Window) -> np.ndarray:
+    """True outside the AOI for ``strip``, from the window-pixel-space geometry ``pixels``."""
+    shift = Affine.translation(0.0, float(strip.row_off - window.row_off))
+    return geometry_mask(
+        [pixels], out_shape=(int(strip.height), int(strip.width)), transform=shift, all_touched=False
+    )
+
+
 def _crop_window(dataset: DatasetReader, geometry: Area) -> Window:
     # rasterio.mask.raster_geometry_mask(crop=True, pad=False) uses exactly this call.
     try:
@@ -286,6 +333,7 @@ def _write_clip(
     # as rasterio.mask's masked read does.
     read_mask = [_needs_mask_read(dataset, index, nodata) for index in indexes]
     strips = strip_windows(dataset, window, _clip_bytes_per_pixel(dataset, indexes))
+    pixels = to_window_pixels(geometry, dataset.window_transform(window))
     meta = band_metadata(dataset, indexes)
     with staged_cog(
         dst,
@@ -301,10 +349,7 @@ def _write_clip(
         for number, strip in enumerate(strips):
             check()
             data = read_window(dataset, indexes, strip)
-            outside = geometry_mask(
-                [geometry], out_shape=data.shape[1:], transform=dataset.window_transform(strip),
-                all_touched=False,
-            )
+            outside = strip_mask(pixels, window, strip)
             if collisions_matter and np.any(_equals(data, nodata) & ~outside):
                 raise _NodataCollision
             np.copyto(data, np.asarray(nodata, dtype=data.dtype), where=outside)
@@ -366,12 +411,11 @@ def _free_nodata(
     ends = (high, low) if dtype.kind == "u" else (low, high)
     candidates = np.ravel(np.column_stack(ends)).astype(dtype)
     used = np.zeros(candidates.size, dtype=bool)
+    pixels = to_window_pixels(geometry, dataset.window_transform(window))
     for strip in strip_windows(dataset, window, _clip_bytes_per_pixel(dataset, indexes)):
         check()
         data = read_window(dataset, indexes, strip)
-        inside = ~geometry_mask(
-            [geometry], out_shape=data.shape[1:], transform=dataset.window_transform(strip), all_touched=False
-        )
+        inside = ~strip_mask(pixels, window, strip)
         used |= np.isin(candidates, data[:, inside])
     free = candidates[~used]
     if free.size == 0:

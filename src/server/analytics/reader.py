@@ -1,0 +1,300 @@
+"""Windowed, parallel, cancellable reading of one raster.
+
+Work is cut into chunks aligned with the file's internal blocks, so no block is decoded
+twice. Each worker thread opens its own dataset handle (GDAL handles are not thread-safe,
+and GDAL releases the GIL while decoding, so threads decode in parallel) and runs the whole
+read + reduce of a chunk: while one thread is in numpy the other is decoding. At most
+``2 * workers`` chunks are in flight, which bounds memory whatever the area.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.env import get_gdal_config, set_gdal_config
+from rasterio.errors import RasterioError
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
+
+from server.analytics.base import AssetView, ItemView
+from server.errors import DomainError, failed_precondition, invalid_argument
+
+T = TypeVar("T")
+
+# Every chunk is decoded exactly once, so GDAL's block cache (5% of RAM by default) only
+# costs memory: a whole-tile read would leave ~1 GB of decoded blocks behind. A small cache
+# still serves the other bands of a pixel-interleaved tile within one chunk read.
+_GDAL_CACHE_MB: Final = 64
+# Target chunk edge in pixels (a multiple of the block size) and byte budget of one read.
+_CHUNK_EDGE: Final = 512
+_CHUNK_READ_BYTES: Final = 24 * 1024 * 1024
+
+_cache_lock = threading.Lock()
+_cache_users = 0
+_cache_saved: Any = None
+
+
+@contextmanager
+def bounded_gdal_cache() -> Iterator[None]:
+    """Cap GDAL's (process-wide) block cache while at least one analytics read runs."""
+    global _cache_users, _cache_saved
+    with _cache_lock:
+        if _cache_users == 0:
+            _cache_saved = get_gdal_config("GDAL_CACHEMAX")
+            set_gdal_config("GDAL_CACHEMAX", _GDAL_CACHE_MB)
+        _cache_users += 1
+    try:
+        yield
+    finally:
+        with _cache_lock:
+            _cache_users -= 1
+            if _cache_users == 0:
+                set_gdal_config("GDAL_CACHEMAX", _cache_saved)
+
+
+def _nodata_value(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return math.nan if value.strip().lower() == "nan" else float(value)
+    return float(value)
+
+
+@dataclass(frozen=True)
+class RasterMeta:
+    """What the engine needs to know about an asset's raster (no open handle kept)."""
+
+    path: str
+    asset_key: str
+    width: int
+    height: int
+    count: int
+    transform: Affine
+    crs: CRS
+    block_shape: tuple[int, int]  # rows, cols
+    dtypes: tuple[str, ...]
+    nodata: tuple[float | None, ...]
+    scales: tuple[float, ...]
+    offsets: tuple[float, ...]
+    units: tuple[str | None, ...]
+    descriptions: tuple[str, ...]
+    band_tags: tuple[Mapping[str, str], ...]
+    bands: tuple[Mapping[str, Any], ...]  # server band metadata, or a stand-in built from the file
+
+    @property
+    def resolution(self) -> tuple[float, float]:
+        return (math.hypot(self.transform.a, self.transform.d), math.hypot(self.transform.b, self.transform.e))
+
+    @property
+    def crs_string(self) -> str:
+        epsg = self.crs.to_epsg()
+        return f"EPSG:{epsg}" if epsg is not None else self.crs.to_wkt()
+
+    def full_window(self) -> Window:
+        return Window(0, 0, self.width, self.height)
+
+
+def select_asset(item: ItemView, asset_key: str | None, field: str = "params.asset_key") -> AssetView:
+    """The asset named by ``asset_key``; by default the one with role "data", else the only one."""
+    if asset_key is not None:
+        asset = item.assets.get(asset_key)
+        if asset is None:
+            raise invalid_argument(
+                "UNKNOWN_ASSET", f"item {item.id!r} has no asset {asset_key!r}; assets: "
+                + (", ".join(sorted(item.assets)) or "none"), field=field,
+                metadata={"assets": ",".join(sorted(item.assets))},
+            )
+        return asset
+    data_assets = [asset for asset in item.assets.values() if "data" in asset.roles]
+    if len(data_assets) == 1:
+        return data_assets[0]
+    if len(item.assets) == 1:
+        return next(iter(item.assets.values()))
+    reason = "has no assets" if not item.assets else "has several candidate assets"
+    raise invalid_argument(
+        "ASSET_REQUIRED", f"item {item.id!r} {reason}; set {field} (assets: "
+        + (", ".join(sorted(item.assets)) or "none") + ")", field=field,
+        metadata={"assets": ",".join(sorted(item.assets))},
+    )
+
+
+def _file_band(dataset: DatasetReader, index: int) -> dict[str, Any]:
+    tags = dict(dataset.tags(index))
+    nodata = dataset.nodatavals[index - 1]
+    return {
+        "name": dataset.descriptions[index - 1] or "",
+        "common_name": tags.get("COMMON_NAME"),
+        "description": tags.get("DESCRIPTION", ""),
+        "data_type": dataset.dtypes[index - 1],
+        "nodata": None if nodata is None else ("NaN" if math.isnan(nodata) else nodata),
+        "scale": dataset.scales[index - 1],
+        "offset": dataset.offsets[index - 1],
+        "unit": dataset.units[index - 1] or tags.get("UNITS"),
+        "sensor_band_id": tags.get("BAND_ID"),
+        "tags": tags,
+    }
+
+
+def open_meta(asset: AssetView) -> RasterMeta:
+    """Read an asset's grid and band metadata. Band metadata from the server wins over the
+    file's (it is what clients see and may have been curated); the file fills the gaps."""
+    try:
+        with rasterio.open(asset.path) as dataset:
+            file_bands = [_file_band(dataset, i) for i in dataset.indexes]
+            if dataset.crs is None or dataset.transform == Affine.identity():
+                raise failed_precondition("UNSUPPORTED_RASTER",
+                                          f"asset {asset.key!r} is not georeferenced", asset_key=asset.key)
+            grid = (dataset.width, dataset.height, dataset.count, dataset.transform, dataset.crs,
+                    tuple(dataset.block_shapes[0]), tuple(dataset.dtypes))
+            descriptions = tuple(d or "" for d in dataset.descriptions)
+            band_tags = tuple(dict(dataset.tags(i)) for i in dataset.indexes)
+    except RasterioError as error:
+        raise failed_precondition("UNREADABLE_RASTER", f"cannot open asset {asset.key!r}: {error}",
+                                  asset_key=asset.key) from error
+    width, height, count, transform, crs, block_shape, dtypes = grid
+    server_bands = list(asset.bands) if len(asset.bands) == count else []
+    bands = [
+        {**file_band, **{k: v for k, v in server.items() if v is not None}} if server_bands else file_band
+        for file_band, server in zip(file_bands, server_bands or file_bands, strict=True)
+    ]
+
+    def number(band: Mapping[str, Any], key: str, default: float) -> float:
+        value = band.get(key)
+        return default if value is None else float(value)
+
+    return RasterMeta(
+        path=asset.path,
+        asset_key=asset.key,
+        width=width,
+        height=height,
+        count=count,
+        transform=transform,
+        crs=crs,
+        block_shape=(int(block_shape[0]), int(block_shape[1])),
+        dtypes=dtypes,
+        nodata=tuple(_nodata_value(band.get("nodata")) for band in bands),
+        scales=tuple(number(band, "scale", 1.0) for band in bands),
+        offsets=tuple(number(band, "offset", 0.0) for band in bands),
+        units=tuple(band.get("unit") or None for band in bands),
+        descriptions=descriptions,
+        band_tags=band_tags,
+        bands=tuple(bands),
+    )
+
+
+def chunk_windows(window: Window, block_shape: tuple[int, int], band_count: int, itemsize: int
+                  ) -> list[Window]:
+    """Block-aligned chunks covering ``window`` (row-major), each read in one call.
+
+    Chunks are whole multiples of the file's blocks (about 512 x 512 pixels) shrunk so one
+    read of ``band_count`` bands stays within a few tens of MB.
+    """
+    block_rows, block_cols = block_shape
+    rows_per = max(block_rows, _CHUNK_EDGE // block_rows * block_rows)
+    cols_per = max(block_cols, _CHUNK_EDGE // block_cols * block_cols)
+    while rows_per * cols_per * band_count * itemsize > _CHUNK_READ_BYTES and (
+        rows_per > block_rows or cols_per > block_cols
+    ):
+        if rows_per >= cols_per and rows_per > block_rows:
+            rows_per = max(block_rows, rows_per // 2 // block_rows * block_rows)
+        else:
+            cols_per = max(block_cols, cols_per // 2 // block_cols * block_cols)
+    row0, col0 = int(window.row_off), int(window.col_off)
+    row1, col1 = row0 + int(window.height), col0 + int(window.width)
+    if row1 <= row0 or col1 <= col0:
+        return []
+    windows = []
+    for r in range(row0 // rows_per * rows_per, row1, rows_per):
+        for c in range(col0 // cols_per * cols_per, col1, cols_per):
+            r_lo, c_lo = max(r, row0), max(c, col0)
+            windows.append(Window(c_lo, r_lo, min(c + cols_per, col1) - c_lo, min(r + rows_per, row1) - r_lo))
+    return windows
+
+
+class ChunkRunner:
+    """Runs ``fn(dataset, window)`` over windows of one raster on ``workers`` threads.
+
+    Results come back in window order (so reductions are deterministic), with at most
+    ``2 * workers`` chunks in flight; ``check_cancelled`` runs before every chunk, and the
+    first exception stops the run.
+    """
+
+    def __init__(self, path: str, workers: int, check_cancelled: Callable[[], None]) -> None:
+        self.path = path
+        self.workers = max(1, int(workers))
+        self.check_cancelled = check_cancelled
+        self._local = threading.local()
+        self._handles: list[DatasetReader] = []
+        self._handles_lock = threading.Lock()
+
+    def _dataset(self) -> DatasetReader:
+        dataset = getattr(self._local, "dataset", None)
+        if dataset is None:
+            dataset = rasterio.open(self.path)
+            self._local.dataset = dataset
+            with self._handles_lock:
+                self._handles.append(dataset)
+        return dataset
+
+    def _task(self, fn: Callable[[DatasetReader, Window], T], window: Window) -> T:
+        self.check_cancelled()
+        try:
+            return fn(self._dataset(), window)
+        except RasterioError as error:
+            raise failed_precondition("UNREADABLE_RASTER", f"cannot read {self.path}: {error}") from error
+
+    def map(self, fn: Callable[[DatasetReader, Window], T], windows: Sequence[Window]) -> Iterator[T]:
+        with bounded_gdal_cache():
+            try:
+                if self.workers == 1 or len(windows) <= 1:
+                    for window in windows:
+                        yield self._task(fn, window)
+                    return
+                yield from self._parallel(fn, windows)
+            finally:
+                with self._handles_lock:
+                    for handle in self._handles:
+                        handle.close()
+                    self._handles.clear()
+
+    def _parallel(self, fn: Callable[[DatasetReader, Window], T], windows: Iterable[Window]) -> Iterator[T]:
+        pending: deque[Future[T]] = deque()
+        source = iter(windows)
+        executor = ThreadPoolExecutor(self.workers, thread_name_prefix="analytics")
+        try:
+            for window in source:
+                pending.append(executor.submit(self._task, fn, window))
+                if len(pending) >= 2 * self.workers:
+                    break
+            while pending:
+                result = pending.popleft().result()
+                self.check_cancelled()
+                for window in source:
+                    pending.append(executor.submit(self._task, fn, window))
+                    break
+                yield result
+        finally:
+            for future in pending:
+                future.cancel()
+            # Threads own dataset handles: wait for them before the handles are closed.
+            executor.shutdown(wait=True, cancel_futures=True)
+
+
+def read_chunk(dataset: DatasetReader, indexes: Sequence[int], window: Window) -> np.ndarray:
+    """(bands, rows, cols) for the window, reading each distinct band once."""
+    return dataset.read(list(indexes), window=window)
+
+
+def domain_errors() -> tuple[type[BaseException], ...]:
+    return (DomainError,)
