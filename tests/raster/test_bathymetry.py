@@ -101,7 +101,7 @@ def test_depth_follows_the_formula_and_masks(tmp_path: Path) -> None:
 
 
 def test_max_depth_and_ndwi_threshold(tmp_path: Path) -> None:
-    array, regions = scene(300, 200)
+    array, _ = scene(300, 200)
     src = write_scene(tmp_path / "scene.tif", array)
     expected = expected_depth(array[0], array[1])
     result = bathymetry_to_cog(src, tmp_path / "d.tif", m0=M0, m1=M1, max_depth_m=3.0, land_ndwi_threshold=0.5)

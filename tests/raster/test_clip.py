@@ -154,7 +154,7 @@ def test_aoi_crossing_the_raster_edge(utm_raster: Path, tmp_path: Path) -> None:
     aoi = utm_aoi(band)
     result = clip_to_cog(utm_raster, aoi, tmp_path / "clip.tif")
     assert_matches_oracle(result, utm_raster, aoi)
-    col_off, row_off, width, height = result.window
+    col_off, row_off, width, _ = result.window
     assert col_off + width == 400 and row_off == 0  # cut at the raster's right and top edges
     with rasterio.open(utm_raster) as source:
         raster_box = box(*source.bounds)
