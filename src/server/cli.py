@@ -42,12 +42,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     configure_logging(settings.log_level)
     on_ready = None
+    local_worker = None
     if args.demo:
-        from server.demo import bootstrap_demo, quickstart_text
+        from server.demo import bootstrap_demo, quickstart_text, reusable_token, start_local_worker
 
         async def on_ready(services, port: int) -> None:  # type: ignore[no-untyped-def]
+            nonlocal local_worker
             token = await bootstrap_demo(services, settings.home / "demo-token")
             host = settings.listen.rsplit(":", 1)[0]
+            worker_token = await reusable_token(
+                services, settings.home / "worker-token", kind="worker", scopes=["worker"], projects=[]
+            )
+            local_worker = start_local_worker(f"{host}:{port}", worker_token, settings.home)
             grpcurl = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
             print(quickstart_text(token, f"{host}:{port}", grpcurl), flush=True)
 
@@ -55,6 +61,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         asyncio.run(serve(settings, on_ready=on_ready))
     except KeyboardInterrupt:
         pass
+    finally:
+        if local_worker is not None:
+            local_worker.terminate()
+            local_worker.wait(timeout=60)
     return 0
 
 

@@ -8,6 +8,8 @@ import json
 import logging
 import os
 import shlex
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -75,6 +77,15 @@ async def bootstrap_demo(services, token_file: Path) -> str:  # type: ignore[no-
         except DomainError as err:
             if err.reason != "ITEM_NAME_TAKEN":
                 raise
+    return await reusable_token(
+        services, token_file, kind="user", scopes=[s for s in SCOPES if s not in ("admin", "worker")],
+        projects=[DEMO_PROJECT],
+    )  # fmt: skip
+
+
+async def reusable_token(services, token_file: Path, *, kind: str, scopes: list[str], projects: list[str]) -> str:  # type: ignore[no-untyped-def]
+    """The token saved in `token_file` when it still works, else a new one
+    (saved with mode 0600)."""
     token = token_file.read_text().strip() if token_file.exists() else ""
     if token:
         try:
@@ -82,17 +93,33 @@ async def bootstrap_demo(services, token_file: Path) -> str:  # type: ignore[no-
             return token
         except DomainError:
             pass
-    _, token = await services.tokens.create_token(
-        name="demo",
-        kind="user",
-        scopes=[s for s in SCOPES if s not in ("admin", "worker")],
-        project_ids=[DEMO_PROJECT],
-    )
+    _, token = await services.tokens.create_token(name=token_file.stem, kind=kind, scopes=scopes, project_ids=projects)
     token_file.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(token + "\n")
     return token
+
+
+def start_local_worker(address: str, token: str, home: Path) -> subprocess.Popen[bytes]:
+    """The one local worker `make serve` runs (built-in job types), dying with
+    the server process."""
+    env = {**os.environ, "GEOPERA_WORKER_TOKEN": token}
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker.main", "--server", address, "--name", "demo-worker",
+         "--workdir", str(home / "worker")],
+        env=env, preexec_fn=_die_with_parent,
+    )  # fmt: skip
+
+
+def _die_with_parent() -> None:
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def quickstart_text(token: str, address: str, grpcurl: str) -> str:

@@ -15,11 +15,11 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
         }
-        message = record.getMessage()
-        if record.name == "geopera.access" and message.startswith("{"):
-            entry.update(json.loads(message))
+        access = getattr(record, "access", None)
+        if access is not None:
+            entry.update(access)  # the access log line: its fields, no message
         else:
-            entry["msg"] = message
+            entry["msg"] = record.getMessage()
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, separators=(",", ":"))

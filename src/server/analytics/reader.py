@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
@@ -28,9 +27,10 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from server.analytics.base import AssetView, ItemView
-from server.errors import DomainError, failed_precondition, invalid_argument
+from server.errors import failed_precondition, invalid_argument
 
 T = TypeVar("T")
+W = TypeVar("W")
 
 # Every chunk is decoded exactly once, so GDAL's block cache (5% of RAM by default) only
 # costs memory: a whole-tile read would leave ~1 GB of decoded blocks behind. A small cache
@@ -247,41 +247,43 @@ class ChunkRunner:
                 self._handles.append(dataset)
         return dataset
 
-    def _task(self, fn: Callable[[DatasetReader, Window], T], window: Window) -> T:
+    def _task(self, fn: Callable[[DatasetReader, W], T], task: W) -> T:
         self.check_cancelled()
         try:
-            return fn(self._dataset(), window)
+            return fn(self._dataset(), task)
         except RasterioError as error:
             raise failed_precondition("UNREADABLE_RASTER", f"cannot read {self.path}: {error}") from error
 
-    def map(self, fn: Callable[[DatasetReader, Window], T], windows: Sequence[Window]) -> Iterator[T]:
+    def map(self, fn: Callable[[DatasetReader, W], T], tasks: Sequence[W]) -> Iterator[T]:
+        """``fn(dataset, task)`` for every task, results in task order."""
         with bounded_gdal_cache():
             try:
-                if self.workers == 1 or len(windows) <= 1:
-                    for window in windows:
-                        yield self._task(fn, window)
+                if self.workers == 1 or len(tasks) <= 1:
+                    for task in tasks:
+                        yield self._task(fn, task)
                     return
-                yield from self._parallel(fn, windows)
+                yield from self._parallel(fn, tasks)
             finally:
                 with self._handles_lock:
                     for handle in self._handles:
                         handle.close()
                     self._handles.clear()
+                self._local = threading.local()
 
-    def _parallel(self, fn: Callable[[DatasetReader, Window], T], windows: Iterable[Window]) -> Iterator[T]:
+    def _parallel(self, fn: Callable[[DatasetReader, W], T], tasks: Iterable[W]) -> Iterator[T]:
         pending: deque[Future[T]] = deque()
-        source = iter(windows)
+        source = iter(tasks)
         executor = ThreadPoolExecutor(self.workers, thread_name_prefix="analytics")
         try:
-            for window in source:
-                pending.append(executor.submit(self._task, fn, window))
+            for task in source:
+                pending.append(executor.submit(self._task, fn, task))
                 if len(pending) >= 2 * self.workers:
                     break
             while pending:
                 result = pending.popleft().result()
                 self.check_cancelled()
-                for window in source:
-                    pending.append(executor.submit(self._task, fn, window))
+                for task in source:
+                    pending.append(executor.submit(self._task, fn, task))
                     break
                 yield result
         finally:
@@ -290,11 +292,3 @@ class ChunkRunner:
             # Threads own dataset handles: wait for them before the handles are closed.
             executor.shutdown(wait=True, cancel_futures=True)
 
-
-def read_chunk(dataset: DatasetReader, indexes: Sequence[int], window: Window) -> np.ndarray:
-    """(bands, rows, cols) for the window, reading each distinct band once."""
-    return dataset.read(list(indexes), window=window)
-
-
-def domain_errors() -> tuple[type[BaseException], ...]:
-    return (DomainError,)

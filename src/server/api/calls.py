@@ -4,7 +4,6 @@ mapping whatever the call raised onto a gRPC status (through `status.py`)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
@@ -80,7 +79,7 @@ async def rpc_call(context: aio.ServicerContext, rpc: str) -> AsyncIterator[Call
             "request_id": call.request_id,
             **call.extra,
         }
-        access_log.info(json.dumps(entry, separators=(",", ":")))
+        access_log.info("call", extra={"access": entry})
 
 
 def unavailable(message: str) -> DomainError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -69,7 +70,24 @@ def asset(record: AssetRecord, item_id: str) -> resources_pb2.Asset:
     return message
 
 
+_ITEM_BYTES: OrderedDict[str, bytes] = OrderedDict()
+_ITEM_BYTES_CAPACITY = 4096
+
+
 def item(record: ItemRecord) -> resources_pb2.Item:
+    """Items are immutable, so their (costly) conversion is cached by id."""
+    cached = _ITEM_BYTES.get(record.id)
+    if cached is not None:
+        _ITEM_BYTES.move_to_end(record.id)
+        return resources_pb2.Item.FromString(cached)
+    message = _item(record)
+    _ITEM_BYTES[record.id] = message.SerializeToString()
+    if len(_ITEM_BYTES) > _ITEM_BYTES_CAPACITY:
+        _ITEM_BYTES.popitem(last=False)
+    return message
+
+
+def _item(record: ItemRecord) -> resources_pb2.Item:
     message = resources_pb2.Item(
         id=record.id,
         project_id=record.project_id,

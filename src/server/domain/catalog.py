@@ -7,6 +7,7 @@ import hashlib
 import logging
 import math
 import re
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -210,11 +211,34 @@ def asset_storage_key(project_id: str, item_id: str, asset_key: str) -> str:
     return f"projects/{project_id}/items/{item_id}/{asset_key}.tif"
 
 
+class ItemCache:
+    """A bounded LRU of immutable item records."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._records: OrderedDict[str, ItemRecord] = OrderedDict()
+
+    def get(self, item_id: str) -> ItemRecord | None:
+        record = self._records.get(item_id)
+        if record is not None:
+            self._records.move_to_end(item_id)
+        return record
+
+    def put(self, record: ItemRecord) -> ItemRecord:
+        self._records[record.id] = record
+        if len(self._records) > self._capacity:
+            self._records.popitem(last=False)
+        return record
+
+
 class CatalogService:
     def __init__(self, db: Database, storage: BlobStorage, limits: CatalogLimits | None = None) -> None:
         self._db = db
         self._storage = storage
         self.limits = limits or CatalogLimits()
+        # Items never change once registered (there is no update or delete),
+        # so a read-through cache is always right, on every replica.
+        self._items = ItemCache(4096)
 
     # -- projects ---------------------------------------------------------
 
@@ -265,12 +289,15 @@ class CatalogService:
     async def get_item(self, principal: Principal, item_id: str) -> ItemRecord:
         if not item_id:
             raise invalid_argument("ITEM_ID_REQUIRED", "item_id is required", field="item_id")
-        async with self._db.connection() as conn:
-            row = await (await conn.execute(Q.get_item, {"id": item_id})).fetchone()
-        if row is None:
-            raise not_found("ITEM_NOT_FOUND", f"item {item_id!r} does not exist", item_id=item_id)
-        principal.require_project(row["project_id"])
-        return ItemRecord.from_row(row)
+        record = self._items.get(item_id)
+        if record is None:
+            async with self._db.connection() as conn:
+                row = await (await conn.execute(Q.get_item, {"id": item_id})).fetchone()
+            if row is None:
+                raise not_found("ITEM_NOT_FOUND", f"item {item_id!r} does not exist", item_id=item_id)
+            record = self._items.put(ItemRecord.from_row(row))
+        principal.require_project(record.project_id)
+        return record
 
     async def list_items(self, principal: Principal, query: ItemQuery) -> tuple[list[ItemRecord], str]:
         if not query.project_id:

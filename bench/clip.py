@@ -1,0 +1,322 @@
+"""`server.raster.clip.clip_to_cog` on a Sentinel-2-sized tile against two peers doing the
+same or less: `rasterio.mask.mask(crop=True)` + the house COG write, and rio-cogeo's
+`cog_translate` of the same window (no polygon mask, no statistics).
+
+Each measurement runs in its own child process (`python -m bench.clip child ...`), so wall
+time includes no import cost and peak RSS is the child's alone: the child resets its RSS
+high-water mark after imports (/proc/self/clear_refs), the parent reads ru_maxrss from
+os.wait4, and the bench reports the peak above the child's resting RSS.
+
+The tile (10980 x 10980, 4 x uint16, ZSTD, 512 tiles, overviews, statistics; smooth noise so
+compression is realistic) is generated once under bench/out/ (git-ignored), in strips.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from affine import Affine
+
+from bench.harness import REPO, Options, Outcome
+from bench.results import Results, machine_line, markdown_table, utc_now
+
+NAME = "clip"
+TITLE = "clip_to_cog vs rasterio.mask + COG and rio-cogeo (raster function)"
+OUT = REPO / "bench" / "out" / "clip"
+SIZE = 10_980
+# Bump when the generator changes so a stale cached tile is not reused.
+TILE_VERSION = 1
+TILE = OUT / f"s2_like_{SIZE}_4xuint16_v{TILE_VERSION}.tif"
+CRS = "EPSG:32633"
+TRANSFORM = Affine(10.0, 0.0, 399_960.0, 0.0, -10.0, 5_200_020.0)  # an MGRS tile's grid in UTM 33N
+AOI_KM2 = 100.0
+REPEATS = 3
+TARGET_RATIO = 1.2  # clip_to_cog wall time / the faster peer's
+TARGET_RSS_FACTOR = 3.0  # peak RSS above rest / uncompressed output size
+METHODS = ("clip_to_cog", "rasterio.mask+write_cog", "rio_cogeo.cog_translate")
+
+
+# --- the tile ------------------------------------------------------------------------------------
+
+
+def ensure_tile() -> Path:
+    if TILE.exists():
+        return TILE
+    OUT.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    print(f"[{NAME}] generating {TILE.name} (once)", flush=True)
+    from rasterio.windows import Window
+
+    from server.raster.clip import BandMetadata, staged_cog
+
+    rng = np.random.default_rng(20150711)
+    # Octaves of coarse random grids, bilinearly upsampled: fields vary smoothly over
+    # kilometres like land cover, with fine per-pixel noise on top like sensor noise.
+    steps, amplitudes = (2048, 512, 128, 32), (1.0, 0.5, 0.25, 0.12)
+    grids = [
+        [rng.standard_normal((SIZE // step + 2, SIZE // step + 2)) * amplitude
+         for step, amplitude in zip(steps, amplitudes, strict=True)]
+        for _ in range(2)
+    ]
+    metadata = BandMetadata(
+        descriptions=("blue", "green", "red", "nir"),
+        scales=(0.0001,) * 4,
+        offsets=(0.0,) * 4,
+        units=("",) * 4,
+        colorinterp=None,
+        band_tags=tuple({None: {"BAND_ID": band_id}} for band_id in ("B02", "B03", "B04", "B08")),
+        dataset_tags={None: {"PLATFORM": "synthetic", "REFLECTANCE_SCALE": "0.0001"}},
+    )
+    partial = TILE.with_suffix(".partial.tif")
+    with staged_cog(partial, width=SIZE, height=SIZE, count=4, dtype="uint16", crs=CRS,  # type: ignore[arg-type]
+                    transform=TRANSFORM, nodata=0, metadata=metadata) as staging:
+        cols = np.arange(SIZE, dtype=np.float64)
+        for row0 in range(0, SIZE, 1024):
+            rows = np.arange(row0, min(row0 + 1024, SIZE), dtype=np.float64)
+            vegetation, brightness = (_field(g, steps, rows, cols) for g in grids)
+            noise = rng.normal(0.0, 1.0, (4, rows.size, SIZE))
+            ndvi = np.clip(0.45 + 0.25 * vegetation, -0.2, 0.9)
+            red = np.clip(900 + 300 * brightness - 600 * (ndvi - 0.45) + 25 * noise[0], 50, 9000)
+            nir = np.clip(red * (1 + ndvi) / np.maximum(1 - ndvi, 0.05) + 40 * noise[1], 50, 12000)
+            green = np.clip(0.8 * red + 150 + 20 * noise[2], 50, 9000)
+            blue = np.clip(0.6 * red + 250 + 20 * noise[3], 50, 9000)
+            data = np.stack([blue, green, red, nir]).astype(np.uint16)
+            # A nodata wedge in the west, like the edge of a Sentinel-2 swath.
+            data[:, cols[None, :] + 0.35 * rows[:, None] < 0.12 * SIZE] = 0
+            staging.write(data, window=Window(0, row0, SIZE, rows.size))
+    partial.replace(TILE)
+    print(f"[{NAME}] generated {TILE.stat().st_size / 1e6:.0f} MB in {time.monotonic() - started:.0f} s",
+          flush=True)
+    return TILE
+
+
+def _field(grids: list[np.ndarray], steps: tuple[int, ...], rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    out = np.zeros((rows.size, cols.size))
+    for grid, step in zip(grids, steps, strict=True):
+        r, c = rows / step, cols / step
+        r0, c0 = np.floor(r).astype(np.int64), np.floor(c).astype(np.int64)
+        fr, fc = (r - r0)[:, None], (c - c0)[None, :]
+        top = grid[np.ix_(r0, c0)] * (1 - fc) + grid[np.ix_(r0, c0 + 1)] * fc
+        bottom = grid[np.ix_(r0 + 1, c0)] * (1 - fc) + grid[np.ix_(r0 + 1, c0 + 1)] * fc
+        out += top * (1 - fr) + bottom * fr
+    return out
+
+
+def aoi_lonlat() -> Any:
+    """An irregular 24-gon of ~AOI_KM2 km² well inside the tile (off the block grid), in lon/lat."""
+    import shapely
+    from pyproj import Transformer
+    from shapely.geometry import Polygon
+
+    angles = np.linspace(0.0, 2 * math.pi, 25)[:-1]
+    radii = 1.0 + 0.15 * np.sin(3 * angles) + 0.08 * np.cos(7 * angles)
+    shape_ = Polygon(np.column_stack([np.cos(angles) * radii, np.sin(angles) * radii]))
+    scale = math.sqrt(AOI_KM2 * 1e6 / shape_.area)
+    cx, cy = TRANSFORM * (SIZE * 0.58 + 0.3, SIZE * 0.41 + 0.7)
+    utm = shapely.affinity.affine_transform(shape_, [scale, 0, 0, scale, cx, cy])
+    to_lonlat = Transformer.from_crs(CRS, "EPSG:4326", always_xy=True)
+    return shapely.transform(utm, lambda x, y: to_lonlat.transform(x, y), interleaved=False)
+
+
+# --- one measurement, in a child process -----------------------------------------------------------
+
+
+def _clip_to_cog(src: Path, aoi: Any, dst: Path) -> None:
+    from server.raster.clip import clip_to_cog
+
+    clip_to_cog(src, aoi, dst)
+
+
+def _rasterio_mask(src: Path, aoi: Any, dst: Path) -> None:
+    import rasterio
+    import rasterio.mask
+
+    from server.raster import write_cog
+    from server.raster.clip import aoi_in_raster_crs
+
+    with rasterio.open(src) as dataset:
+        geometry = aoi_in_raster_crs(dataset, aoi)
+        array, transform = rasterio.mask.mask(dataset, [geometry], crop=True)
+        write_cog(dst, array, crs=dataset.crs, transform=transform, nodata=dataset.nodata,
+                  descriptions=[d or "" for d in dataset.descriptions], scales=dataset.scales,
+                  offsets=dataset.offsets)
+
+
+def _rio_cogeo(src: Path, aoi: Any, dst: Path) -> None:
+    import rasterio
+    from rasterio.features import geometry_window
+    from rasterio.vrt import WarpedVRT
+    from rio_cogeo.cogeo import cog_translate
+    from rio_cogeo.profiles import cog_profiles
+
+    from server.raster.clip import aoi_in_raster_crs
+
+    with rasterio.open(src) as dataset:
+        window = geometry_window(dataset, [aoi_in_raster_crs(dataset, aoi)])
+        profile = {**cog_profiles.get("zstd"), "blockxsize": 512, "blockysize": 512}
+        # Same CRS and an integer-offset grid: the warp is a pure nearest-neighbour copy.
+        with WarpedVRT(dataset, crs=dataset.crs, transform=dataset.window_transform(window),
+                       width=int(window.width), height=int(window.height), nodata=dataset.nodata) as vrt:
+            cog_translate(vrt, str(dst), profile, quiet=True)
+
+
+_CHILD_METHODS: dict[str, Callable[[Path, Any, Path], None]] = {
+    "clip_to_cog": _clip_to_cog,
+    "rasterio.mask+write_cog": _rasterio_mask,
+    "rio_cogeo.cog_translate": _rio_cogeo,
+}
+
+
+def child(method: str, src: str, dst: str) -> None:
+    """Import everything, reset the RSS high-water mark, run once, print the timing."""
+    import rasterio.mask  # noqa: F401
+    import rio_cogeo.cogeo  # noqa: F401
+
+    import server.raster.clip  # noqa: F401
+
+    aoi = aoi_lonlat()
+    run_method = _CHILD_METHODS[method]
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset VmHWM / ru_maxrss to the current RSS
+        reset = True
+    except OSError:
+        reset = False
+    rest_kb = _status_kb("VmRSS")
+    started = time.perf_counter()
+    run_method(Path(src), aoi, Path(dst))
+    wall = time.perf_counter() - started
+    print("RESULT " + json.dumps({"wall": wall, "rest_kb": rest_kb, "hwm_reset": reset}), flush=True)
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def measure(method: str, src: Path, dst: Path) -> dict[str, Any]:
+    dst.unlink(missing_ok=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.clip", "child", method, str(src), str(dst)],
+        cwd=REPO, stdout=subprocess.PIPE, text=True,
+    )
+    assert process.stdout is not None
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    lines = [line for line in output.splitlines() if line.startswith("RESULT ")]
+    if process.returncode != 0 or not lines:
+        raise RuntimeError(f"{method} child exited with {process.returncode}: {output[-2000:]}")
+    result = json.loads(lines[-1][len("RESULT "):])
+    result["peak_kb"] = usage.ru_maxrss  # KiB on Linux
+    result["above_rest_kb"] = max(0, usage.ru_maxrss - result["rest_kb"])
+    return result
+
+
+# --- the bench -------------------------------------------------------------------------------------
+
+
+def check_outputs(paths: dict[str, Path]) -> dict[str, Any]:
+    """The clip equals rasterio.mask's pixels; returns the clip's shape and uncompressed size."""
+    import rasterio
+
+    with rasterio.open(paths["clip_to_cog"]) as ours, rasterio.open(paths["rasterio.mask+write_cog"]) as peer:
+        same = ours.transform == peer.transform and np.array_equal(ours.read(), peer.read())
+        size = ours.width * ours.height * ours.count * np.dtype(ours.dtypes[0]).itemsize
+        shape = (ours.count, ours.height, ours.width)
+    with rasterio.open(paths["rio_cogeo.cog_translate"]) as cogeo:
+        same_window = cogeo.transform == ours.transform and (cogeo.height, cogeo.width) == shape[1:]
+    return {"identical": same, "same_window": same_window, "bytes": size, "shape": shape}
+
+
+def run(results: Results, options: Options) -> Outcome:
+    started, machine = utc_now(), machine_line()
+    src = ensure_tile()
+    work = OUT / "runs"
+    work.mkdir(parents=True, exist_ok=True)
+    paths = {method: work / f"{method.replace('+', '_').replace('.', '_')}.tif" for method in METHODS}
+    for method in METHODS:  # warm-up round: page cache, and outputs for the checks
+        measure(method, src, paths[method])
+    checks = check_outputs(paths)
+    samples: dict[str, list[dict[str, Any]]] = {method: [] for method in METHODS}
+    for repeat in range(REPEATS):
+        # Rotate the order so no method always runs right after the same other one.
+        for method in METHODS[repeat % len(METHODS):] + METHODS[: repeat % len(METHODS)]:
+            samples[method].append(measure(method, src, paths[method]))
+            last = samples[method][-1]
+            print(f"[{NAME}] {method}: {last['wall']:.2f} s, peak {last['above_rest_kb'] / 1024:.0f} MiB above "
+                  f"rest", flush=True)
+
+    body, outcome = report(samples, checks, {"date": started, "machine": machine, "src": src,
+                                             "gdal_cachemax": os.environ.get("GDAL_CACHEMAX", "GDAL default")})
+    results.set_section(TITLE, body)
+    print(f"\n## {TITLE}\n\n{body}\n", flush=True)
+    return outcome
+
+
+def report(samples: dict[str, list[dict[str, Any]]], checks: dict[str, Any], context: dict[str, Any]
+           ) -> tuple[str, Outcome]:
+    wall = {method: statistics.median(s["wall"] for s in runs) for method, runs in samples.items()}
+    above = {method: max(s["above_rest_kb"] for s in runs) * 1024 for method, runs in samples.items()}
+    peers = [m for m in METHODS if m != "clip_to_cog"]
+    fastest = min(peers, key=lambda m: wall[m])
+    ratio = wall["clip_to_cog"] / wall[fastest]
+    output_bytes = checks["bytes"]
+    rss_factor = above["clip_to_cog"] / output_bytes
+    valid = bool(checks["identical"]) and bool(checks["same_window"])
+    met = ratio <= TARGET_RATIO and rss_factor < TARGET_RSS_FACTOR
+    verdict = ("PASS" if met else "FAIL") if valid else "INVALID: outputs differ (see below)"
+    rows = [
+        [method, f"{wall[method]:.2f}", f"{min(s['wall'] for s in samples[method]):.2f}",
+         f"{wall[method] / wall[fastest]:.2f}", f"{above[method] / 2**20:.0f}",
+         f"{max(s['peak_kb'] for s in samples[method]) / 1024:.0f}", f"{above[method] / output_bytes:.2f}"]
+        for method in METHODS
+    ]
+    bands, height, width = checks["shape"]
+    lines = [
+        f"Run {context['date']} on {context['machine']}; GDAL_CACHEMAX: {context['gdal_cachemax']}.",
+        "",
+        f"Source: `{context['src'].name}` ({SIZE} x {SIZE}, 4 x uint16, ZSTD, 512 tiles, overviews, "
+        f"statistics; {context['src'].stat().st_size / 1e6:.0f} MB). AOI: an irregular 24-gon of "
+        f"{AOI_KM2:g} km² in lon/lat, off the block grid. Output: {width} x {height} x {bands} bands, "
+        f"{output_bytes / 2**20:.1f} MiB uncompressed. Each run is a fresh child process (imports "
+        f"excluded); median of {REPEATS} runs after a warm-up round; peak RSS is the child's ru_maxrss "
+        "after resetting its high-water mark once imports are done, minus its resting RSS.",
+        "",
+        "Peers: `rasterio.mask.mask(crop=True)` on the same reprojected AOI, then `server.raster.write_cog` "
+        "(same house COG: ZSTD, overviews, statistics); `rio_cogeo.cog_translate` (zstd profile, 512 tiles) "
+        "of a WarpedVRT of the same window: no polygon mask and no statistics, i.e. less work.",
+        "",
+        f"**Targets: wall time <= {TARGET_RATIO:g}x the faster peer ({fastest}), and peak RSS above rest < "
+        f"{TARGET_RSS_FACTOR:g}x the uncompressed output: {verdict} ({ratio:.2f}x, {rss_factor:.2f}x).**",
+        "",
+        markdown_table(
+            ["method", "median s", "best s", "vs faster peer", "peak above rest MiB", "peak total MiB",
+             "peak above rest / output"],
+            rows,
+        ),
+        "",
+        f"clip_to_cog pixels identical to rasterio.mask's: {checks['identical']}; rio-cogeo window identical: "
+        f"{checks['same_window']}.",
+    ]
+    summary = f"{TITLE}: {verdict}, {ratio:.2f}x the faster peer, peak RSS {rss_factor:.2f}x the output"
+    return "\n".join(lines), Outcome(NAME, valid=valid, target_met=met if valid else None, summary=summary)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "child":
+        child(sys.argv[2], sys.argv[3], sys.argv[4])
+    else:
+        # Standalone: keep bench/RESULTS.md untouched (`python -m bench.run --only clip` updates it).
+        print(run(Results(path=OUT / "RESULTS.md"), Options()).summary)

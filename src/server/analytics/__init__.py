@@ -1,0 +1,36 @@
+"""Analytics methods: plugins computing statistics over catalogue rasters.
+
+No gRPC, database or generated-code imports: the server resolves items and access, calls
+``registry.run`` (or ``validate`` + ``execute``) in a worker thread, and stores artifacts.
+"""
+
+from server.analytics.base import AnalyticsContext, AnalyticsMethod, Artifact, AssetView, ItemView
+from server.analytics.registry import MethodRegistry
+from server.analytics.zonal import ZonalStats
+
+
+def default_registry() -> MethodRegistry:
+    """A new registry holding the built-in methods."""
+    methods = MethodRegistry()
+    for method in (ZonalStats,):
+        methods.register(method)
+    return methods
+
+
+# The process-wide registry the server uses; tests register into ``registry.copy()`` or call
+# ``registry.unregister`` afterwards.
+registry = default_registry()
+register = registry.register
+
+__all__ = [
+    "AnalyticsContext",
+    "AnalyticsMethod",
+    "Artifact",
+    "AssetView",
+    "ItemView",
+    "MethodRegistry",
+    "ZonalStats",
+    "default_registry",
+    "register",
+    "registry",
+]

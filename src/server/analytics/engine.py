@@ -1,0 +1,236 @@
+"""The zonal reduction engine shared by zonal_stats and time_series.
+
+Plan (main thread): the union of the zones' pixel windows is cut into block-aligned chunks;
+for every (chunk, zone) pair the zone either covers the chunk part entirely (no mask needed),
+misses it (skipped), or crosses it (the zone is clipped to the chunk here, so workers never
+share a geometry). Chunks no zone touches are never read.
+
+Run (worker threads, see ``reader.ChunkRunner``): read the chunk once, compute the source's
+layers, then for each zone build its mask or coverage fractions and reduce every layer to
+``Moments`` plus, when quantiles are wanted, the valid values. The main thread merges the
+partial results in chunk order, so results do not depend on thread timing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import shapely
+from rasterio.io import DatasetReader
+from rasterio.windows import Window
+from shapely.geometry.base import BaseGeometry
+
+from server.analytics.coverage import center_mask, exact_coverage
+from server.analytics.geometry import PixelZone
+from server.analytics.reader import ChunkRunner, chunk_windows
+from server.analytics.sources import PixelSource
+from server.analytics.stats import Moments, StoredPart, ValueStore
+
+Coverage = Literal["center", "exact"]
+# Clipping margin (pixels) for center masks: far enough that clip edges touch no chunk pixel.
+_CLIP_MARGIN = 2
+
+
+@dataclass(frozen=True)
+class ReduceOptions:
+    coverage: Coverage = "center"
+    all_touched: bool = False
+    keep_values: bool = False  # store valid values (percentiles, median, histograms)
+
+
+@dataclass
+class LayerResult:
+    moments: Moments
+    store: ValueStore | None
+
+
+@dataclass
+class ZoneResult:
+    zone: PixelZone
+    layers: list[LayerResult]
+    pixels_read: int = 0
+
+
+@dataclass
+class Outcome:
+    zones: list[ZoneResult]
+    pixels_read: int
+    chunks_read: int
+
+    def close(self) -> None:
+        for zone in self.zones:
+            for layer in zone.layers:
+                if layer.store is not None:
+                    layer.store.close()
+
+
+@dataclass(frozen=True)
+class _ZonePart:
+    zone: int
+    window: tuple[int, int, int, int]  # row0, col0, rows, cols (absolute pixels)
+    geometry: BaseGeometry | None  # None: the zone covers every pixel of the window
+
+
+@dataclass(frozen=True)
+class _Task:
+    window: Window
+    parts: tuple[_ZonePart, ...]
+
+
+@dataclass
+class _PartResult:
+    zone: int
+    layers: list[tuple[Moments, StoredPart | None]]
+    pixels: int
+
+
+def _plan(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -> list[_Task]:
+    live = [zone for zone in zones if zone.window is not None]
+    if not live:
+        return []
+    bounds = np.array([zone.bounds for zone in live])  # row0, col0, row1, col1
+    union = Window(int(bounds[:, 1].min()), int(bounds[:, 0].min()),
+                   int(bounds[:, 3].max() - bounds[:, 1].min()), int(bounds[:, 2].max() - bounds[:, 0].min()))
+    chunks = chunk_windows(union, source.meta.block_shape, len(source.indexes), source.read_dtype.itemsize)
+    parts_by_chunk: list[list[_ZonePart]] = [[] for _ in chunks]
+    chunk_bounds = np.array([[w.row_off, w.col_off, w.row_off + w.height, w.col_off + w.width] for w in chunks])
+    for position, zone in enumerate(live):
+        row0, col0, row1, col1 = (int(v) for v in bounds[position])
+        hits = np.flatnonzero(
+            (chunk_bounds[:, 0] < row1) & (chunk_bounds[:, 2] > row0)
+            & (chunk_bounds[:, 1] < col1) & (chunk_bounds[:, 3] > col0)
+        )
+        if hits.size == 0:
+            continue
+        sub = np.column_stack([
+            np.maximum(chunk_bounds[hits, 0], row0), np.maximum(chunk_bounds[hits, 1], col0),
+            np.minimum(chunk_bounds[hits, 2], row1), np.minimum(chunk_bounds[hits, 3], col1),
+        ])
+        boxes = shapely.box(sub[:, 1], sub[:, 0], sub[:, 3], sub[:, 2])
+        geometry = zone.geometry
+        shapely.prepare(geometry)
+        try:
+            inside = shapely.contains(geometry, boxes)
+            touching = shapely.intersects(geometry, boxes)
+        finally:
+            shapely.destroy_prepared(geometry)
+        margin = 0 if options.coverage == "exact" else _CLIP_MARGIN
+        for chunk_index, (r0, c0, r1, c1), full, touched in zip(hits, sub, inside, touching, strict=True):
+            if not touched:
+                continue
+            clipped = None if full else shapely.clip_by_rect(
+                geometry, c0 - margin, r0 - margin, c1 + margin, r1 + margin
+            )
+            if clipped is not None and clipped.is_empty:
+                continue
+            parts_by_chunk[chunk_index].append(
+                _ZonePart(zone.index, (int(r0), int(c0), int(r1 - r0), int(c1 - c0)), clipped)
+            )
+    tasks = []
+    for parts in parts_by_chunk:
+        if not parts:
+            continue
+        # Read only the part of the chunk some zone needs (blocks are decoded whole anyway).
+        r0 = min(p.window[0] for p in parts)
+        c0 = min(p.window[1] for p in parts)
+        r1 = max(p.window[0] + p.window[2] for p in parts)
+        c1 = max(p.window[1] + p.window[3] for p in parts)
+        tasks.append(_Task(Window(c0, r0, c1 - c0, r1 - r0), tuple(parts)))
+    return tasks
+
+
+def _reduce_chunk(source: PixelSource, options: ReduceOptions) -> Callable[[DatasetReader, _Task],
+                                                                        list[_PartResult]]:
+    value_dtype = source.value_dtype
+
+    def run(dataset: DatasetReader, task: _Task) -> list[_PartResult]:
+        raw = dataset.read(list(source.indexes), window=task.window)
+        values, valid = source.compute(raw)
+        del raw
+        row_base, col_base = int(task.window.row_off), int(task.window.col_off)
+        results = []
+        for part in task.parts:
+            r0, c0, rows, cols = part.window
+            window = (slice(r0 - row_base, r0 - row_base + rows), slice(c0 - col_base, c0 - col_base + cols))
+            coverage: np.ndarray | None = None
+            mask: np.ndarray | None = None
+            if part.geometry is not None:
+                if options.coverage == "exact":
+                    coverage = exact_coverage(part.geometry, r0, c0, rows, cols)
+                    mask = coverage > 0
+                else:
+                    mask = center_mask(part.geometry, r0, c0, rows, cols, options.all_touched)
+            layers = []
+            for layer in range(values.shape[0]):
+                layer_values = values[layer][window]
+                layer_valid = valid[layer][window]
+                layers.append(_reduce_layer(layer_values, layer_valid, mask, coverage, value_dtype,
+                                            options.keep_values))
+            results.append(_PartResult(part.zone, layers, rows * cols))
+        return results
+
+    return run
+
+
+def _reduce_layer(values: np.ndarray, valid: np.ndarray, mask: np.ndarray | None, coverage: np.ndarray | None,
+                  value_dtype: np.dtype, keep_values: bool) -> tuple[Moments, StoredPart | None]:
+    if mask is None:
+        selected = valid
+        nodata = float(valid.size - np.count_nonzero(valid))
+    else:
+        selected = valid & mask
+        if coverage is None:
+            nodata = float(np.count_nonzero(mask) - np.count_nonzero(selected))
+        else:
+            nodata = float(coverage[mask & ~valid].sum())
+    chosen = values[selected].astype(value_dtype, copy=False)
+    weights = None if coverage is None else coverage[selected]
+    moments = Moments.of(chosen, weights, nodata)
+    part = StoredPart.make(chosen, weights, value_dtype) if keep_values and chosen.size else None
+    return moments, part
+
+
+def reduce_zones(
+    source: PixelSource,
+    zones: list[PixelZone],
+    options: ReduceOptions,
+    *,
+    workers: int,
+    check_cancelled: Callable[[], None],
+    memory_budget_bytes: int,
+    scratch_dir: Path | None = None,
+) -> Outcome:
+    """Reduce every layer of ``source`` over every zone. Close the outcome when done."""
+    layer_count = source.layers
+    budget = max(1, memory_budget_bytes // max(1, len(zones) * layer_count))
+    results = [
+        ZoneResult(zone, [
+            LayerResult(Moments(), ValueStore(source.value_dtype, budget, scratch_dir) if options.keep_values
+                        else None)
+            for _ in range(layer_count)
+        ])
+        for zone in zones
+    ]
+    check_cancelled()
+    tasks = _plan(source, zones, options)
+    outcome = Outcome(results, 0, len(tasks))
+    runner = ChunkRunner(source.meta.path, workers, check_cancelled)
+    try:
+        for task, parts in zip(tasks, runner.map(_reduce_chunk(source, options), tasks), strict=True):
+            outcome.pixels_read += int(task.window.width * task.window.height)
+            for part in parts:
+                zone_result = results[part.zone]
+                zone_result.pixels_read += part.pixels
+                for layer_result, (moments, stored) in zip(zone_result.layers, part.layers, strict=True):
+                    layer_result.moments.merge(moments)
+                    if stored is not None and layer_result.store is not None:
+                        layer_result.store.add(stored)
+    except BaseException:
+        outcome.close()
+        raise
+    return outcome
+

@@ -1,0 +1,131 @@
+"""Pydantic building blocks shared by the methods' params and results."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from server.analytics.bands import normalize_common_name
+from server.analytics.indices import INDEX_NAMES
+from server.errors import DomainError
+from server.geo import parse_zones
+
+GEOMETRY_FIELD = "params.geometry"
+_AREA_TYPES = ["Polygon", "MultiPolygon", "Feature", "FeatureCollection"]
+
+
+def _check_geometry(value: dict[str, Any]) -> dict[str, Any]:
+    try:
+        parse_zones(value, GEOMETRY_FIELD)
+    except DomainError as error:
+        path = error.violations[0].field if error.violations else GEOMETRY_FIELD
+        raise PydanticCustomError("invalid_geometry", "{message}",
+                                  {"message": error.message, "field_path": path}) from None
+    return value
+
+
+GeoJSONArea = Annotated[
+    dict[str, Any],
+    AfterValidator(_check_geometry),
+    WithJsonSchema({
+        "type": "object",
+        "description": "GeoJSON (RFC 7946, lon/lat WGS 84): a Polygon, MultiPolygon, Feature or "
+                       "FeatureCollection of (Multi)Polygons",
+        "required": ["type"],
+        "properties": {"type": {"enum": _AREA_TYPES}},
+    }),
+]
+
+
+def _upper(value: Any) -> Any:
+    return value.strip().upper() if isinstance(value, str) else value
+
+
+IndexName = Annotated[
+    Literal[INDEX_NAMES],  # type: ignore[valid-type]
+    BeforeValidator(_upper),
+    Field(description="Spectral index (case-insensitive): " + ", ".join(INDEX_NAMES)),
+]
+
+BandRef = Annotated[int, Field(ge=1, strict=True)] | Annotated[str, Field(min_length=1)]
+
+
+def _check_mapping(value: dict[str, int | str] | None) -> dict[str, int | str] | None:
+    if value is None:
+        return None
+    normalised: dict[str, int | str] = {}
+    for key, band in value.items():
+        common = normalize_common_name(key)
+        if common is None:
+            raise PydanticCustomError(
+                "unknown_common_name",
+                "band_mapping key {key!r} is not a STAC EO common name (red, nir, swir16, ...)",
+                {"key": key, "field_path": f"params.band_mapping.{key}"},
+            )
+        normalised[common] = band
+    return normalised
+
+
+BandMapping = Annotated[
+    dict[str, BandRef] | None,
+    AfterValidator(_check_mapping),
+    Field(description='Common name -> 1-based band index or band name, e.g. {"RED": 3, "nir": "B08"}; '
+                      "keys are case-insensitive. Overrides band auto-detection."),
+]
+
+Percentile = Annotated[float, Field(ge=0, le=100)]
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)  # naive datetimes are UTC, as in STAC
+    return value
+
+
+UtcDatetime = Annotated[dt.datetime, AfterValidator(_utc)]
+
+StatName = Literal["count", "nodata_count", "min", "max", "mean", "std", "sum", "median"]
+DEFAULT_STATS: list[StatName] = ["count", "nodata_count", "min", "max", "mean", "std"]
+Coverage = Literal["center", "exact"]
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class HistogramParams(Params):
+    bins: int = Field(10, ge=1, le=1000)
+    range: tuple[float, float] | None = Field(
+        None, description="[min, max]; default: the minimum and maximum valid values")
+
+    @model_validator(mode="after")
+    def _range_order(self) -> HistogramParams:
+        if self.range is not None and not self.range[0] < self.range[1]:
+            raise ValueError("histogram range must be [min, max] with min < max")
+        return self
+
+
+class PercentileValue(BaseModel):
+    percentile: float
+    value: float | None
+
+
+class HistogramResult(BaseModel):
+    edges: list[float] = Field(description="bins + 1 bin edges")
+    counts: list[float] = Field(description="pixels (coverage-weighted with exact coverage) per bin")
+
+
+class Resolution(BaseModel):
+    x: float
+    y: float

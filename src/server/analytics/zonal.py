@@ -1,0 +1,220 @@
+"""``zonal_stats``: statistics of a band or spectral index inside one or more zones.
+
+Two pixel rules, matching the two reference implementations:
+
+* ``center`` (rasterstats): a pixel belongs to a zone when its centre is inside, or with
+  ``all_touched`` when the zone touches it at all; every statistic is unweighted and
+  percentiles are numpy's linear ones.
+* ``exact`` (exactextract): every pixel is weighted by the fraction of its area inside the
+  zone: count = Σw, sum = Σ w·v, mean = Σ w·v / Σ w, std the weighted population standard
+  deviation, min/max over pixels with w > 0, quantiles per exactextract's weighted
+  definition (see ``stats``).
+
+Nodata and NaN pixels never count; ``nodata_count`` reports those inside the zone (weighted
+by coverage with ``exact``). Pixels outside the raster are neither: a zone partly off the
+raster is measured on its part on the raster, and one wholly off gets count 0 and null
+statistics. Always full resolution (overviews are never read).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field, model_validator
+
+from server.analytics.base import AnalyticsContext, AnalyticsMethod
+from server.analytics.engine import LayerResult, ReduceOptions, reduce_zones
+from server.analytics.geometry import pixel_zones
+from server.analytics.indices import get_index
+from server.analytics.params import (
+    DEFAULT_STATS,
+    GEOMETRY_FIELD,
+    BandMapping,
+    Coverage,
+    GeoJSONArea,
+    HistogramParams,
+    HistogramResult,
+    IndexName,
+    Params,
+    Percentile,
+    PercentileValue,
+    Resolution,
+    StatName,
+)
+from server.analytics.reader import RasterMeta, open_meta, select_asset
+from server.analytics.sources import IndexSource, PixelSource, band_source
+from server.geo import parse_zones
+
+EXAMPLE_POLYGON: dict[str, Any] = {
+    "type": "Polygon",
+    "coordinates": [[[14.5585, 45.8705], [14.5660, 45.8705], [14.5660, 45.8765], [14.5585, 45.8765],
+                     [14.5585, 45.8705]]],
+}
+
+
+class ZonalStatsParams(Params):
+    item_id: str = Field(min_length=1)
+    asset_key: str | None = Field(None, description="Default: the asset with role 'data', else the only one")
+    band: int | None = Field(None, ge=1, description="1-based band (exclusive with index_name)")
+    index_name: IndexName | None = None
+    apply_scale: bool = Field(False, description="With band: apply the band's scale/offset to the values")
+    geometry: GeoJSONArea
+    stats: list[StatName] = Field(default_factory=lambda: list(DEFAULT_STATS), min_length=1)
+    percentiles: list[Percentile] = Field(default_factory=list, max_length=101)
+    histogram: HistogramParams | None = None
+    coverage: Coverage = Field("center", description="center: rasterstats rule; exact: coverage-weighted")
+    all_touched: bool = Field(False, description="With coverage=center: count every pixel the zone touches")
+    band_mapping: BandMapping = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ZonalStatsParams:
+        if (self.band is None) == (self.index_name is None):
+            raise ValueError("exactly one of band and index_name is required")
+        if self.all_touched and self.coverage == "exact":
+            raise ValueError("all_touched only applies to coverage 'center'")
+        if self.apply_scale and self.band is None:
+            raise ValueError("apply_scale only applies to band")
+        if self.band_mapping and self.index_name is None:
+            raise ValueError("band_mapping only applies to index_name")
+        return self
+
+
+class ZoneStatistics(BaseModel):
+    index: int = Field(description="Position of the zone in the input (features in order)")
+    feature_id: str | int | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+    stats: dict[str, float | None] = Field(description="Requested statistics; null when no valid pixel")
+    percentiles: list[PercentileValue] = Field(default_factory=list)
+    histogram: HistogramResult | None = None
+    pixels_read: int = Field(description="Pixels of the zone's bounding window examined")
+
+
+class ZonalStatsResult(BaseModel):
+    item_id: str
+    asset_key: str
+    band: int | None
+    index_name: str | None
+    bands_used: dict[str, int] = Field(description="Common name -> band index read for the index")
+    unit: str | None
+    coverage: Coverage
+    all_touched: bool
+    crs: str
+    resolution: Resolution = Field(description="Pixel size used (always full resolution), CRS units")
+    pixels_read: int = Field(description="Pixels read from the raster, all zones together")
+    zones: list[ZoneStatistics]
+
+
+def make_source(meta: RasterMeta, band: int | None, index_name: str | None, apply_scale: bool,
+                band_mapping: dict[str, int | str] | None) -> PixelSource:
+    if index_name is not None:
+        return IndexSource.resolve(meta, get_index(index_name), band_mapping)
+    assert band is not None
+    return band_source(meta, band, apply_scale)
+
+
+def source_unit(source: PixelSource) -> str | None:
+    if isinstance(source, IndexSource):
+        return None  # indices are dimensionless
+    band = source.indexes[0]
+    scaled = getattr(source, "scaled", False)
+    return None if scaled else source.meta.units[band - 1]
+
+
+def summarize(layer: LayerResult, exact: bool, stats: list[str], percentiles: list[float],
+              histogram: HistogramParams | None) -> tuple[dict[str, float | None], list[PercentileValue],
+                                                           HistogramResult | None]:
+    """Turn one zone/layer's accumulators into the requested statistics."""
+    moments, store = layer.moments, layer.store
+    empty = moments.empty
+    quantile_points = list(percentiles) + ([50.0] if "median" in stats else [])
+    quantiles: list[float | None] = []
+    if quantile_points and store is not None:
+        quantiles = store.weighted_quantiles(quantile_points) if exact else store.percentiles(quantile_points)
+    values: dict[str, float | None] = {
+        "count": moments.weight,
+        "nodata_count": moments.nodata,
+        "min": None if empty else moments.minimum,
+        "max": None if empty else moments.maximum,
+        "mean": moments.average,
+        "std": moments.std,
+        "sum": None if empty else moments.total,
+        "median": quantiles[-1] if "median" in stats and quantiles else None,
+    }
+    result = {name: values[name] for name in stats}
+    percentile_values = [PercentileValue(percentile=q, value=v)
+                         for q, v in zip(percentiles, quantiles[: len(percentiles)], strict=False)]
+    if not quantiles:
+        percentile_values = [PercentileValue(percentile=q, value=None) for q in percentiles]
+    histogram_result = None
+    if histogram is not None:
+        value_range = histogram.range or (None if empty else (moments.minimum, moments.maximum))
+        if value_range is not None and store is not None:
+            edges, counts = store.histogram_of(histogram.bins, value_range, weighted=exact)
+            histogram_result = HistogramResult(edges=edges, counts=counts)
+    return result, percentile_values, histogram_result
+
+
+class ZonalStats(AnalyticsMethod):
+    name: ClassVar[str] = "zonal_stats"
+    description: ClassVar[str] = (
+        "Statistics (count, nodata_count, min, max, mean, std, sum, median, percentiles, histogram) of a "
+        "band or spectral index inside each zone of a GeoJSON geometry, at full resolution. coverage "
+        "'center' counts pixels whose centre is inside (rasterstats; all_touched counts every touched "
+        "pixel); 'exact' weights pixels by the fraction of their area inside (exactextract)."
+    )
+    input_model: ClassVar[type[BaseModel]] = ZonalStatsParams
+    output_model: ClassVar[type[BaseModel]] = ZonalStatsResult
+    example: ClassVar[dict[str, Any]] = {
+        "item_id": "itm_example",
+        "index_name": "NDVI",
+        "geometry": EXAMPLE_POLYGON,
+        "stats": ["count", "mean", "std", "median"],
+        "percentiles": [10, 90],
+        "coverage": "exact",
+    }
+
+    def item_ids(self, params: Any) -> list[str]:
+        return [params.item_id]
+
+    def execute(self, params: Any, ctx: AnalyticsContext) -> ZonalStatsResult:
+        assert isinstance(params, ZonalStatsParams)
+        item = ctx.item(params.item_id)
+        meta = open_meta(select_asset(item, params.asset_key))
+        source = make_source(meta, params.band, params.index_name, params.apply_scale, params.band_mapping)
+        zones = pixel_zones(parse_zones(params.geometry, GEOMETRY_FIELD), meta.crs, meta.transform,
+                            meta.width, meta.height)
+        keep_values = bool(params.percentiles) or "median" in params.stats or params.histogram is not None
+        options = ReduceOptions(params.coverage, params.all_touched, keep_values)
+        outcome = reduce_zones(source, zones, options, workers=ctx.workers, check_cancelled=ctx.check_cancelled,
+                               memory_budget_bytes=ctx.memory_budget_bytes, scratch_dir=ctx.scratch_dir)
+        try:
+            zone_results = []
+            for zone_result in outcome.zones:
+                ctx.check_cancelled()
+                stats, percentiles, histogram = summarize(
+                    zone_result.layers[0], params.coverage == "exact", list(params.stats),
+                    list(params.percentiles), params.histogram,
+                )
+                zone = zone_result.zone.zone
+                zone_results.append(ZoneStatistics(
+                    index=zone_result.zone.index, feature_id=zone.feature_id, properties=zone.properties,
+                    stats=stats, percentiles=percentiles, histogram=histogram,
+                    pixels_read=zone_result.pixels_read,
+                ))
+        finally:
+            outcome.close()
+        x_res, y_res = meta.resolution
+        return ZonalStatsResult(
+            item_id=item.id,
+            asset_key=meta.asset_key,
+            band=params.band,
+            index_name=params.index_name,
+            bands_used=source.bands_used if isinstance(source, IndexSource) else {},
+            unit=source_unit(source),
+            coverage=params.coverage,
+            all_touched=params.all_touched,
+            crs=meta.crs_string,
+            resolution=Resolution(x=x_res, y=y_res),
+            pixels_read=outcome.pixels_read,
+            zones=zone_results,
+        )
