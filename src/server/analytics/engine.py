@@ -143,12 +143,12 @@ def _plan(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -
     return tasks
 
 
-def _reduce_chunk(source: PixelSource, options: ReduceOptions) -> Callable[[DatasetReader, _Task],
-                                                                        list[_PartResult]]:
+def _reduce_chunk(source: PixelSource, options: ReduceOptions
+                  ) -> Callable[[list[DatasetReader], _Task], list[_PartResult]]:
     value_dtype = source.value_dtype
 
-    def run(dataset: DatasetReader, task: _Task) -> list[_PartResult]:
-        raw = dataset.read(list(source.indexes), window=task.window)
+    def run(datasets: list[DatasetReader], task: _Task) -> list[_PartResult]:
+        raw = datasets[0].read(list(source.indexes), window=task.window)
         values, valid = source.compute(raw)
         del raw
         row_base, col_base = int(task.window.row_off), int(task.window.col_off)
@@ -218,7 +218,7 @@ def reduce_zones(
     check_cancelled()
     tasks = _plan(source, zones, options)
     outcome = Outcome(results, 0, len(tasks))
-    runner = ChunkRunner(source.meta.path, workers, check_cancelled)
+    runner = ChunkRunner([source.meta.path], workers, check_cancelled)
     try:
         for task, parts in zip(tasks, runner.map(_reduce_chunk(source, options), tasks), strict=True):
             outcome.pixels_read += int(task.window.width * task.window.height)

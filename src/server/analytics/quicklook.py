@@ -34,7 +34,7 @@ def colorize(values: np.ndarray, limit: float) -> np.ndarray:
     limit = limit if limit > 0 else 1.0
     scaled = np.clip((np.nan_to_num(values, nan=0.0) + limit) / (2 * limit), 0.0, 1.0)
     index = np.round(scaled * (len(lut) - 1)).astype(np.intp)
-    rgba = np.empty(values.shape + (4,), dtype=np.uint8)
+    rgba = np.empty((*values.shape, 4), dtype=np.uint8)
     rgba[..., :3] = lut[index]
     rgba[..., 3] = np.where(np.isnan(values), 0, 255)
     return rgba

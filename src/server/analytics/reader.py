@@ -223,39 +223,45 @@ def chunk_windows(window: Window, block_shape: tuple[int, int], band_count: int,
 
 
 class ChunkRunner:
-    """Runs ``fn(dataset, window)`` over windows of one raster on ``workers`` threads.
+    """Runs ``fn(datasets, task)`` over tasks on ``workers`` threads, ``datasets`` being this
+    thread's open handles of ``paths`` (in that order).
 
-    Results come back in window order (so reductions are deterministic), with at most
-    ``2 * workers`` chunks in flight; ``check_cancelled`` runs before every chunk, and the
-    first exception stops the run.
+    Results come back in task order (so reductions are deterministic), with at most
+    ``2 * workers`` tasks in flight; ``check_cancelled`` runs before every task, and the first
+    exception stops the run.
     """
 
-    def __init__(self, path: str, workers: int, check_cancelled: Callable[[], None]) -> None:
-        self.path = path
+    def __init__(self, paths: Sequence[str], workers: int, check_cancelled: Callable[[], None]) -> None:
+        self.paths = tuple(paths)
         self.workers = max(1, int(workers))
         self.check_cancelled = check_cancelled
         self._local = threading.local()
         self._handles: list[DatasetReader] = []
         self._handles_lock = threading.Lock()
 
-    def _dataset(self) -> DatasetReader:
-        dataset = getattr(self._local, "dataset", None)
-        if dataset is None:
-            dataset = rasterio.open(self.path)
-            self._local.dataset = dataset
-            with self._handles_lock:
-                self._handles.append(dataset)
-        return dataset
+    def _datasets(self) -> list[DatasetReader]:
+        datasets = getattr(self._local, "datasets", None)
+        if datasets is None:
+            datasets = []
+            try:
+                for path in self.paths:
+                    datasets.append(rasterio.open(path))
+            finally:
+                with self._handles_lock:
+                    self._handles.extend(datasets)
+            self._local.datasets = datasets
+        return datasets
 
-    def _task(self, fn: Callable[[DatasetReader, W], T], task: W) -> T:
+    def _task(self, fn: Callable[[list[DatasetReader], W], T], task: W) -> T:
         self.check_cancelled()
         try:
-            return fn(self._dataset(), task)
+            return fn(self._datasets(), task)
         except RasterioError as error:
-            raise failed_precondition("UNREADABLE_RASTER", f"cannot read {self.path}: {error}") from error
+            raise failed_precondition("UNREADABLE_RASTER", f"cannot read {', '.join(self.paths)}: {error}"
+                                      ) from error
 
-    def map(self, fn: Callable[[DatasetReader, W], T], tasks: Sequence[W]) -> Iterator[T]:
-        """``fn(dataset, task)`` for every task, results in task order."""
+    def map(self, fn: Callable[[list[DatasetReader], W], T], tasks: Sequence[W]) -> Iterator[T]:
+        """``fn(datasets, task)`` for every task, results in task order."""
         with bounded_gdal_cache():
             try:
                 if self.workers == 1 or len(tasks) <= 1:
@@ -270,7 +276,7 @@ class ChunkRunner:
                     self._handles.clear()
                 self._local = threading.local()
 
-    def _parallel(self, fn: Callable[[DatasetReader, W], T], tasks: Iterable[W]) -> Iterator[T]:
+    def _parallel(self, fn: Callable[[list[DatasetReader], W], T], tasks: Iterable[W]) -> Iterator[T]:
         pending: deque[Future[T]] = deque()
         source = iter(tasks)
         executor = ThreadPoolExecutor(self.workers, thread_name_prefix="analytics")

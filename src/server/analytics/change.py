@@ -1,0 +1,421 @@
+"""``change_detection``: where a spectral index rose or fell between two items.
+
+The index is computed on both items; difference = after - before on the *before* item's
+grid, inside the area (pixel-centre rule). When the grids differ, the after index is
+computed on its own grid and warped onto the before grid chunk by chunk with bilinear
+resampling (the index is a continuous quantity: nearest would shift edges by up to half a
+pixel; bilinear ignores NaN neighbours, so invalid after-pixels do not bleed values).
+
+Pixels compared are those valid in both. increase: difference > threshold; decrease:
+difference < -threshold; no_change: the rest. Areas use the before grid's pixel area (see
+``areas``). before_mean and after_mean are over the compared pixels.
+
+Artifacts: ``difference_cog``, a float32 COG of the difference over the area's bounding
+window (NaN outside the area and where either item is invalid; the house COG profile), and
+``quicklook_png``, a diverging-colour preview (red = decrease, blue = increase, symmetric
+around 0) with a colour-bar legend. Everything is block-wise: memory does not grow with the
+area (the difference is staged block by block, then copied as a COG).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Final
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+import shapely
+from pydantic import BaseModel, Field
+from rasterio.enums import Resampling
+from rasterio.io import DatasetReader
+from rasterio.warp import reproject, transform_bounds
+from rasterio.windows import Window, from_bounds
+from rasterio.windows import transform as window_transform
+from shapely.geometry.base import BaseGeometry
+
+from server.analytics.areas import row_areas
+from server.analytics.base import AnalyticsContext, AnalyticsMethod
+from server.analytics.coverage import center_mask
+from server.analytics.geometry import pixel_zones
+from server.analytics.indices import get_index
+from server.analytics.params import (
+    GEOMETRY_FIELD,
+    BandMapping,
+    GeoJSONArea,
+    IndexName,
+    Params,
+    Percentile,
+    PercentileValue,
+    Resolution,
+)
+from server.analytics.quicklook import write_quicklook
+from server.analytics.reader import ChunkRunner, RasterMeta, chunk_windows, open_meta, select_asset
+from server.analytics.sources import IndexSource
+from server.analytics.stats import Moments, StoredPart, ValueStore
+from server.analytics.zonal import EXAMPLE_POLYGON
+from server.geo import Zone, parse_area
+from server.raster import COG_PROFILE, MEDIA_TYPE_COG
+
+_QUICKLOOK_MAX: Final = 1024  # longest side of the PNG map, pixels
+_WARP_MARGIN: Final = 2  # source pixels around a chunk's footprint, for bilinear neighbours
+_CLIP_MARGIN: Final = 2
+_RANGE_PERCENTILES: Final = (2.0, 98.0)  # quicklook colour range: robust to outliers
+
+
+class ChangeDetectionParams(Params):
+    before_item_id: str = Field(min_length=1)
+    after_item_id: str = Field(min_length=1)
+    index_name: IndexName
+    change_threshold: float = Field(gt=0, description="|difference| above this is a change")
+    geometry: GeoJSONArea
+    band_mapping: BandMapping = None
+    before_asset_key: str | None = None
+    after_asset_key: str | None = None
+    percentiles: list[Percentile] = Field(default_factory=lambda: [5.0, 25.0, 50.0, 75.0, 95.0],
+                                          max_length=101)
+
+
+class ChangeClass(BaseModel):
+    count: int
+    fraction: float | None = Field(description="Of the compared pixels; null when none")
+    area_m2: float
+    area_ha: float
+
+
+class DifferenceStats(BaseModel):
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    percentiles: list[PercentileValue]
+
+
+class ChangeDetectionResult(BaseModel):
+    before_item_id: str
+    after_item_id: str
+    index_name: str
+    change_threshold: float
+    crs: str = Field(description="CRS of the before grid, on which everything is computed")
+    resolution: Resolution
+    reprojected: bool = Field(description="True when the after item was warped onto the before grid")
+    resampling: str | None = Field(description="Resampling used to warp the after item (bilinear)")
+    pixel_area_m2: float | None = Field(description="Area of one pixel; null on geographic grids (per row)")
+    area_pixels: int = Field(description="Pixels of the before grid inside the area")
+    compared_count: int = Field(description="Pixels valid in both items")
+    nodata_count: int = Field(description="Pixels inside the area invalid in either item")
+    increase: ChangeClass
+    decrease: ChangeClass
+    no_change: ChangeClass
+    difference: DifferenceStats
+    before_mean: float | None
+    after_mean: float | None
+    pixels_read: int
+    artifacts: list[str] = Field(description="Keys of the stored artifacts")
+
+
+@dataclass(frozen=True)
+class _Task:
+    window: Window  # absolute, before grid
+    geometry: BaseGeometry | None  # None: the area covers the whole chunk
+    skip: bool = False  # outside the area: written as NaN, not read
+
+
+@dataclass
+class _Chunk:
+    difference: np.ndarray
+    area_pixels: int
+    counts: tuple[int, int, int]  # increase, decrease, no change
+    areas: tuple[float, float, float]
+    difference_moments: Moments
+    before_moments: Moments
+    after_moments: Moments
+    values: StoredPart | None
+
+
+@dataclass
+class _Totals:
+    area_pixels: int = 0
+    counts: tuple[int, int, int] = (0, 0, 0)
+    areas: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def add(self, chunk: _Chunk) -> None:
+        self.area_pixels += chunk.area_pixels
+        self.counts = tuple(a + b for a, b in zip(self.counts, chunk.counts, strict=True))  # type: ignore[assignment]
+        self.areas = tuple(a + b for a, b in zip(self.areas, chunk.areas, strict=True))  # type: ignore[assignment]
+
+
+def _same_grid(before: RasterMeta, after: RasterMeta) -> bool:
+    return (before.crs == after.crs and before.transform.almost_equals(after.transform, precision=1e-9)
+            and before.width == after.width and before.height == after.height)
+
+
+def _after_on_before_grid(after_source: IndexSource, dataset: DatasetReader, before: RasterMeta,
+                          window: Window) -> np.ndarray:
+    """The after index (NaN where invalid) warped onto one chunk of the before grid."""
+    after = after_source.meta
+    rows, cols = int(window.height), int(window.width)
+    destination = np.full((rows, cols), np.nan, dtype=np.float32)
+    destination_transform = window_transform(window, before.transform)
+    left, bottom, right, top = rasterio.windows.bounds(window, before.transform)
+    bounds = transform_bounds(before.crs, after.crs, left, bottom, right, top, densify_pts=21)
+    footprint = from_bounds(*bounds, transform=after.transform)
+    col0 = max(0, math.floor(footprint.col_off) - _WARP_MARGIN)
+    row0 = max(0, math.floor(footprint.row_off) - _WARP_MARGIN)
+    col1 = min(after.width, math.ceil(footprint.col_off + footprint.width) + _WARP_MARGIN)
+    row1 = min(after.height, math.ceil(footprint.row_off + footprint.height) + _WARP_MARGIN)
+    if col1 <= col0 or row1 <= row0:
+        return destination
+    source_window = Window(col0, row0, col1 - col0, row1 - row0)
+    raw = dataset.read(list(after_source.indexes), window=source_window)
+    values, valid = after_source.compute(raw)
+    source = np.where(valid[0], values[0], np.float32(np.nan)).astype(np.float32, copy=False)
+    reproject(
+        source=source, destination=destination,
+        src_transform=window_transform(source_window, after.transform), src_crs=after.crs, src_nodata=np.nan,
+        dst_transform=destination_transform, dst_crs=before.crs, dst_nodata=np.nan,
+        resampling=Resampling.bilinear, num_threads=1,
+    )
+    return destination
+
+
+def _chunk_worker(before_source: IndexSource, after_source: IndexSource, threshold: float, same_grid: bool,
+                  geographic: bool, keep_values: bool) -> Callable[[list[DatasetReader], _Task], _Chunk]:
+    before = before_source.meta
+    constant_area = None if geographic else float(row_areas(before, 0, 1)[0])
+    limit = np.float32(threshold)
+
+    def run(datasets: list[DatasetReader], task: _Task) -> _Chunk:
+        window = task.window
+        rows, cols = int(window.height), int(window.width)
+        raw = datasets[0].read(list(before_source.indexes), window=window)
+        before_values, before_valid = before_source.compute(raw)
+        if same_grid:
+            raw = datasets[1].read(list(after_source.indexes), window=window)
+            after_values, after_valid = after_source.compute(raw)
+            after_index, after_ok = after_values[0], after_valid[0]
+        else:
+            after_index = _after_on_before_grid(after_source, datasets[1], before, window)
+            after_ok = ~np.isnan(after_index)
+        del raw
+        compared = before_valid[0] & after_ok
+        if task.geometry is None:
+            area_pixels = rows * cols
+        else:
+            inside = center_mask(task.geometry, int(window.row_off), int(window.col_off), rows, cols, False)
+            compared &= inside
+            area_pixels = int(np.count_nonzero(inside))
+        difference = after_index - before_values[0]
+        difference[~compared] = np.nan
+        chosen = difference[compared]
+        increase = chosen > limit
+        decrease = chosen < -limit
+        n_increase, n_decrease = int(np.count_nonzero(increase)), int(np.count_nonzero(decrease))
+        n_same = int(chosen.size) - n_increase - n_decrease
+        if constant_area is not None:
+            areas = (n_increase * constant_area, n_decrease * constant_area, n_same * constant_area)
+        else:
+            per_row = row_areas(before, int(window.row_off), rows)
+            up_rows = np.count_nonzero(difference > limit, axis=1)
+            down_rows = np.count_nonzero(difference < -limit, axis=1)
+            same_rows = np.count_nonzero(compared, axis=1) - up_rows - down_rows
+            areas = (float(up_rows @ per_row), float(down_rows @ per_row), float(same_rows @ per_row))
+        part = StoredPart.make(chosen, None, np.dtype(np.float32)) if keep_values and chosen.size else None
+        return _Chunk(
+            difference=difference, area_pixels=area_pixels, counts=(n_increase, n_decrease, n_same),
+            areas=areas, difference_moments=Moments.of(chosen),
+            before_moments=Moments.of(before_values[0][compared]), after_moments=Moments.of(after_index[compared]),
+            values=part,
+        )
+
+    return run
+
+
+def _plan(geometry: BaseGeometry, window: Window, meta: RasterMeta, band_count: int) -> list[_Task]:
+    chunks = chunk_windows(window, meta.block_shape, band_count, 2)
+    boxes = shapely.box(
+        [w.col_off for w in chunks], [w.row_off for w in chunks],
+        [w.col_off + w.width for w in chunks], [w.row_off + w.height for w in chunks],
+    )
+    shapely.prepare(geometry)
+    try:
+        inside = shapely.contains(geometry, boxes)
+        touching = shapely.intersects(geometry, boxes)
+    finally:
+        shapely.destroy_prepared(geometry)
+    tasks = []
+    for chunk, full, touched in zip(chunks, inside, touching, strict=True):
+        if not touched:
+            tasks.append(_Task(chunk, None, skip=True))
+        elif full:
+            tasks.append(_Task(chunk, None))
+        else:
+            c0, r0 = chunk.col_off, chunk.row_off
+            clipped = shapely.clip_by_rect(geometry, c0 - _CLIP_MARGIN, r0 - _CLIP_MARGIN,
+                                           c0 + chunk.width + _CLIP_MARGIN, r0 + chunk.height + _CLIP_MARGIN)
+            tasks.append(_Task(chunk, clipped, skip=clipped.is_empty))
+    return tasks
+
+
+def _class(count: int, area_m2: float, compared: int) -> ChangeClass:
+    return ChangeClass(count=count, fraction=count / compared if compared else None, area_m2=area_m2,
+                       area_ha=area_m2 / 10_000.0)
+
+
+def _write_cog(staging: Path, destination: Path, workers: int) -> None:
+    partial = destination.with_name(f".{destination.name}.partial")
+    try:
+        # The house COG profile (ZSTD, 512 blocks, overviews, statistics); NUM_THREADS only
+        # parallelises compression.
+        rasterio.shutil.copy(staging, partial, **COG_PROFILE, NUM_THREADS=str(max(1, workers)))
+        os.replace(partial, destination)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+class ChangeDetection(AnalyticsMethod):
+    name: ClassVar[str] = "change_detection"
+    description: ClassVar[str] = (
+        "Difference of a spectral index between two items (after - before) inside an area: pixels that "
+        "increased / decreased by more than change_threshold, or did not change, with counts, fractions "
+        "and areas; statistics of the difference; a float32 difference COG and a PNG quicklook."
+    )
+    input_model: ClassVar[type[BaseModel]] = ChangeDetectionParams
+    output_model: ClassVar[type[BaseModel]] = ChangeDetectionResult
+    example: ClassVar[dict[str, Any]] = {
+        "before_item_id": "itm_before",
+        "after_item_id": "itm_after",
+        "index_name": "NDVI",
+        "change_threshold": 0.1,
+        "geometry": EXAMPLE_POLYGON,
+    }
+
+    def item_ids(self, params: Any) -> list[str]:
+        assert isinstance(params, ChangeDetectionParams)
+        return list(dict.fromkeys([params.before_item_id, params.after_item_id]))
+
+    def execute(self, params: Any, ctx: AnalyticsContext) -> ChangeDetectionResult:
+        assert isinstance(params, ChangeDetectionParams)
+        index = get_index(params.index_name)
+        before = open_meta(select_asset(ctx.item(params.before_item_id), params.before_asset_key,
+                                        "params.before_asset_key"))
+        after = open_meta(select_asset(ctx.item(params.after_item_id), params.after_asset_key,
+                                       "params.after_asset_key"))
+        before_source = IndexSource.resolve(before, index, params.band_mapping)
+        after_source = IndexSource.resolve(after, index, params.band_mapping)
+        same_grid = _same_grid(before, after)
+        geographic = before.crs.is_geographic
+        area = Zone(parse_area(params.geometry, GEOMETRY_FIELD))
+        zone = pixel_zones([area], before.crs, before.transform, before.width, before.height)[0]
+        store = ValueStore(np.dtype(np.float32), ctx.memory_budget_bytes, ctx.scratch_dir)
+        totals = _Totals()
+        moments = {"difference": Moments(), "before": Moments(), "after": Moments()}
+        artifacts: list[str] = []
+        pixels_read = 0
+        try:
+            if zone.window is not None:
+                tasks = _plan(zone.geometry, zone.window, before, len(before_source.indexes))
+                pixels_read = self._run(tasks, zone.window, before_source, after_source, params, ctx, same_grid,
+                                        geographic, store, totals, moments, artifacts)
+            quantiles = store.percentiles([*params.percentiles, *_RANGE_PERCENTILES])
+        finally:
+            store.close()
+        difference = moments["difference"]
+        compared = int(difference.weight)
+        if artifacts:
+            low, high = quantiles[-2:]
+            limit = max(abs(low or 0.0), abs(high or 0.0), params.change_threshold)
+            self._quicklook(ctx, params.index_name, limit, artifacts)
+        return ChangeDetectionResult(
+            before_item_id=params.before_item_id,
+            after_item_id=params.after_item_id,
+            index_name=params.index_name,
+            change_threshold=params.change_threshold,
+            crs=before.crs_string,
+            resolution=Resolution(x=before.resolution[0], y=before.resolution[1]),
+            reprojected=not same_grid,
+            resampling=None if same_grid else "bilinear",
+            pixel_area_m2=None if geographic else float(row_areas(before, 0, 1)[0]),
+            area_pixels=totals.area_pixels,
+            compared_count=compared,
+            nodata_count=totals.area_pixels - compared,
+            increase=_class(totals.counts[0], totals.areas[0], compared),
+            decrease=_class(totals.counts[1], totals.areas[1], compared),
+            no_change=_class(totals.counts[2], totals.areas[2], compared),
+            difference=DifferenceStats(
+                mean=difference.average, std=difference.std,
+                min=None if difference.empty else difference.minimum,
+                max=None if difference.empty else difference.maximum,
+                percentiles=[PercentileValue(percentile=q, value=v)
+                             for q, v in zip(params.percentiles, quantiles, strict=False)],
+            ),
+            before_mean=moments["before"].average,
+            after_mean=moments["after"].average,
+            pixels_read=pixels_read,
+            artifacts=artifacts,
+        )
+
+    def _run(self, tasks: list[_Task], window: Window, before_source: IndexSource, after_source: IndexSource,
+             params: ChangeDetectionParams, ctx: AnalyticsContext, same_grid: bool, geographic: bool,
+             store: ValueStore, totals: _Totals, moments: dict[str, Moments], artifacts: list[str]) -> int:
+        before = before_source.meta
+        row0, col0 = int(window.row_off), int(window.col_off)
+        pixels_read = 0
+        worker = _chunk_worker(before_source, after_source, params.change_threshold, same_grid, geographic,
+                               bool(params.percentiles) or True)
+        work = [task for task in tasks if not task.skip]
+        ctx.artifact_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".staging-", dir=ctx.artifact_dir) as staging_dir:
+            staging = Path(staging_dir) / "difference.tif"
+            profile = {
+                "driver": "GTiff", "width": int(window.width), "height": int(window.height), "count": 1,
+                "dtype": "float32", "crs": before.crs, "transform": window_transform(window, before.transform),
+                "nodata": np.nan, "tiled": True, "blockxsize": 512, "blockysize": 512, "BIGTIFF": "IF_SAFER",
+            }
+            with rasterio.open(staging, "w", **profile) as output:
+                for task in tasks:
+                    if task.skip:
+                        empty = np.full((int(task.window.height), int(task.window.width)), np.nan, np.float32)
+                        output.write(empty, 1, window=self._relative(task.window, row0, col0))
+                runner = ChunkRunner([before.path, after_source.meta.path], ctx.workers, ctx.check_cancelled)
+                for task, chunk in zip(work, runner.map(worker, work), strict=True):
+                    pixels_read += int(task.window.width * task.window.height)
+                    output.write(chunk.difference, 1, window=self._relative(task.window, row0, col0))
+                    totals.add(chunk)
+                    moments["difference"].merge(chunk.difference_moments)
+                    moments["before"].merge(chunk.before_moments)
+                    moments["after"].merge(chunk.after_moments)
+                    if chunk.values is not None:
+                        store.add(chunk.values)
+                output.set_band_description(1, f"{params.index_name} difference (after - before)")
+                output.update_tags(1, BEFORE_ITEM_ID=params.before_item_id, AFTER_ITEM_ID=params.after_item_id,
+                                   CHANGE_THRESHOLD=str(params.change_threshold))
+            ctx.check_cancelled()
+            destination = ctx.artifact_dir / "difference.tif"
+            _write_cog(staging, destination, ctx.workers)
+        ctx.add_artifact("difference_cog", destination, MEDIA_TYPE_COG,
+                         f"{params.index_name} difference (after - before)")
+        artifacts.append("difference_cog")
+        return pixels_read
+
+    @staticmethod
+    def _relative(window: Window, row0: int, col0: int) -> Window:
+        return Window(int(window.col_off) - col0, int(window.row_off) - row0, window.width, window.height)
+
+    def _quicklook(self, ctx: AnalyticsContext, index_name: str, limit: float, artifacts: list[str]) -> None:
+        cog = ctx.artifact_dir / "difference.tif"
+        with rasterio.open(cog) as dataset:
+            scale = max(1.0, max(dataset.width, dataset.height) / _QUICKLOOK_MAX)
+            shape = (max(1, round(dataset.height / scale)), max(1, round(dataset.width / scale)))
+            # Decimated reads come from the COG's overviews: cheap whatever the area.
+            preview = dataset.read(1, out_shape=shape, resampling=Resampling.average, masked=True)
+        values = preview.filled(np.nan).astype(np.float32)
+        destination = ctx.artifact_dir / "quicklook.png"
+        write_quicklook(destination, values, limit, f"{index_name} change (after − before), ±{limit:.2f}")
+        ctx.add_artifact("quicklook_png", destination, "image/png", f"{index_name} change quicklook")
+        artifacts.append("quicklook_png")
