@@ -5,14 +5,16 @@ No gRPC, database or generated-code imports: the server resolves items and acces
 """
 
 from server.analytics.base import AnalyticsContext, AnalyticsMethod, Artifact, AssetView, ItemView
+from server.analytics.change import ChangeDetection
 from server.analytics.registry import MethodRegistry
+from server.analytics.timeseries import TimeSeries
 from server.analytics.zonal import ZonalStats
 
 
 def default_registry() -> MethodRegistry:
     """A new registry holding the built-in methods."""
     methods = MethodRegistry()
-    for method in (ZonalStats,):
+    for method in (ZonalStats, TimeSeries, ChangeDetection):
         methods.register(method)
     return methods
 
@@ -27,8 +29,10 @@ __all__ = [
     "AnalyticsMethod",
     "Artifact",
     "AssetView",
+    "ChangeDetection",
     "ItemView",
     "MethodRegistry",
+    "TimeSeries",
     "ZonalStats",
     "default_registry",
     "register",

@@ -366,8 +366,9 @@ class ChangeDetection(AnalyticsMethod):
         before = before_source.meta
         row0, col0 = int(window.row_off), int(window.col_off)
         pixels_read = 0
+        # Values are always kept: the quicklook's colour range comes from their percentiles.
         worker = _chunk_worker(before_source, after_source, params.change_threshold, same_grid, geographic,
-                               bool(params.percentiles) or True)
+                               True)
         work = [task for task in tasks if not task.skip]
         ctx.artifact_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".staging-", dir=ctx.artifact_dir) as staging_dir:

@@ -35,8 +35,8 @@ from server.raster.clip import (
     read_window,
     require_georeferenced,
     staged_cog,
+    strip_source,
     strip_windows,
-    write_window,
 )
 from server.raster.errors import UNSUPPORTED_RASTER, RasterError
 
@@ -191,11 +191,13 @@ def bathymetry_to_cog(
         ) as staging:
             for number, strip in enumerate(strips):
                 check()
-                stored = read_window(dataset, indexes, strip)
-                invalid = np.zeros(stored.shape[1:], dtype=bool)
+                with strip_source(Path(src)) as source:
+                    stored = read_window(source, indexes, strip)
+                    invalid = np.zeros(stored.shape[1:], dtype=bool)
+                    for position, role in enumerate(ordered):
+                        invalid |= _invalid_pixels(source, roles[role], stored[position], strip)
                 reflectance = {}
                 for position, role in enumerate(ordered):
-                    invalid |= _invalid_pixels(dataset, roles[role], stored[position], strip)
                     scale, offset = scales[role]
                     reflectance[role] = stored[position].astype(np.float64) * scale + offset
                 depth, is_land = stumpf_depth(
@@ -206,10 +208,8 @@ def bathymetry_to_cog(
                 depth[invalid] = np.nan
                 water += int(np.count_nonzero(~np.isnan(depth)))
                 land += int(np.count_nonzero(is_land))
-                write_window(
-                    staging, depth.astype(np.float32)[np.newaxis],
-                    Window(0, strip.row_off, strip.width, strip.height),
-                )
+                staging.write(depth.astype(np.float32)[np.newaxis],
+                              Window(0, strip.row_off, strip.width, strip.height))
                 report(STRIPS_PROGRESS_SHARE * (number + 1) / len(strips))
             check()
         width, height = dataset.width, dataset.height

@@ -128,7 +128,7 @@ def clip_to_cog(
         for nodata in candidates:
             try:
                 counts = _write_clip(
-                    dataset, indexes, geometry, window, nodata, dst,
+                    Path(src), dataset, indexes, geometry, window, nodata, dst,
                     # NaN pixels of a float source without nodata are meant to be nodata anyway.
                     collisions_matter=source_nodata is None and not math.isnan(nodata),
                     report=report, check=check,
@@ -137,7 +137,7 @@ def clip_to_cog(
             except _NodataCollision:
                 if len(candidates) > 1:
                     raise  # the scan below already guaranteed a free value
-                candidates.extend(_free_nodata(dataset, indexes, geometry, window, check))
+                candidates.extend(_free_nodata(Path(src), dataset, indexes, geometry, window, check))
         assert counts is not None
         crs = _crs_text(dataset.crs)
         transform = tuple(dataset.window_transform(window))[:6]
@@ -316,6 +316,7 @@ def _band_indexes(dataset: DatasetReader, bands: Sequence[int] | None) -> list[i
 
 
 def _write_clip(
+    src: Path,
     dataset: DatasetReader,
     indexes: list[int],
     geometry: Area,
@@ -348,18 +349,19 @@ def _write_clip(
     ) as staging:
         for number, strip in enumerate(strips):
             check()
-            data = read_window(dataset, indexes, strip)
-            outside = strip_mask(pixels, window, strip)
-            if collisions_matter and np.any(_equals(data, nodata) & ~outside):
-                raise _NodataCollision
-            np.copyto(data, np.asarray(nodata, dtype=data.dtype), where=outside)
-            for position, index in enumerate(indexes):
-                if read_mask[position]:
-                    masked = read_masks(dataset, index, strip) == 0
-                    np.copyto(data[position], np.asarray(nodata, dtype=data.dtype), where=masked)
+            with strip_source(src) as source:
+                data = read_window(source, indexes, strip)
+                outside = strip_mask(pixels, window, strip)
+                if collisions_matter and np.any(_equals(data, nodata) & ~outside):
+                    raise _NodataCollision
+                np.copyto(data, np.asarray(nodata, dtype=data.dtype), where=outside)
+                for position, index in enumerate(indexes):
+                    if read_mask[position]:
+                        masked = read_masks(source, index, strip) == 0
+                        np.copyto(data[position], np.asarray(nodata, dtype=data.dtype), where=masked)
             counts.aoi += int(np.count_nonzero(~outside))
             counts.valid += int(np.count_nonzero(~np.any(_equals(data, nodata), axis=0)))
-            write_window(staging, data, Window(0, strip.row_off - window.row_off, strip.width, strip.height))
+            staging.write(data, Window(0, strip.row_off - window.row_off, strip.width, strip.height))
             report(STRIPS_PROGRESS_SHARE * (number + 1) / len(strips))
         check()
     return counts
@@ -399,6 +401,7 @@ def _nodata_candidates(dataset: DatasetReader, indexes: list[int]) -> list[float
 
 
 def _free_nodata(
+    src: Path,
     dataset: DatasetReader, indexes: list[int], geometry: Area, window: Window, check: CheckCancelled
 ) -> list[float]:
     """One unused value inside the AOI, as close as possible to the dtype's extremes."""
@@ -414,7 +417,8 @@ def _free_nodata(
     pixels = to_window_pixels(geometry, dataset.window_transform(window))
     for strip in strip_windows(dataset, window, _clip_bytes_per_pixel(dataset, indexes)):
         check()
-        data = read_window(dataset, indexes, strip)
+        with strip_source(src) as source:
+            data = read_window(source, indexes, strip)
         inside = ~strip_mask(pixels, window, strip)
         used |= np.isin(candidates, data[:, inside])
     free = candidates[~used]
@@ -450,6 +454,17 @@ def strip_windows(dataset: DatasetReader, window: Window, bytes_per_pixel: int) 
     return strips
 
 
+@contextmanager
+def strip_source(src: Path) -> Iterator[DatasetReader]:
+    """A fresh handle on ``src`` for one strip.
+
+    Closing it drops its decoded blocks from GDAL's block cache, so the memory of a clip is one
+    strip's worth whatever GDAL_CACHEMAX is; reopening a (COG) header costs about a millisecond.
+    """
+    with open_raster(src) as dataset:
+        yield dataset
+
+
 def read_window(dataset: DatasetReader, indexes: list[int], window: Window) -> np.ndarray:
     try:
         return dataset.read(indexes, window=window)
@@ -464,11 +479,22 @@ def read_masks(dataset: DatasetReader, index: int, window: Window) -> np.ndarray
         raise RasterError(UNREADABLE_RASTER, f"cannot read pixels: {gdal_message(error)}") from error
 
 
-def write_window(staging: DatasetWriter, data: np.ndarray, window: Window) -> None:
-    try:
-        staging.write(data, window=window)
-    except GDAL_ERRORS as error:
-        raise RasterError(COG_WRITE_FAILED, f"cannot stage pixels: {gdal_message(error)}") from error
+class Staging:
+    """The uncompressed GTiff a COG is staged in, written strip by strip.
+
+    Each write reopens the file and closes it again, which flushes the strip's blocks to disk
+    and out of GDAL's block cache instead of letting them pile up until the end.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def write(self, data: np.ndarray, window: Window) -> None:
+        try:
+            with rasterio.open(self.path, "r+") as staging:
+                staging.write(data, window=window)
+        except GDAL_ERRORS as error:
+            raise RasterError(COG_WRITE_FAILED, f"cannot stage pixels: {gdal_message(error)}") from error
 
 
 @dataclass(frozen=True)
@@ -510,11 +536,13 @@ def _tags(dataset: DatasetReader, bidx: int) -> dict[str | None, dict[str, str]]
 
 
 # The staging GTiff is read once by the COG driver: uncompressed, tiled like the output.
+# SPARSE_OK: closing the freshly created file must not write every block as zeros first.
 _STAGING_OPTIONS: Final[Mapping[str, str]] = {
     "TILED": "YES",
     "BLOCKXSIZE": "512",
     "BLOCKYSIZE": "512",
     "BIGTIFF": "IF_SAFER",
+    "SPARSE_OK": "TRUE",
 }
 
 
@@ -530,9 +558,9 @@ def staged_cog(
     transform: Any,
     nodata: float | None,
     metadata: BandMetadata | None = None,
-) -> Iterator[DatasetWriter]:
-    """Yield a writable staging GTiff; when the block ends cleanly, translate it into a house
-    COG at ``dst`` (atomically) and check its embedded statistics.
+) -> Iterator[Staging]:
+    """Yield a Staging file (metadata already set); when the block ends cleanly, translate it
+    into a house COG at ``dst`` (atomically) and check its embedded statistics.
 
     The COG driver can only create by copy, so pixels are written strip by strip into an
     uncompressed sibling file, never held whole in memory.
@@ -550,7 +578,7 @@ def staged_cog(
         with staging:
             if metadata is not None:
                 _apply_metadata(staging, metadata)
-            yield staging
+        yield Staging(staging_path)
         with open_raster(staging_path) as staged:
             _copy_as_cog(staged, dst)
     try:
