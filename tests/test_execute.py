@@ -133,3 +133,28 @@ def test_deadline_is_honoured(world):
     with pytest.raises(grpc.RpcError) as info:
         client.stub.Execute(request, metadata=client.metadata(), timeout=0.000001)
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+@pytest.mark.parametrize(
+    ("method", "streaming"),
+    [
+        ("/geopera.v1.KernelService/Execute", False),
+        ("/geopera.v1.KernelService/WatchJob", False),
+        ("/geopera.v1.KernelService/DownloadAsset", False),
+        ("/geopera.v1.KernelService/UploadAsset", True),
+        ("/geopera.v1.WorkerService/RegisterOutputs", True),
+        ("/geopera.v1.WorkerService/ReportProgress", False),
+    ],
+)
+def test_corrupt_request_bytes_are_invalid_argument(world, method, streaming):
+    garbage = b"\x0a\xff\xff\xff\xff"
+    metadata = world.client("alpha").metadata()
+    with pytest.raises(grpc.RpcError) as info:
+        if streaming:
+            world.channel.stream_unary(method)(iter([garbage]), metadata=metadata, timeout=10)
+        elif method.endswith(("WatchJob", "DownloadAsset")):
+            list(world.channel.unary_stream(method)(garbage, metadata=metadata, timeout=10))
+        else:
+            world.channel.unary_unary(method)(garbage, metadata=metadata, timeout=10)
+    failure = RpcFailure.from_rpc_error(info.value)
+    assert (failure.code, failure.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST")

@@ -38,14 +38,14 @@ def _run(command: str, address: str, token: str) -> subprocess.CompletedProcess[
     env = {**os.environ, "TOKEN": token, "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}"}
     return subprocess.run(
         ["bash", "-c", command.replace("127.0.0.1:50051", address)],
-        env=env, capture_output=True, text=True, timeout=60, cwd=REPO,
+        env=env, capture_output=True, text=True, timeout=180, cwd=REPO,
     )  # fmt: skip
 
 
 def test_the_printed_quickstart_command_works_as_printed(demo_server):
     printed = [line.strip() for line in demo_server.log().splitlines() if "KernelService/Execute" in line]
     assert len(printed) == 1, demo_server.log()
-    result = subprocess.run(["bash", "-c", printed[0]], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(["bash", "-c", printed[0]], capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr
     response = json.loads(result.stdout)
     assert response["operation"] == "items.list"

@@ -28,6 +28,7 @@ from geopera.v1 import (  # noqa: F401  (imports register every payload type for
 )
 from server.api.kernel import KernelServicer
 from server.api.operations import REGISTRY
+from server.api.registration import add_servicer
 from server.api.worker import Dispatcher, WorkerServicer
 from server.auth import TokenService
 from server.config import Settings
@@ -107,8 +108,8 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     health_servicer = health.aio.HealthServicer()
     kernel = KernelServicer()
     workers = WorkerServicer()
-    kernel_pb2_grpc.add_KernelServiceServicer_to_server(kernel, server)
-    worker_pb2_grpc.add_WorkerServiceServicer_to_server(workers, server)
+    add_servicer(server, kernel, kernel_pb2.DESCRIPTOR.services_by_name["KernelService"])
+    add_servicer(server, workers, worker_pb2.DESCRIPTOR.services_by_name["WorkerService"])
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     for name in ("", *SERVICE_NAMES):
@@ -150,6 +151,7 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     await stop.wait()
     log.info("stopping: draining calls for up to %.0f s", settings.shutdown_grace_seconds)
     await health_servicer.enter_graceful_shutdown()
+    services.notifications.close_streams()
     await server.stop(settings.shutdown_grace_seconds)
     for task in background:
         task.cancel()

@@ -62,7 +62,7 @@ def sample_dir() -> Path:
 @pytest.fixture(scope="session")
 def s2_items(sample_dir: Path) -> dict[str, ItemView]:
     manifest = json.loads((sample_dir / "manifest.json").read_text())
-    dates = {entry["file"]: entry["datetime"] for entry in manifest["files"]}
+    dates = {entry["file"]: entry.get("datetime") for entry in manifest["files"]}
     items = {}
     for name in S2_SCENES:
         when = dt.datetime.fromisoformat(dates[name])
@@ -127,7 +127,7 @@ def lonlat_polygon(transform: Affine, crs: str, pixel_ring: Sequence[tuple[float
     to_lonlat = Transformer.from_crs(crs, "EPSG:4326", always_xy=True)
     ring = []
     for col, row in pixel_ring:
-        x, y = transform * (col, row)
+        x, y = transform @ (col, row)
         lon, lat = to_lonlat.transform(x, y)
         ring.append([lon, lat])
     ring.append(ring[0])

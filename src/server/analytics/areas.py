@@ -36,8 +36,9 @@ def row_areas(meta: RasterMeta, row0: int, rows: int) -> np.ndarray:
         factor = crs.axis_info[0].unit_conversion_factor if crs.axis_info else 1.0
         return np.full(rows, abs(transform.determinant) * factor * factor)
     if transform.b != 0 or transform.d != 0:
-        raise invalid_argument("UNSUPPORTED_GRID", "areas on a rotated geographic grid are not supported",
-                               field="params.before_item_id")
+        raise invalid_argument(
+            "UNSUPPORTED_GRID", "areas on a rotated geographic grid are not supported", field="params.before_item_id"
+        )
     ellipsoid = crs.ellipsoid
     a = ellipsoid.semi_major_metre if ellipsoid is not None else 6_378_137.0
     b = ellipsoid.semi_minor_metre if ellipsoid is not None else 6_356_752.314245

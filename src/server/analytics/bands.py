@@ -23,7 +23,7 @@ _FALLBACKS: Final[Mapping[str, tuple[str, ...]]] = {"nir": ("nir08",)}
 
 
 def normalize_common_name(key: str) -> str | None:
-    """"RED", "Near-Infrared", "swir1" -> "red", "nir", "swir16"; None when unknown."""
+    """ "RED", "Near-Infrared", "swir1" -> "red", "nir", "swir16"; None when unknown."""
     return common_name_for(key)
 
 
@@ -63,7 +63,7 @@ _STEPS: Final[tuple[Callable[[Mapping[str, Any]], str | None], ...]] = (
 
 
 def describe_bands(bands: Sequence[Mapping[str, Any]]) -> str:
-    """"1:blue (blue, B02), 2:green (green, B03)" for error messages and metadata."""
+    """ "1:blue (blue, B02), 2:green (green, B03)" for error messages and metadata."""
     parts = []
     for position, band in enumerate(bands, start=1):
         labels = [label for label in (_declared_common_name(band), _sensor_id(band)) if label]
@@ -74,14 +74,19 @@ def describe_bands(bands: Sequence[Mapping[str, Any]]) -> str:
 
 def _missing(message: str, bands: Sequence[Mapping[str, Any]], field: str = MAPPING_FIELD) -> DomainError:
     found = describe_bands(bands)
-    return invalid_argument("MISSING_BANDS", f"{message}; bands found: {found}", field=field,
-                            metadata={"bands_found": found})
+    return invalid_argument(
+        "MISSING_BANDS", f"{message}; bands found: {found}", field=field, metadata={"bands_found": found}
+    )
 
 
 def _ambiguous(message: str, bands: Sequence[Mapping[str, Any]]) -> DomainError:
     found = describe_bands(bands)
-    return invalid_argument("AMBIGUOUS_BANDS", f"{message}; set params.band_mapping (bands found: {found})",
-                            field=MAPPING_FIELD, metadata={"bands_found": found})
+    return invalid_argument(
+        "AMBIGUOUS_BANDS",
+        f"{message}; set params.band_mapping (bands found: {found})",
+        field=MAPPING_FIELD,
+        metadata={"bands_found": found},
+    )
 
 
 def _detect(common: str, bands: Sequence[Mapping[str, Any]]) -> int | None:
@@ -99,12 +104,12 @@ def _explicit(common: str, value: int | str, bands: Sequence[Mapping[str, Any]])
     field = f"{MAPPING_FIELD}.{common}"
     if isinstance(value, int):
         if not 1 <= value <= len(bands):
-            raise _missing(f"band_mapping {common!r} -> {value}: the asset has {len(bands)} band(s)",
-                           bands, field)
+            raise _missing(f"band_mapping {common!r} -> {value}: the asset has {len(bands)} band(s)", bands, field)
         return value
     wanted = value.strip().lower()
     matches = [
-        i for i, band in enumerate(bands, start=1)
+        i
+        for i, band in enumerate(bands, start=1)
         if wanted in {_text(band, "name").lower(), _sensor_id(band).lower()} - {""}
     ]
     if not matches:

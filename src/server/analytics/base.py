@@ -100,8 +100,9 @@ class AnalyticsContext:
         try:
             return self.items[item_id]
         except KeyError:
-            raise not_found("ITEM_NOT_FOUND", f"item {item_id!r} was not resolved for this call",
-                            item_id=item_id) from None
+            raise not_found(
+                "ITEM_NOT_FOUND", f"item {item_id!r} was not resolved for this call", item_id=item_id
+            ) from None
 
 
 class AnalyticsMethod(ABC):

@@ -31,12 +31,12 @@ import numpy as np
 import rasterio
 import rasterio.shutil
 import shapely
+from affine import Affine
 from pydantic import BaseModel, Field
 from rasterio.enums import Resampling
 from rasterio.io import DatasetReader
 from rasterio.warp import reproject, transform_bounds
-from rasterio.windows import Window, from_bounds
-from rasterio.windows import transform as window_transform
+from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from server.analytics.areas import row_areas
@@ -77,8 +77,7 @@ class ChangeDetectionParams(Params):
     band_mapping: BandMapping = None
     before_asset_key: str | None = None
     after_asset_key: str | None = None
-    percentiles: list[Percentile] = Field(default_factory=lambda: [5.0, 25.0, 50.0, 75.0, 95.0],
-                                          max_length=101)
+    percentiles: list[Percentile] = Field(default_factory=lambda: [5.0, 25.0, 50.0, 75.0, 95.0], max_length=101)
 
 
 class ChangeClass(BaseModel):
@@ -150,25 +149,45 @@ class _Totals:
         self.areas = tuple(a + b for a, b in zip(self.areas, chunk.areas, strict=True))  # type: ignore[assignment]
 
 
+def window_transform(window: Window, transform: Affine) -> Affine:
+    return transform @ Affine.translation(window.col_off, window.row_off)
+
+
+def _pixel_window(bounds: tuple[float, float, float, float], transform: Affine) -> tuple[float, ...]:
+    """col_min, row_min, col_max, row_max of a bounding box in a (north-up or not) grid."""
+    inverse = ~transform
+    left, bottom, right, top = bounds
+    corners = [inverse @ (x, y) for x in (left, right) for y in (bottom, top)]
+    cols = [c for c, _ in corners]
+    rows = [r for _, r in corners]
+    return min(cols), min(rows), max(cols), max(rows)
+
+
 def _same_grid(before: RasterMeta, after: RasterMeta) -> bool:
-    return (before.crs == after.crs and before.transform.almost_equals(after.transform, precision=1e-9)
-            and before.width == after.width and before.height == after.height)
+    return (
+        before.crs == after.crs
+        and before.transform.almost_equals(after.transform, precision=1e-9)
+        and before.width == after.width
+        and before.height == after.height
+    )
 
 
-def _after_on_before_grid(after_source: IndexSource, dataset: DatasetReader, before: RasterMeta,
-                          window: Window) -> np.ndarray:
+def _after_on_before_grid(
+    after_source: IndexSource, dataset: DatasetReader, before: RasterMeta, window: Window
+) -> np.ndarray:
     """The after index (NaN where invalid) warped onto one chunk of the before grid."""
     after = after_source.meta
     rows, cols = int(window.height), int(window.width)
     destination = np.full((rows, cols), np.nan, dtype=np.float32)
     destination_transform = window_transform(window, before.transform)
-    left, bottom, right, top = rasterio.windows.bounds(window, before.transform)
-    bounds = transform_bounds(before.crs, after.crs, left, bottom, right, top, densify_pts=21)
-    footprint = from_bounds(*bounds, transform=after.transform)
-    col0 = max(0, math.floor(footprint.col_off) - _WARP_MARGIN)
-    row0 = max(0, math.floor(footprint.row_off) - _WARP_MARGIN)
-    col1 = min(after.width, math.ceil(footprint.col_off + footprint.width) + _WARP_MARGIN)
-    row1 = min(after.height, math.ceil(footprint.row_off + footprint.height) + _WARP_MARGIN)
+    corners = [destination_transform @ (c, r) for c in (0, cols) for r in (0, rows)]
+    xs, ys = [x for x, _ in corners], [y for _, y in corners]
+    bounds = transform_bounds(before.crs, after.crs, min(xs), min(ys), max(xs), max(ys), densify_pts=21)
+    col_min, row_min, col_max, row_max = _pixel_window(bounds, after.transform)
+    col0 = max(0, math.floor(col_min) - _WARP_MARGIN)
+    row0 = max(0, math.floor(row_min) - _WARP_MARGIN)
+    col1 = min(after.width, math.ceil(col_max) + _WARP_MARGIN)
+    row1 = min(after.height, math.ceil(row_max) + _WARP_MARGIN)
     if col1 <= col0 or row1 <= row0:
         return destination
     source_window = Window(col0, row0, col1 - col0, row1 - row0)
@@ -176,16 +195,28 @@ def _after_on_before_grid(after_source: IndexSource, dataset: DatasetReader, bef
     values, valid = after_source.compute(raw)
     source = np.where(valid[0], values[0], np.float32(np.nan)).astype(np.float32, copy=False)
     reproject(
-        source=source, destination=destination,
-        src_transform=window_transform(source_window, after.transform), src_crs=after.crs, src_nodata=np.nan,
-        dst_transform=destination_transform, dst_crs=before.crs, dst_nodata=np.nan,
-        resampling=Resampling.bilinear, num_threads=1,
+        source=source,
+        destination=destination,
+        src_transform=window_transform(source_window, after.transform),
+        src_crs=after.crs,
+        src_nodata=np.nan,
+        dst_transform=destination_transform,
+        dst_crs=before.crs,
+        dst_nodata=np.nan,
+        resampling=Resampling.bilinear,
+        num_threads=1,
     )
     return destination
 
 
-def _chunk_worker(before_source: IndexSource, after_source: IndexSource, threshold: float, same_grid: bool,
-                  geographic: bool, keep_values: bool) -> Callable[[list[DatasetReader], _Task], _Chunk]:
+def _chunk_worker(
+    before_source: IndexSource,
+    after_source: IndexSource,
+    threshold: float,
+    same_grid: bool,
+    geographic: bool,
+    keep_values: bool,
+) -> Callable[[list[DatasetReader], _Task], _Chunk]:
     before = before_source.meta
     constant_area = None if geographic else float(row_areas(before, 0, 1)[0])
     limit = np.float32(threshold)
@@ -227,9 +258,13 @@ def _chunk_worker(before_source: IndexSource, after_source: IndexSource, thresho
             areas = (float(up_rows @ per_row), float(down_rows @ per_row), float(same_rows @ per_row))
         part = StoredPart.make(chosen, None, np.dtype(np.float32)) if keep_values and chosen.size else None
         return _Chunk(
-            difference=difference, area_pixels=area_pixels, counts=(n_increase, n_decrease, n_same),
-            areas=areas, difference_moments=Moments.of(chosen),
-            before_moments=Moments.of(before_values[0][compared]), after_moments=Moments.of(after_index[compared]),
+            difference=difference,
+            area_pixels=area_pixels,
+            counts=(n_increase, n_decrease, n_same),
+            areas=areas,
+            difference_moments=Moments.of(chosen),
+            before_moments=Moments.of(before_values[0][compared]),
+            after_moments=Moments.of(after_index[compared]),
             values=part,
         )
 
@@ -239,8 +274,10 @@ def _chunk_worker(before_source: IndexSource, after_source: IndexSource, thresho
 def _plan(geometry: BaseGeometry, window: Window, meta: RasterMeta, band_count: int) -> list[_Task]:
     chunks = chunk_windows(window, meta.block_shape, band_count, 2)
     boxes = shapely.box(
-        [w.col_off for w in chunks], [w.row_off for w in chunks],
-        [w.col_off + w.width for w in chunks], [w.row_off + w.height for w in chunks],
+        [w.col_off for w in chunks],
+        [w.row_off for w in chunks],
+        [w.col_off + w.width for w in chunks],
+        [w.row_off + w.height for w in chunks],
     )
     shapely.prepare(geometry)
     try:
@@ -256,15 +293,21 @@ def _plan(geometry: BaseGeometry, window: Window, meta: RasterMeta, band_count: 
             tasks.append(_Task(chunk, None))
         else:
             c0, r0 = chunk.col_off, chunk.row_off
-            clipped = shapely.clip_by_rect(geometry, c0 - _CLIP_MARGIN, r0 - _CLIP_MARGIN,
-                                           c0 + chunk.width + _CLIP_MARGIN, r0 + chunk.height + _CLIP_MARGIN)
+            clipped = shapely.clip_by_rect(
+                geometry,
+                c0 - _CLIP_MARGIN,
+                r0 - _CLIP_MARGIN,
+                c0 + chunk.width + _CLIP_MARGIN,
+                r0 + chunk.height + _CLIP_MARGIN,
+            )
             tasks.append(_Task(chunk, clipped, skip=clipped.is_empty))
     return tasks
 
 
 def _class(count: int, area_m2: float, compared: int) -> ChangeClass:
-    return ChangeClass(count=count, fraction=count / compared if compared else None, area_m2=area_m2,
-                       area_ha=area_m2 / 10_000.0)
+    return ChangeClass(
+        count=count, fraction=count / compared if compared else None, area_m2=area_m2, area_ha=area_m2 / 10_000.0
+    )
 
 
 def _write_cog(staging: Path, destination: Path, workers: int) -> None:
@@ -302,10 +345,12 @@ class ChangeDetection(AnalyticsMethod):
     def execute(self, params: Any, ctx: AnalyticsContext) -> ChangeDetectionResult:
         assert isinstance(params, ChangeDetectionParams)
         index = get_index(params.index_name)
-        before = open_meta(select_asset(ctx.item(params.before_item_id), params.before_asset_key,
-                                        "params.before_asset_key"))
-        after = open_meta(select_asset(ctx.item(params.after_item_id), params.after_asset_key,
-                                       "params.after_asset_key"))
+        before = open_meta(
+            select_asset(ctx.item(params.before_item_id), params.before_asset_key, "params.before_asset_key")
+        )
+        after = open_meta(
+            select_asset(ctx.item(params.after_item_id), params.after_asset_key, "params.after_asset_key")
+        )
         before_source = IndexSource.resolve(before, index, params.band_mapping)
         after_source = IndexSource.resolve(after, index, params.band_mapping)
         same_grid = _same_grid(before, after)
@@ -320,8 +365,20 @@ class ChangeDetection(AnalyticsMethod):
         try:
             if zone.window is not None:
                 tasks = _plan(zone.geometry, zone.window, before, len(before_source.indexes))
-                pixels_read = self._run(tasks, zone.window, before_source, after_source, params, ctx, same_grid,
-                                        geographic, store, totals, moments, artifacts)
+                pixels_read = self._run(
+                    tasks,
+                    zone.window,
+                    before_source,
+                    after_source,
+                    params,
+                    ctx,
+                    same_grid,
+                    geographic,
+                    store,
+                    totals,
+                    moments,
+                    artifacts,
+                )
             quantiles = store.percentiles([*params.percentiles, *_RANGE_PERCENTILES])
         finally:
             store.close()
@@ -348,11 +405,13 @@ class ChangeDetection(AnalyticsMethod):
             decrease=_class(totals.counts[1], totals.areas[1], compared),
             no_change=_class(totals.counts[2], totals.areas[2], compared),
             difference=DifferenceStats(
-                mean=difference.average, std=difference.std,
+                mean=difference.average,
+                std=difference.std,
                 min=None if difference.empty else difference.minimum,
                 max=None if difference.empty else difference.maximum,
-                percentiles=[PercentileValue(percentile=q, value=v)
-                             for q, v in zip(params.percentiles, quantiles, strict=False)],
+                percentiles=[
+                    PercentileValue(percentile=q, value=v) for q, v in zip(params.percentiles, quantiles, strict=False)
+                ],
             ),
             before_mean=moments["before"].average,
             after_mean=moments["after"].average,
@@ -360,23 +419,43 @@ class ChangeDetection(AnalyticsMethod):
             artifacts=artifacts,
         )
 
-    def _run(self, tasks: list[_Task], window: Window, before_source: IndexSource, after_source: IndexSource,
-             params: ChangeDetectionParams, ctx: AnalyticsContext, same_grid: bool, geographic: bool,
-             store: ValueStore, totals: _Totals, moments: dict[str, Moments], artifacts: list[str]) -> int:
+    def _run(
+        self,
+        tasks: list[_Task],
+        window: Window,
+        before_source: IndexSource,
+        after_source: IndexSource,
+        params: ChangeDetectionParams,
+        ctx: AnalyticsContext,
+        same_grid: bool,
+        geographic: bool,
+        store: ValueStore,
+        totals: _Totals,
+        moments: dict[str, Moments],
+        artifacts: list[str],
+    ) -> int:
         before = before_source.meta
         row0, col0 = int(window.row_off), int(window.col_off)
         pixels_read = 0
         # Values are always kept: the quicklook's colour range comes from their percentiles.
-        worker = _chunk_worker(before_source, after_source, params.change_threshold, same_grid, geographic,
-                               True)
+        worker = _chunk_worker(before_source, after_source, params.change_threshold, same_grid, geographic, True)
         work = [task for task in tasks if not task.skip]
         ctx.artifact_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".staging-", dir=ctx.artifact_dir) as staging_dir:
             staging = Path(staging_dir) / "difference.tif"
             profile = {
-                "driver": "GTiff", "width": int(window.width), "height": int(window.height), "count": 1,
-                "dtype": "float32", "crs": before.crs, "transform": window_transform(window, before.transform),
-                "nodata": np.nan, "tiled": True, "blockxsize": 512, "blockysize": 512, "BIGTIFF": "IF_SAFER",
+                "driver": "GTiff",
+                "width": int(window.width),
+                "height": int(window.height),
+                "count": 1,
+                "dtype": "float32",
+                "crs": before.crs,
+                "transform": window_transform(window, before.transform),
+                "nodata": np.nan,
+                "tiled": True,
+                "blockxsize": 512,
+                "blockysize": 512,
+                "BIGTIFF": "IF_SAFER",
             }
             with rasterio.open(staging, "w", **profile) as output:
                 for task in tasks:
@@ -394,13 +473,18 @@ class ChangeDetection(AnalyticsMethod):
                     if chunk.values is not None:
                         store.add(chunk.values)
                 output.set_band_description(1, f"{params.index_name} difference (after - before)")
-                output.update_tags(1, BEFORE_ITEM_ID=params.before_item_id, AFTER_ITEM_ID=params.after_item_id,
-                                   CHANGE_THRESHOLD=str(params.change_threshold))
+                output.update_tags(
+                    1,
+                    BEFORE_ITEM_ID=params.before_item_id,
+                    AFTER_ITEM_ID=params.after_item_id,
+                    CHANGE_THRESHOLD=str(params.change_threshold),
+                )
             ctx.check_cancelled()
             destination = ctx.artifact_dir / "difference.tif"
             _write_cog(staging, destination, ctx.workers)
-        ctx.add_artifact("difference_cog", destination, MEDIA_TYPE_COG,
-                         f"{params.index_name} difference (after - before)")
+        ctx.add_artifact(
+            "difference_cog", destination, MEDIA_TYPE_COG, f"{params.index_name} difference (after - before)"
+        )
         artifacts.append("difference_cog")
         return pixels_read
 
@@ -417,6 +501,7 @@ class ChangeDetection(AnalyticsMethod):
             preview = dataset.read(1, out_shape=shape, resampling=Resampling.average, masked=True)
         values = preview.filled(np.nan).astype(np.float32)
         destination = ctx.artifact_dir / "quicklook.png"
-        write_quicklook(destination, values, limit, f"{index_name} change (after − before), ±{limit:.2f}")
+        title = f"{index_name} change (after - before), colour range +/-{limit:.2f}"
+        write_quicklook(destination, values, limit, title)
         ctx.add_artifact("quicklook_png", destination, "image/png", f"{index_name} change quicklook")
         artifacts.append("quicklook_png")

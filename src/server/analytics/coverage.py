@@ -30,8 +30,7 @@ from shapely.geometry.base import BaseGeometry
 _SNAP: Final = 1e-9
 
 
-def center_mask(geometry: BaseGeometry, row0: int, col0: int, height: int, width: int,
-                all_touched: bool) -> np.ndarray:
+def center_mask(geometry: BaseGeometry, row0: int, col0: int, height: int, width: int, all_touched: bool) -> np.ndarray:
     """Boolean (height, width) mask of the pixels the pixel-space ``geometry`` selects."""
     if geometry.is_empty:
         return np.zeros((height, width), dtype=bool)
@@ -58,8 +57,7 @@ def _edges(geometry: BaseGeometry) -> np.ndarray:
     return np.column_stack([coords[:-1], coords[1:]])[same_ring]
 
 
-def _g(y_cut: np.ndarray, dx: np.ndarray, y_min: np.ndarray, y_max: np.ndarray, y_mid: np.ndarray
-       ) -> np.ndarray:
+def _g(y_cut: np.ndarray, dx: np.ndarray, y_min: np.ndarray, y_max: np.ndarray, y_mid: np.ndarray) -> np.ndarray:
     """∫ max(y(x) - y_cut, 0) dx over a straight piece (signed by the direction of dx)."""
     span = y_max - y_min
     partial = dx * np.square(y_max - y_cut) / (2.0 * np.where(span > 0, span, 1.0))
@@ -122,9 +120,7 @@ def exact_coverage(geometry: BaseGeometry, row0: int, col0: int, height: int, wi
     r = row.astype(np.float64)
     args = (dx[piece], y_min[piece], y_max[piece], y_mid[piece])
     exact = _g(r, *args) - _g(r + 1.0, *args)
-    coverage += np.bincount(row * width + col[piece], weights=exact, minlength=height * width).reshape(
-        height, width
-    )
+    coverage += np.bincount(row * width + col[piece], weights=exact, minlength=height * width).reshape(height, width)
 
     np.negative(coverage, out=coverage)
     coverage[np.abs(coverage) < _SNAP] = 0.0

@@ -93,23 +93,33 @@ def _plan(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -
     if not live:
         return []
     bounds = np.array([zone.bounds for zone in live])  # row0, col0, row1, col1
-    union = Window(int(bounds[:, 1].min()), int(bounds[:, 0].min()),
-                   int(bounds[:, 3].max() - bounds[:, 1].min()), int(bounds[:, 2].max() - bounds[:, 0].min()))
+    union = Window(
+        int(bounds[:, 1].min()),
+        int(bounds[:, 0].min()),
+        int(bounds[:, 3].max() - bounds[:, 1].min()),
+        int(bounds[:, 2].max() - bounds[:, 0].min()),
+    )
     chunks = chunk_windows(union, source.meta.block_shape, len(source.indexes), source.read_dtype.itemsize)
     parts_by_chunk: list[list[_ZonePart]] = [[] for _ in chunks]
     chunk_bounds = np.array([[w.row_off, w.col_off, w.row_off + w.height, w.col_off + w.width] for w in chunks])
     for position, zone in enumerate(live):
         row0, col0, row1, col1 = (int(v) for v in bounds[position])
         hits = np.flatnonzero(
-            (chunk_bounds[:, 0] < row1) & (chunk_bounds[:, 2] > row0)
-            & (chunk_bounds[:, 1] < col1) & (chunk_bounds[:, 3] > col0)
+            (chunk_bounds[:, 0] < row1)
+            & (chunk_bounds[:, 2] > row0)
+            & (chunk_bounds[:, 1] < col1)
+            & (chunk_bounds[:, 3] > col0)
         )
         if hits.size == 0:
             continue
-        sub = np.column_stack([
-            np.maximum(chunk_bounds[hits, 0], row0), np.maximum(chunk_bounds[hits, 1], col0),
-            np.minimum(chunk_bounds[hits, 2], row1), np.minimum(chunk_bounds[hits, 3], col1),
-        ])
+        sub = np.column_stack(
+            [
+                np.maximum(chunk_bounds[hits, 0], row0),
+                np.maximum(chunk_bounds[hits, 1], col0),
+                np.minimum(chunk_bounds[hits, 2], row1),
+                np.minimum(chunk_bounds[hits, 3], col1),
+            ]
+        )
         boxes = shapely.box(sub[:, 1], sub[:, 0], sub[:, 3], sub[:, 2])
         geometry = zone.geometry
         shapely.prepare(geometry)
@@ -122,8 +132,8 @@ def _plan(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -
         for chunk_index, (r0, c0, r1, c1), full, touched in zip(hits, sub, inside, touching, strict=True):
             if not touched:
                 continue
-            clipped = None if full else shapely.clip_by_rect(
-                geometry, c0 - margin, r0 - margin, c1 + margin, r1 + margin
+            clipped = (
+                None if full else shapely.clip_by_rect(geometry, c0 - margin, r0 - margin, c1 + margin, r1 + margin)
             )
             if clipped is not None and clipped.is_empty:
                 continue
@@ -143,8 +153,9 @@ def _plan(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -
     return tasks
 
 
-def _reduce_chunk(source: PixelSource, options: ReduceOptions
-                  ) -> Callable[[list[DatasetReader], _Task], list[_PartResult]]:
+def _reduce_chunk(
+    source: PixelSource, options: ReduceOptions
+) -> Callable[[list[DatasetReader], _Task], list[_PartResult]]:
     value_dtype = source.value_dtype
 
     def run(datasets: list[DatasetReader], task: _Task) -> list[_PartResult]:
@@ -168,16 +179,23 @@ def _reduce_chunk(source: PixelSource, options: ReduceOptions
             for layer in range(values.shape[0]):
                 layer_values = values[layer][window]
                 layer_valid = valid[layer][window]
-                layers.append(_reduce_layer(layer_values, layer_valid, mask, coverage, value_dtype,
-                                            options.keep_values))
+                layers.append(
+                    _reduce_layer(layer_values, layer_valid, mask, coverage, value_dtype, options.keep_values)
+                )
             results.append(_PartResult(part.zone, layers, rows * cols))
         return results
 
     return run
 
 
-def _reduce_layer(values: np.ndarray, valid: np.ndarray, mask: np.ndarray | None, coverage: np.ndarray | None,
-                  value_dtype: np.dtype, keep_values: bool) -> tuple[Moments, StoredPart | None]:
+def _reduce_layer(
+    values: np.ndarray,
+    valid: np.ndarray,
+    mask: np.ndarray | None,
+    coverage: np.ndarray | None,
+    value_dtype: np.dtype,
+    keep_values: bool,
+) -> tuple[Moments, StoredPart | None]:
     if mask is None:
         selected = valid
         nodata = float(valid.size - np.count_nonzero(valid))
@@ -208,11 +226,15 @@ def reduce_zones(
     layer_count = source.layers
     budget = max(1, memory_budget_bytes // max(1, len(zones) * layer_count))
     results = [
-        ZoneResult(zone, [
-            LayerResult(Moments(), ValueStore(source.value_dtype, budget, scratch_dir) if options.keep_values
-                        else None)
-            for _ in range(layer_count)
-        ])
+        ZoneResult(
+            zone,
+            [
+                LayerResult(
+                    Moments(), ValueStore(source.value_dtype, budget, scratch_dir) if options.keep_values else None
+                )
+                for _ in range(layer_count)
+            ],
+        )
         for zone in zones
     ]
     check_cancelled()
@@ -233,4 +255,3 @@ def reduce_zones(
         outcome.close()
         raise
     return outcome
-

@@ -33,14 +33,14 @@ def zones_from_params(value: Any, field: str = "params.geometry") -> list[Zone]:
     return parse_zones(value, field)
 
 
-def _transformer(crs: CRS) -> Transformer | None:
-    target = ProjCRS.from_user_input(crs.to_wkt())
+def _transformer(crs: CRS | str) -> Transformer | None:
+    target = ProjCRS.from_user_input(crs if isinstance(crs, str) else crs.to_wkt())
     if target.equals(WGS84, ignore_axis_order=True):
         return None
     return Transformer.from_crs(WGS84, target, always_xy=True)
 
 
-def to_crs(geometry: BaseGeometry, crs: CRS) -> BaseGeometry:
+def to_crs(geometry: BaseGeometry, crs: CRS | str) -> BaseGeometry:
     """A lon/lat geometry in ``crs`` (edges densified first)."""
     transformer = _transformer(crs)
     if transformer is None:

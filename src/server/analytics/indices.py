@@ -77,35 +77,92 @@ class SpectralIndex:
         return self.compute(bands)
 
 
-def _index(name: str, title: str, bands: tuple[str, ...], formula_text: str,
-           compute: Callable[[Bands], np.ndarray],
-           value_range: tuple[float, float] | None = (-1.0, 1.0)) -> tuple[str, SpectralIndex]:
+def _index(
+    name: str,
+    title: str,
+    bands: tuple[str, ...],
+    formula_text: str,
+    compute: Callable[[Bands], np.ndarray],
+    value_range: tuple[float, float] | None = (-1.0, 1.0),
+) -> tuple[str, SpectralIndex]:
     return name, SpectralIndex(name, title, bands, formula_text, compute, value_range)
 
 
 INDICES: Final[Mapping[str, SpectralIndex]] = MappingProxyType(
     dict(
         [
-            _index("NDVI", "Normalized Difference Vegetation Index", ("nir", "red"),
-                   "(nir - red) / (nir + red)", _normalized_difference("nir", "red")),
-            _index("NDWI", "Normalized Difference Water Index (McFeeters 1996)", ("green", "nir"),
-                   "(green - nir) / (green + nir)", _normalized_difference("green", "nir")),
-            _index("MNDWI", "Modified Normalized Difference Water Index (Xu 2006)", ("green", "swir16"),
-                   "(green - swir16) / (green + swir16)", _normalized_difference("green", "swir16")),
-            _index("NDMI", "Normalized Difference Moisture Index", ("nir", "swir16"),
-                   "(nir - swir16) / (nir + swir16)", _normalized_difference("nir", "swir16")),
-            _index("NBR", "Normalized Burn Ratio", ("nir", "swir22"),
-                   "(nir - swir22) / (nir + swir22)", _normalized_difference("nir", "swir22")),
-            _index("NDBI", "Normalized Difference Built-up Index", ("swir16", "nir"),
-                   "(swir16 - nir) / (swir16 + nir)", _normalized_difference("swir16", "nir")),
-            _index("GNDVI", "Green Normalized Difference Vegetation Index", ("nir", "green"),
-                   "(nir - green) / (nir + green)", _normalized_difference("nir", "green")),
-            _index("EVI", "Enhanced Vegetation Index", ("nir", "red", "blue"),
-                   "2.5 * (nir - red) / (nir + 6 * red - 7.5 * blue + 1)", _evi, None),
-            _index("SAVI", "Soil Adjusted Vegetation Index (L = 0.5)", ("nir", "red"),
-                   "1.5 * (nir - red) / (nir + red + 0.5)", _savi, (-1.5, 1.5)),
-            _index("MSAVI", "Modified Soil Adjusted Vegetation Index (MSAVI2)", ("nir", "red"),
-                   "(2 * nir + 1 - sqrt((2 * nir + 1)^2 - 8 * (nir - red))) / 2", _msavi),
+            _index(
+                "NDVI",
+                "Normalized Difference Vegetation Index",
+                ("nir", "red"),
+                "(nir - red) / (nir + red)",
+                _normalized_difference("nir", "red"),
+            ),
+            _index(
+                "NDWI",
+                "Normalized Difference Water Index (McFeeters 1996)",
+                ("green", "nir"),
+                "(green - nir) / (green + nir)",
+                _normalized_difference("green", "nir"),
+            ),
+            _index(
+                "MNDWI",
+                "Modified Normalized Difference Water Index (Xu 2006)",
+                ("green", "swir16"),
+                "(green - swir16) / (green + swir16)",
+                _normalized_difference("green", "swir16"),
+            ),
+            _index(
+                "NDMI",
+                "Normalized Difference Moisture Index",
+                ("nir", "swir16"),
+                "(nir - swir16) / (nir + swir16)",
+                _normalized_difference("nir", "swir16"),
+            ),
+            _index(
+                "NBR",
+                "Normalized Burn Ratio",
+                ("nir", "swir22"),
+                "(nir - swir22) / (nir + swir22)",
+                _normalized_difference("nir", "swir22"),
+            ),
+            _index(
+                "NDBI",
+                "Normalized Difference Built-up Index",
+                ("swir16", "nir"),
+                "(swir16 - nir) / (swir16 + nir)",
+                _normalized_difference("swir16", "nir"),
+            ),
+            _index(
+                "GNDVI",
+                "Green Normalized Difference Vegetation Index",
+                ("nir", "green"),
+                "(nir - green) / (nir + green)",
+                _normalized_difference("nir", "green"),
+            ),
+            _index(
+                "EVI",
+                "Enhanced Vegetation Index",
+                ("nir", "red", "blue"),
+                "2.5 * (nir - red) / (nir + 6 * red - 7.5 * blue + 1)",
+                _evi,
+                None,
+            ),
+            _index(
+                "SAVI",
+                "Soil Adjusted Vegetation Index (L = 0.5)",
+                ("nir", "red"),
+                "1.5 * (nir - red) / (nir + red + 0.5)",
+                _savi,
+                (-1.5, 1.5),
+            ),
+            _index(
+                "MSAVI",
+                "Modified Soil Adjusted Vegetation Index (MSAVI2)",
+                ("nir", "red"),
+                "(2 * nir + 1 - sqrt((2 * nir + 1)^2 - 8 * (nir - red))) / 2",
+                _msavi,
+            ),
         ]
     )
 )

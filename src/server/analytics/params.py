@@ -30,21 +30,24 @@ def _check_geometry(value: dict[str, Any]) -> dict[str, Any]:
         parse_zones(value, GEOMETRY_FIELD)
     except DomainError as error:
         path = error.violations[0].field if error.violations else GEOMETRY_FIELD
-        raise PydanticCustomError("invalid_geometry", "{message}",
-                                  {"message": error.message, "field_path": path}) from None
+        raise PydanticCustomError(
+            "invalid_geometry", "{message}", {"message": error.message, "field_path": path}
+        ) from None
     return value
 
 
 GeoJSONArea = Annotated[
     dict[str, Any],
     AfterValidator(_check_geometry),
-    WithJsonSchema({
-        "type": "object",
-        "description": "GeoJSON (RFC 7946, lon/lat WGS 84): a Polygon, MultiPolygon, Feature or "
-                       "FeatureCollection of (Multi)Polygons",
-        "required": ["type"],
-        "properties": {"type": {"enum": _AREA_TYPES}},
-    }),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "description": "GeoJSON (RFC 7946, lon/lat WGS 84): a Polygon, MultiPolygon, Feature or "
+            "FeatureCollection of (Multi)Polygons",
+            "required": ["type"],
+            "properties": {"type": {"enum": _AREA_TYPES}},
+        }
+    ),
 ]
 
 
@@ -80,8 +83,10 @@ def _check_mapping(value: dict[str, int | str] | None) -> dict[str, int | str] |
 BandMapping = Annotated[
     dict[str, BandRef] | None,
     AfterValidator(_check_mapping),
-    Field(description='Common name -> 1-based band index or band name, e.g. {"RED": 3, "nir": "B08"}; '
-                      "keys are case-insensitive. Overrides band auto-detection."),
+    Field(
+        description='Common name -> 1-based band index or band name, e.g. {"RED": 3, "nir": "B08"}; '
+        "keys are case-insensitive. Overrides band auto-detection."
+    ),
 ]
 
 Percentile = Annotated[float, Field(ge=0, le=100)]
@@ -107,7 +112,8 @@ class Params(BaseModel):
 class HistogramParams(Params):
     bins: int = Field(10, ge=1, le=1000)
     range: tuple[float, float] | None = Field(
-        None, description="[min, max]; default: the minimum and maximum valid values")
+        None, description="[min, max]; default: the minimum and maximum valid values"
+    )
 
     @model_validator(mode="after")
     def _range_order(self) -> HistogramParams:

@@ -11,13 +11,23 @@ from PIL import Image, ImageDraw, ImageFont
 # ColorBrewer RdBu (11 classes), low (red: decrease) to high (blue: increase).
 _RDBU: Final = np.array(
     [
-        (103, 0, 31), (178, 24, 43), (214, 96, 77), (244, 165, 130), (253, 219, 199), (247, 247, 247),
-        (209, 229, 240), (146, 197, 222), (67, 147, 195), (33, 102, 172), (5, 48, 97),
+        (103, 0, 31),
+        (178, 24, 43),
+        (214, 96, 77),
+        (244, 165, 130),
+        (253, 219, 199),
+        (247, 247, 247),
+        (209, 229, 240),
+        (146, 197, 222),
+        (67, 147, 195),
+        (33, 102, 172),
+        (5, 48, 97),
     ],
     dtype=np.float64,
 )
 _LEGEND_HEIGHT: Final = 64
 _MARGIN: Final = 12
+_MIN_SIDE: Final = 512
 
 
 def diverging_lut(size: int = 256) -> np.ndarray:
@@ -48,12 +58,19 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 
 
 def _label(value: float) -> str:
-    text = f"{value:+.2f}" if value else "0"
-    return text.replace("-", "−")
+    # ASCII only: Pillow's built-in font has no U+2212 minus sign.
+    return f"{value:+.2f}" if value else "0"
 
 
 def write_quicklook(path: Path, values: np.ndarray, limit: float, title: str) -> tuple[int, int]:
-    """Write the map with a legend below it (colour bar, ticks at -limit..limit, title)."""
+    """Write the map with a legend below it (colour bar, ticks at -limit..limit, title).
+
+    Small maps are enlarged by an integer factor (nearest neighbour, pixels stay square and
+    visible) so the longest side reaches about ``_MIN_SIDE``.
+    """
+    factor = max(1, _MIN_SIDE // max(values.shape))
+    if factor > 1:
+        values = np.repeat(np.repeat(values, factor, axis=0), factor, axis=1)
     rows, cols = values.shape
     width = max(cols, 320)
     image = Image.new("RGBA", (width, rows + _LEGEND_HEIGHT), (255, 255, 255, 255))

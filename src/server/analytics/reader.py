@@ -111,8 +111,9 @@ def select_asset(item: ItemView, asset_key: str | None, field: str = "params.ass
         asset = item.assets.get(asset_key)
         if asset is None:
             raise invalid_argument(
-                "UNKNOWN_ASSET", f"item {item.id!r} has no asset {asset_key!r}; assets: "
-                + (", ".join(sorted(item.assets)) or "none"), field=field,
+                "UNKNOWN_ASSET",
+                f"item {item.id!r} has no asset {asset_key!r}; assets: " + (", ".join(sorted(item.assets)) or "none"),
+                field=field,
                 metadata={"assets": ",".join(sorted(item.assets))},
             )
         return asset
@@ -123,8 +124,9 @@ def select_asset(item: ItemView, asset_key: str | None, field: str = "params.ass
         return next(iter(item.assets.values()))
     reason = "has no assets" if not item.assets else "has several candidate assets"
     raise invalid_argument(
-        "ASSET_REQUIRED", f"item {item.id!r} {reason}; set {field} (assets: "
-        + (", ".join(sorted(item.assets)) or "none") + ")", field=field,
+        "ASSET_REQUIRED",
+        f"item {item.id!r} {reason}; set {field} (assets: " + (", ".join(sorted(item.assets)) or "none") + ")",
+        field=field,
         metadata={"assets": ",".join(sorted(item.assets))},
     )
 
@@ -153,15 +155,24 @@ def open_meta(asset: AssetView) -> RasterMeta:
         with rasterio.open(asset.path) as dataset:
             file_bands = [_file_band(dataset, i) for i in dataset.indexes]
             if dataset.crs is None or dataset.transform == Affine.identity():
-                raise failed_precondition("UNSUPPORTED_RASTER",
-                                          f"asset {asset.key!r} is not georeferenced", asset_key=asset.key)
-            grid = (dataset.width, dataset.height, dataset.count, dataset.transform, dataset.crs,
-                    tuple(dataset.block_shapes[0]), tuple(dataset.dtypes))
+                raise failed_precondition(
+                    "UNSUPPORTED_RASTER", f"asset {asset.key!r} is not georeferenced", asset_key=asset.key
+                )
+            grid = (
+                dataset.width,
+                dataset.height,
+                dataset.count,
+                dataset.transform,
+                dataset.crs,
+                tuple(dataset.block_shapes[0]),
+                tuple(dataset.dtypes),
+            )
             descriptions = tuple(d or "" for d in dataset.descriptions)
             band_tags = tuple(dict(dataset.tags(i)) for i in dataset.indexes)
     except RasterioError as error:
-        raise failed_precondition("UNREADABLE_RASTER", f"cannot open asset {asset.key!r}: {error}",
-                                  asset_key=asset.key) from error
+        raise failed_precondition(
+            "UNREADABLE_RASTER", f"cannot open asset {asset.key!r}: {error}", asset_key=asset.key
+        ) from error
     width, height, count, transform, crs, block_shape, dtypes = grid
     server_bands = list(asset.bands) if len(asset.bands) == count else []
     bands = [
@@ -193,8 +204,7 @@ def open_meta(asset: AssetView) -> RasterMeta:
     )
 
 
-def chunk_windows(window: Window, block_shape: tuple[int, int], band_count: int, itemsize: int
-                  ) -> list[Window]:
+def chunk_windows(window: Window, block_shape: tuple[int, int], band_count: int, itemsize: int) -> list[Window]:
     """Block-aligned chunks covering ``window`` (row-major), each read in one call.
 
     Chunks are whole multiples of the file's blocks (about 512 x 512 pixels) shrunk so one
@@ -257,8 +267,7 @@ class ChunkRunner:
         try:
             return fn(self._datasets(), task)
         except RasterioError as error:
-            raise failed_precondition("UNREADABLE_RASTER", f"cannot read {', '.join(self.paths)}: {error}"
-                                      ) from error
+            raise failed_precondition("UNREADABLE_RASTER", f"cannot read {', '.join(self.paths)}: {error}") from error
 
     def map(self, fn: Callable[[list[DatasetReader], W], T], tasks: Sequence[W]) -> Iterator[T]:
         """``fn(datasets, task)`` for every task, results in task order."""
@@ -297,4 +306,3 @@ class ChunkRunner:
                 future.cancel()
             # Threads own dataset handles: wait for them before the handles are closed.
             executor.shutdown(wait=True, cancel_futures=True)
-

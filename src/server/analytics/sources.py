@@ -103,8 +103,7 @@ class IndexSource(PixelSource):
     names: tuple[str, ...] = ()  # common name of each band in ``indexes``
 
     @classmethod
-    def resolve(cls, meta: RasterMeta, index: SpectralIndex, mapping: Mapping[str, int | str] | None
-                ) -> IndexSource:
+    def resolve(cls, meta: RasterMeta, index: SpectralIndex, mapping: Mapping[str, int | str] | None) -> IndexSource:
         bands = resolve_bands(index.bands, meta.bands, mapping)
         names = tuple(bands)
         return cls(meta, tuple(bands[name] for name in names), index, names)
@@ -147,7 +146,9 @@ class StackSource(PixelSource):
 def band_source(meta: RasterMeta, band: int, apply_scale: bool, field: str = "params.band") -> BandSource:
     if not 1 <= band <= meta.count:
         raise invalid_argument(
-            "MISSING_BANDS", f"band {band} does not exist: asset {meta.asset_key!r} has {meta.count} band(s)",
-            field=field, metadata={"band_count": str(meta.count)},
+            "MISSING_BANDS",
+            f"band {band} does not exist: asset {meta.asset_key!r} has {meta.count} band(s)",
+            field=field,
+            metadata={"band_count": str(meta.count)},
         )
     return BandSource(meta, (band,), apply_scale)

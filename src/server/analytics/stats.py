@@ -326,8 +326,18 @@ class ValueStore:
             flags[lo:hi] = True
             distinct, sums = self._distinct(flags)
             if distinct.size:
-                summaries.append((lo, hi, distinct.size, float(sums.sum()),
-                                  float(distinct[0]), float(sums[0]), float(distinct[-1]), float(sums[-1])))
+                summaries.append(
+                    (
+                        lo,
+                        hi,
+                        distinct.size,
+                        float(sums.sum()),
+                        float(distinct[0]),
+                        float(sums[0]),
+                        float(distinct[-1]),
+                        float(sums[-1]),
+                    )
+                )
         n = sum(s[2] for s in summaries)
         total = sum(s[3] for s in summaries)
         span = total * (n - 1)
@@ -363,8 +373,9 @@ class ValueStore:
                 xs.append(following[4])
                 ws.append(following[5])
             cumulative_before = before_w - (ws[0] if chosen > 0 else 0.0)
-            results.append(_weighted_quantile_window(np.array(xs), np.array(ws), offset, cumulative_before,
-                                                     n, total, q / 100.0))
+            results.append(
+                _weighted_quantile_window(np.array(xs), np.array(ws), offset, cumulative_before, n, total, q / 100.0)
+            )
         return results
 
     def _distinct(self, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -374,8 +385,9 @@ class ValueStore:
         distinct, inverse = np.unique(values, return_inverse=True)
         return distinct, np.bincount(inverse, weights=weights.astype(np.float64))
 
-    def histogram_of(self, bins: int, value_range: tuple[float, float], weighted: bool
-                     ) -> tuple[list[float], list[float]]:
+    def histogram_of(
+        self, bins: int, value_range: tuple[float, float], weighted: bool
+    ) -> tuple[list[float], list[float]]:
         counts = np.zeros(bins, dtype=np.float64)
         edges = np.histogram_bin_edges(np.empty(0), bins=bins, range=value_range)
         for values, weights in self.parts():
@@ -395,8 +407,9 @@ def _weighted_quantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
     return _weighted_quantile_window(x, w, 0, 0.0, n, float(w.sum()), q)
 
 
-def _weighted_quantile_window(x: np.ndarray, w: np.ndarray, offset: int, cumulative_before: float,
-                              n: int, total: float, q: float) -> float:
+def _weighted_quantile_window(
+    x: np.ndarray, w: np.ndarray, offset: int, cumulative_before: float, n: int, total: float, q: float
+) -> float:
     """exactextract's quantile over a window x[0..] of the sorted distinct values, whose first
     element has global index ``offset`` and is preceded by ``cumulative_before`` weight."""
     cumulative = cumulative_before + np.cumsum(w)

@@ -17,6 +17,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
+import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from server.analytics.base import AnalyticsContext, AnalyticsMethod
@@ -35,7 +36,7 @@ from server.analytics.params import (
 )
 from server.analytics.reader import RasterMeta, open_meta, select_asset
 from server.analytics.sources import StackSource
-from server.analytics.zonal import EXAMPLE_POLYGON, make_source, source_unit
+from server.analytics.zonal import EXAMPLE_POLYGON, integer_valued, make_source, quantiles_of, source_unit
 from server.errors import invalid_argument
 from server.geo import Zone, parse_area
 
@@ -46,8 +47,9 @@ _MAX_ITEMS = 1000
 
 class TimeSeriesParams(Params):
     item_id: str | None = Field(None, min_length=1, description="(a) one item whose bands are time steps")
-    item_ids: list[str] | None = Field(None, min_length=1, max_length=_MAX_ITEMS,
-                                       description="(b) one step per item, at the item's datetime")
+    item_ids: list[str] | None = Field(
+        None, min_length=1, max_length=_MAX_ITEMS, description="(b) one step per item, at the item's datetime"
+    )
     asset_key: str | None = Field(None, description="Default: the asset with role 'data', else the only one")
     band: int | None = Field(None, ge=1, description="(b) 1-based band (exclusive with index_name)")
     index_name: IndexName | None = None
@@ -123,7 +125,7 @@ def _in_range(when: dt.datetime, params: TimeSeriesParams) -> bool:
     return (params.start is None or when >= params.start) and (params.end is None or when <= params.end)
 
 
-def _reduce(layer: LayerResult, params: TimeSeriesParams) -> float | None:
+def _reduce(layer: LayerResult, params: TimeSeriesParams, integer: bool) -> float | None:
     moments = layer.moments
     if moments.empty:
         return None
@@ -133,11 +135,8 @@ def _reduce(layer: LayerResult, params: TimeSeriesParams) -> float | None:
         return moments.minimum
     if params.reducer == "max":
         return moments.maximum
-    assert layer.store is not None
     q = 50.0 if params.reducer == "median" else float(params.percentile or 0.0)
-    if params.coverage == "exact":
-        return layer.store.weighted_quantiles([q])[0]
-    return layer.store.percentiles([q])[0]
+    return quantiles_of(layer, [q], params.coverage == "exact", integer)[0]
 
 
 class TimeSeries(AnalyticsMethod):
@@ -172,12 +171,19 @@ class TimeSeries(AnalyticsMethod):
             steps, pixels, unit = self._items(params, ctx, area, options)
         steps.sort(key=lambda step: (step.datetime, step.band or 0, step.item_id))
         return TimeSeriesResult(
-            reducer=params.reducer, percentile=params.percentile, band=params.band,
-            index_name=params.index_name, unit=unit, coverage=params.coverage, pixels_read=pixels, steps=steps,
+            reducer=params.reducer,
+            percentile=params.percentile,
+            band=params.band,
+            index_name=params.index_name,
+            unit=unit,
+            coverage=params.coverage,
+            pixels_read=pixels,
+            steps=steps,
         )
 
-    def _stack(self, params: TimeSeriesParams, ctx: AnalyticsContext, area: Zone, options: ReduceOptions
-               ) -> tuple[list[TimeStep], int, str | None]:
+    def _stack(
+        self, params: TimeSeriesParams, ctx: AnalyticsContext, area: Zone, options: ReduceOptions
+    ) -> tuple[list[TimeStep], int, str | None]:
         assert params.item_id is not None
         item = ctx.item(params.item_id)
         meta = open_meta(select_asset(item, params.asset_key))
@@ -195,24 +201,40 @@ class TimeSeries(AnalyticsMethod):
             return [], 0, meta.units[0]
         source = StackSource(meta, tuple(bands))
         zones = pixel_zones([area], meta.crs, meta.transform, meta.width, meta.height)
-        outcome = reduce_zones(source, zones, options, workers=ctx.workers, check_cancelled=ctx.check_cancelled,
-                               memory_budget_bytes=ctx.memory_budget_bytes, scratch_dir=ctx.scratch_dir)
+        outcome = reduce_zones(
+            source,
+            zones,
+            options,
+            workers=ctx.workers,
+            check_cancelled=ctx.check_cancelled,
+            memory_budget_bytes=ctx.memory_budget_bytes,
+            scratch_dir=ctx.scratch_dir,
+        )
         resolution = Resolution(x=meta.resolution[0], y=meta.resolution[1])
+        integer = all(np.dtype(meta.dtypes[b - 1]).kind in "iub" for b in bands)
         try:
             steps = []
             for band, layer in zip(bands, outcome.zones[0].layers, strict=True):
                 when = dates[band]
                 assert when is not None
-                steps.append(TimeStep(
-                    datetime=when, value=_reduce(layer, params), count=layer.moments.weight,
-                    nodata_count=layer.moments.nodata, item_id=item.id, band=band, resolution=resolution,
-                ))
+                steps.append(
+                    TimeStep(
+                        datetime=when,
+                        value=_reduce(layer, params, integer),
+                        count=layer.moments.weight,
+                        nodata_count=layer.moments.nodata,
+                        item_id=item.id,
+                        band=band,
+                        resolution=resolution,
+                    )
+                )
         finally:
             outcome.close()
         return steps, outcome.pixels_read, meta.units[bands[0] - 1]
 
-    def _items(self, params: TimeSeriesParams, ctx: AnalyticsContext, area: Zone, options: ReduceOptions
-               ) -> tuple[list[TimeStep], int, str | None]:
+    def _items(
+        self, params: TimeSeriesParams, ctx: AnalyticsContext, area: Zone, options: ReduceOptions
+    ) -> tuple[list[TimeStep], int, str | None]:
         steps: list[TimeStep] = []
         pixels = 0
         unit: str | None = None
@@ -220,8 +242,9 @@ class TimeSeries(AnalyticsMethod):
             ctx.check_cancelled()
             item = ctx.item(item_id)
             if item.datetime is None:
-                raise invalid_argument("MISSING_DATETIME", f"item {item_id!r} has no datetime",
-                                       field=f"params.item_ids[{position}]")
+                raise invalid_argument(
+                    "MISSING_DATETIME", f"item {item_id!r} has no datetime", field=f"params.item_ids[{position}]"
+                )
             when = item.datetime if item.datetime.tzinfo else item.datetime.replace(tzinfo=dt.UTC)
             if not _in_range(when, params):
                 continue
@@ -229,16 +252,28 @@ class TimeSeries(AnalyticsMethod):
             source = make_source(meta, params.band, params.index_name, False, params.band_mapping)
             unit = source_unit(source)
             zones = pixel_zones([area], meta.crs, meta.transform, meta.width, meta.height)
-            outcome = reduce_zones(source, zones, options, workers=ctx.workers,
-                                   check_cancelled=ctx.check_cancelled,
-                                   memory_budget_bytes=ctx.memory_budget_bytes, scratch_dir=ctx.scratch_dir)
+            outcome = reduce_zones(
+                source,
+                zones,
+                options,
+                workers=ctx.workers,
+                check_cancelled=ctx.check_cancelled,
+                memory_budget_bytes=ctx.memory_budget_bytes,
+                scratch_dir=ctx.scratch_dir,
+            )
             try:
                 layer = outcome.zones[0].layers[0]
-                steps.append(TimeStep(
-                    datetime=when, value=_reduce(layer, params), count=layer.moments.weight,
-                    nodata_count=layer.moments.nodata, item_id=item.id, band=params.band,
-                    resolution=Resolution(x=meta.resolution[0], y=meta.resolution[1]),
-                ))
+                steps.append(
+                    TimeStep(
+                        datetime=when,
+                        value=_reduce(layer, params, integer_valued(source)),
+                        count=layer.moments.weight,
+                        nodata_count=layer.moments.nodata,
+                        item_id=item.id,
+                        band=params.band,
+                        resolution=Resolution(x=meta.resolution[0], y=meta.resolution[1]),
+                    )
+                )
             finally:
                 outcome.close()
             pixels += outcome.pixels_read

@@ -8,7 +8,7 @@ Two pixel rules, matching the two reference implementations:
 * ``exact`` (exactextract): every pixel is weighted by the fraction of its area inside the
   zone: count = Σw, sum = Σ w·v, mean = Σ w·v / Σ w, std the weighted population standard
   deviation, min/max over pixels with w > 0, quantiles per exactextract's weighted
-  definition (see ``stats``).
+  definition (see ``stats``; like exactextract, truncated to integers on integer bands).
 
 Nodata and NaN pixels never count; ``nodata_count`` reports those inside the zone (weighted
 by coverage with ``exact``). Pixels outside the raster are neither: a zone partly off the
@@ -18,8 +18,10 @@ statistics. Always full resolution (overviews are never read).
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from server.analytics.base import AnalyticsContext, AnalyticsMethod
@@ -42,13 +44,14 @@ from server.analytics.params import (
     StatName,
 )
 from server.analytics.reader import RasterMeta, open_meta, select_asset
-from server.analytics.sources import IndexSource, PixelSource, band_source
+from server.analytics.sources import BandSource, IndexSource, PixelSource, band_source
 from server.geo import parse_zones
 
 EXAMPLE_POLYGON: dict[str, Any] = {
     "type": "Polygon",
-    "coordinates": [[[14.5585, 45.8705], [14.5660, 45.8705], [14.5660, 45.8765], [14.5585, 45.8765],
-                     [14.5585, 45.8705]]],
+    "coordinates": [
+        [[14.5585, 45.8705], [14.5660, 45.8705], [14.5660, 45.8765], [14.5585, 45.8765], [14.5585, 45.8705]]
+    ],
 }
 
 
@@ -104,8 +107,13 @@ class ZonalStatsResult(BaseModel):
     zones: list[ZoneStatistics]
 
 
-def make_source(meta: RasterMeta, band: int | None, index_name: str | None, apply_scale: bool,
-                band_mapping: dict[str, int | str] | None) -> PixelSource:
+def make_source(
+    meta: RasterMeta,
+    band: int | None,
+    index_name: str | None,
+    apply_scale: bool,
+    band_mapping: dict[str, int | str] | None,
+) -> PixelSource:
     if index_name is not None:
         return IndexSource.resolve(meta, get_index(index_name), band_mapping)
     assert band is not None
@@ -120,16 +128,44 @@ def source_unit(source: PixelSource) -> str | None:
     return None if scaled else source.meta.units[band - 1]
 
 
-def summarize(layer: LayerResult, exact: bool, stats: list[str], percentiles: list[float],
-              histogram: HistogramParams | None) -> tuple[dict[str, float | None], list[PercentileValue],
-                                                           HistogramResult | None]:
+def integer_valued(source: PixelSource) -> bool:
+    """True when values are a stored integer band as is (no index, no scaling)."""
+    return (
+        isinstance(source, BandSource)
+        and not source.scaled
+        and np.dtype(source.meta.dtypes[source.band - 1]).kind in "iub"
+    )
+
+
+def quantiles_of(layer: LayerResult, points: list[float], exact: bool, integer: bool) -> list[float | None]:
+    """numpy percentiles (center) or exactextract quantiles (exact) of a zone/layer.
+
+    exactextract returns a quantile in the raster's own data type, so on integer bands its
+    interpolated value is truncated toward zero (C++ conversion); exact mode does the same so
+    results stay comparable. center mode returns numpy's unrounded interpolation, as rasterstats.
+    """
+    store = layer.store
+    if not points or store is None:
+        return [None for _ in points]
+    if not exact:
+        return store.percentiles(points)
+    values = store.weighted_quantiles(points)
+    return [None if v is None else float(math.trunc(v)) if integer else v for v in values]
+
+
+def summarize(
+    layer: LayerResult,
+    exact: bool,
+    stats: list[str],
+    percentiles: list[float],
+    histogram: HistogramParams | None,
+    integer: bool = False,
+) -> tuple[dict[str, float | None], list[PercentileValue], HistogramResult | None]:
     """Turn one zone/layer's accumulators into the requested statistics."""
     moments, store = layer.moments, layer.store
     empty = moments.empty
     quantile_points = list(percentiles) + ([50.0] if "median" in stats else [])
-    quantiles: list[float | None] = []
-    if quantile_points and store is not None:
-        quantiles = store.weighted_quantiles(quantile_points) if exact else store.percentiles(quantile_points)
+    quantiles = quantiles_of(layer, quantile_points, exact, integer)
     values: dict[str, float | None] = {
         "count": moments.weight,
         "nodata_count": moments.nodata,
@@ -141,10 +177,9 @@ def summarize(layer: LayerResult, exact: bool, stats: list[str], percentiles: li
         "median": quantiles[-1] if "median" in stats and quantiles else None,
     }
     result = {name: values[name] for name in stats}
-    percentile_values = [PercentileValue(percentile=q, value=v)
-                         for q, v in zip(percentiles, quantiles[: len(percentiles)], strict=False)]
-    if not quantiles:
-        percentile_values = [PercentileValue(percentile=q, value=None) for q in percentiles]
+    percentile_values = [
+        PercentileValue(percentile=q, value=v) for q, v in zip(percentiles, quantiles[: len(percentiles)], strict=True)
+    ]
     histogram_result = None
     if histogram is not None:
         value_range = histogram.range or (None if empty else (moments.minimum, moments.maximum))
@@ -181,26 +216,44 @@ class ZonalStats(AnalyticsMethod):
         item = ctx.item(params.item_id)
         meta = open_meta(select_asset(item, params.asset_key))
         source = make_source(meta, params.band, params.index_name, params.apply_scale, params.band_mapping)
-        zones = pixel_zones(parse_zones(params.geometry, GEOMETRY_FIELD), meta.crs, meta.transform,
-                            meta.width, meta.height)
+        zones = pixel_zones(
+            parse_zones(params.geometry, GEOMETRY_FIELD), meta.crs, meta.transform, meta.width, meta.height
+        )
         keep_values = bool(params.percentiles) or "median" in params.stats or params.histogram is not None
         options = ReduceOptions(params.coverage, params.all_touched, keep_values)
-        outcome = reduce_zones(source, zones, options, workers=ctx.workers, check_cancelled=ctx.check_cancelled,
-                               memory_budget_bytes=ctx.memory_budget_bytes, scratch_dir=ctx.scratch_dir)
+        outcome = reduce_zones(
+            source,
+            zones,
+            options,
+            workers=ctx.workers,
+            check_cancelled=ctx.check_cancelled,
+            memory_budget_bytes=ctx.memory_budget_bytes,
+            scratch_dir=ctx.scratch_dir,
+        )
         try:
             zone_results = []
             for zone_result in outcome.zones:
                 ctx.check_cancelled()
                 stats, percentiles, histogram = summarize(
-                    zone_result.layers[0], params.coverage == "exact", list(params.stats),
-                    list(params.percentiles), params.histogram,
+                    zone_result.layers[0],
+                    params.coverage == "exact",
+                    list(params.stats),
+                    list(params.percentiles),
+                    params.histogram,
+                    integer_valued(source),
                 )
                 zone = zone_result.zone.zone
-                zone_results.append(ZoneStatistics(
-                    index=zone_result.zone.index, feature_id=zone.feature_id, properties=zone.properties,
-                    stats=stats, percentiles=percentiles, histogram=histogram,
-                    pixels_read=zone_result.pixels_read,
-                ))
+                zone_results.append(
+                    ZoneStatistics(
+                        index=zone_result.zone.index,
+                        feature_id=zone.feature_id,
+                        properties=zone.properties,
+                        stats=stats,
+                        percentiles=percentiles,
+                        histogram=histogram,
+                        pixels_read=zone_result.pixels_read,
+                    )
+                )
         finally:
             outcome.close()
         x_res, y_res = meta.resolution

@@ -176,6 +176,13 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
                             call.extra["events"] = sent
                             return
                     if not events:
+                        if self._services.notifications.closing.is_set():
+                            raise DomainError(
+                                Code.UNAVAILABLE,
+                                "SERVER_SHUTTING_DOWN",
+                                f"the server is stopping; resume the watch with after_sequence={last}",
+                                metadata={"after_sequence": str(last)},
+                            )
                         try:
                             await asyncio.wait_for(wake.wait(), timeout=WATCH_POLL_SECONDS)
                         except TimeoutError:

@@ -177,15 +177,18 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             self._dispatcher.wake()
             try:
                 with self._services.notifications.on_cancel(worker.id, cancel):
+                    closing = asyncio.ensure_future(self._services.notifications.closing.wait())
                     while True:
                         getter = asyncio.ensure_future(session.outbox.get())
-                        done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                        done, _ = await asyncio.wait({getter, reader, closing}, return_when=asyncio.FIRST_COMPLETED)
                         if getter in done:
                             yield getter.result()
                             continue
                         getter.cancel()
-                        reader.result()  # re-raises a reader failure
-                        break
+                        if reader in done:
+                            reader.result()  # re-raises a reader failure
+                        break  # the worker hung up, or this server is stopping
+                    closing.cancel()
             finally:
                 self._dispatcher.sessions.pop(worker.id, None)
                 reader.cancel()

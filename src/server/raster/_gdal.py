@@ -65,9 +65,7 @@ def _refuse_descriptor_file(path: Path) -> None:
     except OSError as error:
         raise RasterError(UNREADABLE_RASTER, f"cannot read file: {error}") from error
     if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"<", b"{", b"["):
-        raise RasterError(
-            UNREADABLE_RASTER, "XML/JSON raster descriptors (VRT, WMS, STAC...) are not accepted"
-        )
+        raise RasterError(UNREADABLE_RASTER, "XML/JSON raster descriptors (VRT, WMS, STAC...) are not accepted")
 
 
 def last_block_window(width: int, height: int, block_width: int, block_height: int) -> Window:

@@ -91,9 +91,7 @@ LANDSAT_COMMON_NAMES: Final[Mapping[str, str]] = MappingProxyType(
     }
 )
 
-_SENSOR_COMMON_NAMES: Final[Mapping[str, str]] = MappingProxyType(
-    {**SENTINEL2_COMMON_NAMES, **LANDSAT_COMMON_NAMES}
-)
+_SENSOR_COMMON_NAMES: Final[Mapping[str, str]] = MappingProxyType({**SENTINEL2_COMMON_NAMES, **LANDSAT_COMMON_NAMES})
 
 _SEPARATORS = re.compile(r"[\s_\-./]+")
 

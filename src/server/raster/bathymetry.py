@@ -174,8 +174,7 @@ def bathymetry_to_cog(
         if missing or any(not 1 <= index <= dataset.count for index in roles.values()):
             raise RasterError(
                 BANDS_NOT_FOUND,
-                f"need blue and green bands (by common name or index), missing {missing or 'none'}; "
-                f"got {roles}",
+                f"need blue and green bands (by common name or index), missing {missing or 'none'}; got {roles}",
             )
         ordered = [role for role in ("blue", "green", "nir") if role in roles]
         indexes = [roles[role] for role in ordered]
@@ -184,10 +183,17 @@ def bathymetry_to_cog(
         strips = strip_windows(dataset, window, _BYTES_PER_PIXEL)
         water = land = 0
         with staged_cog(
-            dst, width=dataset.width, height=dataset.height, count=1, dtype="float32",
-            crs=dataset.crs, transform=dataset.transform, nodata=math.nan,
-            metadata=_output_metadata(dataset, m0=m0, m1=m1, n=n, threshold=land_ndwi_threshold,
-                                      max_depth_m=max_depth_m, roles=roles),
+            dst,
+            width=dataset.width,
+            height=dataset.height,
+            count=1,
+            dtype="float32",
+            crs=dataset.crs,
+            transform=dataset.transform,
+            nodata=math.nan,
+            metadata=_output_metadata(
+                dataset, m0=m0, m1=m1, n=n, threshold=land_ndwi_threshold, max_depth_m=max_depth_m, roles=roles
+            ),
         ) as staging:
             for number, strip in enumerate(strips):
                 check()
@@ -201,15 +207,20 @@ def bathymetry_to_cog(
                     scale, offset = scales[role]
                     reflectance[role] = stored[position].astype(np.float64) * scale + offset
                 depth, is_land = stumpf_depth(
-                    reflectance["blue"], reflectance["green"], reflectance.get("nir"),
-                    m0=m0, m1=m1, n=n, land_ndwi_threshold=land_ndwi_threshold, max_depth_m=max_depth_m,
+                    reflectance["blue"],
+                    reflectance["green"],
+                    reflectance.get("nir"),
+                    m0=m0,
+                    m1=m1,
+                    n=n,
+                    land_ndwi_threshold=land_ndwi_threshold,
+                    max_depth_m=max_depth_m,
                 )
                 is_land &= ~invalid
                 depth[invalid] = np.nan
                 water += int(np.count_nonzero(~np.isnan(depth)))
                 land += int(np.count_nonzero(is_land))
-                staging.write(depth.astype(np.float32)[np.newaxis],
-                              Window(0, strip.row_off, strip.width, strip.height))
+                staging.write(depth.astype(np.float32)[np.newaxis], Window(0, strip.row_off, strip.width, strip.height))
                 report(STRIPS_PROGRESS_SHARE * (number + 1) / len(strips))
             check()
         width, height = dataset.width, dataset.height

@@ -128,10 +128,17 @@ def clip_to_cog(
         for nodata in candidates:
             try:
                 counts = _write_clip(
-                    Path(src), dataset, indexes, geometry, window, nodata, dst,
+                    Path(src),
+                    dataset,
+                    indexes,
+                    geometry,
+                    window,
+                    nodata,
+                    dst,
                     # NaN pixels of a float source without nodata are meant to be nodata anyway.
                     collisions_matter=source_nodata is None and not math.isnan(nodata),
-                    report=report, check=check,
+                    report=report,
+                    check=check,
                 )
                 break
             except _NodataCollision:
@@ -255,9 +262,7 @@ def _gdal_inverse_geotransform(gt: tuple[float, ...]) -> tuple[float, ...]:
 def strip_mask(pixels: Area, window: Window, strip: Window) -> np.ndarray:
     """True outside the AOI for ``strip``, from the window-pixel-space geometry ``pixels``."""
     shift = Affine.translation(0.0, float(strip.row_off - window.row_off))
-    return geometry_mask(
-        [pixels], out_shape=(int(strip.height), int(strip.width)), transform=shift, all_touched=False
-    )
+    return geometry_mask([pixels], out_shape=(int(strip.height), int(strip.width)), transform=shift, all_touched=False)
 
 
 def _crop_window(dataset: DatasetReader, geometry: Area) -> Window:
@@ -401,8 +406,7 @@ def _nodata_candidates(dataset: DatasetReader, indexes: list[int]) -> list[float
 
 
 def _free_nodata(
-    src: Path,
-    dataset: DatasetReader, indexes: list[int], geometry: Area, window: Window, check: CheckCancelled
+    src: Path, dataset: DatasetReader, indexes: list[int], geometry: Area, window: Window, check: CheckCancelled
 ) -> list[float]:
     """One unused value inside the AOI, as close as possible to the dtype's extremes."""
     dtype = np.dtype(dataset.dtypes[indexes[0] - 1])
@@ -570,8 +574,17 @@ def staged_cog(
         staging_path = staging_dir / "staging.tif"
         try:
             staging = rasterio.open(
-                staging_path, "w", driver="GTiff", width=width, height=height, count=count,
-                dtype=dtype, crs=crs, transform=transform, nodata=nodata, **_STAGING_OPTIONS,
+                staging_path,
+                "w",
+                driver="GTiff",
+                width=width,
+                height=height,
+                count=count,
+                dtype=dtype,
+                crs=crs,
+                transform=transform,
+                nodata=nodata,
+                **_STAGING_OPTIONS,
             )
         except GDAL_ERRORS as error:
             raise RasterError(COG_WRITE_FAILED, f"cannot stage raster: {gdal_message(error)}") from error
@@ -612,8 +625,6 @@ def verify_statistics(path: Path) -> None:
             tags = dataset.tags(index)
             valid_percent = tags.get("STATISTICS_VALID_PERCENT")
             # An all-nodata band only gets VALID_PERCENT=0.
-            complete = valid_percent is not None and (
-                float(valid_percent) == 0.0 or "STATISTICS_MEAN" in tags
-            )
+            complete = valid_percent is not None and (float(valid_percent) == 0.0 or "STATISTICS_MEAN" in tags)
             if not complete:
                 raise RasterError(COG_WRITE_FAILED, f"band {index} of {path.name} has no embedded statistics")

@@ -162,9 +162,7 @@ def _atomic_destination(dst: Path) -> Iterator[Path]:
     Readers (tile servers, workers) never see a half-written COG under the final name.
     """
     try:
-        descriptor, partial_name = tempfile.mkstemp(
-            prefix=f".{dst.name}.", suffix=".partial.tif", dir=dst.parent
-        )
+        descriptor, partial_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".partial.tif", dir=dst.parent)
         os.close(descriptor)
     except OSError as error:
         raise RasterError(COG_WRITE_FAILED, f"cannot create {dst}: {error}") from error

@@ -244,16 +244,13 @@ def _embedded_statistics(tags: Mapping[str, str]) -> BandStatistics | None:
     return BandStatistics(minimum, maximum, mean, stddev, valid_percent)
 
 
-def _compute_statistics(
-    dataset: DatasetReader, band_indexes: Sequence[int]
-) -> dict[int, BandStatistics | None]:
+def _compute_statistics(dataset: DatasetReader, band_indexes: Sequence[int]) -> dict[int, BandStatistics | None]:
     accumulators = {index: _RunningStatistics() for index in band_indexes}
     block_height, block_width = dataset.block_shapes[band_indexes[0] - 1]
     largest_item = max(np.dtype(dataset.dtypes[index - 1]).itemsize for index in band_indexes)
     bands_per_read = max(1, _STATISTICS_READ_BUDGET_BYTES // (block_height * block_width * largest_item))
     band_groups = [
-        list(band_indexes[start : start + bands_per_read])
-        for start in range(0, len(band_indexes), bands_per_read)
+        list(band_indexes[start : start + bands_per_read]) for start in range(0, len(band_indexes), bands_per_read)
     ]
     try:
         for _, window in dataset.block_windows(band_indexes[0]):

@@ -31,6 +31,10 @@ class Notifications:
         self._cancel_handlers: dict[str, Callable[[str], None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        # Set when the server stops: long-lived streams end so that clients
+        # resume (watchers) or reconnect (workers) elsewhere without waiting
+        # out the shutdown grace period.
+        self.closing = asyncio.Event()
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="pg-listener")
@@ -75,6 +79,10 @@ class Notifications:
             handler = self._cancel_handlers.get(worker_id)
             if handler is not None:
                 handler(job_id)
+
+    def close_streams(self) -> None:
+        self.closing.set()
+        self._wake_everyone()
 
     def _wake_everyone(self) -> None:
         self.dispatch_wakeup.set()

@@ -1,0 +1,86 @@
+"""Registers servicers so that undecodable request bytes are a client error.
+
+The generated `add_*Servicer_to_server` lets grpcio deserialize requests
+before our code runs, and a corrupt message then surfaces as UNKNOWN. Here
+requests arrive as bytes and are decoded inside the call, so a corrupt one
+fails INVALID_ARGUMENT (reason `MALFORMED_REQUEST`) through the one error path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
+from google.protobuf.message import DecodeError, Message
+from grpc import aio
+
+from server.api.calls import metadata_value
+from server.api.status import to_grpc_status
+from server.errors import invalid_argument
+
+
+def _decode(cls: type[Message], data: bytes) -> Message:
+    try:
+        return cls.FromString(data)
+    except DecodeError as exc:
+        raise invalid_argument(
+            "MALFORMED_REQUEST", f"the request is not a valid {cls.DESCRIPTOR.full_name}", field="request"
+        ) from exc
+
+
+async def _abort_malformed(context: aio.ServicerContext, err: Exception) -> None:
+    request_id = metadata_value(context, "x-request-id") or ""
+    await context.abort_with_status(to_grpc_status(err, request_id))  # type: ignore[arg-type]
+
+
+def _wrap(method: MethodDescriptor, impl: Callable[..., Any]) -> grpc.RpcMethodHandler:
+    request_cls = message_factory.GetMessageClass(method.input_type)
+    serialize = message_factory.GetMessageClass(method.output_type).SerializeToString
+
+    async def decoded_stream(raw: AsyncIterator[bytes]) -> AsyncIterator[Message]:
+        async for data in raw:
+            yield _decode(request_cls, data)
+
+    if method.client_streaming and method.server_streaming:
+
+        async def stream_stream(raw: AsyncIterator[bytes], context: aio.ServicerContext) -> AsyncIterator[Message]:
+            async for response in impl(decoded_stream(raw), context):
+                yield response
+
+        return grpc.stream_stream_rpc_method_handler(stream_stream, response_serializer=serialize)
+    if method.client_streaming:
+
+        async def stream_unary(raw: AsyncIterator[bytes], context: aio.ServicerContext) -> Any:
+            return await impl(decoded_stream(raw), context)
+
+        return grpc.stream_unary_rpc_method_handler(stream_unary, response_serializer=serialize)
+    if method.server_streaming:
+
+        async def unary_stream(data: bytes, context: aio.ServicerContext) -> AsyncIterator[Message]:
+            try:
+                request = _decode(request_cls, data)
+            except Exception as err:
+                await _abort_malformed(context, err)
+                return
+            async for response in impl(request, context):
+                yield response
+
+        return grpc.unary_stream_rpc_method_handler(unary_stream, response_serializer=serialize)
+
+    async def unary_unary(data: bytes, context: aio.ServicerContext) -> Any:
+        try:
+            request = _decode(request_cls, data)
+        except Exception as err:
+            await _abort_malformed(context, err)
+            return None
+        return await impl(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(unary_unary, response_serializer=serialize)
+
+
+def add_servicer(server: aio.Server, servicer: object, service: ServiceDescriptor) -> None:
+    handlers = {method.name: _wrap(method, getattr(servicer, method.name)) for method in service.methods}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
