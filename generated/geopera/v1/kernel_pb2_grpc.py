@@ -47,6 +47,10 @@ class KernelServiceStub:
     Deadlines: the server honours the client deadline; work still running when it
     expires is stopped and the call fails DEADLINE_EXCEEDED.
 
+    Request bytes that do not decode as the RPC's request message fail
+    INVALID_ARGUMENT (reason `MALFORMED_REQUEST`). While the server starts (see
+    the health service), calls fail UNAVAILABLE (`NOT_READY`).
+
     Every response carries the trailing metadata `x-request-id` (echoing the
     request's `x-request-id` when given), which also appears in the server log.
     """
@@ -101,6 +105,10 @@ class KernelServiceServicer:
     Deadlines: the server honours the client deadline; work still running when it
     expires is stopped and the call fails DEADLINE_EXCEEDED.
 
+    Request bytes that do not decode as the RPC's request message fail
+    INVALID_ARGUMENT (reason `MALFORMED_REQUEST`). While the server starts (see
+    the health service), calls fail UNAVAILABLE (`NOT_READY`).
+
     Every response carries the trailing metadata `x-request-id` (echoing the
     request's `x-request-id` when given), which also appears in the server log.
     """
@@ -138,15 +146,22 @@ class KernelServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchJob(self, request, context):
-        """Streams a job's status: the current snapshot first, then one message per
-        change (status, progress, message) in `sequence` order, and ends after the
-        message carrying the terminal status. Resume a dropped stream by passing
-        the last `sequence` received as `after_sequence`: only later events are sent
-        (the snapshot is then skipped unless the job has no later event, in which
-        case the current snapshot is sent once).
+        """Streams a job's status: the current snapshot first (`event_type`
+        `snapshot`, carrying the job's latest `sequence`), then one message per
+        change (assigned, running, progress, retrying, and the terminal event) in
+        `sequence` order, and ends after the message carrying a terminal status.
+        Events are persisted, so any server replica serves any job.
+
+        Resume a dropped stream by passing the last `sequence` received as
+        `after_sequence`: exactly the later events are replayed, without a
+        snapshot. When the job has already ended and nothing is newer than
+        `after_sequence`, its final snapshot is sent once and the stream ends.
 
         Requires scope `processing:read`. NOT_FOUND `JOB_NOT_FOUND` for an unknown
-        job, PERMISSION_DENIED for another project's job.
+        job, PERMISSION_DENIED for another project's job, INVALID_ARGUMENT
+        `INVALID_SEQUENCE` for a negative `after_sequence`. A server that stops
+        ends open watches with UNAVAILABLE `SERVER_SHUTTING_DOWN`; resume them
+        elsewhere with `after_sequence`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -237,6 +252,10 @@ class KernelService:
 
     Deadlines: the server honours the client deadline; work still running when it
     expires is stopped and the call fails DEADLINE_EXCEEDED.
+
+    Request bytes that do not decode as the RPC's request message fail
+    INVALID_ARGUMENT (reason `MALFORMED_REQUEST`). While the server starts (see
+    the health service), calls fail UNAVAILABLE (`NOT_READY`).
 
     Every response carries the trailing metadata `x-request-id` (echoing the
     request's `x-request-id` when given), which also appears in the server log.

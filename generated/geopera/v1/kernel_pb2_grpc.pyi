@@ -48,6 +48,10 @@ class KernelServiceStub:
     Deadlines: the server honours the client deadline; work still running when it
     expires is stopped and the call fails DEADLINE_EXCEEDED.
 
+    Request bytes that do not decode as the RPC's request message fail
+    INVALID_ARGUMENT (reason `MALFORMED_REQUEST`). While the server starts (see
+    the health service), calls fail UNAVAILABLE (`NOT_READY`).
+
     Every response carries the trailing metadata `x-request-id` (echoing the
     request's `x-request-id` when given), which also appears in the server log.
     """
@@ -85,15 +89,22 @@ class KernelServiceStub:
     retried. Keys are kept for at least 24 hours. Read operations ignore the key.
     """
     WatchJob: _grpc.UnaryStreamMultiCallable[_kernel_pb2.WatchJobRequest, _kernel_pb2.WatchJobResponse]
-    """Streams a job's status: the current snapshot first, then one message per
-    change (status, progress, message) in `sequence` order, and ends after the
-    message carrying the terminal status. Resume a dropped stream by passing
-    the last `sequence` received as `after_sequence`: only later events are sent
-    (the snapshot is then skipped unless the job has no later event, in which
-    case the current snapshot is sent once).
+    """Streams a job's status: the current snapshot first (`event_type`
+    `snapshot`, carrying the job's latest `sequence`), then one message per
+    change (assigned, running, progress, retrying, and the terminal event) in
+    `sequence` order, and ends after the message carrying a terminal status.
+    Events are persisted, so any server replica serves any job.
+
+    Resume a dropped stream by passing the last `sequence` received as
+    `after_sequence`: exactly the later events are replayed, without a
+    snapshot. When the job has already ended and nothing is newer than
+    `after_sequence`, its final snapshot is sent once and the stream ends.
 
     Requires scope `processing:read`. NOT_FOUND `JOB_NOT_FOUND` for an unknown
-    job, PERMISSION_DENIED for another project's job.
+    job, PERMISSION_DENIED for another project's job, INVALID_ARGUMENT
+    `INVALID_SEQUENCE` for a negative `after_sequence`. A server that stops
+    ends open watches with UNAVAILABLE `SERVER_SHUTTING_DOWN`; resume them
+    elsewhere with `after_sequence`.
     """
     UploadAsset: _grpc.StreamUnaryMultiCallable[_kernel_pb2.UploadAssetRequest, _kernel_pb2.UploadAssetResponse]
     """Uploads a file in chunks (shaped like `google.bytestream.ByteStream.Write`)
@@ -144,6 +155,10 @@ class KernelServiceAsyncStub(KernelServiceStub):
     Deadlines: the server honours the client deadline; work still running when it
     expires is stopped and the call fails DEADLINE_EXCEEDED.
 
+    Request bytes that do not decode as the RPC's request message fail
+    INVALID_ARGUMENT (reason `MALFORMED_REQUEST`). While the server starts (see
+    the health service), calls fail UNAVAILABLE (`NOT_READY`).
+
     Every response carries the trailing metadata `x-request-id` (echoing the
     request's `x-request-id` when given), which also appears in the server log.
     """
@@ -178,15 +193,22 @@ class KernelServiceAsyncStub(KernelServiceStub):
     retried. Keys are kept for at least 24 hours. Read operations ignore the key.
     """
     WatchJob: _aio.UnaryStreamMultiCallable[_kernel_pb2.WatchJobRequest, _kernel_pb2.WatchJobResponse]  # type: ignore[assignment]
-    """Streams a job's status: the current snapshot first, then one message per
-    change (status, progress, message) in `sequence` order, and ends after the
-    message carrying the terminal status. Resume a dropped stream by passing
-    the last `sequence` received as `after_sequence`: only later events are sent
-    (the snapshot is then skipped unless the job has no later event, in which
-    case the current snapshot is sent once).
+    """Streams a job's status: the current snapshot first (`event_type`
+    `snapshot`, carrying the job's latest `sequence`), then one message per
+    change (assigned, running, progress, retrying, and the terminal event) in
+    `sequence` order, and ends after the message carrying a terminal status.
+    Events are persisted, so any server replica serves any job.
+
+    Resume a dropped stream by passing the last `sequence` received as
+    `after_sequence`: exactly the later events are replayed, without a
+    snapshot. When the job has already ended and nothing is newer than
+    `after_sequence`, its final snapshot is sent once and the stream ends.
 
     Requires scope `processing:read`. NOT_FOUND `JOB_NOT_FOUND` for an unknown
-    job, PERMISSION_DENIED for another project's job.
+    job, PERMISSION_DENIED for another project's job, INVALID_ARGUMENT
+    `INVALID_SEQUENCE` for a negative `after_sequence`. A server that stops
+    ends open watches with UNAVAILABLE `SERVER_SHUTTING_DOWN`; resume them
+    elsewhere with `after_sequence`.
     """
     UploadAsset: _aio.StreamUnaryMultiCallable[_kernel_pb2.UploadAssetRequest, _kernel_pb2.UploadAssetResponse]  # type: ignore[assignment]
     """Uploads a file in chunks (shaped like `google.bytestream.ByteStream.Write`)
@@ -236,6 +258,10 @@ class KernelServiceServicer(metaclass=_abc_1.ABCMeta):
     Deadlines: the server honours the client deadline; work still running when it
     expires is stopped and the call fails DEADLINE_EXCEEDED.
 
+    Request bytes that do not decode as the RPC's request message fail
+    INVALID_ARGUMENT (reason `MALFORMED_REQUEST`). While the server starts (see
+    the health service), calls fail UNAVAILABLE (`NOT_READY`).
+
     Every response carries the trailing metadata `x-request-id` (echoing the
     request's `x-request-id` when given), which also appears in the server log.
     """
@@ -280,15 +306,22 @@ class KernelServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _kernel_pb2.WatchJobRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_kernel_pb2.WatchJobResponse], _abc.AsyncIterator[_kernel_pb2.WatchJobResponse]]:
-        """Streams a job's status: the current snapshot first, then one message per
-        change (status, progress, message) in `sequence` order, and ends after the
-        message carrying the terminal status. Resume a dropped stream by passing
-        the last `sequence` received as `after_sequence`: only later events are sent
-        (the snapshot is then skipped unless the job has no later event, in which
-        case the current snapshot is sent once).
+        """Streams a job's status: the current snapshot first (`event_type`
+        `snapshot`, carrying the job's latest `sequence`), then one message per
+        change (assigned, running, progress, retrying, and the terminal event) in
+        `sequence` order, and ends after the message carrying a terminal status.
+        Events are persisted, so any server replica serves any job.
+
+        Resume a dropped stream by passing the last `sequence` received as
+        `after_sequence`: exactly the later events are replayed, without a
+        snapshot. When the job has already ended and nothing is newer than
+        `after_sequence`, its final snapshot is sent once and the stream ends.
 
         Requires scope `processing:read`. NOT_FOUND `JOB_NOT_FOUND` for an unknown
-        job, PERMISSION_DENIED for another project's job.
+        job, PERMISSION_DENIED for another project's job, INVALID_ARGUMENT
+        `INVALID_SEQUENCE` for a negative `after_sequence`. A server that stops
+        ends open watches with UNAVAILABLE `SERVER_SHUTTING_DOWN`; resume them
+        elsewhere with `after_sequence`.
         """
 
     @_abc_1.abstractmethod

@@ -52,6 +52,8 @@ DENSIFY_DEGREES: Final = 0.01
 STRIP_ROWS: Final = 512
 # ...unless a strip of that height would exceed this many bytes (very wide windows, many bands).
 STRIP_BYTES_MAX: Final = 64 * 1024 * 1024
+# Outputs up to this size are staged in a MEM dataset, larger ones in a file (see staged_cog).
+MEMORY_STAGING_MAX_BYTES: Final = 64 * 1024 * 1024
 # Share of the progress range spent on strips; the rest is the COG translation (overviews,
 # compression, statistics), which GDAL does in one uninterruptible call.
 STRIPS_PROGRESS_SHARE: Final = 0.5
@@ -484,21 +486,37 @@ def read_masks(dataset: DatasetReader, index: int, window: Window) -> np.ndarray
 
 
 class Staging:
-    """The uncompressed GTiff a COG is staged in, written strip by strip.
+    """Where a COG's pixels are staged, strip by strip, before the COG driver copies them."""
 
-    Each write reopens the file and closes it again, which flushes the strip's blocks to disk
-    and out of GDAL's block cache instead of letting them pile up until the end.
-    """
+    def write(self, data: np.ndarray, window: Window) -> None:
+        try:
+            self._write(data, window)
+        except GDAL_ERRORS as error:
+            raise RasterError(COG_WRITE_FAILED, f"cannot stage pixels: {gdal_message(error)}") from error
+
+    def _write(self, data: np.ndarray, window: Window) -> None:
+        raise NotImplementedError
+
+
+class _MemoryStaging(Staging):
+    # GDAL's MEM driver reads and writes its buffer directly, bypassing the block cache.
+    def __init__(self, dataset: DatasetWriter) -> None:
+        self.dataset = dataset
+
+    def _write(self, data: np.ndarray, window: Window) -> None:
+        self.dataset.write(data, window=window)
+
+
+class _FileStaging(Staging):
+    """An uncompressed GTiff; each write reopens and closes it, which flushes the strip's
+    blocks to disk and out of GDAL's block cache instead of letting them pile up."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def write(self, data: np.ndarray, window: Window) -> None:
-        try:
-            with rasterio.open(self.path, "r+") as staging:
-                staging.write(data, window=window)
-        except GDAL_ERRORS as error:
-            raise RasterError(COG_WRITE_FAILED, f"cannot stage pixels: {gdal_message(error)}") from error
+    def _write(self, data: np.ndarray, window: Window) -> None:
+        with rasterio.open(self.path, "r+") as staging:
+            staging.write(data, window=window)
 
 
 @dataclass(frozen=True)
@@ -563,42 +581,45 @@ def staged_cog(
     nodata: float | None,
     metadata: BandMetadata | None = None,
 ) -> Iterator[Staging]:
-    """Yield a Staging file (metadata already set); when the block ends cleanly, translate it
-    into a house COG at ``dst`` (atomically) and check its embedded statistics.
+    """Yield a Staging (metadata already set); when the block ends cleanly, translate it into
+    a house COG at ``dst`` (atomically) and check its embedded statistics.
 
-    The COG driver can only create by copy, so pixels are written strip by strip into an
-    uncompressed sibling file, never held whole in memory.
+    The COG driver can only create by copy. Outputs up to MEMORY_STAGING_MAX_BYTES are staged
+    in memory (no disk round trip); larger ones in an uncompressed GTiff next to ``dst``, so a
+    large output is never held whole in memory.
     """
     dst = Path(dst)
-    with _staging_directory(dst.parent) as staging_dir:
-        staging_path = staging_dir / "staging.tif"
-        try:
-            staging = rasterio.open(
-                staging_path,
-                "w",
-                driver="GTiff",
-                width=width,
-                height=height,
-                count=count,
-                dtype=dtype,
-                crs=crs,
-                transform=transform,
-                nodata=nodata,
-                **_STAGING_OPTIONS,
-            )
-        except GDAL_ERRORS as error:
-            raise RasterError(COG_WRITE_FAILED, f"cannot stage raster: {gdal_message(error)}") from error
-        with staging:
+    profile: dict[str, Any] = {
+        "width": width, "height": height, "count": count, "dtype": dtype,
+        "crs": crs, "transform": transform, "nodata": nodata,
+    }
+    if width * height * count * np.dtype(dtype).itemsize <= MEMORY_STAGING_MAX_BYTES:
+        with _create_staging("", driver="MEM", **profile) as memory:
             if metadata is not None:
-                _apply_metadata(staging, metadata)
-        yield Staging(staging_path)
-        with open_raster(staging_path) as staged:
-            _copy_as_cog(staged, dst)
+                _apply_metadata(memory, metadata)
+            yield _MemoryStaging(memory)
+            _copy_as_cog(memory, dst)
+    else:
+        with _staging_directory(dst.parent) as staging_dir:
+            staging_path = staging_dir / "staging.tif"
+            with _create_staging(staging_path, driver="GTiff", **profile, **_STAGING_OPTIONS) as staging:
+                if metadata is not None:
+                    _apply_metadata(staging, metadata)
+            yield _FileStaging(staging_path)
+            with open_raster(staging_path) as staged:
+                _copy_as_cog(staged, dst)
     try:
         verify_statistics(dst)
     except RasterError:
         dst.unlink(missing_ok=True)
         raise
+
+
+def _create_staging(path: str | Path, **profile: Any) -> DatasetWriter:
+    try:
+        return rasterio.open(path, "w", **profile)
+    except GDAL_ERRORS as error:
+        raise RasterError(COG_WRITE_FAILED, f"cannot stage raster: {gdal_message(error)}") from error
 
 
 def _apply_metadata(staging: DatasetWriter, metadata: BandMetadata) -> None:
