@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install serve test lint generate check-generated bench clean
+.PHONY: install serve test lint breaking generate check-generated bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11 is required (python3.11 or python3 on PATH)" >&2; exit 1; }
@@ -34,6 +34,12 @@ check-generated: $(STAMP)
 lint: $(STAMP) check-generated
 	$(BIN)/ruff check src tests scripts $(wildcard bench)
 	$(BIN)/buf lint
+	$(BIN)/buf breaking --against '.git#ref=HEAD'
+
+# Wire/JSON compatibility of the working tree against an older commit.
+breaking: $(STAMP)
+	$(BIN)/buf breaking --against '.git#ref=$(or $(AGAINST),HEAD)'
+
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run

@@ -18,7 +18,6 @@ from typing import Any
 
 import grpc
 import psycopg
-from geopera.v1 import catalog_pb2, kernel_pb2, kernel_pb2_grpc
 from google.protobuf import any_pb2
 from psycopg.conninfo import conninfo_to_dict
 
@@ -27,6 +26,7 @@ from bench.echo import EchoProcess
 from bench.harness import Options, Outcome, run_load
 from bench.profile import Profiler
 from bench.results import Results, machine_line, markdown_table, utc_now
+from geopera.v1 import catalog_pb2, kernel_pb2, kernel_pb2_grpc
 from tests.support.db import DatabaseFactory, admin_url
 from tests.support.server import ServerProcess
 

@@ -17,6 +17,7 @@ from rio_cogeo.cogeo import cog_validate
 from shapely import affinity
 from shapely.geometry import MultiPolygon, Point, Polygon, box, shape
 
+import server.raster.clip as clip_module
 from server.raster import RasterError, write_cog
 from server.raster.clip import AOI_OUTSIDE_FOOTPRINT, ClipResult, aoi_in_raster_crs, clip_to_cog
 
@@ -252,9 +253,14 @@ def test_band_subset_keeps_band_metadata(tmp_path: Path) -> None:
         clip_to_cog(src, aoi, tmp_path / "bad.tif", bands=[5])
 
 
-def test_large_raster_in_many_strips_is_seamless(tmp_path: Path) -> None:
+@pytest.mark.parametrize("staging", ["memory", "file"])
+def test_large_raster_in_many_strips_is_seamless(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, staging: str
+) -> None:
     # 3000 x 3000 in 512 blocks: strips of 512 rows, and the AOI starts mid-block so the
-    # first and last strips are partial.
+    # first and last strips are partial. Staged in memory, and in a file as large outputs are.
+    if staging == "file":
+        monkeypatch.setattr(clip_module, "MEMORY_STAGING_MAX_BYTES", 0)
     src = make_raster(
         tmp_path / "big.tif", smooth_noise((2, 3000, 3000), seed=7).astype("uint16"), descriptions=["blue", "green"]
     )
