@@ -9,12 +9,12 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: install serve test lint breaking generate check-generated bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml generated/pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11 is required (python3.11 or python3 on PATH)" >&2; exit 1; }
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 required, found " + sys.version' 
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e ./generated -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -21,6 +21,8 @@ PROTO_ROOT = ROOT / "proto"
 THIRD_PARTY = ROOT / "third_party" / "proto"
 GENERATED = ROOT / "generated"
 PACKAGE_DIRS = ("geopera", "geopera/v1")
+# Hand-written files of the generated/ distribution, kept across regeneration.
+KEEP = ("pyproject.toml",)
 
 
 def generate(out: Path) -> None:
@@ -50,7 +52,7 @@ def generate(out: Path) -> None:
 
 def tree_differs(a: Path, b: Path) -> list[str]:
     cmp = filecmp.dircmp(a, b)
-    problems = [f"only in {a.name}: {n}" for n in cmp.left_only]
+    problems = [f"only in {a.name}: {n}" for n in cmp.left_only if n not in KEEP and not n.endswith(".egg-info")]
     problems += [f"only in {b.name}: {n}" for n in cmp.right_only]
     problems += [f"differs: {n}" for n in cmp.diff_files]
     for sub in cmp.subdirs:
@@ -75,7 +77,9 @@ def main() -> int:
         print("generated/ is up to date")
         return 0
     if GENERATED.exists():
-        shutil.rmtree(GENERATED)
+        for child in GENERATED.iterdir():
+            if child.name not in KEEP and not child.name.endswith(".egg-info"):
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
     generate(GENERATED)
     return 0
 
