@@ -26,6 +26,7 @@ from geopera.v1 import (  # noqa: F401  (imports register every payload type for
     worker_pb2,
     worker_pb2_grpc,
 )
+from server.api.execute import Executor
 from server.api.kernel import KernelServicer
 from server.api.operations import REGISTRY
 from server.api.registration import add_servicer
@@ -132,7 +133,8 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     await register_builtin_job_types(services.jobs)
     dispatcher = Dispatcher(services)
     dispatcher.start()
-    kernel.attach(REGISTRY, services)
+    executor = Executor(REGISTRY, services)
+    kernel.attach(executor)
     workers.attach(services, dispatcher)
     background = [
         asyncio.create_task(_every(600, "upload sweep", services.catalog.expire_uploads)),

@@ -197,8 +197,15 @@ def _reduce_layer(
     keep_values: bool,
 ) -> tuple[Moments, StoredPart | None]:
     if mask is None:
+        valid_count = int(np.count_nonzero(valid))
+        if valid_count == valid.size:
+            # The common interior case: no compress copy.
+            chosen = np.ascontiguousarray(values).reshape(-1).astype(value_dtype, copy=False)
+            moments = Moments.of(chosen)
+            part = StoredPart.make(chosen, None, value_dtype) if keep_values and chosen.size else None
+            return moments, part
         selected = valid
-        nodata = float(valid.size - np.count_nonzero(valid))
+        nodata = float(valid.size - valid_count)
     else:
         selected = valid & mask
         if coverage is None:

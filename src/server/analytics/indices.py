@@ -26,16 +26,21 @@ Bands = Mapping[str, np.ndarray]
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """numerator / denominator with NaN where the denominator is 0 (no warnings, no inf)."""
-    out = np.full(numerator.shape, np.nan, dtype=np.float32)
-    np.divide(numerator, denominator, out=out, where=denominator != 0)
+    """numerator / denominator with NaN where the denominator is 0 (no warnings, no inf).
+
+    Overwrites ``numerator`` (always a temporary here): a plain divide then a NaN fix-up is
+    about twice as fast as a masked ``where=`` divide into a NaN-filled array.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.divide(numerator, denominator, out=numerator)
+    out[denominator == 0] = np.nan
     return out
 
 
 def _normalized_difference(a: str, b: str) -> Callable[[Bands], np.ndarray]:
     def formula(bands: Bands) -> np.ndarray:
         x, y = bands[a], bands[b]
-        return _ratio(x - y, x + y)
+        return _ratio(np.subtract(x, y, dtype=np.float32), np.add(x, y, dtype=np.float32))
 
     return formula
 

@@ -116,7 +116,7 @@ class IndexSource(PixelSource):
             valid &= valid_mask(data, self.meta.nodata[band - 1])
             inputs[name] = reflectance(data, self.meta.scales[band - 1], self.meta.offsets[band - 1])
         values = self.index(inputs)
-        valid &= ~np.isnan(values)
+        np.logical_and(valid, values == values, out=valid)  # NaN != NaN: undefined index values
         return values[np.newaxis], valid[np.newaxis]
 
     @property

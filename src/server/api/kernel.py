@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import datetime
 
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
@@ -12,32 +11,18 @@ from grpc import aio
 
 from geopera.v1 import kernel_pb2, kernel_pb2_grpc
 from server.api import convert
-from server.api.calls import CallInfo, metadata_value, rpc_call, unavailable
+from server.api.calls import metadata_value, rpc_call, unavailable
 from server.api.convert import timestamp
-from server.api.registry import Operation, OperationContext, OperationRegistry
+from server.api.execute import Executor
+from server.api.registry import Operation
 from server.auth import Principal
-from server.domain import idempotency
-from server.domain.jobs import JobRecord
+from server.domain.jobs import JobEvent
 from server.domain.models import UploadPart
 from server.errors import Code, DomainError, invalid_argument
 from server.services import Services
 from server.storage import iter_chunks
 
 DOWNLOAD_CHUNK_BYTES = 1 << 20
-IDEMPOTENCY_KEY_MAX = 255
-
-
-def _idempotency_key(context: aio.ServicerContext) -> str | None:
-    key = metadata_value(context, "idempotency-key")
-    if key is None:
-        return None
-    if not (1 <= len(key) <= IDEMPOTENCY_KEY_MAX) or not all(33 <= ord(c) <= 126 for c in key):
-        raise invalid_argument(
-            "INVALID_IDEMPOTENCY_KEY",
-            f"idempotency-key must be 1-{IDEMPOTENCY_KEY_MAX} printable ASCII characters without spaces",
-            field="idempotency-key",
-        )
-    return key
 
 
 def unpack_params(operation: Operation, params: any_pb2.Any, present: bool) -> Message:
@@ -64,12 +49,12 @@ def unpack_params(operation: Operation, params: any_pb2.Any, present: bool) -> M
     return message
 
 
-WATCH_POLL_SECONDS = 5.0
-
-
-def _watch_response(sequence: int, when: datetime, job: JobRecord, event_type: str) -> kernel_pb2.WatchJobResponse:
+def _watch_response(event: JobEvent) -> kernel_pb2.WatchJobResponse:
     return kernel_pb2.WatchJobResponse(
-        sequence=sequence, event_time=timestamp(when), job=convert.job(job), event_type=event_type
+        sequence=event.sequence,
+        event_time=timestamp(event.event_time),
+        job=convert.job(event.job),
+        event_type=event.event_type,
     )
 
 
@@ -77,36 +62,21 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
     """Serves as soon as the port is open; calls fail UNAVAILABLE (`NOT_READY`)
     until `attach` hands over the services (after migrations)."""
 
-    _registry: OperationRegistry
+    _executor: Executor
     _services: Services
 
     def __init__(self) -> None:
         self._ready = False
-        self._known = ""
 
-    def attach(self, registry: OperationRegistry, services: Services) -> None:
-        self._registry = registry
-        self._services = services
-        self._known = ", ".join(registry.names())
+    def attach(self, executor: Executor) -> None:
+        self._executor = executor
+        self._services = executor.services
         self._ready = True
 
     async def _authenticate(self, context: aio.ServicerContext) -> Principal:
         if not self._ready:
             raise unavailable("the server is starting; retry shortly")
         return await self._services.tokens.authenticate(metadata_value(context, "authorization"))
-
-    def _resolve(self, name: str) -> Operation:
-        if not name:
-            raise invalid_argument("OPERATION_REQUIRED", "operation is required", field="operation")
-        operation = self._registry.get(name)
-        if operation is None:
-            raise invalid_argument(
-                "UNKNOWN_OPERATION",
-                f"unknown operation {name[:100]!r}",
-                field="operation",
-                metadata={"known_operations": self._known},
-            )
-        return operation
 
     async def Execute(
         self, request: kernel_pb2.ExecuteRequest, context: aio.ServicerContext
@@ -115,36 +85,15 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
             call.operation = request.operation[:100]
             principal = await self._authenticate(context)
             call.principal_id = principal.id
-            operation = self._resolve(request.operation)
+            operation = self._executor.resolve(request.operation)
             principal.require_scope(operation.scope)
             params = unpack_params(operation, request.params, request.HasField("params"))
-            key = _idempotency_key(context) if operation.side_effect == "spend" else None
-            if key is None:
-                context_ = OperationContext(principal, call.request_id, None)
-                result = await operation.handler(self._services, context_, params)
-            else:
-                result = await self._execute_once(operation, principal, call, key, params)
+            key = metadata_value(context, "idempotency-key")
+            result = await self._executor.run(operation, principal, params, key, call)
             packed = any_pb2.Any()
             packed.Pack(result)
             return kernel_pb2.ExecuteResponse(operation=operation.name, result=packed)
         raise AssertionError("unreachable")  # rpc_call always returns or aborts
-
-    async def _execute_once(
-        self, operation: Operation, principal: Principal, call: CallInfo, key: str, params: Message
-    ) -> Message:
-        """A spend with an idempotency key: the key, the side effect and the
-        response commit in one transaction (see domain.idempotency)."""
-        print_ = idempotency.fingerprint(operation.name, params.SerializeToString(deterministic=True))
-        async with self._services.db.transaction() as conn:
-            replay = await idempotency.claim(conn, principal.id, key, operation.name, print_)
-            if replay is not None:
-                call.extra["idempotent_replay"] = True
-                return operation.result_type.FromString(replay)
-            result = await operation.handler(
-                self._services, OperationContext(principal, call.request_id, key, conn), params
-            )
-            await idempotency.record(conn, principal.id, key, result.SerializeToString())
-            return result
 
     async def WatchJob(
         self, request: kernel_pb2.WatchJobRequest, context: aio.ServicerContext
@@ -152,42 +101,11 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
         async with rpc_call(context, "WatchJob") as call:
             principal = await self._authenticate(context)
             call.principal_id = principal.id
-            principal.require_scope("processing:read")
-            if request.after_sequence < 0:
-                raise invalid_argument("INVALID_SEQUENCE", "after_sequence must be >= 0", field="after_sequence")
-            jobs = self._services.jobs
-            with self._services.notifications.watch_job(request.job_id) as wake:
-                # Subscribed before reading, so no change can slip between the two.
-                job = await jobs.get(principal, request.job_id)
-                last = request.after_sequence
-                if last == 0 or (last >= job.sequence and job.terminal):
-                    yield _watch_response(job.sequence, job.update_time, job, "snapshot")
-                    last = job.sequence
-                    if job.terminal:
-                        return
-                sent = 0
-                while True:
-                    events = await jobs.events_after(request.job_id, last)
-                    for event in events:
-                        yield _watch_response(event.sequence, event.event_time, event.job, event.event_type)
-                        last = event.sequence
-                        sent += 1
-                        if event.job.terminal:
-                            call.extra["events"] = sent
-                            return
-                    if not events:
-                        if self._services.notifications.closing.is_set():
-                            raise DomainError(
-                                Code.UNAVAILABLE,
-                                "SERVER_SHUTTING_DOWN",
-                                f"the server is stopping; resume the watch with after_sequence={last}",
-                                metadata={"after_sequence": str(last)},
-                            )
-                        try:
-                            await asyncio.wait_for(wake.wait(), timeout=WATCH_POLL_SECONDS)
-                        except TimeoutError:
-                            pass
-                        wake.clear()
+            sent = 0
+            async for event in self._executor.watch(principal, request.job_id, request.after_sequence):
+                yield _watch_response(event)
+                sent += 1
+            call.extra["events"] = sent
 
     async def UploadAsset(
         self, request_iterator: AsyncIterator[kernel_pb2.UploadAssetRequest], context: aio.ServicerContext

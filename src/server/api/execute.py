@@ -1,0 +1,111 @@
+"""Running an operation, shared by every projection (gRPC Execute, REST, MCP):
+registry lookup, scope check, idempotent spends, and the job event stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+
+from server.api.calls import CallInfo
+from server.api.registry import Operation, OperationContext, OperationRegistry
+from server.auth import Principal
+from server.domain import idempotency
+from server.domain.jobs import JobEvent
+from server.errors import Code, DomainError, invalid_argument
+from server.services import Services
+
+IDEMPOTENCY_KEY_MAX = 255
+WATCH_POLL_SECONDS = 5.0
+
+
+def check_idempotency_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    if not (1 <= len(key) <= IDEMPOTENCY_KEY_MAX) or not all(33 <= ord(c) <= 126 for c in key):
+        raise invalid_argument(
+            "INVALID_IDEMPOTENCY_KEY",
+            f"idempotency-key must be 1-{IDEMPOTENCY_KEY_MAX} printable ASCII characters without spaces",
+            field="idempotency-key",
+        )
+    return key
+
+
+@dataclass
+class Executor:
+    registry: OperationRegistry
+    services: Services
+
+    def resolve(self, name: str) -> Operation:
+        if not name:
+            raise invalid_argument("OPERATION_REQUIRED", "operation is required", field="operation")
+        operation = self.registry.get(name)
+        if operation is None:
+            raise invalid_argument(
+                "UNKNOWN_OPERATION",
+                f"unknown operation {name[:100]!r}",
+                field="operation",
+                metadata={"known_operations": ", ".join(self.registry.names())},
+            )
+        return operation
+
+    async def run(
+        self, operation: Operation, principal: Principal, params: Message, key: str | None, call: CallInfo
+    ) -> Message:
+        """Run an already resolved and authorised operation. Spends with an
+        idempotency key run once: the key, the side effect and the response
+        commit in one transaction (see domain.idempotency)."""
+        key = check_idempotency_key(key) if operation.side_effect == "spend" else None
+        if key is None:
+            return await operation.handler(self.services, OperationContext(principal, call.request_id, None), params)
+        print_ = idempotency.fingerprint(operation.name, params.SerializeToString(deterministic=True))
+        async with self.services.db.transaction() as conn:
+            replay = await idempotency.claim(conn, principal.id, key, operation.name, print_)
+            if replay is not None:
+                call.extra["idempotent_replay"] = True
+                return operation.result_type.FromString(replay)
+            result = await operation.handler(
+                self.services, OperationContext(principal, call.request_id, key, conn), params
+            )
+            await idempotency.record(conn, principal.id, key, result.SerializeToString())
+            return result
+
+    async def watch(self, principal: Principal, job_id: str, after_sequence: int) -> AsyncIterator[JobEvent]:
+        """A job's events: the snapshot (unless resuming), then every change in
+        order, ending after the terminal one."""
+        principal.require_scope("processing:read")
+        if after_sequence < 0:
+            raise invalid_argument("INVALID_SEQUENCE", "after_sequence must be >= 0", field="after_sequence")
+        jobs = self.services.jobs
+        notifications = self.services.notifications
+        with notifications.watch_job(job_id) as wake:
+            # Subscribed before reading, so no change can slip between the two.
+            job = await jobs.get(principal, job_id)
+            last = after_sequence
+            if last == 0 or (last >= job.sequence and job.terminal):
+                yield JobEvent(job.sequence, "snapshot", job.update_time, job)
+                last = job.sequence
+                if job.terminal:
+                    return
+            while True:
+                events = await jobs.events_after(job_id, last)
+                for event in events:
+                    yield event
+                    last = event.sequence
+                    if event.job.terminal:
+                        return
+                if events:
+                    continue
+                if notifications.closing.is_set():
+                    raise DomainError(
+                        Code.UNAVAILABLE,
+                        "SERVER_SHUTTING_DOWN",
+                        f"the server is stopping; resume the watch with after_sequence={last}",
+                        metadata={"after_sequence": str(last)},
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), timeout=WATCH_POLL_SECONDS)
+                wake.clear()
