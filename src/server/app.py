@@ -37,6 +37,7 @@ from server.domain.catalog import CatalogLimits, CatalogService
 from server.domain.credits import CreditService
 from server.domain.jobs import CostModel, JobService, JobTypeRecord, LeasePolicy
 from server.domain.outputs import OutputService
+from server.rest.app import RestApi, start_rest
 from server.services import Services
 from server.storage import LocalStorage
 from server.store import connect_database
@@ -121,6 +122,12 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     await server.start()
     host = settings.listen.rsplit(":", 1)[0]
     log.info("listening on %s:%d (not ready yet)", host, port)
+    rest = RestApi()
+    http_runner, http_port = None, 0
+    if settings.http_listen and settings.http_listen != "off":
+        http_runner, http_port = await start_rest(rest, settings.http_listen)
+        http_host = settings.http_listen.rsplit(":", 1)[0]
+        log.info("HTTP/JSON on http://%s:%d (OpenAPI at /v1/openapi.json)", http_host, http_port)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -135,6 +142,7 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     dispatcher.start()
     executor = Executor(REGISTRY, services)
     kernel.attach(executor)
+    rest.attach(executor)
     workers.attach(services, dispatcher)
     background = [
         asyncio.create_task(_every(600, "upload sweep", services.catalog.expire_uploads)),
@@ -146,14 +154,18 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     if settings.port_file is not None:
-        _write_atomically(settings.port_file, f"{port}\n")
+        _write_atomically(settings.port_file, f"{port}\n{http_port}\n")
     log.info("ready on %s:%d", host, port)
     print(f"GEOPERA_READY {host}:{port}", flush=True)
+    if http_runner is not None:
+        print(f"GEOPERA_HTTP http://{settings.http_listen.rsplit(':', 1)[0]}:{http_port}", flush=True)
 
     await stop.wait()
     log.info("stopping: draining calls for up to %.0f s", settings.shutdown_grace_seconds)
     await health_servicer.enter_graceful_shutdown()
     services.notifications.close_streams()
+    if http_runner is not None:
+        await http_runner.cleanup()
     await server.stop(settings.shutdown_grace_seconds)
     for task in background:
         task.cancel()

@@ -25,6 +25,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     settings = Settings()
     if getattr(args, "listen", None):
         settings.listen = args.listen
+    if getattr(args, "http_listen", None):
+        settings.http_listen = args.http_listen
     if args.database_url:
         settings.database_url = args.database_url
     if args.home:
@@ -145,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", parents=[common], help="run the gRPC server")
     serve.add_argument("--listen", help="host:port [GEOPERA_LISTEN, 127.0.0.1:50051]; port 0 picks one")
+    serve.add_argument("--http-listen", help="HTTP/JSON host:port [GEOPERA_HTTP_LISTEN, 127.0.0.1:8080]; off disables")
     serve.add_argument("--port-file", help="write the bound port here once ready")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING [GEOPERA_LOG_LEVEL]")
     serve.add_argument("--demo", action="store_true", help="bootstrap the demo project, token and items")

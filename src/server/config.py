@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_HTTP_LISTEN = "127.0.0.1:8080"
 
 
 def _env_int(name: str, default: int) -> int:
@@ -24,6 +25,8 @@ def _env_float(name: str, default: float) -> float:
 class Settings:
     # host:port to listen on; port 0 picks a free port (see `port_file`).
     listen: str = field(default_factory=lambda: os.environ.get("GEOPERA_LISTEN", DEFAULT_LISTEN))
+    # host:port of the HTTP/JSON projection; empty or "off" disables it.
+    http_listen: str = field(default_factory=lambda: os.environ.get("GEOPERA_HTTP_LISTEN", DEFAULT_HTTP_LISTEN))
     # PostgreSQL URL; unset means the embedded PostgreSQL under `home`.
     database_url: str | None = field(default_factory=lambda: os.environ.get("GEOPERA_DATABASE_URL") or None)
     # State directory: embedded database, stored assets, uploads.

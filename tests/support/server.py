@@ -32,10 +32,15 @@ class ServerProcess:
         self._extra_args = extra_args or []
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
+        self.http_port = 0
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
     def start(self, timeout: float = 90.0) -> ServerProcess:
         """Launch and wait until the server is ready (it writes the port file)."""
@@ -51,7 +56,7 @@ class ServerProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "server.cli", "serve", "--listen", "127.0.0.1:0",
-                 "--port-file", str(self.port_file), *self._extra_args],
+                 "--port-file", str(self.port_file), "--http-listen", "127.0.0.1:0", *self._extra_args],
                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         return self
@@ -71,7 +76,8 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.port_file.exists():
-                self.port = int(self.port_file.read_text())
+                grpc_port, http_port = self.port_file.read_text().split()
+                self.port, self.http_port = int(grpc_port), int(http_port)
                 return self
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")

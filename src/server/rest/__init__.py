@@ -1,0 +1,1 @@
+"""The HTTP/JSON projection of the operation registry (REST + server-sent events)."""

@@ -1,0 +1,159 @@
+"""An OpenAPI 3.1 document generated from the operation registry and the
+protobuf descriptors of its params/result messages (proto3 JSON mapping with
+the original snake_case field names)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+
+from server.api.registry import OperationRegistry
+
+_SCALARS: dict[int, dict[str, Any]] = {
+    FieldDescriptor.TYPE_DOUBLE: {"type": "number"},
+    FieldDescriptor.TYPE_FLOAT: {"type": "number"},
+    FieldDescriptor.TYPE_INT32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_SINT32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_SFIXED32: {"type": "integer", "format": "int32"},
+    FieldDescriptor.TYPE_UINT32: {"type": "integer", "format": "int32", "minimum": 0},
+    FieldDescriptor.TYPE_FIXED32: {"type": "integer", "format": "int32", "minimum": 0},
+    # proto3 JSON writes 64-bit integers as strings and reads either form.
+    FieldDescriptor.TYPE_INT64: {"type": ["string", "integer"], "format": "int64"},
+    FieldDescriptor.TYPE_SINT64: {"type": ["string", "integer"], "format": "int64"},
+    FieldDescriptor.TYPE_SFIXED64: {"type": ["string", "integer"], "format": "int64"},
+    FieldDescriptor.TYPE_UINT64: {"type": ["string", "integer"], "format": "int64"},
+    FieldDescriptor.TYPE_FIXED64: {"type": ["string", "integer"], "format": "int64"},
+    FieldDescriptor.TYPE_BOOL: {"type": "boolean"},
+    FieldDescriptor.TYPE_STRING: {"type": "string"},
+    FieldDescriptor.TYPE_BYTES: {"type": "string", "contentEncoding": "base64"},
+}
+_WELL_KNOWN: dict[str, dict[str, Any]] = {
+    "google.protobuf.Struct": {"type": "object", "additionalProperties": True},
+    "google.protobuf.Value": {},
+    "google.protobuf.ListValue": {"type": "array"},
+    "google.protobuf.Timestamp": {"type": "string", "format": "date-time"},
+    "google.protobuf.Duration": {"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?s$"},
+    "google.protobuf.Any": {"type": "object", "properties": {"@type": {"type": "string"}}},
+    "google.protobuf.Empty": {"type": "object"},
+}
+
+
+class _SchemaBuilder:
+    def __init__(self) -> None:
+        self.components: dict[str, dict[str, Any]] = {}
+
+    def ref(self, descriptor: Descriptor) -> dict[str, Any]:
+        if descriptor.full_name in _WELL_KNOWN:
+            return dict(_WELL_KNOWN[descriptor.full_name])
+        name = descriptor.full_name.replace(".", "_")
+        if name not in self.components:
+            self.components[name] = {}  # reserve first: messages may be recursive
+            self.components[name] = self._message(descriptor)
+        return {"$ref": f"#/components/schemas/{name}"}
+
+    def _message(self, descriptor: Descriptor) -> dict[str, Any]:
+        properties = {field.name: self._field(field) for field in descriptor.fields}
+        return {"type": "object", "title": descriptor.name, "properties": properties, "additionalProperties": False}
+
+    def _enum(self, descriptor: EnumDescriptor) -> dict[str, Any]:
+        return {"type": "string", "enum": [value.name for value in descriptor.values]}
+
+    def _single(self, field: FieldDescriptor) -> dict[str, Any]:
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            return self.ref(field.message_type)
+        if field.type == FieldDescriptor.TYPE_ENUM:
+            return self._enum(field.enum_type)
+        return dict(_SCALARS[field.type])
+
+    def _field(self, field: FieldDescriptor) -> dict[str, Any]:
+        if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
+            value = field.message_type.fields_by_name["value"]
+            return {"type": "object", "additionalProperties": self._single(value)}
+        if field.is_repeated:
+            return {"type": "array", "items": self._single(field)}
+        return self._single(field)
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["code", "reason", "message"],
+    "properties": {
+        "code": {"type": "string", "description": "gRPC status code name, e.g. INVALID_ARGUMENT"},
+        "reason": {"type": "string", "description": "UPPER_SNAKE_CASE reason (google.rpc.ErrorInfo.reason)"},
+        "message": {"type": "string"},
+        "request_id": {"type": "string"},
+        "details": {
+            "type": "object",
+            "properties": {
+                "metadata": {"type": "object", "additionalProperties": {"type": "string"}},
+                "field_violations": {
+                    "type": "array",
+                    "items": {"type": "object", "properties": {"field": {"type": "string"},
+                                                               "description": {"type": "string"}}},
+                },
+                "expected_schema": {"type": "object", "description": "JSON Schema the params must satisfy"},
+            },
+        },
+    },
+}  # fmt: skip
+
+
+def openapi_document(registry: OperationRegistry, server_url: str = "/") -> dict[str, Any]:
+    builder = _SchemaBuilder()
+    paths: dict[str, Any] = {}
+    for operation in registry:
+        paths[f"/v1/op/{operation.name}"] = {
+            "post": {
+                "operationId": operation.name.replace(".", "_"),
+                "summary": operation.description,
+                "description": (
+                    f"Scope `{operation.scope}`; side effect: {operation.side_effect}."
+                    + (" Honours the `Idempotency-Key` header." if operation.side_effect == "spend" else "")
+                ),
+                "parameters": (
+                    [{"name": "Idempotency-Key", "in": "header", "required": False,
+                      "schema": {"type": "string", "minLength": 1, "maxLength": 255}}]
+                    if operation.side_effect == "spend" else []
+                ),
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": builder.ref(operation.params_type.DESCRIPTOR)}},
+                },
+                "responses": {
+                    "200": {
+                        "description": "the operation's result",
+                        "content": {"application/json": {"schema": builder.ref(operation.result_type.DESCRIPTOR)}},
+                    },
+                    "default": {
+                        "description": "an error",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                    },
+                },
+            }
+        }  # fmt: skip
+    paths["/v1/jobs/{job_id}/events"] = {
+        "get": {
+            "operationId": "jobs_events",
+            "summary": "A job's status as server-sent events: the snapshot, then every change, "
+            "ending after the terminal state. Resume with `after_sequence` or `Last-Event-ID`.",
+            "parameters": [
+                {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "after_sequence", "in": "query", "required": False, "schema": {"type": "integer"}},
+            ],
+            "responses": {"200": {"description": "text/event-stream of WatchJobResponse JSON objects"}},
+        }
+    }
+    components = builder.components
+    components["Error"] = ERROR_SCHEMA
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Geopera kernel", "version": "v1"},
+        "servers": [{"url": server_url}],
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }
