@@ -321,12 +321,13 @@ def report(dispatch: dict[str, Any], watch: dict[str, Any], points: dict[int, di
         "`other` = machine minus the groups (other programs on the machine). ms/job = CPU ms per job "
         "(per report for the watch row).",
         "",
+        cpu_table,
+        "",
         f"CPU ceilings at the {TARGET_CLIENTS}-client point: the server's one event loop caps at "
         f"1000 / server ms per job = {_f(ceilings['server'], 0)} jobs/s; with nothing else running, the "
         f"machine ({context['cpus']} cores) caps at {context['cpus']} cores / (server + workers + PostgreSQL "
-        f"+ PG background ms per job) = {_f(ceilings['machine'], 0)} jobs/s (the load generator excluded).",
-        "",
-        cpu_table,
+        f"+ PG background ms per job) = {_f(ceilings['machine'], 0)} jobs/s (the load generator excluded); "
+        "the lower of the two applies.",
     ]
     if context.get("profiled"):
         lines += ["", f"Profiled run: the {TARGET_CLIENTS}-client throughput point ran under py-spy (server and "
