@@ -298,7 +298,6 @@ class Worker:
             await reporter.stop()
             self.running.pop(job.id, None)
             shutil.rmtree(workdir, ignore_errors=True)
-            self._heartbeat_now()
 
     async def _call(self, method: Any, request: Any, metadata: Any) -> Any:
         try:

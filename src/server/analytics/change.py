@@ -41,7 +41,7 @@ from shapely.geometry.base import BaseGeometry
 
 from server.analytics.areas import row_areas
 from server.analytics.base import AnalyticsContext, AnalyticsMethod
-from server.analytics.coverage import center_mask
+from server.analytics.coverage import center_mask, pixels_to_crs
 from server.analytics.geometry import pixel_zones
 from server.analytics.indices import get_index
 from server.analytics.params import (
@@ -238,7 +238,7 @@ def _chunk_worker(
         if task.geometry is None:
             area_pixels = rows * cols
         else:
-            inside = center_mask(task.geometry, int(window.row_off), int(window.col_off), rows, cols, False)
+            inside = center_mask(task.geometry, window_transform(window, before.transform), rows, cols, False)
             compared &= inside
             area_pixels = int(np.count_nonzero(inside))
         difference = after_index - before_values[0]
@@ -300,7 +300,7 @@ def _plan(geometry: BaseGeometry, window: Window, meta: RasterMeta, band_count: 
                 c0 + chunk.width + _CLIP_MARGIN,
                 r0 + chunk.height + _CLIP_MARGIN,
             )
-            tasks.append(_Task(chunk, clipped, skip=clipped.is_empty))
+            tasks.append(_Task(chunk, pixels_to_crs(clipped, meta.transform), skip=clipped.is_empty))
     return tasks
 
 

@@ -30,19 +30,30 @@ from shapely.geometry.base import BaseGeometry
 _SNAP: Final = 1e-9
 
 
-def center_mask(geometry: BaseGeometry, row0: int, col0: int, height: int, width: int, all_touched: bool) -> np.ndarray:
-    """Boolean (height, width) mask of the pixels the pixel-space ``geometry`` selects."""
+def center_mask(geometry: BaseGeometry, transform: Affine, height: int, width: int, all_touched: bool) -> np.ndarray:
+    """Boolean (height, width) mask of the pixels of the grid ``transform`` (the window's, in
+    the raster CRS, as rasterstats does) that ``geometry`` (raster CRS) selects."""
     if geometry.is_empty:
         return np.zeros((height, width), dtype=bool)
     burned = rasterio.features.rasterize(
         [(geometry, 1)],
         out_shape=(height, width),
-        transform=Affine.translation(col0, row0),
+        transform=transform,
         all_touched=all_touched,
         fill=0,
         dtype="uint8",
     )
     return burned.view(bool)
+
+
+def pixels_to_crs(geometry: BaseGeometry, transform: Affine) -> BaseGeometry:
+    """A pixel-space geometry back in the raster CRS."""
+    return shapely.affinity.affine_transform(
+        geometry, [transform.a, transform.b, transform.d, transform.e, transform.c, transform.f])
+
+
+def window_transform(transform: Affine, row0: int, col0: int) -> Affine:
+    return transform @ Affine.translation(col0, row0)
 
 
 def _edges(geometry: BaseGeometry) -> np.ndarray:

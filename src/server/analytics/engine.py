@@ -24,7 +24,7 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
-from server.analytics.coverage import center_mask, exact_coverage
+from server.analytics.coverage import center_mask, exact_coverage, pixels_to_crs, window_transform
 from server.analytics.geometry import PixelZone
 from server.analytics.reader import ChunkRunner, chunk_windows
 from server.analytics.sources import PixelSource
@@ -137,6 +137,8 @@ def _plan(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -
             )
             if clipped is not None and clipped.is_empty:
                 continue
+            if clipped is not None and options.coverage == "center":
+                clipped = pixels_to_crs(clipped, source.meta.transform)  # rasterized in the CRS
             parts_by_chunk[chunk_index].append(
                 _ZonePart(zone.index, (int(r0), int(c0), int(r1 - r0), int(c1 - c0)), clipped)
             )
@@ -157,6 +159,7 @@ def _reduce_chunk(
     source: PixelSource, options: ReduceOptions
 ) -> Callable[[list[DatasetReader], _Task], list[_PartResult]]:
     value_dtype = source.value_dtype
+    transform = source.meta.transform
 
     def run(datasets: list[DatasetReader], task: _Task) -> list[_PartResult]:
         raw = datasets[0].read(list(source.indexes), window=task.window)
@@ -174,7 +177,8 @@ def _reduce_chunk(
                     coverage = exact_coverage(part.geometry, r0, c0, rows, cols)
                     mask = coverage > 0
                 else:
-                    mask = center_mask(part.geometry, r0, c0, rows, cols, options.all_touched)
+                    mask = center_mask(part.geometry, window_transform(transform, r0, c0), rows, cols,
+                                       options.all_touched)
             layers = []
             for layer in range(values.shape[0]):
                 layer_values = values[layer][window]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ import numpy as np
 BUCKETS: Final = 1 << 16
 # Stores up to this many values are answered with a plain in-memory sort/partition.
 DIRECT_LIMIT: Final = 8_000_000
+# Exact-mode quantiles over larger stores sort the values group by group, at most this many.
+GROUP_LIMIT: Final = 24_000_000
 # Parts at least this large get their bucket histogram computed when they are made (in the
 # worker thread that made them, overlapping with decoding); smaller parts lazily.
 _EAGER_HISTOGRAM_MIN: Final = 16_384
@@ -50,17 +53,29 @@ def storage_dtype(dtype: np.dtype) -> np.dtype:
     return np.dtype(np.float64)
 
 
+_LITTLE_ENDIAN: Final = sys.byteorder == "little"
+_RAW: Final = np.arange(BUCKETS, dtype=np.uint32)
+# Top 16 bits of an IEEE float -> their rank in value order: negative values (sign bit set)
+# sort in reverse bit order below the positive ones.
+RAW_TO_BUCKET: Final = np.where(_RAW & 0x8000, _RAW ^ 0xFFFF, _RAW | 0x8000).astype(np.intp)
+
+
+def high_bits(values: np.ndarray) -> np.ndarray:
+    """The top 16 bits of each float32/float64 value: a strided view, no copy, no arithmetic."""
+    words = np.ascontiguousarray(values).view(np.uint16).reshape(-1, values.itemsize // 2)
+    return words[:, -1] if _LITTLE_ENDIAN else words[:, 0]
+
+
 def bucket_of(values: np.ndarray) -> np.ndarray:
     """Order-preserving bucket index in [0, 65536) of float32/float64 values (no NaN)."""
-    if values.dtype == np.float32:
-        bits = values.view(np.uint32)
-        sign = np.uint32(0x80000000)
-        keys = np.where(bits & sign, ~bits, bits | sign)
-        return (keys >> np.uint32(16)).astype(np.intp)
-    bits = values.view(np.uint64)
-    sign64 = np.uint64(0x8000000000000000)
-    keys = np.where(bits & sign64, ~bits, bits | sign64)
-    return (keys >> np.uint64(48)).astype(np.intp)
+    return RAW_TO_BUCKET[high_bits(values)]
+
+
+def bucket_histogram(values: np.ndarray) -> np.ndarray:
+    """Value counts per bucket (counted on the raw top bits, then put in bucket order)."""
+    histogram = np.empty(BUCKETS, dtype=np.int64)
+    histogram[RAW_TO_BUCKET] = np.bincount(high_bits(values), minlength=BUCKETS)
+    return histogram
 
 
 @dataclass
@@ -147,8 +162,78 @@ class StoredPart:
                 weights = None
         histogram = None
         if values.size >= _EAGER_HISTOGRAM_MIN:
-            histogram = np.bincount(bucket_of(values), minlength=BUCKETS)
+            histogram = bucket_histogram(values)
         return cls(values, weights, histogram)
+
+
+@dataclass
+class _Gathered:
+    """Values collected from a store: unit-weight ones, and (value, weight) pairs."""
+
+    unit: list[np.ndarray] = field(default_factory=list)
+    unit_buckets: list[np.ndarray] = field(default_factory=list)
+    weighted: list[np.ndarray] = field(default_factory=list)
+    weights: list[np.ndarray] = field(default_factory=list)
+    weighted_buckets: list[np.ndarray] = field(default_factory=list)
+
+    def add_unit(self, values: np.ndarray, buckets: np.ndarray | None, selected: np.ndarray | None) -> None:
+        if selected is None:
+            self.unit.append(values)
+            if buckets is not None:
+                self.unit_buckets.append(buckets)
+        else:
+            self.unit.append(values[selected])
+            if buckets is not None:
+                self.unit_buckets.append(buckets[selected])
+
+    def add_weighted(self, values: np.ndarray, weights: np.ndarray, buckets: np.ndarray | None) -> None:
+        self.weighted.append(values)
+        self.weights.append(weights)
+        if buckets is not None:
+            self.weighted_buckets.append(buckets)
+
+    def all_values(self) -> np.ndarray:
+        parts = self.unit + self.weighted
+        return np.concatenate(parts) if parts else np.empty(0)
+
+    def all_buckets(self) -> np.ndarray:
+        parts = self.unit_buckets + self.weighted_buckets
+        return RAW_TO_BUCKET[np.concatenate(parts)] if parts else np.empty(0, np.intp)
+
+    def distinct(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted distinct values and the summed weight of each (exactextract merges equal
+        values before its quantiles). Unit weights are counted after an in-place sort (numpy's
+        SIMD sort), never argsorted: only the few fractional-coverage values are."""
+        unit = np.concatenate(self.unit) if self.unit else np.empty(0)
+        self.unit.clear()
+        unit.sort()
+        x, w = _runs(unit, None)
+        if self.weighted:
+            values = np.concatenate(self.weighted)
+            weights = np.concatenate(self.weights).astype(np.float64)
+            order = np.argsort(values, kind="stable")
+            xf, wf = _runs(values[order], weights[order])
+            if x.size == 0:
+                return xf, wf
+            position = np.searchsorted(x, xf)
+            hit = position < x.size
+            hit[hit] = x[position[hit]] == xf[hit]
+            np.add.at(w, position[hit], wf[hit])
+            x = np.insert(x, position[~hit], xf[~hit])
+            w = np.insert(w, position[~hit], wf[~hit])
+        return x, w
+
+
+def _runs(ordered: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values of a sorted array and their counts (or summed weights)."""
+    if ordered.size == 0:
+        return ordered, np.empty(0)
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    if weights is None:
+        counts = np.diff(np.append(starts, ordered.size)).astype(np.float64)
+    else:
+        counts = np.add.reduceat(weights, starts)
+    return ordered[starts], counts
 
 
 @dataclass
@@ -235,31 +320,29 @@ class ValueStore:
             wanted = set(self._unbucketed)
             for position, (values, _) in enumerate(self.parts()):
                 if position in wanted:
-                    self.histogram += np.bincount(bucket_of(values), minlength=BUCKETS)
+                    self.histogram += bucket_histogram(values)
             self._unbucketed.clear()
         return self.histogram
 
-    def gather(self, buckets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(values, weights, bucket) of every stored value whose bucket is flagged in ``buckets``."""
-        values_out, weights_out, buckets_out = [], [], []
+    def gather(self, flags: np.ndarray | None) -> _Gathered:
+        """Every stored value whose bucket is flagged (all values when ``flags`` is None),
+        split into unit-weight values and (value, weight) pairs, with their buckets."""
+        gathered = _Gathered()
+        raw_flags = None if flags is None else flags[RAW_TO_BUCKET]
         for values, weights in self.parts():
-            bucket = bucket_of(values)
-            selected = buckets[bucket]
-            if not selected.any():
+            bucket = None if raw_flags is None else high_bits(values)  # raw top bits until gathered
+            selected = None if raw_flags is None or bucket is None else raw_flags[bucket]
+            if selected is not None and not selected.any():
                 continue
-            values_out.append(values[selected])
-            buckets_out.append(bucket[selected])
-            weights_out.append(np.ones(int(selected.sum()), np.float32) if weights is None else weights[selected])
-        if not values_out:
-            return np.empty(0, self.dtype), np.empty(0, np.float32), np.empty(0, np.intp)
-        return np.concatenate(values_out), np.concatenate(weights_out), np.concatenate(buckets_out)
-
-    def everything(self) -> tuple[np.ndarray, np.ndarray]:
-        values = [v for v, _ in self.parts()]
-        weights = [np.ones(v.size, np.float32) if w is None else w for v, w in self.parts()]
-        if not values:
-            return np.empty(0, self.dtype), np.empty(0, np.float32)
-        return np.concatenate(values), np.concatenate(weights)
+            if weights is None:
+                gathered.add_unit(values, bucket, selected)
+            else:
+                unit = weights == 1
+                gathered.add_unit(values, bucket, unit if selected is None else unit & selected)
+                fractional = ~unit if selected is None else ~unit & selected
+                gathered.add_weighted(values[fractional], weights[fractional],
+                                      None if bucket is None else bucket[fractional])
+        return gathered
 
     # -- quantiles ---------------------------------------------------------------------------
 
@@ -268,7 +351,7 @@ class ValueStore:
         if self.count == 0:
             return [None for _ in qs]
         if self.count <= DIRECT_LIMIT:
-            values, _ = self.everything()
+            values = self.gather(None).all_values()
             return [float(v) for v in np.percentile(values, list(qs), overwrite_input=True)]
         ranks: set[int] = set()
         for q in qs:
@@ -289,11 +372,14 @@ class ValueStore:
         bucket_of_rank = np.searchsorted(cumulative, ranks, side="right")
         flags = np.zeros(BUCKETS, dtype=bool)
         flags[bucket_of_rank] = True
-        values, _, buckets = self.gather(flags)
+        gathered = self.gather(flags)
+        values, buckets = gathered.all_values(), gathered.all_buckets()
         result: dict[int, float] = {}
         for bucket in np.unique(bucket_of_rank):
-            inside = np.sort(values[buckets == bucket])
+            inside = values[buckets == bucket]
             start = int(cumulative[bucket - 1]) if bucket > 0 else 0
+            wanted = [rank - start for rank, b in zip(ranks, bucket_of_rank, strict=True) if b == bucket]
+            inside.partition(wanted)
             for rank, rank_bucket in zip(ranks, bucket_of_rank, strict=True):
                 if rank_bucket == bucket:
                     result[rank] = float(inside[rank - start])
@@ -304,87 +390,72 @@ class ValueStore:
         if self.count == 0:
             return [None for _ in qs]
         if self.count <= DIRECT_LIMIT:
-            values, weights = self.everything()
-            distinct, inverse = np.unique(values, return_inverse=True)
-            sums = np.bincount(inverse, weights=weights.astype(np.float64))
+            distinct, sums = self.gather(None).distinct()
             return [_weighted_quantile(distinct, sums, q / 100.0) for q in qs]
         return self._bucketed_weighted_quantiles(qs)
 
-    def _bucketed_weighted_quantiles(self, qs: Sequence[float]) -> list[float | None]:
+    def _groups(self) -> list[tuple[int, int]]:
+        """Consecutive bucket ranges [lo, hi) of at most GROUP_LIMIT values (whole buckets)."""
         histogram = self._complete_histogram()
-        # Phase A: distinct values per group of buckets (whole buckets, ~DIRECT_LIMIT values).
         groups: list[tuple[int, int]] = []
         start, running = 0, 0
         for bucket in np.flatnonzero(histogram):
-            if running and running + histogram[bucket] > DIRECT_LIMIT:
+            if running and running + histogram[bucket] > GROUP_LIMIT:
                 groups.append((start, int(bucket)))
                 start, running = int(bucket), 0
             running += int(histogram[bucket])
         groups.append((start, BUCKETS))
-        summaries = []  # (distinct count, weight, first x, first w, last x, last w)
-        for lo, hi in groups:
-            flags = np.zeros(BUCKETS, dtype=bool)
-            flags[lo:hi] = True
-            distinct, sums = self._distinct(flags)
+        return groups
+
+    def _group_distinct(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        flags = np.zeros(BUCKETS, dtype=bool)
+        flags[lo:hi] = True
+        return self.gather(flags).distinct()
+
+    def _bucketed_weighted_quantiles(self, qs: Sequence[float]) -> list[float | None]:
+        # Phase A: the number of distinct values and their weight, group by group (one pass
+        # over the store per group; groups hold up to GROUP_LIMIT values).
+        summaries = []  # (lo, hi, distinct count, weight, first x, first w, last x, last w)
+        for lo, hi in self._groups():
+            distinct, sums = self._group_distinct(lo, hi)
             if distinct.size:
-                summaries.append(
-                    (
-                        lo,
-                        hi,
-                        distinct.size,
-                        float(sums.sum()),
-                        float(distinct[0]),
-                        float(sums[0]),
-                        float(distinct[-1]),
-                        float(sums[-1]),
-                    )
-                )
+                summaries.append((lo, hi, distinct.size, float(sums.sum()),
+                                  float(distinct[0]), float(sums[0]), float(distinct[-1]), float(sums[-1])))
         n = sum(s[2] for s in summaries)
         total = sum(s[3] for s in summaries)
         span = total * (n - 1)
-        results: list[float | None] = []
-        # Phase B: per quantile, the group whose cumulative weight crosses the target.
+        # Phase B: the group holding each quantile's crossing, read again; the neighbouring
+        # groups' extreme values complete the s sequence around it.
+        plans = []
         for q in qs:
             target = (q / 100.0) * span
-            before_n, before_w = 0, 0.0
-            chosen = len(summaries) - 1
+            before_n, before_w, chosen = 0, 0.0, len(summaries) - 1
             for position, summary in enumerate(summaries):
-                if (n - 1) * (before_w + summary[3]) > target:
+                if (n - 1) * (before_w + summary[3]) > target or position == len(summaries) - 1:
                     chosen = position
                     break
                 before_n += summary[2]
                 before_w += summary[3]
-            else:
-                before_n -= summaries[-1][2]
-                before_w -= summaries[-1][3]
-            lo, hi = summaries[chosen][0], summaries[chosen][1]
-            flags = np.zeros(BUCKETS, dtype=bool)
-            flags[lo:hi] = True
-            distinct, sums = self._distinct(flags)
-            # Neighbouring distinct values from the adjacent groups complete the s sequence.
+            plans.append((chosen, before_n, before_w))
+        distinct_by_group = {chosen: self._group_distinct(*summaries[chosen][:2]) for chosen, _, _ in plans}
+        results: list[float | None] = []
+        for q, (chosen, before_n, before_w) in zip(qs, plans, strict=True):
+            distinct, sums = distinct_by_group[chosen]
             xs, ws = list(distinct), list(sums)
-            offset = before_n
+            offset, cumulative_before = before_n, before_w
             if chosen > 0:
                 previous = summaries[chosen - 1]
                 xs.insert(0, previous[6])
                 ws.insert(0, previous[7])
                 offset -= 1
+                cumulative_before -= previous[7]
             if chosen + 1 < len(summaries):
                 following = summaries[chosen + 1]
                 xs.append(following[4])
                 ws.append(following[5])
-            cumulative_before = before_w - (ws[0] if chosen > 0 else 0.0)
-            results.append(
-                _weighted_quantile_window(np.array(xs), np.array(ws), offset, cumulative_before, n, total, q / 100.0)
-            )
+            results.append(_weighted_quantile_window(np.array(xs), np.array(ws), offset, cumulative_before,
+                                                     n, total, q / 100.0))
         return results
-
-    def _distinct(self, flags: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        values, weights, _ = self.gather(flags)
-        if values.size == 0:
-            return values, np.empty(0)
-        distinct, inverse = np.unique(values, return_inverse=True)
-        return distinct, np.bincount(inverse, weights=weights.astype(np.float64))
 
     def histogram_of(
         self, bins: int, value_range: tuple[float, float], weighted: bool

@@ -4,9 +4,9 @@ registry lookup, scope check, idempotent spends, and the job event stream."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime
 
 from google.protobuf.message import Message
 
@@ -14,7 +14,7 @@ from server.api.calls import CallInfo
 from server.api.registry import Operation, OperationContext, OperationRegistry
 from server.auth import Principal
 from server.domain import idempotency
-from server.domain.jobs import JobEvent
+from server.domain.jobs import JobEvent, JobRecord
 from server.errors import Code, DomainError, invalid_argument
 from server.services import Services
 
@@ -81,23 +81,41 @@ class Executor:
             raise invalid_argument("INVALID_SEQUENCE", "after_sequence must be >= 0", field="after_sequence")
         jobs = self.services.jobs
         notifications = self.services.notifications
-        with notifications.watch_job(job_id) as wake:
+        with notifications.watch_job(job_id) as watch:
             # Subscribed before reading, so no change can slip between the two.
             job = await jobs.get(principal, job_id)
-            last = after_sequence
-            if last == 0 or (last >= job.sequence and job.terminal):
+            last = min(after_sequence, job.sequence)
+            if last == 0 or (last == job.sequence and job.terminal):
                 yield JobEvent(job.sequence, "snapshot", job.update_time, job)
-                last = job.sequence
                 if job.terminal:
                     return
+                last = job.sequence
+            # Events come from the announcements themselves; the table is read
+            # only to catch up: after a resume, on a gap, or when an
+            # announcement was too large to carry its snapshot.
+            catch_up = last < job.sequence
             while True:
-                events = await jobs.events_after(job_id, last)
-                for event in events:
+                if catch_up:
+                    catch_up = False
+                    for event in await jobs.events_after(job_id, last):
+                        yield event
+                        last = event.sequence
+                        if event.job.terminal:
+                            return
+                for note in sorted(watch.take(), key=lambda n: n["s"]):
+                    if note["s"] <= last:
+                        continue
+                    if note["s"] != last + 1 or "snap" not in note:
+                        catch_up = True
+                        break
+                    event = JobEvent(
+                        note["s"], note["e"], datetime.fromisoformat(note["at"]), JobRecord.from_json(note["snap"])
+                    )
                     yield event
                     last = event.sequence
                     if event.job.terminal:
                         return
-                if events:
+                if catch_up or watch.pending:
                     continue
                 if notifications.closing.is_set():
                     raise DomainError(
@@ -106,6 +124,9 @@ class Executor:
                         f"the server is stopping; resume the watch with after_sequence={last}",
                         metadata={"after_sequence": str(last)},
                     )
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), timeout=WATCH_POLL_SECONDS)
-                wake.clear()
+                try:
+                    await asyncio.wait_for(watch.wake.wait(), timeout=WATCH_POLL_SECONDS)
+                except TimeoutError:
+                    catch_up = True  # a safety net for a lost announcement
+                if not watch.pending:
+                    catch_up = True  # woken without news: the listener reconnected

@@ -12,7 +12,9 @@ from __future__ import annotations
 import logging
 import math
 import random
+import re
 import secrets
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -42,7 +44,7 @@ from server.geo import parse_area
 from server.ids import new_id
 from server.pagination import decode_page_token, encode_page_token, page_size_or_default
 from server.store import Database, Q
-from server.store.listener import CANCEL_CHANNEL, DISPATCH_CHANNEL, EVENTS_CHANNEL
+from server.store.listener import CANCEL_CHANNEL, DISPATCH_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,8 @@ TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 ACTIVE = frozenset({"DISPATCHED", "RUNNING"})
 STATUSES = ("PENDING", "DISPATCHED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 _GEOD = Geod(ellps="WGS84")
+JOB_TYPE_CACHE_SECONDS = 2.0
+JOB_TYPE_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -261,6 +265,7 @@ class JobService:
     def __init__(self, db: Database, policy: LeasePolicy | None = None) -> None:
         self._db = db
         self.policy = policy or LeasePolicy()
+        self._types: dict[str, tuple[float, JobTypeRecord, jsonschema.protocols.Validator]] = {}
 
     @asynccontextmanager
     async def _tx(self, conn: psycopg.AsyncConnection[Any] | None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -276,7 +281,19 @@ class JobService:
     # -- job types -----------------------------------------------------------
 
     async def upsert_job_type(self, record: JobTypeRecord) -> None:
-        jsonschema.Draft202012Validator.check_schema(record.input_schema)
+        try:
+            jsonschema.Draft202012Validator.check_schema(record.input_schema)
+        except jsonschema.SchemaError as exc:
+            raise invalid_argument(
+                "INVALID_JOB_TYPE",
+                f"the input schema of job type {record.id!r} is not a valid JSON Schema: {exc.message}"[:500],
+                field="input_schema",
+            ) from exc
+        if not JOB_TYPE_ID.match(record.id):
+            raise invalid_argument(
+                "INVALID_JOB_TYPE", "job type ids are 1-63 lower-case letters, digits and '_'", field="job_type_id"
+            )
+        self._types.pop(record.id, None)
         async with self._db.transaction() as conn:
             await conn.execute(
                 Q.upsert_job_type,
@@ -298,8 +315,18 @@ class JobService:
         return [JobTypeRecord.from_row(r) for r in rows]
 
     async def job_type(self, job_type_id: str, conn: psycopg.AsyncConnection[Any] | None = None) -> JobTypeRecord:
+        """A job type, from a short-lived cache: types change only when a
+        worker declares a new schema, and `connected_workers` is advisory."""
+        return (await self._cached_type(job_type_id, conn))[0]
+
+    async def _cached_type(
+        self, job_type_id: str, conn: psycopg.AsyncConnection[Any] | None = None
+    ) -> tuple[JobTypeRecord, jsonschema.protocols.Validator]:
         if not job_type_id:
             raise invalid_argument("JOB_TYPE_REQUIRED", "job_type_id is required", field="job_type_id")
+        cached = self._types.get(job_type_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1], cached[2]
         if conn is None:
             async with self._db.connection() as own:
                 rows = await (await own.execute(Q.list_job_types, {"id": job_type_id})).fetchall()
@@ -307,12 +334,16 @@ class JobService:
             rows = await (await conn.execute(Q.list_job_types, {"id": job_type_id})).fetchall()
         if not rows:
             raise not_found("JOB_TYPE_NOT_FOUND", f"no job type {job_type_id!r}", job_type_id=job_type_id)
-        return JobTypeRecord.from_row(rows[0])
+        record = JobTypeRecord.from_row(rows[0])
+        validator = jsonschema.Draft202012Validator(record.input_schema)
+        self._types[job_type_id] = (time.monotonic() + JOB_TYPE_CACHE_SECONDS, record, validator)
+        return record, validator
 
     # -- creation and dispatch -----------------------------------------------
 
-    def _validate_input(self, job_type: JobTypeRecord, params: dict[str, Any]) -> None:
-        validator = jsonschema.Draft202012Validator(job_type.input_schema)
+    def _validate_input(
+        self, job_type: JobTypeRecord, validator: jsonschema.protocols.Validator, params: dict[str, Any]
+    ) -> None:
         errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
         if errors:
             violations = [
@@ -378,8 +409,8 @@ class JobService:
             raise invalid_argument("PROJECT_ID_REQUIRED", "project_id is required", field="project_id")
         principal.require_project(spec.project_id)
         async with self._tx(conn) as tx:
-            job_type = await self.job_type(spec.job_type_id, tx)
-            self._validate_input(job_type, spec.input_params)
+            job_type, validator = await self._cached_type(spec.job_type_id, tx)
+            self._validate_input(job_type, validator, spec.input_params)
             sources = await self._source_items(tx, principal, spec.project_id, spec.input_params)
             credits, area, assets = self._estimate(job_type, spec, sources)
             job_id = new_id("job")
@@ -419,7 +450,7 @@ class JobService:
             job = await self._record_event(tx, JobRecord.from_row(row), "created")
             result: Dispatch | None = None
             if dispatch:
-                job, result = await self._dispatch(tx, job)
+                job, result = await self._dispatch(tx, job, job_type)
         return job, result
 
     async def dispatch(
@@ -433,11 +464,12 @@ class JobService:
                 raise failed_precondition(
                     "JOB_NOT_DISPATCHABLE", f"job {job_id} is {job.status} and cannot be dispatched"
                 )
-            return await self._dispatch(tx, job)
+            return await self._dispatch(tx, job, await self.job_type(job.job_type_id, tx))
 
-    async def _dispatch(self, tx: psycopg.AsyncConnection[Any], job: JobRecord) -> tuple[JobRecord, Dispatch]:
-        capable = await (await tx.execute(Q.connected_workers_for_type, {"job_type_id": job.job_type_id})).fetchone()
-        n = capable["n"] if capable else 0
+    async def _dispatch(
+        self, tx: psycopg.AsyncConnection[Any], job: JobRecord, job_type: JobTypeRecord
+    ) -> tuple[JobRecord, Dispatch]:
+        n = job_type.connected_workers
         message = (
             f"queued; {n} connected worker{'s' if n != 1 else ''} run{'s' if n == 1 else ''} {job.job_type_id}"
             if n
@@ -446,7 +478,6 @@ class JobService:
         row = await (await tx.execute(Q.dispatch_job, {"id": job.id, "message": message})).fetchone()
         assert row is not None
         dispatched = await self._record_event(tx, JobRecord.from_row(row), "dispatched")
-        await notify(tx, DISPATCH_CHANNEL, job.job_type_id)
         return dispatched, Dispatch(True, "", message)
 
     # -- reading ---------------------------------------------------------------
@@ -521,12 +552,18 @@ class JobService:
     # -- transitions -------------------------------------------------------------
 
     async def _record_event(self, tx: psycopg.AsyncConnection[Any], job: JobRecord, event_type: str) -> JobRecord:
+        """Persist the event and NOTIFY it (one statement; see insert_event)."""
         await tx.execute(
             Q.insert_event,
-            {"job_id": job.id, "sequence": job.sequence, "event_type": event_type, "snapshot": Jsonb(job.to_json())},
+            {
+                "job_id": job.id,
+                "sequence": job.sequence,
+                "event_type": event_type,
+                "snapshot": Jsonb(job.to_json()),
+                "terminal": job.terminal,
+                "worker_id": job.worker_id,
+            },
         )
-        terminal = "1" if job.terminal else "0"
-        await notify(tx, EVENTS_CHANNEL, f"{job.id}:{job.sequence}:{terminal}:{job.worker_id}")
         return job
 
     async def _finish(
@@ -605,7 +642,6 @@ class JobService:
             )
         ).fetchone()
         assert row is not None
-        await notify(tx, DISPATCH_CHANNEL, job.job_type_id)
         return await self._record_event(tx, JobRecord.from_row(row), "retrying")
 
     async def expire_leases(self) -> int:
@@ -807,20 +843,23 @@ class JobService:
     async def store_response(self, tx: psycopg.AsyncConnection[Any], job_id: str, response: bytes) -> None:
         await tx.execute(Q.store_outputs_response, {"id": job_id, "response": response})
 
-    async def get_for_token(self, principal: Principal, job_id: str) -> JobRecord:
-        """The job of a job token, failing fast when the attempt is over."""
-        async with self._db.transaction() as tx:
-            return await self._current_attempt(tx, principal, job_id)
-
-    async def committed_response(self, principal: Principal, job_id: str) -> bytes | None:
-        """The stored RegisterOutputs response when this token's attempt
-        committed already (a retry after a commit)."""
+    async def outputs_state(self, principal: Principal, job_id: str) -> tuple[JobRecord, bytes | None]:
+        """Before receiving outputs: the job, and the stored response when this
+        token's attempt already committed (a retry); fails fast when the
+        attempt is over otherwise."""
         require_job_token(principal, job_id)
         async with self._db.connection() as conn:
             row = await (await conn.execute(Q.get_job, {"id": job_id})).fetchone()
-        if row and row["status"] == "SUCCEEDED" and row["attempt"] == principal.attempt:
-            return bytes(row["outputs_response"]) if row["outputs_response"] is not None else None
-        return None
+        assert row is not None  # the token references it
+        job = JobRecord.from_row(row)
+        if job.status == "SUCCEEDED" and job.attempt == principal.attempt and row["outputs_response"] is not None:
+            return job, bytes(row["outputs_response"])
+        if job.attempt != principal.attempt or job.worker_id != principal.name or job.terminal:
+            raise failed_precondition(
+                "JOB_ATTEMPT_OVER",
+                f"attempt {principal.attempt} of job {job_id} is over (job is {job.status}, attempt {job.attempt})",
+            )
+        return job, None
 
     # -- provenance --------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from shapely.geometry import mapping
 
 from server.auth import Principal
 from server.domain.catalog import CatalogLimits, NewItem, StoredAsset, asset_storage_key, insert_item
-from server.domain.jobs import JobRecord, JobService, require_job_token
+from server.domain.jobs import JobRecord, JobService
 from server.domain.models import ItemRecord
 from server.errors import DomainError, invalid_argument
 from server.geo import parse_area
@@ -86,6 +86,26 @@ class _ReceivingAsset:
     finished: bool = False
 
 
+class _LazyDir:
+    """A scratch directory made only when the first file needs it (a job
+    without outputs never touches the file system)."""
+
+    def __init__(self, parent: Path, prefix: str) -> None:
+        self._parent = parent
+        self._prefix = prefix
+        self._path: Path | None = None
+
+    @property
+    def created(self) -> bool:
+        return self._path is not None
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            self._path = Path(tempfile.mkdtemp(prefix=self._prefix, dir=self._parent))
+        return self._path
+
+
 def _invalid(message: str, field: str) -> DomainError:
     return invalid_argument("INVALID_OUTPUT", message, field=field)
 
@@ -108,12 +128,10 @@ class OutputService:
     ) -> bytes:
         """Receive, validate and commit a job's outputs; returns the encoded
         response (the stored one when this attempt committed before)."""
-        require_job_token(principal, job_id)
-        replay = await self._jobs.committed_response(principal, job_id)
+        job, replay = await self._jobs.outputs_state(principal, job_id)
         if replay is not None:
             return replay
-        job = await self._jobs.get_for_token(principal, job_id)
-        scratch = Path(tempfile.mkdtemp(prefix=f"outputs-{job_id}-", dir=self._storage.scratch_dir()))
+        scratch = _LazyDir(self._storage.scratch_dir(), f"outputs-{job_id}-")
         stored: list[str] = []
         try:
             items, files = await self._receive(job, parts, scratch)
@@ -138,7 +156,8 @@ class OutputService:
                 await asyncio.to_thread(self._storage.delete, key)
             raise
         finally:
-            await asyncio.to_thread(shutil.rmtree, scratch, True)
+            if scratch.created:
+                await asyncio.to_thread(shutil.rmtree, scratch.path, True)
 
     @staticmethod
     def _inspect(path: Path, field: str) -> RasterInfo:
@@ -160,7 +179,7 @@ class OutputService:
         return info
 
     async def _receive(
-        self, job: JobRecord, parts: AsyncIterator[OutputPart], scratch: Path
+        self, job: JobRecord, parts: AsyncIterator[OutputPart], scratch: _LazyDir
     ) -> tuple[list[OutputItemPart], dict[tuple[str, str], Path]]:
         items: list[OutputItemPart] = []
         receiving: dict[tuple[str, str], _ReceivingAsset] = {}
@@ -175,7 +194,7 @@ class OutputService:
                     self._check_item(job, part, index, names)
                     items.append(part)
                     for spec in part.assets:
-                        path = scratch / f"{index}-{spec.key}.tif"
+                        path = scratch.path / f"{index}-{spec.key}.tif"
                         receiving[(part.output_key, spec.key)] = _ReceivingAsset(spec, path, path.open("wb"))
                 elif isinstance(part, OutputChunkPart):
                     target = receiving.get((part.output_key, part.asset_key))

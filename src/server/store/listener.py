@@ -10,23 +10,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 
 log = logging.getLogger(__name__)
 
-EVENTS_CHANNEL = "geopera_job_events"
+EVENTS_CHANNEL = "geopera_job_events"  # also named in jobs.sql (insert_event)
 DISPATCH_CHANNEL = "geopera_dispatch"
 CANCEL_CHANNEL = "geopera_worker_cancel"
+
+
+@dataclass
+class JobWatch:
+    """What a watcher of one job receives: announced events (parsed NOTIFY
+    payloads, possibly with the job snapshot) and a wake-up flag."""
+
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+
+    def take(self) -> list[dict[str, Any]]:
+        notes, self.pending = self.pending, []
+        self.wake.clear()
+        return notes
 
 
 class Notifications:
     def __init__(self, url: str) -> None:
         self._url = url
-        self._job_watchers: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._job_watchers: dict[str, list[JobWatch]] = defaultdict(list)
         self.dispatch_wakeup = asyncio.Event()
         self._cancel_handlers: dict[str, Callable[[str], None]] = {}
         self._task: asyncio.Task[None] | None = None
@@ -67,10 +84,11 @@ class Notifications:
 
     def _deliver(self, channel: str, payload: str) -> None:
         if channel == EVENTS_CHANNEL:
-            job_id, _sequence, terminal, _worker = payload.split(":", 3)
-            for event in self._job_watchers.get(job_id, ()):
-                event.set()
-            if terminal == "1":
+            note = json.loads(payload)
+            for watch in self._job_watchers.get(note["j"], ()):
+                watch.pending.append(note)
+                watch.wake.set()
+            if note["t"]:
                 self.dispatch_wakeup.set()  # a worker slot is free
         elif channel == DISPATCH_CHANNEL:
             self.dispatch_wakeup.set()
@@ -86,20 +104,20 @@ class Notifications:
 
     def _wake_everyone(self) -> None:
         self.dispatch_wakeup.set()
-        for events in self._job_watchers.values():
-            for event in events:
-                event.set()
+        for watches in self._job_watchers.values():
+            for watch in watches:
+                watch.wake.set()
 
     @contextlib.contextmanager
-    def watch_job(self, job_id: str) -> Iterator[asyncio.Event]:
-        event = asyncio.Event()
-        self._job_watchers[job_id].add(event)
+    def watch_job(self, job_id: str) -> Iterator[JobWatch]:
+        watch = JobWatch()
+        self._job_watchers[job_id].append(watch)
         try:
-            yield event
+            yield watch
         finally:
             watchers = self._job_watchers.get(job_id)
             if watchers is not None:
-                watchers.discard(event)
+                watchers.remove(watch)
                 if not watchers:
                     del self._job_watchers[job_id]
 

@@ -77,10 +77,14 @@ ORDER BY create_time DESC, id DESC
 LIMIT %(limit)s;
 
 -- name: dispatch_job
-UPDATE jobs SET status = 'DISPATCHED', available_time = now(), dispatch_time = coalesce(dispatch_time, now()),
-    message = %(message)s, update_time = now(), sequence = sequence + 1
-WHERE id = %(id)s AND status = 'PENDING'
-RETURNING *;
+-- Queues the job and wakes every replica's dispatcher (at commit).
+WITH queued AS (
+    UPDATE jobs SET status = 'DISPATCHED', available_time = now(), dispatch_time = coalesce(dispatch_time, now()),
+        message = %(message)s, update_time = now(), sequence = sequence + 1
+    WHERE id = %(id)s AND status = 'PENDING'
+    RETURNING *
+)
+SELECT queued.*, pg_notify('geopera_dispatch', queued.job_type_id) AS notified FROM queued;
 
 -- name: claim_jobs
 -- Claims up to the worker's free capacity among queued jobs of its types,
@@ -128,12 +132,15 @@ RETURNING *;
 -- name: requeue_job
 -- Back to the queue for another attempt (lease expired, retryable failure,
 -- or handed back); `available_time` carries the backoff.
-UPDATE jobs SET status = 'DISPATCHED', worker_id = NULL, lease_expire_time = NULL, progress = 0,
-    available_time = now() + make_interval(secs => %(backoff_seconds)s), start_time = NULL,
-    attempt = attempt - %(refund_attempt)s, message = %(message)s, update_time = now(),
-    sequence = sequence + 1
-WHERE id = %(id)s
-RETURNING *;
+WITH queued AS (
+    UPDATE jobs SET status = 'DISPATCHED', worker_id = NULL, lease_expire_time = NULL, progress = 0,
+        available_time = now() + make_interval(secs => %(backoff_seconds)s), start_time = NULL,
+        attempt = attempt - %(refund_attempt)s, message = %(message)s, update_time = now(),
+        sequence = sequence + 1
+    WHERE id = %(id)s
+    RETURNING *
+)
+SELECT queued.*, pg_notify('geopera_dispatch', queued.job_type_id) AS notified FROM queued;
 
 -- name: finish_job
 UPDATE jobs SET status = %(status)s, end_time = now(), update_time = now(), sequence = sequence + 1,
@@ -159,9 +166,26 @@ UPDATE jobs SET lease_expire_time = now() + make_interval(secs => %(lease_second
 WHERE worker_id = %(worker_id)s AND id = ANY(%(job_ids)s) AND status IN ('DISPATCHED', 'RUNNING');
 
 -- name: insert_event
-INSERT INTO job_events (job_id, sequence, event_type, snapshot)
-VALUES (%(job_id)s, %(sequence)s, %(event_type)s, %(snapshot)s)
-RETURNING event_time;
+-- Writes the event and announces it on geopera_job_events (delivered at
+-- commit, never on rollback). The payload carries the snapshot when it fits
+-- NOTIFY's 8000-byte limit, so watchers rarely need to query.
+WITH event AS (
+    INSERT INTO job_events (job_id, sequence, event_type, snapshot)
+    VALUES (%(job_id)s, %(sequence)s, %(event_type)s, %(snapshot)s)
+    RETURNING job_id, sequence, event_type, event_time, snapshot
+), payload AS (
+    SELECT event_time,
+           jsonb_build_object('j', job_id, 's', sequence, 'e', event_type, 'at', event_time,
+                              't', %(terminal)s::boolean, 'w', %(worker_id)s::text) AS head,
+           snapshot
+    FROM event
+)
+SELECT event_time,
+       pg_notify('geopera_job_events',
+                 CASE WHEN octet_length((head || jsonb_build_object('snap', snapshot))::text) < 7900
+                      THEN (head || jsonb_build_object('snap', snapshot))::text
+                      ELSE head::text END) AS notified
+FROM payload;
 
 -- name: events_after
 SELECT sequence, event_type, event_time, snapshot FROM job_events
@@ -189,9 +213,6 @@ SELECT w.*, (SELECT count(*) FROM jobs j WHERE j.worker_id = w.id AND j.status I
 FROM workers w
 WHERE %(include_disconnected)s OR w.connected
 ORDER BY w.id;
-
--- name: connected_workers_for_type
-SELECT count(*) AS n FROM workers WHERE connected AND %(job_type_id)s = ANY(job_type_ids);
 
 -- name: insert_provenance_edge
 INSERT INTO provenance_edges (output_item_id, relation, job_id, source_item_id)
