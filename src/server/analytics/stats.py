@@ -58,6 +58,7 @@ _RAW: Final = np.arange(BUCKETS, dtype=np.uint32)
 # Top 16 bits of an IEEE float -> their rank in value order: negative values (sign bit set)
 # sort in reverse bit order below the positive ones.
 RAW_TO_BUCKET: Final = np.where(_RAW & 0x8000, _RAW ^ 0xFFFF, _RAW | 0x8000).astype(np.intp)
+BUCKET_TO_RAW: Final = np.argsort(RAW_TO_BUCKET)
 
 
 def high_bits(values: np.ndarray) -> np.ndarray:
@@ -95,15 +96,16 @@ class Moments:
         """Moments of one chunk's valid values (weights > 0 when given)."""
         if values.size == 0:
             return cls(nodata=nodata)
-        # One chunk-sized float64 copy, reused for the deviations. einsum rather than np.dot:
-        # BLAS dot spins up its own threads, ~20x slower on chunk-sized vectors under load.
-        deviations = values.astype(np.float64)
+        # Deviations from the chunk mean in float64 (exact enough whatever the offset of the
+        # data), one chunk-sized temporary. einsum rather than np.dot: BLAS dot spins up its
+        # own threads, ~20x slower on chunk-sized vectors under load.
         if weights is None:
             weight = float(values.size)
-            total = float(deviations.sum())
-            deviations -= total / weight
+            total = float(np.sum(values, dtype=np.float64))
+            deviations = np.subtract(values, total / weight, dtype=np.float64)
             m2 = float(np.einsum("i,i->", deviations, deviations))
         else:
+            deviations = values.astype(np.float64)
             w64 = weights.astype(np.float64, copy=False)
             weight = float(w64.sum())
             total = float(np.einsum("i,i->", deviations, w64))
@@ -143,16 +145,69 @@ class Moments:
         return None if self.empty else self.total / self.weight
 
 
+@dataclass(frozen=True)
+class _Sorted:
+    """float32 values stored as their bit patterns sorted, split into the top 16 bits (one
+    entry per run) and the low 16 bits (one per value): half the memory of the values, and
+    every bucket's values are one slice away, so order statistics need no pass over the data.
+    """
+
+    highs: np.ndarray  # uint16 top bits of each run, ascending
+    starts: np.ndarray  # int64 offsets of each run in ``lows`` (len(highs) + 1 entries)
+    lows: np.ndarray  # uint16 low bits, grouped by run
+
+    @classmethod
+    def of(cls, values: np.ndarray) -> _Sorted:
+        bits = np.sort(values.view(np.uint32))  # numpy's SIMD sort
+        high = (bits >> np.uint32(16)).astype(np.uint16)
+        boundaries = np.flatnonzero(high[1:] != high[:-1]) + 1
+        starts = np.concatenate(([0], boundaries, [bits.size])).astype(np.int64)
+        return cls(high[starts[:-1]], starts, bits.astype(np.uint16))  # astype keeps the low bits
+
+    @property
+    def nbytes(self) -> int:
+        return self.highs.nbytes + self.starts.nbytes + self.lows.nbytes
+
+    def values(self) -> np.ndarray:
+        runs = np.diff(self.starts)
+        bits = (np.repeat(self.highs.astype(np.uint32), runs) << np.uint32(16)) | self.lows
+        return bits.view(np.float32)
+
+    def run(self, raw_high: int) -> np.ndarray | None:
+        position = int(np.searchsorted(self.highs, raw_high))
+        if position == self.highs.size or self.highs[position] != raw_high:
+            return None
+        return self.lows[self.starts[position] : self.starts[position + 1]]
+
+
 @dataclass
 class StoredPart:
     """Valid values of one chunk (and their coverage weights in exact mode)."""
 
-    values: np.ndarray
+    values: np.ndarray | None  # None when held sorted
     weights: np.ndarray | None = None  # float32; None means every weight is 1
     histogram: np.ndarray | None = None  # value counts per bucket
+    sorted: _Sorted | None = None
+
+    @property
+    def size(self) -> int:
+        return self.sorted.lows.size if self.sorted is not None else int(self.values.size)  # type: ignore[union-attr]
+
+    @property
+    def nbytes(self) -> int:
+        if self.sorted is not None:
+            return self.sorted.nbytes
+        assert self.values is not None
+        return self.values.nbytes + (0 if self.weights is None else self.weights.nbytes)
+
+    def as_values(self) -> np.ndarray:
+        return self.sorted.values() if self.sorted is not None else self.values  # type: ignore[return-value]
 
     @classmethod
-    def make(cls, values: np.ndarray, weights: np.ndarray | None, dtype: np.dtype) -> StoredPart:
+    def make(cls, values: np.ndarray, weights: np.ndarray | None, dtype: np.dtype, *, sort: bool = False
+             ) -> StoredPart:
+        """``sort``: hold unweighted float32 values sorted (cheaper to store and to query; the
+        sort runs here, in the worker thread that computed the chunk)."""
         values = values.astype(dtype, copy=False)
         if weights is not None:
             # exactextract merges equal values; +0.0 folds -0.0 into 0.0 so buckets agree.
@@ -160,6 +215,11 @@ class StoredPart:
             weights = weights.astype(np.float32)
             if np.all(weights == 1):
                 weights = None
+        if sort and weights is None and dtype == np.float32:
+            held = _Sorted.of(values)
+            histogram = np.zeros(BUCKETS, dtype=np.int64)
+            histogram[RAW_TO_BUCKET[held.highs]] = np.diff(held.starts)
+            return cls(None, None, histogram, held)
         histogram = None
         if values.size >= _EAGER_HISTOGRAM_MIN:
             histogram = bucket_histogram(values)
@@ -260,9 +320,9 @@ class ValueStore:
     _weights_file: tempfile._TemporaryFileWrapper | None = None  # type: ignore[type-arg]
 
     def add(self, part: StoredPart) -> None:
-        if part.values.size == 0:
+        if part.size == 0:
             return
-        self.count += int(part.values.size)
+        self.count += part.size
         if part.histogram is not None:
             self.histogram += part.histogram
             part.histogram = None
@@ -272,7 +332,7 @@ class ValueStore:
             self._spill(part)
             return
         self._parts.append(part)
-        self._memory_bytes += part.values.nbytes + (0 if part.weights is None else part.weights.nbytes)
+        self._memory_bytes += part.nbytes
         if self._memory_bytes > self.budget_bytes:
             for kept in self._parts:
                 self._spill(kept)
@@ -286,12 +346,12 @@ class ValueStore:
             self._weights_file = tempfile.TemporaryFile(prefix="analytics-weights-", dir=directory)
         assert self._weights_file is not None
         offset = self._values_file.seek(0, os.SEEK_END)
-        self._values_file.write(memoryview(np.ascontiguousarray(part.values)).cast("B"))
+        self._values_file.write(memoryview(np.ascontiguousarray(part.as_values())).cast("B"))
         weight_offset = -1
         if part.weights is not None:
             weight_offset = self._weights_file.seek(0, os.SEEK_END)
             self._weights_file.write(memoryview(np.ascontiguousarray(part.weights)).cast("B"))
-        self._spilled.append(_Spilled(offset, int(part.values.size), weight_offset))
+        self._spilled.append(_Spilled(offset, part.size, weight_offset))
 
     def close(self) -> None:
         for handle in (self._values_file, self._weights_file):
@@ -313,7 +373,7 @@ class ValueStore:
                 weights = np.fromfile(self._weights_file, dtype=np.float32, count=spilled.count)
             yield values, weights
         for part in self._parts:
-            yield part.values, part.weights
+            yield part.as_values(), part.weights
 
     def _complete_histogram(self) -> np.ndarray:
         if self._unbucketed:
@@ -370,6 +430,8 @@ class ValueStore:
     def _order_statistics(self, ranks: list[int]) -> dict[int, float]:
         cumulative = np.cumsum(self._complete_histogram())
         bucket_of_rank = np.searchsorted(cumulative, ranks, side="right")
+        if not self._spilled and all(part.sorted is not None for part in self._parts):
+            return self._sorted_order_statistics(ranks, bucket_of_rank, cumulative)
         flags = np.zeros(BUCKETS, dtype=bool)
         flags[bucket_of_rank] = True
         gathered = self.gather(flags)
@@ -377,6 +439,24 @@ class ValueStore:
         result: dict[int, float] = {}
         for bucket in np.unique(bucket_of_rank):
             inside = values[buckets == bucket]
+            start = int(cumulative[bucket - 1]) if bucket > 0 else 0
+            wanted = [rank - start for rank, b in zip(ranks, bucket_of_rank, strict=True) if b == bucket]
+            inside.partition(wanted)
+            for rank, rank_bucket in zip(ranks, bucket_of_rank, strict=True):
+                if rank_bucket == bucket:
+                    result[rank] = float(inside[rank - start])
+        return result
+
+    def _sorted_order_statistics(self, ranks: list[int], bucket_of_rank: np.ndarray, cumulative: np.ndarray
+                                 ) -> dict[int, float]:
+        """Order statistics straight from the sorted parts: one bucket's slices, no data pass."""
+        result: dict[int, float] = {}
+        for bucket in np.unique(bucket_of_rank):
+            raw_high = int(BUCKET_TO_RAW[bucket])
+            runs = [run for part in self._parts if part.sorted is not None
+                    and (run := part.sorted.run(raw_high)) is not None]
+            bits = (np.uint32(raw_high) << np.uint32(16)) | np.concatenate(runs).astype(np.uint32)
+            inside = bits.view(np.float32)
             start = int(cumulative[bucket - 1]) if bucket > 0 else 0
             wanted = [rank - start for rank, b in zip(ranks, bucket_of_rank, strict=True) if b == bucket]
             inside.partition(wanted)

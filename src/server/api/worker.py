@@ -34,6 +34,7 @@ class WorkerSession:
     worker_id: str
     job_type_ids: list[str]
     capacity: int
+    active: int = 0  # jobs it holds, as far as this replica knows
     outbox: asyncio.Queue[worker_pb2.ConnectResponse] = field(default_factory=asyncio.Queue)
 
 
@@ -47,6 +48,7 @@ class Dispatcher:
         self.sessions: dict[str, WorkerSession] = {}
         self._wake = services.notifications.dispatch_wakeup
         self._task: asyncio.Task[None] | None = None
+        services.notifications.on_job_end = self.job_ended
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="dispatcher")
@@ -60,25 +62,54 @@ class Dispatcher:
     def wake(self) -> None:
         self._wake.set()
 
+    def job_ended(self, worker_id: str) -> None:
+        """A job of `worker_id` reached a terminal state: a slot is free."""
+        session = self.sessions.get(worker_id)
+        if session is not None and session.active > 0:
+            session.active -= 1
+
+    async def _resync(self) -> None:
+        """Local slot counts are an estimate kept by events; the database is
+        the truth (a job can also leave a worker by lease expiry or hand-back)."""
+        counts = await self._services.jobs.active_jobs(list(self.sessions))
+        for worker_id, session in self.sessions.items():
+            session.active = counts.get(worker_id, 0)
+
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+            except TimeoutError:
+                with contextlib.suppress(Exception):
+                    await self._resync()
             self._wake.clear()
-            for session in list(self.sessions.values()):
-                try:
-                    assignments = await self._services.jobs.claim(
-                        session.worker_id, session.job_type_ids, session.capacity
-                    )
-                except Exception:
-                    log.exception("claiming jobs for worker %s failed", session.worker_id)
-                    continue
-                for assignment in assignments:
-                    if session.worker_id not in self.sessions:
-                        break  # gone meanwhile: the lease expires and the job is re-dispatched
-                    session.outbox.put_nowait(
-                        worker_pb2.ConnectResponse(assignment=_assignment(assignment, self._services.storage))
-                    )
+            await self._dispatch_once()
+
+    async def _dispatch_once(self) -> None:
+        # Claim for the least busy workers first, and stop asking for a set
+        # of job types once a claim came back short: their queue is empty.
+        drained: list[frozenset[str]] = []
+        for session in sorted(self.sessions.values(), key=lambda s: s.active):
+            free = session.capacity - session.active
+            types = frozenset(session.job_type_ids)
+            if free <= 0 or any(types <= done for done in drained):
+                continue
+            try:
+                assignments = await self._services.jobs.claim(
+                    session.worker_id, session.job_type_ids, session.capacity
+                )
+            except Exception:
+                log.exception("claiming jobs for worker %s failed", session.worker_id)
+                continue
+            session.active += len(assignments)
+            if len(assignments) < free:
+                drained.append(types)
+            for assignment in assignments:
+                if session.worker_id not in self.sessions:
+                    break  # gone meanwhile: the lease expires and the job is re-dispatched
+                session.outbox.put_nowait(
+                    worker_pb2.ConnectResponse(assignment=_assignment(assignment, self._services.storage))
+                )
 
 
 def _assignment(assignment: Assignment, storage: BlobStorage) -> worker_pb2.JobAssignment:

@@ -713,6 +713,13 @@ class JobService:
             for r in rows
         ]
 
+    async def active_jobs(self, worker_ids: list[str]) -> dict[str, int]:
+        if not worker_ids:
+            return {}
+        async with self._db.connection() as conn:
+            rows = await (await conn.execute(Q.active_jobs_by_worker, {"worker_ids": worker_ids})).fetchall()
+        return {r["worker_id"]: r["n"] for r in rows}
+
     async def claim(self, worker_id: str, job_type_ids: list[str], capacity: int) -> list[Assignment]:
         """Hand queued jobs to a worker: each gets a fresh job token bound to
         (job, attempt) and a lease."""

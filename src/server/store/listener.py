@@ -46,6 +46,8 @@ class Notifications:
         self._job_watchers: dict[str, list[JobWatch]] = defaultdict(list)
         self.dispatch_wakeup = asyncio.Event()
         self._cancel_handlers: dict[str, Callable[[str], None]] = {}
+        # Told the worker id whenever one of its jobs ends (the dispatcher).
+        self.on_job_end: Callable[[str], None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         # Set when the server stops: long-lived streams end so that clients
@@ -89,6 +91,8 @@ class Notifications:
                 watch.pending.append(note)
                 watch.wake.set()
             if note["t"]:
+                if note["w"] and self.on_job_end is not None:
+                    self.on_job_end(note["w"])
                 self.dispatch_wakeup.set()  # a worker slot is free
         elif channel == DISPATCH_CHANNEL:
             self.dispatch_wakeup.set()

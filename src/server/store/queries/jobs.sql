@@ -106,6 +106,11 @@ UPDATE jobs j SET worker_id = %(worker_id)s, attempt = j.attempt + 1,
 FROM picked WHERE j.id = picked.id
 RETURNING j.*;
 
+-- name: active_jobs_by_worker
+SELECT worker_id, count(*) AS n FROM jobs
+WHERE worker_id = ANY(%(worker_ids)s) AND status IN ('DISPATCHED', 'RUNNING')
+GROUP BY worker_id;
+
 -- name: insert_job_token
 INSERT INTO job_tokens (token_hash, job_id, attempt, worker_id)
 VALUES (%(token_hash)s, %(job_id)s, %(attempt)s, %(worker_id)s);
