@@ -55,7 +55,7 @@ from server.analytics.params import (
     Resolution,
 )
 from server.analytics.quicklook import write_quicklook
-from server.analytics.reader import ChunkRunner, RasterMeta, chunk_windows, open_meta, select_asset
+from server.analytics.reader import ChunkRunner, RasterMeta, bounded_gdal_cache, chunk_windows, open_meta, select_asset
 from server.analytics.sources import IndexSource
 from server.analytics.stats import Moments, StoredPart, ValueStore
 from server.analytics.zonal import EXAMPLE_POLYGON
@@ -256,7 +256,7 @@ def _chunk_worker(
             down_rows = np.count_nonzero(difference < -limit, axis=1)
             same_rows = np.count_nonzero(compared, axis=1) - up_rows - down_rows
             areas = (float(up_rows @ per_row), float(down_rows @ per_row), float(same_rows @ per_row))
-        part = StoredPart.make(chosen, None, np.dtype(np.float32)) if keep_values and chosen.size else None
+        part = StoredPart.make(chosen, None, np.dtype(np.float32), sort=True) if keep_values and chosen.size else None
         return _Chunk(
             difference=difference,
             area_pixels=area_pixels,
@@ -315,7 +315,8 @@ def _write_cog(staging: Path, destination: Path, workers: int) -> None:
     try:
         # The house COG profile (ZSTD, 512 blocks, overviews, statistics); NUM_THREADS only
         # parallelises compression.
-        rasterio.shutil.copy(staging, partial, **COG_PROFILE, NUM_THREADS=str(max(1, workers)))
+        with bounded_gdal_cache():  # the copy reads every block once: a big cache only costs memory
+            rasterio.shutil.copy(staging, partial, **COG_PROFILE, NUM_THREADS=str(max(1, workers)))
         os.replace(partial, destination)
     finally:
         partial.unlink(missing_ok=True)

@@ -87,7 +87,9 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        async with self.pool.connection() as conn, conn.transaction():
+        # Pipeline mode sends BEGIN with the first statement (and COMMIT without
+        # waiting on the statements before it): fewer round trips per transaction.
+        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
             yield conn
 
     async def close(self) -> None:
