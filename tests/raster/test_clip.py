@@ -253,17 +253,21 @@ def test_band_subset_keeps_band_metadata(tmp_path: Path) -> None:
         clip_to_cog(src, aoi, tmp_path / "bad.tif", bands=[5])
 
 
+@pytest.fixture(scope="module")
+def big_raster(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    array = smooth_noise((2, 3000, 3000), seed=7).astype("uint16")
+    return make_raster(tmp_path_factory.mktemp("big") / "big.tif", array, descriptions=["blue", "green"])
+
+
 @pytest.mark.parametrize("staging", ["memory", "file"])
 def test_large_raster_in_many_strips_is_seamless(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, staging: str
+    big_raster: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, staging: str
 ) -> None:
     # 3000 x 3000 in 512 blocks: strips of 512 rows, and the AOI starts mid-block so the
     # first and last strips are partial. Staged in memory, and in a file as large outputs are.
     if staging == "file":
         monkeypatch.setattr(clip_module, "MEMORY_STAGING_MAX_BYTES", 0)
-    src = make_raster(
-        tmp_path / "big.tif", smooth_noise((2, 3000, 3000), seed=7).astype("uint16"), descriptions=["blue", "green"]
-    )
+    src = big_raster
     center = (465_000 + 15_000, 5_080_000 - 15_000)
     star = Polygon(
         [
@@ -291,7 +295,10 @@ def test_aoi_outside_the_raster(utm_raster: Path, tmp_path: Path) -> None:
     assert not list(tmp_path.glob("clip*")) and not list(tmp_path.glob(".*"))
 
 
-def test_cancellation_leaves_nothing_behind(tmp_path: Path) -> None:
+@pytest.mark.parametrize("staging", ["memory", "file"])
+def test_cancellation_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, staging: str) -> None:
+    if staging == "file":
+        monkeypatch.setattr(clip_module, "MEMORY_STAGING_MAX_BYTES", 0)
     src = make_raster(
         tmp_path / "src.tif", smooth_noise((1, 1100, 300), seed=8).astype("uint16"), descriptions=["gray"]
     )
@@ -319,7 +326,8 @@ def test_vertices_on_pixel_centres_match_across_strips(tmp_path: Path) -> None:
                       crs="EPSG:4326", transform=transform, descriptions=["gray"])
     rng = np.random.default_rng(10)
     for attempt in range(6):
-        centres = [transform * (rng.integers(0, 2800) / 2, rng.integers(0, 3200) / 2) for _ in range(12)]
+        rows, cols = rng.integers(0, 3200, size=12) / 2, rng.integers(0, 2800, size=12) / 2
+        centres = list(zip(*rasterio.transform.xy(transform, rows, cols, offset="ul"), strict=True))
         aoi = shapely.convex_hull(shapely.MultiPoint(centres))
         result = clip_to_cog(src, aoi, tmp_path / f"clip{attempt}.tif")
         assert_matches_oracle(result, src, aoi)

@@ -245,8 +245,7 @@ def test_bathymetry_with_aoi_clips_first(tmp_path: Path) -> None:
     assert output.properties["clip:aoi_area_km2"] == pytest.approx(3.4, rel=0.01)
     with rasterio.open(output.files[0].path) as out:
         depth = out.read(1)
-        col, row = ~out.transform * (465_000, 5_080_000)
-    col, row = round(col), round(row)
+        row, col = (int(v) for v in rasterio.transform.rowcol(out.transform, 465_000, 5_080_000, op=round))
     expected = stumpf(array, 10.0, 12.0)[-row : -row + depth.shape[0], -col : -col + depth.shape[1]]
     inside = ~np.isnan(depth)
     assert inside.sum() > 0.3 * depth.size
