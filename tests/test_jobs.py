@@ -498,3 +498,23 @@ def test_clip_with_an_idempotency_key_is_done_once(jobs_world):
     assert first == second and first.assets_to_clip == 1 and list(first.asset_keys) == ["data"]
     final = wait_terminal(client, first.job.id)
     assert final.status == STATUS.JOB_STATUS_SUCCEEDED, final.error
+
+
+def test_non_finite_numbers_in_free_form_params_are_refused(jobs_world):
+    client = jobs_world.client("alpha")
+    params = struct({"note": "x"})
+    params.fields["note"].number_value = float("nan")
+    failure = _fails(lambda: client.execute(
+        "processing.create",
+        processing_pb2.ProcessingCreateParams(project_id="alpha", job_type_id="test_noop", input_params=params),
+    ))  # fmt: skip
+    assert (failure.code, failure.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "NON_FINITE_NUMBER")
+    assert failure.violations[0][0] == "input_params.note"
+    properties = struct({"cloud": 1.0})
+    properties.fields["cloud"].number_value = float("inf")
+    failure = _fails(lambda: client.execute(
+        "items.create",
+        catalog_pb2.ItemsCreateParams(project_id="alpha", name="x_20200101", properties=properties,
+                                      assets=[catalog_pb2.AssetInput(key="data", upload_id="up_x")]),
+    ))  # fmt: skip
+    assert (failure.reason, failure.violations[0][0]) == ("NON_FINITE_NUMBER", "properties.cloud")

@@ -55,7 +55,15 @@ from server.analytics.params import (
     Resolution,
 )
 from server.analytics.quicklook import write_quicklook
-from server.analytics.reader import ChunkRunner, RasterMeta, bounded_gdal_cache, chunk_windows, open_meta, select_asset
+from server.analytics.reader import (
+    COG_COPY_CACHE_MB,
+    ChunkRunner,
+    RasterMeta,
+    bounded_gdal_cache,
+    chunk_windows,
+    open_meta,
+    select_asset,
+)
 from server.analytics.sources import IndexSource
 from server.analytics.stats import Moments, StoredPart, ValueStore
 from server.analytics.zonal import EXAMPLE_POLYGON
@@ -271,8 +279,8 @@ def _chunk_worker(
     return run
 
 
-def _plan(geometry: BaseGeometry, window: Window, meta: RasterMeta, band_count: int) -> list[_Task]:
-    chunks = chunk_windows(window, meta.block_shape, band_count, 2)
+def _plan(geometry: BaseGeometry, window: Window, meta: RasterMeta, band_count: int, itemsize: int) -> list[_Task]:
+    chunks = chunk_windows(window, meta.block_shape, band_count, itemsize)
     boxes = shapely.box(
         [w.col_off for w in chunks],
         [w.row_off for w in chunks],
@@ -315,7 +323,10 @@ def _write_cog(staging: Path, destination: Path, workers: int) -> None:
     try:
         # The house COG profile (ZSTD, 512 blocks, overviews, statistics); NUM_THREADS only
         # parallelises compression.
-        with bounded_gdal_cache():  # the copy reads every block once: a big cache only costs memory
+        # GDAL's cache (process-wide, 5% of RAM by default) held at a moderate size: the copy
+        # reads the staging file more than once (overviews), and multi-threaded compression
+        # crawls with a very small cache.
+        with bounded_gdal_cache(COG_COPY_CACHE_MB):
             rasterio.shutil.copy(staging, partial, **COG_PROFILE, NUM_THREADS=str(max(1, workers)))
         os.replace(partial, destination)
     finally:
@@ -363,10 +374,12 @@ class ChangeDetection(AnalyticsMethod):
         moments = {"difference": Moments(), "before": Moments(), "after": Moments()}
         artifacts: list[str] = []
         pixels_read = 0
+        quantiles: list[float | None] = [None] * (len(params.percentiles) + len(_RANGE_PERCENTILES))
         try:
             if zone.window is not None:
-                tasks = _plan(zone.geometry, zone.window, before, len(before_source.indexes))
-                pixels_read = self._run(
+                tasks = _plan(zone.geometry, zone.window, before, len(before_source.indexes),
+                             before_source.read_dtype.itemsize)
+                pixels_read, quantiles = self._run(
                     tasks,
                     zone.window,
                     before_source,
@@ -380,7 +393,6 @@ class ChangeDetection(AnalyticsMethod):
                     moments,
                     artifacts,
                 )
-            quantiles = store.percentiles([*params.percentiles, *_RANGE_PERCENTILES])
         finally:
             store.close()
         difference = moments["difference"]
@@ -434,7 +446,7 @@ class ChangeDetection(AnalyticsMethod):
         totals: _Totals,
         moments: dict[str, Moments],
         artifacts: list[str],
-    ) -> int:
+    ) -> tuple[int, list[float | None]]:
         before = before_source.meta
         row0, col0 = int(window.row_off), int(window.col_off)
         pixels_read = 0
@@ -481,13 +493,17 @@ class ChangeDetection(AnalyticsMethod):
                     CHANGE_THRESHOLD=str(params.change_threshold),
                 )
             ctx.check_cancelled()
+            # Percentiles before the COG copy, so the stored values are freed before GDAL's
+            # cache fills up (peak memory is the larger of the two, not their sum).
+            quantiles = store.percentiles([*params.percentiles, *_RANGE_PERCENTILES])
+            store.close()
             destination = ctx.artifact_dir / "difference.tif"
             _write_cog(staging, destination, ctx.workers)
         ctx.add_artifact(
             "difference_cog", destination, MEDIA_TYPE_COG, f"{params.index_name} difference (after - before)"
         )
         artifacts.append("difference_cog")
-        return pixels_read
+        return pixels_read, quantiles
 
     @staticmethod
     def _relative(window: Window, row0: int, col0: int) -> Window:

@@ -40,27 +40,29 @@ _GDAL_CACHE_MB: Final = 64
 _CHUNK_EDGE: Final = 512
 _CHUNK_READ_BYTES: Final = 24 * 1024 * 1024
 
+# Cache caps requested by the analytics calls running now; GDAL's setting is process-wide, so
+# it is the largest of them, and the original value comes back when the last one ends.
+COG_COPY_CACHE_MB: Final = 256
 _cache_lock = threading.Lock()
-_cache_users = 0
+_cache_requests: list[int] = []
 _cache_saved: Any = None
 
 
 @contextmanager
-def bounded_gdal_cache() -> Iterator[None]:
+def bounded_gdal_cache(megabytes: int = _GDAL_CACHE_MB) -> Iterator[None]:
     """Cap GDAL's (process-wide) block cache while at least one analytics read runs."""
-    global _cache_users, _cache_saved
+    global _cache_saved
     with _cache_lock:
-        if _cache_users == 0:
+        if not _cache_requests:
             _cache_saved = get_gdal_config("GDAL_CACHEMAX")
-            set_gdal_config("GDAL_CACHEMAX", _GDAL_CACHE_MB)
-        _cache_users += 1
+        _cache_requests.append(megabytes)
+        set_gdal_config("GDAL_CACHEMAX", max(_cache_requests))
     try:
         yield
     finally:
         with _cache_lock:
-            _cache_users -= 1
-            if _cache_users == 0:
-                set_gdal_config("GDAL_CACHEMAX", _cache_saved)
+            _cache_requests.remove(megabytes)
+            set_gdal_config("GDAL_CACHEMAX", max(_cache_requests) if _cache_requests else _cache_saved)
 
 
 def _nodata_value(value: Any) -> float | None:

@@ -410,7 +410,8 @@ class ValueStore:
         """numpy's linear percentiles (q in 0..100) of the values, ignoring weights."""
         if self.count == 0:
             return [None for _ in qs]
-        if self.count <= DIRECT_LIMIT:
+        held_sorted = not self._spilled and all(part.sorted is not None for part in self._parts)
+        if self.count <= DIRECT_LIMIT and not held_sorted:
             values = self.gather(None).all_values()
             return [float(v) for v in np.percentile(values, list(qs), overwrite_input=True)]
         ranks: set[int] = set()
@@ -437,7 +438,7 @@ class ValueStore:
         gathered = self.gather(flags)
         values, buckets = gathered.all_values(), gathered.all_buckets()
         result: dict[int, float] = {}
-        for bucket in np.unique(bucket_of_rank):
+        for bucket in sorted({int(b) for b in bucket_of_rank}):
             inside = values[buckets == bucket]
             start = int(cumulative[bucket - 1]) if bucket > 0 else 0
             wanted = [rank - start for rank, b in zip(ranks, bucket_of_rank, strict=True) if b == bucket]
@@ -451,7 +452,7 @@ class ValueStore:
                                  ) -> dict[int, float]:
         """Order statistics straight from the sorted parts: one bucket's slices, no data pass."""
         result: dict[int, float] = {}
-        for bucket in np.unique(bucket_of_rank):
+        for bucket in sorted({int(b) for b in bucket_of_rank}):
             raw_high = int(BUCKET_TO_RAW[bucket])
             runs = [run for part in self._parts if part.sorted is not None
                     and (run := part.sorted.run(raw_high)) is not None]

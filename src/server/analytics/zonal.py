@@ -13,7 +13,13 @@ Two pixel rules, matching the two reference implementations:
 Nodata and NaN pixels never count; ``nodata_count`` reports those inside the zone (weighted
 by coverage with ``exact``). Pixels outside the raster are neither: a zone partly off the
 raster is measured on its part on the raster, and one wholly off gets count 0 and null
-statistics. Always full resolution (overviews are never read).
+statistics (rasterstats, which reads off-raster cells as nodata, counts them in its
+``nodata``; exactextract, like this, ignores them). Always full resolution (overviews are
+never read).
+
+Values: a band is reduced as stored (``apply_scale`` applies its scale/offset); an index
+is computed on reflectance (scale/offset applied, see ``indices``). Everything is
+accumulated in float64; values kept for quantiles are float32 when that is exact.
 """
 
 from __future__ import annotations

@@ -44,7 +44,24 @@ def struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
 
 
 def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
-    return json_format.MessageToDict(value)
+    """A Struct as plain Python. Unlike json_format this keeps NaN and infinity
+    (numbers a client can send), leaving it to validation to refuse them."""
+    return {key: _value(item) for key, item in value.fields.items()}
+
+
+def _value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        return value.number_value
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return struct_to_dict(value.struct_value)
+    if kind == "list_value":
+        return [_value(item) for item in value.list_value.values]
+    return None
 
 
 def project(record: ProjectRecord) -> resources_pb2.Project:

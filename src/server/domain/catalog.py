@@ -44,6 +44,7 @@ from server.pagination import decode_page_token, encode_page_token, page_size_or
 from server.raster import RasterError, RasterInfo, convert_to_cog, datetime_from_name, inspect_raster
 from server.storage import BlobStorage
 from server.store import Database, Q
+from server.validation import require_finite_json
 
 log = logging.getLogger(__name__)
 
@@ -391,6 +392,7 @@ class CatalogService:
                 "collection_id must be 1-63 letters, digits, '_', '.' or '-'",
                 field="collection_id",
             )
+        require_finite_json(spec.properties, "properties")
         if not spec.assets:
             raise invalid_argument("ASSETS_REQUIRED", "at least one asset is required", field="assets")
         seen: set[str] = set()

@@ -45,6 +45,7 @@ from server.ids import new_id
 from server.pagination import decode_page_token, encode_page_token, page_size_or_default
 from server.store import Database, Q
 from server.store.listener import CANCEL_CHANNEL, DISPATCH_CHANNEL
+from server.validation import require_finite_json
 
 log = logging.getLogger(__name__)
 
@@ -410,6 +411,7 @@ class JobService:
         principal.require_project(spec.project_id)
         async with self._tx(conn) as tx:
             job_type, validator = await self._cached_type(spec.job_type_id, tx)
+            require_finite_json(spec.input_params, "input_params")
             self._validate_input(job_type, validator, spec.input_params)
             sources = await self._source_items(tx, principal, spec.project_id, spec.input_params)
             credits, area, assets = self._estimate(job_type, spec, sources)

@@ -34,6 +34,7 @@ from server.ids import new_id
 from server.raster import RasterError, RasterInfo, inspect_raster
 from server.storage import BlobStorage
 from server.store import Database, Q
+from server.validation import require_finite_json
 
 ASSET_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _GEOD = Geod(ellps="WGS84")
@@ -236,6 +237,7 @@ class OutputService:
             raise _invalid(f"two outputs are named {part.name!r}", f"{where}.name")
         names.add(part.name)
         parse_area(part.geometry, f"{where}.geometry")
+        require_finite_json(part.properties, f"{where}.properties")
         foreign = sorted(set(part.source_item_ids) - set(job.source_item_ids))
         if foreign:
             raise _invalid(f"{foreign} are not source items of job {job.id}", f"{where}.source_item_ids")
