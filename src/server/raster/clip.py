@@ -33,9 +33,9 @@ from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from shapely.geometry.polygon import orient
 
 from server.raster._gdal import GDAL_ERRORS, gdal_message, open_raster
-from server.raster.cog import _copy_as_cog, _staging_directory
+from server.raster.cog import copy_as_cog, staging_directory
 from server.raster.errors import COG_WRITE_FAILED, UNREADABLE_RASTER, UNSUPPORTED_RASTER, RasterError
-from server.raster.inspect import _footprint
+from server.raster.inspect import footprint_of
 
 # The AOI and the raster footprint do not overlap (or only touch).
 AOI_OUTSIDE_FOOTPRINT: Final = "AOI_OUTSIDE_FOOTPRINT"
@@ -189,7 +189,7 @@ def _aoi_footprint_lonlat(dataset: DatasetReader, aoi_lonlat: Area) -> Area:
     """
     if aoi_lonlat.is_empty or aoi_lonlat.geom_type not in ("Polygon", "MultiPolygon"):
         raise ValueError("the AOI must be a non-empty Polygon or MultiPolygon")
-    footprint = shape(_footprint(dataset))
+    footprint = shape(footprint_of(dataset))
     overlap = _polygonal(aoi_lonlat.intersection(footprint))
     if overlap.is_empty or overlap.area == 0.0:
         raise RasterError(AOI_OUTSIDE_FOOTPRINT, "the AOI does not overlap the raster")
@@ -589,16 +589,16 @@ def staged_cog(
             if metadata is not None:
                 _apply_metadata(memory, metadata)
             yield _MemoryStaging(memory)
-            _copy_as_cog(memory, dst)
+            copy_as_cog(memory, dst)
     else:
-        with _staging_directory(dst.parent) as staging_dir:
+        with staging_directory(dst.parent) as staging_dir:
             staging_path = staging_dir / "staging.tif"
             with _create_staging(staging_path, driver="GTiff", **profile, **_STAGING_OPTIONS) as staging:
                 if metadata is not None:
                     _apply_metadata(staging, metadata)
             yield _FileStaging(staging_path)
             with open_raster(staging_path) as staged:
-                _copy_as_cog(staged, dst)
+                copy_as_cog(staged, dst)
     try:
         verify_statistics(dst)
     except RasterError:

@@ -53,7 +53,7 @@ def convert_to_cog(src: Path, dst: Path) -> None:
             raise RasterError(UNSUPPORTED_RASTER, "raster has no bands")
         # Cheap early rejection of truncated uploads, before spending time on a full copy.
         probe_last_blocks(source)
-        _copy_as_cog(source, Path(dst))
+        copy_as_cog(source, Path(dst))
 
 
 def write_cog(
@@ -90,7 +90,7 @@ def write_cog(
             raise ValueError(f"{label} has {len(values)} entries for {band_count} bands")
     geotransform = transform if isinstance(transform, Affine) else Affine(*transform[:6])
 
-    with _staging_directory(dst.parent) as staging_dir:
+    with staging_directory(dst.parent) as staging_dir:
         staging_path = staging_dir / "staging.tif"
         try:
             with rasterio.open(
@@ -120,10 +120,10 @@ def write_cog(
         except GDAL_ERRORS as error:
             raise RasterError(COG_WRITE_FAILED, f"cannot stage raster: {gdal_message(error)}") from error
         with open_raster(staging_path) as staging_source:
-            _copy_as_cog(staging_source, dst)
+            copy_as_cog(staging_source, dst)
 
 
-def _copy_as_cog(source: DatasetReader, dst: Path) -> None:
+def copy_as_cog(source: DatasetReader, dst: Path) -> None:
     with _atomic_destination(dst) as partial_path:
         try:
             rasterio.shutil.copy(source, partial_path, driver=COG_DRIVER, **COG_CREATION_OPTIONS)
@@ -145,7 +145,7 @@ def _fully_readable(source: DatasetReader) -> bool:
 
 
 @contextmanager
-def _staging_directory(parent: Path) -> Iterator[Path]:
+def staging_directory(parent: Path) -> Iterator[Path]:
     # Next to the output so staging space comes from the same volume the result lands on.
     try:
         staging = tempfile.TemporaryDirectory(prefix=".cog-staging-", dir=parent)

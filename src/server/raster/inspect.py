@@ -83,7 +83,7 @@ def inspect_raster(path: Path, *, require_cog: bool = True) -> RasterInfo:
             for index, band_statistics in zip(dataset.indexes, statistics, strict=True)
         ]
         grid = _grid_info(dataset)
-        footprint = _footprint(dataset)
+        footprint = footprint_of(dataset)
         tags = dict(dataset.tags())
         driver = dataset.driver
 
@@ -335,7 +335,7 @@ def _rescale_range(statistics: BandStatistics | None) -> RescaleRange:
 # --- footprint, datetime, file ----------------------------------------------------------------
 
 
-def _footprint(dataset: DatasetReader) -> dict[str, Any]:
+def footprint_of(dataset: DatasetReader) -> dict[str, Any]:
     """Pixel-grid outline, densified, reprojected to EPSG:4326 and oriented per RFC 7946."""
     # Fractions along an edge without its end point, which is the next edge's start.
     along = np.linspace(0.0, 1.0, _FOOTPRINT_POINTS_PER_EDGE)[:-1]
