@@ -9,12 +9,12 @@ export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: install serve test lint breaking generate check-generated bench clean
 
-$(STAMP): pyproject.toml generated/pyproject.toml
+$(STAMP): pyproject.toml generated/pyproject.toml clients/python/pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11 is required (python3.11 or python3 on PATH)" >&2; exit 1; }
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 required, found " + sys.version' 
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ./generated -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e ./generated -e '.[dev]' -e ./clients/python
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,7 +32,7 @@ check-generated: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py --check
 
 lint: $(STAMP) check-generated
-	$(BIN)/ruff check src tests scripts $(wildcard bench)
+	$(BIN)/ruff check src tests scripts clients $(wildcard bench)
 	$(BIN)/buf lint
 	$(BIN)/buf breaking --against '.git#ref=HEAD'
 

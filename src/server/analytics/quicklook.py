@@ -93,5 +93,5 @@ def write_quicklook(path: Path, values: np.ndarray, limit: float, title: str) ->
         text_width = draw.textlength(text, font=font)
         left = min(max(x - text_width / 2, 0), width - text_width)
         draw.text((left, bar_bottom + 6), text, fill=(20, 20, 20, 255), font=font)
-    image.save(path, format="PNG", optimize=False)
+    image.save(path, format="PNG", compress_level=1)  # a preview: speed over bytes
     return image.size

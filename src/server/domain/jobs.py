@@ -345,15 +345,9 @@ class JobService:
     def _validate_input(
         self, job_type: JobTypeRecord, validator: jsonschema.protocols.Validator, params: dict[str, Any]
     ) -> None:
-        errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+        errors = sorted(validator.iter_errors(params), key=lambda e: [str(p) for p in e.absolute_path])
         if errors:
-            violations = [
-                FieldViolation(
-                    "input_params" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path),
-                    e.message[:300],
-                )
-                for e in errors[:20]
-            ]
+            violations = [violation for e in errors[:20] for violation in _schema_violations(e)]
             raise invalid_argument(
                 "INVALID_JOB_PARAMS",
                 f"input_params do not match the input schema of job type {job_type.id!r}",
@@ -920,6 +914,22 @@ class JobService:
         nodes = [("item", i, by_key[("item", i)]["label"]) for i in item_ids if ("item", i) in by_key]
         nodes += [("job", j, by_key[("job", j)]["label"]) for j in job_ids if ("job", j) in by_key]
         return nodes, list(edges)
+
+
+def _schema_violations(error: jsonschema.ValidationError) -> list[FieldViolation]:
+    """Violations naming the offending member: a missing or unexpected
+    property is reported at its own path, not at its parent object's."""
+    base = "input_params" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    if error.validator == "required":
+        missing = [name for name in error.validator_value if name not in instance]
+        return [FieldViolation(f"{base}.{name}", f"{name!r} is required") for name in missing]
+    if error.validator == "additionalProperties" and error.validator_value is False:
+        known = set(error.schema.get("properties", {}))
+        return [
+            FieldViolation(f"{base}.{name}", f"unexpected property {name!r}") for name in instance if name not in known
+        ]
+    return [FieldViolation(base, error.message[:300])]
 
 
 def require_job_token(principal: Principal, job_id: str) -> None:

@@ -87,9 +87,9 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        # Pipeline mode sends BEGIN with the first statement (and COMMIT without
-        # waiting on the statements before it): fewer round trips per transaction.
-        async with self.pool.connection() as conn, conn.pipeline(), conn.transaction():
+        # Not in pipeline mode: a call cancelled inside one would hand its
+        # connection back to the pool still pipelined, losing later writes.
+        async with self.pool.connection() as conn, conn.transaction():
             yield conn
 
     async def close(self) -> None:

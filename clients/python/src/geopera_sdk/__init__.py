@@ -1,0 +1,67 @@
+"""Typed Python SDK of the Geopera kernel (gRPC): `Client` (sync) and
+`AsyncClient` (asyncio), typed errors, job handles, uploads and downloads.
+See README.md for a tour."""
+
+from geopera_sdk._aio import AsyncClient, AsyncJobWatch
+from geopera_sdk._analytics import AnalyticsResult
+from geopera_sdk._base import VERSION as __version__
+from geopera_sdk._client import Client, JobWatch
+from geopera_sdk._convert import job_status_name, message_base_name, params_type, result_type
+from geopera_sdk._errors import (
+    Aborted,
+    AlreadyExists,
+    Cancelled,
+    ChecksumMismatch,
+    DataLoss,
+    DeadlineExceeded,
+    FailedPrecondition,
+    GeoperaError,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+    Unknown,
+)
+from geopera_sdk._job import AsyncJob, Job
+from geopera_sdk._retry import RetryPolicy
+from geopera_sdk._transfer import DownloadResult
+
+__all__ = [
+    "Aborted",
+    "AlreadyExists",
+    "AnalyticsResult",
+    "AsyncClient",
+    "AsyncJob",
+    "AsyncJobWatch",
+    "Cancelled",
+    "ChecksumMismatch",
+    "Client",
+    "DataLoss",
+    "DeadlineExceeded",
+    "DownloadResult",
+    "FailedPrecondition",
+    "GeoperaError",
+    "Internal",
+    "InvalidArgument",
+    "Job",
+    "JobWatch",
+    "NotFound",
+    "OutOfRange",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "RetryPolicy",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "Unknown",
+    "__version__",
+    "job_status_name",
+    "message_base_name",
+    "params_type",
+    "result_type",
+]

@@ -1,0 +1,633 @@
+"""The asyncio client (grpc.aio): the same surface as `Client`, with coroutines
+and async iterators."""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import IO, Any, TypeVar
+
+import grpc
+from google.protobuf import struct_pb2
+from google.protobuf.message import Message
+
+from geopera.v1 import (
+    analytics_pb2,
+    catalog_pb2,
+    credits_pb2,
+    kernel_pb2,
+    kernel_pb2_grpc,
+    processing_pb2,
+    resources_pb2,
+)
+from geopera_sdk._analytics import AnalyticsResult, MethodSpec, make_method
+from geopera_sdk._base import Settings, channel_options, execute_request, new_idempotency_key, unpack_result
+from geopera_sdk._client import Params, When
+from geopera_sdk._convert import (
+    TERMINAL_STATUSES,
+    asset_input,
+    is_safe_to_repeat,
+    is_spend,
+    job_status,
+    strings,
+    to_struct,
+    to_timestamp,
+)
+from geopera_sdk._errors import GeoperaError, Unavailable, error_from_rpc
+from geopera_sdk._job import AsyncJob, JobProgress
+from geopera_sdk._progress import open_bar
+from geopera_sdk._retry import Attempts, RetryPolicy
+from geopera_sdk._transfer import DownloadResult, DownloadSink, MiB, Source, Target, UploadSource, resource_name
+
+T = TypeVar("T")
+
+
+async def apaginate(
+    fetch: Callable[[str], Awaitable[tuple[Sequence[T], str]]], max_items: int | None
+) -> AsyncIterator[T]:
+    if max_items is not None and max_items <= 0:
+        return
+    token = ""
+    count = 0
+    while True:
+        items, token = await fetch(token)
+        for item in items:
+            yield item
+            count += 1
+            if max_items is not None and count >= max_items:
+                return
+        if not token:
+            return
+
+
+class AsyncClient:
+    """An asyncio client of the Geopera kernel (same arguments as `Client`).
+
+    Use it inside the event loop: ``async with AsyncClient(target, token) as client:``.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        token: str | None,
+        *,
+        timeout: float | None = 30.0,
+        retries: int | RetryPolicy | None = RetryPolicy(),  # noqa: B008 (immutable)
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Iterable[tuple[str, Any]] | None = None,
+        metadata: Iterable[tuple[str, str]] | None = None,
+    ) -> None:
+        self.target = target
+        self._settings = Settings(token, timeout, retries, metadata)
+        self._credentials = credentials
+        self._options = channel_options(options)
+        self._channel: grpc.aio.Channel | None = None
+        self._stub_: kernel_pb2_grpc.KernelServiceStub | None = None
+        self.items = AsyncItems(self)
+        self.projects = AsyncProjects(self)
+        self.credits = AsyncCredits(self)
+        self.jobs = AsyncJobs(self)
+        self.job_types = AsyncJobTypes(self)
+        self.workers = AsyncWorkers(self)
+        self.analytics = AsyncAnalytics(self)
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._settings.retry_policy
+
+    @property
+    def timeout(self) -> float | None:
+        return self._settings.timeout
+
+    @property
+    def _stub(self) -> kernel_pb2_grpc.KernelServiceStub:
+        # Created on first use, inside the running event loop.
+        if self._stub_ is None:
+            if self._credentials is not None:
+                self._channel = grpc.aio.secure_channel(self.target, self._credentials, options=self._options)
+            else:
+                self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
+            self._stub_ = kernel_pb2_grpc.KernelServiceStub(self._channel)
+        return self._stub_
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+            self._stub_ = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncClient({self.target!r})"
+
+    async def execute(
+        self,
+        operation: str,
+        params: Params = None,
+        *,
+        idempotency_key: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline, as in Client)
+    ) -> Message:
+        """See `Client.execute`."""
+        request = execute_request(operation, params)
+        if idempotency_key is None and is_spend(operation):
+            idempotency_key = new_idempotency_key()
+        metadata = self._settings.metadata(idempotency_key)
+        attempts = Attempts(self.retry_policy)
+        per_attempt = self.timeout if timeout is None else timeout
+        safe = is_safe_to_repeat(operation)
+        while True:
+            try:
+                response = await self._stub.Execute(
+                    request, metadata=metadata, timeout=attempts.attempt_timeout(per_attempt)
+                )
+                return unpack_result(operation, response)
+            except grpc.RpcError as err:
+                error = error_from_rpc(err)
+            delay = attempts.next_delay(error, safe=safe)
+            if delay is None:
+                raise error
+            await asyncio.sleep(delay)
+
+    async def clip(
+        self,
+        source_item_id: str,
+        aoi_geometry: Mapping[str, Any] | struct_pb2.Struct,
+        *,
+        project_id: str | None = None,
+        asset_keys: Sequence[str] | None = None,
+        output_name: str = "",
+        target_collection_id: str = "",
+        idempotency_key: str | None = None,
+    ) -> AsyncJob:
+        """See `Client.clip`."""
+        if project_id is None:
+            project_id = (await self.items.get(source_item_id)).project_id
+        params = processing_pb2.ClipCreateFromItemParams(
+            source_item_id=source_item_id,
+            project_id=project_id,
+            aoi_geometry=to_struct(aoi_geometry),
+            asset_keys=strings(asset_keys),
+            output_name=output_name,
+            target_collection_id=target_collection_id,
+        )
+        result: Any = await self.execute("clip.create_from_item", params, idempotency_key=idempotency_key)
+        return AsyncJob(self, result.job, result)
+
+    async def upload(
+        self,
+        project_id: str,
+        source: Source,
+        *,
+        file_name: str | None = None,
+        chunk_size: int = MiB,
+        progress: bool | Callable[[float, float], Any] = False,
+        timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline, as in Client)
+    ) -> str:
+        """See `Client.upload`."""
+        src = await asyncio.to_thread(UploadSource, source, file_name, chunk_size)
+        bar = open_bar(progress, total=src.size, desc=src.file_name, unit="B")
+        attempts = Attempts(self.retry_policy, timeout, stream=True)
+        try:
+            while True:
+                try:
+                    response = await self._stub.UploadAsset(
+                        _in_thread(src.requests(project_id, bar.update)),
+                        metadata=self._settings.metadata(),
+                        timeout=attempts.remaining(),
+                    )
+                    return src.check(response)
+                except grpc.RpcError as err:
+                    error = error_from_rpc(err)
+                delay = attempts.next_delay(error, safe=True)
+                if delay is None:
+                    raise error
+                await asyncio.sleep(delay)
+        finally:
+            bar.close()
+
+    async def download(
+        self,
+        target: Target,
+        dest: str | os.PathLike[str] | IO[bytes],
+        *,
+        progress: bool | Callable[[float, float], Any] = False,
+        timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline, as in Client)
+    ) -> DownloadResult:
+        """See `Client.download`."""
+        name, expected = resource_name(target)
+        sink = await asyncio.to_thread(DownloadSink, name, dest, expected)
+        bar = None
+        attempts = Attempts(self.retry_policy, timeout, stream=True)
+        try:
+            while True:
+                call = self._stub.DownloadAsset(
+                    sink.request(), metadata=self._settings.metadata(), timeout=attempts.remaining()
+                )
+                try:
+                    first = True
+                    async for message in call:
+                        await asyncio.to_thread(sink.accept, message, first)
+                        if first:
+                            first = False
+                            if bar is None:
+                                bar = open_bar(progress, total=sink.total or 0, desc=name, unit="B")
+                        bar.update(sink.offset)
+                        attempts.progressed()
+                    if sink.complete:
+                        return await asyncio.to_thread(sink.finish)
+                    error: GeoperaError = Unavailable("the download ended early", reason="STREAM_ENDED")
+                except grpc.RpcError as err:
+                    error = error_from_rpc(err)
+                finally:
+                    call.cancel()
+                delay = attempts.next_delay(error, safe=True)
+                if delay is None:
+                    raise error
+                sink.resumes += 1
+                await asyncio.sleep(delay)
+        except BaseException:
+            sink.abort()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+
+
+async def _in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
+    """A blocking iterator (file reads) driven from a worker thread."""
+    done = object()
+    while True:
+        item = await asyncio.to_thread(next, iterator, done)
+        if item is done:
+            return
+        yield item  # type: ignore[misc]
+
+
+class _AsyncNamespace:
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def _run(self, operation: str, params: Message, **kwargs: Any) -> Any:
+        return await self._client.execute(operation, params, **kwargs)
+
+
+class AsyncItems(_AsyncNamespace):
+    """See `Items`."""
+
+    async def get(self, item_id: str) -> resources_pb2.Item:
+        return (await self._run("items.get", catalog_pb2.ItemsGetParams(item_id=item_id))).item  # type: ignore[no-any-return]
+
+    def list(
+        self,
+        project_id: str,
+        *,
+        collection_id: str | None = None,
+        bbox: Sequence[float] | None = None,
+        datetime_start: When | None = None,
+        datetime_end: When | None = None,
+        intersects: Mapping[str, Any] | struct_pb2.Struct | None = None,
+        page_size: int | None = None,
+        max_items: int | None = None,
+    ) -> AsyncIterator[resources_pb2.Item]:
+        """An async iterator: ``async for item in client.items.list("demo")``."""
+        params = catalog_pb2.ItemsListParams(
+            project_id=project_id, collection_id=collection_id or "", bbox=list(bbox or ()), page_size=page_size or 0
+        )
+        if datetime_start is not None:
+            params.datetime_start.CopyFrom(to_timestamp(datetime_start))
+        if datetime_end is not None:
+            params.datetime_end.CopyFrom(to_timestamp(datetime_end))
+        if intersects is not None:
+            params.intersects.CopyFrom(to_struct(intersects))
+
+        async def fetch(token: str) -> tuple[Sequence[resources_pb2.Item], str]:
+            params.page_token = token
+            page = await self._run("items.list", params)
+            return page.items, page.next_page_token
+
+        return apaginate(fetch, max_items)
+
+    async def create(
+        self,
+        project_id: str,
+        name: str,
+        assets: Iterable[catalog_pb2.AssetInput | Mapping[str, Any]],
+        *,
+        collection_id: str | None = None,
+        datetime: When | None = None,
+        properties: Mapping[str, Any] | None = None,
+        convert_to_cog: bool = False,
+    ) -> resources_pb2.Item:
+        params = catalog_pb2.ItemsCreateParams(
+            project_id=project_id,
+            collection_id=collection_id or "",
+            name=name,
+            assets=[asset_input(a) for a in assets],
+            convert_to_cog=convert_to_cog,
+        )
+        if datetime is not None:
+            params.datetime.CopyFrom(to_timestamp(datetime))
+        if properties:
+            params.properties.CopyFrom(to_struct(properties))
+        return (await self._run("items.create", params)).item  # type: ignore[no-any-return]
+
+    async def register_file(
+        self,
+        project_id: str,
+        name: str,
+        path: Source,
+        *,
+        collection_id: str | None = None,
+        convert_to_cog: bool = False,
+        datetime: When | None = None,
+        properties: Mapping[str, Any] | None = None,
+        asset_key: str = "data",
+        title: str = "",
+        roles: Sequence[str] | None = None,
+        progress: bool | Callable[[float, float], Any] = False,
+    ) -> resources_pb2.Item:
+        upload_id = await self._client.upload(project_id, path, progress=progress)
+        asset = catalog_pb2.AssetInput(key=asset_key, upload_id=upload_id, roles=strings(roles), title=title)
+        return await self.create(
+            project_id,
+            name,
+            [asset],
+            collection_id=collection_id,
+            datetime=datetime,
+            properties=properties,
+            convert_to_cog=convert_to_cog,
+        )
+
+    async def lineage(self, item_id: str, *, direction: str = "", max_depth: int = 0) -> catalog_pb2.ItemsLineageResult:
+        params = catalog_pb2.ItemsLineageParams(item_id=item_id, direction=direction, max_depth=max_depth)
+        return await self._run("items.lineage", params)  # type: ignore[no-any-return]
+
+
+class AsyncProjects(_AsyncNamespace):
+    """See `Projects`."""
+
+    async def get(self, project_id: str) -> resources_pb2.Project:
+        params = catalog_pb2.ProjectsGetParams(project_id=project_id)
+        return (await self._run("projects.get", params)).project  # type: ignore[no-any-return]
+
+    def list(
+        self, *, page_size: int | None = None, max_items: int | None = None
+    ) -> AsyncIterator[resources_pb2.Project]:
+        async def fetch(token: str) -> tuple[Sequence[resources_pb2.Project], str]:
+            params = catalog_pb2.ProjectsListParams(page_size=page_size or 0, page_token=token)
+            page = await self._run("projects.list", params)
+            return page.projects, page.next_page_token
+
+        return apaginate(fetch, max_items)
+
+
+class AsyncCredits(_AsyncNamespace):
+    """See `Credits`."""
+
+    async def balance(self, project_id: str) -> resources_pb2.CreditBalance:
+        params = credits_pb2.CreditsBalanceGetParams(project_id=project_id)
+        return (await self._run("credits.balance.get", params)).balance  # type: ignore[no-any-return]
+
+    def ledger(
+        self,
+        project_id: str,
+        *,
+        job_id: str | None = None,
+        page_size: int | None = None,
+        max_items: int | None = None,
+    ) -> AsyncIterator[resources_pb2.LedgerEntry]:
+        async def fetch(token: str) -> tuple[Sequence[resources_pb2.LedgerEntry], str]:
+            params = credits_pb2.CreditsLedgerListParams(
+                project_id=project_id, job_id=job_id or "", page_size=page_size or 0, page_token=token
+            )
+            page = await self._run("credits.ledger.list", params)
+            return page.entries, page.next_page_token
+
+        return apaginate(fetch, max_items)
+
+
+class AsyncJobs(_AsyncNamespace):
+    """See `Jobs`."""
+
+    def _job(self, result: Any) -> AsyncJob:
+        return AsyncJob(self._client, result.job, result)
+
+    async def create(
+        self,
+        project_id: str,
+        job_type_id: str,
+        input_params: Mapping[str, Any] | struct_pb2.Struct | None = None,
+        *,
+        target_collection_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> AsyncJob:
+        params = processing_pb2.ProcessingCreateParams(
+            project_id=project_id,
+            job_type_id=job_type_id,
+            input_params=to_struct(input_params),
+            target_collection_id=target_collection_id or "",
+        )
+        return self._job(await self._run("processing.create", params, idempotency_key=idempotency_key))
+
+    async def create_and_dispatch(
+        self,
+        project_id: str,
+        job_type_id: str,
+        input_params: Mapping[str, Any] | struct_pb2.Struct | None = None,
+        *,
+        target_collection_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> AsyncJob:
+        params = processing_pb2.ProcessingCreateAndDispatchParams(
+            project_id=project_id,
+            job_type_id=job_type_id,
+            input_params=to_struct(input_params),
+            target_collection_id=target_collection_id or "",
+        )
+        return self._job(await self._run("processing.create_and_dispatch", params, idempotency_key=idempotency_key))
+
+    async def dispatch(self, job_id: str, *, idempotency_key: str | None = None) -> AsyncJob:
+        params = processing_pb2.ProcessingDispatchParams(job_id=job_id)
+        return self._job(await self._run("processing.dispatch", params, idempotency_key=idempotency_key))
+
+    async def get(self, job_id: str) -> AsyncJob:
+        params = processing_pb2.ProcessingJobsGetParams(job_id=job_id)
+        return self._job(await self._run("processing.jobs.get", params))
+
+    def list(
+        self,
+        project_id: str,
+        *,
+        status: int | str | None = None,
+        job_type_id: str | None = None,
+        create_time_start: When | None = None,
+        create_time_end: When | None = None,
+        page_size: int | None = None,
+        max_items: int | None = None,
+    ) -> AsyncIterator[AsyncJob]:
+        params = processing_pb2.ProcessingJobsListParams(
+            project_id=project_id,
+            status=job_status(status) if status is not None else 0,  # type: ignore[arg-type]
+            job_type_id=job_type_id or "",
+            page_size=page_size or 0,
+        )
+        if create_time_start is not None:
+            params.create_time_start.CopyFrom(to_timestamp(create_time_start))
+        if create_time_end is not None:
+            params.create_time_end.CopyFrom(to_timestamp(create_time_end))
+
+        async def fetch(token: str) -> tuple[Sequence[AsyncJob], str]:
+            params.page_token = token
+            page = await self._run("processing.jobs.list", params)
+            return [AsyncJob(self._client, job) for job in page.jobs], page.next_page_token
+
+        return apaginate(fetch, max_items)
+
+    async def cancel(self, job_id: str, *, reason: str = "") -> AsyncJob:
+        params = processing_pb2.ProcessingJobsCancelParams(job_id=job_id, reason=reason)
+        return self._job(await self._run("processing.jobs.cancel", params))
+
+    def watch(self, job_id: str, *, after_sequence: int = 0, timeout: float | None = None) -> AsyncJobWatch:
+        """``async for event in client.jobs.watch(job_id)``; resumes dropped streams."""
+        return AsyncJobWatch(self._client, job_id, after_sequence, timeout)
+
+    async def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline, as in Client)
+        progress: JobProgress = False,
+    ) -> AsyncJob:
+        return await AsyncJob(self._client, resources_pb2.Job(id=job_id)).wait(timeout=timeout, progress=progress)
+
+
+class AsyncJobWatch(AsyncIterator[kernel_pb2.WatchJobResponse]):
+    """See `JobWatch`."""
+
+    def __init__(self, client: AsyncClient, job_id: str, after_sequence: int, timeout: float | None) -> None:
+        self.job_id = job_id
+        self.last_sequence = after_sequence
+        self.resumes = 0
+        self._client = client
+        self._timeout = timeout
+        self._events = self._run()
+
+    def __aiter__(self) -> AsyncJobWatch:
+        return self
+
+    async def __anext__(self) -> kernel_pb2.WatchJobResponse:
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        await self._events.aclose()
+
+    async def _run(self) -> AsyncIterator[kernel_pb2.WatchJobResponse]:
+        client = self._client
+        attempts = Attempts(client.retry_policy, self._timeout, stream=True)
+        yielded = False
+        while True:
+            request = kernel_pb2.WatchJobRequest(job_id=self.job_id, after_sequence=self.last_sequence)
+            call = client._stub.WatchJob(request, metadata=client._settings.metadata(), timeout=attempts.remaining())
+            try:
+                async for event in call:
+                    if yielded and event.sequence <= self.last_sequence:
+                        continue
+                    self.last_sequence = max(self.last_sequence, event.sequence)
+                    yielded = True
+                    attempts.progressed()
+                    yield event
+                    if event.job.status in TERMINAL_STATUSES:
+                        return
+                error: GeoperaError = Unavailable("the watch ended before the job did", reason="STREAM_ENDED")
+            except grpc.RpcError as err:
+                error = error_from_rpc(err)
+            finally:
+                call.cancel()
+            delay = attempts.next_delay(error, safe=True)
+            if delay is None:
+                raise error
+            self.resumes += 1
+            await asyncio.sleep(delay)
+
+
+class AsyncJobTypes(_AsyncNamespace):
+    """See `JobTypes`."""
+
+    async def list(self) -> builtins.list[resources_pb2.JobType]:
+        result = await self._run("processing.job_types.list", processing_pb2.ProcessingJobTypesListParams())
+        return builtins.list(result.job_types)
+
+    async def get(self, job_type_id: str) -> resources_pb2.JobType:
+        params = processing_pb2.ProcessingJobTypesGetParams(job_type_id=job_type_id)
+        return (await self._run("processing.job_types.get", params)).job_type  # type: ignore[no-any-return]
+
+
+class AsyncWorkers(_AsyncNamespace):
+    """See `Workers`."""
+
+    async def list(self, *, include_disconnected: bool = False) -> builtins.list[resources_pb2.Worker]:
+        params = processing_pb2.WorkersListParams(include_disconnected=include_disconnected)
+        return builtins.list((await self._run("workers.list", params)).workers)
+
+
+class AsyncAnalytics(_AsyncNamespace):
+    """See `Analytics`. Method attributes have their signature and docstring once
+    the list is loaded (`await client.analytics.operations()`); before that an
+    attribute is a coroutine function that loads the list when called."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        super().__init__(client)
+        self._specs: dict[str, MethodSpec] | None = None
+        self._methods: dict[str, Any] = {}
+
+    async def operations(self) -> builtins.list[analytics_pb2.AnalyticsOperation]:
+        result = await self._run("analytics.operations.list", analytics_pb2.AnalyticsOperationsListParams())
+        self._specs = {op.name: MethodSpec.from_proto(op) for op in result.operations}
+        self._methods = {}
+        return builtins.list(result.operations)
+
+    async def operation(self, name: str) -> analytics_pb2.AnalyticsOperation:
+        params = analytics_pb2.AnalyticsOperationsGetParams(name=name)
+        return (await self._run("analytics.operations.get", params)).operation  # type: ignore[no-any-return]
+
+    async def execute(self, name: str, params: Mapping[str, Any] | None = None, /, **kwargs: Any) -> AnalyticsResult:
+        merged = {**(params or {}), **kwargs}
+        request = analytics_pb2.AnalyticsExecuteParams(operation=name, params=to_struct(merged))
+        return AnalyticsResult.from_proto(await self._run("analytics.execute", request))
+
+    def refresh(self) -> None:
+        self._specs = None
+        self._methods = {}
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        specs = self._specs
+        if specs is None:
+
+            async def lazy(**params: Any) -> AnalyticsResult:
+                if self._specs is None:
+                    await self.operations()
+                method = getattr(self, name)  # AttributeError when the server has no such method
+                return await method(**params)  # type: ignore[no-any-return]
+
+            lazy.__name__ = lazy.__qualname__ = name
+            return lazy
+        if name not in specs:
+            raise AttributeError(f"the server has no analytics method {name!r}; it has: {', '.join(sorted(specs))}")
+        method = self._methods.get(name)
+        if method is None:
+            method = make_method(specs[name], self.execute, is_async=True)
+            self._methods[name] = method
+        return method
+
+    def __dir__(self) -> Iterable[str]:
+        return sorted(set(super().__dir__()) | set(self._specs or ()))

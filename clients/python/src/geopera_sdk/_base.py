@@ -1,0 +1,116 @@
+"""Settings shared by the sync and asyncio clients."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
+
+from google.protobuf import any_pb2, symbol_database
+from google.protobuf.message import Message
+
+from geopera.v1 import kernel_pb2
+from geopera_sdk._convert import result_type, to_params
+from geopera_sdk._errors import GeoperaError, Internal
+from geopera_sdk._retry import RetryPolicy, as_policy
+
+VERSION = "0.1.0"
+T = TypeVar("T")
+
+_DEFAULT_OPTIONS: dict[str, Any] = {
+    "grpc.primary_user_agent": f"geopera-sdk-python/{VERSION}",
+    # Results (pages of items with band metadata) can exceed gRPC's 4 MiB default.
+    "grpc.max_receive_message_length": 64 << 20,
+    "grpc.max_send_message_length": 64 << 20,
+    # Find a dead connection under a long, quiet watch within ~40 s (the server
+    # accepts pings every 10 s); override with `options=` for stricter proxies.
+    "grpc.keepalive_time_ms": 30_000,
+    "grpc.keepalive_timeout_ms": 10_000,
+    "grpc.http2.max_pings_without_data": 0,
+}
+
+
+def channel_options(options: Iterable[tuple[str, Any]] | None) -> list[tuple[str, Any]]:
+    merged = dict(_DEFAULT_OPTIONS)
+    merged.update(dict(options or ()))
+    return list(merged.items())
+
+
+def new_idempotency_key() -> str:
+    """A fresh key for one logical spend call (reused by its retries)."""
+    return str(uuid.uuid4())
+
+
+class Settings:
+    """Token, deadlines, retries and metadata of one client."""
+
+    def __init__(
+        self,
+        token: str | None,
+        timeout: float | None,
+        retries: int | RetryPolicy | None,
+        metadata: Iterable[tuple[str, str]] | None,
+    ) -> None:
+        self.token = token
+        self.timeout = timeout
+        self.retry_policy = as_policy(retries)
+        self.extra_metadata = list(metadata or ())
+
+    def metadata(self, idempotency_key: str | None = None) -> list[tuple[str, str]]:
+        md = list(self.extra_metadata)
+        if self.token:
+            md.append(("authorization", f"Bearer {self.token}"))
+        if idempotency_key is not None:
+            md.append(("idempotency-key", idempotency_key))
+        return md
+
+
+def execute_request(operation: str, params: Message | dict[str, Any] | None) -> kernel_pb2.ExecuteRequest:
+    message = to_params(operation, params)
+    request = kernel_pb2.ExecuteRequest(operation=operation)
+    request.params.Pack(message)
+    return request
+
+
+def unpack_result(operation: str, response: kernel_pb2.ExecuteResponse) -> Message:
+    """The typed result; the result type follows the naming rule, or else the
+    `@type` of the answer (a newer geopera-api may know it)."""
+    try:
+        result = result_type(operation)()
+    except LookupError:
+        result = _from_type_url(response.result)
+        if result is None:
+            return response.result
+    if not response.result.Unpack(result):
+        raise Internal(
+            f"{operation}: expected a {result.DESCRIPTOR.full_name} result, got {response.result.type_url}",
+            reason="UNEXPECTED_RESULT_TYPE",
+        )
+    return result
+
+
+def _from_type_url(value: any_pb2.Any) -> Message | None:
+    try:
+        return symbol_database.Default().GetSymbol(value.type_url.rsplit("/", 1)[-1])()  # type: ignore[no-any-return]
+    except KeyError:
+        return None
+
+
+def paginate(fetch: Callable[[str], tuple[Sequence[T], str]], max_items: int | None) -> Iterator[T]:
+    """Items of successive pages (`fetch(page_token) -> (items, next_page_token)`)."""
+    if max_items is not None and max_items <= 0:
+        return
+    token = ""
+    count = 0
+    while True:
+        items, token = fetch(token)
+        for item in items:
+            yield item
+            count += 1
+            if max_items is not None and count >= max_items:
+                return
+        if not token:
+            return
+
+
+__all__ = ["GeoperaError", "Settings", "channel_options", "new_idempotency_key", "paginate"]
