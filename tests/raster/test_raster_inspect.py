@@ -368,3 +368,34 @@ def test_other_georeferenced_formats_are_not_cogs(tmp_path: Path) -> None:
     assert info.media_type == "image/jp2"
     assert info.grid.crs == "EPSG:32633"
     assert info.bands[0].statistics == BandStatistics(9.0, 9.0, 9.0, 0.0, 100.0)
+
+
+def test_valid_cogs_off_the_house_convention_are_refused(tmp_path):
+    """rio-cogeo accepts an uncompressed COG, and a big one without overviews;
+    uploads are held to the house convention, so inspection refuses both."""
+    import numpy as np
+    import rasterio
+    import rasterio.shutil
+    from rasterio.transform import from_origin
+
+    from server.raster import NOT_A_COG, RasterError, inspect_raster
+
+    staged = tmp_path / "staged.tif"
+    with rasterio.open(staged, "w", driver="GTiff", width=600, height=600, count=1, dtype="uint8",
+                       crs="EPSG:32633", transform=from_origin(0, 0, 10, 10)) as dst:  # fmt: skip
+        dst.write(np.arange(600 * 600, dtype=np.uint32).reshape(1, 600, 600).astype("uint8"))
+    cases = {
+        "uncompressed": ({"COMPRESS": "NONE"}, "compression NONE"),
+        "no-overviews": ({"COMPRESS": "ZSTD", "OVERVIEWS": "NONE"}, "no internal overviews"),
+    }
+    for name, (options, expected) in cases.items():
+        target = tmp_path / f"{name}.tif"
+        rasterio.shutil.copy(staged, target, driver="COG", **options)
+        with pytest.raises(RasterError) as info:
+            inspect_raster(target)
+        assert info.value.reason == NOT_A_COG
+        assert any(expected in finding for finding in info.value.findings), info.value.findings
+        assert (
+            inspect_raster(target, require_cog=False).media_type
+            != "image/tiff; application=geotiff; profile=cloud-optimized"
+        )

@@ -75,6 +75,9 @@ def inspect_raster(path: Path, *, require_cog: bool = True) -> RasterInfo:
         _require_supported(dataset)
         probe_last_blocks(dataset)
         is_cog, findings = _validate_cog(path)
+        if require_cog and is_cog:
+            findings = convention_findings(dataset)
+            is_cog = not findings
         if require_cog and not is_cog:
             raise RasterError(NOT_A_COG, f"{path.name} is not a Cloud Optimized GeoTIFF", findings)
         statistics, statistics_computed = _band_statistics(dataset)
@@ -156,6 +159,24 @@ def _require_supported(dataset: DatasetReader) -> None:
     complex_types = [dtype for dtype in dataset.dtypes if np.dtype(dtype).kind == "c"]
     if complex_types:
         raise RasterError(UNSUPPORTED_RASTER, f"complex data type {complex_types[0]} is not supported")
+
+
+def convention_findings(dataset: DatasetReader) -> list[str]:
+    """Where a valid COG still misses the house convention, which uploads are
+    held to as well: internal tiles, lossless compression, and overviews once
+    the image is larger than one 512-pixel tile. (Tile size and codec are not
+    pinned: 64-pixel tiles suit small images, and DEFLATE/LZW COGs are fine.)"""
+    findings = []
+    block_height, block_width = dataset.block_shapes[0]
+    single_block = block_height >= dataset.height and block_width >= dataset.width
+    if not dataset.profile.get("tiled") and not single_block:
+        findings.append("the image is striped; the convention is internal tiles (512x512)")
+    compression = dataset.compression.name.upper() if dataset.compression else "NONE"
+    if compression in ("NONE", "JPEG", "WEBP") or not dataset.compression:
+        findings.append(f"compression {compression}; the convention is lossless compression (ZSTD)")
+    if max(dataset.width, dataset.height) > 512 and not dataset.overviews(1):
+        findings.append("no internal overviews although the image is larger than 512 pixels")
+    return findings
 
 
 def _validate_cog(path: Path) -> tuple[bool, list[str]]:
