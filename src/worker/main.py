@@ -64,6 +64,9 @@ async def _serve(worker: Worker) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # GDAL's block cache defaults to 5% of the host's RAM per process; a worker
+    # runs several jobs at once, so bound it (an explicit setting wins).
+    os.environ.setdefault("GDAL_CACHEMAX", "64")
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     if not args.token:

@@ -70,7 +70,7 @@ from server.analytics.zonal import EXAMPLE_POLYGON
 from server.geo import Zone, parse_area
 from server.raster import COG_PROFILE, MEDIA_TYPE_COG
 
-_QUICKLOOK_MAX: Final = 1024  # longest side of the PNG map, pixels
+_QUICKLOOK_MAX: Final = 768  # longest side of the PNG map, pixels (PNG encoding time grows with it)
 _WARP_MARGIN: Final = 2  # source pixels around a chunk's footprint, for bilinear neighbours
 _CLIP_MARGIN: Final = 2
 _RANGE_PERCENTILES: Final = (2.0, 98.0)  # quicklook colour range: robust to outliers

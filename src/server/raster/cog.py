@@ -24,6 +24,7 @@ COG_DRIVER: Final = "COG"
 COG_CREATION_OPTIONS: Final[Mapping[str, str]] = MappingProxyType(
     {
         "COMPRESS": "ZSTD",
+        "LEVEL": "3",  # zstd's own default: ~5% larger than GDAL's 9, ~30% faster to write
         "BLOCKSIZE": "512",
         "OVERVIEWS": "AUTO",  # reuse the source's overviews, else build them down to one block
         "STATISTICS": "YES",  # exact band statistics embedded, so inspection needs no pixel pass
