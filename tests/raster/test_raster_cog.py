@@ -46,6 +46,7 @@ def test_cog_profile_is_the_house_convention() -> None:
     assert dict(COG_PROFILE) == {
         "driver": "COG",
         "COMPRESS": "ZSTD",
+        "LEVEL": "3",
         "BLOCKSIZE": "512",
         "OVERVIEWS": "AUTO",
         "STATISTICS": "YES",
