@@ -20,6 +20,8 @@ from tests.support.server import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data" / "s2_slovenia"
+# Test-only plugins every test server loads (never shipped).
+TEST_SERVER_ENV = {"GEOPERA_ANALYTICS_PLUGINS": "tests.support.test_analytics"}
 
 
 @pytest.fixture(scope="session")
@@ -106,7 +108,7 @@ async def seed_world(world: World) -> None:
 def world(database_factory: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     home = tmp_path_factory.mktemp("world")
     url = database_factory.create()
-    server = ServerProcess(database_url=url, home=home).start()
+    server = ServerProcess(database_url=url, home=home, extra_env=TEST_SERVER_ENV).start()
     state = World(server=server, database_url=url, home=home)
     asyncio.run(seed_world(state))
     state.channel = server.channel()

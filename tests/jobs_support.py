@@ -17,7 +17,7 @@ import grpc
 from google.protobuf import struct_pb2
 
 from geopera.v1 import credits_pb2, kernel_pb2, processing_pb2, resources_pb2, worker_pb2, worker_pb2_grpc
-from tests.conftest import World, seed_world
+from tests.conftest import TEST_SERVER_ENV, World, seed_world
 from tests.support.server import ServerProcess
 from tests.support.workers import WorkerProcess
 
@@ -36,7 +36,7 @@ def struct(value: dict[str, Any]) -> struct_pb2.Struct:
 
 
 def start_world(database_url: str, home: Path) -> World:
-    server = ServerProcess(database_url=database_url, home=home, extra_env=FAST_LEASES).start()
+    server = ServerProcess(database_url=database_url, home=home, extra_env={**FAST_LEASES, **TEST_SERVER_ENV}).start()
     world = World(server=server, database_url=database_url, home=home)
     asyncio.run(seed_world(world))
     world.channel = server.channel()

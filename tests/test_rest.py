@@ -181,3 +181,11 @@ def test_the_product_docs_clip_example_runs_with_curl(rest_world):
 def test_unknown_routes_and_methods_answer_json(rest_world, path, method, status):
     got_status, body, _ = call(rest_world, path, method=method)
     assert got_status == status and body["reason"].startswith("HTTP_") and body["code"]
+
+
+def test_invalid_analytics_params_are_422_with_the_expected_schema(rest_world):
+    status, body, _ = call(rest_world, "/v1/op/analytics.execute",
+                           {"operation": "zonal_stats", "params": {"index_name": "NDVI"}})  # fmt: skip
+    assert (status, body["reason"]) == (422, "INVALID_ANALYTICS_PARAMS")
+    assert "geometry" in body["details"]["expected_schema"]["properties"]
+    assert any(v["field"] == "params.item_id" for v in body["details"]["field_violations"])

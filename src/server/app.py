@@ -4,6 +4,7 @@ and runs the gRPC server until SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ from geopera.v1 import (  # noqa: F401  (imports register every payload type for
     worker_pb2,
     worker_pb2_grpc,
 )
+from server.analytics import MethodRegistry, default_registry
 from server.api.execute import Executor
 from server.api.kernel import KernelServicer
 from server.api.operations import REGISTRY
@@ -33,6 +35,7 @@ from server.api.registration import add_servicer
 from server.api.worker import Dispatcher, WorkerServicer
 from server.auth import TokenService
 from server.config import Settings
+from server.domain.analytics import AnalyticsService
 from server.domain.catalog import CatalogLimits, CatalogService
 from server.domain.credits import CreditService
 from server.domain.jobs import CostModel, JobService, JobTypeRecord, LeasePolicy
@@ -72,7 +75,19 @@ async def build_services(settings: Settings, url: str) -> Services:
     )
     jobs = JobService(db, policy)
     outputs = OutputService(db, storage, jobs, limits)
-    return Services(db, storage, tokens, catalog, CreditService(db), jobs, outputs, Notifications(url))
+    analytics = AnalyticsService(db, storage, catalog, load_analytics_methods(settings.analytics_plugins))
+    return Services(db, storage, tokens, catalog, CreditService(db), jobs, outputs, Notifications(url), analytics)
+
+
+def load_analytics_methods(plugins: str) -> MethodRegistry:
+    """The built-in analytics methods plus those of the plugin modules named
+    in GEOPERA_ANALYTICS_PLUGINS: adding a method is one module, no proto change."""
+    methods = default_registry()
+    for module_name in filter(None, (part.strip() for part in plugins.split(","))):
+        module = importlib.import_module(module_name)
+        for method in getattr(module, "METHODS", ()):
+            methods.register(method)
+    return methods
 
 
 async def register_builtin_job_types(jobs: JobService) -> None:

@@ -47,6 +47,9 @@ class Settings:
     heartbeat_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_HEARTBEAT_SECONDS", 3.0))
     retry_backoff_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_RETRY_BACKOFF_SECONDS", 1.0))
     max_attempts: int = field(default_factory=lambda: _env_int("GEOPERA_MAX_ATTEMPTS", 3))
+    # Extra analytics method modules (comma-separated); each exposes METHODS,
+    # a list of AnalyticsMethod classes, registered next to the built-ins.
+    analytics_plugins: str = field(default_factory=lambda: os.environ.get("GEOPERA_ANALYTICS_PLUGINS", ""))
     shutdown_grace_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_SHUTDOWN_GRACE", 10.0))
 
     @property

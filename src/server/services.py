@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server.auth import TokenService
+from server.domain.analytics import AnalyticsService
 from server.domain.catalog import CatalogService
 from server.domain.credits import CreditService
 from server.domain.jobs import JobService
@@ -24,3 +25,4 @@ class Services:
     jobs: JobService
     outputs: OutputService
     notifications: Notifications
+    analytics: AnalyticsService

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
-from geopera.v1 import catalog_pb2, credits_pb2, processing_pb2
+from geopera.v1 import analytics_pb2, catalog_pb2, credits_pb2, processing_pb2
 from tests.conftest import SAMPLES, World
 
 
@@ -140,5 +140,19 @@ CASES: dict[str, MatrixCase] = {
     "items.lineage": MatrixCase(
         lambda w: catalog_pb2.ItemsLineageParams(item_id=_first(w.items)),
         lambda w: catalog_pb2.ItemsLineageParams(item_id=_first(w.beta_items)),
+    ),
+    "analytics.execute": MatrixCase(
+        lambda w: analytics_pb2.AnalyticsExecuteParams(
+            operation="zonal_stats",
+            params=_struct({"item_id": _first(w.items), "index_name": "NDVI", "geometry": AOI}),
+        ),
+        lambda w: analytics_pb2.AnalyticsExecuteParams(
+            operation="zonal_stats",
+            params=_struct({"item_id": _first(w.beta_items), "index_name": "NDVI", "geometry": AOI}),
+        ),
+    ),
+    "analytics.operations.list": MatrixCase(lambda w: analytics_pb2.AnalyticsOperationsListParams(), None),
+    "analytics.operations.get": MatrixCase(
+        lambda w: analytics_pb2.AnalyticsOperationsGetParams(name="zonal_stats"), None
     ),
 }

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from server.api import ops_catalog, ops_processing
+from server.api import ops_analytics, ops_catalog, ops_processing
 from server.api.registry import OperationRegistry
 
 
 def build_registry() -> OperationRegistry:
     registry = OperationRegistry()
-    for operation in (*ops_catalog.OPERATIONS, *ops_processing.OPERATIONS):
+    for operation in (*ops_catalog.OPERATIONS, *ops_processing.OPERATIONS, *ops_analytics.OPERATIONS):
         registry.register(operation)
     return registry
 

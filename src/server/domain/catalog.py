@@ -54,6 +54,7 @@ ASSET_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 COLLECTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MAX_NAME_LENGTH = 200
 UPLOAD_TTL_SECONDS = 24 * 3600
+ARTIFACT_RESOURCE = re.compile(r"^artifacts/(?P<artifact_id>[^/]+)$")
 ASSET_RESOURCE = re.compile(r"^items/(?P<item_id>[^/]+)/assets/(?P<key>[^/]+)$")
 
 
@@ -629,6 +630,9 @@ class CatalogService:
     # -- downloads ----------------------------------------------------------
 
     async def asset_file(self, principal: Principal, resource_name: str) -> FileRef:
+        artifact = ARTIFACT_RESOURCE.match(resource_name)
+        if artifact:
+            return await self._artifact_file(principal, artifact.group("artifact_id"))
         match = ASSET_RESOURCE.match(resource_name)
         if not match:
             raise invalid_argument(
@@ -651,5 +655,14 @@ class CatalogService:
                     raise not_found("ITEM_NOT_FOUND", f"item {item_id!r} does not exist", item_id=item_id)
                 principal.require_project(owner["project_id"])
                 raise not_found("ASSET_NOT_FOUND", f"item {item_id!r} has no asset {key!r}")
+        principal.require_project(row["project_id"])
+        return FileRef(row["storage_key"], row["media_type"], row["size_bytes"], row["sha256"])
+
+    async def _artifact_file(self, principal: Principal, artifact_id: str) -> FileRef:
+        principal.require_scope("analytics:read")
+        async with self._db.connection() as conn:
+            row = await (await conn.execute(Q.get_artifact_file, {"id": artifact_id})).fetchone()
+        if row is None:
+            raise not_found("ARTIFACT_NOT_FOUND", f"artifact {artifact_id!r} does not exist", artifact_id=artifact_id)
         principal.require_project(row["project_id"])
         return FileRef(row["storage_key"], row["media_type"], row["size_bytes"], row["sha256"])

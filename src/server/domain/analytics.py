@@ -1,0 +1,208 @@
+"""analytics.execute: resolve the items a method reads (with access checks),
+run the method off the event loop, and store its artifacts in the project."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import shutil
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from server.analytics import AnalyticsContext, Artifact, AssetView, ItemView, MethodRegistry
+from server.auth import Principal
+from server.domain.catalog import CatalogService
+from server.domain.models import ItemRecord
+from server.errors import Code, DomainError, invalid_argument
+from server.ids import new_id
+from server.storage import BlobStorage
+from server.store import Database, Q
+
+# Threads each call may use for block decoding; with the call pool below this
+# keeps a 2-core machine busy without oversubscribing it.
+THREADS_PER_CALL = 2
+CONCURRENT_CALLS = 4
+
+
+@dataclass(frozen=True)
+class StoredArtifact:
+    id: str
+    key: str
+    media_type: str
+    size_bytes: int
+    sha256: str
+    title: str
+
+
+@dataclass(frozen=True)
+class AnalyticsOutcome:
+    operation: str
+    result: dict[str, Any]
+    artifacts: list[StoredArtifact]
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN/infinity have no JSON spelling: a statistic that is not a number is
+    reported as null (e.g. the mean of an empty zone)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+def item_view(record: ItemRecord, storage: BlobStorage) -> ItemView:
+    return ItemView(
+        id=record.id,
+        name=record.name,
+        datetime=record.datetime,
+        geometry=record.geometry,
+        properties=record.properties,
+        assets={
+            asset.key: AssetView(
+                key=asset.key,
+                path=storage.local_path(asset.storage_key),
+                media_type=asset.media_type,
+                roles=tuple(asset.roles),
+                bands=asset.bands,
+            )
+            for asset in record.assets
+        },
+    )
+
+
+class AnalyticsService:
+    def __init__(self, db: Database, storage: BlobStorage, catalog: CatalogService, methods: MethodRegistry) -> None:
+        self._db = db
+        self._storage = storage
+        self._catalog = catalog
+        self.methods = methods
+        self._pool = ThreadPoolExecutor(max_workers=CONCURRENT_CALLS, thread_name_prefix="analytics")
+
+    def _method_name(self, name: str) -> str:
+        if not name:
+            raise invalid_argument("OPERATION_REQUIRED", "operation is required (e.g. zonal_stats)", field="operation")
+        if name not in self.methods:
+            raise invalid_argument(
+                "UNKNOWN_ANALYTICS_OPERATION",
+                f"unknown analytics operation {name[:100]!r}",
+                field="operation",
+                metadata={"known_operations": ", ".join(self.methods.names())},
+            )
+        return name
+
+    def describe(self, name: str) -> dict[str, Any]:
+        if name not in self.methods:
+            raise DomainError(
+                Code.NOT_FOUND,
+                "UNKNOWN_ANALYTICS_OPERATION",
+                f"unknown analytics operation {name[:100]!r}",
+                metadata={"known_operations": ", ".join(self.methods.names())},
+            )
+        return self.methods.describe(name)
+
+    def describe_all(self) -> list[dict[str, Any]]:
+        return [self.methods.describe(name) for name in self.methods.names()]
+
+    async def execute(self, principal: Principal, name: str, params: dict[str, Any]) -> AnalyticsOutcome:
+        name = self._method_name(name)
+        model = self.methods.validate(name, params)
+        method = self.methods.get(name)
+        items = {}
+        projects = set()
+        for item_id in dict.fromkeys(method.item_ids(model)):
+            record = await self._catalog.get_item(principal, item_id)
+            items[record.id] = item_view(record, self._storage)
+            projects.add(record.project_id)
+        workdir = Path(tempfile.mkdtemp(prefix=f"analytics-{name}-", dir=self._storage.scratch_dir()))
+        cancelled = threading.Event()
+
+        def check_cancelled() -> None:
+            if cancelled.is_set():
+                raise DomainError(Code.CANCELLED, "CALL_CANCELLED", "the call was cancelled or its deadline passed")
+
+        context = AnalyticsContext(
+            items=items,
+            artifact_dir=workdir,
+            workers=THREADS_PER_CALL,
+            cancel_check=check_cancelled,
+            scratch_dir=workdir,
+        )
+        try:
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(self._pool, self.methods.run, name, params, context)
+            try:
+                result = await asyncio.shield(future)
+            except asyncio.CancelledError:
+                cancelled.set()  # the thread stops at its next block
+                raise
+            # Artifacts belong to the project of the items they were computed from.
+            project_id = next(iter(projects)) if len(projects) == 1 else None
+            stored = await self._store_artifacts(principal, name, project_id, context.artifacts)
+            return AnalyticsOutcome(name, _json_safe(result), stored)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, workdir, True)
+
+    async def _store_artifacts(
+        self, principal: Principal, operation: str, project_id: str | None, artifacts: list[Artifact]
+    ) -> list[StoredArtifact]:
+        if not artifacts:
+            return []
+        if project_id is None:
+            raise invalid_argument(
+                "ITEMS_IN_SEVERAL_PROJECTS", "an analytics call that stores files must read items of one project"
+            )
+        stored: list[StoredArtifact] = []
+        keys: list[str] = []
+        try:
+            rows = []
+            for artifact in artifacts:
+                artifact_id = new_id("art")
+                suffix = Path(artifact.path).suffix or ".bin"
+                storage_key = f"projects/{project_id}/artifacts/{artifact_id}{suffix}"
+                await asyncio.to_thread(self._storage.put_file, storage_key, Path(artifact.path))
+                keys.append(storage_key)
+                size, sha = await asyncio.to_thread(_size_and_sha256, Path(artifact.path))
+                rows.append((artifact_id, storage_key, size, sha, artifact))
+            async with self._db.transaction() as conn:
+                for artifact_id, storage_key, size, sha, artifact in rows:
+                    await conn.execute(
+                        Q.insert_artifact,
+                        {
+                            "id": artifact_id,
+                            "project_id": project_id,
+                            "operation": operation,
+                            "key": artifact.key,
+                            "title": artifact.title,
+                            "storage_key": storage_key,
+                            "media_type": artifact.media_type,
+                            "size_bytes": size,
+                            "sha256": sha,
+                            "created_by": principal.id,
+                        },
+                    )
+                    stored.append(
+                        StoredArtifact(artifact_id, artifact.key, artifact.media_type, size, sha, artifact.title)
+                    )
+        except BaseException:
+            for key in keys:
+                await asyncio.to_thread(self._storage.delete, key)
+            raise
+        return stored
+
+
+def _size_and_sha256(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as source:
+        while chunk := source.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
