@@ -14,16 +14,27 @@ import pytest
 
 from tests.support.server import REPO, ServerProcess
 
-GRPCURL_SECTION = re.compile(r"^## Talking to it with grpcurl\n(.*?)^## ", re.MULTILINE | re.DOTALL)
+SECTIONS = re.compile(
+    r"^## (?:Talking to it with grpcurl|HTTP/JSON and the Python SDK)\n(.*?)(?=^## )", re.MULTILINE | re.DOTALL
+)
 BASH_BLOCK = re.compile(r"```bash\n(.*?)```", re.DOTALL)
+PYTHON_BLOCK = re.compile(r"```python\n(.*?)```", re.DOTALL)
+
+
+def _sections() -> str:
+    sections = SECTIONS.findall((REPO / "README.md").read_text())
+    assert len(sections) == 2, "README.md lost its grpcurl or HTTP/SDK section"
+    return "\n".join(sections)
 
 
 def readme_grpcurl_blocks() -> list[str]:
-    """Every bash block of the grpcurl section but the `export` one; each runs
-    as one script, exactly as printed."""
-    section = GRPCURL_SECTION.search((REPO / "README.md").read_text())
-    assert section, "README.md lost its grpcurl section"
-    return [b for b in BASH_BLOCK.findall(section.group(1)) if not b.lstrip().startswith("export")]
+    """Every bash block of the grpcurl and HTTP sections but the `export` one;
+    each runs as one script, exactly as printed."""
+    return [b for b in BASH_BLOCK.findall(_sections()) if not b.lstrip().startswith("export")]
+
+
+def readme_python_blocks() -> list[str]:
+    return PYTHON_BLOCK.findall(_sections())
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +45,16 @@ def demo_server(database_factory, tmp_path_factory):
     server.stop()
 
 
-def _run(command: str, address: str, token: str) -> subprocess.CompletedProcess[str]:
+def _run(
+    command: str, server: ServerProcess, token: str, interpreter: str = "bash"
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "TOKEN": token, "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}"}
+    script = command.replace("127.0.0.1:50051", server.address).replace(
+        "127.0.0.1:8080", f"127.0.0.1:{server.http_port}"
+    )
+    argv = ["bash", "-c", script] if interpreter == "bash" else [str(REPO / ".venv" / "bin" / "python"), "-c", script]
     return subprocess.run(
-        ["bash", "-c", command.replace("127.0.0.1:50051", address)],
+        argv,
         env=env, capture_output=True, text=True, timeout=180, cwd=REPO,
     )  # fmt: skip
 
@@ -60,13 +77,25 @@ def test_readme_has_the_commands_we_promise():
     assert "grpcurl -plaintext 127.0.0.1:50051 list" in text
     assert "describe geopera.v1.ClipCreateFromItemParams" in text
     assert text.count("KernelService/Execute") >= 4 and "KernelService/WatchJob" in text
+    assert "buf curl" in text and "curl -s -X POST http://127.0.0.1:8080/v1/op/" in text
+    assert readme_python_blocks()
+
+
+@pytest.mark.parametrize("index", range(len(readme_python_blocks())))
+def test_readme_python_snippet(demo_server, index):
+    token = Path(demo_server.home / "demo-token").read_text().strip()
+    result = _run(readme_python_blocks()[index], demo_server, token, interpreter="python")
+    assert result.returncode == 0, result.stderr
+    mean, status = result.stdout.splitlines()[:2]
+    assert 0.3 < float(mean) < 1.0
+    assert status.startswith("SUCCEEDED ['it_")
 
 
 @pytest.mark.parametrize("index", range(len(readme_grpcurl_blocks())))
 def test_readme_grpcurl_block(demo_server, index):
     block = readme_grpcurl_blocks()[index]
     token = Path(demo_server.home / "demo-token").read_text().strip()
-    result = _run(block, demo_server.address, token)
+    result = _run(block, demo_server, token)
     output = result.stdout
     if '"bbox": [1, 2, 3]' in block:
         assert result.returncode != 0
@@ -79,6 +108,14 @@ def test_readme_grpcurl_block(demo_server, index):
             assert service in output.splitlines()
         assert '"status": "SERVING"' in output
         assert "message ClipCreateFromItemParams" in output and "aoi_geometry" in output
+    elif "buf curl" in block:
+        assert json.loads(output)["result"]["@type"] == "type.googleapis.com/geopera.v1.ProjectsListResult"
+    elif "zonal_stats" in block:
+        zones = json.loads(output)["result"]["result"]["zones"]
+        assert 0.3 < zones[0]["stats"]["mean"] < 1.0
+    elif "curl -s" in block:
+        created = json.loads(output)
+        assert created["job"]["job_type_id"] == "bathymetry" and created["dispatch"]["accepted"]
     elif "WatchJob" in block:
         events = [json.loads(chunk) for chunk in _json_documents(output)]
         assert events[0]["event_type"] == "snapshot"
