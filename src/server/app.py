@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 
 from geopera.v1 import (  # noqa: F401  (imports register every payload type for reflection)
     analytics_pb2,
+    auth_pb2,
     catalog_pb2,
     credits_pb2,
     errors_pb2,

@@ -26,6 +26,8 @@ SCOPES = (
     "admin",
     "worker",
 )
+# The registry scope of operations open to every authenticated (non-job) caller.
+ANY_SCOPE = ""
 USER_SCOPES = tuple(s for s in SCOPES if s not in ("admin", "worker"))
 TOKEN_PREFIX = "gpk_"
 JOB_TOKEN_PREFIX = "gjt_"
@@ -55,11 +57,14 @@ class Principal:
         return "admin" in self.scopes
 
     def require_scope(self, scope: str) -> None:
+        """`scope` "" (ANY_SCOPE) admits every authenticated caller but job tokens."""
         if self.kind == "job":
             raise permission_denied(
                 "JOB_TOKEN_NOT_ALLOWED",
                 "a job token may only report on and register outputs of its own job",
             )
+        if scope == ANY_SCOPE:
+            return
         if scope not in self.scopes and not self.is_admin:
             raise permission_denied("MISSING_SCOPE", f"this operation requires scope {scope!r}", required_scope=scope)
 

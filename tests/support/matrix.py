@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
-from geopera.v1 import analytics_pb2, catalog_pb2, credits_pb2, processing_pb2
+from geopera.v1 import analytics_pb2, auth_pb2, catalog_pb2, credits_pb2, processing_pb2
 from tests.conftest import SAMPLES, World
 
 
@@ -155,4 +155,5 @@ CASES: dict[str, MatrixCase] = {
     "analytics.operations.get": MatrixCase(
         lambda w: analytics_pb2.AnalyticsOperationsGetParams(name="zonal_stats"), None
     ),
+    "auth.whoami": MatrixCase(lambda w: auth_pb2.AuthWhoamiParams(), None),
 }

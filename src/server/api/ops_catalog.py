@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from geopera.v1 import catalog_pb2, credits_pb2
+from geopera.v1 import auth_pb2, catalog_pb2, credits_pb2
 from server.api import convert
 from server.api.registry import Operation, OperationContext
+from server.auth import ANY_SCOPE
 from server.domain.models import AssetInput, ItemCreate, ItemQuery
 from server.services import Services
 
@@ -75,7 +76,27 @@ async def ledger_list(
     )
 
 
+async def auth_whoami(s: Services, ctx: OperationContext, p: auth_pb2.AuthWhoamiParams) -> auth_pb2.AuthWhoamiResult:
+    principal = ctx.principal
+    return auth_pb2.AuthWhoamiResult(
+        principal_id=principal.id,
+        kind=principal.kind,
+        name=principal.name,
+        scopes=sorted(principal.scopes),
+        project_ids=sorted(principal.project_ids),
+    )
+
+
 OPERATIONS = (
+    Operation(
+        "auth.whoami",
+        auth_pb2.AuthWhoamiParams,
+        auth_pb2.AuthWhoamiResult,
+        ANY_SCOPE,
+        "read",
+        auth_whoami,
+        "Who the calling token is: kind, scopes and project memberships.",
+    ),
     Operation(
         "projects.get",
         catalog_pb2.ProjectsGetParams,
