@@ -322,9 +322,13 @@ Global___AssetInput: _TypeAlias = AssetInput  # noqa: Y015
 class ItemsCreateParams(_message.Message):
     """`items.create` (scope `catalog:write`): registers a raster item.
 
-    Each asset must be a valid Cloud-Optimized GeoTIFF (INVALID_ARGUMENT
-    `NOT_A_COG` with the validator's findings, `UNREADABLE_RASTER` when rasterio
-    cannot open it), unless `convert_to_cog` is set. The server reads the
+    Each asset must be a valid Cloud-Optimized GeoTIFF held to the house
+    convention - internal tiles, lossless compression (ZSTD is the house codec),
+    overviews once larger than 512 pixels - or INVALID_ARGUMENT `NOT_A_COG`
+    with the findings in the ErrorInfo metadata `findings`;
+    `UNREADABLE_RASTER` when rasterio cannot open or fully read it (truncated,
+    corrupt); `UNSUPPORTED_RASTER` without a CRS or geotransform. With
+    `convert_to_cog` a file GDAL can read is converted instead of refused. The server reads the
     embedded statistics (computing them when absent), derives band metadata and
     the render stretch, computes the footprint, and stores the asset. Either
     everything is registered or nothing is: a refused asset leaves no item,
