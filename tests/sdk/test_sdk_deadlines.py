@@ -30,14 +30,18 @@ def test_calls_cut_by_their_deadline_do_not_lose_later_writes(own_world):
     world = own_world
     source = world.items["s2l1c_slovenia_20150711_bgrn"]
     with Client(world.server.address, world.tokens["alpha"], retries=0) as client:
+        cut = 0
         for _ in range(60):
-            with pytest.raises(DeadlineExceeded):
+            try:
                 client.execute(
                     "processing.create",
                     {"project_id": "alpha", "job_type_id": "clip",
                      "input_params": {"source_item_id": source, "aoi_geometry": AOI}},
                     timeout=0.004,
                 )  # fmt: skip
+            except DeadlineExceeded:
+                cut += 1  # a fast machine may finish a few calls within 4 ms
+        assert cut >= 30, f"only {cut} of 60 calls were cut by their deadline"
         failures = []
         scene = SAMPLES / "s2l1c_slovenia_20150731_bgrn.tif"
         for i in range(8):
