@@ -5,6 +5,7 @@ token themselves)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import threading
@@ -64,6 +65,21 @@ def start_workers(world: World, count: int, *, capacity: int = 2, grace: float =
     ]
     wait_for_job_type(world, "test_cog", workers=count)
     return workers
+
+
+@contextlib.contextmanager
+def running_world(database_url: str, home: Path, workers: int = 0) -> Iterator[World]:
+    """A seeded world with `workers` real worker processes, torn down after."""
+    world = start_world(database_url, home)
+    started = start_workers(world, workers) if workers else []
+    try:
+        yield world
+    finally:
+        for worker in started:
+            worker.stop()
+        assert world.channel is not None
+        world.channel.close()
+        world.server.stop()
 
 
 def create_and_dispatch(client: Any, job_type_id: str, params: dict[str, Any], project: str = "alpha", **md: str):

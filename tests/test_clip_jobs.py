@@ -19,7 +19,7 @@ from shapely.geometry import shape
 from geopera.v1 import catalog_pb2, processing_pb2
 from server.raster.clip import aoi_in_raster_crs
 from tests.conftest import SAMPLES
-from tests.jobs_support import STATUS, balance, start_workers, start_world, wait_terminal
+from tests.jobs_support import STATUS, balance, running_world, wait_terminal
 from tests.support.client import RpcFailure
 
 SOURCE = "s2l1c_slovenia_20150711_bgrn"
@@ -28,13 +28,8 @@ AOI = json.loads((SAMPLES / "aoi_epsg4326.geojson").read_text())
 
 @pytest.fixture(scope="module")
 def clip_world(database_factory, tmp_path_factory):
-    world = start_world(database_factory.create(), tmp_path_factory.mktemp("clip"))
-    workers = start_workers(world, 1)
-    yield world
-    for worker in workers:
-        worker.stop()
-    world.channel.close()
-    world.server.stop()
+    with running_world(database_factory.create(), tmp_path_factory.mktemp("clip"), workers=1) as world:
+        yield world
 
 
 def _struct(value) -> struct_pb2.Struct:

@@ -20,8 +20,7 @@ from tests.jobs_support import (
     job_metadata,
     ledger,
     ledger_sums,
-    start_workers,
-    start_world,
+    running_world,
     struct,
     wait_terminal,
     watch,
@@ -31,13 +30,8 @@ from tests.support.client import RpcFailure
 
 @pytest.fixture(scope="module")
 def jobs_world(database_factory, tmp_path_factory):
-    world = start_world(database_factory.create(), tmp_path_factory.mktemp("jobs"))
-    workers = start_workers(world, 2)
-    yield world
-    for worker in workers:
-        worker.stop()
-    world.channel.close()
-    world.server.stop()
+    with running_world(database_factory.create(), tmp_path_factory.mktemp("jobs"), workers=2) as world:
+        yield world
 
 
 def _fails(call) -> RpcFailure:

@@ -17,19 +17,14 @@ from google.protobuf import json_format
 
 from geopera.v1 import catalog_pb2
 from tests.conftest import SAMPLES
-from tests.jobs_support import start_workers, start_world
+from tests.jobs_support import running_world
 from tests.support.registry import REGISTRY
 
 
 @pytest.fixture(scope="module")
 def rest_world(database_factory, tmp_path_factory):
-    world = start_world(database_factory.create(), tmp_path_factory.mktemp("rest"))
-    workers = start_workers(world, 1)
-    yield world
-    for worker in workers:
-        worker.stop()
-    world.channel.close()
-    world.server.stop()
+    with running_world(database_factory.create(), tmp_path_factory.mktemp("rest"), workers=1) as world:
+        yield world
 
 
 def call(world, path: str, body: Any = None, *, token: str | None = "alpha", headers: dict[str, str] | None = None,

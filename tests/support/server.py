@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -12,10 +11,12 @@ from pathlib import Path
 
 import grpc
 
+from tests.support.process import ChildProcess
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-class ServerProcess:
+class ServerProcess(ChildProcess):
     def __init__(
         self,
         *,
@@ -85,18 +86,5 @@ class ServerProcess:
         self.stop()
         raise RuntimeError(f"server not ready after {timeout} s:\n{self.log()}")
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
     def channel(self) -> grpc.Channel:
         return grpc.insecure_channel(self.address)
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()

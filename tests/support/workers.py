@@ -8,12 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.process import ChildProcess
 from tests.support.server import REPO
 
 TEST_PLUGINS = "tests.support.test_plugins,worker.plugins"
 
 
-class WorkerProcess:
+class WorkerProcess(ChildProcess):
+    stop_timeout = 60.0
+
     def __init__(
         self,
         server: str,
@@ -62,19 +65,6 @@ class WorkerProcess:
                 stderr=subprocess.STDOUT,
             )
         return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)

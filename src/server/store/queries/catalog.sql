@@ -16,31 +16,11 @@ VALUES (%(item_id)s, %(key)s, %(storage_key)s, %(media_type)s, %(title)s, %(role
         %(sha256)s, %(bands)s, %(grid)s, %(render)s);
 
 -- name: get_item
--- One item with its assets aggregated as JSON, so a get is one round trip.
-SELECT i.id, i.project_id, i.collection_id, i.name, i.geometry, i.bbox_west, i.bbox_south, i.bbox_east,
-       i.bbox_north, i.datetime, i.properties, i.create_time, i.job_id,
-       coalesce((SELECT jsonb_agg(jsonb_build_object(
-                    'key', a.key, 'storage_key', a.storage_key, 'media_type', a.media_type,
-                    'title', a.title, 'roles', a.roles, 'size_bytes', a.size_bytes, 'sha256', a.sha256,
-                    'bands', a.bands, 'grid', a.grid, 'render', a.render) ORDER BY a.key)
-                 FROM assets a WHERE a.item_id = i.id), '[]'::jsonb) AS assets,
-       coalesce((SELECT array_agg(p.source_item_id ORDER BY p.source_item_id) FROM provenance_edges p
-                 WHERE p.output_item_id = i.id AND p.relation = 'derived_from'), '{}') AS source_item_ids
-FROM items i
-WHERE i.id = %(id)s;
+SELECT * FROM item_documents WHERE id = %(id)s;
 
 -- name: list_items
 -- A page of a project's items in (datetime, id) order after the cursor.
-SELECT i.id, i.project_id, i.collection_id, i.name, i.geometry, i.bbox_west, i.bbox_south, i.bbox_east,
-       i.bbox_north, i.datetime, i.properties, i.create_time, i.job_id,
-       coalesce((SELECT jsonb_agg(jsonb_build_object(
-                    'key', a.key, 'storage_key', a.storage_key, 'media_type', a.media_type,
-                    'title', a.title, 'roles', a.roles, 'size_bytes', a.size_bytes, 'sha256', a.sha256,
-                    'bands', a.bands, 'grid', a.grid, 'render', a.render) ORDER BY a.key)
-                 FROM assets a WHERE a.item_id = i.id), '[]'::jsonb) AS assets,
-       coalesce((SELECT array_agg(p.source_item_id ORDER BY p.source_item_id) FROM provenance_edges p
-                 WHERE p.output_item_id = i.id AND p.relation = 'derived_from'), '{}') AS source_item_ids
-FROM items i
+SELECT * FROM item_documents i
 WHERE i.project_id = %(project_id)s
   AND (%(collection_id)s::text IS NULL OR i.collection_id = %(collection_id)s::text)
   AND (%(west)s::float8 IS NULL OR (i.bbox_east >= %(west)s::float8 AND i.bbox_west <= %(east)s::float8
