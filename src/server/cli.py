@@ -1,4 +1,4 @@
-"""`geopera` command line: `serve`, `admin ...` (and `worker`, see src/worker).
+"""`geopera` command line: `serve`, `admin ...`, `mcp` (and `worker`, see src/worker).
 
 Every flag has a `GEOPERA_*` environment variable (see server/config.py).
 `geopera admin` talks to the same database as the server: the URL from
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -138,6 +139,12 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return worker_main(args.worker_args)
 
 
+def _cmd_mcp(args: argparse.Namespace) -> int:
+    from server.mcp import main as mcp_main
+
+    return mcp_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="geopera", description="Geopera kernel")
     common = argparse.ArgumentParser(add_help=False)
@@ -182,10 +189,19 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a worker process")
     worker.add_argument("worker_args", nargs=argparse.REMAINDER)
     worker.set_defaults(func=_cmd_worker)
+
+    from server.mcp import add_arguments as add_mcp_arguments
+
+    mcp = sub.add_parser("mcp", help="serve the operations as MCP tools over stdio (calls a kernel over gRPC)")
+    add_mcp_arguments(mcp)
+    mcp.set_defaults(func=_cmd_mcp)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    # gRPC core logs fork notices at INFO when the server starts the demo
+    # worker; only its errors belong on a user's terminal.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -1,0 +1,339 @@
+"""The MCP tool catalogue, projected from the operation registry, and tool
+calls run against the kernel. Nothing here knows MCP's wire types (see
+`server.mcp.app`), so it is the same projection whatever the transport.
+
+- One tool per registered operation, named without dots (`items.list` ->
+  `items_list`); its input schema is the params message's JSON Schema (proto3
+  JSON, snake_case); spend tools take an extra optional `idempotency_key`.
+- One tool per analytics method (`analytics_zonal_stats`, ...), listed by
+  `analytics.operations.list`, whose input schema is the method's own.
+- `jobs_wait`: follows `KernelService/WatchJob` for a bounded time.
+
+A result is the operation's result message as proto3 JSON; an error is the
+body the HTTP projection answers (`{code, reason, message, request_id,
+details}`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import jsonschema
+from google.protobuf import json_format
+
+from geopera.v1 import analytics_pb2, resources_pb2
+from server.api.registry import Operation, OperationRegistry, SideEffect
+from server.mcp.kernel import Kernel, KernelError
+from server.mcp.schema import message_schema
+from server.mcp.scopes import ScopeDiscovery, allows, discover_scopes
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENCY_ARGUMENT = "idempotency_key"
+IDEMPOTENCY_META_KEY = "io.geopera/idempotency_key"
+ANALYTICS_EXECUTE = "analytics.execute"
+ANALYTICS_LIST = "analytics.operations.list"
+JOBS_WAIT = "jobs_wait"
+WAIT_DEFAULT_SECONDS = 30.0
+WAIT_MAX_SECONDS = 50.0
+# Even with timeout_seconds=0, wait this long for the job's first snapshot.
+FIRST_EVENT_SECONDS = 5.0
+RELOAD_SECONDS = 10.0
+_TRANSIENT = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
+_TERMINAL = frozenset(
+    {resources_pb2.JOB_STATUS_SUCCEEDED, resources_pb2.JOB_STATUS_FAILED, resources_pb2.JOB_STATUS_CANCELLED}
+)
+
+ToolKind = Literal["operation", "analytics_method", "jobs_wait"]
+# progress(progress, message): progress increases with every call.
+Progress = Callable[[float, str], Awaitable[None]]
+
+
+def tool_name(operation: str) -> str:
+    """`processing.jobs.list` -> `processing_jobs_list`."""
+    return operation.replace(".", "_")
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    title: str
+    description: str
+    input_schema: dict[str, Any]
+    scope: str
+    side_effect: SideEffect
+    kind: ToolKind
+    operation: Operation | None = None
+    analytics_method: str = ""
+
+
+@dataclass
+class ToolOutcome:
+    """A tool's answer: `body` is the result (or the error) as a JSON object."""
+
+    body: dict[str, Any]
+    is_error: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def _access(scope: str, side_effect: SideEffect) -> str:
+    text = f"Scope `{scope}`; side effect: {side_effect}."
+    if side_effect == "spend":
+        text += (
+            f" Spends credits. Pass `{IDEMPOTENCY_ARGUMENT}` (1-255 printable ASCII characters) to make a"
+            " retry safe: the same key with the same arguments returns the first result instead of spending"
+            " again, the same key with other arguments is refused (IDEMPOTENCY_KEY_REUSED). Without one,"
+            " each call gets a fresh key."
+        )
+    return text
+
+
+def operation_tool(operation: Operation) -> ToolSpec:
+    schema = message_schema(operation.params_type.DESCRIPTOR)
+    if operation.side_effect == "spend":
+        schema.setdefault("properties", {})[IDEMPOTENCY_ARGUMENT] = {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 255,
+            "description": "Optional; sent as the `idempotency-key` metadata (see the tool description).",
+        }
+    return ToolSpec(
+        name=tool_name(operation.name),
+        title=operation.name,
+        description=f"{operation.description}\n\nOperation `{operation.name}`. "
+        + _access(operation.scope, operation.side_effect),
+        input_schema=schema,
+        scope=operation.scope,
+        side_effect=operation.side_effect,
+        kind="operation",
+        operation=operation,
+    )
+
+
+def analytics_tool(method: analytics_pb2.AnalyticsOperation, execute: Operation) -> ToolSpec:
+    schema = json_format.MessageToDict(method.input_schema)
+    if schema.get("type") != "object":
+        schema = {"type": "object", "properties": {}, **{k: v for k, v in schema.items() if k != "type"}}
+    description = (method.description or f"The analytics method {method.name}.").strip()
+    return ToolSpec(
+        name="analytics_" + re.sub(r"[^A-Za-z0-9_-]", "_", method.name),
+        title=f"analytics {method.name}",
+        description=f"{description}\n\nRuns `{execute.name}` with operation `{method.name}`; the arguments are"
+        " the method's params and the result is that of analytics_execute. "
+        + _access(execute.scope, execute.side_effect),
+        input_schema=schema,
+        scope=execute.scope,
+        side_effect=execute.side_effect,
+        kind="analytics_method",
+        operation=execute,
+        analytics_method=method.name,
+    )
+
+
+def jobs_wait_tool() -> ToolSpec:
+    return ToolSpec(
+        name=JOBS_WAIT,
+        title="wait for a job",
+        description=(
+            "Follow a job (KernelService/WatchJob) until it ends (SUCCEEDED, FAILED or CANCELLED) or"
+            f" `timeout_seconds` pass (default {WAIT_DEFAULT_SECONDS:g}, at most {WAIT_MAX_SECONDS:g}). Answers"
+            " the latest job snapshot, its status, whether it is terminal and the last event sequence; call it"
+            " again to keep waiting. Reports progress notifications when the client asks for them.\n\n"
+            + _access("processing:read", "read")
+        ),
+        input_schema={
+            "type": "object",
+            "properties": {
+                "job_id": {"type": "string", "minLength": 1, "description": "The job, `job_...`."},
+                "timeout_seconds": {
+                    "type": "number",
+                    "minimum": 0,
+                    "maximum": WAIT_MAX_SECONDS,
+                    "default": WAIT_DEFAULT_SECONDS,
+                    "description": "How long to wait for the job to end.",
+                },
+            },
+            "required": ["job_id"],
+            "additionalProperties": False,
+        },
+        scope="processing:read",
+        side_effect="read",
+        kind="jobs_wait",
+    )
+
+
+def _invalid(reason: str, message: str, violations: list[dict[str, str]], schema: dict[str, Any]) -> KernelError:
+    violations = violations or [{"field": "arguments", "description": message}]
+    return KernelError("INVALID_ARGUMENT", reason, message, field_violations=violations, expected_schema=schema)
+
+
+def _to_dict(message: Any) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+class Projection:
+    """The tools of one kernel as one principal sees them."""
+
+    def __init__(
+        self,
+        kernel: Kernel,
+        registry: OperationRegistry,
+        *,
+        scope_discovery: ScopeDiscovery = discover_scopes,
+    ) -> None:
+        self.kernel = kernel
+        self.registry = registry
+        self._scope_discovery = scope_discovery
+        self._lock = asyncio.Lock()
+        self._loaded = False
+        self._retry_load_at = 0.0
+        self.scopes: frozenset[str] | None = None  # None: unknown, every tool is listed
+        self._static = [operation_tool(op) for op in registry] + [jobs_wait_tool()]
+        self._analytics: list[ToolSpec] = []
+
+    async def load(self) -> None:
+        """Learn the caller's scopes and the analytics methods: once, and again
+        (at most every `RELOAD_SECONDS`) while the kernel could not be reached."""
+        async with self._lock:
+            now = asyncio.get_running_loop().time()
+            if self._loaded or now < self._retry_load_at:
+                return
+            transient = False
+            self.scopes = await self._scope_discovery(self.kernel, self.registry)
+            execute, listing = self.registry.get(ANALYTICS_EXECUTE), self.registry.get(ANALYTICS_LIST)
+            if execute is not None and listing is not None and allows(self.scopes, listing.scope):
+                try:
+                    result = await self.kernel.execute(listing, listing.params_type(), time_budget=15, retry=False)
+                except KernelError as err:
+                    log.warning("cannot list the analytics methods: %s", err)
+                    transient = err.code in _TRANSIENT
+                else:
+                    taken = {tool.name for tool in self._static}
+                    methods = []
+                    for method in result.operations:  # type: ignore[attr-defined]
+                        tool = analytics_tool(method, execute)
+                        if tool.name in taken:
+                            log.warning("analytics method %s: tool name %s is taken", method.name, tool.name)
+                            continue
+                        taken.add(tool.name)
+                        methods.append(tool)
+                    self._analytics = methods
+            self._loaded = not transient
+            self._retry_load_at = now + RELOAD_SECONDS
+
+    def all_tools(self) -> list[ToolSpec]:
+        return [*self._static, *self._analytics]
+
+    async def tools(self) -> list[ToolSpec]:
+        """The tools the caller's scopes allow."""
+        await self.load()
+        return [tool for tool in self.all_tools() if allows(self.scopes, tool.scope)]
+
+    async def call(
+        self, name: str, arguments: Mapping[str, Any] | None, progress: Progress | None = None
+    ) -> ToolOutcome:
+        """Run a tool. A tool the listing hides still runs: the kernel decides."""
+        await self.load()
+        tools = {tool.name: tool for tool in self.all_tools()}
+        spec = tools.get(name)
+        args = dict(arguments or {})
+        meta: dict[str, Any] = {}
+        try:
+            if spec is None:
+                raise KernelError(
+                    "INVALID_ARGUMENT", "UNKNOWN_TOOL", f"unknown tool {name[:100]!r}",
+                    metadata={"known_tools": ", ".join(sorted(tools))},
+                )  # fmt: skip
+            if spec.kind == "jobs_wait":
+                return ToolOutcome(await self._wait(spec, args, progress))
+            if spec.side_effect == "spend":
+                key = args.pop(IDEMPOTENCY_ARGUMENT, None)
+                if key is not None and not isinstance(key, str):
+                    message = f"{IDEMPOTENCY_ARGUMENT} must be a string"
+                    raise _invalid(
+                        "INVALID_IDEMPOTENCY_KEY", message, [{"field": IDEMPOTENCY_ARGUMENT, "description": message}],
+                        spec.input_schema,
+                    )  # fmt: skip
+                meta[IDEMPOTENCY_META_KEY] = key if key is not None else "mcp-" + uuid.uuid4().hex
+            assert spec.operation is not None
+            params = self._params(spec, args)
+            result = await self.kernel.execute(spec.operation, params, idempotency_key=meta.get(IDEMPOTENCY_META_KEY))
+            return ToolOutcome(_to_dict(result), meta=meta)
+        except KernelError as err:
+            error = err
+        except Exception:
+            log.exception("tool %s failed", name)
+            error = KernelError("INTERNAL", "INTERNAL", f"the MCP server failed to run tool {name[:100]!r}")
+        body = error.body()
+        if IDEMPOTENCY_META_KEY in meta:
+            body[IDEMPOTENCY_ARGUMENT] = meta[IDEMPOTENCY_META_KEY]  # retry with it to be safe
+        return ToolOutcome(body, is_error=True, meta=meta)
+
+    @staticmethod
+    def _params(spec: ToolSpec, args: dict[str, Any]) -> Any:
+        assert spec.operation is not None
+        try:
+            if spec.kind == "analytics_method":
+                params = analytics_pb2.AnalyticsExecuteParams(operation=spec.analytics_method)
+                params.params.update(args)
+                return params
+            return json_format.ParseDict(args, spec.operation.params_type())
+        except (json_format.ParseError, TypeError, ValueError) as exc:
+            descriptor = spec.operation.params_type.DESCRIPTOR
+            # protobuf's text lists the camelCase JSON names: name the snake_case ones the schema uses.
+            problem = str(exc).split("\n", 1)[0]
+            if "has no field named" in problem:
+                problem += "; its fields: " + ", ".join(f.name for f in descriptor.fields)
+            message = f"the arguments are not valid {descriptor.name}: {problem}"[:500]
+            raise _invalid("PARAMS_UNPARSEABLE", message, [], spec.input_schema) from exc
+
+    async def _wait(self, spec: ToolSpec, args: dict[str, Any], progress: Progress | None) -> dict[str, Any]:
+        violations = [
+            {"field": ".".join(map(str, e.absolute_path)) or "arguments", "description": e.message}
+            for e in jsonschema.Draft202012Validator(spec.input_schema).iter_errors(args)
+        ]
+        if violations:
+            raise _invalid("INVALID_TOOL_ARGUMENTS", "; ".join(v["description"] for v in violations)[:500],
+                           violations, spec.input_schema)  # fmt: skip
+        job_id: str = args["job_id"]
+        timeout = float(args.get("timeout_seconds", WAIT_DEFAULT_SECONDS))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        latest: resources_pb2.Job | None = None
+        sequence = 0
+        events = self.kernel.watch(job_id)
+        try:
+            while latest is None or latest.status not in _TERMINAL:
+                remaining = deadline - loop.time()
+                if latest is not None and remaining <= 0:
+                    break
+                try:
+                    event = await asyncio.wait_for(
+                        anext(events), remaining if latest is not None else max(remaining, FIRST_EVENT_SECONDS)
+                    )
+                except (StopAsyncIteration, TimeoutError):
+                    break
+                except KernelError:
+                    if latest is None:
+                        raise
+                    break  # e.g. the server is stopping: answer what we have; the caller waits again
+                latest, sequence = event.job, event.sequence
+                if progress is not None:
+                    status = resources_pb2.JobStatus.Name(latest.status).removeprefix("JOB_STATUS_")
+                    await progress(float(sequence), f"{status} {latest.progress:.0%} {latest.message}".strip())
+        finally:
+            await events.aclose()
+        if latest is None:
+            raise KernelError("DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED", f"no snapshot of job {job_id} in time")
+        return {
+            "job": _to_dict(latest),
+            "status": resources_pb2.JobStatus.Name(latest.status),
+            "terminal": latest.status in _TERMINAL,
+            "last_sequence": sequence,
+        }
