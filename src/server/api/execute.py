@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from server.api import convert
 from server.api.calls import CallInfo
 from server.api.registry import Operation, OperationContext, OperationRegistry
 from server.auth import Principal
@@ -20,6 +22,46 @@ from server.services import Services
 
 IDEMPOTENCY_KEY_MAX = 255
 WATCH_POLL_SECONDS = 5.0
+
+
+def reject_nul_characters(message: Message, prefix: str = "params") -> None:
+    """PostgreSQL text cannot hold NUL, and no name, id or JSON string needs
+    one: refuse it by field instead of failing deep in the store."""
+    for field, value in message.ListFields():
+        path = f"{prefix}.{field.name}"
+        if field.type == FieldDescriptor.TYPE_STRING:
+            values = value if field.is_repeated else [value]
+            for index, text in enumerate(values):
+                if "\x00" in text:
+                    where = f"{path}[{index}]" if field.is_repeated else path
+                    raise invalid_argument("INVALID_CHARACTER", "text must not contain NUL characters", field=where)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                for key, item in value.items():
+                    if "\x00" in str(key):
+                        raise invalid_argument("INVALID_CHARACTER", "keys must not contain NUL characters", field=path)
+                    if isinstance(item, Message):
+                        reject_nul_characters(item, f"{path}[{key}]")
+            elif field.is_repeated:
+                for index, item in enumerate(value):
+                    reject_nul_characters(item, f"{path}[{index}]")
+            elif field.message_type.full_name == "google.protobuf.Struct":
+                _reject_nul_json(convert.struct_to_dict(value), path)
+            else:
+                reject_nul_characters(value, path)
+
+
+def _reject_nul_json(value: object, path: str) -> None:
+    if isinstance(value, str) and "\x00" in value:
+        raise invalid_argument("INVALID_CHARACTER", "text must not contain NUL characters", field=path)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if "\x00" in key:
+                raise invalid_argument("INVALID_CHARACTER", "keys must not contain NUL characters", field=path)
+            _reject_nul_json(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _reject_nul_json(item, f"{path}[{index}]")
 
 
 def check_idempotency_key(key: str | None) -> str | None:
@@ -58,6 +100,7 @@ class Executor:
         """Run an already resolved and authorised operation. Spends with an
         idempotency key run once: the key, the side effect and the response
         commit in one transaction (see domain.idempotency)."""
+        reject_nul_characters(params)
         key = check_idempotency_key(key) if operation.side_effect == "spend" else None
         if key is None:
             return await operation.handler(self.services, OperationContext(principal, call.request_id, None), params)

@@ -17,6 +17,12 @@ from server.errors import Code, DomainError
 ERROR_DOMAIN = "geopera.v1"
 # Trailers are capped near 16 KB by common proxies: keep details well below.
 _MAX_DETAIL_BYTES = 12_000
+_MAX_MESSAGE_CHARS = 1_000
+_MAX_METADATA_CHARS = 2_000
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _pack(message: object) -> any_pb2.Any:
@@ -26,15 +32,19 @@ def _pack(message: object) -> any_pb2.Any:
 
 
 def status_proto(err: DomainError, request_id: str = "") -> status_pb2.Status:
-    metadata = dict(err.metadata)
+    # Messages may quote client input (an id, a name): cap every text so the
+    # trailers stay far below the ~16 KB a proxy or client accepts.
+    metadata = {key[:64]: value[:_MAX_METADATA_CHARS] for key, value in err.metadata.items()}
     if request_id:
         metadata["request_id"] = request_id
-    status = status_pb2.Status(code=int(err.code), message=err.message)
+    status = status_pb2.Status(code=int(err.code), message=_clip(err.message, _MAX_MESSAGE_CHARS))
     status.details.append(_pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN, metadata=metadata)))
     if err.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description[:500])
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=_clip(v.field, 200), description=_clip(v.description, 500)
+                )
                 for v in err.violations[:50]
             ]
         )
