@@ -82,3 +82,18 @@ def test_hostile_params_never_get_internal(world, name):
         except RpcFailure as failure:
             assert failure.code not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN), (name, params, failure)
             assert failure.has_error_info and failure.reason, failure
+
+
+def test_nul_characters_in_any_request_are_a_client_error(world):
+    from geopera.v1 import kernel_pb2
+
+    client = world.client("admin")
+
+    def upload():
+        yield kernel_pb2.UploadAssetRequest(project_id="alpha", file_name="a\x00b", data=b"x", finish_write=True)
+
+    with pytest.raises(grpc.RpcError) as info:
+        client.stub.UploadAsset(upload(), metadata=client.metadata(), timeout=30)
+    failure = RpcFailure.from_rpc_error(info.value)
+    assert (failure.code, failure.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CHARACTER")
+    assert failure.violations[0][0] == "request.file_name"

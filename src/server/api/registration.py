@@ -18,17 +18,20 @@ from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
 from server.api.calls import metadata_value
+from server.api.execute import reject_nul_characters
 from server.api.status import to_grpc_status
 from server.errors import invalid_argument
 
 
 def _decode(cls: type[Message], data: bytes) -> Message:
     try:
-        return cls.FromString(data)
+        message = cls.FromString(data)
     except DecodeError as exc:
         raise invalid_argument(
             "MALFORMED_REQUEST", f"the request is not a valid {cls.DESCRIPTOR.full_name}", field="request"
         ) from exc
+    reject_nul_characters(message, "request")
+    return message
 
 
 async def _abort_malformed(context: aio.ServicerContext, err: Exception) -> None:
