@@ -1,0 +1,111 @@
+"""The TypeScript client (clients/typescript) against a live server: a real
+server process with the seeded world and a real worker running the test job
+types, then `npm test` there with GEOPERA_TARGET / GEOPERA_TOKEN /
+GEOPERA_PROJECT / GEOPERA_ITEM_ID pointing at it.
+
+`npm test` type-checks (tsc) and runs node's test runner: create_and_dispatch
+of a `test_cog` job, WatchJob to SUCCEEDED (and resumed after a dropped
+stream), zonal_stats NDVI, and typed errors. Needs `node` and `npm` on PATH;
+`npm ci` runs only when node_modules is missing or older than the lockfile.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, World
+from tests.jobs_support import start_workers, start_world
+
+CLIENT = REPO / "clients" / "typescript"
+NODE = shutil.which("node")
+NPM = shutil.which("npm")
+
+pytestmark = pytest.mark.skipif(
+    NODE is None or NPM is None,
+    reason="node and npm are needed for the TypeScript client tests (clients/typescript); install Node.js >= 20",
+)
+
+
+def _npm_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOPERA_", "NPM_CONFIG_", "npm_"))}
+    env.update({"NPM_CONFIG_UPDATE_NOTIFIER": "false", "NPM_CONFIG_FUND": "false", "NO_COLOR": "1"})
+    env.update(extra or {})
+    return env
+
+
+def _installed(client: Path) -> bool:
+    marker = client / "node_modules" / ".package-lock.json"  # written by npm ci / npm install
+    lock = client / "package-lock.json"
+    return marker.exists() and marker.stat().st_mtime >= lock.stat().st_mtime
+
+
+@pytest.fixture(scope="module")
+def node_modules() -> None:
+    """`npm ci` once; later runs reuse node_modules (and npm's cache)."""
+    if _installed(CLIENT):
+        return
+    assert NPM is not None
+    done = subprocess.run(
+        [NPM, "ci", "--no-audit", "--no-fund", "--prefer-offline"],
+        cwd=CLIENT, env=_npm_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, f"npm ci failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+
+
+@pytest.fixture(scope="module")
+def ts_world(node_modules: None, database_factory, tmp_path_factory) -> Iterator[World]:
+    world = start_world(database_factory.create(), tmp_path_factory.mktemp("typescript"))
+    workers = start_workers(world, 1)
+    yield world
+    for worker in workers:
+        worker.stop()
+    assert world.channel is not None
+    world.channel.close()
+    world.server.stop()
+
+
+def test_the_typescript_client_passes_its_live_suite(ts_world: World) -> None:
+    assert NPM is not None
+    env = _npm_env(
+        {
+            "GEOPERA_TARGET": ts_world.server.address,
+            "GEOPERA_TOKEN": ts_world.tokens["alpha"],
+            "GEOPERA_PROJECT": "alpha",
+            "GEOPERA_ITEM_ID": ts_world.items["s2l1c_slovenia_20150711_bgrn"],
+        }
+    )
+    done = subprocess.run([NPM, "test"], cwd=CLIENT, env=env, capture_output=True, text=True, timeout=180)
+    output = f"{done.stdout}\n{done.stderr}"
+    server_log = ts_world.server.log()[-4000:]
+    assert done.returncode == 0, f"npm test failed ({done.returncode}):\n{output}\n--- server log ---\n{server_log}"
+    passed = re.search(r"^\S*\s*pass (\d+)$", done.stdout, re.MULTILINE)
+    failed = re.search(r"^\S*\s*fail (\d+)$", done.stdout, re.MULTILINE)
+    assert passed and failed, f"no test summary in the output:\n{output}"
+    assert int(failed.group(1)) == 0 and int(passed.group(1)) >= 6, output
+    for name in ("create_and_dispatch runs test_cog", "resumes after a dropped stream", "zonal_stats"):
+        assert name in done.stdout, f"{name!r} did not run:\n{output}"
+
+
+def test_npm_test_fails_without_a_live_server_in_the_environment(node_modules: None) -> None:
+    """The live suite never skips silently: without the env it fails."""
+    assert NPM is not None
+    done = subprocess.run([NPM, "test"], cwd=CLIENT, env=_npm_env(), capture_output=True, text=True, timeout=180)
+    assert done.returncode != 0, done.stdout
+    assert "GEOPERA_TARGET" in done.stdout + done.stderr
+
+
+def test_the_committed_typescript_code_matches_the_protos(node_modules: None) -> None:
+    """clients/typescript/src/gen is generated from proto/ (run `npm run generate` there after a proto change)."""
+    assert NPM is not None
+    done = subprocess.run(
+        [NPM, "run", "--silent", "check-generated"], cwd=CLIENT, env=_npm_env(), capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
