@@ -27,6 +27,9 @@ test: $(STAMP)
 
 generate: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
+	@if command -v npm >/dev/null && [ -d clients/typescript/node_modules ]; then \
+		cd clients/typescript && npm run --silent generate; \
+	else echo "skipping the TypeScript stubs (needs node and 'npm ci' in clients/typescript)"; fi
 
 check-generated: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py --check
