@@ -376,6 +376,13 @@ def floor_change(window_name: str, tmp: Path) -> dict[str, Any]:
     return {"seconds": elapsed, "increase": increase, "decrease": decrease, "mean": total / count}
 
 
+def _vm_hwm_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
 def child(spec: dict[str, Any]) -> dict[str, Any]:
     import tempfile
 
@@ -405,7 +412,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         else:
             raise ValueError(f"unknown case {case!r}")
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    out["rss_mib"] = usage.ru_maxrss / 1024
+    # VmHWM belongs to this process's own address space (exec started a new
+    # one); ru_maxrss would also count the parent's RSS at fork.
+    out["rss_mib"] = _vm_hwm_kib() / 1024
     # CPU of the whole case (setup included), a steadier figure than wall time on a busy machine.
     out["cpu_seconds"] = usage.ru_utime + usage.ru_stime - cpu_before
     return out

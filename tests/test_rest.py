@@ -184,3 +184,28 @@ def test_invalid_analytics_params_are_422_with_the_expected_schema(rest_world):
     assert (status, body["reason"]) == (422, "INVALID_ANALYTICS_PARAMS")
     assert "geometry" in body["details"]["expected_schema"]["properties"]
     assert any(v["field"] == "params.item_id" for v in body["details"]["field_violations"])
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_the_product_docs_change_detection_example_runs_with_curl(rest_world):
+    aoi = json.loads((SAMPLES / "aoi_epsg4326.geojson").read_text())["features"][0]["geometry"]
+    body = {
+        "operation": "change_detection",
+        "params": {
+            "before_item_id": rest_world.items["s2l1c_slovenia_20150711_bgrn"],
+            "after_item_id": rest_world.items["s2l1c_slovenia_20150909_bgrn"],
+            "index_name": "NDVI",
+            "change_threshold": 0.2,
+            "geometry": aoi,
+        },
+    }
+    command = [
+        "curl", "-s", "-X", "POST", f"{rest_world.server.http_url}/v1/op/analytics.execute",
+        "-H", f"Authorization: Bearer {rest_world.tokens['alpha']}",
+        "-H", "Content-Type: application/json",
+        "-d", json.dumps(body),
+    ]  # fmt: skip
+    result = json.loads(subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout)
+    assert result["operation"] == "change_detection"
+    assert {o["key"] for o in result["outputs"]} == {"difference_cog", "quicklook_png"}
+    assert result["result"]["index_name"] == "NDVI" and result["result"]["compared_count"] > 0

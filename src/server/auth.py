@@ -100,13 +100,18 @@ class TokenService:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise unauthenticated("the authorization metadata must be `Bearer <token>`")
-        if token.startswith(JOB_TOKEN_PREFIX):
-            return await self._job_principal(token)
         token_hash = hash_token(token)
         now = time.monotonic()
         cached = self._cache.get(token_hash)
         if cached is not None and cached[0] > now:
             return cached[1]
+        if token.startswith(JOB_TOKEN_PREFIX):
+            # What a job token names (job, attempt, worker) never changes, so it
+            # may be cached too: every job-token call checks, under the job's
+            # row lock, that the attempt is still the live one.
+            principal = await self._job_principal(token)
+            self._remember(token_hash, principal, now)
+            return principal
         async with self._db.connection() as conn:
             cur = await conn.execute(Q.principal_by_token_hash, {"token_hash": token_hash})
             row = await cur.fetchone()
@@ -119,14 +124,15 @@ class TokenService:
             project_ids=frozenset(row["project_ids"]),
             name=row["name"],
         )
+        self._remember(token_hash, principal, now)
+        return principal
+
+    def _remember(self, token_hash: bytes, principal: Principal, now: float) -> None:
         if len(self._cache) > 10_000:
             self._cache.clear()
         self._cache[token_hash] = (now + self._cache_seconds, principal)
-        return principal
 
     async def _job_principal(self, token: str) -> Principal:
-        """Job tokens are never cached: one must stop working the moment its
-        attempt ends, and the job-token calls check the attempt anyway."""
         async with self._db.connection() as conn:
             row = await (await conn.execute(Q.job_token_principal, {"token_hash": hash_token(token)})).fetchone()
         if row is None:

@@ -249,7 +249,9 @@ class Worker:
                 params = plugin_cls.input_model.model_validate(_struct_dict(job.input_params))
             except ValidationError as err:
                 raise JobFailed("INVALID_JOB_PARAMS", str(err)[:1000]) from err
-            await reporter.send(0.0, "started")
+            # "started" (which moves the job to RUNNING) goes out while the
+            # sources are fetched and the plugin runs; the reporter keeps order.
+            reporter.start(first=(0.0, "started"))
             sources = await self._sources(assignment, workdir, metadata)
             ctx = JobContext(
                 job_id=job.id,
@@ -261,7 +263,6 @@ class Worker:
                 _progress=reporter.threadsafe(asyncio.get_running_loop()),
                 _cancel=running.cancel,
             )
-            reporter.start()
             plugin: JobPlugin = plugin_cls()
             outputs = await asyncio.to_thread(plugin.run, params, ctx)
             await reporter.stop()
@@ -423,6 +424,7 @@ class _ProgressReporter:
         self._sent: tuple[float, str] | None = None
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        self._stopping = asyncio.Event()
 
     def threadsafe(self, loop: asyncio.AbstractEventLoop):  # type: ignore[no-untyped-def]
         def report(fraction: float, message: str) -> None:
@@ -434,17 +436,20 @@ class _ProgressReporter:
         self._latest = (fraction, message)
         self._changed.set()
 
-    def start(self) -> None:
+    def start(self, first: tuple[float, str] | None = None) -> None:
+        if first is not None:
+            self._update(*first)
         self._task = asyncio.create_task(self._loop())
 
     async def stop(self) -> None:
+        """Let an in-flight report finish, then send the latest unsent one."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping.set()
+            self._changed.set()
+            await self._task
             self._task = None
-            if self._latest is not None and self._latest != self._sent:
-                await self.send(*self._latest)
+        if self._latest is not None and self._latest != self._sent:
+            await self.send(*self._latest)
 
     async def send(self, fraction: float, message: str) -> None:
         self._sent = (fraction, message)
@@ -463,10 +468,14 @@ class _ProgressReporter:
                 log.warning("progress report for %s failed: %s", self._job_id, err.code().name)
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             await self._changed.wait()
             self._changed.clear()
+            if self._stopping.is_set():
+                return
             if self._latest is not None and self._latest != self._sent:
                 started = time.monotonic()
                 await self.send(*self._latest)
-                await asyncio.sleep(max(0.0, PROGRESS_INTERVAL_SECONDS - (time.monotonic() - started)))
+                pause = PROGRESS_INTERVAL_SECONDS - (time.monotonic() - started)
+                with contextlib.suppress(TimeoutError):  # a stop ends the pause early
+                    await asyncio.wait_for(self._stopping.wait(), timeout=max(0.0, pause))

@@ -642,9 +642,10 @@ class CatalogService:
             )
         item_id, key = match.group("item_id"), match.group("key")
         if principal.kind == "job":
-            # A job token reads its own job's sources and nothing else.
+            # A job token reads its own job's sources, while its attempt lives.
             if item_id not in principal.source_item_ids:
                 raise permission_denied("JOB_TOKEN_NOT_ALLOWED", "a job token may only read its job's source items")
+            await self._require_live_attempt(principal)
             principal = SOURCE_READER
         principal.require_scope("catalog:read")
         async with self._db.connection() as conn:
@@ -666,3 +667,16 @@ class CatalogService:
             raise not_found("ARTIFACT_NOT_FOUND", f"artifact {artifact_id!r} does not exist", artifact_id=artifact_id)
         principal.require_project(row["project_id"])
         return FileRef(row["storage_key"], row["media_type"], row["size_bytes"], row["sha256"])
+
+    async def _require_live_attempt(self, principal: Principal) -> None:
+        async with self._db.connection() as conn:
+            row = await (await conn.execute(Q.get_job, {"id": principal.job_id})).fetchone()
+        if (
+            row is None
+            or row["attempt"] != principal.attempt
+            or row["worker_id"] != principal.name
+            or row["status"] not in ("DISPATCHED", "RUNNING")
+        ):
+            raise failed_precondition(
+                "JOB_ATTEMPT_OVER", f"attempt {principal.attempt} of job {principal.job_id} is over"
+            )
