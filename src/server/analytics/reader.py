@@ -9,9 +9,11 @@ read + reduce of a chunk: while one thread is in numpy the other is decoding. At
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -234,6 +236,44 @@ def chunk_windows(window: Window, block_shape: tuple[int, int], band_count: int,
     return windows
 
 
+# Open dataset handles, kept per thread across calls: opening a COG (header and
+# IFDs) costs about as much as decoding a few blocks, and catalogue files never
+# change. Keyed by path, size and mtime, so a rewritten file is reopened.
+_HANDLES_PER_THREAD = 32
+_thread_handles = threading.local()
+
+
+def _handle(path: str) -> DatasetReader:
+    handles: OrderedDict[tuple[str, int, int], DatasetReader] | None = getattr(_thread_handles, "lru", None)
+    if handles is None:
+        handles = _thread_handles.lru = OrderedDict()
+    stat = os.stat(path) if os.path.exists(path) else None
+    key = (path, stat.st_size, stat.st_mtime_ns) if stat is not None else (path, -1, -1)
+    dataset = handles.get(key)
+    if dataset is not None and not dataset.closed:
+        handles.move_to_end(key)
+        return dataset
+    dataset = rasterio.open(path)
+    handles[key] = dataset
+    while len(handles) > _HANDLES_PER_THREAD:
+        _, oldest = handles.popitem(last=False)
+        oldest.close()
+    return dataset
+
+
+# One pool for every call: threads (and the handles they hold) outlive a call.
+_POOL_LOCK = threading.Lock()
+_pool: ThreadPoolExecutor | None = None
+
+
+def _shared_pool(workers: int) -> ThreadPoolExecutor:
+    global _pool
+    with _POOL_LOCK:
+        if _pool is None or _pool._max_workers < workers:  # grow, never shrink
+            _pool = ThreadPoolExecutor(max(workers, 4), thread_name_prefix="analytics-read")
+        return _pool
+
+
 class ChunkRunner:
     """Runs ``fn(datasets, task)`` over tasks on ``workers`` threads, ``datasets`` being this
     thread's open handles of ``paths`` (in that order).
@@ -247,22 +287,9 @@ class ChunkRunner:
         self.paths = tuple(paths)
         self.workers = max(1, int(workers))
         self.check_cancelled = check_cancelled
-        self._local = threading.local()
-        self._handles: list[DatasetReader] = []
-        self._handles_lock = threading.Lock()
 
     def _datasets(self) -> list[DatasetReader]:
-        datasets = getattr(self._local, "datasets", None)
-        if datasets is None:
-            datasets = []
-            try:
-                for path in self.paths:
-                    datasets.append(rasterio.open(path))
-            finally:
-                with self._handles_lock:
-                    self._handles.extend(datasets)
-            self._local.datasets = datasets
-        return datasets
+        return [_handle(path) for path in self.paths]
 
     def _task(self, fn: Callable[[list[DatasetReader], W], T], task: W) -> T:
         self.check_cancelled()
@@ -274,23 +301,16 @@ class ChunkRunner:
     def map(self, fn: Callable[[list[DatasetReader], W], T], tasks: Sequence[W]) -> Iterator[T]:
         """``fn(datasets, task)`` for every task, results in task order."""
         with bounded_gdal_cache():
-            try:
-                if self.workers == 1 or len(tasks) <= 1:
-                    for task in tasks:
-                        yield self._task(fn, task)
-                    return
-                yield from self._parallel(fn, tasks)
-            finally:
-                with self._handles_lock:
-                    for handle in self._handles:
-                        handle.close()
-                    self._handles.clear()
-                self._local = threading.local()
+            if self.workers == 1 or len(tasks) <= 1:
+                for task in tasks:
+                    yield self._task(fn, task)
+                return
+            yield from self._parallel(fn, tasks)
 
     def _parallel(self, fn: Callable[[list[DatasetReader], W], T], tasks: Iterable[W]) -> Iterator[T]:
         pending: deque[Future[T]] = deque()
         source = iter(tasks)
-        executor = ThreadPoolExecutor(self.workers, thread_name_prefix="analytics")
+        executor = _shared_pool(self.workers)
         try:
             for task in source:
                 pending.append(executor.submit(self._task, fn, task))
@@ -306,5 +326,7 @@ class ChunkRunner:
         finally:
             for future in pending:
                 future.cancel()
-            # Threads own dataset handles: wait for them before the handles are closed.
-            executor.shutdown(wait=True, cancel_futures=True)
+            for future in pending:  # let started tasks end before the caller moves on
+                if not future.cancelled():
+                    with contextlib.suppress(Exception):
+                        future.result()
