@@ -186,3 +186,28 @@ def test_a_slow_watcher_does_not_hold_up_the_job_or_other_watchers(world):
         assert everything[-len(fast) :] == [e.sequence for e in fast]
     finally:
         worker.stop()
+
+
+def test_a_worker_without_shared_storage_downloads_its_sources(world, tmp_path):
+    """A worker on another host cannot open the server's storage paths: it
+    downloads the job's sources with its job token, and the clip still
+    matches the source exactly."""
+    client = world.client("alpha")
+    remote = WorkerProcess(world.server.address, world.tokens["worker"], tmp_path / "remote", name="remote",
+                           extra_args=["--no-shared-storage"]).start()  # fmt: skip
+    try:
+        wait_for_job_type(world, "clip")
+        result = client.execute(
+            "clip.create_from_item",
+            processing_pb2.ClipCreateFromItemParams(
+                source_item_id=world.items["s2l1c_slovenia_20150711_bgrn"], project_id="alpha",
+                aoi_geometry=_clip_params(world).fields["aoi_geometry"].struct_value,
+            ),
+        )  # fmt: skip
+        final = wait_terminal(client, result.job.id)
+        assert final.status == STATUS.JOB_STATUS_SUCCEEDED, final.error
+        downloads = [line for line in world.server.log().splitlines() if '"rpc":"DownloadAsset"' in line]
+        assert downloads and all('"code":"OK"' in line for line in downloads)
+        assert any(f'"principal":"job:{result.job.id}:' in line for line in downloads)
+    finally:
+        remote.stop()

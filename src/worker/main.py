@@ -51,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", default=env("GEOPERA_WORKER_DIR"), help="scratch directory")
     parser.add_argument("--grace", type=float, default=float(env("GEOPERA_WORKER_GRACE", "30")),
                         help="seconds running jobs get to finish on SIGTERM before they are handed back")  # fmt: skip
+    parser.add_argument("--no-shared-storage", action="store_true",
+                        default=env("GEOPERA_WORKER_SHARED_STORAGE", "1") == "0",
+                        help="always download sources instead of opening the server's storage paths "
+                        "[GEOPERA_WORKER_SHARED_STORAGE=0]")  # fmt: skip
     parser.add_argument("--log-level", default=env("GEOPERA_LOG_LEVEL", "INFO"))
     return parser
 
@@ -79,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         name=args.name,
         workdir=Path(args.workdir) if args.workdir else None,
         shutdown_grace_seconds=args.grace,
+        shared_storage=not args.no_shared_storage,
     )
     worker = Worker(config, load_plugins(args.plugins))
     try:

@@ -61,6 +61,9 @@ class WorkerConfig:
     name: str = ""
     workdir: Path | None = None
     shutdown_grace_seconds: float = 30.0
+    # Open sources where the server stores them when this host can (same host
+    # or a shared mount); False always downloads them with the job token.
+    shared_storage: bool = True
 
 
 @dataclass
@@ -316,7 +319,7 @@ class Worker:
         for item in assignment.source_items:
             assets = {}
             for key, asset in item.assets.items():
-                path = locations.get((item.id, key), "")
+                path = locations.get((item.id, key), "") if self.config.shared_storage else ""
                 if not path or not os.access(path, os.R_OK):
                     path = str(await self._download(kernel, asset.href, workdir / f"src-{item.id}-{key}.tif", metadata))
                 assets[key] = SourceAsset(

@@ -27,6 +27,7 @@ class WorkerProcess(ChildProcess):
         name: str = "",
         plugins: str = TEST_PLUGINS,
         grace: float = 30.0,
+        extra_args: list[str] | None = None,
     ) -> None:
         self.server = server
         self.token = token
@@ -35,6 +36,7 @@ class WorkerProcess(ChildProcess):
         self.name = name
         self.plugins = plugins
         self.grace = grace
+        self.extra_args = extra_args or []
         self.log_path = home / f"worker-{name or 'w'}.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -58,6 +60,7 @@ class WorkerProcess(ChildProcess):
                     self.name or "test-worker",
                     "--grace",
                     str(self.grace),
+                    *self.extra_args,
                 ],
                 cwd=REPO,
                 env=env,

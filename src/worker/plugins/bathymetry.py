@@ -133,9 +133,7 @@ class BathymetryPlugin(JobPlugin):
                 land_ndwi_threshold=request.land_ndwi_threshold,
                 max_depth_m=request.max_depth_m,
                 band_indexes=band_indexes,
-                progress=lambda fraction: ctx.report_progress(
-                    share + (1.0 - share) * fraction, "estimating depth"
-                ),
+                progress=lambda fraction: ctx.report_progress(share + (1.0 - share) * fraction, "estimating depth"),
                 check_cancelled=ctx.check_cancelled,
             )
         except RasterError as error:
@@ -165,4 +163,3 @@ class BathymetryPlugin(JobPlugin):
                 source_item_ids=[source.id],
             )
         ]
-

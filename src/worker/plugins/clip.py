@@ -92,9 +92,7 @@ class ClipPlugin(JobPlugin):
                     asset.path,
                     aoi,
                     dst,
-                    progress=lambda fraction, p=position, m=message: ctx.report_progress(
-                        (p + fraction) / len(keys), m
-                    ),
+                    progress=lambda fraction, p=position, m=message: ctx.report_progress((p + fraction) / len(keys), m),
                     check_cancelled=ctx.check_cancelled,
                 )
             except RasterError as error:
@@ -209,11 +207,7 @@ def area_km2(geometry: shapely.Geometry) -> float:
 
 
 def derived_properties(source: SourceItem) -> dict[str, Any]:
-    return {
-        key: value
-        for key, value in source.properties.items()
-        if not key.startswith(_STALE_PROPERTY_PREFIXES)
-    }
+    return {key: value for key, value in source.properties.items() if not key.startswith(_STALE_PROPERTY_PREFIXES)}
 
 
 def output_path(workdir: Path, stem: str) -> Path:
