@@ -247,8 +247,11 @@ def _handle(path: str) -> DatasetReader:
     handles: OrderedDict[tuple[str, int, int], DatasetReader] | None = getattr(_thread_handles, "lru", None)
     if handles is None:
         handles = _thread_handles.lru = OrderedDict()
-    stat = os.stat(path) if os.path.exists(path) else None
-    key = (path, stat.st_size, stat.st_mtime_ns) if stat is not None else (path, -1, -1)
+    try:
+        stat = os.stat(path)
+        key = (path, stat.st_size, stat.st_mtime_ns)
+    except OSError:  # not a local file (e.g. a /vsi path): GDAL decides
+        key = (path, -1, -1)
     dataset = handles.get(key)
     if dataset is not None and not dataset.closed:
         handles.move_to_end(key)
