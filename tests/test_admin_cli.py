@@ -36,7 +36,10 @@ def _ok(result: subprocess.CompletedProcess[str]):
 def test_admin_beside_a_running_server(tmp_path, database_url, embedded):
     home = tmp_path / "home"
     url = None if embedded else database_url
-    server = ServerProcess(database_url=url, home=home).start(timeout=120)
+    # No token cache, so a revocation shows at once.
+    server = ServerProcess(database_url=url, home=home, extra_env={"GEOPERA_TOKEN_CACHE_SECONDS": "0"}).start(
+        timeout=120
+    )
     try:
         _ok(admin(home, "project", "create", "acme", "--display-name", "ACME", database_url=url))
         grant = _ok(admin(home, "credits", "grant", "acme", "250", database_url=url))
@@ -65,5 +68,10 @@ def test_admin_beside_a_running_server(tmp_path, database_url, embedded):
         assert duplicate.returncode == 1 and "PROJECT_EXISTS" in duplicate.stderr
         bad = admin(home, "project", "create", "Not Valid!", database_url=url)
         assert bad.returncode == 1 and "INVALID_PROJECT_ID" in bad.stderr
+        _ok(admin(home, "token", "revoke", listed[0]["id"], database_url=url))
+        with server.channel() as channel, pytest.raises(RpcFailure) as info:
+            KernelClient(channel, token).execute("projects.get", catalog_pb2.ProjectsGetParams(project_id="acme"))
+        assert info.value.code == grpc.StatusCode.UNAUTHENTICATED
+        assert admin(home, "token", "revoke", listed[0]["id"], database_url=url).returncode == 2
     finally:
         assert server.stop() == 0

@@ -147,6 +147,14 @@ class TokenService:
             source_item_ids=frozenset(row["source_item_ids"]),
         )
 
+    async def revoke(self, token_id: str) -> bool:
+        """Revoke a token by id; False when no live token has that id. Other
+        server processes stop accepting it within their cache time."""
+        async with self._db.connection() as conn:
+            row = await (await conn.execute(Q.revoke_token, {"id": token_id})).fetchone()
+        self._cache.clear()
+        return row is not None
+
     async def create_token(self, *, name: str, kind: str, scopes: list[str], project_ids: list[str]) -> tuple[str, str]:
         """Create a token; returns (token id, token). The token is shown once."""
         unknown = sorted(set(scopes) - set(SCOPES))

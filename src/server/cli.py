@@ -93,6 +93,10 @@ async def _admin(args: argparse.Namespace) -> object:
                     name=args.name, kind=args.kind, scopes=scopes, project_ids=args.project or []
                 )
                 return {"token_id": token_id, "token": token, "kind": args.kind, "scopes": sorted(scopes)}
+            case ("token", "revoke"):
+                if not await services.tokens.revoke(args.token_id):
+                    raise ValueError(f"no live token with id {args.token_id!r}")
+                return {"token_id": args.token_id, "revoked": True}
             case ("token", "list"):
                 from server.store import Q
 
@@ -176,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     tcreate.add_argument("--scope", action="append", choices=SCOPES, help="repeat; default: every user scope")
     tcreate.add_argument("--project", action="append", help="project membership; repeat")
     token.add_parser("list", parents=[common], help="list tokens (never the secrets)")
+    revoke = token.add_parser("revoke", parents=[common], help="revoke a token by its id (see token list)")
+    revoke.add_argument("token_id")
 
     credits = groups.add_parser("credits", help="credits").add_subparsers(dest="admin_action", required=True)
     grant = credits.add_parser("grant", parents=[common], help="add credits to a project")
