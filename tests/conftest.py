@@ -16,6 +16,7 @@ import pytest
 from server.auth import USER_SCOPES
 from tests.support.client import KernelClient
 from tests.support.db import DatabaseFactory, admin_url
+from tests.support.process import ChildProcess
 from tests.support.server import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,8 +111,18 @@ def world(database_factory: DatabaseFactory, tmp_path_factory: pytest.TempPathFa
     url = database_factory.create()
     server = ServerProcess(database_url=url, home=home, extra_env=TEST_SERVER_ENV).start()
     state = World(server=server, database_url=url, home=home)
-    asyncio.run(seed_world(state))
-    state.channel = server.channel()
-    yield state
-    state.channel.close()
-    server.stop()
+    try:
+        asyncio.run(seed_world(state))
+        state.channel = server.channel()
+        yield state
+    finally:
+        if state.channel is not None:
+            state.channel.close()
+        server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_session() -> Iterator[None]:
+    """A safety net: whatever a failed fixture left running is stopped."""
+    yield
+    ChildProcess.stop_all()

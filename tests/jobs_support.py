@@ -39,7 +39,11 @@ def struct(value: dict[str, Any]) -> struct_pb2.Struct:
 def start_world(database_url: str, home: Path) -> World:
     server = ServerProcess(database_url=database_url, home=home, extra_env={**FAST_LEASES, **TEST_SERVER_ENV}).start()
     world = World(server=server, database_url=database_url, home=home)
-    asyncio.run(seed_world(world))
+    try:
+        asyncio.run(seed_world(world))
+    except BaseException:
+        server.stop()
+        raise
     world.channel = server.channel()
     return world
 
@@ -57,13 +61,18 @@ def wait_for_job_type(world: World, job_type_id: str, workers: int = 1, timeout:
 
 
 def start_workers(world: World, count: int, *, capacity: int = 2, grace: float = 30.0) -> list[WorkerProcess]:
-    workers = [
-        WorkerProcess(
-            world.server.address, world.tokens["worker"], world.home, capacity=capacity, name=f"w{i}", grace=grace
-        ).start()
-        for i in range(count)
-    ]
-    wait_for_job_type(world, "test_cog", workers=count)
+    workers: list[WorkerProcess] = []
+    try:
+        for i in range(count):
+            workers.append(
+                WorkerProcess(world.server.address, world.tokens["worker"], world.home, capacity=capacity,
+                              name=f"w{i}", grace=grace).start()
+            )  # fmt: skip
+        wait_for_job_type(world, "test_cog", workers=count)
+    except BaseException:
+        for worker in workers:  # never leave processes behind a failed fixture
+            worker.stop()
+        raise
     return workers
 
 
@@ -71,8 +80,9 @@ def start_workers(world: World, count: int, *, capacity: int = 2, grace: float =
 def running_world(database_url: str, home: Path, workers: int = 0) -> Iterator[World]:
     """A seeded world with `workers` real worker processes, torn down after."""
     world = start_world(database_url, home)
-    started = start_workers(world, workers) if workers else []
+    started: list[WorkerProcess] = []
     try:
+        started = start_workers(world, workers) if workers else []
         yield world
     finally:
         for worker in started:

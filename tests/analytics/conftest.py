@@ -87,13 +87,22 @@ ContextFactory = Callable[..., AnalyticsContext]
 
 @pytest.fixture
 def make_context(tmp_path: Path) -> ContextFactory:
-    def make(items: Mapping[str, ItemView] | Sequence[ItemView], *, workers: int = 2,
-             memory_budget_bytes: int = 64 * 1024 * 1024) -> AnalyticsContext:
+    def make(
+        items: Mapping[str, ItemView] | Sequence[ItemView],
+        *,
+        workers: int = 2,
+        memory_budget_bytes: int = 64 * 1024 * 1024,
+    ) -> AnalyticsContext:
         by_id = dict(items) if isinstance(items, Mapping) else {item.id: item for item in items}
         artifacts = tmp_path / "artifacts"
         artifacts.mkdir(exist_ok=True)
-        return AnalyticsContext(items=by_id, artifact_dir=artifacts, workers=workers,
-                                memory_budget_bytes=memory_budget_bytes, scratch_dir=tmp_path)
+        return AnalyticsContext(
+            items=by_id,
+            artifact_dir=artifacts,
+            workers=workers,
+            memory_budget_bytes=memory_budget_bytes,
+            scratch_dir=tmp_path,
+        )
 
     return make
 
@@ -105,16 +114,30 @@ RasterWriter = Callable[..., Path]
 def write_raster(tmp_path: Path) -> RasterWriter:
     """Write (bands, rows, cols) as a house COG; returns its path."""
 
-    def write(name: str, array: np.ndarray, *, transform: Affine = UTM33_TRANSFORM, crs: str = UTM33,
-              nodata: float | None = None, descriptions: Sequence[str] | None = None,
-              scales: Sequence[float] | None = None, band_tags: Sequence[Mapping[str, str]] | None = None
-              ) -> Path:
+    def write(
+        name: str,
+        array: np.ndarray,
+        *,
+        transform: Affine = UTM33_TRANSFORM,
+        crs: str = UTM33,
+        nodata: float | None = None,
+        descriptions: Sequence[str] | None = None,
+        scales: Sequence[float] | None = None,
+        band_tags: Sequence[Mapping[str, str]] | None = None,
+    ) -> Path:
         if array.ndim == 2:
             array = array[np.newaxis]
         path = tmp_path / name
-        write_cog(path, array, crs=crs, transform=transform, nodata=nodata,
-                  descriptions=descriptions or [f"band{i + 1}" for i in range(array.shape[0])],
-                  scales=scales, band_tags=band_tags)
+        write_cog(
+            path,
+            array,
+            crs=crs,
+            transform=transform,
+            nodata=nodata,
+            descriptions=descriptions or [f"band{i + 1}" for i in range(array.shape[0])],
+            scales=scales,
+            band_tags=band_tags,
+        )
         return path
 
     return write

@@ -35,8 +35,7 @@ def test_detection_by_name_common_name_and_sensor_id() -> None:
     by_common = [band("b1", "red"), band("b2", "nir")]
     assert resolve_bands(["nir", "red"], by_common) == {"nir": 2, "red": 1}
     sentinel = [band(f"B{n:02d}") for n in (2, 3, 4, 8)] + [band("B8A"), band("B11"), band("B12")]
-    assert resolve_bands(["red", "nir", "swir16", "swir22"], sentinel) == {"red": 3, "nir": 4, "swir16": 6,
-                                                                           "swir22": 7}
+    assert resolve_bands(["red", "nir", "swir16", "swir22"], sentinel) == {"red": 3, "nir": 4, "swir16": 6, "swir22": 7}
     landsat = [band(sensor=f"SR_B{n}") for n in range(1, 8)]
     # Landsat has no broad NIR: its narrow NIR (nir08, SR_B5) stands in.
     assert resolve_bands(["red", "nir"], landsat) == {"red": 4, "nir": 5}
@@ -69,8 +68,10 @@ def test_missing_and_ambiguous_bands() -> None:
 def test_index_formulas() -> None:
     assert set(INDEX_NAMES) == {"NDVI", "NDWI", "MNDWI", "NDMI", "NBR", "NDBI", "GNDVI", "EVI", "SAVI", "MSAVI"}
     rng = np.random.default_rng(1)
-    b = {name: rng.uniform(0.01, 0.6, 50).astype(np.float32)
-         for name in ("blue", "green", "red", "nir", "swir16", "swir22")}
+    b = {
+        name: rng.uniform(0.01, 0.6, 50).astype(np.float32)
+        for name in ("blue", "green", "red", "nir", "swir16", "swir22")
+    }
     f = {k: v.astype(np.float64) for k, v in b.items()}
     expected = {
         "NDVI": (f["nir"] - f["red"]) / (f["nir"] + f["red"]),
@@ -99,8 +100,9 @@ def test_exact_coverage_equals_polygon_box_intersections() -> None:
     for n in range(12):
         angles = np.sort(rng.uniform(0, 2 * np.pi, rng.integers(3, 30)))
         radii = rng.uniform(2, 25, angles.size)
-        polygon = shapely.make_valid(Polygon(np.column_stack([25 + radii * np.cos(angles),
-                                                              22 + radii * np.sin(angles)])))
+        polygon = shapely.make_valid(
+            Polygon(np.column_stack([25 + radii * np.cos(angles), 22 + radii * np.sin(angles)]))
+        )
         if n % 3 == 0:
             polygon = polygon.difference(shapely.Point(25.3, 22.1).buffer(4))
         if n % 4 == 0:
@@ -111,15 +113,33 @@ def test_exact_coverage_equals_polygon_box_intersections() -> None:
     for polygon in shapes:
         row0, col0, rows, cols = int(rng.integers(0, 10)), int(rng.integers(0, 10)), 40, 45
         got = exact_coverage(polygon, row0, col0, rows, cols)
-        cells = shapely.box(*np.meshgrid(np.arange(col0, col0 + cols), np.arange(row0, row0 + rows)),
-                            *np.meshgrid(np.arange(col0 + 1, col0 + cols + 1), np.arange(row0 + 1, row0 + rows + 1)))
+        cells = shapely.box(
+            *np.meshgrid(np.arange(col0, col0 + cols), np.arange(row0, row0 + rows)),
+            *np.meshgrid(np.arange(col0 + 1, col0 + cols + 1), np.arange(row0 + 1, row0 + rows + 1)),
+        )
         expected = shapely.area(shapely.intersection(cells, polygon))
         np.testing.assert_allclose(got, expected, atol=1e-9)
 
 
 def _meta(crs: str, transform: Affine) -> RasterMeta:
-    return RasterMeta("x", "data", 10, 10, 1, transform, CRS.from_user_input(crs), (10, 10), ("uint8",), (None,),
-                      (1.0,), (0.0,), (None,), ("",), ({},), ({},))
+    return RasterMeta(
+        "x",
+        "data",
+        10,
+        10,
+        1,
+        transform,
+        CRS.from_user_input(crs),
+        (10, 10),
+        ("uint8",),
+        (None,),
+        (1.0,),
+        (0.0,),
+        (None,),
+        ("",),
+        ({},),
+        ({},),
+    )
 
 
 def test_pixel_areas() -> None:
@@ -130,8 +150,11 @@ def test_pixel_areas() -> None:
     # densified (so its geodesic edges follow them).
     equator = row_areas(_meta("EPSG:4326", Affine(1, 0, 0, 0, -1, 1)), 0, 1)[0]
     lons = np.linspace(0, 1, 2001)
-    reference = abs(Geod(ellps="WGS84").polygon_area_perimeter(
-        np.concatenate([lons, lons[::-1]]), np.concatenate([np.zeros_like(lons), np.ones_like(lons)]))[0])
+    reference = abs(
+        Geod(ellps="WGS84").polygon_area_perimeter(
+            np.concatenate([lons, lons[::-1]]), np.concatenate([np.zeros_like(lons), np.ones_like(lons)])
+        )[0]
+    )
     assert equator == pytest.approx(reference, rel=1e-8)
     rows = row_areas(_meta("EPSG:4326", Affine(1, 0, 0, 0, -1, 90)), 0, 90)
     # The whole northern hemisphere per degree of longitude: half the ellipsoid's area / 360.

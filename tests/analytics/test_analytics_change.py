@@ -57,8 +57,9 @@ def area(crs: str, transform: Affine, pixels: list[tuple[float, float]]) -> dict
 AOI_PIXELS = [(3.3, 2.2), (84.6, 4.1), (80.2, 71.7), (30.1, 77.9), (2.6, 60.3)]
 
 
-def reference(before: np.ndarray, after_ndvi: np.ndarray, geojson: dict[str, Any], crs: str, transform: Affine
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def reference(
+    before: np.ndarray, after_ndvi: np.ndarray, geojson: dict[str, Any], crs: str, transform: Affine
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     geometry = to_crs(parse_area(geojson, "geometry"), crs)
     inside = geometry_mask([geometry], out_shape=before.shape[1:], transform=transform, invert=True)
     before_ndvi = ndvi(before)
@@ -66,11 +67,14 @@ def reference(before: np.ndarray, after_ndvi: np.ndarray, geojson: dict[str, Any
     return after_ndvi - before_ndvi, compared, inside
 
 
-def check_result(result: dict[str, Any], difference: np.ndarray, compared: np.ndarray, inside: np.ndarray,
-                 pixel_area: float) -> None:
+def check_result(
+    result: dict[str, Any], difference: np.ndarray, compared: np.ndarray, inside: np.ndarray, pixel_area: float
+) -> None:
     chosen = difference[compared]
-    counts = {"increase": int(np.count_nonzero(chosen > THRESHOLD)),
-              "decrease": int(np.count_nonzero(chosen < -THRESHOLD))}
+    counts = {
+        "increase": int(np.count_nonzero(chosen > THRESHOLD)),
+        "decrease": int(np.count_nonzero(chosen < -THRESHOLD)),
+    }
     counts["no_change"] = chosen.size - counts["increase"] - counts["decrease"]
     assert counts["increase"] > 50 and counts["decrease"] > 50 and counts["no_change"] > 50
     assert result["area_pixels"] == np.count_nonzero(inside)
@@ -89,16 +93,27 @@ def check_result(result: dict[str, Any], difference: np.ndarray, compared: np.nd
     assert [p["value"] for p in stats["percentiles"]] == pytest.approx(expected.tolist(), rel=1e-6, abs=1e-7)
 
 
-def test_same_grid_matches_numpy_and_writes_artifacts(write_raster: RasterWriter,
-                                                      make_context: ContextFactory) -> None:
+def test_same_grid_matches_numpy_and_writes_artifacts(write_raster: RasterWriter, make_context: ContextFactory) -> None:
     before, after = scene(1), scene(2)
     after[:, 30:34, :] = 0  # a stripe the after scene lacks
-    ctx = make_context([make_item("before", write_scene(write_raster, "before.tif", before)),
-                        make_item("after", write_scene(write_raster, "after.tif", after))])
+    ctx = make_context(
+        [
+            make_item("before", write_scene(write_raster, "before.tif", before)),
+            make_item("after", write_scene(write_raster, "after.tif", after)),
+        ]
+    )
     geojson = area(UTM33, UTM33_TRANSFORM, AOI_PIXELS)
-    result = registry.run("change_detection", {"before_item_id": "before", "after_item_id": "after",
-                                               "index_name": "ndvi", "change_threshold": THRESHOLD,
-                                               "geometry": geojson}, ctx)
+    result = registry.run(
+        "change_detection",
+        {
+            "before_item_id": "before",
+            "after_item_id": "after",
+            "index_name": "ndvi",
+            "change_threshold": THRESHOLD,
+            "geometry": geojson,
+        },
+        ctx,
+    )
     difference, compared, inside = reference(before, ndvi(after), geojson, UTM33, UTM33_TRANSFORM)
     assert result["reprojected"] is False and result["pixel_area_m2"] == 100.0
     check_result(result, difference, compared, inside, 100.0)
@@ -133,16 +148,37 @@ def test_different_grid_is_warped_bilinear(write_raster: RasterWriter, make_cont
     before = scene(3)
     after_transform = Affine(20.0, 0.0, 464_990.0, 0.0, -20.0, 5_080_013.0)  # coarser and shifted
     after = scene(4, rows=45, cols=50)
-    ctx = make_context([make_item("before", write_scene(write_raster, "before.tif", before)),
-                        make_item("after", write_scene(write_raster, "after.tif", after, transform=after_transform))])
+    ctx = make_context(
+        [
+            make_item("before", write_scene(write_raster, "before.tif", before)),
+            make_item("after", write_scene(write_raster, "after.tif", after, transform=after_transform)),
+        ]
+    )
     geojson = area(UTM33, UTM33_TRANSFORM, AOI_PIXELS)
-    result = registry.run("change_detection", {"before_item_id": "before", "after_item_id": "after",
-                                               "index_name": "NDVI", "change_threshold": THRESHOLD,
-                                               "geometry": geojson}, ctx)
+    result = registry.run(
+        "change_detection",
+        {
+            "before_item_id": "before",
+            "after_item_id": "after",
+            "index_name": "NDVI",
+            "change_threshold": THRESHOLD,
+            "geometry": geojson,
+        },
+        ctx,
+    )
     assert result["reprojected"] is True and result["resampling"] == "bilinear"
     warped = np.full((ROWS, COLS), np.nan, np.float32)
-    reproject(ndvi(after), warped, src_transform=after_transform, src_crs=UTM33, src_nodata=np.nan,
-              dst_transform=UTM33_TRANSFORM, dst_crs=UTM33, dst_nodata=np.nan, resampling=Resampling.bilinear)
+    reproject(
+        ndvi(after),
+        warped,
+        src_transform=after_transform,
+        src_crs=UTM33,
+        src_nodata=np.nan,
+        dst_transform=UTM33_TRANSFORM,
+        dst_crs=UTM33,
+        dst_nodata=np.nan,
+        resampling=Resampling.bilinear,
+    )
     difference, compared, inside = reference(before, warped, geojson, UTM33, UTM33_TRANSFORM)
     check_result(result, difference, compared, inside, 100.0)
 
@@ -150,14 +186,24 @@ def test_different_grid_is_warped_bilinear(write_raster: RasterWriter, make_cont
 def test_geographic_grid_areas_per_row(write_raster: RasterWriter, make_context: ContextFactory) -> None:
     transform = Affine(0.0002, 0.0, 14.5, 0.0, -0.0002, 46.0)
     before, after = scene(5), scene(6)
-    ctx = make_context([make_item("before", write_scene(write_raster, "b.tif", before, transform=transform,
-                                                        crs="EPSG:4326")),
-                        make_item("after", write_scene(write_raster, "a.tif", after, transform=transform,
-                                                       crs="EPSG:4326"))])
+    ctx = make_context(
+        [
+            make_item("before", write_scene(write_raster, "b.tif", before, transform=transform, crs="EPSG:4326")),
+            make_item("after", write_scene(write_raster, "a.tif", after, transform=transform, crs="EPSG:4326")),
+        ]
+    )
     geojson = area("EPSG:4326", transform, AOI_PIXELS)
-    result = registry.run("change_detection", {"before_item_id": "before", "after_item_id": "after",
-                                               "index_name": "NDVI", "change_threshold": THRESHOLD,
-                                               "geometry": geojson}, ctx)
+    result = registry.run(
+        "change_detection",
+        {
+            "before_item_id": "before",
+            "after_item_id": "after",
+            "index_name": "NDVI",
+            "change_threshold": THRESHOLD,
+            "geometry": geojson,
+        },
+        ctx,
+    )
     assert result["pixel_area_m2"] is None
     difference, compared, _ = reference(before, ndvi(after), geojson, "EPSG:4326", transform)
     geod = Geod(ellps="WGS84")
@@ -174,11 +220,23 @@ def test_geographic_grid_areas_per_row(write_raster: RasterWriter, make_context:
 
 
 def test_area_off_the_raster(write_raster: RasterWriter, make_context: ContextFactory) -> None:
-    ctx = make_context([make_item("before", write_scene(write_raster, "before.tif", scene(1))),
-                        make_item("after", write_scene(write_raster, "after.tif", scene(2)))])
+    ctx = make_context(
+        [
+            make_item("before", write_scene(write_raster, "before.tif", scene(1))),
+            make_item("after", write_scene(write_raster, "after.tif", scene(2))),
+        ]
+    )
     geojson = area(UTM33, UTM33_TRANSFORM, [(300.0, 300.0), (320.0, 300.0), (320.0, 330.0)])
-    result = registry.run("change_detection", {"before_item_id": "before", "after_item_id": "after",
-                                               "index_name": "NDVI", "change_threshold": THRESHOLD,
-                                               "geometry": geojson}, ctx)
+    result = registry.run(
+        "change_detection",
+        {
+            "before_item_id": "before",
+            "after_item_id": "after",
+            "index_name": "NDVI",
+            "change_threshold": THRESHOLD,
+            "geometry": geojson,
+        },
+        ctx,
+    )
     assert result["compared_count"] == 0 and result["increase"]["fraction"] is None
     assert result["difference"]["mean"] is None and result["artifacts"] == [] and ctx.artifacts == []

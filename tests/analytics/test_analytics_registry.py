@@ -14,8 +14,10 @@ from server.errors import Code, DomainError
 from tests.analytics.conftest import ContextFactory
 
 BUILTINS = ["change_detection", "time_series", "zonal_stats"]
-SQUARE = {"type": "Polygon", "coordinates": [[[14.558, 45.871], [14.562, 45.871], [14.562, 45.874],
-                                              [14.558, 45.874], [14.558, 45.871]]]}
+SQUARE = {
+    "type": "Polygon",
+    "coordinates": [[[14.558, 45.871], [14.562, 45.871], [14.562, 45.874], [14.558, 45.874], [14.558, 45.871]]],
+}
 
 
 class EchoParams(BaseModel):
@@ -93,7 +95,10 @@ def test_a_registered_method_validates_and_runs(make_context: ContextFactory, s2
         params = registry.validate("echo_test", {"item_id": "s2_20150711", "factor": 1.5})
         assert registry.get("echo_test").item_ids(params) == ["s2_20150711"]
         assert registry.run("echo_test", {"item_id": "s2_20150711", "factor": 1.5}, ctx) == {
-            "item_id": "s2_20150711", "doubled": 3.0, "workers": 3}
+            "item_id": "s2_20150711",
+            "doubled": 3.0,
+            "workers": 3,
+        }
         with pytest.raises(DomainError) as error:
             registry.validate("echo_test", {"factor": "x"})
         fields = {v.field for v in invalid(error, "INVALID_ANALYTICS_PARAMS").violations}
@@ -123,15 +128,20 @@ def test_unknown_method() -> None:
         ({"item_id": "i", "geometry": SQUARE, "band": 1, "stats": ["mode"]}, {"params.stats[0]"}),
         ({"item_id": "i", "geometry": SQUARE, "band": 1, "coverage": "exact", "all_touched": True}, {"params"}),
         ({"item_id": "i", "geometry": SQUARE, "band": 1, "surprise": 1}, {"params.surprise"}),
-        ({"item_id": "i", "geometry": {"type": "Polygon", "coordinates": []}, "band": 1},
-         {"params.geometry.coordinates"}),
-        ({"item_id": "i", "geometry": {"type": "Point", "coordinates": [1, 2]}, "band": 1},
-         {"params.geometry.type"}),
+        (
+            {"item_id": "i", "geometry": {"type": "Polygon", "coordinates": []}, "band": 1},
+            {"params.geometry.coordinates"},
+        ),
+        ({"item_id": "i", "geometry": {"type": "Point", "coordinates": [1, 2]}, "band": 1}, {"params.geometry.type"}),
         ({"item_id": "i", "geometry": "POLYGON((0 0, 1 0, 1 1, 0 0))", "band": 1}, {"params.geometry"}),
-        ({"item_id": "i", "geometry": SQUARE, "index_name": "ndvi", "band_mapping": {"infrared": 4}},
-         {"params.band_mapping.infrared"}),
-        ({"item_id": "i", "geometry": SQUARE, "band": 1, "histogram": {"bins": 5, "range": [2, 1]}},
-         {"params.histogram"}),
+        (
+            {"item_id": "i", "geometry": SQUARE, "index_name": "ndvi", "band_mapping": {"infrared": 4}},
+            {"params.band_mapping.infrared"},
+        ),
+        (
+            {"item_id": "i", "geometry": SQUARE, "band": 1, "histogram": {"bins": 5, "range": [2, 1]}},
+            {"params.histogram"},
+        ),
     ],
 )
 def test_malformed_zonal_params(params: dict[str, Any], fields: set[str]) -> None:
@@ -153,10 +163,28 @@ def test_malformed_zonal_params(params: dict[str, Any], fields: set[str]) -> Non
         ("time_series", {"item_ids": ["a"], "band": 1, "geometry": SQUARE, "reducer": "percentile"}, {"params"}),
         ("time_series", {"item_ids": ["a", "a"], "band": 1, "geometry": SQUARE}, {"params"}),
         ("time_series", {"item_id": "a", "geometry": SQUARE, "start": "yesterday"}, {"params.start"}),
-        ("change_detection", {"before_item_id": "a", "after_item_id": "b", "index_name": "NDVI",
-                              "change_threshold": 0, "geometry": SQUARE}, {"params.change_threshold"}),
-        ("change_detection", {"before_item_id": "a", "after_item_id": "b", "index_name": "XYZ",
-                              "change_threshold": 0.1, "geometry": SQUARE}, {"params.index_name"}),
+        (
+            "change_detection",
+            {
+                "before_item_id": "a",
+                "after_item_id": "b",
+                "index_name": "NDVI",
+                "change_threshold": 0,
+                "geometry": SQUARE,
+            },
+            {"params.change_threshold"},
+        ),
+        (
+            "change_detection",
+            {
+                "before_item_id": "a",
+                "after_item_id": "b",
+                "index_name": "XYZ",
+                "change_threshold": 0.1,
+                "geometry": SQUARE,
+            },
+            {"params.index_name"},
+        ),
     ],
 )
 def test_malformed_params_of_other_methods(name: str, params: dict[str, Any], fields: set[str]) -> None:
@@ -186,8 +214,7 @@ def test_execution_errors_carry_the_expected_schema(make_context: ContextFactory
         registry.run("zonal_stats", {"item_id": "s2_20150711", "band": 9, "geometry": SQUARE}, ctx)
     assert invalid(error, "MISSING_BANDS").violations[0].field == "params.band"
     with pytest.raises(DomainError) as error:
-        registry.run("zonal_stats", {"item_id": "s2_20150711", "asset_key": "nope", "band": 1,
-                                     "geometry": SQUARE}, ctx)
+        registry.run("zonal_stats", {"item_id": "s2_20150711", "asset_key": "nope", "band": 1, "geometry": SQUARE}, ctx)
     assert invalid(error, "UNKNOWN_ASSET").violations[0].field == "params.asset_key"
     with pytest.raises(DomainError) as error:
         registry.run("zonal_stats", {"item_id": "s2_20150711", "index_name": "NDMI", "geometry": SQUARE}, ctx)
@@ -197,11 +224,28 @@ def test_execution_errors_carry_the_expected_schema(make_context: ContextFactory
 def test_results_match_the_output_schema(make_context: ContextFactory, s2_items: dict, aoi: dict) -> None:
     ctx = make_context(s2_items)
     cases = [
-        ("zonal_stats", {"item_id": "s2_20150711", "index_name": "EVI", "geometry": aoi, "stats": ["median"],
-                         "histogram": {"bins": 4, "range": [0, 1]}, "percentiles": [25]}),
+        (
+            "zonal_stats",
+            {
+                "item_id": "s2_20150711",
+                "index_name": "EVI",
+                "geometry": aoi,
+                "stats": ["median"],
+                "histogram": {"bins": 4, "range": [0, 1]},
+                "percentiles": [25],
+            },
+        ),
         ("time_series", {"item_id": "ndvi_stack", "geometry": aoi, "reducer": "max"}),
-        ("change_detection", {"before_item_id": "s2_20150711", "after_item_id": "s2_20150830",
-                              "index_name": "NDVI", "change_threshold": 0.1, "geometry": aoi}),
+        (
+            "change_detection",
+            {
+                "before_item_id": "s2_20150711",
+                "after_item_id": "s2_20150830",
+                "index_name": "NDVI",
+                "change_threshold": 0.1,
+                "geometry": aoi,
+            },
+        ),
     ]
     for name, params in cases:
         result = registry.run(name, params, ctx)

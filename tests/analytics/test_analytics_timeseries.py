@@ -22,8 +22,9 @@ def area_mask(geojson: dict[str, Any], path: Path) -> tuple[np.ndarray, np.ndarr
     with rasterio.open(path) as dataset:
         data = dataset.read()
         geometry = to_crs(parse_area(geojson, "geometry"), dataset.crs)
-        mask = geometry_mask([geometry], out_shape=(dataset.height, dataset.width), transform=dataset.transform,
-                             invert=True)
+        mask = geometry_mask(
+            [geometry], out_shape=(dataset.height, dataset.width), transform=dataset.transform, invert=True
+        )
     return data, mask
 
 
@@ -39,8 +40,9 @@ def test_stack_steps_equal_numpy(s2_items: dict, aoi: dict, sample_dir: Path, ma
         ("min", {}, lambda v: float(v.min())),
         ("max", {}, lambda v: float(v.max())),
     ]:
-        result = registry.run("time_series", {"item_id": "ndvi_stack", "geometry": aoi, "reducer": reducer,
-                                              **extra}, ctx)
+        result = registry.run(
+            "time_series", {"item_id": "ndvi_stack", "geometry": aoi, "reducer": reducer, **extra}, ctx
+        )
         steps = result["steps"]
         assert len(steps) == 68
         assert [s["band"] for s in steps] == list(range(1, 69))  # the stack is in time order already
@@ -56,16 +58,22 @@ def test_stack_steps_equal_numpy(s2_items: dict, aoi: dict, sample_dir: Path, ma
 
 
 def test_stack_time_filter(s2_items: dict, aoi: dict, make_context: ContextFactory) -> None:
-    result = registry.run("time_series", {"item_id": "ndvi_stack", "geometry": aoi,
-                                          "start": "2016-01-01T00:00:00Z", "end": "2016-06-30"}, make_context(s2_items))
+    result = registry.run(
+        "time_series",
+        {"item_id": "ndvi_stack", "geometry": aoi, "start": "2016-01-01T00:00:00Z", "end": "2016-06-30"},
+        make_context(s2_items),
+    )
     assert result["steps"]
     assert all("2016-01-01" <= s["datetime"][:10] <= "2016-06-30" for s in result["steps"])
 
 
 def test_items_series_equals_numpy(s2_items: dict, aoi: dict, sample_dir: Path, make_context: ContextFactory) -> None:
     ids = ["s2_20150909", "s2_20150711", "s2_20150820"]  # not in time order
-    result = registry.run("time_series", {"item_ids": ids, "index_name": "NDVI", "geometry": aoi,
-                                          "reducer": "median"}, make_context(s2_items))
+    result = registry.run(
+        "time_series",
+        {"item_ids": ids, "index_name": "NDVI", "geometry": aoi, "reducer": "median"},
+        make_context(s2_items),
+    )
     steps = result["steps"]
     assert [s["item_id"] for s in steps] == ["s2_20150711", "s2_20150820", "s2_20150909"]
     assert steps[0]["datetime"] == "2015-07-11T10:00:08Z"
@@ -81,19 +89,28 @@ def test_empty_steps_are_reported(write_raster: RasterWriter, make_context: Cont
     stack = np.random.default_rng(0).uniform(0, 1, (3, 20, 20)).astype(np.float32)
     stack[1] = np.nan  # a fully clouded date
     dates = ["2024-05-03T10:00:00Z", "2024-05-01T10:00:00Z", "2024-05-02T10:00:00Z"]
-    path = write_raster("stack.tif", stack, nodata=np.nan, descriptions=["a", "b", "c"],
-                        band_tags=[{"ACQUISITION_DATETIME": d} for d in dates])
+    path = write_raster(
+        "stack.tif",
+        stack,
+        nodata=np.nan,
+        descriptions=["a", "b", "c"],
+        band_tags=[{"ACQUISITION_DATETIME": d} for d in dates],
+    )
     ring = lonlat_polygon(UTM33_TRANSFORM, UTM33, [(2.2, 2.2), (15.7, 2.2), (15.7, 17.7), (2.2, 17.7)])
-    result = registry.run("time_series", {"item_id": "stack", "geometry": {"type": "Polygon", "coordinates": [ring]}},
-                          make_context([make_item("stack", path)]))
+    result = registry.run(
+        "time_series",
+        {"item_id": "stack", "geometry": {"type": "Polygon", "coordinates": [ring]}},
+        make_context([make_item("stack", path)]),
+    )
     steps = result["steps"]
     assert [s["band"] for s in steps] == [2, 3, 1]  # sorted by time, from the band tags
     assert steps[0]["value"] is None and steps[0]["count"] == 0 and steps[0]["nodata_count"] == 14 * 16
     assert steps[1]["value"] == pytest.approx(float(stack[2, 2:18, 2:16].mean(dtype=np.float64)), rel=1e-6)
 
 
-def test_undated_bands_and_items_are_refused(write_raster: RasterWriter, make_context: ContextFactory,
-                                             aoi: dict) -> None:
+def test_undated_bands_and_items_are_refused(
+    write_raster: RasterWriter, make_context: ContextFactory, aoi: dict
+) -> None:
     path = write_raster("plain.tif", np.ones((2, 10, 10), np.float32), descriptions=["x", "y"])
     ctx = make_context([make_item("plain", path)])
     for params in ({"item_id": "plain"}, {"item_ids": ["plain"], "band": 1}):

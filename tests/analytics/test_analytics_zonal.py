@@ -29,8 +29,7 @@ from tests.analytics.conftest import UTM33, UTM33_TRANSFORM, ContextFactory, Ras
 
 ALL_STATS = ["count", "nodata_count", "min", "max", "mean", "std", "sum", "median"]
 PERCENTILES = [0.0, 10.0, 37.5, 90.0, 100.0]
-EXACT_OPS = ["count", "sum", "mean", "min", "max", "stdev", "median",
-             *[f"quantile(q={q / 100})" for q in PERCENTILES]]
+EXACT_OPS = ["count", "sum", "mean", "min", "max", "stdev", "median", *[f"quantile(q={q / 100})" for q in PERCENTILES]]
 
 
 def close(actual: float | None, expected: float | None, rel: float = 1e-6, floor: float = 1e-7) -> bool:
@@ -41,27 +40,46 @@ def close(actual: float | None, expected: float | None, rel: float = 1e-6, floor
     return abs(actual - expected) <= max(rel * abs(expected), floor)
 
 
-def rasterstats_oracle(values: np.ndarray, transform: Any, nodata: float | None, geometries: list[Any],
-                       all_touched: bool = False) -> list[dict[str, Any]]:
-    wanted = ["count", "min", "max", "mean", "std", "sum", "median", "nodata", "nan",
-              *[f"percentile_{q:g}" for q in PERCENTILES]]
+def rasterstats_oracle(
+    values: np.ndarray, transform: Any, nodata: float | None, geometries: list[Any], all_touched: bool = False
+) -> list[dict[str, Any]]:
+    wanted = [
+        "count",
+        "min",
+        "max",
+        "mean",
+        "std",
+        "sum",
+        "median",
+        "nodata",
+        "nan",
+        *[f"percentile_{q:g}" for q in PERCENTILES],
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # rasterstats warns about masked elements
-        return zonal_stats(geometries, values, affine=transform, nodata=nodata, stats=wanted,
-                           all_touched=all_touched)
+        return zonal_stats(geometries, values, affine=transform, nodata=nodata, stats=wanted, all_touched=all_touched)
 
 
 def exactextract_oracle(path: Path, geometries: list[Any]) -> list[dict[str, Any]]:
-    features = [{"type": "Feature", "properties": {"zone": i}, "geometry": mapping(g)}
-                for i, g in enumerate(geometries)]
+    features = [
+        {"type": "Feature", "properties": {"zone": i}, "geometry": mapping(g)} for i, g in enumerate(geometries)
+    ]
     rows = exact_extract(str(path), features, EXACT_OPS)
     return [row["properties"] for row in rows]
 
 
 def single_band_file(tmp_path: Path, name: str, values: np.ndarray, reference: Path, nodata: float | None) -> Path:
     with rasterio.open(reference) as src:
-        profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1,
-                   "dtype": values.dtype, "crs": src.crs, "transform": src.transform, "nodata": nodata}
+        profile = {
+            "driver": "GTiff",
+            "width": src.width,
+            "height": src.height,
+            "count": 1,
+            "dtype": values.dtype,
+            "crs": src.crs,
+            "transform": src.transform,
+            "nodata": nodata,
+        }
     path = tmp_path / name
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(values, 1)
@@ -78,8 +96,7 @@ def wholly_inside(geometries: list[Any], path: Path) -> list[bool]:
     return [bool(footprint.contains(g)) for g in geometries]
 
 
-def check_center(result: dict[str, Any], oracle: list[dict[str, Any]], *, inside: list[bool] | None = None
-                 ) -> None:
+def check_center(result: dict[str, Any], oracle: list[dict[str, Any]], *, inside: list[bool] | None = None) -> None:
     """``inside``: zones wholly on the raster, whose nodata counts are comparable (rasterstats
     also counts the off-raster cells of a zone as nodata)."""
     assert len(result["zones"]) == len(oracle)
@@ -89,8 +106,14 @@ def check_center(result: dict[str, Any], oracle: list[dict[str, Any]], *, inside
         if expected["count"] == 0:
             assert all(got[k] is None for k in ("min", "max", "mean", "std", "sum", "median")), zone
             continue
-        for ours, theirs in [("min", "min"), ("max", "max"), ("mean", "mean"), ("std", "std"), ("sum", "sum"),
-                             ("median", "median")]:
+        for ours, theirs in [
+            ("min", "min"),
+            ("max", "max"),
+            ("mean", "mean"),
+            ("std", "std"),
+            ("sum", "sum"),
+            ("median", "median"),
+        ]:
             assert close(got[ours], expected[theirs]), (zone["index"], ours, got[ours], expected[theirs])
         for item in zone["percentiles"]:
             key = f"percentile_{item['percentile']:g}"
@@ -107,8 +130,14 @@ def check_exact(result: dict[str, Any], oracle: list[dict[str, Any]]) -> None:
         if expected["count"] == 0:
             assert all(got[k] is None for k in ("min", "max", "mean", "std", "sum", "median")), zone
             continue
-        for ours, theirs in [("min", "min"), ("max", "max"), ("mean", "mean"), ("std", "stdev"), ("sum", "sum"),
-                             ("median", "median")]:
+        for ours, theirs in [
+            ("min", "min"),
+            ("max", "max"),
+            ("mean", "mean"),
+            ("std", "stdev"),
+            ("sum", "sum"),
+            ("median", "median"),
+        ]:
             assert close(got[ours], expected[theirs]), (zone["index"], ours, got[ours], expected[theirs])
         for item in zone["percentiles"]:
             key = f"quantile_{int(item['percentile'])}"  # exactextract truncates the name
@@ -132,8 +161,9 @@ def s2_ndvi(raw: np.ndarray) -> np.ndarray:
     return get_index("NDVI")({"red": reflectance(raw[2], 1e-4, 0.0), "nir": reflectance(raw[3], 1e-4, 0.0)})
 
 
-def test_s2_ndvi_center_equals_rasterstats(s2_items: dict, s2_arrays: tuple, lulc_zones: dict,
-                                           make_context: ContextFactory) -> None:
+def test_s2_ndvi_center_equals_rasterstats(
+    s2_items: dict, s2_arrays: tuple, lulc_zones: dict, make_context: ContextFactory
+) -> None:
     raw, transform, crs = s2_arrays
     result = run_zonal(make_context(s2_items), item_id="s2_20150711", index_name="ndvi", geometry=lulc_zones)
     assert len(result["zones"]) == 88
@@ -147,40 +177,53 @@ def test_s2_ndvi_center_equals_rasterstats(s2_items: dict, s2_arrays: tuple, lul
     assert result["zones"][0]["properties"]["LULC_NAME"] == "grassland"
 
 
-def test_s2_ndvi_exact_equals_exactextract(s2_items: dict, s2_arrays: tuple, lulc_zones: dict, tmp_path: Path,
-                                           sample_dir: Path, make_context: ContextFactory) -> None:
+def test_s2_ndvi_exact_equals_exactextract(
+    s2_items: dict, s2_arrays: tuple, lulc_zones: dict, tmp_path: Path, sample_dir: Path, make_context: ContextFactory
+) -> None:
     raw, _, crs = s2_arrays
-    path = single_band_file(tmp_path, "ndvi.tif", s2_ndvi(raw), sample_dir / "s2l1c_slovenia_20150711_bgrn.tif",
-                            np.nan)
-    result = run_zonal(make_context(s2_items), item_id="s2_20150711", index_name="NDVI", geometry=lulc_zones,
-                       coverage="exact")
+    path = single_band_file(tmp_path, "ndvi.tif", s2_ndvi(raw), sample_dir / "s2l1c_slovenia_20150711_bgrn.tif", np.nan)
+    result = run_zonal(
+        make_context(s2_items), item_id="s2_20150711", index_name="NDVI", geometry=lulc_zones, coverage="exact"
+    )
     check_exact(result, exactextract_oracle(path, zone_geometries(lulc_zones, crs)))
 
 
 @pytest.mark.parametrize("coverage", ["center", "exact"])
-def test_s2_raw_band_equals_references(coverage: str, s2_items: dict, s2_arrays: tuple, lulc_zones: dict,
-                                       tmp_path: Path, sample_dir: Path, make_context: ContextFactory) -> None:
+def test_s2_raw_band_equals_references(
+    coverage: str,
+    s2_items: dict,
+    s2_arrays: tuple,
+    lulc_zones: dict,
+    tmp_path: Path,
+    sample_dir: Path,
+    make_context: ContextFactory,
+) -> None:
     raw, transform, crs = s2_arrays
-    result = run_zonal(make_context(s2_items), item_id="s2_20150711", band=3, geometry=lulc_zones,
-                       coverage=coverage)
+    result = run_zonal(make_context(s2_items), item_id="s2_20150711", band=3, geometry=lulc_zones, coverage=coverage)
     assert result["unit"] == "reflectance*10000" and result["band"] == 3
     geometries = zone_geometries(lulc_zones, crs)
     if coverage == "center":
-        check_center(result, rasterstats_oracle(raw[2], transform, 0, geometries),
-                     inside=wholly_inside(geometries, s2_items["s2_20150711"].assets["data"].path))
+        check_center(
+            result,
+            rasterstats_oracle(raw[2], transform, 0, geometries),
+            inside=wholly_inside(geometries, s2_items["s2_20150711"].assets["data"].path),
+        )
     else:
         path = single_band_file(tmp_path, "red.tif", raw[2], sample_dir / "s2l1c_slovenia_20150711_bgrn.tif", 0)
         check_exact(result, exactextract_oracle(path, geometries))
 
 
-def test_s2_all_touched_equals_rasterstats(s2_items: dict, s2_arrays: tuple, lulc_zones: dict,
-                                           make_context: ContextFactory) -> None:
+def test_s2_all_touched_equals_rasterstats(
+    s2_items: dict, s2_arrays: tuple, lulc_zones: dict, make_context: ContextFactory
+) -> None:
     raw, transform, crs = s2_arrays
-    result = run_zonal(make_context(s2_items), item_id="s2_20150711", band=4, geometry=lulc_zones,
-                       all_touched=True)
+    result = run_zonal(make_context(s2_items), item_id="s2_20150711", band=4, geometry=lulc_zones, all_touched=True)
     geometries = zone_geometries(lulc_zones, crs)
-    check_center(result, rasterstats_oracle(raw[3], transform, 0, geometries, all_touched=True),
-                 inside=wholly_inside(geometries, s2_items["s2_20150711"].assets["data"].path))
+    check_center(
+        result,
+        rasterstats_oracle(raw[3], transform, 0, geometries, all_touched=True),
+        inside=wholly_inside(geometries, s2_items["s2_20150711"].assets["data"].path),
+    )
 
 
 # -- generated rasters: nodata, NaN, holes, off-raster and sub-pixel zones -----------------------
@@ -215,8 +258,9 @@ def synthetic_zones() -> dict[str, Any]:
     ]
     return {
         "type": "FeatureCollection",
-        "features": [{"type": "Feature", "id": f"z{i}", "properties": {"n": i}, "geometry": g}
-                     for i, g in enumerate(features)],
+        "features": [
+            {"type": "Feature", "id": f"z{i}", "properties": {"n": i}, "geometry": g} for i, g in enumerate(features)
+        ],
     }
 
 
@@ -228,8 +272,9 @@ def synthetic_item(write_raster: RasterWriter) -> tuple[Any, np.ndarray, Path]:
 
 
 @pytest.mark.parametrize("all_touched", [False, True])
-def test_generated_center_equals_rasterstats(all_touched: bool, synthetic_item: tuple,
-                                             make_context: ContextFactory) -> None:
+def test_generated_center_equals_rasterstats(
+    all_touched: bool, synthetic_item: tuple, make_context: ContextFactory
+) -> None:
     item, values, _ = synthetic_item
     zones = synthetic_zones()
     result = run_zonal(make_context([item]), item_id="synthetic", band=1, geometry=zones, all_touched=all_touched)
@@ -254,9 +299,13 @@ def test_generated_exact_equals_exactextract(synthetic_item: tuple, make_context
     assert by_id["z4"]["stats"]["count"] == 0 and by_id["z4"]["stats"]["mean"] is None
 
 
-def test_bucketed_quantiles_and_spilling_match_direct(synthetic_item: tuple, s2_items: dict, lulc_zones: dict,
-                                                      make_context: ContextFactory,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bucketed_quantiles_and_spilling_match_direct(
+    synthetic_item: tuple,
+    s2_items: dict,
+    lulc_zones: dict,
+    make_context: ContextFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The bounded-memory quantile path (histogram buckets, scratch files) gives the same answers."""
     item, _, _ = synthetic_item
     zones = synthetic_zones()
@@ -276,24 +325,42 @@ def test_bucketed_quantiles_and_spilling_match_direct(synthetic_item: tuple, s2_
         for coverage in ("center", "exact"):
             # A budget of 1 byte spills every value to scratch files; 1 GiB keeps them in memory.
             for budget in (1, 1 << 30):
-                bucketed = run_zonal(make_context(items, memory_budget_bytes=budget, workers=1),
-                                     coverage=coverage, **params)
+                bucketed = run_zonal(
+                    make_context(items, memory_budget_bytes=budget, workers=1), coverage=coverage, **params
+                )
                 for a, b in zip(bucketed["zones"], direct[number, coverage]["zones"], strict=True):
                     got = [a["stats"]["median"], *(p["value"] for p in a["percentiles"])]
                     want = [b["stats"]["median"], *(p["value"] for p in b["percentiles"])]
                     assert all(close(x, y, rel=1e-12, floor=1e-12) for x, y in zip(got, want, strict=True)), (
-                        number, coverage, budget, a["index"], got, want)
+                        number,
+                        coverage,
+                        budget,
+                        a["index"],
+                        got,
+                        want,
+                    )
 
 
-def test_histogram_and_worker_count_do_not_change_results(synthetic_item: tuple,
-                                                          make_context: ContextFactory) -> None:
+def test_histogram_and_worker_count_do_not_change_results(synthetic_item: tuple, make_context: ContextFactory) -> None:
     item, values, _ = synthetic_item
-    zone = {"type": "Polygon", "coordinates": [lonlat_polygon(UTM33_TRANSFORM, UTM33,
-                                                              [(1.2, 1.2), (68.7, 1.2), (68.7, 58.7), (1.2, 58.7)])]}
-    one = run_zonal(make_context([item], workers=1), item_id="synthetic", band=1, geometry=zone,
-                    histogram={"bins": 7, "range": None})
-    two = run_zonal(make_context([item], workers=2), item_id="synthetic", band=1, geometry=zone,
-                    histogram={"bins": 7, "range": None})
+    zone = {
+        "type": "Polygon",
+        "coordinates": [lonlat_polygon(UTM33_TRANSFORM, UTM33, [(1.2, 1.2), (68.7, 1.2), (68.7, 58.7), (1.2, 58.7)])],
+    }
+    one = run_zonal(
+        make_context([item], workers=1),
+        item_id="synthetic",
+        band=1,
+        geometry=zone,
+        histogram={"bins": 7, "range": None},
+    )
+    two = run_zonal(
+        make_context([item], workers=2),
+        item_id="synthetic",
+        band=1,
+        geometry=zone,
+        histogram={"bins": 7, "range": None},
+    )
     assert one["zones"] == two["zones"]
     inside = values[1:59, 1:69]
     valid = inside[np.isfinite(inside) & (inside != -9999.0)]
@@ -303,10 +370,10 @@ def test_histogram_and_worker_count_do_not_change_results(synthetic_item: tuple,
     assert histogram["edges"] == pytest.approx(edges.tolist(), rel=1e-5)  # numpy: float32 edges
 
 
-def test_scaled_band_and_missing_raster_zone(synthetic_item: tuple, s2_items: dict, lulc_zones: dict,
-                                             make_context: ContextFactory) -> None:
-    scaled = run_zonal(make_context(s2_items), item_id="s2_20150711", band=3, geometry=lulc_zones,
-                       apply_scale=True)
+def test_scaled_band_and_missing_raster_zone(
+    synthetic_item: tuple, s2_items: dict, lulc_zones: dict, make_context: ContextFactory
+) -> None:
+    scaled = run_zonal(make_context(s2_items), item_id="s2_20150711", band=3, geometry=lulc_zones, apply_scale=True)
     raw = run_zonal(make_context(s2_items), item_id="s2_20150711", band=3, geometry=lulc_zones)
     assert scaled["unit"] is None
     assert scaled["zones"][5]["stats"]["mean"] == pytest.approx(raw["zones"][5]["stats"]["mean"] * 1e-4, rel=1e-6)

@@ -119,7 +119,10 @@ def test_scale_from_the_dataset_tag_and_bands_from_band_ids(tmp_path: Path) -> N
     # No band scales and no useful descriptions: REFLECTANCE_SCALE and BAND_ID tags are used.
     array, regions = scene(260, 160)
     src = write_scene(
-        tmp_path / "scene.tif", array, band_scales=False, descriptions=["b1", "b2", "b3", "b4"],
+        tmp_path / "scene.tif",
+        array,
+        band_scales=False,
+        descriptions=["b1", "b2", "b3", "b4"],
         band_tags=[{"BAND_ID": band_id} for band_id in ("B02", "B03", "B04", "B08")],
     )
     assert detect_bands(src) == {"blue": 1, "green": 2, "nir": 4}

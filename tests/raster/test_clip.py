@@ -322,8 +322,13 @@ def test_vertices_on_pixel_centres_match_across_strips(tmp_path: Path) -> None:
     import shapely
 
     transform = Affine(0.0001, 0.0, 14.5, 0.0, -0.0001, 46.0)
-    src = make_raster(tmp_path / "geo.tif", smooth_noise((1, 1600, 1400), seed=9).astype("uint16"),
-                      crs="EPSG:4326", transform=transform, descriptions=["gray"])
+    src = make_raster(
+        tmp_path / "geo.tif",
+        smooth_noise((1, 1600, 1400), seed=9).astype("uint16"),
+        crs="EPSG:4326",
+        transform=transform,
+        descriptions=["gray"],
+    )
     rng = np.random.default_rng(10)
     for attempt in range(6):
         rows, cols = rng.integers(0, 3200, size=12) / 2, rng.integers(0, 2800, size=12) / 2

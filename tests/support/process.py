@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import weakref
 from pathlib import Path
+from typing import ClassVar
 
 
 class ChildProcess:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     stop_timeout: float = 30.0
+    _started: ClassVar[weakref.WeakSet[ChildProcess]] = weakref.WeakSet()
+
+    def _track(self) -> None:
+        ChildProcess._started.add(self)
+
+    @classmethod
+    def stop_all(cls) -> None:
+        for child in list(cls._started):
+            child.stop()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -60,6 +60,7 @@ class ServerProcess(ChildProcess):
                  "--port-file", str(self.port_file), "--http-listen", "127.0.0.1:0", *self._extra_args],
                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
+        self._track()
         return self
 
     def wait_listening(self, timeout: float = 30.0) -> int:

@@ -67,6 +67,7 @@ class WorkerProcess(ChildProcess):
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        self._track()
         return self
 
     def kill(self) -> None:

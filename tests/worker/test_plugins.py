@@ -85,8 +85,9 @@ def sample_aoi() -> dict[str, Any]:
 
 
 def test_clip_run(tmp_path: Path, sample_aoi: dict[str, Any]) -> None:
-    thumbnail = SourceAsset(key="thumbnail", path="/nonexistent.png", media_type="image/png",
-                            roles=["thumbnail"], bands=[])
+    thumbnail = SourceAsset(
+        key="thumbnail", path="/nonexistent.png", media_type="image/png", roles=["thumbnail"], bands=[]
+    )
     source = item(SAMPLE, extra_assets={"thumbnail": thumbnail})
     progress = Recorder()
     ctx = context(tmp_path, source, progress)
@@ -112,11 +113,16 @@ def test_clip_run(tmp_path: Path, sample_aoi: dict[str, Any]) -> None:
 
 
 def test_clip_named_assets_and_output_name(tmp_path: Path, sample_aoi: dict[str, Any]) -> None:
-    copy = SourceAsset(key="copy of data", path=str(SAMPLE), media_type="image/tiff; application=geotiff",
-                       roles=[], bands=[])
+    copy = SourceAsset(
+        key="copy of data", path=str(SAMPLE), media_type="image/tiff; application=geotiff", roles=[], bands=[]
+    )
     source = item(SAMPLE, extra_assets={"copy of data": copy})
-    params = ClipInput(source_item_id=source.id, aoi_geometry=sample_aoi["features"][0],
-                       asset_keys=["copy of data", "data"], output_name="my clip")
+    params = ClipInput(
+        source_item_id=source.id,
+        aoi_geometry=sample_aoi["features"][0],
+        asset_keys=["copy of data", "data"],
+        output_name="my clip",
+    )
     [output] = ClipPlugin().run(params, context(tmp_path, source))
     assert output.name == "my clip"
     assert [f.key for f in output.files] == ["copy of data", "data"]
@@ -130,8 +136,10 @@ def test_clip_named_assets_and_output_name(tmp_path: Path, sample_aoi: dict[str,
         {"type": "Point", "coordinates": [14.56, 45.87]},
         {"type": "LineString", "coordinates": [[14.55, 45.86], [14.56, 45.87]]},
         {"type": "Feature", "properties": {}, "geometry": None},
-        {"type": "FeatureCollection",
-         "features": [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 2]}}]},
+        {
+            "type": "FeatureCollection",
+            "features": [{"type": "Feature", "geometry": {"type": "Point", "coordinates": [1, 2]}}],
+        },
         {"type": "Polygon", "coordinates": [[[14.55, 45.86], [14.56, 45.86], [14.55, 45.86], [14.55, 45.86]]]},
         {"type": "Polygon", "coordinates": [[[1500.0, 45.86], [1501, 45.86], [1501, 46], [1500.0, 45.86]]]},
         {"type": "Polygon", "coordinates": "nope"},
@@ -172,8 +180,14 @@ def test_clip_cancelled_before_run(tmp_path: Path, sample_aoi: dict[str, Any]) -
 
 def test_clip_cancelled_between_strips(tmp_path: Path) -> None:
     path = tmp_path / "tall.tif"
-    write_cog(path, np.ones((1, 1300, 200), dtype="uint16"), crs="EPSG:32633", transform=UTM33, nodata=0,
-              descriptions=["gray"])
+    write_cog(
+        path,
+        np.ones((1, 1300, 200), dtype="uint16"),
+        crs="EPSG:32633",
+        transform=UTM33,
+        nodata=0,
+        descriptions=["gray"],
+    )
     source = item(path)
     progress = Recorder()
     ctx = context(tmp_path, source, progress)
@@ -184,8 +198,9 @@ def test_clip_cancelled_between_strips(tmp_path: Path) -> None:
 
     ctx._progress = cancel_after_first_strip
     with pytest.raises(JobCancelled):
-        ClipPlugin().run(ClipInput(source_item_id=source.id,
-                                   aoi_geometry=lonlat_box(465_100, 5_067_500, 466_900, 5_079_900)), ctx)
+        ClipPlugin().run(
+            ClipInput(source_item_id=source.id, aoi_geometry=lonlat_box(465_100, 5_067_500, 466_900, 5_079_900)), ctx
+        )
     assert len(progress.calls) == 1 and progress.calls[0][0] < 1.0
     assert sorted(p.name for p in ctx.workdir.iterdir()) == []
 
@@ -201,8 +216,15 @@ def water_scene(path: Path) -> np.ndarray:
     nir = rng.integers(50, 250, size=(rows, cols))
     nir[:, :80] = 3000  # a strip of land along the western edge
     array = np.stack([blue, green, np.full_like(blue, 400), nir]).astype("uint16")
-    write_cog(path, array, crs="EPSG:32633", transform=UTM33, nodata=0,
-              descriptions=["blue", "green", "red", "nir"], scales=[0.0001] * 4)
+    write_cog(
+        path,
+        array,
+        crs="EPSG:32633",
+        transform=UTM33,
+        nodata=0,
+        descriptions=["blue", "green", "red", "nir"],
+        scales=[0.0001] * 4,
+    )
     return array
 
 
@@ -254,15 +276,20 @@ def test_bathymetry_with_aoi_clips_first(tmp_path: Path) -> None:
 
 def test_bathymetry_failures(tmp_path: Path) -> None:
     path = tmp_path / "gray.tif"
-    write_cog(path, np.ones((1, 50, 50), dtype="uint16"), crs="EPSG:32633", transform=UTM33, nodata=0,
-              descriptions=["gray"])
+    write_cog(
+        path, np.ones((1, 50, 50), dtype="uint16"), crs="EPSG:32633", transform=UTM33, nodata=0, descriptions=["gray"]
+    )
     source = item(path)
     ctx = context(tmp_path, source)
     for params, reason in [
         (BathymetryInput(source_item_id=source.id, m0=1, m1=1), "BANDS_NOT_FOUND"),
         (BathymetryInput(source_item_id=source.id, m0=1, m1=1, asset_key="nope"), "ASSET_NOT_FOUND"),
-        (BathymetryInput(source_item_id=source.id, m0=1, m1=1, aoi_geometry={"type": "Point", "coordinates": [0, 0]}),
-         "INVALID_GEOMETRY"),
+        (
+            BathymetryInput(
+                source_item_id=source.id, m0=1, m1=1, aoi_geometry={"type": "Point", "coordinates": [0, 0]}
+            ),
+            "INVALID_GEOMETRY",
+        ),
     ]:
         with pytest.raises(JobFailed) as caught:
             BathymetryPlugin().run(params, ctx)
