@@ -8,26 +8,21 @@ echo server (`bench.echo`), and one load generator per point (`bench.load`).
 from __future__ import annotations
 
 import asyncio
-import atexit
 import dataclasses
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import grpc
-import psycopg
 from google.protobuf import any_pb2
-from psycopg.conninfo import conninfo_to_dict
 
 from bench.echo import METHOD as ECHO_METHOD
 from bench.echo import EchoProcess
 from bench.harness import Options, Outcome, run_load
 from bench.profile import Profiler
 from bench.results import Results, machine_line, markdown_table, utc_now
+from bench.server import bench_server
 from geopera.v1 import catalog_pb2, kernel_pb2, kernel_pb2_grpc
-from tests.support.db import DatabaseFactory, admin_url
 from tests.support.server import ServerProcess
 
 NAME = "items_get"
@@ -178,93 +173,65 @@ def report(points: dict[tuple[str, int], dict[str, Any]], options: Options, cont
 
 
 def run(results: Results, options: Options) -> Outcome:
-    tmp = Path(tempfile.mkdtemp(prefix="geopera-bench-"))
-    # Registered before an embedded PostgreSQL can be started under `tmp`, so
-    # (atexit being last-in, first-out) it runs after that server stopped.
-    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-    factory: DatabaseFactory | None = None
-    server: ServerProcess | None = None
     echo: EchoProcess | None = None
-    admin: psycopg.Connection[Any] | None = None
     started, machine = utc_now(), machine_line()
-    try:
-        root_url = admin_url(tmp)
-        factory = DatabaseFactory(root_url)
-        factory.prepare_template()
-        url = factory.create()
-        dbname = conninfo_to_dict(url)["dbname"]
-        home = tmp / "server"
-        print(f"[{NAME}] starting the server on database {dbname}", flush=True)
-        server = ServerProcess(database_url=url, home=home).start(timeout=60)
-        item_id, token = asyncio.run(seed(url, home))
-        echo = EchoProcess(tmp / "echo").start()
+    with bench_server("geopera-bench-", NAME) as bench:
+        try:
+            server, url, home, tmp = bench.server, bench.url, bench.home, bench.tmp
+            pg_version, pg_backends = bench.pg_version, bench.pg_backends
+            item_id, token = asyncio.run(seed(url, home))
+            echo = EchoProcess(tmp / "echo").start()
 
-        request = kernel_pb2.ExecuteRequest(operation="items.get")
-        request.params.CopyFrom(_pack(catalog_pb2.ItemsGetParams(item_id=item_id)))
-        metadata = [("authorization", "Bearer " + token)]
-        response_bytes, assets = sanity_check(server, echo, request, metadata, item_id)
-        payload_hex = request.SerializeToString().hex()
+            request = kernel_pb2.ExecuteRequest(operation="items.get")
+            request.params.CopyFrom(_pack(catalog_pb2.ItemsGetParams(item_id=item_id)))
+            metadata = [("authorization", "Bearer " + token)]
+            response_bytes, assets = sanity_check(server, echo, request, metadata, item_id)
+            payload_hex = request.SerializeToString().hex()
 
-        admin = psycopg.connect(root_url, autocommit=True)
-        pg_version = admin.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+            assert server.process is not None and echo.process is not None
+            server_pid, echo_pid = server.process.pid, echo.process.pid
+            common = {"metadata": metadata, "payload_hex": payload_hex, "warmup": options.warmup,
+                      "duration": options.duration}
+            points: dict[tuple[str, int], dict[str, Any]] = {}
+            for callers in CONCURRENCY:
+                points[("echo", callers)] = run_load(
+                    {**common, "target": echo.address, "method": ECHO_METHOD, "check": "echo",
+                     "concurrency": callers},
+                    {"echo": lambda: [echo_pid]},
+                )
+                profiler = None
+                if options.profile and callers == TARGET_CALLERS:
+                    profiler = Profiler(server_pid, f"{NAME}_execute_{callers}", options.duration)
+                points[("execute", callers)] = run_load(
+                    {**common, "target": server.address, "method": EXECUTE_METHOD, "check": "execute",
+                     "expect_operation": "items.get", "expect_result_type": "geopera.v1.ItemsGetResult",
+                     "concurrency": callers},
+                    {"server": lambda: [server_pid], "postgres": pg_backends},
+                    on_measure_start=profiler.start if profiler else None,
+                )
+                if profiler is not None:
+                    profiler.finish()
+                e, x = points[("echo", callers)], points[("execute", callers)]
+                print(f"[{NAME}] {callers:>3} callers: echo {e['rps']:.0f} req/s ({e['errors']} errors), "
+                      f"Execute {x['rps']:.0f} req/s ({x['errors']} errors)", flush=True)
+            if server.process.poll() is not None:
+                raise RuntimeError(f"the server exited during the bench:\n{server.log()[-4000:]}")
 
-        def pg_backends() -> list[int]:
-            assert admin is not None
-            rows = admin.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,)
-            ).fetchall()
-            return [r[0] for r in rows]
-
-        assert server.process is not None and echo.process is not None
-        server_pid, echo_pid = server.process.pid, echo.process.pid
-        common = {"metadata": metadata, "payload_hex": payload_hex, "warmup": options.warmup,
-                  "duration": options.duration}
-        points: dict[tuple[str, int], dict[str, Any]] = {}
-        for callers in CONCURRENCY:
-            points[("echo", callers)] = run_load(
-                {**common, "target": echo.address, "method": ECHO_METHOD, "check": "echo",
-                 "concurrency": callers},
-                {"echo": lambda: [echo_pid]},
-            )
-            profiler = None
-            if options.profile and callers == TARGET_CALLERS:
-                profiler = Profiler(server_pid, f"{NAME}_execute_{callers}", options.duration)
-            points[("execute", callers)] = run_load(
-                {**common, "target": server.address, "method": EXECUTE_METHOD, "check": "execute",
-                 "expect_operation": "items.get", "expect_result_type": "geopera.v1.ItemsGetResult",
-                 "concurrency": callers},
-                {"server": lambda: [server_pid], "postgres": pg_backends},
-                on_measure_start=profiler.start if profiler else None,
-            )
-            if profiler is not None:
-                profiler.finish()
-            e, x = points[("echo", callers)], points[("execute", callers)]
-            print(f"[{NAME}] {callers:>3} callers: echo {e['rps']:.0f} req/s ({e['errors']} errors), "
-                  f"Execute {x['rps']:.0f} req/s ({x['errors']} errors)", flush=True)
-        if server.process.poll() is not None:
-            raise RuntimeError(f"the server exited during the bench:\n{server.log()[-4000:]}")
-
-        context = {
-            "date": started, "machine": machine, "pg_version": pg_version,
-            "pg_source": "GEOPERA_TEST_DATABASE_URL" if os.environ.get("GEOPERA_TEST_DATABASE_URL")
-            else "embedded, GEOPERA_TEST_DATABASE_URL unset",
-            "cpus": len(os.sched_getaffinity(0)),
-            "profiled": options.profile,
-            "request_bytes": len(payload_hex) // 2, "response_bytes": response_bytes, "assets": assets,
-        }
-        body, outcome = report(points, options, context)
-        results.set_section(TITLE, body)
-        print(f"\n## {TITLE}\n\n{body}\n", flush=True)
-        return outcome
-    finally:
-        if admin is not None:
-            admin.close()
-        if echo is not None:
-            echo.stop()
-        if server is not None:
-            server.stop()
-        if factory is not None:
-            factory.drop_all()
+            context = {
+                "date": started, "machine": machine, "pg_version": pg_version,
+                "pg_source": "GEOPERA_TEST_DATABASE_URL" if os.environ.get("GEOPERA_TEST_DATABASE_URL")
+                else "embedded, GEOPERA_TEST_DATABASE_URL unset",
+                "cpus": len(os.sched_getaffinity(0)),
+                "profiled": options.profile,
+                "request_bytes": len(payload_hex) // 2, "response_bytes": response_bytes, "assets": assets,
+            }
+            body, outcome = report(points, options, context)
+            results.set_section(TITLE, body)
+            print(f"\n## {TITLE}\n\n{body}\n", flush=True)
+            return outcome
+        finally:
+            if echo is not None:
+                echo.stop()
 
 
 def _pack(message: Any) -> any_pb2.Any:

@@ -16,13 +16,10 @@ ends with its client process, before the real workers connect.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -30,16 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import psycopg
 from google.protobuf import any_pb2
-from psycopg.conninfo import conninfo_to_dict
 
 from bench.harness import REPO, Options, Outcome, cpu_seconds
 from bench.profile import Profiler
 from bench.results import Results, machine_line, markdown_table, utc_now
+from bench.server import bench_server
 from geopera.v1 import kernel_pb2, kernel_pb2_grpc, processing_pb2
-from tests.support.db import DatabaseFactory, admin_url
-from tests.support.server import ServerProcess
 from tests.support.workers import WorkerProcess
 
 NAME = "jobs"
@@ -343,105 +337,77 @@ def report(dispatch: dict[str, Any], watch: dict[str, Any], points: dict[int, di
 
 
 def run(results: Results, options: Options) -> Outcome:
-    tmp = Path(tempfile.mkdtemp(prefix="geopera-bench-jobs-"))
-    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-    factory: DatabaseFactory | None = None
-    server: ServerProcess | None = None
     workers: list[WorkerProcess] = []
-    admin: psycopg.Connection[Any] | None = None
     started, machine = utc_now(), machine_line()
-    try:
-        root_url = admin_url(tmp)
-        factory = DatabaseFactory(root_url)
-        factory.prepare_template()
-        url = factory.create()
-        dbname = conninfo_to_dict(url)["dbname"]
-        home = tmp / "server"
-        print(f"[{NAME}] starting the server on database {dbname}", flush=True)
-        server = ServerProcess(database_url=url, home=home).start(timeout=60)
-        tokens = asyncio.run(seed(url, home))
-        admin = psycopg.connect(root_url, autocommit=True)
-        pg_version = admin.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+    with bench_server("geopera-bench-jobs-", NAME) as bench:
+        try:
+            server, url, home, tmp = bench.server, bench.url, bench.home, bench.tmp
+            pg_version, pg_backends, pg_background = bench.pg_version, bench.pg_backends, bench.pg_background
+            tokens = asyncio.run(seed(url, home))
+            assert server.process is not None
+            server_pid = server.process.pid
 
-        def pg_backends() -> list[int]:
-            assert admin is not None
-            rows = admin.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,)
-            ).fetchall()
-            return [r[0] for r in rows]
+            groups: dict[str, PidSource] = {"server": lambda: [server_pid], "postgres": pg_backends,
+                                            "pg_background": pg_background}  # fmt: skip
+            common = {"target": server.address, "project": PROJECT, "user_token": tokens["user"],
+                      "worker_token": tokens["worker"]}  # fmt: skip
 
-        assert server.process is not None
-        server_pid = server.process.pid
-        def pg_background() -> list[int]:
-            assert admin is not None
-            rows = admin.execute("SELECT pid FROM pg_stat_activity WHERE backend_type <> 'client backend'")
-            return [r[0] for r in rows.fetchall()]
+            print(f"[{NAME}] dispatch latency: {DISPATCH_SAMPLES} sequential jobs", flush=True)
+            dispatch_spec = {**common, "mode": "dispatch", "warmup_samples": DISPATCH_WARMUP,
+                             "samples": DISPATCH_SAMPLES, "pause": 0.01, "time_limit": 40}  # fmt: skip
+            dispatch = run_client(dispatch_spec, groups, 60)
+            print(f"[{NAME}]   p50 {_f(dispatch['assign_ms']['p50'])} ms, p99 {_f(dispatch['assign_ms']['p99'])} ms, "
+                  f"{dispatch['errors']} errors", flush=True)  # fmt: skip
 
-        groups: dict[str, PidSource] = {"server": lambda: [server_pid], "postgres": pg_backends,
-                                        "pg_background": pg_background}  # fmt: skip
-        common = {"target": server.address, "project": PROJECT, "user_token": tokens["user"],
-                  "worker_token": tokens["worker"]}  # fmt: skip
+            print(f"[{NAME}] WatchJob latency: {WATCH_SAMPLES} progress reports", flush=True)
+            watch = run_client({**common, "mode": "watch", "warmup_samples": WATCH_WARMUP, "samples": WATCH_SAMPLES,
+                                "interval": WATCH_INTERVAL, "time_limit": 20}, groups, 45)  # fmt: skip
+            print(f"[{NAME}]   p50 {_f(watch['event_ms']['p50'])} ms, p99 {_f(watch['event_ms']['p99'])} ms, "
+                  f"{watch['errors']} errors", flush=True)  # fmt: skip
 
-        print(f"[{NAME}] dispatch latency: {DISPATCH_SAMPLES} sequential jobs", flush=True)
-        dispatch = run_client({**common, "mode": "dispatch", "warmup_samples": DISPATCH_WARMUP,
-                               "samples": DISPATCH_SAMPLES, "pause": 0.01, "time_limit": 40}, groups, 60)  # fmt: skip
-        print(f"[{NAME}]   p50 {_f(dispatch['assign_ms']['p50'])} ms, p99 {_f(dispatch['assign_ms']['p99'])} ms, "
-              f"{dispatch['errors']} errors", flush=True)  # fmt: skip
+            print(f"[{NAME}] starting {WORKERS} workers", flush=True)
+            workers = [
+                WorkerProcess(server.address, tokens["worker"], tmp / "workers", capacity=WORKER_CAPACITY,
+                              name=f"bench-w{i}", grace=5.0).start()
+                for i in range(WORKERS)
+            ]  # fmt: skip
+            wait_for_workers(server.address, tokens["user"], WORKERS)
+            worker_pids = [w.process.pid for w in workers if w.process is not None]
+            groups["workers"] = lambda: worker_pids
 
-        print(f"[{NAME}] WatchJob latency: {WATCH_SAMPLES} progress reports", flush=True)
-        watch = run_client({**common, "mode": "watch", "warmup_samples": WATCH_WARMUP, "samples": WATCH_SAMPLES,
-                            "interval": WATCH_INTERVAL, "time_limit": 20}, groups, 45)  # fmt: skip
-        print(f"[{NAME}]   p50 {_f(watch['event_ms']['p50'])} ms, p99 {_f(watch['event_ms']['p99'])} ms, "
-              f"{watch['errors']} errors", flush=True)  # fmt: skip
+            points: dict[int, dict[str, Any]] = {}
+            for clients in CLIENTS:
+                profilers: list[Profiler] = []
+                if options.profile and clients == TARGET_CLIENTS:
+                    profilers = [Profiler(server_pid, f"{NAME}_server_{clients}", options.duration),
+                                 Profiler(worker_pids[0], f"{NAME}_worker_{clients}", options.duration)]  # fmt: skip
+                spec = {**common, "mode": "throughput", "concurrency": clients, "warmup": options.warmup,
+                        "duration": options.duration, "drain_seconds": 20}  # fmt: skip
+                points[clients] = run_client(spec, groups, options.warmup + options.duration + 60,
+                                             on_measure_start=lambda ps=profilers: [p.start() for p in ps])  # fmt: skip
+                for profiler in profilers:
+                    profiler.finish()
+                p = points[clients]
+                latency = p["latency_ms"]
+                print(f"[{NAME}]   {clients} clients: {_f(p['jobs_per_s'])} jobs/s, p50 {_f(latency['p50'])} ms, "
+                      f"p99 {_f(latency['p99'])} ms, {p['errors']} errors", flush=True)  # fmt: skip
 
-        print(f"[{NAME}] starting {WORKERS} workers", flush=True)
-        workers = [
-            WorkerProcess(server.address, tokens["worker"], tmp / "workers", capacity=WORKER_CAPACITY,
-                          name=f"bench-w{i}", grace=5.0).start()
-            for i in range(WORKERS)
-        ]  # fmt: skip
-        wait_for_workers(server.address, tokens["user"], WORKERS)
-        worker_pids = [w.process.pid for w in workers if w.process is not None]
-        groups["workers"] = lambda: worker_pids
+            for process in (server, *workers):
+                if process.process is not None and process.process.poll() is not None:
+                    raise RuntimeError(f"a process exited during the bench:\n{process.log()[-4000:]}")
 
-        points: dict[int, dict[str, Any]] = {}
-        for clients in CLIENTS:
-            profilers: list[Profiler] = []
-            if options.profile and clients == TARGET_CLIENTS:
-                profilers = [Profiler(server_pid, f"{NAME}_server_{clients}", options.duration),
-                             Profiler(worker_pids[0], f"{NAME}_worker_{clients}", options.duration)]  # fmt: skip
-            spec = {**common, "mode": "throughput", "concurrency": clients, "warmup": options.warmup,
-                    "duration": options.duration, "drain_seconds": 20}  # fmt: skip
-            points[clients] = run_client(spec, groups, options.warmup + options.duration + 60,
-                                         on_measure_start=lambda ps=profilers: [p.start() for p in ps])  # fmt: skip
-            for profiler in profilers:
-                profiler.finish()
-            p = points[clients]
-            print(f"[{NAME}]   {clients} clients: {_f(p['jobs_per_s'])} jobs/s, p50 {_f(p['latency_ms']['p50'])} ms, "
-                  f"p99 {_f(p['latency_ms']['p99'])} ms, {p['errors']} errors", flush=True)  # fmt: skip
-
-        for process in (server, *workers):
-            if process.process is not None and process.process.poll() is not None:
-                raise RuntimeError(f"a process exited during the bench:\n{process.log()[-4000:]}")
-
-        context = {
-            "date": started, "machine": machine, "pg_version": pg_version,
-            "pg_source": "GEOPERA_TEST_DATABASE_URL" if os.environ.get("GEOPERA_TEST_DATABASE_URL")
-            else "embedded, GEOPERA_TEST_DATABASE_URL unset",
-            "cpus": len(os.sched_getaffinity(0)), "profiled": options.profile,
-            "warmup": options.warmup, "duration": options.duration,
-            "dispatch_window": dispatch["window_s"], "watch_window": watch["window_s"],
-        }  # fmt: skip
-        body, outcome = report(dispatch, watch, points, context)
-        results.set_section(TITLE, body)
-        print(f"\n## {TITLE}\n\n{body}\n", flush=True)
-        return outcome
-    finally:
-        if admin is not None:
-            admin.close()
-        for worker in workers:
-            worker.stop(timeout=15)
-        if server is not None:
-            server.stop()
-        if factory is not None:
-            factory.drop_all()
+            context = {
+                "date": started, "machine": machine, "pg_version": pg_version,
+                "pg_source": "GEOPERA_TEST_DATABASE_URL" if os.environ.get("GEOPERA_TEST_DATABASE_URL")
+                else "embedded, GEOPERA_TEST_DATABASE_URL unset",
+                "cpus": len(os.sched_getaffinity(0)), "profiled": options.profile,
+                "warmup": options.warmup, "duration": options.duration,
+                "dispatch_window": dispatch["window_s"], "watch_window": watch["window_s"],
+            }  # fmt: skip
+            body, outcome = report(dispatch, watch, points, context)
+            results.set_section(TITLE, body)
+            print(f"\n## {TITLE}\n\n{body}\n", flush=True)
+            return outcome
+        finally:
+            for worker in workers:
+                worker.stop(timeout=15)

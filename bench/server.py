@@ -1,0 +1,73 @@
+"""The server every bench measures: a fresh database on the test PostgreSQL
+(or an embedded one), a real `geopera serve` on it, and a watch on the
+database's backends for the CPU accounting. Everything is torn down after."""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from tests.support.db import DatabaseFactory, admin_url
+from tests.support.server import ServerProcess
+
+
+@dataclass
+class BenchServer:
+    tmp: Path
+    url: str
+    home: Path
+    server: ServerProcess
+    pg_version: str
+    _admin: psycopg.Connection[Any]
+    _dbname: str
+
+    def pg_backends(self) -> list[int]:
+        """PIDs of the PostgreSQL backends serving the bench's database."""
+        rows = self._admin.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (self._dbname,)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def pg_background(self) -> list[int]:
+        """PIDs of the cluster's background processes (WAL writer, checkpointer, ...)."""
+        rows = self._admin.execute("SELECT pid FROM pg_stat_activity WHERE backend_type <> 'client backend'")
+        return [r[0] for r in rows.fetchall()]
+
+
+@contextmanager
+def bench_server(prefix: str, name: str) -> Iterator[BenchServer]:
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    # Registered before an embedded PostgreSQL can be started under `tmp`, so
+    # (atexit being last-in, first-out) it runs after that server stopped.
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    factory: DatabaseFactory | None = None
+    server: ServerProcess | None = None
+    admin: psycopg.Connection[Any] | None = None
+    try:
+        root_url = admin_url(tmp)
+        factory = DatabaseFactory(root_url)
+        factory.prepare_template()
+        url = factory.create()
+        dbname = conninfo_to_dict(url)["dbname"]
+        home = tmp / "server"
+        print(f"[{name}] starting the server on database {dbname}", flush=True)
+        server = ServerProcess(database_url=url, home=home).start(timeout=60)
+        admin = psycopg.connect(root_url, autocommit=True)
+        pg_version = admin.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+        yield BenchServer(tmp, url, home, server, pg_version, admin, dbname)
+    finally:
+        if admin is not None:
+            admin.close()
+        if server is not None:
+            server.stop()
+        if factory is not None:
+            factory.drop_all()
