@@ -40,10 +40,12 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from server.allocator import reuse_large_buffers
     from server.app import serve
 
     settings = _settings(args)
     configure_logging(settings.log_level)
+    reuse_large_buffers()
     on_ready = None
     local_worker = None
     if args.demo:

@@ -34,7 +34,7 @@ import shapely
 from affine import Affine
 from pydantic import BaseModel, Field
 from rasterio.enums import Resampling
-from rasterio.io import DatasetReader
+from rasterio.io import DatasetReader, MemoryFile
 from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
@@ -70,9 +70,12 @@ from server.analytics.zonal import EXAMPLE_POLYGON
 from server.geo import Zone, parse_area
 from server.raster import COG_PROFILE, MEDIA_TYPE_COG
 
+# Differences up to this size are staged in memory before the COG copy, larger ones on disk.
+_MEMORY_STAGING_BYTES: Final = 64 * 1024 * 1024
 _QUICKLOOK_MAX: Final = 768  # longest side of the PNG map, pixels (PNG encoding time grows with it)
 _WARP_MARGIN: Final = 2  # source pixels around a chunk's footprint, for bilinear neighbours
 _CLIP_MARGIN: Final = 2
+_AREA_MASK_PIXELS: Final = 16 * 1024 * 1024
 _RANGE_PERCENTILES: Final = (2.0, 98.0)  # quicklook colour range: robust to outliers
 
 
@@ -131,6 +134,48 @@ class _Task:
     window: Window  # absolute, before grid
     geometry: BaseGeometry | None  # None: the area covers the whole chunk
     skip: bool = False  # outside the area: written as NaN, not read
+    mask: np.ndarray | None = None  # the chunk's slice of the area's precomputed center mask
+
+
+@dataclass(frozen=True)
+class _PreviewGrid:
+    """The quicklook's grid: blocks of ``factor`` x ``factor`` pixels of the area's window."""
+
+    row0: int
+    col0: int
+    rows: int
+    cols: int
+    factor: int
+
+    @classmethod
+    def of(cls, window: Window) -> _PreviewGrid:
+        height, width = int(window.height), int(window.width)
+        factor = max(1, math.ceil(max(height, width) / _QUICKLOOK_MAX))
+        return cls(int(window.row_off), int(window.col_off), -(-height // factor), -(-width // factor), factor)
+
+
+@dataclass
+class _PreviewPart:
+    row: int  # first preview row / column this chunk touches
+    col: int
+    sums: np.ndarray  # sum of the valid differences of each preview cell it touches
+    counts: np.ndarray  # how many there were
+
+
+def _preview_part(difference: np.ndarray, window: Window, grid: _PreviewGrid) -> _PreviewPart:
+    """Block sums and counts of a chunk's valid differences on the preview grid (a chunk's
+    edges need not fall on block edges: cells it shares with a neighbour are summed by both)."""
+    valid = ~np.isnan(difference)
+    filled = np.where(valid, difference, np.float32(0)).astype(np.float64)
+    row_cells = (np.arange(int(window.height)) + int(window.row_off) - grid.row0) // grid.factor
+    col_cells = (np.arange(int(window.width)) + int(window.col_off) - grid.col0) // grid.factor
+    row_starts = np.flatnonzero(np.concatenate(([True], row_cells[1:] != row_cells[:-1])))
+    col_starts = np.flatnonzero(np.concatenate(([True], col_cells[1:] != col_cells[:-1])))
+
+    def block_sum(values: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(np.add.reduceat(values, row_starts, axis=0), col_starts, axis=1)
+
+    return _PreviewPart(int(row_cells[0]), int(col_cells[0]), block_sum(filled), block_sum(valid.astype(np.int32)))
 
 
 @dataclass
@@ -143,6 +188,7 @@ class _Chunk:
     before_moments: Moments
     after_moments: Moments
     values: StoredPart | None
+    preview: _PreviewPart | None = None
 
 
 @dataclass
@@ -224,6 +270,7 @@ def _chunk_worker(
     same_grid: bool,
     geographic: bool,
     keep_values: bool,
+    preview: _PreviewGrid,
 ) -> Callable[[list[DatasetReader], _Task], _Chunk]:
     before = before_source.meta
     constant_area = None if geographic else float(row_areas(before, 0, 1)[0])
@@ -243,10 +290,14 @@ def _chunk_worker(
             after_ok = ~np.isnan(after_index)
         del raw
         compared = before_valid[0] & after_ok
-        if task.geometry is None:
+        if task.geometry is None and task.mask is None:
             area_pixels = rows * cols
         else:
-            inside = center_mask(task.geometry, window_transform(window, before.transform), rows, cols, False)
+            inside = (
+                task.mask
+                if task.mask is not None
+                else center_mask(task.geometry, window_transform(window, before.transform), rows, cols, False)
+            )
             compared &= inside
             area_pixels = int(np.count_nonzero(inside))
         difference = after_index - before_values[0]
@@ -264,7 +315,7 @@ def _chunk_worker(
             down_rows = np.count_nonzero(difference < -limit, axis=1)
             same_rows = np.count_nonzero(compared, axis=1) - up_rows - down_rows
             areas = (float(up_rows @ per_row), float(down_rows @ per_row), float(same_rows @ per_row))
-        part = StoredPart.make(chosen, None, np.dtype(np.float32), sort=True) if keep_values and chosen.size else None
+        part = StoredPart.make(chosen, None, np.dtype(np.float32)) if keep_values and chosen.size else None
         return _Chunk(
             difference=difference,
             area_pixels=area_pixels,
@@ -274,6 +325,7 @@ def _chunk_worker(
             before_moments=Moments.of(before_values[0][compared]),
             after_moments=Moments.of(after_index[compared]),
             values=part,
+            preview=_preview_part(difference, window, preview),
         )
 
     return run
@@ -293,12 +345,28 @@ def _plan(geometry: BaseGeometry, window: Window, meta: RasterMeta, band_count: 
         touching = shapely.intersects(geometry, boxes)
     finally:
         shapely.destroy_prepared(geometry)
+    # Areas up to _AREA_MASK_PIXELS are rasterized once (one GDAL call, not one per crossed
+    # chunk); larger ones chunk by chunk, so memory stays bounded.
+    row0, col0 = int(window.row_off), int(window.col_off)
+    area_mask = None
+    if int(window.width) * int(window.height) <= _AREA_MASK_PIXELS:
+        area_mask = center_mask(
+            pixels_to_crs(geometry, meta.transform),
+            window_transform(window, meta.transform),
+            int(window.height),
+            int(window.width),
+            False,
+        )
     tasks = []
     for chunk, full, touched in zip(chunks, inside, touching, strict=True):
         if not touched:
             tasks.append(_Task(chunk, None, skip=True))
         elif full:
             tasks.append(_Task(chunk, None))
+        elif area_mask is not None:
+            r0, c0 = int(chunk.row_off) - row0, int(chunk.col_off) - col0
+            mask = area_mask[r0 : r0 + int(chunk.height), c0 : c0 + int(chunk.width)]
+            tasks.append(_Task(chunk, None, skip=not mask.any(), mask=mask))
         else:
             c0, r0 = chunk.col_off, chunk.row_off
             clipped = shapely.clip_by_rect(
@@ -318,7 +386,7 @@ def _class(count: int, area_m2: float, compared: int) -> ChangeClass:
     )
 
 
-def _write_cog(staging: Path, destination: Path, workers: int) -> None:
+def _write_cog(staging: Path | str, destination: Path, workers: int) -> None:
     partial = destination.with_name(f".{destination.name}.partial")
     try:
         # The house COG profile (ZSTD, 512 blocks, overviews, statistics); NUM_THREADS only
@@ -379,7 +447,7 @@ class ChangeDetection(AnalyticsMethod):
             if zone.window is not None:
                 tasks = _plan(zone.geometry, zone.window, before, len(before_source.indexes),
                              before_source.read_dtype.itemsize)
-                pixels_read, quantiles = self._run(
+                pixels_read, quantiles, preview = self._run(
                     tasks,
                     zone.window,
                     before_source,
@@ -400,7 +468,7 @@ class ChangeDetection(AnalyticsMethod):
         if artifacts:
             low, high = quantiles[-2:]
             limit = max(abs(low or 0.0), abs(high or 0.0), params.change_threshold)
-            self._quicklook(ctx, params.index_name, limit, artifacts)
+            self._quicklook(ctx, params.index_name, limit, preview, artifacts)
         return ChangeDetectionResult(
             before_item_id=params.before_item_id,
             after_item_id=params.after_item_id,
@@ -446,16 +514,27 @@ class ChangeDetection(AnalyticsMethod):
         totals: _Totals,
         moments: dict[str, Moments],
         artifacts: list[str],
-    ) -> tuple[int, list[float | None]]:
+    ) -> tuple[int, list[float | None], np.ndarray]:
+        """Pixels read, the quantiles, and the quicklook's map (block means of the difference)."""
         before = before_source.meta
         row0, col0 = int(window.row_off), int(window.col_off)
         pixels_read = 0
         # Values are always kept: the quicklook's colour range comes from their percentiles.
-        worker = _chunk_worker(before_source, after_source, params.change_threshold, same_grid, geographic, True)
+        grid = _PreviewGrid.of(window)
+        preview_sums = np.zeros((grid.rows, grid.cols), dtype=np.float64)
+        preview_counts = np.zeros((grid.rows, grid.cols), dtype=np.int64)
+        worker = _chunk_worker(
+            before_source, after_source, params.change_threshold, same_grid, geographic, True, grid
+        )
         work = [task for task in tasks if not task.skip]
         ctx.artifact_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".staging-", dir=ctx.artifact_dir) as staging_dir:
-            staging = Path(staging_dir) / "difference.tif"
+        in_memory = int(window.width) * int(window.height) * 4 <= _MEMORY_STAGING_BYTES
+        with (
+            tempfile.TemporaryDirectory(prefix=".staging-", dir=ctx.artifact_dir) as staging_dir,
+            MemoryFile() as memory,
+        ):
+            # Small areas stage the difference in memory (no disk round trip before the COG copy).
+            staging = memory.name if in_memory else str(Path(staging_dir) / "difference.tif")
             profile = {
                 "driver": "GTiff",
                 "width": int(window.width),
@@ -485,6 +564,11 @@ class ChangeDetection(AnalyticsMethod):
                     moments["after"].merge(chunk.after_moments)
                     if chunk.values is not None:
                         store.add(chunk.values)
+                    if chunk.preview is not None:
+                        cells = chunk.preview
+                        rows, cols = cells.sums.shape
+                        preview_sums[cells.row : cells.row + rows, cells.col : cells.col + cols] += cells.sums
+                        preview_counts[cells.row : cells.row + rows, cells.col : cells.col + cols] += cells.counts
                 output.set_band_description(1, f"{params.index_name} difference (after - before)")
                 output.update_tags(
                     1,
@@ -503,22 +587,19 @@ class ChangeDetection(AnalyticsMethod):
             "difference_cog", destination, MEDIA_TYPE_COG, f"{params.index_name} difference (after - before)"
         )
         artifacts.append("difference_cog")
-        return pixels_read, quantiles
+        with np.errstate(invalid="ignore", divide="ignore"):
+            preview = (preview_sums / preview_counts).astype(np.float32)  # 0 / 0: NaN, transparent
+        return pixels_read, quantiles, preview
 
     @staticmethod
     def _relative(window: Window, row0: int, col0: int) -> Window:
         return Window(int(window.col_off) - col0, int(window.row_off) - row0, window.width, window.height)
 
-    def _quicklook(self, ctx: AnalyticsContext, index_name: str, limit: float, artifacts: list[str]) -> None:
-        cog = ctx.artifact_dir / "difference.tif"
-        with rasterio.open(cog) as dataset:
-            scale = max(1.0, max(dataset.width, dataset.height) / _QUICKLOOK_MAX)
-            shape = (max(1, round(dataset.height / scale)), max(1, round(dataset.width / scale)))
-            # Decimated reads come from the COG's overviews: cheap whatever the area.
-            preview = dataset.read(1, out_shape=shape, resampling=Resampling.average, masked=True)
-        values = preview.filled(np.nan).astype(np.float32)
+    def _quicklook(
+        self, ctx: AnalyticsContext, index_name: str, limit: float, preview: np.ndarray, artifacts: list[str]
+    ) -> None:
         destination = ctx.artifact_dir / "quicklook.png"
         title = f"{index_name} change (after - before), colour range +/-{limit:.2f}"
-        write_quicklook(destination, values, limit, title)
+        write_quicklook(destination, preview, limit, title)
         ctx.add_artifact("quicklook_png", destination, "image/png", f"{index_name} change quicklook")
         artifacts.append("quicklook_png")

@@ -33,6 +33,11 @@ from server.analytics.stats import Moments, StoredPart, ValueStore
 Coverage = Literal["center", "exact"]
 # Clipping margin (pixels) for center masks: far enough that clip edges touch no chunk pixel.
 _CLIP_MARGIN = 2
+# Zones whose window fits this budget (pixels, summed over the call's zones) get their center
+# mask rasterized once for the whole window, and chunks take slices of it: one GDAL call
+# instead of one per crossed chunk (the per-call overhead dominated masks of small AOIs).
+# Larger zones are rasterized chunk by chunk, so memory stays bounded.
+_ZONE_MASK_PIXELS = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class _ZonePart:
     zone: int
     window: tuple[int, int, int, int]  # row0, col0, rows, cols (absolute pixels)
     geometry: BaseGeometry | None  # None: the zone covers every pixel of the window
+    mask: np.ndarray | None = None  # the window's slice of the zone's center mask, when precomputed
 
 
 @dataclass(frozen=True)
@@ -102,8 +108,19 @@ def _plan(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -
     chunks = chunk_windows(union, source.meta.block_shape, len(source.indexes), source.read_dtype.itemsize)
     parts_by_chunk: list[list[_ZonePart]] = [[] for _ in chunks]
     chunk_bounds = np.array([[w.row_off, w.col_off, w.row_off + w.height, w.col_off + w.width] for w in chunks])
+    mask_budget = _ZONE_MASK_PIXELS
     for position, zone in enumerate(live):
         row0, col0, row1, col1 = (int(v) for v in bounds[position])
+        zone_mask = None
+        if options.coverage == "center" and (row1 - row0) * (col1 - col0) <= mask_budget:
+            mask_budget -= (row1 - row0) * (col1 - col0)
+            zone_mask = center_mask(
+                pixels_to_crs(zone.geometry, source.meta.transform),
+                window_transform(source.meta.transform, row0, col0),
+                row1 - row0,
+                col1 - col0,
+                options.all_touched,
+            )
         hits = np.flatnonzero(
             (chunk_bounds[:, 0] < row1)
             & (chunk_bounds[:, 2] > row0)
@@ -132,6 +149,12 @@ def _plan(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -
         for chunk_index, (r0, c0, r1, c1), full, touched in zip(hits, sub, inside, touching, strict=True):
             if not touched:
                 continue
+            window = (int(r0), int(c0), int(r1 - r0), int(c1 - c0))
+            if zone_mask is not None and not full:
+                mask = zone_mask[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0]
+                if mask.any():
+                    parts_by_chunk[chunk_index].append(_ZonePart(zone.index, window, None, mask))
+                continue
             clipped = (
                 None if full else shapely.clip_by_rect(geometry, c0 - margin, r0 - margin, c1 + margin, r1 + margin)
             )
@@ -139,9 +162,7 @@ def _plan(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -
                 continue
             if clipped is not None and options.coverage == "center":
                 clipped = pixels_to_crs(clipped, source.meta.transform)  # rasterized in the CRS
-            parts_by_chunk[chunk_index].append(
-                _ZonePart(zone.index, (int(r0), int(c0), int(r1 - r0), int(c1 - c0)), clipped)
-            )
+            parts_by_chunk[chunk_index].append(_ZonePart(zone.index, window, clipped))
     tasks = []
     for parts in parts_by_chunk:
         if not parts:
@@ -172,7 +193,9 @@ def _reduce_chunk(
             window = (slice(r0 - row_base, r0 - row_base + rows), slice(c0 - col_base, c0 - col_base + cols))
             coverage: np.ndarray | None = None
             mask: np.ndarray | None = None
-            if part.geometry is not None:
+            if part.mask is not None:
+                mask = part.mask
+            elif part.geometry is not None:
                 if options.coverage == "exact":
                     coverage = exact_coverage(part.geometry, r0, c0, rows, cols)
                     mask = coverage > 0
@@ -185,7 +208,7 @@ def _reduce_chunk(
                 layer_valid = valid[layer][window]
                 layers.append(
                     _reduce_layer(layer_values, layer_valid, mask, coverage, value_dtype, options.keep_values,
-                                  sort=options.coverage == "center")
+                                  sort=False)
                 )
             results.append(_PartResult(part.zone, layers, rows * cols))
         return results

@@ -38,16 +38,32 @@ def diverging_lut(size: int = 256) -> np.ndarray:
     return np.clip(np.round(np.column_stack(channels)), 0, 255).astype(np.uint8)
 
 
-def colorize(values: np.ndarray, limit: float) -> np.ndarray:
-    """(rows, cols) float -> (rows, cols, 4) RGBA; NaN is transparent; ±limit saturates."""
-    lut = diverging_lut()
+# Palette layout of the quicklook (a palette PNG: a quarter of RGBA's bytes to compress).
+_MAP_COLOURS: Final = 250  # entries 0..249: the colour map
+_WHITE: Final = 250
+_TEXT: Final = 251
+_OUTLINE: Final = 252
+_TRANSPARENT: Final = 255
+
+
+def colour_indexes(values: np.ndarray, limit: float) -> np.ndarray:
+    """(rows, cols) float -> uint8 palette indexes: the colour map for ±limit (saturating
+    beyond), ``_TRANSPARENT`` for NaN."""
     limit = limit if limit > 0 else 1.0
-    scaled = np.clip((np.nan_to_num(values, nan=0.0) + limit) / (2 * limit), 0.0, 1.0)
-    index = np.round(scaled * (len(lut) - 1)).astype(np.intp)
-    rgba = np.empty((*values.shape, 4), dtype=np.uint8)
-    rgba[..., :3] = lut[index]
-    rgba[..., 3] = np.where(np.isnan(values), 0, 255)
-    return rgba
+    scale = (_MAP_COLOURS - 1) / (2 * limit)
+    scaled = np.clip((values + limit) * scale, 0.0, _MAP_COLOURS - 1)  # NaN stays NaN
+    index = np.rint(np.nan_to_num(scaled, nan=0.0)).astype(np.uint8)
+    index[np.isnan(values)] = _TRANSPARENT
+    return index
+
+
+def _palette() -> list[int]:
+    entries = np.zeros((256, 3), dtype=np.uint8)
+    entries[:_MAP_COLOURS] = diverging_lut(_MAP_COLOURS)
+    entries[_WHITE] = (255, 255, 255)
+    entries[_TEXT] = (20, 20, 20)
+    entries[_OUTLINE] = (60, 60, 60)
+    return entries.reshape(-1).tolist()
 
 
 def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
@@ -63,35 +79,38 @@ def _label(value: float) -> str:
 
 
 def write_quicklook(path: Path, values: np.ndarray, limit: float, title: str) -> tuple[int, int]:
-    """Write the map with a legend below it (colour bar, ticks at -limit..limit, title).
+    """Write the map with a legend below it (colour bar, ticks at -limit..limit, title) as a
+    palette PNG whose NaN pixels are transparent.
 
     Small maps are enlarged by an integer factor (nearest neighbour, pixels stay square and
     visible) so the longest side reaches about ``_MIN_SIDE``.
     """
     factor = max(1, _MIN_SIDE // max(values.shape))
+    indexes = colour_indexes(values, limit)
     if factor > 1:
-        values = np.repeat(np.repeat(values, factor, axis=0), factor, axis=1)
-    rows, cols = values.shape
+        indexes = np.repeat(np.repeat(indexes, factor, axis=0), factor, axis=1)
+    rows, cols = indexes.shape
     width = max(cols, 320)
-    image = Image.new("RGBA", (width, rows + _LEGEND_HEIGHT), (255, 255, 255, 255))
-    image.paste(Image.fromarray(colorize(values, limit), "RGBA"), ((width - cols) // 2, 0))
-    draw = ImageDraw.Draw(image)
-    font = _font(11)
     bar_left, bar_right = _MARGIN + 8, width - _MARGIN - 8
     bar_top = rows + 20
     bar_bottom = bar_top + 12
-    lut = diverging_lut(max(2, bar_right - bar_left))
-    for offset, colour in enumerate(lut):
-        x = bar_left + offset
-        draw.line([(x, bar_top), (x, bar_bottom)], fill=(*(int(c) for c in colour), 255))
-    draw.rectangle([bar_left, bar_top, bar_right, bar_bottom], outline=(60, 60, 60, 255))
-    draw.text((bar_left, rows + 4), title, fill=(20, 20, 20, 255), font=font)
+    canvas = np.full((rows + _LEGEND_HEIGHT, width), _WHITE, dtype=np.uint8)
+    canvas[:rows, (width - cols) // 2 : (width - cols) // 2 + cols] = indexes
+    canvas[bar_top:bar_bottom, bar_left:bar_right] = np.rint(
+        np.linspace(0, _MAP_COLOURS - 1, bar_right - bar_left)
+    ).astype(np.uint8)
+    image = Image.frombytes("P", (width, rows + _LEGEND_HEIGHT), canvas.tobytes())
+    image.putpalette(_palette())
+    draw = ImageDraw.Draw(image)
+    font = _font(11)
+    draw.rectangle([bar_left, bar_top, bar_right, bar_bottom], outline=_OUTLINE)
+    draw.text((bar_left, rows + 4), title, fill=_TEXT, font=font)
     for fraction in (0.0, 0.25, 0.5, 0.75, 1.0):
         x = round(bar_left + fraction * (bar_right - bar_left))
-        draw.line([(x, bar_bottom), (x, bar_bottom + 4)], fill=(60, 60, 60, 255))
+        draw.line([(x, bar_bottom), (x, bar_bottom + 4)], fill=_OUTLINE)
         text = _label((fraction * 2 - 1) * limit)
         text_width = draw.textlength(text, font=font)
         left = min(max(x - text_width / 2, 0), width - text_width)
-        draw.text((left, bar_bottom + 6), text, fill=(20, 20, 20, 255), font=font)
-    image.save(path, format="PNG", compress_level=1)  # a preview: speed over bytes
+        draw.text((left, bar_bottom + 6), text, fill=_TEXT, font=font)
+    image.save(path, format="PNG", compress_level=1, transparency=_TRANSPARENT)  # a preview: speed over bytes
     return image.size
