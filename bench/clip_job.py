@@ -15,7 +15,7 @@ from typing import Any
 
 from shapely.geometry import mapping
 
-from bench.server import bench_server
+from bench.server import bench_server, seed_project
 from geopera.v1 import catalog_pb2, kernel_pb2, processing_pb2
 from tests.jobs_support import struct, wait_for_job_type
 from tests.support.client import KernelClient
@@ -35,31 +35,12 @@ def _reset_peak(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")
 
 
-async def _seed(url: str, home: Path) -> dict[str, str]:
-    from server.app import build_services
-    from server.config import Settings
-
-    services = await build_services(Settings(database_url=url, home=home, db_pool_size=2), url)
-    try:
-        await services.catalog.create_project("bench", "Bench")
-        await services.credits.grant("bench", 1_000_000, "bench")
-        _, user = await services.tokens.create_token(
-            name="bench", kind="user", scopes=["catalog:read", "processing:process", "processing:read"],
-            project_ids=["bench"],
-        )  # fmt: skip
-        _, admin = await services.tokens.create_token(name="admin", kind="admin", scopes=["admin"], project_ids=[])
-        _, worker = await services.tokens.create_token(name="worker", kind="worker", scopes=["worker"], project_ids=[])
-        return {"user": user, "admin": admin, "worker": worker}
-    finally:
-        await services.db.close()
-
-
 def measure_job_path(tile: Path, aoi_lonlat: Any, repeats: int = REPEATS) -> dict[str, Any]:
     worker = None
     with bench_server("bench-clip-job-", "clip") as bench:
         try:
             server, url, home = bench.server, bench.url, bench.home
-            tokens = asyncio.run(_seed(url, home))
+            tokens = asyncio.run(seed_project(url, home, ["catalog:read", "processing:process", "processing:read"]))
             channel = server.channel()
             admin = KernelClient(channel, tokens["admin"])
             item = admin.execute(

@@ -43,6 +43,25 @@ class BenchServer:
         return [r[0] for r in rows.fetchall()]
 
 
+async def seed_project(url: str, home: Path, user_scopes: list[str]) -> dict[str, str]:
+    """Project `bench` with credits, and tokens: `user` (``user_scopes`` on it), `admin`, `worker`."""
+    from server.app import build_services
+    from server.config import Settings
+
+    services = await build_services(Settings(database_url=url, home=home, db_pool_size=2), url)
+    try:
+        await services.catalog.create_project("bench", "Bench")
+        await services.credits.grant("bench", 1_000_000, "bench")
+        _, user = await services.tokens.create_token(
+            name="bench", kind="user", scopes=user_scopes, project_ids=["bench"]
+        )
+        _, admin = await services.tokens.create_token(name="admin", kind="admin", scopes=["admin"], project_ids=[])
+        _, worker = await services.tokens.create_token(name="worker", kind="worker", scopes=["worker"], project_ids=[])
+        return {"user": user, "admin": admin, "worker": worker}
+    finally:
+        await services.db.close()
+
+
 @contextmanager
 def bench_server(prefix: str, name: str) -> Iterator[BenchServer]:
     tmp = Path(tempfile.mkdtemp(prefix=prefix))

@@ -20,6 +20,10 @@ class BlobStorage(Protocol):
         """Store a copy of `source` under `key`, atomically (readers never see a
         partial object)."""
 
+    def move_file(self, key: str, source: Path) -> None:
+        """Store `source` under `key`, consuming it (a rename when both are on one file
+        system, as files under `scratch_dir()` are); atomic like `put_file`."""
+
     def open_read(self, key: str) -> BinaryIO: ...
 
     def size(self, key: str) -> int: ...
@@ -60,6 +64,15 @@ class LocalStorage:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    def move_file(self, key: str, source: Path) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(source, target)
+        except OSError:  # another file system: copy, then drop the source
+            self.put_file(key, source)
+            source.unlink(missing_ok=True)
 
     def open_read(self, key: str) -> BinaryIO:
         return self._path(key).open("rb")

@@ -71,6 +71,8 @@ class AnalyticsContext:
     once the call is cancelled; long loops call it between blocks. ``workers`` is how many
     threads the method may run at once (it includes the calling thread's share of the work).
     ``scratch_dir`` is where temporary files may go (None: the system temporary directory);
+    ``artifact_dir`` and ``scratch_dir`` may not exist yet (most calls write no file): a method
+    creates them before writing there;
     ``memory_budget_bytes`` bounds the pixel values a method keeps in memory for
     percentiles before spilling them to scratch files.
     """

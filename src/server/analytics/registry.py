@@ -140,7 +140,9 @@ class MethodRegistry:
                 expected_schema=self.expected_schema(name),
             ) from None
 
-    def run(self, name: str, params: Any, ctx: AnalyticsContext) -> dict[str, Any]:
+    def run(
+        self, name: str, params: Any, ctx: AnalyticsContext, *, validated: BaseModel | None = None
+    ) -> dict[str, Any]:
         """Validate, execute and serialise one call (the result as a JSON-ready dict).
 
         INVALID_ARGUMENT errors raised while executing (missing bands, ...) get the method's
@@ -148,7 +150,7 @@ class MethodRegistry:
         problem comes with the schema.
         """
         method = self.get(name)
-        model = self.validate(name, params)
+        model = validated if validated is not None else self.validate(name, params)
         try:
             result = method.execute(model, ctx)
         except DomainError as error:

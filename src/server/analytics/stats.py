@@ -368,7 +368,10 @@ class ValueStore:
 
     def _spill(self, part: StoredPart) -> None:
         if self._values_file is None:
-            directory = None if self.scratch_dir is None else str(self.scratch_dir)
+            directory = None
+            if self.scratch_dir is not None:
+                Path(self.scratch_dir).mkdir(parents=True, exist_ok=True)
+                directory = str(self.scratch_dir)
             self._values_file = tempfile.TemporaryFile(prefix="analytics-values-", dir=directory)
             self._weights_file = tempfile.TemporaryFile(prefix="analytics-weights-", dir=directory)
         assert self._weights_file is not None

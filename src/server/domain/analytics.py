@@ -4,10 +4,11 @@ run the method off the event loop, and store its artifacts in the project."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import math
+import secrets
 import shutil
-import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -121,7 +122,8 @@ class AnalyticsService:
             record = await self._catalog.get_item(principal, item_id)
             items[record.id] = item_view(record, self._storage)
             projects.add(record.project_id)
-        workdir = Path(tempfile.mkdtemp(prefix=f"analytics-{name}-", dir=self._storage.scratch_dir()))
+        # Reserved, not created: most calls write no file (the method creates it when it does).
+        workdir = self._storage.scratch_dir() / f"analytics-{name}-{secrets.token_hex(8)}"
         cancelled = threading.Event()
 
         def check_cancelled() -> None:
@@ -137,7 +139,8 @@ class AnalyticsService:
         )
         try:
             loop = asyncio.get_running_loop()
-            future = loop.run_in_executor(self._pool, self.methods.run, name, params, context)
+            run = functools.partial(self.methods.run, name, params, context, validated=model)
+            future = loop.run_in_executor(self._pool, run)
             try:
                 result = await asyncio.shield(future)
             except asyncio.CancelledError:
@@ -148,7 +151,8 @@ class AnalyticsService:
             stored = await self._store_artifacts(principal, name, project_id, context.artifacts)
             return AnalyticsOutcome(name, _json_safe(result), stored)
         finally:
-            await asyncio.to_thread(shutil.rmtree, workdir, True)
+            if workdir.exists():
+                await asyncio.to_thread(shutil.rmtree, workdir, True)
 
     async def _store_artifacts(
         self, principal: Principal, operation: str, project_id: str | None, artifacts: list[Artifact]
@@ -167,9 +171,10 @@ class AnalyticsService:
                 artifact_id = new_id("art")
                 suffix = Path(artifact.path).suffix or ".bin"
                 storage_key = f"projects/{project_id}/artifacts/{artifact_id}{suffix}"
-                await asyncio.to_thread(self._storage.put_file, storage_key, Path(artifact.path))
-                keys.append(storage_key)
+                # Hashed before the move: the call's files are ours to consume.
                 size, sha = await asyncio.to_thread(_size_and_sha256, Path(artifact.path))
+                await asyncio.to_thread(self._storage.move_file, storage_key, Path(artifact.path))
+                keys.append(storage_key)
                 rows.append((artifact_id, storage_key, size, sha, artifact))
             async with self._db.transaction() as conn:
                 for artifact_id, storage_key, size, sha, artifact in rows:
