@@ -62,6 +62,7 @@ from server.analytics.reader import (
     bounded_gdal_cache,
     chunk_windows,
     open_meta,
+    parallel_map,
     select_asset,
 )
 from server.analytics.sources import IndexSource
@@ -437,7 +438,9 @@ class ChangeDetection(AnalyticsMethod):
         geographic = before.crs.is_geographic
         area = Zone(parse_area(params.geometry, GEOMETRY_FIELD))
         zone = pixel_zones([area], before.crs, before.transform, before.width, before.height)[0]
-        store = ValueStore(np.dtype(np.float32), ctx.memory_budget_bytes, ctx.scratch_dir)
+        store = ValueStore(
+            np.dtype(np.float32), ctx.memory_budget_bytes, ctx.scratch_dir, mapper=parallel_map(ctx.workers)
+        )
         totals = _Totals()
         moments = {"difference": Moments(), "before": Moments(), "after": Moments()}
         artifacts: list[str] = []

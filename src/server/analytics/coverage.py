@@ -18,13 +18,19 @@ per-cell geometry operations, cost proportional to the boundary length plus the 
 
 from __future__ import annotations
 
+import warnings
 from typing import Final
 
 import numpy as np
 import rasterio.features
 import shapely
 from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
 from shapely.geometry.base import BaseGeometry
+
+# rasterize warns from worker threads that its scratch in-memory dataset has no geotransform;
+# the transform it burns with is the one passed in, so the warning is noise in server logs.
+warnings.filterwarnings("ignore", category=NotGeoreferencedWarning, module="rasterio.features")
 
 # Coverage within this of 0 or 1 is floating-point noise from summing edge contributions.
 _SNAP: Final = 1e-9

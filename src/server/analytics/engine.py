@@ -26,7 +26,7 @@ from shapely.geometry.base import BaseGeometry
 
 from server.analytics.coverage import center_mask, exact_coverage, pixels_to_crs, window_transform
 from server.analytics.geometry import PixelZone
-from server.analytics.reader import ChunkRunner, chunk_windows
+from server.analytics.reader import ChunkRunner, chunk_windows, parallel_map
 from server.analytics.sources import PixelSource
 from server.analytics.stats import Moments, StoredPart, ValueStore
 
@@ -266,7 +266,10 @@ def reduce_zones(
             zone,
             [
                 LayerResult(
-                    Moments(), ValueStore(source.value_dtype, budget, scratch_dir) if options.keep_values else None
+                    Moments(),
+                    ValueStore(source.value_dtype, budget, scratch_dir, mapper=parallel_map(workers))
+                    if options.keep_values
+                    else None,
                 )
                 for _ in range(layer_count)
             ],

@@ -307,6 +307,11 @@ def _shared_pool(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
+def parallel_map(workers: int) -> Callable[[Callable[[Any], T], Iterable[Any]], Iterator[T]] | None:
+    """The shared pool's ``map`` for ``workers`` > 1 (results in order), else None."""
+    return _shared_pool(workers).map if workers > 1 else None
+
+
 class ChunkRunner:
     """Runs ``fn(datasets, task)`` over tasks on ``workers`` threads, ``datasets`` being this
     thread's open handles of ``paths`` (in that order).

@@ -24,20 +24,24 @@ Two quantile definitions are implemented:
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
 BUCKETS: Final = 1 << 16
-# Stores up to this many values are answered with a plain in-memory sort/partition.
-DIRECT_LIMIT: Final = 262_144
+# Weighted (exact-mode) stores up to this many values are answered with one in-memory sort.
+DIRECT_LIMIT: Final = 8_000_000
+# Unweighted stores up to this many values are answered with one partition; larger ones by
+# their bucket histogram (already counted by the workers) and a selective pass.
+DIRECT_PERCENTILE_LIMIT: Final = 262_144
 # Exact-mode quantiles over larger stores sort the values group by group, at most this many.
 GROUP_LIMIT: Final = 24_000_000
 # Parts at least this large get their bucket histogram computed when they are made (in the
@@ -323,6 +327,9 @@ def _runs(ordered: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, 
     return ordered[starts], counts
 
 
+_Part = tuple[np.ndarray, np.ndarray | None]  # values, and their weights (None: all 1)
+
+
 @dataclass
 class _Spilled:
     offset: int
@@ -345,6 +352,9 @@ class ValueStore:
     _spilled: list[_Spilled] = field(default_factory=list)
     _values_file: tempfile._TemporaryFileWrapper | None = None  # type: ignore[type-arg]
     _weights_file: tempfile._TemporaryFileWrapper | None = None  # type: ignore[type-arg]
+    # Runs a function over the parts when selecting values (e.g. a thread pool's ``map``,
+    # results in order); None: one after the other in the calling thread.
+    mapper: Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]] | None = None
 
     def add(self, part: StoredPart) -> None:
         if part.size == 0:
@@ -355,16 +365,13 @@ class ValueStore:
             part.histogram = None
         else:
             self._unbucketed.append(len(self._parts) + len(self._spilled))
-        if self._values_file is not None:
+        if self._values_file is not None or self._memory_bytes + part.nbytes > self.budget_bytes:
+            # Over budget: this part and every later one go to disk; what is held stays (less
+            # to write and to read back). Parts stay in insertion order: memory, then disk.
             self._spill(part)
             return
         self._parts.append(part)
         self._memory_bytes += part.nbytes
-        if self._memory_bytes > self.budget_bytes:
-            for kept in self._parts:
-                self._spill(kept)
-            self._parts.clear()
-            self._memory_bytes = 0
 
     def _spill(self, part: StoredPart) -> None:
         if self._values_file is None:
@@ -392,7 +399,9 @@ class ValueStore:
         self._spilled.clear()
 
     def parts(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
-        """Every (values, weights or None) part, from disk first then memory."""
+        """Every (values, weights or None) part, in insertion order (memory, then disk)."""
+        for part in self._parts:
+            yield part.as_values(), part.weights
         for spilled in self._spilled:
             assert self._values_file is not None and self._weights_file is not None
             self._values_file.seek(spilled.offset)
@@ -402,31 +411,59 @@ class ValueStore:
                 self._weights_file.seek(spilled.weight_offset)
                 weights = np.fromfile(self._weights_file, dtype=np.float32, count=spilled.count)
             yield values, weights
-        for part in self._parts:
-            yield part.as_values(), part.weights
 
     def _complete_histogram(self) -> np.ndarray:
         if self._unbucketed:
-            wanted = set(self._unbucketed)
-            for position, (values, _) in enumerate(self.parts()):
-                if position in wanted:
-                    self.histogram += bucket_histogram(values)
+            loaders = self._part_loaders()
+            for position in self._unbucketed:
+                values, _ = loaders[position]()
+                self.histogram += bucket_histogram(values)
             self._unbucketed.clear()
         return self.histogram
+
+    def _part_loaders(self) -> list[Callable[[], _Part]]:
+        """One loader per part, in insertion order (memory, then disk), safe to call from any thread."""
+        loaders: list[Callable[[], _Part]] = [
+            functools.partial(lambda kept: (kept.as_values(), kept.weights), part) for part in self._parts
+        ]
+        if self._spilled:
+            assert self._values_file is not None and self._weights_file is not None
+            self._values_file.flush()
+            self._weights_file.flush()
+            values_fd, weights_fd = self._values_file.fileno(), self._weights_file.fileno()
+            itemsize = self.dtype.itemsize
+
+            def load(spilled: _Spilled) -> _Part:
+                values = np.frombuffer(os.pread(values_fd, spilled.count * itemsize, spilled.offset), self.dtype)
+                weights = None
+                if spilled.weight_offset >= 0:
+                    raw = os.pread(weights_fd, spilled.count * 4, spilled.weight_offset)
+                    weights = np.frombuffer(raw, np.float32)
+                return values, weights
+
+            loaders.extend(functools.partial(load, spilled) for spilled in self._spilled)
+        return loaders
 
     def gather(self, flags: np.ndarray | None) -> _Gathered:
         """Every stored value whose bucket is flagged (all values when ``flags`` is None),
         split into unit-weight values and (value, weight) pairs, with their buckets."""
         gathered = _Gathered()
-        intervals = None if flags is None else _raw_intervals(flags)
-        for values, weights in self.parts():
-            selected = None if intervals is None else _in_intervals(values, intervals)
-            if selected is not None:
-                if not selected.any():
-                    continue
-                values = values[selected]
-                weights = None if weights is None else weights[selected]
-            bucket = None if intervals is None else high_bits(values)  # raw top bits until gathered
+        if flags is None:
+            pieces: Iterable[_Part] = self.parts()
+        else:
+            intervals = _raw_intervals(flags)
+
+            def select(load: Callable[[], _Part]) -> _Part:
+                values, weights = load()
+                selected = _in_intervals(values, intervals)
+                return values[selected], None if weights is None else weights[selected]
+
+            loaders = self._part_loaders()
+            pieces = (self.mapper or map)(select, loaders) if len(loaders) > 1 else map(select, loaders)
+        for values, weights in pieces:
+            if flags is not None and values.size == 0:
+                continue
+            bucket = None if flags is None else high_bits(values)  # raw top bits until gathered
             if weights is None:
                 gathered.add_unit(values, bucket, None)
             else:
@@ -444,7 +481,7 @@ class ValueStore:
         if self.count == 0:
             return [None for _ in qs]
         held_sorted = not self._spilled and all(part.sorted is not None for part in self._parts)
-        if self.count <= DIRECT_LIMIT and not held_sorted:
+        if self.count <= DIRECT_PERCENTILE_LIMIT and not held_sorted:
             values = self.gather(None).all_values()
             return [float(v) for v in np.percentile(values, list(qs), overwrite_input=True)]
         ranks: set[int] = set()
