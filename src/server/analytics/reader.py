@@ -339,10 +339,12 @@ class ChunkRunner:
     def map(self, fn: Callable[[list[DatasetReader], W], T], tasks: Sequence[W]) -> Iterator[T]:
         """``fn(datasets, task)`` for every task, results in task order."""
         with bounded_gdal_cache():
-            if self.workers == 1 or len(tasks) <= 1:
+            if self.workers == 1 or not tasks:
                 for task in tasks:
                     yield self._task(fn, task)
                 return
+            # Even a single task goes to the pool: its threads hold open handles from earlier
+            # calls, while the calling thread (one of several serving calls) may have none.
             yield from self._parallel(fn, tasks)
 
     def _parallel(self, fn: Callable[[list[DatasetReader], W], T], tasks: Iterable[W]) -> Iterator[T]:
