@@ -13,16 +13,20 @@ difference < -threshold; no_change: the rest. Areas use the before grid's pixel 
 Artifacts: ``difference_cog``, a float32 COG of the difference over the area's bounding
 window (NaN outside the area and where either item is invalid; the house COG profile), and
 ``quicklook_png``, a diverging-colour preview (red = decrease, blue = increase, symmetric
-around 0) with a colour-bar legend. Everything is block-wise: memory does not grow with the
-area (the difference is staged block by block, then copied as a COG).
+around 0) with a colour-bar legend, drawn from block means of the difference the workers
+accumulate as they go (at most 768 pixels a side; no second read of the COG). Everything is
+block-wise: memory does not grow with the area (the difference is staged block by block, in
+memory up to 64 MB and on disk beyond, then copied as a COG).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Final
@@ -167,16 +171,19 @@ def _preview_part(difference: np.ndarray, window: Window, grid: _PreviewGrid) ->
     """Block sums and counts of a chunk's valid differences on the preview grid (a chunk's
     edges need not fall on block edges: cells it shares with a neighbour are summed by both)."""
     valid = ~np.isnan(difference)
-    filled = np.where(valid, difference, np.float32(0)).astype(np.float64)
+    filled = np.where(valid, difference, np.float32(0))
     row_cells = (np.arange(int(window.height)) + int(window.row_off) - grid.row0) // grid.factor
     col_cells = (np.arange(int(window.width)) + int(window.col_off) - grid.col0) // grid.factor
     row_starts = np.flatnonzero(np.concatenate(([True], row_cells[1:] != row_cells[:-1])))
     col_starts = np.flatnonzero(np.concatenate(([True], col_cells[1:] != col_cells[:-1])))
 
-    def block_sum(values: np.ndarray) -> np.ndarray:
-        return np.add.reduceat(np.add.reduceat(values, row_starts, axis=0), col_starts, axis=1)
+    def block_sum(values: np.ndarray, dtype: type) -> np.ndarray:
+        rows = np.add.reduceat(values, row_starts, axis=0, dtype=dtype)
+        return np.add.reduceat(rows, col_starts, axis=1, dtype=dtype)
 
-    return _PreviewPart(int(row_cells[0]), int(col_cells[0]), block_sum(filled), block_sum(valid.astype(np.int32)))
+    # float32 sums: a preview cell holds at most a few hundred values.
+    sums = block_sum(filled, np.float32)
+    return _PreviewPart(int(row_cells[0]), int(col_cells[0]), sums, block_sum(valid.view(np.uint8), np.int32))
 
 
 @dataclass
@@ -186,8 +193,8 @@ class _Chunk:
     counts: tuple[int, int, int]  # increase, decrease, no change
     areas: tuple[float, float, float]
     difference_moments: Moments
-    before_moments: Moments
-    after_moments: Moments
+    before_total: float  # sums of the compared pixels' indexes (their count is the difference's)
+    after_total: float
     values: StoredPart | None
     preview: _PreviewPart | None = None
 
@@ -197,11 +204,15 @@ class _Totals:
     area_pixels: int = 0
     counts: tuple[int, int, int] = (0, 0, 0)
     areas: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    before_total: float = 0.0
+    after_total: float = 0.0
 
     def add(self, chunk: _Chunk) -> None:
         self.area_pixels += chunk.area_pixels
         self.counts = tuple(a + b for a, b in zip(self.counts, chunk.counts, strict=True))  # type: ignore[assignment]
         self.areas = tuple(a + b for a, b in zip(self.areas, chunk.areas, strict=True))  # type: ignore[assignment]
+        self.before_total += chunk.before_total
+        self.after_total += chunk.after_total
 
 
 def window_transform(window: Window, transform: Affine) -> Affine:
@@ -264,72 +275,89 @@ def _after_on_before_grid(
     return destination
 
 
-def _chunk_worker(
-    before_source: IndexSource,
-    after_source: IndexSource,
-    threshold: float,
-    same_grid: bool,
-    geographic: bool,
-    keep_values: bool,
-    preview: _PreviewGrid,
-) -> Callable[[list[DatasetReader], _Task], _Chunk]:
-    before = before_source.meta
-    constant_area = None if geographic else float(row_areas(before, 0, 1)[0])
-    limit = np.float32(threshold)
+class _ChunkWork:
+    """The work of one chunk: the before and after index (each from its own item, so a
+    one-chunk call can read them on two threads), then everything computed from both."""
 
-    def run(datasets: list[DatasetReader], task: _Task) -> _Chunk:
-        window = task.window
+    def __init__(
+        self,
+        before_source: IndexSource,
+        after_source: IndexSource,
+        threshold: float,
+        same_grid: bool,
+        geographic: bool,
+        keep_values: bool,
+        preview: _PreviewGrid,
+    ) -> None:
+        self.before_source, self.after_source = before_source, after_source
+        self.same_grid, self.keep_values, self.preview = same_grid, keep_values, preview
+        self.grid = before_source.meta
+        self.constant_area = None if geographic else float(row_areas(self.grid, 0, 1)[0])
+        self.limit = np.float32(threshold)
+
+    def before(self, datasets: list[DatasetReader], task: _Task) -> tuple[np.ndarray, np.ndarray]:
+        values, valid = self.before_source.compute(
+            datasets[0].read(list(self.before_source.indexes), window=task.window)
+        )
+        return values[0], valid[0]
+
+    def after(self, datasets: list[DatasetReader], task: _Task) -> tuple[np.ndarray, np.ndarray]:
+        if self.same_grid:
+            values, valid = self.after_source.compute(
+                datasets[1].read(list(self.after_source.indexes), window=task.window)
+            )
+            return values[0], valid[0]
+        after_index = _after_on_before_grid(self.after_source, datasets[1], self.grid, task.window)
+        return after_index, ~np.isnan(after_index)
+
+    def __call__(self, datasets: list[DatasetReader], task: _Task) -> _Chunk:
+        return self.combine(task, self.before(datasets, task), self.after(datasets, task))
+
+    def combine(
+        self, task: _Task, before_pair: tuple[np.ndarray, np.ndarray], after_pair: tuple[np.ndarray, np.ndarray]
+    ) -> _Chunk:
+        (before_index, before_valid), (after_index, after_ok) = before_pair, after_pair
+        window, limit = task.window, self.limit
         rows, cols = int(window.height), int(window.width)
-        raw = datasets[0].read(list(before_source.indexes), window=window)
-        before_values, before_valid = before_source.compute(raw)
-        if same_grid:
-            raw = datasets[1].read(list(after_source.indexes), window=window)
-            after_values, after_valid = after_source.compute(raw)
-            after_index, after_ok = after_values[0], after_valid[0]
-        else:
-            after_index = _after_on_before_grid(after_source, datasets[1], before, window)
-            after_ok = ~np.isnan(after_index)
-        del raw
-        compared = before_valid[0] & after_ok
+        compared = before_valid & after_ok
         if task.geometry is None and task.mask is None:
             area_pixels = rows * cols
         else:
             inside = (
                 task.mask
                 if task.mask is not None
-                else center_mask(task.geometry, window_transform(window, before.transform), rows, cols, False)
+                else center_mask(task.geometry, window_transform(window, self.grid.transform), rows, cols, False)
             )
             compared &= inside
             area_pixels = int(np.count_nonzero(inside))
-        difference = after_index - before_values[0]
+        difference = after_index - before_index
         difference[~compared] = np.nan
         chosen = difference[compared]
         increase = chosen > limit
         decrease = chosen < -limit
         n_increase, n_decrease = int(np.count_nonzero(increase)), int(np.count_nonzero(decrease))
         n_same = int(chosen.size) - n_increase - n_decrease
-        if constant_area is not None:
-            areas = (n_increase * constant_area, n_decrease * constant_area, n_same * constant_area)
+        if self.constant_area is not None:
+            area = self.constant_area
+            areas = (n_increase * area, n_decrease * area, n_same * area)
         else:
-            per_row = row_areas(before, int(window.row_off), rows)
+            per_row = row_areas(self.grid, int(window.row_off), rows)
             up_rows = np.count_nonzero(difference > limit, axis=1)
             down_rows = np.count_nonzero(difference < -limit, axis=1)
             same_rows = np.count_nonzero(compared, axis=1) - up_rows - down_rows
             areas = (float(up_rows @ per_row), float(down_rows @ per_row), float(same_rows @ per_row))
-        part = StoredPart.make(chosen, None, np.dtype(np.float32)) if keep_values and chosen.size else None
+        part = StoredPart.make(chosen, None, np.dtype(np.float32)) if self.keep_values and chosen.size else None
         return _Chunk(
             difference=difference,
             area_pixels=area_pixels,
             counts=(n_increase, n_decrease, n_same),
             areas=areas,
             difference_moments=Moments.of(chosen),
-            before_moments=Moments.of(before_values[0][compared]),
-            after_moments=Moments.of(after_index[compared]),
+            before_total=float(np.sum(before_index[compared], dtype=np.float64)),
+            after_total=float(np.sum(after_index[compared], dtype=np.float64)),
             values=part,
-            preview=_preview_part(difference, window, preview),
+            preview=_preview_part(difference, window, self.preview),
         )
-
-    return run
 
 
 def _plan(geometry: BaseGeometry, window: Window, meta: RasterMeta, band_count: int, itemsize: int) -> list[_Task]:
@@ -442,7 +470,7 @@ class ChangeDetection(AnalyticsMethod):
             np.dtype(np.float32), ctx.memory_budget_bytes, ctx.scratch_dir, mapper=parallel_map(ctx.workers)
         )
         totals = _Totals()
-        moments = {"difference": Moments(), "before": Moments(), "after": Moments()}
+        moments = {"difference": Moments()}
         artifacts: list[str] = []
         pixels_read = 0
         quantiles: list[float | None] = [None] * (len(params.percentiles) + len(_RANGE_PERCENTILES))
@@ -497,8 +525,8 @@ class ChangeDetection(AnalyticsMethod):
                     PercentileValue(percentile=q, value=v) for q, v in zip(params.percentiles, quantiles, strict=False)
                 ],
             ),
-            before_mean=moments["before"].average,
-            after_mean=moments["after"].average,
+            before_mean=totals.before_total / compared if compared else None,
+            after_mean=totals.after_total / compared if compared else None,
             pixels_read=pixels_read,
             artifacts=artifacts,
         )
@@ -526,18 +554,18 @@ class ChangeDetection(AnalyticsMethod):
         grid = _PreviewGrid.of(window)
         preview_sums = np.zeros((grid.rows, grid.cols), dtype=np.float64)
         preview_counts = np.zeros((grid.rows, grid.cols), dtype=np.int64)
-        worker = _chunk_worker(
-            before_source, after_source, params.change_threshold, same_grid, geographic, True, grid
-        )
         work = [task for task in tasks if not task.skip]
+        chunk_work = _ChunkWork(before_source, after_source, params.change_threshold, same_grid, geographic, True, grid)
         ctx.artifact_dir.mkdir(parents=True, exist_ok=True)
         in_memory = int(window.width) * int(window.height) * 4 <= _MEMORY_STAGING_BYTES
         with (
-            tempfile.TemporaryDirectory(prefix=".staging-", dir=ctx.artifact_dir) as staging_dir,
+            contextlib.nullcontext(None)
+            if in_memory
+            else tempfile.TemporaryDirectory(prefix=".staging-", dir=ctx.artifact_dir) as staging_dir,
             MemoryFile() as memory,
         ):
             # Small areas stage the difference in memory (no disk round trip before the COG copy).
-            staging = memory.name if in_memory else str(Path(staging_dir) / "difference.tif")
+            staging = memory.name if staging_dir is None else str(Path(staging_dir) / "difference.tif")
             profile = {
                 "driver": "GTiff",
                 "width": int(window.width),
@@ -558,13 +586,11 @@ class ChangeDetection(AnalyticsMethod):
                         empty = np.full((int(task.window.height), int(task.window.width)), np.nan, np.float32)
                         output.write(empty, 1, window=self._relative(task.window, row0, col0))
                 runner = ChunkRunner([before.path, after_source.meta.path], ctx.workers, ctx.check_cancelled)
-                for task, chunk in zip(work, runner.map(worker, work), strict=True):
+                for task, chunk in zip(work, self._chunks(runner, chunk_work, work), strict=True):
                     pixels_read += int(task.window.width * task.window.height)
                     output.write(chunk.difference, 1, window=self._relative(task.window, row0, col0))
                     totals.add(chunk)
                     moments["difference"].merge(chunk.difference_moments)
-                    moments["before"].merge(chunk.before_moments)
-                    moments["after"].merge(chunk.after_moments)
                     if chunk.values is not None:
                         store.add(chunk.values)
                     if chunk.preview is not None:
@@ -593,6 +619,17 @@ class ChangeDetection(AnalyticsMethod):
         with np.errstate(invalid="ignore", divide="ignore"):
             preview = (preview_sums / preview_counts).astype(np.float32)  # 0 / 0: NaN, transparent
         return pixels_read, quantiles, preview
+
+    @staticmethod
+    def _chunks(runner: ChunkRunner, work: _ChunkWork, tasks: list[_Task]) -> Iterator[_Chunk]:
+        """Each task's chunk, in order. A lone chunk reads its two items on two threads."""
+        if len(tasks) != 1 or runner.workers == 1:
+            yield from runner.map(work, tasks)
+            return
+        task = tasks[0]
+        halves = [functools.partial(work.before, task=task), functools.partial(work.after, task=task)]
+        before_pair, after_pair = runner.map(lambda datasets, half: half(datasets), halves)
+        yield work.combine(task, before_pair, after_pair)
 
     @staticmethod
     def _relative(window: Window, row0: int, col0: int) -> Window:

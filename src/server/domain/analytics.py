@@ -86,6 +86,7 @@ class AnalyticsService:
         self._catalog = catalog
         self.methods = methods
         self._pool = ThreadPoolExecutor(max_workers=CONCURRENT_CALLS, thread_name_prefix="analytics")
+        self._cleanups: set[asyncio.Future[None]] = set()
 
     def _method_name(self, name: str) -> str:
         if not name:
@@ -152,7 +153,10 @@ class AnalyticsService:
             return AnalyticsOutcome(name, _json_safe(result), stored)
         finally:
             if workdir.exists():
-                await asyncio.to_thread(shutil.rmtree, workdir, True)
+                # Removed in the background: the caller need not wait for it.
+                cleanup = asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, workdir, True)
+                self._cleanups.add(cleanup)
+                cleanup.add_done_callback(self._cleanups.discard)
 
     async def _store_artifacts(
         self, principal: Principal, operation: str, project_id: str | None, artifacts: list[Artifact]
@@ -165,17 +169,23 @@ class AnalyticsService:
             )
         stored: list[StoredArtifact] = []
         keys: list[str] = []
-        try:
-            rows = []
+
+        def move_into_storage() -> list[tuple[str, str, int, str, Artifact]]:
+            # One thread hop for every file. Hashed before the move: the call's files are ours
+            # to consume.
+            moved = []
             for artifact in artifacts:
                 artifact_id = new_id("art")
                 suffix = Path(artifact.path).suffix or ".bin"
                 storage_key = f"projects/{project_id}/artifacts/{artifact_id}{suffix}"
-                # Hashed before the move: the call's files are ours to consume.
-                size, sha = await asyncio.to_thread(_size_and_sha256, Path(artifact.path))
-                await asyncio.to_thread(self._storage.move_file, storage_key, Path(artifact.path))
+                size, sha = _size_and_sha256(Path(artifact.path))
+                self._storage.move_file(storage_key, Path(artifact.path))
                 keys.append(storage_key)
-                rows.append((artifact_id, storage_key, size, sha, artifact))
+                moved.append((artifact_id, storage_key, size, sha, artifact))
+            return moved
+
+        try:
+            rows = await asyncio.to_thread(move_into_storage)
             async with self._db.transaction() as conn:
                 for artifact_id, storage_key, size, sha, artifact in rows:
                     await conn.execute(
