@@ -200,11 +200,13 @@ def ensure_data() -> None:
 def write_ndvi_vrt(source: Path, path: Path) -> None:
     """A VRT whose one band is (nir - red) / (nir + red) of ``source``, computed by GDAL as it
     is read: a peer reading it decodes the same 4-band blocks and computes the same index as
-    the server does (NaN where the sum is 0, as in the nodata wedge)."""
+    the server does (NaN where a band is nodata, as in the nodata wedge)."""
     origin_x, origin_y = TILE_ORIGIN
+    # Complex sources with NODATA 0: nodata pixels are left at the band's NaN, so the index is
+    # NaN (nodata) there, as in the server.
     sources = "".join(
-        f'<SimpleSource><SourceFilename relativeToVRT="0">{source}</SourceFilename>'
-        f"<SourceBand>{band}</SourceBand></SimpleSource>"
+        f'<ComplexSource><SourceFilename relativeToVRT="0">{source}</SourceFilename>'
+        f"<SourceBand>{band}</SourceBand><NODATA>0</NODATA></ComplexSource>"
         for band in (4, 3)  # nir, red
     )
     path.write_text(
