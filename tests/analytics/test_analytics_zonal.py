@@ -319,14 +319,22 @@ def test_bucketed_quantiles_and_spilling_match_direct(
         for coverage in ("center", "exact"):
             direct[number, coverage] = run_zonal(make_context(items), coverage=coverage, **params)
     monkeypatch.setattr(stats, "DIRECT_LIMIT", 0)
-    monkeypatch.setattr(stats, "_EAGER_HISTOGRAM_MIN", 1)
+    monkeypatch.setattr(stats, "DIRECT_PERCENTILE_LIMIT", 0)
     monkeypatch.setattr(stats, "GROUP_LIMIT", 500)  # many bucket groups, one pass each
+    runs = [
+        # A budget of 1 byte spills every value to scratch files; 64 KiB keeps the first parts in
+        # memory and spills the rest; 1 GiB keeps them all in memory. Histograms are counted as
+        # parts are made (eager 1) or when the quantiles need them (eager 2**30); two workers
+        # select the candidates on the read pool.
+        (budget, eager, workers)
+        for budget, eager, workers in ((1, 1, 1), (1 << 16, 1, 2), (1 << 16, 1 << 30, 2), (1 << 30, 1, 1))
+    ]
     for number, (items, params) in enumerate(cases):
         for coverage in ("center", "exact"):
-            # A budget of 1 byte spills every value to scratch files; 1 GiB keeps them in memory.
-            for budget in (1, 1 << 30):
+            for budget, eager, workers in runs:
+                monkeypatch.setattr(stats, "_EAGER_HISTOGRAM_MIN", eager)
                 bucketed = run_zonal(
-                    make_context(items, memory_budget_bytes=budget, workers=1), coverage=coverage, **params
+                    make_context(items, memory_budget_bytes=budget, workers=workers), coverage=coverage, **params
                 )
                 for a, b in zip(bucketed["zones"], direct[number, coverage]["zones"], strict=True):
                     got = [a["stats"]["median"], *(p["value"] for p in a["percentiles"])]

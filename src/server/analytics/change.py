@@ -67,6 +67,7 @@ from server.analytics.reader import (
     chunk_windows,
     open_meta,
     parallel_map,
+    run_beside,
     select_asset,
 )
 from server.analytics.sources import IndexSource
@@ -478,7 +479,7 @@ class ChangeDetection(AnalyticsMethod):
             if zone.window is not None:
                 tasks = _plan(zone.geometry, zone.window, before, len(before_source.indexes),
                              before_source.read_dtype.itemsize)
-                pixels_read, quantiles, preview = self._run(
+                pixels_read, quantiles = self._run(
                     tasks,
                     zone.window,
                     before_source,
@@ -496,10 +497,6 @@ class ChangeDetection(AnalyticsMethod):
             store.close()
         difference = moments["difference"]
         compared = int(difference.weight)
-        if artifacts:
-            low, high = quantiles[-2:]
-            limit = max(abs(low or 0.0), abs(high or 0.0), params.change_threshold)
-            self._quicklook(ctx, params.index_name, limit, preview, artifacts)
         return ChangeDetectionResult(
             before_item_id=params.before_item_id,
             after_item_id=params.after_item_id,
@@ -545,8 +542,8 @@ class ChangeDetection(AnalyticsMethod):
         totals: _Totals,
         moments: dict[str, Moments],
         artifacts: list[str],
-    ) -> tuple[int, list[float | None], np.ndarray]:
-        """Pixels read, the quantiles, and the quicklook's map (block means of the difference)."""
+    ) -> tuple[int, list[float | None]]:
+        """Pixels read and the quantiles; stores both artifacts."""
         before = before_source.meta
         row0, col0 = int(window.row_off), int(window.col_off)
         pixels_read = 0
@@ -575,10 +572,9 @@ class ChangeDetection(AnalyticsMethod):
                 "crs": before.crs,
                 "transform": window_transform(window, before.transform),
                 "nodata": np.nan,
-                "tiled": True,
-                "blockxsize": 512,
-                "blockysize": 512,
                 "BIGTIFF": "IF_SAFER",
+                # In memory, strips (nothing padded to 512 x 512 blocks); on disk, tiles.
+                **({} if staging_dir is None else {"tiled": True, "blockxsize": 512, "blockysize": 512}),
             }
             with rasterio.open(staging, "w", **profile) as output:
                 for task in tasks:
@@ -610,15 +606,23 @@ class ChangeDetection(AnalyticsMethod):
             # cache fills up (peak memory is the larger of the two, not their sum).
             quantiles = store.percentiles([*params.percentiles, *_RANGE_PERCENTILES])
             store.close()
+            low, high = quantiles[-2:]
+            limit = max(abs(low or 0.0), abs(high or 0.0), params.change_threshold)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                preview = (preview_sums / preview_counts).astype(np.float32)  # 0 / 0: NaN, transparent
+            quicklook = ctx.artifact_dir / "quicklook.png"
+            title = f"{params.index_name} change (after - before), colour range +/-{limit:.2f}"
+            # The PNG is drawn on a pool thread while this one writes the COG.
+            drawing = run_beside(ctx.workers, write_quicklook, quicklook, preview, limit, title)
             destination = ctx.artifact_dir / "difference.tif"
             _write_cog(staging, destination, ctx.workers)
+            drawing.result()
         ctx.add_artifact(
             "difference_cog", destination, MEDIA_TYPE_COG, f"{params.index_name} difference (after - before)"
         )
-        artifacts.append("difference_cog")
-        with np.errstate(invalid="ignore", divide="ignore"):
-            preview = (preview_sums / preview_counts).astype(np.float32)  # 0 / 0: NaN, transparent
-        return pixels_read, quantiles, preview
+        ctx.add_artifact("quicklook_png", quicklook, "image/png", f"{params.index_name} change quicklook")
+        artifacts.extend(["difference_cog", "quicklook_png"])
+        return pixels_read, quantiles
 
     @staticmethod
     def _chunks(runner: ChunkRunner, work: _ChunkWork, tasks: list[_Task]) -> Iterator[_Chunk]:
@@ -634,12 +638,3 @@ class ChangeDetection(AnalyticsMethod):
     @staticmethod
     def _relative(window: Window, row0: int, col0: int) -> Window:
         return Window(int(window.col_off) - col0, int(window.row_off) - row0, window.width, window.height)
-
-    def _quicklook(
-        self, ctx: AnalyticsContext, index_name: str, limit: float, preview: np.ndarray, artifacts: list[str]
-    ) -> None:
-        destination = ctx.artifact_dir / "quicklook.png"
-        title = f"{index_name} change (after - before), colour range +/-{limit:.2f}"
-        write_quicklook(destination, preview, limit, title)
-        ctx.add_artifact("quicklook_png", destination, "image/png", f"{index_name} change quicklook")
-        artifacts.append("quicklook_png")

@@ -307,6 +307,18 @@ def _shared_pool(workers: int) -> ThreadPoolExecutor:
         return _pool
 
 
+def run_beside(workers: int, fn: Callable[..., T], *args: Any) -> Future[T]:
+    """``fn(*args)`` on the shared pool while the caller goes on (inline when ``workers`` is 1)."""
+    if workers > 1:
+        return _shared_pool(workers).submit(fn, *args)
+    done: Future[T] = Future()
+    try:
+        done.set_result(fn(*args))
+    except BaseException as error:  # handed to the caller through the future
+        done.set_exception(error)
+    return done
+
+
 def parallel_map(workers: int) -> Callable[[Callable[[Any], T], Iterable[Any]], Iterator[T]] | None:
     """The shared pool's ``map`` for ``workers`` > 1 (results in order), else None."""
     return _shared_pool(workers).map if workers > 1 else None
