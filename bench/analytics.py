@@ -620,8 +620,10 @@ def run(results: Results, options: Options) -> Outcome:
     tile_rss = points["exec_center_pct", "tile"]["rss_mib"]
     met &= tile_rss < TARGET_RSS_MIB
     verdict = "PASS" if met else "FAIL"
+    database = ("the test PostgreSQL (GEOPERA_TEST_DATABASE_URL)" if os.environ.get("GEOPERA_TEST_DATABASE_URL")
+                else "an embedded PostgreSQL per server")
     body = "\n".join([
-        f"Run {started} on {machine}.",
+        f"Run {started} on {machine}; database: {database}.",
         "",
         "`zonal_stats` NDVI: `exec_center` with its default statistics (count, nodata_count, min, max, mean, "
         "std; rasterstats computes the same), `exec_center_pct` and `exec_exact` with count, mean, std, min, max, "
