@@ -207,8 +207,7 @@ def _reduce_chunk(
                 layer_values = values[layer][window]
                 layer_valid = valid[layer][window]
                 layers.append(
-                    _reduce_layer(layer_values, layer_valid, mask, coverage, value_dtype, options.keep_values,
-                                  sort=False)
+                    _reduce_layer(layer_values, layer_valid, mask, coverage, value_dtype, options.keep_values)
                 )
             results.append(_PartResult(part.zone, layers, rows * cols))
         return results
@@ -223,7 +222,6 @@ def _reduce_layer(
     coverage: np.ndarray | None,
     value_dtype: np.dtype,
     keep_values: bool,
-    sort: bool = False,
 ) -> tuple[Moments, StoredPart | None]:
     if mask is None:
         valid_count = int(np.count_nonzero(valid))
@@ -231,7 +229,7 @@ def _reduce_layer(
             # The common interior case: no compress copy.
             chosen = np.ascontiguousarray(values).reshape(-1).astype(value_dtype, copy=False)
             moments = Moments.of(chosen)
-            part = StoredPart.make(chosen, None, value_dtype, sort=sort) if keep_values and chosen.size else None
+            part = StoredPart.make(chosen, None, value_dtype) if keep_values and chosen.size else None
             return moments, part
         selected = valid
         nodata = float(valid.size - valid_count)
@@ -244,7 +242,7 @@ def _reduce_layer(
     chosen = values[selected].astype(value_dtype, copy=False)
     weights = None if coverage is None else coverage[selected]
     moments = Moments.of(chosen, weights, nodata)
-    part = StoredPart.make(chosen, weights, value_dtype, sort=sort) if keep_values and chosen.size else None
+    part = StoredPart.make(chosen, weights, value_dtype) if keep_values and chosen.size else None
     return moments, part
 
 

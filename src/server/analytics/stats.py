@@ -149,69 +149,26 @@ class Moments:
         return None if self.empty else self.total / self.weight
 
 
-@dataclass(frozen=True)
-class _Sorted:
-    """float32 values stored as their bit patterns sorted, split into the top 16 bits (one
-    entry per run) and the low 16 bits (one per value): half the memory of the values, and
-    every bucket's values are one slice away, so order statistics need no pass over the data.
-    """
-
-    highs: np.ndarray  # uint16 top bits of each run, ascending
-    starts: np.ndarray  # int64 offsets of each run in ``lows`` (len(highs) + 1 entries)
-    lows: np.ndarray  # uint16 low bits, grouped by run
-
-    @classmethod
-    def of(cls, values: np.ndarray) -> _Sorted:
-        bits = np.sort(values.view(np.uint32))  # numpy's SIMD sort
-        high = (bits >> np.uint32(16)).astype(np.uint16)
-        boundaries = np.flatnonzero(high[1:] != high[:-1]) + 1
-        starts = np.concatenate(([0], boundaries, [bits.size])).astype(np.int64)
-        return cls(high[starts[:-1]], starts, bits.astype(np.uint16))  # astype keeps the low bits
-
-    @property
-    def nbytes(self) -> int:
-        return self.highs.nbytes + self.starts.nbytes + self.lows.nbytes
-
-    def values(self) -> np.ndarray:
-        runs = np.diff(self.starts)
-        bits = (np.repeat(self.highs.astype(np.uint32), runs) << np.uint32(16)) | self.lows
-        return bits.view(np.float32)
-
-    def run(self, raw_high: int) -> np.ndarray | None:
-        position = int(np.searchsorted(self.highs, raw_high))
-        if position == self.highs.size or self.highs[position] != raw_high:
-            return None
-        return self.lows[self.starts[position] : self.starts[position + 1]]
-
-
 @dataclass
 class StoredPart:
     """Valid values of one chunk (and their coverage weights in exact mode)."""
 
-    values: np.ndarray | None  # None when held sorted
+    values: np.ndarray
     weights: np.ndarray | None = None  # float32; None means every weight is 1
     histogram: np.ndarray | None = None  # value counts per bucket
-    sorted: _Sorted | None = None
 
     @property
     def size(self) -> int:
-        return self.sorted.lows.size if self.sorted is not None else int(self.values.size)  # type: ignore[union-attr]
+        return int(self.values.size)
 
     @property
     def nbytes(self) -> int:
-        if self.sorted is not None:
-            return self.sorted.nbytes
-        assert self.values is not None
         return self.values.nbytes + (0 if self.weights is None else self.weights.nbytes)
 
-    def as_values(self) -> np.ndarray:
-        return self.sorted.values() if self.sorted is not None else self.values  # type: ignore[return-value]
-
     @classmethod
-    def make(cls, values: np.ndarray, weights: np.ndarray | None, dtype: np.dtype, *, sort: bool = False
-             ) -> StoredPart:
-        """``sort``: hold unweighted float32 values sorted (cheaper to store and to query; the
-        sort runs here, in the worker thread that computed the chunk)."""
+    def make(cls, values: np.ndarray, weights: np.ndarray | None, dtype: np.dtype) -> StoredPart:
+        """Values in ``dtype``; their bucket histogram when the part is large enough to be
+        worth counting here, in the worker thread that computed the chunk."""
         values = values.astype(dtype, copy=False)
         if weights is not None:
             # exactextract merges equal values; +0.0 folds -0.0 into 0.0 so buckets agree.
@@ -219,11 +176,6 @@ class StoredPart:
             weights = weights.astype(np.float32)
             if np.all(weights == 1):
                 weights = None
-        if sort and weights is None and dtype == np.float32:
-            held = _Sorted.of(values)
-            histogram = np.zeros(BUCKETS, dtype=np.int64)
-            histogram[RAW_TO_BUCKET[held.highs]] = np.diff(held.starts)
-            return cls(None, None, histogram, held)
         histogram = None
         if values.size >= _EAGER_HISTOGRAM_MIN:
             histogram = bucket_histogram(values)
@@ -383,7 +335,7 @@ class ValueStore:
             self._weights_file = tempfile.TemporaryFile(prefix="analytics-weights-", dir=directory)
         assert self._weights_file is not None
         offset = self._values_file.seek(0, os.SEEK_END)
-        self._values_file.write(memoryview(np.ascontiguousarray(part.as_values())).cast("B"))
+        self._values_file.write(memoryview(np.ascontiguousarray(part.values)).cast("B"))
         weight_offset = -1
         if part.weights is not None:
             weight_offset = self._weights_file.seek(0, os.SEEK_END)
@@ -401,16 +353,9 @@ class ValueStore:
     def parts(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """Every (values, weights or None) part, in insertion order (memory, then disk)."""
         for part in self._parts:
-            yield part.as_values(), part.weights
-        for spilled in self._spilled:
-            assert self._values_file is not None and self._weights_file is not None
-            self._values_file.seek(spilled.offset)
-            values = np.fromfile(self._values_file, dtype=self.dtype, count=spilled.count)
-            weights = None
-            if spilled.weight_offset >= 0:
-                self._weights_file.seek(spilled.weight_offset)
-                weights = np.fromfile(self._weights_file, dtype=np.float32, count=spilled.count)
-            yield values, weights
+            yield part.values, part.weights
+        for load in self._part_loaders()[len(self._parts) :]:
+            yield load()
 
     def _complete_histogram(self) -> np.ndarray:
         if self._unbucketed:
@@ -424,7 +369,7 @@ class ValueStore:
     def _part_loaders(self) -> list[Callable[[], _Part]]:
         """One loader per part, in insertion order (memory, then disk), safe to call from any thread."""
         loaders: list[Callable[[], _Part]] = [
-            functools.partial(lambda kept: (kept.as_values(), kept.weights), part) for part in self._parts
+            functools.partial(lambda kept: (kept.values, kept.weights), part) for part in self._parts
         ]
         if self._spilled:
             assert self._values_file is not None and self._weights_file is not None
@@ -480,8 +425,7 @@ class ValueStore:
         """numpy's linear percentiles (q in 0..100) of the values, ignoring weights."""
         if self.count == 0:
             return [None for _ in qs]
-        held_sorted = not self._spilled and all(part.sorted is not None for part in self._parts)
-        if self.count <= DIRECT_PERCENTILE_LIMIT and not held_sorted:
+        if self.count <= DIRECT_PERCENTILE_LIMIT:
             values = self.gather(None).all_values()
             return [float(v) for v in np.percentile(values, list(qs), overwrite_input=True)]
         ranks: set[int] = set()
@@ -501,8 +445,6 @@ class ValueStore:
     def _order_statistics(self, ranks: list[int]) -> dict[int, float]:
         cumulative = np.cumsum(self._complete_histogram())
         bucket_of_rank = np.searchsorted(cumulative, ranks, side="right")
-        if not self._spilled and all(part.sorted is not None for part in self._parts):
-            return self._sorted_order_statistics(ranks, bucket_of_rank, cumulative)
         flags = np.zeros(BUCKETS, dtype=bool)
         flags[bucket_of_rank] = True
         gathered = self.gather(flags)
@@ -510,24 +452,6 @@ class ValueStore:
         result: dict[int, float] = {}
         for bucket in sorted({int(b) for b in bucket_of_rank}):
             inside = values[buckets == bucket]
-            start = int(cumulative[bucket - 1]) if bucket > 0 else 0
-            wanted = [rank - start for rank, b in zip(ranks, bucket_of_rank, strict=True) if b == bucket]
-            inside.partition(wanted)
-            for rank, rank_bucket in zip(ranks, bucket_of_rank, strict=True):
-                if rank_bucket == bucket:
-                    result[rank] = float(inside[rank - start])
-        return result
-
-    def _sorted_order_statistics(self, ranks: list[int], bucket_of_rank: np.ndarray, cumulative: np.ndarray
-                                 ) -> dict[int, float]:
-        """Order statistics straight from the sorted parts: one bucket's slices, no data pass."""
-        result: dict[int, float] = {}
-        for bucket in sorted({int(b) for b in bucket_of_rank}):
-            raw_high = int(BUCKET_TO_RAW[bucket])
-            runs = [run for part in self._parts if part.sorted is not None
-                    and (run := part.sorted.run(raw_high)) is not None]
-            bits = (np.uint32(raw_high) << np.uint32(16)) | np.concatenate(runs).astype(np.uint32)
-            inside = bits.view(np.float32)
             start = int(cumulative[bucket - 1]) if bucket > 0 else 0
             wanted = [rank - start for rank, b in zip(ranks, bucket_of_rank, strict=True) if b == bucket]
             inside.partition(wanted)
