@@ -427,9 +427,10 @@ def _change_params(before: str, after: str, window_name: str) -> dict[str, Any]:
 
 
 def _warm_page_cache(root: Path) -> None:
-    """Read every raster under ``root`` once. items.create stores copies of the tiles, and the
-    kernel does not keep freshly written files cached; the floors and references read files
-    that earlier runs left in the page cache, so the server's copies get the same start."""
+    """Read every raster under ``root`` once. items.create stores copies of the tiles, which on
+    this VM were sometimes out of the page cache right after being written (reading them took
+    seconds); the floors and references read files earlier runs left cached, so the server's
+    copies get the same start."""
     for path in sorted(root.rglob("*.tif")):
         with path.open("rb") as source:
             while source.read(8 << 20):

@@ -3,10 +3,12 @@
 Analytics reads a raster chunk by chunk, and every chunk allocates a few arrays of about a
 megabyte per band (raw data, reflectance, index, masks). By default glibc serves blocks that
 size with fresh ``mmap`` calls, or trims them from a thread's arena as soon as they are
-freed, so every chunk pays page faults and zeroing for memory it just gave back: measured on
-a 100 km² zonal_stats, that was a third of the worker threads' CPU time. Raising the mmap and
-trim thresholds lets freed chunk buffers be reused in place; memory still returns to the OS
-once more than ``trim_threshold`` bytes sit free at the top of an arena.
+freed, so every chunk pays page faults and zeroing for memory it just gave back. In a profile
+of a 100 km² zonal_stats (9 chunks on 2 threads) the index computation's CPU time fell from
+about 13 ms to 6 ms with these thresholds; whole-call wall times moved within this machine's
+noise. Raising the mmap and trim thresholds lets freed chunk buffers be reused in place;
+memory still returns to the OS once more than ``trim_threshold`` bytes sit free at the top of
+an arena.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ from shapely.geometry.base import BaseGeometry
 
 from server.analytics.areas import row_areas
 from server.analytics.base import AnalyticsContext, AnalyticsMethod
-from server.analytics.coverage import center_mask, pixels_to_crs
+from server.analytics.coverage import WHOLE_MASK_PIXELS, center_mask, pixels_to_crs, window_center_mask
 from server.analytics.geometry import pixel_zones
 from server.analytics.indices import get_index
 from server.analytics.params import (
@@ -81,7 +81,6 @@ _MEMORY_STAGING_BYTES: Final = 64 * 1024 * 1024
 _QUICKLOOK_MAX: Final = 768  # longest side of the PNG map, pixels (PNG encoding time grows with it)
 _WARP_MARGIN: Final = 2  # source pixels around a chunk's footprint, for bilinear neighbours
 _CLIP_MARGIN: Final = 2
-_AREA_MASK_PIXELS: Final = 16 * 1024 * 1024
 _RANGE_PERCENTILES: Final = (2.0, 98.0)  # quicklook colour range: robust to outliers
 
 
@@ -197,7 +196,7 @@ class _Chunk:
     before_total: float  # sums of the compared pixels' indexes (their count is the difference's)
     after_total: float
     values: StoredPart | None
-    preview: _PreviewPart | None = None
+    preview: _PreviewPart
 
 
 @dataclass
@@ -375,18 +374,10 @@ def _plan(geometry: BaseGeometry, window: Window, meta: RasterMeta, band_count: 
         touching = shapely.intersects(geometry, boxes)
     finally:
         shapely.destroy_prepared(geometry)
-    # Areas up to _AREA_MASK_PIXELS are rasterized once (one GDAL call, not one per crossed
-    # chunk); larger ones chunk by chunk, so memory stays bounded.
     row0, col0 = int(window.row_off), int(window.col_off)
     area_mask = None
-    if int(window.width) * int(window.height) <= _AREA_MASK_PIXELS:
-        area_mask = center_mask(
-            pixels_to_crs(geometry, meta.transform),
-            window_transform(window, meta.transform),
-            int(window.height),
-            int(window.width),
-            False,
-        )
+    if int(window.width) * int(window.height) <= WHOLE_MASK_PIXELS:
+        area_mask = window_center_mask(geometry, meta.transform, window, False)
     tasks = []
     for chunk, full, touched in zip(chunks, inside, touching, strict=True):
         if not touched:
@@ -589,11 +580,10 @@ class ChangeDetection(AnalyticsMethod):
                     moments["difference"].merge(chunk.difference_moments)
                     if chunk.values is not None:
                         store.add(chunk.values)
-                    if chunk.preview is not None:
-                        cells = chunk.preview
-                        rows, cols = cells.sums.shape
-                        preview_sums[cells.row : cells.row + rows, cells.col : cells.col + cols] += cells.sums
-                        preview_counts[cells.row : cells.row + rows, cells.col : cells.col + cols] += cells.counts
+                    cells = chunk.preview
+                    rows, cols = cells.sums.shape
+                    preview_sums[cells.row : cells.row + rows, cells.col : cells.col + cols] += cells.sums
+                    preview_counts[cells.row : cells.row + rows, cells.col : cells.col + cols] += cells.counts
                 output.set_band_description(1, f"{params.index_name} difference (after - before)")
                 output.update_tags(
                     1,

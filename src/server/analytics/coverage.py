@@ -26,6 +26,7 @@ import rasterio.features
 import shapely
 from affine import Affine
 from rasterio.errors import NotGeoreferencedWarning
+from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 # rasterize warns from worker threads that its scratch in-memory dataset has no geotransform;
@@ -60,6 +61,27 @@ def pixels_to_crs(geometry: BaseGeometry, transform: Affine) -> BaseGeometry:
 
 def window_transform(transform: Affine, row0: int, col0: int) -> Affine:
     return transform @ Affine.translation(col0, row0)
+
+
+# Windows up to this many pixels get their center mask rasterized once, whole, and chunks take
+# slices of it: one GDAL call instead of one per crossed chunk (whose fixed cost dominated the
+# masks of small areas). Larger windows are rasterized chunk by chunk, so memory stays bounded.
+WHOLE_MASK_PIXELS: Final = 16 * 1024 * 1024
+
+
+def window_center_mask(
+    pixel_geometry: BaseGeometry, transform: Affine, window: Window, all_touched: bool
+) -> np.ndarray:
+    """``center_mask`` of a pixel-space geometry over a whole window of the raster grid
+    ``transform`` (the geometry is rasterized in the CRS, as rasterstats does)."""
+    row0, col0 = int(window.row_off), int(window.col_off)
+    return center_mask(
+        pixels_to_crs(pixel_geometry, transform),
+        window_transform(transform, row0, col0),
+        int(window.height),
+        int(window.width),
+        all_touched,
+    )
 
 
 def _edges(geometry: BaseGeometry) -> np.ndarray:

@@ -24,7 +24,14 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
-from server.analytics.coverage import center_mask, exact_coverage, pixels_to_crs, window_transform
+from server.analytics.coverage import (
+    WHOLE_MASK_PIXELS,
+    center_mask,
+    exact_coverage,
+    pixels_to_crs,
+    window_center_mask,
+    window_transform,
+)
 from server.analytics.geometry import PixelZone
 from server.analytics.reader import ChunkRunner, chunk_windows, parallel_map
 from server.analytics.sources import PixelSource
@@ -33,11 +40,6 @@ from server.analytics.stats import Moments, StoredPart, ValueStore
 Coverage = Literal["center", "exact"]
 # Clipping margin (pixels) for center masks: far enough that clip edges touch no chunk pixel.
 _CLIP_MARGIN = 2
-# Zones whose window fits this budget (pixels, summed over the call's zones) get their center
-# mask rasterized once for the whole window, and chunks take slices of it: one GDAL call
-# instead of one per crossed chunk (the per-call overhead dominated masks of small AOIs).
-# Larger zones are rasterized chunk by chunk, so memory stays bounded.
-_ZONE_MASK_PIXELS = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -108,19 +110,13 @@ def _plan(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -
     chunks = chunk_windows(union, source.meta.block_shape, len(source.indexes), source.read_dtype.itemsize)
     parts_by_chunk: list[list[_ZonePart]] = [[] for _ in chunks]
     chunk_bounds = np.array([[w.row_off, w.col_off, w.row_off + w.height, w.col_off + w.width] for w in chunks])
-    mask_budget = _ZONE_MASK_PIXELS
+    mask_budget = WHOLE_MASK_PIXELS  # summed over the call's zones
     for position, zone in enumerate(live):
         row0, col0, row1, col1 = (int(v) for v in bounds[position])
         zone_mask = None
         if options.coverage == "center" and (row1 - row0) * (col1 - col0) <= mask_budget:
             mask_budget -= (row1 - row0) * (col1 - col0)
-            zone_mask = center_mask(
-                pixels_to_crs(zone.geometry, source.meta.transform),
-                window_transform(source.meta.transform, row0, col0),
-                row1 - row0,
-                col1 - col0,
-                options.all_touched,
-            )
+            zone_mask = window_center_mask(zone.geometry, source.meta.transform, zone.window, options.all_touched)
         hits = np.flatnonzero(
             (chunk_bounds[:, 0] < row1)
             & (chunk_bounds[:, 2] > row0)
