@@ -49,7 +49,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     on_ready = None
     local_worker = None
     if args.demo:
-        from server.demo import bootstrap_demo, quickstart_text, reusable_token, start_local_worker
+        from server.demo import LocalWorker, bootstrap_demo, quickstart_text, reusable_token
 
         async def on_ready(services, port: int) -> None:  # type: ignore[no-untyped-def]
             nonlocal local_worker
@@ -58,7 +58,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             worker_token = await reusable_token(
                 services, settings.home / "worker-token", kind="worker", scopes=["worker"], projects=[]
             )
-            local_worker = start_local_worker(f"{host}:{port}", worker_token, settings.home)
+            local_worker = LocalWorker(f"{host}:{port}", worker_token, settings.home)
+            local_worker.start()
             grpcurl = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
             print(quickstart_text(token, f"{host}:{port}", grpcurl), flush=True)
 
@@ -68,8 +69,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         pass
     finally:
         if local_worker is not None:
-            local_worker.terminate()
-            local_worker.wait(timeout=60)
+            local_worker.stop()
     return 0
 
 

@@ -4,12 +4,14 @@ shipped in `data/s2_slovenia` as items."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import shlex
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -101,25 +103,49 @@ async def reusable_token(services, token_file: Path, *, kind: str, scopes: list[
     return token
 
 
-def start_local_worker(address: str, token: str, home: Path) -> subprocess.Popen[bytes]:
-    """The one local worker `make serve` runs (built-in job types), dying with
-    the server process."""
-    env = {**os.environ, "GEOPERA_WORKER_TOKEN": token}
-    return subprocess.Popen(
-        [sys.executable, "-m", "worker.main", "--server", address, "--name", "demo-worker",
-         "--workdir", str(home / "worker")],
-        env=env, preexec_fn=_die_with_parent,
-    )  # fmt: skip
+class LocalWorker:
+    """The one local worker `make serve` runs (built-in job types). It dies
+    with the server process and is started again should it exit on its own,
+    so the demo never sits with jobs queued and nobody to run them.
 
+    No preexec_fn: running Python between fork and exec in a process with gRPC
+    threads crashed the child now and then (gRPC's fork handlers). The worker
+    arms its own parent-death signal (`--parent-pid`)."""
 
-def _die_with_parent() -> None:
-    try:
-        import ctypes
-        import signal
+    def __init__(self, address: str, token: str, home: Path) -> None:
+        self._argv = [sys.executable, "-m", "worker.main", "--server", address, "--name", "demo-worker",
+                      "--workdir", str(home / "worker"), "--parent-pid", str(os.getpid())]  # fmt: skip
+        self._env = {**os.environ, "GEOPERA_WORKER_TOKEN": token}
+        self._process: subprocess.Popen[bytes] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+    def start(self) -> None:
+        self._process = subprocess.Popen(self._argv, env=self._env)
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+
+    async def _supervise(self) -> None:
+        backoff = 1.0
+        while True:
+            started = time.monotonic()
+            assert self._process is not None
+            # Polled: a thread blocked in wait() would hold up asyncio.run's exit.
+            while (code := self._process.poll()) is None:  # noqa: ASYNC110
+                await asyncio.sleep(1.0)
+            if time.monotonic() - started > 60:
+                backoff = 1.0
+            log.warning("the local worker exited (code %s); starting it again in %.0f s", code, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 30.0)
+            # From the loop's own thread, as start() does: the worker's
+            # parent-death signal follows the thread that started it.
+            self._process = subprocess.Popen(self._argv, env=self._env)  # noqa: ASYNC220
+
+    def stop(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            self._process.wait(timeout=60)
 
 
 def quickstart_text(token: str, address: str, grpcurl: str) -> str:

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from server.logs import configure_logging
+from worker.lifetime import exit_with_parent
 from worker.plugin import PluginRegistry
 from worker.runtime import Worker, WorkerConfig
 
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                         default=env("GEOPERA_WORKER_SHARED_STORAGE", "1") == "0",
                         help="always download sources instead of opening the server's storage paths "
                         "[GEOPERA_WORKER_SHARED_STORAGE=0]")  # fmt: skip
+    parser.add_argument("--parent-pid", type=int, default=int(env("GEOPERA_WORKER_PARENT_PID", "0")),
+                        help="stop when this process (the one that started the worker) exits "
+                        "[GEOPERA_WORKER_PARENT_PID]")  # fmt: skip
     parser.add_argument("--log-level", default=env("GEOPERA_LOG_LEVEL", "INFO"))
     return parser
 
@@ -73,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GDAL_CACHEMAX", "64")
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
+    if args.parent_pid and not exit_with_parent(args.parent_pid):
+        logging.getLogger("geopera.worker").error("the server that started this worker has already exited")
+        return 1
     if not args.token:
         print("error: a worker token is required (--token or GEOPERA_WORKER_TOKEN)", file=sys.stderr)
         return 2
