@@ -31,8 +31,8 @@ Rows:
   numpy: both NDVIs, difference, class counts, staging GTiff + the house COG copy).
 
 Targets: exec center <= 1.0x the raw floor at 100 km² and whole tile; exec exact no slower
-than exactextract; whole-tile exec center pct < 600 MiB server peak RSS; change within 1.3x its
-floor.
+than exactextract; whole-tile NDVI with percentiles (exec center pct and exec exact) < 600 MiB
+server peak RSS; change within 1.3x its floor.
 """
 
 from __future__ import annotations
@@ -618,8 +618,7 @@ def run(results: Results, options: Options) -> Outcome:
                                 f"{point['seconds'] / change_floor:.2f}x", f"{point['rss_mib']:.0f}",
                                 str(point["increase"]), str(point["decrease"]), _fmt(point["mean"])])
         met &= points["exec_change", window_name]["seconds"] / change_floor <= TARGET_CHANGE
-    tile_rss = points["exec_center_pct", "tile"]["rss_mib"]
-    met &= tile_rss < TARGET_RSS_MIB
+    met &= all(points[case, "tile"]["rss_mib"] < TARGET_RSS_MIB for case in ("exec_center_pct", "exec_exact"))
     verdict = "PASS" if met else "FAIL"
     database = ("the test PostgreSQL (GEOPERA_TEST_DATABASE_URL)" if os.environ.get("GEOPERA_TEST_DATABASE_URL")
                 else "an embedded PostgreSQL per server")
@@ -648,7 +647,8 @@ def run(results: Results, options: Options) -> Outcome:
         "(single-threaded block-wise numpy + house COG write) for change_detection.",
         "",
         f"**Targets: exec center <= {TARGET_CENTER:.1f}x floor_raw on 100 km² and the tile; exec exact <= "
-        f"exactextract; whole-tile exec center with percentiles: server peak < {TARGET_RSS_MIB} MiB; change <= "
+        f"exactextract; whole-tile NDVI with percentiles (exec center pct and exec exact): server peak < "
+        f"{TARGET_RSS_MIB} MiB; change <= "
         f"{TARGET_CHANGE}x its floor: "
         f"{verdict}.**",
         "",
@@ -675,7 +675,9 @@ def run(results: Results, options: Options) -> Outcome:
 
     summary = (f"{TITLE}: {verdict}; tile: center {ratio('exec_center', 'floor_raw'):.2f}x floor, exact "
                f"{ratio('exec_exact', 'exactextract_vrt'):.2f}x exactextract, change "
-               f"{ratio('exec_change', 'floor_change'):.2f}x floor, center server RSS {tile_rss:.0f} MiB")
+               f"{ratio('exec_change', 'floor_change'):.2f}x floor, server RSS with percentiles "
+               f"{points['exec_center_pct', 'tile']['rss_mib']:.0f} MiB center, "
+               f"{points['exec_exact', 'tile']['rss_mib']:.0f} MiB exact")
     return Outcome(NAME, valid=True, target_met=met, summary=summary)
 
 

@@ -42,8 +42,10 @@ DIRECT_LIMIT: Final = 8_000_000
 # Unweighted stores up to this many values are answered with one partition; larger ones by
 # their bucket histogram (already counted by the workers) and a selective pass.
 DIRECT_PERCENTILE_LIMIT: Final = 262_144
-# Exact-mode quantiles over larger stores sort the values group by group, at most this many.
-GROUP_LIMIT: Final = 24_000_000
+# Exact-mode quantiles over larger stores sort the values group by group, at most this many:
+# small groups bound the sort's scratch memory, and their sorts stay in cache (on the whole
+# tile 4M made the call faster than 24M, 10 s against 16 s, and 290 MiB leaner).
+GROUP_LIMIT: Final = 4_000_000
 # Parts at least this large get their bucket histogram computed when they are made (in the
 # worker thread that made them, overlapping with decoding); smaller parts lazily.
 _EAGER_HISTOGRAM_MIN: Final = 16_384
