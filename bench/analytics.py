@@ -462,7 +462,8 @@ def _warm_page_cache(root: Path) -> None:
 
 def through_execute(case: str, window_name: str) -> dict[str, Any]:
     """One call through a real server: a fresh database and `geopera serve`, the tiles
-    registered as items (their stored copies read once, see `_warm_page_cache`), one warm-up
+    registered as items (their stored copies linked to the tiles and read once, see
+    `_link_stored_copies`, `_warm_page_cache`), one warm-up
     call on the warm-up square, then the timed `Execute`
     (client-side wall time). Memory is the server process's peak RSS (VmHWM) over its life."""
     import asyncio
@@ -654,8 +655,9 @@ def run(results: Results, options: Options) -> Outcome:
         "median and percentiles 5/25/75/95 (exactextract computes the same); "
         "`change_detection` NDVI (threshold 0.1) on generated 10980 x 10980 4-band uint16 ZSTD COGs (512 tiles). "
         "`exec_*` rows call `analytics.execute` through gRPC `Execute` on a real `geopera serve` (a fresh "
-        "database and server per row and run, the tiles registered as items and their stored copies read once "
-        "so that they start in the page cache like the floors' files, one warm-up call on another "
+        "database and server per row and run, the tiles registered as items, their stored copies made hard "
+        "links to the tiles the floors read (this VM caches fewer file pages than the tiles and copies take) "
+        "and read once, one warm-up call on another "
         f"1 km² square first; the server's analytics use {len(os.sched_getaffinity(0))} threads): time is the "
         "client's wall time for the call, memory the server process's peak RSS over its whole life. Floors "
         "and references run in a fresh process each, warmed up the same way: time is the call alone, memory "
