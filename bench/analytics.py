@@ -450,10 +450,9 @@ def _link_stored_copies(root: Path, originals: list[Path]) -> None:
 
 
 def _warm_page_cache(root: Path) -> None:
-    """Read every raster under ``root`` once. items.create stores copies of the tiles, which on
-    this VM were sometimes out of the page cache right after being written (reading them took
-    seconds); the floors and references read files earlier runs left cached, so the server's
-    copies get the same start."""
+    """Read every raster under ``root`` once (after `_link_stored_copies`, the tiles themselves):
+    the floors and references read files that earlier runs left cached, so the server gets the
+    same start."""
     for path in sorted(root.rglob("*.tif")):
         with path.open("rb") as source:
             while source.read(8 << 20):

@@ -119,8 +119,13 @@ class LocalWorker:
         self._process: subprocess.Popen[bytes] | None = None
         self._supervisor: asyncio.Task[None] | None = None
 
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        # Always from the loop's own thread: the worker's parent-death signal
+        # follows the thread that started it.
+        return subprocess.Popen(self._argv, env=self._env)
+
     def start(self) -> None:
-        self._process = subprocess.Popen(self._argv, env=self._env)
+        self._process = self._spawn()
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
 
     async def _supervise(self) -> None:
@@ -136,9 +141,7 @@ class LocalWorker:
             log.warning("the local worker exited (code %s); starting it again in %.0f s", code, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 30.0)
-            # From the loop's own thread, as start() does: the worker's
-            # parent-death signal follows the thread that started it.
-            self._process = subprocess.Popen(self._argv, env=self._env)  # noqa: ASYNC220
+            self._process = self._spawn()
 
     def stop(self) -> None:
         if self._supervisor is not None:
