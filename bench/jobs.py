@@ -34,7 +34,7 @@ from bench.profile import Profiler
 from bench.results import Results, machine_line, markdown_table, utc_now
 from bench.server import bench_server
 from geopera.v1 import kernel_pb2, kernel_pb2_grpc, processing_pb2
-from tests.support.workers import WorkerProcess
+from tests.support.workers import WorkerProcess, granted_test_job_types
 
 NAME = "jobs"
 TITLE = "Processing jobs: dispatch latency, WatchJob latency, no-op throughput"
@@ -71,8 +71,9 @@ async def seed(url: str, home: Path) -> dict[str, str]:
         _, user = await services.tokens.create_token(
             name="bench-user", kind="user", scopes=list(USER_SCOPES), project_ids=[PROJECT]
         )
-        _, worker = await services.tokens.create_token(name="bench-worker", kind="worker", scopes=["worker"],
-                                                       project_ids=[])  # fmt: skip
+        _, worker = await services.tokens.create_token(
+            name="bench-worker", kind="worker", scopes=["worker"], project_ids=[], job_type_ids=granted_test_job_types()
+        )
         return {"user": user, "worker": worker}
     finally:
         await services.db.close()

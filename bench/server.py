@@ -18,6 +18,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from tests.support.db import DatabaseFactory, admin_url
 from tests.support.server import ServerProcess
+from tests.support.workers import granted_test_job_types
 
 
 @dataclass
@@ -56,7 +57,9 @@ async def seed_project(url: str, home: Path, user_scopes: list[str]) -> dict[str
             name="bench", kind="user", scopes=user_scopes, project_ids=["bench"]
         )
         _, admin = await services.tokens.create_token(name="admin", kind="admin", scopes=["admin"], project_ids=[])
-        _, worker = await services.tokens.create_token(name="worker", kind="worker", scopes=["worker"], project_ids=[])
+        _, worker = await services.tokens.create_token(
+            name="worker", kind="worker", scopes=["worker"], project_ids=[], job_type_ids=granted_test_job_types()
+        )
         return {"user": user, "admin": admin, "worker": worker}
     finally:
         await services.db.close()

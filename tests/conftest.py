@@ -18,6 +18,7 @@ from tests.support.client import KernelClient
 from tests.support.db import DatabaseFactory, admin_url
 from tests.support.process import ChildProcess
 from tests.support.server import ServerProcess
+from tests.support.workers import granted_test_job_types
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data" / "s2_slovenia"
@@ -93,7 +94,7 @@ async def seed_world(world: World) -> None:
             name="admin", kind="admin", scopes=["admin"], project_ids=[]
         )
         _, world.tokens["worker"] = await services.tokens.create_token(
-            name="worker", kind="worker", scopes=["worker"], project_ids=[]
+            name="worker", kind="worker", scopes=["worker"], project_ids=[], job_type_ids=granted_test_job_types()
         )
         for spec in sample_items(SAMPLES):
             item = await services.catalog.create_item(SYSTEM, dataclasses.replace(spec, project_id="alpha"))

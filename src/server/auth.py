@@ -7,12 +7,15 @@ and project memberships. `admin` holds every scope and sees every project.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from server.errors import permission_denied, unauthenticated
+from server.errors import Code, DomainError, permission_denied, unauthenticated
 from server.ids import new_id
 from server.store import Database, Q
 
@@ -29,8 +32,14 @@ SCOPES = (
 # The registry scope of operations open to every authenticated (non-job) caller.
 ANY_SCOPE = ""
 USER_SCOPES = tuple(s for s in SCOPES if s not in ("admin", "worker"))
+# What each kind of token gets when no scope is named.
+DEFAULT_SCOPES = {"user": USER_SCOPES, "admin": ("admin",), "worker": ("worker",)}
 TOKEN_PREFIX = "gpk_"
 JOB_TOKEN_PREFIX = "gjt_"
+# An open stream looks its token up at most this often (when the cache time is shorter).
+_REVOCATION_POLL_FLOOR_SECONDS = 0.5
+
+log = logging.getLogger(__name__)
 
 
 def hash_token(token: str) -> bytes:
@@ -51,6 +60,9 @@ class Principal:
     attempt: int = 0
     # For job tokens: the job's source items, the only items it may download.
     source_item_ids: frozenset[str] = field(default_factory=frozenset)
+    # For worker tokens: the job types an admin granted, the only ones its
+    # workers may declare and run.
+    job_type_ids: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def is_admin(self) -> bool:
@@ -67,6 +79,17 @@ class Principal:
             return
         if scope not in self.scopes and not self.is_admin:
             raise permission_denied("MISSING_SCOPE", f"this operation requires scope {scope!r}", required_scope=scope)
+
+    def require_job_type(self, job_type_id: str) -> None:
+        """A worker may declare (and so run) only the job types granted to its
+        credential; admin tokens may declare any."""
+        if job_type_id not in self.job_type_ids and not self.is_admin:
+            raise permission_denied(
+                "JOB_TYPE_NOT_GRANTED",
+                f"this worker credential is not granted job type {job_type_id!r}; an admin grants it with "
+                f"`geopera admin token create --kind worker --job-type {job_type_id}`",
+                job_type_id=job_type_id,
+            )
 
     def can_access(self, project_id: str) -> bool:
         return self.is_admin or project_id in self.project_ids
@@ -123,9 +146,32 @@ class TokenService:
             scopes=frozenset(row["scopes"]),
             project_ids=frozenset(row["project_ids"]),
             name=row["name"],
+            job_type_ids=frozenset(row["job_type_ids"]),
         )
         self._remember(token_hash, principal, now)
         return principal
+
+    async def wait_revoked(self, authorization: str | None) -> DomainError:
+        """Returns once a token that authenticated stops doing so (revoked).
+        It is looked up again whenever its cached resolution expires, so an
+        open stream learns of a revocation within the cache time."""
+        _, _, token = (authorization or "").strip().partition(" ")
+        token_hash = hash_token(token.strip())
+        while True:
+            cached = self._cache.get(token_hash)
+            expiry = cached[0] if cached is not None else time.monotonic()
+            # Just past the expiry, so the lookup below goes to the database.
+            await asyncio.sleep(max(expiry - time.monotonic() + 0.05, _REVOCATION_POLL_FLOOR_SECONDS))
+            try:
+                await self.authenticate(authorization)
+            except DomainError as err:
+                if err.code == Code.UNAUTHENTICATED:
+                    return DomainError(
+                        Code.UNAUTHENTICATED, "TOKEN_REVOKED", "the token of this stream was revoked; the stream ends"
+                    )
+                raise
+            except Exception:  # the database is unreachable: not a revocation, ask again
+                log.debug("re-checking a stream's token failed", exc_info=True)
 
     def _remember(self, token_hash: bytes, principal: Principal, now: float) -> None:
         if len(self._cache) > 10_000:
@@ -155,13 +201,38 @@ class TokenService:
         self._cache.clear()
         return row is not None
 
-    async def create_token(self, *, name: str, kind: str, scopes: list[str], project_ids: list[str]) -> tuple[str, str]:
-        """Create a token; returns (token id, token). The token is shown once."""
+    async def create_token(
+        self,
+        *,
+        name: str,
+        kind: str,
+        scopes: Sequence[str],
+        project_ids: Sequence[str],
+        job_type_ids: Sequence[str] = (),
+    ) -> tuple[str, str]:
+        """Create a token; returns (token id, token). The token is shown once.
+
+        A worker token holds scope `worker` only, and `job_type_ids` are the
+        job types its workers may declare and run (worker tokens only).
+        """
+        from server.domain.jobs import JOB_TYPE_ID
+
         unknown = sorted(set(scopes) - set(SCOPES))
         if unknown:
             raise ValueError(f"unknown scopes {unknown}; known: {', '.join(SCOPES)}")
+        if kind not in DEFAULT_SCOPES:
+            raise ValueError(f"unknown token kind {kind!r}; known: {', '.join(DEFAULT_SCOPES)}")
         if kind == "admin":
             scopes = sorted(set(scopes) | {"admin"})
+        if kind == "worker":
+            if set(scopes) - {"worker"}:
+                raise ValueError(f"a worker token has scope 'worker' only, not {sorted(set(scopes) - {'worker'})}")
+            scopes = ["worker"]
+        if job_type_ids and kind != "worker":
+            raise ValueError("job types are granted to worker tokens only (--kind worker)")
+        bad = sorted(t for t in set(job_type_ids) if not JOB_TYPE_ID.match(t))
+        if bad:
+            raise ValueError(f"invalid job type ids {bad}: 1-63 lower-case letters, digits and '_'")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token_id = new_id("tok")
         async with self._db.transaction() as conn:
@@ -177,4 +248,6 @@ class TokenService:
             )
             for project_id in project_ids:
                 await conn.execute(Q.insert_token_project, {"token_id": token_id, "project_id": project_id})
+            for job_type_id in sorted(set(job_type_ids)):
+                await conn.execute(Q.insert_token_job_type, {"token_id": token_id, "job_type_id": job_type_id})
         return token_id, token

@@ -16,7 +16,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from server.auth import SCOPES, USER_SCOPES
+from server.auth import DEFAULT_SCOPES, SCOPES
 from server.config import Settings
 from server.errors import DomainError
 from server.logs import configure_logging
@@ -49,15 +49,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     on_ready = None
     local_worker = None
     if args.demo:
-        from server.demo import LocalWorker, bootstrap_demo, quickstart_text, reusable_token
+        from server.demo import LocalWorker, bootstrap_demo, demo_worker_token, quickstart_text
 
         async def on_ready(services, port: int) -> None:  # type: ignore[no-untyped-def]
             nonlocal local_worker
             token = await bootstrap_demo(services, settings.home / "demo-token")
             host = settings.listen.rsplit(":", 1)[0]
-            worker_token = await reusable_token(
-                services, settings.home / "worker-token", kind="worker", scopes=["worker"], projects=[]
-            )
+            worker_token = await demo_worker_token(services, settings.home / "worker-token")
             local_worker = LocalWorker(f"{host}:{port}", worker_token, settings.home)
             local_worker.start()
             grpcurl = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
@@ -90,11 +88,14 @@ async def _admin(args: argparse.Namespace) -> object:
                 projects, _ = await services.catalog.list_projects(SYSTEM, 1000, "")
                 return [{"project_id": p.id, "display_name": p.display_name} for p in projects]
             case ("token", "create"):
-                scopes = args.scope or list(USER_SCOPES)
+                scopes = args.scope or list(DEFAULT_SCOPES[args.kind])
+                job_types = sorted(set(args.job_type or []))
                 token_id, token = await services.tokens.create_token(
-                    name=args.name, kind=args.kind, scopes=scopes, project_ids=args.project or []
-                )
-                return {"token_id": token_id, "token": token, "kind": args.kind, "scopes": sorted(scopes)}
+                    name=args.name, kind=args.kind, scopes=scopes, project_ids=args.project or [],
+                    job_type_ids=job_types,
+                )  # fmt: skip
+                created = {"token_id": token_id, "token": token, "kind": args.kind, "scopes": sorted(set(scopes))}
+                return {**created, "job_type_ids": job_types} if args.kind == "worker" else created
             case ("token", "revoke"):
                 if not await services.tokens.revoke(args.token_id):
                     raise ValueError(f"no live token with id {args.token_id!r}")
@@ -179,8 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     tcreate = token.add_parser("create", parents=[common], help="create a token (printed once)")
     tcreate.add_argument("--name", default="")
     tcreate.add_argument("--kind", choices=["user", "admin", "worker"], default="user")
-    tcreate.add_argument("--scope", action="append", choices=SCOPES, help="repeat; default: every user scope")
-    tcreate.add_argument("--project", action="append", help="project membership; repeat")
+    tcreate.add_argument("--scope", action="append", choices=SCOPES,
+                         help="repeat; default: every user scope (user), admin (admin), worker (worker)")  # fmt: skip
+    tcreate.add_argument("--project", action="append",
+                         help="project membership; repeat (a worker token limited to projects claims only "
+                         "their jobs; without any it claims every project's)")  # fmt: skip
+    tcreate.add_argument("--job-type", action="append",
+                         help="worker tokens: a job type its workers may declare and run; repeat")  # fmt: skip
     token.add_parser("list", parents=[common], help="list tokens (never the secrets)")
     revoke = token.add_parser("revoke", parents=[common], help="revoke a token by its id (see token list)")
     revoke.add_argument("token_id")

@@ -12,6 +12,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -85,17 +86,33 @@ async def bootstrap_demo(services, token_file: Path) -> str:  # type: ignore[no-
     )  # fmt: skip
 
 
-async def reusable_token(services, token_file: Path, *, kind: str, scopes: list[str], projects: list[str]) -> str:  # type: ignore[no-untyped-def]
-    """The token saved in `token_file` when it still works, else a new one
-    (saved with mode 0600)."""
+async def demo_worker_token(services, token_file: Path) -> str:  # type: ignore[no-untyped-def]
+    """The local worker's credential: granted the built-in job types it runs,
+    every project."""
+    from worker.plugins import builtin_plugins
+
+    job_types = [plugin.job_type_id for plugin in builtin_plugins()]
+    return await reusable_token(
+        services, token_file, kind="worker", scopes=["worker"], projects=[], job_types=job_types
+    )
+
+
+async def reusable_token(  # type: ignore[no-untyped-def]
+    services, token_file: Path, *, kind: str, scopes: list[str], projects: list[str], job_types: Sequence[str] = ()
+) -> str:
+    """The token saved in `token_file` when it still works (and holds the
+    `job_types` grants), else a new one (saved with mode 0600)."""
     token = token_file.read_text().strip() if token_file.exists() else ""
     if token:
         try:
-            await services.tokens.authenticate(f"Bearer {token}")
-            return token
+            principal = await services.tokens.authenticate(f"Bearer {token}")
+            if set(job_types) <= principal.job_type_ids:
+                return token
         except DomainError:
             pass
-    _, token = await services.tokens.create_token(name=token_file.stem, kind=kind, scopes=scopes, project_ids=projects)
+    _, token = await services.tokens.create_token(
+        name=token_file.stem, kind=kind, scopes=scopes, project_ids=projects, job_type_ids=job_types
+    )
     token_file.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:

@@ -15,6 +15,7 @@ from server.api.calls import metadata_value, rpc_call, unavailable
 from server.api.convert import timestamp
 from server.api.execute import Executor
 from server.api.registry import Operation
+from server.api.revocation import end_on_revocation
 from server.auth import Principal
 from server.domain.jobs import JobEvent
 from server.domain.models import UploadPart
@@ -101,6 +102,7 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
         async with rpc_call(context, "WatchJob") as call:
             principal = await self._authenticate(context)
             call.principal_id = principal.id
+            end_on_revocation(context, self._services.tokens, call)
             sent = 0
             async for event in self._executor.watch(principal, request.job_id, request.after_sequence):
                 yield _watch_response(event)
@@ -113,6 +115,7 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
         async with rpc_call(context, "UploadAsset") as call:
             principal = await self._authenticate(context)
             call.principal_id = principal.id
+            end_on_revocation(context, self._services.tokens, call)
 
             async def parts() -> AsyncIterator[UploadPart]:
                 async for message in request_iterator:
@@ -142,6 +145,7 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
         async with rpc_call(context, "DownloadAsset") as call:
             principal = await self._authenticate(context)
             call.principal_id = principal.id
+            end_on_revocation(context, self._services.tokens, call)
             ref = await self._services.catalog.asset_file(principal, request.resource_name)
             if request.read_offset < 0 or request.read_offset > ref.size_bytes or request.read_limit < 0:
                 raise DomainError(

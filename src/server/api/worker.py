@@ -14,11 +14,12 @@ from grpc import aio
 from geopera.v1 import worker_pb2, worker_pb2_grpc
 from server.api import convert
 from server.api.calls import metadata_value, rpc_call, unavailable
+from server.api.revocation import end_on_revocation
 from server.auth import Principal
 from server.domain.jobs import Assignment, CostModel, JobRecord, JobTypeRecord
 from server.domain.models import ItemRecord
 from server.domain.outputs import CommitPart, OutputAssetSpec, OutputChunkPart, OutputItemPart, OutputPart
-from server.errors import invalid_argument
+from server.errors import Code, DomainError, invalid_argument
 from server.services import Services
 from server.storage import BlobStorage
 
@@ -36,6 +37,11 @@ class WorkerSession:
     capacity: int
     active: int = 0  # jobs it holds, as far as this replica knows
     outbox: asyncio.Queue[worker_pb2.ConnectResponse] = field(default_factory=asyncio.Queue)
+    session_id: str = ""
+    # The projects whose jobs it may claim (its credential's); None: every project.
+    project_ids: frozenset[str] | None = None
+    # Set when a reconnect of the same worker took over: this stream ends.
+    superseded: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Dispatcher:
@@ -87,25 +93,30 @@ class Dispatcher:
 
     async def _dispatch_once(self) -> None:
         # Claim for the least busy workers first, and stop asking for a set
-        # of job types once a claim came back short: their queue is empty.
-        drained: list[frozenset[str]] = []
+        # of job types (within a set of projects) once a claim came back
+        # short: their queue is empty.
+        drained: list[tuple[frozenset[str], frozenset[str] | None]] = []
         for session in sorted(self.sessions.values(), key=lambda s: s.active):
             free = session.capacity - session.active
-            types = frozenset(session.job_type_ids)
-            if free <= 0 or any(types <= done for done in drained):
+            types, projects = frozenset(session.job_type_ids), session.project_ids
+            if free <= 0 or any(
+                types <= done and (scope is None or (projects is not None and projects <= scope))
+                for done, scope in drained
+            ):
                 continue
             try:
                 assignments = await self._services.jobs.claim(
-                    session.worker_id, session.job_type_ids, session.capacity
-                )
+                    session.worker_id, session.job_type_ids, session.capacity,
+                    session_id=session.session_id, project_ids=projects,
+                )  # fmt: skip
             except Exception:
                 log.exception("claiming jobs for worker %s failed", session.worker_id)
                 continue
             session.active += len(assignments)
             if len(assignments) < free:
-                drained.append(types)
+                drained.append((types, projects))
             for assignment in assignments:
-                if session.worker_id not in self.sessions:
+                if self.sessions.get(session.worker_id) is not session:
                     break  # gone meanwhile: the lease expires and the job is re-dispatched
                 session.outbox.put_nowait(
                     worker_pb2.ConnectResponse(assignment=_assignment(assignment, self._services.storage))
@@ -175,6 +186,7 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             principal = await self._authenticate(context)
             call.principal_id = principal.id
             principal.require_scope("worker")
+            end_on_revocation(context, self._services.tokens, call)
             first = await anext(aiter(request_iterator), None)
             if first is None or first.WhichOneof("message") != "hello":
                 raise invalid_argument("HELLO_REQUIRED", "the first message must be a hello", field="hello")
@@ -183,13 +195,16 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 raise invalid_argument("INVALID_CAPACITY", f"capacity must be 1..{MAX_CAPACITY}", field="capacity")
             jobs = self._services.jobs
             declared = _declared_types(hello)
-            for job_type in declared:
-                await jobs.upsert_job_type(job_type)
+            await jobs.declare_job_types(principal, declared)
             worker = await jobs.register_worker(
                 principal, hello.worker_id, hello.name or "worker", [t.id for t in declared], hello.capacity
             )
             call.extra["worker_id"] = worker.id
-            session = WorkerSession(worker.id, worker.job_type_ids, worker.capacity)
+            # A worker credential limited to projects claims only their jobs.
+            projects = None if principal.is_admin else principal.project_ids or None
+            session = WorkerSession(
+                worker.id, worker.job_type_ids, worker.capacity, session_id=worker.session_id, project_ids=projects
+            )
             yield worker_pb2.ConnectResponse(
                 welcome=worker_pb2.WorkerWelcome(
                     worker_id=worker.id,
@@ -204,26 +219,42 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 )
 
             reader = asyncio.create_task(self._read_heartbeats(request_iterator, worker.id, session))
+            previous = self._dispatcher.sessions.get(worker.id)
+            if previous is not None:
+                previous.superseded.set()
             self._dispatcher.sessions[worker.id] = session
             self._dispatcher.wake()
             try:
                 with self._services.notifications.on_cancel(worker.id, cancel):
                     closing = asyncio.ensure_future(self._services.notifications.closing.wait())
+                    superseded = asyncio.ensure_future(session.superseded.wait())
                     while True:
                         getter = asyncio.ensure_future(session.outbox.get())
-                        done, _ = await asyncio.wait({getter, reader, closing}, return_when=asyncio.FIRST_COMPLETED)
+                        done, _ = await asyncio.wait(
+                            {getter, reader, closing, superseded}, return_when=asyncio.FIRST_COMPLETED
+                        )
                         if getter in done:
                             yield getter.result()
                             continue
                         getter.cancel()
                         if reader in done:
                             reader.result()  # re-raises a reader failure
+                        if superseded in done:
+                            raise DomainError(
+                                Code.ABORTED,
+                                "WORKER_SESSION_REPLACED",
+                                f"worker {worker.id} connected again; this older session ends",
+                            )
                         break  # the worker hung up, or this server is stopping
                     closing.cancel()
+                    superseded.cancel()
             finally:
-                self._dispatcher.sessions.pop(worker.id, None)
+                # Only this session's own traces: a reconnect of the same
+                # worker may have replaced it already.
+                if self._dispatcher.sessions.get(worker.id) is session:
+                    del self._dispatcher.sessions[worker.id]
                 reader.cancel()
-                await jobs.worker_disconnected(worker.id)
+                await jobs.worker_disconnected(worker.id, session.session_id)
 
     async def _read_heartbeats(
         self, request_iterator: AsyncIterator[worker_pb2.ConnectRequest], worker_id: str, session: WorkerSession
@@ -232,7 +263,9 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
             if message.WhichOneof("message") == "heartbeat":
                 if message.heartbeat.draining:
                     session.capacity = 0  # shutting down: no new assignments
-                await self._services.jobs.heartbeat(worker_id, list(message.heartbeat.active_job_ids))
+                active = list(message.heartbeat.active_job_ids)
+                if not await self._services.jobs.heartbeat(worker_id, active, session.session_id):
+                    session.superseded.set()  # a newer session (maybe on another replica) owns the worker
 
     async def ReportProgress(
         self, request: worker_pb2.ReportProgressRequest, context: aio.ServicerContext

@@ -55,6 +55,8 @@ STATUSES = ("PENDING", "DISPATCHED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLE
 _GEOD = Geod(ellps="WGS84")
 JOB_TYPE_CACHE_SECONDS = 2.0
 JOB_TYPE_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+WORKER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_WORKER_NAME_CHARS = 200
 
 
 @dataclass(frozen=True)
@@ -232,6 +234,8 @@ class WorkerRecord:
     connected: bool
     last_heartbeat_time: datetime
     connect_time: datetime
+    # This Connect stream's session: a reconnect supersedes it.
+    session_id: str = ""
 
 
 @dataclass
@@ -281,7 +285,10 @@ class JobService:
 
     # -- job types -----------------------------------------------------------
 
-    async def upsert_job_type(self, record: JobTypeRecord) -> None:
+    async def upsert_job_type(self, record: JobTypeRecord, owner_token_id: str | None = None) -> JobTypeRecord:
+        """Registers a job type; returns the stored definition, which differs
+        from `record` when a declaration (`owner_token_id` set) may not change
+        it (see upsert_job_type in jobs.sql)."""
         try:
             jsonschema.Draft202012Validator.check_schema(record.input_schema)
         except jsonschema.SchemaError as exc:
@@ -307,12 +314,45 @@ class JobService:
                     "cost_per_asset": record.cost.per_asset,
                     "cost_minimum": record.cost.minimum,
                     "builtin": record.builtin,
+                    "owner_token_id": owner_token_id,
                 },
             )
+            stored = await (await conn.execute(Q.list_job_types, self._type_query(record.id))).fetchone()
+        assert stored is not None
+        return JobTypeRecord.from_row(stored)
+
+    def _type_query(self, job_type_id: str | None) -> dict[str, Any]:
+        return {"id": job_type_id, "live_seconds": self.policy.lease_seconds}
+
+    async def declare_job_types(self, principal: Principal, declared: list[JobTypeRecord]) -> None:
+        """A worker's hello. Each type must be granted to its credential. A
+        new type is registered and owned by the credential; an existing one
+        may be declared again as it is by any granted credential, and changed
+        only by its owner (built-in types by nobody): a change applies to jobs
+        created afterwards."""
+        seen: set[str] = set()
+        for index, record in enumerate(declared):
+            if record.id in seen:
+                raise invalid_argument(
+                    "INVALID_JOB_TYPE", f"job type {record.id!r} is declared twice", field=f"hello.job_types[{index}]"
+                )
+            seen.add(record.id)
+            principal.require_job_type(record.id)
+        for record in sorted(declared, key=lambda r: r.id):  # one lock order for concurrent hellos
+            stored = await self.upsert_job_type(record, owner_token_id=principal.id)
+            if _definition(stored) != _definition(record):
+                owner = "the server (built in)" if stored.builtin else "another worker credential"
+                raise permission_denied(
+                    "JOB_TYPE_OWNED_BY_OTHER",
+                    f"job type {record.id!r} is defined by {owner}; declare it exactly as processing.job_types.get "
+                    "shows it, or use another job type id",
+                    job_type_id=record.id,
+                    owner="builtin" if stored.builtin else "other_credential",
+                )
 
     async def job_types(self) -> list[JobTypeRecord]:
         async with self._db.connection() as conn:
-            rows = await (await conn.execute(Q.list_job_types, {"id": None})).fetchall()
+            rows = await (await conn.execute(Q.list_job_types, self._type_query(None))).fetchall()
         return [JobTypeRecord.from_row(r) for r in rows]
 
     async def job_type(self, job_type_id: str, conn: psycopg.AsyncConnection[Any] | None = None) -> JobTypeRecord:
@@ -330,9 +370,9 @@ class JobService:
             return cached[1], cached[2]
         if conn is None:
             async with self._db.connection() as own:
-                rows = await (await own.execute(Q.list_job_types, {"id": job_type_id})).fetchall()
+                rows = await (await own.execute(Q.list_job_types, self._type_query(job_type_id))).fetchall()
         else:
-            rows = await (await conn.execute(Q.list_job_types, {"id": job_type_id})).fetchall()
+            rows = await (await conn.execute(Q.list_job_types, self._type_query(job_type_id))).fetchall()
         if not rows:
             raise not_found("JOB_TYPE_NOT_FOUND", f"no job type {job_type_id!r}", job_type_id=job_type_id)
         record = JobTypeRecord.from_row(rows[0])
@@ -657,6 +697,20 @@ class JobService:
     async def register_worker(
         self, principal: Principal, worker_id: str, name: str, job_type_ids: list[str], capacity: int
     ) -> WorkerRecord:
+        """A new session of a worker; resuming `worker_id` supersedes its
+        earlier session (whose cleanup then leaves this one alone)."""
+        if worker_id and not WORKER_ID.match(worker_id):
+            raise invalid_argument(
+                "INVALID_WORKER_ID",
+                "worker_id is 1-64 letters, digits, '_', '.' or '-' (starting with a letter or digit), "
+                "or empty for a new worker",
+                field="hello.worker_id",
+            )
+        if len(name) > MAX_WORKER_NAME_CHARS:
+            raise invalid_argument(
+                "INVALID_WORKER_NAME", f"name is at most {MAX_WORKER_NAME_CHARS} characters", field="hello.name"
+            )
+        session_id = new_id("ws")
         async with self._db.transaction() as tx:
             row = await (
                 await tx.execute(
@@ -667,6 +721,7 @@ class JobService:
                         "name": name,
                         "job_type_ids": job_type_ids,
                         "capacity": capacity,
+                        "session_id": session_id,
                     },
                 )
             ).fetchone()
@@ -676,25 +731,32 @@ class JobService:
                 await notify(tx, DISPATCH_CHANNEL, job_type_id)
         return WorkerRecord(
             row["id"], row["name"], row["job_type_ids"], row["capacity"], 0, True,
-            row["last_heartbeat_time"], row["connect_time"],
+            row["last_heartbeat_time"], row["connect_time"], session_id,
         )  # fmt: skip
 
-    async def heartbeat(self, worker_id: str, active_job_ids: list[str]) -> None:
+    async def heartbeat(self, worker_id: str, active_job_ids: list[str], session_id: str) -> bool:
+        """Renews the worker's leases; False when a newer session of the
+        worker took over (this one should end)."""
         async with self._db.connection() as conn:
-            await conn.execute(Q.worker_heartbeat, {"id": worker_id})
+            session = {"id": worker_id, "session_id": session_id}
+            current = await (await conn.execute(Q.worker_heartbeat, session)).fetchone()
             if active_job_ids:
                 await conn.execute(
                     Q.renew_leases,
                     {"worker_id": worker_id, "job_ids": active_job_ids, "lease_seconds": self.policy.lease_seconds},
                 )
+        return current is not None
 
-    async def worker_disconnected(self, worker_id: str) -> None:
+    async def worker_disconnected(self, worker_id: str, session_id: str) -> None:
         async with self._db.connection() as conn:
-            await conn.execute(Q.worker_disconnected, {"id": worker_id})
+            await conn.execute(Q.worker_disconnected, {"id": worker_id, "session_id": session_id})
 
     async def workers(self, include_disconnected: bool) -> list[WorkerRecord]:
+        """Workers with an open session that heartbeated within the lease
+        (all, with `include_disconnected`)."""
+        params = {"include_disconnected": include_disconnected, "live_seconds": self.policy.lease_seconds}
         async with self._db.connection() as conn:
-            rows = await (await conn.execute(Q.list_workers, {"include_disconnected": include_disconnected})).fetchall()
+            rows = await (await conn.execute(Q.list_workers, params)).fetchall()
         return [
             WorkerRecord(
                 r["id"],
@@ -702,7 +764,7 @@ class JobService:
                 r["job_type_ids"],
                 r["capacity"],
                 r["active_jobs"],
-                r["connected"],
+                r["live"],
                 r["last_heartbeat_time"],
                 r["connect_time"],
             )
@@ -716,9 +778,19 @@ class JobService:
             rows = await (await conn.execute(Q.active_jobs_by_worker, {"worker_ids": worker_ids})).fetchall()
         return {r["worker_id"]: r["n"] for r in rows}
 
-    async def claim(self, worker_id: str, job_type_ids: list[str], capacity: int) -> list[Assignment]:
+    async def claim(
+        self,
+        worker_id: str,
+        job_type_ids: list[str],
+        capacity: int,
+        *,
+        session_id: str,
+        project_ids: frozenset[str] | None = None,
+    ) -> list[Assignment]:
         """Hand queued jobs to a worker: each gets a fresh job token bound to
-        (job, attempt) and a lease."""
+        (job, attempt) and a lease. `project_ids` limits the claim to those
+        projects' jobs (a worker credential limited to projects); None claims
+        from every project. A superseded session claims nothing."""
         assignments = []
         async with self._db.transaction() as tx:
             rows = await (
@@ -729,6 +801,8 @@ class JobService:
                         "job_type_ids": job_type_ids,
                         "capacity": capacity,
                         "lease_seconds": self.policy.lease_seconds,
+                        "session_id": session_id,
+                        "project_ids": sorted(project_ids) if project_ids is not None else None,
                     },
                 )
             ).fetchall()
@@ -914,6 +988,11 @@ class JobService:
         nodes = [("item", i, by_key[("item", i)]["label"]) for i in item_ids if ("item", i) in by_key]
         nodes += [("job", j, by_key[("job", j)]["label"]) for j in job_ids if ("job", j) in by_key]
         return nodes, list(edges)
+
+
+def _definition(job_type: JobTypeRecord) -> tuple[object, ...]:
+    """What a declaration defines (ownership decides who may change it)."""
+    return (job_type.description, job_type.input_schema, job_type.cost)
 
 
 def _schema_violations(error: jsonschema.ValidationError) -> list[FieldViolation]:

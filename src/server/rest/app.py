@@ -23,6 +23,7 @@ from geopera.v1 import kernel_pb2
 from server.api import convert
 from server.api.calls import CallInfo
 from server.api.execute import Executor
+from server.api.revocation import until_revoked
 from server.api.status import internal_error
 from server.auth import Principal
 from server.errors import Code, DomainError, invalid_argument
@@ -212,7 +213,11 @@ class RestApi:
                 call_info = call
                 executor, principal = await self._authenticate(request, call)
                 after = self._after_sequence(request)
-                events = executor.watch(principal, request.match_info["job_id"], after)
+                events = until_revoked(
+                    executor.watch(principal, request.match_info["job_id"], after),
+                    executor.services.tokens,
+                    request.headers.get("Authorization"),
+                )
                 async for event in events:
                     if response is None:
                         response = web.StreamResponse(

@@ -131,4 +131,5 @@ class Notifications:
         try:
             yield
         finally:
-            self._cancel_handlers.pop(worker_id, None)
+            if self._cancel_handlers.get(worker_id) is handler:  # not a reconnect's newer handler
+                del self._cancel_handlers[worker_id]

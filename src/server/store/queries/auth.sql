@@ -5,9 +5,15 @@ VALUES (%(id)s, %(token_hash)s, %(name)s, %(kind)s, %(scopes)s);
 -- name: insert_token_project
 INSERT INTO token_projects (token_id, project_id) VALUES (%(token_id)s, %(project_id)s);
 
+-- name: insert_token_job_type
+-- Grants a worker token one job type it may declare and run.
+INSERT INTO token_job_types (token_id, job_type_id) VALUES (%(token_id)s, %(job_type_id)s);
+
 -- name: principal_by_token_hash
 SELECT t.id, t.name, t.kind, t.scopes,
-       coalesce(array_agg(tp.project_id) FILTER (WHERE tp.project_id IS NOT NULL), '{}') AS project_ids
+       coalesce(array_agg(tp.project_id) FILTER (WHERE tp.project_id IS NOT NULL), '{}') AS project_ids,
+       coalesce((SELECT array_agg(g.job_type_id ORDER BY g.job_type_id) FROM token_job_types g
+                 WHERE g.token_id = t.id), '{}') AS job_type_ids
 FROM tokens t
 LEFT JOIN token_projects tp ON tp.token_id = t.id
 WHERE t.token_hash = %(token_hash)s AND t.revoke_time IS NULL
@@ -16,7 +22,9 @@ GROUP BY t.id;
 -- name: list_tokens
 SELECT t.id, t.name, t.kind, t.scopes, t.create_time, t.revoke_time,
        coalesce(array_agg(tp.project_id ORDER BY tp.project_id)
-                FILTER (WHERE tp.project_id IS NOT NULL), '{}') AS project_ids
+                FILTER (WHERE tp.project_id IS NOT NULL), '{}') AS project_ids,
+       coalesce((SELECT array_agg(g.job_type_id ORDER BY g.job_type_id) FROM token_job_types g
+                 WHERE g.token_id = t.id), '{}') AS job_type_ids
 FROM tokens t
 LEFT JOIN token_projects tp ON tp.token_id = t.id
 GROUP BY t.id

@@ -1,21 +1,35 @@
 -- name: upsert_job_type
-INSERT INTO job_types (id, description, input_schema, cost_flat, cost_per_km2, cost_per_asset, cost_minimum, builtin)
+-- Creates or changes a job type. The server's registration (builtin) always
+-- applies; a worker's declaration (owner_token_id set) changes an existing
+-- type only when it is not built in and owned by this credential, by nobody
+-- or by a revoked credential. The row stays locked until commit either way.
+INSERT INTO job_types (id, description, input_schema, cost_flat, cost_per_km2, cost_per_asset, cost_minimum, builtin,
+                       owner_token_id)
 VALUES (%(id)s, %(description)s, %(input_schema)s, %(cost_flat)s, %(cost_per_km2)s, %(cost_per_asset)s,
-        %(cost_minimum)s, %(builtin)s)
+        %(cost_minimum)s, %(builtin)s, %(owner_token_id)s)
 ON CONFLICT (id) DO UPDATE SET
     description = excluded.description, input_schema = excluded.input_schema,
     cost_flat = excluded.cost_flat, cost_per_km2 = excluded.cost_per_km2,
     cost_per_asset = excluded.cost_per_asset, cost_minimum = excluded.cost_minimum,
-    builtin = job_types.builtin OR excluded.builtin, update_time = now()
-WHERE (job_types.description, job_types.input_schema, job_types.cost_flat, job_types.cost_per_km2,
-       job_types.cost_per_asset, job_types.cost_minimum)
-   IS DISTINCT FROM (excluded.description, excluded.input_schema, excluded.cost_flat, excluded.cost_per_km2,
-       excluded.cost_per_asset, excluded.cost_minimum);
+    builtin = job_types.builtin OR excluded.builtin, owner_token_id = excluded.owner_token_id, update_time = now()
+WHERE ((job_types.description, job_types.input_schema, job_types.cost_flat, job_types.cost_per_km2,
+        job_types.cost_per_asset, job_types.cost_minimum)
+       IS DISTINCT FROM (excluded.description, excluded.input_schema, excluded.cost_flat, excluded.cost_per_km2,
+        excluded.cost_per_asset, excluded.cost_minimum)
+       OR (job_types.owner_token_id IS NULL AND NOT job_types.builtin AND excluded.owner_token_id IS NOT NULL))
+  AND (excluded.builtin
+       OR (NOT job_types.builtin
+           AND (job_types.owner_token_id IS NULL OR job_types.owner_token_id = excluded.owner_token_id
+                OR NOT EXISTS (SELECT 1 FROM tokens o
+                               WHERE o.id = job_types.owner_token_id AND o.revoke_time IS NULL))));
 
 -- name: list_job_types
+-- A connected worker is one that heartbeated within the lease (`live_seconds`).
 SELECT t.id, t.description, t.input_schema, t.cost_flat, t.cost_per_km2, t.cost_per_asset, t.cost_minimum,
-       t.builtin,
-       (SELECT count(*) FROM workers w WHERE w.connected AND t.id = ANY(w.job_type_ids)) AS connected_workers
+       t.builtin, t.owner_token_id,
+       (SELECT count(*) FROM workers w
+        WHERE w.connected AND w.last_heartbeat_time > now() - make_interval(secs => %(live_seconds)s)
+          AND t.id = ANY(w.job_type_ids)) AS connected_workers
 FROM job_types t
 WHERE %(id)s::text IS NULL OR t.id = %(id)s::text
 ORDER BY t.id;
@@ -87,14 +101,19 @@ WITH queued AS (
 SELECT queued.*, pg_notify('geopera_dispatch', queued.job_type_id) AS notified FROM queued;
 
 -- name: claim_jobs
--- Claims up to the worker's free capacity among queued jobs of its types,
--- oldest first. SKIP LOCKED lets every replica's dispatcher claim at once.
+-- Claims up to the worker's free capacity among queued jobs of its types
+-- (and of its credential's projects, when it is limited to some), oldest
+-- first; nothing for a session that a reconnect has superseded. SKIP LOCKED
+-- lets every replica's dispatcher claim at once.
 WITH free AS (
-    SELECT greatest(%(capacity)s - count(*), 0) AS slots FROM jobs
+    SELECT CASE WHEN EXISTS (SELECT 1 FROM workers w WHERE w.id = %(worker_id)s AND w.session_id = %(session_id)s)
+                THEN greatest(%(capacity)s - count(*), 0) ELSE 0 END AS slots
+    FROM jobs
     WHERE worker_id = %(worker_id)s AND status IN ('DISPATCHED', 'RUNNING')
 ), picked AS (
     SELECT id FROM jobs
     WHERE status = 'DISPATCHED' AND worker_id IS NULL AND job_type_id = ANY(%(job_type_ids)s)
+      AND (%(project_ids)s::text[] IS NULL OR project_id = ANY(%(project_ids)s::text[]))
       AND available_time <= now()
     ORDER BY available_time, id
     LIMIT (SELECT slots FROM free)
@@ -199,24 +218,33 @@ ORDER BY sequence
 LIMIT 1000;
 
 -- name: insert_worker
-INSERT INTO workers (id, token_id, name, job_type_ids, capacity)
-VALUES (%(id)s, %(token_id)s, %(name)s, %(job_type_ids)s, %(capacity)s)
+-- A new session of a worker (new or resumed id): the row now belongs to it.
+INSERT INTO workers (id, token_id, name, job_type_ids, capacity, session_id)
+VALUES (%(id)s, %(token_id)s, %(name)s, %(job_type_ids)s, %(capacity)s, %(session_id)s)
 ON CONFLICT (id) DO UPDATE SET name = excluded.name, job_type_ids = excluded.job_type_ids,
-    capacity = excluded.capacity, connected = true, last_heartbeat_time = now()
+    capacity = excluded.capacity, connected = true, last_heartbeat_time = now(), session_id = excluded.session_id
 WHERE workers.token_id = excluded.token_id
 RETURNING *;
 
 -- name: worker_heartbeat
-UPDATE workers SET last_heartbeat_time = now(), connected = true WHERE id = %(id)s;
+-- No row when a newer session of the worker took over.
+UPDATE workers SET last_heartbeat_time = now(), connected = true
+WHERE id = %(id)s AND session_id = %(session_id)s
+RETURNING id;
 
 -- name: worker_disconnected
-UPDATE workers SET connected = false WHERE id = %(id)s;
+-- Only the session that owns the row marks it disconnected.
+UPDATE workers SET connected = false WHERE id = %(id)s AND session_id = %(session_id)s;
 
 -- name: list_workers
+-- Connected means: its session is open and it heartbeated within the lease
+-- (`live_seconds`), so the workers of a server that died drop out.
 SELECT w.*, (SELECT count(*) FROM jobs j WHERE j.worker_id = w.id AND j.status IN ('DISPATCHED', 'RUNNING'))
-       AS active_jobs
+       AS active_jobs,
+       w.connected AND w.last_heartbeat_time > now() - make_interval(secs => %(live_seconds)s) AS live
 FROM workers w
-WHERE %(include_disconnected)s OR w.connected
+WHERE %(include_disconnected)s
+   OR (w.connected AND w.last_heartbeat_time > now() - make_interval(secs => %(live_seconds)s))
 ORDER BY w.id;
 
 -- name: insert_provenance_edge
