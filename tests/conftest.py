@@ -57,12 +57,14 @@ class World:
         token = None if token_name is None else self.tokens.get(token_name, token_name)
         return KernelClient(self.channel, token)
 
-    def make_token(self, *, scopes: list[str], projects: list[str], kind: str = "user") -> str:
+    def make_token(
+        self, *, scopes: list[str], projects: list[str], kind: str = "user", job_types: tuple[str, ...] = ()
+    ) -> str:
         async def create() -> str:
             services = await _services(self.database_url, self.home)
             try:
                 _, token = await services.tokens.create_token(
-                    name="test", kind=kind, scopes=scopes, project_ids=projects
+                    name="test", kind=kind, scopes=scopes, project_ids=projects, job_type_ids=job_types
                 )
                 return token
             finally:

@@ -147,13 +147,20 @@ class RawWorker:
     so the test holds the job tokens (a real worker never reveals them)."""
 
     def __init__(
-        self, channel: grpc.Channel, token: str, job_types: list[str | worker_pb2.JobTypeDeclaration], capacity: int = 1
+        self,
+        channel: grpc.Channel,
+        token: str,
+        job_types: list[str | worker_pb2.JobTypeDeclaration],
+        capacity: int = 1,
+        worker_id: str = "",
     ) -> None:
         self.stub = worker_pb2_grpc.WorkerServiceStub(channel)
         self._outbound: queue.Queue[worker_pb2.ConnectRequest | None] = queue.Queue()
         self.assignments: queue.Queue[worker_pb2.JobAssignment] = queue.Queue()
         self.cancels: queue.Queue[str] = queue.Queue()
         self.welcome: worker_pb2.WorkerWelcome | None = None
+        self.error: grpc.RpcError | None = None  # how the server ended the session, if it did
+        self.ended = threading.Event()
         self.heartbeating = True
         self.active: set[str] = set()
         declarations = [
@@ -162,7 +169,9 @@ class RawWorker:
             else worker_pb2.JobTypeDeclaration(job_type_id=t, input_schema=struct({"type": "object"}))
             for t in job_types
         ]
-        hello = worker_pb2.WorkerHello(name="raw-test-worker", capacity=capacity, job_types=declarations)
+        hello = worker_pb2.WorkerHello(
+            name="raw-test-worker", capacity=capacity, job_types=declarations, worker_id=worker_id
+        )
         self._outbound.put(worker_pb2.ConnectRequest(hello=hello))
         self._call = self.stub.Connect(self._requests(), metadata=[("authorization", f"Bearer {token}")])
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -189,8 +198,10 @@ class RawWorker:
                     self.assignments.put(response.assignment)
                 elif kind == "cancel":
                     self.cancels.put(response.cancel.job_id)
-        except grpc.RpcError:
-            pass
+        except grpc.RpcError as err:
+            self.error = err
+        finally:
+            self.ended.set()
 
     def _beat(self) -> None:
         while self.heartbeating:
