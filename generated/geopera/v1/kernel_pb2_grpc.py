@@ -30,7 +30,11 @@ class KernelServiceStub:
 
     Authentication: every RPC requires the metadata `authorization: Bearer <token>`.
     A missing, malformed, unknown or revoked token fails UNAUTHENTICATED (reason
-    `UNAUTHENTICATED`) before anything else is looked at.
+    `UNAUTHENTICATED`) before anything else is looked at. Streams (`WatchJob`,
+    `UploadAsset`, `DownloadAsset`, `WorkerService.Connect`) re-check their token
+    while open: one whose token is revoked ends with UNAUTHENTICATED (reason
+    `TOKEN_REVOKED`) within the server's token-cache time
+    (`GEOPERA_TOKEN_CACHE_SECONDS`, default 5 s).
 
     Errors: every error status carries exactly one `google.rpc.ErrorInfo` (domain
     `geopera.v1`, an UPPER_SNAKE_CASE reason) in its rich details; validation
@@ -88,7 +92,11 @@ class KernelServiceServicer:
 
     Authentication: every RPC requires the metadata `authorization: Bearer <token>`.
     A missing, malformed, unknown or revoked token fails UNAUTHENTICATED (reason
-    `UNAUTHENTICATED`) before anything else is looked at.
+    `UNAUTHENTICATED`) before anything else is looked at. Streams (`WatchJob`,
+    `UploadAsset`, `DownloadAsset`, `WorkerService.Connect`) re-check their token
+    while open: one whose token is revoked ends with UNAUTHENTICATED (reason
+    `TOKEN_REVOKED`) within the server's token-cache time
+    (`GEOPERA_TOKEN_CACHE_SECONDS`, default 5 s).
 
     Errors: every error status carries exactly one `google.rpc.ErrorInfo` (domain
     `geopera.v1`, an UPPER_SNAKE_CASE reason) in its rich details; validation
@@ -236,7 +244,11 @@ class KernelService:
 
     Authentication: every RPC requires the metadata `authorization: Bearer <token>`.
     A missing, malformed, unknown or revoked token fails UNAUTHENTICATED (reason
-    `UNAUTHENTICATED`) before anything else is looked at.
+    `UNAUTHENTICATED`) before anything else is looked at. Streams (`WatchJob`,
+    `UploadAsset`, `DownloadAsset`, `WorkerService.Connect`) re-check their token
+    while open: one whose token is revoked ends with UNAUTHENTICATED (reason
+    `TOKEN_REVOKED`) within the server's token-cache time
+    (`GEOPERA_TOKEN_CACHE_SECONDS`, default 5 s).
 
     Errors: every error status carries exactly one `google.rpc.ErrorInfo` (domain
     `geopera.v1`, an UPPER_SNAKE_CASE reason) in its rich details; validation

@@ -592,7 +592,9 @@ class WorkersListParams(_message.Message):
 
     INCLUDE_DISCONNECTED_FIELD_NUMBER: _builtins.int
     include_disconnected: _builtins.bool
-    """Include workers that are no longer connected."""
+    """Include workers that are no longer connected (closed session, or no
+    heartbeat within the lease).
+    """
     def __init__(
         self,
         *,

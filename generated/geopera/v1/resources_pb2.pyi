@@ -792,7 +792,7 @@ class JobType(_message.Message):
     builtin: _builtins.bool
     """True for types built into the server (e.g. `clip`)."""
     connected_workers: _builtins.int
-    """Workers connected now that declare this type."""
+    """Workers connected now that declare this type (see `Worker.connected`)."""
     @_builtins.property
     def input_schema(self) -> _struct_pb2.Struct:
         """JSON Schema (draft 2020-12) that `input_params` must satisfy."""
@@ -834,7 +834,9 @@ class Worker(_message.Message):
     LAST_HEARTBEAT_TIME_FIELD_NUMBER: _builtins.int
     CONNECT_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Worker id, `wk_...`."""
+    """Worker id: `wk_...` when the server chose it, else the `worker_id` the
+    worker resumed (1-64 letters, digits, `_`, `.`, `-`).
+    """
     name: _builtins.str
     """Name the worker gave itself (defaults to host:pid)."""
     capacity: _builtins.int
@@ -842,7 +844,10 @@ class Worker(_message.Message):
     active_jobs: _builtins.int
     """Jobs it holds now."""
     connected: _builtins.bool
-    """True while its connection is open and heartbeats arrive."""
+    """True while its session is open and it heartbeated within the lease
+    (`GEOPERA_LEASE_SECONDS`): the workers of a server that died drop out
+    within the lease.
+    """
     @_builtins.property
     def job_type_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Job types the worker runs."""

@@ -70,18 +70,20 @@ class WorkerHello(_message.Message):
     CAPACITY_FIELD_NUMBER: _builtins.int
     WORKER_ID_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """Name of the worker (defaults to host:pid)."""
+    """Name of the worker (defaults to host:pid), at most 200 characters."""
     capacity: _builtins.int
     """Jobs it runs at once (1..64)."""
     worker_id: _builtins.str
     """The id of an earlier session of this worker (same credential), to resume
     it after a reconnect: its jobs' leases continue when heartbeats name them.
-    Empty for a new worker. PERMISSION_DENIED `WORKER_ID_TAKEN` when the id
-    belongs to another credential.
+    The new session replaces the earlier one, whose stream ends. Empty for a
+    new worker; else 1-64 letters, digits, `_`, `.` or `-`, starting with a
+    letter or digit (INVALID_ARGUMENT `INVALID_WORKER_ID`). PERMISSION_DENIED
+    `WORKER_ID_TAKEN` when the id belongs to another credential.
     """
     @_builtins.property
     def job_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobTypeDeclaration]:
-        """Job types it runs."""
+        """Job types it runs: each granted to its credential (see `Connect`)."""
 
     def __init__(
         self,

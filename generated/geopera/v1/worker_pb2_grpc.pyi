@@ -30,7 +30,13 @@ class WorkerServiceStub:
     """The API worker processes use to run jobs.
 
     Two credentials are involved:
-    - a worker credential (a token with scope `worker`) opens `Connect`;
+    - a worker credential (a token of kind `worker`, scope `worker`) opens
+      `Connect`. An admin grants it the job types its workers may declare and
+      run (`geopera admin token create --kind worker --job-type clip ...`). A
+      worker credential limited to projects (`--project`) is assigned only
+      those projects' jobs; one without projects is assigned every project's.
+      Its open `Connect` streams end with UNAUTHENTICATED `TOKEN_REVOKED`
+      within the server's token-cache time (default 5 s) of a revocation;
     - each assignment carries a job token bound to (job, attempt). Its only
       authority is `ReportProgress`, `ReportFailure`, `ReleaseJob` and
       `RegisterOutputs` for that job and attempt. It is refused everywhere else
@@ -50,8 +56,25 @@ class WorkerServiceStub:
     the capacity) and `cancel`s. A worker that misses heartbeats for the lease
     time loses its jobs: each is dispatched again (attempt + 1) and the old job
     tokens stop working. Requires scope `worker` (PERMISSION_DENIED
-    `MISSING_SCOPE`); INVALID_ARGUMENT `HELLO_REQUIRED` when the first message
-    is not a hello.
+    `MISSING_SCOPE`). The hello is refused with:
+    - INVALID_ARGUMENT `HELLO_REQUIRED` when the first message is not a hello;
+      `INVALID_CAPACITY`, `INVALID_WORKER_ID`, `INVALID_WORKER_NAME`,
+      `INVALID_JOB_TYPE` (bad id or schema, or a type declared twice);
+    - PERMISSION_DENIED `JOB_TYPE_NOT_GRANTED` (metadata `job_type_id`) for a
+      job type the worker credential was not granted;
+    - PERMISSION_DENIED `JOB_TYPE_OWNED_BY_OTHER` (metadata `job_type_id`,
+      `owner`: `builtin` or `other_credential`) for a declaration that differs
+      from a built-in type or from a type another credential registered. A
+      type belongs to the credential that first registered it: any granted
+      credential may declare it exactly as `processing.job_types.get` shows
+      it; only its owner may change it (the change applies to jobs created
+      afterwards), and once the owner is revoked the next credential to change
+      it becomes its owner. Built-in types (e.g. `clip`) are defined by the
+      server alone;
+    - PERMISSION_DENIED `WORKER_ID_TAKEN` (see `WorkerHello.worker_id`).
+    A session ends with ABORTED `WORKER_SESSION_REPLACED` when the same
+    worker connects again (a new session with its `worker_id`), and with
+    UNAUTHENTICATED `TOKEN_REVOKED` when its credential is revoked.
     """
     ReportProgress: _grpc.UnaryUnaryMultiCallable[_worker_pb2.ReportProgressRequest, _worker_pb2.ReportProgressResponse]
     """Reports progress of a running job (job token). The first report moves the
@@ -85,7 +108,13 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """The API worker processes use to run jobs.
 
     Two credentials are involved:
-    - a worker credential (a token with scope `worker`) opens `Connect`;
+    - a worker credential (a token of kind `worker`, scope `worker`) opens
+      `Connect`. An admin grants it the job types its workers may declare and
+      run (`geopera admin token create --kind worker --job-type clip ...`). A
+      worker credential limited to projects (`--project`) is assigned only
+      those projects' jobs; one without projects is assigned every project's.
+      Its open `Connect` streams end with UNAUTHENTICATED `TOKEN_REVOKED`
+      within the server's token-cache time (default 5 s) of a revocation;
     - each assignment carries a job token bound to (job, attempt). Its only
       authority is `ReportProgress`, `ReportFailure`, `ReleaseJob` and
       `RegisterOutputs` for that job and attempt. It is refused everywhere else
@@ -102,8 +131,25 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     the capacity) and `cancel`s. A worker that misses heartbeats for the lease
     time loses its jobs: each is dispatched again (attempt + 1) and the old job
     tokens stop working. Requires scope `worker` (PERMISSION_DENIED
-    `MISSING_SCOPE`); INVALID_ARGUMENT `HELLO_REQUIRED` when the first message
-    is not a hello.
+    `MISSING_SCOPE`). The hello is refused with:
+    - INVALID_ARGUMENT `HELLO_REQUIRED` when the first message is not a hello;
+      `INVALID_CAPACITY`, `INVALID_WORKER_ID`, `INVALID_WORKER_NAME`,
+      `INVALID_JOB_TYPE` (bad id or schema, or a type declared twice);
+    - PERMISSION_DENIED `JOB_TYPE_NOT_GRANTED` (metadata `job_type_id`) for a
+      job type the worker credential was not granted;
+    - PERMISSION_DENIED `JOB_TYPE_OWNED_BY_OTHER` (metadata `job_type_id`,
+      `owner`: `builtin` or `other_credential`) for a declaration that differs
+      from a built-in type or from a type another credential registered. A
+      type belongs to the credential that first registered it: any granted
+      credential may declare it exactly as `processing.job_types.get` shows
+      it; only its owner may change it (the change applies to jobs created
+      afterwards), and once the owner is revoked the next credential to change
+      it becomes its owner. Built-in types (e.g. `clip`) are defined by the
+      server alone;
+    - PERMISSION_DENIED `WORKER_ID_TAKEN` (see `WorkerHello.worker_id`).
+    A session ends with ABORTED `WORKER_SESSION_REPLACED` when the same
+    worker connects again (a new session with its `worker_id`), and with
+    UNAUTHENTICATED `TOKEN_REVOKED` when its credential is revoked.
     """
     ReportProgress: _aio.UnaryUnaryMultiCallable[_worker_pb2.ReportProgressRequest, _worker_pb2.ReportProgressResponse]  # type: ignore[assignment]
     """Reports progress of a running job (job token). The first report moves the
@@ -136,7 +182,13 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """The API worker processes use to run jobs.
 
     Two credentials are involved:
-    - a worker credential (a token with scope `worker`) opens `Connect`;
+    - a worker credential (a token of kind `worker`, scope `worker`) opens
+      `Connect`. An admin grants it the job types its workers may declare and
+      run (`geopera admin token create --kind worker --job-type clip ...`). A
+      worker credential limited to projects (`--project`) is assigned only
+      those projects' jobs; one without projects is assigned every project's.
+      Its open `Connect` streams end with UNAUTHENTICATED `TOKEN_REVOKED`
+      within the server's token-cache time (default 5 s) of a revocation;
     - each assignment carries a job token bound to (job, attempt). Its only
       authority is `ReportProgress`, `ReportFailure`, `ReleaseJob` and
       `RegisterOutputs` for that job and attempt. It is refused everywhere else
@@ -157,8 +209,25 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         the capacity) and `cancel`s. A worker that misses heartbeats for the lease
         time loses its jobs: each is dispatched again (attempt + 1) and the old job
         tokens stop working. Requires scope `worker` (PERMISSION_DENIED
-        `MISSING_SCOPE`); INVALID_ARGUMENT `HELLO_REQUIRED` when the first message
-        is not a hello.
+        `MISSING_SCOPE`). The hello is refused with:
+        - INVALID_ARGUMENT `HELLO_REQUIRED` when the first message is not a hello;
+          `INVALID_CAPACITY`, `INVALID_WORKER_ID`, `INVALID_WORKER_NAME`,
+          `INVALID_JOB_TYPE` (bad id or schema, or a type declared twice);
+        - PERMISSION_DENIED `JOB_TYPE_NOT_GRANTED` (metadata `job_type_id`) for a
+          job type the worker credential was not granted;
+        - PERMISSION_DENIED `JOB_TYPE_OWNED_BY_OTHER` (metadata `job_type_id`,
+          `owner`: `builtin` or `other_credential`) for a declaration that differs
+          from a built-in type or from a type another credential registered. A
+          type belongs to the credential that first registered it: any granted
+          credential may declare it exactly as `processing.job_types.get` shows
+          it; only its owner may change it (the change applies to jobs created
+          afterwards), and once the owner is revoked the next credential to change
+          it becomes its owner. Built-in types (e.g. `clip`) are defined by the
+          server alone;
+        - PERMISSION_DENIED `WORKER_ID_TAKEN` (see `WorkerHello.worker_id`).
+        A session ends with ABORTED `WORKER_SESSION_REPLACED` when the same
+        worker connects again (a new session with its `worker_id`), and with
+        UNAUTHENTICATED `TOKEN_REVOKED` when its credential is revoked.
         """
 
     @_abc_1.abstractmethod

@@ -585,7 +585,8 @@ export const ProcessingJobTypesGetResultSchema: GenMessage<ProcessingJobTypesGet
  */
 export type WorkersListParams = Message<"geopera.v1.WorkersListParams"> & {
   /**
-   * Include workers that are no longer connected.
+   * Include workers that are no longer connected (closed session, or no
+   * heartbeat within the lease).
    *
    * @generated from field: bool include_disconnected = 1;
    */

@@ -819,7 +819,7 @@ export type JobType = Message<"geopera.v1.JobType"> & {
   builtin: boolean;
 
   /**
-   * Workers connected now that declare this type.
+   * Workers connected now that declare this type (see `Worker.connected`).
    *
    * @generated from field: int32 connected_workers = 6;
    */
@@ -840,7 +840,8 @@ export const JobTypeSchema: GenMessage<JobType> = /*@__PURE__*/
  */
 export type Worker = Message<"geopera.v1.Worker"> & {
   /**
-   * Worker id, `wk_...`.
+   * Worker id: `wk_...` when the server chose it, else the `worker_id` the
+   * worker resumed (1-64 letters, digits, `_`, `.`, `-`).
    *
    * @generated from field: string id = 1;
    */
@@ -875,7 +876,9 @@ export type Worker = Message<"geopera.v1.Worker"> & {
   activeJobs: number;
 
   /**
-   * True while its connection is open and heartbeats arrive.
+   * True while its session is open and it heartbeated within the lease
+   * (`GEOPERA_LEASE_SECONDS`): the workers of a server that died drop out
+   * within the lease.
    *
    * @generated from field: bool connected = 6;
    */

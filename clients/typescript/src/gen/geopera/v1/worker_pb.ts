@@ -65,14 +65,14 @@ export const JobTypeDeclarationSchema: GenMessage<JobTypeDeclaration> = /*@__PUR
  */
 export type WorkerHello = Message<"geopera.v1.WorkerHello"> & {
   /**
-   * Name of the worker (defaults to host:pid).
+   * Name of the worker (defaults to host:pid), at most 200 characters.
    *
    * @generated from field: string name = 1;
    */
   name: string;
 
   /**
-   * Job types it runs.
+   * Job types it runs: each granted to its credential (see `Connect`).
    *
    * @generated from field: repeated geopera.v1.JobTypeDeclaration job_types = 2;
    */
@@ -88,8 +88,10 @@ export type WorkerHello = Message<"geopera.v1.WorkerHello"> & {
   /**
    * The id of an earlier session of this worker (same credential), to resume
    * it after a reconnect: its jobs' leases continue when heartbeats name them.
-   * Empty for a new worker. PERMISSION_DENIED `WORKER_ID_TAKEN` when the id
-   * belongs to another credential.
+   * The new session replaces the earlier one, whose stream ends. Empty for a
+   * new worker; else 1-64 letters, digits, `_`, `.` or `-`, starting with a
+   * letter or digit (INVALID_ARGUMENT `INVALID_WORKER_ID`). PERMISSION_DENIED
+   * `WORKER_ID_TAKEN` when the id belongs to another credential.
    *
    * @generated from field: string worker_id = 4;
    */
@@ -785,7 +787,13 @@ export const RegisterOutputsResponseSchema: GenMessage<RegisterOutputsResponse> 
  * The API worker processes use to run jobs.
  *
  * Two credentials are involved:
- * - a worker credential (a token with scope `worker`) opens `Connect`;
+ * - a worker credential (a token of kind `worker`, scope `worker`) opens
+ *   `Connect`. An admin grants it the job types its workers may declare and
+ *   run (`geopera admin token create --kind worker --job-type clip ...`). A
+ *   worker credential limited to projects (`--project`) is assigned only
+ *   those projects' jobs; one without projects is assigned every project's.
+ *   Its open `Connect` streams end with UNAUTHENTICATED `TOKEN_REVOKED`
+ *   within the server's token-cache time (default 5 s) of a revocation;
  * - each assignment carries a job token bound to (job, attempt). Its only
  *   authority is `ReportProgress`, `ReportFailure`, `ReleaseJob` and
  *   `RegisterOutputs` for that job and attempt. It is refused everywhere else
@@ -803,8 +811,25 @@ export const WorkerService: GenService<{
    * the capacity) and `cancel`s. A worker that misses heartbeats for the lease
    * time loses its jobs: each is dispatched again (attempt + 1) and the old job
    * tokens stop working. Requires scope `worker` (PERMISSION_DENIED
-   * `MISSING_SCOPE`); INVALID_ARGUMENT `HELLO_REQUIRED` when the first message
-   * is not a hello.
+   * `MISSING_SCOPE`). The hello is refused with:
+   * - INVALID_ARGUMENT `HELLO_REQUIRED` when the first message is not a hello;
+   *   `INVALID_CAPACITY`, `INVALID_WORKER_ID`, `INVALID_WORKER_NAME`,
+   *   `INVALID_JOB_TYPE` (bad id or schema, or a type declared twice);
+   * - PERMISSION_DENIED `JOB_TYPE_NOT_GRANTED` (metadata `job_type_id`) for a
+   *   job type the worker credential was not granted;
+   * - PERMISSION_DENIED `JOB_TYPE_OWNED_BY_OTHER` (metadata `job_type_id`,
+   *   `owner`: `builtin` or `other_credential`) for a declaration that differs
+   *   from a built-in type or from a type another credential registered. A
+   *   type belongs to the credential that first registered it: any granted
+   *   credential may declare it exactly as `processing.job_types.get` shows
+   *   it; only its owner may change it (the change applies to jobs created
+   *   afterwards), and once the owner is revoked the next credential to change
+   *   it becomes its owner. Built-in types (e.g. `clip`) are defined by the
+   *   server alone;
+   * - PERMISSION_DENIED `WORKER_ID_TAKEN` (see `WorkerHello.worker_id`).
+   * A session ends with ABORTED `WORKER_SESSION_REPLACED` when the same
+   * worker connects again (a new session with its `worker_id`), and with
+   * UNAUTHENTICATED `TOKEN_REVOKED` when its credential is revoked.
    *
    * @generated from rpc geopera.v1.WorkerService.Connect
    */
