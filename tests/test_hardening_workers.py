@@ -218,6 +218,13 @@ def test_an_invalid_worker_id_is_refused(world, worker_id):
     assert [field for field, _ in failure.violations] == ["hello.worker_id"]
 
 
+def test_a_malformed_job_type_id_is_refused_before_any_grant_is_looked_at(world):
+    failure = refused(lambda: hello(world, worker_token(world, "clip"), [declaration("Bad-" + "x" * 5000)]))
+    assert (failure.code, failure.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_JOB_TYPE")
+    assert [field for field, _ in failure.violations] == ["hello.job_types[0].job_type_id"]
+    assert "x" * 100 not in failure.message
+
+
 def test_a_valid_worker_id_and_name_limits(world):
     assert hello(world, world.tokens["worker"], [], worker_id="edge-7.gpu_2").worker_id == "edge-7.gpu_2"
     failure = refused(lambda: hello(world, world.tokens["worker"], [], name="n" * 201))

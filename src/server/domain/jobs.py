@@ -332,6 +332,12 @@ class JobService:
         created afterwards."""
         seen: set[str] = set()
         for index, record in enumerate(declared):
+            if not JOB_TYPE_ID.match(record.id):
+                raise invalid_argument(
+                    "INVALID_JOB_TYPE",
+                    "job type ids are 1-63 lower-case letters, digits and '_'",
+                    field=f"hello.job_types[{index}].job_type_id",
+                )
             if record.id in seen:
                 raise invalid_argument(
                     "INVALID_JOB_TYPE", f"job type {record.id!r} is declared twice", field=f"hello.job_types[{index}]"
