@@ -7,6 +7,7 @@ its new session, and a dead server's workers drop out of workers.list."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import queue
@@ -15,7 +16,9 @@ import threading
 import time
 
 import grpc
+import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from geopera.v1 import (
     auth_pb2,
@@ -26,7 +29,8 @@ from geopera.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
-from server.auth import USER_SCOPES
+from server.auth import USER_SCOPES, hash_token
+from server.store.database import load_migrations, migrate
 from tests.conftest import TEST_SERVER_ENV
 from tests.jobs_support import (
     FAST_LEASES,
@@ -408,3 +412,47 @@ def test_admin_token_create_kind_worker_gets_worker_scope_and_its_job_types(worl
     assert granted_user.returncode == 2 and "worker tokens only" in granted_user.stderr
     bad_type = run("create", "--kind", "worker", "--job-type", "Not-A-Type")
     assert bad_type.returncode == 2 and "invalid job type ids" in bad_type.stderr
+
+
+def test_an_upgrade_grants_existing_worker_tokens_the_types_their_workers_declared(database_factory, tmp_path):
+    """Running workers reconnect after the upgrade as before; their types
+    belong to their credential; tokens that never ran a worker get nothing."""
+    from tests.conftest import _services
+
+    url = database_factory.create_empty()
+    grants = next(m for m in load_migrations() if m.name.endswith("_worker_grants.sql"))
+
+    async def upgrade() -> None:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+            await conn.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                " applied_time timestamptz NOT NULL DEFAULT now())"
+            )
+            for earlier in (m for m in load_migrations() if m.version < grants.version):
+                await conn.execute(earlier.sql.encode())
+                await conn.execute("INSERT INTO schema_migrations VALUES (%s, %s)", (earlier.version, earlier.name))
+            for token_id, token in (("tok_fleet", "gpk_fleet"), ("tok_idle", "gpk_idle")):
+                await conn.execute(
+                    "INSERT INTO tokens (id, token_hash, kind, scopes) VALUES (%s, %s, 'worker', '{worker}')",
+                    (token_id, hash_token(token)),
+                )
+            await conn.execute(
+                "INSERT INTO workers (id, token_id, name, job_type_ids, capacity)"
+                " VALUES ('wk_old', 'tok_fleet', 'old', '{clip,sonar}', 1)"
+            )
+            await conn.execute(
+                "INSERT INTO job_types (id, input_schema) VALUES ('sonar', %s)", (Jsonb({"type": "object"}),)
+            )
+            await migrate(conn)
+            owner = await (await conn.execute("SELECT owner_token_id FROM job_types WHERE id = 'sonar'")).fetchone()
+            assert owner == ("tok_fleet",)
+        services = await _services(url, tmp_path)
+        try:
+            fleet = await services.tokens.authenticate("Bearer gpk_fleet")
+            idle = await services.tokens.authenticate("Bearer gpk_idle")
+        finally:
+            await services.db.close()
+        assert fleet.job_type_ids == {"clip", "sonar"}
+        assert idle.job_type_ids == frozenset()
+
+    asyncio.run(upgrade())

@@ -58,6 +58,14 @@ class DatabaseFactory:
 
         asyncio.run(run())
 
+    def create_empty(self) -> str:
+        """A database without any migration (for upgrade tests)."""
+        self._counter += 1
+        name = f"{self.prefix}_{self._counter}"
+        self._execute(f'CREATE DATABASE "{name}"')
+        self._created.append(name)
+        return with_database(self.server_url, name)
+
     def create(self) -> str:
         self._counter += 1
         name = f"{self.prefix}_{self._counter}"
