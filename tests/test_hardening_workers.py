@@ -283,12 +283,12 @@ def _http_events_until_error(world, token: str, job_id: str, opened: threading.E
 def test_a_revoked_credential_s_open_streams_end_within_the_token_cache_time(world):
     workers_token = worker_token(world, "probe_revoked")
     user_token = world.make_token(scopes=list(USER_SCOPES), projects=["alpha"])
+    raw = RawWorker(world.channel, workers_token, [declaration("probe_revoked")])
     # A PENDING job never changes by itself: its watches stay open.
     job = world.client(user_token).execute(
         "processing.create",
-        processing_pb2.ProcessingCreateParams(project_id="alpha", job_type_id="test_noop", input_params=struct({})),
+        processing_pb2.ProcessingCreateParams(project_id="alpha", job_type_id="probe_revoked", input_params=struct({})),
     ).job
-    raw = RawWorker(world.channel, workers_token, [declaration("probe_revoked")])
     ended: queue.Queue = queue.Queue()
     watching, streaming, release = threading.Event(), threading.Event(), threading.Event()
     threads = [

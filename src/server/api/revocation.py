@@ -32,7 +32,7 @@ def end_on_revocation(context: aio.ServicerContext, tokens: TokenService, call: 
 
     async def watch() -> None:
         error = await tokens.wait_revoked(authorization)
-        call.extra["revoked"] = True
+        call.extra.update(code=error.code.name, revoked=True)  # for the access log line
         try:
             await context.abort_with_status(to_grpc_status(error, call.request_id))
         except aio.AbortError:

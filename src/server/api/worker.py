@@ -224,10 +224,11 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 previous.superseded.set()
             self._dispatcher.sessions[worker.id] = session
             self._dispatcher.wake()
+            closing = asyncio.ensure_future(self._services.notifications.closing.wait())
+            superseded = asyncio.ensure_future(session.superseded.wait())
+            getter: asyncio.Future[worker_pb2.ConnectResponse] | None = None
             try:
                 with self._services.notifications.on_cancel(worker.id, cancel):
-                    closing = asyncio.ensure_future(self._services.notifications.closing.wait())
-                    superseded = asyncio.ensure_future(session.superseded.wait())
                     while True:
                         getter = asyncio.ensure_future(session.outbox.get())
                         done, _ = await asyncio.wait(
@@ -246,9 +247,10 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                                 f"worker {worker.id} connected again; this older session ends",
                             )
                         break  # the worker hung up, or this server is stopping
-                    closing.cancel()
-                    superseded.cancel()
             finally:
+                for waiter in (closing, superseded, getter):  # on every exit, cancellation included
+                    if waiter is not None:
+                        waiter.cancel()
                 # Only this session's own traces: a reconnect of the same
                 # worker may have replaced it already.
                 if self._dispatcher.sessions.get(worker.id) is session:
