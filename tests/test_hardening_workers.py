@@ -456,3 +456,28 @@ def test_an_upgrade_grants_existing_worker_tokens_the_types_their_workers_declar
         assert idle.job_type_ids == frozenset()
 
     asyncio.run(upgrade())
+
+
+def test_a_revoked_credential_s_slow_download_ends(world):
+    """A download whose client reads slowly (the server waits on flow control)
+    ends too: the client gets the revocation instead of the rest of the bytes."""
+    token = world.make_token(scopes=list(USER_SCOPES), projects=["alpha"])
+    item_id = world.items["s2l1c_slovenia_ndvi_68dates"]
+    options = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 64 << 10)]
+    with grpc.insecure_channel(world.server.address, options=options) as channel:
+        stream = kernel_pb2_grpc.KernelServiceStub(channel).DownloadAsset(
+            kernel_pb2.DownloadAssetRequest(resource_name=f"items/{item_id}/assets/data"),
+            metadata=[("authorization", f"Bearer {token}")],
+            timeout=60,
+        )
+        first = next(stream)
+        assert first.total_size > 2 * len(first.data)  # most of the asset is still to come
+        revoke(world, token)
+        time.sleep(TOKEN_CACHE_SECONDS + SLACK_SECONDS)
+        received = len(first.data)
+        with pytest.raises(grpc.RpcError) as info:
+            for message in stream:
+                received += len(message.data)
+        failure = RpcFailure.from_rpc_error(info.value)
+        assert (failure.code, failure.reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_REVOKED")
+        assert received < first.total_size
