@@ -23,7 +23,7 @@ from geopera.v1 import kernel_pb2
 from server.api import convert
 from server.api.calls import CallInfo
 from server.api.execute import Executor
-from server.api.status import internal_error
+from server.api.status import unexpected_error
 from server.auth import Principal
 from server.errors import Code, DomainError, invalid_argument
 from server.rest.openapi import openapi_document
@@ -106,10 +106,11 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
         )
         err = DomainError(code, "HTTP_" + exc.reason.upper().replace(" ", "_"), exc.reason)
         return _json_response(error_body(err, ""), exc.status, "")
-    except Exception:
+    except Exception as exc:
         request_id = _request_id(request)
         log.exception("unhandled error in %s (request %s)", request.path, request_id)
-        return _json_response(error_body(internal_error(request_id), request_id), 500, request_id)
+        err = unexpected_error(exc, request_id)
+        return _json_response(error_body(err, request_id), http_status(err), request_id)
 
 
 class RestApi:
@@ -182,10 +183,10 @@ class RestApi:
                 return _json_response(body, 200, call.request_id)
         except DomainError as err:
             return _json_response(error_body(err, call_info.request_id), http_status(err), call_info.request_id)
-        except Exception:
+        except Exception as exc:
             log.exception("unhandled error in %s (request %s)", request.path, call_info.request_id)
-            err = internal_error(call_info.request_id)
-            return _json_response(error_body(err, call_info.request_id), 500, call_info.request_id)
+            err = unexpected_error(exc, call_info.request_id)
+            return _json_response(error_body(err, call_info.request_id), http_status(err), call_info.request_id)
 
     async def _params(self, request: web.Request, message: Message) -> Message:
         try:
