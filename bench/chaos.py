@@ -58,7 +58,7 @@ import psycopg
 from google.protobuf import struct_pb2
 
 from bench.results import Results, machine_line, markdown_table, utc_now
-from geopera.v1 import analytics_pb2, kernel_pb2, processing_pb2
+from geopera.v1 import analytics_pb2, processing_pb2
 from tests.support.client import KernelClient, RpcFailure
 from tests.support.server import ServerProcess
 from tests.support.workers import WorkerProcess
