@@ -64,6 +64,9 @@ class WorkerConfig:
     # Open sources where the server stores them when this host can (same host
     # or a shared mount); False always downloads them with the job token.
     shared_storage: bool = True
+    # TLS to the server; the PEM roots to trust, or None for the system's.
+    tls: bool = False
+    tls_root_certificates: bytes | None = None
 
 
 @dataclass
@@ -127,7 +130,11 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, reconnecting as needed; then drain."""
-        self._channel = aio.insecure_channel(self.config.server, options=CHANNEL_OPTIONS)
+        if self.config.tls:
+            credentials = grpc.ssl_channel_credentials(self.config.tls_root_certificates)
+            self._channel = aio.secure_channel(self.config.server, credentials, options=CHANNEL_OPTIONS)
+        else:
+            self._channel = aio.insecure_channel(self.config.server, options=CHANNEL_OPTIONS)
         backoff = 0.5
         session: asyncio.Task[None] | None = None
         try:

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import secrets
+import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -258,15 +259,19 @@ class RestApi:
         from server.api.operations import REGISTRY
 
         host = request.headers.get("Host", "")
-        return web.json_response(openapi_document(REGISTRY, f"http://{host}" if host else "/"))
+        return web.json_response(openapi_document(REGISTRY, f"{request.scheme}://{host}" if host else "/"))
 
 
-async def start_rest(api: RestApi, listen: str) -> tuple[web.AppRunner, int]:
+async def start_rest(api: RestApi, listen: str, ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:
     host, _, port = listen.rpartition(":")
     runner = web.AppRunner(api.application(), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host or "127.0.0.1", int(port))
-    await site.start()
+    site = web.TCPSite(runner, host or "127.0.0.1", int(port), ssl_context=ssl_context)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
     server = site._server  # aiohttp exposes the bound socket only here
     bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else int(port)
     return runner, bound
