@@ -86,27 +86,32 @@ class CostModel:
                 )
         return cls(float(flat), float(per_km2), float(per_asset), max(1, int(minimum)))
 
-    def _raw(self, area_km2: float, assets: int) -> float:
-        return self.flat + self.per_km2 * area_km2 + self.per_asset * assets
+    def _price(self, area_km2: float, assets: int) -> int | None:
+        """The formula in whole credits; None when it is not a finite number
+        of at most MAX_CREDITS."""
+        raw = self.flat + self.per_km2 * area_km2 + self.per_asset * assets
+        if not (math.isfinite(raw) and raw <= MAX_CREDITS):
+            return None
+        return max(self.minimum, math.ceil(raw - 1e-9))
 
     def credits(self, area_km2: float, assets: int) -> int:
         """The estimate reserved at creation; refused (INVALID_ARGUMENT
-        `COST_OUT_OF_RANGE`) when it is not a finite number of at most
-        MAX_CREDITS, e.g. a huge AOI times a large per-km² price."""
-        raw = self._raw(area_km2, assets)
-        if not (math.isfinite(raw) and raw <= MAX_CREDITS):
+        `COST_OUT_OF_RANGE`) beyond MAX_CREDITS, e.g. a huge AOI times a
+        large per-km² price."""
+        price = self._price(area_km2, assets)
+        if price is None:
             raise invalid_argument(
                 "COST_OUT_OF_RANGE",
-                f"the job would cost {raw:.4g} credits ({area_km2:.4g} km², {assets} assets); "
-                f"the most a job may cost is {MAX_CREDITS}",
+                f"the job would cost more than {MAX_CREDITS} credits ({area_km2:.4g} km², {assets} assets), "
+                "the most a job may cost",
             )
-        return max(self.minimum, math.ceil(raw - 1e-9))
+        return price
 
     def actual(self, area_km2: float, assets: int) -> int:
         """The cost of what a job did, saturating at MAX_CREDITS: never more
         than the hold is captured anyway (see JobService.succeed)."""
-        raw = self._raw(area_km2, assets)
-        return max(self.minimum, math.ceil(raw - 1e-9)) if math.isfinite(raw) and raw <= MAX_CREDITS else MAX_CREDITS
+        price = self._price(area_km2, assets)
+        return MAX_CREDITS if price is None else price
 
 
 @dataclass(frozen=True)
