@@ -28,7 +28,11 @@ class ClipCreateFromItemParams(_message.Message):
 
     The four spend operations reserve credits and honour `idempotency-key`
     (see `KernelService.Execute`). Too few credits fail FAILED_PRECONDITION
-    `INSUFFICIENT_CREDITS` and create nothing.
+    `INSUFFICIENT_CREDITS` and create nothing. The estimate held is the job's
+    price and the most it costs; success captures the actual cost up to it (see
+    `CostModel`). A job without an `aoi_geometry` is priced by its source items'
+    footprint; INVALID_ARGUMENT `COST_NOT_ESTIMABLE` / `COST_OUT_OF_RANGE` when
+    no estimate can be made.
 
     `clip.create_from_item` (scope `processing:process`, spend): creates and
     dispatches a `clip` job that cuts a source item's raster assets to an AOI

@@ -321,8 +321,8 @@ class OutputService:
                 assert row is not None
                 records.append(ItemRecord.from_row(row))
             area_km2 = sum(abs(_GEOD.geometry_area_perimeter(a)[0]) for a in areas) / 1e6
-            charged = job_type.cost.credits(area_km2, sum(len(a) for _, _, a in prepared))
-            finished = await self._jobs.succeed(tx, job, charged=charged, output_item_ids=[r.id for r in records])
+            actual = job_type.cost.actual(area_km2, sum(len(a) for _, _, a in prepared))
+            finished = await self._jobs.succeed(tx, job, actual_cost=actual, output_item_ids=[r.id for r in records])
             response = encode(finished, records)
             await self._jobs.store_response(tx, job.id, response)
         return response

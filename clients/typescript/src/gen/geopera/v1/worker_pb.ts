@@ -44,7 +44,9 @@ export type JobTypeDeclaration = Message<"geopera.v1.JobTypeDeclaration"> & {
   inputSchema?: JsonObject | undefined;
 
   /**
-   * Credit estimate model.
+   * Credit estimate model. Every coefficient must be a finite number from 0 to
+   * 2^53 - 1, else the session fails INVALID_ARGUMENT `INVALID_COST_MODEL`
+   * naming the field.
    *
    * @generated from field: geopera.v1.CostModel cost_model = 4;
    */
