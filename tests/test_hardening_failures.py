@@ -245,6 +245,26 @@ def test_a_plugins_permanent_error_fails_the_job_at_once_with_its_reason(world):
     assert balance(client) == before
 
 
+def test_a_raster_error_escaping_a_plugin_fails_the_job_at_once_with_its_reason(world):
+    client = world.client("alpha")
+    final, took = _run_to_end(
+        client,
+        lambda: create_and_dispatch(
+            client, "test_fail", {"raster_error": "UNREADABLE_RASTER", "message": "truncated tile"}
+        ),
+    )
+    _assert_failed_at_once(client, final, took, grpc.StatusCode.ABORTED, "UNREADABLE_RASTER")
+    assert final.error.message == "truncated tile"
+
+
+def test_a_failed_raster_write_is_tried_again(world):
+    client = world.client("alpha")
+    final, _ = _run_to_end(
+        client, lambda: create_and_dispatch(client, "test_fail", {"raster_error": "COG_WRITE_FAILED"})
+    )
+    assert final.status == STATUS.JOB_STATUS_FAILED and final.attempt == final.max_attempts == 3
+
+
 def test_a_transient_failure_is_still_tried_again(world):
     client = world.client("alpha")
     final, _ = _run_to_end(

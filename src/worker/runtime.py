@@ -30,6 +30,7 @@ from grpc import aio
 from pydantic import ValidationError
 
 from geopera.v1 import kernel_pb2, kernel_pb2_grpc, resources_pb2, worker_pb2, worker_pb2_grpc
+from server.raster import COG_WRITE_FAILED, RasterError
 from worker.plugin import (
     JobCancelled,
     JobContext,
@@ -290,7 +291,12 @@ class Worker:
                 _cancel=running.cancel,
             )
             plugin: JobPlugin = plugin_cls()
-            outputs = await asyncio.to_thread(plugin.run, params, ctx)
+            try:
+                outputs = await asyncio.to_thread(plugin.run, params, ctx)
+            except RasterError as err:
+                # Not turned into JobFailed by the plugin: unreadable or unsuitable data stays
+                # so on every attempt; only a failed write (disk full...) may pass next time.
+                raise JobFailed(err.reason, err.message[:1000], retryable=err.reason == COG_WRITE_FAILED) from err
             await reporter.stop()
             if running.cancel.is_set():
                 raise JobCancelled(job.id)
