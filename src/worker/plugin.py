@@ -84,7 +84,11 @@ class JobCancelled(Exception):
 
 
 class JobFailed(Exception):
-    """A plugin's way to fail a job with a reason users see."""
+    """A plugin's way to fail a job with a reason users see (in `job.error`).
+
+    By default the job fails at once, credits released. `retryable=True` asks for another
+    attempt: only for a transient fault, since the input and the data are the same next time.
+    """
 
     def __init__(self, reason: str, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)

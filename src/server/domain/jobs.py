@@ -31,12 +31,14 @@ from shapely.geometry.base import BaseGeometry
 
 from server.auth import JOB_TOKEN_PREFIX, Principal, hash_token
 from server.domain import idempotency
+from server.domain.catalog import COLLECTION_ID
 from server.domain.models import ItemRecord
 from server.errors import (
     Code,
     DomainError,
     ExpectedSchema,
     FieldViolation,
+    already_exists,
     failed_precondition,
     invalid_argument,
     not_found,
@@ -424,6 +426,34 @@ class JobService:
                 expected_schema=ExpectedSchema(job_type.id, job_type.input_schema),
             )
 
+    async def _check_output_target(
+        self, conn: psycopg.AsyncConnection[Any], job_type: JobTypeRecord, spec: JobCreate, sources: list[ItemRecord]
+    ) -> None:
+        """What RegisterOutputs would refuse and can be known now, refused before
+        any credit moves: a malformed target collection, an output name taken.
+        The name is `input_params.output_name`, or a built-in type's default
+        `<source item name>_<job type>`; other defaults are checked on arrival."""
+        if spec.target_collection_id and not COLLECTION_ID.match(spec.target_collection_id):
+            raise invalid_argument(
+                "INVALID_COLLECTION_ID",
+                "target_collection_id must be 1-63 letters, digits, '_', '.' or '-'",
+                field="target_collection_id",
+            )
+        name = spec.input_params.get("output_name")
+        if not isinstance(name, str) or not name:
+            name = f"{sources[0].name}_{job_type.id}" if job_type.builtin and len(sources) == 1 else None
+        if name is None:
+            return
+        collection_id = spec.target_collection_id or job_type.id
+        params = {"project_id": spec.project_id, "collection_id": collection_id, "name": name}
+        if await (await conn.execute(Q.item_name_taken, params)).fetchone() is not None:
+            raise already_exists(
+                "OUTPUT_NAME_TAKEN",
+                f"collection {collection_id!r} already has an item named {name!r}; choose another output_name",
+                collection_id=collection_id,
+                name=name,
+            )
+
     async def _source_items(
         self, conn: psycopg.AsyncConnection[Any], principal: Principal, project_id: str, params: dict[str, Any]
     ) -> list[ItemRecord]:
@@ -477,6 +507,7 @@ class JobService:
             sources = await self._source_items(tx, principal, spec.project_id, spec.input_params)
             credits, area, assets = self._estimate(job_type, spec, sources)
             job_id = new_id("job")
+            await self._check_output_target(tx, job_type, spec, sources)
             row = await (
                 await tx.execute(
                     Q.insert_job,
@@ -892,6 +923,18 @@ class JobService:
         async with self._db.transaction() as tx:
             job = await self._current_attempt(tx, principal, job_id)
             yield tx, job
+
+    async def fail_attempt(self, principal: Principal, job_id: str, error: JobError) -> JobRecord | None:
+        """End the job FAILED with `error`, no retry (its outputs were refused for
+        good); None when the token's attempt is over already."""
+        try:
+            async with self._db.transaction() as tx:
+                job = await self._current_attempt(tx, principal, job_id)
+                return await self._finish(tx, job, "FAILED", error=error, message=error.message)
+        except DomainError as err:
+            if err.reason == "JOB_ATTEMPT_OVER":
+                return None
+            raise
 
     async def succeed(
         self, tx: psycopg.AsyncConnection[Any], job: JobRecord, *, actual_cost: int, output_item_ids: list[str]
