@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install serve test lint breaking generate check-generated bench clean
+.PHONY: install serve test lint breaking generate check-generated bench chaos clean
 
 $(STAMP): pyproject.toml generated/pyproject.toml clients/python/pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11 is required (python3.11 or python3 on PATH)" >&2; exit 1; }
@@ -46,6 +46,12 @@ breaking: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+# Kill the server 20 times, workers 10 times and PostgreSQL 5 times while jobs
+# and analytics run, then check the invariants (bench/chaos.py); writes the
+# "chaos" section of bench/RESULTS.md. `make test` runs a small plan.
+chaos: $(STAMP)
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -135,8 +135,8 @@ def ledger(client: Any, project: str = "alpha", job_id: str = "") -> list[resour
 
 
 def ledger_sums(entries: list[resources_pb2.LedgerEntry]) -> dict[str, int]:
-    sums = {"grant": 0, "reserve": 0, "capture": 0, "release": 0}
-    names = {1: "grant", 2: "reserve", 3: "capture", 4: "release"}
+    sums = {"grant": 0, "reserve": 0, "capture": 0, "release": 0, "waive": 0}
+    names = {1: "grant", 2: "reserve", 3: "capture", 4: "release", 5: "waive"}
     for entry in entries:
         sums[names[entry.kind]] += entry.amount
     return sums

@@ -392,7 +392,10 @@ def test_a_broken_output_stream_leaves_nothing(jobs_world):
                 metadata=metadata,
             )
         assert RpcFailure.from_rpc_error(info.value).reason == "INCOMPLETE_UPLOAD"
-        # 2. A committed stream whose asset is not a raster.
+        # A broken-off stream leaves the attempt live: the outputs may be sent again.
+        state = client.execute("processing.jobs.get", processing_pb2.ProcessingJobsGetParams(job_id=job.id)).job
+        assert state.status in (STATUS.JOB_STATUS_DISPATCHED, STATUS.JOB_STATUS_RUNNING)
+        # 2. A committed stream whose asset is not a raster: refused, and the job fails with that reason.
         with pytest.raises(grpc.RpcError) as info:
             raw.stub.RegisterOutputs(
                 iter(
@@ -408,7 +411,12 @@ def test_a_broken_output_stream_leaves_nothing(jobs_world):
             )
         failure = RpcFailure.from_rpc_error(info.value)
         assert (failure.code, failure.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNREADABLE_RASTER")
-        # 3. An output claiming a source the job does not have.
+        state = client.execute("processing.jobs.get", processing_pb2.ProcessingJobsGetParams(job_id=job.id)).job
+        assert state.status == STATUS.JOB_STATUS_FAILED and state.attempt == 1
+        assert state.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "UNREADABLE_RASTER" in str(state.error)
+        # 3. An output claiming a source the job does not have (another job: the first one is over).
+        job = create_and_dispatch(client, "raw_outputs", {}).job
+        metadata = job_metadata(raw.next_assignment().job_token)
         foreign = worker_pb2.OutputItem()
         foreign.CopyFrom(item)
         foreign.source_item_ids.append(jobs_world.items["s2l1c_slovenia_20150909_bgrn"])
@@ -423,9 +431,9 @@ def test_a_broken_output_stream_leaves_nothing(jobs_world):
                 metadata=metadata,
             )
         assert RpcFailure.from_rpc_error(info.value).reason == "INVALID_OUTPUT"
-        # Nothing was registered, and the job still runs.
+        # Nothing was registered.
         state = client.execute("processing.jobs.get", processing_pb2.ProcessingJobsGetParams(job_id=job.id)).job
-        assert state.status in (STATUS.JOB_STATUS_DISPATCHED, STATUS.JOB_STATUS_RUNNING)
+        assert state.status == STATUS.JOB_STATUS_FAILED and "INVALID_OUTPUT" in str(state.error)
         assert not state.output_item_ids
         listed = client.execute(
             "items.list", catalog_pb2.ItemsListParams(project_id="alpha", collection_id="raw_outputs")
@@ -435,7 +443,6 @@ def test_a_broken_output_stream_leaves_nothing(jobs_world):
         registered = {p.name for p in storage.iterdir()}
         all_items = client.execute("items.list", catalog_pb2.ItemsListParams(project_id="alpha", page_size=1000)).items
         assert registered <= {i.id for i in all_items}
-        client.execute("processing.jobs.cancel", processing_pb2.ProcessingJobsCancelParams(job_id=job.id))
     finally:
         raw.die()
 

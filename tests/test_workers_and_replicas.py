@@ -113,7 +113,8 @@ def test_a_sigkilled_worker_s_job_completes_on_another_worker_once(world):
 
 def test_sigterm_lets_a_job_finish_and_hands_back_what_cannot(world):
     client = world.client("alpha")
-    worker = WorkerProcess(world.server.address, world.tokens["worker"], world.home, grace=1.0).start()
+    # The grace leaves the quick job seconds to spare on a loaded machine; the slow one needs far more.
+    worker = WorkerProcess(world.server.address, world.tokens["worker"], world.home, grace=5.0).start()
     wait_for_job_type(world, "test_cog")
     quick = create_and_dispatch(client, "test_cog", {"name": "quick", "steps": 3, "step_seconds": 0.3}).job
     slow = create_and_dispatch(client, "test_cog", {"name": "slow", "steps": 100, "step_seconds": 0.1}).job

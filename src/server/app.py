@@ -41,6 +41,7 @@ from server.domain.catalog import CatalogLimits, CatalogService
 from server.domain.credits import CreditService
 from server.domain.jobs import CostModel, JobService, JobTypeRecord, LeasePolicy
 from server.domain.outputs import OutputService
+from server.listen import ListenError, check_ports
 from server.rest.app import RestApi, start_rest
 from server.services import Services
 from server.storage import LocalStorage
@@ -118,10 +119,18 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.max_connection_idle_ms", 30 * 60_000),
+        # A second server on a taken port must fail, not share it silently.
+        ("grpc.so_reuseport", 0),
     ]
 
 
 async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Awaitable[None]] | None = None) -> None:
+    http_on = bool(settings.http_listen) and settings.http_listen != "off"
+    tls = check_ports(settings.listen, settings.http_listen if http_on else None, settings)
+    # Before any gRPC object exists: the embedded PostgreSQL's initdb and
+    # pg_ctl are forked (not vfork'ed when they switch user), and a fork once
+    # gRPC's threads run can abort the child. Blocking is fine: nothing else runs yet.
+    url = database_url(settings)
     server = aio.server(options=server_options(settings))
     health_servicer = health.aio.HealthServicer()
     kernel = KernelServicer()
@@ -132,25 +141,32 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    port = server.add_insecure_port(settings.listen)
-    if port == 0:
-        raise SystemExit(f"cannot listen on {settings.listen}")
+    try:
+        if tls is None:
+            port = server.add_insecure_port(settings.listen)
+        else:
+            port = server.add_secure_port(settings.listen, tls.grpc_credentials())
+    except RuntimeError:  # taken since ensure_free, or not an address of this host
+        raise ListenError(f"cannot listen on {settings.listen} (gRPC): address taken or not available") from None
     await server.start()
     host = settings.listen.rsplit(":", 1)[0]
-    log.info("listening on %s:%d (not ready yet)", host, port)
+    log.info("listening on %s:%d%s (not ready yet)", host, port, " with TLS" if tls else "")
     rest = RestApi()
     http_runner, http_port = None, 0
-    if settings.http_listen and settings.http_listen != "off":
-        http_runner, http_port = await start_rest(rest, settings.http_listen)
+    http_scheme = "https" if tls else "http"
+    if http_on:
+        try:
+            http_runner, http_port = await start_rest(rest, settings.http_listen, tls.ssl_context() if tls else None)
+        except OSError as err:
+            raise ListenError(f"cannot listen on {settings.http_listen} (HTTP): {err.strerror}") from None
         http_host = settings.http_listen.rsplit(":", 1)[0]
-        log.info("HTTP/JSON on http://%s:%d (OpenAPI at /v1/openapi.json)", http_host, http_port)
+        log.info("HTTP/JSON on %s://%s:%d (OpenAPI at /v1/openapi.json)", http_scheme, http_host, http_port)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    url = await asyncio.to_thread(database_url, settings)
     services = await build_services(settings, url)
     await services.notifications.start()
     await register_builtin_job_types(services.jobs)
@@ -174,7 +190,7 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     log.info("ready on %s:%d", host, port)
     print(f"GEOPERA_READY {host}:{port}", flush=True)
     if http_runner is not None:
-        print(f"GEOPERA_HTTP http://{settings.http_listen.rsplit(':', 1)[0]}:{http_port}", flush=True)
+        print(f"GEOPERA_HTTP {http_scheme}://{settings.http_listen.rsplit(':', 1)[0]}:{http_port}", flush=True)
 
     await stop.wait()
     log.info("stopping: draining calls for up to %.0f s", settings.shutdown_grace_seconds)

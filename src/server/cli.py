@@ -36,12 +36,19 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings.port_file = Path(args.port_file)
     if getattr(args, "log_level", None):
         settings.log_level = args.log_level
+    if getattr(args, "tls_cert", None):
+        settings.tls_cert = Path(args.tls_cert)
+    if getattr(args, "tls_key", None):
+        settings.tls_key = Path(args.tls_key)
+    if getattr(args, "insecure", False):
+        settings.insecure = True
     return settings
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from server.allocator import reuse_large_buffers
     from server.app import serve
+    from server.listen import ListenError
 
     settings = _settings(args)
     configure_logging(settings.log_level)
@@ -49,22 +56,26 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     on_ready = None
     local_worker = None
     if args.demo:
-        from server.demo import LocalWorker, bootstrap_demo, demo_worker_token, quickstart_text
+        from server.demo import LocalWorker, bootstrap_demo, demo_ca_file, demo_worker_token, quickstart_text
 
         async def on_ready(services, port: int) -> None:  # type: ignore[no-untyped-def]
             nonlocal local_worker
             token = await bootstrap_demo(services, settings.home / "demo-token")
             host = settings.listen.rsplit(":", 1)[0]
             worker_token = await demo_worker_token(services, settings.home / "worker-token")
-            local_worker = LocalWorker(f"{host}:{port}", worker_token, settings.home)
+            ca_file = demo_ca_file(settings)
+            local_worker = LocalWorker(f"{host}:{port}", worker_token, settings.home, ca_file)
             local_worker.start()
             grpcurl = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
-            print(quickstart_text(token, f"{host}:{port}", grpcurl), flush=True)
+            print(quickstart_text(token, f"{host}:{port}", grpcurl, ca_file), flush=True)
 
     try:
         asyncio.run(serve(settings, on_ready=on_ready))
     except KeyboardInterrupt:
         pass
+    except ListenError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     finally:
         if local_worker is not None:
             local_worker.stop()
@@ -165,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port-file", help="write the bound port here once ready")
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING [GEOPERA_LOG_LEVEL]")
     serve.add_argument("--demo", action="store_true", help="bootstrap the demo project, token and items")
+    serve.add_argument("--tls-cert", help="PEM certificate chain: serve gRPC and HTTP over TLS [GEOPERA_TLS_CERT]")
+    serve.add_argument("--tls-key", help="PEM private key of --tls-cert [GEOPERA_TLS_KEY]")
+    serve.add_argument("--insecure", action="store_true",
+                       help="allow plaintext on an address beyond loopback [GEOPERA_INSECURE=1]")  # fmt: skip
     serve.set_defaults(func=_cmd_serve)
 
     admin = sub.add_parser("admin", help="administer projects, tokens and credits")

@@ -21,6 +21,11 @@ def _env_float(name: str, default: float) -> float:
     return float(value) if value else default
 
 
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
 @dataclass
 class Settings:
     # host:port to listen on; port 0 picks a free port (see `port_file`).
@@ -51,6 +56,11 @@ class Settings:
     # a list of AnalyticsMethod classes, registered next to the built-ins.
     analytics_plugins: str = field(default_factory=lambda: os.environ.get("GEOPERA_ANALYTICS_PLUGINS", ""))
     shutdown_grace_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_SHUTDOWN_GRACE", 10.0))
+    # TLS for both ports (PEM files); unset serves plaintext.
+    tls_cert: Path | None = field(default_factory=lambda: _env_path("GEOPERA_TLS_CERT"))
+    tls_key: Path | None = field(default_factory=lambda: _env_path("GEOPERA_TLS_KEY"))
+    # Serve plaintext on an address beyond loopback (refused otherwise).
+    insecure: bool = field(default_factory=lambda: os.environ.get("GEOPERA_INSECURE", "") in ("1", "true"))
 
     @property
     def storage_root(self) -> Path:

@@ -19,6 +19,7 @@ from pathlib import Path
 import rasterio
 
 from server.auth import SCOPES, Principal
+from server.config import Settings
 from server.domain.models import AssetInput, ItemCreate
 from server.errors import DomainError
 
@@ -129,9 +130,11 @@ class LocalWorker:
     threads crashed the child now and then (gRPC's fork handlers). The worker
     arms its own parent-death signal (`--parent-pid`)."""
 
-    def __init__(self, address: str, token: str, home: Path) -> None:
+    def __init__(self, address: str, token: str, home: Path, ca_file: Path | None = None) -> None:
         self._argv = [sys.executable, "-m", "worker.main", "--server", address, "--name", "demo-worker",
                       "--workdir", str(home / "worker"), "--parent-pid", str(os.getpid())]  # fmt: skip
+        if ca_file is not None:
+            self._argv += ["--tls-ca", str(ca_file)]
         self._env = {**os.environ, "GEOPERA_WORKER_TOKEN": token}
         self._process: subprocess.Popen[bytes] | None = None
         self._supervisor: asyncio.Task[None] | None = None
@@ -168,7 +171,16 @@ class LocalWorker:
             self._process.wait(timeout=60)
 
 
-def quickstart_text(token: str, address: str, grpcurl: str) -> str:
+def demo_ca_file(settings: Settings) -> Path | None:
+    """What the demo worker and the printed grpcurl line trust when the server
+    serves TLS: GEOPERA_TLS_CA, else the server's own certificate (right for
+    a self-signed one)."""
+    if settings.tls_cert is None:
+        return None
+    return Path(os.environ.get("GEOPERA_TLS_CA") or settings.tls_cert)
+
+
+def quickstart_text(token: str, address: str, grpcurl: str, ca_file: Path | None = None) -> str:
     body = json.dumps(
         {
             "operation": "items.list",
@@ -178,7 +190,7 @@ def quickstart_text(token: str, address: str, grpcurl: str) -> str:
     command = " ".join(
         [
             shlex.quote(grpcurl),
-            "-plaintext",
+            *(["-cacert", shlex.quote(str(ca_file))] if ca_file else ["-plaintext"]),
             "-H",
             shlex.quote(f"authorization: Bearer {token}"),
             "-d",

@@ -2,6 +2,7 @@
 
     geopera worker --server 127.0.0.1:50051 --token $WORKER_TOKEN [--capacity 2]
                    [--plugins worker.plugins,my_package.my_plugins] [--name NAME]
+                   [--tls | --tls-ca ca.pem]
 
 Every flag has a `GEOPERA_*` environment variable. A plugin module exposes
 `PLUGINS` (a list of `JobPlugin` classes) or `builtin_plugins()`.
@@ -59,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--parent-pid", type=int, default=int(env("GEOPERA_WORKER_PARENT_PID", "0")),
                         help="stop when this process (the one that started the worker) exits "
                         "[GEOPERA_WORKER_PARENT_PID]")  # fmt: skip
+    parser.add_argument("--tls", action="store_true", default=env("GEOPERA_TLS", "") in ("1", "true"),
+                        help="connect over TLS, trusting the system roots [GEOPERA_TLS=1]")  # fmt: skip
+    parser.add_argument("--tls-ca", default=env("GEOPERA_TLS_CA"),
+                        help="connect over TLS, trusting these PEM roots [GEOPERA_TLS_CA]")  # fmt: skip
     parser.add_argument("--log-level", default=env("GEOPERA_LOG_LEVEL", "INFO"))
     return parser
 
@@ -83,8 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.token:
         print("error: a worker token is required (--token or GEOPERA_WORKER_TOKEN)", file=sys.stderr)
         return 2
+    try:
+        tls_roots = Path(args.tls_ca).read_bytes() if args.tls_ca else None
+    except OSError as err:
+        print(f"error: cannot read --tls-ca {args.tls_ca}: {err.strerror}", file=sys.stderr)
+        return 2
     config = WorkerConfig(
         server=args.server,
+        tls=args.tls or tls_roots is not None,
+        tls_root_certificates=tls_roots,
         token=args.token,
         capacity=args.capacity,
         name=args.name,

@@ -24,7 +24,9 @@ from pydantic import BaseModel
 
 @dataclass(frozen=True)
 class CostModel:
-    """Credits = ceil(flat + per_km2 * aoi_km2 + per_asset * assets), at least `minimum`."""
+    """Credits = ceil(flat + per_km2 * km² + per_asset * assets), at least `minimum`. The km²
+    are the AOI within the source footprint, or the footprint without an AOI; the server
+    refuses coefficients that are not finite numbers >= 0 (`INVALID_COST_MODEL`)."""
 
     flat: float = 1.0
     per_km2: float = 0.0
@@ -82,7 +84,11 @@ class JobCancelled(Exception):
 
 
 class JobFailed(Exception):
-    """A plugin's way to fail a job with a reason users see."""
+    """A plugin's way to fail a job with a reason users see (in `job.error`).
+
+    By default the job fails at once, credits released. `retryable=True` asks for another
+    attempt: only for a transient fault, since the input and the data are the same next time.
+    """
 
     def __init__(self, reason: str, message: str, *, retryable: bool = False) -> None:
         super().__init__(message)

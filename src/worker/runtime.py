@@ -25,10 +25,12 @@ from typing import Any
 
 import grpc
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc import aio
 from pydantic import ValidationError
 
 from geopera.v1 import kernel_pb2, kernel_pb2_grpc, resources_pb2, worker_pb2, worker_pb2_grpc
+from server.raster import COG_WRITE_FAILED, RasterError
 from worker.plugin import (
     JobCancelled,
     JobContext,
@@ -45,6 +47,28 @@ log = logging.getLogger("geopera.worker")
 CHUNK_BYTES = 1 << 20
 PROGRESS_INTERVAL_SECONDS = 0.2
 FATAL_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT)
+# Faults of the connection or the server, not of the job: worth another try (the
+# same call soon, or another attempt of the job). Every other status repeats.
+TRANSIENT_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+# Calls the server may not have received are sent again on these, for up to
+# RESEND_SECONDS (a server restart); past the lease the attempt is over anyway.
+RESEND_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+RESEND_SECONDS = 60.0
+# RegisterOutputs refused the outputs for what they are: the server has failed
+# the job itself (or the attempt was over), so there is nothing left to report.
+OUTPUTS_REFUSED_CODES = frozenset(
+    {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.FAILED_PRECONDITION}
+)
 CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 20_000),
     ("grpc.keepalive_timeout_ms", 10_000),
@@ -64,6 +88,9 @@ class WorkerConfig:
     # Open sources where the server stores them when this host can (same host
     # or a shared mount); False always downloads them with the job token.
     shared_storage: bool = True
+    # TLS to the server; the PEM roots to trust, or None for the system's.
+    tls: bool = False
+    tls_root_certificates: bytes | None = None
 
 
 @dataclass
@@ -127,7 +154,11 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set, reconnecting as needed; then drain."""
-        self._channel = aio.insecure_channel(self.config.server, options=CHANNEL_OPTIONS)
+        if self.config.tls:
+            credentials = grpc.ssl_channel_credentials(self.config.tls_root_certificates)
+            self._channel = aio.secure_channel(self.config.server, credentials, options=CHANNEL_OPTIONS)
+        else:
+            self._channel = aio.insecure_channel(self.config.server, options=CHANNEL_OPTIONS)
         backoff = 0.5
         session: asyncio.Task[None] | None = None
         try:
@@ -267,11 +298,23 @@ class Worker:
                 _cancel=running.cancel,
             )
             plugin: JobPlugin = plugin_cls()
-            outputs = await asyncio.to_thread(plugin.run, params, ctx)
+            try:
+                outputs = await asyncio.to_thread(plugin.run, params, ctx)
+            except RasterError as err:
+                # Not turned into JobFailed by the plugin: unreadable or unsuitable data stays
+                # so on every attempt; only a failed write (disk full...) may pass next time.
+                raise JobFailed(err.reason, err.message[:1000], retryable=err.reason == COG_WRITE_FAILED) from err
             await reporter.stop()
             if running.cancel.is_set():
                 raise JobCancelled(job.id)
-            await self._register_outputs(stub, job.id, metadata, outputs)
+            try:
+                await self._register_outputs(stub, job.id, metadata, outputs)
+            except aio.AioRpcError as err:
+                if err.code() not in OUTPUTS_REFUSED_CODES or error_reason(err) == "INCOMPLETE_UPLOAD":
+                    raise
+                log.warning("job %s: outputs refused (%s: %s); the server ended the attempt",
+                            job.id, error_reason(err), err.details())  # fmt: skip
+                return
             log.info("job %s succeeded with %d output(s)", job.id, len(outputs))
         except JobCancelled:
             if running.handed_back:
@@ -288,7 +331,20 @@ class Worker:
                 metadata,
             )
         except aio.AioRpcError as err:
+            # A call for the job (sources, outputs) failed for good: report it with
+            # the server's reason, asking for another attempt only after a transient fault.
             log.warning("job %s: %s %s", job.id, err.code().name, err.details())
+            if err.code() != grpc.StatusCode.FAILED_PRECONDITION:  # else the attempt is over: nothing to report
+                await self._call(
+                    stub.ReportFailure,
+                    worker_pb2.ReportFailureRequest(
+                        job_id=job.id,
+                        reason=error_reason(err),
+                        message=f"{err.code().name}: {err.details() or ''}"[:1000],
+                        retryable=err.code() in TRANSIENT_CODES,
+                    ),
+                    metadata,
+                )
         except Exception as err:
             log.exception("job %s crashed", job.id)
             await self._call(
@@ -305,7 +361,7 @@ class Worker:
 
     async def _call(self, method: Any, request: Any, metadata: Any) -> Any:
         try:
-            return await method(request, metadata=metadata, timeout=30)
+            return await _resending(lambda: method(request, metadata=metadata, timeout=30))
         except aio.AioRpcError as err:
             log.warning("%s: %s %s", type(request).__name__, err.code().name, err.details())
             return None
@@ -401,7 +457,44 @@ class Worker:
                             offset += len(data)
             yield worker_pb2.RegisterOutputsRequest(job_id=job_id, commit=True)
 
-        await stub.RegisterOutputs(requests(), metadata=metadata, timeout=600)
+        # A resend after a lost response replays the first one (same attempt).
+        await _resending(lambda: stub.RegisterOutputs(requests(), metadata=metadata, timeout=600))
+
+
+async def _resending(call: Any) -> Any:
+    """`call()`, made again while the server is unreachable (RESEND_CODES, a
+    broken-off upload) for up to RESEND_SECONDS, with jittered backoff."""
+    deadline = time.monotonic() + RESEND_SECONDS
+    delay = 0.25
+    while True:
+        try:
+            return await call()
+        except aio.AioRpcError as err:
+            again = err.code() in RESEND_CODES or error_reason(err) == "INCOMPLETE_UPLOAD"
+            if not again or time.monotonic() + delay > deadline:
+                raise
+            log.info("%s %s; sending again in %.1f s", err.code().name, err.details(), delay)
+        await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+        delay = min(delay * 2, 5.0)
+
+
+def error_reason(err: aio.AioRpcError) -> str:
+    """The ErrorInfo reason of a failed call (`OUTPUT_NAME_TAKEN`...), else its code's name."""
+    for key, value in err.trailing_metadata() or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            status = status_pb2.Status()
+            try:
+                status.ParseFromString(value)
+            except Exception:  # a malformed trailer still leaves the code
+                break
+            for detail in status.details:
+                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                    info = error_details_pb2.ErrorInfo()
+                    detail.Unpack(info)
+                    if info.reason:
+                        return info.reason
+    code = err.code()
+    return code.name if code is not None else "UNKNOWN"
 
 
 def _size_and_sha256(path: Path) -> tuple[int, str]:

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.raster import write_cog
+from server.raster import RasterError, write_cog
 from worker.plugin import CostModel, JobContext, JobFailed, JobOutput, JobPlugin, OutputFile
 
 SQUARE = {"type": "Polygon", "coordinates": [[[14.55, 45.86], [14.56, 45.86], [14.56, 45.87], [14.55, 45.87],
@@ -71,6 +71,7 @@ class FailInput(BaseModel):
     retryable: bool = Field(False, description="ask for another attempt")
     succeed_from_attempt: int = Field(0, ge=0, description="succeed (no output) from this attempt on; 0 = never")
     crash: bool = Field(False, description="raise an unexpected exception instead of JobFailed")
+    raster_error: str = Field("", description="raise a RasterError with this reason instead of JobFailed")
 
 
 class FailPlugin(JobPlugin):
@@ -85,6 +86,8 @@ class FailPlugin(JobPlugin):
             return []
         if params.crash:
             raise RuntimeError(params.message)
+        if params.raster_error:
+            raise RasterError(params.raster_error, params.message)
         raise JobFailed(params.reason, params.message, retryable=params.retryable)
 
 

@@ -23,6 +23,13 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class CreditsBalanceGetParams(_message.Message):
     """Params and results of the credit operations. Credits are whole numbers.
 
+    A job's credits move in the ledger as: `reserve` (its estimate, at
+    creation: the price quoted and the most it costs), then on success
+    `capture` of the actual cost up to the hold and `release` of the rest, or
+    `capture` of the whole hold and `waive` of the excess when the actual cost
+    is higher; on failure or cancel `release` of the whole hold. For every
+    project `available + held + captured_total = granted_total` at all times.
+
     `credits.balance.get` (scope `credits:read`): a project's balance.
     """
 

@@ -28,7 +28,22 @@ class ClipCreateFromItemParams(_message.Message):
 
     The four spend operations reserve credits and honour `idempotency-key`
     (see `KernelService.Execute`). Too few credits fail FAILED_PRECONDITION
-    `INSUFFICIENT_CREDITS` and create nothing.
+    `INSUFFICIENT_CREDITS` and create nothing. The estimate held is the job's
+    price and the most it costs; success captures the actual cost up to it (see
+    `CostModel`). A job without an `aoi_geometry` is priced by its source items'
+    footprint; INVALID_ARGUMENT `COST_NOT_ESTIMABLE` / `COST_OUT_OF_RANGE` when
+    no estimate can be made.
+
+    The creating operations also refuse, before any credit moves and creating
+    nothing, what would only fail the job later: ALREADY_EXISTS
+    `OUTPUT_NAME_TAKEN` (ErrorInfo metadata `collection_id`, `name`) when the
+    output name - `input_params.output_name`, or for the built-in `clip` its
+    default `<source item name>_clip` - names an item of the target collection
+    already; INVALID_ARGUMENT `INVALID_COLLECTION_ID` when `target_collection_id`
+    is not 1-63 letters, digits, `_`, `.` or `-` (starting with a letter or
+    digit). A target collection that does not exist yet is created with the
+    first output. Output names a plugin derives itself are checked when the
+    outputs arrive (see `WorkerService.RegisterOutputs`).
 
     `clip.create_from_item` (scope `processing:process`, spend): creates and
     dispatches a `clip` job that cuts a source item's raster assets to an AOI
@@ -53,7 +68,9 @@ class ClipCreateFromItemParams(_message.Message):
     project_id: _builtins.str
     """Project that pays and receives the output (the source's project)."""
     output_name: _builtins.str
-    """Name of the output item; defaults to `<source name>_clip_<job id>`."""
+    """Name of the output item; defaults to `<source name>_clip`. Must not name
+    an item of the target collection (ALREADY_EXISTS `OUTPUT_NAME_TAKEN`).
+    """
     target_collection_id: _builtins.str
     """Collection for the output; defaults to `clip`."""
     @_builtins.property

@@ -85,6 +85,11 @@ class _LedgerEntryKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Ledge
     """Held credits spent by a successful job."""
     LEDGER_ENTRY_KIND_RELEASE: _LedgerEntryKind.ValueType  # 4
     """Held credits returned to available (failure, cancel, or unspent remainder)."""
+    LEDGER_ENTRY_KIND_WAIVE: _LedgerEntryKind.ValueType  # 5
+    """The part of a successful job's actual cost above its hold, which is not
+    charged (the hold is the most a job costs). Moves no credits: it records
+    that the estimate was too low instead of dropping the excess silently.
+    """
 
 class LedgerEntryKind(_LedgerEntryKind, metaclass=_LedgerEntryKindEnumTypeWrapper):
     """Kind of a credit ledger entry."""
@@ -99,6 +104,11 @@ LEDGER_ENTRY_KIND_CAPTURE: LedgerEntryKind.ValueType  # 3
 """Held credits spent by a successful job."""
 LEDGER_ENTRY_KIND_RELEASE: LedgerEntryKind.ValueType  # 4
 """Held credits returned to available (failure, cancel, or unspent remainder)."""
+LEDGER_ENTRY_KIND_WAIVE: LedgerEntryKind.ValueType  # 5
+"""The part of a successful job's actual cost above its hold, which is not
+charged (the hold is the most a job costs). Moves no credits: it records
+that the estimate was too low instead of dropping the excess silently.
+"""
 Global___LedgerEntryKind: _TypeAlias = LedgerEntryKind  # noqa: Y015
 
 @_typing.final
@@ -621,9 +631,15 @@ class Job(_message.Message):
     worker_id: _builtins.str
     """Worker running (or last running) the job."""
     credits_reserved: _builtins.int
-    """Credits held for the job (the estimate at creation)."""
+    """Credits held for the job: the estimate at creation (see `CostModel`), the
+    price quoted and the most the job costs.
+    """
     credits_charged: _builtins.int
-    """Credits captured on success (never more than reserved); 0 otherwise."""
+    """Credits captured on success: the actual cost (see `CostModel`), never more
+    than `credits_reserved`. Below the hold the rest is released; an actual
+    cost above it is not charged but recorded as a `LEDGER_ENTRY_KIND_WAIVE`
+    entry of the excess, and `message` says so. 0 unless SUCCEEDED.
+    """
     message: _builtins.str
     """Latest human-readable status message from the server or worker."""
     cancel_requested: _builtins.bool
@@ -738,9 +754,23 @@ Global___DispatchResult: _TypeAlias = DispatchResult  # noqa: Y015
 class CostModel(_message.Message):
     """Cost model of a job type, in whole credits. The estimate reserved at creation
     is `ceil(flat + per_km2 * aoi_km2 + per_asset * asset_count)` with a minimum
-    of `minimum`. `aoi_km2` is the area of the input's AOI (intersected with the
-    source footprint when the type knows its source), `asset_count` the number of
-    input assets.
+    of `minimum`. `aoi_km2` is the geodesic area (WGS84) of the input's
+    `aoi_geometry` intersected with the footprint of the source items the input
+    names; without an `aoi_geometry` it is the area of that footprint, so a
+    whole-scene job is priced by its scene. `asset_count` is the number of input
+    assets (`asset_keys`, else every asset of the source items).
+
+    Creating a job fails INVALID_ARGUMENT `COST_NOT_ESTIMABLE` when `per_km2` is
+    above 0 but the input has neither an `aoi_geometry` nor source items, and
+    `COST_OUT_OF_RANGE` when the estimate exceeds 2^53 - 1 credits.
+
+    On success the same formula over what the job produced (the area of its
+    output items' footprints and the number of their assets) gives the actual
+    cost. The hold is the most a job costs: an actual cost below it is captured
+    and the rest released; above it the hold is captured and the excess waived
+    (a `LEDGER_ENTRY_KIND_WAIVE` entry). Every coefficient is a finite number
+    from 0 to 2^53 - 1 (a worker declaring another fails INVALID_ARGUMENT
+    `INVALID_COST_MODEL`).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -756,7 +786,7 @@ class CostModel(_message.Message):
     per_asset: _builtins.float
     """Credits per input asset."""
     minimum: _builtins.int
-    """Lower bound of the estimate."""
+    """Lower bound of the estimate and of the actual cost; 0 means 1."""
     def __init__(
         self,
         *,
@@ -904,7 +934,9 @@ class LedgerEntry(_message.Message):
     kind: Global___LedgerEntryKind.ValueType
     """What happened."""
     amount: _builtins.int
-    """Credits moved (always positive)."""
+    """Credits moved (always positive); for `LEDGER_ENTRY_KIND_WAIVE`, the
+    credits of the actual cost that were not charged.
+    """
     available_after: _builtins.int
     """Available balance right after this entry."""
     held_after: _builtins.int

@@ -41,7 +41,10 @@ class JobTypeDeclaration(_message.Message):
 
     @_builtins.property
     def cost_model(self) -> _resources_pb2.CostModel:
-        """Credit estimate model."""
+        """Credit estimate model. Every coefficient must be a finite number from 0 to
+        2^53 - 1, else the session fails INVALID_ARGUMENT `INVALID_COST_MODEL`
+        naming the field.
+        """
 
     def __init__(
         self,

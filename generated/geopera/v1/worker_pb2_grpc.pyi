@@ -83,8 +83,10 @@ class WorkerServiceStub:
     """
     ReportFailure: _grpc.UnaryUnaryMultiCallable[_worker_pb2.ReportFailureRequest, _worker_pb2.ReportFailureResponse]
     """Reports that the job failed (job token). A retryable failure dispatches
-    the job again while attempts remain; otherwise the job FAILS and its
-    credits are released.
+    the job again while attempts remain; otherwise the job FAILS at once with
+    `reason` and `message` in `Job.error` (code ABORTED) and its credits are
+    released. Mark retryable only what another attempt may fix (a transient
+    fault); a failure the input or the data causes is not.
     """
     ReleaseJob: _grpc.UnaryUnaryMultiCallable[_worker_pb2.ReleaseJobRequest, _worker_pb2.ReleaseJobResponse]
     """Hands an unfinished job back (job token), e.g. when the worker shuts down:
@@ -100,7 +102,20 @@ class WorkerServiceStub:
     the job SUCCEEDED. A stream that breaks or fails validation leaves nothing
     behind. A retry after a commit (same job and attempt) returns the first
     response and registers nothing twice.
-    INVALID_ARGUMENT `INVALID_OUTPUT` / `NOT_A_COG` / `INCOMPLETE_UPLOAD`.
+
+    Outputs refused for what they are would be refused on every attempt, so
+    the refusal also ends the job FAILED in the same call, with the refusal's
+    code and reason in `Job.error` and its credits released; the worker gets
+    the error and has nothing left to report. These are INVALID_ARGUMENT
+    `INVALID_OUTPUT`, `NOT_A_COG`, `UNREADABLE_RASTER`, `MISSING_STATISTICS`,
+    `EMPTY_OUTPUT` (every band of an asset is nodata: there is nothing to
+    charge for), `INVALID_WRITE_OFFSET`, `CHUNK_TOO_LARGE`, `UPLOAD_TOO_LARGE`,
+    and ALREADY_EXISTS `OUTPUT_NAME_TAKEN` (the target collection has an item
+    of that name; ErrorInfo metadata `collection_id`, `name`). INVALID_ARGUMENT
+    `INCOMPLETE_UPLOAD` (the stream ended before `commit` or `finish_write`,
+    or the bytes do not match the declared size or sha256) and transient
+    faults (UNAVAILABLE, DEADLINE_EXCEEDED) leave the attempt live: send the
+    outputs again. FAILED_PRECONDITION `JOB_ATTEMPT_OVER` once it is over.
     """
 
 @_typing.type_check_only
@@ -158,8 +173,10 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     """
     ReportFailure: _aio.UnaryUnaryMultiCallable[_worker_pb2.ReportFailureRequest, _worker_pb2.ReportFailureResponse]  # type: ignore[assignment]
     """Reports that the job failed (job token). A retryable failure dispatches
-    the job again while attempts remain; otherwise the job FAILS and its
-    credits are released.
+    the job again while attempts remain; otherwise the job FAILS at once with
+    `reason` and `message` in `Job.error` (code ABORTED) and its credits are
+    released. Mark retryable only what another attempt may fix (a transient
+    fault); a failure the input or the data causes is not.
     """
     ReleaseJob: _aio.UnaryUnaryMultiCallable[_worker_pb2.ReleaseJobRequest, _worker_pb2.ReleaseJobResponse]  # type: ignore[assignment]
     """Hands an unfinished job back (job token), e.g. when the worker shuts down:
@@ -175,7 +192,20 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     the job SUCCEEDED. A stream that breaks or fails validation leaves nothing
     behind. A retry after a commit (same job and attempt) returns the first
     response and registers nothing twice.
-    INVALID_ARGUMENT `INVALID_OUTPUT` / `NOT_A_COG` / `INCOMPLETE_UPLOAD`.
+
+    Outputs refused for what they are would be refused on every attempt, so
+    the refusal also ends the job FAILED in the same call, with the refusal's
+    code and reason in `Job.error` and its credits released; the worker gets
+    the error and has nothing left to report. These are INVALID_ARGUMENT
+    `INVALID_OUTPUT`, `NOT_A_COG`, `UNREADABLE_RASTER`, `MISSING_STATISTICS`,
+    `EMPTY_OUTPUT` (every band of an asset is nodata: there is nothing to
+    charge for), `INVALID_WRITE_OFFSET`, `CHUNK_TOO_LARGE`, `UPLOAD_TOO_LARGE`,
+    and ALREADY_EXISTS `OUTPUT_NAME_TAKEN` (the target collection has an item
+    of that name; ErrorInfo metadata `collection_id`, `name`). INVALID_ARGUMENT
+    `INCOMPLETE_UPLOAD` (the stream ended before `commit` or `finish_write`,
+    or the bytes do not match the declared size or sha256) and transient
+    faults (UNAVAILABLE, DEADLINE_EXCEEDED) leave the attempt live: send the
+    outputs again. FAILED_PRECONDITION `JOB_ATTEMPT_OVER` once it is over.
     """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -248,8 +278,10 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_worker_pb2.ReportFailureResponse, _abc.Awaitable[_worker_pb2.ReportFailureResponse]]:
         """Reports that the job failed (job token). A retryable failure dispatches
-        the job again while attempts remain; otherwise the job FAILS and its
-        credits are released.
+        the job again while attempts remain; otherwise the job FAILS at once with
+        `reason` and `message` in `Job.error` (code ABORTED) and its credits are
+        released. Mark retryable only what another attempt may fix (a transient
+        fault); a failure the input or the data causes is not.
         """
 
     @_abc_1.abstractmethod
@@ -277,7 +309,20 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         the job SUCCEEDED. A stream that breaks or fails validation leaves nothing
         behind. A retry after a commit (same job and attempt) returns the first
         response and registers nothing twice.
-        INVALID_ARGUMENT `INVALID_OUTPUT` / `NOT_A_COG` / `INCOMPLETE_UPLOAD`.
+
+        Outputs refused for what they are would be refused on every attempt, so
+        the refusal also ends the job FAILED in the same call, with the refusal's
+        code and reason in `Job.error` and its credits released; the worker gets
+        the error and has nothing left to report. These are INVALID_ARGUMENT
+        `INVALID_OUTPUT`, `NOT_A_COG`, `UNREADABLE_RASTER`, `MISSING_STATISTICS`,
+        `EMPTY_OUTPUT` (every band of an asset is nodata: there is nothing to
+        charge for), `INVALID_WRITE_OFFSET`, `CHUNK_TOO_LARGE`, `UPLOAD_TOO_LARGE`,
+        and ALREADY_EXISTS `OUTPUT_NAME_TAKEN` (the target collection has an item
+        of that name; ErrorInfo metadata `collection_id`, `name`). INVALID_ARGUMENT
+        `INCOMPLETE_UPLOAD` (the stream ended before `commit` or `finish_write`,
+        or the bytes do not match the declared size or sha256) and transient
+        faults (UNAVAILABLE, DEADLINE_EXCEEDED) leave the attempt live: send the
+        outputs again. FAILED_PRECONDITION `JOB_ATTEMPT_OVER` once it is over.
         """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from grpc import aio
 
-from server.api.status import internal_error, to_grpc_status
+from server.api.status import to_grpc_status, unexpected_error
 from server.errors import Code, DomainError
 
 access_log = logging.getLogger("geopera.access")
@@ -65,10 +65,11 @@ async def rpc_call(context: aio.ServicerContext, rpc: str) -> AsyncIterator[Call
         raise
     except aio.AbortError:
         raise
-    except Exception:
-        code = "INTERNAL"
+    except Exception as exc:
+        err = unexpected_error(exc, call.request_id)
+        code = err.code.name
         log.exception("unhandled error in %s (request %s)", rpc, call.request_id)
-        await context.abort_with_status(to_grpc_status(internal_error(call.request_id), call.request_id))
+        await context.abort_with_status(to_grpc_status(err, call.request_id))
     finally:
         entry = {
             "rpc": rpc,

@@ -20,6 +20,7 @@ LEDGER_KINDS = {
     "reserve": resources_pb2.LEDGER_ENTRY_KIND_RESERVE,
     "capture": resources_pb2.LEDGER_ENTRY_KIND_CAPTURE,
     "release": resources_pb2.LEDGER_ENTRY_KIND_RELEASE,
+    "waive": resources_pb2.LEDGER_ENTRY_KIND_WAIVE,
 }
 
 

@@ -98,22 +98,28 @@ class Executor:
         self, operation: Operation, principal: Principal, params: Message, key: str | None, call: CallInfo
     ) -> Message:
         """Run an already resolved and authorised operation. Spends with an
-        idempotency key run once: the key, the side effect and the response
-        commit in one transaction (see domain.idempotency)."""
+        idempotency key run once per project: the key, the side effect and the
+        response commit in one transaction (see domain.idempotency)."""
         reject_nul_characters(params)
         key = check_idempotency_key(key) if operation.side_effect == "spend" else None
-        if key is None:
+        project_id = ""
+        if key is not None and operation.spend_project is not None:
+            project_id = await operation.spend_project(self.services, principal, params)
+        if key is None or not project_id:
+            # Without a project the handler refuses the params itself.
             return await operation.handler(self.services, OperationContext(principal, call.request_id, None), params)
+        # Checked before a stored response can be replayed to a non-member.
+        principal.require_project(project_id)
         print_ = idempotency.fingerprint(operation.name, params.SerializeToString(deterministic=True))
         async with self.services.db.transaction() as conn:
-            replay = await idempotency.claim(conn, principal.id, key, operation.name, print_)
+            replay = await idempotency.claim(conn, project_id, principal.id, key, operation.name, print_)
             if replay is not None:
                 call.extra["idempotent_replay"] = True
                 return operation.result_type.FromString(replay)
             result = await operation.handler(
                 self.services, OperationContext(principal, call.request_id, key, conn), params
             )
-            await idempotency.record(conn, principal.id, key, result.SerializeToString())
+            await idempotency.record(conn, project_id, key, result.SerializeToString())
             return result
 
     async def watch(self, principal: Principal, job_id: str, after_sequence: int) -> AsyncIterator[JobEvent]:

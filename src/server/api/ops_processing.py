@@ -5,6 +5,7 @@ from __future__ import annotations
 from geopera.v1 import catalog_pb2, processing_pb2, resources_pb2
 from server.api import convert
 from server.api.registry import Operation, OperationContext
+from server.auth import Principal
 from server.domain.clip import ClipRequest, create_clip_job
 from server.domain.jobs import JobCreate, JobQuery
 from server.errors import invalid_argument
@@ -51,6 +52,24 @@ async def processing_create_and_dispatch(
 ) -> processing_pb2.ProcessingCreateAndDispatchResult:
     job, dispatch = await s.jobs.create(ctx.principal, _job_create(p), dispatch=True, conn=ctx.conn)
     return processing_pb2.ProcessingCreateAndDispatchResult(job=convert.job(job), dispatch=convert.dispatch(dispatch))
+
+
+async def _project_named(
+    s: Services,
+    principal: Principal,
+    p: processing_pb2.ProcessingCreateParams | processing_pb2.ProcessingCreateAndDispatchParams,
+) -> str:
+    return p.project_id
+
+
+async def _project_of_clip(s: Services, principal: Principal, p: processing_pb2.ClipCreateFromItemParams) -> str:
+    if p.project_id or not p.source_item_id:
+        return p.project_id
+    return (await s.catalog.get_item(principal, p.source_item_id)).project_id
+
+
+async def _project_of_job(s: Services, principal: Principal, p: processing_pb2.ProcessingDispatchParams) -> str:
+    return (await s.jobs.get(principal, p.job_id)).project_id if p.job_id else ""
 
 
 async def processing_dispatch(
@@ -129,20 +148,21 @@ OPERATIONS = (
         "clip.create_from_item", processing_pb2.ClipCreateFromItemParams, processing_pb2.ClipCreateFromItemResult,
         "processing:process", "spend", clip_create_from_item,
         "Clip a source item's rasters to an AOI as a new item (creates and dispatches a clip job).",
+        _project_of_clip,
     ),
     Operation(
         "processing.create", processing_pb2.ProcessingCreateParams, processing_pb2.ProcessingCreateResult,
         "processing:process", "spend", processing_create,
-        "Create a job (credits reserved); dispatch it later.",
+        "Create a job (credits reserved); dispatch it later.", _project_named,
     ),
     Operation(
         "processing.create_and_dispatch", processing_pb2.ProcessingCreateAndDispatchParams,
         processing_pb2.ProcessingCreateAndDispatchResult, "processing:process", "spend",
-        processing_create_and_dispatch, "Create and dispatch a job in one transaction.",
+        processing_create_and_dispatch, "Create and dispatch a job in one transaction.", _project_named,
     ),
     Operation(
         "processing.dispatch", processing_pb2.ProcessingDispatchParams, processing_pb2.ProcessingDispatchResult,
-        "processing:process", "spend", processing_dispatch, "Dispatch a pending job.",
+        "processing:process", "spend", processing_dispatch, "Dispatch a pending job.", _project_of_job,
     ),
     Operation(
         "processing.jobs.list", processing_pb2.ProcessingJobsListParams, processing_pb2.ProcessingJobsListResult,

@@ -23,6 +23,11 @@ SideEffect = Literal["read", "write", "spend"]
 # A handler unpacks nothing itself: it receives the services, the call context
 # and the already-decoded params message, and returns the result message.
 Handler = Callable[["Services", "OperationContext", Any], Awaitable[Message]]
+# The project a spend is for, from its params: idempotency keys are scoped per
+# project (as Stripe scopes them per account), so a retry from any token of the
+# project replays the first response. "" when the params name none (the
+# handler then refuses them).
+SpendProject = Callable[["Services", Principal, Any], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,8 @@ class Operation:
     side_effect: SideEffect
     handler: Handler
     description: str
+    # Spends only (required for them).
+    spend_project: SpendProject | None = None
 
     @property
     def params_type_url(self) -> str:
@@ -69,6 +76,8 @@ class OperationRegistry:
         actual = (operation.params_type.DESCRIPTOR.name, operation.result_type.DESCRIPTOR.name)
         if actual != expected:
             raise ValueError(f"{operation.name}: messages must be {expected}, got {actual}")
+        if operation.side_effect == "spend" and operation.spend_project is None:
+            raise ValueError(f"{operation.name}: a spend must say which project its idempotency keys belong to")
         self._operations[operation.name] = operation
 
     def get(self, name: str) -> Operation | None:

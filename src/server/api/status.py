@@ -7,6 +7,7 @@ errors add a `BadRequest`, invalid free-form params an `ExpectedSchema`.
 from __future__ import annotations
 
 import grpc
+import psycopg
 from google.protobuf import any_pb2, struct_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -64,6 +65,20 @@ def internal_error(request_id: str) -> DomainError:
         "INTERNAL",
         f"internal error; quote request id {request_id} when reporting it",
     )
+
+
+def unexpected_error(exc: BaseException, request_id: str) -> DomainError:
+    """What a client sees for an exception no handler turned into a DomainError.
+    A lost database connection (PostgreSQL restarting, a failover, the pool
+    out of connections) is the service's passing trouble, not a bug: UNAVAILABLE,
+    which clients retry (spend operations with their idempotency key)."""
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return DomainError(
+            Code.UNAVAILABLE,
+            "DATABASE_UNAVAILABLE",
+            f"the database is unavailable for a moment; retry (request id {request_id})",
+        )
+    return internal_error(request_id)
 
 
 def to_grpc_status(err: DomainError, request_id: str) -> grpc.Status:

@@ -152,7 +152,7 @@ def _declared_types(hello: worker_pb2.WorkerHello) -> list[JobTypeRecord]:
                 id=declared.job_type_id,
                 description=declared.description,
                 input_schema=convert.struct_to_dict(declared.input_schema) or {"type": "object"},
-                cost=CostModel(cost.flat, cost.per_km2, cost.per_asset, max(1, cost.minimum))
+                cost=CostModel.checked(cost.flat, cost.per_km2, cost.per_asset, cost.minimum, f"{where}.cost_model")
                 if declared.HasField("cost_model")
                 else CostModel(),
             )

@@ -1,5 +1,9 @@
 """Idempotency keys of spend operations.
 
+Keys are scoped per project (as Stripe scopes them per account): a retry from
+any token of the project - a second one, or the one that replaced a rotated
+token - finds the key, and projects never see each other's keys.
+
 The key row is written in the same transaction as the side effect. A second
 request with the same key blocks on the key's primary key until the first
 transaction ends: if it committed, the stored response is replayed; if it
@@ -26,18 +30,25 @@ def fingerprint(operation: str, params: bytes) -> bytes:
 
 
 async def claim(
-    conn: psycopg.AsyncConnection[Any], principal_id: str, key: str, operation: str, print_: bytes
+    conn: psycopg.AsyncConnection[Any], project_id: str, principal_id: str, key: str, operation: str, print_: bytes
 ) -> bytes | None:
     """Inside the caller's transaction: returns the response to replay, or
-    None when this request owns the key and must do the work."""
+    None when this request owns the key and must do the work. `principal_id`
+    (the token) is kept for the record only."""
     await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
-    params = {"principal_id": principal_id, "key": key}
+    params = {"project_id": project_id, "key": key}
     for _ in range(2):
         try:
             inserted = await (
                 await conn.execute(
                     Q.claim_idempotency_key,
-                    {**params, "operation": operation, "fingerprint": print_, "ttl_seconds": KEY_TTL_SECONDS},
+                    {
+                        **params,
+                        "principal_id": principal_id,
+                        "operation": operation,
+                        "fingerprint": print_,
+                        "ttl_seconds": KEY_TTL_SECONDS,
+                    },
                 )
             ).fetchone()
         except psycopg.errors.LockNotAvailable as exc:
@@ -64,8 +75,8 @@ async def claim(
     raise DomainError(Code.ABORTED, "IDEMPOTENCY_KEY_IN_USE", "the idempotency key is changing; retry")
 
 
-async def record(conn: psycopg.AsyncConnection[Any], principal_id: str, key: str, response: bytes) -> None:
-    await conn.execute(Q.finish_idempotency_key, {"principal_id": principal_id, "key": key, "response": response})
+async def record(conn: psycopg.AsyncConnection[Any], project_id: str, key: str, response: bytes) -> None:
+    await conn.execute(Q.finish_idempotency_key, {"project_id": project_id, "key": key, "response": response})
 
 
 async def expire(conn: psycopg.AsyncConnection[Any]) -> None:

@@ -23,18 +23,22 @@ from typing import Any
 
 import jsonschema
 import psycopg
+import shapely
 from psycopg.types.json import Jsonb
 from pyproj import Geod
 from shapely.geometry import shape
+from shapely.geometry.base import BaseGeometry
 
 from server.auth import JOB_TOKEN_PREFIX, Principal, hash_token
 from server.domain import idempotency
+from server.domain.catalog import COLLECTION_ID
 from server.domain.models import ItemRecord
 from server.errors import (
     Code,
     DomainError,
     ExpectedSchema,
     FieldViolation,
+    already_exists,
     failed_precondition,
     invalid_argument,
     not_found,
@@ -59,6 +63,11 @@ WORKER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_WORKER_NAME_CHARS = 200
 
 
+# The largest cost in credits: exact in float arithmetic (the cost is computed
+# in floats) and in JavaScript numbers, far below the int64 of the balances.
+MAX_CREDITS = 2**53 - 1
+
+
 @dataclass(frozen=True)
 class CostModel:
     flat: float = 1.0
@@ -66,9 +75,47 @@ class CostModel:
     per_asset: float = 0.0
     minimum: int = 1
 
-    def credits(self, area_km2: float, assets: int) -> int:
+    @classmethod
+    def checked(cls, flat: float, per_km2: float, per_asset: float, minimum: int, field: str) -> CostModel:
+        """A declared cost model, refused (INVALID_ARGUMENT `INVALID_COST_MODEL`)
+        unless every coefficient is a finite number from 0 to MAX_CREDITS: a NaN,
+        infinite or negative price would reserve nonsense or pay the caller.
+        A `minimum` of 0 means 1."""
+        for name, value in (("flat", flat), ("per_km2", per_km2), ("per_asset", per_asset), ("minimum", minimum)):
+            if not (math.isfinite(value) and 0 <= value <= MAX_CREDITS):
+                raise invalid_argument(
+                    "INVALID_COST_MODEL",
+                    f"cost_model.{name} must be a finite number from 0 to {MAX_CREDITS}, not {value!r}",
+                    field=f"{field}.{name}",
+                )
+        return cls(float(flat), float(per_km2), float(per_asset), max(1, int(minimum)))
+
+    def _price(self, area_km2: float, assets: int) -> int | None:
+        """The formula in whole credits; None when it is not a finite number
+        of at most MAX_CREDITS."""
         raw = self.flat + self.per_km2 * area_km2 + self.per_asset * assets
+        if not (math.isfinite(raw) and raw <= MAX_CREDITS):
+            return None
         return max(self.minimum, math.ceil(raw - 1e-9))
+
+    def credits(self, area_km2: float, assets: int) -> int:
+        """The estimate reserved at creation; refused (INVALID_ARGUMENT
+        `COST_OUT_OF_RANGE`) beyond MAX_CREDITS, e.g. a huge AOI times a
+        large per-km² price."""
+        price = self._price(area_km2, assets)
+        if price is None:
+            raise invalid_argument(
+                "COST_OUT_OF_RANGE",
+                f"the job would cost more than {MAX_CREDITS} credits ({area_km2:.4g} km², {assets} assets), "
+                "the most a job may cost",
+            )
+        return price
+
+    def actual(self, area_km2: float, assets: int) -> int:
+        """The cost of what a job did, saturating at MAX_CREDITS: never more
+        than the hold is captured anyway (see JobService.succeed)."""
+        price = self._price(area_km2, assets)
+        return MAX_CREDITS if price is None else price
 
 
 @dataclass(frozen=True)
@@ -252,14 +299,38 @@ class LeasePolicy:
         return delay * random.uniform(0.8, 1.2)
 
 
-def aoi_area_km2(geojson: dict[str, Any], field: str, clip_to: dict[str, Any] | None = None) -> float:
+def geodesic_area_km2(geometry: BaseGeometry) -> float:
+    """Area in km² on the WGS84 ellipsoid of a lon/lat geometry."""
+    return 0.0 if geometry.is_empty else abs(_GEOD.geometry_area_perimeter(geometry)[0]) / 1e6
+
+
+def aoi_area_km2(geojson: dict[str, Any], field: str, clip_to: BaseGeometry | None = None) -> float:
     """Geodesic area in km² of a GeoJSON area (optionally intersected with a footprint)."""
     area = parse_area(geojson, field)
     if clip_to is not None:
-        area = area.intersection(shape(clip_to))
-    if area.is_empty:
-        return 0.0
-    return abs(_GEOD.geometry_area_perimeter(area)[0]) / 1e6
+        area = area.intersection(clip_to)
+    return geodesic_area_km2(area)
+
+
+def priced_area_km2(job_type: JobTypeRecord, params: dict[str, Any], sources: list[ItemRecord]) -> float:
+    """The area a job is priced by: its `aoi_geometry` intersected with the
+    source items' footprint, or without an AOI the footprint itself (a
+    whole-scene job costs its scene). A per-km² price with nothing to measure
+    is refused rather than estimated at 0 km²."""
+    footprint = shapely.union_all([shape(s.geometry) for s in sources]) if sources else None
+    aoi = params.get("aoi_geometry")
+    if isinstance(aoi, dict):
+        return aoi_area_km2(aoi, "input_params.aoi_geometry", footprint)
+    if footprint is not None:
+        return geodesic_area_km2(footprint)
+    if job_type.cost.per_km2 > 0:
+        raise invalid_argument(
+            "COST_NOT_ESTIMABLE",
+            f"job type {job_type.id!r} is priced per km², but the input names neither an aoi_geometry "
+            "nor source items whose footprint could be measured",
+            field="input_params.aoi_geometry",
+        )
+    return 0.0
 
 
 async def notify(conn: psycopg.AsyncConnection[Any], channel: str, payload: str) -> None:
@@ -401,6 +472,34 @@ class JobService:
                 expected_schema=ExpectedSchema(job_type.id, job_type.input_schema),
             )
 
+    async def _check_output_target(
+        self, conn: psycopg.AsyncConnection[Any], job_type: JobTypeRecord, spec: JobCreate, sources: list[ItemRecord]
+    ) -> None:
+        """What RegisterOutputs would refuse and can be known now, refused before
+        any credit moves: a malformed target collection, an output name taken.
+        The name is `input_params.output_name`, or a built-in type's default
+        `<source item name>_<job type>`; other defaults are checked on arrival."""
+        if spec.target_collection_id and not COLLECTION_ID.match(spec.target_collection_id):
+            raise invalid_argument(
+                "INVALID_COLLECTION_ID",
+                "target_collection_id must be 1-63 letters, digits, '_', '.' or '-'",
+                field="target_collection_id",
+            )
+        name = spec.input_params.get("output_name")
+        if not isinstance(name, str) or not name:
+            name = f"{sources[0].name}_{job_type.id}" if job_type.builtin and len(sources) == 1 else None
+        if name is None:
+            return
+        collection_id = spec.target_collection_id or job_type.id
+        params = {"project_id": spec.project_id, "collection_id": collection_id, "name": name}
+        if await (await conn.execute(Q.item_name_taken, params)).fetchone() is not None:
+            raise already_exists(
+                "OUTPUT_NAME_TAKEN",
+                f"collection {collection_id!r} already has an item named {name!r}; choose another output_name",
+                collection_id=collection_id,
+                name=name,
+            )
+
     async def _source_items(
         self, conn: psycopg.AsyncConnection[Any], principal: Principal, project_id: str, params: dict[str, Any]
     ) -> list[ItemRecord]:
@@ -429,9 +528,7 @@ class JobService:
     def _estimate(self, job_type: JobTypeRecord, spec: JobCreate, sources: list[ItemRecord]) -> tuple[int, float, int]:
         area = spec.area_km2
         if area is None:
-            aoi = spec.input_params.get("aoi_geometry")
-            footprint = sources[0].geometry if len(sources) == 1 else None
-            area = aoi_area_km2(aoi, "input_params.aoi_geometry", footprint) if isinstance(aoi, dict) else 0.0
+            area = priced_area_km2(job_type, spec.input_params, sources)
         assets = spec.asset_count
         if assets is None:
             keys = spec.input_params.get("asset_keys")
@@ -456,6 +553,7 @@ class JobService:
             sources = await self._source_items(tx, principal, spec.project_id, spec.input_params)
             credits, area, assets = self._estimate(job_type, spec, sources)
             job_id = new_id("job")
+            await self._check_output_target(tx, job_type, spec, sources)
             row = await (
                 await tx.execute(
                     Q.insert_job,
@@ -906,18 +1004,44 @@ class JobService:
             job = await self._current_attempt(tx, principal, job_id)
             yield tx, job
 
+    async def fail_attempt(self, principal: Principal, job_id: str, error: JobError) -> JobRecord | None:
+        """End the job FAILED with `error`, no retry (its outputs were refused for
+        good); None when the token's attempt is over already."""
+        try:
+            async with self._db.transaction() as tx:
+                job = await self._current_attempt(tx, principal, job_id)
+                return await self._finish(tx, job, "FAILED", error=error, message=error.message)
+        except DomainError as err:
+            if err.reason == "JOB_ATTEMPT_OVER":
+                return None
+            raise
+
     async def succeed(
-        self, tx: psycopg.AsyncConnection[Any], job: JobRecord, *, charged: int, output_item_ids: list[str]
+        self, tx: psycopg.AsyncConnection[Any], job: JobRecord, *, actual_cost: int, output_item_ids: list[str]
     ) -> JobRecord:
-        """Capture the actual cost (never more than reserved) and finish."""
-        return await self._finish(
-            tx,
-            job,
-            "SUCCEEDED",
-            message=f"{len(output_item_ids)} output item(s) registered",
-            charged=min(charged, job.credits_reserved),
-            output_item_ids=output_item_ids,
+        """Capture the actual cost and finish. The hold is the price quoted at
+        creation and the most a job costs: below it the rest is released;
+        above it the hold is captured and the excess is waived, recorded as a
+        `waive` ledger entry and in the job's message, never dropped silently."""
+        charged = min(actual_cost, job.credits_reserved)
+        waived = actual_cost - charged
+        message = f"{len(output_item_ids)} output item(s) registered"
+        if waived:
+            message += f"; actual cost {actual_cost} credits exceeds the {charged} reserved: {waived} waived"
+        finished = await self._finish(
+            tx, job, "SUCCEEDED", message=message, charged=charged, output_item_ids=output_item_ids
         )
+        if waived:
+            await tx.execute(
+                Q.waive_credits,
+                {
+                    "project_id": job.project_id,
+                    "amount": waived,
+                    "job_id": job.id,
+                    "note": f"actual cost {actual_cost} exceeds the {charged} reserved",
+                },
+            )
+        return finished
 
     async def expire_idempotency_keys(self) -> None:
         async with self._db.connection() as conn:

@@ -1,11 +1,17 @@
 """RegisterOutputs: the only door through which a job's outputs become items.
 
 The stream's files land in a scratch directory; on `commit` every asset is
-validated (readable, valid COG, embedded statistics), copied into storage,
-and then ONE transaction registers the items, their provenance edges (to the
-job and to every source item), captures the credits and marks the job
-SUCCEEDED. Whatever fails - the stream, a validation, the transaction -
-leaves nothing behind. A retry after the commit replays the stored response.
+validated (readable, valid COG, embedded statistics, at least one valid
+pixel), copied into storage, and then ONE transaction registers the items,
+their provenance edges (to the job and to every source item), captures the
+credits and marks the job SUCCEEDED. Whatever fails - the stream, a
+validation, the transaction - leaves nothing behind. A retry after the commit
+replays the stored response.
+
+Outputs refused for what they are (an invalid raster, a taken name, no valid
+pixel) would be refused again on every attempt, so the refusal also ends the
+job FAILED with that reason in `job.error`, in the same call; a stream that
+merely broke off (INCOMPLETE_UPLOAD) or a server fault leaves the attempt live.
 """
 
 from __future__ import annotations
@@ -26,9 +32,9 @@ from shapely.geometry import mapping
 
 from server.auth import Principal
 from server.domain.catalog import CatalogLimits, NewItem, StoredAsset, asset_storage_key, insert_item
-from server.domain.jobs import JobRecord, JobService
+from server.domain.jobs import JobError, JobRecord, JobService
 from server.domain.models import ItemRecord
-from server.errors import DomainError, invalid_argument
+from server.errors import Code, DomainError, already_exists, invalid_argument
 from server.geo import parse_area
 from server.ids import new_id
 from server.raster import RasterError, RasterInfo, inspect_raster
@@ -111,6 +117,31 @@ def _invalid(message: str, field: str) -> DomainError:
     return invalid_argument("INVALID_OUTPUT", message, field=field)
 
 
+def _name_taken(collection_id: str, name: str) -> DomainError:
+    return already_exists(
+        "OUTPUT_NAME_TAKEN",
+        f"collection {collection_id!r} already has an item named {name!r}",
+        collection_id=collection_id,
+        name=name,
+    )
+
+
+# A broken-off stream is worth sending again; every other refusal of the outputs
+# themselves would repeat on any attempt.
+_TRANSIENT_REFUSALS = frozenset({"INCOMPLETE_UPLOAD"})
+
+
+def ends_the_job(err: DomainError) -> bool:
+    """True when RegisterOutputs refusing the outputs with `err` fails the job."""
+    return err.code in (Code.INVALID_ARGUMENT, Code.ALREADY_EXISTS) and err.reason not in _TRANSIENT_REFUSALS
+
+
+def _job_error(err: DomainError) -> JobError:
+    where = err.violations[0].field if err.violations else ""
+    message = f"outputs refused: {where + ': ' if where else ''}{err.message}"
+    return JobError(int(err.code), err.reason, message[:1000])
+
+
 class OutputService:
     def __init__(
         self, db: Database, storage: BlobStorage, jobs: JobService, limits: CatalogLimits | None = None
@@ -132,6 +163,21 @@ class OutputService:
         job, replay = await self._jobs.outputs_state(principal, job_id)
         if replay is not None:
             return replay
+        try:
+            return await self._register(principal, job, parts, encode)
+        except DomainError as err:
+            if ends_the_job(err):
+                await self._jobs.fail_attempt(principal, job_id, _job_error(err))
+            raise
+
+    async def _register(
+        self,
+        principal: Principal,
+        job: JobRecord,
+        parts: AsyncIterator[OutputPart],
+        encode: Callable[[JobRecord, list[ItemRecord]], bytes],
+    ) -> bytes:
+        job_id = job.id
         scratch = _LazyDir(self._storage.scratch_dir(), f"outputs-{job_id}-")
         stored: list[str] = []
         try:
@@ -171,6 +217,9 @@ class OutputService:
                 field=field,
                 metadata={"findings": "; ".join(err.findings)[:1000]} if err.findings else {},
             ) from err
+        if all(band.statistics is None for band in info.bands):
+            # Nothing to show for the credits: the job fails and releases them.
+            raise invalid_argument("EMPTY_OUTPUT", "the output raster has no valid pixel (all nodata)", field=field)
         if info.statistics_computed:
             raise invalid_argument(
                 "MISSING_STATISTICS",
@@ -193,6 +242,7 @@ class OutputService:
                 if isinstance(part, OutputItemPart):
                     index = len(items)
                     self._check_item(job, part, index, names)
+                    await self._check_name_free(job, part.name)
                     items.append(part)
                     for spec in part.assets:
                         path = scratch.path / f"{index}-{spec.key}.tif"
@@ -247,6 +297,18 @@ class OutputService:
         if len(set(keys)) != len(keys) or not all(ASSET_KEY.match(k) for k in keys):
             raise _invalid("asset keys must be unique lower-case identifiers", f"{where}.assets")
 
+    async def _check_name_free(self, job: JobRecord, name: str) -> None:
+        """Before any byte is received (the commit's unique key still decides races)."""
+        async with self._db.connection() as conn:
+            taken = await (
+                await conn.execute(
+                    Q.item_name_taken,
+                    {"project_id": job.project_id, "collection_id": job.target_collection_id, "name": name},
+                )
+            ).fetchone()
+        if taken is not None:
+            raise _name_taken(job.target_collection_id, name)
+
     async def _write_chunk(self, target: _ReceivingAsset, part: OutputChunkPart) -> None:
         where = f"items[{part.output_key}].assets[{part.asset_key}]"
         if target.finished:
@@ -288,21 +350,24 @@ class OutputService:
                 areas.append(area)
                 derived_from = part.source_item_ids or job.source_item_ids
                 when = part.datetime or (sources[derived_from[0]].datetime if derived_from else job.create_time)
-                record = await insert_item(
-                    tx,
-                    NewItem(
-                        id=item_id,
-                        project_id=job.project_id,
-                        collection_id=job.target_collection_id,
-                        name=part.name,
-                        geometry=mapping(area),
-                        bbox=area.bounds,
-                        datetime=when,
-                        properties=part.properties,
-                        job_id=job.id,
-                    ),
-                    assets,
+                new_item = NewItem(
+                    id=item_id,
+                    project_id=job.project_id,
+                    collection_id=job.target_collection_id,
+                    name=part.name,
+                    geometry=mapping(area),
+                    bbox=area.bounds,
+                    datetime=when,
+                    properties=part.properties,
+                    job_id=job.id,
                 )
+                try:
+                    record = await insert_item(tx, new_item, assets)
+                except DomainError as err:
+                    if err.reason != "ITEM_NAME_TAKEN":
+                        raise
+                    # Taken since the check on receipt: same refusal, same reason.
+                    raise _name_taken(job.target_collection_id, part.name) from err
                 await tx.execute(
                     Q.insert_provenance_edge,
                     {"output_item_id": item_id, "relation": "generated_by", "job_id": job.id, "source_item_id": None},
@@ -321,8 +386,8 @@ class OutputService:
                 assert row is not None
                 records.append(ItemRecord.from_row(row))
             area_km2 = sum(abs(_GEOD.geometry_area_perimeter(a)[0]) for a in areas) / 1e6
-            charged = job_type.cost.credits(area_km2, sum(len(a) for _, _, a in prepared))
-            finished = await self._jobs.succeed(tx, job, charged=charged, output_item_ids=[r.id for r in records])
+            actual = job_type.cost.actual(area_km2, sum(len(a) for _, _, a in prepared))
+            finished = await self._jobs.succeed(tx, job, actual_cost=actual, output_item_ids=[r.id for r in records])
             response = encode(finished, records)
             await self._jobs.store_response(tx, job.id, response)
         return response

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import secrets
+import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +25,7 @@ from server.api import convert
 from server.api.calls import CallInfo
 from server.api.execute import Executor
 from server.api.revocation import until_revoked
-from server.api.status import internal_error
+from server.api.status import unexpected_error
 from server.auth import Principal
 from server.errors import Code, DomainError, invalid_argument
 from server.rest.openapi import openapi_document
@@ -107,10 +108,11 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
         )
         err = DomainError(code, "HTTP_" + exc.reason.upper().replace(" ", "_"), exc.reason)
         return _json_response(error_body(err, ""), exc.status, "")
-    except Exception:
+    except Exception as exc:
         request_id = _request_id(request)
         log.exception("unhandled error in %s (request %s)", request.path, request_id)
-        return _json_response(error_body(internal_error(request_id), request_id), 500, request_id)
+        err = unexpected_error(exc, request_id)
+        return _json_response(error_body(err, request_id), http_status(err), request_id)
 
 
 class RestApi:
@@ -183,10 +185,10 @@ class RestApi:
                 return _json_response(body, 200, call.request_id)
         except DomainError as err:
             return _json_response(error_body(err, call_info.request_id), http_status(err), call_info.request_id)
-        except Exception:
+        except Exception as exc:
             log.exception("unhandled error in %s (request %s)", request.path, call_info.request_id)
-            err = internal_error(call_info.request_id)
-            return _json_response(error_body(err, call_info.request_id), 500, call_info.request_id)
+            err = unexpected_error(exc, call_info.request_id)
+            return _json_response(error_body(err, call_info.request_id), http_status(err), call_info.request_id)
 
     async def _params(self, request: web.Request, message: Message) -> Message:
         try:
@@ -262,15 +264,19 @@ class RestApi:
         from server.api.operations import REGISTRY
 
         host = request.headers.get("Host", "")
-        return web.json_response(openapi_document(REGISTRY, f"http://{host}" if host else "/"))
+        return web.json_response(openapi_document(REGISTRY, f"{request.scheme}://{host}" if host else "/"))
 
 
-async def start_rest(api: RestApi, listen: str) -> tuple[web.AppRunner, int]:
+async def start_rest(api: RestApi, listen: str, ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:
     host, _, port = listen.rpartition(":")
     runner = web.AppRunner(api.application(), access_log=None, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host or "127.0.0.1", int(port))
-    await site.start()
+    site = web.TCPSite(runner, host or "127.0.0.1", int(port), ssl_context=ssl_context)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
     server = site._server  # aiohttp exposes the bound socket only here
     bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else int(port)
     return runner, bound

@@ -30,6 +30,8 @@ from worker.plugins.clip import (
 )
 
 OUTPUT_ASSET_KEY = "depth"
+# The result would hold no depth at all (every pixel land, nodata or out of range).
+EMPTY_OUTPUT = "EMPTY_OUTPUT"
 # Progress share of the optional clip; the depth pass is cheaper per pixel than it looks
 # (three bands in, one out) but also builds a COG, so the split is even.
 _CLIP_PROGRESS_SHARE = 0.5
@@ -140,6 +142,14 @@ class BathymetryPlugin(JobPlugin):
             raise JobFailed(error.reason, f"asset {asset.key}: {error.message}") from error
         finally:
             clipped_path.unlink(missing_ok=True)
+        if result.water_pixel_count == 0:
+            # A depth map without a single depth is worth nothing: fail (credits released), don't charge.
+            raise JobFailed(
+                EMPTY_OUTPUT,
+                f"no water pixel to estimate a depth for: {result.land_pixel_count} of {result.pixel_count} pixels "
+                f"are land (NDWI below {request.land_ndwi_threshold}), {result.invalid_pixel_count} nodata or "
+                f"outside 0..{request.max_depth_m} m",
+            )
 
         properties = {
             **derived_properties(source),

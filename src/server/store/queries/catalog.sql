@@ -18,6 +18,11 @@ VALUES (%(item_id)s, %(key)s, %(storage_key)s, %(media_type)s, %(title)s, %(role
 -- name: get_item
 SELECT * FROM item_documents WHERE id = %(id)s;
 
+-- name: item_name_taken
+-- A row when the project's collection already has an item of this name (job output checks).
+SELECT 1 FROM items
+WHERE project_id = %(project_id)s AND collection_id = %(collection_id)s AND name = %(name)s;
+
 -- name: list_items
 -- A page of a project's items in (datetime, id) order after the cursor.
 SELECT * FROM item_documents i

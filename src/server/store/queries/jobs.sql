@@ -267,22 +267,23 @@ UNION ALL
 SELECT 'job', id, job_type_id, project_id FROM jobs WHERE id = ANY(%(job_ids)s);
 
 -- name: claim_idempotency_key
-INSERT INTO idempotency_keys (principal_id, key, operation, fingerprint, expire_time)
-VALUES (%(principal_id)s, %(key)s, %(operation)s, %(fingerprint)s,
+-- Keys are per project; a concurrent claim of the same key waits on the primary key.
+INSERT INTO idempotency_keys (project_id, key, principal_id, operation, fingerprint, expire_time)
+VALUES (%(project_id)s, %(key)s, %(principal_id)s, %(operation)s, %(fingerprint)s,
         now() + make_interval(secs => %(ttl_seconds)s))
-ON CONFLICT (principal_id, key) DO NOTHING
+ON CONFLICT (project_id, key) DO NOTHING
 RETURNING key;
 
 -- name: get_idempotency_key
 SELECT operation, fingerprint, response, expire_time < now() AS expired
-FROM idempotency_keys WHERE principal_id = %(principal_id)s AND key = %(key)s;
+FROM idempotency_keys WHERE project_id = %(project_id)s AND key = %(key)s;
 
 -- name: delete_idempotency_key
-DELETE FROM idempotency_keys WHERE principal_id = %(principal_id)s AND key = %(key)s;
+DELETE FROM idempotency_keys WHERE project_id = %(project_id)s AND key = %(key)s;
 
 -- name: finish_idempotency_key
 UPDATE idempotency_keys SET response = %(response)s
-WHERE principal_id = %(principal_id)s AND key = %(key)s;
+WHERE project_id = %(project_id)s AND key = %(key)s;
 
 -- name: expire_idempotency_keys
 DELETE FROM idempotency_keys WHERE expire_time < now();

@@ -391,12 +391,19 @@ export const KernelService: GenService<{
    *
    * Spend operations (`clip.create_from_item`, `processing.create`,
    * `processing.create_and_dispatch`, `processing.dispatch`) honour the metadata
-   * `idempotency-key` (1-255 printable ASCII characters): a repeat with the same
-   * key, principal, operation and params returns the first response and has no
-   * further effect; the same key with other params fails FAILED_PRECONDITION
-   * (reason `IDEMPOTENCY_KEY_REUSED`); a repeat that arrives while the first is
-   * still running fails ABORTED (reason `IDEMPOTENCY_KEY_IN_USE`) and may be
-   * retried. Keys are kept for at least 24 hours. Read operations ignore the key.
+   * `idempotency-key` (1-255 printable ASCII characters). Keys are scoped per
+   * project (the project the spend is for: `project_id`, the source item's
+   * project for `clip.create_from_item` without one, the job's project for
+   * `processing.dispatch`), not per token: a repeat with the same key,
+   * operation and params from any token of that project (a second token, or
+   * the new one after rotating a token) returns the first response and has no
+   * further effect, and the same key in another project is another key. The
+   * same key with other params fails FAILED_PRECONDITION (reason
+   * `IDEMPOTENCY_KEY_REUSED`); a repeat that arrives while the first is still
+   * running fails ABORTED (reason `IDEMPOTENCY_KEY_IN_USE`) and may be retried;
+   * a caller who is not a member of the project gets PERMISSION_DENIED
+   * `PROJECT_ACCESS_DENIED`, never a stored response. Keys are kept for at
+   * least 24 hours. Read operations ignore the key.
    *
    * @generated from rpc geopera.v1.KernelService.Execute
    */

@@ -59,7 +59,8 @@ export type ClipCreateFromItemParams = Message<"geopera.v1.ClipCreateFromItemPar
   assetKeys: string[];
 
   /**
-   * Name of the output item; defaults to `<source name>_clip_<job id>`.
+   * Name of the output item; defaults to `<source name>_clip`. Must not name
+   * an item of the target collection (ALREADY_EXISTS `OUTPUT_NAME_TAKEN`).
    *
    * @generated from field: string output_name = 5;
    */

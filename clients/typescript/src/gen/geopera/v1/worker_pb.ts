@@ -44,7 +44,9 @@ export type JobTypeDeclaration = Message<"geopera.v1.JobTypeDeclaration"> & {
   inputSchema?: JsonObject | undefined;
 
   /**
-   * Credit estimate model.
+   * Credit estimate model. Every coefficient must be a finite number from 0 to
+   * 2^53 - 1, else the session fails INVALID_ARGUMENT `INVALID_COST_MODEL`
+   * naming the field.
    *
    * @generated from field: geopera.v1.CostModel cost_model = 4;
    */
@@ -852,8 +854,10 @@ export const WorkerService: GenService<{
   },
   /**
    * Reports that the job failed (job token). A retryable failure dispatches
-   * the job again while attempts remain; otherwise the job FAILS and its
-   * credits are released.
+   * the job again while attempts remain; otherwise the job FAILS at once with
+   * `reason` and `message` in `Job.error` (code ABORTED) and its credits are
+   * released. Mark retryable only what another attempt may fix (a transient
+   * fault); a failure the input or the data causes is not.
    *
    * @generated from rpc geopera.v1.WorkerService.ReportFailure
    */
@@ -883,7 +887,20 @@ export const WorkerService: GenService<{
    * the job SUCCEEDED. A stream that breaks or fails validation leaves nothing
    * behind. A retry after a commit (same job and attempt) returns the first
    * response and registers nothing twice.
-   * INVALID_ARGUMENT `INVALID_OUTPUT` / `NOT_A_COG` / `INCOMPLETE_UPLOAD`.
+   *
+   * Outputs refused for what they are would be refused on every attempt, so
+   * the refusal also ends the job FAILED in the same call, with the refusal's
+   * code and reason in `Job.error` and its credits released; the worker gets
+   * the error and has nothing left to report. These are INVALID_ARGUMENT
+   * `INVALID_OUTPUT`, `NOT_A_COG`, `UNREADABLE_RASTER`, `MISSING_STATISTICS`,
+   * `EMPTY_OUTPUT` (every band of an asset is nodata: there is nothing to
+   * charge for), `INVALID_WRITE_OFFSET`, `CHUNK_TOO_LARGE`, `UPLOAD_TOO_LARGE`,
+   * and ALREADY_EXISTS `OUTPUT_NAME_TAKEN` (the target collection has an item
+   * of that name; ErrorInfo metadata `collection_id`, `name`). INVALID_ARGUMENT
+   * `INCOMPLETE_UPLOAD` (the stream ended before `commit` or `finish_write`,
+   * or the bytes do not match the declared size or sha256) and transient
+   * faults (UNAVAILABLE, DEADLINE_EXCEEDED) leave the attempt live: send the
+   * outputs again. FAILED_PRECONDITION `JOB_ATTEMPT_OVER` once it is over.
    *
    * @generated from rpc geopera.v1.WorkerService.RegisterOutputs
    */
