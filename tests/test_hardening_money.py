@@ -227,7 +227,7 @@ def _hello_outcome(world, cost_model: resources_pb2.CostModel) -> RpcFailure | w
     """The first thing the real WorkerService answers to a hello declaring `cost_model`."""
     stub = worker_pb2_grpc.WorkerServiceStub(world.channel)
     declaration = worker_pb2.JobTypeDeclaration(
-        job_type_id=f"money_decl_{secrets.token_hex(3)}", input_schema=struct({"type": "object"}), cost_model=cost_model
+        job_type_id="money_decl", input_schema=struct({"type": "object"}), cost_model=cost_model
     )
     outbound: queue.Queue[worker_pb2.ConnectRequest | None] = queue.Queue()
     outbound.put(worker_pb2.ConnectRequest(hello=worker_pb2.WorkerHello(name="money", capacity=1,

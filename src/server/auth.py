@@ -169,7 +169,7 @@ class TokenService:
                     return DomainError(
                         Code.UNAUTHENTICATED, "TOKEN_REVOKED", "the token of this stream was revoked; the stream ends"
                     )
-                raise
+                log.debug("re-checking a stream's token failed: %s", err)  # not a revocation: ask again
             except Exception:  # the database is unreachable: not a revocation, ask again
                 log.debug("re-checking a stream's token failed", exc_info=True)
 

@@ -12,8 +12,8 @@ from tests.support.process import ChildProcess
 from tests.support.server import REPO
 
 TEST_PLUGINS = "tests.support.test_plugins,worker.plugins"
-# Job types raw test sessions (tests/jobs_support.RawWorker) declare.
-RAW_JOB_TYPES = ("raw_only", "raw_outputs")
+# Job types raw test sessions (tests/jobs_support.RawWorker, hellos in tests) declare.
+RAW_JOB_TYPES = ("money_decl", "raw_only", "raw_outputs")
 
 
 def granted_test_job_types() -> list[str]:
