@@ -358,6 +358,35 @@ def test_a_reconnect_with_the_same_id_keeps_its_new_session_when_the_old_stream_
         new.die()
 
 
+def test_a_reconnect_through_another_replica_takes_the_worker_over(world, tmp_path):
+    """The old session lives on another server process: its heartbeats find
+    the worker taken over and end it, and it claims nothing meanwhile."""
+    replica = ServerProcess(
+        database_url=world.database_url, home=tmp_path / "replica", extra_env={**FAST_LEASES, **TEST_SERVER_ENV}
+    ).start()
+    channel = replica.channel()
+    old = RawWorker(channel, world.tokens["worker"], ["raw_outputs"])
+    try:
+        assert old.welcome is not None
+        new = RawWorker(world.channel, world.tokens["worker"], ["raw_outputs"], worker_id=old.welcome.worker_id)
+        try:
+            assert old.ended.wait(10), "the session on the other replica stayed open"
+            ended = RpcFailure.from_rpc_error(old.error)
+            assert (ended.code, ended.reason) == (grpc.StatusCode.ABORTED, "WORKER_SESSION_REPLACED")
+            job = create_and_dispatch(world.client("alpha"), "raw_outputs", {}).job
+            assert new.next_assignment(timeout=15).job.id == job.id
+            assert old.assignments.empty()
+            world.client("alpha").execute(
+                "processing.jobs.cancel", processing_pb2.ProcessingJobsCancelParams(job_id=job.id)
+            )
+        finally:
+            new.die()
+    finally:
+        old.die()
+        channel.close()
+        replica.stop()
+
+
 def test_workers_of_a_server_that_died_are_not_listed_as_connected_after_their_lease(world, tmp_path):
     replica = ServerProcess(
         database_url=world.database_url, home=tmp_path / "replica", extra_env={**FAST_LEASES, **TEST_SERVER_ENV}
