@@ -51,6 +51,9 @@ class Settings:
     # a list of AnalyticsMethod classes, registered next to the built-ins.
     analytics_plugins: str = field(default_factory=lambda: os.environ.get("GEOPERA_ANALYTICS_PLUGINS", ""))
     shutdown_grace_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_SHUTDOWN_GRACE", 10.0))
+    # Secret that signs page tokens (any string; give every replica the same). Unset: a
+    # random key generated once and kept in the database.
+    page_token_key: str = field(default_factory=lambda: os.environ.get("GEOPERA_PAGE_TOKEN_KEY", ""), repr=False)
 
     @property
     def storage_root(self) -> Path:
