@@ -192,6 +192,8 @@ class RestApi:
             body = await request.json() if request.can_read_body else {}
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise invalid_argument("PARAMS_UNPARSEABLE", f"the body is not JSON: {exc}", field="body") from exc
+        except RecursionError as exc:  # ~1000 levels; params are refused past 100 anyway (below)
+            raise invalid_argument("PARAMS_UNPARSEABLE", "the body is nested too deeply", field="body") from exc
         if not isinstance(body, dict):
             raise invalid_argument("PARAMS_UNPARSEABLE", "the body must be a JSON object of params", field="body")
         try:
