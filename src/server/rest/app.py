@@ -233,8 +233,10 @@ class RestApi:
                     )
                     data = json.dumps(json_format.MessageToDict(payload, preserving_proto_field_name=True))
                     await response.write(f"id: {event.sequence}\nevent: {event.event_type}\ndata: {data}\n\n".encode())
-                if response is None:  # pragma: no cover - watch always yields at least the snapshot
-                    return _json_response({}, 204, call.request_id)
+                if response is None:
+                    # A resume of an ended job with nothing newer: 204 also tells an
+                    # EventSource not to reconnect.
+                    return web.Response(status=204, headers={"X-Request-Id": call.request_id})
                 await response.write_eof()
                 return response
         except DomainError as err:
