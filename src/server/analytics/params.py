@@ -137,13 +137,20 @@ class HistogramParams(Params):
             raise ValueError("histogram range must be two finite numbers")
         if not low < high:
             raise ValueError("histogram range must be [min, max] with min < max")
-        # The bins must have a normal (not denormal), representable width: NumPy cannot
-        # build edges for [-1e308, 1e308] or [0, 5e-324].
-        width = (high - low) / self.bins
-        edges = np.linspace(low, high, self.bins + 1) if math.isfinite(width) else None
-        if width < sys.float_info.min or edges is None or not bool(np.all(np.diff(edges) > 0)):
+        if not splittable(low, high, self.bins):
             raise ValueError(f"histogram range {low!r}..{high!r} cannot be split into {self.bins} bins")
         return self
+
+
+def splittable(low: float, high: float, bins: int) -> bool:
+    """Whether [low, high] splits into `bins` bins of a normal (not denormal), representable
+    width with strictly increasing edges: NumPy cannot for [-1e308, 1e308] or [0, 5e-324]."""
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        return False
+    width = (high - low) / bins
+    if not math.isfinite(width) or width < sys.float_info.min:
+        return False
+    return bool(np.all(np.diff(np.linspace(low, high, bins + 1)) > 0))
 
 
 class PercentileValue(BaseModel):
