@@ -263,6 +263,12 @@ def test_deeply_nested_http_bodies_are_400(world, depth):
     assert status == 200  # still serving
 
 
+def test_numbers_too_large_for_a_double_over_http_are_400(world):
+    raw = b'{"project_id": "alpha", "job_type_id": "test_noop", "input_params": {"n": 1' + b"0" * 400 + b"}}"
+    status, body = _http(world, "/v1/op/processing.create", raw=raw)
+    assert (status, body["reason"]) == (400, "PARAMS_UNPARSEABLE"), body
+
+
 # --- Page tokens --------------------------------------------------------------------------
 
 
@@ -464,5 +470,14 @@ def test_the_mcp_projection_gets_the_same_answers(world):
         assert counted["result"]["zones"][0]["stats"]["count"] == 0
         histogram = {"item_id": world.items[BEFORE], "band": 1, "geometry": AOI, "histogram": {"range": [0, 5e-324]}}
         assert mcp.error("analytics_zonal_stats", histogram)["reason"] == "INVALID_ANALYTICS_PARAMS"
+        huge = {"project_id": "alpha", "job_type_id": "test_noop", "input_params": {"n": 10**400}}
+        assert mcp.error("processing_create", huge)["reason"] == "PARAMS_UNPARSEABLE"
+        nested: Any = []
+        for _ in range(150):
+            nested = [nested]
+        deep = mcp.error("analytics_zonal_stats", {"item_id": world.items[BEFORE], "band": 1, "geometry": nested})
+        assert deep["code"] == "INVALID_ARGUMENT", deep
+        deep = mcp.error("items_list", {"project_id": "alpha", "intersects": {"a": nested}})
+        assert deep["code"] == "INVALID_ARGUMENT", deep
     finally:
         mcp.close()

@@ -198,7 +198,8 @@ class RestApi:
             raise invalid_argument("PARAMS_UNPARSEABLE", "the body must be a JSON object of params", field="body")
         try:
             json_format.ParseDict(body, message)
-        except json_format.ParseError as exc:
+        except (json_format.ParseError, OverflowError, RecursionError, TypeError, ValueError) as exc:
+            # OverflowError: a whole number too large for a double (10**400) in a Struct.
             raise invalid_argument(
                 "PARAMS_UNPARSEABLE",
                 f"the body is not valid {message.DESCRIPTOR.name}: {exc}"[:500],
