@@ -42,6 +42,7 @@ from server.domain.credits import CreditService
 from server.domain.jobs import CostModel, JobService, JobTypeRecord, LeasePolicy
 from server.domain.outputs import OutputService
 from server.listen import ListenError, check_ports
+from server.pagination import install_page_token_key, load_page_token_key
 from server.rest.app import RestApi, start_rest
 from server.services import Services
 from server.storage import LocalStorage
@@ -65,6 +66,7 @@ def database_url(settings: Settings) -> str:
 
 async def build_services(settings: Settings, url: str) -> Services:
     db = await connect_database(url, max_size=settings.db_pool_size)
+    install_page_token_key(await load_page_token_key(db, settings.page_token_key))
     storage = LocalStorage(settings.storage_root)
     tokens = TokenService(db, cache_seconds=settings.token_cache_seconds)
     limits = CatalogLimits(max_upload_bytes=settings.max_upload_bytes)

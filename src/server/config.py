@@ -61,6 +61,9 @@ class Settings:
     tls_key: Path | None = field(default_factory=lambda: _env_path("GEOPERA_TLS_KEY"))
     # Serve plaintext on an address beyond loopback (refused otherwise).
     insecure: bool = field(default_factory=lambda: os.environ.get("GEOPERA_INSECURE", "") in ("1", "true"))
+    # Secret that signs page tokens (any string; give every replica the same). Unset: a
+    # random key generated once and kept in the database.
+    page_token_key: str = field(default_factory=lambda: os.environ.get("GEOPERA_PAGE_TOKEN_KEY", ""), repr=False)
 
     @property
     def storage_root(self) -> Path:

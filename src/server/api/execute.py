@@ -133,12 +133,15 @@ class Executor:
         with notifications.watch_job(job_id) as watch:
             # Subscribed before reading, so no change can slip between the two.
             job = await jobs.get(principal, job_id)
-            last = min(after_sequence, job.sequence)
-            if last == 0 or (last == job.sequence and job.terminal):
+            if after_sequence == 0:
                 yield JobEvent(job.sequence, "snapshot", job.update_time, job)
                 if job.terminal:
                     return
                 last = job.sequence
+            elif after_sequence >= job.sequence and job.terminal:
+                return  # the client has every event already: nothing newer will come
+            else:
+                last = after_sequence  # never send an event the client has (or said it has)
             # Events come from the announcements themselves; the table is read
             # only to catch up: after a resume, on a gap, or when an
             # announcement was too large to carry its snapshot.

@@ -95,9 +95,7 @@ class Dispatcher:
             if free <= 0 or any(types <= done for done in drained):
                 continue
             try:
-                assignments = await self._services.jobs.claim(
-                    session.worker_id, session.job_type_ids, session.capacity
-                )
+                assignments = await self._services.jobs.claim(session.worker_id, session.job_type_ids, session.capacity)
             except Exception:
                 log.exception("claiming jobs for worker %s failed", session.worker_id)
                 continue
@@ -305,7 +303,7 @@ def _output_part(message: worker_pb2.RegisterOutputsRequest) -> OutputPart | Non
             output_key=item.output_key,
             name=item.name,
             geometry=convert.struct_to_dict(item.geometry),
-            datetime=convert.from_timestamp(item.datetime, item.HasField("datetime")),
+            datetime=convert.from_timestamp(item.datetime, item.HasField("datetime"), field="item.datetime"),
             properties=convert.struct_to_dict(item.properties),
             source_item_ids=list(item.source_item_ids),
             assets=[OutputAssetSpec(a.key, list(a.roles), a.title, a.size_bytes, a.sha256) for a in item.assets],

@@ -75,7 +75,9 @@ export type ProjectsListParams = Message<"geopera.v1.ProjectsListParams"> & {
   pageSize: number;
 
   /**
-   * `next_page_token` of the previous page; empty for the first page.
+   * `next_page_token` of the previous page; empty for the first page. Tokens
+   * are signed by the server: any other value is INVALID_ARGUMENT
+   * `INVALID_PAGE_TOKEN`.
    *
    * @generated from field: string page_token = 2;
    */
@@ -163,8 +165,10 @@ export const ItemsGetResultSchema: GenMessage<ItemsGetResult> = /*@__PURE__*/
 /**
  * `items.list` (scope `catalog:read`): a project's items, ordered by
  * (datetime, id), filtered by every filter given.
- * INVALID_ARGUMENT `INVALID_BBOX`, `INVALID_TIME_RANGE`, `INVALID_PAGE_TOKEN`
- * (including a token issued for other filters), `INVALID_PAGE_SIZE`.
+ * INVALID_ARGUMENT `INVALID_BBOX`, `INVALID_TIME_RANGE`, `INVALID_TIMESTAMP`
+ * (a time outside 0001-01-01..9999-12-31 UTC, or nanos outside 0..999999999),
+ * `INVALID_PAGE_TOKEN` (a token the server did not sign, or one issued for
+ * another list, project or filters), `INVALID_PAGE_SIZE`.
  *
  * @generated from message geopera.v1.ItemsListParams
  */
@@ -360,7 +364,8 @@ export type ItemsCreateParams = Message<"geopera.v1.ItemsCreateParams"> & {
   /**
    * Acquisition time. When unset: the raster's `TIFFTAG_DATETIME` /
    * `ACQUISITION_DATETIME` tag, else a `YYYYMMDD` date in `name`, else
-   * INVALID_ARGUMENT `DATETIME_REQUIRED`.
+   * INVALID_ARGUMENT `DATETIME_REQUIRED`. Outside 0001-01-01..9999-12-31 UTC
+   * (or nanos outside 0..999999999): INVALID_ARGUMENT `INVALID_TIMESTAMP`.
    *
    * @generated from field: google.protobuf.Timestamp datetime = 4;
    */

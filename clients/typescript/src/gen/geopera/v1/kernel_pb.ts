@@ -345,7 +345,10 @@ export const DownloadAssetResponseSchema: GenMessage<DownloadAssetResponse> = /*
  * `geopera.v1`, an UPPER_SNAKE_CASE reason) in its rich details; validation
  * errors also carry `google.rpc.BadRequest` field violations, and invalid
  * analytics params a `geopera.v1.ExpectedSchema`. Clients branch on the reason,
- * never on the message text.
+ * never on the message text. Error trailers stay under 8 KiB, the limit gRPC
+ * clients accept without fail: texts are capped in UTF-8 bytes, and when the
+ * details would not fit the last field violations (then the ExpectedSchema)
+ * are left out.
  *
  * Access: an operation whose scope the token lacks fails PERMISSION_DENIED
  * (reason `MISSING_SCOPE`). Naming a project the token is not a member of, or a
@@ -417,8 +420,10 @@ export const KernelService: GenService<{
    *
    * Resume a dropped stream by passing the last `sequence` received as
    * `after_sequence`: exactly the later events are replayed, without a
-   * snapshot. When the job has already ended and nothing is newer than
-   * `after_sequence`, its final snapshot is sent once and the stream ends.
+   * snapshot; no event at or below `after_sequence` is ever sent. When the
+   * job has already ended and nothing is newer than `after_sequence`, the
+   * stream ends OK with no message. The stream ends OK only once the job has
+   * ended.
    *
    * Requires scope `processing:read`. NOT_FOUND `JOB_NOT_FOUND` for an unknown
    * job, PERMISSION_DENIED for another project's job, INVALID_ARGUMENT

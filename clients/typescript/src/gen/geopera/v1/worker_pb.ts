@@ -568,7 +568,8 @@ export type OutputItem = Message<"geopera.v1.OutputItem"> & {
   geometry?: JsonObject | undefined;
 
   /**
-   * Acquisition time (usually the source's).
+   * Acquisition time (usually the source's); outside 0001-01-01..9999-12-31
+   * UTC: INVALID_ARGUMENT `INVALID_TIMESTAMP`.
    *
    * @generated from field: google.protobuf.Timestamp datetime = 4;
    */
