@@ -21,6 +21,24 @@ def _env_float(name: str, default: float) -> float:
     return float(value) if value else default
 
 
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from `90`, `90s`, `15m`, `12h` or `7d`."""
+    text = text.strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:]) if text else None
+    seconds = float(text[:-1] if unit else text) * (unit or 1)
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"not a duration: {text!r}")
+    return seconds
+
+
+def _env_duration(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return parse_duration(value) if value else default
+
+
 @dataclass
 class Settings:
     # host:port to listen on; port 0 picks a free port (see `port_file`).
@@ -51,6 +69,20 @@ class Settings:
     # a list of AnalyticsMethod classes, registered next to the built-ins.
     analytics_plugins: str = field(default_factory=lambda: os.environ.get("GEOPERA_ANALYTICS_PLUGINS", ""))
     shutdown_grace_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_SHUTDOWN_GRACE", 10.0))
+    # Storage sweep: stored objects no row names, and scratch files, are removed
+    # once older than the grace; analytics artifacts once older than the retention.
+    storage_grace_seconds: float = field(default_factory=lambda: _env_duration("GEOPERA_STORAGE_GRACE", 3600.0))
+    artifact_retention_seconds: float = field(
+        default_factory=lambda: _env_duration("GEOPERA_ARTIFACT_RETENTION", 7 * 86400.0)
+    )
+    sweep_interval_seconds: float = field(default_factory=lambda: _env_duration("GEOPERA_SWEEP_INTERVAL", 900.0))
+    # Storage quota of a project without its own (`geopera admin project set-quota`).
+    project_quota_bytes: int = field(default_factory=lambda: _env_int("GEOPERA_PROJECT_QUOTA_BYTES", 100 << 30))
+    # Concurrent WatchJob/UploadAsset/DownloadAsset streams (and HTTP event
+    # streams) one token may hold on one server.
+    max_streams_per_token: int = field(default_factory=lambda: _env_int("GEOPERA_MAX_STREAMS_PER_TOKEN", 16))
+    # A watch that saw no event of its job this long ends (the client resumes it).
+    watch_idle_seconds: float = field(default_factory=lambda: _env_duration("GEOPERA_WATCH_IDLE", 600.0))
 
     @property
     def storage_root(self) -> Path:

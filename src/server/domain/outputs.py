@@ -5,7 +5,8 @@ validated (readable, valid COG, embedded statistics), copied into storage,
 and then ONE transaction registers the items, their provenance edges (to the
 job and to every source item), captures the credits and marks the job
 SUCCEEDED. Whatever fails - the stream, a validation, the transaction -
-leaves nothing behind. A retry after the commit replays the stored response.
+leaves nothing behind (bytes whose commit outcome is unknown are left to the
+storage sweep). A retry after the commit replays the stored response.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from server.auth import Principal
 from server.domain.catalog import CatalogLimits, NewItem, StoredAsset, asset_storage_key, insert_item
 from server.domain.jobs import JobRecord, JobService
 from server.domain.models import ItemRecord
+from server.domain.pending_objects import PendingObjects
+from server.domain.quota import StorageQuota
 from server.errors import DomainError, invalid_argument
 from server.geo import parse_area
 from server.ids import new_id
@@ -113,12 +116,18 @@ def _invalid(message: str, field: str) -> DomainError:
 
 class OutputService:
     def __init__(
-        self, db: Database, storage: BlobStorage, jobs: JobService, limits: CatalogLimits | None = None
+        self,
+        db: Database,
+        storage: BlobStorage,
+        jobs: JobService,
+        limits: CatalogLimits | None = None,
+        quota: StorageQuota | None = None,
     ) -> None:
         self._db = db
         self._storage = storage
         self._jobs = jobs
         self._limits = limits or CatalogLimits()
+        self._quota = quota or StorageQuota()
 
     async def register(
         self,
@@ -133,7 +142,7 @@ class OutputService:
         if replay is not None:
             return replay
         scratch = _LazyDir(self._storage.scratch_dir(), f"outputs-{job_id}-")
-        stored: list[str] = []
+        pending = PendingObjects(self._storage)
         try:
             items, files = await self._receive(job, parts, scratch)
             infos = {
@@ -146,15 +155,13 @@ class OutputService:
                 assets = []
                 for spec in item.assets:
                     storage_key = asset_storage_key(job.project_id, item_id, spec.key)
-                    await asyncio.to_thread(self._storage.put_file, storage_key, files[(item.output_key, spec.key)])
-                    stored.append(storage_key)
+                    await pending.put(storage_key, files[(item.output_key, spec.key)])
                     info = infos[(item.output_key, spec.key)]
                     assets.append(StoredAsset(spec.key, spec.roles, spec.title, storage_key, info))
                 prepared.append((item_id, item, assets))
-            return await self._commit(principal, job_id, prepared, encode)
-        except BaseException:
-            for key in stored:
-                await asyncio.to_thread(self._storage.delete, key)
+            return await self._commit(principal, job_id, prepared, encode, pending)
+        except BaseException as error:
+            await pending.settle(error)
             raise
         finally:
             if scratch.created:
@@ -273,8 +280,9 @@ class OutputService:
         job_id: str,
         prepared: list[tuple[str, OutputItemPart, list[StoredAsset]]],
         encode: Callable[[JobRecord, list[ItemRecord]], bytes],
+        pending: PendingObjects,
     ) -> bytes:
-        async with self._jobs.committing_outputs(principal, job_id) as (tx, job):
+        async with self._jobs.committing_outputs(principal, job_id, pending.probe) as (tx, job):
             job_type = await self._jobs.job_type(job.job_type_id, tx)
             sources = {}
             for source_id in job.source_item_ids:
@@ -320,6 +328,7 @@ class OutputService:
                 row = await (await tx.execute(Q.get_item, {"id": record.id})).fetchone()
                 assert row is not None
                 records.append(ItemRecord.from_row(row))
+            await self._quota.check(tx, job.project_id)
             area_km2 = sum(abs(_GEOD.geometry_area_perimeter(a)[0]) for a in areas) / 1e6
             charged = job_type.cost.credits(area_km2, sum(len(a) for _, _, a in prepared))
             finished = await self._jobs.succeed(tx, job, charged=charged, output_item_ids=[r.id for r in records])
