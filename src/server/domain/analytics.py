@@ -125,7 +125,8 @@ class AnalyticsService:
 
     async def execute(self, principal: Principal, name: str, params: dict[str, Any]) -> AnalyticsOutcome:
         name = self._method_name(name)
-        model = self.methods.validate(name, params)
+        # In a thread: validating the params parses the client's geometries.
+        model = await asyncio.to_thread(self.methods.validate, name, params)
         method = self.methods.get(name)
         items = {}
         projects = set()

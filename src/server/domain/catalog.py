@@ -211,6 +211,10 @@ async def insert_item(conn: psycopg.AsyncConnection[Any], item: NewItem, assets:
     return ItemRecord.from_row(row)
 
 
+def _intersecting(area: Any, records: list[ItemRecord]) -> list[ItemRecord]:
+    return [record for record in records if area.intersects(shape(record.geometry))]
+
+
 def asset_storage_key(project_id: str, item_id: str, asset_key: str) -> str:
     return f"projects/{project_id}/items/{item_id}/{asset_key}.tif"
 
@@ -328,7 +332,8 @@ class CatalogService:
             raise invalid_argument(
                 "INVALID_TIME_RANGE", "datetime_start must be before datetime_end", field="datetime_end"
             )
-        area = parse_area(query.intersects, "intersects") if query.intersects is not None else None
+        # Geometry work on client input runs off the event loop (a large polygon takes a while).
+        area = await asyncio.to_thread(parse_area, query.intersects, "intersects") if query.intersects else None
         filters = {
             "op": "items.list",
             "project_id": query.project_id,
@@ -374,10 +379,10 @@ class CatalogService:
         async with self._db.connection() as conn:
             while len(items) <= limit:
                 rows = await (await conn.execute(Q.list_items, params)).fetchall()
-                for row in rows:
-                    record = ItemRecord.from_row(row)
-                    if area is None or area.intersects(shape(record.geometry)):
-                        items.append(record)
+                records = [ItemRecord.from_row(row) for row in rows]
+                if area is not None:
+                    records = await asyncio.to_thread(_intersecting, area, records)
+                items += records
                 if len(rows) <= limit or area is None:
                     break
                 params["after_datetime"], params["after_id"] = rows[-1]["datetime"], rows[-1]["id"]

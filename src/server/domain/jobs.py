@@ -9,6 +9,7 @@ order, and a rolled-back change is never announced.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -411,7 +412,8 @@ class JobService:
             require_finite_json(spec.input_params, "input_params")
             self._validate_input(job_type, validator, spec.input_params)
             sources = await self._source_items(tx, principal, spec.project_id, spec.input_params)
-            credits, area, assets = self._estimate(job_type, spec, sources)
+            # Off the event loop: the estimate measures the client's AOI.
+            credits, area, assets = await asyncio.to_thread(self._estimate, job_type, spec, sources)
             job_id = new_id("job")
             row = await (
                 await tx.execute(

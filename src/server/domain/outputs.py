@@ -199,7 +199,7 @@ class OutputService:
                     raise _invalid("nothing may follow commit", "commit")
                 if isinstance(part, OutputItemPart):
                     index = len(items)
-                    self._check_item(job, part, index, names)
+                    await asyncio.to_thread(self._check_item, job, part, index, names)  # parses a geometry
                     items.append(part)
                     for spec in part.assets:
                         path = scratch.path / f"{index}-{spec.key}.tif"
@@ -292,7 +292,7 @@ class OutputService:
             records = []
             areas = []
             for item_id, part, assets in prepared:
-                area = parse_area(part.geometry, "geometry")
+                area = await asyncio.to_thread(parse_area, part.geometry, "geometry")
                 areas.append(area)
                 derived_from = part.source_item_ids or job.source_item_ids
                 when = part.datetime or (sources[derived_from[0]].datetime if derived_from else job.create_time)
