@@ -858,7 +858,9 @@ export const WorkerService: GenService<{
    * the job SUCCEEDED. A stream that breaks or fails validation leaves nothing
    * behind. A retry after a commit (same job and attempt) returns the first
    * response and registers nothing twice.
-   * INVALID_ARGUMENT `INVALID_OUTPUT` / `NOT_A_COG` / `INCOMPLETE_UPLOAD`.
+   * INVALID_ARGUMENT `INVALID_OUTPUT` / `NOT_A_COG` / `INCOMPLETE_UPLOAD`;
+   * RESOURCE_EXHAUSTED `QUOTA_EXCEEDED` when the outputs would exceed the
+   * project's storage quota.
    *
    * @generated from rpc geopera.v1.WorkerService.RegisterOutputs
    */
