@@ -353,6 +353,38 @@ def test_a_project_storage_quota_refuses_uploads_and_items_and_stores_nothing(wo
         admin(world, "project", "set-quota", "beta", "default")
 
 
+def test_analytics_artifacts_count_against_the_quota(world):
+    artifacts = storage_root(world) / "projects" / "alpha" / "artifacts"
+    before = set(artifacts.iterdir()) if artifacts.exists() else set()
+    params = {
+        "before_item_id": world.items["s2l1c_slovenia_20150711_bgrn"],
+        "after_item_id": world.items["s2l1c_slovenia_20150909_bgrn"],
+        "index_name": "NDVI",
+        "change_threshold": 0.05,
+        "geometry": AOI,
+    }
+    try:
+        admin(world, "project", "set-quota", "alpha", str(project_usage(world, "alpha")))
+        with pytest.raises(RpcFailure) as info:
+            world.client("alpha").execute(
+                "analytics.execute",
+                analytics_pb2.AnalyticsExecuteParams(operation="change_detection", params=struct(params)),
+                timeout=120,
+            )
+        assert (info.value.code, info.value.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "QUOTA_EXCEEDED")
+        assert (set(artifacts.iterdir()) if artifacts.exists() else set()) == before
+        # A call that stores nothing still runs.
+        world.client("alpha").execute(
+            "analytics.execute",
+            analytics_pb2.AnalyticsExecuteParams(
+                operation="zonal_stats",
+                params=struct({"item_id": params["before_item_id"], "index_name": "NDVI", "geometry": AOI}),
+            ),
+        )
+    finally:
+        admin(world, "project", "set-quota", "alpha", "default")
+
+
 # -- upload scope, stream caps, idle watches -------------------------------------------
 
 
@@ -409,6 +441,11 @@ def test_open_streams_per_token_are_capped(world):
     try:
         deadline = time.monotonic() + 30
         while True:
+            # A download may take a slot while the uploads start: reopen any refused upload.
+            for index, upload in enumerate(held):
+                if upload.future.done():
+                    upload.close()
+                    held[index] = HeldUpload(world, token, first)
             try:
                 client.download(asset)
             except RpcFailure as failure:
