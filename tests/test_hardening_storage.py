@@ -499,10 +499,41 @@ def test_an_idle_watch_ends_with_a_status_to_resume_from(world):
     )  # PENDING: nothing happens to it
     events, failure = watch_failure(world, job.id, 0)
     assert [e.event_type for e in events] == ["snapshot"]
-    assert (failure.code, failure.reason) == (grpc.StatusCode.DEADLINE_EXCEEDED, "WATCH_IDLE")
+    assert (failure.code, failure.reason) == (grpc.StatusCode.UNAVAILABLE, "WATCH_IDLE")
     assert failure.metadata["after_sequence"] == str(events[0].sequence)
     events, failure = watch_failure(world, job.id, events[0].sequence)
     assert events == [] and failure.reason == "WATCH_IDLE"
+
+
+def test_the_sdk_resumes_idle_watches_until_the_job_ends(world):
+    from geopera_sdk import Client, RetryPolicy
+
+    job = world.client("alpha").execute(
+        "processing.create",
+        processing_pb2.ProcessingCreateParams(
+            project_id="alpha",
+            job_type_id="clip",
+            input_params=struct({"source_item_id": world.items["s2l1c_slovenia_20150711_bgrn"], "aoi_geometry": AOI}),
+        ),
+    ).job
+    policy = RetryPolicy(max_attempts=2, initial_backoff=0.05, max_backoff=0.1, total_timeout=None)
+    with Client(world.server.address, world.tokens["alpha"], retries=policy) as sdk:
+        watch = sdk.jobs.watch(job.id, timeout=60)
+        assert next(watch).event_type == "snapshot"
+        events: list[str] = []
+        reader = threading.Thread(target=lambda: events.extend(e.event_type for e in watch))
+        reader.start()
+        try:
+            deadline = time.monotonic() + 40
+            while watch.resumes <= policy.max_attempts:  # more idle ends than attempts allowed for failures
+                assert reader.is_alive() and time.monotonic() < deadline, (watch.resumes, events)
+                time.sleep(0.2)
+            world.client("alpha").execute(
+                "processing.jobs.cancel", processing_pb2.ProcessingJobsCancelParams(job_id=job.id)
+            )
+        finally:
+            reader.join(30)
+    assert events == ["cancelled"]
 
 
 # -- input_params ----------------------------------------------------------------------

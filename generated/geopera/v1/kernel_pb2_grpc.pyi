@@ -117,8 +117,9 @@ class KernelServiceStub:
     `INVALID_SEQUENCE` for a negative `after_sequence`. A server that stops
     ends open watches with UNAVAILABLE `SERVER_SHUTTING_DOWN`; resume them
     elsewhere with `after_sequence`. A watch that sees no event of its job for
-    10 minutes (`GEOPERA_WATCH_IDLE`) ends with DEADLINE_EXCEEDED `WATCH_IDLE`;
-    its metadata `after_sequence` is the last sequence sent: resume with it.
+    10 minutes (`GEOPERA_WATCH_IDLE`) ends with UNAVAILABLE `WATCH_IDLE`; its
+    metadata `after_sequence` is the last sequence sent: resume with it (the
+    SDKs do so transparently).
     """
     UploadAsset: _grpc.StreamUnaryMultiCallable[_kernel_pb2.UploadAssetRequest, _kernel_pb2.UploadAssetResponse]
     """Uploads a file in chunks (shaped like `google.bytestream.ByteStream.Write`)
@@ -239,8 +240,9 @@ class KernelServiceAsyncStub(KernelServiceStub):
     `INVALID_SEQUENCE` for a negative `after_sequence`. A server that stops
     ends open watches with UNAVAILABLE `SERVER_SHUTTING_DOWN`; resume them
     elsewhere with `after_sequence`. A watch that sees no event of its job for
-    10 minutes (`GEOPERA_WATCH_IDLE`) ends with DEADLINE_EXCEEDED `WATCH_IDLE`;
-    its metadata `after_sequence` is the last sequence sent: resume with it.
+    10 minutes (`GEOPERA_WATCH_IDLE`) ends with UNAVAILABLE `WATCH_IDLE`; its
+    metadata `after_sequence` is the last sequence sent: resume with it (the
+    SDKs do so transparently).
     """
     UploadAsset: _aio.StreamUnaryMultiCallable[_kernel_pb2.UploadAssetRequest, _kernel_pb2.UploadAssetResponse]  # type: ignore[assignment]
     """Uploads a file in chunks (shaped like `google.bytestream.ByteStream.Write`)
@@ -370,8 +372,9 @@ class KernelServiceServicer(metaclass=_abc_1.ABCMeta):
         `INVALID_SEQUENCE` for a negative `after_sequence`. A server that stops
         ends open watches with UNAVAILABLE `SERVER_SHUTTING_DOWN`; resume them
         elsewhere with `after_sequence`. A watch that sees no event of its job for
-        10 minutes (`GEOPERA_WATCH_IDLE`) ends with DEADLINE_EXCEEDED `WATCH_IDLE`;
-        its metadata `after_sequence` is the last sequence sent: resume with it.
+        10 minutes (`GEOPERA_WATCH_IDLE`) ends with UNAVAILABLE `WATCH_IDLE`; its
+        metadata `after_sequence` is the last sequence sent: resume with it (the
+        SDKs do so transparently).
         """
 
     @_abc_1.abstractmethod

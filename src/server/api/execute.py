@@ -177,7 +177,7 @@ class Executor:
                 idle = time.monotonic() - last_news
                 if idle >= idle_limit:
                     raise DomainError(
-                        Code.DEADLINE_EXCEEDED,
+                        Code.UNAVAILABLE,
                         "WATCH_IDLE",
                         f"job {job_id} had no event for {idle_limit:g} s; resume the watch with after_sequence={last}",
                         metadata={"after_sequence": str(last)},

@@ -430,8 +430,9 @@ export const KernelService: GenService<{
    * `INVALID_SEQUENCE` for a negative `after_sequence`. A server that stops
    * ends open watches with UNAVAILABLE `SERVER_SHUTTING_DOWN`; resume them
    * elsewhere with `after_sequence`. A watch that sees no event of its job for
-   * 10 minutes (`GEOPERA_WATCH_IDLE`) ends with DEADLINE_EXCEEDED `WATCH_IDLE`;
-   * its metadata `after_sequence` is the last sequence sent: resume with it.
+   * 10 minutes (`GEOPERA_WATCH_IDLE`) ends with UNAVAILABLE `WATCH_IDLE`; its
+   * metadata `after_sequence` is the last sequence sent: resume with it (the
+   * SDKs do so transparently).
    *
    * @generated from rpc geopera.v1.KernelService.WatchJob
    */
