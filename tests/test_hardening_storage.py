@@ -15,6 +15,7 @@ real PostgreSQL and real worker processes:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import math
@@ -383,6 +384,50 @@ def test_analytics_artifacts_count_against_the_quota(world):
         )
     finally:
         admin(world, "project", "set-quota", "alpha", "default")
+
+
+def test_job_outputs_over_the_quota_are_refused_and_not_stored(world, tmp_path):
+    import numpy as np
+
+    from geopera.v1 import worker_pb2
+    from server.raster import write_cog
+    from tests.jobs_support import RawWorker, create_and_dispatch, job_metadata
+    from tests.support.test_plugins import SQUARE
+
+    path = tmp_path / "out.tif"
+    write_cog(path, np.full((1, 64, 64), 7, dtype=np.uint8), crs="EPSG:4326",
+              transform=(0.01 / 64, 0, 14.55, 0, -0.01 / 64, 45.87), nodata=0, descriptions=["value"])  # fmt: skip
+    data = path.read_bytes()
+    objects = stored_objects(world, "beta")
+    raw = RawWorker(world.channel, world.tokens["worker"], ["raw_quota"])
+    client = world.client("beta")
+    job = None
+    try:
+        admin(world, "project", "set-quota", "beta", str(project_usage(world, "beta") + len(data) - 1))
+        job = create_and_dispatch(client, "raw_quota", {}, project="beta").job
+        assignment = raw.next_assignment(timeout=30)
+        item = worker_pb2.OutputItem(output_key="0", name="over_quota", geometry=struct(SQUARE),
+                                     assets=[worker_pb2.OutputAsset(key="data", size_bytes=len(data))])  # fmt: skip
+        chunk = worker_pb2.OutputChunk(output_key="0", asset_key="data", data=data, finish_write=True)
+        with pytest.raises(grpc.RpcError) as info:
+            raw.stub.RegisterOutputs(
+                iter([
+                    worker_pb2.RegisterOutputsRequest(job_id=job.id, item=item),
+                    worker_pb2.RegisterOutputsRequest(chunk=chunk),
+                    worker_pb2.RegisterOutputsRequest(commit=True),
+                ]),
+                metadata=job_metadata(assignment.job_token),
+                timeout=60,
+            )  # fmt: skip
+        failure = RpcFailure.from_rpc_error(info.value)
+        assert (failure.code, failure.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "QUOTA_EXCEEDED")
+        assert stored_objects(world, "beta") == objects
+    finally:
+        raw.die()
+        admin(world, "project", "set-quota", "beta", "default")
+        if job is not None:
+            with contextlib.suppress(RpcFailure):  # the job may have ended already
+                client.execute("processing.jobs.cancel", processing_pb2.ProcessingJobsCancelParams(job_id=job.id))
 
 
 # -- upload scope, stream caps, idle watches -------------------------------------------
