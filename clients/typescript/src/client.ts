@@ -311,7 +311,8 @@ export class JobWatch implements AsyncIterable<WatchJobResponse> {
       } finally {
         this.call = undefined;
       }
-      failures += 1;
+      // The server ends quiet watches (WATCH_IDLE): resuming them is routine, not a failure.
+      failures = error.reason === "WATCH_IDLE" ? 1 : failures + 1;
       if (error.code !== Code.UNAVAILABLE || failures >= policy.maxAttempts) throw error;
       const delay = backoffMs(policy, failures);
       if (deadline !== undefined && Date.now() + delay >= deadline) throw error;

@@ -56,6 +56,18 @@ class KernelServiceStub:
 
     Every response carries the trailing metadata `x-request-id` (echoing the
     request's `x-request-id` when given), which also appears in the server log.
+
+    Streams: one token holds at most 16 open `WatchJob`, `UploadAsset` and
+    `DownloadAsset` streams (and HTTP job event streams) per server at once
+    (`GEOPERA_MAX_STREAMS_PER_TOKEN`); one more fails RESOURCE_EXHAUSTED
+    `TOO_MANY_STREAMS` (metadata `max_streams`) and may be retried once a stream ends.
+
+    Storage: a project holds at most its storage quota (item assets, analytics
+    artifacts and pending uploads; the server default `GEOPERA_PROJECT_QUOTA_BYTES`,
+    100 GiB, unless an admin set the project's own). A write that would exceed it
+    (`UploadAsset`, `items.create`, `analytics.execute` storing artifacts,
+    `WorkerService.RegisterOutputs`) fails RESOURCE_EXHAUSTED `QUOTA_EXCEEDED`
+    (metadata `project_id`, `quota_bytes`, `requested_bytes`) and stores nothing.
     """
 
     def __init__(self, channel):
@@ -117,6 +129,18 @@ class KernelServiceServicer:
 
     Every response carries the trailing metadata `x-request-id` (echoing the
     request's `x-request-id` when given), which also appears in the server log.
+
+    Streams: one token holds at most 16 open `WatchJob`, `UploadAsset` and
+    `DownloadAsset` streams (and HTTP job event streams) per server at once
+    (`GEOPERA_MAX_STREAMS_PER_TOKEN`); one more fails RESOURCE_EXHAUSTED
+    `TOO_MANY_STREAMS` (metadata `max_streams`) and may be retried once a stream ends.
+
+    Storage: a project holds at most its storage quota (item assets, analytics
+    artifacts and pending uploads; the server default `GEOPERA_PROJECT_QUOTA_BYTES`,
+    100 GiB, unless an admin set the project's own). A write that would exceed it
+    (`UploadAsset`, `items.create`, `analytics.execute` storing artifacts,
+    `WorkerService.RegisterOutputs`) fails RESOURCE_EXHAUSTED `QUOTA_EXCEEDED`
+    (metadata `project_id`, `quota_bytes`, `requested_bytes`) and stores nothing.
     """
 
     def Execute(self, request, context):
@@ -176,7 +200,10 @@ class KernelServiceServicer:
         job, PERMISSION_DENIED for another project's job, INVALID_ARGUMENT
         `INVALID_SEQUENCE` for a negative `after_sequence`. A server that stops
         ends open watches with UNAVAILABLE `SERVER_SHUTTING_DOWN`; resume them
-        elsewhere with `after_sequence`.
+        elsewhere with `after_sequence`. A watch that sees no event of its job for
+        10 minutes (`GEOPERA_WATCH_IDLE`) ends with UNAVAILABLE `WATCH_IDLE`; its
+        metadata `after_sequence` is the last sequence sent: resume with it (the
+        SDKs do so transparently).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -188,7 +215,9 @@ class KernelServiceServicer:
         message carries the next chunk at `write_offset`; the last sets
         `finish_write`. The server keeps the upload for 24 hours.
 
-        Requires scope `catalog:write` on the project.
+        Requires scope `catalog:write` on the project. The scope is checked before
+        the first message is read, the project (membership and storage quota, against
+        `total_size` when given) on the first message: a refused stream stores no byte.
         - INVALID_ARGUMENT `INVALID_WRITE_OFFSET`: a chunk does not start where the
         previous ended.
         - INVALID_ARGUMENT `INCOMPLETE_UPLOAD`: the stream ended without
@@ -196,6 +225,8 @@ class KernelServiceServicer:
         nothing is kept.
         - RESOURCE_EXHAUSTED `UPLOAD_TOO_LARGE`: over the server's upload limit
         (default 4 GiB).
+        - RESOURCE_EXHAUSTED `QUOTA_EXCEEDED`: the project's storage quota would be
+        exceeded; nothing is kept.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -208,8 +239,8 @@ class KernelServiceServicer:
 
         Requires scope `catalog:read` for assets and `analytics:read` for
         artifacts. NOT_FOUND (`ITEM_NOT_FOUND`, `ASSET_NOT_FOUND`,
-        `ARTIFACT_NOT_FOUND`), INVALID_ARGUMENT `INVALID_RESOURCE_NAME`,
-        OUT_OF_RANGE `INVALID_READ_OFFSET`.
+        `ARTIFACT_NOT_FOUND`, also for an artifact past its retention),
+        INVALID_ARGUMENT `INVALID_RESOURCE_NAME`, OUT_OF_RANGE `INVALID_READ_OFFSET`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -277,6 +308,18 @@ class KernelService:
 
     Every response carries the trailing metadata `x-request-id` (echoing the
     request's `x-request-id` when given), which also appears in the server log.
+
+    Streams: one token holds at most 16 open `WatchJob`, `UploadAsset` and
+    `DownloadAsset` streams (and HTTP job event streams) per server at once
+    (`GEOPERA_MAX_STREAMS_PER_TOKEN`); one more fails RESOURCE_EXHAUSTED
+    `TOO_MANY_STREAMS` (metadata `max_streams`) and may be retried once a stream ends.
+
+    Storage: a project holds at most its storage quota (item assets, analytics
+    artifacts and pending uploads; the server default `GEOPERA_PROJECT_QUOTA_BYTES`,
+    100 GiB, unless an admin set the project's own). A write that would exceed it
+    (`UploadAsset`, `items.create`, `analytics.execute` storing artifacts,
+    `WorkerService.RegisterOutputs`) fails RESOURCE_EXHAUSTED `QUOTA_EXCEEDED`
+    (metadata `project_id`, `quota_bytes`, `requested_bytes`) and stores nothing.
     """
 
     @staticmethod

@@ -57,6 +57,18 @@ class KernelServiceStub:
 
     Every response carries the trailing metadata `x-request-id` (echoing the
     request's `x-request-id` when given), which also appears in the server log.
+
+    Streams: one token holds at most 16 open `WatchJob`, `UploadAsset` and
+    `DownloadAsset` streams (and HTTP job event streams) per server at once
+    (`GEOPERA_MAX_STREAMS_PER_TOKEN`); one more fails RESOURCE_EXHAUSTED
+    `TOO_MANY_STREAMS` (metadata `max_streams`) and may be retried once a stream ends.
+
+    Storage: a project holds at most its storage quota (item assets, analytics
+    artifacts and pending uploads; the server default `GEOPERA_PROJECT_QUOTA_BYTES`,
+    100 GiB, unless an admin set the project's own). A write that would exceed it
+    (`UploadAsset`, `items.create`, `analytics.execute` storing artifacts,
+    `WorkerService.RegisterOutputs`) fails RESOURCE_EXHAUSTED `QUOTA_EXCEEDED`
+    (metadata `project_id`, `quota_bytes`, `requested_bytes`) and stores nothing.
     """
 
     @_typing.overload
@@ -116,7 +128,10 @@ class KernelServiceStub:
     job, PERMISSION_DENIED for another project's job, INVALID_ARGUMENT
     `INVALID_SEQUENCE` for a negative `after_sequence`. A server that stops
     ends open watches with UNAVAILABLE `SERVER_SHUTTING_DOWN`; resume them
-    elsewhere with `after_sequence`.
+    elsewhere with `after_sequence`. A watch that sees no event of its job for
+    10 minutes (`GEOPERA_WATCH_IDLE`) ends with UNAVAILABLE `WATCH_IDLE`; its
+    metadata `after_sequence` is the last sequence sent: resume with it (the
+    SDKs do so transparently).
     """
     UploadAsset: _grpc.StreamUnaryMultiCallable[_kernel_pb2.UploadAssetRequest, _kernel_pb2.UploadAssetResponse]
     """Uploads a file in chunks (shaped like `google.bytestream.ByteStream.Write`)
@@ -124,7 +139,9 @@ class KernelServiceStub:
     message carries the next chunk at `write_offset`; the last sets
     `finish_write`. The server keeps the upload for 24 hours.
 
-    Requires scope `catalog:write` on the project.
+    Requires scope `catalog:write` on the project. The scope is checked before
+    the first message is read, the project (membership and storage quota, against
+    `total_size` when given) on the first message: a refused stream stores no byte.
     - INVALID_ARGUMENT `INVALID_WRITE_OFFSET`: a chunk does not start where the
       previous ended.
     - INVALID_ARGUMENT `INCOMPLETE_UPLOAD`: the stream ended without
@@ -132,6 +149,8 @@ class KernelServiceStub:
       nothing is kept.
     - RESOURCE_EXHAUSTED `UPLOAD_TOO_LARGE`: over the server's upload limit
       (default 4 GiB).
+    - RESOURCE_EXHAUSTED `QUOTA_EXCEEDED`: the project's storage quota would be
+      exceeded; nothing is kept.
     """
     DownloadAsset: _grpc.UnaryStreamMultiCallable[_kernel_pb2.DownloadAssetRequest, _kernel_pb2.DownloadAssetResponse]
     """Downloads an item asset (`items/{item_id}/assets/{asset_key}`) or an
@@ -140,8 +159,8 @@ class KernelServiceStub:
 
     Requires scope `catalog:read` for assets and `analytics:read` for
     artifacts. NOT_FOUND (`ITEM_NOT_FOUND`, `ASSET_NOT_FOUND`,
-    `ARTIFACT_NOT_FOUND`), INVALID_ARGUMENT `INVALID_RESOURCE_NAME`,
-    OUT_OF_RANGE `INVALID_READ_OFFSET`.
+    `ARTIFACT_NOT_FOUND`, also for an artifact past its retention),
+    INVALID_ARGUMENT `INVALID_RESOURCE_NAME`, OUT_OF_RANGE `INVALID_READ_OFFSET`.
     """
 
 @_typing.type_check_only
@@ -176,6 +195,18 @@ class KernelServiceAsyncStub(KernelServiceStub):
 
     Every response carries the trailing metadata `x-request-id` (echoing the
     request's `x-request-id` when given), which also appears in the server log.
+
+    Streams: one token holds at most 16 open `WatchJob`, `UploadAsset` and
+    `DownloadAsset` streams (and HTTP job event streams) per server at once
+    (`GEOPERA_MAX_STREAMS_PER_TOKEN`); one more fails RESOURCE_EXHAUSTED
+    `TOO_MANY_STREAMS` (metadata `max_streams`) and may be retried once a stream ends.
+
+    Storage: a project holds at most its storage quota (item assets, analytics
+    artifacts and pending uploads; the server default `GEOPERA_PROJECT_QUOTA_BYTES`,
+    100 GiB, unless an admin set the project's own). A write that would exceed it
+    (`UploadAsset`, `items.create`, `analytics.execute` storing artifacts,
+    `WorkerService.RegisterOutputs`) fails RESOURCE_EXHAUSTED `QUOTA_EXCEEDED`
+    (metadata `project_id`, `quota_bytes`, `requested_bytes`) and stores nothing.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -232,7 +263,10 @@ class KernelServiceAsyncStub(KernelServiceStub):
     job, PERMISSION_DENIED for another project's job, INVALID_ARGUMENT
     `INVALID_SEQUENCE` for a negative `after_sequence`. A server that stops
     ends open watches with UNAVAILABLE `SERVER_SHUTTING_DOWN`; resume them
-    elsewhere with `after_sequence`.
+    elsewhere with `after_sequence`. A watch that sees no event of its job for
+    10 minutes (`GEOPERA_WATCH_IDLE`) ends with UNAVAILABLE `WATCH_IDLE`; its
+    metadata `after_sequence` is the last sequence sent: resume with it (the
+    SDKs do so transparently).
     """
     UploadAsset: _aio.StreamUnaryMultiCallable[_kernel_pb2.UploadAssetRequest, _kernel_pb2.UploadAssetResponse]  # type: ignore[assignment]
     """Uploads a file in chunks (shaped like `google.bytestream.ByteStream.Write`)
@@ -240,7 +274,9 @@ class KernelServiceAsyncStub(KernelServiceStub):
     message carries the next chunk at `write_offset`; the last sets
     `finish_write`. The server keeps the upload for 24 hours.
 
-    Requires scope `catalog:write` on the project.
+    Requires scope `catalog:write` on the project. The scope is checked before
+    the first message is read, the project (membership and storage quota, against
+    `total_size` when given) on the first message: a refused stream stores no byte.
     - INVALID_ARGUMENT `INVALID_WRITE_OFFSET`: a chunk does not start where the
       previous ended.
     - INVALID_ARGUMENT `INCOMPLETE_UPLOAD`: the stream ended without
@@ -248,6 +284,8 @@ class KernelServiceAsyncStub(KernelServiceStub):
       nothing is kept.
     - RESOURCE_EXHAUSTED `UPLOAD_TOO_LARGE`: over the server's upload limit
       (default 4 GiB).
+    - RESOURCE_EXHAUSTED `QUOTA_EXCEEDED`: the project's storage quota would be
+      exceeded; nothing is kept.
     """
     DownloadAsset: _aio.UnaryStreamMultiCallable[_kernel_pb2.DownloadAssetRequest, _kernel_pb2.DownloadAssetResponse]  # type: ignore[assignment]
     """Downloads an item asset (`items/{item_id}/assets/{asset_key}`) or an
@@ -256,8 +294,8 @@ class KernelServiceAsyncStub(KernelServiceStub):
 
     Requires scope `catalog:read` for assets and `analytics:read` for
     artifacts. NOT_FOUND (`ITEM_NOT_FOUND`, `ASSET_NOT_FOUND`,
-    `ARTIFACT_NOT_FOUND`), INVALID_ARGUMENT `INVALID_RESOURCE_NAME`,
-    OUT_OF_RANGE `INVALID_READ_OFFSET`.
+    `ARTIFACT_NOT_FOUND`, also for an artifact past its retention),
+    INVALID_ARGUMENT `INVALID_RESOURCE_NAME`, OUT_OF_RANGE `INVALID_READ_OFFSET`.
     """
 
 class KernelServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -291,6 +329,18 @@ class KernelServiceServicer(metaclass=_abc_1.ABCMeta):
 
     Every response carries the trailing metadata `x-request-id` (echoing the
     request's `x-request-id` when given), which also appears in the server log.
+
+    Streams: one token holds at most 16 open `WatchJob`, `UploadAsset` and
+    `DownloadAsset` streams (and HTTP job event streams) per server at once
+    (`GEOPERA_MAX_STREAMS_PER_TOKEN`); one more fails RESOURCE_EXHAUSTED
+    `TOO_MANY_STREAMS` (metadata `max_streams`) and may be retried once a stream ends.
+
+    Storage: a project holds at most its storage quota (item assets, analytics
+    artifacts and pending uploads; the server default `GEOPERA_PROJECT_QUOTA_BYTES`,
+    100 GiB, unless an admin set the project's own). A write that would exceed it
+    (`UploadAsset`, `items.create`, `analytics.execute` storing artifacts,
+    `WorkerService.RegisterOutputs`) fails RESOURCE_EXHAUSTED `QUOTA_EXCEEDED`
+    (metadata `project_id`, `quota_bytes`, `requested_bytes`) and stores nothing.
     """
 
     @_abc_1.abstractmethod
@@ -357,7 +407,10 @@ class KernelServiceServicer(metaclass=_abc_1.ABCMeta):
         job, PERMISSION_DENIED for another project's job, INVALID_ARGUMENT
         `INVALID_SEQUENCE` for a negative `after_sequence`. A server that stops
         ends open watches with UNAVAILABLE `SERVER_SHUTTING_DOWN`; resume them
-        elsewhere with `after_sequence`.
+        elsewhere with `after_sequence`. A watch that sees no event of its job for
+        10 minutes (`GEOPERA_WATCH_IDLE`) ends with UNAVAILABLE `WATCH_IDLE`; its
+        metadata `after_sequence` is the last sequence sent: resume with it (the
+        SDKs do so transparently).
         """
 
     @_abc_1.abstractmethod
@@ -371,7 +424,9 @@ class KernelServiceServicer(metaclass=_abc_1.ABCMeta):
         message carries the next chunk at `write_offset`; the last sets
         `finish_write`. The server keeps the upload for 24 hours.
 
-        Requires scope `catalog:write` on the project.
+        Requires scope `catalog:write` on the project. The scope is checked before
+        the first message is read, the project (membership and storage quota, against
+        `total_size` when given) on the first message: a refused stream stores no byte.
         - INVALID_ARGUMENT `INVALID_WRITE_OFFSET`: a chunk does not start where the
           previous ended.
         - INVALID_ARGUMENT `INCOMPLETE_UPLOAD`: the stream ended without
@@ -379,6 +434,8 @@ class KernelServiceServicer(metaclass=_abc_1.ABCMeta):
           nothing is kept.
         - RESOURCE_EXHAUSTED `UPLOAD_TOO_LARGE`: over the server's upload limit
           (default 4 GiB).
+        - RESOURCE_EXHAUSTED `QUOTA_EXCEEDED`: the project's storage quota would be
+          exceeded; nothing is kept.
         """
 
     @_abc_1.abstractmethod
@@ -393,8 +450,8 @@ class KernelServiceServicer(metaclass=_abc_1.ABCMeta):
 
         Requires scope `catalog:read` for assets and `analytics:read` for
         artifacts. NOT_FOUND (`ITEM_NOT_FOUND`, `ASSET_NOT_FOUND`,
-        `ARTIFACT_NOT_FOUND`), INVALID_ARGUMENT `INVALID_RESOURCE_NAME`,
-        OUT_OF_RANGE `INVALID_READ_OFFSET`.
+        `ARTIFACT_NOT_FOUND`, also for an artifact past its retention),
+        INVALID_ARGUMENT `INVALID_RESOURCE_NAME`, OUT_OF_RANGE `INVALID_READ_OFFSET`.
         """
 
 def add_KernelServiceServicer_to_server(servicer: KernelServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

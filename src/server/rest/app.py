@@ -217,31 +217,34 @@ class RestApi:
                 call_info = call
                 executor, principal = await self._authenticate(request, call)
                 after = self._after_sequence(request)
-                events = executor.watch(principal, request.match_info["job_id"], after)
-                async for event in events:
-                    if response is None:
-                        response = web.StreamResponse(
-                            headers={
-                                "Content-Type": "text/event-stream",
-                                "Cache-Control": "no-cache",
-                                "X-Request-Id": call.request_id,
-                            }
+                with executor.services.streams.hold(principal.id):
+                    events = executor.watch(principal, request.match_info["job_id"], after)
+                    async for event in events:
+                        if response is None:
+                            response = web.StreamResponse(
+                                headers={
+                                    "Content-Type": "text/event-stream",
+                                    "Cache-Control": "no-cache",
+                                    "X-Request-Id": call.request_id,
+                                }
+                            )
+                            await response.prepare(request)
+                        payload = kernel_pb2.WatchJobResponse(
+                            sequence=event.sequence,
+                            event_time=convert.timestamp(event.event_time),
+                            job=convert.job(event.job),
+                            event_type=event.event_type,
                         )
-                        await response.prepare(request)
-                    payload = kernel_pb2.WatchJobResponse(
-                        sequence=event.sequence,
-                        event_time=convert.timestamp(event.event_time),
-                        job=convert.job(event.job),
-                        event_type=event.event_type,
-                    )
-                    data = json.dumps(json_format.MessageToDict(payload, preserving_proto_field_name=True))
-                    await response.write(f"id: {event.sequence}\nevent: {event.event_type}\ndata: {data}\n\n".encode())
-                if response is None:
-                    # A resume of an ended job with nothing newer: 204 also tells an
-                    # EventSource not to reconnect.
-                    return web.Response(status=204, headers={"X-Request-Id": call.request_id})
-                await response.write_eof()
-                return response
+                        data = json.dumps(json_format.MessageToDict(payload, preserving_proto_field_name=True))
+                        await response.write(
+                            f"id: {event.sequence}\nevent: {event.event_type}\ndata: {data}\n\n".encode()
+                        )
+                    if response is None:
+                        # A resume of an ended job with nothing newer: 204 also tells an
+                        # EventSource not to reconnect.
+                        return web.Response(status=204, headers={"X-Request-Id": call.request_id})
+                    await response.write_eof()
+                    return response
         except DomainError as err:
             if response is None:
                 return _json_response(error_body(err, call_info.request_id), http_status(err), call_info.request_id)

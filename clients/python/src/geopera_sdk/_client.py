@@ -578,6 +578,8 @@ class JobWatch(Iterator[kernel_pb2.WatchJobResponse]):
                 error = error_from_rpc(err)
             finally:
                 call.cancel()
+            if error.reason == "WATCH_IDLE":
+                attempts.progressed()  # the server ends quiet watches: resuming them is routine
             delay = attempts.next_delay(error, safe=True)
             if delay is None:
                 raise error

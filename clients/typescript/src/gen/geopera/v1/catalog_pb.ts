@@ -335,7 +335,9 @@ export const AssetInputSchema: GenMessage<AssetInput> = /*@__PURE__*/
  * the render stretch, computes the footprint, and stores the asset. Either
  * everything is registered or nothing is: a refused asset leaves no item,
  * asset or stored file behind, and the upload stays usable for a retry.
- * ALREADY_EXISTS `ITEM_NAME_TAKEN` when (project, collection, name) is taken.
+ * ALREADY_EXISTS `ITEM_NAME_TAKEN` when (project, collection, name) is taken;
+ * RESOURCE_EXHAUSTED `QUOTA_EXCEEDED` when the assets would exceed the project's
+ * storage quota.
  *
  * @generated from message geopera.v1.ItemsCreateParams
  */

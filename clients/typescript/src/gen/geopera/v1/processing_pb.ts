@@ -128,7 +128,9 @@ export const ClipCreateFromItemResultSchema: GenMessage<ClipCreateFromItemResult
  * `input_params` against the job type's schema (INVALID_ARGUMENT
  * `INVALID_JOB_PARAMS` with BadRequest violations and the expected schema),
  * reserves the estimated credits and creates a PENDING job. Dispatch it with
- * `processing.dispatch`. NOT_FOUND `JOB_TYPE_NOT_FOUND`.
+ * `processing.dispatch`. NOT_FOUND `JOB_TYPE_NOT_FOUND`. `input_params` take at
+ * most 64 KiB as JSON (INVALID_ARGUMENT `INPUT_TOO_LARGE`, metadata `max_bytes`):
+ * large inputs belong in uploaded items.
  *
  * @generated from message geopera.v1.ProcessingCreateParams
  */
