@@ -402,7 +402,7 @@ def sweep_storage(cluster: Cluster) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEOPERA_")}
     env.update({"GEOPERA_DATABASE_URL": cluster.url, "GEOPERA_HOME": str(cluster.home)})
     done = subprocess.run(
-        [sys.executable, "-m", "server.cli", "admin", "storage", "sweep", "--grace-seconds", "0"],
+        [sys.executable, "-m", "server.cli", "admin", "storage", "sweep", "--grace", "0"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     if done.returncode != 0:

@@ -41,7 +41,11 @@ from server.domain.catalog import CatalogLimits, CatalogService
 from server.domain.credits import CreditService
 from server.domain.jobs import CostModel, JobService, JobTypeRecord, LeasePolicy
 from server.domain.outputs import OutputService
+from server.domain.quota import StorageQuota
+from server.domain.streams import StreamLimiter
+from server.domain.sweep import StorageSweeper
 from server.listen import ListenError, check_ports
+from server.pagination import install_page_token_key, load_page_token_key
 from server.rest.app import RestApi, start_rest
 from server.services import Services
 from server.storage import LocalStorage
@@ -65,10 +69,12 @@ def database_url(settings: Settings) -> str:
 
 async def build_services(settings: Settings, url: str) -> Services:
     db = await connect_database(url, max_size=settings.db_pool_size)
+    install_page_token_key(await load_page_token_key(db, settings.page_token_key))
     storage = LocalStorage(settings.storage_root)
     tokens = TokenService(db, cache_seconds=settings.token_cache_seconds)
     limits = CatalogLimits(max_upload_bytes=settings.max_upload_bytes)
-    catalog = CatalogService(db, storage, limits)
+    quota = StorageQuota(settings.project_quota_bytes)
+    catalog = CatalogService(db, storage, limits, quota)
     policy = LeasePolicy(
         lease_seconds=settings.lease_seconds,
         heartbeat_seconds=settings.heartbeat_seconds,
@@ -76,9 +82,21 @@ async def build_services(settings: Settings, url: str) -> Services:
         max_attempts=settings.max_attempts,
     )
     jobs = JobService(db, policy)
-    outputs = OutputService(db, storage, jobs, limits)
-    analytics = AnalyticsService(db, storage, catalog, load_analytics_methods(settings.analytics_plugins))
-    return Services(db, storage, tokens, catalog, CreditService(db), jobs, outputs, Notifications(url), analytics)
+    outputs = OutputService(db, storage, jobs, limits, quota)
+    analytics = AnalyticsService(db, storage, catalog, load_analytics_methods(settings.analytics_plugins), quota)
+    streams = StreamLimiter(settings.max_streams_per_token, settings.watch_idle_seconds)
+    return Services(
+        db, storage, tokens, catalog, CreditService(db), jobs, outputs, Notifications(url), analytics, streams
+    )
+
+
+def storage_sweeper(settings: Settings, services: Services) -> StorageSweeper:
+    return StorageSweeper(
+        services.db,
+        services.storage,
+        grace_seconds=settings.storage_grace_seconds,
+        artifact_retention_seconds=settings.artifact_retention_seconds,
+    )
 
 
 def load_analytics_methods(plugins: str) -> MethodRegistry:
@@ -180,6 +198,10 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
         asyncio.create_task(_every(600, "upload sweep", services.catalog.expire_uploads)),
         asyncio.create_task(_every(1.0, "lease reaper", services.jobs.expire_leases)),
         asyncio.create_task(_every(3600, "idempotency sweep", services.jobs.expire_idempotency_keys)),
+        # Also at start: clears what a crash left (objects of unknown commits, scratch).
+        asyncio.create_task(
+            _every(settings.sweep_interval_seconds, "storage sweep", storage_sweeper(settings, services).sweep)
+        ),
     ]
     if on_ready is not None:
         await on_ready(services, port)

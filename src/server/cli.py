@@ -127,6 +127,14 @@ async def _admin(args: argparse.Namespace) -> object:
             case ("credits", "grant"):
                 row = await services.credits.grant(args.project_id, args.amount, args.note or "admin grant")
                 return {"project_id": row.project_id, "granted": row.amount, "available": row.available_after}
+            case ("project", "set-quota"):
+                return await _set_quota(services, args.project_id, args.quota_bytes)
+            case ("storage", "sweep"):
+                from server.app import storage_sweeper
+                from server.config import parse_duration
+
+                grace = parse_duration(args.grace) if args.grace else None
+                return (await storage_sweeper(settings, services).sweep(grace)).to_json()
             case ("credits", "balance"):
                 from server.demo import SYSTEM
 
@@ -135,6 +143,21 @@ async def _admin(args: argparse.Namespace) -> object:
         raise SystemExit(f"unknown admin command {args.admin_group} {args.admin_action}")
     finally:
         await services.db.close()
+
+
+async def _set_quota(services, project_id: str, quota: str) -> object:  # type: ignore[no-untyped-def]
+    from server.store import Q
+
+    quota_bytes = None if quota == "default" else int(quota)
+    if quota_bytes is not None and quota_bytes < 0:
+        raise ValueError("the quota is a number of bytes >= 0, or 'default'")
+    async with services.db.connection() as conn:
+        row = await (
+            await conn.execute(Q.set_project_quota, {"project_id": project_id, "quota_bytes": quota_bytes})
+        ).fetchone()
+    if row is None:
+        raise ValueError(f"no project {project_id!r}")
+    return {"project_id": project_id, "storage_quota_bytes": quota_bytes}
 
 
 def _cmd_admin(args: argparse.Namespace) -> int:
@@ -190,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("project_id")
     create.add_argument("--display-name")
     project.add_parser("list", parents=[common], help="list projects")
+    quota = project.add_parser("set-quota", parents=[common], help="set a project's storage quota")
+    quota.add_argument("project_id")
+    quota.add_argument("quota_bytes", help="bytes, or 'default' for the server's [GEOPERA_PROJECT_QUOTA_BYTES]")
 
     token = groups.add_parser("token", help="tokens").add_subparsers(dest="admin_action", required=True)
     tcreate = token.add_parser("create", parents=[common], help="create a token (printed once)")
@@ -205,6 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_parser("list", parents=[common], help="list tokens (never the secrets)")
     revoke = token.add_parser("revoke", parents=[common], help="revoke a token by its id (see token list)")
     revoke.add_argument("token_id")
+
+    storage = groups.add_parser("storage", help="stored files").add_subparsers(dest="admin_action", required=True)
+    sweep = storage.add_parser(
+        "sweep",
+        parents=[common],
+        help="remove expired artifacts, unreferenced objects and stale scratch now; prints what it removed",
+    )
+    sweep.add_argument("--grace", help="minimum age of what is removed, e.g. 30m [GEOPERA_STORAGE_GRACE, 1h]")
 
     credits = groups.add_parser("credits", help="credits").add_subparsers(dest="admin_action", required=True)
     grant = credits.add_parser("grant", parents=[common], help="add credits to a project")

@@ -24,6 +24,22 @@ def _env_float(name: str, default: float) -> float:
 def _env_path(name: str) -> Path | None:
     value = os.environ.get(name)
     return Path(value) if value else None
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from `90`, `90s`, `15m`, `12h` or `7d`."""
+    text = text.strip().lower()
+    unit = _DURATION_UNITS.get(text[-1:]) if text else None
+    seconds = float(text[:-1] if unit else text) * (unit or 1)
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError(f"not a duration: {text!r}")
+    return seconds
+
+
+def _env_duration(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return parse_duration(value) if value else default
 
 
 @dataclass
@@ -61,6 +77,23 @@ class Settings:
     tls_key: Path | None = field(default_factory=lambda: _env_path("GEOPERA_TLS_KEY"))
     # Serve plaintext on an address beyond loopback (refused otherwise).
     insecure: bool = field(default_factory=lambda: os.environ.get("GEOPERA_INSECURE", "") in ("1", "true"))
+    # Secret that signs page tokens (any string; give every replica the same). Unset: a
+    # random key generated once and kept in the database.
+    page_token_key: str = field(default_factory=lambda: os.environ.get("GEOPERA_PAGE_TOKEN_KEY", ""), repr=False)
+    # Storage sweep: stored objects no row names, and scratch files, are removed
+    # once older than the grace; analytics artifacts once older than the retention.
+    storage_grace_seconds: float = field(default_factory=lambda: _env_duration("GEOPERA_STORAGE_GRACE", 3600.0))
+    artifact_retention_seconds: float = field(
+        default_factory=lambda: _env_duration("GEOPERA_ARTIFACT_RETENTION", 7 * 86400.0)
+    )
+    sweep_interval_seconds: float = field(default_factory=lambda: _env_duration("GEOPERA_SWEEP_INTERVAL", 900.0))
+    # Storage quota of a project without its own (`geopera admin project set-quota`).
+    project_quota_bytes: int = field(default_factory=lambda: _env_int("GEOPERA_PROJECT_QUOTA_BYTES", 100 << 30))
+    # Concurrent WatchJob/UploadAsset/DownloadAsset streams (and HTTP event
+    # streams) one token may hold on one server.
+    max_streams_per_token: int = field(default_factory=lambda: _env_int("GEOPERA_MAX_STREAMS_PER_TOKEN", 16))
+    # A watch that saw no event of its job this long ends (the client resumes it).
+    watch_idle_seconds: float = field(default_factory=lambda: _env_duration("GEOPERA_WATCH_IDLE", 600.0))
 
     @property
     def storage_root(self) -> Path:

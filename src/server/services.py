@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from server.auth import TokenService
 from server.domain.analytics import AnalyticsService
@@ -10,6 +10,7 @@ from server.domain.catalog import CatalogService
 from server.domain.credits import CreditService
 from server.domain.jobs import JobService
 from server.domain.outputs import OutputService
+from server.domain.streams import StreamLimiter
 from server.storage import LocalStorage
 from server.store import Database
 from server.store.listener import Notifications
@@ -26,3 +27,4 @@ class Services:
     outputs: OutputService
     notifications: Notifications
     analytics: AnalyticsService
+    streams: StreamLimiter = field(default_factory=StreamLimiter)

@@ -10,9 +10,18 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    # When the object was stored (seconds since the epoch).
+    stored_time: float
 
 
 class BlobStorage(Protocol):
@@ -38,6 +47,9 @@ class BlobStorage(Protocol):
 
     def scratch_dir(self) -> Path:
         """A directory on the same file system for temporary files."""
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        """Every stored object whose key starts with `prefix` (scratch excluded)."""
 
 
 class LocalStorage:
@@ -73,6 +85,10 @@ class LocalStorage:
         except OSError:  # another file system: copy, then drop the source
             self.put_file(key, source)
             source.unlink(missing_ok=True)
+            return
+        # A rename keeps the source's time; the sweep's grace counts from storing.
+        now = time.time()
+        os.utime(target, (now, now))
 
     def open_read(self, key: str) -> BinaryIO:
         return self._path(key).open("rb")
@@ -91,6 +107,19 @@ class LocalStorage:
 
     def scratch_dir(self) -> Path:
         return self._scratch
+
+    def list_objects(self, prefix: str) -> Iterator[StoredObject]:
+        base = self._path(prefix) if prefix else self.root
+        for directory, subdirs, files in os.walk(base):
+            if Path(directory) == self.root:
+                subdirs[:] = [d for d in subdirs if Path(directory, d) != self._scratch]
+            for name in files:
+                path = Path(directory, name)
+                try:
+                    stored = path.stat().st_mtime
+                except FileNotFoundError:  # removed meanwhile
+                    continue
+                yield StoredObject(path.relative_to(self.root).as_posix(), stored)
 
 
 def iter_chunks(stream: BinaryIO, offset: int, limit: int, chunk_size: int) -> Iterator[bytes]:

@@ -50,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--name", default=env("GEOPERA_WORKER_NAME", ""))
     parser.add_argument("--plugins", default=env("GEOPERA_WORKER_PLUGINS", DEFAULT_PLUGINS),
                         help="comma-separated plugin modules [GEOPERA_WORKER_PLUGINS]")  # fmt: skip
-    parser.add_argument("--workdir", default=env("GEOPERA_WORKER_DIR"), help="scratch directory")
+    parser.add_argument(
+        "--workdir",
+        default=env("GEOPERA_WORKER_DIR"),
+        help="where the worker makes its private scratch folder (removed at exit) [GEOPERA_WORKER_DIR]",
+    )
     parser.add_argument("--grace", type=float, default=float(env("GEOPERA_WORKER_GRACE", "30")),
                         help="seconds running jobs get to finish on SIGTERM before they are handed back")  # fmt: skip
     parser.add_argument("--no-shared-storage", action="store_true",

@@ -119,7 +119,11 @@ class Worker:
         self.worker_id = ""
         self.running: dict[str, RunningJob] = {}
         self.draining = False
-        self._workdir = config.workdir or Path(tempfile.mkdtemp(prefix="geopera-worker-"))
+        # A private folder, inside --workdir when given: shutdown removes only it,
+        # never the folder the user named (nor anything else in it).
+        if config.workdir is not None:
+            config.workdir.mkdir(parents=True, exist_ok=True)
+        self._workdir = Path(tempfile.mkdtemp(prefix=f"geopera-worker-{os.getpid()}-", dir=config.workdir))
         self._outbound: asyncio.Queue[worker_pb2.ConnectRequest | None] | None = None
         self._heartbeat_seconds = 3.0
         self._channel: aio.Channel | None = None

@@ -285,7 +285,9 @@ export class JobWatch implements AsyncIterable<WatchJobResponse> {
       this.call = call;
       let error: GeoperaError;
       try {
+        let received = false;
         for await (const event of readStream(call)) {
+          received = true;
           // After the first event, anything not newer was already delivered
           // (never expected; cheap insurance against a replaying server).
           if (yielded && event.sequence <= this.lastSequence) continue;
@@ -297,6 +299,8 @@ export class JobWatch implements AsyncIterable<WatchJobResponse> {
           if (isTerminal(event.job?.status)) return;
           if (this.stopped) return;
         }
+        // The server ends a watch OK only for an ended job: nothing was newer.
+        if (!received) return;
         error = new UnavailableError("the watch ended before the job did", {
           code: Code.UNAVAILABLE,
           reason: "STREAM_ENDED",
@@ -307,7 +311,8 @@ export class JobWatch implements AsyncIterable<WatchJobResponse> {
       } finally {
         this.call = undefined;
       }
-      failures += 1;
+      // The server ends quiet watches (WATCH_IDLE): resuming them is routine, not a failure.
+      failures = error.reason === "WATCH_IDLE" ? 1 : failures + 1;
       if (error.code !== Code.UNAVAILABLE || failures >= policy.maxAttempts) throw error;
       const delay = backoffMs(policy, failures);
       if (deadline !== undefined && Date.now() + delay >= deadline) throw error;

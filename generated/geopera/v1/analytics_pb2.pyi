@@ -32,7 +32,9 @@ class AnalyticsExecuteParams(_message.Message):
     ones); INVALID_ARGUMENT `INVALID_ANALYTICS_PARAMS` with one BadRequest
     violation per problem and the method's `ExpectedSchema` in the details.
     Items named in `params` follow the usual access rules (NOT_FOUND /
-    PERMISSION_DENIED). The result is computed at full resolution.
+    PERMISSION_DENIED). The result is computed at full resolution. Artifacts the
+    method stores count against the project's storage quota (RESOURCE_EXHAUSTED
+    `QUOTA_EXCEEDED`) and are kept for the artifact retention (7 days by default).
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -86,7 +86,10 @@ class ProjectsListParams(_message.Message):
     page_size: _builtins.int
     """Maximum projects per page, 1..1000; 0 means 100."""
     page_token: _builtins.str
-    """`next_page_token` of the previous page; empty for the first page."""
+    """`next_page_token` of the previous page; empty for the first page. Tokens
+    are signed by the server: any other value is INVALID_ARGUMENT
+    `INVALID_PAGE_TOKEN`.
+    """
     def __init__(
         self,
         *,
@@ -181,8 +184,10 @@ Global___ItemsGetResult: _TypeAlias = ItemsGetResult  # noqa: Y015
 class ItemsListParams(_message.Message):
     """`items.list` (scope `catalog:read`): a project's items, ordered by
     (datetime, id), filtered by every filter given.
-    INVALID_ARGUMENT `INVALID_BBOX`, `INVALID_TIME_RANGE`, `INVALID_PAGE_TOKEN`
-    (including a token issued for other filters), `INVALID_PAGE_SIZE`.
+    INVALID_ARGUMENT `INVALID_BBOX`, `INVALID_TIME_RANGE`, `INVALID_TIMESTAMP`
+    (a time outside 0001-01-01..9999-12-31 UTC, or nanos outside 0..999999999),
+    `INVALID_PAGE_TOKEN` (a token the server did not sign, or one issued for
+    another list, project or filters), `INVALID_PAGE_SIZE`.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -333,7 +338,9 @@ class ItemsCreateParams(_message.Message):
     the render stretch, computes the footprint, and stores the asset. Either
     everything is registered or nothing is: a refused asset leaves no item,
     asset or stored file behind, and the upload stays usable for a retry.
-    ALREADY_EXISTS `ITEM_NAME_TAKEN` when (project, collection, name) is taken.
+    ALREADY_EXISTS `ITEM_NAME_TAKEN` when (project, collection, name) is taken;
+    RESOURCE_EXHAUSTED `QUOTA_EXCEEDED` when the assets would exceed the project's
+    storage quota.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -359,7 +366,8 @@ class ItemsCreateParams(_message.Message):
     def datetime(self) -> _timestamp_pb2.Timestamp:
         """Acquisition time. When unset: the raster's `TIFFTAG_DATETIME` /
         `ACQUISITION_DATETIME` tag, else a `YYYYMMDD` date in `name`, else
-        INVALID_ARGUMENT `DATETIME_REQUIRED`.
+        INVALID_ARGUMENT `DATETIME_REQUIRED`. Outside 0001-01-01..9999-12-31 UTC
+        (or nanos outside 0..999999999): INVALID_ARGUMENT `INVALID_TIMESTAMP`.
         """
 
     @_builtins.property

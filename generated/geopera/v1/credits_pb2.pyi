@@ -94,7 +94,10 @@ class CreditsLedgerListParams(_message.Message):
     page_size: _builtins.int
     """Maximum entries per page, 1..1000; 0 means 100."""
     page_token: _builtins.str
-    """`next_page_token` of the previous page (same filters)."""
+    """`next_page_token` of the previous page (same filters). Tokens are signed
+    by the server and bound to their list, project and filters: any other
+    value is INVALID_ARGUMENT `INVALID_PAGE_TOKEN`.
+    """
     def __init__(
         self,
         *,

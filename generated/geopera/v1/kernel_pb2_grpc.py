@@ -40,7 +40,10 @@ class KernelServiceStub:
     `geopera.v1`, an UPPER_SNAKE_CASE reason) in its rich details; validation
     errors also carry `google.rpc.BadRequest` field violations, and invalid
     analytics params a `geopera.v1.ExpectedSchema`. Clients branch on the reason,
-    never on the message text.
+    never on the message text. Error trailers stay under 8 KiB, the limit gRPC
+    clients accept without fail: texts are capped in UTF-8 bytes, and when the
+    details would not fit the last field violations (then the ExpectedSchema)
+    are left out.
 
     Access: an operation whose scope the token lacks fails PERMISSION_DENIED
     (reason `MISSING_SCOPE`). Naming a project the token is not a member of, or a
@@ -57,6 +60,18 @@ class KernelServiceStub:
 
     Every response carries the trailing metadata `x-request-id` (echoing the
     request's `x-request-id` when given), which also appears in the server log.
+
+    Streams: one token holds at most 16 open `WatchJob`, `UploadAsset` and
+    `DownloadAsset` streams (and HTTP job event streams) per server at once
+    (`GEOPERA_MAX_STREAMS_PER_TOKEN`); one more fails RESOURCE_EXHAUSTED
+    `TOO_MANY_STREAMS` (metadata `max_streams`) and may be retried once a stream ends.
+
+    Storage: a project holds at most its storage quota (item assets, analytics
+    artifacts and pending uploads; the server default `GEOPERA_PROJECT_QUOTA_BYTES`,
+    100 GiB, unless an admin set the project's own). A write that would exceed it
+    (`UploadAsset`, `items.create`, `analytics.execute` storing artifacts,
+    `WorkerService.RegisterOutputs`) fails RESOURCE_EXHAUSTED `QUOTA_EXCEEDED`
+    (metadata `project_id`, `quota_bytes`, `requested_bytes`) and stores nothing.
     """
 
     def __init__(self, channel):
@@ -102,7 +117,10 @@ class KernelServiceServicer:
     `geopera.v1`, an UPPER_SNAKE_CASE reason) in its rich details; validation
     errors also carry `google.rpc.BadRequest` field violations, and invalid
     analytics params a `geopera.v1.ExpectedSchema`. Clients branch on the reason,
-    never on the message text.
+    never on the message text. Error trailers stay under 8 KiB, the limit gRPC
+    clients accept without fail: texts are capped in UTF-8 bytes, and when the
+    details would not fit the last field violations (then the ExpectedSchema)
+    are left out.
 
     Access: an operation whose scope the token lacks fails PERMISSION_DENIED
     (reason `MISSING_SCOPE`). Naming a project the token is not a member of, or a
@@ -119,6 +137,18 @@ class KernelServiceServicer:
 
     Every response carries the trailing metadata `x-request-id` (echoing the
     request's `x-request-id` when given), which also appears in the server log.
+
+    Streams: one token holds at most 16 open `WatchJob`, `UploadAsset` and
+    `DownloadAsset` streams (and HTTP job event streams) per server at once
+    (`GEOPERA_MAX_STREAMS_PER_TOKEN`); one more fails RESOURCE_EXHAUSTED
+    `TOO_MANY_STREAMS` (metadata `max_streams`) and may be retried once a stream ends.
+
+    Storage: a project holds at most its storage quota (item assets, analytics
+    artifacts and pending uploads; the server default `GEOPERA_PROJECT_QUOTA_BYTES`,
+    100 GiB, unless an admin set the project's own). A write that would exceed it
+    (`UploadAsset`, `items.create`, `analytics.execute` storing artifacts,
+    `WorkerService.RegisterOutputs`) fails RESOURCE_EXHAUSTED `QUOTA_EXCEEDED`
+    (metadata `project_id`, `quota_bytes`, `requested_bytes`) and stores nothing.
     """
 
     def Execute(self, request, context):
@@ -169,14 +199,19 @@ class KernelServiceServicer:
 
         Resume a dropped stream by passing the last `sequence` received as
         `after_sequence`: exactly the later events are replayed, without a
-        snapshot. When the job has already ended and nothing is newer than
-        `after_sequence`, its final snapshot is sent once and the stream ends.
+        snapshot; no event at or below `after_sequence` is ever sent. When the
+        job has already ended and nothing is newer than `after_sequence`, the
+        stream ends OK with no message. The stream ends OK only once the job has
+        ended.
 
         Requires scope `processing:read`. NOT_FOUND `JOB_NOT_FOUND` for an unknown
         job, PERMISSION_DENIED for another project's job, INVALID_ARGUMENT
         `INVALID_SEQUENCE` for a negative `after_sequence`. A server that stops
         ends open watches with UNAVAILABLE `SERVER_SHUTTING_DOWN`; resume them
-        elsewhere with `after_sequence`.
+        elsewhere with `after_sequence`. A watch that sees no event of its job for
+        10 minutes (`GEOPERA_WATCH_IDLE`) ends with UNAVAILABLE `WATCH_IDLE`; its
+        metadata `after_sequence` is the last sequence sent: resume with it (the
+        SDKs do so transparently).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -188,7 +223,9 @@ class KernelServiceServicer:
         message carries the next chunk at `write_offset`; the last sets
         `finish_write`. The server keeps the upload for 24 hours.
 
-        Requires scope `catalog:write` on the project.
+        Requires scope `catalog:write` on the project. The scope is checked before
+        the first message is read, the project (membership and storage quota, against
+        `total_size` when given) on the first message: a refused stream stores no byte.
         - INVALID_ARGUMENT `INVALID_WRITE_OFFSET`: a chunk does not start where the
         previous ended.
         - INVALID_ARGUMENT `INCOMPLETE_UPLOAD`: the stream ended without
@@ -196,6 +233,8 @@ class KernelServiceServicer:
         nothing is kept.
         - RESOURCE_EXHAUSTED `UPLOAD_TOO_LARGE`: over the server's upload limit
         (default 4 GiB).
+        - RESOURCE_EXHAUSTED `QUOTA_EXCEEDED`: the project's storage quota would be
+        exceeded; nothing is kept.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -208,8 +247,8 @@ class KernelServiceServicer:
 
         Requires scope `catalog:read` for assets and `analytics:read` for
         artifacts. NOT_FOUND (`ITEM_NOT_FOUND`, `ASSET_NOT_FOUND`,
-        `ARTIFACT_NOT_FOUND`), INVALID_ARGUMENT `INVALID_RESOURCE_NAME`,
-        OUT_OF_RANGE `INVALID_READ_OFFSET`.
+        `ARTIFACT_NOT_FOUND`, also for an artifact past its retention),
+        INVALID_ARGUMENT `INVALID_RESOURCE_NAME`, OUT_OF_RANGE `INVALID_READ_OFFSET`.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -261,7 +300,10 @@ class KernelService:
     `geopera.v1`, an UPPER_SNAKE_CASE reason) in its rich details; validation
     errors also carry `google.rpc.BadRequest` field violations, and invalid
     analytics params a `geopera.v1.ExpectedSchema`. Clients branch on the reason,
-    never on the message text.
+    never on the message text. Error trailers stay under 8 KiB, the limit gRPC
+    clients accept without fail: texts are capped in UTF-8 bytes, and when the
+    details would not fit the last field violations (then the ExpectedSchema)
+    are left out.
 
     Access: an operation whose scope the token lacks fails PERMISSION_DENIED
     (reason `MISSING_SCOPE`). Naming a project the token is not a member of, or a
@@ -278,6 +320,18 @@ class KernelService:
 
     Every response carries the trailing metadata `x-request-id` (echoing the
     request's `x-request-id` when given), which also appears in the server log.
+
+    Streams: one token holds at most 16 open `WatchJob`, `UploadAsset` and
+    `DownloadAsset` streams (and HTTP job event streams) per server at once
+    (`GEOPERA_MAX_STREAMS_PER_TOKEN`); one more fails RESOURCE_EXHAUSTED
+    `TOO_MANY_STREAMS` (metadata `max_streams`) and may be retried once a stream ends.
+
+    Storage: a project holds at most its storage quota (item assets, analytics
+    artifacts and pending uploads; the server default `GEOPERA_PROJECT_QUOTA_BYTES`,
+    100 GiB, unless an admin set the project's own). A write that would exceed it
+    (`UploadAsset`, `items.create`, `analytics.execute` storing artifacts,
+    `WorkerService.RegisterOutputs`) fails RESOURCE_EXHAUSTED `QUOTA_EXCEEDED`
+    (metadata `project_id`, `quota_bytes`, `requested_bytes`) and stores nothing.
     """
 
     @staticmethod

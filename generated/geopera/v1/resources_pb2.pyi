@@ -1077,7 +1077,8 @@ Global___LineageEdge: _TypeAlias = LineageEdge  # noqa: Y015
 @_typing.final
 class Artifact(_message.Message):
     """A file produced by an analytics method and stored in the project (for example
-    a change raster), downloadable with `KernelService.DownloadAsset`.
+    a change raster), downloadable with `KernelService.DownloadAsset` for 7 days
+    (the server's `GEOPERA_ARTIFACT_RETENTION`); then it is deleted.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -526,7 +526,9 @@ class OutputItem(_message.Message):
 
     @_builtins.property
     def datetime(self) -> _timestamp_pb2.Timestamp:
-        """Acquisition time (usually the source's)."""
+        """Acquisition time (usually the source's); outside 0001-01-01..9999-12-31
+        UTC: INVALID_ARGUMENT `INVALID_TIMESTAMP`.
+        """
 
     @_builtins.property
     def properties(self) -> _struct_pb2.Struct:

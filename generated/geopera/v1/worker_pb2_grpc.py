@@ -179,6 +179,8 @@ class WorkerServiceServicer:
         or the bytes do not match the declared size or sha256) and transient
         faults (UNAVAILABLE, DEADLINE_EXCEEDED) leave the attempt live: send the
         outputs again. FAILED_PRECONDITION `JOB_ATTEMPT_OVER` once it is over.
+        RESOURCE_EXHAUSTED `QUOTA_EXCEEDED` when the outputs would exceed the
+        project's storage quota (the job fails with it too).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -116,6 +116,8 @@ class WorkerServiceStub:
     or the bytes do not match the declared size or sha256) and transient
     faults (UNAVAILABLE, DEADLINE_EXCEEDED) leave the attempt live: send the
     outputs again. FAILED_PRECONDITION `JOB_ATTEMPT_OVER` once it is over.
+    RESOURCE_EXHAUSTED `QUOTA_EXCEEDED` when the outputs would exceed the
+    project's storage quota (the job fails with it too).
     """
 
 @_typing.type_check_only
@@ -206,6 +208,8 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     or the bytes do not match the declared size or sha256) and transient
     faults (UNAVAILABLE, DEADLINE_EXCEEDED) leave the attempt live: send the
     outputs again. FAILED_PRECONDITION `JOB_ATTEMPT_OVER` once it is over.
+    RESOURCE_EXHAUSTED `QUOTA_EXCEEDED` when the outputs would exceed the
+    project's storage quota (the job fails with it too).
     """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -323,6 +327,8 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         or the bytes do not match the declared size or sha256) and transient
         faults (UNAVAILABLE, DEADLINE_EXCEEDED) leave the attempt live: send the
         outputs again. FAILED_PRECONDITION `JOB_ATTEMPT_OVER` once it is over.
+        RESOURCE_EXHAUSTED `QUOTA_EXCEEDED` when the outputs would exceed the
+        project's storage quota (the job fails with it too).
         """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -20,14 +20,22 @@ from affine import Affine
 from pyproj import CRS as ProjCRS
 from pyproj import Transformer
 from rasterio.crs import CRS
+from rasterio.errors import CRSError
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
+from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
+from server.errors import invalid_argument
 from server.geo import Zone, parse_zones
 
 # Longest lon/lat segment before reprojection: 0.0025 deg (~280 m) bends by micrometres.
 _DENSIFY_DEGREES: Final = 0.0025
 WGS84: Final = ProjCRS.from_epsg(4326)
+# Zones are clipped to the raster's lon/lat bounds grown by this share of their size plus
+# these degrees: far beyond the one-pixel fringe any coverage rule looks at.
+_EXTENT_MARGIN: Final = 0.05
+_EXTENT_MARGIN_DEGREES: Final = 0.01
 
 
 def zones_from_params(value: Any, field: str = "params.geometry") -> list[Zone]:
@@ -47,8 +55,8 @@ def _transformer(crs: CRS | str) -> Transformer | None:
     if key in cache:
         return cache[key]
     target = ProjCRS.from_user_input(key)
-    transformer = None if target.equals(WGS84, ignore_axis_order=True) else Transformer.from_crs(
-        WGS84, target, always_xy=True
+    transformer = (
+        None if target.equals(WGS84, ignore_axis_order=True) else Transformer.from_crs(WGS84, target, always_xy=True)
     )
     if len(cache) >= 32:
         cache.clear()
@@ -68,6 +76,14 @@ def to_crs(geometry: BaseGeometry, crs: CRS | str) -> BaseGeometry:
         return np.column_stack([x, y])
 
     projected = shapely.transform(dense, project)
+    if not np.isfinite(shapely.get_coordinates(projected)).all():
+        # Points the raster's CRS cannot express (far outside its area of use). Zones are
+        # clipped to the raster's surroundings first, so only odd CRSs get here.
+        raise invalid_argument(
+            "GEOMETRY_NOT_PROJECTABLE",
+            "the geometry cannot be expressed in the raster's coordinate reference system",
+            field="params.geometry",
+        )
     if not projected.is_valid:
         # Projection can fold nearly-degenerate slivers; repairing keeps the area.
         projected = shapely.make_valid(projected)
@@ -101,10 +117,52 @@ class PixelZone:
 
 def pixel_zones(zones: list[Zone], crs: CRS, transform: Affine, width: int, height: int) -> list[PixelZone]:
     result = []
+    extent = lonlat_extent(crs, transform, width, height)
     for index, zone in enumerate(zones):
-        pixel_geometry = to_pixels(to_crs(zone.geometry, crs), transform)
+        geometry: BaseGeometry = zone.geometry
+        if extent is not None and not extent.contains(geometry):
+            # Only the part near the raster matters, and the rest may not even project
+            # (across the antimeridian from a UTM zone): GEOS fails on the infinities.
+            geometry = _polygonal(geometry.intersection(extent))
+        pixel_geometry = Polygon() if geometry.is_empty else to_pixels(to_crs(geometry, crs), transform)
         result.append(PixelZone(index, zone, pixel_geometry, _window(pixel_geometry, width, height)))
     return result
+
+
+def lonlat_extent(crs: CRS, transform: Affine, width: int, height: int) -> BaseGeometry | None:
+    """A lon/lat box around the raster (two boxes across the antimeridian), with a margin so
+    that zone edges cut along it stay well outside the raster and its all_touched fringe.
+    None when the raster's bounds have no lon/lat equivalent."""
+    corners = [transform * (col, row) for col in (0, width) for row in (0, height)]
+    xs, ys = [x for x, _ in corners], [y for _, y in corners]
+    try:
+        west, south, east, north = transform_bounds(
+            crs, "EPSG:4326", min(xs), min(ys), max(xs), max(ys), densify_pts=21
+        )
+    except (CRSError, ValueError, RuntimeError):
+        return None
+    if not all(math.isfinite(v) for v in (west, south, east, north)):
+        return None
+    crosses = west > east  # transform_bounds' way of saying "across the antimeridian"
+    lon_span = (east + 360.0 - west) if crosses else (east - west)
+    lon_margin = _EXTENT_MARGIN * lon_span + _EXTENT_MARGIN_DEGREES
+    lat_margin = _EXTENT_MARGIN * (north - south) + _EXTENT_MARGIN_DEGREES
+    south, north = max(-90.0, south - lat_margin), min(90.0, north + lat_margin)
+    if lon_span + 2 * lon_margin >= 360.0:
+        return shapely.box(-180.0, south, 180.0, north)
+    if crosses:
+        return shapely.union_all(
+            [shapely.box(west - lon_margin, south, 180.0, north), shapely.box(-180.0, south, east + lon_margin, north)]
+        )
+    return shapely.box(max(-180.0, west - lon_margin), south, min(180.0, east + lon_margin), north)
+
+
+def _polygonal(geometry: BaseGeometry) -> BaseGeometry:
+    """The polygons of an intersection (where shapes only touch it adds points and lines)."""
+    if isinstance(geometry, Polygon | MultiPolygon):
+        return geometry
+    parts = [part for part in getattr(geometry, "geoms", []) if isinstance(part, Polygon | MultiPolygon)]
+    return shapely.union_all(parts) if parts else Polygon()
 
 
 def _window(geometry: BaseGeometry, width: int, height: int) -> Window | None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+import sys
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -61,7 +64,17 @@ IndexName = Annotated[
     Field(description="Spectral index (case-insensitive): " + ", ".join(INDEX_NAMES)),
 ]
 
-BandRef = Annotated[int, Field(ge=1, strict=True)] | Annotated[str, Field(min_length=1)]
+
+def _whole_number(value: Any) -> Any:
+    """JSON has one number type (a Struct holds 3 as 3.0): a whole float is a band index."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+BandRef = Annotated[
+    Annotated[int, Field(ge=1, strict=True)] | Annotated[str, Field(min_length=1)], BeforeValidator(_whole_number)
+]
 
 
 def _check_mapping(value: dict[str, int | str] | None) -> dict[str, int | str] | None:
@@ -117,9 +130,27 @@ class HistogramParams(Params):
 
     @model_validator(mode="after")
     def _range_order(self) -> HistogramParams:
-        if self.range is not None and not self.range[0] < self.range[1]:
+        if self.range is None:
+            return self
+        low, high = self.range
+        if not (math.isfinite(low) and math.isfinite(high)):
+            raise ValueError("histogram range must be two finite numbers")
+        if not low < high:
             raise ValueError("histogram range must be [min, max] with min < max")
+        if not splittable(low, high, self.bins):
+            raise ValueError(f"histogram range {low!r}..{high!r} cannot be split into {self.bins} bins")
         return self
+
+
+def splittable(low: float, high: float, bins: int) -> bool:
+    """Whether [low, high] splits into `bins` bins of a normal (not denormal), representable
+    width with strictly increasing edges: NumPy cannot for [-1e308, 1e308] or [0, 5e-324]."""
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        return False
+    width = (high - low) / bins
+    if not math.isfinite(width) or width < sys.float_info.min:
+        return False
+    return bool(np.all(np.diff(np.linspace(low, high, bins + 1)) > 0))
 
 
 class PercentileValue(BaseModel):

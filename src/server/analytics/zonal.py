@@ -48,9 +48,12 @@ from server.analytics.params import (
     PercentileValue,
     Resolution,
     StatName,
+    splittable,
 )
 from server.analytics.reader import RasterMeta, open_meta, select_asset
 from server.analytics.sources import BandSource, IndexSource, PixelSource, band_source
+from server.analytics.stats import Moments
+from server.errors import invalid_argument
 from server.geo import parse_zones
 
 EXAMPLE_POLYGON: dict[str, Any] = {
@@ -188,11 +191,27 @@ def summarize(
     ]
     histogram_result = None
     if histogram is not None:
-        value_range = histogram.range or (None if empty else (moments.minimum, moments.maximum))
+        value_range = histogram.range or (None if empty else _default_histogram_range(moments, histogram.bins))
         if value_range is not None and store is not None:
             edges, counts = store.histogram_of(histogram.bins, value_range, weighted=exact)
             histogram_result = HistogramResult(edges=edges, counts=counts)
     return result, percentile_values, histogram_result
+
+
+def _default_histogram_range(moments: Moments, bins: int) -> tuple[float, float]:
+    """The valid values' [min, max] (widened by 0.5 when they are all equal, as NumPy does),
+    or INVALID_ARGUMENT when the raster's values span more than bins can split."""
+    low, high = moments.minimum, moments.maximum
+    if low == high:
+        low, high = low - 0.5, high + 0.5
+    if not splittable(low, high, bins):
+        raise invalid_argument(
+            "HISTOGRAM_RANGE_REQUIRED",
+            f"the values span {moments.minimum!r}..{moments.maximum!r}, which cannot be split into {bins} bins;"
+            " give params.histogram.range",
+            field="params.histogram.range",
+        )
+    return low, high
 
 
 class ZonalStats(AnalyticsMethod):

@@ -32,9 +32,24 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     return ts
 
 
-def from_timestamp(value: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
-    """The datetime of a Timestamp field, or None when the field is unset."""
-    return value.ToDatetime(tzinfo=UTC) if present else None
+# google.protobuf.Timestamp's own range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999999Z.
+_TIMESTAMP_SECONDS = (-62_135_596_800, 253_402_300_799)
+
+
+def from_timestamp(value: timestamp_pb2.Timestamp, present: bool, *, field: str) -> datetime | None:
+    """The datetime of a Timestamp field, or None when the field is unset.
+    Values outside the Timestamp range are the client's error (INVALID_TIMESTAMP)."""
+    if not present:
+        return None
+    low, high = _TIMESTAMP_SECONDS
+    if not (low <= value.seconds <= high and 0 <= value.nanos <= 999_999_999):
+        raise invalid_argument(
+            "INVALID_TIMESTAMP",
+            f"{field} must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z"
+            " with nanos in 0..999999999",
+            field=field,
+        )
+    return value.ToDatetime(tzinfo=UTC)
 
 
 def struct(value: dict[str, Any] | None) -> struct_pb2.Struct:

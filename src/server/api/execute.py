@@ -4,6 +4,7 @@ registry lookup, scope check, idempotent spends, and the job event stream."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -133,22 +134,28 @@ class Executor:
         with notifications.watch_job(job_id) as watch:
             # Subscribed before reading, so no change can slip between the two.
             job = await jobs.get(principal, job_id)
-            last = min(after_sequence, job.sequence)
-            if last == 0 or (last == job.sequence and job.terminal):
+            if after_sequence == 0:
                 yield JobEvent(job.sequence, "snapshot", job.update_time, job)
                 if job.terminal:
                     return
                 last = job.sequence
+            elif after_sequence >= job.sequence and job.terminal:
+                return  # the client has every event already: nothing newer will come
+            else:
+                last = after_sequence  # never send an event the client has (or said it has)
             # Events come from the announcements themselves; the table is read
             # only to catch up: after a resume, on a gap, or when an
             # announcement was too large to carry its snapshot.
             catch_up = last < job.sequence
+            idle_limit = self.services.streams.watch_idle_seconds
+            last_news = time.monotonic()
             while True:
                 if catch_up:
                     catch_up = False
                     for event in await jobs.events_after(job_id, last):
                         yield event
                         last = event.sequence
+                        last_news = time.monotonic()
                         if event.job.terminal:
                             return
                 for note in sorted(watch.take(), key=lambda n: n["s"]):
@@ -157,11 +164,14 @@ class Executor:
                     if note["s"] != last + 1 or "snap" not in note:
                         catch_up = True
                         break
+                    # Snapshots leave out input_params (they never change): the job's are used.
+                    snapshot = {**note["snap"], "input_params": job.input_params}
                     event = JobEvent(
-                        note["s"], note["e"], datetime.fromisoformat(note["at"]), JobRecord.from_json(note["snap"])
+                        note["s"], note["e"], datetime.fromisoformat(note["at"]), JobRecord.from_json(snapshot)
                     )
                     yield event
                     last = event.sequence
+                    last_news = time.monotonic()
                     if event.job.terminal:
                         return
                 if catch_up or watch.pending:
@@ -173,8 +183,16 @@ class Executor:
                         f"the server is stopping; resume the watch with after_sequence={last}",
                         metadata={"after_sequence": str(last)},
                     )
+                idle = time.monotonic() - last_news
+                if idle >= idle_limit:
+                    raise DomainError(
+                        Code.UNAVAILABLE,
+                        "WATCH_IDLE",
+                        f"job {job_id} had no event for {idle_limit:g} s; resume the watch with after_sequence={last}",
+                        metadata={"after_sequence": str(last)},
+                    )
                 try:
-                    await asyncio.wait_for(watch.wake.wait(), timeout=WATCH_POLL_SECONDS)
+                    await asyncio.wait_for(watch.wake.wait(), timeout=min(WATCH_POLL_SECONDS, idle_limit - idle))
                 except TimeoutError:
                     catch_up = True  # a safety net for a lost announcement
                 if not watch.pending:

@@ -11,7 +11,7 @@ from grpc import aio
 
 from geopera.v1 import kernel_pb2, kernel_pb2_grpc
 from server.api import convert
-from server.api.calls import metadata_value, rpc_call, unavailable
+from server.api.calls import CallInfo, metadata_value, rpc_call, unavailable
 from server.api.convert import timestamp
 from server.api.execute import Executor
 from server.api.registry import Operation
@@ -104,9 +104,10 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
             call.principal_id = principal.id
             end_on_revocation(context, self._services.tokens, call)
             sent = 0
-            async for event in self._executor.watch(principal, request.job_id, request.after_sequence):
-                yield _watch_response(event)
-                sent += 1
+            with self._services.streams.hold(principal.id):
+                async for event in self._executor.watch(principal, request.job_id, request.after_sequence):
+                    yield _watch_response(event)
+                    sent += 1
             call.extra["events"] = sent
 
     async def UploadAsset(
@@ -129,7 +130,8 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
                         finish_write=message.finish_write,
                     )
 
-            upload = await self._services.catalog.receive_upload(principal, parts())
+            with self._services.streams.hold(principal.id):
+                upload = await self._services.catalog.receive_upload(principal, parts())
             call.extra["bytes"] = upload.size_bytes
             return kernel_pb2.UploadAssetResponse(
                 upload_id=upload.id,
@@ -146,32 +148,39 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
             principal = await self._authenticate(context)
             call.principal_id = principal.id
             end_on_revocation(context, self._services.tokens, call)
-            ref = await self._services.catalog.asset_file(principal, request.resource_name)
-            if request.read_offset < 0 or request.read_offset > ref.size_bytes or request.read_limit < 0:
-                raise DomainError(
-                    Code.OUT_OF_RANGE,
-                    "INVALID_READ_OFFSET",
-                    f"read_offset must be 0..{ref.size_bytes} and read_limit >= 0",
-                )
-            stream = await asyncio.to_thread(self._services.storage.open_read, ref.storage_key)
-            try:
-                chunks = iter_chunks(stream, request.read_offset, request.read_limit, DOWNLOAD_CHUNK_BYTES)
-                offset = request.read_offset
-                first = True
-                while True:
-                    data = await asyncio.to_thread(next, chunks, None)
-                    if data is None and not first:
-                        break
-                    message = kernel_pb2.DownloadAssetResponse(data=data or b"", offset=offset)
-                    if first:
-                        message.total_size = ref.size_bytes
-                        message.media_type = ref.media_type
-                        message.sha256 = ref.sha256
-                        first = False
+            with self._services.streams.hold(principal.id):
+                async for message in self._download(principal, request, call):
                     yield message
-                    if data is None:
-                        break
-                    offset += len(data)
-            finally:
-                stream.close()
-            call.extra["bytes"] = offset - request.read_offset
+
+    async def _download(
+        self, principal: Principal, request: kernel_pb2.DownloadAssetRequest, call: CallInfo
+    ) -> AsyncIterator[kernel_pb2.DownloadAssetResponse]:
+        ref = await self._services.catalog.asset_file(principal, request.resource_name)
+        if request.read_offset < 0 or request.read_offset > ref.size_bytes or request.read_limit < 0:
+            raise DomainError(
+                Code.OUT_OF_RANGE,
+                "INVALID_READ_OFFSET",
+                f"read_offset must be 0..{ref.size_bytes} and read_limit >= 0",
+            )
+        stream = await asyncio.to_thread(self._services.storage.open_read, ref.storage_key)
+        try:
+            chunks = iter_chunks(stream, request.read_offset, request.read_limit, DOWNLOAD_CHUNK_BYTES)
+            offset = request.read_offset
+            first = True
+            while True:
+                data = await asyncio.to_thread(next, chunks, None)
+                if data is None and not first:
+                    break
+                message = kernel_pb2.DownloadAssetResponse(data=data or b"", offset=offset)
+                if first:
+                    message.total_size = ref.size_bytes
+                    message.media_type = ref.media_type
+                    message.sha256 = ref.sha256
+                    first = False
+                yield message
+                if data is None:
+                    break
+                offset += len(data)
+        finally:
+            stream.close()
+        call.extra["bytes"] = offset - request.read_offset

@@ -88,8 +88,10 @@ async def jobs_list(
         project_id=p.project_id,
         status=convert.JOB_STATUS_NAMES.get(p.status),
         job_type_id=p.job_type_id or None,
-        create_start=convert.from_timestamp(p.create_time_start, p.HasField("create_time_start")),
-        create_end=convert.from_timestamp(p.create_time_end, p.HasField("create_time_end")),
+        create_start=convert.from_timestamp(
+            p.create_time_start, p.HasField("create_time_start"), field="create_time_start"
+        ),
+        create_end=convert.from_timestamp(p.create_time_end, p.HasField("create_time_end"), field="create_time_end"),
         page_size=p.page_size,
         page_token=p.page_token,
     )

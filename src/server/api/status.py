@@ -16,14 +16,32 @@ from geopera.v1 import errors_pb2
 from server.errors import Code, DomainError
 
 ERROR_DOMAIN = "geopera.v1"
-# Trailers are capped near 16 KB by common proxies: keep details well below.
-_MAX_DETAIL_BYTES = 12_000
-_MAX_MESSAGE_CHARS = 1_000
-_MAX_METADATA_CHARS = 2_000
+# gRPC clients refuse trailers over 8 KiB at random and all over 16 KiB
+# (RESOURCE_EXHAUSTED instead of the real error). The trailers carry the
+# message twice: percent-encoded in `grpc-message` (a non-ASCII byte takes 3)
+# and inside `grpc-status-details-bin` (the serialized Status). Everything
+# is capped in UTF-8 bytes, never characters: one character may take 4.
+_MAX_TRAILER_BYTES = 7_000
+_MAX_MESSAGE_BYTES = 1_000
+_MAX_METADATA_BYTES = 1_000
+_MAX_METADATA_TOTAL_BYTES = 2_000
+_MAX_FIELD_BYTES = 200
+_MAX_DESCRIPTION_BYTES = 500
+_MAX_VIOLATIONS = 50
 
 
 def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """`text` cut to at most `limit` UTF-8 bytes, on a character boundary (lone
+    surrogates, which protobuf strings cannot hold, become "?")."""
+    encoded = text.encode(errors="replace")
+    if len(encoded) <= limit:
+        return encoded.decode()
+    return encoded[: max(limit - 3, 0)].decode(errors="ignore") + ("…" if limit >= 3 else "")
+
+
+def _percent_encoded_bytes(text: str) -> int:
+    """Length of `text` as gRPC sends it in `grpc-message` (RFC 3986-style escapes)."""
+    return sum(1 if 0x20 <= byte <= 0x7E and byte != 0x25 else 3 for byte in text.encode())
 
 
 def _pack(message: object) -> any_pb2.Any:
@@ -33,29 +51,41 @@ def _pack(message: object) -> any_pb2.Any:
 
 
 def status_proto(err: DomainError, request_id: str = "") -> status_pb2.Status:
-    # Messages may quote client input (an id, a name): cap every text so the
-    # trailers stay far below the ~16 KB a proxy or client accepts.
-    metadata = {key[:64]: value[:_MAX_METADATA_CHARS] for key, value in err.metadata.items()}
+    # Messages may quote client input (an id, a name): every text is capped,
+    # then whole details go (last violations first, then the schema) until
+    # the trailers fit the budget.
+    metadata: dict[str, str] = {}
+    room = _MAX_METADATA_TOTAL_BYTES
+    for key, value in err.metadata.items():
+        entry_key, entry_value = _clip(key, 64), _clip(value, min(_MAX_METADATA_BYTES, room))
+        room -= len(entry_key.encode()) + len(entry_value.encode())
+        if room < 0:
+            break
+        metadata[entry_key] = entry_value
     if request_id:
         metadata["request_id"] = request_id
-    status = status_pb2.Status(code=int(err.code), message=_clip(err.message, _MAX_MESSAGE_CHARS))
+    message = _clip(err.message, _MAX_MESSAGE_BYTES)
+    status = status_pb2.Status(code=int(err.code), message=message)
     status.details.append(_pack(error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN, metadata=metadata)))
-    if err.violations:
-        bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=_clip(v.field, 200), description=_clip(v.description, 500)
-                )
-                for v in err.violations[:50]
-            ]
+    budget = _MAX_TRAILER_BYTES - _percent_encoded_bytes(message)
+    violations = [
+        error_details_pb2.BadRequest.FieldViolation(
+            field=_clip(v.field, _MAX_FIELD_BYTES), description=_clip(v.description, _MAX_DESCRIPTION_BYTES)
         )
-        status.details.append(_pack(bad_request))
+        for v in err.violations[:_MAX_VIOLATIONS]
+    ]
+    while violations:
+        bad_request = _pack(error_details_pb2.BadRequest(field_violations=violations))
+        if status.ByteSize() + bad_request.ByteSize() + 8 <= budget or len(violations) == 1:
+            status.details.append(bad_request)
+            break
+        violations.pop()
     if err.expected_schema is not None:
         schema = struct_pb2.Struct()
         schema.update(err.expected_schema.json_schema)
-        detail = errors_pb2.ExpectedSchema(subject=err.expected_schema.subject, json_schema=schema)
-        if detail.ByteSize() < _MAX_DETAIL_BYTES - status.ByteSize():
-            status.details.append(_pack(detail))
+        detail = _pack(errors_pb2.ExpectedSchema(subject=err.expected_schema.subject, json_schema=schema))
+        if status.ByteSize() + detail.ByteSize() + 8 <= budget:
+            status.details.append(detail)
     return status
 
 

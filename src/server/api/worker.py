@@ -340,7 +340,7 @@ def _output_part(message: worker_pb2.RegisterOutputsRequest) -> OutputPart | Non
             output_key=item.output_key,
             name=item.name,
             geometry=convert.struct_to_dict(item.geometry),
-            datetime=convert.from_timestamp(item.datetime, item.HasField("datetime")),
+            datetime=convert.from_timestamp(item.datetime, item.HasField("datetime"), field="item.datetime"),
             properties=convert.struct_to_dict(item.properties),
             source_item_ids=list(item.source_item_ids),
             assets=[OutputAssetSpec(a.key, list(a.roles), a.title, a.size_bytes, a.sha256) for a in item.assets],

@@ -19,6 +19,8 @@ from server.analytics import AnalyticsContext, Artifact, AssetView, ItemView, Me
 from server.auth import Principal
 from server.domain.catalog import CatalogService
 from server.domain.models import ItemRecord
+from server.domain.pending_objects import PendingObjects
+from server.domain.quota import StorageQuota
 from server.errors import Code, DomainError, invalid_argument
 from server.ids import new_id
 from server.storage import BlobStorage
@@ -80,8 +82,16 @@ def item_view(record: ItemRecord, storage: BlobStorage) -> ItemView:
 
 
 class AnalyticsService:
-    def __init__(self, db: Database, storage: BlobStorage, catalog: CatalogService, methods: MethodRegistry) -> None:
+    def __init__(
+        self,
+        db: Database,
+        storage: BlobStorage,
+        catalog: CatalogService,
+        methods: MethodRegistry,
+        quota: StorageQuota | None = None,
+    ) -> None:
         self._db = db
+        self._quota = quota or StorageQuota()
         self._storage = storage
         self._catalog = catalog
         self.methods = methods
@@ -115,7 +125,8 @@ class AnalyticsService:
 
     async def execute(self, principal: Principal, name: str, params: dict[str, Any]) -> AnalyticsOutcome:
         name = self._method_name(name)
-        model = self.methods.validate(name, params)
+        # In a thread: validating the params parses the client's geometries.
+        model = await asyncio.to_thread(self.methods.validate, name, params)
         method = self.methods.get(name)
         items = {}
         projects = set()
@@ -168,7 +179,7 @@ class AnalyticsService:
                 "ITEMS_IN_SEVERAL_PROJECTS", "an analytics call that stores files must read items of one project"
             )
         stored: list[StoredArtifact] = []
-        keys: list[str] = []
+        pending = PendingObjects(self._storage)
 
         def move_into_storage() -> list[tuple[str, str, int, str, Artifact]]:
             # One thread hop for every file. Hashed before the move: the call's files are ours
@@ -179,14 +190,13 @@ class AnalyticsService:
                 suffix = Path(artifact.path).suffix or ".bin"
                 storage_key = f"projects/{project_id}/artifacts/{artifact_id}{suffix}"
                 size, sha = _size_and_sha256(Path(artifact.path))
-                self._storage.move_file(storage_key, Path(artifact.path))
-                keys.append(storage_key)
+                pending.move_now(storage_key, Path(artifact.path))
                 moved.append((artifact_id, storage_key, size, sha, artifact))
             return moved
 
         try:
             rows = await asyncio.to_thread(move_into_storage)
-            async with self._db.transaction() as conn:
+            async with self._db.transaction(pending.probe) as conn:
                 for artifact_id, storage_key, size, sha, artifact in rows:
                     await conn.execute(
                         Q.insert_artifact,
@@ -206,9 +216,9 @@ class AnalyticsService:
                     stored.append(
                         StoredArtifact(artifact_id, artifact.key, artifact.media_type, size, sha, artifact.title)
                     )
-        except BaseException:
-            for key in keys:
-                await asyncio.to_thread(self._storage.delete, key)
+                await self._quota.check(conn, project_id)
+        except BaseException as error:
+            await pending.settle(error)
             raise
         return stored
 

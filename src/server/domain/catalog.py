@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -29,6 +29,8 @@ from server.domain.models import (
     UploadPart,
     UploadRecord,
 )
+from server.domain.pending_objects import PendingObjects, surely_rolled_back
+from server.domain.quota import StorageQuota, quota_exceeded
 from server.errors import (
     Code,
     DomainError,
@@ -43,7 +45,7 @@ from server.ids import new_id
 from server.pagination import decode_page_token, encode_page_token, page_size_or_default
 from server.raster import RasterError, RasterInfo, convert_to_cog, datetime_from_name, inspect_raster
 from server.storage import BlobStorage
-from server.store import Database, Q
+from server.store import CommitProbe, Database, Q
 from server.validation import require_finite_json
 
 log = logging.getLogger(__name__)
@@ -209,6 +211,10 @@ async def insert_item(conn: psycopg.AsyncConnection[Any], item: NewItem, assets:
     return ItemRecord.from_row(row)
 
 
+def _intersecting(area: Any, records: list[ItemRecord]) -> list[ItemRecord]:
+    return [record for record in records if area.intersects(shape(record.geometry))]
+
+
 def asset_storage_key(project_id: str, item_id: str, asset_key: str) -> str:
     return f"projects/{project_id}/items/{item_id}/{asset_key}.tif"
 
@@ -234,10 +240,17 @@ class ItemCache:
 
 
 class CatalogService:
-    def __init__(self, db: Database, storage: BlobStorage, limits: CatalogLimits | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        storage: BlobStorage,
+        limits: CatalogLimits | None = None,
+        quota: StorageQuota | None = None,
+    ) -> None:
         self._db = db
         self._storage = storage
         self.limits = limits or CatalogLimits()
+        self.quota = quota or StorageQuota()
         # Items never change once registered (there is no update or delete),
         # so a read-through cache is always right, on every replica.
         self._items = ItemCache(4096)
@@ -319,7 +332,8 @@ class CatalogService:
             raise invalid_argument(
                 "INVALID_TIME_RANGE", "datetime_start must be before datetime_end", field="datetime_end"
             )
-        area = parse_area(query.intersects, "intersects") if query.intersects is not None else None
+        # Geometry work on client input runs off the event loop (a large polygon takes a while).
+        area = await asyncio.to_thread(parse_area, query.intersects, "intersects") if query.intersects else None
         filters = {
             "op": "items.list",
             "project_id": query.project_id,
@@ -365,10 +379,10 @@ class CatalogService:
         async with self._db.connection() as conn:
             while len(items) <= limit:
                 rows = await (await conn.execute(Q.list_items, params)).fetchall()
-                for row in rows:
-                    record = ItemRecord.from_row(row)
-                    if area is None or area.intersects(shape(record.geometry)):
-                        items.append(record)
+                records = [ItemRecord.from_row(row) for row in rows]
+                if area is not None:
+                    records = await asyncio.to_thread(_intersecting, area, records)
+                items += records
                 if len(rows) <= limit or area is None:
                     break
                 params["after_datetime"], params["after_id"] = rows[-1]["datetime"], rows[-1]["id"]
@@ -460,7 +474,7 @@ class CatalogService:
         self._validate_create(principal, spec)
         item_id = new_id("it")
         prepared: list[tuple[AssetInput, Path, RasterInfo, bool]] = []
-        stored_keys: list[str] = []
+        pending = PendingObjects(self._storage)
         try:
             for i, asset in enumerate(spec.assets):
                 source = await self._source_path(spec, i, asset)
@@ -477,13 +491,10 @@ class CatalogService:
                     field="datetime",
                 )
             for asset, path, _info, _ in prepared:
-                key = asset_storage_key(spec.project_id, item_id, asset.key)
-                await asyncio.to_thread(self._storage.put_file, key, path)
-                stored_keys.append(key)
-            record = await self._insert_item(spec, item_id, when, prepared, stored_keys)
-        except BaseException:
-            for key in stored_keys:
-                await asyncio.to_thread(self._storage.delete, key)
+                await pending.put(asset_storage_key(spec.project_id, item_id, asset.key), path)
+            record = await self._insert_item(spec, item_id, when, prepared, pending)
+        except BaseException as error:
+            await pending.settle(error)
             raise
         finally:
             for _, path, _, temporary in prepared:
@@ -500,7 +511,7 @@ class CatalogService:
         item_id: str,
         when: datetime,
         prepared: list[tuple[AssetInput, Path, RasterInfo, bool]],
-        stored_keys: list[str],
+        pending: PendingObjects,
     ) -> ItemRecord:
         first = prepared[0][2]
         item = NewItem(
@@ -515,9 +526,9 @@ class CatalogService:
         )
         assets = [
             StoredAsset(asset.key, asset.roles, asset.title, key, info)
-            for (asset, _path, info, _), key in zip(prepared, stored_keys, strict=True)
+            for (asset, _path, info, _), key in zip(prepared, pending.keys, strict=True)
         ]
-        async with self._db.transaction() as conn:
+        async with self._db.transaction(pending.probe) as conn:
             for asset, *_ in prepared:
                 if asset.upload_id:
                     row = await (await conn.execute(Q.lock_upload, {"id": asset.upload_id})).fetchone()
@@ -526,7 +537,9 @@ class CatalogService:
                             "UPLOAD_NOT_AVAILABLE", f"upload {asset.upload_id!r} was used concurrently"
                         )
                     await conn.execute(Q.consume_upload, {"id": asset.upload_id})
-            return await insert_item(conn, item, assets)
+            record = await insert_item(conn, item, assets)
+            await self.quota.check(conn, spec.project_id)
+            return record
 
     def _discard_staging(self, upload_id: str) -> None:
         # The row is consumed; its staging file has no further use.
@@ -541,50 +554,64 @@ class CatalogService:
         return path
 
     async def receive_upload(self, principal: Principal, parts: AsyncIterator[UploadPart]) -> UploadRecord:
+        # Authorised before a byte is staged: the scope at once, the project and
+        # its storage quota on the first message; the staging file comes after.
+        principal.require_scope("catalog:write")
         upload_id = new_id("up")
         path = self._staging_dir() / upload_id
         digest = hashlib.sha256()
         received = 0
         finished = False
         first: UploadPart | None = None
+        out: BinaryIO | None = None
+        used = quota = 0
+        probe = CommitProbe()
         try:
-            with path.open("wb") as out:
-                async for part in parts:
-                    if first is None:
-                        first = part
-                        if not part.project_id:
-                            raise invalid_argument(
-                                "PROJECT_ID_REQUIRED",
-                                "the first message must name project_id",
-                                field="project_id",
-                            )
-                        principal.require_scope("catalog:write")
-                        principal.require_project(part.project_id)
-                    if finished:
-                        raise invalid_argument("INVALID_WRITE_OFFSET", "data after finish_write", field="finish_write")
-                    if part.write_offset != received:
+            async for part in parts:
+                if first is None:
+                    first = part
+                    if not part.project_id:
                         raise invalid_argument(
-                            "INVALID_WRITE_OFFSET",
-                            f"write_offset {part.write_offset} but {received} bytes were received",
-                            field="write_offset",
+                            "PROJECT_ID_REQUIRED",
+                            "the first message must name project_id",
+                            field="project_id",
                         )
-                    if len(part.data) > self.limits.max_chunk_bytes:
-                        raise invalid_argument(
-                            "CHUNK_TOO_LARGE",
-                            f"chunks are at most {self.limits.max_chunk_bytes} bytes",
-                            field="data",
-                        )
-                    received += len(part.data)
-                    if received > self.limits.max_upload_bytes:
-                        raise DomainError(
-                            Code.RESOURCE_EXHAUSTED,
-                            "UPLOAD_TOO_LARGE",
-                            f"uploads are limited to {self.limits.max_upload_bytes} bytes",
-                        )
-                    if part.data:
-                        digest.update(part.data)
-                        await asyncio.to_thread(out.write, part.data)
-                    finished = part.finish_write
+                    principal.require_project(part.project_id)
+                    async with self._db.connection() as conn:
+                        used, quota = await self.quota.usage(conn, part.project_id)
+                    if used + part.total_size > quota:
+                        raise quota_exceeded(part.project_id, used + part.total_size, quota)
+                    out = path.open("wb")
+                if finished:
+                    raise invalid_argument("INVALID_WRITE_OFFSET", "data after finish_write", field="finish_write")
+                if part.write_offset != received:
+                    raise invalid_argument(
+                        "INVALID_WRITE_OFFSET",
+                        f"write_offset {part.write_offset} but {received} bytes were received",
+                        field="write_offset",
+                    )
+                if len(part.data) > self.limits.max_chunk_bytes:
+                    raise invalid_argument(
+                        "CHUNK_TOO_LARGE",
+                        f"chunks are at most {self.limits.max_chunk_bytes} bytes",
+                        field="data",
+                    )
+                received += len(part.data)
+                if received > self.limits.max_upload_bytes:
+                    raise DomainError(
+                        Code.RESOURCE_EXHAUSTED,
+                        "UPLOAD_TOO_LARGE",
+                        f"uploads are limited to {self.limits.max_upload_bytes} bytes",
+                    )
+                if used + received > quota:
+                    raise quota_exceeded(first.project_id, used + received, quota)
+                if part.data:
+                    assert out is not None
+                    digest.update(part.data)
+                    await asyncio.to_thread(out.write, part.data)
+                finished = part.finish_write
+            if out is not None:
+                out.close()
             if first is None or not finished:
                 raise invalid_argument(
                     "INCOMPLETE_UPLOAD", "the upload stream ended without finish_write", field="finish_write"
@@ -598,7 +625,7 @@ class CatalogService:
                 )
             if first.sha256 and first.sha256.lower() != sha:
                 raise invalid_argument("INCOMPLETE_UPLOAD", "the received bytes do not match sha256", field="sha256")
-            async with self._db.connection() as conn:
+            async with self._db.transaction(probe) as conn:
                 row = await (
                     await conn.execute(
                         Q.insert_upload,
@@ -614,8 +641,14 @@ class CatalogService:
                         },
                     )
                 ).fetchone()
-        except BaseException:
-            path.unlink(missing_ok=True)
+                await self.quota.check(conn, first.project_id)
+        except BaseException as error:
+            if out is not None:
+                out.close()
+            # Kept when the upload's row may have committed (the sweep removes
+            # staging files without a row).
+            if surely_rolled_back(probe, error):
+                path.unlink(missing_ok=True)
             raise
         assert row is not None
         return UploadRecord(upload_id, received, sha, row["expire_time"])

@@ -3,6 +3,7 @@ single credit is reserved, then create and dispatch a `clip` job."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,7 @@ from shapely.geometry import shape
 from server.auth import Principal
 from server.domain.catalog import CatalogService
 from server.domain.jobs import Dispatch, JobCreate, JobRecord, JobService
+from server.domain.models import ItemRecord
 from server.errors import invalid_argument
 from server.geo import parse_area
 
@@ -29,6 +31,18 @@ class ClipRequest:
     asset_keys: list[str]
     output_name: str
     target_collection_id: str
+
+
+def _overlap_km2(aoi_geometry: Any, source: ItemRecord) -> float:
+    """Geodesic km² of the AOI within the source's footprint."""
+    overlap = parse_area(aoi_geometry, "aoi_geometry").intersection(shape(source.geometry))
+    if overlap.is_empty or overlap.area == 0:
+        raise invalid_argument(
+            "AOI_OUTSIDE_FOOTPRINT",
+            f"aoi_geometry does not overlap the footprint of item {source.id}",
+            field="aoi_geometry",
+        )
+    return abs(_GEOD.geometry_area_perimeter(overlap)[0]) / 1e6
 
 
 async def create_clip_job(
@@ -51,14 +65,8 @@ async def create_clip_job(
         )
     if request.aoi_geometry is None:
         raise invalid_argument("INVALID_GEOMETRY", "aoi_geometry is required", field="aoi_geometry")
-    aoi = parse_area(request.aoi_geometry, "aoi_geometry")
-    overlap = aoi.intersection(shape(source.geometry))
-    if overlap.is_empty or overlap.area == 0:
-        raise invalid_argument(
-            "AOI_OUTSIDE_FOOTPRINT",
-            f"aoi_geometry does not overlap the footprint of item {source.id}",
-            field="aoi_geometry",
-        )
+    # Off the event loop: parsing and intersecting the client's AOI can take a while.
+    area_km2 = await asyncio.to_thread(_overlap_km2, request.aoi_geometry, source)
     rasters = [a.key for a in source.assets if a.media_type.startswith(_RASTER_MEDIA_PREFIX)]
     keys = list(dict.fromkeys(request.asset_keys)) if request.asset_keys else rasters
     for index, key in enumerate(keys):
@@ -68,7 +76,6 @@ async def create_clip_job(
                 f"item {source.id} has no raster asset {key!r} (raster assets: {', '.join(rasters) or 'none'})",
                 field=f"asset_keys[{index}]",
             )
-    area_km2 = abs(_GEOD.geometry_area_perimeter(overlap)[0]) / 1e6
     params: dict[str, Any] = {
         "source_item_id": source.id,
         "aoi_geometry": request.aoi_geometry,

@@ -9,6 +9,8 @@ order, and a rolled-back change is never announced.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import math
 import random
@@ -47,7 +49,7 @@ from server.errors import (
 from server.geo import parse_area
 from server.ids import new_id
 from server.pagination import decode_page_token, encode_page_token, page_size_or_default
-from server.store import Database, Q
+from server.store import CommitProbe, Database, Q
 from server.store.listener import CANCEL_CHANNEL, DISPATCH_CHANNEL
 from server.validation import require_finite_json
 
@@ -61,6 +63,7 @@ JOB_TYPE_CACHE_SECONDS = 2.0
 JOB_TYPE_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 WORKER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_WORKER_NAME_CHARS = 200
+MAX_INPUT_PARAMS_BYTES = 64 << 10
 
 
 # The largest cost in credits: exact in float arithmetic (the cost is computed
@@ -548,10 +551,12 @@ class JobService:
         principal.require_project(spec.project_id)
         async with self._tx(conn) as tx:
             job_type, validator = await self._cached_type(spec.job_type_id, tx)
+            require_input_size(spec.input_params)
             require_finite_json(spec.input_params, "input_params")
             self._validate_input(job_type, validator, spec.input_params)
             sources = await self._source_items(tx, principal, spec.project_id, spec.input_params)
-            credits, area, assets = self._estimate(job_type, spec, sources)
+            # Off the event loop: the estimate measures the client's AOI.
+            credits, area, assets = await asyncio.to_thread(self._estimate, job_type, spec, sources)
             job_id = new_id("job")
             await self._check_output_target(tx, job_type, spec, sources)
             row = await (
@@ -685,8 +690,15 @@ class JobService:
     async def events_after(self, job_id: str, after: int) -> list[JobEvent]:
         async with self._db.connection() as conn:
             rows = await (await conn.execute(Q.events_after, {"job_id": job_id, "after": after})).fetchall()
+        # Snapshots leave out input_params (stored once, on the job).
         return [
-            JobEvent(r["sequence"], r["event_type"], r["event_time"], JobRecord.from_json(r["snapshot"])) for r in rows
+            JobEvent(
+                r["sequence"],
+                r["event_type"],
+                r["event_time"],
+                JobRecord.from_json({**r["snapshot"], "input_params": r["input_params"]}),
+            )
+            for r in rows
         ]
 
     # -- transitions -------------------------------------------------------------
@@ -699,7 +711,7 @@ class JobService:
                 "job_id": job.id,
                 "sequence": job.sequence,
                 "event_type": event_type,
-                "snapshot": Jsonb(job.to_json()),
+                "snapshot": Jsonb(event_snapshot(job)),
                 "terminal": job.terminal,
                 "worker_id": job.worker_id,
             },
@@ -996,11 +1008,11 @@ class JobService:
 
     @asynccontextmanager
     async def committing_outputs(
-        self, principal: Principal, job_id: str
+        self, principal: Principal, job_id: str, probe: CommitProbe | None = None
     ) -> AsyncIterator[tuple[psycopg.AsyncConnection[Any], JobRecord]]:
         """The transaction RegisterOutputs commits in: the job locked and
         checked to be the token's live attempt."""
-        async with self._db.transaction() as tx:
+        async with self._db.transaction(probe) as tx:
             job = await self._current_attempt(tx, principal, job_id)
             yield tx, job
 
@@ -1139,6 +1151,26 @@ def _schema_violations(error: jsonschema.ValidationError) -> list[FieldViolation
             FieldViolation(f"{base}.{name}", f"unexpected property {name!r}") for name in instance if name not in known
         ]
     return [FieldViolation(base, error.message[:300])]
+
+
+def event_snapshot(job: JobRecord) -> dict[str, Any]:
+    """A job event's snapshot: the job without its input_params, which never
+    change and are stored once, on the job (readers put them back)."""
+    snapshot = job.to_json()
+    del snapshot["input_params"]
+    return snapshot
+
+
+def require_input_size(params: dict[str, Any]) -> None:
+    size = len(json.dumps(params, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+    if size > MAX_INPUT_PARAMS_BYTES:
+        raise invalid_argument(
+            "INPUT_TOO_LARGE",
+            f"input_params take {size} bytes as JSON; at most {MAX_INPUT_PARAMS_BYTES} are accepted "
+            "(pass large data as an uploaded item instead)",
+            field="input_params",
+            metadata={"max_bytes": str(MAX_INPUT_PARAMS_BYTES)},
+        )
 
 
 def require_job_token(principal: Principal, job_id: str) -> None:

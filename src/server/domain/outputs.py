@@ -5,8 +5,9 @@ validated (readable, valid COG, embedded statistics, at least one valid
 pixel), copied into storage, and then ONE transaction registers the items,
 their provenance edges (to the job and to every source item), captures the
 credits and marks the job SUCCEEDED. Whatever fails - the stream, a
-validation, the transaction - leaves nothing behind. A retry after the commit
-replays the stored response.
+validation, the transaction - leaves nothing behind (bytes whose commit outcome
+is unknown are left to the storage sweep). A retry after the commit replays the
+stored response.
 
 Outputs refused for what they are (an invalid raster, a taken name, no valid
 pixel) would be refused again on every attempt, so the refusal also ends the
@@ -34,6 +35,8 @@ from server.auth import Principal
 from server.domain.catalog import CatalogLimits, NewItem, StoredAsset, asset_storage_key, insert_item
 from server.domain.jobs import JobError, JobRecord, JobService
 from server.domain.models import ItemRecord
+from server.domain.pending_objects import PendingObjects
+from server.domain.quota import StorageQuota
 from server.errors import Code, DomainError, already_exists, invalid_argument
 from server.geo import parse_area
 from server.ids import new_id
@@ -127,12 +130,14 @@ def _name_taken(collection_id: str, name: str) -> DomainError:
 
 
 # A broken-off stream is worth sending again; every other refusal of the outputs
-# themselves would repeat on any attempt.
+# themselves would repeat on any attempt, and so would a full storage quota.
 _TRANSIENT_REFUSALS = frozenset({"INCOMPLETE_UPLOAD"})
 
 
 def ends_the_job(err: DomainError) -> bool:
     """True when RegisterOutputs refusing the outputs with `err` fails the job."""
+    if err.code == Code.RESOURCE_EXHAUSTED:
+        return err.reason == "QUOTA_EXCEEDED"
     return err.code in (Code.INVALID_ARGUMENT, Code.ALREADY_EXISTS) and err.reason not in _TRANSIENT_REFUSALS
 
 
@@ -144,12 +149,18 @@ def _job_error(err: DomainError) -> JobError:
 
 class OutputService:
     def __init__(
-        self, db: Database, storage: BlobStorage, jobs: JobService, limits: CatalogLimits | None = None
+        self,
+        db: Database,
+        storage: BlobStorage,
+        jobs: JobService,
+        limits: CatalogLimits | None = None,
+        quota: StorageQuota | None = None,
     ) -> None:
         self._db = db
         self._storage = storage
         self._jobs = jobs
         self._limits = limits or CatalogLimits()
+        self._quota = quota or StorageQuota()
 
     async def register(
         self,
@@ -179,7 +190,7 @@ class OutputService:
     ) -> bytes:
         job_id = job.id
         scratch = _LazyDir(self._storage.scratch_dir(), f"outputs-{job_id}-")
-        stored: list[str] = []
+        pending = PendingObjects(self._storage)
         try:
             items, files = await self._receive(job, parts, scratch)
             infos = {
@@ -192,15 +203,13 @@ class OutputService:
                 assets = []
                 for spec in item.assets:
                     storage_key = asset_storage_key(job.project_id, item_id, spec.key)
-                    await asyncio.to_thread(self._storage.put_file, storage_key, files[(item.output_key, spec.key)])
-                    stored.append(storage_key)
+                    await pending.put(storage_key, files[(item.output_key, spec.key)])
                     info = infos[(item.output_key, spec.key)]
                     assets.append(StoredAsset(spec.key, spec.roles, spec.title, storage_key, info))
                 prepared.append((item_id, item, assets))
-            return await self._commit(principal, job_id, prepared, encode)
-        except BaseException:
-            for key in stored:
-                await asyncio.to_thread(self._storage.delete, key)
+            return await self._commit(principal, job_id, prepared, encode, pending)
+        except BaseException as error:
+            await pending.settle(error)
             raise
         finally:
             if scratch.created:
@@ -241,7 +250,7 @@ class OutputService:
                     raise _invalid("nothing may follow commit", "commit")
                 if isinstance(part, OutputItemPart):
                     index = len(items)
-                    self._check_item(job, part, index, names)
+                    await asyncio.to_thread(self._check_item, job, part, index, names)  # parses a geometry
                     await self._check_name_free(job, part.name)
                     items.append(part)
                     for spec in part.assets:
@@ -335,8 +344,9 @@ class OutputService:
         job_id: str,
         prepared: list[tuple[str, OutputItemPart, list[StoredAsset]]],
         encode: Callable[[JobRecord, list[ItemRecord]], bytes],
+        pending: PendingObjects,
     ) -> bytes:
-        async with self._jobs.committing_outputs(principal, job_id) as (tx, job):
+        async with self._jobs.committing_outputs(principal, job_id, pending.probe) as (tx, job):
             job_type = await self._jobs.job_type(job.job_type_id, tx)
             sources = {}
             for source_id in job.source_item_ids:
@@ -346,7 +356,7 @@ class OutputService:
             records = []
             areas = []
             for item_id, part, assets in prepared:
-                area = parse_area(part.geometry, "geometry")
+                area = await asyncio.to_thread(parse_area, part.geometry, "geometry")
                 areas.append(area)
                 derived_from = part.source_item_ids or job.source_item_ids
                 when = part.datetime or (sources[derived_from[0]].datetime if derived_from else job.create_time)
@@ -385,6 +395,7 @@ class OutputService:
                 row = await (await tx.execute(Q.get_item, {"id": record.id})).fetchone()
                 assert row is not None
                 records.append(ItemRecord.from_row(row))
+            await self._quota.check(tx, job.project_id)
             area_km2 = sum(abs(_GEOD.geometry_area_perimeter(a)[0]) for a in areas) / 1e6
             actual = job_type.cost.actual(area_km2, sum(len(a) for _, _, a in prepared))
             finished = await self._jobs.succeed(tx, job, actual_cost=actual, output_item_ids=[r.id for r in records])

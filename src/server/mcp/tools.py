@@ -284,7 +284,7 @@ class Projection:
                 params.params.update(args)
                 return params
             return json_format.ParseDict(args, spec.operation.params_type())
-        except (json_format.ParseError, TypeError, ValueError) as exc:
+        except (json_format.ParseError, OverflowError, RecursionError, TypeError, ValueError) as exc:
             descriptor = spec.operation.params_type.DESCRIPTOR
             # protobuf's text lists the camelCase JSON names: name the snake_case ones the schema uses.
             problem = str(exc).split("\n", 1)[0]

@@ -195,11 +195,14 @@ class RestApi:
             body = await request.json() if request.can_read_body else {}
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise invalid_argument("PARAMS_UNPARSEABLE", f"the body is not JSON: {exc}", field="body") from exc
+        except RecursionError as exc:  # ~1000 levels; params are refused past 100 anyway (below)
+            raise invalid_argument("PARAMS_UNPARSEABLE", "the body is nested too deeply", field="body") from exc
         if not isinstance(body, dict):
             raise invalid_argument("PARAMS_UNPARSEABLE", "the body must be a JSON object of params", field="body")
         try:
             json_format.ParseDict(body, message)
-        except json_format.ParseError as exc:
+        except (json_format.ParseError, OverflowError, RecursionError, TypeError, ValueError) as exc:
+            # OverflowError: a whole number too large for a double (10**400) in a Struct.
             raise invalid_argument(
                 "PARAMS_UNPARSEABLE",
                 f"the body is not valid {message.DESCRIPTOR.name}: {exc}"[:500],
@@ -215,33 +218,38 @@ class RestApi:
                 call_info = call
                 executor, principal = await self._authenticate(request, call)
                 after = self._after_sequence(request)
-                events = until_revoked(
-                    executor.watch(principal, request.match_info["job_id"], after),
-                    executor.services.tokens,
-                    request.headers.get("Authorization"),
-                )
-                async for event in events:
-                    if response is None:
-                        response = web.StreamResponse(
-                            headers={
-                                "Content-Type": "text/event-stream",
-                                "Cache-Control": "no-cache",
-                                "X-Request-Id": call.request_id,
-                            }
-                        )
-                        await response.prepare(request)
-                    payload = kernel_pb2.WatchJobResponse(
-                        sequence=event.sequence,
-                        event_time=convert.timestamp(event.event_time),
-                        job=convert.job(event.job),
-                        event_type=event.event_type,
+                with executor.services.streams.hold(principal.id):
+                    events = until_revoked(
+                        executor.watch(principal, request.match_info["job_id"], after),
+                        executor.services.tokens,
+                        request.headers.get("Authorization"),
                     )
-                    data = json.dumps(json_format.MessageToDict(payload, preserving_proto_field_name=True))
-                    await response.write(f"id: {event.sequence}\nevent: {event.event_type}\ndata: {data}\n\n".encode())
-                if response is None:  # pragma: no cover - watch always yields at least the snapshot
-                    return _json_response({}, 204, call.request_id)
-                await response.write_eof()
-                return response
+                    async for event in events:
+                        if response is None:
+                            response = web.StreamResponse(
+                                headers={
+                                    "Content-Type": "text/event-stream",
+                                    "Cache-Control": "no-cache",
+                                    "X-Request-Id": call.request_id,
+                                }
+                            )
+                            await response.prepare(request)
+                        payload = kernel_pb2.WatchJobResponse(
+                            sequence=event.sequence,
+                            event_time=convert.timestamp(event.event_time),
+                            job=convert.job(event.job),
+                            event_type=event.event_type,
+                        )
+                        data = json.dumps(json_format.MessageToDict(payload, preserving_proto_field_name=True))
+                        await response.write(
+                            f"id: {event.sequence}\nevent: {event.event_type}\ndata: {data}\n\n".encode()
+                        )
+                    if response is None:
+                        # A resume of an ended job with nothing newer: 204 also tells an
+                        # EventSource not to reconnect.
+                        return web.Response(status=204, headers={"X-Request-Id": call.request_id})
+                    await response.write_eof()
+                    return response
         except DomainError as err:
             if response is None:
                 return _json_response(error_body(err, call_info.request_id), http_status(err), call_info.request_id)

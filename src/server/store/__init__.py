@@ -1,6 +1,6 @@
 """PostgreSQL store: connection pool, migrations, named queries."""
 
-from server.store.database import Database, connect_database, migrate
+from server.store.database import CommitProbe, Database, connect_database, migrate
 from server.store.queries import Q
 
-__all__ = ["Database", "Q", "connect_database", "migrate"]
+__all__ = ["CommitProbe", "Database", "Q", "connect_database", "migrate"]

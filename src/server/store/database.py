@@ -73,6 +73,15 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[str]:
     return applied_now
 
 
+@dataclass
+class CommitProbe:
+    """How far a transaction got: still in its body (nothing committed, whatever
+    failed), COMMIT sent (an error now may or may not mean it committed), or
+    committed."""
+
+    phase: str = "body"
+
+
 class Database:
     """The async connection pool every domain service shares."""
 
@@ -86,11 +95,16 @@ class Database:
             yield conn
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def transaction(self, probe: CommitProbe | None = None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         # Not in pipeline mode: a call cancelled inside one would hand its
         # connection back to the pool still pipelined, losing later writes.
-        async with self.pool.connection() as conn, conn.transaction():
-            yield conn
+        async with self.pool.connection() as conn:
+            async with conn.transaction():
+                yield conn
+                if probe is not None:
+                    probe.phase = "committing"  # leaving the block sends COMMIT
+            if probe is not None:
+                probe.phase = "committed"
 
     async def close(self) -> None:
         await self.pool.close()

@@ -536,8 +536,10 @@ class AsyncJobWatch(AsyncIterator[kernel_pb2.WatchJobResponse]):
         while True:
             request = kernel_pb2.WatchJobRequest(job_id=self.job_id, after_sequence=self.last_sequence)
             call = client._stub.WatchJob(request, metadata=client._settings.metadata(), timeout=attempts.remaining())
+            received = False
             try:
                 async for event in call:
+                    received = True
                     if yielded and event.sequence <= self.last_sequence:
                         continue
                     self.last_sequence = max(self.last_sequence, event.sequence)
@@ -546,11 +548,15 @@ class AsyncJobWatch(AsyncIterator[kernel_pb2.WatchJobResponse]):
                     yield event
                     if event.job.status in TERMINAL_STATUSES:
                         return
+                if not received:
+                    return  # the server ends a watch OK only for an ended job: nothing was newer
                 error: GeoperaError = Unavailable("the watch ended before the job did", reason="STREAM_ENDED")
             except grpc.RpcError as err:
                 error = error_from_rpc(err)
             finally:
                 call.cancel()
+            if error.reason == "WATCH_IDLE":
+                attempts.progressed()  # the server ends quiet watches: resuming them is routine
             delay = attempts.next_delay(error, safe=True)
             if delay is None:
                 raise error

@@ -559,8 +559,10 @@ class JobWatch(Iterator[kernel_pb2.WatchJobResponse]):
             call = client._stub.WatchJob(request, metadata=client._settings.metadata(), timeout=attempts.remaining())
             with self._lock:
                 self._call = call
+            received = False
             try:
                 for event in call:
+                    received = True
                     if yielded and event.sequence <= self.last_sequence:
                         continue  # already seen (never expected; cheap insurance)
                     self.last_sequence = max(self.last_sequence, event.sequence)
@@ -569,11 +571,15 @@ class JobWatch(Iterator[kernel_pb2.WatchJobResponse]):
                     yield event
                     if event.job.status in TERMINAL_STATUSES:
                         return
+                if not received:
+                    return  # the server ends a watch OK only for an ended job: nothing was newer
                 error: GeoperaError = Unavailable("the watch ended before the job did", reason="STREAM_ENDED")
             except grpc.RpcError as err:
                 error = error_from_rpc(err)
             finally:
                 call.cancel()
+            if error.reason == "WATCH_IDLE":
+                attempts.progressed()  # the server ends quiet watches: resuming them is routine
             delay = attempts.next_delay(error, safe=True)
             if delay is None:
                 raise error

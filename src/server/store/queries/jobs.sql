@@ -212,9 +212,11 @@ SELECT event_time,
 FROM payload;
 
 -- name: events_after
-SELECT sequence, event_type, event_time, snapshot FROM job_events
-WHERE job_id = %(job_id)s AND sequence > %(after)s
-ORDER BY sequence
+-- A job's events after a sequence, with the job's input_params (snapshots leave them out).
+SELECT e.sequence, e.event_type, e.event_time, e.snapshot, j.input_params
+FROM job_events e JOIN jobs j ON j.id = e.job_id
+WHERE e.job_id = %(job_id)s AND e.sequence > %(after)s
+ORDER BY e.sequence
 LIMIT 1000;
 
 -- name: insert_worker

@@ -22,7 +22,9 @@ export const file_geopera_v1_analytics: GenFile = /*@__PURE__*/
  * ones); INVALID_ARGUMENT `INVALID_ANALYTICS_PARAMS` with one BadRequest
  * violation per problem and the method's `ExpectedSchema` in the details.
  * Items named in `params` follow the usual access rules (NOT_FOUND /
- * PERMISSION_DENIED). The result is computed at full resolution.
+ * PERMISSION_DENIED). The result is computed at full resolution. Artifacts the
+ * method stores count against the project's storage quota (RESOURCE_EXHAUSTED
+ * `QUOTA_EXCEEDED`) and are kept for the artifact retention (7 days by default).
  *
  * @generated from message geopera.v1.AnalyticsExecuteParams
  */

@@ -75,7 +75,9 @@ export type ProjectsListParams = Message<"geopera.v1.ProjectsListParams"> & {
   pageSize: number;
 
   /**
-   * `next_page_token` of the previous page; empty for the first page.
+   * `next_page_token` of the previous page; empty for the first page. Tokens
+   * are signed by the server: any other value is INVALID_ARGUMENT
+   * `INVALID_PAGE_TOKEN`.
    *
    * @generated from field: string page_token = 2;
    */
@@ -163,8 +165,10 @@ export const ItemsGetResultSchema: GenMessage<ItemsGetResult> = /*@__PURE__*/
 /**
  * `items.list` (scope `catalog:read`): a project's items, ordered by
  * (datetime, id), filtered by every filter given.
- * INVALID_ARGUMENT `INVALID_BBOX`, `INVALID_TIME_RANGE`, `INVALID_PAGE_TOKEN`
- * (including a token issued for other filters), `INVALID_PAGE_SIZE`.
+ * INVALID_ARGUMENT `INVALID_BBOX`, `INVALID_TIME_RANGE`, `INVALID_TIMESTAMP`
+ * (a time outside 0001-01-01..9999-12-31 UTC, or nanos outside 0..999999999),
+ * `INVALID_PAGE_TOKEN` (a token the server did not sign, or one issued for
+ * another list, project or filters), `INVALID_PAGE_SIZE`.
  *
  * @generated from message geopera.v1.ItemsListParams
  */
@@ -331,7 +335,9 @@ export const AssetInputSchema: GenMessage<AssetInput> = /*@__PURE__*/
  * the render stretch, computes the footprint, and stores the asset. Either
  * everything is registered or nothing is: a refused asset leaves no item,
  * asset or stored file behind, and the upload stays usable for a retry.
- * ALREADY_EXISTS `ITEM_NAME_TAKEN` when (project, collection, name) is taken.
+ * ALREADY_EXISTS `ITEM_NAME_TAKEN` when (project, collection, name) is taken;
+ * RESOURCE_EXHAUSTED `QUOTA_EXCEEDED` when the assets would exceed the project's
+ * storage quota.
  *
  * @generated from message geopera.v1.ItemsCreateParams
  */
@@ -360,7 +366,8 @@ export type ItemsCreateParams = Message<"geopera.v1.ItemsCreateParams"> & {
   /**
    * Acquisition time. When unset: the raster's `TIFFTAG_DATETIME` /
    * `ACQUISITION_DATETIME` tag, else a `YYYYMMDD` date in `name`, else
-   * INVALID_ARGUMENT `DATETIME_REQUIRED`.
+   * INVALID_ARGUMENT `DATETIME_REQUIRED`. Outside 0001-01-01..9999-12-31 UTC
+   * (or nanos outside 0..999999999): INVALID_ARGUMENT `INVALID_TIMESTAMP`.
    *
    * @generated from field: google.protobuf.Timestamp datetime = 4;
    */

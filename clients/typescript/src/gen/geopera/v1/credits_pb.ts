@@ -85,7 +85,9 @@ export type CreditsLedgerListParams = Message<"geopera.v1.CreditsLedgerListParam
   pageSize: number;
 
   /**
-   * `next_page_token` of the previous page (same filters).
+   * `next_page_token` of the previous page (same filters). Tokens are signed
+   * by the server and bound to their list, project and filters: any other
+   * value is INVALID_ARGUMENT `INVALID_PAGE_TOKEN`.
    *
    * @generated from field: string page_token = 4;
    */

@@ -128,7 +128,9 @@ export const ClipCreateFromItemResultSchema: GenMessage<ClipCreateFromItemResult
  * `input_params` against the job type's schema (INVALID_ARGUMENT
  * `INVALID_JOB_PARAMS` with BadRequest violations and the expected schema),
  * reserves the estimated credits and creates a PENDING job. Dispatch it with
- * `processing.dispatch`. NOT_FOUND `JOB_TYPE_NOT_FOUND`.
+ * `processing.dispatch`. NOT_FOUND `JOB_TYPE_NOT_FOUND`. `input_params` take at
+ * most 64 KiB as JSON (INVALID_ARGUMENT `INPUT_TOO_LARGE`, metadata `max_bytes`):
+ * large inputs belong in uploaded items.
  *
  * @generated from message geopera.v1.ProcessingCreateParams
  */
@@ -349,14 +351,18 @@ export type ProcessingJobsListParams = Message<"geopera.v1.ProcessingJobsListPar
   pageSize: number;
 
   /**
-   * `next_page_token` of the previous page (same filters).
+   * `next_page_token` of the previous page (same filters). Tokens are signed
+   * by the server and bound to their list, project and filters: any other
+   * value is INVALID_ARGUMENT `INVALID_PAGE_TOKEN`.
    *
    * @generated from field: string page_token = 5;
    */
   pageToken: string;
 
   /**
-   * Only jobs created at or after this time.
+   * Only jobs created at or after this time. Times outside
+   * 0001-01-01..9999-12-31 UTC (or nanos outside 0..999999999) are
+   * INVALID_ARGUMENT `INVALID_TIMESTAMP`, here and in `create_time_end`.
    *
    * @generated from field: google.protobuf.Timestamp create_time_start = 6;
    */

@@ -1132,7 +1132,8 @@ export const LineageEdgeSchema: GenMessage<LineageEdge> = /*@__PURE__*/
 
 /**
  * A file produced by an analytics method and stored in the project (for example
- * a change raster), downloadable with `KernelService.DownloadAsset`.
+ * a change raster), downloadable with `KernelService.DownloadAsset` for 7 days
+ * (the server's `GEOPERA_ARTIFACT_RETENTION`); then it is deleted.
  *
  * @generated from message geopera.v1.Artifact
  */

@@ -570,7 +570,8 @@ export type OutputItem = Message<"geopera.v1.OutputItem"> & {
   geometry?: JsonObject | undefined;
 
   /**
-   * Acquisition time (usually the source's).
+   * Acquisition time (usually the source's); outside 0001-01-01..9999-12-31
+   * UTC: INVALID_ARGUMENT `INVALID_TIMESTAMP`.
    *
    * @generated from field: google.protobuf.Timestamp datetime = 4;
    */
@@ -901,6 +902,8 @@ export const WorkerService: GenService<{
    * or the bytes do not match the declared size or sha256) and transient
    * faults (UNAVAILABLE, DEADLINE_EXCEEDED) leave the attempt live: send the
    * outputs again. FAILED_PRECONDITION `JOB_ATTEMPT_OVER` once it is over.
+   * RESOURCE_EXHAUSTED `QUOTA_EXCEEDED` when the outputs would exceed the
+   * project's storage quota (the job fails with it too).
    *
    * @generated from rpc geopera.v1.WorkerService.RegisterOutputs
    */
