@@ -108,20 +108,32 @@ async def seed_world(world: World) -> None:
         await services.db.close()
 
 
-@pytest.fixture(scope="module")
-def world(database_factory: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    home = tmp_path_factory.mktemp("world")
-    url = database_factory.create()
-    server = ServerProcess(database_url=url, home=home, extra_env=TEST_SERVER_ENV).start()
-    state = World(server=server, database_url=url, home=home)
+def start_seeded_world(database_url: str, home: Path, env: dict[str, str]) -> World:
+    """A server on `database_url` with the seeded world; stopped again if seeding fails."""
+    server = ServerProcess(database_url=database_url, home=home, extra_env=env).start()
+    state = World(server=server, database_url=database_url, home=home)
     try:
         asyncio.run(seed_world(state))
-        state.channel = server.channel()
+    except BaseException:
+        server.stop()
+        raise
+    state.channel = server.channel()
+    return state
+
+
+def stop_world(state: World) -> None:
+    if state.channel is not None:
+        state.channel.close()
+    state.server.stop()
+
+
+@pytest.fixture(scope="module")
+def world(database_factory: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    state = start_seeded_world(database_factory.create(), tmp_path_factory.mktemp("world"), TEST_SERVER_ENV)
+    try:
         yield state
     finally:
-        if state.channel is not None:
-            state.channel.close()
-        server.stop()
+        stop_world(state)
 
 
 @pytest.fixture(scope="session", autouse=True)

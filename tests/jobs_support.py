@@ -4,7 +4,6 @@ token themselves)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import queue
@@ -18,8 +17,7 @@ import grpc
 from google.protobuf import struct_pb2
 
 from geopera.v1 import credits_pb2, kernel_pb2, processing_pb2, resources_pb2, worker_pb2, worker_pb2_grpc
-from tests.conftest import TEST_SERVER_ENV, World, seed_world
-from tests.support.server import ServerProcess
+from tests.conftest import TEST_SERVER_ENV, World, start_seeded_world
 from tests.support.workers import WorkerProcess
 
 FAST_LEASES = {
@@ -36,16 +34,9 @@ def struct(value: dict[str, Any]) -> struct_pb2.Struct:
     return message
 
 
-def start_world(database_url: str, home: Path) -> World:
-    server = ServerProcess(database_url=database_url, home=home, extra_env={**FAST_LEASES, **TEST_SERVER_ENV}).start()
-    world = World(server=server, database_url=database_url, home=home)
-    try:
-        asyncio.run(seed_world(world))
-    except BaseException:
-        server.stop()
-        raise
-    world.channel = server.channel()
-    return world
+def start_world(database_url: str, home: Path, env: dict[str, str] | None = None) -> World:
+    """A seeded world with short leases (or the server environment `env`)."""
+    return start_seeded_world(database_url, home, env if env is not None else {**FAST_LEASES, **TEST_SERVER_ENV})
 
 
 def wait_for_job_type(world: World, job_type_id: str, workers: int = 1, timeout: float = 30) -> None:

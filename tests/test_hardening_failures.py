@@ -12,12 +12,10 @@ credit moves.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import signal
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -25,8 +23,17 @@ import pytest
 from google.rpc import error_details_pb2
 
 from geopera.v1 import processing_pb2
-from tests.conftest import TEST_SERVER_ENV, World, seed_world
-from tests.jobs_support import STATUS, balance, create_and_dispatch, ledger, struct, wait_for_job_type, wait_terminal
+from tests.conftest import TEST_SERVER_ENV, World
+from tests.jobs_support import (
+    STATUS,
+    balance,
+    create_and_dispatch,
+    ledger,
+    start_world,
+    struct,
+    wait_for_job_type,
+    wait_terminal,
+)
 from tests.support.client import RpcFailure
 from tests.support.server import ServerProcess
 from tests.support.workers import WorkerProcess
@@ -39,22 +46,10 @@ AOI = {"type": "Polygon", "coordinates": [[[14.555, 45.868], [14.56, 45.868], [1
 RESERVE, CAPTURE, RELEASE = 2, 3, 4  # LedgerEntry kinds
 
 
-def _start_world(database_url: str, home: Path, env: dict[str, str] = SERVER_ENV) -> World:
-    server = ServerProcess(database_url=database_url, home=home, extra_env=env)
-    world = World(server=server.start(), database_url=database_url, home=home)
-    try:
-        asyncio.run(seed_world(world))
-    except BaseException:
-        server.stop()
-        raise
-    world.channel = server.channel()
-    return world
-
-
 @pytest.fixture(scope="module")
 def world(database_factory, tmp_path_factory) -> Iterator[World]:
     home = tmp_path_factory.mktemp("failures")
-    state = _start_world(database_factory.create(), home)
+    state = start_world(database_factory.create(), home, SERVER_ENV)
     worker = None
     try:
         worker = WorkerProcess(state.server.address, state.tokens["worker"], home, name="failures").start()
@@ -279,7 +274,7 @@ def test_a_transient_failure_is_still_tried_again(world):
 def test_outputs_sent_while_the_server_restarts_are_sent_again_and_the_job_succeeds(database_url, tmp_path):
     # A lease long enough to outlast the restart on a busy machine.
     env = {**SERVER_ENV, "GEOPERA_LEASE_SECONDS": "40"}
-    world = _start_world(database_url, tmp_path, env)
+    world = start_world(database_url, tmp_path, env)
     worker = None
     restarted: ServerProcess | None = None
     try:

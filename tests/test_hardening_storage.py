@@ -37,10 +37,10 @@ from geopera.v1 import analytics_pb2, catalog_pb2, kernel_pb2, processing_pb2, r
 from server.auth import USER_SCOPES
 from server.storage import LocalStorage
 from server.store import connect_database
-from tests.conftest import SAMPLES, TEST_SERVER_ENV, World, seed_world
+from tests.conftest import SAMPLES, TEST_SERVER_ENV, World, start_seeded_world, stop_world
 from tests.jobs_support import wait_for_job_type
 from tests.support.client import RpcFailure
-from tests.support.server import REPO, ServerProcess
+from tests.support.server import REPO
 from tests.support.workers import WorkerProcess
 
 MAX_STREAMS = 3
@@ -61,18 +61,11 @@ AOI = json.loads((SAMPLES / "aoi_epsg4326.geojson").read_text())
 
 @pytest.fixture(scope="module")
 def world(database_factory, tmp_path_factory) -> Iterator[World]:
-    home = tmp_path_factory.mktemp("storage-world")
-    url = database_factory.create()
-    server = ServerProcess(database_url=url, home=home, extra_env=SERVER_ENV).start()
-    state = World(server=server, database_url=url, home=home)
+    state = start_seeded_world(database_factory.create(), tmp_path_factory.mktemp("storage-world"), SERVER_ENV)
     try:
-        asyncio.run(seed_world(state))
-        state.channel = server.channel()
         yield state
     finally:
-        if state.channel is not None:
-            state.channel.close()
-        server.stop()
+        stop_world(state)
 
 
 def storage_root(world: World) -> Path:
@@ -560,14 +553,20 @@ def test_an_idle_watch_ends_with_a_status_to_resume_from(world):
 def test_the_sdk_resumes_idle_watches_until_the_job_ends(world):
     from geopera_sdk import Client, RetryPolicy
 
-    job = world.client("alpha").execute(
-        "processing.create",
-        processing_pb2.ProcessingCreateParams(
-            project_id="alpha",
-            job_type_id="clip",
-            input_params=struct({"source_item_id": world.items["s2l1c_slovenia_20150711_bgrn"], "aoi_geometry": AOI}),
-        ),
-    ).job
+    job = (
+        world.client("alpha")
+        .execute(
+            "processing.create",
+            processing_pb2.ProcessingCreateParams(
+                project_id="alpha",
+                job_type_id="clip",
+                input_params=struct(
+                    {"source_item_id": world.items["s2l1c_slovenia_20150711_bgrn"], "aoi_geometry": AOI}
+                ),
+            ),
+        )
+        .job
+    )
     policy = RetryPolicy(max_attempts=2, initial_backoff=0.05, max_backoff=0.1, total_timeout=None)
     with Client(world.server.address, world.tokens["alpha"], retries=policy) as sdk:
         watch = sdk.jobs.watch(job.id, timeout=60)
