@@ -39,10 +39,12 @@ def _sample(groups: dict[str, list[int]]) -> dict[str, dict[int, float]]:
 
 
 def run_load(spec: dict[str, Any], cpu_groups: dict[str, PidSource] | None = None,
-             on_measure_start: Callable[[], None] | None = None) -> dict[str, Any]:
+             on_measure_start: Callable[[], None] | None = None,
+             on_measure_end: Callable[[], None] | None = None) -> dict[str, Any]:
     """Run `bench.load` with `spec`; returns its result plus `cpu`: the cores
     each group of processes used during the measured window (`loadgen` is
-    always included). `on_measure_start` is called when the window opens."""
+    always included). `on_measure_start` / `on_measure_end` are called when
+    the window opens / closes."""
     cpu_groups = dict(cpu_groups or {})
     hard_limit = float(spec.get("warmup", 1.0)) + float(spec.get("duration", 5.0)) + 60
     proc = subprocess.Popen(
@@ -72,6 +74,8 @@ def run_load(spec: dict[str, Any], cpu_groups: dict[str, PidSource] | None = Non
             elif line == "MEASURE_END":
                 after = _sample(pids)
                 t_end = time.monotonic()
+                if on_measure_end is not None:
+                    on_measure_end()
             elif line.startswith("RESULT "):
                 result = json.loads(line[len("RESULT ") :])
         code = proc.wait()
@@ -121,10 +125,15 @@ def interleave(names: Sequence[K], runs: int, measure: Callable[[K, int], R]) ->
     results in run order; every name gets exactly `runs` results."""
     out: dict[K, list[R]] = {name: [] for name in names}
     for index in range(runs):
-        shift = index % len(names) if names else 0
-        for name in [*names[shift:], *names[:shift]]:
+        for name in rotation(names, index):
             out[name].append(measure(name, index))
     return out
+
+
+def rotation(names: Sequence[K], index: int) -> list[K]:
+    """`names` rotated left by `index` (the order of round `index` in `interleave`)."""
+    shift = index % len(names) if names else 0
+    return [*names[shift:], *names[:shift]]
 
 
 @dataclass(frozen=True)
