@@ -2,8 +2,9 @@
 the read-through caches (token, item, item proto) it hit or missed. `rpc_call` opens a
 `CallStats` per call and the access log line reports it (`db_ms`, `db_uses`,
 `cache_hits`, `cache_misses`; each only when there is something to say). Cheap on
-purpose: one context variable, two clock reads per connection use, one list append per
-cache lookup; code running outside a call (background loops) records nothing."""
+purpose: one context variable, two clock reads per connection use, one counter per cache
+lookup; code running outside a call (background loops) records nothing, and a task a call
+spawns adds to that call's counters (bounded: a count per cache name)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from dataclasses import dataclass, field
 class CallStats:
     db_seconds: float = 0.0
     db_uses: int = 0
-    cache_hits: list[str] = field(default_factory=list)
-    cache_misses: list[str] = field(default_factory=list)
+    cache_hits: dict[str, int] = field(default_factory=dict)
+    cache_misses: dict[str, int] = field(default_factory=dict)
 
     def log_fields(self) -> dict[str, object]:
         out: dict[str, object] = {}
@@ -43,7 +44,8 @@ def begin() -> CallStats:
 def cache_lookup(cache: str, hit: bool) -> None:
     stats = _current.get()
     if stats is not None:
-        (stats.cache_hits if hit else stats.cache_misses).append(cache)
+        counts = stats.cache_hits if hit else stats.cache_misses
+        counts[cache] = counts.get(cache, 0) + 1
 
 
 def database_used(seconds: float) -> None:
