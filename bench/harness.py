@@ -38,6 +38,35 @@ def _sample(groups: dict[str, list[int]]) -> dict[str, dict[int, float]]:
     return out
 
 
+class LogWindow:
+    """The JSON lines a process's log file got between `open()` and `close()`
+    (by byte offset; the server writes one JSON object per line)."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.start = self.end = 0
+
+    def open(self) -> None:
+        self.start = self.log_path.stat().st_size
+
+    def close(self) -> None:
+        self.end = self.log_path.stat().st_size
+
+    def lines(self, contains: bytes = b"") -> list[dict[str, Any]]:
+        with self.log_path.open("rb") as f:
+            f.seek(self.start)
+            chunk = f.read(self.end - self.start)
+        out = []
+        for raw in chunk.splitlines():
+            if contains and contains not in raw:
+                continue
+            try:
+                out.append(json.loads(raw))
+            except ValueError:
+                continue
+        return out
+
+
 def run_load(spec: dict[str, Any], cpu_groups: dict[str, PidSource] | None = None,
              on_measure_start: Callable[[], None] | None = None,
              on_measure_end: Callable[[], None] | None = None) -> dict[str, Any]:

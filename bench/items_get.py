@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import os
 import random
 import statistics
@@ -29,7 +28,7 @@ from google.protobuf import any_pb2
 
 from bench.echo import METHOD as ECHO_METHOD
 from bench.echo import EchoProcess
-from bench.harness import Options, Outcome, Spread, rotation, run_load, spread
+from bench.harness import LogWindow, Options, Outcome, Spread, rotation, run_load, spread
 from bench.profile import Profiler
 from bench.results import Results, machine_line, markdown_table, utc_now
 from bench.server import bench_server
@@ -138,38 +137,19 @@ def sanity_check(server: ServerProcess, echo: EchoProcess, request: kernel_pb2.E
     return response.ByteSize(), len(result.item.assets)
 
 
-class AccessWindow:
-    """The server's access-log lines written during one measured window (by byte offset)."""
-
-    def __init__(self, log_path: Path) -> None:
-        self.log_path = log_path
-        self.start = self.end = 0
-
-    def open(self) -> None:
-        self.start = self.log_path.stat().st_size
-
-    def close(self) -> None:
-        self.end = self.log_path.stat().st_size
+class AccessWindow(LogWindow):
+    """The server's access-log lines written during one measured window."""
 
     def summary(self) -> dict[str, Any]:
         """Per `items.get` call in the window: cache hit rates, database time and
         uses, server-side duration; and the same split by item-cache hit / miss."""
-        with self.log_path.open("rb") as f:
-            f.seek(self.start)
-            chunk = f.read(self.end - self.start)
         hits: Counter[str] = Counter()
         misses: Counter[str] = Counter()
         db_ms: list[float] = []
         db_uses = 0
         durations: dict[str, list[float]] = {"hit": [], "miss": []}
         db_by: dict[str, list[float]] = {"hit": [], "miss": []}
-        for raw in chunk.splitlines():
-            if b'"items.get"' not in raw:
-                continue
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                continue
+        for line in self.lines(b'"items.get"'):
             if line.get("rpc") != "Execute" or line.get("operation") != "items.get" or line.get("code") != "OK":
                 continue
             hits.update(line.get("cache_hits", ()))
