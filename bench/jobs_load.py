@@ -373,8 +373,10 @@ def _server_seconds(value: Any) -> float | None:
 
 
 async def run_throughput(spec: dict[str, Any]) -> dict[str, Any]:
-    """Closed loop: each client creates a job and watches it to its end."""
-    project, user_md = spec["project"], bearer(spec["user_token"])
+    """Closed loop: each client creates a job and watches it to its end. Client n
+    uses `user_tokens[n % len]` (one token holds at most 16 open streams)."""
+    project = spec["project"]
+    user_mds = [bearer(t) for t in spec.get("user_tokens") or [spec["user_token"]]]
     concurrency = int(spec["concurrency"])
     n_channels = int(spec.get("channels") or min(concurrency, 4))
     warmup, duration = float(spec["warmup"]), float(spec["duration"])
@@ -405,6 +407,7 @@ async def run_throughput(spec: dict[str, Any]) -> dict[str, Any]:
                 problem = False
                 t_created = t0
                 try:
+                    user_md = user_mds[n % len(user_mds)]
                     job_id = await create_job(kernel, user_md, project, f"c{n}")
                     t_created = time.perf_counter()
                     call = kernel.WatchJob(kernel_pb2.WatchJobRequest(job_id=job_id), metadata=user_md, timeout=30)

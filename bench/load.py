@@ -11,13 +11,22 @@ prints, on stdout:
 Requests and responses are raw bytes (no (de)serializer) so every peer pays
 the same client-side cost; `check` says how a response is validated. Bounded:
 no call is started after the window or past `max_requests`, each call has a
-deadline, and the whole run has a hard stop.
+deadline, and the whole run has a hard stop. When every caller stopped early
+(`max_requests` reached) the window ends at the last completion.
+
+One request (`payload_hex`) or a set of them (`payloads_hex`, e.g. one per item of
+a working set) picked per call by `pick`: `uniform`, `zipf` (rank r drawn with
+weight 1 / r^`zipf_s`; ranks are the list order) or `sequence` (each once, in list
+order, then again). `expect_in_response` (same length as the set) is a string
+that each response must contain for its request (e.g. the item id asked for).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import random
 import sys
 import time
 from collections import Counter
@@ -36,6 +45,9 @@ DEFAULTS: dict[str, Any] = {
     "call_timeout": 10.0,
     "metadata": [],
     "check": "echo",
+    "pick": "uniform",
+    "zipf_s": 1.0,
+    "seed": 17,
 }
 
 
@@ -47,11 +59,30 @@ class Stats:
     errors: Counter[str] = field(default_factory=Counter)  # every failure, warm-up included
     first_error: str = ""
     response_bytes: int = 0
+    last_completion: float = 0.0
 
     def fail(self, kind: str, detail: str) -> None:
         self.errors[kind] += 1
         if not self.first_error:
             self.first_error = f"{kind}: {detail}"[:500]
+
+
+def make_picker(spec: dict[str, Any], count: int) -> Callable[[], int]:
+    """Returns the index of the next request to send."""
+    if count == 1:
+        return lambda: 0
+    rng = random.Random(int(spec["seed"]))
+    if spec["pick"] == "uniform":
+        return lambda: rng.randrange(count)
+    if spec["pick"] == "zipf":
+        weights = [1.0 / (rank ** float(spec["zipf_s"])) for rank in range(1, count + 1)]
+        cum = list(itertools.accumulate(weights))
+        indexes = range(count)
+        return lambda: rng.choices(indexes, cum_weights=cum)[0]
+    if spec["pick"] == "sequence":
+        cycle = itertools.cycle(range(count))
+        return lambda: next(cycle)
+    raise SystemExit(f"unknown pick {spec['pick']!r}")
 
 
 def make_check(spec: dict[str, Any], payload: bytes) -> Callable[[bytes], str | None]:
@@ -91,9 +122,13 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     spec = {**DEFAULTS, **spec}
     concurrency = int(spec["concurrency"])
     n_channels = int(spec["channels"]) or min(concurrency, 4)
-    payload = bytes.fromhex(spec["payload_hex"])
+    payloads = [bytes.fromhex(h) for h in (spec.get("payloads_hex") or [spec["payload_hex"]])]
+    expected = [s.encode() for s in spec.get("expect_in_response") or []]
+    if expected and len(expected) != len(payloads):
+        raise SystemExit("expect_in_response must have one entry per payload")
+    pick = make_picker(spec, len(payloads))
     metadata = tuple((k, v) for k, v in spec["metadata"])
-    check = make_check(spec, payload)
+    checks = [make_check(spec, p) for p in payloads] if spec["check"] == "echo" else [make_check(spec, payloads[0])]
     timeout = float(spec["call_timeout"])
     max_requests = int(spec["max_requests"])
     stats = Stats()
@@ -117,40 +152,53 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                     return
                 stats.started += 1
                 problem = None
+                index = pick()
                 try:
-                    response = await call(payload, metadata=metadata, timeout=timeout)
+                    response = await call(payloads[index], metadata=metadata, timeout=timeout)
                 except aio.AioRpcError as err:
                     code = err.code()
                     problem = code.name if isinstance(code, grpc.StatusCode) else str(code)
                     stats.fail(problem, err.details() or "")
                 else:
-                    why = check(response)
+                    why = checks[index if len(checks) > 1 else 0](response)
+                    if why is None and expected and expected[index] not in response:
+                        why = f"the response does not contain {expected[index].decode()!r}"
                     if why is not None:
                         problem = "BAD_RESPONSE"
                         stats.fail(problem, why)
                     stats.response_bytes = len(response)
                 t1 = time.perf_counter()
+                stats.last_completion = t1
                 if measure_from <= t1 <= stop_at:
                     if problem is None:
                         stats.latencies.append(t1 - t0)
                     else:
                         stats.window_errors += 1
 
+        callers_done = asyncio.Event()
+
         async def marks() -> None:
             await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
             print("MEASURE_START", flush=True)
-            await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
+            try:
+                await asyncio.wait_for(callers_done.wait(), max(0.0, stop_at - time.perf_counter()))
+            except TimeoutError:
+                pass
             print("MEASURE_END", flush=True)
 
-        tasks = [caller(calls[i % n_channels]) for i in range(concurrency)]
+        async def all_callers() -> None:
+            await asyncio.gather(*(caller(calls[i % n_channels]) for i in range(concurrency)))
+            callers_done.set()
+
         await asyncio.wait_for(
-            asyncio.gather(marks(), *tasks), float(spec["warmup"]) + float(spec["duration"]) + timeout + 5
+            asyncio.gather(marks(), all_callers()), float(spec["warmup"]) + float(spec["duration"]) + timeout + 5
         )
     finally:
         await asyncio.gather(*(c.close() for c in channels), return_exceptions=True)
 
     latencies = sorted(stats.latencies)
-    window = float(spec["duration"])
+    # The window ends early when every caller stopped at `max_requests`.
+    window = max(1e-9, min(stop_at, max(stats.last_completion, measure_from)) - measure_from)
     return {
         "concurrency": concurrency,
         "channels": n_channels,
@@ -165,7 +213,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         "error_codes": dict(stats.errors),
         "first_error": stats.first_error,
         "started": stats.started,
-        "request_bytes": len(payload),
+        "request_bytes": len(payloads[0]),
         "response_bytes": stats.response_bytes,
     }
 

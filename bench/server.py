@@ -7,6 +7,9 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
+import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +33,7 @@ class BenchServer:
     pg_version: str
     _admin: psycopg.Connection[Any]
     _dbname: str
+    root_url: str = ""
 
     def pg_backends(self) -> list[int]:
         """PIDs of the PostgreSQL backends serving the bench's database."""
@@ -42,6 +46,56 @@ class BenchServer:
         """PIDs of the cluster's background processes (WAL writer, checkpointer, ...)."""
         rows = self._admin.execute("SELECT pid FROM pg_stat_activity WHERE backend_type <> 'client backend'")
         return [r[0] for r in rows.fetchall()]
+
+    def activity_sampler(self, interval: float = 0.01) -> ActivitySampler:
+        return ActivitySampler(self.root_url, self._dbname, interval)
+
+
+class ActivitySampler:
+    """Samples `pg_stat_activity` for one database from a thread with its own
+    connection, between `start()` and `stop()`: how many of its client backends
+    are busy on average, on what (`wait_event_type:wait_event`, `CPU` when not
+    waiting), in which state, and which queries (first 100 characters)."""
+
+    def __init__(self, root_url: str, dbname: str, interval: float) -> None:
+        self.root_url, self.dbname, self.interval = root_url, dbname, interval
+        self.samples = 0
+        self.busy: Counter[str] = Counter()  # what active backends were doing, summed over samples
+        self.states: Counter[str] = Counter()
+        self.queries: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="pg-activity", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        with psycopg.connect(self.root_url, autocommit=True) as conn:
+            while not self._stop.is_set():
+                rows = conn.execute(
+                    "SELECT state, wait_event_type, wait_event, left(query, 100) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+                    (self.dbname,),
+                ).fetchall()
+                self.samples += 1
+                for state, wait_type, wait_event, query in rows:
+                    self.states[state or "-"] += 1
+                    if state == "active":
+                        self.busy[f"{wait_type}:{wait_event}" if wait_type else "CPU"] += 1
+                        self.queries[" ".join((query or "").split())] += 1
+                    elif state == "idle in transaction":
+                        self.queries["(idle in transaction) " + " ".join((query or "").split())] += 1
+                time.sleep(self.interval)
+
+    def per_sample(self, counter: Counter[str]) -> list[tuple[str, float]]:
+        """(key, average backends per sample), most first."""
+        return [(k, v / self.samples) for k, v in counter.most_common()] if self.samples else []
 
 
 async def seed_project(url: str, home: Path, user_scopes: list[str]) -> dict[str, str]:
@@ -85,7 +139,7 @@ def bench_server(prefix: str, name: str) -> Iterator[BenchServer]:
         server = ServerProcess(database_url=url, home=home).start(timeout=60)
         admin = psycopg.connect(root_url, autocommit=True)
         pg_version = admin.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-        yield BenchServer(tmp, url, home, server, pg_version, admin, dbname)
+        yield BenchServer(tmp, url, home, server, pg_version, admin, dbname, root_url)
     finally:
         if admin is not None:
             admin.close()

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from server import callstats
 from server.errors import Code, DomainError, permission_denied, unauthenticated
 from server.ids import new_id
 from server.store import Database, Q
@@ -127,7 +128,9 @@ class TokenService:
         now = time.monotonic()
         cached = self._cache.get(token_hash)
         if cached is not None and cached[0] > now:
+            callstats.cache_lookup("token", True)
             return cached[1]
+        callstats.cache_lookup("token", False)
         if token.startswith(JOB_TOKEN_PREFIX):
             # What a job token names (job, attempt, worker) never changes, so it
             # may be cached too: every job-token call checks, under the job's

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from grpc import aio
 
+from server import callstats
 from server.api.status import to_grpc_status, unexpected_error
 from server.errors import Code, DomainError
 
@@ -51,6 +52,7 @@ class CallInfo:
 @asynccontextmanager
 async def rpc_call(context: aio.ServicerContext, rpc: str) -> AsyncIterator[CallInfo]:
     call = CallInfo(rpc=rpc, request_id=_request_id(context))
+    stats = callstats.begin()
     started = time.perf_counter()
     code = "OK"
     try:
@@ -78,6 +80,7 @@ async def rpc_call(context: aio.ServicerContext, rpc: str) -> AsyncIterator[Call
             "code": code,
             "duration_ms": round((time.perf_counter() - started) * 1000, 3),
             "request_id": call.request_id,
+            **stats.log_fields(),
             **call.extra,
         }
         access_log.info("call", extra={"access": entry})

@@ -9,6 +9,7 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from geopera.v1 import resources_pb2
+from server import callstats
 from server.api.status import status_proto
 from server.domain.credits import Balance, LedgerRow
 from server.domain.jobs import STATUSES, Dispatch, JobRecord, JobTypeRecord, WorkerRecord
@@ -110,6 +111,7 @@ _ITEM_BYTES_CAPACITY = 4096
 def item(record: ItemRecord) -> resources_pb2.Item:
     """Items are immutable, so their (costly) conversion is cached by id."""
     cached = _ITEM_BYTES.get(record.id)
+    callstats.cache_lookup("item_proto", cached is not None)
     if cached is not None:
         _ITEM_BYTES.move_to_end(record.id)
         return resources_pb2.Item.FromString(cached)

@@ -18,6 +18,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from shapely.geometry import shape
 
+from server import callstats
 from server.auth import Principal
 from server.domain.models import (
     AssetInput,
@@ -305,6 +306,7 @@ class CatalogService:
         if not item_id:
             raise invalid_argument("ITEM_ID_REQUIRED", "item_id is required", field="item_id")
         record = self._items.get(item_id)
+        callstats.cache_lookup("item", record is not None)
         if record is None:
             async with self._db.connection() as conn:
                 row = await (await conn.execute(Q.get_item, {"id": item_id})).fetchone()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -13,6 +14,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
+
+from server import callstats
 
 log = logging.getLogger(__name__)
 
@@ -92,19 +95,27 @@ class Database:
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         async with self.pool.connection() as conn:
-            yield conn
+            held = time.perf_counter()
+            try:
+                yield conn
+            finally:
+                callstats.database_used(time.perf_counter() - held)
 
     @asynccontextmanager
     async def transaction(self, probe: CommitProbe | None = None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         # Not in pipeline mode: a call cancelled inside one would hand its
         # connection back to the pool still pipelined, losing later writes.
         async with self.pool.connection() as conn:
-            async with conn.transaction():
-                yield conn
+            held = time.perf_counter()
+            try:
+                async with conn.transaction():
+                    yield conn
+                    if probe is not None:
+                        probe.phase = "committing"  # leaving the block sends COMMIT
                 if probe is not None:
-                    probe.phase = "committing"  # leaving the block sends COMMIT
-            if probe is not None:
-                probe.phase = "committed"
+                    probe.phase = "committed"
+            finally:
+                callstats.database_used(time.perf_counter() - held)
 
     async def close(self) -> None:
         await self.pool.close()

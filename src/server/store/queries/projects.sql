@@ -17,8 +17,8 @@ ORDER BY id
 LIMIT %(limit)s;
 
 -- name: lock_project_quota
--- Locks the project row, so a project's storage writes check its quota one at a time.
-SELECT storage_quota_bytes FROM projects WHERE id = %(project_id)s FOR UPDATE;
+-- Locks the project row, so a project's storage writes check its quota one at a time (NO KEY: inserts referencing the project, e.g. new jobs, need not wait).
+SELECT storage_quota_bytes FROM projects WHERE id = %(project_id)s FOR NO KEY UPDATE;
 
 -- name: project_storage_usage
 -- Bytes a project holds: item assets, analytics artifacts, and uploads waiting for items.create.

@@ -1,0 +1,30 @@
+"""A project's storage-quota check (every RegisterOutputs commit, items.create, an
+upload) locks the project row until its transaction ends. That lock must not stop
+the project's job creation: `INSERT INTO jobs` checks its foreign key to the project
+row with a KEY SHARE lock, which a `FOR UPDATE` lock blocks and `FOR NO KEY UPDATE`
+does not. The jobs bench found creations of a project queued behind its output
+commits this way (pg_stat_activity: Lock:tuple / Lock:transactionid waits)."""
+
+from __future__ import annotations
+
+import psycopg
+
+from geopera.v1 import processing_pb2, resources_pb2
+from server.store import Q
+from tests.jobs_support import running_world, struct, wait_terminal
+
+
+def test_job_creation_does_not_wait_for_a_quota_check_in_progress(database_factory, tmp_path):
+    with running_world(database_factory.create(), tmp_path, workers=1) as world:
+        client = world.client("alpha")
+        params = processing_pb2.ProcessingCreateAndDispatchParams(
+            project_id="alpha", job_type_id="test_noop", input_params=struct({})
+        )
+        with psycopg.connect(world.database_url) as holder:
+            # What a RegisterOutputs of project alpha holds until it commits.
+            holder.execute(Q.lock_project_quota, {"project_id": "alpha"})
+            created = client.execute("processing.create_and_dispatch", params, timeout=10)
+            assert created.job.id
+            holder.rollback()
+        # The quota checks still serialise among themselves: the job then completes.
+        assert wait_terminal(client, created.job.id).status == resources_pb2.JobStatus.JOB_STATUS_SUCCEEDED
