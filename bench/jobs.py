@@ -80,8 +80,9 @@ async def seed(url: str, home: Path) -> dict[str, str]:
             ))[1]
             for i in range(USERS)
         ]  # fmt: skip
-        _, worker = await services.tokens.create_token(name="bench-worker", kind="worker", scopes=["worker"],
-                                                       project_ids=[], job_type_ids=granted_test_job_types())  # fmt: skip
+        _, worker = await services.tokens.create_token(
+            name="bench-worker", kind="worker", scopes=["worker"], project_ids=[], job_type_ids=granted_test_job_types()
+        )
         return {"user": users[0], "users": ",".join(users), "worker": worker}
     finally:
         await services.db.close()
