@@ -11,17 +11,16 @@ import rasterio
 from rasterio.features import geometry_mask
 
 from server.analytics import registry
-from server.analytics.geometry import to_crs
 from server.errors import DomainError
-from server.geo import parse_area
 from tests.analytics.conftest import UTM33, UTM33_TRANSFORM, ContextFactory, RasterWriter, lonlat_polygon, make_item
+from tests.support import reference_geometry
 
 
 def area_mask(geojson: dict[str, Any], path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(all bands, pixel-centre mask of the area) read with plain rasterio."""
     with rasterio.open(path) as dataset:
         data = dataset.read()
-        geometry = to_crs(parse_area(geojson, "geometry"), dataset.crs)
+        geometry = reference_geometry.reproject(reference_geometry.lonlat_area(geojson), dataset.crs)
         mask = geometry_mask(
             [geometry], out_shape=(dataset.height, dataset.width), transform=dataset.transform, invert=True
         )
