@@ -386,4 +386,20 @@ def test_scaled_band_and_missing_raster_zone(
     scaled = run_zonal(make_context(s2_items), item_id="s2_20150711", band=3, geometry=lulc_zones, apply_scale=True)
     raw = run_zonal(make_context(s2_items), item_id="s2_20150711", band=3, geometry=lulc_zones)
     assert scaled["unit"] is None
-    assert scaled["zones"][5]["stats"]["mean"] == pytest.approx(raw["zones"][5]["stats"]["mean"] * 1e-4, rel=1e-6)
+    for got, stored in zip(scaled["zones"], raw["zones"], strict=True):
+        assert got["stats"]["count"] == stored["stats"]["count"]
+        for key in ("min", "max", "mean", "median"):
+            if stored["stats"][key] is None:
+                assert got["stats"][key] is None
+            else:
+                assert got["stats"][key] == pytest.approx(stored["stats"][key] * 1e-4, rel=1e-6), (got["index"], key)
+    # A zone that misses the raster is reported, with nothing counted, among the others.
+    item, _, _ = synthetic_item
+    zones = synthetic_zones()
+    missing = run_zonal(make_context([item]), item_id="synthetic", band=1, geometry=zones, apply_scale=True)
+    assert [z["feature_id"] for z in missing["zones"]] == [f"z{i}" for i in range(6)]
+    off = missing["zones"][4]
+    assert off["stats"]["count"] == 0 and off["stats"]["nodata_count"] == 0 and off["pixels_read"] == 0
+    assert all(off["stats"][k] is None for k in ("min", "max", "mean", "std", "sum", "median")), off
+    assert all(p["value"] is None for p in off["percentiles"])
+    assert all(z["stats"]["count"] > 0 for i, z in enumerate(missing["zones"]) if i not in (2, 4))
