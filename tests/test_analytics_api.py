@@ -95,6 +95,10 @@ def test_zonal_stats_equals_the_library_on_the_real_zones(world, tmp_path):
                 if value is not None
                 else got["stats"][name] is None
             )
+        assert [p["percentile"] for p in got["percentiles"]] == [10, 50, 90]
+        for ours, theirs in zip(got["percentiles"], expected["percentiles"], strict=True):
+            assert ours["percentile"] == theirs["percentile"]
+            assert ours["value"] == (pytest.approx(theirs["value"], rel=1e-12) if theirs["value"] is not None else None)
     assert result["coverage"] == "center" and result["pixels_read"] > 0 and result["resolution"]["x"] > 9
     # The grassland zones' mean NDVI matches the sample's documented value.
     grass = [z["stats"]["mean"] for z in result["zones"] if z["properties"]["LULC_NAME"] == "grassland"]

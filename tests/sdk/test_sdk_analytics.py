@@ -3,10 +3,12 @@ method attributes built from the server's JSON Schemas."""
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 
 import pytest
+import rasterio
 from geopera_sdk import AnalyticsResult, AsyncClient, InvalidArgument
 from geopera_sdk._analytics import MethodSpec, make_method
 
@@ -85,9 +87,15 @@ def test_change_detection_artifacts_download(client, world, tmp_path):
         geometry=AOI,
     )
     assert result.operation == "change_detection"
+    assert sorted(artifact.key for artifact in result.outputs) == ["difference_cog", "quicklook_png"]
     for artifact in result.outputs:
         downloaded = client.download(artifact, tmp_path / artifact.key)
         assert downloaded.sha256 == artifact.sha256 and downloaded.size_bytes == artifact.size_bytes
+        body = (tmp_path / artifact.key).read_bytes()
+        assert len(body) == artifact.size_bytes and hashlib.sha256(body).hexdigest() == artifact.sha256
+    assert (tmp_path / "quicklook_png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with rasterio.open(tmp_path / "difference_cog") as difference:
+        assert difference.dtypes == ("float32",) and difference.count == 1
 
 
 async def test_async_analytics(world):
