@@ -14,11 +14,13 @@ import numpy as np
 import pytest
 import rasterio
 from google.protobuf import json_format, struct_pb2
+from rasterio.features import geometry_mask
 from rio_cogeo.cogeo import cog_validate
 
 from geopera.v1 import analytics_pb2, errors_pb2
 from server.analytics import AnalyticsContext, AssetView, ItemView, default_registry
 from tests.conftest import SAMPLES
+from tests.support import reference_geometry
 from tests.support.client import RpcFailure
 from tests.support.server import REPO
 
@@ -93,6 +95,10 @@ def test_zonal_stats_equals_the_library_on_the_real_zones(world, tmp_path):
                 if value is not None
                 else got["stats"][name] is None
             )
+        assert [p["percentile"] for p in got["percentiles"]] == [10, 50, 90]
+        for ours, theirs in zip(got["percentiles"], expected["percentiles"], strict=True):
+            assert ours["percentile"] == theirs["percentile"]
+            assert ours["value"] == (pytest.approx(theirs["value"], rel=1e-12) if theirs["value"] is not None else None)
     assert result["coverage"] == "center" and result["pixels_read"] > 0 and result["resolution"]["x"] > 9
     # The grassland zones' mean NDVI matches the sample's documented value.
     grass = [z["stats"]["mean"] for z in result["zones"] if z["properties"]["LULC_NAME"] == "grassland"]
@@ -107,7 +113,19 @@ def test_time_series_over_the_68_date_stack(world):
     assert len(steps) == 68
     assert [s["datetime"] for s in steps] == sorted(s["datetime"] for s in steps)
     with rasterio.open(SAMPLES / "s2l1c_slovenia_ndvi_68dates.tif") as src:
-        assert steps[0]["datetime"].startswith(src.descriptions[0][:10])
+        assert [s["datetime"][:10] for s in steps] == [d[:10] for d in src.descriptions]
+        data = src.read()
+        area = reference_geometry.reproject(reference_geometry.lonlat_area(AOI), src.crs)
+        inside = geometry_mask([area], out_shape=data.shape[1:], transform=src.transform, invert=True)
+    # Each step's mean is numpy's over the pixels whose centre is in the AOI (NaN is nodata).
+    for step, band in zip(steps, data, strict=True):
+        values = band[inside & ~np.isnan(band)]
+        assert step["count"] == values.size
+        if values.size:
+            assert step["value"] == pytest.approx(float(np.mean(values, dtype=np.float64)), rel=1e-6), step
+        else:
+            assert step.get("value") is None
+    assert sum(1 for s in steps if s["count"]) > 30
 
 
 def test_change_detection_stores_a_cog_and_a_quicklook(world, tmp_path):

@@ -17,10 +17,10 @@ from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import shape
 
 from geopera.v1 import catalog_pb2, processing_pb2
-from server.raster.clip import aoi_in_raster_crs
 from tests.conftest import SAMPLES
 from tests.jobs_support import STATUS, balance, running_world, wait_terminal
 from tests.support.client import RpcFailure
+from tests.support.reference_geometry import CLIP_DENSIFY_DEGREES, reproject
 
 SOURCE = "s2l1c_slovenia_20150711_bgrn"
 AOI = json.loads((SAMPLES / "aoi_epsg4326.geojson").read_text())
@@ -73,7 +73,7 @@ def test_a_clip_matches_rasterio_mask_pixel_for_pixel(clip_world, tmp_path):
     valid, errors, _ = cog_validate(str(output), quiet=True)
     assert valid, errors
     with rasterio.open(SAMPLES / f"{SOURCE}.tif") as src, rasterio.open(output) as out:
-        expected, transform = rasterio.mask.mask(src, [aoi_in_raster_crs(src, aoi)], crop=True)
+        expected, transform = rasterio.mask.mask(src, [reproject(aoi, src.crs, CLIP_DENSIFY_DEGREES)], crop=True)
         assert np.array_equal(out.read(), expected)
         assert out.transform == transform and out.crs == src.crs and out.nodata == src.nodata
         assert out.descriptions == src.descriptions and out.dtypes == src.dtypes

@@ -58,7 +58,7 @@ def test_a_foreign_type_url(world):
         type_url="type.googleapis.com/google.protobuf.Struct", value=struct_pb2.Struct().SerializeToString()
     )
     failure = _execute_raw(world, kernel_pb2.ExecuteRequest(operation="items.list", params=params))
-    assert failure.reason == "PARAMS_TYPE_MISMATCH"
+    assert (failure.code, failure.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "PARAMS_TYPE_MISMATCH")
 
 
 def test_unparseable_params_bytes(world):

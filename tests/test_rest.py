@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 import subprocess
 import urllib.error
 import urllib.request
@@ -150,7 +149,6 @@ def test_the_openapi_document_covers_the_registry(rest_world):
         assert ref in document["components"]["schemas"], ref
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_the_product_docs_clip_example_runs_with_curl(rest_world):
     aoi = json.loads((SAMPLES / "aoi_epsg4326.geojson").read_text())["features"][0]["geometry"]
     body = {
@@ -186,7 +184,6 @@ def test_invalid_analytics_params_are_422_with_the_expected_schema(rest_world):
     assert any(v["field"] == "params.item_id" for v in body["details"]["field_violations"])
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_the_product_docs_change_detection_example_runs_with_curl(rest_world):
     aoi = json.loads((SAMPLES / "aoi_epsg4326.geojson").read_text())["features"][0]["geometry"]
     body = {

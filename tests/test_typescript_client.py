@@ -5,7 +5,8 @@ GEOPERA_PROJECT / GEOPERA_ITEM_ID pointing at it.
 
 `npm test` type-checks (tsc) and runs node's test runner: create_and_dispatch
 of a `test_cog` job, WatchJob to SUCCEEDED (and resumed after a dropped
-stream), zonal_stats NDVI, and typed errors. Needs `node` and `npm` on PATH;
+stream), zonal_stats NDVI, and typed errors. Needs `node` and `npm` on PATH (CI
+installs them in .ci/run): without them these tests fail, they never skip.
 `npm ci` runs only when node_modules is missing or older than the lockfile.
 """
 
@@ -27,11 +28,6 @@ CLIENT = REPO / "clients" / "typescript"
 NODE = shutil.which("node")
 NPM = shutil.which("npm")
 
-pytestmark = pytest.mark.skipif(
-    NODE is None or NPM is None,
-    reason="node and npm are needed for the TypeScript client tests (clients/typescript); install Node.js >= 20",
-)
-
 
 def _npm_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GEOPERA_", "NPM_CONFIG_", "npm_"))}
@@ -49,6 +45,9 @@ def _installed(client: Path) -> bool:
 @pytest.fixture(scope="module")
 def node_modules() -> None:
     """`npm ci` once; later runs reuse node_modules (and npm's cache)."""
+    assert NODE is not None and NPM is not None, (
+        "node and npm are needed for the TypeScript client tests (clients/typescript); install Node.js >= 20"
+    )
     if _installed(CLIENT):
         return
     assert NPM is not None

@@ -179,6 +179,8 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
             raise ListenError(f"cannot listen on {settings.http_listen} (HTTP): {err.strerror}") from None
         http_host = settings.http_listen.rsplit(":", 1)[0]
         log.info("HTTP/JSON on %s://%s:%d (OpenAPI at /v1/openapi.json)", http_scheme, http_host, http_port)
+    else:
+        log.info("HTTP/JSON off: no HTTP port opened (--http-listen / GEOPERA_HTTP_LISTEN is off)")
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

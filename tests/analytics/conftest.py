@@ -54,8 +54,7 @@ def make_item(item_id: str, path: Path, *, when: dt.datetime | None = None, key:
 
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
-    if not SAMPLE_DIR.is_dir():
-        pytest.skip(f"sample data missing: {SAMPLE_DIR}")
+    assert SAMPLE_DIR.is_dir(), f"sample data missing: {SAMPLE_DIR} (committed with the repository)"
     return SAMPLE_DIR
 
 

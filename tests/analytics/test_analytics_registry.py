@@ -265,6 +265,15 @@ def test_cancellation_stops_a_run(make_context: ContextFactory, s2_items: dict, 
         if len(calls) > 2:
             raise Cancelled
 
+    params = {"item_id": "s2_20150711", "band": 1, "geometry": lulc_zones}
     ctx.cancel_check = check
     with pytest.raises(Cancelled):
-        registry.run("zonal_stats", {"item_id": "s2_20150711", "band": 1, "geometry": lulc_zones}, ctx)
+        registry.run("zonal_stats", params, ctx)
+    assert len(calls) == 3  # stopped at the first check that said so
+
+    # A whole run consults the check many more times: the cancellation cut it short.
+    full = make_context(s2_items)
+    checks: list[int] = []
+    full.cancel_check = lambda: checks.append(1)
+    assert len(registry.run("zonal_stats", params, full)["zones"]) == 88
+    assert len(checks) > 3

@@ -21,11 +21,8 @@ from rasterstats import zonal_stats
 from shapely.geometry import box, mapping
 
 from server.analytics import registry, stats
-from server.analytics.geometry import to_crs
-from server.analytics.indices import get_index
-from server.analytics.sources import reflectance
-from server.geo import parse_zones
 from tests.analytics.conftest import UTM33, UTM33_TRANSFORM, ContextFactory, RasterWriter, lonlat_polygon, make_item
+from tests.support.reference_geometry import lonlat_zones, reproject
 
 ALL_STATS = ["count", "nodata_count", "min", "max", "mean", "std", "sum", "median"]
 PERCENTILES = [0.0, 10.0, 37.5, 90.0, 100.0]
@@ -87,7 +84,7 @@ def single_band_file(tmp_path: Path, name: str, values: np.ndarray, reference: P
 
 
 def zone_geometries(geojson: dict[str, Any], crs: Any) -> list[Any]:
-    return [to_crs(zone.geometry, crs) for zone in parse_zones(geojson, "geometry")]
+    return [reproject(zone, crs) for zone in lonlat_zones(geojson)]
 
 
 def wholly_inside(geometries: list[Any], path: Path) -> list[bool]:
@@ -158,7 +155,12 @@ def s2_arrays(sample_dir: Path) -> tuple[np.ndarray, Any, Any]:
 
 
 def s2_ndvi(raw: np.ndarray) -> np.ndarray:
-    return get_index("NDVI")({"red": reflectance(raw[2], 1e-4, 0.0), "nir": reflectance(raw[3], 1e-4, 0.0)})
+    """NDVI of reflectance (DN * 1e-4), in float32 as the server computes it; NaN where undefined."""
+    red, nir = raw[2].astype(np.float32) * np.float32(1e-4), raw[3].astype(np.float32) * np.float32(1e-4)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = (nir - red) / (nir + red)
+    values[(nir + red) == 0] = np.nan
+    return values
 
 
 def test_s2_ndvi_center_equals_rasterstats(
@@ -384,4 +386,20 @@ def test_scaled_band_and_missing_raster_zone(
     scaled = run_zonal(make_context(s2_items), item_id="s2_20150711", band=3, geometry=lulc_zones, apply_scale=True)
     raw = run_zonal(make_context(s2_items), item_id="s2_20150711", band=3, geometry=lulc_zones)
     assert scaled["unit"] is None
-    assert scaled["zones"][5]["stats"]["mean"] == pytest.approx(raw["zones"][5]["stats"]["mean"] * 1e-4, rel=1e-6)
+    for got, stored in zip(scaled["zones"], raw["zones"], strict=True):
+        assert got["stats"]["count"] == stored["stats"]["count"]
+        for key in ("min", "max", "mean", "median"):
+            if stored["stats"][key] is None:
+                assert got["stats"][key] is None
+            else:
+                assert got["stats"][key] == pytest.approx(stored["stats"][key] * 1e-4, rel=1e-6), (got["index"], key)
+    # A zone that misses the raster is reported, with nothing counted, among the others.
+    item, _, _ = synthetic_item
+    zones = synthetic_zones()
+    missing = run_zonal(make_context([item]), item_id="synthetic", band=1, geometry=zones, apply_scale=True)
+    assert [z["feature_id"] for z in missing["zones"]] == [f"z{i}" for i in range(6)]
+    off = missing["zones"][4]
+    assert off["stats"]["count"] == 0 and off["stats"]["nodata_count"] == 0 and off["pixels_read"] == 0
+    assert all(off["stats"][k] is None for k in ("min", "max", "mean", "std", "sum", "median")), off
+    assert all(p["value"] is None for p in off["percentiles"])
+    assert all(z["stats"]["count"] > 0 for i, z in enumerate(missing["zones"]) if i not in (2, 4))

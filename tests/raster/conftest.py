@@ -21,8 +21,7 @@ WriteGTiff = Callable[..., Path]
 
 @pytest.fixture(scope="session")
 def sample_dir() -> Path:
-    if not SAMPLE_DIR.is_dir():
-        pytest.skip(f"sample data missing: {SAMPLE_DIR}")
+    assert SAMPLE_DIR.is_dir(), f"sample data missing: {SAMPLE_DIR} (committed with the repository)"
     return SAMPLE_DIR
 
 

@@ -19,7 +19,8 @@ from shapely.geometry import MultiPolygon, Point, Polygon, box, shape
 
 import server.raster.clip as clip_module
 from server.raster import RasterError, write_cog
-from server.raster.clip import AOI_OUTSIDE_FOOTPRINT, ClipResult, aoi_in_raster_crs, clip_to_cog
+from server.raster.clip import AOI_OUTSIDE_FOOTPRINT, ClipResult, clip_to_cog
+from tests.support.reference_geometry import CLIP_DENSIFY_DEGREES, reproject
 
 UTM33 = Affine(10.0, 0.0, 465_000.0, 0.0, -10.0, 5_080_000.0)
 
@@ -59,7 +60,7 @@ def oracle(
     path: Path, aoi: Any, *, nodata: float | None = None, indexes: list[int] | None = None
 ) -> tuple[np.ndarray, Affine]:
     with rasterio.open(path) as dataset:
-        geometry = aoi_in_raster_crs(dataset, aoi)
+        geometry = reproject(aoi, dataset.crs, CLIP_DENSIFY_DEGREES)
         return rasterio.mask.mask(dataset, [geometry], crop=True, nodata=nodata, indexes=indexes)
 
 

@@ -3,24 +3,20 @@ method attributes built from the server's JSON Schemas."""
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
 
 import pytest
+import rasterio
 from geopera_sdk import AnalyticsResult, AsyncClient, InvalidArgument
 from geopera_sdk._analytics import MethodSpec, make_method
 
 from geopera.v1 import analytics_pb2
-from server.api.operations import REGISTRY
 from tests.conftest import SAMPLES
 
 AOI = json.loads((SAMPLES / "aoi_epsg4326.geojson").read_text())
 SCENES = ("s2l1c_slovenia_20150711_bgrn", "s2l1c_slovenia_20150909_bgrn")
-
-needs_analytics = pytest.mark.skipif(
-    REGISTRY.get("analytics.execute") is None or REGISTRY.get("analytics.operations.list") is None,
-    reason="the server does not register the analytics operations yet",
-)
 
 
 def _server_method_specs() -> dict[str, analytics_pb2.AnalyticsOperation]:
@@ -57,7 +53,6 @@ def test_methods_get_their_signature_and_docstring_from_the_schema():
     assert inspect.iscoroutinefunction(change) and "band_mapping" in inspect.signature(change).parameters
 
 
-@needs_analytics
 def test_analytics_methods_are_listed_and_callable(client, world):
     names = [op.name for op in client.analytics.operations()]
     assert {"zonal_stats", "time_series", "change_detection"} <= set(names) and names == sorted(names)
@@ -83,7 +78,6 @@ def test_analytics_methods_are_listed_and_callable(client, world):
     assert any(field.endswith("band") for field, _ in error.field_violations)
 
 
-@needs_analytics
 def test_change_detection_artifacts_download(client, world, tmp_path):
     result = client.analytics.change_detection(
         before_item_id=world.items[SCENES[0]],
@@ -93,12 +87,17 @@ def test_change_detection_artifacts_download(client, world, tmp_path):
         geometry=AOI,
     )
     assert result.operation == "change_detection"
+    assert sorted(artifact.key for artifact in result.outputs) == ["difference_cog", "quicklook_png"]
     for artifact in result.outputs:
         downloaded = client.download(artifact, tmp_path / artifact.key)
         assert downloaded.sha256 == artifact.sha256 and downloaded.size_bytes == artifact.size_bytes
+        body = (tmp_path / artifact.key).read_bytes()
+        assert len(body) == artifact.size_bytes and hashlib.sha256(body).hexdigest() == artifact.sha256
+    assert (tmp_path / "quicklook_png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with rasterio.open(tmp_path / "difference_cog") as difference:
+        assert difference.dtypes == ("float32",) and difference.count == 1
 
 
-@needs_analytics
 async def test_async_analytics(world):
     async with AsyncClient(world.server.address, world.tokens["alpha"]) as client:
         # Before the list is loaded, the attribute loads it when called.

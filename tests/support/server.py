@@ -24,13 +24,16 @@ class ServerProcess(ChildProcess):
         home: Path,
         extra_env: dict[str, str] | None = None,
         extra_args: list[str] | None = None,
+        http_listen: str | None = "127.0.0.1:0",
     ) -> None:
+        """``http_listen`` None: no --http-listen flag (GEOPERA_HTTP_LISTEN or the default decides)."""
         self.home = home
         self.database_url = database_url
         self.log_path = home / "server.log"
         self.port_file = home / "port"
         self._extra_env = extra_env or {}
         self._extra_args = extra_args or []
+        self._http_args = ["--http-listen", http_listen] if http_listen is not None else []
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.http_port = 0
@@ -57,7 +60,7 @@ class ServerProcess(ChildProcess):
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "server.cli", "serve", "--listen", "127.0.0.1:0",
-                 "--port-file", str(self.port_file), "--http-listen", "127.0.0.1:0", *self._extra_args],
+                 "--port-file", str(self.port_file), *self._http_args, *self._extra_args],
                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip
         self._track()

@@ -76,8 +76,7 @@ def context(tmp_path: Path, source: SourceItem, progress: Recorder | None = None
 
 @pytest.fixture
 def sample_aoi() -> dict[str, Any]:
-    if not SAMPLE.exists():
-        pytest.skip(f"sample data missing: {SAMPLE}")
+    assert SAMPLE.exists(), f"sample data missing: {SAMPLE} (committed with the repository)"
     return json.loads((SAMPLE_DIR / "aoi_epsg4326.geojson").read_text())
 
 
