@@ -512,3 +512,18 @@ def test_the_same_outputs_written_properly_are_accepted(promise_world, tmp_path)
         assert done.job.status == STATUS.JOB_STATUS_SUCCEEDED and len(done.items) == 1
     finally:
         raw.die()
+
+
+def test_an_idempotency_key_lives_48_hours_by_default(promise_world):
+    import psycopg
+
+    client = promise_world.client("alpha")
+    key = f"default-ttl-{secrets.token_hex(4)}"
+    params = processing_pb2.ProcessingCreateParams(project_id="alpha", job_type_id="test_noop", input_params=struct({}))
+    job = client.execute("processing.create", params, idempotency_key=key).job
+    with psycopg.connect(promise_world.database_url) as conn:
+        (lifetime,) = conn.execute(
+            "SELECT extract(epoch FROM expire_time - create_time)::float8 FROM idempotency_keys WHERE key = %s", (key,)
+        ).fetchone()
+    assert lifetime == 48 * 3600
+    cancel(client, job.id)

@@ -79,6 +79,7 @@ async def build_services(settings: Settings, url: str) -> Services:
         lease_seconds=settings.lease_seconds,
         heartbeat_seconds=settings.heartbeat_seconds,
         backoff_base_seconds=settings.retry_backoff_seconds,
+        backoff_max_seconds=settings.retry_backoff_max_seconds,
         max_attempts=settings.max_attempts,
     )
     jobs = JobService(db, policy)
@@ -86,8 +87,9 @@ async def build_services(settings: Settings, url: str) -> Services:
     analytics = AnalyticsService(db, storage, catalog, load_analytics_methods(settings.analytics_plugins), quota)
     streams = StreamLimiter(settings.max_streams_per_token, settings.watch_idle_seconds)
     return Services(
-        db, storage, tokens, catalog, CreditService(db), jobs, outputs, Notifications(url), analytics, streams
-    )
+        db, storage, tokens, catalog, CreditService(db), jobs, outputs, Notifications(url), analytics, streams,
+        idempotency_key_ttl_seconds=settings.idempotency_key_ttl_seconds,
+    )  # fmt: skip
 
 
 def storage_sweeper(settings: Settings, services: Services) -> StorageSweeper:
