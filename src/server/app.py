@@ -29,6 +29,7 @@ from geopera.v1 import (  # noqa: F401  (imports register every payload type for
     worker_pb2_grpc,
 )
 from server.analytics import MethodRegistry, default_registry
+from server.api.calls import CALLS
 from server.api.execute import Executor
 from server.api.kernel import KernelServicer
 from server.api.operations import REGISTRY
@@ -218,11 +219,12 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
 
     await stop.wait()
     log.info("stopping: draining calls for up to %.0f s", settings.shutdown_grace_seconds)
+    CALLS.stopping = True  # new calls: UNAVAILABLE SERVER_SHUTTING_DOWN from here on
     await health_servicer.enter_graceful_shutdown()
     services.notifications.close_streams()
     if http_runner is not None:
         await http_runner.cleanup()
-    await server.stop(settings.shutdown_grace_seconds)
+    await server.stop(await CALLS.drain(settings.shutdown_grace_seconds))
     for task in background:
         task.cancel()
     await dispatcher.stop()
