@@ -15,11 +15,6 @@ import signal
 import time
 
 import grpc
-import numpy as np
-import rasterio
-import rasterio.mask
-import rasterio.warp
-from shapely.geometry import mapping, shape
 
 from geopera.v1 import catalog_pb2, kernel_pb2, kernel_pb2_grpc, processing_pb2
 from tests.conftest import SAMPLES, TEST_SERVER_ENV, _services
@@ -27,6 +22,7 @@ from tests.jobs_support import (
     FAST_LEASES,
     STATUS,
     RawWorker,
+    assert_clip_is_rasterio_mask,
     balance,
     declaration_of,
     ledger,
@@ -194,13 +190,7 @@ def test_a_lease_held_through_a_dead_replica_is_expired_by_another_and_the_clip_
         body, _ = on_b.download(item.assets["data"].href)
         output = tmp_path / "clip.tif"
         output.write_bytes(body)
-        with rasterio.open(SAMPLES / f"{SOURCE}.tif") as src, rasterio.open(output) as out:
-            footprint = shape(rasterio.warp.transform_geom(src.crs, "EPSG:4326", mapping(_bounds_box(src))))
-            aoi = shape(AOI["features"][0]["geometry"]).intersection(footprint)
-            in_raster_crs = rasterio.warp.transform_geom("EPSG:4326", src.crs, mapping(aoi))
-            expected, transform = rasterio.mask.mask(src, [in_raster_crs], crop=True)
-            assert out.transform == transform and out.crs == src.crs
-            assert np.array_equal(out.read(), expected)
+        assert_clip_is_rasterio_mask(output)
     finally:
         if raw is not None:
             raw.die()
@@ -210,9 +200,3 @@ def test_a_lease_held_through_a_dead_replica_is_expired_by_another_and_the_clip_
         replica_b.stop()
         replica_a.channel.close()
         replica_a.server.stop()
-
-
-def _bounds_box(dataset):
-    from shapely.geometry import box
-
-    return box(*dataset.bounds)
