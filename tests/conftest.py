@@ -136,6 +136,55 @@ def world(database_factory: DatabaseFactory, tmp_path_factory: pytest.TempPathFa
         stop_world(state)
 
 
+def ledger_violations(url: str) -> list[str]:
+    """Every project of one database whose credits do not add up: available +
+    held + captured = granted, and the ledger replayed from the start lands on
+    the balance (a `waive` records an uncharged excess and moves nothing). Read
+    with plain SQL, not through the server under test."""
+    import psycopg
+
+    try:
+        conn = psycopg.connect(url)
+    except psycopg.OperationalError:
+        return []  # dropped by its test
+    with conn:
+        accounts = conn.execute(
+            "SELECT project_id, available, held, granted_total, captured_total FROM credit_accounts"
+        ).fetchall()
+        entries = conn.execute(
+            "SELECT project_id, kind, amount, available_after, held_after FROM credit_ledger ORDER BY id"
+        ).fetchall()
+    replayed: dict[str, list[int]] = {}  # project -> [available, held, granted, captured]
+    problems = []
+    for project, kind, amount, available_after, held_after in entries:
+        state = replayed.setdefault(project, [0, 0, 0, 0])
+        move = {"grant": (amount, 0, amount, 0), "reserve": (-amount, amount, 0, 0),
+                "capture": (0, -amount, 0, amount), "release": (amount, -amount, 0, 0),
+                "waive": (0, 0, 0, 0)}[kind]  # fmt: skip
+        state[:] = [a + b for a, b in zip(state, move, strict=True)]
+        if (state[0], state[1]) != (available_after, held_after) or min(state) < 0:
+            problems.append(f"{project}: after a {kind} of {amount} the ledger says {available_after}/{held_after}, "
+                            f"the replay {state[0]}/{state[1]}")  # fmt: skip
+    for project, available, held, granted, captured in accounts:
+        if available + held + captured != granted:
+            problems.append(f"{project}: {available} + {held} + {captured} != {granted}")
+        if [available, held, granted, captured] != replayed.get(project, [0, 0, 0, 0]):
+            problems.append(f"{project}: balance {[available, held, granted, captured]} != ledger replay "
+                            f"{replayed.get(project)}")  # fmt: skip
+    return problems
+
+
+@pytest.fixture(scope="module", autouse=True)
+def credits_add_up_at_the_end_of_the_module(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After every module, each database it created (worlds and per-test
+    databases alike) must have credits that add up, whatever its tests moved.
+    Set up first and torn down last, so it reads after the module's servers stopped."""
+    first = len(DatabaseFactory.created_urls)
+    yield
+    problems = {url: found for url in DatabaseFactory.created_urls[first:] if (found := ledger_violations(url))}
+    assert not problems, f"credits do not add up after {request.module.__name__}: {problems}"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_process_outlives_the_session() -> Iterator[None]:
     """A safety net: whatever a failed fixture left running is stopped."""

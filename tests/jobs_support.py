@@ -14,10 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
+import rasterio
+import rasterio.mask
+import rasterio.warp
 from google.protobuf import struct_pb2
+from shapely.geometry import box, mapping, shape
 
 from geopera.v1 import credits_pb2, kernel_pb2, processing_pb2, resources_pb2, worker_pb2, worker_pb2_grpc
-from tests.conftest import TEST_SERVER_ENV, World, start_seeded_world
+from tests.conftest import SAMPLES, TEST_SERVER_ENV, World, start_seeded_world
 from tests.support.workers import WorkerProcess
 
 FAST_LEASES = {
@@ -235,3 +240,15 @@ def dumps(message: Any) -> str:
     from google.protobuf import json_format
 
     return json.dumps(json_format.MessageToDict(message), indent=1)
+
+
+def assert_clip_is_rasterio_mask(output) -> None:
+    """`output` equals rasterio.mask of the sample under the sample AOI, reprojected
+    by rasterio.warp (not by the code under test)."""
+    aoi = json.loads((SAMPLES / "aoi_epsg4326.geojson").read_text())["features"][0]["geometry"]
+    with rasterio.open(SAMPLES / "s2l1c_slovenia_20150711_bgrn.tif") as src, rasterio.open(output) as out:
+        footprint = shape(rasterio.warp.transform_geom(src.crs, "EPSG:4326", mapping(box(*src.bounds))))
+        zone = rasterio.warp.transform_geom("EPSG:4326", src.crs, mapping(shape(aoi).intersection(footprint)))
+        expected, transform = rasterio.mask.mask(src, [zone], crop=True)
+        assert out.transform == transform and out.crs == src.crs
+        assert np.array_equal(out.read(), expected)

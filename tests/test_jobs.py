@@ -113,32 +113,45 @@ def test_a_failing_job_fails_inside_the_job_and_releases_its_credits(jobs_world)
     assert final.status == STATUS.JOB_STATUS_FAILED
     assert final.error.code == grpc.StatusCode.ABORTED.value[0]
     assert "no water here" in final.error.message
-    assert final.credits_charged == 0
+    assert final.credits_charged == 0 and final.attempt == 1  # not retryable: one attempt
     assert balance(client).available == before.available and balance(client).held == before.held
+    assert sorted((e.kind, e.amount) for e in ledger(client, job_id=job.id)) == [(2, 3), (4, 3)]  # reserve, release
 
 
 def test_retryable_failures_use_every_attempt_then_fail(jobs_world):
     client = jobs_world.client("alpha")
+    before = balance(client)
     job = create_and_dispatch(client, "test_fail", {"retryable": True}).job
-    events = watch(client, job.id)
+    events = watch(client, job.id, after=1)
     assert [e.event_type for e in events].count("retrying") == 2
+    assert [e.job.attempt for e in events if e.event_type == "assigned"] == [1, 2, 3]
     final = events[-1].job
     assert final.status == STATUS.JOB_STATUS_FAILED and final.attempt == 3
     assert "ATTEMPTS_EXHAUSTED" in str(final.error)
+    assert final.credits_charged == 0 and balance(client) == before
 
 
 def test_a_retry_can_succeed(jobs_world):
     client = jobs_world.client("alpha")
     job = create_and_dispatch(client, "test_fail", {"retryable": True, "succeed_from_attempt": 2}).job
-    final = wait_terminal(client, job.id)
+    events = watch(client, job.id, after=1)
+    final = events[-1].job
     assert final.status == STATUS.JOB_STATUS_SUCCEEDED and final.attempt == 2
+    assert [e.event_type for e in events].count("retrying") == 1
+    assert [e.job.attempt for e in events if e.event_type == "assigned"] == [1, 2]
 
 
 def test_a_crashing_plugin_is_retried_as_a_worker_error(jobs_world):
     client = jobs_world.client("alpha")
     job = create_and_dispatch(client, "test_fail", {"crash": True, "message": "boom"}).job
-    final = wait_terminal(client, job.id)
+    events = watch(client, job.id, after=1)
+    final = events[-1].job
     assert final.status == STATUS.JOB_STATUS_FAILED and final.attempt == 3
+    # The worker caught the crash and reported it as a retryable worker error, each time.
+    retries = [e.job.message for e in events if e.event_type == "retrying"]
+    assert len(retries) == 2 and all("RuntimeError: boom" in m for m in retries), retries
+    assert "ATTEMPTS_EXHAUSTED" in str(final.error) and "RuntimeError: boom" in final.error.message
+    assert final.credits_charged == 0
 
 
 def test_cancelling_a_running_job_stops_the_worker_and_releases_credits(jobs_world):
@@ -158,9 +171,16 @@ def test_cancelling_a_running_job_stops_the_worker_and_releases_credits(jobs_wor
     ).job
     assert cancelled.status == STATUS.JOB_STATUS_CANCELLED and "changed my mind" in cancelled.error.message
     assert balance(client).held == before.held and balance(client).available == before.available
+    # The worker running it was told and stopped it.
+    deadline = time.monotonic() + 20
+    logs = sorted(jobs_world.home.glob("worker-*.log"))
+    while not any(f"job {job.id} cancelled by the server" in log.read_text() for log in logs):
+        assert time.monotonic() < deadline, "no worker stopped the cancelled job"
+        time.sleep(0.1)
     time.sleep(1.0)
     final = client.execute("processing.jobs.get", processing_pb2.ProcessingJobsGetParams(job_id=job.id)).job
     assert final.status == STATUS.JOB_STATUS_CANCELLED and not final.output_item_ids
+    assert final.progress < 1.0
     again = client.execute("processing.jobs.cancel", processing_pb2.ProcessingJobsCancelParams(job_id=job.id)).job
     assert again.status == STATUS.JOB_STATUS_CANCELLED
     done = create_and_dispatch(client, "test_noop", {}).job
@@ -354,7 +374,8 @@ def test_a_dead_workers_token_stops_working_and_the_job_moves_on(jobs_world):
     ):
         with pytest.raises(grpc.RpcError) as info:
             call()
-        assert info.value.code() in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED)
+        failure = RpcFailure.from_rpc_error(info.value)
+        assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "JOB_ATTEMPT_OVER"), failure
     assert len(final.output_item_ids) == 1
     entries = ledger(client, job_id=dead_job.job.id)
     assert [e.kind for e in entries].count(3) == 1  # captured once

@@ -13,6 +13,7 @@ from geopera.v1 import catalog_pb2, kernel_pb2, processing_pb2
 from tests.jobs_support import (
     FAST_LEASES,
     STATUS,
+    assert_clip_is_rasterio_mask,
     balance,
     create_and_dispatch,
     ledger,
@@ -209,5 +210,10 @@ def test_a_worker_without_shared_storage_downloads_its_sources(world, tmp_path):
         downloads = [line for line in world.server.log().splitlines() if '"rpc":"DownloadAsset"' in line]
         assert downloads and all('"code":"OK"' in line for line in downloads)
         assert any(f'"principal":"job:{result.job.id}:' in line for line in downloads)
+        # The downloaded source was clipped exactly: the pixels rasterio.mask gives.
+        item = client.execute("items.get", catalog_pb2.ItemsGetParams(item_id=final.output_item_ids[0])).item
+        body, _ = client.download(item.assets["data"].href)
+        (tmp_path / "clip.tif").write_bytes(body)
+        assert_clip_is_rasterio_mask(tmp_path / "clip.tif")
     finally:
         remote.stop()

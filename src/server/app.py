@@ -29,6 +29,7 @@ from geopera.v1 import (  # noqa: F401  (imports register every payload type for
     worker_pb2_grpc,
 )
 from server.analytics import MethodRegistry, default_registry
+from server.api.calls import CALLS
 from server.api.execute import Executor
 from server.api.kernel import KernelServicer
 from server.api.operations import REGISTRY
@@ -79,6 +80,7 @@ async def build_services(settings: Settings, url: str) -> Services:
         lease_seconds=settings.lease_seconds,
         heartbeat_seconds=settings.heartbeat_seconds,
         backoff_base_seconds=settings.retry_backoff_seconds,
+        backoff_max_seconds=settings.retry_backoff_max_seconds,
         max_attempts=settings.max_attempts,
     )
     jobs = JobService(db, policy)
@@ -86,8 +88,9 @@ async def build_services(settings: Settings, url: str) -> Services:
     analytics = AnalyticsService(db, storage, catalog, load_analytics_methods(settings.analytics_plugins), quota)
     streams = StreamLimiter(settings.max_streams_per_token, settings.watch_idle_seconds)
     return Services(
-        db, storage, tokens, catalog, CreditService(db), jobs, outputs, Notifications(url), analytics, streams
-    )
+        db, storage, tokens, catalog, CreditService(db), jobs, outputs, Notifications(url), analytics, streams,
+        idempotency_key_ttl_seconds=settings.idempotency_key_ttl_seconds,
+    )  # fmt: skip
 
 
 def storage_sweeper(settings: Settings, services: Services) -> StorageSweeper:
@@ -218,11 +221,12 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
 
     await stop.wait()
     log.info("stopping: draining calls for up to %.0f s", settings.shutdown_grace_seconds)
+    CALLS.stopping = True  # new calls: UNAVAILABLE SERVER_SHUTTING_DOWN from here on
     await health_servicer.enter_graceful_shutdown()
     services.notifications.close_streams()
     if http_runner is not None:
         await http_runner.cleanup()
-    await server.stop(settings.shutdown_grace_seconds)
+    await server.stop(await CALLS.drain(settings.shutdown_grace_seconds))
     for task in background:
         task.cancel()
     await dispatcher.stop()

@@ -67,6 +67,14 @@ class Settings:
     lease_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_LEASE_SECONDS", 15.0))
     heartbeat_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_HEARTBEAT_SECONDS", 3.0))
     retry_backoff_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_RETRY_BACKOFF_SECONDS", 1.0))
+    # The retry backoff doubles per attempt up to this.
+    retry_backoff_max_seconds: float = field(
+        default_factory=lambda: _env_float("GEOPERA_RETRY_BACKOFF_MAX_SECONDS", 30.0)
+    )
+    # How long a spend's idempotency key (and its stored response) is kept.
+    idempotency_key_ttl_seconds: float = field(
+        default_factory=lambda: _env_duration("GEOPERA_IDEMPOTENCY_KEY_TTL", 48 * 3600.0)
+    )
     max_attempts: int = field(default_factory=lambda: _env_int("GEOPERA_MAX_ATTEMPTS", 3))
     # Extra analytics method modules (comma-separated); each exposes METHODS,
     # a list of AnalyticsMethod classes, registered next to the built-ins.

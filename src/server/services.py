@@ -8,6 +8,7 @@ from server.auth import TokenService
 from server.domain.analytics import AnalyticsService
 from server.domain.catalog import CatalogService
 from server.domain.credits import CreditService
+from server.domain.idempotency import KEY_TTL_SECONDS
 from server.domain.jobs import JobService
 from server.domain.outputs import OutputService
 from server.domain.streams import StreamLimiter
@@ -28,3 +29,4 @@ class Services:
     notifications: Notifications
     analytics: AnalyticsService
     streams: StreamLimiter = field(default_factory=StreamLimiter)
+    idempotency_key_ttl_seconds: float = KEY_TTL_SECONDS

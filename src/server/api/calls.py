@@ -4,6 +4,7 @@ mapping whatever the call raised onto a gRPC status (through `status.py`)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -49,14 +50,49 @@ class CallInfo:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+class CallsInFlight:
+    """The calls this server runs. Once it stops, new calls fail UNAVAILABLE
+    `SERVER_SHUTTING_DOWN` (clients retry them on another replica or later)
+    while those in flight get the shutdown grace to finish."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.stopping = False
+        self._idle: asyncio.Event | None = None
+
+    def ended(self) -> None:
+        self.count -= 1
+        if self.count == 0 and self._idle is not None:
+            self._idle.set()
+
+    async def drain(self, grace: float) -> float:
+        """Refuse new calls, wait up to `grace` seconds for those in flight;
+        returns the grace left."""
+        self.stopping = True
+        self._idle = asyncio.Event()
+        deadline = time.monotonic() + grace
+        if self.count:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace)
+        return max(0.0, deadline - time.monotonic())
+
+
+CALLS = CallsInFlight()
+
+
 @asynccontextmanager
 async def rpc_call(context: aio.ServicerContext, rpc: str) -> AsyncIterator[CallInfo]:
     call = CallInfo(rpc=rpc, request_id=_request_id(context))
     stats = callstats.begin()
     started = time.perf_counter()
     code = "OK"
+    counted = False
     try:
         context.set_trailing_metadata((("x-request-id", call.request_id),))
+        if CALLS.stopping:
+            raise DomainError(Code.UNAVAILABLE, "SERVER_SHUTTING_DOWN", "the server is stopping; retry the call")
+        CALLS.count += 1
+        counted = True
         yield call
     except DomainError as err:
         code = err.code.name
@@ -73,6 +109,8 @@ async def rpc_call(context: aio.ServicerContext, rpc: str) -> AsyncIterator[Call
         log.exception("unhandled error in %s (request %s)", rpc, call.request_id)
         await context.abort_with_status(to_grpc_status(err, call.request_id))
     finally:
+        if counted:
+            CALLS.ended()
         entry = {
             "rpc": rpc,
             "operation": call.operation,
@@ -90,4 +128,4 @@ def unavailable(message: str) -> DomainError:
     return DomainError(Code.UNAVAILABLE, "NOT_READY", message)
 
 
-__all__ = ["CallInfo", "metadata_value", "rpc_call", "unavailable"]
+__all__ = ["CALLS", "CallInfo", "metadata_value", "rpc_call", "unavailable"]

@@ -113,7 +113,10 @@ class Executor:
         principal.require_project(project_id)
         print_ = idempotency.fingerprint(operation.name, params.SerializeToString(deterministic=True))
         async with self.services.db.transaction() as conn:
-            replay = await idempotency.claim(conn, project_id, principal.id, key, operation.name, print_)
+            replay = await idempotency.claim(
+                conn, project_id, principal.id, key, operation.name, print_,
+                ttl_seconds=self.services.idempotency_key_ttl_seconds,
+            )  # fmt: skip
             if replay is not None:
                 call.extra["idempotent_replay"] = True
                 return operation.result_type.FromString(replay)

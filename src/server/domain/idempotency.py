@@ -21,7 +21,7 @@ import psycopg
 from server.errors import Code, DomainError, failed_precondition
 from server.store import Q
 
-KEY_TTL_SECONDS = 48 * 3600  # the contract promises at least 24 h
+KEY_TTL_SECONDS = 48 * 3600.0  # the default; the contract promises at least 24 h
 LOCK_WAIT = "15s"
 
 
@@ -30,7 +30,14 @@ def fingerprint(operation: str, params: bytes) -> bytes:
 
 
 async def claim(
-    conn: psycopg.AsyncConnection[Any], project_id: str, principal_id: str, key: str, operation: str, print_: bytes
+    conn: psycopg.AsyncConnection[Any],
+    project_id: str,
+    principal_id: str,
+    key: str,
+    operation: str,
+    print_: bytes,
+    *,
+    ttl_seconds: float = KEY_TTL_SECONDS,
 ) -> bytes | None:
     """Inside the caller's transaction: returns the response to replay, or
     None when this request owns the key and must do the work. `principal_id`
@@ -47,7 +54,7 @@ async def claim(
                         "principal_id": principal_id,
                         "operation": operation,
                         "fingerprint": print_,
-                        "ttl_seconds": KEY_TTL_SECONDS,
+                        "ttl_seconds": ttl_seconds,
                     },
                 )
             ).fetchone()

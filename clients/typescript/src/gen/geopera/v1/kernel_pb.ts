@@ -365,7 +365,9 @@ export const DownloadAssetResponseSchema: GenMessage<DownloadAssetResponse> = /*
  *
  * Request bytes that do not decode as the RPC's request message fail
  * INVALID_ARGUMENT (reason `MALFORMED_REQUEST`). While the server starts (see
- * the health service), calls fail UNAVAILABLE (`NOT_READY`).
+ * the health service), calls fail UNAVAILABLE (`NOT_READY`). While it stops
+ * (SIGTERM), calls in flight get a grace period to finish and new calls fail
+ * UNAVAILABLE (`SERVER_SHUTTING_DOWN`): retry them on another replica.
  *
  * Every response carries the trailing metadata `x-request-id` (echoing the
  * request's `x-request-id` when given), which also appears in the server log.
