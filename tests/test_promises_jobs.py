@@ -397,7 +397,7 @@ def hello(capacity: int = 1, job_type_id: str = RAW_TYPE, worker_id: str = "") -
         ([hello(capacity=0)], "INVALID_CAPACITY", "capacity"),
         ([hello(capacity=65)], "INVALID_CAPACITY", "capacity"),
         ([hello(job_type_id="")], "INVALID_JOB_TYPE", "hello.job_types[0].job_type_id"),
-        ([hello(job_type_id="Not-A-Type")], "INVALID_JOB_TYPE", "job_type_id"),
+        ([hello(job_type_id="Not-A-Type")], "INVALID_JOB_TYPE", "hello.job_types[0].job_type_id"),
     ],
     ids=["heartbeat-first", "no-message", "capacity-0", "capacity-65", "empty-job-type", "bad-job-type"],
 )
@@ -418,7 +418,7 @@ def test_a_worker_id_of_another_credential_is_taken(promise_world):
     raw = RawWorker(promise_world.channel, promise_world.tokens["worker"], [RAW_TYPE])
     try:
         worker_id = raw.welcome.worker_id
-        other_credential = promise_world.make_token(kind="worker", scopes=["worker"], projects=[])
+        other_credential = promise_world.make_token(kind="worker", scopes=["worker"], projects=[], job_types=[RAW_TYPE])
         outcome = connect_outcome(promise_world, other_credential, [hello(worker_id=worker_id)])
         assert isinstance(outcome, RpcFailure), f"accepted: {outcome}"
         assert (outcome.code, outcome.reason) == (grpc.StatusCode.PERMISSION_DENIED, "WORKER_ID_TAKEN")
