@@ -41,6 +41,9 @@ from server.domain.catalog import CatalogLimits, CatalogService
 from server.domain.credits import CreditService
 from server.domain.jobs import CostModel, JobService, JobTypeRecord, LeasePolicy
 from server.domain.outputs import OutputService
+from server.domain.raster_work import RasterWorkPool
+from server.raster import configure_limits as configure_raster_limits
+from server.raster import raster_limits
 from server.rest.app import RestApi, start_rest
 from server.services import Services
 from server.storage import LocalStorage
@@ -67,7 +70,9 @@ async def build_services(settings: Settings, url: str) -> Services:
     storage = LocalStorage(settings.storage_root)
     tokens = TokenService(db, cache_seconds=settings.token_cache_seconds)
     limits = CatalogLimits(max_upload_bytes=settings.max_upload_bytes)
-    catalog = CatalogService(db, storage, limits)
+    configure_raster_limits(raster_limits(settings.max_raster_pixels, settings.max_raster_samples))
+    raster_pool = RasterWorkPool(settings.raster_workers or None)
+    catalog = CatalogService(db, storage, limits, raster_pool)
     policy = LeasePolicy(
         lease_seconds=settings.lease_seconds,
         heartbeat_seconds=settings.heartbeat_seconds,
@@ -75,7 +80,7 @@ async def build_services(settings: Settings, url: str) -> Services:
         max_attempts=settings.max_attempts,
     )
     jobs = JobService(db, policy)
-    outputs = OutputService(db, storage, jobs, limits)
+    outputs = OutputService(db, storage, jobs, limits, raster_pool)
     analytics = AnalyticsService(db, storage, catalog, load_analytics_methods(settings.analytics_plugins))
     return Services(db, storage, tokens, catalog, CreditService(db), jobs, outputs, Notifications(url), analytics)
 

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 
 from server.logs import configure_logging
+from server.raster import configure_limits as configure_raster_limits
+from server.raster import raster_limits
 from worker.lifetime import exit_with_parent
 from worker.plugin import PluginRegistry
 from worker.runtime import Worker, WorkerConfig
@@ -59,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--parent-pid", type=int, default=int(env("GEOPERA_WORKER_PARENT_PID", "0")),
                         help="stop when this process (the one that started the worker) exits "
                         "[GEOPERA_WORKER_PARENT_PID]")  # fmt: skip
+    parser.add_argument("--max-raster-pixels", type=int, default=int(env("GEOPERA_MAX_RASTER_PIXELS", "0")),
+                        help="largest source raster, width x height (0: 2^28) [GEOPERA_MAX_RASTER_PIXELS]")  # fmt: skip
+    parser.add_argument("--max-raster-samples", type=int, default=int(env("GEOPERA_MAX_RASTER_SAMPLES", "0")),
+                        help="largest source raster, width x height x bands (0: 2^31) "
+                        "[GEOPERA_MAX_RASTER_SAMPLES]")  # fmt: skip
     parser.add_argument("--log-level", default=env("GEOPERA_LOG_LEVEL", "INFO"))
     return parser
 
@@ -83,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.token:
         print("error: a worker token is required (--token or GEOPERA_WORKER_TOKEN)", file=sys.stderr)
         return 2
+    # Sources are client data: over these limits a job fails with RASTER_TOO_LARGE.
+    configure_raster_limits(raster_limits(args.max_raster_pixels, args.max_raster_samples))
     config = WorkerConfig(
         server=args.server,
         token=args.token,

@@ -11,6 +11,7 @@ leaves nothing behind. A retry after the commit replays the stored response.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import re
 import shutil
@@ -28,6 +29,7 @@ from server.auth import Principal
 from server.domain.catalog import CatalogLimits, NewItem, StoredAsset, asset_storage_key, insert_item
 from server.domain.jobs import JobRecord, JobService
 from server.domain.models import ItemRecord
+from server.domain.raster_work import RasterWorkPool
 from server.errors import DomainError, invalid_argument
 from server.geo import parse_area
 from server.ids import new_id
@@ -113,12 +115,18 @@ def _invalid(message: str, field: str) -> DomainError:
 
 class OutputService:
     def __init__(
-        self, db: Database, storage: BlobStorage, jobs: JobService, limits: CatalogLimits | None = None
+        self,
+        db: Database,
+        storage: BlobStorage,
+        jobs: JobService,
+        limits: CatalogLimits | None = None,
+        raster_pool: RasterWorkPool | None = None,
     ) -> None:
         self._db = db
         self._storage = storage
         self._jobs = jobs
         self._limits = limits or CatalogLimits()
+        self._raster_pool = raster_pool or RasterWorkPool()
 
     async def register(
         self,
@@ -137,7 +145,9 @@ class OutputService:
         try:
             items, files = await self._receive(job, parts, scratch)
             infos = {
-                key: await asyncio.to_thread(self._inspect, path, f"items[{key[0]}].assets[{key[1]}]")
+                key: await self._raster_pool.run(
+                    functools.partial(self._inspect, path, f"items[{key[0]}].assets[{key[1]}]")
+                )
                 for key, path in files.items()
             }
             prepared = []
@@ -161,9 +171,9 @@ class OutputService:
                 await asyncio.to_thread(shutil.rmtree, scratch.path, True)
 
     @staticmethod
-    def _inspect(path: Path, field: str) -> RasterInfo:
+    def _inspect(path: Path, field: str, check_cancelled: Callable[[], None]) -> RasterInfo:
         try:
-            info = inspect_raster(path, require_cog=True)
+            info = inspect_raster(path, require_cog=True, check_cancelled=check_cancelled)
         except RasterError as err:
             raise invalid_argument(
                 err.reason,

@@ -36,6 +36,8 @@ from server.raster.safe_open import (
     RasterLimits,
     configure_limits,
     current_limits,
+    open_stored,
+    raster_limits,
 )
 from server.raster.types import (
     BandInfo,
@@ -79,6 +81,8 @@ __all__ = [
     "datetime_from_name",
     "inspect_raster",
     "is_sensor_band_id",
+    "open_stored",
+    "raster_limits",
     "render_hint_for",
     "sensor_common_name",
     "without_directories",

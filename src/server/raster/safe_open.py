@@ -93,6 +93,12 @@ class RasterLimits:
 _limits = RasterLimits()
 
 
+def raster_limits(max_pixels: int = 0, max_samples: int = 0) -> RasterLimits:
+    """RasterLimits from configuration values, 0 meaning the default."""
+    defaults = RasterLimits()
+    return RasterLimits(max_pixels or defaults.max_pixels, max_samples or defaults.max_samples)
+
+
 def configure_limits(limits: RasterLimits) -> RasterLimits:
     """Set the process-wide limits (server and worker do it at start); returns the old ones."""
     global _limits
@@ -131,6 +137,17 @@ def open_raster(
         with dataset:
             require_within_limits(dataset.width, dataset.height, dataset.count)
             yield dataset
+
+
+def open_stored(path: str) -> DatasetReader:
+    """Open a stored asset for reading (the caller closes it), e.g. a long-lived analytics handle.
+
+    Stored assets passed ``open_raster`` at registration, but the name may be a storage path
+    GDAL resolves itself (``/vsis3/...``), so there is no signature check here: the GTiff
+    driver alone reads it, without sibling files.
+    """
+    with rasterio.Env(**SAFE_GDAL_CONFIG):
+        return rasterio.open(path, driver=GEOTIFF_DRIVERS[0], **_OPEN_OPTIONS)
 
 
 def require_within_limits(width: int, height: int, bands: int, limits: RasterLimits | None = None) -> None:
