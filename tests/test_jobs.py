@@ -407,7 +407,7 @@ def test_a_broken_output_stream_leaves_nothing(jobs_world):
                 metadata=metadata,
             )
         failure = RpcFailure.from_rpc_error(info.value)
-        assert (failure.code, failure.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNREADABLE_RASTER")
+        assert (failure.code, failure.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_RASTER_FORMAT")
         # 3. An output claiming a source the job does not have.
         foreign = worker_pb2.OutputItem()
         foreign.CopyFrom(item)

@@ -17,7 +17,6 @@ from shapely.geometry import box
 from server.raster import (
     CONVERSION_DRIVERS,
     RASTER_TOO_LARGE,
-    UNREADABLE_RASTER,
     UNSUPPORTED_RASTER,
     UNSUPPORTED_RASTER_FORMAT,
     RasterError,

@@ -77,7 +77,9 @@ class WorkerServiceStub:
     the job SUCCEEDED. A stream that breaks or fails validation leaves nothing
     behind. A retry after a commit (same job and attempt) returns the first
     response and registers nothing twice.
-    INVALID_ARGUMENT `INVALID_OUTPUT` / `NOT_A_COG` / `INCOMPLETE_UPLOAD`.
+    INVALID_ARGUMENT `INVALID_OUTPUT` / `NOT_A_COG` / `INCOMPLETE_UPLOAD` /
+    `UNSUPPORTED_RASTER_FORMAT` (not a GeoTIFF) / `RASTER_TOO_LARGE` /
+    `UNREADABLE_RASTER`, as for `items.create`.
     """
 
 @_typing.type_check_only
@@ -129,7 +131,9 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     the job SUCCEEDED. A stream that breaks or fails validation leaves nothing
     behind. A retry after a commit (same job and attempt) returns the first
     response and registers nothing twice.
-    INVALID_ARGUMENT `INVALID_OUTPUT` / `NOT_A_COG` / `INCOMPLETE_UPLOAD`.
+    INVALID_ARGUMENT `INVALID_OUTPUT` / `NOT_A_COG` / `INCOMPLETE_UPLOAD` /
+    `UNSUPPORTED_RASTER_FORMAT` (not a GeoTIFF) / `RASTER_TOO_LARGE` /
+    `UNREADABLE_RASTER`, as for `items.create`.
     """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -208,7 +212,9 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         the job SUCCEEDED. A stream that breaks or fails validation leaves nothing
         behind. A retry after a commit (same job and attempt) returns the first
         response and registers nothing twice.
-        INVALID_ARGUMENT `INVALID_OUTPUT` / `NOT_A_COG` / `INCOMPLETE_UPLOAD`.
+        INVALID_ARGUMENT `INVALID_OUTPUT` / `NOT_A_COG` / `INCOMPLETE_UPLOAD` /
+        `UNSUPPORTED_RASTER_FORMAT` (not a GeoTIFF) / `RASTER_TOO_LARGE` /
+        `UNREADABLE_RASTER`, as for `items.create`.
         """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
