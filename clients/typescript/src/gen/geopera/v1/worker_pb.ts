@@ -858,7 +858,9 @@ export const WorkerService: GenService<{
    * the job SUCCEEDED. A stream that breaks or fails validation leaves nothing
    * behind. A retry after a commit (same job and attempt) returns the first
    * response and registers nothing twice.
-   * INVALID_ARGUMENT `INVALID_OUTPUT` / `NOT_A_COG` / `INCOMPLETE_UPLOAD`.
+   * INVALID_ARGUMENT `INVALID_OUTPUT` / `NOT_A_COG` / `INCOMPLETE_UPLOAD` /
+   * `UNSUPPORTED_RASTER_FORMAT` (not a GeoTIFF) / `RASTER_TOO_LARGE` /
+   * `UNREADABLE_RASTER`, as for `items.create`.
    *
    * @generated from rpc geopera.v1.WorkerService.RegisterOutputs
    */
