@@ -139,9 +139,9 @@ def test_unreadable_uploads_are_refused_without_naming_a_server_path(trust_world
 
 def _noise_geotiff(path: Path) -> Path:
     """A striped GeoTIFF whose conversion takes a while (incompressible noise)."""
-    data = np.random.default_rng(7).integers(1, 60_000, size=(2, 2048, 2048), dtype=np.uint16)
+    data = np.random.default_rng(7).integers(1, 60_000, size=(2, 3072, 3072), dtype=np.uint16)
     with rasterio.open(
-        path, "w", driver="GTiff", width=2048, height=2048, count=2, dtype="uint16",
+        path, "w", driver="GTiff", width=3072, height=3072, count=2, dtype="uint16",
         crs="EPSG:32633", transform=from_origin(465_000, 5_080_000, 10, 10),
     ) as dataset:  # fmt: skip
         dataset.write(data)
@@ -162,7 +162,7 @@ def test_a_conversion_whose_deadline_passes_is_abandoned_and_leaves_no_file(trus
     )
 
     with pytest.raises(RpcFailure) as caught:
-        client.execute("items.create", params, timeout=0.3)
+        client.execute("items.create", params, timeout=0.2)
     assert caught.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
 
     # The pool has one thread, so this call runs once the abandoned work has ended (and its

@@ -56,13 +56,13 @@ class RasterWorkPool:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
             cancelled.set()
-            if discard is not None:
-                future.add_done_callback(functools.partial(_discard_result, discard))
+            future.add_done_callback(functools.partial(_discard_result, discard))
             raise
 
 
-def _discard_result(discard: Callable[[T], None], future: asyncio.Future[T]) -> None:
-    if future.cancelled() or future.exception() is not None:
+def _discard_result(discard: Callable[[T], None] | None, future: asyncio.Future[T]) -> None:
+    # Retrieving the exception also keeps asyncio from logging it as never retrieved.
+    if future.cancelled() or future.exception() is not None or discard is None:
         return
     try:
         discard(future.result())

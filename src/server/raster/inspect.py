@@ -32,6 +32,8 @@ from server.raster.types import (
     RescaleRange,
 )
 
+CheckCancelled = Callable[[], None]  # raises to stop the work (see inspect_raster)
+
 MEDIA_TYPE_COG: Final = "image/tiff; application=geotiff; profile=cloud-optimized"
 MEDIA_TYPE_GEOTIFF: Final = "image/tiff; application=geotiff"
 # Only reachable with require_cog=False; anything unlisted is served as opaque bytes.
@@ -58,7 +60,6 @@ _WAVELENGTH_TAGS: Final = ("CENTRAL_WAVELENGTH_UM", "CENTER_WAVELENGTH_UM")
 # is only the acquisition time when the producer chose to write it that way.
 _DATETIME_TAGS: Final = ("ACQUISITION_DATETIME", "DATETIME", "TIFFTAG_DATETIME")
 _TIFF_DATETIME_FORMAT: Final = "%Y:%m:%d %H:%M:%S"
-CheckCancelled = Callable[[], None]
 _DATE_IN_NAME = re.compile(r"(?<!\d)((?:19|20)\d{2})(\d{2})(\d{2})(?:T(\d{2})(\d{2})(\d{2}))?(?!\d)")
 
 
