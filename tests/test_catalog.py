@@ -147,7 +147,7 @@ def test_a_non_cog_is_refused_with_findings_and_leaves_nothing(world, tmp_path):
 @pytest.mark.parametrize(
     ("payload", "reason"),
     [
-        (b"this is not a raster at all" * 100, "UNREADABLE_RASTER"),
+        (b"this is not a raster at all" * 100, "UNSUPPORTED_RASTER_FORMAT"),
         (SAMPLE.read_bytes()[: len(SAMPLE.read_bytes()) // 2], "UNREADABLE_RASTER"),
     ],
     ids=["text", "truncated-cog"],

@@ -43,10 +43,13 @@ from server.domain.credits import CreditService
 from server.domain.jobs import CostModel, JobService, JobTypeRecord, LeasePolicy
 from server.domain.outputs import OutputService
 from server.domain.quota import StorageQuota
+from server.domain.raster_work import RasterWorkPool
 from server.domain.streams import StreamLimiter
 from server.domain.sweep import StorageSweeper
 from server.listen import ListenError, check_ports
 from server.pagination import install_page_token_key, load_page_token_key
+from server.raster import configure_limits as configure_raster_limits
+from server.raster import raster_limits
 from server.rest.app import RestApi, start_rest
 from server.services import Services
 from server.storage import LocalStorage
@@ -75,7 +78,9 @@ async def build_services(settings: Settings, url: str) -> Services:
     tokens = TokenService(db, cache_seconds=settings.token_cache_seconds)
     limits = CatalogLimits(max_upload_bytes=settings.max_upload_bytes)
     quota = StorageQuota(settings.project_quota_bytes)
-    catalog = CatalogService(db, storage, limits, quota)
+    configure_raster_limits(raster_limits(settings.max_raster_pixels, settings.max_raster_samples))
+    raster_pool = RasterWorkPool(settings.raster_workers or None)
+    catalog = CatalogService(db, storage, limits, quota, raster_pool)
     policy = LeasePolicy(
         lease_seconds=settings.lease_seconds,
         heartbeat_seconds=settings.heartbeat_seconds,
@@ -84,7 +89,7 @@ async def build_services(settings: Settings, url: str) -> Services:
         max_attempts=settings.max_attempts,
     )
     jobs = JobService(db, policy)
-    outputs = OutputService(db, storage, jobs, limits, quota)
+    outputs = OutputService(db, storage, jobs, limits, quota, raster_pool)
     analytics = AnalyticsService(db, storage, catalog, load_analytics_methods(settings.analytics_plugins), quota)
     streams = StreamLimiter(settings.max_streams_per_token, settings.watch_idle_seconds)
     return Services(

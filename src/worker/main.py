@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 
 from server.logs import configure_logging
+from server.raster import configure_limits as configure_raster_limits
+from server.raster import raster_limits
 from worker.lifetime import exit_with_parent
 from worker.plugin import PluginRegistry
 from worker.runtime import Worker, WorkerConfig
@@ -68,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="connect over TLS, trusting the system roots [GEOPERA_TLS=1]")  # fmt: skip
     parser.add_argument("--tls-ca", default=env("GEOPERA_TLS_CA"),
                         help="connect over TLS, trusting these PEM roots [GEOPERA_TLS_CA]")  # fmt: skip
+    parser.add_argument("--max-raster-pixels", type=int, default=int(env("GEOPERA_MAX_RASTER_PIXELS", "0")),
+                        help="largest source raster, width x height (0: 2^28) [GEOPERA_MAX_RASTER_PIXELS]")  # fmt: skip
+    parser.add_argument("--max-raster-samples", type=int, default=int(env("GEOPERA_MAX_RASTER_SAMPLES", "0")),
+                        help="largest source raster, width x height x bands (0: 2^31) "
+                        "[GEOPERA_MAX_RASTER_SAMPLES]")  # fmt: skip
     parser.add_argument("--log-level", default=env("GEOPERA_LOG_LEVEL", "INFO"))
     return parser
 
@@ -97,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"error: cannot read --tls-ca {args.tls_ca}: {err.strerror}", file=sys.stderr)
         return 2
+    # Sources are client data: over these limits a job fails with RASTER_TOO_LARGE.
+    configure_raster_limits(raster_limits(args.max_raster_pixels, args.max_raster_samples))
     config = WorkerConfig(
         server=args.server,
         tls=args.tls or tls_roots is not None,

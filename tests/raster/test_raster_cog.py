@@ -13,6 +13,7 @@ from server.raster import (
     COG_WRITE_FAILED,
     MEDIA_TYPE_COG,
     UNREADABLE_RASTER,
+    UNSUPPORTED_RASTER_FORMAT,
     RasterError,
     convert_to_cog,
     inspect_raster,
@@ -95,11 +96,11 @@ def test_convert_to_cog_rejects_unreadable_sources(tmp_path: Path, write_gtiff) 
     truncated = write_gtiff("noise.tif", noise, cog=True, blocksize=512)
     truncated.write_bytes(truncated.read_bytes()[: truncated.stat().st_size // 2])
 
-    for src in (text, truncated):
+    for src, reason in ((text, UNSUPPORTED_RASTER_FORMAT), (truncated, UNREADABLE_RASTER)):
         dst = tmp_path / f"{src.stem}.cog.tif"
         with pytest.raises(RasterError) as caught:
             convert_to_cog(src, dst)
-        assert caught.value.reason == UNREADABLE_RASTER
+        assert caught.value.reason == reason
         assert not dst.exists()
     assert not [path for path in tmp_path.iterdir() if "partial" in path.name]
 

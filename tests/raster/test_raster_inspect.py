@@ -15,11 +15,13 @@ from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import shape
 
 from server.raster import (
+    CONVERSION_DRIVERS,
     MEDIA_TYPE_COG,
     MEDIA_TYPE_GEOTIFF,
     NOT_A_COG,
     UNREADABLE_RASTER,
     UNSUPPORTED_RASTER,
+    UNSUPPORTED_RASTER_FORMAT,
     BandStatistics,
     RasterError,
     RescaleRange,
@@ -201,14 +203,14 @@ def test_striped_gtiff_is_not_a_cog(write_gtiff) -> None:
     assert info.statistics_computed is True
 
 
-def test_text_file_is_unreadable(tmp_path: Path) -> None:
+def test_text_file_is_an_unsupported_format(tmp_path: Path) -> None:
     path = tmp_path / "notes.tif"
     path.write_text("this is not a raster\n")
 
     for require_cog in (True, False):
         with pytest.raises(RasterError) as caught:
             inspect_raster(path, require_cog=require_cog)
-        assert caught.value.reason == UNREADABLE_RASTER
+        assert caught.value.reason == UNSUPPORTED_RASTER_FORMAT
         assert caught.value.message
 
 
@@ -347,9 +349,9 @@ def test_vrt_descriptors_are_refused(sample_dir: Path, tmp_path: Path) -> None:
 
     for require_cog in (True, False):
         with pytest.raises(RasterError) as caught:
-            inspect_raster(vrt, require_cog=require_cog)
-        assert caught.value.reason == UNREADABLE_RASTER
-        assert "VRT" in caught.value.message
+            inspect_raster(vrt, require_cog=require_cog, drivers=CONVERSION_DRIVERS)
+        assert caught.value.reason == UNSUPPORTED_RASTER_FORMAT
+        assert "not a GeoTIFF" in caught.value.message
 
 
 def test_other_georeferenced_formats_are_not_cogs(tmp_path: Path) -> None:
@@ -359,12 +361,16 @@ def test_other_georeferenced_formats_are_not_cogs(tmp_path: Path) -> None:
     with rasterio.open(path, "w", driver="JP2OpenJPEG", transform=transform, **profile) as dataset:
         dataset.write(np.full((1, 64, 64), 9, dtype=np.uint8))
 
+    # Registration reads GeoTIFF only; conversion also reads JPEG 2000.
     with pytest.raises(RasterError) as caught:
         inspect_raster(path)
+    assert caught.value.reason == UNSUPPORTED_RASTER_FORMAT
+    with pytest.raises(RasterError) as caught:
+        inspect_raster(path, drivers=CONVERSION_DRIVERS)
     assert caught.value.reason == NOT_A_COG
     assert caught.value.findings == ["The file is not a GeoTIFF"]
 
-    info = inspect_raster(path, require_cog=False)
+    info = inspect_raster(path, require_cog=False, drivers=CONVERSION_DRIVERS)
     assert info.media_type == "image/jp2"
     assert info.grid.crs == "EPSG:32633"
     assert info.bands[0].statistics == BandStatistics(9.0, 9.0, 9.0, 0.0, 100.0)

@@ -171,6 +171,7 @@ class WorkerServiceServicer:
         code and reason in `Job.error` and its credits released; the worker gets
         the error and has nothing left to report. These are INVALID_ARGUMENT
         `INVALID_OUTPUT`, `NOT_A_COG`, `UNREADABLE_RASTER`, `MISSING_STATISTICS`,
+        `UNSUPPORTED_RASTER_FORMAT` (not a GeoTIFF), `RASTER_TOO_LARGE`,
         `EMPTY_OUTPUT` (every band of an asset is nodata: there is nothing to
         charge for), `INVALID_WRITE_OFFSET`, `CHUNK_TOO_LARGE`, `UPLOAD_TOO_LARGE`,
         and ALREADY_EXISTS `OUTPUT_NAME_TAKEN` (the target collection has an item

@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.env import get_gdal_config, set_gdal_config
@@ -30,6 +29,7 @@ from rasterio.windows import Window
 
 from server.analytics.base import AssetView, ItemView
 from server.errors import failed_precondition, invalid_argument
+from server.raster import open_stored, without_directories
 
 T = TypeVar("T")
 W = TypeVar("W")
@@ -173,7 +173,7 @@ def _file_header(asset: AssetView) -> _FileHeader:
                 _headers.move_to_end(key)
                 return header
     try:
-        with rasterio.open(asset.path) as dataset:
+        with open_stored(asset.path) as dataset:
             file_bands = [_file_band(dataset, i) for i in dataset.indexes]
             if dataset.crs is None or dataset.transform == Affine.identity():
                 raise failed_precondition(
@@ -192,7 +192,9 @@ def _file_header(asset: AssetView) -> _FileHeader:
             band_tags = tuple(dict(dataset.tags(i)) for i in dataset.indexes)
     except RasterioError as error:
         raise failed_precondition(
-            "UNREADABLE_RASTER", f"cannot open asset {asset.key!r}: {error}", asset_key=asset.key
+            "UNREADABLE_RASTER",
+            f"cannot open asset {asset.key!r}: {without_directories(str(error))}",
+            asset_key=asset.key,
         ) from error
     header = (file_bands, grid, descriptions, band_tags)
     if key is not None:
@@ -286,7 +288,7 @@ def _handle(path: str) -> DatasetReader:
     if dataset is not None and not dataset.closed:
         handles.move_to_end(key)
         return dataset
-    dataset = rasterio.open(path)
+    dataset = open_stored(path)
     handles[key] = dataset
     while len(handles) > _HANDLES_PER_THREAD:
         _, oldest = handles.popitem(last=False)
@@ -346,7 +348,9 @@ class ChunkRunner:
         try:
             return fn(self._datasets(), task)
         except RasterioError as error:
-            raise failed_precondition("UNREADABLE_RASTER", f"cannot read {', '.join(self.paths)}: {error}") from error
+            names = ", ".join(os.path.basename(path) for path in self.paths)
+            message = f"cannot read {names}: {without_directories(str(error))}"
+            raise failed_precondition("UNREADABLE_RASTER", message) from error
 
     def map(self, fn: Callable[[list[DatasetReader], W], T], tasks: Sequence[W]) -> Iterator[T]:
         """``fn(datasets, task)`` for every task, results in task order."""

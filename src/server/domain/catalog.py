@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import math
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +33,7 @@ from server.domain.models import (
 )
 from server.domain.pending_objects import PendingObjects, surely_rolled_back
 from server.domain.quota import StorageQuota, quota_exceeded
+from server.domain.raster_work import RasterWorkPool
 from server.errors import (
     Code,
     DomainError,
@@ -44,7 +46,16 @@ from server.errors import (
 from server.geo import parse_area
 from server.ids import new_id
 from server.pagination import decode_page_token, encode_page_token, page_size_or_default
-from server.raster import RasterError, RasterInfo, convert_to_cog, datetime_from_name, inspect_raster
+from server.raster import (
+    CONVERSION_DRIVERS,
+    GEOTIFF_DRIVERS,
+    NOT_A_COG,
+    RasterError,
+    RasterInfo,
+    convert_to_cog,
+    datetime_from_name,
+    inspect_raster,
+)
 from server.storage import BlobStorage
 from server.store import CommitProbe, Database, Q
 from server.validation import require_finite_json
@@ -132,6 +143,13 @@ def _raster_error(err: RasterError, field: str) -> DomainError:
         metadata={"findings": "; ".join(err.findings)[:1000]} if err.findings else {},
         field=field,
     )
+
+
+def _discard_prepared(prepared: tuple[Path, RasterInfo, bool]) -> None:
+    """Cleans up after an asset prepared for a call that was cancelled meanwhile."""
+    path, _info, temporary = prepared
+    if temporary:
+        path.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -247,11 +265,13 @@ class CatalogService:
         storage: BlobStorage,
         limits: CatalogLimits | None = None,
         quota: StorageQuota | None = None,
+        raster_pool: RasterWorkPool | None = None,
     ) -> None:
         self._db = db
         self._storage = storage
         self.limits = limits or CatalogLimits()
         self.quota = quota or StorageQuota()
+        self._raster_pool = raster_pool or RasterWorkPool()
         # Items never change once registered (there is no update or delete),
         # so a read-through cache is always right, on every replica.
         self._items = ItemCache(4096)
@@ -456,21 +476,26 @@ class CatalogService:
             )
         return Path(row["staging_path"])
 
-    def _prepare_asset(self, source: Path, convert: bool, field: str) -> tuple[Path, RasterInfo, bool]:
-        """Inspect (and if asked convert) one asset file. Runs in a thread.
+    def _prepare_asset(
+        self, source: Path, convert: bool, field: str, check_cancelled: Callable[[], None]
+    ) -> tuple[Path, RasterInfo, bool]:
+        """Inspect (and if asked convert) one asset file. Runs on the raster pool.
         Returns the file to store, its metadata, and whether it is a temp file."""
+        drivers = CONVERSION_DRIVERS if convert else GEOTIFF_DRIVERS
         try:
-            return source, inspect_raster(source, require_cog=True), False
+            return source, inspect_raster(source, drivers=drivers, check_cancelled=check_cancelled), False
         except RasterError as err:
-            if not (convert and err.reason == "NOT_A_COG"):
+            if not (convert and err.reason == NOT_A_COG):
                 raise _raster_error(err, field) from err
         converted = self._storage.scratch_dir() / f"cog-{new_id('tmp')}.tif"
         try:
-            convert_to_cog(source, converted)
-            return converted, inspect_raster(converted, require_cog=True), True
-        except RasterError as err:
+            convert_to_cog(source, converted, drivers=drivers, check_cancelled=check_cancelled)
+            return converted, inspect_raster(converted, check_cancelled=check_cancelled), True
+        except BaseException as err:
             converted.unlink(missing_ok=True)
-            raise _raster_error(err, field) from err
+            if isinstance(err, RasterError):
+                raise _raster_error(err, field) from err
+            raise
 
     async def create_item(self, principal: Principal, spec: ItemCreate) -> ItemRecord:
         self._validate_create(principal, spec)
@@ -480,8 +505,9 @@ class CatalogService:
         try:
             for i, asset in enumerate(spec.assets):
                 source = await self._source_path(spec, i, asset)
-                path, info, temporary = await asyncio.to_thread(
-                    self._prepare_asset, source, spec.convert_to_cog, f"assets[{i}]"
+                path, info, temporary = await self._raster_pool.run(
+                    functools.partial(self._prepare_asset, source, spec.convert_to_cog, f"assets[{i}]"),
+                    discard=_discard_prepared,
                 )
                 prepared.append((asset, path, info, temporary))
             first = prepared[0][2]

@@ -18,6 +18,7 @@ merely broke off (INCOMPLETE_UPLOAD) or a server fault leaves the attempt live.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import re
 import shutil
@@ -37,6 +38,7 @@ from server.domain.jobs import JobError, JobRecord, JobService
 from server.domain.models import ItemRecord
 from server.domain.pending_objects import PendingObjects
 from server.domain.quota import StorageQuota
+from server.domain.raster_work import RasterWorkPool
 from server.errors import Code, DomainError, already_exists, invalid_argument
 from server.geo import parse_area
 from server.ids import new_id
@@ -155,12 +157,14 @@ class OutputService:
         jobs: JobService,
         limits: CatalogLimits | None = None,
         quota: StorageQuota | None = None,
+        raster_pool: RasterWorkPool | None = None,
     ) -> None:
         self._db = db
         self._storage = storage
         self._jobs = jobs
         self._limits = limits or CatalogLimits()
         self._quota = quota or StorageQuota()
+        self._raster_pool = raster_pool or RasterWorkPool()
 
     async def register(
         self,
@@ -194,7 +198,9 @@ class OutputService:
         try:
             items, files = await self._receive(job, parts, scratch)
             infos = {
-                key: await asyncio.to_thread(self._inspect, path, f"items[{key[0]}].assets[{key[1]}]")
+                key: await self._raster_pool.run(
+                    functools.partial(self._inspect, path, f"items[{key[0]}].assets[{key[1]}]")
+                )
                 for key, path in files.items()
             }
             prepared = []
@@ -216,9 +222,9 @@ class OutputService:
                 await asyncio.to_thread(shutil.rmtree, scratch.path, True)
 
     @staticmethod
-    def _inspect(path: Path, field: str) -> RasterInfo:
+    def _inspect(path: Path, field: str, check_cancelled: Callable[[], None]) -> RasterInfo:
         try:
-            info = inspect_raster(path, require_cog=True)
+            info = inspect_raster(path, require_cog=True, check_cancelled=check_cancelled)
         except RasterError as err:
             raise invalid_argument(
                 err.reason,

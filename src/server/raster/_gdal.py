@@ -2,70 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
 
-import rasterio
-from rasterio._err import CPLE_BaseError  # GDAL errors rasterio does not wrap in RasterioError
-from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
 from server.raster.errors import UNREADABLE_RASTER, RasterError
-
-GDAL_ERRORS: Final = (RasterioError, CPLE_BaseError, OSError)
-_SNIFF_BYTES: Final = 1024
-
-
-def gdal_message(error: BaseException) -> str:
-    """The most specific message in an exception's cause chain.
-
-    rasterio raises e.g. "Read failed. See previous exception for details." and chains the
-    GDAL error that says what actually went wrong ("TIFFFillTile:Read error at ...").
-    """
-    message = str(error).strip() or type(error).__name__
-    cause = error.__cause__
-    for _ in range(10):  # bounded: cause chains are short, but never trust a cycle
-        if cause is None:
-            break
-        if str(cause).strip():
-            message = str(cause).strip()
-        cause = cause.__cause__
-    return message
-
-
-@contextmanager
-def open_raster(path: Path) -> Iterator[DatasetReader]:
-    """Open a local raster file for reading; failures become RasterError(UNREADABLE_RASTER)."""
-    _refuse_descriptor_file(path)
-    try:
-        with warnings.catch_warnings():
-            # Missing georeferencing is reported by the callers as UNSUPPORTED_RASTER.
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            dataset = rasterio.open(path)
-    except GDAL_ERRORS as error:
-        raise RasterError(UNREADABLE_RASTER, f"cannot open raster: {gdal_message(error)}") from error
-    with dataset:
-        yield dataset
-
-
-def _refuse_descriptor_file(path: Path) -> None:
-    """Reject XML/JSON descriptors (VRT, WMS/WMTS, STAC...) before GDAL parses them.
-
-    Such files make GDAL open other local files or fetch URLs named inside them, so an
-    uploaded one could read server files or reach internal hosts. Pixel formats do not start
-    with "<" or "{"; the text rasters GDAL reads (ASCII grid, XYZ) do not either.
-    """
-    try:
-        with path.open("rb") as file:
-            head = file.read(_SNIFF_BYTES)
-    except OSError as error:
-        raise RasterError(UNREADABLE_RASTER, f"cannot read file: {error}") from error
-    if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"<", b"{", b"["):
-        raise RasterError(UNREADABLE_RASTER, "XML/JSON raster descriptors (VRT, WMS, STAC...) are not accepted")
+from server.raster.safe_open import GDAL_ERRORS, gdal_message, open_raster
 
 
 def last_block_window(width: int, height: int, block_width: int, block_height: int) -> Window:
@@ -85,7 +28,7 @@ def probe_last_blocks(dataset: DatasetReader) -> None:
     try:
         _read_last_blocks(dataset)
         for level in range(len(dataset.overviews(1))):
-            with rasterio.open(dataset.name, driver=dataset.driver, overview_level=level) as overview:
+            with open_raster(Path(dataset.name), drivers=(dataset.driver,), overview_level=level) as overview:
                 _read_last_blocks(overview)
     except GDAL_ERRORS as error:
         raise RasterError(UNREADABLE_RASTER, f"cannot read pixels: {gdal_message(error)}") from error

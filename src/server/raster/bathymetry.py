@@ -24,7 +24,6 @@ from rasterio.enums import MaskFlags
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
-from server.raster._gdal import open_raster
 from server.raster.bands import common_name_for
 from server.raster.clip import (
     STRIPS_PROGRESS_SHARE,
@@ -39,6 +38,7 @@ from server.raster.clip import (
     strip_windows,
 )
 from server.raster.errors import UNSUPPORTED_RASTER, RasterError
+from server.raster.safe_open import open_raster
 
 # The source lacks a blue or green band (by common name or explicit index).
 BANDS_NOT_FOUND: Final = "BANDS_NOT_FOUND"

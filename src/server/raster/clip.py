@@ -32,10 +32,10 @@ from rasterio.windows import Window
 from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from shapely.geometry.polygon import orient
 
-from server.raster._gdal import GDAL_ERRORS, gdal_message, open_raster
 from server.raster.cog import copy_as_cog, staging_directory
 from server.raster.errors import COG_WRITE_FAILED, UNREADABLE_RASTER, UNSUPPORTED_RASTER, RasterError
 from server.raster.inspect import footprint_of
+from server.raster.safe_open import GDAL_ERRORS, gdal_message, open_raster
 
 # The AOI and the raster footprint do not overlap (or only touch).
 AOI_OUTSIDE_FOOTPRINT: Final = "AOI_OUTSIDE_FOOTPRINT"

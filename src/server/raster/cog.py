@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
@@ -17,8 +17,9 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.io import DatasetReader
 
-from server.raster._gdal import GDAL_ERRORS, gdal_message, open_raster, probe_last_blocks
+from server.raster._gdal import probe_last_blocks
 from server.raster.errors import COG_WRITE_FAILED, UNREADABLE_RASTER, UNSUPPORTED_RASTER, RasterError
+from server.raster.safe_open import CONVERSION_DRIVERS, GDAL_ERRORS, gdal_message, open_raster
 
 COG_DRIVER: Final = "COG"
 COG_CREATION_OPTIONS: Final[Mapping[str, str]] = MappingProxyType(
@@ -40,20 +41,29 @@ _STAGING_CREATION_OPTIONS: Final[Mapping[str, str]] = MappingProxyType(
 )
 
 
-def convert_to_cog(src: Path, dst: Path) -> None:
-    """Rewrite any raster GDAL can read as a COG following the house convention.
+def convert_to_cog(
+    src: Path,
+    dst: Path,
+    *,
+    drivers: tuple[str, ...] = CONVERSION_DRIVERS,
+    check_cancelled: Callable[[], None] | None = None,
+) -> None:
+    """Rewrite a raster of one of ``drivers``' formats as a COG following the house convention.
 
     Nodata, band descriptions, scales/offsets and dataset/band tags are carried over by the
     GDAL COG driver. ``dst`` appears atomically; a failed conversion leaves nothing behind.
-    Raises RasterError: UNREADABLE_RASTER for a bad source, UNSUPPORTED_RASTER for one without
-    bands, COG_WRITE_FAILED otherwise.
+    ``check_cancelled`` runs before the copy (one GDAL call that cannot be interrupted).
+    Raises RasterError: UNSUPPORTED_RASTER_FORMAT or RASTER_TOO_LARGE (see ``safe_open``),
+    UNREADABLE_RASTER for a bad source, UNSUPPORTED_RASTER for one without bands,
+    COG_WRITE_FAILED otherwise.
     """
-    with open_raster(Path(src)) as source:
+    with open_raster(Path(src), drivers=drivers) as source:
         if source.count == 0:
-            # e.g. a netCDF/HDF container whose rasters are subdatasets
             raise RasterError(UNSUPPORTED_RASTER, "raster has no bands")
         # Cheap early rejection of truncated uploads, before spending time on a full copy.
         probe_last_blocks(source)
+        if check_cancelled is not None:
+            check_cancelled()
         copy_as_cog(source, Path(dst))
 
 
@@ -166,7 +176,7 @@ def _atomic_destination(dst: Path) -> Iterator[Path]:
         descriptor, partial_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".partial.tif", dir=dst.parent)
         os.close(descriptor)
     except OSError as error:
-        raise RasterError(COG_WRITE_FAILED, f"cannot create {dst}: {error}") from error
+        raise RasterError(COG_WRITE_FAILED, f"cannot create {dst.name}: {error}") from error
     partial_path = Path(partial_name)
     try:
         yield partial_path

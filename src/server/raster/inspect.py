@@ -7,7 +7,7 @@ import hashlib
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -19,9 +19,10 @@ from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import mapping, shape
 from shapely.geometry.polygon import orient
 
-from server.raster._gdal import GDAL_ERRORS, gdal_message, open_raster, probe_last_blocks
+from server.raster._gdal import probe_last_blocks
 from server.raster.bands import common_name_for, is_sensor_band_id
 from server.raster.errors import NOT_A_COG, UNREADABLE_RASTER, UNSUPPORTED_RASTER, RasterError
+from server.raster.safe_open import GDAL_ERRORS, GEOTIFF_DRIVERS, gdal_message, open_raster
 from server.raster.types import (
     BandInfo,
     BandStatistics,
@@ -31,15 +32,14 @@ from server.raster.types import (
     RescaleRange,
 )
 
+CheckCancelled = Callable[[], None]  # raises to stop the work (see inspect_raster)
+
 MEDIA_TYPE_COG: Final = "image/tiff; application=geotiff; profile=cloud-optimized"
 MEDIA_TYPE_GEOTIFF: Final = "image/tiff; application=geotiff"
 # Only reachable with require_cog=False; anything unlisted is served as opaque bytes.
 _MEDIA_TYPES_BY_DRIVER: Final[Mapping[str, str]] = {
     "GTiff": MEDIA_TYPE_GEOTIFF,
     "JP2OpenJPEG": "image/jp2",
-    "PNG": "image/png",
-    "JPEG": "image/jpeg",
-    "VRT": "application/xml",
 }
 
 _STATISTICS_PREFIX: Final = "STATISTICS_"
@@ -63,24 +63,35 @@ _TIFF_DATETIME_FORMAT: Final = "%Y:%m:%d %H:%M:%S"
 _DATE_IN_NAME = re.compile(r"(?<!\d)((?:19|20)\d{2})(\d{2})(\d{2})(?:T(\d{2})(\d{2})(\d{2}))?(?!\d)")
 
 
-def inspect_raster(path: Path, *, require_cog: bool = True) -> RasterInfo:
+def inspect_raster(
+    path: Path,
+    *,
+    require_cog: bool = True,
+    drivers: tuple[str, ...] = GEOTIFF_DRIVERS,
+    check_cancelled: CheckCancelled | None = None,
+) -> RasterInfo:
     """Describe a georeferenced raster, rejecting unreadable, truncated and (optionally) non-COG files.
 
-    Raises RasterError with reason UNREADABLE_RASTER, NOT_A_COG or UNSUPPORTED_RASTER. Any
-    format GDAL reads is accepted with ``require_cog=False``, except XML/JSON descriptors (VRT...)
-    that would make GDAL read other files or URLs.
+    Only ``drivers`` open it (see ``server.raster.safe_open``). ``check_cancelled`` is called
+    between blocks when statistics are computed; whatever it raises propagates.
+    Raises RasterError with reason UNSUPPORTED_RASTER_FORMAT, RASTER_TOO_LARGE,
+    UNREADABLE_RASTER, NOT_A_COG or UNSUPPORTED_RASTER.
     """
     path = Path(path)
-    with open_raster(path) as dataset:
+    check = check_cancelled or (lambda: None)
+    with open_raster(path, drivers=drivers) as dataset:
         _require_supported(dataset)
         probe_last_blocks(dataset)
+        check()
+        # rio-cogeo opens the path again with every driver; the signature check above makes
+        # it a TIFF, which it refuses unless GDAL's GTiff driver reads it.
         is_cog, findings = _validate_cog(path)
         if require_cog and is_cog:
             findings = convention_findings(dataset)
             is_cog = not findings
         if require_cog and not is_cog:
             raise RasterError(NOT_A_COG, f"{path.name} is not a Cloud Optimized GeoTIFF", findings)
-        statistics, statistics_computed = _band_statistics(dataset)
+        statistics, statistics_computed = _band_statistics(dataset, check)
         bands = [
             _band_info(dataset, index, band_statistics)
             for index, band_statistics in zip(dataset.indexes, statistics, strict=True)
@@ -246,12 +257,12 @@ class _RunningStatistics:
         )
 
 
-def _band_statistics(dataset: DatasetReader) -> tuple[list[BandStatistics | None], bool]:
+def _band_statistics(dataset: DatasetReader, check: CheckCancelled) -> tuple[list[BandStatistics | None], bool]:
     """Embedded GDAL statistics where complete, exact computed ones for the other bands."""
     statistics = {index: _embedded_statistics(dataset.tags(index)) for index in dataset.indexes}
     missing = [index for index, band_statistics in statistics.items() if band_statistics is None]
     if missing:
-        statistics.update(_compute_statistics(dataset, missing))
+        statistics.update(_compute_statistics(dataset, missing, check))
     return [statistics[index] for index in dataset.indexes], bool(missing)
 
 
@@ -265,7 +276,9 @@ def _embedded_statistics(tags: Mapping[str, str]) -> BandStatistics | None:
     return BandStatistics(minimum, maximum, mean, stddev, valid_percent)
 
 
-def _compute_statistics(dataset: DatasetReader, band_indexes: Sequence[int]) -> dict[int, BandStatistics | None]:
+def _compute_statistics(
+    dataset: DatasetReader, band_indexes: Sequence[int], check: CheckCancelled
+) -> dict[int, BandStatistics | None]:
     accumulators = {index: _RunningStatistics() for index in band_indexes}
     block_height, block_width = dataset.block_shapes[band_indexes[0] - 1]
     largest_item = max(np.dtype(dataset.dtypes[index - 1]).itemsize for index in band_indexes)
@@ -275,6 +288,7 @@ def _compute_statistics(dataset: DatasetReader, band_indexes: Sequence[int]) -> 
     ]
     try:
         for _, window in dataset.block_windows(band_indexes[0]):
+            check()
             for group in band_groups:
                 data = dataset.read(group, window=window)
                 for index, band_data in zip(group, data, strict=True):

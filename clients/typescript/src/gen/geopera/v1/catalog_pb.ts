@@ -328,9 +328,21 @@ export const AssetInputSchema: GenMessage<AssetInput> = /*@__PURE__*/
  * convention - internal tiles, lossless compression (ZSTD is the house codec),
  * overviews once larger than 512 pixels - or INVALID_ARGUMENT `NOT_A_COG`
  * with the findings in the ErrorInfo metadata `findings`;
- * `UNREADABLE_RASTER` when rasterio cannot open or fully read it (truncated,
- * corrupt); `UNSUPPORTED_RASTER` without a CRS or geotransform. With
- * `convert_to_cog` a file GDAL can read is converted instead of refused. The server reads the
+ * `UNSUPPORTED_RASTER_FORMAT` when the file is not a GeoTIFF (with
+ * `convert_to_cog`: not a GeoTIFF or JPEG 2000), e.g. a VRT, a PDS/ERS/ENVI
+ * label, a text file: only those drivers open uploads, sibling files
+ * (`.aux.xml`, `.ovr`, world files) are never read, and no reference inside a
+ * file to another file or URL is followed; `RASTER_TOO_LARGE` when width x
+ * height exceeds the server's limit (`GEOPERA_MAX_RASTER_PIXELS`, default
+ * 2^28) or width x height x bands exceeds `GEOPERA_MAX_RASTER_SAMPLES`
+ * (default 2^31), checked from the header before any pixel is decoded;
+ * `UNREADABLE_RASTER` when a file of an accepted format cannot be opened or
+ * fully read (truncated, corrupt); `UNSUPPORTED_RASTER` without a CRS or
+ * geotransform. Messages never name a server path. With `convert_to_cog` a
+ * GeoTIFF or JPEG 2000 that is not a COG is converted instead of refused.
+ * Inspection and conversion run on a bounded pool of server threads
+ * (`GEOPERA_RASTER_WORKERS`); a call cancelled or past its deadline stops
+ * its work and keeps nothing. The server reads the
  * embedded statistics (computing them when absent), derives band metadata and
  * the render stretch, computes the footprint, and stores the asset. Either
  * everything is registered or nothing is: a refused asset leaves no item,
@@ -389,7 +401,9 @@ export type ItemsCreateParams = Message<"geopera.v1.ItemsCreateParams"> & {
 
   /**
    * Convert an asset that is not a COG into one (ZSTD, 512 tiles, overviews,
-   * statistics) instead of refusing it.
+   * statistics) instead of refusing it. Converted formats: GeoTIFF and JPEG
+   * 2000 (self-contained, georeferenced inside the file); others are
+   * INVALID_ARGUMENT `UNSUPPORTED_RASTER_FORMAT`.
    *
    * @generated from field: bool convert_to_cog = 7;
    */

@@ -26,6 +26,12 @@ export const file_geopera_v1_processing: GenFile = /*@__PURE__*/
  * self-intersection, more vertices than the limit), `AOI_OUTSIDE_FOOTPRINT`,
  * `UNKNOWN_ASSET_KEY`. All are checked before any credit is reserved.
  *
+ * Workers open job sources (clip, bathymetry) like uploads: GeoTIFF only,
+ * no sibling files, size limits from the header. A source that is not
+ * (`UNSUPPORTED_RASTER_FORMAT`) or exceeds the worker's limits
+ * (`RASTER_TOO_LARGE`, `geopera worker --max-raster-pixels /
+ * --max-raster-samples`) fails the job with that reason in `Job.error`.
+ *
  * @generated from message geopera.v1.ClipCreateFromItemParams
  */
 export type ClipCreateFromItemParams = Message<"geopera.v1.ClipCreateFromItemParams"> & {
