@@ -434,7 +434,8 @@ def test_a_broken_output_stream_leaves_nothing(jobs_world):
         assert (failure.code, failure.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "UNSUPPORTED_RASTER_FORMAT")
         state = client.execute("processing.jobs.get", processing_pb2.ProcessingJobsGetParams(job_id=job.id)).job
         assert state.status == STATUS.JOB_STATUS_FAILED and state.attempt == 1
-        assert state.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "UNSUPPORTED_RASTER_FORMAT" in str(state.error)
+        assert state.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+        assert "UNSUPPORTED_RASTER_FORMAT" in str(state.error)
         # 3. An output claiming a source the job does not have (another job: the first one is over).
         job = create_and_dispatch(client, "raw_outputs", {}).job
         metadata = job_metadata(raw.next_assignment().job_token)
