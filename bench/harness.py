@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -90,14 +92,71 @@ def run_load(spec: dict[str, Any], cpu_groups: dict[str, PidSource] | None = Non
     return result
 
 
+# How many times every measured point runs, for the server and every peer alike, unless
+# `bench.run --runs N` says otherwise: each figure is the median with its min and max.
+RUNS = 3
+
+
 class Options:
     """What `bench.run` passes to every bench."""
 
-    def __init__(self, *, duration: float = 5.0, warmup: float = 1.0, profile: bool = False) -> None:
+    def __init__(self, *, duration: float = 5.0, warmup: float = 1.0, profile: bool = False,
+                 runs: int = RUNS) -> None:
         self.duration = duration
         self.warmup = warmup
         # Sample the server with py-spy during the most loaded point (slows that point down).
         self.profile = profile
+        # Same count for the server and every peer (see `interleave` and `Spread`).
+        self.runs = runs
+
+
+K = TypeVar("K", bound=Hashable)
+R = TypeVar("R")
+
+
+def interleave(names: Sequence[K], runs: int, measure: Callable[[K, int], R]) -> dict[K, list[R]]:
+    """Call `measure(name, run_index)` `runs` times for every name, all names once per
+    round, the order rotated each round so no name always runs right after the same
+    other one (and machine drift spreads over all of them). Returns each name's
+    results in run order; every name gets exactly `runs` results."""
+    out: dict[K, list[R]] = {name: [] for name in names}
+    for index in range(runs):
+        shift = index % len(names) if names else 0
+        for name in [*names[shift:], *names[:shift]]:
+            out[name].append(measure(name, index))
+    return out
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The median of a figure's runs with their min and max: how every bench reports."""
+
+    median: float
+    low: float
+    high: float
+    runs: int
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Spread:
+        data = [float(v) for v in values]
+        if not data:
+            raise ValueError("Spread of no runs")
+        return cls(statistics.median(data), min(data), max(data), len(data))
+
+    def fmt(self, spec: str = ".2f", scale: float = 1.0) -> str:
+        """`median [min–max]` (just the median for a single run), each times `scale`."""
+        med = format(self.median * scale, spec)
+        if self.runs == 1:
+            return med
+        return f"{med} [{format(self.low * scale, spec)}–{format(self.high * scale, spec)}]"
+
+    def __str__(self) -> str:
+        return self.fmt()
+
+
+def spread(runs: Iterable[dict[str, Any]], key: str) -> Spread:
+    """`Spread` of one field over a list of result dicts (e.g. `run_load` results)."""
+    return Spread.of(r[key] for r in runs)
 
 
 class Outcome:

@@ -20,7 +20,9 @@ Written by `make bench` (`.venv/bin/python -m bench.run`; `--only NAME` runs one
 `--duration SECONDS` sets the measured time per point). Each `## ` section belongs to one
 bench module in `bench/` and is regenerated when that bench runs; the other sections are
 kept as they were. Numbers come from whatever machine ran the bench last: compare ratios
-measured in the same run, not absolute numbers across runs.
+measured in the same run, not absolute numbers across runs. Every timed figure is the
+median [min–max] of the same number of runs (`--runs`, default 3) for the server and
+every peer, the runs interleaved.
 """
 
 

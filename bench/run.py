@@ -19,7 +19,7 @@ import time
 import traceback
 from types import FrameType
 
-from bench.harness import Options, Outcome
+from bench.harness import RUNS, Options, Outcome
 from bench.results import RESULTS_PATH, Results
 
 BENCHES = ["items_get", "jobs", "clip", "analytics"]
@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="measured seconds per point (default 5)")
     parser.add_argument("--warmup", type=float, default=1.0, metavar="SECONDS",
                         help="warm-up seconds per point (default 1)")
+    parser.add_argument("--runs", type=int, default=RUNS, metavar="N",
+                        help=f"runs per measured point, the same for the server and every peer; figures "
+                             f"are median [min–max] (default {RUNS})")
     parser.add_argument("--profile", action="store_true",
                         help="sample the server with py-spy (installed by hand) at the most loaded point; "
                              "writes bench/out/ and slows that point down")
@@ -50,9 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not (0 < args.duration <= 60) or not (0 <= args.warmup <= 30):
         parser.error("--duration must be in (0, 60] and --warmup in [0, 30] seconds")
+    if not 1 <= args.runs <= 9:
+        parser.error("--runs must be in [1, 9]")
     signal.signal(signal.SIGTERM, _terminate)
 
-    options = Options(duration=args.duration, warmup=args.warmup, profile=args.profile)
+    options = Options(duration=args.duration, warmup=args.warmup, profile=args.profile,
+                      runs=args.runs)
     results = Results()
     outcomes: list[Outcome] = []
     crashed: list[str] = []
