@@ -50,6 +50,8 @@ def describe(value: Any) -> str:
     """A request as text; an `ExecuteRequest`'s params unpacked when they decode."""
     from tests.support.registry import REGISTRY
 
+    if isinstance(value, bytes | str) and len(value) > 200:
+        return f"{value[:100]!r}... ({len(value)} long)"
     if not hasattr(value, "ListFields"):
         return repr(value)
     operation = REGISTRY.get(getattr(value, "operation", "")) if hasattr(value, "params") else None
