@@ -20,6 +20,7 @@ The same strategies serve the bounded sample in `make test` and the
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 from collections.abc import Callable
@@ -80,6 +81,7 @@ EXTREME_SECONDS = [TIMESTAMP_MIN - 1, TIMESTAMP_MIN, 0, TIMESTAMP_MAX, TIMESTAMP
 EXTREME_NANOS = [0, 999_999_999, 1_000_000_000, -1, *INT32]
 
 
+@functools.cache
 def huge_text() -> SearchStrategy[str]:
     """Long runs of one character: 4-byte characters (trailer size counted in
     bytes), NUL, accents and plain ASCII."""
@@ -90,14 +92,17 @@ def huge_text() -> SearchStrategy[str]:
     )
 
 
+@functools.cache
 def hostile_text() -> SearchStrategy[str]:
     return st.one_of(st.sampled_from(HOSTILE_TEXT), st.text(max_size=30), huge_text())
 
 
+@functools.cache
 def hostile_float() -> SearchStrategy[float]:
     return st.one_of(st.sampled_from(EXTREME_FLOATS), st.floats(allow_nan=True, allow_infinity=True))
 
 
+@functools.cache
 def hostile_int(bounds: tuple[int, int]) -> SearchStrategy[int]:
     low, high = bounds
     edges = sorted({low, high, 0, 1, -1 if low < 0 else 0, 1000, 1001})
@@ -109,6 +114,7 @@ def hostile_int(bounds: tuple[int, int]) -> SearchStrategy[int]:
 JSON_SCALARS = st.one_of(st.none(), st.booleans(), hostile_float(), hostile_int(INT64), hostile_text())
 
 
+@functools.cache
 def hostile_json(max_leaves: int = 8) -> SearchStrategy[Any]:
     """Any JSON value (numbers include NaN/inf: gRPC's Struct carries them)."""
     return st.recursive(
@@ -239,6 +245,27 @@ def _tampered_token(draw: st.DrawFn, real: tuple[str, ...]) -> str:
         return _b64(json.dumps(body, allow_nan=True).encode())
     cut = draw(st.integers(0, len(token)))
     return token[:cut] + draw(st.text(alphabet=BASE64_URL, max_size=4))
+
+
+FORGED_CURSOR_VALUES: list[Any] = [None, 1, -1, [1], {"a": 1}, "x", "\x00", "9999-99-99T99:99:99", 1e308]
+
+
+def forged_page_tokens(real: tuple[str, ...]) -> list[str]:
+    """Each token the server issued, with each of its cursor's values replaced
+    by each forged value (the filters' fingerprint kept), as an attacker who
+    decoded the url-safe base64 JSON would send them."""
+    forged = []
+    for token in real:
+        try:
+            body = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        except ValueError:
+            continue
+        cursor = body.get("c") if isinstance(body, dict) else None
+        for key in sorted(cursor) if isinstance(cursor, dict) else []:
+            for value in FORGED_CURSOR_VALUES:
+                changed = {**body, "c": {**cursor, key: value}}
+                forged.append(_b64(json.dumps(changed).encode()))
+    return forged
 
 
 def page_tokens(real: tuple[str, ...]) -> SearchStrategy[str]:
@@ -456,14 +483,14 @@ def _settable(descriptor: Descriptor) -> list[FieldDescriptor]:
 def messages(descriptor: Descriptor, corpus: Corpus, context: str, depth: int = 0) -> SearchStrategy[Message]:
     """A message of `descriptor` with any subset of its fields set to hostile values."""
     cls = _message_class(descriptor)
-    fields = _settable(descriptor) if depth < 3 else []
+    fields = [(f, field_values(f, corpus, context, depth)) for f in (_settable(descriptor) if depth < 3 else [])]
 
     @st.composite
     def build(draw: st.DrawFn) -> Message:
         message = cls()
-        for field in fields:
+        for field, values in fields:
             if draw(st.booleans()):
-                _assign(message, field, draw(field_values(field, corpus, context, depth)))
+                _assign(message, field, draw(values))
         return message
 
     return build()
@@ -647,13 +674,13 @@ def _set_focus(focus: Focus, value: Any) -> Message:
     return message
 
 
-@st.composite
-def focused(draw: st.DrawFn, focus: Focus, corpus: Corpus, context: str) -> Message:
+def focused(focus: Focus, corpus: Corpus, context: str) -> SearchStrategy[Message]:
     """`focus.base` with the focused part set to a hostile value."""
     if not focus.keys:
-        field = focus.base.DESCRIPTOR.fields_by_name[focus.field]
-        return _set_focus(focus, draw(field_values(field, corpus, context)))
-    return _set_focus(focus, draw(typed_extremes(focus.schema, focus.root, corpus, focus.keys[-1])))
+        values = field_values(focus.base.DESCRIPTOR.fields_by_name[focus.field], corpus, context)
+    else:
+        values = typed_extremes(focus.schema, focus.root, corpus, focus.keys[-1])
+    return values.map(lambda value: _set_focus(focus, value))
 
 
 GEOMETRY_NAMES = frozenset({"geometry", "aoi_geometry", "intersects"})
@@ -661,13 +688,16 @@ CATALOGUE_FLOATS = [math.nan, math.inf, -math.inf, 5e-324, 1.7976931348623157e30
 CATALOGUE_RANGES = [[0.0, 5e-324], [0.0, math.inf], [-math.inf, math.inf], [-1e308, 1e308], [math.nan, 1.0]]
 
 
-def catalogue(focus: Focus) -> list[Message]:
+def catalogue(focus: Focus, corpus: Corpus) -> list[Message]:
     """The known-hostile values every run tries at the focused part (random
-    draws explore beyond them): each extreme geometry where an area goes, and
-    the float extremes where a number (or a [min, max] pair) goes."""
+    draws explore beyond them): each extreme geometry where an area goes, the
+    float extremes where a number (or a [min, max] pair) goes, and the
+    server's own page tokens with each cursor value forged."""
     name = focus.keys[-1] if focus.keys else focus.field
     schema = _resolve(focus.schema, focus.root) if focus.keys else None
     values: list[Any] = []
+    if name == "page_token":
+        return [_set_focus(focus, token) for token in forged_page_tokens(corpus.all_page_tokens())]
     if name in GEOMETRY_NAMES:
         values = CATALOGUE_GEOMETRIES
     elif isinstance(schema, dict):
@@ -700,7 +730,7 @@ def params(operation: Operation, corpus: Corpus) -> SearchStrategy[Message]:
     points = focus_points(operation, corpus)
     if not points:
         return hostile
-    one_part = st.sampled_from(points).flatmap(lambda focus: focused(focus, corpus, operation.name))
+    one_part = st.one_of(*(focused(focus, corpus, operation.name) for focus in points))
     return st.one_of(hostile, one_part, one_part)
 
 

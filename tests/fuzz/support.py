@@ -104,3 +104,12 @@ def assert_serving(channel: grpc.Channel) -> None:
     """The server still answers its health check after the hostile requests."""
     reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=30)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def first_failure(failure: BaseException) -> str:
+    """The message of a failure, or of the first one inside an exception group
+    (hypothesis reports an example that failed differently when replayed as
+    a FlakyFailure group)."""
+    while isinstance(failure, BaseExceptionGroup) and failure.exceptions:
+        failure = failure.exceptions[0]
+    return f"{type(failure).__name__}: " + str(failure).split("\nassert ")[0][:3000]
