@@ -17,18 +17,12 @@ from hypothesis import strategies as st
 
 from geopera.v1 import kernel_pb2
 from tests.fuzz import strategies
-from tests.fuzz.corpus import Corpus, collect_corpus
 from tests.fuzz.invariants import Outcome, grpc_violation, rpc_error_outcome
 from tests.fuzz.support import FOCUS_SAMPLE, SAMPLE, Shown, assert_serving, first_failure, forbidden_texts
 from tests.support.registry import REGISTRY
 
 PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7F))
 IDEMPOTENCY_KEYS = st.one_of(st.none(), st.text(alphabet=PRINTABLE, max_size=300))
-
-
-@pytest.fixture(scope="module")
-def corpus(world) -> Corpus:
-    return collect_corpus(world)
 
 
 def _execute(stub, request: kernel_pb2.ExecuteRequest, metadata: list[tuple[str, str]]) -> Outcome:

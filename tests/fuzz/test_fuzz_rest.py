@@ -22,15 +22,10 @@ from schemathesis import GenerationMode
 from schemathesis.checks import content_type_conformance, not_a_server_error, response_schema_conformance
 
 from tests.fuzz import strategies
-from tests.fuzz.corpus import Corpus, collect_corpus
+from tests.fuzz.corpus import Corpus
 from tests.fuzz.invariants import http_outcome, http_violation
 from tests.fuzz.support import SAMPLE, Shown, assert_serving, first_failure, forbidden_texts
 from tests.support.registry import REGISTRY
-
-
-@pytest.fixture(scope="module")
-def corpus(world) -> Corpus:
-    return collect_corpus(world)
 
 
 @pytest.fixture(scope="module")
