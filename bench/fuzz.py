@@ -22,6 +22,7 @@ import asyncio
 import concurrent.futures
 import json
 import random
+import re
 import sys
 import tempfile
 import time
@@ -244,7 +245,31 @@ def _table(tally: Tally, labels: list[str], healthy: dict[str, bool]) -> str:
     return markdown_table(["operation", "requests", "distinct", *codes, "violations", "serving after"], rows)
 
 
-def report(tally: Tally, args: argparse.Namespace, seconds: float, healthy: dict[str, bool]) -> str:
+UNHANDLED = re.compile(r"unhandled error in (\S+) \(request (\S+)\)")
+EXCEPTION_LINE = re.compile(r"^[a-z_][\w]*(\.[\w]+)+: |^[A-Z]\w*(Error|Exception): ")
+
+
+def server_causes(log: Path) -> Counter[tuple[str, str]]:
+    """(operation, the exception's last line) of each unhandled error in the
+    server's log: what the INTERNALs and 5xx were, for triage."""
+    operations: dict[str, str] = {}
+    errors: list[tuple[str, str, str]] = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("logger") == "geopera.access" and entry.get("request_id"):
+            operations[entry["request_id"]] = entry.get("operation") or entry.get("rpc", "")
+        match = UNHANDLED.search(str(entry.get("msg", "")))
+        if match:
+            named = [x for x in str(entry.get("exc", "")).splitlines() if EXCEPTION_LINE.match(x)] or [""]
+            errors.append((match.group(1), match.group(2), re.sub(r"\d+(\.\d+)?", "N", named[-1])[:160]))
+    return Counter((operations.get(request_id) or where, cause) for where, request_id, cause in errors)
+
+
+def report(tally: Tally, args: argparse.Namespace, seconds: float, healthy: dict[str, bool],
+           causes: Counter[tuple[str, str]]) -> str:  # fmt: skip
     grpc_labels = [label for label in tally.counts if not label.startswith("HTTP ")]
     http_labels = [label for label in tally.counts if label.startswith("HTTP ")]
     verdict = "PASS: no request broke the invariant" if not tally.violations else (
@@ -269,6 +294,10 @@ def report(tally: Tally, args: argparse.Namespace, seconds: float, healthy: dict
     if http_labels:
         lines += ["", "HTTP `POST /v1/op/{operation}` with hostile JSON bodies (HTTP statuses):", "",
                   _table(tally, http_labels, healthy)]  # fmt: skip
+    if causes:
+        rows = [[operation, f"`{cause}`", str(n)] for (operation, cause), n in sorted(causes.items())]
+        lines += ["", "Unhandled errors in the server's log, by operation and exception (digits as N):", "",
+                  markdown_table(["operation", "exception", "count"], rows)]  # fmt: skip
     if tally.examples:
         lines += ["", "Violations (at most 3 requests each):", ""]
         for (name, problem), kept in sorted(tally.examples.items()):
@@ -330,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"the server stopped serving after {label}", file=sys.stderr)
                     pool.shutdown(cancel_futures=True)
                     break
-    body = report(tally, args, time.monotonic() - started, healthy)
+        causes = server_causes(world.server.log_path)
+    body = report(tally, args, time.monotonic() - started, healthy, causes)
     if not args.no_results:
         Results().set_section(SECTION, body)
     print(body)
