@@ -177,6 +177,9 @@ async def send_streams(address: str, token: str, rpc: str, requests: list[bytes]
                     await call.read()
                     call.cancel()
                 outcome = Outcome("OK")
+            except asyncio.CancelledError:
+                # grpc.aio raises this (not an AioRpcError) when the server resets the stream.
+                outcome = Outcome("CANCELLED (stream reset)")
             except grpc.aio.AioRpcError as err:
                 outcome = rpc_error_outcome(err)
                 if rpc == "WatchJob" and outcome.code == "DEADLINE_EXCEEDED":
@@ -314,11 +317,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--http-requests", type=int, default=1_000, help="HTTP requests per operation")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seed", type=int, default=None, help="hypothesis seed (default: random, reported)")
-    parser.add_argument("--only", action="append", metavar="OPERATION", help="fuzz only this operation")
+    parser.add_argument("--only", action="append", metavar="OPERATION",
+                        help="fuzz only this operation or streaming RPC (repeatable)")  # fmt: skip
     parser.add_argument("--no-results", action="store_true", help="do not write bench/RESULTS.md")
     args = parser.parse_args(argv)
     args.seed = args.seed if args.seed is not None else random.randrange(2**32)
-    names = args.only or REGISTRY.names()
+    names = args.only or [*REGISTRY.names(), *STREAMS]
     tally = Tally()
     healthy: dict[str, bool] = {}
     started = time.monotonic()
@@ -327,10 +331,10 @@ def main(argv: list[str] | None = None) -> int:
         forbidden = forbidden_texts(world.home)
         tokens = {t: world.tokens[t] for t in TOKENS}
         plan: list[tuple[str, str, Callable[..., Any], int]]
-        plan = [("grpc", n, generate_execute, args.requests) for n in names]
-        if not args.only:
-            plan += [("stream", rpc, generate_stream, args.stream_requests) for rpc in STREAMS]
-        plan += [("http", n, generate_http, args.http_requests) for n in names if args.http_requests]
+        plan = [("grpc", n, generate_execute, args.requests) for n in names if n not in STREAMS]
+        plan += [("stream", rpc, generate_stream, args.stream_requests) for rpc in STREAMS if rpc in names]
+        if args.http_requests:
+            plan += [("http", n, generate_http, args.http_requests) for n in names if n not in STREAMS]
         with concurrent.futures.ProcessPoolExecutor(max_workers=1) as pool:
             pending = [pool.submit(gen, name, corpus, count, args.seed) for _, name, gen, count in plan]
             for (kind, name, _, count), future in zip(plan, pending, strict=True):
