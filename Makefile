@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install serve test lint breaking generate check-generated bench chaos clean
+.PHONY: install serve test lint breaking generate check-generated bench chaos fuzz clean
 
 $(STAMP): pyproject.toml generated/pyproject.toml clients/python/pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11 is required (python3.11 or python3 on PATH)" >&2; exit 1; }
@@ -52,6 +52,11 @@ bench: $(STAMP)
 # "chaos" section of bench/RESULTS.md. `make test` runs a small plan.
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
+
+# At least 10,000 hostile requests per operation (FUZZ_ARGS="--requests N ..."
+# to change); counts by status code go to bench/RESULTS.md.
+fuzz: $(STAMP)
+	$(BIN)/python -m bench.fuzz $(FUZZ_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -10,6 +10,7 @@ import rasterio
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.analytics import AnalyticsContext, AnalyticsMethod
+from server.analytics.reader import select_asset
 
 
 class PixelCountParams(BaseModel):
@@ -40,7 +41,8 @@ class PixelCount(AnalyticsMethod):
     def execute(self, params: BaseModel, ctx: AnalyticsContext) -> BaseModel:
         assert isinstance(params, PixelCountParams)
         item = ctx.item(params.item_id)
-        with rasterio.open(item.assets[params.asset_key].path) as src:
+        # An unknown asset key is the caller's mistake (the fuzz tests found a KeyError here).
+        with rasterio.open(select_asset(item, params.asset_key).path) as src:
             return PixelCountResult(item_id=item.id, width=src.width, height=src.height,
                                     pixels=src.width * src.height, bands=src.count)  # fmt: skip
 
