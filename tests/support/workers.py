@@ -13,7 +13,7 @@ from tests.support.server import REPO
 
 TEST_PLUGINS = "tests.support.test_plugins,worker.plugins"
 # Job types raw test sessions (tests/jobs_support.RawWorker, hellos in tests) declare.
-RAW_JOB_TYPES = ("money_decl", "promise_raw", "raw_only", "raw_outputs", "raw_quota")
+RAW_JOB_TYPES = ("money_decl", "promise_raw", "raw_auth_matrix", "raw_only", "raw_outputs", "raw_quota")
 
 
 def granted_test_job_types() -> list[str]:
