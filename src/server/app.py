@@ -29,6 +29,7 @@ from geopera.v1 import (  # noqa: F401  (imports register every payload type for
     worker_pb2_grpc,
 )
 from server.analytics import MethodRegistry, default_registry
+from server.api import convert
 from server.api.execute import Executor
 from server.api.kernel import KernelServicer
 from server.api.operations import REGISTRY
@@ -37,7 +38,7 @@ from server.api.worker import Dispatcher, WorkerServicer
 from server.auth import TokenService
 from server.config import Settings
 from server.domain.analytics import AnalyticsService
-from server.domain.catalog import CatalogLimits, CatalogService
+from server.domain.catalog import CatalogLimits, CatalogService, ItemRenderer
 from server.domain.credits import CreditService
 from server.domain.jobs import CostModel, JobService, JobTypeRecord, LeasePolicy
 from server.domain.outputs import OutputService
@@ -74,7 +75,7 @@ async def build_services(settings: Settings, url: str) -> Services:
     tokens = TokenService(db, cache_seconds=settings.token_cache_seconds)
     limits = CatalogLimits(max_upload_bytes=settings.max_upload_bytes)
     quota = StorageQuota(settings.project_quota_bytes)
-    catalog = CatalogService(db, storage, limits, quota)
+    catalog = CatalogService(db, storage, limits, quota, ItemRenderer(convert.ITEM_RENDER_KEY, convert.item_bytes))
     policy = LeasePolicy(
         lease_seconds=settings.lease_seconds,
         heartbeat_seconds=settings.heartbeat_seconds,
