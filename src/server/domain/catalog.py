@@ -335,7 +335,10 @@ class CatalogService:
 
     async def _fetch_item(self, item_id: str) -> ItemRecord:
         async with self._db.connection() as conn:
-            row = await (await conn.execute(Q.get_item, {"id": item_id})).fetchone()
+            return await self._read_item(conn, item_id)
+
+    async def _read_item(self, conn: psycopg.AsyncConnection[Any], item_id: str) -> ItemRecord:
+        row = await (await conn.execute(Q.get_item, {"id": item_id})).fetchone()
         if row is None:
             raise not_found("ITEM_NOT_FOUND", f"item {item_id!r} does not exist", item_id=item_id)
         return self._items.put(item_id, ItemRecord.from_row(row))
@@ -361,12 +364,13 @@ class CatalogService:
         async with self._db.connection() as conn:
             # Binary results: bytea arrives as bytes, not hex to decode.
             row = await (await conn.execute(Q.get_item_render, key, binary=True)).fetchone()
-        callstats.cache_lookup("item_render", row is not None)
-        if row is not None:
-            return RenderedItem(row["project_id"], row["body"])
-        record = await self._fetch_item(item_id)
-        rendered = RenderedItem(record.project_id, renderer.render(record))
-        async with self._db.connection() as conn:
+            callstats.cache_lookup("item_render", row is not None)
+            if row is not None:
+                return RenderedItem(row["project_id"], row["body"])
+            # The item's first read: built from its rows and stored, on the same
+            # connection (the conversion awaits nothing, so holding it costs none).
+            record = await self._read_item(conn, item_id)
+            rendered = RenderedItem(record.project_id, renderer.render(record))
             await conn.execute(Q.put_item_render, {**key, "project_id": rendered.project_id, "body": rendered.body})
         return rendered
 
