@@ -1,5 +1,6 @@
 """The access log line says what a call cost below the transport: the database time
-and the token, item and item-proto caches it hit or missed (`server/callstats.py`).
+and the caches it hit or missed (`server/callstats.py`): token, item (in memory) and
+item render (an item's encoding stored in the database).
 `bench/items_get.py` reads its cache hit rates and database time per call from them."""
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ def test_items_get_logs_cache_misses_then_hits_and_the_database_time(world):
     assert first.item.id == second.item.id == item_id
 
     cold = _access_line(world, "stats-first")
-    assert cold["cache_misses"] == {"token": 1, "item": 1, "item_proto": 1}
+    # The item's first read ever: no stored render yet, so it is built and stored.
+    assert cold["cache_misses"] == {"token": 1, "item": 1, "item_render": 1}
     assert "cache_hits" not in cold
-    assert cold["db_uses"] == 2  # the token lookup and the item query
+    assert cold["db_uses"] == 2  # the token lookup; the render lookup, item query and render write
     assert 0 < cold["db_ms"] <= cold["duration_ms"]
 
     warm = _access_line(world, "stats-second")
-    assert warm["cache_hits"] == {"token": 1, "item": 1, "item_proto": 1}
+    assert warm["cache_hits"] == {"token": 1, "item": 1}
     assert "cache_misses" not in warm
     assert "db_ms" not in warm and "db_uses" not in warm
 

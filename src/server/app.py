@@ -29,6 +29,7 @@ from geopera.v1 import (  # noqa: F401  (imports register every payload type for
     worker_pb2_grpc,
 )
 from server.analytics import MethodRegistry, default_registry
+from server.api import convert
 from server.api.calls import CALLS
 from server.api.execute import Executor
 from server.api.kernel import KernelServicer
@@ -38,7 +39,7 @@ from server.api.worker import Dispatcher, WorkerServicer
 from server.auth import TokenService
 from server.config import Settings
 from server.domain.analytics import AnalyticsService
-from server.domain.catalog import CatalogLimits, CatalogService
+from server.domain.catalog import CatalogLimits, CatalogService, ItemRenderer
 from server.domain.credits import CreditService
 from server.domain.jobs import CostModel, JobService, JobTypeRecord, LeasePolicy
 from server.domain.outputs import OutputService
@@ -80,7 +81,8 @@ async def build_services(settings: Settings, url: str) -> Services:
     quota = StorageQuota(settings.project_quota_bytes)
     configure_raster_limits(raster_limits(settings.max_raster_pixels, settings.max_raster_samples))
     raster_pool = RasterWorkPool(settings.raster_workers or None)
-    catalog = CatalogService(db, storage, limits, quota, raster_pool)
+    renderer = ItemRenderer(convert.ITEM_RENDER_KEY, convert.item_bytes)
+    catalog = CatalogService(db, storage, limits, quota, raster_pool, renderer)
     policy = LeasePolicy(
         lease_seconds=settings.lease_seconds,
         heartbeat_seconds=settings.heartbeat_seconds,

@@ -1,7 +1,8 @@
 """What one call cost below the transport: the time it held a database connection and
-the read-through caches (token, item, item proto) it hit or missed. `rpc_call` opens a
-`CallStats` per call and the access log line reports it (`db_ms`, `db_uses`,
-`cache_hits`, `cache_misses`; each only when there is something to say). Cheap on
+the read-through caches it hit or missed (token, item in memory, item render stored in
+the database, item proto). `rpc_call` opens a `CallStats` per call and the access log
+line reports it (`db_ms`, `db_uses`, `cache_hits`, `cache_misses`; each only when there
+is something to say). Cheap on
 purpose: one context variable, two clock reads per connection use, one counter per cache
 lookup; code running outside a call (background loops) records nothing, and a task a call
 spawns adds to that call's counters (bounded: a count per cache name)."""

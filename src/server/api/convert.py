@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
@@ -120,6 +121,21 @@ def item(record: ItemRecord) -> resources_pb2.Item:
     if len(_ITEM_BYTES) > _ITEM_BYTES_CAPACITY:
         _ITEM_BYTES.popitem(last=False)
     return message
+
+
+# Names the encoding `item_bytes` produces, for the renders the catalog stores
+# (see CatalogService.get_item_rendered): resources.proto's schema, which renames
+# it by itself when it changes, and this number: bump it whenever `_item` or
+# `asset` change what they build, so renders written before are not served.
+ITEM_ENCODING_VERSION = 1
+ITEM_RENDER_KEY = (
+    f"item-v{ITEM_ENCODING_VERSION}-{hashlib.sha256(resources_pb2.DESCRIPTOR.serialized_pb).hexdigest()[:16]}"
+)
+
+
+def item_bytes(record: ItemRecord) -> bytes:
+    """The serialized Item of a record (deterministic: map entries in key order)."""
+    return _item(record).SerializeToString(deterministic=True)
 
 
 def _item(record: ItemRecord) -> resources_pb2.Item:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Generic, TypeVar
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -70,6 +70,8 @@ MAX_NAME_LENGTH = 200
 UPLOAD_TTL_SECONDS = 24 * 3600
 ARTIFACT_RESOURCE = re.compile(r"^artifacts/(?P<artifact_id>[^/]+)$")
 ASSET_RESOURCE = re.compile(r"^items/(?P<item_id>[^/]+)/assets/(?P<key>[^/]+)$")
+ITEM_CACHE_SIZE = 4096  # items held in memory, as records and as rendered bytes
+V = TypeVar("V")
 
 
 @dataclass(frozen=True)
@@ -238,24 +240,40 @@ def asset_storage_key(project_id: str, item_id: str, asset_key: str) -> str:
     return f"projects/{project_id}/items/{item_id}/{asset_key}.tif"
 
 
-class ItemCache:
-    """A bounded LRU of immutable item records."""
+class LruCache(Generic[V]):
+    """A bounded LRU by item id, for what never changes once an item exists."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._records: OrderedDict[str, ItemRecord] = OrderedDict()
+        self._values: OrderedDict[str, V] = OrderedDict()
 
-    def get(self, item_id: str) -> ItemRecord | None:
-        record = self._records.get(item_id)
-        if record is not None:
-            self._records.move_to_end(item_id)
-        return record
+    def get(self, item_id: str) -> V | None:
+        value = self._values.get(item_id)
+        if value is not None:
+            self._values.move_to_end(item_id)
+        return value
 
-    def put(self, record: ItemRecord) -> ItemRecord:
-        self._records[record.id] = record
-        if len(self._records) > self._capacity:
-            self._records.popitem(last=False)
-        return record
+    def put(self, item_id: str, value: V) -> V:
+        self._values[item_id] = value
+        if len(self._values) > self._capacity:
+            self._values.popitem(last=False)
+        return value
+
+
+@dataclass(frozen=True)
+class ItemRenderer:
+    """How the transport encodes an item for the wire, injected by the
+    composition root (the domain imports no generated code). `key` names the
+    encoding: renders stored under another key are stale and written anew."""
+
+    key: str
+    render: Callable[[ItemRecord], bytes]
+
+
+@dataclass(frozen=True)
+class RenderedItem:
+    project_id: str
+    body: bytes
 
 
 class CatalogService:
@@ -266,15 +284,18 @@ class CatalogService:
         limits: CatalogLimits | None = None,
         quota: StorageQuota | None = None,
         raster_pool: RasterWorkPool | None = None,
+        renderer: ItemRenderer | None = None,
     ) -> None:
         self._db = db
+        self._renderer = renderer
         self._storage = storage
         self.limits = limits or CatalogLimits()
         self.quota = quota or StorageQuota()
         self._raster_pool = raster_pool or RasterWorkPool()
         # Items never change once registered (there is no update or delete),
         # so a read-through cache is always right, on every replica.
-        self._items = ItemCache(4096)
+        self._items: LruCache[ItemRecord] = LruCache(ITEM_CACHE_SIZE)
+        self._rendered: LruCache[RenderedItem] = LruCache(ITEM_CACHE_SIZE)
 
     # -- projects ---------------------------------------------------------
 
@@ -328,13 +349,50 @@ class CatalogService:
         record = self._items.get(item_id)
         callstats.cache_lookup("item", record is not None)
         if record is None:
-            async with self._db.connection() as conn:
-                row = await (await conn.execute(Q.get_item, {"id": item_id})).fetchone()
-            if row is None:
-                raise not_found("ITEM_NOT_FOUND", f"item {item_id!r} does not exist", item_id=item_id)
-            record = self._items.put(ItemRecord.from_row(row))
+            record = await self._fetch_item(item_id)
         principal.require_project(record.project_id)
         return record
+
+    async def _fetch_item(self, item_id: str) -> ItemRecord:
+        async with self._db.connection() as conn:
+            return await self._read_item(conn, item_id)
+
+    async def _read_item(self, conn: psycopg.AsyncConnection[Any], item_id: str) -> ItemRecord:
+        row = await (await conn.execute(Q.get_item, {"id": item_id})).fetchone()
+        if row is None:
+            raise not_found("ITEM_NOT_FOUND", f"item {item_id!r} does not exist", item_id=item_id)
+        return self._items.put(item_id, ItemRecord.from_row(row))
+
+    async def get_item_rendered(self, principal: Principal, item_id: str) -> bytes:
+        """An item in the injected renderer's encoding (items.get): from memory,
+        else its stored render (one indexed lookup, no JSON, no conversion),
+        else rendered from its rows and stored for every later read."""
+        if not item_id:
+            raise invalid_argument("ITEM_ID_REQUIRED", "item_id is required", field="item_id")
+        rendered = self._rendered.get(item_id)
+        callstats.cache_lookup("item", rendered is not None)
+        if rendered is None:
+            rendered = self._rendered.put(item_id, await self._stored_render(item_id))
+        principal.require_project(rendered.project_id)
+        return rendered.body
+
+    async def _stored_render(self, item_id: str) -> RenderedItem:
+        renderer = self._renderer
+        if renderer is None:
+            raise RuntimeError("CatalogService was built without an item renderer")
+        key = {"id": item_id, "render_key": renderer.key}
+        async with self._db.connection() as conn:
+            # Binary results: bytea arrives as bytes, not hex to decode.
+            row = await (await conn.execute(Q.get_item_render, key, binary=True)).fetchone()
+            callstats.cache_lookup("item_render", row is not None)
+            if row is not None:
+                return RenderedItem(row["project_id"], row["body"])
+            # The item's first read: built from its rows and stored, on the same
+            # connection (the conversion awaits nothing, so holding it costs none).
+            record = await self._read_item(conn, item_id)
+            rendered = RenderedItem(record.project_id, renderer.render(record))
+            await conn.execute(Q.put_item_render, {**key, "project_id": rendered.project_id, "body": rendered.body})
+        return rendered
 
     async def list_items(self, principal: Principal, query: ItemQuery) -> tuple[list[ItemRecord], str]:
         if not query.project_id:

@@ -18,6 +18,17 @@ VALUES (%(item_id)s, %(key)s, %(storage_key)s, %(media_type)s, %(title)s, %(role
 -- name: get_item
 SELECT * FROM item_documents WHERE id = %(id)s;
 
+-- name: get_item_render
+-- An item's stored encoding (and its project, for the access check), if written under this render key.
+SELECT project_id, body FROM item_renders WHERE item_id = %(id)s AND render_key = %(render_key)s;
+
+-- name: put_item_render
+-- Store (or replace a stale) encoding of an item.
+INSERT INTO item_renders (item_id, project_id, render_key, body)
+VALUES (%(id)s, %(project_id)s, %(render_key)s, %(body)s)
+ON CONFLICT (item_id) DO UPDATE SET project_id = excluded.project_id, render_key = excluded.render_key,
+                                    body = excluded.body;
+
 -- name: item_name_taken
 -- A row when the project's collection already has an item of this name (job output checks).
 SELECT 1 FROM items
