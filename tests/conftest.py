@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -40,6 +41,9 @@ def database_url(database_factory: DatabaseFactory) -> str:
     return database_factory.create()
 
 
+T = TypeVar("T")
+
+
 @dataclass
 class World:
     """A running server with two projects, tokens and the sample items."""
@@ -57,20 +61,43 @@ class World:
         token = None if token_name is None else self.tokens.get(token_name, token_name)
         return KernelClient(self.channel, token)
 
-    def make_token(
-        self, *, scopes: list[str], projects: list[str], kind: str = "user", job_types: tuple[str, ...] = ()
-    ) -> str:
-        async def create() -> str:
+    def with_services(self, use: Callable[[Any], Awaitable[T]]) -> T:
+        """Run `use(services)` with domain services on the world's database, as an admin would."""
+
+        async def run() -> T:
             services = await _services(self.database_url, self.home)
             try:
-                _, token = await services.tokens.create_token(
-                    name="test", kind=kind, scopes=scopes, project_ids=projects, job_type_ids=job_types
-                )
-                return token
+                return await use(services)
             finally:
                 await services.db.close()
 
-        return asyncio.run(create())
+        return asyncio.run(run())
+
+    def make_token(
+        self, *, scopes: list[str], projects: list[str], kind: str = "user", job_types: tuple[str, ...] = ()
+    ) -> str:
+        async def create(services: Any) -> str:
+            _, token = await services.tokens.create_token(
+                name="test", kind=kind, scopes=scopes, project_ids=projects, job_type_ids=job_types
+            )
+            return token
+
+        return self.with_services(create)
+
+    def revoke_token(self, token_id: str) -> None:
+        async def revoke(services: Any) -> None:
+            assert await services.tokens.revoke(token_id)
+
+        self.with_services(revoke)
+
+    def add_job_types(self, *records: Any) -> None:
+        """Register job types (`JobTypeRecord`s) no worker declares, as built-ins are."""
+
+        async def add(services: Any) -> None:
+            for record in records:
+                await services.jobs.upsert_job_type(record)
+
+        self.with_services(add)
 
 
 async def _services(url: str, home: Path):  # type: ignore[no-untyped-def]

@@ -29,7 +29,7 @@ from geopera.v1 import auth_pb2, kernel_pb2, processing_pb2, resources_pb2, work
 from server.api.registry import Operation
 from server.auth import ANY_SCOPE, USER_SCOPES
 from server.mcp.tools import tool_name
-from tests.conftest import TEST_SERVER_ENV, World, _services, seed_world
+from tests.conftest import TEST_SERVER_ENV, World, seed_world
 from tests.jobs_support import RawWorker, create_and_dispatch, job_metadata
 from tests.support.client import RpcFailure
 from tests.support.matrix import CASES
@@ -79,14 +79,7 @@ def _revoked_token(world: World) -> str:
     token = world.make_token(scopes=list(USER_SCOPES), projects=["alpha", "beta"])
     token_id = world.client(token).execute("auth.whoami", auth_pb2.AuthWhoamiParams()).principal_id
 
-    async def revoke() -> None:
-        services = await _services(world.database_url, world.home)
-        try:
-            assert await services.tokens.revoke(token_id)
-        finally:
-            await services.db.close()
-
-    asyncio.run(revoke())
+    world.revoke_token(token_id)
     time.sleep(TOKEN_CACHE_SECONDS * 3)
     return token
 
@@ -406,7 +399,8 @@ def test_worker_service_auth(matrix_world, assign, rpc, who):
             worker_pb2.ReportProgressRequest(job_id=job_id, progress=0.5), metadata=metadata, timeout=30
         ),
         "ReportFailure": lambda: stub.ReportFailure(
-            worker_pb2.ReportFailureRequest(job_id=job_id, message="matrix", reason="MATRIX"), metadata=metadata,
+            worker_pb2.ReportFailureRequest(job_id=job_id, message="matrix", reason="MATRIX"),
+            metadata=metadata,
             timeout=30,
         ),
         "ReleaseJob": lambda: stub.ReleaseJob(

@@ -5,7 +5,6 @@ key; a non-member never gets a stored response. Real server, real tokens."""
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 
 import grpc
@@ -16,10 +15,9 @@ from geopera.v1 import processing_pb2
 from server.auth import USER_SCOPES
 from server.domain.jobs import CostModel, JobTypeRecord
 from server.store.database import load_migrations
-from tests.conftest import SAMPLES, TEST_SERVER_ENV, World, _services, seed_world
+from tests.conftest import SAMPLES, TEST_SERVER_ENV, World, start_seeded_world, stop_world
 from tests.jobs_support import balance, struct
 from tests.support.client import RpcFailure
-from tests.support.server import ServerProcess
 
 ONE_CREDIT = JobTypeRecord("idem_one_credit", "test: one credit", {"type": "object"}, CostModel(1, 0, 0, 1))
 CLIP_AOI = {"type": "Polygon", "coordinates": [[[14.556, 45.868], [14.558, 45.868], [14.558, 45.870],
@@ -28,53 +26,26 @@ CLIP_AOI = {"type": "Polygon", "coordinates": [[[14.556, 45.868], [14.558, 45.86
 
 @pytest.fixture(scope="module")
 def idem_world(database_factory, tmp_path_factory):
-    home = tmp_path_factory.mktemp("idempotency")
-    url = database_factory.create()
-    server = ServerProcess(database_url=url, home=home, extra_env=TEST_SERVER_ENV).start()
-    world = World(server=server, database_url=url, home=home)
+    world = start_seeded_world(database_factory.create(), tmp_path_factory.mktemp("idempotency"), TEST_SERVER_ENV)
     try:
-        asyncio.run(seed_world(world))
-
-        async def seed() -> None:
-            services = await _services(url, home)
-            try:
-                await services.jobs.upsert_job_type(ONE_CREDIT)
-            finally:
-                await services.db.close()
-
-        asyncio.run(seed())
-        world.channel = server.channel()
+        world.add_job_types(ONE_CREDIT)
         yield world
     finally:
-        if world.channel is not None:
-            world.channel.close()
-        server.stop()
+        stop_world(world)
 
 
 def _token(world: World, projects: list[str]) -> tuple[str, str]:
     """(token id, token) of a new user token of `projects`."""
 
-    async def create() -> tuple[str, str]:
-        services = await _services(world.database_url, world.home)
-        try:
-            return await services.tokens.create_token(
-                name="idem", kind="user", scopes=list(USER_SCOPES), project_ids=projects
-            )
-        finally:
-            await services.db.close()
-
-    return asyncio.run(create())
+    return world.with_services(
+        lambda services: services.tokens.create_token(
+            name="idem", kind="user", scopes=list(USER_SCOPES), project_ids=projects
+        )
+    )
 
 
 def _revoke(world: World, token_id: str) -> None:
-    async def revoke() -> None:
-        services = await _services(world.database_url, world.home)
-        try:
-            assert await services.tokens.revoke(token_id)
-        finally:
-            await services.db.close()
-
-    asyncio.run(revoke())
+    world.revoke_token(token_id)
 
 
 def _create(world: World, token: str, key: str, project: str = "alpha", note: str = "first"):
@@ -148,10 +119,16 @@ def test_clip_and_dispatch_keys_belong_to_the_project_of_their_item_and_job(idem
 
     # processing.dispatch: the job's project. A real second dispatch would say
     # "already dispatched"; the replay is the first response, word for word.
-    job = idem_world.client(first).execute(
-        "processing.create",
-        processing_pb2.ProcessingCreateParams(project_id="alpha", job_type_id=ONE_CREDIT.id, input_params=struct({})),
-    ).job
+    job = (
+        idem_world.client(first)
+        .execute(
+            "processing.create",
+            processing_pb2.ProcessingCreateParams(
+                project_id="alpha", job_type_id=ONE_CREDIT.id, input_params=struct({})
+            ),
+        )
+        .job
+    )
     dispatch = processing_pb2.ProcessingDispatchParams(job_id=job.id)
     key = f"dispatch-{secrets.token_hex(4)}"
     first_dispatch = idem_world.client(first).execute("processing.dispatch", dispatch, idempotency_key=key)

@@ -8,7 +8,6 @@ helper; after every scenario the project's ledger must add up
 
 from __future__ import annotations
 
-import asyncio
 import math
 import queue
 import secrets
@@ -22,7 +21,6 @@ from shapely.geometry import shape
 
 from geopera.v1 import catalog_pb2, processing_pb2, resources_pb2, worker_pb2, worker_pb2_grpc
 from server.domain.jobs import CostModel, JobTypeRecord
-from tests.conftest import _services
 from tests.jobs_support import (
     STATUS,
     balance,
@@ -46,16 +44,7 @@ HUGE_PRICE = JobTypeRecord("money_huge_price", "test: 1e15 per km²", {"type": "
 @pytest.fixture(scope="module")
 def money_world(database_factory, tmp_path_factory):
     with running_world(database_factory.create(), tmp_path_factory.mktemp("money"), workers=1) as world:
-
-        async def seed() -> None:
-            services = await _services(world.database_url, world.home)
-            try:
-                for record in (AREA_PRICED, HUGE_PRICE):
-                    await services.jobs.upsert_job_type(record)
-            finally:
-                await services.db.close()
-
-        asyncio.run(seed())
+        world.add_job_types(AREA_PRICED, HUGE_PRICE)
         yield world
 
 

@@ -8,7 +8,6 @@ The credits of every module's databases are checked again when it ends
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import queue
@@ -32,7 +31,7 @@ from shapely.ops import unary_union
 from geopera.v1 import catalog_pb2, kernel_pb2, processing_pb2, resources_pb2, worker_pb2, worker_pb2_grpc
 from server.domain.jobs import CostModel, JobTypeRecord
 from server.raster.cog import COG_CREATION_OPTIONS
-from tests.conftest import SAMPLES, _services, ledger_violations
+from tests.conftest import SAMPLES, ledger_violations
 from tests.jobs_support import (
     STATUS,
     RawWorker,
@@ -63,16 +62,7 @@ RAW_TYPE = "promise_raw"
 @pytest.fixture(scope="module")
 def promise_world(database_factory, tmp_path_factory):
     with running_world(database_factory.create(), tmp_path_factory.mktemp("promises"), workers=1) as world:
-
-        async def seed() -> None:
-            services = await _services(world.database_url, world.home)
-            try:
-                for record in (MINIMUM_PRICED, EVERY_TERM):
-                    await services.jobs.upsert_job_type(record)
-            finally:
-                await services.db.close()
-
-        asyncio.run(seed())
+        world.add_job_types(MINIMUM_PRICED, EVERY_TERM)
         yield world
 
 

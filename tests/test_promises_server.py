@@ -6,7 +6,6 @@ rasterio.mask gives. Bounds on time are generous: behaviour, not speed."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -17,7 +16,7 @@ import time
 import grpc
 
 from geopera.v1 import catalog_pb2, kernel_pb2, kernel_pb2_grpc, processing_pb2
-from tests.conftest import SAMPLES, TEST_SERVER_ENV, _services
+from tests.conftest import SAMPLES, TEST_SERVER_ENV
 from tests.jobs_support import (
     FAST_LEASES,
     STATUS,
@@ -105,25 +104,13 @@ def _staged_bytes(home) -> int:
 
 
 def test_a_revoked_token_works_at_most_the_default_5_s_then_is_unauthenticated(world):
-    async def make() -> tuple[str, str]:
-        services = await _services(world.database_url, world.home)
-        try:
-            return await services.tokens.create_token(
-                name="revoked", kind="user", scopes=["catalog:read"], project_ids=["alpha"]
-            )
-        finally:
-            await services.db.close()
-
-    async def revoke(token_id: str) -> bool:
-        services = await _services(world.database_url, world.home)
-        try:
-            return await services.tokens.revoke(token_id)
-        finally:
-            await services.db.close()
-
-    token_id, token = asyncio.run(make())
+    token_id, token = world.with_services(
+        lambda services: services.tokens.create_token(
+            name="revoked", kind="user", scopes=["catalog:read"], project_ids=["alpha"]
+        )
+    )
     _projects_list(world.channel, token)  # cached by the server from now on
-    assert asyncio.run(revoke(token_id))  # revoked by another process: the server's cache is not told
+    world.revoke_token(token_id)  # by another process: the server's cache is not told
     revoked_at = time.monotonic()
     last_success, first_failure = None, None
     while time.monotonic() - revoked_at < 15:
