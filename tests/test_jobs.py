@@ -22,6 +22,7 @@ from tests.jobs_support import (
     ledger_sums,
     running_world,
     struct,
+    wait_for_job_type,
     wait_terminal,
     watch,
 )
@@ -229,6 +230,7 @@ def test_input_params_are_validated_against_the_job_types_schema(jobs_world):
 
 def test_job_types_are_published_with_schema_and_cost_model(jobs_world):
     client = jobs_world.client("alpha")
+    wait_for_job_type(jobs_world, "test_cog", workers=2)  # both heartbeating within the lease
     types = client.execute("processing.job_types.list", processing_pb2.ProcessingJobTypesListParams()).job_types
     by_id = {t.job_type_id: t for t in types}
     assert {"clip", "bathymetry", "test_cog", "test_noop", "test_fail"} <= set(by_id)

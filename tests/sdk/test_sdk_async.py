@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 
@@ -31,6 +32,11 @@ async def test_every_async_helper(world, tmp_path):
         assert [e.id async for e in client.credits.ledger("alpha", page_size=1, max_items=2)]
         assert "test_cog" in {t.job_type_id for t in await client.job_types.list()}
         assert (await client.job_types.get("test_noop")).job_type_id == "test_noop"
+        # Connected means a heartbeat within the (1.5 s) lease: a late one on a loaded machine is waited for.
+        for _ in range(100):
+            if (await admin.workers.list())[0].connected:
+                break
+            await asyncio.sleep(0.2)
         assert (await admin.workers.list())[0].connected
         listed = await client.execute("items.list", {"project_id": "alpha", "page_size": 1})
         assert isinstance(listed, catalog_pb2.ItemsListResult) and len(listed.items) == 1
