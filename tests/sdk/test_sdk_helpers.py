@@ -84,7 +84,8 @@ def test_job_types_and_workers(client, admin):
     while (cog := client.job_types.get("test_cog")).connected_workers < 1 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert cog.connected_workers >= 1 and "name" in cog.input_schema["properties"]
-    workers = admin.workers.list()
+    while not (workers := admin.workers.list()) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert workers and workers[0].connected and "test_cog" in workers[0].job_type_ids
     assert len(admin.workers.list(include_disconnected=True)) >= len(workers)
 
