@@ -9,9 +9,7 @@ helper; after every scenario the project's ledger must add up
 from __future__ import annotations
 
 import math
-import queue
 import secrets
-import threading
 
 import grpc
 import pytest
@@ -19,7 +17,7 @@ from google.protobuf import json_format
 from pyproj import Geod
 from shapely.geometry import shape
 
-from geopera.v1 import catalog_pb2, processing_pb2, resources_pb2, worker_pb2, worker_pb2_grpc
+from geopera.v1 import catalog_pb2, processing_pb2, resources_pb2, worker_pb2
 from server.domain.jobs import CostModel, JobTypeRecord
 from tests.jobs_support import (
     STATUS,
@@ -32,6 +30,7 @@ from tests.jobs_support import (
     wait_terminal,
 )
 from tests.support.client import RpcFailure
+from tests.support.workers import connect_outcome
 
 GEOD = Geod(ellps="WGS84")
 KIND = resources_pb2.LedgerEntryKind
@@ -214,28 +213,11 @@ def test_an_estimate_beyond_int64_is_refused_with_a_reason(money_world):
 
 def _hello_outcome(world, cost_model: resources_pb2.CostModel) -> RpcFailure | worker_pb2.ConnectResponse:
     """The first thing the real WorkerService answers to a hello declaring `cost_model`."""
-    stub = worker_pb2_grpc.WorkerServiceStub(world.channel)
     declaration = worker_pb2.JobTypeDeclaration(
         job_type_id="money_decl", input_schema=struct({"type": "object"}), cost_model=cost_model
     )
-    outbound: queue.Queue[worker_pb2.ConnectRequest | None] = queue.Queue()
-    outbound.put(worker_pb2.ConnectRequest(hello=worker_pb2.WorkerHello(name="money", capacity=1,
-                                                                        job_types=[declaration])))  # fmt: skip
-    done = threading.Event()
-
-    def requests():
-        while not done.is_set() and (message := outbound.get()) is not None:
-            yield message
-
-    call = stub.Connect(requests(), metadata=[("authorization", f"Bearer {world.tokens['worker']}")], timeout=20)
-    try:
-        return next(iter(call))
-    except grpc.RpcError as err:
-        return RpcFailure.from_rpc_error(err)
-    finally:
-        done.set()
-        outbound.put(None)
-        call.cancel()
+    hello = worker_pb2.WorkerHello(name="money", capacity=1, job_types=[declaration])
+    return connect_outcome(world.channel, world.tokens["worker"], [worker_pb2.ConnectRequest(hello=hello)])
 
 
 @pytest.mark.parametrize(

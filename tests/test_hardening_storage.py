@@ -527,21 +527,18 @@ def watch_failure(world: World, job_id: str, after: int) -> tuple[list[kernel_pb
     raise AssertionError(f"the watch ended without a status after {len(events)} events")
 
 
+def pending_clip_job(world: World) -> resources_pb2.Job:
+    """A clip job of project alpha, created and left PENDING (no worker runs clip here)."""
+    params = processing_pb2.ProcessingCreateParams(
+        project_id="alpha",
+        job_type_id="clip",
+        input_params=struct({"source_item_id": world.items["s2l1c_slovenia_20150711_bgrn"], "aoi_geometry": AOI}),
+    )
+    return world.client("alpha").execute("processing.create", params).job
+
+
 def test_an_idle_watch_ends_with_a_status_to_resume_from(world):
-    job = (
-        world.client("alpha")
-        .execute(
-            "processing.create",
-            processing_pb2.ProcessingCreateParams(
-                project_id="alpha",
-                job_type_id="clip",
-                input_params=struct(
-                    {"source_item_id": world.items["s2l1c_slovenia_20150711_bgrn"], "aoi_geometry": AOI}
-                ),
-            ),
-        )
-        .job
-    )  # PENDING: nothing happens to it
+    job = pending_clip_job(world)  # no worker: nothing happens to it
     events, failure = watch_failure(world, job.id, 0)
     assert [e.event_type for e in events] == ["snapshot"]
     assert (failure.code, failure.reason) == (grpc.StatusCode.UNAVAILABLE, "WATCH_IDLE")
@@ -553,20 +550,7 @@ def test_an_idle_watch_ends_with_a_status_to_resume_from(world):
 def test_the_sdk_resumes_idle_watches_until_the_job_ends(world):
     from geopera_sdk import Client, RetryPolicy
 
-    job = (
-        world.client("alpha")
-        .execute(
-            "processing.create",
-            processing_pb2.ProcessingCreateParams(
-                project_id="alpha",
-                job_type_id="clip",
-                input_params=struct(
-                    {"source_item_id": world.items["s2l1c_slovenia_20150711_bgrn"], "aoi_geometry": AOI}
-                ),
-            ),
-        )
-        .job
-    )
+    job = pending_clip_job(world)
     policy = RetryPolicy(max_attempts=2, initial_backoff=0.05, max_backoff=0.1, total_timeout=None)
     with Client(world.server.address, world.tokens["alpha"], retries=policy) as sdk:
         watch = sdk.jobs.watch(job.id, timeout=60)

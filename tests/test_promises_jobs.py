@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import queue
 import secrets
-import threading
 from pathlib import Path
 
 import grpc
@@ -28,7 +26,7 @@ from rasterio.transform import from_origin
 from shapely.geometry import shape
 from shapely.ops import unary_union
 
-from geopera.v1 import catalog_pb2, kernel_pb2, processing_pb2, resources_pb2, worker_pb2, worker_pb2_grpc
+from geopera.v1 import catalog_pb2, kernel_pb2, processing_pb2, resources_pb2, worker_pb2
 from server.domain.jobs import CostModel, JobTypeRecord
 from server.raster.cog import COG_CREATION_OPTIONS
 from tests.conftest import SAMPLES, ledger_violations
@@ -45,6 +43,7 @@ from tests.jobs_support import (
     watch,
 )
 from tests.support.client import RpcFailure
+from tests.support.workers import connect_outcome
 
 GEOD = Geod(ellps="WGS84")
 KIND = resources_pb2.LedgerEntryKind
@@ -347,32 +346,6 @@ def test_a_job_token_downloads_only_its_sources_and_only_while_its_attempt_lives
 # -- WorkerService error reasons --------------------------------------------------------------
 
 
-def connect_outcome(world, token: str, messages: list[worker_pb2.ConnectRequest]):
-    """The first thing the real WorkerService answers to these messages: a
-    response, or the failure."""
-    stub = worker_pb2_grpc.WorkerServiceStub(world.channel)
-    outbound: queue.Queue[worker_pb2.ConnectRequest | None] = queue.Queue()
-    for message in messages:
-        outbound.put(message)
-    done = threading.Event()
-
-    def requests():
-        while not done.is_set() and (message := outbound.get()) is not None:
-            yield message
-
-    if not messages:
-        outbound.put(None)
-    call = stub.Connect(requests(), metadata=job_metadata(token), timeout=20)
-    try:
-        return next(iter(call))
-    except grpc.RpcError as err:
-        return RpcFailure.from_rpc_error(err)
-    finally:
-        done.set()
-        outbound.put(None)
-        call.cancel()
-
-
 def hello(capacity: int = 1, job_type_id: str = RAW_TYPE, worker_id: str = "") -> worker_pb2.ConnectRequest:
     declaration = worker_pb2.JobTypeDeclaration(job_type_id=job_type_id, input_schema=struct({"type": "object"}))
     return worker_pb2.ConnectRequest(hello=worker_pb2.WorkerHello(
@@ -392,7 +365,7 @@ def hello(capacity: int = 1, job_type_id: str = RAW_TYPE, worker_id: str = "") -
     ids=["heartbeat-first", "no-message", "capacity-0", "capacity-65", "empty-job-type", "bad-job-type"],
 )
 def test_connect_refuses_a_bad_hello_with_its_reason(promise_world, messages, reason, field):
-    outcome = connect_outcome(promise_world, promise_world.tokens["worker"], messages)
+    outcome = connect_outcome(promise_world.channel, promise_world.tokens["worker"], messages)
     assert isinstance(outcome, RpcFailure), f"accepted: {outcome}"
     assert (outcome.code, outcome.reason) == (grpc.StatusCode.INVALID_ARGUMENT, reason)
     assert outcome.violations[0][0] == field
@@ -400,7 +373,7 @@ def test_connect_refuses_a_bad_hello_with_its_reason(promise_world, messages, re
 
 def test_a_capacity_at_the_limits_is_accepted(promise_world):
     for capacity in (1, 64):
-        outcome = connect_outcome(promise_world, promise_world.tokens["worker"], [hello(capacity=capacity)])
+        outcome = connect_outcome(promise_world.channel, promise_world.tokens["worker"], [hello(capacity=capacity)])
         assert isinstance(outcome, worker_pb2.ConnectResponse) and outcome.WhichOneof("message") == "welcome"
 
 
@@ -409,11 +382,11 @@ def test_a_worker_id_of_another_credential_is_taken(promise_world):
     try:
         worker_id = raw.welcome.worker_id
         other_credential = promise_world.make_token(kind="worker", scopes=["worker"], projects=[], job_types=[RAW_TYPE])
-        outcome = connect_outcome(promise_world, other_credential, [hello(worker_id=worker_id)])
+        outcome = connect_outcome(promise_world.channel, other_credential, [hello(worker_id=worker_id)])
         assert isinstance(outcome, RpcFailure), f"accepted: {outcome}"
         assert (outcome.code, outcome.reason) == (grpc.StatusCode.PERMISSION_DENIED, "WORKER_ID_TAKEN")
         # A user token may not open a worker session at all.
-        outcome = connect_outcome(promise_world, promise_world.tokens["alpha"], [hello()])
+        outcome = connect_outcome(promise_world.channel, promise_world.tokens["alpha"], [hello()])
         assert (outcome.code, outcome.reason) == (grpc.StatusCode.PERMISSION_DENIED, "MISSING_SCOPE")
     finally:
         raw.die()

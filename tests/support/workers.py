@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import grpc
+
+from geopera.v1 import worker_pb2, worker_pb2_grpc
+from tests.support.client import RpcFailure
 from tests.support.process import ChildProcess
 from tests.support.server import REPO
 
@@ -83,3 +89,31 @@ class WorkerProcess(ChildProcess):
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+
+def connect_outcome(
+    channel: grpc.Channel, token: str, messages: list[worker_pb2.ConnectRequest]
+) -> RpcFailure | worker_pb2.ConnectResponse:
+    """The first thing the real WorkerService answers to these messages on a Connect stream
+    (the request side stays open until then): a response, or the failure."""
+    stub = worker_pb2_grpc.WorkerServiceStub(channel)
+    outbound: queue.Queue[worker_pb2.ConnectRequest | None] = queue.Queue()
+    for message in messages:
+        outbound.put(message)
+    if not messages:
+        outbound.put(None)
+    done = threading.Event()
+
+    def requests():
+        while not done.is_set() and (message := outbound.get()) is not None:
+            yield message
+
+    call = stub.Connect(requests(), metadata=[("authorization", f"Bearer {token}")], timeout=20)
+    try:
+        return next(iter(call))
+    except grpc.RpcError as err:
+        return RpcFailure.from_rpc_error(err)
+    finally:
+        done.set()
+        outbound.put(None)
+        call.cancel()
