@@ -108,6 +108,9 @@ def test_readme_grpcurl_block(demo_server, index):
             assert service in output.splitlines()
         assert '"status": "SERVING"' in output
         assert "message ClipCreateFromItemParams" in output and "aoi_geometry" in output
+        # The proto comments are the contract: reflection serves them, field by field.
+        assert "// Area of interest: GeoJSON (RFC 7946, lon/lat) Polygon, MultiPolygon, or a" in output
+        assert "// Assets to clip; empty means every raster asset of the source." in output
     elif "buf curl" in block:
         assert json.loads(output)["result"]["@type"] == "type.googleapis.com/geopera.v1.ProjectsListResult"
     elif "zonal_stats" in block:

@@ -13,7 +13,6 @@ from pathlib import Path
 from google.rpc import error_details_pb2, status_pb2  # noqa: F401  (registers the types for reflection)
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from geopera.v1 import (  # noqa: F401  (imports register every payload type for reflection)
     analytics_pb2,
@@ -30,6 +29,7 @@ from geopera.v1 import (  # noqa: F401  (imports register every payload type for
 )
 from server.analytics import MethodRegistry, default_registry
 from server.api import convert
+from server.api import reflection as documented_reflection
 from server.api.calls import CALLS
 from server.api.execute import Executor
 from server.api.kernel import KernelServicer
@@ -166,7 +166,7 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     add_servicer(server, kernel, kernel_pb2.DESCRIPTOR.services_by_name["KernelService"])
     add_servicer(server, workers, worker_pb2.DESCRIPTOR.services_by_name["WorkerService"])
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    documented_reflection.enable((*SERVICE_NAMES, health.SERVICE_NAME), server)
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     try:
