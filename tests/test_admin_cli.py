@@ -75,3 +75,18 @@ def test_admin_beside_a_running_server(tmp_path, database_url, embedded):
         assert admin(home, "token", "revoke", listed[0]["id"], database_url=url).returncode == 2
     finally:
         assert server.stop() == 0
+
+
+def test_admin_on_the_embedded_database_prints_no_warning(tmp_path):
+    """A newcomer's first `geopera admin` call (embedded PostgreSQL, a shell without
+    XDG_RUNTIME_DIR as in containers and CI) writes its JSON and nothing on stderr."""
+    env_without_runtime_dir = {k: v for k, v in os.environ.items() if k != "XDG_RUNTIME_DIR"}
+    env_without_runtime_dir = {k: v for k, v in env_without_runtime_dir.items() if not k.startswith("GEOPERA_")}
+    env_without_runtime_dir["GEOPERA_HOME"] = str(tmp_path / "home")
+    result = subprocess.run(
+        [sys.executable, "-m", "server.cli", "admin", "project", "list"], cwd=REPO, env=env_without_runtime_dir,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+    assert result.stderr == ""

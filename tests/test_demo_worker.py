@@ -75,3 +75,36 @@ def test_the_demo_worker_ends_with_a_killed_server(demo_server):
             return True
 
     _wait_for(gone, 30, f"worker {worker} still running after its server was killed", demo_server)
+
+
+def test_the_banner_states_the_balance_and_scopes_as_they_are_after_a_restart(database_url, tmp_path):
+    """After credits were spent, a restarted `--demo` server prints the balance left (not the
+    first grant) and the scopes its token holds (not "every scope": it lacks admin)."""
+    from geopera_sdk import Client
+
+    server = ServerProcess(database_url=database_url, home=tmp_path, extra_args=["--demo"]).start()
+    try:
+        _wait_for(lambda: "credits available" in server.log(), 60, "no banner", server)
+        assert "10000 credits available" in server.log()
+        token = (tmp_path / "demo-token").read_text().strip()
+        with Client(server.address, token) as sdk:
+            item = next(iter(sdk.items.list("demo", collection_id="s2_slovenia")))
+            job = sdk.jobs.create_and_dispatch("demo", "clip", {"source_item_id": item.id, "aoi_geometry": {
+                "type": "Polygon", "coordinates": [[[14.555, 45.868], [14.56, 45.868], [14.56, 45.872],
+                                                    [14.555, 45.872], [14.555, 45.868]]]}})  # fmt: skip
+            sdk.jobs.wait(job.id, timeout=120)
+            available = sdk.credits.balance("demo").available
+        assert available < 10000
+    finally:
+        server.stop()
+    restarted = ServerProcess(database_url=database_url, home=tmp_path, extra_args=["--demo"]).start()
+    try:
+        # The log file of the home is appended to: the restarted server's banner is the second.
+        _wait_for(lambda: restarted.log().count("credits available") == 2, 60, "no banner", restarted)
+        banner = [line for line in restarted.log().splitlines() if "credits available" in line][-1]
+        assert f"(project 'demo', {available} credits available)" in banner
+        scopes_line = [line for line in restarted.log().splitlines() if line.startswith("Demo token (")][-1]
+        assert "admin" not in scopes_line and "every scope" not in scopes_line
+        assert "catalog:read" in scopes_line and "processing:process" in scopes_line
+    finally:
+        restarted.stop()

@@ -56,7 +56,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     on_ready = None
     local_worker = None
     if args.demo:
-        from server.demo import LocalWorker, bootstrap_demo, demo_ca_file, demo_worker_token, quickstart_text
+        from server.demo import (
+            LocalWorker,
+            bootstrap_demo,
+            demo_ca_file,
+            demo_worker_token,
+            quickstart_text,
+            token_facts,
+        )
 
         async def on_ready(services, port: int) -> None:  # type: ignore[no-untyped-def]
             nonlocal local_worker
@@ -67,7 +74,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             local_worker = LocalWorker(f"{host}:{port}", worker_token, settings.home, ca_file)
             local_worker.start()
             grpcurl = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
-            print(quickstart_text(token, f"{host}:{port}", grpcurl, ca_file), flush=True)
+            available, scopes = await token_facts(services, token)
+            banner = quickstart_text(token, f"{host}:{port}", grpcurl, ca_file, available=available, scopes=scopes)
+            print(banner, flush=True)
 
     try:
         asyncio.run(serve(settings, on_ready=on_ready))

@@ -1,5 +1,5 @@
 """The demo bootstrap of `geopera serve --demo` (what `make serve` runs): a
-project with credits, a token with every scope, and the Sentinel-2 samples
+project with credits, a user token (every scope but admin and worker), and the Sentinel-2 samples
 shipped in `data/s2_slovenia` as items."""
 
 from __future__ import annotations
@@ -180,7 +180,17 @@ def demo_ca_file(settings: Settings) -> Path | None:
     return Path(os.environ.get("GEOPERA_TLS_CA") or settings.tls_cert)
 
 
-def quickstart_text(token: str, address: str, grpcurl: str, ca_file: Path | None = None) -> str:
+async def token_facts(services, token: str) -> tuple[int, list[str]]:  # type: ignore[no-untyped-def]
+    """What the banner states of the demo token, read now: its project's available
+    credits (lower than the grant after jobs ran) and the scopes it holds."""
+    principal = await services.tokens.authenticate(f"Bearer {token}")
+    balance = await services.credits.balance(SYSTEM, DEMO_PROJECT)
+    return balance.available, sorted(principal.scopes)
+
+
+def quickstart_text(
+    token: str, address: str, grpcurl: str, ca_file: Path | None = None, *, available: int, scopes: list[str]
+) -> str:
     body = json.dumps(
         {
             "operation": "items.list",
@@ -200,7 +210,7 @@ def quickstart_text(token: str, address: str, grpcurl: str, ca_file: Path | None
         ]
     )
     return (
-        f"\nGeopera kernel is serving on {address} (project '{DEMO_PROJECT}', {DEMO_CREDITS} credits).\n"
-        f"Demo token (every scope on '{DEMO_PROJECT}'): {token}\n"
+        f"\nGeopera kernel is serving on {address} (project '{DEMO_PROJECT}', {available} credits available).\n"
+        f"Demo token ({', '.join(scopes)} on '{DEMO_PROJECT}'): {token}\n"
         f"List the demo items:\n\n  {command}\n"
     )

