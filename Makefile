@@ -27,12 +27,14 @@ test: $(STAMP)
 
 generate: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
+	$(BIN)/python scripts/gen_sync_sdk.py
 	@if command -v npm >/dev/null && [ -d clients/typescript/node_modules ]; then \
 		cd clients/typescript && npm run --silent generate; \
 	else echo "skipping the TypeScript stubs (needs node and 'npm ci' in clients/typescript)"; fi
 
 check-generated: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py --check
+	$(BIN)/python scripts/gen_sync_sdk.py --check
 
 lint: $(STAMP) check-generated
 	$(BIN)/ruff check src tests scripts clients $(wildcard bench)

@@ -2,10 +2,10 @@
 `AsyncClient` (asyncio), typed errors, job handles, uploads and downloads.
 See README.md for a tour."""
 
-from geopera_sdk._aio import AsyncClient, AsyncJobWatch
+from geopera_sdk._aio import AsyncClient, AsyncJob, AsyncJobWatch
 from geopera_sdk._analytics import AnalyticsResult
 from geopera_sdk._base import VERSION as __version__
-from geopera_sdk._client import Client, JobWatch
+from geopera_sdk._client import Client, Job, JobWatch
 from geopera_sdk._convert import job_status_name, message_base_name, params_type, result_type
 from geopera_sdk._errors import (
     Aborted,
@@ -27,7 +27,6 @@ from geopera_sdk._errors import (
     Unimplemented,
     Unknown,
 )
-from geopera_sdk._job import AsyncJob, Job
 from geopera_sdk._retry import RetryPolicy
 from geopera_sdk._transfer import DownloadResult
 

@@ -1,11 +1,20 @@
-"""The asyncio client (grpc.aio): the same surface as `Client`, with coroutines
-and async iterators."""
+"""The asyncio client (grpc.aio): `AsyncClient`, its namespaces, `AsyncJob` and
+`AsyncJobWatch`.
+
+This module is the one place where the client's operations are written:
+scripts/gen_sync_sdk.py turns it into the synchronous client (`_client.py`:
+`Client`, `Job`, `JobWatch`). Edit this file, then run `make generate`. Where
+the two must differ, a block ``if True:  # ASYNC`` holds the asyncio code and
+its ``else:`` the synchronous code (the generator keeps only the latter).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import builtins
 import os
+import threading
+import time  # noqa: F401 (the generated sync client uses it)
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import IO, Any, TypeVar
 
@@ -23,8 +32,15 @@ from geopera.v1 import (
     resources_pb2,
 )
 from geopera_sdk._analytics import AnalyticsResult, MethodSpec, make_method
-from geopera_sdk._base import Settings, channel_options, execute_request, new_idempotency_key, unpack_result
-from geopera_sdk._client import Params, When
+from geopera_sdk._base import (
+    Params,
+    Settings,
+    When,
+    channel_options,
+    execute_request,
+    new_idempotency_key,
+    unpack_result,
+)
 from geopera_sdk._convert import (
     TERMINAL_STATUSES,
     asset_input,
@@ -36,7 +52,7 @@ from geopera_sdk._convert import (
     to_timestamp,
 )
 from geopera_sdk._errors import GeoperaError, Unavailable, error_from_rpc
-from geopera_sdk._job import AsyncJob, JobProgress
+from geopera_sdk._job import JobProgress, _JobBase, _WaitDisplay
 from geopera_sdk._progress import open_bar
 from geopera_sdk._retry import Attempts, RetryPolicy
 from geopera_sdk._transfer import DownloadResult, DownloadSink, MiB, Source, Target, UploadSource, resource_name
@@ -47,6 +63,7 @@ T = TypeVar("T")
 async def apaginate(
     fetch: Callable[[str], Awaitable[tuple[Sequence[T], str]]], max_items: int | None
 ) -> AsyncIterator[T]:
+    """Items of successive pages (`fetch(page_token) -> (items, next_page_token)`)."""
     if max_items is not None and max_items <= 0:
         return
     token = ""
@@ -63,9 +80,15 @@ async def apaginate(
 
 
 class AsyncClient:
-    """An asyncio client of the Geopera kernel (same arguments as `Client`).
+    """An asyncio client of the Geopera kernel.
 
-    Use it inside the event loop: ``async with AsyncClient(target, token) as client:``.
+    ``AsyncClient("127.0.0.1:50051", token)``: `target` is any gRPC target
+    (`host:port`, `dns:///host:port`, `ipv4:a:p1,b:p2` for several replicas).
+    `timeout` is the deadline of one attempt of a unary call; `retries` a
+    `RetryPolicy` or a number of retries (UNAVAILABLE only; 0 disables).
+    Pass `credentials` (e.g. `grpc.ssl_channel_credentials()`) for TLS.
+
+    Asyncio: use it inside the event loop, ``async with AsyncClient(target, token) as client:``.
     """
 
     def __init__(
@@ -81,10 +104,18 @@ class AsyncClient:
     ) -> None:
         self.target = target
         self._settings = Settings(token, timeout, retries, metadata)
-        self._credentials = credentials
-        self._options = channel_options(options)
-        self._channel: grpc.aio.Channel | None = None
-        self._stub_: kernel_pb2_grpc.KernelServiceStub | None = None
+        if True:  # ASYNC
+            self._credentials = credentials
+            self._options = channel_options(options)
+            self._channel: grpc.aio.Channel | None = None
+            self._stub_: kernel_pb2_grpc.KernelServiceStub | None = None
+        else:
+            opts = channel_options(options)
+            if credentials is not None:
+                self._channel = grpc.secure_channel(target, credentials, options=opts)
+            else:
+                self._channel = grpc.insecure_channel(target, options=opts)
+            self._stub = kernel_pb2_grpc.KernelServiceStub(self._channel)
         self.items = AsyncItems(self)
         self.projects = AsyncProjects(self)
         self.credits = AsyncCredits(self)
@@ -101,22 +132,31 @@ class AsyncClient:
     def timeout(self) -> float | None:
         return self._settings.timeout
 
-    @property
-    def _stub(self) -> kernel_pb2_grpc.KernelServiceStub:
-        # Created on first use, inside the running event loop.
-        if self._stub_ is None:
-            if self._credentials is not None:
-                self._channel = grpc.aio.secure_channel(self.target, self._credentials, options=self._options)
-            else:
-                self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
-            self._stub_ = kernel_pb2_grpc.KernelServiceStub(self._channel)
-        return self._stub_
+    # -- lifecycle ---------------------------------------------------------
 
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-            self._channel = None
-            self._stub_ = None
+    if True:  # ASYNC
+
+        @property
+        def _stub(self) -> kernel_pb2_grpc.KernelServiceStub:
+            # Created on first use, inside the running event loop.
+            if self._stub_ is None:
+                if self._credentials is not None:
+                    self._channel = grpc.aio.secure_channel(self.target, self._credentials, options=self._options)
+                else:
+                    self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
+                self._stub_ = kernel_pb2_grpc.KernelServiceStub(self._channel)
+            return self._stub_
+
+        async def close(self) -> None:
+            if self._channel is not None:
+                await self._channel.close()
+                self._channel = None
+                self._stub_ = None
+
+    else:
+
+        def close(self) -> None:
+            self._channel.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -127,15 +167,20 @@ class AsyncClient:
     def __repr__(self) -> str:
         return f"AsyncClient({self.target!r})"
 
+    # -- the generic call --------------------------------------------------
+
     async def execute(
         self,
         operation: str,
         params: Params = None,
         *,
         idempotency_key: str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline, as in Client)
+        timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline)
     ) -> Message:
-        """See `Client.execute`."""
+        """Run one operation: `params` is its params message or a dict (proto3
+        JSON names) parsed into it; returns its result message. Spend
+        operations get an `idempotency-key` (yours, or a fresh one) that every
+        retry of this call reuses."""
         request = execute_request(operation, params)
         if idempotency_key is None and is_spend(operation):
             idempotency_key = new_idempotency_key()
@@ -156,6 +201,11 @@ class AsyncClient:
                 raise error
             await asyncio.sleep(delay)
 
+    async def _run(self, operation: str, params: Message, **kwargs: Any) -> Any:
+        return await self.execute(operation, params, **kwargs)
+
+    # -- processing shortcuts ---------------------------------------------
+
     async def clip(
         self,
         source_item_id: str,
@@ -167,7 +217,9 @@ class AsyncClient:
         target_collection_id: str = "",
         idempotency_key: str | None = None,
     ) -> AsyncJob:
-        """See `Client.clip`."""
+        """`clip.create_from_item`: clip a source item's rasters to an AOI (GeoJSON)
+        as a new item; returns the dispatched job. `project_id` defaults to the
+        source item's project."""
         if project_id is None:
             project_id = (await self.items.get(source_item_id)).project_id
         params = processing_pb2.ClipCreateFromItemParams(
@@ -178,8 +230,10 @@ class AsyncClient:
             output_name=output_name,
             target_collection_id=target_collection_id,
         )
-        result: Any = await self.execute("clip.create_from_item", params, idempotency_key=idempotency_key)
+        result = await self._run("clip.create_from_item", params, idempotency_key=idempotency_key)
         return AsyncJob(self, result.job, result)
+
+    # -- bytes ---------------------------------------------------------------
 
     async def upload(
         self,
@@ -189,9 +243,12 @@ class AsyncClient:
         file_name: str | None = None,
         chunk_size: int = MiB,
         progress: bool | Callable[[float, float], Any] = False,
-        timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline, as in Client)
+        timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline)
     ) -> str:
-        """See `Client.upload`."""
+        """Upload a file (path, bytes or seekable binary file) with `UploadAsset`
+        for a later `items.create`; returns the upload id. The size and SHA-256
+        are sent, so the server refuses anything that arrived damaged. A dropped
+        upload starts again (a new upload; the old one expires)."""
         src = await asyncio.to_thread(UploadSource, source, file_name, chunk_size)
         bar = open_bar(progress, total=src.size, desc=src.file_name, unit="B")
         attempts = Attempts(self.retry_policy, timeout, stream=True)
@@ -219,9 +276,13 @@ class AsyncClient:
         dest: str | os.PathLike[str] | IO[bytes],
         *,
         progress: bool | Callable[[float, float], Any] = False,
-        timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline, as in Client)
+        timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline)
     ) -> DownloadResult:
-        """See `Client.download`."""
+        """Download an item asset or an analytics artifact (`href` string,
+        `Asset` or `Artifact`) to a path (written as `<dest>.part`, renamed
+        when complete) or a binary file. A dropped stream resumes at the bytes
+        already received (`read_offset`); the SHA-256 is verified
+        (`ChecksumMismatch`)."""
         name, expected = resource_name(target)
         sink = await asyncio.to_thread(DownloadSink, name, dest, expected)
         bar = None
@@ -261,14 +322,16 @@ class AsyncClient:
                 bar.close()
 
 
-async def _in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
-    """A blocking iterator (file reads) driven from a worker thread."""
-    done = object()
-    while True:
-        item = await asyncio.to_thread(next, iterator, done)
-        if item is done:
-            return
-        yield item  # type: ignore[misc]
+if True:  # ASYNC
+
+    async def _in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
+        """A blocking iterator (file reads) driven from a worker thread."""
+        done = object()
+        while True:
+            item = await asyncio.to_thread(next, iterator, done)
+            if item is done:
+                return
+            yield item  # type: ignore[misc]
 
 
 class _AsyncNamespace:
@@ -280,10 +343,12 @@ class _AsyncNamespace:
 
 
 class AsyncItems(_AsyncNamespace):
-    """See `Items`."""
+    """Catalog items (`items.*`)."""
 
     async def get(self, item_id: str) -> resources_pb2.Item:
-        return (await self._run("items.get", catalog_pb2.ItemsGetParams(item_id=item_id))).item  # type: ignore[no-any-return]
+        """`items.get`: one item with its assets."""
+        params = catalog_pb2.ItemsGetParams(item_id=item_id)
+        return (await self._run("items.get", params)).item  # type: ignore[no-any-return]
 
     def list(
         self,
@@ -297,7 +362,9 @@ class AsyncItems(_AsyncNamespace):
         page_size: int | None = None,
         max_items: int | None = None,
     ) -> AsyncIterator[resources_pb2.Item]:
-        """An async iterator: ``async for item in client.items.list("demo")``."""
+        """`items.list`: a project's items ordered by (datetime, id), page by page
+        (`page_size` per call) up to `max_items` in all:
+        ``async for item in client.items.list("demo")``."""
         params = catalog_pb2.ItemsListParams(
             project_id=project_id, collection_id=collection_id or "", bbox=list(bbox or ()), page_size=page_size or 0
         )
@@ -326,6 +393,8 @@ class AsyncItems(_AsyncNamespace):
         properties: Mapping[str, Any] | None = None,
         convert_to_cog: bool = False,
     ) -> resources_pb2.Item:
+        """`items.create`: register a raster item from uploads (`upload_id`) or,
+        for admins, server paths (`server_href`)."""
         params = catalog_pb2.ItemsCreateParams(
             project_id=project_id,
             collection_id=collection_id or "",
@@ -354,6 +423,7 @@ class AsyncItems(_AsyncNamespace):
         roles: Sequence[str] | None = None,
         progress: bool | Callable[[float, float], Any] = False,
     ) -> resources_pb2.Item:
+        """Upload a raster file and register it as an item (`upload` + `items.create`)."""
         upload_id = await self._client.upload(project_id, path, progress=progress)
         asset = catalog_pb2.AssetInput(key=asset_key, upload_id=upload_id, roles=strings(roles), title=title)
         return await self.create(
@@ -367,12 +437,14 @@ class AsyncItems(_AsyncNamespace):
         )
 
     async def lineage(self, item_id: str, *, direction: str = "", max_depth: int = 0) -> catalog_pb2.ItemsLineageResult:
+        """`items.lineage`: the provenance graph (`nodes`, `edges`) around an item;
+        `direction` is `upstream`, `downstream` or `both` (default)."""
         params = catalog_pb2.ItemsLineageParams(item_id=item_id, direction=direction, max_depth=max_depth)
         return await self._run("items.lineage", params)  # type: ignore[no-any-return]
 
 
 class AsyncProjects(_AsyncNamespace):
-    """See `Projects`."""
+    """Projects (`projects.*`)."""
 
     async def get(self, project_id: str) -> resources_pb2.Project:
         params = catalog_pb2.ProjectsGetParams(project_id=project_id)
@@ -381,6 +453,8 @@ class AsyncProjects(_AsyncNamespace):
     def list(
         self, *, page_size: int | None = None, max_items: int | None = None
     ) -> AsyncIterator[resources_pb2.Project]:
+        """The projects the token belongs to (all of them for admins), by id."""
+
         async def fetch(token: str) -> tuple[Sequence[resources_pb2.Project], str]:
             params = catalog_pb2.ProjectsListParams(page_size=page_size or 0, page_token=token)
             page = await self._run("projects.list", params)
@@ -390,9 +464,10 @@ class AsyncProjects(_AsyncNamespace):
 
 
 class AsyncCredits(_AsyncNamespace):
-    """See `Credits`."""
+    """Credits (`credits.*`)."""
 
     async def balance(self, project_id: str) -> resources_pb2.CreditBalance:
+        """`credits.balance.get`."""
         params = credits_pb2.CreditsBalanceGetParams(project_id=project_id)
         return (await self._run("credits.balance.get", params)).balance  # type: ignore[no-any-return]
 
@@ -404,6 +479,8 @@ class AsyncCredits(_AsyncNamespace):
         page_size: int | None = None,
         max_items: int | None = None,
     ) -> AsyncIterator[resources_pb2.LedgerEntry]:
+        """`credits.ledger.list`: ledger entries, newest first."""
+
         async def fetch(token: str) -> tuple[Sequence[resources_pb2.LedgerEntry], str]:
             params = credits_pb2.CreditsLedgerListParams(
                 project_id=project_id, job_id=job_id or "", page_size=page_size or 0, page_token=token
@@ -415,7 +492,7 @@ class AsyncCredits(_AsyncNamespace):
 
 
 class AsyncJobs(_AsyncNamespace):
-    """See `Jobs`."""
+    """Processing jobs (`processing.*`)."""
 
     def _job(self, result: Any) -> AsyncJob:
         return AsyncJob(self._client, result.job, result)
@@ -429,6 +506,7 @@ class AsyncJobs(_AsyncNamespace):
         target_collection_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> AsyncJob:
+        """`processing.create`: a PENDING job with its credits reserved."""
         params = processing_pb2.ProcessingCreateParams(
             project_id=project_id,
             job_type_id=job_type_id,
@@ -446,6 +524,7 @@ class AsyncJobs(_AsyncNamespace):
         target_collection_id: str | None = None,
         idempotency_key: str | None = None,
     ) -> AsyncJob:
+        """`processing.create_and_dispatch`: create and queue a job in one transaction."""
         params = processing_pb2.ProcessingCreateAndDispatchParams(
             project_id=project_id,
             job_type_id=job_type_id,
@@ -455,10 +534,12 @@ class AsyncJobs(_AsyncNamespace):
         return self._job(await self._run("processing.create_and_dispatch", params, idempotency_key=idempotency_key))
 
     async def dispatch(self, job_id: str, *, idempotency_key: str | None = None) -> AsyncJob:
+        """`processing.dispatch`: queue a PENDING job for a worker."""
         params = processing_pb2.ProcessingDispatchParams(job_id=job_id)
         return self._job(await self._run("processing.dispatch", params, idempotency_key=idempotency_key))
 
     async def get(self, job_id: str) -> AsyncJob:
+        """`processing.jobs.get`."""
         params = processing_pb2.ProcessingJobsGetParams(job_id=job_id)
         return self._job(await self._run("processing.jobs.get", params))
 
@@ -473,6 +554,8 @@ class AsyncJobs(_AsyncNamespace):
         page_size: int | None = None,
         max_items: int | None = None,
     ) -> AsyncIterator[AsyncJob]:
+        """`processing.jobs.list`: a project's jobs, newest first; `status` is a
+        name (`"running"`) or a `JobStatus` number."""
         params = processing_pb2.ProcessingJobsListParams(
             project_id=project_id,
             status=job_status(status) if status is not None else 0,  # type: ignore[arg-type]
@@ -492,25 +575,31 @@ class AsyncJobs(_AsyncNamespace):
         return apaginate(fetch, max_items)
 
     async def cancel(self, job_id: str, *, reason: str = "") -> AsyncJob:
+        """`processing.jobs.cancel`: held credits are released."""
         params = processing_pb2.ProcessingJobsCancelParams(job_id=job_id, reason=reason)
         return self._job(await self._run("processing.jobs.cancel", params))
 
     def watch(self, job_id: str, *, after_sequence: int = 0, timeout: float | None = None) -> AsyncJobWatch:
-        """``async for event in client.jobs.watch(job_id)``; resumes dropped streams."""
+        """The job's events (`WatchJob`): a snapshot first, then every change,
+        ending after the terminal event. A dropped stream (UNAVAILABLE) is
+        resumed transparently with `after_sequence`:
+        ``async for event in client.jobs.watch(job_id)``."""
         return AsyncJobWatch(self._client, job_id, after_sequence, timeout)
 
     async def wait(
         self,
         job_id: str,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline, as in Client)
+        timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline)
         progress: JobProgress = False,
     ) -> AsyncJob:
+        """Watch a job until it ends (see `AsyncJob.wait`)."""
         return await AsyncJob(self._client, resources_pb2.Job(id=job_id)).wait(timeout=timeout, progress=progress)
 
 
 class AsyncJobWatch(AsyncIterator[kernel_pb2.WatchJobResponse]):
-    """See `JobWatch`."""
+    """An async iterator over a job's events that resumes after dropped streams.
+    `resumes` counts the reconnections, `last_sequence` the latest event."""
 
     def __init__(self, client: AsyncClient, job_id: str, after_sequence: int, timeout: float | None) -> None:
         self.job_id = job_id
@@ -518,6 +607,10 @@ class AsyncJobWatch(AsyncIterator[kernel_pb2.WatchJobResponse]):
         self.resumes = 0
         self._client = client
         self._timeout = timeout
+        if False:  # SYNC
+            # close() may come from another thread than the one iterating.
+            self._call: Any = None
+            self._lock = threading.Lock()
         self._events = self._run()
 
     def __aiter__(self) -> AsyncJobWatch:
@@ -527,6 +620,11 @@ class AsyncJobWatch(AsyncIterator[kernel_pb2.WatchJobResponse]):
         return await self._events.__anext__()
 
     async def aclose(self) -> None:
+        """Stop watching (cancels the open stream)."""
+        if False:  # SYNC
+            with self._lock:
+                if self._call is not None:
+                    self._call.cancel()
         await self._events.aclose()
 
     async def _run(self) -> AsyncIterator[kernel_pb2.WatchJobResponse]:
@@ -536,12 +634,15 @@ class AsyncJobWatch(AsyncIterator[kernel_pb2.WatchJobResponse]):
         while True:
             request = kernel_pb2.WatchJobRequest(job_id=self.job_id, after_sequence=self.last_sequence)
             call = client._stub.WatchJob(request, metadata=client._settings.metadata(), timeout=attempts.remaining())
+            if False:  # SYNC
+                with self._lock:
+                    self._call = call
             received = False
             try:
                 async for event in call:
                     received = True
                     if yielded and event.sequence <= self.last_sequence:
-                        continue
+                        continue  # already seen (never expected; cheap insurance)
                     self.last_sequence = max(self.last_sequence, event.sequence)
                     yielded = True
                     attempts.progressed()
@@ -565,7 +666,7 @@ class AsyncJobWatch(AsyncIterator[kernel_pb2.WatchJobResponse]):
 
 
 class AsyncJobTypes(_AsyncNamespace):
-    """See `JobTypes`."""
+    """Job types (`processing.job_types.*`)."""
 
     async def list(self) -> builtins.list[resources_pb2.JobType]:
         result = await self._run("processing.job_types.list", processing_pb2.ProcessingJobTypesListParams())
@@ -577,7 +678,7 @@ class AsyncJobTypes(_AsyncNamespace):
 
 
 class AsyncWorkers(_AsyncNamespace):
-    """See `Workers`."""
+    """Registered workers (`workers.list`, admin tokens)."""
 
     async def list(self, *, include_disconnected: bool = False) -> builtins.list[resources_pb2.Worker]:
         params = processing_pb2.WorkersListParams(include_disconnected=include_disconnected)
@@ -585,48 +686,56 @@ class AsyncWorkers(_AsyncNamespace):
 
 
 class AsyncAnalytics(_AsyncNamespace):
-    """See `Analytics`. Method attributes have their signature and docstring once
-    the list is loaded (`await client.analytics.operations()`); before that an
+    """Analytics methods (`analytics.*`). Besides `execute(name, ...)`, every
+    method the server lists is an attribute (`client.analytics.zonal_stats(...)`)
+    with the server's description as docstring and its JSON Schema as
+    signature, loaded at first use and cached (`refresh()` reloads).
+
+    Asyncio: method attributes have their signature and docstring once the
+    list is loaded (`await client.analytics.operations()`); before that an
     attribute is a coroutine function that loads the list when called."""
 
     def __init__(self, client: AsyncClient) -> None:
         super().__init__(client)
         self._specs: dict[str, MethodSpec] | None = None
         self._methods: dict[str, Any] = {}
+        if False:  # SYNC
+            self._lock = threading.Lock()
 
     async def operations(self) -> builtins.list[analytics_pb2.AnalyticsOperation]:
+        """`analytics.operations.list`: every method with its schemas (also fills the cache)."""
         result = await self._run("analytics.operations.list", analytics_pb2.AnalyticsOperationsListParams())
-        self._specs = {op.name: MethodSpec.from_proto(op) for op in result.operations}
-        self._methods = {}
+        if True:  # ASYNC
+            self._specs = {op.name: MethodSpec.from_proto(op) for op in result.operations}
+            self._methods = {}
+        else:
+            with self._lock:
+                self._specs = {op.name: MethodSpec.from_proto(op) for op in result.operations}
+                self._methods = {}
         return builtins.list(result.operations)
 
     async def operation(self, name: str) -> analytics_pb2.AnalyticsOperation:
+        """`analytics.operations.get`: one method with its schemas."""
         params = analytics_pb2.AnalyticsOperationsGetParams(name=name)
         return (await self._run("analytics.operations.get", params)).operation  # type: ignore[no-any-return]
 
     async def execute(self, name: str, params: Mapping[str, Any] | None = None, /, **kwargs: Any) -> AnalyticsResult:
+        """`analytics.execute`: run method `name` with `params` (a dict) and/or keywords."""
         merged = {**(params or {}), **kwargs}
         request = analytics_pb2.AnalyticsExecuteParams(operation=name, params=to_struct(merged))
         return AnalyticsResult.from_proto(await self._run("analytics.execute", request))
 
     def refresh(self) -> None:
-        self._specs = None
-        self._methods = {}
+        """Forget the cached method list; it is reloaded at next use."""
+        if True:  # ASYNC
+            self._specs = None
+            self._methods = {}
+        else:
+            with self._lock:
+                self._specs = None
+                self._methods = {}
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        specs = self._specs
-        if specs is None:
-
-            async def lazy(**params: Any) -> AnalyticsResult:
-                if self._specs is None:
-                    await self.operations()
-                method = getattr(self, name)  # AttributeError when the server has no such method
-                return await method(**params)  # type: ignore[no-any-return]
-
-            lazy.__name__ = lazy.__qualname__ = name
-            return lazy
+    def _method(self, name: str, specs: dict[str, MethodSpec]) -> Any:
         if name not in specs:
             raise AttributeError(f"the server has no analytics method {name!r}; it has: {', '.join(sorted(specs))}")
         method = self._methods.get(name)
@@ -635,5 +744,99 @@ class AsyncAnalytics(_AsyncNamespace):
             self._methods[name] = method
         return method
 
-    def __dir__(self) -> Iterable[str]:
-        return sorted(set(super().__dir__()) | set(self._specs or ()))
+    if True:  # ASYNC
+        # An attribute cannot await the method list: before it is loaded, a
+        # name is a coroutine function that loads it when called.
+
+        def __getattr__(self, name: str) -> Any:
+            if name.startswith("_"):
+                raise AttributeError(name)
+            if self._specs is None:
+
+                async def lazy(**params: Any) -> AnalyticsResult:
+                    if self._specs is None:
+                        await self.operations()
+                    method = getattr(self, name)  # AttributeError when the server has no such method
+                    return await method(**params)  # type: ignore[no-any-return]
+
+                lazy.__name__ = lazy.__qualname__ = name
+                return lazy
+            return self._method(name, self._specs)
+
+        def __dir__(self) -> Iterable[str]:
+            return sorted(set(super().__dir__()) | set(self._specs or ()))
+
+    else:
+
+        def _load(self) -> dict[str, MethodSpec]:
+            specs = self._specs
+            if specs is None:
+                self.operations()
+                specs = self._specs or {}
+            return specs
+
+        def __getattr__(self, name: str) -> Any:
+            if name.startswith("_"):
+                raise AttributeError(name)
+            return self._method(name, self._load())
+
+        def __dir__(self) -> Iterable[str]:
+            names = set(super().__dir__())
+            try:
+                names.update(self._load())
+            except GeoperaError:
+                pass
+            return sorted(names)
+
+
+class AsyncJob(_JobBase):
+    """A job handle of `AsyncClient`: the latest snapshot plus the calls that act on it."""
+
+    def __init__(self, client: AsyncClient, proto: resources_pb2.Job, result: Message | None = None) -> None:
+        super().__init__(proto, result)
+        self._client = client
+
+    async def refresh(self) -> AsyncJob:
+        """Fetch the latest snapshot (`processing.jobs.get`)."""
+        self.proto = (await self._client.jobs.get(self.id)).proto
+        return self
+
+    async def cancel(self, reason: str = "") -> AsyncJob:
+        """Cancel the job (`processing.jobs.cancel`); its held credits are released."""
+        self.proto = (await self._client.jobs.cancel(self.id, reason=reason)).proto
+        return self
+
+    async def dispatch(self, *, idempotency_key: str | None = None) -> AsyncJob:
+        """Dispatch a PENDING job (`processing.dispatch`)."""
+        dispatched = await self._client.jobs.dispatch(self.id, idempotency_key=idempotency_key)
+        self.proto, self.result = dispatched.proto, dispatched.result
+        return self
+
+    async def watch(
+        self,
+        *,
+        after_sequence: int = 0,
+        timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline)
+    ) -> AsyncIterator[kernel_pb2.WatchJobResponse]:
+        """The job's events (see `AsyncJobs.watch`); each one updates this handle."""
+        async for event in self._client.jobs.watch(self.id, after_sequence=after_sequence, timeout=timeout):
+            self.proto = event.job
+            yield event
+
+    async def wait(
+        self,
+        timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline)
+        progress: JobProgress = False,
+    ) -> AsyncJob:
+        """Watch until the job ends and return this handle (any terminal status:
+        check `succeeded`). `progress=True` draws a bar on stderr when it is a
+        terminal; a callable gets every snapshot. `timeout` (seconds) raises
+        `DeadlineExceeded` (a `TimeoutError`)."""
+        display = _WaitDisplay(self.id, progress)
+        try:
+            async for event in self._client.jobs.watch(self.id, timeout=timeout):
+                self.proto = event.job
+                display.show(event.job)
+        finally:
+            display.close()
+        return self

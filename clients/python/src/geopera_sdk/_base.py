@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from google.protobuf import any_pb2, symbol_database
 from google.protobuf.message import Message
@@ -15,7 +16,10 @@ from geopera_sdk._errors import GeoperaError, Internal
 from geopera_sdk._retry import RetryPolicy, as_policy
 
 VERSION = "0.1.0"
-T = TypeVar("T")
+
+# What `execute` takes as params, and what takes a time (a datetime or RFC 3339 text).
+Params = Message | Mapping[str, Any] | None
+When = dt.datetime | str
 
 _DEFAULT_OPTIONS: dict[str, Any] = {
     "grpc.primary_user_agent": f"geopera-sdk-python/{VERSION}",
@@ -96,21 +100,4 @@ def _from_type_url(value: any_pb2.Any) -> Message | None:
         return None
 
 
-def paginate(fetch: Callable[[str], tuple[Sequence[T], str]], max_items: int | None) -> Iterator[T]:
-    """Items of successive pages (`fetch(page_token) -> (items, next_page_token)`)."""
-    if max_items is not None and max_items <= 0:
-        return
-    token = ""
-    count = 0
-    while True:
-        items, token = fetch(token)
-        for item in items:
-            yield item
-            count += 1
-            if max_items is not None and count >= max_items:
-                return
-        if not token:
-            return
-
-
-__all__ = ["GeoperaError", "Settings", "channel_options", "new_idempotency_key", "paginate"]
+__all__ = ["GeoperaError", "Params", "Settings", "When", "channel_options", "new_idempotency_key"]

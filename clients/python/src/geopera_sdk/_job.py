@@ -1,19 +1,17 @@
-"""Job handles: the latest snapshot of a job plus the calls that act on it."""
+"""What the job handles of both clients share: the snapshot, its attributes and
+the `wait` display. The handles themselves (`AsyncJob`, `Job`) live with their
+client (`_aio.py`, generated `_client.py`), so that this module needs neither."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from google.protobuf.message import Message
 
-from geopera.v1 import kernel_pb2, resources_pb2
+from geopera.v1 import resources_pb2
 from geopera_sdk._convert import TERMINAL_STATUSES, job_status_name
 from geopera_sdk._progress import Bar, open_bar
-
-if TYPE_CHECKING:
-    from geopera_sdk._aio import AsyncClient
-    from geopera_sdk._client import Client
 
 JobProgress = bool | Callable[[resources_pb2.Job], Any]
 
@@ -99,92 +97,3 @@ class _WaitDisplay:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-
-
-class Job(_JobBase):
-    """A job of a synchronous `Client`."""
-
-    def __init__(self, client: Client, proto: resources_pb2.Job, result: Message | None = None) -> None:
-        super().__init__(proto, result)
-        self._client = client
-
-    def refresh(self) -> Job:
-        """Fetch the latest snapshot (`processing.jobs.get`)."""
-        self.proto = self._client.jobs.get(self.id).proto
-        return self
-
-    def cancel(self, reason: str = "") -> Job:
-        """Cancel the job (`processing.jobs.cancel`); its held credits are released."""
-        self.proto = self._client.jobs.cancel(self.id, reason=reason).proto
-        return self
-
-    def dispatch(self, *, idempotency_key: str | None = None) -> Job:
-        """Dispatch a PENDING job (`processing.dispatch`)."""
-        dispatched = self._client.jobs.dispatch(self.id, idempotency_key=idempotency_key)
-        self.proto, self.result = dispatched.proto, dispatched.result
-        return self
-
-    def watch(self, *, after_sequence: int = 0, timeout: float | None = None) -> Iterator[kernel_pb2.WatchJobResponse]:
-        """The job's events (see `Jobs.watch`); each one updates this handle."""
-        for event in self._client.jobs.watch(self.id, after_sequence=after_sequence, timeout=timeout):
-            self.proto = event.job
-            yield event
-
-    def wait(self, timeout: float | None = None, progress: JobProgress = False) -> Job:
-        """Watch until the job ends and return this handle (any terminal status:
-        check `succeeded`). `progress=True` draws a bar on stderr when it is a
-        terminal; a callable gets every snapshot. `timeout` (seconds) raises
-        `DeadlineExceeded` (a `TimeoutError`)."""
-        display = _WaitDisplay(self.id, progress)
-        try:
-            for event in self._client.jobs.watch(self.id, timeout=timeout):
-                self.proto = event.job
-                display.show(event.job)
-        finally:
-            display.close()
-        return self
-
-
-class AsyncJob(_JobBase):
-    """A job of an `AsyncClient`; the same surface with coroutines."""
-
-    def __init__(self, client: AsyncClient, proto: resources_pb2.Job, result: Message | None = None) -> None:
-        super().__init__(proto, result)
-        self._client = client
-
-    async def refresh(self) -> AsyncJob:
-        self.proto = (await self._client.jobs.get(self.id)).proto
-        return self
-
-    async def cancel(self, reason: str = "") -> AsyncJob:
-        self.proto = (await self._client.jobs.cancel(self.id, reason=reason)).proto
-        return self
-
-    async def dispatch(self, *, idempotency_key: str | None = None) -> AsyncJob:
-        dispatched = await self._client.jobs.dispatch(self.id, idempotency_key=idempotency_key)
-        self.proto, self.result = dispatched.proto, dispatched.result
-        return self
-
-    async def watch(
-        self,
-        *,
-        after_sequence: int = 0,
-        timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline, as in Job)
-    ) -> AsyncIterator[kernel_pb2.WatchJobResponse]:
-        async for event in self._client.jobs.watch(self.id, after_sequence=after_sequence, timeout=timeout):
-            self.proto = event.job
-            yield event
-
-    async def wait(
-        self,
-        timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline, as in Job)
-        progress: JobProgress = False,
-    ) -> AsyncJob:
-        display = _WaitDisplay(self.id, progress)
-        try:
-            async for event in self._client.jobs.watch(self.id, timeout=timeout):
-                self.proto = event.job
-                display.show(event.job)
-        finally:
-            display.close()
-        return self
