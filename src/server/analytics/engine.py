@@ -5,9 +5,10 @@ for every (chunk, zone) pair the zone either covers the chunk part entirely (no 
 misses it (skipped), or crosses it (the zone is clipped to the chunk here, so workers never
 share a geometry). Chunks no zone touches are never read.
 
-Run (worker threads, see ``reader.ChunkRunner``): read the chunk once, compute the source's
-layers, then for each zone build its mask or coverage fractions and reduce every layer to
-``Moments`` plus, when quantiles are wanted, the valid values. The main thread merges the
+Run (worker threads, see ``reader.ChunkRunner``): read the chunk once, build each zone's mask
+or coverage fractions, then strip by strip (a few tens of thousands of pixels, so the numpy
+passes stay in the CPU cache) compute the source's layers and reduce every layer to ``Moments``
+plus, when quantiles are wanted, the valid values. The main thread merges the
 partial results in chunk order, so results do not depend on thread timing.
 """
 
@@ -40,6 +41,11 @@ from server.analytics.stats import Moments, StoredPart, ValueStore
 Coverage = Literal["center", "exact"]
 # Clipping margin (pixels) for center masks: far enough that clip edges touch no chunk pixel.
 _CLIP_MARGIN = 2
+# A chunk is computed and reduced in strips of about this many pixels: the dozen numpy passes
+# over a strip's arrays then run in the CPU cache, where over a whole 512 x 512 chunk (1 MiB per
+# float32 array) each pass went to memory (a chunk's NDVI statistics took 1.3 ms, in 32k-pixel
+# strips 0.75 ms).
+_STRIP_PIXELS = 32 * 1024
 
 
 @dataclass(frozen=True)
@@ -180,32 +186,68 @@ def _reduce_chunk(
 
     def run(datasets: list[DatasetReader], task: _Task) -> list[_PartResult]:
         raw = datasets[0].read(list(source.indexes), window=task.window)
-        values, valid = source.compute(raw)
-        del raw
         row_base, col_base = int(task.window.row_off), int(task.window.col_off)
-        results = []
+        # Per part: its mask or coverage over its whole window (one rasterization), and the
+        # accumulators the strips add to.
+        masks: list[np.ndarray | None] = []
+        coverages: list[np.ndarray | None] = []
         for part in task.parts:
             r0, c0, rows, cols = part.window
-            window = (slice(r0 - row_base, r0 - row_base + rows), slice(c0 - col_base, c0 - col_base + cols))
             coverage: np.ndarray | None = None
-            mask: np.ndarray | None = None
-            if part.mask is not None:
-                mask = part.mask
-            elif part.geometry is not None:
+            mask: np.ndarray | None = part.mask
+            if mask is None and part.geometry is not None:
                 if options.coverage == "exact":
                     coverage = exact_coverage(part.geometry, r0, c0, rows, cols)
                     mask = coverage > 0
                 else:
                     mask = center_mask(part.geometry, window_transform(transform, r0, c0), rows, cols,
                                        options.all_touched)
+            masks.append(mask)
+            coverages.append(coverage)
+        layer_count = source.layers
+        moments = [[Moments() for _ in range(layer_count)] for _ in task.parts]
+        kept: list[list[list[tuple[np.ndarray, np.ndarray | None]]]] = [
+            [[] for _ in range(layer_count)] for _ in task.parts
+        ]
+        height, width = raw.shape[1], raw.shape[2]
+        strip = max(1, _STRIP_PIXELS // max(1, width))
+        for s0 in range(0, height, strip):
+            s1 = min(s0 + strip, height)
+            values, valid = source.compute(raw[:, s0:s1])
+            for index, part in enumerate(task.parts):
+                r0, c0, rows, cols = part.window
+                p0 = r0 - row_base  # the part's first row in the chunk
+                lo, hi = max(p0, s0), min(p0 + rows, s1)
+                if lo >= hi:
+                    continue
+                window = (slice(lo - s0, hi - s0), slice(c0 - col_base, c0 - col_base + cols))
+                own = slice(lo - p0, hi - p0)  # the same rows in the part's own arrays
+                mask, coverage = masks[index], coverages[index]
+                for layer in range(layer_count):
+                    strip_moments, chosen, weights = _reduce_layer(
+                        values[layer][window],
+                        valid[layer][window],
+                        None if mask is None else mask[own],
+                        None if coverage is None else coverage[own],
+                        value_dtype,
+                    )
+                    moments[index][layer].merge(strip_moments)
+                    if options.keep_values and chosen.size:
+                        kept[index][layer].append((chosen, weights))
+        results = []
+        for index, part in enumerate(task.parts):
             layers = []
-            for layer in range(values.shape[0]):
-                layer_values = values[layer][window]
-                layer_valid = valid[layer][window]
-                layers.append(
-                    _reduce_layer(layer_values, layer_valid, mask, coverage, value_dtype, options.keep_values)
-                )
-            results.append(_PartResult(part.zone, layers, rows * cols))
+            for layer in range(layer_count):
+                stored = None
+                pieces = kept[index][layer]
+                if pieces:
+                    chosen = pieces[0][0] if len(pieces) == 1 else np.concatenate([p[0] for p in pieces])
+                    weights = None
+                    if pieces[0][1] is not None:
+                        weights = pieces[0][1] if len(pieces) == 1 else np.concatenate([p[1] for p in pieces])
+                    stored = StoredPart.make(chosen, weights, value_dtype)
+                layers.append((moments[index][layer], stored))
+            results.append(_PartResult(part.zone, layers, part.window[2] * part.window[3]))
         return results
 
     return run
@@ -217,16 +259,14 @@ def _reduce_layer(
     mask: np.ndarray | None,
     coverage: np.ndarray | None,
     value_dtype: np.dtype,
-    keep_values: bool,
-) -> tuple[Moments, StoredPart | None]:
+) -> tuple[Moments, np.ndarray, np.ndarray | None]:
+    """Moments of one strip of a part, and its valid values (and weights) for the store."""
     if mask is None:
         valid_count = int(np.count_nonzero(valid))
         if valid_count == valid.size:
             # The common interior case: no compress copy.
             chosen = np.ascontiguousarray(values).reshape(-1).astype(value_dtype, copy=False)
-            moments = Moments.of(chosen)
-            part = StoredPart.make(chosen, None, value_dtype) if keep_values and chosen.size else None
-            return moments, part
+            return Moments.of(chosen), chosen, None
         selected = valid
         nodata = float(valid.size - valid_count)
     else:
@@ -237,9 +277,7 @@ def _reduce_layer(
             nodata = float(coverage[mask & ~valid].sum())
     chosen = values[selected].astype(value_dtype, copy=False)
     weights = None if coverage is None else coverage[selected]
-    moments = Moments.of(chosen, weights, nodata)
-    part = StoredPart.make(chosen, weights, value_dtype) if keep_values and chosen.size else None
-    return moments, part
+    return Moments.of(chosen, weights, nodata), chosen, weights
 
 
 def reduce_zones(

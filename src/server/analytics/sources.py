@@ -109,12 +109,14 @@ class IndexSource(PixelSource):
         return cls(meta, tuple(bands[name] for name in names), index, names)
 
     def compute(self, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        valid = np.ones(raw.shape[1:], dtype=bool)
+        valid: np.ndarray | None = None
         inputs = {}
         for position, (name, band) in enumerate(zip(self.names, self.indexes, strict=True)):
             data = raw[position]
-            valid &= valid_mask(data, self.meta.nodata[band - 1])
+            band_valid = valid_mask(data, self.meta.nodata[band - 1])
+            valid = band_valid if valid is None else np.logical_and(valid, band_valid, out=valid)
             inputs[name] = reflectance(data, self.meta.scales[band - 1], self.meta.offsets[band - 1])
+        assert valid is not None  # an index reads at least one band
         values = self.index(inputs)
         np.logical_and(valid, values == values, out=valid)  # NaN != NaN: undefined index values
         return values[np.newaxis], valid[np.newaxis]

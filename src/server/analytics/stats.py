@@ -106,9 +106,12 @@ class Moments:
         # data), one chunk-sized temporary. einsum rather than np.dot: BLAS dot spins up its
         # own threads, ~20x slower on chunk-sized vectors under load.
         if weights is None:
+            # One float64 copy, summed, then centred in place: fewer passes than summing and
+            # subtracting with a cast each time.
             weight = float(values.size)
-            total = float(np.sum(values, dtype=np.float64))
-            deviations = np.subtract(values, total / weight, dtype=np.float64)
+            deviations = values.astype(np.float64)
+            total = float(deviations.sum())
+            deviations -= total / weight
             m2 = float(np.einsum("i,i->", deviations, deviations))
         else:
             deviations = values.astype(np.float64)
