@@ -9,6 +9,8 @@ from pathlib import Path
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_HTTP_LISTEN = "127.0.0.1:8080"
+# Memory for items kept encoded for items.get: about 60,000 items of 4 KB.
+DEFAULT_ITEM_CACHE_BYTES = 256 << 20
 
 
 def _env_int(name: str, default: int) -> int:
@@ -66,8 +68,10 @@ class Settings:
     token_cache_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_TOKEN_CACHE_SECONDS", 5.0))
     db_pool_size: int = field(default_factory=lambda: _env_int("GEOPERA_DB_POOL_SIZE", 16))
     # Memory for items kept encoded in memory for items.get (least recently read
-    # evicted first); 0 keeps none. Default 256 MiB: about 60,000 items of 4 KB.
-    item_cache_bytes: int = field(default_factory=lambda: _env_int("GEOPERA_ITEM_CACHE_BYTES", 256 << 20))
+    # evicted first); 0 keeps none.
+    item_cache_bytes: int = field(
+        default_factory=lambda: _env_int("GEOPERA_ITEM_CACHE_BYTES", DEFAULT_ITEM_CACHE_BYTES)
+    )
     # Worker leases: a job whose worker is silent this long is dispatched again.
     lease_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_LEASE_SECONDS", 15.0))
     heartbeat_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_HEARTBEAT_SECONDS", 3.0))

@@ -22,6 +22,7 @@ from shapely.geometry import shape
 
 from server import callstats
 from server.auth import Principal
+from server.config import DEFAULT_ITEM_CACHE_BYTES
 from server.domain.batching import BatchLoader
 from server.domain.models import (
     AssetInput,
@@ -73,9 +74,8 @@ UPLOAD_TTL_SECONDS = 24 * 3600
 ARTIFACT_RESOURCE = re.compile(r"^artifacts/(?P<artifact_id>[^/]+)$")
 ASSET_RESOURCE = re.compile(r"^items/(?P<item_id>[^/]+)/assets/(?P<key>[^/]+)$")
 ITEM_CACHE_SIZE = 4096  # item records held in memory (get_item: jobs, analytics, clips)
-# Memory for items held encoded (items.get), GEOPERA_ITEM_CACHE_BYTES: about
-# 60,000 items of 4 KB, a working set far beyond what a 4,096-item cache held.
-ITEM_CACHE_BYTES = 256 << 20
+# Memory for items held encoded (items.get), GEOPERA_ITEM_CACHE_BYTES.
+ITEM_CACHE_BYTES = DEFAULT_ITEM_CACHE_BYTES
 # What a cached encoding costs beside its body and id: the entry object, the
 # bytes and str headers, the project id string and the LRU's hash slot and
 # links (tracemalloc of a filled cache; tests/test_item_cache.py checks it).
