@@ -36,10 +36,11 @@ ON CONFLICT (item_id) DO UPDATE SET project_id = excluded.project_id, render_key
                                     body = excluded.body;
 
 -- name: put_item_renders
--- Store (or replace stale) encodings of several items, one row per array position.
+-- Store (or replace stale) encodings of several items, one row per array position. The bodies go
+-- in binary format (the b placeholder): psycopg sends a list of bytes as hex text otherwise, costly on both sides.
 INSERT INTO item_renders (item_id, project_id, render_key, body)
 SELECT r.item_id, r.project_id, %(render_key)s, r.body
-FROM unnest(%(ids)s::text[], %(project_ids)s::text[], %(bodies)s::bytea[]) AS r(item_id, project_id, body)
+FROM unnest(%(ids)s::text[], %(project_ids)s::text[], %(bodies)b::bytea[]) AS r(item_id, project_id, body)
 ON CONFLICT (item_id) DO UPDATE SET project_id = excluded.project_id, render_key = excluded.render_key,
                                     body = excluded.body;
 
