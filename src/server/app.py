@@ -82,7 +82,9 @@ async def build_services(settings: Settings, url: str) -> Services:
     configure_raster_limits(raster_limits(settings.max_raster_pixels, settings.max_raster_samples))
     raster_pool = RasterWorkPool(settings.raster_workers or None)
     renderer = ItemRenderer(convert.ITEM_RENDER_KEY, convert.item_bytes)
-    catalog = CatalogService(db, storage, limits, quota, raster_pool, renderer)
+    catalog = CatalogService(
+        db, storage, limits, quota, raster_pool, renderer, item_cache_bytes=settings.item_cache_bytes
+    )
     policy = LeasePolicy(
         lease_seconds=settings.lease_seconds,
         heartbeat_seconds=settings.heartbeat_seconds,

@@ -9,6 +9,8 @@ from pathlib import Path
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_HTTP_LISTEN = "127.0.0.1:8080"
+# Memory for items kept encoded for items.get: about 60,000 items of 4 KB.
+DEFAULT_ITEM_CACHE_BYTES = 256 << 20
 
 
 def _env_int(name: str, default: int) -> int:
@@ -24,6 +26,8 @@ def _env_float(name: str, default: float) -> float:
 def _env_path(name: str) -> Path | None:
     value = os.environ.get(name)
     return Path(value) if value else None
+
+
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -63,6 +67,11 @@ class Settings:
     max_upload_bytes: int = field(default_factory=lambda: _env_int("GEOPERA_MAX_UPLOAD_BYTES", 4 << 30))
     token_cache_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_TOKEN_CACHE_SECONDS", 5.0))
     db_pool_size: int = field(default_factory=lambda: _env_int("GEOPERA_DB_POOL_SIZE", 16))
+    # Memory for items kept encoded in memory for items.get (least recently read
+    # evicted first); 0 keeps none.
+    item_cache_bytes: int = field(
+        default_factory=lambda: _env_int("GEOPERA_ITEM_CACHE_BYTES", DEFAULT_ITEM_CACHE_BYTES)
+    )
     # Worker leases: a job whose worker is silent this long is dispatched again.
     lease_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_LEASE_SECONDS", 15.0))
     heartbeat_seconds: float = field(default_factory=lambda: _env_float("GEOPERA_HEARTBEAT_SECONDS", 3.0))

@@ -15,6 +15,7 @@ from google.protobuf.message import Message
 from server.api import convert
 from server.api.calls import CallInfo
 from server.api.registry import Operation, OperationContext, OperationRegistry
+from server.api.wire import EncodedResult, result_bytes
 from server.auth import Principal
 from server.domain import idempotency
 from server.domain.jobs import JobEvent, JobRecord
@@ -97,7 +98,7 @@ class Executor:
 
     async def run(
         self, operation: Operation, principal: Principal, params: Message, key: str | None, call: CallInfo
-    ) -> Message:
+    ) -> Message | EncodedResult:
         """Run an already resolved and authorised operation. Spends with an
         idempotency key run once per project: the key, the side effect and the
         response commit in one transaction (see domain.idempotency)."""
@@ -119,11 +120,11 @@ class Executor:
             )  # fmt: skip
             if replay is not None:
                 call.extra["idempotent_replay"] = True
-                return operation.result_type.FromString(replay)
+                return EncodedResult(operation.result_type, replay)
             result = await operation.handler(
                 self.services, OperationContext(principal, call.request_id, key, conn), params
             )
-            await idempotency.record(conn, project_id, key, result.SerializeToString())
+            await idempotency.record(conn, project_id, key, result_bytes(result))
             return result
 
     async def watch(self, principal: Principal, job_id: str, after_sequence: int) -> AsyncIterator[JobEvent]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 
 from google.protobuf import any_pb2
@@ -10,7 +11,7 @@ from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
 from geopera.v1 import kernel_pb2, kernel_pb2_grpc
-from server.api import convert
+from server.api import convert, wire
 from server.api.calls import CallInfo, metadata_value, rpc_call, unavailable
 from server.api.convert import timestamp
 from server.api.execute import Executor
@@ -50,6 +51,20 @@ def unpack_params(operation: Operation, params: any_pb2.Any, present: bool) -> M
     return message
 
 
+@functools.cache
+def _response_head(operation: str) -> bytes:
+    return wire.length_delimited(kernel_pb2.ExecuteResponse.OPERATION_FIELD_NUMBER, operation.encode())
+
+
+def _execute_response(operation: Operation, result: bytes) -> bytes:
+    """ExecuteResponse{operation, result: Any(result)}, as its bytes: what
+    ExecuteResponse(operation=..., result=Any.Pack(result)).SerializeToString() gives."""
+    packed = wire.packed_any(operation.result_type.DESCRIPTOR.full_name, result)
+    return _response_head(operation.name) + wire.length_delimited(
+        kernel_pb2.ExecuteResponse.RESULT_FIELD_NUMBER, packed
+    )
+
+
 def _watch_response(event: JobEvent) -> kernel_pb2.WatchJobResponse:
     return kernel_pb2.WatchJobResponse(
         sequence=event.sequence,
@@ -79,9 +94,9 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
             raise unavailable("the server is starting; retry shortly")
         return await self._services.tokens.authenticate(metadata_value(context, "authorization"))
 
-    async def Execute(
-        self, request: kernel_pb2.ExecuteRequest, context: aio.ServicerContext
-    ) -> kernel_pb2.ExecuteResponse:
+    async def Execute(self, request: kernel_pb2.ExecuteRequest, context: aio.ServicerContext) -> bytes:
+        """Answers the serialized ExecuteResponse (registration passes bytes
+        through): a result the operation has encoded already is sent as it is."""
         async with rpc_call(context, "Execute") as call:
             call.operation = request.operation[:100]
             principal = await self._authenticate(context)
@@ -91,9 +106,7 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
             params = unpack_params(operation, request.params, request.HasField("params"))
             key = metadata_value(context, "idempotency-key")
             result = await self._executor.run(operation, principal, params, key, call)
-            packed = any_pb2.Any()
-            packed.Pack(result)
-            return kernel_pb2.ExecuteResponse(operation=operation.name, result=packed)
+            return _execute_response(operation, wire.result_bytes(result))
         raise AssertionError("unreachable")  # rpc_call always returns or aborts
 
     async def WatchJob(

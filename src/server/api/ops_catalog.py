@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from geopera.v1 import auth_pb2, catalog_pb2, credits_pb2, resources_pb2
-from server.api import convert
+from geopera.v1 import auth_pb2, catalog_pb2, credits_pb2
+from server.api import convert, wire
 from server.api.registry import Operation, OperationContext
+from server.api.wire import EncodedResult
 from server.auth import ANY_SCOPE
 from server.domain.models import AssetInput, ItemCreate, ItemQuery
 from server.services import Services
@@ -24,11 +25,13 @@ async def projects_list(
     return catalog_pb2.ProjectsListResult(projects=[convert.project(r) for r in records], next_page_token=next_token)
 
 
-async def items_get(s: Services, ctx: OperationContext, p: catalog_pb2.ItemsGetParams) -> catalog_pb2.ItemsGetResult:
-    # The catalog hands back the item already encoded (convert.item_bytes):
-    # parsing it is cheap next to building it from the item's rows.
+async def items_get(s: Services, ctx: OperationContext, p: catalog_pb2.ItemsGetParams) -> EncodedResult:
+    # The catalog hands back the item already encoded (convert.item_bytes): the
+    # result is wrapped around those bytes, never parsed and serialized again.
     body = await s.catalog.get_item_rendered(ctx.principal, p.item_id)
-    return catalog_pb2.ItemsGetResult(item=resources_pb2.Item.FromString(body))
+    return EncodedResult(
+        catalog_pb2.ItemsGetResult, wire.length_delimited(catalog_pb2.ItemsGetResult.ITEM_FIELD_NUMBER, body)
+    )
 
 
 async def items_list(s: Services, ctx: OperationContext, p: catalog_pb2.ItemsListParams) -> catalog_pb2.ItemsListResult:

@@ -39,9 +39,20 @@ async def _abort_malformed(context: aio.ServicerContext, err: Exception) -> None
     await context.abort_with_status(to_grpc_status(err, request_id))  # type: ignore[arg-type]
 
 
+def _serializer(cls: type[Message]) -> Callable[[Any], bytes]:
+    """Serializes a response message; a response the servicer already encoded
+    (bytes, e.g. Execute's) goes out as it is."""
+    serialize = cls.SerializeToString
+
+    def encode(response: Any) -> bytes:
+        return response if isinstance(response, bytes) else serialize(response)
+
+    return encode
+
+
 def _wrap(method: MethodDescriptor, impl: Callable[..., Any]) -> grpc.RpcMethodHandler:
     request_cls = message_factory.GetMessageClass(method.input_type)
-    serialize = message_factory.GetMessageClass(method.output_type).SerializeToString
+    serialize = _serializer(message_factory.GetMessageClass(method.output_type))
 
     async def decoded_stream(raw: AsyncIterator[bytes]) -> AsyncIterator[Message]:
         async for data in raw:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import psycopg
 from google.protobuf.message import Message
 
+from server.api.wire import EncodedResult
 from server.auth import Principal
 
 if TYPE_CHECKING:
@@ -21,8 +22,9 @@ if TYPE_CHECKING:
 
 SideEffect = Literal["read", "write", "spend"]
 # A handler unpacks nothing itself: it receives the services, the call context
-# and the already-decoded params message, and returns the result message.
-Handler = Callable[["Services", "OperationContext", Any], Awaitable[Message]]
+# and the already-decoded params message, and returns the result message (or
+# its encoding, when it has that at hand: see wire.EncodedResult).
+Handler = Callable[["Services", "OperationContext", Any], Awaitable[Message | EncodedResult]]
 # The project a spend is for, from its params: idempotency keys are scoped per
 # project (as Stripe scopes them per account), so a retry from any token of the
 # project replays the first response. "" when the params name none (the

@@ -8,6 +8,7 @@ import hashlib
 import logging
 import math
 import re
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from shapely.geometry import shape
 
 from server import callstats
 from server.auth import Principal
+from server.config import DEFAULT_ITEM_CACHE_BYTES
+from server.domain.batching import BatchLoader
 from server.domain.models import (
     AssetInput,
     FileRef,
@@ -70,7 +73,16 @@ MAX_NAME_LENGTH = 200
 UPLOAD_TTL_SECONDS = 24 * 3600
 ARTIFACT_RESOURCE = re.compile(r"^artifacts/(?P<artifact_id>[^/]+)$")
 ASSET_RESOURCE = re.compile(r"^items/(?P<item_id>[^/]+)/assets/(?P<key>[^/]+)$")
-ITEM_CACHE_SIZE = 4096  # items held in memory, as records and as rendered bytes
+ITEM_CACHE_SIZE = 4096  # item records held in memory (get_item: jobs, analytics, clips)
+# Memory for items held encoded (items.get), GEOPERA_ITEM_CACHE_BYTES.
+ITEM_CACHE_BYTES = DEFAULT_ITEM_CACHE_BYTES
+# What a cached encoding costs beside its body and id: the entry object, the
+# bytes and str headers, the project id string and the LRU's hash slot and
+# links (tracemalloc of a filled cache; tests/test_item_cache.py checks it).
+RENDER_ENTRY_OVERHEAD_BYTES = 400
+# items.get misses looked up in one query at most, and such queries out at once.
+RENDER_BATCH_MAX = 128
+RENDER_BATCHES_IN_FLIGHT = 2
 V = TypeVar("V")
 
 
@@ -260,6 +272,42 @@ class LruCache(Generic[V]):
         return value
 
 
+class ByteBudgetLru(Generic[V]):
+    """A bounded LRU by item id that holds values up to a budget of bytes
+    (`size` says what one costs), not up to a count: items vary in size (a
+    band's statistics, many assets), memory does not."""
+
+    def __init__(self, budget_bytes: int, size: Callable[[str, V], int]) -> None:
+        self.budget_bytes = budget_bytes
+        self._size = size
+        self._values: OrderedDict[str, tuple[V, int]] = OrderedDict()
+        self.used_bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def get(self, item_id: str) -> V | None:
+        entry = self._values.get(item_id)
+        if entry is None:
+            return None
+        self._values.move_to_end(item_id)
+        return entry[0]
+
+    def put(self, item_id: str, value: V) -> V:
+        old = self._values.pop(item_id, None)
+        if old is not None:
+            self.used_bytes -= old[1]
+        cost = self._size(item_id, value)
+        if cost > self.budget_bytes:
+            return value  # larger than the whole budget: served, never held
+        self._values[item_id] = (value, cost)
+        self.used_bytes += cost
+        while self.used_bytes > self.budget_bytes:
+            _, (_, evicted) = self._values.popitem(last=False)
+            self.used_bytes -= evicted
+        return value
+
+
 @dataclass(frozen=True)
 class ItemRenderer:
     """How the transport encodes an item for the wire, injected by the
@@ -270,10 +318,16 @@ class ItemRenderer:
     render: Callable[[ItemRecord], bytes]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RenderedItem:
     project_id: str
     body: bytes
+    # Whether it came from its stored render (False: built from its rows now).
+    stored: bool = True
+
+
+def rendered_size(item_id: str, rendered: RenderedItem) -> int:
+    return len(rendered.body) + len(item_id) + RENDER_ENTRY_OVERHEAD_BYTES
 
 
 class CatalogService:
@@ -285,6 +339,7 @@ class CatalogService:
         quota: StorageQuota | None = None,
         raster_pool: RasterWorkPool | None = None,
         renderer: ItemRenderer | None = None,
+        item_cache_bytes: int = ITEM_CACHE_BYTES,
     ) -> None:
         self._db = db
         self._renderer = renderer
@@ -295,7 +350,10 @@ class CatalogService:
         # Items never change once registered (there is no update or delete),
         # so a read-through cache is always right, on every replica.
         self._items: LruCache[ItemRecord] = LruCache(ITEM_CACHE_SIZE)
-        self._rendered: LruCache[RenderedItem] = LruCache(ITEM_CACHE_SIZE)
+        self._rendered: ByteBudgetLru[RenderedItem] = ByteBudgetLru(item_cache_bytes, rendered_size)
+        self._render_loader: BatchLoader[RenderedItem] = BatchLoader(
+            self._load_renders, max_batch=RENDER_BATCH_MAX, max_in_flight=RENDER_BATCHES_IN_FLIGHT
+        )
 
     # -- projects ---------------------------------------------------------
 
@@ -365,34 +423,57 @@ class CatalogService:
 
     async def get_item_rendered(self, principal: Principal, item_id: str) -> bytes:
         """An item in the injected renderer's encoding (items.get): from memory,
-        else its stored render (one indexed lookup, no JSON, no conversion),
-        else rendered from its rows and stored for every later read."""
+        else its stored render, else rendered from its rows and stored for every
+        later read. Misses of concurrent calls share one batched lookup (see
+        `_load_renders`); each call then checks its own caller's access."""
         if not item_id:
             raise invalid_argument("ITEM_ID_REQUIRED", "item_id is required", field="item_id")
         rendered = self._rendered.get(item_id)
         callstats.cache_lookup("item", rendered is not None)
         if rendered is None:
-            rendered = self._rendered.put(item_id, await self._stored_render(item_id))
+            loaded = await self._render_loader.load(item_id)
+            callstats.database_used(loaded.seconds, batch=loaded.batch_size)
+            rendered = loaded.value
+            if rendered is None:
+                raise not_found("ITEM_NOT_FOUND", f"item {item_id!r} does not exist", item_id=item_id)
+            callstats.cache_lookup("item_render", rendered.stored)
+            self._rendered.put(item_id, rendered)
         principal.require_project(rendered.project_id)
         return rendered.body
 
-    async def _stored_render(self, item_id: str) -> RenderedItem:
+    async def _load_renders(self, item_ids: list[str]) -> tuple[dict[str, RenderedItem], float]:
+        """The renders of `item_ids` that exist, on one connection: one lookup of
+        the stored ones; the others (their first read ever) built from their rows
+        in one query and stored in one statement. No access check here: the batch
+        serves many callers, and each checks its own (get_item_rendered)."""
         renderer = self._renderer
         if renderer is None:
             raise RuntimeError("CatalogService was built without an item renderer")
-        key = {"id": item_id, "render_key": renderer.key}
         async with self._db.connection() as conn:
+            held = time.perf_counter()
             # Binary results: bytea arrives as bytes, not hex to decode.
-            row = await (await conn.execute(Q.get_item_render, key, binary=True)).fetchone()
-            callstats.cache_lookup("item_render", row is not None)
-            if row is not None:
-                return RenderedItem(row["project_id"], row["body"])
-            # The item's first read: built from its rows and stored, on the same
-            # connection (the conversion awaits nothing, so holding it costs none).
-            record = await self._read_item(conn, item_id)
-            rendered = RenderedItem(record.project_id, renderer.render(record))
-            await conn.execute(Q.put_item_render, {**key, "project_id": rendered.project_id, "body": rendered.body})
-        return rendered
+            cur = await conn.execute(Q.get_item_renders, {"ids": item_ids, "render_key": renderer.key}, binary=True)
+            found = {row["item_id"]: RenderedItem(row["project_id"], row["body"]) for row in await cur.fetchall()}
+            missing = [item_id for item_id in item_ids if item_id not in found]
+            if missing:
+                rows = await (await conn.execute(Q.get_items, {"ids": missing})).fetchall()
+                built: list[tuple[str, RenderedItem]] = []
+                for row in rows:
+                    record = self._items.put(row["id"], ItemRecord.from_row(row))
+                    built.append((record.id, RenderedItem(record.project_id, renderer.render(record), stored=False)))
+                    await asyncio.sleep(0)  # a conversion takes ~1 ms: let other calls run between them
+                if built:
+                    await conn.execute(
+                        Q.put_item_renders,
+                        {
+                            "render_key": renderer.key,
+                            "ids": [item_id for item_id, _ in built],
+                            "project_ids": [r.project_id for _, r in built],
+                            "bodies": [r.body for _, r in built],
+                        },
+                    )
+                    found.update(built)
+            return found, time.perf_counter() - held
 
     async def list_items(self, principal: Principal, query: ItemQuery) -> tuple[list[ItemRecord], str]:
         if not query.project_id:

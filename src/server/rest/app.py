@@ -26,6 +26,7 @@ from server.api.calls import CallInfo
 from server.api.execute import Executor
 from server.api.revocation import until_revoked
 from server.api.status import unexpected_error
+from server.api.wire import result_message
 from server.auth import Principal
 from server.errors import Code, DomainError, invalid_argument
 from server.rest.openapi import openapi_document
@@ -181,7 +182,7 @@ class RestApi:
                 principal.require_scope(operation.scope)
                 params = await self._params(request, operation.params_type())
                 result = await executor.run(operation, principal, params, request.headers.get("Idempotency-Key"), call)
-                body = json_format.MessageToDict(result, preserving_proto_field_name=True)
+                body = json_format.MessageToDict(result_message(result), preserving_proto_field_name=True)
                 return _json_response(body, 200, call.request_id)
         except DomainError as err:
             return _json_response(error_body(err, call_info.request_id), http_status(err), call_info.request_id)

@@ -18,14 +18,29 @@ VALUES (%(item_id)s, %(key)s, %(storage_key)s, %(media_type)s, %(title)s, %(role
 -- name: get_item
 SELECT * FROM item_documents WHERE id = %(id)s;
 
--- name: get_item_render
--- An item's stored encoding (and its project, for the access check), if written under this render key.
-SELECT project_id, body FROM item_renders WHERE item_id = %(id)s AND render_key = %(render_key)s;
+-- name: get_items
+-- Several items as get_item reads one (items.get's first reads, batched).
+SELECT * FROM item_documents WHERE id = ANY(%(ids)s::text[]);
+
+-- name: get_item_renders
+-- The stored encodings (and projects, for the access check) of the items among `ids` that have one under
+-- this render key: one lookup for all the items.get calls that missed the memory cache at once.
+SELECT item_id, project_id, body FROM item_renders
+WHERE item_id = ANY(%(ids)s::text[]) AND render_key = %(render_key)s;
 
 -- name: put_item_render
 -- Store (or replace a stale) encoding of an item.
 INSERT INTO item_renders (item_id, project_id, render_key, body)
 VALUES (%(id)s, %(project_id)s, %(render_key)s, %(body)s)
+ON CONFLICT (item_id) DO UPDATE SET project_id = excluded.project_id, render_key = excluded.render_key,
+                                    body = excluded.body;
+
+-- name: put_item_renders
+-- Store (or replace stale) encodings of several items, one row per array position. The bodies go
+-- in binary format (the b placeholder): psycopg sends a list of bytes as hex text otherwise, costly on both sides.
+INSERT INTO item_renders (item_id, project_id, render_key, body)
+SELECT r.item_id, r.project_id, %(render_key)s, r.body
+FROM unnest(%(ids)s::text[], %(project_ids)s::text[], %(bodies)b::bytea[]) AS r(item_id, project_id, body)
 ON CONFLICT (item_id) DO UPDATE SET project_id = excluded.project_id, render_key = excluded.render_key,
                                     body = excluded.body;
 
