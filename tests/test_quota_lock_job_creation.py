@@ -1,4 +1,4 @@
-"""A project's storage-quota check (every RegisterOutputs commit, items.create, an
+"""A project's storage-quota check (every RegisterOutputs commit that adds outputs, items.create, an
 upload) locks the project row until its transaction ends. That lock must not stop
 the project's job creation: `INSERT INTO jobs` checks its foreign key to the project
 row with a KEY SHARE lock, which a `FOR UPDATE` lock blocks and `FOR NO KEY UPDATE`

@@ -729,22 +729,8 @@ class JobService:
         charged: int = 0,
         output_item_ids: list[str] | None = None,
     ) -> JobRecord:
-        """Terminal transition with its credit movements."""
-        if status == "SUCCEEDED":
-            if charged:
-                await tx.execute(
-                    Q.capture_credits,
-                    {"project_id": job.project_id, "amount": charged, "job_id": job.id, "note": "job succeeded"},
-                )
-            remainder = job.credits_reserved - charged
-            note = "unspent remainder"
-        else:
-            remainder = job.credits_reserved
-            note = f"job {status.lower()}"
-        if remainder > 0:
-            await tx.execute(
-                Q.release_credits, {"project_id": job.project_id, "amount": remainder, "job_id": job.id, "note": note}
-            )
+        """Terminal transition: the job row and its event. The credits are
+        settled by `_settle` (the caller's last statement before commit)."""
         row = await (
             await tx.execute(
                 Q.finish_job,
@@ -761,6 +747,42 @@ class JobService:
         assert row is not None, f"job {job.id} finished twice"
         return await self._record_event(tx, JobRecord.from_row(row), status.lower())
 
+    async def _finish_and_settle(
+        self, tx: psycopg.AsyncConnection[Any], job: JobRecord, status: str, *, error: JobError, message: str
+    ) -> JobRecord:
+        """A job ended without success: finished, and its whole hold released."""
+        finished = await self._finish(tx, job, status, error=error, message=message)
+        await self._settle(tx, job, captured=0, waived=0, release_note=f"job {status.lower()}")
+        return finished
+
+    async def _settle(
+        self,
+        tx: psycopg.AsyncConnection[Any],
+        job: JobRecord,
+        *,
+        captured: int,
+        waived: int,
+        release_note: str,
+        waive_note: str = "",
+    ) -> None:
+        """Capture `captured` of the job's hold and release the rest, in one
+        statement. It locks the project's credit account row until commit, a
+        row every job of the project needs (create reserves on it): callers
+        run it last, so the lock is held for this statement and the COMMIT only."""
+        await tx.execute(
+            Q.settle_credits,
+            {
+                "project_id": job.project_id,
+                "job_id": job.id,
+                "captured": captured,
+                "released": job.credits_reserved - captured,
+                "waived": waived,
+                "capture_note": "job succeeded",
+                "release_note": release_note,
+                "waive_note": waive_note,
+            },
+        )
+
     async def cancel(self, principal: Principal, job_id: str, reason: str) -> JobRecord:
         async with self._db.transaction() as tx:
             job = await self._lock_job(tx, principal, job_id)
@@ -770,9 +792,9 @@ class JobService:
                 raise failed_precondition("JOB_ALREADY_FINISHED", f"job {job_id} already {job.status}")
             message = f"cancelled: {reason}" if reason else "cancelled"
             error = JobError(int(Code.CANCELLED), "JOB_CANCELLED", message)
-            cancelled = await self._finish(tx, job, "CANCELLED", error=error, message=message)
-            if job.worker_id:
+            if job.worker_id:  # delivered at commit, like the event
                 await notify(tx, CANCEL_CHANNEL, f"{job.worker_id}:{job.id}")
+            cancelled = await self._finish_and_settle(tx, job, "CANCELLED", error=error, message=message)
         return cancelled
 
     async def _requeue_or_fail(
@@ -780,7 +802,7 @@ class JobService:
     ) -> JobRecord:
         if count_attempt and job.attempt >= job.max_attempts:
             error = JobError(int(Code.ABORTED), "ATTEMPTS_EXHAUSTED", f"{why}; gave up after {job.attempt} attempts")
-            return await self._finish(tx, job, "FAILED", error=error, message=error.message)
+            return await self._finish_and_settle(tx, job, "FAILED", error=error, message=error.message)
         backoff = self.policy.backoff(job.attempt) if count_attempt else 0.0
         row = await (
             await tx.execute(
@@ -994,7 +1016,7 @@ class JobService:
             if retryable:
                 return await self._requeue_or_fail(tx, job, f"attempt {job.attempt} failed: {message[:300]}")
             error = JobError(int(Code.ABORTED), reason, message[:1000] or "the job failed")
-            return await self._finish(tx, job, "FAILED", error=error, message=error.message)
+            return await self._finish_and_settle(tx, job, "FAILED", error=error, message=error.message)
 
     async def release(self, principal: Principal, job_id: str, reason: str) -> JobRecord:
         async with self._db.transaction() as tx:
@@ -1022,7 +1044,7 @@ class JobService:
         try:
             async with self._db.transaction() as tx:
                 job = await self._current_attempt(tx, principal, job_id)
-                return await self._finish(tx, job, "FAILED", error=error, message=error.message)
+                return await self._finish_and_settle(tx, job, "FAILED", error=error, message=error.message)
         except DomainError as err:
             if err.reason == "JOB_ATTEMPT_OVER":
                 return None
@@ -1031,8 +1053,9 @@ class JobService:
     async def succeed(
         self, tx: psycopg.AsyncConnection[Any], job: JobRecord, *, actual_cost: int, output_item_ids: list[str]
     ) -> JobRecord:
-        """Capture the actual cost and finish. The hold is the price quoted at
-        creation and the most a job costs: below it the rest is released;
+        """Mark the job SUCCEEDED (its row and event); the caller then runs
+        `settle_success`, last before its commit. The hold is the price quoted
+        at creation and the most a job costs: below it the rest is released;
         above it the hold is captured and the excess is waived, recorded as a
         `waive` ledger entry and in the job's message, never dropped silently."""
         charged = min(actual_cost, job.credits_reserved)
@@ -1040,20 +1063,24 @@ class JobService:
         message = f"{len(output_item_ids)} output item(s) registered"
         if waived:
             message += f"; actual cost {actual_cost} credits exceeds the {charged} reserved: {waived} waived"
-        finished = await self._finish(
+        return await self._finish(
             tx, job, "SUCCEEDED", message=message, charged=charged, output_item_ids=output_item_ids
         )
-        if waived:
-            await tx.execute(
-                Q.waive_credits,
-                {
-                    "project_id": job.project_id,
-                    "amount": waived,
-                    "job_id": job.id,
-                    "note": f"actual cost {actual_cost} exceeds the {charged} reserved",
-                },
-            )
-        return finished
+
+    async def settle_success(self, tx: psycopg.AsyncConnection[Any], job: JobRecord, *, actual_cost: int) -> None:
+        """The credits of a job `succeed` finished: capture the cost (at most
+        the hold), release the rest, record any excess as waived. Run it last
+        in the transaction: it locks the project's credit account row."""
+        charged = min(actual_cost, job.credits_reserved)
+        waived = actual_cost - charged
+        await self._settle(
+            tx,
+            job,
+            captured=charged,
+            waived=waived,
+            release_note="unspent remainder",
+            waive_note=f"actual cost {actual_cost} exceeds the {charged} reserved",
+        )
 
     async def expire_idempotency_keys(self) -> None:
         async with self._db.connection() as conn:

@@ -45,24 +45,29 @@ INSERT INTO credit_ledger (project_id, job_id, kind, amount, available_after, he
 SELECT project_id, %(job_id)s, 'reserve', %(amount)s, available, held, %(note)s FROM account
 RETURNING id;
 
--- name: release_credits
+-- name: settle_credits
+-- A finished job's hold in one statement (one lock of the account row, taken
+-- last in its transaction): `captured` moves from held to captured, `released`
+-- from held back to available, `waived` (the actual cost above the hold) is
+-- only recorded. One ledger row per nonzero amount, in that order, each with
+-- the balance right after it. No row when every amount is zero.
 WITH account AS (
-    UPDATE credit_accounts SET available = available + %(amount)s, held = held - %(amount)s
-    WHERE project_id = %(project_id)s
+    UPDATE credit_accounts
+    SET available = available + %(released)s, held = held - %(captured)s - %(released)s,
+        captured_total = captured_total + %(captured)s
+    WHERE project_id = %(project_id)s AND %(captured)s + %(released)s + %(waived)s > 0
     RETURNING project_id, available, held
 )
 INSERT INTO credit_ledger (project_id, job_id, kind, amount, available_after, held_after, note)
-SELECT project_id, %(job_id)s, 'release', %(amount)s, available, held, %(note)s FROM account
-RETURNING id;
-
--- name: capture_credits
-WITH account AS (
-    UPDATE credit_accounts SET held = held - %(amount)s, captured_total = captured_total + %(amount)s
-    WHERE project_id = %(project_id)s
-    RETURNING project_id, available, held
-)
-INSERT INTO credit_ledger (project_id, job_id, kind, amount, available_after, held_after, note)
-SELECT project_id, %(job_id)s, 'capture', %(amount)s, available, held, %(note)s FROM account
+SELECT account.project_id, %(job_id)s, e.kind, e.amount, account.available - e.released_later,
+       account.held + e.released_later, e.note
+FROM account,
+     (VALUES (1, 'capture', %(captured)s::bigint, %(released)s::bigint, %(capture_note)s::text),
+             (2, 'release', %(released)s::bigint, 0::bigint, %(release_note)s::text),
+             (3, 'waive', %(waived)s::bigint, 0::bigint, %(waive_note)s::text))
+         AS e (position, kind, amount, released_later, note)
+WHERE e.amount > 0
+ORDER BY e.position
 RETURNING id;
 
 -- name: insert_job
