@@ -576,6 +576,18 @@ class JobService:
                     },
                 )
             ).fetchone()
+            assert row is not None
+            job = JobRecord.from_row(row)
+            result: Dispatch | None = None
+            if dispatch:
+                # Both events in one statement, `created` first.
+                dispatched, result = await self._dispatch(tx, job, job_type, record=False)
+                await self._record_events(tx, [(job, "created"), (dispatched, "dispatched")])
+                job = dispatched
+            else:
+                await self._record_event(tx, job, "created")
+            # Last: the project's credit account row stays locked until commit,
+            # and every job of the project needs it (its commit captures on it).
             reserved = await (
                 await tx.execute(
                     Q.reserve_credits,
@@ -591,11 +603,6 @@ class JobService:
                     required=str(credits),
                     available=str(available),
                 )
-            assert row is not None
-            job = await self._record_event(tx, JobRecord.from_row(row), "created")
-            result: Dispatch | None = None
-            if dispatch:
-                job, result = await self._dispatch(tx, job, job_type)
         return job, result
 
     async def dispatch(
@@ -612,8 +619,10 @@ class JobService:
             return await self._dispatch(tx, job, await self.job_type(job.job_type_id, tx))
 
     async def _dispatch(
-        self, tx: psycopg.AsyncConnection[Any], job: JobRecord, job_type: JobTypeRecord
+        self, tx: psycopg.AsyncConnection[Any], job: JobRecord, job_type: JobTypeRecord, *, record: bool = True
     ) -> tuple[JobRecord, Dispatch]:
+        """Queue a PENDING job; its `dispatched` event is recorded here unless
+        `record` is False (the caller records it with others)."""
         n = job_type.connected_workers
         message = (
             f"queued; {n} connected worker{'s' if n != 1 else ''} run{'s' if n == 1 else ''} {job.job_type_id}"
@@ -622,7 +631,9 @@ class JobService:
         )
         row = await (await tx.execute(Q.dispatch_job, {"id": job.id, "message": message})).fetchone()
         assert row is not None
-        dispatched = await self._record_event(tx, JobRecord.from_row(row), "dispatched")
+        dispatched = JobRecord.from_row(row)
+        if record:
+            await self._record_event(tx, dispatched, "dispatched")
         return dispatched, Dispatch(True, "", message)
 
     # -- reading ---------------------------------------------------------------
@@ -704,19 +715,25 @@ class JobService:
     # -- transitions -------------------------------------------------------------
 
     async def _record_event(self, tx: psycopg.AsyncConnection[Any], job: JobRecord, event_type: str) -> JobRecord:
-        """Persist the event and NOTIFY it (one statement; see insert_event)."""
+        """Persist the event and NOTIFY it (one statement; see insert_events)."""
+        await self._record_events(tx, [(job, event_type)])
+        return job
+
+    async def _record_events(self, tx: psycopg.AsyncConnection[Any], events: list[tuple[JobRecord, str]]) -> None:
+        """Persist and NOTIFY several events, in order, in one statement."""
+        if not events:
+            return
         await tx.execute(
-            Q.insert_event,
+            Q.insert_events,
             {
-                "job_id": job.id,
-                "sequence": job.sequence,
-                "event_type": event_type,
-                "snapshot": Jsonb(event_snapshot(job)),
-                "terminal": job.terminal,
-                "worker_id": job.worker_id,
+                "job_ids": [job.id for job, _ in events],
+                "sequences": [job.sequence for job, _ in events],
+                "event_types": [event_type for _, event_type in events],
+                "snapshots": [Jsonb(event_snapshot(job)) for job, _ in events],
+                "terminals": [job.terminal for job, _ in events],
+                "worker_ids": [job.worker_id for job, _ in events],
             },
         )
-        return job
 
     async def _finish(
         self,
@@ -944,13 +961,21 @@ class JobService:
                     },
                 )
             ).fetchall()
-            for row in rows:
-                job = await self._record_event(tx, JobRecord.from_row(row), "assigned")
-                token = JOB_TOKEN_PREFIX + secrets.token_urlsafe(32)
+            jobs = [JobRecord.from_row(row) for row in rows]
+            tokens = [JOB_TOKEN_PREFIX + secrets.token_urlsafe(32) for _ in jobs]
+            # One statement each for all the claimed jobs' events and tokens.
+            await self._record_events(tx, [(job, "assigned") for job in jobs])
+            if jobs:
                 await tx.execute(
-                    Q.insert_job_token,
-                    {"token_hash": hash_token(token), "job_id": job.id, "attempt": job.attempt, "worker_id": worker_id},
+                    Q.insert_job_tokens,
+                    {
+                        "token_hashes": [hash_token(token) for token in tokens],
+                        "job_ids": [job.id for job in jobs],
+                        "attempts": [job.attempt for job in jobs],
+                        "worker_id": worker_id,
+                    },
                 )
+            for row, job, token in zip(rows, jobs, tokens, strict=True):
                 sources = []
                 for item_id in job.source_item_ids:
                     item_row = await (await tx.execute(Q.get_item, {"id": item_id})).fetchone()
@@ -979,23 +1004,22 @@ class JobService:
         """Returns True when the job was cancelled (the worker should stop)."""
         progress = 0.0 if math.isnan(progress) else min(1.0, max(0.0, progress))
         try:
+            require_job_token(principal, job_id)
             async with self._db.transaction() as tx:
-                job = await self._current_attempt(tx, principal, job_id)
                 params = {
-                    "id": job.id,
-                    "attempt": job.attempt,
+                    "id": job_id,
+                    "attempt": principal.attempt,
+                    "worker_id": principal.name,
                     "progress": progress,
                     "message": message[:500],
                     "lease_seconds": self.policy.lease_seconds,
                 }
-                if job.status == "DISPATCHED":
-                    row = await (await tx.execute(Q.mark_running, params)).fetchone()
-                    event = "running"
+                row = await (await tx.execute(Q.report_progress, params)).fetchone()
+                if row is None:
+                    # The attempt is over: the lock and check say how (JOB_ATTEMPT_OVER).
+                    await self._current_attempt(tx, principal, job_id)
                 else:
-                    row = await (await tx.execute(Q.set_progress, params)).fetchone()
-                    event = "progress"
-                if row is not None:
-                    await self._record_event(tx, JobRecord.from_row(row), event)
+                    await self._record_event(tx, JobRecord.from_row(row), "running" if row["started"] else "progress")
         except DomainError as err:
             if err.reason == "JOB_ATTEMPT_OVER" and await self._cancelled(job_id):
                 return True
