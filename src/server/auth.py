@@ -12,7 +12,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from server import callstats
@@ -104,6 +104,19 @@ class Principal:
             )
 
 
+def job_principal(job_id: str, attempt: int, worker_id: str, source_item_ids: Iterable[str]) -> Principal:
+    """The caller of a job token: one attempt of one job, on one worker."""
+    return Principal(
+        id=f"job:{job_id}:{attempt}",
+        kind="job",
+        scopes=frozenset(),
+        name=worker_id,
+        job_id=job_id,
+        attempt=attempt,
+        source_item_ids=frozenset(source_item_ids),
+    )
+
+
 class TokenService:
     """Issues tokens and resolves bearer tokens to principals.
 
@@ -186,15 +199,12 @@ class TokenService:
             row = await (await conn.execute(Q.job_token_principal, {"token_hash": hash_token(token)})).fetchone()
         if row is None:
             raise unauthenticated("unknown job token")
-        return Principal(
-            id=f"job:{row['job_id']}:{row['attempt']}",
-            kind="job",
-            scopes=frozenset(),
-            name=row["worker_id"],
-            job_id=row["job_id"],
-            attempt=row["attempt"],
-            source_item_ids=frozenset(row["source_item_ids"]),
-        )
+        return job_principal(row["job_id"], row["attempt"], row["worker_id"], row["source_item_ids"])
+
+    def remember_job_token(self, token: str, principal: Principal) -> None:
+        """A job token this process just issued (and committed): its worker's
+        first call need not look it up. What it names never changes."""
+        self._remember(hash_token(token), principal, time.monotonic())
 
     async def revoke(self, token_id: str) -> bool:
         """Revoke a token by id; False when no live token has that id. Other

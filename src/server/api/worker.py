@@ -15,7 +15,7 @@ from geopera.v1 import worker_pb2, worker_pb2_grpc
 from server.api import convert
 from server.api.calls import metadata_value, rpc_call, unavailable
 from server.api.revocation import end_on_revocation
-from server.auth import Principal
+from server.auth import Principal, job_principal
 from server.domain.jobs import Assignment, CostModel, JobRecord, JobTypeRecord
 from server.domain.models import ItemRecord
 from server.domain.outputs import CommitPart, OutputAssetSpec, OutputChunkPart, OutputItemPart, OutputPart
@@ -118,6 +118,10 @@ class Dispatcher:
             for assignment in assignments:
                 if self.sessions.get(session.worker_id) is not session:
                     break  # gone meanwhile: the lease expires and the job is re-dispatched
+                job = assignment.job
+                self._services.tokens.remember_job_token(
+                    assignment.token, job_principal(job.id, job.attempt, job.worker_id, job.source_item_ids)
+                )
                 session.outbox.put_nowait(
                     worker_pb2.ConnectResponse(assignment=_assignment(assignment, self._services.storage))
                 )

@@ -576,6 +576,18 @@ class JobService:
                     },
                 )
             ).fetchone()
+            assert row is not None
+            job = JobRecord.from_row(row)
+            result: Dispatch | None = None
+            if dispatch:
+                # Both events in one statement, `created` first.
+                dispatched, result = await self._dispatch(tx, job, job_type, record=False)
+                await self._record_events(tx, [(job, "created"), (dispatched, "dispatched")])
+                job = dispatched
+            else:
+                await self._record_event(tx, job, "created")
+            # Last: the project's credit account row stays locked until commit,
+            # and every job of the project needs it (its commit captures on it).
             reserved = await (
                 await tx.execute(
                     Q.reserve_credits,
@@ -591,11 +603,6 @@ class JobService:
                     required=str(credits),
                     available=str(available),
                 )
-            assert row is not None
-            job = await self._record_event(tx, JobRecord.from_row(row), "created")
-            result: Dispatch | None = None
-            if dispatch:
-                job, result = await self._dispatch(tx, job, job_type)
         return job, result
 
     async def dispatch(
@@ -612,8 +619,10 @@ class JobService:
             return await self._dispatch(tx, job, await self.job_type(job.job_type_id, tx))
 
     async def _dispatch(
-        self, tx: psycopg.AsyncConnection[Any], job: JobRecord, job_type: JobTypeRecord
+        self, tx: psycopg.AsyncConnection[Any], job: JobRecord, job_type: JobTypeRecord, *, record: bool = True
     ) -> tuple[JobRecord, Dispatch]:
+        """Queue a PENDING job; its `dispatched` event is recorded here unless
+        `record` is False (the caller records it with others)."""
         n = job_type.connected_workers
         message = (
             f"queued; {n} connected worker{'s' if n != 1 else ''} run{'s' if n == 1 else ''} {job.job_type_id}"
@@ -622,7 +631,9 @@ class JobService:
         )
         row = await (await tx.execute(Q.dispatch_job, {"id": job.id, "message": message})).fetchone()
         assert row is not None
-        dispatched = await self._record_event(tx, JobRecord.from_row(row), "dispatched")
+        dispatched = JobRecord.from_row(row)
+        if record:
+            await self._record_event(tx, dispatched, "dispatched")
         return dispatched, Dispatch(True, "", message)
 
     # -- reading ---------------------------------------------------------------
@@ -704,19 +715,25 @@ class JobService:
     # -- transitions -------------------------------------------------------------
 
     async def _record_event(self, tx: psycopg.AsyncConnection[Any], job: JobRecord, event_type: str) -> JobRecord:
-        """Persist the event and NOTIFY it (one statement; see insert_event)."""
+        """Persist the event and NOTIFY it (one statement; see insert_events)."""
+        await self._record_events(tx, [(job, event_type)])
+        return job
+
+    async def _record_events(self, tx: psycopg.AsyncConnection[Any], events: list[tuple[JobRecord, str]]) -> None:
+        """Persist and NOTIFY several events, in order, in one statement."""
+        if not events:
+            return
         await tx.execute(
-            Q.insert_event,
+            Q.insert_events,
             {
-                "job_id": job.id,
-                "sequence": job.sequence,
-                "event_type": event_type,
-                "snapshot": Jsonb(event_snapshot(job)),
-                "terminal": job.terminal,
-                "worker_id": job.worker_id,
+                "job_ids": [job.id for job, _ in events],
+                "sequences": [job.sequence for job, _ in events],
+                "event_types": [event_type for _, event_type in events],
+                "snapshots": [Jsonb(event_snapshot(job)) for job, _ in events],
+                "terminals": [job.terminal for job, _ in events],
+                "worker_ids": [job.worker_id for job, _ in events],
             },
         )
-        return job
 
     async def _finish(
         self,
@@ -729,22 +746,8 @@ class JobService:
         charged: int = 0,
         output_item_ids: list[str] | None = None,
     ) -> JobRecord:
-        """Terminal transition with its credit movements."""
-        if status == "SUCCEEDED":
-            if charged:
-                await tx.execute(
-                    Q.capture_credits,
-                    {"project_id": job.project_id, "amount": charged, "job_id": job.id, "note": "job succeeded"},
-                )
-            remainder = job.credits_reserved - charged
-            note = "unspent remainder"
-        else:
-            remainder = job.credits_reserved
-            note = f"job {status.lower()}"
-        if remainder > 0:
-            await tx.execute(
-                Q.release_credits, {"project_id": job.project_id, "amount": remainder, "job_id": job.id, "note": note}
-            )
+        """Terminal transition: the job row and its event. The credits are
+        settled by `_settle` (the caller's last statement before commit)."""
         row = await (
             await tx.execute(
                 Q.finish_job,
@@ -761,6 +764,42 @@ class JobService:
         assert row is not None, f"job {job.id} finished twice"
         return await self._record_event(tx, JobRecord.from_row(row), status.lower())
 
+    async def _finish_and_settle(
+        self, tx: psycopg.AsyncConnection[Any], job: JobRecord, status: str, *, error: JobError, message: str
+    ) -> JobRecord:
+        """A job ended without success: finished, and its whole hold released."""
+        finished = await self._finish(tx, job, status, error=error, message=message)
+        await self._settle(tx, job, captured=0, waived=0, release_note=f"job {status.lower()}")
+        return finished
+
+    async def _settle(
+        self,
+        tx: psycopg.AsyncConnection[Any],
+        job: JobRecord,
+        *,
+        captured: int,
+        waived: int,
+        release_note: str,
+        waive_note: str = "",
+    ) -> None:
+        """Capture `captured` of the job's hold and release the rest, in one
+        statement. It locks the project's credit account row until commit, a
+        row every job of the project needs (create reserves on it): callers
+        run it last, so the lock is held for this statement and the COMMIT only."""
+        await tx.execute(
+            Q.settle_credits,
+            {
+                "project_id": job.project_id,
+                "job_id": job.id,
+                "captured": captured,
+                "released": job.credits_reserved - captured,
+                "waived": waived,
+                "capture_note": "job succeeded",
+                "release_note": release_note,
+                "waive_note": waive_note,
+            },
+        )
+
     async def cancel(self, principal: Principal, job_id: str, reason: str) -> JobRecord:
         async with self._db.transaction() as tx:
             job = await self._lock_job(tx, principal, job_id)
@@ -770,9 +809,9 @@ class JobService:
                 raise failed_precondition("JOB_ALREADY_FINISHED", f"job {job_id} already {job.status}")
             message = f"cancelled: {reason}" if reason else "cancelled"
             error = JobError(int(Code.CANCELLED), "JOB_CANCELLED", message)
-            cancelled = await self._finish(tx, job, "CANCELLED", error=error, message=message)
-            if job.worker_id:
+            if job.worker_id:  # delivered at commit, like the event
                 await notify(tx, CANCEL_CHANNEL, f"{job.worker_id}:{job.id}")
+            cancelled = await self._finish_and_settle(tx, job, "CANCELLED", error=error, message=message)
         return cancelled
 
     async def _requeue_or_fail(
@@ -780,7 +819,7 @@ class JobService:
     ) -> JobRecord:
         if count_attempt and job.attempt >= job.max_attempts:
             error = JobError(int(Code.ABORTED), "ATTEMPTS_EXHAUSTED", f"{why}; gave up after {job.attempt} attempts")
-            return await self._finish(tx, job, "FAILED", error=error, message=error.message)
+            return await self._finish_and_settle(tx, job, "FAILED", error=error, message=error.message)
         backoff = self.policy.backoff(job.attempt) if count_attempt else 0.0
         row = await (
             await tx.execute(
@@ -922,13 +961,21 @@ class JobService:
                     },
                 )
             ).fetchall()
-            for row in rows:
-                job = await self._record_event(tx, JobRecord.from_row(row), "assigned")
-                token = JOB_TOKEN_PREFIX + secrets.token_urlsafe(32)
+            jobs = [JobRecord.from_row(row) for row in rows]
+            tokens = [JOB_TOKEN_PREFIX + secrets.token_urlsafe(32) for _ in jobs]
+            # One statement each for all the claimed jobs' events and tokens.
+            await self._record_events(tx, [(job, "assigned") for job in jobs])
+            if jobs:
                 await tx.execute(
-                    Q.insert_job_token,
-                    {"token_hash": hash_token(token), "job_id": job.id, "attempt": job.attempt, "worker_id": worker_id},
+                    Q.insert_job_tokens,
+                    {
+                        "token_hashes": [hash_token(token) for token in tokens],
+                        "job_ids": [job.id for job in jobs],
+                        "attempts": [job.attempt for job in jobs],
+                        "worker_id": worker_id,
+                    },
                 )
+            for row, job, token in zip(rows, jobs, tokens, strict=True):
                 sources = []
                 for item_id in job.source_item_ids:
                     item_row = await (await tx.execute(Q.get_item, {"id": item_id})).fetchone()
@@ -957,23 +1004,22 @@ class JobService:
         """Returns True when the job was cancelled (the worker should stop)."""
         progress = 0.0 if math.isnan(progress) else min(1.0, max(0.0, progress))
         try:
+            require_job_token(principal, job_id)
             async with self._db.transaction() as tx:
-                job = await self._current_attempt(tx, principal, job_id)
                 params = {
-                    "id": job.id,
-                    "attempt": job.attempt,
+                    "id": job_id,
+                    "attempt": principal.attempt,
+                    "worker_id": principal.name,
                     "progress": progress,
                     "message": message[:500],
                     "lease_seconds": self.policy.lease_seconds,
                 }
-                if job.status == "DISPATCHED":
-                    row = await (await tx.execute(Q.mark_running, params)).fetchone()
-                    event = "running"
+                row = await (await tx.execute(Q.report_progress, params)).fetchone()
+                if row is None:
+                    # The attempt is over: the lock and check say how (JOB_ATTEMPT_OVER).
+                    await self._current_attempt(tx, principal, job_id)
                 else:
-                    row = await (await tx.execute(Q.set_progress, params)).fetchone()
-                    event = "progress"
-                if row is not None:
-                    await self._record_event(tx, JobRecord.from_row(row), event)
+                    await self._record_event(tx, JobRecord.from_row(row), "running" if row["started"] else "progress")
         except DomainError as err:
             if err.reason == "JOB_ATTEMPT_OVER" and await self._cancelled(job_id):
                 return True
@@ -994,7 +1040,7 @@ class JobService:
             if retryable:
                 return await self._requeue_or_fail(tx, job, f"attempt {job.attempt} failed: {message[:300]}")
             error = JobError(int(Code.ABORTED), reason, message[:1000] or "the job failed")
-            return await self._finish(tx, job, "FAILED", error=error, message=error.message)
+            return await self._finish_and_settle(tx, job, "FAILED", error=error, message=error.message)
 
     async def release(self, principal: Principal, job_id: str, reason: str) -> JobRecord:
         async with self._db.transaction() as tx:
@@ -1022,7 +1068,7 @@ class JobService:
         try:
             async with self._db.transaction() as tx:
                 job = await self._current_attempt(tx, principal, job_id)
-                return await self._finish(tx, job, "FAILED", error=error, message=error.message)
+                return await self._finish_and_settle(tx, job, "FAILED", error=error, message=error.message)
         except DomainError as err:
             if err.reason == "JOB_ATTEMPT_OVER":
                 return None
@@ -1031,8 +1077,9 @@ class JobService:
     async def succeed(
         self, tx: psycopg.AsyncConnection[Any], job: JobRecord, *, actual_cost: int, output_item_ids: list[str]
     ) -> JobRecord:
-        """Capture the actual cost and finish. The hold is the price quoted at
-        creation and the most a job costs: below it the rest is released;
+        """Mark the job SUCCEEDED (its row and event); the caller then runs
+        `settle_success`, last before its commit. The hold is the price quoted
+        at creation and the most a job costs: below it the rest is released;
         above it the hold is captured and the excess is waived, recorded as a
         `waive` ledger entry and in the job's message, never dropped silently."""
         charged = min(actual_cost, job.credits_reserved)
@@ -1040,20 +1087,24 @@ class JobService:
         message = f"{len(output_item_ids)} output item(s) registered"
         if waived:
             message += f"; actual cost {actual_cost} credits exceeds the {charged} reserved: {waived} waived"
-        finished = await self._finish(
+        return await self._finish(
             tx, job, "SUCCEEDED", message=message, charged=charged, output_item_ids=output_item_ids
         )
-        if waived:
-            await tx.execute(
-                Q.waive_credits,
-                {
-                    "project_id": job.project_id,
-                    "amount": waived,
-                    "job_id": job.id,
-                    "note": f"actual cost {actual_cost} exceeds the {charged} reserved",
-                },
-            )
-        return finished
+
+    async def settle_success(self, tx: psycopg.AsyncConnection[Any], job: JobRecord, *, actual_cost: int) -> None:
+        """The credits of a job `succeed` finished: capture the cost (at most
+        the hold), release the rest, record any excess as waived. Run it last
+        in the transaction: it locks the project's credit account row."""
+        charged = min(actual_cost, job.credits_reserved)
+        waived = actual_cost - charged
+        await self._settle(
+            tx,
+            job,
+            captured=charged,
+            waived=waived,
+            release_note="unspent remainder",
+            waive_note=f"actual cost {actual_cost} exceeds the {charged} reserved",
+        )
 
     async def expire_idempotency_keys(self) -> None:
         async with self._db.connection() as conn:

@@ -401,10 +401,15 @@ class OutputService:
                 row = await (await tx.execute(Q.get_item, {"id": record.id})).fetchone()
                 assert row is not None
                 records.append(ItemRecord.from_row(row))
-            await self._quota.check(tx, job.project_id)
             area_km2 = sum(abs(_GEOD.geometry_area_perimeter(a)[0]) for a in areas) / 1e6
             actual = job_type.cost.actual(area_km2, sum(len(a) for _, _, a in prepared))
             finished = await self._jobs.succeed(tx, job, actual_cost=actual, output_item_ids=[r.id for r in records])
             response = encode(finished, records)
             await self._jobs.store_response(tx, job.id, response)
+            # Last, the two rows this project's other jobs wait for: each stays
+            # locked until the commit. A commit without outputs adds no byte, so
+            # it cannot take the project over its quota and skips that lock.
+            if prepared:
+                await self._quota.check(tx, job.project_id)
+            await self._jobs.settle_success(tx, job, actual_cost=actual)
         return response

@@ -21,7 +21,7 @@ import psycopg
 
 log = logging.getLogger(__name__)
 
-EVENTS_CHANNEL = "geopera_job_events"  # also named in jobs.sql (insert_event)
+EVENTS_CHANNEL = "geopera_job_events"  # also named in jobs.sql (insert_events)
 DISPATCH_CHANNEL = "geopera_dispatch"
 CANCEL_CHANNEL = "geopera_worker_cancel"
 

@@ -22,11 +22,3 @@ WHERE project_id = %(project_id)s
   AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
 ORDER BY id DESC
 LIMIT %(limit)s;
-
--- name: waive_credits
--- Records the part of a job's actual cost above its hold, which is not charged
--- (the hold is the most a job costs): no balance moves.
-INSERT INTO credit_ledger (project_id, job_id, kind, amount, available_after, held_after, note)
-SELECT project_id, %(job_id)s, 'waive', %(amount)s, available, held, %(note)s
-FROM credit_accounts WHERE project_id = %(project_id)s
-RETURNING id;

@@ -45,24 +45,29 @@ INSERT INTO credit_ledger (project_id, job_id, kind, amount, available_after, he
 SELECT project_id, %(job_id)s, 'reserve', %(amount)s, available, held, %(note)s FROM account
 RETURNING id;
 
--- name: release_credits
+-- name: settle_credits
+-- A finished job's hold in one statement (one lock of the account row, taken
+-- last in its transaction): `captured` moves from held to captured, `released`
+-- from held back to available, `waived` (the actual cost above the hold) is
+-- only recorded. One ledger row per nonzero amount, in that order, each with
+-- the balance right after it. No row when every amount is zero.
 WITH account AS (
-    UPDATE credit_accounts SET available = available + %(amount)s, held = held - %(amount)s
-    WHERE project_id = %(project_id)s
+    UPDATE credit_accounts
+    SET available = available + %(released)s, held = held - %(captured)s - %(released)s,
+        captured_total = captured_total + %(captured)s
+    WHERE project_id = %(project_id)s AND %(captured)s + %(released)s + %(waived)s > 0
     RETURNING project_id, available, held
 )
 INSERT INTO credit_ledger (project_id, job_id, kind, amount, available_after, held_after, note)
-SELECT project_id, %(job_id)s, 'release', %(amount)s, available, held, %(note)s FROM account
-RETURNING id;
-
--- name: capture_credits
-WITH account AS (
-    UPDATE credit_accounts SET held = held - %(amount)s, captured_total = captured_total + %(amount)s
-    WHERE project_id = %(project_id)s
-    RETURNING project_id, available, held
-)
-INSERT INTO credit_ledger (project_id, job_id, kind, amount, available_after, held_after, note)
-SELECT project_id, %(job_id)s, 'capture', %(amount)s, available, held, %(note)s FROM account
+SELECT account.project_id, %(job_id)s, e.kind, e.amount, account.available - e.released_later,
+       account.held + e.released_later, e.note
+FROM account,
+     (VALUES (1, 'capture', %(captured)s::bigint, %(released)s::bigint, %(capture_note)s::text),
+             (2, 'release', %(released)s::bigint, 0::bigint, %(release_note)s::text),
+             (3, 'waive', %(waived)s::bigint, 0::bigint, %(waive_note)s::text))
+         AS e (position, kind, amount, released_later, note)
+WHERE e.amount > 0
+ORDER BY e.position
 RETURNING id;
 
 -- name: insert_job
@@ -130,9 +135,11 @@ SELECT worker_id, count(*) AS n FROM jobs
 WHERE worker_id = ANY(%(worker_ids)s) AND status IN ('DISPATCHED', 'RUNNING')
 GROUP BY worker_id;
 
--- name: insert_job_token
+-- name: insert_job_tokens
+-- The tokens of the jobs one claim assigned to a worker (arrays in step).
 INSERT INTO job_tokens (token_hash, job_id, attempt, worker_id)
-VALUES (%(token_hash)s, %(job_id)s, %(attempt)s, %(worker_id)s);
+SELECT token_hash, job_id, attempt, %(worker_id)s
+FROM unnest(%(token_hashes)s::bytea[], %(job_ids)s::text[], %(attempts)s::integer[]) AS t (token_hash, job_id, attempt);
 
 -- name: job_token_principal
 SELECT t.job_id, t.attempt, t.worker_id, j.project_id, j.source_item_ids, j.status, j.attempt AS job_attempt,
@@ -140,18 +147,23 @@ SELECT t.job_id, t.attempt, t.worker_id, j.project_id, j.source_item_ids, j.stat
 FROM job_tokens t JOIN jobs j ON j.id = t.job_id
 WHERE t.token_hash = %(token_hash)s;
 
--- name: mark_running
-UPDATE jobs SET status = 'RUNNING', start_time = now(), progress = %(progress)s, message = %(message)s,
-    update_time = now(), sequence = sequence + 1,
-    lease_expire_time = greatest(lease_expire_time, now() + make_interval(secs => %(lease_seconds)s))
-WHERE id = %(id)s AND status = 'DISPATCHED' AND attempt = %(attempt)s
-RETURNING *;
-
--- name: set_progress
-UPDATE jobs SET progress = %(progress)s, message = %(message)s, update_time = now(), sequence = sequence + 1,
-    lease_expire_time = greatest(lease_expire_time, now() + make_interval(secs => %(lease_seconds)s))
-WHERE id = %(id)s AND status = 'RUNNING' AND attempt = %(attempt)s
-RETURNING *;
+-- name: report_progress
+-- A progress report of the token's live attempt (the first one also marks the
+-- job RUNNING; `started` says so), checked and applied in one statement under
+-- the job's row lock. No row when that attempt is over (the caller asks why).
+WITH live AS (
+    SELECT id, status FROM jobs
+    WHERE id = %(id)s AND attempt = %(attempt)s AND worker_id = %(worker_id)s
+      AND status IN ('DISPATCHED', 'RUNNING')
+    FOR UPDATE
+)
+UPDATE jobs j SET status = 'RUNNING',
+    start_time = CASE WHEN live.status = 'DISPATCHED' THEN now() ELSE j.start_time END,
+    progress = %(progress)s, message = %(message)s, update_time = now(), sequence = j.sequence + 1,
+    lease_expire_time = greatest(j.lease_expire_time, now() + make_interval(secs => %(lease_seconds)s))
+FROM live
+WHERE j.id = live.id
+RETURNING j.*, live.status = 'DISPATCHED' AS started;
 
 -- name: requeue_job
 -- Back to the queue for another attempt (lease expired, retryable failure,
@@ -189,27 +201,34 @@ FOR UPDATE SKIP LOCKED;
 UPDATE jobs SET lease_expire_time = now() + make_interval(secs => %(lease_seconds)s)
 WHERE worker_id = %(worker_id)s AND id = ANY(%(job_ids)s) AND status IN ('DISPATCHED', 'RUNNING');
 
--- name: insert_event
--- Writes the event and announces it on geopera_job_events (delivered at
--- commit, never on rollback). The payload carries the snapshot when it fits
--- NOTIFY's 8000-byte limit, so watchers rarely need to query.
-WITH event AS (
+-- name: insert_events
+-- Writes events (one per array position, e.g. a job's `created` and
+-- `dispatched`, or the `assigned` of each job a claim took) and announces each
+-- on geopera_job_events in that order (delivered at commit, never on
+-- rollback): one statement for all. The payload carries the snapshot when it
+-- fits NOTIFY's 8000-byte limit, so watchers rarely need to query.
+WITH given AS (
+    SELECT * FROM unnest(%(job_ids)s::text[], %(sequences)s::bigint[], %(event_types)s::text[],
+                         %(snapshots)s::jsonb[], %(terminals)s::boolean[], %(worker_ids)s::text[])
+        WITH ORDINALITY AS g (job_id, sequence, event_type, snapshot, terminal, worker_id, position)
+), event AS (
     INSERT INTO job_events (job_id, sequence, event_type, snapshot)
-    VALUES (%(job_id)s, %(sequence)s, %(event_type)s, %(snapshot)s)
+    SELECT job_id, sequence, event_type, snapshot FROM given ORDER BY position
     RETURNING job_id, sequence, event_type, event_time, snapshot
 ), payload AS (
-    SELECT event_time,
-           jsonb_build_object('j', job_id, 's', sequence, 'e', event_type, 'at', event_time,
-                              't', %(terminal)s::boolean, 'w', %(worker_id)s::text) AS head,
-           snapshot
-    FROM event
+    SELECT given.position, event.event_time,
+           jsonb_build_object('j', event.job_id, 's', event.sequence, 'e', event.event_type, 'at', event.event_time,
+                              't', given.terminal, 'w', given.worker_id) AS head,
+           event.snapshot
+    FROM event JOIN given USING (job_id, sequence)
 )
 SELECT event_time,
        pg_notify('geopera_job_events',
                  CASE WHEN octet_length((head || jsonb_build_object('snap', snapshot))::text) < 7900
                       THEN (head || jsonb_build_object('snap', snapshot))::text
                       ELSE head::text END) AS notified
-FROM payload;
+FROM payload
+ORDER BY position;
 
 -- name: events_after
 -- A job's events after a sequence, with the job's input_params (snapshots leave them out).
