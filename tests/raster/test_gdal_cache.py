@@ -41,6 +41,12 @@ def test_limit_is_restored_when_the_block_raises() -> None:
     assert cache_max() == before
 
 
+def test_limit_never_raises_the_cache() -> None:
+    before = cache_max()
+    with gdal_cache_limit(before + 2**30):
+        assert cache_max() == before
+
+
 def test_limit_must_be_positive() -> None:
     with pytest.raises(ValueError):
         with gdal_cache_limit(0):

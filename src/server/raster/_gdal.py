@@ -47,8 +47,9 @@ def _read_last_blocks(dataset: DatasetReader) -> None:
 
 
 # GDAL's block cache limit is one process-wide number, and jobs run in threads: every caller
-# that bounds it registers its limit, the largest registered one applies, and the value found
-# before the first one comes back when the last one ends.
+# that bounds it registers its limit, the largest registered one applies (never more than the
+# value found before the first one: a bound only lowers), and that value comes back when the
+# last one ends.
 _cache_lock = threading.Lock()
 _cache_limits: list[int] = []
 _cache_saved: int | None = None
@@ -56,7 +57,8 @@ _cache_saved: int | None = None
 
 @contextmanager
 def gdal_cache_limit(limit_bytes: int) -> Iterator[None]:
-    """Cap GDAL's block cache at ``limit_bytes`` bytes while the block runs.
+    """Cap GDAL's block cache at ``limit_bytes`` bytes (or less, if it already was) while the
+    block runs.
 
     In bytes on purpose: rasterio's ``set_gdal_config("GDAL_CACHEMAX", n)`` (and so
     ``rasterio.Env(GDAL_CACHEMAX=n)``) calls GDALSetCacheMax64(n) with n in bytes; only GDAL's
@@ -69,12 +71,16 @@ def gdal_cache_limit(limit_bytes: int) -> Iterator[None]:
         if not _cache_limits:
             _cache_saved = int(get_gdal_config("GDAL_CACHEMAX"))
         _cache_limits.append(limit_bytes)
-        set_gdal_config("GDAL_CACHEMAX", max(_cache_limits))
+        set_gdal_config("GDAL_CACHEMAX", _bounded(max(_cache_limits)))
     try:
         yield
     finally:
         with _cache_lock:
             _cache_limits.remove(limit_bytes)
-            restored = max(_cache_limits) if _cache_limits else _cache_saved
+            restored = _bounded(max(_cache_limits)) if _cache_limits else _cache_saved
             if restored is not None:
                 set_gdal_config("GDAL_CACHEMAX", restored)
+
+
+def _bounded(limit_bytes: int) -> int:
+    return limit_bytes if _cache_saved is None else min(limit_bytes, _cache_saved)
