@@ -488,9 +488,12 @@ def report(sizes: dict[float, dict[str, Any]], context: dict[str, Any]) -> tuple
         *sections,
         "",
         "Where the memory goes: clip_to_cog holds one strip (512 source rows x the window width) and "
-        "closes its source handle after each strip, so GDAL's block cache does not accumulate; outputs up to "
-        "64 MiB are staged in memory, larger ones in a file flushed strip by strip. The rest is the GDAL COG "
-        "driver's translation (overviews, ZSTD contexts, statistics, block cache up to GDAL_CACHEMAX): the "
+        "closes its source handle after each strip; while it reads a strip, and while it translates an "
+        "in-memory staging into the COG, it caps GDAL's block cache at a block and a half (source block of "
+        "every band, resp. output tile: 3 MiB here) instead of GDAL_CACHEMAX, since every block is used once "
+        "and a larger cache only stays resident. Outputs up to 64 MiB are staged in memory, larger ones in a "
+        "file flushed strip by strip (that translation keeps GDAL_CACHEMAX). The rest is the GDAL COG "
+        "driver's translation (overviews, ZSTD contexts, statistics): the "
         f"floor row is `write_cog` of the finished clip, preloaded ({context['runs']} warm runs; its array is "
         "not counted), i.e. what the house COG write alone costs.",
     ]

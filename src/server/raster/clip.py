@@ -32,7 +32,8 @@ from rasterio.windows import Window
 from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from shapely.geometry.polygon import orient
 
-from server.raster.cog import copy_as_cog, staging_directory
+from server.raster._gdal import gdal_cache_limit
+from server.raster.cog import COG_CREATION_OPTIONS, copy_as_cog, staging_directory
 from server.raster.errors import COG_WRITE_FAILED, UNREADABLE_RASTER, UNSUPPORTED_RASTER, RasterError
 from server.raster.inspect import footprint_of
 from server.raster.safe_open import GDAL_ERRORS, gdal_message, open_raster
@@ -54,6 +55,8 @@ STRIP_ROWS: Final = 512
 STRIP_BYTES_MAX: Final = 64 * 1024 * 1024
 # Outputs up to this size are staged in a MEM dataset, larger ones in a file (see staged_cog).
 MEMORY_STAGING_MAX_BYTES: Final = 64 * 1024 * 1024
+# Lower bound of the block cache while an in-memory staging is translated (translation_cache_bytes).
+TRANSLATION_CACHE_MIN_BYTES: Final = 1024 * 1024
 # Share of the progress range spent on strips; the rest is the COG translation (overviews,
 # compression, statistics), which GDAL does in one uninterruptible call.
 STRIPS_PROGRESS_SHARE: Final = 0.5
@@ -62,6 +65,7 @@ _STATISTICS_PREFIX: Final = "STATISTICS_"
 # georeferencing that clipping invalidates (RPC, GEOLOCATION).
 _COPIED_TAG_DOMAINS: Final = (None, "IMAGERY")
 _GEOD: Final = Geod(ellps="WGS84")
+COG_BLOCK_SIZE: Final = int(COG_CREATION_OPTIONS["BLOCKSIZE"])
 
 
 @dataclass(frozen=True)
@@ -334,6 +338,7 @@ def _write_clip(
     strips = strip_windows(dataset, window, _clip_bytes_per_pixel(dataset, indexes))
     pixels = to_window_pixels(geometry, dataset.window_transform(window))
     meta = band_metadata(dataset, indexes)
+    read_cache = strip_read_cache_bytes(dataset)
     with staged_cog(
         dst,
         width=int(window.width),
@@ -347,7 +352,7 @@ def _write_clip(
     ) as staging:
         for number, strip in enumerate(strips):
             check()
-            with strip_source(src) as source:
+            with gdal_cache_limit(read_cache), strip_source(src) as source:
                 data = read_window(source, indexes, strip)
                 outside = strip_mask(pixels, window, strip)
                 if collisions_matter and np.any(_equals(data, nodata) & ~outside):
@@ -363,6 +368,18 @@ def _write_clip(
             report(STRIPS_PROGRESS_SHARE * (number + 1) / len(strips))
         check()
     return counts
+
+
+def strip_read_cache_bytes(dataset: DatasetReader) -> int:
+    """GDAL block cache while a strip is read: a block and a half of every band.
+
+    Reads go block by block with every band of a block before the next one (a pixel-interleaved
+    block decodes all bands at once), so the cache only needs the current block; more stays
+    resident after the strip, and with GDAL's default (5% of RAM) nothing bounds it.
+    """
+    block_rows, block_cols = dataset.block_shapes[0]
+    block_bytes = block_rows * block_cols * dataset.count * np.dtype(dataset.dtypes[0]).itemsize
+    return max(TRANSLATION_CACHE_MIN_BYTES, block_bytes * 3 // 2)
 
 
 def _clip_bytes_per_pixel(dataset: DatasetReader, indexes: list[int]) -> int:
@@ -559,6 +576,12 @@ _STAGING_OPTIONS: Final[Mapping[str, str]] = {
 }
 
 
+def translation_cache_bytes(count: int, dtype: str) -> int:
+    """GDAL block cache for translating an in-memory staging into a COG: 1.5 output tiles."""
+    tile_bytes = COG_BLOCK_SIZE * COG_BLOCK_SIZE * count * np.dtype(dtype).itemsize
+    return max(TRANSLATION_CACHE_MIN_BYTES, tile_bytes * 3 // 2)
+
+
 @contextmanager
 def staged_cog(
     dst: Path,
@@ -589,7 +612,11 @@ def staged_cog(
             if metadata is not None:
                 _apply_metadata(memory, metadata)
             yield _MemoryStaging(memory)
-            copy_as_cog(memory, dst)
+            # The source is in memory (MEM bypasses the block cache), so the cache only holds
+            # the overview and output tiles being written: a tile and a half is enough, and
+            # anything more stays resident (GDAL's default is 5% of RAM; a worker's 64 MiB).
+            with gdal_cache_limit(translation_cache_bytes(count, dtype)):
+                copy_as_cog(memory, dst)
     else:
         with staging_directory(dst.parent) as staging_dir:
             staging_path = staging_dir / "staging.tif"
