@@ -2,8 +2,8 @@
 // @generated from file geopera/v1/catalog.proto (package geopera.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Item, LineageEdge, LineageNode, Project } from "./resources_pb.js";
 import { file_geopera_v1_resources } from "./resources_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file geopera/v1/catalog.proto.
  */
 export const file_geopera_v1_catalog: GenFile = /*@__PURE__*/
-  fileDesc("ChhnZW9wZXJhL3YxL2NhdGFsb2cucHJvdG8SCmdlb3BlcmEudjEiJwoRUHJvamVjdHNHZXRQYXJhbXMSEgoKcHJvamVjdF9pZBgBIAEoCSI5ChFQcm9qZWN0c0dldFJlc3VsdBIkCgdwcm9qZWN0GAEgASgLMhMuZ2VvcGVyYS52MS5Qcm9qZWN0IjsKElByb2plY3RzTGlzdFBhcmFtcxIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJUChJQcm9qZWN0c0xpc3RSZXN1bHQSJQoIcHJvamVjdHMYASADKAsyEy5nZW9wZXJhLnYxLlByb2plY3QSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiEKDkl0ZW1zR2V0UGFyYW1zEg8KB2l0ZW1faWQYASABKAkiMAoOSXRlbXNHZXRSZXN1bHQSHgoEaXRlbRgBIAEoCzIQLmdlb3BlcmEudjEuSXRlbSKEAgoPSXRlbXNMaXN0UGFyYW1zEhIKCnByb2plY3RfaWQYASABKAkSFQoNY29sbGVjdGlvbl9pZBgCIAEoCRIMCgRiYm94GAMgAygBEjIKDmRhdGV0aW1lX3N0YXJ0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxkYXRldGltZV9lbmQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgGIAEoBRISCgpwYWdlX3Rva2VuGAcgASgJEisKCmludGVyc2VjdHMYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IksKD0l0ZW1zTGlzdFJlc3VsdBIfCgVpdGVtcxgBIAMoCzIQLmdlb3BlcmEudjEuSXRlbRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiXwoKQXNzZXRJbnB1dBILCgNrZXkYASABKAkSEQoJdXBsb2FkX2lkGAIgASgJEhMKC3NlcnZlcl9ocmVmGAMgASgJEg0KBXJvbGVzGAQgAygJEg0KBXRpdGxlGAUgASgJIucBChFJdGVtc0NyZWF0ZVBhcmFtcxISCgpwcm9qZWN0X2lkGAEgASgJEhUKDWNvbGxlY3Rpb25faWQYAiABKAkSDAoEbmFtZRgDIAEoCRIsCghkYXRldGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoKcHJvcGVydGllcxgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJgoGYXNzZXRzGAYgAygLMhYuZ2VvcGVyYS52MS5Bc3NldElucHV0EhYKDmNvbnZlcnRfdG9fY29nGAcgASgIIjMKEUl0ZW1zQ3JlYXRlUmVzdWx0Eh4KBGl0ZW0YASABKAsyEC5nZW9wZXJhLnYxLkl0ZW0iSwoSSXRlbXNMaW5lYWdlUGFyYW1zEg8KB2l0ZW1faWQYASABKAkSEQoJZGlyZWN0aW9uGAIgASgJEhEKCW1heF9kZXB0aBgDIAEoBSJkChJJdGVtc0xpbmVhZ2VSZXN1bHQSJgoFbm9kZXMYASADKAsyFy5nZW9wZXJhLnYxLkxpbmVhZ2VOb2RlEiYKBWVkZ2VzGAIgAygLMhcuZ2VvcGVyYS52MS5MaW5lYWdlRWRnZWIGcHJvdG8z", [file_geopera_v1_resources, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChhnZW9wZXJhL3YxL2NhdGFsb2cucHJvdG8SCmdlb3BlcmEudjEiJwoRUHJvamVjdHNHZXRQYXJhbXMSEgoKcHJvamVjdF9pZBgBIAEoCSI5ChFQcm9qZWN0c0dldFJlc3VsdBIkCgdwcm9qZWN0GAEgASgLMhMuZ2VvcGVyYS52MS5Qcm9qZWN0IjsKElByb2plY3RzTGlzdFBhcmFtcxIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSJUChJQcm9qZWN0c0xpc3RSZXN1bHQSJQoIcHJvamVjdHMYASADKAsyEy5nZW9wZXJhLnYxLlByb2plY3QSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiEKDkl0ZW1zR2V0UGFyYW1zEg8KB2l0ZW1faWQYASABKAkiMAoOSXRlbXNHZXRSZXN1bHQSHgoEaXRlbRgBIAEoCzIQLmdlb3BlcmEudjEuSXRlbSKoAgoPSXRlbXNMaXN0UGFyYW1zEhIKCnByb2plY3RfaWQYASABKAkSFQoNY29sbGVjdGlvbl9pZBgCIAEoCRIMCgRiYm94GAMgAygBEjIKDmRhdGV0aW1lX3N0YXJ0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxkYXRldGltZV9lbmQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgGIAEoBRISCgpwYWdlX3Rva2VuGAcgASgJEisKCmludGVyc2VjdHMYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiIKBHZpZXcYCSABKA4yFC5nZW9wZXJhLnYxLkl0ZW1WaWV3IksKD0l0ZW1zTGlzdFJlc3VsdBIfCgVpdGVtcxgBIAMoCzIQLmdlb3BlcmEudjEuSXRlbRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiXwoKQXNzZXRJbnB1dBILCgNrZXkYASABKAkSEQoJdXBsb2FkX2lkGAIgASgJEhMKC3NlcnZlcl9ocmVmGAMgASgJEg0KBXJvbGVzGAQgAygJEg0KBXRpdGxlGAUgASgJIucBChFJdGVtc0NyZWF0ZVBhcmFtcxISCgpwcm9qZWN0X2lkGAEgASgJEhUKDWNvbGxlY3Rpb25faWQYAiABKAkSDAoEbmFtZRgDIAEoCRIsCghkYXRldGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoKcHJvcGVydGllcxgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJgoGYXNzZXRzGAYgAygLMhYuZ2VvcGVyYS52MS5Bc3NldElucHV0EhYKDmNvbnZlcnRfdG9fY29nGAcgASgIIjMKEUl0ZW1zQ3JlYXRlUmVzdWx0Eh4KBGl0ZW0YASABKAsyEC5nZW9wZXJhLnYxLkl0ZW0iSwoSSXRlbXNMaW5lYWdlUGFyYW1zEg8KB2l0ZW1faWQYASABKAkSEQoJZGlyZWN0aW9uGAIgASgJEhEKCW1heF9kZXB0aBgDIAEoBSJkChJJdGVtc0xpbmVhZ2VSZXN1bHQSJgoFbm9kZXMYASADKAsyFy5nZW9wZXJhLnYxLkxpbmVhZ2VOb2RlEiYKBWVkZ2VzGAIgAygLMhcuZ2VvcGVyYS52MS5MaW5lYWdlRWRnZSpOCghJdGVtVmlldxIZChVJVEVNX1ZJRVdfVU5TUEVDSUZJRUQQABITCg9JVEVNX1ZJRVdfQkFTSUMQARISCg5JVEVNX1ZJRVdfRlVMTBACYgZwcm90bzM", [file_geopera_v1_resources, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * `projects.get` (scope `catalog:read`): one project.
@@ -231,6 +231,15 @@ export type ItemsListParams = Message<"geopera.v1.ItemsListParams"> & {
    * @generated from field: google.protobuf.Struct intersects = 8;
    */
   intersects?: JsonObject | undefined;
+
+  /**
+   * How much of each item to return (AIP-157): unset means
+   * `ITEM_VIEW_BASIC`; `ITEM_VIEW_FULL` returns items as `items.get` does.
+   * The view does not change which items match or the page tokens.
+   *
+   * @generated from field: geopera.v1.ItemView view = 9;
+   */
+  view: ItemView;
 };
 
 /**
@@ -502,4 +511,42 @@ export type ItemsLineageResult = Message<"geopera.v1.ItemsLineageResult"> & {
  */
 export const ItemsLineageResultSchema: GenMessage<ItemsLineageResult> = /*@__PURE__*/
   messageDesc(file_geopera_v1_catalog, 12);
+
+/**
+ * How much of an item a list returns (AIP-157).
+ *
+ * @generated from enum geopera.v1.ItemView
+ */
+export enum ItemView {
+  /**
+   * Not set: lists answer `ITEM_VIEW_BASIC`.
+   *
+   * @generated from enum value: ITEM_VIEW_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * What a listing is read for: `id`, `project_id`, `collection_id`, `name`,
+   * `datetime`, `bbox`, `create_time`, `job_id`, and each asset's `key`,
+   * `href`, `media_type`, `title` and `roles`. Leaves out the footprint
+   * `geometry`, `properties`, `source_item_ids` and each asset's `bands`
+   * (with their statistics), `grid`, `render`, `size_bytes` and `sha256`.
+   *
+   * @generated from enum value: ITEM_VIEW_BASIC = 1;
+   */
+  BASIC = 1,
+
+  /**
+   * Every field, as `items.get` answers.
+   *
+   * @generated from enum value: ITEM_VIEW_FULL = 2;
+   */
+  FULL = 2,
+}
+
+/**
+ * Describes the enum geopera.v1.ItemView.
+ */
+export const ItemViewSchema: GenEnum<ItemView> = /*@__PURE__*/
+  enumDesc(file_geopera_v1_catalog, 0);
 

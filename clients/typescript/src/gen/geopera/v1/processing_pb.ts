@@ -2,8 +2,8 @@
 // @generated from file geopera/v1/processing.proto (package geopera.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { DispatchResult, Job, JobStatus, JobType, Worker } from "./resources_pb.js";
 import { file_geopera_v1_resources } from "./resources_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file geopera/v1/processing.proto.
  */
 export const file_geopera_v1_processing: GenFile = /*@__PURE__*/
-  fileDesc("ChtnZW9wZXJhL3YxL3Byb2Nlc3NpbmcucHJvdG8SCmdlb3BlcmEudjEivAEKGENsaXBDcmVhdGVGcm9tSXRlbVBhcmFtcxIWCg5zb3VyY2VfaXRlbV9pZBgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEi0KDGFvaV9nZW9tZXRyeRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKYXNzZXRfa2V5cxgEIAMoCRITCgtvdXRwdXRfbmFtZRgFIAEoCRIcChR0YXJnZXRfY29sbGVjdGlvbl9pZBgGIAEoCSKSAQoYQ2xpcENyZWF0ZUZyb21JdGVtUmVzdWx0EhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iEhYKDmFzc2V0c190b19jbGlwGAIgASgFEhIKCmFzc2V0X2tleXMYAyADKAkSLAoIZGlzcGF0Y2gYBCABKAsyGi5nZW9wZXJhLnYxLkRpc3BhdGNoUmVzdWx0Io4BChZQcm9jZXNzaW5nQ3JlYXRlUGFyYW1zEhIKCnByb2plY3RfaWQYASABKAkSEwoLam9iX3R5cGVfaWQYAiABKAkSLQoMaW5wdXRfcGFyYW1zGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIcChR0YXJnZXRfY29sbGVjdGlvbl9pZBgEIAEoCSI2ChZQcm9jZXNzaW5nQ3JlYXRlUmVzdWx0EhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIpkBCiFQcm9jZXNzaW5nQ3JlYXRlQW5kRGlzcGF0Y2hQYXJhbXMSEgoKcHJvamVjdF9pZBgBIAEoCRITCgtqb2JfdHlwZV9pZBgCIAEoCRItCgxpbnB1dF9wYXJhbXMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhwKFHRhcmdldF9jb2xsZWN0aW9uX2lkGAQgASgJIm8KIVByb2Nlc3NpbmdDcmVhdGVBbmREaXNwYXRjaFJlc3VsdBIcCgNqb2IYASABKAsyDy5nZW9wZXJhLnYxLkpvYhIsCghkaXNwYXRjaBgCIAEoCzIaLmdlb3BlcmEudjEuRGlzcGF0Y2hSZXN1bHQiKgoYUHJvY2Vzc2luZ0Rpc3BhdGNoUGFyYW1zEg4KBmpvYl9pZBgBIAEoCSJmChhQcm9jZXNzaW5nRGlzcGF0Y2hSZXN1bHQSHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISLAoIZGlzcGF0Y2gYAiABKAsyGi5nZW9wZXJhLnYxLkRpc3BhdGNoUmVzdWx0Iv0BChhQcm9jZXNzaW5nSm9ic0xpc3RQYXJhbXMSEgoKcHJvamVjdF9pZBgBIAEoCRIlCgZzdGF0dXMYAiABKA4yFS5nZW9wZXJhLnYxLkpvYlN0YXR1cxITCgtqb2JfdHlwZV9pZBgDIAEoCRIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCRI1ChFjcmVhdGVfdGltZV9zdGFydBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPY3JlYXRlX3RpbWVfZW5kGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJSChhQcm9jZXNzaW5nSm9ic0xpc3RSZXN1bHQSHQoEam9icxgBIAMoCzIPLmdlb3BlcmEudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIpChdQcm9jZXNzaW5nSm9ic0dldFBhcmFtcxIOCgZqb2JfaWQYASABKAkiNwoXUHJvY2Vzc2luZ0pvYnNHZXRSZXN1bHQSHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2IiPAoaUHJvY2Vzc2luZ0pvYnNDYW5jZWxQYXJhbXMSDgoGam9iX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSI6ChpQcm9jZXNzaW5nSm9ic0NhbmNlbFJlc3VsdBIcCgNqb2IYASABKAsyDy5nZW9wZXJhLnYxLkpvYiIeChxQcm9jZXNzaW5nSm9iVHlwZXNMaXN0UGFyYW1zIkYKHFByb2Nlc3NpbmdKb2JUeXBlc0xpc3RSZXN1bHQSJgoJam9iX3R5cGVzGAEgAygLMhMuZ2VvcGVyYS52MS5Kb2JUeXBlIjIKG1Byb2Nlc3NpbmdKb2JUeXBlc0dldFBhcmFtcxITCgtqb2JfdHlwZV9pZBgBIAEoCSJEChtQcm9jZXNzaW5nSm9iVHlwZXNHZXRSZXN1bHQSJQoIam9iX3R5cGUYASABKAsyEy5nZW9wZXJhLnYxLkpvYlR5cGUiMQoRV29ya2Vyc0xpc3RQYXJhbXMSHAoUaW5jbHVkZV9kaXNjb25uZWN0ZWQYASABKAgiOAoRV29ya2Vyc0xpc3RSZXN1bHQSIwoHd29ya2VycxgBIAMoCzISLmdlb3BlcmEudjEuV29ya2VyYgZwcm90bzM", [file_geopera_v1_resources, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChtnZW9wZXJhL3YxL3Byb2Nlc3NpbmcucHJvdG8SCmdlb3BlcmEudjEivAEKGENsaXBDcmVhdGVGcm9tSXRlbVBhcmFtcxIWCg5zb3VyY2VfaXRlbV9pZBgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEi0KDGFvaV9nZW9tZXRyeRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKYXNzZXRfa2V5cxgEIAMoCRITCgtvdXRwdXRfbmFtZRgFIAEoCRIcChR0YXJnZXRfY29sbGVjdGlvbl9pZBgGIAEoCSKSAQoYQ2xpcENyZWF0ZUZyb21JdGVtUmVzdWx0EhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iEhYKDmFzc2V0c190b19jbGlwGAIgASgFEhIKCmFzc2V0X2tleXMYAyADKAkSLAoIZGlzcGF0Y2gYBCABKAsyGi5nZW9wZXJhLnYxLkRpc3BhdGNoUmVzdWx0Io4BChZQcm9jZXNzaW5nQ3JlYXRlUGFyYW1zEhIKCnByb2plY3RfaWQYASABKAkSEwoLam9iX3R5cGVfaWQYAiABKAkSLQoMaW5wdXRfcGFyYW1zGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIcChR0YXJnZXRfY29sbGVjdGlvbl9pZBgEIAEoCSI2ChZQcm9jZXNzaW5nQ3JlYXRlUmVzdWx0EhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIpkBCiFQcm9jZXNzaW5nQ3JlYXRlQW5kRGlzcGF0Y2hQYXJhbXMSEgoKcHJvamVjdF9pZBgBIAEoCRITCgtqb2JfdHlwZV9pZBgCIAEoCRItCgxpbnB1dF9wYXJhbXMYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhwKFHRhcmdldF9jb2xsZWN0aW9uX2lkGAQgASgJIm8KIVByb2Nlc3NpbmdDcmVhdGVBbmREaXNwYXRjaFJlc3VsdBIcCgNqb2IYASABKAsyDy5nZW9wZXJhLnYxLkpvYhIsCghkaXNwYXRjaBgCIAEoCzIaLmdlb3BlcmEudjEuRGlzcGF0Y2hSZXN1bHQiKgoYUHJvY2Vzc2luZ0Rpc3BhdGNoUGFyYW1zEg4KBmpvYl9pZBgBIAEoCSJmChhQcm9jZXNzaW5nRGlzcGF0Y2hSZXN1bHQSHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISLAoIZGlzcGF0Y2gYAiABKAsyGi5nZW9wZXJhLnYxLkRpc3BhdGNoUmVzdWx0IqACChhQcm9jZXNzaW5nSm9ic0xpc3RQYXJhbXMSEgoKcHJvamVjdF9pZBgBIAEoCRIlCgZzdGF0dXMYAiABKA4yFS5nZW9wZXJhLnYxLkpvYlN0YXR1cxITCgtqb2JfdHlwZV9pZBgDIAEoCRIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCRI1ChFjcmVhdGVfdGltZV9zdGFydBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPY3JlYXRlX3RpbWVfZW5kGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIhCgR2aWV3GAggASgOMhMuZ2VvcGVyYS52MS5Kb2JWaWV3IlIKGFByb2Nlc3NpbmdKb2JzTGlzdFJlc3VsdBIdCgRqb2JzGAEgAygLMg8uZ2VvcGVyYS52MS5Kb2ISFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIikKF1Byb2Nlc3NpbmdKb2JzR2V0UGFyYW1zEg4KBmpvYl9pZBgBIAEoCSI3ChdQcm9jZXNzaW5nSm9ic0dldFJlc3VsdBIcCgNqb2IYASABKAsyDy5nZW9wZXJhLnYxLkpvYiI8ChpQcm9jZXNzaW5nSm9ic0NhbmNlbFBhcmFtcxIOCgZqb2JfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIjoKGlByb2Nlc3NpbmdKb2JzQ2FuY2VsUmVzdWx0EhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIh4KHFByb2Nlc3NpbmdKb2JUeXBlc0xpc3RQYXJhbXMiRgocUHJvY2Vzc2luZ0pvYlR5cGVzTGlzdFJlc3VsdBImCglqb2JfdHlwZXMYASADKAsyEy5nZW9wZXJhLnYxLkpvYlR5cGUiMgobUHJvY2Vzc2luZ0pvYlR5cGVzR2V0UGFyYW1zEhMKC2pvYl90eXBlX2lkGAEgASgJIkQKG1Byb2Nlc3NpbmdKb2JUeXBlc0dldFJlc3VsdBIlCghqb2JfdHlwZRgBIAEoCzITLmdlb3BlcmEudjEuSm9iVHlwZSIxChFXb3JrZXJzTGlzdFBhcmFtcxIcChRpbmNsdWRlX2Rpc2Nvbm5lY3RlZBgBIAEoCCI4ChFXb3JrZXJzTGlzdFJlc3VsdBIjCgd3b3JrZXJzGAEgAygLMhIuZ2VvcGVyYS52MS5Xb3JrZXIqSgoHSm9iVmlldxIYChRKT0JfVklFV19VTlNQRUNJRklFRBAAEhIKDkpPQl9WSUVXX0JBU0lDEAESEQoNSk9CX1ZJRVdfRlVMTBACYgZwcm90bzM", [file_geopera_v1_resources, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * `clip.create_from_item` (scope `processing:process`, spend): creates and
@@ -380,6 +380,14 @@ export type ProcessingJobsListParams = Message<"geopera.v1.ProcessingJobsListPar
    * @generated from field: google.protobuf.Timestamp create_time_end = 7;
    */
   createTimeEnd?: Timestamp | undefined;
+
+  /**
+   * How much of each job to return (AIP-157): unset means `JOB_VIEW_BASIC`;
+   * `JOB_VIEW_FULL` returns jobs as `processing.jobs.get` does.
+   *
+   * @generated from field: geopera.v1.JobView view = 8;
+   */
+  view: JobView;
 };
 
 /**
@@ -633,4 +641,39 @@ export type WorkersListResult = Message<"geopera.v1.WorkersListResult"> & {
  */
 export const WorkersListResultSchema: GenMessage<WorkersListResult> = /*@__PURE__*/
   messageDesc(file_geopera_v1_processing, 19);
+
+/**
+ * How much of a job a list returns (AIP-157).
+ *
+ * @generated from enum geopera.v1.JobView
+ */
+export enum JobView {
+  /**
+   * Not set: lists answer `JOB_VIEW_BASIC`.
+   *
+   * @generated from enum value: JOB_VIEW_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Every field but `input_params` (the caller's params, which can carry
+   * large geometries).
+   *
+   * @generated from enum value: JOB_VIEW_BASIC = 1;
+   */
+  BASIC = 1,
+
+  /**
+   * Every field, as `processing.jobs.get` answers.
+   *
+   * @generated from enum value: JOB_VIEW_FULL = 2;
+   */
+  FULL = 2,
+}
+
+/**
+ * Describes the enum geopera.v1.JobView.
+ */
+export const JobViewSchema: GenEnum<JobView> = /*@__PURE__*/
+  enumDesc(file_geopera_v1_processing, 0);
 
