@@ -1,7 +1,7 @@
-"""The TypeScript client (clients/typescript) against a live server: a real
-server process with the seeded world and a real worker running the test job
-types, then `npm test` there with GEOPERA_TARGET / GEOPERA_TOKEN /
-GEOPERA_PROJECT pointing at it.
+"""The TypeScript client (clients/typescript) against a live server: what
+`make serve` runs (`geopera serve --demo`, with its local worker), then `npm
+test` there with GEOPERA_TARGET / GEOPERA_TOKEN / GEOPERA_PROJECT pointing at
+it, as the client's README shows.
 
 `npm test` type-checks (tsc) and runs node's test runner: create_and_dispatch
 of a `clip` job (a job type `make serve` offers, so the suite runs against it
@@ -19,13 +19,15 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from geopera_sdk import Client
 
-from tests.conftest import REPO, World
-from tests.jobs_support import start_workers, start_world
+from tests.conftest import REPO
+from tests.support.server import ServerProcess
 
 CLIENT = REPO / "clients" / "typescript"
 NODE = shutil.which("node")
@@ -62,30 +64,33 @@ def node_modules() -> None:
 
 
 @pytest.fixture(scope="module")
-def ts_world(node_modules: None, database_factory, tmp_path_factory) -> Iterator[World]:
-    world = start_world(database_factory.create(), tmp_path_factory.mktemp("typescript"))
-    workers = start_workers(world, 1)
-    yield world
-    for worker in workers:
-        worker.stop()
-    assert world.channel is not None
-    world.channel.close()
-    world.server.stop()
+def demo(node_modules: None, database_factory, tmp_path_factory) -> Iterator[tuple[ServerProcess, dict[str, str]]]:
+    """What `make serve` runs (`geopera serve --demo`: the demo project, its items and a
+    local worker with the built-in job types), and the env the README gives `npm test`."""
+    home = tmp_path_factory.mktemp("typescript")
+    server = ServerProcess(database_url=database_factory.create(), home=home, extra_args=["--demo"]).start()
+    env = {
+        "GEOPERA_TARGET": server.address,
+        "GEOPERA_TOKEN": (home / "demo-token").read_text().strip(),
+        "GEOPERA_PROJECT": "demo",
+    }
+    # A newcomer starts after the banner; the demo worker may still be connecting.
+    with Client(server.address, env["GEOPERA_TOKEN"]) as client:
+        deadline = time.monotonic() + 60
+        while not any(t.job_type_id == "clip" and t.connected_workers for t in client.job_types.list()):
+            assert time.monotonic() < deadline, "the demo worker never offered clip"
+            time.sleep(0.2)
+    yield server, env
+    server.stop()
 
 
-def test_the_typescript_client_passes_its_live_suite(ts_world: World) -> None:
+def test_the_typescript_client_passes_its_live_suite(demo: tuple[ServerProcess, dict[str, str]]) -> None:
     assert NPM is not None
-    env = _npm_env(
-        {
-            "GEOPERA_TARGET": ts_world.server.address,
-            "GEOPERA_TOKEN": ts_world.tokens["alpha"],
-            "GEOPERA_PROJECT": "alpha",
-            # No GEOPERA_ITEM_ID: the suite finds the sample by name, as against `make serve`.
-        }
-    )
+    server, variables = demo
+    env = _npm_env(variables)  # no GEOPERA_ITEM_ID: the suite finds the sample by name
     done = subprocess.run([NPM, "test"], cwd=CLIENT, env=env, capture_output=True, text=True, timeout=180)
     output = f"{done.stdout}\n{done.stderr}"
-    server_log = ts_world.server.log()[-4000:]
+    server_log = server.log()[-4000:]
     assert done.returncode == 0, f"npm test failed ({done.returncode}):\n{output}\n--- server log ---\n{server_log}"
     passed = re.search(r"^\S*\s*pass (\d+)$", done.stdout, re.MULTILINE)
     failed = re.search(r"^\S*\s*fail (\d+)$", done.stdout, re.MULTILINE)
@@ -113,16 +118,12 @@ def test_the_committed_typescript_code_matches_the_protos(node_modules: None) ->
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
 
 
-def test_the_example_runs_as_printed(ts_world: World) -> None:
-    """examples/quickstart.ts against the server, as the README tells a newcomer to run it."""
+def test_the_example_runs_as_printed(demo: tuple[ServerProcess, dict[str, str]]) -> None:
+    """examples/quickstart.ts against the demo server, as the README tells a newcomer to run it
+    (GEOPERA_PROJECT defaults to `demo`)."""
     assert NPM is not None
-    env = _npm_env(
-        {
-            "GEOPERA_TARGET": ts_world.server.address,
-            "GEOPERA_TOKEN": ts_world.tokens["alpha"],
-            "GEOPERA_PROJECT": "alpha",
-        }
-    )
+    _, variables = demo
+    env = _npm_env({"GEOPERA_TARGET": variables["GEOPERA_TARGET"], "GEOPERA_TOKEN": variables["GEOPERA_TOKEN"]})
     done = subprocess.run([NPM, "run", "--silent", "example"], cwd=CLIENT, env=env, capture_output=True, text=True,
                           timeout=180)  # fmt: skip
     assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
