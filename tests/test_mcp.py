@@ -128,12 +128,12 @@ def test_jobs_wait_follows_a_job_to_the_end(mcp):
     job_id = created["job"]["id"]
     progress: list[tuple[float, str | None]] = []
     waited = mcp.ok("jobs_wait", {"job_id": job_id, "timeout_seconds": 40}, progress=progress)
-    assert waited["terminal"] is True and waited["status"] == "JOB_STATUS_SUCCEEDED"
+    assert waited["terminal"] is True and waited["status"] == "succeeded"
     assert waited["job"]["id"] == job_id and len(waited["job"]["output_item_ids"]) == 1
     assert progress and [value for value, _ in progress] == sorted({value for value, _ in progress})
     assert waited["job"] == mcp.ok("processing_jobs_get", {"job_id": job_id})["job"]
     # Waiting on an ended job answers its final snapshot at once.
-    assert mcp.ok("jobs_wait", {"job_id": job_id})["job"]["status"] == "JOB_STATUS_SUCCEEDED"
+    assert mcp.ok("jobs_wait", {"job_id": job_id})["job"]["status"] == "succeeded"
 
 
 def test_jobs_wait_answers_at_its_timeout_while_the_job_runs(mcp):
@@ -148,7 +148,7 @@ def test_jobs_wait_answers_at_its_timeout_while_the_job_runs(mcp):
     assert waited["terminal"] is False and waited["job"]["id"] == job_id
     cancelled = mcp.ok("processing_jobs_cancel", {"job_id": job_id, "reason": "test over"})
     assert cancelled["job"]["id"] == job_id
-    assert mcp.ok("jobs_wait", {"job_id": job_id, "timeout_seconds": 30})["status"] == "JOB_STATUS_CANCELLED"
+    assert mcp.ok("jobs_wait", {"job_id": job_id, "timeout_seconds": 30})["status"] == "cancelled"
 
 
 def test_analytics_methods_are_tools(mcp, mcp_world):

@@ -306,8 +306,9 @@ def test_a_source_item_of_another_project_is_refused_at_create_and_moves_no_cred
     assert (failure.code, failure.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "SOURCE_IN_OTHER_PROJECT")
     assert failure.violations[0][0] == "input_params.source_item_ids[0]"
     assert balance(client) == before
-    jobs = client.execute("processing.jobs.list", processing_pb2.ProcessingJobsListParams(
-        project_id="alpha", job_type_id="test_cog", page_size=1000)).jobs  # fmt: skip
+    listing = processing_pb2.ProcessingJobsListParams(
+        project_id="alpha", job_type_id="test_cog", page_size=1000, view=processing_pb2.JOB_VIEW_FULL)  # fmt: skip
+    jobs = client.execute("processing.jobs.list", listing).jobs
     assert not [j for j in jobs if beta_source in j.input_params.fields["source_item_ids"].list_value.values]
 
 

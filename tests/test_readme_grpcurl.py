@@ -70,6 +70,16 @@ def test_the_printed_quickstart_command_works_as_printed(demo_server):
     names = {item["name"] for item in response["result"]["items"]}
     assert "s2l1c_slovenia_20150711_bgrn" in names
     assert len(names) == 7
+    # A lean listing (ITEM_VIEW_BASIC): no densified footprints or band statistics.
+    assert all("geometry" not in item and "properties" not in item for item in response["result"]["items"])
+    assert all("bands" not in asset for item in response["result"]["items"] for asset in item["assets"].values())
+    full = subprocess.run(
+        ["bash", "-c", printed[0].replace('"project_id": "demo"', '"project_id": "demo", "view": "ITEM_VIEW_FULL"')],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert full.returncode == 0, full.stderr
+    print(f"quickstart listing: {len(result.stdout)} bytes (basic), {len(full.stdout)} bytes (full)")
+    assert len(result.stdout) * 10 < len(full.stdout) and len(result.stdout) < 12_000
 
 
 def test_readme_has_the_commands_we_promise():
@@ -86,8 +96,10 @@ def test_readme_python_snippet(demo_server, index):
     token = Path(demo_server.home / "demo-token").read_text().strip()
     result = _run(readme_python_blocks()[index], demo_server, token, interpreter="python")
     assert result.returncode == 0, result.stderr
-    mean, status = result.stdout.splitlines()[:2]
+    stats, status = result.stdout.splitlines()[:2]
+    mean, pixels_read = stats.split()
     assert 0.3 < float(mean) < 1.0
+    assert pixels_read.isdigit()  # the model's integer, not the Struct's 2021.0
     assert status.startswith("SUCCEEDED ['it_")
 
 
@@ -116,9 +128,12 @@ def test_readme_grpcurl_block(demo_server, index):
     elif "zonal_stats" in block:
         zones = json.loads(output)["result"]["result"]["zones"]
         assert 0.3 < zones[0]["stats"]["mean"] < 1.0
+    elif "processing.jobs.list" in block:
+        assert output == "clip succeeded\n"
     elif "curl -s" in block:
         created = json.loads(output)
         assert created["job"]["job_type_id"] == "bathymetry" and created["dispatch"]["accepted"]
+        assert created["job"]["status"] == "dispatched"  # the product docs' word
     elif "WatchJob" in block:
         events = [json.loads(chunk) for chunk in _json_documents(output)]
         assert events[0]["event_type"] == "snapshot"

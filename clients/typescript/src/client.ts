@@ -39,6 +39,7 @@ import {
 } from "./gen/geopera/v1/kernel_pb.js";
 import { JobStatus, type DispatchResult, type Item, type Job } from "./gen/geopera/v1/resources_pb.js";
 import { registry } from "./gen/index.js";
+import { shape } from "./jsonview.js";
 import {
   isSafeToRepeat,
   paramsTypeName,
@@ -406,9 +407,37 @@ export class Analytics {
    * params fail `InvalidArgumentError` (`INVALID_ANALYTICS_PARAMS`) with
    * `fieldViolations` and the method's `expectedSchema`.
    */
-  execute(method: string, params: JsonObject | object, options?: CallOptions): Promise<AnalyticsExecuteResult> {
-    return this.client.execute("analytics.execute", { operation: method, params: params as JsonObject }, options);
+  async execute(method: string, params: JsonObject | object, options?: CallOptions): Promise<AnalyticsExecuteResult> {
+    const result = await this.client.execute(
+      "analytics.execute",
+      { operation: method, params: params as JsonObject },
+      options,
+    );
+    // A Struct does not keep key order: give the result its method's (the server's HTTP answer has it too).
+    const schema = await this.outputSchema(method, options);
+    if (schema && result.result) result.result = shape(result.result, schema) as JsonObject;
+    return result;
   }
+
+  /**
+   * The output JSON Schema of `method` from `analytics.operations.list`
+   * (loaded once per client); undefined when the server does not list it or
+   * the list cannot be read.
+   */
+  async outputSchema(method: string, options?: CallOptions): Promise<JsonObject | undefined> {
+    if (!this.schemas) {
+      this.schemas = this.client.execute("analytics.operations.list", {}, options).then(
+        (listed) => new Map(listed.operations.map((op) => [op.name, op.outputSchema ?? {}])),
+        () => {
+          this.schemas = undefined; // try again on the next call
+          return new Map<string, JsonObject>();
+        },
+      );
+    }
+    return (await this.schemas).get(method);
+  }
+
+  private schemas: Promise<Map<string, JsonObject>> | undefined;
 
   /** `zonal_stats`: statistics of a band or index inside one or more zones. */
   async zonalStats(params: ZonalStatsParams, options?: CallOptions): Promise<ZonalStatsResult> {

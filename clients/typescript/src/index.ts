@@ -2,6 +2,7 @@
 
 export * from "./client.js";
 export * from "./errors.js";
+export * from "./jsonview.js";
 export * from "./operations.js";
 export type * from "./analytics.js";
 export { registry, generatedFiles } from "./gen/index.js";

@@ -1,20 +1,25 @@
 // End-to-end tests against a LIVE Geopera server with a worker that runs the
-// test job types (`test_cog`). The server comes from the environment:
+// built-in `clip` job type: `make serve` is such a server, so is the one
+// tests/test_typescript_client.py starts. The server comes from the environment:
 //
 //   GEOPERA_TARGET    host:port of the gRPC server
 //   GEOPERA_TOKEN     a user token with the default scopes on GEOPERA_PROJECT
-//   GEOPERA_PROJECT   the project to create jobs in
-//   GEOPERA_ITEM_ID   the s2l1c_slovenia_20150711_bgrn sample item (B, G, R, NIR)
+//   GEOPERA_PROJECT   the project to create jobs in (`demo` with `make serve`)
+//   GEOPERA_ITEM_ID   optional: the s2l1c_slovenia_20150711_bgrn sample item
+//                     (B, G, R, NIR); looked up by name in the project when unset
+//
+// Against `make serve`:
+//
+//   GEOPERA_TARGET=127.0.0.1:50051 GEOPERA_TOKEN=$(cat ../../var/demo-token) GEOPERA_PROJECT=demo npm test
 //
 // A missing variable fails every test: this suite never skips silently.
-// tests/test_typescript_client.py starts such a server and runs `npm test`.
 
 import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import net from "node:net";
 import { after, before, describe, test } from "node:test";
 
-import { create } from "@bufbuild/protobuf";
+import { create, type JsonObject } from "@bufbuild/protobuf";
 import { AnySchema } from "@bufbuild/protobuf/wkt";
 
 import {
@@ -23,20 +28,23 @@ import {
   FailedPreconditionError,
   GeoperaClient,
   InvalidArgumentError,
+  ItemView,
+  JobSchema,
   JobStatus,
   NotFoundError,
+  toJsonView,
   UnauthenticatedError,
   GeoperaError,
   type GeoJSONArea,
   type WatchJobResponse,
 } from "../src/index.js";
 
-const REQUIRED = ["GEOPERA_TARGET", "GEOPERA_TOKEN", "GEOPERA_PROJECT", "GEOPERA_ITEM_ID"] as const;
+const REQUIRED = ["GEOPERA_TARGET", "GEOPERA_TOKEN", "GEOPERA_PROJECT"] as const;
 const missing = REQUIRED.filter((name) => !process.env[name]);
-const env = Object.fromEntries(REQUIRED.map((name) => [name, process.env[name] ?? ""])) as Record<
-  (typeof REQUIRED)[number],
-  string
->;
+const env = Object.fromEntries(
+  [...REQUIRED, "GEOPERA_ITEM_ID"].map((name) => [name, process.env[name] ?? ""]),
+) as Record<(typeof REQUIRED)[number] | "GEOPERA_ITEM_ID", string>;
+const SAMPLE_ITEM = "s2l1c_slovenia_20150711_bgrn";
 
 const AOI: GeoJSONArea = {
   type: "Polygon",
@@ -139,13 +147,21 @@ describe("live server", () => {
     client = new GeoperaClient(env.GEOPERA_TARGET, env.GEOPERA_TOKEN, { timeoutMs: 30_000 });
   });
 
+  before(async () => {
+    if (env.GEOPERA_ITEM_ID || missing.length) return;
+    for await (const item of client.items.iterate({ projectId: env.GEOPERA_PROJECT, pageSize: 100 })) {
+      if (item.name === SAMPLE_ITEM) env.GEOPERA_ITEM_ID = item.id;
+    }
+    assert.ok(env.GEOPERA_ITEM_ID, `project ${env.GEOPERA_PROJECT} has no item ${SAMPLE_ITEM}`);
+  });
+
   after(() => client?.close());
 
   test("items.get and items.list return typed items", async () => {
     const item = await client.items.get(env.GEOPERA_ITEM_ID);
     assert.equal(item.id, env.GEOPERA_ITEM_ID);
     assert.equal(item.projectId, env.GEOPERA_PROJECT);
-    assert.equal(item.name, "s2l1c_slovenia_20150711_bgrn");
+    assert.equal(item.name, SAMPLE_ITEM);
     assert.ok(item.assets["data"], "the item has a data asset");
     assert.equal(item.assets["data"].bands.length, 4);
     assert.equal(item.geometry?.["type"], "Polygon");
@@ -153,6 +169,13 @@ describe("live server", () => {
     const page = await client.items.list({ projectId: env.GEOPERA_PROJECT, pageSize: 1, intersects: AOI as never });
     assert.equal(page.$typeName, "geopera.v1.ItemsListResult");
     assert.equal(page.items.length, 1);
+    // Lists are lean (ITEM_VIEW_BASIC) unless the full view is asked for.
+    assert.equal(page.items[0].geometry, undefined);
+    assert.deepEqual(Object.keys(page.items[0].assets), Object.keys(item.assets));
+    assert.equal(page.items[0].assets["data"]?.bands.length, 0);
+    const full = await client.items.list({ projectId: env.GEOPERA_PROJECT, pageSize: 1, intersects: AOI as never, view: ItemView.FULL });
+    assert.equal(full.items[0].geometry?.["type"], "Polygon");
+    assert.equal(full.items[0].assets["data"]?.bands.length, 4);
     const all = [];
     for await (const listed of client.items.iterate({ projectId: env.GEOPERA_PROJECT, pageSize: 2 })) all.push(listed);
     assert.ok(all.some((listed) => listed.id === env.GEOPERA_ITEM_ID));
@@ -181,35 +204,35 @@ describe("live server", () => {
     assert.match(error.metadata["known_operations"] ?? "", /items\.list/);
   });
 
-  test("create_and_dispatch runs test_cog to SUCCEEDED and WatchJob streams it", async () => {
+  test("create_and_dispatch runs clip to SUCCEEDED and WatchJob streams it", async () => {
     const inputParams = {
-      name: `ts_client_${randomUUID().slice(0, 8)}`,
-      source_item_ids: [env.GEOPERA_ITEM_ID],
-      steps: 4,
-      step_seconds: 0.2,
+      source_item_id: env.GEOPERA_ITEM_ID,
+      aoi_geometry: AOI as unknown as JsonObject,
+      output_name: `ts_client_${randomUUID().slice(0, 8)}`,
     };
     const created = await client.jobs.createAndDispatch({
       projectId: env.GEOPERA_PROJECT,
-      jobTypeId: "test_cog",
+      jobTypeId: "clip",
       inputParams,
     });
     const job = created.job;
     assert.match(created.idempotencyKey, /^[0-9a-f-]{36}$/, "a key is generated by default");
     assert.match(job.id, /^job_/);
-    assert.equal(job.jobTypeId, "test_cog");
+    assert.equal(job.jobTypeId, "clip");
     assert.equal(job.status, JobStatus.DISPATCHED);
+    assert.equal(toJsonView(JobSchema, job)["status"], "dispatched"); // as the HTTP projection answers
     assert.equal(created.dispatch?.accepted, true);
 
     // The same key and params replay the first response: no second job.
     const replay = await client.jobs.createAndDispatch(
-      { projectId: env.GEOPERA_PROJECT, jobTypeId: "test_cog", inputParams },
+      { projectId: env.GEOPERA_PROJECT, jobTypeId: "clip", inputParams },
       { idempotencyKey: created.idempotencyKey },
     );
     assert.equal(replay.job.id, job.id);
     // The same key with other params is refused.
     await rejectsWith(
       client.jobs.createAndDispatch(
-        { projectId: env.GEOPERA_PROJECT, jobTypeId: "test_cog", inputParams: { ...inputParams, steps: 5 } },
+        { projectId: env.GEOPERA_PROJECT, jobTypeId: "clip", inputParams: { ...inputParams, output_name: "other" } },
         { idempotencyKey: created.idempotencyKey },
       ),
       FailedPreconditionError,
@@ -232,6 +255,7 @@ describe("live server", () => {
 
     const got = await client.jobs.get(job.id);
     assert.equal(got.status, JobStatus.SUCCEEDED);
+    assert.equal(toJsonView(JobSchema, got)["status"], "succeeded");
     assert.equal(got.progress, 1);
     const output = await client.items.get(got.outputItemIds[0]);
     assert.deepEqual(output.sourceItemIds, [env.GEOPERA_ITEM_ID]);
@@ -257,8 +281,12 @@ describe("live server", () => {
     try {
       const { job } = await client.jobs.createAndDispatch({
         projectId: env.GEOPERA_PROJECT,
-        jobTypeId: "test_cog",
-        inputParams: { name: `ts_resume_${randomUUID().slice(0, 8)}`, steps: 8, step_seconds: 0.2 },
+        jobTypeId: "clip",
+        inputParams: {
+          source_item_id: env.GEOPERA_ITEM_ID,
+          aoi_geometry: AOI as unknown as JsonObject,
+          output_name: `ts_resume_${randomUUID().slice(0, 8)}`,
+        },
       });
       const watch = proxied.watchJob(job.id, 0, { timeoutMs: 60_000 });
       const events: WatchJobResponse[] = [];
@@ -300,6 +328,10 @@ describe("live server", () => {
     assert.equal(typed.zones[0].stats.mean, mean);
     assert.ok((typed.zones[0].stats.count ?? 0) > 0);
     assert.equal(typed.zones[0].percentiles[0].percentile, 50);
+    // Keys in the order of the method's output schema, whatever order the Struct arrived in.
+    const schema = await client.analytics.outputSchema("zonal_stats");
+    assert.deepEqual(Object.keys(typed), (schema?.["propertyOrdering"] as string[]).filter((k) => k in typed));
+    assert.equal(JSON.stringify(typed.pixels_read), String(Math.round(typed.pixels_read)));
   });
 
   test("errors are typed with code, reason, field violations and schema", async () => {

@@ -15,6 +15,12 @@ import {
   ExpectedSchemaSchema,
   GeoperaClient,
   InvalidArgumentError,
+  JobSchema,
+  JobStatus,
+  jobStatusWord,
+  ProcessingJobsListResultSchema,
+  shape,
+  toJsonView,
   messageBaseName,
   OPERATIONS,
   paramsTypeName,
@@ -107,4 +113,35 @@ test("errors carry code, reason, field violations and the expected schema", () =
   assert.deepEqual(error.expectedSchema, { subject: "zonal_stats", jsonSchema: { type: "object" } });
   assert.equal(error.details.length, 3);
   assert.match(String(error), /INVALID_ARGUMENT INVALID_ANALYTICS_PARAMS: params do not match \[params\.geometry/);
+});
+
+test("the JSON view writes job statuses as the product docs do", () => {
+  const job = create(JobSchema, { id: "job_1", projectId: "demo", status: JobStatus.DISPATCHED });
+  const view = toJsonView(JobSchema, job);
+  assert.deepEqual(view, { id: "job_1", project_id: "demo", status: "dispatched" });
+  const page = create(ProcessingJobsListResultSchema, {
+    jobs: [job, create(JobSchema, { id: "job_2", status: JobStatus.CANCELLED })],
+  });
+  assert.deepEqual(
+    (toJsonView(ProcessingJobsListResultSchema, page)["jobs"] as { status: string }[]).map((j) => j.status),
+    ["dispatched", "cancelled"],
+  );
+  assert.deepEqual(
+    [JobStatus.PENDING, JobStatus.RUNNING, JobStatus.SUCCEEDED, JobStatus.FAILED].map(jobStatusWord),
+    ["pending", "running", "succeeded", "failed"],
+  );
+});
+
+test("shape puts keys in the schema's order and adds or drops nothing", () => {
+  const schema = {
+    $defs: { Zone: { type: "object", properties: { index: { type: "integer" }, stats: { type: "object" } } } },
+    type: "object",
+    properties: { zones: { type: "array", items: { $ref: "#/$defs/Zone" } }, item_id: { type: "string" } },
+    propertyOrdering: ["item_id", "zones"],
+  };
+  const wire = { zones: [{ stats: { mean: 0.5, count: 3 }, extra: 1, index: 0 }], zzz: true, item_id: "it_1", constructor: 2 };
+  assert.equal(
+    JSON.stringify(shape(wire, schema)),
+    JSON.stringify({ item_id: "it_1", zones: [{ index: 0, stats: { count: 3, mean: 0.5 }, extra: 1 }], constructor: 2, zzz: true }),
+  );
 });

@@ -27,13 +27,15 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18geopera/v1/catalog.proto\x12\ngeopera.v1\x1a\x1ageopera/v1/resources.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\'\n\x11ProjectsGetParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\"9\n\x11ProjectsGetResult\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.geopera.v1.Project\";\n\x12ProjectsListParams\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x12ProjectsListResult\x12%\n\x08projects\x18\x01 \x03(\x0b\x32\x13.geopera.v1.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x0eItemsGetParams\x12\x0f\n\x07item_id\x18\x01 \x01(\t\"0\n\x0eItemsGetResult\x12\x1e\n\x04item\x18\x01 \x01(\x0b\x32\x10.geopera.v1.Item\"\x84\x02\n\x0fItemsListParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x15\n\rcollection_id\x18\x02 \x01(\t\x12\x0c\n\x04\x62\x62ox\x18\x03 \x03(\x01\x12\x32\n\x0e\x64\x61tetime_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x61tetime_end\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\x12+\n\nintersects\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\"K\n\x0fItemsListResult\x12\x1f\n\x05items\x18\x01 \x03(\x0b\x32\x10.geopera.v1.Item\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"_\n\nAssetInput\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tupload_id\x18\x02 \x01(\t\x12\x13\n\x0bserver_href\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\r\n\x05title\x18\x05 \x01(\t\"\xe7\x01\n\x11ItemsCreateParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x15\n\rcollection_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12,\n\x08\x64\x61tetime\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\nproperties\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06\x61ssets\x18\x06 \x03(\x0b\x32\x16.geopera.v1.AssetInput\x12\x16\n\x0e\x63onvert_to_cog\x18\x07 \x01(\x08\"3\n\x11ItemsCreateResult\x12\x1e\n\x04item\x18\x01 \x01(\x0b\x32\x10.geopera.v1.Item\"K\n\x12ItemsLineageParams\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x11\n\tdirection\x18\x02 \x01(\t\x12\x11\n\tmax_depth\x18\x03 \x01(\x05\"d\n\x12ItemsLineageResult\x12&\n\x05nodes\x18\x01 \x03(\x0b\x32\x17.geopera.v1.LineageNode\x12&\n\x05\x65\x64ges\x18\x02 \x03(\x0b\x32\x17.geopera.v1.LineageEdgeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18geopera/v1/catalog.proto\x12\ngeopera.v1\x1a\x1ageopera/v1/resources.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\'\n\x11ProjectsGetParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\"9\n\x11ProjectsGetResult\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.geopera.v1.Project\";\n\x12ProjectsListParams\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x12ProjectsListResult\x12%\n\x08projects\x18\x01 \x03(\x0b\x32\x13.geopera.v1.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x0eItemsGetParams\x12\x0f\n\x07item_id\x18\x01 \x01(\t\"0\n\x0eItemsGetResult\x12\x1e\n\x04item\x18\x01 \x01(\x0b\x32\x10.geopera.v1.Item\"\xa8\x02\n\x0fItemsListParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x15\n\rcollection_id\x18\x02 \x01(\t\x12\x0c\n\x04\x62\x62ox\x18\x03 \x03(\x01\x12\x32\n\x0e\x64\x61tetime_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x61tetime_end\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\x12+\n\nintersects\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\"\n\x04view\x18\t \x01(\x0e\x32\x14.geopera.v1.ItemView\"K\n\x0fItemsListResult\x12\x1f\n\x05items\x18\x01 \x03(\x0b\x32\x10.geopera.v1.Item\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"_\n\nAssetInput\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tupload_id\x18\x02 \x01(\t\x12\x13\n\x0bserver_href\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\r\n\x05title\x18\x05 \x01(\t\"\xe7\x01\n\x11ItemsCreateParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x15\n\rcollection_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12,\n\x08\x64\x61tetime\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\nproperties\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06\x61ssets\x18\x06 \x03(\x0b\x32\x16.geopera.v1.AssetInput\x12\x16\n\x0e\x63onvert_to_cog\x18\x07 \x01(\x08\"3\n\x11ItemsCreateResult\x12\x1e\n\x04item\x18\x01 \x01(\x0b\x32\x10.geopera.v1.Item\"K\n\x12ItemsLineageParams\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x11\n\tdirection\x18\x02 \x01(\t\x12\x11\n\tmax_depth\x18\x03 \x01(\x05\"d\n\x12ItemsLineageResult\x12&\n\x05nodes\x18\x01 \x03(\x0b\x32\x17.geopera.v1.LineageNode\x12&\n\x05\x65\x64ges\x18\x02 \x03(\x0b\x32\x17.geopera.v1.LineageEdge*N\n\x08ItemView\x12\x19\n\x15ITEM_VIEW_UNSPECIFIED\x10\x00\x12\x13\n\x0fITEM_VIEW_BASIC\x10\x01\x12\x12\n\x0eITEM_VIEW_FULL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'geopera.v1.catalog_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ITEMVIEW']._serialized_start=1402
+  _globals['_ITEMVIEW']._serialized_end=1480
   _globals['_PROJECTSGETPARAMS']._serialized_start=131
   _globals['_PROJECTSGETPARAMS']._serialized_end=170
   _globals['_PROJECTSGETRESULT']._serialized_start=172
@@ -47,17 +49,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ITEMSGETRESULT']._serialized_start=413
   _globals['_ITEMSGETRESULT']._serialized_end=461
   _globals['_ITEMSLISTPARAMS']._serialized_start=464
-  _globals['_ITEMSLISTPARAMS']._serialized_end=724
-  _globals['_ITEMSLISTRESULT']._serialized_start=726
-  _globals['_ITEMSLISTRESULT']._serialized_end=801
-  _globals['_ASSETINPUT']._serialized_start=803
-  _globals['_ASSETINPUT']._serialized_end=898
-  _globals['_ITEMSCREATEPARAMS']._serialized_start=901
-  _globals['_ITEMSCREATEPARAMS']._serialized_end=1132
-  _globals['_ITEMSCREATERESULT']._serialized_start=1134
-  _globals['_ITEMSCREATERESULT']._serialized_end=1185
-  _globals['_ITEMSLINEAGEPARAMS']._serialized_start=1187
-  _globals['_ITEMSLINEAGEPARAMS']._serialized_end=1262
-  _globals['_ITEMSLINEAGERESULT']._serialized_start=1264
-  _globals['_ITEMSLINEAGERESULT']._serialized_end=1364
+  _globals['_ITEMSLISTPARAMS']._serialized_end=760
+  _globals['_ITEMSLISTRESULT']._serialized_start=762
+  _globals['_ITEMSLISTRESULT']._serialized_end=837
+  _globals['_ASSETINPUT']._serialized_start=839
+  _globals['_ASSETINPUT']._serialized_end=934
+  _globals['_ITEMSCREATEPARAMS']._serialized_start=937
+  _globals['_ITEMSCREATEPARAMS']._serialized_end=1168
+  _globals['_ITEMSCREATERESULT']._serialized_start=1170
+  _globals['_ITEMSCREATERESULT']._serialized_end=1221
+  _globals['_ITEMSLINEAGEPARAMS']._serialized_start=1223
+  _globals['_ITEMSLINEAGEPARAMS']._serialized_end=1298
+  _globals['_ITEMSLINEAGERESULT']._serialized_start=1300
+  _globals['_ITEMSLINEAGERESULT']._serialized_end=1400
 # @@protoc_insertion_point(module_scope)

@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -20,6 +21,40 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ItemView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ItemViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ItemView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ITEM_VIEW_UNSPECIFIED: _ItemView.ValueType  # 0
+    """Not set: lists answer `ITEM_VIEW_BASIC`."""
+    ITEM_VIEW_BASIC: _ItemView.ValueType  # 1
+    """What a listing is read for: `id`, `project_id`, `collection_id`, `name`,
+    `datetime`, `bbox`, `create_time`, `job_id`, and each asset's `key`,
+    `href`, `media_type`, `title` and `roles`. Leaves out the footprint
+    `geometry`, `properties`, `source_item_ids` and each asset's `bands`
+    (with their statistics), `grid`, `render`, `size_bytes` and `sha256`.
+    """
+    ITEM_VIEW_FULL: _ItemView.ValueType  # 2
+    """Every field, as `items.get` answers."""
+
+class ItemView(_ItemView, metaclass=_ItemViewEnumTypeWrapper):
+    """How much of an item a list returns (AIP-157)."""
+
+ITEM_VIEW_UNSPECIFIED: ItemView.ValueType  # 0
+"""Not set: lists answer `ITEM_VIEW_BASIC`."""
+ITEM_VIEW_BASIC: ItemView.ValueType  # 1
+"""What a listing is read for: `id`, `project_id`, `collection_id`, `name`,
+`datetime`, `bbox`, `create_time`, `job_id`, and each asset's `key`,
+`href`, `media_type`, `title` and `roles`. Leaves out the footprint
+`geometry`, `properties`, `source_item_ids` and each asset's `bands`
+(with their statistics), `grid`, `render`, `size_bytes` and `sha256`.
+"""
+ITEM_VIEW_FULL: ItemView.ValueType  # 2
+"""Every field, as `items.get` answers."""
+Global___ItemView: _TypeAlias = ItemView  # noqa: Y015
 
 @_typing.final
 class ProjectsGetParams(_message.Message):
@@ -200,6 +235,7 @@ class ItemsListParams(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     INTERSECTS_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """Project to list (required)."""
     collection_id: _builtins.str
@@ -208,6 +244,11 @@ class ItemsListParams(_message.Message):
     """Maximum items per page, 1..1000; 0 means 100."""
     page_token: _builtins.str
     """`next_page_token` of the previous page (same filters); empty for the first."""
+    view: Global___ItemView.ValueType
+    """How much of each item to return (AIP-157): unset means
+    `ITEM_VIEW_BASIC`; `ITEM_VIEW_FULL` returns items as `items.get` does.
+    The view does not change which items match or the page tokens.
+    """
     @_builtins.property
     def bbox(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
         """Only items whose bbox intersects [west, south, east, north] (degrees)."""
@@ -239,10 +280,11 @@ class ItemsListParams(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         intersects: _struct_pb2.Struct | None = ...,
+        view: Global___ItemView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["datetime_end", b"datetime_end", "datetime_start", b"datetime_start", "intersects", b"intersects"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bbox", b"bbox", "collection_id", b"collection_id", "datetime_end", b"datetime_end", "datetime_start", b"datetime_start", "intersects", b"intersects", "page_size", b"page_size", "page_token", b"page_token", "project_id", b"project_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bbox", b"bbox", "collection_id", b"collection_id", "datetime_end", b"datetime_end", "datetime_start", b"datetime_start", "intersects", b"intersects", "page_size", b"page_size", "page_token", b"page_token", "project_id", b"project_id", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

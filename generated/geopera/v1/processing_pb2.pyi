@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -20,6 +21,34 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _JobView:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobViewEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobView.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_VIEW_UNSPECIFIED: _JobView.ValueType  # 0
+    """Not set: lists answer `JOB_VIEW_BASIC`."""
+    JOB_VIEW_BASIC: _JobView.ValueType  # 1
+    """Every field but `input_params` (the caller's params, which can carry
+    large geometries).
+    """
+    JOB_VIEW_FULL: _JobView.ValueType  # 2
+    """Every field, as `processing.jobs.get` answers."""
+
+class JobView(_JobView, metaclass=_JobViewEnumTypeWrapper):
+    """How much of a job a list returns (AIP-157)."""
+
+JOB_VIEW_UNSPECIFIED: JobView.ValueType  # 0
+"""Not set: lists answer `JOB_VIEW_BASIC`."""
+JOB_VIEW_BASIC: JobView.ValueType  # 1
+"""Every field but `input_params` (the caller's params, which can carry
+large geometries).
+"""
+JOB_VIEW_FULL: JobView.ValueType  # 2
+"""Every field, as `processing.jobs.get` answers."""
+Global___JobView: _TypeAlias = JobView  # noqa: Y015
 
 @_typing.final
 class ClipCreateFromItemParams(_message.Message):
@@ -353,6 +382,7 @@ class ProcessingJobsListParams(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     CREATE_TIME_START_FIELD_NUMBER: _builtins.int
     CREATE_TIME_END_FIELD_NUMBER: _builtins.int
+    VIEW_FIELD_NUMBER: _builtins.int
     project_id: _builtins.str
     """Project (required)."""
     status: _resources_pb2.JobStatus.ValueType
@@ -365,6 +395,10 @@ class ProcessingJobsListParams(_message.Message):
     """`next_page_token` of the previous page (same filters). Tokens are signed
     by the server and bound to their list, project and filters: any other
     value is INVALID_ARGUMENT `INVALID_PAGE_TOKEN`.
+    """
+    view: Global___JobView.ValueType
+    """How much of each job to return (AIP-157): unset means `JOB_VIEW_BASIC`;
+    `JOB_VIEW_FULL` returns jobs as `processing.jobs.get` does.
     """
     @_builtins.property
     def create_time_start(self) -> _timestamp_pb2.Timestamp:
@@ -387,10 +421,11 @@ class ProcessingJobsListParams(_message.Message):
         page_token: _builtins.str = ...,
         create_time_start: _timestamp_pb2.Timestamp | None = ...,
         create_time_end: _timestamp_pb2.Timestamp | None = ...,
+        view: Global___JobView.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time_end", b"create_time_end", "create_time_start", b"create_time_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time_end", b"create_time_end", "create_time_start", b"create_time_start", "job_type_id", b"job_type_id", "page_size", b"page_size", "page_token", b"page_token", "project_id", b"project_id", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time_end", b"create_time_end", "create_time_start", b"create_time_start", "job_type_id", b"job_type_id", "page_size", b"page_size", "page_token", b"page_token", "project_id", b"project_id", "status", b"status", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -157,6 +157,29 @@ def _item(record: ItemRecord) -> resources_pb2.Item:
     return message
 
 
+def item_basic(record: ItemRecord) -> resources_pb2.Item:
+    """`ITEM_VIEW_BASIC` (catalog.proto): what a listing is read for, without
+    the footprint, properties and band statistics that make up most of an item."""
+    message = resources_pb2.Item(
+        id=record.id,
+        project_id=record.project_id,
+        collection_id=record.collection_id,
+        name=record.name,
+        bbox=record.bbox,
+        datetime=timestamp(record.datetime),
+        create_time=timestamp(record.create_time),
+        job_id=record.job_id,
+    )
+    for a in record.assets:
+        message.assets[a.key].CopyFrom(
+            resources_pb2.Asset(
+                key=a.key, href=f"items/{record.id}/assets/{a.key}", media_type=a.media_type, title=a.title,
+                roles=a.roles,
+            )
+        )  # fmt: skip
+    return message
+
+
 def balance(record: Balance) -> resources_pb2.CreditBalance:
     return resources_pb2.CreditBalance(
         project_id=record.project_id,
@@ -194,13 +217,14 @@ JOB_STATUS = {name: getattr(resources_pb2, f"JOB_STATUS_{name}") for name in STA
 JOB_STATUS_NAMES = {value: name for name, value in JOB_STATUS.items()}
 
 
-def job(record: JobRecord) -> resources_pb2.Job:
+def job(record: JobRecord, *, full: bool = True) -> resources_pb2.Job:
+    """A job; `full=False` is `JOB_VIEW_BASIC` (processing.proto): no `input_params`."""
     message = resources_pb2.Job(
         id=record.id,
         project_id=record.project_id,
         job_type_id=record.job_type_id,
         status=JOB_STATUS[record.status],
-        input_params=struct(record.input_params),
+        input_params=struct(record.input_params) if full else None,
         target_collection_id=record.target_collection_id,
         progress=record.progress,
         attempt=record.attempt,

@@ -4,7 +4,7 @@ method catalogue. Unpack, call, pack."""
 from __future__ import annotations
 
 from geopera.v1 import analytics_pb2, resources_pb2
-from server.api import convert
+from server.api import convert, jsonview
 from server.api.registry import Operation, OperationContext
 from server.services import Services
 
@@ -14,7 +14,8 @@ def _operation(description: dict) -> analytics_pb2.AnalyticsOperation:  # type: 
         name=description["name"],
         description=description["description"],
         input_schema=convert.struct(description["input_schema"]),
-        output_schema=convert.struct(description["output_schema"]),
+        # Results are shaped by this schema on every JSON surface: it carries its key order.
+        output_schema=convert.struct(jsonview.with_property_ordering(description["output_schema"])),
         example=convert.struct(description["example"]),
     )
 

@@ -8,6 +8,7 @@ from server.api.registry import Operation, OperationContext
 from server.api.wire import EncodedResult
 from server.auth import ANY_SCOPE
 from server.domain.models import AssetInput, ItemCreate, ItemQuery
+from server.errors import invalid_argument
 from server.services import Services
 
 
@@ -45,8 +46,11 @@ async def items_list(s: Services, ctx: OperationContext, p: catalog_pb2.ItemsLis
         page_token=p.page_token,
         intersects=convert.struct_to_dict(p.intersects) if p.HasField("intersects") else None,
     )
+    if p.view not in catalog_pb2.ItemView.values():
+        raise invalid_argument("INVALID_VIEW", f"unknown item view {p.view}", field="view")
     records, next_token = await s.catalog.list_items(ctx.principal, query)
-    return catalog_pb2.ItemsListResult(items=[convert.item(r) for r in records], next_page_token=next_token)
+    build = convert.item if p.view == catalog_pb2.ITEM_VIEW_FULL else convert.item_basic
+    return catalog_pb2.ItemsListResult(items=[build(r) for r in records], next_page_token=next_token)
 
 
 async def items_create(

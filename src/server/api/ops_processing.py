@@ -95,8 +95,13 @@ async def jobs_list(
         page_size=p.page_size,
         page_token=p.page_token,
     )
+    if p.view not in processing_pb2.JobView.values():
+        raise invalid_argument("INVALID_VIEW", f"unknown job view {p.view}", field="view")
     jobs, next_token = await s.jobs.list(ctx.principal, query)
-    return processing_pb2.ProcessingJobsListResult(jobs=[convert.job(j) for j in jobs], next_page_token=next_token)
+    full = p.view == processing_pb2.JOB_VIEW_FULL
+    return processing_pb2.ProcessingJobsListResult(
+        jobs=[convert.job(j, full=full) for j in jobs], next_page_token=next_token
+    )
 
 
 async def jobs_get(

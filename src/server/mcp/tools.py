@@ -28,6 +28,7 @@ import jsonschema
 from google.protobuf import json_format
 
 from geopera.v1 import analytics_pb2, resources_pb2
+from server.api import jsonview
 from server.api.registry import Operation, OperationRegistry, SideEffect
 from server.mcp.kernel import Kernel, KernelError
 from server.mcp.schema import message_schema
@@ -141,7 +142,7 @@ def jobs_wait_tool() -> ToolSpec:
         name=JOBS_WAIT,
         title="wait for a job",
         description=(
-            "Follow a job (KernelService/WatchJob) until it ends (SUCCEEDED, FAILED or CANCELLED) or"
+            "Follow a job (KernelService/WatchJob) until it ends (`succeeded`, `failed` or `cancelled`) or"
             f" `timeout_seconds` pass (default {WAIT_DEFAULT_SECONDS:g}, at most {WAIT_MAX_SECONDS:g}). Answers"
             " the latest job snapshot, its status, whether it is terminal and the last event sequence; call it"
             " again to keep waiting. Reports progress notifications when the client asks for them.\n\n"
@@ -173,8 +174,8 @@ def _invalid(reason: str, message: str, violations: list[dict[str, str]], schema
     return KernelError("INVALID_ARGUMENT", reason, message, field_violations=violations, expected_schema=schema)
 
 
-def _to_dict(message: Any) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+def _to_dict(message: Any, analytics_schema: Callable[[str], dict[str, Any] | None] | None = None) -> dict[str, Any]:
+    return jsonview.to_json(message, analytics_schema=analytics_schema)
 
 
 class Projection:
@@ -196,6 +197,8 @@ class Projection:
         self.scopes: frozenset[str] | None = None  # None: unknown, every tool is listed
         self._static = [operation_tool(op) for op in registry] + [jobs_wait_tool()]
         self._analytics: list[ToolSpec] = []
+        # Output schemas by method name: results come back in their types and key order.
+        self._output_schemas: dict[str, dict[str, Any]] = {}
 
     async def load(self) -> None:
         """Learn the caller's scopes and the analytics methods: once, and again
@@ -216,6 +219,10 @@ class Projection:
                 else:
                     taken = {tool.name for tool in self._static}
                     methods = []
+                    self._output_schemas = {
+                        method.name: json_format.MessageToDict(method.output_schema)
+                        for method in result.operations  # type: ignore[attr-defined]
+                    }
                     for method in result.operations:  # type: ignore[attr-defined]
                         tool = analytics_tool(method, execute)
                         if tool.name in taken:
@@ -264,7 +271,7 @@ class Projection:
             assert spec.operation is not None
             params = self._params(spec, args)
             result = await self.kernel.execute(spec.operation, params, idempotency_key=meta.get(IDEMPOTENCY_META_KEY))
-            return ToolOutcome(_to_dict(result), meta=meta)
+            return ToolOutcome(_to_dict(result, self._output_schemas.get), meta=meta)
         except KernelError as err:
             error = err
         except Exception:
@@ -283,7 +290,7 @@ class Projection:
                 params = analytics_pb2.AnalyticsExecuteParams(operation=spec.analytics_method)
                 params.params.update(args)
                 return params
-            return json_format.ParseDict(args, spec.operation.params_type())
+            return jsonview.parse_params(args, spec.operation.params_type())
         except (json_format.ParseError, OverflowError, RecursionError, TypeError, ValueError) as exc:
             descriptor = spec.operation.params_type.DESCRIPTOR
             # protobuf's text lists the camelCase JSON names: name the snake_case ones the schema uses.
@@ -325,7 +332,7 @@ class Projection:
                     break  # e.g. the server is stopping: answer what we have; the caller waits again
                 latest, sequence = event.job, event.sequence
                 if progress is not None:
-                    status = resources_pb2.JobStatus.Name(latest.status).removeprefix("JOB_STATUS_")
+                    status = jsonview.job_status_word(latest.status)
                     await progress(float(sequence), f"{status} {latest.progress:.0%} {latest.message}".strip())
         finally:
             await events.aclose()
@@ -333,7 +340,7 @@ class Projection:
             raise KernelError("DEADLINE_EXCEEDED", "DEADLINE_EXCEEDED", f"no snapshot of job {job_id} in time")
         return {
             "job": _to_dict(latest),
-            "status": resources_pb2.JobStatus.Name(latest.status),
+            "status": jsonview.job_status_word(latest.status),
             "terminal": latest.status in _TERMINAL,
             "last_sequence": sequence,
         }

@@ -7,21 +7,23 @@ and errors as gRPC: it runs through the same `Executor`."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import secrets
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from pydantic import BaseModel
 
 from geopera.v1 import kernel_pb2
-from server.api import convert
+from server.api import convert, jsonview
 from server.api.calls import CallInfo
 from server.api.execute import Executor
 from server.api.revocation import until_revoked
@@ -77,6 +79,22 @@ def http_status(err: DomainError) -> int:
     if err.code == Code.INVALID_ARGUMENT and err.reason in UNPROCESSABLE_REASONS:
         return 422
     return HTTP_STATUS.get(err.code, 500)
+
+
+def _analytics_schemas(executor: Executor) -> Callable[[str], dict[str, Any] | None]:
+    """The output schema of an analytics method by name (None for an unknown one)."""
+    methods = executor.services.analytics.methods
+
+    def lookup(name: str) -> dict[str, Any] | None:
+        return _output_schema(methods.get(name).output_model) if name in methods else None
+
+    return lookup
+
+
+@functools.lru_cache(maxsize=256)
+def _output_schema(model: type[BaseModel]) -> dict[str, Any]:
+    # Building a pydantic JSON Schema costs ~1 ms; a method's model does not change.
+    return model.model_json_schema(mode="serialization")
 
 
 def _request_id(request: web.Request) -> str:
@@ -182,7 +200,7 @@ class RestApi:
                 principal.require_scope(operation.scope)
                 params = await self._params(request, operation.params_type())
                 result = await executor.run(operation, principal, params, request.headers.get("Idempotency-Key"), call)
-                body = json_format.MessageToDict(result_message(result), preserving_proto_field_name=True)
+                body = jsonview.to_json(result_message(result), analytics_schema=_analytics_schemas(executor))
                 return _json_response(body, 200, call.request_id)
         except DomainError as err:
             return _json_response(error_body(err, call_info.request_id), http_status(err), call_info.request_id)
@@ -201,7 +219,7 @@ class RestApi:
         if not isinstance(body, dict):
             raise invalid_argument("PARAMS_UNPARSEABLE", "the body must be a JSON object of params", field="body")
         try:
-            json_format.ParseDict(body, message)
+            jsonview.parse_params(body, message)
         except (json_format.ParseError, OverflowError, RecursionError, TypeError, ValueError) as exc:
             # OverflowError: a whole number too large for a double (10**400) in a Struct.
             raise invalid_argument(
@@ -241,7 +259,7 @@ class RestApi:
                             job=convert.job(event.job),
                             event_type=event.event_type,
                         )
-                        data = json.dumps(json_format.MessageToDict(payload, preserving_proto_field_name=True))
+                        data = json.dumps(jsonview.to_json(payload))
                         await response.write(
                             f"id: {event.sequence}\nevent: {event.event_type}\ndata: {data}\n\n".encode()
                         )

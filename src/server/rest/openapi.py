@@ -8,6 +8,7 @@ from typing import Any
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
+from server.api.jsonview import JOB_STATUS_ENUM, JOB_STATUS_WORDS
 from server.api.registry import OperationRegistry
 
 _SCALARS: dict[int, dict[str, Any]] = {
@@ -56,14 +57,25 @@ class _SchemaBuilder:
         properties = {field.name: self._field(field) for field in descriptor.fields}
         return {"type": "object", "title": descriptor.name, "properties": properties, "additionalProperties": False}
 
-    def _enum(self, descriptor: EnumDescriptor) -> dict[str, Any]:
+    def _enum(self, descriptor: EnumDescriptor, field: FieldDescriptor) -> dict[str, Any]:
+        if descriptor.full_name == JOB_STATUS_ENUM:
+            # Answers carry the docs' words; params take the word or the enum name.
+            words = list(JOB_STATUS_WORDS.values())
+            if field.containing_type.name.endswith("Params"):
+                return {
+                    "type": "string",
+                    "enum": [*words, *JOB_STATUS_WORDS],
+                    "description": "A job status: the lower-case word (`running`) or the enum name"
+                    " (`JOB_STATUS_RUNNING`).",
+                }
+            return {"type": "string", "enum": words, "description": "A job status, as a lower-case word."}
         return {"type": "string", "enum": [value.name for value in descriptor.values]}
 
     def _single(self, field: FieldDescriptor) -> dict[str, Any]:
         if field.type == FieldDescriptor.TYPE_MESSAGE:
             return self.ref(field.message_type)
         if field.type == FieldDescriptor.TYPE_ENUM:
-            return self._enum(field.enum_type)
+            return self._enum(field.enum_type, field)
         return dict(_SCALARS[field.type])
 
     def _field(self, field: FieldDescriptor) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from geopera_sdk._errors import (
     Unimplemented,
     Unknown,
 )
+from geopera_sdk._jsonview import to_json
 from geopera_sdk._retry import RetryPolicy
 from geopera_sdk._transfer import DownloadResult
 
@@ -63,4 +64,5 @@ __all__ = [
     "message_base_name",
     "params_type",
     "result_type",
+    "to_json",
 ]

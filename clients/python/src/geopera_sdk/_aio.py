@@ -50,6 +50,7 @@ from geopera_sdk._convert import (
     strings,
     to_struct,
     to_timestamp,
+    view_number,
 )
 from geopera_sdk._errors import GeoperaError, Unavailable, error_from_rpc
 from geopera_sdk._job import JobProgress, _JobBase, _WaitDisplay
@@ -361,12 +362,19 @@ class AsyncItems(_AsyncNamespace):
         intersects: Mapping[str, Any] | struct_pb2.Struct | None = None,
         page_size: int | None = None,
         max_items: int | None = None,
+        view: str | int | None = None,
     ) -> AsyncIterator[resources_pb2.Item]:
         """`items.list`: a project's items ordered by (datetime, id), page by page
         (`page_size` per call) up to `max_items` in all:
-        ``async for item in client.items.list("demo")``."""
+        ``async for item in client.items.list("demo")``. Items come in the
+        `"basic"` view (no footprint, properties or band statistics) unless
+        `view="full"`; `items.get(id)` always answers the whole item."""
         params = catalog_pb2.ItemsListParams(
-            project_id=project_id, collection_id=collection_id or "", bbox=list(bbox or ()), page_size=page_size or 0
+            project_id=project_id,
+            collection_id=collection_id or "",
+            bbox=list(bbox or ()),
+            page_size=page_size or 0,
+            view=view_number(catalog_pb2.ItemView, "ITEM_VIEW_", view),  # type: ignore[arg-type]
         )
         if datetime_start is not None:
             params.datetime_start.CopyFrom(to_timestamp(datetime_start))
@@ -553,14 +561,17 @@ class AsyncJobs(_AsyncNamespace):
         create_time_end: When | None = None,
         page_size: int | None = None,
         max_items: int | None = None,
+        view: str | int | None = None,
     ) -> AsyncIterator[AsyncJob]:
         """`processing.jobs.list`: a project's jobs, newest first; `status` is a
-        name (`"running"`) or a `JobStatus` number."""
+        name (`"running"`) or a `JobStatus` number. Jobs come in the `"basic"`
+        view (without `input_params`) unless `view="full"`."""
         params = processing_pb2.ProcessingJobsListParams(
             project_id=project_id,
             status=job_status(status) if status is not None else 0,  # type: ignore[arg-type]
             job_type_id=job_type_id or "",
             page_size=page_size or 0,
+            view=view_number(processing_pb2.JobView, "JOB_VIEW_", view),  # type: ignore[arg-type]
         )
         if create_time_start is not None:
             params.create_time_start.CopyFrom(to_timestamp(create_time_start))
@@ -723,7 +734,22 @@ class AsyncAnalytics(_AsyncNamespace):
         """`analytics.execute`: run method `name` with `params` (a dict) and/or keywords."""
         merged = {**(params or {}), **kwargs}
         request = analytics_pb2.AnalyticsExecuteParams(operation=name, params=to_struct(merged))
-        return AnalyticsResult.from_proto(await self._run("analytics.execute", request))
+        result = await self._run("analytics.execute", request)
+        return AnalyticsResult.from_proto(result, await self.output_schema(name))
+
+    async def output_schema(self, name: str) -> dict[str, Any] | None:
+        """The output JSON Schema of method `name` from the cached method list
+        (loaded once); None when the server does not list it or the list
+        cannot be read."""
+        specs = self._specs
+        if specs is None:
+            try:
+                await self.operations()
+            except GeoperaError:
+                return None
+            specs = self._specs or {}
+        spec = specs.get(name)
+        return spec.output_schema if spec is not None else None
 
     def refresh(self) -> None:
         """Forget the cached method list; it is reloaded at next use."""

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from geopera.v1 import analytics_pb2, resources_pb2
 from geopera_sdk._convert import struct_to_dict
+from geopera_sdk._jsonview import shape
 
 
 @dataclass(frozen=True)
@@ -26,8 +27,15 @@ class AnalyticsResult:
         return self.result[key]
 
     @classmethod
-    def from_proto(cls, message: analytics_pb2.AnalyticsExecuteResult) -> AnalyticsResult:
-        return cls(message.operation, struct_to_dict(message.result), list(message.outputs))
+    def from_proto(
+        cls, message: analytics_pb2.AnalyticsExecuteResult, output_schema: dict[str, Any] | None = None
+    ) -> AnalyticsResult:
+        """With the method's `output_schema`, the result has its types and key
+        order (a count is an int, not the Struct's double)."""
+        result = struct_to_dict(message.result)
+        if output_schema is not None:
+            result = shape(result, output_schema)
+        return cls(message.operation, result, list(message.outputs))
 
 
 _JSON_TYPES: dict[str, Any] = {

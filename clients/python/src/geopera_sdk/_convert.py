@@ -157,6 +157,24 @@ def job_status_name(value: int) -> str:
     return _STATUS_NAMES.get(value, str(value))
 
 
+def view_number(enum: Any, prefix: str, value: int | str | None) -> int:
+    """`"full"`, `"FULL"`, `"ITEM_VIEW_FULL"` or the enum number -> the enum
+    number of a view enum (`ItemView`, `JobView`); None -> unset (the list's
+    default, BASIC)."""
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    name = value.upper()
+    if not name.startswith(prefix):
+        name = prefix + name
+    try:
+        return int(enum.Value(name))
+    except ValueError:
+        known = [n.removeprefix(prefix).lower() for n in enum.keys()][1:]
+        raise ValueError(f"unknown view {value!r}; one of {known}") from None
+
+
 def asset_input(value: catalog_pb2.AssetInput | Mapping[str, Any]) -> catalog_pb2.AssetInput:
     if isinstance(value, catalog_pb2.AssetInput):
         return value

@@ -1,0 +1,209 @@
+"""The JSON view of results (`to_json`): what the HTTP/JSON projection and
+the MCP server answer for the same call, built from a result message.
+
+- Job statuses are the words the product docs use (`pending`, `dispatched`,
+  `running`, `succeeded`, `failed`, `cancelled`).
+- An analytics result travels as a `Struct`, where every number is a double
+  and key order is lost. `shape` gives it back the types and the order of the
+  method's output schema: a number the schema types `integer` is an integer,
+  an object's keys follow the schema's `propertyOrdering` (the published
+  schemas carry it: a Struct does not keep the order of `properties`), else
+  its `properties`, and keys the schema does not list come after them,
+  sorted (so two calls answer the same text).
+
+The server's `server.api.jsonview` does the same (tests hold them equal).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from geopera.v1 import analytics_pb2, resources_pb2
+
+JOB_STATUS_ENUM = "geopera.v1.JobStatus"
+_PREFIX = "JOB_STATUS_"
+# JOB_STATUS_UNSPECIFIED has no word: a job never carries it.
+JOB_STATUS_WORDS: dict[str, str] = {
+    value.name: value.name.removeprefix(_PREFIX).lower()
+    for value in resources_pb2.JobStatus.DESCRIPTOR.values
+    if value.number != resources_pb2.JOB_STATUS_UNSPECIFIED
+}
+# Doubles hold every integer up to 2**53 exactly; beyond it "integer" is not a promise we can keep.
+_MAX_EXACT = 2**53
+
+
+def job_status_word(number: int) -> str:
+    """`resources_pb2.JOB_STATUS_RUNNING` -> `"running"`."""
+    name = resources_pb2.JobStatus.Name(number)
+    return JOB_STATUS_WORDS.get(name, name)
+
+
+def _reaches(descriptor: Descriptor, visiting: frozenset[str]) -> bool:
+    if descriptor.full_name in visiting:
+        return False  # a cycle: its fields are being checked further up
+    inner = visiting | {descriptor.full_name}
+    for field in descriptor.fields:
+        if field.type == FieldDescriptor.TYPE_ENUM and field.enum_type.full_name == JOB_STATUS_ENUM:
+            return True
+        if (
+            field.type == FieldDescriptor.TYPE_MESSAGE
+            and not field.message_type.full_name.startswith("google.")
+            and _reaches(field.message_type, inner)
+        ):
+            return True
+    return False
+
+
+@functools.cache
+def _reaches_job_status(descriptor: Descriptor) -> bool:
+    """Whether a message (transitively) has a JobStatus field: the walk skips the rest."""
+    return _reaches(descriptor, frozenset())
+
+
+def _field_reaches(field: FieldDescriptor) -> bool:
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        return field.enum_type.full_name == JOB_STATUS_ENUM
+    if field.type == FieldDescriptor.TYPE_MESSAGE and not field.message_type.full_name.startswith("google."):
+        return _reaches_job_status(field.message_type)
+    return False
+
+
+def _walk(node: Any, descriptor: Descriptor, rewrite: Callable[[Any], Any]) -> None:
+    """Rewrite every JobStatus value of the JSON object `node` of message
+    `descriptor` in place. Values of the wrong JSON type are left for
+    json_format to refuse."""
+    if not isinstance(node, dict):
+        return
+    for field in descriptor.fields:
+        if not _field_reaches(field):
+            continue
+        for key in (field.name, field.json_name):
+            if key not in node:
+                continue
+            value = node[key]
+            if field.type == FieldDescriptor.TYPE_ENUM:
+                if field.is_repeated:
+                    if isinstance(value, list):
+                        node[key] = [rewrite(v) for v in value]
+                else:
+                    node[key] = rewrite(value)
+            elif field.message_type.GetOptions().map_entry:
+                value_field = field.message_type.fields_by_name["value"]
+                if isinstance(value, dict):
+                    for entry_key, entry in value.items():
+                        if value_field.type == FieldDescriptor.TYPE_ENUM:
+                            value[entry_key] = rewrite(entry)
+                        else:
+                            _walk(entry, value_field.message_type, rewrite)
+            elif field.is_repeated:
+                if isinstance(value, list):
+                    for entry in value:
+                        _walk(entry, field.message_type, rewrite)
+            else:
+                _walk(value, field.message_type, rewrite)
+
+
+def _to_word(value: Any) -> Any:
+    return JOB_STATUS_WORDS.get(value, value) if isinstance(value, str) else value
+
+
+def to_json(message: Message, *, output_schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A message as the JSON the HTTP projection and MCP answer for it: proto3
+    JSON with the .proto field names and job statuses as words; with
+    `output_schema` (the method's, e.g. from `client.analytics.output_schema`),
+    an `AnalyticsExecuteResult`'s result in the method's types and key order."""
+    body = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    if _reaches_job_status(message.DESCRIPTOR):
+        _walk(body, message.DESCRIPTOR, _to_word)
+    if output_schema is not None and isinstance(message, analytics_pb2.AnalyticsExecuteResult) and "result" in body:
+        body["result"] = shape(body["result"], output_schema)
+    return body
+
+
+# -- analytics results ------------------------------------------------------------
+
+
+def _resolve(schema: Any, root: dict[str, Any]) -> dict[str, Any]:
+    """Follow local `$ref`s (`#/$defs/X`); anything else is an open schema."""
+    seen = 0
+    while isinstance(schema, dict) and isinstance(schema.get("$ref"), str) and seen < 32:
+        target: Any = root
+        for part in schema["$ref"].removeprefix("#/").split("/"):
+            target = target.get(part) if isinstance(target, dict) else None
+        schema, seen = target, seen + 1
+    return schema if isinstance(schema, dict) else {}
+
+
+def _types(schema: dict[str, Any]) -> set[str]:
+    kind = schema.get("type")
+    if isinstance(kind, str):
+        return {kind}
+    if isinstance(kind, list):
+        return {k for k in kind if isinstance(k, str)}
+    if "properties" in schema or "additionalProperties" in schema:
+        return {"object"}
+    if "items" in schema or "prefixItems" in schema:
+        return {"array"}
+    return set()
+
+
+def _json_type(value: Any) -> set[str]:
+    if value is None:
+        return {"null"}
+    if isinstance(value, bool):
+        return {"boolean"}
+    if isinstance(value, int | float):
+        whole = isinstance(value, int) or (value == value and abs(value) <= _MAX_EXACT and float(value).is_integer())
+        return {"number", "integer"} if whole else {"number"}
+    if isinstance(value, str):
+        return {"string"}
+    if isinstance(value, list):
+        return {"array"}
+    return {"object"}
+
+
+def _branch(value: Any, schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """The first `anyOf`/`oneOf` branch the value fits (pydantic's order)."""
+    branches = schema.get("anyOf") or schema.get("oneOf")
+    if not isinstance(branches, list):
+        return schema
+    fits = _json_type(value)
+    for branch in branches:
+        resolved = _resolve(branch, root)
+        if _types(resolved) & fits:
+            return resolved
+    return {}
+
+
+def shape(value: Any, schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:
+    """`value` (plain JSON, numbers as floats) in the types and key order of
+    the JSON Schema `schema`. Only integral numbers the schema types `integer`
+    (and not also `number`) change type; nothing is dropped or added."""
+    root = schema if root is None else root
+    schema = _branch(value, _resolve(schema, root), root)
+    if isinstance(value, float) and not isinstance(value, bool):
+        kinds = _types(schema)
+        if "integer" in kinds and "number" not in kinds and "integer" in _json_type(value):
+            return int(value)
+        return value
+    if isinstance(value, dict):
+        properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        extra = schema.get("additionalProperties")
+        extra = extra if isinstance(extra, dict) else {}
+        order = schema.get("propertyOrdering")
+        names = [k for k in order if isinstance(k, str)] if isinstance(order, list) else []
+        names += [k for k in properties if k not in names]
+        shaped = {key: shape(value[key], properties.get(key, extra), root) for key in names if key in value}
+        for key in sorted(k for k in value if k not in shaped):
+            shaped[key] = shape(value[key], extra, root)
+        return shaped
+    if isinstance(value, list):
+        items = schema.get("items")
+        return [shape(v, items if isinstance(items, dict) else {}, root) for v in value]
+    return value
