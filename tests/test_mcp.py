@@ -77,7 +77,7 @@ def test_the_tools_are_the_registry_the_scopes_allow(mcp, mcp_world):
         assert tool.annotations.read_only_hint is (operation.side_effect == "read")
         properties = tool.input_schema["properties"]
         fields = {field.name for field in operation.params_type.DESCRIPTOR.fields}
-        extra = {"idempotency_key"} if operation.side_effect == "spend" else set()
+        extra = {"idempotency_key"} if operation.idempotency_key else set()
         assert set(properties) == fields | extra, operation.name
     assert "$defs" in tools["items_create"].input_schema  # AssetInput, referenced locally
     assert tools["processing_create"].input_schema["properties"]["input_params"]["type"] == "object"

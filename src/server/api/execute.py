@@ -98,16 +98,17 @@ class Executor:
     async def run(
         self, operation: Operation, principal: Principal, params: Message, key: str | None, call: CallInfo
     ) -> Message:
-        """Run an already resolved and authorised operation. Spends with an
-        idempotency key run once per project: the key, the side effect and the
-        response commit in one transaction (see domain.idempotency)."""
+        """Run an already resolved and authorised operation. Operations that
+        honour an idempotency key (spends, analytics.execute) run once per key
+        and project: the key, the side effect and the response commit in one
+        transaction (see domain.idempotency)."""
         reject_nul_characters(params)
-        key = check_idempotency_key(key) if operation.side_effect == "spend" else None
+        key = check_idempotency_key(key) if operation.idempotency_key else None
         project_id = ""
-        if key is not None and operation.spend_project is not None:
-            project_id = await operation.spend_project(self.services, principal, params)
+        if key is not None and operation.key_project is not None:
+            project_id = await operation.key_project(self.services, principal, params)
         if key is None or not project_id:
-            # Without a project the handler refuses the params itself.
+            # Without a project a spend's handler refuses the params itself.
             return await operation.handler(self.services, OperationContext(principal, call.request_id, None), params)
         # Checked before a stored response can be replayed to a non-member.
         principal.require_project(project_id)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from geopera.v1 import analytics_pb2, resources_pb2
 from server.api import convert
 from server.api.registry import Operation, OperationContext
+from server.auth import Principal
 from server.services import Services
 
 
@@ -22,7 +23,7 @@ def _operation(description: dict) -> analytics_pb2.AnalyticsOperation:  # type: 
 async def analytics_execute(
     s: Services, ctx: OperationContext, p: analytics_pb2.AnalyticsExecuteParams
 ) -> analytics_pb2.AnalyticsExecuteResult:
-    outcome = await s.analytics.execute(ctx.principal, p.operation, convert.struct_to_dict(p.params))
+    outcome = await s.analytics.execute(ctx.principal, p.operation, convert.struct_to_dict(p.params), ctx.conn)
     return analytics_pb2.AnalyticsExecuteResult(
         operation=outcome.operation,
         result=convert.struct(outcome.result),
@@ -34,6 +35,10 @@ async def analytics_execute(
             for a in outcome.artifacts
         ],
     )  # fmt: skip
+
+
+async def _project_of_call(s: Services, principal: Principal, p: analytics_pb2.AnalyticsExecuteParams) -> str:
+    return await s.analytics.key_project(principal, p.operation, convert.struct_to_dict(p.params))
 
 
 async def operations_list(
@@ -49,19 +54,23 @@ async def operations_get(
 
 
 OPERATIONS = (
-    Operation(
-        "analytics.execute", analytics_pb2.AnalyticsExecuteParams, analytics_pb2.AnalyticsExecuteResult,
-        "analytics:read", "read", analytics_execute,
+    Operation.declared(
+        analytics_pb2.AnalyticsExecuteParams,
+        analytics_pb2.AnalyticsExecuteResult,
+        analytics_execute,
         "Run an analytics method (zonal_stats, time_series, change_detection, ...) over items.",
+        key_project=_project_of_call,
     ),
-    Operation(
-        "analytics.operations.list", analytics_pb2.AnalyticsOperationsListParams,
-        analytics_pb2.AnalyticsOperationsListResult, "analytics:read", "read", operations_list,
+    Operation.declared(
+        analytics_pb2.AnalyticsOperationsListParams,
+        analytics_pb2.AnalyticsOperationsListResult,
+        operations_list,
         "List the analytics methods with their input and output JSON Schemas.",
     ),
-    Operation(
-        "analytics.operations.get", analytics_pb2.AnalyticsOperationsGetParams,
-        analytics_pb2.AnalyticsOperationsGetResult, "analytics:read", "read", operations_get,
+    Operation.declared(
+        analytics_pb2.AnalyticsOperationsGetParams,
+        analytics_pb2.AnalyticsOperationsGetResult,
+        operations_get,
         "Describe one analytics method.",
     ),
-)  # fmt: skip
+)

@@ -4,16 +4,20 @@ run the method off the event loop, and store its artifacts in the project."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import math
 import secrets
 import shutil
 import threading
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from server.analytics import AnalyticsContext, Artifact, AssetView, ItemView, MethodRegistry
 from server.auth import Principal
@@ -123,7 +127,28 @@ class AnalyticsService:
     def describe_all(self) -> list[dict[str, Any]]:
         return [self.methods.describe(name) for name in self.methods.names()]
 
-    async def execute(self, principal: Principal, name: str, params: dict[str, Any]) -> AnalyticsOutcome:
+    async def key_project(self, principal: Principal, name: str, params: dict[str, Any]) -> str:
+        """The project an idempotency key of this call belongs to: that of the
+        items it reads, where its artifacts would be stored. "" when they are in
+        several projects (such a call may store nothing, so a key has nothing
+        to guard)."""
+        name = self._method_name(name)
+        model = await asyncio.to_thread(self.methods.validate, name, params)
+        projects = set()
+        for item_id in dict.fromkeys(self.methods.get(name).item_ids(model)):
+            projects.add((await self._catalog.get_item(principal, item_id)).project_id)
+        return next(iter(projects)) if len(projects) == 1 else ""
+
+    async def execute(
+        self,
+        principal: Principal,
+        name: str,
+        params: dict[str, Any],
+        conn: psycopg.AsyncConnection[Any] | None = None,
+    ) -> AnalyticsOutcome:
+        """Run a method and store its artifacts: in `conn`'s transaction when
+        given (an idempotent call: the key and the artifacts commit together),
+        else in one of its own."""
         name = self._method_name(name)
         # In a thread: validating the params parses the client's geometries.
         model = await asyncio.to_thread(self.methods.validate, name, params)
@@ -160,7 +185,7 @@ class AnalyticsService:
                 raise
             # Artifacts belong to the project of the items they were computed from.
             project_id = next(iter(projects)) if len(projects) == 1 else None
-            stored = await self._store_artifacts(principal, name, project_id, context.artifacts)
+            stored = await self._store_artifacts(principal, name, project_id, context.artifacts, conn)
             return AnalyticsOutcome(name, _json_safe(result), stored)
         finally:
             if workdir.exists():
@@ -170,7 +195,12 @@ class AnalyticsService:
                 cleanup.add_done_callback(self._cleanups.discard)
 
     async def _store_artifacts(
-        self, principal: Principal, operation: str, project_id: str | None, artifacts: list[Artifact]
+        self,
+        principal: Principal,
+        operation: str,
+        project_id: str | None,
+        artifacts: list[Artifact],
+        joined: psycopg.AsyncConnection[Any] | None = None,
     ) -> list[StoredArtifact]:
         if not artifacts:
             return []
@@ -196,7 +226,10 @@ class AnalyticsService:
 
         try:
             rows = await asyncio.to_thread(move_into_storage)
-            async with self._db.transaction(pending.probe) as conn:
+            # In a joined transaction the probe stays in "body": a failure here surely rolls it back,
+            # and bytes of a commit that fails later are left to the storage sweep.
+            transaction = _joined(joined) if joined is not None else self._db.transaction(pending.probe)
+            async with transaction as conn:
                 for artifact_id, storage_key, size, sha, artifact in rows:
                     await conn.execute(
                         Q.insert_artifact,
@@ -221,6 +254,11 @@ class AnalyticsService:
             await pending.settle(error)
             raise
         return stored
+
+
+@contextlib.asynccontextmanager
+async def _joined(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    yield conn
 
 
 def _size_and_sha256(path: Path) -> tuple[int, str]:

@@ -4,13 +4,14 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_geopera_v1_options } from "./options_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file geopera/v1/auth.proto.
  */
 export const file_geopera_v1_auth: GenFile = /*@__PURE__*/
-  fileDesc("ChVnZW9wZXJhL3YxL2F1dGgucHJvdG8SCmdlb3BlcmEudjEiEgoQQXV0aFdob2FtaVBhcmFtcyJpChBBdXRoV2hvYW1pUmVzdWx0EhQKDHByaW5jaXBhbF9pZBgBIAEoCRIMCgRraW5kGAIgASgJEgwKBG5hbWUYAyABKAkSDgoGc2NvcGVzGAQgAygJEhMKC3Byb2plY3RfaWRzGAUgAygJYgZwcm90bzM");
+  fileDesc("ChVnZW9wZXJhL3YxL2F1dGgucHJvdG8SCmdlb3BlcmEudjEiJwoQQXV0aFdob2FtaVBhcmFtczoTmrgYDwoLYXV0aC53aG9hbWkYASJpChBBdXRoV2hvYW1pUmVzdWx0EhQKDHByaW5jaXBhbF9pZBgBIAEoCRIMCgRraW5kGAIgASgJEgwKBG5hbWUYAyABKAkSDgoGc2NvcGVzGAQgAygJEhMKC3Byb2plY3RfaWRzGAUgAygJYgZwcm90bzM", [file_geopera_v1_options]);
 
 /**
  * `auth.whoami` (any authenticated token, no scope needed): what the calling

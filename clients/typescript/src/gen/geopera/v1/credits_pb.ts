@@ -4,6 +4,7 @@
 
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import { file_geopera_v1_options } from "./options_pb.js";
 import type { CreditBalance, LedgerEntry } from "./resources_pb.js";
 import { file_geopera_v1_resources } from "./resources_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file geopera/v1/credits.proto.
  */
 export const file_geopera_v1_credits: GenFile = /*@__PURE__*/
-  fileDesc("ChhnZW9wZXJhL3YxL2NyZWRpdHMucHJvdG8SCmdlb3BlcmEudjEiLQoXQ3JlZGl0c0JhbGFuY2VHZXRQYXJhbXMSEgoKcHJvamVjdF9pZBgBIAEoCSJFChdDcmVkaXRzQmFsYW5jZUdldFJlc3VsdBIqCgdiYWxhbmNlGAEgASgLMhkuZ2VvcGVyYS52MS5DcmVkaXRCYWxhbmNlImQKF0NyZWRpdHNMZWRnZXJMaXN0UGFyYW1zEhIKCnByb2plY3RfaWQYASABKAkSDgoGam9iX2lkGAIgASgJEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJIlwKF0NyZWRpdHNMZWRnZXJMaXN0UmVzdWx0EigKB2VudHJpZXMYASADKAsyFy5nZW9wZXJhLnYxLkxlZGdlckVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCWIGcHJvdG8z", [file_geopera_v1_resources]);
+  fileDesc("ChhnZW9wZXJhL3YxL2NyZWRpdHMucHJvdG8SCmdlb3BlcmEudjEiWAoXQ3JlZGl0c0JhbGFuY2VHZXRQYXJhbXMSEgoKcHJvamVjdF9pZBgBIAEoCTopmrgYJQoTY3JlZGl0cy5iYWxhbmNlLmdldBIMY3JlZGl0czpyZWFkGAEiRQoXQ3JlZGl0c0JhbGFuY2VHZXRSZXN1bHQSKgoHYmFsYW5jZRgBIAEoCzIZLmdlb3BlcmEudjEuQ3JlZGl0QmFsYW5jZSKPAQoXQ3JlZGl0c0xlZGdlckxpc3RQYXJhbXMSEgoKcHJvamVjdF9pZBgBIAEoCRIOCgZqb2JfaWQYAiABKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAk6KZq4GCUKE2NyZWRpdHMubGVkZ2VyLmxpc3QSDGNyZWRpdHM6cmVhZBgBIlwKF0NyZWRpdHNMZWRnZXJMaXN0UmVzdWx0EigKB2VudHJpZXMYASADKAsyFy5nZW9wZXJhLnYxLkxlZGdlckVudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCWIGcHJvdG8z", [file_geopera_v1_options, file_geopera_v1_resources]);
 
 /**
  * `credits.balance.get` (scope `credits:read`): a project's balance.
