@@ -17,7 +17,12 @@ export const file_geopera_v1_analytics: GenFile = /*@__PURE__*/
   fileDesc("ChpnZW9wZXJhL3YxL2FuYWx5dGljcy5wcm90bxIKZ2VvcGVyYS52MSKBAQoWQW5hbHl0aWNzRXhlY3V0ZVBhcmFtcxIRCglvcGVyYXRpb24YASABKAkSJwoGcGFyYW1zGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdDormrgYJwoRYW5hbHl0aWNzLmV4ZWN1dGUSDmFuYWx5dGljczpyZWFkGAIgASJ7ChZBbmFseXRpY3NFeGVjdXRlUmVzdWx0EhEKCW9wZXJhdGlvbhgBIAEoCRInCgZyZXN1bHQYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiUKB291dHB1dHMYAyADKAsyFC5nZW9wZXJhLnYxLkFydGlmYWN0IsABChJBbmFseXRpY3NPcGVyYXRpb24SDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRItCgxpbnB1dF9zY2hlbWEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ei4KDW91dHB1dF9zY2hlbWEYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EigKB2V4YW1wbGUYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IlIKHUFuYWx5dGljc09wZXJhdGlvbnNMaXN0UGFyYW1zOjGauBgtChlhbmFseXRpY3Mub3BlcmF0aW9ucy5saXN0Eg5hbmFseXRpY3M6cmVhZBgBIlMKHUFuYWx5dGljc09wZXJhdGlvbnNMaXN0UmVzdWx0EjIKCm9wZXJhdGlvbnMYASADKAsyHi5nZW9wZXJhLnYxLkFuYWx5dGljc09wZXJhdGlvbiJeChxBbmFseXRpY3NPcGVyYXRpb25zR2V0UGFyYW1zEgwKBG5hbWUYASABKAk6MJq4GCwKGGFuYWx5dGljcy5vcGVyYXRpb25zLmdldBIOYW5hbHl0aWNzOnJlYWQYASJRChxBbmFseXRpY3NPcGVyYXRpb25zR2V0UmVzdWx0EjEKCW9wZXJhdGlvbhgBIAEoCzIeLmdlb3BlcmEudjEuQW5hbHl0aWNzT3BlcmF0aW9uYgZwcm90bzM", [file_geopera_v1_options, file_geopera_v1_resources, file_google_protobuf_struct]);
 
 /**
- * `analytics.execute` (scope `analytics:read`): runs one analytics method.
+ * `analytics.execute` (scope `analytics:read`, write): runs one analytics
+ * method. A write because methods may store artifacts (`change_detection`
+ * stores a difference COG and a quicklook); it honours `idempotency-key` (see
+ * `KernelService.Execute`): a repeat with the same key and params replays the
+ * first response and stores nothing more, other params with the same key fail
+ * FAILED_PRECONDITION `IDEMPOTENCY_KEY_REUSED`.
  *
  * INVALID_ARGUMENT `UNKNOWN_ANALYTICS_OPERATION` (metadata lists the known
  * ones); INVALID_ARGUMENT `INVALID_ANALYTICS_PARAMS` with one BadRequest
