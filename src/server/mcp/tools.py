@@ -160,7 +160,7 @@ def jobs_wait_tool() -> ToolSpec:
             f" `timeout_seconds` pass (default {WAIT_DEFAULT_SECONDS:g}, at most {WAIT_MAX_SECONDS:g}). Answers"
             " the latest job snapshot, its status, whether it is terminal and the last event sequence; call it"
             " again to keep waiting. Reports progress notifications when the client asks for them.\n\n"
-            + _access("processing:read", "read")
+            + "Scope `processing:read`; side effect: read."
         ),
         input_schema={
             "type": "object",
