@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import psycopg
@@ -54,7 +55,8 @@ def test_the_registry_is_the_proto_for_every_operation():
         assert (operation.idempotency_key, operation.repeatable) == (options.idempotency_key, options.repeatable)
         # Every spend honours a key; a key is honoured only where its project is known.
         assert operation.side_effect != "spend" or operation.idempotency_key
-        assert operation.idempotency_key == (operation.key_project is not None), operation.name
+        has_project = operation.key_project is not None or operation.claims_key
+        assert operation.idempotency_key == has_project, operation.name
     # The declaration issue 18 corrects: change_detection stores artifacts.
     execute = REGISTRY.get("analytics.execute")
     assert (execute.side_effect, execute.idempotency_key) == ("write", True)
@@ -115,3 +117,13 @@ def test_a_retried_change_detection_stores_its_artifacts_once(world):
     other = _change_detection(world, "contract-cd-2", 0.05)
     assert {o.id for o in other.outputs}.isdisjoint({o.id for o in first.outputs})
     assert _artifacts(world) == stored + len(other.outputs)
+
+
+def test_concurrent_duplicates_of_a_change_detection_store_once(world):
+    """The computation holds no connection: both duplicates compute, the second
+    finds the key taken when it stores, drops its files and replays the first."""
+    before = _artifacts(world)
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: _change_detection(world, "contract-cd-concurrent", 0.07), range(2))
+    assert first == second and len(first.outputs) == 2
+    assert _artifacts(world) == before + 2

@@ -3,10 +3,14 @@ method catalogue. Unpack, call, pack."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import psycopg
+
 from geopera.v1 import analytics_pb2, resources_pb2
 from server.api import convert
 from server.api.registry import Operation, OperationContext
-from server.auth import Principal
+from server.domain.analytics import AnalyticsOutcome, KeyedStore
 from server.services import Services
 
 
@@ -23,7 +27,18 @@ def _operation(description: dict) -> analytics_pb2.AnalyticsOperation:  # type: 
 async def analytics_execute(
     s: Services, ctx: OperationContext, p: analytics_pb2.AnalyticsExecuteParams
 ) -> analytics_pb2.AnalyticsExecuteResult:
-    outcome = await s.analytics.execute(ctx.principal, p.operation, convert.struct_to_dict(p.params), ctx.conn)
+    keyed = None
+    if ctx.keyed is not None:
+        call = ctx.keyed
+
+        async def finish(conn: psycopg.AsyncConnection[Any], outcome: AnalyticsOutcome) -> None:
+            await call.record(conn, _result(outcome))
+
+        keyed = KeyedStore(call.check, call.transaction, finish)
+    return _result(await s.analytics.execute(ctx.principal, p.operation, convert.struct_to_dict(p.params), keyed))
+
+
+def _result(outcome: AnalyticsOutcome) -> analytics_pb2.AnalyticsExecuteResult:
     return analytics_pb2.AnalyticsExecuteResult(
         operation=outcome.operation,
         result=convert.struct(outcome.result),
@@ -35,10 +50,6 @@ async def analytics_execute(
             for a in outcome.artifacts
         ],
     )  # fmt: skip
-
-
-async def _project_of_call(s: Services, principal: Principal, p: analytics_pb2.AnalyticsExecuteParams) -> str:
-    return await s.analytics.key_project(principal, p.operation, convert.struct_to_dict(p.params))
 
 
 async def operations_list(
@@ -59,7 +70,7 @@ OPERATIONS = (
         analytics_pb2.AnalyticsExecuteResult,
         analytics_execute,
         "Run an analytics method (zonal_stats, time_series, change_detection, ...) over items.",
-        key_project=_project_of_call,
+        claims_key=True,
     ),
     Operation.declared(
         analytics_pb2.AnalyticsOperationsListParams,

@@ -20,6 +20,7 @@ from geopera.v1 import options_pb2
 from server.auth import Principal
 
 if TYPE_CHECKING:
+    from server.api.execute import KeyedCall
     from server.services import Services
 
 SideEffect = Literal["read", "write", "spend"]
@@ -34,8 +35,7 @@ Handler = Callable[["Services", "OperationContext", Any], Awaitable[Message]]
 # The project an idempotent call is for, from its params: idempotency keys are
 # scoped per project (as Stripe scopes them per account), so a retry from any
 # token of the project replays the first response. "" when the params name none
-# (a spend's handler then refuses them; an analytics call over several
-# projects stores nothing, so it runs without the key).
+# (a spend's handler then refuses them).
 KeyProject = Callable[["Services", Principal, Any], Awaitable[str]]
 
 
@@ -49,6 +49,9 @@ class OperationContext:
     # The transaction of an idempotent call: the handler's writes join it so
     # the key and the side effect commit together.
     conn: psycopg.AsyncConnection[Any] | None = None
+    # An idempotent call of an operation that claims its key itself, in the
+    # transaction that stores its effect (after its slow work): analytics.execute.
+    keyed: KeyedCall | None = None
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,11 @@ class Operation:
     idempotency_key: bool = False
     # A write whose repeat has no further effect (safe to retry without a key).
     repeatable: bool = False
-    # Required when idempotency_key is set.
+    # When idempotency_key is set: the project of the key, for a handler run
+    # inside the key's transaction (spends) ...
     key_project: KeyProject | None = None
+    # ... or a handler that claims the key itself through OperationContext.keyed.
+    claims_key: bool = False
 
     @classmethod
     def declared(
@@ -76,13 +82,14 @@ class Operation:
         description: str,
         *,
         key_project: KeyProject | None = None,
+        claims_key: bool = False,
     ) -> Operation:
         """The operation whose name, scope and side effect the params message
         declares in the proto (`option (geopera.v1.operation)`)."""
         declared = declaration(params_type)
         return cls(
             declared.name, params_type, result_type, declared.scope, SIDE_EFFECTS[declared.side_effect], handler,
-            description, declared.idempotency_key, declared.repeatable, key_project,
+            description, declared.idempotency_key, declared.repeatable, key_project, claims_key,
         )  # fmt: skip
 
     @property
@@ -120,8 +127,8 @@ class OperationRegistry:
         actual = (operation.params_type.DESCRIPTOR.name, operation.result_type.DESCRIPTOR.name)
         if actual != expected:
             raise ValueError(f"{operation.name}: messages must be {expected}, got {actual}")
-        if operation.idempotency_key and operation.key_project is None:
-            raise ValueError(f"{operation.name}: say which project its idempotency keys belong to")
+        if operation.idempotency_key and (operation.key_project is None) == (not operation.claims_key):
+            raise ValueError(f"{operation.name}: give key_project or claims_key (which project its keys belong to)")
         self._operations[operation.name] = operation
 
     def get(self, name: str) -> Operation | None:

@@ -4,15 +4,15 @@ run the method off the event loop, and store its artifacts in the project."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import hashlib
 import math
 import secrets
 import shutil
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from server.domain.quota import StorageQuota
 from server.errors import Code, DomainError, invalid_argument
 from server.ids import new_id
 from server.storage import BlobStorage
-from server.store import Database, Q
+from server.store import CommitProbe, Database, Q
 
 # Threads each call may use for block decoding; with the call pool below this
 # keeps a 2-core machine busy without oversubscribing it.
@@ -51,6 +51,21 @@ class AnalyticsOutcome:
     operation: str
     result: dict[str, Any]
     artifacts: list[StoredArtifact]
+
+
+@dataclass(frozen=True)
+class KeyedStore:
+    """How a call with an idempotency key stores its outcome (see
+    server.api.execute): `check(project_id)` before the work may answer a stored
+    response at once (by raising); `transaction(project_id, probe)` claims the
+    key (or raises to replay the response a concurrent duplicate stored) and
+    `finish(conn, outcome)` records the response in it, so the key, the
+    artifacts and the response commit together. The slow work runs before, on
+    no connection."""
+
+    check: Callable[[str], Awaitable[None]]
+    transaction: Callable[[str, CommitProbe], AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]]
+    finish: Callable[[psycopg.AsyncConnection[Any], AnalyticsOutcome], Awaitable[None]]
 
 
 def _json_safe(value: Any) -> Any:
@@ -127,28 +142,12 @@ class AnalyticsService:
     def describe_all(self) -> list[dict[str, Any]]:
         return [self.methods.describe(name) for name in self.methods.names()]
 
-    async def key_project(self, principal: Principal, name: str, params: dict[str, Any]) -> str:
-        """The project an idempotency key of this call belongs to: that of the
-        items it reads, where its artifacts would be stored. "" when they are in
-        several projects (such a call may store nothing, so a key has nothing
-        to guard)."""
-        name = self._method_name(name)
-        model = await asyncio.to_thread(self.methods.validate, name, params)
-        projects = set()
-        for item_id in dict.fromkeys(self.methods.get(name).item_ids(model)):
-            projects.add((await self._catalog.get_item(principal, item_id)).project_id)
-        return next(iter(projects)) if len(projects) == 1 else ""
-
     async def execute(
-        self,
-        principal: Principal,
-        name: str,
-        params: dict[str, Any],
-        conn: psycopg.AsyncConnection[Any] | None = None,
+        self, principal: Principal, name: str, params: dict[str, Any], keyed: KeyedStore | None = None
     ) -> AnalyticsOutcome:
-        """Run a method and store its artifacts: in `conn`'s transaction when
-        given (an idempotent call: the key and the artifacts commit together),
-        else in one of its own."""
+        """Run a method and store its artifacts in the project of the items it
+        read. With `keyed`, the call is idempotent per that project (a call
+        reading items of several projects stores nothing and needs no key)."""
         name = self._method_name(name)
         # In a thread: validating the params parses the client's geometries.
         model = await asyncio.to_thread(self.methods.validate, name, params)
@@ -159,6 +158,12 @@ class AnalyticsService:
             record = await self._catalog.get_item(principal, item_id)
             items[record.id] = item_view(record, self._storage)
             projects.add(record.project_id)
+        # Artifacts belong to the project of the items they were computed from.
+        project_id = next(iter(projects)) if len(projects) == 1 else None
+        if keyed is not None and project_id is None:
+            keyed = None
+        if keyed is not None:
+            await keyed.check(project_id)  # a retry of a finished call replays without recomputing
         # Reserved, not created: most calls write no file (the method creates it when it does).
         workdir = self._storage.scratch_dir() / f"analytics-{name}-{secrets.token_hex(8)}"
         cancelled = threading.Event()
@@ -183,10 +188,7 @@ class AnalyticsService:
             except asyncio.CancelledError:
                 cancelled.set()  # the thread stops at its next block
                 raise
-            # Artifacts belong to the project of the items they were computed from.
-            project_id = next(iter(projects)) if len(projects) == 1 else None
-            stored = await self._store_artifacts(principal, name, project_id, context.artifacts, conn)
-            return AnalyticsOutcome(name, _json_safe(result), stored)
+            return await self._store(principal, name, project_id, _json_safe(result), context.artifacts, keyed)
         finally:
             if workdir.exists():
                 # Removed in the background: the caller need not wait for it.
@@ -194,21 +196,23 @@ class AnalyticsService:
                 self._cleanups.add(cleanup)
                 cleanup.add_done_callback(self._cleanups.discard)
 
-    async def _store_artifacts(
+    async def _store(
         self,
         principal: Principal,
         operation: str,
         project_id: str | None,
+        result: dict[str, Any],
         artifacts: list[Artifact],
-        joined: psycopg.AsyncConnection[Any] | None = None,
-    ) -> list[StoredArtifact]:
-        if not artifacts:
-            return []
+        keyed: KeyedStore | None,
+    ) -> AnalyticsOutcome:
+        if not artifacts and keyed is None:
+            return AnalyticsOutcome(operation, result, [])
         if project_id is None:
             raise invalid_argument(
                 "ITEMS_IN_SEVERAL_PROJECTS", "an analytics call that stores files must read items of one project"
             )
         stored: list[StoredArtifact] = []
+        outcome = AnalyticsOutcome(operation, result, stored)
         pending = PendingObjects(self._storage)
 
         def move_into_storage() -> list[tuple[str, str, int, str, Artifact]]:
@@ -226,9 +230,9 @@ class AnalyticsService:
 
         try:
             rows = await asyncio.to_thread(move_into_storage)
-            # In a joined transaction the probe stays in "body": a failure here surely rolls it back,
-            # and bytes of a commit that fails later are left to the storage sweep.
-            transaction = _joined(joined) if joined is not None else self._db.transaction(pending.probe)
+            transaction = (
+                self._db.transaction(pending.probe) if keyed is None else keyed.transaction(project_id, pending.probe)
+            )
             async with transaction as conn:
                 for artifact_id, storage_key, size, sha, artifact in rows:
                     await conn.execute(
@@ -249,16 +253,15 @@ class AnalyticsService:
                     stored.append(
                         StoredArtifact(artifact_id, artifact.key, artifact.media_type, size, sha, artifact.title)
                     )
-                await self._quota.check(conn, project_id)
+                if rows:
+                    await self._quota.check(conn, project_id)
+                if keyed is not None:
+                    await keyed.finish(conn, outcome)
         except BaseException as error:
+            # Also when the key turned out to be taken: the duplicate's files go.
             await pending.settle(error)
             raise
-        return stored
-
-
-@contextlib.asynccontextmanager
-async def _joined(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    yield conn
+        return outcome
 
 
 def _size_and_sha256(path: Path) -> tuple[int, str]:

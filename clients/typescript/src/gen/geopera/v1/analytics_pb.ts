@@ -22,7 +22,11 @@ export const file_geopera_v1_analytics: GenFile = /*@__PURE__*/
  * stores a difference COG and a quicklook); it honours `idempotency-key` (see
  * `KernelService.Execute`): a repeat with the same key and params replays the
  * first response and stores nothing more, other params with the same key fail
- * FAILED_PRECONDITION `IDEMPOTENCY_KEY_REUSED`.
+ * FAILED_PRECONDITION `IDEMPOTENCY_KEY_REUSED`. The key is claimed when the
+ * result is stored, after the computation: a duplicate sent while the first
+ * still computes computes too, then returns the first's response (its own
+ * files are dropped). The key belongs to the project of the items read; a call
+ * reading items of several projects stores nothing and ignores the key.
  *
  * INVALID_ARGUMENT `UNKNOWN_ANALYTICS_OPERATION` (metadata lists the known
  * ones); INVALID_ARGUMENT `INVALID_ANALYTICS_PARAMS` with one BadRequest
