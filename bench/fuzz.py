@@ -77,7 +77,7 @@ def generate_execute(name: str, corpus: Corpus, count: int, seed: int) -> list[t
     """(serialized ExecuteRequest, token name, idempotency key): the catalogue first, then drawn ones."""
     operation = REGISTRY.get(name)
     assert operation is not None
-    spend = operation.side_effect == "spend"
+    spend = operation.idempotency_key
     keys = st.one_of(st.none(), st.text(alphabet=PRINTABLE, max_size=300)) if spend else st.none()
     drawn = draw(st.tuples(strategies.execute_requests(operation, corpus), st.sampled_from(TOKENS), keys), count, seed)
     known = [

@@ -77,7 +77,7 @@ def test_the_tools_are_the_registry_the_scopes_allow(mcp, mcp_world):
         assert tool.annotations.read_only_hint is (operation.side_effect == "read")
         properties = tool.input_schema["properties"]
         fields = {field.name for field in operation.params_type.DESCRIPTOR.fields}
-        extra = {"idempotency_key"} if operation.side_effect == "spend" else set()
+        extra = {"idempotency_key"} if operation.idempotency_key else set()
         assert set(properties) == fields | extra, operation.name
     assert "$defs" in tools["items_create"].input_schema  # AssetInput, referenced locally
     assert tools["processing_create"].input_schema["properties"]["input_params"]["type"] == "object"
@@ -156,13 +156,18 @@ def test_analytics_methods_are_tools(mcp, mcp_world):
     params = {"item_id": item_id, "index_name": "NDVI", "geometry": AOI, "percentiles": [50]}
     tool = mcp.tools()["analytics_zonal_stats"]
     described = mcp.ok("analytics_operations_get", {"name": "zonal_stats"})["operation"]
-    assert tool.input_schema == described["input_schema"]
+    # The method's schema, plus the key analytics.execute honours (it is a write: methods store artifacts).
+    key_argument = tool.input_schema["properties"].pop("idempotency_key")
+    assert tool.input_schema == described["input_schema"] and key_argument["type"] == "string"
+    assert tool.annotations.read_only_hint is False and tool.annotations.destructive_hint is False
     got = mcp.ok("analytics_zonal_stats", params)
     assert got["operation"] == "zonal_stats" and got["result"]["zones"][0]["stats"]["mean"] > 0
     assert got == mcp.ok("analytics_execute", {"operation": "zonal_stats", "params": params})
     grpc_params = analytics_pb2.AnalyticsExecuteParams(operation="zonal_stats")
     grpc_params.params.update(params)
     assert got == _grpc(mcp_world, "analytics.execute", grpc_params)
+    keyed = mcp.ok("analytics_zonal_stats", {**params, "idempotency_key": "mcp-analytics-1"})
+    assert keyed == got == mcp.ok("analytics_zonal_stats", {**params, "idempotency_key": "mcp-analytics-1"})
     counted = mcp.ok("analytics_pixel_count", {"item_id": item_id})
     assert counted["result"]["pixels"] > 0
 

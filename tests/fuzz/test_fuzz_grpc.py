@@ -41,7 +41,7 @@ def test_hostile_params_get_clear_client_errors(world, corpus, name):
     stub = world.client(None).stub
     tokens = {t: world.tokens[t] for t in ("alpha", "admin")}
     forbidden = forbidden_texts(world.home)
-    spend = operation.side_effect == "spend"
+    spend = operation.idempotency_key
 
     failures: list[str] = []
 

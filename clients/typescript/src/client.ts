@@ -43,7 +43,7 @@ import { shape } from "./jsonview.js";
 import {
   isSafeToRepeat,
   paramsTypeName,
-  sideEffectOf,
+  takesIdempotencyKey,
   type OperationName,
   type ParamsInit,
   type ResultOf,
@@ -525,8 +525,8 @@ export class GeoperaClient {
    * (`items.list` -> `geopera.v1.ItemsListParams`); the result is the unpacked
    * result message (`geopera.v1.ItemsListResult`).
    *
-   * Spend operations send an `idempotency-key` (yours, or a fresh one) that
-   * every retry of this call reuses. UNAVAILABLE is retried when the call is
+   * Operations that honour `idempotency-key` (spends, `analytics.execute`)
+   * send one (yours, or a fresh one) that every retry of this call reuses. UNAVAILABLE is retried when the call is
    * safe to repeat. Failures throw a `GeoperaError` subclass.
    */
   execute<O extends OperationName>(operation: O, params?: ParamsInit<O>, options?: CallOptions): Promise<ResultOf<O>>;
@@ -534,7 +534,7 @@ export class GeoperaClient {
   async execute(operation: string, params?: unknown, options: CallOptions = {}): Promise<Message> {
     const request = create(ExecuteRequestSchema, { operation, params: this.packParams(operation, params) });
     let idempotencyKey = options.idempotencyKey;
-    if (idempotencyKey === undefined && sideEffectOf(operation) === "spend") idempotencyKey = newIdempotencyKey();
+    if (idempotencyKey === undefined && takesIdempotencyKey(operation)) idempotencyKey = newIdempotencyKey();
     if (idempotencyKey !== undefined) checkIdempotencyKey(idempotencyKey);
     const metadata = this.metadata({ idempotencyKey, requestId: options.requestId });
     const timeoutMs = options.timeoutMs === undefined ? this.timeoutMs : options.timeoutMs;

@@ -3,118 +3,33 @@
 
 import type { DescMessage, MessageInitShape, MessageShape } from "@bufbuild/protobuf";
 
-import {
-  AnalyticsExecuteParamsSchema,
-  AnalyticsExecuteResultSchema,
-  AnalyticsOperationsGetParamsSchema,
-  AnalyticsOperationsGetResultSchema,
-  AnalyticsOperationsListParamsSchema,
-  AnalyticsOperationsListResultSchema,
-} from "./gen/geopera/v1/analytics_pb.js";
-import { AuthWhoamiParamsSchema, AuthWhoamiResultSchema } from "./gen/geopera/v1/auth_pb.js";
-import {
-  ItemsCreateParamsSchema,
-  ItemsCreateResultSchema,
-  ItemsGetParamsSchema,
-  ItemsGetResultSchema,
-  ItemsLineageParamsSchema,
-  ItemsLineageResultSchema,
-  ItemsListParamsSchema,
-  ItemsListResultSchema,
-  ProjectsGetParamsSchema,
-  ProjectsGetResultSchema,
-  ProjectsListParamsSchema,
-  ProjectsListResultSchema,
-} from "./gen/geopera/v1/catalog_pb.js";
-import {
-  CreditsBalanceGetParamsSchema,
-  CreditsBalanceGetResultSchema,
-  CreditsLedgerListParamsSchema,
-  CreditsLedgerListResultSchema,
-} from "./gen/geopera/v1/credits_pb.js";
-import {
-  ClipCreateFromItemParamsSchema,
-  ClipCreateFromItemResultSchema,
-  ProcessingCreateAndDispatchParamsSchema,
-  ProcessingCreateAndDispatchResultSchema,
-  ProcessingCreateParamsSchema,
-  ProcessingCreateResultSchema,
-  ProcessingDispatchParamsSchema,
-  ProcessingDispatchResultSchema,
-  ProcessingJobTypesGetParamsSchema,
-  ProcessingJobTypesGetResultSchema,
-  ProcessingJobTypesListParamsSchema,
-  ProcessingJobTypesListResultSchema,
-  ProcessingJobsCancelParamsSchema,
-  ProcessingJobsCancelResultSchema,
-  ProcessingJobsGetParamsSchema,
-  ProcessingJobsGetResultSchema,
-  ProcessingJobsListParamsSchema,
-  ProcessingJobsListResultSchema,
-  WorkersListParamsSchema,
-  WorkersListResultSchema,
-} from "./gen/geopera/v1/processing_pb.js";
+import { OPERATIONS } from "./operation_table.js";
+
+export { OPERATIONS };
 
 /** The protobuf package of every params and result message. */
 export const PACKAGE = "geopera.v1";
 
 /**
  * `read`: no effect, always safe to retry. `spend`: reserves credits and
- * honours `idempotency-key` (the client always sends one, so a retry replays).
- * `write`: changes state without a key.
+ * honours `idempotency-key`. `write`: changes state; safe to retry only when
+ * the operation honours `idempotency-key` (the client then always sends one,
+ * so a retry replays) or is repeatable.
  */
 export type SideEffect = "read" | "spend" | "write";
 
+/** An operation as the proto declares it (`option (geopera.v1.operation)`). */
 export interface OperationSpec<P extends DescMessage = DescMessage, R extends DescMessage = DescMessage> {
   readonly params: P;
   readonly result: R;
+  /** The scope a token needs; "" = any valid token. */
+  readonly scope: string;
   readonly sideEffect: SideEffect;
+  /** Honours the `idempotency-key` metadata (every spend does). */
+  readonly idempotencyKey: boolean;
   /** A write that is safe to repeat (e.g. cancelling a cancelled job). */
-  readonly repeatable?: boolean;
+  readonly repeatable: boolean;
 }
-
-function op<P extends DescMessage, R extends DescMessage>(
-  params: P,
-  result: R,
-  sideEffect: SideEffect,
-  repeatable = false,
-): OperationSpec<P, R> {
-  return { params, result, sideEffect, repeatable };
-}
-
-/**
- * Every operation of the contract this client was built against. Operations a
- * newer server adds still work through `GeoperaClient.execute` (their messages
- * are resolved by the naming rule), just without the static types.
- */
-export const OPERATIONS = {
-  "auth.whoami": op(AuthWhoamiParamsSchema, AuthWhoamiResultSchema, "read"),
-  "projects.get": op(ProjectsGetParamsSchema, ProjectsGetResultSchema, "read"),
-  "projects.list": op(ProjectsListParamsSchema, ProjectsListResultSchema, "read"),
-  "items.create": op(ItemsCreateParamsSchema, ItemsCreateResultSchema, "write"),
-  "items.get": op(ItemsGetParamsSchema, ItemsGetResultSchema, "read"),
-  "items.list": op(ItemsListParamsSchema, ItemsListResultSchema, "read"),
-  "items.lineage": op(ItemsLineageParamsSchema, ItemsLineageResultSchema, "read"),
-  "clip.create_from_item": op(ClipCreateFromItemParamsSchema, ClipCreateFromItemResultSchema, "spend"),
-  "processing.create": op(ProcessingCreateParamsSchema, ProcessingCreateResultSchema, "spend"),
-  "processing.create_and_dispatch": op(
-    ProcessingCreateAndDispatchParamsSchema,
-    ProcessingCreateAndDispatchResultSchema,
-    "spend",
-  ),
-  "processing.dispatch": op(ProcessingDispatchParamsSchema, ProcessingDispatchResultSchema, "spend"),
-  "processing.jobs.list": op(ProcessingJobsListParamsSchema, ProcessingJobsListResultSchema, "read"),
-  "processing.jobs.get": op(ProcessingJobsGetParamsSchema, ProcessingJobsGetResultSchema, "read"),
-  "processing.jobs.cancel": op(ProcessingJobsCancelParamsSchema, ProcessingJobsCancelResultSchema, "write", true),
-  "processing.job_types.list": op(ProcessingJobTypesListParamsSchema, ProcessingJobTypesListResultSchema, "read"),
-  "processing.job_types.get": op(ProcessingJobTypesGetParamsSchema, ProcessingJobTypesGetResultSchema, "read"),
-  "workers.list": op(WorkersListParamsSchema, WorkersListResultSchema, "read"),
-  "credits.balance.get": op(CreditsBalanceGetParamsSchema, CreditsBalanceGetResultSchema, "read"),
-  "credits.ledger.list": op(CreditsLedgerListParamsSchema, CreditsLedgerListResultSchema, "read"),
-  "analytics.execute": op(AnalyticsExecuteParamsSchema, AnalyticsExecuteResultSchema, "read"),
-  "analytics.operations.list": op(AnalyticsOperationsListParamsSchema, AnalyticsOperationsListResultSchema, "read"),
-  "analytics.operations.get": op(AnalyticsOperationsGetParamsSchema, AnalyticsOperationsGetResultSchema, "read"),
-} as const satisfies Record<string, OperationSpec>;
 
 export type Operations = typeof OPERATIONS;
 /** An operation name known to this client, e.g. `"items.list"`. */
@@ -157,9 +72,14 @@ export function sideEffectOf(operation: string): SideEffect {
   return isKnownOperation(operation) ? OPERATIONS[operation].sideEffect : "write";
 }
 
+/** Whether the operation honours `idempotency-key` (the client sends one for every call of it). */
+export function takesIdempotencyKey(operation: string): boolean {
+  return isKnownOperation(operation) && OPERATIONS[operation].idempotencyKey;
+}
+
 /** Whether a failed attempt (UNAVAILABLE) may be sent again as it is. */
 export function isSafeToRepeat(operation: string): boolean {
   if (!isKnownOperation(operation)) return false;
   const spec: OperationSpec = OPERATIONS[operation];
-  return spec.sideEffect !== "write" || spec.repeatable === true;
+  return spec.sideEffect === "read" || spec.idempotencyKey || spec.repeatable;
 }

@@ -22,29 +22,36 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from geopera.v1 import options_pb2 as geopera_dot_v1_dot_options__pb2
 from geopera.v1 import resources_pb2 as geopera_dot_v1_dot_resources__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ageopera/v1/analytics.proto\x12\ngeopera.v1\x1a\x1ageopera/v1/resources.proto\x1a\x1cgoogle/protobuf/struct.proto\"T\n\x16\x41nalyticsExecuteParams\x12\x11\n\toperation\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"{\n\x16\x41nalyticsExecuteResult\x12\x11\n\toperation\x18\x01 \x01(\t\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12%\n\x07outputs\x18\x03 \x03(\x0b\x32\x14.geopera.v1.Artifact\"\xc0\x01\n\x12\x41nalyticsOperation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12-\n\x0cinput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\routput_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07\x65xample\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x1f\n\x1d\x41nalyticsOperationsListParams\"S\n\x1d\x41nalyticsOperationsListResult\x12\x32\n\noperations\x18\x01 \x03(\x0b\x32\x1e.geopera.v1.AnalyticsOperation\",\n\x1c\x41nalyticsOperationsGetParams\x12\x0c\n\x04name\x18\x01 \x01(\t\"Q\n\x1c\x41nalyticsOperationsGetResult\x12\x31\n\toperation\x18\x01 \x01(\x0b\x32\x1e.geopera.v1.AnalyticsOperationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ageopera/v1/analytics.proto\x12\ngeopera.v1\x1a\x18geopera/v1/options.proto\x1a\x1ageopera/v1/resources.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x81\x01\n\x16\x41nalyticsExecuteParams\x12\x11\n\toperation\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct:+\x9a\xb8\x18\'\n\x11\x61nalytics.execute\x12\x0e\x61nalytics:read\x18\x02 \x01\"{\n\x16\x41nalyticsExecuteResult\x12\x11\n\toperation\x18\x01 \x01(\t\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12%\n\x07outputs\x18\x03 \x03(\x0b\x32\x14.geopera.v1.Artifact\"\xc0\x01\n\x12\x41nalyticsOperation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12-\n\x0cinput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\routput_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07\x65xample\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"R\n\x1d\x41nalyticsOperationsListParams:1\x9a\xb8\x18-\n\x19\x61nalytics.operations.list\x12\x0e\x61nalytics:read\x18\x01\"S\n\x1d\x41nalyticsOperationsListResult\x12\x32\n\noperations\x18\x01 \x03(\x0b\x32\x1e.geopera.v1.AnalyticsOperation\"^\n\x1c\x41nalyticsOperationsGetParams\x12\x0c\n\x04name\x18\x01 \x01(\t:0\x9a\xb8\x18,\n\x18\x61nalytics.operations.get\x12\x0e\x61nalytics:read\x18\x01\"Q\n\x1c\x41nalyticsOperationsGetResult\x12\x31\n\toperation\x18\x01 \x01(\x0b\x32\x1e.geopera.v1.AnalyticsOperationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'geopera.v1.analytics_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ANALYTICSEXECUTEPARAMS']._serialized_start=100
-  _globals['_ANALYTICSEXECUTEPARAMS']._serialized_end=184
-  _globals['_ANALYTICSEXECUTERESULT']._serialized_start=186
-  _globals['_ANALYTICSEXECUTERESULT']._serialized_end=309
-  _globals['_ANALYTICSOPERATION']._serialized_start=312
-  _globals['_ANALYTICSOPERATION']._serialized_end=504
-  _globals['_ANALYTICSOPERATIONSLISTPARAMS']._serialized_start=506
-  _globals['_ANALYTICSOPERATIONSLISTPARAMS']._serialized_end=537
-  _globals['_ANALYTICSOPERATIONSLISTRESULT']._serialized_start=539
-  _globals['_ANALYTICSOPERATIONSLISTRESULT']._serialized_end=622
-  _globals['_ANALYTICSOPERATIONSGETPARAMS']._serialized_start=624
-  _globals['_ANALYTICSOPERATIONSGETPARAMS']._serialized_end=668
-  _globals['_ANALYTICSOPERATIONSGETRESULT']._serialized_start=670
-  _globals['_ANALYTICSOPERATIONSGETRESULT']._serialized_end=751
+  _globals['_ANALYTICSEXECUTEPARAMS']._loaded_options = None
+  _globals['_ANALYTICSEXECUTEPARAMS']._serialized_options = b'\232\270\030\'\n\021analytics.execute\022\016analytics:read\030\002 \001'
+  _globals['_ANALYTICSOPERATIONSLISTPARAMS']._loaded_options = None
+  _globals['_ANALYTICSOPERATIONSLISTPARAMS']._serialized_options = b'\232\270\030-\n\031analytics.operations.list\022\016analytics:read\030\001'
+  _globals['_ANALYTICSOPERATIONSGETPARAMS']._loaded_options = None
+  _globals['_ANALYTICSOPERATIONSGETPARAMS']._serialized_options = b'\232\270\030,\n\030analytics.operations.get\022\016analytics:read\030\001'
+  _globals['_ANALYTICSEXECUTEPARAMS']._serialized_start=127
+  _globals['_ANALYTICSEXECUTEPARAMS']._serialized_end=256
+  _globals['_ANALYTICSEXECUTERESULT']._serialized_start=258
+  _globals['_ANALYTICSEXECUTERESULT']._serialized_end=381
+  _globals['_ANALYTICSOPERATION']._serialized_start=384
+  _globals['_ANALYTICSOPERATION']._serialized_end=576
+  _globals['_ANALYTICSOPERATIONSLISTPARAMS']._serialized_start=578
+  _globals['_ANALYTICSOPERATIONSLISTPARAMS']._serialized_end=660
+  _globals['_ANALYTICSOPERATIONSLISTRESULT']._serialized_start=662
+  _globals['_ANALYTICSOPERATIONSLISTRESULT']._serialized_end=745
+  _globals['_ANALYTICSOPERATIONSGETPARAMS']._serialized_start=747
+  _globals['_ANALYTICSOPERATIONSGETPARAMS']._serialized_end=841
+  _globals['_ANALYTICSOPERATIONSGETRESULT']._serialized_start=843
+  _globals['_ANALYTICSOPERATIONSGETRESULT']._serialized_end=924
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,16 @@ class AnalyticsExecuteParams(_message.Message):
     plugins: each has a name, a JSON Schema for its params and one for its
     result; adding a method changes no message here.
 
-    `analytics.execute` (scope `analytics:read`): runs one analytics method.
+    `analytics.execute` (scope `analytics:read`, write): runs one analytics
+    method. A write because methods may store artifacts (`change_detection`
+    stores a difference COG and a quicklook); it honours `idempotency-key` (see
+    `KernelService.Execute`): a repeat with the same key and params replays the
+    first response and stores nothing more, other params with the same key fail
+    FAILED_PRECONDITION `IDEMPOTENCY_KEY_REUSED`. The key is claimed when the
+    result is stored, after the computation: a duplicate sent while the first
+    still computes computes too, then returns the first's response (its own
+    files are dropped). The key belongs to the project of the items read; a call
+    reading items of several projects stores nothing and ignores the key.
 
     INVALID_ARGUMENT `UNKNOWN_ANALYTICS_OPERATION` (metadata lists the known
     ones); INVALID_ARGUMENT `INVALID_ANALYTICS_PARAMS` with one BadRequest

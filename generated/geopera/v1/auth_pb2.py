@@ -22,17 +22,20 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from geopera.v1 import options_pb2 as geopera_dot_v1_dot_options__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15geopera/v1/auth.proto\x12\ngeopera.v1\"\x12\n\x10\x41uthWhoamiParams\"i\n\x10\x41uthWhoamiResult\x12\x14\n\x0cprincipal_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12\x13\n\x0bproject_ids\x18\x05 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15geopera/v1/auth.proto\x12\ngeopera.v1\x1a\x18geopera/v1/options.proto\"\'\n\x10\x41uthWhoamiParams:\x13\x9a\xb8\x18\x0f\n\x0b\x61uth.whoami\x18\x01\"i\n\x10\x41uthWhoamiResult\x12\x14\n\x0cprincipal_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12\x13\n\x0bproject_ids\x18\x05 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'geopera.v1.auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUTHWHOAMIPARAMS']._serialized_start=37
-  _globals['_AUTHWHOAMIPARAMS']._serialized_end=55
-  _globals['_AUTHWHOAMIRESULT']._serialized_start=57
-  _globals['_AUTHWHOAMIRESULT']._serialized_end=162
+  _globals['_AUTHWHOAMIPARAMS']._loaded_options = None
+  _globals['_AUTHWHOAMIPARAMS']._serialized_options = b'\232\270\030\017\n\013auth.whoami\030\001'
+  _globals['_AUTHWHOAMIPARAMS']._serialized_start=63
+  _globals['_AUTHWHOAMIPARAMS']._serialized_end=102
+  _globals['_AUTHWHOAMIRESULT']._serialized_start=104
+  _globals['_AUTHWHOAMIRESULT']._serialized_end=209
 # @@protoc_insertion_point(module_scope)

@@ -22,44 +22,57 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from geopera.v1 import options_pb2 as geopera_dot_v1_dot_options__pb2
 from geopera.v1 import resources_pb2 as geopera_dot_v1_dot_resources__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18geopera/v1/catalog.proto\x12\ngeopera.v1\x1a\x1ageopera/v1/resources.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\'\n\x11ProjectsGetParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\"9\n\x11ProjectsGetResult\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.geopera.v1.Project\";\n\x12ProjectsListParams\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x12ProjectsListResult\x12%\n\x08projects\x18\x01 \x03(\x0b\x32\x13.geopera.v1.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x0eItemsGetParams\x12\x0f\n\x07item_id\x18\x01 \x01(\t\"0\n\x0eItemsGetResult\x12\x1e\n\x04item\x18\x01 \x01(\x0b\x32\x10.geopera.v1.Item\"\xa8\x02\n\x0fItemsListParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x15\n\rcollection_id\x18\x02 \x01(\t\x12\x0c\n\x04\x62\x62ox\x18\x03 \x03(\x01\x12\x32\n\x0e\x64\x61tetime_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x61tetime_end\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\x12+\n\nintersects\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\"\n\x04view\x18\t \x01(\x0e\x32\x14.geopera.v1.ItemView\"K\n\x0fItemsListResult\x12\x1f\n\x05items\x18\x01 \x03(\x0b\x32\x10.geopera.v1.Item\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"_\n\nAssetInput\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tupload_id\x18\x02 \x01(\t\x12\x13\n\x0bserver_href\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\r\n\x05title\x18\x05 \x01(\t\"\xe7\x01\n\x11ItemsCreateParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x15\n\rcollection_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12,\n\x08\x64\x61tetime\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\nproperties\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06\x61ssets\x18\x06 \x03(\x0b\x32\x16.geopera.v1.AssetInput\x12\x16\n\x0e\x63onvert_to_cog\x18\x07 \x01(\x08\"3\n\x11ItemsCreateResult\x12\x1e\n\x04item\x18\x01 \x01(\x0b\x32\x10.geopera.v1.Item\"K\n\x12ItemsLineageParams\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x11\n\tdirection\x18\x02 \x01(\t\x12\x11\n\tmax_depth\x18\x03 \x01(\x05\"d\n\x12ItemsLineageResult\x12&\n\x05nodes\x18\x01 \x03(\x0b\x32\x17.geopera.v1.LineageNode\x12&\n\x05\x65\x64ges\x18\x02 \x03(\x0b\x32\x17.geopera.v1.LineageEdge*N\n\x08ItemView\x12\x19\n\x15ITEM_VIEW_UNSPECIFIED\x10\x00\x12\x13\n\x0fITEM_VIEW_BASIC\x10\x01\x12\x12\n\x0eITEM_VIEW_FULL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18geopera/v1/catalog.proto\x12\ngeopera.v1\x1a\x18geopera/v1/options.proto\x1a\x1ageopera/v1/resources.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"K\n\x11ProjectsGetParams\x12\x12\n\nproject_id\x18\x01 \x01(\t:\"\x9a\xb8\x18\x1e\n\x0cprojects.get\x12\x0c\x63\x61talog:read\x18\x01\"9\n\x11ProjectsGetResult\x12$\n\x07project\x18\x01 \x01(\x0b\x32\x13.geopera.v1.Project\"`\n\x12ProjectsListParams\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t:#\x9a\xb8\x18\x1f\n\rprojects.list\x12\x0c\x63\x61talog:read\x18\x01\"T\n\x12ProjectsListResult\x12%\n\x08projects\x18\x01 \x03(\x0b\x32\x13.geopera.v1.Project\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"B\n\x0eItemsGetParams\x12\x0f\n\x07item_id\x18\x01 \x01(\t:\x1f\x9a\xb8\x18\x1b\n\titems.get\x12\x0c\x63\x61talog:read\x18\x01\"0\n\x0eItemsGetResult\x12\x1e\n\x04item\x18\x01 \x01(\x0b\x32\x10.geopera.v1.Item\"\xca\x02\n\x0fItemsListParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x15\n\rcollection_id\x18\x02 \x01(\t\x12\x0c\n\x04\x62\x62ox\x18\x03 \x03(\x01\x12\x32\n\x0e\x64\x61tetime_start\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x64\x61tetime_end\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\x12+\n\nintersects\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\"\n\x04view\x18\t \x01(\x0e\x32\x14.geopera.v1.ItemView: \x9a\xb8\x18\x1c\n\nitems.list\x12\x0c\x63\x61talog:read\x18\x01\"K\n\x0fItemsListResult\x12\x1f\n\x05items\x18\x01 \x03(\x0b\x32\x10.geopera.v1.Item\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"_\n\nAssetInput\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x11\n\tupload_id\x18\x02 \x01(\t\x12\x13\n\x0bserver_href\x18\x03 \x01(\t\x12\r\n\x05roles\x18\x04 \x03(\t\x12\r\n\x05title\x18\x05 \x01(\t\"\x8c\x02\n\x11ItemsCreateParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x15\n\rcollection_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12,\n\x08\x64\x61tetime\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\nproperties\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x06\x61ssets\x18\x06 \x03(\x0b\x32\x16.geopera.v1.AssetInput\x12\x16\n\x0e\x63onvert_to_cog\x18\x07 \x01(\x08:#\x9a\xb8\x18\x1f\n\x0citems.create\x12\rcatalog:write\x18\x02\"3\n\x11ItemsCreateResult\x12\x1e\n\x04item\x18\x01 \x01(\x0b\x32\x10.geopera.v1.Item\"p\n\x12ItemsLineageParams\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x11\n\tdirection\x18\x02 \x01(\t\x12\x11\n\tmax_depth\x18\x03 \x01(\x05:#\x9a\xb8\x18\x1f\n\ritems.lineage\x12\x0c\x63\x61talog:read\x18\x01\"d\n\x12ItemsLineageResult\x12&\n\x05nodes\x18\x01 \x03(\x0b\x32\x17.geopera.v1.LineageNode\x12&\n\x05\x65\x64ges\x18\x02 \x03(\x0b\x32\x17.geopera.v1.LineageEdge*N\n\x08ItemView\x12\x19\n\x15ITEM_VIEW_UNSPECIFIED\x10\x00\x12\x13\n\x0fITEM_VIEW_BASIC\x10\x01\x12\x12\n\x0eITEM_VIEW_FULL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'geopera.v1.catalog_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ITEMVIEW']._serialized_start=1402
-  _globals['_ITEMVIEW']._serialized_end=1480
-  _globals['_PROJECTSGETPARAMS']._serialized_start=131
-  _globals['_PROJECTSGETPARAMS']._serialized_end=170
-  _globals['_PROJECTSGETRESULT']._serialized_start=172
-  _globals['_PROJECTSGETRESULT']._serialized_end=229
-  _globals['_PROJECTSLISTPARAMS']._serialized_start=231
-  _globals['_PROJECTSLISTPARAMS']._serialized_end=290
-  _globals['_PROJECTSLISTRESULT']._serialized_start=292
-  _globals['_PROJECTSLISTRESULT']._serialized_end=376
-  _globals['_ITEMSGETPARAMS']._serialized_start=378
-  _globals['_ITEMSGETPARAMS']._serialized_end=411
-  _globals['_ITEMSGETRESULT']._serialized_start=413
-  _globals['_ITEMSGETRESULT']._serialized_end=461
-  _globals['_ITEMSLISTPARAMS']._serialized_start=464
-  _globals['_ITEMSLISTPARAMS']._serialized_end=760
-  _globals['_ITEMSLISTRESULT']._serialized_start=762
-  _globals['_ITEMSLISTRESULT']._serialized_end=837
-  _globals['_ASSETINPUT']._serialized_start=839
-  _globals['_ASSETINPUT']._serialized_end=934
-  _globals['_ITEMSCREATEPARAMS']._serialized_start=937
-  _globals['_ITEMSCREATEPARAMS']._serialized_end=1168
-  _globals['_ITEMSCREATERESULT']._serialized_start=1170
-  _globals['_ITEMSCREATERESULT']._serialized_end=1221
-  _globals['_ITEMSLINEAGEPARAMS']._serialized_start=1223
-  _globals['_ITEMSLINEAGEPARAMS']._serialized_end=1298
-  _globals['_ITEMSLINEAGERESULT']._serialized_start=1300
-  _globals['_ITEMSLINEAGERESULT']._serialized_end=1400
+  _globals['_PROJECTSGETPARAMS']._loaded_options = None
+  _globals['_PROJECTSGETPARAMS']._serialized_options = b'\232\270\030\036\n\014projects.get\022\014catalog:read\030\001'
+  _globals['_PROJECTSLISTPARAMS']._loaded_options = None
+  _globals['_PROJECTSLISTPARAMS']._serialized_options = b'\232\270\030\037\n\rprojects.list\022\014catalog:read\030\001'
+  _globals['_ITEMSGETPARAMS']._loaded_options = None
+  _globals['_ITEMSGETPARAMS']._serialized_options = b'\232\270\030\033\n\titems.get\022\014catalog:read\030\001'
+  _globals['_ITEMSLISTPARAMS']._loaded_options = None
+  _globals['_ITEMSLISTPARAMS']._serialized_options = b'\232\270\030\034\n\nitems.list\022\014catalog:read\030\001'
+  _globals['_ITEMSCREATEPARAMS']._loaded_options = None
+  _globals['_ITEMSCREATEPARAMS']._serialized_options = b'\232\270\030\037\n\014items.create\022\rcatalog:write\030\002'
+  _globals['_ITEMSLINEAGEPARAMS']._loaded_options = None
+  _globals['_ITEMSLINEAGEPARAMS']._serialized_options = b'\232\270\030\037\n\ritems.lineage\022\014catalog:read\030\001'
+  _globals['_ITEMVIEW']._serialized_start=1642
+  _globals['_ITEMVIEW']._serialized_end=1720
+  _globals['_PROJECTSGETPARAMS']._serialized_start=157
+  _globals['_PROJECTSGETPARAMS']._serialized_end=232
+  _globals['_PROJECTSGETRESULT']._serialized_start=234
+  _globals['_PROJECTSGETRESULT']._serialized_end=291
+  _globals['_PROJECTSLISTPARAMS']._serialized_start=293
+  _globals['_PROJECTSLISTPARAMS']._serialized_end=389
+  _globals['_PROJECTSLISTRESULT']._serialized_start=391
+  _globals['_PROJECTSLISTRESULT']._serialized_end=475
+  _globals['_ITEMSGETPARAMS']._serialized_start=477
+  _globals['_ITEMSGETPARAMS']._serialized_end=543
+  _globals['_ITEMSGETRESULT']._serialized_start=545
+  _globals['_ITEMSGETRESULT']._serialized_end=593
+  _globals['_ITEMSLISTPARAMS']._serialized_start=596
+  _globals['_ITEMSLISTPARAMS']._serialized_end=926
+  _globals['_ITEMSLISTRESULT']._serialized_start=928
+  _globals['_ITEMSLISTRESULT']._serialized_end=1003
+  _globals['_ASSETINPUT']._serialized_start=1005
+  _globals['_ASSETINPUT']._serialized_end=1100
+  _globals['_ITEMSCREATEPARAMS']._serialized_start=1103
+  _globals['_ITEMSCREATEPARAMS']._serialized_end=1371
+  _globals['_ITEMSCREATERESULT']._serialized_start=1373
+  _globals['_ITEMSCREATERESULT']._serialized_end=1424
+  _globals['_ITEMSLINEAGEPARAMS']._serialized_start=1426
+  _globals['_ITEMSLINEAGEPARAMS']._serialized_end=1538
+  _globals['_ITEMSLINEAGERESULT']._serialized_start=1540
+  _globals['_ITEMSLINEAGERESULT']._serialized_end=1640
 # @@protoc_insertion_point(module_scope)

@@ -22,22 +22,27 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from geopera.v1 import options_pb2 as geopera_dot_v1_dot_options__pb2
 from geopera.v1 import resources_pb2 as geopera_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18geopera/v1/credits.proto\x12\ngeopera.v1\x1a\x1ageopera/v1/resources.proto\"-\n\x17\x43reditsBalanceGetParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\"E\n\x17\x43reditsBalanceGetResult\x12*\n\x07\x62\x61lance\x18\x01 \x01(\x0b\x32\x19.geopera.v1.CreditBalance\"d\n\x17\x43reditsLedgerListParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\\\n\x17\x43reditsLedgerListResult\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.geopera.v1.LedgerEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18geopera/v1/credits.proto\x12\ngeopera.v1\x1a\x18geopera/v1/options.proto\x1a\x1ageopera/v1/resources.proto\"X\n\x17\x43reditsBalanceGetParams\x12\x12\n\nproject_id\x18\x01 \x01(\t:)\x9a\xb8\x18%\n\x13\x63redits.balance.get\x12\x0c\x63redits:read\x18\x01\"E\n\x17\x43reditsBalanceGetResult\x12*\n\x07\x62\x61lance\x18\x01 \x01(\x0b\x32\x19.geopera.v1.CreditBalance\"\x8f\x01\n\x17\x43reditsLedgerListParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x0e\n\x06job_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t:)\x9a\xb8\x18%\n\x13\x63redits.ledger.list\x12\x0c\x63redits:read\x18\x01\"\\\n\x17\x43reditsLedgerListResult\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.geopera.v1.LedgerEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'geopera.v1.credits_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREDITSBALANCEGETPARAMS']._serialized_start=68
-  _globals['_CREDITSBALANCEGETPARAMS']._serialized_end=113
-  _globals['_CREDITSBALANCEGETRESULT']._serialized_start=115
-  _globals['_CREDITSBALANCEGETRESULT']._serialized_end=184
-  _globals['_CREDITSLEDGERLISTPARAMS']._serialized_start=186
-  _globals['_CREDITSLEDGERLISTPARAMS']._serialized_end=286
-  _globals['_CREDITSLEDGERLISTRESULT']._serialized_start=288
-  _globals['_CREDITSLEDGERLISTRESULT']._serialized_end=380
+  _globals['_CREDITSBALANCEGETPARAMS']._loaded_options = None
+  _globals['_CREDITSBALANCEGETPARAMS']._serialized_options = b'\232\270\030%\n\023credits.balance.get\022\014credits:read\030\001'
+  _globals['_CREDITSLEDGERLISTPARAMS']._loaded_options = None
+  _globals['_CREDITSLEDGERLISTPARAMS']._serialized_options = b'\232\270\030%\n\023credits.ledger.list\022\014credits:read\030\001'
+  _globals['_CREDITSBALANCEGETPARAMS']._serialized_start=94
+  _globals['_CREDITSBALANCEGETPARAMS']._serialized_end=182
+  _globals['_CREDITSBALANCEGETRESULT']._serialized_start=184
+  _globals['_CREDITSBALANCEGETRESULT']._serialized_end=253
+  _globals['_CREDITSLEDGERLISTPARAMS']._serialized_start=256
+  _globals['_CREDITSLEDGERLISTPARAMS']._serialized_end=399
+  _globals['_CREDITSLEDGERLISTRESULT']._serialized_start=401
+  _globals['_CREDITSLEDGERLISTRESULT']._serialized_end=493
 # @@protoc_insertion_point(module_scope)

@@ -174,12 +174,16 @@ class KernelServiceServicer:
         type; metadata `expected_type` gives the right `@type`.
         - INVALID_ARGUMENT `PARAMS_UNPARSEABLE`: the `params` bytes do not decode.
 
-        Spend operations (`clip.create_from_item`, `processing.create`,
-        `processing.create_and_dispatch`, `processing.dispatch`) honour the metadata
-        `idempotency-key` (1-255 printable ASCII characters). Keys are scoped per
-        project (the project the spend is for: `project_id`, the source item's
+        Operations whose params message declares `idempotency_key: true` in its
+        `(geopera.v1.operation)` option honour the metadata `idempotency-key`
+        (1-255 printable ASCII characters): the spends (`clip.create_from_item`,
+        `processing.create`, `processing.create_and_dispatch`,
+        `processing.dispatch`) and the write `analytics.execute`. Keys are scoped
+        per project (the project the call is for: `project_id`, the source item's
         project for `clip.create_from_item` without one, the job's project for
-        `processing.dispatch`), not per token: a repeat with the same key,
+        `processing.dispatch`, the project of the items an `analytics.execute`
+        reads; a call reading items of several projects stores nothing and runs
+        without its key), not per token: a repeat with the same key,
         operation and params from any token of that project (a second token, or
         the new one after rotating a token) returns the first response and has no
         further effect, and the same key in another project is another key. The
@@ -188,7 +192,7 @@ class KernelServiceServicer:
         running fails ABORTED (reason `IDEMPOTENCY_KEY_IN_USE`) and may be retried;
         a caller who is not a member of the project gets PERMISSION_DENIED
         `PROJECT_ACCESS_DENIED`, never a stored response. Keys are kept for at
-        least 24 hours. Read operations ignore the key.
+        least 24 hours. Other operations ignore the key.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -22,58 +22,79 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from geopera.v1 import options_pb2 as geopera_dot_v1_dot_options__pb2
 from geopera.v1 import resources_pb2 as geopera_dot_v1_dot_resources__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bgeopera/v1/processing.proto\x12\ngeopera.v1\x1a\x1ageopera/v1/resources.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbc\x01\n\x18\x43lipCreateFromItemParams\x12\x16\n\x0esource_item_id\x18\x01 \x01(\t\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12-\n\x0c\x61oi_geometry\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nasset_keys\x18\x04 \x03(\t\x12\x13\n\x0boutput_name\x18\x05 \x01(\t\x12\x1c\n\x14target_collection_id\x18\x06 \x01(\t\"\x92\x01\n\x18\x43lipCreateFromItemResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\x12\x16\n\x0e\x61ssets_to_clip\x18\x02 \x01(\x05\x12\x12\n\nasset_keys\x18\x03 \x03(\t\x12,\n\x08\x64ispatch\x18\x04 \x01(\x0b\x32\x1a.geopera.v1.DispatchResult\"\x8e\x01\n\x16ProcessingCreateParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x13\n\x0bjob_type_id\x18\x02 \x01(\t\x12-\n\x0cinput_params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1c\n\x14target_collection_id\x18\x04 \x01(\t\"6\n\x16ProcessingCreateResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\"\x99\x01\n!ProcessingCreateAndDispatchParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x13\n\x0bjob_type_id\x18\x02 \x01(\t\x12-\n\x0cinput_params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1c\n\x14target_collection_id\x18\x04 \x01(\t\"o\n!ProcessingCreateAndDispatchResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\x12,\n\x08\x64ispatch\x18\x02 \x01(\x0b\x32\x1a.geopera.v1.DispatchResult\"*\n\x18ProcessingDispatchParams\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"f\n\x18ProcessingDispatchResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\x12,\n\x08\x64ispatch\x18\x02 \x01(\x0b\x32\x1a.geopera.v1.DispatchResult\"\xa0\x02\n\x18ProcessingJobsListParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.geopera.v1.JobStatus\x12\x13\n\x0bjob_type_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x35\n\x11\x63reate_time_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x63reate_time_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x04view\x18\x08 \x01(\x0e\x32\x13.geopera.v1.JobView\"R\n\x18ProcessingJobsListResult\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.geopera.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\")\n\x17ProcessingJobsGetParams\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"7\n\x17ProcessingJobsGetResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\"<\n\x1aProcessingJobsCancelParams\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\":\n\x1aProcessingJobsCancelResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\"\x1e\n\x1cProcessingJobTypesListParams\"F\n\x1cProcessingJobTypesListResult\x12&\n\tjob_types\x18\x01 \x03(\x0b\x32\x13.geopera.v1.JobType\"2\n\x1bProcessingJobTypesGetParams\x12\x13\n\x0bjob_type_id\x18\x01 \x01(\t\"D\n\x1bProcessingJobTypesGetResult\x12%\n\x08job_type\x18\x01 \x01(\x0b\x32\x13.geopera.v1.JobType\"1\n\x11WorkersListParams\x12\x1c\n\x14include_disconnected\x18\x01 \x01(\x08\"8\n\x11WorkersListResult\x12#\n\x07workers\x18\x01 \x03(\x0b\x32\x12.geopera.v1.Worker*J\n\x07JobView\x12\x18\n\x14JOB_VIEW_UNSPECIFIED\x10\x00\x12\x12\n\x0eJOB_VIEW_BASIC\x10\x01\x12\x11\n\rJOB_VIEW_FULL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bgeopera/v1/processing.proto\x12\ngeopera.v1\x1a\x18geopera/v1/options.proto\x1a\x1ageopera/v1/resources.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x01\n\x18\x43lipCreateFromItemParams\x12\x16\n\x0esource_item_id\x18\x01 \x01(\t\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12-\n\x0c\x61oi_geometry\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nasset_keys\x18\x04 \x03(\t\x12\x13\n\x0boutput_name\x18\x05 \x01(\t\x12\x1c\n\x14target_collection_id\x18\x06 \x01(\t:3\x9a\xb8\x18/\n\x15\x63lip.create_from_item\x12\x12processing:process\x18\x03 \x01\"\x92\x01\n\x18\x43lipCreateFromItemResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\x12\x16\n\x0e\x61ssets_to_clip\x18\x02 \x01(\x05\x12\x12\n\nasset_keys\x18\x03 \x03(\t\x12,\n\x08\x64ispatch\x18\x04 \x01(\x0b\x32\x1a.geopera.v1.DispatchResult\"\xbf\x01\n\x16ProcessingCreateParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x13\n\x0bjob_type_id\x18\x02 \x01(\t\x12-\n\x0cinput_params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1c\n\x14target_collection_id\x18\x04 \x01(\t:/\x9a\xb8\x18+\n\x11processing.create\x12\x12processing:process\x18\x03 \x01\"6\n\x16ProcessingCreateResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\"\xd7\x01\n!ProcessingCreateAndDispatchParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x13\n\x0bjob_type_id\x18\x02 \x01(\t\x12-\n\x0cinput_params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1c\n\x14target_collection_id\x18\x04 \x01(\t:<\x9a\xb8\x18\x38\n\x1eprocessing.create_and_dispatch\x12\x12processing:process\x18\x03 \x01\"o\n!ProcessingCreateAndDispatchResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\x12,\n\x08\x64ispatch\x18\x02 \x01(\x0b\x32\x1a.geopera.v1.DispatchResult\"]\n\x18ProcessingDispatchParams\x12\x0e\n\x06job_id\x18\x01 \x01(\t:1\x9a\xb8\x18-\n\x13processing.dispatch\x12\x12processing:process\x18\x03 \x01\"f\n\x18ProcessingDispatchResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\x12,\n\x08\x64ispatch\x18\x02 \x01(\x0b\x32\x1a.geopera.v1.DispatchResult\"\xcf\x02\n\x18ProcessingJobsListParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.geopera.v1.JobStatus\x12\x13\n\x0bjob_type_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x35\n\x11\x63reate_time_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x63reate_time_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x04view\x18\x08 \x01(\x0e\x32\x13.geopera.v1.JobView:-\x9a\xb8\x18)\n\x14processing.jobs.list\x12\x0fprocessing:read\x18\x01\"R\n\x18ProcessingJobsListResult\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.geopera.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"W\n\x17ProcessingJobsGetParams\x12\x0e\n\x06job_id\x18\x01 \x01(\t:,\x9a\xb8\x18(\n\x13processing.jobs.get\x12\x0fprocessing:read\x18\x01\"7\n\x17ProcessingJobsGetResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\"r\n\x1aProcessingJobsCancelParams\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t:4\x9a\xb8\x18\x30\n\x16processing.jobs.cancel\x12\x12processing:process\x18\x02(\x01\":\n\x1aProcessingJobsCancelResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\"R\n\x1cProcessingJobTypesListParams:2\x9a\xb8\x18.\n\x19processing.job_types.list\x12\x0fprocessing:read\x18\x01\"F\n\x1cProcessingJobTypesListResult\x12&\n\tjob_types\x18\x01 \x03(\x0b\x32\x13.geopera.v1.JobType\"e\n\x1bProcessingJobTypesGetParams\x12\x13\n\x0bjob_type_id\x18\x01 \x01(\t:1\x9a\xb8\x18-\n\x18processing.job_types.get\x12\x0fprocessing:read\x18\x01\"D\n\x1bProcessingJobTypesGetResult\x12%\n\x08job_type\x18\x01 \x01(\x0b\x32\x13.geopera.v1.JobType\"N\n\x11WorkersListParams\x12\x1c\n\x14include_disconnected\x18\x01 \x01(\x08:\x1b\x9a\xb8\x18\x17\n\x0cworkers.list\x12\x05\x61\x64min\x18\x01\"8\n\x11WorkersListResult\x12#\n\x07workers\x18\x01 \x03(\x0b\x32\x12.geopera.v1.Worker*J\n\x07JobView\x12\x18\n\x14JOB_VIEW_UNSPECIFIED\x10\x00\x12\x12\n\x0eJOB_VIEW_BASIC\x10\x01\x12\x11\n\rJOB_VIEW_FULL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'geopera.v1.processing_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBVIEW']._serialized_start=2024
-  _globals['_JOBVIEW']._serialized_end=2098
-  _globals['_CLIPCREATEFROMITEMPARAMS']._serialized_start=135
-  _globals['_CLIPCREATEFROMITEMPARAMS']._serialized_end=323
-  _globals['_CLIPCREATEFROMITEMRESULT']._serialized_start=326
-  _globals['_CLIPCREATEFROMITEMRESULT']._serialized_end=472
-  _globals['_PROCESSINGCREATEPARAMS']._serialized_start=475
-  _globals['_PROCESSINGCREATEPARAMS']._serialized_end=617
-  _globals['_PROCESSINGCREATERESULT']._serialized_start=619
-  _globals['_PROCESSINGCREATERESULT']._serialized_end=673
-  _globals['_PROCESSINGCREATEANDDISPATCHPARAMS']._serialized_start=676
-  _globals['_PROCESSINGCREATEANDDISPATCHPARAMS']._serialized_end=829
-  _globals['_PROCESSINGCREATEANDDISPATCHRESULT']._serialized_start=831
-  _globals['_PROCESSINGCREATEANDDISPATCHRESULT']._serialized_end=942
-  _globals['_PROCESSINGDISPATCHPARAMS']._serialized_start=944
-  _globals['_PROCESSINGDISPATCHPARAMS']._serialized_end=986
-  _globals['_PROCESSINGDISPATCHRESULT']._serialized_start=988
-  _globals['_PROCESSINGDISPATCHRESULT']._serialized_end=1090
-  _globals['_PROCESSINGJOBSLISTPARAMS']._serialized_start=1093
-  _globals['_PROCESSINGJOBSLISTPARAMS']._serialized_end=1381
-  _globals['_PROCESSINGJOBSLISTRESULT']._serialized_start=1383
-  _globals['_PROCESSINGJOBSLISTRESULT']._serialized_end=1465
-  _globals['_PROCESSINGJOBSGETPARAMS']._serialized_start=1467
-  _globals['_PROCESSINGJOBSGETPARAMS']._serialized_end=1508
-  _globals['_PROCESSINGJOBSGETRESULT']._serialized_start=1510
-  _globals['_PROCESSINGJOBSGETRESULT']._serialized_end=1565
-  _globals['_PROCESSINGJOBSCANCELPARAMS']._serialized_start=1567
-  _globals['_PROCESSINGJOBSCANCELPARAMS']._serialized_end=1627
-  _globals['_PROCESSINGJOBSCANCELRESULT']._serialized_start=1629
-  _globals['_PROCESSINGJOBSCANCELRESULT']._serialized_end=1687
-  _globals['_PROCESSINGJOBTYPESLISTPARAMS']._serialized_start=1689
-  _globals['_PROCESSINGJOBTYPESLISTPARAMS']._serialized_end=1719
-  _globals['_PROCESSINGJOBTYPESLISTRESULT']._serialized_start=1721
-  _globals['_PROCESSINGJOBTYPESLISTRESULT']._serialized_end=1791
-  _globals['_PROCESSINGJOBTYPESGETPARAMS']._serialized_start=1793
-  _globals['_PROCESSINGJOBTYPESGETPARAMS']._serialized_end=1843
-  _globals['_PROCESSINGJOBTYPESGETRESULT']._serialized_start=1845
-  _globals['_PROCESSINGJOBTYPESGETRESULT']._serialized_end=1913
-  _globals['_WORKERSLISTPARAMS']._serialized_start=1915
-  _globals['_WORKERSLISTPARAMS']._serialized_end=1964
-  _globals['_WORKERSLISTRESULT']._serialized_start=1966
-  _globals['_WORKERSLISTRESULT']._serialized_end=2022
+  _globals['_CLIPCREATEFROMITEMPARAMS']._loaded_options = None
+  _globals['_CLIPCREATEFROMITEMPARAMS']._serialized_options = b'\232\270\030/\n\025clip.create_from_item\022\022processing:process\030\003 \001'
+  _globals['_PROCESSINGCREATEPARAMS']._loaded_options = None
+  _globals['_PROCESSINGCREATEPARAMS']._serialized_options = b'\232\270\030+\n\021processing.create\022\022processing:process\030\003 \001'
+  _globals['_PROCESSINGCREATEANDDISPATCHPARAMS']._loaded_options = None
+  _globals['_PROCESSINGCREATEANDDISPATCHPARAMS']._serialized_options = b'\232\270\0308\n\036processing.create_and_dispatch\022\022processing:process\030\003 \001'
+  _globals['_PROCESSINGDISPATCHPARAMS']._loaded_options = None
+  _globals['_PROCESSINGDISPATCHPARAMS']._serialized_options = b'\232\270\030-\n\023processing.dispatch\022\022processing:process\030\003 \001'
+  _globals['_PROCESSINGJOBSLISTPARAMS']._loaded_options = None
+  _globals['_PROCESSINGJOBSLISTPARAMS']._serialized_options = b'\232\270\030)\n\024processing.jobs.list\022\017processing:read\030\001'
+  _globals['_PROCESSINGJOBSGETPARAMS']._loaded_options = None
+  _globals['_PROCESSINGJOBSGETPARAMS']._serialized_options = b'\232\270\030(\n\023processing.jobs.get\022\017processing:read\030\001'
+  _globals['_PROCESSINGJOBSCANCELPARAMS']._loaded_options = None
+  _globals['_PROCESSINGJOBSCANCELPARAMS']._serialized_options = b'\232\270\0300\n\026processing.jobs.cancel\022\022processing:process\030\002(\001'
+  _globals['_PROCESSINGJOBTYPESLISTPARAMS']._loaded_options = None
+  _globals['_PROCESSINGJOBTYPESLISTPARAMS']._serialized_options = b'\232\270\030.\n\031processing.job_types.list\022\017processing:read\030\001'
+  _globals['_PROCESSINGJOBTYPESGETPARAMS']._loaded_options = None
+  _globals['_PROCESSINGJOBTYPESGETPARAMS']._serialized_options = b'\232\270\030-\n\030processing.job_types.get\022\017processing:read\030\001'
+  _globals['_WORKERSLISTPARAMS']._loaded_options = None
+  _globals['_WORKERSLISTPARAMS']._serialized_options = b'\232\270\030\027\n\014workers.list\022\005admin\030\001'
+  _globals['_JOBVIEW']._serialized_start=2544
+  _globals['_JOBVIEW']._serialized_end=2618
+  _globals['_CLIPCREATEFROMITEMPARAMS']._serialized_start=161
+  _globals['_CLIPCREATEFROMITEMPARAMS']._serialized_end=402
+  _globals['_CLIPCREATEFROMITEMRESULT']._serialized_start=405
+  _globals['_CLIPCREATEFROMITEMRESULT']._serialized_end=551
+  _globals['_PROCESSINGCREATEPARAMS']._serialized_start=554
+  _globals['_PROCESSINGCREATEPARAMS']._serialized_end=745
+  _globals['_PROCESSINGCREATERESULT']._serialized_start=747
+  _globals['_PROCESSINGCREATERESULT']._serialized_end=801
+  _globals['_PROCESSINGCREATEANDDISPATCHPARAMS']._serialized_start=804
+  _globals['_PROCESSINGCREATEANDDISPATCHPARAMS']._serialized_end=1019
+  _globals['_PROCESSINGCREATEANDDISPATCHRESULT']._serialized_start=1021
+  _globals['_PROCESSINGCREATEANDDISPATCHRESULT']._serialized_end=1132
+  _globals['_PROCESSINGDISPATCHPARAMS']._serialized_start=1134
+  _globals['_PROCESSINGDISPATCHPARAMS']._serialized_end=1227
+  _globals['_PROCESSINGDISPATCHRESULT']._serialized_start=1229
+  _globals['_PROCESSINGDISPATCHRESULT']._serialized_end=1331
+  _globals['_PROCESSINGJOBSLISTPARAMS']._serialized_start=1334
+  _globals['_PROCESSINGJOBSLISTPARAMS']._serialized_end=1669
+  _globals['_PROCESSINGJOBSLISTRESULT']._serialized_start=1671
+  _globals['_PROCESSINGJOBSLISTRESULT']._serialized_end=1753
+  _globals['_PROCESSINGJOBSGETPARAMS']._serialized_start=1755
+  _globals['_PROCESSINGJOBSGETPARAMS']._serialized_end=1842
+  _globals['_PROCESSINGJOBSGETRESULT']._serialized_start=1844
+  _globals['_PROCESSINGJOBSGETRESULT']._serialized_end=1899
+  _globals['_PROCESSINGJOBSCANCELPARAMS']._serialized_start=1901
+  _globals['_PROCESSINGJOBSCANCELPARAMS']._serialized_end=2015
+  _globals['_PROCESSINGJOBSCANCELRESULT']._serialized_start=2017
+  _globals['_PROCESSINGJOBSCANCELRESULT']._serialized_end=2075
+  _globals['_PROCESSINGJOBTYPESLISTPARAMS']._serialized_start=2077
+  _globals['_PROCESSINGJOBTYPESLISTPARAMS']._serialized_end=2159
+  _globals['_PROCESSINGJOBTYPESLISTRESULT']._serialized_start=2161
+  _globals['_PROCESSINGJOBTYPESLISTRESULT']._serialized_end=2231
+  _globals['_PROCESSINGJOBTYPESGETPARAMS']._serialized_start=2233
+  _globals['_PROCESSINGJOBTYPESGETPARAMS']._serialized_end=2334
+  _globals['_PROCESSINGJOBTYPESGETRESULT']._serialized_start=2336
+  _globals['_PROCESSINGJOBTYPESGETRESULT']._serialized_end=2404
+  _globals['_WORKERSLISTPARAMS']._serialized_start=2406
+  _globals['_WORKERSLISTPARAMS']._serialized_end=2484
+  _globals['_WORKERSLISTRESULT']._serialized_start=2486
+  _globals['_WORKERSLISTRESULT']._serialized_end=2542
 # @@protoc_insertion_point(module_scope)

@@ -3,9 +3,14 @@ method catalogue. Unpack, call, pack."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import psycopg
+
 from geopera.v1 import analytics_pb2, resources_pb2
 from server.api import convert, jsonview
 from server.api.registry import Operation, OperationContext
+from server.domain.analytics import AnalyticsOutcome, KeyedStore
 from server.services import Services
 
 
@@ -23,7 +28,18 @@ def _operation(description: dict) -> analytics_pb2.AnalyticsOperation:  # type: 
 async def analytics_execute(
     s: Services, ctx: OperationContext, p: analytics_pb2.AnalyticsExecuteParams
 ) -> analytics_pb2.AnalyticsExecuteResult:
-    outcome = await s.analytics.execute(ctx.principal, p.operation, convert.struct_to_dict(p.params))
+    keyed = None
+    if ctx.keyed is not None:
+        call = ctx.keyed
+
+        async def finish(conn: psycopg.AsyncConnection[Any], outcome: AnalyticsOutcome) -> None:
+            await call.record(conn, _result(outcome))
+
+        keyed = KeyedStore(call.check, call.transaction, finish)
+    return _result(await s.analytics.execute(ctx.principal, p.operation, convert.struct_to_dict(p.params), keyed))
+
+
+def _result(outcome: AnalyticsOutcome) -> analytics_pb2.AnalyticsExecuteResult:
     return analytics_pb2.AnalyticsExecuteResult(
         operation=outcome.operation,
         result=convert.struct(outcome.result),
@@ -50,19 +66,23 @@ async def operations_get(
 
 
 OPERATIONS = (
-    Operation(
-        "analytics.execute", analytics_pb2.AnalyticsExecuteParams, analytics_pb2.AnalyticsExecuteResult,
-        "analytics:read", "read", analytics_execute,
+    Operation.declared(
+        analytics_pb2.AnalyticsExecuteParams,
+        analytics_pb2.AnalyticsExecuteResult,
+        analytics_execute,
         "Run an analytics method (zonal_stats, time_series, change_detection, ...) over items.",
+        claims_key=True,
     ),
-    Operation(
-        "analytics.operations.list", analytics_pb2.AnalyticsOperationsListParams,
-        analytics_pb2.AnalyticsOperationsListResult, "analytics:read", "read", operations_list,
+    Operation.declared(
+        analytics_pb2.AnalyticsOperationsListParams,
+        analytics_pb2.AnalyticsOperationsListResult,
+        operations_list,
         "List the analytics methods with their input and output JSON Schemas.",
     ),
-    Operation(
-        "analytics.operations.get", analytics_pb2.AnalyticsOperationsGetParams,
-        analytics_pb2.AnalyticsOperationsGetResult, "analytics:read", "read", operations_get,
+    Operation.declared(
+        analytics_pb2.AnalyticsOperationsGetParams,
+        analytics_pb2.AnalyticsOperationsGetResult,
+        operations_get,
         "Describe one analytics method.",
     ),
-)  # fmt: skip
+)

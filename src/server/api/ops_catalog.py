@@ -6,7 +6,6 @@ from geopera.v1 import auth_pb2, catalog_pb2, credits_pb2
 from server.api import convert, wire
 from server.api.registry import Operation, OperationContext
 from server.api.wire import EncodedResult
-from server.auth import ANY_SCOPE
 from server.domain.models import AssetInput, ItemCreate, ItemQuery
 from server.errors import invalid_argument
 from server.services import Services
@@ -97,75 +96,51 @@ async def auth_whoami(s: Services, ctx: OperationContext, p: auth_pb2.AuthWhoami
 
 
 OPERATIONS = (
-    Operation(
-        "auth.whoami",
+    Operation.declared(
         auth_pb2.AuthWhoamiParams,
         auth_pb2.AuthWhoamiResult,
-        ANY_SCOPE,
-        "read",
         auth_whoami,
         "Who the calling token is: kind, scopes and project memberships.",
     ),
-    Operation(
-        "projects.get",
+    Operation.declared(
         catalog_pb2.ProjectsGetParams,
         catalog_pb2.ProjectsGetResult,
-        "catalog:read",
-        "read",
         projects_get,
         "Get a project.",
     ),
-    Operation(
-        "projects.list",
+    Operation.declared(
         catalog_pb2.ProjectsListParams,
         catalog_pb2.ProjectsListResult,
-        "catalog:read",
-        "read",
         projects_list,
         "List the projects the caller belongs to.",
     ),
-    Operation(
-        "items.get",
+    Operation.declared(
         catalog_pb2.ItemsGetParams,
         catalog_pb2.ItemsGetResult,
-        "catalog:read",
-        "read",
         items_get,
         "Get an item with its assets.",
     ),
-    Operation(
-        "items.list",
+    Operation.declared(
         catalog_pb2.ItemsListParams,
         catalog_pb2.ItemsListResult,
-        "catalog:read",
-        "read",
         items_list,
         "List a project's items by collection, bbox and datetime range.",
     ),
-    Operation(
-        "items.create",
+    Operation.declared(
         catalog_pb2.ItemsCreateParams,
         catalog_pb2.ItemsCreateResult,
-        "catalog:write",
-        "write",
         items_create,
         "Register an uploaded (or server-local) COG as an item.",
     ),
-    Operation(
-        "credits.balance.get",
+    Operation.declared(
         credits_pb2.CreditsBalanceGetParams,
         credits_pb2.CreditsBalanceGetResult,
-        "credits:read",
-        "read",
         balance_get,
         "A project's available and held credits.",
     ),
-    Operation(
-        "credits.ledger.list",
+    Operation.declared(
         credits_pb2.CreditsLedgerListParams,
         credits_pb2.CreditsLedgerListResult,
-        "credits:read",
-        "read",
         ledger_list,
         "A project's credit ledger, newest first.",
     ),

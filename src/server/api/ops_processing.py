@@ -151,55 +151,74 @@ async def items_lineage(
 
 
 OPERATIONS = (
-    Operation(
-        "clip.create_from_item", processing_pb2.ClipCreateFromItemParams, processing_pb2.ClipCreateFromItemResult,
-        "processing:process", "spend", clip_create_from_item,
+    Operation.declared(
+        processing_pb2.ClipCreateFromItemParams,
+        processing_pb2.ClipCreateFromItemResult,
+        clip_create_from_item,
         "Clip a source item's rasters to an AOI as a new item (creates and dispatches a clip job).",
-        _project_of_clip,
+        key_project=_project_of_clip,
     ),
-    Operation(
-        "processing.create", processing_pb2.ProcessingCreateParams, processing_pb2.ProcessingCreateResult,
-        "processing:process", "spend", processing_create,
-        "Create a job (credits reserved); dispatch it later.", _project_named,
+    Operation.declared(
+        processing_pb2.ProcessingCreateParams,
+        processing_pb2.ProcessingCreateResult,
+        processing_create,
+        "Create a job (credits reserved); dispatch it later.",
+        key_project=_project_named,
     ),
-    Operation(
-        "processing.create_and_dispatch", processing_pb2.ProcessingCreateAndDispatchParams,
-        processing_pb2.ProcessingCreateAndDispatchResult, "processing:process", "spend",
-        processing_create_and_dispatch, "Create and dispatch a job in one transaction.", _project_named,
+    Operation.declared(
+        processing_pb2.ProcessingCreateAndDispatchParams,
+        processing_pb2.ProcessingCreateAndDispatchResult,
+        processing_create_and_dispatch,
+        "Create and dispatch a job in one transaction.",
+        key_project=_project_named,
     ),
-    Operation(
-        "processing.dispatch", processing_pb2.ProcessingDispatchParams, processing_pb2.ProcessingDispatchResult,
-        "processing:process", "spend", processing_dispatch, "Dispatch a pending job.", _project_of_job,
+    Operation.declared(
+        processing_pb2.ProcessingDispatchParams,
+        processing_pb2.ProcessingDispatchResult,
+        processing_dispatch,
+        "Dispatch a pending job.",
+        key_project=_project_of_job,
     ),
-    Operation(
-        "processing.jobs.list", processing_pb2.ProcessingJobsListParams, processing_pb2.ProcessingJobsListResult,
-        "processing:read", "read", jobs_list, "List a project's jobs, newest first.",
+    Operation.declared(
+        processing_pb2.ProcessingJobsListParams,
+        processing_pb2.ProcessingJobsListResult,
+        jobs_list,
+        "List a project's jobs, newest first.",
     ),
-    Operation(
-        "processing.jobs.get", processing_pb2.ProcessingJobsGetParams, processing_pb2.ProcessingJobsGetResult,
-        "processing:read", "read", jobs_get, "Get a job.",
+    Operation.declared(
+        processing_pb2.ProcessingJobsGetParams,
+        processing_pb2.ProcessingJobsGetResult,
+        jobs_get,
+        "Get a job.",
     ),
-    Operation(
-        "processing.jobs.cancel", processing_pb2.ProcessingJobsCancelParams,
-        processing_pb2.ProcessingJobsCancelResult, "processing:process", "write", jobs_cancel,
+    Operation.declared(
+        processing_pb2.ProcessingJobsCancelParams,
+        processing_pb2.ProcessingJobsCancelResult,
+        jobs_cancel,
         "Cancel an unfinished job; its credits are released.",
     ),
-    Operation(
-        "processing.job_types.list", processing_pb2.ProcessingJobTypesListParams,
-        processing_pb2.ProcessingJobTypesListResult, "processing:read", "read", job_types_list,
+    Operation.declared(
+        processing_pb2.ProcessingJobTypesListParams,
+        processing_pb2.ProcessingJobTypesListResult,
+        job_types_list,
         "List the job types (built in and declared by workers).",
     ),
-    Operation(
-        "processing.job_types.get", processing_pb2.ProcessingJobTypesGetParams,
-        processing_pb2.ProcessingJobTypesGetResult, "processing:read", "read", job_types_get,
+    Operation.declared(
+        processing_pb2.ProcessingJobTypesGetParams,
+        processing_pb2.ProcessingJobTypesGetResult,
+        job_types_get,
         "Get a job type with its input schema and cost model.",
     ),
-    Operation(
-        "workers.list", processing_pb2.WorkersListParams, processing_pb2.WorkersListResult,
-        "admin", "read", workers_list, "List registered workers.",
+    Operation.declared(
+        processing_pb2.WorkersListParams,
+        processing_pb2.WorkersListResult,
+        workers_list,
+        "List registered workers.",
     ),
-    Operation(
-        "items.lineage", catalog_pb2.ItemsLineageParams, catalog_pb2.ItemsLineageResult,
-        "catalog:read", "read", items_lineage, "Walk an item's provenance graph.",
+    Operation.declared(
+        catalog_pb2.ItemsLineageParams,
+        catalog_pb2.ItemsLineageResult,
+        items_lineage,
+        "Walk an item's provenance graph.",
     ),
-)  # fmt: skip
+)

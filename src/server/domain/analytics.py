@@ -10,10 +10,14 @@ import math
 import secrets
 import shutil
 import threading
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from server.analytics import AnalyticsContext, Artifact, AssetView, ItemView, MethodRegistry
 from server.auth import Principal
@@ -24,7 +28,7 @@ from server.domain.quota import StorageQuota
 from server.errors import Code, DomainError, invalid_argument
 from server.ids import new_id
 from server.storage import BlobStorage
-from server.store import Database, Q
+from server.store import CommitProbe, Database, Q
 
 # Threads each call may use for block decoding; with the call pool below this
 # keeps a 2-core machine busy without oversubscribing it.
@@ -47,6 +51,21 @@ class AnalyticsOutcome:
     operation: str
     result: dict[str, Any]
     artifacts: list[StoredArtifact]
+
+
+@dataclass(frozen=True)
+class KeyedStore:
+    """How a call with an idempotency key stores its outcome (see
+    server.api.execute): `check(project_id)` before the work may answer a stored
+    response at once (by raising); `transaction(project_id, probe)` claims the
+    key (or raises to replay the response a concurrent duplicate stored) and
+    `finish(conn, outcome)` records the response in it, so the key, the
+    artifacts and the response commit together. The slow work runs before, on
+    no connection."""
+
+    check: Callable[[str], Awaitable[None]]
+    transaction: Callable[[str, CommitProbe], AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]]
+    finish: Callable[[psycopg.AsyncConnection[Any], AnalyticsOutcome], Awaitable[None]]
 
 
 def _json_safe(value: Any) -> Any:
@@ -123,7 +142,12 @@ class AnalyticsService:
     def describe_all(self) -> list[dict[str, Any]]:
         return [self.methods.describe(name) for name in self.methods.names()]
 
-    async def execute(self, principal: Principal, name: str, params: dict[str, Any]) -> AnalyticsOutcome:
+    async def execute(
+        self, principal: Principal, name: str, params: dict[str, Any], keyed: KeyedStore | None = None
+    ) -> AnalyticsOutcome:
+        """Run a method and store its artifacts in the project of the items it
+        read. With `keyed`, the call is idempotent per that project (a call
+        reading items of several projects stores nothing and needs no key)."""
         name = self._method_name(name)
         # In a thread: validating the params parses the client's geometries.
         model = await asyncio.to_thread(self.methods.validate, name, params)
@@ -134,6 +158,12 @@ class AnalyticsService:
             record = await self._catalog.get_item(principal, item_id)
             items[record.id] = item_view(record, self._storage)
             projects.add(record.project_id)
+        # Artifacts belong to the project of the items they were computed from.
+        project_id = next(iter(projects)) if len(projects) == 1 else None
+        if keyed is not None and project_id is None:
+            keyed = None
+        if keyed is not None:
+            await keyed.check(project_id)  # a retry of a finished call replays without recomputing
         # Reserved, not created: most calls write no file (the method creates it when it does).
         workdir = self._storage.scratch_dir() / f"analytics-{name}-{secrets.token_hex(8)}"
         cancelled = threading.Event()
@@ -158,10 +188,7 @@ class AnalyticsService:
             except asyncio.CancelledError:
                 cancelled.set()  # the thread stops at its next block
                 raise
-            # Artifacts belong to the project of the items they were computed from.
-            project_id = next(iter(projects)) if len(projects) == 1 else None
-            stored = await self._store_artifacts(principal, name, project_id, context.artifacts)
-            return AnalyticsOutcome(name, _json_safe(result), stored)
+            return await self._store(principal, name, project_id, _json_safe(result), context.artifacts, keyed)
         finally:
             if workdir.exists():
                 # Removed in the background: the caller need not wait for it.
@@ -169,16 +196,23 @@ class AnalyticsService:
                 self._cleanups.add(cleanup)
                 cleanup.add_done_callback(self._cleanups.discard)
 
-    async def _store_artifacts(
-        self, principal: Principal, operation: str, project_id: str | None, artifacts: list[Artifact]
-    ) -> list[StoredArtifact]:
-        if not artifacts:
-            return []
+    async def _store(
+        self,
+        principal: Principal,
+        operation: str,
+        project_id: str | None,
+        result: dict[str, Any],
+        artifacts: list[Artifact],
+        keyed: KeyedStore | None,
+    ) -> AnalyticsOutcome:
+        if not artifacts and keyed is None:
+            return AnalyticsOutcome(operation, result, [])
         if project_id is None:
             raise invalid_argument(
                 "ITEMS_IN_SEVERAL_PROJECTS", "an analytics call that stores files must read items of one project"
             )
         stored: list[StoredArtifact] = []
+        outcome = AnalyticsOutcome(operation, result, stored)
         pending = PendingObjects(self._storage)
 
         def move_into_storage() -> list[tuple[str, str, int, str, Artifact]]:
@@ -196,7 +230,10 @@ class AnalyticsService:
 
         try:
             rows = await asyncio.to_thread(move_into_storage)
-            async with self._db.transaction(pending.probe) as conn:
+            transaction = (
+                self._db.transaction(pending.probe) if keyed is None else keyed.transaction(project_id, pending.probe)
+            )
+            async with transaction as conn:
                 for artifact_id, storage_key, size, sha, artifact in rows:
                     await conn.execute(
                         Q.insert_artifact,
@@ -216,11 +253,15 @@ class AnalyticsService:
                     stored.append(
                         StoredArtifact(artifact_id, artifact.key, artifact.media_type, size, sha, artifact.title)
                     )
-                await self._quota.check(conn, project_id)
+                if rows:
+                    await self._quota.check(conn, project_id)
+                if keyed is not None:
+                    await keyed.finish(conn, outcome)
         except BaseException as error:
+            # Also when the key turned out to be taken: the duplicate's files go.
             await pending.settle(error)
             raise
-        return stored
+        return outcome
 
 
 def _size_and_sha256(path: Path) -> tuple[int, str]:

@@ -1,4 +1,4 @@
-"""Idempotency keys of spend operations.
+"""Idempotency keys of spend operations and of analytics.execute.
 
 Keys are scoped per project (as Stripe scopes them per account): a retry from
 any token of the project - a second one, or the one that replaced a rotated
@@ -9,6 +9,11 @@ request with the same key blocks on the key's primary key until the first
 transaction ends: if it committed, the stored response is replayed; if it
 rolled back (e.g. too few credits), the second request runs for real. So
 concurrent duplicates never create a second job.
+
+analytics.execute claims its key only in the transaction that stores its
+artifacts, after the computation (which holds no connection): a concurrent
+duplicate computes too, then finds the key taken, drops its files and replays
+the first response; a later retry finds the response with `peek` first.
 """
 
 from __future__ import annotations
@@ -72,14 +77,31 @@ async def claim(
         if row["expired"]:
             await conn.execute(Q.delete_idempotency_key, params)
             continue
-        if row["operation"] != operation or bytes(row["fingerprint"]) != print_:
-            raise failed_precondition(
-                "IDEMPOTENCY_KEY_REUSED",
-                "this idempotency key was used for a different request; use a new key for new work",
-                operation=row["operation"],
-            )
+        _check_same_request(row, operation, print_)
         return bytes(row["response"])
     raise DomainError(Code.ABORTED, "IDEMPOTENCY_KEY_IN_USE", "the idempotency key is changing; retry")
+
+
+async def peek(
+    conn: psycopg.AsyncConnection[Any], project_id: str, key: str, operation: str, print_: bytes
+) -> bytes | None:
+    """Without claiming: the stored response of this request, if the key holds
+    one (a retry of a finished call need not redo slow work before `claim`).
+    Refuses a key used for another request as `claim` does."""
+    row = await (await conn.execute(Q.get_idempotency_key, {"project_id": project_id, "key": key})).fetchone()
+    if row is None or row["expired"]:
+        return None
+    _check_same_request(row, operation, print_)
+    return bytes(row["response"])
+
+
+def _check_same_request(row: dict[str, Any], operation: str, print_: bytes) -> None:
+    if row["operation"] != operation or bytes(row["fingerprint"]) != print_:
+        raise failed_precondition(
+            "IDEMPOTENCY_KEY_REUSED",
+            "this idempotency key was used for a different request; use a new key for new work",
+            operation=row["operation"],
+        )
 
 
 async def record(conn: psycopg.AsyncConnection[Any], project_id: str, key: str, response: bytes) -> None:

@@ -36,7 +36,8 @@ def _annotations(tool: ToolSpec) -> types.ToolAnnotations:
     return types.ToolAnnotations(
         title=tool.title,
         read_only_hint=False,
-        destructive_hint=False if tool.side_effect == "spend" else None,
+        # Spends and keyed writes (analytics artifacts) add, they never overwrite.
+        destructive_hint=False if tool.idempotency_key else None,
         open_world_hint=False,
     )
 

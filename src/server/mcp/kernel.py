@@ -115,11 +115,12 @@ def error_from_rpc(err: grpc.aio.AioRpcError) -> KernelError:
 
 
 def _retryable(error: KernelError, operation: Operation) -> bool:
-    """Safe to send again: nothing ran (UNAVAILABLE) and the operation reads or
-    carries an idempotency key (every spend from this server does); a spend
-    whose key is still in flight (ABORTED `IDEMPOTENCY_KEY_IN_USE`)."""
+    """Safe to send again: nothing ran (UNAVAILABLE) and the operation reads,
+    is repeatable or carries an idempotency key (every call of an operation
+    that honours one does, from this server); a call whose key is still in
+    flight (ABORTED `IDEMPOTENCY_KEY_IN_USE`)."""
     if error.code == "UNAVAILABLE":
-        return operation.side_effect in ("read", "spend")
+        return operation.side_effect == "read" or operation.idempotency_key or operation.repeatable
     return error.code == "ABORTED" and error.reason == "IDEMPOTENCY_KEY_IN_USE"
 
 

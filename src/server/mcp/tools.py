@@ -4,7 +4,8 @@ calls run against the kernel. Nothing here knows MCP's wire types (see
 
 - One tool per registered operation, named without dots (`items.list` ->
   `items_list`); its input schema is the params message's JSON Schema (proto3
-  JSON, snake_case); spend tools take an extra optional `idempotency_key`.
+  JSON, snake_case); tools of operations that honour `idempotency-key`
+  (spends, analytics.execute) take an extra optional `idempotency_key`.
 - One tool per analytics method (`analytics_zonal_stats`, ...), listed by
   `analytics.operations.list`, whose input schema is the method's own.
 - `jobs_wait`: follows `KernelService/WatchJob` for a bounded time.
@@ -73,6 +74,11 @@ class ToolSpec:
     operation: Operation | None = None
     analytics_method: str = ""
 
+    @property
+    def idempotency_key(self) -> bool:
+        """Takes `idempotency_key` (and gets a fresh one without it)."""
+        return self.operation is not None and self.operation.idempotency_key
+
 
 @dataclass
 class ToolOutcome:
@@ -83,32 +89,39 @@ class ToolOutcome:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _access(scope: str, side_effect: SideEffect) -> str:
-    text = f"Scope `{scope}`; side effect: {side_effect}."
-    if side_effect == "spend":
+def _access(operation: Operation) -> str:
+    text = f"Scope `{operation.scope}`; side effect: {operation.side_effect}."
+    if operation.idempotency_key:
+        effect = "spending" if operation.side_effect == "spend" else "storing anything"
         text += (
-            f" Spends credits. Pass `{IDEMPOTENCY_ARGUMENT}` (1-255 printable ASCII characters) to make a"
-            " retry safe: the same key with the same arguments returns the first result instead of spending"
+            (" Spends credits." if operation.side_effect == "spend" else " May store artifacts.")
+            + f" Pass `{IDEMPOTENCY_ARGUMENT}` (1-255 printable ASCII characters) to make a"
+            f" retry safe: the same key with the same arguments returns the first result instead of {effect}"
             " again, the same key with other arguments is refused (IDEMPOTENCY_KEY_REUSED). Without one,"
             " each call gets a fresh key."
         )
     return text
 
 
+def _with_key_argument(schema: dict[str, Any]) -> dict[str, Any]:
+    schema.setdefault("properties", {})[IDEMPOTENCY_ARGUMENT] = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "description": "Optional; sent as the `idempotency-key` metadata (see the tool description).",
+    }
+    return schema
+
+
 def operation_tool(operation: Operation) -> ToolSpec:
     schema = message_schema(operation.params_type.DESCRIPTOR)
-    if operation.side_effect == "spend":
-        schema.setdefault("properties", {})[IDEMPOTENCY_ARGUMENT] = {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 255,
-            "description": "Optional; sent as the `idempotency-key` metadata (see the tool description).",
-        }
+    if operation.idempotency_key:
+        schema = _with_key_argument(schema)
     return ToolSpec(
         name=tool_name(operation.name),
         title=operation.name,
         description=f"{operation.description}\n\nOperation `{operation.name}`. "
-        + _access(operation.scope, operation.side_effect),
+        + _access(operation),
         input_schema=schema,
         scope=operation.scope,
         side_effect=operation.side_effect,
@@ -121,13 +134,15 @@ def analytics_tool(method: analytics_pb2.AnalyticsOperation, execute: Operation)
     schema = json_format.MessageToDict(method.input_schema)
     if schema.get("type") != "object":
         schema = {"type": "object", "properties": {}, **{k: v for k, v in schema.items() if k != "type"}}
+    if execute.idempotency_key:
+        schema = _with_key_argument(schema)
     description = (method.description or f"The analytics method {method.name}.").strip()
     return ToolSpec(
         name="analytics_" + re.sub(r"[^A-Za-z0-9_-]", "_", method.name),
         title=f"analytics {method.name}",
         description=f"{description}\n\nRuns `{execute.name}` with operation `{method.name}`; the arguments are"
         " the method's params and the result is that of analytics_execute. "
-        + _access(execute.scope, execute.side_effect),
+        + _access(execute),
         input_schema=schema,
         scope=execute.scope,
         side_effect=execute.side_effect,
@@ -146,7 +161,7 @@ def jobs_wait_tool() -> ToolSpec:
             f" `timeout_seconds` pass (default {WAIT_DEFAULT_SECONDS:g}, at most {WAIT_MAX_SECONDS:g}). Answers"
             " the latest job snapshot, its status, whether it is terminal and the last event sequence; call it"
             " again to keep waiting. Reports progress notifications when the client asks for them.\n\n"
-            + _access("processing:read", "read")
+            + "Scope `processing:read`; side effect: read."
         ),
         input_schema={
             "type": "object",
@@ -259,7 +274,7 @@ class Projection:
                 )  # fmt: skip
             if spec.kind == "jobs_wait":
                 return ToolOutcome(await self._wait(spec, args, progress))
-            if spec.side_effect == "spend":
+            if spec.idempotency_key:
                 key = args.pop(IDEMPOTENCY_ARGUMENT, None)
                 if key is not None and not isinstance(key, str):
                     message = f"{IDEMPOTENCY_ARGUMENT} must be a string"

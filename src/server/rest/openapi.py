@@ -121,12 +121,12 @@ def openapi_document(registry: OperationRegistry, server_url: str = "/") -> dict
                 "summary": operation.description,
                 "description": (
                     f"Scope `{operation.scope}`; side effect: {operation.side_effect}."
-                    + (" Honours the `Idempotency-Key` header." if operation.side_effect == "spend" else "")
+                    + (" Honours the `Idempotency-Key` header." if operation.idempotency_key else "")
                 ),
                 "parameters": (
                     [{"name": "Idempotency-Key", "in": "header", "required": False,
                       "schema": {"type": "string", "minLength": 1, "maxLength": 255}}]
-                    if operation.side_effect == "spend" else []
+                    if operation.idempotency_key else []
                 ),
                 "requestBody": {
                     "required": True,

@@ -45,9 +45,9 @@ from geopera_sdk._convert import (
     TERMINAL_STATUSES,
     asset_input,
     is_safe_to_repeat,
-    is_spend,
     job_status,
     strings,
+    takes_idempotency_key,
     to_struct,
     to_timestamp,
     view_number,
@@ -179,11 +179,11 @@ class AsyncClient:
         timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline)
     ) -> Message:
         """Run one operation: `params` is its params message or a dict (proto3
-        JSON names) parsed into it; returns its result message. Spend
-        operations get an `idempotency-key` (yours, or a fresh one) that every
-        retry of this call reuses."""
+        JSON names) parsed into it; returns its result message. Operations
+        that honour `idempotency-key` (spends, `analytics.execute`) get one
+        (yours, or a fresh one) that every retry of this call reuses."""
         request = execute_request(operation, params)
-        if idempotency_key is None and is_spend(operation):
+        if idempotency_key is None and takes_idempotency_key(operation):
             idempotency_key = new_idempotency_key()
         metadata = self._settings.metadata(idempotency_key)
         attempts = Attempts(self.retry_policy)

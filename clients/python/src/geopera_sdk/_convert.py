@@ -21,44 +21,25 @@ from geopera.v1 import (  # noqa: F401
     processing_pb2,
     resources_pb2,
 )
+from geopera_sdk._operations import OPERATIONS
 
 PACKAGE = "geopera.v1"
 
-# Side effects of the contract's operations (see the operation registry).
-SPEND_OPERATIONS = frozenset(
-    {"clip.create_from_item", "processing.create", "processing.create_and_dispatch", "processing.dispatch"}
-)
-# Writes that are safe to repeat: cancelling a cancelled job returns it unchanged.
-REPEATABLE_WRITES = frozenset({"processing.jobs.cancel"})
-READ_OPERATIONS = frozenset(
-    {
-        "projects.get",
-        "projects.list",
-        "items.get",
-        "items.list",
-        "items.lineage",
-        "credits.balance.get",
-        "credits.ledger.list",
-        "processing.jobs.list",
-        "processing.jobs.get",
-        "processing.job_types.list",
-        "processing.job_types.get",
-        "workers.list",
-        "analytics.execute",
-        "analytics.operations.list",
-        "analytics.operations.get",
-    }
-)
 
-
-def is_spend(operation: str) -> bool:
-    return operation in SPEND_OPERATIONS
+def takes_idempotency_key(operation: str) -> bool:
+    """Spends and writes that honour `idempotency-key` (e.g. analytics.execute):
+    every call of them gets a key, which its retries reuse."""
+    declared = OPERATIONS.get(operation)
+    return declared is not None and declared.idempotency_key
 
 
 def is_safe_to_repeat(operation: str) -> bool:
-    """Reads, keyed spends and repeatable writes. Unknown operations are treated
+    """Reads, keyed calls and repeatable writes. Unknown operations are treated
     as writes: retried only when the server did not process them."""
-    return operation in READ_OPERATIONS or operation in SPEND_OPERATIONS or operation in REPEATABLE_WRITES
+    declared = OPERATIONS.get(operation)
+    if declared is None:
+        return False
+    return declared.side_effect == "read" or declared.idempotency_key or declared.repeatable
 
 
 def message_base_name(operation: str) -> str:

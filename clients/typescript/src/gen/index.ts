@@ -8,6 +8,7 @@ import { file_geopera_v1_catalog } from "./geopera/v1/catalog_pb.js";
 import { file_geopera_v1_credits } from "./geopera/v1/credits_pb.js";
 import { file_geopera_v1_errors } from "./geopera/v1/errors_pb.js";
 import { file_geopera_v1_kernel } from "./geopera/v1/kernel_pb.js";
+import { file_geopera_v1_options } from "./geopera/v1/options_pb.js";
 import { file_geopera_v1_processing } from "./geopera/v1/processing_pb.js";
 import { file_geopera_v1_resources } from "./geopera/v1/resources_pb.js";
 import { file_geopera_v1_worker } from "./geopera/v1/worker_pb.js";
@@ -22,6 +23,7 @@ export const generatedFiles: readonly GenFile[] = [
   file_geopera_v1_credits,
   file_geopera_v1_errors,
   file_geopera_v1_kernel,
+  file_geopera_v1_options,
   file_geopera_v1_processing,
   file_geopera_v1_resources,
   file_geopera_v1_worker,
