@@ -47,6 +47,7 @@ NAMES = {
     "_AsyncNamespace": "_Namespace",
     "apaginate": "paginate",
     "AsyncIterator": "Iterator",
+    "AsyncGenerator": "Generator",
     "AsyncIterable": "Iterable",
     "StopAsyncIteration": "StopIteration",
     "__aiter__": "__iter__",

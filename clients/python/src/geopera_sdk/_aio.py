@@ -15,7 +15,7 @@ import builtins
 import os
 import threading
 import time  # noqa: F401 (the generated sync client uses it)
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import IO, Any, TypeVar
 
 import grpc
@@ -108,7 +108,7 @@ class AsyncClient:
             self._credentials = credentials
             self._options = channel_options(options)
             self._channel: grpc.aio.Channel | None = None
-            self._stub_: kernel_pb2_grpc.KernelServiceStub | None = None
+            self._stub_: kernel_pb2_grpc.KernelServiceAsyncStub | None = None
         else:
             opts = channel_options(options)
             if credentials is not None:
@@ -137,7 +137,7 @@ class AsyncClient:
     if True:  # ASYNC
 
         @property
-        def _stub(self) -> kernel_pb2_grpc.KernelServiceStub:
+        def _stub(self) -> kernel_pb2_grpc.KernelServiceAsyncStub:
             # Created on first use, inside the running event loop.
             if self._stub_ is None:
                 if self._credentials is not None:
@@ -296,10 +296,9 @@ class AsyncClient:
                     first = True
                     async for message in call:
                         await asyncio.to_thread(sink.accept, message, first)
-                        if first:
-                            first = False
-                            if bar is None:
-                                bar = open_bar(progress, total=sink.total or 0, desc=name, unit="B")
+                        first = False
+                        if bar is None:  # once the first message has told the size
+                            bar = open_bar(progress, total=sink.total or 0, desc=name, unit="B")
                         bar.update(sink.offset)
                         attempts.progressed()
                     if sink.complete:
@@ -627,7 +626,7 @@ class AsyncJobWatch(AsyncIterator[kernel_pb2.WatchJobResponse]):
                     self._call.cancel()
         await self._events.aclose()
 
-    async def _run(self) -> AsyncIterator[kernel_pb2.WatchJobResponse]:
+    async def _run(self) -> AsyncGenerator[kernel_pb2.WatchJobResponse, None]:
         client = self._client
         attempts = Attempts(client.retry_policy, self._timeout, stream=True)
         yielded = False

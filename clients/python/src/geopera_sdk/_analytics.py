@@ -44,7 +44,7 @@ _JSON_TYPES: dict[str, Any] = {
 def _annotation(schema: Mapping[str, Any]) -> Any:
     """A Python annotation for a JSON Schema (best effort, for help() and IDEs)."""
     if "enum" in schema and all(isinstance(v, str | int | bool) for v in schema["enum"]):
-        return Literal[tuple(schema["enum"])]  # type: ignore[misc]
+        return Literal[tuple(schema["enum"])]
     for combinator in ("anyOf", "oneOf"):
         if combinator in schema:
             options = [_annotation(option) for option in schema[combinator]]

@@ -10,7 +10,7 @@ import builtins
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import IO, Any, TypeVar
 
 import grpc
@@ -261,10 +261,9 @@ class Client:
                     first = True
                     for message in call:
                         sink.accept(message, first)
-                        if first:
-                            first = False
-                            if bar is None:
-                                bar = open_bar(progress, total=sink.total or 0, desc=name, unit="B")
+                        first = False
+                        if bar is None:  # once the first message has told the size
+                            bar = open_bar(progress, total=sink.total or 0, desc=name, unit="B")
                         bar.update(sink.offset)
                         attempts.progressed()
                     if sink.complete:
@@ -578,7 +577,7 @@ class JobWatch(Iterator[kernel_pb2.WatchJobResponse]):
                 self._call.cancel()
         self._events.close()
 
-    def _run(self) -> Iterator[kernel_pb2.WatchJobResponse]:
+    def _run(self) -> Generator[kernel_pb2.WatchJobResponse, None]:
         client = self._client
         attempts = Attempts(client.retry_policy, self._timeout, stream=True)
         yielded = False
