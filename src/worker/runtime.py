@@ -17,7 +17,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -526,7 +526,7 @@ class _ProgressReporter:
         self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
 
-    def threadsafe(self, loop: asyncio.AbstractEventLoop):  # type: ignore[no-untyped-def]
+    def threadsafe(self, loop: asyncio.AbstractEventLoop) -> Callable[[float, str], None]:
         def report(fraction: float, message: str) -> None:
             loop.call_soon_threadsafe(self._update, fraction, message)
 

@@ -3,13 +3,15 @@ method catalogue. Unpack, call, pack."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from geopera.v1 import analytics_pb2, resources_pb2
 from server.api import convert
 from server.api.registry import Operation, OperationContext
 from server.services import Services
 
 
-def _operation(description: dict) -> analytics_pb2.AnalyticsOperation:  # type: ignore[type-arg]
+def _operation(description: dict[str, Any]) -> analytics_pb2.AnalyticsOperation:
     return analytics_pb2.AnalyticsOperation(
         name=description["name"],
         description=description["description"],
