@@ -268,6 +268,7 @@ class Worker:
         import threading
 
         job = assignment.job
+        assert self._channel is not None  # opened by run() before any session or job
         stub = worker_pb2_grpc.WorkerServiceStub(self._channel)
         metadata = self._metadata(assignment.job_token)
         workdir = self._workdir / f"{job.id}-{assignment.attempt}"
@@ -374,6 +375,7 @@ class Worker:
         self, assignment: worker_pb2.JobAssignment, workdir: Path, metadata: Any
     ) -> dict[str, SourceItem]:
         locations = {(loc.item_id, loc.asset_key): loc.storage_uri for loc in assignment.source_assets}
+        assert self._channel is not None  # opened by run() before any session or job
         kernel = kernel_pb2_grpc.KernelServiceStub(self._channel)
         sources = {}
         for item in assignment.source_items:
