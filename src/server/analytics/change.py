@@ -323,11 +323,11 @@ class _ChunkWork:
         if task.geometry is None and task.mask is None:
             area_pixels = rows * cols
         else:
-            inside = (
-                task.mask
-                if task.mask is not None
-                else center_mask(task.geometry, window_transform(window, self.grid.transform), rows, cols, False)
-            )
+            if task.mask is not None:
+                inside = task.mask
+            else:
+                assert task.geometry is not None  # both None is the whole chunk, above
+                inside = center_mask(task.geometry, window_transform(window, self.grid.transform), rows, cols, False)
             compared &= inside
             area_pixels = int(np.count_nonzero(inside))
         difference = after_index - before_index

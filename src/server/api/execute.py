@@ -37,7 +37,7 @@ def reject_nul_characters(message: Message, prefix: str = "params") -> None:
                 if "\x00" in text:
                     where = f"{path}[{index}]" if field.is_repeated else path
                     raise invalid_argument("INVALID_CHARACTER", "text must not contain NUL characters", field=where)
-        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:  # (always set)
             if field.message_type.GetOptions().map_entry:
                 for key, item in value.items():
                     if "\x00" in str(key):

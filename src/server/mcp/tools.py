@@ -29,6 +29,7 @@ from google.protobuf import json_format
 
 from geopera.v1 import analytics_pb2, resources_pb2
 from server.api.registry import Operation, OperationRegistry, SideEffect
+from server.api.wire import descriptor_of
 from server.mcp.kernel import Kernel, KernelError
 from server.mcp.schema import message_schema
 from server.mcp.scopes import ScopeDiscovery, allows, discover_scopes
@@ -95,7 +96,7 @@ def _access(scope: str, side_effect: SideEffect) -> str:
 
 
 def operation_tool(operation: Operation) -> ToolSpec:
-    schema = message_schema(operation.params_type.DESCRIPTOR)
+    schema = message_schema(descriptor_of(operation.params_type))
     if operation.side_effect == "spend":
         schema.setdefault("properties", {})[IDEMPOTENCY_ARGUMENT] = {
             "type": "string",
