@@ -209,8 +209,10 @@ class _Totals:
 
     def add(self, chunk: _Chunk) -> None:
         self.area_pixels += chunk.area_pixels
-        self.counts = tuple(a + b for a, b in zip(self.counts, chunk.counts, strict=True))  # type: ignore[assignment]
-        self.areas = tuple(a + b for a, b in zip(self.areas, chunk.areas, strict=True))  # type: ignore[assignment]
+        (c0, c1, c2), (d0, d1, d2) = self.counts, chunk.counts
+        self.counts = (c0 + d0, c1 + d1, c2 + d2)
+        (a0, a1, a2), (b0, b1, b2) = self.areas, chunk.areas
+        self.areas = (a0 + b0, a1 + b1, a2 + b2)
         self.before_total += chunk.before_total
         self.after_total += chunk.after_total
 

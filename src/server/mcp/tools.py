@@ -217,7 +217,8 @@ class Projection:
                 else:
                     taken = {tool.name for tool in self._static}
                     methods = []
-                    for method in result.operations:  # type: ignore[attr-defined]
+                    assert isinstance(result, analytics_pb2.AnalyticsOperationsListResult)  # the registry's
+                    for method in result.operations:
                         tool = analytics_tool(method, execute)
                         if tool.name in taken:
                             log.warning("analytics method %s: tool name %s is taken", method.name, tool.name)

@@ -51,13 +51,14 @@ from geopera_sdk._convert import (
     to_struct,
     to_timestamp,
 )
-from geopera_sdk._errors import GeoperaError, Unavailable, error_from_rpc
+from geopera_sdk._errors import GeoperaError, Internal, Unavailable, error_from_rpc
 from geopera_sdk._job import JobProgress, _JobBase, _WaitDisplay
 from geopera_sdk._progress import open_bar
 from geopera_sdk._retry import Attempts, RetryPolicy
 from geopera_sdk._transfer import DownloadResult, DownloadSink, MiB, Source, Target, UploadSource, resource_name
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 
 
 async def apaginate(
@@ -325,12 +326,15 @@ if True:  # ASYNC
 
     async def _in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
         """A blocking iterator (file reads) driven from a worker thread."""
-        done = object()
+        done = _Done()
         while True:
-            item = await asyncio.to_thread(next, iterator, done)
-            if item is done:
+            item: T | _Done = await asyncio.to_thread(next, iterator, done)
+            if isinstance(item, _Done):
                 return
-            yield item  # type: ignore[misc]
+            yield item
+
+    class _Done:
+        """The end of `_in_thread`'s iterator (StopIteration cannot cross a thread's future)."""
 
 
 class _AsyncNamespace:
@@ -340,6 +344,16 @@ class _AsyncNamespace:
     async def _run(self, operation: str, params: Message, **kwargs: Any) -> Any:
         return await self._client.execute(operation, params, **kwargs)
 
+    async def _get(self, operation: str, params: Message, result_type: type[M]) -> M:
+        """`_run` typed by its result (which `execute` has unpacked as that type)."""
+        result = await self._client.execute(operation, params)
+        if not isinstance(result, result_type):
+            raise Internal(
+                f"{operation}: expected a {result_type.DESCRIPTOR.full_name} result, got {result.DESCRIPTOR.full_name}",
+                reason="UNEXPECTED_RESULT_TYPE",
+            )
+        return result
+
 
 class AsyncItems(_AsyncNamespace):
     """Catalog items (`items.*`)."""
@@ -347,7 +361,7 @@ class AsyncItems(_AsyncNamespace):
     async def get(self, item_id: str) -> resources_pb2.Item:
         """`items.get`: one item with its assets."""
         params = catalog_pb2.ItemsGetParams(item_id=item_id)
-        return (await self._run("items.get", params)).item  # type: ignore[no-any-return]
+        return (await self._get("items.get", params, catalog_pb2.ItemsGetResult)).item
 
     def list(
         self,
@@ -405,7 +419,7 @@ class AsyncItems(_AsyncNamespace):
             params.datetime.CopyFrom(to_timestamp(datetime))
         if properties:
             params.properties.CopyFrom(to_struct(properties))
-        return (await self._run("items.create", params)).item  # type: ignore[no-any-return]
+        return (await self._get("items.create", params, catalog_pb2.ItemsCreateResult)).item
 
     async def register_file(
         self,
@@ -439,7 +453,7 @@ class AsyncItems(_AsyncNamespace):
         """`items.lineage`: the provenance graph (`nodes`, `edges`) around an item;
         `direction` is `upstream`, `downstream` or `both` (default)."""
         params = catalog_pb2.ItemsLineageParams(item_id=item_id, direction=direction, max_depth=max_depth)
-        return await self._run("items.lineage", params)  # type: ignore[no-any-return]
+        return await self._get("items.lineage", params, catalog_pb2.ItemsLineageResult)
 
 
 class AsyncProjects(_AsyncNamespace):
@@ -447,7 +461,7 @@ class AsyncProjects(_AsyncNamespace):
 
     async def get(self, project_id: str) -> resources_pb2.Project:
         params = catalog_pb2.ProjectsGetParams(project_id=project_id)
-        return (await self._run("projects.get", params)).project  # type: ignore[no-any-return]
+        return (await self._get("projects.get", params, catalog_pb2.ProjectsGetResult)).project
 
     def list(
         self, *, page_size: int | None = None, max_items: int | None = None
@@ -468,7 +482,7 @@ class AsyncCredits(_AsyncNamespace):
     async def balance(self, project_id: str) -> resources_pb2.CreditBalance:
         """`credits.balance.get`."""
         params = credits_pb2.CreditsBalanceGetParams(project_id=project_id)
-        return (await self._run("credits.balance.get", params)).balance  # type: ignore[no-any-return]
+        return (await self._get("credits.balance.get", params, credits_pb2.CreditsBalanceGetResult)).balance
 
     def ledger(
         self,
@@ -557,6 +571,7 @@ class AsyncJobs(_AsyncNamespace):
         name (`"running"`) or a `JobStatus` number."""
         params = processing_pb2.ProcessingJobsListParams(
             project_id=project_id,
+            # An enum number; the stubs want JobStatus.ValueType, a NewType that exists in the .pyi only.
             status=job_status(status) if status is not None else 0,  # type: ignore[arg-type]
             job_type_id=job_type_id or "",
             page_size=page_size or 0,
@@ -673,7 +688,8 @@ class AsyncJobTypes(_AsyncNamespace):
 
     async def get(self, job_type_id: str) -> resources_pb2.JobType:
         params = processing_pb2.ProcessingJobTypesGetParams(job_type_id=job_type_id)
-        return (await self._run("processing.job_types.get", params)).job_type  # type: ignore[no-any-return]
+        result = await self._get("processing.job_types.get", params, processing_pb2.ProcessingJobTypesGetResult)
+        return result.job_type
 
 
 class AsyncWorkers(_AsyncNamespace):
@@ -716,7 +732,8 @@ class AsyncAnalytics(_AsyncNamespace):
     async def operation(self, name: str) -> analytics_pb2.AnalyticsOperation:
         """`analytics.operations.get`: one method with its schemas."""
         params = analytics_pb2.AnalyticsOperationsGetParams(name=name)
-        return (await self._run("analytics.operations.get", params)).operation  # type: ignore[no-any-return]
+        result = await self._get("analytics.operations.get", params, analytics_pb2.AnalyticsOperationsGetResult)
+        return result.operation
 
     async def execute(self, name: str, params: Mapping[str, Any] | None = None, /, **kwargs: Any) -> AnalyticsResult:
         """`analytics.execute`: run method `name` with `params` (a dict) and/or keywords."""
@@ -756,7 +773,8 @@ class AsyncAnalytics(_AsyncNamespace):
                     if self._specs is None:
                         await self.operations()
                     method = getattr(self, name)  # AttributeError when the server has no such method
-                    return await method(**params)  # type: ignore[no-any-return]
+                    result: AnalyticsResult = await method(**params)
+                    return result
 
                 lazy.__name__ = lazy.__qualname__ = name
                 return lazy
