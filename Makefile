@@ -44,6 +44,7 @@ check-generated: $(STAMP)
 
 lint: $(STAMP) check-generated
 	$(BIN)/ruff check src tests scripts clients $(wildcard bench)
+	$(BIN)/mypy
 	$(BIN)/buf lint
 	$(BIN)/buf breaking --against '.git#ref=HEAD'
 
@@ -67,4 +68,4 @@ fuzz: $(STAMP)
 	$(BIN)/python -m bench.fuzz $(FUZZ_ARGS)
 
 clean:
-	rm -rf $(VENV) var .pytest_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache

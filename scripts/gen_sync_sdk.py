@@ -47,6 +47,7 @@ NAMES = {
     "_AsyncNamespace": "_Namespace",
     "apaginate": "paginate",
     "AsyncIterator": "Iterator",
+    "AsyncGenerator": "Generator",
     "AsyncIterable": "Iterable",
     "StopAsyncIteration": "StopIteration",
     "__aiter__": "__iter__",
@@ -127,6 +128,7 @@ def unwrap(text: str) -> str:
     edits: list[tuple[int, int, bytes]] = []
 
     def span(node: ast.AST) -> tuple[int, int]:
+        # typeshed gives ast.AST no positions; the nodes passed here are expressions, which have them.
         return (
             starts[node.lineno - 1] + node.col_offset,  # type: ignore[attr-defined]
             starts[node.end_lineno - 1] + node.end_col_offset,  # type: ignore[attr-defined]

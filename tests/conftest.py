@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import pytest
@@ -20,6 +20,9 @@ from tests.support.db import DatabaseFactory, admin_url
 from tests.support.process import ChildProcess
 from tests.support.server import ServerProcess
 from tests.support.workers import granted_test_job_types
+
+if TYPE_CHECKING:
+    from server.services import Services
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data" / "s2_slovenia"
@@ -100,7 +103,7 @@ class World:
         self.with_services(add)
 
 
-async def _services(url: str, home: Path):  # type: ignore[no-untyped-def]
+async def _services(url: str, home: Path) -> Services:
     from server.app import build_services
     from server.config import Settings
 

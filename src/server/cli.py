@@ -15,11 +15,15 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from server.auth import DEFAULT_SCOPES, SCOPES
 from server.config import Settings
 from server.errors import DomainError
 from server.logs import configure_logging
+
+if TYPE_CHECKING:
+    from server.services import Services
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -65,7 +69,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             token_facts,
         )
 
-        async def on_ready(services, port: int) -> None:  # type: ignore[no-untyped-def]
+        async def on_ready(services: Services, port: int) -> None:
             nonlocal local_worker
             token = await bootstrap_demo(services, settings.home / "demo-token")
             host = settings.listen.rsplit(":", 1)[0]
@@ -154,7 +158,7 @@ async def _admin(args: argparse.Namespace) -> object:
         await services.db.close()
 
 
-async def _set_quota(services, project_id: str, quota: str) -> object:  # type: ignore[no-untyped-def]
+async def _set_quota(services: Services, project_id: str, quota: str) -> object:
     from server.store import Q
 
     quota_bytes = None if quota == "default" else int(quota)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import rasterio
 
@@ -22,6 +23,9 @@ from server.auth import SCOPES, Principal
 from server.config import Settings
 from server.domain.models import AssetInput, ItemCreate
 from server.errors import DomainError
+
+if TYPE_CHECKING:
+    from server.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +70,7 @@ def sample_items(sample_dir: Path = SAMPLE_DIR) -> list[ItemCreate]:
     return items
 
 
-async def bootstrap_demo(services, token_file: Path) -> str:  # type: ignore[no-untyped-def]
+async def bootstrap_demo(services: Services, token_file: Path) -> str:
     """Idempotent: reuses the project, items and token of an earlier run."""
     try:
         await services.catalog.create_project(DEMO_PROJECT, "Demo project")
@@ -87,7 +91,7 @@ async def bootstrap_demo(services, token_file: Path) -> str:  # type: ignore[no-
     )  # fmt: skip
 
 
-async def demo_worker_token(services, token_file: Path) -> str:  # type: ignore[no-untyped-def]
+async def demo_worker_token(services: Services, token_file: Path) -> str:
     """The local worker's credential: granted the built-in job types it runs,
     every project."""
     from worker.plugins import builtin_plugins
@@ -98,8 +102,14 @@ async def demo_worker_token(services, token_file: Path) -> str:  # type: ignore[
     )
 
 
-async def reusable_token(  # type: ignore[no-untyped-def]
-    services, token_file: Path, *, kind: str, scopes: list[str], projects: list[str], job_types: Sequence[str] = ()
+async def reusable_token(
+    services: Services,
+    token_file: Path,
+    *,
+    kind: str,
+    scopes: list[str],
+    projects: list[str],
+    job_types: Sequence[str] = (),
 ) -> str:
     """The token saved in `token_file` when it still works (and holds the
     `job_types` grants), else a new one (saved with mode 0600)."""
@@ -180,7 +190,7 @@ def demo_ca_file(settings: Settings) -> Path | None:
     return Path(os.environ.get("GEOPERA_TLS_CA") or settings.tls_cert)
 
 
-async def token_facts(services, token: str) -> tuple[int, list[str]]:  # type: ignore[no-untyped-def]
+async def token_facts(services: Services, token: str) -> tuple[int, list[str]]:
     """What the banner states of the demo token, read now: its project's available
     credits (lower than the grant after jobs ran) and the scopes it holds."""
     principal = await services.tokens.authenticate(f"Bearer {token}")

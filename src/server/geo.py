@@ -91,6 +91,8 @@ def _geometry(value: Any, path: str, *, repair: bool) -> Polygon | MultiPolygon:
         geometry = shapely.union_all(polygons_only) if polygons_only else Polygon()
     if geometry.is_empty or geometry.area == 0:
         raise _fail(path, "the geometry has no area")
+    # A polygonal shape, or the union of the polygons of its repair, and not empty: the
+    # stubs type shapely's results as any geometry.
     return geometry  # type: ignore[return-value]
 
 
@@ -124,4 +126,5 @@ def parse_area(value: Any, path: str, *, repair: bool = False) -> Polygon | Mult
     zones = parse_zones(value, path, repair=repair)
     if len(zones) == 1:
         return zones[0].geometry
+    # The union of non-empty polygonal zones is polygonal; the stubs type it as any geometry.
     return shapely.union_all([z.geometry for z in zones])  # type: ignore[return-value]

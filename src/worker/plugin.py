@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -155,5 +155,5 @@ class PluginRegistry:
     def get(self, job_type_id: str) -> type[JobPlugin] | None:
         return self._plugins.get(job_type_id)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[type[JobPlugin]]:
         return iter(sorted(self._plugins.values(), key=lambda p: p.job_type_id))

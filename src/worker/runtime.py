@@ -17,7 +17,7 @@ import random
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -268,6 +268,7 @@ class Worker:
         import threading
 
         job = assignment.job
+        assert self._channel is not None  # opened by run() before any session or job
         stub = worker_pb2_grpc.WorkerServiceStub(self._channel)
         metadata = self._metadata(assignment.job_token)
         workdir = self._workdir / f"{job.id}-{assignment.attempt}"
@@ -374,6 +375,7 @@ class Worker:
         self, assignment: worker_pb2.JobAssignment, workdir: Path, metadata: Any
     ) -> dict[str, SourceItem]:
         locations = {(loc.item_id, loc.asset_key): loc.storage_uri for loc in assignment.source_assets}
+        assert self._channel is not None  # opened by run() before any session or job
         kernel = kernel_pb2_grpc.KernelServiceStub(self._channel)
         sources = {}
         for item in assignment.source_items:
@@ -526,7 +528,7 @@ class _ProgressReporter:
         self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
 
-    def threadsafe(self, loop: asyncio.AbstractEventLoop):  # type: ignore[no-untyped-def]
+    def threadsafe(self, loop: asyncio.AbstractEventLoop) -> Callable[[float, str], None]:
         def report(fraction: float, message: str) -> None:
             loop.call_soon_threadsafe(self._update, fraction, message)
 

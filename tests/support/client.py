@@ -29,8 +29,9 @@ class RpcFailure(Exception):
 
     @classmethod
     def from_rpc_error(cls, err: grpc.RpcError) -> RpcFailure:
-        failure = cls(err.code(), err.details() or "")  # type: ignore[attr-defined]
-        status = rpc_status.from_call(err)  # type: ignore[arg-type]
+        failure = cls(err.code(), err.details() or "")
+        # A blocking call's error is also its grpc.Call, which from_call reads.
+        status = rpc_status.from_call(err) if isinstance(err, grpc.Call) else None
         if status is None:
             return failure
         for detail in status.details:
@@ -55,7 +56,7 @@ def result_type_for(operation: str) -> type[Message]:
     from google.protobuf import symbol_database
 
     name = "geopera.v1." + message_base_name(operation) + "Result"
-    return symbol_database.Default().GetSymbol(name)  # type: ignore[no-any-return]
+    return symbol_database.Default().GetSymbol(name)
 
 
 class KernelClient:
@@ -64,11 +65,11 @@ class KernelClient:
         self.stub = kernel_pb2_grpc.KernelServiceStub(channel)
         self.token = token
 
-    def metadata(self, **extra: str) -> list[tuple[str, str]]:
+    def metadata(self, **extra: str) -> tuple[tuple[str, str], ...]:
         md = [(k.replace("_", "-"), v) for k, v in extra.items()]
         if self.token is not None:
             md.append(("authorization", f"Bearer {self.token}"))
-        return md
+        return tuple(md)
 
     def execute_raw(
         self, request: kernel_pb2.ExecuteRequest, timeout: float = 30, **md: str

@@ -21,7 +21,7 @@ from server.store.database import migrate
 def with_database(url: str, dbname: str) -> str:
     params = conninfo_to_dict(url)
     params["dbname"] = dbname
-    return make_conninfo(**params)
+    return make_conninfo("", **params)
 
 
 def admin_url(tmp_root: Path) -> str:

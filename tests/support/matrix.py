@@ -62,7 +62,9 @@ def _pending_job(project: str) -> Callable[[World], str]:
         params = processing_pb2.ProcessingCreateParams(
             project_id=project, job_type_id="clip", input_params=_clip_input(items)
         )
-        return world.client(project).execute("processing.create", params).job.id
+        result = world.client(project).execute("processing.create", params)
+        assert isinstance(result, processing_pb2.ProcessingCreateResult)
+        return result.job.id
 
     return create
 

@@ -10,7 +10,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,16 +63,19 @@ class McpClient:
                 self._ready.set_exception(exc)
             raise
 
-    def run(self, call: Callable[[ClientSession], Awaitable[Any]], timeout: float = 90) -> Any:
+    def run(self, call: Callable[[ClientSession], Coroutine[Any, Any, Any]], timeout: float = 90) -> Any:
         return asyncio.run_coroutine_threadsafe(call(self.session), self._loop).result(timeout)
 
     def tools(self) -> dict[str, Any]:
         return {tool.name: tool for tool in self.run(lambda s: s.list_tools()).tools}
 
     def call(self, name: str, arguments: dict[str, Any] | None = None, progress: list | None = None) -> Any:
-        async def on_progress(value: float, total: float | None, message: str | None) -> None:
-            if progress is not None:
-                progress.append((value, message))
+        seen = progress
+
+        # The parameter names are mcp's ProgressFnT protocol's.
+        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+            if seen is not None:
+                seen.append((progress, message))
 
         return self.run(lambda s: s.call_tool(name, arguments or {}, progress_callback=on_progress))
 

@@ -108,7 +108,7 @@ def connect_outcome(
         while not done.is_set() and (message := outbound.get()) is not None:
             yield message
 
-    call = stub.Connect(requests(), metadata=[("authorization", f"Bearer {token}")], timeout=20)
+    call = stub.Connect(requests(), metadata=(("authorization", f"Bearer {token}"),), timeout=20)
     try:
         return next(iter(call))
     except grpc.RpcError as err:

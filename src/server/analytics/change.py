@@ -209,8 +209,10 @@ class _Totals:
 
     def add(self, chunk: _Chunk) -> None:
         self.area_pixels += chunk.area_pixels
-        self.counts = tuple(a + b for a, b in zip(self.counts, chunk.counts, strict=True))  # type: ignore[assignment]
-        self.areas = tuple(a + b for a, b in zip(self.areas, chunk.areas, strict=True))  # type: ignore[assignment]
+        (c0, c1, c2), (d0, d1, d2) = self.counts, chunk.counts
+        self.counts = (c0 + d0, c1 + d1, c2 + d2)
+        (a0, a1, a2), (b0, b1, b2) = self.areas, chunk.areas
+        self.areas = (a0 + b0, a1 + b1, a2 + b2)
         self.before_total += chunk.before_total
         self.after_total += chunk.after_total
 
@@ -323,11 +325,11 @@ class _ChunkWork:
         if task.geometry is None and task.mask is None:
             area_pixels = rows * cols
         else:
-            inside = (
-                task.mask
-                if task.mask is not None
-                else center_mask(task.geometry, window_transform(window, self.grid.transform), rows, cols, False)
-            )
+            if task.mask is not None:
+                inside = task.mask
+            else:
+                assert task.geometry is not None  # both None is the whole chunk, above
+                inside = center_mask(task.geometry, window_transform(window, self.grid.transform), rows, cols, False)
             compared &= inside
             area_pixels = int(np.count_nonzero(inside))
         difference = after_index - before_index

@@ -59,6 +59,8 @@ def _upper(value: Any) -> Any:
 
 
 IndexName = Annotated[
+    # The names are data (a tuple built at import), which pydantic reads at run time; a
+    # static checker cannot see a Literal's values through a variable.
     Literal[INDEX_NAMES],  # type: ignore[valid-type]
     BeforeValidator(_upper),
     Field(description="Spectral index (case-insensitive): " + ", ".join(INDEX_NAMES)),

@@ -99,6 +99,7 @@ class BandSource(PixelSource):
 
 @dataclass(frozen=True)
 class IndexSource(PixelSource):
+    # A default only because PixelSource's fields have them; every IndexSource is built with one.
     index: SpectralIndex = None  # type: ignore[assignment]
     names: tuple[str, ...] = ()  # common name of each band in ``indexes``
 

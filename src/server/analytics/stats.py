@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import numpy as np
 
@@ -307,8 +307,8 @@ class ValueStore:
     _unbucketed: list[int] = field(default_factory=list)
     _memory_bytes: int = 0
     _spilled: list[_Spilled] = field(default_factory=list)
-    _values_file: tempfile._TemporaryFileWrapper | None = None  # type: ignore[type-arg]
-    _weights_file: tempfile._TemporaryFileWrapper | None = None  # type: ignore[type-arg]
+    _values_file: IO[bytes] | None = None
+    _weights_file: IO[bytes] | None = None
     # Runs a function over the parts when selecting values (e.g. a thread pool's ``map``,
     # results in order); None: one after the other in the calling thread.
     mapper: Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]] | None = None
@@ -338,13 +338,13 @@ class ValueStore:
                 directory = str(self.scratch_dir)
             self._values_file = tempfile.TemporaryFile(prefix="analytics-values-", dir=directory)
             self._weights_file = tempfile.TemporaryFile(prefix="analytics-weights-", dir=directory)
-        assert self._weights_file is not None
+        assert self._values_file is not None and self._weights_file is not None
         offset = self._values_file.seek(0, os.SEEK_END)
-        self._values_file.write(memoryview(np.ascontiguousarray(part.values)).cast("B"))
+        self._values_file.write(np.ascontiguousarray(part.values).data.cast("B"))
         weight_offset = -1
         if part.weights is not None:
             weight_offset = self._weights_file.seek(0, os.SEEK_END)
-            self._weights_file.write(memoryview(np.ascontiguousarray(part.weights)).cast("B"))
+            self._weights_file.write(np.ascontiguousarray(part.weights).data.cast("B"))
         self._spilled.append(_Spilled(offset, part.size, weight_offset))
 
     def close(self) -> None:

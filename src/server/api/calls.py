@@ -25,9 +25,8 @@ _REQUEST_ID_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345
 
 
 def metadata_value(context: aio.ServicerContext, key: str) -> str | None:
-    for item in context.invocation_metadata() or ():
-        if item.key == key:
-            value = item.value
+    for name, value in context.invocation_metadata() or ():
+        if name == key:
             return value.decode() if isinstance(value, bytes) else value
     return None
 
@@ -104,10 +103,10 @@ async def rpc_call(context: aio.ServicerContext, rpc: str) -> AsyncIterator[Call
     except aio.AbortError:
         raise
     except Exception as exc:
-        err = unexpected_error(exc, call.request_id)
-        code = err.code.name
+        error = unexpected_error(exc, call.request_id)
+        code = error.code.name
         log.exception("unhandled error in %s (request %s)", rpc, call.request_id)
-        await context.abort_with_status(to_grpc_status(err, call.request_id))
+        await context.abort_with_status(to_grpc_status(error, call.request_id))
     finally:
         if counted:
             CALLS.ended()

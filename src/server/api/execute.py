@@ -41,7 +41,7 @@ def reject_nul_characters(message: Message, prefix: str = "params") -> None:
                 if "\x00" in text:
                     where = f"{path}[{index}]" if field.is_repeated else path
                     raise invalid_argument("INVALID_CHARACTER", "text must not contain NUL characters", field=where)
-        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:  # (always set)
             if field.message_type.GetOptions().map_entry:
                 for key, item in value.items():
                     if "\x00" in str(key):
@@ -166,9 +166,9 @@ class Executor:
                 return await operation.handler(
                     self.services, OperationContext(principal, call.request_id, key, keyed=keyed), params
                 )
-            except Replayed as replay:
+            except Replayed as replayed:
                 call.extra["idempotent_replay"] = True
-                return EncodedResult(operation.result_type, replay.response)
+                return EncodedResult(operation.result_type, replayed.response)
         project_id = ""
         if key is not None and operation.key_project is not None:
             project_id = await operation.key_project(self.services, principal, params)

@@ -40,8 +40,26 @@ _MAX_EXACT = 2**53
 
 def job_status_word(number: int) -> str:
     """`resources_pb2.JOB_STATUS_RUNNING` -> `"running"`."""
-    name = resources_pb2.JobStatus.Name(number)
+    name = resources_pb2.JobStatus.Name(resources_pb2.JobStatus.ValueType(number))
     return JOB_STATUS_WORDS.get(name, name)
+
+
+def _enum_of(field: FieldDescriptor) -> str:
+    """The full name of an enum field's type (always set on an enum field)."""
+    return field.enum_type.full_name if field.enum_type is not None else ""
+
+
+def _message_of(field: FieldDescriptor) -> Descriptor:
+    """A message field's type (always set on a message field)."""
+    assert field.message_type is not None
+    return field.message_type
+
+
+def _descriptor(message: Message) -> Descriptor:
+    """The stubs type DESCRIPTOR as this or upb's class, a `Descriptor` at run time."""
+    descriptor = message.DESCRIPTOR
+    assert isinstance(descriptor, Descriptor)
+    return descriptor
 
 
 def _reaches(descriptor: Descriptor, visiting: frozenset[str]) -> bool:
@@ -49,12 +67,12 @@ def _reaches(descriptor: Descriptor, visiting: frozenset[str]) -> bool:
         return False  # a cycle: its fields are being checked further up
     inner = visiting | {descriptor.full_name}
     for field in descriptor.fields:
-        if field.type == FieldDescriptor.TYPE_ENUM and field.enum_type.full_name == JOB_STATUS_ENUM:
+        if field.type == FieldDescriptor.TYPE_ENUM and _enum_of(field) == JOB_STATUS_ENUM:
             return True
         if (
             field.type == FieldDescriptor.TYPE_MESSAGE
-            and not field.message_type.full_name.startswith("google.")
-            and _reaches(field.message_type, inner)
+            and not _message_of(field).full_name.startswith("google.")
+            and _reaches(_message_of(field), inner)
         ):
             return True
     return False
@@ -68,9 +86,9 @@ def _reaches_job_status(descriptor: Descriptor) -> bool:
 
 def _field_reaches(field: FieldDescriptor) -> bool:
     if field.type == FieldDescriptor.TYPE_ENUM:
-        return field.enum_type.full_name == JOB_STATUS_ENUM
-    if field.type == FieldDescriptor.TYPE_MESSAGE and not field.message_type.full_name.startswith("google."):
-        return _reaches_job_status(field.message_type)
+        return _enum_of(field) == JOB_STATUS_ENUM
+    if field.type == FieldDescriptor.TYPE_MESSAGE and not _message_of(field).full_name.startswith("google."):
+        return _reaches_job_status(_message_of(field))
     return False
 
 
@@ -93,20 +111,20 @@ def _walk(node: Any, descriptor: Descriptor, rewrite: Callable[[Any], Any]) -> N
                         node[key] = [rewrite(v) for v in value]
                 else:
                     node[key] = rewrite(value)
-            elif field.message_type.GetOptions().map_entry:
-                value_field = field.message_type.fields_by_name["value"]
+            elif _message_of(field).GetOptions().map_entry:
+                value_field = _message_of(field).fields_by_name["value"]
                 if isinstance(value, dict):
                     for entry_key, entry in value.items():
                         if value_field.type == FieldDescriptor.TYPE_ENUM:
                             value[entry_key] = rewrite(entry)
                         else:
-                            _walk(entry, value_field.message_type, rewrite)
+                            _walk(entry, _message_of(value_field), rewrite)
             elif field.is_repeated:
                 if isinstance(value, list):
                     for entry in value:
-                        _walk(entry, field.message_type, rewrite)
+                        _walk(entry, _message_of(field), rewrite)
             else:
-                _walk(value, field.message_type, rewrite)
+                _walk(value, _message_of(field), rewrite)
 
 
 def _to_word(value: Any) -> Any:
@@ -126,8 +144,8 @@ def to_json(message: Message, *, analytics_schema: SchemaLookup | None = None) -
     result in its method's types and key order (`analytics_schema(name)` gives
     the method's output schema, or None when unknown)."""
     body = json_format.MessageToDict(message, preserving_proto_field_name=True)
-    if _reaches_job_status(message.DESCRIPTOR):
-        _walk(body, message.DESCRIPTOR, _to_word)
+    if _reaches_job_status(_descriptor(message)):
+        _walk(body, _descriptor(message), _to_word)
     if analytics_schema is not None and isinstance(message, analytics_pb2.AnalyticsExecuteResult) and "result" in body:
         schema = analytics_schema(message.operation)
         if schema is not None:
@@ -137,8 +155,8 @@ def to_json(message: Message, *, analytics_schema: SchemaLookup | None = None) -
 
 def parse_params(body: dict[str, Any], message: Message) -> Message:
     """ParseDict, with job statuses given as words too. Raises json_format's errors."""
-    if _reaches_job_status(message.DESCRIPTOR):
-        _walk(body, message.DESCRIPTOR, _to_name)
+    if _reaches_job_status(_descriptor(message)):
+        _walk(body, _descriptor(message), _to_name)
     return json_format.ParseDict(body, message)
 
 
@@ -209,7 +227,8 @@ def shape(value: Any, schema: dict[str, Any], root: dict[str, Any] | None = None
             return int(value)
         return value
     if isinstance(value, dict):
-        properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        declared = schema.get("properties")
+        properties: dict[str, Any] = declared if isinstance(declared, dict) else {}
         extra = schema.get("additionalProperties")
         extra = extra if isinstance(extra, dict) else {}
         order = schema.get("propertyOrdering")

@@ -94,7 +94,11 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
             raise unavailable("the server is starting; retry shortly")
         return await self._services.tokens.authenticate(metadata_value(context, "authorization"))
 
-    async def Execute(self, request: kernel_pb2.ExecuteRequest, context: aio.ServicerContext) -> bytes:
+    # Bytes, not the ExecuteResponse the generated servicer declares: registration serializes
+    # Execute's answer through unserialized (server.api.registration._serializer).
+    async def Execute(  # type: ignore[override]
+        self, request: kernel_pb2.ExecuteRequest, context: aio.ServicerContext
+    ) -> bytes:
         """Answers the serialized ExecuteResponse (registration passes bytes
         through): a result the operation has encoded already is sent as it is."""
         async with rpc_call(context, "Execute") as call:

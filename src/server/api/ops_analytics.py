@@ -14,7 +14,7 @@ from server.domain.analytics import AnalyticsOutcome, KeyedStore
 from server.services import Services
 
 
-def _operation(description: dict) -> analytics_pb2.AnalyticsOperation:  # type: ignore[type-arg]
+def _operation(description: dict[str, Any]) -> analytics_pb2.AnalyticsOperation:
     return analytics_pb2.AnalyticsOperation(
         name=description["name"],
         description=description["description"],

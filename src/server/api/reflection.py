@@ -71,4 +71,5 @@ class DocumentedPool:
 
 def enable(service_names: Iterable[str], server: Any) -> None:
     names = (*service_names, reflection.SERVICE_NAME)
-    reflection.enable_server_reflection(names, server, pool=DocumentedPool())
+    # DocumentedPool stands in for a DescriptorPool by duck typing (the methods reflection calls).
+    reflection.enable_server_reflection(names, server, pool=DocumentedPool())  # type: ignore[arg-type]

@@ -19,8 +19,8 @@ from grpc import aio
 
 from server.api.calls import metadata_value
 from server.api.execute import reject_nul_characters
-from server.api.status import to_grpc_status
-from server.errors import invalid_argument
+from server.api.status import to_grpc_status, unexpected_error
+from server.errors import DomainError, invalid_argument
 
 
 def _decode(cls: type[Message], data: bytes) -> Message:
@@ -36,7 +36,9 @@ def _decode(cls: type[Message], data: bytes) -> Message:
 
 async def _abort_malformed(context: aio.ServicerContext, err: Exception) -> None:
     request_id = metadata_value(context, "x-request-id") or ""
-    await context.abort_with_status(to_grpc_status(err, request_id))  # type: ignore[arg-type]
+    # Decoding raises DomainErrors; anything else is a bug, answered as one (not a crash here).
+    error = err if isinstance(err, DomainError) else unexpected_error(err, request_id)
+    await context.abort_with_status(to_grpc_status(error, request_id))
 
 
 def _serializer(cls: type[Message]) -> Callable[[Any], bytes]:

@@ -43,7 +43,8 @@ def end_on_revocation(context: aio.ServicerContext, tokens: TokenService, call: 
             handler.cancel()
 
     watcher = asyncio.create_task(watch(), name=f"revocation watch of {call.rpc}")
-    context.add_done_callback(lambda _: watcher.cancel())
+    # types-grpcio declares aio's done callback as a class, not a callable type: nothing matches it.
+    context.add_done_callback(lambda _: watcher.cancel())  # type: ignore[arg-type]
 
 
 async def until_revoked(stream: AsyncIterator[T], tokens: TokenService, authorization: str | None) -> AsyncIterator[T]:

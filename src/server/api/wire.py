@@ -8,9 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 TYPE_URL_PREFIX = "type.googleapis.com/"
+
+
+def descriptor_of(message_type: type[Message]) -> Descriptor:
+    """A message type's descriptor as a `Descriptor`: the stubs type DESCRIPTOR as
+    that or upb's class, whose instances are `Descriptor`s at run time."""
+    descriptor = message_type.DESCRIPTOR
+    assert isinstance(descriptor, Descriptor)
+    return descriptor
 
 
 def varint(value: int) -> bytes:

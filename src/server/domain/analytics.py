@@ -160,9 +160,9 @@ class AnalyticsService:
             projects.add(record.project_id)
         # Artifacts belong to the project of the items they were computed from.
         project_id = next(iter(projects)) if len(projects) == 1 else None
-        if keyed is not None and project_id is None:
+        if project_id is None:
             keyed = None
-        if keyed is not None:
+        if keyed is not None and project_id is not None:
             await keyed.check(project_id)  # a retry of a finished call replays without recomputing
         # Reserved, not created: most calls write no file (the method creates it when it does).
         workdir = self._storage.scratch_dir() / f"analytics-{name}-{secrets.token_hex(8)}"

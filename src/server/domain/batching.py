@@ -13,7 +13,7 @@ import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 V = TypeVar("V")
 
@@ -32,7 +32,7 @@ class Loaded(Generic[V]):
 Fetch = Callable[[list[str]], Awaitable[tuple[dict[str, V], float]]]
 
 
-def _consume(future: asyncio.Future[object]) -> None:
+def _consume(future: asyncio.Future[Any]) -> None:
     # Every waiter may have been cancelled: the failure is still seen (by the
     # waiters that remain), so asyncio need not report it as never retrieved.
     if not future.cancelled():
@@ -99,5 +99,5 @@ class BatchLoader(Generic[V]):
                 self._in_flight.pop(key, None)
             task = asyncio.current_task()
             if task is not None:
-                self._running.discard(task)  # type: ignore[arg-type]
+                self._running.discard(task)
             self._schedule()

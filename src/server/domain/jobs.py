@@ -10,6 +10,7 @@ order, and a rolled-back change is never announced.
 from __future__ import annotations
 
 import asyncio
+import builtins  # JobService.list shadows the builtin in the annotations after it
 import json
 import logging
 import math
@@ -17,7 +18,7 @@ import random
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -298,18 +299,18 @@ class LeasePolicy:
     max_attempts: int = 3
 
     def backoff(self, attempt: int) -> float:
-        delay = min(self.backoff_max_seconds, self.backoff_base_seconds * 2 ** max(0, attempt - 1))
+        delay = min(self.backoff_max_seconds, self.backoff_base_seconds * 2.0 ** max(0, attempt - 1))
         return delay * random.uniform(0.8, 1.2)
 
 
 def geodesic_area_km2(geometry: BaseGeometry) -> float:
     """Area in km² on the WGS84 ellipsoid of a lon/lat geometry."""
-    return 0.0 if geometry.is_empty else abs(_GEOD.geometry_area_perimeter(geometry)[0]) / 1e6
+    return 0.0 if geometry.is_empty else abs(float(_GEOD.geometry_area_perimeter(geometry)[0])) / 1e6
 
 
 def aoi_area_km2(geojson: dict[str, Any], field: str, clip_to: BaseGeometry | None = None) -> float:
     """Geodesic area in km² of a GeoJSON area (optionally intersected with a footprint)."""
-    area = parse_area(geojson, field)
+    area: BaseGeometry = parse_area(geojson, field)
     if clip_to is not None:
         area = area.intersection(clip_to)
     return geodesic_area_km2(area)
@@ -698,7 +699,7 @@ class JobService:
             next_token = encode_page_token({"create_time": last.create_time.isoformat(), "id": last.id}, filters)
         return jobs, next_token
 
-    async def events_after(self, job_id: str, after: int) -> list[JobEvent]:
+    async def events_after(self, job_id: str, after: int) -> builtins.list[JobEvent]:
         async with self._db.connection() as conn:
             rows = await (await conn.execute(Q.events_after, {"job_id": job_id, "after": after})).fetchall()
         # Snapshots leave out input_params (stored once, on the job).
@@ -719,7 +720,9 @@ class JobService:
         await self._record_events(tx, [(job, event_type)])
         return job
 
-    async def _record_events(self, tx: psycopg.AsyncConnection[Any], events: list[tuple[JobRecord, str]]) -> None:
+    async def _record_events(
+        self, tx: psycopg.AsyncConnection[Any], events: builtins.list[tuple[JobRecord, str]]
+    ) -> None:
         """Persist and NOTIFY several events, in order, in one statement."""
         if not events:
             return
@@ -744,7 +747,7 @@ class JobService:
         error: JobError | None = None,
         message: str = "",
         charged: int = 0,
-        output_item_ids: list[str] | None = None,
+        output_item_ids: builtins.list[str] | None = None,
     ) -> JobRecord:
         """Terminal transition: the job row and its event. The credits are
         settled by `_settle` (the caller's last statement before commit)."""
@@ -850,7 +853,7 @@ class JobService:
     # -- workers -----------------------------------------------------------------
 
     async def register_worker(
-        self, principal: Principal, worker_id: str, name: str, job_type_ids: list[str], capacity: int
+        self, principal: Principal, worker_id: str, name: str, job_type_ids: builtins.list[str], capacity: int
     ) -> WorkerRecord:
         """A new session of a worker; resuming `worker_id` supersedes its
         earlier session (whose cleanup then leaves this one alone)."""
@@ -889,7 +892,7 @@ class JobService:
             row["last_heartbeat_time"], row["connect_time"], session_id,
         )  # fmt: skip
 
-    async def heartbeat(self, worker_id: str, active_job_ids: list[str], session_id: str) -> bool:
+    async def heartbeat(self, worker_id: str, active_job_ids: builtins.list[str], session_id: str) -> bool:
         """Renews the worker's leases; False when a newer session of the
         worker took over (this one should end)."""
         async with self._db.connection() as conn:
@@ -906,7 +909,7 @@ class JobService:
         async with self._db.connection() as conn:
             await conn.execute(Q.worker_disconnected, {"id": worker_id, "session_id": session_id})
 
-    async def workers(self, include_disconnected: bool) -> list[WorkerRecord]:
+    async def workers(self, include_disconnected: bool) -> builtins.list[WorkerRecord]:
         """Workers with an open session that heartbeated within the lease
         (all, with `include_disconnected`)."""
         params = {"include_disconnected": include_disconnected, "live_seconds": self.policy.lease_seconds}
@@ -926,7 +929,7 @@ class JobService:
             for r in rows
         ]
 
-    async def active_jobs(self, worker_ids: list[str]) -> dict[str, int]:
+    async def active_jobs(self, worker_ids: builtins.list[str]) -> dict[str, int]:
         if not worker_ids:
             return {}
         async with self._db.connection() as conn:
@@ -936,12 +939,12 @@ class JobService:
     async def claim(
         self,
         worker_id: str,
-        job_type_ids: list[str],
+        job_type_ids: builtins.list[str],
         capacity: int,
         *,
         session_id: str,
         project_ids: frozenset[str] | None = None,
-    ) -> list[Assignment]:
+    ) -> builtins.list[Assignment]:
         """Hand queued jobs to a worker: each gets a fresh job token bound to
         (job, attempt) and a lease. `project_ids` limits the claim to those
         projects' jobs (a worker credential limited to projects); None claims
@@ -1075,7 +1078,7 @@ class JobService:
             raise
 
     async def succeed(
-        self, tx: psycopg.AsyncConnection[Any], job: JobRecord, *, actual_cost: int, output_item_ids: list[str]
+        self, tx: psycopg.AsyncConnection[Any], job: JobRecord, *, actual_cost: int, output_item_ids: builtins.list[str]
     ) -> JobRecord:
         """Mark the job SUCCEEDED (its row and event); the caller then runs
         `settle_success`, last before its commit. The hold is the price quoted
@@ -1135,7 +1138,7 @@ class JobService:
 
     async def lineage(
         self, principal: Principal, item_id: str, direction: str, max_depth: int
-    ) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str, str]]]:
+    ) -> tuple[builtins.list[tuple[str, str, str]], builtins.list[tuple[str, str, str, str]]]:
         """Nodes (kind, id, label) and edges (output, relation, job, source)
         reachable from `item_id` within `max_depth` edges."""
         if not item_id:
@@ -1193,11 +1196,12 @@ def _schema_violations(error: jsonschema.ValidationError) -> list[FieldViolation
     property is reported at its own path, not at its parent object's."""
     base = "input_params" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.absolute_path)
     instance = error.instance if isinstance(error.instance, dict) else {}
-    if error.validator == "required":
+    # The stubs type these members "or unset"; a validator's error always has them.
+    if error.validator == "required" and isinstance(error.validator_value, list):
         missing = [name for name in error.validator_value if name not in instance]
         return [FieldViolation(f"{base}.{name}", f"{name!r} is required") for name in missing]
     if error.validator == "additionalProperties" and error.validator_value is False:
-        known = set(error.schema.get("properties", {}))
+        known = set(error.schema.get("properties", {})) if isinstance(error.schema, Mapping) else set()
         return [
             FieldViolation(f"{base}.{name}", f"unexpected property {name!r}") for name in instance if name not in known
         ]

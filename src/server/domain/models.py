@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+# ItemRecord has a field named datetime, which shadows the class in the annotations after it.
+_DateTime = datetime
+
 
 @dataclass(frozen=True)
 class ProjectRecord:
@@ -54,7 +57,7 @@ class ItemRecord:
     bbox: tuple[float, float, float, float]
     datetime: datetime
     properties: dict[str, Any]
-    create_time: datetime
+    create_time: _DateTime
     job_id: str
     assets: list[AssetRecord]
     source_item_ids: list[str] = field(default_factory=list)

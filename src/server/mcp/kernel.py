@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import grpc
 from google.protobuf import any_pb2, json_format
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from geopera.v1 import errors_pb2, kernel_pb2, kernel_pb2_grpc
 from server.api.registry import Operation
@@ -72,9 +71,13 @@ class KernelError(Exception):
         }
 
 
+# The trailer that carries the google.rpc.Status (grpc_status's constant, which its stubs omit).
+_DETAILS_KEY = "grpc-status-details-bin"
+
+
 def _rich_status(err: grpc.aio.AioRpcError) -> status_pb2.Status | None:
     for key, value in err.trailing_metadata() or ():
-        if key == rpc_status.GRPC_DETAILS_METADATA_KEY and isinstance(value, bytes):
+        if key == _DETAILS_KEY and isinstance(value, bytes):
             try:
                 return status_pb2.Status.FromString(value)
             except Exception:
@@ -185,7 +188,7 @@ class Kernel:
             )  # fmt: skip
         return result
 
-    async def watch(self, job_id: str, *, after_sequence: int = 0) -> AsyncIterator[kernel_pb2.WatchJobResponse]:
+    async def watch(self, job_id: str, *, after_sequence: int = 0) -> AsyncGenerator[kernel_pb2.WatchJobResponse, None]:
         """A job's events (`KernelService/WatchJob`); the caller bounds the time
         it waits. Raises `KernelError`."""
         call = self._stub.WatchJob(
@@ -199,7 +202,7 @@ class Kernel:
                     event = await call.read()
                 except grpc.aio.AioRpcError as err:
                     raise error_from_rpc(err) from None
-                if event is grpc.aio.EOF:
+                if not isinstance(event, kernel_pb2.WatchJobResponse):  # grpc.aio.EOF
                     return
                 yield event
         finally:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from geopera.v1 import auth_pb2
 from server.api.registry import OperationRegistry
 from server.auth import ANY_SCOPE
 from server.mcp.kernel import Kernel, KernelError
@@ -43,7 +44,9 @@ async def discover_scopes(kernel: Kernel, registry: OperationRegistry) -> frozen
     except KernelError as err:
         log.warning("%s failed (%s %s): listing every tool", WHOAMI_OPERATION, err.code, err.reason)
         return None
-    return frozenset(result.scopes)  # type: ignore[attr-defined]
+    if not isinstance(result, auth_pb2.AuthWhoamiResult):  # the registry's result type: always
+        return None
+    return frozenset(result.scopes)
 
 
 async def every_scope(kernel: Kernel, registry: OperationRegistry) -> frozenset[str] | None:

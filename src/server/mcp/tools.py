@@ -31,6 +31,7 @@ from google.protobuf import json_format
 from geopera.v1 import analytics_pb2, resources_pb2
 from server.api import jsonview
 from server.api.registry import Operation, OperationRegistry, SideEffect
+from server.api.wire import descriptor_of
 from server.mcp.kernel import Kernel, KernelError
 from server.mcp.schema import message_schema
 from server.mcp.scopes import ScopeDiscovery, allows, discover_scopes
@@ -114,7 +115,7 @@ def _with_key_argument(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def operation_tool(operation: Operation) -> ToolSpec:
-    schema = message_schema(operation.params_type.DESCRIPTOR)
+    schema = message_schema(descriptor_of(operation.params_type))
     if operation.idempotency_key:
         schema = _with_key_argument(schema)
     return ToolSpec(
@@ -234,11 +235,11 @@ class Projection:
                 else:
                     taken = {tool.name for tool in self._static}
                     methods = []
+                    assert isinstance(result, analytics_pb2.AnalyticsOperationsListResult)  # the registry's
                     self._output_schemas = {
-                        method.name: json_format.MessageToDict(method.output_schema)
-                        for method in result.operations  # type: ignore[attr-defined]
+                        method.name: json_format.MessageToDict(method.output_schema) for method in result.operations
                     }
-                    for method in result.operations:  # type: ignore[attr-defined]
+                    for method in result.operations:
                         tool = analytics_tool(method, execute)
                         if tool.name in taken:
                             log.warning("analytics method %s: tool name %s is taken", method.name, tool.name)

@@ -178,7 +178,7 @@ def bathymetry_to_cog(
             )
         ordered = [role for role in ("blue", "green", "nir") if role in roles]
         indexes = [roles[role] for role in ordered]
-        scales = {role: reflectance_scale(dataset, roles[role]) for role in ordered}
+        scales: dict[str, tuple[float, float]] = {role: reflectance_scale(dataset, roles[role]) for role in ordered}
         window = Window(0, 0, dataset.width, dataset.height)
         strips = strip_windows(dataset, window, _BYTES_PER_PIXEL)
         water = land = 0

@@ -154,7 +154,7 @@ def clip_to_cog(
         width=int(window.width),
         height=int(window.height),
         crs=crs,
-        transform=transform,  # type: ignore[arg-type]
+        transform=transform,
         nodata=float(nodata),
         band_indexes=tuple(indexes),
         pixel_count=int(window.width) * int(window.height),
@@ -212,10 +212,11 @@ def _polygonal(geometry: shapely.Geometry) -> Area:
 def _to_crs(geometry_lonlat: Area, crs: CRS) -> Area:
     transformer = Transformer.from_crs("EPSG:4326", crs.to_wkt(), always_xy=True)
     densified = shapely.segmentize(geometry_lonlat, DENSIFY_DEGREES)
-    projected = shapely.transform(densified, lambda x, y: transformer.transform(x, y), interleaved=False)
+    # types-shapely types the callable of interleaved=True only (one (n, 2) array).
+    projected = shapely.transform(densified, transformer.transform, interleaved=False)  # type: ignore[arg-type]
     if not np.isfinite(shapely.get_coordinates(projected)).all():
         raise RasterError(UNSUPPORTED_RASTER, "the AOI cannot be expressed in the raster CRS")
-    return projected  # type: ignore[return-value]
+    return projected
 
 
 def to_window_pixels(geometry: Area, window_transform: Affine) -> Area:
@@ -233,7 +234,8 @@ def to_window_pixels(geometry: Area, window_transform: Affine) -> Area:
     def forward(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return igt[0] + x * igt[1] + y * igt[2], igt[3] + x * igt[4] + y * igt[5]
 
-    return shapely.transform(geometry, forward, interleaved=False)  # type: ignore[return-value]
+    # types-shapely types the callable of interleaved=True only (one (n, 2) array).
+    return shapely.transform(geometry, forward, interleaved=False)  # type: ignore[arg-type]
 
 
 def _gdal_inverse_geotransform(gt: tuple[float, ...]) -> tuple[float, ...]:

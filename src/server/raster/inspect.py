@@ -16,7 +16,7 @@ from affine import Affine
 from rasterio.io import DatasetReader
 from rasterio.warp import transform_geom
 from rio_cogeo.cogeo import cog_validate
-from shapely.geometry import mapping, shape
+from shapely.geometry import MultiPolygon, Polygon, mapping, shape
 from shapely.geometry.polygon import orient
 
 from server.raster._gdal import probe_last_blocks
@@ -390,10 +390,10 @@ def footprint_of(dataset: DatasetReader) -> dict[str, Any]:
         raise RasterError(UNSUPPORTED_RASTER, f"cannot reproject footprint: {gdal_message(error)}") from error
     if geometry.is_empty or not np.isfinite(geometry.bounds).all():
         raise RasterError(UNSUPPORTED_RASTER, "footprint cannot be expressed in EPSG:4326")
-    if geometry.geom_type == "Polygon":
+    if isinstance(geometry, Polygon):
         geometry = orient(geometry, sign=1.0)
-    else:
-        geometry = type(geometry)([orient(part, sign=1.0) for part in geometry.geoms])
+    elif isinstance(geometry, MultiPolygon):
+        geometry = MultiPolygon([orient(part, sign=1.0) for part in geometry.geoms])
     return _as_json_lists(mapping(geometry))
 
 

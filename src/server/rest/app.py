@@ -206,8 +206,8 @@ class RestApi:
             return _json_response(error_body(err, call_info.request_id), http_status(err), call_info.request_id)
         except Exception as exc:
             log.exception("unhandled error in %s (request %s)", request.path, call_info.request_id)
-            err = unexpected_error(exc, call_info.request_id)
-            return _json_response(error_body(err, call_info.request_id), http_status(err), call_info.request_id)
+            error = unexpected_error(exc, call_info.request_id)
+            return _json_response(error_body(error, call_info.request_id), http_status(error), call_info.request_id)
 
     async def _params(self, request: web.Request, message: Message) -> Message:
         try:
@@ -305,5 +305,5 @@ async def start_rest(api: RestApi, listen: str, ssl_context: ssl.SSLContext | No
         await runner.cleanup()
         raise
     server = site._server  # aiohttp exposes the bound socket only here
-    bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else int(port)
+    bound = server.sockets[0].getsockname()[1] if isinstance(server, asyncio.Server) and server.sockets else int(port)
     return runner, bound

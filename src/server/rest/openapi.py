@@ -10,6 +10,7 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 
 from server.api.jsonview import JOB_STATUS_ENUM, JOB_STATUS_WORDS
 from server.api.registry import OperationRegistry
+from server.api.wire import descriptor_of
 
 _SCALARS: dict[int, dict[str, Any]] = {
     FieldDescriptor.TYPE_DOUBLE: {"type": "number"},
@@ -61,7 +62,7 @@ class _SchemaBuilder:
         if descriptor.full_name == JOB_STATUS_ENUM:
             # Answers carry the docs' words; params take the word or the enum name.
             words = list(JOB_STATUS_WORDS.values())
-            if field.containing_type.name.endswith("Params"):
+            if field.containing_type is not None and field.containing_type.name.endswith("Params"):
                 return {
                     "type": "string",
                     "enum": [*words, *JOB_STATUS_WORDS],
@@ -72,15 +73,17 @@ class _SchemaBuilder:
         return {"type": "string", "enum": [value.name for value in descriptor.values]}
 
     def _single(self, field: FieldDescriptor) -> dict[str, Any]:
-        if field.type == FieldDescriptor.TYPE_MESSAGE:
+        # (A message field always has its message_type, an enum field its enum_type.)
+        if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
             return self.ref(field.message_type)
-        if field.type == FieldDescriptor.TYPE_ENUM:
+        if field.type == FieldDescriptor.TYPE_ENUM and field.enum_type is not None:
             return self._enum(field.enum_type, field)
         return dict(_SCALARS[field.type])
 
     def _field(self, field: FieldDescriptor) -> dict[str, Any]:
-        if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
-            value = field.message_type.fields_by_name["value"]
+        message_type = field.message_type
+        if message_type is not None and message_type.GetOptions().map_entry:  # (set on message fields only)
+            value = message_type.fields_by_name["value"]
             return {"type": "object", "additionalProperties": self._single(value)}
         if field.is_repeated:
             return {"type": "array", "items": self._single(field)}
@@ -130,12 +133,12 @@ def openapi_document(registry: OperationRegistry, server_url: str = "/") -> dict
                 ),
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": builder.ref(operation.params_type.DESCRIPTOR)}},
+                    "content": {"application/json": {"schema": builder.ref(descriptor_of(operation.params_type))}},
                 },
                 "responses": {
                     "200": {
                         "description": "the operation's result",
-                        "content": {"application/json": {"schema": builder.ref(operation.result_type.DESCRIPTOR)}},
+                        "content": {"application/json": {"schema": builder.ref(descriptor_of(operation.result_type))}},
                     },
                     "default": {
                         "description": "an error",

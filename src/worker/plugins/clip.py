@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pyproj import Geod
 from shapely.errors import GEOSException
 from shapely.geometry import MultiPolygon, Polygon, mapping, shape
+from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 
 from server.raster import RasterError
@@ -80,19 +81,23 @@ class ClipPlugin(JobPlugin):
             raise JobFailed(ASSET_NOT_FOUND, f"item {source.id} has no asset(s) {', '.join(missing)}")
 
         files: list[OutputFile] = []
-        footprints: list[Polygon | MultiPolygon] = []
+        footprints: list[BaseGeometry] = []
         Path(ctx.workdir).mkdir(parents=True, exist_ok=True)
         for position, key in enumerate(keys):
             asset = source.assets[key]
             ctx.check_cancelled()
             dst = output_path(ctx.workdir, f"{position:02d}_{key}")
             message = f"clipping asset {key} ({position + 1}/{len(keys)})"
+
+            def report(fraction: float, p: int = position, m: str = message) -> None:
+                ctx.report_progress((p + fraction) / len(keys), m)
+
             try:
                 result = clip_to_cog(
                     asset.path,
                     aoi,
                     dst,
-                    progress=lambda fraction, p=position, m=message: ctx.report_progress((p + fraction) / len(keys), m),
+                    progress=report,
                     check_cancelled=ctx.check_cancelled,
                 )
             except RasterError as error:

@@ -15,7 +15,7 @@ import builtins
 import os
 import threading
 import time  # noqa: F401 (the generated sync client uses it)
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import IO, Any, TypeVar
 
 import grpc
@@ -52,13 +52,14 @@ from geopera_sdk._convert import (
     to_timestamp,
     view_number,
 )
-from geopera_sdk._errors import GeoperaError, Unavailable, error_from_rpc
+from geopera_sdk._errors import GeoperaError, Internal, Unavailable, error_from_rpc
 from geopera_sdk._job import JobProgress, _JobBase, _WaitDisplay
 from geopera_sdk._progress import open_bar
 from geopera_sdk._retry import Attempts, RetryPolicy
 from geopera_sdk._transfer import DownloadResult, DownloadSink, MiB, Source, Target, UploadSource, resource_name
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 
 
 async def apaginate(
@@ -109,7 +110,7 @@ class AsyncClient:
             self._credentials = credentials
             self._options = channel_options(options)
             self._channel: grpc.aio.Channel | None = None
-            self._stub_: kernel_pb2_grpc.KernelServiceStub | None = None
+            self._stub_: kernel_pb2_grpc.KernelServiceAsyncStub | None = None
         else:
             opts = channel_options(options)
             if credentials is not None:
@@ -138,7 +139,7 @@ class AsyncClient:
     if True:  # ASYNC
 
         @property
-        def _stub(self) -> kernel_pb2_grpc.KernelServiceStub:
+        def _stub(self) -> kernel_pb2_grpc.KernelServiceAsyncStub:
             # Created on first use, inside the running event loop.
             if self._stub_ is None:
                 if self._credentials is not None:
@@ -297,10 +298,9 @@ class AsyncClient:
                     first = True
                     async for message in call:
                         await asyncio.to_thread(sink.accept, message, first)
-                        if first:
-                            first = False
-                            if bar is None:
-                                bar = open_bar(progress, total=sink.total or 0, desc=name, unit="B")
+                        first = False
+                        if bar is None:  # once the first message has told the size
+                            bar = open_bar(progress, total=sink.total or 0, desc=name, unit="B")
                         bar.update(sink.offset)
                         attempts.progressed()
                     if sink.complete:
@@ -327,12 +327,15 @@ if True:  # ASYNC
 
     async def _in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
         """A blocking iterator (file reads) driven from a worker thread."""
-        done = object()
+        done = _Done()
         while True:
-            item = await asyncio.to_thread(next, iterator, done)
-            if item is done:
+            item: T | _Done = await asyncio.to_thread(next, iterator, done)
+            if isinstance(item, _Done):
                 return
-            yield item  # type: ignore[misc]
+            yield item
+
+    class _Done:
+        """The end of `_in_thread`'s iterator (StopIteration cannot cross a thread's future)."""
 
 
 class _AsyncNamespace:
@@ -342,6 +345,16 @@ class _AsyncNamespace:
     async def _run(self, operation: str, params: Message, **kwargs: Any) -> Any:
         return await self._client.execute(operation, params, **kwargs)
 
+    async def _get(self, operation: str, params: Message, result_type: type[M]) -> M:
+        """`_run` typed by its result (which `execute` has unpacked as that type)."""
+        result = await self._client.execute(operation, params)
+        if not isinstance(result, result_type):
+            raise Internal(
+                f"{operation}: expected a {result_type.DESCRIPTOR.full_name} result, got {result.DESCRIPTOR.full_name}",
+                reason="UNEXPECTED_RESULT_TYPE",
+            )
+        return result
+
 
 class AsyncItems(_AsyncNamespace):
     """Catalog items (`items.*`)."""
@@ -349,7 +362,7 @@ class AsyncItems(_AsyncNamespace):
     async def get(self, item_id: str) -> resources_pb2.Item:
         """`items.get`: one item with its assets."""
         params = catalog_pb2.ItemsGetParams(item_id=item_id)
-        return (await self._run("items.get", params)).item  # type: ignore[no-any-return]
+        return (await self._get("items.get", params, catalog_pb2.ItemsGetResult)).item
 
     def list(
         self,
@@ -414,7 +427,7 @@ class AsyncItems(_AsyncNamespace):
             params.datetime.CopyFrom(to_timestamp(datetime))
         if properties:
             params.properties.CopyFrom(to_struct(properties))
-        return (await self._run("items.create", params)).item  # type: ignore[no-any-return]
+        return (await self._get("items.create", params, catalog_pb2.ItemsCreateResult)).item
 
     async def register_file(
         self,
@@ -448,7 +461,7 @@ class AsyncItems(_AsyncNamespace):
         """`items.lineage`: the provenance graph (`nodes`, `edges`) around an item;
         `direction` is `upstream`, `downstream` or `both` (default)."""
         params = catalog_pb2.ItemsLineageParams(item_id=item_id, direction=direction, max_depth=max_depth)
-        return await self._run("items.lineage", params)  # type: ignore[no-any-return]
+        return await self._get("items.lineage", params, catalog_pb2.ItemsLineageResult)
 
 
 class AsyncProjects(_AsyncNamespace):
@@ -456,7 +469,7 @@ class AsyncProjects(_AsyncNamespace):
 
     async def get(self, project_id: str) -> resources_pb2.Project:
         params = catalog_pb2.ProjectsGetParams(project_id=project_id)
-        return (await self._run("projects.get", params)).project  # type: ignore[no-any-return]
+        return (await self._get("projects.get", params, catalog_pb2.ProjectsGetResult)).project
 
     def list(
         self, *, page_size: int | None = None, max_items: int | None = None
@@ -477,7 +490,7 @@ class AsyncCredits(_AsyncNamespace):
     async def balance(self, project_id: str) -> resources_pb2.CreditBalance:
         """`credits.balance.get`."""
         params = credits_pb2.CreditsBalanceGetParams(project_id=project_id)
-        return (await self._run("credits.balance.get", params)).balance  # type: ignore[no-any-return]
+        return (await self._get("credits.balance.get", params, credits_pb2.CreditsBalanceGetResult)).balance
 
     def ledger(
         self,
@@ -568,6 +581,7 @@ class AsyncJobs(_AsyncNamespace):
         view (without `input_params`) unless `view="full"`."""
         params = processing_pb2.ProcessingJobsListParams(
             project_id=project_id,
+            # An enum number; the stubs want JobStatus.ValueType, a NewType that exists in the .pyi only.
             status=job_status(status) if status is not None else 0,  # type: ignore[arg-type]
             job_type_id=job_type_id or "",
             page_size=page_size or 0,
@@ -638,7 +652,7 @@ class AsyncJobWatch(AsyncIterator[kernel_pb2.WatchJobResponse]):
                     self._call.cancel()
         await self._events.aclose()
 
-    async def _run(self) -> AsyncIterator[kernel_pb2.WatchJobResponse]:
+    async def _run(self) -> AsyncGenerator[kernel_pb2.WatchJobResponse, None]:
         client = self._client
         attempts = Attempts(client.retry_policy, self._timeout, stream=True)
         yielded = False
@@ -685,7 +699,8 @@ class AsyncJobTypes(_AsyncNamespace):
 
     async def get(self, job_type_id: str) -> resources_pb2.JobType:
         params = processing_pb2.ProcessingJobTypesGetParams(job_type_id=job_type_id)
-        return (await self._run("processing.job_types.get", params)).job_type  # type: ignore[no-any-return]
+        result = await self._get("processing.job_types.get", params, processing_pb2.ProcessingJobTypesGetResult)
+        return result.job_type
 
 
 class AsyncWorkers(_AsyncNamespace):
@@ -728,7 +743,8 @@ class AsyncAnalytics(_AsyncNamespace):
     async def operation(self, name: str) -> analytics_pb2.AnalyticsOperation:
         """`analytics.operations.get`: one method with its schemas."""
         params = analytics_pb2.AnalyticsOperationsGetParams(name=name)
-        return (await self._run("analytics.operations.get", params)).operation  # type: ignore[no-any-return]
+        result = await self._get("analytics.operations.get", params, analytics_pb2.AnalyticsOperationsGetResult)
+        return result.operation
 
     async def execute(self, name: str, params: Mapping[str, Any] | None = None, /, **kwargs: Any) -> AnalyticsResult:
         """`analytics.execute`: run method `name` with `params` (a dict) and/or keywords."""
@@ -783,7 +799,8 @@ class AsyncAnalytics(_AsyncNamespace):
                     if self._specs is None:
                         await self.operations()
                     method = getattr(self, name)  # AttributeError when the server has no such method
-                    return await method(**params)  # type: ignore[no-any-return]
+                    result: AnalyticsResult = await method(**params)
+                    return result
 
                 lazy.__name__ = lazy.__qualname__ = name
                 return lazy

@@ -52,7 +52,7 @@ _JSON_TYPES: dict[str, Any] = {
 def _annotation(schema: Mapping[str, Any]) -> Any:
     """A Python annotation for a JSON Schema (best effort, for help() and IDEs)."""
     if "enum" in schema and all(isinstance(v, str | int | bool) for v in schema["enum"]):
-        return Literal[tuple(schema["enum"])]  # type: ignore[misc]
+        return Literal[tuple(schema["enum"])]
     for combinator in ("anyOf", "oneOf"):
         if combinator in schema:
             options = [_annotation(option) for option in schema[combinator]]
@@ -169,21 +169,26 @@ def make_method(spec: MethodSpec, invoke: Callable[[str, dict[str, Any]], Any], 
     """A callable with the method's name, signature and docstring that runs
     `invoke(name, params)` (returning what `invoke` returns: a result or an awaitable)."""
 
+    method: Any  # a function given attributes of its own (__signature__, spec)
     if is_async:
 
-        async def method(**params: Any) -> AnalyticsResult:
+        async def run_async(**params: Any) -> AnalyticsResult:
             spec.check_names(params)
-            return await invoke(spec.name, params)  # type: ignore[no-any-return]
+            result: AnalyticsResult = await invoke(spec.name, params)
+            return result
 
+        method = run_async
     else:
 
-        def method(**params: Any) -> AnalyticsResult:  # type: ignore[misc]
+        def run(**params: Any) -> AnalyticsResult:
             spec.check_names(params)
-            return invoke(spec.name, params)  # type: ignore[no-any-return]
+            result: AnalyticsResult = invoke(spec.name, params)
+            return result
 
+        method = run
     method.__name__ = spec.name
     method.__qualname__ = f"Analytics.{spec.name}"
     method.__doc__ = spec.docstring()
-    method.__signature__ = spec.signature()  # type: ignore[attr-defined]
-    method.spec = spec  # type: ignore[attr-defined]
+    method.__signature__ = spec.signature()
+    method.spec = spec
     return method

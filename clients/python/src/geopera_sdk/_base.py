@@ -60,16 +60,16 @@ class Settings:
         self.retry_policy = as_policy(retries)
         self.extra_metadata = list(metadata or ())
 
-    def metadata(self, idempotency_key: str | None = None) -> list[tuple[str, str]]:
+    def metadata(self, idempotency_key: str | None = None) -> tuple[tuple[str, str], ...]:
         md = list(self.extra_metadata)
         if self.token:
             md.append(("authorization", f"Bearer {self.token}"))
         if idempotency_key is not None:
             md.append(("idempotency-key", idempotency_key))
-        return md
+        return tuple(md)
 
 
-def execute_request(operation: str, params: Message | dict[str, Any] | None) -> kernel_pb2.ExecuteRequest:
+def execute_request(operation: str, params: Params) -> kernel_pb2.ExecuteRequest:
     message = to_params(operation, params)
     request = kernel_pb2.ExecuteRequest(operation=operation)
     request.params.Pack(message)
@@ -82,9 +82,10 @@ def unpack_result(operation: str, response: kernel_pb2.ExecuteResponse) -> Messa
     try:
         result = result_type(operation)()
     except LookupError:
-        result = _from_type_url(response.result)
-        if result is None:
+        known = _from_type_url(response.result)
+        if known is None:
             return response.result
+        result = known
     if not response.result.Unpack(result):
         raise Internal(
             f"{operation}: expected a {result.DESCRIPTOR.full_name} result, got {response.result.type_url}",
@@ -95,7 +96,7 @@ def unpack_result(operation: str, response: kernel_pb2.ExecuteResponse) -> Messa
 
 def _from_type_url(value: any_pb2.Any) -> Message | None:
     try:
-        return symbol_database.Default().GetSymbol(value.type_url.rsplit("/", 1)[-1])()  # type: ignore[no-any-return]
+        return symbol_database.Default().GetSymbol(value.type_url.rsplit("/", 1)[-1])()
     except KeyError:
         return None
 

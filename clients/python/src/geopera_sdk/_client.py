@@ -10,7 +10,7 @@ import builtins
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import IO, Any, TypeVar
 
 import grpc
@@ -47,13 +47,14 @@ from geopera_sdk._convert import (
     to_timestamp,
     view_number,
 )
-from geopera_sdk._errors import GeoperaError, Unavailable, error_from_rpc
+from geopera_sdk._errors import GeoperaError, Internal, Unavailable, error_from_rpc
 from geopera_sdk._job import JobProgress, _JobBase, _WaitDisplay
 from geopera_sdk._progress import open_bar
 from geopera_sdk._retry import Attempts, RetryPolicy
 from geopera_sdk._transfer import DownloadResult, DownloadSink, MiB, Source, Target, UploadSource, resource_name
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 
 
 def paginate(
@@ -262,10 +263,9 @@ class Client:
                     first = True
                     for message in call:
                         sink.accept(message, first)
-                        if first:
-                            first = False
-                            if bar is None:
-                                bar = open_bar(progress, total=sink.total or 0, desc=name, unit="B")
+                        first = False
+                        if bar is None:  # once the first message has told the size
+                            bar = open_bar(progress, total=sink.total or 0, desc=name, unit="B")
                         bar.update(sink.offset)
                         attempts.progressed()
                     if sink.complete:
@@ -295,6 +295,16 @@ class _Namespace:
     def _run(self, operation: str, params: Message, **kwargs: Any) -> Any:
         return self._client.execute(operation, params, **kwargs)
 
+    def _get(self, operation: str, params: Message, result_type: type[M]) -> M:
+        """`_run` typed by its result (which `execute` has unpacked as that type)."""
+        result = self._client.execute(operation, params)
+        if not isinstance(result, result_type):
+            raise Internal(
+                f"{operation}: expected a {result_type.DESCRIPTOR.full_name} result, got {result.DESCRIPTOR.full_name}",
+                reason="UNEXPECTED_RESULT_TYPE",
+            )
+        return result
+
 
 class Items(_Namespace):
     """Catalog items (`items.*`)."""
@@ -302,7 +312,7 @@ class Items(_Namespace):
     def get(self, item_id: str) -> resources_pb2.Item:
         """`items.get`: one item with its assets."""
         params = catalog_pb2.ItemsGetParams(item_id=item_id)
-        return self._run("items.get", params).item  # type: ignore[no-any-return]
+        return self._get("items.get", params, catalog_pb2.ItemsGetResult).item
 
     def list(
         self,
@@ -367,7 +377,7 @@ class Items(_Namespace):
             params.datetime.CopyFrom(to_timestamp(datetime))
         if properties:
             params.properties.CopyFrom(to_struct(properties))
-        return self._run("items.create", params).item  # type: ignore[no-any-return]
+        return self._get("items.create", params, catalog_pb2.ItemsCreateResult).item
 
     def register_file(
         self,
@@ -401,7 +411,7 @@ class Items(_Namespace):
         """`items.lineage`: the provenance graph (`nodes`, `edges`) around an item;
         `direction` is `upstream`, `downstream` or `both` (default)."""
         params = catalog_pb2.ItemsLineageParams(item_id=item_id, direction=direction, max_depth=max_depth)
-        return self._run("items.lineage", params)  # type: ignore[no-any-return]
+        return self._get("items.lineage", params, catalog_pb2.ItemsLineageResult)
 
 
 class Projects(_Namespace):
@@ -409,7 +419,7 @@ class Projects(_Namespace):
 
     def get(self, project_id: str) -> resources_pb2.Project:
         params = catalog_pb2.ProjectsGetParams(project_id=project_id)
-        return self._run("projects.get", params).project  # type: ignore[no-any-return]
+        return self._get("projects.get", params, catalog_pb2.ProjectsGetResult).project
 
     def list(
         self, *, page_size: int | None = None, max_items: int | None = None
@@ -430,7 +440,7 @@ class Credits(_Namespace):
     def balance(self, project_id: str) -> resources_pb2.CreditBalance:
         """`credits.balance.get`."""
         params = credits_pb2.CreditsBalanceGetParams(project_id=project_id)
-        return self._run("credits.balance.get", params).balance  # type: ignore[no-any-return]
+        return self._get("credits.balance.get", params, credits_pb2.CreditsBalanceGetResult).balance
 
     def ledger(
         self,
@@ -521,6 +531,7 @@ class Jobs(_Namespace):
         view (without `input_params`) unless `view="full"`."""
         params = processing_pb2.ProcessingJobsListParams(
             project_id=project_id,
+            # An enum number; the stubs want JobStatus.ValueType, a NewType that exists in the .pyi only.
             status=job_status(status) if status is not None else 0,  # type: ignore[arg-type]
             job_type_id=job_type_id or "",
             page_size=page_size or 0,
@@ -589,7 +600,7 @@ class JobWatch(Iterator[kernel_pb2.WatchJobResponse]):
                 self._call.cancel()
         self._events.close()
 
-    def _run(self) -> Iterator[kernel_pb2.WatchJobResponse]:
+    def _run(self) -> Generator[kernel_pb2.WatchJobResponse, None]:
         client = self._client
         attempts = Attempts(client.retry_policy, self._timeout, stream=True)
         yielded = False
@@ -635,7 +646,8 @@ class JobTypes(_Namespace):
 
     def get(self, job_type_id: str) -> resources_pb2.JobType:
         params = processing_pb2.ProcessingJobTypesGetParams(job_type_id=job_type_id)
-        return self._run("processing.job_types.get", params).job_type  # type: ignore[no-any-return]
+        result = self._get("processing.job_types.get", params, processing_pb2.ProcessingJobTypesGetResult)
+        return result.job_type
 
 
 class Workers(_Namespace):
@@ -669,7 +681,8 @@ class Analytics(_Namespace):
     def operation(self, name: str) -> analytics_pb2.AnalyticsOperation:
         """`analytics.operations.get`: one method with its schemas."""
         params = analytics_pb2.AnalyticsOperationsGetParams(name=name)
-        return self._run("analytics.operations.get", params).operation  # type: ignore[no-any-return]
+        result = self._get("analytics.operations.get", params, analytics_pb2.AnalyticsOperationsGetResult)
+        return result.operation
 
     def execute(self, name: str, params: Mapping[str, Any] | None = None, /, **kwargs: Any) -> AnalyticsResult:
         """`analytics.execute`: run method `name` with `params` (a dict) and/or keywords."""

@@ -49,7 +49,7 @@ def message_base_name(operation: str) -> str:
 
 def _symbol(full_name: str) -> type[Message]:
     try:
-        return symbol_database.Default().GetSymbol(full_name)  # type: ignore[no-any-return]
+        return symbol_database.Default().GetSymbol(full_name)
     except KeyError:
         raise LookupError(f"{full_name} is not known to the installed geopera-api stubs; upgrade geopera-api") from None
 

@@ -153,9 +153,15 @@ def error_class(code: grpc.StatusCode) -> type[GeoperaError]:
     return _BY_CODE.get(code, GeoperaError)
 
 
+# The trailer that carries the google.rpc.Status (grpc_status's constant, which its stubs omit).
+_DETAILS_KEY = "grpc-status-details-bin"
+
+
 def _trailing(err: grpc.RpcError) -> list[tuple[str, Any]]:
     try:
-        metadata = err.trailing_metadata()  # type: ignore[attr-defined]
+        # Any: a sync call gives (key, value) namedtuples, grpc.aio a Metadata of pairs;
+        # the stubs know only the first, and not as tuples.
+        metadata: Any = err.trailing_metadata()
     except Exception:
         return []
     return list(metadata or ())
@@ -163,12 +169,14 @@ def _trailing(err: grpc.RpcError) -> list[tuple[str, Any]]:
 
 def _rich_status(err: grpc.RpcError, trailing: list[tuple[str, Any]]) -> status_pb2.Status | None:
     try:
+        # from_call reads only code(), details() and trailing_metadata(), which an
+        # aio error has too; the stub asks for a grpc.Call, which only sync errors are.
         return rpc_status.from_call(err)  # type: ignore[arg-type]
     except ValueError:
         # Code or message of the status proto disagree with the call's: still
         # use the details, they are what the server meant to say.
         for key, value in trailing:
-            if key == rpc_status.GRPC_DETAILS_METADATA_KEY:
+            if key == _DETAILS_KEY:
                 return status_pb2.Status.FromString(value)
     except Exception:
         return None
@@ -177,8 +185,8 @@ def _rich_status(err: grpc.RpcError, trailing: list[tuple[str, Any]]) -> status_
 
 def error_from_rpc(err: grpc.RpcError) -> GeoperaError:
     """The typed error of a failed call (sync `grpc.RpcError` or `grpc.aio.AioRpcError`)."""
-    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
-    message = (err.details() if hasattr(err, "details") else "") or ""  # type: ignore[attr-defined]
+    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    message = (err.details() if hasattr(err, "details") else "") or ""
     trailing = _trailing(err)
     status = _rich_status(err, trailing)
     fields: dict[str, Any] = {"code": code, "status": status}

@@ -56,6 +56,8 @@ class _JobBase:
         """The dispatch outcome of the call that returned this handle, if it dispatched."""
         if self.result is not None and "dispatch" in self.result.DESCRIPTOR.fields_by_name:
             if self.result.HasField("dispatch"):
+                # A result type with a dispatch field (its descriptor says so, above); `result` is
+                # typed as any message.
                 return self.result.dispatch  # type: ignore[attr-defined,no-any-return]
         return None
 
@@ -67,6 +69,8 @@ class _JobBase:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _JobBase) and other.proto == self.proto
 
+    # Unhashable, as equality compares the mutable proto (Python's idiom; typeshed types
+    # __hash__ as a method).
     __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
