@@ -3,9 +3,7 @@
 Plan (main thread): the union of the zones' pixel windows is cut into block-aligned chunks;
 for every (chunk, zone) pair the zone either covers the chunk part entirely (no mask needed),
 misses it (skipped), or crosses it (the zone is clipped to the chunk here, so workers never
-share a geometry; or, center rule, the chunk takes its slice of the zone's whole mask, which
-the pool rasterizes while the first chunks are read). Chunks no zone touches are never read,
-nor those whose mask slices select no pixel.
+share a geometry). Chunks no zone touches are never read.
 
 Run (worker threads, see ``reader.ChunkRunner``): read the chunk once, build each zone's mask
 or coverage fractions, then strip by strip (a few tens of thousands of pixels, so the numpy
@@ -18,8 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -39,7 +36,7 @@ from server.analytics.coverage import (
     window_transform,
 )
 from server.analytics.geometry import PixelZone
-from server.analytics.reader import ChunkRunner, chunk_windows, parallel_map, run_beside
+from server.analytics.reader import ChunkRunner, chunk_windows, parallel_map
 from server.analytics.sources import PixelSource, Scratch
 from server.analytics.stats import Moments, StoredPart, ValueStore
 
@@ -91,52 +88,13 @@ class _ZonePart:
     zone: int
     window: tuple[int, int, int, int]  # row0, col0, rows, cols (absolute pixels)
     geometry: BaseGeometry | None  # None: the zone covers every pixel of the window
-    mask: np.ndarray | None = None  # the window's slice of the zone's center mask, once resolved
-    whole: _WholeMask | None = None  # the zone's center mask, being rasterized (see _plan)
-
-
-class _WholeMask:
-    """A zone's center mask over its whole window, rasterized on the pool while the first
-    chunks are read (the main thread no longer waits for it before any read starts)."""
-
-    def __init__(self, mask: Future[np.ndarray], row0: int, col0: int) -> None:
-        self.mask, self.row0, self.col0 = mask, row0, col0
-
-    def of(self, window: tuple[int, int, int, int]) -> np.ndarray:
-        r0, c0, rows, cols = window
-        whole = self.mask.result()
-        return whole[r0 - self.row0 : r0 - self.row0 + rows, c0 - self.col0 : c0 - self.col0 + cols]
+    mask: np.ndarray | None = None  # the window's slice of the zone's center mask, when precomputed
 
 
 @dataclass(frozen=True)
 class _Task:
     window: Window
     parts: tuple[_ZonePart, ...]
-
-
-def _resolved(task: _Task) -> _Task | None:
-    """The task with its zones' mask slices in place; parts whose slice selects no pixel are
-    dropped, and the read window shrinks to the parts left (None: nothing to read)."""
-    if all(part.whole is None for part in task.parts):
-        return task
-    parts = []
-    for part in task.parts:
-        if part.whole is not None:
-            mask = part.whole.of(part.window)
-            if not mask.any():
-                continue
-            part = replace(part, mask=mask, whole=None)
-        parts.append(part)
-    return _Task(_read_window(parts), tuple(parts)) if parts else None
-
-
-def _read_window(parts: list[_ZonePart]) -> Window:
-    """The part of the chunk some zone needs (blocks are decoded whole anyway)."""
-    r0 = min(p.window[0] for p in parts)
-    c0 = min(p.window[1] for p in parts)
-    r1 = max(p.window[0] + p.window[2] for p in parts)
-    c1 = max(p.window[1] + p.window[3] for p in parts)
-    return Window(c0, r0, c1 - c0, r1 - r0)
 
 
 @dataclass
@@ -146,7 +104,7 @@ class _PartResult:
     pixels: int
 
 
-def _plan(source: PixelSource, zones: list[PixelZone], options: ReduceOptions, workers: int = 1) -> list[_Task]:
+def _plan(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -> list[_Task]:
     live = [zone for zone in zones if zone.window is not None]
     if not live:
         return []
@@ -166,13 +124,7 @@ def _plan(source: PixelSource, zones: list[PixelZone], options: ReduceOptions, w
         zone_mask = None
         if options.coverage == "center" and (row1 - row0) * (col1 - col0) <= mask_budget:
             mask_budget -= (row1 - row0) * (col1 - col0)
-            zone_mask = _WholeMask(
-                run_beside(
-                    workers, window_center_mask, zone.geometry, source.meta.transform, zone.window, options.all_touched
-                ),
-                row0,
-                col0,
-            )
+            zone_mask = window_center_mask(zone.geometry, source.meta.transform, zone.window, options.all_touched)
         hits = np.flatnonzero(
             (chunk_bounds[:, 0] < row1)
             & (chunk_bounds[:, 2] > row0)
@@ -203,7 +155,9 @@ def _plan(source: PixelSource, zones: list[PixelZone], options: ReduceOptions, w
                 continue
             window = (int(r0), int(c0), int(r1 - r0), int(c1 - c0))
             if zone_mask is not None and not full:
-                parts_by_chunk[chunk_index].append(_ZonePart(zone.index, window, None, whole=zone_mask))
+                mask = zone_mask[r0 - row0 : r1 - row0, c0 - col0 : c1 - col0]
+                if mask.any():
+                    parts_by_chunk[chunk_index].append(_ZonePart(zone.index, window, None, mask))
                 continue
             clipped = (
                 None if full else shapely.clip_by_rect(geometry, c0 - margin, r0 - margin, c1 + margin, r1 + margin)
@@ -213,7 +167,17 @@ def _plan(source: PixelSource, zones: list[PixelZone], options: ReduceOptions, w
             if clipped is not None and options.coverage == "center":
                 clipped = pixels_to_crs(clipped, source.meta.transform)  # rasterized in the CRS
             parts_by_chunk[chunk_index].append(_ZonePart(zone.index, window, clipped))
-    return [_Task(_read_window(parts), tuple(parts)) for parts in parts_by_chunk if parts]
+    tasks = []
+    for parts in parts_by_chunk:
+        if not parts:
+            continue
+        # Read only the part of the chunk some zone needs (blocks are decoded whole anyway).
+        r0 = min(p.window[0] for p in parts)
+        c0 = min(p.window[1] for p in parts)
+        r1 = max(p.window[0] + p.window[2] for p in parts)
+        c1 = max(p.window[1] + p.window[3] for p in parts)
+        tasks.append(_Task(Window(c0, r0, c1 - c0, r1 - r0), tuple(parts)))
+    return tasks
 
 
 def _part_masks(
@@ -260,16 +224,13 @@ def _strips(raw: np.ndarray, task: _Task) -> Iterator[tuple[int, int, list[tuple
 
 def _reduce_chunk(
     source: PixelSource, options: ReduceOptions
-) -> Callable[[list[DatasetReader], _Task], tuple[Window | None, list[_PartResult]]]:
+) -> Callable[[list[DatasetReader], _Task], list[_PartResult]]:
     if not options.keep_values and options.coverage == "center":
         return _reduce_chunk_fused(source, options)
     value_dtype = source.value_dtype
     transform = source.meta.transform
 
-    def run(datasets: list[DatasetReader], planned: _Task) -> tuple[Window | None, list[_PartResult]]:
-        task = _resolved(planned)
-        if task is None:
-            return None, []
+    def run(datasets: list[DatasetReader], task: _Task) -> list[_PartResult]:
         raw = datasets[0].read(list(source.indexes), window=task.window)
         masks, coverages = _part_masks(task, options, transform)
         layer_count = source.layers
@@ -306,7 +267,7 @@ def _reduce_chunk(
                     stored = StoredPart.make(chosen, weights, value_dtype)
                 layers.append((moments[index][layer], stored))
             results.append(_PartResult(part.zone, layers, part.window[2] * part.window[3]))
-        return task.window, results
+        return results
 
     return run
 
@@ -324,7 +285,7 @@ def _thread_scratch() -> Scratch:
 
 def _reduce_chunk_fused(
     source: PixelSource, options: ReduceOptions
-) -> Callable[[list[DatasetReader], _Task], tuple[Window | None, list[_PartResult]]]:
+) -> Callable[[list[DatasetReader], _Task], list[_PartResult]]:
     """The common case (center rule, no values kept) without per-strip allocations: the source
     computes into this thread's reused arrays (``compute_into``), and each part's valid values
     go straight into a reused float64 buffer for ``Moments.of_copy``. The same strips, the same
@@ -332,10 +293,7 @@ def _reduce_chunk_fused(
     (tests/analytics check both on masked, nodata-bearing and interior chunks)."""
     transform = source.meta.transform
 
-    def run(datasets: list[DatasetReader], planned: _Task) -> tuple[Window | None, list[_PartResult]]:
-        task = _resolved(planned)
-        if task is None:
-            return None, []
+    def run(datasets: list[DatasetReader], task: _Task) -> list[_PartResult]:
         raw = datasets[0].read(list(source.indexes), window=task.window)
         masks, _ = _part_masks(task, options, transform)
         scratch = _thread_scratch()
@@ -350,7 +308,7 @@ def _reduce_chunk_fused(
                         _fused_moments(values[layer][window], valid[layer][window],
                                        None if mask is None else mask[own], scratch)
                     )
-        return task.window, [
+        return [
             _PartResult(part.zone, [(m, None) for m in moments[index]], part.window[2] * part.window[3])
             for index, part in enumerate(task.parts)
         ]
@@ -437,16 +395,12 @@ def reduce_zones(
         for zone in zones
     ]
     check_cancelled()
-    # Zone masks are rasterized on the pool (submitted first, so before any chunk that waits
-    # for them) while the first chunks are read.
-    tasks = _plan(source, zones, options, workers)
-    outcome = Outcome(results, 0, 0)
+    tasks = _plan(source, zones, options)
+    outcome = Outcome(results, 0, len(tasks))
     runner = ChunkRunner([source.meta.path], workers, check_cancelled)
     try:
-        for window, parts in runner.map(_reduce_chunk(source, options), tasks):
-            if window is not None:
-                outcome.pixels_read += int(window.width * window.height)
-                outcome.chunks_read += 1
+        for task, parts in zip(tasks, runner.map(_reduce_chunk(source, options), tasks), strict=True):
+            outcome.pixels_read += int(task.window.width * task.window.height)
             for part in parts:
                 zone_result = results[part.zone]
                 zone_result.pixels_read += part.pixels
