@@ -129,3 +129,29 @@ def test_every_normalized_difference_is_fused() -> None:
             assert index.difference == (bands[0], bands[1])
         else:
             assert index.difference is None
+
+
+def test_chunks_whose_masks_select_no_pixel_are_not_read(write_raster: RasterWriter) -> None:
+    """A zone whose center mask selects no pixel reads nothing and reports nothing read; one
+    beside it in the same call is unaffected."""
+    path = write_raster("plain.tif", _bands(np.random.default_rng(3), np.uint16)[:1], nodata=0)
+    meta = open_meta(make_item("plain", path).assets["data"])
+    source = BandSource(meta, (1,), False)
+
+    def polygon(points: list[tuple[float, float]]) -> dict[str, Any]:
+        return {"type": "Polygon", "coordinates": [lonlat_polygon(UTM33_TRANSFORM, UTM33, points)]}
+
+    sliver = polygon([(600.1, 650.1), (600.42, 650.15), (600.2, 650.45)])  # misses every pixel centre
+    square = polygon([(10.0, 10.0), (20.0, 10.0), (20.0, 20.0), (10.0, 20.0)])
+    for features, pixels, chunks in (([sliver], 0, 0), ([sliver, square], 10 * 10, 1)):
+        zones = {"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": g} for g in features]}
+        pixel = pixel_zones(parse_zones(zones, "params.geometry"), meta.crs, meta.transform, meta.width, meta.height)
+        outcome = reduce_zones(source, pixel, ReduceOptions(), workers=2, check_cancelled=lambda: None,
+                               memory_budget_bytes=1 << 26)  # fmt: skip
+        assert outcome.zones[0].pixels_read == 0 and outcome.zones[0].layers[0].moments.weight == 0
+        assert outcome.chunks_read == chunks
+        if chunks:
+            assert outcome.zones[1].layers[0].moments.weight == 100
+            assert outcome.pixels_read >= pixels
+        else:
+            assert outcome.pixels_read == 0
