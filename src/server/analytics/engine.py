@@ -14,13 +14,15 @@ partial results in chunk order, so results do not depend on thread timing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import shapely
+from affine import Affine
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
@@ -35,7 +37,7 @@ from server.analytics.coverage import (
 )
 from server.analytics.geometry import PixelZone
 from server.analytics.reader import ChunkRunner, chunk_windows, parallel_map
-from server.analytics.sources import PixelSource
+from server.analytics.sources import PixelSource, Scratch
 from server.analytics.stats import Moments, StoredPart, ValueStore
 
 Coverage = Literal["center", "exact"]
@@ -178,50 +180,67 @@ def _plan(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -
     return tasks
 
 
+def _part_masks(
+    task: _Task, options: ReduceOptions, transform: Affine
+) -> tuple[list[np.ndarray | None], list[np.ndarray | None]]:
+    """Per part: its mask and (exact) coverage over its whole window, one rasterization each;
+    None where the zone covers the part's whole window."""
+    masks: list[np.ndarray | None] = []
+    coverages: list[np.ndarray | None] = []
+    for part in task.parts:
+        r0, c0, rows, cols = part.window
+        coverage: np.ndarray | None = None
+        mask: np.ndarray | None = part.mask
+        if mask is None and part.geometry is not None:
+            if options.coverage == "exact":
+                coverage = exact_coverage(part.geometry, r0, c0, rows, cols)
+                mask = coverage > 0
+            else:
+                mask = center_mask(part.geometry, window_transform(transform, r0, c0), rows, cols,
+                                   options.all_touched)
+        masks.append(mask)
+        coverages.append(coverage)
+    return masks, coverages
+
+
+def _strips(raw: np.ndarray, task: _Task) -> Iterator[tuple[int, int, list[tuple[int, tuple[slice, slice], slice]]]]:
+    """The chunk's strips (first row, end row) and, per strip, the parts it crosses: (part
+    position, the part's columns and rows of the strip, the same rows in the part's own arrays)."""
+    row_base, col_base = int(task.window.row_off), int(task.window.col_off)
+    height, width = raw.shape[1], raw.shape[2]
+    strip = max(1, _STRIP_PIXELS // max(1, width))
+    for s0 in range(0, height, strip):
+        s1 = min(s0 + strip, height)
+        crossed = []
+        for index, part in enumerate(task.parts):
+            r0, c0, rows, cols = part.window
+            p0 = r0 - row_base  # the part's first row in the chunk
+            lo, hi = max(p0, s0), min(p0 + rows, s1)
+            if lo < hi:
+                window = (slice(lo - s0, hi - s0), slice(c0 - col_base, c0 - col_base + cols))
+                crossed.append((index, window, slice(lo - p0, hi - p0)))
+        yield s0, s1, crossed
+
+
 def _reduce_chunk(
     source: PixelSource, options: ReduceOptions
 ) -> Callable[[list[DatasetReader], _Task], list[_PartResult]]:
+    if not options.keep_values and options.coverage == "center":
+        return _reduce_chunk_fused(source, options)
     value_dtype = source.value_dtype
     transform = source.meta.transform
 
     def run(datasets: list[DatasetReader], task: _Task) -> list[_PartResult]:
         raw = datasets[0].read(list(source.indexes), window=task.window)
-        row_base, col_base = int(task.window.row_off), int(task.window.col_off)
-        # Per part: its mask or coverage over its whole window (one rasterization), and the
-        # accumulators the strips add to.
-        masks: list[np.ndarray | None] = []
-        coverages: list[np.ndarray | None] = []
-        for part in task.parts:
-            r0, c0, rows, cols = part.window
-            coverage: np.ndarray | None = None
-            mask: np.ndarray | None = part.mask
-            if mask is None and part.geometry is not None:
-                if options.coverage == "exact":
-                    coverage = exact_coverage(part.geometry, r0, c0, rows, cols)
-                    mask = coverage > 0
-                else:
-                    mask = center_mask(part.geometry, window_transform(transform, r0, c0), rows, cols,
-                                       options.all_touched)
-            masks.append(mask)
-            coverages.append(coverage)
+        masks, coverages = _part_masks(task, options, transform)
         layer_count = source.layers
         moments = [[Moments() for _ in range(layer_count)] for _ in task.parts]
         kept: list[list[list[tuple[np.ndarray, np.ndarray | None]]]] = [
             [[] for _ in range(layer_count)] for _ in task.parts
         ]
-        height, width = raw.shape[1], raw.shape[2]
-        strip = max(1, _STRIP_PIXELS // max(1, width))
-        for s0 in range(0, height, strip):
-            s1 = min(s0 + strip, height)
+        for s0, s1, crossed in _strips(raw, task):
             values, valid = source.compute(raw[:, s0:s1])
-            for index, part in enumerate(task.parts):
-                r0, c0, rows, cols = part.window
-                p0 = r0 - row_base  # the part's first row in the chunk
-                lo, hi = max(p0, s0), min(p0 + rows, s1)
-                if lo >= hi:
-                    continue
-                window = (slice(lo - s0, hi - s0), slice(c0 - col_base, c0 - col_base + cols))
-                own = slice(lo - p0, hi - p0)  # the same rows in the part's own arrays
+            for index, window, own in crossed:
                 mask, coverage = masks[index], coverages[index]
                 for layer in range(layer_count):
                     strip_moments, chosen, weights = _reduce_layer(
@@ -251,6 +270,73 @@ def _reduce_chunk(
         return results
 
     return run
+
+
+# Each worker thread's arrays for the fused path, reused from chunk to chunk.
+_scratch = threading.local()
+
+
+def _thread_scratch() -> Scratch:
+    scratch: Scratch | None = getattr(_scratch, "arrays", None)
+    if scratch is None:
+        scratch = _scratch.arrays = Scratch()
+    return scratch
+
+
+def _reduce_chunk_fused(
+    source: PixelSource, options: ReduceOptions
+) -> Callable[[list[DatasetReader], _Task], list[_PartResult]]:
+    """The common case (center rule, no values kept) without per-strip allocations: the source
+    computes into this thread's reused arrays (``compute_into``), and each part's valid values
+    go straight into a reused float64 buffer for ``Moments.of_copy``. The same strips, the same
+    arithmetic and the same merge order as the general path, so the same answer to the bit
+    (tests/analytics check both on masked, nodata-bearing and interior chunks)."""
+    transform = source.meta.transform
+
+    def run(datasets: list[DatasetReader], task: _Task) -> list[_PartResult]:
+        raw = datasets[0].read(list(source.indexes), window=task.window)
+        masks, _ = _part_masks(task, options, transform)
+        scratch = _thread_scratch()
+        layer_count = source.layers
+        moments = [[Moments() for _ in range(layer_count)] for _ in task.parts]
+        for s0, s1, crossed in _strips(raw, task):
+            values, valid = source.compute_into(raw[:, s0:s1], scratch)
+            for index, window, own in crossed:
+                mask = masks[index]
+                for layer in range(layer_count):
+                    moments[index][layer].merge(
+                        _fused_moments(values[layer][window], valid[layer][window],
+                                       None if mask is None else mask[own], scratch)
+                    )
+        return [
+            _PartResult(part.zone, [(m, None) for m in moments[index]], part.window[2] * part.window[3])
+            for index, part in enumerate(task.parts)
+        ]
+
+    return run
+
+
+def _fused_moments(values: np.ndarray, valid: np.ndarray, mask: np.ndarray | None, scratch: Scratch) -> Moments:
+    """``_reduce_layer``'s moments (center rule) through ``scratch``'s arrays."""
+    if mask is None:
+        selected, inside = valid, valid.size
+    else:
+        selected = np.logical_and(valid, mask, out=scratch.array("selected", valid.shape, bool))
+        inside = int(np.count_nonzero(mask))
+    count = int(np.count_nonzero(selected))
+    nodata = float(inside - count)
+    if count == 0:
+        return Moments(nodata=nodata)
+    deviations = scratch.flat("deviations", count, np.float64)
+    if count == selected.size:
+        chosen = values
+        np.copyto(deviations.reshape(values.shape), values)
+    else:
+        # Boolean indexing beats np.compress(out=) on real masks (runs of pixels): it skips the
+        # index array compress builds.
+        chosen = values[selected]
+        np.copyto(deviations, chosen)
+    return Moments.of_copy(chosen, deviations, nodata)
 
 
 def _reduce_layer(

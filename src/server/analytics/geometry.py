@@ -9,6 +9,7 @@ geotransform (affine maps preserve area ratios).
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from dataclasses import dataclass
@@ -133,6 +134,12 @@ def lonlat_extent(crs: CRS, transform: Affine, width: int, height: int) -> BaseG
     """A lon/lat box around the raster (two boxes across the antimeridian), with a margin so
     that zone edges cut along it stay well outside the raster and its all_touched fringe.
     None when the raster's bounds have no lon/lat equivalent."""
+    # Kept per grid: reprojecting the bounds cost about half of pixel_zones on a 1 km² call.
+    return _lonlat_extent(crs.to_wkt() if isinstance(crs, CRS) else str(crs), transform, width, height)
+
+
+@functools.lru_cache(maxsize=256)
+def _lonlat_extent(crs: str, transform: Affine, width: int, height: int) -> BaseGeometry | None:
     corners = [transform * (col, row) for col in (0, width) for row in (0, height)]
     xs, ys = [x for x, _ in corners], [y for _, y in corners]
     try:

@@ -42,6 +42,7 @@ def _normalized_difference(a: str, b: str) -> Callable[[Bands], np.ndarray]:
         x, y = bands[a], bands[b]
         return _ratio(np.subtract(x, y, dtype=np.float32), np.add(x, y, dtype=np.float32))
 
+    formula.difference = (a, b)  # type: ignore[attr-defined]
     return formula
 
 
@@ -77,6 +78,9 @@ class SpectralIndex:
     compute: Callable[[Bands], np.ndarray]
     # Theoretical range for reflectance inputs; None when unbounded (EVI).
     value_range: tuple[float, float] | None = (-1.0, 1.0)
+    # (a, b) when the formula is the normalized difference (a - b) / (a + b): sources then
+    # compute it fused, into reused arrays (``IndexSource.compute_into``).
+    difference: tuple[str, str] | None = None
 
     def __call__(self, bands: Bands) -> np.ndarray:
         return self.compute(bands)
@@ -90,7 +94,8 @@ def _index(
     compute: Callable[[Bands], np.ndarray],
     value_range: tuple[float, float] | None = (-1.0, 1.0),
 ) -> tuple[str, SpectralIndex]:
-    return name, SpectralIndex(name, title, bands, formula_text, compute, value_range)
+    difference = getattr(compute, "difference", None)
+    return name, SpectralIndex(name, title, bands, formula_text, compute, value_range, difference)
 
 
 INDICES: Final[Mapping[str, SpectralIndex]] = MappingProxyType(

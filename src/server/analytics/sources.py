@@ -6,9 +6,11 @@ plus a validity mask (nodata, NaN and undefined index values are invalid).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -19,24 +21,67 @@ from server.analytics.stats import storage_dtype
 from server.errors import invalid_argument
 
 
-def valid_mask(raw: np.ndarray, nodata: float | None) -> np.ndarray:
-    """True where a band's value is data: not the nodata value and not NaN."""
+def valid_mask(
+    raw: np.ndarray, nodata: float | None, out: np.ndarray | None = None, spare: np.ndarray | None = None
+) -> np.ndarray:
+    """True where a band's value is data: not the nodata value and not NaN.
+
+    Written into ``out`` when given (``spare``, of the same shape, is scratch for float bands
+    with a nodata value), so the fused path allocates nothing.
+    """
+    if out is None:
+        out = np.empty(raw.shape, dtype=bool)
     if raw.dtype.kind == "f":
-        valid = ~np.isnan(raw)
+        np.equal(raw, raw, out=out)  # NaN != NaN
         if nodata is not None and not math.isnan(nodata):
-            valid &= raw != nodata
-        return valid
+            np.logical_and(out, np.not_equal(raw, nodata, out=spare), out=out)
+        return out
     if nodata is None or math.isnan(nodata):
-        return np.ones(raw.shape, dtype=bool)
+        out.fill(True)
+        return out
     info = np.iinfo(raw.dtype)
     if not (info.min <= nodata <= info.max) or nodata != int(nodata):
-        return np.ones(raw.shape, dtype=bool)  # a nodata value the type cannot hold never matches
-    return raw != raw.dtype.type(nodata)
+        out.fill(True)  # a nodata value the type cannot hold never matches
+        return out
+    return np.not_equal(raw, raw.dtype.type(nodata), out=out)
 
 
-def reflectance(raw: np.ndarray, scale: float, offset: float) -> np.ndarray:
-    """raw * scale + offset in float32 (one pass when there is no offset)."""
-    out = np.multiply(raw, np.float32(scale), dtype=np.float32)
+class Scratch:
+    """A worker thread's reusable arrays, by name: views of flat buffers that only grow, so
+    strips of any shape reuse them (the fused path's numpy passes then allocate nothing). Views
+    are kept by shape: a chunk asks for the same few dozen times."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[tuple[str, np.dtype], np.ndarray] = {}
+        self._views: dict[tuple[str, Any, tuple[int, ...]], np.ndarray] = {}
+
+    def array(self, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        view = self._views.get((name, dtype, shape))
+        if view is not None:
+            return view
+        key = (name, np.dtype(dtype))
+        size = math.prod(shape)
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.size < size:
+            buffer = self._buffers[key] = np.empty(max(size, 1), dtype=dtype)
+            self._views = {k: v for k, v in self._views.items() if k[0] != name}  # views of the old buffer
+        if len(self._views) > 256:  # shapes seen once (e.g. gathered counts) are not worth keeping
+            self._views.clear()
+        view = self._views[(name, dtype, shape)] = buffer[:size].reshape(shape)
+        return view
+
+    def flat(self, name: str, size: int, dtype: Any) -> np.ndarray:
+        """The first ``size`` items of the named 1-d buffer (sizes that vary from use to use)."""
+        key = (name, np.dtype(dtype))
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.size < size:
+            buffer = self._buffers[key] = np.empty(max(size, 1), dtype=dtype)
+        return buffer[:size]
+
+
+def reflectance(raw: np.ndarray, scale: float, offset: float, out: np.ndarray | None = None) -> np.ndarray:
+    """raw * scale + offset in float32 (one pass when there is no offset), into ``out`` if given."""
+    out = np.multiply(raw, np.float32(scale), dtype=np.float32, out=out)
     if offset:
         out += np.float32(offset)
     return out
@@ -68,6 +113,11 @@ class PixelSource:
         """
         raise NotImplementedError
 
+    def compute_into(self, raw: np.ndarray, scratch: Scratch) -> tuple[np.ndarray, np.ndarray]:
+        """``compute`` into ``scratch``'s arrays (valid until its next call): the same values and
+        validity, bit for bit. Sources without a fused form allocate as ``compute`` does."""
+        return self.compute(raw)
+
 
 @dataclass(frozen=True)
 class BandSource(PixelSource):
@@ -93,6 +143,18 @@ class BandSource(PixelSource):
         if self.scaled:
             values = raw.astype(self.value_dtype) * self.value_dtype.type(self.meta.scales[i])
             values += self.value_dtype.type(self.meta.offsets[i])
+            return values, valid
+        return raw, valid
+
+    def compute_into(self, raw: np.ndarray, scratch: Scratch) -> tuple[np.ndarray, np.ndarray]:
+        i = self.band - 1
+        valid = valid_mask(raw, self.meta.nodata[i], scratch.array("valid", raw.shape, bool),
+                           scratch.array("spare", raw.shape, bool))
+        if self.scaled:
+            dtype = self.value_dtype
+            values = np.multiply(raw, dtype.type(self.meta.scales[i]), dtype=dtype,
+                                 out=scratch.array("values", raw.shape, dtype))
+            values += dtype.type(self.meta.offsets[i])
             return values, valid
         return raw, valid
 
@@ -122,6 +184,53 @@ class IndexSource(PixelSource):
         np.logical_and(valid, values == values, out=valid)  # NaN != NaN: undefined index values
         return values[np.newaxis], valid[np.newaxis]
 
+    def compute_into(self, raw: np.ndarray, scratch: Scratch) -> tuple[np.ndarray, np.ndarray]:
+        if self.index.difference is None:
+            return self.compute(raw)
+        # A normalized difference (a - b) / (a + b), with the arithmetic of ``compute`` (each
+        # band to float32 reflectance, then subtract, add, divide), into reused arrays.
+        shape = raw.shape[1:]
+        valid = scratch.array("valid", shape, bool)
+        spare = scratch.array("spare", shape, bool)
+        for position, band in enumerate(self.indexes):
+            if position == 0:
+                valid_mask(raw[0], self.meta.nodata[band - 1], valid, spare)
+            else:
+                band_valid = valid_mask(raw[position], self.meta.nodata[band - 1], spare,
+                                        scratch.array("spare2", shape, bool))
+                np.logical_and(valid, band_valid, out=valid)
+        a, b = (self.names.index(name) for name in self.index.difference)
+        x = self._reflectance_into(raw, a, scratch.array("x", shape, np.float32))
+        y = self._reflectance_into(raw, b, scratch.array("y", shape, np.float32))
+        denominator = np.add(x, y, out=scratch.array("denominator", shape, np.float32))
+        values = np.subtract(x, y, out=x)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.divide(values, denominator, out=values)
+        # ``compute`` sets NaN where the denominator is 0 and then drops NaN values.
+        np.logical_and(valid, np.not_equal(denominator, 0, out=spare), out=valid)
+        if not self._finite_inputs:
+            np.logical_and(valid, np.equal(values, values, out=spare), out=valid)
+        return values[np.newaxis], valid[np.newaxis]
+
+    @functools.cached_property
+    def _finite_inputs(self) -> bool:
+        """True when every band's reflectance is finite and far from float32's limits (integer
+        bands, finite scale and offset): then a - b over a nonzero a + b is never NaN, and the
+        NaN pass can go."""
+        for band in self.indexes:
+            dtype = np.dtype(self.meta.dtypes[band - 1])
+            scale, offset = self.meta.scales[band - 1], self.meta.offsets[band - 1]
+            if dtype.kind not in "iub" or not (math.isfinite(scale) and math.isfinite(offset)):
+                return False
+            info = np.iinfo(dtype)
+            if max(abs(int(info.min)), abs(int(info.max))) * abs(scale) + abs(offset) > 1e37:
+                return False
+        return True
+
+    def _reflectance_into(self, raw: np.ndarray, position: int, out: np.ndarray) -> np.ndarray:
+        band = self.indexes[position] - 1
+        return reflectance(raw[position], self.meta.scales[band], self.meta.offsets[band], out)
+
     @property
     def bands_used(self) -> dict[str, int]:
         return dict(zip(self.names, self.indexes, strict=True))
@@ -143,6 +252,13 @@ class StackSource(PixelSource):
         valid = np.empty(raw.shape, dtype=bool)
         for position, band in enumerate(self.indexes):
             valid[position] = valid_mask(raw[position], self.meta.nodata[band - 1])
+        return raw, valid
+
+    def compute_into(self, raw: np.ndarray, scratch: Scratch) -> tuple[np.ndarray, np.ndarray]:
+        valid = scratch.array("valid", raw.shape, bool)
+        spare = scratch.array("spare", raw.shape[1:], bool)
+        for position, band in enumerate(self.indexes):
+            valid_mask(raw[position], self.meta.nodata[band - 1], valid[position], spare)
         return raw, valid
 
 

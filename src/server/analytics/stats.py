@@ -106,22 +106,26 @@ class Moments:
         # data), one chunk-sized temporary. einsum rather than np.dot: BLAS dot spins up its
         # own threads, ~20x slower on chunk-sized vectors under load.
         if weights is None:
-            # One float64 copy, summed, then centred in place: fewer passes than summing and
-            # subtracting with a cast each time.
-            weight = float(values.size)
-            deviations = values.astype(np.float64)
-            total = float(deviations.sum())
-            deviations -= total / weight
-            m2 = float(np.einsum("i,i->", deviations, deviations))
-        else:
-            deviations = values.astype(np.float64)
-            w64 = weights.astype(np.float64, copy=False)
-            weight = float(w64.sum())
-            total = float(np.einsum("i,i->", deviations, w64))
-            deviations -= total / weight
-            m2 = float(np.einsum("i,i->", deviations * w64, deviations))
+            return cls.of_copy(values, values.astype(np.float64), nodata)
+        deviations = values.astype(np.float64)
+        w64 = weights.astype(np.float64, copy=False)
+        weight = float(w64.sum())
+        total = float(np.einsum("i,i->", deviations, w64))
+        deviations -= total / weight
+        m2 = float(np.einsum("i,i->", deviations * w64, deviations))
         mean = total / weight
         return cls(weight, total, mean, m2, float(values.min()), float(values.max()), nodata)
+
+    @classmethod
+    def of_copy(cls, values: np.ndarray, deviations: np.ndarray, nodata: float = 0.0) -> Moments:
+        """Moments of a chunk's (non-empty) valid ``values``, given their float64 copy
+        ``deviations`` (1-d, contiguous), which this overwrites: summed, then centred in place
+        (fewer passes than summing and subtracting with a cast each time)."""
+        weight = float(deviations.size)
+        total = float(deviations.sum())
+        deviations -= total / weight
+        m2 = float(np.einsum("i,i->", deviations, deviations))
+        return cls(weight, total, total / weight, m2, float(values.min()), float(values.max()), nodata)
 
     def merge(self, other: Moments) -> None:
         self.nodata += other.nodata
