@@ -29,3 +29,38 @@ def test_the_licence_texts_are_one_text_and_the_notice_names_the_data_terms():
     assert "Copernicus Sentinel data" in notice
     assert (REPO / "data" / "s2_slovenia" / "LICENSE.eo-learn").exists()
     assert "NOTICE" in importlib.metadata.metadata("geopera-kernel").get_all("License-File")
+
+
+@pytest.mark.parametrize(
+    ("project", "files"),
+    [
+        (".", ["pyproject.toml", "README.md", "LICENSE", "NOTICE", "src"]),
+        ("generated", ["pyproject.toml", "LICENSE", "geopera"]),
+        ("clients/python", ["pyproject.toml", "README.md", "LICENSE", "src"]),
+    ],
+    ids=["geopera-kernel", "geopera-api", "geopera-sdk"],
+)
+def test_an_editable_install_builds_without_a_warning(tmp_path, project, files):
+    """What `make install` builds (PEP 660 editable wheels) prints no deprecation or
+    setuptools warning: a newcomer's first command shows nothing to worry about."""
+    import shutil
+    import subprocess
+    import sys
+
+    copy = tmp_path / "project"
+    copy.mkdir()
+    for name in files:
+        source = REPO / project / name
+        if source.is_dir():
+            shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy(source, copy / name)
+    (tmp_path / "wheel").mkdir()
+    build = f"from setuptools import build_meta; print(build_meta.build_editable({str(tmp_path / 'wheel')!r}))"
+    result = subprocess.run(
+        [sys.executable, "-W", "always", "-c", build], cwd=copy, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    for sign in ("Warning", "deprecated", "careful"):
+        assert sign not in output, output
