@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import shutil
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,25 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data" / "s2_slovenia"
 # Test-only plugins every test server loads (never shipped).
 TEST_SERVER_ENV = {"GEOPERA_ANALYTICS_PLUGINS": "tests.support.test_analytics"}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Sessions share /tmp/pytest-of-<user> and each one resets it to mode 0700, while the
+    # embedded PostgreSQL runs as another user that must traverse to its data directory:
+    # a second session running beside this one failed its initdb. A folder of our own.
+    if config.option.basetemp is None and not hasattr(config, "workerinput"):
+        config.option.basetemp = tempfile.mkdtemp(prefix="geopera-pytest-")
+        config.stash[_OWN_BASETEMP] = config.option.basetemp
+
+
+_OWN_BASETEMP = pytest.StashKey[str]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The folder goes when the session passed; a failed one keeps it to look into."""
+    own = session.config.stash.get(_OWN_BASETEMP, None)
+    if own is not None and exitstatus == 0:
+        shutil.rmtree(own, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
