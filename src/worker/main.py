@@ -23,6 +23,7 @@ from server.logs import configure_logging
 from server.raster import configure_limits as configure_raster_limits
 from server.raster import raster_limits
 from worker.lifetime import exit_with_parent
+from worker.memory import return_large_buffers
 from worker.plugin import PluginRegistry
 from worker.runtime import Worker, WorkerConfig
 
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     # GDAL's block cache defaults to 5% of the host's RAM per process; a worker
     # runs several jobs at once, so bound it (an explicit setting wins).
     os.environ.setdefault("GDAL_CACHEMAX", "64")
+    # Jobs' multi-MiB buffers go back to the OS when freed (see worker.memory).
+    return_large_buffers()
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
     if args.parent_pid and not exit_with_parent(args.parent_pid):
