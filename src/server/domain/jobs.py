@@ -337,6 +337,11 @@ def priced_area_km2(job_type: JobTypeRecord, params: dict[str, Any], sources: li
     return 0.0
 
 
+def _measures_geometry(spec: JobCreate, sources: list[ItemRecord]) -> bool:
+    """Whether `_estimate` parses or measures a geometry (see priced_area_km2)."""
+    return spec.area_km2 is None and (bool(sources) or isinstance(spec.input_params.get("aoi_geometry"), dict))
+
+
 async def notify(conn: psycopg.AsyncConnection[Any], channel: str, payload: str) -> None:
     await conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
 
@@ -556,8 +561,12 @@ class JobService:
             require_finite_json(spec.input_params, "input_params")
             self._validate_input(job_type, validator, spec.input_params)
             sources = await self._source_items(tx, principal, spec.project_id, spec.input_params)
-            # Off the event loop: the estimate measures the client's AOI.
-            credits, area, assets = await asyncio.to_thread(self._estimate, job_type, spec, sources)
+            if _measures_geometry(spec, sources):
+                # Off the event loop: the estimate measures the AOI or footprints.
+                credits, area, assets = await asyncio.to_thread(self._estimate, job_type, spec, sources)
+            else:
+                # Nothing to measure: arithmetic only, not worth a thread hop.
+                credits, area, assets = self._estimate(job_type, spec, sources)
             job_id = new_id("job")
             await self._check_output_target(tx, job_type, spec, sources)
             row = await (
