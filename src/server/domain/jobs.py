@@ -1017,21 +1017,21 @@ class JobService:
         progress = 0.0 if math.isnan(progress) else min(1.0, max(0.0, progress))
         try:
             require_job_token(principal, job_id)
-            async with self._db.transaction() as tx:
-                params = {
-                    "id": job_id,
-                    "attempt": principal.attempt,
-                    "worker_id": principal.name,
-                    "progress": progress,
-                    "message": message[:500],
-                    "lease_seconds": self.policy.lease_seconds,
-                }
-                row = await (await tx.execute(Q.report_progress, params)).fetchone()
-                if row is None:
+            params = {
+                "id": job_id,
+                "attempt": principal.attempt,
+                "worker_id": principal.name,
+                "progress": progress,
+                "message": message[:500],
+                "lease_seconds": self.policy.lease_seconds,
+            }
+            # One statement (the update, its event and NOTIFY): atomic without a transaction.
+            async with self._db.connection() as conn:
+                row = await (await conn.execute(Q.report_progress, params)).fetchone()
+            if row is None:
+                async with self._db.transaction() as tx:
                     # The attempt is over: the lock and check say how (JOB_ATTEMPT_OVER).
                     await self._current_attempt(tx, principal, job_id)
-                else:
-                    await self._record_event(tx, JobRecord.from_row(row), "running" if row["started"] else "progress")
         except DomainError as err:
             if err.reason == "JOB_ATTEMPT_OVER" and await self._cancelled(job_id):
                 return True
