@@ -8,9 +8,13 @@ import secrets
 import time
 
 import grpc
+import psycopg
 import pytest
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
 
 from geopera.v1 import catalog_pb2, processing_pb2, worker_pb2
+from server.domain.jobs import JobRecord, event_snapshot
 from tests.jobs_support import (
     STATUS,
     RawWorker,
@@ -545,3 +549,41 @@ def test_non_finite_numbers_in_free_form_params_are_refused(jobs_world):
                                       assets=[catalog_pb2.AssetInput(key="data", upload_id="up_x")]),
     ))  # fmt: skip
     assert (failure.reason, failure.violations[0][0]) == ("NON_FINITE_NUMBER", "properties.cloud")
+
+
+def test_progress_events_snapshots_are_byte_identical_to_event_snapshot(jobs_world):
+    """ReportProgress builds its event's snapshot in SQL (one statement); it must
+    equal, byte for byte, what event_snapshot() makes of the updated row."""
+    raw = RawWorker(jobs_world.channel, jobs_world.tokens["worker"], ["raw_only"])
+    try:
+        client = jobs_world.client("alpha")
+        job = create_and_dispatch(client, "raw_only", {"note": "snapshot"}).job
+        assignment = raw.next_assignment()
+        assert assignment.job.id == job.id
+        metadata = job_metadata(assignment.job_token)
+        with psycopg.connect(jobs_world.database_url, row_factory=dict_row, autocommit=True) as conn:
+            # The formats' edge cases: a whole second (isoformat leaves out the
+            # microseconds), trailing zeros, an earlier attempt's error.
+            conn.execute(
+                "UPDATE jobs SET create_time = date_trunc('second', create_time),"
+                " dispatch_time = date_trunc('second', dispatch_time) + interval '0.12345 s',"
+                ' error = \'{"code": 10, "reason": "JOB_FAILED", "message": "m"}\' WHERE id = %s',
+                (job.id,),
+            )
+            for progress, message in [(0.0, "start"), (1e-05, "tiny"), (0.1, ""), (1 / 3, 'é ✓ "q"'), (1.0, "end")]:
+                raw.stub.ReportProgress(
+                    worker_pb2.ReportProgressRequest(job_id=job.id, progress=progress, message=message),
+                    metadata=metadata,
+                )
+                row = conn.execute("SELECT * FROM jobs WHERE id = %s", (job.id,)).fetchone()
+                snapshot = Jsonb(event_snapshot(JobRecord.from_row(row)))
+                expected = conn.execute("SELECT %s::jsonb::text AS s", (snapshot,))
+                stored = conn.execute(
+                    "SELECT snapshot::text AS s, event_type FROM job_events WHERE job_id = %s AND sequence = %s",
+                    (job.id, row["sequence"]),
+                ).fetchone()
+                assert stored is not None
+                assert stored["s"] == expected.fetchone()["s"]
+                assert stored["event_type"] == ("running" if progress == 0.0 else "progress")
+    finally:
+        raw.die()

@@ -52,6 +52,7 @@ class Dispatcher:
     def __init__(self, services: Services) -> None:
         self._services = services
         self.sessions: dict[str, WorkerSession] = {}
+        self._notifications = services.notifications
         self._wake = services.notifications.dispatch_wakeup
         self._task: asyncio.Task[None] | None = None
         services.notifications.on_job_end = self.job_ended
@@ -66,6 +67,8 @@ class Dispatcher:
                 await self._task
 
     def wake(self) -> None:
+        """Claim now (a worker connected): its job types may have queued jobs."""
+        self._notifications.maybe_queued = True
         self._wake.set()
 
     def job_ended(self, worker_id: str) -> None:
@@ -86,23 +89,33 @@ class Dispatcher:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=1.0)
             except TimeoutError:
+                # The safety net: retry backoffs that ran out, missed notifications.
+                self._notifications.maybe_queued = True
                 with contextlib.suppress(Exception):
                     await self._resync()
             self._wake.clear()
-            await self._dispatch_once()
+            if self._notifications.maybe_queued:
+                await self._dispatch_once()
 
     async def _dispatch_once(self) -> None:
         # Claim for the least busy workers first, and stop asking for a set
         # of job types (within a set of projects) once a claim came back
         # short: their queue is empty.
         drained: list[tuple[frozenset[str], frozenset[str] | None]] = []
+        # Cleared now (a notification during the claims sets it again) and set
+        # back unless every session's job types were found drained.
+        self._notifications.maybe_queued = False
+        unknown = False
         for session in sorted(self.sessions.values(), key=lambda s: s.active):
             free = session.capacity - session.active
             types, projects = frozenset(session.job_type_ids), session.project_ids
-            if free <= 0 or any(
+            if any(
                 types <= done and (scope is None or (projects is not None and projects <= scope))
                 for done, scope in drained
             ):
+                continue
+            if free <= 0:
+                unknown = True  # full: whether its types have queued jobs is not known
                 continue
             try:
                 assignments = await self._services.jobs.claim(
@@ -110,11 +123,14 @@ class Dispatcher:
                     session_id=session.session_id, project_ids=projects,
                 )  # fmt: skip
             except Exception:
+                unknown = True
                 log.exception("claiming jobs for worker %s failed", session.worker_id)
                 continue
             session.active += len(assignments)
             if len(assignments) < free:
                 drained.append((types, projects))
+            else:
+                unknown = True
             for assignment in assignments:
                 if self.sessions.get(session.worker_id) is not session:
                     break  # gone meanwhile: the lease expires and the job is re-dispatched
@@ -125,6 +141,8 @@ class Dispatcher:
                 session.outbox.put_nowait(
                     worker_pb2.ConnectResponse(assignment=_assignment(assignment, self._services.storage))
                 )
+        if unknown:
+            self._notifications.maybe_queued = True
 
 
 def _assignment(assignment: Assignment, storage: BlobStorage) -> worker_pb2.JobAssignment:

@@ -337,6 +337,11 @@ def priced_area_km2(job_type: JobTypeRecord, params: dict[str, Any], sources: li
     return 0.0
 
 
+def _measures_geometry(spec: JobCreate, sources: list[ItemRecord]) -> bool:
+    """Whether `_estimate` parses or measures a geometry (see priced_area_km2)."""
+    return spec.area_km2 is None and (bool(sources) or isinstance(spec.input_params.get("aoi_geometry"), dict))
+
+
 async def notify(conn: psycopg.AsyncConnection[Any], channel: str, payload: str) -> None:
     await conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
 
@@ -556,8 +561,12 @@ class JobService:
             require_finite_json(spec.input_params, "input_params")
             self._validate_input(job_type, validator, spec.input_params)
             sources = await self._source_items(tx, principal, spec.project_id, spec.input_params)
-            # Off the event loop: the estimate measures the client's AOI.
-            credits, area, assets = await asyncio.to_thread(self._estimate, job_type, spec, sources)
+            if _measures_geometry(spec, sources):
+                # Off the event loop: the estimate measures the AOI or footprints.
+                credits, area, assets = await asyncio.to_thread(self._estimate, job_type, spec, sources)
+            else:
+                # Nothing to measure: arithmetic only, not worth a thread hop.
+                credits, area, assets = self._estimate(job_type, spec, sources)
             job_id = new_id("job")
             await self._check_output_target(tx, job_type, spec, sources)
             row = await (
@@ -1008,21 +1017,21 @@ class JobService:
         progress = 0.0 if math.isnan(progress) else min(1.0, max(0.0, progress))
         try:
             require_job_token(principal, job_id)
-            async with self._db.transaction() as tx:
-                params = {
-                    "id": job_id,
-                    "attempt": principal.attempt,
-                    "worker_id": principal.name,
-                    "progress": progress,
-                    "message": message[:500],
-                    "lease_seconds": self.policy.lease_seconds,
-                }
-                row = await (await tx.execute(Q.report_progress, params)).fetchone()
-                if row is None:
+            params = {
+                "id": job_id,
+                "attempt": principal.attempt,
+                "worker_id": principal.name,
+                "progress": progress,
+                "message": message[:500],
+                "lease_seconds": self.policy.lease_seconds,
+            }
+            # One statement (the update, its event and NOTIFY): atomic without a transaction.
+            async with self._db.connection() as conn:
+                row = await (await conn.execute(Q.report_progress, params)).fetchone()
+            if row is None:
+                async with self._db.transaction() as tx:
                     # The attempt is over: the lock and check say how (JOB_ATTEMPT_OVER).
                     await self._current_attempt(tx, principal, job_id)
-                else:
-                    await self._record_event(tx, JobRecord.from_row(row), "running" if row["started"] else "progress")
         except DomainError as err:
             if err.reason == "JOB_ATTEMPT_OVER" and await self._cancelled(job_id):
                 return True

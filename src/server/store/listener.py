@@ -45,6 +45,11 @@ class Notifications:
         self._url = url
         self._job_watchers: dict[str, list[JobWatch]] = defaultdict(list)
         self.dispatch_wakeup = asyncio.Event()
+        # Whether jobs may be waiting in the queue: set by every `dispatch`
+        # notification (a job queued or requeued) and on (re)connecting (some
+        # may have been missed); the dispatcher clears it once its claims came
+        # back short. A freed slot alone then wakes no claim: nothing waits.
+        self.maybe_queued = True
         self._cancel_handlers: dict[str, Callable[[str], None]] = {}
         # Told the worker id whenever one of its jobs ends (the dispatcher).
         self.on_job_end: Callable[[str], None] | None = None
@@ -95,6 +100,7 @@ class Notifications:
                     self.on_job_end(note["w"])
                 self.dispatch_wakeup.set()  # a worker slot is free
         elif channel == DISPATCH_CHANNEL:
+            self.maybe_queued = True
             self.dispatch_wakeup.set()
         elif channel == CANCEL_CHANNEL:
             worker_id, job_id = payload.split(":", 1)
@@ -107,6 +113,7 @@ class Notifications:
         self._wake_everyone()
 
     def _wake_everyone(self) -> None:
+        self.maybe_queued = True
         self.dispatch_wakeup.set()
         for watches in self._job_watchers.values():
             for watch in watches:

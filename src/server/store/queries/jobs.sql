@@ -149,21 +149,71 @@ WHERE t.token_hash = %(token_hash)s;
 
 -- name: report_progress
 -- A progress report of the token's live attempt (the first one also marks the
--- job RUNNING; `started` says so), checked and applied in one statement under
--- the job's row lock. No row when that attempt is over (the caller asks why).
+-- job RUNNING, event `running`; later ones `progress`), checked, applied,
+-- recorded and announced in one statement under the job's row lock (one round
+-- trip, no explicit transaction). The event and its NOTIFY are those
+-- insert_events writes: the snapshot is built here from the updated row and
+-- is byte-identical to event_snapshot() in server/domain/jobs.py (timestamps
+-- as Python's isoformat in the session time zone, progress as a JSON float,
+-- worker_id '' when NULL, no input_params). No row when that attempt is over
+-- (the caller asks why).
 WITH live AS (
     SELECT id, status FROM jobs
     WHERE id = %(id)s AND attempt = %(attempt)s AND worker_id = %(worker_id)s
       AND status IN ('DISPATCHED', 'RUNNING')
     FOR UPDATE
+), updated AS (
+    UPDATE jobs j SET status = 'RUNNING',
+        start_time = CASE WHEN live.status = 'DISPATCHED' THEN now() ELSE j.start_time END,
+        progress = %(progress)s, message = %(message)s, update_time = now(), sequence = j.sequence + 1,
+        lease_expire_time = greatest(j.lease_expire_time, now() + make_interval(secs => %(lease_seconds)s))
+    FROM live
+    WHERE j.id = live.id
+    RETURNING j.*, live.status = 'DISPATCHED' AS started
+), given AS (
+    SELECT u.id AS job_id, u.sequence, CASE WHEN u.started THEN 'running' ELSE 'progress' END AS event_type,
+           u.status IN ('SUCCEEDED', 'FAILED', 'CANCELLED') AS terminal, coalesce(u.worker_id, '') AS worker_id,
+           jsonb_build_object(
+               'id', u.id, 'project_id', u.project_id, 'job_type_id', u.job_type_id, 'status', u.status,
+               'target_collection_id', u.target_collection_id, 'source_item_ids', to_jsonb(u.source_item_ids),
+               'progress', CASE WHEN u.progress = 0 THEN '0.0'::jsonb WHEN u.progress = 1 THEN '1.0'::jsonb
+                                ELSE to_jsonb(u.progress) END,
+               'attempt', u.attempt, 'max_attempts', u.max_attempts, 'worker_id', coalesce(u.worker_id, ''),
+               'create_time', t.create_time, 'dispatch_time', t.dispatch_time, 'start_time', t.start_time,
+               'end_time', t.end_time, 'update_time', t.update_time,
+               'credits_reserved', u.credits_reserved, 'credits_charged', u.credits_charged, 'error', nullif(u.error, '{}'::jsonb),
+               'message', u.message, 'cancel_requested', u.cancel_requested,
+               'output_item_ids', to_jsonb(u.output_item_ids), 'sequence', u.sequence
+           ) AS snapshot
+    FROM updated u,
+         LATERAL (
+             -- datetime.isoformat(): microseconds only when nonzero, offset as +HH:MM.
+             SELECT max(f) FILTER (WHERE k = 1) AS create_time, max(f) FILTER (WHERE k = 2) AS dispatch_time,
+                    max(f) FILTER (WHERE k = 3) AS start_time, max(f) FILTER (WHERE k = 4) AS end_time,
+                    max(f) FILTER (WHERE k = 5) AS update_time
+             FROM (
+                 SELECT k, to_char(v, 'YYYY-MM-DD"T"HH24:MI:SS')
+                           || CASE WHEN extract(microseconds FROM v) %% 1000000 = 0 THEN '' ELSE to_char(v, '.US') END
+                           || to_char(v, 'TZH:TZM') AS f
+                 FROM unnest(ARRAY[u.create_time, u.dispatch_time, u.start_time, u.end_time, u.update_time])
+                          WITH ORDINALITY AS x (v, k)
+             ) formatted
+         ) t
+), event AS (
+    INSERT INTO job_events (job_id, sequence, event_type, snapshot)
+    SELECT job_id, sequence, event_type, snapshot FROM given
+    RETURNING job_id, sequence, event_type, event_time, snapshot
+), payload AS (
+    SELECT jsonb_build_object('j', event.job_id, 's', event.sequence, 'e', event.event_type, 'at', event.event_time,
+                              't', given.terminal, 'w', given.worker_id) AS head,
+           event.snapshot
+    FROM event JOIN given USING (job_id, sequence)
 )
-UPDATE jobs j SET status = 'RUNNING',
-    start_time = CASE WHEN live.status = 'DISPATCHED' THEN now() ELSE j.start_time END,
-    progress = %(progress)s, message = %(message)s, update_time = now(), sequence = j.sequence + 1,
-    lease_expire_time = greatest(j.lease_expire_time, now() + make_interval(secs => %(lease_seconds)s))
-FROM live
-WHERE j.id = live.id
-RETURNING j.*, live.status = 'DISPATCHED' AS started;
+SELECT pg_notify('geopera_job_events',
+                 CASE WHEN octet_length((head || jsonb_build_object('snap', snapshot))::text) < 7900
+                      THEN (head || jsonb_build_object('snap', snapshot))::text
+                      ELSE head::text END) AS notified
+FROM payload;
 
 -- name: requeue_job
 -- Back to the queue for another attempt (lease expired, retryable failure,
