@@ -340,6 +340,9 @@ def floor(window_name: str, decode_only: bool) -> dict[str, Any]:
     return {"seconds": elapsed, "mean": total / count if count else None, "count": count}
 
 
+FLOOR_STRIP_ROWS = 64
+
+
 def _ndvi_sum(raw: np.ndarray) -> tuple[float, int]:
     """Sum and count of _ndvi(raw)'s valid values, with the same float32 arithmetic and about
     half the numpy passes (no NaN-filled array, no boolean gather)."""
@@ -427,7 +430,7 @@ def _center_part(raw: np.ndarray, inside: np.ndarray | None) -> list[float]:
     ``inside`` (all when None): 64-row strips (the passes stay in the CPU cache) into this
     thread's reused buffers, the same float32 NDVI as _ndvi, float64 sums, Chan's merge."""
     rows, cols = raw.shape[1:]
-    strip = 64
+    strip = FLOOR_STRIP_ROWS
     if getattr(_buffers, "shape", None) != (strip, cols):
         _buffers.shape = (strip, cols)
         _buffers.f = [np.empty((strip, cols), np.float32) for _ in range(3)]
