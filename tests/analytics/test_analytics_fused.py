@@ -1,5 +1,5 @@
 """The engine's fused path (center rule, no values kept: sources compute into reused arrays)
-gives the general path's answer to the bit.
+gives the general path's answer (to 1e-12: float64 sums may add in another order).
 
 The general path runs when values are kept (percentiles, median, histogram), with the same
 strips, arithmetic and merge order; its moments are compared field by field with the fused

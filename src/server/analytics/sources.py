@@ -21,6 +21,12 @@ from server.analytics.stats import storage_dtype
 from server.errors import invalid_argument
 
 
+@functools.cache
+def _integer_range(dtype: np.dtype) -> tuple[int, int]:
+    info = np.iinfo(dtype)  # not free: valid_mask runs per strip and band
+    return int(info.min), int(info.max)
+
+
 def valid_mask(
     raw: np.ndarray, nodata: float | None, out: np.ndarray | None = None, spare: np.ndarray | None = None
 ) -> np.ndarray:
@@ -39,8 +45,8 @@ def valid_mask(
     if nodata is None or math.isnan(nodata):
         out.fill(True)
         return out
-    info = np.iinfo(raw.dtype)
-    if not (info.min <= nodata <= info.max) or nodata != int(nodata):
+    low, high = _integer_range(raw.dtype)
+    if not (low <= nodata <= high) or nodata != int(nodata):
         out.fill(True)  # a nodata value the type cannot hold never matches
         return out
     return np.not_equal(raw, raw.dtype.type(nodata), out=out)
@@ -192,14 +198,20 @@ class IndexSource(PixelSource):
         shape = raw.shape[1:]
         valid = scratch.array("valid", shape, bool)
         spare = scratch.array("spare", shape, bool)
-        for position, band in enumerate(self.indexes):
-            if position == 0:
-                valid_mask(raw[0], self.meta.nodata[band - 1], valid, spare)
-            else:
-                band_valid = valid_mask(raw[position], self.meta.nodata[band - 1], spare,
-                                        scratch.array("spare2", shape, bool))
-                np.logical_and(valid, band_valid, out=valid)
-        a, b = (self.names.index(name) for name in self.index.difference)
+        a, b = self._difference_positions
+        if self._zero_nodata_pair:
+            # Both bands integers whose nodata is 0: "both nonzero" is one logical_and of the
+            # raw bands (numpy takes nonzero as true), where two comparisons and an and were three
+            # passes.
+            np.logical_and(raw[a], raw[b], out=valid)
+        else:
+            for position, band in enumerate(self.indexes):
+                if position == 0:
+                    valid_mask(raw[0], self.meta.nodata[band - 1], valid, spare)
+                else:
+                    band_valid = valid_mask(raw[position], self.meta.nodata[band - 1], spare,
+                                            scratch.array("spare2", shape, bool))
+                    np.logical_and(valid, band_valid, out=valid)
         x = self._reflectance_into(raw, a, scratch.array("x", shape, np.float32))
         y = self._reflectance_into(raw, b, scratch.array("y", shape, np.float32))
         denominator = np.add(x, y, out=scratch.array("denominator", shape, np.float32))
@@ -207,10 +219,42 @@ class IndexSource(PixelSource):
         with np.errstate(divide="ignore", invalid="ignore"):
             np.divide(values, denominator, out=values)
         # ``compute`` sets NaN where the denominator is 0 and then drops NaN values.
-        np.logical_and(valid, np.not_equal(denominator, 0, out=spare), out=valid)
+        if not self._zero_denominator_is_nodata:
+            np.logical_and(valid, np.not_equal(denominator, 0, out=spare), out=valid)
         if not self._finite_inputs:
             np.logical_and(valid, np.equal(values, values, out=spare), out=valid)
         return values[np.newaxis], valid[np.newaxis]
+
+    @functools.cached_property
+    def _difference_positions(self) -> tuple[int, int]:
+        assert self.index.difference is not None
+        a, b = (self.names.index(name) for name in self.index.difference)
+        return a, b
+
+    @functools.cached_property
+    def _zero_nodata_pair(self) -> bool:
+        """True when the index reads exactly two integer bands whose nodata value is 0."""
+        if len(self.indexes) != 2:
+            return False
+        return all(
+            np.dtype(self.meta.dtypes[band - 1]).kind in "iu" and self.meta.nodata[band - 1] == 0
+            for band in self.indexes
+        )
+
+    @functools.cached_property
+    def _zero_denominator_is_nodata(self) -> bool:
+        """True when a + b == 0 only where both raw values are 0, which nodata already drops:
+        unsigned bands, positive finite scales (float32 of raw * scale is > 0 for raw >= 1),
+        no offset, and nodata 0 on both (the denominator pass can go)."""
+        if not self._zero_nodata_pair:
+            return False
+        for band in self.indexes:
+            scale, offset = self.meta.scales[band - 1], self.meta.offsets[band - 1]
+            if np.dtype(self.meta.dtypes[band - 1]).kind != "u" or offset != 0:
+                return False
+            if not (math.isfinite(scale) and scale >= 1e-30):
+                return False
+        return True
 
     @functools.cached_property
     def _finite_inputs(self) -> bool:

@@ -106,7 +106,7 @@ class Moments:
         # data), one chunk-sized temporary. einsum rather than np.dot: BLAS dot spins up its
         # own threads, ~20x slower on chunk-sized vectors under load.
         if weights is None:
-            return cls.of_copy(values, values.astype(np.float64), nodata)
+            return cls.of_copy(values, np.empty(values.size, np.float64), nodata)
         deviations = values.astype(np.float64)
         w64 = weights.astype(np.float64, copy=False)
         weight = float(w64.sum())
@@ -118,12 +118,13 @@ class Moments:
 
     @classmethod
     def of_copy(cls, values: np.ndarray, deviations: np.ndarray, nodata: float = 0.0) -> Moments:
-        """Moments of a chunk's (non-empty) valid ``values``, given their float64 copy
-        ``deviations`` (1-d, contiguous), which this overwrites: summed, then centred in place
-        (fewer passes than summing and subtracting with a cast each time)."""
-        weight = float(deviations.size)
-        total = float(deviations.sum())
-        deviations -= total / weight
+        """Moments of a chunk's (non-empty) valid ``values``, using ``deviations`` (a float64
+        buffer of ``values.size`` items, overwritten) for their deviations from the mean: the sum
+        casts to float64 as it reads, and the centring casts as it writes, so the values are
+        read three times plus min and max, with no float64 copy of them made first."""
+        weight = float(values.size)
+        total = float(values.sum(dtype=np.float64))
+        np.subtract(values, total / weight, out=deviations.reshape(values.shape), dtype=np.float64)
         m2 = float(np.einsum("i,i->", deviations, deviations))
         return cls(weight, total, total / weight, m2, float(values.min()), float(values.max()), nodata)
 
