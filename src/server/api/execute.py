@@ -3,12 +3,9 @@ registry lookup, scope check, idempotent spends, and the job event stream."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -21,13 +18,12 @@ from server.api.registry import Operation, OperationContext, OperationRegistry
 from server.api.wire import EncodedResult, result_bytes
 from server.auth import Principal
 from server.domain import idempotency
-from server.domain.jobs import JobEvent, JobRecord
-from server.errors import Code, DomainError, invalid_argument
+from server.domain.jobs import JobEvent, job_events
+from server.errors import invalid_argument
 from server.services import Services
 from server.store import CommitProbe
 
 IDEMPOTENCY_KEY_MAX = 255
-WATCH_POLL_SECONDS = 5.0
 
 
 def reject_nul_characters(message: Message, prefix: str = "params") -> None:
@@ -192,77 +188,10 @@ class Executor:
             await idempotency.record(conn, project_id, key, result_bytes(result))
             return result
 
-    async def watch(self, principal: Principal, job_id: str, after_sequence: int) -> AsyncIterator[JobEvent]:
-        """A job's events: the snapshot (unless resuming), then every change in
-        order, ending after the terminal one."""
-        principal.require_scope("processing:read")
-        if after_sequence < 0:
-            raise invalid_argument("INVALID_SEQUENCE", "after_sequence must be >= 0", field="after_sequence")
-        jobs = self.services.jobs
-        notifications = self.services.notifications
-        with notifications.watch_job(job_id) as watch:
-            # Subscribed before reading, so no change can slip between the two.
-            job = await jobs.get(principal, job_id)
-            if after_sequence == 0:
-                yield JobEvent(job.sequence, "snapshot", job.update_time, job)
-                if job.terminal:
-                    return
-                last = job.sequence
-            elif after_sequence >= job.sequence and job.terminal:
-                return  # the client has every event already: nothing newer will come
-            else:
-                last = after_sequence  # never send an event the client has (or said it has)
-            # Events come from the announcements themselves; the table is read
-            # only to catch up: after a resume, on a gap, or when an
-            # announcement was too large to carry its snapshot.
-            catch_up = last < job.sequence
-            idle_limit = self.services.streams.watch_idle_seconds
-            last_news = time.monotonic()
-            while True:
-                if catch_up:
-                    catch_up = False
-                    for event in await jobs.events_after(job_id, last):
-                        yield event
-                        last = event.sequence
-                        last_news = time.monotonic()
-                        if event.job.terminal:
-                            return
-                for note in sorted(watch.take(), key=lambda n: n["s"]):
-                    if note["s"] <= last:
-                        continue
-                    if note["s"] != last + 1 or "snap" not in note:
-                        catch_up = True
-                        break
-                    # Snapshots leave out input_params (they never change): the job's are used.
-                    snapshot = {**note["snap"], "input_params": job.input_params}
-                    event = JobEvent(
-                        note["s"], note["e"], datetime.fromisoformat(note["at"]), JobRecord.from_json(snapshot)
-                    )
-                    yield event
-                    last = event.sequence
-                    last_news = time.monotonic()
-                    if event.job.terminal:
-                        return
-                if catch_up or watch.pending:
-                    continue
-                if notifications.closing.is_set():
-                    raise DomainError(
-                        Code.UNAVAILABLE,
-                        "SERVER_SHUTTING_DOWN",
-                        f"the server is stopping; resume the watch with after_sequence={last}",
-                        metadata={"after_sequence": str(last)},
-                    )
-                idle = time.monotonic() - last_news
-                if idle >= idle_limit:
-                    raise DomainError(
-                        Code.UNAVAILABLE,
-                        "WATCH_IDLE",
-                        f"job {job_id} had no event for {idle_limit:g} s; resume the watch with after_sequence={last}",
-                        metadata={"after_sequence": str(last)},
-                    )
-                try:
-                    await asyncio.wait_for(watch.wake.wait(), timeout=min(WATCH_POLL_SECONDS, idle_limit - idle))
-                except TimeoutError:
-                    catch_up = True  # a safety net for a lost announcement
-                if not watch.pending:
-                    catch_up = True  # woken without news: the listener reconnected
+    def watch(self, principal: Principal, job_id: str, after_sequence: int) -> AsyncIterator[JobEvent]:
+        """A job's events (see domain.jobs.watch)."""
+        services = self.services
+        return job_events(
+            services.jobs, services.notifications, principal, job_id, after_sequence,
+            idle_limit=services.streams.watch_idle_seconds,
+        )  # fmt: skip

@@ -140,7 +140,7 @@ async def workers_list(
 async def items_lineage(
     s: Services, ctx: OperationContext, p: catalog_pb2.ItemsLineageParams
 ) -> catalog_pb2.ItemsLineageResult:
-    nodes, edges = await s.jobs.lineage(ctx.principal, p.item_id, p.direction, p.max_depth)
+    nodes, edges = await s.lineage.lineage(ctx.principal, p.item_id, p.direction, p.max_depth)
     return catalog_pb2.ItemsLineageResult(
         nodes=[resources_pb2.LineageNode(kind=k, id=i, label=label) for k, i, label in nodes],
         edges=[

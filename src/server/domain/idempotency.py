@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 
 from server.errors import Code, DomainError, failed_precondition
-from server.store import Q
+from server.store import Database, Q
 
 KEY_TTL_SECONDS = 48 * 3600.0  # the default; the contract promises at least 24 h
 LOCK_WAIT = "15s"
@@ -110,3 +110,9 @@ async def record(conn: psycopg.AsyncConnection[Any], project_id: str, key: str, 
 
 async def expire(conn: psycopg.AsyncConnection[Any]) -> None:
     await conn.execute(Q.expire_idempotency_keys)
+
+
+async def expire_keys(db: Database) -> None:
+    """The sweep: drops every expired key."""
+    async with db.connection() as conn:
+        await expire(conn)
