@@ -3,25 +3,22 @@ registry lookup, scope check, idempotent spends, and the job event stream."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
-import psycopg
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from server.api import convert
 from server.api.calls import CallInfo
 from server.api.registry import Operation, OperationContext, OperationRegistry
-from server.api.wire import EncodedResult, result_bytes
+from server.api.wire import EncodedResult
 from server.auth import Principal
 from server.domain import idempotency
+from server.domain.idempotency import KeyedCall, Replayed
 from server.domain.jobs import JobEvent, job_events
 from server.errors import invalid_argument
 from server.services import Services
-from server.store import CommitProbe
 
 IDEMPOTENCY_KEY_MAX = 255
 
@@ -78,56 +75,6 @@ def check_idempotency_key(key: str | None) -> str | None:
     return key
 
 
-class Replayed(Exception):
-    """The call's key already holds a response: answer it instead."""
-
-    def __init__(self, response: bytes) -> None:
-        super().__init__("idempotent replay")
-        self.response = response
-
-
-@dataclass
-class KeyedCall:
-    """An idempotent call whose handler claims the key itself, in the
-    transaction that stores its effect, once it knows the project (the items'
-    for analytics.execute). Its slow work before that holds no connection."""
-
-    services: Services
-    principal: Principal
-    key: str
-    operation: str
-    fingerprint: bytes
-    project_id: str = ""
-
-    async def check(self, project_id: str) -> None:
-        """Raises Replayed when a finished call already answered this key."""
-        self.principal.require_project(project_id)  # before a stored response can be replayed
-        async with self.services.db.transaction() as conn:
-            replay = await idempotency.peek(conn, project_id, self.key, self.operation, self.fingerprint)
-        if replay is not None:
-            raise Replayed(replay)
-
-    @contextlib.asynccontextmanager
-    async def transaction(
-        self, project_id: str, probe: CommitProbe | None = None
-    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """The key's transaction: raises Replayed when a concurrent duplicate
-        committed first (waiting for it if it is committing)."""
-        self.principal.require_project(project_id)
-        async with self.services.db.transaction(probe) as conn:
-            replay = await idempotency.claim(
-                conn, project_id, self.principal.id, self.key, self.operation, self.fingerprint,
-                ttl_seconds=self.services.idempotency_key_ttl_seconds,
-            )  # fmt: skip
-            if replay is not None:
-                raise Replayed(replay)
-            self.project_id = project_id
-            yield conn
-
-    async def record(self, conn: psycopg.AsyncConnection[Any], result: Message) -> None:
-        await idempotency.record(conn, self.project_id, self.key, result.SerializeToString())
-
-
 @dataclass
 class Executor:
     registry: OperationRegistry
@@ -155,38 +102,27 @@ class Executor:
         transaction (see domain.idempotency)."""
         reject_nul_characters(params)
         key = check_idempotency_key(key) if operation.idempotency_key else None
-        if key is not None and operation.claims_key:
-            print_ = idempotency.fingerprint(operation.name, params.SerializeToString(deterministic=True))
-            keyed = KeyedCall(self.services, principal, key, operation.name, print_)
-            try:
-                return await operation.handler(
-                    self.services, OperationContext(principal, call.request_id, key, keyed=keyed), params
-                )
-            except Replayed as replayed:
-                call.extra["idempotent_replay"] = True
-                return EncodedResult(operation.result_type, replayed.response)
-        project_id = ""
-        if key is not None and operation.key_project is not None:
-            project_id = await operation.key_project(self.services, principal, params)
-        if key is None or not project_id:
-            # Without a project a spend's handler refuses the params itself.
+        if key is not None and not operation.claims_key:
+            project_id = await operation.key_project(self.services, principal, params) if operation.key_project else ""
+            if not project_id:
+                key = None  # without a project a spend's handler refuses the params itself
+            else:
+                # Checked before a stored response can be replayed to a non-member.
+                principal.require_project(project_id)
+        if key is None:
             return await operation.handler(self.services, OperationContext(principal, call.request_id, None), params)
-        # Checked before a stored response can be replayed to a non-member.
-        principal.require_project(project_id)
         print_ = idempotency.fingerprint(operation.name, params.SerializeToString(deterministic=True))
-        async with self.services.db.transaction() as conn:
-            replay = await idempotency.claim(
-                conn, project_id, principal.id, key, operation.name, print_,
-                ttl_seconds=self.services.idempotency_key_ttl_seconds,
-            )  # fmt: skip
-            if replay is not None:
-                call.extra["idempotent_replay"] = True
-                return EncodedResult(operation.result_type, replay)
-            result = await operation.handler(
-                self.services, OperationContext(principal, call.request_id, key, conn), params
+        keyed = KeyedCall(
+            self.services.db, principal, key, operation.name, print_, self.services.idempotency_key_ttl_seconds
+        )
+        try:
+            # The handler's service claims the key in the transaction of its side effect.
+            return await operation.handler(
+                self.services, OperationContext(principal, call.request_id, key, keyed=keyed), params
             )
-            await idempotency.record(conn, project_id, key, result_bytes(result))
-            return result
+        except Replayed as replayed:
+            call.extra["idempotent_replay"] = True
+            return EncodedResult(operation.result_type, replayed.response)
 
     def watch(self, principal: Principal, job_id: str, after_sequence: int) -> AsyncIterator[JobEvent]:
         """A job's events (see domain.jobs.watch)."""

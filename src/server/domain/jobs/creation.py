@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 
 from server.auth import Principal
 from server.domain.catalog.items import COLLECTION_ID
+from server.domain.idempotency import KeyedStore, keyed_transaction
 from server.domain.jobs.job_types import JobTypeRecord, validate_input
 from server.domain.jobs.pricing import estimate, measures_geometry
 from server.domain.jobs.records import ACTIVE, Dispatch, JobCreate, JobRecord
@@ -33,12 +34,13 @@ class JobCreation(JobTransitions):
         spec: JobCreate,
         *,
         dispatch: bool,
-        conn: psycopg.AsyncConnection[Any] | None = None,
+        keyed: KeyedStore[tuple[JobRecord, Dispatch | None]] | None = None,
     ) -> tuple[JobRecord, Dispatch | None]:
+        """With `keyed`, the job is created once per idempotency key."""
         if not spec.project_id:
             raise invalid_argument("PROJECT_ID_REQUIRED", "project_id is required", field="project_id")
         principal.require_project(spec.project_id)
-        async with self._tx(conn) as tx:
+        async with keyed_transaction(self._db, keyed, spec.project_id) as tx:
             job_type, validator = await self.types.with_validator(spec.job_type_id, tx)
             require_input_size(spec.input_params)
             require_finite_json(spec.input_params, "input_params")
@@ -82,20 +84,31 @@ class JobCreation(JobTransitions):
             # Last: the project's credit account row stays locked until commit,
             # and every job of the project needs it (its commit captures on it).
             await self.credits.reserve(tx, spec.project_id, job_id, credits)
+            if keyed is not None:
+                await keyed.finish(tx, (job, result))
         return job, result
 
     async def dispatch(
-        self, principal: Principal, job_id: str, conn: psycopg.AsyncConnection[Any] | None = None
+        self, principal: Principal, job_id: str, keyed: KeyedStore[tuple[JobRecord, Dispatch]] | None = None
     ) -> tuple[JobRecord, Dispatch]:
-        async with self._tx(conn) as tx:
-            job = await self._lock_job(tx, principal, job_id)
-            if job.status in ACTIVE:
-                return job, Dispatch(True, job.worker_id, f"already {job.status.lower()}")
-            if job.status != "PENDING":
-                raise failed_precondition(
-                    "JOB_NOT_DISPATCHABLE", f"job {job_id} is {job.status} and cannot be dispatched"
-                )
-            return await self._dispatch(tx, job, await self.types.get(job.job_type_id, tx))
+        """With `keyed`, answered once per idempotency key."""
+        # The key belongs to the job's project, known before its transaction.
+        project_id = (await self._read_job(principal, job_id)).project_id if keyed is not None else ""
+        async with keyed_transaction(self._db, keyed, project_id) as tx:
+            outcome = await self._dispatch_locked(tx, principal, job_id)
+            if keyed is not None:
+                await keyed.finish(tx, outcome)
+        return outcome
+
+    async def _dispatch_locked(
+        self, tx: psycopg.AsyncConnection[Any], principal: Principal, job_id: str
+    ) -> tuple[JobRecord, Dispatch]:
+        job = await self._lock_job(tx, principal, job_id)
+        if job.status in ACTIVE:
+            return job, Dispatch(True, job.worker_id, f"already {job.status.lower()}")
+        if job.status != "PENDING":
+            raise failed_precondition("JOB_NOT_DISPATCHABLE", f"job {job_id} is {job.status} and cannot be dispatched")
+        return await self._dispatch(tx, job, await self.types.get(job.job_type_id, tx))
 
     async def _dispatch(
         self, tx: psycopg.AsyncConnection[Any], job: JobRecord, job_type: JobTypeRecord, *, record: bool = True

@@ -7,21 +7,14 @@ import builtins  # JobReads.list shadows the builtin in the annotations after it
 from server.auth import Principal
 from server.domain.jobs.records import JobEvent, JobQuery, JobRecord
 from server.domain.jobs.transitions import JobTransitions
-from server.errors import invalid_argument, not_found
+from server.errors import invalid_argument
 from server.pagination import decode_page_token, encode_page_token, page_size_or_default
 from server.store import Q
 
 
 class JobReads(JobTransitions):
     async def get(self, principal: Principal, job_id: str) -> JobRecord:
-        if not job_id:
-            raise invalid_argument("JOB_ID_REQUIRED", "job_id is required", field="job_id")
-        async with self._db.connection() as conn:
-            row = await (await conn.execute(Q.get_job, {"id": job_id})).fetchone()
-        if row is None:
-            raise not_found("JOB_NOT_FOUND", f"job {job_id!r} does not exist", job_id=job_id)
-        principal.require_project(row["project_id"])
-        return JobRecord.from_row(row)
+        return await self._read_job(principal, job_id)
 
     async def list(self, principal: Principal, query: JobQuery) -> tuple[builtins.list[JobRecord], str]:
         if not query.project_id:

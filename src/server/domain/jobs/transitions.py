@@ -10,8 +10,6 @@ the same transaction as its state (see CreditService), last before commit.
 from __future__ import annotations
 
 import builtins  # `list` is shadowed in JobService, which inherits these annotations
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
@@ -34,16 +32,15 @@ class JobTransitions:
         self.credits = credits or CreditService(db)
         self.types = JobTypes(db, self.policy)
 
-    @asynccontextmanager
-    async def _tx(self, conn: psycopg.AsyncConnection[Any] | None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A transaction: a savepoint inside the caller's when one is given
-        (idempotent spends run in the transaction that records the key)."""
-        if conn is not None:
-            async with conn.transaction():
-                yield conn
-        else:
-            async with self._db.transaction() as own:
-                yield own
+    async def _read_job(self, principal: Principal, job_id: str) -> JobRecord:
+        if not job_id:
+            raise invalid_argument("JOB_ID_REQUIRED", "job_id is required", field="job_id")
+        async with self._db.connection() as conn:
+            row = await (await conn.execute(Q.get_job, {"id": job_id})).fetchone()
+        if row is None:
+            raise not_found("JOB_NOT_FOUND", f"job {job_id!r} does not exist", job_id=job_id)
+        principal.require_project(row["project_id"])
+        return JobRecord.from_row(row)
 
     async def _lock_job(self, tx: psycopg.AsyncConnection[Any], principal: Principal, job_id: str) -> JobRecord:
         if not job_id:
