@@ -4,7 +4,7 @@ messages in, domain calls, messages out."""
 
 from __future__ import annotations
 
-import logging
+import contextlib
 from collections.abc import AsyncIterator
 
 from grpc import aio
@@ -28,14 +28,10 @@ from server.domain.jobs import (
 )
 from server.domain.jobs.sessions import SessionMessage
 from server.domain.models import ItemRecord
-from server.domain.outputs import CommitPart, OutputAssetSpec, OutputChunkPart, OutputItemPart, OutputPart
+from server.domain.output_parts import CommitPart, OutputAssetSpec, OutputChunkPart, OutputItemPart, OutputPart
 from server.errors import invalid_argument
 from server.services import Services
 from server.storage import BlobStorage
-
-log = logging.getLogger(__name__)
-
-MAX_CAPACITY = 64
 
 
 def _assignment(assignment: Assignment, storage: BlobStorage) -> worker_pb2.JobAssignment:
@@ -130,10 +126,13 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 raise invalid_argument("HELLO_REQUIRED", "the first message must be a hello", field="hello")
             hello = first.hello
             session = WorkerHello(hello.worker_id, hello.name, hello.capacity, _declared_types(hello))
-            async for message in self._sessions.connect(principal, session, _heartbeats(request_iterator)):
-                if isinstance(message, Welcome):
-                    call.extra["worker_id"] = message.worker_id
-                yield _response(message, self._services.storage)
+            # Closed with this stream, so the session's cleanup runs before the call ends.
+            messages = self._sessions.connect(principal, session, _heartbeats(request_iterator))
+            async with contextlib.aclosing(messages):
+                async for message in messages:
+                    if isinstance(message, Welcome):
+                        call.extra["worker_id"] = message.worker_id
+                    yield _response(message, self._services.storage)
 
     async def ReportProgress(
         self, request: worker_pb2.ReportProgressRequest, context: aio.ServicerContext

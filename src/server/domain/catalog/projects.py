@@ -6,7 +6,6 @@ import psycopg
 
 from server.auth import Principal
 from server.domain.catalog.reads import CatalogReads
-from server.domain.credits import CreditService
 from server.domain.models import ProjectRecord
 from server.errors import already_exists, invalid_argument, not_found
 from server.pagination import decode_page_token, encode_page_token, page_size_or_default
@@ -44,7 +43,7 @@ class CatalogProjects(CatalogReads):
                 row = await (
                     await conn.execute(Q.insert_project, {"id": project_id, "display_name": display_name})
                 ).fetchone()
-                await CreditService(self._db).open_account(conn, project_id)
+                await self._credits.open_account(conn, project_id)
         except psycopg.errors.UniqueViolation as exc:
             raise already_exists("PROJECT_EXISTS", f"project {project_id!r} already exists") from exc
         except psycopg.errors.CheckViolation as exc:

@@ -24,6 +24,7 @@ from server.domain.catalog.caches import (
     RenderedItem,
     rendered_size,
 )
+from server.domain.credits import CreditService
 from server.domain.models import ItemRecord
 from server.domain.quota import StorageQuota
 from server.domain.raster_work import RasterWorkPool
@@ -52,6 +53,7 @@ class CatalogReads:
         self._db = db
         self._renderer = renderer
         self._storage = storage
+        self._credits = CreditService(db)
         self.limits = limits or CatalogLimits()
         self.quota = quota or StorageQuota()
         self._raster_pool = raster_pool or RasterWorkPool()

@@ -6,7 +6,7 @@ servicer only translates messages (server.api.worker)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
 from server.auth import Principal
@@ -53,7 +53,7 @@ class WorkerSessions:
 
     async def connect(
         self, principal: Principal, hello: WorkerHello, heartbeats: AsyncIterator[Heartbeat]
-    ) -> AsyncIterator[SessionMessage]:
+    ) -> AsyncGenerator[SessionMessage]:
         """The session's messages to the worker: a Welcome first, then
         assignments and cancellations. Ends ABORTED `WORKER_SESSION_REPLACED`
         when the same worker connected again."""
