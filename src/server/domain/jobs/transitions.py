@@ -33,23 +33,12 @@ class JobTransitions:
         self.types = JobTypes(db, self.policy)
 
     async def _read_job(self, principal: Principal, job_id: str) -> JobRecord:
-        if not job_id:
-            raise invalid_argument("JOB_ID_REQUIRED", "job_id is required", field="job_id")
         async with self._db.connection() as conn:
-            row = await (await conn.execute(Q.get_job, {"id": job_id})).fetchone()
-        if row is None:
-            raise not_found("JOB_NOT_FOUND", f"job {job_id!r} does not exist", job_id=job_id)
-        principal.require_project(row["project_id"])
-        return JobRecord.from_row(row)
+            return await _visible_job(conn, Q.get_job, principal, job_id)
 
     async def _lock_job(self, tx: psycopg.AsyncConnection[Any], principal: Principal, job_id: str) -> JobRecord:
-        if not job_id:
-            raise invalid_argument("JOB_ID_REQUIRED", "job_id is required", field="job_id")
-        row = await (await tx.execute(Q.lock_job, {"id": job_id})).fetchone()
-        if row is None:
-            raise not_found("JOB_NOT_FOUND", f"job {job_id!r} does not exist", job_id=job_id)
-        principal.require_project(row["project_id"])
-        return JobRecord.from_row(row)
+        """The job, locked until `tx` ends."""
+        return await _visible_job(tx, Q.lock_job, principal, job_id)
 
     # -- events --------------------------------------------------------------
 
@@ -185,3 +174,14 @@ class JobTransitions:
                 job = JobRecord.from_row(locked)
                 await self._requeue_or_fail(tx, job, f"worker {job.worker_id} lost its lease")
         return len(rows)
+
+
+async def _visible_job(conn: psycopg.AsyncConnection[Any], query: str, principal: Principal, job_id: str) -> JobRecord:
+    """The job `query` reads, if the caller may see it."""
+    if not job_id:
+        raise invalid_argument("JOB_ID_REQUIRED", "job_id is required", field="job_id")
+    row = await (await conn.execute(query, {"id": job_id})).fetchone()
+    if row is None:
+        raise not_found("JOB_NOT_FOUND", f"job {job_id!r} does not exist", job_id=job_id)
+    principal.require_project(row["project_id"])
+    return JobRecord.from_row(row)
