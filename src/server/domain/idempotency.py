@@ -37,7 +37,6 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 KEY_TTL_SECONDS = 48 * 3600.0  # the default; the contract promises at least 24 h
-LOCK_WAIT = "15s"
 
 
 def fingerprint(operation: str, params: bytes) -> bytes:
@@ -57,7 +56,7 @@ async def claim(
     """Inside the caller's transaction: returns the response to replay, or
     None when this request owns the key and must do the work. `principal_id`
     (the token) is kept for the record only."""
-    await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
+    await conn.execute(Q.set_claim_lock_timeout)
     params = {"project_id": project_id, "key": key}
     for _ in range(2):
         try:

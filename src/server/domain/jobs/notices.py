@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 
 from server.domain.jobs.records import JobEvent, JobRecord
+from server.store import Q
 from server.store.listener import Listener
 
 EVENTS_CHANNEL = "geopera_job_events"  # also named in jobs.sql (insert_events, report_progress)
@@ -29,7 +30,7 @@ CANCEL_CHANNEL = "geopera_worker_cancel"
 
 
 async def notify(conn: psycopg.AsyncConnection[Any], channel: str, payload: str) -> None:
-    await conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+    await conn.execute(Q.notify, {"channel": channel, "payload": payload})
 
 
 def encode_cancel(worker_id: str, job_id: str) -> str:

@@ -6,15 +6,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 from server.auth import Principal
 from server.domain.jobs.notices import Notifications
 from server.domain.jobs.records import JobEvent
+from server.domain.jobs.service import JobService
 from server.errors import Code, DomainError, invalid_argument
-
-if TYPE_CHECKING:
-    from server.domain.jobs.service import JobService
 
 WATCH_POLL_SECONDS = 5.0
 

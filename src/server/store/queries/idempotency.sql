@@ -1,5 +1,10 @@
 -- Idempotency keys: a spend claims its key in the transaction of its side effect (domain/idempotency.py).
 
+-- name: set_claim_lock_timeout
+-- How long a claim waits on a concurrent duplicate's transaction before the
+-- call is answered IDEMPOTENCY_KEY_IN_USE (this transaction only).
+SET LOCAL lock_timeout = '15s';
+
 -- name: claim_idempotency_key
 -- Keys are per project; a concurrent claim of the same key waits on the primary key.
 INSERT INTO idempotency_keys (project_id, key, principal_id, operation, fingerprint, expire_time)

@@ -281,3 +281,7 @@ FROM workers w
 WHERE %(include_disconnected)s
    OR (w.connected AND w.last_heartbeat_time > now() - make_interval(secs => %(live_seconds)s))
 ORDER BY w.id;
+
+-- name: notify
+-- Announces `payload` on `channel` (see domain/jobs/notices.py), delivered at commit and never on rollback.
+SELECT pg_notify(%(channel)s, %(payload)s);
