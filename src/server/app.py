@@ -4,6 +4,7 @@ and runs the gRPC server until SIGTERM/SIGINT."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import logging
 import signal
@@ -35,13 +36,14 @@ from server.api.execute import Executor
 from server.api.kernel import KernelServicer
 from server.api.operations import REGISTRY
 from server.api.registration import add_servicer
-from server.api.worker import Dispatcher, WorkerServicer
+from server.api.worker import WorkerServicer
 from server.auth import TokenService
 from server.config import Settings
+from server.domain import idempotency
 from server.domain.analytics import AnalyticsService
 from server.domain.catalog import CatalogLimits, CatalogService, ItemRenderer
 from server.domain.credits import CreditService
-from server.domain.jobs import CostModel, JobService, JobTypeRecord, LeasePolicy
+from server.domain.jobs import CostModel, Dispatcher, JobService, JobTypeRecord, LeasePolicy, Notifications
 from server.domain.outputs import OutputService
 from server.domain.quota import StorageQuota
 from server.domain.raster_work import RasterWorkPool
@@ -56,7 +58,6 @@ from server.services import Services
 from server.storage import LocalStorage
 from server.store import connect_database
 from server.store.database import start_embedded_postgres
-from server.store.listener import Notifications
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     services = await build_services(settings, url)
     await services.notifications.start()
     await register_builtin_job_types(services.jobs)
-    dispatcher = Dispatcher(services)
+    dispatcher = Dispatcher(services.jobs, services.notifications, services.tokens)
     dispatcher.start()
     executor = Executor(REGISTRY, services)
     kernel.attach(executor)
@@ -211,7 +212,7 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     background = [
         asyncio.create_task(_every(600, "upload sweep", services.catalog.expire_uploads)),
         asyncio.create_task(_every(1.0, "lease reaper", services.jobs.expire_leases)),
-        asyncio.create_task(_every(3600, "idempotency sweep", services.jobs.expire_idempotency_keys)),
+        asyncio.create_task(_every(3600, "idempotency sweep", functools.partial(idempotency.expire_keys, services.db))),
         # Also at start: clears what a crash left (objects of unknown commits, scratch).
         asyncio.create_task(
             _every(settings.sweep_interval_seconds, "storage sweep", storage_sweeper(settings, services).sweep)

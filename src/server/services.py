@@ -9,12 +9,12 @@ from server.domain.analytics import AnalyticsService
 from server.domain.catalog import CatalogService
 from server.domain.credits import CreditService
 from server.domain.idempotency import KEY_TTL_SECONDS
-from server.domain.jobs import JobService
+from server.domain.jobs import JobService, Notifications
+from server.domain.lineage import LineageService
 from server.domain.outputs import OutputService
 from server.domain.streams import StreamLimiter
 from server.storage import LocalStorage
 from server.store import Database
-from server.store.listener import Notifications
 
 
 @dataclass
@@ -30,3 +30,7 @@ class Services:
     analytics: AnalyticsService
     streams: StreamLimiter = field(default_factory=StreamLimiter)
     idempotency_key_ttl_seconds: float = KEY_TTL_SECONDS
+    lineage: LineageService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lineage = LineageService(self.db)

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import psycopg
-
 from geopera.v1 import analytics_pb2, resources_pb2
 from server.api import convert, jsonview
 from server.api.registry import Operation, OperationContext
-from server.domain.analytics import AnalyticsOutcome, KeyedStore
+from server.domain.analytics import AnalyticsOutcome
+from server.domain.idempotency import KeyedStore
 from server.services import Services
 
 
@@ -28,14 +27,9 @@ def _operation(description: dict[str, Any]) -> analytics_pb2.AnalyticsOperation:
 async def analytics_execute(
     s: Services, ctx: OperationContext, p: analytics_pb2.AnalyticsExecuteParams
 ) -> analytics_pb2.AnalyticsExecuteResult:
-    keyed = None
+    keyed: KeyedStore[AnalyticsOutcome] | None = None
     if ctx.keyed is not None:
-        call = ctx.keyed
-
-        async def finish(conn: psycopg.AsyncConnection[Any], outcome: AnalyticsOutcome) -> None:
-            await call.record(conn, _result(outcome))
-
-        keyed = KeyedStore(call.check, call.transaction, finish)
+        keyed = KeyedStore(ctx.keyed, lambda outcome: _result(outcome).SerializeToString())
     return _result(await s.analytics.execute(ctx.principal, p.operation, convert.struct_to_dict(p.params), keyed))
 
 

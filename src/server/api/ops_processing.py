@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+from google.protobuf.message import Message
+
 from geopera.v1 import catalog_pb2, processing_pb2, resources_pb2
 from server.api import convert
 from server.api.registry import Operation, OperationContext
 from server.auth import Principal
 from server.domain.clip import ClipRequest, create_clip_job
-from server.domain.jobs import JobCreate, JobQuery
+from server.domain.idempotency import KeyedStore
+from server.domain.jobs import Dispatch, JobCreate, JobQuery, JobRecord
 from server.errors import invalid_argument
 from server.services import Services
+
+T = TypeVar("T")
+
+
+def _keyed(ctx: OperationContext, result: Callable[[T], Message]) -> KeyedStore[T] | None:
+    """An idempotent call's store, its responses encoded as `result` packs them."""
+    if ctx.keyed is None:
+        return None
+    return KeyedStore(ctx.keyed, lambda outcome: result(outcome).SerializeToString())
 
 
 def _job_create(
@@ -34,24 +49,35 @@ async def clip_create_from_item(
         output_name=p.output_name,
         target_collection_id=p.target_collection_id,
     )
-    job, dispatch, keys = await create_clip_job(ctx.principal, s.catalog, s.jobs, request, ctx.conn)
-    return processing_pb2.ClipCreateFromItemResult(
-        job=convert.job(job), assets_to_clip=len(keys), asset_keys=keys, dispatch=convert.dispatch(dispatch)
-    )
+
+    def result(outcome: tuple[JobRecord, Dispatch | None, list[str]]) -> processing_pb2.ClipCreateFromItemResult:
+        job, dispatch, keys = outcome
+        return processing_pb2.ClipCreateFromItemResult(
+            job=convert.job(job), assets_to_clip=len(keys), asset_keys=keys, dispatch=convert.dispatch(dispatch)
+        )
+
+    return result(await create_clip_job(ctx.principal, s.catalog, s.jobs, request, _keyed(ctx, result)))
 
 
 async def processing_create(
     s: Services, ctx: OperationContext, p: processing_pb2.ProcessingCreateParams
 ) -> processing_pb2.ProcessingCreateResult:
-    job, _ = await s.jobs.create(ctx.principal, _job_create(p), dispatch=False, conn=ctx.conn)
-    return processing_pb2.ProcessingCreateResult(job=convert.job(job))
+    def result(outcome: tuple[JobRecord, Dispatch | None]) -> processing_pb2.ProcessingCreateResult:
+        return processing_pb2.ProcessingCreateResult(job=convert.job(outcome[0]))
+
+    return result(await s.jobs.create(ctx.principal, _job_create(p), dispatch=False, keyed=_keyed(ctx, result)))
 
 
 async def processing_create_and_dispatch(
     s: Services, ctx: OperationContext, p: processing_pb2.ProcessingCreateAndDispatchParams
 ) -> processing_pb2.ProcessingCreateAndDispatchResult:
-    job, dispatch = await s.jobs.create(ctx.principal, _job_create(p), dispatch=True, conn=ctx.conn)
-    return processing_pb2.ProcessingCreateAndDispatchResult(job=convert.job(job), dispatch=convert.dispatch(dispatch))
+    def result(outcome: tuple[JobRecord, Dispatch | None]) -> processing_pb2.ProcessingCreateAndDispatchResult:
+        job, dispatch = outcome
+        return processing_pb2.ProcessingCreateAndDispatchResult(
+            job=convert.job(job), dispatch=convert.dispatch(dispatch)
+        )
+
+    return result(await s.jobs.create(ctx.principal, _job_create(p), dispatch=True, keyed=_keyed(ctx, result)))
 
 
 async def _project_named(
@@ -75,8 +101,11 @@ async def _project_of_job(s: Services, principal: Principal, p: processing_pb2.P
 async def processing_dispatch(
     s: Services, ctx: OperationContext, p: processing_pb2.ProcessingDispatchParams
 ) -> processing_pb2.ProcessingDispatchResult:
-    job, dispatch = await s.jobs.dispatch(ctx.principal, p.job_id, conn=ctx.conn)
-    return processing_pb2.ProcessingDispatchResult(job=convert.job(job), dispatch=convert.dispatch(dispatch))
+    def result(outcome: tuple[JobRecord, Dispatch]) -> processing_pb2.ProcessingDispatchResult:
+        job, dispatch = outcome
+        return processing_pb2.ProcessingDispatchResult(job=convert.job(job), dispatch=convert.dispatch(dispatch))
+
+    return result(await s.jobs.dispatch(ctx.principal, p.job_id, keyed=_keyed(ctx, result)))
 
 
 async def jobs_list(
@@ -140,7 +169,7 @@ async def workers_list(
 async def items_lineage(
     s: Services, ctx: OperationContext, p: catalog_pb2.ItemsLineageParams
 ) -> catalog_pb2.ItemsLineageResult:
-    nodes, edges = await s.jobs.lineage(ctx.principal, p.item_id, p.direction, p.max_depth)
+    nodes, edges = await s.lineage.lineage(ctx.principal, p.item_id, p.direction, p.max_depth)
     return catalog_pb2.ItemsLineageResult(
         nodes=[resources_pb2.LineageNode(kind=k, id=i, label=label) for k, i, label in nodes],
         edges=[

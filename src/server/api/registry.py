@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import psycopg
 from google.protobuf.message import Message
 
 from geopera.v1 import options_pb2
@@ -21,7 +20,7 @@ from server.api.wire import EncodedResult
 from server.auth import Principal
 
 if TYPE_CHECKING:
-    from server.api.execute import KeyedCall
+    from server.domain.idempotency import KeyedCall
     from server.services import Services
 
 SideEffect = Literal["read", "write", "spend"]
@@ -48,11 +47,9 @@ class OperationContext:
     principal: Principal
     request_id: str
     idempotency_key: str | None
-    # The transaction of an idempotent call: the handler's writes join it so
-    # the key and the side effect commit together.
-    conn: psycopg.AsyncConnection[Any] | None = None
-    # An idempotent call of an operation that claims its key itself, in the
-    # transaction that stores its effect (after its slow work): analytics.execute.
+    # An idempotent call: the handler hands it (as a domain.idempotency.KeyedStore)
+    # to the service whose transaction stores the side effect, which claims the
+    # key in that transaction so the key and the effect commit together.
     keyed: KeyedCall | None = None
 
 
@@ -69,10 +66,12 @@ class Operation:
     idempotency_key: bool = False
     # A write whose repeat has no further effect (safe to retry without a key).
     repeatable: bool = False
-    # When idempotency_key is set: the project of the key, for a handler run
-    # inside the key's transaction (spends) ...
+    # When idempotency_key is set: the project of the key, known from the
+    # params before the handler runs (spends; "" runs it without the key) ...
     key_project: KeyProject | None = None
-    # ... or a handler that claims the key itself through OperationContext.keyed.
+    # ... or a key whose project the handler's service finds itself (after its
+    # slow work): analytics.execute. Either way the service claims the key
+    # through OperationContext.keyed.
     claims_key: bool = False
 
     @classmethod

@@ -10,25 +10,22 @@ import math
 import secrets
 import shutil
 import threading
-from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
 from server.analytics import AnalyticsContext, Artifact, AssetView, ItemView, MethodRegistry
 from server.auth import Principal
 from server.domain.catalog import CatalogService
+from server.domain.idempotency import KeyedStore, keyed_transaction
 from server.domain.models import ItemRecord
 from server.domain.pending_objects import PendingObjects
 from server.domain.quota import StorageQuota
 from server.errors import Code, DomainError, invalid_argument
 from server.ids import new_id
 from server.storage import BlobStorage
-from server.store import CommitProbe, Database, Q
+from server.store import Database, Q
 
 # Threads each call may use for block decoding; with the call pool below this
 # keeps a 2-core machine busy without oversubscribing it.
@@ -51,21 +48,6 @@ class AnalyticsOutcome:
     operation: str
     result: dict[str, Any]
     artifacts: list[StoredArtifact]
-
-
-@dataclass(frozen=True)
-class KeyedStore:
-    """How a call with an idempotency key stores its outcome (see
-    server.api.execute): `check(project_id)` before the work may answer a stored
-    response at once (by raising); `transaction(project_id, probe)` claims the
-    key (or raises to replay the response a concurrent duplicate stored) and
-    `finish(conn, outcome)` records the response in it, so the key, the
-    artifacts and the response commit together. The slow work runs before, on
-    no connection."""
-
-    check: Callable[[str], Awaitable[None]]
-    transaction: Callable[[str, CommitProbe], AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]]
-    finish: Callable[[psycopg.AsyncConnection[Any], AnalyticsOutcome], Awaitable[None]]
 
 
 def _json_safe(value: Any) -> Any:
@@ -143,7 +125,7 @@ class AnalyticsService:
         return [self.methods.describe(name) for name in self.methods.names()]
 
     async def execute(
-        self, principal: Principal, name: str, params: dict[str, Any], keyed: KeyedStore | None = None
+        self, principal: Principal, name: str, params: dict[str, Any], keyed: KeyedStore[AnalyticsOutcome] | None = None
     ) -> AnalyticsOutcome:
         """Run a method and store its artifacts in the project of the items it
         read. With `keyed`, the call is idempotent per that project (a call
@@ -203,7 +185,7 @@ class AnalyticsService:
         project_id: str | None,
         result: dict[str, Any],
         artifacts: list[Artifact],
-        keyed: KeyedStore | None,
+        keyed: KeyedStore[AnalyticsOutcome] | None,
     ) -> AnalyticsOutcome:
         if not artifacts and keyed is None:
             return AnalyticsOutcome(operation, result, [])
@@ -230,10 +212,7 @@ class AnalyticsService:
 
         try:
             rows = await asyncio.to_thread(move_into_storage)
-            transaction = (
-                self._db.transaction(pending.probe) if keyed is None else keyed.transaction(project_id, pending.probe)
-            )
-            async with transaction as conn:
+            async with keyed_transaction(self._db, keyed, project_id, pending.probe) as conn:
                 for artifact_id, storage_key, size, sha, artifact in rows:
                     await conn.execute(
                         Q.insert_artifact,

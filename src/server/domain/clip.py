@@ -7,12 +7,12 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from pyproj import Geod
 from shapely.geometry import shape
 
 from server.auth import Principal
 from server.domain.catalog import CatalogService
+from server.domain.idempotency import KeyedStore
 from server.domain.jobs import Dispatch, JobCreate, JobRecord, JobService
 from server.domain.models import ItemRecord
 from server.errors import invalid_argument
@@ -50,7 +50,7 @@ async def create_clip_job(
     catalog: CatalogService,
     jobs: JobService,
     request: ClipRequest,
-    conn: psycopg.AsyncConnection[Any] | None = None,
+    keyed: KeyedStore[tuple[JobRecord, Dispatch | None, list[str]]] | None = None,
 ) -> tuple[JobRecord, Dispatch | None, list[str]]:
     if not request.source_item_id:
         raise invalid_argument("SOURCE_ITEM_REQUIRED", "source_item_id is required", field="source_item_id")
@@ -63,6 +63,8 @@ async def create_clip_job(
             f"item {source.id} belongs to project {source.project_id!r}; clip it within that project",
             field="project_id",
         )
+    if keyed is not None:
+        await keyed.check(project_id)  # a retry of a finished call replays before the checks below
     if request.aoi_geometry is None:
         raise invalid_argument("INVALID_GEOMETRY", "aoi_geometry is required", field="aoi_geometry")
     # Off the event loop: parsing and intersecting the client's AOI can take a while.
@@ -94,6 +96,6 @@ async def create_clip_job(
             asset_count=len(keys),
         ),
         dispatch=True,
-        conn=conn,
+        keyed=keyed.adapt(lambda outcome: (*outcome, keys)) if keyed is not None else None,
     )
     return job, dispatch, keys

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+
+import psycopg
 
 from server.auth import Principal
-from server.errors import invalid_argument, not_found
+from server.errors import failed_precondition, invalid_argument, not_found
 from server.pagination import decode_page_token, encode_page_token, page_size_or_default
 from server.store import Database, Q
 
@@ -85,6 +88,84 @@ class CreditService:
         entries = [LedgerRow(**r) for r in rows[:limit]]
         next_token = encode_page_token({"id": entries[-1].id}, filters) if len(rows) > limit else ""
         return entries, next_token
+
+    # -- inside a caller's transaction -------------------------------------
+    # A job's credits move with its state: these run in the transaction that
+    # changes the job. Each locks the project's account row until commit, a
+    # row every job of the project needs: callers run them last.
+
+    async def open_account(self, tx: psycopg.AsyncConnection[Any], project_id: str) -> None:
+        """The account of a project being created, at zero."""
+        await tx.execute(Q.insert_credit_account, {"project_id": project_id})
+
+    async def reserve(self, tx: psycopg.AsyncConnection[Any], project_id: str, job_id: str, amount: int) -> None:
+        """Hold `amount` for a new job; FAILED_PRECONDITION `INSUFFICIENT_CREDITS`
+        when the project has less available."""
+        reserved = await (
+            await tx.execute(
+                Q.reserve_credits,
+                {"project_id": project_id, "amount": amount, "job_id": job_id, "note": "job created"},
+            )
+        ).fetchone()
+        if reserved is None:
+            balance = await (await tx.execute(Q.get_balance, {"project_id": project_id})).fetchone()
+            available = balance["available"] if balance else 0
+            raise failed_precondition(
+                "INSUFFICIENT_CREDITS",
+                f"the job needs {amount} credits but project {project_id!r} has {available} available",
+                required=str(amount),
+                available=str(available),
+            )
+
+    async def capture(
+        self, tx: psycopg.AsyncConnection[Any], project_id: str, job_id: str, *, held: int, actual_cost: int
+    ) -> None:
+        """A succeeded job's hold: its cost captured (at most the hold), the
+        rest released, any excess recorded as waived."""
+        captured = min(actual_cost, held)
+        await self._settle(
+            tx,
+            project_id,
+            job_id,
+            captured=captured,
+            released=held - captured,
+            waived=actual_cost - captured,
+            release_note="unspent remainder",
+            waive_note=f"actual cost {actual_cost} exceeds the {captured} reserved",
+        )
+
+    async def release(
+        self, tx: psycopg.AsyncConnection[Any], project_id: str, job_id: str, *, held: int, note: str
+    ) -> None:
+        """A job that ended without success: its whole hold back to available."""
+        await self._settle(tx, project_id, job_id, captured=0, released=held, waived=0, release_note=note)
+
+    async def _settle(
+        self,
+        tx: psycopg.AsyncConnection[Any],
+        project_id: str,
+        job_id: str,
+        *,
+        captured: int,
+        released: int,
+        waived: int,
+        release_note: str,
+        waive_note: str = "",
+    ) -> None:
+        # One statement, so the account row is locked for it and the COMMIT only.
+        await tx.execute(
+            Q.settle_credits,
+            {
+                "project_id": project_id,
+                "job_id": job_id,
+                "captured": captured,
+                "released": released,
+                "waived": waived,
+                "capture_note": "job succeeded",
+                "release_note": release_note,
+                "waive_note": waive_note,
+            },
+        )
 
 
 def _require_project_id(project_id: str) -> None:

@@ -20,12 +20,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -33,9 +31,11 @@ from pyproj import Geod
 from shapely.geometry import mapping
 
 from server.auth import Principal
-from server.domain.catalog import CatalogLimits, NewItem, StoredAsset, asset_storage_key, insert_item
+from server.domain.catalog.items import ASSET_KEY, NewItem, StoredAsset, asset_storage_key, insert_item
+from server.domain.catalog.reads import CatalogLimits
 from server.domain.jobs import JobError, JobRecord, JobService
 from server.domain.models import ItemRecord
+from server.domain.output_parts import OutputAssetSpec, OutputChunkPart, OutputItemPart, OutputPart
 from server.domain.pending_objects import PendingObjects
 from server.domain.quota import StorageQuota
 from server.domain.raster_work import RasterWorkPool
@@ -47,45 +47,7 @@ from server.storage import BlobStorage
 from server.store import Database, Q
 from server.validation import require_finite_json
 
-ASSET_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _GEOD = Geod(ellps="WGS84")
-
-
-@dataclass(frozen=True)
-class OutputAssetSpec:
-    key: str
-    roles: list[str]
-    title: str
-    size_bytes: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class OutputItemPart:
-    output_key: str
-    name: str
-    geometry: dict[str, Any]
-    datetime: datetime | None
-    properties: dict[str, Any]
-    source_item_ids: list[str]
-    assets: list[OutputAssetSpec]
-
-
-@dataclass(frozen=True)
-class OutputChunkPart:
-    output_key: str
-    asset_key: str
-    write_offset: int
-    data: bytes
-    finish_write: bool
-
-
-@dataclass(frozen=True)
-class CommitPart:
-    pass
-
-
-OutputPart = OutputItemPart | OutputChunkPart | CommitPart
 
 
 @dataclass

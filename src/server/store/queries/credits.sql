@@ -11,10 +11,12 @@ SELECT project_id, NULL, 'grant', %(amount)s, available, held, %(note)s FROM acc
 RETURNING id, project_id, job_id, kind, amount, available_after, held_after, note, create_time;
 
 -- name: get_balance
+-- The project's credit account: balances and totals.
 SELECT project_id, available, held, granted_total, captured_total
 FROM credit_accounts WHERE project_id = %(project_id)s;
 
 -- name: list_ledger
+-- A page of the project's ledger, newest first, optionally one job's rows only.
 SELECT id, project_id, job_id, kind, amount, available_after, held_after, note, create_time
 FROM credit_ledger
 WHERE project_id = %(project_id)s
@@ -22,3 +24,43 @@ WHERE project_id = %(project_id)s
   AND (%(before_id)s::bigint IS NULL OR id < %(before_id)s::bigint)
 ORDER BY id DESC
 LIMIT %(limit)s;
+
+-- name: insert_credit_account
+-- Opens a new project's credit account at zero.
+INSERT INTO credit_accounts (project_id) VALUES (%(project_id)s);
+
+-- name: reserve_credits
+-- Moves credits from available to held; no row when the balance is too low.
+WITH account AS (
+    UPDATE credit_accounts SET available = available - %(amount)s, held = held + %(amount)s
+    WHERE project_id = %(project_id)s AND available >= %(amount)s
+    RETURNING project_id, available, held
+)
+INSERT INTO credit_ledger (project_id, job_id, kind, amount, available_after, held_after, note)
+SELECT project_id, %(job_id)s, 'reserve', %(amount)s, available, held, %(note)s FROM account
+RETURNING id;
+
+-- name: settle_credits
+-- A finished job's hold in one statement (one lock of the account row, taken
+-- last in its transaction): `captured` moves from held to captured, `released`
+-- from held back to available, `waived` (the actual cost above the hold) is
+-- only recorded. One ledger row per nonzero amount, in that order, each with
+-- the balance right after it. No row when every amount is zero.
+WITH account AS (
+    UPDATE credit_accounts
+    SET available = available + %(released)s, held = held - %(captured)s - %(released)s,
+        captured_total = captured_total + %(captured)s
+    WHERE project_id = %(project_id)s AND %(captured)s + %(released)s + %(waived)s > 0
+    RETURNING project_id, available, held
+)
+INSERT INTO credit_ledger (project_id, job_id, kind, amount, available_after, held_after, note)
+SELECT account.project_id, %(job_id)s, e.kind, e.amount, account.available - e.released_later,
+       account.held + e.released_later, e.note
+FROM account,
+     (VALUES (1, 'capture', %(captured)s::bigint, %(released)s::bigint, %(capture_note)s::text),
+             (2, 'release', %(released)s::bigint, 0::bigint, %(release_note)s::text),
+             (3, 'waive', %(waived)s::bigint, 0::bigint, %(waive_note)s::text))
+         AS e (position, kind, amount, released_later, note)
+WHERE e.amount > 0
+ORDER BY e.position
+RETURNING id;

@@ -34,42 +34,6 @@ FROM job_types t
 WHERE %(id)s::text IS NULL OR t.id = %(id)s::text
 ORDER BY t.id;
 
--- name: reserve_credits
--- Moves credits from available to held; no row when the balance is too low.
-WITH account AS (
-    UPDATE credit_accounts SET available = available - %(amount)s, held = held + %(amount)s
-    WHERE project_id = %(project_id)s AND available >= %(amount)s
-    RETURNING project_id, available, held
-)
-INSERT INTO credit_ledger (project_id, job_id, kind, amount, available_after, held_after, note)
-SELECT project_id, %(job_id)s, 'reserve', %(amount)s, available, held, %(note)s FROM account
-RETURNING id;
-
--- name: settle_credits
--- A finished job's hold in one statement (one lock of the account row, taken
--- last in its transaction): `captured` moves from held to captured, `released`
--- from held back to available, `waived` (the actual cost above the hold) is
--- only recorded. One ledger row per nonzero amount, in that order, each with
--- the balance right after it. No row when every amount is zero.
-WITH account AS (
-    UPDATE credit_accounts
-    SET available = available + %(released)s, held = held - %(captured)s - %(released)s,
-        captured_total = captured_total + %(captured)s
-    WHERE project_id = %(project_id)s AND %(captured)s + %(released)s + %(waived)s > 0
-    RETURNING project_id, available, held
-)
-INSERT INTO credit_ledger (project_id, job_id, kind, amount, available_after, held_after, note)
-SELECT account.project_id, %(job_id)s, e.kind, e.amount, account.available - e.released_later,
-       account.held + e.released_later, e.note
-FROM account,
-     (VALUES (1, 'capture', %(captured)s::bigint, %(released)s::bigint, %(capture_note)s::text),
-             (2, 'release', %(released)s::bigint, 0::bigint, %(release_note)s::text),
-             (3, 'waive', %(waived)s::bigint, 0::bigint, %(waive_note)s::text))
-         AS e (position, kind, amount, released_later, note)
-WHERE e.amount > 0
-ORDER BY e.position
-RETURNING id;
-
 -- name: insert_job
 INSERT INTO jobs (id, project_id, job_type_id, status, input_params, target_collection_id, source_item_ids,
                   credits_reserved, created_by, message, max_attempts, sequence)
@@ -318,43 +282,6 @@ WHERE %(include_disconnected)s
    OR (w.connected AND w.last_heartbeat_time > now() - make_interval(secs => %(live_seconds)s))
 ORDER BY w.id;
 
--- name: insert_provenance_edge
-INSERT INTO provenance_edges (output_item_id, relation, job_id, source_item_id)
-VALUES (%(output_item_id)s, %(relation)s, %(job_id)s, %(source_item_id)s);
-
--- name: item_sources
--- Provenance of the given items (their jobs and source items).
-SELECT output_item_id, relation, job_id, source_item_id FROM provenance_edges
-WHERE output_item_id = ANY(%(ids)s);
-
--- name: item_derivatives
--- Edges whose source is one of the given items (what was derived from them).
-SELECT output_item_id, relation, job_id, source_item_id FROM provenance_edges
-WHERE source_item_id = ANY(%(ids)s);
-
--- name: lineage_labels
-SELECT 'item' AS kind, id, name AS label, project_id FROM items WHERE id = ANY(%(item_ids)s)
-UNION ALL
-SELECT 'job', id, job_type_id, project_id FROM jobs WHERE id = ANY(%(job_ids)s);
-
--- name: claim_idempotency_key
--- Keys are per project; a concurrent claim of the same key waits on the primary key.
-INSERT INTO idempotency_keys (project_id, key, principal_id, operation, fingerprint, expire_time)
-VALUES (%(project_id)s, %(key)s, %(principal_id)s, %(operation)s, %(fingerprint)s,
-        now() + make_interval(secs => %(ttl_seconds)s))
-ON CONFLICT (project_id, key) DO NOTHING
-RETURNING key;
-
--- name: get_idempotency_key
-SELECT operation, fingerprint, response, expire_time < now() AS expired
-FROM idempotency_keys WHERE project_id = %(project_id)s AND key = %(key)s;
-
--- name: delete_idempotency_key
-DELETE FROM idempotency_keys WHERE project_id = %(project_id)s AND key = %(key)s;
-
--- name: finish_idempotency_key
-UPDATE idempotency_keys SET response = %(response)s
-WHERE project_id = %(project_id)s AND key = %(key)s;
-
--- name: expire_idempotency_keys
-DELETE FROM idempotency_keys WHERE expire_time < now();
+-- name: notify
+-- Announces `payload` on `channel` (see domain/jobs/notices.py), delivered at commit and never on rollback.
+SELECT pg_notify(%(channel)s, %(payload)s);

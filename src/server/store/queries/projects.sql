@@ -2,9 +2,6 @@
 INSERT INTO projects (id, display_name) VALUES (%(id)s, %(display_name)s)
 RETURNING id, display_name, create_time;
 
--- name: insert_credit_account
-INSERT INTO credit_accounts (project_id) VALUES (%(project_id)s);
-
 -- name: get_project
 SELECT id, display_name, create_time FROM projects WHERE id = %(id)s;
 

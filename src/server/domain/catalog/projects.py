@@ -1,0 +1,58 @@
+"""Projects: reading and listing them, and creating one with its credit account."""
+
+from __future__ import annotations
+
+import psycopg
+
+from server.auth import Principal
+from server.domain.catalog.reads import CatalogReads
+from server.domain.models import ProjectRecord
+from server.errors import already_exists, invalid_argument, not_found
+from server.pagination import decode_page_token, encode_page_token, page_size_or_default
+from server.store import Q
+
+
+class CatalogProjects(CatalogReads):
+    async def get_project(self, principal: Principal, project_id: str) -> ProjectRecord:
+        principal.require_project(project_id)
+        async with self._db.connection() as conn:
+            row = await (await conn.execute(Q.get_project, {"id": project_id})).fetchone()
+        if row is None:
+            raise not_found("PROJECT_NOT_FOUND", f"project {project_id!r} does not exist")
+        return ProjectRecord(**row)
+
+    async def list_projects(
+        self, principal: Principal, page_size: int, page_token: str
+    ) -> tuple[list[ProjectRecord], str]:
+        limit = page_size_or_default(page_size)
+        cursor = decode_page_token(page_token, {"op": "projects.list"})
+        member_ids = None if principal.is_admin else sorted(principal.project_ids)
+        async with self._db.connection() as conn:
+            cur = await conn.execute(
+                Q.list_projects,
+                {"after_id": (cursor or {}).get("id", ""), "member_ids": member_ids, "limit": limit + 1},
+            )
+            rows = await cur.fetchall()
+        projects = [ProjectRecord(**r) for r in rows[:limit]]
+        next_token = encode_page_token({"id": projects[-1].id}, {"op": "projects.list"}) if len(rows) > limit else ""
+        return projects, next_token
+
+    async def create_project(self, project_id: str, display_name: str) -> ProjectRecord:
+        try:
+            async with self._db.transaction() as conn:
+                row = await (
+                    await conn.execute(Q.insert_project, {"id": project_id, "display_name": display_name})
+                ).fetchone()
+                await self._credits.open_account(conn, project_id)
+        except psycopg.errors.UniqueViolation as exc:
+            raise already_exists("PROJECT_EXISTS", f"project {project_id!r} already exists") from exc
+        except psycopg.errors.CheckViolation as exc:
+            raise invalid_argument(
+                "INVALID_PROJECT_ID",
+                "project ids are 1-63 lower-case letters, digits, '-' or '_'",
+                field="project_id",
+            ) from exc
+        assert row is not None
+        return ProjectRecord(**row)
+
+    # -- items ------------------------------------------------------------

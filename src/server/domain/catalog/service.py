@@ -1,0 +1,14 @@
+"""CatalogService: projects, items, assets and uploads, one class over its
+parts (each in its module): reads (and the state they share), projects,
+search, item creation, uploads, downloads."""
+
+from __future__ import annotations
+
+from server.domain.catalog.creation import ItemCreation
+from server.domain.catalog.downloads import CatalogDownloads
+from server.domain.catalog.projects import CatalogProjects
+from server.domain.catalog.search import CatalogSearch
+
+
+class CatalogService(CatalogProjects, CatalogSearch, ItemCreation, CatalogDownloads):
+    pass

@@ -1,0 +1,196 @@
+"""Creating a job: its input checked against its type, its sources and output
+target checked, its price estimated and reserved, and (if asked) dispatched:
+all in one transaction, so a refused job holds no credits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from server.auth import Principal
+from server.domain.catalog.items import COLLECTION_ID
+from server.domain.idempotency import KeyedStore, keyed_transaction
+from server.domain.jobs.job_types import JobTypeRecord, validate_input
+from server.domain.jobs.pricing import estimate, measures_geometry
+from server.domain.jobs.records import ACTIVE, Dispatch, JobCreate, JobRecord
+from server.domain.jobs.transitions import JobTransitions
+from server.domain.models import ItemRecord
+from server.errors import already_exists, failed_precondition, invalid_argument, not_found
+from server.ids import new_id
+from server.store import Q
+from server.validation import require_finite_json
+
+MAX_INPUT_PARAMS_BYTES = 64 << 10
+
+
+class JobCreation(JobTransitions):
+    async def create(
+        self,
+        principal: Principal,
+        spec: JobCreate,
+        *,
+        dispatch: bool,
+        keyed: KeyedStore[tuple[JobRecord, Dispatch | None]] | None = None,
+    ) -> tuple[JobRecord, Dispatch | None]:
+        """With `keyed`, the job is created once per idempotency key."""
+        if not spec.project_id:
+            raise invalid_argument("PROJECT_ID_REQUIRED", "project_id is required", field="project_id")
+        principal.require_project(spec.project_id)
+        async with keyed_transaction(self._db, keyed, spec.project_id) as tx:
+            job_type, validator = await self.types.with_validator(spec.job_type_id, tx)
+            require_input_size(spec.input_params)
+            require_finite_json(spec.input_params, "input_params")
+            validate_input(job_type, validator, spec.input_params)
+            sources = await _source_items(tx, principal, spec.project_id, spec.input_params)
+            if measures_geometry(spec, sources):
+                # Off the event loop: the estimate measures the AOI or footprints.
+                credits, area, assets = await asyncio.to_thread(estimate, job_type, spec, sources)
+            else:
+                # Nothing to measure: arithmetic only, not worth a thread hop.
+                credits, area, assets = estimate(job_type, spec, sources)
+            job_id = new_id("job")
+            await _check_output_target(tx, job_type, spec, sources)
+            row = await (
+                await tx.execute(
+                    Q.insert_job,
+                    {
+                        "id": job_id,
+                        "project_id": spec.project_id,
+                        "job_type_id": job_type.id,
+                        "input_params": Jsonb(spec.input_params),
+                        "target_collection_id": spec.target_collection_id or job_type.id,
+                        "source_item_ids": [s.id for s in sources],
+                        "credits_reserved": credits,
+                        "created_by": principal.id,
+                        "max_attempts": self.policy.max_attempts,
+                        "message": f"created; {credits} credits reserved ({area:.3f} km², {assets} assets)",
+                    },
+                )
+            ).fetchone()
+            assert row is not None
+            job = JobRecord.from_row(row)
+            result: Dispatch | None = None
+            if dispatch:
+                # Both events in one statement, `created` first.
+                dispatched, result = await self._dispatch(tx, job, job_type, record=False)
+                await self._record_events(tx, [(job, "created"), (dispatched, "dispatched")])
+                job = dispatched
+            else:
+                await self._record_event(tx, job, "created")
+            # Last: the project's credit account row stays locked until commit,
+            # and every job of the project needs it (its commit captures on it).
+            await self.credits.reserve(tx, spec.project_id, job_id, credits)
+            if keyed is not None:
+                await keyed.finish(tx, (job, result))
+        return job, result
+
+    async def dispatch(
+        self, principal: Principal, job_id: str, keyed: KeyedStore[tuple[JobRecord, Dispatch]] | None = None
+    ) -> tuple[JobRecord, Dispatch]:
+        """With `keyed`, answered once per idempotency key."""
+        # The key belongs to the job's project, known before its transaction.
+        project_id = (await self._read_job(principal, job_id)).project_id if keyed is not None else ""
+        async with keyed_transaction(self._db, keyed, project_id) as tx:
+            outcome = await self._dispatch_locked(tx, principal, job_id)
+            if keyed is not None:
+                await keyed.finish(tx, outcome)
+        return outcome
+
+    async def _dispatch_locked(
+        self, tx: psycopg.AsyncConnection[Any], principal: Principal, job_id: str
+    ) -> tuple[JobRecord, Dispatch]:
+        job = await self._lock_job(tx, principal, job_id)
+        if job.status in ACTIVE:
+            return job, Dispatch(True, job.worker_id, f"already {job.status.lower()}")
+        if job.status != "PENDING":
+            raise failed_precondition("JOB_NOT_DISPATCHABLE", f"job {job_id} is {job.status} and cannot be dispatched")
+        return await self._dispatch(tx, job, await self.types.get(job.job_type_id, tx))
+
+    async def _dispatch(
+        self, tx: psycopg.AsyncConnection[Any], job: JobRecord, job_type: JobTypeRecord, *, record: bool = True
+    ) -> tuple[JobRecord, Dispatch]:
+        """Queue a PENDING job; its `dispatched` event is recorded here unless
+        `record` is False (the caller records it with others)."""
+        n = job_type.connected_workers
+        message = (
+            f"queued; {n} connected worker{'s' if n != 1 else ''} run{'s' if n == 1 else ''} {job.job_type_id}"
+            if n
+            else f"queued; no connected worker runs {job.job_type_id!r} yet: the job runs when one connects"
+        )
+        row = await (await tx.execute(Q.dispatch_job, {"id": job.id, "message": message})).fetchone()
+        assert row is not None
+        dispatched = JobRecord.from_row(row)
+        if record:
+            await self._record_event(tx, dispatched, "dispatched")
+        return dispatched, Dispatch(True, "", message)
+
+
+async def _check_output_target(
+    conn: psycopg.AsyncConnection[Any], job_type: JobTypeRecord, spec: JobCreate, sources: list[ItemRecord]
+) -> None:
+    """What RegisterOutputs would refuse and can be known now, refused before
+    any credit moves: a malformed target collection, an output name taken.
+    The name is `input_params.output_name`, or a built-in type's default
+    `<source item name>_<job type>`; other defaults are checked on arrival."""
+    if spec.target_collection_id and not COLLECTION_ID.match(spec.target_collection_id):
+        raise invalid_argument(
+            "INVALID_COLLECTION_ID",
+            "target_collection_id must be 1-63 letters, digits, '_', '.' or '-'",
+            field="target_collection_id",
+        )
+    name = spec.input_params.get("output_name")
+    if not isinstance(name, str) or not name:
+        name = f"{sources[0].name}_{job_type.id}" if job_type.builtin and len(sources) == 1 else None
+    if name is None:
+        return
+    collection_id = spec.target_collection_id or job_type.id
+    params = {"project_id": spec.project_id, "collection_id": collection_id, "name": name}
+    if await (await conn.execute(Q.item_name_taken, params)).fetchone() is not None:
+        raise already_exists(
+            "OUTPUT_NAME_TAKEN",
+            f"collection {collection_id!r} already has an item named {name!r}; choose another output_name",
+            collection_id=collection_id,
+            name=name,
+        )
+
+
+async def _source_items(
+    conn: psycopg.AsyncConnection[Any], principal: Principal, project_id: str, params: dict[str, Any]
+) -> list[ItemRecord]:
+    """Items named by the input's `source_item_id` / `source_item_ids`:
+    they must exist and belong to the job's project."""
+    ids: list[str] = []
+    if isinstance(params.get("source_item_id"), str):
+        ids.append(params["source_item_id"])
+    if isinstance(params.get("source_item_ids"), list):
+        ids += [i for i in params["source_item_ids"] if isinstance(i, str)]
+    items = []
+    for index, item_id in enumerate(dict.fromkeys(ids)):
+        row = await (await conn.execute(Q.get_item, {"id": item_id})).fetchone()
+        if row is None:
+            raise not_found("ITEM_NOT_FOUND", f"source item {item_id!r} does not exist", item_id=item_id)
+        principal.require_project(row["project_id"])
+        if row["project_id"] != project_id:
+            raise invalid_argument(
+                "SOURCE_IN_OTHER_PROJECT",
+                f"source item {item_id!r} belongs to project {row['project_id']!r}, not {project_id!r}",
+                field=f"input_params.source_item_ids[{index}]",
+            )
+        items.append(ItemRecord.from_row(row))
+    return items
+
+
+def require_input_size(params: dict[str, Any]) -> None:
+    size = len(json.dumps(params, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+    if size > MAX_INPUT_PARAMS_BYTES:
+        raise invalid_argument(
+            "INPUT_TOO_LARGE",
+            f"input_params take {size} bytes as JSON; at most {MAX_INPUT_PARAMS_BYTES} are accepted "
+            "(pass large data as an uploaded item instead)",
+            field="input_params",
+            metadata={"max_bytes": str(MAX_INPUT_PARAMS_BYTES)},
+        )

@@ -1,0 +1,94 @@
+"""A job's event stream (Kernel WatchJob, REST and MCP watch): the snapshot
+unless resuming, then every change in order, ending after the terminal one."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+from server.auth import Principal
+from server.domain.jobs.notices import Notifications
+from server.domain.jobs.records import JobEvent
+from server.domain.jobs.service import JobService
+from server.errors import Code, DomainError, invalid_argument
+
+WATCH_POLL_SECONDS = 5.0
+
+
+async def job_events(
+    jobs: JobService,
+    notifications: Notifications,
+    principal: Principal,
+    job_id: str,
+    after_sequence: int,
+    *,
+    idle_limit: float,
+) -> AsyncIterator[JobEvent]:
+    """Ends with UNAVAILABLE (`SERVER_SHUTTING_DOWN`, `WATCH_IDLE`) naming the
+    sequence to resume after when the server stops or the job has no news for
+    `idle_limit` seconds."""
+    principal.require_scope("processing:read")
+    if after_sequence < 0:
+        raise invalid_argument("INVALID_SEQUENCE", "after_sequence must be >= 0", field="after_sequence")
+    with notifications.watch_job(job_id) as watch:
+        # Subscribed before reading, so no change can slip between the two.
+        job = await jobs.get(principal, job_id)
+        if after_sequence == 0:
+            yield JobEvent(job.sequence, "snapshot", job.update_time, job)
+            if job.terminal:
+                return
+            last = job.sequence
+        elif after_sequence >= job.sequence and job.terminal:
+            return  # the client has every event already: nothing newer will come
+        else:
+            last = after_sequence  # never send an event the client has (or said it has)
+        # Events come from the announcements themselves; the table is read
+        # only to catch up: after a resume, on a gap, or when an
+        # announcement was too large to carry its snapshot.
+        catch_up = last < job.sequence
+        last_news = time.monotonic()
+        while True:
+            if catch_up:
+                catch_up = False
+                for event in await jobs.events_after(job_id, last):
+                    yield event
+                    last = event.sequence
+                    last_news = time.monotonic()
+                    if event.job.terminal:
+                        return
+            for note in sorted(watch.take(), key=lambda n: n.sequence):
+                if note.sequence <= last:
+                    continue
+                announced = note.event(job.input_params) if note.sequence == last + 1 else None
+                if announced is None:
+                    catch_up = True
+                    break
+                yield announced
+                last = announced.sequence
+                last_news = time.monotonic()
+                if announced.job.terminal:
+                    return
+            if catch_up or watch.pending:
+                continue
+            if notifications.closing.is_set():
+                raise DomainError(
+                    Code.UNAVAILABLE,
+                    "SERVER_SHUTTING_DOWN",
+                    f"the server is stopping; resume the watch with after_sequence={last}",
+                    metadata={"after_sequence": str(last)},
+                )
+            idle = time.monotonic() - last_news
+            if idle >= idle_limit:
+                raise DomainError(
+                    Code.UNAVAILABLE,
+                    "WATCH_IDLE",
+                    f"job {job_id} had no event for {idle_limit:g} s; resume the watch with after_sequence={last}",
+                    metadata={"after_sequence": str(last)},
+                )
+            try:
+                await asyncio.wait_for(watch.wake.wait(), timeout=min(WATCH_POLL_SECONDS, idle_limit - idle))
+            except TimeoutError:
+                catch_up = True  # a safety net for a lost announcement
+            if not watch.pending:
+                catch_up = True  # woken without news: the listener reconnected

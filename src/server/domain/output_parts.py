@@ -1,0 +1,45 @@
+"""The parts of a RegisterOutputs stream, as the transport hands them to
+OutputService: an item to register, a chunk of one of its asset files, the commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True)
+class OutputAssetSpec:
+    key: str
+    roles: list[str]
+    title: str
+    size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class OutputItemPart:
+    output_key: str
+    name: str
+    geometry: dict[str, Any]
+    datetime: datetime | None
+    properties: dict[str, Any]
+    source_item_ids: list[str]
+    assets: list[OutputAssetSpec]
+
+
+@dataclass(frozen=True)
+class OutputChunkPart:
+    output_key: str
+    asset_key: str
+    write_offset: int
+    data: bytes
+    finish_write: bool
+
+
+@dataclass(frozen=True)
+class CommitPart:
+    pass
+
+
+OutputPart = OutputItemPart | OutputChunkPart | CommitPart
