@@ -16,12 +16,12 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from server.api import convert
-from server.api.calls import CallInfo
 from server.api.registry import Operation, OperationContext, OperationRegistry
 from server.api.wire import EncodedResult, result_bytes
 from server.auth import Principal
 from server.domain import idempotency
 from server.domain.jobs import JobEvent, JobRecord
+from server.edge.call import CallInfo
 from server.errors import Code, DomainError, invalid_argument
 from server.services import Services
 from server.store import CommitProbe

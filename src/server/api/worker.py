@@ -13,12 +13,11 @@ from grpc import aio
 
 from geopera.v1 import worker_pb2, worker_pb2_grpc
 from server.api import convert
-from server.api.calls import metadata_value, rpc_call, unavailable
-from server.api.revocation import end_on_revocation
-from server.auth import Principal, job_principal
+from server.auth import job_principal
 from server.domain.jobs import Assignment, CostModel, JobRecord, JobTypeRecord
 from server.domain.models import ItemRecord
 from server.domain.outputs import CommitPart, OutputAssetSpec, OutputChunkPart, OutputItemPart, OutputPart
+from server.edge.call import current_call, current_principal
 from server.errors import Code, DomainError, invalid_argument
 from server.services import Services
 from server.storage import BlobStorage
@@ -183,102 +182,91 @@ def _declared_types(hello: worker_pb2.WorkerHello) -> list[JobTypeRecord]:
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
-    """Serves as soon as the port is open; calls fail UNAVAILABLE until attached."""
+    """The edge (`server.edge.interceptor`) runs every call: a handler runs
+    only once the services are attached, for an authenticated caller."""
 
     _services: Services
     _dispatcher: Dispatcher
 
-    def __init__(self) -> None:
-        self._ready = False
-
     def attach(self, services: Services, dispatcher: Dispatcher) -> None:
         self._services = services
         self._dispatcher = dispatcher
-        self._ready = True
-
-    async def _authenticate(self, context: aio.ServicerContext) -> Principal:
-        if not self._ready:
-            raise unavailable("the server is starting; retry shortly")
-        return await self._services.tokens.authenticate(metadata_value(context, "authorization"))
 
     async def Connect(
         self, request_iterator: AsyncIterator[worker_pb2.ConnectRequest], context: aio.ServicerContext
     ) -> AsyncIterator[worker_pb2.ConnectResponse]:
-        async with rpc_call(context, "Connect") as call:
-            principal = await self._authenticate(context)
-            call.principal_id = principal.id
-            principal.require_scope("worker")
-            end_on_revocation(context, self._services.tokens, call)
-            first = await anext(aiter(request_iterator), None)
-            if first is None or first.WhichOneof("message") != "hello":
-                raise invalid_argument("HELLO_REQUIRED", "the first message must be a hello", field="hello")
-            hello = first.hello
-            if not 1 <= hello.capacity <= MAX_CAPACITY:
-                raise invalid_argument("INVALID_CAPACITY", f"capacity must be 1..{MAX_CAPACITY}", field="capacity")
-            jobs = self._services.jobs
-            declared = _declared_types(hello)
-            await jobs.declare_job_types(principal, declared)
-            worker = await jobs.register_worker(
-                principal, hello.worker_id, hello.name or "worker", [t.id for t in declared], hello.capacity
+        principal = current_principal()
+        principal.require_scope("worker")
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("message") != "hello":
+            raise invalid_argument("HELLO_REQUIRED", "the first message must be a hello", field="hello")
+        hello = first.hello
+        if not 1 <= hello.capacity <= MAX_CAPACITY:
+            raise invalid_argument("INVALID_CAPACITY", f"capacity must be 1..{MAX_CAPACITY}", field="capacity")
+        jobs = self._services.jobs
+        declared = _declared_types(hello)
+        await jobs.declare_job_types(principal, declared)
+        worker = await jobs.register_worker(
+            principal, hello.worker_id, hello.name or "worker", [t.id for t in declared], hello.capacity
+        )
+        current_call().extra["worker_id"] = worker.id
+        # A worker credential limited to projects claims only their jobs.
+        projects = None if principal.is_admin else principal.project_ids or None
+        session = WorkerSession(
+            worker.id, worker.job_type_ids, worker.capacity, session_id=worker.session_id, project_ids=projects
+        )
+        yield worker_pb2.ConnectResponse(
+            welcome=worker_pb2.WorkerWelcome(
+                worker_id=worker.id,
+                heartbeat_interval_seconds=jobs.policy.heartbeat_seconds,
+                lease_seconds=jobs.policy.lease_seconds,
             )
-            call.extra["worker_id"] = worker.id
-            # A worker credential limited to projects claims only their jobs.
-            projects = None if principal.is_admin else principal.project_ids or None
-            session = WorkerSession(
-                worker.id, worker.job_type_ids, worker.capacity, session_id=worker.session_id, project_ids=projects
-            )
-            yield worker_pb2.ConnectResponse(
-                welcome=worker_pb2.WorkerWelcome(
-                    worker_id=worker.id,
-                    heartbeat_interval_seconds=jobs.policy.heartbeat_seconds,
-                    lease_seconds=jobs.policy.lease_seconds,
-                )
+        )
+
+        def cancel(job_id: str) -> None:
+            session.outbox.put_nowait(
+                worker_pb2.ConnectResponse(cancel=worker_pb2.JobCancellation(job_id=job_id, reason="cancelled"))
             )
 
-            def cancel(job_id: str) -> None:
-                session.outbox.put_nowait(
-                    worker_pb2.ConnectResponse(cancel=worker_pb2.JobCancellation(job_id=job_id, reason="cancelled"))
-                )
-
-            reader = asyncio.create_task(self._read_heartbeats(request_iterator, worker.id, session))
-            previous = self._dispatcher.sessions.get(worker.id)
-            if previous is not None:
-                previous.superseded.set()
-            self._dispatcher.sessions[worker.id] = session
-            self._dispatcher.wake()
-            closing = asyncio.ensure_future(self._services.notifications.closing.wait())
-            superseded = asyncio.ensure_future(session.superseded.wait())
-            getter: asyncio.Future[worker_pb2.ConnectResponse] | None = None
-            try:
-                with self._services.notifications.on_cancel(worker.id, cancel):
-                    while True:
-                        getter = asyncio.ensure_future(session.outbox.get())
-                        done, _ = await asyncio.wait(
-                            {getter, reader, closing, superseded}, return_when=asyncio.FIRST_COMPLETED
+        reader = asyncio.create_task(self._read_heartbeats(request_iterator, worker.id, session))
+        previous = self._dispatcher.sessions.get(worker.id)
+        if previous is not None:
+            previous.superseded.set()
+        self._dispatcher.sessions[worker.id] = session
+        self._dispatcher.wake()
+        closing = asyncio.ensure_future(self._services.notifications.closing.wait())
+        superseded = asyncio.ensure_future(session.superseded.wait())
+        getter: asyncio.Future[worker_pb2.ConnectResponse] | None = None
+        try:
+            with self._services.notifications.on_cancel(worker.id, cancel):
+                while True:
+                    getter = asyncio.ensure_future(session.outbox.get())
+                    done, _ = await asyncio.wait(
+                        {getter, reader, closing, superseded}, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if getter in done:
+                        yield getter.result()
+                        continue
+                    getter.cancel()
+                    if reader in done:
+                        reader.result()  # re-raises a reader failure
+                    if superseded in done:
+                        raise DomainError(
+                            Code.ABORTED,
+                            "WORKER_SESSION_REPLACED",
+                            f"worker {worker.id} connected again; this older session ends",
                         )
-                        if getter in done:
-                            yield getter.result()
-                            continue
-                        getter.cancel()
-                        if reader in done:
-                            reader.result()  # re-raises a reader failure
-                        if superseded in done:
-                            raise DomainError(
-                                Code.ABORTED,
-                                "WORKER_SESSION_REPLACED",
-                                f"worker {worker.id} connected again; this older session ends",
-                            )
-                        break  # the worker hung up, or this server is stopping
-            finally:
-                for waiter in (closing, superseded, getter):  # on every exit, cancellation included
-                    if waiter is not None:
-                        waiter.cancel()
-                # Only this session's own traces: a reconnect of the same
-                # worker may have replaced it already.
-                if self._dispatcher.sessions.get(worker.id) is session:
-                    del self._dispatcher.sessions[worker.id]
-                reader.cancel()
-                await jobs.worker_disconnected(worker.id, session.session_id)
+                    break  # the worker hung up, or this server is stopping
+        finally:
+            for waiter in (closing, superseded, getter):  # on every exit, cancellation included
+                if waiter is not None:
+                    waiter.cancel()
+            # Only this session's own traces: a reconnect of the same
+            # worker may have replaced it already.
+            if self._dispatcher.sessions.get(worker.id) is session:
+                del self._dispatcher.sessions[worker.id]
+            reader.cancel()
+            await jobs.worker_disconnected(worker.id, session.session_id)
 
     async def _read_heartbeats(
         self, request_iterator: AsyncIterator[worker_pb2.ConnectRequest], worker_id: str, session: WorkerSession
@@ -294,64 +282,52 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
     async def ReportProgress(
         self, request: worker_pb2.ReportProgressRequest, context: aio.ServicerContext
     ) -> worker_pb2.ReportProgressResponse:
-        async with rpc_call(context, "ReportProgress") as call:
-            principal = await self._authenticate(context)
-            call.principal_id = principal.id
-            cancelled = await self._services.jobs.report_progress(
-                principal, request.job_id, request.progress, request.message
-            )
-            return worker_pb2.ReportProgressResponse(cancel_requested=cancelled)
-        raise AssertionError("unreachable")
+        principal = current_principal()
+        cancelled = await self._services.jobs.report_progress(
+            principal, request.job_id, request.progress, request.message
+        )
+        return worker_pb2.ReportProgressResponse(cancel_requested=cancelled)
 
     async def ReportFailure(
         self, request: worker_pb2.ReportFailureRequest, context: aio.ServicerContext
     ) -> worker_pb2.ReportFailureResponse:
-        async with rpc_call(context, "ReportFailure") as call:
-            principal = await self._authenticate(context)
-            call.principal_id = principal.id
-            job = await self._services.jobs.report_failure(
-                principal, request.job_id, request.reason, request.message, request.retryable
-            )
-            return worker_pb2.ReportFailureResponse(job=convert.job(job))
-        raise AssertionError("unreachable")
+        principal = current_principal()
+        job = await self._services.jobs.report_failure(
+            principal, request.job_id, request.reason, request.message, request.retryable
+        )
+        return worker_pb2.ReportFailureResponse(job=convert.job(job))
 
     async def ReleaseJob(
         self, request: worker_pb2.ReleaseJobRequest, context: aio.ServicerContext
     ) -> worker_pb2.ReleaseJobResponse:
-        async with rpc_call(context, "ReleaseJob") as call:
-            principal = await self._authenticate(context)
-            call.principal_id = principal.id
-            job = await self._services.jobs.release(principal, request.job_id, request.reason)
-            return worker_pb2.ReleaseJobResponse(job=convert.job(job))
-        raise AssertionError("unreachable")
+        principal = current_principal()
+        job = await self._services.jobs.release(principal, request.job_id, request.reason)
+        return worker_pb2.ReleaseJobResponse(job=convert.job(job))
 
     async def RegisterOutputs(
         self, request_iterator: AsyncIterator[worker_pb2.RegisterOutputsRequest], context: aio.ServicerContext
     ) -> worker_pb2.RegisterOutputsResponse:
-        async with rpc_call(context, "RegisterOutputs") as call:
-            principal = await self._authenticate(context)
-            call.principal_id = principal.id
-            messages = aiter(request_iterator)
-            first = await anext(messages, None)
-            if first is None or not first.job_id:
-                raise invalid_argument("JOB_ID_REQUIRED", "the first message must name job_id", field="job_id")
+        principal = current_principal()
+        messages = aiter(request_iterator)
+        first = await anext(messages, None)
+        if first is None or not first.job_id:
+            raise invalid_argument("JOB_ID_REQUIRED", "the first message must name job_id", field="job_id")
 
-            async def parts() -> AsyncIterator[OutputPart]:
-                message: worker_pb2.RegisterOutputsRequest | None = first
-                while message is not None:
-                    part = _output_part(message)
-                    if part is not None:
-                        yield part
-                    message = await anext(messages, None)
+        async def parts() -> AsyncIterator[OutputPart]:
+            message: worker_pb2.RegisterOutputsRequest | None = first
+            while message is not None:
+                part = _output_part(message)
+                if part is not None:
+                    yield part
+                message = await anext(messages, None)
 
-            def encode(job: JobRecord, items: list[ItemRecord]) -> bytes:
-                return worker_pb2.RegisterOutputsResponse(
-                    job=convert.job(job), items=[convert.item(i) for i in items]
-                ).SerializeToString()
+        def encode(job: JobRecord, items: list[ItemRecord]) -> bytes:
+            return worker_pb2.RegisterOutputsResponse(
+                job=convert.job(job), items=[convert.item(i) for i in items]
+            ).SerializeToString()
 
-            response = await self._services.outputs.register(principal, first.job_id, parts(), encode)
-            return worker_pb2.RegisterOutputsResponse.FromString(response)
-        raise AssertionError("unreachable")
+        response = await self._services.outputs.register(principal, first.job_id, parts(), encode)
+        return worker_pb2.RegisterOutputsResponse.FromString(response)
 
 
 def _output_part(message: worker_pb2.RegisterOutputsRequest) -> OutputPart | None:
