@@ -98,7 +98,8 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
         operation = self._executor.resolve(request.operation)
         principal.require_scope(operation.scope)
         params = unpack_params(operation, request.params, request.HasField("params"))
-        key = metadata_value(context, "idempotency-key")
+        # Only operations that honour a key read it (the others ignore one sent).
+        key = metadata_value(context, "idempotency-key") if operation.idempotency_key else None
         result = await self._executor.run(operation, principal, params, key, call)
         return _execute_response(operation, wire.result_bytes(result))
 

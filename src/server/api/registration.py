@@ -29,7 +29,7 @@ def _decode(cls: type[Message], data: bytes) -> Message:
         raise invalid_argument(
             "MALFORMED_REQUEST", f"the request is not a valid {cls.DESCRIPTOR.full_name}", field="request"
         ) from exc
-    reject_nul_characters(message, "request")
+    reject_nul_characters(message, "request", data)
     return message
 
 
