@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from grpc import aio
@@ -37,7 +37,9 @@ from server.errors import DomainError
 
 log = logging.getLogger(__name__)
 
-Behavior = Callable[[Any, aio.ServicerContext], Any]
+# A handler's behaviour: (request or request iterator, context) -> response(s).
+Behavior = Callable[..., Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # (generic in the stubs only)
 
 
 def _call_metadata(context: aio.ServicerContext) -> tuple[str | None, str | None]:
@@ -51,11 +53,49 @@ def _call_metadata(context: aio.ServicerContext) -> tuple[str | None, str | None
     return request_id, authorization
 
 
-def _failure(exc: Exception, call: CallInfo) -> DomainError:
-    if isinstance(exc, DomainError):
-        return exc
-    log.exception("unhandled error in %s (request %s)", call.rpc, call.request_id)
-    return unexpected_error(exc, call.request_id)
+class _Edged:
+    """One RPC inside the edge, as `async with`: entering opens the call
+    (request id trailer, admission, authentication, the revocation watch of a
+    stream); leaving maps what the handler raised onto a status and writes
+    the access log line. A class, not a generator-based context manager: it
+    runs for every call."""
+
+    __slots__ = ("_authorization", "_call", "_context", "_edge", "_stream")
+
+    def __init__(self, edge: Edge, rpc: str, context: aio.ServicerContext, stream: bool) -> None:
+        given_id, self._authorization = _call_metadata(context)
+        self._edge, self._context, self._stream = edge, context, stream
+        self._call = edge.begin(rpc, given_id)
+
+    async def __aenter__(self) -> CallInfo:
+        call, edge = self._call, self._edge
+        try:
+            self._context.set_trailing_metadata((("x-request-id", call.request_id),))
+            edge.admit(call)
+            principal = await edge.authenticate(call, self._authorization)
+            if self._stream and principal.kind != "job":
+                end_on_revocation(self._context, edge.tokens, call, self._authorization)
+        except BaseException as exc:  # refused: answered and logged as the handler's errors are
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return call
+
+    async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, _: Any) -> None:
+        call, context = self._call, self._context
+        code = "OK"
+        try:
+            if isinstance(exc, asyncio.CancelledError):
+                code = _cancelled_code(context)
+            elif isinstance(exc, Exception) and not isinstance(exc, aio.AbortError):
+                if isinstance(exc, DomainError):
+                    error = exc
+                else:
+                    log.exception("unhandled error in %s (request %s)", call.rpc, call.request_id, exc_info=exc)
+                    error = unexpected_error(exc, call.request_id)
+                code = error.code.name
+                await context.abort_with_status(to_grpc_status(error, call.request_id))
+        finally:
+            self._edge.end(call, code)
 
 
 def _cancelled_code(context: aio.ServicerContext) -> str:
@@ -70,15 +110,15 @@ class EdgeInterceptor(aio.ServerInterceptor):
         self._edge = edge
         self._services = frozenset(services)
         # method -> (the handler found, the handler answered): built once per method.
-        self._handlers: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+        self._handlers: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Handler | None:
         handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method  # type: ignore[attr-defined]  # (the stubs leave it out)
+        method = handler_call_details.method
         known = self._handlers.get(method)
         if known is not None and known[0] is handler:
             return known[1]
@@ -89,45 +129,27 @@ class EdgeInterceptor(aio.ServerInterceptor):
         self._handlers[method] = (handler, answered)
         return answered
 
-    def _wrap(self, rpc: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        serializers = {
-            "request_deserializer": handler.request_deserializer,
-            "response_serializer": handler.response_serializer,
-        }
+    def _wrap(self, rpc: str, handler: Handler) -> Handler:
+        decode, encode = handler.request_deserializer, handler.response_serializer
         if handler.request_streaming and handler.response_streaming:
-            return grpc.stream_stream_rpc_method_handler(self._streaming(rpc, handler.stream_stream), **serializers)
+            assert handler.stream_stream is not None
+            return grpc.stream_stream_rpc_method_handler(self._streaming(rpc, handler.stream_stream), decode, encode)
         if handler.request_streaming:
-            return grpc.stream_unary_rpc_method_handler(self._unary(rpc, handler.stream_unary, True), **serializers)
+            assert handler.stream_unary is not None
+            return grpc.stream_unary_rpc_method_handler(self._unary(rpc, handler.stream_unary, True), decode, encode)
         if handler.response_streaming:
-            return grpc.unary_stream_rpc_method_handler(self._streaming(rpc, handler.unary_stream), **serializers)
-        return grpc.unary_unary_rpc_method_handler(self._unary(rpc, handler.unary_unary, False), **serializers)
+            assert handler.unary_stream is not None
+            return grpc.unary_stream_rpc_method_handler(self._streaming(rpc, handler.unary_stream), decode, encode)
+        assert handler.unary_unary is not None
+        return grpc.unary_unary_rpc_method_handler(self._unary(rpc, handler.unary_unary, False), decode, encode)
 
     def _unary(self, rpc: str, behavior: Behavior, stream: bool) -> Behavior:
         """A call with one response (its request may be a stream)."""
         edge = self._edge
 
         async def answer(request: Any, context: aio.ServicerContext) -> Any:
-            given_id, authorization = _call_metadata(context)
-            call = edge.begin(rpc, given_id)
-            code = "OK"
-            try:
-                context.set_trailing_metadata((("x-request-id", call.request_id),))
-                edge.admit(call)
-                principal = await edge.authenticate(call, authorization)
-                if stream and principal.kind != "job":
-                    end_on_revocation(context, edge.tokens, call, authorization)
+            async with _Edged(edge, rpc, context, stream):
                 return await behavior(request, context)
-            except aio.AbortError:
-                raise
-            except asyncio.CancelledError:
-                code = _cancelled_code(context)
-                raise
-            except Exception as exc:
-                error = _failure(exc, call)
-                code = error.code.name
-                await context.abort_with_status(to_grpc_status(error, call.request_id))
-            finally:
-                edge.end(call, code)
 
         return answer
 
@@ -136,27 +158,8 @@ class EdgeInterceptor(aio.ServerInterceptor):
         edge = self._edge
 
         async def answer(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-            given_id, authorization = _call_metadata(context)
-            call = edge.begin(rpc, given_id)
-            code = "OK"
-            try:
-                context.set_trailing_metadata((("x-request-id", call.request_id),))
-                edge.admit(call)
-                principal = await edge.authenticate(call, authorization)
-                if principal.kind != "job":
-                    end_on_revocation(context, edge.tokens, call, authorization)
+            async with _Edged(edge, rpc, context, True):
                 async for response in behavior(request, context):
                     yield response
-            except aio.AbortError:
-                raise
-            except asyncio.CancelledError:
-                code = _cancelled_code(context)
-                raise
-            except Exception as exc:
-                error = _failure(exc, call)
-                code = error.code.name
-                await context.abort_with_status(to_grpc_status(error, call.request_id))
-            finally:
-                edge.end(call, code)
 
         return answer
