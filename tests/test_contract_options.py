@@ -16,11 +16,11 @@ import pytest
 from google.protobuf import struct_pb2
 
 from geopera.v1 import analytics_pb2, options_pb2
-from server.api.operations import REGISTRY
 from server.api.registry import SIDE_EFFECTS, message_base_name
 from server.mcp.kernel import KernelError, _retryable
 from tests.conftest import SAMPLES
 from tests.support.client import RpcFailure
+from tests.support.registry import REGISTRY
 from tests.support.server import REPO
 
 AOI = json.loads((SAMPLES / "aoi_epsg4326.geojson").read_text())

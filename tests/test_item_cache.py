@@ -19,11 +19,11 @@ from geopera.v1 import auth_pb2, catalog_pb2, kernel_pb2, kernel_pb2_grpc, resou
 from server import callstats
 from server.api import convert
 from server.api.kernel import _execute_response
-from server.api.operations import REGISTRY
 from server.auth import Principal
 from server.domain.batching import BatchLoader
 from server.domain.catalog import ByteBudgetLru, RenderedItem, rendered_size
 from server.errors import DomainError
+from tests.support.registry import REGISTRY
 from tests.test_item_renders import _copy_item, _fresh_conversion, _stored
 
 

@@ -31,10 +31,9 @@ from geopera.v1 import (  # noqa: F401  (imports register every payload type for
 from server.analytics import MethodRegistry, default_registry
 from server.api import convert
 from server.api import reflection as documented_reflection
-from server.api.calls import CALLS
 from server.api.execute import Executor
 from server.api.kernel import KernelServicer
-from server.api.operations import REGISTRY
+from server.api.operations import build_registry
 from server.api.registration import add_servicer
 from server.api.worker import WorkerServicer
 from server.auth import TokenService
@@ -49,6 +48,8 @@ from server.domain.quota import StorageQuota
 from server.domain.raster_work import RasterWorkPool
 from server.domain.streams import StreamLimiter
 from server.domain.sweep import StorageSweeper
+from server.edge.call import Edge
+from server.edge.interceptor import EdgeInterceptor
 from server.listen import ListenError, check_ports
 from server.pagination import install_page_token_key, load_page_token_key
 from server.raster import configure_limits as configure_raster_limits
@@ -162,7 +163,10 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     # pg_ctl are forked (not vfork'ed when they switch user), and a fork once
     # gRPC's threads run can abort the child. Blocking is fine: nothing else runs yet.
     url = database_url(settings)
-    server = aio.server(options=server_options(settings))
+    registry = build_registry()
+    # The one transport edge: every RPC of the kernel's services and every HTTP call.
+    edge = Edge()
+    server = aio.server(interceptors=[EdgeInterceptor(edge, SERVICE_NAMES)], options=server_options(settings))
     health_servicer = health.aio.HealthServicer()
     kernel = KernelServicer()
     workers = WorkerServicer()
@@ -182,7 +186,7 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     await server.start()
     host = settings.listen.rsplit(":", 1)[0]
     log.info("listening on %s:%d%s (not ready yet)", host, port, " with TLS" if tls else "")
-    rest = RestApi()
+    rest = RestApi(edge, registry)
     http_runner, http_port = None, 0
     http_scheme = "https" if tls else "http"
     if http_on:
@@ -205,10 +209,11 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     await register_builtin_job_types(services.jobs)
     dispatcher = Dispatcher(services.jobs, services.notifications, services.tokens)
     dispatcher.start()
-    executor = Executor(REGISTRY, services)
+    executor = Executor(registry, services)
     kernel.attach(executor)
     rest.attach(executor)
     workers.attach(services, dispatcher)
+    edge.ready(services.tokens)  # calls are served from here on (NOT_READY before)
     background = [
         asyncio.create_task(_every(600, "upload sweep", services.catalog.expire_uploads)),
         asyncio.create_task(_every(1.0, "lease reaper", services.jobs.expire_leases)),
@@ -231,12 +236,12 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
 
     await stop.wait()
     log.info("stopping: draining calls for up to %.0f s", settings.shutdown_grace_seconds)
-    CALLS.stopping = True  # new calls: UNAVAILABLE SERVER_SHUTTING_DOWN from here on
+    edge.stopping = True  # new calls: UNAVAILABLE SERVER_SHUTTING_DOWN from here on
     await health_servicer.enter_graceful_shutdown()
     services.notifications.close_streams()
     if http_runner is not None:
         await http_runner.cleanup()
-    await server.stop(await CALLS.drain(settings.shutdown_grace_seconds))
+    await server.stop(await edge.drain(settings.shutdown_grace_seconds))
     for task in background:
         task.cancel()
     await dispatcher.stop()

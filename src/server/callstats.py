@@ -1,7 +1,7 @@
 """What one call cost below the transport: the time it held a database connection and
 the read-through caches it hit or missed (token, item in memory, item render stored in
-the database, item proto). `rpc_call` opens a `CallStats` per call and the access log
-line reports it (`db_ms`, `db_uses`, `db_batch`, `cache_hits`, `cache_misses`; each only
+the database, item proto). The edge (`server.edge`) opens a `CallStats` per call and the
+access log line reports it (`db_ms`, `db_uses`, `db_batch`, `cache_hits`, `cache_misses`; each only
 when there is something to say). Cheap on
 purpose: one context variable, two clock reads per connection use, one counter per cache
 lookup; code running outside a call (background loops) records nothing, and a task a call
@@ -23,8 +23,8 @@ class CallStats:
     # how many lookups that batch carried, 1 when only its own; else 0.
     db_batch: int = 0
 
-    def log_fields(self) -> dict[str, object]:
-        out: dict[str, object] = {}
+    def add_log_fields(self, out: dict[str, object]) -> None:
+        """Adds what there is to say to the access log line `out`."""
         if self.db_uses:
             out["db_ms"] = round(self.db_seconds * 1000, 3)
             out["db_uses"] = self.db_uses
@@ -34,7 +34,6 @@ class CallStats:
             out["cache_hits"] = self.cache_hits
         if self.cache_misses:
             out["cache_misses"] = self.cache_misses
-        return out
 
 
 _current: ContextVar[CallStats | None] = ContextVar("geopera_call_stats", default=None)

@@ -2,7 +2,7 @@
 
 A `DomainError` carries a status code, an UPPER_SNAKE_CASE reason, a message,
 and optionally field violations and an expected JSON Schema. Exactly one place
-(`server.api.status`) turns it into a `google.rpc.Status`; domain code never
+(`server.edge.status`) turns it into a `google.rpc.Status`; domain code never
 imports grpc.
 """
 

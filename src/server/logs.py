@@ -1,4 +1,4 @@
-"""One JSON object per log line on stderr."""
+"""One JSON object per log line on stderr, and the access log line of a call."""
 
 from __future__ import annotations
 
@@ -6,6 +6,14 @@ import json
 import logging
 import sys
 import time
+from typing import TextIO
+
+# One encoder for every line (json.dumps with separators builds a new one per call).
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
+ACCESS_LOGGER = "geopera.access"
+_access = logging.getLogger(ACCESS_LOGGER)
 
 
 class JsonFormatter(logging.Formatter):
@@ -14,16 +22,16 @@ class JsonFormatter(logging.Formatter):
         self._second = -1
         self._second_text = ""
 
-    def _timestamp(self, record: logging.LogRecord) -> str:
+    def timestamp(self, created: float) -> str:
         # The access log writes a line per call: format each second once.
-        second = int(record.created)
+        second = int(created)
         if second != self._second:
             self._second, self._second_text = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return f"{self._second_text}.{int(record.msecs):03d}Z"
+        return f"{self._second_text}.{int((created - second) * 1000):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": self._timestamp(record),
+            "ts": self.timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
         }
@@ -34,14 +42,48 @@ class JsonFormatter(logging.Formatter):
             entry["msg"] = record.getMessage()
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, separators=(",", ":"))
+        return _encode(entry)
+
+
+class _AccessLines:
+    """Where `log_access` writes directly: the handler `configure_logging` set up."""
+
+    handler: logging.StreamHandler[TextIO] | None = None
+    formatter: JsonFormatter | None = None
+
+
+def log_access(fields: dict[str, object]) -> None:
+    """Writes a call's access log line (logger `geopera.access`, level INFO):
+    the line `JsonFormatter` makes of `access_log.info("call", extra={"access":
+    fields})`. A line per call: once `configure_logging` set up the one handler,
+    it goes to that handler's stream without the logging module's per-record
+    machinery (record, handler chain), which took half the edge's CPU per
+    items.get call (13 of 27 µs). Otherwise it is logged as usual."""
+    if not _access.isEnabledFor(logging.INFO):
+        return
+    handler, formatter = _AccessLines.handler, _AccessLines.formatter
+    root_handlers = logging.root.handlers
+    if handler is None or formatter is None or len(root_handlers) != 1 or root_handlers[0] is not handler:
+        _access.info("call", extra={"access": fields})
+        return
+    entry: dict[str, object] = {"ts": formatter.timestamp(time.time()), "level": "INFO", "logger": ACCESS_LOGGER}
+    entry.update(fields)
+    line = _encode(entry) + handler.terminator
+    handler.acquire()
+    try:
+        handler.stream.write(line)
+        handler.stream.flush()
+    finally:
+        handler.release()
 
 
 def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    formatter = JsonFormatter()
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]
+    _AccessLines.handler, _AccessLines.formatter = handler, formatter
     root.setLevel(level.upper())
     # The JSON lines carry none of these, so no record computes them: no stack
     # walk for the caller's file and line, no thread or process lookups (the

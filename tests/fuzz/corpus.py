@@ -52,9 +52,9 @@ class Corpus:
 def collect_corpus(world: World) -> Corpus:
     """Ids, tokens and schemas of `world`'s server, and a valid request per operation."""
     from geopera.v1 import analytics_pb2, catalog_pb2, credits_pb2, processing_pb2
-    from server.api.operations import REGISTRY
     from tests.conftest import SAMPLES
     from tests.support.matrix import CASES
+    from tests.support.registry import REGISTRY
 
     alpha, admin = world.client("alpha"), world.client("admin")
     seeds: dict[str, tuple[str, bytes]] = {}

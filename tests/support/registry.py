@@ -1,5 +1,8 @@
-"""The server's operation registry, as every projection sees it."""
+"""The server's operation registry, as every projection sees it (built as the
+composition root builds it)."""
 
-from server.api.operations import REGISTRY
+from server.api.operations import build_registry
+
+REGISTRY = build_registry()
 
 __all__ = ["REGISTRY"]

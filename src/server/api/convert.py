@@ -11,10 +11,10 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from geopera.v1 import resources_pb2
 from server import callstats
-from server.api.status import status_proto
 from server.domain.credits import Balance, LedgerRow
 from server.domain.jobs import STATUSES, Dispatch, JobRecord, JobTypeRecord, WorkerRecord
 from server.domain.models import AssetRecord, ItemRecord, ProjectRecord
+from server.edge.status import status_proto
 from server.errors import Code, DomainError, invalid_argument
 
 LEDGER_KINDS = {

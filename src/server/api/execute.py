@@ -10,22 +10,31 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from server.api import convert
-from server.api.calls import CallInfo
 from server.api.registry import Operation, OperationContext, OperationRegistry
 from server.api.wire import EncodedResult
 from server.auth import Principal
 from server.domain import idempotency
 from server.domain.idempotency import KeyedCall, Replayed
 from server.domain.jobs import JobEvent, job_events
+from server.edge.call import CallInfo
 from server.errors import invalid_argument
 from server.services import Services
 
 IDEMPOTENCY_KEY_MAX = 255
 
 
-def reject_nul_characters(message: Message, prefix: str = "params") -> None:
+def reject_nul_characters(message: Message, prefix: str = "params", encoded: bytes | None = None) -> None:
     """PostgreSQL text cannot hold NUL, and no name, id or JSON string needs
-    one: refuse it by field instead of failing deep in the store."""
+    one: refuse it by field instead of failing deep in the store. A NUL in any
+    string (a map key, a Struct's text) is a zero byte in the message's wire
+    form, so a wire form (`encoded`, else serialized here) without one is
+    clean and not walked: most requests, and items.get's every time."""
+    if b"\x00" not in (message.SerializeToString() if encoded is None else encoded):
+        return
+    _reject_nul_fields(message, prefix)
+
+
+def _reject_nul_fields(message: Message, prefix: str) -> None:
     for field, value in message.ListFields():
         path = f"{prefix}.{field.name}"
         if field.type == FieldDescriptor.TYPE_STRING:
@@ -40,14 +49,14 @@ def reject_nul_characters(message: Message, prefix: str = "params") -> None:
                     if "\x00" in str(key):
                         raise invalid_argument("INVALID_CHARACTER", "keys must not contain NUL characters", field=path)
                     if isinstance(item, Message):
-                        reject_nul_characters(item, f"{path}[{key}]")
+                        _reject_nul_fields(item, f"{path}[{key}]")
             elif field.is_repeated:
                 for index, item in enumerate(value):
-                    reject_nul_characters(item, f"{path}[{index}]")
+                    _reject_nul_fields(item, f"{path}[{index}]")
             elif field.message_type.full_name == "google.protobuf.Struct":
                 _reject_nul_json(convert.struct_to_dict(value), path)
             else:
-                reject_nul_characters(value, path)
+                _reject_nul_fields(value, path)
 
 
 def _reject_nul_json(value: object, path: str) -> None:

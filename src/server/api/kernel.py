@@ -12,14 +12,13 @@ from grpc import aio
 
 from geopera.v1 import kernel_pb2, kernel_pb2_grpc
 from server.api import convert, wire
-from server.api.calls import CallInfo, metadata_value, rpc_call, unavailable
 from server.api.convert import timestamp
 from server.api.execute import Executor
 from server.api.registry import Operation
-from server.api.revocation import end_on_revocation
 from server.auth import Principal
 from server.domain.jobs import JobEvent
 from server.domain.models import UploadPart
+from server.edge.call import CallInfo, current_call, current_principal, metadata_value
 from server.errors import Code, DomainError, invalid_argument
 from server.services import Services
 from server.storage import iter_chunks
@@ -75,24 +74,15 @@ def _watch_response(event: JobEvent) -> kernel_pb2.WatchJobResponse:
 
 
 class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
-    """Serves as soon as the port is open; calls fail UNAVAILABLE (`NOT_READY`)
-    until `attach` hands over the services (after migrations)."""
+    """The edge (`server.edge.interceptor`) runs every call: a handler runs
+    only once the services are attached, for an authenticated caller."""
 
     _executor: Executor
     _services: Services
 
-    def __init__(self) -> None:
-        self._ready = False
-
     def attach(self, executor: Executor) -> None:
         self._executor = executor
         self._services = executor.services
-        self._ready = True
-
-    async def _authenticate(self, context: aio.ServicerContext) -> Principal:
-        if not self._ready:
-            raise unavailable("the server is starting; retry shortly")
-        return await self._services.tokens.authenticate(metadata_value(context, "authorization"))
 
     # Bytes, not the ExecuteResponse the generated servicer declares: registration serializes
     # Execute's answer through unserialized (server.api.registration._serializer).
@@ -101,73 +91,64 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
     ) -> bytes:
         """Answers the serialized ExecuteResponse (registration passes bytes
         through): a result the operation has encoded already is sent as it is."""
-        async with rpc_call(context, "Execute") as call:
-            call.operation = request.operation[:100]
-            principal = await self._authenticate(context)
-            call.principal_id = principal.id
-            operation = self._executor.resolve(request.operation)
-            principal.require_scope(operation.scope)
-            params = unpack_params(operation, request.params, request.HasField("params"))
-            key = metadata_value(context, "idempotency-key")
-            result = await self._executor.run(operation, principal, params, key, call)
-            return _execute_response(operation, wire.result_bytes(result))
-        raise AssertionError("unreachable")  # rpc_call always returns or aborts
+        call = current_call()
+        call.operation = request.operation[:100]
+        principal = call.principal
+        assert principal is not None  # (authenticated by the edge)
+        operation = self._executor.resolve(request.operation)
+        principal.require_scope(operation.scope)
+        params = unpack_params(operation, request.params, request.HasField("params"))
+        # Only operations that honour a key read it (the others ignore one sent).
+        key = metadata_value(context, "idempotency-key") if operation.idempotency_key else None
+        result = await self._executor.run(operation, principal, params, key, call)
+        return _execute_response(operation, wire.result_bytes(result))
 
     async def WatchJob(
         self, request: kernel_pb2.WatchJobRequest, context: aio.ServicerContext
     ) -> AsyncIterator[kernel_pb2.WatchJobResponse]:
-        async with rpc_call(context, "WatchJob") as call:
-            principal = await self._authenticate(context)
-            call.principal_id = principal.id
-            end_on_revocation(context, self._services.tokens, call)
-            sent = 0
-            with self._services.streams.hold(principal.id):
-                async for event in self._executor.watch(principal, request.job_id, request.after_sequence):
-                    yield _watch_response(event)
-                    sent += 1
-            call.extra["events"] = sent
+        call = current_call()
+        principal = current_principal()
+        sent = 0
+        with self._services.streams.hold(principal.id):
+            async for event in self._executor.watch(principal, request.job_id, request.after_sequence):
+                yield _watch_response(event)
+                sent += 1
+        call.extra["events"] = sent
 
     async def UploadAsset(
         self, request_iterator: AsyncIterator[kernel_pb2.UploadAssetRequest], context: aio.ServicerContext
     ) -> kernel_pb2.UploadAssetResponse:
-        async with rpc_call(context, "UploadAsset") as call:
-            principal = await self._authenticate(context)
-            call.principal_id = principal.id
-            end_on_revocation(context, self._services.tokens, call)
+        principal = current_principal()
 
-            async def parts() -> AsyncIterator[UploadPart]:
-                async for message in request_iterator:
-                    yield UploadPart(
-                        project_id=message.project_id,
-                        file_name=message.file_name,
-                        total_size=message.total_size,
-                        sha256=message.sha256,
-                        write_offset=message.write_offset,
-                        data=message.data,
-                        finish_write=message.finish_write,
-                    )
+        async def parts() -> AsyncIterator[UploadPart]:
+            async for message in request_iterator:
+                yield UploadPart(
+                    project_id=message.project_id,
+                    file_name=message.file_name,
+                    total_size=message.total_size,
+                    sha256=message.sha256,
+                    write_offset=message.write_offset,
+                    data=message.data,
+                    finish_write=message.finish_write,
+                )
 
-            with self._services.streams.hold(principal.id):
-                upload = await self._services.catalog.receive_upload(principal, parts())
-            call.extra["bytes"] = upload.size_bytes
-            return kernel_pb2.UploadAssetResponse(
-                upload_id=upload.id,
-                committed_size=upload.size_bytes,
-                sha256=upload.sha256,
-                expire_time=timestamp(upload.expire_time),
-            )
-        raise AssertionError("unreachable")
+        with self._services.streams.hold(principal.id):
+            upload = await self._services.catalog.receive_upload(principal, parts())
+        current_call().extra["bytes"] = upload.size_bytes
+        return kernel_pb2.UploadAssetResponse(
+            upload_id=upload.id,
+            committed_size=upload.size_bytes,
+            sha256=upload.sha256,
+            expire_time=timestamp(upload.expire_time),
+        )
 
     async def DownloadAsset(
         self, request: kernel_pb2.DownloadAssetRequest, context: aio.ServicerContext
     ) -> AsyncIterator[kernel_pb2.DownloadAssetResponse]:
-        async with rpc_call(context, "DownloadAsset") as call:
-            principal = await self._authenticate(context)
-            call.principal_id = principal.id
-            end_on_revocation(context, self._services.tokens, call)
-            with self._services.streams.hold(principal.id):
-                async for message in self._download(principal, request, call):
-                    yield message
+        principal = current_principal()
+        with self._services.streams.hold(principal.id):
+            async for message in self._download(principal, request, current_call()):
+                yield message
 
     async def _download(
         self, principal: Principal, request: kernel_pb2.DownloadAssetRequest, call: CallInfo

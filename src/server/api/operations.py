@@ -1,4 +1,5 @@
-"""The operation table: every operation `Execute` can run, in one registry."""
+"""The operation table: every operation `Execute` can run, in one registry
+(built by the composition root and handed to each projection)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,3 @@ def build_registry() -> OperationRegistry:
     for operation in (*ops_catalog.OPERATIONS, *ops_processing.OPERATIONS, *ops_analytics.OPERATIONS):
         registry.register(operation)
     return registry
-
-
-REGISTRY = build_registry()

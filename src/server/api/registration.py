@@ -3,7 +3,8 @@
 The generated `add_*Servicer_to_server` lets grpcio deserialize requests
 before our code runs, and a corrupt message then surfaces as UNKNOWN. Here
 requests arrive as bytes and are decoded inside the call, so a corrupt one
-fails INVALID_ARGUMENT (reason `MALFORMED_REQUEST`) through the one error path.
+fails INVALID_ARGUMENT (reason `MALFORMED_REQUEST`) through the edge's one
+error path (`server.edge.interceptor`).
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
-from server.api.calls import metadata_value
 from server.api.execute import reject_nul_characters
-from server.api.status import to_grpc_status, unexpected_error
-from server.errors import DomainError, invalid_argument
+from server.errors import invalid_argument
 
 
 def _decode(cls: type[Message], data: bytes) -> Message:
@@ -30,15 +29,8 @@ def _decode(cls: type[Message], data: bytes) -> Message:
         raise invalid_argument(
             "MALFORMED_REQUEST", f"the request is not a valid {cls.DESCRIPTOR.full_name}", field="request"
         ) from exc
-    reject_nul_characters(message, "request")
+    reject_nul_characters(message, "request", data)
     return message
-
-
-async def _abort_malformed(context: aio.ServicerContext, err: Exception) -> None:
-    request_id = metadata_value(context, "x-request-id") or ""
-    # Decoding raises DomainErrors; anything else is a bug, answered as one (not a crash here).
-    error = err if isinstance(err, DomainError) else unexpected_error(err, request_id)
-    await context.abort_with_status(to_grpc_status(error, request_id))
 
 
 def _serializer(cls: type[Message]) -> Callable[[Any], bytes]:
@@ -76,23 +68,13 @@ def _wrap(method: MethodDescriptor, impl: Callable[..., Any]) -> grpc.RpcMethodH
     if method.server_streaming:
 
         async def unary_stream(data: bytes, context: aio.ServicerContext) -> AsyncIterator[Message]:
-            try:
-                request = _decode(request_cls, data)
-            except Exception as err:
-                await _abort_malformed(context, err)
-                return
-            async for response in impl(request, context):
+            async for response in impl(_decode(request_cls, data), context):
                 yield response
 
         return grpc.unary_stream_rpc_method_handler(unary_stream, response_serializer=serialize)
 
     async def unary_unary(data: bytes, context: aio.ServicerContext) -> Any:
-        try:
-            request = _decode(request_cls, data)
-        except Exception as err:
-            await _abort_malformed(context, err)
-            return None
-        return await impl(request, context)
+        return await impl(_decode(request_cls, data), context)
 
     return grpc.unary_unary_rpc_method_handler(unary_unary, response_serializer=serialize)
 

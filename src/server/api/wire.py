@@ -6,6 +6,7 @@ https://protobuf.dev/programming-guides/encoding/."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from google.protobuf.descriptor import Descriptor
@@ -61,4 +62,9 @@ def result_bytes(result: Message | EncodedResult) -> bytes:
 
 def packed_any(type_name: str, value: bytes) -> bytes:
     """A google.protobuf.Any (type_url = 1, value = 2) as Any.Pack makes it."""
-    return length_delimited(1, (TYPE_URL_PREFIX + type_name).encode()) + length_delimited(2, value)
+    return _type_url_field(type_name) + length_delimited(2, value)
+
+
+@functools.cache
+def _type_url_field(type_name: str) -> bytes:
+    return length_delimited(1, (TYPE_URL_PREFIX + type_name).encode())

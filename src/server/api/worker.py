@@ -11,9 +11,6 @@ from grpc import aio
 
 from geopera.v1 import worker_pb2, worker_pb2_grpc
 from server.api import convert
-from server.api.calls import metadata_value, rpc_call, unavailable
-from server.api.revocation import end_on_revocation
-from server.auth import Principal
 from server.domain.jobs import (
     Assignment,
     Cancellation,
@@ -29,6 +26,7 @@ from server.domain.jobs import (
 from server.domain.jobs.sessions import SessionMessage
 from server.domain.models import ItemRecord
 from server.domain.output_parts import CommitPart, OutputAssetSpec, OutputChunkPart, OutputItemPart, OutputPart
+from server.edge.call import current_call, current_principal
 from server.errors import invalid_argument
 from server.services import Services
 from server.storage import BlobStorage
@@ -95,106 +93,83 @@ def _declared_types(hello: worker_pb2.WorkerHello) -> list[JobTypeRecord]:
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
-    """Serves as soon as the port is open; calls fail UNAVAILABLE until attached."""
+    """The edge (`server.edge.interceptor`) runs every call: a handler runs
+    only once the services are attached, for an authenticated caller."""
 
     _services: Services
     _sessions: WorkerSessions
 
-    def __init__(self) -> None:
-        self._ready = False
-
     def attach(self, services: Services, dispatcher: Dispatcher) -> None:
         self._services = services
         self._sessions = WorkerSessions(services.jobs, services.notifications, dispatcher)
-        self._ready = True
-
-    async def _authenticate(self, context: aio.ServicerContext) -> Principal:
-        if not self._ready:
-            raise unavailable("the server is starting; retry shortly")
-        return await self._services.tokens.authenticate(metadata_value(context, "authorization"))
 
     async def Connect(
         self, request_iterator: AsyncIterator[worker_pb2.ConnectRequest], context: aio.ServicerContext
     ) -> AsyncIterator[worker_pb2.ConnectResponse]:
-        async with rpc_call(context, "Connect") as call:
-            principal = await self._authenticate(context)
-            call.principal_id = principal.id
-            principal.require_scope("worker")
-            end_on_revocation(context, self._services.tokens, call)
-            first = await anext(aiter(request_iterator), None)
-            if first is None or first.WhichOneof("message") != "hello":
-                raise invalid_argument("HELLO_REQUIRED", "the first message must be a hello", field="hello")
-            hello = first.hello
-            session = WorkerHello(hello.worker_id, hello.name, hello.capacity, _declared_types(hello))
-            # Closed with this stream, so the session's cleanup runs before the call ends.
-            messages = self._sessions.connect(principal, session, _heartbeats(request_iterator))
-            async with contextlib.aclosing(messages):
-                async for message in messages:
-                    if isinstance(message, Welcome):
-                        call.extra["worker_id"] = message.worker_id
-                    yield _response(message, self._services.storage)
+        principal = current_principal()
+        principal.require_scope("worker")
+        first = await anext(aiter(request_iterator), None)
+        if first is None or first.WhichOneof("message") != "hello":
+            raise invalid_argument("HELLO_REQUIRED", "the first message must be a hello", field="hello")
+        hello = first.hello
+        session = WorkerHello(hello.worker_id, hello.name, hello.capacity, _declared_types(hello))
+        # Closed with this stream, so the session's cleanup runs before the call ends.
+        messages = self._sessions.connect(principal, session, _heartbeats(request_iterator))
+        async with contextlib.aclosing(messages):
+            async for message in messages:
+                if isinstance(message, Welcome):
+                    current_call().extra["worker_id"] = message.worker_id
+                yield _response(message, self._services.storage)
 
     async def ReportProgress(
         self, request: worker_pb2.ReportProgressRequest, context: aio.ServicerContext
     ) -> worker_pb2.ReportProgressResponse:
-        async with rpc_call(context, "ReportProgress") as call:
-            principal = await self._authenticate(context)
-            call.principal_id = principal.id
-            cancelled = await self._services.jobs.report_progress(
-                principal, request.job_id, request.progress, request.message
-            )
-            return worker_pb2.ReportProgressResponse(cancel_requested=cancelled)
-        raise AssertionError("unreachable")
+        principal = current_principal()
+        cancelled = await self._services.jobs.report_progress(
+            principal, request.job_id, request.progress, request.message
+        )
+        return worker_pb2.ReportProgressResponse(cancel_requested=cancelled)
 
     async def ReportFailure(
         self, request: worker_pb2.ReportFailureRequest, context: aio.ServicerContext
     ) -> worker_pb2.ReportFailureResponse:
-        async with rpc_call(context, "ReportFailure") as call:
-            principal = await self._authenticate(context)
-            call.principal_id = principal.id
-            job = await self._services.jobs.report_failure(
-                principal, request.job_id, request.reason, request.message, request.retryable
-            )
-            return worker_pb2.ReportFailureResponse(job=convert.job(job))
-        raise AssertionError("unreachable")
+        principal = current_principal()
+        job = await self._services.jobs.report_failure(
+            principal, request.job_id, request.reason, request.message, request.retryable
+        )
+        return worker_pb2.ReportFailureResponse(job=convert.job(job))
 
     async def ReleaseJob(
         self, request: worker_pb2.ReleaseJobRequest, context: aio.ServicerContext
     ) -> worker_pb2.ReleaseJobResponse:
-        async with rpc_call(context, "ReleaseJob") as call:
-            principal = await self._authenticate(context)
-            call.principal_id = principal.id
-            job = await self._services.jobs.release(principal, request.job_id, request.reason)
-            return worker_pb2.ReleaseJobResponse(job=convert.job(job))
-        raise AssertionError("unreachable")
+        principal = current_principal()
+        job = await self._services.jobs.release(principal, request.job_id, request.reason)
+        return worker_pb2.ReleaseJobResponse(job=convert.job(job))
 
     async def RegisterOutputs(
         self, request_iterator: AsyncIterator[worker_pb2.RegisterOutputsRequest], context: aio.ServicerContext
     ) -> worker_pb2.RegisterOutputsResponse:
-        async with rpc_call(context, "RegisterOutputs") as call:
-            principal = await self._authenticate(context)
-            call.principal_id = principal.id
-            messages = aiter(request_iterator)
-            first = await anext(messages, None)
-            if first is None or not first.job_id:
-                raise invalid_argument("JOB_ID_REQUIRED", "the first message must name job_id", field="job_id")
+        principal = current_principal()
+        messages = aiter(request_iterator)
+        first = await anext(messages, None)
+        if first is None or not first.job_id:
+            raise invalid_argument("JOB_ID_REQUIRED", "the first message must name job_id", field="job_id")
 
-            async def parts() -> AsyncIterator[OutputPart]:
-                message: worker_pb2.RegisterOutputsRequest | None = first
-                while message is not None:
-                    part = _output_part(message)
-                    if part is not None:
-                        yield part
-                    message = await anext(messages, None)
+        async def parts() -> AsyncIterator[OutputPart]:
+            message: worker_pb2.RegisterOutputsRequest | None = first
+            while message is not None:
+                part = _output_part(message)
+                if part is not None:
+                    yield part
+                message = await anext(messages, None)
 
-            def encode(job: JobRecord, items: list[ItemRecord]) -> bytes:
-                return worker_pb2.RegisterOutputsResponse(
-                    job=convert.job(job), items=[convert.item(i) for i in items]
-                ).SerializeToString()
+        def encode(job: JobRecord, items: list[ItemRecord]) -> bytes:
+            return worker_pb2.RegisterOutputsResponse(
+                job=convert.job(job), items=[convert.item(i) for i in items]
+            ).SerializeToString()
 
-            response = await self._services.outputs.register(principal, first.job_id, parts(), encode)
-            return worker_pb2.RegisterOutputsResponse.FromString(response)
-        raise AssertionError("unreachable")
+        response = await self._services.outputs.register(principal, first.job_id, parts(), encode)
+        return worker_pb2.RegisterOutputsResponse.FromString(response)
 
 
 def _output_part(message: worker_pb2.RegisterOutputsRequest) -> OutputPart | None:

@@ -29,6 +29,7 @@ def main(args: argparse.Namespace) -> int:
 
     import grpc
 
+    from server.api.operations import build_registry
     from server.logs import configure_logging
     from server.mcp.app import serve_stdio
 
@@ -42,7 +43,7 @@ def main(args: argparse.Namespace) -> int:
         roots = Path(args.ca_file).read_bytes() if args.ca_file else None
         credentials = grpc.ssl_channel_credentials(roots)
     try:
-        asyncio.run(serve_stdio(args.server, token, credentials=credentials))
+        asyncio.run(serve_stdio(args.server, token, build_registry(), credentials=credentials))
     except KeyboardInterrupt:
         pass
     return 0

@@ -14,7 +14,7 @@ import mcp_types as types
 from mcp.server import Server, ServerRequestContext
 from mcp.server.stdio import stdio_server
 
-from server.api.operations import REGISTRY
+from server.api.registry import OperationRegistry
 from server.mcp.kernel import USER_AGENT, Kernel
 from server.mcp.scopes import ScopeDiscovery, discover_scopes
 from server.mcp.tools import Projection, ToolOutcome, ToolSpec
@@ -98,13 +98,14 @@ def build_server(projection: Projection) -> Server[Any]:
 async def serve_stdio(
     target: str,
     token: str | None,
+    registry: OperationRegistry,
     *,
     credentials: grpc.ChannelCredentials | None = None,
     scope_discovery: ScopeDiscovery = discover_scopes,
 ) -> None:
     kernel = Kernel(target, token, credentials=credentials)
     try:
-        server = build_server(Projection(kernel, REGISTRY, scope_discovery=scope_discovery))
+        server = build_server(Projection(kernel, registry, scope_discovery=scope_discovery))
         async with stdio_server() as (read_stream, write_stream):
             await server.run(read_stream, write_stream, server.create_initialization_options())
     finally:

@@ -10,12 +10,12 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2, json_format
+from google.protobuf import any_pb2
 from google.protobuf.message import Message
-from google.rpc import error_details_pb2, status_pb2
 
-from geopera.v1 import errors_pb2, kernel_pb2, kernel_pb2_grpc
+from geopera.v1 import kernel_pb2, kernel_pb2_grpc
 from server.api.registry import Operation
+from server.edge.status import error_body, status_details
 
 USER_AGENT = "geopera-mcp/0.1.0"
 # A tool call must answer well under a minute (MCP hosts commonly give up at 60 s).
@@ -57,63 +57,26 @@ class KernelError(Exception):
         self.expected_schema = expected_schema
 
     def body(self) -> dict[str, Any]:
-        details: dict[str, Any] = {"metadata": dict(self.metadata)}
-        if self.field_violations:
-            details["field_violations"] = list(self.field_violations)
-        if self.expected_schema is not None:
-            details["expected_schema"] = self.expected_schema
-        return {
-            "code": self.code,
-            "reason": self.reason,
-            "message": self.message,
-            "request_id": self.request_id,
-            "details": details,
-        }
-
-
-# The trailer that carries the google.rpc.Status (grpc_status's constant, which its stubs omit).
-_DETAILS_KEY = "grpc-status-details-bin"
-
-
-def _rich_status(err: grpc.aio.AioRpcError) -> status_pb2.Status | None:
-    for key, value in err.trailing_metadata() or ():
-        if key == _DETAILS_KEY and isinstance(value, bytes):
-            try:
-                return status_pb2.Status.FromString(value)
-            except Exception:
-                return None
-    return None
+        return error_body(
+            self.code, self.reason, self.message, self.request_id, self.metadata, self.field_violations,
+            self.expected_schema,
+        )  # fmt: skip
 
 
 def error_from_rpc(err: grpc.aio.AioRpcError) -> KernelError:
     code = err.code().name if err.code() is not None else "UNKNOWN"
-    message = err.details() or ""
-    reason = code  # a status without ErrorInfo (e.g. a transport failure): the code is the reason
-    metadata: dict[str, str] = {}
-    violations: list[dict[str, str]] = []
-    expected: dict[str, Any] | None = None
-    status = _rich_status(err)
-    for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason, metadata = info.reason, dict(info.metadata)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            violations = [{"field": v.field, "description": v.description} for v in bad.field_violations]
-        elif detail.Is(errors_pb2.ExpectedSchema.DESCRIPTOR):
-            schema = errors_pb2.ExpectedSchema()
-            detail.Unpack(schema)
-            expected = json_format.MessageToDict(schema.json_schema)
+    trailing = err.trailing_metadata() or ()
+    details = status_details(trailing)
+    # A status without ErrorInfo (e.g. a transport failure): the code is the reason.
+    metadata = details.metadata
     request_id = metadata.pop("request_id", "")
     if not request_id:
-        for key, value in err.trailing_metadata() or ():
+        for key, value in trailing:
             if key == "x-request-id":
                 request_id = value.decode() if isinstance(value, bytes) else str(value)
     return KernelError(
-        code, reason, message, request_id=request_id, metadata=metadata, field_violations=violations,
-        expected_schema=expected,
+        code, details.reason or code, err.details() or "", request_id=request_id, metadata=metadata,
+        field_violations=details.field_violations, expected_schema=details.expected_schema,
     )  # fmt: skip
 
 

@@ -2,7 +2,8 @@
 with its params as a JSON body (proto3 JSON mapping, snake_case names, no
 `@type`), `GET /v1/jobs/{job_id}/events` streams a job as server-sent events,
 and `GET /v1/openapi.json` describes both. Same auth, validation, idempotency
-and errors as gRPC: it runs through the same `Executor`."""
+and errors as gRPC: it runs through the same edge (`server.edge`) and the
+same `Executor`."""
 
 from __future__ import annotations
 
@@ -10,11 +11,8 @@ import asyncio
 import functools
 import json
 import logging
-import secrets
 import ssl
-import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -24,20 +22,20 @@ from pydantic import BaseModel
 
 from geopera.v1 import kernel_pb2
 from server.api import convert, jsonview
-from server.api.calls import CallInfo
 from server.api.execute import Executor
-from server.api.revocation import until_revoked
-from server.api.status import unexpected_error
+from server.api.registry import OperationRegistry
 from server.api.wire import result_message
 from server.auth import Principal
+from server.edge.call import CallInfo, Edge
+from server.edge.call import request_id as request_id_of
+from server.edge.revocation import until_revoked
+from server.edge.status import domain_error_body, unexpected_error
 from server.errors import Code, DomainError, invalid_argument
 from server.rest.openapi import openapi_document
 
-access_log = logging.getLogger("geopera.access")
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 << 20
-_REQUEST_ID_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 # The usual mapping of gRPC codes to HTTP statuses (google.rpc.Code docs).
 HTTP_STATUS = {
@@ -58,21 +56,6 @@ HTTP_STATUS = {
 }
 # Free-form params that fail their schema are "unprocessable" (as the product docs promise).
 UNPROCESSABLE_REASONS = frozenset({"INVALID_ANALYTICS_PARAMS", "INVALID_JOB_PARAMS"})
-
-
-def error_body(err: DomainError, request_id: str) -> dict[str, Any]:
-    details: dict[str, Any] = {"metadata": dict(err.metadata)}
-    if err.violations:
-        details["field_violations"] = [{"field": v.field, "description": v.description} for v in err.violations]
-    if err.expected_schema is not None:
-        details["expected_schema"] = err.expected_schema.json_schema
-    return {
-        "code": err.code.name,
-        "reason": err.reason,
-        "message": err.message,
-        "request_id": request_id,
-        "details": details,
-    }
 
 
 def http_status(err: DomainError) -> int:
@@ -97,13 +80,6 @@ def _output_schema(model: type[BaseModel]) -> dict[str, Any]:
     return model.model_json_schema(mode="serialization")
 
 
-def _request_id(request: web.Request) -> str:
-    given = request.headers.get("X-Request-Id")
-    if given and len(given) <= 128 and set(given) <= _REQUEST_ID_OK:
-        return given
-    return "req_" + secrets.token_hex(8)
-
-
 def _json_response(body: Any, status: int, request_id: str) -> web.Response:
     return web.Response(
         text=json.dumps(body, separators=(",", ":")),
@@ -111,6 +87,10 @@ def _json_response(body: Any, status: int, request_id: str) -> web.Response:
         content_type="application/json",
         headers={"X-Request-Id": request_id},
     )
+
+
+def _error_response(err: DomainError, request_id: str) -> web.Response:
+    return _json_response(domain_error_body(err, request_id), http_status(err), request_id)
 
 
 @web.middleware
@@ -126,18 +106,30 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
             exc.status, Code.INVALID_ARGUMENT
         )
         err = DomainError(code, "HTTP_" + exc.reason.upper().replace(" ", "_"), exc.reason)
-        return _json_response(error_body(err, ""), exc.status, "")
+        return _json_response(domain_error_body(err, ""), exc.status, "")
     except Exception as exc:
-        request_id = _request_id(request)
+        request_id = request_id_of(request.headers.get("X-Request-Id"))
         log.exception("unhandled error in %s (request %s)", request.path, request_id)
-        err = unexpected_error(exc, request_id)
-        return _json_response(error_body(err, request_id), http_status(err), request_id)
+        return _error_response(unexpected_error(exc, request_id), request_id)
+
+
+# A call's work, given the call and its authenticated caller, and what it
+# answers for an error (an error event once a stream has started, say).
+CallBody = Callable[[Executor, CallInfo, Principal], Awaitable[web.StreamResponse]]
+OnError = Callable[[DomainError, CallInfo], Awaitable[web.StreamResponse]]
+
+
+async def _error_json(err: DomainError, call: CallInfo) -> web.StreamResponse:
+    return _error_response(err, call.request_id)
 
 
 class RestApi:
-    """Serves as soon as it listens; answers 503 NOT_READY until attached."""
+    """Serves as soon as it listens; the edge answers 503 NOT_READY until the
+    services are attached."""
 
-    def __init__(self) -> None:
+    def __init__(self, edge: Edge, registry: OperationRegistry) -> None:
+        self._edge = edge
+        self._registry = registry
         self._executor: Executor | None = None
 
     def attach(self, executor: Executor) -> None:
@@ -150,64 +142,45 @@ class RestApi:
         app.router.add_get("/v1/openapi.json", self.openapi)
         return app
 
-    @asynccontextmanager
-    async def _call(self, request: web.Request, rpc: str) -> AsyncIterator[CallInfo]:
-        call = CallInfo(rpc=rpc, request_id=_request_id(request))
-        started = time.perf_counter()
+    async def _call(
+        self, request: web.Request, rpc: str, body: CallBody, on_error: OnError = _error_json, operation: str = ""
+    ) -> web.StreamResponse:
+        """Runs `body` through the edge, as the gRPC interceptor runs an RPC:
+        request id, admission, authentication, error mapping, the access log."""
+        edge = self._edge
+        call = edge.begin(rpc, request.headers.get("X-Request-Id"))
+        call.operation = operation
         code = "OK"
         try:
-            yield call
-        except DomainError as err:
-            code = err.code.name
-            raise
+            edge.admit(call)
+            principal = await edge.authenticate(call, request.headers.get("Authorization"))
+            assert self._executor is not None  # the edge is ready only once it is attached
+            return await body(self._executor, call, principal)
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise
-        except Exception:
-            code = "INTERNAL"
-            raise
+        except Exception as exc:
+            if isinstance(exc, DomainError):
+                error = exc
+            else:
+                log.exception("unhandled error in %s (request %s)", request.path, call.request_id)
+                error = unexpected_error(exc, call.request_id)
+            code = error.code.name
+            return await on_error(error, call)
         finally:
-            access_log.info(
-                "call",
-                extra={
-                    "access": {
-                        "rpc": rpc,
-                        "operation": call.operation,
-                        "principal": call.principal_id,
-                        "code": code,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                        "request_id": call.request_id,
-                        **call.extra,
-                    }
-                },
-            )
-
-    async def _authenticate(self, request: web.Request, call: CallInfo) -> tuple[Executor, Principal]:
-        if self._executor is None:
-            raise DomainError(Code.UNAVAILABLE, "NOT_READY", "the server is starting; retry shortly")
-        principal = await self._executor.services.tokens.authenticate(request.headers.get("Authorization"))
-        call.principal_id = principal.id
-        return self._executor, principal
+            edge.end(call, code)
 
     async def execute(self, request: web.Request) -> web.StreamResponse:
-        call_info = CallInfo(rpc="HTTP POST /v1/op", request_id="")
-        try:
-            async with self._call(request, "HTTP POST /v1/op") as call:
-                call_info = call
-                call.operation = request.match_info["operation"][:100]
-                executor, principal = await self._authenticate(request, call)
-                operation = executor.resolve(request.match_info["operation"])
-                principal.require_scope(operation.scope)
-                params = await self._params(request, operation.params_type())
-                result = await executor.run(operation, principal, params, request.headers.get("Idempotency-Key"), call)
-                body = jsonview.to_json(result_message(result), analytics_schema=_analytics_schemas(executor))
-                return _json_response(body, 200, call.request_id)
-        except DomainError as err:
-            return _json_response(error_body(err, call_info.request_id), http_status(err), call_info.request_id)
-        except Exception as exc:
-            log.exception("unhandled error in %s (request %s)", request.path, call_info.request_id)
-            error = unexpected_error(exc, call_info.request_id)
-            return _json_response(error_body(error, call_info.request_id), http_status(error), call_info.request_id)
+        async def run(executor: Executor, call: CallInfo, principal: Principal) -> web.StreamResponse:
+            operation = executor.resolve(request.match_info["operation"])
+            principal.require_scope(operation.scope)
+            params = await self._params(request, operation.params_type())
+            result = await executor.run(operation, principal, params, request.headers.get("Idempotency-Key"), call)
+            body = jsonview.to_json(result_message(result), analytics_schema=_analytics_schemas(executor))
+            return _json_response(body, 200, call.request_id)
+
+        operation = request.match_info["operation"][:100]
+        return await self._call(request, "HTTP POST /v1/op", run, operation=operation)
 
     async def _params(self, request: web.Request, message: Message) -> Message:
         try:
@@ -230,52 +203,51 @@ class RestApi:
         return message
 
     async def job_events(self, request: web.Request) -> web.StreamResponse:
-        call_info = CallInfo(rpc="HTTP GET /v1/jobs/events", request_id="")
         response: web.StreamResponse | None = None
-        try:
-            async with self._call(request, "HTTP GET /v1/jobs/events") as call:
-                call_info = call
-                executor, principal = await self._authenticate(request, call)
-                after = self._after_sequence(request)
-                with executor.services.streams.hold(principal.id):
-                    events = until_revoked(
-                        executor.watch(principal, request.match_info["job_id"], after),
-                        executor.services.tokens,
-                        request.headers.get("Authorization"),
-                    )
-                    async for event in events:
-                        if response is None:
-                            response = web.StreamResponse(
-                                headers={
-                                    "Content-Type": "text/event-stream",
-                                    "Cache-Control": "no-cache",
-                                    "X-Request-Id": call.request_id,
-                                }
-                            )
-                            await response.prepare(request)
-                        payload = kernel_pb2.WatchJobResponse(
-                            sequence=event.sequence,
-                            event_time=convert.timestamp(event.event_time),
-                            job=convert.job(event.job),
-                            event_type=event.event_type,
-                        )
-                        data = json.dumps(jsonview.to_json(payload))
-                        await response.write(
-                            f"id: {event.sequence}\nevent: {event.event_type}\ndata: {data}\n\n".encode()
-                        )
+
+        async def stream(executor: Executor, call: CallInfo, principal: Principal) -> web.StreamResponse:
+            nonlocal response
+            after = self._after_sequence(request)
+            with executor.services.streams.hold(principal.id):
+                events = until_revoked(
+                    executor.watch(principal, request.match_info["job_id"], after),
+                    executor.services.tokens,
+                    request.headers.get("Authorization"),
+                )
+                async for event in events:
                     if response is None:
-                        # A resume of an ended job with nothing newer: 204 also tells an
-                        # EventSource not to reconnect.
-                        return web.Response(status=204, headers={"X-Request-Id": call.request_id})
-                    await response.write_eof()
-                    return response
-        except DomainError as err:
+                        response = web.StreamResponse(
+                            headers={
+                                "Content-Type": "text/event-stream",
+                                "Cache-Control": "no-cache",
+                                "X-Request-Id": call.request_id,
+                            }
+                        )
+                        await response.prepare(request)
+                    payload = kernel_pb2.WatchJobResponse(
+                        sequence=event.sequence,
+                        event_time=convert.timestamp(event.event_time),
+                        job=convert.job(event.job),
+                        event_type=event.event_type,
+                    )
+                    data = json.dumps(jsonview.to_json(payload))
+                    await response.write(f"id: {event.sequence}\nevent: {event.event_type}\ndata: {data}\n\n".encode())
+                if response is None:
+                    # A resume of an ended job with nothing newer: 204 also tells an
+                    # EventSource not to reconnect.
+                    return web.Response(status=204, headers={"X-Request-Id": call.request_id})
+                await response.write_eof()
+                return response
+
+        async def on_error(err: DomainError, call: CallInfo) -> web.StreamResponse:
             if response is None:
-                return _json_response(error_body(err, call_info.request_id), http_status(err), call_info.request_id)
-            data = json.dumps(error_body(err, call_info.request_id))
+                return _error_response(err, call.request_id)
+            data = json.dumps(domain_error_body(err, call.request_id))
             await response.write(f"event: error\ndata: {data}\n\n".encode())
             await response.write_eof()
             return response
+
+        return await self._call(request, "HTTP GET /v1/jobs/events", stream, on_error)
 
     @staticmethod
     def _after_sequence(request: web.Request) -> int:
@@ -288,10 +260,8 @@ class RestApi:
             ) from None
 
     async def openapi(self, request: web.Request) -> web.Response:
-        from server.api.operations import REGISTRY
-
         host = request.headers.get("Host", "")
-        return web.json_response(openapi_document(REGISTRY, f"{request.scheme}://{host}" if host else "/"))
+        return web.json_response(openapi_document(self._registry, f"{request.scheme}://{host}" if host else "/"))
 
 
 async def start_rest(api: RestApi, listen: str, ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:

@@ -2,7 +2,8 @@
 
 A unary call checks its token once; a stream (a worker's Connect, WatchJob,
 UploadAsset, DownloadAsset, the HTTP job-event stream) can outlive a
-revocation by hours. Each one watches its token (`TokenService.wait_revoked`:
+revocation by hours. Each one (the gRPC ones through the edge interceptor)
+watches its token (`TokenService.wait_revoked`:
 looked up again whenever its cached resolution expires) and ends with
 UNAUTHENTICATED `TOKEN_REVOKED` within the token-cache time.
 """
@@ -16,19 +17,20 @@ from typing import TypeVar
 
 from grpc import aio
 
-from server.api.calls import CallInfo, metadata_value
-from server.api.status import to_grpc_status
 from server.auth import TokenService
+from server.edge.call import CallInfo
+from server.edge.status import to_grpc_status
 
 T = TypeVar("T")
 
 
-def end_on_revocation(context: aio.ServicerContext, tokens: TokenService, call: CallInfo) -> None:
+def end_on_revocation(
+    context: aio.ServicerContext, tokens: TokenService, call: CallInfo, authorization: str | None
+) -> None:
     """Ends the current gRPC call once its token is revoked: the status goes
     out at once (whatever the handler is waiting on), then the handler is
     cancelled so that its cleanup runs. Call it after authenticating."""
     handler = asyncio.current_task()
-    authorization = metadata_value(context, "authorization")
 
     async def watch() -> None:
         error = await tokens.wait_revoked(authorization)

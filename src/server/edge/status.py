@@ -1,14 +1,21 @@
-"""The one place domain errors become `google.rpc.Status`.
+"""The one place domain errors become `google.rpc.Status` (and the JSON error
+body of the HTTP and MCP projections), and a rich status is read back.
 
 Every error gets exactly one `ErrorInfo` (domain `geopera.v1`); validation
-errors add a `BadRequest`, invalid free-form params an `ExpectedSchema`.
+errors add a `BadRequest`, invalid free-form params an `ExpectedSchema`. The
+JSON body says the same: `{code, reason, message, request_id, details:
+{metadata, field_violations, expected_schema}}`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
 import grpc
 import psycopg
-from google.protobuf import any_pb2, struct_pb2
+from google.protobuf import any_pb2, json_format, struct_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -127,3 +134,70 @@ class _Status(grpc.Status):
 
 GRPC_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 assert code_pb2.INVALID_ARGUMENT == Code.INVALID_ARGUMENT
+
+
+def error_body(
+    code: str,
+    reason: str,
+    message: str,
+    request_id: str,
+    metadata: Mapping[str, str] | None = None,
+    field_violations: list[dict[str, str]] | None = None,
+    expected_schema: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON error body both JSON projections answer (HTTP and MCP)."""
+    details: dict[str, Any] = {"metadata": dict(metadata or {})}
+    if field_violations:
+        details["field_violations"] = list(field_violations)
+    if expected_schema is not None:
+        details["expected_schema"] = expected_schema
+    return {"code": code, "reason": reason, "message": message, "request_id": request_id, "details": details}
+
+
+def domain_error_body(err: DomainError, request_id: str) -> dict[str, Any]:
+    violations = [{"field": v.field, "description": v.description} for v in err.violations]
+    schema = err.expected_schema.json_schema if err.expected_schema is not None else None
+    return error_body(err.code.name, err.reason, err.message, request_id, err.metadata, violations, schema)
+
+
+# The trailer that carries the google.rpc.Status (grpc_status's constant, which its stubs omit).
+DETAILS_TRAILER = "grpc-status-details-bin"
+
+
+@dataclass
+class StatusDetails:
+    """What a rich status says beyond its code and message (empty without one)."""
+
+    reason: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    field_violations: list[dict[str, str]] = field(default_factory=list)
+    expected_schema: dict[str, Any] | None = None
+
+
+def status_details(trailing_metadata: Iterable[tuple[str, Any]] | None) -> StatusDetails:
+    """Reads the `google.rpc.Status` a failed call's trailers carry (what
+    `status_proto` wrote); a missing or malformed one gives empty details."""
+    found = StatusDetails()
+    for key, value in trailing_metadata or ():
+        if key != DETAILS_TRAILER or not isinstance(value, bytes):
+            continue
+        try:
+            status = status_pb2.Status.FromString(value)
+        except Exception:
+            return found
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                found.reason, found.metadata = info.reason, dict(info.metadata)
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad = error_details_pb2.BadRequest()
+                detail.Unpack(bad)
+                violations = bad.field_violations
+                found.field_violations = [{"field": v.field, "description": v.description} for v in violations]
+            elif detail.Is(errors_pb2.ExpectedSchema.DESCRIPTOR):
+                schema = errors_pb2.ExpectedSchema()
+                detail.Unpack(schema)
+                found.expected_schema = json_format.MessageToDict(schema.json_schema)
+        break
+    return found
