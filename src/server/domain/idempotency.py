@@ -47,7 +47,7 @@ async def claim(
     """Inside the caller's transaction: returns the response to replay, or
     None when this request owns the key and must do the work. `principal_id`
     (the token) is kept for the record only."""
-    await conn.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
+    await conn.execute(Q.idempotency_lock_timeout, {"timeout": LOCK_WAIT})
     params = {"project_id": project_id, "key": key}
     for _ in range(2):
         try:

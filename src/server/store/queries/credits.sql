@@ -11,10 +11,12 @@ SELECT project_id, NULL, 'grant', %(amount)s, available, held, %(note)s FROM acc
 RETURNING id, project_id, job_id, kind, amount, available_after, held_after, note, create_time;
 
 -- name: get_balance
+-- A project's credit balance.
 SELECT project_id, available, held, granted_total, captured_total
 FROM credit_accounts WHERE project_id = %(project_id)s;
 
 -- name: list_ledger
+-- One page of a project's credit ledger, newest first, optionally for one job.
 SELECT id, project_id, job_id, kind, amount, available_after, held_after, note, create_time
 FROM credit_ledger
 WHERE project_id = %(project_id)s

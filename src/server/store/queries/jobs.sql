@@ -55,7 +55,7 @@ WITH account AS (
     UPDATE credit_accounts
     SET available = available + %(released)s, held = held - %(captured)s - %(released)s,
         captured_total = captured_total + %(captured)s
-    WHERE project_id = %(project_id)s AND %(captured)s + %(released)s + %(waived)s > 0
+    WHERE project_id = %(project_id)s AND %(captured)s::bigint + %(released)s::bigint + %(waived)s::bigint > 0
     RETURNING project_id, available, held
 )
 INSERT INTO credit_ledger (project_id, job_id, kind, amount, available_after, held_after, note)
@@ -71,6 +71,7 @@ ORDER BY e.position
 RETURNING id;
 
 -- name: insert_job
+-- Creates a job as PENDING at sequence 1.
 INSERT INTO jobs (id, project_id, job_type_id, status, input_params, target_collection_id, source_item_ids,
                   credits_reserved, created_by, message, max_attempts, sequence)
 VALUES (%(id)s, %(project_id)s, %(job_type_id)s, 'PENDING', %(input_params)s, %(target_collection_id)s,
@@ -78,12 +79,15 @@ VALUES (%(id)s, %(project_id)s, %(job_type_id)s, 'PENDING', %(input_params)s, %(
 RETURNING *;
 
 -- name: get_job
+-- One job.
 SELECT * FROM jobs WHERE id = %(id)s;
 
 -- name: lock_job
+-- One job, locked until commit.
 SELECT * FROM jobs WHERE id = %(id)s FOR UPDATE;
 
 -- name: list_jobs
+-- One page of a project's jobs, newest first, with optional filters.
 SELECT * FROM jobs
 WHERE project_id = %(project_id)s
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
@@ -131,6 +135,7 @@ FROM picked WHERE j.id = picked.id
 RETURNING j.*;
 
 -- name: active_jobs_by_worker
+-- How many dispatched or running jobs each of the given workers holds.
 SELECT worker_id, count(*) AS n FROM jobs
 WHERE worker_id = ANY(%(worker_ids)s) AND status IN ('DISPATCHED', 'RUNNING')
 GROUP BY worker_id;
@@ -142,6 +147,7 @@ SELECT token_hash, job_id, attempt, %(worker_id)s
 FROM unnest(%(token_hashes)s::bytea[], %(job_ids)s::text[], %(attempts)s::integer[]) AS t (token_hash, job_id, attempt);
 
 -- name: job_token_principal
+-- The job and attempt a job-scoped worker token was issued for, with the job's current state.
 SELECT t.job_id, t.attempt, t.worker_id, j.project_id, j.source_item_ids, j.status, j.attempt AS job_attempt,
        j.worker_id AS job_worker_id
 FROM job_tokens t JOIN jobs j ON j.id = t.job_id
@@ -229,6 +235,7 @@ WITH queued AS (
 SELECT queued.*, pg_notify('geopera_dispatch', queued.job_type_id) AS notified FROM queued;
 
 -- name: finish_job
+-- Moves a job not yet finished to its terminal status with its outcome; no row when it already was.
 UPDATE jobs SET status = %(status)s, end_time = now(), update_time = now(), sequence = sequence + 1,
     lease_expire_time = NULL, error = %(error)s, message = %(message)s,
     credits_charged = %(credits_charged)s, output_item_ids = %(output_item_ids)s,
@@ -238,9 +245,11 @@ WHERE id = %(id)s AND status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
 RETURNING *;
 
 -- name: store_outputs_response
+-- Stores the response to a job's outputs report, for replay when the worker retries.
 UPDATE jobs SET outputs_response = %(response)s WHERE id = %(id)s;
 
 -- name: expired_leases
+-- Locks up to 100 claimed jobs whose worker lease ran out, oldest first, skipping locked ones.
 SELECT id FROM jobs
 WHERE status IN ('DISPATCHED', 'RUNNING') AND worker_id IS NOT NULL AND lease_expire_time < now()
 ORDER BY lease_expire_time
@@ -248,6 +257,7 @@ LIMIT 100
 FOR UPDATE SKIP LOCKED;
 
 -- name: renew_leases
+-- Extends the worker's lease on those of the given jobs it still holds.
 UPDATE jobs SET lease_expire_time = now() + make_interval(secs => %(lease_seconds)s)
 WHERE worker_id = %(worker_id)s AND id = ANY(%(job_ids)s) AND status IN ('DISPATCHED', 'RUNNING');
 
@@ -319,6 +329,7 @@ WHERE %(include_disconnected)s
 ORDER BY w.id;
 
 -- name: insert_provenance_edge
+-- Records that an output item derives from a source item through a job.
 INSERT INTO provenance_edges (output_item_id, relation, job_id, source_item_id)
 VALUES (%(output_item_id)s, %(relation)s, %(job_id)s, %(source_item_id)s);
 
@@ -333,6 +344,7 @@ SELECT output_item_id, relation, job_id, source_item_id FROM provenance_edges
 WHERE source_item_id = ANY(%(ids)s);
 
 -- name: lineage_labels
+-- Display labels of the items and jobs of a lineage graph.
 SELECT 'item' AS kind, id, name AS label, project_id FROM items WHERE id = ANY(%(item_ids)s)
 UNION ALL
 SELECT 'job', id, job_type_id, project_id FROM jobs WHERE id = ANY(%(job_ids)s);
@@ -346,15 +358,19 @@ ON CONFLICT (project_id, key) DO NOTHING
 RETURNING key;
 
 -- name: get_idempotency_key
+-- The key's stored call: operation, request fingerprint, response (NULL while running) and whether it expired.
 SELECT operation, fingerprint, response, expire_time < now() AS expired
 FROM idempotency_keys WHERE project_id = %(project_id)s AND key = %(key)s;
 
 -- name: delete_idempotency_key
+-- Forgets a key whose call failed, so a retry runs the call again.
 DELETE FROM idempotency_keys WHERE project_id = %(project_id)s AND key = %(key)s;
 
 -- name: finish_idempotency_key
+-- Stores the response of the call a key guards, for replay to retries.
 UPDATE idempotency_keys SET response = %(response)s
 WHERE project_id = %(project_id)s AND key = %(key)s;
 
 -- name: expire_idempotency_keys
+-- Deletes the idempotency keys past their time to live.
 DELETE FROM idempotency_keys WHERE expire_time < now();

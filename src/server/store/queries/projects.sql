@@ -1,11 +1,14 @@
 -- name: insert_project
+-- Creates a project.
 INSERT INTO projects (id, display_name) VALUES (%(id)s, %(display_name)s)
 RETURNING id, display_name, create_time;
 
 -- name: insert_credit_account
+-- Opens a new project's credit account at zero.
 INSERT INTO credit_accounts (project_id) VALUES (%(project_id)s);
 
 -- name: get_project
+-- One project.
 SELECT id, display_name, create_time FROM projects WHERE id = %(id)s;
 
 -- name: list_projects
