@@ -77,7 +77,7 @@ class MethodRegistry:
             known = ", ".join(sorted(self._methods))
             raise invalid_argument(
                 "UNKNOWN_ANALYTICS_OPERATION",
-                f"unknown analytics operation {name!r}; known: {known}",
+                f"unknown analytics method {name!r}; known: {known}",
                 field="operation",
                 metadata={"known_operations": known},
             )

@@ -123,7 +123,7 @@ class AnalyticsService:
         if name not in self.methods:
             raise invalid_argument(
                 "UNKNOWN_ANALYTICS_OPERATION",
-                f"unknown analytics operation {name[:100]!r}",
+                f"unknown analytics method {name[:100]!r}",
                 field="operation",
                 metadata={"known_operations": ", ".join(self.methods.names())},
             )
@@ -134,7 +134,7 @@ class AnalyticsService:
             raise DomainError(
                 Code.NOT_FOUND,
                 "UNKNOWN_ANALYTICS_OPERATION",
-                f"unknown analytics operation {name[:100]!r}",
+                f"unknown analytics method {name[:100]!r}",
                 metadata={"known_operations": ", ".join(self.methods.names())},
             )
         return self.methods.describe(name)
