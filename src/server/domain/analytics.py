@@ -48,7 +48,7 @@ class StoredArtifact:
 
 @dataclass(frozen=True)
 class AnalyticsOutcome:
-    operation: str
+    method: str
     result: dict[str, Any]
     artifacts: list[StoredArtifact]
 
@@ -199,20 +199,20 @@ class AnalyticsService:
     async def _store(
         self,
         principal: Principal,
-        operation: str,
+        method: str,
         project_id: str | None,
         result: dict[str, Any],
         artifacts: list[Artifact],
         keyed: KeyedStore | None,
     ) -> AnalyticsOutcome:
         if not artifacts and keyed is None:
-            return AnalyticsOutcome(operation, result, [])
+            return AnalyticsOutcome(method, result, [])
         if project_id is None:
             raise invalid_argument(
                 "ITEMS_IN_SEVERAL_PROJECTS", "an analytics call that stores files must read items of one project"
             )
         stored: list[StoredArtifact] = []
-        outcome = AnalyticsOutcome(operation, result, stored)
+        outcome = AnalyticsOutcome(method, result, stored)
         pending = PendingObjects(self._storage)
 
         def move_into_storage() -> list[tuple[str, str, int, str, Artifact]]:
@@ -240,7 +240,7 @@ class AnalyticsService:
                         {
                             "id": artifact_id,
                             "project_id": project_id,
-                            "operation": operation,
+                            "operation": method,
                             "key": artifact.key,
                             "title": artifact.title,
                             "storage_key": storage_key,
