@@ -121,22 +121,12 @@ class AnalyticsService:
         if not name:
             raise invalid_argument("OPERATION_REQUIRED", "operation is required (e.g. zonal_stats)", field="operation")
         if name not in self.methods:
-            raise invalid_argument(
-                "UNKNOWN_ANALYTICS_OPERATION",
-                f"unknown analytics method {name[:100]!r}",
-                field="operation",
-                metadata={"known_operations": ", ".join(self.methods.names())},
-            )
+            raise self.methods.unknown(name)
         return name
 
     def describe(self, name: str) -> dict[str, Any]:
         if name not in self.methods:
-            raise DomainError(
-                Code.NOT_FOUND,
-                "UNKNOWN_ANALYTICS_OPERATION",
-                f"unknown analytics method {name[:100]!r}",
-                metadata={"known_operations": ", ".join(self.methods.names())},
-            )
+            raise self.methods.unknown(name, Code.NOT_FOUND)
         return self.methods.describe(name)
 
     def describe_all(self) -> list[dict[str, Any]]:
