@@ -1,6 +1,7 @@
-"""Every named query (src/server/store/queries/*.sql) says what it does and is
-valid against the migrated schema. Queries are enumerated from the loader, so a
-new .sql file is checked without touching this test."""
+"""Every named query (src/server/store/queries/*.sql, and the benchmarks' in
+bench/queries/*.sql) says what it does and is valid against the migrated schema.
+Queries are enumerated from the loader, so a new .sql file in either folder is
+checked without touching this test."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from server.store.queries import NamedQuery, load_queries, parse_queries
+from bench.sql import QUERY_DIR as BENCH_QUERY_DIR
+from server.store.queries import NamedQuery, load_queries, load_query_dir, parse_queries
 from tests.support.db import DatabaseFactory
 
-QUERIES = load_queries().all()
+QUERIES = [*load_queries().all(), *load_query_dir(BENCH_QUERY_DIR).all()]
 _PARAM = re.compile(r"%\((\w+)\)[sbt]")
 # What PREPARE accepts; anything else (DDL) is run in a transaction that is rolled back.
 _PREPARABLE = ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES", "MERGE")
@@ -41,10 +43,10 @@ def conn(database_factory: DatabaseFactory) -> Iterator[psycopg.Connection]:
 
 def test_queries_are_loaded() -> None:
     assert len(QUERIES) > 50
-    assert {"get_item", "claim_jobs", "record_migration"} <= {q.name for q in QUERIES}
+    assert {"get_item", "claim_jobs", "record_migration", "ledger_per_job"} <= {q.name for q in QUERIES}
 
 
-@pytest.mark.parametrize("query", QUERIES, ids=lambda q: q.name)
+@pytest.mark.parametrize("query", QUERIES, ids=lambda q: f"{q.source}:{q.name}")
 def test_query_has_a_description(query: NamedQuery) -> None:
     assert query.description, f"{query.source}: add a `-- <what it does>` line under `-- name: {query.name}`"
 
@@ -55,7 +57,7 @@ def test_a_query_without_a_description_is_seen() -> None:
     assert (parsed["b"].description, parsed["b"].sql) == ("", "SELECT 2")
 
 
-@pytest.mark.parametrize("query", QUERIES, ids=lambda q: q.name)
+@pytest.mark.parametrize("query", QUERIES, ids=lambda q: f"{q.source}:{q.name}")
 def test_query_prepares_and_plans(conn: psycopg.Connection, query: NamedQuery) -> None:
     """PostgreSQL parses, analyses and plans the query on the migrated schema:
     unknown tables, columns, functions and parameter types fail here."""

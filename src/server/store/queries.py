@@ -61,14 +61,20 @@ def parse_queries(text: str, source: str) -> dict[str, NamedQuery]:
 
 
 @cache
-def load_queries() -> Queries:
+def load_query_dir(directory: Path) -> Queries:
+    """Every query of the `.sql` files in `directory` (the benchmarks keep theirs in bench/queries)."""
     merged: dict[str, NamedQuery] = {}
-    for path in sorted(QUERY_DIR.glob("*.sql")):
+    for path in sorted(directory.glob("*.sql")):
         for name, query in parse_queries(path.read_text(), path.name).items():
             if name in merged:
                 raise ValueError(f"query {name!r} defined twice ({path.name})")
             merged[name] = query
     return Queries(merged)
+
+
+def load_queries() -> Queries:
+    """The server's queries."""
+    return load_query_dir(QUERY_DIR)
 
 
 Q = load_queries()
