@@ -58,6 +58,7 @@ import psycopg
 from google.protobuf import struct_pb2
 
 from bench.results import Results, machine_line, markdown_table, utc_now
+from bench.sql import BQ
 from geopera.v1 import analytics_pb2, processing_pb2
 from tests.support.client import KernelClient, RpcFailure
 from tests.support.server import ServerProcess
@@ -383,7 +384,7 @@ def wait_settled(url: str, timeout: float) -> tuple[float, int]:
     started = time.monotonic()
     while True:
         with psycopg.connect(url) as conn:
-            open_jobs = conn.execute("SELECT count(*) FROM jobs WHERE status <> ALL(%s)", (list(TERMINAL),)).fetchone()
+            open_jobs = conn.execute(BQ.open_jobs, {"terminal": list(TERMINAL)}).fetchone()
         remaining = int(open_jobs[0]) if open_jobs else 0
         elapsed = time.monotonic() - started
         if remaining == 0 or elapsed > timeout:
@@ -423,43 +424,30 @@ def check_invariants(cluster: Cluster, tally: Tally) -> dict[str, Any]:
     violations: dict[str, list[str]] = collections.defaultdict(list)
     figures: dict[str, Any] = {}
     with psycopg.connect(cluster.url) as conn:
-        jobs = conn.execute("SELECT id, status, output_item_ids, source_item_ids, credits_reserved, "
-                            "credits_charged, attempt FROM jobs").fetchall()  # fmt: skip
+        jobs = conn.execute(BQ.all_jobs).fetchall()
         figures["jobs"] = collections.Counter(row[1] for row in jobs)
         figures["attempts>1"] = sum(1 for row in jobs if row[6] > 1)
         figures["failure reasons"] = collections.Counter(
-            (row[0] or {}).get("reason", "?")
-            for row in conn.execute("SELECT error FROM jobs WHERE status = 'FAILED'").fetchall()
+            (row[0] or {}).get("reason", "?") for row in conn.execute(BQ.failed_job_errors).fetchall()
         )
         for job_id, status, *_ in jobs:
             if status not in TERMINAL:
                 violations["no job stuck"].append(f"{job_id} is {status}")
 
         # Money.
-        for project, available, held, granted, captured in conn.execute(
-            "SELECT project_id, available, held, granted_total, captured_total FROM credit_accounts"
-        ):
+        for project, available, held, granted, captured in conn.execute(BQ.credit_balances):
             if available + held + captured != granted:
                 violations["available + held + captured = granted"].append(
                     f"{project}: {available} + {held} + {captured} != {granted}"
                 )
             if held != 0:
                 violations["nothing held once every job ended"].append(f"{project}: {held} held")
-            sums = dict(conn.execute(
-                "SELECT kind, sum(amount) FROM credit_ledger WHERE project_id = %s GROUP BY kind", (project,)
-            ).fetchall())  # fmt: skip
+            sums = dict(conn.execute(BQ.ledger_sums, {"project_id": project}).fetchall())
             grant, reserve = sums.get("grant", 0), sums.get("reserve", 0)
             capture, release = sums.get("capture", 0), sums.get("release", 0)
             if (grant - reserve + release, reserve - capture - release, capture) != (available, held, captured):
                 violations["the ledger replays to the balance"].append(f"{project}: ledger {sums}")
-        per_job = conn.execute(
-            "SELECT j.id, j.status, j.credits_reserved,"
-            " coalesce(sum(l.amount) FILTER (WHERE l.kind = 'reserve'), 0),"
-            " coalesce(sum(l.amount) FILTER (WHERE l.kind = 'capture'), 0),"
-            " coalesce(sum(l.amount) FILTER (WHERE l.kind = 'release'), 0),"
-            " count(*) FILTER (WHERE l.kind = 'reserve')"
-            " FROM jobs j LEFT JOIN credit_ledger l ON l.job_id = j.id GROUP BY j.id"
-        ).fetchall()
+        per_job = conn.execute(BQ.ledger_per_job).fetchall()
         for job_id, status, reserved, reserve, capture, release, reserves in per_job:
             if reserves != 1 or reserve != reserved:
                 violations["one reserve per job"].append(f"{job_id}: {reserves} reserves of {reserve}")
@@ -470,7 +458,7 @@ def check_invariants(cluster: Cluster, tally: Tally) -> dict[str, Any]:
 
         # Outputs, bytes, provenance, duplicates.
         for job_id, status, outputs, sources, *_ in jobs:
-            items = conn.execute("SELECT id FROM items WHERE job_id = %s", (job_id,)).fetchall()
+            items = conn.execute(BQ.job_items, {"job_id": job_id}).fetchall()
             if status != "SUCCEEDED":
                 if items:
                     violations["no outputs of a job that did not succeed"].append(f"{job_id}: {len(items)}")
@@ -480,24 +468,17 @@ def check_invariants(cluster: Cluster, tally: Tally) -> dict[str, Any]:
             if sorted(r[0] for r in items) != sorted(outputs):
                 violations["no duplicate outputs"].append(f"{job_id}: items {len(items)} != outputs {len(outputs)}")
             for item_id in outputs:
-                edges = conn.execute(
-                    "SELECT relation, job_id, source_item_id FROM provenance_edges WHERE output_item_id = %s",
-                    (item_id,),
-                ).fetchall()
+                edges = conn.execute(BQ.item_provenance, {"item_id": item_id}).fetchall()
                 expected = {("generated_by", job_id, None)} | {("derived_from", job_id, s) for s in sources}
                 if set(edges) != expected:
                     violations["provenance to the job and each source"].append(f"{item_id}: {sorted(map(str, edges))}")
-                for key, storage_key, size, sha in conn.execute(
-                    "SELECT key, storage_key, size_bytes, sha256 FROM assets WHERE item_id = %s", (item_id,)
-                ):
+                for key, storage_key, size, sha in conn.execute(BQ.item_asset_files, {"item_id": item_id}):
                     path = storage_root / storage_key
                     if not path.is_file():
                         violations["every output has its bytes"].append(f"{item_id}/{key}: missing")
                     elif path.stat().st_size != size or _sha256(path) != sha:
                         violations["every output has its bytes"].append(f"{item_id}/{key}: size or sha256 differ")
-        dupes = conn.execute(
-            "SELECT project_id, collection_id, name, count(*) FROM items GROUP BY 1, 2, 3 HAVING count(*) > 1"
-        ).fetchall()
+        dupes = conn.execute(BQ.duplicate_item_names).fetchall()
         violations["no duplicate outputs"].extend(f"{d[:3]} x{d[3]}" for d in dupes)
 
         # Idempotency: each key one job, and every job came from one key.
@@ -510,8 +491,7 @@ def check_invariants(cluster: Cluster, tally: Tally) -> dict[str, Any]:
         figures["jobs whose create answer never arrived"] = len(unclaimed)
 
         # Orphans: stored files nothing references (after the sweep).
-        referenced = {r[0] for r in conn.execute("SELECT storage_key FROM assets")}
-        referenced |= {r[0] for r in conn.execute("SELECT storage_key FROM artifacts")}
+        referenced = {r[0] for r in conn.execute(BQ.referenced_storage_keys)}
     stored = {
         str(p.relative_to(storage_root))
         for p in storage_root.rglob("*")

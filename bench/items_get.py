@@ -34,6 +34,7 @@ from bench.harness import LogWindow, Options, Outcome, Spread, rotation, run_loa
 from bench.profile import Profiler
 from bench.results import Results, machine_line, markdown_table, utc_now
 from bench.server import bench_server
+from bench.sql import BQ
 from geopera.v1 import catalog_pb2, kernel_pb2, kernel_pb2_grpc
 from server.config import DEFAULT_ITEM_CACHE_BYTES
 from server.domain.catalog import RenderedItem, rendered_size
@@ -99,11 +100,7 @@ async def seed(url: str, home: Path, count: int) -> tuple[list[str], str]:
         async with conn.transaction():
             for table, key, renamed in (("items", "id", {"name": "t.name || '-' || n.ord"}),
                                         ("assets", "item_id", {})):
-                cur = await conn.execute(
-                    "SELECT column_name FROM information_schema.columns "
-                    "WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
-                    (table,),
-                )
+                cur = await conn.execute(BQ.table_columns, {"table": table})
                 columns = [r[0] for r in await cur.fetchall()]
                 values = ["n.id" if c == key else renamed.get(c, f"t.{c}") for c in columns]
                 await conn.execute(
@@ -119,7 +116,7 @@ def forget_renders(url: str) -> None:
     """Empty the stored item encodings (`item_renders`, written on an item's first
     read), so a round's cold pass builds every item as on its first read ever."""
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("TRUNCATE item_renders")
+        conn.execute(BQ.forget_item_renders)
 
 
 def execute_request(item_id: str) -> kernel_pb2.ExecuteRequest:

@@ -370,7 +370,7 @@ def report(dispatch: list[dict[str, Any]], watch: list[dict[str, Any]], points: 
         "",
         f"### End-to-end no-op throughput ({WORKERS} worker processes x capacity {WORKER_CAPACITY})",
         "",
-        f"`python -m worker.main --plugins tests.support.test_plugins,worker.plugins --capacity "
+        f"`python -m worker.main --plugins tests.support.job_plugins,worker.plugins --capacity "
         f"{WORKER_CAPACITY}` x {WORKERS}. N closed-loop clients over min(N, 4) connections, as {USERS} users "
         f"(client n has user token n % {USERS}: a token holds at most 16 open streams); each calls "
         "`processing.create_and_dispatch` then reads `WatchJob` until the stream ends (it ends after the "

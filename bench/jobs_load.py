@@ -41,7 +41,7 @@ from geopera.v1 import (
 )
 
 JOB_TYPE = "test_noop"
-# The schema the real test_noop plugin declares (tests/support/test_plugins.py),
+# The schema the real test_noop plugin declares (tests/support/job_plugins.py),
 # so the raw session does not change what the job type publishes.
 NOOP_SCHEMA = {
     "type": "object",

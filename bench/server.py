@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from bench.sql import BQ
 from tests.support.db import DatabaseFactory, admin_url
 from tests.support.server import ServerProcess
 from tests.support.workers import granted_test_job_types
@@ -37,14 +38,12 @@ class BenchServer:
 
     def pg_backends(self) -> list[int]:
         """PIDs of the PostgreSQL backends serving the bench's database."""
-        rows = self._admin.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", (self._dbname,)
-        ).fetchall()
+        rows = self._admin.execute(BQ.database_backends, {"dbname": self._dbname}).fetchall()
         return [r[0] for r in rows]
 
     def pg_background(self) -> list[int]:
         """PIDs of the cluster's background processes (WAL writer, checkpointer, ...)."""
-        rows = self._admin.execute("SELECT pid FROM pg_stat_activity WHERE backend_type <> 'client backend'")
+        rows = self._admin.execute(BQ.background_backends)
         return [r[0] for r in rows.fetchall()]
 
     def activity_sampler(self, interval: float = 0.01) -> ActivitySampler:
@@ -78,11 +77,7 @@ class ActivitySampler:
     def _run(self) -> None:
         with psycopg.connect(self.root_url, autocommit=True) as conn:
             while not self._stop.is_set():
-                rows = conn.execute(
-                    "SELECT state, wait_event_type, wait_event, left(query, 100) FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
-                    (self.dbname,),
-                ).fetchall()
+                rows = conn.execute(BQ.client_activity, {"dbname": self.dbname}).fetchall()
                 self.samples += 1
                 for state, wait_type, wait_event, query in rows:
                     self.states[state or "-"] += 1

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data" / "s2_slovenia"
 # Test-only plugins every test server loads (never shipped).
-TEST_SERVER_ENV = {"GEOPERA_ANALYTICS_PLUGINS": "tests.support.test_analytics"}
+TEST_SERVER_ENV = {"GEOPERA_ANALYTICS_PLUGINS": "tests.support.analytics_plugins"}
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -386,7 +386,7 @@ def test_job_outputs_over_the_quota_are_refused_and_not_stored(world, tmp_path):
     from geopera.v1 import worker_pb2
     from server.raster import write_cog
     from tests.jobs_support import RawWorker, create_and_dispatch, job_metadata
-    from tests.support.test_plugins import SQUARE
+    from tests.support.job_plugins import SQUARE
 
     path = tmp_path / "out.tif"
     write_cog(path, np.full((1, 64, 64), 7, dtype=np.uint8), crs="EPSG:4326",

@@ -49,7 +49,7 @@ from tests.support.workers import WorkerProcess
 from tests.test_admin_cli import admin
 
 # What a worker loading only the test plugins declares.
-TEST_PLUGINS_ONLY = "tests.support.test_plugins"
+TEST_PLUGINS_ONLY = "tests.support.job_plugins"
 TEST_TYPES = ("test_cog", "test_fail", "test_noop")
 TOKEN_CACHE_SECONDS = 5.0  # the server default
 # Scheduling slack on a loaded machine, on top of the cache time.

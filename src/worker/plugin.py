@@ -112,10 +112,6 @@ class JobContext:
         """Thread-safe; the runtime forwards it to the server (rate-limited)."""
         self._progress(max(0.0, min(1.0, fraction)), message)
 
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
     def check_cancelled(self) -> None:
         if self._cancel.is_set():
             raise JobCancelled(self.job_id)
@@ -130,12 +126,6 @@ class JobPlugin(ABC):
     @classmethod
     def input_schema(cls) -> dict[str, Any]:
         return cls.input_model.model_json_schema()
-
-    @classmethod
-    def source_item_ids(cls, params: BaseModel) -> list[str]:
-        """Items the job reads; the server checks access and sends them along."""
-        value = getattr(params, "source_item_id", None)
-        return [value] if value else list(getattr(params, "source_item_ids", []) or [])
 
     @abstractmethod
     def run(self, params: BaseModel, ctx: JobContext) -> list[JobOutput]:

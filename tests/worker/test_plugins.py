@@ -333,5 +333,3 @@ def test_registration_and_cost_models() -> None:
     assert (clip_cost.flat, clip_cost.per_km2, clip_cost.per_asset) == (1.0, 0.5, 1.0)
     bathymetry_cost = BathymetryPlugin.cost_model
     assert (bathymetry_cost.flat, bathymetry_cost.per_km2, bathymetry_cost.per_asset) == (2.0, 1.0, 0.0)
-    assert ClipPlugin.source_item_ids(ClipInput(source_item_id="x", aoi_geometry={})) == ["x"]
-    assert BathymetryPlugin.source_item_ids(BathymetryInput(source_item_id="y", m0=0, m1=1)) == ["y"]

@@ -22,9 +22,12 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class AnalyticsExecuteParams(_message.Message):
-    """Params and results of the analytics operations. Analytics methods are
+    """Params and results of the `analytics.*` operations. Analytics methods are
     plugins: each has a name, a JSON Schema for its params and one for its
-    result; adding a method changes no message here.
+    result; adding a method changes no message here. One word for them, method:
+    the older wire names that say "operation" (`AnalyticsExecuteParams.operation`,
+    `AnalyticsOperation`, `analytics.operations.*`, `UNKNOWN_ANALYTICS_OPERATION`)
+    stay for compatibility and each means an analytics method.
 
     `analytics.execute` (scope `analytics:read`, write): runs one analytics
     method. A write because methods may store artifacts (`change_detection`

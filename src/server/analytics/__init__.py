@@ -19,10 +19,10 @@ def default_registry() -> MethodRegistry:
     return methods
 
 
-# The process-wide registry the server uses; tests register into ``registry.copy()`` or call
-# ``registry.unregister`` afterwards.
+# The built-in methods, for code that calls them in-process (tests, benchmarks). The server
+# builds its own registry (``server.app.load_analytics_methods``): a method reaches every
+# client by being listed in a module's ``METHODS`` named in GEOPERA_ANALYTICS_PLUGINS.
 registry = default_registry()
-register = registry.register
 
 __all__ = [
     "AnalyticsContext",
@@ -35,6 +35,5 @@ __all__ = [
     "TimeSeries",
     "ZonalStats",
     "default_registry",
-    "register",
     "registry",
 ]

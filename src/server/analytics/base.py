@@ -81,7 +81,6 @@ class AnalyticsContext:
     artifact_dir: Path
     workers: int = 1
     cancel_check: Callable[[], None] = _never_cancelled
-    artifact_sink: Callable[[Artifact], None] | None = None
     scratch_dir: Path | None = None
     memory_budget_bytes: int = 256 * 1024 * 1024
     artifacts: list[Artifact] = field(default_factory=list)
@@ -93,8 +92,6 @@ class AnalyticsContext:
         """Record a file written under ``artifact_dir`` as an output of this call."""
         artifact = Artifact(key, Path(path), media_type, title)
         self.artifacts.append(artifact)
-        if self.artifact_sink is not None:
-            self.artifact_sink(artifact)
         return artifact
 
     def item(self, item_id: str) -> ItemView:

@@ -74,14 +74,18 @@ class MethodRegistry:
     def get(self, name: str) -> AnalyticsMethod:
         method = self._methods.get(name)
         if method is None:
-            known = ", ".join(sorted(self._methods))
-            raise invalid_argument(
-                "UNKNOWN_ANALYTICS_OPERATION",
-                f"unknown analytics operation {name!r}; known: {known}",
-                field="operation",
-                metadata={"known_operations": known},
-            )
+            raise self.unknown(name)
         return method
+
+    def unknown(self, name: str, code: Code = Code.INVALID_ARGUMENT) -> DomainError:
+        """`UNKNOWN_ANALYTICS_OPERATION` for `name`, listing the known methods: INVALID_ARGUMENT
+        (the `operation` field of a call) or NOT_FOUND (a method looked up by name)."""
+        known = ", ".join(sorted(self._methods))
+        message = f"unknown analytics method {name[:100]!r}; known: {known}"
+        metadata = {"known_operations": known}
+        if code == Code.INVALID_ARGUMENT:
+            return invalid_argument("UNKNOWN_ANALYTICS_OPERATION", message, field="operation", metadata=metadata)
+        return DomainError(code, "UNKNOWN_ANALYTICS_OPERATION", message, metadata=metadata)
 
     def __contains__(self, name: object) -> bool:
         return name in self._methods

@@ -1,4 +1,6 @@
-"""Domain records <-> protobuf messages. No behaviour lives here."""
+"""Domain records <-> protobuf messages: the conversions, the checks of the
+request values they parse (timestamp range, bbox length), and a bounded cache of
+converted items (items never change, and converting one is costly)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Running an operation, shared by every projection (gRPC Execute, REST, MCP):
-registry lookup, scope check, idempotent spends, and the job event stream."""
+registry lookup, idempotent spends, and the job event stream. The operation's
+scope is checked by the caller, after authenticating, before `run`."""
 
 from __future__ import annotations
 

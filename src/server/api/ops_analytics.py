@@ -35,7 +35,7 @@ async def analytics_execute(
 
 def _result(outcome: AnalyticsOutcome) -> analytics_pb2.AnalyticsExecuteResult:
     return analytics_pb2.AnalyticsExecuteResult(
-        operation=outcome.operation,
+        operation=outcome.method,
         result=convert.struct(outcome.result),
         outputs=[
             resources_pb2.Artifact(

@@ -45,7 +45,7 @@ class StoredArtifact:
 
 @dataclass(frozen=True)
 class AnalyticsOutcome:
-    operation: str
+    method: str
     result: dict[str, Any]
     artifacts: list[StoredArtifact]
 
@@ -103,22 +103,12 @@ class AnalyticsService:
         if not name:
             raise invalid_argument("OPERATION_REQUIRED", "operation is required (e.g. zonal_stats)", field="operation")
         if name not in self.methods:
-            raise invalid_argument(
-                "UNKNOWN_ANALYTICS_OPERATION",
-                f"unknown analytics operation {name[:100]!r}",
-                field="operation",
-                metadata={"known_operations": ", ".join(self.methods.names())},
-            )
+            raise self.methods.unknown(name)
         return name
 
     def describe(self, name: str) -> dict[str, Any]:
         if name not in self.methods:
-            raise DomainError(
-                Code.NOT_FOUND,
-                "UNKNOWN_ANALYTICS_OPERATION",
-                f"unknown analytics operation {name[:100]!r}",
-                metadata={"known_operations": ", ".join(self.methods.names())},
-            )
+            raise self.methods.unknown(name, Code.NOT_FOUND)
         return self.methods.describe(name)
 
     def describe_all(self) -> list[dict[str, Any]]:
@@ -181,20 +171,20 @@ class AnalyticsService:
     async def _store(
         self,
         principal: Principal,
-        operation: str,
+        method: str,
         project_id: str | None,
         result: dict[str, Any],
         artifacts: list[Artifact],
         keyed: KeyedStore[AnalyticsOutcome] | None,
     ) -> AnalyticsOutcome:
         if not artifacts and keyed is None:
-            return AnalyticsOutcome(operation, result, [])
+            return AnalyticsOutcome(method, result, [])
         if project_id is None:
             raise invalid_argument(
                 "ITEMS_IN_SEVERAL_PROJECTS", "an analytics call that stores files must read items of one project"
             )
         stored: list[StoredArtifact] = []
-        outcome = AnalyticsOutcome(operation, result, stored)
+        outcome = AnalyticsOutcome(method, result, stored)
         pending = PendingObjects(self._storage)
 
         def move_into_storage() -> list[tuple[str, str, int, str, Artifact]]:
@@ -219,7 +209,7 @@ class AnalyticsService:
                         {
                             "id": artifact_id,
                             "project_id": project_id,
-                            "operation": operation,
+                            "operation": method,
                             "key": artifact.key,
                             "title": artifact.title,
                             "storage_key": storage_key,

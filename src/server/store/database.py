@@ -17,6 +17,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from server import callstats
+from server.store.queries import Q
 
 log = logging.getLogger(__name__)
 
@@ -50,29 +51,23 @@ async def migrate(conn: psycopg.AsyncConnection[Any]) -> list[str]:
     """Apply pending migrations, each in its own transaction. Safe to run from
     several replicas at once: a session advisory lock serialises them."""
     applied_now: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_ID,))
+    lock = {"lock_id": _MIGRATION_LOCK_ID}
+    await conn.execute(Q.lock_migrations, lock)
     try:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_time timestamptz NOT NULL DEFAULT now())"
-        )
+        await conn.execute(Q.create_schema_migrations)
         await conn.commit()
-        cur = await conn.execute("SELECT version FROM schema_migrations")
+        cur = await conn.execute(Q.applied_migrations)
         done = {row[0] for row in await cur.fetchall()}
         for migration in load_migrations():
             if migration.version in done:
                 continue
             async with conn.transaction():
                 await conn.execute(migration.sql.encode())
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                    (migration.version, migration.name),
-                )
+                await conn.execute(Q.record_migration, {"version": migration.version, "name": migration.name})
             applied_now.append(migration.name)
             log.info("applied migration %s", migration.name)
     finally:
-        await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK_ID,))
+        await conn.execute(Q.unlock_migrations, lock)
         await conn.commit()
     return applied_now
 

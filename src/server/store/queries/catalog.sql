@@ -1,8 +1,10 @@
 -- name: ensure_collection
+-- Creates the project's collection unless it exists.
 INSERT INTO collections (project_id, id) VALUES (%(project_id)s, %(collection_id)s)
 ON CONFLICT DO NOTHING;
 
 -- name: insert_item
+-- Adds a catalogue item; its assets follow with insert_asset.
 INSERT INTO items (id, project_id, collection_id, name, geometry, bbox_west, bbox_south, bbox_east,
                    bbox_north, datetime, properties, job_id)
 VALUES (%(id)s, %(project_id)s, %(collection_id)s, %(name)s, %(geometry)s, %(bbox_west)s, %(bbox_south)s,
@@ -10,12 +12,14 @@ VALUES (%(id)s, %(project_id)s, %(collection_id)s, %(name)s, %(geometry)s, %(bbo
 RETURNING create_time;
 
 -- name: insert_asset
+-- Adds one asset (a file) to an item.
 INSERT INTO assets (item_id, key, storage_key, media_type, title, roles, size_bytes, sha256, bands, grid,
                     render)
 VALUES (%(item_id)s, %(key)s, %(storage_key)s, %(media_type)s, %(title)s, %(roles)s, %(size_bytes)s,
         %(sha256)s, %(bands)s, %(grid)s, %(render)s);
 
 -- name: get_item
+-- One item as its document (the item_documents view: item, assets and links).
 SELECT * FROM item_documents WHERE id = %(id)s;
 
 -- name: get_items
@@ -64,14 +68,17 @@ ORDER BY i.datetime, i.id
 LIMIT %(limit)s;
 
 -- name: item_project
+-- The project an item belongs to.
 SELECT project_id FROM items WHERE id = %(id)s;
 
 -- name: get_asset_file
+-- Where an asset's bytes are, with the project that owns its item.
 SELECT i.project_id, a.storage_key, a.media_type, a.size_bytes, a.sha256
 FROM assets a JOIN items i ON i.id = a.item_id
 WHERE a.item_id = %(item_id)s AND a.key = %(key)s;
 
 -- name: insert_upload
+-- Records an uploaded file waiting in staging for items.create, with its expiry.
 INSERT INTO uploads (id, project_id, token_id, file_name, staging_path, size_bytes, sha256, expire_time)
 VALUES (%(id)s, %(project_id)s, %(token_id)s, %(file_name)s, %(staging_path)s, %(size_bytes)s, %(sha256)s,
         now() + make_interval(secs => %(ttl_seconds)s))
@@ -85,8 +92,10 @@ FROM uploads WHERE id = %(id)s
 FOR UPDATE;
 
 -- name: consume_upload
+-- Marks an upload as used by the item that took its file.
 UPDATE uploads SET consume_time = now() WHERE id = %(id)s;
 
 -- name: expired_uploads
+-- Deletes uploads expired or consumed over an hour ago and returns their staging files to remove.
 DELETE FROM uploads WHERE expire_time < now() OR consume_time < now() - interval '1 hour'
 RETURNING staging_path;

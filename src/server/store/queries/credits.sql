@@ -50,7 +50,7 @@ WITH account AS (
     UPDATE credit_accounts
     SET available = available + %(released)s, held = held - %(captured)s - %(released)s,
         captured_total = captured_total + %(captured)s
-    WHERE project_id = %(project_id)s AND %(captured)s + %(released)s + %(waived)s > 0
+    WHERE project_id = %(project_id)s AND %(captured)s::bigint + %(released)s::bigint + %(waived)s::bigint > 0
     RETURNING project_id, available, held
 )
 INSERT INTO credit_ledger (project_id, job_id, kind, amount, available_after, held_after, note)

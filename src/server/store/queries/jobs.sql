@@ -35,6 +35,7 @@ WHERE %(id)s::text IS NULL OR t.id = %(id)s::text
 ORDER BY t.id;
 
 -- name: insert_job
+-- Creates a job as PENDING at sequence 1.
 INSERT INTO jobs (id, project_id, job_type_id, status, input_params, target_collection_id, source_item_ids,
                   credits_reserved, created_by, message, max_attempts, sequence)
 VALUES (%(id)s, %(project_id)s, %(job_type_id)s, 'PENDING', %(input_params)s, %(target_collection_id)s,
@@ -42,12 +43,15 @@ VALUES (%(id)s, %(project_id)s, %(job_type_id)s, 'PENDING', %(input_params)s, %(
 RETURNING *;
 
 -- name: get_job
+-- One job.
 SELECT * FROM jobs WHERE id = %(id)s;
 
 -- name: lock_job
+-- One job, locked until commit.
 SELECT * FROM jobs WHERE id = %(id)s FOR UPDATE;
 
 -- name: list_jobs
+-- One page of a project's jobs, newest first, with optional filters.
 SELECT * FROM jobs
 WHERE project_id = %(project_id)s
   AND (%(status)s::text IS NULL OR status = %(status)s::text)
@@ -95,6 +99,7 @@ FROM picked WHERE j.id = picked.id
 RETURNING j.*;
 
 -- name: active_jobs_by_worker
+-- How many dispatched or running jobs each of the given workers holds.
 SELECT worker_id, count(*) AS n FROM jobs
 WHERE worker_id = ANY(%(worker_ids)s) AND status IN ('DISPATCHED', 'RUNNING')
 GROUP BY worker_id;
@@ -106,6 +111,7 @@ SELECT token_hash, job_id, attempt, %(worker_id)s
 FROM unnest(%(token_hashes)s::bytea[], %(job_ids)s::text[], %(attempts)s::integer[]) AS t (token_hash, job_id, attempt);
 
 -- name: job_token_principal
+-- The job and attempt a job-scoped worker token was issued for, with the job's current state.
 SELECT t.job_id, t.attempt, t.worker_id, j.project_id, j.source_item_ids, j.status, j.attempt AS job_attempt,
        j.worker_id AS job_worker_id
 FROM job_tokens t JOIN jobs j ON j.id = t.job_id
@@ -193,6 +199,7 @@ WITH queued AS (
 SELECT queued.*, pg_notify('geopera_dispatch', queued.job_type_id) AS notified FROM queued;
 
 -- name: finish_job
+-- Moves a job not yet finished to its terminal status with its outcome; no row when it already was.
 UPDATE jobs SET status = %(status)s, end_time = now(), update_time = now(), sequence = sequence + 1,
     lease_expire_time = NULL, error = %(error)s, message = %(message)s,
     credits_charged = %(credits_charged)s, output_item_ids = %(output_item_ids)s,
@@ -202,9 +209,11 @@ WHERE id = %(id)s AND status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
 RETURNING *;
 
 -- name: store_outputs_response
+-- Stores the response to a job's outputs report, for replay when the worker retries.
 UPDATE jobs SET outputs_response = %(response)s WHERE id = %(id)s;
 
 -- name: expired_leases
+-- Locks up to 100 claimed jobs whose worker lease ran out, oldest first, skipping locked ones.
 SELECT id FROM jobs
 WHERE status IN ('DISPATCHED', 'RUNNING') AND worker_id IS NOT NULL AND lease_expire_time < now()
 ORDER BY lease_expire_time
@@ -212,6 +221,7 @@ LIMIT 100
 FOR UPDATE SKIP LOCKED;
 
 -- name: renew_leases
+-- Extends the worker's lease on those of the given jobs it still holds.
 UPDATE jobs SET lease_expire_time = now() + make_interval(secs => %(lease_seconds)s)
 WHERE worker_id = %(worker_id)s AND id = ANY(%(job_ids)s) AND status IN ('DISPATCHED', 'RUNNING');
 

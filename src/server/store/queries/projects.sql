@@ -1,8 +1,10 @@
 -- name: insert_project
+-- Creates a project.
 INSERT INTO projects (id, display_name) VALUES (%(id)s, %(display_name)s)
 RETURNING id, display_name, create_time;
 
 -- name: get_project
+-- One project.
 SELECT id, display_name, create_time FROM projects WHERE id = %(id)s;
 
 -- name: list_projects

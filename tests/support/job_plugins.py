@@ -1,5 +1,5 @@
 """Job types for the test suite and the bench only (never shipped): a worker
-started by a test loads them with `--plugins tests.support.test_plugins`."""
+started by a test loads them with `--plugins tests.support.job_plugins`."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """An analytics method that exists only where tests load it
-(GEOPERA_ANALYTICS_PLUGINS=tests.support.test_analytics): it proves a new
+(GEOPERA_ANALYTICS_PLUGINS=tests.support.analytics_plugins): it proves a new
 method is one module, callable everywhere with no proto change."""
 
 from __future__ import annotations
