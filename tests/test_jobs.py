@@ -15,6 +15,7 @@ from psycopg.types.json import Jsonb
 
 from geopera.v1 import catalog_pb2, processing_pb2, worker_pb2
 from server.domain.jobs import JobRecord, event_snapshot
+from server.domain.jobs.notices import EVENTS_CHANNEL, EventNotice
 from tests.jobs_support import (
     STATUS,
     RawWorker,
@@ -585,5 +586,52 @@ def test_progress_events_snapshots_are_byte_identical_to_event_snapshot(jobs_wor
                 assert stored is not None
                 assert stored["s"] == expected.fetchone()["s"]
                 assert stored["event_type"] == ("running" if progress == 0.0 else "progress")
+    finally:
+        raw.die()
+
+
+def test_announced_events_decode_to_the_events_stored(jobs_world):
+    """Watchers build events from the NOTIFY payloads (domain.jobs.notices) and
+    read the table only to catch up: both must give the same events."""
+    raw = RawWorker(jobs_world.channel, jobs_world.tokens["worker"], ["raw_only"])
+    try:
+        with psycopg.connect(jobs_world.database_url, row_factory=dict_row, autocommit=True) as conn:
+            conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+            client = jobs_world.client("alpha")
+            job = create_and_dispatch(client, "raw_only", {"note": "announced"}).job
+            assignment = raw.next_assignment()
+            raw.stub.ReportProgress(
+                worker_pb2.ReportProgressRequest(job_id=job.id, progress=0.5, message="half"),
+                metadata=job_metadata(assignment.job_token),
+            )
+            notices = []
+            deadline = time.monotonic() + 10
+            while len(notices) < 4 and time.monotonic() < deadline:  # created, dispatched, assigned, running
+                for note in conn.notifies(timeout=1.0):
+                    notice = EventNotice.decode(note.payload)
+                    if notice.job_id == job.id:
+                        notices.append(notice)
+            rows = conn.execute(
+                "SELECT e.sequence, e.event_type, e.event_time, e.snapshot, j.input_params"
+                " FROM job_events e JOIN jobs j ON j.id = e.job_id WHERE e.job_id = %s ORDER BY e.sequence",
+                (job.id,),
+            ).fetchall()
+        stored = [
+            (
+                r["sequence"],
+                r["event_type"],
+                r["event_time"],
+                JobRecord.from_json({**r["snapshot"], "input_params": r["input_params"]}),
+            )
+            for r in rows
+        ]
+        announced = []
+        for notice in notices:
+            event = notice.event({"note": "announced"})
+            assert event is not None  # small snapshots travel in the payload
+            assert (notice.terminal, notice.worker_id) == (event.job.terminal, event.job.worker_id)
+            announced.append((event.sequence, event.event_type, event.event_time, event.job))
+        assert [e[1] for e in announced] == ["created", "dispatched", "assigned", "running"]
+        assert announced == stored[: len(announced)]
     finally:
         raw.die()

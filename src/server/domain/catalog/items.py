@@ -24,6 +24,8 @@ MAX_NAME_LENGTH = 200
 
 @dataclass(frozen=True)
 class NewItem:
+    """An item to insert (by item creation, or as a job's output)."""
+
     id: str
     project_id: str
     collection_id: str

@@ -123,7 +123,7 @@ WHERE t.token_hash = %(token_hash)s;
 -- recorded and announced in one statement under the job's row lock (one round
 -- trip, no explicit transaction). The event and its NOTIFY are those
 -- insert_events writes: the snapshot is built here from the updated row and
--- is byte-identical to event_snapshot() in server/domain/jobs.py (timestamps
+-- is byte-identical to event_snapshot() in server/domain/jobs/records.py (timestamps
 -- as Python's isoformat in the session time zone, progress as a JSON float,
 -- worker_id '' when NULL, no input_params). No row when that attempt is over
 -- (the caller asks why).
