@@ -50,6 +50,17 @@ def unpack_params(operation: Operation, params: any_pb2.Any, present: bool) -> M
     return message
 
 
+def execute_operation(request: bytes) -> str:
+    """The operation an encoded ExecuteRequest names, for the access log: the
+    edge logs it before the call runs, also for a call it refuses (NOT_READY,
+    UNAUTHENTICATED). "" when the request does not decode (refused as
+    MALFORMED_REQUEST once it runs)."""
+    try:
+        return kernel_pb2.ExecuteRequest.FromString(request).operation[:100]
+    except DecodeError:
+        return ""
+
+
 @functools.cache
 def _response_head(operation: str) -> bytes:
     return wire.length_delimited(kernel_pb2.ExecuteResponse.OPERATION_FIELD_NUMBER, operation.encode())
@@ -91,8 +102,7 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
     ) -> bytes:
         """Answers the serialized ExecuteResponse (registration passes bytes
         through): a result the operation has encoded already is sent as it is."""
-        call = current_call()
-        call.operation = request.operation[:100]
+        call = current_call()  # its operation named by the edge (execute_operation)
         principal = call.principal
         assert principal is not None  # (authenticated by the edge)
         operation = self._executor.resolve(request.operation)
