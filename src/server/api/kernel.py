@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 from collections.abc import AsyncIterator
 
@@ -24,6 +25,8 @@ from server.services import Services
 from server.storage import iter_chunks
 
 DOWNLOAD_CHUNK_BYTES = 1 << 20
+# An upload part is the UploadAssetRequest's fields of the same names.
+_UPLOAD_PART_FIELDS = tuple(f.name for f in dataclasses.fields(UploadPart))
 
 
 def unpack_params(operation: Operation, params: any_pb2.Any, present: bool) -> Message:
@@ -132,15 +135,7 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
 
         async def parts() -> AsyncIterator[UploadPart]:
             async for message in request_iterator:
-                yield UploadPart(
-                    project_id=message.project_id,
-                    file_name=message.file_name,
-                    total_size=message.total_size,
-                    sha256=message.sha256,
-                    write_offset=message.write_offset,
-                    data=message.data,
-                    finish_write=message.finish_write,
-                )
+                yield UploadPart(**{name: getattr(message, name) for name in _UPLOAD_PART_FIELDS})
 
         with self._services.streams.hold(principal.id):
             upload = await self._services.catalog.receive_upload(principal, parts())
