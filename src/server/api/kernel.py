@@ -17,7 +17,6 @@ from server.api.convert import timestamp
 from server.api.execute import Executor
 from server.api.registry import Operation
 from server.auth import Principal
-from server.domain.jobs import JobEvent
 from server.domain.models import UploadPart
 from server.edge.call import CallInfo, current_call, current_principal, metadata_value
 from server.errors import Code, DomainError, invalid_argument
@@ -78,15 +77,6 @@ def _execute_response(operation: Operation, result: bytes) -> bytes:
     )
 
 
-def _watch_response(event: JobEvent) -> kernel_pb2.WatchJobResponse:
-    return kernel_pb2.WatchJobResponse(
-        sequence=event.sequence,
-        event_time=timestamp(event.event_time),
-        job=convert.job(event.job),
-        event_type=event.event_type,
-    )
-
-
 class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
     """The edge (`server.edge.interceptor`) runs every call: a handler runs
     only once the services are attached, for an authenticated caller."""
@@ -124,7 +114,7 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
         sent = 0
         with self._services.streams.hold(principal.id):
             async for event in self._executor.watch(principal, request.job_id, request.after_sequence):
-                yield _watch_response(event)
+                yield convert.watch_response(event)
                 sent += 1
         call.extra["events"] = sent
 
