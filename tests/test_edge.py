@@ -90,3 +90,16 @@ def test_health_passes_through_the_edge_without_a_token(world):
     for service in ("", *SERVICE_NAMES):
         answer = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_refused_execute_still_names_its_operation_in_the_access_log(world):
+    request = kernel_pb2.ExecuteRequest(operation="items.get")
+    with pytest.raises(grpc.RpcError) as info:
+        world.channel.unary_unary("/geopera.v1.KernelService/Execute")(
+            request.SerializeToString(),
+            metadata=[("authorization", UNKNOWN_TOKEN), ("x-request-id", "edge-named")],
+            timeout=10,
+        )
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    (line,) = _access_lines(world, "edge-named")
+    assert (line["operation"], line["code"]) == ("items.get", "UNAUTHENTICATED")

@@ -32,7 +32,7 @@ from server.analytics import MethodRegistry, default_registry
 from server.api import convert
 from server.api import reflection as documented_reflection
 from server.api.execute import Executor
-from server.api.kernel import KernelServicer
+from server.api.kernel import KernelServicer, execute_operation
 from server.api.operations import build_registry
 from server.api.registration import add_servicer
 from server.api.worker import WorkerServicer
@@ -66,6 +66,7 @@ SERVICE_NAMES = (
     kernel_pb2.DESCRIPTOR.services_by_name["KernelService"].full_name,
     worker_pb2.DESCRIPTOR.services_by_name["WorkerService"].full_name,
 )
+EXECUTE_METHOD = f"/{SERVICE_NAMES[0]}/Execute"
 
 
 def database_url(settings: Settings) -> str:
@@ -166,7 +167,8 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     registry = build_registry()
     # The one transport edge: every RPC of the kernel's services and every HTTP call.
     edge = Edge()
-    server = aio.server(interceptors=[EdgeInterceptor(edge, SERVICE_NAMES)], options=server_options(settings))
+    interceptor = EdgeInterceptor(edge, SERVICE_NAMES, {EXECUTE_METHOD: execute_operation})
+    server = aio.server(interceptors=[interceptor], options=server_options(settings))
     health_servicer = health.aio.HealthServicer()
     kernel = KernelServicer()
     workers = WorkerServicer()

@@ -11,10 +11,10 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
-from geopera.v1 import resources_pb2
+from geopera.v1 import kernel_pb2, resources_pb2
 from server import callstats
 from server.domain.credits import Balance, LedgerRow
-from server.domain.jobs import STATUSES, Dispatch, JobRecord, JobTypeRecord, WorkerRecord
+from server.domain.jobs import STATUSES, Dispatch, JobEvent, JobRecord, JobTypeRecord, WorkerRecord
 from server.domain.models import AssetRecord, ItemRecord, ProjectRecord
 from server.edge.status import status_proto
 from server.errors import Code, DomainError, invalid_argument
@@ -250,6 +250,16 @@ def job(record: JobRecord, *, full: bool = True) -> resources_pb2.Job:
             status_proto(DomainError(Code(record.error.code), record.error.reason, record.error.message))
         )
     return message
+
+
+def watch_response(event: JobEvent) -> kernel_pb2.WatchJobResponse:
+    """A job event as WatchJob sends it (and the HTTP event stream, as JSON)."""
+    return kernel_pb2.WatchJobResponse(
+        sequence=event.sequence,
+        event_time=timestamp(event.event_time),
+        job=job(event.job),
+        event_type=event.event_type,
+    )
 
 
 def dispatch(result: Dispatch | None) -> resources_pb2.DispatchResult | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 from collections.abc import AsyncIterator
 
@@ -16,7 +17,6 @@ from server.api.convert import timestamp
 from server.api.execute import Executor
 from server.api.registry import Operation
 from server.auth import Principal
-from server.domain.jobs import JobEvent
 from server.domain.models import UploadPart
 from server.edge.call import CallInfo, current_call, current_principal, metadata_value
 from server.errors import Code, DomainError, invalid_argument
@@ -24,6 +24,8 @@ from server.services import Services
 from server.storage import iter_chunks
 
 DOWNLOAD_CHUNK_BYTES = 1 << 20
+# An upload part is the UploadAssetRequest's fields of the same names.
+_UPLOAD_PART_FIELDS = tuple(f.name for f in dataclasses.fields(UploadPart))
 
 
 def unpack_params(operation: Operation, params: any_pb2.Any, present: bool) -> Message:
@@ -50,6 +52,17 @@ def unpack_params(operation: Operation, params: any_pb2.Any, present: bool) -> M
     return message
 
 
+def execute_operation(request: bytes) -> str:
+    """The operation an encoded ExecuteRequest names, for the access log: the
+    edge logs it before the call runs, also for a call it refuses (NOT_READY,
+    UNAUTHENTICATED). "" when the request does not decode (refused as
+    MALFORMED_REQUEST once it runs)."""
+    try:
+        return kernel_pb2.ExecuteRequest.FromString(request).operation[:100]
+    except DecodeError:
+        return ""
+
+
 @functools.cache
 def _response_head(operation: str) -> bytes:
     return wire.length_delimited(kernel_pb2.ExecuteResponse.OPERATION_FIELD_NUMBER, operation.encode())
@@ -61,15 +74,6 @@ def _execute_response(operation: Operation, result: bytes) -> bytes:
     packed = wire.packed_any(operation.result_type.DESCRIPTOR.full_name, result)
     return _response_head(operation.name) + wire.length_delimited(
         kernel_pb2.ExecuteResponse.RESULT_FIELD_NUMBER, packed
-    )
-
-
-def _watch_response(event: JobEvent) -> kernel_pb2.WatchJobResponse:
-    return kernel_pb2.WatchJobResponse(
-        sequence=event.sequence,
-        event_time=timestamp(event.event_time),
-        job=convert.job(event.job),
-        event_type=event.event_type,
     )
 
 
@@ -91,8 +95,7 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
     ) -> bytes:
         """Answers the serialized ExecuteResponse (registration passes bytes
         through): a result the operation has encoded already is sent as it is."""
-        call = current_call()
-        call.operation = request.operation[:100]
+        call = current_call()  # its operation named by the edge (execute_operation)
         principal = call.principal
         assert principal is not None  # (authenticated by the edge)
         operation = self._executor.resolve(request.operation)
@@ -111,7 +114,7 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
         sent = 0
         with self._services.streams.hold(principal.id):
             async for event in self._executor.watch(principal, request.job_id, request.after_sequence):
-                yield _watch_response(event)
+                yield convert.watch_response(event)
                 sent += 1
         call.extra["events"] = sent
 
@@ -122,15 +125,7 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
 
         async def parts() -> AsyncIterator[UploadPart]:
             async for message in request_iterator:
-                yield UploadPart(
-                    project_id=message.project_id,
-                    file_name=message.file_name,
-                    total_size=message.total_size,
-                    sha256=message.sha256,
-                    write_offset=message.write_offset,
-                    data=message.data,
-                    finish_write=message.finish_write,
-                )
+                yield UploadPart(**{name: getattr(message, name) for name in _UPLOAD_PART_FIELDS})
 
         with self._services.streams.hold(principal.id):
             upload = await self._services.catalog.receive_upload(principal, parts())

@@ -14,7 +14,9 @@ reflection pass through as they are):
   (`status.to_grpc_status`), an exception no handler turned into a
   `DomainError` is logged and answered INTERNAL (or UNAVAILABLE for a lost
   database);
-- the access log line.
+- the access log line, which names the operation a request runs (for
+  `Execute`, from its request, so that a call refused before it runs says
+  what it asked for).
 
 The per-call work is kept small: the wrapped handler of each method is built
 once, and a call reads its metadata once.
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeAlias
 
 import grpc
@@ -39,6 +41,8 @@ log = logging.getLogger(__name__)
 
 # A handler's behaviour: (request or request iterator, context) -> response(s).
 Behavior = Callable[..., Any]
+# The operation a (still encoded) request names, for the access log.
+OperationOf = Callable[[bytes], str]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # (generic in the stubs only)
 
 
@@ -62,10 +66,11 @@ class _Edged:
 
     __slots__ = ("_authorization", "_call", "_context", "_edge", "_stream")
 
-    def __init__(self, edge: Edge, rpc: str, context: aio.ServicerContext, stream: bool) -> None:
+    def __init__(self, edge: Edge, rpc: str, context: aio.ServicerContext, stream: bool, operation: str = "") -> None:
         given_id, self._authorization = _call_metadata(context)
         self._edge, self._context, self._stream = edge, context, stream
         self._call = edge.begin(rpc, given_id)
+        self._call.operation = operation
 
     async def __aenter__(self) -> CallInfo:
         call, edge = self._call, self._edge
@@ -104,11 +109,15 @@ def _cancelled_code(context: aio.ServicerContext) -> str:
 
 
 class EdgeInterceptor(aio.ServerInterceptor):
-    """Wraps the handlers of `services` (full names) in the edge."""
+    """Wraps the handlers of `services` (full names) in the edge; `operations`
+    names the operation of a unary method's request (by method path)."""
 
-    def __init__(self, edge: Edge, services: Iterable[str]) -> None:
+    def __init__(
+        self, edge: Edge, services: Iterable[str], operations: Mapping[str, OperationOf] | None = None
+    ) -> None:
         self._edge = edge
         self._services = frozenset(services)
+        self._operations = dict(operations or {})
         # method -> (the handler found, the handler answered): built once per method.
         self._handlers: dict[str, tuple[Handler, Handler]] = {}
 
@@ -125,11 +134,11 @@ class EdgeInterceptor(aio.ServerInterceptor):
         if handler is None:
             return handler  # an unknown method: grpc answers UNIMPLEMENTED
         service, _, rpc = method.lstrip("/").rpartition("/")
-        answered = self._wrap(rpc, handler) if service in self._services else handler
+        answered = self._wrap(rpc, handler, self._operations.get(method)) if service in self._services else handler
         self._handlers[method] = (handler, answered)
         return answered
 
-    def _wrap(self, rpc: str, handler: Handler) -> Handler:
+    def _wrap(self, rpc: str, handler: Handler, operation_of: OperationOf | None) -> Handler:
         decode, encode = handler.request_deserializer, handler.response_serializer
         if handler.request_streaming and handler.response_streaming:
             assert handler.stream_stream is not None
@@ -141,7 +150,10 @@ class EdgeInterceptor(aio.ServerInterceptor):
             assert handler.unary_stream is not None
             return grpc.unary_stream_rpc_method_handler(self._streaming(rpc, handler.unary_stream), decode, encode)
         assert handler.unary_unary is not None
-        return grpc.unary_unary_rpc_method_handler(self._unary(rpc, handler.unary_unary, False), decode, encode)
+        behavior = handler.unary_unary
+        if operation_of is not None:
+            return grpc.unary_unary_rpc_method_handler(self._named(rpc, behavior, operation_of), decode, encode)
+        return grpc.unary_unary_rpc_method_handler(self._unary(rpc, behavior, False), decode, encode)
 
     def _unary(self, rpc: str, behavior: Behavior, stream: bool) -> Behavior:
         """A call with one response (its request may be a stream)."""
@@ -149,6 +161,16 @@ class EdgeInterceptor(aio.ServerInterceptor):
 
         async def answer(request: Any, context: aio.ServicerContext) -> Any:
             async with _Edged(edge, rpc, context, stream):
+                return await behavior(request, context)
+
+        return answer
+
+    def _named(self, rpc: str, behavior: Behavior, operation_of: OperationOf) -> Behavior:
+        """A unary call whose request names the operation it runs."""
+        edge = self._edge
+
+        async def answer(request: bytes, context: aio.ServicerContext) -> Any:
+            async with _Edged(edge, rpc, context, False, operation_of(request)):
                 return await behavior(request, context)
 
         return answer

@@ -20,7 +20,6 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from pydantic import BaseModel
 
-from geopera.v1 import kernel_pb2
 from server.api import convert, jsonview
 from server.api.execute import Executor
 from server.api.registry import OperationRegistry
@@ -224,13 +223,7 @@ class RestApi:
                             }
                         )
                         await response.prepare(request)
-                    payload = kernel_pb2.WatchJobResponse(
-                        sequence=event.sequence,
-                        event_time=convert.timestamp(event.event_time),
-                        job=convert.job(event.job),
-                        event_type=event.event_type,
-                    )
-                    data = json.dumps(jsonview.to_json(payload))
+                    data = json.dumps(jsonview.to_json(convert.watch_response(event)))
                     await response.write(f"id: {event.sequence}\nevent: {event.event_type}\ndata: {data}\n\n".encode())
                 if response is None:
                     # A resume of an ended job with nothing newer: 204 also tells an
