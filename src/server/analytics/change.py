@@ -48,6 +48,7 @@ from server.analytics.base import AnalyticsContext, AnalyticsMethod
 from server.analytics.coverage import WHOLE_MASK_PIXELS, center_mask, pixels_to_crs, window_center_mask
 from server.analytics.geometry import pixel_zones
 from server.analytics.indices import get_index
+from server.analytics.moments import Moments
 from server.analytics.params import (
     GEOMETRY_FIELD,
     BandMapping,
@@ -58,6 +59,7 @@ from server.analytics.params import (
     PercentileValue,
     Resolution,
 )
+from server.analytics.quantiles import StoredPart, ValueStore
 from server.analytics.quicklook import write_quicklook
 from server.analytics.reader import (
     COG_COPY_CACHE_MB,
@@ -71,7 +73,6 @@ from server.analytics.reader import (
     select_asset,
 )
 from server.analytics.sources import IndexSource
-from server.analytics.stats import Moments, StoredPart, ValueStore
 from server.analytics.zonal import EXAMPLE_POLYGON
 from server.geo import Zone, parse_area
 from server.raster import COG_PROFILE, MEDIA_TYPE_COG

@@ -36,9 +36,10 @@ from server.analytics.coverage import (
     window_transform,
 )
 from server.analytics.geometry import PixelZone
+from server.analytics.moments import Moments
+from server.analytics.quantiles import StoredPart, ValueStore
 from server.analytics.reader import ChunkRunner, chunk_windows, parallel_map
 from server.analytics.sources import PixelSource, Scratch
-from server.analytics.stats import Moments, StoredPart, ValueStore
 
 Coverage = Literal["center", "exact"]
 # Clipping margin (pixels) for center masks: far enough that clip edges touch no chunk pixel.

@@ -34,6 +34,7 @@ from server.analytics.base import AnalyticsContext, AnalyticsMethod
 from server.analytics.engine import LayerResult, ReduceOptions, reduce_zones
 from server.analytics.geometry import pixel_zones
 from server.analytics.indices import get_index
+from server.analytics.moments import Moments
 from server.analytics.params import (
     DEFAULT_STATS,
     GEOMETRY_FIELD,
@@ -52,7 +53,6 @@ from server.analytics.params import (
 )
 from server.analytics.reader import RasterMeta, open_meta, select_asset
 from server.analytics.sources import BandSource, IndexSource, PixelSource, band_source
-from server.analytics.stats import Moments
 from server.errors import invalid_argument
 from server.geo import parse_zones
 
