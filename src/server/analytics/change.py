@@ -45,7 +45,13 @@ from shapely.geometry.base import BaseGeometry
 
 from server.analytics.areas import row_areas
 from server.analytics.base import AnalyticsContext, AnalyticsMethod
-from server.analytics.coverage import WHOLE_MASK_PIXELS, center_mask, pixels_to_crs, window_center_mask
+from server.analytics.coverage import (
+    WHOLE_MASK_PIXELS,
+    center_mask,
+    contains_and_touches,
+    pixels_to_crs,
+    window_center_mask,
+)
 from server.analytics.geometry import pixel_zones
 from server.analytics.indices import get_index
 from server.analytics.moments import Moments
@@ -371,12 +377,7 @@ def _plan(geometry: BaseGeometry, window: Window, meta: RasterMeta, band_count: 
         [w.col_off + w.width for w in chunks],
         [w.row_off + w.height for w in chunks],
     )
-    shapely.prepare(geometry)
-    try:
-        inside = shapely.contains(geometry, boxes)
-        touching = shapely.intersects(geometry, boxes)
-    finally:
-        shapely.destroy_prepared(geometry)
+    inside, touching = contains_and_touches(geometry, boxes)
     row0, col0 = int(window.row_off), int(window.col_off)
     area_mask = None
     if int(window.width) * int(window.height) <= WHOLE_MASK_PIXELS:
