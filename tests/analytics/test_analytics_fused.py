@@ -18,9 +18,9 @@ import pytest
 from server.analytics.engine import ReduceOptions, reduce_zones
 from server.analytics.geometry import pixel_zones
 from server.analytics.indices import INDICES, get_index
+from server.analytics.moments import Moments
 from server.analytics.reader import open_meta
 from server.analytics.sources import BandSource, IndexSource, PixelSource, StackSource
-from server.analytics.stats import Moments
 from server.geo import parse_zones
 from tests.analytics.conftest import UTM33, UTM33_TRANSFORM, RasterWriter, lonlat_polygon, make_item
 

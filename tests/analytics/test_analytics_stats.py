@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from server.analytics import stats
-from server.analytics.stats import StoredPart, ValueStore
+from server.analytics import quantiles
+from server.analytics.quantiles import StoredPart, ValueStore
 
 QS = [0.0, 1.0, 5.0, 25.0, 50.0, 75.0, 95.0, 99.0, 100.0]
 
@@ -28,8 +28,8 @@ def _parts(dtype: np.dtype) -> list[np.ndarray]:
 def test_percentiles_equal_numpy(
     tmp_path, monkeypatch: pytest.MonkeyPatch, dtype: type, budget: int, eager: int
 ) -> None:
-    monkeypatch.setattr(stats, "DIRECT_PERCENTILE_LIMIT", 0)  # always the bucketed path
-    monkeypatch.setattr(stats, "_EAGER_HISTOGRAM_MIN", eager)
+    monkeypatch.setattr(quantiles, "DIRECT_PERCENTILE_LIMIT", 0)  # always the bucketed path
+    monkeypatch.setattr(quantiles, "_EAGER_HISTOGRAM_MIN", eager)
     parts = _parts(np.dtype(dtype))
     with ThreadPoolExecutor(2) as pool:
         store = ValueStore(np.dtype(dtype), budget, tmp_path, mapper=pool.map)

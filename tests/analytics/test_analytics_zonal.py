@@ -20,7 +20,7 @@ from exactextract import exact_extract
 from rasterstats import zonal_stats
 from shapely.geometry import box, mapping
 
-from server.analytics import registry, stats
+from server.analytics import quantiles, registry
 from tests.analytics.conftest import UTM33, UTM33_TRANSFORM, ContextFactory, RasterWriter, lonlat_polygon, make_item
 from tests.support.reference_geometry import lonlat_zones, reproject
 
@@ -320,9 +320,9 @@ def test_bucketed_quantiles_and_spilling_match_direct(
     for number, (items, params) in enumerate(cases):
         for coverage in ("center", "exact"):
             direct[number, coverage] = run_zonal(make_context(items), coverage=coverage, **params)
-    monkeypatch.setattr(stats, "DIRECT_LIMIT", 0)
-    monkeypatch.setattr(stats, "DIRECT_PERCENTILE_LIMIT", 0)
-    monkeypatch.setattr(stats, "GROUP_LIMIT", 500)  # many bucket groups, one pass each
+    monkeypatch.setattr(quantiles, "DIRECT_LIMIT", 0)
+    monkeypatch.setattr(quantiles, "DIRECT_PERCENTILE_LIMIT", 0)
+    monkeypatch.setattr(quantiles, "GROUP_LIMIT", 500)  # many bucket groups, one pass each
     runs = [
         # A budget of 1 byte spills every value to scratch files; 64 KiB keeps the first parts in
         # memory and spills the rest; 1 GiB keeps them all in memory. Histograms are counted as
@@ -334,7 +334,7 @@ def test_bucketed_quantiles_and_spilling_match_direct(
     for number, (items, params) in enumerate(cases):
         for coverage in ("center", "exact"):
             for budget, eager, workers in runs:
-                monkeypatch.setattr(stats, "_EAGER_HISTOGRAM_MIN", eager)
+                monkeypatch.setattr(quantiles, "_EAGER_HISTOGRAM_MIN", eager)
                 bucketed = run_zonal(
                     make_context(items, memory_budget_bytes=budget, workers=workers), coverage=coverage, **params
                 )

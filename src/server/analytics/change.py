@@ -45,9 +45,16 @@ from shapely.geometry.base import BaseGeometry
 
 from server.analytics.areas import row_areas
 from server.analytics.base import AnalyticsContext, AnalyticsMethod
-from server.analytics.coverage import WHOLE_MASK_PIXELS, center_mask, pixels_to_crs, window_center_mask
+from server.analytics.coverage import (
+    WHOLE_MASK_PIXELS,
+    center_mask,
+    contains_and_touches,
+    pixels_to_crs,
+    window_center_mask,
+)
 from server.analytics.geometry import pixel_zones
 from server.analytics.indices import get_index
+from server.analytics.moments import Moments
 from server.analytics.params import (
     GEOMETRY_FIELD,
     BandMapping,
@@ -58,6 +65,7 @@ from server.analytics.params import (
     PercentileValue,
     Resolution,
 )
+from server.analytics.quantiles import StoredPart, ValueStore
 from server.analytics.quicklook import write_quicklook
 from server.analytics.reader import (
     COG_COPY_CACHE_MB,
@@ -71,7 +79,6 @@ from server.analytics.reader import (
     select_asset,
 )
 from server.analytics.sources import IndexSource
-from server.analytics.stats import Moments, StoredPart, ValueStore
 from server.analytics.zonal import EXAMPLE_POLYGON
 from server.geo import Zone, parse_area
 from server.raster import COG_PROFILE, MEDIA_TYPE_COG
@@ -370,12 +377,7 @@ def _plan(geometry: BaseGeometry, window: Window, meta: RasterMeta, band_count: 
         [w.col_off + w.width for w in chunks],
         [w.row_off + w.height for w in chunks],
     )
-    shapely.prepare(geometry)
-    try:
-        inside = shapely.contains(geometry, boxes)
-        touching = shapely.intersects(geometry, boxes)
-    finally:
-        shapely.destroy_prepared(geometry)
+    inside, touching = contains_and_touches(geometry, boxes)
     row0, col0 = int(window.row_off), int(window.col_off)
     area_mask = None
     if int(window.width) * int(window.height) <= WHOLE_MASK_PIXELS:

@@ -53,6 +53,17 @@ def center_mask(geometry: BaseGeometry, transform: Affine, height: int, width: i
     return burned.view(bool)
 
 
+def contains_and_touches(geometry: BaseGeometry, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which ``boxes`` (shapely geometries, same space) ``geometry`` contains and which it touches,
+    tested with the geometry prepared once (a prepared geometry is not for sharing between
+    threads, so this runs where the plan is made)."""
+    shapely.prepare(geometry)
+    try:
+        return shapely.contains(geometry, boxes), shapely.intersects(geometry, boxes)
+    finally:
+        shapely.destroy_prepared(geometry)
+
+
 def pixels_to_crs(geometry: BaseGeometry, transform: Affine) -> BaseGeometry:
     """A pixel-space geometry back in the raster CRS."""
     return shapely.affinity.affine_transform(

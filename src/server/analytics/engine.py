@@ -27,18 +27,21 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
+from server.analytics.base import AnalyticsContext
 from server.analytics.coverage import (
     WHOLE_MASK_PIXELS,
     center_mask,
+    contains_and_touches,
     exact_coverage,
     pixels_to_crs,
     window_center_mask,
     window_transform,
 )
 from server.analytics.geometry import PixelZone
+from server.analytics.moments import Moments
+from server.analytics.quantiles import StoredPart, ValueStore
 from server.analytics.reader import ChunkRunner, chunk_windows, parallel_map
 from server.analytics.sources import PixelSource, Scratch
-from server.analytics.stats import Moments, StoredPart, ValueStore
 
 Coverage = Literal["center", "exact"]
 # Clipping margin (pixels) for center masks: far enough that clip edges touch no chunk pixel.
@@ -152,12 +155,7 @@ def _plan(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -
         )
         boxes = shapely.box(sub[:, 1], sub[:, 0], sub[:, 3], sub[:, 2])
         geometry = zone.geometry
-        shapely.prepare(geometry)
-        try:
-            inside = shapely.contains(geometry, boxes)
-            touching = shapely.intersects(geometry, boxes)
-        finally:
-            shapely.destroy_prepared(geometry)
+        inside, touching = contains_and_touches(geometry, boxes)
         margin = 0 if options.coverage == "exact" else _CLIP_MARGIN
         for chunk_index, (r0, c0, r1, c1), full, touched in zip(hits, sub, inside, touching, strict=True):
             if not touched:
@@ -416,3 +414,16 @@ def reduce_zones(
         outcome.close()
         raise
     return outcome
+
+
+def reduce_in(ctx: AnalyticsContext, source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -> Outcome:
+    """``reduce_zones`` with the call's threads, cancellation, memory budget and scratch folder."""
+    return reduce_zones(
+        source,
+        zones,
+        options,
+        workers=ctx.workers,
+        check_cancelled=ctx.check_cancelled,
+        memory_budget_bytes=ctx.memory_budget_bytes,
+        scratch_dir=ctx.scratch_dir,
+    )

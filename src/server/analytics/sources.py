@@ -16,8 +16,8 @@ import numpy as np
 
 from server.analytics.bands import resolve_bands
 from server.analytics.indices import SpectralIndex
+from server.analytics.quantiles import storage_dtype
 from server.analytics.reader import RasterMeta
-from server.analytics.stats import storage_dtype
 from server.errors import invalid_argument
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from server.analytics.base import AnalyticsContext, AnalyticsMethod
-from server.analytics.engine import LayerResult, ReduceOptions, reduce_zones
+from server.analytics.engine import LayerResult, ReduceOptions, reduce_in
 from server.analytics.geometry import pixel_zones
 from server.analytics.params import (
     GEOMETRY_FIELD,
@@ -201,15 +201,7 @@ class TimeSeries(AnalyticsMethod):
             return [], 0, meta.units[0]
         source = StackSource(meta, tuple(bands))
         zones = pixel_zones([area], meta.crs, meta.transform, meta.width, meta.height)
-        outcome = reduce_zones(
-            source,
-            zones,
-            options,
-            workers=ctx.workers,
-            check_cancelled=ctx.check_cancelled,
-            memory_budget_bytes=ctx.memory_budget_bytes,
-            scratch_dir=ctx.scratch_dir,
-        )
+        outcome = reduce_in(ctx, source, zones, options)
         resolution = Resolution(x=meta.resolution[0], y=meta.resolution[1])
         integer = all(np.dtype(meta.dtypes[b - 1]).kind in "iub" for b in bands)
         try:
@@ -252,15 +244,7 @@ class TimeSeries(AnalyticsMethod):
             source = make_source(meta, params.band, params.index_name, False, params.band_mapping)
             unit = source_unit(source)
             zones = pixel_zones([area], meta.crs, meta.transform, meta.width, meta.height)
-            outcome = reduce_zones(
-                source,
-                zones,
-                options,
-                workers=ctx.workers,
-                check_cancelled=ctx.check_cancelled,
-                memory_budget_bytes=ctx.memory_budget_bytes,
-                scratch_dir=ctx.scratch_dir,
-            )
+            outcome = reduce_in(ctx, source, zones, options)
             try:
                 layer = outcome.zones[0].layers[0]
                 steps.append(

@@ -31,9 +31,10 @@ import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
 from server.analytics.base import AnalyticsContext, AnalyticsMethod
-from server.analytics.engine import LayerResult, ReduceOptions, reduce_zones
+from server.analytics.engine import LayerResult, ReduceOptions, reduce_in
 from server.analytics.geometry import pixel_zones
 from server.analytics.indices import get_index
+from server.analytics.moments import Moments
 from server.analytics.params import (
     DEFAULT_STATS,
     GEOMETRY_FIELD,
@@ -52,7 +53,6 @@ from server.analytics.params import (
 )
 from server.analytics.reader import RasterMeta, open_meta, select_asset
 from server.analytics.sources import BandSource, IndexSource, PixelSource, band_source
-from server.analytics.stats import Moments
 from server.errors import invalid_argument
 from server.geo import parse_zones
 
@@ -246,15 +246,7 @@ class ZonalStats(AnalyticsMethod):
         )
         keep_values = bool(params.percentiles) or "median" in params.stats or params.histogram is not None
         options = ReduceOptions(params.coverage, params.all_touched, keep_values)
-        outcome = reduce_zones(
-            source,
-            zones,
-            options,
-            workers=ctx.workers,
-            check_cancelled=ctx.check_cancelled,
-            memory_budget_bytes=ctx.memory_budget_bytes,
-            scratch_dir=ctx.scratch_dir,
-        )
+        outcome = reduce_in(ctx, source, zones, options)
         try:
             zone_results = []
             for zone_result in outcome.zones:
