@@ -11,9 +11,9 @@ import rasterio
 from rasterio.env import get_gdal_config
 from shapely.geometry import box
 
-import server.raster.clip as clip_module
-from server.raster._gdal import gdal_cache_limit
-from server.raster.clip import clip_to_cog, strip_read_cache_bytes, translation_cache_bytes
+import raster.clip as clip_module
+from raster._gdal import gdal_cache_limit
+from raster.clip import clip_to_cog, strip_read_cache_bytes, translation_cache_bytes
 from tests.raster.test_clip import make_raster, smooth_noise, utm_aoi
 
 

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from grpc import aio
 
 from geopera.v1 import worker_pb2, worker_pb2_grpc
+from raster.cost import CostModel
 from server.api import convert
 from server.api.calls import metadata_value, rpc_call, unavailable
 from server.api.revocation import end_on_revocation
 from server.auth import Principal, job_principal
-from server.domain.jobs import Assignment, CostModel, JobRecord, JobTypeRecord
+from server.domain.jobs import Assignment, JobRecord, JobTypeRecord
 from server.domain.models import ItemRecord
 from server.domain.outputs import CommitPart, OutputAssetSpec, OutputChunkPart, OutputItemPart, OutputPart
 from server.errors import Code, DomainError, invalid_argument

@@ -20,6 +20,17 @@ import psycopg
 from psycopg.types.json import Jsonb
 from shapely.geometry import shape
 
+from raster import (
+    CONVERSION_DRIVERS,
+    GEOTIFF_DRIVERS,
+    NOT_A_COG,
+    RasterError,
+    RasterInfo,
+    convert_to_cog,
+    datetime_from_name,
+    inspect_raster,
+)
+from raster.geo import parse_area
 from server import callstats
 from server.auth import Principal
 from server.config import DEFAULT_ITEM_CACHE_BYTES
@@ -46,19 +57,8 @@ from server.errors import (
     not_found,
     permission_denied,
 )
-from server.geo import parse_area
 from server.ids import new_id
 from server.pagination import decode_page_token, encode_page_token, page_size_or_default
-from server.raster import (
-    CONVERSION_DRIVERS,
-    GEOTIFF_DRIVERS,
-    NOT_A_COG,
-    RasterError,
-    RasterInfo,
-    convert_to_cog,
-    datetime_from_name,
-    inspect_raster,
-)
 from server.storage import BlobStorage
 from server.store import CommitProbe, Database, Q
 from server.validation import require_finite_json

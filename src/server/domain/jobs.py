@@ -28,10 +28,11 @@ import jsonschema
 import psycopg
 import shapely
 from psycopg.types.json import Jsonb
-from pyproj import Geod
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
+from raster.cost import CostModel
+from raster.geo import geodesic_area_km2, parse_area
 from server.auth import JOB_TOKEN_PREFIX, Principal, hash_token
 from server.domain import idempotency
 from server.domain.catalog import COLLECTION_ID
@@ -47,7 +48,6 @@ from server.errors import (
     not_found,
     permission_denied,
 )
-from server.geo import parse_area
 from server.ids import new_id
 from server.pagination import decode_page_token, encode_page_token, page_size_or_default
 from server.store import CommitProbe, Database, Q
@@ -59,67 +59,11 @@ log = logging.getLogger(__name__)
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 ACTIVE = frozenset({"DISPATCHED", "RUNNING"})
 STATUSES = ("PENDING", "DISPATCHED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
-_GEOD = Geod(ellps="WGS84")
 JOB_TYPE_CACHE_SECONDS = 2.0
 JOB_TYPE_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 WORKER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_WORKER_NAME_CHARS = 200
 MAX_INPUT_PARAMS_BYTES = 64 << 10
-
-
-# The largest cost in credits: exact in float arithmetic (the cost is computed
-# in floats) and in JavaScript numbers, far below the int64 of the balances.
-MAX_CREDITS = 2**53 - 1
-
-
-@dataclass(frozen=True)
-class CostModel:
-    flat: float = 1.0
-    per_km2: float = 0.0
-    per_asset: float = 0.0
-    minimum: int = 1
-
-    @classmethod
-    def checked(cls, flat: float, per_km2: float, per_asset: float, minimum: int, field: str) -> CostModel:
-        """A declared cost model, refused (INVALID_ARGUMENT `INVALID_COST_MODEL`)
-        unless every coefficient is a finite number from 0 to MAX_CREDITS: a NaN,
-        infinite or negative price would reserve nonsense or pay the caller.
-        A `minimum` of 0 means 1."""
-        for name, value in (("flat", flat), ("per_km2", per_km2), ("per_asset", per_asset), ("minimum", minimum)):
-            if not (math.isfinite(value) and 0 <= value <= MAX_CREDITS):
-                raise invalid_argument(
-                    "INVALID_COST_MODEL",
-                    f"cost_model.{name} must be a finite number from 0 to {MAX_CREDITS}, not {value!r}",
-                    field=f"{field}.{name}",
-                )
-        return cls(float(flat), float(per_km2), float(per_asset), max(1, int(minimum)))
-
-    def _price(self, area_km2: float, assets: int) -> int | None:
-        """The formula in whole credits; None when it is not a finite number
-        of at most MAX_CREDITS."""
-        raw = self.flat + self.per_km2 * area_km2 + self.per_asset * assets
-        if not (math.isfinite(raw) and raw <= MAX_CREDITS):
-            return None
-        return max(self.minimum, math.ceil(raw - 1e-9))
-
-    def credits(self, area_km2: float, assets: int) -> int:
-        """The estimate reserved at creation; refused (INVALID_ARGUMENT
-        `COST_OUT_OF_RANGE`) beyond MAX_CREDITS, e.g. a huge AOI times a
-        large per-km² price."""
-        price = self._price(area_km2, assets)
-        if price is None:
-            raise invalid_argument(
-                "COST_OUT_OF_RANGE",
-                f"the job would cost more than {MAX_CREDITS} credits ({area_km2:.4g} km², {assets} assets), "
-                "the most a job may cost",
-            )
-        return price
-
-    def actual(self, area_km2: float, assets: int) -> int:
-        """The cost of what a job did, saturating at MAX_CREDITS: never more
-        than the hold is captured anyway (see JobService.succeed)."""
-        price = self._price(area_km2, assets)
-        return MAX_CREDITS if price is None else price
 
 
 @dataclass(frozen=True)
@@ -301,11 +245,6 @@ class LeasePolicy:
     def backoff(self, attempt: int) -> float:
         delay = min(self.backoff_max_seconds, self.backoff_base_seconds * 2.0 ** max(0, attempt - 1))
         return delay * random.uniform(0.8, 1.2)
-
-
-def geodesic_area_km2(geometry: BaseGeometry) -> float:
-    """Area in km² on the WGS84 ellipsoid of a lon/lat geometry."""
-    return 0.0 if geometry.is_empty else abs(float(_GEOD.geometry_area_perimeter(geometry)[0])) / 1e6
 
 
 def aoi_area_km2(geojson: dict[str, Any], field: str, clip_to: BaseGeometry | None = None) -> float:

@@ -29,7 +29,7 @@ def main(args: argparse.Namespace) -> int:
 
     import grpc
 
-    from server.logs import configure_logging
+    from raster.logs import configure_logging
     from server.mcp.app import serve_stdio
 
     configure_logging(args.log_level)  # stderr: stdout carries the protocol

@@ -17,9 +17,9 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.io import DatasetReader
 
-from server.raster._gdal import probe_last_blocks
-from server.raster.errors import COG_WRITE_FAILED, UNREADABLE_RASTER, UNSUPPORTED_RASTER, RasterError
-from server.raster.safe_open import CONVERSION_DRIVERS, GDAL_ERRORS, gdal_message, open_raster
+from raster._gdal import probe_last_blocks
+from raster.errors import COG_WRITE_FAILED, UNREADABLE_RASTER, UNSUPPORTED_RASTER, RasterError
+from raster.safe_open import CONVERSION_DRIVERS, GDAL_ERRORS, gdal_message, open_raster
 
 COG_DRIVER: Final = "COG"
 COG_CREATION_OPTIONS: Final[Mapping[str, str]] = MappingProxyType(

@@ -3,7 +3,7 @@
 No gRPC, database or generated-code dependencies, so workers and the server can share it.
 """
 
-from server.raster.bands import (
+from raster.bands import (
     COMMON_NAMES,
     LANDSAT_COMMON_NAMES,
     SENTINEL2_COMMON_NAMES,
@@ -11,8 +11,8 @@ from server.raster.bands import (
     is_sensor_band_id,
     sensor_common_name,
 )
-from server.raster.cog import COG_CREATION_OPTIONS, COG_DRIVER, COG_PROFILE, convert_to_cog, write_cog
-from server.raster.errors import (
+from raster.cog import COG_CREATION_OPTIONS, COG_DRIVER, COG_PROFILE, convert_to_cog, write_cog
+from raster.errors import (
     COG_WRITE_FAILED,
     NOT_A_COG,
     RASTER_TOO_LARGE,
@@ -23,14 +23,14 @@ from server.raster.errors import (
     RasterError,
     without_directories,
 )
-from server.raster.inspect import (
+from raster.inspect import (
     MEDIA_TYPE_COG,
     MEDIA_TYPE_GEOTIFF,
     datetime_from_name,
     inspect_raster,
     render_hint_for,
 )
-from server.raster.safe_open import (
+from raster.safe_open import (
     CONVERSION_DRIVERS,
     GEOTIFF_DRIVERS,
     RasterLimits,
@@ -39,7 +39,7 @@ from server.raster.safe_open import (
     open_stored,
     raster_limits,
 )
-from server.raster.types import (
+from raster.types import (
     BandInfo,
     BandStatistics,
     GridInfo,

@@ -6,7 +6,7 @@ offsets, ceiling of the far edges in pixel space, intersected with the raster, n
 same ``geometry_mask`` rasterization (pixel centres, ``all_touched=False``). Only the window is
 read, in strips of whole source blocks, so memory follows the strip size, not the raster size.
 
-The strip/staging/COG helpers at the bottom are shared with ``server.raster.bathymetry``.
+The strip/staging/COG helpers at the bottom are shared with ``raster.bathymetry``.
 """
 
 from __future__ import annotations
@@ -22,33 +22,27 @@ import numpy as np
 import rasterio
 import shapely
 from affine import Affine
-from pyproj import Geod, Transformer
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags
 from rasterio.errors import WindowError
 from rasterio.features import geometry_mask, geometry_window
 from rasterio.io import DatasetReader, DatasetWriter
 from rasterio.windows import Window
-from shapely.geometry import MultiPolygon, Polygon, mapping, shape
-from shapely.geometry.polygon import orient
+from shapely.geometry import shape
 
-from server.raster._gdal import gdal_cache_limit
-from server.raster.cog import COG_CREATION_OPTIONS, copy_as_cog, staging_directory
-from server.raster.errors import COG_WRITE_FAILED, UNREADABLE_RASTER, UNSUPPORTED_RASTER, RasterError
-from server.raster.inspect import footprint_of
-from server.raster.safe_open import GDAL_ERRORS, gdal_message, open_raster
+from raster._gdal import gdal_cache_limit
+from raster.cog import COG_CREATION_OPTIONS, copy_as_cog, staging_directory
+from raster.errors import COG_WRITE_FAILED, UNREADABLE_RASTER, UNSUPPORTED_RASTER, RasterError
+from raster.geo import Area, NotInCrs, geodesic_area_km2, polygonal, to_crs, to_geojson
+from raster.inspect import footprint_of
+from raster.safe_open import GDAL_ERRORS, gdal_message, open_raster
 
 # The AOI and the raster footprint do not overlap (or only touch).
 AOI_OUTSIDE_FOOTPRINT: Final = "AOI_OUTSIDE_FOOTPRINT"
 
-Area = Polygon | MultiPolygon
 Progress = Callable[[float], None]
 CheckCancelled = Callable[[], None]
 
-# GeoJSON edges are straight in lon/lat, i.e. curved in a projected CRS. Projecting only the
-# vertices would cut the curve short: by ~350 m for a 1° edge in UTM, ~4 cm at 0.01° (~1 km)
-# segments (the error grows with the square of the segment length).
-DENSIFY_DEGREES: Final = 0.01
 # Strips of about this many rows (rounded to whole source blocks) are read, masked and staged.
 STRIP_ROWS: Final = 512
 # ...unless a strip of that height would exceed this many bytes (very wide windows, many bands).
@@ -64,7 +58,6 @@ _STATISTICS_PREFIX: Final = "STATISTICS_"
 # Metadata domains worth carrying over; others describe the file layout (IMAGE_STRUCTURE) or a
 # georeferencing that clipping invalidates (RPC, GEOLOCATION).
 _COPIED_TAG_DOMAINS: Final = (None, "IMAGERY")
-_GEOD: Final = Geod(ellps="WGS84")
 COG_BLOCK_SIZE: Final = int(COG_CREATION_OPTIONS["BLOCKSIZE"])
 
 
@@ -148,8 +141,8 @@ def clip_to_cog(
     report(1.0)
     return ClipResult(
         path=dst,
-        footprint=_geojson(footprint_lonlat),
-        area_km2=abs(_GEOD.geometry_area_perimeter(footprint_lonlat)[0]) / 1e6,
+        footprint=to_geojson(footprint_lonlat),
+        area_km2=geodesic_area_km2(footprint_lonlat),
         window=(int(window.col_off), int(window.row_off), int(window.width), int(window.height)),
         width=int(window.width),
         height=int(window.height),
@@ -194,29 +187,17 @@ def _aoi_footprint_lonlat(dataset: DatasetReader, aoi_lonlat: Area) -> Area:
     if aoi_lonlat.is_empty or aoi_lonlat.geom_type not in ("Polygon", "MultiPolygon"):
         raise ValueError("the AOI must be a non-empty Polygon or MultiPolygon")
     footprint = shape(footprint_of(dataset))
-    overlap = _polygonal(aoi_lonlat.intersection(footprint))
+    overlap = polygonal(aoi_lonlat.intersection(footprint))
     if overlap.is_empty or overlap.area == 0.0:
         raise RasterError(AOI_OUTSIDE_FOOTPRINT, "the AOI does not overlap the raster")
     return overlap
 
 
-def _polygonal(geometry: shapely.Geometry) -> Area:
-    # An intersection can add points or lines where the shapes only touch; they have no pixels.
-    if isinstance(geometry, Polygon | MultiPolygon):
-        return geometry
-    parts = [part for part in getattr(geometry, "geoms", []) if isinstance(part, Polygon | MultiPolygon)]
-    merged = shapely.union_all(parts) if parts else Polygon()
-    return merged if isinstance(merged, Polygon | MultiPolygon) else Polygon()
-
-
 def _to_crs(geometry_lonlat: Area, crs: CRS) -> Area:
-    transformer = Transformer.from_crs("EPSG:4326", crs.to_wkt(), always_xy=True)
-    densified = shapely.segmentize(geometry_lonlat, DENSIFY_DEGREES)
-    # types-shapely types the callable of interleaved=True only (one (n, 2) array).
-    projected = shapely.transform(densified, transformer.transform, interleaved=False)  # type: ignore[arg-type]
-    if not np.isfinite(shapely.get_coordinates(projected)).all():
-        raise RasterError(UNSUPPORTED_RASTER, "the AOI cannot be expressed in the raster CRS")
-    return projected
+    try:
+        return to_crs(geometry_lonlat, crs.to_wkt())
+    except NotInCrs as error:
+        raise RasterError(UNSUPPORTED_RASTER, "the AOI cannot be expressed in the raster CRS") from error
 
 
 def to_window_pixels(geometry: Area, window_transform: Affine) -> Area:
@@ -274,22 +255,6 @@ def _crop_window(dataset: DatasetReader, geometry: Area) -> Window:
     if width <= 0 or height <= 0:
         raise RasterError(AOI_OUTSIDE_FOOTPRINT, "the AOI does not overlap the raster")
     return Window(col_off, row_off, width, height)
-
-
-def _geojson(geometry: Area) -> dict[str, Any]:
-    if isinstance(geometry, Polygon):
-        geometry = orient(geometry, sign=1.0)
-    else:
-        geometry = MultiPolygon([orient(part, sign=1.0) for part in geometry.geoms])
-    return _as_lists(mapping(geometry))
-
-
-def _as_lists(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _as_lists(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_as_lists(item) for item in value]
-    return value
 
 
 def _crs_text(crs: CRS) -> str:
