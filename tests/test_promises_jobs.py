@@ -28,7 +28,8 @@ from shapely.ops import unary_union
 
 from geopera.v1 import catalog_pb2, kernel_pb2, processing_pb2, resources_pb2, worker_pb2
 from raster.cog import COG_CREATION_OPTIONS
-from server.domain.jobs import CostModel, JobTypeRecord
+from raster.cost import CostModel
+from server.domain.jobs import JobTypeRecord
 from tests.conftest import SAMPLES, ledger_violations
 from tests.jobs_support import (
     STATUS,
