@@ -14,6 +14,19 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+__all__ = [
+    "Code",
+    "DomainError",
+    "ExpectedSchema",
+    "FieldViolation",
+    "already_exists",
+    "failed_precondition",
+    "invalid_argument",
+    "not_found",
+    "permission_denied",
+    "unauthenticated",
+]
+
 
 class Code(enum.IntEnum):
     """The subset of `google.rpc.Code` the kernel returns (same numbers)."""

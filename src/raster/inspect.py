@@ -14,13 +14,13 @@ from affine import Affine
 from rasterio.io import DatasetReader
 from rasterio.warp import transform_geom
 from rio_cogeo.cogeo import cog_validate
-from shapely.geometry import MultiPolygon, Polygon, mapping, shape
-from shapely.geometry.polygon import orient
+from shapely.geometry import shape
 
 from raster._gdal import probe_last_blocks
 from raster.bands import common_name_for, is_sensor_band_id
 from raster.digest import size_and_sha256
 from raster.errors import NOT_A_COG, UNREADABLE_RASTER, UNSUPPORTED_RASTER, RasterError
+from raster.geo import to_geojson
 from raster.safe_open import GDAL_ERRORS, GEOTIFF_DRIVERS, gdal_message, open_raster
 from raster.types import (
     BandInfo,
@@ -389,19 +389,7 @@ def footprint_of(dataset: DatasetReader) -> dict[str, Any]:
         raise RasterError(UNSUPPORTED_RASTER, f"cannot reproject footprint: {gdal_message(error)}") from error
     if geometry.is_empty or not np.isfinite(geometry.bounds).all():
         raise RasterError(UNSUPPORTED_RASTER, "footprint cannot be expressed in EPSG:4326")
-    if isinstance(geometry, Polygon):
-        geometry = orient(geometry, sign=1.0)
-    elif isinstance(geometry, MultiPolygon):
-        geometry = MultiPolygon([orient(part, sign=1.0) for part in geometry.geoms])
-    return _as_json_lists(mapping(geometry))
-
-
-def _as_json_lists(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _as_json_lists(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_as_json_lists(item) for item in value]
-    return value
+    return to_geojson(geometry)
 
 
 def _bbox(footprint: Mapping[str, Any]) -> tuple[float, float, float, float]:

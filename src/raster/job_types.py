@@ -30,6 +30,16 @@ class JobTypeDefinition:
         return self.input_model.model_json_schema()
 
 
+def output_name_field(suffix: str) -> Any:
+    """The optional name of a job's output item (pydantic's ``Field``)."""
+    return Field(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description=f'Name of the output item; defaults to "<source item name>_{suffix}".',
+    )
+
+
 class ClipInput(BaseModel):
     """Clip raster assets of one item to an area of interest."""
 
@@ -42,12 +52,7 @@ class ClipInput(BaseModel):
         description="Keys of the assets to clip; empty clips every GeoTIFF asset of the item. "
         "Each output asset keeps its source key.",
     )
-    output_name: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=200,
-        description='Name of the output item; defaults to "<source item name>_clip".',
-    )
+    output_name: str | None = output_name_field("clip")
 
 
 # Cost: 1 + 0.5 per km² of AOI + 1 per asset clipped (the AOI area is the user's polygon;
@@ -103,12 +108,7 @@ class BathymetryInput(BaseModel):
         default=None,
         description=AOI_DESCRIPTION + " When given, the raster is clipped to it first.",
     )
-    output_name: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=200,
-        description='Name of the output item; defaults to "<source item name>_bathymetry".',
-    )
+    output_name: str | None = output_name_field("bathymetry")
 
 
 # Cost: 2 + 1 per km² (AOI, or item footprint without one): a clip plus a float64 per-pixel

@@ -6,28 +6,5 @@ too, in the server and in workers alike. `server.api.status` is still the one
 place that turns a `DomainError` into a `google.rpc.Status`.
 """
 
-from raster.domain_errors import (
-    Code,
-    DomainError,
-    ExpectedSchema,
-    FieldViolation,
-    already_exists,
-    failed_precondition,
-    invalid_argument,
-    not_found,
-    permission_denied,
-    unauthenticated,
-)
-
-__all__ = [
-    "Code",
-    "DomainError",
-    "ExpectedSchema",
-    "FieldViolation",
-    "already_exists",
-    "failed_precondition",
-    "invalid_argument",
-    "not_found",
-    "permission_denied",
-    "unauthenticated",
-]
+from raster.domain_errors import *  # noqa: F403 (the same objects, under the server's name)
+from raster.domain_errors import __all__ as __all__

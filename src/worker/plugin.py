@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from raster.cost import CostModel
+from raster.job_types import JobTypeDefinition
 
 
 @dataclass(frozen=True)
@@ -112,10 +113,21 @@ class JobContext:
 
 
 class JobPlugin(ABC):
+    """Subclass it with the four declarations below, or name a shared definition that holds
+    them: ``class ClipPlugin(JobPlugin, definition=CLIP)`` (``raster.job_types``)."""
+
     job_type_id: ClassVar[str]
     description: ClassVar[str]
     input_model: ClassVar[type[BaseModel]]
     cost_model: ClassVar[CostModel] = CostModel()
+
+    def __init_subclass__(cls, definition: JobTypeDefinition | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if definition is not None:
+            cls.job_type_id = definition.id
+            cls.description = definition.description
+            cls.input_model = definition.input_model
+            cls.cost_model = definition.cost
 
     @classmethod
     def input_schema(cls) -> dict[str, Any]:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar
 
 from pydantic import BaseModel
 from shapely.geometry import shape
@@ -14,7 +13,7 @@ from raster.bathymetry import bathymetry_to_cog, detect_bands
 from raster.clip import ClipResult, clip_to_cog
 from raster.geo import to_geojson
 from raster.job_types import BATHYMETRY, BathymetryInput
-from worker.plugin import CostModel, JobContext, JobFailed, JobOutput, JobPlugin, OutputFile
+from worker.plugin import JobContext, JobFailed, JobOutput, JobPlugin, OutputFile
 from worker.plugins.clip import (
     ASSET_NOT_FOUND,
     area_km2,
@@ -32,12 +31,7 @@ EMPTY_OUTPUT = "EMPTY_OUTPUT"
 _CLIP_PROGRESS_SHARE = 0.5
 
 
-class BathymetryPlugin(JobPlugin):
-    job_type_id: ClassVar[str] = BATHYMETRY.id
-    description: ClassVar[str] = BATHYMETRY.description
-    input_model: ClassVar[type[BaseModel]] = BATHYMETRY.input_model
-    cost_model: ClassVar[CostModel] = BATHYMETRY.cost
-
+class BathymetryPlugin(JobPlugin, definition=BATHYMETRY):
     def run(self, params: BaseModel, ctx: JobContext) -> list[JobOutput]:
         request = BathymetryInput.model_validate(params, from_attributes=True)
         source = source_item(ctx, request.source_item_id)

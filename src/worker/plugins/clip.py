@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import shapely
 from pydantic import BaseModel
@@ -17,7 +17,7 @@ from raster.clip import clip_to_cog
 from raster.domain_errors import DomainError
 from raster.geo import Aoi, geodesic_area_km2, parse_aoi, to_geojson
 from raster.job_types import CLIP, ClipInput
-from worker.plugin import CostModel, JobContext, JobFailed, JobOutput, JobPlugin, OutputFile, SourceItem
+from worker.plugin import JobContext, JobFailed, JobOutput, JobPlugin, OutputFile, SourceItem
 
 INVALID_GEOMETRY = "INVALID_GEOMETRY"
 SOURCE_NOT_FOUND = "SOURCE_NOT_FOUND"
@@ -29,12 +29,7 @@ _UNSAFE_FILE_CHARACTERS = re.compile(r"[^A-Za-z0-9._-]+")
 _STALE_PROPERTY_PREFIXES = ("proj:",)
 
 
-class ClipPlugin(JobPlugin):
-    job_type_id: ClassVar[str] = CLIP.id
-    description: ClassVar[str] = CLIP.description
-    input_model: ClassVar[type[BaseModel]] = CLIP.input_model
-    cost_model: ClassVar[CostModel] = CLIP.cost
-
+class ClipPlugin(JobPlugin, definition=CLIP):
     def run(self, params: BaseModel, ctx: JobContext) -> list[JobOutput]:
         request = ClipInput.model_validate(params, from_attributes=True)
         source = source_item(ctx, request.source_item_id)
