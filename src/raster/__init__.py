@@ -1,6 +1,11 @@
-"""Pure raster helpers: inspection, COG validation/writing and band naming.
+"""What the server and the worker share, so that neither imports the other.
 
-No gRPC, database or generated-code dependencies, so workers and the server can share it.
+Raster helpers (inspection, COG validation/writing, band naming; re-exported here), clipping
+(``raster.clip``) and the bathymetry model (``raster.bathymetry``); geometry in lon/lat
+(``raster.geo``: GeoJSON parsing, the ``Aoi`` value object, geodesic areas, reprojection); the
+error vocabulary (``raster.domain_errors``), the cost model (``raster.cost``) and the built-in
+job types' definitions (``raster.job_types``). No gRPC, database or generated-code
+dependencies (tests/test_layering.py holds it so).
 """
 
 from raster.bands import (

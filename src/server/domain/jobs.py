@@ -32,7 +32,7 @@ from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from raster.cost import CostModel
-from raster.geo import geodesic_area_km2, parse_area
+from raster.geo import Aoi, geodesic_area_km2, parse_aoi
 from server.auth import JOB_TOKEN_PREFIX, Principal, hash_token
 from server.domain import idempotency
 from server.domain.catalog import COLLECTION_ID
@@ -249,10 +249,10 @@ class LeasePolicy:
 
 def aoi_area_km2(geojson: dict[str, Any], field: str, clip_to: BaseGeometry | None = None) -> float:
     """Geodesic area in km² of a GeoJSON area (optionally intersected with a footprint)."""
-    area: BaseGeometry = parse_area(geojson, field)
-    if clip_to is not None:
-        area = area.intersection(clip_to)
-    return geodesic_area_km2(area)
+    aoi: Aoi | None = parse_aoi(geojson, field)
+    if aoi is not None and clip_to is not None:
+        aoi = aoi.within(clip_to)
+    return 0.0 if aoi is None else aoi.area_km2
 
 
 def priced_area_km2(job_type: JobTypeRecord, params: dict[str, Any], sources: list[ItemRecord]) -> float:
