@@ -85,7 +85,7 @@ def ensure_tile() -> Path:
     print(f"[{NAME}] generating {TILE.name} (once)", flush=True)
     from rasterio.windows import Window
 
-    from raster.clip import BandMetadata, staged_cog
+    from raster.cog import BandMetadata, staged_cog
 
     rng = np.random.default_rng(20150711)
     # Octaves of coarse random grids, bilinearly upsampled: fields vary smoothly over

@@ -22,7 +22,7 @@ from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 # The longest lon/lat segment before reprojection, per path (server/analytics/geometry.py,
-# server/raster/clip.py).
+# raster/geo.py for the clip).
 ANALYTICS_DENSIFY_DEGREES = 0.0025
 CLIP_DENSIFY_DEGREES = 0.01
 
