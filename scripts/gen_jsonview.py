@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         if TARGET.read_text() != expected:
             print(f"{TARGET.relative_to(ROOT)} is stale: run `python scripts/gen_jsonview.py`", file=sys.stderr)
             return 1
+        print(f"{TARGET.relative_to(ROOT)} is up to date")
         return 0
     TARGET.write_text(expected)
     return 0

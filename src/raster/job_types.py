@@ -57,16 +57,12 @@ class ClipInput(BaseModel):
 
 # Cost: 1 + 0.5 per km² of AOI + 1 per asset clipped (the AOI area is the user's polygon;
 # reading is bounded by it, and each asset is a separate read/compress/statistics pass).
-CLIP = JobTypeDefinition(
-    id="clip",
-    description=(
-        "Clip the raster assets of an item to an area of interest. Pixels whose centre lies "
-        "outside the area become nodata; each asset becomes a Cloud Optimized GeoTIFF with the "
-        "source's bands, data type, nodata and metadata, cropped to the area's bounding window."
-    ),
-    input_model=ClipInput,
-    cost=CostModel(flat=1.0, per_km2=0.5, per_asset=1.0),
+CLIP_DESCRIPTION = (
+    "Clip the raster assets of an item to an area of interest. Pixels whose centre lies "
+    "outside the area become nodata; each asset becomes a Cloud Optimized GeoTIFF with the "
+    "source's bands, data type, nodata and metadata, cropped to the area's bounding window."
 )
+CLIP = JobTypeDefinition("clip", CLIP_DESCRIPTION, ClipInput, CostModel(flat=1.0, per_km2=0.5, per_asset=1.0))
 
 
 class BathymetryInput(BaseModel):
@@ -113,15 +109,13 @@ class BathymetryInput(BaseModel):
 
 # Cost: 2 + 1 per km² (AOI, or item footprint without one): a clip plus a float64 per-pixel
 # model and a float32 COG, about twice the work of a one-asset clip.
+BATHYMETRY_DESCRIPTION = (
+    "Satellite-derived bathymetry with the Stumpf et al. (2003) log-ratio model. Writes one "
+    'float32 Cloud Optimized GeoTIFF asset "depth" in metres (positive down); land (NDWI below '
+    "the threshold), invalid pixels and depths beyond the maximum are nodata (NaN)."
+)
 BATHYMETRY = JobTypeDefinition(
-    id="bathymetry",
-    description=(
-        "Satellite-derived bathymetry with the Stumpf et al. (2003) log-ratio model. Writes one "
-        'float32 Cloud Optimized GeoTIFF asset "depth" in metres (positive down); land (NDWI below '
-        "the threshold), invalid pixels and depths beyond the maximum are nodata (NaN)."
-    ),
-    input_model=BathymetryInput,
-    cost=CostModel(flat=2.0, per_km2=1.0, per_asset=0.0),
+    "bathymetry", BATHYMETRY_DESCRIPTION, BathymetryInput, CostModel(flat=2.0, per_km2=1.0, per_asset=0.0)
 )
 
 # Sorted by id, as the worker's plugin registry lists them.

@@ -26,6 +26,8 @@ from worker.plugins.clip import (
 OUTPUT_ASSET_KEY = "depth"
 # The result would hold no depth at all (every pixel land, nodata or out of range).
 EMPTY_OUTPUT = "EMPTY_OUTPUT"
+# The input fields that are parameters of the depth model (bathymetry_to_cog's keywords).
+MODEL_PARAMETERS = {"m0", "m1", "n", "land_ndwi_threshold", "max_depth_m"}
 # Progress share of the optional clip; the depth pass is cheaper per pixel than it looks
 # (three bands in, one out) but also builds a COG, so the split is even.
 _CLIP_PROGRESS_SHARE = 0.5
@@ -64,11 +66,7 @@ class BathymetryPlugin(JobPlugin, definition=BATHYMETRY):
             result = bathymetry_to_cog(
                 raster,
                 dst,
-                m0=request.m0,
-                m1=request.m1,
-                n=request.n,
-                land_ndwi_threshold=request.land_ndwi_threshold,
-                max_depth_m=request.max_depth_m,
+                **request.model_dump(include=MODEL_PARAMETERS),
                 band_indexes=band_indexes,
                 progress=lambda fraction: ctx.report_progress(share + (1.0 - share) * fraction, "estimating depth"),
                 check_cancelled=ctx.check_cancelled,
