@@ -32,6 +32,7 @@ test: $(STAMP)
 generate: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
 	$(BIN)/python scripts/gen_sync_sdk.py
+	$(BIN)/python scripts/gen_jsonview.py
 	$(BIN)/python scripts/gen_contract.py
 	@if command -v npm >/dev/null && [ -d clients/typescript/node_modules ]; then \
 		cd clients/typescript && npm run --silent generate; \
@@ -40,6 +41,7 @@ generate: $(STAMP)
 check-generated: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py --check
 	$(BIN)/python scripts/gen_sync_sdk.py --check
+	$(BIN)/python scripts/gen_jsonview.py --check
 	$(BIN)/python scripts/gen_contract.py --check
 
 lint: $(STAMP) check-generated

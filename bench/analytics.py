@@ -674,7 +674,7 @@ def floor_change(window_name: str, tmp: Path) -> dict[str, Any]:
     import rasterio.shutil
     from rasterio.windows import Window
 
-    from server.raster import COG_PROFILE
+    from raster import COG_PROFILE
 
     window = aoi_window(window_name)
     row0, col0 = int(window.row_off), int(window.col_off)

@@ -1,4 +1,4 @@
-"""`server.raster.clip.clip_to_cog` on a Sentinel-2-sized tile against two peers doing the
+"""`raster.clip.clip_to_cog` on a Sentinel-2-sized tile against two peers doing the
 same or less: `rasterio.mask.mask(crop=True)` + the house COG write, and rio-cogeo's
 `cog_translate` of the same window (no polygon mask, no statistics).
 
@@ -64,7 +64,7 @@ AOI_CENTRE = (0.58, 0.41)  # of the measured AOIs, as fractions of the tile's wi
 # Every warm run first clips this: small, so it leaves no heap the size of the measured clip behind,
 # and elsewhere on the tile (no nodata wedge there), so no decoded block or page is the measured one's.
 WARMUP_KM2, WARMUP_CENTRE = 1.0, (0.25, 0.75)
-# The densification clip_to_cog documents for lon/lat edges (server.raster.clip.DENSIFY_DEGREES),
+# The densification clip_to_cog documents for lon/lat edges (raster.geo.DENSIFY_DEGREES),
 # restated here: the reference geometry is reprojected by the bench, not by the code under test.
 DENSIFY_DEGREES = 0.01
 TARGET_RATIO = 1.2  # clip_to_cog wall time / the faster peer's
@@ -85,7 +85,7 @@ def ensure_tile() -> Path:
     print(f"[{NAME}] generating {TILE.name} (once)", flush=True)
     from rasterio.windows import Window
 
-    from server.raster.clip import BandMetadata, staged_cog
+    from raster.cog import BandMetadata, staged_cog
 
     rng = np.random.default_rng(20150711)
     # Octaves of coarse random grids, bilinearly upsampled: fields vary smoothly over
@@ -178,7 +178,7 @@ def aoi_in_tile_crs(aoi: Any) -> Any:
 
 
 def _clip_to_cog(src: Path, aoi: Any, dst: Path) -> None:
-    from server.raster.clip import clip_to_cog
+    from raster.clip import clip_to_cog
 
     clip_to_cog(src, aoi, dst)
 
@@ -187,7 +187,7 @@ def _rasterio_mask(src: Path, aoi: Any, dst: Path) -> None:
     import rasterio
     import rasterio.mask
 
-    from server.raster import write_cog
+    from raster import write_cog
 
     with rasterio.open(src) as dataset:
         geometry = aoi_in_tile_crs(aoi)
@@ -218,7 +218,7 @@ def _cog_write_only(clipped: Path) -> Callable[[Path, Any, Path], None]:
     """The house COG write alone, of a clip already in memory: what any clip pays at least."""
     import rasterio
 
-    from server.raster import write_cog
+    from raster import write_cog
 
     with rasterio.open(clipped) as dataset:
         array, profile = dataset.read(), dataset.profile
@@ -253,7 +253,7 @@ def child(method: str, src: str, dst: str, km2: float, warm: bool) -> None:
     import rasterio.mask  # noqa: F401
     import rio_cogeo.cogeo  # noqa: F401
 
-    import server.raster.clip  # noqa: F401
+    import raster.clip  # noqa: F401
 
     aoi = aoi_lonlat(km2)
     if method == FLOOR:
@@ -478,7 +478,7 @@ def report(sizes: dict[float, dict[str, Any]], context: dict[str, Any]) -> tuple
         f"Source: `{context['src'].name}` ({SIZE} x {SIZE}, 4 x uint16, ZSTD, 512 tiles, overviews, "
         f"statistics; {context['src'].stat().st_size / 1e6:.0f} MB of smooth noise). AOIs: irregular 24-gons "
         "in lon/lat, off the block grid. Peers: `rasterio.mask.mask(crop=True)` on the AOI reprojected by the "
-        "bench (pyproj, edges densified to 0.01°) + `server.raster.write_cog` (the same house COG: ZSTD, "
+        "bench (pyproj, edges densified to 0.01°) + `raster.write_cog` (the same house COG: ZSTD, "
         "overviews, statistics); `rio_cogeo.cog_translate` (zstd profile, 512 tiles) of a WarpedVRT of the "
         "same window, which does less (no polygon mask, no statistics).",
         "",

@@ -10,7 +10,8 @@ import grpc
 import pytest
 
 from geopera.v1 import processing_pb2
-from server.domain.jobs import CostModel, JobTypeRecord
+from raster.cost import CostModel
+from server.domain.jobs import JobTypeRecord
 from tests.conftest import World, _services
 from tests.jobs_support import balance, ledger, ledger_sums, struct
 from tests.support.client import RpcFailure

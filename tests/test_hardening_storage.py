@@ -384,7 +384,7 @@ def test_job_outputs_over_the_quota_are_refused_and_not_stored(world, tmp_path):
     import numpy as np
 
     from geopera.v1 import worker_pb2
-    from server.raster import write_cog
+    from raster import write_cog
     from tests.jobs_support import RawWorker, create_and_dispatch, job_metadata
     from tests.support.job_plugins import SQUARE
 
@@ -635,7 +635,7 @@ def test_client_geometries_are_parsed_off_the_event_loop(database_url, tmp_path,
     """Every parse of a client geometry (the costly part, with the area and
     intersection work that follows it) happens on a worker thread, never on the
     thread running the event loop, whichever call brings the geometry in."""
-    import server.geo
+    import raster.geo
     from server.app import register_builtin_job_types
     from server.demo import SYSTEM, sample_items
     from server.domain.clip import ClipRequest, create_clip_job
@@ -645,7 +645,7 @@ def test_client_geometries_are_parsed_off_the_event_loop(database_url, tmp_path,
 
     parsed_on_loop: list[str] = []
     parsed_off_loop: list[str] = []
-    parse = server.geo._geometry
+    parse = raster.geo._geometry
 
     def recording_parse(value, path, *, repair):  # type: ignore[no-untyped-def]
         try:
@@ -658,7 +658,7 @@ def test_client_geometries_are_parsed_off_the_event_loop(database_url, tmp_path,
     async def scenario() -> None:
         services = await _services(database_url, tmp_path)
         # From here on (building the services validated the methods' own examples).
-        monkeypatch.setattr(server.geo, "_geometry", recording_parse)
+        monkeypatch.setattr(raster.geo, "_geometry", recording_parse)
         try:
             await register_builtin_job_types(services.jobs)
             await services.catalog.create_project("geo", "Geo")

@@ -28,6 +28,9 @@ from geopera.v1 import (  # noqa: F401  (imports register every payload type for
     worker_pb2,
     worker_pb2_grpc,
 )
+from raster import configure_limits as configure_raster_limits
+from raster import raster_limits
+from raster.job_types import CLIP
 from server.analytics import MethodRegistry, default_registry
 from server.api import convert
 from server.api import reflection as documented_reflection
@@ -42,7 +45,7 @@ from server.domain import idempotency
 from server.domain.analytics import AnalyticsService
 from server.domain.catalog import CatalogLimits, CatalogService, ItemRenderer
 from server.domain.credits import CreditService
-from server.domain.jobs import CostModel, Dispatcher, JobService, JobTypeRecord, LeasePolicy, Notifications
+from server.domain.jobs import Dispatcher, JobService, JobTypeRecord, LeasePolicy, Notifications
 from server.domain.outputs import OutputService
 from server.domain.quota import StorageQuota
 from server.domain.raster_work import RasterWorkPool
@@ -52,8 +55,6 @@ from server.edge.call import Edge
 from server.edge.interceptor import EdgeInterceptor
 from server.listen import ListenError, check_ports
 from server.pagination import install_page_token_key, load_page_token_key
-from server.raster import configure_limits as configure_raster_limits
-from server.raster import raster_limits
 from server.rest.app import RestApi, start_rest
 from server.services import Services
 from server.storage import LocalStorage
@@ -126,16 +127,10 @@ def load_analytics_methods(plugins: str) -> MethodRegistry:
 
 
 async def register_builtin_job_types(jobs: JobService) -> None:
-    from worker.plugins.clip import ClipPlugin
-
-    cost = ClipPlugin.cost_model
+    # The clip job type the server creates itself (clip.create_from_item).
     await jobs.upsert_job_type(
         JobTypeRecord(
-            id=ClipPlugin.job_type_id,
-            description=ClipPlugin.description,
-            input_schema=ClipPlugin.input_schema(),
-            cost=CostModel(cost.flat, cost.per_km2, cost.per_asset, cost.minimum),
-            builtin=True,
+            id=CLIP.id, description=CLIP.description, input_schema=CLIP.input_schema(), cost=CLIP.cost, builtin=True
         )
     )
 

@@ -17,10 +17,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from raster.logs import configure_logging
 from server.auth import DEFAULT_SCOPES, SCOPES
 from server.config import Settings
 from server.errors import DomainError
-from server.logs import configure_logging
 
 if TYPE_CHECKING:
     from server.services import Services
@@ -188,9 +188,10 @@ def _cmd_admin(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from worker.main import main as worker_main
-
-    return worker_main(args.worker_args)
+    # The worker is its own program (it never imports the server, nor the server it):
+    # this process becomes `python -m worker`, so signals and the exit code are the worker's.
+    argv = [sys.executable, "-m", "worker", *args.worker_args]
+    os.execv(sys.executable, argv)
 
 
 def _cmd_mcp(args: argparse.Namespace) -> int:

@@ -113,7 +113,7 @@ class Settings:
     watch_idle_seconds: float = field(default_factory=lambda: _env_duration("GEOPERA_WATCH_IDLE", 600.0))
     # Largest raster opened (items.create, job outputs): width x height, and width x height x
     # bands; checked from the header, before any pixel is decoded (RASTER_TOO_LARGE).
-    # 0 keeps server.raster.RasterLimits' defaults (2^28 pixels, 2^31 pixel values).
+    # 0 keeps raster.RasterLimits' defaults (2^28 pixels, 2^31 pixel values).
     max_raster_pixels: int = field(default_factory=lambda: _env_int("GEOPERA_MAX_RASTER_PIXELS", 0))
     max_raster_samples: int = field(default_factory=lambda: _env_int("GEOPERA_MAX_RASTER_SAMPLES", 0))
     # Threads for inspection, statistics and COG conversion of uploads and job outputs;

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import rasterio
 
+from raster.job_types import BUILTIN_JOB_TYPES
 from server.auth import SCOPES, Principal
 from server.config import Settings
 from server.domain.models import AssetInput, ItemCreate
@@ -94,9 +95,7 @@ async def bootstrap_demo(services: Services, token_file: Path) -> str:
 async def demo_worker_token(services: Services, token_file: Path) -> str:
     """The local worker's credential: granted the built-in job types it runs,
     every project."""
-    from worker.plugins import builtin_plugins
-
-    job_types = [plugin.job_type_id for plugin in builtin_plugins()]
+    job_types = [job_type.id for job_type in BUILTIN_JOB_TYPES]
     return await reusable_token(
         services, token_file, kind="worker", scopes=["worker"], projects=[], job_types=job_types
     )
@@ -141,7 +140,7 @@ class LocalWorker:
     arms its own parent-death signal (`--parent-pid`)."""
 
     def __init__(self, address: str, token: str, home: Path, ca_file: Path | None = None) -> None:
-        self._argv = [sys.executable, "-m", "worker.main", "--server", address, "--name", "demo-worker",
+        self._argv = [sys.executable, "-m", "worker", "--server", address, "--name", "demo-worker",
                       "--workdir", str(home / "worker"), "--parent-pid", str(os.getpid())]  # fmt: skip
         if ca_file is not None:
             self._argv += ["--tls-ca", str(ca_file)]

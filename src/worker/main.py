@@ -19,9 +19,9 @@ import signal
 import sys
 from pathlib import Path
 
-from server.logs import configure_logging
-from server.raster import configure_limits as configure_raster_limits
-from server.raster import raster_limits
+from raster import configure_limits as configure_raster_limits
+from raster import raster_limits
+from raster.logs import configure_logging
 from worker.lifetime import exit_with_parent
 from worker.memory import return_large_buffers
 from worker.plugin import PluginRegistry

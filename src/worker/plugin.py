@@ -1,9 +1,9 @@
 """The job plugin interface: one class per job type.
 
 A plugin declares its `job_type_id`, a pydantic `input_model` (its JSON Schema
-becomes the type's input schema on the server), a `cost_model`, which of its
-input fields name source items, and a synchronous `run()` that reads the
-sources and writes output files. The runtime (worker.runtime) does the rest:
+becomes the type's input schema on the server), a `cost_model` (`raster.cost.CostModel`,
+the one the server prices by), which of its input fields name source items, and a
+synchronous `run()` that reads the sources and writes output files. The runtime (worker.runtime) does the rest:
 fetching sources, progress, cancellation, and RegisterOutputs.
 
 Plugins never import grpc or generated code.
@@ -21,17 +21,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-
-@dataclass(frozen=True)
-class CostModel:
-    """Credits = ceil(flat + per_km2 * km² + per_asset * assets), at least `minimum`. The km²
-    are the AOI within the source footprint, or the footprint without an AOI; the server
-    refuses coefficients that are not finite numbers >= 0 (`INVALID_COST_MODEL`)."""
-
-    flat: float = 1.0
-    per_km2: float = 0.0
-    per_asset: float = 0.0
-    minimum: int = 1
+from raster.cost import CostModel
+from raster.job_types import JobTypeDefinition
 
 
 @dataclass(frozen=True)
@@ -118,10 +109,21 @@ class JobContext:
 
 
 class JobPlugin(ABC):
+    """Subclass it with the four declarations below, or name a shared definition that holds
+    them: ``class ClipPlugin(JobPlugin, definition=CLIP)`` (``raster.job_types``)."""
+
     job_type_id: ClassVar[str]
     description: ClassVar[str]
     input_model: ClassVar[type[BaseModel]]
     cost_model: ClassVar[CostModel] = CostModel()
+
+    def __init_subclass__(cls, definition: JobTypeDefinition | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if definition is not None:
+            cls.job_type_id = definition.id
+            cls.description = definition.description
+            cls.input_model = definition.input_model
+            cls.cost_model = definition.cost
 
     @classmethod
     def input_schema(cls) -> dict[str, Any]:

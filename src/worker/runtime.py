@@ -30,7 +30,8 @@ from grpc import aio
 from pydantic import ValidationError
 
 from geopera.v1 import kernel_pb2, kernel_pb2_grpc, resources_pb2, worker_pb2, worker_pb2_grpc
-from server.raster import COG_WRITE_FAILED, RasterError
+from raster import COG_WRITE_FAILED, RasterError
+from raster.digest import size_and_sha256
 from worker.plugin import (
     JobCancelled,
     JobContext,
@@ -426,7 +427,7 @@ class Worker:
                 when.FromDatetime(output.datetime)
                 assets = []
                 for file in output.files:
-                    size, sha = await asyncio.to_thread(_size_and_sha256, file.path)
+                    size, sha = await asyncio.to_thread(size_and_sha256, file.path)
                     assets.append(
                         worker_pb2.OutputAsset(
                             key=file.key, roles=file.roles, title=file.title, size_bytes=size, sha256=sha
@@ -502,15 +503,6 @@ def error_reason(err: aio.AioRpcError) -> str:
     code = err.code()
     return code.name if code is not None else "UNKNOWN"
 
-
-def _size_and_sha256(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as source:
-        while data := source.read(CHUNK_BYTES):
-            digest.update(data)
-            size += len(data)
-    return size, digest.hexdigest()
 
 
 class _ProgressReporter:

@@ -1,7 +1,7 @@
 """Fixtures for the analytics library tests: items over real and generated rasters.
 
 No server or database: items are built the way the server would describe them, with band
-metadata taken from ``server.raster.inspect_raster``.
+metadata taken from ``raster.inspect_raster``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from affine import Affine
 
+from raster import inspect_raster, write_cog
 from server.analytics import AnalyticsContext, AssetView, ItemView
-from server.raster import inspect_raster, write_cog
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "s2_slovenia"
 S2_SCENES = (

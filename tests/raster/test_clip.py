@@ -17,9 +17,9 @@ from rio_cogeo.cogeo import cog_validate
 from shapely import affinity
 from shapely.geometry import MultiPolygon, Point, Polygon, box, shape
 
-import server.raster.clip as clip_module
-from server.raster import RasterError, write_cog
-from server.raster.clip import AOI_OUTSIDE_FOOTPRINT, ClipResult, clip_to_cog
+import raster.cog as cog_module
+from raster import RasterError, write_cog
+from raster.clip import AOI_OUTSIDE_FOOTPRINT, ClipResult, clip_to_cog
 from tests.support.reference_geometry import CLIP_DENSIFY_DEGREES, reproject
 
 UTM33 = Affine(10.0, 0.0, 465_000.0, 0.0, -10.0, 5_080_000.0)
@@ -267,7 +267,7 @@ def test_large_raster_in_many_strips_is_seamless(
     # 3000 x 3000 in 512 blocks: strips of 512 rows, and the AOI starts mid-block so the
     # first and last strips are partial. Staged in memory, and in a file as large outputs are.
     if staging == "file":
-        monkeypatch.setattr(clip_module, "MEMORY_STAGING_MAX_BYTES", 0)
+        monkeypatch.setattr(cog_module, "MEMORY_STAGING_MAX_BYTES", 0)
     src = big_raster
     center = (465_000 + 15_000, 5_080_000 - 15_000)
     star = Polygon(
@@ -299,7 +299,7 @@ def test_aoi_outside_the_raster(utm_raster: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("staging", ["memory", "file"])
 def test_cancellation_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, staging: str) -> None:
     if staging == "file":
-        monkeypatch.setattr(clip_module, "MEMORY_STAGING_MAX_BYTES", 0)
+        monkeypatch.setattr(cog_module, "MEMORY_STAGING_MAX_BYTES", 0)
     src = make_raster(
         tmp_path / "src.tif", smooth_noise((1, 1100, 300), seed=8).astype("uint16"), descriptions=["gray"]
     )

@@ -11,9 +11,11 @@ import rasterio
 from rasterio.env import get_gdal_config
 from shapely.geometry import box
 
-import server.raster.clip as clip_module
-from server.raster._gdal import gdal_cache_limit
-from server.raster.clip import clip_to_cog, strip_read_cache_bytes, translation_cache_bytes
+import raster.clip as clip_module
+import raster.cog as cog_module
+from raster._gdal import gdal_cache_limit
+from raster.clip import clip_to_cog, strip_read_cache_bytes
+from raster.cog import translation_cache_bytes
 from tests.raster.test_clip import make_raster, smooth_noise, utm_aoi
 
 
@@ -59,7 +61,7 @@ def test_clip_bounds_the_cache_for_strip_reads_and_the_translation(
     src = make_raster(tmp_path / "src.tif", smooth_noise((3, 1100, 900), seed=3).astype("uint16"),
                       descriptions=["a", "b", "c"])  # fmt: skip
     seen: dict[str, list[int]] = {"read": [], "copy": []}
-    read_window, copy_as_cog = clip_module.read_window, clip_module.copy_as_cog
+    read_window, copy_as_cog = clip_module.read_window, cog_module.copy_as_cog
 
     def recording_read(*args: Any, **kwargs: Any) -> np.ndarray:
         seen["read"].append(cache_max())
@@ -70,7 +72,7 @@ def test_clip_bounds_the_cache_for_strip_reads_and_the_translation(
         copy_as_cog(*args, **kwargs)
 
     monkeypatch.setattr(clip_module, "read_window", recording_read)
-    monkeypatch.setattr(clip_module, "copy_as_cog", recording_copy)
+    monkeypatch.setattr(cog_module, "copy_as_cog", recording_copy)
     before = cache_max()
     result = clip_to_cog(src, utm_aoi(box(465_100, 5_069_500, 472_900, 5_079_900)), tmp_path / "clip.tif")
     with rasterio.open(src) as dataset:
@@ -84,5 +86,5 @@ def test_clip_bounds_the_cache_for_strip_reads_and_the_translation(
 
 
 def test_cache_bounds_have_a_floor_for_small_blocks() -> None:
-    assert translation_cache_bytes(1, "uint8") == clip_module.TRANSLATION_CACHE_MIN_BYTES
+    assert translation_cache_bytes(1, "uint8") == cog_module.TRANSLATION_CACHE_MIN_BYTES
     assert translation_cache_bytes(13, "float32") == 512 * 512 * 13 * 4 * 3 // 2

@@ -1,4 +1,4 @@
-"""Client-supplied rasters are a trust boundary: every entry point of ``server.raster`` opens
+"""Client-supplied rasters are a trust boundary: every entry point of ``raster`` opens
 them with an allow-list of drivers, no sibling files and size limits checked before decoding."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import rasterio
 from rasterio.windows import Window
 from shapely.geometry import box
 
-from server.raster import (
+from raster import (
     CONVERSION_DRIVERS,
     RASTER_TOO_LARGE,
     UNSUPPORTED_RASTER,
@@ -25,8 +25,8 @@ from server.raster import (
     convert_to_cog,
     inspect_raster,
 )
-from server.raster.bathymetry import bathymetry_to_cog, detect_bands
-from server.raster.clip import clip_to_cog
+from raster.bathymetry import bathymetry_to_cog, detect_bands
+from raster.clip import clip_to_cog
 from tests.support.hostile_rasters import LABELS, SIDE, sparse_geotiff
 
 AOI = box(14.0, 45.0, 15.0, 46.0)

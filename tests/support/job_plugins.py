@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from server.raster import RasterError, write_cog
+from raster import RasterError, write_cog
 from worker.plugin import CostModel, JobContext, JobFailed, JobOutput, JobPlugin, OutputFile
 
 SQUARE = {"type": "Polygon", "coordinates": [[[14.55, 45.86], [14.56, 45.86], [14.56, 45.87], [14.55, 45.87],

@@ -1,7 +1,7 @@
 """Zones for the reference libraries, built without the project's geometry code.
 
 Oracles that reprojected zones with the server's own `to_crs` / `aoi_in_raster_crs` /
-`server.geo` parsers would agree with a bug there. These read GeoJSON with shapely's
+`raster.geo` parsers would agree with a bug there. These read GeoJSON with shapely's
 `shape` and reproject with pyproj directly.
 
 GeoJSON edges are straight in lon/lat (RFC 7946) and curve in a projected CRS (a 100 m
@@ -22,7 +22,7 @@ from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 # The longest lon/lat segment before reprojection, per path (server/analytics/geometry.py,
-# server/raster/clip.py).
+# raster/geo.py for the clip).
 ANALYTICS_DENSIFY_DEGREES = 0.0025
 CLIP_DENSIFY_DEGREES = 0.01
 

@@ -18,7 +18,7 @@ from pyproj import Transformer
 from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import box, mapping, shape
 
-from server.raster import MEDIA_TYPE_COG, write_cog
+from raster import MEDIA_TYPE_COG, write_cog
 from worker.plugin import JobCancelled, JobContext, JobFailed, PluginRegistry, SourceAsset, SourceItem
 from worker.plugins import BathymetryInput, BathymetryPlugin, ClipInput, ClipPlugin, builtin_plugins
 

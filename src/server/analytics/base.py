@@ -25,7 +25,7 @@ class AssetView:
     """One asset of an item. ``path`` is anything GDAL can open (a local path, /vsi...).
 
     ``bands`` is the server's band metadata, one dict per band in band order, shaped like
-    ``server.raster.BandInfo`` as JSON: ``name``, ``common_name``, ``description``,
+    ``raster.BandInfo`` as JSON: ``name``, ``common_name``, ``description``,
     ``data_type``, ``nodata`` (a number, ``"NaN"`` or None), ``scale``, ``offset``, ``unit``,
     ``statistics``, ``sensor_band_id``, ``center_wavelength_um``, ``tags``.
     """

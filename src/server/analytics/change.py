@@ -43,6 +43,8 @@ from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
+from raster import COG_PROFILE, MEDIA_TYPE_COG
+from raster.geo import Zone, parse_area
 from server.analytics.areas import row_areas
 from server.analytics.base import AnalyticsContext, AnalyticsMethod
 from server.analytics.coverage import (
@@ -80,8 +82,6 @@ from server.analytics.reader import (
 )
 from server.analytics.sources import IndexSource
 from server.analytics.zonal import EXAMPLE_POLYGON
-from server.geo import Zone, parse_area
-from server.raster import COG_PROFILE, MEDIA_TYPE_COG
 
 # Differences up to this size are staged in memory before the COG copy, larger ones on disk.
 _MEMORY_STAGING_BYTES: Final = 64 * 1024 * 1024

@@ -26,7 +26,7 @@ def _violations(error: ValidationError) -> list[FieldViolation]:
     violations = []
     for detail in error.errors(include_url=False)[:_MAX_VIOLATIONS]:
         context = detail.get("ctx") or {}
-        # Geometry errors come from server.geo with a precise path of their own.
+        # Geometry errors come from raster.geo with a precise path of their own.
         path = context.get("field_path") or field_path("params", tuple(detail["loc"]))
         message = detail["msg"]
         if message.startswith("Value error, "):

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
+from raster.geo import Zone, parse_area
 from server.analytics.base import AnalyticsContext, AnalyticsMethod
 from server.analytics.engine import LayerResult, ReduceOptions, reduce_in
 from server.analytics.geometry import pixel_zones
@@ -38,7 +39,6 @@ from server.analytics.reader import RasterMeta, open_meta, select_asset
 from server.analytics.sources import StackSource
 from server.analytics.zonal import EXAMPLE_POLYGON, integer_valued, make_source, quantiles_of, source_unit
 from server.errors import invalid_argument
-from server.geo import Zone, parse_area
 
 Reducer = Literal["mean", "median", "min", "max", "percentile"]
 _DATETIME_TAGS = ("ACQUISITION_DATETIME", "DATETIME")

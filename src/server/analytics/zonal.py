@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
+from raster.geo import parse_zones
 from server.analytics.base import AnalyticsContext, AnalyticsMethod
 from server.analytics.engine import LayerResult, ReduceOptions, reduce_in
 from server.analytics.geometry import pixel_zones
@@ -54,7 +55,6 @@ from server.analytics.params import (
 from server.analytics.reader import RasterMeta, open_meta, select_asset
 from server.analytics.sources import BandSource, IndexSource, PixelSource, band_source
 from server.errors import invalid_argument
-from server.geo import parse_zones
 
 EXAMPLE_POLYGON: dict[str, Any] = {
     "type": "Polygon",

@@ -1,5 +1,8 @@
 """The JSON view of params and results, shared by the HTTP/JSON projection and
-MCP (gRPC keeps the protobuf wire form).
+MCP (gRPC keeps the protobuf wire form), and by the Python SDK's `to_json`, which
+answers the same JSON for the same result. Written once, as the server's
+`server/api/jsonview.py`; the SDK's `geopera_sdk/_jsonview.py` is a copy made by
+`scripts/gen_jsonview.py` (`make check-generated` holds them equal).
 
 - Job statuses are the words the product docs use (`pending`, `dispatched`,
   `running`, `succeeded`, `failed`, `cancelled`); params accept the word or the
@@ -138,16 +141,25 @@ def _to_name(value: Any) -> Any:
 SchemaLookup = Callable[[str], dict[str, Any] | None]
 
 
-def to_json(message: Message, *, analytics_schema: SchemaLookup | None = None) -> dict[str, Any]:
-    """A result message as the JSON the HTTP projection and MCP answer: proto3
-    JSON with the .proto field names, job statuses as words, and an analytics
-    result in its method's types and key order (`analytics_schema(name)` gives
-    the method's output schema, or None when unknown)."""
+def to_json(
+    message: Message,
+    *,
+    output_schema: dict[str, Any] | None = None,
+    analytics_schema: SchemaLookup | None = None,
+) -> dict[str, Any]:
+    """A message as the JSON the HTTP projection and MCP answer for it: proto3
+    JSON with the .proto field names, job statuses as words, and an
+    `AnalyticsExecuteResult`'s result in its method's types and key order. The
+    method's output schema is `output_schema` when the caller has it (e.g. from
+    the SDK's `client.analytics.output_schema`), else `analytics_schema(name)`
+    (None when the method is unknown)."""
     body = json_format.MessageToDict(message, preserving_proto_field_name=True)
     if _reaches_job_status(_descriptor(message)):
         _walk(body, _descriptor(message), _to_word)
-    if analytics_schema is not None and isinstance(message, analytics_pb2.AnalyticsExecuteResult) and "result" in body:
-        schema = analytics_schema(message.operation)
+    if isinstance(message, analytics_pb2.AnalyticsExecuteResult) and "result" in body:
+        schema = output_schema
+        if schema is None and analytics_schema is not None:
+            schema = analytics_schema(message.operation)
         if schema is not None:
             body["result"] = shape(body["result"], schema)
     return body

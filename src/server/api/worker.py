@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 from grpc import aio
 
 from geopera.v1 import worker_pb2, worker_pb2_grpc
+from raster.cost import CostModel
 from server.api import convert
 from server.domain.jobs import (
     Assignment,
     Cancellation,
-    CostModel,
     Dispatcher,
     Heartbeat,
     JobRecord,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import math
 import secrets
 import shutil
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from raster.digest import size_and_sha256
 from server.analytics import AnalyticsContext, Artifact, AssetView, ItemView, MethodRegistry
 from server.auth import Principal
 from server.domain.catalog import CatalogService
@@ -195,7 +195,7 @@ class AnalyticsService:
                 artifact_id = new_id("art")
                 suffix = Path(artifact.path).suffix or ".bin"
                 storage_key = f"projects/{project_id}/artifacts/{artifact_id}{suffix}"
-                size, sha = _size_and_sha256(Path(artifact.path))
+                size, sha = size_and_sha256(Path(artifact.path))
                 pending.move_now(storage_key, Path(artifact.path))
                 moved.append((artifact_id, storage_key, size, sha, artifact))
             return moved
@@ -232,12 +232,3 @@ class AnalyticsService:
             raise
         return outcome
 
-
-def _size_and_sha256(path: Path) -> tuple[int, str]:
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as source:
-        while chunk := source.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return size, digest.hexdigest()

@@ -7,19 +7,17 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from pyproj import Geod
 from shapely.geometry import shape
 
+from raster.geo import Aoi, parse_aoi
+from raster.job_types import CLIP
 from server.auth import Principal
 from server.domain.catalog import CatalogService
 from server.domain.idempotency import KeyedStore
 from server.domain.jobs import Dispatch, JobCreate, JobRecord, JobService
 from server.domain.models import ItemRecord
 from server.errors import invalid_argument
-from server.geo import parse_area
 
-CLIP_JOB_TYPE = "clip"
-_GEOD = Geod(ellps="WGS84")
 _RASTER_MEDIA_PREFIX = "image/tiff"
 
 
@@ -33,16 +31,16 @@ class ClipRequest:
     target_collection_id: str
 
 
-def _overlap_km2(aoi_geometry: Any, source: ItemRecord) -> float:
-    """Geodesic km² of the AOI within the source's footprint."""
-    overlap = parse_area(aoi_geometry, "aoi_geometry").intersection(shape(source.geometry))
-    if overlap.is_empty or overlap.area == 0:
+def _overlap(aoi_geometry: Any, source: ItemRecord) -> Aoi:
+    """The AOI within the source's footprint (priced by its geodesic km²)."""
+    overlap = parse_aoi(aoi_geometry, "aoi_geometry").within(shape(source.geometry))
+    if overlap is None:
         raise invalid_argument(
             "AOI_OUTSIDE_FOOTPRINT",
             f"aoi_geometry does not overlap the footprint of item {source.id}",
             field="aoi_geometry",
         )
-    return abs(_GEOD.geometry_area_perimeter(overlap)[0]) / 1e6
+    return overlap
 
 
 async def create_clip_job(
@@ -68,7 +66,7 @@ async def create_clip_job(
     if request.aoi_geometry is None:
         raise invalid_argument("INVALID_GEOMETRY", "aoi_geometry is required", field="aoi_geometry")
     # Off the event loop: parsing and intersecting the client's AOI can take a while.
-    area_km2 = await asyncio.to_thread(_overlap_km2, request.aoi_geometry, source)
+    overlap = await asyncio.to_thread(_overlap, request.aoi_geometry, source)
     rasters = [a.key for a in source.assets if a.media_type.startswith(_RASTER_MEDIA_PREFIX)]
     keys = list(dict.fromkeys(request.asset_keys)) if request.asset_keys else rasters
     for index, key in enumerate(keys):
@@ -89,10 +87,10 @@ async def create_clip_job(
         principal,
         JobCreate(
             project_id=project_id,
-            job_type_id=CLIP_JOB_TYPE,
+            job_type_id=CLIP.id,
             input_params=params,
-            target_collection_id=request.target_collection_id or CLIP_JOB_TYPE,
-            area_km2=area_km2,
+            target_collection_id=request.target_collection_id or CLIP.id,
+            area_km2=overlap.area_km2,
             asset_count=len(keys),
         ),
         dispatch=True,

@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from pyproj import Geod
 from shapely.geometry import mapping
 
+from raster import RasterError, RasterInfo, inspect_raster
+from raster.geo import geodesic_area_km2, parse_area
 from server.auth import Principal
 from server.domain.catalog.items import ASSET_KEY, NewItem, StoredAsset, asset_storage_key, insert_item
 from server.domain.catalog.reads import CatalogLimits
@@ -40,14 +41,10 @@ from server.domain.pending_objects import PendingObjects
 from server.domain.quota import StorageQuota
 from server.domain.raster_work import RasterWorkPool
 from server.errors import Code, DomainError, already_exists, invalid_argument
-from server.geo import parse_area
 from server.ids import new_id
-from server.raster import RasterError, RasterInfo, inspect_raster
 from server.storage import BlobStorage
 from server.store import Database, Q
 from server.validation import require_finite_json
-
-_GEOD = Geod(ellps="WGS84")
 
 
 @dataclass
@@ -363,7 +360,7 @@ class OutputService:
                 row = await (await tx.execute(Q.get_item, {"id": record.id})).fetchone()
                 assert row is not None
                 records.append(ItemRecord.from_row(row))
-            area_km2 = sum(abs(_GEOD.geometry_area_perimeter(a)[0]) for a in areas) / 1e6
+            area_km2 = sum(geodesic_area_km2(a) for a in areas)
             actual = job_type.cost.actual(area_km2, sum(len(a) for _, _, a in prepared))
             finished = await self._jobs.succeed(tx, job, actual_cost=actual, output_item_ids=[r.id for r in records])
             response = encode(finished, records)

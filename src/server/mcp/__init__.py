@@ -29,8 +29,8 @@ def main(args: argparse.Namespace) -> int:
 
     import grpc
 
+    from raster.logs import configure_logging
     from server.api.operations import build_registry
-    from server.logs import configure_logging
     from server.mcp.app import serve_stdio
 
     configure_logging(args.log_level)  # stderr: stdout carries the protocol

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from raster.job_types import BathymetryInput, ClipInput
 from worker.plugin import JobPlugin
-from worker.plugins.bathymetry import BathymetryInput, BathymetryPlugin
-from worker.plugins.clip import ClipInput, ClipPlugin
+from worker.plugins.bathymetry import BathymetryPlugin
+from worker.plugins.clip import ClipPlugin
 
 __all__ = ["BathymetryInput", "BathymetryPlugin", "ClipInput", "ClipPlugin", "builtin_plugins"]
 

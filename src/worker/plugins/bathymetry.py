@@ -1,109 +1,46 @@
-"""The "bathymetry" job: satellite-derived water depth (Stumpf et al. 2003 log-ratio model)."""
+"""The "bathymetry" job (``raster.job_types.BATHYMETRY``): satellite-derived water depth
+(Stumpf et al. 2003 log-ratio model)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from shapely.geometry import shape
 
-from server.raster import RasterError
-from server.raster.bathymetry import (
-    DEFAULT_LAND_NDWI_THRESHOLD,
-    DEFAULT_MAX_DEPTH_M,
-    DEFAULT_N,
-    bathymetry_to_cog,
-    detect_bands,
-)
-from server.raster.clip import ClipResult, clip_to_cog
-from worker.plugin import CostModel, JobContext, JobFailed, JobOutput, JobPlugin, OutputFile
+from raster import RasterError
+from raster.bathymetry import bathymetry_to_cog, detect_bands
+from raster.clip import ClipResult, clip_to_cog
+from raster.geo import to_geojson
+from raster.job_types import BATHYMETRY, BathymetryInput
+from worker.plugin import JobContext, JobFailed, JobOutput, JobPlugin, OutputFile
 from worker.plugins.clip import (
-    AOI_DESCRIPTION,
     ASSET_NOT_FOUND,
     area_km2,
     derived_properties,
-    geojson,
+    job_aoi,
     output_path,
-    parse_aoi,
     source_item,
 )
 
 OUTPUT_ASSET_KEY = "depth"
 # The result would hold no depth at all (every pixel land, nodata or out of range).
 EMPTY_OUTPUT = "EMPTY_OUTPUT"
+# The input fields that are parameters of the depth model (bathymetry_to_cog's keywords).
+MODEL_PARAMETERS = {"m0", "m1", "n", "land_ndwi_threshold", "max_depth_m"}
 # Progress share of the optional clip; the depth pass is cheaper per pixel than it looks
 # (three bands in, one out) but also builds a COG, so the split is even.
 _CLIP_PROGRESS_SHARE = 0.5
 
 
-class BathymetryInput(BaseModel):
-    """Estimate water depth from blue and green reflectance."""
-
-    model_config = ConfigDict(extra="forbid", title="BathymetryInput", allow_inf_nan=False)
-
-    source_item_id: str = Field(min_length=1, description="Id of the item holding the multispectral raster.")
-    asset_key: str = Field(
-        default="data",
-        min_length=1,
-        description="Asset with blue, green and (for the land mask) nir bands, found by their STAC "
-        "common names, band descriptions or sensor band ids (B02, B03, B08...).",
-    )
-    m0: float = Field(
-        description="Offset of the Stumpf model (metres), calibrated against known depths for the scene: "
-        "depth = m1 * ln(n*Rw(blue)) / ln(n*Rw(green)) - m0."
-    )
-    m1: float = Field(description="Gain of the Stumpf model (metres per unit of log ratio), calibrated per scene.")
-    n: float = Field(
-        default=DEFAULT_N,
-        gt=0,
-        description="Fixed constant keeping both logarithms positive (Stumpf et al. use 1000).",
-    )
-    land_ndwi_threshold: float = Field(
-        default=DEFAULT_LAND_NDWI_THRESHOLD,
-        ge=-1.0,
-        le=1.0,
-        description="Pixels with NDWI = (green - nir) / (green + nir) below this are land and left empty; "
-        "ignored when the raster has no nir band.",
-    )
-    max_depth_m: float = Field(
-        default=DEFAULT_MAX_DEPTH_M,
-        gt=0,
-        description="Depths outside [0, max_depth_m] are left empty: the optical signal of deeper water "
-        "is too weak for the model.",
-    )
-    aoi_geometry: dict[str, Any] | None = Field(
-        default=None,
-        description=AOI_DESCRIPTION + " When given, the raster is clipped to it first.",
-    )
-    output_name: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=200,
-        description='Name of the output item; defaults to "<source item name>_bathymetry".',
-    )
-
-
-class BathymetryPlugin(JobPlugin):
-    """Cost: 2 + 1 per km² (AOI, or item footprint without one): a clip plus a float64
-    per-pixel model and a float32 COG, about twice the work of a one-asset clip."""
-
-    job_type_id: ClassVar[str] = "bathymetry"
-    description: ClassVar[str] = (
-        "Satellite-derived bathymetry with the Stumpf et al. (2003) log-ratio model. Writes one "
-        'float32 Cloud Optimized GeoTIFF asset "depth" in metres (positive down); land (NDWI below '
-        "the threshold), invalid pixels and depths beyond the maximum are nodata (NaN)."
-    )
-    input_model: ClassVar[type[BaseModel]] = BathymetryInput
-    cost_model: ClassVar[CostModel] = CostModel(flat=2.0, per_km2=1.0, per_asset=0.0)
-
+class BathymetryPlugin(JobPlugin, definition=BATHYMETRY):
     def run(self, params: BaseModel, ctx: JobContext) -> list[JobOutput]:
         request = BathymetryInput.model_validate(params, from_attributes=True)
         source = source_item(ctx, request.source_item_id)
         asset = source.assets.get(request.asset_key)
         if asset is None:
             raise JobFailed(ASSET_NOT_FOUND, f"item {source.id} has no asset {request.asset_key}")
-        aoi = parse_aoi(request.aoi_geometry) if request.aoi_geometry is not None else None
+        aoi = job_aoi(request.aoi_geometry) if request.aoi_geometry is not None else None
         workdir = Path(ctx.workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         dst = output_path(workdir, OUTPUT_ASSET_KEY)
@@ -118,7 +55,7 @@ class BathymetryPlugin(JobPlugin):
                 ordered = list(roles)
                 clip = clip_to_cog(
                     asset.path,
-                    aoi,
+                    aoi.geometry,
                     clipped_path,
                     bands=[roles[role] for role in ordered],
                     progress=lambda fraction: ctx.report_progress(share * fraction, "clipping"),
@@ -129,11 +66,7 @@ class BathymetryPlugin(JobPlugin):
             result = bathymetry_to_cog(
                 raster,
                 dst,
-                m0=request.m0,
-                m1=request.m1,
-                n=request.n,
-                land_ndwi_threshold=request.land_ndwi_threshold,
-                max_depth_m=request.max_depth_m,
+                **request.model_dump(include=MODEL_PARAMETERS),
                 band_indexes=band_indexes,
                 progress=lambda fraction: ctx.report_progress(share + (1.0 - share) * fraction, "estimating depth"),
                 check_cancelled=ctx.check_cancelled,
@@ -166,7 +99,7 @@ class BathymetryPlugin(JobPlugin):
         return [
             JobOutput(
                 name=request.output_name or f"{source.name}_bathymetry",
-                geometry=geojson(shape(clip.footprint)) if clip is not None else source.geometry,
+                geometry=to_geojson(shape(clip.footprint)) if clip is not None else source.geometry,
                 datetime=source.datetime,
                 files=[OutputFile(key=OUTPUT_ASSET_KEY, path=dst, roles=["data"], title="Water depth (m)")],
                 properties=properties,

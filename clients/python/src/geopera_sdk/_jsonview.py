@@ -1,8 +1,13 @@
-"""The JSON view of results (`to_json`): what the HTTP/JSON projection and
-the MCP server answer for the same call, built from a result message.
+# Generated from src/server/api/jsonview.py by scripts/gen_jsonview.py: edit that file, not this one.
+"""The JSON view of params and results, shared by the HTTP/JSON projection and
+MCP (gRPC keeps the protobuf wire form), and by the Python SDK's `to_json`, which
+answers the same JSON for the same result. Written once, as the server's
+`server/api/jsonview.py`; the SDK's `geopera_sdk/_jsonview.py` is a copy made by
+`scripts/gen_jsonview.py` (`make check-generated` holds them equal).
 
 - Job statuses are the words the product docs use (`pending`, `dispatched`,
-  `running`, `succeeded`, `failed`, `cancelled`).
+  `running`, `succeeded`, `failed`, `cancelled`); params accept the word or the
+  enum name (`JOB_STATUS_RUNNING`), as proto3 JSON does.
 - An analytics result travels as a `Struct`, where every number is a double
   and key order is lost. `shape` gives it back the types and the order of the
   method's output schema: a number the schema types `integer` is an integer,
@@ -10,8 +15,6 @@ the MCP server answer for the same call, built from a result message.
   schemas carry it: a Struct does not keep the order of `properties`), else
   its `properties`, and keys the schema does not list come after them,
   sorted (so two calls answer the same text).
-
-The server's `server.api.jsonview` does the same (tests hold them equal).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ JOB_STATUS_WORDS: dict[str, str] = {
     for value in resources_pb2.JobStatus.DESCRIPTOR.values
     if value.number != resources_pb2.JOB_STATUS_UNSPECIFIED
 }
+_WORD_NAMES = {word: name for name, word in JOB_STATUS_WORDS.items()}
 # Doubles hold every integer up to 2**53 exactly; beyond it "integer" is not a promise we can keep.
 _MAX_EXACT = 2**53
 
@@ -131,17 +135,42 @@ def _to_word(value: Any) -> Any:
     return JOB_STATUS_WORDS.get(value, value) if isinstance(value, str) else value
 
 
-def to_json(message: Message, *, output_schema: dict[str, Any] | None = None) -> dict[str, Any]:
+def _to_name(value: Any) -> Any:
+    return _WORD_NAMES.get(value, value) if isinstance(value, str) else value
+
+
+SchemaLookup = Callable[[str], dict[str, Any] | None]
+
+
+def to_json(
+    message: Message,
+    *,
+    output_schema: dict[str, Any] | None = None,
+    analytics_schema: SchemaLookup | None = None,
+) -> dict[str, Any]:
     """A message as the JSON the HTTP projection and MCP answer for it: proto3
-    JSON with the .proto field names and job statuses as words; with
-    `output_schema` (the method's, e.g. from `client.analytics.output_schema`),
-    an `AnalyticsExecuteResult`'s result in the method's types and key order."""
+    JSON with the .proto field names, job statuses as words, and an
+    `AnalyticsExecuteResult`'s result in its method's types and key order. The
+    method's output schema is `output_schema` when the caller has it (e.g. from
+    the SDK's `client.analytics.output_schema`), else `analytics_schema(name)`
+    (None when the method is unknown)."""
     body = json_format.MessageToDict(message, preserving_proto_field_name=True)
     if _reaches_job_status(_descriptor(message)):
         _walk(body, _descriptor(message), _to_word)
-    if output_schema is not None and isinstance(message, analytics_pb2.AnalyticsExecuteResult) and "result" in body:
-        body["result"] = shape(body["result"], output_schema)
+    if isinstance(message, analytics_pb2.AnalyticsExecuteResult) and "result" in body:
+        schema = output_schema
+        if schema is None and analytics_schema is not None:
+            schema = analytics_schema(message.operation)
+        if schema is not None:
+            body["result"] = shape(body["result"], schema)
     return body
+
+
+def parse_params(body: dict[str, Any], message: Message) -> Message:
+    """ParseDict, with job statuses given as words too. Raises json_format's errors."""
+    if _reaches_job_status(_descriptor(message)):
+        _walk(body, _descriptor(message), _to_name)
+    return json_format.ParseDict(body, message)
 
 
 # -- analytics results ------------------------------------------------------------
@@ -226,3 +255,31 @@ def shape(value: Any, schema: dict[str, Any], root: dict[str, Any] | None = None
         items = schema.get("items")
         return [shape(v, items if isinstance(items, dict) else {}, root) for v in value]
     return value
+
+
+_SCHEMA_MAPS = ("properties", "patternProperties", "$defs", "definitions", "dependentSchemas")
+_SCHEMA_ONE = ("items", "additionalProperties", "not", "contains", "if", "then", "else", "propertyNames")
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+
+
+def with_property_ordering(schema: Any) -> Any:
+    """A JSON Schema with `propertyOrdering` (the names of `properties`, in
+    order) on every object schema that lists properties: a schema sent as a
+    Struct loses the order of its keys, and clients shape results with it.
+    Only subschemas are visited (a property may be named `properties`)."""
+    if not isinstance(schema, dict):
+        return schema
+    copied = dict(schema)
+    for key in _SCHEMA_MAPS:
+        if isinstance(schema.get(key), dict):
+            copied[key] = {name: with_property_ordering(sub) for name, sub in schema[key].items()}
+    for key in _SCHEMA_ONE:
+        if isinstance(schema.get(key), dict):
+            copied[key] = with_property_ordering(schema[key])
+    for key in _SCHEMA_LISTS:
+        if isinstance(schema.get(key), list):
+            copied[key] = [with_property_ordering(sub) for sub in schema[key]]
+    properties = schema.get("properties")
+    if isinstance(properties, dict) and properties and "propertyOrdering" not in schema:
+        copied["propertyOrdering"] = list(properties)
+    return copied

@@ -9,6 +9,16 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from raster import (
+    CONVERSION_DRIVERS,
+    GEOTIFF_DRIVERS,
+    NOT_A_COG,
+    RasterError,
+    RasterInfo,
+    convert_to_cog,
+    datetime_from_name,
+    inspect_raster,
+)
 from server.auth import Principal
 from server.domain.catalog.items import (
     ASSET_KEY,
@@ -25,16 +35,6 @@ from server.domain.models import AssetInput, ItemCreate, ItemRecord
 from server.domain.pending_objects import PendingObjects
 from server.errors import failed_precondition, invalid_argument, not_found, permission_denied
 from server.ids import new_id
-from server.raster import (
-    CONVERSION_DRIVERS,
-    GEOTIFF_DRIVERS,
-    NOT_A_COG,
-    RasterError,
-    RasterInfo,
-    convert_to_cog,
-    datetime_from_name,
-    inspect_raster,
-)
 from server.store import Q
 from server.validation import require_finite_json
 

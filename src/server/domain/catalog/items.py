@@ -11,10 +11,10 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from raster import RasterInfo
 from server.domain.catalog.raster_info import asset_json
 from server.domain.models import ItemRecord
 from server.errors import already_exists
-from server.raster import RasterInfo
 from server.store import Q
 
 ASSET_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

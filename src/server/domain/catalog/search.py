@@ -7,11 +7,11 @@ from typing import Any
 
 from shapely.geometry import shape
 
+from raster.geo import parse_area
 from server.auth import Principal
 from server.domain.catalog.reads import CatalogReads
 from server.domain.models import ItemQuery, ItemRecord
 from server.errors import invalid_argument
-from server.geo import parse_area
 from server.pagination import decode_page_token, encode_page_token, page_size_or_default
 from server.store import Q
 

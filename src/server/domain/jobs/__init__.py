@@ -1,11 +1,11 @@
 """Processing jobs: job types and prices, the lifecycle, worker sessions,
 claims and leases, job tokens, and job events (see service.py for the parts)."""
 
+from raster.cost import MAX_CREDITS, CostModel
 from server.domain.jobs.dispatcher import Cancellation, Dispatcher, WorkerSession
 from server.domain.jobs.job_types import JOB_TYPE_ID, JobTypeRecord, JobTypes
 from server.domain.jobs.notices import Notifications
 from server.domain.jobs.policy import LeasePolicy
-from server.domain.jobs.pricing import MAX_CREDITS, CostModel
 from server.domain.jobs.records import (
     ACTIVE,
     STATUSES,

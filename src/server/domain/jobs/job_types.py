@@ -13,9 +13,9 @@ import jsonschema
 import psycopg
 from psycopg.types.json import Jsonb
 
+from raster.cost import CostModel
 from server.auth import Principal
 from server.domain.jobs.policy import LeasePolicy
-from server.domain.jobs.pricing import CostModel
 from server.errors import ExpectedSchema, FieldViolation, invalid_argument, not_found, permission_denied
 from server.store import Database, Q
 

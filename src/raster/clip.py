@@ -6,66 +6,44 @@ offsets, ceiling of the far edges in pixel space, intersected with the raster, n
 same ``geometry_mask`` rasterization (pixel centres, ``all_touched=False``). Only the window is
 read, in strips of whole source blocks, so memory follows the strip size, not the raster size.
 
-The strip/staging/COG helpers at the bottom are shared with ``server.raster.bathymetry``.
+Strips are read as ``raster.strips`` reads them and staged into a COG by ``raster.cog.staged_cog``,
+as the bathymetry model does.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import numpy as np
-import rasterio
 import shapely
 from affine import Affine
-from pyproj import Geod, Transformer
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags
 from rasterio.errors import WindowError
 from rasterio.features import geometry_mask, geometry_window
-from rasterio.io import DatasetReader, DatasetWriter
+from rasterio.io import DatasetReader
 from rasterio.windows import Window
-from shapely.geometry import MultiPolygon, Polygon, mapping, shape
-from shapely.geometry.polygon import orient
+from shapely.geometry import shape
 
-from server.raster._gdal import gdal_cache_limit
-from server.raster.cog import COG_CREATION_OPTIONS, copy_as_cog, staging_directory
-from server.raster.errors import COG_WRITE_FAILED, UNREADABLE_RASTER, UNSUPPORTED_RASTER, RasterError
-from server.raster.inspect import footprint_of
-from server.raster.safe_open import GDAL_ERRORS, gdal_message, open_raster
+from raster._gdal import gdal_cache_limit
+from raster.cog import TRANSLATION_CACHE_MIN_BYTES, band_metadata, staged_cog
+from raster.errors import UNSUPPORTED_RASTER, RasterError
+from raster.geo import Area, NotInCrs, geodesic_area_km2, polygonal, to_crs, to_geojson
+from raster.inspect import footprint_of
+from raster.safe_open import open_raster
+from raster.strips import CheckCancelled, Progress, read_masks, read_window, strip_source, strip_windows
 
 # The AOI and the raster footprint do not overlap (or only touch).
 AOI_OUTSIDE_FOOTPRINT: Final = "AOI_OUTSIDE_FOOTPRINT"
 
-Area = Polygon | MultiPolygon
-Progress = Callable[[float], None]
-CheckCancelled = Callable[[], None]
 
-# GeoJSON edges are straight in lon/lat, i.e. curved in a projected CRS. Projecting only the
-# vertices would cut the curve short: by ~350 m for a 1° edge in UTM, ~4 cm at 0.01° (~1 km)
-# segments (the error grows with the square of the segment length).
-DENSIFY_DEGREES: Final = 0.01
-# Strips of about this many rows (rounded to whole source blocks) are read, masked and staged.
-STRIP_ROWS: Final = 512
-# ...unless a strip of that height would exceed this many bytes (very wide windows, many bands).
-STRIP_BYTES_MAX: Final = 64 * 1024 * 1024
-# Outputs up to this size are staged in a MEM dataset, larger ones in a file (see staged_cog).
-MEMORY_STAGING_MAX_BYTES: Final = 64 * 1024 * 1024
-# Lower bound of the block cache while an in-memory staging is translated (translation_cache_bytes).
-TRANSLATION_CACHE_MIN_BYTES: Final = 1024 * 1024
 # Share of the progress range spent on strips; the rest is the COG translation (overviews,
 # compression, statistics), which GDAL does in one uninterruptible call.
 STRIPS_PROGRESS_SHARE: Final = 0.5
-_STATISTICS_PREFIX: Final = "STATISTICS_"
-# Metadata domains worth carrying over; others describe the file layout (IMAGE_STRUCTURE) or a
-# georeferencing that clipping invalidates (RPC, GEOLOCATION).
-_COPIED_TAG_DOMAINS: Final = (None, "IMAGERY")
-_GEOD: Final = Geod(ellps="WGS84")
-COG_BLOCK_SIZE: Final = int(COG_CREATION_OPTIONS["BLOCKSIZE"])
 
 
 @dataclass(frozen=True)
@@ -148,8 +126,8 @@ def clip_to_cog(
     report(1.0)
     return ClipResult(
         path=dst,
-        footprint=_geojson(footprint_lonlat),
-        area_km2=abs(_GEOD.geometry_area_perimeter(footprint_lonlat)[0]) / 1e6,
+        footprint=to_geojson(footprint_lonlat),
+        area_km2=geodesic_area_km2(footprint_lonlat),
         window=(int(window.col_off), int(window.row_off), int(window.width), int(window.height)),
         width=int(window.width),
         height=int(window.height),
@@ -194,29 +172,17 @@ def _aoi_footprint_lonlat(dataset: DatasetReader, aoi_lonlat: Area) -> Area:
     if aoi_lonlat.is_empty or aoi_lonlat.geom_type not in ("Polygon", "MultiPolygon"):
         raise ValueError("the AOI must be a non-empty Polygon or MultiPolygon")
     footprint = shape(footprint_of(dataset))
-    overlap = _polygonal(aoi_lonlat.intersection(footprint))
+    overlap = polygonal(aoi_lonlat.intersection(footprint))
     if overlap.is_empty or overlap.area == 0.0:
         raise RasterError(AOI_OUTSIDE_FOOTPRINT, "the AOI does not overlap the raster")
     return overlap
 
 
-def _polygonal(geometry: shapely.Geometry) -> Area:
-    # An intersection can add points or lines where the shapes only touch; they have no pixels.
-    if isinstance(geometry, Polygon | MultiPolygon):
-        return geometry
-    parts = [part for part in getattr(geometry, "geoms", []) if isinstance(part, Polygon | MultiPolygon)]
-    merged = shapely.union_all(parts) if parts else Polygon()
-    return merged if isinstance(merged, Polygon | MultiPolygon) else Polygon()
-
-
 def _to_crs(geometry_lonlat: Area, crs: CRS) -> Area:
-    transformer = Transformer.from_crs("EPSG:4326", crs.to_wkt(), always_xy=True)
-    densified = shapely.segmentize(geometry_lonlat, DENSIFY_DEGREES)
-    # types-shapely types the callable of interleaved=True only (one (n, 2) array).
-    projected = shapely.transform(densified, transformer.transform, interleaved=False)  # type: ignore[arg-type]
-    if not np.isfinite(shapely.get_coordinates(projected)).all():
-        raise RasterError(UNSUPPORTED_RASTER, "the AOI cannot be expressed in the raster CRS")
-    return projected
+    try:
+        return to_crs(geometry_lonlat, crs.to_wkt())
+    except NotInCrs as error:
+        raise RasterError(UNSUPPORTED_RASTER, "the AOI cannot be expressed in the raster CRS") from error
 
 
 def to_window_pixels(geometry: Area, window_transform: Affine) -> Area:
@@ -274,22 +240,6 @@ def _crop_window(dataset: DatasetReader, geometry: Area) -> Window:
     if width <= 0 or height <= 0:
         raise RasterError(AOI_OUTSIDE_FOOTPRINT, "the AOI does not overlap the raster")
     return Window(col_off, row_off, width, height)
-
-
-def _geojson(geometry: Area) -> dict[str, Any]:
-    if isinstance(geometry, Polygon):
-        geometry = orient(geometry, sign=1.0)
-    else:
-        geometry = MultiPolygon([orient(part, sign=1.0) for part in geometry.geoms])
-    return _as_lists(mapping(geometry))
-
-
-def _as_lists(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _as_lists(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_as_lists(item) for item in value]
-    return value
 
 
 def _crs_text(crs: CRS) -> str:
@@ -444,228 +394,3 @@ def _free_nodata(
             f"the raster has no nodata value and its {dtype.name} pixels use every candidate value",
         )
     return float(free[0])
-
-
-# --- strips, metadata and staging (shared with bathymetry) -------------------------------------
-
-
-def strip_windows(dataset: DatasetReader, window: Window, bytes_per_pixel: int) -> list[Window]:
-    """Split ``window`` into full-width strips whose row edges fall on source block edges.
-
-    About STRIP_ROWS rows each (whole blocks), fewer when a strip would need more than
-    STRIP_BYTES_MAX at ``bytes_per_pixel`` (the caller's working memory per pixel), at least
-    one block row. Aligned strips decode every source block once.
-    """
-    block_rows = max(1, dataset.block_shapes[0][0])
-    row_bytes = max(1, int(window.width) * bytes_per_pixel)
-    step = max(1, STRIP_ROWS // block_rows) * block_rows
-    step = max(block_rows, min(step, STRIP_BYTES_MAX // row_bytes // block_rows * block_rows))
-    start, stop = int(window.row_off), int(window.row_off + window.height)
-    strips = []
-    row = start
-    while row < stop:
-        end = min(stop, (row // step + 1) * step)
-        strips.append(Window(int(window.col_off), row, int(window.width), end - row))
-        row = end
-    return strips
-
-
-@contextmanager
-def strip_source(src: Path) -> Iterator[DatasetReader]:
-    """A fresh handle on ``src`` for one strip.
-
-    Closing it drops its decoded blocks from GDAL's block cache, so the memory of a clip is one
-    strip's worth whatever GDAL_CACHEMAX is; reopening a (COG) header costs about a millisecond.
-    """
-    with open_raster(src) as dataset:
-        yield dataset
-
-
-def read_window(dataset: DatasetReader, indexes: list[int], window: Window) -> np.ndarray:
-    try:
-        return dataset.read(indexes, window=window)
-    except GDAL_ERRORS as error:
-        raise RasterError(UNREADABLE_RASTER, f"cannot read pixels: {gdal_message(error)}") from error
-
-
-def read_masks(dataset: DatasetReader, index: int, window: Window) -> np.ndarray:
-    try:
-        return dataset.read_masks(index, window=window)
-    except GDAL_ERRORS as error:
-        raise RasterError(UNREADABLE_RASTER, f"cannot read pixels: {gdal_message(error)}") from error
-
-
-class Staging:
-    """Where a COG's pixels are staged, strip by strip, before the COG driver copies them."""
-
-    def write(self, data: np.ndarray, window: Window) -> None:
-        try:
-            self._write(data, window)
-        except GDAL_ERRORS as error:
-            raise RasterError(COG_WRITE_FAILED, f"cannot stage pixels: {gdal_message(error)}") from error
-
-    def _write(self, data: np.ndarray, window: Window) -> None:
-        raise NotImplementedError
-
-
-class _MemoryStaging(Staging):
-    # GDAL's MEM driver reads and writes its buffer directly, bypassing the block cache.
-    def __init__(self, dataset: DatasetWriter) -> None:
-        self.dataset = dataset
-
-    def _write(self, data: np.ndarray, window: Window) -> None:
-        self.dataset.write(data, window=window)
-
-
-class _FileStaging(Staging):
-    """An uncompressed GTiff; each write reopens and closes it, which flushes the strip's
-    blocks to disk and out of GDAL's block cache instead of letting them pile up."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def _write(self, data: np.ndarray, window: Window) -> None:
-        with rasterio.open(self.path, "r+") as staging:
-            staging.write(data, window=window)
-
-
-@dataclass(frozen=True)
-class BandMetadata:
-    """Everything copied from source bands and the dataset to the output."""
-
-    descriptions: tuple[str, ...]
-    scales: tuple[float, ...]
-    offsets: tuple[float, ...]
-    units: tuple[str, ...]
-    colorinterp: tuple[Any, ...] | None
-    band_tags: tuple[dict[str | None, dict[str, str]], ...]
-    dataset_tags: dict[str | None, dict[str, str]]
-
-
-def band_metadata(dataset: DatasetReader, indexes: Sequence[int]) -> BandMetadata:
-    positions = [index - 1 for index in indexes]
-    colorinterp = dataset.colorinterp
-    return BandMetadata(
-        descriptions=tuple(dataset.descriptions[p] or "" for p in positions),
-        scales=tuple(float(dataset.scales[p]) for p in positions),
-        offsets=tuple(float(dataset.offsets[p]) for p in positions),
-        units=tuple(dataset.units[p] or "" for p in positions),
-        colorinterp=tuple(colorinterp[p] for p in positions) if colorinterp else None,
-        band_tags=tuple(_tags(dataset, index) for index in indexes),
-        dataset_tags=_tags(dataset, 0),
-    )
-
-
-def _tags(dataset: DatasetReader, bidx: int) -> dict[str | None, dict[str, str]]:
-    copied: dict[str | None, dict[str, str]] = {}
-    for domain in _COPIED_TAG_DOMAINS:
-        tags = dataset.tags(bidx, ns=domain) if domain else dataset.tags(bidx)
-        # Statistics describe the source's pixels; the COG driver recomputes them.
-        kept = {key: value for key, value in tags.items() if not key.startswith(_STATISTICS_PREFIX)}
-        if kept:
-            copied[domain] = kept
-    return copied
-
-
-# The staging GTiff is read once by the COG driver: uncompressed, tiled like the output.
-# SPARSE_OK: closing the freshly created file must not write every block as zeros first.
-_STAGING_OPTIONS: Final[Mapping[str, str]] = {
-    "TILED": "YES",
-    "BLOCKXSIZE": "512",
-    "BLOCKYSIZE": "512",
-    "BIGTIFF": "IF_SAFER",
-    "SPARSE_OK": "TRUE",
-}
-
-
-def translation_cache_bytes(count: int, dtype: str) -> int:
-    """GDAL block cache for translating an in-memory staging into a COG: 1.5 output tiles."""
-    tile_bytes = COG_BLOCK_SIZE * COG_BLOCK_SIZE * count * np.dtype(dtype).itemsize
-    return max(TRANSLATION_CACHE_MIN_BYTES, tile_bytes * 3 // 2)
-
-
-@contextmanager
-def staged_cog(
-    dst: Path,
-    *,
-    width: int,
-    height: int,
-    count: int,
-    dtype: str,
-    crs: CRS,
-    transform: Any,
-    nodata: float | None,
-    metadata: BandMetadata | None = None,
-) -> Iterator[Staging]:
-    """Yield a Staging (metadata already set); when the block ends cleanly, translate it into
-    a house COG at ``dst`` (atomically) and check its embedded statistics.
-
-    The COG driver can only create by copy. Outputs up to MEMORY_STAGING_MAX_BYTES are staged
-    in memory (no disk round trip); larger ones in an uncompressed GTiff next to ``dst``, so a
-    large output is never held whole in memory.
-    """
-    dst = Path(dst)
-    profile: dict[str, Any] = {
-        "width": width, "height": height, "count": count, "dtype": dtype,
-        "crs": crs, "transform": transform, "nodata": nodata,
-    }
-    if width * height * count * np.dtype(dtype).itemsize <= MEMORY_STAGING_MAX_BYTES:
-        with _create_staging("", driver="MEM", **profile) as memory:
-            if metadata is not None:
-                _apply_metadata(memory, metadata)
-            yield _MemoryStaging(memory)
-            # The source is in memory (MEM bypasses the block cache), so the cache only holds
-            # the overview and output tiles being written: a tile and a half is enough, and
-            # anything more stays resident (GDAL's default is 5% of RAM; a worker's 64 MiB).
-            with gdal_cache_limit(translation_cache_bytes(count, dtype)):
-                copy_as_cog(memory, dst)
-    else:
-        with staging_directory(dst.parent) as staging_dir:
-            staging_path = staging_dir / "staging.tif"
-            with _create_staging(staging_path, driver="GTiff", **profile, **_STAGING_OPTIONS) as staging:
-                if metadata is not None:
-                    _apply_metadata(staging, metadata)
-            yield _FileStaging(staging_path)
-            with open_raster(staging_path) as staged:
-                copy_as_cog(staged, dst)
-    try:
-        verify_statistics(dst)
-    except RasterError:
-        dst.unlink(missing_ok=True)
-        raise
-
-
-def _create_staging(path: str | Path, **profile: Any) -> DatasetWriter:
-    try:
-        return rasterio.open(path, "w", **profile)
-    except GDAL_ERRORS as error:
-        raise RasterError(COG_WRITE_FAILED, f"cannot stage raster: {gdal_message(error)}") from error
-
-
-def _apply_metadata(staging: DatasetWriter, metadata: BandMetadata) -> None:
-    try:
-        staging.descriptions = metadata.descriptions
-        staging.scales = metadata.scales
-        staging.offsets = metadata.offsets
-        staging.units = metadata.units
-        if metadata.colorinterp is not None:
-            staging.colorinterp = metadata.colorinterp
-        for domain, tags in metadata.dataset_tags.items():
-            staging.update_tags(ns=domain, **tags) if domain else staging.update_tags(**tags)
-        for bidx, band_tags in enumerate(metadata.band_tags, start=1):
-            for domain, tags in band_tags.items():
-                staging.update_tags(bidx, ns=domain, **tags) if domain else staging.update_tags(bidx, **tags)
-    except GDAL_ERRORS as error:
-        raise RasterError(COG_WRITE_FAILED, f"cannot stage metadata: {gdal_message(error)}") from error
-
-
-def verify_statistics(path: Path) -> None:
-    """Every band of a fresh COG must carry GDAL's embedded statistics (STATISTICS=YES)."""
-    with open_raster(path) as dataset:
-        for index in dataset.indexes:
-            tags = dataset.tags(index)
-            valid_percent = tags.get("STATISTICS_VALID_PERCENT")
-            # An all-nodata band only gets VALID_PERCENT=0.
-            complete = valid_percent is not None and (float(valid_percent) == 0.0 or "STATISTICS_MEAN" in tags)
-            if not complete:
-                raise RasterError(COG_WRITE_FAILED, f"band {index} of {path.name} has no embedded statistics")

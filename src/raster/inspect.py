@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import math
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -16,14 +14,15 @@ from affine import Affine
 from rasterio.io import DatasetReader
 from rasterio.warp import transform_geom
 from rio_cogeo.cogeo import cog_validate
-from shapely.geometry import MultiPolygon, Polygon, mapping, shape
-from shapely.geometry.polygon import orient
+from shapely.geometry import shape
 
-from server.raster._gdal import probe_last_blocks
-from server.raster.bands import common_name_for, is_sensor_band_id
-from server.raster.errors import NOT_A_COG, UNREADABLE_RASTER, UNSUPPORTED_RASTER, RasterError
-from server.raster.safe_open import GDAL_ERRORS, GEOTIFF_DRIVERS, gdal_message, open_raster
-from server.raster.types import (
+from raster._gdal import probe_last_blocks
+from raster.bands import common_name_for, is_sensor_band_id
+from raster.digest import size_and_sha256
+from raster.errors import NOT_A_COG, UNREADABLE_RASTER, UNSUPPORTED_RASTER, RasterError
+from raster.geo import to_geojson
+from raster.safe_open import GDAL_ERRORS, GEOTIFF_DRIVERS, gdal_message, open_raster
+from raster.types import (
     BandInfo,
     BandStatistics,
     GridInfo,
@@ -72,7 +71,7 @@ def inspect_raster(
 ) -> RasterInfo:
     """Describe a georeferenced raster, rejecting unreadable, truncated and (optionally) non-COG files.
 
-    Only ``drivers`` open it (see ``server.raster.safe_open``). ``check_cancelled`` is called
+    Only ``drivers`` open it (see ``raster.safe_open``). ``check_cancelled`` is called
     between blocks when statistics are computed; whatever it raises propagates.
     Raises RasterError with reason UNSUPPORTED_RASTER_FORMAT, RASTER_TOO_LARGE,
     UNREADABLE_RASTER, NOT_A_COG or UNSUPPORTED_RASTER.
@@ -390,19 +389,7 @@ def footprint_of(dataset: DatasetReader) -> dict[str, Any]:
         raise RasterError(UNSUPPORTED_RASTER, f"cannot reproject footprint: {gdal_message(error)}") from error
     if geometry.is_empty or not np.isfinite(geometry.bounds).all():
         raise RasterError(UNSUPPORTED_RASTER, "footprint cannot be expressed in EPSG:4326")
-    if isinstance(geometry, Polygon):
-        geometry = orient(geometry, sign=1.0)
-    elif isinstance(geometry, MultiPolygon):
-        geometry = MultiPolygon([orient(part, sign=1.0) for part in geometry.geoms])
-    return _as_json_lists(mapping(geometry))
-
-
-def _as_json_lists(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _as_json_lists(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_as_json_lists(item) for item in value]
-    return value
+    return to_geojson(geometry)
 
 
 def _bbox(footprint: Mapping[str, Any]) -> tuple[float, float, float, float]:
@@ -438,8 +425,6 @@ def _datetime_from_tags(tags: Mapping[str, str]) -> dt.datetime | None:
 
 def _file_size_and_sha256(path: Path) -> tuple[int, str]:
     try:
-        with path.open("rb") as file:
-            digest = hashlib.file_digest(file, "sha256")
-            return os.fstat(file.fileno()).st_size, digest.hexdigest()
+        return size_and_sha256(path)
     except OSError as error:
         raise RasterError(UNREADABLE_RASTER, f"cannot read file: {error}") from error

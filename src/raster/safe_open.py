@@ -1,4 +1,4 @@
-"""The one way ``server.raster`` opens a raster file: client-supplied bytes are a trust boundary.
+"""The one way ``raster`` opens a raster file: client-supplied bytes are a trust boundary.
 
 GDAL has ~150 raster drivers and some of them follow references written inside the file: a
 PDS3/ISIS/ERS/ENVI-style label names its pixel file (``^IMAGE = "../../x"``), a VRT or a
@@ -36,7 +36,7 @@ from rasterio._path import _UnparsedPath
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader
 
-from server.raster.errors import RASTER_TOO_LARGE, UNREADABLE_RASTER, UNSUPPORTED_RASTER_FORMAT, RasterError
+from raster.errors import RASTER_TOO_LARGE, UNREADABLE_RASTER, UNSUPPORTED_RASTER_FORMAT, RasterError
 
 GDAL_ERRORS: Final = (RasterioError, CPLE_BaseError, OSError)
 

@@ -7,7 +7,7 @@ satellite imagery over variable bottom types", Limnol. Oceanogr. 48(1, part 2): 
 ``m1``/``m0`` are calibrated per scene against known depths; ``n`` (default 1000) keeps both
 logarithms positive and the ratio close to linear in depth.
 
-Processed in strips of source blocks like ``server.raster.clip``; the output is a one-band
+Processed in strips of source blocks like ``raster.clip``; the output is a one-band
 float32 house COG with NaN as nodata.
 """
 
@@ -24,21 +24,12 @@ from rasterio.enums import MaskFlags
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
-from server.raster.bands import common_name_for
-from server.raster.clip import (
-    STRIPS_PROGRESS_SHARE,
-    BandMetadata,
-    CheckCancelled,
-    Progress,
-    read_masks,
-    read_window,
-    require_georeferenced,
-    staged_cog,
-    strip_source,
-    strip_windows,
-)
-from server.raster.errors import UNSUPPORTED_RASTER, RasterError
-from server.raster.safe_open import open_raster
+from raster.bands import common_name_for
+from raster.clip import STRIPS_PROGRESS_SHARE, require_georeferenced
+from raster.cog import STATISTICS_PREFIX, BandMetadata, staged_cog
+from raster.errors import UNSUPPORTED_RASTER, RasterError
+from raster.safe_open import open_raster
+from raster.strips import CheckCancelled, Progress, read_masks, read_window, strip_source, strip_windows
 
 # The source lacks a blue or green band (by common name or explicit index).
 BANDS_NOT_FOUND: Final = "BANDS_NOT_FOUND"
@@ -52,7 +43,6 @@ _ROLE_NAMES: Final[Mapping[str, tuple[str, ...]]] = {
     "green": ("green",),
     "nir": ("nir", "nir08"),
 }
-_STATISTICS_PREFIX: Final = "STATISTICS_"
 # Working memory per pixel of a strip: about ten float64 temporaries.
 _BYTES_PER_PIXEL: Final = 80
 
@@ -81,7 +71,7 @@ def find_bands(dataset: DatasetReader) -> dict[str, int]:
     """1-based indexes of the blue, green and (when present) nir bands, by common name.
 
     A band's common name comes from its COMMON_NAME tag, else its description ("blue", "B02",
-    "SR_B3"...), else its BAND_ID tag, as in ``server.raster.inspect``.
+    "SR_B3"...), else its BAND_ID tag, as in ``raster.inspect``.
     """
     names: dict[str, int] = {}
     for index in dataset.indexes:
@@ -289,7 +279,7 @@ def _output_metadata(
     dataset_tags = {
         key: value
         for key, value in dataset.tags().items()
-        if not key.startswith(_STATISTICS_PREFIX) and not key.startswith("REFLECTANCE_")
+        if not key.startswith(STATISTICS_PREFIX) and not key.startswith("REFLECTANCE_")
     }
     dataset_tags.update(
         BATHYMETRY_MODEL="Stumpf et al. 2003 log-ratio: depth = m1 * ln(n*Rw(blue)) / ln(n*Rw(green)) - m0",

@@ -1,9 +1,14 @@
-"""Pure raster helpers: inspection, COG validation/writing and band naming.
+"""What the server and the worker share, so that neither imports the other.
 
-No gRPC, database or generated-code dependencies, so workers and the server can share it.
+Raster helpers (inspection, COG validation/writing, band naming; re-exported here), clipping
+(``raster.clip``) and the bathymetry model (``raster.bathymetry``); geometry in lon/lat
+(``raster.geo``: GeoJSON parsing, the ``Aoi`` value object, geodesic areas, reprojection); the
+error vocabulary (``raster.domain_errors``), the cost model (``raster.cost``) and the built-in
+job types' definitions (``raster.job_types``). No gRPC, database or generated-code
+dependencies (tests/test_layering.py holds it so).
 """
 
-from server.raster.bands import (
+from raster.bands import (
     COMMON_NAMES,
     LANDSAT_COMMON_NAMES,
     SENTINEL2_COMMON_NAMES,
@@ -11,8 +16,8 @@ from server.raster.bands import (
     is_sensor_band_id,
     sensor_common_name,
 )
-from server.raster.cog import COG_CREATION_OPTIONS, COG_DRIVER, COG_PROFILE, convert_to_cog, write_cog
-from server.raster.errors import (
+from raster.cog import COG_CREATION_OPTIONS, COG_DRIVER, COG_PROFILE, convert_to_cog, write_cog
+from raster.errors import (
     COG_WRITE_FAILED,
     NOT_A_COG,
     RASTER_TOO_LARGE,
@@ -23,14 +28,14 @@ from server.raster.errors import (
     RasterError,
     without_directories,
 )
-from server.raster.inspect import (
+from raster.inspect import (
     MEDIA_TYPE_COG,
     MEDIA_TYPE_GEOTIFF,
     datetime_from_name,
     inspect_raster,
     render_hint_for,
 )
-from server.raster.safe_open import (
+from raster.safe_open import (
     CONVERSION_DRIVERS,
     GEOTIFF_DRIVERS,
     RasterLimits,
@@ -39,7 +44,7 @@ from server.raster.safe_open import (
     open_stored,
     raster_limits,
 )
-from server.raster.types import (
+from raster.types import (
     BandInfo,
     BandStatistics,
     GridInfo,

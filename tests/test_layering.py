@@ -1,0 +1,54 @@
+"""The three packages under src/ point one way: the server and the worker both import the
+shared `raster` package and never each other; `raster` imports neither of them, nor gRPC,
+the database driver or the generated code (it is plain geometry, rasters and definitions).
+
+Read from the syntax tree, so an import inside a function or under TYPE_CHECKING counts too.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+FORBIDDEN = {
+    "server": {"worker"},
+    "worker": {"server"},
+    "raster": {"server", "worker", "grpc", "psycopg", "psycopg_pool", "geopera", "google"},
+}
+
+
+def imported_modules(path: Path) -> list[tuple[int, str]]:
+    """Absolute module names a file imports, with their line numbers."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def cross_imports(package: str) -> list[str]:
+    forbidden = FORBIDDEN[package]
+    return [
+        f"{path.relative_to(SRC)}:{line}: imports {module}"
+        for path in sorted((SRC / package).rglob("*.py"))
+        for line, module in imported_modules(path)
+        if module.split(".")[0] in forbidden
+    ]
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_packages_import_only_in_the_allowed_direction(package):
+    assert (SRC / package).is_dir()
+    assert cross_imports(package) == []
+
+
+def test_the_check_sees_an_import_anywhere_in_a_module(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from worker.main import main\n\nif False:\n    import server.app\n")
+    assert imported_modules(module) == [(2, "worker.main"), (5, "server.app")]
