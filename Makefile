@@ -46,6 +46,7 @@ check-generated: $(STAMP)
 
 lint: $(STAMP) check-generated
 	$(BIN)/ruff check src tests scripts clients $(wildcard bench)
+	$(BIN)/ruff format --check src tests scripts clients $(wildcard bench)
 	$(BIN)/mypy
 	$(BIN)/buf lint
 	$(BIN)/buf breaking --against '.git#ref=HEAD'

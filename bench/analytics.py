@@ -113,7 +113,7 @@ VALUE_TOLERANCE = 1e-6
 # values, move by more (1.9e-6 measured for p95 on the tile).
 VRT_VALUE_TOLERANCE = 1e-5
 COUNT_RELATIVE_TOLERANCE = 1e-9
-# The densification the server documents for lon/lat edges (server.analytics.geometry), restated:
+# The densification the server documents for lon/lat edges (geopera_kernel.server.analytics.geometry), restated:
 # the references' zones are reprojected here, not by the code under test.
 DENSIFY_DEGREES = 0.0025
 CORES = len(os.sched_getaffinity(0))
@@ -150,14 +150,29 @@ def write_tile(path: Path, *, changed: bool) -> None:
 
     rng = np.random.default_rng(7)  # the same landscape for both dates
     steps, amplitudes = [2048, 512, 128, 32], [1.0, 0.5, 0.25, 0.12]
-    fields = {name: [rng.standard_normal((TILE_SIZE // s + 2, TILE_SIZE // s + 2)).astype(np.float32) * a
-                     for s, a in zip(steps, amplitudes, strict=True)]
-              for name in ("veg", "bright", "water", "change")}
+    fields = {
+        name: [
+            rng.standard_normal((TILE_SIZE // s + 2, TILE_SIZE // s + 2)).astype(np.float32) * a
+            for s, a in zip(steps, amplitudes, strict=True)
+        ]
+        for name in ("veg", "bright", "water", "change")
+    }
     noise_rng = np.random.default_rng(11 if changed else 10)
     staging = path.with_name(path.name + ".staging.tif")
-    profile = {"driver": "GTiff", "width": TILE_SIZE, "height": TILE_SIZE, "count": 4, "dtype": "uint16",
-               "crs": TILE_CRS, "transform": _transform(), "nodata": 0, "tiled": True, "blockxsize": 512,
-               "blockysize": 512, "BIGTIFF": "IF_SAFER"}
+    profile = {
+        "driver": "GTiff",
+        "width": TILE_SIZE,
+        "height": TILE_SIZE,
+        "count": 4,
+        "dtype": "uint16",
+        "crs": TILE_CRS,
+        "transform": _transform(),
+        "nodata": 0,
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "BIGTIFF": "IF_SAFER",
+    }
     cols = np.arange(TILE_SIZE, dtype=np.float64)
     with rasterio.open(staging, "w", **profile) as dst:
         for row0 in range(0, TILE_SIZE, 1024):
@@ -186,12 +201,22 @@ def write_tile(path: Path, *, changed: bool) -> None:
         dst.descriptions = ("blue", "green", "red", "nir")
         dst.scales = (0.0001,) * 4
         dst.offsets = (0.0,) * 4
-        for index, (band_id, common) in enumerate([("B02", "blue"), ("B03", "green"), ("B04", "red"),
-                                                   ("B08", "nir")], start=1):
+        for index, (band_id, common) in enumerate(
+            [("B02", "blue"), ("B03", "green"), ("B04", "red"), ("B08", "nir")], start=1
+        ):
             dst.update_tags(index, BAND_ID=band_id, COMMON_NAME=common)
         dst.update_tags(GENERATOR_VERSION=GENERATOR_VERSION)
-    rasterio.shutil.copy(staging, path, driver="COG", COMPRESS="ZSTD", BLOCKSIZE="512", OVERVIEWS="AUTO",
-                         STATISTICS="YES", BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
+    rasterio.shutil.copy(
+        staging,
+        path,
+        driver="COG",
+        COMPRESS="ZSTD",
+        BLOCKSIZE="512",
+        OVERVIEWS="AUTO",
+        STATISTICS="YES",
+        BIGTIFF="IF_SAFER",
+        NUM_THREADS="ALL_CPUS",
+    )
     staging.unlink()
 
 
@@ -201,14 +226,33 @@ def write_ndvi(source: Path, path: Path) -> None:
 
     staging = path.with_name(path.name + ".staging.tif")
     with rasterio.open(source) as src:
-        profile = {"driver": "GTiff", "width": src.width, "height": src.height, "count": 1, "dtype": "float32",
-                   "crs": src.crs, "transform": src.transform, "nodata": np.nan, "tiled": True,
-                   "blockxsize": 512, "blockysize": 512, "BIGTIFF": "IF_SAFER"}
+        profile = {
+            "driver": "GTiff",
+            "width": src.width,
+            "height": src.height,
+            "count": 1,
+            "dtype": "float32",
+            "crs": src.crs,
+            "transform": src.transform,
+            "nodata": np.nan,
+            "tiled": True,
+            "blockxsize": 512,
+            "blockysize": 512,
+            "BIGTIFF": "IF_SAFER",
+        }
         with rasterio.open(staging, "w", **profile) as dst:
             for _, window in src.block_windows(1):
                 dst.write(_ndvi(src.read([3, 4], window=window)), 1, window=window)
-    rasterio.shutil.copy(staging, path, driver="COG", COMPRESS="ZSTD", BLOCKSIZE="512", OVERVIEWS="AUTO",
-                         BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
+    rasterio.shutil.copy(
+        staging,
+        path,
+        driver="COG",
+        COMPRESS="ZSTD",
+        BLOCKSIZE="512",
+        OVERVIEWS="AUTO",
+        BIGTIFF="IF_SAFER",
+        NUM_THREADS="ALL_CPUS",
+    )
     staging.unlink()
 
 
@@ -269,8 +313,12 @@ def aoi(name: str) -> dict[str, Any]:
         # The tile's footprint, 0.5 pixel inside so the lon/lat edges stay on the raster.
         lo, hi, steps = 0.5, TILE_SIZE - 0.5, 64
         edge = np.linspace(lo, hi, steps + 1)
-        pixels = ([(c, lo) for c in edge] + [(hi, r) for r in edge[1:]] + [(c, hi) for c in edge[::-1][1:]]
-                  + [(lo, r) for r in edge[::-1][1:]])
+        pixels = (
+            [(c, lo) for c in edge]
+            + [(hi, r) for r in edge[1:]]
+            + [(c, hi) for c in edge[::-1][1:]]
+            + [(lo, r) for r in edge[::-1][1:]]
+        )
     else:
         lo = AOI_STARTS.get(name, (TILE_SIZE - side) // 2) + 0.25
         hi = lo + side
@@ -442,18 +490,18 @@ def _center_part(raw: np.ndarray, inside: np.ndarray | None) -> list[float]:
         n = min(strip, rows - s0)
         red, nir, den = (b[:n] for b in _buffers.f)
         valid, other = (b[:n] for b in _buffers.b)
-        np.multiply(raw[0, s0:s0 + n], scale, out=red, dtype=np.float32)
-        np.multiply(raw[1, s0:s0 + n], scale, out=nir, dtype=np.float32)
+        np.multiply(raw[0, s0 : s0 + n], scale, out=red, dtype=np.float32)
+        np.multiply(raw[1, s0 : s0 + n], scale, out=nir, dtype=np.float32)
         np.add(nir, red, out=den)
         np.subtract(nir, red, out=nir)
         with np.errstate(divide="ignore", invalid="ignore"):
             np.divide(nir, den, out=nir)
-        np.not_equal(raw[0, s0:s0 + n], 0, out=valid)
-        np.logical_and(valid, np.not_equal(raw[1, s0:s0 + n], 0, out=other), out=valid)
+        np.not_equal(raw[0, s0 : s0 + n], 0, out=valid)
+        np.logical_and(valid, np.not_equal(raw[1, s0 : s0 + n], 0, out=other), out=valid)
         np.logical_and(valid, np.not_equal(den, 0, out=other), out=valid)
         if inside is not None:
-            np.logical_and(valid, inside[s0:s0 + n], out=valid)
-            out[1] += np.count_nonzero(inside[s0:s0 + n])
+            np.logical_and(valid, inside[s0 : s0 + n], out=valid)
+            out[1] += np.count_nonzero(inside[s0 : s0 + n])
         else:
             out[1] += valid.size
         count = int(np.count_nonzero(valid))
@@ -528,29 +576,38 @@ def floor_center(window_name: str) -> dict[str, Any]:
                 count, total, m2 = count + c, total + t, m2 + m
                 low, high = min(low, lo), max(high, hi)
         elapsed = time.perf_counter() - started
-    stats = {"count": count, "nodata_count": nodata, "min": low if count else None, "max": high if count else None,
-             "mean": total / count if count else None, "std": math.sqrt(m2 / count) if count else None}
+    stats = {
+        "count": count,
+        "nodata_count": nodata,
+        "min": low if count else None,
+        "max": high if count else None,
+        "mean": total / count if count else None,
+        "std": math.sqrt(m2 / count) if count else None,
+    }
     return {"seconds": elapsed, "mean": stats["mean"], "count": count, "stats": stats}
 
 
 def _context(tmp: Path) -> Any:
     import datetime as dt
 
-    from server.analytics import AnalyticsContext, AssetView, ItemView
+    from geopera_kernel.server.analytics import AnalyticsContext, AssetView, ItemView
 
     def item(item_id: str, path: Path, day: int) -> ItemView:
-        bands = [{"name": n, "common_name": n, "nodata": 0, "scale": 0.0001, "offset": 0.0, "data_type": "uint16"}
-                 for n in ("blue", "green", "red", "nir")]
+        bands = [
+            {"name": n, "common_name": n, "nodata": 0, "scale": 0.0001, "offset": 0.0, "data_type": "uint16"}
+            for n in ("blue", "green", "red", "nir")
+        ]
         asset = AssetView("data", str(path), "image/tiff", ("data",), bands)
         return ItemView(item_id, datetime=dt.datetime(2025, 6, day, tzinfo=dt.UTC), assets={"data": asset})
 
     items = {"a": item("a", TILE_A, 1), "b": item("b", TILE_B, 21)}
-    return AnalyticsContext(items=items, artifact_dir=tmp / "artifacts", workers=len(os.sched_getaffinity(0)),
-                            scratch_dir=tmp)
+    return AnalyticsContext(
+        items=items, artifact_dir=tmp / "artifacts", workers=len(os.sched_getaffinity(0)), scratch_dir=tmp
+    )
 
 
 def library(window_name: str, coverage: str, percentiles: bool, tmp: Path) -> dict[str, Any]:
-    from server.analytics import registry
+    from geopera_kernel.server.analytics import registry
 
     ctx = _context(tmp)
     params = _zonal_params("a", window_name, coverage, percentiles)
@@ -558,8 +615,13 @@ def library(window_name: str, coverage: str, percentiles: bool, tmp: Path) -> di
     result = registry.run("zonal_stats", params, ctx)
     elapsed = time.perf_counter() - started
     stats = result["zones"][0]["stats"]
-    return {"seconds": elapsed, "mean": stats["mean"], "count": stats["count"], "median": stats.get("median"),
-            "pixels_read": result["pixels_read"]}
+    return {
+        "seconds": elapsed,
+        "mean": stats["mean"],
+        "count": stats["count"],
+        "median": stats.get("median"),
+        "pixels_read": result["pixels_read"],
+    }
 
 
 def _zone_in_raster_crs(window_name: str) -> Any:
@@ -657,16 +719,25 @@ def reference_exactextract(window_name: str, path: Path = NDVI_A) -> dict[str, A
 
 
 def library_change(window_name: str, tmp: Path) -> dict[str, Any]:
-    from server.analytics import registry
+    from geopera_kernel.server.analytics import registry
 
     ctx = _context(tmp)
-    params = {"before_item_id": "a", "after_item_id": "b", "index_name": "NDVI",
-              "change_threshold": CHANGE_THRESHOLD, "geometry": aoi(window_name)}
+    params = {
+        "before_item_id": "a",
+        "after_item_id": "b",
+        "index_name": "NDVI",
+        "change_threshold": CHANGE_THRESHOLD,
+        "geometry": aoi(window_name),
+    }
     started = time.perf_counter()
     result = registry.run("change_detection", params, ctx)
     elapsed = time.perf_counter() - started
-    return {"seconds": elapsed, "increase": result["increase"]["count"], "decrease": result["decrease"]["count"],
-            "mean": result["difference"]["mean"]}
+    return {
+        "seconds": elapsed,
+        "increase": result["increase"]["count"],
+        "decrease": result["decrease"]["count"],
+        "mean": result["difference"]["mean"],
+    }
 
 
 def floor_change(window_name: str, tmp: Path) -> dict[str, Any]:
@@ -674,7 +745,7 @@ def floor_change(window_name: str, tmp: Path) -> dict[str, Any]:
     import rasterio.shutil
     from rasterio.windows import Window
 
-    from raster import COG_PROFILE
+    from geopera_kernel.raster import COG_PROFILE
 
     window = aoi_window(window_name)
     row0, col0 = int(window.row_off), int(window.col_off)
@@ -682,9 +753,20 @@ def floor_change(window_name: str, tmp: Path) -> dict[str, Any]:
     limit = np.float32(CHANGE_THRESHOLD)
     started = time.perf_counter()
     with rasterio.Env(GDAL_CACHEMAX=64), rasterio.open(TILE_A) as a, rasterio.open(TILE_B) as b:
-        profile = {"driver": "GTiff", "width": int(window.width), "height": int(window.height), "count": 1,
-                   "dtype": "float32", "crs": a.crs, "transform": a.window_transform(window), "nodata": np.nan,
-                   "tiled": True, "blockxsize": 512, "blockysize": 512, "BIGTIFF": "IF_SAFER"}
+        profile = {
+            "driver": "GTiff",
+            "width": int(window.width),
+            "height": int(window.height),
+            "count": 1,
+            "dtype": "float32",
+            "crs": a.crs,
+            "transform": a.window_transform(window),
+            "nodata": np.nan,
+            "tiled": True,
+            "blockxsize": 512,
+            "blockysize": 512,
+            "BIGTIFF": "IF_SAFER",
+        }
         increase = decrease = 0
         total, count = 0.0, 0
         with rasterio.open(staging, "w", **profile) as dst:
@@ -696,8 +778,9 @@ def floor_change(window_name: str, tmp: Path) -> dict[str, Any]:
                 decrease += int(np.count_nonzero(chosen < -limit))
                 total += float(chosen.sum(dtype=np.float64))
                 count += int(chosen.size)
-                dst.write(difference, 1, window=Window(chunk.col_off - col0, chunk.row_off - row0,
-                                                       chunk.width, chunk.height))
+                dst.write(
+                    difference, 1, window=Window(chunk.col_off - col0, chunk.row_off - row0, chunk.width, chunk.height)
+                )
         rasterio.shutil.copy(staging, output, **COG_PROFILE)
         elapsed = time.perf_counter() - started
     return {"seconds": elapsed, "increase": increase, "decrease": decrease, "mean": total / count}
@@ -712,8 +795,13 @@ def _zonal_params(item_id: str, window_name: str, coverage: str, percentiles: bo
 
 
 def _change_params(before: str, after: str, window_name: str) -> dict[str, Any]:
-    return {"before_item_id": before, "after_item_id": after, "index_name": "NDVI",
-            "change_threshold": CHANGE_THRESHOLD, "geometry": aoi(window_name)}
+    return {
+        "before_item_id": before,
+        "after_item_id": after,
+        "index_name": "NDVI",
+        "change_threshold": CHANGE_THRESHOLD,
+        "geometry": aoi(window_name),
+    }
 
 
 def _link_stored_copies(root: Path, originals: list[Path]) -> None:
@@ -774,7 +862,9 @@ def through_execute(case: str, window_name: str) -> dict[str, Any]:
                 ids[key] = admin.execute(
                     "items.create",
                     catalog_pb2.ItemsCreateParams(
-                        project_id="bench", collection_id="tiles", name=f"tile_{key}_{DATES[key]}",
+                        project_id="bench",
+                        collection_id="tiles",
+                        name=f"tile_{key}_{DATES[key]}",
                         assets=[catalog_pb2.AssetInput(key="data", server_href=str(path))],
                     ),
                     timeout=600,
@@ -793,9 +883,11 @@ def through_execute(case: str, window_name: str) -> dict[str, Any]:
                 message = struct_pb2.Struct()
                 message.update(params)
                 started = time.perf_counter()
-                response = client.execute("analytics.execute",
-                                          analytics_pb2.AnalyticsExecuteParams(operation=operation, params=message),
-                                          timeout=1200)
+                response = client.execute(
+                    "analytics.execute",
+                    analytics_pb2.AnalyticsExecuteParams(operation=operation, params=message),
+                    timeout=1200,
+                )
                 return time.perf_counter() - started, json_format.MessageToDict(response.result)
 
             call(WARMUP)
@@ -805,16 +897,28 @@ def through_execute(case: str, window_name: str) -> dict[str, Any]:
         finally:
             channel.close()
     if case == "exec_change":
-        return {"seconds": elapsed, "increase": result["increase"]["count"],
-                "decrease": result["decrease"]["count"], "compared": result["compared_count"],
-                "mean": result["difference"]["mean"], "server_rss_mib": peak_kib / 1024}
+        return {
+            "seconds": elapsed,
+            "increase": result["increase"]["count"],
+            "decrease": result["decrease"]["count"],
+            "compared": result["compared_count"],
+            "mean": result["difference"]["mean"],
+            "server_rss_mib": peak_kib / 1024,
+        }
     zone = result["zones"][0]
     stats = zone["stats"]
     # Keyed "5", "25", ...: the result crosses JSON (string keys) on its way to the driver.
     percentiles = {f"{float(p['percentile']):g}": p["value"] for p in zone.get("percentiles", [])}
-    return {"seconds": elapsed, "mean": stats["mean"], "count": stats["count"], "median": stats.get("median"),
-            "pixels_read": result["pixels_read"], "server_rss_mib": peak_kib / 1024, "stats": stats,
-            "percentiles": percentiles}
+    return {
+        "seconds": elapsed,
+        "mean": stats["mean"],
+        "count": stats["count"],
+        "median": stats.get("median"),
+        "pixels_read": result["pixels_read"],
+        "server_rss_mib": peak_kib / 1024,
+        "stats": stats,
+        "percentiles": percentiles,
+    }
 
 
 def _vm_hwm_kib(pid: int | str = "self") -> int:
@@ -835,7 +939,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         if case == "baseline":
             import rasterio  # noqa: F401
 
-            import server.analytics  # noqa: F401
+            import geopera_kernel.server.analytics  # noqa: F401
+
             out: dict[str, Any] = {"seconds": 0.0}
         elif case in ("floor_raw", "floor_decode"):
             floor(WARMUP, decode_only=case == "floor_decode")
@@ -1034,78 +1139,98 @@ def run(results: Results, options: Options, aois: list[str] | None = None) -> Ou
     check_lines = (
         [f"Answers checked in this run: {checks.done} comparisons, all equal within tolerance."]
         if valid
-        else [f"**Answers checked in this run: {len(checks.failures)} of {checks.done} comparisons differ:**", "",
-              *(f"- {failure}" for failure in checks.failures[:40])]
+        else [
+            f"**Answers checked in this run: {len(checks.failures)} of {checks.done} comparisons differ:**",
+            "",
+            *(f"- {failure}" for failure in checks.failures[:40]),
+        ]
     )
-    body = "\n".join([
-        f"Run {started} on {machine}; database: {database}.",
-        "",
-        "`zonal_stats` NDVI: `exec_center` with its default statistics (count, nodata_count, min, max, mean, "
-        "std; rasterstats computes the same), `exec_center_pct` and `exec_exact` with count, mean, std, min, max, "
-        "median and percentiles 5/25/75/95 (exactextract computes the same); "
-        "`change_detection` NDVI (threshold 0.1) on generated 10980 x 10980 4-band uint16 ZSTD COGs (512 tiles). "
-        "`exec_*` rows call `analytics.execute` through gRPC `Execute` on a real `geopera serve` (a fresh "
-        "database and server per row and run, the tiles registered as items, their stored copies made hard "
-        "links to the tiles the floors read (this VM caches fewer file pages than the tiles and copies take) "
-        "and read once, one warm-up call on another "
-        f"1 km² square first; the server's analytics use {CORES} threads): time is the "
-        "client's wall time for the call, memory the server process's peak RSS over its whole life. Floors "
-        "and references run in a fresh process each, warmed up the same way: time is the call alone, memory "
-        "the process's peak RSS including imports "
-        f"(idle process with the imports: {baseline['rss_mib']:.0f} MiB). Every case runs {options.runs} "
-        "times, the runs interleaved (each round runs every case once, in rotated order): seconds are "
-        "median [min–max], peak MiB the maximum, ratios of medians. "
-        "rasterstats and exactextract cannot compute an index: "
-        "`rasterstats` and `exactextract` read a precomputed float32 NDVI COG (half the bytes to decode, no "
-        "index to compute), `exactextract_vrt` reads a GDAL VRT deriving NDVI from the same 4-band tile as it "
-        "reads (`norm_diff` pixel function): the same input and the same work as the server, the peer of the "
-        "exact target. Floors: `floor_center` computes exec_center's answer (count, nodata_count, min, max, "
-        "mean, std of NDVI over the pixels whose centre is inside the lon/lat zone) with a thread per "
-        f"512-pixel block window on all {CORES} cores (each thread its own dataset handle kept across calls, "
-        "numpy fused in 64-row strips into reused buffers, GDAL's centre mask only on the windows the zone's "
-        "edge crosses): the floor the verdict uses, because it returns the same answer from the same input "
-        "with the same cores as the server, so any gap is the server's own overhead. `floor_threads_mean` "
-        "is the floor the verdict used before: the same threads summing NDVI over the zone's bounding window "
-        "(sum and count only: no zone mask, no min/max/std, no nodata count), less work than the answer, "
-        "kept so the ratio to it stays visible (column / floor_threads_mean); `floor_raw` sums the same "
-        "single-threaded and `floor_decode` only decodes (for reference); "
-        "`floor_change` is single-threaded block-wise numpy + house COG write.",
-        "",
-        f"**Targets: exec center <= {TARGET_CENTER:.1f}x floor_center on 100 km² and the tile; exec exact <= "
-        f"exactextract; whole-tile NDVI with percentiles (exec center pct and exec exact): server peak < "
-        f"{TARGET_RSS_MIB} MiB; change <= {TARGET_CHANGE}x its floor: {verdict}.**",
-        "",
-        *check_lines,
-        "",
-        f"Checks: server counts equal to the references' (exact coverage: sums of fractions, within "
-        f"{COUNT_RELATIVE_TOLERANCE:g} of the count); NDVI statistics within {VALUE_TOLERANCE:g} "
-        f"({VRT_VALUE_TOLERANCE:g} against exactextract_vrt, whose GDAL norm_diff divides the unscaled bands, "
-        "so its float32 NDVI differs in the last bits). "
-        "exec_center against every run's rasterstats and an untimed rasterstats call with percentiles "
-        "over the same zone (also the oracle of exec_center_pct); exec_exact against every run's "
-        "exactextract and exactextract_vrt; exec_change against an untimed numpy computation over the "
-        "same zone (centres inside); floor_center like exec_center (every run's rasterstats, the oracle's "
-        "nodata count); floor_threads_mean against floor_raw. The references' zones are "
-        "reprojected with pyproj here, not by the server's code.",
-        "",
-        markdown_table(["AOI", "case", "seconds", "/ floor_center", "/ floor_threads_mean", "/ floor_raw",
-                        "peak MiB", "count", "mean", "median"], rows),
-        "",
-        "exec exact / exactextract_vrt (the target): "
-        + ", ".join(f"{w} {ratio('exec_exact', 'exactextract_vrt', w):.2f}x" for w in aois)
-        + "; / exactextract on the precomputed NDVI: "
-        + ", ".join(f"{w} {ratio('exec_exact', 'exactextract', w):.2f}x" for w in aois)
-        + ". exec center / floor_center (the verdict): "
-        + ", ".join(f"{w} {ratio('exec_center', 'floor_center', w):.2f}x" for w in aois)
-        + "; / floor_threads_mean (sum only, the former floor): "
-        + ", ".join(f"{w} {ratio('exec_center', 'floor_threads_mean', w):.2f}x" for w in aois)
-        + ". exec center / rasterstats (same statistics): "
-        + ", ".join(f"{w} {ratio('exec_center', 'rasterstats', w):.2f}x" for w in aois)
-        + ".",
-        "",
-        markdown_table(["AOI", "case", "seconds", "/ floor", "peak MiB", "increase px", "decrease px",
-                        "mean diff"], change_rows),
-    ])
+    body = "\n".join(
+        [
+            f"Run {started} on {machine}; database: {database}.",
+            "",
+            "`zonal_stats` NDVI: `exec_center` with its default statistics (count, nodata_count, min, max, mean, "
+            "std; rasterstats computes the same), `exec_center_pct` and `exec_exact` with count, mean, std, min, max, "
+            "median and percentiles 5/25/75/95 (exactextract computes the same); "
+            "`change_detection` NDVI (threshold 0.1) on generated 10980 x 10980 4-band uint16 ZSTD COGs (512 tiles). "
+            "`exec_*` rows call `analytics.execute` through gRPC `Execute` on a real `geopera serve` (a fresh "
+            "database and server per row and run, the tiles registered as items, their stored copies made hard "
+            "links to the tiles the floors read (this VM caches fewer file pages than the tiles and copies take) "
+            "and read once, one warm-up call on another "
+            f"1 km² square first; the server's analytics use {CORES} threads): time is the "
+            "client's wall time for the call, memory the server process's peak RSS over its whole life. Floors "
+            "and references run in a fresh process each, warmed up the same way: time is the call alone, memory "
+            "the process's peak RSS including imports "
+            f"(idle process with the imports: {baseline['rss_mib']:.0f} MiB). Every case runs {options.runs} "
+            "times, the runs interleaved (each round runs every case once, in rotated order): seconds are "
+            "median [min–max], peak MiB the maximum, ratios of medians. "
+            "rasterstats and exactextract cannot compute an index: "
+            "`rasterstats` and `exactextract` read a precomputed float32 NDVI COG (half the bytes to decode, no "
+            "index to compute), `exactextract_vrt` reads a GDAL VRT deriving NDVI from the same 4-band tile as it "
+            "reads (`norm_diff` pixel function): the same input and the same work as the server, the peer of the "
+            "exact target. Floors: `floor_center` computes exec_center's answer (count, nodata_count, min, max, "
+            "mean, std of NDVI over the pixels whose centre is inside the lon/lat zone) with a thread per "
+            f"512-pixel block window on all {CORES} cores (each thread its own dataset handle kept across calls, "
+            "numpy fused in 64-row strips into reused buffers, GDAL's centre mask only on the windows the zone's "
+            "edge crosses): the floor the verdict uses, because it returns the same answer from the same input "
+            "with the same cores as the server, so any gap is the server's own overhead. `floor_threads_mean` "
+            "is the floor the verdict used before: the same threads summing NDVI over the zone's bounding window "
+            "(sum and count only: no zone mask, no min/max/std, no nodata count), less work than the answer, "
+            "kept so the ratio to it stays visible (column / floor_threads_mean); `floor_raw` sums the same "
+            "single-threaded and `floor_decode` only decodes (for reference); "
+            "`floor_change` is single-threaded block-wise numpy + house COG write.",
+            "",
+            f"**Targets: exec center <= {TARGET_CENTER:.1f}x floor_center on 100 km² and the tile; exec exact <= "
+            f"exactextract; whole-tile NDVI with percentiles (exec center pct and exec exact): server peak < "
+            f"{TARGET_RSS_MIB} MiB; change <= {TARGET_CHANGE}x its floor: {verdict}.**",
+            "",
+            *check_lines,
+            "",
+            f"Checks: server counts equal to the references' (exact coverage: sums of fractions, within "
+            f"{COUNT_RELATIVE_TOLERANCE:g} of the count); NDVI statistics within {VALUE_TOLERANCE:g} "
+            f"({VRT_VALUE_TOLERANCE:g} against exactextract_vrt, whose GDAL norm_diff divides the unscaled bands, "
+            "so its float32 NDVI differs in the last bits). "
+            "exec_center against every run's rasterstats and an untimed rasterstats call with percentiles "
+            "over the same zone (also the oracle of exec_center_pct); exec_exact against every run's "
+            "exactextract and exactextract_vrt; exec_change against an untimed numpy computation over the "
+            "same zone (centres inside); floor_center like exec_center (every run's rasterstats, the oracle's "
+            "nodata count); floor_threads_mean against floor_raw. The references' zones are "
+            "reprojected with pyproj here, not by the server's code.",
+            "",
+            markdown_table(
+                [
+                    "AOI",
+                    "case",
+                    "seconds",
+                    "/ floor_center",
+                    "/ floor_threads_mean",
+                    "/ floor_raw",
+                    "peak MiB",
+                    "count",
+                    "mean",
+                    "median",
+                ],
+                rows,
+            ),
+            "",
+            "exec exact / exactextract_vrt (the target): "
+            + ", ".join(f"{w} {ratio('exec_exact', 'exactextract_vrt', w):.2f}x" for w in aois)
+            + "; / exactextract on the precomputed NDVI: "
+            + ", ".join(f"{w} {ratio('exec_exact', 'exactextract', w):.2f}x" for w in aois)
+            + ". exec center / floor_center (the verdict): "
+            + ", ".join(f"{w} {ratio('exec_center', 'floor_center', w):.2f}x" for w in aois)
+            + "; / floor_threads_mean (sum only, the former floor): "
+            + ", ".join(f"{w} {ratio('exec_center', 'floor_threads_mean', w):.2f}x" for w in aois)
+            + ". exec center / rasterstats (same statistics): "
+            + ", ".join(f"{w} {ratio('exec_center', 'rasterstats', w):.2f}x" for w in aois)
+            + ".",
+            "",
+            markdown_table(
+                ["AOI", "case", "seconds", "/ floor", "peak MiB", "increase px", "decrease px", "mean diff"],
+                change_rows,
+            ),
+        ]
+    )
     results.set_section(TITLE, body)
     print(f"\n## {TITLE}\n\n{body}\n", flush=True)
     summary = (f"{TITLE}: {verdict}; {largest}: center {ratio('exec_center', 'floor_center', largest):.2f}x the "

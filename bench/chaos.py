@@ -192,7 +192,8 @@ class Cluster:
     def start_worker(self) -> WorkerProcess:
         self.worker_serial += 1
         worker = WorkerProcess(self.address, self.tokens["worker"], self.home / "workers", capacity=2,
-                               name=f"chaos{self.worker_serial}", plugins="worker.plugins", grace=5.0)  # fmt: skip
+                               name=f"chaos{self.worker_serial}", plugins="geopera_kernel.worker.plugins",
+                               grace=5.0)  # fmt: skip
         worker.start()
         self.workers.append(worker)
         return worker
@@ -217,11 +218,11 @@ class Cluster:
 
 
 async def _seed(url: str, home: Path) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    from server.app import build_services
-    from server.auth import USER_SCOPES
-    from server.config import Settings
-    from server.demo import SYSTEM, sample_items
-    from server.store.database import migrate
+    from geopera_kernel.server.app import build_services
+    from geopera_kernel.server.auth import USER_SCOPES
+    from geopera_kernel.server.config import Settings
+    from geopera_kernel.server.demo import SYSTEM, sample_items
+    from geopera_kernel.server.store.database import migrate
 
     async with await psycopg.AsyncConnection.connect(url) as conn:
         await migrate(conn)
@@ -397,7 +398,7 @@ def sweep_storage(cluster: Cluster) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEOPERA_")}
     env.update({"GEOPERA_DATABASE_URL": cluster.url, "GEOPERA_HOME": str(cluster.home)})
     done = subprocess.run(
-        [sys.executable, "-m", "server.cli", "admin", "storage", "sweep", "--grace", "0"],
+        [sys.executable, "-m", "geopera_kernel.server.cli", "admin", "storage", "sweep", "--grace", "0"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     if done.returncode != 0:

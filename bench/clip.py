@@ -1,4 +1,4 @@
-"""`raster.clip.clip_to_cog` on a Sentinel-2-sized tile against two peers doing the
+"""`geopera_kernel.raster.clip.clip_to_cog` on a Sentinel-2-sized tile against two peers doing the
 same or less: `rasterio.mask.mask(crop=True)` + the house COG write, and rio-cogeo's
 `cog_translate` of the same window (no polygon mask, no statistics).
 
@@ -19,7 +19,7 @@ reprojected by the bench itself (pyproj, edges densified as clip_to_cog document
 fails.
 
 Every child, whatever its method, first fixes malloc's mmap threshold as a worker does at startup
-(`worker.memory.return_large_buffers`), so all methods run under the same process setting.
+(`geopera_kernel.worker.memory.return_large_buffers`), so all methods run under the same process setting.
 
 Run alone with `python -m bench.clip` (writes bench/out/clip/RESULTS.md); `bench.run` runs it
 once "clip" is listed in its BENCHES.
@@ -47,7 +47,7 @@ from affine import Affine
 
 from bench.harness import REPO, Options, Outcome, Spread, interleave
 from bench.results import Results, machine_line, markdown_table, utc_now
-from worker.memory import MMAP_THRESHOLD_BYTES
+from geopera_kernel.worker.memory import MMAP_THRESHOLD_BYTES
 
 NAME = "clip"
 TITLE = "clip_to_cog vs rasterio.mask + COG and rio-cogeo (raster function)"
@@ -64,7 +64,7 @@ AOI_CENTRE = (0.58, 0.41)  # of the measured AOIs, as fractions of the tile's wi
 # Every warm run first clips this: small, so it leaves no heap the size of the measured clip behind,
 # and elsewhere on the tile (no nodata wedge there), so no decoded block or page is the measured one's.
 WARMUP_KM2, WARMUP_CENTRE = 1.0, (0.25, 0.75)
-# The densification clip_to_cog documents for lon/lat edges (raster.geo.DENSIFY_DEGREES),
+# The densification clip_to_cog documents for lon/lat edges (geopera_kernel.raster.geo.DENSIFY_DEGREES),
 # restated here: the reference geometry is reprojected by the bench, not by the code under test.
 DENSIFY_DEGREES = 0.01
 TARGET_RATIO = 1.2  # clip_to_cog wall time / the faster peer's
@@ -85,15 +85,17 @@ def ensure_tile() -> Path:
     print(f"[{NAME}] generating {TILE.name} (once)", flush=True)
     from rasterio.windows import Window
 
-    from raster.cog import BandMetadata, staged_cog
+    from geopera_kernel.raster.cog import BandMetadata, staged_cog
 
     rng = np.random.default_rng(20150711)
     # Octaves of coarse random grids, bilinearly upsampled: fields vary smoothly over
     # kilometres like land cover, with fine per-pixel noise on top like sensor noise.
     steps, amplitudes = (2048, 512, 128, 32), (1.0, 0.5, 0.25, 0.12)
     grids = [
-        [rng.standard_normal((SIZE // step + 2, SIZE // step + 2)) * amplitude
-         for step, amplitude in zip(steps, amplitudes, strict=True)]
+        [
+            rng.standard_normal((SIZE // step + 2, SIZE // step + 2)) * amplitude
+            for step, amplitude in zip(steps, amplitudes, strict=True)
+        ]
         for _ in range(2)
     ]
     metadata = BandMetadata(
@@ -106,8 +108,17 @@ def ensure_tile() -> Path:
         dataset_tags={None: {"PLATFORM": "synthetic", "REFLECTANCE_SCALE": "0.0001"}},
     )
     partial = TILE.with_suffix(".partial.tif")
-    with staged_cog(partial, width=SIZE, height=SIZE, count=4, dtype="uint16", crs=CRS,  # type: ignore[arg-type]
-                    transform=TRANSFORM, nodata=0, metadata=metadata) as staging:
+    with staged_cog(
+        partial,
+        width=SIZE,
+        height=SIZE,
+        count=4,
+        dtype="uint16",
+        crs=CRS,  # type: ignore[arg-type]
+        transform=TRANSFORM,
+        nodata=0,
+        metadata=metadata,
+    ) as staging:
         cols = np.arange(SIZE, dtype=np.float64)
         for row0 in range(0, SIZE, 1024):
             rows = np.arange(row0, min(row0 + 1024, SIZE), dtype=np.float64)
@@ -123,8 +134,7 @@ def ensure_tile() -> Path:
             data[:, cols[None, :] + 0.35 * rows[:, None] < 0.12 * SIZE] = 0
             staging.write(data, window=Window(0, row0, SIZE, rows.size))
     partial.replace(TILE)
-    print(f"[{NAME}] generated {TILE.stat().st_size / 1e6:.0f} MB in {time.monotonic() - started:.0f} s",
-          flush=True)
+    print(f"[{NAME}] generated {TILE.stat().st_size / 1e6:.0f} MB in {time.monotonic() - started:.0f} s", flush=True)
     return TILE
 
 
@@ -178,7 +188,7 @@ def aoi_in_tile_crs(aoi: Any) -> Any:
 
 
 def _clip_to_cog(src: Path, aoi: Any, dst: Path) -> None:
-    from raster.clip import clip_to_cog
+    from geopera_kernel.raster.clip import clip_to_cog
 
     clip_to_cog(src, aoi, dst)
 
@@ -187,14 +197,21 @@ def _rasterio_mask(src: Path, aoi: Any, dst: Path) -> None:
     import rasterio
     import rasterio.mask
 
-    from raster import write_cog
+    from geopera_kernel.raster import write_cog
 
     with rasterio.open(src) as dataset:
         geometry = aoi_in_tile_crs(aoi)
         array, transform = rasterio.mask.mask(dataset, [geometry], crop=True)
-        write_cog(dst, array, crs=dataset.crs, transform=transform, nodata=dataset.nodata,
-                  descriptions=[d or "" for d in dataset.descriptions], scales=dataset.scales,
-                  offsets=dataset.offsets)
+        write_cog(
+            dst,
+            array,
+            crs=dataset.crs,
+            transform=transform,
+            nodata=dataset.nodata,
+            descriptions=[d or "" for d in dataset.descriptions],
+            scales=dataset.scales,
+            offsets=dataset.offsets,
+        )
 
 
 def _rio_cogeo(src: Path, aoi: Any, dst: Path) -> None:
@@ -209,8 +226,14 @@ def _rio_cogeo(src: Path, aoi: Any, dst: Path) -> None:
         window = geometry_window(dataset, [aoi_in_tile_crs(aoi)])
         profile = {**cog_profiles.get("zstd"), "blockxsize": 512, "blockysize": 512}
         # Same CRS and an integer-offset grid: the warp is a pure nearest-neighbour copy.
-        with WarpedVRT(dataset, crs=dataset.crs, transform=dataset.window_transform(window),
-                       width=int(window.width), height=int(window.height), nodata=dataset.nodata) as vrt:
+        with WarpedVRT(
+            dataset,
+            crs=dataset.crs,
+            transform=dataset.window_transform(window),
+            width=int(window.width),
+            height=int(window.height),
+            nodata=dataset.nodata,
+        ) as vrt:
             cog_translate(vrt, str(dst), profile, quiet=True)
 
 
@@ -218,7 +241,7 @@ def _cog_write_only(clipped: Path) -> Callable[[Path, Any, Path], None]:
     """The house COG write alone, of a clip already in memory: what any clip pays at least."""
     import rasterio
 
-    from raster import write_cog
+    from geopera_kernel.raster import write_cog
 
     with rasterio.open(clipped) as dataset:
         array, profile = dataset.read(), dataset.profile
@@ -226,8 +249,14 @@ def _cog_write_only(clipped: Path) -> Callable[[Path, Any, Path], None]:
     def write(src: Path, aoi: Any, dst: Path) -> None:
         # The warm-up call writes a small corner, the measured one the whole clip.
         part = array if aoi.area > warmup_aoi().area * 2 else array[:, :100, :100]
-        write_cog(dst, part, crs=profile["crs"], transform=profile["transform"], nodata=profile["nodata"],
-                  descriptions=["blue", "green", "red", "nir"])
+        write_cog(
+            dst,
+            part,
+            crs=profile["crs"],
+            transform=profile["transform"],
+            nodata=profile["nodata"],
+            descriptions=["blue", "green", "red", "nir"],
+        )
 
     return write
 
@@ -246,14 +275,14 @@ def child(method: str, src: str, dst: str, km2: float, warm: bool) -> None:
     have: GDAL's one-off allocations (driver state, PROJ context, codec contexts) are then not
     counted against this clip.
     """
-    from worker.memory import return_large_buffers
+    from geopera_kernel.worker.memory import return_large_buffers
 
-    # The worker's process setting (worker.main), for every method alike, peers included.
+    # The worker's process setting (geopera_kernel.worker.main), for every method alike, peers included.
     return_large_buffers()
     import rasterio.mask  # noqa: F401
     import rio_cogeo.cogeo  # noqa: F401
 
-    import raster.clip  # noqa: F401
+    import geopera_kernel.raster.clip  # noqa: F401
 
     aoi = aoi_lonlat(km2)
     if method == FLOOR:
@@ -283,13 +312,15 @@ def measure(method: str, src: Path, dst: Path, *, km2: float = AOI_KM2, warm: bo
     dst.unlink(missing_ok=True)
     process = subprocess.Popen(
         [sys.executable, "-m", "bench.clip", "child", method, str(src), str(dst), repr(km2), str(int(warm))],
-        cwd=REPO, stdout=subprocess.PIPE, text=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     output, _ = process.communicate()
     lines = [line for line in output.splitlines() if line.startswith("RESULT ")]
     if process.returncode != 0 or not lines:
         raise RuntimeError(f"{method} child exited with {process.returncode}: {output[-2000:]}")
-    result = json.loads(lines[-1][len("RESULT "):])
+    result = json.loads(lines[-1][len("RESULT ") :])
     result["above_rest_kb"] = max(0, result["peak_kb"] - result["rest_kb"])
     return result
 
@@ -329,13 +360,17 @@ def check_outputs(paths: dict[str, Path], reference: tuple[np.ndarray, Any]) -> 
 def _measure_sizes(src: Path, work: Path, paths: dict[str, Path], runs: int,
                    sizes: dict[float, dict[str, Any]]) -> None:  # fmt: skip
     for km2 in AOI_SIZES_KM2:
+
         def one(method: str, index: int, km2: float = km2) -> dict[str, Any]:
             # Cold and warm runs of a method alternate; all methods once per round, rotated.
             warm = method.startswith("warm:")
             name = method.removeprefix("warm:").removeprefix("cold:")
             result = measure(name, src, paths[name], km2=km2, warm=warm)
-            print(f"[{NAME}] {km2:g} km² {method}: {result['wall']:.2f} s, peak "
-                  f"{result['above_rest_kb'] / 1024:.0f} MiB above rest", flush=True)
+            print(
+                f"[{NAME}] {km2:g} km² {method}: {result['wall']:.2f} s, peak "
+                f"{result['above_rest_kb'] / 1024:.0f} MiB above rest",
+                flush=True,
+            )
             return result
 
         measured = interleave([f"{mode}:{method}" for method in METHODS for mode in ("cold", "warm")], runs, one)
@@ -366,9 +401,14 @@ def run(results: Results, options: Options) -> Outcome:
     finally:
         shutil.rmtree(work, ignore_errors=True)  # only the source tile stays cached
 
-    context = {"date": started, "machine": machine, "src": src, "runs": options.runs,
-               "gdal_cachemax": os.environ.get("GDAL_CACHEMAX", "unset (GDAL default: 5% of RAM)"),
-               "mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_", f"{MMAP_THRESHOLD_BYTES // 2**20} MiB")}
+    context = {
+        "date": started,
+        "machine": machine,
+        "src": src,
+        "runs": options.runs,
+        "gdal_cachemax": os.environ.get("GDAL_CACHEMAX", "unset (GDAL default: 5% of RAM)"),
+        "mmap_threshold": os.environ.get("MALLOC_MMAP_THRESHOLD_", f"{MMAP_THRESHOLD_BYTES // 2**20} MiB"),
+    }
     body, outcome = report(sizes, context)
     results.set_section(TITLE, body)
     print(f"\n## {TITLE}\n\n{body}\n", flush=True)
@@ -392,10 +432,19 @@ def _size_report(km2: float, measured: dict[str, Any]) -> tuple[list[str], dict[
         cold_cells = ["-", "-", "-"]
         if cold_runs is not None:
             cold_peak = _peak(cold_runs)
-            cold_cells = [Spread.of(r["wall"] for r in cold_runs).fmt(), f"{cold_peak / 2**20:.0f}",
-                          f"{cold_peak / output_bytes:.1f}"]
-        return [label, Spread.of(r["wall"] for r in warm_runs).fmt(), vs, f"{peak / 2**20:.0f}",
-                f"{peak / output_bytes:.1f}", *cold_cells]
+            cold_cells = [
+                Spread.of(r["wall"] for r in cold_runs).fmt(),
+                f"{cold_peak / 2**20:.0f}",
+                f"{cold_peak / output_bytes:.1f}",
+            ]
+        return [
+            label,
+            Spread.of(r["wall"] for r in warm_runs).fmt(),
+            vs,
+            f"{peak / 2**20:.0f}",
+            f"{peak / output_bytes:.1f}",
+            *cold_cells,
+        ]
 
     rows = [row(method, warm[method], cold[method], f"{wall[method].median / wall[fastest].median:.2f}")
             for method in METHODS]  # fmt: skip
@@ -420,8 +469,16 @@ def _size_report(km2: float, measured: dict[str, Any]) -> tuple[list[str], dict[
         f"### {km2:g} km² AOI: {width} x {height} x {bands} bands, {output_bytes / 2**20:.1f} MiB uncompressed",
         "",
         markdown_table(
-            ["method", "warm s", "vs faster peer", "warm peak above rest MiB", "/ output", "cold s",
-             "cold peak above rest MiB", "/ output"],
+            [
+                "method",
+                "warm s",
+                "vs faster peer",
+                "warm peak above rest MiB",
+                "/ output",
+                "cold s",
+                "cold peak above rest MiB",
+                "/ output",
+            ],
             rows,
         ),
         "",
@@ -473,7 +530,7 @@ def report(sizes: dict[float, dict[str, Any]], context: dict[str, Any]) -> tuple
     lines = [
         f"Run {context['date']} on {context['machine']}; GDAL_CACHEMAX {context['gdal_cachemax']} "
         "(the job path's worker sets 64 MiB unless told otherwise); malloc's mmap threshold fixed at "
-        f"{context['mmap_threshold']} in every process, as the worker does at startup (worker.memory).",
+        f"{context['mmap_threshold']} in every process, as the worker does at startup (geopera_kernel.worker.memory).",
         "",
         f"Source: `{context['src'].name}` ({SIZE} x {SIZE}, 4 x uint16, ZSTD, 512 tiles, overviews, "
         f"statistics; {context['src'].stat().st_size / 1e6:.0f} MB of smooth noise). AOIs: irregular 24-gons "
@@ -492,8 +549,7 @@ def report(sizes: dict[float, dict[str, Any]], context: dict[str, Any]) -> tuple
         "",
         f"**Targets at {AOI_KM2:g} km²: whole job path wall time <= {TARGET_RATIO:g}x the faster peer "
         f"({'met' if time_met else 'missed'}: {ratio:.2f}x); warm peak RSS above rest < {TARGET_RSS_FACTOR:g}x "
-        f"the uncompressed output ({'met' if rss_met else 'missed'}: {listing(warm_rss)}): {verdict}.** "
-        + cold_note,
+        f"the uncompressed output ({'met' if rss_met else 'missed'}: {listing(warm_rss)}): {verdict}.** " + cold_note,
         *(["", f"**Outputs that differ from rasterio.mask's: {', '.join(mismatches)}.**"] if mismatches else []),
         *sections,
         "",
@@ -506,13 +562,15 @@ def report(sizes: dict[float, dict[str, Any]], context: dict[str, Any]) -> tuple
         "driver's translation (overviews, ZSTD contexts, statistics): the "
         f"floor row is `write_cog` of the finished clip, preloaded ({context['runs']} warm runs; its array is "
         "not counted), i.e. what the house COG write alone costs. Every process here, like a worker, fixes "
-        "malloc's mmap threshold (worker.memory), so buffers of 2 MiB and more (the overview chunk, the "
+        "malloc's mmap threshold (geopera_kernel.worker.memory), so buffers of 2 MiB and more (the overview chunk, the "
         "staging, strips) are unmapped when freed; with glibc's default, whose threshold rises after each "
         "large free, later ones came from the brk heap and clip_to_cog's warm peak varied from 27 to 39 MiB "
         "between runs. It costs every method about 15-20% more CPU (page faults of fresh mappings).",
     ]
-    summary = (f"{TITLE}: {verdict}, {ratio:.2f}x the faster peer, warm peak RSS above rest "
-               f"{listing(warm_rss)} the output at {AOI_KM2:g} km² (cold {listing(cold_rss)})")
+    summary = (
+        f"{TITLE}: {verdict}, {ratio:.2f}x the faster peer, warm peak RSS above rest "
+        f"{listing(warm_rss)} the output at {AOI_KM2:g} km² (cold {listing(cold_rss)})"
+    )
     target_met = (time_met and rss_met) if valid else None
     return "\n".join(lines), Outcome(NAME, valid=valid, target_met=target_met, summary=summary)
 

@@ -89,7 +89,8 @@ def measure_job_path(tile: Path, aoi_lonlat: Any, warmup_lonlat: Any, runs: int,
 
             def one_run(mode: str, index: int) -> dict[str, Any]:
                 worker = WorkerProcess(server.address, tokens["worker"], home, capacity=1,
-                                       plugins="worker.plugins", name=f"{mode}{index}").start()  # fmt: skip
+                                       plugins="geopera_kernel.worker.plugins",
+                                       name=f"{mode}{index}").start()  # fmt: skip
                 try:
                     _wait_connected(worker)
                     assert worker.process is not None

@@ -29,13 +29,11 @@ async def _echo(request: bytes, context: aio.ServicerContext) -> bytes:
 
 
 async def serve(listen: str, port_file: Path) -> None:
-    from server.app import server_options
-    from server.config import Settings
+    from geopera_kernel.server.app import server_options
+    from geopera_kernel.server.config import Settings
 
     server = aio.server(options=server_options(Settings()))
-    handler = grpc.method_handlers_generic_handler(
-        SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(_echo)}
-    )
+    handler = grpc.method_handlers_generic_handler(SERVICE, {"Echo": grpc.unary_unary_rpc_method_handler(_echo)})
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port(listen)
     await server.start()
@@ -70,9 +68,11 @@ class EchoProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GEOPERA_")}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "bench.echo", "--listen", "127.0.0.1:0",
-                 "--port-file", str(self.port_file)],
-                cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                [sys.executable, "-m", "bench.echo", "--listen", "127.0.0.1:0", "--port-file", str(self.port_file)],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

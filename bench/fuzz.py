@@ -275,8 +275,10 @@ def report(tally: Tally, args: argparse.Namespace, seconds: float, healthy: dict
            causes: Counter[tuple[str, str]]) -> str:  # fmt: skip
     grpc_labels = [label for label in tally.counts if not label.startswith("HTTP ")]
     http_labels = [label for label in tally.counts if label.startswith("HTTP ")]
-    verdict = "PASS: no request broke the invariant" if not tally.violations else (
-        f"FAIL: {tally.violations} requests broke the invariant"
+    verdict = (
+        "PASS: no request broke the invariant"
+        if not tally.violations
+        else (f"FAIL: {tally.violations} requests broke the invariant")
     )
     lines = [
         f"Run {utc_now()}, {seconds:.0f} s, hypothesis seed {args.seed}; {machine_line()}.",

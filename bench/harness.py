@@ -67,9 +67,12 @@ class LogWindow:
         return out
 
 
-def run_load(spec: dict[str, Any], cpu_groups: dict[str, PidSource] | None = None,
-             on_measure_start: Callable[[], None] | None = None,
-             on_measure_end: Callable[[], None] | None = None) -> dict[str, Any]:
+def run_load(
+    spec: dict[str, Any],
+    cpu_groups: dict[str, PidSource] | None = None,
+    on_measure_start: Callable[[], None] | None = None,
+    on_measure_end: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     """Run `bench.load` with `spec`; returns its result plus `cpu`: the cores
     each group of processes used during the measured window (`loadgen` is
     always included). `on_measure_start` / `on_measure_end` are called when
@@ -78,7 +81,10 @@ def run_load(spec: dict[str, Any], cpu_groups: dict[str, PidSource] | None = Non
     hard_limit = float(spec.get("warmup", 1.0)) + float(spec.get("duration", 5.0)) + 60
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.load"],
-        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     killer = threading.Timer(hard_limit, proc.kill)
     killer.start()
@@ -133,8 +139,7 @@ RUNS = 3
 class Options:
     """What `bench.run` passes to every bench."""
 
-    def __init__(self, *, duration: float = 5.0, warmup: float = 1.0, profile: bool = False,
-                 runs: int = RUNS) -> None:
+    def __init__(self, *, duration: float = 5.0, warmup: float = 1.0, profile: bool = False, runs: int = RUNS) -> None:
         self.duration = duration
         self.warmup = warmup
         # Sample the server with py-spy during the most loaded point (slows that point down).

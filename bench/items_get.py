@@ -36,8 +36,8 @@ from bench.results import Results, machine_line, markdown_table, utc_now
 from bench.server import bench_server
 from bench.sql import BQ
 from geopera.v1 import catalog_pb2, kernel_pb2, kernel_pb2_grpc
-from server.config import DEFAULT_ITEM_CACHE_BYTES
-from server.domain.catalog import RenderedItem, rendered_size
+from geopera_kernel.server.config import DEFAULT_ITEM_CACHE_BYTES
+from geopera_kernel.server.domain.catalog import RenderedItem, rendered_size
 from tests.support.server import ServerProcess
 
 NAME = "items_get"
@@ -80,10 +80,10 @@ async def seed(url: str, home: Path, count: int) -> tuple[list[str], str]:
     """([item ids], token) in project `bench`: one item through the domain
     services, then `count - 1` copies of it (new id and name, same document)
     in one SQL statement per table, so seeding takes seconds."""
-    from server.app import build_services
-    from server.config import Settings
-    from server.demo import SYSTEM, sample_items
-    from server.ids import new_id
+    from geopera_kernel.server.app import build_services
+    from geopera_kernel.server.config import Settings
+    from geopera_kernel.server.demo import SYSTEM, sample_items
+    from geopera_kernel.server.ids import new_id
 
     services = await build_services(Settings(database_url=url, home=home, db_pool_size=2), url)
     try:
@@ -98,8 +98,7 @@ async def seed(url: str, home: Path, count: int) -> tuple[list[str], str]:
     copies = [new_id("it") for _ in range(count - 1)]
     async with await psycopg.AsyncConnection.connect(url) as conn:
         async with conn.transaction():
-            for table, key, renamed in (("items", "id", {"name": "t.name || '-' || n.ord"}),
-                                        ("assets", "item_id", {})):
+            for table, key, renamed in (("items", "id", {"name": "t.name || '-' || n.ord"}), ("assets", "item_id", {})):
                 cur = await conn.execute(BQ.table_columns, {"table": table})
                 columns = [r[0] for r in await cur.fetchall()]
                 values = ["n.id" if c == key else renamed.get(c, f"t.{c}") for c in columns]
@@ -127,8 +126,13 @@ def execute_request(item_id: str) -> kernel_pb2.ExecuteRequest:
     return request
 
 
-def sanity_check(server: ServerProcess, echo: EchoProcess, request: kernel_pb2.ExecuteRequest,
-                 metadata: list[tuple[str, str]], item_ids: list[str]) -> tuple[int, int, int]:
+def sanity_check(
+    server: ServerProcess,
+    echo: EchoProcess,
+    request: kernel_pb2.ExecuteRequest,
+    metadata: list[tuple[str, str]],
+    item_ids: list[str],
+) -> tuple[int, int, int]:
     """One typed call to each peer before loading them (and one Execute on the
     last seeded copy); returns the Execute response's size, the item's asset count
     and its encoded size."""
@@ -140,8 +144,10 @@ def sanity_check(server: ServerProcess, echo: EchoProcess, request: kernel_pb2.E
     if not response.result.Unpack(result) or result.item.id != item_ids[0]:
         raise RuntimeError(f"items.get returned an unexpected result: {response}")
     copied = catalog_pb2.ItemsGetResult()
-    if not copy.result.Unpack(copied) or copied.item.id != item_ids[-1] or len(copied.item.assets) != len(
-        result.item.assets
+    if (
+        not copy.result.Unpack(copied)
+        or copied.item.id != item_ids[-1]
+        or len(copied.item.assets) != len(result.item.assets)
     ):
         raise RuntimeError(f"items.get on a seeded copy returned an unexpected result: {copy}")
     payload = request.SerializeToString()
@@ -224,8 +230,9 @@ def _per_call_us(point: dict[str, Any], group: str) -> float | None:
     return value / point["rps"] * 1e6
 
 
-def report(points: dict[tuple[str, int], list[dict[str, Any]]], options: Options, context: dict[str, Any]
-           ) -> tuple[str, Outcome]:
+def report(
+    points: dict[tuple[str, int], list[dict[str, Any]]], options: Options, context: dict[str, Any]
+) -> tuple[str, Outcome]:
     runs = options.runs
 
     def ratio(key: tuple[str, int]) -> Spread:
@@ -233,34 +240,50 @@ def report(points: dict[tuple[str, int], list[dict[str, Any]]], options: Options
         echo_runs = points[("echo", key[1])]
         return Spread.of(x["rps"] / e["rps"] if e["rps"] else 0.0 for x, e in zip(points[key], echo_runs, strict=True))
 
-    order = [*(("echo", c) for c in CONCURRENCY), *(("one", c) for c in CONCURRENCY),
-             ("uniform", TARGET_CALLERS), ("zipf", TARGET_CALLERS), COLD_POINT, SMALL_POINT]
+    order = [
+        *(("echo", c) for c in CONCURRENCY),
+        *(("one", c) for c in CONCURRENCY),
+        ("uniform", TARGET_CALLERS),
+        ("zipf", TARGET_CALLERS),
+        COLD_POINT,
+        SMALL_POINT,
+    ]
     rows, server_rows = [], []
     total_errors = 0
     for key in order:
         workload, callers = key
         pts = points[key]
         total_errors += sum(p["errors"] for p in pts)
-        rows.append([
-            LABELS[workload], str(callers), _fmt(spread(pts, "rps"), ".0f"), _fmt(spread(pts, "p50_ms")),
-            _fmt(spread(pts, "p99_ms")), _errors(pts), "-" if workload == "echo" else _fmt(ratio(key), ".1%"),
-        ])
+        rows.append(
+            [
+                LABELS[workload],
+                str(callers),
+                _fmt(spread(pts, "rps"), ".0f"),
+                _fmt(spread(pts, "p50_ms")),
+                _fmt(spread(pts, "p99_ms")),
+                _errors(pts),
+                "-" if workload == "echo" else _fmt(ratio(key), ".1%"),
+            ]
+        )
         group = "echo" if workload == "echo" else "server"
         cpu = [_cell(_spread(pts, lambda p, g=group: _per_call_us(p, g)), ".0f")]
         if workload == "echo":
             server_rows.append([LABELS[workload], str(callers), "-", "-", "-", "-", "-", "-", "-", "-", *cpu, "-"])
             continue
-        server_rows.append([
-            LABELS[workload], str(callers),
-            *(_cell(_spread(pts, lambda p, c=c: p["access"][f"{c}_hit"]), ".1%") for c in CACHES),
-            _cell(_spread(pts, lambda p: p["access"]["db_uses"])),
-            _cell(_spread(pts, lambda p: p["access"]["db_ms"]), ".3f"),
-            _cell(_spread(pts, lambda p: p["access"]["batch"]), ".1f"),
-            _cell(_spread(pts, lambda p: p["access"]["hit_duration_ms"])),
-            _cell(_spread(pts, lambda p: p["access"]["miss_duration_ms"])),
-            *cpu,
-            _cell(_spread(pts, lambda p: _per_call_us(p, "postgres")), ".0f"),
-        ])
+        server_rows.append(
+            [
+                LABELS[workload],
+                str(callers),
+                *(_cell(_spread(pts, lambda p, c=c: p["access"][f"{c}_hit"]), ".1%") for c in CACHES),
+                _cell(_spread(pts, lambda p: p["access"]["db_uses"])),
+                _cell(_spread(pts, lambda p: p["access"]["db_ms"]), ".3f"),
+                _cell(_spread(pts, lambda p: p["access"]["batch"]), ".1f"),
+                _cell(_spread(pts, lambda p: p["access"]["hit_duration_ms"])),
+                _cell(_spread(pts, lambda p: p["access"]["miss_duration_ms"])),
+                *cpu,
+                _cell(_spread(pts, lambda p: _per_call_us(p, "postgres")), ".0f"),
+            ]
+        )
     target = ratio(("uniform", TARGET_CALLERS))
     best_case = ratio(("one", TARGET_CALLERS))
     valid = total_errors == 0
@@ -273,8 +296,7 @@ def report(points: dict[tuple[str, int], list[dict[str, Any]]], options: Options
     cold = points[COLD_POINT]
     miss_split = [p["access"] for p in points[SMALL_POINT]]
     lines = [
-        f"Run {context['date']} on {context['machine']}; PostgreSQL {context['pg_version']} "
-        f"({context['pg_source']}).",
+        f"Run {context['date']} on {context['machine']}; PostgreSQL {context['pg_version']} ({context['pg_source']}).",
         "",
         f"`geopera.v1.KernelService/Execute` with operation `items.get` (a `catalog:read` bearer token; items "
         f"with {context['assets']} asset(s), {context['response_bytes']} B responses) on a real `geopera serve` "
@@ -318,10 +340,20 @@ def report(points: dict[tuple[str, int], list[dict[str, Any]]], options: Options
         "backends (/proc; per completed call).",
         "",
         markdown_table(
-            ["workload", "callers", "token cache hit", "item cache hit", "stored render hit", "DB uses/call",
-             "DB ms/call", "lookups per query", "server ms, item hit", "server ms, item miss",
-             "server (echo) CPU µs/call",
-             "PostgreSQL CPU µs/call"],
+            [
+                "workload",
+                "callers",
+                "token cache hit",
+                "item cache hit",
+                "stored render hit",
+                "DB uses/call",
+                "DB ms/call",
+                "lookups per query",
+                "server ms, item hit",
+                "server ms, item miss",
+                "server (echo) CPU µs/call",
+                "PostgreSQL CPU µs/call",
+            ],
             server_rows,
         ),
         "",
@@ -353,14 +385,19 @@ def report(points: dict[tuple[str, int], list[dict[str, Any]]], options: Options
             f"Throughput on a working set larger than the memory given to the cache is set by the miss.",
         ]
     if context.get("profiled"):
-        lines += ["", f"Profiled run: the {TARGET_CALLERS}-caller uniform Execute point of the first round ran "
-                  "under py-spy (bench/out/), which slows it down; do not compare it with unprofiled runs."]
+        lines += [
+            "",
+            f"Profiled run: the {TARGET_CALLERS}-caller uniform Execute point of the first round ran "
+            "under py-spy (bench/out/), which slows it down; do not compare it with unprofiled runs.",
+        ]
     if first_errors:
         lines += ["", "First errors seen:", "", *(f"- `{e}`" for e in first_errors)]
     outcome = Outcome(
-        NAME, valid=valid, target_met=met,
+        NAME,
+        valid=valid,
+        target_met=met,
         summary=f"{TITLE}: {verdict}, Execute/echo at {TARGET_CALLERS} callers on {WORKING_SET:,} items uniform "
-                f"= {_fmt(target, '.1%')} (one item: {_fmt(best_case, '.1%')})",
+        f"= {_fmt(target, '.1%')} (one item: {_fmt(best_case, '.1%')})",
     )
     return "\n".join(lines), outcome
 
@@ -382,15 +419,20 @@ def run(results: Results, options: Options) -> Outcome:
             # What the whole set takes in the item cache, by the server's own accounting.
             set_cached = sum(rendered_size(i, RenderedItem("bench", b"\0" * item_bytes)) for i in item_ids)
             small_budget = int(SMALL_CACHE_SHARE * set_cached)
-            small = ServerProcess(database_url=url, home=tmp / "small-cache",
-                                  extra_env={"GEOPERA_ITEM_CACHE_BYTES": str(small_budget)})
+            small = ServerProcess(
+                database_url=url, home=tmp / "small-cache", extra_env={"GEOPERA_ITEM_CACHE_BYTES": str(small_budget)}
+            )
             payload_hex = request.SerializeToString().hex()
             set_hex = [execute_request(i).SerializeToString().hex() for i in item_ids]
             assert echo.process is not None
             echo_pid = echo.process.pid
             common = {"metadata": metadata, "warmup": options.warmup, "duration": options.duration}
-            execute_spec = {"method": EXECUTE_METHOD, "check": "execute", "expect_operation": "items.get",
-                            "expect_result_type": "geopera.v1.ItemsGetResult"}
+            execute_spec = {
+                "method": EXECUTE_METHOD,
+                "check": "execute",
+                "expect_operation": "items.get",
+                "expect_result_type": "geopera.v1.ItemsGetResult",
+            }
             rng = random.Random(17)
             ranked = item_ids[:]
             rng.shuffle(ranked)  # Zipf ranks: which items are hot is random, not creation order
@@ -398,28 +440,49 @@ def run(results: Results, options: Options) -> Outcome:
 
             def spec_for(workload: str, callers: int, round_index: int) -> dict[str, Any]:
                 if workload == "echo":
-                    return {**common, "target": echo.address, "method": ECHO_METHOD, "check": "echo",
-                            "payload_hex": payload_hex, "concurrency": callers}
+                    return {
+                        **common,
+                        "target": echo.address,
+                        "method": ECHO_METHOD,
+                        "check": "echo",
+                        "payload_hex": payload_hex,
+                        "concurrency": callers,
+                    }
                 target = small if workload == "small" else server
-                spec = {**common, **execute_spec, "target": target.address, "concurrency": callers,
-                        "seed": 1000 + round_index}
+                spec = {
+                    **common,
+                    **execute_spec,
+                    "target": target.address,
+                    "concurrency": callers,
+                    "seed": 1000 + round_index,
+                }
                 if workload == "one":
                     return {**spec, "payload_hex": payload_hex, "expect_in_response": [item_ids[0]]}
                 ids = ranked if workload == "zipf" else item_ids
-                spec = {**spec, "payloads_hex": [set_hex[position[i]] for i in ids], "expect_in_response": ids,
-                        "pick": {"uniform": "uniform", "small": "uniform", "zipf": "zipf",
-                                 "cold": "sequence"}[workload],
-                        "zipf_s": ZIPF_S}
+                spec = {
+                    **spec,
+                    "payloads_hex": [set_hex[position[i]] for i in ids],
+                    "expect_in_response": ids,
+                    "pick": {"uniform": "uniform", "small": "uniform", "zipf": "zipf", "cold": "sequence"}[workload],
+                    "zipf_s": ZIPF_S,
+                }
                 if workload == "cold":
                     order = list(range(len(item_ids)))
                     random.Random(2000 + round_index).shuffle(order)
-                    spec.update(payloads_hex=[set_hex[i] for i in order],
-                                expect_in_response=[item_ids[i] for i in order],
-                                warmup=0.0, duration=COLD_PASS_LIMIT_S, max_requests=len(order))
+                    spec.update(
+                        payloads_hex=[set_hex[i] for i in order],
+                        expect_in_response=[item_ids[i] for i in order],
+                        warmup=0.0,
+                        duration=COLD_PASS_LIMIT_S,
+                        max_requests=len(order),
+                    )
                 return spec
 
-            points: dict[tuple[str, int], list[dict[str, Any]]] = {COLD_POINT: [], SMALL_POINT: [],
-                                                                     **{k: [] for k in WARM_POINTS}}
+            points: dict[tuple[str, int], list[dict[str, Any]]] = {
+                COLD_POINT: [],
+                SMALL_POINT: [],
+                **{k: [] for k in WARM_POINTS},
+            }
 
             def measure(key: tuple[str, int], round_index: int) -> None:
                 workload, callers = key
@@ -440,8 +503,12 @@ def run(results: Results, options: Options) -> Outcome:
                         if profiler is not None:
                             profiler.start()
 
-                    point = run_load(spec, {"server": lambda: [server_pid], "postgres": pg_backends},
-                                     on_measure_start=opened, on_measure_end=window.close)
+                    point = run_load(
+                        spec,
+                        {"server": lambda: [server_pid], "postgres": pg_backends},
+                        on_measure_start=opened,
+                        on_measure_end=window.close,
+                    )
                     if profiler is not None:
                         profiler.finish()
                     point["access"] = window.summary()
@@ -450,8 +517,11 @@ def run(results: Results, options: Options) -> Outcome:
                 if "access" in point:
                     access = point["access"]
                     extra = f", item cache hit {access['item_hit']:.1%}, DB {access['db_ms']:.3f} ms/call"
-                print(f"[{NAME}] round {round_index + 1} {workload:>7} {callers:>3} callers: {point['rps']:.0f} req/s "
-                      f"({point['errors']} errors){extra}", flush=True)
+                print(
+                    f"[{NAME}] round {round_index + 1} {workload:>7} {callers:>3} callers: {point['rps']:.0f} req/s "
+                    f"({point['errors']} errors){extra}",
+                    flush=True,
+                )
 
             for round_index in range(options.runs):
                 server.stop()  # every round starts on a fresh server process: empty caches
@@ -466,8 +536,10 @@ def run(results: Results, options: Options) -> Outcome:
                     # (the steady state of uniform reads), however fast this machine is now.
                     assert small.process is not None
                     small_pid = small.process.pid
-                    fill = run_load({**spec_for("cold", TARGET_CALLERS, round_index), "target": small.address},
-                                    {"server": lambda pid=small_pid: [pid]})
+                    fill = run_load(
+                        {**spec_for("cold", TARGET_CALLERS, round_index), "target": small.address},
+                        {"server": lambda pid=small_pid: [pid]},
+                    )
                     if fill["errors"]:
                         raise RuntimeError(f"filling the small cache failed: {fill['first_error']}")
                     measure(SMALL_POINT, round_index)
@@ -478,12 +550,18 @@ def run(results: Results, options: Options) -> Outcome:
                 raise RuntimeError(f"the server exited during the bench:\n{server.log()[-4000:]}")
 
             context = {
-                "date": started, "machine": machine, "pg_version": pg_version,
-                "pg_source": "GEOPERA_TEST_DATABASE_URL" if os.environ.get("GEOPERA_TEST_DATABASE_URL")
+                "date": started,
+                "machine": machine,
+                "pg_version": pg_version,
+                "pg_source": "GEOPERA_TEST_DATABASE_URL"
+                if os.environ.get("GEOPERA_TEST_DATABASE_URL")
                 else "embedded, GEOPERA_TEST_DATABASE_URL unset",
                 "profiled": options.profile,
-                "request_bytes": len(payload_hex) // 2, "response_bytes": response_bytes, "assets": assets,
-                "cache_budget": DEFAULT_ITEM_CACHE_BYTES, "small_budget": small_budget,
+                "request_bytes": len(payload_hex) // 2,
+                "response_bytes": response_bytes,
+                "assets": assets,
+                "cache_budget": DEFAULT_ITEM_CACHE_BYTES,
+                "small_budget": small_budget,
             }
             body, outcome = report(points, options, context)
             results.set_section(TITLE, body)

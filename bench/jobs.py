@@ -2,7 +2,7 @@
 no-op throughput with real worker processes.
 
 Processes besides this driver: `geopera serve` on a fresh database (default
-settings), four `python -m worker.main` processes (test plugins, for the
+settings), four `python -m geopera_kernel.worker.main` processes (test plugins, for the
 throughput point only), and one client process per measurement
 (`bench.jobs_load`, grpc.aio). The client process also plays the worker when
 it must hold job tokens (dispatch and watch latency), so both timestamps of a
@@ -66,9 +66,9 @@ _CLK_TCK = os.sysconf("SC_CLK_TCK")
 async def seed(url: str, home: Path) -> dict[str, str]:
     """Project `bench` with plenty of credits, USERS user tokens on it (`user` is the
     first, `users` all of them, comma-separated) and a worker token."""
-    from server.app import build_services
-    from server.auth import USER_SCOPES
-    from server.config import Settings
+    from geopera_kernel.server.app import build_services
+    from geopera_kernel.server.auth import USER_SCOPES
+    from geopera_kernel.server.config import Settings
 
     services = await build_services(Settings(database_url=url, home=home, db_pool_size=2), url)
     try:
@@ -116,9 +116,13 @@ def _machine_busy_seconds() -> float:
     return (sum(fields[:8]) - idle) / _CLK_TCK
 
 
-def run_client(spec: dict[str, Any], groups: dict[str, PidSource], time_limit: float,
-               on_measure_start: Callable[[], None] | None = None,
-               on_measure_end: Callable[[], None] | None = None) -> dict[str, Any]:
+def run_client(
+    spec: dict[str, Any],
+    groups: dict[str, PidSource],
+    time_limit: float,
+    on_measure_start: Callable[[], None] | None = None,
+    on_measure_end: Callable[[], None] | None = None,
+) -> dict[str, Any]:
     """Run `bench.jobs_load` with `spec`; adds `cpu` (cores per group over the
     measured window; `load` is the client process, `machine` all of the
     machine's busy time) and `window_s`. Processes (PostgreSQL backends) that
@@ -150,7 +154,7 @@ def run_client(spec: dict[str, Any], groups: dict[str, PidSource], time_limit: f
                 if on_measure_end is not None:
                     on_measure_end()
             elif line.startswith("RESULT "):
-                result = json.loads(line[len("RESULT "):])
+                result = json.loads(line[len("RESULT ") :])
         code = proc.wait()
     finally:
         killer.cancel()
@@ -248,7 +252,9 @@ def where_time_goes(points: list[dict[str, Any]]) -> dict[str, Any]:
             "db_ms": sum(v["db_ms"]) / len(v["db_ms"]), "db_uses": sum(v["db_uses"]) / len(v["db_uses"]),
         })  # fmt: skip
     return {
-        "jobs": jobs, "rpcs": rows, "samples": samples,
+        "jobs": jobs,
+        "rpcs": rows,
+        "samples": samples,
         "active": sum(busy.values()) / samples if samples else float("nan"),
         "idle_in_tx": idle_in_tx / samples if samples else float("nan"),
         "busy": [(k, v / samples) for k, v in busy.most_common(6)] if samples else [],
@@ -256,8 +262,12 @@ def where_time_goes(points: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def report(dispatch: list[dict[str, Any]], watch: list[dict[str, Any]], points: dict[int, list[dict[str, Any]]],
-           context: dict[str, Any]) -> tuple[str, Outcome]:
+def report(
+    dispatch: list[dict[str, Any]],
+    watch: list[dict[str, Any]],
+    points: dict[int, list[dict[str, Any]]],
+    context: dict[str, Any],
+) -> tuple[str, Outcome]:
     runs = context["runs"]
     target = points[TARGET_CLIENTS]
     d50 = _med([d["assign_ms"]["p50"] for d in dispatch])
@@ -306,8 +316,13 @@ def report(dispatch: list[dict[str, Any]], watch: list[dict[str, Any]], points: 
         ["clients", "jobs completed in window", "jobs/s", "p50 ms", "p90 ms", "p99 ms", "max ms", "errors"], tp_rows
     )
     stage_table = markdown_table(
-        ["clients", "create_and_dispatch call", "call -> job RUNNING (start_time)",
-         "RUNNING -> SUCCEEDED (end_time)", "SUCCEEDED -> client sees the end"],
+        [
+            "clients",
+            "create_and_dispatch call",
+            "call -> job RUNNING (start_time)",
+            "RUNNING -> SUCCEEDED (end_time)",
+            "SUCCEEDED -> client sees the end",
+        ],
         stage_rows,
     )
     dispatch_rates = [d["assign_ms"]["n"] / d["window_s"] if d["window_s"] else 0.0 for d in dispatch]
@@ -319,8 +334,20 @@ def report(dispatch: list[dict[str, Any]], watch: list[dict[str, Any]], points: 
     cpu_rows += [_cpu_row(f"throughput, {c} clients ({_med([p['jobs_per_s'] for p in ps]):.0f} jobs/s)", ps,
                           [p["jobs_per_s"] for p in ps]) for c, ps in points.items()]  # fmt: skip
     cpu_table = markdown_table(
-        ["measurement", "server", "workers", "PostgreSQL", "PG background", "load", "other", "machine",
-         "server ms/job", "workers ms/job", "PostgreSQL ms/job", "load ms/job"],
+        [
+            "measurement",
+            "server",
+            "workers",
+            "PostgreSQL",
+            "PG background",
+            "load",
+            "other",
+            "machine",
+            "server ms/job",
+            "workers ms/job",
+            "PostgreSQL ms/job",
+            "load ms/job",
+        ],
         cpu_rows,
     )
     server_cores = _med([p["cpu"].get("server", float("nan")) for p in target])
@@ -341,8 +368,7 @@ def report(dispatch: list[dict[str, Any]], watch: list[dict[str, Any]], points: 
     query_lines = [f"- {v:.2f}: `{k}`" for k, v in where["queries"]]
     first_errors = sorted({r["first_error"] for r in everything if r["first_error"]})
     lines = [
-        f"Run {context['date']} on {context['machine']}; PostgreSQL {context['pg_version']} "
-        f"({context['pg_source']}).",
+        f"Run {context['date']} on {context['machine']}; PostgreSQL {context['pg_version']} ({context['pg_source']}).",
         "",
         "A real `geopera serve` (fresh database, default settings: lease 15 s, heartbeat 3 s, INFO access log, "
         "pool of 16). Clients are grpc.aio in one separate process (`bench/jobs_load.py`) per measurement; "
@@ -370,8 +396,9 @@ def report(dispatch: list[dict[str, Any]], watch: list[dict[str, Any]], points: 
         "",
         f"### End-to-end no-op throughput ({WORKERS} worker processes x capacity {WORKER_CAPACITY})",
         "",
-        f"`python -m worker.main --plugins tests.support.job_plugins,worker.plugins --capacity "
-        f"{WORKER_CAPACITY}` x {WORKERS}. N closed-loop clients over min(N, 4) connections, as {USERS} users "
+        "`python -m geopera_kernel.worker.main --plugins tests.support.job_plugins,geopera_kernel.worker.plugins "
+        f"--capacity {WORKER_CAPACITY}` x {WORKERS}. N closed-loop clients over min(N, 4) connections, "
+        f"as {USERS} users "
         f"(client n has user token n % {USERS}: a token holds at most 16 open streams); each calls "
         "`processing.create_and_dispatch` then reads `WatchJob` until the stream ends (it ends after the "
         f"terminal event; SUCCEEDED is checked). {context['warmup']:g} s warm-up, then jobs finishing within "

@@ -37,9 +37,22 @@ class Profiler:
             return
         OUT_DIR.mkdir(exist_ok=True)
         self.process = subprocess.Popen(
-            [exe, "record", "--pid", str(self.pid), "--duration", str(max(1, round(self.seconds))),
-             "--rate", str(self.rate), "--format", "raw", "--output", str(self.raw)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                exe,
+                "record",
+                "--pid",
+                str(self.pid),
+                "--duration",
+                str(max(1, round(self.seconds))),
+                "--rate",
+                str(self.rate),
+                "--format",
+                "raw",
+                "--output",
+                str(self.raw),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
 
     def finish(self, timeout: float = 30.0) -> Path | None:

@@ -31,20 +31,36 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", action="append", metavar="NAME", choices=BENCHES,
-                        help=f"run only this bench (repeatable): {', '.join(BENCHES)}")
-    parser.add_argument("--duration", type=float, default=5.0, metavar="SECONDS",
-                        help="measured seconds per point (default 5)")
-    parser.add_argument("--warmup", type=float, default=1.0, metavar="SECONDS",
-                        help="warm-up seconds per point (default 1)")
-    parser.add_argument("--runs", type=int, default=RUNS, metavar="N",
-                        help=f"runs per measured point, the same for the server and every peer; figures "
-                             f"are median [min–max] (default {RUNS})")
-    parser.add_argument("--profile", action="store_true",
-                        help="sample the server with py-spy (installed by hand) at the most loaded point; "
-                             "writes bench/out/ and slows that point down")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="NAME",
+        choices=BENCHES,
+        help=f"run only this bench (repeatable): {', '.join(BENCHES)}",
+    )
+    parser.add_argument(
+        "--duration", type=float, default=5.0, metavar="SECONDS", help="measured seconds per point (default 5)"
+    )
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, metavar="SECONDS", help="warm-up seconds per point (default 1)"
+    )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=RUNS,
+        metavar="N",
+        help=f"runs per measured point, the same for the server and every peer; figures "
+        f"are median [min–max] (default {RUNS})",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the server with py-spy (installed by hand) at the most loaded point; "
+        "writes bench/out/ and slows that point down",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a bench misses its target")
     parser.add_argument("--list", action="store_true", help="list the benches and exit")
     args = parser.parse_args(argv)
@@ -57,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--runs must be in [1, 9]")
     signal.signal(signal.SIGTERM, _terminate)
 
-    options = Options(duration=args.duration, warmup=args.warmup, profile=args.profile,
-                      runs=args.runs)
+    options = Options(duration=args.duration, warmup=args.warmup, profile=args.profile, runs=args.runs)
     results = Results()
     outcomes: list[Outcome] = []
     crashed: list[str] = []

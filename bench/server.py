@@ -95,8 +95,8 @@ class ActivitySampler:
 
 async def seed_project(url: str, home: Path, user_scopes: list[str]) -> dict[str, str]:
     """Project `bench` with credits, and tokens: `user` (``user_scopes`` on it), `admin`, `worker`."""
-    from server.app import build_services
-    from server.config import Settings
+    from geopera_kernel.server.app import build_services
+    from geopera_kernel.server.config import Settings
 
     services = await build_services(Settings(database_url=url, home=home, db_pool_size=2), url)
     try:

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from server.store.queries import load_query_dir
+from geopera_kernel.server.store.queries import load_query_dir
 
 QUERY_DIR = Path(__file__).parent / "queries"
 BQ = load_query_dir(QUERY_DIR)

@@ -9,7 +9,7 @@ code needs, so none can disagree with the proto:
 - clients/typescript/src/operation_table.ts (the TypeScript client's),
 - the operations table of README.md, between its `operations:begin/end` markers.
 
-The server's registry reads the options itself (server.api.registry). Run after
+The server's registry reads the options itself (geopera_kernel.server.api.registry). Run after
 scripts/gen_protos.py: it reads the compiled stubs. `--check` exits 1 when a
 committed copy is stale or hand-edited. `make generate` / `make check-generated`
 run it.

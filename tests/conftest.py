@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 import pytest
 
-from server.auth import USER_SCOPES
+from geopera_kernel.server.auth import USER_SCOPES
 from tests.support.client import KernelClient
 from tests.support.db import DatabaseFactory, admin_url
 from tests.support.process import ChildProcess
@@ -24,7 +24,7 @@ from tests.support.server import ServerProcess
 from tests.support.workers import granted_test_job_types
 
 if TYPE_CHECKING:
-    from server.services import Services
+    from geopera_kernel.server.services import Services
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "data" / "s2_slovenia"
@@ -125,14 +125,14 @@ class World:
 
 
 async def _services(url: str, home: Path) -> Services:
-    from server.app import build_services
-    from server.config import Settings
+    from geopera_kernel.server.app import build_services
+    from geopera_kernel.server.config import Settings
 
     return await build_services(Settings(database_url=url, home=home, db_pool_size=2), url)
 
 
 async def seed_world(world: World) -> None:
-    from server.demo import SYSTEM, sample_items
+    from geopera_kernel.server.demo import SYSTEM, sample_items
 
     services = await _services(world.database_url, world.home)
     try:

@@ -22,7 +22,8 @@ def admin(home, *args: str, database_url: str | None = None) -> subprocess.Compl
     if database_url:
         env["GEOPERA_DATABASE_URL"] = database_url
     return subprocess.run(
-        [sys.executable, "-m", "server.cli", "admin", *args], cwd=REPO, env=env, capture_output=True, text=True,
+        [sys.executable, "-m", "geopera_kernel.server.cli", "admin", *args], cwd=REPO, env=env, capture_output=True,
+        text=True,
         timeout=120,
     )  # fmt: skip
 
@@ -84,7 +85,8 @@ def test_admin_on_the_embedded_database_prints_no_warning(tmp_path):
     env_without_runtime_dir = {k: v for k, v in env_without_runtime_dir.items() if not k.startswith("GEOPERA_")}
     env_without_runtime_dir["GEOPERA_HOME"] = str(tmp_path / "home")
     result = subprocess.run(
-        [sys.executable, "-m", "server.cli", "admin", "project", "list"], cwd=REPO, env=env_without_runtime_dir,
+        [sys.executable, "-m", "geopera_kernel.server.cli", "admin", "project", "list"], cwd=REPO,
+        env=env_without_runtime_dir,
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from server.auth import ANY_SCOPE, USER_SCOPES
+from geopera_kernel.server.auth import ANY_SCOPE, USER_SCOPES
 from tests.support.client import RpcFailure
 from tests.support.matrix import CASES
 from tests.support.registry import REGISTRY

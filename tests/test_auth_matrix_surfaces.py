@@ -26,9 +26,9 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from geopera.v1 import auth_pb2, kernel_pb2, processing_pb2, resources_pb2, worker_pb2, worker_pb2_grpc
-from server.api.registry import Operation
-from server.auth import ANY_SCOPE, USER_SCOPES
-from server.mcp.tools import tool_name
+from geopera_kernel.server.api.registry import Operation
+from geopera_kernel.server.auth import ANY_SCOPE, USER_SCOPES
+from geopera_kernel.server.mcp.tools import tool_name
 from tests.conftest import TEST_SERVER_ENV, World, seed_world
 from tests.jobs_support import RawWorker, create_and_dispatch, job_metadata
 from tests.support.client import RpcFailure

@@ -221,7 +221,7 @@ def test_a_name_without_a_date_needs_a_datetime(world, tmp_path):
     with rasterio.open(SAMPLE) as src:
         profile = src.profile
         data = src.read()
-    from raster import write_cog
+    from geopera_kernel.raster import write_cog
 
     write_cog(
         path,

@@ -16,8 +16,8 @@ import pytest
 from google.protobuf import struct_pb2
 
 from geopera.v1 import analytics_pb2, options_pb2
-from server.api.registry import SIDE_EFFECTS, message_base_name
-from server.mcp.kernel import KernelError, _retryable
+from geopera_kernel.server.api.registry import SIDE_EFFECTS, message_base_name
+from geopera_kernel.server.mcp.kernel import KernelError, _retryable
 from tests.conftest import SAMPLES
 from tests.support.client import RpcFailure
 from tests.support.registry import REGISTRY

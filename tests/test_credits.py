@@ -10,8 +10,8 @@ import grpc
 import pytest
 
 from geopera.v1 import processing_pb2
-from raster.cost import CostModel
-from server.domain.jobs import JobTypeRecord
+from geopera_kernel.raster.cost import CostModel
+from geopera_kernel.server.domain.jobs import JobTypeRecord
 from tests.conftest import World, _services
 from tests.jobs_support import balance, ledger, ledger_sums, struct
 from tests.support.client import RpcFailure

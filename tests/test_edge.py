@@ -1,5 +1,5 @@
 """The transport edge is one place: every RPC of every kernel service goes
-through the one interceptor (`server.edge.interceptor`), so each one, whatever
+through the one interceptor (`geopera_kernel.server.edge.interceptor`), so each one, whatever
 its shape (unary, client stream, server stream, both), answers a bad token the
 same way: UNAUTHENTICATED with one ErrorInfo carrying the request id, the
 `x-request-id` trailer, and one access log line. Health and reflection pass
@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from geopera.v1 import kernel_pb2, worker_pb2
-from server.app import SERVICE_NAMES
+from geopera_kernel.server.app import SERVICE_NAMES
 from tests.support.client import RpcFailure
 
 METHODS = [

@@ -12,10 +12,10 @@ import psycopg
 import pytest
 
 from geopera.v1 import processing_pb2
-from raster.cost import CostModel
-from server.auth import USER_SCOPES
-from server.domain.jobs import JobTypeRecord
-from server.store.database import load_migrations
+from geopera_kernel.raster.cost import CostModel
+from geopera_kernel.server.auth import USER_SCOPES
+from geopera_kernel.server.domain.jobs import JobTypeRecord
+from geopera_kernel.server.store.database import load_migrations
 from tests.conftest import SAMPLES, TEST_SERVER_ENV, World, start_seeded_world, stop_world
 from tests.jobs_support import balance, struct
 from tests.support.client import RpcFailure

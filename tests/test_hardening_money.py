@@ -18,8 +18,8 @@ from pyproj import Geod
 from shapely.geometry import shape
 
 from geopera.v1 import catalog_pb2, processing_pb2, resources_pb2, worker_pb2
-from raster.cost import CostModel
-from server.domain.jobs import JobTypeRecord
+from geopera_kernel.raster.cost import CostModel
+from geopera_kernel.server.domain.jobs import JobTypeRecord
 from tests.jobs_support import (
     STATUS,
     balance,

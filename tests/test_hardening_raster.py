@@ -24,8 +24,8 @@ from google.rpc import error_details_pb2
 from rasterio.transform import from_origin
 
 from geopera.v1 import catalog_pb2, processing_pb2
-from raster import RASTER_WORK_CANCELLED, RasterError
-from server.domain.raster_work import RasterWorkPool
+from geopera_kernel.raster import RASTER_WORK_CANCELLED, RasterError
+from geopera_kernel.server.domain.raster_work import RasterWorkPool
 from tests.conftest import SAMPLES, TEST_SERVER_ENV, World, seed_world
 from tests.jobs_support import FAST_LEASES, STATUS, create_and_dispatch, wait_for_job_type, wait_terminal
 from tests.support.client import RpcFailure

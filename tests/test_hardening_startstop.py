@@ -95,7 +95,7 @@ def _second_server(home: Path, database_url: str, *args: str) -> subprocess.Comp
     env.update({"GEOPERA_HOME": str(home), "GEOPERA_DATABASE_URL": database_url})
     # Before the fix the gRPC case shared the port and kept running: the timeout fails it.
     return subprocess.run(
-        [sys.executable, "-m", "server.cli", "serve", *args],
+        [sys.executable, "-m", "geopera_kernel.server.cli", "serve", *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 

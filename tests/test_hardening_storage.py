@@ -34,9 +34,9 @@ from google.protobuf import json_format, struct_pb2
 from google.rpc import error_details_pb2
 
 from geopera.v1 import analytics_pb2, catalog_pb2, kernel_pb2, processing_pb2, resources_pb2
-from server.auth import USER_SCOPES
-from server.storage import LocalStorage
-from server.store import connect_database
+from geopera_kernel.server.auth import USER_SCOPES
+from geopera_kernel.server.storage import LocalStorage
+from geopera_kernel.server.store import connect_database
 from tests.conftest import SAMPLES, TEST_SERVER_ENV, World, start_seeded_world, stop_world
 from tests.jobs_support import wait_for_job_type
 from tests.support.client import RpcFailure
@@ -85,7 +85,7 @@ def admin(world: World, *args: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEOPERA_")}
     env.update({"GEOPERA_HOME": str(world.home), "GEOPERA_DATABASE_URL": world.database_url})
     result = subprocess.run(
-        [sys.executable, "-m", "server.cli", "admin", *args],
+        [sys.executable, "-m", "geopera_kernel.server.cli", "admin", *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -115,7 +115,7 @@ def put(path: Path, data: bytes, *, age_seconds: float = 0) -> Path:
 
 
 def test_stored_bytes_are_deleted_only_when_the_transaction_surely_rolled_back(database_url, tmp_path):
-    from server.domain.pending_objects import PendingObjects
+    from geopera_kernel.server.domain.pending_objects import PendingObjects
 
     async def scenario() -> dict[str, tuple[bool, bool, str]]:
         db = await connect_database(database_url, min_size=1, max_size=2)
@@ -384,7 +384,7 @@ def test_job_outputs_over_the_quota_are_refused_and_not_stored(world, tmp_path):
     import numpy as np
 
     from geopera.v1 import worker_pb2
-    from raster import write_cog
+    from geopera_kernel.raster import write_cog
     from tests.jobs_support import RawWorker, create_and_dispatch, job_metadata
     from tests.support.job_plugins import SQUARE
 
@@ -635,17 +635,17 @@ def test_client_geometries_are_parsed_off_the_event_loop(database_url, tmp_path,
     """Every parse of a client geometry (the costly part, with the area and
     intersection work that follows it) happens on a worker thread, never on the
     thread running the event loop, whichever call brings the geometry in."""
-    import raster.geo
-    from server.app import register_builtin_job_types
-    from server.demo import SYSTEM, sample_items
-    from server.domain.clip import ClipRequest, create_clip_job
-    from server.domain.jobs import JobCreate
-    from server.domain.models import ItemQuery
+    import geopera_kernel.raster.geo
+    from geopera_kernel.server.app import register_builtin_job_types
+    from geopera_kernel.server.demo import SYSTEM, sample_items
+    from geopera_kernel.server.domain.clip import ClipRequest, create_clip_job
+    from geopera_kernel.server.domain.jobs import JobCreate
+    from geopera_kernel.server.domain.models import ItemQuery
     from tests.conftest import _services
 
     parsed_on_loop: list[str] = []
     parsed_off_loop: list[str] = []
-    parse = raster.geo._geometry
+    parse = geopera_kernel.raster.geo._geometry
 
     def recording_parse(value, path, *, repair):  # type: ignore[no-untyped-def]
         try:
@@ -658,7 +658,7 @@ def test_client_geometries_are_parsed_off_the_event_loop(database_url, tmp_path,
     async def scenario() -> None:
         services = await _services(database_url, tmp_path)
         # From here on (building the services validated the methods' own examples).
-        monkeypatch.setattr(raster.geo, "_geometry", recording_parse)
+        monkeypatch.setattr(geopera_kernel.raster.geo, "_geometry", recording_parse)
         try:
             await register_builtin_job_types(services.jobs)
             await services.catalog.create_project("geo", "Geo")

@@ -29,8 +29,8 @@ from geopera.v1 import (
     worker_pb2,
     worker_pb2_grpc,
 )
-from server.auth import USER_SCOPES, hash_token
-from server.store.database import load_migrations, migrate
+from geopera_kernel.server.auth import USER_SCOPES, hash_token
+from geopera_kernel.server.store.database import load_migrations, migrate
 from tests.conftest import TEST_SERVER_ENV
 from tests.jobs_support import (
     FAST_LEASES,
@@ -202,10 +202,16 @@ def test_a_job_type_is_changed_only_by_the_credential_that_registered_it(world):
     second = declaration("probe_shared", flat=5)
     assert hello(world, owner, [second]).worker_id
     assert declaration_of(world, "probe_shared") == second
-    job = world.client("alpha").execute(
-        "processing.create",
-        processing_pb2.ProcessingCreateParams(project_id="alpha", job_type_id="probe_shared", input_params=struct({})),
-    ).job
+    job = (
+        world.client("alpha")
+        .execute(
+            "processing.create",
+            processing_pb2.ProcessingCreateParams(
+                project_id="alpha", job_type_id="probe_shared", input_params=struct({})
+            ),
+        )
+        .job
+    )
     assert job.credits_reserved == 5
     world.client("alpha").execute("processing.jobs.cancel", processing_pb2.ProcessingJobsCancelParams(job_id=job.id))
 
@@ -285,10 +291,16 @@ def test_a_revoked_credential_s_open_streams_end_within_the_token_cache_time(wor
     user_token = world.make_token(scopes=list(USER_SCOPES), projects=["alpha"])
     raw = RawWorker(world.channel, workers_token, [declaration("probe_revoked")])
     # A PENDING job never changes by itself: its watches stay open.
-    job = world.client(user_token).execute(
-        "processing.create",
-        processing_pb2.ProcessingCreateParams(project_id="alpha", job_type_id="probe_revoked", input_params=struct({})),
-    ).job
+    job = (
+        world.client(user_token)
+        .execute(
+            "processing.create",
+            processing_pb2.ProcessingCreateParams(
+                project_id="alpha", job_type_id="probe_revoked", input_params=struct({})
+            ),
+        )
+        .job
+    )
     ended: queue.Queue = queue.Queue()
     watching, streaming, release = threading.Event(), threading.Event(), threading.Event()
     threads = [
@@ -408,9 +420,11 @@ def test_workers_of_a_server_that_died_are_not_listed_as_connected_after_their_l
             time.sleep(0.1)
         orphan = [w for w in workers(world, include_disconnected=True) if w.name == "orphan"]
         assert [w.connected for w in orphan] == [False]
-        types = world.client("alpha").execute(
-            "processing.job_types.list", processing_pb2.ProcessingJobTypesListParams()
-        ).job_types
+        types = (
+            world.client("alpha")
+            .execute("processing.job_types.list", processing_pb2.ProcessingJobTypesListParams())
+            .job_types
+        )
         assert {t.job_type_id: t.connected_workers for t in types}["test_cog"] == 0
     finally:
         worker.stop()

@@ -16,13 +16,13 @@ import pytest
 from google.protobuf import any_pb2
 
 from geopera.v1 import auth_pb2, catalog_pb2, kernel_pb2, kernel_pb2_grpc, resources_pb2
-from server import callstats
-from server.api import convert
-from server.api.kernel import _execute_response
-from server.auth import Principal
-from server.domain.batching import BatchLoader
-from server.domain.catalog import ByteBudgetLru, RenderedItem, rendered_size
-from server.errors import DomainError
+from geopera_kernel.server import callstats
+from geopera_kernel.server.api import convert
+from geopera_kernel.server.api.kernel import _execute_response
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.batching import BatchLoader
+from geopera_kernel.server.domain.catalog import ByteBudgetLru, RenderedItem, rendered_size
+from geopera_kernel.server.errors import DomainError
 from tests.support.registry import REGISTRY
 from tests.test_item_renders import _copy_item, _fresh_conversion, _stored
 

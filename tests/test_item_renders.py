@@ -11,10 +11,10 @@ import pytest
 from psycopg.rows import dict_row
 
 from geopera.v1 import catalog_pb2, resources_pb2
-from server.api import convert
-from server.domain.models import ItemRecord
-from server.ids import new_id
-from server.store import Q
+from geopera_kernel.server.api import convert
+from geopera_kernel.server.domain.models import ItemRecord
+from geopera_kernel.server.ids import new_id
+from geopera_kernel.server.store import Q
 from tests.support.client import RpcFailure
 
 

@@ -14,8 +14,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from geopera.v1 import catalog_pb2, processing_pb2, worker_pb2
-from server.domain.jobs import JobRecord, event_snapshot
-from server.domain.jobs.notices import EVENTS_CHANNEL, EventNotice
+from geopera_kernel.server.domain.jobs import JobRecord, event_snapshot
+from geopera_kernel.server.domain.jobs.notices import EVENTS_CHANNEL, EventNotice
 from tests.jobs_support import (
     STATUS,
     RawWorker,

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
+NAMESPACE = "geopera_kernel"  # src/<package> installs as geopera_kernel.<package>
 
 FORBIDDEN = {
     "server": {"worker"},
@@ -32,13 +33,19 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
     return found
 
 
-def cross_imports(package: str) -> list[str]:
+def top_package(module: str) -> str:
+    """``geopera_kernel.server.app`` -> ``server``; ``grpc.aio`` -> ``grpc``."""
+    parts = module.split(".")
+    return parts[1] if parts[0] == NAMESPACE and len(parts) > 1 else parts[0]
+
+
+def cross_imports(package: str, root: Path = SRC) -> list[str]:
     forbidden = FORBIDDEN[package]
     return [
-        f"{path.relative_to(SRC)}:{line}: imports {module}"
-        for path in sorted((SRC / package).rglob("*.py"))
+        f"{path.relative_to(root)}:{line}: imports {module}"
+        for path in sorted((root / package).rglob("*.py"))
         for line, module in imported_modules(path)
-        if module.split(".")[0] in forbidden
+        if top_package(module) in forbidden
     ]
 
 
@@ -50,5 +57,13 @@ def test_packages_import_only_in_the_allowed_direction(package):
 
 def test_the_check_sees_an_import_anywhere_in_a_module(tmp_path):
     module = tmp_path / "m.py"
-    module.write_text("def f():\n    from worker.main import main\n\nif False:\n    import server.app\n")
-    assert imported_modules(module) == [(2, "worker.main"), (5, "server.app")]
+    module.write_text(
+        "def f():\n    from geopera_kernel.worker.main import main\n\nif False:\n    import geopera_kernel.server.app\n"
+    )
+    assert imported_modules(module) == [(2, "geopera_kernel.worker.main"), (5, "geopera_kernel.server.app")]
+
+
+def test_a_cross_import_through_our_namespace_is_caught(tmp_path):
+    (tmp_path / "worker").mkdir()
+    (tmp_path / "worker" / "m.py").write_text("from geopera_kernel.server.app import build_services\nimport grpc\n")
+    assert cross_imports("worker", tmp_path) == ["worker/m.py:1: imports geopera_kernel.server.app"]

@@ -16,9 +16,9 @@ import pytest
 from google.protobuf import json_format
 
 from geopera.v1 import analytics_pb2, catalog_pb2
-from server import auth as server_auth
-from server.mcp.scopes import allows
-from server.mcp.tools import IDEMPOTENCY_META_KEY, tool_name
+from geopera_kernel.server import auth as server_auth
+from geopera_kernel.server.mcp.scopes import allows
+from geopera_kernel.server.mcp.tools import IDEMPOTENCY_META_KEY, tool_name
 from tests.conftest import SAMPLES, World
 from tests.jobs_support import start_workers, start_world
 from tests.support.mcp_client import McpClient, http_post

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from bench.sql import QUERY_DIR as BENCH_QUERY_DIR
-from server.store.queries import NamedQuery, load_queries, load_query_dir, parse_queries
+from geopera_kernel.server.store.queries import NamedQuery, load_queries, load_query_dir, parse_queries
 from tests.support.db import DatabaseFactory
 
 QUERIES = [*load_queries().all(), *load_query_dir(BENCH_QUERY_DIR).all()]

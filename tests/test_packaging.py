@@ -34,7 +34,7 @@ def test_the_licence_texts_are_one_text_and_the_notice_names_the_data_terms():
 @pytest.mark.parametrize(
     ("project", "files"),
     [
-        (".", ["pyproject.toml", "README.md", "LICENSE", "NOTICE", "src"]),
+        (".", ["pyproject.toml", "README.md", "LICENSE", "NOTICE", "src", "namespace"]),
         ("generated", ["pyproject.toml", "LICENSE", "geopera"]),
         ("clients/python", ["pyproject.toml", "README.md", "LICENSE", "src"]),
     ],
@@ -64,3 +64,46 @@ def test_an_editable_install_builds_without_a_warning(tmp_path, project, files):
     output = result.stdout + result.stderr
     for sign in ("Warning", "deprecated", "careful"):
         assert sign not in output, output
+
+
+def test_the_kernel_installs_under_its_own_name_only(tmp_path):
+    """A wheel of the kernel holds one top-level import package, geopera_kernel (server, worker
+    and raster inside it, with their SQL and typing marker), and no `server` or `worker` of its
+    own that another distribution could also install."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    copy = tmp_path / "project"
+    copy.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE", "NOTICE"):
+        shutil.copy(REPO / name, copy / name)
+    shutil.copytree(REPO / "src", copy / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(REPO / "namespace", copy / "namespace", symlinks=True,
+                    ignore=shutil.ignore_patterns("*.egg-info"))  # fmt: skip
+    build = f"from setuptools import build_meta; print(build_meta.build_wheel({str(tmp_path)!r}))"
+    result = subprocess.run([sys.executable, "-c", build], cwd=copy, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    wheel = tmp_path / result.stdout.strip().splitlines()[-1]
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert tops == {"geopera_kernel"}
+    for expected in (
+        "geopera_kernel/server/cli.py",
+        "geopera_kernel/worker/__main__.py",
+        "geopera_kernel/raster/geo.py",
+        "geopera_kernel/server/store/queries/jobs.sql",
+        "geopera_kernel/server/py.typed",
+    ):
+        assert expected in names
+    entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "geopera = geopera_kernel.server.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+
+
+def test_the_old_top_level_names_are_not_importable():
+    import importlib.util
+
+    assert importlib.util.find_spec("geopera_kernel.server") is not None
+    for name in ("server", "worker", "raster"):
+        assert importlib.util.find_spec(name) is None, name

@@ -27,9 +27,9 @@ from shapely.geometry import shape
 from shapely.ops import unary_union
 
 from geopera.v1 import catalog_pb2, kernel_pb2, processing_pb2, resources_pb2, worker_pb2
-from raster.cog import COG_CREATION_OPTIONS
-from raster.cost import CostModel
-from server.domain.jobs import JobTypeRecord
+from geopera_kernel.raster.cog import COG_CREATION_OPTIONS
+from geopera_kernel.raster.cost import CostModel
+from geopera_kernel.server.domain.jobs import JobTypeRecord
 from tests.conftest import SAMPLES, ledger_violations
 from tests.jobs_support import (
     STATUS,
@@ -463,7 +463,7 @@ def test_an_output_that_breaks_the_cog_convention_fails_the_job_with_its_reason(
 
 def test_the_same_outputs_written_properly_are_accepted(promise_world, tmp_path):
     """The refusals above are about the files, not about the raw session."""
-    from raster import write_cog
+    from geopera_kernel.raster import write_cog
 
     raw = RawWorker(promise_world.channel, promise_world.tokens["worker"], [RAW_TYPE])
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import psycopg
 
 from geopera.v1 import processing_pb2, resources_pb2
-from server.store import Q
+from geopera_kernel.server.store import Q
 from tests.jobs_support import running_world, struct, wait_terminal
 
 

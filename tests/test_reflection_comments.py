@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from google.protobuf import descriptor_pb2, descriptor_pool
 
-import server.app  # noqa: F401  (imports every geopera.v1 module, as the server does)
-from server.api.reflection import DocumentedPool, _documented_files
+import geopera_kernel.server.app  # noqa: F401  (imports every geopera.v1 module, as the server does)
+from geopera_kernel.server.api.reflection import DocumentedPool, _documented_files
 
 
 def _without_docs(proto: descriptor_pb2.FileDescriptorProto) -> descriptor_pb2.FileDescriptorProto:

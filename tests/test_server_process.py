@@ -13,7 +13,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from geopera.v1 import catalog_pb2
-from server.store.database import _MIGRATION_LOCK_ID
+from geopera_kernel.server.store.database import _MIGRATION_LOCK_ID
 from tests.support.client import KernelClient, RpcFailure
 from tests.support.registry import REGISTRY
 from tests.support.server import ServerProcess

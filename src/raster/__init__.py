@@ -1,14 +1,14 @@
 """What the server and the worker share, so that neither imports the other.
 
 Raster helpers (inspection, COG validation/writing, band naming; re-exported here), clipping
-(``raster.clip``) and the bathymetry model (``raster.bathymetry``); geometry in lon/lat
-(``raster.geo``: GeoJSON parsing, the ``Aoi`` value object, geodesic areas, reprojection); the
-error vocabulary (``raster.domain_errors``), the cost model (``raster.cost``) and the built-in
-job types' definitions (``raster.job_types``). No gRPC, database or generated-code
-dependencies (tests/test_layering.py holds it so).
+(``.clip``) and the bathymetry model (``.bathymetry``); geometry in lon/lat (``.geo``: GeoJSON
+parsing, the ``Aoi`` value object, geodesic areas, reprojection); the error vocabulary
+(``.domain_errors``), the cost model (``.cost``) and the built-in job types' definitions
+(``.job_types``), each a module of this package (``geopera_kernel.raster``). No gRPC, database
+or generated-code dependencies (tests/test_layering.py holds it so).
 """
 
-from raster.bands import (
+from geopera_kernel.raster.bands import (
     COMMON_NAMES,
     LANDSAT_COMMON_NAMES,
     SENTINEL2_COMMON_NAMES,
@@ -16,8 +16,8 @@ from raster.bands import (
     is_sensor_band_id,
     sensor_common_name,
 )
-from raster.cog import COG_CREATION_OPTIONS, COG_DRIVER, COG_PROFILE, convert_to_cog, write_cog
-from raster.errors import (
+from geopera_kernel.raster.cog import COG_CREATION_OPTIONS, COG_DRIVER, COG_PROFILE, convert_to_cog, write_cog
+from geopera_kernel.raster.errors import (
     COG_WRITE_FAILED,
     NOT_A_COG,
     RASTER_TOO_LARGE,
@@ -28,14 +28,14 @@ from raster.errors import (
     RasterError,
     without_directories,
 )
-from raster.inspect import (
+from geopera_kernel.raster.inspect import (
     MEDIA_TYPE_COG,
     MEDIA_TYPE_GEOTIFF,
     datetime_from_name,
     inspect_raster,
     render_hint_for,
 )
-from raster.safe_open import (
+from geopera_kernel.raster.safe_open import (
     CONVERSION_DRIVERS,
     GEOTIFF_DRIVERS,
     RasterLimits,
@@ -44,7 +44,7 @@ from raster.safe_open import (
     open_stored,
     raster_limits,
 )
-from raster.types import (
+from geopera_kernel.raster.types import (
     BandInfo,
     BandStatistics,
     GridInfo,

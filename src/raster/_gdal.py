@@ -11,8 +11,8 @@ from rasterio.env import get_gdal_config, set_gdal_config
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
-from raster.errors import UNREADABLE_RASTER, RasterError
-from raster.safe_open import GDAL_ERRORS, gdal_message, open_raster
+from geopera_kernel.raster.errors import UNREADABLE_RASTER, RasterError
+from geopera_kernel.raster.safe_open import GDAL_ERRORS, gdal_message, open_raster
 
 
 def last_block_window(width: int, height: int, block_width: int, block_height: int) -> Window:

@@ -7,7 +7,7 @@ satellite imagery over variable bottom types", Limnol. Oceanogr. 48(1, part 2): 
 ``m1``/``m0`` are calibrated per scene against known depths; ``n`` (default 1000) keeps both
 logarithms positive and the ratio close to linear in depth.
 
-Processed in strips of source blocks like ``raster.clip``; the output is a one-band
+Processed in strips of source blocks like ``geopera_kernel.raster.clip``; the output is a one-band
 float32 house COG with NaN as nodata.
 """
 
@@ -24,12 +24,12 @@ from rasterio.enums import MaskFlags
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
-from raster.bands import common_name_for
-from raster.clip import STRIPS_PROGRESS_SHARE, require_georeferenced
-from raster.cog import STATISTICS_PREFIX, BandMetadata, staged_cog
-from raster.errors import UNSUPPORTED_RASTER, RasterError
-from raster.safe_open import open_raster
-from raster.strips import CheckCancelled, Progress, read_masks, read_window, strip_source, strip_windows
+from geopera_kernel.raster.bands import common_name_for
+from geopera_kernel.raster.clip import STRIPS_PROGRESS_SHARE, require_georeferenced
+from geopera_kernel.raster.cog import STATISTICS_PREFIX, BandMetadata, staged_cog
+from geopera_kernel.raster.errors import UNSUPPORTED_RASTER, RasterError
+from geopera_kernel.raster.safe_open import open_raster
+from geopera_kernel.raster.strips import CheckCancelled, Progress, read_masks, read_window, strip_source, strip_windows
 
 # The source lacks a blue or green band (by common name or explicit index).
 BANDS_NOT_FOUND: Final = "BANDS_NOT_FOUND"
@@ -71,7 +71,7 @@ def find_bands(dataset: DatasetReader) -> dict[str, int]:
     """1-based indexes of the blue, green and (when present) nir bands, by common name.
 
     A band's common name comes from its COMMON_NAME tag, else its description ("blue", "B02",
-    "SR_B3"...), else its BAND_ID tag, as in ``raster.inspect``.
+    "SR_B3"...), else its BAND_ID tag, as in ``geopera_kernel.raster.inspect``.
     """
     names: dict[str, int] = {}
     for index in dataset.indexes:

@@ -6,8 +6,8 @@ offsets, ceiling of the far edges in pixel space, intersected with the raster, n
 same ``geometry_mask`` rasterization (pixel centres, ``all_touched=False``). Only the window is
 read, in strips of whole source blocks, so memory follows the strip size, not the raster size.
 
-Strips are read as ``raster.strips`` reads them and staged into a COG by ``raster.cog.staged_cog``,
-as the bathymetry model does.
+Strips are read as ``geopera_kernel.raster.strips`` reads them and staged into a COG by
+``geopera_kernel.raster.cog.staged_cog``, as the bathymetry model does.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from shapely.geometry import shape
 
-from raster._gdal import gdal_cache_limit
-from raster.cog import TRANSLATION_CACHE_MIN_BYTES, band_metadata, staged_cog
-from raster.errors import UNSUPPORTED_RASTER, RasterError
-from raster.geo import Area, NotInCrs, geodesic_area_km2, polygonal, to_crs, to_geojson
-from raster.inspect import footprint_of
-from raster.safe_open import open_raster
-from raster.strips import CheckCancelled, Progress, read_masks, read_window, strip_source, strip_windows
+from geopera_kernel.raster._gdal import gdal_cache_limit
+from geopera_kernel.raster.cog import TRANSLATION_CACHE_MIN_BYTES, band_metadata, staged_cog
+from geopera_kernel.raster.errors import UNSUPPORTED_RASTER, RasterError
+from geopera_kernel.raster.geo import Area, NotInCrs, geodesic_area_km2, polygonal, to_crs, to_geojson
+from geopera_kernel.raster.inspect import footprint_of
+from geopera_kernel.raster.safe_open import open_raster
+from geopera_kernel.raster.strips import CheckCancelled, Progress, read_masks, read_window, strip_source, strip_windows
 
 # The AOI and the raster footprint do not overlap (or only touch).
 AOI_OUTSIDE_FOOTPRINT: Final = "AOI_OUTSIDE_FOOTPRINT"
@@ -111,8 +111,16 @@ def clip_to_cog(
 
         def write(nodata: float, *, collisions_matter: bool) -> _Counts:
             return _write_clip(
-                Path(src), dataset, indexes, geometry, window, nodata, dst,
-                collisions_matter=collisions_matter, report=report, check=check,
+                Path(src),
+                dataset,
+                indexes,
+                geometry,
+                window,
+                nodata,
+                dst,
+                collisions_matter=collisions_matter,
+                report=report,
+                check=check,
             )
 
         try:

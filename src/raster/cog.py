@@ -21,9 +21,9 @@ from rasterio.crs import CRS
 from rasterio.io import DatasetReader, DatasetWriter
 from rasterio.windows import Window
 
-from raster._gdal import gdal_cache_limit, probe_last_blocks
-from raster.errors import COG_WRITE_FAILED, UNREADABLE_RASTER, UNSUPPORTED_RASTER, RasterError
-from raster.safe_open import CONVERSION_DRIVERS, GDAL_ERRORS, gdal_message, open_raster
+from geopera_kernel.raster._gdal import gdal_cache_limit, probe_last_blocks
+from geopera_kernel.raster.errors import COG_WRITE_FAILED, UNREADABLE_RASTER, UNSUPPORTED_RASTER, RasterError
+from geopera_kernel.raster.safe_open import CONVERSION_DRIVERS, GDAL_ERRORS, gdal_message, open_raster
 
 COG_DRIVER: Final = "COG"
 COG_CREATION_OPTIONS: Final[Mapping[str, str]] = MappingProxyType(
@@ -311,8 +311,13 @@ def staged_cog(
     """
     dst = Path(dst)
     profile: dict[str, Any] = {
-        "width": width, "height": height, "count": count, "dtype": dtype,
-        "crs": crs, "transform": transform, "nodata": nodata,
+        "width": width,
+        "height": height,
+        "count": count,
+        "dtype": dtype,
+        "crs": crs,
+        "transform": transform,
+        "nodata": nodata,
     }
     if width * height * count * np.dtype(dtype).itemsize <= MEMORY_STAGING_MAX_BYTES:
         with _create_staging("", driver="MEM", **profile) as memory:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from raster.domain_errors import invalid_argument
+from geopera_kernel.raster.domain_errors import invalid_argument
 
 # The largest cost in credits: exact in float arithmetic (the cost is computed
 # in floats) and in JavaScript numbers, far below the int64 of the balances.

@@ -2,10 +2,10 @@
 
 A `DomainError` carries a status code, an UPPER_SNAKE_CASE reason, a message,
 and optionally field violations and an expected JSON Schema. Exactly one place
-(`server.edge.status`) turns it into a `google.rpc.Status`; domain code never
+(`geopera_kernel.server.edge.status`) turns it into a `google.rpc.Status`; domain code never
 imports grpc. It lives in the shared package because the shared GeoJSON parser
-(`raster.geo`) and cost model (`raster.cost`) raise it; the server imports it
-as `server.errors`.
+(`geopera_kernel.raster.geo`) and cost model (`geopera_kernel.raster.cost`) raise it; the server imports it
+as `geopera_kernel.server.errors`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import Final
 # An allowed format that GDAL cannot open or whose pixels cannot be read (truncated/corrupt).
 UNREADABLE_RASTER: Final = "UNREADABLE_RASTER"
 # The file is not in a format the operation accepts (GeoTIFF; for conversion also JPEG 2000),
-# e.g. a VRT, an ENVI/PDS label, a text file. See ``raster.safe_open``.
+# e.g. a VRT, an ENVI/PDS label, a text file. See ``geopera_kernel.raster.safe_open``.
 UNSUPPORTED_RASTER_FORMAT: Final = "UNSUPPORTED_RASTER_FORMAT"
 # Width x height or width x height x bands over the configured limits (``RasterLimits``).
 RASTER_TOO_LARGE: Final = "RASTER_TOO_LARGE"

@@ -21,7 +21,7 @@ from shapely.geometry.base import BaseGeometry
 from shapely.geometry.polygon import orient
 from shapely.validation import explain_validity
 
-from raster.domain_errors import DomainError, invalid_argument
+from geopera_kernel.raster.domain_errors import DomainError, invalid_argument
 
 MAX_VERTICES = 100_000
 AREA_TYPES = ("Polygon", "MultiPolygon")

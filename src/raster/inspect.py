@@ -16,13 +16,13 @@ from rasterio.warp import transform_geom
 from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import shape
 
-from raster._gdal import probe_last_blocks
-from raster.bands import common_name_for, is_sensor_band_id
-from raster.digest import size_and_sha256
-from raster.errors import NOT_A_COG, UNREADABLE_RASTER, UNSUPPORTED_RASTER, RasterError
-from raster.geo import to_geojson
-from raster.safe_open import GDAL_ERRORS, GEOTIFF_DRIVERS, gdal_message, open_raster
-from raster.types import (
+from geopera_kernel.raster._gdal import probe_last_blocks
+from geopera_kernel.raster.bands import common_name_for, is_sensor_band_id
+from geopera_kernel.raster.digest import size_and_sha256
+from geopera_kernel.raster.errors import NOT_A_COG, UNREADABLE_RASTER, UNSUPPORTED_RASTER, RasterError
+from geopera_kernel.raster.geo import to_geojson
+from geopera_kernel.raster.safe_open import GDAL_ERRORS, GEOTIFF_DRIVERS, gdal_message, open_raster
+from geopera_kernel.raster.types import (
     BandInfo,
     BandStatistics,
     GridInfo,
@@ -71,7 +71,7 @@ def inspect_raster(
 ) -> RasterInfo:
     """Describe a georeferenced raster, rejecting unreadable, truncated and (optionally) non-COG files.
 
-    Only ``drivers`` open it (see ``raster.safe_open``). ``check_cancelled`` is called
+    Only ``drivers`` open it (see ``geopera_kernel.raster.safe_open``). ``check_cancelled`` is called
     between blocks when statistics are computed; whatever it raises propagates.
     Raises RasterError with reason UNSUPPORTED_RASTER_FORMAT, RASTER_TOO_LARGE,
     UNREADABLE_RASTER, NOT_A_COG or UNSUPPORTED_RASTER.

@@ -1,5 +1,5 @@
 """The built-in job types, defined once: what the server registers and grants, and what the
-worker's plugins run (``worker.plugins``). A definition is data: its id, description, input
+worker's plugins run (``geopera_kernel.worker.plugins``). A definition is data: its id, description, input
 model (its JSON Schema is the type's input schema) and cost model; no code runs a job here.
 """
 
@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from raster.bathymetry import DEFAULT_LAND_NDWI_THRESHOLD, DEFAULT_MAX_DEPTH_M, DEFAULT_N
-from raster.cost import CostModel
+from geopera_kernel.raster.bathymetry import DEFAULT_LAND_NDWI_THRESHOLD, DEFAULT_MAX_DEPTH_M, DEFAULT_N
+from geopera_kernel.raster.cost import CostModel
 
 AOI_DESCRIPTION = (
     "Area of interest in EPSG:4326 longitude/latitude (RFC 7946): a GeoJSON Polygon, MultiPolygon, "

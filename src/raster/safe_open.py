@@ -36,7 +36,7 @@ from rasterio._path import _UnparsedPath
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader
 
-from raster.errors import RASTER_TOO_LARGE, UNREADABLE_RASTER, UNSUPPORTED_RASTER_FORMAT, RasterError
+from geopera_kernel.raster.errors import RASTER_TOO_LARGE, UNREADABLE_RASTER, UNSUPPORTED_RASTER_FORMAT, RasterError
 
 GDAL_ERRORS: Final = (RasterioError, CPLE_BaseError, OSError)
 

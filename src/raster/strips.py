@@ -12,8 +12,8 @@ import numpy as np
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
-from raster.errors import UNREADABLE_RASTER, RasterError
-from raster.safe_open import GDAL_ERRORS, gdal_message, open_raster
+from geopera_kernel.raster.errors import UNREADABLE_RASTER, RasterError
+from geopera_kernel.raster.safe_open import GDAL_ERRORS, gdal_message, open_raster
 
 Progress = Callable[[float], None]
 CheckCancelled = Callable[[], None]

@@ -28,9 +28,7 @@ MMAP_THRESHOLD_BYTES: Final = 32 * 1024 * 1024  # glibc's own upper bound for it
 TRIM_THRESHOLD_BYTES: Final = 128 * 1024 * 1024
 
 
-def reuse_large_buffers(
-    mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold: int = TRIM_THRESHOLD_BYTES
-) -> bool:
+def reuse_large_buffers(mmap_threshold: int = MMAP_THRESHOLD_BYTES, trim_threshold: int = TRIM_THRESHOLD_BYTES) -> bool:
     """Apply the thresholds to this process; False where the C library has no ``mallopt``
     (not Linux/glibc), which only costs speed."""
     if not sys.platform.startswith("linux"):

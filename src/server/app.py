@@ -28,38 +28,38 @@ from geopera.v1 import (  # noqa: F401  (imports register every payload type for
     worker_pb2,
     worker_pb2_grpc,
 )
-from raster import configure_limits as configure_raster_limits
-from raster import raster_limits
-from raster.job_types import CLIP
-from server.analytics import MethodRegistry, default_registry
-from server.api import convert
-from server.api import reflection as documented_reflection
-from server.api.execute import Executor
-from server.api.kernel import KernelServicer, execute_operation
-from server.api.operations import build_registry
-from server.api.registration import add_servicer
-from server.api.worker import WorkerServicer
-from server.auth import TokenService
-from server.config import Settings
-from server.domain import idempotency
-from server.domain.analytics import AnalyticsService
-from server.domain.catalog import CatalogLimits, CatalogService, ItemRenderer
-from server.domain.credits import CreditService
-from server.domain.jobs import Dispatcher, JobService, JobTypeRecord, LeasePolicy, Notifications
-from server.domain.outputs import OutputService
-from server.domain.quota import StorageQuota
-from server.domain.raster_work import RasterWorkPool
-from server.domain.streams import StreamLimiter
-from server.domain.sweep import StorageSweeper
-from server.edge.call import Edge
-from server.edge.interceptor import EdgeInterceptor
-from server.listen import ListenError, check_ports
-from server.pagination import install_page_token_key, load_page_token_key
-from server.rest.app import RestApi, start_rest
-from server.services import Services
-from server.storage import LocalStorage
-from server.store import connect_database
-from server.store.database import start_embedded_postgres
+from geopera_kernel.raster import configure_limits as configure_raster_limits
+from geopera_kernel.raster import raster_limits
+from geopera_kernel.raster.job_types import CLIP
+from geopera_kernel.server.analytics import MethodRegistry, default_registry
+from geopera_kernel.server.api import convert
+from geopera_kernel.server.api import reflection as documented_reflection
+from geopera_kernel.server.api.execute import Executor
+from geopera_kernel.server.api.kernel import KernelServicer, execute_operation
+from geopera_kernel.server.api.operations import build_registry
+from geopera_kernel.server.api.registration import add_servicer
+from geopera_kernel.server.api.worker import WorkerServicer
+from geopera_kernel.server.auth import TokenService
+from geopera_kernel.server.config import Settings
+from geopera_kernel.server.domain import idempotency
+from geopera_kernel.server.domain.analytics import AnalyticsService
+from geopera_kernel.server.domain.catalog import CatalogLimits, CatalogService, ItemRenderer
+from geopera_kernel.server.domain.credits import CreditService
+from geopera_kernel.server.domain.jobs import Dispatcher, JobService, JobTypeRecord, LeasePolicy, Notifications
+from geopera_kernel.server.domain.outputs import OutputService
+from geopera_kernel.server.domain.quota import StorageQuota
+from geopera_kernel.server.domain.raster_work import RasterWorkPool
+from geopera_kernel.server.domain.streams import StreamLimiter
+from geopera_kernel.server.domain.sweep import StorageSweeper
+from geopera_kernel.server.edge.call import Edge
+from geopera_kernel.server.edge.interceptor import EdgeInterceptor
+from geopera_kernel.server.listen import ListenError, check_ports
+from geopera_kernel.server.pagination import install_page_token_key, load_page_token_key
+from geopera_kernel.server.rest.app import RestApi, start_rest
+from geopera_kernel.server.services import Services
+from geopera_kernel.server.storage import LocalStorage
+from geopera_kernel.server.store import connect_database
+from geopera_kernel.server.store.database import start_embedded_postgres
 
 log = logging.getLogger(__name__)
 

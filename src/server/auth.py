@@ -15,10 +15,10 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from server import callstats
-from server.errors import Code, DomainError, permission_denied, unauthenticated
-from server.ids import new_id
-from server.store import Database, Q
+from geopera_kernel.server import callstats
+from geopera_kernel.server.errors import Code, DomainError, permission_denied, unauthenticated
+from geopera_kernel.server.ids import new_id
+from geopera_kernel.server.store import Database, Q
 
 SCOPES = (
     "catalog:read",
@@ -228,7 +228,7 @@ class TokenService:
         A worker token holds scope `worker` only, and `job_type_ids` are the
         job types its workers may declare and run (worker tokens only).
         """
-        from server.domain.jobs import JOB_TYPE_ID
+        from geopera_kernel.server.domain.jobs import JOB_TYPE_ID
 
         unknown = sorted(set(scopes) - set(SCOPES))
         if unknown:

@@ -1,6 +1,6 @@
 """What one call cost below the transport: the time it held a database connection and
 the read-through caches it hit or missed (token, item in memory, item render stored in
-the database, item proto). The edge (`server.edge`) opens a `CallStats` per call and the
+the database, item proto). The edge (`geopera_kernel.server.edge`) opens a `CallStats` per call and the
 access log line reports it (`db_ms`, `db_uses`, `db_batch`, `cache_hits`, `cache_misses`; each only
 when there is something to say). Cheap on
 purpose: one context variable, two clock reads per connection use, one counter per cache

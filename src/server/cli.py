@@ -17,13 +17,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from raster.logs import configure_logging
-from server.auth import DEFAULT_SCOPES, SCOPES
-from server.config import Settings
-from server.errors import DomainError
+from geopera_kernel.raster.logs import configure_logging
+from geopera_kernel.server.auth import DEFAULT_SCOPES, SCOPES
+from geopera_kernel.server.config import Settings
+from geopera_kernel.server.errors import DomainError
 
 if TYPE_CHECKING:
-    from server.services import Services
+    from geopera_kernel.server.services import Services
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -50,9 +50,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from server.allocator import reuse_large_buffers
-    from server.app import serve
-    from server.listen import ListenError
+    from geopera_kernel.server.allocator import reuse_large_buffers
+    from geopera_kernel.server.app import serve
+    from geopera_kernel.server.listen import ListenError
 
     settings = _settings(args)
     configure_logging(settings.log_level)
@@ -60,7 +60,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     on_ready = None
     local_worker = None
     if args.demo:
-        from server.demo import (
+        from geopera_kernel.server.demo import (
             LocalWorker,
             bootstrap_demo,
             demo_ca_file,
@@ -96,7 +96,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 async def _admin(args: argparse.Namespace) -> object:
-    from server.app import build_services, database_url
+    from geopera_kernel.server.app import build_services, database_url
 
     settings = _settings(args)
     url = await asyncio.to_thread(database_url, settings)
@@ -107,7 +107,7 @@ async def _admin(args: argparse.Namespace) -> object:
                 project = await services.catalog.create_project(args.project_id, args.display_name or "")
                 return {"project_id": project.id, "display_name": project.display_name}
             case ("project", "list"):
-                from server.demo import SYSTEM
+                from geopera_kernel.server.demo import SYSTEM
 
                 projects, _ = await services.catalog.list_projects(SYSTEM, 1000, "")
                 return [{"project_id": p.id, "display_name": p.display_name} for p in projects]
@@ -125,7 +125,7 @@ async def _admin(args: argparse.Namespace) -> object:
                     raise ValueError(f"no live token with id {args.token_id!r}")
                 return {"token_id": args.token_id, "revoked": True}
             case ("token", "list"):
-                from server.store import Q
+                from geopera_kernel.server.store import Q
 
                 async with services.db.connection() as conn:
                     rows = await (await conn.execute(Q.list_tokens)).fetchall()
@@ -143,13 +143,13 @@ async def _admin(args: argparse.Namespace) -> object:
             case ("project", "set-quota"):
                 return await _set_quota(services, args.project_id, args.quota_bytes)
             case ("storage", "sweep"):
-                from server.app import storage_sweeper
-                from server.config import parse_duration
+                from geopera_kernel.server.app import storage_sweeper
+                from geopera_kernel.server.config import parse_duration
 
                 grace = parse_duration(args.grace) if args.grace else None
                 return (await storage_sweeper(settings, services).sweep(grace)).to_json()
             case ("credits", "balance"):
-                from server.demo import SYSTEM
+                from geopera_kernel.server.demo import SYSTEM
 
                 balance = await services.credits.balance(SYSTEM, args.project_id)
                 return balance.__dict__
@@ -159,7 +159,7 @@ async def _admin(args: argparse.Namespace) -> object:
 
 
 async def _set_quota(services: Services, project_id: str, quota: str) -> object:
-    from server.store import Q
+    from geopera_kernel.server.store import Q
 
     quota_bytes = None if quota == "default" else int(quota)
     if quota_bytes is not None and quota_bytes < 0:
@@ -189,13 +189,13 @@ def _cmd_admin(args: argparse.Namespace) -> int:
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     # The worker is its own program (it never imports the server, nor the server it):
-    # this process becomes `python -m worker`, so signals and the exit code are the worker's.
-    argv = [sys.executable, "-m", "worker", *args.worker_args]
+    # this process becomes `python -m geopera_kernel.worker`, so signals and the exit code are the worker's.
+    argv = [sys.executable, "-m", "geopera_kernel.worker", *args.worker_args]
     os.execv(sys.executable, argv)
 
 
 def _cmd_mcp(args: argparse.Namespace) -> int:
-    from server.mcp import main as mcp_main
+    from geopera_kernel.server.mcp import main as mcp_main
 
     return mcp_main(args)
 
@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("worker_args", nargs=argparse.REMAINDER)
     worker.set_defaults(func=_cmd_worker)
 
-    from server.mcp import add_arguments as add_mcp_arguments
+    from geopera_kernel.server.mcp import add_arguments as add_mcp_arguments
 
     mcp = sub.add_parser("mcp", help="serve the operations as MCP tools over stdio (calls a kernel over gRPC)")
     add_mcp_arguments(mcp)

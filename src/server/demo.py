@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING
 
 import rasterio
 
-from raster.job_types import BUILTIN_JOB_TYPES
-from server.auth import SCOPES, Principal
-from server.config import Settings
-from server.domain.models import AssetInput, ItemCreate
-from server.errors import DomainError
+from geopera_kernel.raster.job_types import BUILTIN_JOB_TYPES
+from geopera_kernel.server.auth import SCOPES, Principal
+from geopera_kernel.server.config import Settings
+from geopera_kernel.server.domain.models import AssetInput, ItemCreate
+from geopera_kernel.server.errors import DomainError
 
 if TYPE_CHECKING:
-    from server.services import Services
+    from geopera_kernel.server.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class LocalWorker:
     arms its own parent-death signal (`--parent-pid`)."""
 
     def __init__(self, address: str, token: str, home: Path, ca_file: Path | None = None) -> None:
-        self._argv = [sys.executable, "-m", "worker", "--server", address, "--name", "demo-worker",
+        self._argv = [sys.executable, "-m", "geopera_kernel.worker", "--server", address, "--name", "demo-worker",
                       "--workdir", str(home / "worker"), "--parent-pid", str(os.getpid())]  # fmt: skip
         if ca_file is not None:
             self._argv += ["--tls-ca", str(ca_file)]

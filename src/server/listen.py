@@ -12,7 +12,7 @@ from pathlib import Path
 
 import grpc
 
-from server.config import Settings
+from geopera_kernel.server.config import Settings
 
 
 class ListenError(Exception):

@@ -23,11 +23,11 @@ import json
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from server.errors import DomainError, invalid_argument
-from server.store.queries import Q
+from geopera_kernel.server.errors import DomainError, invalid_argument
+from geopera_kernel.server.store.queries import Q
 
 if TYPE_CHECKING:
-    from server.store.database import Database
+    from geopera_kernel.server.store.database import Database
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000

@@ -1,20 +1,20 @@
-"""The bundle of domain services handlers run against (built in server.app)."""
+"""The bundle of domain services handlers run against (built in geopera_kernel.server.app)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from server.auth import TokenService
-from server.domain.analytics import AnalyticsService
-from server.domain.catalog import CatalogService
-from server.domain.credits import CreditService
-from server.domain.idempotency import KEY_TTL_SECONDS
-from server.domain.jobs import JobService, Notifications
-from server.domain.lineage import LineageService
-from server.domain.outputs import OutputService
-from server.domain.streams import StreamLimiter
-from server.storage import LocalStorage
-from server.store import Database
+from geopera_kernel.server.auth import TokenService
+from geopera_kernel.server.domain.analytics import AnalyticsService
+from geopera_kernel.server.domain.catalog import CatalogService
+from geopera_kernel.server.domain.credits import CreditService
+from geopera_kernel.server.domain.idempotency import KEY_TTL_SECONDS
+from geopera_kernel.server.domain.jobs import JobService, Notifications
+from geopera_kernel.server.domain.lineage import LineageService
+from geopera_kernel.server.domain.outputs import OutputService
+from geopera_kernel.server.domain.streams import StreamLimiter
+from geopera_kernel.server.storage import LocalStorage
+from geopera_kernel.server.store import Database
 
 
 @dataclass

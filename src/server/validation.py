@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from server.errors import invalid_argument
+from geopera_kernel.server.errors import invalid_argument
 
 
 def require_finite_json(value: Any, field: str) -> None:

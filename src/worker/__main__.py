@@ -1,7 +1,7 @@
-"""`python -m worker`: how the server's CLI (`geopera worker`) and the demo start a worker."""
+"""`python -m geopera_kernel.worker`: how the server's CLI (`geopera worker`) and the demo start a worker."""
 
 import sys
 
-from worker.main import main
+from geopera_kernel.worker.main import main
 
 sys.exit(main())

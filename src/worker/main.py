@@ -1,7 +1,7 @@
 """`geopera worker`: run job plugins for a kernel server.
 
     geopera worker --server 127.0.0.1:50051 --token $WORKER_TOKEN [--capacity 2]
-                   [--plugins worker.plugins,my_package.my_plugins] [--name NAME]
+                   [--plugins geopera_kernel.worker.plugins,my_package.my_plugins] [--name NAME]
                    [--tls | --tls-ca ca.pem]
 
 Every flag has a `GEOPERA_*` environment variable. A plugin module exposes
@@ -19,15 +19,15 @@ import signal
 import sys
 from pathlib import Path
 
-from raster import configure_limits as configure_raster_limits
-from raster import raster_limits
-from raster.logs import configure_logging
-from worker.lifetime import exit_with_parent
-from worker.memory import return_large_buffers
-from worker.plugin import PluginRegistry
-from worker.runtime import Worker, WorkerConfig
+from geopera_kernel.raster import configure_limits as configure_raster_limits
+from geopera_kernel.raster import raster_limits
+from geopera_kernel.raster.logs import configure_logging
+from geopera_kernel.worker.lifetime import exit_with_parent
+from geopera_kernel.worker.memory import return_large_buffers
+from geopera_kernel.worker.plugin import PluginRegistry
+from geopera_kernel.worker.runtime import Worker, WorkerConfig
 
-DEFAULT_PLUGINS = "worker.plugins"
+DEFAULT_PLUGINS = "geopera_kernel.worker.plugins"
 
 
 def load_plugins(spec: str) -> PluginRegistry:
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     # GDAL's block cache defaults to 5% of the host's RAM per process; a worker
     # runs several jobs at once, so bound it (an explicit setting wins).
     os.environ.setdefault("GDAL_CACHEMAX", "64")
-    # Jobs' multi-MiB buffers go back to the OS when freed (see worker.memory).
+    # Jobs' multi-MiB buffers go back to the OS when freed (see geopera_kernel.worker.memory).
     return_large_buffers()
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)

@@ -1,10 +1,11 @@
 """The job plugin interface: one class per job type.
 
 A plugin declares its `job_type_id`, a pydantic `input_model` (its JSON Schema
-becomes the type's input schema on the server), a `cost_model` (`raster.cost.CostModel`,
+becomes the type's input schema on the server), a `cost_model` (`geopera_kernel.raster.cost.CostModel`,
 the one the server prices by), which of its input fields name source items, and a
-synchronous `run()` that reads the sources and writes output files. The runtime (worker.runtime) does the rest:
-fetching sources, progress, cancellation, and RegisterOutputs.
+synchronous `run()` that reads the sources and writes output files. The runtime
+(geopera_kernel.worker.runtime) does the rest: fetching sources, progress, cancellation, and
+RegisterOutputs.
 
 Plugins never import grpc or generated code.
 """
@@ -21,8 +22,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from raster.cost import CostModel
-from raster.job_types import JobTypeDefinition
+from geopera_kernel.raster.cost import CostModel
+from geopera_kernel.raster.job_types import JobTypeDefinition
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class JobContext:
 
 class JobPlugin(ABC):
     """Subclass it with the four declarations below, or name a shared definition that holds
-    them: ``class ClipPlugin(JobPlugin, definition=CLIP)`` (``raster.job_types``)."""
+    them: ``class ClipPlugin(JobPlugin, definition=CLIP)`` (``geopera_kernel.raster.job_types``)."""
 
     job_type_id: ClassVar[str]
     description: ClassVar[str]

@@ -30,9 +30,9 @@ from grpc import aio
 from pydantic import ValidationError
 
 from geopera.v1 import kernel_pb2, kernel_pb2_grpc, resources_pb2, worker_pb2, worker_pb2_grpc
-from raster import COG_WRITE_FAILED, RasterError
-from raster.digest import size_and_sha256
-from worker.plugin import (
+from geopera_kernel.raster import COG_WRITE_FAILED, RasterError
+from geopera_kernel.raster.digest import size_and_sha256
+from geopera_kernel.worker.plugin import (
     JobCancelled,
     JobContext,
     JobFailed,
@@ -502,7 +502,6 @@ def error_reason(err: aio.AioRpcError) -> str:
                         return info.reason
     code = err.code()
     return code.name if code is not None else "UNKNOWN"
-
 
 
 class _ProgressReporter:

@@ -13,12 +13,12 @@ from pyproj import Geod
 from rasterio.crs import CRS
 from shapely.geometry import Polygon, box
 
-from server.analytics.areas import row_areas
-from server.analytics.bands import resolve_bands
-from server.analytics.coverage import exact_coverage
-from server.analytics.indices import INDEX_NAMES, INDICES, get_index
-from server.analytics.reader import RasterMeta
-from server.errors import DomainError
+from geopera_kernel.server.analytics.areas import row_areas
+from geopera_kernel.server.analytics.bands import resolve_bands
+from geopera_kernel.server.analytics.coverage import exact_coverage
+from geopera_kernel.server.analytics.indices import INDEX_NAMES, INDICES, get_index
+from geopera_kernel.server.analytics.reader import RasterMeta
+from geopera_kernel.server.errors import DomainError
 
 
 def band(name: str = "", common: str | None = None, sensor: str | None = None, **extra: Any) -> dict[str, Any]:

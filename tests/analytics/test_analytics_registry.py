@@ -9,8 +9,14 @@ import jsonschema
 import pytest
 from pydantic import BaseModel
 
-from server.analytics import AnalyticsContext, AnalyticsMethod, MethodRegistry, default_registry, registry
-from server.errors import Code, DomainError
+from geopera_kernel.server.analytics import (
+    AnalyticsContext,
+    AnalyticsMethod,
+    MethodRegistry,
+    default_registry,
+    registry,
+)
+from geopera_kernel.server.errors import Code, DomainError
 from tests.analytics.conftest import ContextFactory
 
 BUILTINS = ["change_detection", "time_series", "zonal_stats"]

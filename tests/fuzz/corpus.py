@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from server.api.registry import Operation
+from geopera_kernel.server.api.registry import Operation
 
 if TYPE_CHECKING:
     from tests.conftest import World
@@ -89,9 +89,7 @@ def collect_corpus(world: World) -> Corpus:
     }
     analytics = {
         m.name: json_format.MessageToDict(m.input_schema)
-        for m in alpha.execute(
-            "analytics.operations.list", analytics_pb2.AnalyticsOperationsListParams()
-        ).operations
+        for m in alpha.execute("analytics.operations.list", analytics_pb2.AnalyticsOperationsListParams()).operations
     }
     item_ids = tuple(world.items.values()) + tuple(world.beta_items.values())
     resource_names = tuple(f"items/{item_id}/assets/data" for item_id in item_ids)

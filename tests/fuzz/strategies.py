@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from hypothesis.strategies import SearchStrategy
 
 from geopera.v1 import kernel_pb2
-from server.api.registry import Operation
+from geopera_kernel.server.api.registry import Operation
 from tests.fuzz.corpus import Corpus
 
 FOUR_BYTE = "\U0001d54f"  # 𝕏: four bytes in UTF-8, one character

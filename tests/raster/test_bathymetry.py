@@ -11,8 +11,8 @@ import rasterio
 from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 
-from raster import RasterError, write_cog
-from raster.bathymetry import BANDS_NOT_FOUND, bathymetry_to_cog, detect_bands
+from geopera_kernel.raster import RasterError, write_cog
+from geopera_kernel.raster.bathymetry import BANDS_NOT_FOUND, bathymetry_to_cog, detect_bands
 
 UTM33 = Affine(10.0, 0.0, 465_000.0, 0.0, -10.0, 5_080_000.0)
 M0, M1, N = 10.0, 12.0, 1000.0

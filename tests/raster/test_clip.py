@@ -17,9 +17,9 @@ from rio_cogeo.cogeo import cog_validate
 from shapely import affinity
 from shapely.geometry import MultiPolygon, Point, Polygon, box, shape
 
-import raster.cog as cog_module
-from raster import RasterError, write_cog
-from raster.clip import AOI_OUTSIDE_FOOTPRINT, ClipResult, clip_to_cog
+import geopera_kernel.raster.cog as cog_module
+from geopera_kernel.raster import RasterError, write_cog
+from geopera_kernel.raster.clip import AOI_OUTSIDE_FOOTPRINT, ClipResult, clip_to_cog
 from tests.support.reference_geometry import CLIP_DENSIFY_DEGREES, reproject
 
 UTM33 = Affine(10.0, 0.0, 465_000.0, 0.0, -10.0, 5_080_000.0)

@@ -11,11 +11,11 @@ import rasterio
 from rasterio.env import get_gdal_config
 from shapely.geometry import box
 
-import raster.clip as clip_module
-import raster.cog as cog_module
-from raster._gdal import gdal_cache_limit
-from raster.clip import clip_to_cog, strip_read_cache_bytes
-from raster.cog import translation_cache_bytes
+import geopera_kernel.raster.clip as clip_module
+import geopera_kernel.raster.cog as cog_module
+from geopera_kernel.raster._gdal import gdal_cache_limit
+from geopera_kernel.raster.clip import clip_to_cog, strip_read_cache_bytes
+from geopera_kernel.raster.cog import translation_cache_bytes
 from tests.raster.test_clip import make_raster, smooth_noise, utm_aoi
 
 

@@ -1,4 +1,4 @@
-"""raster.geo: an AOI parsed once carries its geodesic area and CRS; GeoJSON out is RFC 7946."""
+"""geopera_kernel.raster.geo: an AOI parsed once carries its geodesic area and CRS; GeoJSON out is RFC 7946."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pyproj import Geod
 from shapely.geometry import MultiPolygon, Polygon, box, shape
 from shapely.geometry.polygon import orient
 
-from raster.domain_errors import DomainError
-from raster.geo import LONLAT, NotInCrs, geodesic_area_km2, parse_aoi, to_crs, to_geojson
+from geopera_kernel.raster.domain_errors import DomainError
+from geopera_kernel.raster.geo import LONLAT, NotInCrs, geodesic_area_km2, parse_aoi, to_crs, to_geojson
 
 # About 1.1 km x 0.78 km near Ljubljana, clockwise (RFC 7946 wants counter-clockwise).
 CLOCKWISE = [[14.50, 46.05], [14.50, 46.06], [14.51, 46.06], [14.51, 46.05], [14.50, 46.05]]

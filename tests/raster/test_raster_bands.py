@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from raster import common_name_for, is_sensor_band_id
+from geopera_kernel.raster import common_name_for, is_sensor_band_id
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import rasterio
 from affine import Affine
 from rio_cogeo.cogeo import cog_validate
 
-from raster import (
+from geopera_kernel.raster import (
     COG_PROFILE,
     COG_WRITE_FAILED,
     MEDIA_TYPE_COG,

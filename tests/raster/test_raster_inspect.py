@@ -14,7 +14,7 @@ from pyproj import Transformer
 from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import shape
 
-from raster import (
+from geopera_kernel.raster import (
     CONVERSION_DRIVERS,
     MEDIA_TYPE_COG,
     MEDIA_TYPE_GEOTIFF,
@@ -384,7 +384,7 @@ def test_valid_cogs_off_the_house_convention_are_refused(tmp_path):
     import rasterio.shutil
     from rasterio.transform import from_origin
 
-    from raster import NOT_A_COG, RasterError, inspect_raster
+    from geopera_kernel.raster import NOT_A_COG, RasterError, inspect_raster
 
     staged = tmp_path / "staged.tif"
     with rasterio.open(staged, "w", driver="GTiff", width=600, height=600, count=1, dtype="uint8",

@@ -14,7 +14,7 @@ import rasterio
 from rasterio.windows import Window
 from shapely.geometry import box
 
-from raster import (
+from geopera_kernel.raster import (
     CONVERSION_DRIVERS,
     RASTER_TOO_LARGE,
     UNSUPPORTED_RASTER,
@@ -25,8 +25,8 @@ from raster import (
     convert_to_cog,
     inspect_raster,
 )
-from raster.bathymetry import bathymetry_to_cog, detect_bands
-from raster.clip import clip_to_cog
+from geopera_kernel.raster.bathymetry import bathymetry_to_cog, detect_bands
+from geopera_kernel.raster.clip import clip_to_cog
 from tests.support.hostile_rasters import LABELS, SIDE, sparse_geotiff
 
 AOI = box(14.0, 45.0, 15.0, 46.0)
@@ -169,8 +169,7 @@ def test_sibling_files_next_to_an_upload_are_never_read(tmp_path, write_gtiff):
     # No georeferencing inside the file; a sidecar .aux.xml next to it supplies one.
     path = write_gtiff("plain.tif", np.ones((1, 50, 50), dtype=np.uint8), crs=None, transform=None)
     path.with_name("plain.tif.aux.xml").write_text(
-        "<PAMDataset><SRS>EPSG:32633</SRS>"
-        "<GeoTransform>465000, 10, 0, 5080000, 0, -10</GeoTransform></PAMDataset>"
+        "<PAMDataset><SRS>EPSG:32633</SRS><GeoTransform>465000, 10, 0, 5080000, 0, -10</GeoTransform></PAMDataset>"
     )
     with rasterio.open(path) as dataset:  # GDAL's default: the sidecar counts
         assert dataset.crs == "EPSG:32633"

@@ -21,7 +21,7 @@ import pytest
 from geopera_sdk import Client, NotFound, RetryPolicy, Unavailable
 
 from geopera.v1 import resources_pb2
-from server.store.database import _MIGRATION_LOCK_ID
+from geopera_kernel.server.store.database import _MIGRATION_LOCK_ID
 from tests.conftest import SAMPLES
 from tests.jobs_support import FAST_LEASES
 from tests.sdk.conftest import FAST_RETRIES

@@ -13,7 +13,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from geopera.v1 import errors_pb2, kernel_pb2, kernel_pb2_grpc
-from server.api.registry import message_base_name
+from geopera_kernel.server.api.registry import message_base_name
 
 
 @dataclass

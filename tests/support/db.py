@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from server.store.database import migrate
+from geopera_kernel.server.store.database import migrate
 
 
 def with_database(url: str, dbname: str) -> str:
@@ -28,7 +28,7 @@ def admin_url(tmp_root: Path) -> str:
     url = os.environ.get("GEOPERA_TEST_DATABASE_URL")
     if url:
         return url
-    from server.store.database import start_embedded_postgres
+    from geopera_kernel.server.store.database import start_embedded_postgres
 
     return start_embedded_postgres(tmp_root / "embedded-pg")
 

@@ -10,8 +10,8 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from raster import RasterError, write_cog
-from worker.plugin import CostModel, JobContext, JobFailed, JobOutput, JobPlugin, OutputFile
+from geopera_kernel.raster import RasterError, write_cog
+from geopera_kernel.worker.plugin import CostModel, JobContext, JobFailed, JobOutput, JobPlugin, OutputFile
 
 SQUARE = {"type": "Polygon", "coordinates": [[[14.55, 45.86], [14.56, 45.86], [14.56, 45.87], [14.55, 45.87],
                                               [14.55, 45.86]]]}  # fmt: skip

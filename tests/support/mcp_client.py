@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 def _geopera_command() -> list[str]:
     script = Path(sys.executable).parent / "geopera"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "server.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "geopera_kernel.server.cli"]
 
 
 class McpClient:

@@ -1,7 +1,7 @@
 """Zones for the reference libraries, built without the project's geometry code.
 
 Oracles that reprojected zones with the server's own `to_crs` / `aoi_in_raster_crs` /
-`raster.geo` parsers would agree with a bug there. These read GeoJSON with shapely's
+`geopera_kernel.raster.geo` parsers would agree with a bug there. These read GeoJSON with shapely's
 `shape` and reproject with pyproj directly.
 
 GeoJSON edges are straight in lon/lat (RFC 7946) and curve in a projected CRS (a 100 m

@@ -1,7 +1,7 @@
 """The server's operation registry, as every projection sees it (built as the
 composition root builds it)."""
 
-from server.api.operations import build_registry
+from geopera_kernel.server.api.operations import build_registry
 
 REGISTRY = build_registry()
 

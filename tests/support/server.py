@@ -59,7 +59,7 @@ class ServerProcess(ChildProcess):
             env["GEOPERA_DATABASE_URL"] = self.database_url
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "server.cli", "serve", "--listen", "127.0.0.1:0",
+                [sys.executable, "-m", "geopera_kernel.server.cli", "serve", "--listen", "127.0.0.1:0",
                  "--port-file", str(self.port_file), *self._http_args, *self._extra_args],
                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip

@@ -17,7 +17,7 @@ from tests.support.client import RpcFailure
 from tests.support.process import ChildProcess
 from tests.support.server import REPO
 
-TEST_PLUGINS = "tests.support.job_plugins,worker.plugins"
+TEST_PLUGINS = "tests.support.job_plugins,geopera_kernel.worker.plugins"
 # Job types raw test sessions (tests/jobs_support.RawWorker, hellos in tests) declare.
 RAW_JOB_TYPES = ("money_decl", "promise_raw", "raw_auth_matrix", "raw_only", "raw_outputs", "raw_quota")
 
@@ -25,8 +25,8 @@ RAW_JOB_TYPES = ("money_decl", "promise_raw", "raw_auth_matrix", "raw_only", "ra
 def granted_test_job_types() -> list[str]:
     """What the test (and bench) worker credential is granted: every job type
     of the plugins TEST_PLUGINS loads, and those of the raw test sessions."""
+    from geopera_kernel.worker.plugins import builtin_plugins
     from tests.support.job_plugins import PLUGINS
-    from worker.plugins import builtin_plugins
 
     return sorted({plugin.job_type_id for plugin in [*PLUGINS, *builtin_plugins()]} | set(RAW_JOB_TYPES))
 
@@ -66,7 +66,7 @@ class WorkerProcess(ChildProcess):
                 [
                     sys.executable,
                     "-m",
-                    "worker.main",
+                    "geopera_kernel.worker.main",
                     "--server",
                     self.server,
                     "--capacity",

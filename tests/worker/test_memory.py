@@ -1,4 +1,4 @@
-"""worker.memory: the malloc setting a worker process applies at startup."""
+"""geopera_kernel.worker.memory: the malloc setting a worker process applies at startup."""
 
 from __future__ import annotations
 
@@ -9,14 +9,14 @@ import sys
 
 import pytest
 
-from worker.memory import return_large_buffers
+from geopera_kernel.worker.memory import return_large_buffers
 
 GLIBC = platform.libc_ver()[0] == "glibc"
 
 
 def _in_child(env: dict[str, str]) -> str:
     # mallopt changes the whole process: run it in a fresh one, not in the test process.
-    code = "from worker.memory import return_large_buffers; print(return_large_buffers())"
+    code = "from geopera_kernel.worker.memory import return_large_buffers; print(return_large_buffers())"
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return result.stdout.strip()
 

@@ -18,9 +18,9 @@ from pyproj import Transformer
 from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import box, mapping, shape
 
-from raster import MEDIA_TYPE_COG, write_cog
-from worker.plugin import JobCancelled, JobContext, JobFailed, PluginRegistry, SourceAsset, SourceItem
-from worker.plugins import BathymetryInput, BathymetryPlugin, ClipInput, ClipPlugin, builtin_plugins
+from geopera_kernel.raster import MEDIA_TYPE_COG, write_cog
+from geopera_kernel.worker.plugin import JobCancelled, JobContext, JobFailed, PluginRegistry, SourceAsset, SourceItem
+from geopera_kernel.worker.plugins import BathymetryInput, BathymetryPlugin, ClipInput, ClipPlugin, builtin_plugins
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "s2_slovenia"
 SAMPLE = SAMPLE_DIR / "s2l1c_slovenia_20150711_bgrn.tif"

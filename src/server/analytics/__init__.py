@@ -4,11 +4,11 @@ No gRPC, database or generated-code imports: the server resolves items and acces
 ``registry.run`` (or ``validate`` + ``execute``) in a worker thread, and stores artifacts.
 """
 
-from server.analytics.base import AnalyticsContext, AnalyticsMethod, Artifact, AssetView, ItemView
-from server.analytics.change import ChangeDetection
-from server.analytics.registry import MethodRegistry
-from server.analytics.timeseries import TimeSeries
-from server.analytics.zonal import ZonalStats
+from geopera_kernel.server.analytics.base import AnalyticsContext, AnalyticsMethod, Artifact, AssetView, ItemView
+from geopera_kernel.server.analytics.change import ChangeDetection
+from geopera_kernel.server.analytics.registry import MethodRegistry
+from geopera_kernel.server.analytics.timeseries import TimeSeries
+from geopera_kernel.server.analytics.zonal import ZonalStats
 
 
 def default_registry() -> MethodRegistry:
@@ -20,7 +20,7 @@ def default_registry() -> MethodRegistry:
 
 
 # The built-in methods, for code that calls them in-process (tests, benchmarks). The server
-# builds its own registry (``server.app.load_analytics_methods``): a method reaches every
+# builds its own registry (``geopera_kernel.server.app.load_analytics_methods``): a method reaches every
 # client by being listed in a module's ``METHODS`` named in GEOPERA_ANALYTICS_PLUGINS.
 registry = default_registry()
 

@@ -17,8 +17,8 @@ import math
 import numpy as np
 from pyproj import CRS as ProjCRS
 
-from server.analytics.reader import RasterMeta
-from server.errors import invalid_argument
+from geopera_kernel.server.analytics.reader import RasterMeta
+from geopera_kernel.server.errors import invalid_argument
 
 
 def _zone_integral(phi: np.ndarray, b: float, e: float) -> np.ndarray:

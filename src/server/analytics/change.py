@@ -43,21 +43,21 @@ from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
-from raster import COG_PROFILE, MEDIA_TYPE_COG
-from raster.geo import Zone, parse_area
-from server.analytics.areas import row_areas
-from server.analytics.base import AnalyticsContext, AnalyticsMethod
-from server.analytics.coverage import (
+from geopera_kernel.raster import COG_PROFILE, MEDIA_TYPE_COG
+from geopera_kernel.raster.geo import Zone, parse_area
+from geopera_kernel.server.analytics.areas import row_areas
+from geopera_kernel.server.analytics.base import AnalyticsContext, AnalyticsMethod
+from geopera_kernel.server.analytics.coverage import (
     WHOLE_MASK_PIXELS,
     center_mask,
     contains_and_touches,
     pixels_to_crs,
     window_center_mask,
 )
-from server.analytics.geometry import pixel_zones
-from server.analytics.indices import get_index
-from server.analytics.moments import Moments
-from server.analytics.params import (
+from geopera_kernel.server.analytics.geometry import pixel_zones
+from geopera_kernel.server.analytics.indices import get_index
+from geopera_kernel.server.analytics.moments import Moments
+from geopera_kernel.server.analytics.params import (
     GEOMETRY_FIELD,
     BandMapping,
     GeoJSONArea,
@@ -67,9 +67,9 @@ from server.analytics.params import (
     PercentileValue,
     Resolution,
 )
-from server.analytics.quantiles import StoredPart, ValueStore
-from server.analytics.quicklook import write_quicklook
-from server.analytics.reader import (
+from geopera_kernel.server.analytics.quantiles import StoredPart, ValueStore
+from geopera_kernel.server.analytics.quicklook import write_quicklook
+from geopera_kernel.server.analytics.reader import (
     COG_COPY_CACHE_MB,
     ChunkRunner,
     RasterMeta,
@@ -80,8 +80,8 @@ from server.analytics.reader import (
     run_beside,
     select_asset,
 )
-from server.analytics.sources import IndexSource
-from server.analytics.zonal import EXAMPLE_POLYGON
+from geopera_kernel.server.analytics.sources import IndexSource
+from geopera_kernel.server.analytics.zonal import EXAMPLE_POLYGON
 
 # Differences up to this size are staged in memory before the COG copy, larger ones on disk.
 _MEMORY_STAGING_BYTES: Final = 64 * 1024 * 1024
@@ -472,8 +472,9 @@ class ChangeDetection(AnalyticsMethod):
         quantiles: list[float | None] = [None] * (len(params.percentiles) + len(_RANGE_PERCENTILES))
         try:
             if zone.window is not None:
-                tasks = _plan(zone.geometry, zone.window, before, len(before_source.indexes),
-                             before_source.read_dtype.itemsize)
+                tasks = _plan(
+                    zone.geometry, zone.window, before, len(before_source.indexes), before_source.read_dtype.itemsize
+                )
                 pixels_read, quantiles = self._run(
                     tasks,
                     zone.window,

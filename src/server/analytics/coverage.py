@@ -67,7 +67,8 @@ def contains_and_touches(geometry: BaseGeometry, boxes: np.ndarray) -> tuple[np.
 def pixels_to_crs(geometry: BaseGeometry, transform: Affine) -> BaseGeometry:
     """A pixel-space geometry back in the raster CRS."""
     return shapely.affinity.affine_transform(
-        geometry, [transform.a, transform.b, transform.d, transform.e, transform.c, transform.f])
+        geometry, [transform.a, transform.b, transform.d, transform.e, transform.c, transform.f]
+    )
 
 
 def window_transform(transform: Affine, row0: int, col0: int) -> Affine:

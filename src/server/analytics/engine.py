@@ -27,8 +27,8 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
-from server.analytics.base import AnalyticsContext
-from server.analytics.coverage import (
+from geopera_kernel.server.analytics.base import AnalyticsContext
+from geopera_kernel.server.analytics.coverage import (
     WHOLE_MASK_PIXELS,
     center_mask,
     contains_and_touches,
@@ -37,11 +37,11 @@ from server.analytics.coverage import (
     window_center_mask,
     window_transform,
 )
-from server.analytics.geometry import PixelZone
-from server.analytics.moments import Moments
-from server.analytics.quantiles import StoredPart, ValueStore
-from server.analytics.reader import ChunkRunner, chunk_windows, parallel_map
-from server.analytics.sources import PixelSource, Scratch
+from geopera_kernel.server.analytics.geometry import PixelZone
+from geopera_kernel.server.analytics.moments import Moments
+from geopera_kernel.server.analytics.quantiles import StoredPart, ValueStore
+from geopera_kernel.server.analytics.reader import ChunkRunner, chunk_windows, parallel_map
+from geopera_kernel.server.analytics.sources import PixelSource, Scratch
 
 Coverage = Literal["center", "exact"]
 # Clipping margin (pixels) for center masks: far enough that clip edges touch no chunk pixel.
@@ -203,8 +203,7 @@ def _part_masks(
                 coverage = exact_coverage(part.geometry, r0, c0, rows, cols)
                 mask = coverage > 0
             else:
-                mask = center_mask(part.geometry, window_transform(transform, r0, c0), rows, cols,
-                                   options.all_touched)
+                mask = center_mask(part.geometry, window_transform(transform, r0, c0), rows, cols, options.all_touched)
         masks.append(mask)
         coverages.append(coverage)
     return masks, coverages
@@ -313,8 +312,9 @@ def _reduce_chunk_fused(
                 mask = masks[index]
                 for layer in range(layer_count):
                     moments[index][layer].merge(
-                        _fused_moments(values[layer][window], valid[layer][window],
-                                       None if mask is None else mask[own], scratch)
+                        _fused_moments(
+                            values[layer][window], valid[layer][window], None if mask is None else mask[own], scratch
+                        )
                     )
         return [
             _PartResult(part.zone, [(m, None) for m in moments[index]], part.window[2] * part.window[3])

@@ -350,8 +350,9 @@ class ValueStore:
                 unit = weights == 1
                 gathered.add_unit(values, bucket, unit)
                 fractional = ~unit
-                gathered.add_weighted(values[fractional], weights[fractional],
-                                      None if bucket is None else bucket[fractional])
+                gathered.add_weighted(
+                    values[fractional], weights[fractional], None if bucket is None else bucket[fractional]
+                )
         return gathered
 
     # -- quantiles ---------------------------------------------------------------------------
@@ -429,8 +430,18 @@ class ValueStore:
         for lo, hi in self._groups():
             distinct, sums = self._group_distinct(lo, hi)
             if distinct.size:
-                summaries.append((lo, hi, distinct.size, float(sums.sum()),
-                                  float(distinct[0]), float(sums[0]), float(distinct[-1]), float(sums[-1])))
+                summaries.append(
+                    (
+                        lo,
+                        hi,
+                        distinct.size,
+                        float(sums.sum()),
+                        float(distinct[0]),
+                        float(sums[0]),
+                        float(distinct[-1]),
+                        float(sums[-1]),
+                    )
+                )
         n = sum(s[2] for s in summaries)
         total = sum(s[3] for s in summaries)
         span = total * (n - 1)
@@ -463,8 +474,9 @@ class ValueStore:
                 following = summaries[chosen + 1]
                 xs.append(following[4])
                 ws.append(following[5])
-            results.append(_weighted_quantile_window(np.array(xs), np.array(ws), offset, cumulative_before,
-                                                     n, total, q / 100.0))
+            results.append(
+                _weighted_quantile_window(np.array(xs), np.array(ws), offset, cumulative_before, n, total, q / 100.0)
+            )
         return results
 
     def histogram_of(

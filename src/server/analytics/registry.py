@@ -8,8 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from server.analytics.base import AnalyticsContext, AnalyticsMethod
-from server.errors import Code, DomainError, ExpectedSchema, FieldViolation, invalid_argument
+from geopera_kernel.server.analytics.base import AnalyticsContext, AnalyticsMethod
+from geopera_kernel.server.errors import Code, DomainError, ExpectedSchema, FieldViolation, invalid_argument
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -26,7 +26,7 @@ def _violations(error: ValidationError) -> list[FieldViolation]:
     violations = []
     for detail in error.errors(include_url=False)[:_MAX_VIOLATIONS]:
         context = detail.get("ctx") or {}
-        # Geometry errors come from raster.geo with a precise path of their own.
+        # Geometry errors come from geopera_kernel.raster.geo with a precise path of their own.
         path = context.get("field_path") or field_path("params", tuple(detail["loc"]))
         message = detail["msg"]
         if message.startswith("Value error, "):

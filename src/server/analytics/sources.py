@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from server.analytics.bands import resolve_bands
-from server.analytics.indices import SpectralIndex
-from server.analytics.quantiles import storage_dtype
-from server.analytics.reader import RasterMeta
-from server.errors import invalid_argument
+from geopera_kernel.server.analytics.bands import resolve_bands
+from geopera_kernel.server.analytics.indices import SpectralIndex
+from geopera_kernel.server.analytics.quantiles import storage_dtype
+from geopera_kernel.server.analytics.reader import RasterMeta
+from geopera_kernel.server.errors import invalid_argument
 
 
 @functools.cache
@@ -154,12 +154,14 @@ class BandSource(PixelSource):
 
     def compute_into(self, raw: np.ndarray, scratch: Scratch) -> tuple[np.ndarray, np.ndarray]:
         i = self.band - 1
-        valid = valid_mask(raw, self.meta.nodata[i], scratch.array("valid", raw.shape, bool),
-                           scratch.array("spare", raw.shape, bool))
+        valid = valid_mask(
+            raw, self.meta.nodata[i], scratch.array("valid", raw.shape, bool), scratch.array("spare", raw.shape, bool)
+        )
         if self.scaled:
             dtype = self.value_dtype
-            values = np.multiply(raw, dtype.type(self.meta.scales[i]), dtype=dtype,
-                                 out=scratch.array("values", raw.shape, dtype))
+            values = np.multiply(
+                raw, dtype.type(self.meta.scales[i]), dtype=dtype, out=scratch.array("values", raw.shape, dtype)
+            )
             values += dtype.type(self.meta.offsets[i])
             return values, valid
         return raw, valid
@@ -209,8 +211,9 @@ class IndexSource(PixelSource):
                 if position == 0:
                     valid_mask(raw[0], self.meta.nodata[band - 1], valid, spare)
                 else:
-                    band_valid = valid_mask(raw[position], self.meta.nodata[band - 1], spare,
-                                            scratch.array("spare2", shape, bool))
+                    band_valid = valid_mask(
+                        raw[position], self.meta.nodata[band - 1], spare, scratch.array("spare2", shape, bool)
+                    )
                     np.logical_and(valid, band_valid, out=valid)
         x = self._reflectance_into(raw, a, scratch.array("x", shape, np.float32))
         y = self._reflectance_into(raw, b, scratch.array("y", shape, np.float32))

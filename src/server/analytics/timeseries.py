@@ -20,11 +20,11 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from raster.geo import Zone, parse_area
-from server.analytics.base import AnalyticsContext, AnalyticsMethod
-from server.analytics.engine import LayerResult, ReduceOptions, reduce_in
-from server.analytics.geometry import pixel_zones
-from server.analytics.params import (
+from geopera_kernel.raster.geo import Zone, parse_area
+from geopera_kernel.server.analytics.base import AnalyticsContext, AnalyticsMethod
+from geopera_kernel.server.analytics.engine import LayerResult, ReduceOptions, reduce_in
+from geopera_kernel.server.analytics.geometry import pixel_zones
+from geopera_kernel.server.analytics.params import (
     GEOMETRY_FIELD,
     BandMapping,
     Coverage,
@@ -35,10 +35,16 @@ from server.analytics.params import (
     Resolution,
     UtcDatetime,
 )
-from server.analytics.reader import RasterMeta, open_meta, select_asset
-from server.analytics.sources import StackSource
-from server.analytics.zonal import EXAMPLE_POLYGON, integer_valued, make_source, quantiles_of, source_unit
-from server.errors import invalid_argument
+from geopera_kernel.server.analytics.reader import RasterMeta, open_meta, select_asset
+from geopera_kernel.server.analytics.sources import StackSource
+from geopera_kernel.server.analytics.zonal import (
+    EXAMPLE_POLYGON,
+    integer_valued,
+    make_source,
+    quantiles_of,
+    source_unit,
+)
+from geopera_kernel.server.errors import invalid_argument
 
 Reducer = Literal["mean", "median", "min", "max", "percentile"]
 _DATETIME_TAGS = ("ACQUISITION_DATETIME", "DATETIME")

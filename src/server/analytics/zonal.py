@@ -30,13 +30,13 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from raster.geo import parse_zones
-from server.analytics.base import AnalyticsContext, AnalyticsMethod
-from server.analytics.engine import LayerResult, ReduceOptions, reduce_in
-from server.analytics.geometry import pixel_zones
-from server.analytics.indices import get_index
-from server.analytics.moments import Moments
-from server.analytics.params import (
+from geopera_kernel.raster.geo import parse_zones
+from geopera_kernel.server.analytics.base import AnalyticsContext, AnalyticsMethod
+from geopera_kernel.server.analytics.engine import LayerResult, ReduceOptions, reduce_in
+from geopera_kernel.server.analytics.geometry import pixel_zones
+from geopera_kernel.server.analytics.indices import get_index
+from geopera_kernel.server.analytics.moments import Moments
+from geopera_kernel.server.analytics.params import (
     DEFAULT_STATS,
     GEOMETRY_FIELD,
     BandMapping,
@@ -52,9 +52,9 @@ from server.analytics.params import (
     StatName,
     splittable,
 )
-from server.analytics.reader import RasterMeta, open_meta, select_asset
-from server.analytics.sources import BandSource, IndexSource, PixelSource, band_source
-from server.errors import invalid_argument
+from geopera_kernel.server.analytics.reader import RasterMeta, open_meta, select_asset
+from geopera_kernel.server.analytics.sources import BandSource, IndexSource, PixelSource, band_source
+from geopera_kernel.server.errors import invalid_argument
 
 EXAMPLE_POLYGON: dict[str, Any] = {
     "type": "Polygon",

@@ -12,12 +12,12 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from geopera.v1 import kernel_pb2, resources_pb2
-from server import callstats
-from server.domain.credits import Balance, LedgerRow
-from server.domain.jobs import STATUSES, Dispatch, JobEvent, JobRecord, JobTypeRecord, WorkerRecord
-from server.domain.models import AssetRecord, ItemRecord, ProjectRecord
-from server.edge.status import status_proto
-from server.errors import Code, DomainError, invalid_argument
+from geopera_kernel.server import callstats
+from geopera_kernel.server.domain.credits import Balance, LedgerRow
+from geopera_kernel.server.domain.jobs import STATUSES, Dispatch, JobEvent, JobRecord, JobTypeRecord, WorkerRecord
+from geopera_kernel.server.domain.models import AssetRecord, ItemRecord, ProjectRecord
+from geopera_kernel.server.edge.status import status_proto
+from geopera_kernel.server.errors import Code, DomainError, invalid_argument
 
 LEDGER_KINDS = {
     "grant": resources_pb2.LEDGER_ENTRY_KIND_GRANT,

@@ -10,16 +10,16 @@ from dataclasses import dataclass
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
-from server.api import convert
-from server.api.registry import Operation, OperationContext, OperationRegistry
-from server.api.wire import EncodedResult
-from server.auth import Principal
-from server.domain import idempotency
-from server.domain.idempotency import KeyedCall, Replayed
-from server.domain.jobs import JobEvent, job_events
-from server.edge.call import CallInfo
-from server.errors import invalid_argument
-from server.services import Services
+from geopera_kernel.server.api import convert
+from geopera_kernel.server.api.registry import Operation, OperationContext, OperationRegistry
+from geopera_kernel.server.api.wire import EncodedResult
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain import idempotency
+from geopera_kernel.server.domain.idempotency import KeyedCall, Replayed
+from geopera_kernel.server.domain.jobs import JobEvent, job_events
+from geopera_kernel.server.edge.call import CallInfo
+from geopera_kernel.server.errors import invalid_argument
+from geopera_kernel.server.services import Services
 
 IDEMPOTENCY_KEY_MAX = 255
 

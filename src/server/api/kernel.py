@@ -12,16 +12,16 @@ from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
 from geopera.v1 import kernel_pb2, kernel_pb2_grpc
-from server.api import convert, wire
-from server.api.convert import timestamp
-from server.api.execute import Executor
-from server.api.registry import Operation
-from server.auth import Principal
-from server.domain.models import UploadPart
-from server.edge.call import CallInfo, current_call, current_principal, metadata_value
-from server.errors import Code, DomainError, invalid_argument
-from server.services import Services
-from server.storage import iter_chunks
+from geopera_kernel.server.api import convert, wire
+from geopera_kernel.server.api.convert import timestamp
+from geopera_kernel.server.api.execute import Executor
+from geopera_kernel.server.api.registry import Operation
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.models import UploadPart
+from geopera_kernel.server.edge.call import CallInfo, current_call, current_principal, metadata_value
+from geopera_kernel.server.errors import Code, DomainError, invalid_argument
+from geopera_kernel.server.services import Services
+from geopera_kernel.server.storage import iter_chunks
 
 DOWNLOAD_CHUNK_BYTES = 1 << 20
 # An upload part is the UploadAssetRequest's fields of the same names.
@@ -78,7 +78,7 @@ def _execute_response(operation: Operation, result: bytes) -> bytes:
 
 
 class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
-    """The edge (`server.edge.interceptor`) runs every call: a handler runs
+    """The edge (`geopera_kernel.server.edge.interceptor`) runs every call: a handler runs
     only once the services are attached, for an authenticated caller."""
 
     _executor: Executor
@@ -89,7 +89,7 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
         self._services = executor.services
 
     # Bytes, not the ExecuteResponse the generated servicer declares: registration serializes
-    # Execute's answer through unserialized (server.api.registration._serializer).
+    # Execute's answer through unserialized (geopera_kernel.server.api.registration._serializer).
     async def Execute(  # type: ignore[override]
         self, request: kernel_pb2.ExecuteRequest, context: aio.ServicerContext
     ) -> bytes:

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from server.api import ops_analytics, ops_catalog, ops_processing
-from server.api.registry import OperationRegistry
+from geopera_kernel.server.api import ops_analytics, ops_catalog, ops_processing
+from geopera_kernel.server.api.registry import OperationRegistry
 
 
 def build_registry() -> OperationRegistry:

@@ -6,11 +6,11 @@ from __future__ import annotations
 from typing import Any
 
 from geopera.v1 import analytics_pb2, resources_pb2
-from server.api import convert, jsonview
-from server.api.registry import Operation, OperationContext
-from server.domain.analytics import AnalyticsOutcome
-from server.domain.idempotency import KeyedStore
-from server.services import Services
+from geopera_kernel.server.api import convert, jsonview
+from geopera_kernel.server.api.registry import Operation, OperationContext
+from geopera_kernel.server.domain.analytics import AnalyticsOutcome
+from geopera_kernel.server.domain.idempotency import KeyedStore
+from geopera_kernel.server.services import Services
 
 
 def _operation(description: dict[str, Any]) -> analytics_pb2.AnalyticsOperation:

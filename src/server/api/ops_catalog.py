@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from geopera.v1 import auth_pb2, catalog_pb2, credits_pb2
-from server.api import convert, wire
-from server.api.registry import Operation, OperationContext
-from server.api.wire import EncodedResult
-from server.domain.models import AssetInput, ItemCreate, ItemQuery
-from server.errors import invalid_argument
-from server.services import Services
+from geopera_kernel.server.api import convert, wire
+from geopera_kernel.server.api.registry import Operation, OperationContext
+from geopera_kernel.server.api.wire import EncodedResult
+from geopera_kernel.server.domain.models import AssetInput, ItemCreate, ItemQuery
+from geopera_kernel.server.errors import invalid_argument
+from geopera_kernel.server.services import Services
 
 
 async def projects_get(

@@ -8,14 +8,14 @@ from typing import TypeVar
 from google.protobuf.message import Message
 
 from geopera.v1 import catalog_pb2, processing_pb2, resources_pb2
-from server.api import convert
-from server.api.registry import Operation, OperationContext
-from server.auth import Principal
-from server.domain.clip import ClipRequest, create_clip_job
-from server.domain.idempotency import KeyedStore
-from server.domain.jobs import Dispatch, JobCreate, JobQuery, JobRecord
-from server.errors import invalid_argument
-from server.services import Services
+from geopera_kernel.server.api import convert
+from geopera_kernel.server.api.registry import Operation, OperationContext
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.clip import ClipRequest, create_clip_job
+from geopera_kernel.server.domain.idempotency import KeyedStore
+from geopera_kernel.server.domain.jobs import Dispatch, JobCreate, JobQuery, JobRecord
+from geopera_kernel.server.errors import invalid_argument
+from geopera_kernel.server.services import Services
 
 T = TypeVar("T")
 

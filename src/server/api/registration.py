@@ -4,7 +4,7 @@ The generated `add_*Servicer_to_server` lets grpcio deserialize requests
 before our code runs, and a corrupt message then surfaces as UNKNOWN. Here
 requests arrive as bytes and are decoded inside the call, so a corrupt one
 fails INVALID_ARGUMENT (reason `MALFORMED_REQUEST`) through the edge's one
-error path (`server.edge.interceptor`).
+error path (`geopera_kernel.server.edge.interceptor`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from google.protobuf.descriptor import MethodDescriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from grpc import aio
 
-from server.api.execute import reject_nul_characters
-from server.errors import invalid_argument
+from geopera_kernel.server.api.execute import reject_nul_characters
+from geopera_kernel.server.errors import invalid_argument
 
 
 def _decode(cls: type[Message], data: bytes) -> Message:

@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from google.protobuf.message import Message
 
 from geopera.v1 import options_pb2
-from server.api.wire import EncodedResult
-from server.auth import Principal
+from geopera_kernel.server.api.wire import EncodedResult
+from geopera_kernel.server.auth import Principal
 
 if TYPE_CHECKING:
-    from server.domain.idempotency import KeyedCall
-    from server.services import Services
+    from geopera_kernel.server.domain.idempotency import KeyedCall
+    from geopera_kernel.server.services import Services
 
 SideEffect = Literal["read", "write", "spend"]
 SIDE_EFFECTS: dict[int, SideEffect] = {

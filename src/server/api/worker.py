@@ -1,4 +1,4 @@
-"""WorkerService: the gRPC face of worker sessions (server.domain.jobs.sessions)
+"""WorkerService: the gRPC face of worker sessions (geopera_kernel.server.domain.jobs.sessions)
 and of the job-token calls (progress, failure, hand-back, RegisterOutputs):
 messages in, domain calls, messages out."""
 
@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 from grpc import aio
 
 from geopera.v1 import worker_pb2, worker_pb2_grpc
-from raster.cost import CostModel
-from server.api import convert
-from server.domain.jobs import (
+from geopera_kernel.raster.cost import CostModel
+from geopera_kernel.server.api import convert
+from geopera_kernel.server.domain.jobs import (
     Assignment,
     Cancellation,
     Dispatcher,
@@ -23,13 +23,19 @@ from server.domain.jobs import (
     WorkerHello,
     WorkerSessions,
 )
-from server.domain.jobs.sessions import SessionMessage
-from server.domain.models import ItemRecord
-from server.domain.output_parts import CommitPart, OutputAssetSpec, OutputChunkPart, OutputItemPart, OutputPart
-from server.edge.call import current_call, current_principal
-from server.errors import invalid_argument
-from server.services import Services
-from server.storage import BlobStorage
+from geopera_kernel.server.domain.jobs.sessions import SessionMessage
+from geopera_kernel.server.domain.models import ItemRecord
+from geopera_kernel.server.domain.output_parts import (
+    CommitPart,
+    OutputAssetSpec,
+    OutputChunkPart,
+    OutputItemPart,
+    OutputPart,
+)
+from geopera_kernel.server.edge.call import current_call, current_principal
+from geopera_kernel.server.errors import invalid_argument
+from geopera_kernel.server.services import Services
+from geopera_kernel.server.storage import BlobStorage
 
 
 def _assignment(assignment: Assignment, storage: BlobStorage) -> worker_pb2.JobAssignment:
@@ -93,7 +99,7 @@ def _declared_types(hello: worker_pb2.WorkerHello) -> list[JobTypeRecord]:
 
 
 class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
-    """The edge (`server.edge.interceptor`) runs every call: a handler runs
+    """The edge (`geopera_kernel.server.edge.interceptor`) runs every call: a handler runs
     only once the services are attached, for an authenticated caller."""
 
     _services: Services

@@ -14,18 +14,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raster.digest import size_and_sha256
-from server.analytics import AnalyticsContext, Artifact, AssetView, ItemView, MethodRegistry
-from server.auth import Principal
-from server.domain.catalog import CatalogService
-from server.domain.idempotency import KeyedStore, keyed_transaction
-from server.domain.models import ItemRecord
-from server.domain.pending_objects import PendingObjects
-from server.domain.quota import StorageQuota
-from server.errors import Code, DomainError, invalid_argument
-from server.ids import new_id
-from server.storage import BlobStorage
-from server.store import Database, Q
+from geopera_kernel.raster.digest import size_and_sha256
+from geopera_kernel.server.analytics import AnalyticsContext, Artifact, AssetView, ItemView, MethodRegistry
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.catalog import CatalogService
+from geopera_kernel.server.domain.idempotency import KeyedStore, keyed_transaction
+from geopera_kernel.server.domain.models import ItemRecord
+from geopera_kernel.server.domain.pending_objects import PendingObjects
+from geopera_kernel.server.domain.quota import StorageQuota
+from geopera_kernel.server.errors import Code, DomainError, invalid_argument
+from geopera_kernel.server.ids import new_id
+from geopera_kernel.server.storage import BlobStorage
+from geopera_kernel.server.store import Database, Q
 
 # Threads each call may use for block decoding; with the call pool below this
 # keeps a 2-core machine busy without oversubscribing it.
@@ -231,4 +231,3 @@ class AnalyticsService:
             await pending.settle(error)
             raise
         return outcome
-

@@ -9,14 +9,14 @@ from typing import Any
 
 from shapely.geometry import shape
 
-from raster.geo import Aoi, parse_aoi
-from raster.job_types import CLIP
-from server.auth import Principal
-from server.domain.catalog import CatalogService
-from server.domain.idempotency import KeyedStore
-from server.domain.jobs import Dispatch, JobCreate, JobRecord, JobService
-from server.domain.models import ItemRecord
-from server.errors import invalid_argument
+from geopera_kernel.raster.geo import Aoi, parse_aoi
+from geopera_kernel.raster.job_types import CLIP
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.catalog import CatalogService
+from geopera_kernel.server.domain.idempotency import KeyedStore
+from geopera_kernel.server.domain.jobs import Dispatch, JobCreate, JobRecord, JobService
+from geopera_kernel.server.domain.models import ItemRecord
+from geopera_kernel.server.errors import invalid_argument
 
 _RASTER_MEDIA_PREFIX = "image/tiff"
 

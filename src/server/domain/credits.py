@@ -13,10 +13,10 @@ from typing import Any
 
 import psycopg
 
-from server.auth import Principal
-from server.errors import failed_precondition, invalid_argument, not_found
-from server.pagination import decode_page_token, encode_page_token, page_size_or_default
-from server.store import Database, Q
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.errors import failed_precondition, invalid_argument, not_found
+from geopera_kernel.server.pagination import decode_page_token, encode_page_token, page_size_or_default
+from geopera_kernel.server.store import Database, Q
 
 
 @dataclass(frozen=True)

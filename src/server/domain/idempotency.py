@@ -29,9 +29,9 @@ from typing import Any, Generic, TypeVar
 
 import psycopg
 
-from server.auth import Principal
-from server.errors import Code, DomainError, failed_precondition
-from server.store import CommitProbe, Database, Q
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.errors import Code, DomainError, failed_precondition
+from geopera_kernel.server.store import CommitProbe, Database, Q
 
 T = TypeVar("T")
 U = TypeVar("U")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from server.auth import Principal
-from server.errors import invalid_argument, not_found
-from server.store import Database, Q
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.errors import invalid_argument, not_found
+from geopera_kernel.server.store import Database, Q
 
 Node = tuple[str, str, str]  # kind ("item" or "job"), id, label
 Edge = tuple[str, str, str, str]  # output item, relation, job, source item ("" for none)

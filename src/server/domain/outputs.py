@@ -29,22 +29,22 @@ from typing import Any, BinaryIO
 
 from shapely.geometry import mapping
 
-from raster import RasterError, RasterInfo, inspect_raster
-from raster.geo import geodesic_area_km2, parse_area
-from server.auth import Principal
-from server.domain.catalog.items import ASSET_KEY, NewItem, StoredAsset, asset_storage_key, insert_item
-from server.domain.catalog.reads import CatalogLimits
-from server.domain.jobs import JobError, JobRecord, JobService
-from server.domain.models import ItemRecord
-from server.domain.output_parts import OutputAssetSpec, OutputChunkPart, OutputItemPart, OutputPart
-from server.domain.pending_objects import PendingObjects
-from server.domain.quota import StorageQuota
-from server.domain.raster_work import RasterWorkPool
-from server.errors import Code, DomainError, already_exists, invalid_argument
-from server.ids import new_id
-from server.storage import BlobStorage
-from server.store import Database, Q
-from server.validation import require_finite_json
+from geopera_kernel.raster import RasterError, RasterInfo, inspect_raster
+from geopera_kernel.raster.geo import geodesic_area_km2, parse_area
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.catalog.items import ASSET_KEY, NewItem, StoredAsset, asset_storage_key, insert_item
+from geopera_kernel.server.domain.catalog.reads import CatalogLimits
+from geopera_kernel.server.domain.jobs import JobError, JobRecord, JobService
+from geopera_kernel.server.domain.models import ItemRecord
+from geopera_kernel.server.domain.output_parts import OutputAssetSpec, OutputChunkPart, OutputItemPart, OutputPart
+from geopera_kernel.server.domain.pending_objects import PendingObjects
+from geopera_kernel.server.domain.quota import StorageQuota
+from geopera_kernel.server.domain.raster_work import RasterWorkPool
+from geopera_kernel.server.errors import Code, DomainError, already_exists, invalid_argument
+from geopera_kernel.server.ids import new_id
+from geopera_kernel.server.storage import BlobStorage
+from geopera_kernel.server.store import Database, Q
+from geopera_kernel.server.validation import require_finite_json
 
 
 @dataclass

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import psycopg
 
-from server.storage import BlobStorage
-from server.store import CommitProbe
+from geopera_kernel.server.storage import BlobStorage
+from geopera_kernel.server.store import CommitProbe
 
 log = logging.getLogger(__name__)
 

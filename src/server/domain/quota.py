@@ -14,8 +14,8 @@ from typing import Any
 
 import psycopg
 
-from server.errors import Code, DomainError
-from server.store import Q
+from geopera_kernel.server.errors import Code, DomainError
+from geopera_kernel.server.store import Q
 
 DEFAULT_QUOTA_BYTES = 100 << 30
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from raster import RASTER_WORK_CANCELLED, RasterError
+from geopera_kernel.raster import RASTER_WORK_CANCELLED, RasterError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from server.errors import Code, DomainError
+from geopera_kernel.server.errors import Code, DomainError
 
 DEFAULT_MAX_STREAMS = 16
 DEFAULT_WATCH_IDLE_SECONDS = 600.0

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.storage import BlobStorage
-from server.store import Database, Q
+from geopera_kernel.server.storage import BlobStorage
+from geopera_kernel.server.store import Database, Q
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 from grpc import aio
 
-from raster.logs import log_access
-from server import callstats
-from server.auth import Principal, TokenService
-from server.errors import Code, DomainError
+from geopera_kernel.raster.logs import log_access
+from geopera_kernel.server import callstats
+from geopera_kernel.server.auth import Principal, TokenService
+from geopera_kernel.server.errors import Code, DomainError
 
 _REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 _REQUEST_ID_MAX = 128

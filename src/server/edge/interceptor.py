@@ -32,10 +32,10 @@ from typing import Any, TypeAlias
 import grpc
 from grpc import aio
 
-from server.edge.call import CallInfo, Edge
-from server.edge.revocation import end_on_revocation
-from server.edge.status import to_grpc_status, unexpected_error
-from server.errors import DomainError
+from geopera_kernel.server.edge.call import CallInfo, Edge
+from geopera_kernel.server.edge.revocation import end_on_revocation
+from geopera_kernel.server.edge.status import to_grpc_status, unexpected_error
+from geopera_kernel.server.errors import DomainError
 
 log = logging.getLogger(__name__)
 

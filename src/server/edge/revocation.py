@@ -17,9 +17,9 @@ from typing import TypeVar
 
 from grpc import aio
 
-from server.auth import TokenService
-from server.edge.call import CallInfo
-from server.edge.status import to_grpc_status
+from geopera_kernel.server.auth import TokenService
+from geopera_kernel.server.edge.call import CallInfo
+from geopera_kernel.server.edge.status import to_grpc_status
 
 T = TypeVar("T")
 

@@ -21,7 +21,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from geopera.v1 import errors_pb2
-from server.errors import Code, DomainError
+from geopera_kernel.server.errors import Code, DomainError
 
 ERROR_DOMAIN = "geopera.v1"
 # gRPC clients refuse trailers over 8 KiB at random and all over 16 KiB

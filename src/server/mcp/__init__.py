@@ -29,9 +29,9 @@ def main(args: argparse.Namespace) -> int:
 
     import grpc
 
-    from raster.logs import configure_logging
-    from server.api.operations import build_registry
-    from server.mcp.app import serve_stdio
+    from geopera_kernel.raster.logs import configure_logging
+    from geopera_kernel.server.api.operations import build_registry
+    from geopera_kernel.server.mcp.app import serve_stdio
 
     configure_logging(args.log_level)  # stderr: stdout carries the protocol
     token = args.token or os.environ.get("GEOPERA_TOKEN") or None

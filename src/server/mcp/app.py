@@ -14,10 +14,10 @@ import mcp_types as types
 from mcp.server import Server, ServerRequestContext
 from mcp.server.stdio import stdio_server
 
-from server.api.registry import OperationRegistry
-from server.mcp.kernel import USER_AGENT, Kernel
-from server.mcp.scopes import ScopeDiscovery, discover_scopes
-from server.mcp.tools import Projection, ToolOutcome, ToolSpec
+from geopera_kernel.server.api.registry import OperationRegistry
+from geopera_kernel.server.mcp.kernel import USER_AGENT, Kernel
+from geopera_kernel.server.mcp.scopes import ScopeDiscovery, discover_scopes
+from geopera_kernel.server.mcp.tools import Projection, ToolOutcome, ToolSpec
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from geopera.v1 import kernel_pb2, kernel_pb2_grpc
-from server.api.registry import Operation
-from server.edge.status import error_body, status_details
+from geopera_kernel.server.api.registry import Operation
+from geopera_kernel.server.edge.status import error_body, status_details
 
 USER_AGENT = "geopera-mcp/0.1.0"
 # A tool call must answer well under a minute (MCP hosts commonly give up at 60 s).

@@ -1,6 +1,6 @@
 """Self-contained JSON Schemas of params messages, for MCP `inputSchema`.
 
-The OpenAPI generator (`server.rest.openapi`) is reused as is: it describes a
+The OpenAPI generator (`geopera_kernel.server.rest.openapi`) is reused as is: it describes a
 message with `$ref`s into `#/components/schemas`. A tool's schema must stand
 alone, so the root message is inlined and every message it reaches is copied
 into `$defs` with the refs rewritten (messages may be recursive, so they are
@@ -14,7 +14,7 @@ from typing import Any
 
 from google.protobuf.descriptor import Descriptor
 
-from server.rest.openapi import _SchemaBuilder
+from geopera_kernel.server.rest.openapi import _SchemaBuilder
 
 _COMPONENTS = "#/components/schemas/"
 _DEFS = "#/$defs/"

@@ -14,9 +14,9 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from geopera.v1 import auth_pb2
-from server.api.registry import OperationRegistry
-from server.auth import ANY_SCOPE
-from server.mcp.kernel import Kernel, KernelError
+from geopera_kernel.server.api.registry import OperationRegistry
+from geopera_kernel.server.auth import ANY_SCOPE
+from geopera_kernel.server.mcp.kernel import Kernel, KernelError
 
 log = logging.getLogger(__name__)
 

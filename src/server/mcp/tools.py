@@ -1,6 +1,6 @@
 """The MCP tool catalogue, projected from the operation registry, and tool
 calls run against the kernel. Nothing here knows MCP's wire types (see
-`server.mcp.app`), so it is the same projection whatever the transport.
+`geopera_kernel.server.mcp.app`), so it is the same projection whatever the transport.
 
 - One tool per registered operation, named without dots (`items.list` ->
   `items_list`); its input schema is the params message's JSON Schema (proto3
@@ -29,12 +29,12 @@ import jsonschema
 from google.protobuf import json_format
 
 from geopera.v1 import analytics_pb2, resources_pb2
-from server.api import jsonview
-from server.api.registry import Operation, OperationRegistry, SideEffect
-from server.api.wire import descriptor_of
-from server.mcp.kernel import Kernel, KernelError
-from server.mcp.schema import message_schema
-from server.mcp.scopes import ScopeDiscovery, allows, discover_scopes
+from geopera_kernel.server.api import jsonview
+from geopera_kernel.server.api.registry import Operation, OperationRegistry, SideEffect
+from geopera_kernel.server.api.wire import descriptor_of
+from geopera_kernel.server.mcp.kernel import Kernel, KernelError
+from geopera_kernel.server.mcp.schema import message_schema
+from geopera_kernel.server.mcp.scopes import ScopeDiscovery, allows, discover_scopes
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +121,7 @@ def operation_tool(operation: Operation) -> ToolSpec:
     return ToolSpec(
         name=tool_name(operation.name),
         title=operation.name,
-        description=f"{operation.description}\n\nOperation `{operation.name}`. "
-        + _access(operation),
+        description=f"{operation.description}\n\nOperation `{operation.name}`. " + _access(operation),
         input_schema=schema,
         scope=operation.scope,
         side_effect=operation.side_effect,
@@ -142,8 +141,7 @@ def analytics_tool(method: analytics_pb2.AnalyticsOperation, execute: Operation)
         name="analytics_" + re.sub(r"[^A-Za-z0-9_-]", "_", method.name),
         title=f"analytics {method.name}",
         description=f"{description}\n\nRuns `{execute.name}` with operation `{method.name}`; the arguments are"
-        " the method's params and the result is that of analytics_execute. "
-        + _access(execute),
+        " the method's params and the result is that of analytics_execute. " + _access(execute),
         input_schema=schema,
         scope=execute.scope,
         side_effect=execute.side_effect,

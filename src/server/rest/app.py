@@ -2,7 +2,7 @@
 with its params as a JSON body (proto3 JSON mapping, snake_case names, no
 `@type`), `GET /v1/jobs/{job_id}/events` streams a job as server-sent events,
 and `GET /v1/openapi.json` describes both. Same auth, validation, idempotency
-and errors as gRPC: it runs through the same edge (`server.edge`) and the
+and errors as gRPC: it runs through the same edge (`geopera_kernel.server.edge`) and the
 same `Executor`."""
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from pydantic import BaseModel
 
-from server.api import convert, jsonview
-from server.api.execute import Executor
-from server.api.registry import OperationRegistry
-from server.api.wire import result_message
-from server.auth import Principal
-from server.edge.call import CallInfo, Edge
-from server.edge.call import request_id as request_id_of
-from server.edge.revocation import until_revoked
-from server.edge.status import domain_error_body, unexpected_error
-from server.errors import Code, DomainError, invalid_argument
-from server.rest.openapi import openapi_document
+from geopera_kernel.server.api import convert, jsonview
+from geopera_kernel.server.api.execute import Executor
+from geopera_kernel.server.api.registry import OperationRegistry
+from geopera_kernel.server.api.wire import result_message
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.edge.call import CallInfo, Edge
+from geopera_kernel.server.edge.call import request_id as request_id_of
+from geopera_kernel.server.edge.revocation import until_revoked
+from geopera_kernel.server.edge.status import domain_error_body, unexpected_error
+from geopera_kernel.server.errors import Code, DomainError, invalid_argument
+from geopera_kernel.server.rest.openapi import openapi_document
 
 log = logging.getLogger(__name__)
 

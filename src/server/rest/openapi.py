@@ -8,9 +8,9 @@ from typing import Any
 
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
-from server.api.jsonview import JOB_STATUS_ENUM, JOB_STATUS_WORDS
-from server.api.registry import OperationRegistry
-from server.api.wire import descriptor_of
+from geopera_kernel.server.api.jsonview import JOB_STATUS_ENUM, JOB_STATUS_WORDS
+from geopera_kernel.server.api.registry import OperationRegistry
+from geopera_kernel.server.api.wire import descriptor_of
 
 _SCALARS: dict[int, dict[str, Any]] = {
     FieldDescriptor.TYPE_DOUBLE: {"type": "number"},

@@ -1,6 +1,6 @@
 """PostgreSQL store: connection pool, migrations, named queries."""
 
-from server.store.database import CommitProbe, Database, connect_database, migrate
-from server.store.queries import Q
+from geopera_kernel.server.store.database import CommitProbe, Database, connect_database, migrate
+from geopera_kernel.server.store.queries import Q
 
 __all__ = ["CommitProbe", "Database", "Q", "connect_database", "migrate"]

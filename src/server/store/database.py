@@ -16,8 +16,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from server import callstats
-from server.store.queries import Q
+from geopera_kernel.server import callstats
+from geopera_kernel.server.store.queries import Q
 
 log = logging.getLogger(__name__)
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from raster.job_types import BathymetryInput, ClipInput
-from worker.plugin import JobPlugin
-from worker.plugins.bathymetry import BathymetryPlugin
-from worker.plugins.clip import ClipPlugin
+from geopera_kernel.raster.job_types import BathymetryInput, ClipInput
+from geopera_kernel.worker.plugin import JobPlugin
+from geopera_kernel.worker.plugins.bathymetry import BathymetryPlugin
+from geopera_kernel.worker.plugins.clip import ClipPlugin
 
 __all__ = ["BathymetryInput", "BathymetryPlugin", "ClipInput", "ClipPlugin", "builtin_plugins"]
 

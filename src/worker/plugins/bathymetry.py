@@ -1,4 +1,4 @@
-"""The "bathymetry" job (``raster.job_types.BATHYMETRY``): satellite-derived water depth
+"""The "bathymetry" job (``geopera_kernel.raster.job_types.BATHYMETRY``): satellite-derived water depth
 (Stumpf et al. 2003 log-ratio model)."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ from pathlib import Path
 from pydantic import BaseModel
 from shapely.geometry import shape
 
-from raster import RasterError
-from raster.bathymetry import bathymetry_to_cog, detect_bands
-from raster.clip import ClipResult, clip_to_cog
-from raster.geo import to_geojson
-from raster.job_types import BATHYMETRY, BathymetryInput
-from worker.plugin import JobContext, JobFailed, JobOutput, JobPlugin, OutputFile
-from worker.plugins.clip import (
+from geopera_kernel.raster import RasterError
+from geopera_kernel.raster.bathymetry import bathymetry_to_cog, detect_bands
+from geopera_kernel.raster.clip import ClipResult, clip_to_cog
+from geopera_kernel.raster.geo import to_geojson
+from geopera_kernel.raster.job_types import BATHYMETRY, BathymetryInput
+from geopera_kernel.worker.plugin import JobContext, JobFailed, JobOutput, JobPlugin, OutputFile
+from geopera_kernel.worker.plugins.clip import (
     ASSET_NOT_FOUND,
     area_km2,
     derived_properties,

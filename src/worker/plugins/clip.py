@@ -1,4 +1,4 @@
-"""The "clip" job (``raster.job_types.CLIP``): cut a source item's raster assets to an area of
+"""The "clip" job (``geopera_kernel.raster.job_types.CLIP``): cut a source item's raster assets to an area of
 interest, one COG each."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from pydantic import BaseModel
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
-from raster import RasterError
-from raster.clip import clip_to_cog
-from raster.domain_errors import DomainError
-from raster.geo import Aoi, geodesic_area_km2, parse_aoi, to_geojson
-from raster.job_types import CLIP, ClipInput
-from worker.plugin import JobContext, JobFailed, JobOutput, JobPlugin, OutputFile, SourceItem
+from geopera_kernel.raster import RasterError
+from geopera_kernel.raster.clip import clip_to_cog
+from geopera_kernel.raster.domain_errors import DomainError
+from geopera_kernel.raster.geo import Aoi, geodesic_area_km2, parse_aoi, to_geojson
+from geopera_kernel.raster.job_types import CLIP, ClipInput
+from geopera_kernel.worker.plugin import JobContext, JobFailed, JobOutput, JobPlugin, OutputFile, SourceItem
 
 INVALID_GEOMETRY = "INVALID_GEOMETRY"
 SOURCE_NOT_FOUND = "SOURCE_NOT_FOUND"

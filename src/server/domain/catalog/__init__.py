@@ -1,9 +1,9 @@
 """The catalog: projects, items, assets, uploads and downloads (see service.py for the parts)."""
 
-from server.domain.catalog.caches import ByteBudgetLru, ItemRenderer, RenderedItem, rendered_size
-from server.domain.catalog.items import NewItem, StoredAsset, asset_storage_key, insert_item
-from server.domain.catalog.reads import CatalogLimits
-from server.domain.catalog.service import CatalogService
+from geopera_kernel.server.domain.catalog.caches import ByteBudgetLru, ItemRenderer, RenderedItem, rendered_size
+from geopera_kernel.server.domain.catalog.items import NewItem, StoredAsset, asset_storage_key, insert_item
+from geopera_kernel.server.domain.catalog.reads import CatalogLimits
+from geopera_kernel.server.domain.catalog.service import CatalogService
 
 __all__ = [
     "ByteBudgetLru",

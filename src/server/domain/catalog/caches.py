@@ -8,8 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from server.config import DEFAULT_ITEM_CACHE_BYTES
-from server.domain.models import ItemRecord
+from geopera_kernel.server.config import DEFAULT_ITEM_CACHE_BYTES
+from geopera_kernel.server.domain.models import ItemRecord
 
 ITEM_CACHE_SIZE = 4096  # item records held in memory (get_item: jobs, analytics, clips)
 # Memory for items held encoded (items.get), GEOPERA_ITEM_CACHE_BYTES.

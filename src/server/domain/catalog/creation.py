@@ -9,7 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from raster import (
+from geopera_kernel.raster import (
     CONVERSION_DRIVERS,
     GEOTIFF_DRIVERS,
     NOT_A_COG,
@@ -19,8 +19,8 @@ from raster import (
     datetime_from_name,
     inspect_raster,
 )
-from server.auth import Principal
-from server.domain.catalog.items import (
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.catalog.items import (
     ASSET_KEY,
     COLLECTION_ID,
     MAX_NAME_LENGTH,
@@ -29,14 +29,14 @@ from server.domain.catalog.items import (
     asset_storage_key,
     insert_item,
 )
-from server.domain.catalog.raster_info import discard_prepared, raster_error
-from server.domain.catalog.uploads import CatalogUploads
-from server.domain.models import AssetInput, ItemCreate, ItemRecord
-from server.domain.pending_objects import PendingObjects
-from server.errors import failed_precondition, invalid_argument, not_found, permission_denied
-from server.ids import new_id
-from server.store import Q
-from server.validation import require_finite_json
+from geopera_kernel.server.domain.catalog.raster_info import discard_prepared, raster_error
+from geopera_kernel.server.domain.catalog.uploads import CatalogUploads
+from geopera_kernel.server.domain.models import AssetInput, ItemCreate, ItemRecord
+from geopera_kernel.server.domain.pending_objects import PendingObjects
+from geopera_kernel.server.errors import failed_precondition, invalid_argument, not_found, permission_denied
+from geopera_kernel.server.ids import new_id
+from geopera_kernel.server.store import Q
+from geopera_kernel.server.validation import require_finite_json
 
 
 class ItemCreation(CatalogUploads):

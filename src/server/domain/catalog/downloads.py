@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import re
 
-from server.auth import Principal
-from server.domain.catalog.reads import CatalogReads
-from server.domain.models import FileRef
-from server.errors import failed_precondition, invalid_argument, not_found, permission_denied
-from server.store import Q
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.catalog.reads import CatalogReads
+from geopera_kernel.server.domain.models import FileRef
+from geopera_kernel.server.errors import failed_precondition, invalid_argument, not_found, permission_denied
+from geopera_kernel.server.store import Q
 
 # Stands in for a job token whose read of a source item was allowed above.
 SOURCE_READER = Principal(id="job-source-reader", kind="admin", scopes=frozenset({"admin"}))

@@ -11,11 +11,11 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from raster import RasterInfo
-from server.domain.catalog.raster_info import asset_json
-from server.domain.models import ItemRecord
-from server.errors import already_exists
-from server.store import Q
+from geopera_kernel.raster import RasterInfo
+from geopera_kernel.server.domain.catalog.raster_info import asset_json
+from geopera_kernel.server.domain.models import ItemRecord
+from geopera_kernel.server.errors import already_exists
+from geopera_kernel.server.store import Q
 
 ASSET_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 COLLECTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import psycopg
 
-from server.auth import Principal
-from server.domain.catalog.reads import CatalogReads
-from server.domain.models import ProjectRecord
-from server.errors import already_exists, invalid_argument, not_found
-from server.pagination import decode_page_token, encode_page_token, page_size_or_default
-from server.store import Q
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.catalog.reads import CatalogReads
+from geopera_kernel.server.domain.models import ProjectRecord
+from geopera_kernel.server.errors import already_exists, invalid_argument, not_found
+from geopera_kernel.server.pagination import decode_page_token, encode_page_token, page_size_or_default
+from geopera_kernel.server.store import Q
 
 
 class CatalogProjects(CatalogReads):

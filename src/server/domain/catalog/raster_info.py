@@ -7,8 +7,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from raster import RasterError, RasterInfo
-from server.errors import DomainError, invalid_argument
+from geopera_kernel.raster import RasterError, RasterInfo
+from geopera_kernel.server.errors import DomainError, invalid_argument
 
 
 def _json_float(value: float | None) -> float | str | None:

@@ -10,10 +10,10 @@ from typing import Any
 
 import psycopg
 
-from server import callstats
-from server.auth import Principal
-from server.domain.batching import BatchLoader
-from server.domain.catalog.caches import (
+from geopera_kernel.server import callstats
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.batching import BatchLoader
+from geopera_kernel.server.domain.catalog.caches import (
     ITEM_CACHE_BYTES,
     ITEM_CACHE_SIZE,
     RENDER_BATCH_MAX,
@@ -24,13 +24,13 @@ from server.domain.catalog.caches import (
     RenderedItem,
     rendered_size,
 )
-from server.domain.credits import CreditService
-from server.domain.models import ItemRecord
-from server.domain.quota import StorageQuota
-from server.domain.raster_work import RasterWorkPool
-from server.errors import invalid_argument, not_found
-from server.storage import BlobStorage
-from server.store import Database, Q
+from geopera_kernel.server.domain.credits import CreditService
+from geopera_kernel.server.domain.models import ItemRecord
+from geopera_kernel.server.domain.quota import StorageQuota
+from geopera_kernel.server.domain.raster_work import RasterWorkPool
+from geopera_kernel.server.errors import invalid_argument, not_found
+from geopera_kernel.server.storage import BlobStorage
+from geopera_kernel.server.store import Database, Q
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,13 @@ from typing import Any
 
 from shapely.geometry import shape
 
-from raster.geo import parse_area
-from server.auth import Principal
-from server.domain.catalog.reads import CatalogReads
-from server.domain.models import ItemQuery, ItemRecord
-from server.errors import invalid_argument
-from server.pagination import decode_page_token, encode_page_token, page_size_or_default
-from server.store import Q
+from geopera_kernel.raster.geo import parse_area
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.catalog.reads import CatalogReads
+from geopera_kernel.server.domain.models import ItemQuery, ItemRecord
+from geopera_kernel.server.errors import invalid_argument
+from geopera_kernel.server.pagination import decode_page_token, encode_page_token, page_size_or_default
+from geopera_kernel.server.store import Q
 
 
 class CatalogSearch(CatalogReads):

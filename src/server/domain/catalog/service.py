@@ -4,10 +4,10 @@ search, item creation, uploads, downloads."""
 
 from __future__ import annotations
 
-from server.domain.catalog.creation import ItemCreation
-from server.domain.catalog.downloads import CatalogDownloads
-from server.domain.catalog.projects import CatalogProjects
-from server.domain.catalog.search import CatalogSearch
+from geopera_kernel.server.domain.catalog.creation import ItemCreation
+from geopera_kernel.server.domain.catalog.downloads import CatalogDownloads
+from geopera_kernel.server.domain.catalog.projects import CatalogProjects
+from geopera_kernel.server.domain.catalog.search import CatalogSearch
 
 
 class CatalogService(CatalogProjects, CatalogSearch, ItemCreation, CatalogDownloads):

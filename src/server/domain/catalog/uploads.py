@@ -9,14 +9,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import BinaryIO
 
-from server.auth import Principal
-from server.domain.catalog.reads import CatalogReads
-from server.domain.models import UploadPart, UploadRecord
-from server.domain.pending_objects import surely_rolled_back
-from server.domain.quota import quota_exceeded
-from server.errors import Code, DomainError, invalid_argument
-from server.ids import new_id
-from server.store import CommitProbe, Q
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.catalog.reads import CatalogReads
+from geopera_kernel.server.domain.models import UploadPart, UploadRecord
+from geopera_kernel.server.domain.pending_objects import surely_rolled_back
+from geopera_kernel.server.domain.quota import quota_exceeded
+from geopera_kernel.server.errors import Code, DomainError, invalid_argument
+from geopera_kernel.server.ids import new_id
+from geopera_kernel.server.store import CommitProbe, Q
 
 UPLOAD_TTL_SECONDS = 24 * 3600
 

@@ -1,12 +1,12 @@
 """Processing jobs: job types and prices, the lifecycle, worker sessions,
 claims and leases, job tokens, and job events (see service.py for the parts)."""
 
-from raster.cost import MAX_CREDITS, CostModel
-from server.domain.jobs.dispatcher import Cancellation, Dispatcher, WorkerSession
-from server.domain.jobs.job_types import JOB_TYPE_ID, JobTypeRecord, JobTypes
-from server.domain.jobs.notices import Notifications
-from server.domain.jobs.policy import LeasePolicy
-from server.domain.jobs.records import (
+from geopera_kernel.raster.cost import MAX_CREDITS, CostModel
+from geopera_kernel.server.domain.jobs.dispatcher import Cancellation, Dispatcher, WorkerSession
+from geopera_kernel.server.domain.jobs.job_types import JOB_TYPE_ID, JobTypeRecord, JobTypes
+from geopera_kernel.server.domain.jobs.notices import Notifications
+from geopera_kernel.server.domain.jobs.policy import LeasePolicy
+from geopera_kernel.server.domain.jobs.records import (
     ACTIVE,
     STATUSES,
     TERMINAL,
@@ -20,9 +20,9 @@ from server.domain.jobs.records import (
     WorkerRecord,
     event_snapshot,
 )
-from server.domain.jobs.service import JobService
-from server.domain.jobs.sessions import Heartbeat, Welcome, WorkerHello, WorkerSessions
-from server.domain.jobs.watch import job_events
+from geopera_kernel.server.domain.jobs.service import JobService
+from geopera_kernel.server.domain.jobs.sessions import Heartbeat, Welcome, WorkerHello, WorkerSessions
+from geopera_kernel.server.domain.jobs.watch import job_events
 
 __all__ = [
     "ACTIVE",

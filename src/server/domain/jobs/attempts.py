@@ -10,11 +10,11 @@ from typing import Any
 
 import psycopg
 
-from server.auth import Principal
-from server.domain.jobs.records import JobError, JobRecord
-from server.domain.jobs.transitions import JobTransitions
-from server.errors import Code, DomainError, failed_precondition, permission_denied
-from server.store import CommitProbe, Q
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.jobs.records import JobError, JobRecord
+from geopera_kernel.server.domain.jobs.transitions import JobTransitions
+from geopera_kernel.server.errors import Code, DomainError, failed_precondition, permission_denied
+from geopera_kernel.server.store import CommitProbe, Q
 
 
 class JobAttempts(JobTransitions):

@@ -11,18 +11,18 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from server.auth import Principal
-from server.domain.catalog.items import COLLECTION_ID
-from server.domain.idempotency import KeyedStore, keyed_transaction
-from server.domain.jobs.job_types import JobTypeRecord, validate_input
-from server.domain.jobs.pricing import estimate, measures_geometry
-from server.domain.jobs.records import ACTIVE, Dispatch, JobCreate, JobRecord
-from server.domain.jobs.transitions import JobTransitions
-from server.domain.models import ItemRecord
-from server.errors import already_exists, failed_precondition, invalid_argument, not_found
-from server.ids import new_id
-from server.store import Q
-from server.validation import require_finite_json
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.catalog.items import COLLECTION_ID
+from geopera_kernel.server.domain.idempotency import KeyedStore, keyed_transaction
+from geopera_kernel.server.domain.jobs.job_types import JobTypeRecord, validate_input
+from geopera_kernel.server.domain.jobs.pricing import estimate, measures_geometry
+from geopera_kernel.server.domain.jobs.records import ACTIVE, Dispatch, JobCreate, JobRecord
+from geopera_kernel.server.domain.jobs.transitions import JobTransitions
+from geopera_kernel.server.domain.models import ItemRecord
+from geopera_kernel.server.errors import already_exists, failed_precondition, invalid_argument, not_found
+from geopera_kernel.server.ids import new_id
+from geopera_kernel.server.store import Q
+from geopera_kernel.server.validation import require_finite_json
 
 MAX_INPUT_PARAMS_BYTES = 64 << 10
 

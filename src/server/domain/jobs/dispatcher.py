@@ -8,10 +8,10 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-from server.auth import TokenService, job_principal
-from server.domain.jobs.notices import Notifications
-from server.domain.jobs.records import Assignment
-from server.domain.jobs.service import JobService
+from geopera_kernel.server.auth import TokenService, job_principal
+from geopera_kernel.server.domain.jobs.notices import Notifications
+from geopera_kernel.server.domain.jobs.records import Assignment
+from geopera_kernel.server.domain.jobs.service import JobService
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ import jsonschema
 import psycopg
 from psycopg.types.json import Jsonb
 
-from raster.cost import CostModel
-from server.auth import Principal
-from server.domain.jobs.policy import LeasePolicy
-from server.errors import ExpectedSchema, FieldViolation, invalid_argument, not_found, permission_denied
-from server.store import Database, Q
+from geopera_kernel.raster.cost import CostModel
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.jobs.policy import LeasePolicy
+from geopera_kernel.server.errors import ExpectedSchema, FieldViolation, invalid_argument, not_found, permission_denied
+from geopera_kernel.server.store import Database, Q
 
 JOB_TYPE_CACHE_SECONDS = 2.0
 JOB_TYPE_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")

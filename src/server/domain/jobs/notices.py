@@ -20,9 +20,9 @@ from typing import Any
 
 import psycopg
 
-from server.domain.jobs.records import JobEvent, JobRecord
-from server.store import Q
-from server.store.listener import Listener
+from geopera_kernel.server.domain.jobs.records import JobEvent, JobRecord
+from geopera_kernel.server.store import Q
+from geopera_kernel.server.store.listener import Listener
 
 EVENTS_CHANNEL = "geopera_job_events"  # also named in jobs.sql (insert_events, report_progress)
 DISPATCH_CHANNEL = "geopera_dispatch"

@@ -1,5 +1,5 @@
 """What a job costs: the area and asset count a job type's cost model
-(raster.cost.CostModel) prices, estimated (and reserved) when the job is created."""
+(geopera_kernel.raster.cost.CostModel) prices, estimated (and reserved) when the job is created."""
 
 from __future__ import annotations
 
@@ -9,14 +9,13 @@ import shapely
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
-from raster.geo import Aoi, geodesic_area_km2, parse_aoi
-from server.domain.models import ItemRecord
-from server.errors import invalid_argument
+from geopera_kernel.raster.geo import Aoi, geodesic_area_km2, parse_aoi
+from geopera_kernel.server.domain.models import ItemRecord
+from geopera_kernel.server.errors import invalid_argument
 
 if TYPE_CHECKING:
-    from server.domain.jobs.job_types import JobTypeRecord
-    from server.domain.jobs.records import JobCreate
-
+    from geopera_kernel.server.domain.jobs.job_types import JobTypeRecord
+    from geopera_kernel.server.domain.jobs.records import JobCreate
 
 
 def aoi_area_km2(geojson: dict[str, Any], field: str, clip_to: BaseGeometry | None = None) -> float:

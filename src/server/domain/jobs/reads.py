@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import builtins  # JobReads.list shadows the builtin in the annotations after it
 
-from server.auth import Principal
-from server.domain.jobs.records import JobEvent, JobQuery, JobRecord
-from server.domain.jobs.transitions import JobTransitions
-from server.errors import invalid_argument
-from server.pagination import decode_page_token, encode_page_token, page_size_or_default
-from server.store import Q
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.jobs.records import JobEvent, JobQuery, JobRecord
+from geopera_kernel.server.domain.jobs.transitions import JobTransitions
+from geopera_kernel.server.errors import invalid_argument
+from geopera_kernel.server.pagination import decode_page_token, encode_page_token, page_size_or_default
+from geopera_kernel.server.store import Q
 
 
 class JobReads(JobTransitions):

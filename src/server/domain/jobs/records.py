@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from server.domain.models import ItemRecord
+from geopera_kernel.server.domain.models import ItemRecord
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 ACTIVE = frozenset({"DISPATCHED", "RUNNING"})

@@ -15,12 +15,12 @@ from typing import Any
 
 import psycopg
 
-from server.auth import Principal
-from server.domain.jobs.attempts import JobAttempts
-from server.domain.jobs.creation import JobCreation
-from server.domain.jobs.job_types import JobTypeRecord
-from server.domain.jobs.reads import JobReads
-from server.domain.jobs.workers import WorkerClaims
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.jobs.attempts import JobAttempts
+from geopera_kernel.server.domain.jobs.creation import JobCreation
+from geopera_kernel.server.domain.jobs.job_types import JobTypeRecord
+from geopera_kernel.server.domain.jobs.reads import JobReads
+from geopera_kernel.server.domain.jobs.workers import WorkerClaims
 
 
 class JobService(JobCreation, JobReads, JobAttempts, WorkerClaims):

@@ -1,7 +1,7 @@
 """A worker's Connect session: its hello (job types declared, worker
 registered), then assignments and cancellations out and heartbeats in, until
 the worker hangs up, a reconnect supersedes it, or the server stops. The gRPC
-servicer only translates messages (server.api.worker)."""
+servicer only translates messages (geopera_kernel.server.api.worker)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
-from server.auth import Principal
-from server.domain.jobs.dispatcher import Cancellation, Dispatcher, WorkerSession
-from server.domain.jobs.job_types import JobTypeRecord
-from server.domain.jobs.notices import Notifications
-from server.domain.jobs.records import Assignment
-from server.domain.jobs.service import JobService
-from server.errors import Code, DomainError, invalid_argument
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.jobs.dispatcher import Cancellation, Dispatcher, WorkerSession
+from geopera_kernel.server.domain.jobs.job_types import JobTypeRecord
+from geopera_kernel.server.domain.jobs.notices import Notifications
+from geopera_kernel.server.domain.jobs.records import Assignment
+from geopera_kernel.server.domain.jobs.service import JobService
+from geopera_kernel.server.errors import Code, DomainError, invalid_argument
 
 MAX_CAPACITY = 64
 

@@ -15,14 +15,14 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from server.auth import Principal
-from server.domain.credits import CreditService
-from server.domain.jobs.job_types import JobTypes
-from server.domain.jobs.notices import CANCEL_CHANNEL, encode_cancel, notify
-from server.domain.jobs.policy import LeasePolicy
-from server.domain.jobs.records import JobError, JobRecord, event_snapshot
-from server.errors import Code, failed_precondition, invalid_argument, not_found
-from server.store import Database, Q
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.credits import CreditService
+from geopera_kernel.server.domain.jobs.job_types import JobTypes
+from geopera_kernel.server.domain.jobs.notices import CANCEL_CHANNEL, encode_cancel, notify
+from geopera_kernel.server.domain.jobs.policy import LeasePolicy
+from geopera_kernel.server.domain.jobs.records import JobError, JobRecord, event_snapshot
+from geopera_kernel.server.errors import Code, failed_precondition, invalid_argument, not_found
+from geopera_kernel.server.store import Database, Q
 
 
 class JobTransitions:

@@ -7,11 +7,11 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from server.auth import Principal
-from server.domain.jobs.notices import Notifications
-from server.domain.jobs.records import JobEvent
-from server.domain.jobs.service import JobService
-from server.errors import Code, DomainError, invalid_argument
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.jobs.notices import Notifications
+from geopera_kernel.server.domain.jobs.records import JobEvent
+from geopera_kernel.server.domain.jobs.service import JobService
+from geopera_kernel.server.errors import Code, DomainError, invalid_argument
 
 WATCH_POLL_SECONDS = 5.0
 

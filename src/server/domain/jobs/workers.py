@@ -7,14 +7,14 @@ import builtins  # JobService.list shadows the builtin in the annotations after 
 import re
 import secrets
 
-from server.auth import JOB_TOKEN_PREFIX, Principal, hash_token
-from server.domain.jobs.notices import DISPATCH_CHANNEL, notify
-from server.domain.jobs.records import Assignment, JobRecord, WorkerRecord
-from server.domain.jobs.transitions import JobTransitions
-from server.domain.models import ItemRecord
-from server.errors import invalid_argument, permission_denied
-from server.ids import new_id
-from server.store import Q
+from geopera_kernel.server.auth import JOB_TOKEN_PREFIX, Principal, hash_token
+from geopera_kernel.server.domain.jobs.notices import DISPATCH_CHANNEL, notify
+from geopera_kernel.server.domain.jobs.records import Assignment, JobRecord, WorkerRecord
+from geopera_kernel.server.domain.jobs.transitions import JobTransitions
+from geopera_kernel.server.domain.models import ItemRecord
+from geopera_kernel.server.errors import invalid_argument, permission_denied
+from geopera_kernel.server.ids import new_id
+from geopera_kernel.server.store import Q
 
 WORKER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_WORKER_NAME_CHARS = 200

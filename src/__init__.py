@@ -1,0 +1,3 @@
+"""Geopera kernel: the server, the worker and the code they share, under one name of ours
+(geopera_kernel.server, geopera_kernel.worker, ...) though their folders are src/server, src/worker, ...
+"""
