@@ -26,7 +26,7 @@ def _worker_children(parent_pid: int) -> list[int]:
             continue
         # The command name may hold spaces and parentheses; the ppid follows the last ')'.
         fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == parent_pid and fields[0] != "Z" and b"\0-m\0worker\0" in cmdline:
+        if int(fields[1]) == parent_pid and fields[0] != "Z" and b"\0-m\0geopera_kernel.worker\0" in cmdline:
             found.append(int(entry.name))
     return found
 
