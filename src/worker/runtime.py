@@ -1,5 +1,6 @@
-"""The worker runtime: one Connect session to the server, a task per assigned
-job, and the job-token calls back (progress, failure, hand-back, outputs).
+"""The worker runtime: one Connect session to the server and a task per assigned
+job, which reports its end (failure, hand-back) with the job's token; the other
+calls back for a job (sources, progress, outputs) are in ``job_calls``.
 
 It reconnects with jittered exponential backoff, heartbeats the jobs it
 holds, and on shutdown stops taking work, lets running jobs finish within a
@@ -10,33 +11,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import random
 import shutil
 import tempfile
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
-from google.rpc import error_details_pb2, status_pb2
+from google.protobuf import json_format, struct_pb2
 from grpc import aio
 from pydantic import ValidationError
 
-from geopera.v1 import kernel_pb2, kernel_pb2_grpc, resources_pb2, worker_pb2, worker_pb2_grpc
+from geopera.v1 import kernel_pb2_grpc, resources_pb2, worker_pb2, worker_pb2_grpc
 from geopera_kernel.raster import COG_WRITE_FAILED, RasterError
-from geopera_kernel.raster.digest import size_and_sha256
+from geopera_kernel.worker.job_calls import (
+    ProgressReporter,
+    download_asset,
+    error_reason,
+    register_outputs,
+    resending,
+    struct,
+)
 from geopera_kernel.worker.plugin import (
     JobCancelled,
     JobContext,
     JobFailed,
-    JobOutput,
     JobPlugin,
     PluginRegistry,
     SourceAsset,
@@ -45,8 +49,6 @@ from geopera_kernel.worker.plugin import (
 
 log = logging.getLogger("geopera.worker")
 
-CHUNK_BYTES = 1 << 20
-PROGRESS_INTERVAL_SECONDS = 0.2
 FATAL_CODES = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.INVALID_ARGUMENT)
 # Faults of the connection or the server, not of the job: worth another try (the
 # same call soon, or another attempt of the job). Every other status repeats.
@@ -61,10 +63,6 @@ TRANSIENT_CODES = frozenset(
         grpc.StatusCode.CANCELLED,
     }
 )
-# Calls the server may not have received are sent again on these, for up to
-# RESEND_SECONDS (a server restart); past the lease the attempt is over anyway.
-RESEND_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
-RESEND_SECONDS = 60.0
 # RegisterOutputs refused the outputs for what they are: the server has failed
 # the job itself (or the attempt was over), so there is nothing left to report.
 OUTPUTS_REFUSED_CODES = frozenset(
@@ -107,12 +105,6 @@ def _struct_dict(message: struct_pb2.Struct) -> dict[str, Any]:
     return json_format.MessageToDict(message)
 
 
-def _struct(value: dict[str, Any]) -> struct_pb2.Struct:
-    message = struct_pb2.Struct()
-    message.update(value)
-    return message
-
-
 class Worker:
     def __init__(self, config: WorkerConfig, plugins: PluginRegistry) -> None:
         self.config = config
@@ -142,7 +134,7 @@ class Worker:
                 worker_pb2.JobTypeDeclaration(
                     job_type_id=plugin.job_type_id,
                     description=plugin.description,
-                    input_schema=_struct(plugin.input_schema()),
+                    input_schema=struct(plugin.input_schema()),
                     cost_model=resources_pb2.CostModel(
                         flat=cost.flat, per_km2=cost.per_km2, per_asset=cost.per_asset, minimum=cost.minimum
                     ),
@@ -275,7 +267,7 @@ class Worker:
         workdir = self._workdir / f"{job.id}-{assignment.attempt}"
         workdir.mkdir(parents=True, exist_ok=True)
         running.cancel = threading.Event()
-        reporter = _ProgressReporter(stub, job.id, metadata, running.cancel)
+        reporter = ProgressReporter(stub, job.id, metadata, running.cancel)
         try:
             if self.draining:
                 running.handed_back = True
@@ -314,7 +306,7 @@ class Worker:
             if running.cancel.is_set():
                 raise JobCancelled(job.id)
             try:
-                await self._register_outputs(stub, job.id, metadata, outputs)
+                await register_outputs(stub, job.id, metadata, outputs)
             except aio.AioRpcError as err:
                 if err.code() not in OUTPUTS_REFUSED_CODES or error_reason(err) == "INCOMPLETE_UPLOAD":
                     raise
@@ -367,7 +359,7 @@ class Worker:
 
     async def _call(self, method: Any, request: Any, metadata: Any) -> Any:
         try:
-            return await _resending(lambda: method(request, metadata=metadata, timeout=30))
+            return await resending(lambda: method(request, metadata=metadata, timeout=30))
         except aio.AioRpcError as err:
             log.warning("%s: %s %s", type(request).__name__, err.code().name, err.details())
             return None
@@ -384,7 +376,7 @@ class Worker:
             for key, asset in item.assets.items():
                 path = locations.get((item.id, key), "") if self.config.shared_storage else ""
                 if not path or not os.access(path, os.R_OK):
-                    path = str(await self._download(kernel, asset.href, workdir / f"src-{item.id}-{key}.tif", metadata))
+                    path = str(await download_asset(kernel, asset.href, workdir / f"src-{item.id}-{key}.tif", metadata))
                 assets[key] = SourceAsset(
                     key=key,
                     path=path,
@@ -402,173 +394,3 @@ class Worker:
                 assets=assets,
             )
         return sources
-
-    async def _download(self, kernel: Any, href: str, target: Path, metadata: Any) -> Path:
-        digest = hashlib.sha256()
-        expected = ""
-        with target.open("wb") as out:
-            async for chunk in kernel.DownloadAsset(
-                kernel_pb2.DownloadAssetRequest(resource_name=href), metadata=metadata
-            ):
-                if chunk.sha256:
-                    expected = chunk.sha256
-                digest.update(chunk.data)
-                await asyncio.to_thread(out.write, chunk.data)
-        if expected and digest.hexdigest() != expected:
-            raise JobFailed("SOURCE_CORRUPT", f"downloaded {href} does not match its checksum", retryable=True)
-        return target
-
-    async def _register_outputs(self, stub: Any, job_id: str, metadata: Any, outputs: list[JobOutput]) -> None:
-        async def requests() -> AsyncIterator[worker_pb2.RegisterOutputsRequest]:
-            first = True
-            items = []
-            for index, output in enumerate(outputs):
-                when = timestamp_pb2.Timestamp()
-                when.FromDatetime(output.datetime)
-                assets = []
-                for file in output.files:
-                    size, sha = await asyncio.to_thread(size_and_sha256, file.path)
-                    assets.append(
-                        worker_pb2.OutputAsset(
-                            key=file.key, roles=file.roles, title=file.title, size_bytes=size, sha256=sha
-                        )
-                    )
-                items.append(
-                    worker_pb2.OutputItem(
-                        output_key=str(index),
-                        name=output.name,
-                        geometry=_struct(output.geometry),
-                        datetime=when,
-                        properties=_struct(output.properties),
-                        source_item_ids=output.source_item_ids,
-                        assets=assets,
-                    )
-                )
-            for item in items:
-                yield worker_pb2.RegisterOutputsRequest(job_id=job_id if first else "", item=item)
-                first = False
-            for index, output in enumerate(outputs):
-                for file in output.files:
-                    offset = 0
-                    with file.path.open("rb") as source:
-                        while True:
-                            data = await asyncio.to_thread(source.read, CHUNK_BYTES)
-                            chunk = worker_pb2.OutputChunk(
-                                output_key=str(index), asset_key=file.key, write_offset=offset, data=data,
-                                finish_write=not data,
-                            )  # fmt: skip
-                            yield worker_pb2.RegisterOutputsRequest(job_id=job_id if first else "", chunk=chunk)
-                            first = False
-                            if not data:
-                                break
-                            offset += len(data)
-            yield worker_pb2.RegisterOutputsRequest(job_id=job_id, commit=True)
-
-        # A resend after a lost response replays the first one (same attempt).
-        await _resending(lambda: stub.RegisterOutputs(requests(), metadata=metadata, timeout=600))
-
-
-async def _resending(call: Any) -> Any:
-    """`call()`, made again while the server is unreachable (RESEND_CODES, a
-    broken-off upload) for up to RESEND_SECONDS, with jittered backoff."""
-    deadline = time.monotonic() + RESEND_SECONDS
-    delay = 0.25
-    while True:
-        try:
-            return await call()
-        except aio.AioRpcError as err:
-            again = err.code() in RESEND_CODES or error_reason(err) == "INCOMPLETE_UPLOAD"
-            if not again or time.monotonic() + delay > deadline:
-                raise
-            log.info("%s %s; sending again in %.1f s", err.code().name, err.details(), delay)
-        await asyncio.sleep(delay * random.uniform(0.8, 1.2))
-        delay = min(delay * 2, 5.0)
-
-
-def error_reason(err: aio.AioRpcError) -> str:
-    """The ErrorInfo reason of a failed call (`OUTPUT_NAME_TAKEN`...), else its code's name."""
-    for key, value in err.trailing_metadata() or ():
-        if key == "grpc-status-details-bin" and isinstance(value, bytes):
-            status = status_pb2.Status()
-            try:
-                status.ParseFromString(value)
-            except Exception:  # a malformed trailer still leaves the code
-                break
-            for detail in status.details:
-                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                    info = error_details_pb2.ErrorInfo()
-                    detail.Unpack(info)
-                    if info.reason:
-                        return info.reason
-    code = err.code()
-    return code.name if code is not None else "UNKNOWN"
-
-
-class _ProgressReporter:
-    """Forwards the plugin's progress to the server, at most every
-    PROGRESS_INTERVAL_SECONDS, and learns of cancellation from the replies."""
-
-    def __init__(self, stub: Any, job_id: str, metadata: Any, cancel: Any) -> None:
-        self._stub = stub
-        self._job_id = job_id
-        self._metadata = metadata
-        self._cancel = cancel
-        self._latest: tuple[float, str] | None = None
-        self._sent: tuple[float, str] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._changed = asyncio.Event()
-        self._stopping = asyncio.Event()
-
-    def threadsafe(self, loop: asyncio.AbstractEventLoop) -> Callable[[float, str], None]:
-        def report(fraction: float, message: str) -> None:
-            loop.call_soon_threadsafe(self._update, fraction, message)
-
-        return report
-
-    def _update(self, fraction: float, message: str) -> None:
-        self._latest = (fraction, message)
-        self._changed.set()
-
-    def start(self, first: tuple[float, str] | None = None) -> None:
-        if first is not None:
-            self._update(*first)
-        self._task = asyncio.create_task(self._loop())
-
-    async def stop(self) -> None:
-        """Let an in-flight report finish, then send the latest unsent one."""
-        if self._task is not None:
-            self._stopping.set()
-            self._changed.set()
-            await self._task
-            self._task = None
-        if self._latest is not None and self._latest != self._sent:
-            await self.send(*self._latest)
-
-    async def send(self, fraction: float, message: str) -> None:
-        self._sent = (fraction, message)
-        try:
-            reply = await self._stub.ReportProgress(
-                worker_pb2.ReportProgressRequest(job_id=self._job_id, progress=fraction, message=message),
-                metadata=self._metadata,
-                timeout=30,
-            )
-            if reply.cancel_requested:
-                self._cancel.set()
-        except aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.FAILED_PRECONDITION:
-                self._cancel.set()  # our attempt is over: stop working on it
-            else:
-                log.warning("progress report for %s failed: %s", self._job_id, err.code().name)
-
-    async def _loop(self) -> None:
-        while not self._stopping.is_set():
-            await self._changed.wait()
-            self._changed.clear()
-            if self._stopping.is_set():
-                return
-            if self._latest is not None and self._latest != self._sent:
-                started = time.monotonic()
-                await self.send(*self._latest)
-                pause = PROGRESS_INTERVAL_SECONDS - (time.monotonic() - started)
-                with contextlib.suppress(TimeoutError):  # a stop ends the pause early
-                    await asyncio.wait_for(self._stopping.wait(), timeout=max(0.0, pause))
