@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from geopera_kernel.server.domain.rows import from_columns
+
 # ItemRecord has a field named datetime, which shadows the class in the annotations after it.
 _DateTime = datetime
 
@@ -33,18 +35,7 @@ class AssetRecord:
 
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> AssetRecord:
-        return cls(
-            key=row["key"],
-            storage_key=row["storage_key"],
-            media_type=row["media_type"],
-            title=row["title"],
-            roles=list(row["roles"]),
-            size_bytes=int(row["size_bytes"]),
-            sha256=row["sha256"],
-            bands=row["bands"],
-            grid=row["grid"],
-            render=row["render"],
-        )
+        return from_columns(cls, row, roles=list(row["roles"]), size_bytes=int(row["size_bytes"]))
 
 
 @dataclass(frozen=True)
@@ -64,16 +55,10 @@ class ItemRecord:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ItemRecord:
-        return cls(
-            id=row["id"],
-            project_id=row["project_id"],
-            collection_id=row["collection_id"],
-            name=row["name"],
-            geometry=row["geometry"],
+        return from_columns(
+            cls,
+            row,
             bbox=(row["bbox_west"], row["bbox_south"], row["bbox_east"], row["bbox_north"]),
-            datetime=row["datetime"],
-            properties=row["properties"],
-            create_time=row["create_time"],
             job_id=row["job_id"] or "",
             assets=[AssetRecord.from_json(a) for a in row["assets"]],
             source_item_ids=list(row.get("source_item_ids") or []),

@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 from geopera_kernel.raster.cost import CostModel
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.jobs.policy import LeasePolicy
+from geopera_kernel.server.domain.rows import from_columns
 from geopera_kernel.server.errors import ExpectedSchema, FieldViolation, invalid_argument, not_found, permission_denied
 from geopera_kernel.server.store import Database, Q
 
@@ -34,12 +35,10 @@ class JobTypeRecord:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> JobTypeRecord:
-        return cls(
-            id=row["id"],
-            description=row["description"],
-            input_schema=row["input_schema"],
+        return from_columns(
+            cls,
+            row,
             cost=CostModel(row["cost_flat"], row["cost_per_km2"], row["cost_per_asset"], row["cost_minimum"]),
-            builtin=row["builtin"],
             connected_workers=int(row.get("connected_workers") or 0),
         )
 

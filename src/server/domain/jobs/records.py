@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from geopera_kernel.server.domain.models import ItemRecord
+from geopera_kernel.server.domain.rows import from_columns
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 ACTIVE = frozenset({"DISPATCHED", "RUNNING"})
@@ -57,30 +58,14 @@ class JobRecord:
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> JobRecord:
         error = row["error"]
-        return cls(
-            id=row["id"],
-            project_id=row["project_id"],
-            job_type_id=row["job_type_id"],
-            status=row["status"],
-            input_params=row["input_params"],
-            target_collection_id=row["target_collection_id"],
+        return from_columns(
+            cls,
+            row,
             source_item_ids=list(row["source_item_ids"]),
             progress=float(row["progress"]),
-            attempt=row["attempt"],
-            max_attempts=row["max_attempts"],
             worker_id=row["worker_id"] or "",
-            create_time=row["create_time"],
-            dispatch_time=row["dispatch_time"],
-            start_time=row["start_time"],
-            end_time=row["end_time"],
-            update_time=row["update_time"],
-            credits_reserved=row["credits_reserved"],
-            credits_charged=row["credits_charged"],
             error=JobError(**error) if error else None,
-            message=row["message"],
-            cancel_requested=row["cancel_requested"],
             output_item_ids=list(row["output_item_ids"]),
-            sequence=row["sequence"],
         )
 
     def to_json(self) -> dict[str, Any]:
