@@ -8,9 +8,6 @@ from typing import Any
 
 from geopera_kernel.server.domain.rows import from_columns
 
-# ItemRecord has a field named datetime, which shadows the class in the annotations after it.
-_DateTime = datetime
-
 
 @dataclass(frozen=True)
 class ProjectRecord:
@@ -39,7 +36,10 @@ class AssetRecord:
 
 
 @dataclass(frozen=True)
-class ItemRecord:
+class ItemFields:
+    """What an item says of itself, whether about to be inserted (catalog.items.NewItem)
+    or read back as stored (ItemRecord, which adds what storing it gave it)."""
+
     id: str
     project_id: str
     collection_id: str
@@ -48,7 +48,11 @@ class ItemRecord:
     bbox: tuple[float, float, float, float]
     datetime: datetime
     properties: dict[str, Any]
-    create_time: _DateTime
+
+
+@dataclass(frozen=True)
+class ItemRecord(ItemFields):
+    create_time: datetime
     job_id: str
     assets: list[AssetRecord]
     source_item_ids: list[str] = field(default_factory=list)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -13,7 +12,7 @@ from psycopg.types.json import Jsonb
 
 from geopera_kernel.raster import RasterInfo
 from geopera_kernel.server.domain.catalog.raster_info import asset_json
-from geopera_kernel.server.domain.models import ItemRecord
+from geopera_kernel.server.domain.models import ItemFields, ItemRecord
 from geopera_kernel.server.errors import already_exists
 from geopera_kernel.server.store import Q
 
@@ -23,17 +22,9 @@ MAX_NAME_LENGTH = 200
 
 
 @dataclass(frozen=True)
-class NewItem:
+class NewItem(ItemFields):
     """An item to insert (by item creation, or as a job's output)."""
 
-    id: str
-    project_id: str
-    collection_id: str
-    name: str
-    geometry: dict[str, Any]
-    bbox: tuple[float, float, float, float]
-    datetime: datetime
-    properties: dict[str, Any]
     job_id: str | None = None
 
 
