@@ -14,7 +14,8 @@ from typing import Any
 import psycopg
 
 from geopera_kernel.server.auth import Principal
-from geopera_kernel.server.errors import failed_precondition, invalid_argument, not_found
+from geopera_kernel.server.domain.rows import fetch_project_row
+from geopera_kernel.server.errors import failed_precondition, invalid_argument
 from geopera_kernel.server.pagination import decode_page_token, encode_page_token, page_size_or_default
 from geopera_kernel.server.store import Database, Q
 
@@ -49,20 +50,15 @@ class CreditService:
         if amount <= 0:
             raise invalid_argument("INVALID_AMOUNT", "a grant must be a positive whole number", field="amount")
         async with self._db.transaction() as conn:
-            row = await (
-                await conn.execute(Q.grant_credits, {"project_id": project_id, "amount": amount, "note": note})
-            ).fetchone()
-        if row is None:
-            raise not_found("PROJECT_NOT_FOUND", f"project {project_id!r} does not exist")
+            params = {"project_id": project_id, "amount": amount, "note": note}
+            row = await fetch_project_row(conn, Q.grant_credits, params, project_id)
         return LedgerRow(**row)
 
     async def balance(self, principal: Principal, project_id: str) -> Balance:
         _require_project_id(project_id)
         principal.require_project(project_id)
         async with self._db.connection() as conn:
-            row = await (await conn.execute(Q.get_balance, {"project_id": project_id})).fetchone()
-        if row is None:
-            raise not_found("PROJECT_NOT_FOUND", f"project {project_id!r} does not exist")
+            row = await fetch_project_row(conn, Q.get_balance, {"project_id": project_id}, project_id)
         return Balance(**row)
 
     async def ledger(

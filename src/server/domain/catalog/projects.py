@@ -7,7 +7,8 @@ import psycopg
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.catalog.reads import CatalogReads
 from geopera_kernel.server.domain.models import ProjectRecord
-from geopera_kernel.server.errors import already_exists, invalid_argument, not_found
+from geopera_kernel.server.domain.rows import fetch_project_row
+from geopera_kernel.server.errors import already_exists, invalid_argument
 from geopera_kernel.server.pagination import decode_page_token, encode_page_token, page_size_or_default
 from geopera_kernel.server.store import Q
 
@@ -16,9 +17,7 @@ class CatalogProjects(CatalogReads):
     async def get_project(self, principal: Principal, project_id: str) -> ProjectRecord:
         principal.require_project(project_id)
         async with self._db.connection() as conn:
-            row = await (await conn.execute(Q.get_project, {"id": project_id})).fetchone()
-        if row is None:
-            raise not_found("PROJECT_NOT_FOUND", f"project {project_id!r} does not exist")
+            row = await fetch_project_row(conn, Q.get_project, {"id": project_id}, project_id)
         return ProjectRecord(**row)
 
     async def list_projects(
