@@ -67,10 +67,7 @@ class JobTypes:
                 f"the input schema of job type {record.id!r} is not a valid JSON Schema: {exc.message}"[:500],
                 field="input_schema",
             ) from exc
-        if not JOB_TYPE_ID.match(record.id):
-            raise invalid_argument(
-                "INVALID_JOB_TYPE", "job type ids are 1-63 lower-case letters, digits and '_'", field="job_type_id"
-            )
+        _require_job_type_id(record.id, "job_type_id")
         self._cache.pop(record.id, None)
         async with self._db.transaction() as conn:
             await conn.execute(
@@ -99,12 +96,7 @@ class JobTypes:
         created afterwards."""
         seen: set[str] = set()
         for index, record in enumerate(declared):
-            if not JOB_TYPE_ID.match(record.id):
-                raise invalid_argument(
-                    "INVALID_JOB_TYPE",
-                    "job type ids are 1-63 lower-case letters, digits and '_'",
-                    field=f"hello.job_types[{index}].job_type_id",
-                )
+            _require_job_type_id(record.id, f"hello.job_types[{index}].job_type_id")
             if record.id in seen:
                 raise invalid_argument(
                     "INVALID_JOB_TYPE", f"job type {record.id!r} is declared twice", field=f"hello.job_types[{index}]"
@@ -164,6 +156,13 @@ def validate_input(job_type: JobTypeRecord, validator: jsonschema.protocols.Vali
             f"input_params do not match the input schema of job type {job_type.id!r}",
             violations=violations,
             expected_schema=ExpectedSchema(job_type.id, job_type.input_schema),
+        )
+
+
+def _require_job_type_id(job_type_id: str, field: str) -> None:
+    if not JOB_TYPE_ID.match(job_type_id):
+        raise invalid_argument(
+            "INVALID_JOB_TYPE", "job type ids are 1-63 lower-case letters, digits and '_'", field=field
         )
 
 
