@@ -25,5 +25,6 @@ async def fetch_project_row(
 def from_columns(cls: type[T], row: dict[str, Any], **computed: Any) -> T:
     """``cls`` with each field taken from the row's column of the same name,
     except the fields given in ``computed`` (converted or derived values)."""
+    # cls is a dataclass; mypy cannot say so of a bare type[T].
     values = {f.name: row[f.name] for f in fields(cls) if f.name not in computed}  # type: ignore[arg-type]
     return cls(**values, **computed)
