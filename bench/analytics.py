@@ -145,7 +145,6 @@ def _smooth(rows: np.ndarray, cols: np.ndarray, grids: list[np.ndarray], steps: 
 def write_tile(path: Path, *, changed: bool) -> None:
     """A 4-band reflectance tile; ``changed`` adds vegetation loss and gain patches."""
     import rasterio
-    import rasterio.shutil
     from rasterio.windows import Window
 
     rng = np.random.default_rng(7)  # the same landscape for both dates
@@ -206,23 +205,20 @@ def write_tile(path: Path, *, changed: bool) -> None:
         ):
             dst.update_tags(index, BAND_ID=band_id, COMMON_NAME=common)
         dst.update_tags(GENERATOR_VERSION=GENERATOR_VERSION)
-    rasterio.shutil.copy(
-        staging,
-        path,
-        driver="COG",
-        COMPRESS="ZSTD",
-        BLOCKSIZE="512",
-        OVERVIEWS="AUTO",
-        STATISTICS="YES",
-        BIGTIFF="IF_SAFER",
-        NUM_THREADS="ALL_CPUS",
-    )
+    _staging_to_cog(staging, path, STATISTICS="YES")
+
+
+def _staging_to_cog(staging: Path, path: Path, **options: str) -> None:
+    """The staging GeoTIFF copied to ``path`` as a ZSTD COG (512 blocks, overviews), then removed."""
+    import rasterio.shutil
+
+    rasterio.shutil.copy(staging, path, driver="COG", COMPRESS="ZSTD", BLOCKSIZE="512", OVERVIEWS="AUTO",
+                         BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS", **options)  # fmt: skip
     staging.unlink()
 
 
 def write_ndvi(source: Path, path: Path) -> None:
     import rasterio
-    import rasterio.shutil
 
     staging = path.with_name(path.name + ".staging.tif")
     with rasterio.open(source) as src:
@@ -243,17 +239,7 @@ def write_ndvi(source: Path, path: Path) -> None:
         with rasterio.open(staging, "w", **profile) as dst:
             for _, window in src.block_windows(1):
                 dst.write(_ndvi(src.read([3, 4], window=window)), 1, window=window)
-    rasterio.shutil.copy(
-        staging,
-        path,
-        driver="COG",
-        COMPRESS="ZSTD",
-        BLOCKSIZE="512",
-        OVERVIEWS="AUTO",
-        BIGTIFF="IF_SAFER",
-        NUM_THREADS="ALL_CPUS",
-    )
-    staging.unlink()
+    _staging_to_cog(staging, path)
 
 
 def _current(path: Path) -> bool:
