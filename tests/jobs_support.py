@@ -73,12 +73,12 @@ def start_workers(world: World, count: int, *, capacity: int = 2, grace: float =
 
 
 @contextlib.contextmanager
-def running_world(database_url: str, home: Path, workers: int = 0) -> Iterator[World]:
+def running_world(database_url: str, home: Path, workers: int = 0, *, capacity: int = 2) -> Iterator[World]:
     """A seeded world with `workers` real worker processes, torn down after."""
     world = start_world(database_url, home)
     started: list[WorkerProcess] = []
     try:
-        started = start_workers(world, workers) if workers else []
+        started = start_workers(world, workers, capacity=capacity) if workers else []
         yield world
     finally:
         for worker in started:

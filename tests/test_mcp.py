@@ -20,7 +20,7 @@ from geopera_kernel.server import auth as server_auth
 from geopera_kernel.server.mcp.scopes import allows
 from geopera_kernel.server.mcp.tools import IDEMPOTENCY_META_KEY, tool_name
 from tests.conftest import SAMPLES, World
-from tests.jobs_support import start_workers, start_world
+from tests.jobs_support import running_world
 from tests.support.mcp_client import McpClient, http_post
 from tests.support.registry import REGISTRY
 
@@ -30,13 +30,8 @@ USER_SCOPES = frozenset(server_auth.USER_SCOPES)
 
 @pytest.fixture(scope="module")
 def mcp_world(database_factory, tmp_path_factory):
-    world = start_world(database_factory.create(), tmp_path_factory.mktemp("mcp"))
-    workers = start_workers(world, 1, capacity=4)
-    yield world
-    for worker in workers:
-        worker.stop()
-    world.channel.close()
-    world.server.stop()
+    with running_world(database_factory.create(), tmp_path_factory.mktemp("mcp"), 1, capacity=4) as world:
+        yield world
 
 
 @pytest.fixture(scope="module")

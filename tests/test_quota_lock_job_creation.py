@@ -13,17 +13,19 @@ from geopera.v1 import processing_pb2, resources_pb2
 from geopera_kernel.server.store import Q
 from tests.jobs_support import running_world, struct, wait_terminal
 
+# A job of alpha's that writes no output.
+NOOP = processing_pb2.ProcessingCreateAndDispatchParams(
+    project_id="alpha", job_type_id="test_noop", input_params=struct({})
+)
+
 
 def test_job_creation_does_not_wait_for_a_quota_check_in_progress(database_factory, tmp_path):
     with running_world(database_factory.create(), tmp_path, workers=1) as world:
         client = world.client("alpha")
-        params = processing_pb2.ProcessingCreateAndDispatchParams(
-            project_id="alpha", job_type_id="test_noop", input_params=struct({})
-        )
         with psycopg.connect(world.database_url) as holder:
             # What a RegisterOutputs of project alpha holds until it commits.
             holder.execute(Q.lock_project_quota, {"project_id": "alpha"})
-            created = client.execute("processing.create_and_dispatch", params, timeout=10)
+            created = client.execute("processing.create_and_dispatch", NOOP, timeout=10)
             assert created.job.id
             holder.rollback()
         # The quota checks still serialise among themselves: the job then completes.
@@ -35,12 +37,9 @@ def test_a_job_without_outputs_completes_while_a_quota_check_is_in_progress(data
     takes no quota lock, so it does not queue behind the project's storage writes."""
     with running_world(database_factory.create(), tmp_path, workers=1) as world:
         client = world.client("alpha")
-        params = processing_pb2.ProcessingCreateAndDispatchParams(
-            project_id="alpha", job_type_id="test_noop", input_params=struct({})
-        )
         with psycopg.connect(world.database_url) as holder:
             holder.execute(Q.lock_project_quota, {"project_id": "alpha"})
-            created = client.execute("processing.create_and_dispatch", params, timeout=10)
+            created = client.execute("processing.create_and_dispatch", NOOP, timeout=10)
             job = wait_terminal(client, created.job.id, timeout=30)
             assert job.status == resources_pb2.JobStatus.JOB_STATUS_SUCCEEDED
             holder.rollback()

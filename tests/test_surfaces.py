@@ -16,7 +16,7 @@ from geopera_sdk import Client, GeoperaError, to_json
 
 from geopera.v1 import analytics_pb2, processing_pb2
 from tests.conftest import SAMPLES
-from tests.jobs_support import start_workers, start_world, struct
+from tests.jobs_support import running_world, struct
 from tests.support.client import RpcFailure
 from tests.support.mcp_client import McpClient, http_post
 
@@ -25,13 +25,8 @@ AOI = json.loads((SAMPLES / "aoi_epsg4326.geojson").read_text())
 
 @pytest.fixture(scope="module")
 def surfaces_world(database_factory, tmp_path_factory):
-    world = start_world(database_factory.create(), tmp_path_factory.mktemp("surfaces"))
-    workers = start_workers(world, 1)
-    yield world
-    for worker in workers:
-        worker.stop()
-    world.channel.close()
-    world.server.stop()
+    with running_world(database_factory.create(), tmp_path_factory.mktemp("surfaces"), 1) as world:
+        yield world
 
 
 def _json(message: Any, output_schema: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from geopera.v1 import analytics_pb2, catalog_pb2, processing_pb2, resources_pb2
 from geopera_kernel.server.analytics import registry as method_registry
 from geopera_kernel.server.api import jsonview
 from tests.conftest import SAMPLES, World
-from tests.jobs_support import start_workers, start_world, struct
+from tests.jobs_support import running_world, struct
 from tests.support.mcp_client import McpClient, http_post
 
 AOI = json.loads((SAMPLES / "aoi_epsg4326.geojson").read_text())
@@ -25,13 +25,8 @@ WORDS = ["pending", "dispatched", "running", "succeeded", "failed", "cancelled"]
 
 @pytest.fixture(scope="module")
 def read_world(database_factory, tmp_path_factory):
-    world = start_world(database_factory.create(), tmp_path_factory.mktemp("read"))
-    workers = start_workers(world, 1)
-    yield world
-    for worker in workers:
-        worker.stop()
-    world.channel.close()
-    world.server.stop()
+    with running_world(database_factory.create(), tmp_path_factory.mktemp("read"), 1) as world:
+        yield world
 
 
 @pytest.fixture(scope="module")
