@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import fields
 from typing import Any, TypeVar
 
@@ -22,9 +23,15 @@ async def fetch_project_row(
     return row
 
 
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    # Once per record class: rows are turned into records on every read of a page of items.
+    return tuple(f.name for f in fields(cls))
+
+
 def from_columns(cls: type[T], row: dict[str, Any], **computed: Any) -> T:
-    """``cls`` with each field taken from the row's column of the same name,
+    """``cls`` (a dataclass) with each field taken from the row's column of the same name,
     except the fields given in ``computed`` (converted or derived values)."""
-    # cls is a dataclass; mypy cannot say so of a bare type[T].
-    values = {f.name: row[f.name] for f in fields(cls) if f.name not in computed}  # type: ignore[arg-type]
+    record_class: type = cls  # a class is hashable; the TypeVar hides it from the cache's signature
+    values = {name: row[name] for name in _field_names(record_class) if name not in computed}
     return cls(**values, **computed)
