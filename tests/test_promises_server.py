@@ -12,8 +12,10 @@ import os
 import queue
 import signal
 import time
+import urllib.error
 
 import grpc
+import pytest
 
 from geopera.v1 import catalog_pb2, kernel_pb2, kernel_pb2_grpc, processing_pb2
 from tests.conftest import SAMPLES, TEST_SERVER_ENV
@@ -30,6 +32,7 @@ from tests.jobs_support import (
     watch,
 )
 from tests.support.client import KernelClient, RpcFailure
+from tests.support.mcp_client import http_post
 from tests.support.server import ServerProcess
 from tests.support.workers import WorkerProcess
 
@@ -82,6 +85,10 @@ def test_sigterm_lets_a_call_in_flight_finish_and_refuses_new_ones(database_url,
             time.sleep(0.1)
         assert refused is not None, "new calls were still served after SIGTERM"
         assert (refused.code, refused.reason) == (grpc.StatusCode.UNAVAILABLE, "SERVER_SHUTTING_DOWN"), refused
+        # The HTTP projection stops listening at SIGTERM: a new HTTP call is not served either.
+        with pytest.raises(urllib.error.URLError) as refused_http:
+            http_post(world, "projects.list", {}, token=token)
+        assert isinstance(refused_http.value.reason, ConnectionRefusedError), refused_http.value
         assert not upload.done()
         # ... and the call in flight completes: the rest of the bytes, then its answer.
         outbound.put(kernel_pb2.UploadAssetRequest(write_offset=half, data=data[half:], finish_write=True))
