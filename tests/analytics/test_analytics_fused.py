@@ -9,6 +9,7 @@ denominators, several strips per chunk and several zones per chunk.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -155,3 +156,25 @@ def test_chunks_whose_masks_select_no_pixel_are_not_read(write_raster: RasterWri
             assert outcome.pixels_read >= pixels
         else:
             assert outcome.pixels_read == 0
+
+
+def test_the_zero_denominator_pass_goes_only_where_nodata_implies_it(write_raster: RasterWriter) -> None:
+    """The fused path drops the `a + b != 0` pass only for unsigned bands with nodata 0, positive
+    scales and no offset (there a + b == 0 means both raw values are 0: nodata). With an offset, a
+    valid pixel can have a zero denominator: the pass stays, and fused and general paths agree."""
+    bands = _bands(np.random.default_rng(5), np.uint16)
+    # red 400, nir 600: with the offset below, reflectances -0.01 and 0.01, so a + b == 0 there.
+    bands[1, 300:320, 400:450], bands[2, 300:320, 400:450] = 400, 600
+    tags = [{"COMMON_NAME": name} for name in ("blue", "red", "nir", "swir22")]
+    path = write_raster("offset.tif", bands, nodata=0, band_tags=tags, scales=[0.0001] * 4)
+    meta = open_meta(make_item("offset", path).assets["data"])
+    ndvi = get_index("NDVI")
+    assert IndexSource.resolve(meta, ndvi, None)._zero_denominator_is_nodata
+    offset = dataclasses.replace(meta, offsets=(-0.05,) * 4)
+    offset_source = IndexSource.resolve(offset, ndvi, None)
+    assert offset_source._zero_nodata_pair and not offset_source._zero_denominator_is_nodata
+    _check(offset_source, _zones(), False)
+    signed = dataclasses.replace(meta, dtypes=("int16",) * 4)
+    assert not IndexSource.resolve(signed, ndvi, None)._zero_denominator_is_nodata
+    no_nodata = dataclasses.replace(meta, nodata=(None,) * 4)
+    assert not IndexSource.resolve(no_nodata, ndvi, None)._zero_nodata_pair
