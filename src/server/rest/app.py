@@ -31,6 +31,7 @@ from geopera_kernel.server.edge.revocation import until_revoked
 from geopera_kernel.server.edge.status import domain_error_body, unexpected_error
 from geopera_kernel.server.errors import Code, DomainError, invalid_argument
 from geopera_kernel.server.rest.openapi import openapi_document
+from geopera_kernel.server.rest.tiles import TileRoutes
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,7 @@ class RestApi:
         app.router.add_post("/v1/op/{operation}", self.execute)
         app.router.add_get("/v1/jobs/{job_id}/events", self.job_events)
         app.router.add_get("/v1/openapi.json", self.openapi)
+        TileRoutes(self).register(app)
         return app
 
     async def _call(
