@@ -4,6 +4,7 @@ database key every replica shares."""
 from __future__ import annotations
 
 import asyncio
+import time
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -96,7 +97,8 @@ def test_ttl_bounds():
 
 
 def test_signed_url_is_absolute_and_round_trips():
-    url = signer().signed_url("http://127.0.0.1:8080/", PATH, 60)
+    url, expires = signer().signed_url("http://127.0.0.1:8080/", PATH, 60)
+    assert expires > time.time()
     parts = urlsplit(url)
     assert f"{parts.scheme}://{parts.netloc}{parts.path}" == "http://127.0.0.1:8080" + PATH
     assert signer().verify(parts.path, dict(parse_qsl(parts.query))).path == PATH

@@ -151,11 +151,14 @@ class UrlSigner:
         query["signature"] = _b64(self._mac(key, path, expires, prefix))
         return query, expires
 
-    def signed_url(self, base_url: str, path: str, ttl_seconds: int | float = 0, *, prefix: bool = False) -> str:
-        """`base_url` + `path` + the signature query; for a prefix grant the URL
-        is of the prefix itself (a template: append the rest of the path)."""
-        query, _ = self.sign(path, ttl_seconds, prefix=prefix)
-        return f"{base_url.rstrip('/')}{quote(path)}?{urlencode(query)}"
+    def signed_url(
+        self, base_url: str, path: str, ttl_seconds: int | float = 0, *, prefix: bool = False
+    ) -> tuple[str, int]:
+        """`base_url` + `path` + the signature query, and its expiry (epoch
+        seconds); for a prefix grant the URL is of the prefix itself (a template:
+        insert the rest of the path before the query)."""
+        query, expires = self.sign(path, ttl_seconds, prefix=prefix)
+        return f"{base_url.rstrip('/')}{quote(path)}?{urlencode(query)}", expires
 
     def verify(self, path: str, query: Mapping[str, str], *, now: float | None = None) -> Grant:
         """The grant a request's signature query gives for `path` (the decoded

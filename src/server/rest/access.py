@@ -79,7 +79,8 @@ class Access:
 
     def sign(self, path: str, ttl_seconds: int = 0, *, prefix: bool = False) -> str:
         """An absolute signed URL of `path` (every path under it when `prefix`)."""
-        return self.services.signer.signed_url(self.services.public_url, path, ttl_seconds, prefix=prefix)
+        url, _ = self.services.signer.signed_url(self.services.public_url, path, ttl_seconds, prefix=prefix)
+        return url
 
 
 AccessBody = Callable[[Access], Awaitable[web.StreamResponse]]
