@@ -6,6 +6,7 @@ is drawn with a diverging colour map centred on zero; bad requests are 4xx with 
 from __future__ import annotations
 
 import io
+import re
 import json
 import urllib.error
 import urllib.request
@@ -351,3 +352,60 @@ def test_auth_matrix(world, artifacts, kind, route):
         assert got == status, (token, body[:200])
         if reason:
             assert json.loads(body)["reason"] == reason
+
+
+def _signed_template(world, item_id: str, query: str = "", token: str | None = "alpha") -> tuple[str, dict[str, Any]]:
+    status, _, body = get(world, f"/v1/items/{item_id}/tilejson.json?signed=true{query}", token=token)
+    assert status == 200, body
+    doc = json.loads(body)
+    return doc["tiles"][0], doc
+
+
+def test_a_signed_tile_template_works_without_a_header(world):
+    item_id = world.items[BEFORE]
+    template, doc = _signed_template(world, item_id, "&bands=nir&colormap=viridis")
+    assert "signature=" in template and "prefix=" in template and "bands=nir" in template
+    tile = TMS.tile(doc["center"][0], doc["center"][1], 14)
+    status, headers, signed = get(world, template.format(z=tile.z, x=tile.x, y=tile.y), token=None)
+    assert status == 200 and headers["Content-Type"] == "image/png", signed
+    path = f"/v1/items/{item_id}/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.png?bands=nir&colormap=viridis"
+    assert get(world, path)[2] == signed  # the same tile as with the bearer token
+    # The grant is the item's tiles/: not its preview, not another item's tiles.
+    other = world.items[AFTER]
+    for url in (
+        template.replace("/tiles/WebMercatorQuad/{z}/{x}/{y}.png", "/preview.png"),
+        template.replace(item_id, other).format(z=tile.z, x=tile.x, y=tile.y),
+    ):
+        status, _, body = get(world, url, token=None)
+        assert (status, json.loads(body)["reason"]) == (403, "SIGNATURE_INVALID")
+    forged = template.replace("signature=", "signature=x").format(z=tile.z, x=tile.x, y=tile.y)
+    status, _, body = get(world, forged, token=None)
+    assert (status, json.loads(body)["reason"]) == (403, "SIGNATURE_INVALID")
+
+
+def test_a_signed_template_expires(world):
+    import time
+
+    template, doc = _signed_template(world, world.items[BEFORE], "&ttl_seconds=1")
+    tile = TMS.tile(doc["center"][0], doc["center"][1], 14)
+    time.sleep(2.1)
+    status, _, body = get(world, template.format(z=tile.z, x=tile.x, y=tile.y), token=None)
+    assert (status, json.loads(body)["reason"]) == (403, "SIGNATURE_EXPIRED")
+
+
+def test_a_signed_tilejson_answers_a_signed_template_that_expires_with_it(world):
+    item_id = world.items[BEFORE]
+
+    async def sign(services):
+        return services.signer.signed_url(world.server.http_url, f"/v1/items/{item_id}/tilejson.json", 120)
+
+    url, expires = world.with_services(sign)
+    status, _, body = get(world, url, token=None)
+    assert status == 200, body
+    template = json.loads(body)["tiles"][0]
+    assert "signature=" in template
+    assert int(re.search(r"expires=(\d+)", template).group(1)) <= expires
+    tile = TMS.tile(*json.loads(body)["center"][:2], 14)
+    assert get(world, template.format(z=tile.z, x=tile.x, y=tile.y), token=None)[0] == 200
+    # Neither a signature nor a token: 401.
+    assert get(world, f"/v1/items/{item_id}/tilejson.json", token=None)[0] == 401

@@ -9,6 +9,12 @@ a member of the owning project). The render parameters are in `tile_params`; til
 them on in its tile URL template. Rendering blocks, so it runs on a bounded pool of threads
 (`RENDER_THREADS`); requests beyond that wait their turn. A tile answers a strong ETag (same
 file, parameters and tile: same bytes) and is cached privately.
+
+Who may: a bearer token, or a URL signature (`rest/access.py`, one check for every resource
+route). tilejson answers a signed tile URL template (a prefix grant over the resource's
+`tiles/`) for clients that cannot send headers (QGIS XYZ, Leaflet, MapLibre) when asked with
+`?signed=true` (`ttl_seconds`, default 1 h, at most 7 days) and whenever the tilejson call was
+itself signed; a template never outlives the signature that fetched it.
 """
 
 from __future__ import annotations
@@ -18,9 +24,10 @@ import functools
 import hashlib
 import os
 import re
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -34,15 +41,11 @@ from geopera_kernel.raster.render import (
     hint_from_embedded_statistics,
 )
 from geopera_kernel.raster.types import RenderHint
-from geopera_kernel.server.api.execute import Executor
-from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.catalog.render_sources import RenderSource
-from geopera_kernel.server.edge.call import CallInfo
 from geopera_kernel.server.errors import invalid_argument
+from geopera_kernel.server.rest.access import Access, ResourceAccess
 from geopera_kernel.server.rest.tile_params import RENDER_PARAMS, hint_of, render_spec
-
-if TYPE_CHECKING:
-    from geopera_kernel.server.rest.app import RestApi
+from geopera_kernel.server.signing import DEFAULT_TTL_SECONDS, ttl_or_default
 
 T = TypeVar("T")
 
@@ -59,8 +62,8 @@ KINDS: Final = ("items", "artifacts")
 
 
 class TileRoutes:
-    def __init__(self, api: RestApi, threads: int = RENDER_THREADS) -> None:
-        self._api = api
+    def __init__(self, access: ResourceAccess, threads: int = RENDER_THREADS) -> None:
+        self._access = access
         self._renderer = TileRenderer()
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="tiles")
         self._slots = asyncio.Semaphore(threads)
@@ -81,44 +84,51 @@ class TileRoutes:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     async def tile(self, kind: str, request: web.Request) -> web.StreamResponse:
-        async def body(executor: Executor, call: CallInfo, principal: Principal) -> web.StreamResponse:
+        async def body(access: Access) -> web.StreamResponse:
             z, x, y, scale, fmt = tile_address(request.match_info)
-            source, spec = await self._resolve(kind, request, executor, principal)
+            source, spec = await self._resolve(kind, request, access)
             etag = _etag(source, spec, f"{z}/{x}/{y}@{scale}.{fmt}")
             cache = CACHE_ITEMS if source.immutable else CACHE_SHORT
             if _not_modified(request, etag):
-                return _not_modified_response(etag, cache, call)
+                return _not_modified_response(etag, cache)
             data = await self._blocking(self._renderer.tile, source.path, z, x, y, spec, scale=scale, fmt=fmt)
-            return _image(data, fmt, etag, cache, call)
+            return _image(data, fmt, etag, cache)
 
-        return await self._api._call(request, "HTTP GET /v1/tiles", body)
+        return await self._access.serve(request, "HTTP GET /v1/tiles", body)
 
     async def preview(self, kind: str, request: web.Request) -> web.StreamResponse:
-        async def body(executor: Executor, call: CallInfo, principal: Principal) -> web.StreamResponse:
+        async def body(access: Access) -> web.StreamResponse:
             fmt = image_format(request.match_info["fmt"])
             max_size = _int_param(request, "max_size", 1024, 16, PREVIEW_MAX_SIZE)
-            source, spec = await self._resolve(kind, request, executor, principal)
+            source, spec = await self._resolve(kind, request, access)
             etag = _etag(source, spec, f"preview/{max_size}.{fmt}")
             cache = CACHE_ITEMS if source.immutable else CACHE_SHORT
             if _not_modified(request, etag):
-                return _not_modified_response(etag, cache, call)
+                return _not_modified_response(etag, cache)
             data = await self._blocking(self._renderer.preview, source.path, spec, max_size=max_size, fmt=fmt)
-            return _image(data, fmt, etag, cache, call)
+            return _image(data, fmt, etag, cache)
 
-        return await self._api._call(request, "HTTP GET /v1/preview", body)
+        return await self._access.serve(request, "HTTP GET /v1/preview", body)
 
     async def tilejson(self, kind: str, request: web.Request) -> web.StreamResponse:
-        async def body(executor: Executor, call: CallInfo, principal: Principal) -> web.StreamResponse:
+        async def body(access: Access) -> web.StreamResponse:
             fmt = image_format(request.query.get("tile_format", "png"))
             scale = _int_param(request, "tile_scale", 1, 1, 4)
-            source, _spec = await self._resolve(kind, request, executor, principal)
+            source, _spec = await self._resolve(kind, request, access)
             tileset = await self._blocking(self._renderer.tileset, source.path)
             resource_id = request.match_info["resource_id"]
             suffix = f"@{scale}x" if scale > 1 else ""
-            params = [(key, value) for key, value in request.query.items() if key in RENDER_PARAMS]
-            template = (
-                f"{request.scheme}://{request.host}/v1/{kind}/{resource_id}/tiles/{TILE_MATRIX_SET}"
-                f"/{{z}}/{{x}}/{{y}}{suffix}.{fmt}" + (f"?{urlencode(params)}" if params else "")
+            params = urlencode([(key, value) for key, value in request.query.items() if key in RENDER_PARAMS])
+            tiles = f"/v1/{kind}/{resource_id}/tiles/"
+            if access.signed or request.query.get("signed") == "true":
+                signed_prefix, _, signature = access.sign(tiles, _template_ttl(request, access), prefix=True).partition(
+                    "?"
+                )
+                params = "&".join(filter(None, (signature, params)))
+            else:
+                signed_prefix = (access.services.public_url or f"{request.scheme}://{request.host}") + tiles
+            template = f"{signed_prefix}{TILE_MATRIX_SET}/{{z}}/{{x}}/{{y}}{suffix}.{fmt}" + (
+                f"?{params}" if params else ""
             )
             west, south, east, north = tileset.bounds
             document = {
@@ -132,20 +142,18 @@ class TileRoutes:
                 "bounds": [west, south, east, north],
                 "center": [(west + east) / 2, (south + north) / 2, tileset.minzoom],
             }
-            return web.json_response(document, headers={"Cache-Control": CACHE_SHORT, "X-Request-Id": call.request_id})
+            return web.json_response(document, headers={"Cache-Control": CACHE_SHORT})
 
-        return await self._api._call(request, "HTTP GET /v1/tilejson", body)
+        return await self._access.serve(request, "HTTP GET /v1/tilejson", body)
 
-    async def _resolve(
-        self, kind: str, request: web.Request, executor: Executor, principal: Principal
-    ) -> tuple[RenderSource, RenderSpec]:
+    async def _resolve(self, kind: str, request: web.Request, access: Access) -> tuple[RenderSource, RenderSpec]:
         """The caller may read the resource (or this raises); what to draw, and how."""
-        catalog = executor.services.catalog
+        catalog = access.services.catalog
         resource_id = request.match_info["resource_id"]
         if kind == "items":
-            source = await catalog.item_render_source(principal, resource_id, request.query.get("asset", ""))
+            source = await catalog.item_render_source(access.principal, resource_id, request.query.get("asset", ""))
         else:
-            source = await catalog.artifact_render_source(principal, resource_id)
+            source = await catalog.artifact_render_source(access.principal, resource_id)
         hint = hint_of(source.render) if source.render else await self._embedded_hint(source.path)
         spec = render_spec(request.query, hint, source.bands, diverging=source.diverging)
         spec.check(len(hint.rescale))
@@ -202,13 +210,21 @@ def _not_modified(request: web.Request, etag: str) -> bool:
     return wanted.strip() == "*" or etag in (tag.strip().removeprefix("W/") for tag in wanted.split(","))
 
 
-def _not_modified_response(etag: str, cache: str, call: CallInfo) -> web.Response:
-    return web.Response(status=304, headers={"ETag": etag, "Cache-Control": cache, "X-Request-Id": call.request_id})
+def _not_modified_response(etag: str, cache: str) -> web.Response:
+    return web.Response(status=304, headers={"ETag": etag, "Cache-Control": cache})
 
 
-def _image(data: bytes, fmt: str, etag: str, cache: str, call: CallInfo) -> web.Response:
-    return web.Response(
-        body=data,
-        content_type=MEDIA_TYPES[fmt],
-        headers={"ETag": etag, "Cache-Control": cache, "X-Request-Id": call.request_id},
-    )
+def _image(data: bytes, fmt: str, etag: str, cache: str) -> web.Response:
+    return web.Response(body=data, content_type=MEDIA_TYPES[fmt], headers={"ETag": etag, "Cache-Control": cache})
+
+
+def _template_ttl(request: web.Request, access: Access) -> int:
+    """The requested lifetime of a signed template (`ttl_seconds`, 0 or absent: 1 h), cut
+    to what is left of the signature that allowed this call, if one did."""
+    raw = request.query.get("ttl_seconds", "0")
+    if not raw.isdigit():
+        raise invalid_argument("INVALID_TTL", "ttl_seconds is a whole number of seconds", field="ttl_seconds")
+    ttl = ttl_or_default(int(raw) or DEFAULT_TTL_SECONDS)
+    if access.grant is not None:
+        ttl = min(ttl, access.grant.expires - int(time.time()))
+    return max(ttl, 1)
