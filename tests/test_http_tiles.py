@@ -6,8 +6,8 @@ is drawn with a diverging colour map centred on zero; bad requests are 4xx with 
 from __future__ import annotations
 
 import io
-import re
 import json
+import re
 import urllib.error
 import urllib.request
 from typing import Any
