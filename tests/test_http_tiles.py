@@ -303,6 +303,8 @@ def test_a_png_artifact_is_not_renderable(world, artifacts):
         ("preview.png?bands=9", 400, "INVALID_BANDS"),
         ("preview.png?bands=swir22", 400, "INVALID_BANDS"),
         ("preview.png?bands=1,2", 400, "INVALID_BANDS"),
+        ("preview.png?bands=1,2,3,4", 400, "INVALID_BANDS"),
+        ("preview.png?bands=1,,2", 400, "INVALID_BANDS"),
         ("preview.png?colormap=nope", 400, "UNKNOWN_COLORMAP"),
         ("preview.png?colormap=viridis&bands=1,2,3", 400, "COLORMAP_NEEDS_ONE_BAND"),
         ("preview.png?rescale=a,b", 400, "INVALID_RESCALE"),
@@ -409,3 +411,20 @@ def test_a_signed_tilejson_answers_a_signed_template_that_expires_with_it(world)
     assert get(world, template.format(z=tile.z, x=tile.x, y=tile.y), token=None)[0] == 200
     # Neither a signature nor a token: 401.
     assert get(world, f"/v1/items/{item_id}/tilejson.json", token=None)[0] == 401
+
+
+@pytest.mark.parametrize("index", ["NDVI", "NDWI", "GNDVI", "EVI", "SAVI", "MSAVI"])
+def test_every_catalogue_index_the_bands_allow_renders(world, index):
+    status, headers, body = get(world, f"/v1/items/{world.items[BEFORE]}/preview.png?expression={index.lower()}")
+    assert status == 200 and headers["Content-Type"] == "image/png", body
+    assert (pixels(body)[..., 3] == 255).any()
+
+
+def test_head_answers_the_headers_of_get(world):
+    request = urllib.request.Request(
+        f"{world.server.http_url}/v1/items/{world.items[BEFORE]}/preview.png", method="HEAD"
+    )
+    request.add_header("Authorization", f"Bearer {world.tokens['alpha']}")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.status == 200 and response.headers["Content-Type"] == "image/png"
+        assert response.headers["ETag"] and response.read() == b""

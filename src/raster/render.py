@@ -81,8 +81,9 @@ class RenderSpec:
                 "INVALID_BANDS", f"band {wrong[0]} does not exist; the raster has bands 1..{band_count}", field="bands"
             )
         outputs = self.output_bands()
-        if outputs not in (1, 3, 4) and not self.colormap:
-            raise invalid_argument("INVALID_BANDS", "give 1, 3 (RGB) or 4 (RGBA) bands", field="bands")
+        if outputs not in (1, 3):
+            # PNG and WebP carry grey or RGB plus the alpha of the mask.
+            raise invalid_argument("INVALID_BANDS", "give 1 (grey or a colormap) or 3 (RGB) bands", field="bands")
         if self.rescale and len(self.rescale) not in (1, outputs):
             raise invalid_argument(
                 "INVALID_RESCALE", f"give one rescale range or one per band ({outputs})", field="rescale"
@@ -214,7 +215,7 @@ def encode(image: ImageData, spec: RenderSpec, fmt: str) -> bytes:
     if spec.rescale:
         image.rescale(in_range=spec.rescale)
     colormap = colormap_of(spec.colormap) if spec.colormap else None
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _mapped_errors():
         # A raster without stretch is drawn over its data type's range, as rio-tiler warns.
         warnings.simplefilter("ignore")
         return image.render(img_format=IMAGE_FORMATS[fmt], colormap=colormap, **_CREATION_OPTIONS[fmt])

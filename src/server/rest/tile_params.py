@@ -31,7 +31,7 @@ RENDER_PARAMS: Final = ("asset", "bands", "expression", "rescale", "colormap")
 INDEX_COLORMAP: Final = "rdylgn"
 DIFFERENCE_COLORMAP: Final = "rdbu"  # red = decrease, blue = increase, as the change quicklook
 EXPRESSION_RESCALE: Final = (-1.0, 1.0)
-_MAX_BANDS: Final = 4
+_MAX_BANDS: Final = 3
 _COMMON_NAME = re.compile(r"\b[a-z][a-z0-9]*\b")
 
 
