@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import rasterio
 from google.protobuf import json_format, struct_pb2
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 from rio_tiler.colormap import cmap
 from rio_tiler.io import Reader
@@ -24,6 +26,7 @@ from rio_tiler.io import Reader
 from geopera.v1 import analytics_pb2
 from geopera_kernel.raster import write_cog
 from tests.conftest import SAMPLES
+from tests.fuzz.support import SAMPLE
 from tests.jobs_support import running_world
 
 TMS = morecantile.tms.get("WebMercatorQuad")
@@ -295,10 +298,18 @@ def test_a_png_artifact_is_not_renderable(world, artifacts):
         ("tiles/WebMercatorQuad/3/1/1@9x.png", 400, "INVALID_TILE"),
         ("tiles/WebMercatorQuad/3/1/1.gif", 400, "INVALID_FORMAT"),
         ("tiles/WebMercatorQuad/14/0/0.png", 404, "TILE_OUTSIDE_BOUNDS"),
+        ("tiles/WebMercatorQuad/0/0/0.png", 404, "TILE_OUTSIDE_ZOOMS"),  # the sample's minzoom is 13
+        ("tiles/WebMercatorQuad/9/0/0@4x.png", 404, "TILE_OUTSIDE_ZOOMS"),
         ("preview.png?expression=b1%2B", 400, "INVALID_EXPRESSION"),
         ("preview.png?expression=b1.real", 400, "INVALID_EXPRESSION"),
         ("preview.png?expression=__import__('os')", 400, "INVALID_EXPRESSION"),
         ("preview.png?expression=b9*2", 400, "INVALID_BANDS"),
+        ("preview.png?expression=b01", 400, "INVALID_EXPRESSION"),
+        ("preview.png?expression=sum(b1)", 400, "INVALID_EXPRESSION"),
+        ("preview.png?expression=b1%0A%2Bb2", 400, "INVALID_EXPRESSION"),
+        ("tiles/WebMercatorQuad/%C2%B2/0/0.png", 400, "INVALID_TILE"),
+        ("preview.png?max_size=%C2%B2", 400, "INVALID_PARAMETER"),
+        ("preview.png?bands=%C2%B2", 400, "INVALID_BANDS"),
         ("preview.png?expression=NDMI", 400, "INVALID_EXPRESSION"),  # no swir16 band in the sample
         ("preview.png?bands=9", 400, "INVALID_BANDS"),
         ("preview.png?bands=swir22", 400, "INVALID_BANDS"),
@@ -428,3 +439,39 @@ def test_head_answers_the_headers_of_get(world):
     with urllib.request.urlopen(request, timeout=60) as response:
         assert response.status == 200 and response.headers["Content-Type"] == "image/png"
         assert response.headers["ETag"] and response.read() == b""
+
+
+_PARAM_TEXT = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["1", "3,2,1", "nir", "ndvi", "b1/b2", "0,1", "-1e400,1e400", "nan,1", "rdbu", "²", "9" * 30]),
+)  # fmt: skip
+
+
+@SAMPLE
+@given(
+    z=st.one_of(st.integers(-2, 40).map(str), st.text(max_size=6)),
+    y=st.one_of(st.sampled_from(["0.png", "1@2x.webp", "5@4x.png", "3.jpg"]), st.text(max_size=10)),
+    query=st.dictionaries(st.sampled_from(["bands", "expression", "rescale", "colormap", "asset", "max_size"]),
+                          _PARAM_TEXT, max_size=4),
+)  # fmt: skip
+def test_hostile_paths_and_parameters_get_client_errors(world, z, y, query):
+    from urllib.parse import quote, urlencode
+
+    item_id = world.items[BEFORE]
+    for path in (
+        f"/v1/items/{item_id}/tiles/WebMercatorQuad/{quote(z, safe='')}/0/{quote(y, safe='')}",
+        f"/v1/items/{item_id}/preview.png",
+        f"/v1/items/{item_id}/tilejson.json",
+    ):
+        status, _headers, body = get(world, f"{path}?{urlencode(query)}")
+        assert status < 500, (path, query, body[:300])
+        if status >= 400:
+            assert json.loads(body)["reason"], body
+
+
+def test_the_routes_are_in_the_openapi_document(world):
+    _status, _, body = get(world, "/v1/openapi.json", token=None)
+    paths = json.loads(body)["paths"]
+    for kind, name in (("items", "item_id"), ("artifacts", "artifact_id")):
+        assert f"/v1/{kind}/{{{name}}}/tiles/WebMercatorQuad/{{z}}/{{x}}/{{tile}}" in paths
+        assert f"/v1/{kind}/{{{name}}}/tilejson.json" in paths and f"/v1/{kind}/{{{name}}}/preview.{{format}}" in paths

@@ -35,6 +35,11 @@ _MAX_BANDS: Final = 3
 _COMMON_NAME = re.compile(r"\b[a-z][a-z0-9]*\b")
 
 
+def is_whole_number(text: str) -> bool:
+    """ASCII digits only: str.isdigit alone admits "²", which int() refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def hint_of(render: Mapping[str, Any]) -> RenderHint:
     """The stored render hint (JSON shaped like the RenderHint proto) as the raster type."""
     ranges = [RescaleRange(float(r.get("min", 0.0)), float(r.get("max", 1.0))) for r in render.get("rescale", [])]
@@ -78,7 +83,7 @@ def _band_indexes(text: str, bands: Sequence[Mapping[str, Any]], band_count: int
         raise invalid_argument("INVALID_BANDS", f"bands is 1 to {_MAX_BANDS} comma-separated bands", field="bands")
     indexes = []
     for token in tokens:
-        if token.isdigit():
+        if is_whole_number(token):
             indexes.append(int(token))
             continue
         common = normalize_common_name(token)

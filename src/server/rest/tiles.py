@@ -44,7 +44,7 @@ from geopera_kernel.raster.types import RenderHint
 from geopera_kernel.server.domain.catalog.render_sources import RenderSource
 from geopera_kernel.server.errors import invalid_argument
 from geopera_kernel.server.rest.access import Access, ResourceAccess
-from geopera_kernel.server.rest.tile_params import RENDER_PARAMS, hint_of, render_spec
+from geopera_kernel.server.rest.tile_params import RENDER_PARAMS, hint_of, is_whole_number, render_spec
 from geopera_kernel.server.signing import DEFAULT_TTL_SECONDS, ttl_or_default
 
 T = TypeVar("T")
@@ -53,7 +53,7 @@ T = TypeVar("T")
 # cores busy while some wait on the disk.
 RENDER_THREADS: Final = min(16, 4 * (os.cpu_count() or 1))
 TILE_MATRIX_SET: Final = "WebMercatorQuad"
-_TILE_NAME = re.compile(r"^(?P<y>\d{1,8})(?:@(?P<scale>[1-4])x)?\.(?P<fmt>[a-z]+)$")
+_TILE_NAME = re.compile(r"^(?P<y>\d{1,8})(?:@(?P<scale>[1-4])x)?\.(?P<fmt>[a-z]+)$", re.ASCII)
 _MAX_CACHED_HINTS: Final = 1024
 CACHE_ITEMS: Final = "private, max-age=86400"
 # Artifacts are removed after the retention; tilejson may carry a signature that expires.
@@ -178,7 +178,7 @@ def tile_address(match: Any) -> tuple[int, int, int, int, str]:
     """z, x, y, scale and format from the path, or INVALID_TILE."""
     name = _TILE_NAME.match(match["tile"])
     z, x = match["z"], match["x"]
-    if name is None or not (z.isdigit() and x.isdigit() and len(z) <= 2 and len(x) <= 8):
+    if name is None or not (is_whole_number(z) and is_whole_number(x) and len(z) <= 2 and len(x) <= 8):
         raise invalid_argument(
             "INVALID_TILE", "a tile is {z}/{x}/{y}.png, {y}@2x.png or {y}.webp with whole numbers", field="tile"
         )
@@ -195,7 +195,7 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not is_whole_number(raw) or not low <= int(raw) <= high:
         raise invalid_argument("INVALID_PARAMETER", f"{name} is a whole number {low}..{high}", field=name)
     return int(raw)
 
@@ -222,7 +222,7 @@ def _template_ttl(request: web.Request, access: Access) -> int:
     """The requested lifetime of a signed template (`ttl_seconds`, 0 or absent: 1 h), cut
     to what is left of the signature that allowed this call, if one did."""
     raw = request.query.get("ttl_seconds", "0")
-    if not raw.isdigit():
+    if not is_whole_number(raw):
         raise invalid_argument("INVALID_TTL", "ttl_seconds is a whole number of seconds", field="ttl_seconds")
     ttl = ttl_or_default(int(raw) or DEFAULT_TTL_SECONDS)
     if access.grant is not None:
