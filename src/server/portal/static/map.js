@@ -15,6 +15,7 @@ export function createMap(el, { zoom = true } = {}) {
   L.control.scale({ imperial: false }).addTo(map);
   // The map's container is keyboard reachable (arrows pan, +/- zoom): say what it is.
   el.setAttribute("role", "region");
+  el.gpMap = map; // for the browser tests (set a view); nothing else reads it
   if (!el.getAttribute("aria-label")) el.setAttribute("aria-label", "Map");
   return map;
 }
