@@ -59,9 +59,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     here = Path(__file__).parent
     skip = pytest.mark.skip(reason=f"browser tests skipped: {MISSING_BROWSER}")
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(skip)
+    skipped = [item for item in items if here in Path(str(item.fspath)).parents]
+    for item in skipped:
+        item.add_marker(skip)
+    config.stash[_SKIPPED_BROWSER_TESTS] = len(skipped)
+
+
+_SKIPPED_BROWSER_TESTS = pytest.StashKey[int]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """The one line that says why (the skips themselves show only with -rs)."""
+    count = config.stash.get(_SKIPPED_BROWSER_TESTS, 0)
+    if count:
+        terminalreporter.write_line(f"{count} browser tests skipped: {MISSING_BROWSER}", yellow=True)
 
 
 # ---- the server ---------------------------------------------------------------------
