@@ -155,6 +155,7 @@ class Portal:
     base_url: str
     name: str
     viewport: str
+    downloads: Path | None = None  # where the browser saves what it downloads
     allowed_console: list[re.Pattern[str]] = field(default_factory=list)
     console: list[dict[str, Any]] = field(default_factory=list)
     shots: int = 0
@@ -285,12 +286,17 @@ def start_chromium(viewport: str) -> Any:
 
 
 @pytest.fixture
-def portal(portal_server: PortalServer, viewport: str, request: pytest.FixtureRequest) -> Iterator[Portal]:
+def portal(
+    portal_server: PortalServer, viewport: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Portal]:
     """A fresh chromium on the portal. After the test: a last screenshot, and no console
     error the test did not expect."""
     driver = start_chromium(viewport)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.originalname or request.node.name)
-    page = Portal(driver, portal_server.url, name, viewport)
+    page = Portal(driver, portal_server.url, name, viewport, downloads)
     try:
         yield page
         page.screenshot("end")

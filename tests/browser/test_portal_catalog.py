@@ -123,6 +123,20 @@ def test_copy_signed_url_gives_a_url_that_downloads_the_asset_without_a_header(p
     assert portal.find("#asset-status-data").text.startswith(("Copied", "Copy the URL"))
 
 
+def test_download_saves_the_asset_as_stored(portal, portal_server):
+    with portal_server.sdk() as sdk:
+        item = next(i for i in sdk.items.list("demo") if i.name == SAMPLE)
+        asset = sdk.items.get(item.id).assets["data"]
+    portal.sign_in(portal_server.token)
+    portal.go(f"#/items/{item.id}")
+    portal.wait_ready("item")
+    portal.find("#download-data").click()
+    assert portal.downloads is not None
+    saved = portal.downloads / asset.title
+    portal.wait(lambda: saved.is_file() and not list(portal.downloads.glob("*.crdownload")), what="the download")
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == asset.sha256
+
+
 def test_the_lineage_graph_links_a_clip_to_its_job_and_source(portal, portal_server):
     with portal_server.sdk() as sdk:
         source = next(i for i in sdk.items.list("demo") if i.name == SAMPLE)
