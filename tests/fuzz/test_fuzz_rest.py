@@ -40,7 +40,9 @@ def openapi(world, session):
     return schemathesis.openapi.from_dict(document)
 
 
-OPERATIONS = [*REGISTRY.names(), "jobs_events"]
+# The resource routes (tiles, previews, tilejson) are in the document too.
+TILE_OPERATIONS = [f"{kind}_{what}" for kind in ("items", "artifacts") for what in ("tile", "preview", "tilejson")]
+OPERATIONS = [*REGISTRY.names(), "jobs_events", *TILE_OPERATIONS]
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
