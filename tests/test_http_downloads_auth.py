@@ -222,3 +222,11 @@ def test_signed_urls_use_the_public_url_and_need_one(database_factory, tmp_path_
         assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "HTTP_OFF")
     finally:
         stop_world(world)
+
+
+def test_a_remembered_asset_still_checks_each_caller(world, names):
+    """The second read of an asset skips the database, never the project check."""
+    url = url_of(world, names["alpha"])
+    assert fetch(url, token=world.tokens["alpha"]).status == 200
+    refused(fetch(url, token=world.tokens["beta"]), 403, "PROJECT_ACCESS_DENIED")
+    refused(fetch(url, token=world.make_token(scopes=["analytics:read"], projects=["alpha"])), 403, "MISSING_SCOPE")
