@@ -230,3 +230,13 @@ def test_a_remembered_asset_still_checks_each_caller(world, names):
     assert fetch(url, token=world.tokens["alpha"]).status == 200
     refused(fetch(url, token=world.tokens["beta"]), 403, "PROJECT_ACCESS_DENIED")
     refused(fetch(url, token=world.make_token(scopes=["analytics:read"], projects=["alpha"])), 403, "MISSING_SCOPE")
+
+
+def test_a_prefix_grant_opens_what_is_under_it_only(world, names):
+    """The grant tile URL templates use: one signature for every path under a prefix."""
+    prefix = f"/v1/items/{world.items[FIRST]}/assets/"
+    query, _ = local_signer().signed_query(prefix, 60, prefix=True)
+    assert fetch(f"{world.server.http_url}{prefix}data?{query}").status == 200
+    other = f"/v1/items/{world.beta_items[FIRST]}/assets/data"
+    refused(fetch(f"{world.server.http_url}{other}?{query}"), 403, "SIGNATURE_INVALID")
+    refused(fetch(f"{world.server.http_url}/v1/{names['artifact']}?{query}"), 403, "SIGNATURE_INVALID")

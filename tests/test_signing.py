@@ -75,6 +75,11 @@ def test_a_prefix_grant_covers_the_paths_under_it_only():
     assert refusal(signer(), prefix + "a.png", {**query, "prefix": "/v1/items/"}) == "SIGNATURE_INVALID"
     with pytest.raises(ValueError):
         signer().sign("/v1/items/it_1/tiles", 60, prefix=True)  # a prefix ends with /
+    # A template: the prefix's query appended to any path under it.
+    template_query, _ = signer().signed_query(prefix, 60, prefix=True)
+    tile = prefix + "WebMercatorQuad/{z}/{x}/{y}.png"
+    filled = tile.format(z=3, x=4, y=2)
+    assert signer().verify(filled, dict(parse_qsl(template_query))).path == prefix
 
 
 def test_rotating_keys_keeps_live_urls_working():

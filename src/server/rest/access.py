@@ -27,8 +27,10 @@ Use it from an aiohttp handler:
 A `DomainError` raised in `body` (or by the check) becomes the error JSON with
 its HTTP status (401, 403, 404 ...); anything else is logged and answered 500
 without details. `access.sign(path, ttl_seconds, prefix=...)` makes an absolute
-signed URL (for STAC asset hrefs and tile templates), after the handler checked
-the caller may read what `path` names.
+signed URL (for STAC asset hrefs), `access.signed_query(prefix, ttl, prefix=True)`
+the query of a prefix grant (for tile URL templates), after the handler checked
+the caller may read what `path` names. Outside a request, `services.signer` and
+`services.public_url` do the same.
 """
 
 from __future__ import annotations
@@ -81,6 +83,13 @@ class Access:
         """An absolute signed URL of `path` (every path under it when `prefix`)."""
         url, _ = self.services.signer.signed_url(self.services.public_url, path, ttl_seconds, prefix=prefix)
         return url
+
+    def signed_query(self, path: str, ttl_seconds: int = 0, *, prefix: bool = False) -> str:
+        """Just the signature query of `path` (for a template such as
+        `{public_url}/v1/items/{id}/tiles/WebMercatorQuad/{z}/{x}/{y}.png?{query}`
+        under the prefix `/v1/items/{id}/tiles/`)."""
+        query, _ = self.services.signer.signed_query(path, ttl_seconds, prefix=prefix)
+        return query
 
 
 _REQUEST_ID = "geopera_request_id"
