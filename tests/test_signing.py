@@ -4,7 +4,11 @@ database key every replica shares."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -139,3 +143,12 @@ def test_configured_keys_win_over_the_database(database_url):
             await db.close()
 
     assert [key.id for key in asyncio.run(load())] == ["k1"]
+
+
+def test_the_server_refuses_bad_keys_at_start(tmp_path):
+    geopera = Path(sys.executable).parent / "geopera"
+    env = {**os.environ, "GEOPERA_SIGNING_KEYS": "k1:short", "GEOPERA_HOME": str(tmp_path)}
+    done = subprocess.run([str(geopera), "serve", "--listen", "127.0.0.1:0", "--http-listen", "off"], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: GEOPERA_SIGNING_KEYS: the secret of key 'k1' needs 16+ characters"
