@@ -157,3 +157,10 @@ def test_the_openapi_document_lists_the_download_routes(world):
     for path in ("/v1/items/{item_id}/assets/{asset_key}", "/v1/artifacts/{artifact_id}"):
         assert set(document["paths"][path]) == {"get", "head"}
         assert "206" in document["paths"][path]["get"]["responses"]
+
+
+def test_bytes_removed_from_storage_are_404_not_500(world):
+    artifact_id = make_artifact(world)
+    stored_path(world, f"artifacts/{artifact_id}").unlink()
+    answer = get(world, f"{world.server.http_url}/v1/artifacts/{artifact_id}")
+    assert (answer.status, answer.json()["reason"]) == (404, "FILE_NOT_FOUND")

@@ -222,3 +222,60 @@ def test_signed_urls_use_the_public_url_and_need_one(database_factory, tmp_path_
         assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "HTTP_OFF")
     finally:
         stop_world(world)
+
+
+def test_a_remembered_asset_still_checks_each_caller(world, names):
+    """The second read of an asset skips the database, never the project check."""
+    url = url_of(world, names["alpha"])
+    assert fetch(url, token=world.tokens["alpha"]).status == 200
+    refused(fetch(url, token=world.tokens["beta"]), 403, "PROJECT_ACCESS_DENIED")
+    refused(fetch(url, token=world.make_token(scopes=["analytics:read"], projects=["alpha"])), 403, "MISSING_SCOPE")
+
+
+def test_a_prefix_grant_opens_what_is_under_it_only(world, names):
+    """The grant tile URL templates use: one signature for every path under a prefix."""
+    prefix = f"/v1/items/{world.items[FIRST]}/assets/"
+    query, _ = local_signer().signed_query(prefix, 60, prefix=True)
+    assert fetch(f"{world.server.http_url}{prefix}data?{query}").status == 200
+    other = f"/v1/items/{world.beta_items[FIRST]}/assets/data"
+    refused(fetch(f"{world.server.http_url}{other}?{query}"), 403, "SIGNATURE_INVALID")
+    refused(fetch(f"{world.server.http_url}/v1/{names['artifact']}?{query}"), 403, "SIGNATURE_INVALID")
+
+
+def test_access_helpers_check_as_the_operations_do(world, names):
+    """`Access.item`, `asset_file` and `artifact_file`, which every resource route
+    (tiles, STAC) uses: the caller's scope and project, or a signature's reader."""
+    from geopera_kernel.server.edge.call import CallInfo
+    from geopera_kernel.server.errors import DomainError
+    from geopera_kernel.server.rest.access import SIGNED_URL_READER, Access
+
+    alpha_item, beta_item = world.items[FIRST], world.beta_items[FIRST]
+    artifact_id = names["artifact"].removeprefix("artifacts/")
+    analytics_only = world.make_token(scopes=["analytics:read"], projects=["alpha"])
+
+    async def check(services):
+        async def principal(token: str):
+            return await services.tokens.authenticate(f"Bearer {token}")
+
+        def access(who):
+            return Access(who, CallInfo("test", "req_test"), services)
+
+        alpha = access(await principal(world.tokens["alpha"]))
+        assert (await alpha.item(alpha_item)).id == alpha_item
+        assert (await alpha.asset_file(alpha_item, "data")).sha256
+        assert (await alpha.artifact_file(artifact_id)).size_bytes > 0
+        signed = access(SIGNED_URL_READER)
+        assert (await signed.item(beta_item)).id == beta_item
+        reasons = []
+        no_catalog = access(await principal(analytics_only))
+        for attempt in (alpha.item(beta_item), alpha.asset_file(beta_item, "data"), no_catalog.item(alpha_item),
+                        access(await principal(world.tokens["beta"])).artifact_file(artifact_id)):  # fmt: skip
+            try:
+                await attempt
+            except DomainError as err:
+                reasons.append(err.reason)
+        return reasons
+
+    assert world.with_services(check) == [
+        "PROJECT_ACCESS_DENIED", "PROJECT_ACCESS_DENIED", "MISSING_SCOPE", "PROJECT_ACCESS_DENIED",
+    ]  # fmt: skip

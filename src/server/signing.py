@@ -151,14 +151,20 @@ class UrlSigner:
         query["signature"] = _b64(self._mac(key, path, expires, prefix))
         return query, expires
 
+    def signed_query(self, path: str, ttl_seconds: int | float = 0, *, prefix: bool = False) -> tuple[str, int]:
+        """The URL query (without `?`) granting `path`, and its expiry (epoch
+        seconds). For a prefix grant, append it to any URL under the prefix: a
+        tile template is `{base}{prefix}WebMercatorQuad/{z}/{x}/{y}.png?{query}`."""
+        query, expires = self.sign(path, ttl_seconds, prefix=prefix)
+        return urlencode(query), expires
+
     def signed_url(
         self, base_url: str, path: str, ttl_seconds: int | float = 0, *, prefix: bool = False
     ) -> tuple[str, int]:
         """`base_url` + `path` + the signature query, and its expiry (epoch
-        seconds); for a prefix grant the URL is of the prefix itself (a template:
-        insert the rest of the path before the query)."""
-        query, expires = self.sign(path, ttl_seconds, prefix=prefix)
-        return f"{base_url.rstrip('/')}{quote(path)}?{urlencode(query)}", expires
+        seconds); for a prefix grant the URL is of the prefix itself."""
+        query, expires = self.signed_query(path, ttl_seconds, prefix=prefix)
+        return f"{base_url.rstrip('/')}{quote(path)}?{query}", expires
 
     def verify(self, path: str, query: Mapping[str, str], *, now: float | None = None) -> Grant:
         """The grant a request's signature query gives for `path` (the decoded

@@ -121,13 +121,10 @@ class TileRoutes:
             params = urlencode([(key, value) for key, value in request.query.items() if key in RENDER_PARAMS])
             tiles = f"/v1/{kind}/{resource_id}/tiles/"
             if access.signed or request.query.get("signed") == "true":
-                signed_prefix, _, signature = access.sign(tiles, _template_ttl(request, access), prefix=True).partition(
-                    "?"
-                )
+                signature = access.signed_query(tiles, _template_ttl(request, access), prefix=True)
                 params = "&".join(filter(None, (signature, params)))
-            else:
-                signed_prefix = (access.services.public_url or f"{request.scheme}://{request.host}") + tiles
-            template = f"{signed_prefix}{TILE_MATRIX_SET}/{{z}}/{{x}}/{{y}}{suffix}.{fmt}" + (
+            base = access.services.public_url or f"{request.scheme}://{request.host}"
+            template = f"{base}{tiles}{TILE_MATRIX_SET}/{{z}}/{{x}}/{{y}}{suffix}.{fmt}" + (
                 f"?{params}" if params else ""
             )
             west, south, east, north = tileset.bounds

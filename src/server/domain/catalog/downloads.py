@@ -37,6 +37,12 @@ class CatalogDownloads(CatalogReads):
             await self._require_live_attempt(principal)
             principal = SOURCE_READER
         principal.require_scope("catalog:read")
+        # An asset never changes once registered (caches.py): HTTP range reads of one
+        # file, one request per tile, skip the database after the first.
+        cached = self._asset_files.get(resource_name)
+        if cached is not None:
+            principal.require_project(cached[0])
+            return cached[1]
         async with self._db.connection() as conn:
             row = await (await conn.execute(Q.get_asset_file, {"item_id": item_id, "key": key})).fetchone()
             if row is None:
@@ -45,8 +51,10 @@ class CatalogDownloads(CatalogReads):
                     raise not_found("ITEM_NOT_FOUND", f"item {item_id!r} does not exist", item_id=item_id)
                 principal.require_project(owner["project_id"])
                 raise not_found("ASSET_NOT_FOUND", f"item {item_id!r} has no asset {key!r}")
+        ref = FileRef(row["storage_key"], row["media_type"], row["size_bytes"], row["sha256"])
+        self._asset_files.put(resource_name, (row["project_id"], ref))
         principal.require_project(row["project_id"])
-        return FileRef(row["storage_key"], row["media_type"], row["size_bytes"], row["sha256"])
+        return ref
 
     async def _artifact_file(self, principal: Principal, artifact_id: str) -> FileRef:
         principal.require_scope("analytics:read")
