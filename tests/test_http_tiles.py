@@ -56,7 +56,8 @@ def test_a_tile_is_true_colour_from_the_stored_render_hint(world, zoom):
     status, headers, body = get(world, f"/v1/items/{item_id}/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.png")
     assert status == 200 and headers["Content-Type"] == "image/png"
     assert_same(body, reference(path, tile=tile, indexes=rgb, rescale=ranges(asset, rgb)))
-    assert headers["ETag"] and "max-age" in headers["Cache-Control"]
+    assert headers["ETag"] and headers["Cache-Control"].startswith("private, max-age=")
+    assert headers["Vary"] == "Authorization"
     again = get(world, f"/v1/items/{item_id}/tiles/WebMercatorQuad/{tile.z}/{tile.x}/{tile.y}.png",
                 headers={"If-None-Match": headers["ETag"]})  # fmt: skip
     assert again[0] == 304 and again[1]["ETag"] == headers["ETag"]

@@ -207,12 +207,17 @@ def _not_modified(request: web.Request, etag: str) -> bool:
     return wanted.strip() == "*" or etag in (tag.strip().removeprefix("W/") for tag in wanted.split(","))
 
 
+def _cache_headers(etag: str, cache: str) -> dict[str, str]:
+    # Private: the answer depends on who asked (Vary), though not the bytes once allowed.
+    return {"ETag": etag, "Cache-Control": cache, "Vary": "Authorization"}
+
+
 def _not_modified_response(etag: str, cache: str) -> web.Response:
-    return web.Response(status=304, headers={"ETag": etag, "Cache-Control": cache})
+    return web.Response(status=304, headers=_cache_headers(etag, cache))
 
 
 def _image(data: bytes, fmt: str, etag: str, cache: str) -> web.Response:
-    return web.Response(body=data, content_type=MEDIA_TYPES[fmt], headers={"ETag": etag, "Cache-Control": cache})
+    return web.Response(body=data, content_type=MEDIA_TYPES[fmt], headers=_cache_headers(etag, cache))
 
 
 def _template_ttl(request: web.Request, access: Access) -> int:
