@@ -178,7 +178,7 @@ async def _send_chunks(response: web.StreamResponse, stream: BinaryIO, byte_rang
     return sent
 
 
-def _openapi_download(summary: str, path_params: list[str]) -> dict[str, Any]:
+def _openapi_download(operation_id: str, summary: str, path_params: list[str]) -> dict[str, Any]:
     parameters: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in path_params
     ]
@@ -207,17 +207,17 @@ def _openapi_download(summary: str, path_params: list[str]) -> dict[str, Any]:
             "default": {"description": "an error", **error},
         },
     }
-    return {"get": {**operation, "operationId": "download_" + path_params[-1]},
-            "head": {**operation, "operationId": "head_" + path_params[-1]}}  # fmt: skip
+    return {"get": {**operation, "operationId": f"{operation_id}_get"},
+            "head": {**operation, "operationId": f"{operation_id}_head"}}  # fmt: skip
 
 
 def openapi_paths() -> dict[str, Any]:
     """The download routes, for the OpenAPI document."""
     return {
         "/v1/items/{item_id}/assets/{asset_key}": _openapi_download(
-            "Download an item's asset (Range, ETag).", ["item_id", "asset_key"]
+            "items_assets_download", "Download an item's asset (Range, ETag).", ["item_id", "asset_key"]
         ),
         "/v1/artifacts/{artifact_id}": _openapi_download(
-            "Download an analytics artifact (Range, ETag).", ["artifact_id"]
+            "artifacts_download", "Download an analytics artifact (Range, ETag).", ["artifact_id"]
         ),
     }
