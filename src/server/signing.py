@@ -114,6 +114,11 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
+def _is_number(text: str) -> bool:
+    # str.isdigit() alone admits "²" and other digits int() refuses.
+    return text.isascii() and text.isdigit()
+
+
 def _has_dot_segment(path: str) -> bool:
     return any(segment in (".", "..") for segment in path.split("/"))
 
@@ -171,7 +176,7 @@ class UrlSigner:
         request path); raises PERMISSION_DENIED when it gives none."""
         expires_text, key_id, signature = query.get("expires", ""), query.get("key", ""), query.get("signature", "")
         granted = query.get("prefix")
-        if not expires_text.isdigit() or len(expires_text) > 12 or not signature or len(signature) > 100:
+        if not _is_number(expires_text) or len(expires_text) > 12 or not signature or len(signature) > 100:
             raise _invalid("the URL's signature parameters (expires, key, signature) are missing or malformed")
         key = self._keys.get(key_id)
         if key is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from geopera_kernel.server import callstats
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.catalog.reads import CatalogReads
 from geopera_kernel.server.domain.models import FileRef
@@ -40,6 +41,7 @@ class CatalogDownloads(CatalogReads):
         # An asset never changes once registered (caches.py): HTTP range reads of one
         # file, one request per tile, skip the database after the first.
         cached = self._asset_files.get(resource_name)
+        callstats.cache_lookup("asset_file", cached is not None)
         if cached is not None:
             principal.require_project(cached[0])
             return cached[1]
