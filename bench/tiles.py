@@ -97,6 +97,7 @@ def run(results: Results, options: Options) -> Outcome:
             spread(measured[peer], "p50_ms").fmt(".1f"),
             spread(measured[peer], "p99_ms").fmt(".1f"),
             Spread.of(r["cpu"].get("server", 0.0) for r in measured[peer]).fmt(".2f"),
+            Spread.of(r["rps"] / max(r["cpu"].get("server", 0.0), 1e-9) for r in measured[peer]).fmt(".0f"),
             str(sum(r["errors"] for r in measured[peer])),
         ]
         for peer in PEERS
@@ -109,9 +110,12 @@ def run(results: Results, options: Options) -> Outcome:
             f"statistics) of a 10980 x 10980 4 x uint16 COG, {CALLERS} concurrent callers, {options.runs} "
             f"interleaved runs of {options.duration:.0f} s (+{options.warmup:.0f} s warm-up) each; "
             "median [min–max]. Same pixels checked (within 1 DN) before measuring. `server cores`: CPU of the "
-            "serving process during the window.",
+            "serving process during the window; `tiles per core-s`: tiles/s over it, the figure that holds up "
+            "when other work shares the machine (see the load average).",
             "",
-            markdown_table(["server", "tiles/s", "p50 ms", "p99 ms", "server cores", "errors"], rows),
+            markdown_table(
+                ["server", "tiles/s", "p50 ms", "p99 ms", "server cores", "tiles per core-s", "errors"], rows
+            ),
             "",
             f"Throughput ratio geopera / TiTiler: **{ratio.fmt('.2f')}** (target >= {TARGET_RATIO:.1f}: "
             f"{'met' if met else 'MISSED'}).",
