@@ -30,7 +30,10 @@ from geopera_kernel.server.edge.call import request_id as request_id_of
 from geopera_kernel.server.edge.revocation import until_revoked
 from geopera_kernel.server.edge.status import domain_error_body, unexpected_error
 from geopera_kernel.server.errors import Code, DomainError, invalid_argument
+from geopera_kernel.server.rest.docs import add_docs_routes
+from geopera_kernel.server.rest.health import add_health_routes
 from geopera_kernel.server.rest.openapi import openapi_document
+from geopera_kernel.server.rest.stac import StacApi
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +142,9 @@ class RestApi:
         app.router.add_post("/v1/op/{operation}", self.execute)
         app.router.add_get("/v1/jobs/{job_id}/events", self.job_events)
         app.router.add_get("/v1/openapi.json", self.openapi)
+        add_docs_routes(app.router)
+        add_health_routes(app.router, self._edge, lambda: self._executor)
+        StacApi(self._call).add_routes(app.router)
         return app
 
     async def _call(
