@@ -7,6 +7,7 @@ bad parameters are 400 with the error JSON."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import urllib.error
 import urllib.parse
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import rasterio
 from pystac_client import Client
 from shapely.geometry import box, shape
 
@@ -205,20 +207,45 @@ def test_collections_are_the_callers_projects_with_their_extent(stac_world):
     assert extent.temporal.intervals[0] == [min(map(when, alpha.values())), max(map(when, alpha.values()))]
 
 
-def test_an_item_page_links_its_assets_as_http_urls(stac_world):
+def test_an_item_page_links_its_assets_as_signed_urls_gdal_opens(stac_world):
     item_id = stac_world.items["elsewhere_2020"]
     status, item, _ = http(stac_world, f"/v1/stac/collections/alpha/items/{item_id}")
     assert status == 200 and item["id"] == item_id and item["collection"] == "alpha"
     assert item["properties"]["geopera:collection"] == "elsewhere"
     assert item["properties"]["datetime"] == "2020-05-01T12:00:00Z" and item["properties"]["note"] == "elsewhere_2020"
-    href = item["assets"]["data"]["href"]
-    assert urllib.parse.urlsplit(href)[:3] == (
+    assert {link["rel"] for link in item["links"]} >= {"self", "parent", "collection", "root"}
+    asset = item["assets"]["data"]
+    assert asset["type"].startswith("image/tiff; application=geotiff")
+    scheme, netloc, path, query, _ = urllib.parse.urlsplit(asset["href"])
+    assert (scheme, netloc, path) == (
         "http",
         f"127.0.0.1:{stac_world.server.http_port}",
         f"/v1/items/{item_id}/assets/data",
     )
-    assert item["assets"]["data"]["type"].startswith("image/tiff; application=geotiff")
-    assert {link["rel"] for link in item["links"]} >= {"self", "parent", "collection", "root"}
+    assert {"expires", "signature"} <= set(urllib.parse.parse_qs(query))
+    # No header needed: the bytes are the stored file's, and GDAL reads the COG from the URL.
+    with urllib.request.urlopen(asset["href"], timeout=30) as response:
+        body = response.read()
+    stored = catalogue(stac_world)[item_id]["assets"]["data"]
+    assert hashlib.sha256(body).hexdigest() == stored["sha256"]
+    with rasterio.open(f"/vsicurl/{asset['href']}") as dataset:
+        assert dataset.read(1)[0, :4].tolist() == [0, 1, 2, 3]
+    # pystac-client hands out the same openable href.
+    (found,) = stac_client(stac_world).search(ids=[item_id]).items()
+    with urllib.request.urlopen(found.assets["data"].href, timeout=30) as response:
+        assert response.status == 200
+
+
+def test_a_signed_url_does_not_open_the_stac_api(stac_world):
+    item_id = stac_world.items["elsewhere_2020"]
+    href = http(stac_world, f"/v1/stac/collections/alpha/items/{item_id}")[1]["assets"]["data"]["href"]
+    query = urllib.parse.urlsplit(href).query
+    status, body, _ = http(stac_world, f"/v1/stac/search?{query}", token=None)
+    assert (status, body["reason"]) == (403, "SIGNATURE_INVALID")
+    # Altered: the signature no longer matches.
+    tampered = href.replace("/assets/data", "/assets/other")
+    status, body, _ = http(stac_world, tampered, token=None)
+    assert (status, body["reason"]) == (403, "SIGNATURE_INVALID")
 
 
 def _validator(world, **options: Any) -> StacValidate:

@@ -8,27 +8,28 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from geopera_kernel.server.api.execute import Executor
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.models import ItemRecord, ProjectRecord
 from geopera_kernel.server.edge.call import CallInfo
-from geopera_kernel.server.errors import invalid_argument, not_found
+from geopera_kernel.server.errors import invalid_argument, not_found, permission_denied
 from geopera_kernel.server.rest import stac_items as docs
+from geopera_kernel.server.rest.access import Access, ResourceAccess
 from geopera_kernel.server.rest.stac_items import GEOJSON, STAC_ROOT, StacUrls
 from geopera_kernel.server.rest.stac_search import StacSearch, from_body, from_query_string
 
+if TYPE_CHECKING:
+    from geopera_kernel.server.services import Services
+
 SCOPE = "catalog:read"
 _PROJECTS_PAGE = 1000
+# How long an asset href of a STAC document opens with no header (signing.py's bounds).
+ASSET_URL_TTL_SECONDS = 3600
 
-CallBody = Callable[[Executor, CallInfo, Principal], Awaitable[web.StreamResponse]]
-# RestApi._call: runs a body through the edge (request id, admission, bearer
-# authentication, error JSON, the access log).
-RunCall = Callable[[web.Request, str, CallBody], Awaitable[web.StreamResponse]]
+Answer = Callable[["Services", CallInfo, Principal, StacUrls], Awaitable[web.Response]]
 
 
 def _json(body: dict[str, Any], call: CallInfo, media_type: str = docs.JSON) -> web.Response:
@@ -39,18 +40,25 @@ def _json(body: dict[str, Any], call: CallInfo, media_type: str = docs.JSON) -> 
     )
 
 
-def asset_url(base: str) -> Callable[[str, str], str]:
-    """Asset hrefs: the HTTP download route of each asset (bearer auth)."""
+def signed_asset_url(services: Services, base: str) -> Callable[[str, str], str]:
+    """Asset hrefs: each asset's HTTP download route, signed, so that any client
+    (GDAL's /vsicurl/, QGIS, a browser) opens it with no header for an hour.
+    Called only for items the caller was just allowed to read."""
 
     def href(item_id: str, key: str) -> str:
-        return f"{base}/v1/items/{quote(item_id, safe='')}/assets/{quote(key, safe='')}"
+        path = f"/v1/items/{item_id}/assets/{key}"
+        url, _ = services.signer.signed_url(base, path, ASSET_URL_TTL_SECONDS)
+        return url
 
     return href
 
 
 class StacApi:
-    def __init__(self, run: RunCall) -> None:
-        self._run = run
+    """Bearer tokens only: a URL signature grants one resource path, never a
+    listing or a search (its reader stands for no one's project memberships)."""
+
+    def __init__(self, access: ResourceAccess) -> None:
+        self._access = access
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         root = STAC_ROOT
@@ -67,41 +75,45 @@ class StacApi:
             router.add_get(path, handler)
         router.add_post(root + "/search", self.search_post)
 
-    def _serve(self, request: web.Request, name: str, answer: Callable[..., Awaitable[web.Response]]) -> Any:
-        async def body(executor: Executor, call: CallInfo, principal: Principal) -> web.StreamResponse:
-            principal.require_scope(SCOPE)
-            urls = StacUrls(f"{request.scheme}://{request.host}", asset_url(f"{request.scheme}://{request.host}"))
-            return await answer(executor, call, principal, urls)
+    async def _serve(self, request: web.Request, name: str, answer: Answer) -> web.StreamResponse:
+        async def body(access: Access) -> web.StreamResponse:
+            if access.signed:
+                raise permission_denied("SIGNATURE_NOT_ACCEPTED", "the STAC API takes a bearer token, not a signed URL")
+            access.principal.require_scope(SCOPE)
+            # Links name the address the caller reached (the Host it sent).
+            base = f"{request.scheme}://{request.host}"
+            urls = StacUrls(base, signed_asset_url(access.services, base))
+            return await answer(access.services, access.call, access.principal, urls)
 
-        return self._run(request, f"HTTP {request.method} {STAC_ROOT}{name}", body)
+        return await self._access.serve(request, f"HTTP {request.method} {STAC_ROOT}{name}", body)
 
     async def landing_page(self, request: web.Request) -> web.StreamResponse:
-        async def answer(executor: Executor, call: CallInfo, principal: Principal, urls: StacUrls) -> web.Response:
-            projects = await _visible_projects(executor, principal)
+        async def answer(services: Services, call: CallInfo, principal: Principal, urls: StacUrls) -> web.Response:
+            projects = await _visible_projects(services, principal)
             return _json(docs.landing_page(urls, projects), call)
 
         return await self._serve(request, "", answer)
 
     async def conformance(self, request: web.Request) -> web.StreamResponse:
-        async def answer(executor: Executor, call: CallInfo, principal: Principal, urls: StacUrls) -> web.Response:
+        async def answer(services: Services, call: CallInfo, principal: Principal, urls: StacUrls) -> web.Response:
             return _json({"conformsTo": list(docs.CONFORMANCE)}, call)
 
         return await self._serve(request, "/conformance", answer)
 
     async def collections(self, request: web.Request) -> web.StreamResponse:
-        async def answer(executor: Executor, call: CallInfo, principal: Principal, urls: StacUrls) -> web.Response:
-            catalog = executor.services.catalog
+        async def answer(services: Services, call: CallInfo, principal: Principal, urls: StacUrls) -> web.Response:
+            catalog = services.catalog
             documents = [
                 docs.collection(urls, project, await catalog.project_extent(principal, project.id))
-                for project in await _visible_projects(executor, principal)
+                for project in await _visible_projects(services, principal)
             ]
             return _json(docs.collections(urls, documents), call)
 
         return await self._serve(request, "/collections", answer)
 
     async def collection(self, request: web.Request) -> web.StreamResponse:
-        async def answer(executor: Executor, call: CallInfo, principal: Principal, urls: StacUrls) -> web.Response:
-            catalog = executor.services.catalog
+        async def answer(services: Services, call: CallInfo, principal: Principal, urls: StacUrls) -> web.Response:
+            catalog = services.catalog
             project = await catalog.get_project(principal, request.match_info["collection_id"])
             return _json(docs.collection(urls, project, await catalog.project_extent(principal, project.id)), call)
 
@@ -110,15 +122,15 @@ class StacApi:
     async def collection_items(self, request: web.Request) -> web.StreamResponse:
         """OGC API Features' items of one collection: bbox, datetime, limit, paging."""
 
-        async def answer(executor: Executor, call: CallInfo, principal: Principal, urls: StacUrls) -> web.Response:
-            project = await executor.services.catalog.get_project(principal, request.match_info["collection_id"])
+        async def answer(services: Services, call: CallInfo, principal: Principal, urls: StacUrls) -> web.Response:
+            project = await services.catalog.get_project(principal, request.match_info["collection_id"])
             search = from_query_string(request.query)
             if search.collections or search.ids or search.intersects is not None:
                 raise invalid_argument(
                     "INVALID_SEARCH", "a collection's items take bbox, datetime, limit and token; use /search",
                     field="collections" if search.collections else "ids" if search.ids else "intersects",
                 )  # fmt: skip
-            records, token = await executor.services.catalog.list_items(principal, search.query([project.id]))
+            records, token = await services.catalog.list_items(principal, search.query([project.id]))
             href = urls.items(project.id)
             links = [docs.link("self", urls.with_query(href, request.query.items()), GEOJSON)]
             if token:
@@ -128,9 +140,9 @@ class StacApi:
         return await self._serve(request, "/collections/{id}/items", answer)
 
     async def item(self, request: web.Request) -> web.StreamResponse:
-        async def answer(executor: Executor, call: CallInfo, principal: Principal, urls: StacUrls) -> web.Response:
+        async def answer(services: Services, call: CallInfo, principal: Principal, urls: StacUrls) -> web.Response:
             project_id, item_id = request.match_info["collection_id"], request.match_info["item_id"]
-            catalog = executor.services.catalog
+            catalog = services.catalog
             await catalog.get_project(principal, project_id)
             record = await catalog.get_item(principal, item_id)
             if record.project_id != project_id:
@@ -140,9 +152,9 @@ class StacApi:
         return await self._serve(request, "/collections/{id}/items/{item_id}", answer)
 
     async def search_get(self, request: web.Request) -> web.StreamResponse:
-        async def answer(executor: Executor, call: CallInfo, principal: Principal, urls: StacUrls) -> web.Response:
+        async def answer(services: Services, call: CallInfo, principal: Principal, urls: StacUrls) -> web.Response:
             search = from_query_string(request.query)
-            records, token = await _search(executor, principal, search)
+            records, token = await _search(services, principal, search)
             href = urls.root + "/search"
             links = [docs.link("self", urls.with_query(href, request.query.items()), GEOJSON)]
             if token:
@@ -152,10 +164,10 @@ class StacApi:
         return await self._serve(request, "/search", answer)
 
     async def search_post(self, request: web.Request) -> web.StreamResponse:
-        async def answer(executor: Executor, call: CallInfo, principal: Principal, urls: StacUrls) -> web.Response:
+        async def answer(services: Services, call: CallInfo, principal: Principal, urls: StacUrls) -> web.Response:
             body = await _json_body(request)
             search = from_body(body)
-            records, token = await _search(executor, principal, search)
+            records, token = await _search(services, principal, search)
             href = urls.root + "/search"
             links = [docs.link("self", href, GEOJSON)]
             if token:
@@ -165,25 +177,25 @@ class StacApi:
         return await self._serve(request, "/search", answer)
 
 
-async def _visible_projects(executor: Executor, principal: Principal) -> list[ProjectRecord]:
+async def _visible_projects(services: Services, principal: Principal) -> list[ProjectRecord]:
     """Every project the caller can read (each is a collection), in id order."""
     projects: list[ProjectRecord] = []
     token = ""
     while True:
-        page, token = await executor.services.catalog.list_projects(principal, _PROJECTS_PAGE, token)
+        page, token = await services.catalog.list_projects(principal, _PROJECTS_PAGE, token)
         projects += page
         if not token:
             return projects
 
 
-async def _search(executor: Executor, principal: Principal, search: StacSearch) -> tuple[list[ItemRecord], str]:
+async def _search(services: Services, principal: Principal, search: StacSearch) -> tuple[list[ItemRecord], str]:
     """Items of the named collections, else of every collection the caller can read."""
     project_ids = list(search.collections)
     if not project_ids:
-        project_ids = [p.id for p in await _visible_projects(executor, principal)]
+        project_ids = [p.id for p in await _visible_projects(services, principal)]
         if not project_ids:
             return [], ""
-    return await executor.services.catalog.list_items(principal, search.query(project_ids))
+    return await services.catalog.list_items(principal, search.query(project_ids))
 
 
 def _with_token(request: web.Request, token: str) -> list[tuple[str, str]]:
