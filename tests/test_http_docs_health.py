@@ -54,7 +54,7 @@ def test_docs_page_and_every_asset_it_loads_come_from_the_server(world):
     assert len(parser.urls) >= 3
     for url in parser.urls:
         assert url.startswith("/") and not url.startswith("//"), f"{url} is not served by this server"
-        status, body, asset_headers = fetch(base, url)
+        status, body, _ = fetch(base, url)
         assert status == 200 and body, url
     assert not re.search(rb"https?://", page), "the page names another host"
     # The browser is told so too: scripts, styles and requests only from this origin.
