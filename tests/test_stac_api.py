@@ -20,7 +20,12 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
+import requests
+import schemathesis
+from hypothesis import given
 from pystac_client import Client
+from schemathesis import GenerationMode
+from schemathesis.checks import content_type_conformance, not_a_server_error, response_schema_conformance
 from shapely.geometry import box, shape
 
 with warnings.catch_warnings():  # stac-valid names its import package stac_validator, and warns about it
@@ -30,6 +35,7 @@ with warnings.catch_warnings():  # stac-valid names its import package stac_vali
 from geopera_kernel.raster.cog import write_cog
 from geopera_kernel.server.demo import SYSTEM
 from geopera_kernel.server.domain.models import AssetInput, ItemCreate
+from tests.fuzz.support import SAMPLE
 
 SCHEMAS = Path(__file__).parent / "data" / "stac_schemas" / "v1.0.0"
 STAC_SCHEMA_URL = "https://schemas.stacspec.org/v1.0.0/"
@@ -398,3 +404,40 @@ def test_a_page_token_only_works_with_its_own_search(stac_world):
     token = urllib.parse.parse_qs(urllib.parse.urlsplit(first["links"][1]["href"]).query)["token"][0]
     status, body, _ = http(stac_world, f"/v1/stac/search?limit=1&collections=alpha&bbox=0,0,1,1&token={token}")
     assert (status, body["reason"]) == (400, "INVALID_PAGE_TOKEN")
+
+
+STAC_OPERATIONS = [
+    "stac_landing_page", "stac_conformance", "stac_collections", "stac_collection", "stac_collection_items",
+    "stac_item", "stac_search_get", "stac_search_post", "healthz", "readyz",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("operation_id", "mode"),
+    [
+        (operation_id, mode)
+        for operation_id in STAC_OPERATIONS
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+        # The probes take no input and no token: nothing to make invalid.
+        if not (operation_id in ("healthz", "readyz") and mode == GenerationMode.NEGATIVE)
+    ],
+    ids=str,
+)
+def test_schemathesis_finds_no_server_error_in_the_stac_api(stac_world, operation_id, mode):
+    """Requests generated from the routes' entries in /v1/openapi.json, valid and
+    not: never a 5xx, and every answer as the document describes it."""
+    with requests.Session() as session:
+        document = session.get(stac_world.server.http_url + "/v1/openapi.json", timeout=30).json()
+        operation = schemathesis.openapi.from_dict(document).find_operation_by_id(operation_id)
+        headers = {"Authorization": f"Bearer {stac_world.tokens['alpha']}"}
+
+        @SAMPLE
+        @given(case=operation.as_strategy(generation_mode=mode))
+        def check(case) -> None:
+            response = case.call(base_url=stac_world.server.http_url, session=session, headers=headers, timeout=60)
+            case.validate_response(
+                response, checks=[not_a_server_error, response_schema_conformance, content_type_conformance],
+                headers=headers,
+            )  # fmt: skip
+
+        check()
