@@ -18,6 +18,7 @@ import pytest
 import rasterio
 from shapely.geometry import box, shape
 
+from tests.conftest import TEST_SERVER_ENV, start_seeded_world, stop_world
 from tests.stac_support import (
     ELSEWHERE_BOX,
     FAR_POLYGON,
@@ -183,3 +184,22 @@ def test_stac_validator_accepts_what_the_api_serves(stac_world):
     item = http(stac_world, f"{root}/collections/alpha/items/{stac_world.items['elsewhere_2021']}")[1]
     del item["properties"]["datetime"]
     assert not _validator(stac_world).validate_dict(item)
+
+
+def test_links_name_the_public_url_when_one_is_set(database_factory, tmp_path):
+    """Behind a proxy (GEOPERA_PUBLIC_URL) every link and asset href names the
+    public address; the signed path still opens on the server itself."""
+    env = {**TEST_SERVER_ENV, "GEOPERA_PUBLIC_URL": "https://geo.example.org/"}
+    world = start_seeded_world(database_factory.create(), tmp_path, env)
+    try:
+        status, landing, _ = http(world, "/v1/stac")
+        assert status == 200 and all(link["href"].startswith("https://geo.example.org/") for link in landing["links"])
+        status, page, _ = http(world, "/v1/stac/search?limit=1")
+        (item,) = page["features"]
+        hrefs = [link["href"] for link in item["links"] + page["links"]] + [item["assets"]["data"]["href"]]
+        assert all(href.startswith("https://geo.example.org/v1/") for href in hrefs), hrefs
+        _, _, path, query, _ = urllib.parse.urlsplit(item["assets"]["data"]["href"])
+        with urllib.request.urlopen(f"{world.server.http_url}{path}?{query}", timeout=30) as response:
+            assert response.status == 200
+    finally:
+        stop_world(world)

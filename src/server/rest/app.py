@@ -93,9 +93,11 @@ class RestApi:
     """Serves as soon as it listens; the edge answers 503 NOT_READY until the
     services are attached."""
 
-    def __init__(self, edge: Edge, registry: OperationRegistry) -> None:
+    def __init__(self, edge: Edge, registry: OperationRegistry, public_url: str = "") -> None:
         self._edge = edge
         self._registry = registry
+        # GEOPERA_PUBLIC_URL when set (behind a proxy): the base of the links the STAC API writes.
+        self._public_url = public_url.rstrip("/")
         self._executor: Executor | None = None
         # The check every resource route (downloads, tiles, STAC) runs: bearer or signature.
         self.access = ResourceAccess(edge)
@@ -113,7 +115,7 @@ class RestApi:
         Downloads(self.access).add_routes(app)
         add_docs_routes(app.router)
         add_health_routes(app.router, self._edge, lambda: self._executor)
-        StacApi(self.access).add_routes(app.router)
+        StacApi(self.access, self._public_url).add_routes(app.router)
         return app
 
     async def _call(

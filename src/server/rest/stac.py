@@ -57,8 +57,9 @@ class StacApi:
     """Bearer tokens only: a URL signature grants one resource path, never a
     listing or a search (its reader stands for no one's project memberships)."""
 
-    def __init__(self, access: ResourceAccess) -> None:
+    def __init__(self, access: ResourceAccess, public_url: str = "") -> None:
         self._access = access
+        self._public_url = public_url
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         root = STAC_ROOT
@@ -80,8 +81,9 @@ class StacApi:
             if access.signed:
                 raise permission_denied("SIGNATURE_NOT_ACCEPTED", "the STAC API takes a bearer token, not a signed URL")
             access.principal.require_scope(SCOPE)
-            # Links name the address the caller reached (the Host it sent).
-            base = f"{request.scheme}://{request.host}"
+            # Links name GEOPERA_PUBLIC_URL when set (a proxy in front), else the
+            # address the caller reached (the Host it sent).
+            base = self._public_url or f"{request.scheme}://{request.host}"
             urls = StacUrls(base, signed_asset_url(access.services, base))
             return await answer(access.services, access.call, access.principal, urls)
 
