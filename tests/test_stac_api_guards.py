@@ -141,6 +141,11 @@ def test_bad_search_bodies_are_400_with_the_reason(stac_world, body, raw, reason
     assert (status, got.get("reason")) == (400, reason), got
 
 
+def test_a_body_past_the_size_limit_is_a_client_error(stac_world):
+    status, body, _ = http(stac_world, "/v1/stac/search", raw=b'{"ids": ["' + b"x" * (17 << 20) + b'"]}')
+    assert (status, body["reason"]) == (400, "BODY_TOO_LARGE")
+
+
 def test_a_limit_above_the_maximum_is_the_maximum(stac_world):
     status, body, _ = http(stac_world, "/v1/stac/search?limit=100000")
     assert status == 200 and body["numberReturned"] == len(catalogue(stac_world))

@@ -209,3 +209,5 @@ async def _json_body(request: web.Request) -> Any:
         return await request.json() if request.can_read_body else {}
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise invalid_argument("INVALID_SEARCH", "the body is not JSON", field="body") from None
+    except web.HTTPRequestEntityTooLarge as exc:  # past the application's client_max_size
+        raise invalid_argument("BODY_TOO_LARGE", f"the body is too large ({exc.text})"[:200], field="body") from None
