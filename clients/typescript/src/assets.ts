@@ -1,13 +1,15 @@
 // `client.assets`: item assets and analytics artifacts as bytes
-// (`KernelService/DownloadAsset`, resumed after a drop, SHA-256 verified).
+// (`KernelService/DownloadAsset`, resumed after a drop, SHA-256 verified) and
+// as signed HTTP URLs (`assets.sign`).
 
 import { createHash } from "node:crypto";
 import { open, rename, rm } from "node:fs/promises";
 
 import { create } from "@bufbuild/protobuf";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 
 import { backoffMs, deserializer, readStream, serializer, sleep } from "./calls.js";
-import type { GeoperaClient } from "./client.js";
+import type { CallOptions, GeoperaClient } from "./client.js";
 import { Code, DataLossError, errorFromGrpc, GeoperaError, InternalError, UnavailableError } from "./errors.js";
 import {
   DownloadAssetRequestSchema,
@@ -51,6 +53,14 @@ export interface DownloadResult {
   resumes: number;
 }
 
+/** What `sign` returns. */
+export interface SignedUrl {
+  /** Absolute HTTP URL of the resource with its signature in the query: no header needed. */
+  url: string;
+  /** When the URL stops working. */
+  expireTime: Date;
+}
+
 function resolveTarget(target: DownloadTarget, sha256: string | undefined): { name: string; expected: string[] } {
   const name = typeof target === "string" ? target : target.href;
   if (!name) throw new TypeError("the download target has no href");
@@ -70,6 +80,20 @@ function isCallError(err: unknown): boolean {
 /** Item assets and analytics artifacts: `client.assets.download(item.assets["data"])`. */
 export class Assets {
   constructor(private readonly client: GeoperaClient) {}
+
+  /**
+   * `assets.sign`: a URL that downloads the resource over HTTP with no header
+   * until it expires, for curl, a browser, GDAL (`/vsicurl/`) or QGIS. Anyone
+   * holding it can read the resource until `expireTime`. `ttlSeconds`:
+   * 1..604800 (7 days); omitted or 0, the server's default (1 hour).
+   */
+  async sign(target: DownloadTarget, options: CallOptions & { ttlSeconds?: number } = {}): Promise<SignedUrl> {
+    const { ttlSeconds, ...call } = options;
+    const { name } = resolveTarget(target, undefined);
+    const result = await this.client.execute("assets.sign", { resourceName: name, ttlSeconds: BigInt(ttlSeconds ?? 0) }, call);
+    if (!result.expireTime) throw new InternalError("assets.sign answered no expire_time", { code: Code.INTERNAL });
+    return { url: result.url, expireTime: timestampDate(result.expireTime) };
+  }
 
   /** The whole resource in memory (fine for artifacts and small assets; see `downloadToFile`). */
   async download(target: DownloadTarget, options: DownloadOptions = {}): Promise<DownloadResult & { data: Buffer }> {

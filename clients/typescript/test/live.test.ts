@@ -397,7 +397,7 @@ describe("live server", () => {
     }
   });
 
-  test("assets.download and downloadToFile: the stored bytes, verified; a dropped stream resumes", async () => {
+  test("assets.download and downloadToFile: the stored bytes, verified; a dropped stream resumes; assets.sign", async () => {
     const asset = (await client.items.get(env.GEOPERA_ITEM_ID)).assets["data"]!;
     const seen: number[] = [];
     const got = await client.assets.download(asset, { onProgress: (received) => seen.push(received) });
@@ -448,6 +448,28 @@ describe("live server", () => {
     } finally {
       await rm(folder, { recursive: true, force: true });
     }
+
+    // assets.sign: an absolute URL of the HTTP download route, signed, expiring as asked.
+    const signed = await client.assets.sign(asset, { ttlSeconds: 600 });
+    const url = new URL(signed.url);
+    assert.equal(url.pathname, `/v1/${asset.href}`);
+    assert.ok(url.searchParams.get("signature"), signed.url);
+    assert.equal(Number(url.searchParams.get("expires")), signed.expireTime.getTime() / 1000);
+    assert.ok(Math.abs(signed.expireTime.getTime() - (Date.now() + 600_000)) < 10_000, String(signed.expireTime));
+    const byDefault = await client.assets.sign(asset.href);
+    assert.ok(Math.abs(byDefault.expireTime.getTime() - (Date.now() + 3_600_000)) < 10_000);
+    await rejectsWith(
+      client.assets.sign(asset, { ttlSeconds: -1 }),
+      InvalidArgumentError,
+      Code.INVALID_ARGUMENT,
+      "INVALID_TTL",
+    );
+    await rejectsWith(
+      client.assets.sign(`items/${env.GEOPERA_ITEM_ID}/assets/nope`),
+      NotFoundError,
+      Code.NOT_FOUND,
+      "ASSET_NOT_FOUND",
+    );
 
     await rejectsWith(
       client.assets.download(`items/${env.GEOPERA_ITEM_ID}/assets/nope`),
