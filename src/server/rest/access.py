@@ -83,6 +83,17 @@ class Access:
         return url
 
 
+_REQUEST_ID = "geopera_request_id"
+
+
+async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare` signal: every response of a resource route names
+    its request id, streamed ones included."""
+    request_id = request.get(_REQUEST_ID)
+    if request_id and "X-Request-Id" not in response.headers:
+        response.headers["X-Request-Id"] = request_id
+
+
 AccessBody = Callable[[Access], Awaitable[web.StreamResponse]]
 
 
@@ -103,11 +114,10 @@ class ResourceAccess:
         call = edge.begin(rpc, request.headers.get("X-Request-Id"))
         code = "OK"
         try:
+            request[_REQUEST_ID] = call.request_id  # set on the response as it is prepared
             edge.admit(call)
             access = await self._allow(request, call)
-            response = await body(access)
-            response.headers.setdefault("X-Request-Id", call.request_id)
-            return response
+            return await body(access)
         except asyncio.CancelledError:
             code = "CANCELLED"
             raise

@@ -30,7 +30,8 @@ from geopera_kernel.server.edge.call import request_id as request_id_of
 from geopera_kernel.server.edge.revocation import until_revoked
 from geopera_kernel.server.edge.status import domain_error_body, unexpected_error
 from geopera_kernel.server.errors import Code, DomainError, invalid_argument
-from geopera_kernel.server.rest.access import ResourceAccess
+from geopera_kernel.server.rest.access import ResourceAccess, add_request_id
+from geopera_kernel.server.rest.downloads import Downloads
 from geopera_kernel.server.rest.openapi import openapi_document
 from geopera_kernel.server.rest.responses import error_response, json_response
 
@@ -105,6 +106,8 @@ class RestApi:
         app.router.add_post("/v1/op/{operation}", self.execute)
         app.router.add_get("/v1/jobs/{job_id}/events", self.job_events)
         app.router.add_get("/v1/openapi.json", self.openapi)
+        app.on_response_prepare.append(add_request_id)
+        Downloads(self.access).add_routes(app)
         return app
 
     async def _call(
