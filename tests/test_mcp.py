@@ -8,6 +8,7 @@ shaped like the HTTP projection's error bodies."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import secrets
 import time
@@ -24,6 +25,7 @@ from geopera_kernel.server.mcp.scopes import allows
 from geopera_kernel.server.mcp.tools import IDEMPOTENCY_META_KEY, tool_name
 from tests.conftest import SAMPLES, World
 from tests.jobs_support import running_world
+from tests.support.http_downloads import fetch
 from tests.support.mcp_client import McpClient, http_post
 from tests.support.registry import REGISTRY
 
@@ -216,6 +218,10 @@ def test_assets_download_answers_a_signed_link_not_bytes(mcp, mcp_world):
     assert link["resource_name"] == asset["href"] and link["sha256"] == asset["sha256"]
     assert (link["media_type"], int(link["size_bytes"])) == (asset["media_type"], int(asset["size_bytes"]))
     assert "/vsicurl/" in link["how_to_open"]
+    # A person opens it with no token: the asset's bytes (and a range of them).
+    opened = fetch(link["url"])
+    assert opened.status == 200 and hashlib.sha256(opened.body).hexdigest() == asset["sha256"]
+    assert fetch(link["url"], headers={"Range": "bytes=0-3"}).body == opened.body[:4]
     # The same link by the href; the registry's own assets_sign tool answers the signature alone.
     by_href = mcp.ok("assets_download", {"resource_name": asset["href"]})
     assert urlsplit(by_href["url"]).path == url.path and "sha256" in by_href

@@ -1,17 +1,21 @@
 """`sign()` (assets.sign) in the sync and asyncio SDK clients against the real
-server: an absolute HTTP URL of the resource with its signature and expiry,
-and the download's refusals (other project, missing scope, unknown asset, a
-TTL out of range) as typed errors."""
+server: an absolute HTTP URL of the resource with its signature and expiry
+that downloads it (whole or a range) with no header, and the download's
+refusals (other project, missing scope, unknown asset, a TTL out of range) as
+typed errors."""
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import io
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from geopera_sdk import AsyncClient, Client, InvalidArgument, NotFound, PermissionDenied, SignedUrl
 
 from tests.sdk.conftest import FAST_RETRIES
+from tests.support.http_downloads import fetch
 
 SCENE = "s2l1c_slovenia_20150711_bgrn"
 
@@ -31,6 +35,16 @@ def test_sign_an_asset_and_its_defaults(client, world):
     signed = client.sign(asset, ttl_seconds=600)
     _assert_signed(signed, world.server.http_url, f"/v1/{asset.href}", 600)
     _assert_signed(client.sign(asset.href), world.server.http_url, f"/v1/{asset.href}", 3600)  # the default
+    # The URL downloads the bytes DownloadAsset sends, with no header; a Range reads a part.
+    with io.BytesIO() as sink:
+        client.download(asset, sink)
+        stored = sink.getvalue()
+    whole = fetch(signed.url)
+    assert whole.status == 200 and hashlib.sha256(whole.body).hexdigest() == asset.sha256 and whole.body == stored
+    part = fetch(signed.url, headers={"Range": "bytes=100-199"})
+    assert part.status == 206 and part.body == stored[100:200]
+    altered = fetch(signed.url.replace(asset.href, f"items/{world.items['s2l1c_slovenia_20150909_bgrn']}/assets/data"))
+    assert altered.status == 403
 
 
 async def test_the_async_client_signs_too(world):

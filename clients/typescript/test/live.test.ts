@@ -456,6 +456,13 @@ describe("live server", () => {
     assert.ok(url.searchParams.get("signature"), signed.url);
     assert.equal(Number(url.searchParams.get("expires")), signed.expireTime.getTime() / 1000);
     assert.ok(Math.abs(signed.expireTime.getTime() - (Date.now() + 600_000)) < 10_000, String(signed.expireTime));
+    // Anyone can open it with no header: the whole asset, or a Range of it.
+    const whole = await fetch(signed.url);
+    assert.equal(whole.status, 200);
+    assert.deepEqual(Buffer.from(await whole.arrayBuffer()), got.data);
+    const part = await fetch(signed.url, { headers: { Range: "bytes=100-199" } });
+    assert.equal(part.status, 206);
+    assert.deepEqual(Buffer.from(await part.arrayBuffer()), got.data.subarray(100, 200));
     const byDefault = await client.assets.sign(asset.href);
     assert.ok(Math.abs(byDefault.expireTime.getTime() - (Date.now() + 3_600_000)) < 10_000);
     await rejectsWith(
