@@ -2,11 +2,13 @@
 server (the seeded world), writing item assets and analytics artifacts to
 files and stdout, verified against the stored bytes; refusals (other project,
 missing scope, no token, unknown asset, wrong checksum, no server) exit
-non-zero with the reason and leave no file; a stream cut midway resumes."""
+non-zero with the reason and leave no file; a stream cut midway resumes;
+`--signed-url` prints a URL that curl and GDAL open with no token."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import socket
@@ -15,11 +17,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import rasterio
 from google.protobuf import struct_pb2
 
 from geopera.v1 import analytics_pb2, catalog_pb2
 from tests.conftest import SAMPLES, World
 from tests.sdk.proxy import Fault, FaultyProxy
+from tests.support.http_downloads import fetch
 from tests.support.server import REPO
 
 SCENE = "s2l1c_slovenia_20150711_bgrn"
@@ -173,3 +177,32 @@ def test_a_stream_cut_midway_resumes_and_verifies(world, tmp_path):
         assert proxy.resets == 1
     assert result.returncode == 0, result.stderr
     assert hashlib.sha256((tmp_path / "stack.tif").read_bytes()).hexdigest() == asset.sha256
+
+
+def test_a_signed_url_instead_of_the_bytes_opens_with_no_token(world, tmp_path):
+    asset = _asset(world, SCENE).assets["data"]
+    signed = download(asset.href, "--signed-url", "--ttl", "600", "--server", world.server.address,
+                      token=world.tokens["alpha"])  # fmt: skip
+    assert signed.returncode == 0, signed.stderr
+    url = signed.stdout.decode().strip()
+    assert url.startswith(f"{world.server.http_url}/v1/{asset.href}?") and "\n" not in url
+    assert signed.stderr.decode().startswith("expires ")
+    whole = fetch(url)
+    assert whole.status == 200 and hashlib.sha256(whole.body).hexdigest() == asset.sha256
+    assert fetch(url, headers={"Range": "bytes=0-99"}).body == whole.body[:100]
+    # What the README shows: GDAL reads the COG through the URL (`rio info /vsicurl/<url>`).
+    info = subprocess.run([str(Path(sys.executable).parent / "rio"), "info", f"/vsicurl/{url}"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert info.returncode == 0, info.stderr
+    with rasterio.open(io.BytesIO(whole.body)) as stored:
+        assert json.loads(info.stdout)["count"] == stored.count and json.loads(info.stdout)["width"] == stored.width
+    # The download's rules decide: another project's asset, a TTL out of range, flags that download.
+    beta_item = next(iter(world.beta_items.values()))
+    other = download(f"items/{beta_item}/assets/data", "--signed-url", "--server", world.server.address,
+                     token=world.tokens["alpha"])  # fmt: skip
+    assert "PERMISSION_DENIED PROJECT_ACCESS_DENIED" in _failed(other)
+    too_long = download(asset.href, "--signed-url", "--ttl", "604801", "--server", world.server.address,
+                        token=world.tokens["alpha"])  # fmt: skip
+    assert "INVALID_ARGUMENT INVALID_TTL" in _failed(too_long)
+    both = download(asset.href, "--signed-url", "-o", str(tmp_path / "x"), "--server", world.server.address)
+    assert "--signed-url" in _failed(both, status=2)

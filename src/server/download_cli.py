@@ -7,6 +7,9 @@ The bytes are checked against the size and SHA-256 the server announces (and
 once complete and verified, so a failed download leaves no file behind; to
 stdout (`-o -`) the bytes already written stay and the exit status says it
 failed. A stream dropped with UNAVAILABLE resumes at the bytes received.
+`--signed-url` prints a signed HTTP URL of the resource instead (`assets.sign`):
+for curl, a browser, QGIS or GDAL (`rio info /vsicurl/$(geopera download
+--signed-url ...)`), no token needed until it expires.
 
 Exit status: 0 done; 1 the kernel refused, could not be reached, or the bytes
 did not verify; 2 a bad command line or an output that cannot be written.
@@ -53,6 +56,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "folder, with the extension of the media type",
     )  # fmt: skip
     parser.add_argument("--sha256", help="expected lower-case hex SHA-256 (e.g. the asset's); refused otherwise")
+    parser.add_argument(
+        "--signed-url", action="store_true",
+        help="print a signed HTTP URL of the resource (assets.sign) instead of downloading it: it opens with no "
+        "token (curl, a browser, QGIS, GDAL /vsicurl/) until it expires",
+    )  # fmt: skip
+    parser.add_argument(
+        "--ttl", type=int, default=0,
+        help="with --signed-url: seconds the URL works, 1..604800 (default: the server's, 1 hour)",
+    )  # fmt: skip
     add_connection_arguments(parser)
 
 
@@ -217,6 +229,32 @@ def fetch(
     raise AssertionError("unreachable")
 
 
+def report(failure: DownloadFailed, server: str) -> int:
+    hint = f" (is a kernel serving {server}?)" if failure.reason == "UNAVAILABLE" else ""
+    print(f"error: {failure}{hint}", file=sys.stderr)
+    return 1
+
+
+def print_signed_url(
+    stub: kernel_pb2_grpc.KernelServiceStub, name: str, ttl_seconds: int, metadata: Iterable[tuple[str, str]]
+) -> None:
+    """`assets.sign`, its URL on stdout (alone, for `$(...)`) and its expiry on stderr."""
+    import grpc
+
+    from geopera.v1 import catalog_pb2, kernel_pb2
+
+    request = kernel_pb2.ExecuteRequest(operation="assets.sign")
+    request.params.Pack(catalog_pb2.AssetsSignParams(resource_name=name, ttl_seconds=ttl_seconds))
+    try:
+        response = stub.Execute(request, metadata=tuple(metadata), timeout=30)
+    except grpc.RpcError as err:
+        raise DownloadFailed.from_rpc(err) from None
+    result = catalog_pb2.AssetsSignResult()
+    response.result.Unpack(result)
+    print(result.url)
+    print(f"expires {result.expire_time.ToJsonString()}", file=sys.stderr)
+
+
 def main(args: argparse.Namespace) -> int:
     import grpc
 
@@ -225,6 +263,9 @@ def main(args: argparse.Namespace) -> int:
     name = resource_name_of(args.resource)
     token = token_of(args)
     metadata = [("authorization", f"Bearer {token}")] if token else []
+    if args.signed_url and (args.output or args.sha256):
+        print("error: --signed-url downloads nothing: it takes neither -o nor --sha256", file=sys.stderr)
+        return 2
     if args.sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", args.sha256):
         print("error: --sha256 takes 64 hex digits", file=sys.stderr)
         return 2
@@ -238,6 +279,13 @@ def main(args: argparse.Namespace) -> int:
         channel = grpc.secure_channel(args.server, credentials, options=options)
     else:
         channel = grpc.insecure_channel(args.server, options=options)
+    if args.signed_url:
+        try:
+            with channel:
+                print_signed_url(kernel_pb2_grpc.KernelServiceStub(channel), name, args.ttl, metadata)
+        except DownloadFailed as err:
+            return report(err, args.server)
+        return 0
     output = Output(args.output, name)
     received = Received(name, args.sha256 or "")
     try:
@@ -246,9 +294,7 @@ def main(args: argparse.Namespace) -> int:
         output.commit()
     except DownloadFailed as err:
         output.discard()
-        hint = f" (is a kernel serving {args.server}?)" if err.reason == "UNAVAILABLE" else ""
-        print(f"error: {err}{hint}", file=sys.stderr)
-        return 1
+        return report(err, args.server)
     except BrokenPipeError:
         output.discard()
         # The reader of stdout went away (`| head`): stop quietly, as other tools do.
