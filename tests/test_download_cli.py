@@ -71,6 +71,14 @@ def test_to_stdout_with_the_token_flag(world):
     result = download(asset.href, "-o", "-", "--server", world.server.address, "--token", world.tokens["alpha"])
     assert result.returncode == 0, result.stderr
     assert hashlib.sha256(result.stdout).hexdigest() == asset.sha256 and len(result.stdout) == asset.size_bytes
+    # A reader that stops early (`| head -c`): the download stops quietly, no traceback.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEOPERA_")}
+    stack = _asset(world, STACK).assets["data"].href
+    command = (f"{sys.executable} -m geopera_kernel.server.cli download {stack} -o - --server {world.server.address}"
+               f" | head -c 10 | wc -c")  # fmt: skip
+    piped = subprocess.run(["bash", "-c", command], cwd=REPO, env={**env, "GEOPERA_TOKEN": world.tokens["alpha"]},
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert piped.stdout.strip() == "10" and piped.stderr == "", piped.stderr
 
 
 def test_the_default_file_name_comes_from_the_resource_and_media_type(world, tmp_path):
