@@ -7,6 +7,7 @@ from __future__ import annotations
 import email.parser
 import hashlib
 import http.client
+import json
 
 import pytest
 
@@ -149,3 +150,10 @@ def test_an_artifact_downloads_like_an_asset(world):
     assert whole.headers["Content-Type"].startswith("image/tiff")
     part = get(world, url, Range="bytes=-1000")
     assert part.status == 206 and part.body == data[-1000:]
+
+
+def test_the_openapi_document_lists_the_download_routes(world):
+    document = json.loads(fetch(f"{world.server.http_url}/v1/openapi.json").body)
+    for path in ("/v1/items/{item_id}/assets/{asset_key}", "/v1/artifacts/{artifact_id}"):
+        assert set(document["paths"][path]) == {"get", "head"}
+        assert "206" in document["paths"][path]["get"]["responses"]

@@ -6,6 +6,7 @@ signed URL, against a real server."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -15,10 +16,12 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
+from tests.conftest import World, seed_world, stop_world
 from tests.support.client import RpcFailure
 from tests.support.http_downloads import (
     FIRST,
     OLD_KEY,
+    SIGNING_ENV,
     downloads_world,
     fetch,
     local_signer,
@@ -26,6 +29,7 @@ from tests.support.http_downloads import (
     sign,
     stored_path,
 )
+from tests.support.server import ServerProcess
 
 
 @pytest.fixture(scope="module")
@@ -194,3 +198,27 @@ def test_gdal_vsicurl_without_a_signature_is_refused(world, names):
     with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_HTTP_MAX_RETRY="0"):
         with pytest.raises(rasterio.errors.RasterioIOError):
             rasterio.open(f"/vsicurl/{url_of(world, names['alpha'])}")
+
+
+def test_signed_urls_use_the_public_url_and_need_one(database_factory, tmp_path_factory):
+    """Behind a proxy the URL names GEOPERA_PUBLIC_URL; with HTTP off and none
+    set there is nothing to sign for (FAILED_PRECONDITION HTTP_OFF)."""
+    url, home = database_factory.create(), tmp_path_factory.mktemp("public-url")
+    env = {**SIGNING_ENV, "GEOPERA_PUBLIC_URL": "https://geo.example.com/"}
+    server = ServerProcess(database_url=url, home=home, extra_env=env, http_listen="off").start()
+    world = World(server=server, database_url=url, home=home)
+    try:
+        asyncio.run(seed_world(world))
+        world.channel = server.channel()
+        name = f"items/{world.items[FIRST]}/assets/data"
+        signed = sign(world, name)
+        assert signed.url.startswith(f"https://geo.example.com/v1/{name}?expires=")
+        world.channel.close()
+        server.stop()
+        server = world.server = ServerProcess(database_url=url, home=home, extra_env=SIGNING_ENV, http_listen="off")
+        server.start()
+        world.channel = server.channel()
+        failure = _sign_fails(world, name, "alpha")
+        assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "HTTP_OFF")
+    finally:
+        stop_world(world)

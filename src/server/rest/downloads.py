@@ -18,7 +18,7 @@ import logging
 import secrets
 import time
 from collections.abc import Generator
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from aiohttp import web
 
@@ -149,3 +149,48 @@ async def _send(response: web.StreamResponse, stream: BinaryIO, byte_range: Byte
             await response.write(data)
             sent += len(data)
     return sent
+
+
+def _openapi_download(summary: str, path_params: list[str]) -> dict[str, Any]:
+    parameters: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in path_params
+    ]
+    parameters += [
+        {"name": name, "in": "header", "required": False, "schema": {"type": "string"}}
+        for name in ("Range", "If-Range", "If-None-Match", "If-Match")
+    ]
+    parameters += [
+        {"name": name, "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "signed URL (assets.sign): allowed with no Authorization header"}
+        for name in ("expires", "key", "signature")
+    ]  # fmt: skip
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    operation = {
+        "summary": summary,
+        "description": "Bearer token (scope and project rules of DownloadAsset) or a signed URL "
+        "(assets.sign). ETag is the stored SHA-256.",
+        "parameters": parameters,
+        "security": [{"bearer": []}, {}],
+        "responses": {
+            "200": {"description": "the whole file"},
+            "206": {"description": "the ranges asked (multipart/byteranges for several)"},
+            "304": {"description": "If-None-Match matched"},
+            "412": {"description": "If-Match did not match"},
+            "416": {"description": "no range satisfiable"},
+            "default": {"description": "an error", **error},
+        },
+    }
+    return {"get": {**operation, "operationId": "download_" + path_params[-1]},
+            "head": {**operation, "operationId": "head_" + path_params[-1]}}  # fmt: skip
+
+
+def openapi_paths() -> dict[str, Any]:
+    """The download routes, for the OpenAPI document."""
+    return {
+        "/v1/items/{item_id}/assets/{asset_key}": _openapi_download(
+            "Download an item's asset (Range, ETag).", ["item_id", "asset_key"]
+        ),
+        "/v1/artifacts/{artifact_id}": _openapi_download(
+            "Download an analytics artifact (Range, ETag).", ["artifact_id"]
+        ),
+    }
