@@ -229,6 +229,21 @@ def test_assets_download_answers_a_signed_link_not_bytes(mcp, mcp_world):
     assert set(signed) == {"url", "expire_time"} and urlsplit(signed["url"]).path == url.path
 
 
+def test_an_analytics_output_gets_a_link_too(mcp, mcp_world):
+    changed = mcp.ok("analytics_change_detection", {
+        "before_item_id": mcp_world.items["s2l1c_slovenia_20150711_bgrn"],
+        "after_item_id": mcp_world.items["s2l1c_slovenia_20150909_bgrn"],
+        "index_name": "NDVI", "change_threshold": 0.05, "geometry": AOI,
+    })  # fmt: skip
+    output = next(o for o in changed["outputs"] if o["key"] == "difference_cog")
+    link = mcp.ok("assets_download", {"artifact_id": output["id"], "ttl_seconds": 300})
+    assert link["resource_name"] == output["href"] == f"artifacts/{output['id']}"
+    assert urlsplit(link["url"]).path == f"/v1/artifacts/{output['id']}" and "sha256" not in link
+    opened = fetch(link["url"])
+    assert opened.status == 200 and hashlib.sha256(opened.body).hexdigest() == output["sha256"]
+    assert opened.headers["Content-Type"].startswith("image/tiff")
+
+
 def test_assets_download_refuses_what_the_download_refuses(mcp, mcp_world):
     beta_item = next(iter(mcp_world.beta_items.values()))
     other = mcp.error("assets_download", {"resource_name": f"items/{beta_item}/assets/data"})
