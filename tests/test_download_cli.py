@@ -214,3 +214,4 @@ def test_a_signed_url_instead_of_the_bytes_opens_with_no_token(world, tmp_path):
     assert "INVALID_ARGUMENT INVALID_TTL" in _failed(too_long)
     both = download(asset.href, "--signed-url", "-o", str(tmp_path / "x"), "--server", world.server.address)
     assert "--signed-url" in _failed(both, status=2)
+    assert "--ttl" in _failed(download(asset.href, "--ttl", "60", "--server", world.server.address), status=2)

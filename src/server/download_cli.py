@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="file to write, or - for stdout; default: <item_id>_<asset_key> or <artifact_id> in the current "
         "folder, with the extension of the media type",
     )  # fmt: skip
-    parser.add_argument("--sha256", help="expected lower-case hex SHA-256 (e.g. the asset's); refused otherwise")
+    parser.add_argument("--sha256", help="expected hex SHA-256 (e.g. the asset's); a file with another is refused")
     parser.add_argument(
         "--signed-url", action="store_true",
         help="print a signed HTTP URL of the resource (assets.sign) instead of downloading it: it opens with no "
@@ -265,6 +265,9 @@ def main(args: argparse.Namespace) -> int:
     metadata = [("authorization", f"Bearer {token}")] if token else []
     if args.signed_url and (args.output or args.sha256):
         print("error: --signed-url downloads nothing: it takes neither -o nor --sha256", file=sys.stderr)
+        return 2
+    if args.ttl and not args.signed_url:
+        print("error: --ttl is the lifetime of a --signed-url", file=sys.stderr)
         return 2
     if args.sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", args.sha256):
         print("error: --sha256 takes 64 hex digits", file=sys.stderr)
