@@ -3,19 +3,13 @@
 
 import { randomUUID } from "node:crypto";
 
-import {
-  create,
-  fromBinary,
-  isMessage,
-  toBinary,
-  type DescMessage,
-  type JsonObject,
-  type Message,
-} from "@bufbuild/protobuf";
+import { create, isMessage, type JsonObject, type Message } from "@bufbuild/protobuf";
 import { anyPack, anyUnpack, AnySchema, type Any } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 
 import type { ZonalStatsParams, ZonalStatsResult } from "./analytics.js";
+import { Assets } from "./assets.js";
+import { backoffMs, deserializer, readStream, serializer, sleep } from "./calls.js";
 import {
   Code,
   errorFromGrpc,
@@ -146,82 +140,10 @@ function checkIdempotencyKey(key: string): void {
   }
 }
 
-function backoffMs(policy: RetryPolicy, failures: number): number {
-  const ceiling = Math.min(policy.maxBackoffMs, policy.initialBackoffMs * policy.multiplier ** (failures - 1));
-  return ceiling / 2 + Math.random() * (ceiling / 2);
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(new CancelledError("cancelled", { code: Code.CANCELLED }));
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(new CancelledError("cancelled", { code: Code.CANCELLED }));
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
-function serializer<D extends DescMessage>(schema: D) {
-  return (message: Message) => Buffer.from(toBinary(schema, message as never));
-}
-
-function deserializer<T>(schema: DescMessage) {
-  return (bytes: Buffer) => fromBinary(schema, bytes) as T;
-}
-
 const serializeExecute = serializer(ExecuteRequestSchema) as (m: ExecuteRequest) => Buffer;
 const deserializeExecute = deserializer<ExecuteResponse>(ExecuteResponseSchema);
 const serializeWatch = serializer(WatchJobRequestSchema) as (m: WatchJobRequest) => Buffer;
 const deserializeWatch = deserializer<WatchJobResponse>(WatchJobResponseSchema);
-
-/** Pulls the messages of a server stream; cancels the call when abandoned. */
-async function* readStream<T>(call: grpc.ClientReadableStream<T>): AsyncGenerator<T, void, undefined> {
-  const queue: T[] = [];
-  let done = false;
-  let failure: unknown;
-  let wake: (() => void) | undefined;
-  const notify = () => {
-    const resolve = wake;
-    wake = undefined;
-    resolve?.();
-  };
-  call.on("data", (message: T) => {
-    queue.push(message);
-    notify();
-  });
-  // Stays attached for the call's lifetime: grpc-js emits `error` (CANCELLED)
-  // when an abandoned call is cancelled below.
-  call.on("error", (err: unknown) => {
-    if (!done) {
-      done = true;
-      failure = err;
-    }
-    notify();
-  });
-  call.on("end", () => {
-    done = true;
-    notify();
-  });
-  try {
-    for (;;) {
-      if (queue.length > 0) {
-        yield queue.shift() as T;
-      } else if (done) {
-        if (failure !== undefined) throw failure;
-        return;
-      } else {
-        await new Promise<void>((resolve) => (wake = resolve));
-      }
-    }
-  } finally {
-    call.cancel();
-  }
-}
 
 /**
  * A job's events (`WatchJob`): the current snapshot first, then every change,
@@ -463,6 +385,8 @@ export class GeoperaClient {
   readonly items: Items;
   readonly jobs: Jobs;
   readonly analytics: Analytics;
+  /** Downloads (`DownloadAsset`) and signed URLs (`assets.sign`). */
+  readonly assets: Assets;
   private readonly token: string;
 
   constructor(target: string, token: string, options: ClientOptions = {}) {
@@ -478,6 +402,7 @@ export class GeoperaClient {
     this.items = new Items(this);
     this.jobs = new Jobs(this);
     this.analytics = new Analytics(this);
+    this.assets = new Assets(this);
   }
 
   /** Closes the channel; calls in flight fail. */

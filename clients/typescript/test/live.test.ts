@@ -15,8 +15,11 @@
 // A missing variable fails every test: this suite never skips silently.
 
 import assert from "node:assert/strict";
-import { randomUUID } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import net from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 
 import { create, type JsonObject } from "@bufbuild/protobuf";
@@ -25,6 +28,7 @@ import { AnySchema } from "@bufbuild/protobuf/wkt";
 import {
   Code,
   CreditsBalanceGetParamsSchema,
+  DataLossError,
   FailedPreconditionError,
   GeoperaClient,
   InvalidArgumentError,
@@ -36,6 +40,7 @@ import {
   UnauthenticatedError,
   GeoperaError,
   type GeoJSONArea,
+  type Item,
   type WatchJobResponse,
 } from "../src/index.js";
 
@@ -45,6 +50,14 @@ const env = Object.fromEntries(
   [...REQUIRED, "GEOPERA_ITEM_ID"].map((name) => [name, process.env[name] ?? ""]),
 ) as Record<(typeof REQUIRED)[number] | "GEOPERA_ITEM_ID", string>;
 const SAMPLE_ITEM = "s2l1c_slovenia_20150711_bgrn";
+const STACK_ITEM = "s2l1c_slovenia_ndvi_68dates"; // 2.7 MB: a download of three 1 MiB chunks
+
+async function findItem(client: GeoperaClient, name: string): Promise<Item> {
+  for await (const item of client.items.iterate({ projectId: env.GEOPERA_PROJECT, pageSize: 100 })) {
+    if (item.name === name) return client.items.get(item.id);
+  }
+  assert.fail(`project ${env.GEOPERA_PROJECT} has no item ${name}`);
+}
 
 const AOI: GeoJSONArea = {
   type: "Polygon",
@@ -92,6 +105,10 @@ async function rejectsWith<E extends GeoperaError>(
 /** A loopback TCP proxy whose open connections can be cut, to drop a stream mid-flight. */
 class DroppingProxy {
   private readonly sockets = new Set<net.Socket>();
+  /** Cut every connection once this many more bytes came back from the server. */
+  cutAfterBytes: number | undefined;
+  /** Connections cut by `cutAfterBytes`. */
+  cuts = 0;
   private constructor(private readonly server: net.Server) {}
 
   static async start(target: string): Promise<DroppingProxy> {
@@ -112,6 +129,14 @@ class DroppingProxy {
       }
       downstream.pipe(upstream);
       upstream.pipe(downstream);
+      upstream.on("data", (chunk: Buffer) => {
+        if (proxy.cutAfterBytes === undefined) return;
+        proxy.cutAfterBytes -= chunk.length;
+        if (proxy.cutAfterBytes <= 0) {
+          proxy.cutAfterBytes = undefined;
+          proxy.cuts += proxy.drop();
+        }
+      });
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     return proxy;
@@ -367,6 +392,101 @@ describe("live server", () => {
     const anonymous = new GeoperaClient(env.GEOPERA_TARGET, "gpk_not_a_token");
     try {
       await rejectsWith(anonymous.jobs.get("job_x"), UnauthenticatedError, Code.UNAUTHENTICATED, "UNAUTHENTICATED");
+    } finally {
+      anonymous.close();
+    }
+  });
+
+  test("assets.download and downloadToFile: the stored bytes, verified; a dropped stream resumes; assets.sign", async () => {
+    const asset = (await client.items.get(env.GEOPERA_ITEM_ID)).assets["data"]!;
+    const seen: number[] = [];
+    const got = await client.assets.download(asset, { onProgress: (received) => seen.push(received) });
+    assert.equal(got.resourceName, asset.href);
+    assert.equal(got.sha256, asset.sha256);
+    assert.equal(createHash("sha256").update(got.data).digest("hex"), asset.sha256);
+    assert.equal(BigInt(got.sizeBytes), asset.sizeBytes);
+    assert.equal(got.data.length, got.sizeBytes);
+    assert.equal(got.mediaType, asset.mediaType);
+    assert.equal(seen[seen.length - 1], got.sizeBytes);
+
+    const folder = await mkdtemp(join(tmpdir(), "geopera-ts-"));
+    try {
+      const path = join(folder, "scene.tif");
+      const written = await client.assets.downloadToFile(asset.href, path);
+      assert.equal(written.path, path);
+      assert.deepEqual(await readFile(path), got.data);
+      assert.deepEqual(await readdir(folder), ["scene.tif"]);
+
+      // A wrong expected checksum: DATA_LOSS, and no file (nor .part) is left.
+      const bad = join(folder, "bad.tif");
+      await rejectsWith(
+        client.assets.downloadToFile({ href: asset.href, sha256: "0".repeat(64) }, bad),
+        DataLossError,
+        Code.DATA_LOSS,
+        "CHECKSUM_MISMATCH",
+      );
+      assert.deepEqual(await readdir(folder), ["scene.tif"]);
+
+      // Cut the connection midway through a 2.7 MB asset: the download resumes at the bytes received.
+      const stack = await findItem(client, STACK_ITEM);
+      const large = stack.assets["data"]!;
+      const proxy = await DroppingProxy.start(env.GEOPERA_TARGET);
+      const proxied = new GeoperaClient(proxy.target, env.GEOPERA_TOKEN, { retry: { initialBackoffMs: 50, maxBackoffMs: 500 } });
+      try {
+        proxy.cutAfterBytes = 1_300_000;
+        const resumed = await proxied.assets.downloadToFile(large, join(folder, "stack.tif"));
+        assert.ok(proxy.cuts > 0, "the proxy cut the connection");
+        assert.ok(resumed.resumes >= 1, "the download was resumed");
+        assert.equal(resumed.sha256, large.sha256);
+        const bytes = await readFile(join(folder, "stack.tif"));
+        assert.equal(BigInt(bytes.length), large.sizeBytes);
+        assert.equal(createHash("sha256").update(bytes).digest("hex"), large.sha256);
+      } finally {
+        proxied.close();
+        await proxy.close();
+      }
+    } finally {
+      await rm(folder, { recursive: true, force: true });
+    }
+
+    // assets.sign: an absolute URL of the HTTP download route, signed, expiring as asked.
+    const signed = await client.assets.sign(asset, { ttlSeconds: 600 });
+    const url = new URL(signed.url);
+    assert.equal(url.pathname, `/v1/${asset.href}`);
+    assert.ok(url.searchParams.get("signature"), signed.url);
+    assert.equal(Number(url.searchParams.get("expires")), signed.expireTime.getTime() / 1000);
+    assert.ok(Math.abs(signed.expireTime.getTime() - (Date.now() + 600_000)) < 10_000, String(signed.expireTime));
+    // Anyone can open it with no header: the whole asset, or a Range of it.
+    const whole = await fetch(signed.url);
+    assert.equal(whole.status, 200);
+    assert.deepEqual(Buffer.from(await whole.arrayBuffer()), got.data);
+    const part = await fetch(signed.url, { headers: { Range: "bytes=100-199" } });
+    assert.equal(part.status, 206);
+    assert.deepEqual(Buffer.from(await part.arrayBuffer()), got.data.subarray(100, 200));
+    const byDefault = await client.assets.sign(asset.href);
+    assert.ok(Math.abs(byDefault.expireTime.getTime() - (Date.now() + 3_600_000)) < 10_000);
+    await rejectsWith(
+      client.assets.sign(asset, { ttlSeconds: -1 }),
+      InvalidArgumentError,
+      Code.INVALID_ARGUMENT,
+      "INVALID_TTL",
+    );
+    await rejectsWith(
+      client.assets.sign(`items/${env.GEOPERA_ITEM_ID}/assets/nope`),
+      NotFoundError,
+      Code.NOT_FOUND,
+      "ASSET_NOT_FOUND",
+    );
+
+    await rejectsWith(
+      client.assets.download(`items/${env.GEOPERA_ITEM_ID}/assets/nope`),
+      NotFoundError,
+      Code.NOT_FOUND,
+      "ASSET_NOT_FOUND",
+    );
+    const anonymous = new GeoperaClient(env.GEOPERA_TARGET, "gpk_not_a_token");
+    try {
+      await rejectsWith(anonymous.assets.download(asset), UnauthenticatedError, Code.UNAUTHENTICATED, "UNAUTHENTICATED");
     } finally {
       anonymous.close();
     }

@@ -9,6 +9,8 @@ calls run against the kernel. Nothing here knows MCP's wire types (see
 - One tool per analytics method (`analytics_zonal_stats`, ...), listed by
   `analytics.operations.list`, whose input schema is the method's own.
 - `jobs_wait`: follows `KernelService/WatchJob` for a bounded time.
+- `assets_download`: a signed download link (`assets.sign`) for a person, not
+  bytes (see `geopera_kernel.server.mcp.download`).
 
 A result is the operation's result message as proto3 JSON; an error is the
 body the HTTP projection answers (`{code, reason, message, request_id,
@@ -32,6 +34,7 @@ from geopera.v1 import analytics_pb2, resources_pb2
 from geopera_kernel.server.api import jsonview
 from geopera_kernel.server.api.registry import Operation, OperationRegistry, SideEffect
 from geopera_kernel.server.api.wire import descriptor_of
+from geopera_kernel.server.mcp import download
 from geopera_kernel.server.mcp.kernel import Kernel, KernelError
 from geopera_kernel.server.mcp.schema import message_schema
 from geopera_kernel.server.mcp.scopes import ScopeDiscovery, allows, discover_scopes
@@ -53,7 +56,7 @@ _TERMINAL = frozenset(
     {resources_pb2.JOB_STATUS_SUCCEEDED, resources_pb2.JOB_STATUS_FAILED, resources_pb2.JOB_STATUS_CANCELLED}
 )
 
-ToolKind = Literal["operation", "analytics_method", "jobs_wait"]
+ToolKind = Literal["operation", "analytics_method", "jobs_wait", "assets_download"]
 # progress(progress, message): progress increases with every call.
 Progress = Callable[[float, str], Awaitable[None]]
 
@@ -183,6 +186,18 @@ def jobs_wait_tool() -> ToolSpec:
     )
 
 
+def assets_download_tool() -> ToolSpec:
+    return ToolSpec(
+        name=download.ASSETS_DOWNLOAD,
+        title="download link",
+        description=download.DESCRIPTION,
+        input_schema=download.INPUT_SCHEMA,
+        scope="catalog:read",
+        side_effect="read",
+        kind="assets_download",
+    )
+
+
 def _invalid(reason: str, message: str, violations: list[dict[str, str]], schema: dict[str, Any]) -> KernelError:
     violations = violations or [{"field": "arguments", "description": message}]
     return KernelError("INVALID_ARGUMENT", reason, message, field_violations=violations, expected_schema=schema)
@@ -210,6 +225,8 @@ class Projection:
         self._retry_load_at = 0.0
         self.scopes: frozenset[str] | None = None  # None: unknown, every tool is listed
         self._static = [operation_tool(op) for op in registry] + [jobs_wait_tool()]
+        if registry.get(download.SIGN_OPERATION) is not None:
+            self._static.append(assets_download_tool())
         self._analytics: list[ToolSpec] = []
         # Output schemas by method name: results come back in their types and key order.
         self._output_schemas: dict[str, dict[str, Any]] = {}
@@ -273,6 +290,8 @@ class Projection:
                 )  # fmt: skip
             if spec.kind == "jobs_wait":
                 return ToolOutcome(await self._wait(spec, args, progress))
+            if spec.kind == "assets_download":
+                return ToolOutcome(await download.download_link(self.kernel, self.registry, args))
             if spec.idempotency_key:
                 key = args.pop(IDEMPOTENCY_ARGUMENT, None)
                 if key is not None and not isinstance(key, str):

@@ -56,7 +56,16 @@ from geopera_sdk._errors import GeoperaError, Internal, Unavailable, error_from_
 from geopera_sdk._job import JobProgress, _JobBase, _WaitDisplay
 from geopera_sdk._progress import open_bar
 from geopera_sdk._retry import Attempts, RetryPolicy
-from geopera_sdk._transfer import DownloadResult, DownloadSink, MiB, Source, Target, UploadSource, resource_name
+from geopera_sdk._transfer import (
+    DownloadResult,
+    DownloadSink,
+    MiB,
+    SignedUrl,
+    Source,
+    Target,
+    UploadSource,
+    resource_name,
+)
 
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
@@ -321,6 +330,18 @@ class AsyncClient:
         finally:
             if bar is not None:
                 bar.close()
+
+    async def sign(self, target: Target, *, ttl_seconds: int = 0) -> SignedUrl:
+        """`assets.sign`: a URL that downloads an item asset or an analytics
+        artifact (`href` string, `Asset` or `Artifact`) over HTTP with no
+        header until it expires: for curl, a browser, GDAL
+        (``rio info /vsicurl/<url>``) or QGIS. `ttl_seconds` is 1..604800
+        (7 days); 0 takes the server's default (1 hour). Anyone holding the
+        URL can read the resource until `expire_time`."""
+        name, _ = resource_name(target)
+        params = catalog_pb2.AssetsSignParams(resource_name=name, ttl_seconds=ttl_seconds)
+        result = await self._run("assets.sign", params)
+        return SignedUrl.from_result(result)
 
 
 if True:  # ASYNC
