@@ -40,7 +40,9 @@ def openapi(world, session):
     return schemathesis.openapi.from_dict(document)
 
 
-OPERATIONS = [*REGISTRY.names(), "jobs_events"]
+DOWNLOADS = ["items_assets_download_get", "items_assets_download_head", "artifacts_download_get",
+             "artifacts_download_head"]  # fmt: skip
+OPERATIONS = [*REGISTRY.names(), "jobs_events", *DOWNLOADS]
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
