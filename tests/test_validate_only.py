@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import secrets
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any
 
@@ -283,3 +285,48 @@ def test_reads_answer_as_usual(vo_world):
     assert execute(vo_world, "items.get", params, validate_only=True) == execute(
         vo_world, "items.get", params, validate_only=False
     )
+
+
+def http(world, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(world.server.http_url + path, data=json.dumps(body).encode(), method="POST")
+    request.add_header("Content-Type", "application/json")
+    request.add_header("Authorization", f"Bearer {world.tokens['alpha']}")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_the_http_projection_takes_validate_only_as_a_query_flag(vo_world):
+    body = {"project_id": "alpha", "job_type_id": FLAT.id, "input_params": {"note": "http"}}
+    key = {"Idempotency-Key": f"vo-http-{secrets.token_hex(4)}"}
+    status, priced = unchanged(vo_world, lambda: http(vo_world, "/v1/op/processing.create?validate_only=true", body,
+                                                      key))  # fmt: skip
+    assert status == 200 and not priced["job"].get("id")
+    assert priced["estimate"]["total_credits"] == "4" and priced["estimate"]["minimum_applied"] is True
+    status, dear = unchanged(vo_world, lambda: http(vo_world, "/v1/op/processing.create?validate_only=1",
+                                                    {**body, "job_type_id": TOO_DEAR.id}))  # fmt: skip
+    assert status == 400 and dear["reason"] == "INSUFFICIENT_CREDITS"
+    assert dear["details"]["metadata"]["required"] == "5000" and dear["details"]["metadata"]["flat"] == "5000.0"
+    status, bad = unchanged(vo_world, lambda: http(vo_world, "/v1/op/processing.create?validate_only=maybe", body))
+    assert status == 400 and bad["reason"] == "INVALID_VALIDATE_ONLY"
+    status, real = http(vo_world, "/v1/op/processing.create?validate_only=false", body, key)
+    assert status == 200 and real["job"]["id"] and real["estimate"] == priced["estimate"]
+    cancel(vo_world, real["job"]["id"])
+    with urllib.request.urlopen(vo_world.server.http_url + "/v1/openapi.json", timeout=30) as response:
+        document = json.loads(response.read())
+    for path, item in document["paths"].items():
+        if path.startswith("/v1/op/"):
+            assert "validate_only" in {p["name"] for p in item["post"]["parameters"]}, path
+    assert "estimate" in json.dumps(document["components"]["schemas"])
+
+
+def test_every_operation_validates_only(vo_world):
+    """No operation acts when asked only to validate: each either validates (every
+    operation here) or refuses VALIDATE_ONLY_UNSUPPORTED before its handler runs."""
+    from geopera_kernel.server.api.operations import build_registry
+
+    assert [op.name for op in build_registry() if not op.supports_validate_only] == []
