@@ -120,7 +120,7 @@ def test_validate_only_prices_a_spend_without_spending_or_a_key(mcp, mcp_world):
     params = {"project_id": "alpha", "job_type_id": "test_noop", "input_params": {"note": "mcp priced"}}
     before = _grpc(mcp_world, "credits.balance.get", credits_pb2.CreditsBalanceGetParams(project_id="alpha"))
     priced = mcp.call("processing_create", {**params, "validate_only": True})
-    assert not priced.is_error and IDEMPOTENCY_META_KEY not in priced.meta
+    assert not priced.is_error and IDEMPOTENCY_META_KEY not in (priced.meta or {})
     body = priced.structured_content
     assert not body["job"].get("id") and int(body["estimate"]["total_credits"]) == 1
     assert int(body["estimate"]["balance_after"]) == int(before["balance"]["available"]) - 1
@@ -166,9 +166,12 @@ def test_analytics_methods_are_tools(mcp, mcp_world):
     params = {"item_id": item_id, "index_name": "NDVI", "geometry": AOI, "percentiles": [50]}
     tool = mcp.tools()["analytics_zonal_stats"]
     described = mcp.ok("analytics_operations_get", {"name": "zonal_stats"})["operation"]
-    # The method's schema, plus the key analytics.execute honours (it is a write: methods store artifacts).
+    # The method's schema, plus the key analytics.execute honours (it is a write: methods store artifacts)
+    # and validate_only.
     key_argument = tool.input_schema["properties"].pop("idempotency_key")
+    validate_argument = tool.input_schema["properties"].pop("validate_only")
     assert tool.input_schema == described["input_schema"] and key_argument["type"] == "string"
+    assert validate_argument["type"] == "boolean"
     assert tool.annotations.read_only_hint is False and tool.annotations.destructive_hint is False
     got = mcp.ok("analytics_zonal_stats", params)
     assert got["operation"] == "zonal_stats" and got["result"]["zones"][0]["stats"]["mean"] > 0
