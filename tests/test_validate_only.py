@@ -272,11 +272,28 @@ def test_analytics_validate_only_counts_the_pixels_the_real_call_reads_and_store
     assert _same_error(vo_world, "analytics.execute", other).reason == "PROJECT_ACCESS_DENIED"
 
 
+@pytest.mark.parametrize("method", ["zonal_stats", "time_series_stack", "time_series_items"])
+def test_zonal_and_time_series_count_the_pixels_their_run_reads(vo_world, method):
+    params = {"index_name": "NDVI", "geometry": AOI}
+    if method == "zonal_stats":
+        params["item_id"] = vo_world.items[SOURCE]
+    elif method == "time_series_items":
+        params["item_ids"] = [vo_world.items[SOURCE], vo_world.items[AFTER]]
+    else:
+        params = {"item_id": vo_world.items["s2l1c_slovenia_ndvi_68dates"], "geometry": AOI}
+    request = analytics_pb2.AnalyticsExecuteParams(operation=method.removesuffix("_stack").removesuffix("_items"),
+                                                   params=struct(params))  # fmt: skip
+    validated = unchanged(vo_world, lambda: execute(vo_world, "analytics.execute", request, validate_only=True))
+    real = execute(vo_world, "analytics.execute", request, validate_only=False)
+    assert validated.pixels_to_read == json_format.MessageToDict(real.result)["pixels_read"] > 0
+
+
 def test_a_method_that_cannot_count_answers_no_pixel_count(vo_world):
-    params = analytics_pb2.AnalyticsExecuteParams(operation="zonal_stats", params=struct({
-        "item_id": vo_world.items[SOURCE], "index_name": "NDVI", "geometry": AOI,
-    }))  # fmt: skip
-    validated = unchanged(vo_world, lambda: execute(vo_world, "analytics.execute", params, validate_only=True))
+    # A plugin method (tests/support/analytics_plugins.py) that does not implement pixels_to_read.
+    request = analytics_pb2.AnalyticsExecuteParams(
+        operation="pixel_count", params=struct({"item_id": vo_world.items[SOURCE]})
+    )
+    validated = unchanged(vo_world, lambda: execute(vo_world, "analytics.execute", request, validate_only=True))
     assert not validated.HasField("pixels_to_read") and not validated.result.fields
 
 

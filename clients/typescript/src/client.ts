@@ -135,7 +135,7 @@ export interface DispatchedJob {
   dispatch: DispatchResult | undefined;
   /** What the job holds (with `validateOnly`: would hold; the job then has no id). */
   estimate: CostEstimate | undefined;
-  /** The `idempotency-key` sent: repeat the call with it to get this job back. */
+  /** The `idempotency-key` sent: repeat the call with it to get this job back ("" when none was sent). */
   idempotencyKey: string;
 }
 
@@ -375,12 +375,13 @@ export class Jobs {
     params: ParamsInit<"processing.create_and_dispatch">,
     options: CallOptions = {},
   ): Promise<DispatchedJob> {
-    const idempotencyKey = options.validateOnly ? "" : (options.idempotencyKey ?? newIdempotencyKey());
+    // A validate-only call records nothing under a key: none is made for it.
+    const idempotencyKey = options.validateOnly ? options.idempotencyKey : (options.idempotencyKey ?? newIdempotencyKey());
     const result = await this.client.execute("processing.create_and_dispatch", params, {
       ...options,
-      idempotencyKey: idempotencyKey || undefined,
+      idempotencyKey,
     });
-    return { job: result.job!, dispatch: result.dispatch, estimate: result.estimate, idempotencyKey };
+    return { job: result.job!, dispatch: result.dispatch, estimate: result.estimate, idempotencyKey: idempotencyKey ?? "" };
   }
 
   /** `processing.jobs.get`. */
