@@ -43,8 +43,11 @@ class ExecuteRequest(_message.Message):
       `processing.create_and_dispatch`, `processing.dispatch`) answer with
       `estimate` (a `CostEstimate`: flat, per_km2 x km², per_asset x assets,
       minimum and rounding, the total and the balance after) and the job as
-      it would be, with an empty `id` (no such job exists); the estimate is
-      the hold the same call without `validate_only` reserves at that moment.
+      it would be: a creating spend's with an empty `id` (no such job
+      exists), `processing.dispatch`'s the existing job as dispatching would
+      leave it (its `estimate` is the hold it has, `already_reserved`). The
+      estimate is the hold the same call without `validate_only` reserves at
+      that moment.
       A spend the project cannot pay fails FAILED_PRECONDITION
       `INSUFFICIENT_CREDITS`, as the call would, and its ErrorInfo metadata
       carries the estimate: `required` (= total_credits), `available`,
