@@ -42,7 +42,9 @@ def openapi(world, session):
 
 DOWNLOADS = ["items_assets_download_get", "items_assets_download_head", "artifacts_download_get",
              "artifacts_download_head"]  # fmt: skip
-OPERATIONS = [*REGISTRY.names(), "jobs_events", *DOWNLOADS]
+# The tile, preview and tilejson routes are in the document too.
+TILES = [f"{kind}_{what}" for kind in ("items", "artifacts") for what in ("tile", "preview", "tilejson")]
+OPERATIONS = [*REGISTRY.names(), "jobs_events", *DOWNLOADS, *TILES]
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)

@@ -37,6 +37,7 @@ from geopera_kernel.server.rest.health import add_health_routes
 from geopera_kernel.server.rest.openapi import openapi_document
 from geopera_kernel.server.rest.responses import error_response, json_response
 from geopera_kernel.server.rest.stac import StacApi
+from geopera_kernel.server.rest.tiles import TileRoutes
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ class RestApi:
         add_docs_routes(app.router)
         add_health_routes(app.router, self._edge, lambda: self._executor)
         StacApi(self.access, self._public_url).add_routes(app.router)
+        TileRoutes(self.access).register(app)
         return app
 
     async def _call(

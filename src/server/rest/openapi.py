@@ -11,7 +11,7 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 from geopera_kernel.server.api.jsonview import JOB_STATUS_ENUM, JOB_STATUS_WORDS
 from geopera_kernel.server.api.registry import OperationRegistry
 from geopera_kernel.server.api.wire import descriptor_of
-from geopera_kernel.server.rest import downloads, stac_openapi
+from geopera_kernel.server.rest import downloads, stac_openapi, tiles_openapi
 
 _SCALARS: dict[int, dict[str, Any]] = {
     FieldDescriptor.TYPE_DOUBLE: {"type": "number"},
@@ -180,6 +180,7 @@ def openapi_document(registry: OperationRegistry, server_url: str = "/") -> dict
     paths.update(downloads.openapi_paths())
     paths.update(stac_openapi.openapi_paths())
     paths.update(stac_openapi.health_paths())
+    paths.update(tiles_openapi.openapi_paths())
     components = builder.components
     components["Error"] = ERROR_SCHEMA
     return {
