@@ -178,6 +178,10 @@ class RestApi:
             raise invalid_argument("PARAMS_UNPARSEABLE", f"the body is not JSON: {exc}", field="body") from exc
         except RecursionError as exc:  # ~1000 levels; params are refused past 100 anyway (below)
             raise invalid_argument("PARAMS_UNPARSEABLE", "the body is nested too deeply", field="body") from exc
+        except web.HTTPRequestEntityTooLarge as exc:  # past the application's client_max_size
+            raise invalid_argument(
+                "BODY_TOO_LARGE", f"the body is too large ({exc.text})"[:200], field="body"
+            ) from None
         if not isinstance(body, dict):
             raise invalid_argument("PARAMS_UNPARSEABLE", "the body must be a JSON object of params", field="body")
         try:
