@@ -30,9 +30,10 @@ from geopera_kernel.server.edge.call import request_id as request_id_of
 from geopera_kernel.server.edge.revocation import until_revoked
 from geopera_kernel.server.edge.status import domain_error_body, unexpected_error
 from geopera_kernel.server.errors import Code, DomainError, invalid_argument
-from geopera_kernel.server.rest.access import ResourceAccess, add_request_id
+from geopera_kernel.server.rest.access import ResourceAccess
 from geopera_kernel.server.rest.docs import add_docs_routes
 from geopera_kernel.server.rest.downloads import Downloads
+from geopera_kernel.server.rest.edged import add_request_id, through_edge
 from geopera_kernel.server.rest.health import add_health_routes
 from geopera_kernel.server.rest.openapi import openapi_document
 from geopera_kernel.server.rest.responses import error_response, json_response
@@ -134,28 +135,13 @@ class RestApi:
     ) -> web.StreamResponse:
         """Runs `body` through the edge, as the gRPC interceptor runs an RPC:
         request id, admission, authentication, error mapping, the access log."""
-        edge = self._edge
-        call = edge.begin(rpc, request.headers.get("X-Request-Id"))
-        call.operation = operation
-        code = "OK"
-        try:
-            edge.admit(call)
-            principal = await edge.authenticate(call, request.headers.get("Authorization"))
+
+        async def work(call: CallInfo) -> web.StreamResponse:
+            principal = await self._edge.authenticate(call, request.headers.get("Authorization"))
             assert self._executor is not None  # the edge is ready only once it is attached
             return await body(self._executor, call, principal)
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        except Exception as exc:
-            if isinstance(exc, DomainError):
-                error = exc
-            else:
-                log.exception("unhandled error in %s (request %s)", request.path, call.request_id)
-                error = unexpected_error(exc, call.request_id)
-            code = error.code.name
-            return await on_error(error, call)
-        finally:
-            edge.end(call, code)
+
+        return await through_edge(self._edge, request, rpc, work, on_error, operation)
 
     async def execute(self, request: web.Request) -> web.StreamResponse:
         async def run(executor: Executor, call: CallInfo, principal: Principal) -> web.StreamResponse:

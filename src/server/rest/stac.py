@@ -133,11 +133,7 @@ class StacApi:
                     field="collections" if search.collections else "ids" if search.ids else "intersects",
                 )  # fmt: skip
             records, token = await services.catalog.list_items(principal, search.query([project.id]))
-            href = urls.items(project.id)
-            links = [docs.link("self", urls.with_query(href, request.query.items()), GEOJSON)]
-            if token:
-                links.append(docs.next_link(urls.with_query(href, _with_token(request, token)), token))
-            return _json(docs.item_collection(urls, records, links), call, GEOJSON)
+            return _item_page(request, urls, urls.items(project.id), records, token, call)
 
         return await self._serve(request, "/collections/{id}/items", answer)
 
@@ -157,11 +153,7 @@ class StacApi:
         async def answer(services: Services, call: CallInfo, principal: Principal, urls: StacUrls) -> web.Response:
             search = from_query_string(request.query)
             records, token = await _search(services, principal, search)
-            href = urls.root + "/search"
-            links = [docs.link("self", urls.with_query(href, request.query.items()), GEOJSON)]
-            if token:
-                links.append(docs.next_link(urls.with_query(href, _with_token(request, token)), token))
-            return _json(docs.item_collection(urls, records, links), call, GEOJSON)
+            return _item_page(request, urls, urls.root + "/search", records, token, call)
 
         return await self._serve(request, "/search", answer)
 
@@ -198,6 +190,17 @@ async def _search(services: Services, principal: Principal, search: StacSearch) 
         if not project_ids:
             return [], ""
     return await services.catalog.list_items(principal, search.query(project_ids))
+
+
+def _item_page(
+    request: web.Request, urls: StacUrls, href: str, records: list[ItemRecord], token: str, call: CallInfo
+) -> web.Response:
+    """A page of items found by a GET (a collection's items or /search), linked to itself
+    and, when more follow, to the next page."""
+    links = [docs.link("self", urls.with_query(href, request.query.items()), GEOJSON)]
+    if token:
+        links.append(docs.next_link(urls.with_query(href, _with_token(request, token)), token))
+    return _json(docs.item_collection(urls, records, links), call, GEOJSON)
 
 
 def _with_token(request: web.Request, token: str) -> list[tuple[str, str]]:
