@@ -1,26 +1,31 @@
 """The MCP projection: `geopera mcp` spawned over stdio and driven with the
 `mcp` client library against a real server and worker. The tools are the
-registry's operations (scope-filtered), the analytics methods and jobs_wait;
+registry's operations (scope-filtered), the analytics methods, jobs_wait and
+assets_download (a signed link, not bytes);
 results are the operations' results as proto3 JSON; errors are tool results
 shaped like the HTTP projection's error bodies."""
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 import secrets
 import time
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import jsonschema
 import pytest
 from google.protobuf import json_format
 
-from geopera.v1 import analytics_pb2, catalog_pb2
+from geopera.v1 import analytics_pb2, catalog_pb2, credits_pb2
 from geopera_kernel.server import auth as server_auth
 from geopera_kernel.server.mcp.scopes import allows
 from geopera_kernel.server.mcp.tools import IDEMPOTENCY_META_KEY, tool_name
 from tests.conftest import SAMPLES, World
 from tests.jobs_support import running_world
+from tests.support.http_downloads import fetch
 from tests.support.mcp_client import McpClient, http_post
 from tests.support.registry import REGISTRY
 
@@ -54,7 +59,7 @@ def _methods(world: World) -> list[str]:
 def test_the_tools_are_the_registry_the_scopes_allow(mcp, mcp_world):
     tools = mcp.tools()
     expected = {tool_name(op.name) for op in REGISTRY if allows(USER_SCOPES, op.scope)}
-    expected |= {"jobs_wait"} | {f"analytics_{name}" for name in _methods(mcp_world)}
+    expected |= {"jobs_wait", "assets_download"} | {f"analytics_{name}" for name in _methods(mcp_world)}
     assert set(tools) == expected
     assert "workers_list" not in tools  # admin only: not offered to a user token
     assert "analytics_pixel_count" in tools  # a plugin method: no MCP change needed
@@ -73,6 +78,7 @@ def test_the_tools_are_the_registry_the_scopes_allow(mcp, mcp_world):
         properties = tool.input_schema["properties"]
         fields = {field.name for field in operation.params_type.DESCRIPTOR.fields}
         extra = {"idempotency_key"} if operation.idempotency_key else set()
+        extra |= {"validate_only"} if operation.side_effect != "read" else set()
         assert set(properties) == fields | extra, operation.name
     assert "$defs" in tools["items_create"].input_schema  # AssetInput, referenced locally
     assert tools["processing_create"].input_schema["properties"]["input_params"]["type"] == "object"
@@ -84,7 +90,8 @@ def test_a_narrow_token_sees_only_its_tools_and_hidden_ones_are_refused(mcp_worl
     narrow = McpClient(mcp_world.server.address, token, mcp_world.home / "mcp-narrow.log")
     try:
         tools = narrow.tools()
-        assert set(tools) == {tool_name(op.name) for op in REGISTRY if allows(frozenset({"catalog:read"}), op.scope)}
+        listed = {tool_name(op.name) for op in REGISTRY if allows(frozenset({"catalog:read"}), op.scope)}
+        assert set(tools) == listed | {"assets_download"}
         assert "items_list" in tools and "auth_whoami" in tools and "jobs_wait" not in tools
         refused = narrow.error("credits_balance_get", {"project_id": "alpha"})
         assert (refused["code"], refused["reason"]) == ("PERMISSION_DENIED", "MISSING_SCOPE")
@@ -113,6 +120,20 @@ def test_spends_are_idempotent_with_a_key_and_get_a_fresh_key_without(mcp):
     assert one.structured_content["job"]["id"] != two.structured_content["job"]["id"]
     keys = {one.meta[IDEMPOTENCY_META_KEY], two.meta[IDEMPOTENCY_META_KEY]}
     assert len(keys) == 2 and key not in keys
+
+
+def test_validate_only_prices_a_spend_without_spending_or_a_key(mcp, mcp_world):
+    params = {"project_id": "alpha", "job_type_id": "test_noop", "input_params": {"note": "mcp priced"}}
+    before = _grpc(mcp_world, "credits.balance.get", credits_pb2.CreditsBalanceGetParams(project_id="alpha"))
+    priced = mcp.call("processing_create", {**params, "validate_only": True})
+    assert not priced.is_error and IDEMPOTENCY_META_KEY not in (priced.meta or {})
+    body = priced.structured_content
+    assert not body["job"].get("id") and int(body["estimate"]["total_credits"]) == 1
+    assert int(body["estimate"]["balance_after"]) == int(before["balance"]["available"]) - 1
+    after = _grpc(mcp_world, "credits.balance.get", credits_pb2.CreditsBalanceGetParams(project_id="alpha"))
+    assert after == before
+    refused = mcp.error("processing_create", {**params, "validate_only": "yes"})
+    assert (refused["code"], refused["reason"]) == ("INVALID_ARGUMENT", "INVALID_VALIDATE_ONLY")
 
 
 def test_jobs_wait_follows_a_job_to_the_end(mcp):
@@ -151,9 +172,12 @@ def test_analytics_methods_are_tools(mcp, mcp_world):
     params = {"item_id": item_id, "index_name": "NDVI", "geometry": AOI, "percentiles": [50]}
     tool = mcp.tools()["analytics_zonal_stats"]
     described = mcp.ok("analytics_operations_get", {"name": "zonal_stats"})["operation"]
-    # The method's schema, plus the key analytics.execute honours (it is a write: methods store artifacts).
+    # The method's schema, plus the key analytics.execute honours (it is a write: methods store artifacts)
+    # and validate_only.
     key_argument = tool.input_schema["properties"].pop("idempotency_key")
+    validate_argument = tool.input_schema["properties"].pop("validate_only")
     assert tool.input_schema == described["input_schema"] and key_argument["type"] == "string"
+    assert validate_argument["type"] == "boolean"
     assert tool.annotations.read_only_hint is False and tool.annotations.destructive_hint is False
     got = mcp.ok("analytics_zonal_stats", params)
     assert got["operation"] == "zonal_stats" and got["result"]["zones"][0]["stats"]["mean"] > 0
@@ -195,3 +219,68 @@ def test_errors_are_tool_results_with_the_reason(mcp, mcp_world):
         "processing_create", {"project_id": "alpha", "job_type_id": "test_noop", "idempotency_key": "a b"}
     )
     assert bad_key["reason"] == "INVALID_IDEMPOTENCY_KEY"
+
+
+def test_assets_download_answers_a_signed_link_not_bytes(mcp, mcp_world):
+    item_id = mcp_world.items["s2l1c_slovenia_20150711_bgrn"]
+    asset = mcp.ok("items_get", {"item_id": item_id})["item"]["assets"]["data"]
+    tool = mcp.tools()["assets_download"]
+    assert tool.annotations.read_only_hint is True and "signed" in tool.description.lower()
+    link = mcp.ok("assets_download", {"item_id": item_id, "asset_key": "data", "ttl_seconds": 600})
+    url = urlsplit(link["url"])
+    assert f"{url.scheme}://{url.netloc}" == mcp_world.server.http_url and url.path == f"/v1/{asset['href']}"
+    assert {"expires", "signature"} <= set(parse_qs(url.query))
+    expires = dt.datetime.fromisoformat(link["expire_time"].replace("Z", "+00:00"))
+    assert abs(expires - dt.datetime.now(dt.UTC) - dt.timedelta(seconds=600)) < dt.timedelta(seconds=10)
+    assert int(parse_qs(url.query)["expires"][0]) == int(expires.timestamp())
+    assert link["resource_name"] == asset["href"] and link["sha256"] == asset["sha256"]
+    assert (link["media_type"], int(link["size_bytes"])) == (asset["media_type"], int(asset["size_bytes"]))
+    assert "/vsicurl/" in link["how_to_open"]
+    # A person opens it with no token: the asset's bytes (and a range of them).
+    opened = fetch(link["url"])
+    assert opened.status == 200 and hashlib.sha256(opened.body).hexdigest() == asset["sha256"]
+    assert fetch(link["url"], headers={"Range": "bytes=0-3"}).body == opened.body[:4]
+    # The same link by the href; the registry's own assets_sign tool answers the signature alone.
+    by_href = mcp.ok("assets_download", {"resource_name": asset["href"]})
+    assert urlsplit(by_href["url"]).path == url.path and "sha256" in by_href
+    signed = mcp.ok("assets_sign", {"resource_name": asset["href"], "ttl_seconds": 60})
+    assert set(signed) == {"url", "expire_time"} and urlsplit(signed["url"]).path == url.path
+
+
+def test_an_analytics_output_gets_a_link_too(mcp, mcp_world):
+    changed = mcp.ok("analytics_change_detection", {
+        "before_item_id": mcp_world.items["s2l1c_slovenia_20150711_bgrn"],
+        "after_item_id": mcp_world.items["s2l1c_slovenia_20150909_bgrn"],
+        "index_name": "NDVI", "change_threshold": 0.05, "geometry": AOI,
+    })  # fmt: skip
+    output = next(o for o in changed["outputs"] if o["key"] == "difference_cog")
+    link = mcp.ok("assets_download", {"artifact_id": output["id"], "ttl_seconds": 300})
+    assert link["resource_name"] == output["href"] == f"artifacts/{output['id']}"
+    assert urlsplit(link["url"]).path == f"/v1/artifacts/{output['id']}" and "sha256" not in link
+    opened = fetch(link["url"])
+    assert opened.status == 200 and hashlib.sha256(opened.body).hexdigest() == output["sha256"]
+    assert opened.headers["Content-Type"].startswith("image/tiff")
+
+
+def test_assets_download_refuses_what_the_download_refuses(mcp, mcp_world):
+    beta_item = next(iter(mcp_world.beta_items.values()))
+    other = mcp.error("assets_download", {"resource_name": f"items/{beta_item}/assets/data"})
+    assert (other["code"], other["reason"]) == ("PERMISSION_DENIED", "PROJECT_ACCESS_DENIED")
+    item_id = mcp_world.items["s2l1c_slovenia_20150711_bgrn"]
+    missing = mcp.error("assets_download", {"item_id": item_id, "asset_key": "nope"})
+    assert (missing["code"], missing["reason"]) == ("NOT_FOUND", "ASSET_NOT_FOUND")
+    assert mcp.error("assets_download", {"artifact_id": "art_missing"})["reason"] == "ARTIFACT_NOT_FOUND"
+    malformed = [{}, {"item_id": item_id}, {"resource_name": "artifacts/a", "artifact_id": "a"},
+                 {"artifact_id": "art_x", "ttl_seconds": 10**7}, {"artifact_id": "art_x", "bogus": 1}]  # fmt: skip
+    for arguments in malformed:
+        bad = mcp.error("assets_download", arguments)
+        assert (bad["code"], bad["reason"]) == ("INVALID_ARGUMENT", "INVALID_TOOL_ARGUMENTS"), arguments
+        assert bad["details"]["field_violations"] and bad["details"]["expected_schema"]["type"] == "object"
+    token = mcp_world.make_token(scopes=["credits:read"], projects=["alpha"])
+    narrow = McpClient(mcp_world.server.address, token, mcp_world.home / "mcp-download-narrow.log")
+    try:
+        assert "assets_download" not in narrow.tools()
+        refused = narrow.error("assets_download", {"item_id": item_id, "asset_key": "data"})
+        assert (refused["code"], refused["reason"]) == ("PERMISSION_DENIED", "MISSING_SCOPE")
+    finally:
+        narrow.close()

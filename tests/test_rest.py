@@ -15,6 +15,7 @@ import pytest
 from google.protobuf import json_format
 
 from geopera.v1 import catalog_pb2
+from geopera_kernel.server.rest.app import MAX_BODY_BYTES
 from tests.conftest import SAMPLES
 from tests.jobs_support import running_world
 from tests.support.registry import REGISTRY
@@ -77,6 +78,12 @@ def test_errors_are_json_with_the_usual_http_status(rest_world, path, body, toke
 def test_a_body_that_is_not_json(rest_world):
     status, body, _ = call(rest_world, "/v1/op/items.list", raw=b"{not json")
     assert (status, body["reason"]) == (400, "PARAMS_UNPARSEABLE")
+
+
+def test_a_body_over_the_size_limit_is_refused_not_a_server_error(rest_world):
+    padding = "x" * (MAX_BODY_BYTES + 1024)
+    status, body, _ = call(rest_world, "/v1/op/items.list", raw=json.dumps({"project_id": padding}).encode())
+    assert (status, body["reason"]) == (400, "BODY_TOO_LARGE"), body
 
 
 def test_invalid_job_params_are_422_with_the_expected_schema(rest_world):

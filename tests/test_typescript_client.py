@@ -6,7 +6,8 @@ it, as the client's README shows.
 `npm test` type-checks (tsc) and runs node's test runner: create_and_dispatch
 of a `clip` job (a job type `make serve` offers, so the suite runs against it
 as well), WatchJob to SUCCEEDED (and resumed after a dropped stream),
-zonal_stats NDVI, and typed errors. `npm run example` runs
+zonal_stats NDVI, downloads (DownloadAsset, verified, resumed after a cut),
+and typed errors. `npm run example` runs
 examples/quickstart.ts, which the README points to. Needs `node` and `npm` on PATH (CI
 installs them in .ci/run): without them these tests fail, they never skip.
 `npm ci` runs only when node_modules is missing or older than the lockfile.
@@ -96,7 +97,7 @@ def test_the_typescript_client_passes_its_live_suite(demo: tuple[ServerProcess, 
     failed = re.search(r"^\S*\s*fail (\d+)$", done.stdout, re.MULTILINE)
     assert passed and failed, f"no test summary in the output:\n{output}"
     assert int(failed.group(1)) == 0 and int(passed.group(1)) >= 6, output
-    for name in ("create_and_dispatch runs clip", "resumes after a dropped stream", "zonal_stats"):
+    for name in ("create_and_dispatch runs clip", "resumes after a dropped stream", "zonal_stats", "assets.download"):
         assert name in done.stdout, f"{name!r} did not run:\n{output}"
 
 

@@ -195,7 +195,7 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     await server.start()
     host = settings.listen.rsplit(":", 1)[0]
     log.info("listening on %s:%d%s (not ready yet)", host, port, " with TLS" if tls else "")
-    rest = RestApi(edge, registry)
+    rest = RestApi(edge, registry, public_url=settings.public_url)
     http_runner, http_port = None, 0
     http_scheme = "https" if tls else "http"
     if http_on:

@@ -1,4 +1,4 @@
-"""`geopera` command line: `serve`, `admin ...`, `mcp` (and `worker`, see src/worker).
+"""`geopera` command line: `serve`, `admin ...`, `download`, `mcp` (and `worker`, see src/worker).
 
 Every flag has a `GEOPERA_*` environment variable (see server/config.py).
 `geopera admin` talks to the same database as the server: the URL from
@@ -203,6 +203,12 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     os.execv(sys.executable, argv)
 
 
+def _cmd_download(args: argparse.Namespace) -> int:
+    from geopera_kernel.server.download_cli import main as download_main
+
+    return download_main(args)
+
+
 def _cmd_mcp(args: argparse.Namespace) -> int:
     from geopera_kernel.server.mcp import main as mcp_main
 
@@ -275,6 +281,18 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a worker process")
     worker.add_argument("worker_args", nargs=argparse.REMAINDER)
     worker.set_defaults(func=_cmd_worker)
+
+    from geopera_kernel.server.download_cli import add_arguments as add_download_arguments
+
+    download = sub.add_parser(
+        "download",
+        help="download an item asset or an analytics artifact (sha256 verified) from a kernel over gRPC",
+        description="Writes an item asset or an analytics artifact to a file (or stdout with -o -) through "
+        "DownloadAsset, resuming a dropped stream, and verifies its size and SHA-256. Exit status: 0 done, "
+        "1 refused, unreachable or not verified, 2 bad arguments or an unwritable output.",
+    )
+    add_download_arguments(download)
+    download.set_defaults(func=_cmd_download)
 
     from geopera_kernel.server.mcp import add_arguments as add_mcp_arguments
 

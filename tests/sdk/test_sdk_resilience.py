@@ -177,14 +177,21 @@ WAITER = textwrap.dedent(
 )
 
 
-def _waiter(world, name: str) -> tuple[dict[str, str], list[str]]:
+# Run first, it makes tqdm (an optional dependency) unimportable: the built-in bar draws.
+WITHOUT_TQDM = "import sys; sys.modules['tqdm'] = None\n"
+
+
+def _waiter(world, name: str, prelude: str = "") -> tuple[dict[str, str], list[str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GEOPERA_")}
     env.update(T_TARGET=world.server.address, T_TOKEN=world.tokens["alpha"], T_NAME=name, TERM="xterm")
-    return env, [sys.executable, "-c", WAITER]
+    return env, [sys.executable, "-c", prelude + WAITER]
 
 
-def test_wait_draws_a_progress_bar_on_a_terminal(world):
-    env, argv = _waiter(world, "sdk_tty")
+@pytest.mark.parametrize("bar", ["tqdm", "built-in"])
+def test_wait_draws_a_progress_bar_on_a_terminal(world, bar):
+    """On a terminal (here a fresh pty, which reports a 0x0 size) the bar is drawn
+    in place, with tqdm when it is installed and with the built-in bar otherwise."""
+    env, argv = _waiter(world, f"sdk_tty_{bar.replace('-', '_')}", "" if bar == "tqdm" else WITHOUT_TQDM)
     leader, follower = pty.openpty()
     process = subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower, env=env, cwd=REPO

@@ -3,19 +3,13 @@
 
 import { randomUUID } from "node:crypto";
 
-import {
-  create,
-  fromBinary,
-  isMessage,
-  toBinary,
-  type DescMessage,
-  type JsonObject,
-  type Message,
-} from "@bufbuild/protobuf";
+import { create, isMessage, type JsonObject, type Message } from "@bufbuild/protobuf";
 import { anyPack, anyUnpack, AnySchema, type Any } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 
 import type { ZonalStatsParams, ZonalStatsResult } from "./analytics.js";
+import { Assets } from "./assets.js";
+import { backoffMs, deserializer, readStream, serializer, sleep } from "./calls.js";
 import {
   Code,
   errorFromGrpc,
@@ -37,7 +31,7 @@ import {
   type WatchJobRequest,
   type WatchJobResponse,
 } from "./gen/geopera/v1/kernel_pb.js";
-import { JobStatus, type DispatchResult, type Item, type Job } from "./gen/geopera/v1/resources_pb.js";
+import { JobStatus, type CostEstimate, type DispatchResult, type Item, type Job } from "./gen/geopera/v1/resources_pb.js";
 import { registry } from "./gen/index.js";
 import { shape } from "./jsonview.js";
 import {
@@ -113,6 +107,12 @@ export interface CallOptions {
   requestId?: string;
   /** Cancels the call (it then fails CANCELLED). */
   signal?: AbortSignal;
+  /**
+   * `ExecuteRequest.validate_only` (AIP-163): check everything, change nothing.
+   * A spend's result carries its `estimate` (and a job without an id);
+   * `analytics.execute` answers `pixelsToRead`. No idempotency key is sent.
+   */
+  validateOnly?: boolean;
 }
 
 export interface WatchOptions {
@@ -127,7 +127,9 @@ export interface WatchOptions {
 export interface DispatchedJob {
   job: Job;
   dispatch: DispatchResult | undefined;
-  /** The `idempotency-key` sent: repeat the call with it to get this job back. */
+  /** What the job holds (with `validateOnly`: would hold; the job then has no id). */
+  estimate: CostEstimate | undefined;
+  /** The `idempotency-key` sent: repeat the call with it to get this job back ("" when none was sent). */
   idempotencyKey: string;
 }
 
@@ -146,82 +148,10 @@ function checkIdempotencyKey(key: string): void {
   }
 }
 
-function backoffMs(policy: RetryPolicy, failures: number): number {
-  const ceiling = Math.min(policy.maxBackoffMs, policy.initialBackoffMs * policy.multiplier ** (failures - 1));
-  return ceiling / 2 + Math.random() * (ceiling / 2);
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(new CancelledError("cancelled", { code: Code.CANCELLED }));
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(new CancelledError("cancelled", { code: Code.CANCELLED }));
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
-}
-
-function serializer<D extends DescMessage>(schema: D) {
-  return (message: Message) => Buffer.from(toBinary(schema, message as never));
-}
-
-function deserializer<T>(schema: DescMessage) {
-  return (bytes: Buffer) => fromBinary(schema, bytes) as T;
-}
-
 const serializeExecute = serializer(ExecuteRequestSchema) as (m: ExecuteRequest) => Buffer;
 const deserializeExecute = deserializer<ExecuteResponse>(ExecuteResponseSchema);
 const serializeWatch = serializer(WatchJobRequestSchema) as (m: WatchJobRequest) => Buffer;
 const deserializeWatch = deserializer<WatchJobResponse>(WatchJobResponseSchema);
-
-/** Pulls the messages of a server stream; cancels the call when abandoned. */
-async function* readStream<T>(call: grpc.ClientReadableStream<T>): AsyncGenerator<T, void, undefined> {
-  const queue: T[] = [];
-  let done = false;
-  let failure: unknown;
-  let wake: (() => void) | undefined;
-  const notify = () => {
-    const resolve = wake;
-    wake = undefined;
-    resolve?.();
-  };
-  call.on("data", (message: T) => {
-    queue.push(message);
-    notify();
-  });
-  // Stays attached for the call's lifetime: grpc-js emits `error` (CANCELLED)
-  // when an abandoned call is cancelled below.
-  call.on("error", (err: unknown) => {
-    if (!done) {
-      done = true;
-      failure = err;
-    }
-    notify();
-  });
-  call.on("end", () => {
-    done = true;
-    notify();
-  });
-  try {
-    for (;;) {
-      if (queue.length > 0) {
-        yield queue.shift() as T;
-      } else if (done) {
-        if (failure !== undefined) throw failure;
-        return;
-      } else {
-        await new Promise<void>((resolve) => (wake = resolve));
-      }
-    }
-  } finally {
-    call.cancel();
-  }
-}
 
 /**
  * A job's events (`WatchJob`): the current snapshot first, then every change,
@@ -367,12 +297,13 @@ export class Jobs {
     params: ParamsInit<"processing.create_and_dispatch">,
     options: CallOptions = {},
   ): Promise<DispatchedJob> {
-    const idempotencyKey = options.idempotencyKey ?? newIdempotencyKey();
+    // A validate-only call records nothing under a key: none is made for it.
+    const idempotencyKey = options.validateOnly ? options.idempotencyKey : (options.idempotencyKey ?? newIdempotencyKey());
     const result = await this.client.execute("processing.create_and_dispatch", params, {
       ...options,
       idempotencyKey,
     });
-    return { job: result.job!, dispatch: result.dispatch, idempotencyKey };
+    return { job: result.job!, dispatch: result.dispatch, estimate: result.estimate, idempotencyKey: idempotencyKey ?? "" };
   }
 
   /** `processing.jobs.get`. */
@@ -463,6 +394,8 @@ export class GeoperaClient {
   readonly items: Items;
   readonly jobs: Jobs;
   readonly analytics: Analytics;
+  /** Downloads (`DownloadAsset`) and signed URLs (`assets.sign`). */
+  readonly assets: Assets;
   private readonly token: string;
 
   constructor(target: string, token: string, options: ClientOptions = {}) {
@@ -478,6 +411,7 @@ export class GeoperaClient {
     this.items = new Items(this);
     this.jobs = new Jobs(this);
     this.analytics = new Analytics(this);
+    this.assets = new Assets(this);
   }
 
   /** Closes the channel; calls in flight fail. */
@@ -532,13 +466,20 @@ export class GeoperaClient {
   execute<O extends OperationName>(operation: O, params?: ParamsInit<O>, options?: CallOptions): Promise<ResultOf<O>>;
   execute(operation: string, params?: Message | object, options?: CallOptions): Promise<Message>;
   async execute(operation: string, params?: unknown, options: CallOptions = {}): Promise<Message> {
-    const request = create(ExecuteRequestSchema, { operation, params: this.packParams(operation, params) });
+    const validateOnly = options.validateOnly ?? false;
+    const request = create(ExecuteRequestSchema, {
+      operation,
+      params: this.packParams(operation, params),
+      validateOnly,
+    });
     let idempotencyKey = options.idempotencyKey;
-    if (idempotencyKey === undefined && takesIdempotencyKey(operation)) idempotencyKey = newIdempotencyKey();
+    if (idempotencyKey === undefined && takesIdempotencyKey(operation) && !validateOnly) {
+      idempotencyKey = newIdempotencyKey();
+    }
     if (idempotencyKey !== undefined) checkIdempotencyKey(idempotencyKey);
     const metadata = this.metadata({ idempotencyKey, requestId: options.requestId });
     const timeoutMs = options.timeoutMs === undefined ? this.timeoutMs : options.timeoutMs;
-    const safe = isSafeToRepeat(operation);
+    const safe = validateOnly || isSafeToRepeat(operation);
     for (let attempt = 1; ; attempt++) {
       try {
         const response = await this.unary(request, metadata, timeoutMs, options.signal);

@@ -1,5 +1,6 @@
 // Public API of the Geopera TypeScript client.
 
+export * from "./assets.js";
 export * from "./client.js";
 export * from "./errors.js";
 export * from "./jsonview.js";

@@ -416,6 +416,12 @@ def reduce_zones(
     return outcome
 
 
+def planned_pixels(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -> int:
+    """The pixels ``reduce_zones`` would read (its ``Outcome.pixels_read``), from its own plan:
+    nothing is read."""
+    return sum(int(task.window.width * task.window.height) for task in _plan(source, zones, options))
+
+
 def reduce_in(ctx: AnalyticsContext, source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -> Outcome:
     """``reduce_zones`` with the call's threads, cancellation, memory budget and scratch folder."""
     return reduce_zones(

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from geopera_kernel.raster.geo import Zone, parse_area
 from geopera_kernel.server.analytics.base import AnalyticsContext, AnalyticsMethod
-from geopera_kernel.server.analytics.engine import LayerResult, ReduceOptions, reduce_in
+from geopera_kernel.server.analytics.engine import LayerResult, ReduceOptions, planned_pixels, reduce_in
 from geopera_kernel.server.analytics.geometry import pixel_zones
 from geopera_kernel.server.analytics.params import (
     GEOMETRY_FIELD,
@@ -166,15 +166,24 @@ class TimeSeries(AnalyticsMethod):
         assert isinstance(params, TimeSeriesParams)
         return [params.item_id] if params.item_id is not None else list(params.item_ids or [])
 
-    def execute(self, params: Any, ctx: AnalyticsContext) -> TimeSeriesResult:
+    def pixels_to_read(self, params: Any, ctx: AnalyticsContext) -> int:
         assert isinstance(params, TimeSeriesParams)
+        return self._steps(params, ctx, count_only=True)[1]
+
+    def _steps(
+        self, params: TimeSeriesParams, ctx: AnalyticsContext, *, count_only: bool = False
+    ) -> tuple[list[TimeStep], int, str | None]:
+        """The steps, pixels read and unit; `count_only`: no step, the pixels the reads would take."""
         area = Zone(parse_area(params.geometry, GEOMETRY_FIELD))
         keep_values = params.reducer in ("median", "percentile")
         options = ReduceOptions(params.coverage, False, keep_values)
         if params.item_id is not None:
-            steps, pixels, unit = self._stack(params, ctx, area, options)
-        else:
-            steps, pixels, unit = self._items(params, ctx, area, options)
+            return self._stack(params, ctx, area, options, count_only)
+        return self._items(params, ctx, area, options, count_only)
+
+    def execute(self, params: Any, ctx: AnalyticsContext) -> TimeSeriesResult:
+        assert isinstance(params, TimeSeriesParams)
+        steps, pixels, unit = self._steps(params, ctx)
         steps.sort(key=lambda step: (step.datetime, step.band or 0, step.item_id))
         return TimeSeriesResult(
             reducer=params.reducer,
@@ -188,7 +197,7 @@ class TimeSeries(AnalyticsMethod):
         )
 
     def _stack(
-        self, params: TimeSeriesParams, ctx: AnalyticsContext, area: Zone, options: ReduceOptions
+        self, params: TimeSeriesParams, ctx: AnalyticsContext, area: Zone, options: ReduceOptions, count_only: bool
     ) -> tuple[list[TimeStep], int, str | None]:
         assert params.item_id is not None
         item = ctx.item(params.item_id)
@@ -207,6 +216,8 @@ class TimeSeries(AnalyticsMethod):
             return [], 0, meta.units[0]
         source = StackSource(meta, tuple(bands))
         zones = pixel_zones([area], meta.crs, meta.transform, meta.width, meta.height)
+        if count_only:
+            return [], planned_pixels(source, zones, options), meta.units[bands[0] - 1]
         outcome = reduce_in(ctx, source, zones, options)
         resolution = Resolution(x=meta.resolution[0], y=meta.resolution[1])
         integer = all(np.dtype(meta.dtypes[b - 1]).kind in "iub" for b in bands)
@@ -231,7 +242,7 @@ class TimeSeries(AnalyticsMethod):
         return steps, outcome.pixels_read, meta.units[bands[0] - 1]
 
     def _items(
-        self, params: TimeSeriesParams, ctx: AnalyticsContext, area: Zone, options: ReduceOptions
+        self, params: TimeSeriesParams, ctx: AnalyticsContext, area: Zone, options: ReduceOptions, count_only: bool
     ) -> tuple[list[TimeStep], int, str | None]:
         steps: list[TimeStep] = []
         pixels = 0
@@ -250,6 +261,9 @@ class TimeSeries(AnalyticsMethod):
             source = make_source(meta, params.band, params.index_name, False, params.band_mapping)
             unit = source_unit(source)
             zones = pixel_zones([area], meta.crs, meta.transform, meta.width, meta.height)
+            if count_only:
+                pixels += planned_pixels(source, zones, options)
+                continue
             outcome = reduce_in(ctx, source, zones, options)
             try:
                 layer = outcome.zones[0].layers[0]

@@ -32,8 +32,8 @@ from pydantic import BaseModel, Field, model_validator
 
 from geopera_kernel.raster.geo import parse_zones
 from geopera_kernel.server.analytics.base import AnalyticsContext, AnalyticsMethod
-from geopera_kernel.server.analytics.engine import LayerResult, ReduceOptions, reduce_in
-from geopera_kernel.server.analytics.geometry import pixel_zones
+from geopera_kernel.server.analytics.engine import LayerResult, ReduceOptions, planned_pixels, reduce_in
+from geopera_kernel.server.analytics.geometry import PixelZone, pixel_zones
 from geopera_kernel.server.analytics.indices import get_index
 from geopera_kernel.server.analytics.moments import Moments
 from geopera_kernel.server.analytics.params import (
@@ -236,16 +236,27 @@ class ZonalStats(AnalyticsMethod):
     def item_ids(self, params: Any) -> list[str]:
         return [params.item_id]
 
-    def execute(self, params: Any, ctx: AnalyticsContext) -> ZonalStatsResult:
-        assert isinstance(params, ZonalStatsParams)
-        item = ctx.item(params.item_id)
-        meta = open_meta(select_asset(item, params.asset_key))
+    def _plan(
+        self, params: ZonalStatsParams, ctx: AnalyticsContext
+    ) -> tuple[PixelSource, list[PixelZone], ReduceOptions]:
+        """The source, zones and options of a call, from its params and the raster's header."""
+        meta = open_meta(select_asset(ctx.item(params.item_id), params.asset_key))
         source = make_source(meta, params.band, params.index_name, params.apply_scale, params.band_mapping)
         zones = pixel_zones(
             parse_zones(params.geometry, GEOMETRY_FIELD), meta.crs, meta.transform, meta.width, meta.height
         )
         keep_values = bool(params.percentiles) or "median" in params.stats or params.histogram is not None
-        options = ReduceOptions(params.coverage, params.all_touched, keep_values)
+        return source, zones, ReduceOptions(params.coverage, params.all_touched, keep_values)
+
+    def pixels_to_read(self, params: Any, ctx: AnalyticsContext) -> int:
+        assert isinstance(params, ZonalStatsParams)
+        return planned_pixels(*self._plan(params, ctx))
+
+    def execute(self, params: Any, ctx: AnalyticsContext) -> ZonalStatsResult:
+        assert isinstance(params, ZonalStatsParams)
+        item = ctx.item(params.item_id)
+        source, zones, options = self._plan(params, ctx)
+        meta = source.meta
         outcome = reduce_in(ctx, source, zones, options)
         try:
             zone_results = []

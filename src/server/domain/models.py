@@ -17,6 +17,15 @@ class ProjectRecord:
 
 
 @dataclass(frozen=True)
+class ProjectExtent:
+    """Where and when a project's items are: None throughout when it has none."""
+
+    bbox: tuple[float, float, float, float] | None
+    first_datetime: datetime | None
+    last_datetime: datetime | None
+
+
+@dataclass(frozen=True)
 class AssetRecord:
     key: str
     storage_key: str
@@ -121,6 +130,11 @@ class ItemQuery:
     page_token: str
     # GeoJSON the footprint must intersect (validated by the service).
     intersects: dict[str, Any] | None = None
+    # Several projects searched at once (the STAC API's collections); just
+    # `project_id` when empty. Every one must be the caller's.
+    project_ids: tuple[str, ...] = ()
+    # Only items with these ids (the STAC API's `ids`); any item when empty.
+    item_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

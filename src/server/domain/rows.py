@@ -23,6 +23,14 @@ async def fetch_project_row(
     return row
 
 
+async def fetch_artifact_row(conn: psycopg.AsyncConnection[Any], query: str, artifact_id: str) -> dict[str, Any]:
+    """The query's row about ``artifact_id``; no row means the artifact does not exist."""
+    row: dict[str, Any] | None = await (await conn.execute(query, {"id": artifact_id})).fetchone()
+    if row is None:
+        raise not_found("ARTIFACT_NOT_FOUND", f"artifact {artifact_id!r} does not exist", artifact_id=artifact_id)
+    return row
+
+
 @functools.cache
 def _field_names(cls: type) -> tuple[str, ...]:
     # Once per record class: rows are turned into records on every read of a page of items.

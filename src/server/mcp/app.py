@@ -26,8 +26,10 @@ Geopera kernel: satellite imagery as a catalogue of items (projects_*, items_*),
 create new items and spend credits (clip_create_from_item, processing_*), and analytics over items
 (analytics_zonal_stats, analytics_time_series, analytics_change_detection, ... or analytics_execute).
 Jobs run asynchronously: a spend tool answers the job at once; follow it with jobs_wait until it is
-terminal. Errors are results with isError set and a JSON body {code, reason, message, details}; branch on
-reason, fix the arguments from details.field_violations and details.expected_schema."""
+terminal. To give a person a file (an item's asset, an analytics output), assets_download answers a
+signed link they can open without a token. Errors are results with isError set and a JSON body
+{code, reason, message, details}; branch on reason, fix the arguments from details.field_violations and
+details.expected_schema."""
 
 
 def _annotations(tool: ToolSpec) -> types.ToolAnnotations:

@@ -38,7 +38,6 @@ the caller may read what `path` names. Outside a request, `services.signer` and
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -49,8 +48,8 @@ from aiohttp import web
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.models import FileRef, ItemRecord
 from geopera_kernel.server.edge.call import CallInfo, Edge
-from geopera_kernel.server.edge.status import unexpected_error
 from geopera_kernel.server.errors import Code, DomainError
+from geopera_kernel.server.rest.edged import through_edge
 from geopera_kernel.server.rest.responses import error_response
 from geopera_kernel.server.signing import Grant
 
@@ -108,17 +107,6 @@ class Access:
         return query
 
 
-_REQUEST_ID = "geopera_request_id"
-
-
-async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:
-    """`on_response_prepare` signal: every response of a resource route names
-    its request id, streamed ones included."""
-    request_id = request.get(_REQUEST_ID)
-    if request_id and "X-Request-Id" not in response.headers:
-        response.headers["X-Request-Id"] = request_id
-
-
 AccessBody = Callable[[Access], Awaitable[web.StreamResponse]]
 
 
@@ -135,27 +123,14 @@ class ResourceAccess:
 
     async def serve(self, request: web.Request, rpc: str, body: AccessBody) -> web.StreamResponse:
         """Runs `body` for an allowed request; answers the error JSON otherwise."""
-        edge = self._edge
-        call = edge.begin(rpc, request.headers.get("X-Request-Id"))
-        code = "OK"
-        try:
-            request[_REQUEST_ID] = call.request_id  # set on the response as it is prepared
-            edge.admit(call)
-            access = await self._allow(request, call)
-            return await body(access)
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        except Exception as exc:
-            if isinstance(exc, DomainError):
-                error = exc
-            else:
-                log.exception("unhandled error in %s (request %s)", request.path, call.request_id)
-                error = unexpected_error(exc, call.request_id)
-            code = error.code.name
+
+        async def work(call: CallInfo) -> web.StreamResponse:
+            return await body(await self._allow(request, call))
+
+        async def on_error(error: DomainError, call: CallInfo) -> web.StreamResponse:
             return error_response(error, call.request_id)
-        finally:
-            edge.end(call, code)
+
+        return await through_edge(self._edge, request, rpc, work, on_error)
 
     async def _allow(self, request: web.Request, call: CallInfo) -> Access:
         services = self._services

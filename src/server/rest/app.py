@@ -31,10 +31,14 @@ from geopera_kernel.server.edge.revocation import until_revoked
 from geopera_kernel.server.edge.status import domain_error_body, unexpected_error
 from geopera_kernel.server.errors import Code, DomainError, invalid_argument
 from geopera_kernel.server.portal.routes import add_portal_routes
-from geopera_kernel.server.rest.access import ResourceAccess, add_request_id
+from geopera_kernel.server.rest.access import ResourceAccess
+from geopera_kernel.server.rest.docs import add_docs_routes
 from geopera_kernel.server.rest.downloads import Downloads
+from geopera_kernel.server.rest.edged import add_request_id, through_edge
+from geopera_kernel.server.rest.health import add_health_routes
 from geopera_kernel.server.rest.openapi import openapi_document
 from geopera_kernel.server.rest.responses import error_response, json_response
+from geopera_kernel.server.rest.stac import StacApi
 from geopera_kernel.server.rest.tiles import TileRoutes
 
 log = logging.getLogger(__name__)
@@ -84,6 +88,15 @@ CallBody = Callable[[Executor, CallInfo, Principal], Awaitable[web.StreamRespons
 OnError = Callable[[DomainError, CallInfo], Awaitable[web.StreamResponse]]
 
 
+def _validate_only(request: web.Request) -> bool:
+    """ExecuteRequest.validate_only as the query parameter `validate_only`
+    (the body is the params message): true/false, 1/0, or absent."""
+    raw = request.query.get("validate_only", "false").lower()
+    if raw not in ("true", "1", "false", "0", ""):
+        raise invalid_argument("INVALID_VALIDATE_ONLY", "validate_only must be true or false", field="validate_only")
+    return raw in ("true", "1")
+
+
 async def _error_json(err: DomainError, call: CallInfo) -> web.StreamResponse:
     return error_response(err, call.request_id)
 
@@ -92,9 +105,11 @@ class RestApi:
     """Serves as soon as it listens; the edge answers 503 NOT_READY until the
     services are attached."""
 
-    def __init__(self, edge: Edge, registry: OperationRegistry) -> None:
+    def __init__(self, edge: Edge, registry: OperationRegistry, public_url: str = "") -> None:
         self._edge = edge
         self._registry = registry
+        # GEOPERA_PUBLIC_URL when set (behind a proxy): the base of the links the STAC API writes.
+        self._public_url = public_url.rstrip("/")
         self._executor: Executor | None = None
         # The check every resource route (downloads, tiles, STAC) runs: bearer or signature.
         self.access = ResourceAccess(edge)
@@ -110,6 +125,9 @@ class RestApi:
         app.router.add_get("/v1/openapi.json", self.openapi)
         app.on_response_prepare.append(add_request_id)
         Downloads(self.access).add_routes(app)
+        add_docs_routes(app.router)
+        add_health_routes(app.router, self._edge, lambda: self._executor)
+        StacApi(self.access, self._public_url).add_routes(app.router)
         TileRoutes(self.access).register(app)
         add_portal_routes(app)
         return app
@@ -119,35 +137,22 @@ class RestApi:
     ) -> web.StreamResponse:
         """Runs `body` through the edge, as the gRPC interceptor runs an RPC:
         request id, admission, authentication, error mapping, the access log."""
-        edge = self._edge
-        call = edge.begin(rpc, request.headers.get("X-Request-Id"))
-        call.operation = operation
-        code = "OK"
-        try:
-            edge.admit(call)
-            principal = await edge.authenticate(call, request.headers.get("Authorization"))
+
+        async def work(call: CallInfo) -> web.StreamResponse:
+            principal = await self._edge.authenticate(call, request.headers.get("Authorization"))
             assert self._executor is not None  # the edge is ready only once it is attached
             return await body(self._executor, call, principal)
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        except Exception as exc:
-            if isinstance(exc, DomainError):
-                error = exc
-            else:
-                log.exception("unhandled error in %s (request %s)", request.path, call.request_id)
-                error = unexpected_error(exc, call.request_id)
-            code = error.code.name
-            return await on_error(error, call)
-        finally:
-            edge.end(call, code)
+
+        return await through_edge(self._edge, request, rpc, work, on_error, operation)
 
     async def execute(self, request: web.Request) -> web.StreamResponse:
         async def run(executor: Executor, call: CallInfo, principal: Principal) -> web.StreamResponse:
             operation = executor.resolve(request.match_info["operation"])
             principal.require_scope(operation.scope)
             params = await self._params(request, operation.params_type())
-            result = await executor.run(operation, principal, params, request.headers.get("Idempotency-Key"), call)
+            key = request.headers.get("Idempotency-Key")
+            validate_only = _validate_only(request)
+            result = await executor.run(operation, principal, params, key, call, validate_only=validate_only)
             body = jsonview.to_json(result_message(result), analytics_schema=_analytics_schemas(executor))
             return json_response(body, 200, call.request_id)
 
@@ -161,6 +166,10 @@ class RestApi:
             raise invalid_argument("PARAMS_UNPARSEABLE", f"the body is not JSON: {exc}", field="body") from exc
         except RecursionError as exc:  # ~1000 levels; params are refused past 100 anyway (below)
             raise invalid_argument("PARAMS_UNPARSEABLE", "the body is nested too deeply", field="body") from exc
+        except web.HTTPRequestEntityTooLarge as exc:  # past the application's client_max_size
+            raise invalid_argument(
+                "BODY_TOO_LARGE", f"the body is too large ({exc.text})"[:200], field="body"
+            ) from None
         if not isinstance(body, dict):
             raise invalid_argument("PARAMS_UNPARSEABLE", "the body must be a JSON object of params", field="body")
         try:

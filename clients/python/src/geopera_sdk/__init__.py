@@ -29,7 +29,7 @@ from geopera_sdk._errors import (
 )
 from geopera_sdk._jsonview import to_json
 from geopera_sdk._retry import RetryPolicy
-from geopera_sdk._transfer import DownloadResult
+from geopera_sdk._transfer import DownloadResult, SignedUrl
 
 __all__ = [
     "Aborted",
@@ -55,6 +55,7 @@ __all__ = [
     "PermissionDenied",
     "ResourceExhausted",
     "RetryPolicy",
+    "SignedUrl",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",

@@ -5,6 +5,7 @@ Only when stderr is a terminal; nothing otherwise. Never logs.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -84,6 +85,7 @@ class _PlainBar:
 class _TqdmBar:
     def __init__(self, tqdm: Any, stream: TextIO, total: float, desc: str, unit: str) -> None:
         self._scale = 100.0 if unit == "%" else 1.0
+        sized = _has_size(stream)
         self._bar = tqdm(
             total=total * self._scale,
             desc=desc,
@@ -92,8 +94,11 @@ class _TqdmBar:
             unit_scale=unit == "B",
             unit_divisor=1024,
             leave=True,
-            dynamic_ncols=True,
-            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f}% {postfix}" if unit == "%" else None,
+            # A terminal that reports no size (a fresh pty: 0x0) would hide the bar.
+            dynamic_ncols=sized,
+            ncols=None if sized else 80,
+            nrows=None if sized else 24,
+            bar_format="{l_bar}{bar}| {postfix}" if unit == "%" else None,
         )
 
     def update(self, done: float, note: str = "") -> None:
@@ -104,6 +109,14 @@ class _TqdmBar:
 
     def close(self) -> None:
         self._bar.close()
+
+
+def _has_size(stream: TextIO) -> bool:
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError):
+        return False
+    return size.columns > 0 and size.lines > 0
 
 
 def _isatty(stream: TextIO) -> bool:

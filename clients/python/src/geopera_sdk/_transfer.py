@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 from collections.abc import Iterator
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from geopera.v1 import kernel_pb2, resources_pb2
+from geopera.v1 import catalog_pb2, kernel_pb2, resources_pb2
 from geopera_sdk._errors import ChecksumMismatch, GeoperaError
 
 MiB = 1 << 20
@@ -108,6 +109,22 @@ def resource_name(target: Target) -> tuple[str, str]:
     if isinstance(target, str):
         return target, ""
     raise TypeError("download target must be an href string, an Asset or an Artifact")
+
+
+@dataclass(frozen=True)
+class SignedUrl:
+    """What `sign` returns: a URL that downloads the resource over HTTP with no
+    header (curl, a browser, GDAL `/vsicurl/`, QGIS) until `expire_time` (UTC)."""
+
+    url: str
+    expire_time: dt.datetime
+
+    @classmethod
+    def from_result(cls, result: catalog_pb2.AssetsSignResult) -> SignedUrl:
+        return cls(result.url, result.expire_time.ToDatetime(tzinfo=dt.UTC))
+
+    def __str__(self) -> str:
+        return self.url
 
 
 @dataclass(frozen=True)

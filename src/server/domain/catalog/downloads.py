@@ -9,6 +9,7 @@ from geopera_kernel.server import callstats
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.catalog.reads import CatalogReads
 from geopera_kernel.server.domain.models import FileRef
+from geopera_kernel.server.domain.rows import fetch_artifact_row
 from geopera_kernel.server.errors import failed_precondition, invalid_argument, not_found, permission_denied
 from geopera_kernel.server.store import Q
 
@@ -61,9 +62,7 @@ class CatalogDownloads(CatalogReads):
     async def _artifact_file(self, principal: Principal, artifact_id: str) -> FileRef:
         principal.require_scope("analytics:read")
         async with self._db.connection() as conn:
-            row = await (await conn.execute(Q.get_artifact_file, {"id": artifact_id})).fetchone()
-        if row is None:
-            raise not_found("ARTIFACT_NOT_FOUND", f"artifact {artifact_id!r} does not exist", artifact_id=artifact_id)
+            row = await fetch_artifact_row(conn, Q.get_artifact_file, artifact_id)
         principal.require_project(row["project_id"])
         return FileRef(row["storage_key"], row["media_type"], row["size_bytes"], row["sha256"])
 

@@ -6,7 +6,7 @@ import psycopg
 
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.catalog.reads import CatalogReads
-from geopera_kernel.server.domain.models import ProjectRecord
+from geopera_kernel.server.domain.models import ProjectExtent, ProjectRecord
 from geopera_kernel.server.domain.rows import fetch_project_row
 from geopera_kernel.server.errors import already_exists, invalid_argument
 from geopera_kernel.server.pagination import decode_page_token, encode_page_token, page_size_or_default
@@ -19,6 +19,19 @@ class CatalogProjects(CatalogReads):
         async with self._db.connection() as conn:
             row = await fetch_project_row(conn, Q.get_project, {"id": project_id}, project_id)
         return ProjectRecord(**row)
+
+    async def project_extent(self, principal: Principal, project_id: str) -> ProjectExtent:
+        """The bounding box and time span of a project's items (a STAC collection's extent)."""
+        principal.require_project(project_id)
+        async with self._db.connection() as conn:
+            row = await (await conn.execute(Q.project_extent, {"project_id": project_id})).fetchone()
+        assert row is not None  # an aggregate always answers one row
+        corners = (row["west"], row["south"], row["east"], row["north"])
+        return ProjectExtent(
+            bbox=None if row["west"] is None else corners,
+            first_datetime=row["first_datetime"],
+            last_datetime=row["last_datetime"],
+        )
 
     async def list_projects(
         self, principal: Principal, page_size: int, page_token: str

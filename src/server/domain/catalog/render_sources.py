@@ -10,6 +10,7 @@ from typing import Any
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.catalog.reads import CatalogReads
 from geopera_kernel.server.domain.models import AssetRecord
+from geopera_kernel.server.domain.rows import fetch_artifact_row
 from geopera_kernel.server.errors import invalid_argument, not_found
 from geopera_kernel.server.store import Q
 
@@ -45,9 +46,7 @@ class CatalogRenderSources(CatalogReads):
     async def artifact_render_source(self, principal: Principal, artifact_id: str) -> RenderSource:
         principal.require_scope("analytics:read")
         async with self._db.connection() as conn:
-            row = await (await conn.execute(Q.get_artifact_render_source, {"id": artifact_id})).fetchone()
-        if row is None:
-            raise not_found("ARTIFACT_NOT_FOUND", f"artifact {artifact_id!r} does not exist", artifact_id=artifact_id)
+            row = await fetch_artifact_row(conn, Q.get_artifact_render_source, artifact_id)
         principal.require_project(row["project_id"])
         if not row["media_type"].startswith(TIFF):
             raise invalid_argument(

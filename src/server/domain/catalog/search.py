@@ -1,4 +1,5 @@
-"""Searching a project's items: by collection, bbox, time range and footprint."""
+"""Searching items: of one project (items.list) or several (the STAC API's
+collections), by collection, ids, bbox, time range and footprint."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ from geopera_kernel.server.store import Q
 
 class CatalogSearch(CatalogReads):
     async def list_items(self, principal: Principal, query: ItemQuery) -> tuple[list[ItemRecord], str]:
-        if not query.project_id:
+        project_ids = sorted(set(query.project_ids)) or ([query.project_id] if query.project_id else [])
+        if not project_ids:
             raise invalid_argument("PROJECT_ID_REQUIRED", "project_id is required", field="project_id")
-        principal.require_project(query.project_id)
+        for project_id in project_ids:
+            principal.require_project(project_id)
+        item_ids = sorted(set(query.item_ids)) or None
         limit = page_size_or_default(query.page_size)
         bbox = query.bbox
         if bbox is not None:
@@ -40,6 +44,8 @@ class CatalogSearch(CatalogReads):
         filters = {
             "op": "items.list",
             "project_id": query.project_id,
+            "project_ids": project_ids,
+            "item_ids": item_ids,
             "collection_id": query.collection_id,
             "bbox": bbox,
             "start": query.datetime_start.isoformat() if query.datetime_start else None,
@@ -66,7 +72,8 @@ class CatalogSearch(CatalogReads):
         if sql_bbox is not None and (sql_bbox[0] > sql_bbox[2] or sql_bbox[1] > sql_bbox[3]):
             return [], ""
         params = {
-            "project_id": query.project_id,
+            "project_ids": project_ids,
+            "item_ids": item_ids,
             "collection_id": query.collection_id,
             "west": sql_bbox[0] if sql_bbox else None,
             "south": sql_bbox[1] if sql_bbox else None,

@@ -54,9 +54,10 @@ SELECT 1 FROM items
 WHERE project_id = %(project_id)s AND collection_id = %(collection_id)s AND name = %(name)s;
 
 -- name: list_items
--- A page of a project's items in (datetime, id) order after the cursor.
+-- A page of the items of some projects (one, for items.list) in (datetime, id) order after the cursor.
 SELECT * FROM item_documents i
-WHERE i.project_id = %(project_id)s
+WHERE i.project_id = ANY(%(project_ids)s::text[])
+  AND (%(item_ids)s::text[] IS NULL OR i.id = ANY(%(item_ids)s::text[]))
   AND (%(collection_id)s::text IS NULL OR i.collection_id = %(collection_id)s::text)
   AND (%(west)s::float8 IS NULL OR (i.bbox_east >= %(west)s::float8 AND i.bbox_west <= %(east)s::float8
        AND i.bbox_north >= %(south)s::float8 AND i.bbox_south <= %(north)s::float8))
@@ -66,6 +67,12 @@ WHERE i.project_id = %(project_id)s
        OR (i.datetime, i.id) > (%(after_datetime)s::timestamptz, %(after_id)s::text))
 ORDER BY i.datetime, i.id
 LIMIT %(limit)s;
+
+-- name: project_extent
+-- The bounding box and time span of a project's items (NULLs when it has none).
+SELECT min(bbox_west) AS west, min(bbox_south) AS south, max(bbox_east) AS east, max(bbox_north) AS north,
+       min(datetime) AS first_datetime, max(datetime) AS last_datetime
+FROM items WHERE project_id = %(project_id)s;
 
 -- name: item_project
 -- The project an item belongs to.
