@@ -56,7 +56,9 @@ breaking: $(STAMP)
 	$(BIN)/buf breaking --against '.git#ref=$(or $(AGAINST),HEAD)'
 
 
+# The tile bench's baseline (TiTiler) comes from the `bench` extra.
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench.run
 
 # Kill the server 20 times, workers 10 times and PostgreSQL 5 times while jobs

@@ -80,7 +80,7 @@ def run_load(
     cpu_groups = dict(cpu_groups or {})
     hard_limit = float(spec.get("warmup", 1.0)) + float(spec.get("duration", 5.0)) + 60
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.load"],
+        [sys.executable, "-m", spec.get("loadgen", "bench.load")],  # bench.http_load for HTTP
         cwd=REPO,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,

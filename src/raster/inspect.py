@@ -124,7 +124,7 @@ def render_hint_for(bands: Sequence[BandInfo]) -> RenderHint:
     (clouds, sensor spikes) that would wash out a plain min/max stretch, and computable from
     embedded GDAL statistics, whereas percentile cuts need a histogram.
     """
-    rescale = [_rescale_range(band.statistics) for band in bands]
+    rescale = [rescale_range(band.statistics) for band in bands]
     first_index_by_name: dict[str, int] = {}
     for position, band in enumerate(bands, start=1):
         if band.common_name is not None:
@@ -258,14 +258,14 @@ class _RunningStatistics:
 
 def _band_statistics(dataset: DatasetReader, check: CheckCancelled) -> tuple[list[BandStatistics | None], bool]:
     """Embedded GDAL statistics where complete, exact computed ones for the other bands."""
-    statistics = {index: _embedded_statistics(dataset.tags(index)) for index in dataset.indexes}
+    statistics = {index: embedded_statistics(dataset.tags(index)) for index in dataset.indexes}
     missing = [index for index, band_statistics in statistics.items() if band_statistics is None]
     if missing:
         statistics.update(_compute_statistics(dataset, missing, check))
     return [statistics[index] for index in dataset.indexes], bool(missing)
 
 
-def _embedded_statistics(tags: Mapping[str, str]) -> BandStatistics | None:
+def embedded_statistics(tags: Mapping[str, str]) -> BandStatistics | None:
     if tags.get("STATISTICS_APPROXIMATE", "").upper() == "YES":
         return None  # sampled from overviews or a pixel subset (gdalinfo -approx_stats): recompute
     try:
@@ -353,7 +353,7 @@ def _first_float(tag_sets: Iterable[Mapping[str, str]], keys: Sequence[str]) -> 
     return None
 
 
-def _rescale_range(statistics: BandStatistics | None) -> RescaleRange:
+def rescale_range(statistics: BandStatistics | None) -> RescaleRange:
     if statistics is None:
         return RescaleRange(0.0, 1.0)  # nothing valid to show; any non-empty range will do
     if statistics.minimum >= statistics.maximum:

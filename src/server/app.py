@@ -57,6 +57,7 @@ from geopera_kernel.server.listen import ListenError, check_ports
 from geopera_kernel.server.pagination import install_page_token_key, load_page_token_key
 from geopera_kernel.server.rest.app import RestApi, start_rest
 from geopera_kernel.server.services import Services
+from geopera_kernel.server.signing import UrlSigner, load_signing_keys
 from geopera_kernel.server.storage import LocalStorage
 from geopera_kernel.server.store import connect_database
 from geopera_kernel.server.store.database import start_embedded_postgres
@@ -79,6 +80,7 @@ def database_url(settings: Settings) -> str:
 async def build_services(settings: Settings, url: str) -> Services:
     db = await connect_database(url, max_size=settings.db_pool_size)
     install_page_token_key(await load_page_token_key(db, settings.page_token_key))
+    signer = UrlSigner(await load_signing_keys(db, settings.signing_keys))
     storage = LocalStorage(settings.storage_root)
     tokens = TokenService(db, cache_seconds=settings.token_cache_seconds)
     limits = CatalogLimits(max_upload_bytes=settings.max_upload_bytes)
@@ -101,9 +103,19 @@ async def build_services(settings: Settings, url: str) -> Services:
     analytics = AnalyticsService(db, storage, catalog, load_analytics_methods(settings.analytics_plugins), quota)
     streams = StreamLimiter(settings.max_streams_per_token, settings.watch_idle_seconds)
     return Services(
-        db, storage, tokens, catalog, CreditService(db), jobs, outputs, Notifications(url), analytics, streams,
-        idempotency_key_ttl_seconds=settings.idempotency_key_ttl_seconds,
+        db, storage, tokens, catalog, CreditService(db), jobs, outputs, Notifications(url), analytics, signer,
+        streams, idempotency_key_ttl_seconds=settings.idempotency_key_ttl_seconds,
     )  # fmt: skip
+
+
+def public_url(settings: Settings, scheme: str, bound_port: int) -> str:
+    """GEOPERA_PUBLIC_URL, else the HTTP address this server bound (a wildcard
+    host named as loopback: set GEOPERA_PUBLIC_URL behind a proxy or a load balancer)."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    host = settings.http_listen.rsplit(":", 1)[0].strip("[]")
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"{scheme}://[{host}]:{bound_port}" if ":" in host else f"{scheme}://{host}:{bound_port}"
 
 
 def storage_sweeper(settings: Settings, services: Services) -> StorageSweeper:
@@ -202,6 +214,7 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
         loop.add_signal_handler(signum, stop.set)
 
     services = await build_services(settings, url)
+    services.public_url = public_url(settings, http_scheme, http_port) if http_on else settings.public_url
     await services.notifications.start()
     await register_builtin_job_types(services.jobs)
     dispatcher = Dispatcher(services.jobs, services.notifications, services.tokens)

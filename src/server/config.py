@@ -97,6 +97,12 @@ class Settings:
     # Secret that signs page tokens (any string; give every replica the same). Unset: a
     # random key generated once and kept in the database.
     page_token_key: str = field(default_factory=lambda: os.environ.get("GEOPERA_PAGE_TOKEN_KEY", ""), repr=False)
+    # URL-signing keys, `kid:secret,kid:secret`: the first signs, all verify (rotate by
+    # putting a new key first). Unset: one key generated once and kept in the database.
+    signing_keys: str = field(default_factory=lambda: os.environ.get("GEOPERA_SIGNING_KEYS", ""), repr=False)
+    # Absolute base URL of the HTTP projection as clients reach it (signed URLs are built
+    # on it); unset: the address the HTTP port bound.
+    public_url: str = field(default_factory=lambda: os.environ.get("GEOPERA_PUBLIC_URL", ""))
     # Storage sweep: stored objects no row names, and scratch files, are removed
     # once older than the grace; analytics artifacts once older than the retention.
     storage_grace_seconds: float = field(default_factory=lambda: _env_duration("GEOPERA_STORAGE_GRACE", 3600.0))

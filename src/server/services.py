@@ -13,6 +13,7 @@ from geopera_kernel.server.domain.jobs import JobService, Notifications
 from geopera_kernel.server.domain.lineage import LineageService
 from geopera_kernel.server.domain.outputs import OutputService
 from geopera_kernel.server.domain.streams import StreamLimiter
+from geopera_kernel.server.signing import UrlSigner
 from geopera_kernel.server.storage import LocalStorage
 from geopera_kernel.server.store import Database
 
@@ -28,8 +29,13 @@ class Services:
     outputs: OutputService
     notifications: Notifications
     analytics: AnalyticsService
+    # Signs and checks URLs that need no header (assets.sign, tiles, STAC).
+    signer: UrlSigner
     streams: StreamLimiter = field(default_factory=StreamLimiter)
     idempotency_key_ttl_seconds: float = KEY_TTL_SECONDS
+    # Absolute base of the HTTP projection's URLs (GEOPERA_PUBLIC_URL, else the
+    # address the HTTP port bound; "" while unknown or with HTTP off).
+    public_url: str = ""
     lineage: LineageService = field(init=False)
 
     def __post_init__(self) -> None:

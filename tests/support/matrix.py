@@ -79,6 +79,10 @@ CASES: dict[str, MatrixCase] = {
         lambda w: catalog_pb2.ItemsGetParams(item_id=_first(w.items)),
         lambda w: catalog_pb2.ItemsGetParams(item_id=_first(w.beta_items)),
     ),
+    "assets.sign": MatrixCase(
+        lambda w: catalog_pb2.AssetsSignParams(resource_name=f"items/{_first(w.items)}/assets/data"),
+        lambda w: catalog_pb2.AssetsSignParams(resource_name=f"items/{_first(w.beta_items)}/assets/data"),
+    ),
     "items.list": MatrixCase(
         lambda w: catalog_pb2.ItemsListParams(project_id="alpha"),
         lambda w: catalog_pb2.ItemsListParams(project_id="beta"),

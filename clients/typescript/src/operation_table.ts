@@ -14,6 +14,8 @@ import {
   AuthWhoamiResultSchema,
 } from "./gen/geopera/v1/auth_pb.js";
 import {
+  AssetsSignParamsSchema,
+  AssetsSignResultSchema,
   ItemsCreateParamsSchema,
   ItemsCreateResultSchema,
   ItemsGetParamsSchema,
@@ -83,6 +85,14 @@ export const OPERATIONS = {
     params: AnalyticsOperationsListParamsSchema,
     result: AnalyticsOperationsListResultSchema,
     scope: "analytics:read",
+    sideEffect: "read",
+    idempotencyKey: false,
+    repeatable: false,
+  },
+  "assets.sign": {
+    params: AssetsSignParamsSchema,
+    result: AssetsSignResultSchema,
+    scope: "catalog:read",
     sideEffect: "read",
     idempotencyKey: false,
     repeatable: false,

@@ -540,3 +540,78 @@ class ItemsLineageResult(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ItemsLineageResult: _TypeAlias = ItemsLineageResult  # noqa: Y015
+
+@_typing.final
+class AssetsSignParams(_message.Message):
+    """`assets.sign` (scope `catalog:read`; an artifact also needs
+    `analytics:read`, as its `DownloadAsset` does; the download's project rules):
+    an absolute HTTP URL that downloads the resource with no header until it
+    expires (`GET|HEAD /v1/items/{item_id}/assets/{asset_key}` or
+    `/v1/artifacts/{artifact_id}` on the HTTP projection, with `Range` and
+    `ETag`), for a browser, curl, QGIS or GDAL `/vsicurl/`. The URL carries an
+    HMAC-SHA256 signature of its path and expiry in its query (`expires`, `key`,
+    `signature`); an expired, forged or altered URL answers 403 with the error
+    JSON (`SIGNATURE_EXPIRED`, `SIGNATURE_INVALID`). Anyone holding the URL can
+    read the resource until `expire_time`: hand it only to whom may read it.
+    Rotating the server's signing keys (`GEOPERA_SIGNING_KEYS`) keeps live URLs
+    working while their key is still listed. The URL's base is the server's
+    `GEOPERA_PUBLIC_URL` (default: its HTTP listen address).
+
+    INVALID_ARGUMENT `INVALID_RESOURCE_NAME`, `INVALID_TTL`; NOT_FOUND
+    `ITEM_NOT_FOUND`, `ASSET_NOT_FOUND`, `ARTIFACT_NOT_FOUND`;
+    PERMISSION_DENIED `MISSING_SCOPE`, `PROJECT_ACCESS_DENIED`;
+    FAILED_PRECONDITION `HTTP_OFF` when the server has no HTTP projection and no
+    `GEOPERA_PUBLIC_URL`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOURCE_NAME_FIELD_NUMBER: _builtins.int
+    TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    resource_name: _builtins.str
+    """`items/{item_id}/assets/{asset_key}` or `artifacts/{artifact_id}`, as in
+    `DownloadAssetRequest.resource_name`.
+    """
+    ttl_seconds: _builtins.int
+    """How long the URL works, in seconds: 1 to 604800 (7 days); 0 means 3600."""
+    def __init__(
+        self,
+        *,
+        resource_name: _builtins.str = ...,
+        ttl_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resource_name", b"resource_name", "ttl_seconds", b"ttl_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssetsSignParams: _TypeAlias = AssetsSignParams  # noqa: Y015
+
+@_typing.final
+class AssetsSignResult(_message.Message):
+    """Result of `assets.sign`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """Absolute URL of the resource with its signature in the query."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the URL stops working (whole seconds)."""
+
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AssetsSignResult: _TypeAlias = AssetsSignResult  # noqa: Y015

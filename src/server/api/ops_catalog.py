@@ -7,8 +7,9 @@ from geopera_kernel.server.api import convert, wire
 from geopera_kernel.server.api.registry import Operation, OperationContext
 from geopera_kernel.server.api.wire import EncodedResult
 from geopera_kernel.server.domain.models import AssetInput, ItemCreate, ItemQuery
-from geopera_kernel.server.errors import invalid_argument
+from geopera_kernel.server.errors import failed_precondition, invalid_argument
 from geopera_kernel.server.services import Services
+from geopera_kernel.server.signing import ttl_or_default
 
 
 async def projects_get(
@@ -95,6 +96,22 @@ async def auth_whoami(s: Services, ctx: OperationContext, p: auth_pb2.AuthWhoami
     )
 
 
+async def assets_sign(
+    s: Services, ctx: OperationContext, p: catalog_pb2.AssetsSignParams
+) -> catalog_pb2.AssetsSignResult:
+    ttl = ttl_or_default(p.ttl_seconds)
+    # The download's own check (scope by resource kind, project, existence) decides.
+    await s.catalog.asset_file(ctx.principal, p.resource_name)
+    if not s.public_url:
+        raise failed_precondition(
+            "HTTP_OFF", "this server has no HTTP projection to sign URLs for; set GEOPERA_PUBLIC_URL or --http-listen"
+        )
+    url, expires = s.signer.signed_url(s.public_url, "/v1/" + p.resource_name, ttl)
+    result = catalog_pb2.AssetsSignResult(url=url)
+    result.expire_time.FromSeconds(expires)
+    return result
+
+
 OPERATIONS = (
     Operation.declared(
         auth_pb2.AuthWhoamiParams,
@@ -131,6 +148,12 @@ OPERATIONS = (
         catalog_pb2.ItemsCreateResult,
         items_create,
         "Register an uploaded (or server-local) COG as an item.",
+    ),
+    Operation.declared(
+        catalog_pb2.AssetsSignParams,
+        catalog_pb2.AssetsSignResult,
+        assets_sign,
+        "A URL that downloads an item's asset or an artifact over HTTP with no header, until it expires.",
     ),
     Operation.declared(
         credits_pb2.CreditsBalanceGetParams,

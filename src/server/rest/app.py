@@ -30,37 +30,16 @@ from geopera_kernel.server.edge.call import request_id as request_id_of
 from geopera_kernel.server.edge.revocation import until_revoked
 from geopera_kernel.server.edge.status import domain_error_body, unexpected_error
 from geopera_kernel.server.errors import Code, DomainError, invalid_argument
+from geopera_kernel.server.portal.routes import add_portal_routes
+from geopera_kernel.server.rest.access import ResourceAccess, add_request_id
+from geopera_kernel.server.rest.downloads import Downloads
 from geopera_kernel.server.rest.openapi import openapi_document
+from geopera_kernel.server.rest.responses import error_response, json_response
+from geopera_kernel.server.rest.tiles import TileRoutes
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 << 20
-
-# The usual mapping of gRPC codes to HTTP statuses (google.rpc.Code docs).
-HTTP_STATUS = {
-    Code.CANCELLED: 499,
-    Code.INVALID_ARGUMENT: 400,
-    Code.DEADLINE_EXCEEDED: 504,
-    Code.NOT_FOUND: 404,
-    Code.ALREADY_EXISTS: 409,
-    Code.PERMISSION_DENIED: 403,
-    Code.RESOURCE_EXHAUSTED: 429,
-    Code.FAILED_PRECONDITION: 400,
-    Code.ABORTED: 409,
-    Code.OUT_OF_RANGE: 400,
-    Code.UNIMPLEMENTED: 501,
-    Code.INTERNAL: 500,
-    Code.UNAVAILABLE: 503,
-    Code.UNAUTHENTICATED: 401,
-}
-# Free-form params that fail their schema are "unprocessable" (as the product docs promise).
-UNPROCESSABLE_REASONS = frozenset({"INVALID_ANALYTICS_PARAMS", "INVALID_JOB_PARAMS"})
-
-
-def http_status(err: DomainError) -> int:
-    if err.code == Code.INVALID_ARGUMENT and err.reason in UNPROCESSABLE_REASONS:
-        return 422
-    return HTTP_STATUS.get(err.code, 500)
 
 
 def _analytics_schemas(executor: Executor) -> Callable[[str], dict[str, Any] | None]:
@@ -79,19 +58,6 @@ def _output_schema(model: type[BaseModel]) -> dict[str, Any]:
     return model.model_json_schema(mode="serialization")
 
 
-def _json_response(body: Any, status: int, request_id: str) -> web.Response:
-    return web.Response(
-        text=json.dumps(body, separators=(",", ":")),
-        status=status,
-        content_type="application/json",
-        headers={"X-Request-Id": request_id},
-    )
-
-
-def _error_response(err: DomainError, request_id: str) -> web.Response:
-    return _json_response(domain_error_body(err, request_id), http_status(err), request_id)
-
-
 @web.middleware
 async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """Errors outside the operation handlers (unknown route, wrong method, a
@@ -105,11 +71,11 @@ async def _json_errors(request: web.Request, handler: Any) -> web.StreamResponse
             exc.status, Code.INVALID_ARGUMENT
         )
         err = DomainError(code, "HTTP_" + exc.reason.upper().replace(" ", "_"), exc.reason)
-        return _json_response(domain_error_body(err, ""), exc.status, "")
+        return json_response(domain_error_body(err, ""), exc.status, "")
     except Exception as exc:
         request_id = request_id_of(request.headers.get("X-Request-Id"))
         log.exception("unhandled error in %s (request %s)", request.path, request_id)
-        return _error_response(unexpected_error(exc, request_id), request_id)
+        return error_response(unexpected_error(exc, request_id), request_id)
 
 
 # A call's work, given the call and its authenticated caller, and what it
@@ -119,7 +85,7 @@ OnError = Callable[[DomainError, CallInfo], Awaitable[web.StreamResponse]]
 
 
 async def _error_json(err: DomainError, call: CallInfo) -> web.StreamResponse:
-    return _error_response(err, call.request_id)
+    return error_response(err, call.request_id)
 
 
 class RestApi:
@@ -130,15 +96,22 @@ class RestApi:
         self._edge = edge
         self._registry = registry
         self._executor: Executor | None = None
+        # The check every resource route (downloads, tiles, STAC) runs: bearer or signature.
+        self.access = ResourceAccess(edge)
 
     def attach(self, executor: Executor) -> None:
         self._executor = executor
+        self.access.attach(executor.services)
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
         app.router.add_post("/v1/op/{operation}", self.execute)
         app.router.add_get("/v1/jobs/{job_id}/events", self.job_events)
         app.router.add_get("/v1/openapi.json", self.openapi)
+        app.on_response_prepare.append(add_request_id)
+        Downloads(self.access).add_routes(app)
+        TileRoutes(self.access).register(app)
+        add_portal_routes(app)
         return app
 
     async def _call(
@@ -176,7 +149,7 @@ class RestApi:
             params = await self._params(request, operation.params_type())
             result = await executor.run(operation, principal, params, request.headers.get("Idempotency-Key"), call)
             body = jsonview.to_json(result_message(result), analytics_schema=_analytics_schemas(executor))
-            return _json_response(body, 200, call.request_id)
+            return json_response(body, 200, call.request_id)
 
         operation = request.match_info["operation"][:100]
         return await self._call(request, "HTTP POST /v1/op", run, operation=operation)
@@ -234,7 +207,7 @@ class RestApi:
 
         async def on_error(err: DomainError, call: CallInfo) -> web.StreamResponse:
             if response is None:
-                return _error_response(err, call.request_id)
+                return error_response(err, call.request_id)
             data = json.dumps(domain_error_body(err, call.request_id))
             await response.write(f"event: error\ndata: {data}\n\n".encode())
             await response.write_eof()

@@ -11,6 +11,7 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 from geopera_kernel.server.api.jsonview import JOB_STATUS_ENUM, JOB_STATUS_WORDS
 from geopera_kernel.server.api.registry import OperationRegistry
 from geopera_kernel.server.api.wire import descriptor_of
+from geopera_kernel.server.rest import downloads, tiles_openapi
 
 _SCALARS: dict[int, dict[str, Any]] = {
     FieldDescriptor.TYPE_DOUBLE: {"type": "number"},
@@ -159,6 +160,8 @@ def openapi_document(registry: OperationRegistry, server_url: str = "/") -> dict
             "responses": {"200": {"description": "text/event-stream of WatchJobResponse JSON objects"}},
         }
     }
+    paths.update(downloads.openapi_paths())
+    paths.update(tiles_openapi.openapi_paths())
     components = builder.components
     components["Error"] = ERROR_SCHEMA
     return {

@@ -22,3 +22,7 @@ SELECT storage_key FROM artifacts WHERE storage_key = ANY(%(keys)s);
 -- name: live_upload_ids
 -- Which of the given upload ids have a row (their staging file is in use).
 SELECT id FROM uploads WHERE id = ANY(%(ids)s);
+
+-- name: get_artifact_render_source
+-- What tiles of an artifact need: its project, the method and key that made it, its bytes.
+SELECT project_id, operation, key, storage_key, media_type, sha256 FROM artifacts WHERE id = %(id)s;

@@ -1,0 +1,1 @@
+"""Browser tests of the portal (Selenium + chromium); see conftest.py."""
