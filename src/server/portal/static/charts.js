@@ -126,11 +126,13 @@ function dateLabel(ms, spanMs) {
 }
 
 /**
- * lineChart({ points: [{ x: Date|ISO string|number, y: number|null }], title, yLabel })
- * -> <svg>: a line through the points in x order, broken where y is null (a step with
- * no valid pixel), a dot per point (data-x, data-y).
+ * lineChart({ points: [{ x: Date|ISO string|number, y: number|null }], title, yLabel,
+ * xType: "time"|"number", xLabel }) -> <svg>: a line through the points in x order,
+ * broken where y is null (a step with no valid pixel), a dot per point (data-x, data-y).
  */
-export function lineChart({ points, title = "Time series", yLabel = "value", width = 520, height = 240 }) {
+export function lineChart({ points, title = "Time series", yLabel = "value", xType = "time", xLabel, width = 520, height = 240 }) {
+  const time = xType === "time";
+  const xText = (v, span) => (time ? dateLabel(v, span) : formatNumber(v));
   const parsed = points
     .map((p) => ({ x: p.x instanceof Date ? p.x.getTime() : typeof p.x === "string" ? Date.parse(p.x) : p.x, y: p.y, raw: p }))
     .sort((a, b) => a.x - b.x);
@@ -160,17 +162,20 @@ export function lineChart({ points, title = "Time series", yLabel = "value", wid
   root.append(svg("path", { d: d.trim(), class: "line", fill: "none" }));
   const dots = svg("g", { class: "dots" });
   for (const p of valid) {
-    const dot = svg("circle", { cx: x(p.x), cy: y(p.y), r: 3, class: "dot", "data-x": new Date(p.x).toISOString(), "data-y": p.y });
-    dot.append(svg("title", {}, `${new Date(p.x).toISOString().slice(0, 10)}: ${formatNumber(p.y)}`));
+    const xValue = time ? new Date(p.x).toISOString() : p.x;
+    const dot = svg("circle", { cx: x(p.x), cy: y(p.y), r: 3, class: "dot", "data-x": xValue, "data-y": p.y });
+    dot.append(svg("title", {}, `${time ? xValue.slice(0, 10) : formatNumber(p.x)}: ${formatNumber(p.y)}`));
     dots.append(dot);
   }
   root.append(dots);
   const span = xHigh - xLow;
   const xCount = Math.min(5, parsed.length);
-  const xTicks = Array.from({ length: xCount }, (_, i) => xLow + (xCount === 1 ? 0 : (i * span) / (xCount - 1)))
-    .map((v) => ({ position: x(v), label: dateLabel(v, span) }));
+  const xValues = time
+    ? Array.from({ length: xCount }, (_, i) => xLow + (xCount === 1 ? 0 : (i * span) / (xCount - 1)))
+    : niceTicks(xLow, xHigh, 5);
+  const xTicks = xValues.map((v) => ({ position: x(v), label: xText(v, span) }));
   const yTicks = niceTicks(yLow, yHigh, 4).map((v) => ({ position: y(v), label: formatNumber(v) }));
-  axes(root, box, xTicks, yTicks, "date", yLabel);
+  axes(root, box, xTicks, yTicks, xLabel ?? (time ? "date" : "x"), yLabel);
   return root;
 }
 

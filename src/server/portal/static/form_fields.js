@@ -1,19 +1,8 @@
 // One generated form field per JSON Schema property kind (see schema.js fieldKind). Each
 // answers { element, kind, read(errors), write(value), showError(message), focus() };
 // read() answers undefined for an empty optional field, so the server's default applies.
+import { h } from "./dom.js";
 import { fieldKind, labelOf, listItemType, resolveRef } from "./schema.js";
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value === undefined || value === null || value === false) continue;
-    if (key === "className") node.className = value;
-    else if (key === "text") node.textContent = value;
-    else node.setAttribute(key, value === true ? "" : String(value));
-  }
-  node.append(...children);
-  return node;
-}
 
 function defaultNote(node) {
   if (node.default === undefined || node.default === null) return "";
@@ -34,13 +23,13 @@ function rangeNote(node) {
 /** The frame every field shares: label (or legend), help text, error line. */
 function frame(spec, context, { group = false } = {}) {
   const id = context.idOf(spec.path);
-  const wrapper = el(group ? "fieldset" : "div", { className: "field", "data-path": spec.path, "data-kind": "" });
-  const labelText = [el("span", { text: labelOf(spec.name, spec.node) })];
-  if (spec.required) labelText.push(el("span", { className: "required", "aria-hidden": "true", text: " *" }));
-  const label = group ? el("legend", {}, ...labelText) : el("label", { for: id }, ...labelText);
+  const wrapper = h(group ? "fieldset" : "div", { class: "field", "data-path": spec.path, "data-kind": "" });
+  const labelText = [h("span", {}, labelOf(spec.name, spec.node))];
+  if (spec.required) labelText.push(h("span", { class: "required", "aria-hidden": "true" }, " *"));
+  const label = group ? h("legend", {}, ...labelText) : h("label", { for: id }, ...labelText);
   const notes = [spec.node.description, rangeNote(spec.node), defaultNote(spec.node)].filter(Boolean);
-  const help = notes.length ? el("small", { className: "help", id: `${id}-help`, text: notes.join(" · ") }) : null;
-  const error = el("p", { className: "field-error", id: `${id}-error`, hidden: true });
+  const help = notes.length ? h("small", { class: "help", id: `${id}-help` }, notes.join(" · ")) : null;
+  const error = h("p", { class: "field-error", id: `${id}-error`, hidden: true });
   wrapper.append(label);
   const describedBy = [help && `${id}-help`, `${id}-error`].filter(Boolean).join(" ");
   return {
@@ -62,7 +51,7 @@ function frame(spec, context, { group = false } = {}) {
 }
 
 function control(tag, f, spec, attrs = {}) {
-  return el(tag, {
+  return h(tag, {
     id: f.id,
     name: spec.path,
     "aria-describedby": f.describedBy,
@@ -91,13 +80,13 @@ function parseNumber(text) {
 function selectField(spec, f, options) {
   const select = control("select", f, spec);
   const blank = spec.required ? "Choose…" : spec.node.default != null ? `(${defaultNote(spec.node)})` : "(none)";
-  select.append(el("option", { value: "", text: blank }));
-  for (const option of options) select.append(el("option", { value: option.value, text: option.label }));
+  select.append(h("option", { value: "" }, blank));
+  for (const option of options) select.append(h("option", { value: option.value }, option.label));
   f.finish(select);
   return select;
 }
 
-function itemLabel(item) {
+function itemLabh(item) {
   const date = item.datetime ? ` (${String(item.datetime).slice(0, 10)})` : "";
   return `${item.name ?? item.id}${date}`;
 }
@@ -109,7 +98,7 @@ function scalarField(kind, spec, context) {
     const options =
       kind === "enum"
         ? node.enum.map((v) => ({ value: String(v), label: String(v) }))
-        : context.items.map((item) => ({ value: item.id, label: itemLabel(item) }));
+        : context.items.map((item) => ({ value: item.id, label: itemLabh(item) }));
     const select = selectField(spec, f, options);
     const numeric = node.type === "integer";
     return finished(
@@ -119,7 +108,7 @@ function scalarField(kind, spec, context) {
       () => (select.value === "" ? undefined : numeric ? Number(select.value) : select.value),
       (v) => {
         if (v != null && ![...select.options].some((o) => o.value === String(v))) {
-          select.append(el("option", { value: String(v), text: String(v) }));
+          select.append(h("option", { value: String(v) }, String(v)));
         }
         select.value = v == null ? "" : String(v);
       },
@@ -161,7 +150,7 @@ function scalarField(kind, spec, context) {
     placeholder: isDate ? undefined : node.default != null ? String(node.default) : undefined,
     autocomplete: "off",
   });
-  if (isDate) f.wrapper.querySelector("label").append(el("span", { className: "unit", text: " (UTC)" }));
+  if (isDate) f.wrapper.querySelector("label").append(h("span", { class: "unit" }, " (UTC)"));
   f.finish(input);
   const read = () => {
     const text = input.value.trim();
@@ -177,11 +166,11 @@ function scalarField(kind, spec, context) {
 
 function checkboxGroup(kind, spec, context, options) {
   const f = frame(spec, context, { group: true });
-  const list = el("div", { className: "checkbox-group" });
+  const list = h("div", { class: "checkbox-group" });
   const boxes = options.map((option, index) => {
     const id = `${f.id}-${index}`;
-    const box = el("input", { type: "checkbox", id, value: option.value, name: spec.path });
-    list.append(el("span", { className: "checkbox" }, box, el("label", { for: id, text: option.label })));
+    const box = h("input", { type: "checkbox", id, value: option.value, name: spec.path });
+    list.append(h("span", { class: "checkbox" }, box, h("label", { for: id }, option.label)));
     return box;
   });
   f.finish(list);
@@ -208,7 +197,7 @@ function listField(spec, context) {
     placeholder: numeric ? "e.g. 10, 50, 90" : "comma-separated",
     autocomplete: "off",
   });
-  f.wrapper.querySelector("label").append(el("span", { className: "unit", text: " (comma-separated)" }));
+  f.wrapper.querySelector("label").append(h("span", { class: "unit" }, " (comma-separated)"));
   f.finish(input);
   const read = (errors) => {
     const parts = input.value.split(",").map((p) => p.trim()).filter(Boolean);
@@ -226,12 +215,12 @@ function listField(spec, context) {
 
 function tupleField(spec, context) {
   const f = frame(spec, context, { group: true });
-  const row = el("div", { className: "tuple" });
+  const row = h("div", { class: "tuple" });
   const inputs = spec.node.prefixItems.map((_, index) => {
     const id = `${f.id}-${index}`;
-    const input = el("input", { type: "number", step: "any", id, name: `${spec.path}.${index}`, inputmode: "decimal" });
+    const input = h("input", { type: "number", step: "any", id, name: `${spec.path}.${index}`, inputmode: "decimal" });
     const names = spec.node.prefixItems.length === 2 ? ["min", "max"] : [];
-    row.append(el("label", { for: id, className: "tuple-part", text: names[index] ?? `#${index + 1}` }), input);
+    row.append(h("label", { for: id, class: "tuple-part" }, names[index] ?? `#${index + 1}`), input);
     return input;
   });
   f.finish(row);
@@ -270,9 +259,9 @@ function jsonField(kind, spec, context) {
     return finished(kind, f, area, read, write);
   }
   // A GeoJSON area: from the map's drawn AOI, from a file, or typed.
-  const tools = el("div", { className: "geometry-tools" });
+  const tools = h("div", { class: "geometry-tools" });
   if (context.getAoi) {
-    const fromMap = el("button", { type: "button", className: "use-aoi", text: "Use the map's AOI" });
+    const fromMap = h("button", { type: "button", class: "use-aoi" }, "Use the map's AOI");
     fromMap.addEventListener("click", async () => {
       const geometry = await context.getAoi();
       if (geometry) {
@@ -283,7 +272,7 @@ function jsonField(kind, spec, context) {
     tools.append(fromMap);
   }
   const fileId = `${f.id}-file`;
-  const file = el("input", { type: "file", id: fileId, accept: ".geojson,.json,application/geo+json,application/json" });
+  const file = h("input", { type: "file", id: fileId, accept: ".geojson,.json,application/geo+json,application/json" });
   file.addEventListener("change", async () => {
     const chosen = file.files?.[0];
     if (!chosen) return;
@@ -294,8 +283,8 @@ function jsonField(kind, spec, context) {
       f.showError(`${chosen.name} is not GeoJSON (not valid JSON)`, area);
     }
   });
-  tools.append(el("label", { for: fileId, className: "file-label", text: "Upload GeoJSON" }), file);
-  const body = el("div", { className: "geometry-field" }, area, tools);
+  tools.append(h("label", { for: fileId, class: "file-label" }, "Upload GeoJSON"), file);
+  const body = h("div", { class: "geometry-field" }, area, tools);
   f.finish(body);
   return finished(kind, f, area, read, write);
 }
@@ -307,8 +296,8 @@ function objectField(spec, context, buildObjectBody) {
   let include = null;
   if (optional) {
     const id = `${f.id}-include`;
-    include = el("input", { type: "checkbox", id, className: "include-object" });
-    const toggle = el("span", { className: "checkbox" }, include, el("label", { for: id, text: `Include ${labelOf(spec.name, spec.node).toLowerCase()}` }));
+    include = h("input", { type: "checkbox", id, class: "include-object" });
+    const toggle = h("span", { class: "checkbox" }, include, h("label", { for: id }, `Include ${labelOf(spec.name, spec.node).toLowerCase()}`));
     const sync = () => {
       body.element.hidden = !include.checked;
       for (const c of body.element.querySelectorAll("input, select, textarea, button")) c.disabled = !include.checked;
@@ -341,7 +330,7 @@ export function buildField(spec, context, buildObjectBody) {
     const values = resolveRef(context.root, spec.node.items ?? {}).enum ?? [];
     field = checkboxGroup(kind, spec, context, values.map((v) => ({ value: String(v), label: String(v) })));
   } else if (kind === "items" && context.items.length) {
-    field = checkboxGroup(kind, spec, context, context.items.map((i) => ({ value: i.id, label: itemLabel(i) })));
+    field = checkboxGroup(kind, spec, context, context.items.map((i) => ({ value: i.id, label: itemLabh(i) })));
   } else if (kind === "items") field = listField(spec, context);
   else field = scalarField(kind, spec, context);
   field.element.dataset.kind = kind;
