@@ -30,7 +30,8 @@ export function aoiMap(container, ctx, { items = [], onItemClick, id = "aoi-map"
   container.append(mapEl, h("div", { class: "map-tools" }, drawButton, clearButton), summary);
 
   const map = ctx.map.createMap(mapEl);
-  const footprints = ctx.map.addFootprints(map, items, onItemClick);
+  // A click on a footprint picks its item, unless it is a corner of the AOI being drawn.
+  const footprints = ctx.map.addFootprints(map, items, (item) => drawing || onItemClick?.(item));
   const bbox = unionBbox(items);
   if (bbox) ctx.map.fitGeometry(map, bbox);
 

@@ -44,7 +44,7 @@ export async function render(root, params, ctx) {
     ctx.signal.addEventListener("abort", () => controller.abort(), { once: true });
     streams.set(jobId, controller);
     api.jobEvents(jobId, ({ data }) => {
-      if (data?.job) rows.get(jobId)?.update(data.job);
+      if (data?.job) rows.get(jobId)?.update(data.job, { live: true });
     }, { signal: controller.signal })
       .catch((err) => err.name === "AbortError" || ctx.handleError(err))
       .finally(() => streams.delete(jobId));
@@ -64,9 +64,10 @@ export async function render(root, params, ctx) {
       cells.status, cells.progress, cells.credits,
       h("td", {}, formatDate(job.create_time)),
       cells.message, cells.action);
-    function update(current) {
+    function update(current, { live = false } = {}) {
       const word = statusWord(current.status);
       row.dataset.status = word;
+      if (live) row.dataset.events = String(Number(row.dataset.events ?? 0) + 1); // seen over the stream
       cells.status.replaceChildren(statusBadge(word));
       cells.progress.replaceChildren(progressBar(word === "succeeded" ? 1 : current.progress, `Progress of ${current.id}`));
       cells.credits.textContent = `${current.credits_reserved ?? 0} / ${current.credits_charged ?? 0}`;
