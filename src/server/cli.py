@@ -79,7 +79,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             local_worker.start()
             grpcurl = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
             available, scopes = await token_facts(services, token)
-            banner = quickstart_text(token, f"{host}:{port}", grpcurl, ca_file, available=available, scopes=scopes)
+            banner = quickstart_text(
+                token, f"{host}:{port}", grpcurl, ca_file, available=available, scopes=scopes,
+                http_url=services.public_url if settings.http_listen not in ("", "off") else "",
+            )  # fmt: skip
             print(banner, flush=True)
 
     try:

@@ -198,7 +198,14 @@ async def token_facts(services: Services, token: str) -> tuple[int, list[str]]:
 
 
 def quickstart_text(
-    token: str, address: str, grpcurl: str, ca_file: Path | None = None, *, available: int, scopes: list[str]
+    token: str,
+    address: str,
+    grpcurl: str,
+    ca_file: Path | None = None,
+    *,
+    available: int,
+    scopes: list[str],
+    http_url: str = "",
 ) -> str:
     body = json.dumps(
         {
@@ -222,4 +229,10 @@ def quickstart_text(
         f"\nGeopera kernel is serving on {address} (project '{DEMO_PROJECT}', {available} credits available).\n"
         f"Demo token ({', '.join(scopes)} on '{DEMO_PROJECT}'): {token}\n"
         f"List the demo items:\n\n  {command}\n"
+        + (
+            f"\nHTTP/JSON on {http_url} (OpenAPI at {http_url}/v1/openapi.json).\n"
+            f"Portal: open {http_url}/ in a browser and sign in with the demo token.\n"
+            if http_url
+            else ""
+        )
     )

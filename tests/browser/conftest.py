@@ -13,6 +13,7 @@ Where no browser is installed every test here is skipped with one line saying so
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -204,11 +205,25 @@ class Portal:
         if expect:
             self.wait_ready(expect, timeout=60)
 
-    def screenshot(self, label: str) -> Path:
+    def screenshot(self, label: str, *, full_page: bool = False, path: Path | None = None) -> Path:
+        """The viewport (or the whole page) as a PNG in test-results/screenshots/ (or `path`)."""
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         self.shots += 1
-        path = SCREENSHOTS / f"{self.name}-{self.viewport}-{self.shots:02d}-{label}.png"
-        self.driver.save_screenshot(str(path))
+        path = path or SCREENSHOTS / f"{self.name}-{self.viewport}-{self.shots:02d}-{label}.png"
+        if not full_page:
+            self.driver.save_screenshot(str(path))
+            return path
+        width, height = VIEWPORTS[self.viewport]
+        page_height = self.js("return Math.max(document.documentElement.scrollHeight, document.body.scrollHeight)")
+        metrics = {"width": width, "height": max(height, page_height), "deviceScaleFactor": 1, "mobile": False}
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        try:
+            shot = self.driver.execute_cdp_cmd(
+                "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}
+            )
+            path.write_bytes(base64.b64decode(shot["data"]))
+        finally:
+            self.driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
         return path
 
     def allow_console(self, pattern: str) -> None:
