@@ -134,3 +134,45 @@ def test_whoami_tells_the_token_its_scopes_and_projects(world):
     assert list(me.scopes) == sorted(USER_SCOPES)
     worker = world.client("worker").execute("auth.whoami", auth_pb2.AuthWhoamiParams())
     assert (worker.kind, list(worker.scopes)) == ("worker", ["worker"])
+
+
+# ExecuteRequest.validate_only changes nothing about who may call what: the same refusals.
+@pytest.mark.parametrize("name", OPERATIONS)
+def test_validate_only_without_a_token_is_unauthenticated(world, name):
+    params = CASES[name].ok(world)
+    _fails(
+        lambda: world.client(None).execute(name, params, validate_only=True),
+        grpc.StatusCode.UNAUTHENTICATED,
+        "UNAUTHENTICATED",
+    )
+
+
+@pytest.mark.parametrize("name", SCOPED)
+def test_validate_only_missing_scope_is_permission_denied(world, name):
+    operation = REGISTRY.get(name)
+    token = world.make_token(scopes=[s for s in USER_SCOPES if s != operation.scope], projects=["alpha", "beta"])
+    params = CASES[name].ok(world)
+    _fails(
+        lambda: world.client(token).execute(name, params, validate_only=True),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "MISSING_SCOPE",
+    )
+
+
+@pytest.mark.parametrize("name", CROSSING)
+def test_validate_only_other_projects_resources_are_permission_denied(world, name):
+    other_project = CASES[name].other_project
+    assert other_project is not None
+    params = other_project(world)
+    _fails(
+        lambda: world.client("alpha").execute(name, params, validate_only=True),
+        grpc.StatusCode.PERMISSION_DENIED,
+        "PROJECT_ACCESS_DENIED",
+    )
+
+
+@pytest.mark.parametrize("name", OPERATIONS)
+def test_validate_only_member_with_scope_gets_the_result_type(world, name):
+    case = CASES[name]
+    result = world.client(case.ok_token).execute(name, case.ok(world), validate_only=True)
+    assert isinstance(result, REGISTRY.get(name).result_type)

@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 from google.protobuf import json_format
 
-from geopera.v1 import analytics_pb2, catalog_pb2
+from geopera.v1 import analytics_pb2, catalog_pb2, credits_pb2
 from geopera_kernel.server import auth as server_auth
 from geopera_kernel.server.mcp.scopes import allows
 from geopera_kernel.server.mcp.tools import IDEMPOTENCY_META_KEY, tool_name
@@ -73,6 +73,7 @@ def test_the_tools_are_the_registry_the_scopes_allow(mcp, mcp_world):
         properties = tool.input_schema["properties"]
         fields = {field.name for field in operation.params_type.DESCRIPTOR.fields}
         extra = {"idempotency_key"} if operation.idempotency_key else set()
+        extra |= {"validate_only"} if operation.side_effect != "read" else set()
         assert set(properties) == fields | extra, operation.name
     assert "$defs" in tools["items_create"].input_schema  # AssetInput, referenced locally
     assert tools["processing_create"].input_schema["properties"]["input_params"]["type"] == "object"
@@ -115,6 +116,20 @@ def test_spends_are_idempotent_with_a_key_and_get_a_fresh_key_without(mcp):
     assert len(keys) == 2 and key not in keys
 
 
+def test_validate_only_prices_a_spend_without_spending_or_a_key(mcp, mcp_world):
+    params = {"project_id": "alpha", "job_type_id": "test_noop", "input_params": {"note": "mcp priced"}}
+    before = _grpc(mcp_world, "credits.balance.get", credits_pb2.CreditsBalanceGetParams(project_id="alpha"))
+    priced = mcp.call("processing_create", {**params, "validate_only": True})
+    assert not priced.is_error and IDEMPOTENCY_META_KEY not in (priced.meta or {})
+    body = priced.structured_content
+    assert not body["job"].get("id") and int(body["estimate"]["total_credits"]) == 1
+    assert int(body["estimate"]["balance_after"]) == int(before["balance"]["available"]) - 1
+    after = _grpc(mcp_world, "credits.balance.get", credits_pb2.CreditsBalanceGetParams(project_id="alpha"))
+    assert after == before
+    refused = mcp.error("processing_create", {**params, "validate_only": "yes"})
+    assert (refused["code"], refused["reason"]) == ("INVALID_ARGUMENT", "INVALID_VALIDATE_ONLY")
+
+
 def test_jobs_wait_follows_a_job_to_the_end(mcp):
     created = mcp.ok("processing_create_and_dispatch", {
         "project_id": "alpha", "job_type_id": "test_cog",
@@ -151,9 +166,12 @@ def test_analytics_methods_are_tools(mcp, mcp_world):
     params = {"item_id": item_id, "index_name": "NDVI", "geometry": AOI, "percentiles": [50]}
     tool = mcp.tools()["analytics_zonal_stats"]
     described = mcp.ok("analytics_operations_get", {"name": "zonal_stats"})["operation"]
-    # The method's schema, plus the key analytics.execute honours (it is a write: methods store artifacts).
+    # The method's schema, plus the key analytics.execute honours (it is a write: methods store artifacts)
+    # and validate_only.
     key_argument = tool.input_schema["properties"].pop("idempotency_key")
+    validate_argument = tool.input_schema["properties"].pop("validate_only")
     assert tool.input_schema == described["input_schema"] and key_argument["type"] == "string"
+    assert validate_argument["type"] == "boolean"
     assert tool.annotations.read_only_hint is False and tool.annotations.destructive_hint is False
     got = mcp.ok("analytics_zonal_stats", params)
     assert got["operation"] == "zonal_stats" and got["result"]["zones"][0]["stats"]["mean"] > 0

@@ -134,6 +134,14 @@ def test_readme_grpcurl_block(demo_server, index):
         created = json.loads(output)
         assert created["job"]["job_type_id"] == "bathymetry" and created["dispatch"]["accepted"]
         assert created["job"]["status"] == "dispatched"  # the product docs' word
+    elif '"validate_only": true' in block:
+        # Priced, not bought: the job as it would be (no id) and its estimate.
+        result = json.loads(output)["result"]
+        assert result["@type"] == "type.googleapis.com/geopera.v1.ClipCreateFromItemResult"
+        assert "id" not in result["job"] and int(result["estimate"]["total_credits"]) >= 1
+        assert int(result["estimate"]["balance_after"]) == int(result["estimate"]["available_credits"]) - int(
+            result["estimate"]["total_credits"]
+        )
     elif "WatchJob" in block:
         events = [json.loads(chunk) for chunk in _json_documents(output)]
         assert events[0]["event_type"] == "snapshot"

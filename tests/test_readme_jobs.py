@@ -20,11 +20,18 @@ JOB_STARTERS = ("clip.create_from_item", "processing.create", "processing.dispat
 BUILTIN_JOB_TYPES = {"clip", "bathymetry"}
 
 
-def job_examples() -> list[tuple[str, str]]:
-    """(interpreter, script) of every README example that starts a job."""
+VALIDATE_ONLY = '"validate_only": true'
+
+
+def job_examples(*, priced: bool = False) -> list[tuple[str, str]]:
+    """(interpreter, script) of every README example that starts a job (`priced`:
+    that only prices one, with validate_only)."""
     blocks = [("bash", block) for block in readme_grpcurl_blocks()]
     blocks += [("python", block) for block in readme_python_blocks()]
-    return [(interpreter, block) for interpreter, block in blocks if any(s in block for s in JOB_STARTERS)]
+    return [
+        (interpreter, block) for interpreter, block in blocks
+        if any(s in block for s in JOB_STARTERS) and (VALIDATE_ONLY in block) == priced
+    ]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +75,13 @@ def test_a_readme_job_ends_succeeded_on_the_demo_data(demo, index):
     final = wait_terminal(client, job_id, timeout=180)
     assert final.status == STATUS.JOB_STATUS_SUCCEEDED, (final.job_type_id, final.error)
     assert final.attempt == 1 and final.output_item_ids and final.credits_charged > 0
+
+
+@pytest.mark.parametrize("index", range(len(job_examples(priced=True))))
+def test_a_readme_price_starts_no_job(demo, index):
+    server, token, client = demo
+    interpreter, block = job_examples(priced=True)[index]
+    before = _job_ids(client)
+    result = _run(block, server, token, interpreter)
+    assert result.returncode == 0, result.stderr
+    assert _job_ids(client) == before

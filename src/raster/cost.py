@@ -38,13 +38,22 @@ class CostModel:
                 )
         return cls(float(flat), float(per_km2), float(per_asset), max(1, int(minimum)))
 
+    def raw(self, area_km2: float, assets: int) -> float:
+        """The formula before rounding: flat + per_km2 x km² + per_asset x assets."""
+        return self.flat + self.per_km2 * area_km2 + self.per_asset * assets
+
+    @staticmethod
+    def rounded_up(raw: float) -> int:
+        """Whole credits, before the minimum (a float's last-bit noise is not a credit)."""
+        return math.ceil(raw - 1e-9)
+
     def _price(self, area_km2: float, assets: int) -> int | None:
         """The formula in whole credits; None when it is not a finite number
         of at most MAX_CREDITS."""
-        raw = self.flat + self.per_km2 * area_km2 + self.per_asset * assets
+        raw = self.raw(area_km2, assets)
         if not (math.isfinite(raw) and raw <= MAX_CREDITS):
             return None
-        return max(self.minimum, math.ceil(raw - 1e-9))
+        return max(self.minimum, self.rounded_up(raw))
 
     def credits(self, area_km2: float, assets: int) -> int:
         """The estimate reserved at creation; refused (INVALID_ARGUMENT

@@ -734,10 +734,10 @@ def params(operation: Operation, corpus: Corpus) -> SearchStrategy[Message]:
     return st.one_of(hostile, one_part, one_part)
 
 
-def pack(operation: Operation, message: Message) -> kernel_pb2.ExecuteRequest:
+def pack(operation: Operation, message: Message, validate_only: bool = False) -> kernel_pb2.ExecuteRequest:
     packed = any_pb2.Any()
     packed.Pack(message)
-    return kernel_pb2.ExecuteRequest(operation=operation.name, params=packed)
+    return kernel_pb2.ExecuteRequest(operation=operation.name, params=packed, validate_only=validate_only)
 
 
 # --- Execute envelopes ----------------------------------------------------
@@ -781,7 +781,9 @@ def execute_requests(operation: Operation, corpus: Corpus) -> SearchStrategy[ker
         st.one_of(_wrong_wire_bytes(operation.params_type.DESCRIPTOR), st.binary(max_size=64)),
     )
     typed = params(operation, corpus).map(lambda message: pack(operation, message))
-    return st.one_of(typed, typed, typed, typed, raw)
+    # ExecuteRequest.validate_only: the same hostile params, validated without acting.
+    validated = params(operation, corpus).map(lambda message: pack(operation, message, validate_only=True))
+    return st.one_of(typed, typed, typed, validated, raw)
 
 
 def stream_requests(descriptor: Descriptor, corpus: Corpus, context: str) -> SearchStrategy[Message]:

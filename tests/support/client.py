@@ -79,11 +79,15 @@ class KernelClient:
         except grpc.RpcError as err:
             raise RpcFailure.from_rpc_error(err) from None
 
-    def execute(self, operation: str, params: Message, timeout: float = 30, **md: str) -> Message:
+    def execute(
+        self, operation: str, params: Message, timeout: float = 30, *, validate_only: bool = False, **md: str
+    ) -> Message:
         packed = any_pb2.Any()
         packed.Pack(params)
         response = self.execute_raw(
-            kernel_pb2.ExecuteRequest(operation=operation, params=packed), timeout=timeout, **md
+            kernel_pb2.ExecuteRequest(operation=operation, params=packed, validate_only=validate_only),
+            timeout=timeout,
+            **md,
         )
         result = result_type_for(operation)()
         assert response.result.Unpack(result), response.result.type_url

@@ -37,7 +37,7 @@ import {
   type WatchJobRequest,
   type WatchJobResponse,
 } from "./gen/geopera/v1/kernel_pb.js";
-import { JobStatus, type DispatchResult, type Item, type Job } from "./gen/geopera/v1/resources_pb.js";
+import { JobStatus, type CostEstimate, type DispatchResult, type Item, type Job } from "./gen/geopera/v1/resources_pb.js";
 import { registry } from "./gen/index.js";
 import { shape } from "./jsonview.js";
 import {
@@ -113,6 +113,12 @@ export interface CallOptions {
   requestId?: string;
   /** Cancels the call (it then fails CANCELLED). */
   signal?: AbortSignal;
+  /**
+   * `ExecuteRequest.validate_only` (AIP-163): check everything, change nothing.
+   * A spend's result carries its `estimate` (and a job without an id);
+   * `analytics.execute` answers `pixelsToRead`. No idempotency key is sent.
+   */
+  validateOnly?: boolean;
 }
 
 export interface WatchOptions {
@@ -127,6 +133,8 @@ export interface WatchOptions {
 export interface DispatchedJob {
   job: Job;
   dispatch: DispatchResult | undefined;
+  /** What the job holds (with `validateOnly`: would hold; the job then has no id). */
+  estimate: CostEstimate | undefined;
   /** The `idempotency-key` sent: repeat the call with it to get this job back. */
   idempotencyKey: string;
 }
@@ -367,12 +375,12 @@ export class Jobs {
     params: ParamsInit<"processing.create_and_dispatch">,
     options: CallOptions = {},
   ): Promise<DispatchedJob> {
-    const idempotencyKey = options.idempotencyKey ?? newIdempotencyKey();
+    const idempotencyKey = options.validateOnly ? "" : (options.idempotencyKey ?? newIdempotencyKey());
     const result = await this.client.execute("processing.create_and_dispatch", params, {
       ...options,
-      idempotencyKey,
+      idempotencyKey: idempotencyKey || undefined,
     });
-    return { job: result.job!, dispatch: result.dispatch, idempotencyKey };
+    return { job: result.job!, dispatch: result.dispatch, estimate: result.estimate, idempotencyKey };
   }
 
   /** `processing.jobs.get`. */
@@ -532,13 +540,20 @@ export class GeoperaClient {
   execute<O extends OperationName>(operation: O, params?: ParamsInit<O>, options?: CallOptions): Promise<ResultOf<O>>;
   execute(operation: string, params?: Message | object, options?: CallOptions): Promise<Message>;
   async execute(operation: string, params?: unknown, options: CallOptions = {}): Promise<Message> {
-    const request = create(ExecuteRequestSchema, { operation, params: this.packParams(operation, params) });
+    const validateOnly = options.validateOnly ?? false;
+    const request = create(ExecuteRequestSchema, {
+      operation,
+      params: this.packParams(operation, params),
+      validateOnly,
+    });
     let idempotencyKey = options.idempotencyKey;
-    if (idempotencyKey === undefined && takesIdempotencyKey(operation)) idempotencyKey = newIdempotencyKey();
+    if (idempotencyKey === undefined && takesIdempotencyKey(operation) && !validateOnly) {
+      idempotencyKey = newIdempotencyKey();
+    }
     if (idempotencyKey !== undefined) checkIdempotencyKey(idempotencyKey);
     const metadata = this.metadata({ idempotencyKey, requestId: options.requestId });
     const timeoutMs = options.timeoutMs === undefined ? this.timeoutMs : options.timeoutMs;
-    const safe = isSafeToRepeat(operation);
+    const safe = validateOnly || isSafeToRepeat(operation);
     for (let attempt = 1; ; attempt++) {
       try {
         const response = await this.unary(request, metadata, timeoutMs, options.signal);

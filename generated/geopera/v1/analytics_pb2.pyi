@@ -82,8 +82,16 @@ class AnalyticsExecuteResult(_message.Message):
     OPERATION_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     OUTPUTS_FIELD_NUMBER: _builtins.int
+    PIXELS_TO_READ_FIELD_NUMBER: _builtins.int
     operation: _builtins.str
     """The method that ran."""
+    pixels_to_read: _builtins.int
+    """With `validate_only`: the pixels the method would read (of every item it
+    reads, as its result's `pixels_read` would report), counted from the
+    rasters' headers and the params without reading a pixel; absent when the
+    method cannot tell without reading (its `result` is then empty too), and
+    absent without `validate_only`.
+    """
     @_builtins.property
     def result(self) -> _struct_pb2.Struct:
         """The method's result, a JSON object matching its `output_schema`."""
@@ -100,12 +108,15 @@ class AnalyticsExecuteResult(_message.Message):
         operation: _builtins.str = ...,
         result: _struct_pb2.Struct | None = ...,
         outputs: _abc.Iterable[_resources_pb2.Artifact] | None = ...,
+        pixels_to_read: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_pixels_to_read", b"_pixels_to_read", "pixels_to_read", b"pixels_to_read", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "outputs", b"outputs", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_pixels_to_read", b"_pixels_to_read", "operation", b"operation", "outputs", b"outputs", "pixels_to_read", b"pixels_to_read", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__pixels_to_read: _TypeAlias = _typing.Literal["pixels_to_read"]  # noqa: Y015
+    _WhichOneofArgType__pixels_to_read: _TypeAlias = _typing.Literal["_pixels_to_read", b"_pixels_to_read"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pixels_to_read) -> _WhichOneofReturnType__pixels_to_read | None: ...
 
 Global___AnalyticsExecuteResult: _TypeAlias = AnalyticsExecuteResult  # noqa: Y015
 

@@ -27,8 +27,45 @@ class ExecuteRequest(_message.Message):
 
     OPERATION_FIELD_NUMBER: _builtins.int
     PARAMS_FIELD_NUMBER: _builtins.int
+    VALIDATE_ONLY_FIELD_NUMBER: _builtins.int
     operation: _builtins.str
     """Operation name, e.g. `items.list`."""
+    validate_only: _builtins.bool
+    """Validate only (AIP-163): the call is checked exactly as without this flag
+    (the same code runs up to the point of acting: params, scope, project
+    membership, AOI, source items and assets, output names, uploads, quota,
+    the balance) and answers the operation's normal result type, changing
+    nothing: no job, no credit hold, no ledger entry, no event, no stored
+    item or artifact, no idempotency record. Errors are the call's own.
+
+    - Reads answer as usual (they change nothing anyway).
+    - Spends (`clip.create_from_item`, `processing.create`,
+      `processing.create_and_dispatch`, `processing.dispatch`) answer with
+      `estimate` (a `CostEstimate`: flat, per_km2 x km², per_asset x assets,
+      minimum and rounding, the total and the balance after) and the job as
+      it would be, with an empty `id` (no such job exists); the estimate is
+      the hold the same call without `validate_only` reserves at that moment.
+      A spend the project cannot pay fails FAILED_PRECONDITION
+      `INSUFFICIENT_CREDITS`, as the call would, and its ErrorInfo metadata
+      carries the estimate: `required` (= total_credits), `available`,
+      `flat`, `per_km2`, `area_km2`, `per_asset`, `asset_count`, `minimum`.
+    - `analytics.execute` resolves and checks the items and params and
+      answers `pixels_to_read` without reading a pixel (an empty `result`,
+      no `outputs`, nothing stored).
+    - `items.create` inspects the assets (and checks that they would convert
+      with `convert_to_cog`) and answers the item as it would be registered,
+      with an empty `id`; the uploads stay unconsumed.
+    - `processing.jobs.cancel` answers the job as cancelling would leave it,
+      without cancelling it.
+
+    An `idempotency-key` sent with `validate_only` is checked for form and
+    otherwise ignored: nothing is recorded or replayed, and a later call
+    with the key runs for real. An operation that cannot validate without
+    acting fails INVALID_ARGUMENT `VALIDATE_ONLY_UNSUPPORTED` and does
+    nothing (every operation of this server supports it).
+    HTTP: `POST /v1/op/{operation}?validate_only=true`. MCP: the tool
+    argument `validate_only`.
+    """
     @_builtins.property
     def params(self) -> _any_pb2.Any:
         """The operation's params message, packed as `Any`."""
@@ -38,10 +75,11 @@ class ExecuteRequest(_message.Message):
         *,
         operation: _builtins.str = ...,
         params: _any_pb2.Any | None = ...,
+        validate_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "params", b"params"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "params", b"params", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

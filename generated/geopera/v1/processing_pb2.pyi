@@ -146,6 +146,7 @@ class ClipCreateFromItemResult(_message.Message):
     ASSETS_TO_CLIP_FIELD_NUMBER: _builtins.int
     ASSET_KEYS_FIELD_NUMBER: _builtins.int
     DISPATCH_FIELD_NUMBER: _builtins.int
+    ESTIMATE_FIELD_NUMBER: _builtins.int
     assets_to_clip: _builtins.int
     """Number of assets the job clips."""
     @_builtins.property
@@ -160,6 +161,12 @@ class ClipCreateFromItemResult(_message.Message):
     def dispatch(self) -> _resources_pb2.DispatchResult:
         """Dispatch outcome."""
 
+    @_builtins.property
+    def estimate(self) -> _resources_pb2.CostEstimate:
+        """What the job costs (what it reserved; with `validate_only`, what it
+        would reserve).
+        """
+
     def __init__(
         self,
         *,
@@ -167,10 +174,11 @@ class ClipCreateFromItemResult(_message.Message):
         assets_to_clip: _builtins.int = ...,
         asset_keys: _abc.Iterable[_builtins.str] | None = ...,
         dispatch: _resources_pb2.DispatchResult | None = ...,
+        estimate: _resources_pb2.CostEstimate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dispatch", b"dispatch", "job", b"job"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dispatch", b"dispatch", "estimate", b"estimate", "job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_keys", b"asset_keys", "assets_to_clip", b"assets_to_clip", "dispatch", b"dispatch", "job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_keys", b"asset_keys", "assets_to_clip", b"assets_to_clip", "dispatch", b"dispatch", "estimate", b"estimate", "job", b"job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -226,18 +234,26 @@ class ProcessingCreateResult(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     JOB_FIELD_NUMBER: _builtins.int
+    ESTIMATE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def job(self) -> _resources_pb2.Job:
         """The PENDING job."""
+
+    @_builtins.property
+    def estimate(self) -> _resources_pb2.CostEstimate:
+        """What the job costs (what it reserved; with `validate_only`, what it
+        would reserve).
+        """
 
     def __init__(
         self,
         *,
         job: _resources_pb2.Job | None = ...,
+        estimate: _resources_pb2.CostEstimate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["estimate", b"estimate", "job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["estimate", b"estimate", "job", b"job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -289,6 +305,7 @@ class ProcessingCreateAndDispatchResult(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     DISPATCH_FIELD_NUMBER: _builtins.int
+    ESTIMATE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def job(self) -> _resources_pb2.Job:
         """The DISPATCHED job."""
@@ -297,15 +314,22 @@ class ProcessingCreateAndDispatchResult(_message.Message):
     def dispatch(self) -> _resources_pb2.DispatchResult:
         """Dispatch outcome."""
 
+    @_builtins.property
+    def estimate(self) -> _resources_pb2.CostEstimate:
+        """What the job costs (what it reserved; with `validate_only`, what it
+        would reserve).
+        """
+
     def __init__(
         self,
         *,
         job: _resources_pb2.Job | None = ...,
         dispatch: _resources_pb2.DispatchResult | None = ...,
+        estimate: _resources_pb2.CostEstimate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dispatch", b"dispatch", "job", b"job"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dispatch", b"dispatch", "estimate", b"estimate", "job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dispatch", b"dispatch", "job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dispatch", b"dispatch", "estimate", b"estimate", "job", b"job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -345,6 +369,7 @@ class ProcessingDispatchResult(_message.Message):
 
     JOB_FIELD_NUMBER: _builtins.int
     DISPATCH_FIELD_NUMBER: _builtins.int
+    ESTIMATE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def job(self) -> _resources_pb2.Job:
         """The job after dispatch."""
@@ -353,15 +378,22 @@ class ProcessingDispatchResult(_message.Message):
     def dispatch(self) -> _resources_pb2.DispatchResult:
         """Dispatch outcome."""
 
+    @_builtins.property
+    def estimate(self) -> _resources_pb2.CostEstimate:
+        """What the job costs (what it reserved; with `validate_only`, what it
+        would reserve).
+        """
+
     def __init__(
         self,
         *,
         job: _resources_pb2.Job | None = ...,
         dispatch: _resources_pb2.DispatchResult | None = ...,
+        estimate: _resources_pb2.CostEstimate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dispatch", b"dispatch", "job", b"job"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dispatch", b"dispatch", "estimate", b"estimate", "job", b"job"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dispatch", b"dispatch", "job", b"job"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dispatch", b"dispatch", "estimate", b"estimate", "job", b"job"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -804,6 +804,92 @@ class CostModel(_message.Message):
 Global___CostModel: _TypeAlias = CostModel  # noqa: Y015
 
 @_typing.final
+class CostEstimate(_message.Message):
+    """What a spend costs, as its job type's `CostModel` prices it (see there):
+    total = max(minimum, ceil(flat + per_km2 x area_km2 + per_asset x
+    asset_count)). Every spend answers it, also with `validate_only`
+    (AIP-163), where it is what the same call without `validate_only` would
+    reserve at that moment (nothing is reserved).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FLAT_FIELD_NUMBER: _builtins.int
+    PER_KM2_FIELD_NUMBER: _builtins.int
+    AREA_KM2_FIELD_NUMBER: _builtins.int
+    AREA_CREDITS_FIELD_NUMBER: _builtins.int
+    PER_ASSET_FIELD_NUMBER: _builtins.int
+    ASSET_COUNT_FIELD_NUMBER: _builtins.int
+    ASSET_CREDITS_FIELD_NUMBER: _builtins.int
+    RAW_CREDITS_FIELD_NUMBER: _builtins.int
+    MINIMUM_FIELD_NUMBER: _builtins.int
+    MINIMUM_APPLIED_FIELD_NUMBER: _builtins.int
+    TOTAL_CREDITS_FIELD_NUMBER: _builtins.int
+    AVAILABLE_CREDITS_FIELD_NUMBER: _builtins.int
+    BALANCE_AFTER_FIELD_NUMBER: _builtins.int
+    ALREADY_RESERVED_FIELD_NUMBER: _builtins.int
+    flat: _builtins.float
+    """The job type's credits per job."""
+    per_km2: _builtins.float
+    """The job type's credits per km²."""
+    area_km2: _builtins.float
+    """The km² priced: the AOI within the source footprint, or the footprint."""
+    area_credits: _builtins.float
+    """per_km2 x area_km2."""
+    per_asset: _builtins.float
+    """The job type's credits per input asset."""
+    asset_count: _builtins.int
+    """The assets priced."""
+    asset_credits: _builtins.float
+    """per_asset x asset_count."""
+    raw_credits: _builtins.float
+    """flat + area_credits + asset_credits, before rounding."""
+    minimum: _builtins.int
+    """The job type's lower bound (0 in the cost model means 1)."""
+    minimum_applied: _builtins.bool
+    """True when `minimum` raised the rounded-up raw credits."""
+    total_credits: _builtins.int
+    """The credits the job reserves: max(minimum, ceil(raw_credits))."""
+    available_credits: _builtins.int
+    """The project's available credits before the hold."""
+    balance_after: _builtins.int
+    """available_credits - total_credits: the project's available credits once
+    the job holds its credits (never negative: a call that would overdraw
+    fails FAILED_PRECONDITION `INSUFFICIENT_CREDITS`, whose ErrorInfo
+    metadata carries this estimate, see `ExecuteRequest.validate_only`).
+    """
+    already_reserved: _builtins.bool
+    """`processing.dispatch`: the job's credits were reserved when it was
+    created, so dispatching moves none (`total_credits` is that hold,
+    `balance_after` equals `available_credits`, the breakdown is empty).
+    """
+    def __init__(
+        self,
+        *,
+        flat: _builtins.float = ...,
+        per_km2: _builtins.float = ...,
+        area_km2: _builtins.float = ...,
+        area_credits: _builtins.float = ...,
+        per_asset: _builtins.float = ...,
+        asset_count: _builtins.int = ...,
+        asset_credits: _builtins.float = ...,
+        raw_credits: _builtins.float = ...,
+        minimum: _builtins.int = ...,
+        minimum_applied: _builtins.bool = ...,
+        total_credits: _builtins.int = ...,
+        available_credits: _builtins.int = ...,
+        balance_after: _builtins.int = ...,
+        already_reserved: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["already_reserved", b"already_reserved", "area_credits", b"area_credits", "area_km2", b"area_km2", "asset_count", b"asset_count", "asset_credits", b"asset_credits", "available_credits", b"available_credits", "balance_after", b"balance_after", "flat", b"flat", "minimum", b"minimum", "minimum_applied", b"minimum_applied", "per_asset", b"per_asset", "per_km2", b"per_km2", "raw_credits", b"raw_credits", "total_credits", b"total_credits"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CostEstimate: _TypeAlias = CostEstimate  # noqa: Y015
+
+@_typing.final
 class JobType(_message.Message):
     """A kind of job workers can run."""
 

@@ -124,3 +124,11 @@ class AnalyticsMethod(ABC):
     @abstractmethod
     def execute(self, params: Any, ctx: AnalyticsContext) -> BaseModel:
         """Compute the result (an instance of ``output_model``)."""
+
+    def pixels_to_read(self, params: Any, ctx: AnalyticsContext) -> int | None:
+        """What a validate-only call answers: the pixels ``execute`` would read (its
+        result's ``pixels_read``), found from the params and the rasters' headers without
+        reading a pixel, raising what ``execute`` would raise before reading. Share the
+        planning code with ``execute`` so the two agree. None (the default): the method
+        cannot tell without reading."""
+        return None

@@ -26,6 +26,7 @@ import functools
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
@@ -153,6 +154,17 @@ def _write_cog(staging: Path | str, destination: Path, workers: int) -> None:
         partial.unlink(missing_ok=True)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """A call decided from its params and headers: the two sources, the area's window
+    of the before grid (None when the area misses it) and its chunks."""
+
+    before: IndexSource
+    after: IndexSource
+    window: Window | None
+    tasks: list[Task]
+
+
 class ChangeDetection(AnalyticsMethod):
     name: ClassVar[str] = "change_detection"
     description: ClassVar[str] = (
@@ -174,8 +186,8 @@ class ChangeDetection(AnalyticsMethod):
         assert isinstance(params, ChangeDetectionParams)
         return list(dict.fromkeys([params.before_item_id, params.after_item_id]))
 
-    def execute(self, params: Any, ctx: AnalyticsContext) -> ChangeDetectionResult:
-        assert isinstance(params, ChangeDetectionParams)
+    def _plan(self, params: ChangeDetectionParams, ctx: AnalyticsContext) -> _Plan:
+        """Everything decided from the params and the headers, before a pixel is read."""
         index = get_index(params.index_name)
         before = open_meta(
             select_asset(ctx.item(params.before_item_id), params.before_asset_key, "params.before_asset_key")
@@ -185,10 +197,27 @@ class ChangeDetection(AnalyticsMethod):
         )
         before_source = IndexSource.resolve(before, index, params.band_mapping)
         after_source = IndexSource.resolve(after, index, params.band_mapping)
-        same_grid = on_same_grid(before, after)
-        geographic = before.crs.is_geographic
         area = Zone(parse_area(params.geometry, GEOMETRY_FIELD))
         zone = pixel_zones([area], before.crs, before.transform, before.width, before.height)[0]
+        tasks = []
+        if zone.window is not None:
+            width = len(before_source.indexes)
+            tasks = plan_chunks(zone.geometry, zone.window, before, width, before_source.read_dtype.itemsize)
+        return _Plan(before_source, after_source, zone.window, tasks)
+
+    def pixels_to_read(self, params: Any, ctx: AnalyticsContext) -> int:
+        """As `pixels_read` counts them in `_run`: the before-grid window of every chunk read."""
+        assert isinstance(params, ChangeDetectionParams)
+        tasks = self._plan(params, ctx).tasks
+        return sum(int(task.window.width * task.window.height) for task in tasks if not task.skip)
+
+    def execute(self, params: Any, ctx: AnalyticsContext) -> ChangeDetectionResult:
+        assert isinstance(params, ChangeDetectionParams)
+        plan = self._plan(params, ctx)
+        before_source, after_source = plan.before, plan.after
+        before, after = before_source.meta, after_source.meta
+        same_grid = on_same_grid(before, after)
+        geographic = before.crs.is_geographic
         store = ValueStore(
             np.dtype(np.float32), ctx.memory_budget_bytes, ctx.scratch_dir, mapper=parallel_map(ctx.workers)
         )
@@ -198,13 +227,10 @@ class ChangeDetection(AnalyticsMethod):
         pixels_read = 0
         quantiles: list[float | None] = [None] * (len(params.percentiles) + len(_RANGE_PERCENTILES))
         try:
-            if zone.window is not None:
-                tasks = plan_chunks(
-                    zone.geometry, zone.window, before, len(before_source.indexes), before_source.read_dtype.itemsize
-                )
+            if plan.window is not None:
                 pixels_read, quantiles = self._run(
-                    tasks,
-                    zone.window,
+                    plan.tasks,
+                    plan.window,
                     before_source,
                     after_source,
                     params,

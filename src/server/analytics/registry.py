@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -155,10 +156,20 @@ class MethodRegistry:
         """
         method = self.get(name)
         model = validated if validated is not None else self.validate(name, params)
-        try:
+        with self._schema_on_invalid(name):
             result = method.execute(model, ctx)
+        return result.model_dump(mode="json")
+
+    def pixels_to_read(self, name: str, model: BaseModel, ctx: AnalyticsContext) -> int | None:
+        """A validate-only call (see AnalyticsMethod.pixels_to_read), its errors as `run`'s."""
+        with self._schema_on_invalid(name):
+            return self.get(name).pixels_to_read(model, ctx)
+
+    @contextlib.contextmanager
+    def _schema_on_invalid(self, name: str) -> Iterator[None]:
+        try:
+            yield
         except DomainError as error:
             if error.code == Code.INVALID_ARGUMENT and error.expected_schema is None:
                 error.expected_schema = self.expected_schema(name)
             raise
-        return result.model_dump(mode="json")

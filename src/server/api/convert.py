@@ -15,6 +15,7 @@ from geopera.v1 import kernel_pb2, resources_pb2
 from geopera_kernel.server import callstats
 from geopera_kernel.server.domain.credits import Balance, LedgerRow
 from geopera_kernel.server.domain.jobs import STATUSES, Dispatch, JobEvent, JobRecord, JobTypeRecord, WorkerRecord
+from geopera_kernel.server.domain.jobs.pricing import Estimate
 from geopera_kernel.server.domain.models import AssetRecord, ItemRecord, ProjectRecord
 from geopera_kernel.server.edge.status import status_proto
 from geopera_kernel.server.errors import Code, DomainError, invalid_argument
@@ -260,6 +261,30 @@ def watch_response(event: JobEvent) -> kernel_pb2.WatchJobResponse:
         job=job(event.job),
         event_type=event.event_type,
     )
+
+
+def estimate(price: Estimate) -> resources_pb2.CostEstimate:
+    """A spend's CostEstimate (resources.proto): the cost model's breakdown
+    (empty for a job priced at creation), the total and the balance after."""
+    message = resources_pb2.CostEstimate(
+        total_credits=price.total,
+        available_credits=price.available,
+        balance_after=price.available - (0 if price.already_reserved else price.total),
+        already_reserved=price.already_reserved,
+    )
+    cost = price.cost
+    if cost is not None:
+        area_credits = cost.per_km2 * price.area_km2
+        asset_credits = cost.per_asset * price.asset_count
+        raw = cost.raw(price.area_km2, price.asset_count)
+        message.MergeFrom(
+            resources_pb2.CostEstimate(
+                flat=cost.flat, per_km2=cost.per_km2, area_km2=price.area_km2, area_credits=area_credits,
+                per_asset=cost.per_asset, asset_count=price.asset_count, asset_credits=asset_credits,
+                raw_credits=raw, minimum=cost.minimum, minimum_applied=cost.minimum > cost.rounded_up(raw),
+            )
+        )  # fmt: skip
+    return message
 
 
 def dispatch(result: Dispatch | None) -> resources_pb2.DispatchResult | None:

@@ -104,14 +104,33 @@ class Executor:
         return operation
 
     async def run(
-        self, operation: Operation, principal: Principal, params: Message, key: str | None, call: CallInfo
+        self,
+        operation: Operation,
+        principal: Principal,
+        params: Message,
+        key: str | None,
+        call: CallInfo,
+        *,
+        validate_only: bool = False,
     ) -> Message | EncodedResult:
         """Run an already resolved and authorised operation. Operations that
         honour an idempotency key (spends, analytics.execute) run once per key
         and project: the key, the side effect and the response commit in one
-        transaction (see domain.idempotency)."""
+        transaction (see domain.idempotency). With `validate_only` (AIP-163)
+        the handler validates without acting, and a key is checked for form
+        only: nothing is recorded under it, nothing replayed."""
         reject_nul_characters(params)
         key = check_idempotency_key(key) if operation.idempotency_key else None
+        if validate_only:
+            if not operation.supports_validate_only:
+                raise invalid_argument(
+                    "VALIDATE_ONLY_UNSUPPORTED",
+                    f"operation {operation.name} cannot be validated without acting; call it without validate_only",
+                    field="validate_only",
+                )
+            call.extra["validate_only"] = True
+            context = OperationContext(principal, call.request_id, None, validate_only=True)
+            return await operation.handler(self.services, context, params)
         if key is not None and not operation.claims_key:
             project_id = await operation.key_project(self.services, principal, params) if operation.key_project else ""
             if not project_id:

@@ -103,7 +103,7 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
         params = unpack_params(operation, request.params, request.HasField("params"))
         # Only operations that honour a key read it (the others ignore one sent).
         key = metadata_value(context, "idempotency-key") if operation.idempotency_key else None
-        result = await self._executor.run(operation, principal, params, key, call)
+        result = await self._executor.run(operation, principal, params, key, call, validate_only=request.validate_only)
         return _execute_response(operation, wire.result_bytes(result))
 
     async def WatchJob(

@@ -30,7 +30,9 @@ async def analytics_execute(
     keyed: KeyedStore[AnalyticsOutcome] | None = None
     if ctx.keyed is not None:
         keyed = KeyedStore(ctx.keyed, lambda outcome: _result(outcome).SerializeToString())
-    return _result(await s.analytics.execute(ctx.principal, p.operation, convert.struct_to_dict(p.params), keyed))
+    params = convert.struct_to_dict(p.params)
+    outcome = await s.analytics.execute(ctx.principal, p.operation, params, keyed, validate_only=ctx.validate_only)
+    return _result(outcome)
 
 
 def _result(outcome: AnalyticsOutcome) -> analytics_pb2.AnalyticsExecuteResult:
@@ -44,6 +46,7 @@ def _result(outcome: AnalyticsOutcome) -> analytics_pb2.AnalyticsExecuteResult:
             )
             for a in outcome.artifacts
         ],
+        pixels_to_read=outcome.pixels_to_read,
     )  # fmt: skip
 
 
@@ -66,6 +69,7 @@ OPERATIONS = (
         analytics_execute,
         "Run an analytics method (zonal_stats, time_series, change_detection, ...) over items.",
         claims_key=True,
+        validates_only=True,
     ),
     Operation.declared(
         analytics_pb2.AnalyticsOperationsListParams,

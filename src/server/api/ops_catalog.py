@@ -65,7 +65,7 @@ async def items_create(
         assets=[AssetInput(a.key, a.upload_id, a.server_href, list(a.roles), a.title) for a in p.assets],
         convert_to_cog=p.convert_to_cog,
     )
-    record = await s.catalog.create_item(ctx.principal, spec)
+    record = await s.catalog.create_item(ctx.principal, spec, validate_only=ctx.validate_only)
     return catalog_pb2.ItemsCreateResult(item=convert.item(record))
 
 
@@ -148,6 +148,7 @@ OPERATIONS = (
         catalog_pb2.ItemsCreateResult,
         items_create,
         "Register an uploaded (or server-local) COG as an item.",
+        validates_only=True,
     ),
     Operation.declared(
         catalog_pb2.AssetsSignParams,

@@ -13,7 +13,7 @@ from geopera_kernel.server.api.registry import Operation, OperationContext
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.clip import ClipRequest, create_clip_job
 from geopera_kernel.server.domain.idempotency import KeyedStore
-from geopera_kernel.server.domain.jobs import Dispatch, JobCreate, JobQuery, JobRecord
+from geopera_kernel.server.domain.jobs import JobCreate, JobQuery, JobSpend
 from geopera_kernel.server.errors import invalid_argument
 from geopera_kernel.server.services import Services
 
@@ -50,34 +50,50 @@ async def clip_create_from_item(
         target_collection_id=p.target_collection_id,
     )
 
-    def result(outcome: tuple[JobRecord, Dispatch | None, list[str]]) -> processing_pb2.ClipCreateFromItemResult:
-        job, dispatch, keys = outcome
+    def result(outcome: tuple[JobSpend, list[str]]) -> processing_pb2.ClipCreateFromItemResult:
+        spend, keys = outcome
         return processing_pb2.ClipCreateFromItemResult(
-            job=convert.job(job), assets_to_clip=len(keys), asset_keys=keys, dispatch=convert.dispatch(dispatch)
+            job=convert.job(spend.job),
+            assets_to_clip=len(keys),
+            asset_keys=keys,
+            dispatch=convert.dispatch(spend.dispatch),
+            estimate=convert.estimate(spend.estimate),
         )
 
-    return result(await create_clip_job(ctx.principal, s.catalog, s.jobs, request, _keyed(ctx, result)))
+    outcome = await create_clip_job(
+        ctx.principal, s.catalog, s.jobs, request, _keyed(ctx, result), validate_only=ctx.validate_only
+    )
+    return result(outcome)
 
 
 async def processing_create(
     s: Services, ctx: OperationContext, p: processing_pb2.ProcessingCreateParams
 ) -> processing_pb2.ProcessingCreateResult:
-    def result(outcome: tuple[JobRecord, Dispatch | None]) -> processing_pb2.ProcessingCreateResult:
-        return processing_pb2.ProcessingCreateResult(job=convert.job(outcome[0]))
+    def result(spend: JobSpend) -> processing_pb2.ProcessingCreateResult:
+        return processing_pb2.ProcessingCreateResult(
+            job=convert.job(spend.job), estimate=convert.estimate(spend.estimate)
+        )
 
-    return result(await s.jobs.create(ctx.principal, _job_create(p), dispatch=False, keyed=_keyed(ctx, result)))
+    spend = await s.jobs.create(
+        ctx.principal, _job_create(p), dispatch=False, keyed=_keyed(ctx, result), validate_only=ctx.validate_only
+    )
+    return result(spend)
 
 
 async def processing_create_and_dispatch(
     s: Services, ctx: OperationContext, p: processing_pb2.ProcessingCreateAndDispatchParams
 ) -> processing_pb2.ProcessingCreateAndDispatchResult:
-    def result(outcome: tuple[JobRecord, Dispatch | None]) -> processing_pb2.ProcessingCreateAndDispatchResult:
-        job, dispatch = outcome
+    def result(spend: JobSpend) -> processing_pb2.ProcessingCreateAndDispatchResult:
         return processing_pb2.ProcessingCreateAndDispatchResult(
-            job=convert.job(job), dispatch=convert.dispatch(dispatch)
+            job=convert.job(spend.job),
+            dispatch=convert.dispatch(spend.dispatch),
+            estimate=convert.estimate(spend.estimate),
         )
 
-    return result(await s.jobs.create(ctx.principal, _job_create(p), dispatch=True, keyed=_keyed(ctx, result)))
+    spend = await s.jobs.create(
+        ctx.principal, _job_create(p), dispatch=True, keyed=_keyed(ctx, result), validate_only=ctx.validate_only
+    )
+    return result(spend)
 
 
 async def _project_named(
@@ -101,11 +117,15 @@ async def _project_of_job(s: Services, principal: Principal, p: processing_pb2.P
 async def processing_dispatch(
     s: Services, ctx: OperationContext, p: processing_pb2.ProcessingDispatchParams
 ) -> processing_pb2.ProcessingDispatchResult:
-    def result(outcome: tuple[JobRecord, Dispatch]) -> processing_pb2.ProcessingDispatchResult:
-        job, dispatch = outcome
-        return processing_pb2.ProcessingDispatchResult(job=convert.job(job), dispatch=convert.dispatch(dispatch))
+    def result(spend: JobSpend) -> processing_pb2.ProcessingDispatchResult:
+        return processing_pb2.ProcessingDispatchResult(
+            job=convert.job(spend.job),
+            dispatch=convert.dispatch(spend.dispatch),
+            estimate=convert.estimate(spend.estimate),
+        )
 
-    return result(await s.jobs.dispatch(ctx.principal, p.job_id, keyed=_keyed(ctx, result)))
+    spend = await s.jobs.dispatch(ctx.principal, p.job_id, keyed=_keyed(ctx, result), validate_only=ctx.validate_only)
+    return result(spend)
 
 
 async def jobs_list(
@@ -142,7 +162,7 @@ async def jobs_get(
 async def jobs_cancel(
     s: Services, ctx: OperationContext, p: processing_pb2.ProcessingJobsCancelParams
 ) -> processing_pb2.ProcessingJobsCancelResult:
-    job = await s.jobs.cancel(ctx.principal, p.job_id, p.reason)
+    job = await s.jobs.cancel(ctx.principal, p.job_id, p.reason, validate_only=ctx.validate_only)
     return processing_pb2.ProcessingJobsCancelResult(job=convert.job(job))
 
 
@@ -186,6 +206,7 @@ OPERATIONS = (
         clip_create_from_item,
         "Clip a source item's rasters to an AOI as a new item (creates and dispatches a clip job).",
         key_project=_project_of_clip,
+        validates_only=True,
     ),
     Operation.declared(
         processing_pb2.ProcessingCreateParams,
@@ -193,6 +214,7 @@ OPERATIONS = (
         processing_create,
         "Create a job (credits reserved); dispatch it later.",
         key_project=_project_named,
+        validates_only=True,
     ),
     Operation.declared(
         processing_pb2.ProcessingCreateAndDispatchParams,
@@ -200,6 +222,7 @@ OPERATIONS = (
         processing_create_and_dispatch,
         "Create and dispatch a job in one transaction.",
         key_project=_project_named,
+        validates_only=True,
     ),
     Operation.declared(
         processing_pb2.ProcessingDispatchParams,
@@ -207,6 +230,7 @@ OPERATIONS = (
         processing_dispatch,
         "Dispatch a pending job.",
         key_project=_project_of_job,
+        validates_only=True,
     ),
     Operation.declared(
         processing_pb2.ProcessingJobsListParams,
@@ -225,6 +249,7 @@ OPERATIONS = (
         processing_pb2.ProcessingJobsCancelResult,
         jobs_cancel,
         "Cancel an unfinished job; its credits are released.",
+        validates_only=True,
     ),
     Operation.declared(
         processing_pb2.ProcessingJobTypesListParams,

@@ -51,6 +51,8 @@ class OperationContext:
     # to the service whose transaction stores the side effect, which claims the
     # key in that transaction so the key and the effect commit together.
     keyed: KeyedCall | None = None
+    # ExecuteRequest.validate_only (AIP-163): check everything, change nothing.
+    validate_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,14 @@ class Operation:
     # slow work): analytics.execute. Either way the service claims the key
     # through OperationContext.keyed.
     claims_key: bool = False
+    # Honours ExecuteRequest.validate_only: reads always (they change nothing);
+    # a write or spend only when its handler validates without acting (the
+    # executor refuses validate_only for the others rather than act).
+    validates_only: bool = False
+
+    @property
+    def supports_validate_only(self) -> bool:
+        return self.side_effect == "read" or self.validates_only
 
     @classmethod
     def declared(
@@ -84,13 +94,14 @@ class Operation:
         *,
         key_project: KeyProject | None = None,
         claims_key: bool = False,
+        validates_only: bool = False,
     ) -> Operation:
         """The operation whose name, scope and side effect the params message
         declares in the proto (`option (geopera.v1.operation)`)."""
         declared = declaration(params_type)
         return cls(
             declared.name, params_type, result_type, declared.scope, SIDE_EFFECTS[declared.side_effect], handler,
-            description, declared.idempotency_key, declared.repeatable, key_project, claims_key,
+            description, declared.idempotency_key, declared.repeatable, key_project, claims_key, validates_only,
         )  # fmt: skip
 
     @property

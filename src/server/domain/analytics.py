@@ -48,6 +48,8 @@ class AnalyticsOutcome:
     method: str
     result: dict[str, Any]
     artifacts: list[StoredArtifact]
+    # A validate-only call's answer (see AnalyticsMethod.pixels_to_read).
+    pixels_to_read: int | None = None
 
 
 def _json_safe(value: Any) -> Any:
@@ -115,11 +117,19 @@ class AnalyticsService:
         return [self.methods.describe(name) for name in self.methods.names()]
 
     async def execute(
-        self, principal: Principal, name: str, params: dict[str, Any], keyed: KeyedStore[AnalyticsOutcome] | None = None
+        self,
+        principal: Principal,
+        name: str,
+        params: dict[str, Any],
+        keyed: KeyedStore[AnalyticsOutcome] | None = None,
+        *,
+        validate_only: bool = False,
     ) -> AnalyticsOutcome:
         """Run a method and store its artifacts in the project of the items it
         read. With `keyed`, the call is idempotent per that project (a call
-        reading items of several projects stores nothing and needs no key)."""
+        reading items of several projects stores nothing and needs no key).
+        With `validate_only`, the same params and access checks, then the
+        method's plan (the pixels it would read) instead of its run."""
         name = self._method_name(name)
         # In a thread: validating the params parses the client's geometries.
         model = await asyncio.to_thread(self.methods.validate, name, params)
@@ -130,6 +140,11 @@ class AnalyticsService:
             record = await self._catalog.get_item(principal, item_id)
             items[record.id] = item_view(record, self._storage)
             projects.add(record.project_id)
+        if validate_only:
+            context = AnalyticsContext(items=items, artifact_dir=self._storage.scratch_dir(), workers=1)
+            plan = functools.partial(self.methods.pixels_to_read, name, model, context)
+            pixels = await asyncio.get_running_loop().run_in_executor(self._pool, plan)
+            return AnalyticsOutcome(name, {}, [], pixels_to_read=pixels)
         # Artifacts belong to the project of the items they were computed from.
         project_id = next(iter(projects)) if len(projects) == 1 else None
         if project_id is None:

@@ -14,7 +14,7 @@ from geopera_kernel.raster.job_types import CLIP
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.catalog import CatalogService
 from geopera_kernel.server.domain.idempotency import KeyedStore
-from geopera_kernel.server.domain.jobs import Dispatch, JobCreate, JobRecord, JobService
+from geopera_kernel.server.domain.jobs import JobCreate, JobService, JobSpend
 from geopera_kernel.server.domain.models import ItemRecord
 from geopera_kernel.server.errors import invalid_argument
 
@@ -48,8 +48,12 @@ async def create_clip_job(
     catalog: CatalogService,
     jobs: JobService,
     request: ClipRequest,
-    keyed: KeyedStore[tuple[JobRecord, Dispatch | None, list[str]]] | None = None,
-) -> tuple[JobRecord, Dispatch | None, list[str]]:
+    keyed: KeyedStore[tuple[JobSpend, list[str]]] | None = None,
+    *,
+    validate_only: bool = False,
+) -> tuple[JobSpend, list[str]]:
+    """The clip job (see JobCreation.create, also for `validate_only`) and the
+    asset keys it clips."""
     if not request.source_item_id:
         raise invalid_argument("SOURCE_ITEM_REQUIRED", "source_item_id is required", field="source_item_id")
     source = await catalog.get_item(principal, request.source_item_id)
@@ -83,7 +87,7 @@ async def create_clip_job(
     }
     if request.output_name:
         params["output_name"] = request.output_name
-    job, dispatch = await jobs.create(
+    spend = await jobs.create(
         principal,
         JobCreate(
             project_id=project_id,
@@ -94,6 +98,7 @@ async def create_clip_job(
             asset_count=len(keys),
         ),
         dispatch=True,
-        keyed=keyed.adapt(lambda outcome: (*outcome, keys)) if keyed is not None else None,
+        keyed=keyed.adapt(lambda outcome: (outcome, keys)) if keyed is not None else None,
+        validate_only=validate_only,
     )
-    return job, dispatch, keys
+    return spend, keys

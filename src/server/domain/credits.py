@@ -94,9 +94,18 @@ class CreditService:
         """The account of a project being created, at zero."""
         await tx.execute(Q.insert_credit_account, {"project_id": project_id})
 
-    async def reserve(self, tx: psycopg.AsyncConnection[Any], project_id: str, job_id: str, amount: int) -> None:
-        """Hold `amount` for a new job; FAILED_PRECONDITION `INSUFFICIENT_CREDITS`
-        when the project has less available."""
+    async def reserve(
+        self,
+        tx: psycopg.AsyncConnection[Any],
+        project_id: str,
+        job_id: str,
+        amount: int,
+        detail: dict[str, str] | None = None,
+    ) -> int:
+        """Hold `amount` for a new job and return the available credits after
+        it; FAILED_PRECONDITION `INSUFFICIENT_CREDITS` (metadata `required`,
+        `available` and `detail`, e.g. the estimate's breakdown) when the
+        project has less available."""
         reserved = await (
             await tx.execute(
                 Q.reserve_credits,
@@ -111,7 +120,9 @@ class CreditService:
                 f"the job needs {amount} credits but project {project_id!r} has {available} available",
                 required=str(amount),
                 available=str(available),
+                **(detail or {}),
             )
+        return int(reserved["available_after"])
 
     async def capture(
         self, tx: psycopg.AsyncConnection[Any], project_id: str, job_id: str, *, held: int, actual_cost: int

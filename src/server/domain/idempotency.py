@@ -208,12 +208,18 @@ class KeyedStore(Generic[T]):
 
 @asynccontextmanager
 async def keyed_transaction(
-    db: Database, keyed: KeyedStore[Any] | None, project_id: str, probe: CommitProbe | None = None
+    db: Database,
+    keyed: KeyedStore[Any] | None,
+    project_id: str,
+    probe: CommitProbe | None = None,
+    *,
+    rollback: bool = False,
 ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
     """The transaction of a side effect in `project_id`: the key's when the
-    call has one, else a plain one."""
-    if keyed is None:
-        async with db.transaction(probe) as conn:
+    call has one, else a plain one. With `rollback` (validate-only calls,
+    which never carry a key) it is rolled back when its body ends."""
+    if keyed is None or rollback:
+        async with db.transaction(probe, rollback=rollback) as conn:
             yield conn
     else:
         async with keyed.transaction(project_id, probe) as conn:

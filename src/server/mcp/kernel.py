@@ -119,11 +119,12 @@ class Kernel:
         idempotency_key: str | None = None,
         time_budget: float = CALL_TIMEOUT_SECONDS,
         retry: bool = True,
+        validate_only: bool = False,
     ) -> Message:
-        """Run one operation; `params=None` sends no params at all (used to
-        probe scopes: the server refuses before anything runs). Raises
-        `KernelError`."""
-        request = kernel_pb2.ExecuteRequest(operation=operation.name)
+        """Run one operation (or only validate it: ExecuteRequest.validate_only);
+        `params=None` sends no params at all (used to probe scopes: the server
+        refuses before anything runs). Raises `KernelError`."""
+        request = kernel_pb2.ExecuteRequest(operation=operation.name, validate_only=validate_only)
         if params is not None:
             packed = any_pb2.Any()
             packed.Pack(params)

@@ -8,6 +8,9 @@ calls run against the kernel. Nothing here knows MCP's wire types (see
   (spends, analytics.execute) take an extra optional `idempotency_key`.
 - One tool per analytics method (`analytics_zonal_stats`, ...), listed by
   `analytics.operations.list`, whose input schema is the method's own.
+- Tools of writes and spends take an extra optional `validate_only`
+  (ExecuteRequest.validate_only: check everything, change nothing; a spend
+  answers its cost estimate).
 - `jobs_wait`: follows `KernelService/WatchJob` for a bounded time.
 
 A result is the operation's result message as proto3 JSON; an error is the
@@ -39,6 +42,7 @@ from geopera_kernel.server.mcp.scopes import ScopeDiscovery, allows, discover_sc
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_ARGUMENT = "idempotency_key"
+VALIDATE_ONLY_ARGUMENT = "validate_only"
 IDEMPOTENCY_META_KEY = "io.geopera/idempotency_key"
 ANALYTICS_EXECUTE = "analytics.execute"
 ANALYTICS_LIST = "analytics.operations.list"
@@ -80,6 +84,15 @@ class ToolSpec:
         """Takes `idempotency_key` (and gets a fresh one without it)."""
         return self.operation is not None and self.operation.idempotency_key
 
+    @property
+    def validate_only(self) -> bool:
+        """Takes `validate_only` (writes and spends: reads change nothing anyway)."""
+        return _takes_validate_only(self.operation)
+
+
+def _takes_validate_only(operation: Operation | None) -> bool:
+    return operation is not None and operation.side_effect != "read" and operation.supports_validate_only
+
 
 @dataclass
 class ToolOutcome:
@@ -104,6 +117,17 @@ def _access(operation: Operation) -> str:
     return text
 
 
+def _with_validate_only_argument(schema: dict[str, Any], operation: Operation) -> dict[str, Any]:
+    if _takes_validate_only(operation):
+        answer = "its cost estimate" if operation.side_effect == "spend" else "what it would do"
+        schema.setdefault("properties", {})[VALIDATE_ONLY_ARGUMENT] = {
+            "type": "boolean",
+            "default": False,
+            "description": f"Optional; true checks everything and changes nothing, answering {answer}.",
+        }
+    return schema
+
+
 def _with_key_argument(schema: dict[str, Any]) -> dict[str, Any]:
     schema.setdefault("properties", {})[IDEMPOTENCY_ARGUMENT] = {
         "type": "string",
@@ -118,6 +142,7 @@ def operation_tool(operation: Operation) -> ToolSpec:
     schema = message_schema(descriptor_of(operation.params_type))
     if operation.idempotency_key:
         schema = _with_key_argument(schema)
+    schema = _with_validate_only_argument(schema, operation)
     return ToolSpec(
         name=tool_name(operation.name),
         title=operation.name,
@@ -136,6 +161,7 @@ def analytics_tool(method: analytics_pb2.AnalyticsOperation, execute: Operation)
         schema = {"type": "object", "properties": {}, **{k: v for k, v in schema.items() if k != "type"}}
     if execute.idempotency_key:
         schema = _with_key_argument(schema)
+    schema = _with_validate_only_argument(schema, execute)
     description = (method.description or f"The analytics method {method.name}.").strip()
     return ToolSpec(
         name="analytics_" + re.sub(r"[^A-Za-z0-9_-]", "_", method.name),
@@ -273,6 +299,13 @@ class Projection:
                 )  # fmt: skip
             if spec.kind == "jobs_wait":
                 return ToolOutcome(await self._wait(spec, args, progress))
+            validate_only = args.pop(VALIDATE_ONLY_ARGUMENT, False) if spec.validate_only else False
+            if not isinstance(validate_only, bool):
+                message = f"{VALIDATE_ONLY_ARGUMENT} must be true or false"
+                raise _invalid(
+                    "INVALID_VALIDATE_ONLY", message, [{"field": VALIDATE_ONLY_ARGUMENT, "description": message}],
+                    spec.input_schema,
+                )  # fmt: skip
             if spec.idempotency_key:
                 key = args.pop(IDEMPOTENCY_ARGUMENT, None)
                 if key is not None and not isinstance(key, str):
@@ -281,10 +314,13 @@ class Projection:
                         "INVALID_IDEMPOTENCY_KEY", message, [{"field": IDEMPOTENCY_ARGUMENT, "description": message}],
                         spec.input_schema,
                     )  # fmt: skip
-                meta[IDEMPOTENCY_META_KEY] = key if key is not None else "mcp-" + uuid.uuid4().hex
+                if not validate_only:  # a validate-only call records nothing under a key
+                    meta[IDEMPOTENCY_META_KEY] = key if key is not None else "mcp-" + uuid.uuid4().hex
             assert spec.operation is not None
             params = self._params(spec, args)
-            result = await self.kernel.execute(spec.operation, params, idempotency_key=meta.get(IDEMPOTENCY_META_KEY))
+            result = await self.kernel.execute(
+                spec.operation, params, idempotency_key=meta.get(IDEMPOTENCY_META_KEY), validate_only=validate_only
+            )
             return ToolOutcome(_to_dict(result, self._output_schemas.get), meta=meta)
         except KernelError as err:
             error = err

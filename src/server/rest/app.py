@@ -84,6 +84,15 @@ CallBody = Callable[[Executor, CallInfo, Principal], Awaitable[web.StreamRespons
 OnError = Callable[[DomainError, CallInfo], Awaitable[web.StreamResponse]]
 
 
+def _validate_only(request: web.Request) -> bool:
+    """ExecuteRequest.validate_only as the query parameter `validate_only`
+    (the body is the params message): true/false, 1/0, or absent."""
+    raw = request.query.get("validate_only", "false").lower()
+    if raw not in ("true", "1", "false", "0", ""):
+        raise invalid_argument("INVALID_VALIDATE_ONLY", "validate_only must be true or false", field="validate_only")
+    return raw in ("true", "1")
+
+
 async def _error_json(err: DomainError, call: CallInfo) -> web.StreamResponse:
     return error_response(err, call.request_id)
 
@@ -147,7 +156,9 @@ class RestApi:
             operation = executor.resolve(request.match_info["operation"])
             principal.require_scope(operation.scope)
             params = await self._params(request, operation.params_type())
-            result = await executor.run(operation, principal, params, request.headers.get("Idempotency-Key"), call)
+            key = request.headers.get("Idempotency-Key")
+            validate_only = _validate_only(request)
+            result = await executor.run(operation, principal, params, key, call, validate_only=validate_only)
             body = jsonview.to_json(result_message(result), analytics_schema=_analytics_schemas(executor))
             return json_response(body, 200, call.request_id)
 

@@ -115,6 +115,23 @@ ERROR_SCHEMA = {
 }  # fmt: skip
 
 
+# ExecuteRequest.validate_only (AIP-163) on the HTTP projection.
+VALIDATE_ONLY_PARAMETER: dict[str, Any] = {
+    "name": "validate_only",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "boolean", "default": False},
+    "description": (
+        "Validate the call exactly as without this flag and answer the normal result, changing nothing "
+        "(no job, no credit hold, no stored item or artifact, nothing recorded under an Idempotency-Key). "
+        "Spends answer their `estimate` (flat, per_km2 x area_km2, per_asset x asset_count, minimum, "
+        "total_credits, balance_after); a spend the balance cannot pay fails 400 INSUFFICIENT_CREDITS "
+        "with the estimate in the error's metadata; analytics.execute answers `pixels_to_read`. "
+        "See ExecuteRequest.validate_only in kernel.proto."
+    ),
+}
+
+
 def openapi_document(registry: OperationRegistry, server_url: str = "/") -> dict[str, Any]:
     builder = _SchemaBuilder()
     paths: dict[str, Any] = {}
@@ -131,7 +148,7 @@ def openapi_document(registry: OperationRegistry, server_url: str = "/") -> dict
                     [{"name": "Idempotency-Key", "in": "header", "required": False,
                       "schema": {"type": "string", "minLength": 1, "maxLength": 255}}]
                     if operation.idempotency_key else []
-                ),
+                ) + [VALIDATE_ONLY_PARAMETER],
                 "requestBody": {
                     "required": True,
                     "content": {"application/json": {"schema": builder.ref(descriptor_of(operation.params_type))}},

@@ -98,17 +98,24 @@ class Database:
                 callstats.database_used(time.perf_counter() - held)
 
     @asynccontextmanager
-    async def transaction(self, probe: CommitProbe | None = None) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    async def transaction(
+        self, probe: CommitProbe | None = None, *, rollback: bool = False
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A transaction, committed when its body ends normally; with
+        `rollback`, rolled back even then (a validate-only call runs the real
+        body and keeps nothing of it)."""
         # Not in pipeline mode: a call cancelled inside one would hand its
         # connection back to the pool still pipelined, losing later writes.
         async with self.pool.connection() as conn:
             held = time.perf_counter()
             try:
-                async with conn.transaction():
+                async with conn.transaction() as tx:
                     yield conn
+                    if rollback:
+                        raise psycopg.Rollback(tx)  # ends this block only, rolled back
                     if probe is not None:
                         probe.phase = "committing"  # leaving the block sends COMMIT
-                if probe is not None:
+                if probe is not None and not rollback:
                     probe.phase = "committed"
             finally:
                 callstats.database_used(time.perf_counter() - held)

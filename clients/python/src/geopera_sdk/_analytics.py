@@ -22,6 +22,8 @@ class AnalyticsResult:
     operation: str
     result: dict[str, Any]
     outputs: list[resources_pb2.Artifact] = field(default_factory=list)
+    # A validate-only call's answer: the pixels the method would read.
+    pixels_to_read: int | None = None
 
     def __getitem__(self, key: str) -> Any:
         return self.result[key]
@@ -35,7 +37,8 @@ class AnalyticsResult:
         result = struct_to_dict(message.result)
         if output_schema is not None:
             result = shape(result, output_schema)
-        return cls(message.operation, result, list(message.outputs))
+        pixels = message.pixels_to_read if message.HasField("pixels_to_read") else None
+        return cls(message.operation, result, list(message.outputs), pixels)
 
 
 _JSON_TYPES: dict[str, Any] = {

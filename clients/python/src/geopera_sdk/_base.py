@@ -69,9 +69,9 @@ class Settings:
         return tuple(md)
 
 
-def execute_request(operation: str, params: Params) -> kernel_pb2.ExecuteRequest:
+def execute_request(operation: str, params: Params, validate_only: bool = False) -> kernel_pb2.ExecuteRequest:
     message = to_params(operation, params)
-    request = kernel_pb2.ExecuteRequest(operation=operation)
+    request = kernel_pb2.ExecuteRequest(operation=operation, validate_only=validate_only)
     request.params.Pack(message)
     return request
 

@@ -143,18 +143,21 @@ class Client:
         *,
         idempotency_key: str | None = None,
         timeout: float | None = None,
+        validate_only: bool = False,
     ) -> Message:
         """Run one operation: `params` is its params message or a dict (proto3
         JSON names) parsed into it; returns its result message. Operations
         that honour `idempotency-key` (spends, `analytics.execute`) get one
-        (yours, or a fresh one) that every retry of this call reuses."""
-        request = execute_request(operation, params)
-        if idempotency_key is None and takes_idempotency_key(operation):
+        (yours, or a fresh one) that every retry of this call reuses.
+        `validate_only=True` (ExecuteRequest.validate_only) checks everything
+        and changes nothing: a spend's result carries its `estimate`."""
+        request = execute_request(operation, params, validate_only)
+        if idempotency_key is None and takes_idempotency_key(operation) and not validate_only:
             idempotency_key = new_idempotency_key()
         metadata = self._settings.metadata(idempotency_key)
         attempts = Attempts(self.retry_policy)
         per_attempt = self.timeout if timeout is None else timeout
-        safe = is_safe_to_repeat(operation)
+        safe = validate_only or is_safe_to_repeat(operation)
         while True:
             try:
                 response = self._stub.Execute(
@@ -183,10 +186,12 @@ class Client:
         output_name: str = "",
         target_collection_id: str = "",
         idempotency_key: str | None = None,
+        validate_only: bool = False,
     ) -> Job:
         """`clip.create_from_item`: clip a source item's rasters to an AOI (GeoJSON)
         as a new item; returns the dispatched job. `project_id` defaults to the
-        source item's project."""
+        source item's project. `validate_only=True` prices it without spending:
+        the handle has no id, and its `estimate` is what the clip would hold."""
         if project_id is None:
             project_id = self.items.get(source_item_id).project_id
         params = processing_pb2.ClipCreateFromItemParams(
@@ -197,7 +202,9 @@ class Client:
             output_name=output_name,
             target_collection_id=target_collection_id,
         )
-        result = self._run("clip.create_from_item", params, idempotency_key=idempotency_key)
+        result = self._run(
+            "clip.create_from_item", params, idempotency_key=idempotency_key, validate_only=validate_only
+        )
         return Job(self, result.job, result)
 
     # -- bytes ---------------------------------------------------------------
@@ -476,15 +483,19 @@ class Jobs(_Namespace):
         *,
         target_collection_id: str | None = None,
         idempotency_key: str | None = None,
+        validate_only: bool = False,
     ) -> Job:
-        """`processing.create`: a PENDING job with its credits reserved."""
+        """`processing.create`: a PENDING job with its credits reserved
+        (`validate_only=True`: none, the handle's `estimate` says how many)."""
         params = processing_pb2.ProcessingCreateParams(
             project_id=project_id,
             job_type_id=job_type_id,
             input_params=to_struct(input_params),
             target_collection_id=target_collection_id or "",
         )
-        return self._job(self._run("processing.create", params, idempotency_key=idempotency_key))
+        return self._job(
+            self._run("processing.create", params, idempotency_key=idempotency_key, validate_only=validate_only)
+        )
 
     def create_and_dispatch(
         self,
@@ -494,20 +505,29 @@ class Jobs(_Namespace):
         *,
         target_collection_id: str | None = None,
         idempotency_key: str | None = None,
+        validate_only: bool = False,
     ) -> Job:
-        """`processing.create_and_dispatch`: create and queue a job in one transaction."""
+        """`processing.create_and_dispatch`: create and queue a job in one
+        transaction (`validate_only=True`: price it, see `create`)."""
         params = processing_pb2.ProcessingCreateAndDispatchParams(
             project_id=project_id,
             job_type_id=job_type_id,
             input_params=to_struct(input_params),
             target_collection_id=target_collection_id or "",
         )
-        return self._job(self._run("processing.create_and_dispatch", params, idempotency_key=idempotency_key))
+        operation = "processing.create_and_dispatch"
+        return self._job(
+            self._run(operation, params, idempotency_key=idempotency_key, validate_only=validate_only)
+        )
 
-    def dispatch(self, job_id: str, *, idempotency_key: str | None = None) -> Job:
-        """`processing.dispatch`: queue a PENDING job for a worker."""
+    def dispatch(
+        self, job_id: str, *, idempotency_key: str | None = None, validate_only: bool = False
+    ) -> Job:
+        """`processing.dispatch`: queue a PENDING job for a worker (`validate_only=True`: only check it could)."""
         params = processing_pb2.ProcessingDispatchParams(job_id=job_id)
-        return self._job(self._run("processing.dispatch", params, idempotency_key=idempotency_key))
+        return self._job(
+            self._run("processing.dispatch", params, idempotency_key=idempotency_key, validate_only=validate_only)
+        )
 
     def get(self, job_id: str) -> Job:
         """`processing.jobs.get`."""
@@ -684,11 +704,15 @@ class Analytics(_Namespace):
         result = self._get("analytics.operations.get", params, analytics_pb2.AnalyticsOperationsGetResult)
         return result.operation
 
-    def execute(self, name: str, params: Mapping[str, Any] | None = None, /, **kwargs: Any) -> AnalyticsResult:
-        """`analytics.execute`: run method `name` with `params` (a dict) and/or keywords."""
+    def execute(
+        self, name: str, params: Mapping[str, Any] | None = None, /, *, validate_only: bool = False, **kwargs: Any
+    ) -> AnalyticsResult:
+        """`analytics.execute`: run method `name` with `params` (a dict) and/or keywords.
+        `validate_only=True` checks the call and reads no pixel: the answer's
+        `pixels_to_read` is how many the method would read (None when it cannot tell)."""
         merged = {**(params or {}), **kwargs}
         request = analytics_pb2.AnalyticsExecuteParams(operation=name, params=to_struct(merged))
-        result = self._run("analytics.execute", request)
+        result = self._run("analytics.execute", request, validate_only=validate_only)
         return AnalyticsResult.from_proto(result, self.output_schema(name))
 
     def output_schema(self, name: str) -> dict[str, Any] | None:

@@ -52,6 +52,16 @@ class _JobBase:
         return self.proto.status == resources_pb2.JOB_STATUS_SUCCEEDED
 
     @property
+    def estimate(self) -> resources_pb2.CostEstimate | None:
+        """The price of the spend that returned this handle (its hold; after a
+        `validate_only=True` call, what it would hold), if one did."""
+        if self.result is not None and "estimate" in self.result.DESCRIPTOR.fields_by_name:
+            if self.result.HasField("estimate"):
+                estimate: resources_pb2.CostEstimate = getattr(self.result, "estimate")  # noqa: B009
+                return estimate
+        return None
+
+    @property
     def dispatch_result(self) -> resources_pb2.DispatchResult | None:
         """The dispatch outcome of the call that returned this handle, if it dispatched."""
         if self.result is not None and "dispatch" in self.result.DESCRIPTOR.fields_by_name:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -122,7 +123,11 @@ class ItemCreation(CatalogUploads):
                 raise raster_error(err, field) from err
             raise
 
-    async def create_item(self, principal: Principal, spec: ItemCreate) -> ItemRecord:
+    async def create_item(self, principal: Principal, spec: ItemCreate, *, validate_only: bool = False) -> ItemRecord:
+        """With `validate_only` every check runs (the assets inspected, and
+        converted when asked, into temporary files) and the registering
+        transaction is rolled back before any byte is stored: the answer is
+        the item as it would be, with an empty id; uploads stay unconsumed."""
         self._validate_create(principal, spec)
         item_id = new_id("it")
         prepared: list[tuple[AssetInput, Path, RasterInfo, bool]] = []
@@ -143,9 +148,11 @@ class ItemCreation(CatalogUploads):
                     "no datetime given, none in the raster's tags, and no YYYYMMDD date in the name",
                     field="datetime",
                 )
-            for asset, path, _info, _ in prepared:
-                await pending.put(asset_storage_key(spec.project_id, item_id, asset.key), path)
-            record = await self._insert_item(spec, item_id, when, prepared, pending)
+            keys = [asset_storage_key(spec.project_id, item_id, asset.key) for asset, *_ in prepared]
+            if not validate_only:
+                for key, (_asset, path, _info, _) in zip(keys, prepared, strict=True):
+                    await pending.put(key, path)
+            record = await self._insert_item(spec, item_id, when, prepared, keys, pending, validate_only)
         except BaseException as error:
             await pending.settle(error)
             raise
@@ -153,6 +160,8 @@ class ItemCreation(CatalogUploads):
             for _, path, _, temporary in prepared:
                 if temporary:
                     path.unlink(missing_ok=True)
+        if validate_only:
+            return replace(record, id="")
         for asset in spec.assets:
             if asset.upload_id:
                 await asyncio.to_thread(self._discard_staging, asset.upload_id)
@@ -164,7 +173,9 @@ class ItemCreation(CatalogUploads):
         item_id: str,
         when: datetime,
         prepared: list[tuple[AssetInput, Path, RasterInfo, bool]],
+        storage_keys: list[str],
         pending: PendingObjects,
+        validate_only: bool,
     ) -> ItemRecord:
         first = prepared[0][2]
         item = NewItem(
@@ -179,9 +190,9 @@ class ItemCreation(CatalogUploads):
         )
         assets = [
             StoredAsset(asset.key, asset.roles, asset.title, key, info)
-            for (asset, _path, info, _), key in zip(prepared, pending.keys, strict=True)
+            for (asset, _path, info, _), key in zip(prepared, storage_keys, strict=True)
         ]
-        async with self._db.transaction(pending.probe) as conn:
+        async with self._db.transaction(pending.probe, rollback=validate_only) as conn:
             for asset, *_ in prepared:
                 if asset.upload_id:
                     row = await (await conn.execute(Q.lock_upload, {"id": asset.upload_id})).fetchone()
@@ -192,4 +203,4 @@ class ItemCreation(CatalogUploads):
                     await conn.execute(Q.consume_upload, {"id": asset.upload_id})
             record = await insert_item(conn, item, assets)
             await self.quota.check(conn, spec.project_id)
-            return record
+        return record

@@ -17,6 +17,7 @@ from geopera_kernel.server.domain.jobs.records import (
     JobEvent,
     JobQuery,
     JobRecord,
+    JobSpend,
     WorkerRecord,
     event_snapshot,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "JobQuery",
     "JobRecord",
     "JobService",
+    "JobSpend",
     "JobTypeRecord",
     "JobTypes",
     "LeasePolicy",

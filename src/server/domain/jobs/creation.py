@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -15,8 +16,8 @@ from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.catalog.items import COLLECTION_ID
 from geopera_kernel.server.domain.idempotency import KeyedStore, keyed_transaction
 from geopera_kernel.server.domain.jobs.job_types import JobTypeRecord, validate_input
-from geopera_kernel.server.domain.jobs.pricing import estimate, measures_geometry
-from geopera_kernel.server.domain.jobs.records import ACTIVE, Dispatch, JobCreate, JobRecord
+from geopera_kernel.server.domain.jobs.pricing import Estimate, estimate, measures_geometry
+from geopera_kernel.server.domain.jobs.records import ACTIVE, Dispatch, JobCreate, JobRecord, JobSpend
 from geopera_kernel.server.domain.jobs.transitions import JobTransitions
 from geopera_kernel.server.domain.models import ItemRecord
 from geopera_kernel.server.errors import already_exists, failed_precondition, invalid_argument, not_found
@@ -34,13 +35,17 @@ class JobCreation(JobTransitions):
         spec: JobCreate,
         *,
         dispatch: bool,
-        keyed: KeyedStore[tuple[JobRecord, Dispatch | None]] | None = None,
-    ) -> tuple[JobRecord, Dispatch | None]:
-        """With `keyed`, the job is created once per idempotency key."""
+        keyed: KeyedStore[JobSpend] | None = None,
+        validate_only: bool = False,
+    ) -> JobSpend:
+        """With `keyed`, the job is created once per idempotency key. With
+        `validate_only` every step runs, the hold included, in a transaction
+        that is then rolled back: the answer is the job as it would be (with
+        an empty id) and the estimate the real call would reserve."""
         if not spec.project_id:
             raise invalid_argument("PROJECT_ID_REQUIRED", "project_id is required", field="project_id")
         principal.require_project(spec.project_id)
-        async with keyed_transaction(self._db, keyed, spec.project_id) as tx:
+        async with keyed_transaction(self._db, keyed, spec.project_id, rollback=validate_only) as tx:
             job_type, validator = await self.types.with_validator(spec.job_type_id, tx)
             require_input_size(spec.input_params)
             require_finite_json(spec.input_params, "input_params")
@@ -52,6 +57,7 @@ class JobCreation(JobTransitions):
             else:
                 # Nothing to measure: arithmetic only, not worth a thread hop.
                 credits, area, assets = estimate(job_type, spec, sources)
+            price = Estimate(job_type.cost, area, assets, credits)
             job_id = new_id("job")
             await _check_output_target(tx, job_type, spec, sources)
             row = await (
@@ -83,22 +89,36 @@ class JobCreation(JobTransitions):
                 await self._record_event(tx, job, "created")
             # Last: the project's credit account row stays locked until commit,
             # and every job of the project needs it (its commit captures on it).
-            await self.credits.reserve(tx, spec.project_id, job_id, credits)
-            if keyed is not None:
-                await keyed.finish(tx, (job, result))
-        return job, result
+            after = await self.credits.reserve(tx, spec.project_id, job_id, credits, price.metadata())
+            spend = JobSpend(job, result, replace(price, available=after + credits))
+            if keyed is not None and not validate_only:
+                await keyed.finish(tx, spend)
+        if validate_only:
+            return replace(spend, job=replace(job, id=""))
+        return spend
 
     async def dispatch(
-        self, principal: Principal, job_id: str, keyed: KeyedStore[tuple[JobRecord, Dispatch]] | None = None
-    ) -> tuple[JobRecord, Dispatch]:
-        """With `keyed`, answered once per idempotency key."""
+        self,
+        principal: Principal,
+        job_id: str,
+        keyed: KeyedStore[JobSpend] | None = None,
+        *,
+        validate_only: bool = False,
+    ) -> JobSpend:
+        """With `keyed`, answered once per idempotency key. Dispatching moves
+        no credits (the job holds them since its creation): the estimate is
+        that hold. With `validate_only` it runs and is rolled back."""
         # The key belongs to the job's project, known before its transaction.
         project_id = (await self._read_job(principal, job_id)).project_id if keyed is not None else ""
-        async with keyed_transaction(self._db, keyed, project_id) as tx:
-            outcome = await self._dispatch_locked(tx, principal, job_id)
-            if keyed is not None:
-                await keyed.finish(tx, outcome)
-        return outcome
+        async with keyed_transaction(self._db, keyed, project_id, rollback=validate_only) as tx:
+            job, result = await self._dispatch_locked(tx, principal, job_id)
+            balance = await (await tx.execute(Q.get_balance, {"project_id": job.project_id})).fetchone()
+            available = int(balance["available"]) if balance else 0
+            price = Estimate(None, 0.0, 0, job.credits_reserved, available, already_reserved=True)
+            spend = JobSpend(job, result, price)
+            if keyed is not None and not validate_only:
+                await keyed.finish(tx, spend)
+        return spend
 
     async def _dispatch_locked(
         self, tx: psycopg.AsyncConnection[Any], principal: Principal, job_id: str

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import shapely
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
+from geopera_kernel.raster.cost import CostModel
 from geopera_kernel.raster.geo import Aoi, geodesic_area_km2, parse_aoi
 from geopera_kernel.server.domain.models import ItemRecord
 from geopera_kernel.server.errors import invalid_argument
@@ -50,6 +52,36 @@ def priced_area_km2(job_type: JobTypeRecord, params: dict[str, Any], sources: li
 def measures_geometry(spec: JobCreate, sources: list[ItemRecord]) -> bool:
     """Whether `estimate` parses or measures a geometry (see priced_area_km2)."""
     return spec.area_km2 is None and (bool(sources) or isinstance(spec.input_params.get("aoi_geometry"), dict))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a job costs: its type's cost model over the km² and assets priced,
+    the credits reserved (`total`), and the project's available credits
+    before the hold (`available`; -1 until the hold is known). A job being
+    dispatched was priced when it was created: `already_reserved`, and only
+    `total` (its hold) is known."""
+
+    cost: CostModel | None  # None when already_reserved
+    area_km2: float
+    asset_count: int
+    total: int
+    available: int = -1
+    already_reserved: bool = False
+
+    def metadata(self) -> dict[str, str]:
+        """The breakdown as ErrorInfo metadata (an INSUFFICIENT_CREDITS
+        error's, beside its `required` and `available`)."""
+        if self.cost is None:
+            return {}
+        return {
+            "flat": repr(self.cost.flat),
+            "per_km2": repr(self.cost.per_km2),
+            "area_km2": repr(self.area_km2),
+            "per_asset": repr(self.cost.per_asset),
+            "asset_count": str(self.asset_count),
+            "minimum": str(self.cost.minimum),
+        }
 
 
 def estimate(job_type: JobTypeRecord, spec: JobCreate, sources: list[ItemRecord]) -> tuple[int, float, int]:

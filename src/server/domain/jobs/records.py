@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from geopera_kernel.server.domain.jobs.pricing import Estimate
 from geopera_kernel.server.domain.models import ItemRecord
 from geopera_kernel.server.domain.rows import from_columns
 
@@ -99,6 +100,16 @@ class Dispatch:
     accepted: bool
     worker_id: str
     message: str
+
+
+@dataclass(frozen=True)
+class JobSpend:
+    """What a spend answers: the job (as it would be, with an empty id, after
+    a validate-only call), its dispatch (None when not dispatched), its price."""
+
+    job: JobRecord
+    dispatch: Dispatch | None
+    estimate: Estimate
 
 
 @dataclass(frozen=True)

@@ -126,8 +126,9 @@ class JobTransitions:
         Run it last in the transaction: it locks the project's credit account row."""
         await self.credits.capture(tx, job.project_id, job.id, held=job.credits_reserved, actual_cost=actual_cost)
 
-    async def cancel(self, principal: Principal, job_id: str, reason: str) -> JobRecord:
-        async with self._db.transaction() as tx:
+    async def cancel(self, principal: Principal, job_id: str, reason: str, *, validate_only: bool = False) -> JobRecord:
+        """With `validate_only`, run and rolled back: the job as cancelling would leave it."""
+        async with self._db.transaction(rollback=validate_only) as tx:
             job = await self._lock_job(tx, principal, job_id)
             if job.status == "CANCELLED":
                 return job

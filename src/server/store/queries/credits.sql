@@ -30,7 +30,7 @@ LIMIT %(limit)s;
 INSERT INTO credit_accounts (project_id) VALUES (%(project_id)s);
 
 -- name: reserve_credits
--- Moves credits from available to held; no row when the balance is too low.
+-- Moves credits from available to held; the balance after; no row when it is too low.
 WITH account AS (
     UPDATE credit_accounts SET available = available - %(amount)s, held = held + %(amount)s
     WHERE project_id = %(project_id)s AND available >= %(amount)s
@@ -38,7 +38,7 @@ WITH account AS (
 )
 INSERT INTO credit_ledger (project_id, job_id, kind, amount, available_after, held_after, note)
 SELECT project_id, %(job_id)s, 'reserve', %(amount)s, available, held, %(note)s FROM account
-RETURNING id;
+RETURNING id, available_after;
 
 -- name: settle_credits
 -- A finished job's hold in one statement (one lock of the account row, taken

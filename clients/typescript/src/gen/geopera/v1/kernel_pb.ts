@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file geopera/v1/kernel.proto.
  */
 export const file_geopera_v1_kernel: GenFile = /*@__PURE__*/
-  fileDesc("ChdnZW9wZXJhL3YxL2tlcm5lbC5wcm90bxIKZ2VvcGVyYS52MSJJCg5FeGVjdXRlUmVxdWVzdBIRCglvcGVyYXRpb24YASABKAkSJAoGcGFyYW1zGAIgASgLMhQuZ29vZ2xlLnByb3RvYnVmLkFueSJKCg9FeGVjdXRlUmVzcG9uc2USEQoJb3BlcmF0aW9uGAEgASgJEiQKBnJlc3VsdBgCIAEoCzIULmdvb2dsZS5wcm90b2J1Zi5BbnkiOQoPV2F0Y2hKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAyKGAQoQV2F0Y2hKb2JSZXNwb25zZRIQCghzZXF1ZW5jZRgBIAEoAxIuCgpldmVudF90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIcCgNqb2IYAyABKAsyDy5nZW9wZXJhLnYxLkpvYhISCgpldmVudF90eXBlGAQgASgJIpkBChJVcGxvYWRBc3NldFJlcXVlc3QSEgoKcHJvamVjdF9pZBgBIAEoCRIRCglmaWxlX25hbWUYAiABKAkSEgoKdG90YWxfc2l6ZRgDIAEoAxIOCgZzaGEyNTYYBCABKAkSFAoMd3JpdGVfb2Zmc2V0GAUgASgDEgwKBGRhdGEYBiABKAwSFAoMZmluaXNoX3dyaXRlGAcgASgIIoEBChNVcGxvYWRBc3NldFJlc3BvbnNlEhEKCXVwbG9hZF9pZBgBIAEoCRIWCg5jb21taXR0ZWRfc2l6ZRgCIAEoAxIOCgZzaGEyNTYYAyABKAkSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlYKFERvd25sb2FkQXNzZXRSZXF1ZXN0EhUKDXJlc291cmNlX25hbWUYASABKAkSEwoLcmVhZF9vZmZzZXQYAiABKAMSEgoKcmVhZF9saW1pdBgDIAEoAyJtChVEb3dubG9hZEFzc2V0UmVzcG9uc2USDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAMSEgoKdG90YWxfc2l6ZRgDIAEoAxISCgptZWRpYV90eXBlGAQgASgJEg4KBnNoYTI1NhgFIAEoCTLGAgoNS2VybmVsU2VydmljZRJCCgdFeGVjdXRlEhouZ2VvcGVyYS52MS5FeGVjdXRlUmVxdWVzdBobLmdlb3BlcmEudjEuRXhlY3V0ZVJlc3BvbnNlEkcKCFdhdGNoSm9iEhsuZ2VvcGVyYS52MS5XYXRjaEpvYlJlcXVlc3QaHC5nZW9wZXJhLnYxLldhdGNoSm9iUmVzcG9uc2UwARJQCgtVcGxvYWRBc3NldBIeLmdlb3BlcmEudjEuVXBsb2FkQXNzZXRSZXF1ZXN0Gh8uZ2VvcGVyYS52MS5VcGxvYWRBc3NldFJlc3BvbnNlKAESVgoNRG93bmxvYWRBc3NldBIgLmdlb3BlcmEudjEuRG93bmxvYWRBc3NldFJlcXVlc3QaIS5nZW9wZXJhLnYxLkRvd25sb2FkQXNzZXRSZXNwb25zZTABYgZwcm90bzM", [file_geopera_v1_resources, file_google_protobuf_any, file_google_protobuf_timestamp]);
+  fileDesc("ChdnZW9wZXJhL3YxL2tlcm5lbC5wcm90bxIKZ2VvcGVyYS52MSJgCg5FeGVjdXRlUmVxdWVzdBIRCglvcGVyYXRpb24YASABKAkSJAoGcGFyYW1zGAIgASgLMhQuZ29vZ2xlLnByb3RvYnVmLkFueRIVCg12YWxpZGF0ZV9vbmx5GAMgASgIIkoKD0V4ZWN1dGVSZXNwb25zZRIRCglvcGVyYXRpb24YASABKAkSJAoGcmVzdWx0GAIgASgLMhQuZ29vZ2xlLnByb3RvYnVmLkFueSI5Cg9XYXRjaEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDIoYBChBXYXRjaEpvYlJlc3BvbnNlEhAKCHNlcXVlbmNlGAEgASgDEi4KCmV2ZW50X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKA2pvYhgDIAEoCzIPLmdlb3BlcmEudjEuSm9iEhIKCmV2ZW50X3R5cGUYBCABKAkimQEKElVwbG9hZEFzc2V0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhEKCWZpbGVfbmFtZRgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgDEg4KBnNoYTI1NhgEIAEoCRIUCgx3cml0ZV9vZmZzZXQYBSABKAMSDAoEZGF0YRgGIAEoDBIUCgxmaW5pc2hfd3JpdGUYByABKAgigQEKE1VwbG9hZEFzc2V0UmVzcG9uc2USEQoJdXBsb2FkX2lkGAEgASgJEhYKDmNvbW1pdHRlZF9zaXplGAIgASgDEg4KBnNoYTI1NhgDIAEoCRIvCgtleHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiVgoURG93bmxvYWRBc3NldFJlcXVlc3QSFQoNcmVzb3VyY2VfbmFtZRgBIAEoCRITCgtyZWFkX29mZnNldBgCIAEoAxISCgpyZWFkX2xpbWl0GAMgASgDIm0KFURvd25sb2FkQXNzZXRSZXNwb25zZRIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoAxISCgp0b3RhbF9zaXplGAMgASgDEhIKCm1lZGlhX3R5cGUYBCABKAkSDgoGc2hhMjU2GAUgASgJMsYCCg1LZXJuZWxTZXJ2aWNlEkIKB0V4ZWN1dGUSGi5nZW9wZXJhLnYxLkV4ZWN1dGVSZXF1ZXN0GhsuZ2VvcGVyYS52MS5FeGVjdXRlUmVzcG9uc2USRwoIV2F0Y2hKb2ISGy5nZW9wZXJhLnYxLldhdGNoSm9iUmVxdWVzdBocLmdlb3BlcmEudjEuV2F0Y2hKb2JSZXNwb25zZTABElAKC1VwbG9hZEFzc2V0Eh4uZ2VvcGVyYS52MS5VcGxvYWRBc3NldFJlcXVlc3QaHy5nZW9wZXJhLnYxLlVwbG9hZEFzc2V0UmVzcG9uc2UoARJWCg1Eb3dubG9hZEFzc2V0EiAuZ2VvcGVyYS52MS5Eb3dubG9hZEFzc2V0UmVxdWVzdBohLmdlb3BlcmEudjEuRG93bmxvYWRBc3NldFJlc3BvbnNlMAFiBnByb3RvMw", [file_geopera_v1_resources, file_google_protobuf_any, file_google_protobuf_timestamp]);
 
 /**
  * Request of `Execute`.
@@ -35,6 +35,46 @@ export type ExecuteRequest = Message<"geopera.v1.ExecuteRequest"> & {
    * @generated from field: google.protobuf.Any params = 2;
    */
   params?: Any | undefined;
+
+  /**
+   * Validate only (AIP-163): the call is checked exactly as without this flag
+   * (the same code runs up to the point of acting: params, scope, project
+   * membership, AOI, source items and assets, output names, uploads, quota,
+   * the balance) and answers the operation's normal result type, changing
+   * nothing: no job, no credit hold, no ledger entry, no event, no stored
+   * item or artifact, no idempotency record. Errors are the call's own.
+   *
+   * - Reads answer as usual (they change nothing anyway).
+   * - Spends (`clip.create_from_item`, `processing.create`,
+   *   `processing.create_and_dispatch`, `processing.dispatch`) answer with
+   *   `estimate` (a `CostEstimate`: flat, per_km2 x km², per_asset x assets,
+   *   minimum and rounding, the total and the balance after) and the job as
+   *   it would be, with an empty `id` (no such job exists); the estimate is
+   *   the hold the same call without `validate_only` reserves at that moment.
+   *   A spend the project cannot pay fails FAILED_PRECONDITION
+   *   `INSUFFICIENT_CREDITS`, as the call would, and its ErrorInfo metadata
+   *   carries the estimate: `required` (= total_credits), `available`,
+   *   `flat`, `per_km2`, `area_km2`, `per_asset`, `asset_count`, `minimum`.
+   * - `analytics.execute` resolves and checks the items and params and
+   *   answers `pixels_to_read` without reading a pixel (an empty `result`,
+   *   no `outputs`, nothing stored).
+   * - `items.create` inspects the assets (and checks that they would convert
+   *   with `convert_to_cog`) and answers the item as it would be registered,
+   *   with an empty `id`; the uploads stay unconsumed.
+   * - `processing.jobs.cancel` answers the job as cancelling would leave it,
+   *   without cancelling it.
+   *
+   * An `idempotency-key` sent with `validate_only` is checked for form and
+   * otherwise ignored: nothing is recorded or replayed, and a later call
+   * with the key runs for real. An operation that cannot validate without
+   * acting fails INVALID_ARGUMENT `VALIDATE_ONLY_UNSUPPORTED` and does
+   * nothing (every operation of this server supports it).
+   * HTTP: `POST /v1/op/{operation}?validate_only=true`. MCP: the tool
+   * argument `validate_only`.
+   *
+   * @generated from field: bool validate_only = 3;
+   */
+  validateOnly: boolean;
 };
 
 /**

@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file geopera/v1/resources.proto.
  */
 export const file_geopera_v1_resources: GenFile = /*@__PURE__*/
-  fileDesc("ChpnZW9wZXJhL3YxL3Jlc291cmNlcy5wcm90bxIKZ2VvcGVyYS52MSJcCgdQcm9qZWN0EgoKAmlkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZwoOQmFuZFN0YXRpc3RpY3MSDwoHbWluaW11bRgBIAEoARIPCgdtYXhpbXVtGAIgASgBEgwKBG1lYW4YAyABKAESDgoGc3RkZGV2GAQgASgBEhUKDXZhbGlkX3BlcmNlbnQYBSABKAEi2wIKBEJhbmQSDAoEbmFtZRgBIAEoCRITCgtjb21tb25fbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIRCglkYXRhX3R5cGUYBCABKAkSEwoGbm9kYXRhGAUgASgBSACIAQESDQoFc2NhbGUYBiABKAESDgoGb2Zmc2V0GAcgASgBEgwKBHVuaXQYCCABKAkSLgoKc3RhdGlzdGljcxgJIAEoCzIaLmdlb3BlcmEudjEuQmFuZFN0YXRpc3RpY3MSFgoOc2Vuc29yX2JhbmRfaWQYCiABKAkSHAoUY2VudGVyX3dhdmVsZW5ndGhfdW0YCyABKAESKAoEdGFncxgMIAMoCzIaLmdlb3BlcmEudjEuQmFuZC5UYWdzRW50cnkaKwoJVGFnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCQoHX25vZGF0YSJKCgpSZW5kZXJIaW50EikKB3Jlc2NhbGUYASADKAsyGC5nZW9wZXJhLnYxLlJlc2NhbGVSYW5nZRIRCglyZ2JfYmFuZHMYAiADKAUiKAoMUmVzY2FsZVJhbmdlEgsKA21pbhgBIAEoARILCgNtYXgYAiABKAEinAEKClJhc3RlckdyaWQSCwoDY3JzGAEgASgJEg0KBXdpZHRoGAIgASgFEg4KBmhlaWdodBgDIAEoBRIRCgl0cmFuc2Zvcm0YBCADKAESDgoGYm91bmRzGAUgAygBEhIKCmJsb2NrX3NpemUYBiADKAUSFgoOb3ZlcnZpZXdfY291bnQYByABKAUSEwoLY29tcHJlc3Npb24YCCABKAki5wEKBUFzc2V0EgsKA2tleRgBIAEoCRIMCgRocmVmGAIgASgJEhIKCm1lZGlhX3R5cGUYAyABKAkSDQoFdGl0bGUYBCABKAkSDQoFcm9sZXMYBSADKAkSHwoFYmFuZHMYBiADKAsyEC5nZW9wZXJhLnYxLkJhbmQSEgoKc2l6ZV9ieXRlcxgHIAEoAxIOCgZzaGEyNTYYCCABKAkSJAoEZ3JpZBgJIAEoCzIWLmdlb3BlcmEudjEuUmFzdGVyR3JpZBImCgZyZW5kZXIYCiABKAsyFi5nZW9wZXJhLnYxLlJlbmRlckhpbnQiqQMKBEl0ZW0SCgoCaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRIVCg1jb2xsZWN0aW9uX2lkGAMgASgJEgwKBG5hbWUYBCABKAkSKQoIZ2VvbWV0cnkYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EgwKBGJib3gYBiADKAESLAoIZGF0ZXRpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCnByb3BlcnRpZXMYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiwKBmFzc2V0cxgJIAMoCzIcLmdlb3BlcmEudjEuSXRlbS5Bc3NldHNFbnRyeRIvCgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGam9iX2lkGAsgASgJEhcKD3NvdXJjZV9pdGVtX2lkcxgMIAMoCRpACgtBc3NldHNFbnRyeRILCgNrZXkYASABKAkSIAoFdmFsdWUYAiABKAsyES5nZW9wZXJhLnYxLkFzc2V0OgI4ASKyBQoDSm9iEgoKAmlkGAEgASgJEhIKCnByb2plY3RfaWQYAiABKAkSEwoLam9iX3R5cGVfaWQYAyABKAkSJQoGc3RhdHVzGAQgASgOMhUuZ2VvcGVyYS52MS5Kb2JTdGF0dXMSLQoMaW5wdXRfcGFyYW1zGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIcChR0YXJnZXRfY29sbGVjdGlvbl9pZBgGIAEoCRIQCghwcm9ncmVzcxgHIAEoARIPCgdhdHRlbXB0GAggASgFEhQKDG1heF9hdHRlbXB0cxgJIAEoBRIRCgl3b3JrZXJfaWQYCiABKAkSLwoLY3JlYXRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDWRpc3BhdGNoX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQY3JlZGl0c19yZXNlcnZlZBgQIAEoAxIXCg9jcmVkaXRzX2NoYXJnZWQYESABKAMSIQoFZXJyb3IYEiABKAsyEi5nb29nbGUucnBjLlN0YXR1cxIXCg9vdXRwdXRfaXRlbV9pZHMYEyADKAkSDwoHbWVzc2FnZRgUIAEoCRIXCg9zb3VyY2VfaXRlbV9pZHMYFSADKAkSGAoQY2FuY2VsX3JlcXVlc3RlZBgWIAEoCBIQCghzZXF1ZW5jZRgXIAEoAyJGCg5EaXNwYXRjaFJlc3VsdBIQCghhY2NlcHRlZBgBIAEoCBIRCgl3b3JrZXJfaWQYAiABKAkSDwoHbWVzc2FnZRgDIAEoCSJOCglDb3N0TW9kZWwSDAoEZmxhdBgBIAEoARIPCgdwZXJfa20yGAIgASgBEhEKCXBlcl9hc3NldBgDIAEoARIPCgdtaW5pbXVtGAQgASgDIrkBCgdKb2JUeXBlEhMKC2pvYl90eXBlX2lkGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEi0KDGlucHV0X3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSKQoKY29zdF9tb2RlbBgEIAEoCzIVLmdlb3BlcmEudjEuQ29zdE1vZGVsEg8KB2J1aWx0aW4YBSABKAgSGQoRY29ubmVjdGVkX3dvcmtlcnMYBiABKAUi3QEKBldvcmtlchIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhQKDGpvYl90eXBlX2lkcxgDIAMoCRIQCghjYXBhY2l0eRgEIAEoBRITCgthY3RpdmVfam9icxgFIAEoBRIRCgljb25uZWN0ZWQYBiABKAgSNwoTbGFzdF9oZWFydGJlYXRfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMY29ubmVjdF90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCLkAQoLTGVkZ2VyRW50cnkSCgoCaWQYASABKAMSEgoKcHJvamVjdF9pZBgCIAEoCRIOCgZqb2JfaWQYAyABKAkSKQoEa2luZBgEIAEoDjIbLmdlb3BlcmEudjEuTGVkZ2VyRW50cnlLaW5kEg4KBmFtb3VudBgFIAEoAxIXCg9hdmFpbGFibGVfYWZ0ZXIYBiABKAMSEgoKaGVsZF9hZnRlchgHIAEoAxIvCgtjcmVhdGVfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDAoEbm90ZRgJIAEoCSJzCg1DcmVkaXRCYWxhbmNlEhIKCnByb2plY3RfaWQYASABKAkSEQoJYXZhaWxhYmxlGAIgASgDEgwKBGhlbGQYAyABKAMSFgoOY2FwdHVyZWRfdG90YWwYBCABKAMSFQoNZ3JhbnRlZF90b3RhbBgFIAEoAyI2CgtMaW5lYWdlTm9kZRIMCgRraW5kGAEgASgJEgoKAmlkGAIgASgJEg0KBWxhYmVsGAMgASgJIl8KC0xpbmVhZ2VFZGdlEhYKDm91dHB1dF9pdGVtX2lkGAEgASgJEhAKCHJlbGF0aW9uGAIgASgJEg4KBmpvYl9pZBgDIAEoCRIWCg5zb3VyY2VfaXRlbV9pZBgEIAEoCSJ4CghBcnRpZmFjdBIKCgJpZBgBIAEoCRILCgNrZXkYAiABKAkSDAoEaHJlZhgDIAEoCRISCgptZWRpYV90eXBlGAQgASgJEhIKCnNpemVfYnl0ZXMYBSABKAMSDgoGc2hhMjU2GAYgASgJEg0KBXRpdGxlGAcgASgJKr0BCglKb2JTdGF0dXMSGgoWSk9CX1NUQVRVU19VTlNQRUNJRklFRBAAEhYKEkpPQl9TVEFUVVNfUEVORElORxABEhkKFUpPQl9TVEFUVVNfRElTUEFUQ0hFRBACEhYKEkpPQl9TVEFUVVNfUlVOTklORxADEhgKFEpPQl9TVEFUVVNfU1VDQ0VFREVEEAQSFQoRSk9CX1NUQVRVU19GQUlMRUQQBRIYChRKT0JfU1RBVFVTX0NBTkNFTExFRBAGKssBCg9MZWRnZXJFbnRyeUtpbmQSIQodTEVER0VSX0VOVFJZX0tJTkRfVU5TUEVDSUZJRUQQABIbChdMRURHRVJfRU5UUllfS0lORF9HUkFOVBABEh0KGUxFREdFUl9FTlRSWV9LSU5EX1JFU0VSVkUQAhIdChlMRURHRVJfRU5UUllfS0lORF9DQVBUVVJFEAMSHQoZTEVER0VSX0VOVFJZX0tJTkRfUkVMRUFTRRAEEhsKF0xFREdFUl9FTlRSWV9LSU5EX1dBSVZFEAViBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_google_rpc_status]);
+  fileDesc("ChpnZW9wZXJhL3YxL3Jlc291cmNlcy5wcm90bxIKZ2VvcGVyYS52MSJcCgdQcm9qZWN0EgoKAmlkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZwoOQmFuZFN0YXRpc3RpY3MSDwoHbWluaW11bRgBIAEoARIPCgdtYXhpbXVtGAIgASgBEgwKBG1lYW4YAyABKAESDgoGc3RkZGV2GAQgASgBEhUKDXZhbGlkX3BlcmNlbnQYBSABKAEi2wIKBEJhbmQSDAoEbmFtZRgBIAEoCRITCgtjb21tb25fbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIRCglkYXRhX3R5cGUYBCABKAkSEwoGbm9kYXRhGAUgASgBSACIAQESDQoFc2NhbGUYBiABKAESDgoGb2Zmc2V0GAcgASgBEgwKBHVuaXQYCCABKAkSLgoKc3RhdGlzdGljcxgJIAEoCzIaLmdlb3BlcmEudjEuQmFuZFN0YXRpc3RpY3MSFgoOc2Vuc29yX2JhbmRfaWQYCiABKAkSHAoUY2VudGVyX3dhdmVsZW5ndGhfdW0YCyABKAESKAoEdGFncxgMIAMoCzIaLmdlb3BlcmEudjEuQmFuZC5UYWdzRW50cnkaKwoJVGFnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCQoHX25vZGF0YSJKCgpSZW5kZXJIaW50EikKB3Jlc2NhbGUYASADKAsyGC5nZW9wZXJhLnYxLlJlc2NhbGVSYW5nZRIRCglyZ2JfYmFuZHMYAiADKAUiKAoMUmVzY2FsZVJhbmdlEgsKA21pbhgBIAEoARILCgNtYXgYAiABKAEinAEKClJhc3RlckdyaWQSCwoDY3JzGAEgASgJEg0KBXdpZHRoGAIgASgFEg4KBmhlaWdodBgDIAEoBRIRCgl0cmFuc2Zvcm0YBCADKAESDgoGYm91bmRzGAUgAygBEhIKCmJsb2NrX3NpemUYBiADKAUSFgoOb3ZlcnZpZXdfY291bnQYByABKAUSEwoLY29tcHJlc3Npb24YCCABKAki5wEKBUFzc2V0EgsKA2tleRgBIAEoCRIMCgRocmVmGAIgASgJEhIKCm1lZGlhX3R5cGUYAyABKAkSDQoFdGl0bGUYBCABKAkSDQoFcm9sZXMYBSADKAkSHwoFYmFuZHMYBiADKAsyEC5nZW9wZXJhLnYxLkJhbmQSEgoKc2l6ZV9ieXRlcxgHIAEoAxIOCgZzaGEyNTYYCCABKAkSJAoEZ3JpZBgJIAEoCzIWLmdlb3BlcmEudjEuUmFzdGVyR3JpZBImCgZyZW5kZXIYCiABKAsyFi5nZW9wZXJhLnYxLlJlbmRlckhpbnQiqQMKBEl0ZW0SCgoCaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRIVCg1jb2xsZWN0aW9uX2lkGAMgASgJEgwKBG5hbWUYBCABKAkSKQoIZ2VvbWV0cnkYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EgwKBGJib3gYBiADKAESLAoIZGF0ZXRpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCnByb3BlcnRpZXMYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiwKBmFzc2V0cxgJIAMoCzIcLmdlb3BlcmEudjEuSXRlbS5Bc3NldHNFbnRyeRIvCgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGam9iX2lkGAsgASgJEhcKD3NvdXJjZV9pdGVtX2lkcxgMIAMoCRpACgtBc3NldHNFbnRyeRILCgNrZXkYASABKAkSIAoFdmFsdWUYAiABKAsyES5nZW9wZXJhLnYxLkFzc2V0OgI4ASKyBQoDSm9iEgoKAmlkGAEgASgJEhIKCnByb2plY3RfaWQYAiABKAkSEwoLam9iX3R5cGVfaWQYAyABKAkSJQoGc3RhdHVzGAQgASgOMhUuZ2VvcGVyYS52MS5Kb2JTdGF0dXMSLQoMaW5wdXRfcGFyYW1zGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIcChR0YXJnZXRfY29sbGVjdGlvbl9pZBgGIAEoCRIQCghwcm9ncmVzcxgHIAEoARIPCgdhdHRlbXB0GAggASgFEhQKDG1heF9hdHRlbXB0cxgJIAEoBRIRCgl3b3JrZXJfaWQYCiABKAkSLwoLY3JlYXRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDWRpc3BhdGNoX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQY3JlZGl0c19yZXNlcnZlZBgQIAEoAxIXCg9jcmVkaXRzX2NoYXJnZWQYESABKAMSIQoFZXJyb3IYEiABKAsyEi5nb29nbGUucnBjLlN0YXR1cxIXCg9vdXRwdXRfaXRlbV9pZHMYEyADKAkSDwoHbWVzc2FnZRgUIAEoCRIXCg9zb3VyY2VfaXRlbV9pZHMYFSADKAkSGAoQY2FuY2VsX3JlcXVlc3RlZBgWIAEoCBIQCghzZXF1ZW5jZRgXIAEoAyJGCg5EaXNwYXRjaFJlc3VsdBIQCghhY2NlcHRlZBgBIAEoCBIRCgl3b3JrZXJfaWQYAiABKAkSDwoHbWVzc2FnZRgDIAEoCSJOCglDb3N0TW9kZWwSDAoEZmxhdBgBIAEoARIPCgdwZXJfa20yGAIgASgBEhEKCXBlcl9hc3NldBgDIAEoARIPCgdtaW5pbXVtGAQgASgDIrYCCgxDb3N0RXN0aW1hdGUSDAoEZmxhdBgBIAEoARIPCgdwZXJfa20yGAIgASgBEhAKCGFyZWFfa20yGAMgASgBEhQKDGFyZWFfY3JlZGl0cxgEIAEoARIRCglwZXJfYXNzZXQYBSABKAESEwoLYXNzZXRfY291bnQYBiABKAMSFQoNYXNzZXRfY3JlZGl0cxgHIAEoARITCgtyYXdfY3JlZGl0cxgIIAEoARIPCgdtaW5pbXVtGAkgASgDEhcKD21pbmltdW1fYXBwbGllZBgKIAEoCBIVCg10b3RhbF9jcmVkaXRzGAsgASgDEhkKEWF2YWlsYWJsZV9jcmVkaXRzGAwgASgDEhUKDWJhbGFuY2VfYWZ0ZXIYDSABKAMSGAoQYWxyZWFkeV9yZXNlcnZlZBgOIAEoCCK5AQoHSm9iVHlwZRITCgtqb2JfdHlwZV9pZBgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRItCgxpbnB1dF9zY2hlbWEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EikKCmNvc3RfbW9kZWwYBCABKAsyFS5nZW9wZXJhLnYxLkNvc3RNb2RlbBIPCgdidWlsdGluGAUgASgIEhkKEWNvbm5lY3RlZF93b3JrZXJzGAYgASgFIt0BCgZXb3JrZXISCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIUCgxqb2JfdHlwZV9pZHMYAyADKAkSEAoIY2FwYWNpdHkYBCABKAUSEwoLYWN0aXZlX2pvYnMYBSABKAUSEQoJY29ubmVjdGVkGAYgASgIEjcKE2xhc3RfaGVhcnRiZWF0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGNvbm5lY3RfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi5AEKC0xlZGdlckVudHJ5EgoKAmlkGAEgASgDEhIKCnByb2plY3RfaWQYAiABKAkSDgoGam9iX2lkGAMgASgJEikKBGtpbmQYBCABKA4yGy5nZW9wZXJhLnYxLkxlZGdlckVudHJ5S2luZBIOCgZhbW91bnQYBSABKAMSFwoPYXZhaWxhYmxlX2FmdGVyGAYgASgDEhIKCmhlbGRfYWZ0ZXIYByABKAMSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBG5vdGUYCSABKAkicwoNQ3JlZGl0QmFsYW5jZRISCgpwcm9qZWN0X2lkGAEgASgJEhEKCWF2YWlsYWJsZRgCIAEoAxIMCgRoZWxkGAMgASgDEhYKDmNhcHR1cmVkX3RvdGFsGAQgASgDEhUKDWdyYW50ZWRfdG90YWwYBSABKAMiNgoLTGluZWFnZU5vZGUSDAoEa2luZBgBIAEoCRIKCgJpZBgCIAEoCRINCgVsYWJlbBgDIAEoCSJfCgtMaW5lYWdlRWRnZRIWCg5vdXRwdXRfaXRlbV9pZBgBIAEoCRIQCghyZWxhdGlvbhgCIAEoCRIOCgZqb2JfaWQYAyABKAkSFgoOc291cmNlX2l0ZW1faWQYBCABKAkieAoIQXJ0aWZhY3QSCgoCaWQYASABKAkSCwoDa2V5GAIgASgJEgwKBGhyZWYYAyABKAkSEgoKbWVkaWFfdHlwZRgEIAEoCRISCgpzaXplX2J5dGVzGAUgASgDEg4KBnNoYTI1NhgGIAEoCRINCgV0aXRsZRgHIAEoCSq9AQoJSm9iU3RhdHVzEhoKFkpPQl9TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJKT0JfU1RBVFVTX1BFTkRJTkcQARIZChVKT0JfU1RBVFVTX0RJU1BBVENIRUQQAhIWChJKT0JfU1RBVFVTX1JVTk5JTkcQAxIYChRKT0JfU1RBVFVTX1NVQ0NFRURFRBAEEhUKEUpPQl9TVEFUVVNfRkFJTEVEEAUSGAoUSk9CX1NUQVRVU19DQU5DRUxMRUQQBirLAQoPTGVkZ2VyRW50cnlLaW5kEiEKHUxFREdFUl9FTlRSWV9LSU5EX1VOU1BFQ0lGSUVEEAASGwoXTEVER0VSX0VOVFJZX0tJTkRfR1JBTlQQARIdChlMRURHRVJfRU5UUllfS0lORF9SRVNFUlZFEAISHQoZTEVER0VSX0VOVFJZX0tJTkRfQ0FQVFVSRRADEh0KGUxFREdFUl9FTlRSWV9LSU5EX1JFTEVBU0UQBBIbChdMRURHRVJfRU5UUllfS0lORF9XQUlWRRAFYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_google_rpc_status]);
 
 /**
  * A project owns items, jobs, artifacts and a credit account. Every token other
@@ -796,6 +796,127 @@ export const CostModelSchema: GenMessage<CostModel> = /*@__PURE__*/
   messageDesc(file_geopera_v1_resources, 10);
 
 /**
+ * What a spend costs, as its job type's `CostModel` prices it (see there):
+ * total = max(minimum, ceil(flat + per_km2 x area_km2 + per_asset x
+ * asset_count)). Every spend answers it, also with `validate_only`
+ * (AIP-163), where it is what the same call without `validate_only` would
+ * reserve at that moment (nothing is reserved).
+ *
+ * @generated from message geopera.v1.CostEstimate
+ */
+export type CostEstimate = Message<"geopera.v1.CostEstimate"> & {
+  /**
+   * The job type's credits per job.
+   *
+   * @generated from field: double flat = 1;
+   */
+  flat: number;
+
+  /**
+   * The job type's credits per km².
+   *
+   * @generated from field: double per_km2 = 2;
+   */
+  perKm2: number;
+
+  /**
+   * The km² priced: the AOI within the source footprint, or the footprint.
+   *
+   * @generated from field: double area_km2 = 3;
+   */
+  areaKm2: number;
+
+  /**
+   * per_km2 x area_km2.
+   *
+   * @generated from field: double area_credits = 4;
+   */
+  areaCredits: number;
+
+  /**
+   * The job type's credits per input asset.
+   *
+   * @generated from field: double per_asset = 5;
+   */
+  perAsset: number;
+
+  /**
+   * The assets priced.
+   *
+   * @generated from field: int64 asset_count = 6;
+   */
+  assetCount: bigint;
+
+  /**
+   * per_asset x asset_count.
+   *
+   * @generated from field: double asset_credits = 7;
+   */
+  assetCredits: number;
+
+  /**
+   * flat + area_credits + asset_credits, before rounding.
+   *
+   * @generated from field: double raw_credits = 8;
+   */
+  rawCredits: number;
+
+  /**
+   * The job type's lower bound (0 in the cost model means 1).
+   *
+   * @generated from field: int64 minimum = 9;
+   */
+  minimum: bigint;
+
+  /**
+   * True when `minimum` raised the rounded-up raw credits.
+   *
+   * @generated from field: bool minimum_applied = 10;
+   */
+  minimumApplied: boolean;
+
+  /**
+   * The credits the job reserves: max(minimum, ceil(raw_credits)).
+   *
+   * @generated from field: int64 total_credits = 11;
+   */
+  totalCredits: bigint;
+
+  /**
+   * The project's available credits before the hold.
+   *
+   * @generated from field: int64 available_credits = 12;
+   */
+  availableCredits: bigint;
+
+  /**
+   * available_credits - total_credits: the project's available credits once
+   * the job holds its credits (never negative: a call that would overdraw
+   * fails FAILED_PRECONDITION `INSUFFICIENT_CREDITS`, whose ErrorInfo
+   * metadata carries this estimate, see `ExecuteRequest.validate_only`).
+   *
+   * @generated from field: int64 balance_after = 13;
+   */
+  balanceAfter: bigint;
+
+  /**
+   * `processing.dispatch`: the job's credits were reserved when it was
+   * created, so dispatching moves none (`total_credits` is that hold,
+   * `balance_after` equals `available_credits`, the breakdown is empty).
+   *
+   * @generated from field: bool already_reserved = 14;
+   */
+  alreadyReserved: boolean;
+};
+
+/**
+ * Describes the message geopera.v1.CostEstimate.
+ * Use `create(CostEstimateSchema)` to create a new message.
+ */
+export const CostEstimateSchema: GenMessage<CostEstimate> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_resources, 11);
+
+/**
  * A kind of job workers can run.
  *
  * @generated from message geopera.v1.JobType
@@ -849,7 +970,7 @@ export type JobType = Message<"geopera.v1.JobType"> & {
  * Use `create(JobTypeSchema)` to create a new message.
  */
 export const JobTypeSchema: GenMessage<JobType> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_resources, 11);
+  messageDesc(file_geopera_v1_resources, 12);
 
 /**
  * A registered worker process.
@@ -922,7 +1043,7 @@ export type Worker = Message<"geopera.v1.Worker"> & {
  * Use `create(WorkerSchema)` to create a new message.
  */
 export const WorkerSchema: GenMessage<Worker> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_resources, 12);
+  messageDesc(file_geopera_v1_resources, 13);
 
 /**
  * One append-only row of a project's credit ledger.
@@ -1000,7 +1121,7 @@ export type LedgerEntry = Message<"geopera.v1.LedgerEntry"> & {
  * Use `create(LedgerEntrySchema)` to create a new message.
  */
 export const LedgerEntrySchema: GenMessage<LedgerEntry> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_resources, 13);
+  messageDesc(file_geopera_v1_resources, 14);
 
 /**
  * A project's credit balance. `available + held` only changes by grants
@@ -1050,7 +1171,7 @@ export type CreditBalance = Message<"geopera.v1.CreditBalance"> & {
  * Use `create(CreditBalanceSchema)` to create a new message.
  */
 export const CreditBalanceSchema: GenMessage<CreditBalance> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_resources, 14);
+  messageDesc(file_geopera_v1_resources, 15);
 
 /**
  * A node of a provenance graph.
@@ -1085,7 +1206,7 @@ export type LineageNode = Message<"geopera.v1.LineageNode"> & {
  * Use `create(LineageNodeSchema)` to create a new message.
  */
 export const LineageNodeSchema: GenMessage<LineageNode> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_resources, 15);
+  messageDesc(file_geopera_v1_resources, 16);
 
 /**
  * A provenance edge: `output_item_id` was generated by `job_id` and derived from
@@ -1128,7 +1249,7 @@ export type LineageEdge = Message<"geopera.v1.LineageEdge"> & {
  * Use `create(LineageEdgeSchema)` to create a new message.
  */
 export const LineageEdgeSchema: GenMessage<LineageEdge> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_resources, 16);
+  messageDesc(file_geopera_v1_resources, 17);
 
 /**
  * A file produced by an analytics method and stored in the project (for example
@@ -1193,7 +1314,7 @@ export type Artifact = Message<"geopera.v1.Artifact"> & {
  * Use `create(ArtifactSchema)` to create a new message.
  */
 export const ArtifactSchema: GenMessage<Artifact> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_resources, 17);
+  messageDesc(file_geopera_v1_resources, 18);
 
 /**
  * Lifecycle of a processing job.
