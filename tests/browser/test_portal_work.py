@@ -245,6 +245,13 @@ def test_a_double_click_on_clip_creates_one_job_and_one_hold(portal, portal_serv
     set_value(portal, "#job-output_name", "portal_double_click")
     with portal_server.sdk() as client:
         reserves_before = sum(1 for e in client.credits.ledger(DEMO_PROJECT) if e.kind == 2)
+        held_before = client.credits.balance(DEMO_PROJECT).held
+    # The price is quoted before the spend (validate_only) and the quote holds nothing.
+    quoted = portal.wait(lambda: portal.find("#process-cost .estimate").get_attribute("data-credits"), 30, "the quote")
+    assert "nothing reserved" in portal.find("#process-cost").text
+    with portal_server.sdk() as client:
+        assert sum(1 for e in client.credits.ledger(DEMO_PROJECT) if e.kind == 2) == reserves_before
+        assert client.credits.balance(DEMO_PROJECT).held == held_before
     ActionChains(portal.driver).double_click(portal.find("#job button[type=submit]")).perform()
     created = portal.wait(lambda: portal.find(".job-created[data-job-id]"), 30, "the created job")
     time.sleep(2)  # room for a second request, were one sent
@@ -254,7 +261,7 @@ def test_a_double_click_on_clip_creates_one_job_and_one_hold(portal, portal_serv
         reserves = [e for e in client.credits.ledger(DEMO_PROJECT) if e.kind == 2]
     assert [j.id for j in jobs] == [created.get_attribute("data-job-id")]
     assert len(reserves) == reserves_before + 1
-    assert [e.job_id for e in reserves][0] == jobs[0].id
+    assert reserves[0].job_id == jobs[0].id and reserves[0].amount == int(quoted)
 
 
 @pytest.mark.parametrize("viewport", ["desktop", "phone"])

@@ -1,10 +1,11 @@
 // #/process: create a job of any registered job type from a form generated from its
 // params schema (processing.job_types.list); a clip goes through clip.create_from_item.
-// The AOI comes from the map (drawn) or a GeoJSON file; the price is shown before the
-// spend; every submission carries one idempotency key, so a double click pays once.
+// The AOI comes from the map (drawn) or a GeoJSON file; the price is quoted by the server
+// before the spend (validate_only); every submission carries one idempotency key, so a
+// double click pays once.
 import { aoiMap } from "../aoi.js";
-import { areaKm2, describeCostModel, estimateCredits } from "../cost.js";
-import { h } from "../dom.js";
+import { describeCostModel } from "../cost.js";
+import { formatNumber, h } from "../dom.js";
 import { createForm, fieldsOfKind, readForm, setFieldValue, showFieldErrors, showFormMessage } from "../forms.js";
 import { progressBar, statusBadge, statusWord, TERMINAL_STATUSES } from "../ui.js";
 
@@ -51,7 +52,6 @@ export async function render(root, params, ctx) {
   let jobType = null;
   let pendingKey = null; // one per submission: a retry of the same submission replays it
   let busy = false;
-  const itemsById = new Map(items.map((i) => [i.id, i]));
   const itemField = () => (form ? fieldsOfKind(form, "item")[0] : undefined);
   const aoi = aoiMap(mapColumn, ctx, {
     items,
@@ -66,29 +66,49 @@ export async function render(root, params, ctx) {
     for (const path of fieldsOfKind(form, "geometry")) setFieldValue(form, path, geometry);
   });
 
+  // The price before the spend: the same call with validate_only (AIP-163) runs every
+  // check and answers the estimate the real call would hold; nothing is reserved.
+  let quoteSerial = 0;
+  let quoteTimer = null;
+  let quoting = null; // the AbortController of the quote in flight
+  signal.addEventListener("abort", () => quoting?.abort(), { once: true });
   function showCost() {
+    clearTimeout(quoteTimer);
+    quoteTimer = setTimeout(quote, 250);
+  }
+
+  async function quote() {
     if (!form || !jobType) return;
-    const { value } = readForm(form);
-    const model = jobType.cost_model ?? {};
-    const itemPath = itemField();
-    const item = itemPath ? itemsById.get(value[itemPath]) : undefined;
-    const geometryPath = fieldsOfKind(form, "geometry")[0];
-    const geometry = geometryPath ? value[geometryPath] : undefined;
-    const km2 = geometry ? areaKm2(geometry, item?.bbox) : 0;
-    const keys = Array.isArray(value.asset_keys) && value.asset_keys.length ? value.asset_keys : null;
-    const assets = keys ? keys.length : Object.keys(item?.assets ?? {}).length;
-    const needsArea = Number(model.per_km2) > 0 && !geometry;
-    const credits = estimateCredits(model, km2, assets);
-    cost.replaceChildren(
-      h("h2", {}, "Cost before you pay"),
-      needsArea
-        ? h("p", { class: "estimate", "data-credits": "" }, "Draw or upload an area of interest to see the price.")
-        : h("p", { class: "estimate", "data-credits": String(credits) },
-          h("strong", {}, `about ${credits} credit${credits === 1 ? "" : "s"}`),
-          ` (${km2.toFixed(3)} km² within the item, ${assets} asset${assets === 1 ? "" : "s"})`),
-      h("p", { class: "muted" }, `Cost model of ${jobType.job_type_id}: ${describeCostModel(model)}. `,
-        "The server holds the exact amount when the job is created and charges at most that."),
-    );
+    const serial = ++quoteSerial;
+    const model = h("p", { class: "muted" }, `Cost model of ${jobType.job_type_id}: ${describeCostModel(jobType.cost_model ?? {})}.`);
+    const { value, errors } = readForm(form);
+    // Asked only once the form could be priced: no request per keystroke of an empty form.
+    const missing = (jobType.input_schema?.required ?? []).filter((name) => value[name] === undefined);
+    let line;
+    if (errors.length || missing.length) {
+      line = h("p", { class: "estimate", "data-credits": "" }, "Fill in ",
+        errors.length ? errors[0].field : missing.join(", "), " to see the price.");
+    } else {
+      const { operation, body } = creation(jobType.job_type_id, ctx.projectId, value);
+      try {
+        quoting?.abort();
+        quoting = new AbortController();
+        const { estimate } = await api.call(operation, body, { validateOnly: true, signal: quoting.signal });
+        if (serial !== quoteSerial) return;
+        const total = Number(estimate.total_credits);
+        line = h("p", { class: "estimate", "data-credits": String(total) },
+          h("strong", {}, `${total} credit${total === 1 ? "" : "s"}`),
+          ` for ${formatNumber(estimate.area_km2 ?? 0)} km² and ${estimate.asset_count ?? 0} asset(s); `,
+          `${estimate.balance_after} would stay available. Validated by the server, nothing reserved.`);
+      } catch (err) {
+        if (err.name === "AbortError" || serial !== quoteSerial) return;
+        if (err.unauthenticated) return ctx.handleError(err);
+        const first = err.fieldViolations?.[0];
+        line = h("p", { class: "estimate", "data-credits": "", "data-reason": err.reason ?? "" }, "Not priced yet: ",
+          first ? `${first.field}: ${first.description}` : err.message);
+      }
+    }
+    cost.replaceChildren(h("h2", {}, "Cost before you pay"), line, model);
   }
 
   function buildForm() {
@@ -140,6 +160,9 @@ export async function render(root, params, ctx) {
       return;
     }
     const { operation, body } = creation(jobType.job_type_id, ctx.projectId, value);
+    clearTimeout(quoteTimer); // the quote of what is being bought is shown already
+    quoteSerial += 1;
+    quoting?.abort();
     pendingKey ??= api.newIdempotencyKey(jobType.job_type_id);
     busy = true;
     const button = form.querySelector("button[type=submit]");
