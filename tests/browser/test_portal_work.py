@@ -84,7 +84,7 @@ def test_zonal_statistics_from_the_generated_form_equal_the_grpc_answer(portal, 
     portal.screenshot("zonal-form")
     run_form(portal, "zonal_stats")
     portal.wait(lambda: portal.find("#analytics-result[data-operation=zonal_stats]"), 60, "the zonal statistics")
-    portal.screenshot("zonal-result")
+    portal.screenshot("zonal-result", full_page=True)
 
     params = {"item_id": item_id, "index_name": "NDVI", "geometry": AOI, "percentiles": [10, 50, 90], "histogram": {"bins": 8}}
     with portal_server.sdk() as client:
@@ -123,7 +123,7 @@ def test_a_drawn_aoi_is_clipped_and_the_job_followed_to_its_end(portal, portal_s
     assert geometry["type"] == "Polygon" and len(geometry["coordinates"][0]) >= 4
     estimate = portal.wait(lambda: portal.find("#process-cost .estimate").get_attribute("data-credits"), what="a price")
     set_value(portal, "#job-output_name", "portal_drawn_clip")
-    portal.screenshot("clip-drawn")
+    portal.screenshot("clip-drawn", full_page=True)
     portal.find("#job button[type=submit]").click()
 
     created = portal.wait(lambda: portal.find(".job-created[data-job-id]"), 30, "the created job")
@@ -143,7 +143,7 @@ def test_a_drawn_aoi_is_clipped_and_the_job_followed_to_its_end(portal, portal_s
     portal.wait(lambda: portal.find('#job-events li[data-event="succeeded"]'), 30, "the job's events")
     links = [a.get_attribute("href").split("#")[1] for a in portal.find_all("#job-outputs a")]
     assert links == [f"/items/{output}" for output in job.output_item_ids]
-    portal.screenshot("job-page")
+    portal.screenshot("job-page", full_page=True)
 
 
 def test_the_jobs_list_follows_a_job_live_over_its_event_stream(portal, portal_server):
@@ -194,7 +194,7 @@ def test_a_change_detection_result_is_drawn_over_the_map_with_its_legend(portal,
     for change in ("increase", "decrease", "no_change"):
         assert shown[f"{change}.area_ha"] == expected[change]["area_ha"]
         assert shown[f"{change}.count"] == expected[change]["count"]
-    portal.screenshot("change-map")
+    portal.screenshot("change-map", full_page=True)
 
 
 @pytest.mark.parametrize("viewport", ["desktop", "phone"])

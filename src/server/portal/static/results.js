@@ -124,7 +124,7 @@ async function overlay(output, result, ctx, map, legendSlot) {
     h("li", { "data-class": k }, h("span", { class: `swatch ${k}`, "aria-hidden": "true" }),
       `${word}: ${formatNumber(result[k].area_ha)} ha (${formatNumber(100 * (result[k].fraction ?? 0))} % of the compared pixels)`));
   legendSlot.append(h("div", { class: "result-legend", id: "result-legend" },
-    rampLegend({ colors: RDBU, min: -spread, max: spread, title: `${output.title ?? "difference"} (red: decrease, blue: increase)`, marks }),
+    rampLegend({ colors: RDBU, min: -spread, max: spread, title: output.title ?? "difference", marks }),
     h("ul", { class: "change-areas" }, areas)));
   return layer;
 }
@@ -154,14 +154,15 @@ export async function renderResult(container, response, ctx, map) {
   const outputs = response.outputs ?? [];
   const legendSlot = h("div", { class: "legend-slot" });
   const chartList = charts(result);
-  container.replaceChildren(
+  const parts = [
     h("h2", {}, `Result of ${response.operation}`),
     legendSlot,
     chartList.length ? h("div", { class: "result-charts" }, chartList) : null,
     ...tables(result),
     outputs.length ? h("h3", {}, "Outputs") : null,
     outputs.length ? outputList(outputs, ctx) : null,
-  );
+  ];
+  container.replaceChildren(...parts.filter(Boolean));
   const rasters = outputs.filter((o) => /geotiff/i.test(o.media_type ?? ""));
   return Promise.all(rasters.map((o) => overlay(o, result, ctx, map, legendSlot)));
 }

@@ -104,6 +104,7 @@ export async function render(root, params, ctx) {
       layers = await renderResult(resultSlot, response, ctx, aoi.map);
       status.textContent = `${method.name} done.`;
       resultSlot.dataset.operation = response.operation;
+      resultSlot.scrollIntoView({ block: "start" });
     } catch (err) {
       if (err.name === "AbortError") return;
       status.textContent = "";
