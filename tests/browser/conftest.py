@@ -116,8 +116,10 @@ def portal_server(
     if MISSING_BROWSER:
         pytest.skip(f"browser tests skipped: {MISSING_BROWSER}")
     home = tmp_path_factory.mktemp("portal")
+    # A revoked token stops working within the token cache's time: half a second here.
+    env = {**TEST_SERVER_ENV, "GEOPERA_TOKEN_CACHE_SECONDS": "0.5"}
     server = ServerProcess(
-        database_url=database_factory.create(), home=home, extra_env=TEST_SERVER_ENV, extra_args=["--demo"]
+        database_url=database_factory.create(), home=home, extra_env=env, extra_args=["--demo"]
     ).start()
     try:
         deadline = time.monotonic() + 90

@@ -11,12 +11,15 @@ seen on the next load; the other files are revalidated (ETag/Last-Modified)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Final
 
 from aiohttp import web
 
 STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
+# What a served file or folder may be called: no dot-files (nor `..`), no NUL or other bytes.
+_SAFE_NAME: Final = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 CONTENT_SECURITY_POLICY: Final = "; ".join(
     [
         "default-src 'self'",
@@ -53,9 +56,9 @@ async def _static(request: web.Request) -> web.StreamResponse:
 
 def _static_file(relative: str) -> Path:
     """The file under STATIC_DIR that `relative` names, or 404 (also for `..`, a
-    directory or a hidden name: nothing outside the folder is ever served)."""
+    directory, a hidden or odd name: nothing outside the folder is ever served)."""
     parts = relative.split("/")
-    if any(part in ("", ".", "..") or part.startswith(".") for part in parts):
+    if not all(_SAFE_NAME.fullmatch(part) for part in parts):
         raise web.HTTPNotFound()
     path = STATIC_DIR.joinpath(*parts).resolve()
     if not path.is_relative_to(STATIC_DIR) or not path.is_file():

@@ -69,8 +69,14 @@ export function handleError(err, root) {
   }
   const text = describeError(err);
   showBanner(text);
-  if (root && !root.childElementCount) {
-    root.append(h("p", { class: "page-error", dataset: { reason: err.reason || "" } }, text));
+  if (root && root.isConnected) {
+    // Also in the page, where the missing part would be: one message at a time.
+    for (const old of root.querySelectorAll(":scope > .page-error")) old.remove();
+    const reason = err instanceof api.ApiError ? err.reason : "";
+    const note = h("p", { class: "notice error page-error", dataset: { reason } }, text);
+    const heading = root.querySelector(":scope > h1");
+    if (heading) heading.after(note);
+    else root.prepend(note);
   }
 }
 

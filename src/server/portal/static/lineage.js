@@ -45,7 +45,9 @@ function columns(nodes, arrows, startKey) {
 }
 
 export function renderLineage(lineage, itemId) {
-  const nodes = (lineage.nodes || []).map((n) => ({ ...n, key: `${n.kind}:${n.id}` }));
+  // One box per item or job, however often the walk reached it.
+  const unique = new Map((lineage.nodes || []).map((n) => [`${n.kind}:${n.id}`, { ...n, key: `${n.kind}:${n.id}` }]));
+  const nodes = [...unique.values()];
   const startKey = `item:${itemId}`;
   const arrows = links(lineage.edges).filter(([a, b]) => nodes.some((n) => n.key === a) && nodes.some((n) => n.key === b));
   const level = columns(nodes, arrows, startKey);

@@ -15,6 +15,7 @@ export function createMap(el, { zoom = true } = {}) {
   L.control.scale({ imperial: false }).addTo(map);
   // The map's container is keyboard reachable (arrows pan, +/- zoom): say what it is.
   el.setAttribute("role", "region");
+  el.gpMap = map; // for the browser tests (set a view); nothing else reads it
   if (!el.getAttribute("aria-label")) el.setAttribute("aria-label", "Map");
   return map;
 }
@@ -48,7 +49,8 @@ export function addFootprints(map, items, onClick) {
     const geometry = item.geometry || (item.bbox && item.bbox.length === 4 ? bboxGeometry(item.bbox) : null);
     if (!geometry) continue;
     const layer = L.geoJSON(geometry, {
-      style: { className: "gp-footprint", color: "#c2410c", weight: 2, fillOpacity: 0.05 },
+      // No fill tint: footprints overlap (the tiles show through); the fill still takes the clicks.
+      style: { className: "gp-footprint", color: "#c2410c", weight: 2, fillOpacity: 0 },
     });
     layer.bindTooltip(item.name || item.id, { sticky: true });
     if (onClick) layer.on("click", () => onClick(item));

@@ -126,7 +126,10 @@ export async function render(root, _params, ctx) {
       firstLoad = false;
       if (previews.checked) await showPreviews(items, controller);
     } catch (err) {
-      if (err.name !== "AbortError") ctx.handleError(err);
+      if (err.name !== "AbortError") {
+        count.textContent = "The items could not be loaded.";
+        ctx.handleError(err);
+      }
     } finally {
       if (loading === controller) {
         loading = null;
