@@ -86,7 +86,13 @@ def test_zonal_statistics_from_the_generated_form_equal_the_grpc_answer(portal, 
     portal.wait(lambda: portal.find("#analytics-result[data-operation=zonal_stats]"), 60, "the zonal statistics")
     portal.screenshot("zonal-result", full_page=True)
 
-    params = {"item_id": item_id, "index_name": "NDVI", "geometry": AOI, "percentiles": [10, 50, 90], "histogram": {"bins": 8}}
+    params = {
+        "item_id": item_id,
+        "index_name": "NDVI",
+        "geometry": AOI,
+        "percentiles": [10, 50, 90],
+        "histogram": {"bins": 8},
+    }
     with portal_server.sdk() as client:
         expected = client.analytics.execute("zonal_stats", params).result
     shown = result_cells(portal)
@@ -187,7 +193,13 @@ def test_a_change_detection_result_is_drawn_over_the_map_with_its_legend(portal,
     legend = portal.visible("#result-legend")
     assert "Increase:" in legend.text and "Decrease:" in legend.text
 
-    params = {"before_item_id": before, "after_item_id": after, "index_name": "NDVI", "change_threshold": 0.1, "geometry": AOI}
+    params = {
+        "before_item_id": before,
+        "after_item_id": after,
+        "index_name": "NDVI",
+        "change_threshold": 0.1,
+        "geometry": AOI,
+    }
     with portal_server.sdk() as client:
         expected = client.analytics.execute("change_detection", params).result
     shown = result_cells(portal)
@@ -228,7 +240,9 @@ def test_validation_errors_appear_next_to_the_fields_they_name(portal, portal_se
     set_value(portal, "#job-type", "clip")
     portal.wait(lambda: portal.find("#job-aoi_geometry"), what="the clip form")
     set_value(portal, "#job-source_item_id", item_id)
-    set_value(portal, "#job-aoi_geometry", json.dumps({"type": "Polygon", "coordinates": [[[14.56, 45.87], [14.561, 45.87]]]}))
+    set_value(
+        portal, "#job-aoi_geometry", json.dumps({"type": "Polygon", "coordinates": [[[14.56, 45.87], [14.561, 45.87]]]})
+    )
     portal.find("#job button[type=submit]").click()
     error = portal.wait(lambda: portal.visible('.field[data-path="aoi_geometry"] .field-error'), 30, "the AOI error")
     assert "linear ring" in error.text
@@ -281,3 +295,40 @@ def test_a_job_is_cancelled_from_the_list_and_its_hold_released(portal, portal_s
     with portal_server.sdk() as client:
         assert client.jobs.get(job.id).status_name == "CANCELLED"
         assert client.credits.balance(DEMO_PROJECT).held == held_before
+
+
+def test_a_plugin_method_gets_a_working_form_with_no_portal_change(portal, portal_server):
+    """pixel_count exists only where the test server loads tests.support.analytics_plugins."""
+    item_id = demo_items(portal_server)["s2l1c_slovenia_20150711_bgrn"]
+    open_page(portal, portal_server, "#/analytics", "analytics")
+    choose_method(portal, "pixel_count")
+    set_value(portal, "#method-pixel_count-item_id", item_id)
+    run_form(portal, "pixel_count")
+    portal.wait(lambda: portal.find("#analytics-result[data-operation=pixel_count]"), 60, "the plugin's result")
+    with portal_server.sdk() as client:
+        expected = client.analytics.execute("pixel_count", {"item_id": item_id}).result
+    shown = result_cells(portal)
+    assert shown == {key: expected[key] for key in ("item_id", "width", "height", "pixels", "bands")}
+
+
+def test_a_job_of_another_registered_type_is_created_from_its_schema_form(portal, portal_server):
+    item_id = demo_items(portal_server)["s2l1c_slovenia_20150711_bgrn"]
+    open_page(portal, portal_server, "#/process", "process")
+    set_value(portal, "#job-type", "bathymetry")
+    portal.wait(lambda: portal.find("#job-m0"), what="the bathymetry form")
+    set_value(portal, "#job-source_item_id", item_id)
+    set_value(portal, "#job-m0", "52.08")
+    set_value(portal, "#job-m1", "54.9")
+    # The demo patch has no open water: the land mask off, as in the README's example.
+    set_value(portal, "#job-land_ndwi_threshold", "-1")
+    set_value(portal, "#job-output_name", "portal_bathymetry")
+    quoted = portal.wait(lambda: portal.find("#process-cost .estimate").get_attribute("data-credits"), 30, "the quote")
+    portal.find("#job button[type=submit]").click()
+    created = portal.wait(lambda: portal.find(".job-created[data-job-id]"), 30, "the created job")
+    portal.wait(lambda: portal.find("#process-outcome [data-status=succeeded]"), 90, "the job to succeed")
+    with portal_server.sdk() as client:
+        job = client.jobs.get(created.get_attribute("data-job-id"))
+    assert job.job_type_id == "bathymetry" and job.credits_reserved == int(quoted)
+    typed = {"m0": 52.08, "m1": 54.9, "land_ndwi_threshold": -1, "output_name": "portal_bathymetry"}
+    assert dict(job.input_params) == {"source_item_id": item_id, **typed}
+    portal.screenshot("bathymetry", full_page=True)
