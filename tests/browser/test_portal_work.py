@@ -332,3 +332,26 @@ def test_a_job_of_another_registered_type_is_created_from_its_schema_form(portal
     typed = {"m0": 52.08, "m1": 54.9, "land_ndwi_threshold": -1, "output_name": "portal_bathymetry"}
     assert dict(job.input_params) == {"source_item_id": item_id, **typed}
     portal.screenshot("bathymetry", full_page=True)
+
+
+def test_a_time_series_is_drawn_as_a_line_chart_of_the_grpc_steps(portal, portal_server):
+    stack = demo_items(portal_server)["s2l1c_slovenia_ndvi_68dates"]
+    open_page(portal, portal_server, "#/analytics", "analytics")
+    choose_method(portal, "time_series")
+    set_value(portal, "#method-time_series-item_id", stack)
+    set_value(portal, "#method-time_series-geometry", json.dumps(AOI))
+    set_value(portal, "#method-time_series-reducer", "median")
+    run_form(portal, "time_series")
+    portal.wait(lambda: portal.find("#analytics-result[data-operation=time_series]"), 60, "the time series")
+    params = {"item_id": stack, "geometry": AOI, "reducer": "median"}
+    with portal_server.sdk() as client:
+        steps = client.analytics.execute("time_series", params)["steps"]
+    dots = portal.js(
+        "return [...document.querySelectorAll('#analytics-result svg .dot')]"
+        ".map(d => [d.dataset.x, Number(d.dataset.y)])"
+    )
+    valid = [s for s in steps if s["value"] is not None]
+    assert len(dots) == len(valid) > 10
+    assert [y for _, y in dots] == [s["value"] for s in valid]
+    assert [x[:19] for x, _ in dots] == [s["datetime"][:19] for s in valid]
+    portal.screenshot("time-series", full_page=True)

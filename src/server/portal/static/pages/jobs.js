@@ -8,6 +8,7 @@ import { failureReason, JOB_STATUSES, progressBar, statusBadge, statusWord, TERM
 // at once stay below that, so calls still get through; the other jobs refresh with the list.
 const MAX_STREAMS = 3;
 const REFRESH_MS = 5000;
+const HEADINGS = ["Job", "Type", "Status", "Progress", "Credits (reserved / charged)", "Created", "Message", ""];
 
 export async function render(root, params, ctx) {
   const { api } = ctx;
@@ -31,7 +32,7 @@ export async function render(root, params, ctx) {
       h("table", { id: "jobs-table" },
         h("caption", { class: "visually-hidden" }, "Jobs of the project, newest first"),
         h("thead", {}, h("tr", {},
-          ["Job", "Type", "Status", "Progress", "Credits (reserved / charged)", "Created", "Message", ""].map((c) => h("th", { scope: "col" }, c)))),
+          HEADINGS.map((c) => h("th", { scope: "col" }, c)))),
         body)),
   );
 
@@ -51,18 +52,19 @@ export async function render(root, params, ctx) {
   }
 
   function jobRow(job) {
+    // data-label: the column's name, shown beside each value where rows become cards (phone).
     const cells = {
-      status: h("td", { class: "job-status" }),
-      progress: h("td", {}),
-      credits: h("td", { class: "num" }),
-      message: h("td", { class: "job-message" }),
-      action: h("td", {}),
+      status: h("td", { class: "job-status", "data-label": HEADINGS[2] }),
+      progress: h("td", { "data-label": HEADINGS[3] }),
+      credits: h("td", { class: "num", "data-label": HEADINGS[4] }),
+      message: h("td", { class: "job-message", "data-label": HEADINGS[6] }),
+      action: h("td", { class: "job-action" }),
     };
     const row = h("tr", { "data-job-id": job.id },
-      h("td", {}, h("a", { href: `#/jobs/${job.id}`, class: "mono" }, job.id)),
-      h("td", {}, job.job_type_id),
+      h("td", { "data-label": HEADINGS[0] }, h("a", { href: `#/jobs/${job.id}`, class: "mono" }, job.id)),
+      h("td", { "data-label": HEADINGS[1] }, job.job_type_id),
       cells.status, cells.progress, cells.credits,
-      h("td", {}, formatDate(job.create_time)),
+      h("td", { "data-label": HEADINGS[5] }, formatDate(job.create_time)),
       cells.message, cells.action);
     function update(current, { live = false } = {}) {
       const word = statusWord(current.status);
