@@ -249,13 +249,20 @@ def test_validation_errors_appear_next_to_the_fields_they_name(portal, portal_se
     portal.screenshot("process-error")
 
 
-def test_a_double_click_on_clip_creates_one_job_and_one_hold(portal, portal_server):
+def test_a_double_click_on_clip_creates_one_job_and_one_hold(portal, portal_server, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
 
     item_id = demo_items(portal_server)["s2l1c_slovenia_20150830_bgrn"]
     open_page(portal, portal_server, "#/process", "process")
     set_value(portal, "#job-source_item_id", item_id)
-    set_value(portal, "#job-aoi_geometry", json.dumps(AOI))
+    # The AOI from a GeoJSON file (a FeatureCollection, as GIS tools export them).
+    upload = tmp_path / "aoi.geojson"
+    upload.write_text(
+        json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": AOI}]})
+    )
+    portal.find("#job-aoi_geometry-file").send_keys(str(upload))
+    portal.wait(lambda: "FeatureCollection" in portal.find("#job-aoi_geometry").get_attribute("value"), what="the file")
+    assert "km²" in portal.find("#process-map-summary").text  # drawn on the map too
     set_value(portal, "#job-output_name", "portal_double_click")
     with portal_server.sdk() as client:
         reserves_before = sum(1 for e in client.credits.ledger(DEMO_PROJECT) if e.kind == 2)
@@ -292,6 +299,21 @@ def test_a_job_is_cancelled_from_the_list_and_its_hold_released(portal, portal_s
     portal.find(f"{row} .cancel-job").click()
     portal.wait(lambda: portal.find(f"{row}[data-status=cancelled]"), 30, "the job to be cancelled")
     portal.screenshot("cancelled")
+    # The filters ask the server for that status / type only.
+    set_value(portal, "#jobs-status", "cancelled")
+    portal.wait(
+        lambda: (
+            portal.find("#jobs-info").text != ""
+            and all(r.get_attribute("data-status") == "cancelled" for r in portal.find_all("#jobs-body tr"))
+        ),
+        what="the filter",
+    )
+    assert portal.find_all(row)
+    set_value(portal, "#jobs-status", "succeeded")
+    portal.wait(lambda: not portal.find_all(row), what="the cancelled job to leave the list")
+    set_value(portal, "#jobs-type", "bathymetry")
+    portal.wait(lambda: all(r.find_element("css selector", "td:nth-child(2)").text == "bathymetry"
+                            for r in portal.find_all("#jobs-body tr")), what="the type filter")  # fmt: skip
     with portal_server.sdk() as client:
         assert client.jobs.get(job.id).status_name == "CANCELLED"
         assert client.credits.balance(DEMO_PROJECT).held == held_before

@@ -101,11 +101,14 @@ export async function render(root, params, ctx) {
     }
   }
 
+  let loads = 0; // a list answered after a newer one was asked for (other filters) is dropped
   async function load() {
+    const serial = ++loads;
     const filters = { project_id: ctx.projectId, page_size: 100 };
     if (statusFilter.value) filters.status = statusFilter.value;
     if (typeFilter.value) filters.job_type_id = typeFilter.value;
     const { jobs = [] } = await api.call("processing.jobs.list", filters, { signal: ctx.signal });
+    if (serial !== loads) return;
     const seen = new Set();
     for (const job of jobs) {
       seen.add(job.id);
