@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import test from "node:test";
 
-import { formatNumber, niceTicks } from "../../../src/server/portal/static/charts.js";
+import { axisNumber, niceTicks } from "../../../src/server/portal/static/charts.js";
 import {
   closestField,
   fieldKind,
@@ -100,8 +100,8 @@ test("axis ticks are round numbers inside the range; numbers print short", () =>
   assert.deepEqual(niceTicks(0, 1, 5), [0, 0.2, 0.4, 0.6, 0.8, 1]);
   assert.deepEqual(niceTicks(0.37, 0.82, 4), [0.4, 0.6, 0.8]);
   assert.deepEqual(niceTicks(0, 1258, 4), [0, 500, 1000]);
-  assert.equal(formatNumber(0.712658347314938), "0.7127");
-  assert.equal(formatNumber(2232), "2,232");
-  assert.equal(formatNumber(null), "–");
-  assert.equal(formatNumber(0.00001234), "1.234e-5");
+  assert.equal(axisNumber(0.712658347314938), "0.7127");
+  assert.equal(axisNumber(2232), "2,232");
+  assert.equal(axisNumber(null), "–");
+  assert.equal(axisNumber(0.00001234), "1.234e-5");
 });

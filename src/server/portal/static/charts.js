@@ -2,18 +2,9 @@
 // (a time series) and a colour-ramp legend. No library: a chart is a few dozen elements.
 // Each chart is an <svg role="img"> with a <title> and <desc> saying what it shows, and
 // scales with its container (viewBox).
+import { svg } from "./dom.js";
 
-const SVG = "http://www.w3.org/2000/svg";
 let gradientSerial = 0;
-
-function svg(tag, attrs = {}, ...children) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (value !== undefined && value !== null) node.setAttribute(key, String(value));
-  }
-  node.append(...children);
-  return node;
-}
 
 function text(x, y, content, attrs = {}) {
   const node = svg("text", { x, y, ...attrs });
@@ -35,8 +26,8 @@ export function niceTicks(low, high, count = 5) {
   return ticks;
 }
 
-/** A number for an axis or a table: 4 significant digits, no trailing zeros. */
-export function formatNumber(value) {
+/** A number for an axis label: 4 significant digits, no trailing zeros, short exponents. */
+export function axisNumber(value) {
   if (value === null || value === undefined || Number.isNaN(value)) return "–";
   if (!Number.isFinite(value)) return String(value);
   if (Number.isInteger(value) && Math.abs(value) < 1e9) return value.toLocaleString("en-US");
@@ -88,7 +79,7 @@ function axes(root, box, xTicks, yTicks, xLabel, yLabel) {
  */
 export function histogramChart({ edges, counts, title = "Histogram", xLabel = "value", width = 520, height = 240 }) {
   const total = counts.reduce((sum, c) => sum + c, 0);
-  const description = `${counts.length} bins from ${formatNumber(edges[0])} to ${formatNumber(edges.at(-1))}, ${formatNumber(total)} pixels`;
+  const description = `${counts.length} bins from ${axisNumber(edges[0])} to ${axisNumber(edges.at(-1))}, ${axisNumber(total)} pixels`;
   const root = frame(width, height, title, description);
   const box = { left: MARGIN.left, top: MARGIN.top, right: width - MARGIN.right, bottom: height - MARGIN.bottom };
   const low = edges[0];
@@ -110,12 +101,12 @@ export function histogramChart({ edges, counts, title = "Histogram", xLabel = "v
       "data-high": edges[i + 1],
       "data-count": count,
     });
-    bar.append(svg("title", {}, `${formatNumber(edges[i])} to ${formatNumber(edges[i + 1])}: ${formatNumber(count)}`));
+    bar.append(svg("title", {}, `${axisNumber(edges[i])} to ${axisNumber(edges[i + 1])}: ${axisNumber(count)}`));
     bars.append(bar);
   });
   root.append(bars);
-  const xTicks = niceTicks(low, high, 5).map((v) => ({ position: x(v), label: formatNumber(v) }));
-  const yTicks = niceTicks(0, maxCount, 4).map((v) => ({ position: y(v), label: formatNumber(v) }));
+  const xTicks = niceTicks(low, high, 5).map((v) => ({ position: x(v), label: axisNumber(v) }));
+  const yTicks = niceTicks(0, maxCount, 4).map((v) => ({ position: y(v), label: axisNumber(v) }));
   axes(root, box, xTicks, yTicks, xLabel, "pixels");
   return root;
 }
@@ -132,7 +123,7 @@ function dateLabel(ms, spanMs) {
  */
 export function lineChart({ points, title = "Time series", yLabel = "value", xType = "time", xLabel, width = 520, height = 240 }) {
   const time = xType === "time";
-  const xText = (v, span) => (time ? dateLabel(v, span) : formatNumber(v));
+  const xText = (v, span) => (time ? dateLabel(v, span) : axisNumber(v));
   const parsed = points
     .map((p) => ({ x: p.x instanceof Date ? p.x.getTime() : typeof p.x === "string" ? Date.parse(p.x) : p.x, y: p.y, raw: p }))
     .sort((a, b) => a.x - b.x);
@@ -164,7 +155,7 @@ export function lineChart({ points, title = "Time series", yLabel = "value", xTy
   for (const p of valid) {
     const xValue = time ? new Date(p.x).toISOString() : p.x;
     const dot = svg("circle", { cx: x(p.x), cy: y(p.y), r: 3, class: "dot", "data-x": xValue, "data-y": p.y });
-    dot.append(svg("title", {}, `${time ? xValue.slice(0, 10) : formatNumber(p.x)}: ${formatNumber(p.y)}`));
+    dot.append(svg("title", {}, `${time ? xValue.slice(0, 10) : axisNumber(p.x)}: ${axisNumber(p.y)}`));
     dots.append(dot);
   }
   root.append(dots);
@@ -174,7 +165,7 @@ export function lineChart({ points, title = "Time series", yLabel = "value", xTy
     ? Array.from({ length: xCount }, (_, i) => xLow + (xCount === 1 ? 0 : (i * span) / (xCount - 1)))
     : niceTicks(xLow, xHigh, 5);
   const xTicks = xValues.map((v) => ({ position: x(v), label: xText(v, span) }));
-  const yTicks = niceTicks(yLow, yHigh, 4).map((v) => ({ position: y(v), label: formatNumber(v) }));
+  const yTicks = niceTicks(yLow, yHigh, 4).map((v) => ({ position: y(v), label: axisNumber(v) }));
   axes(root, box, xTicks, yTicks, xLabel ?? (time ? "date" : "x"), yLabel);
   return root;
 }
@@ -187,7 +178,7 @@ export const RDBU = ["#67001f", "#b2182b", "#d6604d", "#f4a582", "#fddbc7", "#f7
  * bar from min to max with its end values and marks (e.g. ± the change threshold).
  */
 export function rampLegend({ colors = RDBU, min, max, title = "", marks = [], width = 320, height = 64 }) {
-  const root = frame(width, height, title || "Legend", `colours from ${formatNumber(min)} to ${formatNumber(max)}`);
+  const root = frame(width, height, title || "Legend", `colours from ${axisNumber(min)} to ${axisNumber(max)}`);
   root.setAttribute("class", "chart legend");
   gradientSerial += 1;
   const id = `ramp-${gradientSerial}`;
@@ -199,12 +190,12 @@ export function rampLegend({ colors = RDBU, min, max, title = "", marks = [], wi
   const x = (v) => left + ((v - min) / (max - min || 1)) * (right - left);
   if (title) root.append(text(left, 12, title, { class: "legend-title" }));
   root.append(svg("rect", { x: left, y: 18, width: right - left, height: 14, fill: `url(#${id})`, class: "ramp" }));
-  root.append(text(left, 48, formatNumber(min), { "text-anchor": "start" }));
-  root.append(text(right, 48, formatNumber(max), { "text-anchor": "end" }));
+  root.append(text(left, 48, axisNumber(min), { "text-anchor": "start" }));
+  root.append(text(right, 48, axisNumber(max), { "text-anchor": "end" }));
   for (const mark of marks) {
     if (!(mark.value > min && mark.value < max)) continue;
     root.append(svg("line", { x1: x(mark.value), x2: x(mark.value), y1: 16, y2: 34, class: "mark" }));
-    root.append(text(x(mark.value), 60, mark.label ?? formatNumber(mark.value), { "text-anchor": "middle" }));
+    root.append(text(x(mark.value), 60, mark.label ?? axisNumber(mark.value), { "text-anchor": "middle" }));
   }
   return root;
 }
