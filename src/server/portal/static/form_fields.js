@@ -23,7 +23,7 @@ function rangeNote(node) {
 /** The frame every field shares: label (or legend), help text, error line. */
 function frame(spec, context, { group = false } = {}) {
   const id = context.idOf(spec.path);
-  const wrapper = h(group ? "fieldset" : "div", { class: "field", "data-path": spec.path, "data-kind": "" });
+  const wrapper = h(group ? "fieldset" : "div", { class: "field", "data-path": spec.path });
   const labelText = [h("span", {}, labelOf(spec.name, spec.node))];
   if (spec.required) labelText.push(h("span", { class: "required", "aria-hidden": "true" }, " *"));
   const label = group ? h("legend", {}, ...labelText) : h("label", { for: id }, ...labelText);
