@@ -89,6 +89,21 @@ def test_https_with_the_ca(tls_world, certs):
         assert json.load(response)["servers"][0]["url"].startswith("https://")
 
 
+def test_a_signed_https_url_serves_ranges(tls_world, certs):
+    """Over TLS the bytes cannot go by sendfile(2): the same ranges, read and encrypted."""
+    item_id = tls_world.items["s2l1c_slovenia_20150711_bgrn"]
+    client = KernelClient(tls_world.channel, tls_world.tokens["alpha"])
+    params = catalog_pb2.AssetsSignParams(resource_name=f"items/{item_id}/assets/data")
+    url = client.execute("assets.sign", params).url  # type: ignore[attr-defined]
+    assert url.startswith(f"https://127.0.0.1:{tls_world.server.http_port}/v1/items/{item_id}/assets/data?")
+    whole, _ = client.download(f"items/{item_id}/assets/data")
+    with urllib.request.urlopen(url, context=certs.ssl_context(), timeout=30) as response:
+        assert response.read() == whole
+    request = urllib.request.Request(url, headers={"Range": "bytes=1000-66535"})
+    with urllib.request.urlopen(request, context=certs.ssl_context(), timeout=30) as response:
+        assert response.status == 206 and response.read() == whole[1000:66536]
+
+
 def test_a_worker_over_tls_completes_a_job(tls_world, certs):
     worker = WorkerProcess(
         tls_world.server.address, tls_world.tokens["worker"], tls_world.home, name="tls",

@@ -157,3 +157,36 @@ def test_the_openapi_document_lists_the_download_routes(world):
     for path in ("/v1/items/{item_id}/assets/{asset_key}", "/v1/artifacts/{artifact_id}"):
         assert set(document["paths"][path]) == {"get", "head"}
         assert "206" in document["paths"][path]["get"]["responses"]
+
+
+def test_bytes_removed_from_storage_are_404_not_500(world):
+    artifact_id = make_artifact(world)
+    stored_path(world, f"artifacts/{artifact_id}").unlink()
+    answer = get(world, f"{world.server.http_url}/v1/artifacts/{artifact_id}")
+    assert (answer.status, answer.json()["reason"]) == (404, "FILE_NOT_FOUND")
+
+
+@pytest.mark.parametrize(
+    ("headers", "query"),
+    [
+        ({"Range": "bytes=\u00b2-"}, ""),
+        ({"Range": "bytes=0-\u00b9"}, ""),
+        ({"Range": "bytes=" + ",".join(f"{i}-{i}" for i in range(3000))}, ""),
+        ({"Range": "bytes=99999999999999999999999999-"}, ""),
+        ({"Range": "bytes=--5"}, ""),
+        ({"If-None-Match": "W/"}, ""),
+        ({"If-Range": ""}, ""),
+        ({}, "signature=x&expires=%C2%B2&key=db"),
+        ({}, "signature=%C3%A9&expires=1&key="),
+        ({}, "signature=x&expires=99999999999999999999&key=db"),
+        ({}, "signature=&prefix=/"),
+        ({}, "signature=x&expires=1&key=db&prefix=..%2F"),
+    ],
+)
+def test_hostile_headers_and_queries_get_no_5xx(world, asset, headers, query):
+    url, _, _ = asset
+    answer = fetch(url + (f"?{query}" if query else ""), token=world.tokens["alpha"],
+                   headers={k: v.encode("latin-1").decode("latin-1") for k, v in headers.items()})  # fmt: skip
+    assert answer.status < 500, answer.body[:300]
+    if query:
+        assert (answer.status, answer.json()["reason"]) == (403, "SIGNATURE_INVALID")

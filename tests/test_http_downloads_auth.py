@@ -7,6 +7,7 @@ signed URL, against a real server."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -16,6 +17,7 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
+from geopera.v1 import catalog_pb2
 from tests.conftest import World, seed_world, stop_world
 from tests.support.client import RpcFailure
 from tests.support.http_downloads import (
@@ -179,19 +181,46 @@ def test_assets_sign_checks_what_the_download_checks(world, names):
     assert abs(default.expire_time.seconds - (time.time() + 3600)) < 60
 
 
-def test_gdal_vsicurl_reads_a_window_through_a_signed_url(world, names):
-    url = sign(world, names["alpha"]).url
-    window = Window(13, 7, 40, 30)
-    env = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "CPL_VSIL_CURL_USE_HEAD": "NO", "GDAL_HTTP_MAX_RETRY": "0"}
-    with rasterio.Env(**env):
-        with rasterio.open(f"/vsicurl/{url}") as remote:
-            got = remote.read(window=window)
-            overview = remote.read(1, out_shape=(remote.height // 2, remote.width // 2))
-            profile = (remote.crs, remote.transform, remote.count, remote.dtypes)
-    with rasterio.open(stored_path(world, names["alpha"])) as local:
-        assert profile == (local.crs, local.transform, local.count, local.dtypes)
-        np.testing.assert_array_equal(got, local.read(window=window))
-        np.testing.assert_array_equal(overview, local.read(1, out_shape=(local.height // 2, local.width // 2)))
+@pytest.fixture(scope="module")
+def tiled_item(world, tmp_path_factory):
+    """Resource name of a 2048 x 2048 COG of noise (its 512 x 512 tiles barely
+    compress, so the tiles of a window lie apart in the file)."""
+    path = tmp_path_factory.mktemp("tiled") / "noise.tif"
+    data = np.random.default_rng(7).integers(1, 60000, (1, 2048, 2048), dtype=np.uint16)
+    profile = {"driver": "GTiff", "width": 2048, "height": 2048, "count": 1, "dtype": "uint16", "crs": "EPSG:32633",
+               "transform": rasterio.Affine(10, 0, 400000, 0, -10, 5200000)}  # fmt: skip
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    upload = world.client("alpha").upload("alpha", path.read_bytes(), chunk=1 << 20)
+    asset = catalog_pb2.AssetInput(key="data", upload_id=upload.upload_id)
+    params = catalog_pb2.ItemsCreateParams(
+        project_id="alpha", collection_id="noise", name="noise_20240101", assets=[asset], convert_to_cog=True
+    )
+    created = world.client("alpha").execute("items.create", params, timeout=120)
+    return f"items/{created.item.id}/assets/data"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("multirange", ["PARALLEL", "SERIAL", "SINGLE_GET"])
+def test_gdal_vsicurl_reads_windows_through_a_signed_url(world, names, tiled_item, multirange):
+    """GDAL's ways of asking for a window's tiles (GDAL_HTTP_MULTIRANGE): PARALLEL (its
+    default) and SERIAL one range a request, SINGLE_GET every range in one request,
+    answered multipart/byteranges."""
+    env = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "CPL_VSIL_CURL_USE_HEAD": "NO", "GDAL_HTTP_MAX_RETRY": "0",
+           "GDAL_HTTP_MULTIRANGE": multirange, "VSI_CACHE": "FALSE"}  # fmt: skip
+    for name, window in ((names["alpha"], Window(13, 7, 40, 30)), (tiled_item, Window(600, 600, 600, 600))):
+        url = sign(world, name).url
+        with rasterio.Env(**env, CPL_VSIL_CURL_NON_CACHED=f"/vsicurl/{url}"):
+            with rasterio.open(f"/vsicurl/{url}") as remote:
+                got = remote.read(window=window)
+                overview = remote.read(1, out_shape=(remote.height // 4, remote.width // 4))
+                profile = (remote.crs, remote.transform, remote.count, remote.dtypes)
+        with rasterio.open(stored_path(world, name)) as local:
+            assert profile == (local.crs, local.transform, local.count, local.dtypes)
+            np.testing.assert_array_equal(got, local.read(window=window))
+            np.testing.assert_array_equal(overview, local.read(1, out_shape=(local.height // 4, local.width // 4)))
+    ranges = [json.loads(line).get("range", "") for line in world.server.log().splitlines() if '"range"' in line]
+    if multirange == "SINGLE_GET":
+        assert any("," in r for r in ranges), ranges[-20:]
 
 
 def test_gdal_vsicurl_without_a_signature_is_refused(world, names):
@@ -222,3 +251,60 @@ def test_signed_urls_use_the_public_url_and_need_one(database_factory, tmp_path_
         assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "HTTP_OFF")
     finally:
         stop_world(world)
+
+
+def test_a_remembered_asset_still_checks_each_caller(world, names):
+    """The second read of an asset skips the database, never the project check."""
+    url = url_of(world, names["alpha"])
+    assert fetch(url, token=world.tokens["alpha"]).status == 200
+    refused(fetch(url, token=world.tokens["beta"]), 403, "PROJECT_ACCESS_DENIED")
+    refused(fetch(url, token=world.make_token(scopes=["analytics:read"], projects=["alpha"])), 403, "MISSING_SCOPE")
+
+
+def test_a_prefix_grant_opens_what_is_under_it_only(world, names):
+    """The grant tile URL templates use: one signature for every path under a prefix."""
+    prefix = f"/v1/items/{world.items[FIRST]}/assets/"
+    query, _ = local_signer().signed_query(prefix, 60, prefix=True)
+    assert fetch(f"{world.server.http_url}{prefix}data?{query}").status == 200
+    other = f"/v1/items/{world.beta_items[FIRST]}/assets/data"
+    refused(fetch(f"{world.server.http_url}{other}?{query}"), 403, "SIGNATURE_INVALID")
+    refused(fetch(f"{world.server.http_url}/v1/{names['artifact']}?{query}"), 403, "SIGNATURE_INVALID")
+
+
+def test_access_helpers_check_as_the_operations_do(world, names):
+    """`Access.item`, `asset_file` and `artifact_file`, which every resource route
+    (tiles, STAC) uses: the caller's scope and project, or a signature's reader."""
+    from geopera_kernel.server.edge.call import CallInfo
+    from geopera_kernel.server.errors import DomainError
+    from geopera_kernel.server.rest.access import SIGNED_URL_READER, Access
+
+    alpha_item, beta_item = world.items[FIRST], world.beta_items[FIRST]
+    artifact_id = names["artifact"].removeprefix("artifacts/")
+    analytics_only = world.make_token(scopes=["analytics:read"], projects=["alpha"])
+
+    async def check(services):
+        async def principal(token: str):
+            return await services.tokens.authenticate(f"Bearer {token}")
+
+        def access(who):
+            return Access(who, CallInfo("test", "req_test"), services)
+
+        alpha = access(await principal(world.tokens["alpha"]))
+        assert (await alpha.item(alpha_item)).id == alpha_item
+        assert (await alpha.asset_file(alpha_item, "data")).sha256
+        assert (await alpha.artifact_file(artifact_id)).size_bytes > 0
+        signed = access(SIGNED_URL_READER)
+        assert (await signed.item(beta_item)).id == beta_item
+        reasons = []
+        no_catalog = access(await principal(analytics_only))
+        for attempt in (alpha.item(beta_item), alpha.asset_file(beta_item, "data"), no_catalog.item(alpha_item),
+                        access(await principal(world.tokens["beta"])).artifact_file(artifact_id)):  # fmt: skip
+            try:
+                await attempt
+            except DomainError as err:
+                reasons.append(err.reason)
+        return reasons
+
+    assert world.with_services(check) == [
+        "PROJECT_ACCESS_DENIED", "PROJECT_ACCESS_DENIED", "MISSING_SCOPE", "PROJECT_ACCESS_DENIED",
+    ]  # fmt: skip

@@ -4,7 +4,11 @@ database key every replica shares."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -75,6 +79,11 @@ def test_a_prefix_grant_covers_the_paths_under_it_only():
     assert refusal(signer(), prefix + "a.png", {**query, "prefix": "/v1/items/"}) == "SIGNATURE_INVALID"
     with pytest.raises(ValueError):
         signer().sign("/v1/items/it_1/tiles", 60, prefix=True)  # a prefix ends with /
+    # A template: the prefix's query appended to any path under it.
+    template_query, _ = signer().signed_query(prefix, 60, prefix=True)
+    tile = prefix + "WebMercatorQuad/{z}/{x}/{y}.png"
+    filled = tile.format(z=3, x=4, y=2)
+    assert signer().verify(filled, dict(parse_qsl(template_query))).path == prefix
 
 
 def test_rotating_keys_keeps_live_urls_working():
@@ -134,3 +143,12 @@ def test_configured_keys_win_over_the_database(database_url):
             await db.close()
 
     assert [key.id for key in asyncio.run(load())] == ["k1"]
+
+
+def test_the_server_refuses_bad_keys_at_start(tmp_path):
+    geopera = Path(sys.executable).parent / "geopera"
+    env = {**os.environ, "GEOPERA_SIGNING_KEYS": "k1:short", "GEOPERA_HOME": str(tmp_path)}
+    done = subprocess.run([str(geopera), "serve", "--listen", "127.0.0.1:0", "--http-listen", "off"], env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip() == "error: GEOPERA_SIGNING_KEYS: the secret of key 'k1' needs 16+ characters"

@@ -53,8 +53,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from geopera_kernel.server.allocator import reuse_large_buffers
     from geopera_kernel.server.app import serve
     from geopera_kernel.server.listen import ListenError
+    from geopera_kernel.server.signing import parse_signing_keys
 
     settings = _settings(args)
+    try:
+        parse_signing_keys(settings.signing_keys)  # before anything starts: one line, exit 1
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     configure_logging(settings.log_level)
     reuse_large_buffers()
     on_ready = None

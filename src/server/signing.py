@@ -114,6 +114,11 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
+def _is_number(text: str) -> bool:
+    # str.isdigit() alone admits "²" and other digits int() refuses.
+    return text.isascii() and text.isdigit()
+
+
 def _has_dot_segment(path: str) -> bool:
     return any(segment in (".", "..") for segment in path.split("/"))
 
@@ -151,21 +156,27 @@ class UrlSigner:
         query["signature"] = _b64(self._mac(key, path, expires, prefix))
         return query, expires
 
+    def signed_query(self, path: str, ttl_seconds: int | float = 0, *, prefix: bool = False) -> tuple[str, int]:
+        """The URL query (without `?`) granting `path`, and its expiry (epoch
+        seconds). For a prefix grant, append it to any URL under the prefix: a
+        tile template is `{base}{prefix}WebMercatorQuad/{z}/{x}/{y}.png?{query}`."""
+        query, expires = self.sign(path, ttl_seconds, prefix=prefix)
+        return urlencode(query), expires
+
     def signed_url(
         self, base_url: str, path: str, ttl_seconds: int | float = 0, *, prefix: bool = False
     ) -> tuple[str, int]:
         """`base_url` + `path` + the signature query, and its expiry (epoch
-        seconds); for a prefix grant the URL is of the prefix itself (a template:
-        insert the rest of the path before the query)."""
-        query, expires = self.sign(path, ttl_seconds, prefix=prefix)
-        return f"{base_url.rstrip('/')}{quote(path)}?{urlencode(query)}", expires
+        seconds); for a prefix grant the URL is of the prefix itself."""
+        query, expires = self.signed_query(path, ttl_seconds, prefix=prefix)
+        return f"{base_url.rstrip('/')}{quote(path)}?{query}", expires
 
     def verify(self, path: str, query: Mapping[str, str], *, now: float | None = None) -> Grant:
         """The grant a request's signature query gives for `path` (the decoded
         request path); raises PERMISSION_DENIED when it gives none."""
         expires_text, key_id, signature = query.get("expires", ""), query.get("key", ""), query.get("signature", "")
         granted = query.get("prefix")
-        if not expires_text.isdigit() or len(expires_text) > 12 or not signature or len(signature) > 100:
+        if not _is_number(expires_text) or len(expires_text) > 12 or not signature or len(signature) > 100:
             raise _invalid("the URL's signature parameters (expires, key, signature) are missing or malformed")
         key = self._keys.get(key_id)
         if key is None:

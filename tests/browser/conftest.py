@@ -59,9 +59,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     here = Path(__file__).parent
     skip = pytest.mark.skip(reason=f"browser tests skipped: {MISSING_BROWSER}")
-    for item in items:
-        if here in Path(str(item.fspath)).parents:
-            item.add_marker(skip)
+    skipped = [item for item in items if here in Path(str(item.fspath)).parents]
+    for item in skipped:
+        item.add_marker(skip)
+    config.stash[_SKIPPED_BROWSER_TESTS] = len(skipped)
+
+
+_SKIPPED_BROWSER_TESTS = pytest.StashKey[int]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """The one line that says why (the skips themselves show only with -rs)."""
+    count = config.stash.get(_SKIPPED_BROWSER_TESTS, 0)
+    if count:
+        terminalreporter.write_line(f"{count} browser tests skipped: {MISSING_BROWSER}", yellow=True)
 
 
 # ---- the server ---------------------------------------------------------------------
@@ -144,6 +155,7 @@ class Portal:
     base_url: str
     name: str
     viewport: str
+    downloads: Path | None = None  # where the browser saves what it downloads
     allowed_console: list[re.Pattern[str]] = field(default_factory=list)
     console: list[dict[str, Any]] = field(default_factory=list)
     shots: int = 0
@@ -274,12 +286,17 @@ def start_chromium(viewport: str) -> Any:
 
 
 @pytest.fixture
-def portal(portal_server: PortalServer, viewport: str, request: pytest.FixtureRequest) -> Iterator[Portal]:
+def portal(
+    portal_server: PortalServer, viewport: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Portal]:
     """A fresh chromium on the portal. After the test: a last screenshot, and no console
     error the test did not expect."""
     driver = start_chromium(viewport)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.originalname or request.node.name)
-    page = Portal(driver, portal_server.url, name, viewport)
+    page = Portal(driver, portal_server.url, name, viewport, downloads)
     try:
         yield page
         page.screenshot("end")

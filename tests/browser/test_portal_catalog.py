@@ -10,6 +10,7 @@ import urllib.request
 from datetime import UTC, datetime
 
 import pytest
+from selenium.webdriver.support.ui import Select
 
 SAMPLE = "s2l1c_slovenia_20150711_bgrn"
 AOI = {
@@ -65,6 +66,18 @@ def test_the_filters_ask_for_what_the_sdk_asks_for(portal, portal_server):
         other = list(sdk.items.list("demo", collection_id="no_such_collection"))
     assert drawn == len(august) == 2
     assert sorted(_item_ids(portal)) == sorted(item.id for item in august)
+
+    # A collection, with the dates still set.
+    Select(portal.find("#filter-collection")).select_by_value("s2_slovenia")
+    portal.find("#filter-apply").click()
+    assert _catalog_loaded(portal) == 2
+    portal.find("#filter-from").send_keys("01012015")
+    portal.find("#filter-to").send_keys("12312015")
+    portal.find("#filter-apply").click()
+    drawn = _catalog_loaded(portal)
+    with portal_server.sdk() as sdk:
+        samples = list(sdk.items.list("demo", collection_id="s2_slovenia"))
+    assert drawn == len(samples) == 7
 
     # Only what lies in the map's view: none once the map looks elsewhere.
     portal.find("#filter-reset").click()
@@ -123,6 +136,20 @@ def test_copy_signed_url_gives_a_url_that_downloads_the_asset_without_a_header(p
     assert portal.find("#asset-status-data").text.startswith(("Copied", "Copy the URL"))
 
 
+def test_download_saves_the_asset_as_stored(portal, portal_server):
+    with portal_server.sdk() as sdk:
+        item = next(i for i in sdk.items.list("demo") if i.name == SAMPLE)
+        asset = sdk.items.get(item.id).assets["data"]
+    portal.sign_in(portal_server.token)
+    portal.go(f"#/items/{item.id}")
+    portal.wait_ready("item")
+    portal.find("#download-data").click()
+    assert portal.downloads is not None
+    saved = portal.downloads / asset.title
+    portal.wait(lambda: saved.is_file() and not list(portal.downloads.glob("*.crdownload")), what="the download")
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == asset.sha256
+
+
 def test_the_lineage_graph_links_a_clip_to_its_job_and_source(portal, portal_server):
     with portal_server.sdk() as sdk:
         source = next(i for i in sdk.items.list("demo") if i.name == SAMPLE)
@@ -147,3 +174,28 @@ def test_the_lineage_graph_links_a_clip_to_its_job_and_source(portal, portal_ser
         lambda: portal.js("return document.body.dataset.ready === 'item' && location.hash") == f"#/items/{source.id}"
     )
     portal.wait(lambda: portal.find_all(f'#item-lineage svg a[href="#/items/{output_id}"]'), what="the derived item")
+
+
+def test_an_unknown_item_says_so(portal, portal_server):
+    portal.allow_console(r"status of 404")
+    portal.sign_in(portal_server.token)
+    portal.go("#/items/it_00000000000000000000000000")
+    portal.wait_ready("item")
+    message = portal.visible(".page-item .page-error")
+    assert message.get_attribute("data-reason") == "ITEM_NOT_FOUND" and "does not exist" in message.text
+
+
+def test_the_project_picker_switches_the_catalog(portal, portal_server):
+    portal_server.admin("project", "create", "portal_other", "--display-name", "Other project")
+    _, token = portal_server.make_token(["catalog:read"], projects=("demo", "portal_other"))
+    portal.sign_in(token)
+    picker = Select(portal.find("#project-picker"))
+    assert {o.get_attribute("value") for o in picker.options} == {"demo", "portal_other"}
+    assert _catalog_loaded(portal) >= 7
+    picker.select_by_value("portal_other")
+    portal.wait(lambda: "portal_other" in portal.find("h1").text, what="the other project's catalog")
+    assert _catalog_loaded(portal) == 0 and portal.find("#catalog-count").text == "0 items"
+    # The choice holds across a reload (session storage).
+    portal.driver.refresh()
+    assert _catalog_loaded(portal) == 0
+    assert Select(portal.find("#project-picker")).first_selected_option.get_attribute("value") == "portal_other"

@@ -40,7 +40,11 @@ def openapi(world, session):
     return schemathesis.openapi.from_dict(document)
 
 
-OPERATIONS = [*REGISTRY.names(), "jobs_events"]
+DOWNLOADS = ["items_assets_download_get", "items_assets_download_head", "artifacts_download_get",
+             "artifacts_download_head"]  # fmt: skip
+# The tile, preview and tilejson routes are in the document too.
+TILES = [f"{kind}_{what}" for kind in ("items", "artifacts") for what in ("tile", "preview", "tilejson")]
+OPERATIONS = [*REGISTRY.names(), "jobs_events", *DOWNLOADS, *TILES]
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)

@@ -17,18 +17,23 @@ Use it from an aiohttp handler:
 
     async def tile(self, request: web.Request) -> web.StreamResponse:
         async def body(access: Access) -> web.StreamResponse:
-            ref = await access.file(f"items/{item_id}/assets/{key}")   # DomainError if not allowed
-            item = await access.services.catalog.get_item(access.principal, item_id)
+            item = await access.item(item_id)                # DomainError if not allowed
+            ref = await access.asset_file(item_id, "data")   # or access.artifact_file(artifact_id)
             ...
             return web.Response(body=png, content_type="image/png")
 
         return await self.access.serve(request, "HTTP GET /v1/items/tiles", body)
 
+`RestApi` (rest/app.py) owns the one `ResourceAccess` (`self.access`) and adds
+each resource module's routes in `application()`, as `Downloads(self.access)` does.
+
 A `DomainError` raised in `body` (or by the check) becomes the error JSON with
 its HTTP status (401, 403, 404 ...); anything else is logged and answered 500
 without details. `access.sign(path, ttl_seconds, prefix=...)` makes an absolute
-signed URL (for STAC asset hrefs and tile templates), after the handler checked
-the caller may read what `path` names.
+signed URL (for STAC asset hrefs), `access.signed_query(prefix, ttl, prefix=True)`
+the query of a prefix grant (for tile URL templates), after the handler checked
+the caller may read what `path` names. Outside a request, `services.signer` and
+`services.public_url` do the same.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from geopera_kernel.server.auth import Principal
-from geopera_kernel.server.domain.models import FileRef
+from geopera_kernel.server.domain.models import FileRef, ItemRecord
 from geopera_kernel.server.edge.call import CallInfo, Edge
 from geopera_kernel.server.edge.status import unexpected_error
 from geopera_kernel.server.errors import Code, DomainError
@@ -72,6 +77,19 @@ class Access:
     def signed(self) -> bool:
         return self.grant is not None
 
+    async def item(self, item_id: str) -> ItemRecord:
+        """The item, checked as `items.get` checks it (scope `catalog:read`, project)."""
+        self.principal.require_scope("catalog:read")
+        return await self.services.catalog.get_item(self.principal, item_id)
+
+    async def asset_file(self, item_id: str, asset_key: str) -> FileRef:
+        """An item's asset file, checked as its `DownloadAsset` is."""
+        return await self.file(f"items/{item_id}/assets/{asset_key}")
+
+    async def artifact_file(self, artifact_id: str) -> FileRef:
+        """An artifact's file, checked as its `DownloadAsset` is (scope `analytics:read`)."""
+        return await self.file(f"artifacts/{artifact_id}")
+
     async def file(self, resource_name: str) -> FileRef:
         """The stored file of `items/{item_id}/assets/{key}` or `artifacts/{id}`,
         checked as `DownloadAsset` checks it (scope, project, existence)."""
@@ -81,6 +99,13 @@ class Access:
         """An absolute signed URL of `path` (every path under it when `prefix`)."""
         url, _ = self.services.signer.signed_url(self.services.public_url, path, ttl_seconds, prefix=prefix)
         return url
+
+    def signed_query(self, path: str, ttl_seconds: int = 0, *, prefix: bool = False) -> str:
+        """Just the signature query of `path` (for a template such as
+        `{public_url}/v1/items/{id}/tiles/WebMercatorQuad/{z}/{x}/{y}.png?{query}`
+        under the prefix `/v1/items/{id}/tiles/`)."""
+        query, _ = self.services.signer.signed_query(path, ttl_seconds, prefix=prefix)
+        return query
 
 
 _REQUEST_ID = "geopera_request_id"

@@ -7,13 +7,15 @@ Answers `Accept-Ranges: bytes`, `ETag` (the stored SHA-256), `Content-Type`
 (the stored media type) and `Content-Length`; honours `Range` (206, one range
 or several as `multipart/byteranges`, 416 when none is satisfiable),
 `If-Range`, `If-None-Match` (304) and `If-Match` (412), see `rest.ranges`.
-Bytes are streamed from storage a chunk at a time, never the whole file.
+Bytes go by sendfile(2) from a stored file (a chunk at a time from any other
+storage, or under TLS), never the whole file through memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import secrets
 import time
@@ -23,8 +25,9 @@ from typing import Any, BinaryIO
 from aiohttp import web
 
 from geopera_kernel.server.domain.models import FileRef
+from geopera_kernel.server.errors import not_found
 from geopera_kernel.server.rest.access import Access, ResourceAccess
-from geopera_kernel.server.rest.ranges import ByteRange, plan_response
+from geopera_kernel.server.rest.ranges import ByteRange, Plan, plan_response
 
 log = logging.getLogger(__name__)
 
@@ -80,36 +83,23 @@ class Downloads:
         if plan.status == 416:
             headers["Content-Range"] = f"bytes */{size}"
             return web.Response(status=416, headers=headers)
-        ranges = plan.ranges or (ByteRange(0, size - 1),)
         response = web.StreamResponse(status=plan.status, headers=headers)
-        parts: list[tuple[bytes, ByteRange]] = []
-        closing = b""
-        if len(plan.ranges) > 1:
-            boundary = secrets.token_hex(16)
-            parts = [(_part_header(boundary, ref.media_type, r, size), r) for r in ranges]
-            closing = f"\r\n--{boundary}--\r\n".encode()
-            response.content_type = f"multipart/byteranges; boundary={boundary}"
-            response.content_length = sum(len(head) + r.length for head, r in parts) + len(closing)
-        else:
-            response.content_type = ref.media_type or "application/octet-stream"
-            response.content_length = size if plan.status == 200 else ranges[0].length
-            if plan.status == 206:
-                response.headers["Content-Range"] = ranges[0].content_range(size)
+        parts, closing = _lay_out(response, plan, ref)
         access.call.extra["range"] = request.headers.get("Range", "")[:200]
-        await response.prepare(request)
         if request.method == "HEAD" or size == 0:
+            await response.prepare(request)
             await response.write_eof()
             return response
+        stream = await _open(access, ref)
         sent = 0
-        stream = await asyncio.to_thread(access.services.storage.open_read, ref.storage_key)
         try:
-            if parts:
-                for head, byte_range in parts:
+            await response.prepare(request)
+            for head, byte_range in parts:
+                if head:  # a multipart part's own headers
                     await response.write(head)
-                    sent += await _send(response, stream, byte_range)
+                sent += await _send(request, response, stream, byte_range)
+            if closing:
                 await response.write(closing)
-            else:
-                sent = await _send(response, stream, ranges[0])
             await response.write_eof()
         except (ConnectionError, OSError) as exc:
             # The client went away, or storage failed after the headers left: the
@@ -123,11 +113,33 @@ class Downloads:
         return response
 
 
-def _part_header(boundary: str, media_type: str, byte_range: ByteRange, size: int) -> bytes:
-    return (
-        f"\r\n--{boundary}\r\nContent-Type: {media_type or 'application/octet-stream'}\r\n"
-        f"Content-Range: {byte_range.content_range(size)}\r\n\r\n"
-    ).encode()
+def _lay_out(response: web.StreamResponse, plan: Plan, ref: FileRef) -> tuple[list[tuple[bytes, ByteRange]], bytes]:
+    """Sets the type and length of a 200 or 206 answer; returns its parts, each a
+    header (empty for a single range) and a byte range, and what closes the body."""
+    size = ref.size_bytes
+    media_type = ref.media_type or "application/octet-stream"
+    if len(plan.ranges) <= 1:
+        byte_range = plan.ranges[0] if plan.ranges else ByteRange(0, size - 1)
+        response.content_type = media_type
+        response.content_length = byte_range.length
+        if plan.status == 206:
+            response.headers["Content-Range"] = byte_range.content_range(size)
+        return [(b"", byte_range)], b""
+    boundary = secrets.token_hex(16)
+    head = f"\r\n--{boundary}\r\nContent-Type: {media_type}\r\nContent-Range: "
+    parts = [(f"{head}{r.content_range(size)}\r\n\r\n".encode(), r) for r in plan.ranges]
+    closing = f"\r\n--{boundary}--\r\n".encode()
+    response.content_type = f"multipart/byteranges; boundary={boundary}"
+    response.content_length = sum(len(head) + r.length for head, r in parts) + len(closing)
+    return parts, closing
+
+
+async def _open(access: Access, ref: FileRef) -> BinaryIO:
+    try:
+        return await asyncio.to_thread(access.services.storage.open_read, ref.storage_key)
+    except FileNotFoundError:
+        # Removed after its row was read: an artifact past its retention, swept meanwhile.
+        raise not_found("FILE_NOT_FOUND", "the resource's bytes are no longer stored") from None
 
 
 def _read_chunks(stream: BinaryIO, byte_range: ByteRange) -> Generator[bytes, None, None]:
@@ -141,7 +153,23 @@ def _read_chunks(stream: BinaryIO, byte_range: ByteRange) -> Generator[bytes, No
         yield data
 
 
-async def _send(response: web.StreamResponse, stream: BinaryIO, byte_range: ByteRange) -> int:
+async def _send(request: web.Request, response: web.StreamResponse, stream: BinaryIO, byte_range: ByteRange) -> int:
+    """Sends `byte_range` of `stream`: with sendfile(2) when it is a file on disk (no copy
+    through Python; asyncio falls back to reads in a thread under TLS), else a chunk at a time."""
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("the client went away")
+    try:
+        stream.fileno()
+    except (OSError, AttributeError, io.UnsupportedOperation):
+        return await _send_chunks(response, stream, byte_range)
+    sent = await asyncio.get_running_loop().sendfile(transport, stream, byte_range.start, byte_range.length)
+    if sent < byte_range.length:
+        raise OSError(f"the stored file ended {byte_range.length - sent} bytes early")
+    return sent
+
+
+async def _send_chunks(response: web.StreamResponse, stream: BinaryIO, byte_range: ByteRange) -> int:
     sent = 0
     chunks = _read_chunks(stream, byte_range)
     with contextlib.closing(chunks):
@@ -151,7 +179,7 @@ async def _send(response: web.StreamResponse, stream: BinaryIO, byte_range: Byte
     return sent
 
 
-def _openapi_download(summary: str, path_params: list[str]) -> dict[str, Any]:
+def _openapi_download(operation_id: str, summary: str, path_params: list[str]) -> dict[str, Any]:
     parameters: list[dict[str, Any]] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in path_params
     ]
@@ -180,17 +208,17 @@ def _openapi_download(summary: str, path_params: list[str]) -> dict[str, Any]:
             "default": {"description": "an error", **error},
         },
     }
-    return {"get": {**operation, "operationId": "download_" + path_params[-1]},
-            "head": {**operation, "operationId": "head_" + path_params[-1]}}  # fmt: skip
+    return {"get": {**operation, "operationId": f"{operation_id}_get"},
+            "head": {**operation, "operationId": f"{operation_id}_head"}}  # fmt: skip
 
 
 def openapi_paths() -> dict[str, Any]:
     """The download routes, for the OpenAPI document."""
     return {
         "/v1/items/{item_id}/assets/{asset_key}": _openapi_download(
-            "Download an item's asset (Range, ETag).", ["item_id", "asset_key"]
+            "items_assets_download", "Download an item's asset (Range, ETag).", ["item_id", "asset_key"]
         ),
         "/v1/artifacts/{artifact_id}": _openapi_download(
-            "Download an analytics artifact (Range, ETag).", ["artifact_id"]
+            "artifacts_download", "Download an analytics artifact (Range, ETag).", ["artifact_id"]
         ),
     }

@@ -43,6 +43,11 @@ class Plan:
     ranges: tuple[ByteRange, ...] = ()
 
 
+def _is_number(text: str) -> bool:
+    # str.isdigit() alone admits "²" (a Latin-1 header byte), which int() refuses.
+    return text.isascii() and text.isdigit()
+
+
 def parse_range(header: str, size: int) -> tuple[ByteRange, ...] | None:
     """The satisfiable ranges of a `Range` header, in the order asked (empty:
     none is satisfiable, 416); None when the header is to be ignored (invalid,
@@ -58,7 +63,7 @@ def parse_range(header: str, size: int) -> tuple[ByteRange, ...] | None:
     for part in parts:
         first, dash, last = part.partition("-")
         first, last = first.strip(), last.strip()
-        if not dash or not (first or last) or not (first.isdigit() or not first) or not (last.isdigit() or not last):
+        if not dash or not (first or last) or not all(_is_number(n) for n in (first, last) if n):
             return None
         if not first:  # suffix: the last N bytes
             suffix = int(last)

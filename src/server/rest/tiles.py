@@ -121,13 +121,10 @@ class TileRoutes:
             params = urlencode([(key, value) for key, value in request.query.items() if key in RENDER_PARAMS])
             tiles = f"/v1/{kind}/{resource_id}/tiles/"
             if access.signed or request.query.get("signed") == "true":
-                signed_prefix, _, signature = access.sign(tiles, _template_ttl(request, access), prefix=True).partition(
-                    "?"
-                )
+                signature = access.signed_query(tiles, _template_ttl(request, access), prefix=True)
                 params = "&".join(filter(None, (signature, params)))
-            else:
-                signed_prefix = (access.services.public_url or f"{request.scheme}://{request.host}") + tiles
-            template = f"{signed_prefix}{TILE_MATRIX_SET}/{{z}}/{{x}}/{{y}}{suffix}.{fmt}" + (
+            base = access.services.public_url or f"{request.scheme}://{request.host}"
+            template = f"{base}{tiles}{TILE_MATRIX_SET}/{{z}}/{{x}}/{{y}}{suffix}.{fmt}" + (
                 f"?{params}" if params else ""
             )
             west, south, east, north = tileset.bounds
@@ -210,12 +207,17 @@ def _not_modified(request: web.Request, etag: str) -> bool:
     return wanted.strip() == "*" or etag in (tag.strip().removeprefix("W/") for tag in wanted.split(","))
 
 
+def _cache_headers(etag: str, cache: str) -> dict[str, str]:
+    # Private: the answer depends on who asked (Vary), though not the bytes once allowed.
+    return {"ETag": etag, "Cache-Control": cache, "Vary": "Authorization"}
+
+
 def _not_modified_response(etag: str, cache: str) -> web.Response:
-    return web.Response(status=304, headers={"ETag": etag, "Cache-Control": cache})
+    return web.Response(status=304, headers=_cache_headers(etag, cache))
 
 
 def _image(data: bytes, fmt: str, etag: str, cache: str) -> web.Response:
-    return web.Response(body=data, content_type=MEDIA_TYPES[fmt], headers={"ETag": etag, "Cache-Control": cache})
+    return web.Response(body=data, content_type=MEDIA_TYPES[fmt], headers=_cache_headers(etag, cache))
 
 
 def _template_ttl(request: web.Request, access: Access) -> int:

@@ -12,6 +12,7 @@ from geopera_kernel.server.config import DEFAULT_ITEM_CACHE_BYTES
 from geopera_kernel.server.domain.models import ItemRecord
 
 ITEM_CACHE_SIZE = 4096  # item records held in memory (get_item: jobs, analytics, clips)
+ASSET_FILE_CACHE_SIZE = 4096  # where assets' bytes are (downloads, HTTP range reads)
 # Memory for items held encoded (items.get), GEOPERA_ITEM_CACHE_BYTES.
 ITEM_CACHE_BYTES = DEFAULT_ITEM_CACHE_BYTES
 # What a cached encoding costs beside its body and id: the entry object, the

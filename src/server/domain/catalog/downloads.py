@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+from geopera_kernel.server import callstats
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.catalog.reads import CatalogReads
 from geopera_kernel.server.domain.models import FileRef
@@ -37,6 +38,13 @@ class CatalogDownloads(CatalogReads):
             await self._require_live_attempt(principal)
             principal = SOURCE_READER
         principal.require_scope("catalog:read")
+        # An asset never changes once registered (caches.py): HTTP range reads of one
+        # file, one request per tile, skip the database after the first.
+        cached = self._asset_files.get(resource_name)
+        callstats.cache_lookup("asset_file", cached is not None)
+        if cached is not None:
+            principal.require_project(cached[0])
+            return cached[1]
         async with self._db.connection() as conn:
             row = await (await conn.execute(Q.get_asset_file, {"item_id": item_id, "key": key})).fetchone()
             if row is None:
@@ -45,8 +53,10 @@ class CatalogDownloads(CatalogReads):
                     raise not_found("ITEM_NOT_FOUND", f"item {item_id!r} does not exist", item_id=item_id)
                 principal.require_project(owner["project_id"])
                 raise not_found("ASSET_NOT_FOUND", f"item {item_id!r} has no asset {key!r}")
+        ref = FileRef(row["storage_key"], row["media_type"], row["size_bytes"], row["sha256"])
+        self._asset_files.put(resource_name, (row["project_id"], ref))
         principal.require_project(row["project_id"])
-        return FileRef(row["storage_key"], row["media_type"], row["size_bytes"], row["sha256"])
+        return ref
 
     async def _artifact_file(self, principal: Principal, artifact_id: str) -> FileRef:
         principal.require_scope("analytics:read")

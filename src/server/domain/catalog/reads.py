@@ -14,6 +14,7 @@ from geopera_kernel.server import callstats
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.batching import BatchLoader
 from geopera_kernel.server.domain.catalog.caches import (
+    ASSET_FILE_CACHE_SIZE,
     ITEM_CACHE_BYTES,
     ITEM_CACHE_SIZE,
     RENDER_BATCH_MAX,
@@ -25,7 +26,7 @@ from geopera_kernel.server.domain.catalog.caches import (
     rendered_size,
 )
 from geopera_kernel.server.domain.credits import CreditService
-from geopera_kernel.server.domain.models import ItemRecord
+from geopera_kernel.server.domain.models import FileRef, ItemRecord
 from geopera_kernel.server.domain.quota import StorageQuota
 from geopera_kernel.server.domain.raster_work import RasterWorkPool
 from geopera_kernel.server.errors import invalid_argument, not_found
@@ -59,6 +60,8 @@ class CatalogReads:
         self._raster_pool = raster_pool or RasterWorkPool()
         # Items never change once registered: see caches.py.
         self._items: LruCache[ItemRecord] = LruCache(ITEM_CACHE_SIZE)
+        # (owning project, file) of assets by resource name: downloads.py.
+        self._asset_files: LruCache[tuple[str, FileRef]] = LruCache(ASSET_FILE_CACHE_SIZE)
         self._rendered: ByteBudgetLru[RenderedItem] = ByteBudgetLru(item_cache_bytes, rendered_size)
         self._render_loader: BatchLoader[RenderedItem] = BatchLoader(
             self._load_renders, max_batch=RENDER_BATCH_MAX, max_in_flight=RENDER_BATCHES_IN_FLIGHT

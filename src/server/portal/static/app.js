@@ -206,8 +206,13 @@ async function route() {
   } catch (err) {
     if (!controller.signal.aborted) handleError(err, root);
   }
+  if (controller.signal.aborted) return;
+  const heading = root.querySelector("h1");
+  document.title = heading ? `${heading.textContent} · Geopera` : "Geopera portal";
+  // A keyboard user's focus was on the link that led here, now gone: start at the page.
+  if (!document.activeElement || document.activeElement === document.body) $("main").focus({ preventScroll: true });
   // Tests and screen readers: the page has drawn (or said why it could not).
-  if (!controller.signal.aborted) document.body.dataset.ready = found.entry.page;
+  document.body.dataset.ready = found.entry.page;
 }
 
 function leavePage() {

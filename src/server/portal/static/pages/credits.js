@@ -49,7 +49,7 @@ export async function render(root, _params, ctx) {
       { class: "table-wrap", role: "region", "aria-labelledby": "ledger-title", tabindex: "0" },
       h(
         "table",
-        { id: "ledger" },
+        { id: "ledger", class: "stack" },
         h(
           "thead",
           {},
@@ -94,12 +94,13 @@ function entryRow(entry) {
   return h(
     "tr",
     { dataset: { entryId: entry.id, kind } },
-    h("td", {}, formatDate(entry.create_time)),
-    h("td", {}, kind),
-    h("td", { class: "num" }, credits(entry.amount)),
-    h("td", { class: "num" }, credits(entry.available_after)),
-    h("td", { class: "num" }, credits(entry.held_after)),
-    h("td", {}, entry.job_id ? h("a", { href: `#/jobs/${entry.job_id}`, class: "mono" }, entry.job_id) : "–"),
-    h("td", {}, entry.note || ""),
+    // data-label: a phone shows each row as a card of labelled values (portal.css .stack).
+    h("td", { "data-label": "When" }, formatDate(entry.create_time)),
+    h("td", { "data-label": "Kind" }, kind),
+    h("td", { class: "num", "data-label": "Amount" }, credits(entry.amount)),
+    h("td", { class: "num", "data-label": "Available after" }, credits(entry.available_after)),
+    h("td", { class: "num", "data-label": "Held after" }, credits(entry.held_after)),
+    h("td", { "data-label": "Job" }, entry.job_id ? h("a", { href: `#/jobs/${entry.job_id}`, class: "mono" }, entry.job_id) : "–"),
+    h("td", { "data-label": "Note" }, entry.note || ""),
   );
 }

@@ -15,7 +15,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file geopera/v1/catalog.proto.
  */
 export const file_geopera_v1_catalog: GenFile = /*@__PURE__*/
-  fileDesc("ChhnZW9wZXJhL3YxL2NhdGFsb2cucHJvdG8SCmdlb3BlcmEudjEiSwoRUHJvamVjdHNHZXRQYXJhbXMSEgoKcHJvamVjdF9pZBgBIAEoCToimrgYHgoMcHJvamVjdHMuZ2V0EgxjYXRhbG9nOnJlYWQYASI5ChFQcm9qZWN0c0dldFJlc3VsdBIkCgdwcm9qZWN0GAEgASgLMhMuZ2VvcGVyYS52MS5Qcm9qZWN0ImAKElByb2plY3RzTGlzdFBhcmFtcxIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCTojmrgYHwoNcHJvamVjdHMubGlzdBIMY2F0YWxvZzpyZWFkGAEiVAoSUHJvamVjdHNMaXN0UmVzdWx0EiUKCHByb2plY3RzGAEgAygLMhMuZ2VvcGVyYS52MS5Qcm9qZWN0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJCCg5JdGVtc0dldFBhcmFtcxIPCgdpdGVtX2lkGAEgASgJOh+auBgbCglpdGVtcy5nZXQSDGNhdGFsb2c6cmVhZBgBIjAKDkl0ZW1zR2V0UmVzdWx0Eh4KBGl0ZW0YASABKAsyEC5nZW9wZXJhLnYxLkl0ZW0iygIKD0l0ZW1zTGlzdFBhcmFtcxISCgpwcm9qZWN0X2lkGAEgASgJEhUKDWNvbGxlY3Rpb25faWQYAiABKAkSDAoEYmJveBgDIAMoARIyCg5kYXRldGltZV9zdGFydBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMZGF0ZXRpbWVfZW5kGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBiABKAUSEgoKcGFnZV90b2tlbhgHIAEoCRIrCgppbnRlcnNlY3RzGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIiCgR2aWV3GAkgASgOMhQuZ2VvcGVyYS52MS5JdGVtVmlldzogmrgYHAoKaXRlbXMubGlzdBIMY2F0YWxvZzpyZWFkGAEiSwoPSXRlbXNMaXN0UmVzdWx0Eh8KBWl0ZW1zGAEgAygLMhAuZ2VvcGVyYS52MS5JdGVtEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJfCgpBc3NldElucHV0EgsKA2tleRgBIAEoCRIRCgl1cGxvYWRfaWQYAiABKAkSEwoLc2VydmVyX2hyZWYYAyABKAkSDQoFcm9sZXMYBCADKAkSDQoFdGl0bGUYBSABKAkijAIKEUl0ZW1zQ3JlYXRlUGFyYW1zEhIKCnByb2plY3RfaWQYASABKAkSFQoNY29sbGVjdGlvbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEiwKCGRhdGV0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCgpwcm9wZXJ0aWVzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBImCgZhc3NldHMYBiADKAsyFi5nZW9wZXJhLnYxLkFzc2V0SW5wdXQSFgoOY29udmVydF90b19jb2cYByABKAg6I5q4GB8KDGl0ZW1zLmNyZWF0ZRINY2F0YWxvZzp3cml0ZRgCIjMKEUl0ZW1zQ3JlYXRlUmVzdWx0Eh4KBGl0ZW0YASABKAsyEC5nZW9wZXJhLnYxLkl0ZW0icAoSSXRlbXNMaW5lYWdlUGFyYW1zEg8KB2l0ZW1faWQYASABKAkSEQoJZGlyZWN0aW9uGAIgASgJEhEKCW1heF9kZXB0aBgDIAEoBTojmrgYHwoNaXRlbXMubGluZWFnZRIMY2F0YWxvZzpyZWFkGAEiZAoSSXRlbXNMaW5lYWdlUmVzdWx0EiYKBW5vZGVzGAEgAygLMhcuZ2VvcGVyYS52MS5MaW5lYWdlTm9kZRImCgVlZGdlcxgCIAMoCzIXLmdlb3BlcmEudjEuTGluZWFnZUVkZ2UqTgoISXRlbVZpZXcSGQoVSVRFTV9WSUVXX1VOU1BFQ0lGSUVEEAASEwoPSVRFTV9WSUVXX0JBU0lDEAESEgoOSVRFTV9WSUVXX0ZVTEwQAmIGcHJvdG8z", [file_geopera_v1_options, file_geopera_v1_resources, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChhnZW9wZXJhL3YxL2NhdGFsb2cucHJvdG8SCmdlb3BlcmEudjEiSwoRUHJvamVjdHNHZXRQYXJhbXMSEgoKcHJvamVjdF9pZBgBIAEoCToimrgYHgoMcHJvamVjdHMuZ2V0EgxjYXRhbG9nOnJlYWQYASI5ChFQcm9qZWN0c0dldFJlc3VsdBIkCgdwcm9qZWN0GAEgASgLMhMuZ2VvcGVyYS52MS5Qcm9qZWN0ImAKElByb2plY3RzTGlzdFBhcmFtcxIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCTojmrgYHwoNcHJvamVjdHMubGlzdBIMY2F0YWxvZzpyZWFkGAEiVAoSUHJvamVjdHNMaXN0UmVzdWx0EiUKCHByb2plY3RzGAEgAygLMhMuZ2VvcGVyYS52MS5Qcm9qZWN0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJCCg5JdGVtc0dldFBhcmFtcxIPCgdpdGVtX2lkGAEgASgJOh+auBgbCglpdGVtcy5nZXQSDGNhdGFsb2c6cmVhZBgBIjAKDkl0ZW1zR2V0UmVzdWx0Eh4KBGl0ZW0YASABKAsyEC5nZW9wZXJhLnYxLkl0ZW0iygIKD0l0ZW1zTGlzdFBhcmFtcxISCgpwcm9qZWN0X2lkGAEgASgJEhUKDWNvbGxlY3Rpb25faWQYAiABKAkSDAoEYmJveBgDIAMoARIyCg5kYXRldGltZV9zdGFydBgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMAoMZGF0ZXRpbWVfZW5kGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBiABKAUSEgoKcGFnZV90b2tlbhgHIAEoCRIrCgppbnRlcnNlY3RzGAggASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIiCgR2aWV3GAkgASgOMhQuZ2VvcGVyYS52MS5JdGVtVmlldzogmrgYHAoKaXRlbXMubGlzdBIMY2F0YWxvZzpyZWFkGAEiSwoPSXRlbXNMaXN0UmVzdWx0Eh8KBWl0ZW1zGAEgAygLMhAuZ2VvcGVyYS52MS5JdGVtEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJfCgpBc3NldElucHV0EgsKA2tleRgBIAEoCRIRCgl1cGxvYWRfaWQYAiABKAkSEwoLc2VydmVyX2hyZWYYAyABKAkSDQoFcm9sZXMYBCADKAkSDQoFdGl0bGUYBSABKAkijAIKEUl0ZW1zQ3JlYXRlUGFyYW1zEhIKCnByb2plY3RfaWQYASABKAkSFQoNY29sbGVjdGlvbl9pZBgCIAEoCRIMCgRuYW1lGAMgASgJEiwKCGRhdGV0aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIrCgpwcm9wZXJ0aWVzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBImCgZhc3NldHMYBiADKAsyFi5nZW9wZXJhLnYxLkFzc2V0SW5wdXQSFgoOY29udmVydF90b19jb2cYByABKAg6I5q4GB8KDGl0ZW1zLmNyZWF0ZRINY2F0YWxvZzp3cml0ZRgCIjMKEUl0ZW1zQ3JlYXRlUmVzdWx0Eh4KBGl0ZW0YASABKAsyEC5nZW9wZXJhLnYxLkl0ZW0icAoSSXRlbXNMaW5lYWdlUGFyYW1zEg8KB2l0ZW1faWQYASABKAkSEQoJZGlyZWN0aW9uGAIgASgJEhEKCW1heF9kZXB0aBgDIAEoBTojmrgYHwoNaXRlbXMubGluZWFnZRIMY2F0YWxvZzpyZWFkGAEiZAoSSXRlbXNMaW5lYWdlUmVzdWx0EiYKBW5vZGVzGAEgAygLMhcuZ2VvcGVyYS52MS5MaW5lYWdlTm9kZRImCgVlZGdlcxgCIAMoCzIXLmdlb3BlcmEudjEuTGluZWFnZUVkZ2UiYQoQQXNzZXRzU2lnblBhcmFtcxIVCg1yZXNvdXJjZV9uYW1lGAEgASgJEhMKC3R0bF9zZWNvbmRzGAIgASgDOiGauBgdCgthc3NldHMuc2lnbhIMY2F0YWxvZzpyZWFkGAEiUAoQQXNzZXRzU2lnblJlc3VsdBILCgN1cmwYASABKAkSLwoLZXhwaXJlX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKk4KCEl0ZW1WaWV3EhkKFUlURU1fVklFV19VTlNQRUNJRklFRBAAEhMKD0lURU1fVklFV19CQVNJQxABEhIKDklURU1fVklFV19GVUxMEAJiBnByb3RvMw", [file_geopera_v1_options, file_geopera_v1_resources, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * `projects.get` (scope `catalog:read`): one project.
@@ -512,6 +512,81 @@ export type ItemsLineageResult = Message<"geopera.v1.ItemsLineageResult"> & {
  */
 export const ItemsLineageResultSchema: GenMessage<ItemsLineageResult> = /*@__PURE__*/
   messageDesc(file_geopera_v1_catalog, 12);
+
+/**
+ * `assets.sign` (scope `catalog:read`; an artifact also needs
+ * `analytics:read`, as its `DownloadAsset` does; the download's project rules):
+ * an absolute HTTP URL that downloads the resource with no header until it
+ * expires (`GET|HEAD /v1/items/{item_id}/assets/{asset_key}` or
+ * `/v1/artifacts/{artifact_id}` on the HTTP projection, with `Range` and
+ * `ETag`), for a browser, curl, QGIS or GDAL `/vsicurl/`. The URL carries an
+ * HMAC-SHA256 signature of its path and expiry in its query (`expires`, `key`,
+ * `signature`); an expired, forged or altered URL answers 403 with the error
+ * JSON (`SIGNATURE_EXPIRED`, `SIGNATURE_INVALID`). Anyone holding the URL can
+ * read the resource until `expire_time`: hand it only to whom may read it.
+ * Rotating the server's signing keys (`GEOPERA_SIGNING_KEYS`) keeps live URLs
+ * working while their key is still listed. The URL's base is the server's
+ * `GEOPERA_PUBLIC_URL` (default: its HTTP listen address).
+ *
+ * INVALID_ARGUMENT `INVALID_RESOURCE_NAME`, `INVALID_TTL`; NOT_FOUND
+ * `ITEM_NOT_FOUND`, `ASSET_NOT_FOUND`, `ARTIFACT_NOT_FOUND`;
+ * PERMISSION_DENIED `MISSING_SCOPE`, `PROJECT_ACCESS_DENIED`;
+ * FAILED_PRECONDITION `HTTP_OFF` when the server has no HTTP projection and no
+ * `GEOPERA_PUBLIC_URL`.
+ *
+ * @generated from message geopera.v1.AssetsSignParams
+ */
+export type AssetsSignParams = Message<"geopera.v1.AssetsSignParams"> & {
+  /**
+   * `items/{item_id}/assets/{asset_key}` or `artifacts/{artifact_id}`, as in
+   * `DownloadAssetRequest.resource_name`.
+   *
+   * @generated from field: string resource_name = 1;
+   */
+  resourceName: string;
+
+  /**
+   * How long the URL works, in seconds: 1 to 604800 (7 days); 0 means 3600.
+   *
+   * @generated from field: int64 ttl_seconds = 2;
+   */
+  ttlSeconds: bigint;
+};
+
+/**
+ * Describes the message geopera.v1.AssetsSignParams.
+ * Use `create(AssetsSignParamsSchema)` to create a new message.
+ */
+export const AssetsSignParamsSchema: GenMessage<AssetsSignParams> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_catalog, 13);
+
+/**
+ * Result of `assets.sign`.
+ *
+ * @generated from message geopera.v1.AssetsSignResult
+ */
+export type AssetsSignResult = Message<"geopera.v1.AssetsSignResult"> & {
+  /**
+   * Absolute URL of the resource with its signature in the query.
+   *
+   * @generated from field: string url = 1;
+   */
+  url: string;
+
+  /**
+   * When the URL stops working (whole seconds).
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 2;
+   */
+  expireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message geopera.v1.AssetsSignResult.
+ * Use `create(AssetsSignResultSchema)` to create a new message.
+ */
+export const AssetsSignResultSchema: GenMessage<AssetsSignResult> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_catalog, 14);
 
 /**
  * How much of an item a list returns (AIP-157).
