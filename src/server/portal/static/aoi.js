@@ -24,10 +24,12 @@ export function aoiMap(container, ctx, { items = [], onItemClick, id = "aoi-map"
   const { L } = ctx.map;
   const mapEl = h("div", { class: "map aoi-map", id, "aria-label": "Map of the project's items and the area of interest" });
   const drawButton = h("button", { type: "button", class: "draw-aoi", id: `${id}-draw` }, "Draw AOI");
+  // Without a mouse: pan and zoom the map with the keyboard, then take its view.
+  const viewButton = h("button", { type: "button", class: "secondary", id: `${id}-view` }, "AOI = map view");
   const clearButton = h("button", { type: "button", class: "secondary", id: `${id}-clear`, disabled: true }, "Clear AOI");
   const summary = h("p", { class: "aoi-summary muted", id: `${id}-summary`, role: "status" },
     "No area of interest yet: draw one (Draw AOI, then click its corners and double-click the last) or upload GeoJSON.");
-  container.append(mapEl, h("div", { class: "map-tools" }, drawButton, clearButton), summary);
+  container.append(mapEl, h("div", { class: "map-tools" }, drawButton, viewButton, clearButton), summary);
 
   const map = ctx.map.createMap(mapEl);
   // A click on a footprint picks its item, unless it is a corner of the AOI being drawn.
@@ -78,6 +80,7 @@ export function aoiMap(container, ctx, { items = [], onItemClick, id = "aoi-map"
   }
 
   drawButton.addEventListener("click", () => draw());
+  viewButton.addEventListener("click", () => set(ctx.map.viewGeometry(map)));
   clearButton.addEventListener("click", () => set(null));
 
   return {
