@@ -124,9 +124,9 @@ export async function render(root, params, ctx) {
       pathPrefix: prefix,
       items,
       getAoi: () => aoi.getAoi(),
-      values: aoi.current() ? Object.fromEntries(fieldsOfKindOf(jobType).map((p) => [p, aoi.current()])) : {},
       submitLabel: jobType.job_type_id === CLIP ? "Clip" : `Create ${jobType.job_type_id} job`,
     });
+    if (aoi.current()) for (const path of fieldsOfKind(form, "geometry")) setFieldValue(form, path, aoi.current());
     form.addEventListener("input", () => {
       pendingKey = null; // other params: another submission
       const geometryPath = fieldsOfKind(form, "geometry")[0];
@@ -143,12 +143,6 @@ export async function render(root, params, ctx) {
     form.addEventListener("submit", submit);
     formSlot.replaceChildren(form);
     showCost();
-  }
-
-  // The geometry properties of a job type's schema, to pre-fill with the map's AOI.
-  function fieldsOfKindOf(type) {
-    const properties = type.input_schema?.properties ?? {};
-    return Object.keys(properties).filter((name) => /(^|_)(geometry|aoi)$/.test(name));
   }
 
   async function submit(event) {
@@ -176,7 +170,8 @@ export async function render(root, params, ctx) {
     } catch (err) {
       if (err.name === "AbortError") return;
       outcome.replaceChildren();
-      if (err.fieldViolations?.length) showFieldErrors(form, err.fieldViolations);
+      if (err.unauthenticated || err.missingScope) ctx.handleError(err);
+      else if (err.fieldViolations?.length) showFieldErrors(form, err.fieldViolations);
       else showFormMessage(form, `${err.message}${err.reason ? ` (${err.reason})` : ""}`);
     } finally {
       busy = false;
