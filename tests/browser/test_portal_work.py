@@ -385,3 +385,24 @@ def test_a_time_series_is_drawn_as_a_line_chart_of_the_grpc_steps(portal, portal
     assert [y for _, y in dots] == [s["value"] for s in valid]
     assert [x[:19] for x, _ in dots] == [s["datetime"][:19] for s in valid]
     portal.screenshot("time-series", full_page=True)
+
+
+def test_a_token_without_the_spend_scope_is_told_which_scope_it_lacks(portal, portal_server):
+    portal.allow_console(r"status of 403")
+    _, token = portal_server.make_token(["catalog:read", "processing:read"])
+    item_id = demo_items(portal_server)["s2l1c_slovenia_20150711_bgrn"]
+    with portal_server.sdk() as client:
+        jobs_before = len(list(client.jobs.list(DEMO_PROJECT)))
+    portal.sign_in(token)
+    portal.go("#/process")
+    portal.wait_ready("process")
+    set_value(portal, "#job-source_item_id", item_id)
+    set_value(portal, "#job-aoi_geometry", json.dumps(AOI))
+    quote = "#process-cost .estimate"
+    portal.wait(lambda: portal.find(quote).get_attribute("data-reason") == "MISSING_SCOPE", 30, "the quote refused")
+    portal.find("#job button[type=submit]").click()
+    banner = portal.wait(lambda: portal.visible("#banner-text"), 30, "the message")
+    assert "processing:process" in banner.text
+    with portal_server.sdk() as client:
+        assert len(list(client.jobs.list(DEMO_PROJECT))) == jobs_before
+    portal.screenshot("missing-scope", full_page=True)
