@@ -140,6 +140,9 @@ function renderSession() {
     ),
   );
   picker.value = state.projectId;
+  const who = state.principal;
+  $("whoami").textContent = who ? `${who.name || who.principal_id} (${who.kind})` : "";
+  $("whoami").title = who ? `Token ${who.principal_id}; scopes: ${who.scopes.join(", ")}` : "";
 }
 
 // ---- router ---------------------------------------------------------------------
