@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: install serve test lint breaking generate check-generated bench chaos fuzz clean
+.PHONY: install serve test test-embedded lint breaking generate check-generated bench chaos fuzz clean
 
 $(STAMP): pyproject.toml generated/pyproject.toml clients/python/pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: Python 3.11 is required (python3.11 or python3 on PATH)" >&2; exit 1; }
@@ -28,6 +28,14 @@ test: $(STAMP)
 	rm -rf .coverage-data
 	$(BIN)/coverage run -m pytest -q $(PYTEST_ARGS)
 	$(BIN)/python scripts/coverage_summary.py
+
+# A fresh clone's `make test` uses the embedded PostgreSQL. CI runs the whole suite once on
+# the PostgreSQL service, then this sample (schema, every named query, the catalogue, jobs,
+# credits, HTTP, the server process) on the embedded one, to hold that path inside its time.
+EMBEDDED_SAMPLE := tests/test_smoke.py tests/test_named_queries.py tests/test_catalog.py \
+	tests/test_jobs.py tests/test_credits.py tests/test_rest.py tests/test_server_process.py
+test-embedded: $(STAMP)
+	env -u GEOPERA_TEST_DATABASE_URL $(BIN)/pytest -q $(EMBEDDED_SAMPLE)
 
 generate: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
