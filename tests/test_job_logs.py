@@ -1,17 +1,23 @@
 """Job logs end to end: a real worker process runs a plugin that logs through `logging`;
 its records reach the job (order, fields, attempt), within the server's caps, and users
 read them with processing.jobs.logs (min_level, paging, project rules), WatchJob
-(include_logs) and the HTTP event stream (?include_logs=true). Job tokens write only for
-their own live attempt."""
+(include_logs), the HTTP event stream (?include_logs=true), the SDK (`wait()` raising
+with the last error logs) and `geopera jobs logs`. Job tokens write only for their own
+live attempt."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import urllib.error
 import urllib.request
 from typing import Any
 
 import grpc
 import pytest
+from geopera_sdk import Client, JobFailedError
 
 from geopera.v1 import kernel_pb2, processing_pb2, resources_pb2, worker_pb2
 from tests.conftest import TEST_SERVER_ENV
@@ -27,6 +33,7 @@ from tests.jobs_support import (
     watch,
 )
 from tests.support.client import RpcFailure
+from tests.support.server import REPO
 
 LEVEL = resources_pb2.LogLevel
 MAX_ENTRIES = 40
@@ -219,10 +226,11 @@ def test_watch_job_sends_log_records_only_when_asked(logs_world):
             latest = message.sequence
     plain = watch(client, job.id)
     assert [m.event_type for m in plain] == ["snapshot"]
-    # An ended job: the snapshot, then the records after after_log_sequence of at least min_log_level.
+    # An ended job: the records after after_log_sequence of at least min_log_level, then the snapshot.
     resumed = _watch_logs(client, job.id, after_log_sequence=2, min_log_level=LEVEL.LOG_LEVEL_ERROR)
-    assert resumed[0].event_type == "snapshot"
-    assert [m.log_entry.sequence for m in resumed[1:]] == [
+    assert resumed[-1].event_type == "snapshot" and resumed[-1].job.status == STATUS.JOB_STATUS_FAILED
+    assert all(m.sequence == 0 for m in resumed[:-1])  # no job event sent before them
+    assert [m.log_entry.sequence for m in resumed[:-1]] == [
         e.sequence for e in stored if e.sequence > 2 and e.level >= LEVEL.LOG_LEVEL_ERROR
     ]
     with pytest.raises(grpc.RpcError) as negative:
@@ -269,3 +277,57 @@ def test_the_event_stream_sends_log_records_with_the_query_flag(logs_world):
     with pytest.raises(urllib.error.HTTPError) as bad:
         urllib.request.urlopen(request, timeout=30)
     assert bad.value.code == 400 and json.loads(bad.value.read())["reason"] == "INVALID_LOG_LEVEL"
+
+
+def test_sdk_wait_raises_with_the_reason_and_the_last_error_logs(logs_world):
+    with Client(logs_world.server.address, logs_world.tokens["alpha"]) as sdk:
+        job = sdk.jobs.create_and_dispatch("alpha", "test_log", {"lines": 2, "fail": True})
+        with pytest.raises(JobFailedError) as failed:
+            job.wait(timeout=60, progress=True)
+        error = failed.value
+        assert (error.job_id, error.reason, error.message) == (job.id, "LOG_FAILURE", "nothing to map")
+        assert error.job.status == STATUS.JOB_STATUS_FAILED
+        assert error.logs[0].message == "the water mask is empty" and error.logs[0].fields["tile"] == "33TVM"
+        assert all(e.level >= LEVEL.LOG_LEVEL_ERROR for e in error.logs)
+        assert "the water mask is empty" in str(error) and "LOG_FAILURE" in str(error)
+        assert [e.message for e in job.logs(min_level="error")] == [e.message for e in error.logs]
+        assert sdk.jobs.wait(job.id, raise_on_failure=False).status_name == "FAILED"
+        assert [e.sequence for e in sdk.jobs.logs(job.id, page_size=1)] == [
+            e.sequence for e in _all_logs(logs_world.client("alpha"), job.id)
+        ]
+        with pytest.raises(ValueError):
+            list(sdk.jobs.logs(job.id, min_level="loud"))
+        ok = sdk.jobs.create_and_dispatch("alpha", "test_log", {"lines": 1})
+        assert ok.wait(timeout=60).succeeded
+        watched = list(sdk.jobs.watch(ok.id, include_logs=True, min_log_level="warning"))
+        assert [e.log_entry.message for e in watched if e.event_type == "log"] == ["attempt 1 almost done"]
+
+
+def _cli(world, *args: str, token: str | None = "alpha") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEOPERA_")}
+    if token is not None:
+        env["GEOPERA_TOKEN"] = world.tokens.get(token, token)
+    return subprocess.run(
+        [sys.executable, "-m", "geopera_kernel.server.cli", "jobs", "logs", *args, "--server", world.server.address],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_cli_prints_and_follows_a_jobs_logs(logs_world):
+    client = logs_world.client("alpha")
+    job = create_and_dispatch(client, "test_log", {"lines": 3, "step_seconds": 0.3, "fail": True}).job
+    followed = _cli(logs_world, job.id, "--follow")
+    assert followed.returncode == 1, followed.stderr  # the job FAILED
+    lines = followed.stdout.splitlines()
+    assert [line.split("] ", 1)[1].split(" {")[0] for line in lines[:3]] == ["line 0", "line 1", "line 2"]
+    assert "INFO" in lines[0] and "[attempt 1]" in lines[0] and '{"index":0,' in lines[0]
+    assert len(lines) == len(_all_logs(client, job.id))
+    assert f"job {job.id} FAILED: nothing to map" in followed.stderr
+    errors = _cli(logs_world, job.id, "--min-level", "error", "--json")
+    assert errors.returncode == 0, errors.stderr
+    records = [json.loads(line) for line in errors.stdout.splitlines()]
+    assert records[0]["message"] == "the water mask is empty" and records[0]["level"] == "LOG_LEVEL_ERROR"
+    other = _cli(logs_world, job.id, token="beta")
+    assert other.returncode == 1 and "PERMISSION_DENIED" in other.stderr and other.stdout == ""
+    bad = _cli(logs_world, job.id, "--min-level", "loud")
+    assert bad.returncode == 2

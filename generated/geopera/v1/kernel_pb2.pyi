@@ -135,11 +135,12 @@ class WatchJobRequest(_message.Message):
     """
     include_logs: _builtins.bool
     """Also send the job's log records (messages with `event_type` `log` and
-    `log_entry` set), each in `JobLogEntry.sequence` order and before the
-    terminal event. Records are not job events: a log message repeats the
-    `sequence` of the latest job event sent, so resuming with
-    `after_sequence` still works; resume the records with
-    `after_log_sequence`.
+    `log_entry` set), in `JobLogEntry.sequence` order, always before the
+    message carrying the terminal status (for an ended job, before its
+    snapshot), so the stream still ends with it. Records are not job events:
+    a log message repeats the `sequence` of the latest job event sent (or
+    `after_sequence` before any), so resuming with `after_sequence` still
+    works; resume the records with `after_log_sequence`.
     """
     after_log_sequence: _builtins.int
     """With `include_logs`: only records with a larger `JobLogEntry.sequence`

@@ -77,10 +77,11 @@ async def job_events(
         # Subscribed before reading, so no change can slip between the two.
         job = await jobs.get(principal, job_id)
         if after_sequence == 0:
+            if job.terminal:  # the stream still ends with the terminal status
+                async for record in new_logs(watch, 0):
+                    yield record
             yield JobEvent(job.sequence, "snapshot", job.update_time, job)
             if job.terminal:
-                async for record in new_logs(watch, job.sequence):
-                    yield record
                 return
             last = job.sequence
         elif after_sequence >= job.sequence and job.terminal:

@@ -138,11 +138,12 @@ export type WatchJobRequest = Message<"geopera.v1.WatchJobRequest"> & {
 
   /**
    * Also send the job's log records (messages with `event_type` `log` and
-   * `log_entry` set), each in `JobLogEntry.sequence` order and before the
-   * terminal event. Records are not job events: a log message repeats the
-   * `sequence` of the latest job event sent, so resuming with
-   * `after_sequence` still works; resume the records with
-   * `after_log_sequence`.
+   * `log_entry` set), in `JobLogEntry.sequence` order, always before the
+   * message carrying the terminal status (for an ended job, before its
+   * snapshot), so the stream still ends with it. Records are not job events:
+   * a log message repeats the `sequence` of the latest job event sent (or
+   * `after_sequence` before any), so resuming with `after_sequence` still
+   * works; resume the records with `after_log_sequence`.
    *
    * @generated from field: bool include_logs = 3;
    */
