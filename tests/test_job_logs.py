@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import pytest
 from geopera_sdk import Client, JobFailedError
+from google.protobuf import struct_pb2
 
 from geopera.v1 import kernel_pb2, processing_pb2, resources_pb2, worker_pb2
 from tests.conftest import TEST_SERVER_ENV
@@ -175,6 +176,26 @@ def test_a_job_token_writes_only_its_own_live_attempt(logs_world):
         assignments = {a.job.id: a for a in (raw.next_assignment(), raw.next_assignment())}
         mine, theirs = assignments[first.id], assignments[second.id]
         assert _write(raw.stub, mine.job_token, first.id, "hello", "again").stored_entries == 2
+        # Hostile records are stored, bounded, never a server error.
+        nan_fields = struct_pb2.Struct()
+        nan_fields.update({"x": float("nan")})
+        with pytest.raises(grpc.RpcError) as nul:  # the edge refuses NUL in any text
+            _write(raw.stub, theirs.job_token, second.id, "nul\u0000byte")
+        assert nul.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        hostile = [
+            worker_pb2.JobLogRecord(level=99, message="long" + "y" * 10_000, fields=nan_fields),  # type: ignore[arg-type]
+            worker_pb2.JobLogRecord(
+                message="big", fields=struct_pb2.Struct(fields={"b": struct_pb2.Value(string_value="z" * 9000)})
+            ),
+        ]
+        stored = raw.stub.WriteJobLogs(
+            worker_pb2.WriteJobLogsRequest(job_id=second.id, records=hostile), metadata=job_metadata(theirs.job_token)
+        )
+        assert stored.stored_entries == 2
+        kept = _all_logs(client, second.id)
+        assert kept[0].message.startswith("longy") and len(kept[0].message) == 4096
+        assert kept[0].level == LEVEL.LOG_LEVEL_INFO and kept[0].fields["fields_dropped"] is True
+        assert kept[1].fields["fields_dropped"] is True
         with pytest.raises(grpc.RpcError) as other_job:
             _write(raw.stub, mine.job_token, second.id, "not mine")
         assert other_job.value.code() == grpc.StatusCode.PERMISSION_DENIED
@@ -197,7 +218,6 @@ def test_a_job_token_writes_only_its_own_live_attempt(logs_world):
         assert too_many.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert [e.message for e in _all_logs(client, first.id)] == ["hello", "again"]
         assert [e.attempt for e in _all_logs(client, first.id)] == [1, 1]
-        assert _all_logs(client, second.id) == []
     finally:
         raw.die()
 

@@ -56,7 +56,7 @@ def log_level(levelno: int) -> int:
 
 def _jsonable(value: Any) -> Any:
     try:
-        json.dumps(value)
+        json.dumps(value, allow_nan=False)  # NaN would cost the record all its fields on the server
         return value
     except (TypeError, ValueError):
         return repr(value)
@@ -65,10 +65,13 @@ def _jsonable(value: Any) -> Any:
 def log_record(record: logging.LogRecord, message: str) -> worker_pb2.JobLogRecord:
     fields = struct_pb2.Struct()
     extra = {k: _jsonable(v) for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
-    with contextlib.suppress(TypeError, ValueError):  # a value a Struct cannot hold (NaN...): no fields
+    if "\\u0000" in json.dumps(extra, default=str):  # the server refuses NUL in any text
+        extra = {"fields_dropped": True}
+    with contextlib.suppress(TypeError, ValueError):  # a value a Struct cannot hold: no fields
         fields.update({"logger": record.name, **extra})
     when = timestamp_pb2.Timestamp()
     when.FromNanoseconds(int(record.created * 1e9))
+    message = message.replace("\x00", "")
     return worker_pb2.JobLogRecord(log_time=when, level=log_level(record.levelno), message=message, fields=fields)  # type: ignore[arg-type]
 
 

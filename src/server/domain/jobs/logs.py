@@ -20,6 +20,7 @@ LEVEL_DEBUG, LEVEL_INFO, LEVEL_WARNING, LEVEL_ERROR, LEVEL_CRITICAL = 1, 2, 3, 4
 MAX_RECORDS_PER_CALL = 500
 MAX_MESSAGE_CHARS = 4096
 MAX_FIELDS_BYTES = 4096
+_DROPPED = '{"fields_dropped":true}'
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,17 @@ def check_level(level: int, field: str) -> int:
 
 
 def _bounded(record: LogRecordIn) -> tuple[int, str, str]:
-    """(level, message, fields JSON) as stored: message cut, oversized fields dropped."""
+    """(level, message, fields JSON) as stored: message cut (NULs, which PostgreSQL text
+    cannot hold, removed); fields that are too large or not JSON PostgreSQL takes (NaN,
+    NUL characters) dropped."""
     level = record.level if 1 <= record.level <= LEVEL_CRITICAL else LEVEL_INFO
-    message = record.message[:MAX_MESSAGE_CHARS]
-    fields = json.dumps(record.fields, separators=(",", ":"), default=str)
-    if len(fields.encode()) > MAX_FIELDS_BYTES:
-        fields = '{"fields_dropped":true}'
+    message = record.message.replace("\x00", "")[:MAX_MESSAGE_CHARS]
+    try:
+        fields = json.dumps(record.fields, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        fields = _DROPPED
+    if len(fields.encode()) > MAX_FIELDS_BYTES or "\\u0000" in fields:
+        fields = _DROPPED
     return level, message, fields
 
 
