@@ -783,8 +783,8 @@ class JobLogEntry(_message.Message):
     """The attempt that wrote it (1-based)."""
     truncated: _builtins.bool
     """True only on the one record the server adds when the job's log reached
-    its cap (see `WriteJobLogs`); its message says how many were dropped so
-    far.
+    its cap (see `WorkerService.WriteJobLogs`): level WARNING, the caps in
+    its fields (`max_entries`, `max_bytes`); no record follows it.
     """
     @_builtins.property
     def log_time(self) -> _timestamp_pb2.Timestamp:
@@ -793,8 +793,8 @@ class JobLogEntry(_message.Message):
     @_builtins.property
     def fields(self) -> _struct_pb2.Struct:
         """Structured fields (e.g. the `extra` of a Python log call, the logger
-        name under `logger`); JSON, at most 4 KiB encoded (larger: dropped, with
-        `fields_dropped: true`).
+        name under `logger`); JSON, at most 4 KiB encoded (larger, or holding
+        NaN: replaced by `fields_dropped: true`).
         """
 
     def __init__(

@@ -737,8 +737,8 @@ export type JobLogEntry = Message<"geopera.v1.JobLogEntry"> & {
 
   /**
    * Structured fields (e.g. the `extra` of a Python log call, the logger
-   * name under `logger`); JSON, at most 4 KiB encoded (larger: dropped, with
-   * `fields_dropped: true`).
+   * name under `logger`); JSON, at most 4 KiB encoded (larger, or holding
+   * NaN: replaced by `fields_dropped: true`).
    *
    * @generated from field: google.protobuf.Struct fields = 5;
    */
@@ -753,8 +753,8 @@ export type JobLogEntry = Message<"geopera.v1.JobLogEntry"> & {
 
   /**
    * True only on the one record the server adds when the job's log reached
-   * its cap (see `WriteJobLogs`); its message says how many were dropped so
-   * far.
+   * its cap (see `WorkerService.WriteJobLogs`): level WARNING, the caps in
+   * its fields (`max_entries`, `max_bytes`); no record follows it.
    *
    * @generated from field: bool truncated = 7;
    */
