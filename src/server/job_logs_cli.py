@@ -65,7 +65,7 @@ def line(entry: resources_pb2.JobLogEntry, as_json: bool) -> str:
     fields = {k: int(v) if isinstance(v, float) and v.is_integer() else v
               for k, v in json_format.MessageToDict(entry.fields).items() if k != "logger"}  # fmt: skip
     text = f"{when} {level:<8} [attempt {entry.attempt}] {entry.message}"
-    return f"{text} {json.dumps(fields, separators=(',', ':'))}" if fields else text
+    return f"{text} {json.dumps(fields, separators=(',', ':'), sort_keys=True)}" if fields else text
 
 
 def pages(
