@@ -50,7 +50,7 @@ from tests.test_admin_cli import admin
 
 # What a worker loading only the test plugins declares.
 TEST_PLUGINS_ONLY = "tests.support.job_plugins"
-TEST_TYPES = ("test_cog", "test_fail", "test_noop")
+TEST_TYPES = ("test_cog", "test_fail", "test_log", "test_noop")
 TOKEN_CACHE_SECONDS = 5.0  # the server default
 # Scheduling slack on a loaded machine, on top of the cache time.
 SLACK_SECONDS = 3.0

@@ -45,7 +45,14 @@ from geopera_kernel.server.domain import idempotency
 from geopera_kernel.server.domain.analytics import AnalyticsService
 from geopera_kernel.server.domain.catalog import CatalogLimits, CatalogService, ItemRenderer
 from geopera_kernel.server.domain.credits import CreditService
-from geopera_kernel.server.domain.jobs import Dispatcher, JobService, JobTypeRecord, LeasePolicy, Notifications
+from geopera_kernel.server.domain.jobs import (
+    Dispatcher,
+    JobLogCaps,
+    JobService,
+    JobTypeRecord,
+    LeasePolicy,
+    Notifications,
+)
 from geopera_kernel.server.domain.outputs import OutputService
 from geopera_kernel.server.domain.quota import StorageQuota
 from geopera_kernel.server.domain.raster_work import RasterWorkPool
@@ -99,6 +106,7 @@ async def build_services(settings: Settings, url: str) -> Services:
         max_attempts=settings.max_attempts,
     )
     jobs = JobService(db, policy)
+    jobs.log_caps = JobLogCaps(settings.job_log_max_entries, settings.job_log_max_bytes)
     outputs = OutputService(db, storage, jobs, limits, quota, raster_pool)
     analytics = AnalyticsService(db, storage, catalog, load_analytics_methods(settings.analytics_plugins), quota)
     streams = StreamLimiter(settings.max_streams_per_token, settings.watch_idle_seconds)

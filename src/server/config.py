@@ -115,6 +115,9 @@ class Settings:
     # Concurrent WatchJob/UploadAsset/DownloadAsset streams (and HTTP event
     # streams) one token may hold on one server.
     max_streams_per_token: int = field(default_factory=lambda: _env_int("GEOPERA_MAX_STREAMS_PER_TOKEN", 16))
+    # Caps of each job's log (records, and bytes of messages and fields): see WriteJobLogs.
+    job_log_max_entries: int = field(default_factory=lambda: _env_int("GEOPERA_JOB_LOG_MAX_ENTRIES", 10_000))
+    job_log_max_bytes: int = field(default_factory=lambda: _env_int("GEOPERA_JOB_LOG_MAX_BYTES", 4 << 20))
     # A watch that saw no event of its job this long ends (the client resumes it).
     watch_idle_seconds: float = field(default_factory=lambda: _env_duration("GEOPERA_WATCH_IDLE", 600.0))
     # Largest raster opened (items.create, job outputs): width x height, and width x height x

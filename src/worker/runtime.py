@@ -37,6 +37,7 @@ from geopera_kernel.worker.job_calls import (
     resending,
     struct,
 )
+from geopera_kernel.worker.job_logs import JobLogBuffer, JobLogSender, capturing
 from geopera_kernel.worker.plugin import (
     JobCancelled,
     JobContext,
@@ -268,6 +269,19 @@ class Worker:
         workdir.mkdir(parents=True, exist_ok=True)
         running.cancel = threading.Event()
         reporter = ProgressReporter(stub, job.id, metadata, running.cancel)
+        logs = JobLogSender(stub, job.id, metadata, JobLogBuffer())
+        logs.start()
+        try:
+            with capturing(logs.buffer):  # what this task and the plugin's thread log goes to the job
+                await self._attempt(assignment, running, stub, metadata, workdir, reporter, logs)
+        finally:
+            await logs.stop()
+
+    async def _attempt(
+        self, assignment: worker_pb2.JobAssignment, running: RunningJob, stub: Any, metadata: Any, workdir: Path,
+        reporter: ProgressReporter, logs: JobLogSender,
+    ) -> None:  # fmt: skip
+        job = assignment.job
         try:
             if self.draining:
                 running.handed_back = True
@@ -305,6 +319,7 @@ class Worker:
             await reporter.stop()
             if running.cancel.is_set():
                 raise JobCancelled(job.id)
+            await logs.flush()  # the records come before the job's end
             try:
                 await register_outputs(stub, job.id, metadata, outputs)
             except aio.AioRpcError as err:
@@ -316,46 +331,37 @@ class Worker:
             log.info("job %s succeeded with %d output(s)", job.id, len(outputs))
         except JobCancelled:
             if running.handed_back:
+                await logs.flush()
                 release = worker_pb2.ReleaseJobRequest(job_id=job.id, reason="worker shutting down")
                 await self._call(stub.ReleaseJob, release, metadata)
                 log.info("job %s handed back", job.id)
         except JobFailed as err:
-            log.warning("job %s failed: %s %s", job.id, err.reason, err.message)
-            await self._call(
-                stub.ReportFailure,
-                worker_pb2.ReportFailureRequest(
-                    job_id=job.id, reason=err.reason, message=err.message, retryable=err.retryable
-                ),
-                metadata,
-            )
+            await self._fail(stub, metadata, logs, job.id, err.reason, err.message, err.retryable)
         except aio.AioRpcError as err:
             # A call for the job (sources, outputs) failed for good: report it with
             # the server's reason, asking for another attempt only after a transient fault.
             log.warning("job %s: %s %s", job.id, err.code().name, err.details())
             if err.code() != grpc.StatusCode.FAILED_PRECONDITION:  # else the attempt is over: nothing to report
-                await self._call(
-                    stub.ReportFailure,
-                    worker_pb2.ReportFailureRequest(
-                        job_id=job.id,
-                        reason=error_reason(err),
-                        message=f"{err.code().name}: {err.details() or ''}"[:1000],
-                        retryable=err.code() in TRANSIENT_CODES,
-                    ),
-                    metadata,
+                message = f"{err.code().name}: {err.details() or ''}"[:1000]
+                await self._fail(
+                    stub, metadata, logs, job.id, error_reason(err), message, err.code() in TRANSIENT_CODES
                 )
         except Exception as err:
             log.exception("job %s crashed", job.id)
-            await self._call(
-                stub.ReportFailure,
-                worker_pb2.ReportFailureRequest(
-                    job_id=job.id, reason="WORKER_ERROR", message=f"{type(err).__name__}: {err}"[:1000], retryable=True
-                ),
-                metadata,
-            )
+            await self._fail(stub, metadata, logs, job.id, "WORKER_ERROR", f"{type(err).__name__}: {err}"[:1000], True)
         finally:
             await reporter.stop()
             self.running.pop(job.id, None)
             shutil.rmtree(workdir, ignore_errors=True)
+
+    async def _fail(
+        self, stub: Any, metadata: Any, logs: JobLogSender, job_id: str, reason: str, message: str, retryable: bool
+    ) -> None:
+        """Report the failure, after its record (level ERROR) and every earlier one reached the job's log."""
+        log.error("job %s failed: %s: %s", job_id, reason, message, extra={"reason": reason, "retryable": retryable})
+        await logs.flush()
+        request = worker_pb2.ReportFailureRequest(job_id=job_id, reason=reason, message=message, retryable=retryable)
+        await self._call(stub.ReportFailure, request, metadata)
 
     async def _call(self, method: Any, request: Any, metadata: Any) -> Any:
         try:

@@ -217,7 +217,7 @@ def test_wait_draws_a_progress_bar_on_a_terminal(world, bar):
     assert "\r" in text and "job_" in text  # redrawn in place, labelled with the job id
     percents = [int(p) for p in re.findall(r"(\d+)%", text)]
     assert percents and percents[-1] == 100 and percents == sorted(percents)
-    assert "SUCCEEDED" in text
+    assert re.search(r"SUCCEEDED 0:00:\d\d", text)  # the status and the time waited
 
 
 def test_wait_is_silent_when_stderr_is_not_a_terminal(world):

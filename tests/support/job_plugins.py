@@ -3,6 +3,7 @@ started by a test loads them with `--plugins tests.support.job_plugins`."""
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -91,4 +92,34 @@ class FailPlugin(JobPlugin):
         raise JobFailed(params.reason, params.message, retryable=params.retryable)
 
 
-PLUGINS: list[Any] = [NoopPlugin, CogPlugin, FailPlugin]
+class LogInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    lines: int = Field(3, ge=0, le=100_000, description="INFO records `line i` (field `index`: i)")
+    line_bytes: int = Field(0, ge=0, le=4000, description="pad each line's message to this many characters")
+    fail: bool = Field(False, description="log an ERROR, then fail with LOG_FAILURE")
+    step_seconds: float = Field(0.0, ge=0, le=60, description="sleep after each line")
+
+
+class LogPlugin(JobPlugin):
+    """Logs through the standard `logging` module, as a plugin would (tests of job logs)."""
+
+    job_type_id: ClassVar[str] = "test_log"
+    description: ClassVar[str] = "Logs records through `logging`, then succeeds or fails (tests)."
+    input_model: ClassVar[type[BaseModel]] = LogInput
+    cost_model: ClassVar[CostModel] = CostModel(flat=1, minimum=1)
+
+    def run(self, params: BaseModel, ctx: JobContext) -> list[JobOutput]:
+        assert isinstance(params, LogInput)
+        plugin_log = logging.getLogger("tests.plugin.log")
+        plugin_log.debug("debug detail")  # below the worker's INFO level: never reaches the job
+        for index in range(params.lines):
+            plugin_log.info(f"line {index}".ljust(params.line_bytes, "."), extra={"index": index, "job": ctx.job_id})
+            time.sleep(params.step_seconds)
+        plugin_log.warning("attempt %d almost done", ctx.attempt, extra={"attempt_seen": ctx.attempt})
+        if params.fail:
+            plugin_log.error("the water mask is empty", extra={"tile": "33TVM"})
+            raise JobFailed("LOG_FAILURE", "nothing to map")
+        return []
+
+
+PLUGINS: list[Any] = [NoopPlugin, CogPlugin, FailPlugin, LogPlugin]

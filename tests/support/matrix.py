@@ -128,6 +128,10 @@ CASES: dict[str, MatrixCase] = {
         lambda w: processing_pb2.ProcessingJobsGetParams(job_id=_pending_job("alpha")(w)),
         lambda w: processing_pb2.ProcessingJobsGetParams(job_id=_pending_job("beta")(w)),
     ),
+    "processing.jobs.logs": MatrixCase(
+        lambda w: processing_pb2.ProcessingJobsLogsParams(job_id=_pending_job("alpha")(w), page_size=10),
+        lambda w: processing_pb2.ProcessingJobsLogsParams(job_id=_pending_job("beta")(w)),
+    ),
     "processing.jobs.cancel": MatrixCase(
         lambda w: processing_pb2.ProcessingJobsCancelParams(job_id=_pending_job("alpha")(w), reason="matrix"),
         lambda w: processing_pb2.ProcessingJobsCancelParams(job_id=_pending_job("beta")(w)),

@@ -31,7 +31,15 @@ import {
   type WatchJobRequest,
   type WatchJobResponse,
 } from "./gen/geopera/v1/kernel_pb.js";
-import { JobStatus, type CostEstimate, type DispatchResult, type Item, type Job } from "./gen/geopera/v1/resources_pb.js";
+import {
+  JobStatus,
+  type CostEstimate,
+  type DispatchResult,
+  type Item,
+  type Job,
+  type JobLogEntry,
+  type LogLevel,
+} from "./gen/geopera/v1/resources_pb.js";
 import { registry } from "./gen/index.js";
 import { shape } from "./jsonview.js";
 import {
@@ -310,6 +318,24 @@ export class Jobs {
   async get(jobId: string, options?: CallOptions): Promise<Job> {
     const result = await this.client.execute("processing.jobs.get", { jobId }, options);
     return result.job!;
+  }
+
+  /**
+   * `processing.jobs.logs`: every log record of the job (written by its worker), oldest
+   * first, page after page; `minLevel` keeps that level and worse.
+   */
+  async *logs(
+    jobId: string,
+    params: { minLevel?: LogLevel; pageSize?: number } = {},
+    options?: CallOptions,
+  ): AsyncGenerator<JobLogEntry, void, undefined> {
+    let pageToken = "";
+    do {
+      const request: ParamsInit<"processing.jobs.logs"> = { ...params, jobId, pageToken };
+      const page = await this.client.execute("processing.jobs.logs", request, options);
+      yield* page.entries;
+      pageToken = page.nextPageToken;
+    } while (pageToken);
   }
 
   /** `processing.jobs.cancel`: held credits are released. */

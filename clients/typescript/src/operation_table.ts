@@ -54,6 +54,8 @@ import {
   ProcessingJobsGetResultSchema,
   ProcessingJobsListParamsSchema,
   ProcessingJobsListResultSchema,
+  ProcessingJobsLogsParamsSchema,
+  ProcessingJobsLogsResultSchema,
   WorkersListParamsSchema,
   WorkersListResultSchema,
 } from "./gen/geopera/v1/processing_pb.js";
@@ -220,6 +222,14 @@ export const OPERATIONS = {
   "processing.jobs.list": {
     params: ProcessingJobsListParamsSchema,
     result: ProcessingJobsListResultSchema,
+    scope: "processing:read",
+    sideEffect: "read",
+    idempotencyKey: false,
+    repeatable: false,
+  },
+  "processing.jobs.logs": {
+    params: ProcessingJobsLogsParamsSchema,
+    result: ProcessingJobsLogsResultSchema,
     scope: "processing:read",
     sideEffect: "read",
     idempotencyKey: false,

@@ -289,6 +289,9 @@ describe("live server", () => {
 
     const got = await client.jobs.get(job.id);
     assert.equal(got.status, JobStatus.SUCCEEDED);
+    const logged: bigint[] = [];
+    for await (const entry of client.jobs.logs(job.id, { pageSize: 1 })) logged.push(entry.sequence);
+    assert.deepEqual(logged, logged.map((_, i) => BigInt(i + 1)), "the job's log records, in order");
     assert.equal(toJsonView(JobSchema, got)["status"], "succeeded");
     assert.equal(got.progress, 1);
     const output = await client.items.get(got.outputItemIds[0]);

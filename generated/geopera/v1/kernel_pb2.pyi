@@ -124,21 +124,43 @@ class WatchJobRequest(_message.Message):
 
     JOB_ID_FIELD_NUMBER: _builtins.int
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
+    INCLUDE_LOGS_FIELD_NUMBER: _builtins.int
+    AFTER_LOG_SEQUENCE_FIELD_NUMBER: _builtins.int
+    MIN_LOG_LEVEL_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job to watch."""
     after_sequence: _builtins.int
     """Only send events with a larger sequence; 0 starts with the current
     snapshot.
     """
+    include_logs: _builtins.bool
+    """Also send the job's log records (messages with `event_type` `log` and
+    `log_entry` set), in `JobLogEntry.sequence` order, always before the
+    message carrying the terminal status (for an ended job, before its
+    snapshot), so the stream still ends with it. Records are not job events:
+    a log message repeats the `sequence` of the latest job event sent (or
+    `after_sequence` before any), so resuming with `after_sequence` still
+    works; resume the records with `after_log_sequence`.
+    """
+    after_log_sequence: _builtins.int
+    """With `include_logs`: only records with a larger `JobLogEntry.sequence`
+    (0: every record from the first). Negative: INVALID_ARGUMENT
+    `INVALID_SEQUENCE`.
+    """
+    min_log_level: _resources_pb2.LogLevel.ValueType
+    """With `include_logs`: only records of at least this level."""
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         after_sequence: _builtins.int = ...,
+        include_logs: _builtins.bool = ...,
+        after_log_sequence: _builtins.int = ...,
+        min_log_level: _resources_pb2.LogLevel.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "job_id", b"job_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_log_sequence", b"after_log_sequence", "after_sequence", b"after_sequence", "include_logs", b"include_logs", "job_id", b"job_id", "min_log_level", b"min_log_level"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -154,11 +176,13 @@ class WatchJobResponse(_message.Message):
     EVENT_TIME_FIELD_NUMBER: _builtins.int
     JOB_FIELD_NUMBER: _builtins.int
     EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    LOG_ENTRY_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Per-job sequence number, strictly increasing from 1."""
     event_type: _builtins.str
     """What changed: `snapshot`, `created`, `dispatched`, `running`, `progress`,
-    `succeeded`, `failed`, `cancelled`, `retrying`, `cancel_requested`.
+    `succeeded`, `failed`, `cancelled`, `retrying`, `cancel_requested`; or
+    `log` for a log record (only with `include_logs`).
     """
     @_builtins.property
     def event_time(self) -> _timestamp_pb2.Timestamp:
@@ -168,6 +192,10 @@ class WatchJobResponse(_message.Message):
     def job(self) -> _resources_pb2.Job:
         """The job as it was right after the change."""
 
+    @_builtins.property
+    def log_entry(self) -> _resources_pb2.JobLogEntry:
+        """The log record, on `log` messages only (`job` is then unset)."""
+
     def __init__(
         self,
         *,
@@ -175,10 +203,11 @@ class WatchJobResponse(_message.Message):
         event_time: _timestamp_pb2.Timestamp | None = ...,
         job: _resources_pb2.Job | None = ...,
         event_type: _builtins.str = ...,
+        log_entry: _resources_pb2.JobLogEntry | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time", "job", b"job"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time", "job", b"job", "log_entry", b"log_entry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time", "event_type", b"event_type", "job", b"job", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time", "event_type", b"event_type", "job", b"job", "log_entry", b"log_entry", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

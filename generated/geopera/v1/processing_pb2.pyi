@@ -538,6 +538,78 @@ class ProcessingJobsGetResult(_message.Message):
 Global___ProcessingJobsGetResult: _TypeAlias = ProcessingJobsGetResult  # noqa: Y015
 
 @_typing.final
+class ProcessingJobsLogsParams(_message.Message):
+    """`processing.jobs.logs` (scope `processing:read`, on the job's project as
+    `processing.jobs.get`): the job's log records, oldest first (by
+    `JobLogEntry.sequence`), across every attempt. NOT_FOUND `JOB_NOT_FOUND`,
+    PERMISSION_DENIED for another project's job, INVALID_ARGUMENT
+    `INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`, `INVALID_LOG_LEVEL`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    MIN_LEVEL_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """Job id."""
+    min_level: _resources_pb2.LogLevel.ValueType
+    """Only records of at least this level; unset means every record."""
+    page_size: _builtins.int
+    """Maximum records per page, 1..1000; 0 means 100."""
+    page_token: _builtins.str
+    """`next_page_token` of the previous page (same job and `min_level`); any
+    other value is INVALID_ARGUMENT `INVALID_PAGE_TOKEN`.
+    """
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        min_level: _resources_pb2.LogLevel.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "min_level", b"min_level", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessingJobsLogsParams: _TypeAlias = ProcessingJobsLogsParams  # noqa: Y015
+
+@_typing.final
+class ProcessingJobsLogsResult(_message.Message):
+    """Result of `processing.jobs.logs`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty on the last page (a running job may add
+    records later: list again from the last `sequence` seen, or use
+    `WatchJob` with `include_logs`).
+    """
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.JobLogEntry]:
+        """One page of records, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[_resources_pb2.JobLogEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessingJobsLogsResult: _TypeAlias = ProcessingJobsLogsResult  # noqa: Y015
+
+@_typing.final
 class ProcessingJobsCancelParams(_message.Message):
     """`processing.jobs.cancel` (scope `processing:process`): cancels a job that has
     not finished; its held credits are released and a running worker is told to

@@ -69,6 +69,44 @@ JOB_STATUS_CANCELLED: JobStatus.ValueType  # 6
 """Cancelled by a caller; credits released."""
 Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
 
+class _LogLevel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LogLevelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LogLevel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LOG_LEVEL_UNSPECIFIED: _LogLevel.ValueType  # 0
+    """Not set: as a filter (`min_level`), every record."""
+    LOG_LEVEL_DEBUG: _LogLevel.ValueType  # 1
+    """Detail for whoever debugs the plugin."""
+    LOG_LEVEL_INFO: _LogLevel.ValueType  # 2
+    """Normal progress."""
+    LOG_LEVEL_WARNING: _LogLevel.ValueType  # 3
+    """Something unexpected the job survived."""
+    LOG_LEVEL_ERROR: _LogLevel.ValueType  # 4
+    """Something failed."""
+    LOG_LEVEL_CRITICAL: _LogLevel.ValueType  # 5
+    """The job cannot go on."""
+
+class LogLevel(_LogLevel, metaclass=_LogLevelEnumTypeWrapper):
+    """Severity of a job log record; the numbers follow Python's `logging` levels
+    divided by ten, so a higher value is more severe.
+    """
+
+LOG_LEVEL_UNSPECIFIED: LogLevel.ValueType  # 0
+"""Not set: as a filter (`min_level`), every record."""
+LOG_LEVEL_DEBUG: LogLevel.ValueType  # 1
+"""Detail for whoever debugs the plugin."""
+LOG_LEVEL_INFO: LogLevel.ValueType  # 2
+"""Normal progress."""
+LOG_LEVEL_WARNING: LogLevel.ValueType  # 3
+"""Something unexpected the job survived."""
+LOG_LEVEL_ERROR: LogLevel.ValueType  # 4
+"""Something failed."""
+LOG_LEVEL_CRITICAL: LogLevel.ValueType  # 5
+"""The job cannot go on."""
+Global___LogLevel: _TypeAlias = LogLevel  # noqa: Y015
+
 class _LedgerEntryKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -716,6 +754,67 @@ class Job(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class JobLogEntry(_message.Message):
+    """One log record of a job, written by the worker running it (see
+    `WorkerService.WriteJobLogs`) or by the server (a `truncated` record).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    LOG_TIME_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
+    sequence: _builtins.int
+    """Per-job number, strictly increasing from 1 in the order the server
+    stored the records; `processing.jobs.logs` and `WatchJob` return records
+    in this order.
+    """
+    level: Global___LogLevel.ValueType
+    """Severity."""
+    message: _builtins.str
+    """The formatted message (at most 4,096 characters; longer ones are cut)."""
+    attempt: _builtins.int
+    """The attempt that wrote it (1-based)."""
+    truncated: _builtins.bool
+    """True only on the one record the server adds when the job's log reached
+    its cap (see `WorkerService.WriteJobLogs`): level WARNING, the caps in
+    its fields (`max_entries`, `max_bytes`); no record follows it.
+    """
+    @_builtins.property
+    def log_time(self) -> _timestamp_pb2.Timestamp:
+        """When the worker made the record (worker clock)."""
+
+    @_builtins.property
+    def fields(self) -> _struct_pb2.Struct:
+        """Structured fields (e.g. the `extra` of a Python log call, the logger
+        name under `logger`); JSON, at most 4 KiB encoded (larger, or holding
+        NaN: replaced by `fields_dropped: true`).
+        """
+
+    def __init__(
+        self,
+        *,
+        sequence: _builtins.int = ...,
+        log_time: _timestamp_pb2.Timestamp | None = ...,
+        level: Global___LogLevel.ValueType = ...,
+        message: _builtins.str = ...,
+        fields: _struct_pb2.Struct | None = ...,
+        attempt: _builtins.int = ...,
+        truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "log_time", b"log_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "fields", b"fields", "level", b"level", "log_time", b"log_time", "message", b"message", "sequence", b"sequence", "truncated", b"truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobLogEntry: _TypeAlias = JobLogEntry  # noqa: Y015
 
 @_typing.final
 class DispatchResult(_message.Message):

@@ -22,6 +22,98 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class JobLogRecord(_message.Message):
+    """One record of `WriteJobLogsRequest`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOG_TIME_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    level: _resources_pb2.LogLevel.ValueType
+    """Severity; unset is stored as INFO."""
+    message: _builtins.str
+    """The formatted message."""
+    @_builtins.property
+    def log_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was made (worker clock); unset: when the server received it."""
+
+    @_builtins.property
+    def fields(self) -> _struct_pb2.Struct:
+        """Structured fields (JSON object)."""
+
+    def __init__(
+        self,
+        *,
+        log_time: _timestamp_pb2.Timestamp | None = ...,
+        level: _resources_pb2.LogLevel.ValueType = ...,
+        message: _builtins.str = ...,
+        fields: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "log_time", b"log_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fields", b"fields", "level", b"level", "log_time", b"log_time", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobLogRecord: _TypeAlias = JobLogRecord  # noqa: Y015
+
+@_typing.final
+class WriteJobLogsRequest(_message.Message):
+    """Request of `WriteJobLogs`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    RECORDS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job (the token's)."""
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___JobLogRecord]:
+        """The records, oldest first (0..500)."""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        records: _abc.Iterable[Global___JobLogRecord] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_id", b"job_id", "records", b"records"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriteJobLogsRequest: _TypeAlias = WriteJobLogsRequest  # noqa: Y015
+
+@_typing.final
+class WriteJobLogsResponse(_message.Message):
+    """Response of `WriteJobLogs`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORED_ENTRIES_FIELD_NUMBER: _builtins.int
+    DROPPED_ENTRIES_FIELD_NUMBER: _builtins.int
+    stored_entries: _builtins.int
+    """Records stored by this call."""
+    dropped_entries: _builtins.int
+    """Records of this call dropped because the job's log is at its cap."""
+    def __init__(
+        self,
+        *,
+        stored_entries: _builtins.int = ...,
+        dropped_entries: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped_entries", b"dropped_entries", "stored_entries", b"stored_entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WriteJobLogsResponse: _TypeAlias = WriteJobLogsResponse  # noqa: Y015
+
+@_typing.final
 class JobTypeDeclaration(_message.Message):
     """A job type a worker can run."""
 

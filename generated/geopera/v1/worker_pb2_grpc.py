@@ -37,8 +37,8 @@ class WorkerServiceStub:
     Its open `Connect` streams end with UNAUTHENTICATED `TOKEN_REVOKED`
     within the server's token-cache time (default 5 s) of a revocation;
     - each assignment carries a job token bound to (job, attempt). Its only
-    authority is `ReportProgress`, `ReportFailure`, `ReleaseJob` and
-    `RegisterOutputs` for that job and attempt. It is refused everywhere else
+    authority is `ReportProgress`, `ReportFailure`, `ReleaseJob`,
+    `WriteJobLogs` and `RegisterOutputs` for that job and attempt. It is refused everywhere else
     (PERMISSION_DENIED `JOB_TOKEN_NOT_ALLOWED`), and once the attempt is over
     (lease expired, job cancelled or finished) every call with it fails
     FAILED_PRECONDITION `JOB_ATTEMPT_OVER`.
@@ -75,6 +75,11 @@ class WorkerServiceStub:
                 request_serializer=geopera_dot_v1_dot_worker__pb2.RegisterOutputsRequest.SerializeToString,
                 response_deserializer=geopera_dot_v1_dot_worker__pb2.RegisterOutputsResponse.FromString,
                 _registered_method=True)
+        self.WriteJobLogs = channel.unary_unary(
+                '/geopera.v1.WorkerService/WriteJobLogs',
+                request_serializer=geopera_dot_v1_dot_worker__pb2.WriteJobLogsRequest.SerializeToString,
+                response_deserializer=geopera_dot_v1_dot_worker__pb2.WriteJobLogsResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -89,8 +94,8 @@ class WorkerServiceServicer:
     Its open `Connect` streams end with UNAUTHENTICATED `TOKEN_REVOKED`
     within the server's token-cache time (default 5 s) of a revocation;
     - each assignment carries a job token bound to (job, attempt). Its only
-    authority is `ReportProgress`, `ReportFailure`, `ReleaseJob` and
-    `RegisterOutputs` for that job and attempt. It is refused everywhere else
+    authority is `ReportProgress`, `ReportFailure`, `ReleaseJob`,
+    `WriteJobLogs` and `RegisterOutputs` for that job and attempt. It is refused everywhere else
     (PERMISSION_DENIED `JOB_TOKEN_NOT_ALLOWED`), and once the attempt is over
     (lease expired, job cancelled or finished) every call with it fails
     FAILED_PRECONDITION `JOB_ATTEMPT_OVER`.
@@ -187,6 +192,27 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WriteJobLogs(self, request, context):
+        """Appends log records to the job (job token, live attempt only; the server
+        stamps each with the token's attempt). Records are stored in the order
+        sent and numbered per job (`JobLogEntry.sequence`); users read them with
+        `processing.jobs.logs` and `WatchJob` (`include_logs`). At most 500
+        records per call (INVALID_ARGUMENT `TOO_MANY_LOG_ENTRIES`); a message over
+        4,096 characters is cut, fields over 4 KiB are dropped.
+
+        Each job keeps at most `GEOPERA_JOB_LOG_MAX_ENTRIES` records (default
+        10,000) and `GEOPERA_JOB_LOG_MAX_BYTES` bytes of messages and fields
+        (default 4 MiB), over all its attempts. The record that would pass a cap
+        is replaced by one final record from the server, level WARNING,
+        `truncated: true`; every later record is dropped (counted in
+        `dropped_entries`, not an error), so a worker never fails a job for
+        logging too much. FAILED_PRECONDITION `JOB_ATTEMPT_OVER` once the attempt
+        is over.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -215,6 +241,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     request_deserializer=geopera_dot_v1_dot_worker__pb2.RegisterOutputsRequest.FromString,
                     response_serializer=geopera_dot_v1_dot_worker__pb2.RegisterOutputsResponse.SerializeToString,
             ),
+            'WriteJobLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.WriteJobLogs,
+                    request_deserializer=geopera_dot_v1_dot_worker__pb2.WriteJobLogsRequest.FromString,
+                    response_serializer=geopera_dot_v1_dot_worker__pb2.WriteJobLogsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'geopera.v1.WorkerService', rpc_method_handlers)
@@ -235,8 +266,8 @@ class WorkerService:
     Its open `Connect` streams end with UNAUTHENTICATED `TOKEN_REVOKED`
     within the server's token-cache time (default 5 s) of a revocation;
     - each assignment carries a job token bound to (job, attempt). Its only
-    authority is `ReportProgress`, `ReportFailure`, `ReleaseJob` and
-    `RegisterOutputs` for that job and attempt. It is refused everywhere else
+    authority is `ReportProgress`, `ReportFailure`, `ReleaseJob`,
+    `WriteJobLogs` and `RegisterOutputs` for that job and attempt. It is refused everywhere else
     (PERMISSION_DENIED `JOB_TOKEN_NOT_ALLOWED`), and once the attempt is over
     (lease expired, job cancelled or finished) every call with it fails
     FAILED_PRECONDITION `JOB_ATTEMPT_OVER`.
@@ -367,6 +398,33 @@ class WorkerService:
             '/geopera.v1.WorkerService/RegisterOutputs',
             geopera_dot_v1_dot_worker__pb2.RegisterOutputsRequest.SerializeToString,
             geopera_dot_v1_dot_worker__pb2.RegisterOutputsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WriteJobLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/geopera.v1.WorkerService/WriteJobLogs',
+            geopera_dot_v1_dot_worker__pb2.WriteJobLogsRequest.SerializeToString,
+            geopera_dot_v1_dot_worker__pb2.WriteJobLogsResponse.FromString,
             options,
             channel_credentials,
             insecure,

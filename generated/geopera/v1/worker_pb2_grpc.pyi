@@ -38,8 +38,8 @@ class WorkerServiceStub:
       Its open `Connect` streams end with UNAUTHENTICATED `TOKEN_REVOKED`
       within the server's token-cache time (default 5 s) of a revocation;
     - each assignment carries a job token bound to (job, attempt). Its only
-      authority is `ReportProgress`, `ReportFailure`, `ReleaseJob` and
-      `RegisterOutputs` for that job and attempt. It is refused everywhere else
+      authority is `ReportProgress`, `ReportFailure`, `ReleaseJob`,
+      `WriteJobLogs` and `RegisterOutputs` for that job and attempt. It is refused everywhere else
       (PERMISSION_DENIED `JOB_TOKEN_NOT_ALLOWED`), and once the attempt is over
       (lease expired, job cancelled or finished) every call with it fails
       FAILED_PRECONDITION `JOB_ATTEMPT_OVER`.
@@ -120,6 +120,23 @@ class WorkerServiceStub:
     RESOURCE_EXHAUSTED `QUOTA_EXCEEDED` when the outputs would exceed the
     project's storage quota (the job fails with it too).
     """
+    WriteJobLogs: _grpc.UnaryUnaryMultiCallable[_worker_pb2.WriteJobLogsRequest, _worker_pb2.WriteJobLogsResponse]
+    """Appends log records to the job (job token, live attempt only; the server
+    stamps each with the token's attempt). Records are stored in the order
+    sent and numbered per job (`JobLogEntry.sequence`); users read them with
+    `processing.jobs.logs` and `WatchJob` (`include_logs`). At most 500
+    records per call (INVALID_ARGUMENT `TOO_MANY_LOG_ENTRIES`); a message over
+    4,096 characters is cut, fields over 4 KiB are dropped.
+
+    Each job keeps at most `GEOPERA_JOB_LOG_MAX_ENTRIES` records (default
+    10,000) and `GEOPERA_JOB_LOG_MAX_BYTES` bytes of messages and fields
+    (default 4 MiB), over all its attempts. The record that would pass a cap
+    is replaced by one final record from the server, level WARNING,
+    `truncated: true`; every later record is dropped (counted in
+    `dropped_entries`, not an error), so a worker never fails a job for
+    logging too much. FAILED_PRECONDITION `JOB_ATTEMPT_OVER` once the attempt
+    is over.
+    """
 
 @_typing.type_check_only
 class WorkerServiceAsyncStub(WorkerServiceStub):
@@ -134,8 +151,8 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
       Its open `Connect` streams end with UNAUTHENTICATED `TOKEN_REVOKED`
       within the server's token-cache time (default 5 s) of a revocation;
     - each assignment carries a job token bound to (job, attempt). Its only
-      authority is `ReportProgress`, `ReportFailure`, `ReleaseJob` and
-      `RegisterOutputs` for that job and attempt. It is refused everywhere else
+      authority is `ReportProgress`, `ReportFailure`, `ReleaseJob`,
+      `WriteJobLogs` and `RegisterOutputs` for that job and attempt. It is refused everywhere else
       (PERMISSION_DENIED `JOB_TOKEN_NOT_ALLOWED`), and once the attempt is over
       (lease expired, job cancelled or finished) every call with it fails
       FAILED_PRECONDITION `JOB_ATTEMPT_OVER`.
@@ -213,6 +230,23 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     RESOURCE_EXHAUSTED `QUOTA_EXCEEDED` when the outputs would exceed the
     project's storage quota (the job fails with it too).
     """
+    WriteJobLogs: _aio.UnaryUnaryMultiCallable[_worker_pb2.WriteJobLogsRequest, _worker_pb2.WriteJobLogsResponse]  # type: ignore[assignment]
+    """Appends log records to the job (job token, live attempt only; the server
+    stamps each with the token's attempt). Records are stored in the order
+    sent and numbered per job (`JobLogEntry.sequence`); users read them with
+    `processing.jobs.logs` and `WatchJob` (`include_logs`). At most 500
+    records per call (INVALID_ARGUMENT `TOO_MANY_LOG_ENTRIES`); a message over
+    4,096 characters is cut, fields over 4 KiB are dropped.
+
+    Each job keeps at most `GEOPERA_JOB_LOG_MAX_ENTRIES` records (default
+    10,000) and `GEOPERA_JOB_LOG_MAX_BYTES` bytes of messages and fields
+    (default 4 MiB), over all its attempts. The record that would pass a cap
+    is replaced by one final record from the server, level WARNING,
+    `truncated: true`; every later record is dropped (counted in
+    `dropped_entries`, not an error), so a worker never fails a job for
+    logging too much. FAILED_PRECONDITION `JOB_ATTEMPT_OVER` once the attempt
+    is over.
+    """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     """The API worker processes use to run jobs.
@@ -226,8 +260,8 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
       Its open `Connect` streams end with UNAUTHENTICATED `TOKEN_REVOKED`
       within the server's token-cache time (default 5 s) of a revocation;
     - each assignment carries a job token bound to (job, attempt). Its only
-      authority is `ReportProgress`, `ReportFailure`, `ReleaseJob` and
-      `RegisterOutputs` for that job and attempt. It is refused everywhere else
+      authority is `ReportProgress`, `ReportFailure`, `ReleaseJob`,
+      `WriteJobLogs` and `RegisterOutputs` for that job and attempt. It is refused everywhere else
       (PERMISSION_DENIED `JOB_TOKEN_NOT_ALLOWED`), and once the attempt is over
       (lease expired, job cancelled or finished) every call with it fails
       FAILED_PRECONDITION `JOB_ATTEMPT_OVER`.
@@ -332,6 +366,29 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         outputs again. FAILED_PRECONDITION `JOB_ATTEMPT_OVER` once it is over.
         RESOURCE_EXHAUSTED `QUOTA_EXCEEDED` when the outputs would exceed the
         project's storage quota (the job fails with it too).
+        """
+
+    @_abc_1.abstractmethod
+    def WriteJobLogs(
+        self,
+        request: _worker_pb2.WriteJobLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.WriteJobLogsResponse, _abc.Awaitable[_worker_pb2.WriteJobLogsResponse]]:
+        """Appends log records to the job (job token, live attempt only; the server
+        stamps each with the token's attempt). Records are stored in the order
+        sent and numbered per job (`JobLogEntry.sequence`); users read them with
+        `processing.jobs.logs` and `WatchJob` (`include_logs`). At most 500
+        records per call (INVALID_ARGUMENT `TOO_MANY_LOG_ENTRIES`); a message over
+        4,096 characters is cut, fields over 4 KiB are dropped.
+
+        Each job keeps at most `GEOPERA_JOB_LOG_MAX_ENTRIES` records (default
+        10,000) and `GEOPERA_JOB_LOG_MAX_BYTES` bytes of messages and fields
+        (default 4 MiB), over all its attempts. The record that would pass a cap
+        is replaced by one final record from the server, level WARNING,
+        `truncated: true`; every later record is dropped (counted in
+        `dropped_entries`, not an error), so a worker never fails a job for
+        logging too much. FAILED_PRECONDITION `JOB_ATTEMPT_OVER` once the attempt
+        is over.
         """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

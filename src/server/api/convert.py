@@ -14,7 +14,16 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from geopera.v1 import kernel_pb2, resources_pb2
 from geopera_kernel.server import callstats
 from geopera_kernel.server.domain.credits import Balance, LedgerRow
-from geopera_kernel.server.domain.jobs import STATUSES, Dispatch, JobEvent, JobRecord, JobTypeRecord, WorkerRecord
+from geopera_kernel.server.domain.jobs import (
+    STATUSES,
+    Dispatch,
+    JobEvent,
+    JobLogEntry,
+    JobLogEvent,
+    JobRecord,
+    JobTypeRecord,
+    WorkerRecord,
+)
 from geopera_kernel.server.domain.jobs.pricing import Estimate
 from geopera_kernel.server.domain.models import AssetRecord, ItemRecord, ProjectRecord
 from geopera_kernel.server.edge.status import status_proto
@@ -253,8 +262,27 @@ def job(record: JobRecord, *, full: bool = True) -> resources_pb2.Job:
     return message
 
 
-def watch_response(event: JobEvent) -> kernel_pb2.WatchJobResponse:
-    """A job event as WatchJob sends it (and the HTTP event stream, as JSON)."""
+def job_log_entry(entry: JobLogEntry) -> resources_pb2.JobLogEntry:
+    return resources_pb2.JobLogEntry(
+        sequence=entry.sequence,
+        log_time=timestamp(entry.log_time),
+        level=entry.level,  # type: ignore[arg-type]  # stored as LogLevel's number
+        message=entry.message,
+        fields=struct(entry.fields),
+        attempt=entry.attempt,
+        truncated=entry.truncated,
+    )
+
+
+def watch_response(event: JobEvent | JobLogEvent) -> kernel_pb2.WatchJobResponse:
+    """A job event (or log record) as WatchJob sends it (and the HTTP event stream, as JSON)."""
+    if isinstance(event, JobLogEvent):
+        return kernel_pb2.WatchJobResponse(
+            sequence=event.sequence,
+            event_time=timestamp(event.entry.log_time),
+            event_type=event.event_type,
+            log_entry=job_log_entry(event.entry),
+        )
     return kernel_pb2.WatchJobResponse(
         sequence=event.sequence,
         event_time=timestamp(event.event_time),

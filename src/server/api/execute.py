@@ -16,7 +16,8 @@ from geopera_kernel.server.api.wire import EncodedResult
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain import idempotency
 from geopera_kernel.server.domain.idempotency import KeyedCall, Replayed
-from geopera_kernel.server.domain.jobs import JobEvent, job_events
+from geopera_kernel.server.domain.jobs import JobEvent, JobLogEvent, job_events
+from geopera_kernel.server.domain.jobs.watch import LogFollow
 from geopera_kernel.server.edge.call import CallInfo
 from geopera_kernel.server.errors import invalid_argument
 from geopera_kernel.server.services import Services
@@ -153,10 +154,12 @@ class Executor:
             call.extra["idempotent_replay"] = True
             return EncodedResult(operation.result_type, replayed.response)
 
-    def watch(self, principal: Principal, job_id: str, after_sequence: int) -> AsyncIterator[JobEvent]:
-        """A job's events (see domain.jobs.watch)."""
+    def watch(
+        self, principal: Principal, job_id: str, after_sequence: int, logs: LogFollow | None = None
+    ) -> AsyncIterator[JobEvent | JobLogEvent]:
+        """A job's events, and its log records when `logs` asks (see domain.jobs.watch)."""
         services = self.services
         return job_events(
             services.jobs, services.notifications, principal, job_id, after_sequence,
-            idle_limit=services.streams.watch_idle_seconds,
+            idle_limit=services.streams.watch_idle_seconds, logs=logs,
         )  # fmt: skip

@@ -17,6 +17,7 @@ from geopera_kernel.server.api.convert import timestamp
 from geopera_kernel.server.api.execute import Executor
 from geopera_kernel.server.api.registry import Operation
 from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.jobs.watch import LogFollow
 from geopera_kernel.server.domain.models import UploadPart
 from geopera_kernel.server.edge.call import CallInfo, current_call, current_principal, metadata_value
 from geopera_kernel.server.errors import Code, DomainError, invalid_argument
@@ -113,7 +114,8 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
         principal = current_principal()
         sent = 0
         with self._services.streams.hold(principal.id):
-            async for event in self._executor.watch(principal, request.job_id, request.after_sequence):
+            logs = LogFollow(request.after_log_sequence, int(request.min_log_level)) if request.include_logs else None
+            async for event in self._executor.watch(principal, request.job_id, request.after_sequence, logs):
                 yield convert.watch_response(event)
                 sent += 1
         call.extra["events"] = sent

@@ -159,6 +159,15 @@ async def jobs_get(
     return processing_pb2.ProcessingJobsGetResult(job=convert.job(await s.jobs.get(ctx.principal, p.job_id)))
 
 
+async def jobs_logs(
+    s: Services, ctx: OperationContext, p: processing_pb2.ProcessingJobsLogsParams
+) -> processing_pb2.ProcessingJobsLogsResult:
+    entries, next_token = await s.jobs.logs(ctx.principal, p.job_id, int(p.min_level), p.page_size, p.page_token)
+    return processing_pb2.ProcessingJobsLogsResult(
+        entries=[convert.job_log_entry(e) for e in entries], next_page_token=next_token
+    )
+
+
 async def jobs_cancel(
     s: Services, ctx: OperationContext, p: processing_pb2.ProcessingJobsCancelParams
 ) -> processing_pb2.ProcessingJobsCancelResult:
@@ -243,6 +252,12 @@ OPERATIONS = (
         processing_pb2.ProcessingJobsGetResult,
         jobs_get,
         "Get a job.",
+    ),
+    Operation.declared(
+        processing_pb2.ProcessingJobsLogsParams,
+        processing_pb2.ProcessingJobsLogsResult,
+        jobs_logs,
+        "Page through a job's log records (written by its worker), oldest first.",
     ),
     Operation.declared(
         processing_pb2.ProcessingJobsCancelParams,

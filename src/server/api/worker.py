@@ -19,6 +19,7 @@ from geopera_kernel.server.domain.jobs import (
     Heartbeat,
     JobRecord,
     JobTypeRecord,
+    LogRecordIn,
     Welcome,
     WorkerHello,
     WorkerSessions,
@@ -151,6 +152,22 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         principal = current_principal()
         job = await self._services.jobs.release(principal, request.job_id, request.reason)
         return worker_pb2.ReleaseJobResponse(job=convert.job(job))
+
+    async def WriteJobLogs(
+        self, request: worker_pb2.WriteJobLogsRequest, context: aio.ServicerContext
+    ) -> worker_pb2.WriteJobLogsResponse:
+        principal = current_principal()
+        records = [
+            LogRecordIn(
+                log_time=convert.from_timestamp(r.log_time, r.HasField("log_time"), field=f"records[{i}].log_time"),
+                level=int(r.level),
+                message=r.message,
+                fields=convert.struct_to_dict(r.fields),
+            )
+            for i, r in enumerate(request.records)
+        ]
+        stored, dropped = await self._services.jobs.write_logs(principal, request.job_id, records)
+        return worker_pb2.WriteJobLogsResponse(stored_entries=stored, dropped_entries=dropped)
 
     async def RegisterOutputs(
         self, request_iterator: AsyncIterator[worker_pb2.RegisterOutputsRequest], context: aio.ServicerContext

@@ -20,11 +20,13 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from pydantic import BaseModel
 
+from geopera.v1 import resources_pb2
 from geopera_kernel.server.api import convert, jsonview
 from geopera_kernel.server.api.execute import Executor
 from geopera_kernel.server.api.registry import OperationRegistry
 from geopera_kernel.server.api.wire import result_message
 from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.jobs.watch import LogFollow
 from geopera_kernel.server.edge.call import CallInfo, Edge
 from geopera_kernel.server.edge.call import request_id as request_id_of
 from geopera_kernel.server.edge.revocation import until_revoked
@@ -189,9 +191,10 @@ class RestApi:
         async def stream(executor: Executor, call: CallInfo, principal: Principal) -> web.StreamResponse:
             nonlocal response
             after = self._after_sequence(request)
+            logs = _log_follow(request)
             with executor.services.streams.hold(principal.id):
                 events = until_revoked(
-                    executor.watch(principal, request.match_info["job_id"], after),
+                    executor.watch(principal, request.match_info["job_id"], after, logs),
                     executor.services.tokens,
                     request.headers.get("Authorization"),
                 )
@@ -237,6 +240,29 @@ class RestApi:
     async def openapi(self, request: web.Request) -> web.Response:
         host = request.headers.get("Host", "")
         return web.json_response(openapi_document(self._registry, f"{request.scheme}://{host}" if host else "/"))
+
+
+def _log_follow(request: web.Request) -> LogFollow | None:
+    """`?include_logs=true` (with `after_log_sequence`, `min_log_level` as a number or a
+    LogLevel name: `error`, `LOG_LEVEL_ERROR`) adds the job's log records as `log` events."""
+    query = request.query
+    if query.get("include_logs", "").lower() not in ("1", "true"):
+        return None
+    try:
+        after = int(query.get("after_log_sequence") or "0")
+    except ValueError:
+        raise invalid_argument(
+            "INVALID_SEQUENCE", "after_log_sequence must be a whole number", field="after_log_sequence"
+        ) from None
+    raw = (query.get("min_log_level") or "0").upper()
+    if raw.isdigit():
+        level = int(raw)
+    else:
+        name = raw if raw.startswith("LOG_LEVEL_") else f"LOG_LEVEL_{raw}"
+        if name not in resources_pb2.LogLevel.keys():
+            raise invalid_argument("INVALID_LOG_LEVEL", f"unknown log level {raw!r}", field="min_log_level")
+        level = resources_pb2.LogLevel.Value(name)
+    return LogFollow(after, level)
 
 
 async def start_rest(api: RestApi, listen: str, ssl_context: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:

@@ -169,10 +169,15 @@ def openapi_document(registry: OperationRegistry, server_url: str = "/") -> dict
         "get": {
             "operationId": "jobs_events",
             "summary": "A job's status as server-sent events: the snapshot, then every change, "
-            "ending after the terminal state. Resume with `after_sequence` or `Last-Event-ID`.",
+            "ending after the terminal state. Resume with `after_sequence` or `Last-Event-ID`. "
+            "`include_logs=true` adds the job's log records as `log` events (before the terminal one), "
+            "from `after_log_sequence`, of at least `min_log_level` (`debug`..`critical` or 1..5).",
             "parameters": [
                 {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}},
                 {"name": "after_sequence", "in": "query", "required": False, "schema": {"type": "integer"}},
+                {"name": "include_logs", "in": "query", "required": False, "schema": {"type": "boolean"}},
+                {"name": "after_log_sequence", "in": "query", "required": False, "schema": {"type": "integer"}},
+                {"name": "min_log_level", "in": "query", "required": False, "schema": {"type": "string"}},
             ],
             "responses": {"200": {"description": "text/event-stream of WatchJobResponse JSON objects"}},
         }

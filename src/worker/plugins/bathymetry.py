@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -23,6 +24,8 @@ from geopera_kernel.worker.plugins.clip import (
     source_item,
 )
 
+# What the job logs reaches the job's log (`processing.jobs.logs`), as any plugin's `logging` does.
+log = logging.getLogger("geopera.worker.bathymetry")
 OUTPUT_ASSET_KEY = "depth"
 # The result would hold no depth at all (every pixel land, nodata or out of range).
 EMPTY_OUTPUT = "EMPTY_OUTPUT"
@@ -75,6 +78,11 @@ class BathymetryPlugin(JobPlugin, definition=BATHYMETRY):
             raise JobFailed(error.reason, f"asset {asset.key}: {error.message}") from error
         finally:
             clipped_path.unlink(missing_ok=True)
+        log.info(
+            "depth model over %d pixels: %d water, %d land, %d nodata or out of range",
+            result.pixel_count, result.water_pixel_count, result.land_pixel_count, result.invalid_pixel_count,
+            extra={"water_pixels": result.water_pixel_count, "land_pixels": result.land_pixel_count},
+        )  # fmt: skip
         if result.water_pixel_count == 0:
             # A depth map without a single depth is worth nothing: fail (credits released), don't charge.
             raise JobFailed(

@@ -7,6 +7,7 @@ every operation is written): do not edit; change _aio.py and run `make generate`
 from __future__ import annotations
 
 import builtins
+import collections
 import os
 import threading
 import time
@@ -47,8 +48,8 @@ from geopera_sdk._convert import (
     to_timestamp,
     view_number,
 )
-from geopera_sdk._errors import GeoperaError, Internal, Unavailable, error_from_rpc
-from geopera_sdk._job import JobProgress, _JobBase, _WaitDisplay
+from geopera_sdk._errors import GeoperaError, Internal, JobFailedError, Unavailable, error_from_rpc
+from geopera_sdk._job import LAST_ERROR_LOGS, JobProgress, _JobBase, _WaitDisplay, job_error_reason, log_level
 from geopera_sdk._progress import open_bar
 from geopera_sdk._retry import Attempts, RetryPolicy
 from geopera_sdk._transfer import (
@@ -595,12 +596,47 @@ class Jobs(_Namespace):
         params = processing_pb2.ProcessingJobsCancelParams(job_id=job_id, reason=reason)
         return self._job(self._run("processing.jobs.cancel", params))
 
-    def watch(self, job_id: str, *, after_sequence: int = 0, timeout: float | None = None) -> JobWatch:
+    def logs(
+        self,
+        job_id: str,
+        *,
+        min_level: int | str | None = None,
+        page_size: int | None = None,
+        max_items: int | None = None,
+    ) -> Iterator[resources_pb2.JobLogEntry]:
+        """`processing.jobs.logs`: the job's log records (`JobLogEntry`), oldest first, of at
+        least `min_level` (`"warning"`, `"error"`... or a `LogLevel` number)."""
+        params = processing_pb2.ProcessingJobsLogsParams(
+            job_id=job_id,
+            min_level=log_level(min_level),  # type: ignore[arg-type]  # a LogLevel number
+            page_size=page_size or 0,
+        )
+
+        def fetch(token: str) -> tuple[Sequence[resources_pb2.JobLogEntry], str]:
+            params.page_token = token
+            page = self._run("processing.jobs.logs", params)
+            return page.entries, page.next_page_token
+
+        return paginate(fetch, max_items)
+
+    def watch(
+        self,
+        job_id: str,
+        *,
+        after_sequence: int = 0,
+        timeout: float | None = None,
+        include_logs: bool = False,
+        after_log_sequence: int = 0,
+        min_log_level: int | str | None = None,
+    ) -> JobWatch:
         """The job's events (`WatchJob`): a snapshot first, then every change,
         ending after the terminal event. A dropped stream (UNAVAILABLE) is
         resumed transparently with `after_sequence`:
-        ``for event in client.jobs.watch(job_id)``."""
-        return JobWatch(self._client, job_id, after_sequence, timeout)
+        ``for event in client.jobs.watch(job_id)``. `include_logs=True` adds
+        the job's log records (events of type `log` with `log_entry`, of at least
+        `min_log_level`), resumed after `last_log_sequence` the same way."""
+        logs = (after_log_sequence, log_level(min_log_level)) if include_logs else None
+        return JobWatch(self._client, job_id, after_sequence, timeout, logs)
 
     def wait(
         self,
@@ -608,18 +644,30 @@ class Jobs(_Namespace):
         *,
         timeout: float | None = None,
         progress: JobProgress = False,
+        raise_on_failure: bool = True,
     ) -> Job:
         """Watch a job until it ends (see `Job.wait`)."""
-        return Job(self._client, resources_pb2.Job(id=job_id)).wait(timeout=timeout, progress=progress)
+        job = Job(self._client, resources_pb2.Job(id=job_id))
+        return job.wait(timeout=timeout, progress=progress, raise_on_failure=raise_on_failure)
 
 
 class JobWatch(Iterator[kernel_pb2.WatchJobResponse]):
     """An iterator over a job's events that resumes after dropped streams.
     `resumes` counts the reconnections, `last_sequence` the latest event."""
 
-    def __init__(self, client: Client, job_id: str, after_sequence: int, timeout: float | None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        job_id: str,
+        after_sequence: int,
+        timeout: float | None,
+        logs: tuple[int, int] | None = None,
+    ) -> None:
         self.job_id = job_id
         self.last_sequence = after_sequence
+        # With logs: (the last log record's sequence seen, the least level asked for).
+        self.last_log_sequence = logs[0] if logs is not None else 0
+        self._logs = logs
         self.resumes = 0
         self._client = client
         self._timeout = timeout
@@ -647,6 +695,10 @@ class JobWatch(Iterator[kernel_pb2.WatchJobResponse]):
         yielded = False
         while True:
             request = kernel_pb2.WatchJobRequest(job_id=self.job_id, after_sequence=self.last_sequence)
+            if self._logs is not None:
+                request.include_logs = True
+                request.after_log_sequence = self.last_log_sequence
+                request.min_log_level = self._logs[1]  # type: ignore[assignment]  # a LogLevel number
             call = client._stub.WatchJob(request, metadata=client._settings.metadata(), timeout=attempts.remaining())
             with self._lock:
                 self._call = call
@@ -654,6 +706,12 @@ class JobWatch(Iterator[kernel_pb2.WatchJobResponse]):
             try:
                 for event in call:
                     received = True
+                    if event.HasField("log_entry"):  # a log record: its own sequence
+                        if event.log_entry.sequence > self.last_log_sequence:
+                            self.last_log_sequence = event.log_entry.sequence
+                            attempts.progressed()
+                            yield event
+                        continue
                     if yielded and event.sequence <= self.last_sequence:
                         continue  # already seen (never expected; cheap insurance)
                     self.last_sequence = max(self.last_sequence, event.sequence)
@@ -820,20 +878,36 @@ class Job(_JobBase):
             self.proto = event.job
             yield event
 
+    def logs(
+        self, *, min_level: int | str | None = None, max_items: int | None = None
+    ) -> Iterator[resources_pb2.JobLogEntry]:
+        """The job's log records, oldest first (see `Jobs.logs`)."""
+        return self._client.jobs.logs(self.id, min_level=min_level, max_items=max_items)
+
     def wait(
         self,
         timeout: float | None = None,
         progress: JobProgress = False,
+        raise_on_failure: bool = True,
     ) -> Job:
-        """Watch until the job ends and return this handle (any terminal status:
-        check `succeeded`). `progress=True` draws a bar on stderr when it is a
-        terminal; a callable gets every snapshot. `timeout` (seconds) raises
+        """Watch until the job ends and return this handle. A job that ends FAILED raises
+        `JobFailedError` with its reason and its last ERROR log records (`.logs`) unless
+        `raise_on_failure=False`; a CANCELLED one returns (check `succeeded`).
+        `progress=True` draws a bar on stderr when it is a terminal, with the status and
+        the time waited; a callable gets every snapshot. `timeout` (seconds) raises
         `DeadlineExceeded` (a `TimeoutError`)."""
         display = _WaitDisplay(self.id, progress)
+        errors: collections.deque[resources_pb2.JobLogEntry] = collections.deque(maxlen=LAST_ERROR_LOGS)
+        watch = self._client.jobs.watch(self.id, timeout=timeout, include_logs=True, min_log_level="error")
         try:
-            for event in self._client.jobs.watch(self.id, timeout=timeout):
+            for event in watch:
+                if event.HasField("log_entry"):
+                    errors.append(event.log_entry)
+                    continue
                 self.proto = event.job
                 display.show(event.job)
         finally:
             display.close()
+        if raise_on_failure and self.proto.status == resources_pb2.JOB_STATUS_FAILED:
+            raise JobFailedError(self.proto, job_error_reason(self.proto), errors)
         return self

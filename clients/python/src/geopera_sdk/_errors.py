@@ -149,6 +149,26 @@ _BY_CODE: dict[grpc.StatusCode, type[GeoperaError]] = {
 }
 
 
+class JobFailedError(GeoperaError):
+    """`wait()` saw the job end FAILED (the RPCs all worked: the job did not). `job` is the
+    final snapshot, `reason` its ErrorInfo reason, `logs` its last ERROR (and worse) log
+    records (`geopera.v1.JobLogEntry`), oldest first."""
+
+    def __init__(self, job: Any, reason: str, logs: Sequence[Any]) -> None:
+        super().__init__(job.error.message or "the job failed", code=grpc.StatusCode.ABORTED, reason=reason)
+        self.job = job
+        self.job_id: str = job.id
+        self.logs = list(logs)
+
+    def __str__(self) -> str:
+        text = f"job {self.job_id} failed: {self.reason or 'JOB_FAILED'}: {self.message}"
+        if self.logs:
+            text += "\nlast error logs:" + "".join(
+                f"\n  [attempt {e.attempt}] {e.message.splitlines()[0] if e.message else ''}" for e in self.logs
+            )
+        return text
+
+
 def error_class(code: grpc.StatusCode) -> type[GeoperaError]:
     return _BY_CODE.get(code, GeoperaError)
 

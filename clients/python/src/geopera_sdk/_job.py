@@ -4,16 +4,45 @@ client (`_aio.py`, generated `_client.py`), so that this module needs neither.""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 from google.protobuf.message import Message
+from google.rpc import error_details_pb2
 
 from geopera.v1 import resources_pb2
 from geopera_sdk._convert import TERMINAL_STATUSES, job_status_name
 from geopera_sdk._progress import Bar, open_bar
 
 JobProgress = bool | Callable[[resources_pb2.Job], Any]
+# How many of a failed job's last error records `wait()` keeps for its error.
+LAST_ERROR_LOGS = 10
+
+
+def job_error_reason(job: resources_pb2.Job) -> str:
+    """The ErrorInfo reason of a job's `error`, or ""."""
+    for detail in job.error.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return str(info.reason)
+    return ""
+
+
+def log_level(value: int | str | None) -> int:
+    """`"error"`, `"LOG_LEVEL_ERROR"` or a `LogLevel` number -> the number (None: 0, every level)."""
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    name = value.upper()
+    name = name if name.startswith("LOG_LEVEL_") else f"LOG_LEVEL_{name}"
+    try:
+        return int(resources_pb2.LogLevel.Value(name))
+    except ValueError:
+        known = [n.removeprefix("LOG_LEVEL_").lower() for n in resources_pb2.LogLevel.keys()][1:]
+        raise ValueError(f"unknown log level {value!r}; one of {known}") from None
 
 
 class _JobBase:
@@ -91,11 +120,13 @@ class _JobBase:
 
 
 class _WaitDisplay:
-    """What `wait(progress=...)` shows: a bar on a terminal, or a callback."""
+    """What `wait(progress=...)` shows: a bar on a terminal with the status and the time
+    waited (`RUNNING 0:01:05`), or a callback."""
 
     def __init__(self, job_id: str, progress: JobProgress) -> None:
         self._callback: Callable[[resources_pb2.Job], Any] | None = None
         self._bar: Bar | None = None
+        self._started = time.monotonic()
         if callable(progress) and not isinstance(progress, bool):
             self._callback = progress
         elif progress:
@@ -106,7 +137,9 @@ class _WaitDisplay:
             self._callback(job)
         elif self._bar is not None:
             done = 1.0 if job.status == resources_pb2.JOB_STATUS_SUCCEEDED else job.progress
-            self._bar.update(done, job_status_name(job.status))
+            elapsed = int(time.monotonic() - self._started)
+            clock = f"{elapsed // 3600}:{elapsed % 3600 // 60:02d}:{elapsed % 60:02d}"
+            self._bar.update(done, f"{job_status_name(job.status)} {clock}")
 
     def close(self) -> None:
         if self._bar is not None:

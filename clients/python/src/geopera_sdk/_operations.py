@@ -36,6 +36,7 @@ OPERATIONS: dict[str, Declared] = {
     "processing.jobs.cancel": Declared("processing:process", "write", False, True),
     "processing.jobs.get": Declared("processing:read", "read", False, False),
     "processing.jobs.list": Declared("processing:read", "read", False, False),
+    "processing.jobs.logs": Declared("processing:read", "read", False, False),
     "projects.get": Declared("catalog:read", "read", False, False),
     "projects.list": Declared("catalog:read", "read", False, False),
     "workers.list": Declared("admin", "read", False, False),

@@ -4,6 +4,7 @@ claims and leases, job tokens, and job events (see service.py for the parts)."""
 from geopera_kernel.raster.cost import MAX_CREDITS, CostModel
 from geopera_kernel.server.domain.jobs.dispatcher import Cancellation, Dispatcher, WorkerSession
 from geopera_kernel.server.domain.jobs.job_types import JOB_TYPE_ID, JobTypeRecord, JobTypes
+from geopera_kernel.server.domain.jobs.logs import JobLogCaps, JobLogEntry, LogRecordIn
 from geopera_kernel.server.domain.jobs.notices import Notifications
 from geopera_kernel.server.domain.jobs.policy import LeasePolicy
 from geopera_kernel.server.domain.jobs.records import (
@@ -23,7 +24,7 @@ from geopera_kernel.server.domain.jobs.records import (
 )
 from geopera_kernel.server.domain.jobs.service import JobService
 from geopera_kernel.server.domain.jobs.sessions import Heartbeat, Welcome, WorkerHello, WorkerSessions
-from geopera_kernel.server.domain.jobs.watch import job_events
+from geopera_kernel.server.domain.jobs.watch import JobLogEvent, job_events
 
 __all__ = [
     "ACTIVE",
@@ -40,6 +41,9 @@ __all__ = [
     "JobCreate",
     "JobError",
     "JobEvent",
+    "JobLogCaps",
+    "JobLogEntry",
+    "JobLogEvent",
     "JobQuery",
     "JobRecord",
     "JobService",
@@ -47,6 +51,7 @@ __all__ = [
     "JobTypeRecord",
     "JobTypes",
     "LeasePolicy",
+    "LogRecordIn",
     "Notifications",
     "Welcome",
     "WorkerHello",

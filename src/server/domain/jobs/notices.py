@@ -27,6 +27,7 @@ from geopera_kernel.server.store.listener import Listener
 EVENTS_CHANNEL = "geopera_job_events"  # also named in jobs.sql (insert_events, report_progress)
 DISPATCH_CHANNEL = "geopera_dispatch"
 CANCEL_CHANNEL = "geopera_worker_cancel"
+LOGS_CHANNEL = "geopera_job_logs"  # payload: the job id (see logs.py)
 
 
 async def notify(conn: psycopg.AsyncConnection[Any], channel: str, payload: str) -> None:
@@ -78,6 +79,8 @@ class JobWatch:
 
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     pending: list[EventNotice] = field(default_factory=list)
+    # Set when the job got log records (or after a reconnect): read them.
+    logs_pending: bool = True
 
     def take(self) -> list[EventNotice]:
         notes, self.pending = self.pending, []
@@ -91,7 +94,7 @@ class Notifications:
 
     def __init__(self, url: str) -> None:
         self._listener = Listener(
-            url, (EVENTS_CHANNEL, DISPATCH_CHANNEL, CANCEL_CHANNEL), self._deliver, self._wake_everyone
+            url, (EVENTS_CHANNEL, DISPATCH_CHANNEL, CANCEL_CHANNEL, LOGS_CHANNEL), self._deliver, self._wake_everyone
         )
         self._job_watchers: dict[str, list[JobWatch]] = defaultdict(list)
         self.dispatch_wakeup = asyncio.Event()
@@ -124,6 +127,10 @@ class Notifications:
                 if note.worker_id and self.on_job_end is not None:
                     self.on_job_end(note.worker_id)
                 self.dispatch_wakeup.set()  # a worker slot is free
+        elif channel == LOGS_CHANNEL:
+            for watch in self._job_watchers.get(payload, ()):
+                watch.logs_pending = True
+                watch.wake.set()
         elif channel == DISPATCH_CHANNEL:
             self.maybe_queued = True
             self.dispatch_wakeup.set()
@@ -142,6 +149,7 @@ class Notifications:
         self.dispatch_wakeup.set()
         for watches in self._job_watchers.values():
             for watch in watches:
+                watch.logs_pending = True
                 watch.wake.set()
 
     @contextlib.contextmanager

@@ -4,6 +4,7 @@
 - creation: create (with its credit reservation) and dispatch
 - reads: get, list, events
 - attempts: the job-token calls of the worker holding an attempt
+- logs: the job's log records (appended with the job token, read by users)
 - workers: worker sessions, heartbeats, claims
 - job_types: the job type table and its cache
 """
@@ -19,11 +20,12 @@ from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.jobs.attempts import JobAttempts
 from geopera_kernel.server.domain.jobs.creation import JobCreation
 from geopera_kernel.server.domain.jobs.job_types import JobTypeRecord
+from geopera_kernel.server.domain.jobs.logs import JobLogs
 from geopera_kernel.server.domain.jobs.reads import JobReads
 from geopera_kernel.server.domain.jobs.workers import WorkerClaims
 
 
-class JobService(JobCreation, JobReads, JobAttempts, WorkerClaims):
+class JobService(JobCreation, JobReads, JobLogs, JobAttempts, WorkerClaims):
     # -- job types (see JobTypes) ----------------------------------------------
 
     async def upsert_job_type(self, record: JobTypeRecord, owner_token_id: str | None = None) -> JobTypeRecord:

@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Job } from "./resources_pb.js";
+import type { Job, JobLogEntry, LogLevel } from "./resources_pb.js";
 import { file_geopera_v1_resources } from "./resources_pb.js";
 import type { Any, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_any, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file geopera/v1/kernel.proto.
  */
 export const file_geopera_v1_kernel: GenFile = /*@__PURE__*/
-  fileDesc("ChdnZW9wZXJhL3YxL2tlcm5lbC5wcm90bxIKZ2VvcGVyYS52MSJgCg5FeGVjdXRlUmVxdWVzdBIRCglvcGVyYXRpb24YASABKAkSJAoGcGFyYW1zGAIgASgLMhQuZ29vZ2xlLnByb3RvYnVmLkFueRIVCg12YWxpZGF0ZV9vbmx5GAMgASgIIkoKD0V4ZWN1dGVSZXNwb25zZRIRCglvcGVyYXRpb24YASABKAkSJAoGcmVzdWx0GAIgASgLMhQuZ29vZ2xlLnByb3RvYnVmLkFueSI5Cg9XYXRjaEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDIoYBChBXYXRjaEpvYlJlc3BvbnNlEhAKCHNlcXVlbmNlGAEgASgDEi4KCmV2ZW50X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKA2pvYhgDIAEoCzIPLmdlb3BlcmEudjEuSm9iEhIKCmV2ZW50X3R5cGUYBCABKAkimQEKElVwbG9hZEFzc2V0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhEKCWZpbGVfbmFtZRgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgDEg4KBnNoYTI1NhgEIAEoCRIUCgx3cml0ZV9vZmZzZXQYBSABKAMSDAoEZGF0YRgGIAEoDBIUCgxmaW5pc2hfd3JpdGUYByABKAgigQEKE1VwbG9hZEFzc2V0UmVzcG9uc2USEQoJdXBsb2FkX2lkGAEgASgJEhYKDmNvbW1pdHRlZF9zaXplGAIgASgDEg4KBnNoYTI1NhgDIAEoCRIvCgtleHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiVgoURG93bmxvYWRBc3NldFJlcXVlc3QSFQoNcmVzb3VyY2VfbmFtZRgBIAEoCRITCgtyZWFkX29mZnNldBgCIAEoAxISCgpyZWFkX2xpbWl0GAMgASgDIm0KFURvd25sb2FkQXNzZXRSZXNwb25zZRIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoAxISCgp0b3RhbF9zaXplGAMgASgDEhIKCm1lZGlhX3R5cGUYBCABKAkSDgoGc2hhMjU2GAUgASgJMsYCCg1LZXJuZWxTZXJ2aWNlEkIKB0V4ZWN1dGUSGi5nZW9wZXJhLnYxLkV4ZWN1dGVSZXF1ZXN0GhsuZ2VvcGVyYS52MS5FeGVjdXRlUmVzcG9uc2USRwoIV2F0Y2hKb2ISGy5nZW9wZXJhLnYxLldhdGNoSm9iUmVxdWVzdBocLmdlb3BlcmEudjEuV2F0Y2hKb2JSZXNwb25zZTABElAKC1VwbG9hZEFzc2V0Eh4uZ2VvcGVyYS52MS5VcGxvYWRBc3NldFJlcXVlc3QaHy5nZW9wZXJhLnYxLlVwbG9hZEFzc2V0UmVzcG9uc2UoARJWCg1Eb3dubG9hZEFzc2V0EiAuZ2VvcGVyYS52MS5Eb3dubG9hZEFzc2V0UmVxdWVzdBohLmdlb3BlcmEudjEuRG93bmxvYWRBc3NldFJlc3BvbnNlMAFiBnByb3RvMw", [file_geopera_v1_resources, file_google_protobuf_any, file_google_protobuf_timestamp]);
+  fileDesc("ChdnZW9wZXJhL3YxL2tlcm5lbC5wcm90bxIKZ2VvcGVyYS52MSJgCg5FeGVjdXRlUmVxdWVzdBIRCglvcGVyYXRpb24YASABKAkSJAoGcGFyYW1zGAIgASgLMhQuZ29vZ2xlLnByb3RvYnVmLkFueRIVCg12YWxpZGF0ZV9vbmx5GAMgASgIIkoKD0V4ZWN1dGVSZXNwb25zZRIRCglvcGVyYXRpb24YASABKAkSJAoGcmVzdWx0GAIgASgLMhQuZ29vZ2xlLnByb3RvYnVmLkFueSKYAQoPV2F0Y2hKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAxIUCgxpbmNsdWRlX2xvZ3MYAyABKAgSGgoSYWZ0ZXJfbG9nX3NlcXVlbmNlGAQgASgDEisKDW1pbl9sb2dfbGV2ZWwYBSABKA4yFC5nZW9wZXJhLnYxLkxvZ0xldmVsIrIBChBXYXRjaEpvYlJlc3BvbnNlEhAKCHNlcXVlbmNlGAEgASgDEi4KCmV2ZW50X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKA2pvYhgDIAEoCzIPLmdlb3BlcmEudjEuSm9iEhIKCmV2ZW50X3R5cGUYBCABKAkSKgoJbG9nX2VudHJ5GAUgASgLMhcuZ2VvcGVyYS52MS5Kb2JMb2dFbnRyeSKZAQoSVXBsb2FkQXNzZXRSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEQoJZmlsZV9uYW1lGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAMSDgoGc2hhMjU2GAQgASgJEhQKDHdyaXRlX29mZnNldBgFIAEoAxIMCgRkYXRhGAYgASgMEhQKDGZpbmlzaF93cml0ZRgHIAEoCCKBAQoTVXBsb2FkQXNzZXRSZXNwb25zZRIRCgl1cGxvYWRfaWQYASABKAkSFgoOY29tbWl0dGVkX3NpemUYAiABKAMSDgoGc2hhMjU2GAMgASgJEi8KC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJWChREb3dubG9hZEFzc2V0UmVxdWVzdBIVCg1yZXNvdXJjZV9uYW1lGAEgASgJEhMKC3JlYWRfb2Zmc2V0GAIgASgDEhIKCnJlYWRfbGltaXQYAyABKAMibQoVRG93bmxvYWRBc3NldFJlc3BvbnNlEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgDEhIKCnRvdGFsX3NpemUYAyABKAMSEgoKbWVkaWFfdHlwZRgEIAEoCRIOCgZzaGEyNTYYBSABKAkyxgIKDUtlcm5lbFNlcnZpY2USQgoHRXhlY3V0ZRIaLmdlb3BlcmEudjEuRXhlY3V0ZVJlcXVlc3QaGy5nZW9wZXJhLnYxLkV4ZWN1dGVSZXNwb25zZRJHCghXYXRjaEpvYhIbLmdlb3BlcmEudjEuV2F0Y2hKb2JSZXF1ZXN0GhwuZ2VvcGVyYS52MS5XYXRjaEpvYlJlc3BvbnNlMAESUAoLVXBsb2FkQXNzZXQSHi5nZW9wZXJhLnYxLlVwbG9hZEFzc2V0UmVxdWVzdBofLmdlb3BlcmEudjEuVXBsb2FkQXNzZXRSZXNwb25zZSgBElYKDURvd25sb2FkQXNzZXQSIC5nZW9wZXJhLnYxLkRvd25sb2FkQXNzZXRSZXF1ZXN0GiEuZ2VvcGVyYS52MS5Eb3dubG9hZEFzc2V0UmVzcG9uc2UwAWIGcHJvdG8z", [file_geopera_v1_resources, file_google_protobuf_any, file_google_protobuf_timestamp]);
 
 /**
  * Request of `Execute`.
@@ -135,6 +135,35 @@ export type WatchJobRequest = Message<"geopera.v1.WatchJobRequest"> & {
    * @generated from field: int64 after_sequence = 2;
    */
   afterSequence: bigint;
+
+  /**
+   * Also send the job's log records (messages with `event_type` `log` and
+   * `log_entry` set), in `JobLogEntry.sequence` order, always before the
+   * message carrying the terminal status (for an ended job, before its
+   * snapshot), so the stream still ends with it. Records are not job events:
+   * a log message repeats the `sequence` of the latest job event sent (or
+   * `after_sequence` before any), so resuming with `after_sequence` still
+   * works; resume the records with `after_log_sequence`.
+   *
+   * @generated from field: bool include_logs = 3;
+   */
+  includeLogs: boolean;
+
+  /**
+   * With `include_logs`: only records with a larger `JobLogEntry.sequence`
+   * (0: every record from the first). Negative: INVALID_ARGUMENT
+   * `INVALID_SEQUENCE`.
+   *
+   * @generated from field: int64 after_log_sequence = 4;
+   */
+  afterLogSequence: bigint;
+
+  /**
+   * With `include_logs`: only records of at least this level.
+   *
+   * @generated from field: geopera.v1.LogLevel min_log_level = 5;
+   */
+  minLogLevel: LogLevel;
 };
 
 /**
@@ -173,11 +202,19 @@ export type WatchJobResponse = Message<"geopera.v1.WatchJobResponse"> & {
 
   /**
    * What changed: `snapshot`, `created`, `dispatched`, `running`, `progress`,
-   * `succeeded`, `failed`, `cancelled`, `retrying`, `cancel_requested`.
+   * `succeeded`, `failed`, `cancelled`, `retrying`, `cancel_requested`; or
+   * `log` for a log record (only with `include_logs`).
    *
    * @generated from field: string event_type = 4;
    */
   eventType: string;
+
+  /**
+   * The log record, on `log` messages only (`job` is then unset).
+   *
+   * @generated from field: geopera.v1.JobLogEntry log_entry = 5;
+   */
+  logEntry?: JobLogEntry | undefined;
 };
 
 /**

@@ -5,7 +5,7 @@
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_geopera_v1_options } from "./options_pb.js";
-import type { CostEstimate, DispatchResult, Job, JobStatus, JobType, Worker } from "./resources_pb.js";
+import type { CostEstimate, DispatchResult, Job, JobLogEntry, JobStatus, JobType, LogLevel, Worker } from "./resources_pb.js";
 import { file_geopera_v1_resources } from "./resources_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -15,7 +15,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file geopera/v1/processing.proto.
  */
 export const file_geopera_v1_processing: GenFile = /*@__PURE__*/
-  fileDesc("ChtnZW9wZXJhL3YxL3Byb2Nlc3NpbmcucHJvdG8SCmdlb3BlcmEudjEi8QEKGENsaXBDcmVhdGVGcm9tSXRlbVBhcmFtcxIWCg5zb3VyY2VfaXRlbV9pZBgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEi0KDGFvaV9nZW9tZXRyeRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKYXNzZXRfa2V5cxgEIAMoCRITCgtvdXRwdXRfbmFtZRgFIAEoCRIcChR0YXJnZXRfY29sbGVjdGlvbl9pZBgGIAEoCTozmrgYLwoVY2xpcC5jcmVhdGVfZnJvbV9pdGVtEhJwcm9jZXNzaW5nOnByb2Nlc3MYAyABIr4BChhDbGlwQ3JlYXRlRnJvbUl0ZW1SZXN1bHQSHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISFgoOYXNzZXRzX3RvX2NsaXAYAiABKAUSEgoKYXNzZXRfa2V5cxgDIAMoCRIsCghkaXNwYXRjaBgEIAEoCzIaLmdlb3BlcmEudjEuRGlzcGF0Y2hSZXN1bHQSKgoIZXN0aW1hdGUYBSABKAsyGC5nZW9wZXJhLnYxLkNvc3RFc3RpbWF0ZSK/AQoWUHJvY2Vzc2luZ0NyZWF0ZVBhcmFtcxISCgpwcm9qZWN0X2lkGAEgASgJEhMKC2pvYl90eXBlX2lkGAIgASgJEi0KDGlucHV0X3BhcmFtcxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSHAoUdGFyZ2V0X2NvbGxlY3Rpb25faWQYBCABKAk6L5q4GCsKEXByb2Nlc3NpbmcuY3JlYXRlEhJwcm9jZXNzaW5nOnByb2Nlc3MYAyABImIKFlByb2Nlc3NpbmdDcmVhdGVSZXN1bHQSHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISKgoIZXN0aW1hdGUYAiABKAsyGC5nZW9wZXJhLnYxLkNvc3RFc3RpbWF0ZSLXAQohUHJvY2Vzc2luZ0NyZWF0ZUFuZERpc3BhdGNoUGFyYW1zEhIKCnByb2plY3RfaWQYASABKAkSEwoLam9iX3R5cGVfaWQYAiABKAkSLQoMaW5wdXRfcGFyYW1zGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIcChR0YXJnZXRfY29sbGVjdGlvbl9pZBgEIAEoCTo8mrgYOAoecHJvY2Vzc2luZy5jcmVhdGVfYW5kX2Rpc3BhdGNoEhJwcm9jZXNzaW5nOnByb2Nlc3MYAyABIpsBCiFQcm9jZXNzaW5nQ3JlYXRlQW5kRGlzcGF0Y2hSZXN1bHQSHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISLAoIZGlzcGF0Y2gYAiABKAsyGi5nZW9wZXJhLnYxLkRpc3BhdGNoUmVzdWx0EioKCGVzdGltYXRlGAMgASgLMhguZ2VvcGVyYS52MS5Db3N0RXN0aW1hdGUiXQoYUHJvY2Vzc2luZ0Rpc3BhdGNoUGFyYW1zEg4KBmpvYl9pZBgBIAEoCToxmrgYLQoTcHJvY2Vzc2luZy5kaXNwYXRjaBIScHJvY2Vzc2luZzpwcm9jZXNzGAMgASKSAQoYUHJvY2Vzc2luZ0Rpc3BhdGNoUmVzdWx0EhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iEiwKCGRpc3BhdGNoGAIgASgLMhouZ2VvcGVyYS52MS5EaXNwYXRjaFJlc3VsdBIqCghlc3RpbWF0ZRgDIAEoCzIYLmdlb3BlcmEudjEuQ29zdEVzdGltYXRlIs8CChhQcm9jZXNzaW5nSm9ic0xpc3RQYXJhbXMSEgoKcHJvamVjdF9pZBgBIAEoCRIlCgZzdGF0dXMYAiABKA4yFS5nZW9wZXJhLnYxLkpvYlN0YXR1cxITCgtqb2JfdHlwZV9pZBgDIAEoCRIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCRI1ChFjcmVhdGVfdGltZV9zdGFydBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPY3JlYXRlX3RpbWVfZW5kGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIhCgR2aWV3GAggASgOMhMuZ2VvcGVyYS52MS5Kb2JWaWV3Oi2auBgpChRwcm9jZXNzaW5nLmpvYnMubGlzdBIPcHJvY2Vzc2luZzpyZWFkGAEiUgoYUHJvY2Vzc2luZ0pvYnNMaXN0UmVzdWx0Eh0KBGpvYnMYASADKAsyDy5nZW9wZXJhLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiVwoXUHJvY2Vzc2luZ0pvYnNHZXRQYXJhbXMSDgoGam9iX2lkGAEgASgJOiyauBgoChNwcm9jZXNzaW5nLmpvYnMuZ2V0Eg9wcm9jZXNzaW5nOnJlYWQYASI3ChdQcm9jZXNzaW5nSm9ic0dldFJlc3VsdBIcCgNqb2IYASABKAsyDy5nZW9wZXJhLnYxLkpvYiJyChpQcm9jZXNzaW5nSm9ic0NhbmNlbFBhcmFtcxIOCgZqb2JfaWQYASABKAkSDgoGcmVhc29uGAIgASgJOjSauBgwChZwcm9jZXNzaW5nLmpvYnMuY2FuY2VsEhJwcm9jZXNzaW5nOnByb2Nlc3MYAigBIjoKGlByb2Nlc3NpbmdKb2JzQ2FuY2VsUmVzdWx0EhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIlIKHFByb2Nlc3NpbmdKb2JUeXBlc0xpc3RQYXJhbXM6Mpq4GC4KGXByb2Nlc3Npbmcuam9iX3R5cGVzLmxpc3QSD3Byb2Nlc3Npbmc6cmVhZBgBIkYKHFByb2Nlc3NpbmdKb2JUeXBlc0xpc3RSZXN1bHQSJgoJam9iX3R5cGVzGAEgAygLMhMuZ2VvcGVyYS52MS5Kb2JUeXBlImUKG1Byb2Nlc3NpbmdKb2JUeXBlc0dldFBhcmFtcxITCgtqb2JfdHlwZV9pZBgBIAEoCToxmrgYLQoYcHJvY2Vzc2luZy5qb2JfdHlwZXMuZ2V0Eg9wcm9jZXNzaW5nOnJlYWQYASJEChtQcm9jZXNzaW5nSm9iVHlwZXNHZXRSZXN1bHQSJQoIam9iX3R5cGUYASABKAsyEy5nZW9wZXJhLnYxLkpvYlR5cGUiTgoRV29ya2Vyc0xpc3RQYXJhbXMSHAoUaW5jbHVkZV9kaXNjb25uZWN0ZWQYASABKAg6G5q4GBcKDHdvcmtlcnMubGlzdBIFYWRtaW4YASI4ChFXb3JrZXJzTGlzdFJlc3VsdBIjCgd3b3JrZXJzGAEgAygLMhIuZ2VvcGVyYS52MS5Xb3JrZXIqSgoHSm9iVmlldxIYChRKT0JfVklFV19VTlNQRUNJRklFRBAAEhIKDkpPQl9WSUVXX0JBU0lDEAESEQoNSk9CX1ZJRVdfRlVMTBACYgZwcm90bzM", [file_geopera_v1_options, file_geopera_v1_resources, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChtnZW9wZXJhL3YxL3Byb2Nlc3NpbmcucHJvdG8SCmdlb3BlcmEudjEi8QEKGENsaXBDcmVhdGVGcm9tSXRlbVBhcmFtcxIWCg5zb3VyY2VfaXRlbV9pZBgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEi0KDGFvaV9nZW9tZXRyeRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKYXNzZXRfa2V5cxgEIAMoCRITCgtvdXRwdXRfbmFtZRgFIAEoCRIcChR0YXJnZXRfY29sbGVjdGlvbl9pZBgGIAEoCTozmrgYLwoVY2xpcC5jcmVhdGVfZnJvbV9pdGVtEhJwcm9jZXNzaW5nOnByb2Nlc3MYAyABIr4BChhDbGlwQ3JlYXRlRnJvbUl0ZW1SZXN1bHQSHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISFgoOYXNzZXRzX3RvX2NsaXAYAiABKAUSEgoKYXNzZXRfa2V5cxgDIAMoCRIsCghkaXNwYXRjaBgEIAEoCzIaLmdlb3BlcmEudjEuRGlzcGF0Y2hSZXN1bHQSKgoIZXN0aW1hdGUYBSABKAsyGC5nZW9wZXJhLnYxLkNvc3RFc3RpbWF0ZSK/AQoWUHJvY2Vzc2luZ0NyZWF0ZVBhcmFtcxISCgpwcm9qZWN0X2lkGAEgASgJEhMKC2pvYl90eXBlX2lkGAIgASgJEi0KDGlucHV0X3BhcmFtcxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSHAoUdGFyZ2V0X2NvbGxlY3Rpb25faWQYBCABKAk6L5q4GCsKEXByb2Nlc3NpbmcuY3JlYXRlEhJwcm9jZXNzaW5nOnByb2Nlc3MYAyABImIKFlByb2Nlc3NpbmdDcmVhdGVSZXN1bHQSHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISKgoIZXN0aW1hdGUYAiABKAsyGC5nZW9wZXJhLnYxLkNvc3RFc3RpbWF0ZSLXAQohUHJvY2Vzc2luZ0NyZWF0ZUFuZERpc3BhdGNoUGFyYW1zEhIKCnByb2plY3RfaWQYASABKAkSEwoLam9iX3R5cGVfaWQYAiABKAkSLQoMaW5wdXRfcGFyYW1zGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIcChR0YXJnZXRfY29sbGVjdGlvbl9pZBgEIAEoCTo8mrgYOAoecHJvY2Vzc2luZy5jcmVhdGVfYW5kX2Rpc3BhdGNoEhJwcm9jZXNzaW5nOnByb2Nlc3MYAyABIpsBCiFQcm9jZXNzaW5nQ3JlYXRlQW5kRGlzcGF0Y2hSZXN1bHQSHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISLAoIZGlzcGF0Y2gYAiABKAsyGi5nZW9wZXJhLnYxLkRpc3BhdGNoUmVzdWx0EioKCGVzdGltYXRlGAMgASgLMhguZ2VvcGVyYS52MS5Db3N0RXN0aW1hdGUiXQoYUHJvY2Vzc2luZ0Rpc3BhdGNoUGFyYW1zEg4KBmpvYl9pZBgBIAEoCToxmrgYLQoTcHJvY2Vzc2luZy5kaXNwYXRjaBIScHJvY2Vzc2luZzpwcm9jZXNzGAMgASKSAQoYUHJvY2Vzc2luZ0Rpc3BhdGNoUmVzdWx0EhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iEiwKCGRpc3BhdGNoGAIgASgLMhouZ2VvcGVyYS52MS5EaXNwYXRjaFJlc3VsdBIqCghlc3RpbWF0ZRgDIAEoCzIYLmdlb3BlcmEudjEuQ29zdEVzdGltYXRlIs8CChhQcm9jZXNzaW5nSm9ic0xpc3RQYXJhbXMSEgoKcHJvamVjdF9pZBgBIAEoCRIlCgZzdGF0dXMYAiABKA4yFS5nZW9wZXJhLnYxLkpvYlN0YXR1cxITCgtqb2JfdHlwZV9pZBgDIAEoCRIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCRI1ChFjcmVhdGVfdGltZV9zdGFydBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPY3JlYXRlX3RpbWVfZW5kGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIhCgR2aWV3GAggASgOMhMuZ2VvcGVyYS52MS5Kb2JWaWV3Oi2auBgpChRwcm9jZXNzaW5nLmpvYnMubGlzdBIPcHJvY2Vzc2luZzpyZWFkGAEiUgoYUHJvY2Vzc2luZ0pvYnNMaXN0UmVzdWx0Eh0KBGpvYnMYASADKAsyDy5nZW9wZXJhLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiVwoXUHJvY2Vzc2luZ0pvYnNHZXRQYXJhbXMSDgoGam9iX2lkGAEgASgJOiyauBgoChNwcm9jZXNzaW5nLmpvYnMuZ2V0Eg9wcm9jZXNzaW5nOnJlYWQYASI3ChdQcm9jZXNzaW5nSm9ic0dldFJlc3VsdBIcCgNqb2IYASABKAsyDy5nZW9wZXJhLnYxLkpvYiKpAQoYUHJvY2Vzc2luZ0pvYnNMb2dzUGFyYW1zEg4KBmpvYl9pZBgBIAEoCRInCgltaW5fbGV2ZWwYAiABKA4yFC5nZW9wZXJhLnYxLkxvZ0xldmVsEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJOi2auBgpChRwcm9jZXNzaW5nLmpvYnMubG9ncxIPcHJvY2Vzc2luZzpyZWFkGAEiXQoYUHJvY2Vzc2luZ0pvYnNMb2dzUmVzdWx0EigKB2VudHJpZXMYASADKAsyFy5nZW9wZXJhLnYxLkpvYkxvZ0VudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJyChpQcm9jZXNzaW5nSm9ic0NhbmNlbFBhcmFtcxIOCgZqb2JfaWQYASABKAkSDgoGcmVhc29uGAIgASgJOjSauBgwChZwcm9jZXNzaW5nLmpvYnMuY2FuY2VsEhJwcm9jZXNzaW5nOnByb2Nlc3MYAigBIjoKGlByb2Nlc3NpbmdKb2JzQ2FuY2VsUmVzdWx0EhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIlIKHFByb2Nlc3NpbmdKb2JUeXBlc0xpc3RQYXJhbXM6Mpq4GC4KGXByb2Nlc3Npbmcuam9iX3R5cGVzLmxpc3QSD3Byb2Nlc3Npbmc6cmVhZBgBIkYKHFByb2Nlc3NpbmdKb2JUeXBlc0xpc3RSZXN1bHQSJgoJam9iX3R5cGVzGAEgAygLMhMuZ2VvcGVyYS52MS5Kb2JUeXBlImUKG1Byb2Nlc3NpbmdKb2JUeXBlc0dldFBhcmFtcxITCgtqb2JfdHlwZV9pZBgBIAEoCToxmrgYLQoYcHJvY2Vzc2luZy5qb2JfdHlwZXMuZ2V0Eg9wcm9jZXNzaW5nOnJlYWQYASJEChtQcm9jZXNzaW5nSm9iVHlwZXNHZXRSZXN1bHQSJQoIam9iX3R5cGUYASABKAsyEy5nZW9wZXJhLnYxLkpvYlR5cGUiTgoRV29ya2Vyc0xpc3RQYXJhbXMSHAoUaW5jbHVkZV9kaXNjb25uZWN0ZWQYASABKAg6G5q4GBcKDHdvcmtlcnMubGlzdBIFYWRtaW4YASI4ChFXb3JrZXJzTGlzdFJlc3VsdBIjCgd3b3JrZXJzGAEgAygLMhIuZ2VvcGVyYS52MS5Xb3JrZXIqSgoHSm9iVmlldxIYChRKT0JfVklFV19VTlNQRUNJRklFRBAAEhIKDkpPQl9WSUVXX0JBU0lDEAESEQoNSk9CX1ZJRVdfRlVMTBACYgZwcm90bzM", [file_geopera_v1_options, file_geopera_v1_resources, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * `clip.create_from_item` (scope `processing:process`, spend): creates and
@@ -501,6 +501,83 @@ export const ProcessingJobsGetResultSchema: GenMessage<ProcessingJobsGetResult> 
   messageDesc(file_geopera_v1_processing, 11);
 
 /**
+ * `processing.jobs.logs` (scope `processing:read`, on the job's project as
+ * `processing.jobs.get`): the job's log records, oldest first (by
+ * `JobLogEntry.sequence`), across every attempt. NOT_FOUND `JOB_NOT_FOUND`,
+ * PERMISSION_DENIED for another project's job, INVALID_ARGUMENT
+ * `INVALID_PAGE_SIZE`, `INVALID_PAGE_TOKEN`, `INVALID_LOG_LEVEL`.
+ *
+ * @generated from message geopera.v1.ProcessingJobsLogsParams
+ */
+export type ProcessingJobsLogsParams = Message<"geopera.v1.ProcessingJobsLogsParams"> & {
+  /**
+   * Job id.
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * Only records of at least this level; unset means every record.
+   *
+   * @generated from field: geopera.v1.LogLevel min_level = 2;
+   */
+  minLevel: LogLevel;
+
+  /**
+   * Maximum records per page, 1..1000; 0 means 100.
+   *
+   * @generated from field: int32 page_size = 3;
+   */
+  pageSize: number;
+
+  /**
+   * `next_page_token` of the previous page (same job and `min_level`); any
+   * other value is INVALID_ARGUMENT `INVALID_PAGE_TOKEN`.
+   *
+   * @generated from field: string page_token = 4;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message geopera.v1.ProcessingJobsLogsParams.
+ * Use `create(ProcessingJobsLogsParamsSchema)` to create a new message.
+ */
+export const ProcessingJobsLogsParamsSchema: GenMessage<ProcessingJobsLogsParams> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_processing, 12);
+
+/**
+ * Result of `processing.jobs.logs`.
+ *
+ * @generated from message geopera.v1.ProcessingJobsLogsResult
+ */
+export type ProcessingJobsLogsResult = Message<"geopera.v1.ProcessingJobsLogsResult"> & {
+  /**
+   * One page of records, oldest first.
+   *
+   * @generated from field: repeated geopera.v1.JobLogEntry entries = 1;
+   */
+  entries: JobLogEntry[];
+
+  /**
+   * Token for the next page; empty on the last page (a running job may add
+   * records later: list again from the last `sequence` seen, or use
+   * `WatchJob` with `include_logs`).
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message geopera.v1.ProcessingJobsLogsResult.
+ * Use `create(ProcessingJobsLogsResultSchema)` to create a new message.
+ */
+export const ProcessingJobsLogsResultSchema: GenMessage<ProcessingJobsLogsResult> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_processing, 13);
+
+/**
  * `processing.jobs.cancel` (scope `processing:process`): cancels a job that has
  * not finished; its held credits are released and a running worker is told to
  * stop. Cancelling a cancelled job returns it unchanged; cancelling a
@@ -529,7 +606,7 @@ export type ProcessingJobsCancelParams = Message<"geopera.v1.ProcessingJobsCance
  * Use `create(ProcessingJobsCancelParamsSchema)` to create a new message.
  */
 export const ProcessingJobsCancelParamsSchema: GenMessage<ProcessingJobsCancelParams> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 12);
+  messageDesc(file_geopera_v1_processing, 14);
 
 /**
  * Result of `processing.jobs.cancel`.
@@ -550,7 +627,7 @@ export type ProcessingJobsCancelResult = Message<"geopera.v1.ProcessingJobsCance
  * Use `create(ProcessingJobsCancelResultSchema)` to create a new message.
  */
 export const ProcessingJobsCancelResultSchema: GenMessage<ProcessingJobsCancelResult> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 13);
+  messageDesc(file_geopera_v1_processing, 15);
 
 /**
  * `processing.job_types.list` (scope `processing:read`): every job type, built
@@ -566,7 +643,7 @@ export type ProcessingJobTypesListParams = Message<"geopera.v1.ProcessingJobType
  * Use `create(ProcessingJobTypesListParamsSchema)` to create a new message.
  */
 export const ProcessingJobTypesListParamsSchema: GenMessage<ProcessingJobTypesListParams> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 14);
+  messageDesc(file_geopera_v1_processing, 16);
 
 /**
  * Result of `processing.job_types.list`.
@@ -587,7 +664,7 @@ export type ProcessingJobTypesListResult = Message<"geopera.v1.ProcessingJobType
  * Use `create(ProcessingJobTypesListResultSchema)` to create a new message.
  */
 export const ProcessingJobTypesListResultSchema: GenMessage<ProcessingJobTypesListResult> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 15);
+  messageDesc(file_geopera_v1_processing, 17);
 
 /**
  * `processing.job_types.get` (scope `processing:read`). NOT_FOUND
@@ -609,7 +686,7 @@ export type ProcessingJobTypesGetParams = Message<"geopera.v1.ProcessingJobTypes
  * Use `create(ProcessingJobTypesGetParamsSchema)` to create a new message.
  */
 export const ProcessingJobTypesGetParamsSchema: GenMessage<ProcessingJobTypesGetParams> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 16);
+  messageDesc(file_geopera_v1_processing, 18);
 
 /**
  * Result of `processing.job_types.get`.
@@ -630,7 +707,7 @@ export type ProcessingJobTypesGetResult = Message<"geopera.v1.ProcessingJobTypes
  * Use `create(ProcessingJobTypesGetResultSchema)` to create a new message.
  */
 export const ProcessingJobTypesGetResultSchema: GenMessage<ProcessingJobTypesGetResult> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 17);
+  messageDesc(file_geopera_v1_processing, 19);
 
 /**
  * `workers.list` (scope `admin`): registered workers.
@@ -652,7 +729,7 @@ export type WorkersListParams = Message<"geopera.v1.WorkersListParams"> & {
  * Use `create(WorkersListParamsSchema)` to create a new message.
  */
 export const WorkersListParamsSchema: GenMessage<WorkersListParams> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 18);
+  messageDesc(file_geopera_v1_processing, 20);
 
 /**
  * Result of `workers.list`.
@@ -673,7 +750,7 @@ export type WorkersListResult = Message<"geopera.v1.WorkersListResult"> & {
  * Use `create(WorkersListResultSchema)` to create a new message.
  */
 export const WorkersListResultSchema: GenMessage<WorkersListResult> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 19);
+  messageDesc(file_geopera_v1_processing, 21);
 
 /**
  * How much of a job a list returns (AIP-157).

@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file geopera/v1/resources.proto.
  */
 export const file_geopera_v1_resources: GenFile = /*@__PURE__*/
-  fileDesc("ChpnZW9wZXJhL3YxL3Jlc291cmNlcy5wcm90bxIKZ2VvcGVyYS52MSJcCgdQcm9qZWN0EgoKAmlkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZwoOQmFuZFN0YXRpc3RpY3MSDwoHbWluaW11bRgBIAEoARIPCgdtYXhpbXVtGAIgASgBEgwKBG1lYW4YAyABKAESDgoGc3RkZGV2GAQgASgBEhUKDXZhbGlkX3BlcmNlbnQYBSABKAEi2wIKBEJhbmQSDAoEbmFtZRgBIAEoCRITCgtjb21tb25fbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIRCglkYXRhX3R5cGUYBCABKAkSEwoGbm9kYXRhGAUgASgBSACIAQESDQoFc2NhbGUYBiABKAESDgoGb2Zmc2V0GAcgASgBEgwKBHVuaXQYCCABKAkSLgoKc3RhdGlzdGljcxgJIAEoCzIaLmdlb3BlcmEudjEuQmFuZFN0YXRpc3RpY3MSFgoOc2Vuc29yX2JhbmRfaWQYCiABKAkSHAoUY2VudGVyX3dhdmVsZW5ndGhfdW0YCyABKAESKAoEdGFncxgMIAMoCzIaLmdlb3BlcmEudjEuQmFuZC5UYWdzRW50cnkaKwoJVGFnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCQoHX25vZGF0YSJKCgpSZW5kZXJIaW50EikKB3Jlc2NhbGUYASADKAsyGC5nZW9wZXJhLnYxLlJlc2NhbGVSYW5nZRIRCglyZ2JfYmFuZHMYAiADKAUiKAoMUmVzY2FsZVJhbmdlEgsKA21pbhgBIAEoARILCgNtYXgYAiABKAEinAEKClJhc3RlckdyaWQSCwoDY3JzGAEgASgJEg0KBXdpZHRoGAIgASgFEg4KBmhlaWdodBgDIAEoBRIRCgl0cmFuc2Zvcm0YBCADKAESDgoGYm91bmRzGAUgAygBEhIKCmJsb2NrX3NpemUYBiADKAUSFgoOb3ZlcnZpZXdfY291bnQYByABKAUSEwoLY29tcHJlc3Npb24YCCABKAki5wEKBUFzc2V0EgsKA2tleRgBIAEoCRIMCgRocmVmGAIgASgJEhIKCm1lZGlhX3R5cGUYAyABKAkSDQoFdGl0bGUYBCABKAkSDQoFcm9sZXMYBSADKAkSHwoFYmFuZHMYBiADKAsyEC5nZW9wZXJhLnYxLkJhbmQSEgoKc2l6ZV9ieXRlcxgHIAEoAxIOCgZzaGEyNTYYCCABKAkSJAoEZ3JpZBgJIAEoCzIWLmdlb3BlcmEudjEuUmFzdGVyR3JpZBImCgZyZW5kZXIYCiABKAsyFi5nZW9wZXJhLnYxLlJlbmRlckhpbnQiqQMKBEl0ZW0SCgoCaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRIVCg1jb2xsZWN0aW9uX2lkGAMgASgJEgwKBG5hbWUYBCABKAkSKQoIZ2VvbWV0cnkYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EgwKBGJib3gYBiADKAESLAoIZGF0ZXRpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCnByb3BlcnRpZXMYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiwKBmFzc2V0cxgJIAMoCzIcLmdlb3BlcmEudjEuSXRlbS5Bc3NldHNFbnRyeRIvCgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGam9iX2lkGAsgASgJEhcKD3NvdXJjZV9pdGVtX2lkcxgMIAMoCRpACgtBc3NldHNFbnRyeRILCgNrZXkYASABKAkSIAoFdmFsdWUYAiABKAsyES5nZW9wZXJhLnYxLkFzc2V0OgI4ASKyBQoDSm9iEgoKAmlkGAEgASgJEhIKCnByb2plY3RfaWQYAiABKAkSEwoLam9iX3R5cGVfaWQYAyABKAkSJQoGc3RhdHVzGAQgASgOMhUuZ2VvcGVyYS52MS5Kb2JTdGF0dXMSLQoMaW5wdXRfcGFyYW1zGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIcChR0YXJnZXRfY29sbGVjdGlvbl9pZBgGIAEoCRIQCghwcm9ncmVzcxgHIAEoARIPCgdhdHRlbXB0GAggASgFEhQKDG1heF9hdHRlbXB0cxgJIAEoBRIRCgl3b3JrZXJfaWQYCiABKAkSLwoLY3JlYXRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDWRpc3BhdGNoX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQY3JlZGl0c19yZXNlcnZlZBgQIAEoAxIXCg9jcmVkaXRzX2NoYXJnZWQYESABKAMSIQoFZXJyb3IYEiABKAsyEi5nb29nbGUucnBjLlN0YXR1cxIXCg9vdXRwdXRfaXRlbV9pZHMYEyADKAkSDwoHbWVzc2FnZRgUIAEoCRIXCg9zb3VyY2VfaXRlbV9pZHMYFSADKAkSGAoQY2FuY2VsX3JlcXVlc3RlZBgWIAEoCBIQCghzZXF1ZW5jZRgXIAEoAyJGCg5EaXNwYXRjaFJlc3VsdBIQCghhY2NlcHRlZBgBIAEoCBIRCgl3b3JrZXJfaWQYAiABKAkSDwoHbWVzc2FnZRgDIAEoCSJOCglDb3N0TW9kZWwSDAoEZmxhdBgBIAEoARIPCgdwZXJfa20yGAIgASgBEhEKCXBlcl9hc3NldBgDIAEoARIPCgdtaW5pbXVtGAQgASgDIrYCCgxDb3N0RXN0aW1hdGUSDAoEZmxhdBgBIAEoARIPCgdwZXJfa20yGAIgASgBEhAKCGFyZWFfa20yGAMgASgBEhQKDGFyZWFfY3JlZGl0cxgEIAEoARIRCglwZXJfYXNzZXQYBSABKAESEwoLYXNzZXRfY291bnQYBiABKAMSFQoNYXNzZXRfY3JlZGl0cxgHIAEoARITCgtyYXdfY3JlZGl0cxgIIAEoARIPCgdtaW5pbXVtGAkgASgDEhcKD21pbmltdW1fYXBwbGllZBgKIAEoCBIVCg10b3RhbF9jcmVkaXRzGAsgASgDEhkKEWF2YWlsYWJsZV9jcmVkaXRzGAwgASgDEhUKDWJhbGFuY2VfYWZ0ZXIYDSABKAMSGAoQYWxyZWFkeV9yZXNlcnZlZBgOIAEoCCK5AQoHSm9iVHlwZRITCgtqb2JfdHlwZV9pZBgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRItCgxpbnB1dF9zY2hlbWEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EikKCmNvc3RfbW9kZWwYBCABKAsyFS5nZW9wZXJhLnYxLkNvc3RNb2RlbBIPCgdidWlsdGluGAUgASgIEhkKEWNvbm5lY3RlZF93b3JrZXJzGAYgASgFIt0BCgZXb3JrZXISCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRIUCgxqb2JfdHlwZV9pZHMYAyADKAkSEAoIY2FwYWNpdHkYBCABKAUSEwoLYWN0aXZlX2pvYnMYBSABKAUSEQoJY29ubmVjdGVkGAYgASgIEjcKE2xhc3RfaGVhcnRiZWF0X3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjAKDGNvbm5lY3RfdGltZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi5AEKC0xlZGdlckVudHJ5EgoKAmlkGAEgASgDEhIKCnByb2plY3RfaWQYAiABKAkSDgoGam9iX2lkGAMgASgJEikKBGtpbmQYBCABKA4yGy5nZW9wZXJhLnYxLkxlZGdlckVudHJ5S2luZBIOCgZhbW91bnQYBSABKAMSFwoPYXZhaWxhYmxlX2FmdGVyGAYgASgDEhIKCmhlbGRfYWZ0ZXIYByABKAMSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBG5vdGUYCSABKAkicwoNQ3JlZGl0QmFsYW5jZRISCgpwcm9qZWN0X2lkGAEgASgJEhEKCWF2YWlsYWJsZRgCIAEoAxIMCgRoZWxkGAMgASgDEhYKDmNhcHR1cmVkX3RvdGFsGAQgASgDEhUKDWdyYW50ZWRfdG90YWwYBSABKAMiNgoLTGluZWFnZU5vZGUSDAoEa2luZBgBIAEoCRIKCgJpZBgCIAEoCRINCgVsYWJlbBgDIAEoCSJfCgtMaW5lYWdlRWRnZRIWCg5vdXRwdXRfaXRlbV9pZBgBIAEoCRIQCghyZWxhdGlvbhgCIAEoCRIOCgZqb2JfaWQYAyABKAkSFgoOc291cmNlX2l0ZW1faWQYBCABKAkieAoIQXJ0aWZhY3QSCgoCaWQYASABKAkSCwoDa2V5GAIgASgJEgwKBGhyZWYYAyABKAkSEgoKbWVkaWFfdHlwZRgEIAEoCRISCgpzaXplX2J5dGVzGAUgASgDEg4KBnNoYTI1NhgGIAEoCRINCgV0aXRsZRgHIAEoCSq9AQoJSm9iU3RhdHVzEhoKFkpPQl9TVEFUVVNfVU5TUEVDSUZJRUQQABIWChJKT0JfU1RBVFVTX1BFTkRJTkcQARIZChVKT0JfU1RBVFVTX0RJU1BBVENIRUQQAhIWChJKT0JfU1RBVFVTX1JVTk5JTkcQAxIYChRKT0JfU1RBVFVTX1NVQ0NFRURFRBAEEhUKEUpPQl9TVEFUVVNfRkFJTEVEEAUSGAoUSk9CX1NUQVRVU19DQU5DRUxMRUQQBirLAQoPTGVkZ2VyRW50cnlLaW5kEiEKHUxFREdFUl9FTlRSWV9LSU5EX1VOU1BFQ0lGSUVEEAASGwoXTEVER0VSX0VOVFJZX0tJTkRfR1JBTlQQARIdChlMRURHRVJfRU5UUllfS0lORF9SRVNFUlZFEAISHQoZTEVER0VSX0VOVFJZX0tJTkRfQ0FQVFVSRRADEh0KGUxFREdFUl9FTlRSWV9LSU5EX1JFTEVBU0UQBBIbChdMRURHRVJfRU5UUllfS0lORF9XQUlWRRAFYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_google_rpc_status]);
+  fileDesc("ChpnZW9wZXJhL3YxL3Jlc291cmNlcy5wcm90bxIKZ2VvcGVyYS52MSJcCgdQcm9qZWN0EgoKAmlkGAEgASgJEhQKDGRpc3BsYXlfbmFtZRgCIAEoCRIvCgtjcmVhdGVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiZwoOQmFuZFN0YXRpc3RpY3MSDwoHbWluaW11bRgBIAEoARIPCgdtYXhpbXVtGAIgASgBEgwKBG1lYW4YAyABKAESDgoGc3RkZGV2GAQgASgBEhUKDXZhbGlkX3BlcmNlbnQYBSABKAEi2wIKBEJhbmQSDAoEbmFtZRgBIAEoCRITCgtjb21tb25fbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRIRCglkYXRhX3R5cGUYBCABKAkSEwoGbm9kYXRhGAUgASgBSACIAQESDQoFc2NhbGUYBiABKAESDgoGb2Zmc2V0GAcgASgBEgwKBHVuaXQYCCABKAkSLgoKc3RhdGlzdGljcxgJIAEoCzIaLmdlb3BlcmEudjEuQmFuZFN0YXRpc3RpY3MSFgoOc2Vuc29yX2JhbmRfaWQYCiABKAkSHAoUY2VudGVyX3dhdmVsZW5ndGhfdW0YCyABKAESKAoEdGFncxgMIAMoCzIaLmdlb3BlcmEudjEuQmFuZC5UYWdzRW50cnkaKwoJVGFnc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAFCCQoHX25vZGF0YSJKCgpSZW5kZXJIaW50EikKB3Jlc2NhbGUYASADKAsyGC5nZW9wZXJhLnYxLlJlc2NhbGVSYW5nZRIRCglyZ2JfYmFuZHMYAiADKAUiKAoMUmVzY2FsZVJhbmdlEgsKA21pbhgBIAEoARILCgNtYXgYAiABKAEinAEKClJhc3RlckdyaWQSCwoDY3JzGAEgASgJEg0KBXdpZHRoGAIgASgFEg4KBmhlaWdodBgDIAEoBRIRCgl0cmFuc2Zvcm0YBCADKAESDgoGYm91bmRzGAUgAygBEhIKCmJsb2NrX3NpemUYBiADKAUSFgoOb3ZlcnZpZXdfY291bnQYByABKAUSEwoLY29tcHJlc3Npb24YCCABKAki5wEKBUFzc2V0EgsKA2tleRgBIAEoCRIMCgRocmVmGAIgASgJEhIKCm1lZGlhX3R5cGUYAyABKAkSDQoFdGl0bGUYBCABKAkSDQoFcm9sZXMYBSADKAkSHwoFYmFuZHMYBiADKAsyEC5nZW9wZXJhLnYxLkJhbmQSEgoKc2l6ZV9ieXRlcxgHIAEoAxIOCgZzaGEyNTYYCCABKAkSJAoEZ3JpZBgJIAEoCzIWLmdlb3BlcmEudjEuUmFzdGVyR3JpZBImCgZyZW5kZXIYCiABKAsyFi5nZW9wZXJhLnYxLlJlbmRlckhpbnQiqQMKBEl0ZW0SCgoCaWQYASABKAkSEgoKcHJvamVjdF9pZBgCIAEoCRIVCg1jb2xsZWN0aW9uX2lkGAMgASgJEgwKBG5hbWUYBCABKAkSKQoIZ2VvbWV0cnkYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EgwKBGJib3gYBiADKAESLAoIZGF0ZXRpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCnByb3BlcnRpZXMYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EiwKBmFzc2V0cxgJIAMoCzIcLmdlb3BlcmEudjEuSXRlbS5Bc3NldHNFbnRyeRIvCgtjcmVhdGVfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDgoGam9iX2lkGAsgASgJEhcKD3NvdXJjZV9pdGVtX2lkcxgMIAMoCRpACgtBc3NldHNFbnRyeRILCgNrZXkYASABKAkSIAoFdmFsdWUYAiABKAsyES5nZW9wZXJhLnYxLkFzc2V0OgI4ASKyBQoDSm9iEgoKAmlkGAEgASgJEhIKCnByb2plY3RfaWQYAiABKAkSEwoLam9iX3R5cGVfaWQYAyABKAkSJQoGc3RhdHVzGAQgASgOMhUuZ2VvcGVyYS52MS5Kb2JTdGF0dXMSLQoMaW5wdXRfcGFyYW1zGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIcChR0YXJnZXRfY29sbGVjdGlvbl9pZBgGIAEoCRIQCghwcm9ncmVzcxgHIAEoARIPCgdhdHRlbXB0GAggASgFEhQKDG1heF9hdHRlbXB0cxgJIAEoBRIRCgl3b3JrZXJfaWQYCiABKAkSLwoLY3JlYXRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjEKDWRpc3BhdGNoX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQY3JlZGl0c19yZXNlcnZlZBgQIAEoAxIXCg9jcmVkaXRzX2NoYXJnZWQYESABKAMSIQoFZXJyb3IYEiABKAsyEi5nb29nbGUucnBjLlN0YXR1cxIXCg9vdXRwdXRfaXRlbV9pZHMYEyADKAkSDwoHbWVzc2FnZRgUIAEoCRIXCg9zb3VyY2VfaXRlbV9pZHMYFSADKAkSGAoQY2FuY2VsX3JlcXVlc3RlZBgWIAEoCBIQCghzZXF1ZW5jZRgXIAEoAyLQAQoLSm9iTG9nRW50cnkSEAoIc2VxdWVuY2UYASABKAMSLAoIbG9nX3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiMKBWxldmVsGAMgASgOMhQuZ2VvcGVyYS52MS5Mb2dMZXZlbBIPCgdtZXNzYWdlGAQgASgJEicKBmZpZWxkcxgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSDwoHYXR0ZW1wdBgGIAEoBRIRCgl0cnVuY2F0ZWQYByABKAgiRgoORGlzcGF0Y2hSZXN1bHQSEAoIYWNjZXB0ZWQYASABKAgSEQoJd29ya2VyX2lkGAIgASgJEg8KB21lc3NhZ2UYAyABKAkiTgoJQ29zdE1vZGVsEgwKBGZsYXQYASABKAESDwoHcGVyX2ttMhgCIAEoARIRCglwZXJfYXNzZXQYAyABKAESDwoHbWluaW11bRgEIAEoAyK2AgoMQ29zdEVzdGltYXRlEgwKBGZsYXQYASABKAESDwoHcGVyX2ttMhgCIAEoARIQCghhcmVhX2ttMhgDIAEoARIUCgxhcmVhX2NyZWRpdHMYBCABKAESEQoJcGVyX2Fzc2V0GAUgASgBEhMKC2Fzc2V0X2NvdW50GAYgASgDEhUKDWFzc2V0X2NyZWRpdHMYByABKAESEwoLcmF3X2NyZWRpdHMYCCABKAESDwoHbWluaW11bRgJIAEoAxIXCg9taW5pbXVtX2FwcGxpZWQYCiABKAgSFQoNdG90YWxfY3JlZGl0cxgLIAEoAxIZChFhdmFpbGFibGVfY3JlZGl0cxgMIAEoAxIVCg1iYWxhbmNlX2FmdGVyGA0gASgDEhgKEGFscmVhZHlfcmVzZXJ2ZWQYDiABKAgiuQEKB0pvYlR5cGUSEwoLam9iX3R5cGVfaWQYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSLQoMaW5wdXRfc2NoZW1hGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIpCgpjb3N0X21vZGVsGAQgASgLMhUuZ2VvcGVyYS52MS5Db3N0TW9kZWwSDwoHYnVpbHRpbhgFIAEoCBIZChFjb25uZWN0ZWRfd29ya2VycxgGIAEoBSLdAQoGV29ya2VyEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSFAoMam9iX3R5cGVfaWRzGAMgAygJEhAKCGNhcGFjaXR5GAQgASgFEhMKC2FjdGl2ZV9qb2JzGAUgASgFEhEKCWNvbm5lY3RlZBgGIAEoCBI3ChNsYXN0X2hlYXJ0YmVhdF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxjb25uZWN0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIuQBCgtMZWRnZXJFbnRyeRIKCgJpZBgBIAEoAxISCgpwcm9qZWN0X2lkGAIgASgJEg4KBmpvYl9pZBgDIAEoCRIpCgRraW5kGAQgASgOMhsuZ2VvcGVyYS52MS5MZWRnZXJFbnRyeUtpbmQSDgoGYW1vdW50GAUgASgDEhcKD2F2YWlsYWJsZV9hZnRlchgGIAEoAxISCgpoZWxkX2FmdGVyGAcgASgDEi8KC2NyZWF0ZV90aW1lGAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIMCgRub3RlGAkgASgJInMKDUNyZWRpdEJhbGFuY2USEgoKcHJvamVjdF9pZBgBIAEoCRIRCglhdmFpbGFibGUYAiABKAMSDAoEaGVsZBgDIAEoAxIWCg5jYXB0dXJlZF90b3RhbBgEIAEoAxIVCg1ncmFudGVkX3RvdGFsGAUgASgDIjYKC0xpbmVhZ2VOb2RlEgwKBGtpbmQYASABKAkSCgoCaWQYAiABKAkSDQoFbGFiZWwYAyABKAkiXwoLTGluZWFnZUVkZ2USFgoOb3V0cHV0X2l0ZW1faWQYASABKAkSEAoIcmVsYXRpb24YAiABKAkSDgoGam9iX2lkGAMgASgJEhYKDnNvdXJjZV9pdGVtX2lkGAQgASgJIngKCEFydGlmYWN0EgoKAmlkGAEgASgJEgsKA2tleRgCIAEoCRIMCgRocmVmGAMgASgJEhIKCm1lZGlhX3R5cGUYBCABKAkSEgoKc2l6ZV9ieXRlcxgFIAEoAxIOCgZzaGEyNTYYBiABKAkSDQoFdGl0bGUYByABKAkqvQEKCUpvYlN0YXR1cxIaChZKT0JfU1RBVFVTX1VOU1BFQ0lGSUVEEAASFgoSSk9CX1NUQVRVU19QRU5ESU5HEAESGQoVSk9CX1NUQVRVU19ESVNQQVRDSEVEEAISFgoSSk9CX1NUQVRVU19SVU5OSU5HEAMSGAoUSk9CX1NUQVRVU19TVUNDRUVERUQQBBIVChFKT0JfU1RBVFVTX0ZBSUxFRBAFEhgKFEpPQl9TVEFUVVNfQ0FOQ0VMTEVEEAYqkgEKCExvZ0xldmVsEhkKFUxPR19MRVZFTF9VTlNQRUNJRklFRBAAEhMKD0xPR19MRVZFTF9ERUJVRxABEhIKDkxPR19MRVZFTF9JTkZPEAISFQoRTE9HX0xFVkVMX1dBUk5JTkcQAxITCg9MT0dfTEVWRUxfRVJST1IQBBIWChJMT0dfTEVWRUxfQ1JJVElDQUwQBSrLAQoPTGVkZ2VyRW50cnlLaW5kEiEKHUxFREdFUl9FTlRSWV9LSU5EX1VOU1BFQ0lGSUVEEAASGwoXTEVER0VSX0VOVFJZX0tJTkRfR1JBTlQQARIdChlMRURHRVJfRU5UUllfS0lORF9SRVNFUlZFEAISHQoZTEVER0VSX0VOVFJZX0tJTkRfQ0FQVFVSRRADEh0KGUxFREdFUl9FTlRSWV9LSU5EX1JFTEVBU0UQBBIbChdMRURHRVJfRU5UUllfS0lORF9XQUlWRRAFYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_google_rpc_status]);
 
 /**
  * A project owns items, jobs, artifacts and a credit account. Every token other
@@ -699,6 +699,76 @@ export const JobSchema: GenMessage<Job> = /*@__PURE__*/
   messageDesc(file_geopera_v1_resources, 8);
 
 /**
+ * One log record of a job, written by the worker running it (see
+ * `WorkerService.WriteJobLogs`) or by the server (a `truncated` record).
+ *
+ * @generated from message geopera.v1.JobLogEntry
+ */
+export type JobLogEntry = Message<"geopera.v1.JobLogEntry"> & {
+  /**
+   * Per-job number, strictly increasing from 1 in the order the server
+   * stored the records; `processing.jobs.logs` and `WatchJob` return records
+   * in this order.
+   *
+   * @generated from field: int64 sequence = 1;
+   */
+  sequence: bigint;
+
+  /**
+   * When the worker made the record (worker clock).
+   *
+   * @generated from field: google.protobuf.Timestamp log_time = 2;
+   */
+  logTime?: Timestamp | undefined;
+
+  /**
+   * Severity.
+   *
+   * @generated from field: geopera.v1.LogLevel level = 3;
+   */
+  level: LogLevel;
+
+  /**
+   * The formatted message (at most 4,096 characters; longer ones are cut).
+   *
+   * @generated from field: string message = 4;
+   */
+  message: string;
+
+  /**
+   * Structured fields (e.g. the `extra` of a Python log call, the logger
+   * name under `logger`); JSON, at most 4 KiB encoded (larger, or holding
+   * NaN: replaced by `fields_dropped: true`).
+   *
+   * @generated from field: google.protobuf.Struct fields = 5;
+   */
+  fields?: JsonObject | undefined;
+
+  /**
+   * The attempt that wrote it (1-based).
+   *
+   * @generated from field: int32 attempt = 6;
+   */
+  attempt: number;
+
+  /**
+   * True only on the one record the server adds when the job's log reached
+   * its cap (see `WorkerService.WriteJobLogs`): level WARNING, the caps in
+   * its fields (`max_entries`, `max_bytes`); no record follows it.
+   *
+   * @generated from field: bool truncated = 7;
+   */
+  truncated: boolean;
+};
+
+/**
+ * Describes the message geopera.v1.JobLogEntry.
+ * Use `create(JobLogEntrySchema)` to create a new message.
+ */
+export const JobLogEntrySchema: GenMessage<JobLogEntry> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_resources, 9);
+
+/**
  * Outcome of handing a job to the worker pool.
  *
  * @generated from message geopera.v1.DispatchResult
@@ -733,7 +803,7 @@ export type DispatchResult = Message<"geopera.v1.DispatchResult"> & {
  * Use `create(DispatchResultSchema)` to create a new message.
  */
 export const DispatchResultSchema: GenMessage<DispatchResult> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_resources, 9);
+  messageDesc(file_geopera_v1_resources, 10);
 
 /**
  * Cost model of a job type, in whole credits. The estimate reserved at creation
@@ -793,7 +863,7 @@ export type CostModel = Message<"geopera.v1.CostModel"> & {
  * Use `create(CostModelSchema)` to create a new message.
  */
 export const CostModelSchema: GenMessage<CostModel> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_resources, 10);
+  messageDesc(file_geopera_v1_resources, 11);
 
 /**
  * What a spend costs, as its job type's `CostModel` prices it (see there):
@@ -914,7 +984,7 @@ export type CostEstimate = Message<"geopera.v1.CostEstimate"> & {
  * Use `create(CostEstimateSchema)` to create a new message.
  */
 export const CostEstimateSchema: GenMessage<CostEstimate> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_resources, 11);
+  messageDesc(file_geopera_v1_resources, 12);
 
 /**
  * A kind of job workers can run.
@@ -970,7 +1040,7 @@ export type JobType = Message<"geopera.v1.JobType"> & {
  * Use `create(JobTypeSchema)` to create a new message.
  */
 export const JobTypeSchema: GenMessage<JobType> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_resources, 12);
+  messageDesc(file_geopera_v1_resources, 13);
 
 /**
  * A registered worker process.
@@ -1043,7 +1113,7 @@ export type Worker = Message<"geopera.v1.Worker"> & {
  * Use `create(WorkerSchema)` to create a new message.
  */
 export const WorkerSchema: GenMessage<Worker> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_resources, 13);
+  messageDesc(file_geopera_v1_resources, 14);
 
 /**
  * One append-only row of a project's credit ledger.
@@ -1121,7 +1191,7 @@ export type LedgerEntry = Message<"geopera.v1.LedgerEntry"> & {
  * Use `create(LedgerEntrySchema)` to create a new message.
  */
 export const LedgerEntrySchema: GenMessage<LedgerEntry> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_resources, 14);
+  messageDesc(file_geopera_v1_resources, 15);
 
 /**
  * A project's credit balance. `available + held` only changes by grants
@@ -1171,7 +1241,7 @@ export type CreditBalance = Message<"geopera.v1.CreditBalance"> & {
  * Use `create(CreditBalanceSchema)` to create a new message.
  */
 export const CreditBalanceSchema: GenMessage<CreditBalance> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_resources, 15);
+  messageDesc(file_geopera_v1_resources, 16);
 
 /**
  * A node of a provenance graph.
@@ -1206,7 +1276,7 @@ export type LineageNode = Message<"geopera.v1.LineageNode"> & {
  * Use `create(LineageNodeSchema)` to create a new message.
  */
 export const LineageNodeSchema: GenMessage<LineageNode> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_resources, 16);
+  messageDesc(file_geopera_v1_resources, 17);
 
 /**
  * A provenance edge: `output_item_id` was generated by `job_id` and derived from
@@ -1249,7 +1319,7 @@ export type LineageEdge = Message<"geopera.v1.LineageEdge"> & {
  * Use `create(LineageEdgeSchema)` to create a new message.
  */
 export const LineageEdgeSchema: GenMessage<LineageEdge> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_resources, 17);
+  messageDesc(file_geopera_v1_resources, 18);
 
 /**
  * A file produced by an analytics method and stored in the project (for example
@@ -1314,7 +1384,7 @@ export type Artifact = Message<"geopera.v1.Artifact"> & {
  * Use `create(ArtifactSchema)` to create a new message.
  */
 export const ArtifactSchema: GenMessage<Artifact> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_resources, 18);
+  messageDesc(file_geopera_v1_resources, 19);
 
 /**
  * Lifecycle of a processing job.
@@ -1385,6 +1455,62 @@ export const JobStatusSchema: GenEnum<JobStatus> = /*@__PURE__*/
   enumDesc(file_geopera_v1_resources, 0);
 
 /**
+ * Severity of a job log record; the numbers follow Python's `logging` levels
+ * divided by ten, so a higher value is more severe.
+ *
+ * @generated from enum geopera.v1.LogLevel
+ */
+export enum LogLevel {
+  /**
+   * Not set: as a filter (`min_level`), every record.
+   *
+   * @generated from enum value: LOG_LEVEL_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Detail for whoever debugs the plugin.
+   *
+   * @generated from enum value: LOG_LEVEL_DEBUG = 1;
+   */
+  DEBUG = 1,
+
+  /**
+   * Normal progress.
+   *
+   * @generated from enum value: LOG_LEVEL_INFO = 2;
+   */
+  INFO = 2,
+
+  /**
+   * Something unexpected the job survived.
+   *
+   * @generated from enum value: LOG_LEVEL_WARNING = 3;
+   */
+  WARNING = 3,
+
+  /**
+   * Something failed.
+   *
+   * @generated from enum value: LOG_LEVEL_ERROR = 4;
+   */
+  ERROR = 4,
+
+  /**
+   * The job cannot go on.
+   *
+   * @generated from enum value: LOG_LEVEL_CRITICAL = 5;
+   */
+  CRITICAL = 5,
+}
+
+/**
+ * Describes the enum geopera.v1.LogLevel.
+ */
+export const LogLevelSchema: GenEnum<LogLevel> = /*@__PURE__*/
+  enumDesc(file_geopera_v1_resources, 1);
+
+/**
  * Kind of a credit ledger entry.
  *
  * @generated from enum geopera.v1.LedgerEntryKind
@@ -1439,5 +1565,5 @@ export enum LedgerEntryKind {
  * Describes the enum geopera.v1.LedgerEntryKind.
  */
 export const LedgerEntryKindSchema: GenEnum<LedgerEntryKind> = /*@__PURE__*/
-  enumDesc(file_geopera_v1_resources, 1);
+  enumDesc(file_geopera_v1_resources, 2);
 

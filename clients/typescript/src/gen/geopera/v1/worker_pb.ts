@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { CostModel, Item, Job } from "./resources_pb.js";
+import type { CostModel, Item, Job, LogLevel } from "./resources_pb.js";
 import { file_geopera_v1_resources } from "./resources_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,105 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file geopera/v1/worker.proto.
  */
 export const file_geopera_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChdnZW9wZXJhL3YxL3dvcmtlci5wcm90bxIKZ2VvcGVyYS52MSKYAQoSSm9iVHlwZURlY2xhcmF0aW9uEhMKC2pvYl90eXBlX2lkGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEi0KDGlucHV0X3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSKQoKY29zdF9tb2RlbBgEIAEoCzIVLmdlb3BlcmEudjEuQ29zdE1vZGVsInMKC1dvcmtlckhlbGxvEgwKBG5hbWUYASABKAkSMQoJam9iX3R5cGVzGAIgAygLMh4uZ2VvcGVyYS52MS5Kb2JUeXBlRGVjbGFyYXRpb24SEAoIY2FwYWNpdHkYAyABKAUSEQoJd29ya2VyX2lkGAQgASgJIjsKD1dvcmtlckhlYXJ0YmVhdBIWCg5hY3RpdmVfam9iX2lkcxgBIAMoCRIQCghkcmFpbmluZxgCIAEoCCJ3Cg5Db25uZWN0UmVxdWVzdBIoCgVoZWxsbxgBIAEoCzIXLmdlb3BlcmEudjEuV29ya2VySGVsbG9IABIwCgloZWFydGJlYXQYAiABKAsyGy5nZW9wZXJhLnYxLldvcmtlckhlYXJ0YmVhdEgAQgkKB21lc3NhZ2UiXQoNV29ya2VyV2VsY29tZRIRCgl3b3JrZXJfaWQYASABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAiABKAESFQoNbGVhc2Vfc2Vjb25kcxgDIAEoASLoAQoNSm9iQXNzaWdubWVudBIcCgNqb2IYASABKAsyDy5nZW9wZXJhLnYxLkpvYhIRCglqb2JfdG9rZW4YAiABKAkSDwoHYXR0ZW1wdBgDIAEoBRI1ChFsZWFzZV9leHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJgoMc291cmNlX2l0ZW1zGAUgAygLMhAuZ2VvcGVyYS52MS5JdGVtEjYKDXNvdXJjZV9hc3NldHMYBiADKAsyHy5nZW9wZXJhLnYxLlNvdXJjZUFzc2V0TG9jYXRpb24iTgoTU291cmNlQXNzZXRMb2NhdGlvbhIPCgdpdGVtX2lkGAEgASgJEhEKCWFzc2V0X2tleRgCIAEoCRITCgtzdG9yYWdlX3VyaRgDIAEoCSIxCg9Kb2JDYW5jZWxsYXRpb24SDgoGam9iX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSKqAQoPQ29ubmVjdFJlc3BvbnNlEiwKB3dlbGNvbWUYASABKAsyGS5nZW9wZXJhLnYxLldvcmtlcldlbGNvbWVIABIvCgphc3NpZ25tZW50GAIgASgLMhkuZ2VvcGVyYS52MS5Kb2JBc3NpZ25tZW50SAASLQoGY2FuY2VsGAMgASgLMhsuZ2VvcGVyYS52MS5Kb2JDYW5jZWxsYXRpb25IAEIJCgdtZXNzYWdlIkoKFVJlcG9ydFByb2dyZXNzUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSEAoIcHJvZ3Jlc3MYAiABKAESDwoHbWVzc2FnZRgDIAEoCSIyChZSZXBvcnRQcm9ncmVzc1Jlc3BvbnNlEhgKEGNhbmNlbF9yZXF1ZXN0ZWQYASABKAgiWgoUUmVwb3J0RmFpbHVyZVJlcXVlc3QSDgoGam9iX2lkGAEgASgJEg8KB21lc3NhZ2UYAiABKAkSDgoGcmVhc29uGAMgASgJEhEKCXJldHJ5YWJsZRgEIAEoCCI1ChVSZXBvcnRGYWlsdXJlUmVzcG9uc2USHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2IiMwoRUmVsZWFzZUpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIyChJSZWxlYXNlSm9iUmVzcG9uc2USHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2Ii9gEKCk91dHB1dEl0ZW0SEgoKb3V0cHV0X2tleRgBIAEoCRIMCgRuYW1lGAIgASgJEikKCGdlb21ldHJ5GAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIsCghkYXRldGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKwoKcHJvcGVydGllcxgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFwoPc291cmNlX2l0ZW1faWRzGAYgAygJEicKBmFzc2V0cxgHIAMoCzIXLmdlb3BlcmEudjEuT3V0cHV0QXNzZXQiXAoLT3V0cHV0QXNzZXQSCwoDa2V5GAEgASgJEg0KBXJvbGVzGAIgAygJEg0KBXRpdGxlGAMgASgJEhIKCnNpemVfYnl0ZXMYBCABKAMSDgoGc2hhMjU2GAUgASgJIm4KC091dHB1dENodW5rEhIKCm91dHB1dF9rZXkYASABKAkSEQoJYXNzZXRfa2V5GAIgASgJEhQKDHdyaXRlX29mZnNldBgDIAEoAxIMCgRkYXRhGAQgASgMEhQKDGZpbmlzaF93cml0ZRgFIAEoCCKUAQoWUmVnaXN0ZXJPdXRwdXRzUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSJgoEaXRlbRgCIAEoCzIWLmdlb3BlcmEudjEuT3V0cHV0SXRlbUgAEigKBWNodW5rGAMgASgLMhcuZ2VvcGVyYS52MS5PdXRwdXRDaHVua0gAEhAKBmNvbW1pdBgEIAEoCEgAQgYKBHBhcnQiWAoXUmVnaXN0ZXJPdXRwdXRzUmVzcG9uc2USHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISHwoFaXRlbXMYAiADKAsyEC5nZW9wZXJhLnYxLkl0ZW0ysQMKDVdvcmtlclNlcnZpY2USRgoHQ29ubmVjdBIaLmdlb3BlcmEudjEuQ29ubmVjdFJlcXVlc3QaGy5nZW9wZXJhLnYxLkNvbm5lY3RSZXNwb25zZSgBMAESVwoOUmVwb3J0UHJvZ3Jlc3MSIS5nZW9wZXJhLnYxLlJlcG9ydFByb2dyZXNzUmVxdWVzdBoiLmdlb3BlcmEudjEuUmVwb3J0UHJvZ3Jlc3NSZXNwb25zZRJUCg1SZXBvcnRGYWlsdXJlEiAuZ2VvcGVyYS52MS5SZXBvcnRGYWlsdXJlUmVxdWVzdBohLmdlb3BlcmEudjEuUmVwb3J0RmFpbHVyZVJlc3BvbnNlEksKClJlbGVhc2VKb2ISHS5nZW9wZXJhLnYxLlJlbGVhc2VKb2JSZXF1ZXN0Gh4uZ2VvcGVyYS52MS5SZWxlYXNlSm9iUmVzcG9uc2USXAoPUmVnaXN0ZXJPdXRwdXRzEiIuZ2VvcGVyYS52MS5SZWdpc3Rlck91dHB1dHNSZXF1ZXN0GiMuZ2VvcGVyYS52MS5SZWdpc3Rlck91dHB1dHNSZXNwb25zZSgBYgZwcm90bzM", [file_geopera_v1_resources, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChdnZW9wZXJhL3YxL3dvcmtlci5wcm90bxIKZ2VvcGVyYS52MSKbAQoMSm9iTG9nUmVjb3JkEiwKCGxvZ190aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIjCgVsZXZlbBgCIAEoDjIULmdlb3BlcmEudjEuTG9nTGV2ZWwSDwoHbWVzc2FnZRgDIAEoCRInCgZmaWVsZHMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IlAKE1dyaXRlSm9iTG9nc1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEikKB3JlY29yZHMYAiADKAsyGC5nZW9wZXJhLnYxLkpvYkxvZ1JlY29yZCJHChRXcml0ZUpvYkxvZ3NSZXNwb25zZRIWCg5zdG9yZWRfZW50cmllcxgBIAEoBRIXCg9kcm9wcGVkX2VudHJpZXMYAiABKAUimAEKEkpvYlR5cGVEZWNsYXJhdGlvbhITCgtqb2JfdHlwZV9pZBgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRItCgxpbnB1dF9zY2hlbWEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EikKCmNvc3RfbW9kZWwYBCABKAsyFS5nZW9wZXJhLnYxLkNvc3RNb2RlbCJzCgtXb3JrZXJIZWxsbxIMCgRuYW1lGAEgASgJEjEKCWpvYl90eXBlcxgCIAMoCzIeLmdlb3BlcmEudjEuSm9iVHlwZURlY2xhcmF0aW9uEhAKCGNhcGFjaXR5GAMgASgFEhEKCXdvcmtlcl9pZBgEIAEoCSI7Cg9Xb3JrZXJIZWFydGJlYXQSFgoOYWN0aXZlX2pvYl9pZHMYASADKAkSEAoIZHJhaW5pbmcYAiABKAgidwoOQ29ubmVjdFJlcXVlc3QSKAoFaGVsbG8YASABKAsyFy5nZW9wZXJhLnYxLldvcmtlckhlbGxvSAASMAoJaGVhcnRiZWF0GAIgASgLMhsuZ2VvcGVyYS52MS5Xb3JrZXJIZWFydGJlYXRIAEIJCgdtZXNzYWdlIl0KDVdvcmtlcldlbGNvbWUSEQoJd29ya2VyX2lkGAEgASgJEiIKGmhlYXJ0YmVhdF9pbnRlcnZhbF9zZWNvbmRzGAIgASgBEhUKDWxlYXNlX3NlY29uZHMYAyABKAEi6AEKDUpvYkFzc2lnbm1lbnQSHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISEQoJam9iX3Rva2VuGAIgASgJEg8KB2F0dGVtcHQYAyABKAUSNQoRbGVhc2VfZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKDHNvdXJjZV9pdGVtcxgFIAMoCzIQLmdlb3BlcmEudjEuSXRlbRI2Cg1zb3VyY2VfYXNzZXRzGAYgAygLMh8uZ2VvcGVyYS52MS5Tb3VyY2VBc3NldExvY2F0aW9uIk4KE1NvdXJjZUFzc2V0TG9jYXRpb24SDwoHaXRlbV9pZBgBIAEoCRIRCglhc3NldF9rZXkYAiABKAkSEwoLc3RvcmFnZV91cmkYAyABKAkiMQoPSm9iQ2FuY2VsbGF0aW9uEg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiqgEKD0Nvbm5lY3RSZXNwb25zZRIsCgd3ZWxjb21lGAEgASgLMhkuZ2VvcGVyYS52MS5Xb3JrZXJXZWxjb21lSAASLwoKYXNzaWdubWVudBgCIAEoCzIZLmdlb3BlcmEudjEuSm9iQXNzaWdubWVudEgAEi0KBmNhbmNlbBgDIAEoCzIbLmdlb3BlcmEudjEuSm9iQ2FuY2VsbGF0aW9uSABCCQoHbWVzc2FnZSJKChVSZXBvcnRQcm9ncmVzc1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEhAKCHByb2dyZXNzGAIgASgBEg8KB21lc3NhZ2UYAyABKAkiMgoWUmVwb3J0UHJvZ3Jlc3NSZXNwb25zZRIYChBjYW5jZWxfcmVxdWVzdGVkGAEgASgIIloKFFJlcG9ydEZhaWx1cmVSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEg4KBnJlYXNvbhgDIAEoCRIRCglyZXRyeWFibGUYBCABKAgiNQoVUmVwb3J0RmFpbHVyZVJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIjMKEVJlbGVhc2VKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiMgoSUmVsZWFzZUpvYlJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIvYBCgpPdXRwdXRJdGVtEhIKCm91dHB1dF9rZXkYASABKAkSDAoEbmFtZRgCIAEoCRIpCghnZW9tZXRyeRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLAoIZGF0ZXRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCnByb3BlcnRpZXMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhcKD3NvdXJjZV9pdGVtX2lkcxgGIAMoCRInCgZhc3NldHMYByADKAsyFy5nZW9wZXJhLnYxLk91dHB1dEFzc2V0IlwKC091dHB1dEFzc2V0EgsKA2tleRgBIAEoCRINCgVyb2xlcxgCIAMoCRINCgV0aXRsZRgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDEg4KBnNoYTI1NhgFIAEoCSJuCgtPdXRwdXRDaHVuaxISCgpvdXRwdXRfa2V5GAEgASgJEhEKCWFzc2V0X2tleRgCIAEoCRIUCgx3cml0ZV9vZmZzZXQYAyABKAMSDAoEZGF0YRgEIAEoDBIUCgxmaW5pc2hfd3JpdGUYBSABKAgilAEKFlJlZ2lzdGVyT3V0cHV0c1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEiYKBGl0ZW0YAiABKAsyFi5nZW9wZXJhLnYxLk91dHB1dEl0ZW1IABIoCgVjaHVuaxgDIAEoCzIXLmdlb3BlcmEudjEuT3V0cHV0Q2h1bmtIABIQCgZjb21taXQYBCABKAhIAEIGCgRwYXJ0IlgKF1JlZ2lzdGVyT3V0cHV0c1Jlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iEh8KBWl0ZW1zGAIgAygLMhAuZ2VvcGVyYS52MS5JdGVtMoQECg1Xb3JrZXJTZXJ2aWNlEkYKB0Nvbm5lY3QSGi5nZW9wZXJhLnYxLkNvbm5lY3RSZXF1ZXN0GhsuZ2VvcGVyYS52MS5Db25uZWN0UmVzcG9uc2UoATABElcKDlJlcG9ydFByb2dyZXNzEiEuZ2VvcGVyYS52MS5SZXBvcnRQcm9ncmVzc1JlcXVlc3QaIi5nZW9wZXJhLnYxLlJlcG9ydFByb2dyZXNzUmVzcG9uc2USVAoNUmVwb3J0RmFpbHVyZRIgLmdlb3BlcmEudjEuUmVwb3J0RmFpbHVyZVJlcXVlc3QaIS5nZW9wZXJhLnYxLlJlcG9ydEZhaWx1cmVSZXNwb25zZRJLCgpSZWxlYXNlSm9iEh0uZ2VvcGVyYS52MS5SZWxlYXNlSm9iUmVxdWVzdBoeLmdlb3BlcmEudjEuUmVsZWFzZUpvYlJlc3BvbnNlElwKD1JlZ2lzdGVyT3V0cHV0cxIiLmdlb3BlcmEudjEuUmVnaXN0ZXJPdXRwdXRzUmVxdWVzdBojLmdlb3BlcmEudjEuUmVnaXN0ZXJPdXRwdXRzUmVzcG9uc2UoARJRCgxXcml0ZUpvYkxvZ3MSHy5nZW9wZXJhLnYxLldyaXRlSm9iTG9nc1JlcXVlc3QaIC5nZW9wZXJhLnYxLldyaXRlSm9iTG9nc1Jlc3BvbnNlYgZwcm90bzM", [file_geopera_v1_resources, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+
+/**
+ * One record of `WriteJobLogsRequest`.
+ *
+ * @generated from message geopera.v1.JobLogRecord
+ */
+export type JobLogRecord = Message<"geopera.v1.JobLogRecord"> & {
+  /**
+   * When it was made (worker clock); unset: when the server received it.
+   *
+   * @generated from field: google.protobuf.Timestamp log_time = 1;
+   */
+  logTime?: Timestamp | undefined;
+
+  /**
+   * Severity; unset is stored as INFO.
+   *
+   * @generated from field: geopera.v1.LogLevel level = 2;
+   */
+  level: LogLevel;
+
+  /**
+   * The formatted message.
+   *
+   * @generated from field: string message = 3;
+   */
+  message: string;
+
+  /**
+   * Structured fields (JSON object).
+   *
+   * @generated from field: google.protobuf.Struct fields = 4;
+   */
+  fields?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message geopera.v1.JobLogRecord.
+ * Use `create(JobLogRecordSchema)` to create a new message.
+ */
+export const JobLogRecordSchema: GenMessage<JobLogRecord> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_worker, 0);
+
+/**
+ * Request of `WriteJobLogs`.
+ *
+ * @generated from message geopera.v1.WriteJobLogsRequest
+ */
+export type WriteJobLogsRequest = Message<"geopera.v1.WriteJobLogsRequest"> & {
+  /**
+   * The job (the token's).
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * The records, oldest first (0..500).
+   *
+   * @generated from field: repeated geopera.v1.JobLogRecord records = 2;
+   */
+  records: JobLogRecord[];
+};
+
+/**
+ * Describes the message geopera.v1.WriteJobLogsRequest.
+ * Use `create(WriteJobLogsRequestSchema)` to create a new message.
+ */
+export const WriteJobLogsRequestSchema: GenMessage<WriteJobLogsRequest> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_worker, 1);
+
+/**
+ * Response of `WriteJobLogs`.
+ *
+ * @generated from message geopera.v1.WriteJobLogsResponse
+ */
+export type WriteJobLogsResponse = Message<"geopera.v1.WriteJobLogsResponse"> & {
+  /**
+   * Records stored by this call.
+   *
+   * @generated from field: int32 stored_entries = 1;
+   */
+  storedEntries: number;
+
+  /**
+   * Records of this call dropped because the job's log is at its cap.
+   *
+   * @generated from field: int32 dropped_entries = 2;
+   */
+  droppedEntries: number;
+};
+
+/**
+ * Describes the message geopera.v1.WriteJobLogsResponse.
+ * Use `create(WriteJobLogsResponseSchema)` to create a new message.
+ */
+export const WriteJobLogsResponseSchema: GenMessage<WriteJobLogsResponse> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_worker, 2);
 
 /**
  * A job type a worker can run.
@@ -58,7 +156,7 @@ export type JobTypeDeclaration = Message<"geopera.v1.JobTypeDeclaration"> & {
  * Use `create(JobTypeDeclarationSchema)` to create a new message.
  */
 export const JobTypeDeclarationSchema: GenMessage<JobTypeDeclaration> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 0);
+  messageDesc(file_geopera_v1_worker, 3);
 
 /**
  * First message of a worker session.
@@ -105,7 +203,7 @@ export type WorkerHello = Message<"geopera.v1.WorkerHello"> & {
  * Use `create(WorkerHelloSchema)` to create a new message.
  */
 export const WorkerHelloSchema: GenMessage<WorkerHello> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 1);
+  messageDesc(file_geopera_v1_worker, 4);
 
 /**
  * Liveness signal of a worker session; renews the lease of every job it holds.
@@ -133,7 +231,7 @@ export type WorkerHeartbeat = Message<"geopera.v1.WorkerHeartbeat"> & {
  * Use `create(WorkerHeartbeatSchema)` to create a new message.
  */
 export const WorkerHeartbeatSchema: GenMessage<WorkerHeartbeat> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 2);
+  messageDesc(file_geopera_v1_worker, 5);
 
 /**
  * Message from worker to server on `Connect`.
@@ -170,7 +268,7 @@ export type ConnectRequest = Message<"geopera.v1.ConnectRequest"> & {
  * Use `create(ConnectRequestSchema)` to create a new message.
  */
 export const ConnectRequestSchema: GenMessage<ConnectRequest> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 3);
+  messageDesc(file_geopera_v1_worker, 6);
 
 /**
  * Reply to a worker's hello.
@@ -205,7 +303,7 @@ export type WorkerWelcome = Message<"geopera.v1.WorkerWelcome"> & {
  * Use `create(WorkerWelcomeSchema)` to create a new message.
  */
 export const WorkerWelcomeSchema: GenMessage<WorkerWelcome> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 4);
+  messageDesc(file_geopera_v1_worker, 7);
 
 /**
  * A job handed to a worker.
@@ -263,7 +361,7 @@ export type JobAssignment = Message<"geopera.v1.JobAssignment"> & {
  * Use `create(JobAssignmentSchema)` to create a new message.
  */
 export const JobAssignmentSchema: GenMessage<JobAssignment> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 5);
+  messageDesc(file_geopera_v1_worker, 8);
 
 /**
  * Where one source asset lives in the server's storage.
@@ -299,7 +397,7 @@ export type SourceAssetLocation = Message<"geopera.v1.SourceAssetLocation"> & {
  * Use `create(SourceAssetLocationSchema)` to create a new message.
  */
 export const SourceAssetLocationSchema: GenMessage<SourceAssetLocation> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 6);
+  messageDesc(file_geopera_v1_worker, 9);
 
 /**
  * Tells a worker to stop a job.
@@ -327,7 +425,7 @@ export type JobCancellation = Message<"geopera.v1.JobCancellation"> & {
  * Use `create(JobCancellationSchema)` to create a new message.
  */
 export const JobCancellationSchema: GenMessage<JobCancellation> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 7);
+  messageDesc(file_geopera_v1_worker, 10);
 
 /**
  * Message from server to worker on `Connect`.
@@ -372,7 +470,7 @@ export type ConnectResponse = Message<"geopera.v1.ConnectResponse"> & {
  * Use `create(ConnectResponseSchema)` to create a new message.
  */
 export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 8);
+  messageDesc(file_geopera_v1_worker, 11);
 
 /**
  * Request of `ReportProgress`.
@@ -407,7 +505,7 @@ export type ReportProgressRequest = Message<"geopera.v1.ReportProgressRequest"> 
  * Use `create(ReportProgressRequestSchema)` to create a new message.
  */
 export const ReportProgressRequestSchema: GenMessage<ReportProgressRequest> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 9);
+  messageDesc(file_geopera_v1_worker, 12);
 
 /**
  * Response of `ReportProgress`.
@@ -428,7 +526,7 @@ export type ReportProgressResponse = Message<"geopera.v1.ReportProgressResponse"
  * Use `create(ReportProgressResponseSchema)` to create a new message.
  */
 export const ReportProgressResponseSchema: GenMessage<ReportProgressResponse> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 10);
+  messageDesc(file_geopera_v1_worker, 13);
 
 /**
  * Request of `ReportFailure`.
@@ -470,7 +568,7 @@ export type ReportFailureRequest = Message<"geopera.v1.ReportFailureRequest"> & 
  * Use `create(ReportFailureRequestSchema)` to create a new message.
  */
 export const ReportFailureRequestSchema: GenMessage<ReportFailureRequest> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 11);
+  messageDesc(file_geopera_v1_worker, 14);
 
 /**
  * Response of `ReportFailure`.
@@ -491,7 +589,7 @@ export type ReportFailureResponse = Message<"geopera.v1.ReportFailureResponse"> 
  * Use `create(ReportFailureResponseSchema)` to create a new message.
  */
 export const ReportFailureResponseSchema: GenMessage<ReportFailureResponse> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 12);
+  messageDesc(file_geopera_v1_worker, 15);
 
 /**
  * Request of `ReleaseJob`.
@@ -519,7 +617,7 @@ export type ReleaseJobRequest = Message<"geopera.v1.ReleaseJobRequest"> & {
  * Use `create(ReleaseJobRequestSchema)` to create a new message.
  */
 export const ReleaseJobRequestSchema: GenMessage<ReleaseJobRequest> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 13);
+  messageDesc(file_geopera_v1_worker, 16);
 
 /**
  * Response of `ReleaseJob`.
@@ -540,7 +638,7 @@ export type ReleaseJobResponse = Message<"geopera.v1.ReleaseJobResponse"> & {
  * Use `create(ReleaseJobResponseSchema)` to create a new message.
  */
 export const ReleaseJobResponseSchema: GenMessage<ReleaseJobResponse> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 14);
+  messageDesc(file_geopera_v1_worker, 17);
 
 /**
  * Metadata of one output item.
@@ -606,7 +704,7 @@ export type OutputItem = Message<"geopera.v1.OutputItem"> & {
  * Use `create(OutputItemSchema)` to create a new message.
  */
 export const OutputItemSchema: GenMessage<OutputItem> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 15);
+  messageDesc(file_geopera_v1_worker, 18);
 
 /**
  * One asset of an output item.
@@ -655,7 +753,7 @@ export type OutputAsset = Message<"geopera.v1.OutputAsset"> & {
  * Use `create(OutputAssetSchema)` to create a new message.
  */
 export const OutputAssetSchema: GenMessage<OutputAsset> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 16);
+  messageDesc(file_geopera_v1_worker, 19);
 
 /**
  * A chunk of an output asset's bytes.
@@ -704,7 +802,7 @@ export type OutputChunk = Message<"geopera.v1.OutputChunk"> & {
  * Use `create(OutputChunkSchema)` to create a new message.
  */
 export const OutputChunkSchema: GenMessage<OutputChunk> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 17);
+  messageDesc(file_geopera_v1_worker, 20);
 
 /**
  * Message of a `RegisterOutputs` stream.
@@ -756,7 +854,7 @@ export type RegisterOutputsRequest = Message<"geopera.v1.RegisterOutputsRequest"
  * Use `create(RegisterOutputsRequestSchema)` to create a new message.
  */
 export const RegisterOutputsRequestSchema: GenMessage<RegisterOutputsRequest> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 18);
+  messageDesc(file_geopera_v1_worker, 21);
 
 /**
  * Response of `RegisterOutputs`.
@@ -784,7 +882,7 @@ export type RegisterOutputsResponse = Message<"geopera.v1.RegisterOutputsRespons
  * Use `create(RegisterOutputsResponseSchema)` to create a new message.
  */
 export const RegisterOutputsResponseSchema: GenMessage<RegisterOutputsResponse> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 19);
+  messageDesc(file_geopera_v1_worker, 22);
 
 /**
  * The API worker processes use to run jobs.
@@ -798,8 +896,8 @@ export const RegisterOutputsResponseSchema: GenMessage<RegisterOutputsResponse> 
  *   Its open `Connect` streams end with UNAUTHENTICATED `TOKEN_REVOKED`
  *   within the server's token-cache time (default 5 s) of a revocation;
  * - each assignment carries a job token bound to (job, attempt). Its only
- *   authority is `ReportProgress`, `ReportFailure`, `ReleaseJob` and
- *   `RegisterOutputs` for that job and attempt. It is refused everywhere else
+ *   authority is `ReportProgress`, `ReportFailure`, `ReleaseJob`,
+ *   `WriteJobLogs` and `RegisterOutputs` for that job and attempt. It is refused everywhere else
  *   (PERMISSION_DENIED `JOB_TOKEN_NOT_ALLOWED`), and once the attempt is over
  *   (lease expired, job cancelled or finished) every call with it fails
  *   FAILED_PRECONDITION `JOB_ATTEMPT_OVER`.
@@ -912,6 +1010,30 @@ export const WorkerService: GenService<{
     methodKind: "client_streaming";
     input: typeof RegisterOutputsRequestSchema;
     output: typeof RegisterOutputsResponseSchema;
+  },
+  /**
+   * Appends log records to the job (job token, live attempt only; the server
+   * stamps each with the token's attempt). Records are stored in the order
+   * sent and numbered per job (`JobLogEntry.sequence`); users read them with
+   * `processing.jobs.logs` and `WatchJob` (`include_logs`). At most 500
+   * records per call (INVALID_ARGUMENT `TOO_MANY_LOG_ENTRIES`); a message over
+   * 4,096 characters is cut, fields over 4 KiB are dropped.
+   *
+   * Each job keeps at most `GEOPERA_JOB_LOG_MAX_ENTRIES` records (default
+   * 10,000) and `GEOPERA_JOB_LOG_MAX_BYTES` bytes of messages and fields
+   * (default 4 MiB), over all its attempts. The record that would pass a cap
+   * is replaced by one final record from the server, level WARNING,
+   * `truncated: true`; every later record is dropped (counted in
+   * `dropped_entries`, not an error), so a worker never fails a job for
+   * logging too much. FAILED_PRECONDITION `JOB_ATTEMPT_OVER` once the attempt
+   * is over.
+   *
+   * @generated from rpc geopera.v1.WorkerService.WriteJobLogs
+   */
+  writeJobLogs: {
+    methodKind: "unary";
+    input: typeof WriteJobLogsRequestSchema;
+    output: typeof WriteJobLogsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_geopera_v1_worker, 0);
