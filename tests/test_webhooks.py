@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from geopera.v1 import processing_pb2, webhooks_pb2
 from tests.conftest import SAMPLES, TEST_SERVER_ENV, World, start_seeded_world, stop_world
@@ -85,7 +86,7 @@ def test_job_events_arrive_signed_as_standard_webhooks(hooked_world: World) -> N
         assert created.webhook.id in [h.id for h in listed.webhooks]
         assert created.secret not in str(listed)
         # A wrong secret fails the independent verifier.
-        with pytest.raises(Exception):
+        with pytest.raises(WebhookVerificationError):
             verified("whsec_" + "A" * 43 + "=", first)
         hooked_world.client("alpha").execute(
             "webhooks.delete", webhooks_pb2.WebhooksDeleteParams(webhook_id=created.webhook.id)
