@@ -26,7 +26,7 @@ JOB_EVENT_TYPES = (
     "job.retrying", "job.succeeded", "job.failed", "job.cancelled",
 )  # fmt: skip
 TEST_EVENT_TYPE = "webhook.test"
-MAX_HOOKS_PER_PROJECT = 32
+MAX_HOOKS_PER_PROJECT = 100
 # Consecutive failed attempts after which a hook is disabled (GEOPERA_WEBHOOKS_DISABLE_AFTER).
 DEFAULT_DISABLE_AFTER = 20
 

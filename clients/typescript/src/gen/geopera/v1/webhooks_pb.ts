@@ -169,7 +169,7 @@ export const WebhookAttemptSchema: GenMessage<WebhookAttempt> = /*@__PURE__*/
  * project's job events. Its signing secret is in the result, this once only.
  * INVALID_ARGUMENT `URL_REQUIRED`, `INVALID_WEBHOOK_URL`,
  * `WEBHOOK_URL_NOT_ALLOWED` (see the file comment), `EVENT_TYPES_REQUIRED`,
- * `UNKNOWN_EVENT_TYPE`, `TOO_MANY_WEBHOOKS` (32 a project); NOT_FOUND
+ * `UNKNOWN_EVENT_TYPE`, `TOO_MANY_WEBHOOKS` (100 a project); NOT_FOUND
  * `PROJECT_NOT_FOUND`. With `validate_only`, checks all that and creates
  * nothing (the result has an empty id and secret).
  *
