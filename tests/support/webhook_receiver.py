@@ -58,7 +58,7 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
+        host, port = str(self._server.server_address[0]), self._server.server_address[1]
         return f"http://{host}:{port}/hook"
 
     def __enter__(self) -> Receiver:
