@@ -121,7 +121,8 @@ def run(results: Results, options: Options) -> Outcome:
             deadline = time.monotonic() + 30
             while True:  # until the worker has declared test_noop
                 types = client.execute("processing.job_types.list", processing_pb2.ProcessingJobTypesListParams())
-                if any(t.job_type_id == "test_noop" and t.connected_workers for t in types.job_types):  # type: ignore[attr-defined]
+                assert isinstance(types, processing_pb2.ProcessingJobTypesListResult)
+                if any(t.job_type_id == "test_noop" and t.connected_workers for t in types.job_types):
                     break
                 assert time.monotonic() < deadline, "the worker did not connect"
                 time.sleep(0.2)

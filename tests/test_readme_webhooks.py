@@ -6,10 +6,12 @@ by the standardwebhooks package."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.support.db import DatabaseFactory
 from tests.support.server import REPO, ServerProcess
 from tests.test_readme_grpcurl import _run
 
@@ -24,7 +26,7 @@ def webhook_blocks() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def demo(database_factory, tmp_path_factory):  # type: ignore[no-untyped-def]
+def demo(database_factory: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     home = tmp_path_factory.mktemp("readme_webhooks")
     server = ServerProcess(database_url=database_factory.create(), home=home, extra_args=["--demo"]).start()
     yield server

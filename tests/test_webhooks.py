@@ -9,7 +9,7 @@ import json
 import secrets
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -167,7 +167,11 @@ def test_a_message_enqueued_before_a_crash_is_delivered_once_after_the_restart(
             restarted.stop()
 
 
-def _until(read, done, timeout: float = 20.0):  # type: ignore[no-untyped-def]
+def _until(
+    read: Callable[[], webhooks_pb2.WebhooksDeliveriesListResult],
+    done: Callable[[webhooks_pb2.WebhooksDeliveriesListResult], bool],
+    timeout: float = 20.0,
+) -> webhooks_pb2.WebhooksDeliveriesListResult:
     deadline = time.monotonic() + timeout
     while True:
         value = read()

@@ -10,18 +10,19 @@ import grpc
 import pytest
 
 from geopera.v1 import webhooks_pb2
+from geopera_kernel.server.services import Services
 from tests.conftest import World
 from tests.support.client import RpcFailure
 from tests.support.webhook_receiver import Receiver
 
 
-def _create(world: World, url: str, token: str = "alpha", project: str = "alpha", **kw: object):  # type: ignore[no-untyped-def]
-    params = webhooks_pb2.WebhooksCreateParams(
-        project_id=project,
-        url=url,
-        event_types=list(kw.pop("event_types", ["job.succeeded"])),  # type: ignore[call-overload]
-    )
-    return world.client(token).execute("webhooks.create", params, **kw)  # type: ignore[arg-type]
+def _create(
+    world: World, url: str, event_types: tuple[str, ...] = ("job.succeeded",), *, validate_only: bool = False
+) -> webhooks_pb2.WebhooksCreateResult:
+    params = webhooks_pb2.WebhooksCreateParams(project_id="alpha", url=url, event_types=list(event_types))
+    result = world.client("alpha").execute("webhooks.create", params, validate_only=validate_only)
+    assert isinstance(result, webhooks_pb2.WebhooksCreateResult)
+    return result
 
 
 @pytest.mark.parametrize(
@@ -64,7 +65,7 @@ def test_private_loopback_and_link_local_urls_are_refused(world: World, url: str
 )
 def test_bad_hooks_are_refused_with_a_reason(world: World, url: str, event_types: list[str], reason: str) -> None:
     with pytest.raises(RpcFailure) as failure:
-        _create(world, url, event_types=event_types)
+        _create(world, url, tuple(event_types))
     assert (failure.value.code, failure.value.reason) == (grpc.StatusCode.INVALID_ARGUMENT, reason)
 
 
@@ -74,7 +75,7 @@ def test_delivery_time_check_refuses_a_hook_that_points_to_loopback(world: World
     refused at the attempt, and the refusal is in its delivery log."""
     with Receiver() as receiver:
 
-        async def plant(services):  # type: ignore[no-untyped-def]
+        async def plant(services: Services) -> None:
             async with services.db.transaction() as tx:
                 await tx.execute(
                     "INSERT INTO webhooks (id, project_id, url, event_types, secret) "
