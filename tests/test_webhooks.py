@@ -29,6 +29,7 @@ WEBHOOK_ENV = {
     "GEOPERA_WEBHOOKS_ALLOW_PRIVATE": "1",
     "GEOPERA_WEBHOOKS_RETRY_BASE": "0.2",
     "GEOPERA_WEBHOOKS_DISABLE_AFTER": "3",
+    "GEOPERA_WEBHOOKS_TIMEOUT": "1",
 }
 
 
@@ -111,6 +112,37 @@ def test_a_failed_attempt_is_retried_under_the_same_webhook_id(hooked_world: Wor
         hooked_world.client("alpha").execute(
             "webhooks.delete", webhooks_pb2.WebhooksDeleteParams(webhook_id=created.webhook.id)
         )
+
+
+def test_redirects_slow_receivers_and_big_answers_are_failed_attempts(hooked_world: World) -> None:
+    """A redirect is not followed, a receiver slower than the timeout (1 s here)
+    fails the attempt, and an answer's body is not read beyond 1 KiB."""
+    client = hooked_world.client("alpha")
+    with Receiver() as elsewhere, Receiver() as receiver:
+        receiver.statuses.extend([302])
+        receiver.redirect_to = elsewhere.url
+        created = create_hook(hooked_world, receiver.url, "job.cancelled")
+        client.execute("webhooks.test", webhooks_pb2.WebhooksTestParams(webhook_id=created.webhook.id))
+        log = _until(lambda: deliveries(hooked_world, created.webhook.id), lambda r: len(r.attempts) == 2)
+        assert log.attempts[1].status_code == 302 and "not followed" in log.attempts[1].error
+        assert elsewhere.received == []
+        client.execute("webhooks.delete", webhooks_pb2.WebhooksDeleteParams(webhook_id=created.webhook.id))
+
+        receiver.delay_seconds = 3.0
+        slow = create_hook(hooked_world, receiver.url, "job.cancelled")
+        client.execute("webhooks.test", webhooks_pb2.WebhooksTestParams(webhook_id=slow.webhook.id))
+        log = _until(lambda: deliveries(hooked_world, slow.webhook.id), lambda r: len(r.attempts) >= 1)
+        assert "timed out after 1 s" in log.attempts[-1].error and log.attempts[-1].latency_ms < 2500
+        client.execute("webhooks.delete", webhooks_pb2.WebhooksDeleteParams(webhook_id=slow.webhook.id))
+
+        receiver.delay_seconds, receiver.body_bytes = 0.0, 64 << 20
+        receiver.statuses.extend([500])
+        big = create_hook(hooked_world, receiver.url, "job.cancelled")
+        client.execute("webhooks.test", webhooks_pb2.WebhooksTestParams(webhook_id=big.webhook.id))
+        log = _until(lambda: deliveries(hooked_world, big.webhook.id), lambda r: len(r.attempts) >= 1)
+        first = log.attempts[-1]
+        assert first.status_code == 500 and len(first.error) < 300 and first.latency_ms < 1000
+        client.execute("webhooks.delete", webhooks_pb2.WebhooksDeleteParams(webhook_id=big.webhook.id))
 
 
 def test_a_hook_failing_again_and_again_is_disabled(hooked_world: World) -> None:

@@ -253,6 +253,7 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
         services.webhooks.on_enqueue.append(sender.wake)
         services.notifications.on_event.append(sender.wake)
         background.append(asyncio.create_task(sender.run()))
+        background.append(asyncio.create_task(_every(3600, "webhook log sweep", sender.expire)))
     if on_ready is not None:
         await on_ready(services, port)
     for name in ("", *SERVICE_NAMES):

@@ -31,6 +31,9 @@ class Receiver:
         self.received: list[Received] = []
         self.statuses: deque[int] = deque()
         self.redirect_to = ""
+        # Before answering, wait this long; answer a body of this many bytes.
+        self.delay_seconds = 0.0
+        self.body_bytes = 2
         self._arrived = threading.Condition()
         receiver = self
 
@@ -43,12 +46,17 @@ class Receiver:
                     )
                     status = receiver.statuses.popleft() if receiver.statuses else 200
                     receiver._arrived.notify_all()
-                self.send_response(status)
-                if 300 <= status < 400:
-                    self.send_header("Location", receiver.redirect_to)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
+                time.sleep(receiver.delay_seconds)
+                try:
+                    self.send_response(status)
+                    if 300 <= status < 400:
+                        self.send_header("Location", receiver.redirect_to)
+                    self.send_header("Content-Length", str(receiver.body_bytes))
+                    self.end_headers()
+                    for start in range(0, receiver.body_bytes, 1 << 16):
+                        self.wfile.write(b"x" * min(1 << 16, receiver.body_bytes - start))
+                except OSError:  # the sender hung up (a timeout, or no more reading)
+                    pass
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

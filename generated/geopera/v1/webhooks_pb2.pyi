@@ -47,7 +47,8 @@ class Webhook(_message.Message):
     is a day old. A hook whose attempts fail 20 times in a row (any messages;
     `GEOPERA_WEBHOOKS_DISABLE_AFTER`) is disabled (`enabled` false with a
     `disabled_reason`): nothing more is sent to it; delete it and create a new
-    one. Every attempt is logged (`webhooks.deliveries.list`).
+    one. Every attempt is logged (`webhooks.deliveries.list`); a message
+    delivered or given up is kept there for 7 days.
 
     URLs must be `http://` or `https://` and resolve only to public addresses:
     loopback, private, link-local, multicast and reserved ranges are refused

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 # A receiver's answer is not read beyond this (only an error's first bytes are logged).
 RESPONSE_READ_CAP = 1024
 CLAIM_LIMIT = 32
+# How long a finished message and its attempts stay in the delivery log.
+MESSAGE_RETENTION_SECONDS = 7 * 86400.0
 
 # A message's body from its outbox row (server/app.py renders the job as the API does).
 RenderBody = Callable[[dict[str, Any]], dict[str, Any]]
@@ -122,6 +124,12 @@ class WebhookSender:
                     pass
         finally:
             await self._session.close()
+
+    async def expire(self) -> str:
+        """Forgets messages delivered or given up over a week ago (and their log)."""
+        async with self._db.connection() as conn:
+            cursor = await conn.execute(Q.expire_webhook_messages, {"retention_seconds": MESSAGE_RETENTION_SECONDS})
+        return f"{cursor.rowcount} webhook messages expired" if cursor.rowcount else ""
 
     async def send_due(self) -> int:
         """Claims due messages and sends them concurrently: how many were claimed."""

@@ -90,3 +90,8 @@ LIMIT %(limit)s;
 -- name: count_webhooks
 -- How many webhooks a project has.
 SELECT count(*) AS n FROM webhooks WHERE project_id = %(project_id)s;
+
+-- name: expire_webhook_messages
+-- Deletes messages (and their log) finished longer ago than the retention.
+DELETE FROM webhook_deliveries
+WHERE state <> 'pending' AND enqueue_time < clock_timestamp() - make_interval(secs => %(retention_seconds)s);
