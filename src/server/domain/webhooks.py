@@ -195,6 +195,9 @@ class WebhookService:
                     Q.list_webhook_attempts, {"webhook_id": webhook_id, "before_id": cursor["b"], "limit": limit + 1}
                 )
             ).fetchall()
+            # The hook read again after its log: its failure count is never older than the attempts shown.
+            now = await (await conn.execute(Q.get_webhook, {"id": webhook_id})).fetchone()
+        hook = WebhookRecord.from_row(now) if now is not None else hook
         attempts = [
             AttemptRecord(
                 r["delivery_id"],
