@@ -7,6 +7,7 @@ sent by webhooks.sender from any replica."""
 from __future__ import annotations
 
 import builtins  # `list` is a method of WebhookService
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -71,7 +72,7 @@ class WebhookService:
         self.allow_private = allow_private
         # Set when a message is enqueued on this replica outside a job event
         # (webhooks.test): the sender wakes at once rather than at its next poll.
-        self.on_enqueue: list[Any] = []
+        self.on_enqueue: list[Callable[[], None]] = []
 
     async def create(
         self,
