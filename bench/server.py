@@ -115,7 +115,7 @@ async def seed_project(url: str, home: Path, user_scopes: list[str]) -> dict[str
 
 
 @contextmanager
-def bench_server(prefix: str, name: str) -> Iterator[BenchServer]:
+def bench_server(prefix: str, name: str, extra_env: dict[str, str] | None = None) -> Iterator[BenchServer]:
     tmp = Path(tempfile.mkdtemp(prefix=prefix))
     # Registered before an embedded PostgreSQL can be started under `tmp`, so
     # (atexit being last-in, first-out) it runs after that server stopped.
@@ -131,7 +131,7 @@ def bench_server(prefix: str, name: str) -> Iterator[BenchServer]:
         dbname = conninfo_to_dict(url)["dbname"]
         home = tmp / "server"
         print(f"[{name}] starting the server on database {dbname}", flush=True)
-        server = ServerProcess(database_url=url, home=home).start(timeout=60)
+        server = ServerProcess(database_url=url, home=home, extra_env=extra_env).start(timeout=60)
         admin = psycopg.connect(root_url, autocommit=True)
         pg_version = admin.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
         yield BenchServer(tmp, url, home, server, pg_version, admin, dbname, root_url)

@@ -42,6 +42,7 @@ NAMES = {
     "AsyncJobTypes": "JobTypes",
     "AsyncWorkers": "Workers",
     "AsyncAnalytics": "Analytics",
+    "AsyncWebhooks": "Webhooks",
     "AsyncJob": "Job",
     "AsyncJobWatch": "JobWatch",
     "_AsyncNamespace": "_Namespace",

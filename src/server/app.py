@@ -25,6 +25,7 @@ from geopera.v1 import (  # noqa: F401  (imports register every payload type for
     kernel_pb2_grpc,
     processing_pb2,
     resources_pb2,
+    webhooks_pb2,
     worker_pb2,
     worker_pb2_grpc,
 )
@@ -38,6 +39,7 @@ from geopera_kernel.server.api.execute import Executor
 from geopera_kernel.server.api.kernel import KernelServicer, execute_operation
 from geopera_kernel.server.api.operations import build_registry
 from geopera_kernel.server.api.registration import add_servicer
+from geopera_kernel.server.api.webhook_body import webhook_body
 from geopera_kernel.server.api.worker import WorkerServicer
 from geopera_kernel.server.auth import TokenService
 from geopera_kernel.server.config import Settings
@@ -68,6 +70,7 @@ from geopera_kernel.server.signing import UrlSigner, load_signing_keys
 from geopera_kernel.server.storage import LocalStorage
 from geopera_kernel.server.store import connect_database
 from geopera_kernel.server.store.database import start_embedded_postgres
+from geopera_kernel.server.webhooks.sender import SenderPolicy, WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +136,17 @@ def storage_sweeper(settings: Settings, services: Services) -> StorageSweeper:
         grace_seconds=settings.storage_grace_seconds,
         artifact_retention_seconds=settings.artifact_retention_seconds,
     )
+
+
+def webhook_sender(settings: Settings, services: Services) -> WebhookSender:
+    policy = SenderPolicy(
+        allow_private=settings.webhooks_allow_private,
+        timeout_seconds=settings.webhooks_timeout_seconds,
+        retry_base_seconds=settings.webhooks_retry_base_seconds,
+        retry_window_seconds=settings.webhooks_retry_window_seconds,
+        disable_after=settings.webhooks_disable_after,
+    )
+    return WebhookSender(services.db, webhook_body, policy)
 
 
 def load_analytics_methods(plugins: str) -> MethodRegistry:
@@ -222,6 +236,7 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
         loop.add_signal_handler(signum, stop.set)
 
     services = await build_services(settings, url)
+    services.webhooks.allow_private = settings.webhooks_allow_private
     services.public_url = public_url(settings, http_scheme, http_port) if http_on else settings.public_url
     await services.notifications.start()
     await register_builtin_job_types(services.jobs)
@@ -241,6 +256,12 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
             _every(settings.sweep_interval_seconds, "storage sweep", storage_sweeper(settings, services).sweep)
         ),
     ]
+    if settings.webhooks_send:
+        sender = webhook_sender(settings, services)
+        services.webhooks.on_enqueue.append(sender.wake)
+        services.notifications.on_event.append(sender.wake)
+        background.append(asyncio.create_task(sender.run()))
+        background.append(asyncio.create_task(_every(3600, "webhook log sweep", sender.expire)))
     if on_ready is not None:
         await on_ready(services, port)
     for name in ("", *SERVICE_NAMES):

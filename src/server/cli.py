@@ -66,6 +66,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     on_ready = None
     local_worker = None
     if args.demo:
+        # The README's webhook example posts to a receiver on this machine.
+        settings.webhooks_allow_private = True
         from geopera_kernel.server.demo import (
             LocalWorker,
             bootstrap_demo,

@@ -129,6 +129,26 @@ class Settings:
     # 0 means one per core, at most 4.
     raster_workers: int = field(default_factory=lambda: _env_int("GEOPERA_RASTER_WORKERS", 0))
 
+    # Webhooks may go to loopback and private addresses (never link-local or
+    # reserved ones); off by default (SSRF). `make serve`'s demo turns it on.
+    webhooks_allow_private: bool = field(
+        default_factory=lambda: os.environ.get("GEOPERA_WEBHOOKS_ALLOW_PRIVATE", "") in ("1", "true")
+    )
+    # This replica sends webhook messages from the outbox (every replica may).
+    webhooks_send: bool = field(default_factory=lambda: os.environ.get("GEOPERA_WEBHOOKS_SEND", "1") in ("1", "true"))
+    # One delivery attempt's time limit (connect, send, answer).
+    webhooks_timeout_seconds: float = field(default_factory=lambda: _env_duration("GEOPERA_WEBHOOKS_TIMEOUT", 10.0))
+    # First retry delay; it doubles per attempt (with jitter) up to an hour,
+    # and retries stop once the message is older than the window.
+    webhooks_retry_base_seconds: float = field(
+        default_factory=lambda: _env_duration("GEOPERA_WEBHOOKS_RETRY_BASE", 5.0)
+    )
+    webhooks_retry_window_seconds: float = field(
+        default_factory=lambda: _env_duration("GEOPERA_WEBHOOKS_RETRY_WINDOW", 86400.0)
+    )
+    # Consecutive failed attempts after which a hook is disabled.
+    webhooks_disable_after: int = field(default_factory=lambda: _env_int("GEOPERA_WEBHOOKS_DISABLE_AFTER", 20))
+
     @property
     def storage_root(self) -> Path:
         return self.storage_dir or self.home / "storage"

@@ -13,6 +13,7 @@ from geopera_kernel.server.domain.jobs import JobService, Notifications
 from geopera_kernel.server.domain.lineage import LineageService
 from geopera_kernel.server.domain.outputs import OutputService
 from geopera_kernel.server.domain.streams import StreamLimiter
+from geopera_kernel.server.domain.webhooks import WebhookService
 from geopera_kernel.server.signing import UrlSigner
 from geopera_kernel.server.storage import LocalStorage
 from geopera_kernel.server.store import Database
@@ -37,6 +38,8 @@ class Services:
     # address the HTTP port bound; "" while unknown or with HTTP off).
     public_url: str = ""
     lineage: LineageService = field(init=False)
+    webhooks: WebhookService = field(init=False)
 
     def __post_init__(self) -> None:
         self.lineage = LineageService(self.db)
+        self.webhooks = WebhookService(self.db)

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 from geopera_sdk import Client, RetryPolicy
 
-from tests.conftest import World
-from tests.jobs_support import start_workers, start_world
+from tests.conftest import TEST_SERVER_ENV, World
+from tests.jobs_support import FAST_LEASES, start_workers, start_world
 from tests.support.db import DatabaseFactory
 from tests.support.workers import WorkerProcess
 
@@ -21,7 +21,9 @@ FAST_RETRIES = RetryPolicy(max_attempts=8, initial_backoff=0.05, max_backoff=0.5
 def sdk_world(
     database_factory: DatabaseFactory, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[World, list[WorkerProcess]]]:
-    world = start_world(database_factory.create(), tmp_path_factory.mktemp("sdk"))
+    # Webhooks to a receiver on loopback (tests/sdk/test_sdk_webhooks.py) are allowed.
+    env = {**FAST_LEASES, **TEST_SERVER_ENV, "GEOPERA_WEBHOOKS_ALLOW_PRIVATE": "1"}
+    world = start_world(database_factory.create(), tmp_path_factory.mktemp("sdk"), env)
     workers = start_workers(world, 1, capacity=4)
     yield world, workers
     for worker in workers:

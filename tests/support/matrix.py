@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from google.protobuf import struct_pb2
 from google.protobuf.message import Message
 
-from geopera.v1 import analytics_pb2, auth_pb2, catalog_pb2, credits_pb2, processing_pb2
+from geopera.v1 import analytics_pb2, auth_pb2, catalog_pb2, credits_pb2, processing_pb2, webhooks_pb2
 from tests.conftest import SAMPLES, World
 
 
@@ -65,6 +65,23 @@ def _pending_job(project: str) -> Callable[[World], str]:
         result = world.client(project).execute("processing.create", params)
         assert isinstance(result, processing_pb2.ProcessingCreateResult)
         return result.job.id
+
+    return create
+
+
+# A public address (no DNS lookup): the guard admits it on any server.
+HOOK_URL = "http://93.184.215.14/matrix"
+
+
+def _webhook_params(project: str) -> webhooks_pb2.WebhooksCreateParams:
+    return webhooks_pb2.WebhooksCreateParams(project_id=project, url=HOOK_URL, event_types=["job.failed"])
+
+
+def _hook(project: str) -> Callable[[World], str]:
+    def create(world: World) -> str:
+        result = world.client(project).execute("webhooks.create", _webhook_params(project))
+        assert isinstance(result, webhooks_pb2.WebhooksCreateResult)
+        return result.webhook.id
 
     return create
 
@@ -166,4 +183,21 @@ CASES: dict[str, MatrixCase] = {
         lambda w: analytics_pb2.AnalyticsOperationsGetParams(name="zonal_stats"), None
     ),
     "auth.whoami": MatrixCase(lambda w: auth_pb2.AuthWhoamiParams(), None),
+    "webhooks.create": MatrixCase(lambda w: _webhook_params("alpha"), lambda w: _webhook_params("beta")),
+    "webhooks.list": MatrixCase(
+        lambda w: webhooks_pb2.WebhooksListParams(project_id="alpha"),
+        lambda w: webhooks_pb2.WebhooksListParams(project_id="beta"),
+    ),
+    "webhooks.delete": MatrixCase(
+        lambda w: webhooks_pb2.WebhooksDeleteParams(webhook_id=_hook("alpha")(w)),
+        lambda w: webhooks_pb2.WebhooksDeleteParams(webhook_id=_hook("beta")(w)),
+    ),
+    "webhooks.test": MatrixCase(
+        lambda w: webhooks_pb2.WebhooksTestParams(webhook_id=_hook("alpha")(w)),
+        lambda w: webhooks_pb2.WebhooksTestParams(webhook_id=_hook("beta")(w)),
+    ),
+    "webhooks.deliveries.list": MatrixCase(
+        lambda w: webhooks_pb2.WebhooksDeliveriesListParams(webhook_id=_hook("alpha")(w)),
+        lambda w: webhooks_pb2.WebhooksDeliveriesListParams(webhook_id=_hook("beta")(w)),
+    ),
 }

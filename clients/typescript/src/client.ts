@@ -9,6 +9,7 @@ import * as grpc from "@grpc/grpc-js";
 
 import type { ZonalStatsParams, ZonalStatsResult } from "./analytics.js";
 import { Assets } from "./assets.js";
+import { Webhooks } from "./webhooks.js";
 import { backoffMs, deserializer, readStream, serializer, sleep } from "./calls.js";
 import {
   Code,
@@ -422,6 +423,8 @@ export class GeoperaClient {
   readonly analytics: Analytics;
   /** Downloads (`DownloadAsset`) and signed URLs (`assets.sign`). */
   readonly assets: Assets;
+  /** Webhooks (`webhooks.*`). */
+  readonly webhooks: Webhooks;
   private readonly token: string;
 
   constructor(target: string, token: string, options: ClientOptions = {}) {
@@ -438,6 +441,7 @@ export class GeoperaClient {
     this.jobs = new Jobs(this);
     this.analytics = new Analytics(this);
     this.assets = new Assets(this);
+    this.webhooks = new Webhooks(this);
   }
 
   /** Closes the channel; calls in flight fail. */

@@ -59,6 +59,18 @@ import {
   WorkersListParamsSchema,
   WorkersListResultSchema,
 } from "./gen/geopera/v1/processing_pb.js";
+import {
+  WebhooksCreateParamsSchema,
+  WebhooksCreateResultSchema,
+  WebhooksDeleteParamsSchema,
+  WebhooksDeleteResultSchema,
+  WebhooksDeliveriesListParamsSchema,
+  WebhooksDeliveriesListResultSchema,
+  WebhooksListParamsSchema,
+  WebhooksListResultSchema,
+  WebhooksTestParamsSchema,
+  WebhooksTestResultSchema,
+} from "./gen/geopera/v1/webhooks_pb.js";
 import type { OperationSpec } from "./operations.js";
 
 /**
@@ -248,6 +260,46 @@ export const OPERATIONS = {
     result: ProjectsListResultSchema,
     scope: "catalog:read",
     sideEffect: "read",
+    idempotencyKey: false,
+    repeatable: false,
+  },
+  "webhooks.create": {
+    params: WebhooksCreateParamsSchema,
+    result: WebhooksCreateResultSchema,
+    scope: "processing:process",
+    sideEffect: "write",
+    idempotencyKey: false,
+    repeatable: false,
+  },
+  "webhooks.delete": {
+    params: WebhooksDeleteParamsSchema,
+    result: WebhooksDeleteResultSchema,
+    scope: "processing:process",
+    sideEffect: "write",
+    idempotencyKey: false,
+    repeatable: false,
+  },
+  "webhooks.deliveries.list": {
+    params: WebhooksDeliveriesListParamsSchema,
+    result: WebhooksDeliveriesListResultSchema,
+    scope: "processing:process",
+    sideEffect: "read",
+    idempotencyKey: false,
+    repeatable: false,
+  },
+  "webhooks.list": {
+    params: WebhooksListParamsSchema,
+    result: WebhooksListResultSchema,
+    scope: "processing:process",
+    sideEffect: "read",
+    idempotencyKey: false,
+    repeatable: false,
+  },
+  "webhooks.test": {
+    params: WebhooksTestParamsSchema,
+    result: WebhooksTestResultSchema,
+    scope: "processing:process",
+    sideEffect: "write",
     idempotencyKey: false,
     repeatable: false,
   },

@@ -15,8 +15,9 @@
 // A missing variable fails every test: this suite never skips silently.
 
 import assert from "node:assert/strict";
-import { createHash, randomUUID } from "node:crypto";
+import { createHash, createHmac, randomUUID } from "node:crypto";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import http from "node:http";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -181,6 +182,47 @@ describe("live server", () => {
   });
 
   after(() => client?.close());
+
+  test("webhooks: create, test (a signed POST to a local receiver), deliveries, delete", async () => {
+    const received: { headers: http.IncomingHttpHeaders; body: string }[] = [];
+    const receiver = http.createServer((request, response) => {
+      let body = "";
+      request.on("data", (chunk) => (body += chunk));
+      request.on("end", () => {
+        received.push({ headers: request.headers, body });
+        response.end("ok");
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+    try {
+      const { port } = receiver.address() as net.AddressInfo;
+      const created = await client.webhooks.create("demo", `http://127.0.0.1:${port}/hook`);
+      assert.ok(created.secret.startsWith("whsec_"));
+      assert.deepEqual(created.webhook!.eventTypes, ["job.succeeded", "job.failed", "job.cancelled"]);
+      assert.ok((await client.webhooks.list("demo")).some((hook) => hook.id === created.webhook!.id));
+      const messageId = await client.webhooks.test(created.webhook!.id);
+      for (let i = 0; i < 100 && received.length === 0; i++) await new Promise((r) => setTimeout(r, 100));
+      const [message] = received;
+      assert.ok(message, "no webhook request arrived");
+      assert.equal(message.headers["webhook-id"], messageId);
+      // Standard Webhooks: v1,<base64 HMAC-SHA256 of "id.timestamp.body"> keyed by the decoded secret.
+      const key = Buffer.from(created.secret.slice("whsec_".length), "base64");
+      const signed = `${messageId}.${message.headers["webhook-timestamp"]}.${message.body}`;
+      const expected = "v1," + createHmac("sha256", key).update(signed).digest("base64");
+      assert.equal(message.headers["webhook-signature"], expected);
+      assert.equal(JSON.parse(message.body).type, "webhook.test");
+      let attempts = await client.webhooks.deliveries(created.webhook!.id);
+      for (let i = 0; i < 50 && attempts.length === 0; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        attempts = await client.webhooks.deliveries(created.webhook!.id);
+      }
+      assert.equal(attempts[0]?.statusCode, 200);
+      assert.equal((await client.webhooks.delete(created.webhook!.id)).id, created.webhook!.id);
+      await rejectsWith(client.webhooks.test(created.webhook!.id), NotFoundError, Code.NOT_FOUND, "WEBHOOK_NOT_FOUND");
+    } finally {
+      receiver.close();
+    }
+  });
 
   test("items.get and items.list return typed items", async () => {
     const item = await client.items.get(env.GEOPERA_ITEM_ID);

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-from geopera_kernel.server.api import ops_analytics, ops_catalog, ops_processing
+from geopera_kernel.server.api import ops_analytics, ops_catalog, ops_processing, ops_webhooks
 from geopera_kernel.server.api.registry import OperationRegistry
 
 
 def build_registry() -> OperationRegistry:
     registry = OperationRegistry()
-    for operation in (*ops_catalog.OPERATIONS, *ops_processing.OPERATIONS, *ops_analytics.OPERATIONS):
-        registry.register(operation)
+    for ops in (ops_catalog, ops_processing, ops_analytics, ops_webhooks):
+        for operation in ops.OPERATIONS:
+            registry.register(operation)
     return registry

@@ -26,6 +26,7 @@ from geopera.v1 import (
     kernel_pb2_grpc,
     processing_pb2,
     resources_pb2,
+    webhooks_pb2,
 )
 from geopera_sdk._analytics import AnalyticsResult, MethodSpec, make_method
 from geopera_sdk._base import (
@@ -121,6 +122,7 @@ class Client:
         self.job_types = JobTypes(self)
         self.workers = Workers(self)
         self.analytics = Analytics(self)
+        self.webhooks = Webhooks(self)
 
     @property
     def retry_policy(self) -> RetryPolicy:
@@ -487,6 +489,54 @@ class Credits(_Namespace):
             )
             page = self._run("credits.ledger.list", params)
             return page.entries, page.next_page_token
+
+        return paginate(fetch, max_items)
+
+
+class Webhooks(_Namespace):
+    """Webhooks (`webhooks.*`): a project's job events POSTed to a URL, signed
+    as Standard Webhooks (verify them with the `standardwebhooks` package)."""
+
+    def create(
+        self, project_id: str, url: str, event_types: Iterable[str] = ("job.succeeded", "job.failed", "job.cancelled")
+    ) -> webhooks_pb2.WebhooksCreateResult:
+        """`webhooks.create`: the hook and its `secret` (returned this once: keep it)."""
+        params = webhooks_pb2.WebhooksCreateParams(project_id=project_id, url=url, event_types=list(event_types))
+        return self._get("webhooks.create", params, webhooks_pb2.WebhooksCreateResult)
+
+    def list(
+        self, project_id: str, *, page_size: int | None = None, max_items: int | None = None
+    ) -> Iterator[webhooks_pb2.Webhook]:
+        """`webhooks.list`: the project's hooks, oldest first."""
+
+        def fetch(token: str) -> tuple[Sequence[webhooks_pb2.Webhook], str]:
+            params = webhooks_pb2.WebhooksListParams(project_id=project_id, page_size=page_size or 0, page_token=token)
+            page = self._run("webhooks.list", params)
+            return page.webhooks, page.next_page_token
+
+        return paginate(fetch, max_items)
+
+    def delete(self, webhook_id: str) -> webhooks_pb2.Webhook:
+        """`webhooks.delete`: nothing more is sent to the hook."""
+        params = webhooks_pb2.WebhooksDeleteParams(webhook_id=webhook_id)
+        return self._get("webhooks.delete", params, webhooks_pb2.WebhooksDeleteResult).webhook
+
+    def test(self, webhook_id: str) -> str:
+        """`webhooks.test`: sends a `webhook.test` message; its `webhook-id`."""
+        params = webhooks_pb2.WebhooksTestParams(webhook_id=webhook_id)
+        return self._get("webhooks.test", params, webhooks_pb2.WebhooksTestResult).message_id
+
+    def deliveries(
+        self, webhook_id: str, *, page_size: int | None = None, max_items: int | None = None
+    ) -> Iterator[webhooks_pb2.WebhookAttempt]:
+        """`webhooks.deliveries.list`: the hook's delivery attempts, newest first."""
+
+        def fetch(token: str) -> tuple[Sequence[webhooks_pb2.WebhookAttempt], str]:
+            params = webhooks_pb2.WebhooksDeliveriesListParams(
+                webhook_id=webhook_id, page_size=page_size or 0, page_token=token
+            )
+            page = self._run("webhooks.deliveries.list", params)
+            return page.attempts, page.next_page_token
 
         return paginate(fetch, max_items)
 

@@ -39,5 +39,10 @@ OPERATIONS: dict[str, Declared] = {
     "processing.jobs.logs": Declared("processing:read", "read", False, False),
     "projects.get": Declared("catalog:read", "read", False, False),
     "projects.list": Declared("catalog:read", "read", False, False),
+    "webhooks.create": Declared("processing:process", "write", False, False),
+    "webhooks.delete": Declared("processing:process", "write", False, False),
+    "webhooks.deliveries.list": Declared("processing:process", "read", False, False),
+    "webhooks.list": Declared("processing:process", "read", False, False),
+    "webhooks.test": Declared("processing:process", "write", False, False),
     "workers.list": Declared("admin", "read", False, False),
 }

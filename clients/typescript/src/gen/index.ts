@@ -11,6 +11,7 @@ import { file_geopera_v1_kernel } from "./geopera/v1/kernel_pb.js";
 import { file_geopera_v1_options } from "./geopera/v1/options_pb.js";
 import { file_geopera_v1_processing } from "./geopera/v1/processing_pb.js";
 import { file_geopera_v1_resources } from "./geopera/v1/resources_pb.js";
+import { file_geopera_v1_webhooks } from "./geopera/v1/webhooks_pb.js";
 import { file_geopera_v1_worker } from "./geopera/v1/worker_pb.js";
 import { file_google_rpc_error_details } from "./google/rpc/error_details_pb.js";
 import { file_google_rpc_status } from "./google/rpc/status_pb.js";
@@ -26,6 +27,7 @@ export const generatedFiles: readonly GenFile[] = [
   file_geopera_v1_options,
   file_geopera_v1_processing,
   file_geopera_v1_resources,
+  file_geopera_v1_webhooks,
   file_geopera_v1_worker,
   file_google_rpc_error_details,
   file_google_rpc_status,

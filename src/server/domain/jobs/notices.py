@@ -110,6 +110,8 @@ class Notifications:
         # resume (watchers) or reconnect (workers) elsewhere without waiting
         # out the shutdown grace period.
         self.closing = asyncio.Event()
+        # Called on every job event (the webhook sender: the event may have enqueued messages).
+        self.on_event: list[Callable[[], None]] = []
 
     async def start(self) -> None:
         await self._listener.start()
@@ -120,6 +122,8 @@ class Notifications:
     def _deliver(self, channel: str, payload: str) -> None:
         if channel == EVENTS_CHANNEL:
             note = EventNotice.decode(payload)
+            for wake in self.on_event:
+                wake()
             for watch in self._job_watchers.get(note.job_id, ()):
                 watch.pending.append(note)
                 watch.wake.set()
