@@ -27,29 +27,35 @@ from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17geopera/v1/kernel.proto\x12\ngeopera.v1\x1a\x1ageopera/v1/resources.proto\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"`\n\x0e\x45xecuteRequest\x12\x11\n\toperation\x18\x01 \x01(\t\x12$\n\x06params\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"J\n\x0f\x45xecuteResponse\x12\x11\n\toperation\x18\x01 \x01(\t\x12$\n\x06result\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"\x86\x01\n\x10WatchJobResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12.\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x03job\x18\x03 \x01(\x0b\x32\x0f.geopera.v1.Job\x12\x12\n\nevent_type\x18\x04 \x01(\t\"\x99\x01\n\x12UploadAssetRequest\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x14\n\x0cwrite_offset\x18\x05 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12\x14\n\x0c\x66inish_write\x18\x07 \x01(\x08\"\x81\x01\n\x13UploadAssetResponse\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63ommitted_size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x14\x44ownloadAssetRequest\x12\x15\n\rresource_name\x18\x01 \x01(\t\x12\x13\n\x0bread_offset\x18\x02 \x01(\x03\x12\x12\n\nread_limit\x18\x03 \x01(\x03\"m\n\x15\x44ownloadAssetResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x12\n\nmedia_type\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t2\xc6\x02\n\rKernelService\x12\x42\n\x07\x45xecute\x12\x1a.geopera.v1.ExecuteRequest\x1a\x1b.geopera.v1.ExecuteResponse\x12G\n\x08WatchJob\x12\x1b.geopera.v1.WatchJobRequest\x1a\x1c.geopera.v1.WatchJobResponse0\x01\x12P\n\x0bUploadAsset\x12\x1e.geopera.v1.UploadAssetRequest\x1a\x1f.geopera.v1.UploadAssetResponse(\x01\x12V\n\rDownloadAsset\x12 .geopera.v1.DownloadAssetRequest\x1a!.geopera.v1.DownloadAssetResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17geopera/v1/kernel.proto\x12\ngeopera.v1\x1a\x1ageopera/v1/resources.proto\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"`\n\x0e\x45xecuteRequest\x12\x11\n\toperation\x18\x01 \x01(\t\x12$\n\x06params\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"J\n\x0f\x45xecuteResponse\x12\x11\n\toperation\x18\x01 \x01(\t\x12$\n\x06result\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"\xf6\x01\n\x10WatchJobsRequest\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.geopera.v1.JobStatus\x12\x13\n\x0bjob_type_id\x18\x04 \x01(\t\x12I\n\x0f\x61\x66ter_sequences\x18\x05 \x03(\x0b\x32\x30.geopera.v1.WatchJobsRequest.AfterSequencesEntry\x1a\x35\n\x13\x41\x66terSequencesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x86\x01\n\x10WatchJobResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12.\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x03job\x18\x03 \x01(\x0b\x32\x0f.geopera.v1.Job\x12\x12\n\nevent_type\x18\x04 \x01(\t\"\x99\x01\n\x12UploadAssetRequest\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x14\n\x0cwrite_offset\x18\x05 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12\x14\n\x0c\x66inish_write\x18\x07 \x01(\x08\"\x81\x01\n\x13UploadAssetResponse\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63ommitted_size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x14\x44ownloadAssetRequest\x12\x15\n\rresource_name\x18\x01 \x01(\t\x12\x13\n\x0bread_offset\x18\x02 \x01(\x03\x12\x12\n\nread_limit\x18\x03 \x01(\x03\"m\n\x15\x44ownloadAssetResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x12\n\nmedia_type\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t2\x91\x03\n\rKernelService\x12\x42\n\x07\x45xecute\x12\x1a.geopera.v1.ExecuteRequest\x1a\x1b.geopera.v1.ExecuteResponse\x12G\n\x08WatchJob\x12\x1b.geopera.v1.WatchJobRequest\x1a\x1c.geopera.v1.WatchJobResponse0\x01\x12I\n\tWatchJobs\x12\x1c.geopera.v1.WatchJobsRequest\x1a\x1c.geopera.v1.WatchJobResponse0\x01\x12P\n\x0bUploadAsset\x12\x1e.geopera.v1.UploadAssetRequest\x1a\x1f.geopera.v1.UploadAssetResponse(\x01\x12V\n\rDownloadAsset\x12 .geopera.v1.DownloadAssetRequest\x1a!.geopera.v1.DownloadAssetResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'geopera.v1.kernel_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_WATCHJOBSREQUEST_AFTERSEQUENCESENTRY']._loaded_options = None
+  _globals['_WATCHJOBSREQUEST_AFTERSEQUENCESENTRY']._serialized_options = b'8\001'
   _globals['_EXECUTEREQUEST']._serialized_start=127
   _globals['_EXECUTEREQUEST']._serialized_end=223
   _globals['_EXECUTERESPONSE']._serialized_start=225
   _globals['_EXECUTERESPONSE']._serialized_end=299
   _globals['_WATCHJOBREQUEST']._serialized_start=301
   _globals['_WATCHJOBREQUEST']._serialized_end=358
-  _globals['_WATCHJOBRESPONSE']._serialized_start=361
-  _globals['_WATCHJOBRESPONSE']._serialized_end=495
-  _globals['_UPLOADASSETREQUEST']._serialized_start=498
-  _globals['_UPLOADASSETREQUEST']._serialized_end=651
-  _globals['_UPLOADASSETRESPONSE']._serialized_start=654
-  _globals['_UPLOADASSETRESPONSE']._serialized_end=783
-  _globals['_DOWNLOADASSETREQUEST']._serialized_start=785
-  _globals['_DOWNLOADASSETREQUEST']._serialized_end=871
-  _globals['_DOWNLOADASSETRESPONSE']._serialized_start=873
-  _globals['_DOWNLOADASSETRESPONSE']._serialized_end=982
-  _globals['_KERNELSERVICE']._serialized_start=985
-  _globals['_KERNELSERVICE']._serialized_end=1311
+  _globals['_WATCHJOBSREQUEST']._serialized_start=361
+  _globals['_WATCHJOBSREQUEST']._serialized_end=607
+  _globals['_WATCHJOBSREQUEST_AFTERSEQUENCESENTRY']._serialized_start=554
+  _globals['_WATCHJOBSREQUEST_AFTERSEQUENCESENTRY']._serialized_end=607
+  _globals['_WATCHJOBRESPONSE']._serialized_start=610
+  _globals['_WATCHJOBRESPONSE']._serialized_end=744
+  _globals['_UPLOADASSETREQUEST']._serialized_start=747
+  _globals['_UPLOADASSETREQUEST']._serialized_end=900
+  _globals['_UPLOADASSETRESPONSE']._serialized_start=903
+  _globals['_UPLOADASSETRESPONSE']._serialized_end=1032
+  _globals['_DOWNLOADASSETREQUEST']._serialized_start=1034
+  _globals['_DOWNLOADASSETREQUEST']._serialized_end=1120
+  _globals['_DOWNLOADASSETRESPONSE']._serialized_start=1122
+  _globals['_DOWNLOADASSETRESPONSE']._serialized_end=1231
+  _globals['_KERNELSERVICE']._serialized_start=1234
+  _globals['_KERNELSERVICE']._serialized_end=1635
 # @@protoc_insertion_point(module_scope)

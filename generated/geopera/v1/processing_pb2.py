@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bgeopera/v1/processing.proto\x12\ngeopera.v1\x1a\x18geopera/v1/options.proto\x1a\x1ageopera/v1/resources.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x01\n\x18\x43lipCreateFromItemParams\x12\x16\n\x0esource_item_id\x18\x01 \x01(\t\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12-\n\x0c\x61oi_geometry\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nasset_keys\x18\x04 \x03(\t\x12\x13\n\x0boutput_name\x18\x05 \x01(\t\x12\x1c\n\x14target_collection_id\x18\x06 \x01(\t:3\x9a\xb8\x18/\n\x15\x63lip.create_from_item\x12\x12processing:process\x18\x03 \x01\"\xbe\x01\n\x18\x43lipCreateFromItemResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\x12\x16\n\x0e\x61ssets_to_clip\x18\x02 \x01(\x05\x12\x12\n\nasset_keys\x18\x03 \x03(\t\x12,\n\x08\x64ispatch\x18\x04 \x01(\x0b\x32\x1a.geopera.v1.DispatchResult\x12*\n\x08\x65stimate\x18\x05 \x01(\x0b\x32\x18.geopera.v1.CostEstimate\"\xbf\x01\n\x16ProcessingCreateParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x13\n\x0bjob_type_id\x18\x02 \x01(\t\x12-\n\x0cinput_params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1c\n\x14target_collection_id\x18\x04 \x01(\t:/\x9a\xb8\x18+\n\x11processing.create\x12\x12processing:process\x18\x03 \x01\"b\n\x16ProcessingCreateResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\x12*\n\x08\x65stimate\x18\x02 \x01(\x0b\x32\x18.geopera.v1.CostEstimate\"\xd7\x01\n!ProcessingCreateAndDispatchParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x13\n\x0bjob_type_id\x18\x02 \x01(\t\x12-\n\x0cinput_params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1c\n\x14target_collection_id\x18\x04 \x01(\t:<\x9a\xb8\x18\x38\n\x1eprocessing.create_and_dispatch\x12\x12processing:process\x18\x03 \x01\"\x9b\x01\n!ProcessingCreateAndDispatchResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\x12,\n\x08\x64ispatch\x18\x02 \x01(\x0b\x32\x1a.geopera.v1.DispatchResult\x12*\n\x08\x65stimate\x18\x03 \x01(\x0b\x32\x18.geopera.v1.CostEstimate\"]\n\x18ProcessingDispatchParams\x12\x0e\n\x06job_id\x18\x01 \x01(\t:1\x9a\xb8\x18-\n\x13processing.dispatch\x12\x12processing:process\x18\x03 \x01\"\x92\x01\n\x18ProcessingDispatchResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\x12,\n\x08\x64ispatch\x18\x02 \x01(\x0b\x32\x1a.geopera.v1.DispatchResult\x12*\n\x08\x65stimate\x18\x03 \x01(\x0b\x32\x18.geopera.v1.CostEstimate\"\xcf\x02\n\x18ProcessingJobsListParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.geopera.v1.JobStatus\x12\x13\n\x0bjob_type_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x35\n\x11\x63reate_time_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x63reate_time_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x04view\x18\x08 \x01(\x0e\x32\x13.geopera.v1.JobView:-\x9a\xb8\x18)\n\x14processing.jobs.list\x12\x0fprocessing:read\x18\x01\"R\n\x18ProcessingJobsListResult\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.geopera.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"W\n\x17ProcessingJobsGetParams\x12\x0e\n\x06job_id\x18\x01 \x01(\t:,\x9a\xb8\x18(\n\x13processing.jobs.get\x12\x0fprocessing:read\x18\x01\"7\n\x17ProcessingJobsGetResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\"r\n\x1aProcessingJobsCancelParams\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t:4\x9a\xb8\x18\x30\n\x16processing.jobs.cancel\x12\x12processing:process\x18\x02(\x01\":\n\x1aProcessingJobsCancelResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\"R\n\x1cProcessingJobTypesListParams:2\x9a\xb8\x18.\n\x19processing.job_types.list\x12\x0fprocessing:read\x18\x01\"F\n\x1cProcessingJobTypesListResult\x12&\n\tjob_types\x18\x01 \x03(\x0b\x32\x13.geopera.v1.JobType\"e\n\x1bProcessingJobTypesGetParams\x12\x13\n\x0bjob_type_id\x18\x01 \x01(\t:1\x9a\xb8\x18-\n\x18processing.job_types.get\x12\x0fprocessing:read\x18\x01\"D\n\x1bProcessingJobTypesGetResult\x12%\n\x08job_type\x18\x01 \x01(\x0b\x32\x13.geopera.v1.JobType\"N\n\x11WorkersListParams\x12\x1c\n\x14include_disconnected\x18\x01 \x01(\x08:\x1b\x9a\xb8\x18\x17\n\x0cworkers.list\x12\x05\x61\x64min\x18\x01\"8\n\x11WorkersListResult\x12#\n\x07workers\x18\x01 \x03(\x0b\x32\x12.geopera.v1.Worker*J\n\x07JobView\x12\x18\n\x14JOB_VIEW_UNSPECIFIED\x10\x00\x12\x12\n\x0eJOB_VIEW_BASIC\x10\x01\x12\x11\n\rJOB_VIEW_FULL\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bgeopera/v1/processing.proto\x12\ngeopera.v1\x1a\x18geopera/v1/options.proto\x1a\x1ageopera/v1/resources.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf1\x01\n\x18\x43lipCreateFromItemParams\x12\x16\n\x0esource_item_id\x18\x01 \x01(\t\x12\x12\n\nproject_id\x18\x02 \x01(\t\x12-\n\x0c\x61oi_geometry\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nasset_keys\x18\x04 \x03(\t\x12\x13\n\x0boutput_name\x18\x05 \x01(\t\x12\x1c\n\x14target_collection_id\x18\x06 \x01(\t:3\x9a\xb8\x18/\n\x15\x63lip.create_from_item\x12\x12processing:process\x18\x03 \x01\"\xbe\x01\n\x18\x43lipCreateFromItemResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\x12\x16\n\x0e\x61ssets_to_clip\x18\x02 \x01(\x05\x12\x12\n\nasset_keys\x18\x03 \x03(\t\x12,\n\x08\x64ispatch\x18\x04 \x01(\x0b\x32\x1a.geopera.v1.DispatchResult\x12*\n\x08\x65stimate\x18\x05 \x01(\x0b\x32\x18.geopera.v1.CostEstimate\"\xbf\x01\n\x16ProcessingCreateParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x13\n\x0bjob_type_id\x18\x02 \x01(\t\x12-\n\x0cinput_params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1c\n\x14target_collection_id\x18\x04 \x01(\t:/\x9a\xb8\x18+\n\x11processing.create\x12\x12processing:process\x18\x03 \x01\"b\n\x16ProcessingCreateResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\x12*\n\x08\x65stimate\x18\x02 \x01(\x0b\x32\x18.geopera.v1.CostEstimate\"\xd7\x01\n!ProcessingCreateAndDispatchParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x13\n\x0bjob_type_id\x18\x02 \x01(\t\x12-\n\x0cinput_params\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1c\n\x14target_collection_id\x18\x04 \x01(\t:<\x9a\xb8\x18\x38\n\x1eprocessing.create_and_dispatch\x12\x12processing:process\x18\x03 \x01\"\x9b\x01\n!ProcessingCreateAndDispatchResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\x12,\n\x08\x64ispatch\x18\x02 \x01(\x0b\x32\x1a.geopera.v1.DispatchResult\x12*\n\x08\x65stimate\x18\x03 \x01(\x0b\x32\x18.geopera.v1.CostEstimate\"\x95\x01\n\x1cProcessingJobsResubmitParams\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12-\n\x0cinput_params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct:6\x9a\xb8\x18\x32\n\x18processing.jobs.resubmit\x12\x12processing:process\x18\x03 \x01\"\x96\x01\n\x1cProcessingJobsResubmitResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\x12,\n\x08\x64ispatch\x18\x02 \x01(\x0b\x32\x1a.geopera.v1.DispatchResult\x12*\n\x08\x65stimate\x18\x03 \x01(\x0b\x32\x18.geopera.v1.CostEstimate\"s\n\x0f\x42\x61tchJobRequest\x12\x13\n\x0bjob_type_id\x18\x01 \x01(\t\x12-\n\x0cinput_params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1c\n\x14target_collection_id\x18\x03 \x01(\t\"`\n\x11\x42\x61tchRequestError\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\r\n\x05\x66ield\x18\x05 \x01(\t\"\xc1\x01\n\x1bProcessingCreateBatchParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12-\n\x08requests\x18\x02 \x03(\x0b\x32\x1b.geopera.v1.BatchJobRequest\x12\x16\n\x0e\x61ll_or_nothing\x18\x03 \x01(\x08\x12\x10\n\x08\x64ispatch\x18\x04 \x01(\x08:5\x9a\xb8\x18\x31\n\x17processing.create_batch\x12\x12processing:process\x18\x03 \x01\"\xae\x01\n\x1bProcessingCreateBatchResult\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.geopera.v1.Job\x12-\n\x06\x65rrors\x18\x02 \x03(\x0b\x32\x1d.geopera.v1.BatchRequestError\x12\x10\n\x08\x62\x61tch_id\x18\x03 \x01(\t\x12\x18\n\x10\x63redits_reserved\x18\x04 \x01(\x03\x12\x15\n\rcreated_count\x18\x05 \x01(\x05\"]\n\x18ProcessingDispatchParams\x12\x0e\n\x06job_id\x18\x01 \x01(\t:1\x9a\xb8\x18-\n\x13processing.dispatch\x12\x12processing:process\x18\x03 \x01\"\x92\x01\n\x18ProcessingDispatchResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\x12,\n\x08\x64ispatch\x18\x02 \x01(\x0b\x32\x1a.geopera.v1.DispatchResult\x12*\n\x08\x65stimate\x18\x03 \x01(\x0b\x32\x18.geopera.v1.CostEstimate\"\xcf\x02\n\x18ProcessingJobsListParams\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.geopera.v1.JobStatus\x12\x13\n\x0bjob_type_id\x18\x03 \x01(\t\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x35\n\x11\x63reate_time_start\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x63reate_time_end\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12!\n\x04view\x18\x08 \x01(\x0e\x32\x13.geopera.v1.JobView:-\x9a\xb8\x18)\n\x14processing.jobs.list\x12\x0fprocessing:read\x18\x01\"R\n\x18ProcessingJobsListResult\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.geopera.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"W\n\x17ProcessingJobsGetParams\x12\x0e\n\x06job_id\x18\x01 \x01(\t:,\x9a\xb8\x18(\n\x13processing.jobs.get\x12\x0fprocessing:read\x18\x01\"7\n\x17ProcessingJobsGetResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\"r\n\x1aProcessingJobsCancelParams\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t:4\x9a\xb8\x18\x30\n\x16processing.jobs.cancel\x12\x12processing:process\x18\x02(\x01\":\n\x1aProcessingJobsCancelResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\"R\n\x1cProcessingJobTypesListParams:2\x9a\xb8\x18.\n\x19processing.job_types.list\x12\x0fprocessing:read\x18\x01\"F\n\x1cProcessingJobTypesListResult\x12&\n\tjob_types\x18\x01 \x03(\x0b\x32\x13.geopera.v1.JobType\"e\n\x1bProcessingJobTypesGetParams\x12\x13\n\x0bjob_type_id\x18\x01 \x01(\t:1\x9a\xb8\x18-\n\x18processing.job_types.get\x12\x0fprocessing:read\x18\x01\"D\n\x1bProcessingJobTypesGetResult\x12%\n\x08job_type\x18\x01 \x01(\x0b\x32\x13.geopera.v1.JobType\"N\n\x11WorkersListParams\x12\x1c\n\x14include_disconnected\x18\x01 \x01(\x08:\x1b\x9a\xb8\x18\x17\n\x0cworkers.list\x12\x05\x61\x64min\x18\x01\"8\n\x11WorkersListResult\x12#\n\x07workers\x18\x01 \x03(\x0b\x32\x12.geopera.v1.Worker*J\n\x07JobView\x12\x18\n\x14JOB_VIEW_UNSPECIFIED\x10\x00\x12\x12\n\x0eJOB_VIEW_BASIC\x10\x01\x12\x11\n\rJOB_VIEW_FULL\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROCESSINGCREATEPARAMS']._serialized_options = b'\232\270\030+\n\021processing.create\022\022processing:process\030\003 \001'
   _globals['_PROCESSINGCREATEANDDISPATCHPARAMS']._loaded_options = None
   _globals['_PROCESSINGCREATEANDDISPATCHPARAMS']._serialized_options = b'\232\270\0308\n\036processing.create_and_dispatch\022\022processing:process\030\003 \001'
+  _globals['_PROCESSINGJOBSRESUBMITPARAMS']._loaded_options = None
+  _globals['_PROCESSINGJOBSRESUBMITPARAMS']._serialized_options = b'\232\270\0302\n\030processing.jobs.resubmit\022\022processing:process\030\003 \001'
+  _globals['_PROCESSINGCREATEBATCHPARAMS']._loaded_options = None
+  _globals['_PROCESSINGCREATEBATCHPARAMS']._serialized_options = b'\232\270\0301\n\027processing.create_batch\022\022processing:process\030\003 \001'
   _globals['_PROCESSINGDISPATCHPARAMS']._loaded_options = None
   _globals['_PROCESSINGDISPATCHPARAMS']._serialized_options = b'\232\270\030-\n\023processing.dispatch\022\022processing:process\030\003 \001'
   _globals['_PROCESSINGJOBSLISTPARAMS']._loaded_options = None
@@ -55,8 +59,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROCESSINGJOBTYPESGETPARAMS']._serialized_options = b'\232\270\030-\n\030processing.job_types.get\022\017processing:read\030\001'
   _globals['_WORKERSLISTPARAMS']._loaded_options = None
   _globals['_WORKERSLISTPARAMS']._serialized_options = b'\232\270\030\027\n\014workers.list\022\005admin\030\001'
-  _globals['_JOBVIEW']._serialized_start=2722
-  _globals['_JOBVIEW']._serialized_end=2796
+  _globals['_JOBVIEW']._serialized_start=3615
+  _globals['_JOBVIEW']._serialized_end=3689
   _globals['_CLIPCREATEFROMITEMPARAMS']._serialized_start=161
   _globals['_CLIPCREATEFROMITEMPARAMS']._serialized_end=402
   _globals['_CLIPCREATEFROMITEMRESULT']._serialized_start=405
@@ -69,32 +73,44 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROCESSINGCREATEANDDISPATCHPARAMS']._serialized_end=1107
   _globals['_PROCESSINGCREATEANDDISPATCHRESULT']._serialized_start=1110
   _globals['_PROCESSINGCREATEANDDISPATCHRESULT']._serialized_end=1265
-  _globals['_PROCESSINGDISPATCHPARAMS']._serialized_start=1267
-  _globals['_PROCESSINGDISPATCHPARAMS']._serialized_end=1360
-  _globals['_PROCESSINGDISPATCHRESULT']._serialized_start=1363
-  _globals['_PROCESSINGDISPATCHRESULT']._serialized_end=1509
-  _globals['_PROCESSINGJOBSLISTPARAMS']._serialized_start=1512
-  _globals['_PROCESSINGJOBSLISTPARAMS']._serialized_end=1847
-  _globals['_PROCESSINGJOBSLISTRESULT']._serialized_start=1849
-  _globals['_PROCESSINGJOBSLISTRESULT']._serialized_end=1931
-  _globals['_PROCESSINGJOBSGETPARAMS']._serialized_start=1933
-  _globals['_PROCESSINGJOBSGETPARAMS']._serialized_end=2020
-  _globals['_PROCESSINGJOBSGETRESULT']._serialized_start=2022
-  _globals['_PROCESSINGJOBSGETRESULT']._serialized_end=2077
-  _globals['_PROCESSINGJOBSCANCELPARAMS']._serialized_start=2079
-  _globals['_PROCESSINGJOBSCANCELPARAMS']._serialized_end=2193
-  _globals['_PROCESSINGJOBSCANCELRESULT']._serialized_start=2195
-  _globals['_PROCESSINGJOBSCANCELRESULT']._serialized_end=2253
-  _globals['_PROCESSINGJOBTYPESLISTPARAMS']._serialized_start=2255
-  _globals['_PROCESSINGJOBTYPESLISTPARAMS']._serialized_end=2337
-  _globals['_PROCESSINGJOBTYPESLISTRESULT']._serialized_start=2339
-  _globals['_PROCESSINGJOBTYPESLISTRESULT']._serialized_end=2409
-  _globals['_PROCESSINGJOBTYPESGETPARAMS']._serialized_start=2411
-  _globals['_PROCESSINGJOBTYPESGETPARAMS']._serialized_end=2512
-  _globals['_PROCESSINGJOBTYPESGETRESULT']._serialized_start=2514
-  _globals['_PROCESSINGJOBTYPESGETRESULT']._serialized_end=2582
-  _globals['_WORKERSLISTPARAMS']._serialized_start=2584
-  _globals['_WORKERSLISTPARAMS']._serialized_end=2662
-  _globals['_WORKERSLISTRESULT']._serialized_start=2664
-  _globals['_WORKERSLISTRESULT']._serialized_end=2720
+  _globals['_PROCESSINGJOBSRESUBMITPARAMS']._serialized_start=1268
+  _globals['_PROCESSINGJOBSRESUBMITPARAMS']._serialized_end=1417
+  _globals['_PROCESSINGJOBSRESUBMITRESULT']._serialized_start=1420
+  _globals['_PROCESSINGJOBSRESUBMITRESULT']._serialized_end=1570
+  _globals['_BATCHJOBREQUEST']._serialized_start=1572
+  _globals['_BATCHJOBREQUEST']._serialized_end=1687
+  _globals['_BATCHREQUESTERROR']._serialized_start=1689
+  _globals['_BATCHREQUESTERROR']._serialized_end=1785
+  _globals['_PROCESSINGCREATEBATCHPARAMS']._serialized_start=1788
+  _globals['_PROCESSINGCREATEBATCHPARAMS']._serialized_end=1981
+  _globals['_PROCESSINGCREATEBATCHRESULT']._serialized_start=1984
+  _globals['_PROCESSINGCREATEBATCHRESULT']._serialized_end=2158
+  _globals['_PROCESSINGDISPATCHPARAMS']._serialized_start=2160
+  _globals['_PROCESSINGDISPATCHPARAMS']._serialized_end=2253
+  _globals['_PROCESSINGDISPATCHRESULT']._serialized_start=2256
+  _globals['_PROCESSINGDISPATCHRESULT']._serialized_end=2402
+  _globals['_PROCESSINGJOBSLISTPARAMS']._serialized_start=2405
+  _globals['_PROCESSINGJOBSLISTPARAMS']._serialized_end=2740
+  _globals['_PROCESSINGJOBSLISTRESULT']._serialized_start=2742
+  _globals['_PROCESSINGJOBSLISTRESULT']._serialized_end=2824
+  _globals['_PROCESSINGJOBSGETPARAMS']._serialized_start=2826
+  _globals['_PROCESSINGJOBSGETPARAMS']._serialized_end=2913
+  _globals['_PROCESSINGJOBSGETRESULT']._serialized_start=2915
+  _globals['_PROCESSINGJOBSGETRESULT']._serialized_end=2970
+  _globals['_PROCESSINGJOBSCANCELPARAMS']._serialized_start=2972
+  _globals['_PROCESSINGJOBSCANCELPARAMS']._serialized_end=3086
+  _globals['_PROCESSINGJOBSCANCELRESULT']._serialized_start=3088
+  _globals['_PROCESSINGJOBSCANCELRESULT']._serialized_end=3146
+  _globals['_PROCESSINGJOBTYPESLISTPARAMS']._serialized_start=3148
+  _globals['_PROCESSINGJOBTYPESLISTPARAMS']._serialized_end=3230
+  _globals['_PROCESSINGJOBTYPESLISTRESULT']._serialized_start=3232
+  _globals['_PROCESSINGJOBTYPESLISTRESULT']._serialized_end=3302
+  _globals['_PROCESSINGJOBTYPESGETPARAMS']._serialized_start=3304
+  _globals['_PROCESSINGJOBTYPESGETPARAMS']._serialized_end=3405
+  _globals['_PROCESSINGJOBTYPESGETRESULT']._serialized_start=3407
+  _globals['_PROCESSINGJOBTYPESGETRESULT']._serialized_end=3475
+  _globals['_WORKERSLISTPARAMS']._serialized_start=3477
+  _globals['_WORKERSLISTPARAMS']._serialized_end=3555
+  _globals['_WORKERSLISTRESULT']._serialized_start=3557
+  _globals['_WORKERSLISTRESULT']._serialized_end=3613
 # @@protoc_insertion_point(module_scope)

@@ -3,12 +3,18 @@
 
 from __future__ import annotations
 
-from geopera_kernel.server.api import ops_analytics, ops_catalog, ops_processing
+from geopera_kernel.server.api import ops_analytics, ops_batches, ops_catalog, ops_processing
 from geopera_kernel.server.api.registry import OperationRegistry
 
 
 def build_registry() -> OperationRegistry:
     registry = OperationRegistry()
-    for operation in (*ops_catalog.OPERATIONS, *ops_processing.OPERATIONS, *ops_analytics.OPERATIONS):
+    operations = (
+        *ops_catalog.OPERATIONS,
+        *ops_processing.OPERATIONS,
+        *ops_batches.OPERATIONS,
+        *ops_analytics.OPERATIONS,
+    )
+    for operation in operations:
         registry.register(operation)
     return registry

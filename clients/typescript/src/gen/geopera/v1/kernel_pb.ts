@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Job } from "./resources_pb.js";
+import type { Job, JobStatus } from "./resources_pb.js";
 import { file_geopera_v1_resources } from "./resources_pb.js";
 import type { Any, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_any, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file geopera/v1/kernel.proto.
  */
 export const file_geopera_v1_kernel: GenFile = /*@__PURE__*/
-  fileDesc("ChdnZW9wZXJhL3YxL2tlcm5lbC5wcm90bxIKZ2VvcGVyYS52MSJgCg5FeGVjdXRlUmVxdWVzdBIRCglvcGVyYXRpb24YASABKAkSJAoGcGFyYW1zGAIgASgLMhQuZ29vZ2xlLnByb3RvYnVmLkFueRIVCg12YWxpZGF0ZV9vbmx5GAMgASgIIkoKD0V4ZWN1dGVSZXNwb25zZRIRCglvcGVyYXRpb24YASABKAkSJAoGcmVzdWx0GAIgASgLMhQuZ29vZ2xlLnByb3RvYnVmLkFueSI5Cg9XYXRjaEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDIoYBChBXYXRjaEpvYlJlc3BvbnNlEhAKCHNlcXVlbmNlGAEgASgDEi4KCmV2ZW50X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKA2pvYhgDIAEoCzIPLmdlb3BlcmEudjEuSm9iEhIKCmV2ZW50X3R5cGUYBCABKAkimQEKElVwbG9hZEFzc2V0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhEKCWZpbGVfbmFtZRgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgDEg4KBnNoYTI1NhgEIAEoCRIUCgx3cml0ZV9vZmZzZXQYBSABKAMSDAoEZGF0YRgGIAEoDBIUCgxmaW5pc2hfd3JpdGUYByABKAgigQEKE1VwbG9hZEFzc2V0UmVzcG9uc2USEQoJdXBsb2FkX2lkGAEgASgJEhYKDmNvbW1pdHRlZF9zaXplGAIgASgDEg4KBnNoYTI1NhgDIAEoCRIvCgtleHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiVgoURG93bmxvYWRBc3NldFJlcXVlc3QSFQoNcmVzb3VyY2VfbmFtZRgBIAEoCRITCgtyZWFkX29mZnNldBgCIAEoAxISCgpyZWFkX2xpbWl0GAMgASgDIm0KFURvd25sb2FkQXNzZXRSZXNwb25zZRIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoAxISCgp0b3RhbF9zaXplGAMgASgDEhIKCm1lZGlhX3R5cGUYBCABKAkSDgoGc2hhMjU2GAUgASgJMsYCCg1LZXJuZWxTZXJ2aWNlEkIKB0V4ZWN1dGUSGi5nZW9wZXJhLnYxLkV4ZWN1dGVSZXF1ZXN0GhsuZ2VvcGVyYS52MS5FeGVjdXRlUmVzcG9uc2USRwoIV2F0Y2hKb2ISGy5nZW9wZXJhLnYxLldhdGNoSm9iUmVxdWVzdBocLmdlb3BlcmEudjEuV2F0Y2hKb2JSZXNwb25zZTABElAKC1VwbG9hZEFzc2V0Eh4uZ2VvcGVyYS52MS5VcGxvYWRBc3NldFJlcXVlc3QaHy5nZW9wZXJhLnYxLlVwbG9hZEFzc2V0UmVzcG9uc2UoARJWCg1Eb3dubG9hZEFzc2V0EiAuZ2VvcGVyYS52MS5Eb3dubG9hZEFzc2V0UmVxdWVzdBohLmdlb3BlcmEudjEuRG93bmxvYWRBc3NldFJlc3BvbnNlMAFiBnByb3RvMw", [file_geopera_v1_resources, file_google_protobuf_any, file_google_protobuf_timestamp]);
+  fileDesc("ChdnZW9wZXJhL3YxL2tlcm5lbC5wcm90bxIKZ2VvcGVyYS52MSJgCg5FeGVjdXRlUmVxdWVzdBIRCglvcGVyYXRpb24YASABKAkSJAoGcGFyYW1zGAIgASgLMhQuZ29vZ2xlLnByb3RvYnVmLkFueRIVCg12YWxpZGF0ZV9vbmx5GAMgASgIIkoKD0V4ZWN1dGVSZXNwb25zZRIRCglvcGVyYXRpb24YASABKAkSJAoGcmVzdWx0GAIgASgLMhQuZ29vZ2xlLnByb3RvYnVmLkFueSI5Cg9XYXRjaEpvYlJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhYKDmFmdGVyX3NlcXVlbmNlGAIgASgDIvYBChBXYXRjaEpvYnNSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEAoIYmF0Y2hfaWQYAiABKAkSJQoGc3RhdHVzGAMgASgOMhUuZ2VvcGVyYS52MS5Kb2JTdGF0dXMSEwoLam9iX3R5cGVfaWQYBCABKAkSSQoPYWZ0ZXJfc2VxdWVuY2VzGAUgAygLMjAuZ2VvcGVyYS52MS5XYXRjaEpvYnNSZXF1ZXN0LkFmdGVyU2VxdWVuY2VzRW50cnkaNQoTQWZ0ZXJTZXF1ZW5jZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAM6AjgBIoYBChBXYXRjaEpvYlJlc3BvbnNlEhAKCHNlcXVlbmNlGAEgASgDEi4KCmV2ZW50X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKA2pvYhgDIAEoCzIPLmdlb3BlcmEudjEuSm9iEhIKCmV2ZW50X3R5cGUYBCABKAkimQEKElVwbG9hZEFzc2V0UmVxdWVzdBISCgpwcm9qZWN0X2lkGAEgASgJEhEKCWZpbGVfbmFtZRgCIAEoCRISCgp0b3RhbF9zaXplGAMgASgDEg4KBnNoYTI1NhgEIAEoCRIUCgx3cml0ZV9vZmZzZXQYBSABKAMSDAoEZGF0YRgGIAEoDBIUCgxmaW5pc2hfd3JpdGUYByABKAgigQEKE1VwbG9hZEFzc2V0UmVzcG9uc2USEQoJdXBsb2FkX2lkGAEgASgJEhYKDmNvbW1pdHRlZF9zaXplGAIgASgDEg4KBnNoYTI1NhgDIAEoCRIvCgtleHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiVgoURG93bmxvYWRBc3NldFJlcXVlc3QSFQoNcmVzb3VyY2VfbmFtZRgBIAEoCRITCgtyZWFkX29mZnNldBgCIAEoAxISCgpyZWFkX2xpbWl0GAMgASgDIm0KFURvd25sb2FkQXNzZXRSZXNwb25zZRIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoAxISCgp0b3RhbF9zaXplGAMgASgDEhIKCm1lZGlhX3R5cGUYBCABKAkSDgoGc2hhMjU2GAUgASgJMpEDCg1LZXJuZWxTZXJ2aWNlEkIKB0V4ZWN1dGUSGi5nZW9wZXJhLnYxLkV4ZWN1dGVSZXF1ZXN0GhsuZ2VvcGVyYS52MS5FeGVjdXRlUmVzcG9uc2USRwoIV2F0Y2hKb2ISGy5nZW9wZXJhLnYxLldhdGNoSm9iUmVxdWVzdBocLmdlb3BlcmEudjEuV2F0Y2hKb2JSZXNwb25zZTABEkkKCVdhdGNoSm9icxIcLmdlb3BlcmEudjEuV2F0Y2hKb2JzUmVxdWVzdBocLmdlb3BlcmEudjEuV2F0Y2hKb2JSZXNwb25zZTABElAKC1VwbG9hZEFzc2V0Eh4uZ2VvcGVyYS52MS5VcGxvYWRBc3NldFJlcXVlc3QaHy5nZW9wZXJhLnYxLlVwbG9hZEFzc2V0UmVzcG9uc2UoARJWCg1Eb3dubG9hZEFzc2V0EiAuZ2VvcGVyYS52MS5Eb3dubG9hZEFzc2V0UmVxdWVzdBohLmdlb3BlcmEudjEuRG93bmxvYWRBc3NldFJlc3BvbnNlMAFiBnByb3RvMw", [file_geopera_v1_resources, file_google_protobuf_any, file_google_protobuf_timestamp]);
 
 /**
  * Request of `Execute`.
@@ -145,6 +145,57 @@ export const WatchJobRequestSchema: GenMessage<WatchJobRequest> = /*@__PURE__*/
   messageDesc(file_geopera_v1_kernel, 2);
 
 /**
+ * Request of `WatchJobs`: `project_id` or `batch_id` (with both, the batch
+ * must be the project's).
+ *
+ * @generated from message geopera.v1.WatchJobsRequest
+ */
+export type WatchJobsRequest = Message<"geopera.v1.WatchJobsRequest"> & {
+  /**
+   * Follow this project's unfinished jobs (with the filters below), unless
+   * `batch_id` is given.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * Follow every job of this batch (`processing.create_batch`).
+   *
+   * @generated from field: string batch_id = 2;
+   */
+  batchId: string;
+
+  /**
+   * Project mode only: just the jobs in this status when the stream opens.
+   *
+   * @generated from field: geopera.v1.JobStatus status = 3;
+   */
+  status: JobStatus;
+
+  /**
+   * Project mode only: just the jobs of this type.
+   *
+   * @generated from field: string job_type_id = 4;
+   */
+  jobTypeId: string;
+
+  /**
+   * Resume: job id -> the last sequence received for it (see `WatchJobs`).
+   *
+   * @generated from field: map<string, int64> after_sequences = 5;
+   */
+  afterSequences: { [key: string]: bigint };
+};
+
+/**
+ * Describes the message geopera.v1.WatchJobsRequest.
+ * Use `create(WatchJobsRequestSchema)` to create a new message.
+ */
+export const WatchJobsRequestSchema: GenMessage<WatchJobsRequest> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_kernel, 3);
+
+/**
  * One event of a watched job.
  *
  * @generated from message geopera.v1.WatchJobResponse
@@ -185,7 +236,7 @@ export type WatchJobResponse = Message<"geopera.v1.WatchJobResponse"> & {
  * Use `create(WatchJobResponseSchema)` to create a new message.
  */
 export const WatchJobResponseSchema: GenMessage<WatchJobResponse> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_kernel, 3);
+  messageDesc(file_geopera_v1_kernel, 4);
 
 /**
  * One message of an `UploadAsset` stream.
@@ -249,7 +300,7 @@ export type UploadAssetRequest = Message<"geopera.v1.UploadAssetRequest"> & {
  * Use `create(UploadAssetRequestSchema)` to create a new message.
  */
 export const UploadAssetRequestSchema: GenMessage<UploadAssetRequest> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_kernel, 4);
+  messageDesc(file_geopera_v1_kernel, 5);
 
 /**
  * Result of a completed upload.
@@ -291,7 +342,7 @@ export type UploadAssetResponse = Message<"geopera.v1.UploadAssetResponse"> & {
  * Use `create(UploadAssetResponseSchema)` to create a new message.
  */
 export const UploadAssetResponseSchema: GenMessage<UploadAssetResponse> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_kernel, 5);
+  messageDesc(file_geopera_v1_kernel, 6);
 
 /**
  * Request of `DownloadAsset`.
@@ -326,7 +377,7 @@ export type DownloadAssetRequest = Message<"geopera.v1.DownloadAssetRequest"> & 
  * Use `create(DownloadAssetRequestSchema)` to create a new message.
  */
 export const DownloadAssetRequestSchema: GenMessage<DownloadAssetRequest> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_kernel, 6);
+  messageDesc(file_geopera_v1_kernel, 7);
 
 /**
  * One chunk of a download.
@@ -375,7 +426,7 @@ export type DownloadAssetResponse = Message<"geopera.v1.DownloadAssetResponse"> 
  * Use `create(DownloadAssetResponseSchema)` to create a new message.
  */
 export const DownloadAssetResponseSchema: GenMessage<DownloadAssetResponse> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_kernel, 7);
+  messageDesc(file_geopera_v1_kernel, 8);
 
 /**
  * The public API of the Geopera kernel.
@@ -504,6 +555,47 @@ export const KernelService: GenService<{
   watchJob: {
     methodKind: "server_streaming";
     input: typeof WatchJobRequestSchema;
+    output: typeof WatchJobResponseSchema;
+  },
+  /**
+   * Streams the events of a set of jobs in one stream: the jobs of a batch
+   * (`batch_id`, see `processing.create_batch`), or the jobs of a project
+   * (`project_id`) optionally filtered by `status` and `job_type_id`. For a
+   * project the set is fixed when the stream opens: the matching jobs that
+   * have not ended yet (a job that ends stays in the set until its terminal
+   * event is sent), plus any job named in `after_sequences`; for a batch it
+   * is every job of the batch. At most 5,000 jobs (RESOURCE_EXHAUSTED
+   * `TOO_MANY_JOBS`, metadata `max_jobs`: narrow the filters).
+   *
+   * Each job's events arrive exactly as `WatchJob` sends them (its snapshot
+   * first, then every change in `sequence` order, `WatchJobResponse.job.id`
+   * naming the job); events of different jobs interleave in the order they
+   * happen. The stream ends OK once every job of the set has sent its
+   * terminal event.
+   *
+   * Resume per job: `after_sequences` maps a job id to the last `sequence`
+   * received for it; that job's later events only are sent (no snapshot),
+   * and a job already ended with nothing newer sends nothing. Keep the
+   * highest sequence seen per job and pass the map back after a drop.
+   *
+   * Requires scope `processing:read` and membership of the project.
+   * INVALID_ARGUMENT `WATCH_TARGET_REQUIRED` (neither `project_id` nor
+   * `batch_id`), `INVALID_STATUS`, `INVALID_SEQUENCE` (a negative sequence);
+   * NOT_FOUND `BATCH_NOT_FOUND` (also for a batch of another project than a
+   * `project_id` given with it); PERMISSION_DENIED `PROJECT_ACCESS_DENIED`. Ends with UNAVAILABLE
+   * `SERVER_SHUTTING_DOWN` or `WATCH_IDLE` (no event of any job of the set
+   * for `GEOPERA_WATCH_IDLE`) like `WatchJob`: resume with the map. Counts
+   * as one stream against `GEOPERA_MAX_STREAMS_PER_TOKEN`.
+   * HTTP: `GET /v1/projects/{project_id}/jobs/events` (server-sent events;
+   * query `batch_id`, `status`, `job_type_id`, `after_sequences` as
+   * `job_id:sequence` pairs separated by commas; each event's `id` is
+   * `job_id:sequence`, and `Last-Event-ID` adds one pair).
+   *
+   * @generated from rpc geopera.v1.KernelService.WatchJobs
+   */
+  watchJobs: {
+    methodKind: "server_streaming";
+    input: typeof WatchJobsRequestSchema;
     output: typeof WatchJobResponseSchema;
   },
   /**
