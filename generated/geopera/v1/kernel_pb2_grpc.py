@@ -225,6 +225,9 @@ class KernelServiceServicer:
         10 minutes (`GEOPERA_WATCH_IDLE`) ends with UNAVAILABLE `WATCH_IDLE`; its
         metadata `after_sequence` is the last sequence sent: resume with it (the
         SDKs do so transparently).
+
+        (WatchJobs streams the same message: the contract fixes its name.)
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -263,6 +266,10 @@ class KernelServiceServicer:
         query `batch_id`, `status`, `job_type_id`, `after_sequences` as
         `job_id:sequence` pairs separated by commas; each event's `id` is
         `job_id:sequence`, and `Last-Event-ID` adds one pair).
+
+        The response is WatchJob's message (a name the contract fixes).
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -142,6 +142,9 @@ class KernelServiceStub:
     10 minutes (`GEOPERA_WATCH_IDLE`) ends with UNAVAILABLE `WATCH_IDLE`; its
     metadata `after_sequence` is the last sequence sent: resume with it (the
     SDKs do so transparently).
+
+    (WatchJobs streams the same message: the contract fixes its name.)
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
     WatchJobs: _grpc.UnaryStreamMultiCallable[_kernel_pb2.WatchJobsRequest, _kernel_pb2.WatchJobResponse]
     """Streams the events of a set of jobs in one stream: the jobs of a batch
@@ -176,6 +179,10 @@ class KernelServiceStub:
     query `batch_id`, `status`, `job_type_id`, `after_sequences` as
     `job_id:sequence` pairs separated by commas; each event's `id` is
     `job_id:sequence`, and `Last-Event-ID` adds one pair).
+
+    The response is WatchJob's message (a name the contract fixes).
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     """
     UploadAsset: _grpc.StreamUnaryMultiCallable[_kernel_pb2.UploadAssetRequest, _kernel_pb2.UploadAssetResponse]
     """Uploads a file in chunks (shaped like `google.bytestream.ByteStream.Write`)
@@ -321,6 +328,9 @@ class KernelServiceAsyncStub(KernelServiceStub):
     10 minutes (`GEOPERA_WATCH_IDLE`) ends with UNAVAILABLE `WATCH_IDLE`; its
     metadata `after_sequence` is the last sequence sent: resume with it (the
     SDKs do so transparently).
+
+    (WatchJobs streams the same message: the contract fixes its name.)
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
     """
     WatchJobs: _aio.UnaryStreamMultiCallable[_kernel_pb2.WatchJobsRequest, _kernel_pb2.WatchJobResponse]  # type: ignore[assignment]
     """Streams the events of a set of jobs in one stream: the jobs of a batch
@@ -355,6 +365,10 @@ class KernelServiceAsyncStub(KernelServiceStub):
     query `batch_id`, `status`, `job_type_id`, `after_sequences` as
     `job_id:sequence` pairs separated by commas; each event's `id` is
     `job_id:sequence`, and `Last-Event-ID` adds one pair).
+
+    The response is WatchJob's message (a name the contract fixes).
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     """
     UploadAsset: _aio.StreamUnaryMultiCallable[_kernel_pb2.UploadAssetRequest, _kernel_pb2.UploadAssetResponse]  # type: ignore[assignment]
     """Uploads a file in chunks (shaped like `google.bytestream.ByteStream.Write`)
@@ -509,6 +523,9 @@ class KernelServiceServicer(metaclass=_abc_1.ABCMeta):
         10 minutes (`GEOPERA_WATCH_IDLE`) ends with UNAVAILABLE `WATCH_IDLE`; its
         metadata `after_sequence` is the last sequence sent: resume with it (the
         SDKs do so transparently).
+
+        (WatchJobs streams the same message: the contract fixes its name.)
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
         """
 
     @_abc_1.abstractmethod
@@ -549,6 +566,10 @@ class KernelServiceServicer(metaclass=_abc_1.ABCMeta):
         query `batch_id`, `status`, `job_type_id`, `after_sequences` as
         `job_id:sequence` pairs separated by commas; each event's `id` is
         `job_id:sequence`, and `Last-Event-ID` adds one pair).
+
+        The response is WatchJob's message (a name the contract fixes).
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
 
     @_abc_1.abstractmethod

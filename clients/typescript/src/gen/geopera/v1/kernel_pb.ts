@@ -550,6 +550,9 @@ export const KernelService: GenService<{
    * metadata `after_sequence` is the last sequence sent: resume with it (the
    * SDKs do so transparently).
    *
+   * (WatchJobs streams the same message: the contract fixes its name.)
+   * buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+   *
    * @generated from rpc geopera.v1.KernelService.WatchJob
    */
   watchJob: {
@@ -590,6 +593,10 @@ export const KernelService: GenService<{
    * query `batch_id`, `status`, `job_type_id`, `after_sequences` as
    * `job_id:sequence` pairs separated by commas; each event's `id` is
    * `job_id:sequence`, and `Last-Event-ID` adds one pair).
+   *
+   * The response is WatchJob's message (a name the contract fixes).
+   * buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+   * buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
    *
    * @generated from rpc geopera.v1.KernelService.WatchJobs
    */
