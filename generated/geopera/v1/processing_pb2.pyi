@@ -352,7 +352,7 @@ class ProcessingJobsResubmitParams(_message.Message):
     The merge is shallow (RFC 7396 at the top level): a key of `input_params`
     replaces the original's value, a key set to null removes it. The merged
     input is validated as a new job's is (INVALID_ARGUMENT
-    `INPUT_SCHEMA_VIOLATION`, ALREADY_EXISTS `OUTPUT_NAME_TAKEN` when the
+    `INVALID_JOB_PARAMS`, ALREADY_EXISTS `OUTPUT_NAME_TAKEN` when the
     original's output name is taken: pass a new `output_name`), and the
     project must hold the new hold (FAILED_PRECONDITION `INSUFFICIENT_CREDITS`).
     NOT_FOUND `JOB_NOT_FOUND`; PERMISSION_DENIED `PROJECT_ACCESS_DENIED` for a
@@ -472,7 +472,7 @@ class BatchRequestError(_message.Message):
     """
     reason: _builtins.str
     """The UPPER_SNAKE_CASE reason, as the ErrorInfo of `processing.create`
-    would carry it (`INPUT_SCHEMA_VIOLATION`, `INSUFFICIENT_CREDITS`, ...);
+    would carry it (`INVALID_JOB_PARAMS`, `INSUFFICIENT_CREDITS`, ...);
     empty when the request created its job.
     """
     message: _builtins.str
