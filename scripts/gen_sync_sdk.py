@@ -44,6 +44,8 @@ NAMES = {
     "AsyncAnalytics": "Analytics",
     "AsyncJob": "Job",
     "AsyncJobWatch": "JobWatch",
+    "AsyncJobsWatch": "JobsWatch",
+    "AsyncBatch": "Batch",
     "_AsyncNamespace": "_Namespace",
     "apaginate": "paginate",
     "AsyncIterator": "Iterator",
