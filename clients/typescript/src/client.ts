@@ -306,6 +306,40 @@ export class Jobs {
     return { job: result.job!, dispatch: result.dispatch, estimate: result.estimate, idempotencyKey: idempotencyKey ?? "" };
   }
 
+  /**
+   * `processing.jobs.resubmit`: runs a finished job again as a new dispatched
+   * job (its own hold; `resubmittedFrom` names the original), `inputParams`
+   * merged over the original's (null removes a key). Sends an idempotency
+   * key (a fresh one when omitted), as `createAndDispatch` does.
+   */
+  async resubmit(
+    jobId: string,
+    inputParams: ParamsInit<"processing.jobs.resubmit">["inputParams"] = undefined,
+    options: CallOptions = {},
+  ): Promise<DispatchedJob> {
+    const idempotencyKey = options.validateOnly ? options.idempotencyKey : (options.idempotencyKey ?? newIdempotencyKey());
+    const result = await this.client.execute("processing.jobs.resubmit", { jobId, inputParams }, {
+      ...options,
+      idempotencyKey,
+    });
+    return { job: result.job!, dispatch: result.dispatch, estimate: result.estimate, idempotencyKey: idempotencyKey ?? "" };
+  }
+
+  /**
+   * `processing.create_batch`: up to 1,000 jobs of a project in one call and
+   * one idempotency key (a fresh one when omitted). `jobs` and `errors` are
+   * index-aligned with `requests`; with `allOrNothing` a failing request or a
+   * balance short of the total fails the call and creates nothing.
+   */
+  async createBatch(
+    params: ParamsInit<"processing.create_batch">,
+    options: CallOptions = {},
+  ): Promise<ResultOf<"processing.create_batch"> & { idempotencyKey: string }> {
+    const idempotencyKey = options.validateOnly ? options.idempotencyKey : (options.idempotencyKey ?? newIdempotencyKey());
+    const result = await this.client.execute("processing.create_batch", params, { ...options, idempotencyKey });
+    return Object.assign(result, { idempotencyKey: idempotencyKey ?? "" });
+  }
+
   /** `processing.jobs.get`. */
   async get(jobId: string, options?: CallOptions): Promise<Job> {
     const result = await this.client.execute("processing.jobs.get", { jobId }, options);

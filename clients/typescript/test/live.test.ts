@@ -229,6 +229,26 @@ describe("live server", () => {
     assert.match(error.metadata["known_operations"] ?? "", /items\.list/);
   });
 
+  test("createBatch prices a batch (validate_only) and resubmit refuses an unknown job", async () => {
+    const requests = [1, 2].map((n) => ({
+      jobTypeId: "clip",
+      inputParams: {
+        source_item_id: env.GEOPERA_ITEM_ID,
+        aoi_geometry: AOI as unknown as JsonObject,
+        output_name: `ts_batch_${n}_${randomUUID().slice(0, 8)}`,
+      },
+    }));
+    const priced = await client.jobs.createBatch(
+      { projectId: env.GEOPERA_PROJECT, requests, allOrNothing: true },
+      { validateOnly: true },
+    );
+    assert.equal(priced.createdCount, 2);
+    assert.deepEqual(priced.jobs.map((job) => job.id), ["", ""]);
+    assert.deepEqual(priced.errors.map((error) => error.reason), ["", ""]);
+    assert.ok(priced.creditsReserved >= 2n);
+    await rejectsWith(client.jobs.resubmit("job_missing"), NotFoundError, Code.NOT_FOUND, "JOB_NOT_FOUND");
+  });
+
   test("create_and_dispatch runs clip to SUCCEEDED and WatchJob streams it", async () => {
     const inputParams = {
       source_item_id: env.GEOPERA_ITEM_ID,

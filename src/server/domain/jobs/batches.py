@@ -211,12 +211,13 @@ class JobBatches(JobCreation):
         """The jobs, created (and dispatched) with their events: three statements."""
         if not priced:
             return []
+        job_ids = [new_id("job") for _ in priced]
         params = {
             "project_id": project_id,
             "created_by": principal.id,
             "max_attempts": self.policy.max_attempts,
             "batch_id": batch_id,
-            "ids": [new_id("job") for _ in priced],
+            "ids": job_ids,
             "job_type_ids": [p.job_type.id for p in priced],
             "input_params": [Jsonb(p.spec.input_params) for p in priced],
             "target_collection_ids": [p.spec.target_collection_id or p.job_type.id for p in priced],
@@ -226,7 +227,10 @@ class JobBatches(JobCreation):
                 f"created; {p.credits} credits reserved ({p.area:.3f} km², {p.assets} assets)" for p in priced
             ],
         }
-        jobs = [JobRecord.from_row(r) for r in await (await tx.execute(Q.insert_batch_jobs, params)).fetchall()]
+        rows = await (await tx.execute(Q.insert_batch_jobs, params)).fetchall()
+        # RETURNING promises no order: the jobs are put back in request order by id.
+        created = {r["id"]: JobRecord.from_row(r) for r in rows}
+        jobs = [created[job_id] for job_id in job_ids]
         if not dispatch:
             await self._record_events(tx, [(job, "created") for job in jobs])
             return jobs

@@ -45,8 +45,7 @@ RETURNING *;
 
 -- name: insert_batch_jobs
 -- Creates a batch's jobs as PENDING at sequence 1 in one statement (arrays in
--- step, one element per job; source item ids as a JSON array per job), in
--- array order.
+-- step, one element per job; source item ids as a JSON array per job).
 INSERT INTO jobs (id, project_id, job_type_id, status, input_params, target_collection_id, source_item_ids,
                   credits_reserved, created_by, message, max_attempts, sequence, batch_id)
 SELECT g.id, %(project_id)s, g.job_type_id, 'PENDING', g.input_params, g.target_collection_id,
