@@ -9,6 +9,7 @@ import * as grpc from "@grpc/grpc-js";
 
 import type { ZonalStatsParams, ZonalStatsResult } from "./analytics.js";
 import { Assets } from "./assets.js";
+import { JobsWatch, type JobsWatchRequest } from "./jobs_watch.js";
 import { backoffMs, deserializer, readStream, serializer, sleep } from "./calls.js";
 import {
   Code,
@@ -350,6 +351,18 @@ export class Jobs {
   async cancel(jobId: string, reason = "", options?: CallOptions): Promise<Job> {
     const result = await this.client.execute("processing.jobs.cancel", { jobId, reason }, options);
     return result.job!;
+  }
+
+  /**
+   * The events of many jobs on one `WatchJobs` stream (a batch's, or a
+   * project's unfinished ones); see `JobsWatch`.
+   */
+  watchMany(
+    request: JobsWatchRequest,
+    afterSequences: Record<string, bigint | number> = {},
+    options?: WatchOptions,
+  ): JobsWatch {
+    return new JobsWatch(this.client, request, afterSequences, options);
   }
 
   /** The job's events; see `JobWatch`. */
