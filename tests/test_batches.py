@@ -306,3 +306,35 @@ def test_watch_jobs_by_project_with_filters_and_its_refusals(batch_world):
     with pytest.raises(grpc.RpcError) as info:
         list(watch_jobs(beta, timeout=10, batch_id=pending.batch_id))
     assert RpcFailure.from_rpc_error(info.value).reason == "PROJECT_ACCESS_DENIED"
+
+
+def test_two_all_or_nothing_batches_racing_for_the_same_credits_never_overspend(batch_world):
+    """Each needs more than half of what is available: exactly one is created whole."""
+    import concurrent.futures
+
+    client = batch_world.client("beta")
+    available = balance(client, "beta").available
+    size = available // 3 // 2 + 1  # test_fail: 3 credits each
+    requests = [_request("test_fail", {}) for _ in range(size)]
+
+    def submit() -> str:
+        try:
+            return create_batch(client, requests, "beta", all_or_nothing=True).batch_id
+        except RpcFailure as failure:
+            return failure.reason
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(lambda _: submit(), range(2)))
+    assert sorted(o.startswith("batch") for o in outcomes) == [False, True], outcomes
+    assert "INSUFFICIENT_CREDITS" in outcomes
+    assert balance(client, "beta").available == available - 3 * size >= 0
+    (batch_id,) = [o for o in outcomes if o.startswith("batch")]
+    stream = watch_jobs(client, batch_id=batch_id, timeout=30)
+    job_ids = []
+    for event in stream:  # the batch's PENDING jobs: their snapshots, then the stream waits
+        job_ids.append(event.job.id)
+        if len(job_ids) == size:
+            stream.cancel()
+            break
+    for job_id in job_ids:
+        client.execute("processing.jobs.cancel", processing_pb2.ProcessingJobsCancelParams(job_id=job_id))
