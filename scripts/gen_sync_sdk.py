@@ -45,6 +45,8 @@ NAMES = {
     "AsyncWebhooks": "Webhooks",
     "AsyncJob": "Job",
     "AsyncJobWatch": "JobWatch",
+    "AsyncJobsWatch": "JobsWatch",
+    "AsyncBatch": "Batch",
     "_AsyncNamespace": "_Namespace",
     "apaginate": "paginate",
     "AsyncIterator": "Iterator",

@@ -3,7 +3,7 @@ bad token, revoked token, missing scope, another project's resources, a
 worker credential, ok} over gRPC, HTTP (`POST /v1/op/...`) and MCP (`geopera
 mcp` tools), generated from the registry and the matrix's request builders
 (tests/support/matrix.py) so a new operation cannot skip it. Then every
-streaming RPC (WatchJob, UploadAsset, DownloadAsset) and every WorkerService
+streaming RPC (WatchJob, WatchJobs, UploadAsset, DownloadAsset) and every WorkerService
 RPC with user, worker and job tokens.
 
 Expected: UNAUTHENTICATED (HTTP 401), PERMISSION_DENIED (HTTP 403) with the
@@ -220,7 +220,12 @@ def test_auth_matrix(matrix_world, scope_tokens, mcp_clients, surface, name, who
 
 # --- streaming RPCs -------------------------------------------------------
 
-STREAM_SCOPES = {"WatchJob": "processing:read", "UploadAsset": "catalog:write", "DownloadAsset": "catalog:read"}
+STREAM_SCOPES = {
+    "WatchJob": "processing:read",
+    "WatchJobs": "processing:read",
+    "UploadAsset": "catalog:write",
+    "DownloadAsset": "catalog:read",
+}
 STREAM_WHO = {
     "no_token": UNAUTHENTICATED,
     "bad_token": UNAUTHENTICATED,
@@ -315,6 +320,18 @@ def test_streaming_rpcs_auth(matrix_world, scope_tokens, assign, rpc, who):
         finally:
             call.cancel()
 
+    def watch_jobs() -> None:
+        case = CASES["processing.jobs.get"]
+        build = case.ok if project == "alpha" else case.other_project
+        assert build is not None
+        build(world)  # a pending job of the project, so that the stream has a first event
+        request = kernel_pb2.WatchJobsRequest(project_id=project, status=resources_pb2.JOB_STATUS_PENDING)
+        call = client.stub.WatchJobs(request, metadata=client.metadata(), timeout=30)
+        try:
+            assert next(iter(call)).job.project_id == project
+        finally:
+            call.cancel()
+
     def upload() -> None:
         data = b"auth matrix upload"
         message = kernel_pb2.UploadAssetRequest(project_id=project, file_name="m.bin", total_size=len(data),
@@ -331,7 +348,8 @@ def test_streaming_rpcs_auth(matrix_world, scope_tokens, assign, rpc, who):
         finally:
             call.cancel()
 
-    got = _outcome({"WatchJob": watch, "UploadAsset": upload, "DownloadAsset": download}[rpc])
+    rpcs = {"WatchJob": watch, "WatchJobs": watch_jobs, "UploadAsset": upload, "DownloadAsset": download}
+    got = _outcome(rpcs[rpc])
     assert got == STREAM_WHO[who], f"{rpc} as {who}"
 
 

@@ -628,8 +628,10 @@ def focus_points(operation: Operation, corpus: Corpus) -> list[Focus]:
         bases = [(seed, corpus.analytics.get(method))]
         bases += [(_with_struct(seed, "operation", m, "params", valid_json(s, s, corpus)), s)
                   for m, s in sorted(corpus.analytics.items()) if m != method]  # fmt: skip
-    elif "input_params" in seed.DESCRIPTOR.fields_by_name:
+    elif "input_params" in seed.DESCRIPTOR.fields_by_name and "job_type_id" in seed.DESCRIPTOR.fields_by_name:
         bases = [(seed, corpus.job_types.get(seed.job_type_id))]  # type: ignore[attr-defined]
+    elif "input_params" in seed.DESCRIPTOR.fields_by_name:  # resubmit's overrides: the job's type is elsewhere
+        bases = [(seed, None)]
     points: list[Focus] = []
     for base, schema in bases:
         for field in _settable(base.DESCRIPTOR):

@@ -109,12 +109,13 @@ def _first_of_stream(call) -> Outcome:
     return Outcome("OK")
 
 
-@pytest.mark.parametrize("rpc", ["WatchJob", "DownloadAsset", "UploadAsset"])
+@pytest.mark.parametrize("rpc", ["WatchJob", "WatchJobs", "DownloadAsset", "UploadAsset"])
 def test_hostile_first_messages_of_streams_get_clear_client_errors(world, corpus, rpc):
     client = world.client("alpha")
     forbidden = forbidden_texts(world.home)
     request_type = {
         "WatchJob": kernel_pb2.WatchJobRequest,
+        "WatchJobs": kernel_pb2.WatchJobsRequest,
         "DownloadAsset": kernel_pb2.DownloadAssetRequest,
         "UploadAsset": kernel_pb2.UploadAssetRequest,
     }[rpc]
@@ -133,9 +134,9 @@ def test_hostile_first_messages_of_streams_get_clear_client_errors(world, corpus
         else:
             method = getattr(client.stub, rpc)
             # A watch of a live job waits for its next event: only the first answer counts.
-            timeout = 3 if rpc == "WatchJob" else 60
+            timeout = 3 if rpc in ("WatchJob", "WatchJobs") else 60
             outcome = _first_of_stream(method(first.value, metadata=client.metadata(), timeout=timeout))
-            if rpc == "WatchJob" and outcome.code == "DEADLINE_EXCEEDED":
+            if rpc in ("WatchJob", "WatchJobs") and outcome.code == "DEADLINE_EXCEEDED":
                 outcome = Outcome("OK")
         problem = grpc_violation(outcome, forbidden)
         assert problem is None, f"{rpc}: {problem} for {first!r} then {rest!r}"

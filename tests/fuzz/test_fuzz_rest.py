@@ -44,7 +44,7 @@ DOWNLOADS = ["items_assets_download_get", "items_assets_download_head", "artifac
              "artifacts_download_head"]  # fmt: skip
 # The tile, preview and tilejson routes are in the document too.
 TILES = [f"{kind}_{what}" for kind in ("items", "artifacts") for what in ("tile", "preview", "tilejson")]
-OPERATIONS = [*REGISTRY.names(), "jobs_events", *DOWNLOADS, *TILES]
+OPERATIONS = [*REGISTRY.names(), "jobs_events", "projects_jobs_events", *DOWNLOADS, *TILES]
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)

@@ -86,6 +86,27 @@ def _hook(project: str) -> Callable[[World], str]:
     return create
 
 
+def _finished_job(project: str) -> Callable[[World], str]:
+    """A job cancelled right away: finished, so it may be resubmitted."""
+
+    def create(world: World) -> str:
+        job_id = _pending_job(project)(world)
+        params = processing_pb2.ProcessingJobsCancelParams(job_id=job_id, reason="matrix")
+        world.client(project).execute("processing.jobs.cancel", params)
+        return job_id
+
+    return create
+
+
+def _batch(project: str) -> Callable[[World], Message]:
+    def build(world: World) -> Message:
+        items = world.items if project == "alpha" else world.beta_items
+        request = processing_pb2.BatchJobRequest(job_type_id="clip", input_params=_clip_input(items))
+        return processing_pb2.ProcessingCreateBatchParams(project_id=project, requests=[request, request])
+
+    return build
+
+
 CASES: dict[str, MatrixCase] = {
     "projects.get": MatrixCase(
         lambda w: catalog_pb2.ProjectsGetParams(project_id="alpha"),
@@ -153,6 +174,11 @@ CASES: dict[str, MatrixCase] = {
         lambda w: processing_pb2.ProcessingJobsCancelParams(job_id=_pending_job("alpha")(w), reason="matrix"),
         lambda w: processing_pb2.ProcessingJobsCancelParams(job_id=_pending_job("beta")(w)),
     ),
+    "processing.jobs.resubmit": MatrixCase(
+        lambda w: processing_pb2.ProcessingJobsResubmitParams(job_id=_finished_job("alpha")(w)),
+        lambda w: processing_pb2.ProcessingJobsResubmitParams(job_id=_finished_job("beta")(w)),
+    ),
+    "processing.create_batch": MatrixCase(_batch("alpha"), _batch("beta")),
     "processing.jobs.list": MatrixCase(
         lambda w: processing_pb2.ProcessingJobsListParams(project_id="alpha"),
         lambda w: processing_pb2.ProcessingJobsListParams(project_id="beta"),

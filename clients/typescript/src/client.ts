@@ -9,6 +9,7 @@ import * as grpc from "@grpc/grpc-js";
 
 import type { ZonalStatsParams, ZonalStatsResult } from "./analytics.js";
 import { Assets } from "./assets.js";
+import { JobsWatch, type JobsWatchRequest } from "./jobs_watch.js";
 import { Webhooks } from "./webhooks.js";
 import { backoffMs, deserializer, readStream, serializer, sleep } from "./calls.js";
 import {
@@ -315,6 +316,40 @@ export class Jobs {
     return { job: result.job!, dispatch: result.dispatch, estimate: result.estimate, idempotencyKey: idempotencyKey ?? "" };
   }
 
+  /**
+   * `processing.jobs.resubmit`: runs a finished job again as a new dispatched
+   * job (its own hold; `resubmittedFrom` names the original), `inputParams`
+   * merged over the original's (null removes a key). Sends an idempotency
+   * key (a fresh one when omitted), as `createAndDispatch` does.
+   */
+  async resubmit(
+    jobId: string,
+    inputParams: ParamsInit<"processing.jobs.resubmit">["inputParams"] = undefined,
+    options: CallOptions = {},
+  ): Promise<DispatchedJob> {
+    const idempotencyKey = options.validateOnly ? options.idempotencyKey : (options.idempotencyKey ?? newIdempotencyKey());
+    const result = await this.client.execute("processing.jobs.resubmit", { jobId, inputParams }, {
+      ...options,
+      idempotencyKey,
+    });
+    return { job: result.job!, dispatch: result.dispatch, estimate: result.estimate, idempotencyKey: idempotencyKey ?? "" };
+  }
+
+  /**
+   * `processing.create_batch`: up to 1,000 jobs of a project in one call and
+   * one idempotency key (a fresh one when omitted). `jobs` and `errors` are
+   * index-aligned with `requests`; with `allOrNothing` a failing request or a
+   * balance short of the total fails the call and creates nothing.
+   */
+  async createBatch(
+    params: ParamsInit<"processing.create_batch">,
+    options: CallOptions = {},
+  ): Promise<ResultOf<"processing.create_batch"> & { idempotencyKey: string }> {
+    const idempotencyKey = options.validateOnly ? options.idempotencyKey : (options.idempotencyKey ?? newIdempotencyKey());
+    const result = await this.client.execute("processing.create_batch", params, { ...options, idempotencyKey });
+    return Object.assign(result, { idempotencyKey: idempotencyKey ?? "" });
+  }
+
   /** `processing.jobs.get`. */
   async get(jobId: string, options?: CallOptions): Promise<Job> {
     const result = await this.client.execute("processing.jobs.get", { jobId }, options);
@@ -343,6 +378,18 @@ export class Jobs {
   async cancel(jobId: string, reason = "", options?: CallOptions): Promise<Job> {
     const result = await this.client.execute("processing.jobs.cancel", { jobId, reason }, options);
     return result.job!;
+  }
+
+  /**
+   * The events of many jobs on one `WatchJobs` stream (a batch's, or a
+   * project's unfinished ones); see `JobsWatch`.
+   */
+  watchMany(
+    request: JobsWatchRequest,
+    afterSequences: Record<string, bigint | number> = {},
+    options?: WatchOptions,
+  ): JobsWatch {
+    return new JobsWatch(this.client, request, afterSequences, options);
   }
 
   /** The job's events; see `JobWatch`. */

@@ -3,6 +3,7 @@
 export * from "./assets.js";
 export * from "./client.js";
 export * from "./errors.js";
+export * from "./jobs_watch.js";
 export * from "./jsonview.js";
 export * from "./operations.js";
 export * from "./webhooks.js";

@@ -40,6 +40,8 @@ import {
   ClipCreateFromItemResultSchema,
   ProcessingCreateAndDispatchParamsSchema,
   ProcessingCreateAndDispatchResultSchema,
+  ProcessingCreateBatchParamsSchema,
+  ProcessingCreateBatchResultSchema,
   ProcessingCreateParamsSchema,
   ProcessingCreateResultSchema,
   ProcessingDispatchParamsSchema,
@@ -56,6 +58,8 @@ import {
   ProcessingJobsListResultSchema,
   ProcessingJobsLogsParamsSchema,
   ProcessingJobsLogsResultSchema,
+  ProcessingJobsResubmitParamsSchema,
+  ProcessingJobsResubmitResultSchema,
   WorkersListParamsSchema,
   WorkersListResultSchema,
 } from "./gen/geopera/v1/processing_pb.js";
@@ -191,6 +195,14 @@ export const OPERATIONS = {
     idempotencyKey: true,
     repeatable: false,
   },
+  "processing.create_batch": {
+    params: ProcessingCreateBatchParamsSchema,
+    result: ProcessingCreateBatchResultSchema,
+    scope: "processing:process",
+    sideEffect: "spend",
+    idempotencyKey: true,
+    repeatable: false,
+  },
   "processing.dispatch": {
     params: ProcessingDispatchParamsSchema,
     result: ProcessingDispatchResultSchema,
@@ -245,6 +257,14 @@ export const OPERATIONS = {
     scope: "processing:read",
     sideEffect: "read",
     idempotencyKey: false,
+    repeatable: false,
+  },
+  "processing.jobs.resubmit": {
+    params: ProcessingJobsResubmitParamsSchema,
+    result: ProcessingJobsResubmitResultSchema,
+    scope: "processing:process",
+    sideEffect: "spend",
+    idempotencyKey: true,
     repeatable: false,
   },
   "projects.get": {

@@ -33,6 +33,7 @@ import {
   FailedPreconditionError,
   GeoperaClient,
   InvalidArgumentError,
+  isTerminal,
   ItemView,
   JobSchema,
   JobStatus,
@@ -269,6 +270,41 @@ describe("live server", () => {
       "UNKNOWN_OPERATION",
     );
     assert.match(error.metadata["known_operations"] ?? "", /items\.list/);
+  });
+
+  test("createBatch prices and runs a batch, watchMany follows it, resubmit runs a job again", async () => {
+    const requests = [1, 2].map((n) => ({
+      jobTypeId: "clip",
+      inputParams: {
+        source_item_id: env.GEOPERA_ITEM_ID,
+        aoi_geometry: AOI as unknown as JsonObject,
+        output_name: `ts_batch_${n}_${randomUUID().slice(0, 8)}`,
+      },
+    }));
+    const priced = await client.jobs.createBatch(
+      { projectId: env.GEOPERA_PROJECT, requests, allOrNothing: true },
+      { validateOnly: true },
+    );
+    assert.equal(priced.createdCount, 2);
+    assert.deepEqual(priced.jobs.map((job) => job.id), ["", ""]);
+    assert.deepEqual(priced.errors.map((error) => error.reason), ["", ""]);
+    assert.ok(priced.creditsReserved >= 2n);
+    await rejectsWith(client.jobs.resubmit("job_missing"), NotFoundError, Code.NOT_FOUND, "JOB_NOT_FOUND");
+
+    // For real, dispatched, then followed on one WatchJobs stream to the end.
+    const batch = await client.jobs.createBatch({ projectId: env.GEOPERA_PROJECT, requests, dispatch: true });
+    assert.match(batch.batchId, /^batch_/);
+    const ended = new Map<string, JobStatus | undefined>();
+    const watch = client.jobs.watchMany({ batchId: batch.batchId });
+    for await (const event of watch) {
+      assert.equal(event.job?.batchId, batch.batchId);
+      if (isTerminal(event.job?.status)) ended.set(event.job!.id, event.job?.status);
+    }
+    assert.deepEqual([...ended.values()], [JobStatus.SUCCEEDED, JobStatus.SUCCEEDED]);
+    assert.equal(watch.afterSequences.size, 2);
+    const again = await client.jobs.resubmit(batch.jobs[0].id, { output_name: `ts_again_${randomUUID().slice(0, 8)}` });
+    assert.equal(again.job.resubmittedFrom, batch.jobs[0].id);
+    assert.equal((await client.jobs.wait(again.job.id)).status, JobStatus.SUCCEEDED);
   });
 
   test("create_and_dispatch runs clip to SUCCEEDED and WatchJob streams it", async () => {

@@ -27,29 +27,35 @@ from google.protobuf import any_pb2 as google_dot_protobuf_dot_any__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17geopera/v1/kernel.proto\x12\ngeopera.v1\x1a\x1ageopera/v1/resources.proto\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"`\n\x0e\x45xecuteRequest\x12\x11\n\toperation\x18\x01 \x01(\t\x12$\n\x06params\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"J\n\x0f\x45xecuteResponse\x12\x11\n\toperation\x18\x01 \x01(\t\x12$\n\x06result\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\"\x98\x01\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x12\x14\n\x0cinclude_logs\x18\x03 \x01(\x08\x12\x1a\n\x12\x61\x66ter_log_sequence\x18\x04 \x01(\x03\x12+\n\rmin_log_level\x18\x05 \x01(\x0e\x32\x14.geopera.v1.LogLevel\"\xb2\x01\n\x10WatchJobResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12.\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x03job\x18\x03 \x01(\x0b\x32\x0f.geopera.v1.Job\x12\x12\n\nevent_type\x18\x04 \x01(\t\x12*\n\tlog_entry\x18\x05 \x01(\x0b\x32\x17.geopera.v1.JobLogEntry\"\x99\x01\n\x12UploadAssetRequest\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x14\n\x0cwrite_offset\x18\x05 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12\x14\n\x0c\x66inish_write\x18\x07 \x01(\x08\"\x81\x01\n\x13UploadAssetResponse\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63ommitted_size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x14\x44ownloadAssetRequest\x12\x15\n\rresource_name\x18\x01 \x01(\t\x12\x13\n\x0bread_offset\x18\x02 \x01(\x03\x12\x12\n\nread_limit\x18\x03 \x01(\x03\"m\n\x15\x44ownloadAssetResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x12\n\nmedia_type\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t2\xc6\x02\n\rKernelService\x12\x42\n\x07\x45xecute\x12\x1a.geopera.v1.ExecuteRequest\x1a\x1b.geopera.v1.ExecuteResponse\x12G\n\x08WatchJob\x12\x1b.geopera.v1.WatchJobRequest\x1a\x1c.geopera.v1.WatchJobResponse0\x01\x12P\n\x0bUploadAsset\x12\x1e.geopera.v1.UploadAssetRequest\x1a\x1f.geopera.v1.UploadAssetResponse(\x01\x12V\n\rDownloadAsset\x12 .geopera.v1.DownloadAssetRequest\x1a!.geopera.v1.DownloadAssetResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17geopera/v1/kernel.proto\x12\ngeopera.v1\x1a\x1ageopera/v1/resources.proto\x1a\x19google/protobuf/any.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"`\n\x0e\x45xecuteRequest\x12\x11\n\toperation\x18\x01 \x01(\t\x12$\n\x06params\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\x12\x15\n\rvalidate_only\x18\x03 \x01(\x08\"J\n\x0f\x45xecuteResponse\x12\x11\n\toperation\x18\x01 \x01(\t\x12$\n\x06result\x18\x02 \x01(\x0b\x32\x14.google.protobuf.Any\"\x98\x01\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x12\x14\n\x0cinclude_logs\x18\x03 \x01(\x08\x12\x1a\n\x12\x61\x66ter_log_sequence\x18\x04 \x01(\x03\x12+\n\rmin_log_level\x18\x05 \x01(\x0e\x32\x14.geopera.v1.LogLevel\"\xf6\x01\n\x10WatchJobsRequest\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61tch_id\x18\x02 \x01(\t\x12%\n\x06status\x18\x03 \x01(\x0e\x32\x15.geopera.v1.JobStatus\x12\x13\n\x0bjob_type_id\x18\x04 \x01(\t\x12I\n\x0f\x61\x66ter_sequences\x18\x05 \x03(\x0b\x32\x30.geopera.v1.WatchJobsRequest.AfterSequencesEntry\x1a\x35\n\x13\x41\x66terSequencesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xb2\x01\n\x10WatchJobResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x03\x12.\n\nevent_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x03job\x18\x03 \x01(\x0b\x32\x0f.geopera.v1.Job\x12\x12\n\nevent_type\x18\x04 \x01(\t\x12*\n\tlog_entry\x18\x05 \x01(\x0b\x32\x17.geopera.v1.JobLogEntry\"\x99\x01\n\x12UploadAssetRequest\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x11\n\tfile_name\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x14\n\x0cwrite_offset\x18\x05 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x06 \x01(\x0c\x12\x14\n\x0c\x66inish_write\x18\x07 \x01(\x08\"\x81\x01\n\x13UploadAssetResponse\x12\x11\n\tupload_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63ommitted_size\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"V\n\x14\x44ownloadAssetRequest\x12\x15\n\rresource_name\x18\x01 \x01(\t\x12\x13\n\x0bread_offset\x18\x02 \x01(\x03\x12\x12\n\nread_limit\x18\x03 \x01(\x03\"m\n\x15\x44ownloadAssetResponse\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x03\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x12\n\nmedia_type\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t2\x91\x03\n\rKernelService\x12\x42\n\x07\x45xecute\x12\x1a.geopera.v1.ExecuteRequest\x1a\x1b.geopera.v1.ExecuteResponse\x12G\n\x08WatchJob\x12\x1b.geopera.v1.WatchJobRequest\x1a\x1c.geopera.v1.WatchJobResponse0\x01\x12I\n\tWatchJobs\x12\x1c.geopera.v1.WatchJobsRequest\x1a\x1c.geopera.v1.WatchJobResponse0\x01\x12P\n\x0bUploadAsset\x12\x1e.geopera.v1.UploadAssetRequest\x1a\x1f.geopera.v1.UploadAssetResponse(\x01\x12V\n\rDownloadAsset\x12 .geopera.v1.DownloadAssetRequest\x1a!.geopera.v1.DownloadAssetResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'geopera.v1.kernel_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_WATCHJOBSREQUEST_AFTERSEQUENCESENTRY']._loaded_options = None
+  _globals['_WATCHJOBSREQUEST_AFTERSEQUENCESENTRY']._serialized_options = b'8\001'
   _globals['_EXECUTEREQUEST']._serialized_start=127
   _globals['_EXECUTEREQUEST']._serialized_end=223
   _globals['_EXECUTERESPONSE']._serialized_start=225
   _globals['_EXECUTERESPONSE']._serialized_end=299
   _globals['_WATCHJOBREQUEST']._serialized_start=302
   _globals['_WATCHJOBREQUEST']._serialized_end=454
-  _globals['_WATCHJOBRESPONSE']._serialized_start=457
-  _globals['_WATCHJOBRESPONSE']._serialized_end=635
-  _globals['_UPLOADASSETREQUEST']._serialized_start=638
-  _globals['_UPLOADASSETREQUEST']._serialized_end=791
-  _globals['_UPLOADASSETRESPONSE']._serialized_start=794
-  _globals['_UPLOADASSETRESPONSE']._serialized_end=923
-  _globals['_DOWNLOADASSETREQUEST']._serialized_start=925
-  _globals['_DOWNLOADASSETREQUEST']._serialized_end=1011
-  _globals['_DOWNLOADASSETRESPONSE']._serialized_start=1013
-  _globals['_DOWNLOADASSETRESPONSE']._serialized_end=1122
-  _globals['_KERNELSERVICE']._serialized_start=1125
-  _globals['_KERNELSERVICE']._serialized_end=1451
+  _globals['_WATCHJOBSREQUEST']._serialized_start=457
+  _globals['_WATCHJOBSREQUEST']._serialized_end=703
+  _globals['_WATCHJOBSREQUEST_AFTERSEQUENCESENTRY']._serialized_start=650
+  _globals['_WATCHJOBSREQUEST_AFTERSEQUENCESENTRY']._serialized_end=703
+  _globals['_WATCHJOBRESPONSE']._serialized_start=706
+  _globals['_WATCHJOBRESPONSE']._serialized_end=884
+  _globals['_UPLOADASSETREQUEST']._serialized_start=887
+  _globals['_UPLOADASSETREQUEST']._serialized_end=1040
+  _globals['_UPLOADASSETRESPONSE']._serialized_start=1043
+  _globals['_UPLOADASSETRESPONSE']._serialized_end=1172
+  _globals['_DOWNLOADASSETREQUEST']._serialized_start=1174
+  _globals['_DOWNLOADASSETREQUEST']._serialized_end=1260
+  _globals['_DOWNLOADASSETRESPONSE']._serialized_start=1262
+  _globals['_DOWNLOADASSETRESPONSE']._serialized_end=1371
+  _globals['_KERNELSERVICE']._serialized_start=1374
+  _globals['_KERNELSERVICE']._serialized_end=1775
 # @@protoc_insertion_point(module_scope)

@@ -3,11 +3,13 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from geopera.v1 import resources_pb2 as _resources_pb2
 from google.protobuf import any_pb2 as _any_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -165,6 +167,70 @@ class WatchJobRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WatchJobRequest: _TypeAlias = WatchJobRequest  # noqa: Y015
+
+@_typing.final
+class WatchJobsRequest(_message.Message):
+    """Request of `WatchJobs`: `project_id` or `batch_id` (with both, the batch
+    must be the project's).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class AfterSequencesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    JOB_TYPE_ID_FIELD_NUMBER: _builtins.int
+    AFTER_SEQUENCES_FIELD_NUMBER: _builtins.int
+    project_id: _builtins.str
+    """Follow this project's unfinished jobs (with the filters below), unless
+    `batch_id` is given.
+    """
+    batch_id: _builtins.str
+    """Follow every job of this batch (`processing.create_batch`)."""
+    status: _resources_pb2.JobStatus.ValueType
+    """Project mode only: just the jobs in this status when the stream opens."""
+    job_type_id: _builtins.str
+    """Project mode only: just the jobs of this type."""
+    @_builtins.property
+    def after_sequences(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Resume: job id -> the last sequence received for it (see `WatchJobs`)."""
+
+    def __init__(
+        self,
+        *,
+        project_id: _builtins.str = ...,
+        batch_id: _builtins.str = ...,
+        status: _resources_pb2.JobStatus.ValueType = ...,
+        job_type_id: _builtins.str = ...,
+        after_sequences: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequences", b"after_sequences", "batch_id", b"batch_id", "job_type_id", b"job_type_id", "project_id", b"project_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobsRequest: _TypeAlias = WatchJobsRequest  # noqa: Y015
 
 @_typing.final
 class WatchJobResponse(_message.Message):

@@ -92,6 +92,11 @@ class KernelServiceStub:
                 request_serializer=geopera_dot_v1_dot_kernel__pb2.WatchJobRequest.SerializeToString,
                 response_deserializer=geopera_dot_v1_dot_kernel__pb2.WatchJobResponse.FromString,
                 _registered_method=True)
+        self.WatchJobs = channel.unary_stream(
+                '/geopera.v1.KernelService/WatchJobs',
+                request_serializer=geopera_dot_v1_dot_kernel__pb2.WatchJobsRequest.SerializeToString,
+                response_deserializer=geopera_dot_v1_dot_kernel__pb2.WatchJobResponse.FromString,
+                _registered_method=True)
         self.UploadAsset = channel.stream_unary(
                 '/geopera.v1.KernelService/UploadAsset',
                 request_serializer=geopera_dot_v1_dot_kernel__pb2.UploadAssetRequest.SerializeToString,
@@ -220,6 +225,51 @@ class KernelServiceServicer:
         10 minutes (`GEOPERA_WATCH_IDLE`) ends with UNAVAILABLE `WATCH_IDLE`; its
         metadata `after_sequence` is the last sequence sent: resume with it (the
         SDKs do so transparently).
+
+        (WatchJobs streams the same message: the contract fixes its name.)
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJobs(self, request, context):
+        """Streams the events of a set of jobs in one stream: the jobs of a batch
+        (`batch_id`, see `processing.create_batch`), or the jobs of a project
+        (`project_id`) optionally filtered by `status` and `job_type_id`. For a
+        project the set is fixed when the stream opens: the matching jobs that
+        have not ended yet (a job that ends stays in the set until its terminal
+        event is sent), plus any job named in `after_sequences`; for a batch it
+        is every job of the batch. At most 5,000 jobs (RESOURCE_EXHAUSTED
+        `TOO_MANY_JOBS`, metadata `max_jobs`: narrow the filters).
+
+        Each job's events arrive exactly as `WatchJob` sends them (its snapshot
+        first, then every change in `sequence` order, `WatchJobResponse.job.id`
+        naming the job); events of different jobs interleave in the order they
+        happen. The stream ends OK once every job of the set has sent its
+        terminal event.
+
+        Resume per job: `after_sequences` maps a job id to the last `sequence`
+        received for it; that job's later events only are sent (no snapshot),
+        and a job already ended with nothing newer sends nothing. Keep the
+        highest sequence seen per job and pass the map back after a drop.
+
+        Requires scope `processing:read` and membership of the project.
+        INVALID_ARGUMENT `WATCH_TARGET_REQUIRED` (neither `project_id` nor
+        `batch_id`), `INVALID_STATUS`, `INVALID_SEQUENCE` (a negative sequence);
+        NOT_FOUND `BATCH_NOT_FOUND` (also for a batch of another project than a
+        `project_id` given with it); PERMISSION_DENIED `PROJECT_ACCESS_DENIED`. Ends with UNAVAILABLE
+        `SERVER_SHUTTING_DOWN` or `WATCH_IDLE` (no event of any job of the set
+        for `GEOPERA_WATCH_IDLE`) like `WatchJob`: resume with the map. Counts
+        as one stream against `GEOPERA_MAX_STREAMS_PER_TOKEN`.
+        HTTP: `GET /v1/projects/{project_id}/jobs/events` (server-sent events;
+        query `batch_id`, `status`, `job_type_id`, `after_sequences` as
+        `job_id:sequence` pairs separated by commas; each event's `id` is
+        `job_id:sequence`, and `Last-Event-ID` adds one pair).
+
+        The response is WatchJob's message (a name the contract fixes).
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -273,6 +323,11 @@ def add_KernelServiceServicer_to_server(servicer, server):
             'WatchJob': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchJob,
                     request_deserializer=geopera_dot_v1_dot_kernel__pb2.WatchJobRequest.FromString,
+                    response_serializer=geopera_dot_v1_dot_kernel__pb2.WatchJobResponse.SerializeToString,
+            ),
+            'WatchJobs': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJobs,
+                    request_deserializer=geopera_dot_v1_dot_kernel__pb2.WatchJobsRequest.FromString,
                     response_serializer=geopera_dot_v1_dot_kernel__pb2.WatchJobResponse.SerializeToString,
             ),
             'UploadAsset': grpc.stream_unary_rpc_method_handler(
@@ -387,6 +442,33 @@ class KernelService:
             target,
             '/geopera.v1.KernelService/WatchJob',
             geopera_dot_v1_dot_kernel__pb2.WatchJobRequest.SerializeToString,
+            geopera_dot_v1_dot_kernel__pb2.WatchJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/geopera.v1.KernelService/WatchJobs',
+            geopera_dot_v1_dot_kernel__pb2.WatchJobsRequest.SerializeToString,
             geopera_dot_v1_dot_kernel__pb2.WatchJobResponse.FromString,
             options,
             channel_credentials,

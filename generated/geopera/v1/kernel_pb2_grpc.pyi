@@ -142,6 +142,47 @@ class KernelServiceStub:
     10 minutes (`GEOPERA_WATCH_IDLE`) ends with UNAVAILABLE `WATCH_IDLE`; its
     metadata `after_sequence` is the last sequence sent: resume with it (the
     SDKs do so transparently).
+
+    (WatchJobs streams the same message: the contract fixes its name.)
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
+    WatchJobs: _grpc.UnaryStreamMultiCallable[_kernel_pb2.WatchJobsRequest, _kernel_pb2.WatchJobResponse]
+    """Streams the events of a set of jobs in one stream: the jobs of a batch
+    (`batch_id`, see `processing.create_batch`), or the jobs of a project
+    (`project_id`) optionally filtered by `status` and `job_type_id`. For a
+    project the set is fixed when the stream opens: the matching jobs that
+    have not ended yet (a job that ends stays in the set until its terminal
+    event is sent), plus any job named in `after_sequences`; for a batch it
+    is every job of the batch. At most 5,000 jobs (RESOURCE_EXHAUSTED
+    `TOO_MANY_JOBS`, metadata `max_jobs`: narrow the filters).
+
+    Each job's events arrive exactly as `WatchJob` sends them (its snapshot
+    first, then every change in `sequence` order, `WatchJobResponse.job.id`
+    naming the job); events of different jobs interleave in the order they
+    happen. The stream ends OK once every job of the set has sent its
+    terminal event.
+
+    Resume per job: `after_sequences` maps a job id to the last `sequence`
+    received for it; that job's later events only are sent (no snapshot),
+    and a job already ended with nothing newer sends nothing. Keep the
+    highest sequence seen per job and pass the map back after a drop.
+
+    Requires scope `processing:read` and membership of the project.
+    INVALID_ARGUMENT `WATCH_TARGET_REQUIRED` (neither `project_id` nor
+    `batch_id`), `INVALID_STATUS`, `INVALID_SEQUENCE` (a negative sequence);
+    NOT_FOUND `BATCH_NOT_FOUND` (also for a batch of another project than a
+    `project_id` given with it); PERMISSION_DENIED `PROJECT_ACCESS_DENIED`. Ends with UNAVAILABLE
+    `SERVER_SHUTTING_DOWN` or `WATCH_IDLE` (no event of any job of the set
+    for `GEOPERA_WATCH_IDLE`) like `WatchJob`: resume with the map. Counts
+    as one stream against `GEOPERA_MAX_STREAMS_PER_TOKEN`.
+    HTTP: `GET /v1/projects/{project_id}/jobs/events` (server-sent events;
+    query `batch_id`, `status`, `job_type_id`, `after_sequences` as
+    `job_id:sequence` pairs separated by commas; each event's `id` is
+    `job_id:sequence`, and `Last-Event-ID` adds one pair).
+
+    The response is WatchJob's message (a name the contract fixes).
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     """
     UploadAsset: _grpc.StreamUnaryMultiCallable[_kernel_pb2.UploadAssetRequest, _kernel_pb2.UploadAssetResponse]
     """Uploads a file in chunks (shaped like `google.bytestream.ByteStream.Write`)
@@ -287,6 +328,47 @@ class KernelServiceAsyncStub(KernelServiceStub):
     10 minutes (`GEOPERA_WATCH_IDLE`) ends with UNAVAILABLE `WATCH_IDLE`; its
     metadata `after_sequence` is the last sequence sent: resume with it (the
     SDKs do so transparently).
+
+    (WatchJobs streams the same message: the contract fixes its name.)
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    """
+    WatchJobs: _aio.UnaryStreamMultiCallable[_kernel_pb2.WatchJobsRequest, _kernel_pb2.WatchJobResponse]  # type: ignore[assignment]
+    """Streams the events of a set of jobs in one stream: the jobs of a batch
+    (`batch_id`, see `processing.create_batch`), or the jobs of a project
+    (`project_id`) optionally filtered by `status` and `job_type_id`. For a
+    project the set is fixed when the stream opens: the matching jobs that
+    have not ended yet (a job that ends stays in the set until its terminal
+    event is sent), plus any job named in `after_sequences`; for a batch it
+    is every job of the batch. At most 5,000 jobs (RESOURCE_EXHAUSTED
+    `TOO_MANY_JOBS`, metadata `max_jobs`: narrow the filters).
+
+    Each job's events arrive exactly as `WatchJob` sends them (its snapshot
+    first, then every change in `sequence` order, `WatchJobResponse.job.id`
+    naming the job); events of different jobs interleave in the order they
+    happen. The stream ends OK once every job of the set has sent its
+    terminal event.
+
+    Resume per job: `after_sequences` maps a job id to the last `sequence`
+    received for it; that job's later events only are sent (no snapshot),
+    and a job already ended with nothing newer sends nothing. Keep the
+    highest sequence seen per job and pass the map back after a drop.
+
+    Requires scope `processing:read` and membership of the project.
+    INVALID_ARGUMENT `WATCH_TARGET_REQUIRED` (neither `project_id` nor
+    `batch_id`), `INVALID_STATUS`, `INVALID_SEQUENCE` (a negative sequence);
+    NOT_FOUND `BATCH_NOT_FOUND` (also for a batch of another project than a
+    `project_id` given with it); PERMISSION_DENIED `PROJECT_ACCESS_DENIED`. Ends with UNAVAILABLE
+    `SERVER_SHUTTING_DOWN` or `WATCH_IDLE` (no event of any job of the set
+    for `GEOPERA_WATCH_IDLE`) like `WatchJob`: resume with the map. Counts
+    as one stream against `GEOPERA_MAX_STREAMS_PER_TOKEN`.
+    HTTP: `GET /v1/projects/{project_id}/jobs/events` (server-sent events;
+    query `batch_id`, `status`, `job_type_id`, `after_sequences` as
+    `job_id:sequence` pairs separated by commas; each event's `id` is
+    `job_id:sequence`, and `Last-Event-ID` adds one pair).
+
+    The response is WatchJob's message (a name the contract fixes).
+    buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+    buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
     """
     UploadAsset: _aio.StreamUnaryMultiCallable[_kernel_pb2.UploadAssetRequest, _kernel_pb2.UploadAssetResponse]  # type: ignore[assignment]
     """Uploads a file in chunks (shaped like `google.bytestream.ByteStream.Write`)
@@ -441,6 +523,53 @@ class KernelServiceServicer(metaclass=_abc_1.ABCMeta):
         10 minutes (`GEOPERA_WATCH_IDLE`) ends with UNAVAILABLE `WATCH_IDLE`; its
         metadata `after_sequence` is the last sequence sent: resume with it (the
         SDKs do so transparently).
+
+        (WatchJobs streams the same message: the contract fixes its name.)
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        """
+
+    @_abc_1.abstractmethod
+    def WatchJobs(
+        self,
+        request: _kernel_pb2.WatchJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_kernel_pb2.WatchJobResponse], _abc.AsyncIterator[_kernel_pb2.WatchJobResponse]]:
+        """Streams the events of a set of jobs in one stream: the jobs of a batch
+        (`batch_id`, see `processing.create_batch`), or the jobs of a project
+        (`project_id`) optionally filtered by `status` and `job_type_id`. For a
+        project the set is fixed when the stream opens: the matching jobs that
+        have not ended yet (a job that ends stays in the set until its terminal
+        event is sent), plus any job named in `after_sequences`; for a batch it
+        is every job of the batch. At most 5,000 jobs (RESOURCE_EXHAUSTED
+        `TOO_MANY_JOBS`, metadata `max_jobs`: narrow the filters).
+
+        Each job's events arrive exactly as `WatchJob` sends them (its snapshot
+        first, then every change in `sequence` order, `WatchJobResponse.job.id`
+        naming the job); events of different jobs interleave in the order they
+        happen. The stream ends OK once every job of the set has sent its
+        terminal event.
+
+        Resume per job: `after_sequences` maps a job id to the last `sequence`
+        received for it; that job's later events only are sent (no snapshot),
+        and a job already ended with nothing newer sends nothing. Keep the
+        highest sequence seen per job and pass the map back after a drop.
+
+        Requires scope `processing:read` and membership of the project.
+        INVALID_ARGUMENT `WATCH_TARGET_REQUIRED` (neither `project_id` nor
+        `batch_id`), `INVALID_STATUS`, `INVALID_SEQUENCE` (a negative sequence);
+        NOT_FOUND `BATCH_NOT_FOUND` (also for a batch of another project than a
+        `project_id` given with it); PERMISSION_DENIED `PROJECT_ACCESS_DENIED`. Ends with UNAVAILABLE
+        `SERVER_SHUTTING_DOWN` or `WATCH_IDLE` (no event of any job of the set
+        for `GEOPERA_WATCH_IDLE`) like `WatchJob`: resume with the map. Counts
+        as one stream against `GEOPERA_MAX_STREAMS_PER_TOKEN`.
+        HTTP: `GET /v1/projects/{project_id}/jobs/events` (server-sent events;
+        query `batch_id`, `status`, `job_type_id`, `after_sequences` as
+        `job_id:sequence` pairs separated by commas; each event's `id` is
+        `job_id:sequence`, and `Last-Event-ID` adds one pair).
+
+        The response is WatchJob's message (a name the contract fixes).
+        buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+        buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
         """
 
     @_abc_1.abstractmethod

@@ -336,6 +336,275 @@ class ProcessingCreateAndDispatchResult(_message.Message):
 Global___ProcessingCreateAndDispatchResult: _TypeAlias = ProcessingCreateAndDispatchResult  # noqa: Y015
 
 @_typing.final
+class ProcessingJobsResubmitParams(_message.Message):
+    """`processing.jobs.resubmit` (scope `processing:process`, spend): runs a
+    finished job again. A new job is created with the original's job type,
+    target collection and `input_params` (with `input_params` below merged over
+    them), priced anew (its own credit hold, as `processing.create` reserves
+    it) and dispatched at once, as `processing.create_and_dispatch` does; its
+    `resubmitted_from` names the original, which is left as it is.
+
+    Only a finished job (SUCCEEDED, FAILED or CANCELLED) may be resubmitted: a
+    job still PENDING, DISPATCHED or RUNNING fails FAILED_PRECONDITION
+    `JOB_NOT_FINISHED` (metadata `status`), so that a retried click never runs
+    a live job twice; cancel it first, or create a second job explicitly.
+
+    The merge is shallow (RFC 7396 at the top level): a key of `input_params`
+    replaces the original's value, a key set to null removes it. The merged
+    input is validated as a new job's is (INVALID_ARGUMENT
+    `INVALID_JOB_PARAMS`, ALREADY_EXISTS `OUTPUT_NAME_TAKEN` when the
+    original's output name is taken: pass a new `output_name`), and the
+    project must hold the new hold (FAILED_PRECONDITION `INSUFFICIENT_CREDITS`).
+    NOT_FOUND `JOB_NOT_FOUND`; PERMISSION_DENIED `PROJECT_ACCESS_DENIED` for a
+    job of another project. Honours `idempotency-key` (scoped to the job's
+    project) and `validate_only` (the new job as it would be, with an empty id,
+    and its estimate; nothing created or held).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    INPUT_PARAMS_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job to run again."""
+    @_builtins.property
+    def input_params(self) -> _struct_pb2.Struct:
+        """Overrides merged over the original's `input_params` (see above)."""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        input_params: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input_params", b"input_params"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_params", b"input_params", "job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessingJobsResubmitParams: _TypeAlias = ProcessingJobsResubmitParams  # noqa: Y015
+
+@_typing.final
+class ProcessingJobsResubmitResult(_message.Message):
+    """Result of `processing.jobs.resubmit`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    DISPATCH_FIELD_NUMBER: _builtins.int
+    ESTIMATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> _resources_pb2.Job:
+        """The new, DISPATCHED job (`resubmitted_from` names the original)."""
+
+    @_builtins.property
+    def dispatch(self) -> _resources_pb2.DispatchResult:
+        """Dispatch outcome."""
+
+    @_builtins.property
+    def estimate(self) -> _resources_pb2.CostEstimate:
+        """What the new job reserved (with `validate_only`, would reserve)."""
+
+    def __init__(
+        self,
+        *,
+        job: _resources_pb2.Job | None = ...,
+        dispatch: _resources_pb2.DispatchResult | None = ...,
+        estimate: _resources_pb2.CostEstimate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dispatch", b"dispatch", "estimate", b"estimate", "job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dispatch", b"dispatch", "estimate", b"estimate", "job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessingJobsResubmitResult: _TypeAlias = ProcessingJobsResubmitResult  # noqa: Y015
+
+@_typing.final
+class BatchJobRequest(_message.Message):
+    """One job request of a batch: `processing.create`'s params without the project."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_TYPE_ID_FIELD_NUMBER: _builtins.int
+    INPUT_PARAMS_FIELD_NUMBER: _builtins.int
+    TARGET_COLLECTION_ID_FIELD_NUMBER: _builtins.int
+    job_type_id: _builtins.str
+    """As `ProcessingCreateParams.job_type_id`."""
+    target_collection_id: _builtins.str
+    """As `ProcessingCreateParams.target_collection_id`."""
+    @_builtins.property
+    def input_params(self) -> _struct_pb2.Struct:
+        """As `ProcessingCreateParams.input_params`."""
+
+    def __init__(
+        self,
+        *,
+        job_type_id: _builtins.str = ...,
+        input_params: _struct_pb2.Struct | None = ...,
+        target_collection_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["input_params", b"input_params"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_params", b"input_params", "job_type_id", b"job_type_id", "target_collection_id", b"target_collection_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchJobRequest: _TypeAlias = BatchJobRequest  # noqa: Y015
+
+@_typing.final
+class BatchRequestError(_message.Message):
+    """Why one request of a batch created no job (index-aligned with the requests)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """The request's position in `requests`, 0-based."""
+    code: _builtins.int
+    """The status code the request alone would have failed with (a
+    `google.rpc.Code` value); 0 (OK) when the request created its job.
+    """
+    reason: _builtins.str
+    """The UPPER_SNAKE_CASE reason, as the ErrorInfo of `processing.create`
+    would carry it (`INVALID_JOB_PARAMS`, `INSUFFICIENT_CREDITS`, ...);
+    empty when the request created its job.
+    """
+    message: _builtins.str
+    """A human-readable explanation."""
+    field: _builtins.str
+    """The offending field of the request, when known (e.g. `input_params`)."""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        code: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        message: _builtins.str = ...,
+        field: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "field", b"field", "index", b"index", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchRequestError: _TypeAlias = BatchRequestError  # noqa: Y015
+
+@_typing.final
+class ProcessingCreateBatchParams(_message.Message):
+    """`processing.create_batch` (scope `processing:process`, spend): up to 1,000
+    jobs of one project in one call and one transaction, each request checked
+    and priced exactly as `processing.create` checks and prices it. Every job
+    created carries the same new `batch_id` (follow them all with `WatchJobs`).
+
+    With `all_or_nothing`, the batch is created whole or not at all: the first
+    request that would fail fails the call with that request's error (its
+    ErrorInfo metadata `request_index` names it, field violations are prefixed
+    `requests[i].`), and when the project cannot hold the credits of the whole
+    batch the call fails FAILED_PRECONDITION `INSUFFICIENT_CREDITS` (metadata
+    `required`: the batch's total, `available`); nothing is created or held.
+    Without it, each request succeeds or fails on its own: credits are held in
+    request order while the balance lasts (a request past it fails
+    `INSUFFICIENT_CREDITS` in `errors`), and the call succeeds even when no
+    request did.
+
+    INVALID_ARGUMENT `BATCH_EMPTY` (no request), `BATCH_TOO_LARGE` (over 1,000
+    requests; metadata `max_requests`); PROJECT_ID_REQUIRED, PROJECT_NOT_FOUND
+    and PROJECT_ACCESS_DENIED as for `processing.create`. Honours one
+    `idempotency-key` for the whole batch (a repeat answers the first result)
+    and `validate_only` (the jobs as they would be, with empty ids, and every
+    request's error; nothing created or held).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    ALL_OR_NOTHING_FIELD_NUMBER: _builtins.int
+    DISPATCH_FIELD_NUMBER: _builtins.int
+    project_id: _builtins.str
+    """Project that pays and receives the outputs of every job."""
+    all_or_nothing: _builtins.bool
+    """Create every job or none (see above)."""
+    dispatch: _builtins.bool
+    """Also dispatch every job created, as `processing.create_and_dispatch`
+    does; otherwise the jobs stay PENDING for `processing.dispatch`.
+    """
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchJobRequest]:
+        """The job requests, at most 1,000."""
+
+    def __init__(
+        self,
+        *,
+        project_id: _builtins.str = ...,
+        requests: _abc.Iterable[Global___BatchJobRequest] | None = ...,
+        all_or_nothing: _builtins.bool = ...,
+        dispatch: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_or_nothing", b"all_or_nothing", "dispatch", b"dispatch", "project_id", b"project_id", "requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessingCreateBatchParams: _TypeAlias = ProcessingCreateBatchParams  # noqa: Y015
+
+@_typing.final
+class ProcessingCreateBatchResult(_message.Message):
+    """Result of `processing.create_batch`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    CREDITS_RESERVED_FIELD_NUMBER: _builtins.int
+    CREATED_COUNT_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    """The id every created job carries as `batch_id`; empty when no job was
+    created.
+    """
+    credits_reserved: _builtins.int
+    """Credits held by the batch in total (with `validate_only`, that would be)."""
+    created_count: _builtins.int
+    """Requests that created a job."""
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Job]:
+        """One entry per request, index-aligned: the job created, or an empty Job
+        (no `id`) where the request failed.
+        """
+
+    @_builtins.property
+    def errors(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchRequestError]:
+        """One entry per request, index-aligned: `code` 0 and an empty `reason`
+        where the request created its job, else why it did not.
+        """
+
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[_resources_pb2.Job] | None = ...,
+        errors: _abc.Iterable[Global___BatchRequestError] | None = ...,
+        batch_id: _builtins.str = ...,
+        credits_reserved: _builtins.int = ...,
+        created_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "created_count", b"created_count", "credits_reserved", b"credits_reserved", "errors", b"errors", "jobs", b"jobs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProcessingCreateBatchResult: _TypeAlias = ProcessingCreateBatchResult  # noqa: Y015
+
+@_typing.final
 class ProcessingDispatchParams(_message.Message):
     """`processing.dispatch` (scope `processing:process`, spend): queues a PENDING
     job for a worker. Dispatching a job that is already dispatched or running

@@ -650,6 +650,8 @@ class Job(_message.Message):
     SOURCE_ITEM_IDS_FIELD_NUMBER: _builtins.int
     CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
+    RESUBMITTED_FROM_FIELD_NUMBER: _builtins.int
+    BATCH_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Job id, `job_...`."""
     project_id: _builtins.str
@@ -684,6 +686,12 @@ class Job(_message.Message):
     """True once a cancel was requested for a running job."""
     sequence: _builtins.int
     """Sequence number of the job's latest event (see `WatchJob`)."""
+    resubmitted_from: _builtins.str
+    """The job this one re-runs (`processing.jobs.resubmit`); empty otherwise."""
+    batch_id: _builtins.str
+    """The batch that created the job (`processing.create_batch`), `batch_...`;
+    empty otherwise. `WatchJobs` follows a batch by this id.
+    """
     @_builtins.property
     def input_params(self) -> _struct_pb2.Struct:
         """The job's input, validated against the job type's input schema."""
@@ -746,10 +754,12 @@ class Job(_message.Message):
         source_item_ids: _abc.Iterable[_builtins.str] | None = ...,
         cancel_requested: _builtins.bool = ...,
         sequence: _builtins.int = ...,
+        resubmitted_from: _builtins.str = ...,
+        batch_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dispatch_time", b"dispatch_time", "end_time", b"end_time", "error", b"error", "input_params", b"input_params", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "credits_charged", b"credits_charged", "credits_reserved", b"credits_reserved", "dispatch_time", b"dispatch_time", "end_time", b"end_time", "error", b"error", "id", b"id", "input_params", b"input_params", "job_type_id", b"job_type_id", "max_attempts", b"max_attempts", "message", b"message", "output_item_ids", b"output_item_ids", "progress", b"progress", "project_id", b"project_id", "sequence", b"sequence", "source_item_ids", b"source_item_ids", "start_time", b"start_time", "status", b"status", "target_collection_id", b"target_collection_id", "update_time", b"update_time", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "batch_id", b"batch_id", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "credits_charged", b"credits_charged", "credits_reserved", b"credits_reserved", "dispatch_time", b"dispatch_time", "end_time", b"end_time", "error", b"error", "id", b"id", "input_params", b"input_params", "job_type_id", b"job_type_id", "max_attempts", b"max_attempts", "message", b"message", "output_item_ids", b"output_item_ids", "progress", b"progress", "project_id", b"project_id", "resubmitted_from", b"resubmitted_from", "sequence", b"sequence", "source_item_ids", b"source_item_ids", "start_time", b"start_time", "status", b"status", "target_collection_id", b"target_collection_id", "update_time", b"update_time", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -25,6 +25,7 @@ from geopera_kernel.server.domain.jobs import (
     WorkerRecord,
 )
 from geopera_kernel.server.domain.jobs.pricing import Estimate
+from geopera_kernel.server.domain.jobs.watch_set import JobSet
 from geopera_kernel.server.domain.models import AssetRecord, ItemRecord, ProjectRecord
 from geopera_kernel.server.edge.status import status_proto
 from geopera_kernel.server.errors import Code, DomainError, invalid_argument
@@ -254,12 +255,27 @@ def job(record: JobRecord, *, full: bool = True) -> resources_pb2.Job:
         source_item_ids=record.source_item_ids,
         cancel_requested=record.cancel_requested,
         sequence=record.sequence,
+        resubmitted_from=record.resubmitted_from,
+        batch_id=record.batch_id,
     )
     if record.error is not None:
         message.error.CopyFrom(
             status_proto(DomainError(Code(record.error.code), record.error.reason, record.error.message))
         )
     return message
+
+
+def job_set(request: kernel_pb2.WatchJobsRequest) -> JobSet:
+    """What a WatchJobs request follows (its status checked by JobSet.check)."""
+    if request.status != resources_pb2.JOB_STATUS_UNSPECIFIED and request.status not in JOB_STATUS_NAMES:
+        raise invalid_argument("INVALID_STATUS", f"unknown job status {request.status}", field="status")
+    return JobSet(
+        project_id=request.project_id,
+        batch_id=request.batch_id,
+        status=JOB_STATUS_NAMES.get(request.status),
+        job_type_id=request.job_type_id or None,
+        after_sequences=dict(request.after_sequences),
+    )
 
 
 def job_log_entry(entry: JobLogEntry) -> resources_pb2.JobLogEntry:

@@ -18,6 +18,7 @@ from geopera_kernel.server.domain import idempotency
 from geopera_kernel.server.domain.idempotency import KeyedCall, Replayed
 from geopera_kernel.server.domain.jobs import JobEvent, JobLogEvent, job_events
 from geopera_kernel.server.domain.jobs.watch import LogFollow
+from geopera_kernel.server.domain.jobs.watch_set import JobSet, set_events
 from geopera_kernel.server.edge.call import CallInfo
 from geopera_kernel.server.errors import invalid_argument
 from geopera_kernel.server.services import Services
@@ -153,6 +154,14 @@ class Executor:
         except Replayed as replayed:
             call.extra["idempotent_replay"] = True
             return EncodedResult(operation.result_type, replayed.response)
+
+    def watch_set(self, principal: Principal, target: JobSet) -> AsyncIterator[JobEvent]:
+        """The events of a set of jobs (see domain.jobs.watch_set)."""
+        services = self.services
+        return set_events(
+            services.jobs, services.notifications, principal, target,
+            idle_limit=services.streams.watch_idle_seconds,
+        )  # fmt: skip
 
     def watch(
         self, principal: Principal, job_id: str, after_sequence: int, logs: LogFollow | None = None

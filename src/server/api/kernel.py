@@ -120,6 +120,19 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
                 sent += 1
         call.extra["events"] = sent
 
+    async def WatchJobs(
+        self, request: kernel_pb2.WatchJobsRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[kernel_pb2.WatchJobResponse]:
+        call = current_call()
+        principal = current_principal()
+        target = convert.job_set(request)
+        sent = 0
+        with self._services.streams.hold(principal.id):
+            async for event in self._executor.watch_set(principal, target):
+                yield convert.watch_response(event)
+                sent += 1
+        call.extra["events"] = sent
+
     async def UploadAsset(
         self, request_iterator: AsyncIterator[kernel_pb2.UploadAssetRequest], context: aio.ServicerContext
     ) -> kernel_pb2.UploadAssetResponse:

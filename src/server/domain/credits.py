@@ -124,6 +124,23 @@ class CreditService:
             )
         return int(reserved["available_after"])
 
+    async def lock_available(self, tx: psycopg.AsyncConnection[Any], project_id: str) -> int:
+        """The project's available credits, its account row locked until commit
+        (a batch decides which of its jobs it can hold before creating them)."""
+        row = await fetch_project_row(tx, Q.lock_balance, {"project_id": project_id}, project_id)
+        return int(row["available"])
+
+    async def reserve_batch(
+        self, tx: psycopg.AsyncConnection[Any], project_id: str, job_ids: list[str], amounts: list[int]
+    ) -> bool:
+        """Hold each new job's amount in one statement (one ledger row each);
+        False, holding nothing, when the project has less than their total."""
+        if not job_ids:
+            return True
+        params = {"project_id": project_id, "job_ids": job_ids, "amounts": amounts, "note": "job created (batch)"}
+        rows = await (await tx.execute(Q.reserve_batch_credits, params)).fetchall()
+        return bool(rows)
+
     async def capture(
         self, tx: psycopg.AsyncConnection[Any], project_id: str, job_id: str, *, held: int, actual_cost: int
     ) -> None:

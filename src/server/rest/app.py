@@ -12,8 +12,8 @@ import functools
 import json
 import logging
 import ssl
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 from google.protobuf import json_format
@@ -26,6 +26,7 @@ from geopera_kernel.server.api.execute import Executor
 from geopera_kernel.server.api.registry import OperationRegistry
 from geopera_kernel.server.api.wire import result_message
 from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.jobs import JobEvent, JobLogEvent
 from geopera_kernel.server.domain.jobs.watch import LogFollow
 from geopera_kernel.server.edge.call import CallInfo, Edge
 from geopera_kernel.server.edge.call import request_id as request_id_of
@@ -38,12 +39,16 @@ from geopera_kernel.server.rest.docs import add_docs_routes
 from geopera_kernel.server.rest.downloads import Downloads
 from geopera_kernel.server.rest.edged import add_request_id, through_edge
 from geopera_kernel.server.rest.health import add_health_routes
+from geopera_kernel.server.rest.job_sets import job_set_of
 from geopera_kernel.server.rest.openapi import openapi_document
 from geopera_kernel.server.rest.responses import error_response, json_response
 from geopera_kernel.server.rest.stac import StacApi
 from geopera_kernel.server.rest.tiles import TileRoutes
 
 log = logging.getLogger(__name__)
+
+# A job event, or (on a watch with include_logs) a log record.
+StreamEvent = TypeVar("StreamEvent", bound=JobEvent | JobLogEvent)
 
 MAX_BODY_BYTES = 16 << 20
 
@@ -124,6 +129,7 @@ class RestApi:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
         app.router.add_post("/v1/op/{operation}", self.execute)
         app.router.add_get("/v1/jobs/{job_id}/events", self.job_events)
+        app.router.add_get("/v1/projects/{project_id}/jobs/events", self.project_job_events)
         app.router.add_get("/v1/openapi.json", self.openapi)
         app.on_response_prepare.append(add_request_id)
         Downloads(self.access).add_routes(app)
@@ -186,15 +192,39 @@ class RestApi:
         return message
 
     async def job_events(self, request: web.Request) -> web.StreamResponse:
+        job_id = request.match_info["job_id"]
+        return await self._event_stream(
+            request,
+            "HTTP GET /v1/jobs/events",
+            lambda executor, principal: executor.watch(
+                principal, job_id, self._after_sequence(request), _log_follow(request)
+            ),
+            lambda event: str(event.sequence),
+        )
+
+    async def project_job_events(self, request: web.Request) -> web.StreamResponse:
+        """WatchJobs as server-sent events; each event's `id` is `job_id:sequence`."""
+        return await self._event_stream(
+            request,
+            "HTTP GET /v1/projects/jobs/events",
+            lambda executor, principal: executor.watch_set(principal, job_set_of(request)),
+            lambda event: f"{event.job.id}:{event.sequence}",
+        )
+
+    async def _event_stream(
+        self,
+        request: web.Request,
+        name: str,
+        events_of: Callable[[Executor, Principal], AsyncIterator[StreamEvent]],
+        event_id: Callable[[StreamEvent], str],
+    ) -> web.StreamResponse:
         response: web.StreamResponse | None = None
 
         async def stream(executor: Executor, call: CallInfo, principal: Principal) -> web.StreamResponse:
             nonlocal response
-            after = self._after_sequence(request)
-            logs = _log_follow(request)
             with executor.services.streams.hold(principal.id):
                 events = until_revoked(
-                    executor.watch(principal, request.match_info["job_id"], after, logs),
+                    events_of(executor, principal),
                     executor.services.tokens,
                     request.headers.get("Authorization"),
                 )
@@ -209,9 +239,9 @@ class RestApi:
                         )
                         await response.prepare(request)
                     data = json.dumps(jsonview.to_json(convert.watch_response(event)))
-                    await response.write(f"id: {event.sequence}\nevent: {event.event_type}\ndata: {data}\n\n".encode())
+                    await response.write(f"id: {event_id(event)}\nevent: {event.event_type}\ndata: {data}\n\n".encode())
                 if response is None:
-                    # A resume of an ended job with nothing newer: 204 also tells an
+                    # A resume of ended jobs with nothing newer: 204 also tells an
                     # EventSource not to reconnect.
                     return web.Response(status=204, headers={"X-Request-Id": call.request_id})
                 await response.write_eof()
@@ -225,7 +255,7 @@ class RestApi:
             await response.write_eof()
             return response
 
-        return await self._call(request, "HTTP GET /v1/jobs/events", stream, on_error)
+        return await self._call(request, name, stream, on_error)
 
     @staticmethod
     def _after_sequence(request: web.Request) -> int:

@@ -182,6 +182,32 @@ def openapi_document(registry: OperationRegistry, server_url: str = "/") -> dict
             "responses": {"200": {"description": "text/event-stream of WatchJobResponse JSON objects"}},
         }
     }
+    paths["/v1/projects/{project_id}/jobs/events"] = {
+        "get": {
+            "operationId": "projects_jobs_events",
+            "summary": "WatchJobs as server-sent events: every event of a batch's jobs (`batch_id`) or of the "
+            "project's unfinished jobs (filters `status`, `job_type_id`), each job's snapshot first, ending once "
+            "every job has ended. Each event's `id` is `job_id:sequence`; resume with `after_sequences` "
+            "(`job_id:sequence` pairs separated by commas) or `Last-Event-ID` (one pair).",
+            "parameters": [
+                {"name": "project_id", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "batch_id", "in": "query", "required": False, "schema": {"type": "string"}},
+                {"name": "status", "in": "query", "required": False,
+                 "schema": {"type": "string", "enum": ["PENDING", "DISPATCHED", "RUNNING", "SUCCEEDED", "FAILED",
+                                                       "CANCELLED"]}},
+                {"name": "job_type_id", "in": "query", "required": False, "schema": {"type": "string"}},
+                {"name": "after_sequences", "in": "query", "required": False, "schema": {"type": "string"}},
+            ],
+            "responses": {
+                "200": {"description": "text/event-stream of WatchJobResponse JSON objects"},
+                "204": {"description": "nothing newer than after_sequences: every job of the set has ended"},
+                "default": {
+                    "description": "an error",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                },
+            },
+        }
+    }  # fmt: skip
     paths.update(downloads.openapi_paths())
     paths.update(stac_openapi.openapi_paths())
     paths.update(stac_openapi.health_paths())

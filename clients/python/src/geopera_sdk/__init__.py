@@ -2,10 +2,10 @@
 `AsyncClient` (asyncio), typed errors, job handles, uploads and downloads.
 See README.md for a tour."""
 
-from geopera_sdk._aio import AsyncClient, AsyncJob, AsyncJobWatch
+from geopera_sdk._aio import AsyncBatch, AsyncClient, AsyncJob, AsyncJobsWatch, AsyncJobWatch
 from geopera_sdk._analytics import AnalyticsResult
 from geopera_sdk._base import VERSION as __version__
-from geopera_sdk._client import Client, Job, JobWatch
+from geopera_sdk._client import Batch, Client, Job, JobsWatch, JobWatch
 from geopera_sdk._convert import job_status_name, message_base_name, params_type, result_type
 from geopera_sdk._errors import (
     Aborted,
@@ -36,9 +36,12 @@ __all__ = [
     "Aborted",
     "AlreadyExists",
     "AnalyticsResult",
+    "AsyncBatch",
     "AsyncClient",
     "AsyncJob",
     "AsyncJobWatch",
+    "AsyncJobsWatch",
+    "Batch",
     "Cancelled",
     "ChecksumMismatch",
     "Client",
@@ -52,6 +55,7 @@ __all__ = [
     "Job",
     "JobFailedError",
     "JobWatch",
+    "JobsWatch",
     "NotFound",
     "OutOfRange",
     "PermissionDenied",

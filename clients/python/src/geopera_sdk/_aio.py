@@ -55,7 +55,15 @@ from geopera_sdk._convert import (
     view_number,
 )
 from geopera_sdk._errors import GeoperaError, Internal, JobFailedError, Unavailable, error_from_rpc
-from geopera_sdk._job import LAST_ERROR_LOGS, JobProgress, _JobBase, _WaitDisplay, job_error_reason, log_level
+from geopera_sdk._job import (
+    LAST_ERROR_LOGS,
+    JobProgress,
+    _BatchDisplay,
+    _JobBase,
+    _WaitDisplay,
+    job_error_reason,
+    log_level,
+)
 from geopera_sdk._progress import open_bar
 from geopera_sdk._retry import Attempts, RetryPolicy
 from geopera_sdk._transfer import (
@@ -696,6 +704,117 @@ class AsyncJobs(_AsyncNamespace):
         params = processing_pb2.ProcessingJobsCancelParams(job_id=job_id, reason=reason)
         return self._job(await self._run("processing.jobs.cancel", params))
 
+    async def resubmit(
+        self,
+        job_id: str,
+        input_params: Mapping[str, Any] | struct_pb2.Struct | None = None,
+        *,
+        idempotency_key: str | None = None,
+        validate_only: bool = False,
+    ) -> AsyncJob:
+        """`processing.jobs.resubmit`: run a finished job again as a new,
+        dispatched job (its own credit hold, `resubmitted_from` naming the
+        original); `input_params` are merged over the original's (a None
+        value removes a key)."""
+        params = processing_pb2.ProcessingJobsResubmitParams(job_id=job_id, input_params=to_struct(input_params))
+        operation = "processing.jobs.resubmit"
+        return self._job(
+            await self._run(operation, params, idempotency_key=idempotency_key, validate_only=validate_only)
+        )
+
+    async def create_batch(
+        self,
+        project_id: str,
+        requests: Iterable[Mapping[str, Any]],
+        *,
+        all_or_nothing: bool = False,
+        dispatch: bool = False,
+        idempotency_key: str | None = None,
+        validate_only: bool = False,
+    ) -> AsyncBatch:
+        """`processing.create_batch`: up to 1,000 jobs in one call, each
+        request a mapping of `job_type_id`, `input_params` and optionally
+        `target_collection_id`. `all_or_nothing=True` creates every job or
+        raises (the first failing request's error, or `INSUFFICIENT_CREDITS`
+        for the whole batch); otherwise `errors` says which requests failed."""
+        params = processing_pb2.ProcessingCreateBatchParams(
+            project_id=project_id, all_or_nothing=all_or_nothing, dispatch=dispatch
+        )
+        for request in requests:
+            params.requests.add(
+                job_type_id=request["job_type_id"],
+                input_params=to_struct(request.get("input_params")),
+                target_collection_id=request.get("target_collection_id") or "",
+            )
+        operation = "processing.create_batch"
+        result = await self._run(operation, params, idempotency_key=idempotency_key, validate_only=validate_only)
+        return AsyncBatch(self._client, result)
+
+    def watch_many(
+        self,
+        *,
+        project_id: str = "",
+        batch_id: str = "",
+        status: int | str | None = None,
+        job_type_id: str | None = None,
+        after_sequences: Mapping[str, int] | None = None,
+        timeout: float | None = None,
+    ) -> AsyncJobsWatch:
+        """The events of many jobs in one stream (`WatchJobs`): a batch's, or
+        a project's unfinished ones (filtered by `status`, `job_type_id`).
+        Dropped streams are resumed transparently, per job."""
+        request = kernel_pb2.WatchJobsRequest(
+            project_id=project_id,
+            batch_id=batch_id,
+            status=job_status(status) if status is not None else 0,  # type: ignore[arg-type]
+            job_type_id=job_type_id or "",
+        )
+        return AsyncJobsWatch(self._client, request, dict(after_sequences or {}), timeout)
+
+    async def wait_all(
+        self,
+        jobs: Iterable[AsyncJob] | AsyncBatch,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 (a gRPC deadline)
+        progress: JobProgress = False,
+    ) -> builtins.list[AsyncJob]:
+        """Follow every job (one `WatchJobs` stream: by batch when they share
+        one, else by their project) until each has ended, updating the handles;
+        `progress=True` draws one combined bar on stderr (a callable gets every
+        snapshot). Returns the handles (check each `succeeded`)."""
+        handles = builtins.list(jobs.jobs if isinstance(jobs, AsyncBatch) else jobs)
+        if not handles:
+            return handles
+        by_id = {job.id: job for job in handles}
+        batches = {job.proto.batch_id for job in handles}
+        projects = {job.proto.project_id for job in handles}
+        batch_id = batches.pop() if len(batches) == 1 else ""
+        if not batch_id and len(projects) != 1:
+            raise ValueError("wait_all follows the jobs of one project (or one batch)")
+        watch = self.watch_many(
+            project_id="" if batch_id else projects.pop(),
+            batch_id=batch_id,
+            after_sequences={job.id: 0 for job in handles} if not batch_id else None,
+            timeout=timeout,
+        )
+        display = _BatchDisplay(len(handles), progress)
+        open_ids = {job.id for job in handles if job.proto.status not in TERMINAL_STATUSES or not job.proto.sequence}
+        try:
+            async for event in watch:
+                handle = by_id.get(event.job.id)
+                if handle is None:
+                    continue
+                handle.proto = event.job
+                display.show(handles, event.job)
+                if event.job.status in TERMINAL_STATUSES:
+                    open_ids.discard(event.job.id)
+                    if not open_ids:
+                        break
+        finally:
+            await watch.aclose()
+            display.close()
+        return handles
+
     def logs(
         self,
         job_id: str,
@@ -826,6 +945,92 @@ class AsyncJobWatch(AsyncIterator[kernel_pb2.WatchJobResponse]):
                 if not received:
                     return  # the server ends a watch OK only for an ended job: nothing was newer
                 error: GeoperaError = Unavailable("the watch ended before the job did", reason="STREAM_ENDED")
+            except grpc.RpcError as err:
+                error = error_from_rpc(err)
+            finally:
+                call.cancel()
+            if error.reason == "WATCH_IDLE":
+                attempts.progressed()  # the server ends quiet watches: resuming them is routine
+            delay = attempts.next_delay(error, safe=True)
+            if delay is None:
+                raise error
+            self.resumes += 1
+            await asyncio.sleep(delay)
+
+
+class AsyncBatch:
+    """What `create_batch` answers: `jobs` (the handles of the jobs created,
+    in request order), `errors` (the `BatchRequestError` of each request that
+    failed, with its `index` and `reason`), `batch_id`, and the raw `result`."""
+
+    def __init__(self, client: AsyncClient, result: processing_pb2.ProcessingCreateBatchResult) -> None:
+        self.result = result
+        self.batch_id = result.batch_id
+        self.jobs = [AsyncJob(client, job) for job in result.jobs if job.id or not result.batch_id]
+        self.errors = [error for error in result.errors if error.reason]
+
+    def __repr__(self) -> str:
+        return f"<Batch {self.batch_id or '(validate only)'}: {len(self.jobs)} jobs, {len(self.errors)} errors>"
+
+
+class AsyncJobsWatch(AsyncIterator[kernel_pb2.WatchJobResponse]):
+    """An async iterator over the events of many jobs (`WatchJobs`) that
+    resumes dropped streams per job: `after_sequences` holds the latest
+    sequence seen of each job, `resumes` counts the reconnections."""
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        request: kernel_pb2.WatchJobsRequest,
+        after_sequences: dict[str, int],
+        timeout: float | None,
+    ) -> None:
+        self.after_sequences = after_sequences
+        self.resumes = 0
+        self._client = client
+        self._request = request
+        self._timeout = timeout
+        if False:  # SYNC
+            # close() may come from another thread than the one iterating.
+            self._call: Any = None
+            self._lock = threading.Lock()
+        self._events = self._run()
+
+    def __aiter__(self) -> AsyncJobsWatch:
+        return self
+
+    async def __anext__(self) -> kernel_pb2.WatchJobResponse:
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop watching (cancels the open stream)."""
+        if False:  # SYNC
+            with self._lock:
+                if self._call is not None:
+                    self._call.cancel()
+        await self._events.aclose()
+
+    async def _run(self) -> AsyncGenerator[kernel_pb2.WatchJobResponse, None]:
+        client = self._client
+        attempts = Attempts(client.retry_policy, self._timeout, stream=True)
+        while True:
+            request = kernel_pb2.WatchJobsRequest()
+            request.CopyFrom(self._request)
+            for job_id, sequence in self.after_sequences.items():
+                request.after_sequences[job_id] = sequence
+            call = client._stub.WatchJobs(request, metadata=client._settings.metadata(), timeout=attempts.remaining())
+            if False:  # SYNC
+                with self._lock:
+                    self._call = call
+            try:
+                async for event in call:
+                    seen = self.after_sequences.get(event.job.id, 0)
+                    if seen and event.sequence <= seen:
+                        continue  # already seen (never expected; cheap insurance)
+                    self.after_sequences[event.job.id] = event.sequence
+                    attempts.progressed()
+                    yield event
+                return  # the server ends WatchJobs OK once every job of the set has ended
             except grpc.RpcError as err:
                 error = error_from_rpc(err)
             finally:

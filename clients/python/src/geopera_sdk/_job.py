@@ -5,7 +5,7 @@ client (`_aio.py`, generated `_client.py`), so that this module needs neither.""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from google.protobuf.message import Message
@@ -140,6 +140,35 @@ class _WaitDisplay:
             elapsed = int(time.monotonic() - self._started)
             clock = f"{elapsed // 3600}:{elapsed % 3600 // 60:02d}:{elapsed % 60:02d}"
             self._bar.update(done, f"{job_status_name(job.status)} {clock}")
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+class _BatchDisplay:
+    """What `wait_all(progress=...)` shows: one combined bar over every job
+    (each counts its progress, an ended one 1), or a callback per snapshot."""
+
+    def __init__(self, total: int, progress: JobProgress) -> None:
+        self._callback: Callable[[resources_pb2.Job], Any] | None = None
+        self._bar: Bar | None = None
+        if callable(progress) and not isinstance(progress, bool):
+            self._callback = progress
+        elif progress:
+            self._bar = open_bar(True, total=float(total), desc=f"{total} jobs", unit="jobs")
+
+    def show(self, jobs: Sequence[Any], job: resources_pb2.Job) -> None:
+        if self._callback is not None:
+            self._callback(job)
+            return
+        if self._bar is None:
+            return
+        ended = [j.proto for j in jobs if j.proto.status in TERMINAL_STATUSES]
+        failed = sum(j.status != resources_pb2.JOB_STATUS_SUCCEEDED for j in ended)
+        done = len(ended) + sum(j.proto.progress for j in jobs if j.proto.status not in TERMINAL_STATUSES)
+        note = f"{len(ended)}/{len(jobs)} ended" + (f", {failed} not succeeded" if failed else "")
+        self._bar.update(done, note)
 
     def close(self) -> None:
         if self._bar is not None:

@@ -20,7 +20,7 @@ from geopera_kernel.server.domain.jobs.pricing import Estimate, estimate, measur
 from geopera_kernel.server.domain.jobs.records import ACTIVE, Dispatch, JobCreate, JobRecord, JobSpend
 from geopera_kernel.server.domain.jobs.transitions import JobTransitions
 from geopera_kernel.server.domain.models import ItemRecord
-from geopera_kernel.server.errors import already_exists, failed_precondition, invalid_argument, not_found
+from geopera_kernel.server.errors import DomainError, already_exists, failed_precondition, invalid_argument, not_found
 from geopera_kernel.server.ids import new_id
 from geopera_kernel.server.store import Q
 from geopera_kernel.server.validation import require_finite_json
@@ -74,6 +74,8 @@ class JobCreation(JobTransitions):
                         "created_by": principal.id,
                         "max_attempts": self.policy.max_attempts,
                         "message": f"created; {credits} credits reserved ({area:.3f} km², {assets} assets)",
+                        "resubmitted_from": spec.resubmitted_from or None,
+                        "batch_id": None,
                     },
                 )
             ).fetchone()
@@ -135,18 +137,21 @@ class JobCreation(JobTransitions):
     ) -> tuple[JobRecord, Dispatch]:
         """Queue a PENDING job; its `dispatched` event is recorded here unless
         `record` is False (the caller records it with others)."""
-        n = job_type.connected_workers
-        message = (
-            f"queued; {n} connected worker{'s' if n != 1 else ''} run{'s' if n == 1 else ''} {job.job_type_id}"
-            if n
-            else f"queued; no connected worker runs {job.job_type_id!r} yet: the job runs when one connects"
-        )
+        message = queued_message(job_type)
         row = await (await tx.execute(Q.dispatch_job, {"id": job.id, "message": message})).fetchone()
         assert row is not None
         dispatched = JobRecord.from_row(row)
         if record:
             await self._record_event(tx, dispatched, "dispatched")
         return dispatched, Dispatch(True, "", message)
+
+
+def queued_message(job_type: JobTypeRecord) -> str:
+    """A dispatched job's message: who can run it."""
+    n = job_type.connected_workers
+    if n:
+        return f"queued; {n} connected worker{'s' if n != 1 else ''} run{'s' if n == 1 else ''} {job_type.id}"
+    return f"queued; no connected worker runs {job_type.id!r} yet: the job runs when one connects"
 
 
 async def _check_output_target(
@@ -156,26 +161,42 @@ async def _check_output_target(
     any credit moves: a malformed target collection, an output name taken.
     The name is `input_params.output_name`, or a built-in type's default
     `<source item name>_<job type>`; other defaults are checked on arrival."""
+    check_target_collection(spec)
+    output = output_of(job_type, spec, sources)
+    if output is None:
+        return
+    collection_id, name = output
+    params = {"project_id": spec.project_id, "collection_id": collection_id, "name": name}
+    if await (await conn.execute(Q.item_name_taken, params)).fetchone() is not None:
+        raise output_name_taken(collection_id, name)
+
+
+def check_target_collection(spec: JobCreate) -> None:
     if spec.target_collection_id and not COLLECTION_ID.match(spec.target_collection_id):
         raise invalid_argument(
             "INVALID_COLLECTION_ID",
             "target_collection_id must be 1-63 letters, digits, '_', '.' or '-'",
             field="target_collection_id",
         )
+
+
+def output_of(job_type: JobTypeRecord, spec: JobCreate, sources: list[ItemRecord]) -> tuple[str, str] | None:
+    """(collection, item name) the job's output takes, when known now."""
     name = spec.input_params.get("output_name")
     if not isinstance(name, str) or not name:
         name = f"{sources[0].name}_{job_type.id}" if job_type.builtin and len(sources) == 1 else None
     if name is None:
-        return
-    collection_id = spec.target_collection_id or job_type.id
-    params = {"project_id": spec.project_id, "collection_id": collection_id, "name": name}
-    if await (await conn.execute(Q.item_name_taken, params)).fetchone() is not None:
-        raise already_exists(
-            "OUTPUT_NAME_TAKEN",
-            f"collection {collection_id!r} already has an item named {name!r}; choose another output_name",
-            collection_id=collection_id,
-            name=name,
-        )
+        return None
+    return spec.target_collection_id or job_type.id, name
+
+
+def output_name_taken(collection_id: str, name: str) -> DomainError:
+    return already_exists(
+        "OUTPUT_NAME_TAKEN",
+        f"collection {collection_id!r} already has an item named {name!r}; choose another output_name",
+        collection_id=collection_id,
+        name=name,
+    )
 
 
 async def _source_items(
@@ -183,14 +204,32 @@ async def _source_items(
 ) -> list[ItemRecord]:
     """Items named by the input's `source_item_id` / `source_item_ids`:
     they must exist and belong to the job's project."""
+    rows = {}
+    for item_id in named_source_ids(params):
+        row = await (await conn.execute(Q.get_item, {"id": item_id})).fetchone()
+        if row is not None:
+            rows[item_id] = row
+    return sources_among(principal, project_id, params, rows)
+
+
+def named_source_ids(params: dict[str, Any]) -> list[str]:
+    """The item ids an input names (`source_item_id`, `source_item_ids`), once each, in order."""
     ids: list[str] = []
     if isinstance(params.get("source_item_id"), str):
         ids.append(params["source_item_id"])
     if isinstance(params.get("source_item_ids"), list):
         ids += [i for i in params["source_item_ids"] if isinstance(i, str)]
+    return list(dict.fromkeys(ids))
+
+
+def sources_among(
+    principal: Principal, project_id: str, params: dict[str, Any], rows: dict[str, dict[str, Any]]
+) -> list[ItemRecord]:
+    """The input's source items from item rows read already (by id): each
+    must exist and belong to the job's project."""
     items = []
-    for index, item_id in enumerate(dict.fromkeys(ids)):
-        row = await (await conn.execute(Q.get_item, {"id": item_id})).fetchone()
+    for index, item_id in enumerate(named_source_ids(params)):
+        row = rows.get(item_id)
         if row is None:
             raise not_found("ITEM_NOT_FOUND", f"source item {item_id!r} does not exist", item_id=item_id)
         principal.require_project(row["project_id"])

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -168,6 +168,23 @@ class Notifications:
                 watchers.remove(watch)
                 if not watchers:
                     del self._job_watchers[job_id]
+
+    @contextlib.contextmanager
+    def watch_jobs(self, job_ids: Iterable[str]) -> Iterator[JobWatch]:
+        """One watch fed by the announcements of every job named (WatchJobs)."""
+        watch = JobWatch()
+        ids = list(dict.fromkeys(job_ids))
+        for job_id in ids:
+            self._job_watchers[job_id].append(watch)
+        try:
+            yield watch
+        finally:
+            for job_id in ids:
+                watchers = self._job_watchers.get(job_id)
+                if watchers is not None:
+                    watchers.remove(watch)
+                    if not watchers:
+                        del self._job_watchers[job_id]
 
     @contextlib.contextmanager
     def on_cancel(self, worker_id: str, handler: Callable[[str], None]) -> Iterator[None]:

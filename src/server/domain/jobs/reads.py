@@ -1,4 +1,5 @@
-"""Reading jobs: one job, a page of a project's jobs, a job's events."""
+"""Reading jobs: one job, a page of a project's jobs, a job's events, and
+the sets WatchJobs follows with their events."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import builtins  # JobReads.list shadows the builtin in the annotations after it
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.jobs.records import JobEvent, JobQuery, JobRecord
 from geopera_kernel.server.domain.jobs.transitions import JobTransitions
-from geopera_kernel.server.errors import invalid_argument
+from geopera_kernel.server.errors import Code, DomainError, invalid_argument, not_found
 from geopera_kernel.server.pagination import decode_page_token, encode_page_token, page_size_or_default
 from geopera_kernel.server.store import Q
+
+EVENTS_READ_LIMIT = 5000  # events_after_many's LIMIT
 
 
 class JobReads(JobTransitions):
@@ -70,3 +73,64 @@ class JobReads(JobTransitions):
             )
             for r in rows
         ]
+
+    async def watch_set(
+        self,
+        principal: Principal,
+        *,
+        project_id: str,
+        batch_id: str,
+        status: str | None,
+        job_type_id: str | None,
+        named: builtins.list[str],
+        limit: int,
+    ) -> builtins.list[JobRecord]:
+        """The jobs WatchJobs follows (see kernel.proto): a batch's, or a
+        project's unfinished ones matching the filters plus those `named`."""
+        async with self._db.connection() as conn:
+            if batch_id:
+                rows = await (await conn.execute(Q.batch_jobs, {"batch_id": batch_id})).fetchall()
+                if not rows:
+                    raise not_found("BATCH_NOT_FOUND", f"batch {batch_id!r} does not exist", batch_id=batch_id)
+                principal.require_project(rows[0]["project_id"])
+                if project_id and rows[0]["project_id"] != project_id:
+                    raise not_found("BATCH_NOT_FOUND", f"project {project_id!r} has no batch {batch_id!r}")
+            else:
+                principal.require_project(project_id)
+                params = {"project_id": project_id, "status": status, "job_type_id": job_type_id, "limit": limit + 1}
+                rows = await (await conn.execute(Q.unfinished_project_jobs, params)).fetchall()
+                found = {r["id"] for r in rows}
+                extra = [i for i in named if i not in found]
+                if extra:
+                    more = await (await conn.execute(Q.get_jobs, {"ids": extra})).fetchall()
+                    rows += [r for r in more if r["project_id"] == project_id]
+        if len(rows) > limit:
+            raise DomainError(
+                Code.RESOURCE_EXHAUSTED,
+                "TOO_MANY_JOBS",
+                f"the watch would follow more than {limit} jobs; narrow it (status, job_type_id, a batch)",
+                metadata={"max_jobs": str(limit)},
+            )
+        return [JobRecord.from_row(r) for r in rows]
+
+    async def jobs_by_id(self, job_ids: builtins.list[str]) -> dict[str, JobRecord]:
+        async with self._db.connection() as conn:
+            rows = await (await conn.execute(Q.get_jobs, {"ids": job_ids})).fetchall()
+        return {r["id"]: JobRecord.from_row(r) for r in rows}
+
+    async def events_after_many(self, afters: dict[str, int]) -> tuple[builtins.list[JobEvent], bool]:
+        """Several jobs' events, each after its own sequence, in (job, sequence)
+        order; True when the read was cut at its limit (read again)."""
+        params = {"job_ids": builtins.list(afters), "afters": builtins.list(afters.values())}
+        async with self._db.connection() as conn:
+            rows = await (await conn.execute(Q.events_after_many, params)).fetchall()
+        events = [
+            JobEvent(
+                r["sequence"],
+                r["event_type"],
+                r["event_time"],
+                JobRecord.from_json({**r["snapshot"], "input_params": r["input_params"]}),
+            )
+            for r in rows
+        ]
+        return events, len(rows) >= EVENTS_READ_LIMIT

@@ -51,6 +51,9 @@ class JobRecord:
     cancel_requested: bool
     output_item_ids: list[str]
     sequence: int
+    # '' when none; defaulted, for the snapshots stored before they existed.
+    resubmitted_from: str = ""
+    batch_id: str = ""
 
     @property
     def terminal(self) -> bool:
@@ -67,6 +70,8 @@ class JobRecord:
             worker_id=row["worker_id"] or "",
             error=JobError(**error) if error else None,
             output_item_ids=list(row["output_item_ids"]),
+            resubmitted_from=row.get("resubmitted_from") or "",
+            batch_id=row.get("batch_id") or "",
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -129,6 +134,8 @@ class JobCreate:
     # Set by clip.create_from_item, which has measured the AOI already.
     area_km2: float | None = None
     asset_count: int | None = None
+    # Set by processing.jobs.resubmit: the job this one re-runs.
+    resubmitted_from: str = ""
 
 
 @dataclass(frozen=True)

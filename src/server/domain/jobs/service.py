@@ -2,6 +2,7 @@
 
 - transitions: state changes with their events and credits, cancel, lease expiry
 - creation: create (with its credit reservation) and dispatch
+- resubmit, batches: a finished job run again; many jobs created at once
 - reads: get, list, events
 - attempts: the job-token calls of the worker holding an attempt
 - logs: the job's log records (appended with the job token, read by users)
@@ -18,14 +19,15 @@ import psycopg
 
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.jobs.attempts import JobAttempts
-from geopera_kernel.server.domain.jobs.creation import JobCreation
+from geopera_kernel.server.domain.jobs.batches import JobBatches
 from geopera_kernel.server.domain.jobs.job_types import JobTypeRecord
 from geopera_kernel.server.domain.jobs.logs import JobLogs
 from geopera_kernel.server.domain.jobs.reads import JobReads
+from geopera_kernel.server.domain.jobs.resubmit import JobResubmits
 from geopera_kernel.server.domain.jobs.workers import WorkerClaims
 
 
-class JobService(JobCreation, JobReads, JobLogs, JobAttempts, WorkerClaims):
+class JobService(JobResubmits, JobBatches, JobReads, JobLogs, JobAttempts, WorkerClaims):
     # -- job types (see JobTypes) ----------------------------------------------
 
     async def upsert_job_type(self, record: JobTypeRecord, owner_token_id: str | None = None) -> JobTypeRecord:

@@ -53,6 +53,13 @@ ON CONFLICT (item_id) DO UPDATE SET project_id = excluded.project_id, render_key
 SELECT 1 FROM items
 WHERE project_id = %(project_id)s AND collection_id = %(collection_id)s AND name = %(name)s;
 
+-- name: item_names_taken
+-- Which of several (collection, name) pairs of a project already name an item (arrays in step).
+SELECT g.collection_id, g.name
+FROM unnest(%(collection_ids)s::text[], %(names)s::text[]) AS g (collection_id, name)
+WHERE EXISTS (SELECT 1 FROM items i
+              WHERE i.project_id = %(project_id)s AND i.collection_id = g.collection_id AND i.name = g.name);
+
 -- name: list_items
 -- A page of the items of some projects (one, for items.list) in (datetime, id) order after the cursor.
 SELECT * FROM item_documents i

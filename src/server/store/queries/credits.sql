@@ -40,6 +40,34 @@ INSERT INTO credit_ledger (project_id, job_id, kind, amount, available_after, he
 SELECT project_id, %(job_id)s, 'reserve', %(amount)s, available, held, %(note)s FROM account
 RETURNING id, available_after;
 
+-- name: lock_balance
+-- The project's credit account, locked until commit (a batch checks what it can hold first).
+SELECT project_id, available, held, granted_total, captured_total
+FROM credit_accounts WHERE project_id = %(project_id)s FOR UPDATE;
+
+-- name: reserve_batch_credits
+-- Holds the credits of several new jobs at once (arrays in step): one update
+-- of the account by their total, one `reserve` ledger row per job with the
+-- balance right after it, in array order; no row when the total is too low.
+WITH given AS (
+    SELECT g.job_id, g.amount, g.position,
+           sum(g.amount) OVER (ORDER BY g.position) AS running
+    FROM unnest(%(job_ids)s::text[], %(amounts)s::bigint[]) WITH ORDINALITY AS g (job_id, amount, position)
+), total AS (
+    SELECT coalesce(sum(amount), 0) AS amount FROM given
+), account AS (
+    UPDATE credit_accounts SET available = available - total.amount, held = held + total.amount
+    FROM total
+    WHERE project_id = %(project_id)s AND available >= total.amount
+    RETURNING project_id, available, held, total.amount AS total
+)
+INSERT INTO credit_ledger (project_id, job_id, kind, amount, available_after, held_after, note)
+SELECT account.project_id, given.job_id, 'reserve', given.amount,
+       account.available + account.total - given.running, account.held - account.total + given.running, %(note)s
+FROM account, given
+ORDER BY given.position
+RETURNING id, available_after;
+
 -- name: settle_credits
 -- A finished job's hold in one statement (one lock of the account row, taken
 -- last in its transaction): `captured` moves from held to captured, `released`

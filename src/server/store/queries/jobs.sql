@@ -35,12 +35,60 @@ WHERE %(id)s::text IS NULL OR t.id = %(id)s::text
 ORDER BY t.id;
 
 -- name: insert_job
--- Creates a job as PENDING at sequence 1.
+-- Creates a job as PENDING at sequence 1 (`resubmitted_from` and `batch_id` may be NULL).
 INSERT INTO jobs (id, project_id, job_type_id, status, input_params, target_collection_id, source_item_ids,
-                  credits_reserved, created_by, message, max_attempts, sequence)
+                  credits_reserved, created_by, message, max_attempts, sequence, resubmitted_from, batch_id)
 VALUES (%(id)s, %(project_id)s, %(job_type_id)s, 'PENDING', %(input_params)s, %(target_collection_id)s,
-        %(source_item_ids)s, %(credits_reserved)s, %(created_by)s, %(message)s, %(max_attempts)s, 1)
+        %(source_item_ids)s, %(credits_reserved)s, %(created_by)s, %(message)s, %(max_attempts)s, 1,
+        %(resubmitted_from)s, %(batch_id)s)
 RETURNING *;
+
+-- name: insert_batch_jobs
+-- Creates a batch's jobs as PENDING at sequence 1 in one statement (arrays in
+-- step, one element per job; source item ids as a JSON array per job).
+INSERT INTO jobs (id, project_id, job_type_id, status, input_params, target_collection_id, source_item_ids,
+                  credits_reserved, created_by, message, max_attempts, sequence, batch_id)
+SELECT g.id, %(project_id)s, g.job_type_id, 'PENDING', g.input_params, g.target_collection_id,
+       ARRAY(SELECT jsonb_array_elements_text(g.source_item_ids)), g.credits_reserved, %(created_by)s, g.message,
+       %(max_attempts)s, 1, %(batch_id)s
+FROM unnest(%(ids)s::text[], %(job_type_ids)s::text[], %(input_params)s::jsonb[], %(target_collection_ids)s::text[],
+            %(source_item_ids)s::jsonb[], %(credits_reserved)s::bigint[], %(messages)s::text[])
+         WITH ORDINALITY AS g (id, job_type_id, input_params, target_collection_id, source_item_ids,
+                               credits_reserved, message, position)
+ORDER BY g.position
+RETURNING *;
+
+-- name: dispatch_batch_jobs
+-- Queues several PENDING jobs (one message each, arrays in step) and wakes
+-- every replica's dispatcher once per job type (at commit).
+WITH queued AS (
+    UPDATE jobs SET status = 'DISPATCHED', available_time = now(), dispatch_time = coalesce(dispatch_time, now()),
+        message = g.message, update_time = now(), sequence = sequence + 1
+    FROM unnest(%(ids)s::text[], %(messages)s::text[]) AS g (id, message)
+    WHERE jobs.id = g.id AND jobs.status = 'PENDING'
+    RETURNING jobs.*
+), woken AS (
+    SELECT pg_notify('geopera_dispatch', job_type_id) FROM (SELECT DISTINCT job_type_id FROM queued) t
+)
+SELECT queued.*, (SELECT count(*) FROM woken) AS notified FROM queued;
+
+-- name: get_jobs
+-- Several jobs by id (those that exist).
+SELECT * FROM jobs WHERE id = ANY(%(ids)s::text[]);
+
+-- name: batch_jobs
+-- Every job of a batch, oldest first.
+SELECT * FROM jobs WHERE batch_id = %(batch_id)s ORDER BY create_time, id;
+
+-- name: unfinished_project_jobs
+-- A project's jobs that have not ended, with optional filters, oldest first,
+-- at most `limit` (WatchJobs' set by project).
+SELECT * FROM jobs
+WHERE project_id = %(project_id)s AND status NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')
+  AND (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(job_type_id)s::text IS NULL OR job_type_id = %(job_type_id)s::text)
+ORDER BY create_time, id
+LIMIT %(limit)s;
 
 -- name: get_job
 -- One job.
@@ -153,7 +201,8 @@ WITH live AS (
                'end_time', t.end_time, 'update_time', t.update_time,
                'credits_reserved', u.credits_reserved, 'credits_charged', u.credits_charged, 'error', nullif(u.error, '{}'::jsonb),
                'message', u.message, 'cancel_requested', u.cancel_requested,
-               'output_item_ids', to_jsonb(u.output_item_ids), 'sequence', u.sequence
+               'output_item_ids', to_jsonb(u.output_item_ids), 'sequence', u.sequence,
+               'resubmitted_from', coalesce(u.resubmitted_from, ''), 'batch_id', coalesce(u.batch_id, '')
            ) AS snapshot
     FROM updated u,
          LATERAL (
@@ -277,6 +326,16 @@ FROM job_events e JOIN jobs j ON j.id = e.job_id
 WHERE e.job_id = %(job_id)s AND e.sequence > %(after)s
 ORDER BY e.sequence
 LIMIT 1000;
+
+-- name: events_after_many
+-- The events of several jobs, each after its own sequence (arrays in step),
+-- with each job's input_params; in (job, sequence) order, at most 5000.
+SELECT e.job_id, e.sequence, e.event_type, e.event_time, e.snapshot, j.input_params
+FROM unnest(%(job_ids)s::text[], %(afters)s::bigint[]) AS g (job_id, after)
+JOIN job_events e ON e.job_id = g.job_id AND e.sequence > g.after
+JOIN jobs j ON j.id = e.job_id
+ORDER BY e.job_id, e.sequence
+LIMIT 5000;
 
 -- name: insert_worker
 -- A new session of a worker (new or resumed id): the row now belongs to it.

@@ -4,7 +4,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Job, JobLogEntry, LogLevel } from "./resources_pb.js";
+import type { Job, JobLogEntry, JobStatus, LogLevel } from "./resources_pb.js";
 import { file_geopera_v1_resources } from "./resources_pb.js";
 import type { Any, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_any, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file geopera/v1/kernel.proto.
  */
 export const file_geopera_v1_kernel: GenFile = /*@__PURE__*/
-  fileDesc("ChdnZW9wZXJhL3YxL2tlcm5lbC5wcm90bxIKZ2VvcGVyYS52MSJgCg5FeGVjdXRlUmVxdWVzdBIRCglvcGVyYXRpb24YASABKAkSJAoGcGFyYW1zGAIgASgLMhQuZ29vZ2xlLnByb3RvYnVmLkFueRIVCg12YWxpZGF0ZV9vbmx5GAMgASgIIkoKD0V4ZWN1dGVSZXNwb25zZRIRCglvcGVyYXRpb24YASABKAkSJAoGcmVzdWx0GAIgASgLMhQuZ29vZ2xlLnByb3RvYnVmLkFueSKYAQoPV2F0Y2hKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAxIUCgxpbmNsdWRlX2xvZ3MYAyABKAgSGgoSYWZ0ZXJfbG9nX3NlcXVlbmNlGAQgASgDEisKDW1pbl9sb2dfbGV2ZWwYBSABKA4yFC5nZW9wZXJhLnYxLkxvZ0xldmVsIrIBChBXYXRjaEpvYlJlc3BvbnNlEhAKCHNlcXVlbmNlGAEgASgDEi4KCmV2ZW50X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKA2pvYhgDIAEoCzIPLmdlb3BlcmEudjEuSm9iEhIKCmV2ZW50X3R5cGUYBCABKAkSKgoJbG9nX2VudHJ5GAUgASgLMhcuZ2VvcGVyYS52MS5Kb2JMb2dFbnRyeSKZAQoSVXBsb2FkQXNzZXRSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEQoJZmlsZV9uYW1lGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAMSDgoGc2hhMjU2GAQgASgJEhQKDHdyaXRlX29mZnNldBgFIAEoAxIMCgRkYXRhGAYgASgMEhQKDGZpbmlzaF93cml0ZRgHIAEoCCKBAQoTVXBsb2FkQXNzZXRSZXNwb25zZRIRCgl1cGxvYWRfaWQYASABKAkSFgoOY29tbWl0dGVkX3NpemUYAiABKAMSDgoGc2hhMjU2GAMgASgJEi8KC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJWChREb3dubG9hZEFzc2V0UmVxdWVzdBIVCg1yZXNvdXJjZV9uYW1lGAEgASgJEhMKC3JlYWRfb2Zmc2V0GAIgASgDEhIKCnJlYWRfbGltaXQYAyABKAMibQoVRG93bmxvYWRBc3NldFJlc3BvbnNlEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgDEhIKCnRvdGFsX3NpemUYAyABKAMSEgoKbWVkaWFfdHlwZRgEIAEoCRIOCgZzaGEyNTYYBSABKAkyxgIKDUtlcm5lbFNlcnZpY2USQgoHRXhlY3V0ZRIaLmdlb3BlcmEudjEuRXhlY3V0ZVJlcXVlc3QaGy5nZW9wZXJhLnYxLkV4ZWN1dGVSZXNwb25zZRJHCghXYXRjaEpvYhIbLmdlb3BlcmEudjEuV2F0Y2hKb2JSZXF1ZXN0GhwuZ2VvcGVyYS52MS5XYXRjaEpvYlJlc3BvbnNlMAESUAoLVXBsb2FkQXNzZXQSHi5nZW9wZXJhLnYxLlVwbG9hZEFzc2V0UmVxdWVzdBofLmdlb3BlcmEudjEuVXBsb2FkQXNzZXRSZXNwb25zZSgBElYKDURvd25sb2FkQXNzZXQSIC5nZW9wZXJhLnYxLkRvd25sb2FkQXNzZXRSZXF1ZXN0GiEuZ2VvcGVyYS52MS5Eb3dubG9hZEFzc2V0UmVzcG9uc2UwAWIGcHJvdG8z", [file_geopera_v1_resources, file_google_protobuf_any, file_google_protobuf_timestamp]);
+  fileDesc("ChdnZW9wZXJhL3YxL2tlcm5lbC5wcm90bxIKZ2VvcGVyYS52MSJgCg5FeGVjdXRlUmVxdWVzdBIRCglvcGVyYXRpb24YASABKAkSJAoGcGFyYW1zGAIgASgLMhQuZ29vZ2xlLnByb3RvYnVmLkFueRIVCg12YWxpZGF0ZV9vbmx5GAMgASgIIkoKD0V4ZWN1dGVSZXNwb25zZRIRCglvcGVyYXRpb24YASABKAkSJAoGcmVzdWx0GAIgASgLMhQuZ29vZ2xlLnByb3RvYnVmLkFueSKYAQoPV2F0Y2hKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIWCg5hZnRlcl9zZXF1ZW5jZRgCIAEoAxIUCgxpbmNsdWRlX2xvZ3MYAyABKAgSGgoSYWZ0ZXJfbG9nX3NlcXVlbmNlGAQgASgDEisKDW1pbl9sb2dfbGV2ZWwYBSABKA4yFC5nZW9wZXJhLnYxLkxvZ0xldmVsIvYBChBXYXRjaEpvYnNSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEAoIYmF0Y2hfaWQYAiABKAkSJQoGc3RhdHVzGAMgASgOMhUuZ2VvcGVyYS52MS5Kb2JTdGF0dXMSEwoLam9iX3R5cGVfaWQYBCABKAkSSQoPYWZ0ZXJfc2VxdWVuY2VzGAUgAygLMjAuZ2VvcGVyYS52MS5XYXRjaEpvYnNSZXF1ZXN0LkFmdGVyU2VxdWVuY2VzRW50cnkaNQoTQWZ0ZXJTZXF1ZW5jZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAM6AjgBIrIBChBXYXRjaEpvYlJlc3BvbnNlEhAKCHNlcXVlbmNlGAEgASgDEi4KCmV2ZW50X3RpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhwKA2pvYhgDIAEoCzIPLmdlb3BlcmEudjEuSm9iEhIKCmV2ZW50X3R5cGUYBCABKAkSKgoJbG9nX2VudHJ5GAUgASgLMhcuZ2VvcGVyYS52MS5Kb2JMb2dFbnRyeSKZAQoSVXBsb2FkQXNzZXRSZXF1ZXN0EhIKCnByb2plY3RfaWQYASABKAkSEQoJZmlsZV9uYW1lGAIgASgJEhIKCnRvdGFsX3NpemUYAyABKAMSDgoGc2hhMjU2GAQgASgJEhQKDHdyaXRlX29mZnNldBgFIAEoAxIMCgRkYXRhGAYgASgMEhQKDGZpbmlzaF93cml0ZRgHIAEoCCKBAQoTVXBsb2FkQXNzZXRSZXNwb25zZRIRCgl1cGxvYWRfaWQYASABKAkSFgoOY29tbWl0dGVkX3NpemUYAiABKAMSDgoGc2hhMjU2GAMgASgJEi8KC2V4cGlyZV90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJWChREb3dubG9hZEFzc2V0UmVxdWVzdBIVCg1yZXNvdXJjZV9uYW1lGAEgASgJEhMKC3JlYWRfb2Zmc2V0GAIgASgDEhIKCnJlYWRfbGltaXQYAyABKAMibQoVRG93bmxvYWRBc3NldFJlc3BvbnNlEgwKBGRhdGEYASABKAwSDgoGb2Zmc2V0GAIgASgDEhIKCnRvdGFsX3NpemUYAyABKAMSEgoKbWVkaWFfdHlwZRgEIAEoCRIOCgZzaGEyNTYYBSABKAkykQMKDUtlcm5lbFNlcnZpY2USQgoHRXhlY3V0ZRIaLmdlb3BlcmEudjEuRXhlY3V0ZVJlcXVlc3QaGy5nZW9wZXJhLnYxLkV4ZWN1dGVSZXNwb25zZRJHCghXYXRjaEpvYhIbLmdlb3BlcmEudjEuV2F0Y2hKb2JSZXF1ZXN0GhwuZ2VvcGVyYS52MS5XYXRjaEpvYlJlc3BvbnNlMAESSQoJV2F0Y2hKb2JzEhwuZ2VvcGVyYS52MS5XYXRjaEpvYnNSZXF1ZXN0GhwuZ2VvcGVyYS52MS5XYXRjaEpvYlJlc3BvbnNlMAESUAoLVXBsb2FkQXNzZXQSHi5nZW9wZXJhLnYxLlVwbG9hZEFzc2V0UmVxdWVzdBofLmdlb3BlcmEudjEuVXBsb2FkQXNzZXRSZXNwb25zZSgBElYKDURvd25sb2FkQXNzZXQSIC5nZW9wZXJhLnYxLkRvd25sb2FkQXNzZXRSZXF1ZXN0GiEuZ2VvcGVyYS52MS5Eb3dubG9hZEFzc2V0UmVzcG9uc2UwAWIGcHJvdG8z", [file_geopera_v1_resources, file_google_protobuf_any, file_google_protobuf_timestamp]);
 
 /**
  * Request of `Execute`.
@@ -174,6 +174,57 @@ export const WatchJobRequestSchema: GenMessage<WatchJobRequest> = /*@__PURE__*/
   messageDesc(file_geopera_v1_kernel, 2);
 
 /**
+ * Request of `WatchJobs`: `project_id` or `batch_id` (with both, the batch
+ * must be the project's).
+ *
+ * @generated from message geopera.v1.WatchJobsRequest
+ */
+export type WatchJobsRequest = Message<"geopera.v1.WatchJobsRequest"> & {
+  /**
+   * Follow this project's unfinished jobs (with the filters below), unless
+   * `batch_id` is given.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * Follow every job of this batch (`processing.create_batch`).
+   *
+   * @generated from field: string batch_id = 2;
+   */
+  batchId: string;
+
+  /**
+   * Project mode only: just the jobs in this status when the stream opens.
+   *
+   * @generated from field: geopera.v1.JobStatus status = 3;
+   */
+  status: JobStatus;
+
+  /**
+   * Project mode only: just the jobs of this type.
+   *
+   * @generated from field: string job_type_id = 4;
+   */
+  jobTypeId: string;
+
+  /**
+   * Resume: job id -> the last sequence received for it (see `WatchJobs`).
+   *
+   * @generated from field: map<string, int64> after_sequences = 5;
+   */
+  afterSequences: { [key: string]: bigint };
+};
+
+/**
+ * Describes the message geopera.v1.WatchJobsRequest.
+ * Use `create(WatchJobsRequestSchema)` to create a new message.
+ */
+export const WatchJobsRequestSchema: GenMessage<WatchJobsRequest> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_kernel, 3);
+
+/**
  * One event of a watched job.
  *
  * @generated from message geopera.v1.WatchJobResponse
@@ -222,7 +273,7 @@ export type WatchJobResponse = Message<"geopera.v1.WatchJobResponse"> & {
  * Use `create(WatchJobResponseSchema)` to create a new message.
  */
 export const WatchJobResponseSchema: GenMessage<WatchJobResponse> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_kernel, 3);
+  messageDesc(file_geopera_v1_kernel, 4);
 
 /**
  * One message of an `UploadAsset` stream.
@@ -286,7 +337,7 @@ export type UploadAssetRequest = Message<"geopera.v1.UploadAssetRequest"> & {
  * Use `create(UploadAssetRequestSchema)` to create a new message.
  */
 export const UploadAssetRequestSchema: GenMessage<UploadAssetRequest> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_kernel, 4);
+  messageDesc(file_geopera_v1_kernel, 5);
 
 /**
  * Result of a completed upload.
@@ -328,7 +379,7 @@ export type UploadAssetResponse = Message<"geopera.v1.UploadAssetResponse"> & {
  * Use `create(UploadAssetResponseSchema)` to create a new message.
  */
 export const UploadAssetResponseSchema: GenMessage<UploadAssetResponse> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_kernel, 5);
+  messageDesc(file_geopera_v1_kernel, 6);
 
 /**
  * Request of `DownloadAsset`.
@@ -363,7 +414,7 @@ export type DownloadAssetRequest = Message<"geopera.v1.DownloadAssetRequest"> & 
  * Use `create(DownloadAssetRequestSchema)` to create a new message.
  */
 export const DownloadAssetRequestSchema: GenMessage<DownloadAssetRequest> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_kernel, 6);
+  messageDesc(file_geopera_v1_kernel, 7);
 
 /**
  * One chunk of a download.
@@ -412,7 +463,7 @@ export type DownloadAssetResponse = Message<"geopera.v1.DownloadAssetResponse"> 
  * Use `create(DownloadAssetResponseSchema)` to create a new message.
  */
 export const DownloadAssetResponseSchema: GenMessage<DownloadAssetResponse> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_kernel, 7);
+  messageDesc(file_geopera_v1_kernel, 8);
 
 /**
  * The public API of the Geopera kernel.
@@ -536,11 +587,59 @@ export const KernelService: GenService<{
    * metadata `after_sequence` is the last sequence sent: resume with it (the
    * SDKs do so transparently).
    *
+   * (WatchJobs streams the same message: the contract fixes its name.)
+   * buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+   *
    * @generated from rpc geopera.v1.KernelService.WatchJob
    */
   watchJob: {
     methodKind: "server_streaming";
     input: typeof WatchJobRequestSchema;
+    output: typeof WatchJobResponseSchema;
+  },
+  /**
+   * Streams the events of a set of jobs in one stream: the jobs of a batch
+   * (`batch_id`, see `processing.create_batch`), or the jobs of a project
+   * (`project_id`) optionally filtered by `status` and `job_type_id`. For a
+   * project the set is fixed when the stream opens: the matching jobs that
+   * have not ended yet (a job that ends stays in the set until its terminal
+   * event is sent), plus any job named in `after_sequences`; for a batch it
+   * is every job of the batch. At most 5,000 jobs (RESOURCE_EXHAUSTED
+   * `TOO_MANY_JOBS`, metadata `max_jobs`: narrow the filters).
+   *
+   * Each job's events arrive exactly as `WatchJob` sends them (its snapshot
+   * first, then every change in `sequence` order, `WatchJobResponse.job.id`
+   * naming the job); events of different jobs interleave in the order they
+   * happen. The stream ends OK once every job of the set has sent its
+   * terminal event.
+   *
+   * Resume per job: `after_sequences` maps a job id to the last `sequence`
+   * received for it; that job's later events only are sent (no snapshot),
+   * and a job already ended with nothing newer sends nothing. Keep the
+   * highest sequence seen per job and pass the map back after a drop.
+   *
+   * Requires scope `processing:read` and membership of the project.
+   * INVALID_ARGUMENT `WATCH_TARGET_REQUIRED` (neither `project_id` nor
+   * `batch_id`), `INVALID_STATUS`, `INVALID_SEQUENCE` (a negative sequence);
+   * NOT_FOUND `BATCH_NOT_FOUND` (also for a batch of another project than a
+   * `project_id` given with it); PERMISSION_DENIED `PROJECT_ACCESS_DENIED`. Ends with UNAVAILABLE
+   * `SERVER_SHUTTING_DOWN` or `WATCH_IDLE` (no event of any job of the set
+   * for `GEOPERA_WATCH_IDLE`) like `WatchJob`: resume with the map. Counts
+   * as one stream against `GEOPERA_MAX_STREAMS_PER_TOKEN`.
+   * HTTP: `GET /v1/projects/{project_id}/jobs/events` (server-sent events;
+   * query `batch_id`, `status`, `job_type_id`, `after_sequences` as
+   * `job_id:sequence` pairs separated by commas; each event's `id` is
+   * `job_id:sequence`, and `Last-Event-ID` adds one pair).
+   *
+   * The response is WatchJob's message (a name the contract fixes).
+   * buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+   * buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+   *
+   * @generated from rpc geopera.v1.KernelService.WatchJobs
+   */
+  watchJobs: {
+    methodKind: "server_streaming";
+    input: typeof WatchJobsRequestSchema;
     output: typeof WatchJobResponseSchema;
   },
   /**

@@ -15,7 +15,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file geopera/v1/processing.proto.
  */
 export const file_geopera_v1_processing: GenFile = /*@__PURE__*/
-  fileDesc("ChtnZW9wZXJhL3YxL3Byb2Nlc3NpbmcucHJvdG8SCmdlb3BlcmEudjEi8QEKGENsaXBDcmVhdGVGcm9tSXRlbVBhcmFtcxIWCg5zb3VyY2VfaXRlbV9pZBgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEi0KDGFvaV9nZW9tZXRyeRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKYXNzZXRfa2V5cxgEIAMoCRITCgtvdXRwdXRfbmFtZRgFIAEoCRIcChR0YXJnZXRfY29sbGVjdGlvbl9pZBgGIAEoCTozmrgYLwoVY2xpcC5jcmVhdGVfZnJvbV9pdGVtEhJwcm9jZXNzaW5nOnByb2Nlc3MYAyABIr4BChhDbGlwQ3JlYXRlRnJvbUl0ZW1SZXN1bHQSHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISFgoOYXNzZXRzX3RvX2NsaXAYAiABKAUSEgoKYXNzZXRfa2V5cxgDIAMoCRIsCghkaXNwYXRjaBgEIAEoCzIaLmdlb3BlcmEudjEuRGlzcGF0Y2hSZXN1bHQSKgoIZXN0aW1hdGUYBSABKAsyGC5nZW9wZXJhLnYxLkNvc3RFc3RpbWF0ZSK/AQoWUHJvY2Vzc2luZ0NyZWF0ZVBhcmFtcxISCgpwcm9qZWN0X2lkGAEgASgJEhMKC2pvYl90eXBlX2lkGAIgASgJEi0KDGlucHV0X3BhcmFtcxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSHAoUdGFyZ2V0X2NvbGxlY3Rpb25faWQYBCABKAk6L5q4GCsKEXByb2Nlc3NpbmcuY3JlYXRlEhJwcm9jZXNzaW5nOnByb2Nlc3MYAyABImIKFlByb2Nlc3NpbmdDcmVhdGVSZXN1bHQSHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISKgoIZXN0aW1hdGUYAiABKAsyGC5nZW9wZXJhLnYxLkNvc3RFc3RpbWF0ZSLXAQohUHJvY2Vzc2luZ0NyZWF0ZUFuZERpc3BhdGNoUGFyYW1zEhIKCnByb2plY3RfaWQYASABKAkSEwoLam9iX3R5cGVfaWQYAiABKAkSLQoMaW5wdXRfcGFyYW1zGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIcChR0YXJnZXRfY29sbGVjdGlvbl9pZBgEIAEoCTo8mrgYOAoecHJvY2Vzc2luZy5jcmVhdGVfYW5kX2Rpc3BhdGNoEhJwcm9jZXNzaW5nOnByb2Nlc3MYAyABIpsBCiFQcm9jZXNzaW5nQ3JlYXRlQW5kRGlzcGF0Y2hSZXN1bHQSHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISLAoIZGlzcGF0Y2gYAiABKAsyGi5nZW9wZXJhLnYxLkRpc3BhdGNoUmVzdWx0EioKCGVzdGltYXRlGAMgASgLMhguZ2VvcGVyYS52MS5Db3N0RXN0aW1hdGUiXQoYUHJvY2Vzc2luZ0Rpc3BhdGNoUGFyYW1zEg4KBmpvYl9pZBgBIAEoCToxmrgYLQoTcHJvY2Vzc2luZy5kaXNwYXRjaBIScHJvY2Vzc2luZzpwcm9jZXNzGAMgASKSAQoYUHJvY2Vzc2luZ0Rpc3BhdGNoUmVzdWx0EhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iEiwKCGRpc3BhdGNoGAIgASgLMhouZ2VvcGVyYS52MS5EaXNwYXRjaFJlc3VsdBIqCghlc3RpbWF0ZRgDIAEoCzIYLmdlb3BlcmEudjEuQ29zdEVzdGltYXRlIs8CChhQcm9jZXNzaW5nSm9ic0xpc3RQYXJhbXMSEgoKcHJvamVjdF9pZBgBIAEoCRIlCgZzdGF0dXMYAiABKA4yFS5nZW9wZXJhLnYxLkpvYlN0YXR1cxITCgtqb2JfdHlwZV9pZBgDIAEoCRIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCRI1ChFjcmVhdGVfdGltZV9zdGFydBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMwoPY3JlYXRlX3RpbWVfZW5kGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIhCgR2aWV3GAggASgOMhMuZ2VvcGVyYS52MS5Kb2JWaWV3Oi2auBgpChRwcm9jZXNzaW5nLmpvYnMubGlzdBIPcHJvY2Vzc2luZzpyZWFkGAEiUgoYUHJvY2Vzc2luZ0pvYnNMaXN0UmVzdWx0Eh0KBGpvYnMYASADKAsyDy5nZW9wZXJhLnYxLkpvYhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiVwoXUHJvY2Vzc2luZ0pvYnNHZXRQYXJhbXMSDgoGam9iX2lkGAEgASgJOiyauBgoChNwcm9jZXNzaW5nLmpvYnMuZ2V0Eg9wcm9jZXNzaW5nOnJlYWQYASI3ChdQcm9jZXNzaW5nSm9ic0dldFJlc3VsdBIcCgNqb2IYASABKAsyDy5nZW9wZXJhLnYxLkpvYiKpAQoYUHJvY2Vzc2luZ0pvYnNMb2dzUGFyYW1zEg4KBmpvYl9pZBgBIAEoCRInCgltaW5fbGV2ZWwYAiABKA4yFC5nZW9wZXJhLnYxLkxvZ0xldmVsEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJOi2auBgpChRwcm9jZXNzaW5nLmpvYnMubG9ncxIPcHJvY2Vzc2luZzpyZWFkGAEiXQoYUHJvY2Vzc2luZ0pvYnNMb2dzUmVzdWx0EigKB2VudHJpZXMYASADKAsyFy5nZW9wZXJhLnYxLkpvYkxvZ0VudHJ5EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJyChpQcm9jZXNzaW5nSm9ic0NhbmNlbFBhcmFtcxIOCgZqb2JfaWQYASABKAkSDgoGcmVhc29uGAIgASgJOjSauBgwChZwcm9jZXNzaW5nLmpvYnMuY2FuY2VsEhJwcm9jZXNzaW5nOnByb2Nlc3MYAigBIjoKGlByb2Nlc3NpbmdKb2JzQ2FuY2VsUmVzdWx0EhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIlIKHFByb2Nlc3NpbmdKb2JUeXBlc0xpc3RQYXJhbXM6Mpq4GC4KGXByb2Nlc3Npbmcuam9iX3R5cGVzLmxpc3QSD3Byb2Nlc3Npbmc6cmVhZBgBIkYKHFByb2Nlc3NpbmdKb2JUeXBlc0xpc3RSZXN1bHQSJgoJam9iX3R5cGVzGAEgAygLMhMuZ2VvcGVyYS52MS5Kb2JUeXBlImUKG1Byb2Nlc3NpbmdKb2JUeXBlc0dldFBhcmFtcxITCgtqb2JfdHlwZV9pZBgBIAEoCToxmrgYLQoYcHJvY2Vzc2luZy5qb2JfdHlwZXMuZ2V0Eg9wcm9jZXNzaW5nOnJlYWQYASJEChtQcm9jZXNzaW5nSm9iVHlwZXNHZXRSZXN1bHQSJQoIam9iX3R5cGUYASABKAsyEy5nZW9wZXJhLnYxLkpvYlR5cGUiTgoRV29ya2Vyc0xpc3RQYXJhbXMSHAoUaW5jbHVkZV9kaXNjb25uZWN0ZWQYASABKAg6G5q4GBcKDHdvcmtlcnMubGlzdBIFYWRtaW4YASI4ChFXb3JrZXJzTGlzdFJlc3VsdBIjCgd3b3JrZXJzGAEgAygLMhIuZ2VvcGVyYS52MS5Xb3JrZXIqSgoHSm9iVmlldxIYChRKT0JfVklFV19VTlNQRUNJRklFRBAAEhIKDkpPQl9WSUVXX0JBU0lDEAESEQoNSk9CX1ZJRVdfRlVMTBACYgZwcm90bzM", [file_geopera_v1_options, file_geopera_v1_resources, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChtnZW9wZXJhL3YxL3Byb2Nlc3NpbmcucHJvdG8SCmdlb3BlcmEudjEi8QEKGENsaXBDcmVhdGVGcm9tSXRlbVBhcmFtcxIWCg5zb3VyY2VfaXRlbV9pZBgBIAEoCRISCgpwcm9qZWN0X2lkGAIgASgJEi0KDGFvaV9nZW9tZXRyeRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSEgoKYXNzZXRfa2V5cxgEIAMoCRITCgtvdXRwdXRfbmFtZRgFIAEoCRIcChR0YXJnZXRfY29sbGVjdGlvbl9pZBgGIAEoCTozmrgYLwoVY2xpcC5jcmVhdGVfZnJvbV9pdGVtEhJwcm9jZXNzaW5nOnByb2Nlc3MYAyABIr4BChhDbGlwQ3JlYXRlRnJvbUl0ZW1SZXN1bHQSHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISFgoOYXNzZXRzX3RvX2NsaXAYAiABKAUSEgoKYXNzZXRfa2V5cxgDIAMoCRIsCghkaXNwYXRjaBgEIAEoCzIaLmdlb3BlcmEudjEuRGlzcGF0Y2hSZXN1bHQSKgoIZXN0aW1hdGUYBSABKAsyGC5nZW9wZXJhLnYxLkNvc3RFc3RpbWF0ZSK/AQoWUHJvY2Vzc2luZ0NyZWF0ZVBhcmFtcxISCgpwcm9qZWN0X2lkGAEgASgJEhMKC2pvYl90eXBlX2lkGAIgASgJEi0KDGlucHV0X3BhcmFtcxgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSHAoUdGFyZ2V0X2NvbGxlY3Rpb25faWQYBCABKAk6L5q4GCsKEXByb2Nlc3NpbmcuY3JlYXRlEhJwcm9jZXNzaW5nOnByb2Nlc3MYAyABImIKFlByb2Nlc3NpbmdDcmVhdGVSZXN1bHQSHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISKgoIZXN0aW1hdGUYAiABKAsyGC5nZW9wZXJhLnYxLkNvc3RFc3RpbWF0ZSLXAQohUHJvY2Vzc2luZ0NyZWF0ZUFuZERpc3BhdGNoUGFyYW1zEhIKCnByb2plY3RfaWQYASABKAkSEwoLam9iX3R5cGVfaWQYAiABKAkSLQoMaW5wdXRfcGFyYW1zGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIcChR0YXJnZXRfY29sbGVjdGlvbl9pZBgEIAEoCTo8mrgYOAoecHJvY2Vzc2luZy5jcmVhdGVfYW5kX2Rpc3BhdGNoEhJwcm9jZXNzaW5nOnByb2Nlc3MYAyABIpsBCiFQcm9jZXNzaW5nQ3JlYXRlQW5kRGlzcGF0Y2hSZXN1bHQSHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISLAoIZGlzcGF0Y2gYAiABKAsyGi5nZW9wZXJhLnYxLkRpc3BhdGNoUmVzdWx0EioKCGVzdGltYXRlGAMgASgLMhguZ2VvcGVyYS52MS5Db3N0RXN0aW1hdGUilQEKHFByb2Nlc3NpbmdKb2JzUmVzdWJtaXRQYXJhbXMSDgoGam9iX2lkGAEgASgJEi0KDGlucHV0X3BhcmFtcxgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3Q6Npq4GDIKGHByb2Nlc3Npbmcuam9icy5yZXN1Ym1pdBIScHJvY2Vzc2luZzpwcm9jZXNzGAMgASKWAQocUHJvY2Vzc2luZ0pvYnNSZXN1Ym1pdFJlc3VsdBIcCgNqb2IYASABKAsyDy5nZW9wZXJhLnYxLkpvYhIsCghkaXNwYXRjaBgCIAEoCzIaLmdlb3BlcmEudjEuRGlzcGF0Y2hSZXN1bHQSKgoIZXN0aW1hdGUYAyABKAsyGC5nZW9wZXJhLnYxLkNvc3RFc3RpbWF0ZSJzCg9CYXRjaEpvYlJlcXVlc3QSEwoLam9iX3R5cGVfaWQYASABKAkSLQoMaW5wdXRfcGFyYW1zGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIcChR0YXJnZXRfY29sbGVjdGlvbl9pZBgDIAEoCSJgChFCYXRjaFJlcXVlc3RFcnJvchINCgVpbmRleBgBIAEoBRIMCgRjb2RlGAIgASgFEg4KBnJlYXNvbhgDIAEoCRIPCgdtZXNzYWdlGAQgASgJEg0KBWZpZWxkGAUgASgJIsEBChtQcm9jZXNzaW5nQ3JlYXRlQmF0Y2hQYXJhbXMSEgoKcHJvamVjdF9pZBgBIAEoCRItCghyZXF1ZXN0cxgCIAMoCzIbLmdlb3BlcmEudjEuQmF0Y2hKb2JSZXF1ZXN0EhYKDmFsbF9vcl9ub3RoaW5nGAMgASgIEhAKCGRpc3BhdGNoGAQgASgIOjWauBgxChdwcm9jZXNzaW5nLmNyZWF0ZV9iYXRjaBIScHJvY2Vzc2luZzpwcm9jZXNzGAMgASKuAQobUHJvY2Vzc2luZ0NyZWF0ZUJhdGNoUmVzdWx0Eh0KBGpvYnMYASADKAsyDy5nZW9wZXJhLnYxLkpvYhItCgZlcnJvcnMYAiADKAsyHS5nZW9wZXJhLnYxLkJhdGNoUmVxdWVzdEVycm9yEhAKCGJhdGNoX2lkGAMgASgJEhgKEGNyZWRpdHNfcmVzZXJ2ZWQYBCABKAMSFQoNY3JlYXRlZF9jb3VudBgFIAEoBSJdChhQcm9jZXNzaW5nRGlzcGF0Y2hQYXJhbXMSDgoGam9iX2lkGAEgASgJOjGauBgtChNwcm9jZXNzaW5nLmRpc3BhdGNoEhJwcm9jZXNzaW5nOnByb2Nlc3MYAyABIpIBChhQcm9jZXNzaW5nRGlzcGF0Y2hSZXN1bHQSHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISLAoIZGlzcGF0Y2gYAiABKAsyGi5nZW9wZXJhLnYxLkRpc3BhdGNoUmVzdWx0EioKCGVzdGltYXRlGAMgASgLMhguZ2VvcGVyYS52MS5Db3N0RXN0aW1hdGUizwIKGFByb2Nlc3NpbmdKb2JzTGlzdFBhcmFtcxISCgpwcm9qZWN0X2lkGAEgASgJEiUKBnN0YXR1cxgCIAEoDjIVLmdlb3BlcmEudjEuSm9iU3RhdHVzEhMKC2pvYl90eXBlX2lkGAMgASgJEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJEjUKEWNyZWF0ZV90aW1lX3N0YXJ0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIzCg9jcmVhdGVfdGltZV9lbmQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiEKBHZpZXcYCCABKA4yEy5nZW9wZXJhLnYxLkpvYlZpZXc6LZq4GCkKFHByb2Nlc3Npbmcuam9icy5saXN0Eg9wcm9jZXNzaW5nOnJlYWQYASJSChhQcm9jZXNzaW5nSm9ic0xpc3RSZXN1bHQSHQoEam9icxgBIAMoCzIPLmdlb3BlcmEudjEuSm9iEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJXChdQcm9jZXNzaW5nSm9ic0dldFBhcmFtcxIOCgZqb2JfaWQYASABKAk6LJq4GCgKE3Byb2Nlc3Npbmcuam9icy5nZXQSD3Byb2Nlc3Npbmc6cmVhZBgBIjcKF1Byb2Nlc3NpbmdKb2JzR2V0UmVzdWx0EhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIqkBChhQcm9jZXNzaW5nSm9ic0xvZ3NQYXJhbXMSDgoGam9iX2lkGAEgASgJEicKCW1pbl9sZXZlbBgCIAEoDjIULmdlb3BlcmEudjEuTG9nTGV2ZWwSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAk6LZq4GCkKFHByb2Nlc3Npbmcuam9icy5sb2dzEg9wcm9jZXNzaW5nOnJlYWQYASJdChhQcm9jZXNzaW5nSm9ic0xvZ3NSZXN1bHQSKAoHZW50cmllcxgBIAMoCzIXLmdlb3BlcmEudjEuSm9iTG9nRW50cnkSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInIKGlByb2Nlc3NpbmdKb2JzQ2FuY2VsUGFyYW1zEg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAk6NJq4GDAKFnByb2Nlc3Npbmcuam9icy5jYW5jZWwSEnByb2Nlc3Npbmc6cHJvY2VzcxgCKAEiOgoaUHJvY2Vzc2luZ0pvYnNDYW5jZWxSZXN1bHQSHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2IiUgocUHJvY2Vzc2luZ0pvYlR5cGVzTGlzdFBhcmFtczoymrgYLgoZcHJvY2Vzc2luZy5qb2JfdHlwZXMubGlzdBIPcHJvY2Vzc2luZzpyZWFkGAEiRgocUHJvY2Vzc2luZ0pvYlR5cGVzTGlzdFJlc3VsdBImCglqb2JfdHlwZXMYASADKAsyEy5nZW9wZXJhLnYxLkpvYlR5cGUiZQobUHJvY2Vzc2luZ0pvYlR5cGVzR2V0UGFyYW1zEhMKC2pvYl90eXBlX2lkGAEgASgJOjGauBgtChhwcm9jZXNzaW5nLmpvYl90eXBlcy5nZXQSD3Byb2Nlc3Npbmc6cmVhZBgBIkQKG1Byb2Nlc3NpbmdKb2JUeXBlc0dldFJlc3VsdBIlCghqb2JfdHlwZRgBIAEoCzITLmdlb3BlcmEudjEuSm9iVHlwZSJOChFXb3JrZXJzTGlzdFBhcmFtcxIcChRpbmNsdWRlX2Rpc2Nvbm5lY3RlZBgBIAEoCDobmrgYFwoMd29ya2Vycy5saXN0EgVhZG1pbhgBIjgKEVdvcmtlcnNMaXN0UmVzdWx0EiMKB3dvcmtlcnMYASADKAsyEi5nZW9wZXJhLnYxLldvcmtlcipKCgdKb2JWaWV3EhgKFEpPQl9WSUVXX1VOU1BFQ0lGSUVEEAASEgoOSk9CX1ZJRVdfQkFTSUMQARIRCg1KT0JfVklFV19GVUxMEAJiBnByb3RvMw", [file_geopera_v1_options, file_geopera_v1_resources, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * `clip.create_from_item` (scope `processing:process`, spend): creates and
@@ -295,6 +295,293 @@ export const ProcessingCreateAndDispatchResultSchema: GenMessage<ProcessingCreat
   messageDesc(file_geopera_v1_processing, 5);
 
 /**
+ * `processing.jobs.resubmit` (scope `processing:process`, spend): runs a
+ * finished job again. A new job is created with the original's job type,
+ * target collection and `input_params` (with `input_params` below merged over
+ * them), priced anew (its own credit hold, as `processing.create` reserves
+ * it) and dispatched at once, as `processing.create_and_dispatch` does; its
+ * `resubmitted_from` names the original, which is left as it is.
+ *
+ * Only a finished job (SUCCEEDED, FAILED or CANCELLED) may be resubmitted: a
+ * job still PENDING, DISPATCHED or RUNNING fails FAILED_PRECONDITION
+ * `JOB_NOT_FINISHED` (metadata `status`), so that a retried click never runs
+ * a live job twice; cancel it first, or create a second job explicitly.
+ *
+ * The merge is shallow (RFC 7396 at the top level): a key of `input_params`
+ * replaces the original's value, a key set to null removes it. The merged
+ * input is validated as a new job's is (INVALID_ARGUMENT
+ * `INVALID_JOB_PARAMS`, ALREADY_EXISTS `OUTPUT_NAME_TAKEN` when the
+ * original's output name is taken: pass a new `output_name`), and the
+ * project must hold the new hold (FAILED_PRECONDITION `INSUFFICIENT_CREDITS`).
+ * NOT_FOUND `JOB_NOT_FOUND`; PERMISSION_DENIED `PROJECT_ACCESS_DENIED` for a
+ * job of another project. Honours `idempotency-key` (scoped to the job's
+ * project) and `validate_only` (the new job as it would be, with an empty id,
+ * and its estimate; nothing created or held).
+ *
+ * @generated from message geopera.v1.ProcessingJobsResubmitParams
+ */
+export type ProcessingJobsResubmitParams = Message<"geopera.v1.ProcessingJobsResubmitParams"> & {
+  /**
+   * The job to run again.
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * Overrides merged over the original's `input_params` (see above).
+   *
+   * @generated from field: google.protobuf.Struct input_params = 2;
+   */
+  inputParams?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message geopera.v1.ProcessingJobsResubmitParams.
+ * Use `create(ProcessingJobsResubmitParamsSchema)` to create a new message.
+ */
+export const ProcessingJobsResubmitParamsSchema: GenMessage<ProcessingJobsResubmitParams> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_processing, 6);
+
+/**
+ * Result of `processing.jobs.resubmit`.
+ *
+ * @generated from message geopera.v1.ProcessingJobsResubmitResult
+ */
+export type ProcessingJobsResubmitResult = Message<"geopera.v1.ProcessingJobsResubmitResult"> & {
+  /**
+   * The new, DISPATCHED job (`resubmitted_from` names the original).
+   *
+   * @generated from field: geopera.v1.Job job = 1;
+   */
+  job?: Job | undefined;
+
+  /**
+   * Dispatch outcome.
+   *
+   * @generated from field: geopera.v1.DispatchResult dispatch = 2;
+   */
+  dispatch?: DispatchResult | undefined;
+
+  /**
+   * What the new job reserved (with `validate_only`, would reserve).
+   *
+   * @generated from field: geopera.v1.CostEstimate estimate = 3;
+   */
+  estimate?: CostEstimate | undefined;
+};
+
+/**
+ * Describes the message geopera.v1.ProcessingJobsResubmitResult.
+ * Use `create(ProcessingJobsResubmitResultSchema)` to create a new message.
+ */
+export const ProcessingJobsResubmitResultSchema: GenMessage<ProcessingJobsResubmitResult> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_processing, 7);
+
+/**
+ * One job request of a batch: `processing.create`'s params without the project.
+ *
+ * @generated from message geopera.v1.BatchJobRequest
+ */
+export type BatchJobRequest = Message<"geopera.v1.BatchJobRequest"> & {
+  /**
+   * As `ProcessingCreateParams.job_type_id`.
+   *
+   * @generated from field: string job_type_id = 1;
+   */
+  jobTypeId: string;
+
+  /**
+   * As `ProcessingCreateParams.input_params`.
+   *
+   * @generated from field: google.protobuf.Struct input_params = 2;
+   */
+  inputParams?: JsonObject | undefined;
+
+  /**
+   * As `ProcessingCreateParams.target_collection_id`.
+   *
+   * @generated from field: string target_collection_id = 3;
+   */
+  targetCollectionId: string;
+};
+
+/**
+ * Describes the message geopera.v1.BatchJobRequest.
+ * Use `create(BatchJobRequestSchema)` to create a new message.
+ */
+export const BatchJobRequestSchema: GenMessage<BatchJobRequest> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_processing, 8);
+
+/**
+ * Why one request of a batch created no job (index-aligned with the requests).
+ *
+ * @generated from message geopera.v1.BatchRequestError
+ */
+export type BatchRequestError = Message<"geopera.v1.BatchRequestError"> & {
+  /**
+   * The request's position in `requests`, 0-based.
+   *
+   * @generated from field: int32 index = 1;
+   */
+  index: number;
+
+  /**
+   * The status code the request alone would have failed with (a
+   * `google.rpc.Code` value); 0 (OK) when the request created its job.
+   *
+   * @generated from field: int32 code = 2;
+   */
+  code: number;
+
+  /**
+   * The UPPER_SNAKE_CASE reason, as the ErrorInfo of `processing.create`
+   * would carry it (`INVALID_JOB_PARAMS`, `INSUFFICIENT_CREDITS`, ...);
+   * empty when the request created its job.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+
+  /**
+   * A human-readable explanation.
+   *
+   * @generated from field: string message = 4;
+   */
+  message: string;
+
+  /**
+   * The offending field of the request, when known (e.g. `input_params`).
+   *
+   * @generated from field: string field = 5;
+   */
+  field: string;
+};
+
+/**
+ * Describes the message geopera.v1.BatchRequestError.
+ * Use `create(BatchRequestErrorSchema)` to create a new message.
+ */
+export const BatchRequestErrorSchema: GenMessage<BatchRequestError> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_processing, 9);
+
+/**
+ * `processing.create_batch` (scope `processing:process`, spend): up to 1,000
+ * jobs of one project in one call and one transaction, each request checked
+ * and priced exactly as `processing.create` checks and prices it. Every job
+ * created carries the same new `batch_id` (follow them all with `WatchJobs`).
+ *
+ * With `all_or_nothing`, the batch is created whole or not at all: the first
+ * request that would fail fails the call with that request's error (its
+ * ErrorInfo metadata `request_index` names it, field violations are prefixed
+ * `requests[i].`), and when the project cannot hold the credits of the whole
+ * batch the call fails FAILED_PRECONDITION `INSUFFICIENT_CREDITS` (metadata
+ * `required`: the batch's total, `available`); nothing is created or held.
+ * Without it, each request succeeds or fails on its own: credits are held in
+ * request order while the balance lasts (a request past it fails
+ * `INSUFFICIENT_CREDITS` in `errors`), and the call succeeds even when no
+ * request did.
+ *
+ * INVALID_ARGUMENT `BATCH_EMPTY` (no request), `BATCH_TOO_LARGE` (over 1,000
+ * requests; metadata `max_requests`); PROJECT_ID_REQUIRED, PROJECT_NOT_FOUND
+ * and PROJECT_ACCESS_DENIED as for `processing.create`. Honours one
+ * `idempotency-key` for the whole batch (a repeat answers the first result)
+ * and `validate_only` (the jobs as they would be, with empty ids, and every
+ * request's error; nothing created or held).
+ *
+ * @generated from message geopera.v1.ProcessingCreateBatchParams
+ */
+export type ProcessingCreateBatchParams = Message<"geopera.v1.ProcessingCreateBatchParams"> & {
+  /**
+   * Project that pays and receives the outputs of every job.
+   *
+   * @generated from field: string project_id = 1;
+   */
+  projectId: string;
+
+  /**
+   * The job requests, at most 1,000.
+   *
+   * @generated from field: repeated geopera.v1.BatchJobRequest requests = 2;
+   */
+  requests: BatchJobRequest[];
+
+  /**
+   * Create every job or none (see above).
+   *
+   * @generated from field: bool all_or_nothing = 3;
+   */
+  allOrNothing: boolean;
+
+  /**
+   * Also dispatch every job created, as `processing.create_and_dispatch`
+   * does; otherwise the jobs stay PENDING for `processing.dispatch`.
+   *
+   * @generated from field: bool dispatch = 4;
+   */
+  dispatch: boolean;
+};
+
+/**
+ * Describes the message geopera.v1.ProcessingCreateBatchParams.
+ * Use `create(ProcessingCreateBatchParamsSchema)` to create a new message.
+ */
+export const ProcessingCreateBatchParamsSchema: GenMessage<ProcessingCreateBatchParams> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_processing, 10);
+
+/**
+ * Result of `processing.create_batch`.
+ *
+ * @generated from message geopera.v1.ProcessingCreateBatchResult
+ */
+export type ProcessingCreateBatchResult = Message<"geopera.v1.ProcessingCreateBatchResult"> & {
+  /**
+   * One entry per request, index-aligned: the job created, or an empty Job
+   * (no `id`) where the request failed.
+   *
+   * @generated from field: repeated geopera.v1.Job jobs = 1;
+   */
+  jobs: Job[];
+
+  /**
+   * One entry per request, index-aligned: `code` 0 and an empty `reason`
+   * where the request created its job, else why it did not.
+   *
+   * @generated from field: repeated geopera.v1.BatchRequestError errors = 2;
+   */
+  errors: BatchRequestError[];
+
+  /**
+   * The id every created job carries as `batch_id`; empty when no job was
+   * created.
+   *
+   * @generated from field: string batch_id = 3;
+   */
+  batchId: string;
+
+  /**
+   * Credits held by the batch in total (with `validate_only`, that would be).
+   *
+   * @generated from field: int64 credits_reserved = 4;
+   */
+  creditsReserved: bigint;
+
+  /**
+   * Requests that created a job.
+   *
+   * @generated from field: int32 created_count = 5;
+   */
+  createdCount: number;
+};
+
+/**
+ * Describes the message geopera.v1.ProcessingCreateBatchResult.
+ * Use `create(ProcessingCreateBatchResultSchema)` to create a new message.
+ */
+export const ProcessingCreateBatchResultSchema: GenMessage<ProcessingCreateBatchResult> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_processing, 11);
+
+/**
  * `processing.dispatch` (scope `processing:process`, spend): queues a PENDING
  * job for a worker. Dispatching a job that is already dispatched or running
  * returns it unchanged with `accepted = true`; a terminal job fails
@@ -316,7 +603,7 @@ export type ProcessingDispatchParams = Message<"geopera.v1.ProcessingDispatchPar
  * Use `create(ProcessingDispatchParamsSchema)` to create a new message.
  */
 export const ProcessingDispatchParamsSchema: GenMessage<ProcessingDispatchParams> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 6);
+  messageDesc(file_geopera_v1_processing, 12);
 
 /**
  * Result of `processing.dispatch`.
@@ -352,7 +639,7 @@ export type ProcessingDispatchResult = Message<"geopera.v1.ProcessingDispatchRes
  * Use `create(ProcessingDispatchResultSchema)` to create a new message.
  */
 export const ProcessingDispatchResultSchema: GenMessage<ProcessingDispatchResult> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 7);
+  messageDesc(file_geopera_v1_processing, 13);
 
 /**
  * `processing.jobs.list` (scope `processing:read`): a project's jobs, newest
@@ -428,7 +715,7 @@ export type ProcessingJobsListParams = Message<"geopera.v1.ProcessingJobsListPar
  * Use `create(ProcessingJobsListParamsSchema)` to create a new message.
  */
 export const ProcessingJobsListParamsSchema: GenMessage<ProcessingJobsListParams> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 8);
+  messageDesc(file_geopera_v1_processing, 14);
 
 /**
  * Result of `processing.jobs.list`.
@@ -456,7 +743,7 @@ export type ProcessingJobsListResult = Message<"geopera.v1.ProcessingJobsListRes
  * Use `create(ProcessingJobsListResultSchema)` to create a new message.
  */
 export const ProcessingJobsListResultSchema: GenMessage<ProcessingJobsListResult> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 9);
+  messageDesc(file_geopera_v1_processing, 15);
 
 /**
  * `processing.jobs.get` (scope `processing:read`). NOT_FOUND `JOB_NOT_FOUND`.
@@ -477,7 +764,7 @@ export type ProcessingJobsGetParams = Message<"geopera.v1.ProcessingJobsGetParam
  * Use `create(ProcessingJobsGetParamsSchema)` to create a new message.
  */
 export const ProcessingJobsGetParamsSchema: GenMessage<ProcessingJobsGetParams> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 10);
+  messageDesc(file_geopera_v1_processing, 16);
 
 /**
  * Result of `processing.jobs.get`.
@@ -498,7 +785,7 @@ export type ProcessingJobsGetResult = Message<"geopera.v1.ProcessingJobsGetResul
  * Use `create(ProcessingJobsGetResultSchema)` to create a new message.
  */
 export const ProcessingJobsGetResultSchema: GenMessage<ProcessingJobsGetResult> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 11);
+  messageDesc(file_geopera_v1_processing, 17);
 
 /**
  * `processing.jobs.logs` (scope `processing:read`, on the job's project as
@@ -545,7 +832,7 @@ export type ProcessingJobsLogsParams = Message<"geopera.v1.ProcessingJobsLogsPar
  * Use `create(ProcessingJobsLogsParamsSchema)` to create a new message.
  */
 export const ProcessingJobsLogsParamsSchema: GenMessage<ProcessingJobsLogsParams> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 12);
+  messageDesc(file_geopera_v1_processing, 18);
 
 /**
  * Result of `processing.jobs.logs`.
@@ -575,7 +862,7 @@ export type ProcessingJobsLogsResult = Message<"geopera.v1.ProcessingJobsLogsRes
  * Use `create(ProcessingJobsLogsResultSchema)` to create a new message.
  */
 export const ProcessingJobsLogsResultSchema: GenMessage<ProcessingJobsLogsResult> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 13);
+  messageDesc(file_geopera_v1_processing, 19);
 
 /**
  * `processing.jobs.cancel` (scope `processing:process`): cancels a job that has
@@ -606,7 +893,7 @@ export type ProcessingJobsCancelParams = Message<"geopera.v1.ProcessingJobsCance
  * Use `create(ProcessingJobsCancelParamsSchema)` to create a new message.
  */
 export const ProcessingJobsCancelParamsSchema: GenMessage<ProcessingJobsCancelParams> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 14);
+  messageDesc(file_geopera_v1_processing, 20);
 
 /**
  * Result of `processing.jobs.cancel`.
@@ -627,7 +914,7 @@ export type ProcessingJobsCancelResult = Message<"geopera.v1.ProcessingJobsCance
  * Use `create(ProcessingJobsCancelResultSchema)` to create a new message.
  */
 export const ProcessingJobsCancelResultSchema: GenMessage<ProcessingJobsCancelResult> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 15);
+  messageDesc(file_geopera_v1_processing, 21);
 
 /**
  * `processing.job_types.list` (scope `processing:read`): every job type, built
@@ -643,7 +930,7 @@ export type ProcessingJobTypesListParams = Message<"geopera.v1.ProcessingJobType
  * Use `create(ProcessingJobTypesListParamsSchema)` to create a new message.
  */
 export const ProcessingJobTypesListParamsSchema: GenMessage<ProcessingJobTypesListParams> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 16);
+  messageDesc(file_geopera_v1_processing, 22);
 
 /**
  * Result of `processing.job_types.list`.
@@ -664,7 +951,7 @@ export type ProcessingJobTypesListResult = Message<"geopera.v1.ProcessingJobType
  * Use `create(ProcessingJobTypesListResultSchema)` to create a new message.
  */
 export const ProcessingJobTypesListResultSchema: GenMessage<ProcessingJobTypesListResult> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 17);
+  messageDesc(file_geopera_v1_processing, 23);
 
 /**
  * `processing.job_types.get` (scope `processing:read`). NOT_FOUND
@@ -686,7 +973,7 @@ export type ProcessingJobTypesGetParams = Message<"geopera.v1.ProcessingJobTypes
  * Use `create(ProcessingJobTypesGetParamsSchema)` to create a new message.
  */
 export const ProcessingJobTypesGetParamsSchema: GenMessage<ProcessingJobTypesGetParams> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 18);
+  messageDesc(file_geopera_v1_processing, 24);
 
 /**
  * Result of `processing.job_types.get`.
@@ -707,7 +994,7 @@ export type ProcessingJobTypesGetResult = Message<"geopera.v1.ProcessingJobTypes
  * Use `create(ProcessingJobTypesGetResultSchema)` to create a new message.
  */
 export const ProcessingJobTypesGetResultSchema: GenMessage<ProcessingJobTypesGetResult> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 19);
+  messageDesc(file_geopera_v1_processing, 25);
 
 /**
  * `workers.list` (scope `admin`): registered workers.
@@ -729,7 +1016,7 @@ export type WorkersListParams = Message<"geopera.v1.WorkersListParams"> & {
  * Use `create(WorkersListParamsSchema)` to create a new message.
  */
 export const WorkersListParamsSchema: GenMessage<WorkersListParams> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 20);
+  messageDesc(file_geopera_v1_processing, 26);
 
 /**
  * Result of `workers.list`.
@@ -750,7 +1037,7 @@ export type WorkersListResult = Message<"geopera.v1.WorkersListResult"> & {
  * Use `create(WorkersListResultSchema)` to create a new message.
  */
 export const WorkersListResultSchema: GenMessage<WorkersListResult> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_processing, 21);
+  messageDesc(file_geopera_v1_processing, 27);
 
 /**
  * How much of a job a list returns (AIP-157).

@@ -1,0 +1,114 @@
+"""Repeating and batching jobs: `processing.jobs.resubmit` and
+`processing.create_batch` (unpack, call, pack)."""
+
+from __future__ import annotations
+
+from geopera.v1 import processing_pb2, resources_pb2
+from geopera_kernel.server.api import convert
+from geopera_kernel.server.api.registry import Operation, OperationContext
+from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.idempotency import KeyedStore
+from geopera_kernel.server.domain.jobs import JobCreate, JobSpend
+from geopera_kernel.server.domain.jobs.batches import BatchOutcome
+from geopera_kernel.server.errors import DomainError
+from geopera_kernel.server.services import Services
+
+
+async def jobs_resubmit(
+    s: Services, ctx: OperationContext, p: processing_pb2.ProcessingJobsResubmitParams
+) -> processing_pb2.ProcessingJobsResubmitResult:
+    def result(spend: JobSpend) -> processing_pb2.ProcessingJobsResubmitResult:
+        return processing_pb2.ProcessingJobsResubmitResult(
+            job=convert.job(spend.job),
+            dispatch=convert.dispatch(spend.dispatch),
+            estimate=convert.estimate(spend.estimate),
+        )
+
+    keyed: KeyedStore[JobSpend] | None = None
+    if ctx.keyed is not None:
+        keyed = KeyedStore(ctx.keyed, lambda o: result(o).SerializeToString())
+    spend = await s.jobs.resubmit(
+        ctx.principal,
+        p.job_id,
+        convert.struct_to_dict(p.input_params),
+        keyed=keyed,
+        validate_only=ctx.validate_only,
+    )
+    return result(spend)
+
+
+def _request_error(index: int, error: DomainError | None) -> processing_pb2.BatchRequestError:
+    if error is None:
+        return processing_pb2.BatchRequestError(index=index)
+    return processing_pb2.BatchRequestError(
+        index=index,
+        code=int(error.code),
+        reason=error.reason,
+        message=error.message[:1000],
+        field=error.violations[0].field if error.violations else "",
+    )
+
+
+def batch_result(outcome: BatchOutcome) -> processing_pb2.ProcessingCreateBatchResult:
+    return processing_pb2.ProcessingCreateBatchResult(
+        jobs=[convert.job(j) if j is not None else resources_pb2.Job() for j in outcome.jobs],
+        errors=[_request_error(i, e) for i, e in enumerate(outcome.errors)],
+        batch_id=outcome.batch_id,
+        credits_reserved=outcome.credits_reserved,
+        created_count=sum(j is not None for j in outcome.jobs),
+    )
+
+
+async def create_batch(
+    s: Services, ctx: OperationContext, p: processing_pb2.ProcessingCreateBatchParams
+) -> processing_pb2.ProcessingCreateBatchResult:
+    specs = [
+        JobCreate(
+            project_id=p.project_id,
+            job_type_id=r.job_type_id,
+            input_params=convert.struct_to_dict(r.input_params),
+            target_collection_id=r.target_collection_id,
+        )
+        for r in p.requests
+    ]
+    keyed: KeyedStore[BatchOutcome] | None = None
+    if ctx.keyed is not None:
+        keyed = KeyedStore(ctx.keyed, lambda o: batch_result(o).SerializeToString())
+    outcome = await s.jobs.create_batch(
+        ctx.principal,
+        p.project_id,
+        specs,
+        all_or_nothing=p.all_or_nothing,
+        dispatch=p.dispatch,
+        keyed=keyed,
+        validate_only=ctx.validate_only,
+    )
+    return batch_result(outcome)
+
+
+async def _project_of_job(s: Services, principal: Principal, p: processing_pb2.ProcessingJobsResubmitParams) -> str:
+    return (await s.jobs.get(principal, p.job_id)).project_id if p.job_id else ""
+
+
+async def _project_named(s: Services, principal: Principal, p: processing_pb2.ProcessingCreateBatchParams) -> str:
+    return p.project_id
+
+
+OPERATIONS = (
+    Operation.declared(
+        processing_pb2.ProcessingJobsResubmitParams,
+        processing_pb2.ProcessingJobsResubmitResult,
+        jobs_resubmit,
+        "Run a finished job again: a new job with its type and input (overrides merged), priced and held anew.",
+        key_project=_project_of_job,
+        validates_only=True,
+    ),
+    Operation.declared(
+        processing_pb2.ProcessingCreateBatchParams,
+        processing_pb2.ProcessingCreateBatchResult,
+        create_batch,
+        "Create up to 1,000 jobs of a project in one call (optionally all or nothing), sharing a batch id.",
+        key_project=_project_named,
+        validates_only=True,
+    ),
+)
