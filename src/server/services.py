@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from geopera_kernel.server.auth import TokenService
 from geopera_kernel.server.domain.analytics import AnalyticsService
+from geopera_kernel.server.domain.analytics_jobs import AnalyticsJobs
 from geopera_kernel.server.domain.catalog import CatalogService
 from geopera_kernel.server.domain.credits import CreditService
 from geopera_kernel.server.domain.idempotency import KEY_TTL_SECONDS
@@ -37,6 +38,8 @@ class Services:
     # address the HTTP port bound; "" while unknown or with HTTP off).
     public_url: str = ""
     lineage: LineageService = field(init=False)
+    analytics_jobs: AnalyticsJobs = field(init=False)
 
     def __post_init__(self) -> None:
         self.lineage = LineageService(self.db)
+        self.analytics_jobs = AnalyticsJobs(self.db, self.storage, self.jobs, self.analytics)

@@ -51,6 +51,8 @@ class JobRecord:
     cancel_requested: bool
     output_item_ids: list[str]
     sequence: int
+    # Artifacts the job stored (analytics jobs): id, key, media_type, size_bytes, sha256, title.
+    output_artifacts: list[dict[str, Any]]
 
     @property
     def terminal(self) -> bool:
@@ -67,6 +69,7 @@ class JobRecord:
             worker_id=row["worker_id"] or "",
             error=JobError(**error) if error else None,
             output_item_ids=list(row["output_item_ids"]),
+            output_artifacts=list(row.get("output_artifacts") or []),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -84,6 +87,7 @@ class JobRecord:
             value = values[name]
             values[name] = datetime.fromisoformat(value) if value is not None else None
         values["error"] = JobError(**values["error"]) if values["error"] else None
+        values.setdefault("output_artifacts", [])  # snapshots from before analytics jobs
         return cls(**values)
 
 

@@ -6,6 +6,7 @@
 - attempts: the job-token calls of the worker holding an attempt
 - workers: worker sessions, heartbeats, claims
 - job_types: the job type table and its cache
+- server_runs: jobs the server runs itself (analytics.submit)
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from geopera_kernel.server.domain.jobs.attempts import JobAttempts
 from geopera_kernel.server.domain.jobs.creation import JobCreation
 from geopera_kernel.server.domain.jobs.job_types import JobTypeRecord
 from geopera_kernel.server.domain.jobs.reads import JobReads
+from geopera_kernel.server.domain.jobs.server_runs import ServerRuns
 from geopera_kernel.server.domain.jobs.workers import WorkerClaims
 
 
-class JobService(JobCreation, JobReads, JobAttempts, WorkerClaims):
+class JobService(JobCreation, JobReads, JobAttempts, WorkerClaims, ServerRuns):
     # -- job types (see JobTypes) ----------------------------------------------
 
     async def upsert_job_type(self, record: JobTypeRecord, owner_token_id: str | None = None) -> JobTypeRecord:

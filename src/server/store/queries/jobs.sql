@@ -185,6 +185,17 @@ SELECT pg_notify('geopera_job_events',
                       ELSE head::text END) AS notified
 FROM payload;
 
+-- name: start_server_job
+-- A PENDING job the server runs itself (analytics.submit) starts its one attempt; no row once it left PENDING.
+UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, dispatch_time = now(), start_time = now(),
+    message = %(message)s, update_time = now(), sequence = sequence + 1
+WHERE id = %(id)s AND status = 'PENDING'
+RETURNING *;
+
+-- name: store_job_artifacts
+-- Records the artifacts a job stored, before its terminal transition.
+UPDATE jobs SET output_artifacts = %(output_artifacts)s WHERE id = %(id)s;
+
 -- name: requeue_job
 -- Back to the queue for another attempt (lease expired, retryable failure,
 -- or handed back); `available_time` carries the backoff.
