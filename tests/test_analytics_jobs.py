@@ -194,10 +194,14 @@ def test_an_idempotency_key_answers_the_same_job(ana_world):
         ({"method": "nope"}, "INVALID_ARGUMENT", "UNKNOWN_ANALYTICS_OPERATION"),
         ({"params": {"geometry": AOI}}, "INVALID_ARGUMENT", "INVALID_ANALYTICS_PARAMS"),
         ({"item": "it_missing"}, "NOT_FOUND", "ITEM_NOT_FOUND"),
+        # The job stores its params as JSON, which has no infinity (found by the fuzz tests).
+        ({"method": "change_detection", "infinite": "change_threshold"}, "INVALID_ARGUMENT", "NON_FINITE_NUMBER"),
     ],
 )
 def test_errors_are_the_synchronous_calls(ana_world, change, code, reason):
-    params = change.get("params") or method_params(ana_world, "zonal_stats", small_square())
+    params = change.get("params") or method_params(ana_world, change.get("method", "zonal_stats"), small_square())
+    if "infinite" in change:
+        params = params | {change["infinite"]: float("inf")}
     if "item" in change:
         params = params | {"item_id": change["item"]}
     refused = failure(lambda: submit(ana_world, change.get("method", "zonal_stats"), params,

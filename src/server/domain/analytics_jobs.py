@@ -35,12 +35,14 @@ from geopera_kernel.server.domain.analytics import (
 )
 from geopera_kernel.server.domain.idempotency import KeyedStore, keyed_transaction
 from geopera_kernel.server.domain.jobs import JobRecord, JobService
+from geopera_kernel.server.domain.jobs.creation import require_input_size
 from geopera_kernel.server.domain.jobs.records import JobError
 from geopera_kernel.server.domain.jobs.server_runs import ANALYTICS_JOB_TYPE_ID
 from geopera_kernel.server.domain.pending_objects import PendingObjects
 from geopera_kernel.server.errors import Code, DomainError, invalid_argument
 from geopera_kernel.server.storage import BlobStorage
 from geopera_kernel.server.store import Database
+from geopera_kernel.server.validation import require_finite_json
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,9 @@ class AnalyticsJobs:
             raise invalid_argument("PROJECT_ID_REQUIRED", "project_id is required", field="project_id")
         principal.require_project(project_id)
         call = await self._analytics.prepare(principal, name, params)
+        # Stored as the job's input (JSON): no infinity or NaN, and no larger than any job's.
+        require_finite_json(params, "params")
+        require_input_size(params)
         for other in sorted(call.projects - {project_id}):
             raise invalid_argument(
                 "SOURCE_IN_OTHER_PROJECT",
