@@ -291,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_download_arguments(download)
     download.set_defaults(func=_cmd_download)
 
+    from geopera_kernel.server.jobs_cli import add_parser as add_jobs_parser
+
+    add_jobs_parser(sub)
+
     from geopera_kernel.server.mcp import add_arguments as add_mcp_arguments
 
     mcp = sub.add_parser("mcp", help="serve the operations as MCP tools over stdio (calls a kernel over gRPC)")
