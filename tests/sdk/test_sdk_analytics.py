@@ -124,7 +124,7 @@ def test_submit_runs_the_call_as_a_job_with_the_synchronous_answer(client, world
 
 async def test_async_submit(world):
     async with AsyncClient(world.server.address, world.tokens["alpha"]) as client:
-        job = await client.analytics.submit("zonal_stats", item_id=world.items[SCENES[0]], geometry=AOI, index_name="NDVI",
-                                            project_id="alpha")  # fmt: skip
+        params = {"item_id": world.items[SCENES[0]], "geometry": AOI, "index_name": "NDVI"}
+        job = await client.analytics.submit("zonal_stats", params, project_id="alpha")
         done = await job.wait()
         assert [a.key for a in done.output_artifacts] == ["result"]
