@@ -153,7 +153,8 @@ WITH live AS (
                'end_time', t.end_time, 'update_time', t.update_time,
                'credits_reserved', u.credits_reserved, 'credits_charged', u.credits_charged, 'error', nullif(u.error, '{}'::jsonb),
                'message', u.message, 'cancel_requested', u.cancel_requested,
-               'output_item_ids', to_jsonb(u.output_item_ids), 'sequence', u.sequence
+               'output_item_ids', to_jsonb(u.output_item_ids), 'sequence', u.sequence,
+               'output_artifacts', u.output_artifacts
            ) AS snapshot
     FROM updated u,
          LATERAL (
