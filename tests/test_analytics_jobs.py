@@ -234,3 +234,28 @@ def test_a_cancelled_job_keeps_no_files(ana_world):
         assert list(final.output_artifacts) == []
         with psycopg.connect(ana_world.database_url) as conn:
             assert conn.execute("SELECT count(*) FROM artifacts WHERE job_id = %s", (job.id,)).fetchone()[0] == 0
+
+
+def test_a_job_whose_server_died_fails_when_its_lease_runs_out(ana_world):
+    """A run nobody renews (its server died): lease expiry fails it, as it fails a lost worker's job."""
+
+    async def start_orphan(services: Any) -> str:
+        async with services.db.transaction() as tx:
+            principal = await services.tokens.authenticate(f"Bearer {ana_world.tokens['alpha']}")
+            job = await services.jobs.start_server_run(
+                tx, principal, project_id="alpha", job_type_id="analytics", runner_id="server-gone",
+                input_params={"operation": "zonal_stats", "params": {}}, source_item_ids=[],
+            )  # fmt: skip
+        return str(job.id)
+
+    job_id = ana_world.with_services(start_orphan)
+    final = wait_terminal(ana_world.client("alpha"), job_id)
+    assert final.status == STATUS.JOB_STATUS_FAILED and final.worker_id == "server-gone"
+    assert "lost its lease" in final.error.message
+
+
+def test_a_running_job_names_the_server_running_it(ana_world):
+    job = submit(ana_world, "zonal_stats", method_params(ana_world, "zonal_stats", AOI))
+    assert job.status == STATUS.JOB_STATUS_RUNNING and job.worker_id.startswith("server-")
+    assert job.credits_reserved == 0 and job.attempt == 1 and job.max_attempts == 1
+    wait_terminal(ana_world.client("alpha"), job.id)

@@ -42,4 +42,4 @@ class Services:
 
     def __post_init__(self) -> None:
         self.lineage = LineageService(self.db)
-        self.analytics_jobs = AnalyticsJobs(self.db, self.storage, self.jobs, self.analytics)
+        self.analytics_jobs = AnalyticsJobs(self.db, self.storage, self.jobs, self.analytics, self.notifications)

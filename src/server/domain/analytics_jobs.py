@@ -17,8 +17,10 @@ charge 0 credits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import secrets
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -34,7 +36,7 @@ from geopera_kernel.server.domain.analytics import (
     move_artifacts,
 )
 from geopera_kernel.server.domain.idempotency import KeyedStore, keyed_transaction
-from geopera_kernel.server.domain.jobs import JobRecord, JobService
+from geopera_kernel.server.domain.jobs import JobRecord, JobService, Notifications
 from geopera_kernel.server.domain.jobs.creation import require_input_size
 from geopera_kernel.server.domain.jobs.records import JobError
 from geopera_kernel.server.domain.jobs.server_runs import ANALYTICS_JOB_TYPE_ID
@@ -76,13 +78,20 @@ class AnalyticsJobs:
         storage: BlobStorage,
         jobs: JobService,
         analytics: AnalyticsService,
+        notifications: Notifications,
     ) -> None:
         self._db = db
         self._storage = storage
         self._jobs = jobs
         self._analytics = analytics
         self._quota = analytics.quota
-        self._runs: set[asyncio.Task[None]] = set()
+        # This server as the jobs' `worker_id`: it holds their leases and hears their cancels.
+        self.runner_id = f"server-{secrets.token_hex(6)}"
+        self._runs: dict[str, asyncio.Task[None]] = {}
+        self._cancelled: set[str] = set()
+        self._renewer: asyncio.Task[None] | None = None
+        self._listening = contextlib.ExitStack()
+        self._listening.enter_context(notifications.on_cancel(self.runner_id, self._cancel))
 
     async def submit(
         self,
@@ -114,21 +123,42 @@ class AnalyticsJobs:
             job = await self._jobs.start_server_run(
                 tx, principal, project_id=project_id, job_type_id=ANALYTICS_JOB_TYPE_ID,
                 input_params={"operation": call.name, "params": params}, source_item_ids=list(call.items),
+                runner_id=self.runner_id,
             )  # fmt: skip
             if keyed is not None and not validate_only:
                 await keyed.finish(tx, job)
         if validate_only:
             return replace(job, id="")
         task = asyncio.create_task(self._run(principal, call, job, render), name=f"analytics-job-{job.id}")
-        self._runs.add(task)
-        task.add_done_callback(self._runs.discard)
+        self._runs[job.id] = task
+        task.add_done_callback(lambda _: self._runs.pop(job.id, None))
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew_leases(), name="analytics-job-leases")
         return job
 
     async def close(self) -> None:
         """Stop the runs of this server (their jobs fail SERVER_STOPPED)."""
-        for task in list(self._runs):
+        self._listening.close()
+        tasks = [*self._runs.values(), *([self._renewer] if self._renewer else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._runs, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _cancel(self, job_id: str) -> None:
+        """A cancel of one of our jobs (already CANCELLED in the database): stop its run."""
+        task = self._runs.get(job_id)
+        if task is not None:
+            self._cancelled.add(job_id)
+            task.cancel()
+
+    async def _renew_leases(self) -> None:
+        """While runs last, renew their leases as a worker's heartbeat does."""
+        while self._runs:
+            await asyncio.sleep(self._jobs.policy.heartbeat_seconds)
+            try:
+                await self._jobs.renew_server_runs(self.runner_id, list(self._runs))
+            except Exception:
+                log.exception("could not renew the leases of analytics jobs")
 
     async def _run(self, principal: Principal, call: PreparedCall, job: JobRecord, render: RenderResult) -> None:
         try:
@@ -140,6 +170,9 @@ class AnalyticsJobs:
         except _JobAlreadyEnded:
             return
         except asyncio.CancelledError:
+            if job.id in self._cancelled:  # the job was cancelled: it is CANCELLED already
+                self._cancelled.discard(job.id)
+                return
             await asyncio.shield(self._fail(job, Code.UNAVAILABLE, "SERVER_STOPPED", "the server stopped"))
             raise
         except DomainError as error:

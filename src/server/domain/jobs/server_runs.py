@@ -1,8 +1,10 @@
 """Jobs the server runs itself (analytics.submit): created RUNNING in the
-caller's transaction, with no credits held and no worker, and finished by
-the server with the artifacts they stored. They use the same rows, events
-and reads as worker jobs, so `processing.jobs.get`, `WatchJob` and cancel
-work on them unchanged."""
+caller's transaction, with no credits held, and finished by the server with
+the artifacts they stored. They use the same rows, events and reads as
+worker jobs, so `processing.jobs.get`, `WatchJob` and cancel work on them
+unchanged. The running server is their `worker_id` (its runner id) and holds
+a lease it renews: if that server dies, lease expiry fails the job (one
+attempt: ATTEMPTS_EXHAUSTED), and a cancel reaches the runner as a worker's."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ class ServerRuns(JobTransitions):
         job_type_id: str,
         input_params: dict[str, Any],
         source_item_ids: list[str],
+        runner_id: str,
     ) -> JobRecord:
         """A job created and started at once (events `created`, `running`), holding 0 credits:
         one attempt, since a server-side run has no lease to lose."""
@@ -54,12 +57,27 @@ class ServerRuns(JobTransitions):
         assert row is not None
         created = JobRecord.from_row(row)
         started_row = await (
-            await tx.execute(Q.start_server_job, {"id": created.id, "message": "running on the server"})
+            await tx.execute(
+                Q.start_server_job,
+                {
+                    "id": created.id,
+                    "message": "running on the server",
+                    "worker_id": runner_id,
+                    "lease_seconds": self.policy.lease_seconds,
+                },
+            )
         ).fetchone()
         assert started_row is not None
         started = JobRecord.from_row(started_row)
         await self._record_events(tx, [(created, "created"), (started, "running")])
         return started
+
+    async def renew_server_runs(self, runner_id: str, job_ids: list[str]) -> None:
+        async with self._db.connection() as conn:
+            await conn.execute(
+                Q.renew_leases,
+                {"worker_id": runner_id, "job_ids": job_ids, "lease_seconds": self.policy.lease_seconds},
+            )
 
     async def finish_server_run(
         self,

@@ -187,8 +187,10 @@ SELECT pg_notify('geopera_job_events',
 FROM payload;
 
 -- name: start_server_job
--- A PENDING job the server runs itself (analytics.submit) starts its one attempt; no row once it left PENDING.
+-- A PENDING job the server runs itself (analytics.submit) starts its one attempt under the
+-- runner's lease (renewed with renew_leases); no row once it left PENDING.
 UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, dispatch_time = now(), start_time = now(),
+    worker_id = %(worker_id)s, lease_expire_time = now() + make_interval(secs => %(lease_seconds)s),
     message = %(message)s, update_time = now(), sequence = sequence + 1
 WHERE id = %(id)s AND status = 'PENDING'
 RETURNING *;

@@ -137,7 +137,11 @@ export const AnalyticsExecuteResultSchema: GenMessage<AnalyticsExecuteResult> = 
  * errors), and every item they name must belong to `project_id`
  * (INVALID_ARGUMENT `SOURCE_IN_OTHER_PROJECT`). Analytics jobs cost no credits
  * (analytics is not a spend: the job holds and charges 0). The job is followed
- * like any job (`processing.jobs.get`, `WatchJob`, cancel); when it SUCCEEDS
+ * like any job (`processing.jobs.get`, `WatchJob`, cancel, which stops the
+ * run). It runs on the server, one attempt: its `worker_id` names the server
+ * (`server-...`), which holds its lease; if that server stops or dies, the job
+ * fails (UNAVAILABLE `SERVER_STOPPED`, or ABORTED `ATTEMPTS_EXHAUSTED` once the
+ * lease runs out) and can be submitted again. When it SUCCEEDS
  * its `output_artifacts` hold the method's JSON result (key `result`,
  * `application/json`: the `AnalyticsExecuteResult` the synchronous call would
  * answer, as JSON) and then the files the method stored, each downloadable
