@@ -21,7 +21,16 @@ from shapely.geometry import box, mapping, shape
 
 from geopera.v1 import analytics_pb2, processing_pb2
 from tests.conftest import SAMPLES, TEST_SERVER_ENV
-from tests.jobs_support import FAST_LEASES, STATUS, balance, ledger, start_world, struct, wait_terminal
+from tests.jobs_support import (
+    FAST_LEASES,
+    STATUS,
+    balance,
+    ledger,
+    start_workers,
+    start_world,
+    struct,
+    wait_terminal,
+)
 from tests.support.client import RpcFailure
 
 SOURCE = "s2l1c_slovenia_20150711_bgrn"
@@ -44,9 +53,14 @@ def small_square() -> dict[str, Any]:
 def ana_world(database_factory, tmp_path_factory) -> Iterator[Any]:
     env = {**FAST_LEASES, **TEST_SERVER_ENV, "GEOPERA_ANALYTICS_SYNC_MAX_PIXELS": str(SYNC_MAX_PIXELS)}
     world = start_world(database_factory.create(), tmp_path_factory.mktemp("analytics_jobs"), env)
+    # A real worker is connected: analytics jobs are the server's, never handed to it.
+    workers = []
     try:
+        workers = start_workers(world, 1)
         yield world
     finally:
+        for worker in workers:
+            worker.stop()
         assert world.channel is not None
         world.channel.close()
         world.server.stop()
