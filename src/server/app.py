@@ -31,6 +31,7 @@ from geopera.v1 import (  # noqa: F401  (imports register every payload type for
 )
 from geopera_kernel.raster import configure_limits as configure_raster_limits
 from geopera_kernel.raster import raster_limits
+from geopera_kernel.raster.cost import CostModel
 from geopera_kernel.raster.job_types import CLIP
 from geopera_kernel.server.analytics import MethodRegistry, default_registry
 from geopera_kernel.server.api import convert
@@ -45,6 +46,7 @@ from geopera_kernel.server.auth import TokenService
 from geopera_kernel.server.config import Settings
 from geopera_kernel.server.domain import idempotency
 from geopera_kernel.server.domain.analytics import AnalyticsService
+from geopera_kernel.server.domain.analytics_jobs import ANALYTICS_JOB_DESCRIPTION, ANALYTICS_JOB_INPUT_SCHEMA
 from geopera_kernel.server.domain.catalog import CatalogLimits, CatalogService, ItemRenderer
 from geopera_kernel.server.domain.credits import CreditService
 from geopera_kernel.server.domain.jobs import (
@@ -55,6 +57,7 @@ from geopera_kernel.server.domain.jobs import (
     LeasePolicy,
     Notifications,
 )
+from geopera_kernel.server.domain.jobs.server_runs import ANALYTICS_JOB_TYPE_ID
 from geopera_kernel.server.domain.outputs import OutputService
 from geopera_kernel.server.domain.quota import StorageQuota
 from geopera_kernel.server.domain.raster_work import RasterWorkPool
@@ -111,7 +114,10 @@ async def build_services(settings: Settings, url: str) -> Services:
     jobs = JobService(db, policy)
     jobs.log_caps = JobLogCaps(settings.job_log_max_entries, settings.job_log_max_bytes)
     outputs = OutputService(db, storage, jobs, limits, quota, raster_pool)
-    analytics = AnalyticsService(db, storage, catalog, load_analytics_methods(settings.analytics_plugins), quota)
+    analytics = AnalyticsService(
+        db, storage, catalog, load_analytics_methods(settings.analytics_plugins), quota,
+        sync_max_pixels=settings.analytics_sync_max_pixels,
+    )  # fmt: skip
     streams = StreamLimiter(settings.max_streams_per_token, settings.watch_idle_seconds)
     return Services(
         db, storage, tokens, catalog, CreditService(db), jobs, outputs, Notifications(url), analytics, signer,
@@ -167,6 +173,13 @@ async def register_builtin_job_types(jobs: JobService) -> None:
             id=CLIP.id, description=CLIP.description, input_schema=CLIP.input_schema(), cost=CLIP.cost, builtin=True
         )
     )
+    # The analytics jobs the server runs itself (analytics.submit); they cost nothing.
+    await jobs.upsert_job_type(
+        JobTypeRecord(
+            id=ANALYTICS_JOB_TYPE_ID, description=ANALYTICS_JOB_DESCRIPTION, input_schema=ANALYTICS_JOB_INPUT_SCHEMA,
+            cost=CostModel(flat=0.0, per_km2=0.0, per_asset=0.0, minimum=0), builtin=True,
+        )
+    )  # fmt: skip
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -278,6 +291,7 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     edge.stopping = True  # new calls: UNAVAILABLE SERVER_SHUTTING_DOWN from here on
     await health_servicer.enter_graceful_shutdown()
     services.notifications.close_streams()
+    await services.analytics_jobs.close()
     if http_runner is not None:
         await http_runner.cleanup()
     await server.stop(await edge.drain(settings.shutdown_grace_seconds))

@@ -211,12 +211,6 @@ def _cmd_download(args: argparse.Namespace) -> int:
     return download_main(args)
 
 
-def _cmd_jobs_logs(args: argparse.Namespace) -> int:
-    from geopera_kernel.server.job_logs_cli import main as job_logs_main
-
-    return job_logs_main(args)
-
-
 def _cmd_mcp(args: argparse.Namespace) -> int:
     from geopera_kernel.server.mcp import main as mcp_main
 
@@ -302,20 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_download_arguments(download)
     download.set_defaults(func=_cmd_download)
 
-    from geopera_kernel.server.job_logs_cli import add_arguments as add_job_logs_arguments
+    from geopera_kernel.server.jobs_cli import add_parser as add_jobs_parser
 
-    jobs = sub.add_parser("jobs", help="processing jobs on a kernel over gRPC").add_subparsers(
-        dest="jobs_action", required=True
-    )
-    logs = jobs.add_parser(
-        "logs",
-        help="a job's log records (--follow: until it ends)",
-        description="Prints a job's log records, oldest first (processing.jobs.logs); --follow then prints new "
-        "ones until the job ends (WatchJob). Exit status: 0 done, 1 refused or unreachable (or the followed job "
-        "FAILED), 2 bad arguments.",
-    )
-    add_job_logs_arguments(logs)
-    logs.set_defaults(func=_cmd_jobs_logs)
+    add_jobs_parser(sub)
 
     from geopera_kernel.server.mcp import add_arguments as add_mcp_arguments
 

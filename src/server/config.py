@@ -46,6 +46,9 @@ def _env_duration(name: str, default: float) -> float:
     return parse_duration(value) if value else default
 
 
+DEFAULT_ANALYTICS_SYNC_MAX_PIXELS = 1_000_000_000
+
+
 @dataclass
 class Settings:
     # host:port to listen on; port 0 picks a free port (see `port_file`).
@@ -110,6 +113,12 @@ class Settings:
         default_factory=lambda: _env_duration("GEOPERA_ARTIFACT_RETENTION", 7 * 86400.0)
     )
     sweep_interval_seconds: float = field(default_factory=lambda: _env_duration("GEOPERA_SWEEP_INTERVAL", 900.0))
+    # Largest analytics.execute call, in pixels read (its `pixels_to_read`): above it the call
+    # fails RESOURCE_EXHAUSTED USE_ANALYTICS_JOB and runs as a job (analytics.submit) instead.
+    # 0: no limit. The default holds a change detection of four Sentinel-2 tiles.
+    analytics_sync_max_pixels: int = field(
+        default_factory=lambda: _env_int("GEOPERA_ANALYTICS_SYNC_MAX_PIXELS", DEFAULT_ANALYTICS_SYNC_MAX_PIXELS)
+    )
     # Storage quota of a project without its own (`geopera admin project set-quota`).
     project_quota_bytes: int = field(default_factory=lambda: _env_int("GEOPERA_PROJECT_QUOTA_BYTES", 100 << 30))
     # Concurrent WatchJob/UploadAsset/DownloadAsset streams (and HTTP event

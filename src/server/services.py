@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from geopera_kernel.server.auth import TokenService
 from geopera_kernel.server.domain.analytics import AnalyticsService
+from geopera_kernel.server.domain.analytics_jobs import AnalyticsJobs
 from geopera_kernel.server.domain.catalog import CatalogService
 from geopera_kernel.server.domain.credits import CreditService
 from geopera_kernel.server.domain.idempotency import KEY_TTL_SECONDS
@@ -39,7 +40,9 @@ class Services:
     public_url: str = ""
     lineage: LineageService = field(init=False)
     webhooks: WebhookService = field(init=False)
+    analytics_jobs: AnalyticsJobs = field(init=False)
 
     def __post_init__(self) -> None:
         self.lineage = LineageService(self.db)
         self.webhooks = WebhookService(self.db)
+        self.analytics_jobs = AnalyticsJobs(self.db, self.storage, self.jobs, self.analytics, self.notifications)

@@ -408,13 +408,17 @@ def _struct_of(value: Any) -> struct_pb2.Struct:
     return message
 
 
+# The operations whose `params` are an analytics method's (the synchronous call and the job).
+ANALYTICS_CALLS = ("analytics.execute", "analytics.submit")
+
+
 def struct_values(name: str, corpus: Corpus, context: str) -> SearchStrategy[dict[str, Any]]:
     """A Struct's content: by field (and, for free-form params, by the
     operation's published schemas), or JSON of any shape."""
     schemas: list[tuple[str, dict[str, Any]]] = []
     if name == "input_params":
         schemas = sorted(corpus.job_types.items())
-    elif name == "params" and context == "analytics.execute":
+    elif name == "params" and context in ANALYTICS_CALLS:
         schemas = sorted(corpus.analytics.items())
     options: list[SearchStrategy[Any]] = [from_schema(s, s, corpus, "", 0) for _, s in schemas]
     named = named_values(name, corpus)
@@ -622,7 +626,7 @@ def focus_points(operation: Operation, corpus: Corpus) -> list[Focus]:
     if seed is None:
         return []
     bases: list[tuple[Message, dict[str, Any] | None]] = [(seed, None)]
-    if operation.name == "analytics.execute":
+    if operation.name in ANALYTICS_CALLS:
         # The seeded method as seeded; every other method from a valid instance of its schema.
         method = seed.operation  # type: ignore[attr-defined]
         bases = [(seed, corpus.analytics.get(method))]

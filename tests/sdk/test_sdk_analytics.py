@@ -106,3 +106,25 @@ async def test_async_analytics(world):
         assert "item_id" in inspect.signature(client.analytics.zonal_stats).parameters
         assert [op.name for op in await client.analytics.operations()]
         assert (await client.analytics.operation("time_series")).name == "time_series"
+
+
+def test_submit_runs_the_call_as_a_job_with_the_synchronous_answer(client, world, tmp_path):
+    params = {"item_id": world.items[SCENES[0]], "geometry": AOI, "index_name": "NDVI"}
+    estimate = client.analytics.execute("zonal_stats", params, validate_only=True)
+    assert estimate.pixels_to_read and not estimate.exceeds_sync_max_pixels and estimate.sync_max_pixels > 0
+    job = client.analytics.submit("zonal_stats", params, project_id="alpha")
+    done = job.wait()
+    assert done.job_type_id == "analytics" and done.credits_reserved == 0
+    result = done.output_artifacts[0]
+    assert result.key == "result"
+    client.download(result, tmp_path / "result.json")
+    answer = json.loads((tmp_path / "result.json").read_text())
+    assert answer["result"] == client.analytics.execute("zonal_stats", params).result
+
+
+async def test_async_submit(world):
+    async with AsyncClient(world.server.address, world.tokens["alpha"]) as client:
+        params = {"item_id": world.items[SCENES[0]], "geometry": AOI, "index_name": "NDVI"}
+        job = await client.analytics.submit("zonal_stats", params, project_id="alpha")
+        done = await job.wait()
+        assert [a.key for a in done.output_artifacts] == ["result"]

@@ -204,6 +204,18 @@ CASES: dict[str, MatrixCase] = {
             params=_struct({"item_id": _first(w.beta_items), "index_name": "NDVI", "geometry": AOI}),
         ),
     ),
+    "analytics.submit": MatrixCase(
+        lambda w: analytics_pb2.AnalyticsSubmitParams(
+            operation="zonal_stats",
+            params=_struct({"item_id": _first(w.items), "index_name": "NDVI", "geometry": AOI}),
+            project_id="alpha",
+        ),
+        lambda w: analytics_pb2.AnalyticsSubmitParams(
+            operation="zonal_stats",
+            params=_struct({"item_id": _first(w.beta_items), "index_name": "NDVI", "geometry": AOI}),
+            project_id="beta",
+        ),
+    ),
     "analytics.operations.list": MatrixCase(lambda w: analytics_pb2.AnalyticsOperationsListParams(), None),
     "analytics.operations.get": MatrixCase(
         lambda w: analytics_pb2.AnalyticsOperationsGetParams(name="zonal_stats"), None

@@ -444,6 +444,24 @@ export class Analytics {
 
   private schemas: Promise<Map<string, JsonObject>> | undefined;
 
+  /**
+   * `analytics.submit`: runs the method as a job in `projectId` (no
+   * synchronous pixel limit; no credits). Follow it with `client.jobs.wait`;
+   * once SUCCEEDED, `job.outputArtifacts[0]` (key `result`) is the JSON the
+   * synchronous call answers (`client.assets.download`), then the method's
+   * files. Sends `idempotencyKey` (a fresh one when omitted): a repeat with the
+   * same key and params answers the same job.
+   */
+  async submit(method: string, params: JsonObject | object, projectId: string, options: CallOptions = {}): Promise<Job> {
+    const idempotencyKey = options.validateOnly ? options.idempotencyKey : (options.idempotencyKey ?? newIdempotencyKey());
+    const result = await this.client.execute(
+      "analytics.submit",
+      { operation: method, params: params as JsonObject, projectId },
+      { ...options, idempotencyKey },
+    );
+    return result.job!;
+  }
+
   /** `zonal_stats`: statistics of a band or index inside one or more zones. */
   async zonalStats(params: ZonalStatsParams, options?: CallOptions): Promise<ZonalStatsResult> {
     const result = await this.execute("zonal_stats", params, options);

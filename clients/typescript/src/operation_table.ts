@@ -8,6 +8,8 @@ import {
   AnalyticsOperationsGetResultSchema,
   AnalyticsOperationsListParamsSchema,
   AnalyticsOperationsListResultSchema,
+  AnalyticsSubmitParamsSchema,
+  AnalyticsSubmitResultSchema,
 } from "./gen/geopera/v1/analytics_pb.js";
 import {
   AuthWhoamiParamsSchema,
@@ -105,6 +107,14 @@ export const OPERATIONS = {
     scope: "analytics:read",
     sideEffect: "read",
     idempotencyKey: false,
+    repeatable: false,
+  },
+  "analytics.submit": {
+    params: AnalyticsSubmitParamsSchema,
+    result: AnalyticsSubmitResultSchema,
+    scope: "analytics:read",
+    sideEffect: "write",
+    idempotencyKey: true,
     repeatable: false,
   },
   "assets.sign": {

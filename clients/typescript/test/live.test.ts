@@ -449,6 +449,21 @@ describe("live server", () => {
     assert.equal(JSON.stringify(typed.pixels_read), String(Math.round(typed.pixels_read)));
   });
 
+  test("analytics.submit runs the method as a job whose result artifact is the synchronous answer", async () => {
+    const params = { item_id: env.GEOPERA_ITEM_ID, index_name: "NDVI", geometry: AOI };
+    const job = await client.analytics.submit("zonal_stats", params, env.GEOPERA_PROJECT!);
+    assert.equal(job.jobTypeId, "analytics");
+    const done = await client.jobs.wait(job.id);
+    assert.equal(done.status, JobStatus.SUCCEEDED);
+    assert.equal(done.creditsReserved, 0n);
+    const resultArtifact = done.outputArtifacts[0];
+    assert.equal(resultArtifact.key, "result");
+    const got = await client.assets.download(resultArtifact.href);
+    const answer = JSON.parse(Buffer.from(got.data).toString("utf8"));
+    const synchronous = await client.analytics.execute("zonal_stats", params);
+    assert.deepEqual(answer.result, synchronous.result);
+  });
+
   test("errors are typed with code, reason, field violations and schema", async () => {
     const notFound = await rejectsWith(
       client.items.get("it_does_not_exist"),

@@ -27,7 +27,7 @@ from geopera.v1 import resources_pb2 as geopera_dot_v1_dot_resources__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ageopera/v1/analytics.proto\x12\ngeopera.v1\x1a\x18geopera/v1/options.proto\x1a\x1ageopera/v1/resources.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x81\x01\n\x16\x41nalyticsExecuteParams\x12\x11\n\toperation\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct:+\x9a\xb8\x18\'\n\x11\x61nalytics.execute\x12\x0e\x61nalytics:read\x18\x02 \x01\"\xab\x01\n\x16\x41nalyticsExecuteResult\x12\x11\n\toperation\x18\x01 \x01(\t\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12%\n\x07outputs\x18\x03 \x03(\x0b\x32\x14.geopera.v1.Artifact\x12\x1b\n\x0epixels_to_read\x18\x04 \x01(\x03H\x00\x88\x01\x01\x42\x11\n\x0f_pixels_to_read\"\xc0\x01\n\x12\x41nalyticsOperation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12-\n\x0cinput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\routput_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07\x65xample\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"R\n\x1d\x41nalyticsOperationsListParams:1\x9a\xb8\x18-\n\x19\x61nalytics.operations.list\x12\x0e\x61nalytics:read\x18\x01\"S\n\x1d\x41nalyticsOperationsListResult\x12\x32\n\noperations\x18\x01 \x03(\x0b\x32\x1e.geopera.v1.AnalyticsOperation\"^\n\x1c\x41nalyticsOperationsGetParams\x12\x0c\n\x04name\x18\x01 \x01(\t:0\x9a\xb8\x18,\n\x18\x61nalytics.operations.get\x12\x0e\x61nalytics:read\x18\x01\"Q\n\x1c\x41nalyticsOperationsGetResult\x12\x31\n\toperation\x18\x01 \x01(\x0b\x32\x1e.geopera.v1.AnalyticsOperationb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ageopera/v1/analytics.proto\x12\ngeopera.v1\x1a\x18geopera/v1/options.proto\x1a\x1ageopera/v1/resources.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x81\x01\n\x16\x41nalyticsExecuteParams\x12\x11\n\toperation\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct:+\x9a\xb8\x18\'\n\x11\x61nalytics.execute\x12\x0e\x61nalytics:read\x18\x02 \x01\"\xe5\x01\n\x16\x41nalyticsExecuteResult\x12\x11\n\toperation\x18\x01 \x01(\t\x12\'\n\x06result\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12%\n\x07outputs\x18\x03 \x03(\x0b\x32\x14.geopera.v1.Artifact\x12\x1b\n\x0epixels_to_read\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x1f\n\x17\x65xceeds_sync_max_pixels\x18\x05 \x01(\x08\x12\x17\n\x0fsync_max_pixels\x18\x06 \x01(\x03\x42\x11\n\x0f_pixels_to_read\"\x93\x01\n\x15\x41nalyticsSubmitParams\x12\x11\n\toperation\x18\x01 \x01(\t\x12\'\n\x06params\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\nproject_id\x18\x03 \x01(\t:*\x9a\xb8\x18&\n\x10\x61nalytics.submit\x12\x0e\x61nalytics:read\x18\x02 \x01\"5\n\x15\x41nalyticsSubmitResult\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\"\xc0\x01\n\x12\x41nalyticsOperation\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12-\n\x0cinput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\routput_schema\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12(\n\x07\x65xample\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"R\n\x1d\x41nalyticsOperationsListParams:1\x9a\xb8\x18-\n\x19\x61nalytics.operations.list\x12\x0e\x61nalytics:read\x18\x01\"S\n\x1d\x41nalyticsOperationsListResult\x12\x32\n\noperations\x18\x01 \x03(\x0b\x32\x1e.geopera.v1.AnalyticsOperation\"^\n\x1c\x41nalyticsOperationsGetParams\x12\x0c\n\x04name\x18\x01 \x01(\t:0\x9a\xb8\x18,\n\x18\x61nalytics.operations.get\x12\x0e\x61nalytics:read\x18\x01\"Q\n\x1c\x41nalyticsOperationsGetResult\x12\x31\n\toperation\x18\x01 \x01(\x0b\x32\x1e.geopera.v1.AnalyticsOperationb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ANALYTICSEXECUTEPARAMS']._loaded_options = None
   _globals['_ANALYTICSEXECUTEPARAMS']._serialized_options = b'\232\270\030\'\n\021analytics.execute\022\016analytics:read\030\002 \001'
+  _globals['_ANALYTICSSUBMITPARAMS']._loaded_options = None
+  _globals['_ANALYTICSSUBMITPARAMS']._serialized_options = b'\232\270\030&\n\020analytics.submit\022\016analytics:read\030\002 \001'
   _globals['_ANALYTICSOPERATIONSLISTPARAMS']._loaded_options = None
   _globals['_ANALYTICSOPERATIONSLISTPARAMS']._serialized_options = b'\232\270\030-\n\031analytics.operations.list\022\016analytics:read\030\001'
   _globals['_ANALYTICSOPERATIONSGETPARAMS']._loaded_options = None
@@ -43,15 +45,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ANALYTICSEXECUTEPARAMS']._serialized_start=127
   _globals['_ANALYTICSEXECUTEPARAMS']._serialized_end=256
   _globals['_ANALYTICSEXECUTERESULT']._serialized_start=259
-  _globals['_ANALYTICSEXECUTERESULT']._serialized_end=430
-  _globals['_ANALYTICSOPERATION']._serialized_start=433
-  _globals['_ANALYTICSOPERATION']._serialized_end=625
-  _globals['_ANALYTICSOPERATIONSLISTPARAMS']._serialized_start=627
-  _globals['_ANALYTICSOPERATIONSLISTPARAMS']._serialized_end=709
-  _globals['_ANALYTICSOPERATIONSLISTRESULT']._serialized_start=711
-  _globals['_ANALYTICSOPERATIONSLISTRESULT']._serialized_end=794
-  _globals['_ANALYTICSOPERATIONSGETPARAMS']._serialized_start=796
-  _globals['_ANALYTICSOPERATIONSGETPARAMS']._serialized_end=890
-  _globals['_ANALYTICSOPERATIONSGETRESULT']._serialized_start=892
-  _globals['_ANALYTICSOPERATIONSGETRESULT']._serialized_end=973
+  _globals['_ANALYTICSEXECUTERESULT']._serialized_end=488
+  _globals['_ANALYTICSSUBMITPARAMS']._serialized_start=491
+  _globals['_ANALYTICSSUBMITPARAMS']._serialized_end=638
+  _globals['_ANALYTICSSUBMITRESULT']._serialized_start=640
+  _globals['_ANALYTICSSUBMITRESULT']._serialized_end=693
+  _globals['_ANALYTICSOPERATION']._serialized_start=696
+  _globals['_ANALYTICSOPERATION']._serialized_end=888
+  _globals['_ANALYTICSOPERATIONSLISTPARAMS']._serialized_start=890
+  _globals['_ANALYTICSOPERATIONSLISTPARAMS']._serialized_end=972
+  _globals['_ANALYTICSOPERATIONSLISTRESULT']._serialized_start=974
+  _globals['_ANALYTICSOPERATIONSLISTRESULT']._serialized_end=1057
+  _globals['_ANALYTICSOPERATIONSGETPARAMS']._serialized_start=1059
+  _globals['_ANALYTICSOPERATIONSGETPARAMS']._serialized_end=1153
+  _globals['_ANALYTICSOPERATIONSGETRESULT']._serialized_start=1155
+  _globals['_ANALYTICSOPERATIONSGETRESULT']._serialized_end=1236
 # @@protoc_insertion_point(module_scope)

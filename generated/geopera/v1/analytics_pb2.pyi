@@ -47,6 +47,10 @@ class AnalyticsExecuteParams(_message.Message):
     PERMISSION_DENIED). The result is computed at full resolution. Artifacts the
     method stores count against the project's storage quota (RESOURCE_EXHAUSTED
     `QUOTA_EXCEEDED`) and are kept for the artifact retention (7 days by default).
+    A call that would read more pixels than the server's synchronous limit
+    (`GEOPERA_ANALYTICS_SYNC_MAX_PIXELS`, counted as `pixels_to_read`) fails
+    RESOURCE_EXHAUSTED `USE_ANALYTICS_JOB` before reading any (metadata
+    `pixels_to_read`, `sync_max_pixels`): run it with `analytics.submit`.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -83,6 +87,8 @@ class AnalyticsExecuteResult(_message.Message):
     RESULT_FIELD_NUMBER: _builtins.int
     OUTPUTS_FIELD_NUMBER: _builtins.int
     PIXELS_TO_READ_FIELD_NUMBER: _builtins.int
+    EXCEEDS_SYNC_MAX_PIXELS_FIELD_NUMBER: _builtins.int
+    SYNC_MAX_PIXELS_FIELD_NUMBER: _builtins.int
     operation: _builtins.str
     """The method that ran."""
     pixels_to_read: _builtins.int
@@ -91,6 +97,15 @@ class AnalyticsExecuteResult(_message.Message):
     rasters' headers and the params without reading a pixel; absent when the
     method cannot tell without reading (its `result` is then empty too), and
     absent without `validate_only`.
+    """
+    exceeds_sync_max_pixels: _builtins.bool
+    """With `validate_only`: true when `pixels_to_read` exceeds the server's
+    synchronous limit, so the call itself would fail RESOURCE_EXHAUSTED
+    `USE_ANALYTICS_JOB` (run it with `analytics.submit`); false otherwise.
+    """
+    sync_max_pixels: _builtins.int
+    """With `validate_only`: the server's synchronous limit in pixels
+    (`GEOPERA_ANALYTICS_SYNC_MAX_PIXELS`); 0 without `validate_only`.
     """
     @_builtins.property
     def result(self) -> _struct_pb2.Struct:
@@ -109,16 +124,94 @@ class AnalyticsExecuteResult(_message.Message):
         result: _struct_pb2.Struct | None = ...,
         outputs: _abc.Iterable[_resources_pb2.Artifact] | None = ...,
         pixels_to_read: _builtins.int | None = ...,
+        exceeds_sync_max_pixels: _builtins.bool = ...,
+        sync_max_pixels: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_pixels_to_read", b"_pixels_to_read", "pixels_to_read", b"pixels_to_read", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_pixels_to_read", b"_pixels_to_read", "operation", b"operation", "outputs", b"outputs", "pixels_to_read", b"pixels_to_read", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_pixels_to_read", b"_pixels_to_read", "exceeds_sync_max_pixels", b"exceeds_sync_max_pixels", "operation", b"operation", "outputs", b"outputs", "pixels_to_read", b"pixels_to_read", "result", b"result", "sync_max_pixels", b"sync_max_pixels"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__pixels_to_read: _TypeAlias = _typing.Literal["pixels_to_read"]  # noqa: Y015
     _WhichOneofArgType__pixels_to_read: _TypeAlias = _typing.Literal["_pixels_to_read", b"_pixels_to_read"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__pixels_to_read) -> _WhichOneofReturnType__pixels_to_read | None: ...
 
 Global___AnalyticsExecuteResult: _TypeAlias = AnalyticsExecuteResult  # noqa: Y015
+
+@_typing.final
+class AnalyticsSubmitParams(_message.Message):
+    """`analytics.submit` (scope `analytics:read` on `project_id`, write): runs
+    the same method with the same params as `analytics.execute`, as a job of the
+    built-in type `analytics` in `project_id`, with no synchronous pixel limit.
+    The params are validated as `analytics.execute` validates them (same
+    errors), and every item they name must belong to `project_id`
+    (INVALID_ARGUMENT `SOURCE_IN_OTHER_PROJECT`). Analytics jobs cost no credits
+    (analytics is not a spend: the job holds and charges 0). The job is followed
+    like any job (`processing.jobs.get`, `WatchJob`, cancel, which stops the
+    run). It runs on the server, one attempt: its `worker_id` names the server
+    (`server-...`), which holds its lease; if that server stops or dies, the job
+    fails (UNAVAILABLE `SERVER_STOPPED`, or ABORTED `ATTEMPTS_EXHAUSTED` once the
+    lease runs out) and can be submitted again. When it SUCCEEDS
+    its `output_artifacts` hold the method's JSON result (key `result`,
+    `application/json`: the `AnalyticsExecuteResult` the synchronous call would
+    answer, as JSON) and then the files the method stored, each downloadable
+    with `DownloadAsset` (`artifacts/{id}`) and `GET /v1/artifacts/{id}`. A
+    method error fails the job with that error. Honours `idempotency-key`: a
+    repeat with the same key and params answers the same job. With
+    `validate_only`: everything is checked and the job is answered as it would
+    be created (empty id), nothing is stored.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATION_FIELD_NUMBER: _builtins.int
+    PARAMS_FIELD_NUMBER: _builtins.int
+    PROJECT_ID_FIELD_NUMBER: _builtins.int
+    operation: _builtins.str
+    """Method name, e.g. `zonal_stats`."""
+    project_id: _builtins.str
+    """Project the job belongs to; every item the params name must be in it."""
+    @_builtins.property
+    def params(self) -> _struct_pb2.Struct:
+        """Method params, as `analytics.execute`'s."""
+
+    def __init__(
+        self,
+        *,
+        operation: _builtins.str = ...,
+        params: _struct_pb2.Struct | None = ...,
+        project_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "params", b"params", "project_id", b"project_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnalyticsSubmitParams: _TypeAlias = AnalyticsSubmitParams  # noqa: Y015
+
+@_typing.final
+class AnalyticsSubmitResult(_message.Message):
+    """Result of `analytics.submit`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def job(self) -> _resources_pb2.Job:
+        """The job (type `analytics`), RUNNING or already finished."""
+
+    def __init__(
+        self,
+        *,
+        job: _resources_pb2.Job | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job", b"job"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnalyticsSubmitResult: _TypeAlias = AnalyticsSubmitResult  # noqa: Y015
 
 @_typing.final
 class AnalyticsOperation(_message.Message):

@@ -652,6 +652,7 @@ class Job(_message.Message):
     SEQUENCE_FIELD_NUMBER: _builtins.int
     RESUBMITTED_FROM_FIELD_NUMBER: _builtins.int
     BATCH_ID_FIELD_NUMBER: _builtins.int
+    OUTPUT_ARTIFACTS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Job id, `job_...`."""
     project_id: _builtins.str
@@ -728,6 +729,12 @@ class Job(_message.Message):
     def source_item_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Items the job reads, as named by its input."""
 
+    @_builtins.property
+    def output_artifacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Artifact]:
+        """Artifacts the job stored (analytics jobs: the JSON result first, key
+        `result`, then the method's files); download with `DownloadAsset`.
+        """
+
     def __init__(
         self,
         *,
@@ -756,10 +763,11 @@ class Job(_message.Message):
         sequence: _builtins.int = ...,
         resubmitted_from: _builtins.str = ...,
         batch_id: _builtins.str = ...,
+        output_artifacts: _abc.Iterable[Global___Artifact] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "dispatch_time", b"dispatch_time", "end_time", b"end_time", "error", b"error", "input_params", b"input_params", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "batch_id", b"batch_id", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "credits_charged", b"credits_charged", "credits_reserved", b"credits_reserved", "dispatch_time", b"dispatch_time", "end_time", b"end_time", "error", b"error", "id", b"id", "input_params", b"input_params", "job_type_id", b"job_type_id", "max_attempts", b"max_attempts", "message", b"message", "output_item_ids", b"output_item_ids", "progress", b"progress", "project_id", b"project_id", "resubmitted_from", b"resubmitted_from", "sequence", b"sequence", "source_item_ids", b"source_item_ids", "start_time", b"start_time", "status", b"status", "target_collection_id", b"target_collection_id", "update_time", b"update_time", "worker_id", b"worker_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "batch_id", b"batch_id", "cancel_requested", b"cancel_requested", "create_time", b"create_time", "credits_charged", b"credits_charged", "credits_reserved", b"credits_reserved", "dispatch_time", b"dispatch_time", "end_time", b"end_time", "error", b"error", "id", b"id", "input_params", b"input_params", "job_type_id", b"job_type_id", "max_attempts", b"max_attempts", "message", b"message", "output_artifacts", b"output_artifacts", "output_item_ids", b"output_item_ids", "progress", b"progress", "project_id", b"project_id", "resubmitted_from", b"resubmitted_from", "sequence", b"sequence", "source_item_ids", b"source_item_ids", "start_time", b"start_time", "status", b"status", "target_collection_id", b"target_collection_id", "update_time", b"update_time", "worker_id", b"worker_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -230,6 +230,14 @@ JOB_STATUS = {name: getattr(resources_pb2, f"JOB_STATUS_{name}") for name in STA
 JOB_STATUS_NAMES = {value: name for name, value in JOB_STATUS.items()}
 
 
+def artifact(stored: dict[str, Any]) -> resources_pb2.Artifact:
+    """A stored artifact (id, key, media_type, size_bytes, sha256, title) with its download name."""
+    return resources_pb2.Artifact(
+        id=stored["id"], key=stored["key"], href=f"artifacts/{stored['id']}", media_type=stored["media_type"],
+        size_bytes=stored["size_bytes"], sha256=stored["sha256"], title=stored["title"],
+    )  # fmt: skip
+
+
 def job(record: JobRecord, *, full: bool = True) -> resources_pb2.Job:
     """A job; `full=False` is `JOB_VIEW_BASIC` (processing.proto): no `input_params`."""
     message = resources_pb2.Job(
@@ -257,6 +265,7 @@ def job(record: JobRecord, *, full: bool = True) -> resources_pb2.Job:
         sequence=record.sequence,
         resubmitted_from=record.resubmitted_from,
         batch_id=record.batch_id,
+        output_artifacts=[artifact(a) for a in record.output_artifacts],
     )
     if record.error is not None:
         message.error.CopyFrom(

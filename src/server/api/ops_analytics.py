@@ -3,6 +3,7 @@ method catalogue. Unpack, call, pack."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from geopera.v1 import analytics_pb2, resources_pb2
@@ -10,6 +11,7 @@ from geopera_kernel.server.api import convert, jsonview
 from geopera_kernel.server.api.registry import Operation, OperationContext
 from geopera_kernel.server.domain.analytics import AnalyticsOutcome
 from geopera_kernel.server.domain.idempotency import KeyedStore
+from geopera_kernel.server.domain.jobs import JobRecord
 from geopera_kernel.server.services import Services
 
 
@@ -47,7 +49,34 @@ def _result(outcome: AnalyticsOutcome) -> analytics_pb2.AnalyticsExecuteResult:
             for a in outcome.artifacts
         ],
         pixels_to_read=outcome.pixels_to_read,
+        exceeds_sync_max_pixels=outcome.exceeds_sync_max_pixels,
+        sync_max_pixels=outcome.sync_max_pixels,
     )  # fmt: skip
+
+
+async def analytics_submit(
+    s: Services, ctx: OperationContext, p: analytics_pb2.AnalyticsSubmitParams
+) -> analytics_pb2.AnalyticsSubmitResult:
+    keyed: KeyedStore[JobRecord] | None = None
+    if ctx.keyed is not None:
+        keyed = KeyedStore(ctx.keyed, lambda job: _submitted(job).SerializeToString())
+    methods = s.analytics.methods
+
+    def render(outcome: AnalyticsOutcome) -> bytes:
+        # The JSON the HTTP projection answers for the synchronous call.
+        schema = methods.output_schema(outcome.method) if outcome.method in methods else None
+        body = jsonview.to_json(_result(outcome), output_schema=schema)
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+
+    params = convert.struct_to_dict(p.params)
+    job = await s.analytics_jobs.submit(
+        ctx.principal, p.project_id, p.operation, params, render, keyed, validate_only=ctx.validate_only
+    )
+    return _submitted(job)
+
+
+def _submitted(job: JobRecord) -> analytics_pb2.AnalyticsSubmitResult:
+    return analytics_pb2.AnalyticsSubmitResult(job=convert.job(job))
 
 
 async def operations_list(
@@ -68,6 +97,14 @@ OPERATIONS = (
         analytics_pb2.AnalyticsExecuteResult,
         analytics_execute,
         "Run an analytics method (zonal_stats, time_series, change_detection, ...) over items.",
+        claims_key=True,
+        validates_only=True,
+    ),
+    Operation.declared(
+        analytics_pb2.AnalyticsSubmitParams,
+        analytics_pb2.AnalyticsSubmitResult,
+        analytics_submit,
+        "Run an analytics method as a job (no synchronous pixel limit); its result becomes the job's artifacts.",
         claims_key=True,
         validates_only=True,
     ),

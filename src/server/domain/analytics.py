@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from pydantic import BaseModel
+
 from geopera_kernel.raster.digest import size_and_sha256
 from geopera_kernel.server.analytics import AnalyticsContext, Artifact, AssetView, ItemView, MethodRegistry
 from geopera_kernel.server.auth import Principal
@@ -48,8 +51,22 @@ class AnalyticsOutcome:
     method: str
     result: dict[str, Any]
     artifacts: list[StoredArtifact]
-    # A validate-only call's answer (see AnalyticsMethod.pixels_to_read).
+    # A validate-only call's answer (see AnalyticsMethod.pixels_to_read), and
+    # whether it is over the synchronous limit (then only a job may run it).
     pixels_to_read: int | None = None
+    exceeds_sync_max_pixels: bool = False
+    sync_max_pixels: int = 0
+
+
+@dataclass(frozen=True)
+class PreparedCall:
+    """An analytics call checked and resolved, ready to plan or run."""
+
+    name: str
+    params: dict[str, Any]
+    model: BaseModel
+    items: dict[str, ItemView]
+    projects: frozenset[str]
 
 
 def _json_safe(value: Any) -> Any:
@@ -92,9 +109,12 @@ class AnalyticsService:
         catalog: CatalogService,
         methods: MethodRegistry,
         quota: StorageQuota | None = None,
+        sync_max_pixels: int = 0,
     ) -> None:
         self._db = db
-        self._quota = quota or StorageQuota()
+        # Largest synchronous call in pixels read; 0: no limit.
+        self.sync_max_pixels = sync_max_pixels
+        self._quota = self.quota = quota or StorageQuota()
         self._storage = storage
         self._catalog = catalog
         self.methods = methods
@@ -116,6 +136,30 @@ class AnalyticsService:
     def describe_all(self) -> list[dict[str, Any]]:
         return [self.methods.describe(name) for name in self.methods.names()]
 
+    async def prepare(self, principal: Principal, name: str, params: dict[str, Any]) -> PreparedCall:
+        """The params validated and the items they name resolved, with the
+        caller's access checked: everything but the run."""
+        name = self._method_name(name)
+        # In a thread: validating the params parses the client's geometries.
+        model = await asyncio.to_thread(self.methods.validate, name, params)
+        method = self.methods.get(name)
+        items = {}
+        projects = set()
+        for item_id in dict.fromkeys(method.item_ids(model)):
+            record = await self._catalog.get_item(principal, item_id)
+            items[record.id] = item_view(record, self._storage)
+            projects.add(record.project_id)
+        return PreparedCall(name, params, model, items, frozenset(projects))
+
+    async def pixels_to_read(self, call: PreparedCall) -> int | None:
+        """The method's plan: the pixels it would read, from headers and params only."""
+        context = AnalyticsContext(items=call.items, artifact_dir=self._storage.scratch_dir(), workers=1)
+        plan = functools.partial(self.methods.pixels_to_read, call.name, call.model, context)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, plan)
+
+    def exceeds_sync_limit(self, pixels: int | None) -> bool:
+        return bool(self.sync_max_pixels) and pixels is not None and pixels > self.sync_max_pixels
+
     async def execute(
         self,
         principal: Principal,
@@ -129,30 +173,41 @@ class AnalyticsService:
         read. With `keyed`, the call is idempotent per that project (a call
         reading items of several projects stores nothing and needs no key).
         With `validate_only`, the same params and access checks, then the
-        method's plan (the pixels it would read) instead of its run."""
-        name = self._method_name(name)
-        # In a thread: validating the params parses the client's geometries.
-        model = await asyncio.to_thread(self.methods.validate, name, params)
-        method = self.methods.get(name)
-        items = {}
-        projects = set()
-        for item_id in dict.fromkeys(method.item_ids(model)):
-            record = await self._catalog.get_item(principal, item_id)
-            items[record.id] = item_view(record, self._storage)
-            projects.add(record.project_id)
+        method's plan (the pixels it would read) instead of its run. A call
+        over more pixels than `sync_max_pixels` is refused before reading any
+        (RESOURCE_EXHAUSTED USE_ANALYTICS_JOB): it runs as a job instead."""
+        call = await self.prepare(principal, name, params)
+        pixels = await self.pixels_to_read(call) if validate_only or self.sync_max_pixels else None
         if validate_only:
-            context = AnalyticsContext(items=items, artifact_dir=self._storage.scratch_dir(), workers=1)
-            plan = functools.partial(self.methods.pixels_to_read, name, model, context)
-            pixels = await asyncio.get_running_loop().run_in_executor(self._pool, plan)
-            return AnalyticsOutcome(name, {}, [], pixels_to_read=pixels)
+            return AnalyticsOutcome(
+                call.name, {}, [], pixels_to_read=pixels, exceeds_sync_max_pixels=self.exceeds_sync_limit(pixels),
+                sync_max_pixels=self.sync_max_pixels,
+            )  # fmt: skip
+        if self.exceeds_sync_limit(pixels):
+            raise DomainError(
+                Code.RESOURCE_EXHAUSTED,
+                "USE_ANALYTICS_JOB",
+                f"this call reads {pixels} pixels, more than the {self.sync_max_pixels} a synchronous call may: "
+                "run it as a job with analytics.submit",
+                metadata={"pixels_to_read": str(pixels), "sync_max_pixels": str(self.sync_max_pixels)},
+            )
         # Artifacts belong to the project of the items they were computed from.
-        project_id = next(iter(projects)) if len(projects) == 1 else None
+        project_id = next(iter(call.projects)) if len(call.projects) == 1 else None
         if project_id is None:
             keyed = None
         if keyed is not None and project_id is not None:
             await keyed.check(project_id)  # a retry of a finished call replays without recomputing
+        result, artifacts, workdir = await self.run(call)
+        try:
+            return await self._store(principal, call.name, project_id, result, artifacts, keyed)
+        finally:
+            self._remove_later(workdir)
+
+    async def run(self, call: PreparedCall) -> tuple[dict[str, Any], list[Artifact], Path]:
+        """The method's run (no pixel limit): its result and the files it wrote, in a
+        work directory the caller stores from and then removes (`remove_later`)."""
         # Reserved, not created: most calls write no file (the method creates it when it does).
-        workdir = self._storage.scratch_dir() / f"analytics-{name}-{secrets.token_hex(8)}"
+        workdir = self._storage.scratch_dir() / f"analytics-{call.name}-{secrets.token_hex(8)}"
         cancelled = threading.Event()
 
         def check_cancelled() -> None:
@@ -160,7 +215,7 @@ class AnalyticsService:
                 raise DomainError(Code.CANCELLED, "CALL_CANCELLED", "the call was cancelled or its deadline passed")
 
         context = AnalyticsContext(
-            items=items,
+            items=call.items,
             artifact_dir=workdir,
             workers=THREADS_PER_CALL,
             cancel_check=check_cancelled,
@@ -168,20 +223,27 @@ class AnalyticsService:
         )
         try:
             loop = asyncio.get_running_loop()
-            run = functools.partial(self.methods.run, name, params, context, validated=model)
+            run = functools.partial(self.methods.run, call.name, call.params, context, validated=call.model)
             future = loop.run_in_executor(self._pool, run)
             try:
                 result = await asyncio.shield(future)
             except asyncio.CancelledError:
                 cancelled.set()  # the thread stops at its next block
                 raise
-            return await self._store(principal, name, project_id, _json_safe(result), context.artifacts, keyed)
-        finally:
-            if workdir.exists():
-                # Removed in the background: the caller need not wait for it.
-                cleanup = asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, workdir, True)
-                self._cleanups.add(cleanup)
-                cleanup.add_done_callback(self._cleanups.discard)
+        except BaseException:
+            self._remove_later(workdir)
+            raise
+        return _json_safe(result), list(context.artifacts), workdir
+
+    def _remove_later(self, workdir: Path) -> None:
+        if workdir.exists():
+            # Removed in the background: the caller need not wait for it.
+            cleanup = asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, workdir, True)
+            self._cleanups.add(cleanup)
+            cleanup.add_done_callback(self._cleanups.discard)
+
+    def remove_later(self, workdir: Path) -> None:
+        self._remove_later(workdir)
 
     async def _store(
         self,
@@ -201,42 +263,10 @@ class AnalyticsService:
         stored: list[StoredArtifact] = []
         outcome = AnalyticsOutcome(method, result, stored)
         pending = PendingObjects(self._storage)
-
-        def move_into_storage() -> list[tuple[str, str, int, str, Artifact]]:
-            # One thread hop for every file. Hashed before the move: the call's files are ours
-            # to consume.
-            moved = []
-            for artifact in artifacts:
-                artifact_id = new_id("art")
-                suffix = Path(artifact.path).suffix or ".bin"
-                storage_key = f"projects/{project_id}/artifacts/{artifact_id}{suffix}"
-                size, sha = size_and_sha256(Path(artifact.path))
-                pending.move_now(storage_key, Path(artifact.path))
-                moved.append((artifact_id, storage_key, size, sha, artifact))
-            return moved
-
         try:
-            rows = await asyncio.to_thread(move_into_storage)
+            rows = await asyncio.to_thread(move_artifacts, pending, project_id, artifacts)
             async with keyed_transaction(self._db, keyed, project_id, pending.probe) as conn:
-                for artifact_id, storage_key, size, sha, artifact in rows:
-                    await conn.execute(
-                        Q.insert_artifact,
-                        {
-                            "id": artifact_id,
-                            "project_id": project_id,
-                            "operation": method,
-                            "key": artifact.key,
-                            "title": artifact.title,
-                            "storage_key": storage_key,
-                            "media_type": artifact.media_type,
-                            "size_bytes": size,
-                            "sha256": sha,
-                            "created_by": principal.id,
-                        },
-                    )
-                    stored.append(
-                        StoredArtifact(artifact_id, artifact.key, artifact.media_type, size, sha, artifact.title)
-                    )
+                stored += await insert_artifacts(conn, rows, project_id, method, principal.id)
                 if rows:
                     await self._quota.check(conn, project_id)
                 if keyed is not None:
@@ -246,3 +276,50 @@ class AnalyticsService:
             await pending.settle(error)
             raise
         return outcome
+
+
+MovedArtifact = tuple[str, str, int, str, Artifact]  # id, storage key, size, sha256, the method's file
+
+
+def move_artifacts(pending: PendingObjects, project_id: str, artifacts: list[Artifact]) -> list[MovedArtifact]:
+    """In a thread: every file into storage (hashed before the move: the call's files are ours
+    to consume), pending until the transaction recording them commits."""
+    moved = []
+    for artifact in artifacts:
+        artifact_id = new_id("art")
+        suffix = Path(artifact.path).suffix or ".bin"
+        storage_key = f"projects/{project_id}/artifacts/{artifact_id}{suffix}"
+        size, sha = size_and_sha256(Path(artifact.path))
+        pending.move_now(storage_key, Path(artifact.path))
+        moved.append((artifact_id, storage_key, size, sha, artifact))
+    return moved
+
+
+async def insert_artifacts(
+    conn: psycopg.AsyncConnection[Any],
+    rows: list[MovedArtifact],
+    project_id: str,
+    method: str,
+    created_by: str,
+    job_id: str | None = None,
+) -> list[StoredArtifact]:
+    stored = []
+    for artifact_id, storage_key, size, sha, artifact in rows:
+        await conn.execute(
+            Q.insert_artifact,
+            {
+                "id": artifact_id,
+                "project_id": project_id,
+                "operation": method,
+                "key": artifact.key,
+                "title": artifact.title,
+                "storage_key": storage_key,
+                "media_type": artifact.media_type,
+                "size_bytes": size,
+                "sha256": sha,
+                "created_by": created_by,
+                "job_id": job_id,
+            },
+        )
+        stored.append(StoredArtifact(artifact_id, artifact.key, artifact.media_type, size, sha, artifact.title))
+    return stored

@@ -22,8 +22,12 @@ class AnalyticsResult:
     operation: str
     result: dict[str, Any]
     outputs: list[resources_pb2.Artifact] = field(default_factory=list)
-    # A validate-only call's answer: the pixels the method would read.
+    # A validate-only call's answer: the pixels the method would read, and
+    # whether that is over the server's synchronous limit (then use
+    # `client.analytics.submit`, which runs the call as a job).
     pixels_to_read: int | None = None
+    exceeds_sync_max_pixels: bool = False
+    sync_max_pixels: int = 0
 
     def __getitem__(self, key: str) -> Any:
         return self.result[key]
@@ -38,7 +42,8 @@ class AnalyticsResult:
         if output_schema is not None:
             result = shape(result, output_schema)
         pixels = message.pixels_to_read if message.HasField("pixels_to_read") else None
-        return cls(message.operation, result, list(message.outputs), pixels)
+        return cls(message.operation, result, list(message.outputs), pixels, message.exceeds_sync_max_pixels,
+                   message.sync_max_pixels)  # fmt: skip
 
 
 _JSON_TYPES: dict[str, Any] = {

@@ -1046,6 +1046,28 @@ class Analytics(_Namespace):
         result = self._run("analytics.execute", request, validate_only=validate_only)
         return AnalyticsResult.from_proto(result, self.output_schema(name))
 
+    def submit(
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        /,
+        *,
+        project_id: str,
+        idempotency_key: str | None = None,
+        validate_only: bool = False,
+        **kwargs: Any,
+    ) -> Job:
+        """`analytics.submit`: run method `name` as a job in `project_id` (no
+        synchronous pixel limit, no credits); once `job.wait()` returns, the
+        job's `output_artifacts[0]` (key `result`) is the JSON the synchronous
+        call answers (`client.download`), followed by the method's files."""
+        merged = {**(params or {}), **kwargs}
+        request = analytics_pb2.AnalyticsSubmitParams(operation=name, params=to_struct(merged), project_id=project_id)
+        result = self._run(
+            "analytics.submit", request, idempotency_key=idempotency_key, validate_only=validate_only
+        )
+        return Job(self._client, result.job, result)
+
     def output_schema(self, name: str) -> dict[str, Any] | None:
         """The output JSON Schema of method `name` from the cached method list
         (loaded once); None when the server does not list it or the list

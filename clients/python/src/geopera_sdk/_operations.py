@@ -19,6 +19,7 @@ OPERATIONS: dict[str, Declared] = {
     "analytics.execute": Declared("analytics:read", "write", True, False),
     "analytics.operations.get": Declared("analytics:read", "read", False, False),
     "analytics.operations.list": Declared("analytics:read", "read", False, False),
+    "analytics.submit": Declared("analytics:read", "write", True, False),
     "assets.sign": Declared("catalog:read", "read", False, False),
     "auth.whoami": Declared("", "read", False, False),
     "clip.create_from_item": Declared("processing:process", "spend", True, False),

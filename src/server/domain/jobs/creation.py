@@ -18,6 +18,7 @@ from geopera_kernel.server.domain.idempotency import KeyedStore, keyed_transacti
 from geopera_kernel.server.domain.jobs.job_types import JobTypeRecord, validate_input
 from geopera_kernel.server.domain.jobs.pricing import Estimate, estimate, measures_geometry
 from geopera_kernel.server.domain.jobs.records import ACTIVE, Dispatch, JobCreate, JobRecord, JobSpend
+from geopera_kernel.server.domain.jobs.server_runs import ANALYTICS_JOB_TYPE_ID
 from geopera_kernel.server.domain.jobs.transitions import JobTransitions
 from geopera_kernel.server.domain.models import ItemRecord
 from geopera_kernel.server.errors import DomainError, already_exists, failed_precondition, invalid_argument, not_found
@@ -46,6 +47,10 @@ class JobCreation(JobTransitions):
             raise invalid_argument("PROJECT_ID_REQUIRED", "project_id is required", field="project_id")
         principal.require_project(spec.project_id)
         async with keyed_transaction(self._db, keyed, spec.project_id, rollback=validate_only) as tx:
+            if spec.job_type_id == ANALYTICS_JOB_TYPE_ID:
+                raise invalid_argument(
+                    "USE_ANALYTICS_SUBMIT", "analytics jobs are created with analytics.submit", field="job_type_id"
+                )
             job_type, validator = await self.types.with_validator(spec.job_type_id, tx)
             require_input_size(spec.input_params)
             require_finite_json(spec.input_params, "input_params")

@@ -3,7 +3,7 @@ workers, and the requests that create and list jobs."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -54,6 +54,8 @@ class JobRecord:
     # '' when none; defaulted, for the snapshots stored before they existed.
     resubmitted_from: str = ""
     batch_id: str = ""
+    # Artifacts the job stored (analytics jobs): id, key, media_type, size_bytes, sha256, title.
+    output_artifacts: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def terminal(self) -> bool:
@@ -72,6 +74,7 @@ class JobRecord:
             output_item_ids=list(row["output_item_ids"]),
             resubmitted_from=row.get("resubmitted_from") or "",
             batch_id=row.get("batch_id") or "",
+            output_artifacts=list(row.get("output_artifacts") or []),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -89,6 +92,7 @@ class JobRecord:
             value = values[name]
             values[name] = datetime.fromisoformat(value) if value is not None else None
         values["error"] = JobError(**values["error"]) if values["error"] else None
+        values.setdefault("output_artifacts", [])  # snapshots from before analytics jobs
         return cls(**values)
 
 

@@ -1,8 +1,9 @@
 -- name: insert_artifact
 -- Records a file an analytics method stored.
-INSERT INTO artifacts (id, project_id, operation, key, title, storage_key, media_type, size_bytes, sha256, created_by)
+INSERT INTO artifacts (id, project_id, operation, key, title, storage_key, media_type, size_bytes, sha256, created_by,
+                       job_id)
 VALUES (%(id)s, %(project_id)s, %(operation)s, %(key)s, %(title)s, %(storage_key)s, %(media_type)s, %(size_bytes)s,
-        %(sha256)s, %(created_by)s);
+        %(sha256)s, %(created_by)s, %(job_id)s);
 
 -- name: get_artifact_file
 -- Where an artifact's bytes are, with the project that owns it.

@@ -202,7 +202,8 @@ WITH live AS (
                'credits_reserved', u.credits_reserved, 'credits_charged', u.credits_charged, 'error', nullif(u.error, '{}'::jsonb),
                'message', u.message, 'cancel_requested', u.cancel_requested,
                'output_item_ids', to_jsonb(u.output_item_ids), 'sequence', u.sequence,
-               'resubmitted_from', coalesce(u.resubmitted_from, ''), 'batch_id', coalesce(u.batch_id, '')
+               'resubmitted_from', coalesce(u.resubmitted_from, ''), 'batch_id', coalesce(u.batch_id, ''),
+               'output_artifacts', u.output_artifacts
            ) AS snapshot
     FROM updated u,
          LATERAL (
@@ -240,6 +241,19 @@ SELECT pg_notify('geopera_job_events',
                       THEN (head || jsonb_build_object('snap', snapshot))::text
                       ELSE head::text END) AS notified
 FROM payload;
+
+-- name: start_server_job
+-- A PENDING job the server runs itself (analytics.submit) starts its one attempt under the
+-- runner's lease (renewed with renew_leases); no row once it left PENDING.
+UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, dispatch_time = now(), start_time = now(),
+    worker_id = %(worker_id)s, lease_expire_time = now() + make_interval(secs => %(lease_seconds)s),
+    message = %(message)s, update_time = now(), sequence = sequence + 1
+WHERE id = %(id)s AND status = 'PENDING'
+RETURNING *;
+
+-- name: store_job_artifacts
+-- Records the artifacts a job stored, before its terminal transition.
+UPDATE jobs SET output_artifacts = %(output_artifacts)s WHERE id = %(id)s;
 
 -- name: requeue_job
 -- Back to the queue for another attempt (lease expired, retryable failure,

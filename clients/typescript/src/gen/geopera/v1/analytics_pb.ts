@@ -5,7 +5,7 @@
 import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_geopera_v1_options } from "./options_pb.js";
-import type { Artifact } from "./resources_pb.js";
+import type { Artifact, Job } from "./resources_pb.js";
 import { file_geopera_v1_resources } from "./resources_pb.js";
 import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file geopera/v1/analytics.proto.
  */
 export const file_geopera_v1_analytics: GenFile = /*@__PURE__*/
-  fileDesc("ChpnZW9wZXJhL3YxL2FuYWx5dGljcy5wcm90bxIKZ2VvcGVyYS52MSKBAQoWQW5hbHl0aWNzRXhlY3V0ZVBhcmFtcxIRCglvcGVyYXRpb24YASABKAkSJwoGcGFyYW1zGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdDormrgYJwoRYW5hbHl0aWNzLmV4ZWN1dGUSDmFuYWx5dGljczpyZWFkGAIgASKrAQoWQW5hbHl0aWNzRXhlY3V0ZVJlc3VsdBIRCglvcGVyYXRpb24YASABKAkSJwoGcmVzdWx0GAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIlCgdvdXRwdXRzGAMgAygLMhQuZ2VvcGVyYS52MS5BcnRpZmFjdBIbCg5waXhlbHNfdG9fcmVhZBgEIAEoA0gAiAEBQhEKD19waXhlbHNfdG9fcmVhZCLAAQoSQW5hbHl0aWNzT3BlcmF0aW9uEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSLQoMaW5wdXRfc2NoZW1hGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIuCg1vdXRwdXRfc2NoZW1hGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIoCgdleGFtcGxlGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCJSCh1BbmFseXRpY3NPcGVyYXRpb25zTGlzdFBhcmFtczoxmrgYLQoZYW5hbHl0aWNzLm9wZXJhdGlvbnMubGlzdBIOYW5hbHl0aWNzOnJlYWQYASJTCh1BbmFseXRpY3NPcGVyYXRpb25zTGlzdFJlc3VsdBIyCgpvcGVyYXRpb25zGAEgAygLMh4uZ2VvcGVyYS52MS5BbmFseXRpY3NPcGVyYXRpb24iXgocQW5hbHl0aWNzT3BlcmF0aW9uc0dldFBhcmFtcxIMCgRuYW1lGAEgASgJOjCauBgsChhhbmFseXRpY3Mub3BlcmF0aW9ucy5nZXQSDmFuYWx5dGljczpyZWFkGAEiUQocQW5hbHl0aWNzT3BlcmF0aW9uc0dldFJlc3VsdBIxCglvcGVyYXRpb24YASABKAsyHi5nZW9wZXJhLnYxLkFuYWx5dGljc09wZXJhdGlvbmIGcHJvdG8z", [file_geopera_v1_options, file_geopera_v1_resources, file_google_protobuf_struct]);
+  fileDesc("ChpnZW9wZXJhL3YxL2FuYWx5dGljcy5wcm90bxIKZ2VvcGVyYS52MSKBAQoWQW5hbHl0aWNzRXhlY3V0ZVBhcmFtcxIRCglvcGVyYXRpb24YASABKAkSJwoGcGFyYW1zGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdDormrgYJwoRYW5hbHl0aWNzLmV4ZWN1dGUSDmFuYWx5dGljczpyZWFkGAIgASLlAQoWQW5hbHl0aWNzRXhlY3V0ZVJlc3VsdBIRCglvcGVyYXRpb24YASABKAkSJwoGcmVzdWx0GAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIlCgdvdXRwdXRzGAMgAygLMhQuZ2VvcGVyYS52MS5BcnRpZmFjdBIbCg5waXhlbHNfdG9fcmVhZBgEIAEoA0gAiAEBEh8KF2V4Y2VlZHNfc3luY19tYXhfcGl4ZWxzGAUgASgIEhcKD3N5bmNfbWF4X3BpeGVscxgGIAEoA0IRCg9fcGl4ZWxzX3RvX3JlYWQikwEKFUFuYWx5dGljc1N1Ym1pdFBhcmFtcxIRCglvcGVyYXRpb24YASABKAkSJwoGcGFyYW1zGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBISCgpwcm9qZWN0X2lkGAMgASgJOiqauBgmChBhbmFseXRpY3Muc3VibWl0Eg5hbmFseXRpY3M6cmVhZBgCIAEiNQoVQW5hbHl0aWNzU3VibWl0UmVzdWx0EhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIsABChJBbmFseXRpY3NPcGVyYXRpb24SDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRItCgxpbnB1dF9zY2hlbWEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Ei4KDW91dHB1dF9zY2hlbWEYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EigKB2V4YW1wbGUYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IlIKHUFuYWx5dGljc09wZXJhdGlvbnNMaXN0UGFyYW1zOjGauBgtChlhbmFseXRpY3Mub3BlcmF0aW9ucy5saXN0Eg5hbmFseXRpY3M6cmVhZBgBIlMKHUFuYWx5dGljc09wZXJhdGlvbnNMaXN0UmVzdWx0EjIKCm9wZXJhdGlvbnMYASADKAsyHi5nZW9wZXJhLnYxLkFuYWx5dGljc09wZXJhdGlvbiJeChxBbmFseXRpY3NPcGVyYXRpb25zR2V0UGFyYW1zEgwKBG5hbWUYASABKAk6MJq4GCwKGGFuYWx5dGljcy5vcGVyYXRpb25zLmdldBIOYW5hbHl0aWNzOnJlYWQYASJRChxBbmFseXRpY3NPcGVyYXRpb25zR2V0UmVzdWx0EjEKCW9wZXJhdGlvbhgBIAEoCzIeLmdlb3BlcmEudjEuQW5hbHl0aWNzT3BlcmF0aW9uYgZwcm90bzM", [file_geopera_v1_options, file_geopera_v1_resources, file_google_protobuf_struct]);
 
 /**
  * `analytics.execute` (scope `analytics:read`, write): runs one analytics
@@ -35,6 +35,10 @@ export const file_geopera_v1_analytics: GenFile = /*@__PURE__*/
  * PERMISSION_DENIED). The result is computed at full resolution. Artifacts the
  * method stores count against the project's storage quota (RESOURCE_EXHAUSTED
  * `QUOTA_EXCEEDED`) and are kept for the artifact retention (7 days by default).
+ * A call that would read more pixels than the server's synchronous limit
+ * (`GEOPERA_ANALYTICS_SYNC_MAX_PIXELS`, counted as `pixels_to_read`) fails
+ * RESOURCE_EXHAUSTED `USE_ANALYTICS_JOB` before reading any (metadata
+ * `pixels_to_read`, `sync_max_pixels`): run it with `analytics.submit`.
  *
  * @generated from message geopera.v1.AnalyticsExecuteParams
  */
@@ -99,6 +103,23 @@ export type AnalyticsExecuteResult = Message<"geopera.v1.AnalyticsExecuteResult"
    * @generated from field: optional int64 pixels_to_read = 4;
    */
   pixelsToRead?: bigint | undefined;
+
+  /**
+   * With `validate_only`: true when `pixels_to_read` exceeds the server's
+   * synchronous limit, so the call itself would fail RESOURCE_EXHAUSTED
+   * `USE_ANALYTICS_JOB` (run it with `analytics.submit`); false otherwise.
+   *
+   * @generated from field: bool exceeds_sync_max_pixels = 5;
+   */
+  exceedsSyncMaxPixels: boolean;
+
+  /**
+   * With `validate_only`: the server's synchronous limit in pixels
+   * (`GEOPERA_ANALYTICS_SYNC_MAX_PIXELS`); 0 without `validate_only`.
+   *
+   * @generated from field: int64 sync_max_pixels = 6;
+   */
+  syncMaxPixels: bigint;
 };
 
 /**
@@ -107,6 +128,81 @@ export type AnalyticsExecuteResult = Message<"geopera.v1.AnalyticsExecuteResult"
  */
 export const AnalyticsExecuteResultSchema: GenMessage<AnalyticsExecuteResult> = /*@__PURE__*/
   messageDesc(file_geopera_v1_analytics, 1);
+
+/**
+ * `analytics.submit` (scope `analytics:read` on `project_id`, write): runs
+ * the same method with the same params as `analytics.execute`, as a job of the
+ * built-in type `analytics` in `project_id`, with no synchronous pixel limit.
+ * The params are validated as `analytics.execute` validates them (same
+ * errors), and every item they name must belong to `project_id`
+ * (INVALID_ARGUMENT `SOURCE_IN_OTHER_PROJECT`). Analytics jobs cost no credits
+ * (analytics is not a spend: the job holds and charges 0). The job is followed
+ * like any job (`processing.jobs.get`, `WatchJob`, cancel, which stops the
+ * run). It runs on the server, one attempt: its `worker_id` names the server
+ * (`server-...`), which holds its lease; if that server stops or dies, the job
+ * fails (UNAVAILABLE `SERVER_STOPPED`, or ABORTED `ATTEMPTS_EXHAUSTED` once the
+ * lease runs out) and can be submitted again. When it SUCCEEDS
+ * its `output_artifacts` hold the method's JSON result (key `result`,
+ * `application/json`: the `AnalyticsExecuteResult` the synchronous call would
+ * answer, as JSON) and then the files the method stored, each downloadable
+ * with `DownloadAsset` (`artifacts/{id}`) and `GET /v1/artifacts/{id}`. A
+ * method error fails the job with that error. Honours `idempotency-key`: a
+ * repeat with the same key and params answers the same job. With
+ * `validate_only`: everything is checked and the job is answered as it would
+ * be created (empty id), nothing is stored.
+ *
+ * @generated from message geopera.v1.AnalyticsSubmitParams
+ */
+export type AnalyticsSubmitParams = Message<"geopera.v1.AnalyticsSubmitParams"> & {
+  /**
+   * Method name, e.g. `zonal_stats`.
+   *
+   * @generated from field: string operation = 1;
+   */
+  operation: string;
+
+  /**
+   * Method params, as `analytics.execute`'s.
+   *
+   * @generated from field: google.protobuf.Struct params = 2;
+   */
+  params?: JsonObject | undefined;
+
+  /**
+   * Project the job belongs to; every item the params name must be in it.
+   *
+   * @generated from field: string project_id = 3;
+   */
+  projectId: string;
+};
+
+/**
+ * Describes the message geopera.v1.AnalyticsSubmitParams.
+ * Use `create(AnalyticsSubmitParamsSchema)` to create a new message.
+ */
+export const AnalyticsSubmitParamsSchema: GenMessage<AnalyticsSubmitParams> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_analytics, 2);
+
+/**
+ * Result of `analytics.submit`.
+ *
+ * @generated from message geopera.v1.AnalyticsSubmitResult
+ */
+export type AnalyticsSubmitResult = Message<"geopera.v1.AnalyticsSubmitResult"> & {
+  /**
+   * The job (type `analytics`), RUNNING or already finished.
+   *
+   * @generated from field: geopera.v1.Job job = 1;
+   */
+  job?: Job | undefined;
+};
+
+/**
+ * Describes the message geopera.v1.AnalyticsSubmitResult.
+ * Use `create(AnalyticsSubmitResultSchema)` to create a new message.
+ */
+export const AnalyticsSubmitResultSchema: GenMessage<AnalyticsSubmitResult> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_analytics, 3);
 
 /**
  * Description of one analytics method.
@@ -155,7 +251,7 @@ export type AnalyticsOperation = Message<"geopera.v1.AnalyticsOperation"> & {
  * Use `create(AnalyticsOperationSchema)` to create a new message.
  */
 export const AnalyticsOperationSchema: GenMessage<AnalyticsOperation> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_analytics, 2);
+  messageDesc(file_geopera_v1_analytics, 4);
 
 /**
  * `analytics.operations.list` (scope `analytics:read`): every method, by name.
@@ -170,7 +266,7 @@ export type AnalyticsOperationsListParams = Message<"geopera.v1.AnalyticsOperati
  * Use `create(AnalyticsOperationsListParamsSchema)` to create a new message.
  */
 export const AnalyticsOperationsListParamsSchema: GenMessage<AnalyticsOperationsListParams> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_analytics, 3);
+  messageDesc(file_geopera_v1_analytics, 5);
 
 /**
  * Result of `analytics.operations.list`.
@@ -191,7 +287,7 @@ export type AnalyticsOperationsListResult = Message<"geopera.v1.AnalyticsOperati
  * Use `create(AnalyticsOperationsListResultSchema)` to create a new message.
  */
 export const AnalyticsOperationsListResultSchema: GenMessage<AnalyticsOperationsListResult> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_analytics, 4);
+  messageDesc(file_geopera_v1_analytics, 6);
 
 /**
  * `analytics.operations.get` (scope `analytics:read`). NOT_FOUND
@@ -213,7 +309,7 @@ export type AnalyticsOperationsGetParams = Message<"geopera.v1.AnalyticsOperatio
  * Use `create(AnalyticsOperationsGetParamsSchema)` to create a new message.
  */
 export const AnalyticsOperationsGetParamsSchema: GenMessage<AnalyticsOperationsGetParams> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_analytics, 5);
+  messageDesc(file_geopera_v1_analytics, 7);
 
 /**
  * Result of `analytics.operations.get`.
@@ -234,5 +330,5 @@ export type AnalyticsOperationsGetResult = Message<"geopera.v1.AnalyticsOperatio
  * Use `create(AnalyticsOperationsGetResultSchema)` to create a new message.
  */
 export const AnalyticsOperationsGetResultSchema: GenMessage<AnalyticsOperationsGetResult> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_analytics, 6);
+  messageDesc(file_geopera_v1_analytics, 8);
 

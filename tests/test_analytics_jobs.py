@@ -1,0 +1,275 @@
+"""Analytics as jobs (issue 13.6): a synchronous analytics.execute over more
+pixels than GEOPERA_ANALYTICS_SYNC_MAX_PIXELS is refused RESOURCE_EXHAUSTED
+USE_ANALYTICS_JOB before reading (and its validate-only estimate says so);
+analytics.submit runs the same call as a job whose JSON result and files are
+its artifacts, downloadable over gRPC and HTTP, equal to the synchronous
+answer, and costing no credits. Against the real server and database."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from shapely.geometry import box, mapping, shape
+
+from geopera.v1 import analytics_pb2, processing_pb2
+from tests.conftest import SAMPLES, TEST_SERVER_ENV
+from tests.jobs_support import (
+    FAST_LEASES,
+    STATUS,
+    balance,
+    ledger,
+    start_workers,
+    start_world,
+    struct,
+    wait_terminal,
+)
+from tests.support.client import RpcFailure
+
+SOURCE = "s2l1c_slovenia_20150711_bgrn"
+AFTER = "s2l1c_slovenia_20150909_bgrn"
+AOI = json.loads((SAMPLES / "aoi_epsg4326.geojson").read_text())
+# Above the pixels of a call over a small square, below those of the sample AOI.
+SYNC_MAX_PIXELS = 200
+
+
+def small_square() -> dict[str, Any]:
+    """A square of a quarter of the AOI's side around its centre: a few dozen pixels."""
+    outline = shape(AOI["features"][0]["geometry"]) if AOI.get("type") == "FeatureCollection" else shape(AOI)
+    minx, miny, maxx, maxy = outline.bounds
+    cx, cy = outline.centroid.x, outline.centroid.y
+    half = min(maxx - minx, maxy - miny) / 8
+    return dict(mapping(box(cx - half, cy - half, cx + half, cy + half)))
+
+
+@pytest.fixture(scope="module")
+def ana_world(database_factory, tmp_path_factory) -> Iterator[Any]:
+    env = {**FAST_LEASES, **TEST_SERVER_ENV, "GEOPERA_ANALYTICS_SYNC_MAX_PIXELS": str(SYNC_MAX_PIXELS)}
+    world = start_world(database_factory.create(), tmp_path_factory.mktemp("analytics_jobs"), env)
+    # A real worker is connected: analytics jobs are the server's, never handed to it.
+    workers = []
+    try:
+        workers = start_workers(world, 1)
+        yield world
+    finally:
+        for worker in workers:
+            worker.stop()
+        assert world.channel is not None
+        world.channel.close()
+        world.server.stop()
+
+
+def method_params(world, method: str, geometry: dict[str, Any]) -> dict[str, Any]:
+    if method == "zonal_stats":
+        return {"item_id": world.items[SOURCE], "index_name": "NDVI", "geometry": geometry}
+    if method == "time_series":
+        return {"item_ids": [world.items[SOURCE], world.items[AFTER]], "index_name": "NDVI", "geometry": geometry}
+    return {"before_item_id": world.items[SOURCE], "after_item_id": world.items[AFTER], "index_name": "NDVI",
+            "change_threshold": 0.05, "geometry": geometry}  # fmt: skip
+
+
+def execute(world, method: str, params: dict[str, Any], *, validate_only: bool = False, token: str = "alpha"):
+    request = analytics_pb2.AnalyticsExecuteParams(operation=method, params=struct(params))
+    return world.client(token).execute("analytics.execute", request, validate_only=validate_only)
+
+
+def submit(world, method: str, params: dict[str, Any], *, project: str = "alpha", token: str = "alpha", **md: Any):
+    request = analytics_pb2.AnalyticsSubmitParams(operation=method, params=struct(params), project_id=project)
+    return world.client(token).execute("analytics.submit", request, **md).job
+
+
+def http(world, path: str, body: Any = None, token: str = "alpha") -> tuple[int, bytes, dict[str, str]]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(world.server.http_url + path, data=data, method="POST" if data else "GET")
+    request.add_header("Content-Type", "application/json")
+    request.add_header("Authorization", f"Bearer {world.tokens[token]}")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, err.read(), dict(err.headers)
+
+
+def artifact_rows(world) -> int:
+    with psycopg.connect(world.database_url) as conn:
+        return conn.execute("SELECT count(*) FROM artifacts").fetchone()[0]
+
+
+def failure(call) -> RpcFailure:
+    with pytest.raises(RpcFailure) as info:
+        call()
+    return info.value
+
+
+def test_a_call_over_the_limit_is_refused_before_reading_and_the_estimate_says_so(ana_world):
+    params = method_params(ana_world, "change_detection", AOI)
+    estimate = execute(ana_world, "change_detection", params, validate_only=True)
+    assert estimate.pixels_to_read > SYNC_MAX_PIXELS
+    assert estimate.exceeds_sync_max_pixels and estimate.sync_max_pixels == SYNC_MAX_PIXELS
+    before = artifact_rows(ana_world)
+    refused = failure(lambda: execute(ana_world, "change_detection", params))
+    assert (refused.code.name, refused.reason) == ("RESOURCE_EXHAUSTED", "USE_ANALYTICS_JOB")
+    assert refused.metadata["pixels_to_read"] == str(estimate.pixels_to_read)
+    assert refused.metadata["sync_max_pixels"] == str(SYNC_MAX_PIXELS)
+    assert "analytics.submit" in refused.message and artifact_rows(ana_world) == before
+    # Over HTTP: 429 with the same reason.
+    status, body, _ = http(ana_world, "/v1/op/analytics.execute", {"operation": "change_detection", "params": params})
+    assert status == 429 and json.loads(body)["reason"] == "USE_ANALYTICS_JOB"
+    small = execute(ana_world, "zonal_stats", method_params(ana_world, "zonal_stats", small_square()),
+                    validate_only=True)  # fmt: skip
+    assert 0 < small.pixels_to_read <= SYNC_MAX_PIXELS and not small.exceeds_sync_max_pixels
+
+
+def download_result(world, job) -> dict[str, Any]:
+    result = job.output_artifacts[0]
+    assert (result.key, result.media_type, result.href) == ("result", "application/json", f"artifacts/{result.id}")
+    data, _ = world.client("alpha").download(result.href)
+    status, over_http, headers = http(world, f"/v1/artifacts/{result.id}")
+    assert status == 200 and over_http == data and headers["Content-Type"].startswith("application/json")
+    return json.loads(data)
+
+
+@pytest.mark.parametrize("method", ["zonal_stats", "time_series", "change_detection"])
+def test_a_job_answers_what_the_synchronous_call_answers(ana_world, method):
+    params = method_params(ana_world, method, small_square())
+    status, body, _ = http(ana_world, "/v1/op/analytics.execute", {"operation": method, "params": params})
+    assert status == 200, body
+    synchronous = json.loads(body)
+    job = wait_terminal(ana_world.client("alpha"), submit(ana_world, method, params).id)
+    assert job.status == STATUS.JOB_STATUS_SUCCEEDED, job.error
+    assert job.job_type_id == "analytics" and job.credits_reserved == 0 and job.credits_charged == 0
+    got = ana_world.client("alpha").execute(
+        "processing.jobs.get", processing_pb2.ProcessingJobsGetParams(job_id=job.id)
+    )
+    assert list(got.job.output_artifacts) == list(job.output_artifacts)
+    answer = download_result(ana_world, job)
+    assert answer["operation"] == synchronous["operation"] == method
+    assert answer["result"] == synchronous["result"]
+    # The same files (new ids): the result names the job's own artifacts, in the method's order.
+    same_files = [
+        {k: a[k] for k in ("key", "media_type", "size_bytes", "title")} for a in synchronous.get("outputs", [])
+    ]
+    assert [
+        {k: a[k] for k in ("key", "media_type", "size_bytes", "title")} for a in answer.get("outputs", [])
+    ] == same_files
+    assert [a["id"] for a in answer.get("outputs", [])] == [a.id for a in job.output_artifacts[1:]]
+    for artifact in job.output_artifacts[1:]:
+        data, _ = ana_world.client("alpha").download(artifact.href)
+        assert len(data) == artifact.size_bytes
+
+
+def test_a_job_over_the_synchronous_limit_runs_and_costs_no_credits(ana_world):
+    client = ana_world.client("alpha")
+    before = balance(client)
+    job = wait_terminal(client, submit(ana_world, "zonal_stats", method_params(ana_world, "zonal_stats", AOI)).id)
+    assert job.status == STATUS.JOB_STATUS_SUCCEEDED, job.error
+    answer = download_result(ana_world, job)
+    assert answer["result"]["pixels_read"] > SYNC_MAX_PIXELS
+    after = balance(client)
+    assert (after.available, after.held) == (before.available, before.held)
+    assert [entry.amount for entry in ledger(client, job_id=job.id) if entry.amount] == []
+
+
+def test_validate_only_checks_everything_and_creates_no_job(ana_world):
+    with psycopg.connect(ana_world.database_url) as conn:
+        jobs_before = conn.execute("SELECT count(*) FROM jobs").fetchone()[0]
+    request = analytics_pb2.AnalyticsSubmitParams(
+        operation="zonal_stats", params=struct(method_params(ana_world, "zonal_stats", AOI)), project_id="alpha"
+    )
+    answered = ana_world.client("alpha").execute("analytics.submit", request, validate_only=True)
+    assert answered.job.id == "" and answered.job.job_type_id == "analytics"
+    with psycopg.connect(ana_world.database_url) as conn:
+        assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == jobs_before
+
+
+def test_an_idempotency_key_answers_the_same_job(ana_world):
+    params = method_params(ana_world, "zonal_stats", small_square())
+    key = secrets.token_hex(8)
+    first = submit(ana_world, "zonal_stats", params, idempotency_key=key)
+    again = submit(ana_world, "zonal_stats", params, idempotency_key=key)
+    assert first.id == again.id
+    reused = failure(lambda: submit(ana_world, "zonal_stats", params | {"geometry": AOI}, idempotency_key=key))
+    assert reused.reason == "IDEMPOTENCY_KEY_REUSED"
+    wait_terminal(ana_world.client("alpha"), first.id)
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "reason"),
+    [
+        ({"project": ""}, "INVALID_ARGUMENT", "PROJECT_ID_REQUIRED"),
+        ({"project": "beta"}, "PERMISSION_DENIED", "PROJECT_ACCESS_DENIED"),
+        ({"method": "nope"}, "INVALID_ARGUMENT", "UNKNOWN_ANALYTICS_OPERATION"),
+        ({"params": {"geometry": AOI}}, "INVALID_ARGUMENT", "INVALID_ANALYTICS_PARAMS"),
+        ({"item": "it_missing"}, "NOT_FOUND", "ITEM_NOT_FOUND"),
+        # The job stores its params as JSON, which has no infinity (found by the fuzz tests).
+        ({"method": "change_detection", "infinite": "change_threshold"}, "INVALID_ARGUMENT", "NON_FINITE_NUMBER"),
+    ],
+)
+def test_errors_are_the_synchronous_calls(ana_world, change, code, reason):
+    params = change.get("params") or method_params(ana_world, change.get("method", "zonal_stats"), small_square())
+    if "infinite" in change:
+        params = params | {change["infinite"]: float("inf")}
+    if "item" in change:
+        params = params | {"item_id": change["item"]}
+    refused = failure(lambda: submit(ana_world, change.get("method", "zonal_stats"), params,
+                                     project=change.get("project", "alpha")))  # fmt: skip
+    assert (refused.code.name, refused.reason) == (code, reason)
+
+
+def test_items_of_another_project_are_refused(ana_world, database_factory):
+    # A token on both projects reads beta's item, but the job belongs to alpha.
+    token = ana_world.make_token(scopes=["analytics:read"], projects=["alpha", "beta"])
+    params = method_params(ana_world, "zonal_stats", small_square()) | {"item_id": ana_world.beta_items[SOURCE]}
+    refused = failure(lambda: submit(ana_world, "zonal_stats", params, token=token))
+    assert refused.reason == "SOURCE_IN_OTHER_PROJECT"
+
+
+def test_processing_create_cannot_make_an_analytics_job(ana_world):
+    request = processing_pb2.ProcessingCreateParams(project_id="alpha", job_type_id="analytics",
+                                                    input_params=struct({"operation": "x", "params": {}}))  # fmt: skip
+    refused = failure(lambda: ana_world.client("alpha").execute("processing.create", request))
+    assert refused.reason == "USE_ANALYTICS_SUBMIT"
+
+
+def test_a_cancelled_job_keeps_no_files(ana_world):
+    client = ana_world.client("alpha")
+    job = submit(ana_world, "change_detection", method_params(ana_world, "change_detection", AOI))
+    with contextlib.suppress(RpcFailure):  # it may have finished already
+        client.execute("processing.jobs.cancel", processing_pb2.ProcessingJobsCancelParams(job_id=job.id))
+    final = wait_terminal(client, job.id)
+    if final.status == STATUS.JOB_STATUS_CANCELLED:
+        assert list(final.output_artifacts) == []
+        with psycopg.connect(ana_world.database_url) as conn:
+            assert conn.execute("SELECT count(*) FROM artifacts WHERE job_id = %s", (job.id,)).fetchone()[0] == 0
+
+
+def test_a_job_whose_server_died_fails_when_its_lease_runs_out(ana_world):
+    """A run nobody renews (its server died): lease expiry fails it, as it fails a lost worker's job."""
+
+    async def start_orphan(services: Any) -> str:
+        async with services.db.transaction() as tx:
+            principal = await services.tokens.authenticate(f"Bearer {ana_world.tokens['alpha']}")
+            job = await services.jobs.start_server_run(
+                tx, principal, project_id="alpha", job_type_id="analytics", runner_id="server-gone",
+                input_params={"operation": "zonal_stats", "params": {}}, source_item_ids=[],
+            )  # fmt: skip
+        return str(job.id)
+
+    job_id = ana_world.with_services(start_orphan)
+    final = wait_terminal(ana_world.client("alpha"), job_id)
+    assert final.status == STATUS.JOB_STATUS_FAILED and final.worker_id == "server-gone"
+    assert "lost its lease" in final.error.message
+
+
+def test_a_running_job_names_the_server_running_it(ana_world):
+    job = submit(ana_world, "zonal_stats", method_params(ana_world, "zonal_stats", AOI))
+    assert job.status == STATUS.JOB_STATUS_RUNNING and job.worker_id.startswith("server-")
+    assert job.credits_reserved == 0 and job.attempt == 1 and job.max_attempts == 1
+    wait_terminal(ana_world.client("alpha"), job.id)
