@@ -27,18 +27,15 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
-from geopera_kernel.server.remote import add_connection_arguments, channel_credentials, token_of
+from geopera_kernel.server.remote import KernelRefused, add_connection_arguments, open_channel, token_of
 
 if TYPE_CHECKING:
-    import grpc
-
     from geopera.v1 import kernel_pb2, kernel_pb2_grpc
 
 # Waits before resuming a stream that failed UNAVAILABLE (one resume per entry).
 RESUME_DELAYS = (0.2, 0.5, 1.0, 2.0)
-USER_AGENT = "geopera-cli/0.1.0"
 # Extensions for the default file name where `mimetypes` has none or an odd one.
 _EXTENSIONS = {"image/tiff": ".tif", "image/png": ".png", "image/jpeg": ".jpg", "application/json": ".json"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -66,24 +63,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --signed-url: seconds the URL works, 1..604800 (default: the server's, 1 hour)",
     )  # fmt: skip
     add_connection_arguments(parser)
-
-
-class DownloadFailed(Exception):
-    """Why a download did not complete: a gRPC status code name and a reason."""
-
-    def __init__(self, code: str, reason: str, message: str) -> None:
-        super().__init__(f"{code} {reason}: {message}")
-        self.code = code
-        self.reason = reason
-
-    @classmethod
-    def from_rpc(cls, err: grpc.RpcError) -> DownloadFailed:
-        from geopera_kernel.server.edge.status import status_details
-
-        call: Any = err  # a grpc.Call as well, as every RpcError a call raises
-        code = call.code().name if call.code() is not None else "UNKNOWN"
-        reason = status_details(call.trailing_metadata()).reason or code
-        return cls(code, reason, call.details() or "")
 
 
 def resource_name_of(text: str) -> str:
@@ -169,13 +148,13 @@ class Received:
             self.total, self.sha256, self.media_type = message.total_size, message.sha256, message.media_type
             expected, announced = self.expected_sha256, self.sha256
             if expected and announced and announced != expected:
-                raise DownloadFailed("DATA_LOSS", "CHECKSUM_MISMATCH",
+                raise KernelRefused("DATA_LOSS", "CHECKSUM_MISMATCH",
                                      f"{self.name} has sha256 {announced}, expected {expected}")  # fmt: skip
             output.open(self.media_type)
         elif first and (message.total_size, message.sha256) != (self.total, self.sha256):
-            raise DownloadFailed("ABORTED", "CONTENT_CHANGED", f"{self.name} changed while it was downloaded")
+            raise KernelRefused("ABORTED", "CONTENT_CHANGED", f"{self.name} changed while it was downloaded")
         if message.offset != self.offset:
-            raise DownloadFailed("INTERNAL", "UNEXPECTED_OFFSET", f"chunk at {message.offset}, expected {self.offset}")
+            raise KernelRefused("INTERNAL", "UNEXPECTED_OFFSET", f"chunk at {message.offset}, expected {self.offset}")
         if message.data:
             output.write(message.data)
             self._digest.update(message.data)
@@ -188,10 +167,10 @@ class Received:
     def verify(self) -> str:
         digest = self._digest.hexdigest()
         if self.offset != self.total:
-            raise DownloadFailed("DATA_LOSS", "INCOMPLETE", f"{self.name}: got {self.offset} of {self.total} bytes")
+            raise KernelRefused("DATA_LOSS", "INCOMPLETE", f"{self.name}: got {self.offset} of {self.total} bytes")
         for expected in (self.sha256, self.expected_sha256):
             if expected and digest != expected:
-                raise DownloadFailed("DATA_LOSS", "CHECKSUM_MISMATCH",
+                raise KernelRefused("DATA_LOSS", "CHECKSUM_MISMATCH",
                                      f"{self.name}: received sha256 {digest}, expected {expected}")  # fmt: skip
         return digest
 
@@ -218,9 +197,9 @@ def fetch(
                 first = False
             if received.complete:
                 return received.verify()
-            failure = DownloadFailed("UNAVAILABLE", "STREAM_ENDED", "the download ended early")
+            failure = KernelRefused("UNAVAILABLE", "STREAM_ENDED", "the download ended early")
         except grpc.RpcError as err:
-            failure = DownloadFailed.from_rpc(err)
+            failure = KernelRefused.from_rpc(err)
         finally:
             call.cancel()
         if failure.code != "UNAVAILABLE" or attempt == len(delays):
@@ -229,7 +208,7 @@ def fetch(
     raise AssertionError("unreachable")
 
 
-def report(failure: DownloadFailed, server: str) -> int:
+def report(failure: KernelRefused, server: str) -> int:
     hint = f" (is a kernel serving {server}?)" if failure.reason == "UNAVAILABLE" else ""
     print(f"error: {failure}{hint}", file=sys.stderr)
     return 1
@@ -248,7 +227,7 @@ def print_signed_url(
     try:
         response = stub.Execute(request, metadata=tuple(metadata), timeout=30)
     except grpc.RpcError as err:
-        raise DownloadFailed.from_rpc(err) from None
+        raise KernelRefused.from_rpc(err) from None
     result = catalog_pb2.AssetsSignResult()
     response.result.Unpack(result)
     print(result.url)
@@ -256,7 +235,6 @@ def print_signed_url(
 
 
 def main(args: argparse.Namespace) -> int:
-    import grpc
 
     from geopera.v1 import kernel_pb2_grpc
 
@@ -273,20 +251,15 @@ def main(args: argparse.Namespace) -> int:
         print("error: --sha256 takes 64 hex digits", file=sys.stderr)
         return 2
     try:
-        credentials = channel_credentials(args)
+        channel = open_channel(args)
     except OSError as err:
         print(f"error: --ca-file: {err}", file=sys.stderr)
         return 2
-    options = [("grpc.primary_user_agent", USER_AGENT)]
-    if credentials is not None:
-        channel = grpc.secure_channel(args.server, credentials, options=options)
-    else:
-        channel = grpc.insecure_channel(args.server, options=options)
     if args.signed_url:
         try:
             with channel:
                 print_signed_url(kernel_pb2_grpc.KernelServiceStub(channel), name, args.ttl, metadata)
-        except DownloadFailed as err:
+        except KernelRefused as err:
             return report(err, args.server)
         return 0
     output = Output(args.output, name)
@@ -295,7 +268,7 @@ def main(args: argparse.Namespace) -> int:
         with channel:
             sha256 = fetch(kernel_pb2_grpc.KernelServiceStub(channel), received, output, metadata)
         output.commit()
-    except DownloadFailed as err:
+    except KernelRefused as err:
         output.discard()
         return report(err, args.server)
     except BrokenPipeError:

@@ -1,12 +1,13 @@
 """What the commands that call a running kernel over gRPC (`geopera mcp`,
-`geopera download`) share: the connection flags and the channel credentials."""
+`geopera download`, `geopera jobs`) share: the connection flags, the channel,
+and a refusal as a code and a reason."""
 
 from __future__ import annotations
 
 import argparse
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import grpc
@@ -36,3 +37,36 @@ def channel_credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | N
 
     roots = Path(args.ca_file).read_bytes() if args.ca_file else None
     return grpc.ssl_channel_credentials(roots)
+
+
+USER_AGENT = "geopera-cli/0.1.0"
+
+
+def open_channel(args: argparse.Namespace) -> grpc.Channel:
+    """The channel to `--server`, TLS when asked; OSError when `--ca-file` cannot be read."""
+    import grpc
+
+    credentials = channel_credentials(args)
+    options = [("grpc.primary_user_agent", USER_AGENT)]
+    if credentials is not None:
+        return grpc.secure_channel(args.server, credentials, options=options)
+    return grpc.insecure_channel(args.server, options=options)
+
+
+class KernelRefused(Exception):
+    """A call the kernel refused or could not take (or a transfer that failed its
+    checks): a gRPC status code name and a reason."""
+
+    def __init__(self, code: str, reason: str, message: str) -> None:
+        super().__init__(f"{code} {reason}: {message}")
+        self.code = code
+        self.reason = reason
+
+    @classmethod
+    def from_rpc(cls, err: grpc.RpcError) -> KernelRefused:
+        from geopera_kernel.server.edge.status import status_details
+
+        call: Any = err  # a grpc.Call as well, as every RpcError a call raises
+        code = call.code().name if call.code() is not None else "UNKNOWN"
+        reason = status_details(call.trailing_metadata()).reason or code
+        return cls(code, reason, call.details() or "")

@@ -10,31 +10,11 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from geopera_kernel.server.remote import channel_credentials, token_of
+from geopera_kernel.server.remote import KernelRefused, open_channel, token_of
 
 if TYPE_CHECKING:
     import grpc
     from google.protobuf.message import Message
-
-USER_AGENT = "geopera-cli/0.1.0"
-
-
-class KernelRefused(Exception):
-    """A call the kernel refused or could not take: a gRPC status code name and a reason."""
-
-    def __init__(self, code: str, reason: str, message: str) -> None:
-        super().__init__(f"{code} {reason}: {message}")
-        self.code = code
-        self.reason = reason
-
-    @classmethod
-    def from_rpc(cls, err: grpc.RpcError) -> KernelRefused:
-        from geopera_kernel.server.edge.status import status_details
-
-        call: Any = err  # a grpc.Call as well, as every RpcError a call raises
-        code = call.code().name if call.code() is not None else "UNKNOWN"
-        reason = status_details(call.trailing_metadata()).reason or code
-        return cls(code, reason, call.details() or "")
 
 
 class Kernel:
@@ -84,18 +64,12 @@ def run_subcommand(run: Callable[[Kernel, argparse.Namespace], int]) -> Callable
     """The subcommand with its channel, its errors as exit statuses."""
 
     def main(args: argparse.Namespace) -> int:
-        import grpc
 
         try:
-            credentials = channel_credentials(args)
+            channel = open_channel(args)
         except OSError as err:
             print(f"error: --ca-file: {err}", file=sys.stderr)
             return 2
-        options = [("grpc.primary_user_agent", USER_AGENT)]
-        if credentials is not None:
-            channel = grpc.secure_channel(args.server, credentials, options=options)
-        else:
-            channel = grpc.insecure_channel(args.server, options=options)
         try:
             with channel:
                 return run(Kernel(channel, token_of(args)), args)

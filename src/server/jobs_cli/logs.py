@@ -18,14 +18,13 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from geopera_kernel.server.remote import add_connection_arguments, channel_credentials, token_of
+from geopera_kernel.server.remote import add_connection_arguments, open_channel, token_of
 
 if TYPE_CHECKING:
     from geopera.v1 import kernel_pb2_grpc, resources_pb2
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 RESUME_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
-USER_AGENT = "geopera-cli/0.1.0"
 
 
 class LogsFailed(Exception):
@@ -143,7 +142,6 @@ def follow(
 
 
 def main(args: argparse.Namespace) -> int:
-    import grpc
 
     from geopera.v1 import kernel_pb2_grpc, resources_pb2
 
@@ -151,15 +149,10 @@ def main(args: argparse.Namespace) -> int:
     metadata = [("authorization", f"Bearer {token}")] if token else []
     min_level = LEVELS.index(args.min_level) + 1 if args.min_level else 0
     try:
-        credentials = channel_credentials(args)
+        channel = open_channel(args)
     except OSError as err:
         print(f"error: --ca-file: {err}", file=sys.stderr)
         return 2
-    options = [("grpc.primary_user_agent", USER_AGENT)]
-    if credentials is not None:
-        channel = grpc.secure_channel(args.server, credentials, options=options)
-    else:
-        channel = grpc.insecure_channel(args.server, options=options)
     try:
         with channel:
             stub = kernel_pb2_grpc.KernelServiceStub(channel)

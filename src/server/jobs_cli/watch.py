@@ -11,7 +11,8 @@ import sys
 import time
 
 from geopera_kernel.server.jobs_cli import show
-from geopera_kernel.server.jobs_cli.kernel import Kernel, KernelRefused, as_json
+from geopera_kernel.server.jobs_cli.kernel import Kernel, as_json
+from geopera_kernel.server.remote import KernelRefused
 
 # Waits before resuming a stream that failed UNAVAILABLE, in a row (reset by any event).
 RESUME_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
