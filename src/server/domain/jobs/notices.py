@@ -158,16 +158,8 @@ class Notifications:
 
     @contextlib.contextmanager
     def watch_job(self, job_id: str) -> Iterator[JobWatch]:
-        watch = JobWatch()
-        self._job_watchers[job_id].append(watch)
-        try:
+        with self.watch_jobs([job_id]) as watch:
             yield watch
-        finally:
-            watchers = self._job_watchers.get(job_id)
-            if watchers is not None:
-                watchers.remove(watch)
-                if not watchers:
-                    del self._job_watchers[job_id]
 
     @contextlib.contextmanager
     def watch_jobs(self, job_ids: Iterable[str]) -> Iterator[JobWatch]:

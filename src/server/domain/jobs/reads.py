@@ -4,6 +4,7 @@ the sets WatchJobs follows with their events."""
 from __future__ import annotations
 
 import builtins  # JobReads.list shadows the builtin in the annotations after it
+from typing import Any
 
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.jobs.records import JobEvent, JobQuery, JobRecord
@@ -63,16 +64,7 @@ class JobReads(JobTransitions):
     async def events_after(self, job_id: str, after: int) -> builtins.list[JobEvent]:
         async with self._db.connection() as conn:
             rows = await (await conn.execute(Q.events_after, {"job_id": job_id, "after": after})).fetchall()
-        # Snapshots leave out input_params (stored once, on the job).
-        return [
-            JobEvent(
-                r["sequence"],
-                r["event_type"],
-                r["event_time"],
-                JobRecord.from_json({**r["snapshot"], "input_params": r["input_params"]}),
-            )
-            for r in rows
-        ]
+        return [_event(r) for r in rows]
 
     async def watch_set(
         self,
@@ -124,13 +116,11 @@ class JobReads(JobTransitions):
         params = {"job_ids": builtins.list(afters), "afters": builtins.list(afters.values())}
         async with self._db.connection() as conn:
             rows = await (await conn.execute(Q.events_after_many, params)).fetchall()
-        events = [
-            JobEvent(
-                r["sequence"],
-                r["event_type"],
-                r["event_time"],
-                JobRecord.from_json({**r["snapshot"], "input_params": r["input_params"]}),
-            )
-            for r in rows
-        ]
+        events = [_event(r) for r in rows]
         return events, len(rows) >= EVENTS_READ_LIMIT
+
+
+def _event(row: dict[str, Any]) -> JobEvent:
+    # Snapshots leave out input_params (stored once, on the job).
+    snapshot = {**row["snapshot"], "input_params": row["input_params"]}
+    return JobEvent(row["sequence"], row["event_type"], row["event_time"], JobRecord.from_json(snapshot))
