@@ -39,11 +39,11 @@ def test_all_or_nothing_raises_and_resubmit_runs_a_job_again(client):
             "alpha", [{"job_type_id": "test_noop", "input_params": {"bad": 1}}], all_or_nothing=True
         )
     assert info.value.reason == "INVALID_JOB_PARAMS"
-    job = client.jobs.create_and_dispatch("alpha", "test_fail", {"message": "first"}).wait()
+    job = client.jobs.create_and_dispatch("alpha", "test_fail", {"message": "first"}).wait(raise_on_failure=False)
     assert job.status_name == "FAILED"
     again = client.jobs.resubmit(job.id, {"message": "second"})
     assert again.proto.resubmitted_from == job.id and dict(again.proto.input_params) == {"message": "second"}
-    assert not again.wait().succeeded
+    assert not again.wait(raise_on_failure=False).succeeded
     with pytest.raises(FailedPrecondition):
         pending = client.jobs.create("alpha", "test_noop", {})
         try:
