@@ -113,7 +113,7 @@ VALUE_TOLERANCE = 1e-6
 # values, move by more (1.9e-6 measured for p95 on the tile).
 VRT_VALUE_TOLERANCE = 1e-5
 COUNT_RELATIVE_TOLERANCE = 1e-9
-# The densification the server documents for lon/lat edges (geopera_kernel.server.analytics.geometry), restated:
+# The densification the server documents for lon/lat edges (geopera_kernel.analytics.geometry), restated:
 # the references' zones are reprojected here, not by the code under test.
 DENSIFY_DEGREES = 0.0025
 CORES = len(os.sched_getaffinity(0))
@@ -576,7 +576,7 @@ def floor_center(window_name: str) -> dict[str, Any]:
 def _context(tmp: Path) -> Any:
     import datetime as dt
 
-    from geopera_kernel.server.analytics import AnalyticsContext, AssetView, ItemView
+    from geopera_kernel.analytics import AnalyticsContext, AssetView, ItemView
 
     def item(item_id: str, path: Path, day: int) -> ItemView:
         bands = [
@@ -593,7 +593,7 @@ def _context(tmp: Path) -> Any:
 
 
 def library(window_name: str, coverage: str, percentiles: bool, tmp: Path) -> dict[str, Any]:
-    from geopera_kernel.server.analytics import registry
+    from geopera_kernel.analytics import registry
 
     ctx = _context(tmp)
     params = _zonal_params("a", window_name, coverage, percentiles)
@@ -705,7 +705,7 @@ def reference_exactextract(window_name: str, path: Path = NDVI_A) -> dict[str, A
 
 
 def library_change(window_name: str, tmp: Path) -> dict[str, Any]:
-    from geopera_kernel.server.analytics import registry
+    from geopera_kernel.analytics import registry
 
     ctx = _context(tmp)
     params = {
@@ -925,7 +925,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         if case == "baseline":
             import rasterio  # noqa: F401
 
-            import geopera_kernel.server.analytics  # noqa: F401
+            import geopera_kernel.analytics  # noqa: F401
 
             out: dict[str, Any] = {"seconds": 0.0}
         elif case in ("floor_raw", "floor_decode"):

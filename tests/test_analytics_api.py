@@ -18,7 +18,7 @@ from rasterio.features import geometry_mask
 from rio_cogeo.cogeo import cog_validate
 
 from geopera.v1 import analytics_pb2, errors_pb2
-from geopera_kernel.server.analytics import AnalyticsContext, AssetView, ItemView, default_registry
+from geopera_kernel.analytics import AnalyticsContext, AssetView, ItemView, default_registry
 from tests.conftest import SAMPLES
 from tests.support import reference_geometry
 from tests.support.client import RpcFailure

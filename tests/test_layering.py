@@ -1,6 +1,7 @@
-"""The three packages under src/ point one way: the server and the worker both import the
-shared `raster` package and never each other; `raster` imports neither of them, nor gRPC,
-the database driver or the generated code (it is plain geometry, rasters and definitions).
+"""The packages under src/ point one way: the server and the worker both import the shared
+`raster` and `analytics` packages and never each other; `raster` imports none of the others,
+`analytics` only `raster`, and neither imports gRPC, the database driver or the generated code
+(they are plain geometry, rasters, definitions and the analytics engine).
 
 Read from the syntax tree, so an import inside a function or under TYPE_CHECKING counts too.
 """
@@ -18,7 +19,8 @@ NAMESPACE = "geopera_kernel"  # src/<package> installs as geopera_kernel.<packag
 FORBIDDEN = {
     "server": {"worker"},
     "worker": {"server"},
-    "raster": {"server", "worker", "grpc", "psycopg", "psycopg_pool", "geopera", "google"},
+    "raster": {"server", "worker", "analytics", "grpc", "psycopg", "psycopg_pool", "geopera", "google"},
+    "analytics": {"server", "worker", "grpc", "psycopg", "psycopg_pool", "geopera", "google"},
 }
 
 

@@ -105,5 +105,5 @@ def test_the_old_top_level_names_are_not_importable():
     import importlib.util
 
     assert importlib.util.find_spec("geopera_kernel.server") is not None
-    for name in ("server", "worker", "raster"):
+    for name in ("server", "worker", "raster", "analytics"):
         assert importlib.util.find_spec(name) is None, name

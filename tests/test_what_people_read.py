@@ -13,7 +13,7 @@ from geopera_sdk import Client, to_json
 from geopera_sdk import _jsonview as sdk_jsonview
 
 from geopera.v1 import analytics_pb2, catalog_pb2, processing_pb2, resources_pb2
-from geopera_kernel.server.analytics import registry as method_registry
+from geopera_kernel.analytics import registry as method_registry
 from geopera_kernel.server.api import jsonview
 from tests.conftest import SAMPLES, World
 from tests.jobs_support import running_world, struct

@@ -29,11 +29,11 @@ from geopera.v1 import (  # noqa: F401  (imports register every payload type for
     worker_pb2,
     worker_pb2_grpc,
 )
+from geopera_kernel.analytics import MethodRegistry, default_registry
 from geopera_kernel.raster import configure_limits as configure_raster_limits
 from geopera_kernel.raster import raster_limits
 from geopera_kernel.raster.cost import CostModel
 from geopera_kernel.raster.job_types import CLIP
-from geopera_kernel.server.analytics import MethodRegistry, default_registry
 from geopera_kernel.server.api import convert
 from geopera_kernel.server.api import reflection as documented_reflection
 from geopera_kernel.server.api.execute import Executor

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from affine import Affine
 
+from geopera_kernel.analytics import AnalyticsContext, AssetView, ItemView
 from geopera_kernel.raster import inspect_raster, write_cog
-from geopera_kernel.server.analytics import AnalyticsContext, AssetView, ItemView
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "s2_slovenia"
 S2_SCENES = (

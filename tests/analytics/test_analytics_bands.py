@@ -13,11 +13,11 @@ from pyproj import Geod
 from rasterio.crs import CRS
 from shapely.geometry import Polygon, box
 
-from geopera_kernel.server.analytics.areas import row_areas
-from geopera_kernel.server.analytics.bands import resolve_bands
-from geopera_kernel.server.analytics.coverage import exact_coverage
-from geopera_kernel.server.analytics.indices import INDEX_NAMES, INDICES, get_index
-from geopera_kernel.server.analytics.reader import RasterMeta
+from geopera_kernel.analytics.areas import row_areas
+from geopera_kernel.analytics.bands import resolve_bands
+from geopera_kernel.analytics.coverage import exact_coverage
+from geopera_kernel.analytics.indices import INDEX_NAMES, INDICES, get_index
+from geopera_kernel.analytics.reader import RasterMeta
 from geopera_kernel.server.errors import DomainError
 
 

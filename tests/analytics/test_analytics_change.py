@@ -16,7 +16,7 @@ from rasterio.features import geometry_mask
 from rasterio.warp import reproject
 from rio_cogeo.cogeo import cog_validate
 
-from geopera_kernel.server.analytics import registry
+from geopera_kernel.analytics import registry
 from tests.analytics.conftest import UTM33, UTM33_TRANSFORM, ContextFactory, RasterWriter, lonlat_polygon, make_item
 from tests.support import reference_geometry
 

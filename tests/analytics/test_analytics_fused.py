@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from geopera_kernel.analytics.engine import ReduceOptions, reduce_zones
+from geopera_kernel.analytics.geometry import pixel_zones
+from geopera_kernel.analytics.indices import INDICES, get_index
+from geopera_kernel.analytics.moments import Moments
+from geopera_kernel.analytics.reader import open_meta
+from geopera_kernel.analytics.sources import BandSource, IndexSource, PixelSource, StackSource
 from geopera_kernel.raster.geo import parse_zones
-from geopera_kernel.server.analytics.engine import ReduceOptions, reduce_zones
-from geopera_kernel.server.analytics.geometry import pixel_zones
-from geopera_kernel.server.analytics.indices import INDICES, get_index
-from geopera_kernel.server.analytics.moments import Moments
-from geopera_kernel.server.analytics.reader import open_meta
-from geopera_kernel.server.analytics.sources import BandSource, IndexSource, PixelSource, StackSource
 from tests.analytics.conftest import UTM33, UTM33_TRANSFORM, RasterWriter, lonlat_polygon, make_item
 
 ROWS, COLS = 700, 620  # two chunk rows and columns (512-pixel blocks), many strips per chunk

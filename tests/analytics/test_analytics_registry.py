@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 from pydantic import BaseModel
 
-from geopera_kernel.server.analytics import (
+from geopera_kernel.analytics import (
     AnalyticsContext,
     AnalyticsMethod,
     MethodRegistry,

@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from geopera_kernel.server.analytics import quantiles
-from geopera_kernel.server.analytics.quantiles import StoredPart, ValueStore
+from geopera_kernel.analytics import quantiles
+from geopera_kernel.analytics.quantiles import StoredPart, ValueStore
 
 QS = [0.0, 1.0, 5.0, 25.0, 50.0, 75.0, 95.0, 99.0, 100.0]
 

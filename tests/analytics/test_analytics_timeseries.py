@@ -10,7 +10,7 @@ import pytest
 import rasterio
 from rasterio.features import geometry_mask
 
-from geopera_kernel.server.analytics import registry
+from geopera_kernel.analytics import registry
 from geopera_kernel.server.errors import DomainError
 from tests.analytics.conftest import UTM33, UTM33_TRANSFORM, ContextFactory, RasterWriter, lonlat_polygon, make_item
 from tests.support import reference_geometry

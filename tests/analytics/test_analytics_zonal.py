@@ -20,7 +20,7 @@ from exactextract import exact_extract
 from rasterstats import zonal_stats
 from shapely.geometry import box, mapping
 
-from geopera_kernel.server.analytics import quantiles, registry
+from geopera_kernel.analytics import quantiles, registry
 from tests.analytics.conftest import UTM33, UTM33_TRANSFORM, ContextFactory, RasterWriter, lonlat_polygon, make_item
 from tests.support.reference_geometry import lonlat_zones, reproject
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from geopera_kernel.server.analytics import default_registry
+from geopera_kernel.analytics import default_registry
 from geopera_kernel.server.errors import Code, DomainError
 from tests.analytics.conftest import UTM33, UTM33_TRANSFORM, ContextFactory, RasterWriter, lonlat_polygon, make_item
 

@@ -23,7 +23,7 @@ def _server_method_specs() -> dict[str, analytics_pb2.AnalyticsOperation]:
     """The built-in methods as the server describes them (its own registry)."""
     from google.protobuf import json_format
 
-    from geopera_kernel.server.analytics import default_registry
+    from geopera_kernel.analytics import default_registry
 
     registry = default_registry() if callable(default_registry) else default_registry
     out = {}

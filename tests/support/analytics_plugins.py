@@ -9,8 +9,8 @@ from typing import Any, ClassVar
 import rasterio
 from pydantic import BaseModel, ConfigDict, Field
 
-from geopera_kernel.server.analytics import AnalyticsContext, AnalyticsMethod
-from geopera_kernel.server.analytics.reader import select_asset
+from geopera_kernel.analytics import AnalyticsContext, AnalyticsMethod
+from geopera_kernel.analytics.reader import select_asset
 
 
 class PixelCountParams(BaseModel):

@@ -21,7 +21,7 @@ from pyproj import Transformer
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
-# The longest lon/lat segment before reprojection, per path (server/analytics/geometry.py,
+# The longest lon/lat segment before reprojection, per path (analytics/geometry.py,
 # raster/geo.py for the clip).
 ANALYTICS_DENSIFY_DEGREES = 0.0025
 CLIP_DENSIFY_DEGREES = 0.01

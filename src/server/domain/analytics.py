@@ -17,8 +17,8 @@ from typing import Any
 import psycopg
 from pydantic import BaseModel
 
+from geopera_kernel.analytics import AnalyticsContext, Artifact, AssetView, ItemView, MethodRegistry
 from geopera_kernel.raster.digest import size_and_sha256
-from geopera_kernel.server.analytics import AnalyticsContext, Artifact, AssetView, ItemView, MethodRegistry
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.catalog import CatalogService
 from geopera_kernel.server.domain.idempotency import KeyedStore, keyed_transaction

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from geopera_kernel.server.analytics import Artifact
+from geopera_kernel.analytics import Artifact
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.analytics import (
     AnalyticsOutcome,

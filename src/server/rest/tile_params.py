@@ -21,10 +21,10 @@ from typing import Any, Final
 
 from multidict import MultiMapping
 
+from geopera_kernel.analytics.bands import normalize_common_name, resolve_bands
+from geopera_kernel.analytics.indices import INDICES
 from geopera_kernel.raster.render import RenderSpec, parse_ranges, symmetric_range
 from geopera_kernel.raster.types import RenderHint, RescaleRange
-from geopera_kernel.server.analytics.bands import normalize_common_name, resolve_bands
-from geopera_kernel.server.analytics.indices import INDICES
 from geopera_kernel.server.errors import DomainError, invalid_argument
 
 RENDER_PARAMS: Final = ("asset", "bands", "expression", "rescale", "colormap")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from geopera_kernel.raster import common_name_for, is_sensor_band_id, sensor_common_name
-from geopera_kernel.server.errors import DomainError, invalid_argument
+from geopera_kernel.raster.domain_errors import DomainError, invalid_argument
 
 MAPPING_FIELD: Final = "params.band_mapping"
 # Landsat 8/9 only have a narrow NIR (SR_B5 -> nir08); indices written for "nir" use it when

@@ -17,8 +17,8 @@ import math
 import numpy as np
 from pyproj import CRS as ProjCRS
 
-from geopera_kernel.server.analytics.reader import RasterMeta
-from geopera_kernel.server.errors import invalid_argument
+from geopera_kernel.analytics.reader import RasterMeta
+from geopera_kernel.raster.domain_errors import invalid_argument
 
 
 def _zone_integral(phi: np.ndarray, b: float, e: float) -> np.ndarray:

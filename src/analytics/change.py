@@ -37,11 +37,9 @@ from pydantic import BaseModel, Field
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
-from geopera_kernel.raster import COG_PROFILE, MEDIA_TYPE_COG
-from geopera_kernel.raster.geo import Zone, parse_area
-from geopera_kernel.server.analytics.areas import row_areas
-from geopera_kernel.server.analytics.base import AnalyticsContext, AnalyticsMethod
-from geopera_kernel.server.analytics.change_chunks import (
+from geopera_kernel.analytics.areas import row_areas
+from geopera_kernel.analytics.base import AnalyticsContext, AnalyticsMethod
+from geopera_kernel.analytics.change_chunks import (
     Chunk,
     ChunkWork,
     PreviewGrid,
@@ -51,10 +49,10 @@ from geopera_kernel.server.analytics.change_chunks import (
     plan_chunks,
     window_transform,
 )
-from geopera_kernel.server.analytics.geometry import pixel_zones
-from geopera_kernel.server.analytics.indices import get_index
-from geopera_kernel.server.analytics.moments import Moments
-from geopera_kernel.server.analytics.params import (
+from geopera_kernel.analytics.geometry import pixel_zones
+from geopera_kernel.analytics.indices import get_index
+from geopera_kernel.analytics.moments import Moments
+from geopera_kernel.analytics.params import (
     GEOMETRY_FIELD,
     BandMapping,
     GeoJSONArea,
@@ -64,9 +62,9 @@ from geopera_kernel.server.analytics.params import (
     PercentileValue,
     Resolution,
 )
-from geopera_kernel.server.analytics.quantiles import ValueStore
-from geopera_kernel.server.analytics.quicklook import write_quicklook
-from geopera_kernel.server.analytics.reader import (
+from geopera_kernel.analytics.quantiles import ValueStore
+from geopera_kernel.analytics.quicklook import write_quicklook
+from geopera_kernel.analytics.reader import (
     COG_COPY_CACHE_MB,
     ChunkRunner,
     bounded_gdal_cache,
@@ -75,8 +73,10 @@ from geopera_kernel.server.analytics.reader import (
     run_beside,
     select_asset,
 )
-from geopera_kernel.server.analytics.sources import IndexSource
-from geopera_kernel.server.analytics.zonal import EXAMPLE_POLYGON
+from geopera_kernel.analytics.sources import IndexSource
+from geopera_kernel.analytics.zonal import EXAMPLE_POLYGON
+from geopera_kernel.raster import COG_PROFILE, MEDIA_TYPE_COG
+from geopera_kernel.raster.geo import Zone, parse_area
 
 # Differences up to this size are staged in memory before the COG copy, larger ones on disk.
 _MEMORY_STAGING_BYTES: Final = 64 * 1024 * 1024

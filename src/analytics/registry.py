@@ -9,8 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from geopera_kernel.server.analytics.base import AnalyticsContext, AnalyticsMethod
-from geopera_kernel.server.errors import Code, DomainError, ExpectedSchema, FieldViolation, invalid_argument
+from geopera_kernel.analytics.base import AnalyticsContext, AnalyticsMethod
+from geopera_kernel.raster.domain_errors import Code, DomainError, ExpectedSchema, FieldViolation, invalid_argument
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from geopera_kernel.server.errors import not_found
+from geopera_kernel.raster.domain_errors import not_found
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ class AnalyticsMethod(ABC):
     """An analytics plugin. Subclasses set the class variables and implement two methods.
 
     ``execute`` is synchronous and may be long: the server runs it in a worker thread.
-    It raises ``geopera_kernel.server.errors.DomainError`` for anything the caller can fix.
+    It raises ``geopera_kernel.raster.domain_errors.DomainError`` for anything the caller can fix.
     """
 
     name: ClassVar[str]

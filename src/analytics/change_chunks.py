@@ -18,18 +18,18 @@ from rasterio.warp import reproject, transform_bounds
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
-from geopera_kernel.server.analytics.areas import row_areas
-from geopera_kernel.server.analytics.coverage import (
+from geopera_kernel.analytics.areas import row_areas
+from geopera_kernel.analytics.coverage import (
     WHOLE_MASK_PIXELS,
     center_mask,
     contains_and_touches,
     pixels_to_crs,
     window_center_mask,
 )
-from geopera_kernel.server.analytics.moments import Moments
-from geopera_kernel.server.analytics.quantiles import StoredPart
-from geopera_kernel.server.analytics.reader import RasterMeta, chunk_windows
-from geopera_kernel.server.analytics.sources import IndexSource
+from geopera_kernel.analytics.moments import Moments
+from geopera_kernel.analytics.quantiles import StoredPart
+from geopera_kernel.analytics.reader import RasterMeta, chunk_windows
+from geopera_kernel.analytics.sources import IndexSource
 
 _QUICKLOOK_MAX: Final = 768  # longest side of the PNG map, pixels (PNG encoding time grows with it)
 _WARP_MARGIN: Final = 2  # source pixels around a chunk's footprint, for bilinear neighbours

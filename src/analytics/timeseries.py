@@ -20,11 +20,10 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from geopera_kernel.raster.geo import Zone, parse_area
-from geopera_kernel.server.analytics.base import AnalyticsContext, AnalyticsMethod
-from geopera_kernel.server.analytics.engine import LayerResult, ReduceOptions, planned_pixels, reduce_in
-from geopera_kernel.server.analytics.geometry import pixel_zones
-from geopera_kernel.server.analytics.params import (
+from geopera_kernel.analytics.base import AnalyticsContext, AnalyticsMethod
+from geopera_kernel.analytics.engine import LayerResult, ReduceOptions, planned_pixels, reduce_in
+from geopera_kernel.analytics.geometry import pixel_zones
+from geopera_kernel.analytics.params import (
     GEOMETRY_FIELD,
     BandMapping,
     Coverage,
@@ -35,16 +34,17 @@ from geopera_kernel.server.analytics.params import (
     Resolution,
     UtcDatetime,
 )
-from geopera_kernel.server.analytics.reader import RasterMeta, open_meta, select_asset
-from geopera_kernel.server.analytics.sources import StackSource
-from geopera_kernel.server.analytics.zonal import (
+from geopera_kernel.analytics.reader import RasterMeta, open_meta, select_asset
+from geopera_kernel.analytics.sources import StackSource
+from geopera_kernel.analytics.zonal import (
     EXAMPLE_POLYGON,
     integer_valued,
     make_source,
     quantiles_of,
     source_unit,
 )
-from geopera_kernel.server.errors import invalid_argument
+from geopera_kernel.raster.domain_errors import invalid_argument
+from geopera_kernel.raster.geo import Zone, parse_area
 
 Reducer = Literal["mean", "median", "min", "max", "percentile"]
 _DATETIME_TAGS = ("ACQUISITION_DATETIME", "DATETIME")

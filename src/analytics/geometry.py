@@ -27,8 +27,8 @@ from rasterio.windows import Window
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
+from geopera_kernel.raster.domain_errors import invalid_argument
 from geopera_kernel.raster.geo import Zone, parse_zones
-from geopera_kernel.server.errors import invalid_argument
 
 # Longest lon/lat segment before reprojection: 0.0025 deg (~280 m) bends by micrometres.
 _DENSIFY_DEGREES: Final = 0.0025

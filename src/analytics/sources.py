@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from geopera_kernel.server.analytics.bands import resolve_bands
-from geopera_kernel.server.analytics.indices import SpectralIndex
-from geopera_kernel.server.analytics.quantiles import storage_dtype
-from geopera_kernel.server.analytics.reader import RasterMeta
-from geopera_kernel.server.errors import invalid_argument
+from geopera_kernel.analytics.bands import resolve_bands
+from geopera_kernel.analytics.indices import SpectralIndex
+from geopera_kernel.analytics.quantiles import storage_dtype
+from geopera_kernel.analytics.reader import RasterMeta
+from geopera_kernel.raster.domain_errors import invalid_argument
 
 
 @functools.cache

@@ -19,10 +19,10 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from geopera_kernel.analytics.bands import normalize_common_name
+from geopera_kernel.analytics.indices import INDEX_NAMES
+from geopera_kernel.raster.domain_errors import DomainError
 from geopera_kernel.raster.geo import parse_zones
-from geopera_kernel.server.analytics.bands import normalize_common_name
-from geopera_kernel.server.analytics.indices import INDEX_NAMES
-from geopera_kernel.server.errors import DomainError
 
 GEOMETRY_FIELD = "params.geometry"
 _AREA_TYPES = ["Polygon", "MultiPolygon", "Feature", "FeatureCollection"]

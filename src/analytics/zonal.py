@@ -30,13 +30,12 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from geopera_kernel.raster.geo import parse_zones
-from geopera_kernel.server.analytics.base import AnalyticsContext, AnalyticsMethod
-from geopera_kernel.server.analytics.engine import LayerResult, ReduceOptions, planned_pixels, reduce_in
-from geopera_kernel.server.analytics.geometry import PixelZone, pixel_zones
-from geopera_kernel.server.analytics.indices import get_index
-from geopera_kernel.server.analytics.moments import Moments
-from geopera_kernel.server.analytics.params import (
+from geopera_kernel.analytics.base import AnalyticsContext, AnalyticsMethod
+from geopera_kernel.analytics.engine import LayerResult, ReduceOptions, planned_pixels, reduce_in
+from geopera_kernel.analytics.geometry import PixelZone, pixel_zones
+from geopera_kernel.analytics.indices import get_index
+from geopera_kernel.analytics.moments import Moments
+from geopera_kernel.analytics.params import (
     DEFAULT_STATS,
     GEOMETRY_FIELD,
     BandMapping,
@@ -52,9 +51,10 @@ from geopera_kernel.server.analytics.params import (
     StatName,
     splittable,
 )
-from geopera_kernel.server.analytics.reader import RasterMeta, open_meta, select_asset
-from geopera_kernel.server.analytics.sources import BandSource, IndexSource, PixelSource, band_source
-from geopera_kernel.server.errors import invalid_argument
+from geopera_kernel.analytics.reader import RasterMeta, open_meta, select_asset
+from geopera_kernel.analytics.sources import BandSource, IndexSource, PixelSource, band_source
+from geopera_kernel.raster.domain_errors import invalid_argument
+from geopera_kernel.raster.geo import parse_zones
 
 EXAMPLE_POLYGON: dict[str, Any] = {
     "type": "Polygon",

@@ -4,11 +4,11 @@ No gRPC, database or generated-code imports: the server resolves items and acces
 ``registry.run`` (or ``validate`` + ``execute``) in a worker thread, and stores artifacts.
 """
 
-from geopera_kernel.server.analytics.base import AnalyticsContext, AnalyticsMethod, Artifact, AssetView, ItemView
-from geopera_kernel.server.analytics.change import ChangeDetection
-from geopera_kernel.server.analytics.registry import MethodRegistry
-from geopera_kernel.server.analytics.timeseries import TimeSeries
-from geopera_kernel.server.analytics.zonal import ZonalStats
+from geopera_kernel.analytics.base import AnalyticsContext, AnalyticsMethod, Artifact, AssetView, ItemView
+from geopera_kernel.analytics.change import ChangeDetection
+from geopera_kernel.analytics.registry import MethodRegistry
+from geopera_kernel.analytics.timeseries import TimeSeries
+from geopera_kernel.analytics.zonal import ZonalStats
 
 
 def default_registry() -> MethodRegistry:

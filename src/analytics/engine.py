@@ -27,8 +27,8 @@ from rasterio.io import DatasetReader
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
-from geopera_kernel.server.analytics.base import AnalyticsContext
-from geopera_kernel.server.analytics.coverage import (
+from geopera_kernel.analytics.base import AnalyticsContext
+from geopera_kernel.analytics.coverage import (
     WHOLE_MASK_PIXELS,
     center_mask,
     contains_and_touches,
@@ -37,11 +37,11 @@ from geopera_kernel.server.analytics.coverage import (
     window_center_mask,
     window_transform,
 )
-from geopera_kernel.server.analytics.geometry import PixelZone
-from geopera_kernel.server.analytics.moments import Moments
-from geopera_kernel.server.analytics.quantiles import StoredPart, ValueStore
-from geopera_kernel.server.analytics.reader import ChunkRunner, chunk_windows, parallel_map
-from geopera_kernel.server.analytics.sources import PixelSource, Scratch
+from geopera_kernel.analytics.geometry import PixelZone
+from geopera_kernel.analytics.moments import Moments
+from geopera_kernel.analytics.quantiles import StoredPart, ValueStore
+from geopera_kernel.analytics.reader import ChunkRunner, chunk_windows, parallel_map
+from geopera_kernel.analytics.sources import PixelSource, Scratch
 
 Coverage = Literal["center", "exact"]
 # Clipping margin (pixels) for center masks: far enough that clip edges touch no chunk pixel.

@@ -27,9 +27,9 @@ from rasterio.errors import RasterioError
 from rasterio.io import DatasetReader
 from rasterio.windows import Window
 
+from geopera_kernel.analytics.base import AssetView, ItemView
 from geopera_kernel.raster import open_stored, without_directories
-from geopera_kernel.server.analytics.base import AssetView, ItemView
-from geopera_kernel.server.errors import failed_precondition, invalid_argument
+from geopera_kernel.raster.domain_errors import failed_precondition, invalid_argument
 
 T = TypeVar("T")
 W = TypeVar("W")
