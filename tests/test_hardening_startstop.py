@@ -62,9 +62,12 @@ def test_a_fresh_demo_server_runs_initdb_before_grpc_has_a_thread(tmp_path):
         while not server.port_file.exists():
             assert server.process.poll() is None, f"server exited:\n{server.log()[-4000:]}"
             assert time.monotonic() < deadline, f"server not ready:\n{server.log()[-4000:]}"
+            # Threads read before the children: a tool seen running was running when these
+            # threads already existed (reading them after raced with a server moving on).
+            threads = _thread_names(pid)
             tools = [name for name in _children(pid) if name in POSTGRES_TOOLS]
             if tools:
-                seen.append((tools[0], _thread_names(pid)))
+                seen.append((tools[0], threads))
             time.sleep(0.01)
         server.wait_ready()
 
