@@ -24,8 +24,8 @@ from tests.conftest import SAMPLES
 from tests.jobs_support import FAST_LEASES
 from tests.sdk.conftest import FAST_RETRIES
 from tests.sdk.proxy import Fault, FaultyProxy
-from tests.support.server import REPO
-from tests.support.terminal import ServerProcess, bar_percents, run_on_terminal
+from tests.support.server import REPO, ServerProcess
+from tests.support.terminal import bar_percents, run_on_terminal
 
 SUCCEEDED = resources_pb2.JOB_STATUS_SUCCEEDED
 
