@@ -11,7 +11,6 @@ connection per caller (aiohttp), so every server pays the same connection cost.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import sys
 import time
@@ -19,7 +18,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.load import Stats, percentile
+from bench.load import Stats, serve
 
 DEFAULTS: dict[str, Any] = {
     "warmup": 1.0,
@@ -63,13 +62,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                 except (aiohttp.ClientError, TimeoutError) as err:
                     problem = type(err).__name__
                     stats.fail(problem, str(err))
-                t1 = time.perf_counter()
-                stats.last_completion = t1
-                if measure_from <= t1 <= stop_at:
-                    if problem is None:
-                        stats.latencies.append(t1 - t0)
-                    else:
-                        stats.window_errors += 1
+                stats.completed(t0, time.perf_counter(), problem, (measure_from, stop_at))
 
         async def marks() -> None:
             await asyncio.sleep(max(0.0, measure_from - time.perf_counter()))
@@ -82,31 +75,8 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             float(spec["warmup"]) + float(spec["duration"]) + float(spec["call_timeout"]) + 5,
         )
 
-    latencies = sorted(stats.latencies)
-    window = max(1e-9, stop_at - measure_from)
-    return {
-        "concurrency": concurrency,
-        "duration_s": window,
-        "ok": len(latencies),
-        "rps": len(latencies) / window,
-        "p50_ms": percentile(latencies, 0.50) * 1000,
-        "p99_ms": percentile(latencies, 0.99) * 1000,
-        "mean_ms": (sum(latencies) / len(latencies) * 1000) if latencies else float("nan"),
-        "window_errors": stats.window_errors,
-        "errors": sum(stats.errors.values()),
-        "error_codes": dict(stats.errors),
-        "first_error": stats.first_error,
-        "started": stats.started,
-        "response_bytes": stats.response_bytes,
-    }
-
-
-def main() -> int:
-    spec = json.loads(sys.stdin.read())
-    result = asyncio.run(run(spec))
-    print("RESULT " + json.dumps(result), flush=True)
-    return 0
+    return stats.summary(concurrency, max(1e-9, stop_at - measure_from))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve(run))

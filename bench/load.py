@@ -30,7 +30,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +65,34 @@ class Stats:
         self.errors[kind] += 1
         if not self.first_error:
             self.first_error = f"{kind}: {detail}"[:500]
+
+    def completed(self, t0: float, t1: float, problem: str | None, window: tuple[float, float]) -> None:
+        """A call that started at t0 and ended at t1; counted when it ended inside the window."""
+        self.last_completion = t1
+        if window[0] <= t1 <= window[1]:
+            if problem is None:
+                self.latencies.append(t1 - t0)
+            else:
+                self.window_errors += 1
+
+    def summary(self, concurrency: int, window: float) -> dict[str, Any]:
+        """The RESULT fields both load generators report."""
+        latencies = sorted(self.latencies)
+        return {
+            "concurrency": concurrency,
+            "duration_s": window,
+            "ok": len(latencies),
+            "rps": len(latencies) / window,
+            "p50_ms": percentile(latencies, 0.50) * 1000,
+            "p99_ms": percentile(latencies, 0.99) * 1000,
+            "mean_ms": (sum(latencies) / len(latencies) * 1000) if latencies else float("nan"),
+            "window_errors": self.window_errors,
+            "errors": sum(self.errors.values()),
+            "error_codes": dict(self.errors),
+            "first_error": self.first_error,
+            "started": self.started,
+            "response_bytes": self.response_bytes,
+        }
 
 
 def make_picker(spec: dict[str, Any], count: int) -> Callable[[], int]:
@@ -167,13 +195,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
                         problem = "BAD_RESPONSE"
                         stats.fail(problem, why)
                     stats.response_bytes = len(response)
-                t1 = time.perf_counter()
-                stats.last_completion = t1
-                if measure_from <= t1 <= stop_at:
-                    if problem is None:
-                        stats.latencies.append(t1 - t0)
-                    else:
-                        stats.window_errors += 1
+                stats.completed(t0, time.perf_counter(), problem, (measure_from, stop_at))
 
         callers_done = asyncio.Event()
 
@@ -196,29 +218,13 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     finally:
         await asyncio.gather(*(c.close() for c in channels), return_exceptions=True)
 
-    latencies = sorted(stats.latencies)
     # The window ends early when every caller stopped at `max_requests`.
     window = max(1e-9, min(stop_at, max(stats.last_completion, measure_from)) - measure_from)
-    return {
-        "concurrency": concurrency,
-        "channels": n_channels,
-        "duration_s": window,
-        "ok": len(latencies),
-        "rps": len(latencies) / window,
-        "p50_ms": percentile(latencies, 0.50) * 1000,
-        "p99_ms": percentile(latencies, 0.99) * 1000,
-        "mean_ms": (sum(latencies) / len(latencies) * 1000) if latencies else float("nan"),
-        "window_errors": stats.window_errors,
-        "errors": sum(stats.errors.values()),
-        "error_codes": dict(stats.errors),
-        "first_error": stats.first_error,
-        "started": stats.started,
-        "request_bytes": len(payloads[0]),
-        "response_bytes": stats.response_bytes,
-    }
+    return {**stats.summary(concurrency, window), "channels": n_channels, "request_bytes": len(payloads[0])}
 
 
-def main() -> int:
+def serve(run: Callable[[dict[str, Any]], Coroutine[Any, Any, dict[str, Any]]]) -> int:
+    """The protocol of a load generator process: a JSON spec on stdin, RESULT {json} on stdout."""
     spec = json.loads(sys.stdin.read())
     result = asyncio.run(run(spec))
     print("RESULT " + json.dumps(result), flush=True)
@@ -226,4 +232,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(serve(run))

@@ -46,6 +46,7 @@ NAMES = {
     "AsyncJob": "Job",
     "AsyncJobWatch": "JobWatch",
     "AsyncJobsWatch": "JobsWatch",
+    "_AsyncWatch": "_Watch",
     "AsyncBatch": "Batch",
     "_AsyncNamespace": "_Namespace",
     "apaginate": "paginate",

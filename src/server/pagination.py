@@ -21,7 +21,8 @@ import hashlib
 import hmac
 import json
 import secrets
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from geopera_kernel.server.errors import DomainError, invalid_argument
 from geopera_kernel.server.store.queries import Q
@@ -29,6 +30,7 @@ from geopera_kernel.server.store.queries import Q
 if TYPE_CHECKING:
     from geopera_kernel.server.store.database import Database
 
+T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 _MAC_BYTES = 16  # 128 bits of HMAC-SHA256: forging one is out of reach
@@ -84,6 +86,19 @@ def _unb64(text: str) -> bytes:
 def encode_page_token(cursor: dict[str, Any], filters: dict[str, Any]) -> str:
     body = json.dumps({"c": cursor, "f": _fingerprint(filters)}, separators=(",", ":")).encode()
     return f"{_b64(body)}.{_b64(_mac(body))}"
+
+
+def page(
+    rows: Sequence[dict[str, Any]],
+    limit: int,
+    record: Callable[[dict[str, Any]], T],
+    cursor: Callable[[T], dict[str, Any]],
+    filters: dict[str, Any],
+) -> tuple[list[T], str]:
+    """A page of records from `rows` fetched with `limit + 1`: the first `limit`,
+    and the token of the next page (from the last one's `cursor`) when there was one more."""
+    records = [record(r) for r in rows[:limit]]
+    return records, encode_page_token(cursor(records[-1]), filters) if len(rows) > limit else ""
 
 
 def _not_issued() -> DomainError:

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pty
-import re
-import select
-import subprocess
 import sys
 import textwrap
 
@@ -17,6 +13,7 @@ from geopera_sdk import AsyncClient, FailedPrecondition, InvalidArgument
 
 from geopera.v1 import resources_pb2
 from tests.support.server import REPO
+from tests.support.terminal import bar_percents, run_on_terminal
 
 
 def test_create_batch_and_wait_all_with_a_combined_progress(client):
@@ -82,27 +79,9 @@ def test_wait_all_draws_one_combined_bar_on_a_terminal(world):
     env.update(T_TARGET=world.server.address, T_TOKEN=world.tokens["alpha"], T_NAME="sdk_batch_tty", TERM="xterm")
     # The built-in bar (tqdm made unimportable), whose text is the same on every version.
     argv = [sys.executable, "-c", "import sys; sys.modules['tqdm'] = None\n" + BATCH_WAITER]
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower, env=env,
-                               cwd=REPO)  # fmt: skip
-    os.close(follower)
-    output = b""
-    while True:
-        ready, _, _ = select.select([leader], [], [], 60)
-        if not ready:
-            break
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:  # EIO: the terminal closed
-            break
-        if not chunk:
-            break
-        output += chunk
-    os.close(leader)
-    stdout, _ = process.communicate(timeout=30)
-    assert process.returncode == 0, output
-    assert stdout.decode().strip() == "final ['SUCCEEDED']"
-    text = output.decode()
+    status, stdout, text = run_on_terminal(argv, env, REPO)
+    assert status == 0, text
+    assert stdout.strip() == "final ['SUCCEEDED']"
     assert "\r" in text and "6 jobs" in text and "6/6 ended" in text  # one bar for the batch, redrawn in place
-    percents = [int(p) for p in re.findall(r"(\d+)%", text)]
+    percents = bar_percents(text)
     assert percents and percents[-1] == 100 and percents == sorted(percents)

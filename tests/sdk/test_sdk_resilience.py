@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -27,6 +25,7 @@ from tests.jobs_support import FAST_LEASES
 from tests.sdk.conftest import FAST_RETRIES
 from tests.sdk.proxy import Fault, FaultyProxy
 from tests.support.server import REPO, ServerProcess
+from tests.support.terminal import bar_percents, run_on_terminal
 
 SUCCEEDED = resources_pb2.JOB_STATUS_SUCCEEDED
 
@@ -192,30 +191,11 @@ def test_wait_draws_a_progress_bar_on_a_terminal(world, bar):
     """On a terminal (here a fresh pty, which reports a 0x0 size) the bar is drawn
     in place, with tqdm when it is installed and with the built-in bar otherwise."""
     env, argv = _waiter(world, f"sdk_tty_{bar.replace('-', '_')}", "" if bar == "tqdm" else WITHOUT_TQDM)
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=follower, env=env, cwd=REPO
-    )
-    os.close(follower)
-    output = b""
-    while True:
-        ready, _, _ = select.select([leader], [], [], 60)
-        if not ready:
-            break
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:  # EIO: the terminal closed
-            break
-        if not chunk:
-            break
-        output += chunk
-    os.close(leader)
-    stdout, _ = process.communicate(timeout=30)
-    assert process.returncode == 0, output
-    assert stdout.decode().strip() == "final SUCCEEDED"
-    text = output.decode()
+    status, stdout, text = run_on_terminal(argv, env, REPO)
+    assert status == 0, text
+    assert stdout.strip() == "final SUCCEEDED"
     assert "\r" in text and "job_" in text  # redrawn in place, labelled with the job id
-    percents = [int(p) for p in re.findall(r"(\d+)%", text)]
+    percents = bar_percents(text)
     assert percents and percents[-1] == 100 and percents == sorted(percents)
     assert re.search(r"SUCCEEDED 0:00:\d\d", text)  # the status and the time waited
 

@@ -4,12 +4,16 @@ converted items (items never change, and converting one is costly)."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 from collections import OrderedDict
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf.message import Message
 
 from geopera.v1 import kernel_pb2, resources_pb2
 from geopera_kernel.server import callstats
@@ -95,10 +99,53 @@ def _value(value: struct_pb2.Value) -> Any:
     return None
 
 
+M = TypeVar("M", bound=Message)
+_PACKERS: dict[str, Callable[[Any], Any]] = {
+    "google.protobuf.Timestamp": timestamp,
+    "google.protobuf.Struct": struct,
+}
+
+
+@functools.cache
+def _shared_fields(message: type[Message], record: type) -> tuple[tuple[str, Callable[[Any], Any] | None], ...]:
+    """The fields a message and a record dataclass both name, each with how its value is packed."""
+    names = {f.name for f in dataclasses.fields(record)}
+    shared: list[tuple[str, Callable[[Any], Any] | None]] = []
+    for field in message.DESCRIPTOR.fields:
+        if field.name not in names:
+            continue
+        if field.message_type is None and field.enum_type is None:
+            shared.append((field.name, None))
+        elif field.message_type and field.message_type.full_name in _PACKERS and not field.is_repeated:
+            shared.append((field.name, _PACKERS[field.message_type.full_name]))
+        else:  # an enum or another message: only the caller knows how its value maps
+            shared.append((field.name, _must_be_given(message, field.name)))
+    return tuple(shared)
+
+
+def _must_be_given(message: type[Message], name: str) -> Callable[[Any], Any]:
+    def pack(value: Any) -> Any:
+        raise TypeError(f"{message.__name__}.{name} is an enum or a message: pass its value to mirror()")
+
+    return pack
+
+
+def mirror(message: type[M], record: Any, **given: Any) -> M:
+    """`message` filled from the record dataclass's fields of the same names (datetimes as
+    Timestamps, dicts as Structs), and from `given` for the fields it converts or names
+    otherwise. The records mirror the resources of the proto, so the lists of fields are
+    written once (in the proto and the record), not a third time here."""
+    values = dict(given)
+    classes: tuple[type, type] = (message, type(record))  # hashable; the TypeVar hides it from the cache
+    for name, pack in _shared_fields(*classes):
+        if name not in given:
+            value = getattr(record, name)
+            values[name] = value if pack is None else pack(value)
+    return message(**values)
+
+
 def project(record: ProjectRecord) -> resources_pb2.Project:
-    return resources_pb2.Project(
-        id=record.id, display_name=record.display_name, create_time=timestamp(record.create_time)
-    )
+    return mirror(resources_pb2.Project, record)
 
 
 def asset(record: AssetRecord, item_id: str) -> resources_pb2.Asset:
@@ -194,27 +241,11 @@ def item_basic(record: ItemRecord) -> resources_pb2.Item:
 
 
 def balance(record: Balance) -> resources_pb2.CreditBalance:
-    return resources_pb2.CreditBalance(
-        project_id=record.project_id,
-        available=record.available,
-        held=record.held,
-        captured_total=record.captured_total,
-        granted_total=record.granted_total,
-    )
+    return mirror(resources_pb2.CreditBalance, record)
 
 
 def ledger_entry(row: LedgerRow) -> resources_pb2.LedgerEntry:
-    return resources_pb2.LedgerEntry(
-        id=row.id,
-        project_id=row.project_id,
-        job_id=row.job_id or "",
-        kind=LEDGER_KINDS[row.kind],
-        amount=row.amount,
-        available_after=row.available_after,
-        held_after=row.held_after,
-        create_time=timestamp(row.create_time),
-        note=row.note,
-    )
+    return mirror(resources_pb2.LedgerEntry, row, job_id=row.job_id or "", kind=LEDGER_KINDS[row.kind])
 
 
 def bbox_param(values: list[float], field: str = "bbox") -> tuple[float, float, float, float] | None:
@@ -240,31 +271,12 @@ def artifact(stored: dict[str, Any]) -> resources_pb2.Artifact:
 
 def job(record: JobRecord, *, full: bool = True) -> resources_pb2.Job:
     """A job; `full=False` is `JOB_VIEW_BASIC` (processing.proto): no `input_params`."""
-    message = resources_pb2.Job(
-        id=record.id,
-        project_id=record.project_id,
-        job_type_id=record.job_type_id,
+    message = mirror(
+        resources_pb2.Job,
+        record,
         status=JOB_STATUS[record.status],
         input_params=struct(record.input_params) if full else None,
-        target_collection_id=record.target_collection_id,
-        progress=record.progress,
-        attempt=record.attempt,
-        max_attempts=record.max_attempts,
-        worker_id=record.worker_id,
-        create_time=timestamp(record.create_time),
-        dispatch_time=timestamp(record.dispatch_time),
-        start_time=timestamp(record.start_time),
-        end_time=timestamp(record.end_time),
-        update_time=timestamp(record.update_time),
-        credits_reserved=record.credits_reserved,
-        credits_charged=record.credits_charged,
-        output_item_ids=record.output_item_ids,
-        message=record.message,
-        source_item_ids=record.source_item_ids,
-        cancel_requested=record.cancel_requested,
-        sequence=record.sequence,
-        resubmitted_from=record.resubmitted_from,
-        batch_id=record.batch_id,
+        error=None,  # set below, as a google.rpc.Status
         output_artifacts=[artifact(a) for a in record.output_artifacts],
     )
     if record.error is not None:
@@ -288,15 +300,7 @@ def job_set(request: kernel_pb2.WatchJobsRequest) -> JobSet:
 
 
 def job_log_entry(entry: JobLogEntry) -> resources_pb2.JobLogEntry:
-    return resources_pb2.JobLogEntry(
-        sequence=entry.sequence,
-        log_time=timestamp(entry.log_time),
-        level=entry.level,  # type: ignore[arg-type]  # stored as LogLevel's number
-        message=entry.message,
-        fields=struct(entry.fields),
-        attempt=entry.attempt,
-        truncated=entry.truncated,
-    )
+    return mirror(resources_pb2.JobLogEntry, entry, level=entry.level)  # stored as LogLevel's number
 
 
 def watch_response(event: JobEvent | JobLogEvent) -> kernel_pb2.WatchJobResponse:
@@ -347,27 +351,10 @@ def dispatch(result: Dispatch | None) -> resources_pb2.DispatchResult | None:
 
 
 def job_type(record: JobTypeRecord) -> resources_pb2.JobType:
-    cost = record.cost
-    return resources_pb2.JobType(
-        job_type_id=record.id,
-        description=record.description,
-        input_schema=struct(record.input_schema),
-        cost_model=resources_pb2.CostModel(
-            flat=cost.flat, per_km2=cost.per_km2, per_asset=cost.per_asset, minimum=cost.minimum
-        ),
-        builtin=record.builtin,
-        connected_workers=record.connected_workers,
+    return mirror(
+        resources_pb2.JobType, record, job_type_id=record.id, cost_model=mirror(resources_pb2.CostModel, record.cost)
     )
 
 
 def worker(record: WorkerRecord) -> resources_pb2.Worker:
-    return resources_pb2.Worker(
-        id=record.id,
-        name=record.name,
-        job_type_ids=record.job_type_ids,
-        capacity=record.capacity,
-        active_jobs=record.active_jobs,
-        connected=record.connected,
-        last_heartbeat_time=timestamp(record.last_heartbeat_time),
-        connect_time=timestamp(record.connect_time),
-    )
+    return mirror(resources_pb2.Worker, record)

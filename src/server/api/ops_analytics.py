@@ -9,8 +9,8 @@ from typing import Any
 from geopera.v1 import analytics_pb2, resources_pb2
 from geopera_kernel.server.api import convert, jsonview
 from geopera_kernel.server.api.registry import Operation, OperationContext
+from geopera_kernel.server.api.spending import keyed
 from geopera_kernel.server.domain.analytics import AnalyticsOutcome
-from geopera_kernel.server.domain.idempotency import KeyedStore
 from geopera_kernel.server.domain.jobs import JobRecord
 from geopera_kernel.server.services import Services
 
@@ -29,11 +29,10 @@ def _operation(description: dict[str, Any]) -> analytics_pb2.AnalyticsOperation:
 async def analytics_execute(
     s: Services, ctx: OperationContext, p: analytics_pb2.AnalyticsExecuteParams
 ) -> analytics_pb2.AnalyticsExecuteResult:
-    keyed: KeyedStore[AnalyticsOutcome] | None = None
-    if ctx.keyed is not None:
-        keyed = KeyedStore(ctx.keyed, lambda outcome: _result(outcome).SerializeToString())
     params = convert.struct_to_dict(p.params)
-    outcome = await s.analytics.execute(ctx.principal, p.operation, params, keyed, validate_only=ctx.validate_only)
+    outcome = await s.analytics.execute(
+        ctx.principal, p.operation, params, keyed(ctx, _result), validate_only=ctx.validate_only
+    )
     return _result(outcome)
 
 
@@ -57,9 +56,6 @@ def _result(outcome: AnalyticsOutcome) -> analytics_pb2.AnalyticsExecuteResult:
 async def analytics_submit(
     s: Services, ctx: OperationContext, p: analytics_pb2.AnalyticsSubmitParams
 ) -> analytics_pb2.AnalyticsSubmitResult:
-    keyed: KeyedStore[JobRecord] | None = None
-    if ctx.keyed is not None:
-        keyed = KeyedStore(ctx.keyed, lambda job: _submitted(job).SerializeToString())
     methods = s.analytics.methods
 
     def render(outcome: AnalyticsOutcome) -> bytes:
@@ -70,7 +66,13 @@ async def analytics_submit(
 
     params = convert.struct_to_dict(p.params)
     job = await s.analytics_jobs.submit(
-        ctx.principal, p.project_id, p.operation, params, render, keyed, validate_only=ctx.validate_only
+        ctx.principal,
+        p.project_id,
+        p.operation,
+        params,
+        render,
+        keyed(ctx, _submitted),
+        validate_only=ctx.validate_only,
     )
     return _submitted(job)
 

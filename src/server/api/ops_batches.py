@@ -6,35 +6,23 @@ from __future__ import annotations
 from geopera.v1 import processing_pb2, resources_pb2
 from geopera_kernel.server.api import convert
 from geopera_kernel.server.api.registry import Operation, OperationContext
+from geopera_kernel.server.api.spending import keyed, spend_result
 from geopera_kernel.server.auth import Principal
-from geopera_kernel.server.domain.idempotency import KeyedStore
-from geopera_kernel.server.domain.jobs import JobCreate, JobSpend
+from geopera_kernel.server.domain.jobs import JobCreate
 from geopera_kernel.server.domain.jobs.batches import BatchOutcome
 from geopera_kernel.server.errors import DomainError
 from geopera_kernel.server.services import Services
+
+_resubmitted = spend_result(processing_pb2.ProcessingJobsResubmitResult)
 
 
 async def jobs_resubmit(
     s: Services, ctx: OperationContext, p: processing_pb2.ProcessingJobsResubmitParams
 ) -> processing_pb2.ProcessingJobsResubmitResult:
-    def result(spend: JobSpend) -> processing_pb2.ProcessingJobsResubmitResult:
-        return processing_pb2.ProcessingJobsResubmitResult(
-            job=convert.job(spend.job),
-            dispatch=convert.dispatch(spend.dispatch),
-            estimate=convert.estimate(spend.estimate),
-        )
-
-    keyed: KeyedStore[JobSpend] | None = None
-    if ctx.keyed is not None:
-        keyed = KeyedStore(ctx.keyed, lambda o: result(o).SerializeToString())
-    spend = await s.jobs.resubmit(
-        ctx.principal,
-        p.job_id,
-        convert.struct_to_dict(p.input_params),
-        keyed=keyed,
-        validate_only=ctx.validate_only,
-    )
-    return result(spend)
+    params = convert.struct_to_dict(p.input_params)
+    keyed_call = keyed(ctx, _resubmitted)
+    spend = await s.jobs.resubmit(ctx.principal, p.job_id, params, keyed=keyed_call, validate_only=ctx.validate_only)
+    return _resubmitted(spend)
 
 
 def _request_error(index: int, error: DomainError | None) -> processing_pb2.BatchRequestError:
@@ -71,16 +59,13 @@ async def create_batch(
         )
         for r in p.requests
     ]
-    keyed: KeyedStore[BatchOutcome] | None = None
-    if ctx.keyed is not None:
-        keyed = KeyedStore(ctx.keyed, lambda o: batch_result(o).SerializeToString())
     outcome = await s.jobs.create_batch(
         ctx.principal,
         p.project_id,
         specs,
         all_or_nothing=p.all_or_nothing,
         dispatch=p.dispatch,
-        keyed=keyed,
+        keyed=keyed(ctx, batch_result),
         validate_only=ctx.validate_only,
     )
     return batch_result(outcome)

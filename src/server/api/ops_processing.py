@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from google.protobuf.message import Message
@@ -10,26 +10,18 @@ from google.protobuf.message import Message
 from geopera.v1 import catalog_pb2, processing_pb2, resources_pb2
 from geopera_kernel.server.api import convert
 from geopera_kernel.server.api.registry import Operation, OperationContext
+from geopera_kernel.server.api.spending import keyed, spend_result
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.clip import ClipRequest, create_clip_job
-from geopera_kernel.server.domain.idempotency import KeyedStore
 from geopera_kernel.server.domain.jobs import JobCreate, JobQuery, JobSpend
 from geopera_kernel.server.errors import invalid_argument
 from geopera_kernel.server.services import Services
 
-T = TypeVar("T")
+CreateParams = processing_pb2.ProcessingCreateParams | processing_pb2.ProcessingCreateAndDispatchParams
+R = TypeVar("R", bound=Message)
 
 
-def _keyed(ctx: OperationContext, result: Callable[[T], Message]) -> KeyedStore[T] | None:
-    """An idempotent call's store, its responses encoded as `result` packs them."""
-    if ctx.keyed is None:
-        return None
-    return KeyedStore(ctx.keyed, lambda outcome: result(outcome).SerializeToString())
-
-
-def _job_create(
-    p: processing_pb2.ProcessingCreateParams | processing_pb2.ProcessingCreateAndDispatchParams,
-) -> JobCreate:
+def _job_create(p: CreateParams) -> JobCreate:
     return JobCreate(
         project_id=p.project_id,
         job_type_id=p.job_type_id,
@@ -52,55 +44,41 @@ async def clip_create_from_item(
 
     def result(outcome: tuple[JobSpend, list[str]]) -> processing_pb2.ClipCreateFromItemResult:
         spend, keys = outcome
-        return processing_pb2.ClipCreateFromItemResult(
-            job=convert.job(spend.job),
-            assets_to_clip=len(keys),
-            asset_keys=keys,
-            dispatch=convert.dispatch(spend.dispatch),
-            estimate=convert.estimate(spend.estimate),
-        )
+        message = _clip_spend(spend)
+        message.assets_to_clip = len(keys)
+        message.asset_keys.extend(keys)
+        return message
 
     outcome = await create_clip_job(
-        ctx.principal, s.catalog, s.jobs, request, _keyed(ctx, result), validate_only=ctx.validate_only
+        ctx.principal, s.catalog, s.jobs, request, keyed(ctx, result), validate_only=ctx.validate_only
     )
     return result(outcome)
 
 
-async def processing_create(
-    s: Services, ctx: OperationContext, p: processing_pb2.ProcessingCreateParams
-) -> processing_pb2.ProcessingCreateResult:
-    def result(spend: JobSpend) -> processing_pb2.ProcessingCreateResult:
-        return processing_pb2.ProcessingCreateResult(
-            job=convert.job(spend.job), estimate=convert.estimate(spend.estimate)
+_clip_spend = spend_result(processing_pb2.ClipCreateFromItemResult)
+_dispatched = spend_result(processing_pb2.ProcessingDispatchResult)
+
+
+def _creates(
+    result_type: type[R], *, dispatch: bool
+) -> Callable[[Services, OperationContext, CreateParams], Awaitable[R]]:
+    """processing.create and processing.create_and_dispatch: one job, dispatched or not."""
+    pack = spend_result(result_type)
+
+    async def create(s: Services, ctx: OperationContext, p: CreateParams) -> R:
+        spend = await s.jobs.create(
+            ctx.principal, _job_create(p), dispatch=dispatch, keyed=keyed(ctx, pack), validate_only=ctx.validate_only
         )
+        return pack(spend)
 
-    spend = await s.jobs.create(
-        ctx.principal, _job_create(p), dispatch=False, keyed=_keyed(ctx, result), validate_only=ctx.validate_only
-    )
-    return result(spend)
+    return create
 
 
-async def processing_create_and_dispatch(
-    s: Services, ctx: OperationContext, p: processing_pb2.ProcessingCreateAndDispatchParams
-) -> processing_pb2.ProcessingCreateAndDispatchResult:
-    def result(spend: JobSpend) -> processing_pb2.ProcessingCreateAndDispatchResult:
-        return processing_pb2.ProcessingCreateAndDispatchResult(
-            job=convert.job(spend.job),
-            dispatch=convert.dispatch(spend.dispatch),
-            estimate=convert.estimate(spend.estimate),
-        )
-
-    spend = await s.jobs.create(
-        ctx.principal, _job_create(p), dispatch=True, keyed=_keyed(ctx, result), validate_only=ctx.validate_only
-    )
-    return result(spend)
+processing_create = _creates(processing_pb2.ProcessingCreateResult, dispatch=False)
+processing_create_and_dispatch = _creates(processing_pb2.ProcessingCreateAndDispatchResult, dispatch=True)
 
 
-async def _project_named(
-    s: Services,
-    principal: Principal,
-    p: processing_pb2.ProcessingCreateParams | processing_pb2.ProcessingCreateAndDispatchParams,
-) -> str:
+async def _project_named(s: Services, principal: Principal, p: CreateParams) -> str:
     return p.project_id
 
 
@@ -117,15 +95,9 @@ async def _project_of_job(s: Services, principal: Principal, p: processing_pb2.P
 async def processing_dispatch(
     s: Services, ctx: OperationContext, p: processing_pb2.ProcessingDispatchParams
 ) -> processing_pb2.ProcessingDispatchResult:
-    def result(spend: JobSpend) -> processing_pb2.ProcessingDispatchResult:
-        return processing_pb2.ProcessingDispatchResult(
-            job=convert.job(spend.job),
-            dispatch=convert.dispatch(spend.dispatch),
-            estimate=convert.estimate(spend.estimate),
-        )
-
-    spend = await s.jobs.dispatch(ctx.principal, p.job_id, keyed=_keyed(ctx, result), validate_only=ctx.validate_only)
-    return result(spend)
+    keyed_call = keyed(ctx, _dispatched)
+    spend = await s.jobs.dispatch(ctx.principal, p.job_id, keyed=keyed_call, validate_only=ctx.validate_only)
+    return _dispatched(spend)
 
 
 async def jobs_list(

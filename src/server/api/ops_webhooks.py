@@ -10,30 +10,11 @@ from geopera_kernel.server.services import Services
 
 
 def webhook(record: WebhookRecord) -> webhooks_pb2.Webhook:
-    return webhooks_pb2.Webhook(
-        id=record.id,
-        project_id=record.project_id,
-        url=record.url,
-        event_types=record.event_types,
-        enabled=record.enabled,
-        disabled_reason=record.disabled_reason,
-        consecutive_failures=record.consecutive_failures,
-        create_time=convert.timestamp(record.create_time),
-    )
+    return convert.mirror(webhooks_pb2.Webhook, record)
 
 
 def attempt(record: AttemptRecord) -> webhooks_pb2.WebhookAttempt:
-    return webhooks_pb2.WebhookAttempt(
-        message_id=record.message_id,
-        event_type=record.event_type,
-        job_id=record.job_id,
-        attempt=record.attempt,
-        attempt_time=convert.timestamp(record.attempt_time),
-        status_code=record.status_code,
-        latency_ms=record.latency_ms,
-        error=record.error,
-        message_state=record.message_state,
-    )
+    return convert.mirror(webhooks_pb2.WebhookAttempt, record)
 
 
 async def webhooks_create(

@@ -16,7 +16,7 @@ import psycopg
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.rows import fetch_project_row
 from geopera_kernel.server.errors import failed_precondition, invalid_argument
-from geopera_kernel.server.pagination import decode_page_token, encode_page_token, page_size_or_default
+from geopera_kernel.server.pagination import decode_page_token, page, page_size_or_default
 from geopera_kernel.server.store import Database, Q
 
 
@@ -81,9 +81,7 @@ class CreditService:
                     },
                 )
             ).fetchall()
-        entries = [LedgerRow(**r) for r in rows[:limit]]
-        next_token = encode_page_token({"id": entries[-1].id}, filters) if len(rows) > limit else ""
-        return entries, next_token
+        return page(rows, limit, lambda r: LedgerRow(**r), lambda last: {"id": last.id}, filters)
 
     # -- inside a caller's transaction -------------------------------------
     # A job's credits move with its state: these run in the transaction that

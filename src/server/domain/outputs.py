@@ -35,12 +35,13 @@ from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.catalog.items import ASSET_KEY, NewItem, StoredAsset, asset_storage_key, insert_item
 from geopera_kernel.server.domain.catalog.reads import CatalogLimits
 from geopera_kernel.server.domain.jobs import JobError, JobRecord, JobService
+from geopera_kernel.server.domain.jobs.creation import output_name_taken
 from geopera_kernel.server.domain.models import ItemRecord
 from geopera_kernel.server.domain.output_parts import OutputAssetSpec, OutputChunkPart, OutputItemPart, OutputPart
 from geopera_kernel.server.domain.pending_objects import PendingObjects
 from geopera_kernel.server.domain.quota import StorageQuota
 from geopera_kernel.server.domain.raster_work import RasterWorkPool
-from geopera_kernel.server.errors import Code, DomainError, already_exists, invalid_argument
+from geopera_kernel.server.errors import Code, DomainError, invalid_argument
 from geopera_kernel.server.ids import new_id
 from geopera_kernel.server.storage import BlobStorage
 from geopera_kernel.server.store import Database, Q
@@ -79,15 +80,6 @@ class _LazyDir:
 
 def _invalid(message: str, field: str) -> DomainError:
     return invalid_argument("INVALID_OUTPUT", message, field=field)
-
-
-def _name_taken(collection_id: str, name: str) -> DomainError:
-    return already_exists(
-        "OUTPUT_NAME_TAKEN",
-        f"collection {collection_id!r} already has an item named {name!r}",
-        collection_id=collection_id,
-        name=name,
-    )
 
 
 # A broken-off stream is worth sending again; every other refusal of the outputs
@@ -281,7 +273,7 @@ class OutputService:
                 )
             ).fetchone()
         if taken is not None:
-            raise _name_taken(job.target_collection_id, name)
+            raise output_name_taken(job.target_collection_id, name)
 
     async def _write_chunk(self, target: _ReceivingAsset, part: OutputChunkPart) -> None:
         where = f"items[{part.output_key}].assets[{part.asset_key}]"
@@ -342,7 +334,7 @@ class OutputService:
                     if err.reason != "ITEM_NAME_TAKEN":
                         raise
                     # Taken since the check on receipt: same refusal, same reason.
-                    raise _name_taken(job.target_collection_id, part.name) from err
+                    raise output_name_taken(job.target_collection_id, part.name) from err
                 await tx.execute(
                     Q.insert_provenance_edge,
                     {"output_item_id": item_id, "relation": "generated_by", "job_id": job.id, "source_item_id": None},

@@ -1,8 +1,8 @@
 """Webhooks: a project's subscriptions to its job events (issue 13.3).
 
-Messages are enqueued by the statements that write job events (jobs.sql
-insert_events and report_progress: the outbox row commits with the event) and
-sent by webhooks.sender from any replica."""
+Messages are enqueued by job_events' trigger (migration 0015) in the statement
+that writes each job event (the outbox row commits with the event) and sent by
+webhooks.sender from any replica."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.errors import invalid_argument, not_found
 from geopera_kernel.server.ids import new_id
-from geopera_kernel.server.pagination import decode_page_token, encode_page_token, page_size_or_default
+from geopera_kernel.server.pagination import decode_page_token, encode_page_token, page, page_size_or_default
 from geopera_kernel.server.store import Database, Q
 from geopera_kernel.server.webhooks.guard import check_url
 from geopera_kernel.server.webhooks.signature import new_secret
@@ -142,12 +142,9 @@ class WebhookService:
                     {"project_id": project_id, "after_time": cursor["t"], "after_id": cursor["i"], "limit": limit + 1},
                 )
             ).fetchall()
-        hooks = [WebhookRecord.from_row(r) for r in rows[:limit]]
-        next_token = ""
-        if len(rows) > limit:
-            last = hooks[-1]
-            next_token = encode_page_token({"t": last.create_time.isoformat(), "i": last.id}, filters)
-        return hooks, next_token
+        return page(
+            rows, limit, WebhookRecord.from_row, lambda last: {"t": last.create_time.isoformat(), "i": last.id}, filters
+        )
 
     async def get(self, principal: Principal, webhook_id: str) -> WebhookRecord:
         if not webhook_id:

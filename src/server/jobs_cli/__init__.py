@@ -5,9 +5,8 @@ One module per subcommand, each with `add_arguments(parser)` and
 `resubmit`) is one module and one line here. Such a module gets the
 connection flags of `geopera download` (`--server --token --tls --ca-file`),
 `--json` (the JSON the HTTP projection answers, job statuses as words) and
-the shared channel and exit statuses (kernel.py). A module that handles its
-own connection instead has `add_arguments(parser)` and `main(args) -> int`
-(and adds those flags itself, see remote.py).
+the shared channel and exit statuses (kernel.py); a module may word `--json`
+itself (JSON_HELP).
 
 Exit status, as `geopera download`: 0 done; 1 the kernel refused or could not
 be reached (and for `watch`, a job that ended FAILED or CANCELLED); 2 a bad
@@ -46,9 +45,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     for name, (module, help_text) in SUBCOMMANDS.items():
         parser = actions.add_parser(name, help=help_text, description=f"{help_text[0].upper()}{help_text[1:]}.")
         module.add_arguments(parser)
-        if not hasattr(module, "run"):  # a module with its own connection handling
-            parser.set_defaults(func=module.main)
-            continue
-        parser.add_argument("--json", action="store_true", help="print JSON (as the HTTP API answers) instead")
+        json_help = getattr(module, "JSON_HELP", "print JSON (as the HTTP API answers) instead")
+        parser.add_argument("--json", action="store_true", help=json_help)
         add_connection_arguments(parser)
         parser.set_defaults(func=run_subcommand(module.run))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from geopera_kernel.server.jobs_cli import show
-from geopera_kernel.server.jobs_cli.kernel import Kernel, print_json
+from geopera_kernel.server.jobs_cli.kernel import Kernel
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,8 +17,5 @@ def run(kernel: Kernel, args: argparse.Namespace) -> int:
 
     params = processing_pb2.ProcessingJobsGetParams(job_id=args.job_id)
     job = kernel.execute("processing.jobs.get", params, processing_pb2.ProcessingJobsGetResult()).job
-    if args.json:
-        print_json(job)
-    else:
-        print("\n".join(show.block(job)))
+    show.print_job(job, args.json)
     return 0

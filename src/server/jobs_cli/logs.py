@@ -15,40 +15,24 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from geopera_kernel.server.remote import add_connection_arguments, open_channel, token_of
+from geopera_kernel.server.jobs_cli.kernel import Kernel
+from geopera_kernel.server.remote import KernelRefused
 
 if TYPE_CHECKING:
-    from geopera.v1 import kernel_pb2_grpc, resources_pb2
+    from geopera.v1 import resources_pb2
 
 LEVELS = ("debug", "info", "warning", "error", "critical")
 RESUME_DELAYS = (0.2, 0.5, 1.0, 2.0, 5.0)
-
-
-class LogsFailed(Exception):
-    """A refused or failed call: its gRPC code name and reason."""
-
-    def __init__(self, code: str, reason: str, message: str) -> None:
-        super().__init__(f"{code} {reason}: {message}")
-        self.code = code
-        self.reason = reason
-
-
-def _failure(err: Any) -> LogsFailed:
-    from geopera_kernel.server.edge.status import status_details
-
-    code = err.code().name if err.code() is not None else "UNKNOWN"
-    return LogsFailed(code, status_details(err.trailing_metadata()).reason or code, err.details() or "")
+JSON_HELP = "one JSON object (a JobLogEntry) per line"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job_id", help="the job (job_...)")
     parser.add_argument("--min-level", choices=LEVELS, help="only records of this level and worse")
     parser.add_argument("--follow", "-f", action="store_true", help="then print new records until the job ends")
-    parser.add_argument("--json", action="store_true", help="one JSON object (a JobLogEntry) per line")
-    add_connection_arguments(parser)
 
 
 def line(entry: resources_pb2.JobLogEntry, as_json: bool) -> str:
@@ -67,45 +51,25 @@ def line(entry: resources_pb2.JobLogEntry, as_json: bool) -> str:
     return f"{text} {json.dumps(fields, separators=(',', ':'), sort_keys=True)}" if fields else text
 
 
-def pages(
-    stub: kernel_pb2_grpc.KernelServiceStub, job_id: str, min_level: int, metadata: Iterable[tuple[str, str]]
-) -> Iterator[resources_pb2.JobLogEntry]:
-    import grpc
-
-    from geopera.v1 import kernel_pb2, processing_pb2
+def pages(kernel: Kernel, job_id: str, min_level: int) -> Iterator[resources_pb2.JobLogEntry]:
+    from geopera.v1 import processing_pb2
 
     token = ""
     while True:
-        request = kernel_pb2.ExecuteRequest(operation="processing.jobs.logs")
-        request.params.Pack(
-            processing_pb2.ProcessingJobsLogsParams(
-                job_id=job_id,
-                min_level=min_level,  # type: ignore[arg-type]  # a LogLevel number
-                page_size=1000,
-                page_token=token,
-            )
+        params = processing_pb2.ProcessingJobsLogsParams(
+            job_id=job_id,
+            min_level=min_level,  # type: ignore[arg-type]  # a LogLevel number
+            page_size=1000,
+            page_token=token,
         )
-        try:
-            response = stub.Execute(request, metadata=tuple(metadata), timeout=30)
-        except grpc.RpcError as err:
-            raise _failure(err) from None
-        page = processing_pb2.ProcessingJobsLogsResult()
-        response.result.Unpack(page)
+        page = kernel.execute("processing.jobs.logs", params, processing_pb2.ProcessingJobsLogsResult(), timeout=30)
         yield from page.entries
         token = page.next_page_token
         if not token:
             return
 
 
-def follow(
-    stub: kernel_pb2_grpc.KernelServiceStub,
-    job_id: str,
-    min_level: int,
-    after_log: int,
-    metadata: Iterable[tuple[str, str]],
-    out: Any,
-    as_json: bool,
-) -> resources_pb2.Job:
+def follow(kernel: Kernel, job_id: str, min_level: int, after_log: int, out: Any, as_json: bool) -> resources_pb2.Job:
     """Print the records after `after_log` until the job ends; the final job."""
     import grpc
 
@@ -123,7 +87,7 @@ def follow(
             min_log_level=min_level,  # type: ignore[arg-type]  # a LogLevel number
         )
         try:
-            for event in stub.WatchJob(request, metadata=tuple(metadata)):
+            for event in kernel.stub.WatchJob(request, metadata=kernel.metadata):
                 if event.HasField("log_entry"):
                     after_log = max(after_log, event.log_entry.sequence)
                     print(line(event.log_entry, as_json), file=out, flush=True)
@@ -134,39 +98,24 @@ def follow(
             if latest.status in terminal or after_event:
                 return latest  # ended OK with nothing newer: the job had ended
         except grpc.RpcError as err:
-            failure = _failure(err)
+            failure = KernelRefused.from_rpc(err)
             if failure.code != "UNAVAILABLE" or resumes >= len(RESUME_DELAYS):
                 raise failure from None
             time.sleep(RESUME_DELAYS[resumes])
             resumes += 1
 
 
-def main(args: argparse.Namespace) -> int:
+def run(kernel: Kernel, args: argparse.Namespace) -> int:
+    from geopera.v1 import resources_pb2
 
-    from geopera.v1 import kernel_pb2_grpc, resources_pb2
-
-    token = token_of(args)
-    metadata = [("authorization", f"Bearer {token}")] if token else []
     min_level = LEVELS.index(args.min_level) + 1 if args.min_level else 0
-    try:
-        channel = open_channel(args)
-    except OSError as err:
-        print(f"error: --ca-file: {err}", file=sys.stderr)
-        return 2
-    try:
-        with channel:
-            stub = kernel_pb2_grpc.KernelServiceStub(channel)
-            last = 0
-            for entry in pages(stub, args.job_id, min_level, metadata):
-                print(line(entry, args.json), flush=True)
-                last = entry.sequence
-            if not args.follow:
-                return 0
-            job = follow(stub, args.job_id, min_level, last, metadata, sys.stdout, args.json)
-    except LogsFailed as err:
-        hint = f" (is a kernel serving {args.server}?)" if err.reason == "UNAVAILABLE" else ""
-        print(f"error: {err}{hint}", file=sys.stderr)
-        return 1
+    last = 0
+    for entry in pages(kernel, args.job_id, min_level):
+        print(line(entry, args.json), flush=True)
+        last = entry.sequence
+    if not args.follow:
+        return 0
+    job = follow(kernel, args.job_id, min_level, last, sys.stdout, args.json)
     status = resources_pb2.JobStatus.Name(job.status).removeprefix("JOB_STATUS_")
     error = f": {job.error.message}" if job.error.message else ""
     print(f"job {job.id} {status}{error}", file=sys.stderr)

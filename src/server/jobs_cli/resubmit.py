@@ -9,7 +9,7 @@ import json
 import uuid
 
 from geopera_kernel.server.jobs_cli import show
-from geopera_kernel.server.jobs_cli.kernel import Kernel, print_json
+from geopera_kernel.server.jobs_cli.kernel import Kernel
 
 
 def _override(text: str) -> tuple[str, object]:
@@ -45,8 +45,5 @@ def run(kernel: Kernel, args: argparse.Namespace) -> int:
     result = kernel.execute(
         "processing.jobs.resubmit", params, processing_pb2.ProcessingJobsResubmitResult(), idempotency_key=key
     )
-    if args.json:
-        print_json(result.job)
-    else:
-        print("\n".join(show.block(result.job)))
+    show.print_job(result.job, args.json)
     return 0

@@ -1,4 +1,4 @@
-"""A job for a terminal: one line per job (list) and a block per job (get, cancel)."""
+"""A job for a terminal: one line per job (list) and a block per job (get, cancel, resubmit)."""
 
 from __future__ import annotations
 
@@ -64,3 +64,13 @@ def error_reason(job: resources_pb2.Job) -> str:
         if detail.Unpack(info):
             return info.reason
     return ""
+
+
+def print_job(job: resources_pb2.Job, as_json: bool) -> None:
+    """A job as get, cancel and resubmit print it: a block, or the JSON the HTTP API answers."""
+    from geopera_kernel.server.jobs_cli.kernel import print_json
+
+    if as_json:
+        print_json(job)
+    else:
+        print("\n".join(block(job)))

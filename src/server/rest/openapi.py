@@ -12,6 +12,7 @@ from geopera_kernel.server.api.jsonview import JOB_STATUS_ENUM, JOB_STATUS_WORDS
 from geopera_kernel.server.api.registry import OperationRegistry
 from geopera_kernel.server.api.wire import descriptor_of
 from geopera_kernel.server.rest import downloads, stac_openapi, tiles_openapi
+from geopera_kernel.server.rest.openapi_parts import error_response, path_param, query_param
 
 _SCALARS: dict[int, dict[str, Any]] = {
     FieldDescriptor.TYPE_DOUBLE: {"type": "number"},
@@ -158,10 +159,7 @@ def openapi_document(registry: OperationRegistry, server_url: str = "/") -> dict
                         "description": "the operation's result",
                         "content": {"application/json": {"schema": builder.ref(descriptor_of(operation.result_type))}},
                     },
-                    "default": {
-                        "description": "an error",
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-                    },
+                    "default": error_response(),
                 },
             }
         }  # fmt: skip
@@ -173,11 +171,11 @@ def openapi_document(registry: OperationRegistry, server_url: str = "/") -> dict
             "`include_logs=true` adds the job's log records as `log` events (before the terminal one), "
             "from `after_log_sequence`, of at least `min_log_level` (`debug`..`critical` or 1..5).",
             "parameters": [
-                {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}},
-                {"name": "after_sequence", "in": "query", "required": False, "schema": {"type": "integer"}},
-                {"name": "include_logs", "in": "query", "required": False, "schema": {"type": "boolean"}},
-                {"name": "after_log_sequence", "in": "query", "required": False, "schema": {"type": "integer"}},
-                {"name": "min_log_level", "in": "query", "required": False, "schema": {"type": "string"}},
+                path_param("job_id"),
+                query_param("after_sequence", schema={"type": "integer"}),
+                query_param("include_logs", schema={"type": "boolean"}),
+                query_param("after_log_sequence", schema={"type": "integer"}),
+                query_param("min_log_level"),
             ],
             "responses": {"200": {"description": "text/event-stream of WatchJobResponse JSON objects"}},
         }
@@ -190,21 +188,17 @@ def openapi_document(registry: OperationRegistry, server_url: str = "/") -> dict
             "every job has ended. Each event's `id` is `job_id:sequence`; resume with `after_sequences` "
             "(`job_id:sequence` pairs separated by commas) or `Last-Event-ID` (one pair).",
             "parameters": [
-                {"name": "project_id", "in": "path", "required": True, "schema": {"type": "string"}},
-                {"name": "batch_id", "in": "query", "required": False, "schema": {"type": "string"}},
-                {"name": "status", "in": "query", "required": False,
-                 "schema": {"type": "string", "enum": ["PENDING", "DISPATCHED", "RUNNING", "SUCCEEDED", "FAILED",
-                                                       "CANCELLED"]}},
-                {"name": "job_type_id", "in": "query", "required": False, "schema": {"type": "string"}},
-                {"name": "after_sequences", "in": "query", "required": False, "schema": {"type": "string"}},
+                path_param("project_id"),
+                query_param("batch_id"),
+                query_param("status", schema={"type": "string", "enum": ["PENDING", "DISPATCHED", "RUNNING",
+                                                                         "SUCCEEDED", "FAILED", "CANCELLED"]}),
+                query_param("job_type_id"),
+                query_param("after_sequences"),
             ],
             "responses": {
                 "200": {"description": "text/event-stream of WatchJobResponse JSON objects"},
                 "204": {"description": "nothing newer than after_sequences: every job of the set has ended"},
-                "default": {
-                    "description": "an error",
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-                },
+                "default": error_response(),
             },
         }
     }  # fmt: skip

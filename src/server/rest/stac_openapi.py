@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from geopera_kernel.server.rest.openapi_parts import error_response, path_param, query_param
 from geopera_kernel.server.rest.stac_items import GEOJSON, JSON, STAC_ROOT
 from geopera_kernel.server.rest.stac_search import DEFAULT_LIMIT, MAX_LIMIT
 
-_ERROR = {"description": "an error", "content": {JSON: {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _OBJECT = {"type": "object"}
 _FEATURE_COLLECTION = {
     "type": "object",
@@ -23,20 +23,11 @@ _FEATURE_COLLECTION = {
 }
 
 
-def _query(name: str, description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema or {"type": "string"},
-            "description": description}  # fmt: skip
-
-
-def _path(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-
-
-_LIMIT = _query("limit", f"items per page, {DEFAULT_LIMIT} by default; above {MAX_LIMIT}, {MAX_LIMIT}",
+_LIMIT = query_param("limit", f"items per page, {DEFAULT_LIMIT} by default; above {MAX_LIMIT}, {MAX_LIMIT}",
                 {"type": "integer", "minimum": 1})  # fmt: skip
-_BBOX = _query("bbox", "west,south,east,north in degrees (or 6 numbers with heights)")
-_DATETIME = _query("datetime", "an RFC 3339 instant, or an interval start/end with .. for an open end")
-_TOKEN = _query("token", "the page token of a `next` link")
+_BBOX = query_param("bbox", "west,south,east,north in degrees (or 6 numbers with heights)")
+_DATETIME = query_param("datetime", "an RFC 3339 instant, or an interval start/end with .. for an open end")
+_TOKEN = query_param("token", "the page token of a `next` link")
 
 
 def _get(operation_id: str, summary: str, media_type: str, schema: dict[str, Any], *params: dict[str, Any]) -> Any:
@@ -47,7 +38,7 @@ def _get(operation_id: str, summary: str, media_type: str, schema: dict[str, Any
             "tags": ["STAC API"],
             "parameters": list(params),
             "responses": {"200": {"description": summary, "content": {media_type: {"schema": schema}}},
-                          "default": _ERROR},
+                          "default": error_response()},
         }
     }  # fmt: skip
 
@@ -68,9 +59,9 @@ def openapi_paths() -> dict[str, Any]:
     }
     search_get = _get(
         "stac_search_get", "Search items (STAC API item search).", GEOJSON, _FEATURE_COLLECTION,
-        _query("collections", "comma-separated collection (project) ids; all the caller reads when absent"),
-        _query("ids", "comma-separated item ids"), _BBOX, _DATETIME,
-        _query("intersects", "a GeoJSON geometry, as JSON text"), _LIMIT, _TOKEN,
+        query_param("collections", "comma-separated collection (project) ids; all the caller reads when absent"),
+        query_param("ids", "comma-separated item ids"), _BBOX, _DATETIME,
+        query_param("intersects", "a GeoJSON geometry, as JSON text"), _LIMIT, _TOKEN,
     )  # fmt: skip
     search_get["post"] = {
         "operationId": "stac_search_post",
@@ -78,21 +69,21 @@ def openapi_paths() -> dict[str, Any]:
         "tags": ["STAC API"],
         "requestBody": {"required": False, "content": {JSON: {"schema": search_body}}},
         "responses": {"200": {"description": "a page of items", "content": {GEOJSON: {"schema": _FEATURE_COLLECTION}}},
-                      "default": _ERROR},
+                      "default": error_response()},
     }  # fmt: skip
     return {
         root: _get("stac_landing_page", "The STAC API landing page (a Catalog).", JSON, _OBJECT),
         root + "/conformance": _get("stac_conformance", "The conformance classes.", JSON, _OBJECT),
         root + "/collections": _get("stac_collections", "A collection per project the caller reads.", JSON, _OBJECT),
         root + "/collections/{collection_id}": _get(
-            "stac_collection", "One collection (project).", JSON, _OBJECT, _path("collection_id")
+            "stac_collection", "One collection (project).", JSON, _OBJECT, path_param("collection_id")
         ),
         root + "/collections/{collection_id}/items": _get(
             "stac_collection_items",
             "A collection's items, a page at a time.",
             GEOJSON,
             _FEATURE_COLLECTION,
-            _path("collection_id"),
+            path_param("collection_id"),
             _BBOX,
             _DATETIME,
             _LIMIT,
@@ -103,8 +94,8 @@ def openapi_paths() -> dict[str, Any]:
             "One item (a STAC Item; asset hrefs are signed URLs).",
             GEOJSON,
             _OBJECT,
-            _path("collection_id"),
-            _path("item_id"),
+            path_param("collection_id"),
+            path_param("item_id"),
         ),
         root + "/search": search_get,
     }
@@ -128,6 +119,6 @@ def health_paths() -> dict[str, Any]:
         "/readyz": probe(
             "readyz",
             "Readiness: the database answers and is fully migrated (503 with the reason).",
-            **{"503": {**_ERROR, "description": "not ready, with the reason"}},
+            **{"503": error_response("not ready, with the reason")},
         ),
     }

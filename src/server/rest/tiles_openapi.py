@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from geopera_kernel.server.rest.openapi_parts import ERROR_CONTENT, path_param, query_param
 from geopera_kernel.server.rest.tiles import KINDS, TILE_MATRIX_SET
 
 _RENDER_QUERY = [
@@ -17,20 +18,16 @@ _SIGNATURE_QUERY = [
     (name, "signed URL (a tilejson template's prefix grant): allowed with no Authorization header")
     for name in ("expires", "key", "prefix", "signature")
 ]
-_ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _ID_PARAM = {"items": "item_id", "artifacts": "artifact_id"}
 _SCOPE = {"items": "catalog:read", "artifacts": "analytics:read"}
 
 
 def _query(pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    return [
-        {"name": name, "in": "query", "required": False, "schema": {"type": "string"}, "description": text}
-        for name, text in pairs
-    ]
+    return [query_param(name, text) for name, text in pairs]
 
 
 def _path(names: list[str]) -> list[dict[str, Any]]:
-    return [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in names]
+    return [path_param(name) for name in names]
 
 
 def _operation(operation_id: str, summary: str, kind: str, parameters: list[dict[str, Any]], ok: str) -> dict[str, Any]:
@@ -44,7 +41,7 @@ def _operation(operation_id: str, summary: str, kind: str, parameters: list[dict
         "parameters": parameters,
         "security": [{"bearer": []}, {}],
         "responses": {"200": {"description": ok}, "304": {"description": "If-None-Match matched"}, "default": {
-            "description": "an error (400 bad parameters, 404 outside the bounds or unknown)", **_ERROR}},
+            "description": "an error (400 bad parameters, 404 outside the bounds or unknown)", **ERROR_CONTENT}},
     }  # fmt: skip
 
 

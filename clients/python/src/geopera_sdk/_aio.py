@@ -17,7 +17,7 @@ import os
 import threading
 import time  # noqa: F401 (the generated sync client uses it)
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from typing import IO, Any, TypeVar
+from typing import IO, Any, Self, TypeVar
 
 import grpc
 from google.protobuf import struct_pb2
@@ -870,7 +870,84 @@ class AsyncJobs(_AsyncNamespace):
         return await job.wait(timeout=timeout, progress=progress, raise_on_failure=raise_on_failure)
 
 
-class AsyncJobWatch(AsyncIterator[kernel_pb2.WatchJobResponse]):
+class _AsyncWatch(AsyncIterator[kernel_pb2.WatchJobResponse]):
+    """An async iterator over a watch stream that resumes after dropped streams
+    (`resumes` counts the reconnections); a subclass opens the stream, says which
+    events are new, and when the stream is complete."""
+
+    def __init__(self, client: AsyncClient, timeout: float | None) -> None:
+        self.resumes = 0
+        self._client = client
+        self._timeout = timeout
+        if False:  # SYNC
+            # close() may come from another thread than the one iterating.
+            self._call: Any = None
+            self._lock = threading.Lock()
+        self._events = self._run()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> kernel_pb2.WatchJobResponse:
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        """Stop watching (cancels the open stream)."""
+        if False:  # SYNC
+            with self._lock:
+                if self._call is not None:
+                    self._call.cancel()
+        await self._events.aclose()
+
+    def _open(self, timeout: float | None) -> Any:
+        """The stream, from the latest event seen."""
+        raise NotImplementedError
+
+    def _is_new(self, event: kernel_pb2.WatchJobResponse) -> bool:
+        """Whether to pass the event on (and note it as seen)."""
+        raise NotImplementedError
+
+    def _is_last(self, event: kernel_pb2.WatchJobResponse) -> bool:
+        return False
+
+    def _ended(self, received: bool) -> GeoperaError | None:
+        """At a stream's OK end: None when the watch is complete, else the error to resume on."""
+        return None
+
+    async def _run(self) -> AsyncGenerator[kernel_pb2.WatchJobResponse, None]:
+        attempts = Attempts(self._client.retry_policy, self._timeout, stream=True)
+        while True:
+            call = self._open(attempts.remaining())
+            if False:  # SYNC
+                with self._lock:
+                    self._call = call
+            received = False
+            try:
+                async for event in call:
+                    received = True
+                    if not self._is_new(event):
+                        continue
+                    attempts.progressed()
+                    yield event
+                    if self._is_last(event):
+                        return
+                error = self._ended(received)
+                if error is None:
+                    return
+            except grpc.RpcError as err:
+                error = error_from_rpc(err)
+            finally:
+                call.cancel()
+            if error.reason == "WATCH_IDLE":
+                attempts.progressed()  # the server ends quiet watches: resuming them is routine
+            delay = attempts.next_delay(error, safe=True)
+            if delay is None:
+                raise error
+            self.resumes += 1
+            await asyncio.sleep(delay)
+
+
+class AsyncJobWatch(_AsyncWatch):
     """An async iterator over a job's events that resumes after dropped streams.
     `resumes` counts the reconnections, `last_sequence` the latest event."""
 
@@ -887,75 +964,36 @@ class AsyncJobWatch(AsyncIterator[kernel_pb2.WatchJobResponse]):
         # With logs: (the last log record's sequence seen, the least level asked for).
         self.last_log_sequence = logs[0] if logs is not None else 0
         self._logs = logs
-        self.resumes = 0
-        self._client = client
-        self._timeout = timeout
-        if False:  # SYNC
-            # close() may come from another thread than the one iterating.
-            self._call: Any = None
-            self._lock = threading.Lock()
-        self._events = self._run()
+        self._yielded = False
+        super().__init__(client, timeout)
 
-    def __aiter__(self) -> AsyncJobWatch:
-        return self
+    def _open(self, timeout: float | None) -> Any:
+        request = kernel_pb2.WatchJobRequest(job_id=self.job_id, after_sequence=self.last_sequence)
+        if self._logs is not None:
+            request.include_logs = True
+            request.after_log_sequence = self.last_log_sequence
+            request.min_log_level = self._logs[1]  # type: ignore[assignment]  # a LogLevel number
+        return self._client._stub.WatchJob(request, metadata=self._client._settings.metadata(), timeout=timeout)
 
-    async def __anext__(self) -> kernel_pb2.WatchJobResponse:
-        return await self._events.__anext__()
+    def _is_new(self, event: kernel_pb2.WatchJobResponse) -> bool:
+        if event.HasField("log_entry"):  # a log record: its own sequence
+            if event.log_entry.sequence <= self.last_log_sequence:
+                return False
+            self.last_log_sequence = event.log_entry.sequence
+            return True
+        if self._yielded and event.sequence <= self.last_sequence:
+            return False  # already seen (never expected; cheap insurance)
+        self.last_sequence = max(self.last_sequence, event.sequence)
+        self._yielded = True
+        return True
 
-    async def aclose(self) -> None:
-        """Stop watching (cancels the open stream)."""
-        if False:  # SYNC
-            with self._lock:
-                if self._call is not None:
-                    self._call.cancel()
-        await self._events.aclose()
+    def _is_last(self, event: kernel_pb2.WatchJobResponse) -> bool:
+        return not event.HasField("log_entry") and event.job.status in TERMINAL_STATUSES
 
-    async def _run(self) -> AsyncGenerator[kernel_pb2.WatchJobResponse, None]:
-        client = self._client
-        attempts = Attempts(client.retry_policy, self._timeout, stream=True)
-        yielded = False
-        while True:
-            request = kernel_pb2.WatchJobRequest(job_id=self.job_id, after_sequence=self.last_sequence)
-            if self._logs is not None:
-                request.include_logs = True
-                request.after_log_sequence = self.last_log_sequence
-                request.min_log_level = self._logs[1]  # type: ignore[assignment]  # a LogLevel number
-            call = client._stub.WatchJob(request, metadata=client._settings.metadata(), timeout=attempts.remaining())
-            if False:  # SYNC
-                with self._lock:
-                    self._call = call
-            received = False
-            try:
-                async for event in call:
-                    received = True
-                    if event.HasField("log_entry"):  # a log record: its own sequence
-                        if event.log_entry.sequence > self.last_log_sequence:
-                            self.last_log_sequence = event.log_entry.sequence
-                            attempts.progressed()
-                            yield event
-                        continue
-                    if yielded and event.sequence <= self.last_sequence:
-                        continue  # already seen (never expected; cheap insurance)
-                    self.last_sequence = max(self.last_sequence, event.sequence)
-                    yielded = True
-                    attempts.progressed()
-                    yield event
-                    if event.job.status in TERMINAL_STATUSES:
-                        return
-                if not received:
-                    return  # the server ends a watch OK only for an ended job: nothing was newer
-                error: GeoperaError = Unavailable("the watch ended before the job did", reason="STREAM_ENDED")
-            except grpc.RpcError as err:
-                error = error_from_rpc(err)
-            finally:
-                call.cancel()
-            if error.reason == "WATCH_IDLE":
-                attempts.progressed()  # the server ends quiet watches: resuming them is routine
-            delay = attempts.next_delay(error, safe=True)
-            if delay is None:
-                raise error
-            self.resumes += 1
-            await asyncio.sleep(delay)
+    def _ended(self, received: bool) -> GeoperaError | None:
+        if not received:
+            return None  # the server ends a watch OK only for an ended job: nothing was newer
+        return Unavailable("the watch ended before the job did", reason="STREAM_ENDED")
 
 
 class AsyncBatch:
@@ -973,10 +1011,11 @@ class AsyncBatch:
         return f"<Batch {self.batch_id or '(validate only)'}: {len(self.jobs)} jobs, {len(self.errors)} errors>"
 
 
-class AsyncJobsWatch(AsyncIterator[kernel_pb2.WatchJobResponse]):
+class AsyncJobsWatch(_AsyncWatch):
     """An async iterator over the events of many jobs (`WatchJobs`) that
     resumes dropped streams per job: `after_sequences` holds the latest
-    sequence seen of each job, `resumes` counts the reconnections."""
+    sequence seen of each job, `resumes` counts the reconnections.
+    The server ends WatchJobs OK once every job of the set has ended."""
 
     def __init__(
         self,
@@ -986,62 +1025,22 @@ class AsyncJobsWatch(AsyncIterator[kernel_pb2.WatchJobResponse]):
         timeout: float | None,
     ) -> None:
         self.after_sequences = after_sequences
-        self.resumes = 0
-        self._client = client
         self._request = request
-        self._timeout = timeout
-        if False:  # SYNC
-            # close() may come from another thread than the one iterating.
-            self._call: Any = None
-            self._lock = threading.Lock()
-        self._events = self._run()
+        super().__init__(client, timeout)
 
-    def __aiter__(self) -> AsyncJobsWatch:
-        return self
+    def _open(self, timeout: float | None) -> Any:
+        request = kernel_pb2.WatchJobsRequest()
+        request.CopyFrom(self._request)
+        for job_id, sequence in self.after_sequences.items():
+            request.after_sequences[job_id] = sequence
+        return self._client._stub.WatchJobs(request, metadata=self._client._settings.metadata(), timeout=timeout)
 
-    async def __anext__(self) -> kernel_pb2.WatchJobResponse:
-        return await self._events.__anext__()
-
-    async def aclose(self) -> None:
-        """Stop watching (cancels the open stream)."""
-        if False:  # SYNC
-            with self._lock:
-                if self._call is not None:
-                    self._call.cancel()
-        await self._events.aclose()
-
-    async def _run(self) -> AsyncGenerator[kernel_pb2.WatchJobResponse, None]:
-        client = self._client
-        attempts = Attempts(client.retry_policy, self._timeout, stream=True)
-        while True:
-            request = kernel_pb2.WatchJobsRequest()
-            request.CopyFrom(self._request)
-            for job_id, sequence in self.after_sequences.items():
-                request.after_sequences[job_id] = sequence
-            call = client._stub.WatchJobs(request, metadata=client._settings.metadata(), timeout=attempts.remaining())
-            if False:  # SYNC
-                with self._lock:
-                    self._call = call
-            try:
-                async for event in call:
-                    seen = self.after_sequences.get(event.job.id, 0)
-                    if seen and event.sequence <= seen:
-                        continue  # already seen (never expected; cheap insurance)
-                    self.after_sequences[event.job.id] = event.sequence
-                    attempts.progressed()
-                    yield event
-                return  # the server ends WatchJobs OK once every job of the set has ended
-            except grpc.RpcError as err:
-                error = error_from_rpc(err)
-            finally:
-                call.cancel()
-            if error.reason == "WATCH_IDLE":
-                attempts.progressed()  # the server ends quiet watches: resuming them is routine
-            delay = attempts.next_delay(error, safe=True)
-            if delay is None:
-                raise error
-            self.resumes += 1
-            await asyncio.sleep(delay)
+    def _is_new(self, event: kernel_pb2.WatchJobResponse) -> bool:
+        seen = self.after_sequences.get(event.job.id, 0)
+        if seen and event.sequence <= seen:
+            return False  # already seen (never expected; cheap insurance)
+        self.after_sequences[event.job.id] = event.sequence
+        return True
 
 
 class AsyncJobTypes(_AsyncNamespace):

@@ -9,7 +9,7 @@ from geopera_kernel.server.domain.catalog.reads import CatalogReads
 from geopera_kernel.server.domain.models import ProjectExtent, ProjectRecord
 from geopera_kernel.server.domain.rows import fetch_project_row
 from geopera_kernel.server.errors import already_exists, invalid_argument
-from geopera_kernel.server.pagination import decode_page_token, encode_page_token, page_size_or_default
+from geopera_kernel.server.pagination import decode_page_token, page, page_size_or_default
 from geopera_kernel.server.store import Q
 
 
@@ -45,9 +45,7 @@ class CatalogProjects(CatalogReads):
                 {"after_id": (cursor or {}).get("id", ""), "member_ids": member_ids, "limit": limit + 1},
             )
             rows = await cur.fetchall()
-        projects = [ProjectRecord(**r) for r in rows[:limit]]
-        next_token = encode_page_token({"id": projects[-1].id}, {"op": "projects.list"}) if len(rows) > limit else ""
-        return projects, next_token
+        return page(rows, limit, lambda r: ProjectRecord(**r), lambda last: {"id": last.id}, {"op": "projects.list"})
 
     async def create_project(self, project_id: str, display_name: str) -> ProjectRecord:
         try:

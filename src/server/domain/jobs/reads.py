@@ -10,7 +10,7 @@ from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.jobs.records import JobEvent, JobQuery, JobRecord
 from geopera_kernel.server.domain.jobs.transitions import JobTransitions
 from geopera_kernel.server.errors import Code, DomainError, invalid_argument, not_found
-from geopera_kernel.server.pagination import decode_page_token, encode_page_token, page_size_or_default
+from geopera_kernel.server.pagination import decode_page_token, page, page_size_or_default
 from geopera_kernel.server.store import Q
 
 EVENTS_READ_LIMIT = 5000  # events_after_many's LIMIT
@@ -54,12 +54,10 @@ class JobReads(JobTransitions):
                     },
                 )
             ).fetchall()
-        jobs = [JobRecord.from_row(r) for r in rows[:limit]]
-        next_token = ""
-        if len(rows) > limit:
-            last = jobs[-1]
-            next_token = encode_page_token({"create_time": last.create_time.isoformat(), "id": last.id}, filters)
-        return jobs, next_token
+        return page(
+            rows, limit, JobRecord.from_row, lambda last: {"create_time": last.create_time.isoformat(), "id": last.id},
+            filters,
+        )  # fmt: skip
 
     async def events_after(self, job_id: str, after: int) -> builtins.list[JobEvent]:
         async with self._db.connection() as conn:

@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.jobs.logs import JobLogEntry, check_level
@@ -100,32 +101,18 @@ async def job_events(
             async for record in new_logs(watch, last):
                 yield record
             if catch_up:
-                catch_up = False
-                for event in await jobs.events_after(job_id, last):
-                    if event.job.terminal:
-                        watch.logs_pending = True
-                        async for record in new_logs(watch, last):
-                            yield record
-                    yield event
-                    last = event.sequence
-                    last_news = time.monotonic()
-                    if event.job.terminal:
-                        return
-            for note in sorted(watch.take(), key=lambda n: n.sequence):
-                if note.sequence <= last:
-                    continue
-                announced = note.event(job.input_params) if note.sequence == last + 1 else None
-                if announced is None:
-                    catch_up = True
-                    break
-                if announced.job.terminal:
+                events, catch_up = await jobs.events_after(job_id, last), False
+            else:
+                events, catch_up = _announced(watch, last, job.input_params)
+            for event in events:
+                if event.job.terminal:
                     watch.logs_pending = True
                     async for record in new_logs(watch, last):
                         yield record
-                yield announced
-                last = announced.sequence
+                yield event
+                last = event.sequence
                 last_news = time.monotonic()
-                if announced.job.terminal:
+                if event.job.terminal:
                     return
             if catch_up or watch.pending or (logs is not None and watch.logs_pending):
                 continue
@@ -150,3 +137,18 @@ async def job_events(
                 catch_up = True  # a safety net for a lost announcement
             if not watch.pending and not (logs is not None and watch.logs_pending):
                 catch_up = True  # woken without news: the listener reconnected
+
+
+def _announced(watch: JobWatch, last: int, input_params: dict[str, Any]) -> tuple[list[JobEvent], bool]:
+    """The announced events that follow `last` without a gap, and whether the
+    table must be read (an announcement is missing or carries no snapshot)."""
+    events: list[JobEvent] = []
+    for note in sorted(watch.take(), key=lambda n: n.sequence):
+        if note.sequence <= last:
+            continue
+        event = note.event(input_params) if note.sequence == last + 1 else None
+        if event is None:
+            return events, True
+        events.append(event)
+        last = event.sequence
+    return events, False

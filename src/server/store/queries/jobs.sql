@@ -228,13 +228,6 @@ WITH live AS (
                               't', given.terminal, 'w', given.worker_id) AS head,
            event.snapshot
     FROM event JOIN given USING (job_id, sequence)
-), webhook_messages AS (
-    -- The webhook outbox rows of the event, as insert_events writes them.
-    INSERT INTO webhook_deliveries (id, webhook_id, event_type, event_time, job_id, snapshot)
-    SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), h.id, 'job.' || event.event_type,
-           event.event_time, event.job_id, event.snapshot
-    FROM event JOIN webhooks h ON h.project_id = event.snapshot ->> 'project_id' AND h.enabled
-                                  AND ('job.' || event.event_type) = ANY (h.event_types)
 )
 SELECT pg_notify('geopera_job_events',
                  CASE WHEN octet_length((head || jsonb_build_object('snap', snapshot))::text) < 7900
@@ -300,8 +293,9 @@ WHERE worker_id = %(worker_id)s AND id = ANY(%(job_ids)s) AND status IN ('DISPAT
 -- `dispatched`, or the `assigned` of each job a claim took) and announces each
 -- on geopera_job_events in that order (delivered at commit, never on
 -- rollback): one statement for all. The payload carries the snapshot when it
--- fits NOTIFY's 8000-byte limit, so watchers rarely need to query. Enqueues
--- the webhook messages of the events too.
+-- fits NOTIFY's 8000-byte limit, so watchers rarely need to query. The
+-- webhook messages of the events are enqueued by job_events' trigger
+-- (migration 0015), in this statement.
 WITH given AS (
     SELECT * FROM unnest(%(job_ids)s::text[], %(sequences)s::bigint[], %(event_types)s::text[],
                          %(snapshots)s::jsonb[], %(terminals)s::boolean[], %(worker_ids)s::text[])
@@ -316,14 +310,6 @@ WITH given AS (
                               't', given.terminal, 'w', given.worker_id) AS head,
            event.snapshot
     FROM event JOIN given USING (job_id, sequence)
-), webhook_messages AS (
-    -- The outbox rows of the hooks subscribed to each event (webhook_deliveries),
-    -- in this transaction: committed with the event or not at all.
-    INSERT INTO webhook_deliveries (id, webhook_id, event_type, event_time, job_id, snapshot)
-    SELECT 'msg_' || replace(gen_random_uuid()::text, '-', ''), h.id, 'job.' || event.event_type,
-           event.event_time, event.job_id, event.snapshot
-    FROM event JOIN webhooks h ON h.project_id = event.snapshot ->> 'project_id' AND h.enabled
-                            AND ('job.' || event.event_type) = ANY (h.event_types)
 )
 SELECT event_time,
        pg_notify('geopera_job_events',
