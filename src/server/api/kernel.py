@@ -15,6 +15,7 @@ from geopera.v1 import kernel_pb2, kernel_pb2_grpc
 from geopera_kernel.server.api import convert, wire
 from geopera_kernel.server.api.convert import timestamp
 from geopera_kernel.server.api.execute import Executor
+from geopera_kernel.server.api.registration import decode, raw_bytes
 from geopera_kernel.server.api.registry import Operation
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.jobs.watch import LogFollow
@@ -102,13 +103,13 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
         self._executor = executor
         self._services = executor.services
 
-    # Bytes, not the ExecuteResponse the generated servicer declares: registration serializes
-    # Execute's answer through unserialized (geopera_kernel.server.api.registration._serializer).
-    async def Execute(  # type: ignore[override]
-        self, request: kernel_pb2.ExecuteRequest, context: aio.ServicerContext
-    ) -> bytes:
-        """Answers the serialized ExecuteResponse (registration passes bytes
-        through): a result the operation has encoded already is sent as it is."""
+    # Bytes in and out, not the messages the generated servicer declares: registered
+    # without a (de)serializing wrapper (registration.raw_bytes), it decodes the request
+    # itself, and a result the operation has encoded already is sent as it is.
+    @raw_bytes
+    async def Execute(self, data: bytes, context: aio.ServicerContext) -> bytes:  # type: ignore[override]
+        """Answers the serialized ExecuteResponse."""
+        request = decode(kernel_pb2.ExecuteRequest, data)
         call = current_call()  # its operation named by the edge (execute_operation)
         principal = call.principal
         assert principal is not None  # (authenticated by the edge)
