@@ -279,9 +279,8 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     if on_ready is not None:
         await on_ready(services, port)
     # What startup built (modules, descriptors, the registry, the pool) lives as long as
-    # the process: frozen, the collector never walks it again (measured: about 30 µs less
-    # server CPU per items.get call under load, bench/RESULTS.md).
-    gc.collect()
+    # the process: frozen, the collector never walks it again (bench/RESULTS.md, items_get).
+    # No gc.collect() first: it costs ~65 ms per start and finds a few dozen objects.
     gc.freeze()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
