@@ -1,14 +1,16 @@
 """A bare grpc.aio peer: one unary-unary method that returns the request bytes.
 
 Run as its own process (`python -m bench.echo --port-file PATH`); it uses the
-kernel's server options (no interceptors, no proto, identity (de)serializers)
-so it is the ceiling a grpc.aio handler can reach on this machine.
+kernel's server options and runtime settings (gc.freeze() once started), no
+interceptors, no proto, identity (de)serializers, so it is the ceiling a
+grpc.aio handler can reach on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import subprocess
@@ -37,6 +39,7 @@ async def serve(listen: str, port_file: Path) -> None:
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port(listen)
     await server.start()
+    gc.freeze()  # as the kernel's server does once started: the same runtime settings
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -97,3 +97,23 @@ def test_nul_characters_in_any_request_are_a_client_error(world):
     failure = RpcFailure.from_rpc_error(info.value)
     assert (failure.code, failure.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CHARACTER")
     assert failure.violations[0][0] == "request.file_name"
+
+
+@pytest.mark.parametrize(
+    ("operation", "item_id", "where"),
+    [
+        ("items.get", "it_\x00", "params.item_id"),  # in the params: the Executor's check, on Execute's bytes
+        ("items.get\x00", "it_1", "request.operation"),  # in the envelope: Execute's own decoding
+    ],
+)
+def test_nul_characters_in_execute_are_a_client_error(world, operation, item_id, where):
+    from geopera.v1 import catalog_pb2, kernel_pb2
+
+    client = world.client("admin")
+    request = kernel_pb2.ExecuteRequest(operation=operation)
+    request.params.Pack(catalog_pb2.ItemsGetParams(item_id=item_id))
+    with pytest.raises(grpc.RpcError) as info:
+        client.stub.Execute(request, metadata=client.metadata(), timeout=30)
+    failure = RpcFailure.from_rpc_error(info.value)
+    assert (failure.code, failure.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_CHARACTER")
+    assert failure.violations[0][0] == where

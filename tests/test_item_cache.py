@@ -14,10 +14,11 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import any_pb2
+from google.protobuf.internal.encoder import _VarintBytes
 
 from geopera.v1 import auth_pb2, catalog_pb2, kernel_pb2, kernel_pb2_grpc, resources_pb2
 from geopera_kernel.server import callstats
-from geopera_kernel.server.api import convert
+from geopera_kernel.server.api import convert, wire
 from geopera_kernel.server.api.kernel import _execute_response
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.batching import BatchLoader
@@ -194,12 +195,19 @@ def test_concurrent_items_get_calls_through_the_server_keep_errors_and_access_pe
             assert isinstance(outcome, grpc.aio.AioRpcError) and outcome.code() == expected, (item_id, outcome)
 
 
+def test_varints_equal_protobufs_own():
+    for value in (*range(300), 0x3FFF, 0x4000, 0x4001, 0x1FFFFF, 0x200000, 2**31, 2**63 - 1):
+        assert wire.varint(value) == _VarintBytes(value), value
+
+
 @pytest.mark.parametrize(
     "operation, result",
     [
         ("items.get", catalog_pb2.ItemsGetResult(item=resources_pb2.Item(id="it_1", name="n", project_id="alpha"))),
         ("auth.whoami", auth_pb2.AuthWhoamiResult()),  # an empty result: Any without a value
         ("auth.whoami", auth_pb2.AuthWhoamiResult(principal_id="tok_" + "x" * 300, scopes=["catalog:read"])),
+        # Over 16 KiB: lengths of three varint bytes.
+        ("auth.whoami", auth_pb2.AuthWhoamiResult(principal_id="tok_" + "x" * 20_000)),
     ],
 )
 def test_execute_responses_built_from_bytes_equal_protobufs_own(operation, result):

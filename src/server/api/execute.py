@@ -114,14 +114,16 @@ class Executor:
         call: CallInfo,
         *,
         validate_only: bool = False,
+        encoded: bytes | None = None,
     ) -> Message | EncodedResult:
         """Run an already resolved and authorised operation. Operations that
         honour an idempotency key (spends, analytics.execute) run once per key
         and project: the key, the side effect and the response commit in one
         transaction (see domain.idempotency). With `validate_only` (AIP-163)
         the handler validates without acting, and a key is checked for form
-        only: nothing is recorded under it, nothing replayed."""
-        reject_nul_characters(params)
+        only: nothing is recorded under it, nothing replayed. `encoded`: the
+        wire form `params` was parsed from, when the projection has it."""
+        reject_nul_characters(params, encoded=encoded)
         key = check_idempotency_key(key) if operation.idempotency_key else None
         if validate_only:
             if not operation.supports_validate_only:

@@ -15,6 +15,7 @@ from geopera.v1 import kernel_pb2, kernel_pb2_grpc
 from geopera_kernel.server.api import convert, wire
 from geopera_kernel.server.api.convert import timestamp
 from geopera_kernel.server.api.execute import Executor
+from geopera_kernel.server.api.registration import decode, raw_bytes
 from geopera_kernel.server.api.registry import Operation
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.jobs.watch import LogFollow
@@ -31,6 +32,8 @@ _UPLOAD_PART_FIELDS = tuple(f.name for f in dataclasses.fields(UploadPart))
 
 def unpack_params(operation: Operation, params: any_pb2.Any, present: bool) -> Message:
     expected = operation.params_type_url
+    if params.type_url == expected:  # the usual case, settled with one comparison
+        return _parse_params(operation, params.value)
     if not present or not params.type_url:
         raise invalid_argument(
             "PARAMS_TYPE_MISMATCH",
@@ -45,12 +48,15 @@ def unpack_params(operation: Operation, params: any_pb2.Any, present: bool) -> M
             field="params.@type",
             metadata={"expected_type": expected, "given_type": params.type_url[:200]},
         )
-    message = operation.params_type()
+    return _parse_params(operation, params.value)
+
+
+def _parse_params(operation: Operation, value: bytes) -> Message:
     try:
-        message.ParseFromString(params.value)
+        return operation.params_type.FromString(value)
     except DecodeError as exc:
+        expected = operation.params_type_url
         raise invalid_argument("PARAMS_UNPARSEABLE", f"params do not decode as {expected}", field="params") from exc
-    return message
 
 
 def execute_operation(request: bytes) -> str:
@@ -64,18 +70,26 @@ def execute_operation(request: bytes) -> str:
         return ""
 
 
+# By names, not by Operation: hashing that dataclass hashes all its fields.
 @functools.cache
-def _response_head(operation: str) -> bytes:
-    return wire.length_delimited(kernel_pb2.ExecuteResponse.OPERATION_FIELD_NUMBER, operation.encode())
+def _response_parts(name: str, result_type: str) -> tuple[bytes, bytes, int]:
+    """What every ExecuteResponse of an operation starts with: its `operation`
+    field, the tag of `result` and the Any's `type_url` field (with its length)."""
+    head = wire.length_delimited(kernel_pb2.ExecuteResponse.OPERATION_FIELD_NUMBER, name.encode())
+    type_url = wire.length_delimited(1, (wire.TYPE_URL_PREFIX + result_type).encode())
+    return head + wire.tag(kernel_pb2.ExecuteResponse.RESULT_FIELD_NUMBER), type_url, len(type_url)
 
 
 def _execute_response(operation: Operation, result: bytes) -> bytes:
     """ExecuteResponse{operation, result: Any(result)}, as its bytes: what
-    ExecuteResponse(operation=..., result=Any.Pack(result)).SerializeToString() gives."""
-    packed = wire.packed_any(operation.result_type.DESCRIPTOR.full_name, result)
-    return _response_head(operation.name) + wire.length_delimited(
-        kernel_pb2.ExecuteResponse.RESULT_FIELD_NUMBER, packed
-    )
+    ExecuteResponse(operation=..., result=Any.Pack(result)).SerializeToString() gives,
+    joined in one copy (an item's encoding is kilobytes; this runs per call)."""
+    head, type_url, type_url_size = _response_parts(operation.name, operation.result_type.DESCRIPTOR.full_name)
+    if not result:  # an empty result: proto3 leaves the Any's value out
+        return b"".join((head, wire.varint(type_url_size), type_url))
+    value_size = wire.varint(len(result))
+    packed_size = type_url_size + 1 + len(value_size) + len(result)
+    return b"".join((head, wire.varint(packed_size), type_url, wire.ANY_VALUE_TAG, value_size, result))
 
 
 class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
@@ -89,13 +103,13 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
         self._executor = executor
         self._services = executor.services
 
-    # Bytes, not the ExecuteResponse the generated servicer declares: registration serializes
-    # Execute's answer through unserialized (geopera_kernel.server.api.registration._serializer).
-    async def Execute(  # type: ignore[override]
-        self, request: kernel_pb2.ExecuteRequest, context: aio.ServicerContext
-    ) -> bytes:
-        """Answers the serialized ExecuteResponse (registration passes bytes
-        through): a result the operation has encoded already is sent as it is."""
+    # Bytes in and out, not the messages the generated servicer declares: registered
+    # without a (de)serializing wrapper (registration.raw_bytes), it decodes the request
+    # itself, and a result the operation has encoded already is sent as it is.
+    @raw_bytes
+    async def Execute(self, data: bytes, context: aio.ServicerContext) -> bytes:  # type: ignore[override]
+        """Answers the serialized ExecuteResponse."""
+        request = decode(kernel_pb2.ExecuteRequest, data)
         call = current_call()  # its operation named by the edge (execute_operation)
         principal = call.principal
         assert principal is not None  # (authenticated by the edge)
@@ -104,7 +118,9 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
         params = unpack_params(operation, request.params, request.HasField("params"))
         # Only operations that honour a key read it (the others ignore one sent).
         key = metadata_value(context, "idempotency-key") if operation.idempotency_key else None
-        result = await self._executor.run(operation, principal, params, key, call, validate_only=request.validate_only)
+        result = await self._executor.run(
+            operation, principal, params, key, call, validate_only=request.validate_only, encoded=request.params.value
+        )
         return _execute_response(operation, wire.result_bytes(result))
 
     async def WatchJob(

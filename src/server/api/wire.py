@@ -6,7 +6,6 @@ https://protobuf.dev/programming-guides/encoding/."""
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 from google.protobuf.descriptor import Descriptor
@@ -23,7 +22,15 @@ def descriptor_of(message_type: type[Message]) -> Descriptor:
     return descriptor
 
 
+_ONE_BYTE = tuple(bytes((value,)) for value in range(0x80))
+
+
 def varint(value: int) -> bytes:
+    # Lengths and keys are mostly under 16 KiB: one or two bytes, without a loop.
+    if value < 0x80:
+        return _ONE_BYTE[value]
+    if value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -32,12 +39,17 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
+def tag(field_number: int) -> bytes:
+    """The key of field `field_number` with wire type 2 (length-delimited)."""
+    return varint(field_number << 3 | 2)
+
+
 def length_delimited(field_number: int, data: bytes) -> bytes:
     """Field `field_number` (wire type 2) holding `data`. Proto3 leaves an
     empty field out, and so does this (the bytes then equal protobuf's own)."""
     if not data:
         return b""
-    return varint(field_number << 3 | 2) + varint(len(data)) + data
+    return b"".join((tag(field_number), varint(len(data)), data))
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,11 +72,5 @@ def result_bytes(result: Message | EncodedResult) -> bytes:
     return result.data if isinstance(result, EncodedResult) else result.SerializeToString()
 
 
-def packed_any(type_name: str, value: bytes) -> bytes:
-    """A google.protobuf.Any (type_url = 1, value = 2) as Any.Pack makes it."""
-    return _type_url_field(type_name) + length_delimited(2, value)
-
-
-@functools.cache
-def _type_url_field(type_name: str) -> bytes:
-    return length_delimited(1, (TYPE_URL_PREFIX + type_name).encode())
+# google.protobuf.Any's `value` (field 2) key.
+ANY_VALUE_TAG = b"\x12"
