@@ -387,7 +387,13 @@ def reduce_zones(
             [
                 LayerResult(
                     Moments(),
-                    ValueStore(source.value_dtype, budget, scratch_dir, mapper=parallel_map(workers))
+                    ValueStore(
+                        source.value_dtype,
+                        budget,
+                        scratch_dir,
+                        mapper=parallel_map(workers),
+                        distinct=options.coverage == "exact",
+                    )
                     if options.keep_values
                     else None,
                 )

@@ -323,6 +323,9 @@ def test_bucketed_quantiles_and_spilling_match_direct(
     monkeypatch.setattr(quantiles, "DIRECT_LIMIT", 0)
     monkeypatch.setattr(quantiles, "DIRECT_PERCENTILE_LIMIT", 0)
     monkeypatch.setattr(quantiles, "GROUP_LIMIT", 500)  # many bucket groups, one pass each
+    # Exact mode counts distinct values from the first part where the budget allows (1 GiB), and
+    # sorts where it does not (1 byte, 64 KiB).
+    monkeypatch.setattr(quantiles, "PRESENCE_MIN", 0)
     runs = [
         # A budget of 1 byte spills every value to scratch files; 64 KiB keeps the first parts in
         # memory and spills the rest; 1 GiB keeps them all in memory. Histograms are counted as
