@@ -271,8 +271,8 @@ def _reduce_chunk(
                 if pieces:
                     chosen = pieces[0][0] if len(pieces) == 1 else np.concatenate([p[0] for p in pieces])
                     weights = None
-                    if pieces[0][1] is not None:
-                        weights = pieces[0][1] if len(pieces) == 1 else np.concatenate([p[1] for p in pieces])
+                    if any(p[1] is not None for p in pieces):  # strips without boundary pixels: unit weights
+                        weights = np.concatenate([np.ones(p[0].size) if p[1] is None else p[1] for p in pieces])
                     stored = StoredPart.make(chosen, weights, value_dtype)
                 layers.append((moments[index][layer], stored))
             results.append(_PartResult(part.zone, layers, part.window[2] * part.window[3]))

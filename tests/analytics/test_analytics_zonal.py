@@ -20,7 +20,7 @@ from exactextract import exact_extract
 from rasterstats import zonal_stats
 from shapely.geometry import box, mapping
 
-from geopera_kernel.analytics import quantiles, registry
+from geopera_kernel.analytics import engine, quantiles, registry
 from tests.analytics.conftest import UTM33, UTM33_TRANSFORM, ContextFactory, RasterWriter, lonlat_polygon, make_item
 from tests.support.reference_geometry import lonlat_zones, reproject
 
@@ -299,6 +299,21 @@ def test_generated_exact_equals_exactextract(synthetic_item: tuple, make_context
     by_id = {z["feature_id"]: z for z in result["zones"]}
     assert 0 < by_id["z2"]["stats"]["count"] < 1  # the sub-pixel zone's area fraction
     assert by_id["z4"]["stats"]["count"] == 0 and by_id["z4"]["stats"]["mean"] is None
+
+
+def test_exact_strips_with_and_without_boundary_pixels(
+    synthetic_item: tuple, make_context: ContextFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zone with pixel-aligned sides and mid-pixel top and bottom, cut into one-row strips:
+    only the first and last rows hold fractional pixels, the rows between none."""
+    monkeypatch.setattr(engine, "_STRIP_PIXELS", 1)
+    item, _, path = synthetic_item
+    zone = {
+        "type": "Polygon",
+        "coordinates": [lonlat_polygon(UTM33_TRANSFORM, UTM33, [(2, 3.5), (40, 3.5), (40, 30.25), (2, 30.25)])],
+    }
+    result = run_zonal(make_context([item]), item_id="synthetic", band=1, geometry=zone, coverage="exact")
+    check_exact(result, exactextract_oracle(path, zone_geometries(zone, UTM33)))
 
 
 def test_bucketed_quantiles_and_spilling_match_direct(
