@@ -11,9 +11,13 @@ cell [c, c+1] x [r, r+1], with the polygon positively oriented,
 
 so every polygon edge, cut at column boundaries into pieces, contributes to the cells of its
 own column only: exactly (a closed form) to the rows it spans, and its signed width dx to
-every row above it (where the clamp is 1). The "rows above" part is a cumulative sum down
-each column, which also fills the interior of the polygon with 1 — no rasterization, no
-per-cell geometry operations, cost proportional to the boundary length plus the chunk size.
+every row above it (where the clamp is 1). Down a column the "rows above" part is constant
+between the rows pieces start on: ``boundary_coverage`` evaluates it from running sums over
+the pieces sorted by (column, row), so only the pixels a piece spans, and runs of a column
+partly covered in x (beside a vertical edge), carry fractions; the rest are 0 or 1, filled
+with one small-integer pass. The interior is then a mask, reduced as cheaply as the centre
+rule's, and only the boundary is weighted — no rasterization, no per-cell geometry
+operations, float work proportional to the boundary length.
 """
 
 from __future__ import annotations

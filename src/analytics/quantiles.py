@@ -1,7 +1,8 @@
 """Bounded-memory quantiles over values kept chunk by chunk (moments: ``moments.py``).
 
-(About 500 lines, kept together: the store's direct, bucketed and spilled paths and both
-quantile definitions read the same kept values and bucket counts.)
+(About 650 lines, kept together: the store's direct, bucketed, selected and spilled paths and
+both quantile definitions read the same kept values and bucket counts; the presence table
+itself is ``distinct.py``.)
 
 Quantiles need the values themselves. ``ValueStore`` keeps them compactly (float32 when the
 values are exactly representable, as reflectance indices and <= 16-bit bands are) and spills
