@@ -39,7 +39,7 @@ class Presence:
         """A new table, or None where the address space cannot be reserved (callers sort instead)."""
         try:
             return cls()
-        except (OSError, ValueError, MemoryError, AttributeError):
+        except (OSError, ValueError, OverflowError, MemoryError, AttributeError):
             return None
 
     def mark(self, values: np.ndarray) -> None:
