@@ -30,9 +30,10 @@ from shapely.geometry.base import BaseGeometry
 from geopera_kernel.analytics.base import AnalyticsContext
 from geopera_kernel.analytics.coverage import (
     WHOLE_MASK_PIXELS,
+    BoundaryCoverage,
+    boundary_coverage,
     center_mask,
     contains_and_touches,
-    exact_coverage,
     pixels_to_crs,
     window_center_mask,
     window_transform,
@@ -189,19 +190,20 @@ def _plan(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -
 
 def _part_masks(
     task: _Task, options: ReduceOptions, transform: Affine
-) -> tuple[list[np.ndarray | None], list[np.ndarray | None]]:
-    """Per part: its mask and (exact) coverage over its whole window, one rasterization each;
-    None where the zone covers the part's whole window."""
+) -> tuple[list[np.ndarray | None], list[BoundaryCoverage | None]]:
+    """Per part: its mask and (exact) boundary pixels over its whole window, one rasterization
+    each; None where the zone covers the part's whole window. With exact coverage the mask holds
+    the pixels wholly inside, and only the boundary pixels carry weights."""
     masks: list[np.ndarray | None] = []
-    coverages: list[np.ndarray | None] = []
+    coverages: list[BoundaryCoverage | None] = []
     for part in task.parts:
         r0, c0, rows, cols = part.window
-        coverage: np.ndarray | None = None
+        coverage: BoundaryCoverage | None = None
         mask: np.ndarray | None = part.mask
         if mask is None and part.geometry is not None:
             if options.coverage == "exact":
-                coverage = exact_coverage(part.geometry, r0, c0, rows, cols)
-                mask = coverage > 0
+                coverage = boundary_coverage(part.geometry, r0, c0, rows, cols)
+                mask = coverage.inside
             else:
                 mask = center_mask(part.geometry, window_transform(transform, r0, c0), rows, cols, options.all_touched)
         masks.append(mask)
@@ -248,12 +250,13 @@ def _reduce_chunk(
             values, valid = source.compute(raw[:, s0:s1])
             for index, window, own in crossed:
                 mask, coverage = masks[index], coverages[index]
+                fractions = None if coverage is None else _strip_fractions(coverage, own)
                 for layer in range(layer_count):
                     strip_moments, chosen, weights = _reduce_layer(
                         values[layer][window],
                         valid[layer][window],
                         None if mask is None else mask[own],
-                        None if coverage is None else coverage[own],
+                        fractions,
                         value_dtype,
                     )
                     moments[index][layer].merge(strip_moments)
@@ -268,8 +271,8 @@ def _reduce_chunk(
                 if pieces:
                     chosen = pieces[0][0] if len(pieces) == 1 else np.concatenate([p[0] for p in pieces])
                     weights = None
-                    if pieces[0][1] is not None:
-                        weights = pieces[0][1] if len(pieces) == 1 else np.concatenate([p[1] for p in pieces])
+                    if any(p[1] is not None for p in pieces):  # strips without boundary pixels: unit weights
+                        weights = np.concatenate([np.ones(p[0].size) if p[1] is None else p[1] for p in pieces])
                     stored = StoredPart.make(chosen, weights, value_dtype)
                 layers.append((moments[index][layer], stored))
             results.append(_PartResult(part.zone, layers, part.window[2] * part.window[3]))
@@ -341,14 +344,25 @@ def _fused_moments(values: np.ndarray, valid: np.ndarray, mask: np.ndarray | Non
     return Moments.of_copy(chosen, scratch.flat("deviations", count, np.float64), nodata)
 
 
+_Fractions = tuple[np.ndarray, np.ndarray, np.ndarray]  # rows, cols, weights of boundary pixels
+
+
+def _strip_fractions(coverage: BoundaryCoverage, own: slice) -> _Fractions:
+    """The boundary pixels in a strip's rows of a part, rows counted from the strip's first."""
+    first, end = np.searchsorted(coverage.rows, [own.start, own.stop])
+    return coverage.rows[first:end] - own.start, coverage.cols[first:end], coverage.weights[first:end]
+
+
 def _reduce_layer(
     values: np.ndarray,
     valid: np.ndarray,
     mask: np.ndarray | None,
-    coverage: np.ndarray | None,
+    fractions: _Fractions | None,
     value_dtype: np.dtype,
 ) -> tuple[Moments, np.ndarray, np.ndarray | None]:
-    """Moments of one strip of a part, and its valid values (and weights) for the store."""
+    """Moments of one strip of a part, and its valid values (and weights) for the store. With
+    exact coverage ``mask`` holds the pixels wholly inside, reduced as the centre rule's, and
+    ``fractions`` the boundary pixels, the only ones weighted."""
     if mask is None:
         valid_count = int(np.count_nonzero(valid))
         if valid_count == valid.size:
@@ -359,13 +373,18 @@ def _reduce_layer(
         nodata = float(valid.size - valid_count)
     else:
         selected = valid & mask
-        if coverage is None:
-            nodata = float(np.count_nonzero(mask) - np.count_nonzero(selected))
-        else:
-            nodata = float(coverage[mask & ~valid].sum())
+        nodata = float(np.count_nonzero(mask) - np.count_nonzero(selected))
     chosen = values[selected].astype(value_dtype, copy=False)
-    weights = None if coverage is None else coverage[selected]
-    return Moments.of(chosen, weights, nodata), chosen, weights
+    moments = Moments.of(chosen, None, nodata)
+    if fractions is None or fractions[0].size == 0:
+        return moments, chosen, None
+    rows, cols, weights = fractions
+    boundary_valid = valid[rows, cols]
+    boundary = values[rows, cols][boundary_valid].astype(value_dtype, copy=False)
+    boundary_weights = weights[boundary_valid]
+    moments.merge(Moments.of(boundary, boundary_weights, float(weights[~boundary_valid].sum())))
+    kept = np.concatenate((chosen, boundary))
+    return moments, kept, np.concatenate((np.ones(chosen.size), boundary_weights))
 
 
 def reduce_zones(
@@ -387,7 +406,13 @@ def reduce_zones(
             [
                 LayerResult(
                     Moments(),
-                    ValueStore(source.value_dtype, budget, scratch_dir, mapper=parallel_map(workers))
+                    ValueStore(
+                        source.value_dtype,
+                        budget,
+                        scratch_dir,
+                        mapper=parallel_map(workers),
+                        distinct=options.coverage == "exact",
+                    )
                     if options.keep_values
                     else None,
                 )

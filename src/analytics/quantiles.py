@@ -1,7 +1,8 @@
 """Bounded-memory quantiles over values kept chunk by chunk (moments: ``moments.py``).
 
-(About 500 lines, kept together: the store's direct, bucketed and spilled paths and both
-quantile definitions read the same kept values and bucket counts.)
+(About 650 lines, kept together: the store's direct, bucketed, selected and spilled paths and
+both quantile definitions read the same kept values and bucket counts; the presence table
+itself is ``distinct.py``.)
 
 Quantiles need the values themselves. ``ValueStore`` keeps them compactly (float32 when the
 values are exactly representable, as reflectance indices and <= 16-bit bands are) and spills
@@ -19,6 +20,15 @@ Two quantile definitions are implemented:
   weights w_i and cumulative weights C_i, s_0 = 0 and s_i = i w_i + (n - 1) C_{i-1}; the
   q-quantile is found at q W (n - 1) (W the total weight) by linear interpolation between
   the two x whose s straddle it (first s strictly greater, and the one before).
+
+Large weighted stores of float32 values (``distinct=True``, exact mode) answer the weighted
+quantiles by selection too, as the centre rule does: ``distinct.Presence`` counts the distinct
+values per bucket as parts arrive, the per-bucket weights are the value counts corrected by the
+few fractional weights, so the bucket holding each crossing, the distinct values before it and
+the weight before it are known without sorting; one pass gathers the crossing buckets and their
+neighbours, and the quantile is interpolated in that window exactly as over all values. Other
+stores (float64 values, or more occupied buckets than the memory budget allows a presence table
+for) sort their values group by group.
 """
 
 from __future__ import annotations
@@ -35,6 +45,8 @@ from typing import IO, Any, Final
 
 import numpy as np
 
+from geopera_kernel.analytics.distinct import Presence
+
 BUCKETS: Final = 1 << 16
 # Weighted (exact-mode) stores up to this many values are answered with one in-memory sort.
 DIRECT_LIMIT: Final = 8_000_000
@@ -48,6 +60,9 @@ GROUP_LIMIT: Final = 4_000_000
 # Parts at least this large get their bucket histogram computed when they are made (in the
 # worker thread that made them, overlapping with decoding); smaller parts lazily.
 _EAGER_HISTOGRAM_MIN: Final = 16_384
+# Weighted stores count their distinct values (``Presence``) once they hold more than this many:
+# below it one sort of the values is cheaper than the presence table's page faults.
+PRESENCE_MIN: Final = 1_000_000
 
 
 def storage_dtype(dtype: np.dtype) -> np.dtype:
@@ -64,6 +79,8 @@ _RAW: Final = np.arange(BUCKETS, dtype=np.uint32)
 # sort in reverse bit order below the positive ones.
 RAW_TO_BUCKET: Final = np.where(_RAW & 0x8000, _RAW ^ 0xFFFF, _RAW | 0x8000).astype(np.intp)
 BUCKET_TO_RAW: Final = np.argsort(RAW_TO_BUCKET)
+# The bucket of -0.0 (and of the tiniest negative float32s).
+_NEGATIVE_ZERO_BUCKET: Final = int(RAW_TO_BUCKET[0x8000])
 
 
 def high_bits(values: np.ndarray) -> np.ndarray:
@@ -242,23 +259,85 @@ class ValueStore:
     # Runs a function over the parts when selecting values (e.g. a thread pool's ``map``,
     # results in order); None: one after the other in the calling thread.
     mapper: Callable[[Callable[[Any], Any], Iterable[Any]], Iterable[Any]] | None = None
+    # Exact mode: count the distinct values of a large float32 store as they come (module doc).
+    distinct: bool = False
+    _presence: Presence | None = None
+    _presence_off: bool = False
+    _presence_bytes: int = 0  # the presence table's touched memory, charged to the budget
+    _fraction_count: np.ndarray | None = None  # per bucket: values with a weight other than 1
+    _fraction_weight: np.ndarray | None = None  # and the sum of those weights
 
     def add(self, part: StoredPart) -> None:
         if part.size == 0:
             return
+        counting = self.distinct and self.dtype == np.float32 and not self._presence_off
+        if counting:
+            part = self._prepared(part)
+        values = part.values
         self.count += part.size
         if part.histogram is not None:
             self.histogram += part.histogram
             part.histogram = None
         else:
             self._unbucketed.append(len(self._parts) + len(self._spilled))
-        if self._values_file is not None or self._memory_bytes + part.nbytes > self.budget_bytes:
+        if self._values_file is not None or (
+            self._memory_bytes + part.nbytes + self._presence_bytes > self.budget_bytes
+        ):
             # Over budget: this part and every later one go to disk; what is held stays (less
             # to write and to read back). Parts stay in insertion order: memory, then disk.
             self._spill(part)
+        else:
+            self._parts.append(part)
+            self._memory_bytes += part.nbytes
+        if counting:
+            self._count_distinct(values)
+
+    def _prepared(self, part: StoredPart) -> StoredPart:
+        """A part of a counting store: -0.0 folded into 0.0 (one value to exactextract, two bit
+        patterns to ``Presence``), its histogram counted once the store is counting, its
+        fractional weights added to the per-bucket corrections."""
+        values, histogram = part.values, part.histogram
+        if histogram is None or histogram[_NEGATIVE_ZERO_BUCKET]:
+            values = values + values.dtype.type(0)
+            histogram = None if histogram is None else bucket_histogram(values)
+        if histogram is None and self._presence is not None:
+            histogram = bucket_histogram(values)
+        if part.weights is not None:
+            if self._fraction_count is None or self._fraction_weight is None:
+                self._fraction_count = np.zeros(BUCKETS, dtype=np.int64)
+                self._fraction_weight = np.zeros(BUCKETS, dtype=np.float64)
+            fractional = part.weights != 1
+            buckets = bucket_of(values[fractional])
+            self._fraction_count += np.bincount(buckets, minlength=BUCKETS)
+            weights = part.weights[fractional].astype(np.float64)
+            self._fraction_weight += np.bincount(buckets, weights=weights, minlength=BUCKETS)
+        return StoredPart(values, part.weights, histogram)
+
+    def _count_distinct(self, values: np.ndarray) -> None:
+        if self._presence is None:
+            if self.count <= PRESENCE_MIN:
+                return
+            self._presence = Presence.reserve()
+            if self._presence is None:
+                self._presence_off = True
+            elif self._presence_fits():
+                for stored, _ in self.parts():  # the parts stored before the store grew this large
+                    self._presence.mark(stored)
             return
-        self._parts.append(part)
-        self._memory_bytes += part.nbytes
+        if self._presence_fits():
+            self._presence.mark(values)
+
+    def _presence_fits(self) -> bool:
+        """Whether the presence table of the buckets occupied so far fits the memory budget;
+        if not, the table is dropped and the quantiles sort (more buckets than memory allows)."""
+        assert self._presence is not None
+        occupied = int(np.count_nonzero(self._complete_histogram()))
+        self._presence_bytes = occupied * Presence.ROW_BYTES
+        if self._presence_bytes <= self.budget_bytes:
+            return True
+        self._presence.close()
+        self._presence, self._presence_off, self._presence_bytes = None, True, 0
+        return False
 
     def _spill(self, part: StoredPart) -> None:
         if self._values_file is None:
@@ -284,6 +363,9 @@ class ValueStore:
         self._values_file = self._weights_file = None
         self._parts.clear()
         self._spilled.clear()
+        if self._presence is not None:
+            self._presence.close()
+            self._presence = None
 
     def parts(self) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
         """Every (values, weights or None) part, in insertion order (memory, then disk)."""
@@ -400,10 +482,58 @@ class ValueStore:
         """exactextract's coverage-weighted quantiles (q in 0..100) of the values."""
         if self.count == 0:
             return [None for _ in qs]
+        if self._presence is not None:
+            selected = self._selected_weighted_quantiles(qs)
+            if selected is not None:
+                return selected
         if self.count <= DIRECT_LIMIT:
             distinct, sums = self.gather(None).distinct()
             return [_weighted_quantile(distinct, sums, q / 100.0) for q in qs]
         return self._bucketed_weighted_quantiles(qs)
+
+    def _selected_weighted_quantiles(self, qs: Sequence[float]) -> list[float | None] | None:
+        """``weighted_quantiles`` by selection (a counting store): per occupied bucket its
+        distinct values (``Presence``) and weight (value count, fractional weights corrected),
+        so the bucket of each crossing is found from their running sums; the crossing bucket
+        and its neighbours are gathered in one pass and interpolated over as a window.
+
+        Exact: s_i = i w_i + (n - 1) C_{i-1} lies between (n - 1) C_{i-1} and (n - 1) C_i, so
+        the crossing is at most one distinct value past the first bucket whose running weight
+        times n - 1 exceeds the target, and the value before it at most one before that bucket:
+        the neighbours hold both. None when a gathered bucket disagrees with its count (then
+        the caller sorts)."""
+        assert self._presence is not None
+        histogram = self._complete_histogram()
+        occupied = np.flatnonzero(histogram)
+        distinct_counts = self._presence.counts(BUCKET_TO_RAW[occupied])
+        weights = histogram[occupied].astype(np.float64)
+        if self._fraction_count is not None and self._fraction_weight is not None:
+            weights += self._fraction_weight[occupied] - self._fraction_count[occupied]
+        n = int(distinct_counts.sum())
+        total = float(weights.sum())
+        running_n = np.cumsum(distinct_counts)
+        running_w = np.cumsum(weights)
+        windows = []
+        for q in qs:
+            target = (q / 100.0) * total * (n - 1)
+            crossing = int(np.searchsorted((n - 1) * running_w, target, side="right"))
+            crossing = min(crossing, occupied.size - 1)
+            windows.append((max(crossing - 1, 0), min(crossing + 1, occupied.size - 1)))
+        flags = np.zeros(BUCKETS, dtype=bool)
+        for first, last in windows:
+            flags[occupied[first : last + 1]] = True
+        x, w = self.gather(flags).distinct()
+        x_buckets = bucket_of(x.astype(self.dtype, copy=False))  # float64 when only fractional
+        results: list[float | None] = []
+        for q, (first, last) in zip(qs, windows, strict=True):
+            start = int(np.searchsorted(x_buckets, occupied[first], side="left"))
+            end = int(np.searchsorted(x_buckets, occupied[last], side="right"))
+            offset = int(running_n[first - 1]) if first > 0 else 0
+            if end - start != int(running_n[last]) - offset:
+                return None
+            before = float(running_w[first - 1]) if first > 0 else 0.0
+            results.append(_weighted_quantile_window(x[start:end], w[start:end], offset, before, n, total, q / 100.0))
+        return results
 
     def _groups(self) -> list[tuple[int, int]]:
         """Consecutive bucket ranges [lo, hi) of at most GROUP_LIMIT values (whole buckets)."""

@@ -110,6 +110,9 @@ def test_exact_coverage_equals_polygon_box_intersections() -> None:
         shapes.append(polygon)
     shapes.append(Polygon([(10.2, 10.3), (10.6, 10.35), (10.4, 10.8)]))  # inside one pixel
     shapes.append(box(3, 4, 9, 12))  # edges on pixel boundaries
+    shapes.append(box(3.5, 4.25, 9.5, 12.75))  # vertical edges inside pixels: partly covered columns
+    shapes.append(box(-5.3, -7.1, 80.7, 90.2).difference(box(20.5, 11, 30.5, 19.5)))  # beyond the window
+    shapes.append(Polygon([(2.5, 1), (2.5, 39.5), (2.75, 39.5), (2.75, 1)]))  # thinner than a pixel
     for polygon in shapes:
         row0, col0, rows, cols = int(rng.integers(0, 10)), int(rng.integers(0, 10)), 40, 45
         got = exact_coverage(polygon, row0, col0, rows, cols)

@@ -52,3 +52,54 @@ def test_spilling_keeps_early_parts_in_memory(tmp_path) -> None:
         assert [values.size for values, _ in store.parts()] == [1000, 1000, 1000, 10]  # insertion order
     finally:
         store.close()
+
+
+def _weighted_parts() -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """Float32 values with many repeats (as a uint16 band's index has), unit and fractional
+    weights mixed in one part, signed zeros on both sides of a part boundary, tiny and negative
+    values: everything the per-bucket distinct counts and weights could get wrong."""
+    rng = np.random.default_rng(11)
+    parts: list[tuple[np.ndarray, np.ndarray | None]] = []
+    for size in (6000, 1, 4000, 2500):
+        values = (np.round(rng.normal(0.2, 0.3, size) * 300) / 300).astype(np.float32)
+        parts.append((values, None))
+    values = (np.round(rng.normal(-0.1, 0.5, 3000) * 50) / 50).astype(np.float32)
+    weights = np.where(rng.random(3000) < 0.3, rng.random(3000), 1.0)
+    parts.append((values, weights))
+    parts.append((np.array([-0.0, -0.0, 1e-30, -1e-30, 0.0], np.float32), None))
+    parts.append((np.array([-0.0, 0.0, 7.0], np.float32), np.array([0.25, 1.0, 0.5])))
+    parts.append((np.full(900, -2.5, np.float32), None))
+    return parts
+
+
+@pytest.mark.parametrize("budget", [1 << 30, 200_000])
+def test_weighted_quantiles_by_selection_equal_the_sorted_path(tmp_path, monkeypatch, budget: int) -> None:
+    """exact mode's distinct-counting store (per-bucket counts, one gather of the crossing
+    buckets) gives exactextract's quantiles bit for bit like sorting every value; with a budget
+    too small for the presence table it falls back to sorting, with the same answers."""
+    qs = [*QS, 33.3, 50.5, 66.6]
+    monkeypatch.setattr(quantiles, "_EAGER_HISTOGRAM_MIN", 1000)  # eager and lazy histograms mixed
+    dtype = np.dtype(np.float32)
+    answers = {}
+    selected = []
+    original = ValueStore._selected_weighted_quantiles
+
+    def spy(self: ValueStore, q: list[float]) -> list[float | None] | None:
+        result = original(self, q)
+        selected.append(result is not None)
+        return result
+
+    monkeypatch.setattr(ValueStore, "_selected_weighted_quantiles", spy)
+    for presence_min in (1 << 40, 5000):  # never counting (one sort) / counting from the 2nd part
+        monkeypatch.setattr(quantiles, "PRESENCE_MIN", presence_min)
+        with ThreadPoolExecutor(2) as pool:
+            store = ValueStore(dtype, budget, tmp_path, mapper=pool.map, distinct=True)
+            try:
+                for values, weights in _weighted_parts():
+                    store.add(StoredPart.make(values, weights, dtype))
+                answers[presence_min] = store.weighted_quantiles(qs)
+            finally:
+                store.close()
+    assert answers[5000] == answers[1 << 40]
+    # 1 GiB holds the presence table of every occupied bucket; 200 kB does not (fallback).
+    assert selected == ([True] if budget == 1 << 30 else [])

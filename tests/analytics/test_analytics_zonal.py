@@ -20,7 +20,7 @@ from exactextract import exact_extract
 from rasterstats import zonal_stats
 from shapely.geometry import box, mapping
 
-from geopera_kernel.analytics import quantiles, registry
+from geopera_kernel.analytics import engine, quantiles, registry
 from tests.analytics.conftest import UTM33, UTM33_TRANSFORM, ContextFactory, RasterWriter, lonlat_polygon, make_item
 from tests.support.reference_geometry import lonlat_zones, reproject
 
@@ -301,6 +301,21 @@ def test_generated_exact_equals_exactextract(synthetic_item: tuple, make_context
     assert by_id["z4"]["stats"]["count"] == 0 and by_id["z4"]["stats"]["mean"] is None
 
 
+def test_exact_strips_with_and_without_boundary_pixels(
+    synthetic_item: tuple, make_context: ContextFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A zone with pixel-aligned sides and mid-pixel top and bottom, cut into one-row strips:
+    only the first and last rows hold fractional pixels, the rows between none."""
+    monkeypatch.setattr(engine, "_STRIP_PIXELS", 1)
+    item, _, path = synthetic_item
+    zone = {
+        "type": "Polygon",
+        "coordinates": [lonlat_polygon(UTM33_TRANSFORM, UTM33, [(2, 3.5), (40, 3.5), (40, 30.25), (2, 30.25)])],
+    }
+    result = run_zonal(make_context([item]), item_id="synthetic", band=1, geometry=zone, coverage="exact")
+    check_exact(result, exactextract_oracle(path, zone_geometries(zone, UTM33)))
+
+
 def test_bucketed_quantiles_and_spilling_match_direct(
     synthetic_item: tuple,
     s2_items: dict,
@@ -323,6 +338,9 @@ def test_bucketed_quantiles_and_spilling_match_direct(
     monkeypatch.setattr(quantiles, "DIRECT_LIMIT", 0)
     monkeypatch.setattr(quantiles, "DIRECT_PERCENTILE_LIMIT", 0)
     monkeypatch.setattr(quantiles, "GROUP_LIMIT", 500)  # many bucket groups, one pass each
+    # Exact mode counts distinct values from the first part where the budget allows (1 GiB), and
+    # sorts where it does not (1 byte, 64 KiB).
+    monkeypatch.setattr(quantiles, "PRESENCE_MIN", 0)
     runs = [
         # A budget of 1 byte spills every value to scratch files; 64 KiB keeps the first parts in
         # memory and spills the rest; 1 GiB keeps them all in memory. Histograms are counted as
