@@ -34,6 +34,7 @@ from tests.jobs_support import (
 )
 from tests.support.client import RpcFailure
 from tests.support.http_downloads import fetch, sign
+from geopera_kernel.server.storage_s3 import GDAL_ENDPOINT_VARIABLES
 from tests.support.s3 import MotoServer
 
 SOURCE = "s2l1c_slovenia_20150711_bgrn"
@@ -64,6 +65,8 @@ def s3(database_factory, tmp_path_factory) -> Iterator[S3World]:
         # The seeding in this process stores through the same bucket; the workers get
         # no AWS variable at all (only presigned URLs).
         with pytest.MonkeyPatch.context() as patch:
+            for name in GDAL_ENDPOINT_VARIABLES:  # set by S3Storage; restored after
+                patch.delenv(name, raising=False)
             for name, value in env.items():
                 patch.setenv(name, value)
             world = start_seeded_world(database_factory.create(), home, {**FAST_LEASES, **TEST_SERVER_ENV, **env})

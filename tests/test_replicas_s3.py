@@ -19,6 +19,7 @@ from geopera.v1 import analytics_pb2, catalog_pb2, kernel_pb2
 from tests.conftest import SAMPLES, TEST_SERVER_ENV, World, start_seeded_world, stop_world
 from tests.jobs_support import FAST_LEASES, STATUS, create_and_dispatch, struct, wait_for_job_type, wait_terminal
 from tests.support.client import KernelClient
+from geopera_kernel.server.storage_s3 import GDAL_ENDPOINT_VARIABLES
 from tests.support.s3 import MotoServer
 from tests.support.server import ServerProcess
 from tests.support.workers import WorkerProcess
@@ -29,8 +30,9 @@ AOI = json.loads((SAMPLES / "aoi_epsg4326.geojson").read_text())
 
 
 class Replicas:
-    def __init__(self, a: World, b: ServerProcess, moto: MotoServer) -> None:
+    def __init__(self, a: World, b: ServerProcess, moto: MotoServer, workers: list[WorkerProcess]) -> None:
         self.a = a
+        self.workers = workers
         self.b = b
         self.moto = moto
         self.b_channel = grpc.insecure_channel(b.address)
@@ -52,17 +54,19 @@ def replicas(database_factory, tmp_path_factory) -> Iterator[Replicas]:
         moto.create_bucket(BUCKET)
         env = {**FAST_LEASES, **TEST_SERVER_ENV, **moto.env(BUCKET)}
         with pytest.MonkeyPatch.context() as patch:
+            for name in GDAL_ENDPOINT_VARIABLES:  # set by S3Storage; restored after
+                patch.delenv(name, raising=False)
             for name, value in moto.env(BUCKET).items():
                 patch.setenv(name, value)
             a = start_seeded_world(database_factory.create(), home / "a", env)
-        b = ServerProcess(database_url=a.database_url, home=home / "b", extra_env=env).start()
+        b = ServerProcess(database_url=a.database_url, home=home / "b", extra_env=env).start(timeout=180)
         # Each worker knows both replicas (as behind a load balancer): it talks to its first
         # and moves to the other when that one is gone.
         targets = [f"ipv4:{a.server.address},{b.address}", f"ipv4:{b.address},{a.server.address}"]
         for index, target in enumerate(targets):
             workers.append(WorkerProcess(target, a.tokens["worker"], home, capacity=2, name=f"r{index}").start())
-        wait_for_job_type(a, "test_cog", workers=2)
-        yield Replicas(a, b, moto)
+        wait_for_job_type(a, "test_cog", workers=2, timeout=120)
+        yield Replicas(a, b, moto, workers)
     finally:
         for worker in workers:
             worker.stop()
@@ -132,10 +136,15 @@ def test_jobs_and_analytics_through_both_replicas_then_one_dies(replicas):
     sequences = [e.sequence for e in seen + resumed]
     assert sequences == sorted(set(sequences)), sequences  # increasing, nothing twice
     assert resumed[-1].job.status == STATUS.JOB_STATUS_SUCCEEDED
-    for job in slow:
-        final = wait_terminal(b, job.id, timeout=180)
+    finished = [wait_terminal(b, job.id, timeout=180) for job in slow]
+    for final in finished:
         assert final.status == STATUS.JOB_STATUS_SUCCEEDED, final.error
         assert len(final.output_item_ids) == 1
+    # The worker that talked to A lost it, went over to B, and finished jobs there.
+    log = replicas.workers[0].log()
+    assert "lost (UNAVAILABLE)" in log
+    first_worker_id = log.split('"connected as ')[1].split('"')[0]
+    assert any(final.worker_id == first_worker_id for final in finished)
     # Every output is one stored object; no staged upload is left behind.
     assert not replicas.moto.keys(BUCKET, "geopera/projects/alpha/uploads/")
     # Analytics still answer on the surviving replica.

@@ -18,6 +18,7 @@ import pytest
 
 from geopera_kernel.raster.safe_open import open_stored
 from tests.conftest import SAMPLES
+from geopera_kernel.server.storage_s3 import GDAL_ENDPOINT_VARIABLES
 from tests.support.s3 import MotoServer
 
 SAMPLE = SAMPLES / "s2l1c_slovenia_20150711_bgrn.tif"
@@ -38,6 +39,8 @@ def storage(moto: MotoServer, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
     moto.create_bucket("contract")
     with pytest.MonkeyPatch.context() as patch:
+        for name in GDAL_ENDPOINT_VARIABLES:  # set by S3Storage; restored after
+            patch.delenv(name, raising=False)
         for name, value in moto.env("contract", "pre/fix").items():
             patch.setenv(name, value)
         yield S3Storage("s3://contract/pre/fix", tmp_path_factory.mktemp("scratch"), presign_ttl_seconds=600)

@@ -3,7 +3,7 @@
 Endpoint, region and credentials come from the standard `AWS_*` variables (boto3 reads
 `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, ...). GDAL reads objects in place with `/vsis3/`
 range requests: the same variables, plus the endpoint spelled GDAL's way, which this module
-sets for the process when an endpoint is given. Objects are written whole (an S3 PUT, or a
+sets for the process from AWS_ENDPOINT_URL when one is given. Objects are written whole (an S3 PUT, or a
 multipart upload completed at once), so readers never see a partial object. Workers on
 other hosts get presigned URLs (`presign_get`, `presign_put`) scoped to one key, expiring.
 """
@@ -35,13 +35,17 @@ def parse_s3_url(url: str) -> tuple[str, str]:
     return parts.netloc, f"{prefix}/" if prefix else ""
 
 
+GDAL_ENDPOINT_VARIABLES = ("AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING")
+
+
 def _gdal_endpoint_env(endpoint: str) -> None:
     """GDAL's `/vsis3/` names a custom endpoint as host:port plus AWS_HTTPS; path-style
-    addressing, as S3-compatible servers expect. Explicit settings win."""
+    addressing, as S3-compatible servers expect. Derived from AWS_ENDPOINT_URL every time,
+    so GDAL and boto3 never talk to two different endpoints."""
     parts = urlsplit(endpoint)
-    os.environ.setdefault("AWS_S3_ENDPOINT", parts.netloc)
-    os.environ.setdefault("AWS_HTTPS", "YES" if parts.scheme == "https" else "NO")
-    os.environ.setdefault("AWS_VIRTUAL_HOSTING", "FALSE")
+    os.environ["AWS_S3_ENDPOINT"] = parts.netloc
+    os.environ["AWS_HTTPS"] = "YES" if parts.scheme == "https" else "NO"
+    os.environ["AWS_VIRTUAL_HOSTING"] = "FALSE"
 
 
 def _missing(err: ClientError) -> bool:

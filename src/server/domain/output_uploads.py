@@ -12,6 +12,7 @@ which the storage sweep removes after its grace.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from geopera_kernel.server.domain.jobs import JobRecord
 from geopera_kernel.server.domain.output_parts import OutputAssetSpec
-from geopera_kernel.server.errors import DomainError, invalid_argument
+from geopera_kernel.server.errors import DomainError, failed_precondition, invalid_argument
 from geopera_kernel.server.storage import ObjectStorage
 
 MAX_UPLOADS_PER_CALL = 100
@@ -41,7 +42,11 @@ def upload_key(job: JobRecord, output_key: str, asset_key: str) -> str:
     return f"projects/{job.project_id}/uploads/{job.id}/{job.attempt}/{output_key}/{asset_key}.tif"
 
 
-def sign_uploads(storage: ObjectStorage, job: JobRecord, targets: list[tuple[str, str]]) -> list[SignedUpload]:
+def sign_uploads(storage: ObjectStorage | None, job: JobRecord, targets: list[tuple[str, str]]) -> list[SignedUpload]:
+    if storage is None:
+        raise failed_precondition(
+            "PRESIGNED_UPLOADS_UNAVAILABLE", "storage is a local directory: send the bytes in RegisterOutputs"
+        )
     if len(targets) > MAX_UPLOADS_PER_CALL:
         raise invalid_argument("TOO_MANY_UPLOADS", f"at most {MAX_UPLOADS_PER_CALL} files per call", field="files")
     expire = datetime.now(UTC) + timedelta(seconds=storage.presign_ttl_seconds)
@@ -92,6 +97,20 @@ def fetch_uploaded(storage: ObjectStorage, spec: OutputAssetSpec, target: Path, 
             out.write(data)
     if digest.hexdigest() != spec.sha256.lower():
         raise _incomplete("the uploaded object does not match the declared sha256", where)
+
+
+async def fetch_all(
+    storage: ObjectStorage | None, uploaded: dict[tuple[str, str], OutputAssetSpec], scratch: Path, max_bytes: int
+) -> dict[tuple[str, str], Path]:
+    """`fetch_uploaded` for each uploaded asset, keyed like RegisterOutputs' received files."""
+    assert storage is not None  # require_own_href accepted no href without it
+    files = {}
+    for (output_key, asset_key), spec in uploaded.items():
+        path = scratch / f"up-{output_key}-{asset_key}.tif"
+        where = f"items[{output_key}].assets[{asset_key}]"
+        await asyncio.to_thread(fetch_uploaded, storage, spec, path, max_bytes, where)
+        files[(output_key, asset_key)] = path
+    return files
 
 
 def discard_uploads(storage: ObjectStorage, hrefs: list[str]) -> None:

@@ -40,7 +40,7 @@ from geopera_kernel.server.domain.output_parts import OutputAssetSpec, OutputChu
 from geopera_kernel.server.domain.output_uploads import (
     SignedUpload,
     discard_uploads,
-    fetch_uploaded,
+    fetch_all,
     require_own_href,
     sign_uploads,
 )
@@ -140,10 +140,6 @@ class OutputService:
         job, replay = await self._jobs.outputs_state(principal, job_id)
         if replay is not None:
             raise failed_precondition("JOB_ATTEMPT_OVER", f"the outputs of job {job_id} are registered")
-        if self._object_storage is None:
-            raise failed_precondition(
-                "PRESIGNED_UPLOADS_UNAVAILABLE", "storage is a local directory: send the bytes in RegisterOutputs"
-            )
         return sign_uploads(self._object_storage, job, targets)
 
     async def register(
@@ -177,14 +173,8 @@ class OutputService:
         pending = PendingObjects(self._storage)
         try:
             items, files, uploaded = await self._receive(job, parts, scratch)
-            for (output_key, asset_key), spec in uploaded.items():
-                path = scratch.path / f"up-{output_key}-{asset_key}.tif"
-                assert self._object_storage is not None  # require_own_href checked
-                await asyncio.to_thread(
-                    fetch_uploaded, self._object_storage, spec, path, self._limits.max_upload_bytes,
-                    f"items[{output_key}].assets[{asset_key}]",
-                )  # fmt: skip
-                files[(output_key, asset_key)] = path
+            if uploaded:  # read back once from the bucket (size, sha256), for the raster checks below
+                files |= await fetch_all(self._object_storage, uploaded, scratch.path, self._limits.max_upload_bytes)
             infos = {
                 key: await self._raster_pool.run(
                     functools.partial(self._inspect, path, f"items[{key[0]}].assets[{key[1]}]")
