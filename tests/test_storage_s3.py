@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from geopera_kernel.raster.safe_open import open_stored
-from tests.conftest import SAMPLES
 from geopera_kernel.server.storage_s3 import GDAL_ENDPOINT_VARIABLES
+from tests.conftest import SAMPLES
 from tests.support.s3 import MotoServer
 
 SAMPLE = SAMPLES / "s2l1c_slovenia_20150711_bgrn.tif"
