@@ -289,3 +289,24 @@ def test_assignment_urls_name_only_the_jobs_sources(s3, raw):
     with urllib.request.urlopen(location.download_url, timeout=30) as response:
         assert hashlib.sha256(response.read()).hexdigest() == assignment.source_items[0].assets["data"].sha256
     client.execute("processing.jobs.cancel", processing_pb2.ProcessingJobsCancelParams(job_id=job.id))
+
+
+def test_the_sweep_removes_staged_uploads_a_crash_left_in_the_bucket(s3):
+    from geopera_kernel.server.domain.sweep import StorageSweeper
+
+    left = f"projects/alpha/uploads/job_{secrets.token_hex(4)}/1/0/data.tif"
+    s3.moto.client().put_object(Bucket=BUCKET, Key=f"geopera/{left}", Body=b"staged, never registered")
+    stored = s3.keys("projects/alpha/items/")
+
+    async def sweep(services):
+        return await StorageSweeper(services.db, services.storage).sweep(grace_seconds=0)
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in GDAL_ENDPOINT_VARIABLES:
+            patch.delenv(name, raising=False)
+        for name, value in s3.moto.env(BUCKET).items():
+            patch.setenv(name, value)
+        report = s3.world.with_services(sweep)
+    assert left in report.orphan_objects
+    assert left not in s3.keys("projects/alpha/uploads/")
+    assert s3.keys("projects/alpha/items/") == stored  # referenced objects stay
