@@ -441,7 +441,8 @@ class JobAssignment(_message.Message):
     def source_assets(self) -> _containers.RepeatedCompositeFieldContainer[Global___SourceAssetLocation]:
         """Where the source assets are stored, for workers that share the server's
         storage (same host or a shared mount). A worker that cannot open them
-        downloads the assets with `KernelService.DownloadAsset` and its job token.
+        fetches each from its `download_url` (object storage), else downloads it
+        with `KernelService.DownloadAsset` and its job token.
         """
 
     def __init__(

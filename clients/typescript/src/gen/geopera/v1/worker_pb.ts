@@ -475,7 +475,8 @@ export type JobAssignment = Message<"geopera.v1.JobAssignment"> & {
   /**
    * Where the source assets are stored, for workers that share the server's
    * storage (same host or a shared mount). A worker that cannot open them
-   * downloads the assets with `KernelService.DownloadAsset` and its job token.
+   * fetches each from its `download_url` (object storage), else downloads it
+   * with `KernelService.DownloadAsset` and its job token.
    *
    * @generated from field: repeated geopera.v1.SourceAssetLocation source_assets = 6;
    */
