@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ from tests.support.s3 import MotoServer
 SOURCE = "s2l1c_slovenia_20150711_bgrn"
 AOI = json.loads((SAMPLES / "aoi_epsg4326.geojson").read_text())
 BUCKET = "geopera-test"
+DOWNLOAD_CALL = '"rpc":"DownloadAsset"'  # its access log line
 SQUARE = {"type": "Polygon", "coordinates": [[[14.55, 45.86], [14.56, 45.86], [14.56, 45.87], [14.55, 45.87],
                                               [14.55, 45.86]]]}  # fmt: skip
 
@@ -104,7 +106,7 @@ def test_stored_bytes_live_in_the_bucket_not_on_disk(s3):
 def test_a_clip_job_reads_and_writes_by_presigned_urls(s3, tmp_path):
     world = s3.world
     client = world.client("alpha")
-    before_log = world.server.log().count("DownloadAsset")
+    before_log = world.server.log().count(DOWNLOAD_CALL)
     name = f"s3clip_{secrets.token_hex(3)}"
     params = processing_pb2.ClipCreateFromItemParams(source_item_id=world.items[SOURCE], project_id="alpha",
                                                      output_name=name)  # fmt: skip
@@ -116,9 +118,14 @@ def test_a_clip_job_reads_and_writes_by_presigned_urls(s3, tmp_path):
     assert f"geopera/projects/alpha/items/{item.id}/data.tif" in s3.moto.keys(BUCKET)
     # Neither the source nor the output went through the server: no DownloadAsset call,
     # and the staged upload was removed once copied to the asset's key.
-    assert world.server.log().count("DownloadAsset") == before_log
+    assert world.server.log().count(DOWNLOAD_CALL) == before_log
     assert not s3.keys(f"projects/alpha/uploads/{job.id}/")
     body, _ = client.download(item.assets["data"].href)
+    # The control: a download through the server is in its access log.
+    deadline = time.monotonic() + 10
+    while world.server.log().count(DOWNLOAD_CALL) == before_log:
+        assert time.monotonic() < deadline, "the access log shows no DownloadAsset call"
+        time.sleep(0.05)
     output = tmp_path / "clip.tif"
     output.write_bytes(body)
     assert_clip_is_rasterio_mask(output)
