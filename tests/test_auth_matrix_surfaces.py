@@ -367,7 +367,7 @@ def test_a_job_token_downloads_only_its_jobs_sources(matrix_world, assign):
 
 # --- WorkerService --------------------------------------------------------
 
-WORKER_RPCS = ["Connect", "ReportProgress", "ReportFailure", "ReleaseJob", "RegisterOutputs"]
+WORKER_RPCS = ["Connect", "ReportProgress", "ReportFailure", "ReleaseJob", "RegisterOutputs", "SignOutputUploads"]
 WORKER_WHO = ["no_token", "bad_token", "revoked_token", "user_token", "admin_token", "worker_token",
               "other_jobs_token", "job_token"]  # fmt: skip
 
@@ -380,6 +380,9 @@ def worker_expected(rpc: str, who: str) -> tuple[str, str]:
         return {"user_token": denied("MISSING_SCOPE"), "admin_token": OK, "worker_token": OK}.get(
             who, denied("JOB_TOKEN_NOT_ALLOWED")
         )
+    if rpc == "SignOutputUploads" and who == "job_token":
+        # Past authorisation: this server stores in a local directory (no presigned uploads).
+        return ("FAILED_PRECONDITION", "PRESIGNED_UPLOADS_UNAVAILABLE")
     # The job calls take the job token of that very job and attempt.
     return {"other_jobs_token": denied("JOB_TOKEN_MISMATCH"), "job_token": OK}.get(who, denied("JOB_TOKEN_REQUIRED"))
 
@@ -423,6 +426,9 @@ def test_worker_service_auth(matrix_world, assign, rpc, who):
         ),
         "ReleaseJob": lambda: stub.ReleaseJob(
             worker_pb2.ReleaseJobRequest(job_id=job_id, reason="matrix"), metadata=metadata, timeout=30
+        ),
+        "SignOutputUploads": lambda: stub.SignOutputUploads(
+            worker_pb2.SignOutputUploadsRequest(job_id=job_id), metadata=metadata, timeout=30
         ),
         "RegisterOutputs": lambda: stub.RegisterOutputs(
             iter([worker_pb2.RegisterOutputsRequest(job_id=job_id, commit=True)]), metadata=metadata, timeout=30

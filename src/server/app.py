@@ -71,7 +71,7 @@ from geopera_kernel.server.pagination import install_page_token_key, load_page_t
 from geopera_kernel.server.rest.app import RestApi, start_rest
 from geopera_kernel.server.services import Services
 from geopera_kernel.server.signing import UrlSigner, load_signing_keys
-from geopera_kernel.server.storage import LocalStorage
+from geopera_kernel.server.storage import BlobStorage, LocalStorage
 from geopera_kernel.server.store import connect_database
 from geopera_kernel.server.store.database import start_embedded_postgres
 from geopera_kernel.server.webhooks.sender import SenderPolicy, WebhookSender
@@ -91,11 +91,20 @@ def database_url(settings: Settings) -> str:
     return start_embedded_postgres(settings.home.resolve())
 
 
+def open_storage(settings: Settings) -> BlobStorage:
+    """The bucket of GEOPERA_STORAGE_URL, else the local storage directory."""
+    if settings.storage_url:
+        from geopera_kernel.server.storage_s3 import S3Storage  # boto3 only when configured
+
+        return S3Storage(settings.storage_url, settings.home / "scratch", settings.presign_ttl_seconds)
+    return LocalStorage(settings.storage_root)
+
+
 async def build_services(settings: Settings, url: str) -> Services:
     db = await connect_database(url, max_size=settings.db_pool_size)
     install_page_token_key(await load_page_token_key(db, settings.page_token_key))
     signer = UrlSigner(await load_signing_keys(db, settings.signing_keys))
-    storage = LocalStorage(settings.storage_root)
+    storage = open_storage(settings)
     tokens = TokenService(db, cache_seconds=settings.token_cache_seconds)
     limits = CatalogLimits(max_upload_bytes=settings.max_upload_bytes)
     quota = StorageQuota(settings.project_quota_bytes)

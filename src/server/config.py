@@ -63,6 +63,11 @@ class Settings:
     storage_dir: Path | None = field(
         default_factory=lambda: Path(p) if (p := os.environ.get("GEOPERA_STORAGE_DIR")) else None
     )
+    # `s3://bucket/prefix`: asset bytes in an S3-compatible bucket (endpoint and
+    # credentials from the standard AWS_* variables); unset: the local `storage_dir`.
+    storage_url: str = field(default_factory=lambda: os.environ.get("GEOPERA_STORAGE_URL", ""))
+    # Lifetime of the presigned URLs workers get for their job's sources and outputs.
+    presign_ttl_seconds: float = field(default_factory=lambda: _env_duration("GEOPERA_PRESIGN_TTL", 3600.0))
     # When set, the bound port is written here once the server is ready.
     port_file: Path | None = None
     log_level: str = field(default_factory=lambda: os.environ.get("GEOPERA_LOG_LEVEL", "INFO"))

@@ -16,14 +16,14 @@ from geopera_kernel.server.domain.outputs import OutputService
 from geopera_kernel.server.domain.streams import StreamLimiter
 from geopera_kernel.server.domain.webhooks import WebhookService
 from geopera_kernel.server.signing import UrlSigner
-from geopera_kernel.server.storage import LocalStorage
+from geopera_kernel.server.storage import BlobStorage
 from geopera_kernel.server.store import Database
 
 
 @dataclass
 class Services:
     db: Database
-    storage: LocalStorage
+    storage: BlobStorage
     tokens: TokenService
     catalog: CatalogService
     credits: CreditService

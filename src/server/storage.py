@@ -1,8 +1,9 @@
 """Where asset and artifact bytes live, behind one small interface.
 
 `LocalStorage` keeps files in a directory (by default `$GEOPERA_HOME/storage`).
-An S3-compatible backend implements the same methods; `local_path` is how
-rasterio reads a stored object (a real path here, a `/vsis3/` path there).
+The S3-compatible backend (storage_s3.S3Storage) implements the same methods;
+`local_path` is how rasterio reads a stored object (a real path here, a
+`/vsis3/` path there).
 """
 
 from __future__ import annotations
@@ -50,6 +51,26 @@ class BlobStorage(Protocol):
 
     def list_objects(self, prefix: str) -> Iterator[StoredObject]:
         """Every stored object whose key starts with `prefix` (scratch excluded)."""
+
+
+class ObjectStorage(BlobStorage, Protocol):
+    """Storage other hosts reach on their own (an S3 bucket): workers get presigned
+    URLs for one object each instead of streaming bytes through the server."""
+
+    def presign_get(self, key: str) -> str: ...
+
+    def presign_put(self, key: str) -> str: ...
+
+    @property
+    def presign_ttl_seconds(self) -> float: ...
+
+    def copy(self, source_key: str, key: str) -> None:
+        """Store a copy of the object `source_key` under `key`, inside the store."""
+
+
+def object_storage(storage: BlobStorage) -> ObjectStorage | None:
+    """`storage` when other hosts can reach it by presigned URLs, else None."""
+    return storage if hasattr(storage, "presign_put") else None  # type: ignore[return-value]
 
 
 class LocalStorage:

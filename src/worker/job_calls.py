@@ -1,6 +1,7 @@
 """The worker's calls back to the server for one job, with its job token: source downloads,
 progress reports (which also bring cancellation), and the outputs' upload; and how a call
-the server may not have received is sent again.
+the server may not have received is sent again. With object storage, source and output
+bytes go straight between the worker and the bucket by presigned URLs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
@@ -40,23 +42,74 @@ def struct(value: dict[str, Any]) -> struct_pb2.Struct:
     return message
 
 
-async def download_asset(kernel: Any, href: str, target: Path, metadata: Any) -> Path:
-    """A source asset streamed to ``target`` over DownloadAsset, its sha256 checked."""
+async def download_asset(
+    kernel: Any, href: str, target: Path, metadata: Any, *, url: str = "", sha256: str = ""
+) -> Path:
+    """A source asset written to ``target``, its sha256 checked: from ``url`` (a presigned
+    GET on the server's object storage) when given, else streamed over DownloadAsset."""
     digest = hashlib.sha256()
-    expected = ""
+    expected = sha256
     with target.open("wb") as out:
-        async for chunk in kernel.DownloadAsset(kernel_pb2.DownloadAssetRequest(resource_name=href), metadata=metadata):
-            if chunk.sha256:
-                expected = chunk.sha256
-            digest.update(chunk.data)
-            await asyncio.to_thread(out.write, chunk.data)
+        if url:
+            async for data in _http_get(url, href):
+                digest.update(data)
+                await asyncio.to_thread(out.write, data)
+        else:
+            request = kernel_pb2.DownloadAssetRequest(resource_name=href)
+            async for chunk in kernel.DownloadAsset(request, metadata=metadata):
+                if chunk.sha256:
+                    expected = chunk.sha256
+                digest.update(chunk.data)
+                await asyncio.to_thread(out.write, chunk.data)
     if expected and digest.hexdigest() != expected:
         raise JobFailed("SOURCE_CORRUPT", f"downloaded {href} does not match its checksum", retryable=True)
     return target
 
 
-async def register_outputs(stub: Any, job_id: str, metadata: Any, outputs: list[JobOutput]) -> None:
-    """The job's outputs over one RegisterOutputs stream: the items, each file's bytes, commit."""
+async def _http_get(url: str, name: str) -> AsyncIterator[bytes]:
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=120)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
+        if response.status != 200:
+            # An expired or refused URL: the next attempt gets fresh ones.
+            raise JobFailed(
+                "SOURCE_UNAVAILABLE", f"object storage answered {response.status} for {name}", retryable=True
+            )
+        async for data in response.content.iter_chunked(CHUNK_BYTES):
+            yield data
+
+
+async def _upload_files(stub: Any, job_id: str, metadata: Any, outputs: list[JobOutput]) -> dict[tuple[int, str], str]:
+    """Each output file PUT to object storage by a presigned URL; their hrefs."""
+    files = [worker_pb2.OutputUploadTarget(output_key=str(i), asset_key=f.key)
+             for i, output in enumerate(outputs) for f in output.files]  # fmt: skip
+    if not files:
+        return {}
+    request = worker_pb2.SignOutputUploadsRequest(job_id=job_id, files=files)
+    signed = await resending(lambda: stub.SignOutputUploads(request, metadata=metadata, timeout=30))
+    paths = {(str(i), f.key): f.path for i, output in enumerate(outputs) for f in output.files}
+    hrefs = {}
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for upload in signed.uploads:
+            path = paths[(upload.output_key, upload.asset_key)]
+            with path.open("rb") as body:
+                headers = {"Content-Length": str(path.stat().st_size)}
+                async with session.put(upload.url, data=body, headers=headers) as response:
+                    if response.status not in (200, 201, 204):
+                        text = (await response.text())[:300]
+                        raise JobFailed("OUTPUT_UPLOAD_FAILED", f"object storage answered {response.status}: {text}",
+                                        retryable=True)  # fmt: skip
+            hrefs[(int(upload.output_key), upload.asset_key)] = upload.href
+    return hrefs
+
+
+async def register_outputs(
+    stub: Any, job_id: str, metadata: Any, outputs: list[JobOutput], *, presigned: bool = False
+) -> None:
+    """The job's outputs over one RegisterOutputs stream: the items, each file's bytes, commit.
+    With ``presigned`` (object storage) the files go to the bucket first and the stream
+    names them (`OutputAsset.href`) instead of carrying their bytes."""
+    hrefs = await _upload_files(stub, job_id, metadata, outputs) if presigned else {}
 
     async def requests() -> AsyncIterator[worker_pb2.RegisterOutputsRequest]:
         first = True
@@ -69,7 +122,12 @@ async def register_outputs(stub: Any, job_id: str, metadata: Any, outputs: list[
                 size, sha = await asyncio.to_thread(size_and_sha256, file.path)
                 assets.append(
                     worker_pb2.OutputAsset(
-                        key=file.key, roles=file.roles, title=file.title, size_bytes=size, sha256=sha
+                        key=file.key,
+                        roles=file.roles,
+                        title=file.title,
+                        size_bytes=size,
+                        sha256=sha,
+                        href=hrefs.get((index, file.key), ""),
                     )
                 )
             items.append(
@@ -88,6 +146,8 @@ async def register_outputs(stub: Any, job_id: str, metadata: Any, outputs: list[
             first = False
         for index, output in enumerate(outputs):
             for file in output.files:
+                if (index, file.key) in hrefs:
+                    continue
                 offset = 0
                 with file.path.open("rb") as source:
                     while True:

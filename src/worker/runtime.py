@@ -321,7 +321,7 @@ class Worker:
                 raise JobCancelled(job.id)
             await logs.flush()  # the records come before the job's end
             try:
-                await register_outputs(stub, job.id, metadata, outputs)
+                await register_outputs(stub, job.id, metadata, outputs, presigned=assignment.presigned_uploads)
             except aio.AioRpcError as err:
                 if err.code() not in OUTPUTS_REFUSED_CODES or error_reason(err) == "INCOMPLETE_UPLOAD":
                     raise
@@ -373,16 +373,19 @@ class Worker:
     async def _sources(
         self, assignment: worker_pb2.JobAssignment, workdir: Path, metadata: Any
     ) -> dict[str, SourceItem]:
-        locations = {(loc.item_id, loc.asset_key): loc.storage_uri for loc in assignment.source_assets}
+        locations = {(loc.item_id, loc.asset_key): loc for loc in assignment.source_assets}
         assert self._channel is not None  # opened by run() before any session or job
         kernel = kernel_pb2_grpc.KernelServiceStub(self._channel)
         sources = {}
         for item in assignment.source_items:
             assets = {}
             for key, asset in item.assets.items():
-                path = locations.get((item.id, key), "") if self.config.shared_storage else ""
+                location = locations.get((item.id, key))
+                path = location.storage_uri if location is not None and self.config.shared_storage else ""
                 if not path or not os.access(path, os.R_OK):
-                    path = str(await download_asset(kernel, asset.href, workdir / f"src-{item.id}-{key}.tif", metadata))
+                    target = workdir / f"src-{item.id}-{key}.tif"
+                    url = location.download_url if location is not None else ""
+                    path = str(await download_asset(kernel, asset.href, target, metadata, url=url, sha256=asset.sha256))
                 assets[key] = SourceAsset(
                     key=key,
                     path=path,

@@ -22,6 +22,124 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class SignOutputUploadsRequest(_message.Message):
+    """Request of `SignOutputUploads`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """The job (its job token authorises the call)."""
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutputUploadTarget]:
+        """The files to upload."""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        files: _abc.Iterable[Global___OutputUploadTarget] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["files", b"files", "job_id", b"job_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignOutputUploadsRequest: _TypeAlias = SignOutputUploadsRequest  # noqa: Y015
+
+@_typing.final
+class OutputUploadTarget(_message.Message):
+    """One output file to upload."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTPUT_KEY_FIELD_NUMBER: _builtins.int
+    ASSET_KEY_FIELD_NUMBER: _builtins.int
+    output_key: _builtins.str
+    """The output item's `output_key`, as it will be sent in `RegisterOutputs`."""
+    asset_key: _builtins.str
+    """The asset key."""
+    def __init__(
+        self,
+        *,
+        output_key: _builtins.str = ...,
+        asset_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_key", b"asset_key", "output_key", b"output_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutputUploadTarget: _TypeAlias = OutputUploadTarget  # noqa: Y015
+
+@_typing.final
+class SignOutputUploadsResponse(_message.Message):
+    """Response of `SignOutputUploads`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UPLOADS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def uploads(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutputUpload]:
+        """One per requested file, in request order."""
+
+    def __init__(
+        self,
+        *,
+        uploads: _abc.Iterable[Global___OutputUpload] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["uploads", b"uploads"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignOutputUploadsResponse: _TypeAlias = SignOutputUploadsResponse  # noqa: Y015
+
+@_typing.final
+class OutputUpload(_message.Message):
+    """Where to upload one output file."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTPUT_KEY_FIELD_NUMBER: _builtins.int
+    ASSET_KEY_FIELD_NUMBER: _builtins.int
+    HREF_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    output_key: _builtins.str
+    """As requested."""
+    asset_key: _builtins.str
+    """As requested."""
+    href: _builtins.str
+    """Opaque name of the uploaded object, for `OutputAsset.href`."""
+    url: _builtins.str
+    """Presigned URL: `PUT` the file's bytes here (one request, the whole file)."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """The URL stops working at this time."""
+
+    def __init__(
+        self,
+        *,
+        output_key: _builtins.str = ...,
+        asset_key: _builtins.str = ...,
+        href: _builtins.str = ...,
+        url: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_key", b"asset_key", "expire_time", b"expire_time", "href", b"href", "output_key", b"output_key", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutputUpload: _TypeAlias = OutputUpload  # noqa: Y015
+
+@_typing.final
 class JobLogRecord(_message.Message):
     """One record of `WriteJobLogsRequest`."""
 
@@ -298,10 +416,15 @@ class JobAssignment(_message.Message):
     LEASE_EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     SOURCE_ITEMS_FIELD_NUMBER: _builtins.int
     SOURCE_ASSETS_FIELD_NUMBER: _builtins.int
+    PRESIGNED_UPLOADS_FIELD_NUMBER: _builtins.int
     job_token: _builtins.str
     """Bearer token for this job and attempt only."""
     attempt: _builtins.int
     """Attempt number, 1-based."""
+    presigned_uploads: _builtins.bool
+    """Outputs go to object storage through presigned URLs (`SignOutputUploads`,
+    `OutputAsset.href`) rather than as `chunk`s of `RegisterOutputs`.
+    """
     @_builtins.property
     def job(self) -> _resources_pb2.Job:
         """The job (status DISPATCHED, input included)."""
@@ -318,7 +441,8 @@ class JobAssignment(_message.Message):
     def source_assets(self) -> _containers.RepeatedCompositeFieldContainer[Global___SourceAssetLocation]:
         """Where the source assets are stored, for workers that share the server's
         storage (same host or a shared mount). A worker that cannot open them
-        downloads the assets with `KernelService.DownloadAsset` and its job token.
+        fetches each from its `download_url` (object storage), else downloads it
+        with `KernelService.DownloadAsset` and its job token.
         """
 
     def __init__(
@@ -330,10 +454,11 @@ class JobAssignment(_message.Message):
         lease_expire_time: _timestamp_pb2.Timestamp | None = ...,
         source_items: _abc.Iterable[_resources_pb2.Item] | None = ...,
         source_assets: _abc.Iterable[Global___SourceAssetLocation] | None = ...,
+        presigned_uploads: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "lease_expire_time", b"lease_expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "job", b"job", "job_token", b"job_token", "lease_expire_time", b"lease_expire_time", "source_assets", b"source_assets", "source_items", b"source_items"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "job", b"job", "job_token", b"job_token", "lease_expire_time", b"lease_expire_time", "presigned_uploads", b"presigned_uploads", "source_assets", b"source_assets", "source_items", b"source_items"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -348,6 +473,7 @@ class SourceAssetLocation(_message.Message):
     ITEM_ID_FIELD_NUMBER: _builtins.int
     ASSET_KEY_FIELD_NUMBER: _builtins.int
     STORAGE_URI_FIELD_NUMBER: _builtins.int
+    DOWNLOAD_URL_FIELD_NUMBER: _builtins.int
     item_id: _builtins.str
     """The source item."""
     asset_key: _builtins.str
@@ -356,16 +482,23 @@ class SourceAssetLocation(_message.Message):
     """A path (or GDAL virtual path) to open the asset with, when storage is
     shared.
     """
+    download_url: _builtins.str
+    """When the server stores bytes in object storage: a presigned URL that GETs
+    this asset's bytes straight from the bucket (no byte through the server),
+    for this object only, valid `GEOPERA_PRESIGN_TTL` (1 h by default) from
+    the assignment. Check the bytes against `Asset.sha256`. Empty with local storage: use `DownloadAsset`.
+    """
     def __init__(
         self,
         *,
         item_id: _builtins.str = ...,
         asset_key: _builtins.str = ...,
         storage_uri: _builtins.str = ...,
+        download_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_key", b"asset_key", "item_id", b"item_id", "storage_uri", b"storage_uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_key", b"asset_key", "download_url", b"download_url", "item_id", b"item_id", "storage_uri", b"storage_uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -667,6 +800,7 @@ class OutputAsset(_message.Message):
     TITLE_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
+    HREF_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """Asset key, e.g. `data`."""
     title: _builtins.str
@@ -675,6 +809,14 @@ class OutputAsset(_message.Message):
     """Size in bytes of the file that follows in `chunk`s."""
     sha256: _builtins.str
     """Lower-case hex SHA-256 of the file, checked on receipt; empty to skip."""
+    href: _builtins.str
+    """The file is already uploaded: the `href` `SignOutputUploads` returned for
+    it (this output_key and asset key, this attempt). No `chunk` follows for
+    this asset; `size_bytes` and `sha256` are required and checked against the
+    stored object (INVALID_ARGUMENT `INCOMPLETE_UPLOAD` when it is missing or
+    differs: upload again). Any other href: INVALID_ARGUMENT
+    `INVALID_OUTPUT_HREF` (the job fails).
+    """
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """STAC roles; defaults to [`data`]."""
@@ -687,10 +829,11 @@ class OutputAsset(_message.Message):
         title: _builtins.str = ...,
         size_bytes: _builtins.int = ...,
         sha256: _builtins.str = ...,
+        href: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "roles", b"roles", "sha256", b"sha256", "size_bytes", b"size_bytes", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["href", b"href", "key", b"key", "roles", b"roles", "sha256", b"sha256", "size_bytes", b"size_bytes", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -80,6 +80,11 @@ class WorkerServiceStub:
                 request_serializer=geopera_dot_v1_dot_worker__pb2.WriteJobLogsRequest.SerializeToString,
                 response_deserializer=geopera_dot_v1_dot_worker__pb2.WriteJobLogsResponse.FromString,
                 _registered_method=True)
+        self.SignOutputUploads = channel.unary_unary(
+                '/geopera.v1.WorkerService/SignOutputUploads',
+                request_serializer=geopera_dot_v1_dot_worker__pb2.SignOutputUploadsRequest.SerializeToString,
+                response_deserializer=geopera_dot_v1_dot_worker__pb2.SignOutputUploadsResponse.FromString,
+                _registered_method=True)
 
 
 class WorkerServiceServicer:
@@ -163,7 +168,7 @@ class WorkerServiceServicer:
     def RegisterOutputs(self, request_iterator, context):
         """Registers the job's outputs and completes it (job token). The stream is:
         one or more `item` messages, then for each asset of each item its `chunk`s
-        (unless the asset names a `server_href`), then one `commit`. The server
+        (unless the asset names an `href` from `SignOutputUploads`), then one `commit`. The server
         validates every asset (readable raster, valid COG, embedded statistics),
         stores it, and in one transaction registers the items with provenance
         edges to the job and every source item, captures the credits and marks
@@ -213,6 +218,25 @@ class WorkerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SignOutputUploads(self, request, context):
+        """Presigned upload URLs for the job's output files (job token, live attempt
+        only), when the server stores bytes in object storage
+        (`JobAssignment.presigned_uploads`): the worker PUTs each file to its
+        `url`, then names the `href` in `OutputAsset.href` of `RegisterOutputs`
+        instead of sending `chunk`s, so output bytes never pass through the
+        server. Each URL writes one object under this attempt's own upload prefix
+        and expires at `expire_time`; the server checks size, sha256 and COG
+        validity of the object before registering it. At most 100 files per call
+        (INVALID_ARGUMENT `TOO_MANY_UPLOADS`); `output_key` and `asset_key` are
+        lower-case identifiers (INVALID_ARGUMENT `INVALID_OUTPUT`).
+        FAILED_PRECONDITION `PRESIGNED_UPLOADS_UNAVAILABLE` when storage is a
+        local directory (stream the bytes), `JOB_ATTEMPT_OVER` once the attempt is
+        over; PERMISSION_DENIED `JOB_TOKEN_REQUIRED` / `JOB_TOKEN_MISMATCH`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -245,6 +269,11 @@ def add_WorkerServiceServicer_to_server(servicer, server):
                     servicer.WriteJobLogs,
                     request_deserializer=geopera_dot_v1_dot_worker__pb2.WriteJobLogsRequest.FromString,
                     response_serializer=geopera_dot_v1_dot_worker__pb2.WriteJobLogsResponse.SerializeToString,
+            ),
+            'SignOutputUploads': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignOutputUploads,
+                    request_deserializer=geopera_dot_v1_dot_worker__pb2.SignOutputUploadsRequest.FromString,
+                    response_serializer=geopera_dot_v1_dot_worker__pb2.SignOutputUploadsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -425,6 +454,33 @@ class WorkerService:
             '/geopera.v1.WorkerService/WriteJobLogs',
             geopera_dot_v1_dot_worker__pb2.WriteJobLogsRequest.SerializeToString,
             geopera_dot_v1_dot_worker__pb2.WriteJobLogsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignOutputUploads(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/geopera.v1.WorkerService/SignOutputUploads',
+            geopera_dot_v1_dot_worker__pb2.SignOutputUploadsRequest.SerializeToString,
+            geopera_dot_v1_dot_worker__pb2.SignOutputUploadsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -95,7 +95,7 @@ class WorkerServiceStub:
     RegisterOutputs: _grpc.StreamUnaryMultiCallable[_worker_pb2.RegisterOutputsRequest, _worker_pb2.RegisterOutputsResponse]
     """Registers the job's outputs and completes it (job token). The stream is:
     one or more `item` messages, then for each asset of each item its `chunk`s
-    (unless the asset names a `server_href`), then one `commit`. The server
+    (unless the asset names an `href` from `SignOutputUploads`), then one `commit`. The server
     validates every asset (readable raster, valid COG, embedded statistics),
     stores it, and in one transaction registers the items with provenance
     edges to the job and every source item, captures the credits and marks
@@ -136,6 +136,21 @@ class WorkerServiceStub:
     `dropped_entries`, not an error), so a worker never fails a job for
     logging too much. FAILED_PRECONDITION `JOB_ATTEMPT_OVER` once the attempt
     is over.
+    """
+    SignOutputUploads: _grpc.UnaryUnaryMultiCallable[_worker_pb2.SignOutputUploadsRequest, _worker_pb2.SignOutputUploadsResponse]
+    """Presigned upload URLs for the job's output files (job token, live attempt
+    only), when the server stores bytes in object storage
+    (`JobAssignment.presigned_uploads`): the worker PUTs each file to its
+    `url`, then names the `href` in `OutputAsset.href` of `RegisterOutputs`
+    instead of sending `chunk`s, so output bytes never pass through the
+    server. Each URL writes one object under this attempt's own upload prefix
+    and expires at `expire_time`; the server checks size, sha256 and COG
+    validity of the object before registering it. At most 100 files per call
+    (INVALID_ARGUMENT `TOO_MANY_UPLOADS`); `output_key` and `asset_key` are
+    lower-case identifiers (INVALID_ARGUMENT `INVALID_OUTPUT`).
+    FAILED_PRECONDITION `PRESIGNED_UPLOADS_UNAVAILABLE` when storage is a
+    local directory (stream the bytes), `JOB_ATTEMPT_OVER` once the attempt is
+    over; PERMISSION_DENIED `JOB_TOKEN_REQUIRED` / `JOB_TOKEN_MISMATCH`.
     """
 
 @_typing.type_check_only
@@ -205,7 +220,7 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     RegisterOutputs: _aio.StreamUnaryMultiCallable[_worker_pb2.RegisterOutputsRequest, _worker_pb2.RegisterOutputsResponse]  # type: ignore[assignment]
     """Registers the job's outputs and completes it (job token). The stream is:
     one or more `item` messages, then for each asset of each item its `chunk`s
-    (unless the asset names a `server_href`), then one `commit`. The server
+    (unless the asset names an `href` from `SignOutputUploads`), then one `commit`. The server
     validates every asset (readable raster, valid COG, embedded statistics),
     stores it, and in one transaction registers the items with provenance
     edges to the job and every source item, captures the credits and marks
@@ -246,6 +261,21 @@ class WorkerServiceAsyncStub(WorkerServiceStub):
     `dropped_entries`, not an error), so a worker never fails a job for
     logging too much. FAILED_PRECONDITION `JOB_ATTEMPT_OVER` once the attempt
     is over.
+    """
+    SignOutputUploads: _aio.UnaryUnaryMultiCallable[_worker_pb2.SignOutputUploadsRequest, _worker_pb2.SignOutputUploadsResponse]  # type: ignore[assignment]
+    """Presigned upload URLs for the job's output files (job token, live attempt
+    only), when the server stores bytes in object storage
+    (`JobAssignment.presigned_uploads`): the worker PUTs each file to its
+    `url`, then names the `href` in `OutputAsset.href` of `RegisterOutputs`
+    instead of sending `chunk`s, so output bytes never pass through the
+    server. Each URL writes one object under this attempt's own upload prefix
+    and expires at `expire_time`; the server checks size, sha256 and COG
+    validity of the object before registering it. At most 100 files per call
+    (INVALID_ARGUMENT `TOO_MANY_UPLOADS`); `output_key` and `asset_key` are
+    lower-case identifiers (INVALID_ARGUMENT `INVALID_OUTPUT`).
+    FAILED_PRECONDITION `PRESIGNED_UPLOADS_UNAVAILABLE` when storage is a
+    local directory (stream the bytes), `JOB_ATTEMPT_OVER` once the attempt is
+    over; PERMISSION_DENIED `JOB_TOKEN_REQUIRED` / `JOB_TOKEN_MISMATCH`.
     """
 
 class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -342,7 +372,7 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_worker_pb2.RegisterOutputsResponse, _abc.Awaitable[_worker_pb2.RegisterOutputsResponse]]:
         """Registers the job's outputs and completes it (job token). The stream is:
         one or more `item` messages, then for each asset of each item its `chunk`s
-        (unless the asset names a `server_href`), then one `commit`. The server
+        (unless the asset names an `href` from `SignOutputUploads`), then one `commit`. The server
         validates every asset (readable raster, valid COG, embedded statistics),
         stores it, and in one transaction registers the items with provenance
         edges to the job and every source item, captures the credits and marks
@@ -389,6 +419,27 @@ class WorkerServiceServicer(metaclass=_abc_1.ABCMeta):
         `dropped_entries`, not an error), so a worker never fails a job for
         logging too much. FAILED_PRECONDITION `JOB_ATTEMPT_OVER` once the attempt
         is over.
+        """
+
+    @_abc_1.abstractmethod
+    def SignOutputUploads(
+        self,
+        request: _worker_pb2.SignOutputUploadsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_worker_pb2.SignOutputUploadsResponse, _abc.Awaitable[_worker_pb2.SignOutputUploadsResponse]]:
+        """Presigned upload URLs for the job's output files (job token, live attempt
+        only), when the server stores bytes in object storage
+        (`JobAssignment.presigned_uploads`): the worker PUTs each file to its
+        `url`, then names the `href` in `OutputAsset.href` of `RegisterOutputs`
+        instead of sending `chunk`s, so output bytes never pass through the
+        server. Each URL writes one object under this attempt's own upload prefix
+        and expires at `expire_time`; the server checks size, sha256 and COG
+        validity of the object before registering it. At most 100 files per call
+        (INVALID_ARGUMENT `TOO_MANY_UPLOADS`); `output_key` and `asset_key` are
+        lower-case identifiers (INVALID_ARGUMENT `INVALID_OUTPUT`).
+        FAILED_PRECONDITION `PRESIGNED_UPLOADS_UNAVAILABLE` when storage is a
+        local directory (stream the bytes), `JOB_ATTEMPT_OVER` once the attempt is
+        over; PERMISSION_DENIED `JOB_TOKEN_REQUIRED` / `JOB_TOKEN_MISMATCH`.
         """
 
 def add_WorkerServiceServicer_to_server(servicer: WorkerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

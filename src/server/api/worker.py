@@ -36,10 +36,12 @@ from geopera_kernel.server.domain.output_parts import (
 from geopera_kernel.server.edge.call import current_call, current_principal
 from geopera_kernel.server.errors import invalid_argument
 from geopera_kernel.server.services import Services
-from geopera_kernel.server.storage import BlobStorage
+from geopera_kernel.server.storage import BlobStorage, object_storage
 
 
 def _assignment(assignment: Assignment, storage: BlobStorage) -> worker_pb2.JobAssignment:
+    # With object storage the worker reads sources and writes outputs by presigned URLs.
+    bucket = object_storage(storage)
     return worker_pb2.JobAssignment(
         job=convert.job(assignment.job),
         job_token=assignment.token,
@@ -48,11 +50,15 @@ def _assignment(assignment: Assignment, storage: BlobStorage) -> worker_pb2.JobA
         source_items=[convert.item(item) for item in assignment.sources],
         source_assets=[
             worker_pb2.SourceAssetLocation(
-                item_id=item.id, asset_key=asset.key, storage_uri=storage.local_path(asset.storage_key)
+                item_id=item.id,
+                asset_key=asset.key,
+                storage_uri=storage.local_path(asset.storage_key),
+                download_url=bucket.presign_get(asset.storage_key) if bucket is not None else "",
             )
             for item in assignment.sources
             for asset in item.assets
         ],
+        presigned_uploads=bucket is not None,
     )
 
 
@@ -169,6 +175,25 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
         stored, dropped = await self._services.jobs.write_logs(principal, request.job_id, records)
         return worker_pb2.WriteJobLogsResponse(stored_entries=stored, dropped_entries=dropped)
 
+    async def SignOutputUploads(
+        self, request: worker_pb2.SignOutputUploadsRequest, context: aio.ServicerContext
+    ) -> worker_pb2.SignOutputUploadsResponse:
+        principal = current_principal()
+        targets = [(f.output_key, f.asset_key) for f in request.files]
+        signed = await self._services.outputs.sign_uploads(principal, request.job_id, targets)
+        return worker_pb2.SignOutputUploadsResponse(
+            uploads=[
+                worker_pb2.OutputUpload(
+                    output_key=s.output_key,
+                    asset_key=s.asset_key,
+                    href=s.href,
+                    url=s.url,
+                    expire_time=convert.timestamp(s.expire_time),
+                )
+                for s in signed
+            ]
+        )
+
     async def RegisterOutputs(
         self, request_iterator: AsyncIterator[worker_pb2.RegisterOutputsRequest], context: aio.ServicerContext
     ) -> worker_pb2.RegisterOutputsResponse:
@@ -206,7 +231,9 @@ def _output_part(message: worker_pb2.RegisterOutputsRequest) -> OutputPart | Non
             datetime=convert.from_timestamp(item.datetime, item.HasField("datetime"), field="item.datetime"),
             properties=convert.struct_to_dict(item.properties),
             source_item_ids=list(item.source_item_ids),
-            assets=[OutputAssetSpec(a.key, list(a.roles), a.title, a.size_bytes, a.sha256) for a in item.assets],
+            assets=[
+                OutputAssetSpec(a.key, list(a.roles), a.title, a.size_bytes, a.sha256, a.href) for a in item.assets
+            ],
         )
     if kind == "chunk":
         chunk = message.chunk

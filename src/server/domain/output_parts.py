@@ -15,6 +15,8 @@ class OutputAssetSpec:
     title: str
     size_bytes: int
     sha256: str
+    # Where the worker uploaded the bytes (SignOutputUploads); "" when chunks carry them.
+    href: str = ""
 
 
 @dataclass(frozen=True)

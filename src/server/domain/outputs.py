@@ -38,12 +38,19 @@ from geopera_kernel.server.domain.jobs import JobError, JobRecord, JobService
 from geopera_kernel.server.domain.jobs.creation import output_name_taken
 from geopera_kernel.server.domain.models import ItemRecord
 from geopera_kernel.server.domain.output_parts import OutputAssetSpec, OutputChunkPart, OutputItemPart, OutputPart
+from geopera_kernel.server.domain.output_uploads import (
+    SignedUpload,
+    discard_uploads,
+    fetch_all,
+    require_own_href,
+    sign_uploads,
+)
 from geopera_kernel.server.domain.pending_objects import PendingObjects
 from geopera_kernel.server.domain.quota import StorageQuota
 from geopera_kernel.server.domain.raster_work import RasterWorkPool
-from geopera_kernel.server.errors import Code, DomainError, invalid_argument
+from geopera_kernel.server.errors import Code, DomainError, failed_precondition, invalid_argument
 from geopera_kernel.server.ids import new_id
-from geopera_kernel.server.storage import BlobStorage
+from geopera_kernel.server.storage import BlobStorage, object_storage
 from geopera_kernel.server.store import Database, Q
 from geopera_kernel.server.validation import require_finite_json
 
@@ -116,6 +123,16 @@ class OutputService:
         self._limits = limits or CatalogLimits()
         self._quota = quota or StorageQuota()
         self._raster_pool = raster_pool or RasterWorkPool()
+        self._object_storage = object_storage(storage)
+
+    async def sign_uploads(
+        self, principal: Principal, job_id: str, targets: list[tuple[str, str]]
+    ) -> list[SignedUpload]:
+        """Presigned PUT URLs for the live attempt's output files (object storage only)."""
+        job, replay = await self._jobs.outputs_state(principal, job_id)
+        if replay is not None:
+            raise failed_precondition("JOB_ATTEMPT_OVER", f"the outputs of job {job_id} are registered")
+        return sign_uploads(self._object_storage, job, targets)
 
     async def register(
         self,
@@ -147,7 +164,9 @@ class OutputService:
         scratch = _LazyDir(self._storage.scratch_dir(), f"outputs-{job_id}-")
         pending = PendingObjects(self._storage)
         try:
-            items, files = await self._receive(job, parts, scratch)
+            items, files, uploaded = await self._receive(job, parts, scratch)
+            if uploaded:  # read back once from the bucket (size, sha256), for the raster checks below
+                files |= await fetch_all(self._object_storage, uploaded, scratch.path, self._limits.max_upload_bytes)
             infos = {
                 key: await self._raster_pool.run(
                     functools.partial(self._inspect, path, f"items[{key[0]}].assets[{key[1]}]")
@@ -160,11 +179,18 @@ class OutputService:
                 assets = []
                 for spec in item.assets:
                     storage_key = asset_storage_key(job.project_id, item_id, spec.key)
-                    await pending.put(storage_key, files[(item.output_key, spec.key)])
+                    if spec.href and self._object_storage is not None:
+                        await pending.copy(self._object_storage, storage_key, spec.href)  # no byte through here
+                    else:
+                        await pending.put(storage_key, files[(item.output_key, spec.key)])
                     info = infos[(item.output_key, spec.key)]
                     assets.append(StoredAsset(spec.key, spec.roles, spec.title, storage_key, info))
                 prepared.append((item_id, item, assets))
-            return await self._commit(principal, job_id, prepared, encode, pending)
+            response = await self._commit(principal, job_id, prepared, encode, pending)
+            if uploaded and self._object_storage is not None:
+                hrefs = [spec.href for spec in uploaded.values()]
+                await asyncio.to_thread(discard_uploads, self._object_storage, hrefs)
+            return response
         except BaseException as error:
             await pending.settle(error)
             raise
@@ -196,8 +222,9 @@ class OutputService:
 
     async def _receive(
         self, job: JobRecord, parts: AsyncIterator[OutputPart], scratch: _LazyDir
-    ) -> tuple[list[OutputItemPart], dict[tuple[str, str], Path]]:
+    ) -> tuple[list[OutputItemPart], dict[tuple[str, str], Path], dict[tuple[str, str], OutputAssetSpec]]:
         items: list[OutputItemPart] = []
+        uploaded: dict[tuple[str, str], OutputAssetSpec] = {}
         receiving: dict[tuple[str, str], _ReceivingAsset] = {}
         names: set[str] = set()
         committed = False
@@ -211,6 +238,11 @@ class OutputService:
                     await self._check_name_free(job, part.name)
                     items.append(part)
                     for spec in part.assets:
+                        if spec.href:  # already in the bucket: no chunk follows
+                            where = f"items[{index}].assets[{spec.key}]"
+                            require_own_href(self._object_storage, job, part.output_key, spec, where)
+                            uploaded[(part.output_key, spec.key)] = spec
+                            continue
                         path = scratch.path / f"{index}-{spec.key}.tif"
                         receiving[(part.output_key, spec.key)] = _ReceivingAsset(spec, path, path.open("wb"))
                 elif isinstance(part, OutputChunkPart):
@@ -241,7 +273,7 @@ class OutputService:
                 )
             if target.spec.sha256 and target.spec.sha256.lower() != target.digest.hexdigest():
                 raise invalid_argument("INCOMPLETE_UPLOAD", "bytes do not match the declared sha256", field=where)
-        return items, {key: target.path for key, target in receiving.items()}
+        return items, {key: target.path for key, target in receiving.items()}, uploaded
 
     def _check_item(self, job: JobRecord, part: OutputItemPart, index: int, names: set[str]) -> None:
         where = f"items[{index}]"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psycopg
 
-from geopera_kernel.server.storage import BlobStorage
+from geopera_kernel.server.storage import BlobStorage, ObjectStorage
 from geopera_kernel.server.store import CommitProbe
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,11 @@ class PendingObjects:
     async def put(self, key: str, source: Path) -> None:
         self.keys.append(key)  # before the write: a failed write may leave a partial file
         await asyncio.to_thread(self._storage.put_file, key, source)
+
+    async def copy(self, storage: ObjectStorage, key: str, source_key: str) -> None:
+        """Store a copy of the object `source_key` (inside the store) under `key`."""
+        self.keys.append(key)
+        await asyncio.to_thread(storage.copy, source_key, key)
 
     def move_now(self, key: str, source: Path) -> None:
         """`move_file`, for callers already on a worker thread."""

@@ -14,7 +14,133 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file geopera/v1/worker.proto.
  */
 export const file_geopera_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChdnZW9wZXJhL3YxL3dvcmtlci5wcm90bxIKZ2VvcGVyYS52MSKbAQoMSm9iTG9nUmVjb3JkEiwKCGxvZ190aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIjCgVsZXZlbBgCIAEoDjIULmdlb3BlcmEudjEuTG9nTGV2ZWwSDwoHbWVzc2FnZRgDIAEoCRInCgZmaWVsZHMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IlAKE1dyaXRlSm9iTG9nc1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEikKB3JlY29yZHMYAiADKAsyGC5nZW9wZXJhLnYxLkpvYkxvZ1JlY29yZCJHChRXcml0ZUpvYkxvZ3NSZXNwb25zZRIWCg5zdG9yZWRfZW50cmllcxgBIAEoBRIXCg9kcm9wcGVkX2VudHJpZXMYAiABKAUimAEKEkpvYlR5cGVEZWNsYXJhdGlvbhITCgtqb2JfdHlwZV9pZBgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRItCgxpbnB1dF9zY2hlbWEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EikKCmNvc3RfbW9kZWwYBCABKAsyFS5nZW9wZXJhLnYxLkNvc3RNb2RlbCJzCgtXb3JrZXJIZWxsbxIMCgRuYW1lGAEgASgJEjEKCWpvYl90eXBlcxgCIAMoCzIeLmdlb3BlcmEudjEuSm9iVHlwZURlY2xhcmF0aW9uEhAKCGNhcGFjaXR5GAMgASgFEhEKCXdvcmtlcl9pZBgEIAEoCSI7Cg9Xb3JrZXJIZWFydGJlYXQSFgoOYWN0aXZlX2pvYl9pZHMYASADKAkSEAoIZHJhaW5pbmcYAiABKAgidwoOQ29ubmVjdFJlcXVlc3QSKAoFaGVsbG8YASABKAsyFy5nZW9wZXJhLnYxLldvcmtlckhlbGxvSAASMAoJaGVhcnRiZWF0GAIgASgLMhsuZ2VvcGVyYS52MS5Xb3JrZXJIZWFydGJlYXRIAEIJCgdtZXNzYWdlIl0KDVdvcmtlcldlbGNvbWUSEQoJd29ya2VyX2lkGAEgASgJEiIKGmhlYXJ0YmVhdF9pbnRlcnZhbF9zZWNvbmRzGAIgASgBEhUKDWxlYXNlX3NlY29uZHMYAyABKAEi6AEKDUpvYkFzc2lnbm1lbnQSHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISEQoJam9iX3Rva2VuGAIgASgJEg8KB2F0dGVtcHQYAyABKAUSNQoRbGVhc2VfZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKDHNvdXJjZV9pdGVtcxgFIAMoCzIQLmdlb3BlcmEudjEuSXRlbRI2Cg1zb3VyY2VfYXNzZXRzGAYgAygLMh8uZ2VvcGVyYS52MS5Tb3VyY2VBc3NldExvY2F0aW9uIk4KE1NvdXJjZUFzc2V0TG9jYXRpb24SDwoHaXRlbV9pZBgBIAEoCRIRCglhc3NldF9rZXkYAiABKAkSEwoLc3RvcmFnZV91cmkYAyABKAkiMQoPSm9iQ2FuY2VsbGF0aW9uEg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiqgEKD0Nvbm5lY3RSZXNwb25zZRIsCgd3ZWxjb21lGAEgASgLMhkuZ2VvcGVyYS52MS5Xb3JrZXJXZWxjb21lSAASLwoKYXNzaWdubWVudBgCIAEoCzIZLmdlb3BlcmEudjEuSm9iQXNzaWdubWVudEgAEi0KBmNhbmNlbBgDIAEoCzIbLmdlb3BlcmEudjEuSm9iQ2FuY2VsbGF0aW9uSABCCQoHbWVzc2FnZSJKChVSZXBvcnRQcm9ncmVzc1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEhAKCHByb2dyZXNzGAIgASgBEg8KB21lc3NhZ2UYAyABKAkiMgoWUmVwb3J0UHJvZ3Jlc3NSZXNwb25zZRIYChBjYW5jZWxfcmVxdWVzdGVkGAEgASgIIloKFFJlcG9ydEZhaWx1cmVSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEg4KBnJlYXNvbhgDIAEoCRIRCglyZXRyeWFibGUYBCABKAgiNQoVUmVwb3J0RmFpbHVyZVJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIjMKEVJlbGVhc2VKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiMgoSUmVsZWFzZUpvYlJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIvYBCgpPdXRwdXRJdGVtEhIKCm91dHB1dF9rZXkYASABKAkSDAoEbmFtZRgCIAEoCRIpCghnZW9tZXRyeRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLAoIZGF0ZXRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCnByb3BlcnRpZXMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhcKD3NvdXJjZV9pdGVtX2lkcxgGIAMoCRInCgZhc3NldHMYByADKAsyFy5nZW9wZXJhLnYxLk91dHB1dEFzc2V0IlwKC091dHB1dEFzc2V0EgsKA2tleRgBIAEoCRINCgVyb2xlcxgCIAMoCRINCgV0aXRsZRgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDEg4KBnNoYTI1NhgFIAEoCSJuCgtPdXRwdXRDaHVuaxISCgpvdXRwdXRfa2V5GAEgASgJEhEKCWFzc2V0X2tleRgCIAEoCRIUCgx3cml0ZV9vZmZzZXQYAyABKAMSDAoEZGF0YRgEIAEoDBIUCgxmaW5pc2hfd3JpdGUYBSABKAgilAEKFlJlZ2lzdGVyT3V0cHV0c1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEiYKBGl0ZW0YAiABKAsyFi5nZW9wZXJhLnYxLk91dHB1dEl0ZW1IABIoCgVjaHVuaxgDIAEoCzIXLmdlb3BlcmEudjEuT3V0cHV0Q2h1bmtIABIQCgZjb21taXQYBCABKAhIAEIGCgRwYXJ0IlgKF1JlZ2lzdGVyT3V0cHV0c1Jlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iEh8KBWl0ZW1zGAIgAygLMhAuZ2VvcGVyYS52MS5JdGVtMoQECg1Xb3JrZXJTZXJ2aWNlEkYKB0Nvbm5lY3QSGi5nZW9wZXJhLnYxLkNvbm5lY3RSZXF1ZXN0GhsuZ2VvcGVyYS52MS5Db25uZWN0UmVzcG9uc2UoATABElcKDlJlcG9ydFByb2dyZXNzEiEuZ2VvcGVyYS52MS5SZXBvcnRQcm9ncmVzc1JlcXVlc3QaIi5nZW9wZXJhLnYxLlJlcG9ydFByb2dyZXNzUmVzcG9uc2USVAoNUmVwb3J0RmFpbHVyZRIgLmdlb3BlcmEudjEuUmVwb3J0RmFpbHVyZVJlcXVlc3QaIS5nZW9wZXJhLnYxLlJlcG9ydEZhaWx1cmVSZXNwb25zZRJLCgpSZWxlYXNlSm9iEh0uZ2VvcGVyYS52MS5SZWxlYXNlSm9iUmVxdWVzdBoeLmdlb3BlcmEudjEuUmVsZWFzZUpvYlJlc3BvbnNlElwKD1JlZ2lzdGVyT3V0cHV0cxIiLmdlb3BlcmEudjEuUmVnaXN0ZXJPdXRwdXRzUmVxdWVzdBojLmdlb3BlcmEudjEuUmVnaXN0ZXJPdXRwdXRzUmVzcG9uc2UoARJRCgxXcml0ZUpvYkxvZ3MSHy5nZW9wZXJhLnYxLldyaXRlSm9iTG9nc1JlcXVlc3QaIC5nZW9wZXJhLnYxLldyaXRlSm9iTG9nc1Jlc3BvbnNlYgZwcm90bzM", [file_geopera_v1_resources, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChdnZW9wZXJhL3YxL3dvcmtlci5wcm90bxIKZ2VvcGVyYS52MSJZChhTaWduT3V0cHV0VXBsb2Fkc1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEi0KBWZpbGVzGAIgAygLMh4uZ2VvcGVyYS52MS5PdXRwdXRVcGxvYWRUYXJnZXQiOwoST3V0cHV0VXBsb2FkVGFyZ2V0EhIKCm91dHB1dF9rZXkYASABKAkSEQoJYXNzZXRfa2V5GAIgASgJIkYKGVNpZ25PdXRwdXRVcGxvYWRzUmVzcG9uc2USKQoHdXBsb2FkcxgBIAMoCzIYLmdlb3BlcmEudjEuT3V0cHV0VXBsb2FkIoEBCgxPdXRwdXRVcGxvYWQSEgoKb3V0cHV0X2tleRgBIAEoCRIRCglhc3NldF9rZXkYAiABKAkSDAoEaHJlZhgDIAEoCRILCgN1cmwYBCABKAkSLwoLZXhwaXJlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpsBCgxKb2JMb2dSZWNvcmQSLAoIbG9nX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiMKBWxldmVsGAIgASgOMhQuZ2VvcGVyYS52MS5Mb2dMZXZlbBIPCgdtZXNzYWdlGAMgASgJEicKBmZpZWxkcxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiUAoTV3JpdGVKb2JMb2dzUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSKQoHcmVjb3JkcxgCIAMoCzIYLmdlb3BlcmEudjEuSm9iTG9nUmVjb3JkIkcKFFdyaXRlSm9iTG9nc1Jlc3BvbnNlEhYKDnN0b3JlZF9lbnRyaWVzGAEgASgFEhcKD2Ryb3BwZWRfZW50cmllcxgCIAEoBSKYAQoSSm9iVHlwZURlY2xhcmF0aW9uEhMKC2pvYl90eXBlX2lkGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEi0KDGlucHV0X3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSKQoKY29zdF9tb2RlbBgEIAEoCzIVLmdlb3BlcmEudjEuQ29zdE1vZGVsInMKC1dvcmtlckhlbGxvEgwKBG5hbWUYASABKAkSMQoJam9iX3R5cGVzGAIgAygLMh4uZ2VvcGVyYS52MS5Kb2JUeXBlRGVjbGFyYXRpb24SEAoIY2FwYWNpdHkYAyABKAUSEQoJd29ya2VyX2lkGAQgASgJIjsKD1dvcmtlckhlYXJ0YmVhdBIWCg5hY3RpdmVfam9iX2lkcxgBIAMoCRIQCghkcmFpbmluZxgCIAEoCCJ3Cg5Db25uZWN0UmVxdWVzdBIoCgVoZWxsbxgBIAEoCzIXLmdlb3BlcmEudjEuV29ya2VySGVsbG9IABIwCgloZWFydGJlYXQYAiABKAsyGy5nZW9wZXJhLnYxLldvcmtlckhlYXJ0YmVhdEgAQgkKB21lc3NhZ2UiXQoNV29ya2VyV2VsY29tZRIRCgl3b3JrZXJfaWQYASABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAiABKAESFQoNbGVhc2Vfc2Vjb25kcxgDIAEoASKDAgoNSm9iQXNzaWdubWVudBIcCgNqb2IYASABKAsyDy5nZW9wZXJhLnYxLkpvYhIRCglqb2JfdG9rZW4YAiABKAkSDwoHYXR0ZW1wdBgDIAEoBRI1ChFsZWFzZV9leHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJgoMc291cmNlX2l0ZW1zGAUgAygLMhAuZ2VvcGVyYS52MS5JdGVtEjYKDXNvdXJjZV9hc3NldHMYBiADKAsyHy5nZW9wZXJhLnYxLlNvdXJjZUFzc2V0TG9jYXRpb24SGQoRcHJlc2lnbmVkX3VwbG9hZHMYByABKAgiZAoTU291cmNlQXNzZXRMb2NhdGlvbhIPCgdpdGVtX2lkGAEgASgJEhEKCWFzc2V0X2tleRgCIAEoCRITCgtzdG9yYWdlX3VyaRgDIAEoCRIUCgxkb3dubG9hZF91cmwYBCABKAkiMQoPSm9iQ2FuY2VsbGF0aW9uEg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiqgEKD0Nvbm5lY3RSZXNwb25zZRIsCgd3ZWxjb21lGAEgASgLMhkuZ2VvcGVyYS52MS5Xb3JrZXJXZWxjb21lSAASLwoKYXNzaWdubWVudBgCIAEoCzIZLmdlb3BlcmEudjEuSm9iQXNzaWdubWVudEgAEi0KBmNhbmNlbBgDIAEoCzIbLmdlb3BlcmEudjEuSm9iQ2FuY2VsbGF0aW9uSABCCQoHbWVzc2FnZSJKChVSZXBvcnRQcm9ncmVzc1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEhAKCHByb2dyZXNzGAIgASgBEg8KB21lc3NhZ2UYAyABKAkiMgoWUmVwb3J0UHJvZ3Jlc3NSZXNwb25zZRIYChBjYW5jZWxfcmVxdWVzdGVkGAEgASgIIloKFFJlcG9ydEZhaWx1cmVSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEg4KBnJlYXNvbhgDIAEoCRIRCglyZXRyeWFibGUYBCABKAgiNQoVUmVwb3J0RmFpbHVyZVJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIjMKEVJlbGVhc2VKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiMgoSUmVsZWFzZUpvYlJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIvYBCgpPdXRwdXRJdGVtEhIKCm91dHB1dF9rZXkYASABKAkSDAoEbmFtZRgCIAEoCRIpCghnZW9tZXRyeRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLAoIZGF0ZXRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCnByb3BlcnRpZXMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhcKD3NvdXJjZV9pdGVtX2lkcxgGIAMoCRInCgZhc3NldHMYByADKAsyFy5nZW9wZXJhLnYxLk91dHB1dEFzc2V0ImoKC091dHB1dEFzc2V0EgsKA2tleRgBIAEoCRINCgVyb2xlcxgCIAMoCRINCgV0aXRsZRgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDEg4KBnNoYTI1NhgFIAEoCRIMCgRocmVmGAYgASgJIm4KC091dHB1dENodW5rEhIKCm91dHB1dF9rZXkYASABKAkSEQoJYXNzZXRfa2V5GAIgASgJEhQKDHdyaXRlX29mZnNldBgDIAEoAxIMCgRkYXRhGAQgASgMEhQKDGZpbmlzaF93cml0ZRgFIAEoCCKUAQoWUmVnaXN0ZXJPdXRwdXRzUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSJgoEaXRlbRgCIAEoCzIWLmdlb3BlcmEudjEuT3V0cHV0SXRlbUgAEigKBWNodW5rGAMgASgLMhcuZ2VvcGVyYS52MS5PdXRwdXRDaHVua0gAEhAKBmNvbW1pdBgEIAEoCEgAQgYKBHBhcnQiWAoXUmVnaXN0ZXJPdXRwdXRzUmVzcG9uc2USHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISHwoFaXRlbXMYAiADKAsyEC5nZW9wZXJhLnYxLkl0ZW0y5gQKDVdvcmtlclNlcnZpY2USRgoHQ29ubmVjdBIaLmdlb3BlcmEudjEuQ29ubmVjdFJlcXVlc3QaGy5nZW9wZXJhLnYxLkNvbm5lY3RSZXNwb25zZSgBMAESVwoOUmVwb3J0UHJvZ3Jlc3MSIS5nZW9wZXJhLnYxLlJlcG9ydFByb2dyZXNzUmVxdWVzdBoiLmdlb3BlcmEudjEuUmVwb3J0UHJvZ3Jlc3NSZXNwb25zZRJUCg1SZXBvcnRGYWlsdXJlEiAuZ2VvcGVyYS52MS5SZXBvcnRGYWlsdXJlUmVxdWVzdBohLmdlb3BlcmEudjEuUmVwb3J0RmFpbHVyZVJlc3BvbnNlEksKClJlbGVhc2VKb2ISHS5nZW9wZXJhLnYxLlJlbGVhc2VKb2JSZXF1ZXN0Gh4uZ2VvcGVyYS52MS5SZWxlYXNlSm9iUmVzcG9uc2USXAoPUmVnaXN0ZXJPdXRwdXRzEiIuZ2VvcGVyYS52MS5SZWdpc3Rlck91dHB1dHNSZXF1ZXN0GiMuZ2VvcGVyYS52MS5SZWdpc3Rlck91dHB1dHNSZXNwb25zZSgBElEKDFdyaXRlSm9iTG9ncxIfLmdlb3BlcmEudjEuV3JpdGVKb2JMb2dzUmVxdWVzdBogLmdlb3BlcmEudjEuV3JpdGVKb2JMb2dzUmVzcG9uc2USYAoRU2lnbk91dHB1dFVwbG9hZHMSJC5nZW9wZXJhLnYxLlNpZ25PdXRwdXRVcGxvYWRzUmVxdWVzdBolLmdlb3BlcmEudjEuU2lnbk91dHB1dFVwbG9hZHNSZXNwb25zZWIGcHJvdG8z", [file_geopera_v1_resources, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+
+/**
+ * Request of `SignOutputUploads`.
+ *
+ * @generated from message geopera.v1.SignOutputUploadsRequest
+ */
+export type SignOutputUploadsRequest = Message<"geopera.v1.SignOutputUploadsRequest"> & {
+  /**
+   * The job (its job token authorises the call).
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * The files to upload.
+   *
+   * @generated from field: repeated geopera.v1.OutputUploadTarget files = 2;
+   */
+  files: OutputUploadTarget[];
+};
+
+/**
+ * Describes the message geopera.v1.SignOutputUploadsRequest.
+ * Use `create(SignOutputUploadsRequestSchema)` to create a new message.
+ */
+export const SignOutputUploadsRequestSchema: GenMessage<SignOutputUploadsRequest> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_worker, 0);
+
+/**
+ * One output file to upload.
+ *
+ * @generated from message geopera.v1.OutputUploadTarget
+ */
+export type OutputUploadTarget = Message<"geopera.v1.OutputUploadTarget"> & {
+  /**
+   * The output item's `output_key`, as it will be sent in `RegisterOutputs`.
+   *
+   * @generated from field: string output_key = 1;
+   */
+  outputKey: string;
+
+  /**
+   * The asset key.
+   *
+   * @generated from field: string asset_key = 2;
+   */
+  assetKey: string;
+};
+
+/**
+ * Describes the message geopera.v1.OutputUploadTarget.
+ * Use `create(OutputUploadTargetSchema)` to create a new message.
+ */
+export const OutputUploadTargetSchema: GenMessage<OutputUploadTarget> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_worker, 1);
+
+/**
+ * Response of `SignOutputUploads`.
+ *
+ * @generated from message geopera.v1.SignOutputUploadsResponse
+ */
+export type SignOutputUploadsResponse = Message<"geopera.v1.SignOutputUploadsResponse"> & {
+  /**
+   * One per requested file, in request order.
+   *
+   * @generated from field: repeated geopera.v1.OutputUpload uploads = 1;
+   */
+  uploads: OutputUpload[];
+};
+
+/**
+ * Describes the message geopera.v1.SignOutputUploadsResponse.
+ * Use `create(SignOutputUploadsResponseSchema)` to create a new message.
+ */
+export const SignOutputUploadsResponseSchema: GenMessage<SignOutputUploadsResponse> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_worker, 2);
+
+/**
+ * Where to upload one output file.
+ *
+ * @generated from message geopera.v1.OutputUpload
+ */
+export type OutputUpload = Message<"geopera.v1.OutputUpload"> & {
+  /**
+   * As requested.
+   *
+   * @generated from field: string output_key = 1;
+   */
+  outputKey: string;
+
+  /**
+   * As requested.
+   *
+   * @generated from field: string asset_key = 2;
+   */
+  assetKey: string;
+
+  /**
+   * Opaque name of the uploaded object, for `OutputAsset.href`.
+   *
+   * @generated from field: string href = 3;
+   */
+  href: string;
+
+  /**
+   * Presigned URL: `PUT` the file's bytes here (one request, the whole file).
+   *
+   * @generated from field: string url = 4;
+   */
+  url: string;
+
+  /**
+   * The URL stops working at this time.
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 5;
+   */
+  expireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message geopera.v1.OutputUpload.
+ * Use `create(OutputUploadSchema)` to create a new message.
+ */
+export const OutputUploadSchema: GenMessage<OutputUpload> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_worker, 3);
 
 /**
  * One record of `WriteJobLogsRequest`.
@@ -56,7 +182,7 @@ export type JobLogRecord = Message<"geopera.v1.JobLogRecord"> & {
  * Use `create(JobLogRecordSchema)` to create a new message.
  */
 export const JobLogRecordSchema: GenMessage<JobLogRecord> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 0);
+  messageDesc(file_geopera_v1_worker, 4);
 
 /**
  * Request of `WriteJobLogs`.
@@ -84,7 +210,7 @@ export type WriteJobLogsRequest = Message<"geopera.v1.WriteJobLogsRequest"> & {
  * Use `create(WriteJobLogsRequestSchema)` to create a new message.
  */
 export const WriteJobLogsRequestSchema: GenMessage<WriteJobLogsRequest> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 1);
+  messageDesc(file_geopera_v1_worker, 5);
 
 /**
  * Response of `WriteJobLogs`.
@@ -112,7 +238,7 @@ export type WriteJobLogsResponse = Message<"geopera.v1.WriteJobLogsResponse"> & 
  * Use `create(WriteJobLogsResponseSchema)` to create a new message.
  */
 export const WriteJobLogsResponseSchema: GenMessage<WriteJobLogsResponse> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 2);
+  messageDesc(file_geopera_v1_worker, 6);
 
 /**
  * A job type a worker can run.
@@ -156,7 +282,7 @@ export type JobTypeDeclaration = Message<"geopera.v1.JobTypeDeclaration"> & {
  * Use `create(JobTypeDeclarationSchema)` to create a new message.
  */
 export const JobTypeDeclarationSchema: GenMessage<JobTypeDeclaration> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 3);
+  messageDesc(file_geopera_v1_worker, 7);
 
 /**
  * First message of a worker session.
@@ -203,7 +329,7 @@ export type WorkerHello = Message<"geopera.v1.WorkerHello"> & {
  * Use `create(WorkerHelloSchema)` to create a new message.
  */
 export const WorkerHelloSchema: GenMessage<WorkerHello> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 4);
+  messageDesc(file_geopera_v1_worker, 8);
 
 /**
  * Liveness signal of a worker session; renews the lease of every job it holds.
@@ -231,7 +357,7 @@ export type WorkerHeartbeat = Message<"geopera.v1.WorkerHeartbeat"> & {
  * Use `create(WorkerHeartbeatSchema)` to create a new message.
  */
 export const WorkerHeartbeatSchema: GenMessage<WorkerHeartbeat> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 5);
+  messageDesc(file_geopera_v1_worker, 9);
 
 /**
  * Message from worker to server on `Connect`.
@@ -268,7 +394,7 @@ export type ConnectRequest = Message<"geopera.v1.ConnectRequest"> & {
  * Use `create(ConnectRequestSchema)` to create a new message.
  */
 export const ConnectRequestSchema: GenMessage<ConnectRequest> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 6);
+  messageDesc(file_geopera_v1_worker, 10);
 
 /**
  * Reply to a worker's hello.
@@ -303,7 +429,7 @@ export type WorkerWelcome = Message<"geopera.v1.WorkerWelcome"> & {
  * Use `create(WorkerWelcomeSchema)` to create a new message.
  */
 export const WorkerWelcomeSchema: GenMessage<WorkerWelcome> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 7);
+  messageDesc(file_geopera_v1_worker, 11);
 
 /**
  * A job handed to a worker.
@@ -349,11 +475,20 @@ export type JobAssignment = Message<"geopera.v1.JobAssignment"> & {
   /**
    * Where the source assets are stored, for workers that share the server's
    * storage (same host or a shared mount). A worker that cannot open them
-   * downloads the assets with `KernelService.DownloadAsset` and its job token.
+   * fetches each from its `download_url` (object storage), else downloads it
+   * with `KernelService.DownloadAsset` and its job token.
    *
    * @generated from field: repeated geopera.v1.SourceAssetLocation source_assets = 6;
    */
   sourceAssets: SourceAssetLocation[];
+
+  /**
+   * Outputs go to object storage through presigned URLs (`SignOutputUploads`,
+   * `OutputAsset.href`) rather than as `chunk`s of `RegisterOutputs`.
+   *
+   * @generated from field: bool presigned_uploads = 7;
+   */
+  presignedUploads: boolean;
 };
 
 /**
@@ -361,7 +496,7 @@ export type JobAssignment = Message<"geopera.v1.JobAssignment"> & {
  * Use `create(JobAssignmentSchema)` to create a new message.
  */
 export const JobAssignmentSchema: GenMessage<JobAssignment> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 8);
+  messageDesc(file_geopera_v1_worker, 12);
 
 /**
  * Where one source asset lives in the server's storage.
@@ -390,6 +525,16 @@ export type SourceAssetLocation = Message<"geopera.v1.SourceAssetLocation"> & {
    * @generated from field: string storage_uri = 3;
    */
   storageUri: string;
+
+  /**
+   * When the server stores bytes in object storage: a presigned URL that GETs
+   * this asset's bytes straight from the bucket (no byte through the server),
+   * for this object only, valid `GEOPERA_PRESIGN_TTL` (1 h by default) from
+   * the assignment. Check the bytes against `Asset.sha256`. Empty with local storage: use `DownloadAsset`.
+   *
+   * @generated from field: string download_url = 4;
+   */
+  downloadUrl: string;
 };
 
 /**
@@ -397,7 +542,7 @@ export type SourceAssetLocation = Message<"geopera.v1.SourceAssetLocation"> & {
  * Use `create(SourceAssetLocationSchema)` to create a new message.
  */
 export const SourceAssetLocationSchema: GenMessage<SourceAssetLocation> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 9);
+  messageDesc(file_geopera_v1_worker, 13);
 
 /**
  * Tells a worker to stop a job.
@@ -425,7 +570,7 @@ export type JobCancellation = Message<"geopera.v1.JobCancellation"> & {
  * Use `create(JobCancellationSchema)` to create a new message.
  */
 export const JobCancellationSchema: GenMessage<JobCancellation> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 10);
+  messageDesc(file_geopera_v1_worker, 14);
 
 /**
  * Message from server to worker on `Connect`.
@@ -470,7 +615,7 @@ export type ConnectResponse = Message<"geopera.v1.ConnectResponse"> & {
  * Use `create(ConnectResponseSchema)` to create a new message.
  */
 export const ConnectResponseSchema: GenMessage<ConnectResponse> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 11);
+  messageDesc(file_geopera_v1_worker, 15);
 
 /**
  * Request of `ReportProgress`.
@@ -505,7 +650,7 @@ export type ReportProgressRequest = Message<"geopera.v1.ReportProgressRequest"> 
  * Use `create(ReportProgressRequestSchema)` to create a new message.
  */
 export const ReportProgressRequestSchema: GenMessage<ReportProgressRequest> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 12);
+  messageDesc(file_geopera_v1_worker, 16);
 
 /**
  * Response of `ReportProgress`.
@@ -526,7 +671,7 @@ export type ReportProgressResponse = Message<"geopera.v1.ReportProgressResponse"
  * Use `create(ReportProgressResponseSchema)` to create a new message.
  */
 export const ReportProgressResponseSchema: GenMessage<ReportProgressResponse> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 13);
+  messageDesc(file_geopera_v1_worker, 17);
 
 /**
  * Request of `ReportFailure`.
@@ -568,7 +713,7 @@ export type ReportFailureRequest = Message<"geopera.v1.ReportFailureRequest"> & 
  * Use `create(ReportFailureRequestSchema)` to create a new message.
  */
 export const ReportFailureRequestSchema: GenMessage<ReportFailureRequest> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 14);
+  messageDesc(file_geopera_v1_worker, 18);
 
 /**
  * Response of `ReportFailure`.
@@ -589,7 +734,7 @@ export type ReportFailureResponse = Message<"geopera.v1.ReportFailureResponse"> 
  * Use `create(ReportFailureResponseSchema)` to create a new message.
  */
 export const ReportFailureResponseSchema: GenMessage<ReportFailureResponse> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 15);
+  messageDesc(file_geopera_v1_worker, 19);
 
 /**
  * Request of `ReleaseJob`.
@@ -617,7 +762,7 @@ export type ReleaseJobRequest = Message<"geopera.v1.ReleaseJobRequest"> & {
  * Use `create(ReleaseJobRequestSchema)` to create a new message.
  */
 export const ReleaseJobRequestSchema: GenMessage<ReleaseJobRequest> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 16);
+  messageDesc(file_geopera_v1_worker, 20);
 
 /**
  * Response of `ReleaseJob`.
@@ -638,7 +783,7 @@ export type ReleaseJobResponse = Message<"geopera.v1.ReleaseJobResponse"> & {
  * Use `create(ReleaseJobResponseSchema)` to create a new message.
  */
 export const ReleaseJobResponseSchema: GenMessage<ReleaseJobResponse> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 17);
+  messageDesc(file_geopera_v1_worker, 21);
 
 /**
  * Metadata of one output item.
@@ -704,7 +849,7 @@ export type OutputItem = Message<"geopera.v1.OutputItem"> & {
  * Use `create(OutputItemSchema)` to create a new message.
  */
 export const OutputItemSchema: GenMessage<OutputItem> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 18);
+  messageDesc(file_geopera_v1_worker, 22);
 
 /**
  * One asset of an output item.
@@ -746,6 +891,18 @@ export type OutputAsset = Message<"geopera.v1.OutputAsset"> & {
    * @generated from field: string sha256 = 5;
    */
   sha256: string;
+
+  /**
+   * The file is already uploaded: the `href` `SignOutputUploads` returned for
+   * it (this output_key and asset key, this attempt). No `chunk` follows for
+   * this asset; `size_bytes` and `sha256` are required and checked against the
+   * stored object (INVALID_ARGUMENT `INCOMPLETE_UPLOAD` when it is missing or
+   * differs: upload again). Any other href: INVALID_ARGUMENT
+   * `INVALID_OUTPUT_HREF` (the job fails).
+   *
+   * @generated from field: string href = 6;
+   */
+  href: string;
 };
 
 /**
@@ -753,7 +910,7 @@ export type OutputAsset = Message<"geopera.v1.OutputAsset"> & {
  * Use `create(OutputAssetSchema)` to create a new message.
  */
 export const OutputAssetSchema: GenMessage<OutputAsset> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 19);
+  messageDesc(file_geopera_v1_worker, 23);
 
 /**
  * A chunk of an output asset's bytes.
@@ -802,7 +959,7 @@ export type OutputChunk = Message<"geopera.v1.OutputChunk"> & {
  * Use `create(OutputChunkSchema)` to create a new message.
  */
 export const OutputChunkSchema: GenMessage<OutputChunk> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 20);
+  messageDesc(file_geopera_v1_worker, 24);
 
 /**
  * Message of a `RegisterOutputs` stream.
@@ -854,7 +1011,7 @@ export type RegisterOutputsRequest = Message<"geopera.v1.RegisterOutputsRequest"
  * Use `create(RegisterOutputsRequestSchema)` to create a new message.
  */
 export const RegisterOutputsRequestSchema: GenMessage<RegisterOutputsRequest> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 21);
+  messageDesc(file_geopera_v1_worker, 25);
 
 /**
  * Response of `RegisterOutputs`.
@@ -882,7 +1039,7 @@ export type RegisterOutputsResponse = Message<"geopera.v1.RegisterOutputsRespons
  * Use `create(RegisterOutputsResponseSchema)` to create a new message.
  */
 export const RegisterOutputsResponseSchema: GenMessage<RegisterOutputsResponse> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 22);
+  messageDesc(file_geopera_v1_worker, 26);
 
 /**
  * The API worker processes use to run jobs.
@@ -979,7 +1136,7 @@ export const WorkerService: GenService<{
   /**
    * Registers the job's outputs and completes it (job token). The stream is:
    * one or more `item` messages, then for each asset of each item its `chunk`s
-   * (unless the asset names a `server_href`), then one `commit`. The server
+   * (unless the asset names an `href` from `SignOutputUploads`), then one `commit`. The server
    * validates every asset (readable raster, valid COG, embedded statistics),
    * stores it, and in one transaction registers the items with provenance
    * edges to the job and every source item, captures the credits and marks
@@ -1034,6 +1191,28 @@ export const WorkerService: GenService<{
     methodKind: "unary";
     input: typeof WriteJobLogsRequestSchema;
     output: typeof WriteJobLogsResponseSchema;
+  },
+  /**
+   * Presigned upload URLs for the job's output files (job token, live attempt
+   * only), when the server stores bytes in object storage
+   * (`JobAssignment.presigned_uploads`): the worker PUTs each file to its
+   * `url`, then names the `href` in `OutputAsset.href` of `RegisterOutputs`
+   * instead of sending `chunk`s, so output bytes never pass through the
+   * server. Each URL writes one object under this attempt's own upload prefix
+   * and expires at `expire_time`; the server checks size, sha256 and COG
+   * validity of the object before registering it. At most 100 files per call
+   * (INVALID_ARGUMENT `TOO_MANY_UPLOADS`); `output_key` and `asset_key` are
+   * lower-case identifiers (INVALID_ARGUMENT `INVALID_OUTPUT`).
+   * FAILED_PRECONDITION `PRESIGNED_UPLOADS_UNAVAILABLE` when storage is a
+   * local directory (stream the bytes), `JOB_ATTEMPT_OVER` once the attempt is
+   * over; PERMISSION_DENIED `JOB_TOKEN_REQUIRED` / `JOB_TOKEN_MISMATCH`.
+   *
+   * @generated from rpc geopera.v1.WorkerService.SignOutputUploads
+   */
+  signOutputUploads: {
+    methodKind: "unary";
+    input: typeof SignOutputUploadsRequestSchema;
+    output: typeof SignOutputUploadsResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_geopera_v1_worker, 0);
