@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file geopera/v1/worker.proto.
  */
 export const file_geopera_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChdnZW9wZXJhL3YxL3dvcmtlci5wcm90bxIKZ2VvcGVyYS52MSKbAQoMSm9iTG9nUmVjb3JkEiwKCGxvZ190aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIjCgVsZXZlbBgCIAEoDjIULmdlb3BlcmEudjEuTG9nTGV2ZWwSDwoHbWVzc2FnZRgDIAEoCRInCgZmaWVsZHMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IlAKE1dyaXRlSm9iTG9nc1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEikKB3JlY29yZHMYAiADKAsyGC5nZW9wZXJhLnYxLkpvYkxvZ1JlY29yZCJHChRXcml0ZUpvYkxvZ3NSZXNwb25zZRIWCg5zdG9yZWRfZW50cmllcxgBIAEoBRIXCg9kcm9wcGVkX2VudHJpZXMYAiABKAUimAEKEkpvYlR5cGVEZWNsYXJhdGlvbhITCgtqb2JfdHlwZV9pZBgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRItCgxpbnB1dF9zY2hlbWEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EikKCmNvc3RfbW9kZWwYBCABKAsyFS5nZW9wZXJhLnYxLkNvc3RNb2RlbCJzCgtXb3JrZXJIZWxsbxIMCgRuYW1lGAEgASgJEjEKCWpvYl90eXBlcxgCIAMoCzIeLmdlb3BlcmEudjEuSm9iVHlwZURlY2xhcmF0aW9uEhAKCGNhcGFjaXR5GAMgASgFEhEKCXdvcmtlcl9pZBgEIAEoCSI7Cg9Xb3JrZXJIZWFydGJlYXQSFgoOYWN0aXZlX2pvYl9pZHMYASADKAkSEAoIZHJhaW5pbmcYAiABKAgidwoOQ29ubmVjdFJlcXVlc3QSKAoFaGVsbG8YASABKAsyFy5nZW9wZXJhLnYxLldvcmtlckhlbGxvSAASMAoJaGVhcnRiZWF0GAIgASgLMhsuZ2VvcGVyYS52MS5Xb3JrZXJIZWFydGJlYXRIAEIJCgdtZXNzYWdlIl0KDVdvcmtlcldlbGNvbWUSEQoJd29ya2VyX2lkGAEgASgJEiIKGmhlYXJ0YmVhdF9pbnRlcnZhbF9zZWNvbmRzGAIgASgBEhUKDWxlYXNlX3NlY29uZHMYAyABKAEi6AEKDUpvYkFzc2lnbm1lbnQSHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISEQoJam9iX3Rva2VuGAIgASgJEg8KB2F0dGVtcHQYAyABKAUSNQoRbGVhc2VfZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKDHNvdXJjZV9pdGVtcxgFIAMoCzIQLmdlb3BlcmEudjEuSXRlbRI2Cg1zb3VyY2VfYXNzZXRzGAYgAygLMh8uZ2VvcGVyYS52MS5Tb3VyY2VBc3NldExvY2F0aW9uIk4KE1NvdXJjZUFzc2V0TG9jYXRpb24SDwoHaXRlbV9pZBgBIAEoCRIRCglhc3NldF9rZXkYAiABKAkSEwoLc3RvcmFnZV91cmkYAyABKAkiMQoPSm9iQ2FuY2VsbGF0aW9uEg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiqgEKD0Nvbm5lY3RSZXNwb25zZRIsCgd3ZWxjb21lGAEgASgLMhkuZ2VvcGVyYS52MS5Xb3JrZXJXZWxjb21lSAASLwoKYXNzaWdubWVudBgCIAEoCzIZLmdlb3BlcmEudjEuSm9iQXNzaWdubWVudEgAEi0KBmNhbmNlbBgDIAEoCzIbLmdlb3BlcmEudjEuSm9iQ2FuY2VsbGF0aW9uSABCCQoHbWVzc2FnZSJKChVSZXBvcnRQcm9ncmVzc1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEhAKCHByb2dyZXNzGAIgASgBEg8KB21lc3NhZ2UYAyABKAkiMgoWUmVwb3J0UHJvZ3Jlc3NSZXNwb25zZRIYChBjYW5jZWxfcmVxdWVzdGVkGAEgASgIIloKFFJlcG9ydEZhaWx1cmVSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEg4KBnJlYXNvbhgDIAEoCRIRCglyZXRyeWFibGUYBCABKAgiNQoVUmVwb3J0RmFpbHVyZVJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIjMKEVJlbGVhc2VKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiMgoSUmVsZWFzZUpvYlJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIvYBCgpPdXRwdXRJdGVtEhIKCm91dHB1dF9rZXkYASABKAkSDAoEbmFtZRgCIAEoCRIpCghnZW9tZXRyeRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLAoIZGF0ZXRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCnByb3BlcnRpZXMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhcKD3NvdXJjZV9pdGVtX2lkcxgGIAMoCRInCgZhc3NldHMYByADKAsyFy5nZW9wZXJhLnYxLk91dHB1dEFzc2V0IlwKC091dHB1dEFzc2V0EgsKA2tleRgBIAEoCRINCgVyb2xlcxgCIAMoCRINCgV0aXRsZRgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDEg4KBnNoYTI1NhgFIAEoCSJuCgtPdXRwdXRDaHVuaxISCgpvdXRwdXRfa2V5GAEgASgJEhEKCWFzc2V0X2tleRgCIAEoCRIUCgx3cml0ZV9vZmZzZXQYAyABKAMSDAoEZGF0YRgEIAEoDBIUCgxmaW5pc2hfd3JpdGUYBSABKAgilAEKFlJlZ2lzdGVyT3V0cHV0c1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEiYKBGl0ZW0YAiABKAsyFi5nZW9wZXJhLnYxLk91dHB1dEl0ZW1IABIoCgVjaHVuaxgDIAEoCzIXLmdlb3BlcmEudjEuT3V0cHV0Q2h1bmtIABIQCgZjb21taXQYBCABKAhIAEIGCgRwYXJ0IlgKF1JlZ2lzdGVyT3V0cHV0c1Jlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iEh8KBWl0ZW1zGAIgAygLMhAuZ2VvcGVyYS52MS5JdGVtMoQECg1Xb3JrZXJTZXJ2aWNlEkYKB0Nvbm5lY3QSGi5nZW9wZXJhLnYxLkNvbm5lY3RSZXF1ZXN0GhsuZ2VvcGVyYS52MS5Db25uZWN0UmVzcG9uc2UoATABElcKDlJlcG9ydFByb2dyZXNzEiEuZ2VvcGVyYS52MS5SZXBvcnRQcm9ncmVzc1JlcXVlc3QaIi5nZW9wZXJhLnYxLlJlcG9ydFByb2dyZXNzUmVzcG9uc2USVAoNUmVwb3J0RmFpbHVyZRIgLmdlb3BlcmEudjEuUmVwb3J0RmFpbHVyZVJlcXVlc3QaIS5nZW9wZXJhLnYxLlJlcG9ydEZhaWx1cmVSZXNwb25zZRJLCgpSZWxlYXNlSm9iEh0uZ2VvcGVyYS52MS5SZWxlYXNlSm9iUmVxdWVzdBoeLmdlb3BlcmEudjEuUmVsZWFzZUpvYlJlc3BvbnNlElwKD1JlZ2lzdGVyT3V0cHV0cxIiLmdlb3BlcmEudjEuUmVnaXN0ZXJPdXRwdXRzUmVxdWVzdBojLmdlb3BlcmEudjEuUmVnaXN0ZXJPdXRwdXRzUmVzcG9uc2UoARJRCgxXcml0ZUpvYkxvZ3MSHy5nZW9wZXJhLnYxLldyaXRlSm9iTG9nc1JlcXVlc3QaIC5nZW9wZXJhLnYxLldyaXRlSm9iTG9nc1Jlc3BvbnNlYgZwcm90bzM", [file_geopera_v1_resources, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChdnZW9wZXJhL3YxL3dvcmtlci5wcm90bxIKZ2VvcGVyYS52MSKbAQoMSm9iTG9nUmVjb3JkEiwKCGxvZ190aW1lGAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIjCgVsZXZlbBgCIAEoDjIULmdlb3BlcmEudjEuTG9nTGV2ZWwSDwoHbWVzc2FnZRgDIAEoCRInCgZmaWVsZHMYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0IlAKE1dyaXRlSm9iTG9nc1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEikKB3JlY29yZHMYAiADKAsyGC5nZW9wZXJhLnYxLkpvYkxvZ1JlY29yZCJHChRXcml0ZUpvYkxvZ3NSZXNwb25zZRIWCg5zdG9yZWRfZW50cmllcxgBIAEoBRIXCg9kcm9wcGVkX2VudHJpZXMYAiABKAUimAEKEkpvYlR5cGVEZWNsYXJhdGlvbhITCgtqb2JfdHlwZV9pZBgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRItCgxpbnB1dF9zY2hlbWEYAyABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EikKCmNvc3RfbW9kZWwYBCABKAsyFS5nZW9wZXJhLnYxLkNvc3RNb2RlbCJzCgtXb3JrZXJIZWxsbxIMCgRuYW1lGAEgASgJEjEKCWpvYl90eXBlcxgCIAMoCzIeLmdlb3BlcmEudjEuSm9iVHlwZURlY2xhcmF0aW9uEhAKCGNhcGFjaXR5GAMgASgFEhEKCXdvcmtlcl9pZBgEIAEoCSI7Cg9Xb3JrZXJIZWFydGJlYXQSFgoOYWN0aXZlX2pvYl9pZHMYASADKAkSEAoIZHJhaW5pbmcYAiABKAgidwoOQ29ubmVjdFJlcXVlc3QSKAoFaGVsbG8YASABKAsyFy5nZW9wZXJhLnYxLldvcmtlckhlbGxvSAASMAoJaGVhcnRiZWF0GAIgASgLMhsuZ2VvcGVyYS52MS5Xb3JrZXJIZWFydGJlYXRIAEIJCgdtZXNzYWdlIl0KDVdvcmtlcldlbGNvbWUSEQoJd29ya2VyX2lkGAEgASgJEiIKGmhlYXJ0YmVhdF9pbnRlcnZhbF9zZWNvbmRzGAIgASgBEhUKDWxlYXNlX3NlY29uZHMYAyABKAEi6AEKDUpvYkFzc2lnbm1lbnQSHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISEQoJam9iX3Rva2VuGAIgASgJEg8KB2F0dGVtcHQYAyABKAUSNQoRbGVhc2VfZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiYKDHNvdXJjZV9pdGVtcxgFIAMoCzIQLmdlb3BlcmEudjEuSXRlbRI2Cg1zb3VyY2VfYXNzZXRzGAYgAygLMh8uZ2VvcGVyYS52MS5Tb3VyY2VBc3NldExvY2F0aW9uIk4KE1NvdXJjZUFzc2V0TG9jYXRpb24SDwoHaXRlbV9pZBgBIAEoCRIRCglhc3NldF9rZXkYAiABKAkSEwoLc3RvcmFnZV91cmkYAyABKAkiMQoPSm9iQ2FuY2VsbGF0aW9uEg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiqgEKD0Nvbm5lY3RSZXNwb25zZRIsCgd3ZWxjb21lGAEgASgLMhkuZ2VvcGVyYS52MS5Xb3JrZXJXZWxjb21lSAASLwoKYXNzaWdubWVudBgCIAEoCzIZLmdlb3BlcmEudjEuSm9iQXNzaWdubWVudEgAEi0KBmNhbmNlbBgDIAEoCzIbLmdlb3BlcmEudjEuSm9iQ2FuY2VsbGF0aW9uSABCCQoHbWVzc2FnZSJKChVSZXBvcnRQcm9ncmVzc1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEhAKCHByb2dyZXNzGAIgASgBEg8KB21lc3NhZ2UYAyABKAkiMgoWUmVwb3J0UHJvZ3Jlc3NSZXNwb25zZRIYChBjYW5jZWxfcmVxdWVzdGVkGAEgASgIIloKFFJlcG9ydEZhaWx1cmVSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEg4KBnJlYXNvbhgDIAEoCRIRCglyZXRyeWFibGUYBCABKAgiNQoVUmVwb3J0RmFpbHVyZVJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIjMKEVJlbGVhc2VKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiMgoSUmVsZWFzZUpvYlJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIvYBCgpPdXRwdXRJdGVtEhIKCm91dHB1dF9rZXkYASABKAkSDAoEbmFtZRgCIAEoCRIpCghnZW9tZXRyeRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLAoIZGF0ZXRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCnByb3BlcnRpZXMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhcKD3NvdXJjZV9pdGVtX2lkcxgGIAMoCRInCgZhc3NldHMYByADKAsyFy5nZW9wZXJhLnYxLk91dHB1dEFzc2V0IlwKC091dHB1dEFzc2V0EgsKA2tleRgBIAEoCRINCgVyb2xlcxgCIAMoCRINCgV0aXRsZRgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDEg4KBnNoYTI1NhgFIAEoCSKEAQoLT3V0cHV0Q2h1bmsSEgoKb3V0cHV0X2tleRgBIAEoCRIRCglhc3NldF9rZXkYAiABKAkSFAoMd3JpdGVfb2Zmc2V0GAMgASgDEgwKBGRhdGEYBCABKAwSFAoMZmluaXNoX3dyaXRlGAUgASgIEhQKDGFydGlmYWN0X2tleRgGIAEoCSJkCg5PdXRwdXRBcnRpZmFjdBILCgNrZXkYASABKAkSEgoKbWVkaWFfdHlwZRgCIAEoCRINCgV0aXRsZRgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDEg4KBnNoYTI1NhgFIAEoCSJQChJBbmFseXRpY3NKb2JSZXN1bHQSEQoJb3BlcmF0aW9uGAEgASgJEicKBnJlc3VsdBgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QigAIKFlJlZ2lzdGVyT3V0cHV0c1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEiYKBGl0ZW0YAiABKAsyFi5nZW9wZXJhLnYxLk91dHB1dEl0ZW1IABIoCgVjaHVuaxgDIAEoCzIXLmdlb3BlcmEudjEuT3V0cHV0Q2h1bmtIABIQCgZjb21taXQYBCABKAhIABIuCghhcnRpZmFjdBgFIAEoCzIaLmdlb3BlcmEudjEuT3V0cHV0QXJ0aWZhY3RIABI6ChBhbmFseXRpY3NfcmVzdWx0GAYgASgLMh4uZ2VvcGVyYS52MS5BbmFseXRpY3NKb2JSZXN1bHRIAEIGCgRwYXJ0IlgKF1JlZ2lzdGVyT3V0cHV0c1Jlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iEh8KBWl0ZW1zGAIgAygLMhAuZ2VvcGVyYS52MS5JdGVtMoQECg1Xb3JrZXJTZXJ2aWNlEkYKB0Nvbm5lY3QSGi5nZW9wZXJhLnYxLkNvbm5lY3RSZXF1ZXN0GhsuZ2VvcGVyYS52MS5Db25uZWN0UmVzcG9uc2UoATABElcKDlJlcG9ydFByb2dyZXNzEiEuZ2VvcGVyYS52MS5SZXBvcnRQcm9ncmVzc1JlcXVlc3QaIi5nZW9wZXJhLnYxLlJlcG9ydFByb2dyZXNzUmVzcG9uc2USVAoNUmVwb3J0RmFpbHVyZRIgLmdlb3BlcmEudjEuUmVwb3J0RmFpbHVyZVJlcXVlc3QaIS5nZW9wZXJhLnYxLlJlcG9ydEZhaWx1cmVSZXNwb25zZRJLCgpSZWxlYXNlSm9iEh0uZ2VvcGVyYS52MS5SZWxlYXNlSm9iUmVxdWVzdBoeLmdlb3BlcmEudjEuUmVsZWFzZUpvYlJlc3BvbnNlElwKD1JlZ2lzdGVyT3V0cHV0cxIiLmdlb3BlcmEudjEuUmVnaXN0ZXJPdXRwdXRzUmVxdWVzdBojLmdlb3BlcmEudjEuUmVnaXN0ZXJPdXRwdXRzUmVzcG9uc2UoARJRCgxXcml0ZUpvYkxvZ3MSHy5nZW9wZXJhLnYxLldyaXRlSm9iTG9nc1JlcXVlc3QaIC5nZW9wZXJhLnYxLldyaXRlSm9iTG9nc1Jlc3BvbnNlYgZwcm90bzM", [file_geopera_v1_resources, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * One record of `WriteJobLogsRequest`.
@@ -756,20 +756,20 @@ export const OutputAssetSchema: GenMessage<OutputAsset> = /*@__PURE__*/
   messageDesc(file_geopera_v1_worker, 19);
 
 /**
- * A chunk of an output asset's bytes.
+ * A chunk of an output asset's (or an analytics job's artifact's) bytes.
  *
  * @generated from message geopera.v1.OutputChunk
  */
 export type OutputChunk = Message<"geopera.v1.OutputChunk"> & {
   /**
-   * Which output item.
+   * Which output item (empty for an artifact's chunk).
    *
    * @generated from field: string output_key = 1;
    */
   outputKey: string;
 
   /**
-   * Which asset of it.
+   * Which asset of it (empty for an artifact's chunk).
    *
    * @generated from field: string asset_key = 2;
    */
@@ -795,6 +795,14 @@ export type OutputChunk = Message<"geopera.v1.OutputChunk"> & {
    * @generated from field: bool finish_write = 5;
    */
   finishWrite: boolean;
+
+  /**
+   * For an analytics job's file: the `OutputArtifact.key` these bytes belong
+   * to (then `output_key` and `asset_key` are empty).
+   *
+   * @generated from field: string artifact_key = 6;
+   */
+  artifactKey: string;
 };
 
 /**
@@ -803,6 +811,87 @@ export type OutputChunk = Message<"geopera.v1.OutputChunk"> & {
  */
 export const OutputChunkSchema: GenMessage<OutputChunk> = /*@__PURE__*/
   messageDesc(file_geopera_v1_worker, 20);
+
+/**
+ * A file an analytics job's method wrote (the job's artifact), whose bytes
+ * follow in `chunk`s with `artifact_key` set.
+ *
+ * @generated from message geopera.v1.OutputArtifact
+ */
+export type OutputArtifact = Message<"geopera.v1.OutputArtifact"> & {
+  /**
+   * Key of the file in the method's result, e.g. `difference`: a lower-case
+   * identifier, unique within the stream.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * Media type: `application/json`, `image/png`, or a GeoTIFF
+   * (`image/tiff; application=geotiff`, optionally with
+   * `; profile=cloud-optimized`), which must be a valid COG.
+   *
+   * @generated from field: string media_type = 2;
+   */
+  mediaType: string;
+
+  /**
+   * Short title.
+   *
+   * @generated from field: string title = 3;
+   */
+  title: string;
+
+  /**
+   * Size in bytes of the file that follows in `chunk`s.
+   *
+   * @generated from field: int64 size_bytes = 4;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * Lower-case hex SHA-256 of the file, checked on receipt; empty to skip.
+   *
+   * @generated from field: string sha256 = 5;
+   */
+  sha256: string;
+};
+
+/**
+ * Describes the message geopera.v1.OutputArtifact.
+ * Use `create(OutputArtifactSchema)` to create a new message.
+ */
+export const OutputArtifactSchema: GenMessage<OutputArtifact> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_worker, 21);
+
+/**
+ * What an analytics job's method answered.
+ *
+ * @generated from message geopera.v1.AnalyticsJobResult
+ */
+export type AnalyticsJobResult = Message<"geopera.v1.AnalyticsJobResult"> & {
+  /**
+   * The method, as the job's `input_params.operation` names it.
+   *
+   * @generated from field: string operation = 1;
+   */
+  operation: string;
+
+  /**
+   * The method's result, as `AnalyticsExecuteResult.result` carries it.
+   *
+   * @generated from field: google.protobuf.Struct result = 2;
+   */
+  result?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message geopera.v1.AnalyticsJobResult.
+ * Use `create(AnalyticsJobResultSchema)` to create a new message.
+ */
+export const AnalyticsJobResultSchema: GenMessage<AnalyticsJobResult> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_worker, 22);
 
 /**
  * Message of a `RegisterOutputs` stream.
@@ -846,6 +935,22 @@ export type RegisterOutputsRequest = Message<"geopera.v1.RegisterOutputsRequest"
      */
     value: boolean;
     case: "commit";
+  } | {
+    /**
+     * An analytics job's file (see `RegisterOutputs`).
+     *
+     * @generated from field: geopera.v1.OutputArtifact artifact = 5;
+     */
+    value: OutputArtifact;
+    case: "artifact";
+  } | {
+    /**
+     * An analytics job's answer (see `RegisterOutputs`).
+     *
+     * @generated from field: geopera.v1.AnalyticsJobResult analytics_result = 6;
+     */
+    value: AnalyticsJobResult;
+    case: "analyticsResult";
   } | { case: undefined; value?: undefined };
 };
 
@@ -854,7 +959,7 @@ export type RegisterOutputsRequest = Message<"geopera.v1.RegisterOutputsRequest"
  * Use `create(RegisterOutputsRequestSchema)` to create a new message.
  */
 export const RegisterOutputsRequestSchema: GenMessage<RegisterOutputsRequest> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 21);
+  messageDesc(file_geopera_v1_worker, 23);
 
 /**
  * Response of `RegisterOutputs`.
@@ -863,14 +968,15 @@ export const RegisterOutputsRequestSchema: GenMessage<RegisterOutputsRequest> = 
  */
 export type RegisterOutputsResponse = Message<"geopera.v1.RegisterOutputsResponse"> & {
   /**
-   * The job, now SUCCEEDED.
+   * The job, now SUCCEEDED (an analytics job's artifacts in
+   * `Job.output_artifacts`).
    *
    * @generated from field: geopera.v1.Job job = 1;
    */
   job?: Job | undefined;
 
   /**
-   * The registered items, in stream order.
+   * The registered items, in stream order (none for an analytics job).
    *
    * @generated from field: repeated geopera.v1.Item items = 2;
    */
@@ -882,7 +988,7 @@ export type RegisterOutputsResponse = Message<"geopera.v1.RegisterOutputsRespons
  * Use `create(RegisterOutputsResponseSchema)` to create a new message.
  */
 export const RegisterOutputsResponseSchema: GenMessage<RegisterOutputsResponse> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 22);
+  messageDesc(file_geopera_v1_worker, 24);
 
 /**
  * The API worker processes use to run jobs.
@@ -897,7 +1003,8 @@ export const RegisterOutputsResponseSchema: GenMessage<RegisterOutputsResponse> 
  *   within the server's token-cache time (default 5 s) of a revocation;
  * - each assignment carries a job token bound to (job, attempt). Its only
  *   authority is `ReportProgress`, `ReportFailure`, `ReleaseJob`,
- *   `WriteJobLogs` and `RegisterOutputs` for that job and attempt. It is refused everywhere else
+ *   `WriteJobLogs` and `RegisterOutputs` for that job and attempt, and
+ *   `KernelService.DownloadAsset` of the job's source items' assets. It is refused everywhere else
  *   (PERMISSION_DENIED `JOB_TOKEN_NOT_ALLOWED`), and once the attempt is over
  *   (lease expired, job cancelled or finished) every call with it fails
  *   FAILED_PRECONDITION `JOB_ATTEMPT_OVER`.
@@ -979,7 +1086,20 @@ export const WorkerService: GenService<{
   /**
    * Registers the job's outputs and completes it (job token). The stream is:
    * one or more `item` messages, then for each asset of each item its `chunk`s
-   * (unless the asset names a `server_href`), then one `commit`. The server
+   * (unless the asset names a `server_href`), then one `commit`.
+   *
+   * An analytics job (job type `analytics`, created by `analytics.submit`)
+   * registers no item: its stream is one `analytics_result`, then for each of
+   * the method's files an `artifact` and its `chunk`s (`artifact_key` set),
+   * then `commit`. The server checks each file against its media type (JSON
+   * that parses, a PNG signature, a readable Cloud-Optimized GeoTIFF; other
+   * media types are refused), stores the files as the job's artifacts, renders
+   * the JSON answer `analytics.execute` gives for that result (naming the
+   * stored files), and stores it first, under key `result`; the artifacts'
+   * ids are then `Job.output_artifacts`. No credits move. Items on an
+   * analytics job, artifacts or a result on any other job, a missing or
+   * second result, or a result naming another method are INVALID_ARGUMENT
+   * `INVALID_OUTPUT` (which ends the job like the refusals below). The server
    * validates every asset (readable raster, valid COG, embedded statistics),
    * stores it, and in one transaction registers the items with provenance
    * edges to the job and every source item, captures the credits and marks
