@@ -87,3 +87,7 @@ class AnalyticsPlugin(JobPlugin, definition=ANALYTICS):
         ctx.report_progress(1.0, f"{request.operation} computed")
         files = [ArtifactFile(a.key, a.path, a.media_type, a.title) for a in context.artifacts]
         return AnalyticsAnswer(request.operation, json_safe(result), files)
+
+
+# `geopera worker --plugins geopera_kernel.worker.plugins.analytics`: a worker for analytics jobs only.
+PLUGINS = [AnalyticsPlugin]
