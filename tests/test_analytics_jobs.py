@@ -29,12 +29,13 @@ from tests.jobs_support import (
     STATUS,
     balance,
     ledger,
-    start_workers,
     start_world,
     struct,
+    wait_for_job_type,
     wait_terminal,
 )
 from tests.support.client import RpcFailure
+from tests.support.workers import WorkerProcess
 
 SOURCE = "s2l1c_slovenia_20150711_bgrn"
 AFTER = "s2l1c_slovenia_20150909_bgrn"
@@ -56,13 +57,16 @@ def small_square() -> dict[str, Any]:
 def ana_world(database_factory, tmp_path_factory) -> Iterator[Any]:
     env = {**FAST_LEASES, **TEST_SERVER_ENV, "GEOPERA_ANALYTICS_SYNC_MAX_PIXELS": str(SYNC_MAX_PIXELS)}
     world = start_world(database_factory.create(), tmp_path_factory.mktemp("analytics_jobs"), env)
-    # A real worker runs the analytics jobs (with the analytics plugins of TEST_SERVER_ENV).
-    workers = []
+    # A real worker runs the analytics jobs (with the analytics plugins of TEST_SERVER_ENV), as
+    # one on another host would: it downloads the sources with the job token (DownloadAsset).
+    worker = None
     try:
-        workers = start_workers(world, 1)
+        worker = WorkerProcess(world.server.address, world.tokens["worker"], world.home, name="remote",
+                               extra_args=["--no-shared-storage"]).start()  # fmt: skip
+        wait_for_job_type(world, "analytics")
         yield world
     finally:
-        for worker in workers:
+        if worker is not None:
             worker.stop()
         assert world.channel is not None
         world.channel.close()

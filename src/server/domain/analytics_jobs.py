@@ -55,6 +55,8 @@ from geopera_kernel.server.validation import require_finite_json
 
 RESULT_KEY = "result"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# A JSON file is parsed whole to be checked: bounded, as no method writes one near it.
+MAX_JSON_ARTIFACT_BYTES = 64 << 20
 
 # The JSON answer of the synchronous call for an outcome (the projection renders it).
 RenderResult = Callable[[AnalyticsOutcome], bytes]
@@ -181,6 +183,9 @@ def check_artifact_file(path: Path, media_type: str, field: str, check_cancelled
     if kind == "png":
         with path.open("rb") as file:
             valid = file.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
+    elif path.stat().st_size > MAX_JSON_ARTIFACT_BYTES:
+        limit = f"a JSON artifact is at most {MAX_JSON_ARTIFACT_BYTES} bytes"
+        raise invalid_argument("INVALID_OUTPUT", limit, field=field)
     else:
         try:
             json.loads(path.read_bytes())

@@ -13,6 +13,10 @@ Outputs refused for what they are (an invalid raster, a taken name, no valid
 pixel) would be refused again on every attempt, so the refusal also ends the
 job FAILED with that reason in `job.error`, in the same call; a stream that
 merely broke off (INCOMPLETE_UPLOAD) or a server fault leaves the attempt live.
+
+An analytics job's stream carries its result and files instead of items: they are
+received here as any asset's bytes and committed by analytics_jobs.AnswerCommit
+(just over 400 lines: the receive loop is one piece for both kinds of stream).
 """
 
 from __future__ import annotations
