@@ -6,6 +6,7 @@ the job FAILED with its reason. Against the real server and database."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -48,7 +49,7 @@ def submit_and_take(world, raw: RawWorker) -> worker_pb2.JobAssignment:
     request = analytics_pb2.AnalyticsSubmitParams(operation="zonal_stats", params=struct(params), project_id="alpha")
     job = world.client("alpha").execute("analytics.submit", request).job
     assert job.status == STATUS.JOB_STATUS_DISPATCHED and job.credits_reserved == 0
-    assignment = raw.next_assignment(timeout=30)
+    assignment = raw.next_assignment(timeout=60)
     assert assignment.job.id == job.id and assignment.job.job_type_id == "analytics"
     assert [item.id for item in assignment.source_items] == [world.items[SOURCE]]
     return assignment
@@ -70,6 +71,12 @@ def refused(raw: RawWorker, assignment: worker_pb2.JobAssignment, messages: list
 def job_of(world, job_id: str):
     request = processing_pb2.ProcessingJobsGetParams(job_id=job_id)
     return world.client("alpha").execute("processing.jobs.get", request).job
+
+
+def cancel(world, job_id: str) -> None:
+    with contextlib.suppress(RpcFailure):  # it may have ended already
+        request = processing_pb2.ProcessingJobsCancelParams(job_id=job_id)
+        world.client("alpha").execute("processing.jobs.cancel", request)
 
 
 def answer(operation: str = "zonal_stats", result: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -132,18 +139,24 @@ def test_the_job_token_reads_the_jobs_sources_and_nothing_else(raw_world):
         ("a tiff that is no raster", [answer(), *artifact("cog", "image/tiff; application=geotiff", PNG)],
          "artifacts[cog]"),
         ("the result's key", [answer(), *artifact("result", "application/json", b"{}")], "artifact.key"),
+        ("a title past its limit", [answer(), {"artifact": worker_pb2.OutputArtifact(key="t", title="x" * 501,
+                                                                                     media_type="image/png")}],
+         "artifact.title"),
         ("an item", [answer(), {"item": worker_pb2.OutputItem(output_key="0", name="x")}], "item"),
     ],
 )  # fmt: skip
 def test_outputs_an_analytics_job_may_not_register_are_refused_and_fail_it(raw_world, case, messages, field):
     world, raw = raw_world
     assignment = submit_and_take(world, raw)
-    failure = refused(raw, assignment, messages)
-    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT, case
-    assert failure.reason in ("INVALID_OUTPUT", "NOT_A_COG", "UNREADABLE_RASTER", "UNSUPPORTED_RASTER_FORMAT"), case
-    assert failure.violations and failure.violations[0][0] == field, (case, failure.violations)
-    ended = job_of(world, assignment.job.id)
-    assert ended.status == STATUS.JOB_STATUS_FAILED and list(ended.output_artifacts) == [], case
+    try:
+        failure = refused(raw, assignment, messages)
+        assert failure.code == grpc.StatusCode.INVALID_ARGUMENT, case
+        assert failure.reason in ("INVALID_OUTPUT", "NOT_A_COG", "UNREADABLE_RASTER", "UNSUPPORTED_RASTER_FORMAT")
+        assert failure.violations and failure.violations[0][0] == field, (case, failure.violations)
+        ended = job_of(world, assignment.job.id)
+        assert ended.status == STATUS.JOB_STATUS_FAILED and list(ended.output_artifacts) == [], case
+    finally:
+        cancel(world, assignment.job.id)  # a failed check leaves no job holding the raw worker's capacity
 
 
 def test_another_jobs_token_and_another_job_type_cannot_register_answers(raw_world):
@@ -163,6 +176,4 @@ def test_another_jobs_token_and_another_job_type_cannot_register_answers(raw_wor
     assert (failure.code, failure.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_OUTPUT")
     assert job_of(world, other.job.id).status == STATUS.JOB_STATUS_FAILED
     for assignment in (first, second):
-        world.client("alpha").execute(
-            "processing.jobs.cancel", processing_pb2.ProcessingJobsCancelParams(job_id=assignment.job.id)
-        )
+        cancel(world, assignment.job.id)

@@ -57,6 +57,7 @@ RESULT_KEY = "result"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # A JSON file is parsed whole to be checked: bounded, as no method writes one near it.
 MAX_JSON_ARTIFACT_BYTES = 64 << 20
+MAX_TITLE_CHARS = 500
 
 # The JSON answer of the synchronous call for an outcome (the projection renders it).
 RenderResult = Callable[[AnalyticsOutcome], bytes]
@@ -153,6 +154,10 @@ class ReceivedAnswer:
                 f"artifact {part.key}: media type {part.media_type[:100]!r} is not application/json, image/png "
                 "or a GeoTIFF",
                 field="artifact.media_type",
+            )
+        if len(part.title) > MAX_TITLE_CHARS:
+            raise invalid_argument(
+                "INVALID_OUTPUT", f"artifact titles are at most {MAX_TITLE_CHARS} characters", field="artifact.title"
             )
         self.artifacts.append(part)
         return OutputAssetSpec(part.key, [], part.title, part.size_bytes, part.sha256)
