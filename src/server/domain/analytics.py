@@ -193,7 +193,7 @@ class AnalyticsService:
 
     async def run(self, call: PreparedCall) -> tuple[dict[str, Any], list[Artifact], Path]:
         """The method's run (no pixel limit): its result and the files it wrote, in a
-        work directory the caller stores from and then removes (`remove_later`)."""
+        work directory the caller stores from and then removes (`_remove_later`)."""
         # Reserved, not created: most calls write no file (the method creates it when it does).
         workdir = self._storage.scratch_dir() / f"analytics-{call.name}-{secrets.token_hex(8)}"
         cancelled = threading.Event()
@@ -229,9 +229,6 @@ class AnalyticsService:
             cleanup = asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, workdir, True)
             self._cleanups.add(cleanup)
             cleanup.add_done_callback(self._cleanups.discard)
-
-    def remove_later(self, workdir: Path) -> None:
-        self._remove_later(workdir)
 
     async def _store(
         self,
