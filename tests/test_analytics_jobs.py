@@ -1,9 +1,10 @@
 """Analytics as jobs (issue 13.6): a synchronous analytics.execute over more
 pixels than GEOPERA_ANALYTICS_SYNC_MAX_PIXELS is refused RESOURCE_EXHAUSTED
 USE_ANALYTICS_JOB before reading (and its validate-only estimate says so);
-analytics.submit runs the same call as a job whose JSON result and files are
-its artifacts, downloadable over gRPC and HTTP, equal to the synchronous
-answer, and costing no credits. Against the real server and database."""
+analytics.submit runs the same call as a job on a real worker, whose JSON result
+and files are its artifacts, downloadable over gRPC and HTTP, equal to the
+synchronous answer, and costing no credits. Against the real server and database;
+tests/test_analytics_jobs_worker.py holds the worker-side attack tests."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from google.protobuf import json_format
+from google.rpc import error_details_pb2
 from shapely.geometry import box, mapping, shape
 
 from geopera.v1 import analytics_pb2, processing_pb2
@@ -26,12 +29,13 @@ from tests.jobs_support import (
     STATUS,
     balance,
     ledger,
-    start_workers,
     start_world,
     struct,
+    wait_for_job_type,
     wait_terminal,
 )
 from tests.support.client import RpcFailure
+from tests.support.workers import WorkerProcess
 
 SOURCE = "s2l1c_slovenia_20150711_bgrn"
 AFTER = "s2l1c_slovenia_20150909_bgrn"
@@ -53,13 +57,16 @@ def small_square() -> dict[str, Any]:
 def ana_world(database_factory, tmp_path_factory) -> Iterator[Any]:
     env = {**FAST_LEASES, **TEST_SERVER_ENV, "GEOPERA_ANALYTICS_SYNC_MAX_PIXELS": str(SYNC_MAX_PIXELS)}
     world = start_world(database_factory.create(), tmp_path_factory.mktemp("analytics_jobs"), env)
-    # A real worker is connected: analytics jobs are the server's, never handed to it.
-    workers = []
+    # A real worker runs the analytics jobs (with the analytics plugins of TEST_SERVER_ENV), as
+    # one on another host would: it downloads the sources with the job token (DownloadAsset).
+    worker = None
     try:
-        workers = start_workers(world, 1)
+        worker = WorkerProcess(world.server.address, world.tokens["worker"], world.home, name="remote",
+                               extra_args=["--no-shared-storage"]).start()  # fmt: skip
+        wait_for_job_type(world, "analytics")
         yield world
     finally:
-        for worker in workers:
+        if worker is not None:
             worker.stop()
         assert world.channel is not None
         world.channel.close()
@@ -250,26 +257,35 @@ def test_a_cancelled_job_keeps_no_files(ana_world):
             assert conn.execute("SELECT count(*) FROM artifacts WHERE job_id = %s", (job.id,)).fetchone()[0] == 0
 
 
-def test_a_job_whose_server_died_fails_when_its_lease_runs_out(ana_world):
-    """A run nobody renews (its server died): lease expiry fails it, as it fails a lost worker's job."""
-
-    async def start_orphan(services: Any) -> str:
-        async with services.db.transaction() as tx:
-            principal = await services.tokens.authenticate(f"Bearer {ana_world.tokens['alpha']}")
-            job = await services.jobs.start_server_run(
-                tx, principal, project_id="alpha", job_type_id="analytics", runner_id="server-gone",
-                input_params={"operation": "zonal_stats", "params": {}}, source_item_ids=[],
-            )  # fmt: skip
-        return str(job.id)
-
-    job_id = ana_world.with_services(start_orphan)
-    final = wait_terminal(ana_world.client("alpha"), job_id)
-    assert final.status == STATUS.JOB_STATUS_FAILED and final.worker_id == "server-gone"
-    assert "lost its lease" in final.error.message
-
-
-def test_a_running_job_names_the_server_running_it(ana_world):
+def test_a_job_runs_on_a_worker_with_its_logs(ana_world):
+    client = ana_world.client("alpha")
     job = submit(ana_world, "zonal_stats", method_params(ana_world, "zonal_stats", AOI))
-    assert job.status == STATUS.JOB_STATUS_RUNNING and job.worker_id.startswith("server-")
-    assert job.credits_reserved == 0 and job.attempt == 1 and job.max_attempts == 1
-    wait_terminal(ana_world.client("alpha"), job.id)
+    assert job.status == STATUS.JOB_STATUS_DISPATCHED and job.worker_id == ""
+    assert job.credits_reserved == 0 and job.max_attempts > 1
+    final = wait_terminal(client, job.id)
+    assert final.status == STATUS.JOB_STATUS_SUCCEEDED, final.error
+    # Disconnected ones too: under load the worker's last heartbeat may be older than the short lease.
+    listed = processing_pb2.WorkersListParams(include_disconnected=True)
+    workers = ana_world.client("admin").execute("workers.list", listed).workers
+    assert final.worker_id in {worker.id for worker in workers}, (final.worker_id, workers)
+    logs = client.execute("processing.jobs.logs", processing_pb2.ProcessingJobsLogsParams(job_id=job.id)).entries
+    assert any("zonal_stats computed" in entry.message for entry in logs), [e.message for e in logs]
+
+
+def test_a_method_error_fails_the_job_with_its_reason(ana_world):
+    # Bands are resolved when the method runs: on the worker, not at submit.
+    params = method_params(ana_world, "zonal_stats", small_square()) | {"band_mapping": {"red": 9, "nir": 10}}
+    job = wait_terminal(ana_world.client("alpha"), submit(ana_world, "zonal_stats", params).id)
+    assert job.status == STATUS.JOB_STATUS_FAILED and job.attempt == 1
+    info = error_details_pb2.ErrorInfo()
+    assert job.error.details[0].Unpack(info) and info.reason == "MISSING_BANDS", job.error
+    synchronous = failure(lambda: execute(ana_world, "zonal_stats", params))
+    assert synchronous.reason == "MISSING_BANDS" and synchronous.message in job.error.message
+
+
+def test_a_plugin_method_runs_as_a_job_on_a_worker_that_loads_it(ana_world):
+    params = {"item_id": ana_world.items[SOURCE]}
+    synchronous = execute(ana_world, "pixel_count", params)
+    job = wait_terminal(ana_world.client("alpha"), submit(ana_world, "pixel_count", params).id)
+    assert job.status == STATUS.JOB_STATUS_SUCCEEDED, job.error
+    assert download_result(ana_world, job)["result"] == json_format.MessageToDict(synchronous.result)

@@ -495,7 +495,9 @@ def test_an_upgrade_grants_existing_worker_tokens_the_types_their_workers_declar
             idle = await services.tokens.authenticate("Bearer gpk_idle")
         finally:
             await services.db.close()
-        assert fleet.job_type_ids == {"clip", "sonar"}
+        # `analytics` too: its workers run the built-in plugins, which declare it since
+        # analytics jobs run on workers (0016_analytics_on_workers.sql).
+        assert fleet.job_type_ids == {"analytics", "clip", "sonar"}
         assert idle.job_type_ids == frozenset()
 
     asyncio.run(upgrade())

@@ -2,8 +2,8 @@
 against a real server (the seeded world), in human-readable and `--json`
 form, with the exit statuses of `geopera download` (0 done, 1 refused or
 unreachable, and for watch a job that did not succeed; 2 bad arguments).
-Jobs come from analytics.submit (run by the server, no worker needed) and
-from processing.create (a clip that stays PENDING with no worker)."""
+Jobs come from analytics.submit (run by a real worker) and from
+processing.create (a clip that stays PENDING, never dispatched)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ import pytest
 
 from geopera.v1 import analytics_pb2, processing_pb2
 from tests.conftest import SAMPLES, World
-from tests.jobs_support import struct, wait_terminal
+from tests.jobs_support import struct, wait_for_job_type, wait_terminal
 from tests.sdk.proxy import Fault, FaultyProxy
 from tests.support.server import REPO
+from tests.support.workers import WorkerProcess
 
 SCENE = "s2l1c_slovenia_20150711_bgrn"
 AOI = json.loads((SAMPLES / "aoi_epsg4326.geojson").read_text())
@@ -61,6 +62,18 @@ def pending_clip(world: World, project: str = "alpha") -> str:
         input_params=struct({"source_item_id": items[SCENE], "aoi_geometry": AOI}),
     )  # fmt: skip
     return world.client(project).execute("processing.create", request).job.id
+
+
+@pytest.fixture(scope="module", autouse=True)
+def worker(world: World) -> Any:
+    """One worker for analytics jobs only: the clips stay where the tests leave them."""
+    plugins = "geopera_kernel.worker.plugins.analytics"
+    started = WorkerProcess(world.server.address, world.tokens["worker"], world.home, plugins=plugins).start()
+    try:
+        wait_for_job_type(world, "analytics")
+        yield started
+    finally:
+        started.stop()
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +123,9 @@ def test_watch_follows_a_job_to_its_end(world):
     assert ok(watched).splitlines()[-1].split()[3] == "SUCCEEDED"  # a snapshot if it ended already
     assert f"job {job_id} SUCCEEDED" in watched.stderr
     history = ok(jobs(world, "watch", job_id, "--after", "1")).splitlines()
-    assert [line.split()[2:4] for line in history] == [["running", "RUNNING"], ["succeeded", "SUCCEEDED"]]
+    steps = [line.split()[2:4] for line in history]
+    assert steps[0] == ["dispatched", "DISPATCHED"] and ["running", "RUNNING"] in steps, steps
+    assert steps[-1] == ["succeeded", "SUCCEEDED"]
     events = [json.loads(line) for line in ok(jobs(world, "watch", job_id, "--json", "--after", "0")).splitlines()]
     assert events[-1]["job"]["status"] == "succeeded"
     assert [e["sequence"] for e in events] == sorted({e["sequence"] for e in events})

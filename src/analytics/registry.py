@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,19 @@ _NAME = re.compile(r"^[a-z][a-z0-9]*(?:_[a-z0-9]+)*$")
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 # One violation per pydantic error, but a pathological payload should not produce megabytes.
 _MAX_VIOLATIONS = 50
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/infinity have no JSON spelling: a statistic that is not a number is
+    reported as null (e.g. the mean of an empty zone). The server's call and the
+    worker's job both answer through it, so they answer alike."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_safe(item) for item in value]
+    return value
 
 
 def field_path(prefix: str, loc: tuple[int | str, ...]) -> str:

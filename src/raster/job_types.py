@@ -118,5 +118,25 @@ BATHYMETRY = JobTypeDefinition(
     "bathymetry", BATHYMETRY_DESCRIPTION, BathymetryInput, CostModel(flat=2.0, per_km2=1.0, per_asset=0.0)
 )
 
+
+class AnalyticsJobInput(BaseModel):
+    """An analytics method and its params, as analytics.execute takes them."""
+
+    model_config = ConfigDict(extra="forbid", title="AnalyticsJobInput")
+
+    operation: str = Field(min_length=1, description="The analytics method, e.g. zonal_stats.")
+    params: dict[str, Any] = Field(description="The method's params, as analytics.execute takes them.")
+
+
+# No credits: analytics computes over existing items, it is not a spend (the product docs).
+# The server creates these jobs (analytics.submit), a worker runs them with the analytics engine.
+ANALYTICS_DESCRIPTION = (
+    "An analytics method run as a job (analytics.submit): its JSON result and files are the job's "
+    "output artifacts. Created only by analytics.submit; costs no credits."
+)
+ANALYTICS = JobTypeDefinition(
+    "analytics", ANALYTICS_DESCRIPTION, AnalyticsJobInput, CostModel(flat=0.0, per_km2=0.0, per_asset=0.0, minimum=0)
+)
+
 # Sorted by id, as the worker's plugin registry lists them.
-BUILTIN_JOB_TYPES = (BATHYMETRY, CLIP)
+BUILTIN_JOB_TYPES = (ANALYTICS, BATHYMETRY, CLIP)

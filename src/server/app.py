@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
-import importlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -30,11 +29,10 @@ from geopera.v1 import (  # noqa: F401  (imports register every payload type for
     worker_pb2,
     worker_pb2_grpc,
 )
-from geopera_kernel.analytics import MethodRegistry, default_registry
+from geopera_kernel.analytics import MethodRegistry, load_registry
 from geopera_kernel.raster import configure_limits as configure_raster_limits
 from geopera_kernel.raster import raster_limits
-from geopera_kernel.raster.cost import CostModel
-from geopera_kernel.raster.job_types import CLIP
+from geopera_kernel.raster.job_types import ANALYTICS, CLIP
 from geopera_kernel.server.api import convert
 from geopera_kernel.server.api import reflection as documented_reflection
 from geopera_kernel.server.api.execute import Executor
@@ -47,7 +45,6 @@ from geopera_kernel.server.auth import TokenService
 from geopera_kernel.server.config import Settings
 from geopera_kernel.server.domain import idempotency
 from geopera_kernel.server.domain.analytics import AnalyticsService
-from geopera_kernel.server.domain.analytics_jobs import ANALYTICS_JOB_DESCRIPTION, ANALYTICS_JOB_INPUT_SCHEMA
 from geopera_kernel.server.domain.catalog import CatalogLimits, CatalogService, ItemRenderer
 from geopera_kernel.server.domain.credits import CreditService
 from geopera_kernel.server.domain.jobs import (
@@ -58,7 +55,6 @@ from geopera_kernel.server.domain.jobs import (
     LeasePolicy,
     Notifications,
 )
-from geopera_kernel.server.domain.jobs.server_runs import ANALYTICS_JOB_TYPE_ID
 from geopera_kernel.server.domain.outputs import OutputService
 from geopera_kernel.server.domain.quota import StorageQuota
 from geopera_kernel.server.domain.raster_work import RasterWorkPool
@@ -168,12 +164,7 @@ def webhook_sender(settings: Settings, services: Services) -> WebhookSender:
 def load_analytics_methods(plugins: str) -> MethodRegistry:
     """The built-in analytics methods plus those of the plugin modules named
     in GEOPERA_ANALYTICS_PLUGINS: adding a method is one module, no proto change."""
-    methods = default_registry()
-    for module_name in filter(None, (part.strip() for part in plugins.split(","))):
-        module = importlib.import_module(module_name)
-        for method in getattr(module, "METHODS", ()):
-            methods.register(method)
-    return methods
+    return load_registry(plugins)
 
 
 async def register_builtin_job_types(jobs: JobService) -> None:
@@ -183,11 +174,11 @@ async def register_builtin_job_types(jobs: JobService) -> None:
             id=CLIP.id, description=CLIP.description, input_schema=CLIP.input_schema(), cost=CLIP.cost, builtin=True
         )
     )
-    # The analytics jobs the server runs itself (analytics.submit); they cost nothing.
+    # The analytics jobs the server creates (analytics.submit) and workers run; they cost nothing.
     await jobs.upsert_job_type(
         JobTypeRecord(
-            id=ANALYTICS_JOB_TYPE_ID, description=ANALYTICS_JOB_DESCRIPTION, input_schema=ANALYTICS_JOB_INPUT_SCHEMA,
-            cost=CostModel(flat=0.0, per_km2=0.0, per_asset=0.0, minimum=0), builtin=True,
+            id=ANALYTICS.id, description=ANALYTICS.description, input_schema=ANALYTICS.input_schema(),
+            cost=ANALYTICS.cost, builtin=True,
         )
     )  # fmt: skip
 
@@ -305,7 +296,6 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     edge.stopping = True  # new calls: UNAVAILABLE SERVER_SHUTTING_DOWN from here on
     await health_servicer.enter_graceful_shutdown()
     services.notifications.close_streams()
-    await services.analytics_jobs.close()
     if http_runner is not None:
         await http_runner.cleanup()
     await server.stop(await edge.drain(settings.shutdown_grace_seconds))

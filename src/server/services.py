@@ -45,4 +45,4 @@ class Services:
     def __post_init__(self) -> None:
         self.lineage = LineageService(self.db)
         self.webhooks = WebhookService(self.db)
-        self.analytics_jobs = AnalyticsJobs(self.db, self.storage, self.jobs, self.analytics, self.notifications)
+        self.analytics_jobs = AnalyticsJobs(self.db, self.jobs, self.analytics)

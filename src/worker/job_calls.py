@@ -24,7 +24,7 @@ from grpc import aio
 
 from geopera.v1 import kernel_pb2, worker_pb2
 from geopera_kernel.raster.digest import size_and_sha256
-from geopera_kernel.worker.plugin import JobFailed, JobOutput
+from geopera_kernel.worker.plugin import AnalyticsAnswer, JobFailed, JobOutput
 
 log = logging.getLogger("geopera.worker")
 
@@ -103,65 +103,95 @@ async def _upload_files(stub: Any, job_id: str, metadata: Any, outputs: list[Job
     return hrefs
 
 
-async def register_outputs(
-    stub: Any, job_id: str, metadata: Any, outputs: list[JobOutput], *, presigned: bool = False
-) -> None:
-    """The job's outputs over one RegisterOutputs stream: the items, each file's bytes, commit.
-    With ``presigned`` (object storage) the files go to the bucket first and the stream
-    names them (`OutputAsset.href`) instead of carrying their bytes."""
-    hrefs = await _upload_files(stub, job_id, metadata, outputs) if presigned else {}
+async def _file_chunks(path: Path, **where: str) -> AsyncIterator[worker_pb2.OutputChunk]:
+    """A file's bytes as OutputChunks (`where`: its output_key and asset_key, or its
+    artifact_key), the last one empty with finish_write."""
+    offset = 0
+    with path.open("rb") as source:
+        while True:
+            data = await asyncio.to_thread(source.read, CHUNK_BYTES)
+            yield worker_pb2.OutputChunk(**where, write_offset=offset, data=data, finish_write=not data)
+            if not data:
+                return
+            offset += len(data)
 
-    async def requests() -> AsyncIterator[worker_pb2.RegisterOutputsRequest]:
-        first = True
-        items = []
-        for index, output in enumerate(outputs):
-            when = timestamp_pb2.Timestamp()
-            when.FromDatetime(output.datetime)
-            assets = []
-            for file in output.files:
-                size, sha = await asyncio.to_thread(size_and_sha256, file.path)
-                assets.append(
-                    worker_pb2.OutputAsset(
-                        key=file.key,
-                        roles=file.roles,
-                        title=file.title,
-                        size_bytes=size,
-                        sha256=sha,
-                        href=hrefs.get((index, file.key), ""),
-                    )
-                )
-            items.append(
-                worker_pb2.OutputItem(
-                    output_key=str(index),
-                    name=output.name,
-                    geometry=struct(output.geometry),
-                    datetime=when,
-                    properties=struct(output.properties),
-                    source_item_ids=output.source_item_ids,
-                    assets=assets,
+
+async def _item_requests(
+    job_id: str, outputs: list[JobOutput], hrefs: dict[tuple[int, str], str]
+) -> AsyncIterator[worker_pb2.RegisterOutputsRequest]:
+    """The items, each file's bytes (unless uploaded already: `hrefs`), commit."""
+    items = []
+    for index, output in enumerate(outputs):
+        when = timestamp_pb2.Timestamp()
+        when.FromDatetime(output.datetime)
+        assets = []
+        for file in output.files:
+            size, sha = await asyncio.to_thread(size_and_sha256, file.path)
+            assets.append(
+                worker_pb2.OutputAsset(
+                    key=file.key,
+                    roles=file.roles,
+                    title=file.title,
+                    size_bytes=size,
+                    sha256=sha,
+                    href=hrefs.get((index, file.key), ""),
                 )
             )
-        for item in items:
-            yield worker_pb2.RegisterOutputsRequest(job_id=job_id if first else "", item=item)
-            first = False
-        for index, output in enumerate(outputs):
-            for file in output.files:
-                if (index, file.key) in hrefs:
-                    continue
-                offset = 0
-                with file.path.open("rb") as source:
-                    while True:
-                        data = await asyncio.to_thread(source.read, CHUNK_BYTES)
-                        chunk = worker_pb2.OutputChunk(
-                            output_key=str(index), asset_key=file.key, write_offset=offset, data=data,
-                            finish_write=not data,
-                        )  # fmt: skip
-                        yield worker_pb2.RegisterOutputsRequest(job_id=job_id if first else "", chunk=chunk)
-                        first = False
-                        if not data:
-                            break
-                        offset += len(data)
-        yield worker_pb2.RegisterOutputsRequest(job_id=job_id, commit=True)
+        items.append(
+            worker_pb2.OutputItem(
+                output_key=str(index),
+                name=output.name,
+                geometry=struct(output.geometry),
+                datetime=when,
+                properties=struct(output.properties),
+                source_item_ids=output.source_item_ids,
+                assets=assets,
+            )
+        )
+    first = True
+    for item in items:
+        yield worker_pb2.RegisterOutputsRequest(job_id=job_id if first else "", item=item)
+        first = False
+    for index, output in enumerate(outputs):
+        for file in output.files:
+            if (index, file.key) in hrefs:
+                continue
+            async for chunk in _file_chunks(file.path, output_key=str(index), asset_key=file.key):
+                yield worker_pb2.RegisterOutputsRequest(job_id=job_id if first else "", chunk=chunk)
+                first = False
+    yield worker_pb2.RegisterOutputsRequest(job_id=job_id, commit=True)
+
+
+async def _answer_requests(job_id: str, answer: AnalyticsAnswer) -> AsyncIterator[worker_pb2.RegisterOutputsRequest]:
+    """An analytics job's result, each file (declared, then its bytes), commit."""
+    result = worker_pb2.AnalyticsJobResult(operation=answer.operation, result=struct(answer.result))
+    yield worker_pb2.RegisterOutputsRequest(job_id=job_id, analytics_result=result)
+    for file in answer.files:
+        size, sha = await asyncio.to_thread(size_and_sha256, file.path)
+        artifact = worker_pb2.OutputArtifact(
+            key=file.key, media_type=file.media_type, title=file.title, size_bytes=size, sha256=sha
+        )
+        yield worker_pb2.RegisterOutputsRequest(artifact=artifact)
+        async for chunk in _file_chunks(file.path, artifact_key=file.key):
+            yield worker_pb2.RegisterOutputsRequest(chunk=chunk)
+    yield worker_pb2.RegisterOutputsRequest(job_id=job_id, commit=True)
+
+
+async def register_outputs(
+    stub: Any, job_id: str, metadata: Any, outputs: list[JobOutput] | AnalyticsAnswer, *, presigned: bool = False
+) -> None:
+    """The job's outputs over one RegisterOutputs stream: its items and their files, or an
+    analytics job's answer and its files. With ``presigned`` (object storage) the items'
+    files go to the bucket first and the stream names them (`OutputAsset.href`) instead
+    of carrying their bytes; an analytics answer's files always travel in the stream."""
+    hrefs = {}
+    if presigned and not isinstance(outputs, AnalyticsAnswer):
+        hrefs = await _upload_files(stub, job_id, metadata, outputs)
+
+    def requests() -> AsyncIterator[worker_pb2.RegisterOutputsRequest]:
+        if isinstance(outputs, AnalyticsAnswer):
+            return _answer_requests(job_id, outputs)
+        return _item_requests(job_id, outputs, hrefs)
 
     # A resend after a lost response replays the first one (same attempt).
     await resending(lambda: stub.RegisterOutputs(requests(), metadata=metadata, timeout=600))

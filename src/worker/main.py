@@ -2,7 +2,7 @@
 
     geopera worker --server 127.0.0.1:50051 --token $WORKER_TOKEN [--capacity 2]
                    [--plugins geopera_kernel.worker.plugins,my_package.my_plugins] [--name NAME]
-                   [--tls | --tls-ca ca.pem]
+                   [--tls | --tls-ca ca.pem] [--analytics-plugins my_package.my_methods]
 
 Every flag has a `GEOPERA_*` environment variable. A plugin module exposes
 `PLUGINS` (a list of `JobPlugin` classes) or `builtin_plugins()`.
@@ -21,10 +21,12 @@ from pathlib import Path
 
 from geopera_kernel.raster import configure_limits as configure_raster_limits
 from geopera_kernel.raster import raster_limits
+from geopera_kernel.raster.job_types import ANALYTICS
 from geopera_kernel.raster.logs import configure_logging
 from geopera_kernel.worker.lifetime import exit_with_parent
 from geopera_kernel.worker.memory import return_large_buffers
 from geopera_kernel.worker.plugin import PluginRegistry
+from geopera_kernel.worker.plugins.analytics import configure_methods as configure_analytics_methods
 from geopera_kernel.worker.runtime import Worker, WorkerConfig
 
 DEFAULT_PLUGINS = "geopera_kernel.worker.plugins"
@@ -76,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-raster-samples", type=int, default=int(env("GEOPERA_MAX_RASTER_SAMPLES", "0")),
                         help="largest source raster, width x height x bands (0: 2^31) "
                         "[GEOPERA_MAX_RASTER_SAMPLES]")  # fmt: skip
+    parser.add_argument("--analytics-plugins", default=env("GEOPERA_ANALYTICS_PLUGINS", ""),
+                        help="extra analytics method modules for analytics jobs, as the server's "
+                        "[GEOPERA_ANALYTICS_PLUGINS]")  # fmt: skip
     parser.add_argument("--log-level", default=env("GEOPERA_LOG_LEVEL", "INFO"))
     return parser
 
@@ -120,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         shutdown_grace_seconds=args.grace,
         shared_storage=not args.no_shared_storage,
     )
-    worker = Worker(config, load_plugins(args.plugins))
+    plugins = load_plugins(args.plugins)
+    if plugins.get(ANALYTICS.id) is not None:
+        configure_analytics_methods(args.analytics_plugins)
+    worker = Worker(config, plugins)
     try:
         asyncio.run(_serve(worker))
     except Exception as err:

@@ -70,6 +70,27 @@ class JobOutput:
     source_item_ids: list[str] = field(default_factory=list)
 
 
+@dataclass
+class ArtifactFile:
+    """A file an analytics method wrote: the server stores it as an artifact of the job."""
+
+    key: str
+    path: Path
+    media_type: str
+    title: str = ""
+
+
+@dataclass
+class AnalyticsAnswer:
+    """What an analytics job returns instead of items: the method's result (JSON-ready, as
+    the synchronous call's) and its files. The server renders from them the answer
+    `analytics.execute` gives and stores it and the files as the job's artifacts."""
+
+    operation: str
+    result: dict[str, Any]
+    files: list[ArtifactFile] = field(default_factory=list)
+
+
 class JobCancelled(Exception):
     """Raised inside `run()` (by `JobContext.check_cancelled`) when the job was
     cancelled or the worker is shutting down."""
@@ -131,8 +152,10 @@ class JobPlugin(ABC):
         return cls.input_model.model_json_schema()
 
     @abstractmethod
-    def run(self, params: BaseModel, ctx: JobContext) -> list[JobOutput]:
-        """Do the work (in a worker thread). Write outputs under `ctx.workdir`."""
+    def run(self, params: BaseModel, ctx: JobContext) -> list[JobOutput] | AnalyticsAnswer:
+        """Do the work (in a worker thread). Write outputs under `ctx.workdir`. Only the
+        built-in `analytics` job type answers an AnalyticsAnswer (the server refuses
+        artifacts from any other)."""
 
 
 class PluginRegistry:

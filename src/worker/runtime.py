@@ -39,6 +39,7 @@ from geopera_kernel.worker.job_calls import (
 )
 from geopera_kernel.worker.job_logs import JobLogBuffer, JobLogSender, capturing
 from geopera_kernel.worker.plugin import (
+    AnalyticsAnswer,
     JobCancelled,
     JobContext,
     JobFailed,
@@ -328,7 +329,9 @@ class Worker:
                 log.warning("job %s: outputs refused (%s: %s); the server ended the attempt",
                             job.id, error_reason(err), err.details())  # fmt: skip
                 return
-            log.info("job %s succeeded with %d output(s)", job.id, len(outputs))
+            count = len(outputs.files) if isinstance(outputs, AnalyticsAnswer) else len(outputs)
+            made = f"{count} {'file' if isinstance(outputs, AnalyticsAnswer) else 'output'}(s)"
+            log.info("job %s succeeded with %s", job.id, made)
         except JobCancelled:
             if running.handed_back:
                 await logs.flush()

@@ -60,7 +60,9 @@ class WorkerProcess(ChildProcess):
     def start(self) -> WorkerProcess:
         self.home.mkdir(parents=True, exist_ok=True)
         env = {k: v for k, v in os.environ.items() if not k.startswith("GEOPERA_")}
-        env.update({"GEOPERA_WORKER_TOKEN": self.token, "PYTHONUNBUFFERED": "1"})
+        # The test servers' analytics plugin methods (conftest.TEST_SERVER_ENV), so analytics jobs run them too.
+        env.update({"GEOPERA_WORKER_TOKEN": self.token, "PYTHONUNBUFFERED": "1",
+                    "GEOPERA_ANALYTICS_PLUGINS": "tests.support.analytics_plugins"})  # fmt: skip
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 [

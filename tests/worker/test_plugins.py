@@ -18,9 +18,28 @@ from pyproj import Transformer
 from rio_cogeo.cogeo import cog_validate
 from shapely.geometry import box, mapping, shape
 
+from geopera_kernel.analytics import AnalyticsContext, AssetView, ItemView
+from geopera_kernel.analytics import registry as analytics_registry
+from geopera_kernel.analytics.registry import json_safe
 from geopera_kernel.raster import MEDIA_TYPE_COG, write_cog
-from geopera_kernel.worker.plugin import JobCancelled, JobContext, JobFailed, PluginRegistry, SourceAsset, SourceItem
-from geopera_kernel.worker.plugins import BathymetryInput, BathymetryPlugin, ClipInput, ClipPlugin, builtin_plugins
+from geopera_kernel.raster.job_types import AnalyticsJobInput
+from geopera_kernel.worker.plugin import (
+    AnalyticsAnswer,
+    JobCancelled,
+    JobContext,
+    JobFailed,
+    PluginRegistry,
+    SourceAsset,
+    SourceItem,
+)
+from geopera_kernel.worker.plugins import (
+    AnalyticsPlugin,
+    BathymetryInput,
+    BathymetryPlugin,
+    ClipInput,
+    ClipPlugin,
+    builtin_plugins,
+)
 
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "data" / "s2_slovenia"
 SAMPLE = SAMPLE_DIR / "s2l1c_slovenia_20150711_bgrn.tif"
@@ -301,6 +320,59 @@ def test_bathymetry_failures(tmp_path: Path) -> None:
     assert not (cancelled.workdir / "depth.tif").exists()
 
 
+# --- analytics -----------------------------------------------------------------------------------
+
+
+def _analytics(method: str, params: dict[str, Any]) -> AnalyticsJobInput:
+    return AnalyticsJobInput(operation=method, params=params)
+
+
+def test_analytics_answers_what_the_engine_answers_in_process(tmp_path: Path, sample_aoi: dict[str, Any]) -> None:
+    params = {"item_id": "item-1", "index_name": "NDVI", "geometry": sample_aoi, "percentiles": [10, 50, 90]}
+    progress = Recorder()
+    answer = AnalyticsPlugin().run(_analytics("zonal_stats", params), context(tmp_path, item(SAMPLE), progress))
+    assert isinstance(answer, AnalyticsAnswer) and answer.operation == "zonal_stats" and answer.files == []
+    items = {"item-1": ItemView(id="item-1", assets={"data": AssetView(key="data", path=str(SAMPLE))})}
+    direct = analytics_registry.run("zonal_stats", params, AnalyticsContext(items=items, artifact_dir=tmp_path / "d"))
+    assert answer.result == json_safe(direct)
+    assert progress.calls[0][1] == "running zonal_stats" and progress.calls[-1] == (1.0, "zonal_stats computed")
+
+
+def test_analytics_files_are_the_answers(tmp_path: Path, sample_aoi: dict[str, Any]) -> None:
+    params = {"before_item_id": "item-1", "after_item_id": "item-1", "index_name": "NDVI", "geometry": sample_aoi,
+              "change_threshold": 0.1}  # fmt: skip
+    answer = AnalyticsPlugin().run(_analytics("change_detection", params), context(tmp_path, item(SAMPLE)))
+    assert isinstance(answer, AnalyticsAnswer)
+    assert [(f.key, f.media_type) for f in answer.files] == [
+        ("difference_cog", MEDIA_TYPE_COG),
+        ("quicklook_png", "image/png"),
+    ]
+    assert all(f.path.is_file() and f.path.is_relative_to(tmp_path / "work") for f in answer.files)
+
+
+def test_analytics_failures_carry_the_methods_reason(tmp_path: Path, sample_aoi: dict[str, Any]) -> None:
+    ctx = context(tmp_path, item(SAMPLE))
+    with pytest.raises(JobFailed) as unknown:
+        AnalyticsPlugin().run(_analytics("no_such_method", {}), ctx)
+    assert unknown.value.reason == "UNKNOWN_ANALYTICS_OPERATION" and not unknown.value.retryable
+    assert "GEOPERA_ANALYTICS_PLUGINS" in unknown.value.message
+    params = {"item_id": "item-1", "index_name": "NDVI", "geometry": sample_aoi, "band_mapping": {"red": 9}}
+    with pytest.raises(JobFailed) as bands:
+        AnalyticsPlugin().run(_analytics("zonal_stats", params), ctx)
+    assert bands.value.reason == "MISSING_BANDS" and not bands.value.retryable
+    with pytest.raises(JobFailed) as invalid:
+        AnalyticsPlugin().run(_analytics("zonal_stats", {"item_id": "item-1"}), ctx)
+    assert invalid.value.reason == "INVALID_ANALYTICS_PARAMS"
+
+
+def test_analytics_stops_when_cancelled(tmp_path: Path, sample_aoi: dict[str, Any]) -> None:
+    ctx = context(tmp_path, item(SAMPLE))
+    ctx._cancel.set()
+    params = {"item_id": "item-1", "index_name": "NDVI", "geometry": sample_aoi}
+    with pytest.raises(JobCancelled):
+        AnalyticsPlugin().run(_analytics("zonal_stats", params), ctx)
+
+
 # --- declarations --------------------------------------------------------------------------------
 
 
@@ -327,7 +399,7 @@ def test_registration_and_cost_models() -> None:
     registry = PluginRegistry()
     for plugin in builtin_plugins():
         registry.register(plugin)
-    assert [p.job_type_id for p in registry] == ["bathymetry", "clip"]
+    assert [p.job_type_id for p in registry] == ["analytics", "bathymetry", "clip"]
     assert registry.get("clip") is ClipPlugin
     clip_cost = ClipPlugin.cost_model
     assert (clip_cost.flat, clip_cost.per_km2, clip_cost.per_asset) == (1.0, 0.5, 1.0)

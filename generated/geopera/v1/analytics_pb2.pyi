@@ -146,16 +146,20 @@ class AnalyticsSubmitParams(_message.Message):
     errors), and every item they name must belong to `project_id`
     (INVALID_ARGUMENT `SOURCE_IN_OTHER_PROJECT`). Analytics jobs cost no credits
     (analytics is not a spend: the job holds and charges 0). The job is followed
-    like any job (`processing.jobs.get`, `WatchJob`, cancel, which stops the
-    run). It runs on the server, one attempt: its `worker_id` names the server
-    (`server-...`), which holds its lease; if that server stops or dies, the job
-    fails (UNAVAILABLE `SERVER_STOPPED`, or ABORTED `ATTEMPTS_EXHAUSTED` once the
-    lease runs out) and can be submitted again. When it SUCCEEDS
+    like any job (`processing.jobs.get`, `WatchJob`, `processing.jobs.logs`,
+    cancel, which stops the run). It is created DISPATCHED and runs on a worker
+    that declares the job type `analytics` (every `geopera worker` does; its
+    credential must be granted the type), which reads the job's source items
+    with the job token and runs the method with the worker's method registry
+    (the built-in methods plus its `GEOPERA_ANALYTICS_PLUGINS`); a job whose
+    worker dies runs again on another, as any job. Until a worker runs it, it
+    waits DISPATCHED. When it SUCCEEDS
     its `output_artifacts` hold the method's JSON result (key `result`,
     `application/json`: the `AnalyticsExecuteResult` the synchronous call would
     answer, as JSON) and then the files the method stored, each downloadable
     with `DownloadAsset` (`artifacts/{id}`) and `GET /v1/artifacts/{id}`. A
-    method error fails the job with that error. Honours `idempotency-key`: a
+    method error fails the job with that error's reason and message (code
+    ABORTED in `Job.error`), e.g. `MISSING_BANDS`. Honours `idempotency-key`: a
     repeat with the same key and params answers the same job. With
     `validate_only`: everything is checked and the job is answered as it would
     be created (empty id), nothing is stored.

@@ -841,7 +841,7 @@ Global___OutputAsset: _TypeAlias = OutputAsset  # noqa: Y015
 
 @_typing.final
 class OutputChunk(_message.Message):
-    """A chunk of an output asset's bytes."""
+    """A chunk of an output asset's (or an analytics job's artifact's) bytes."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -850,16 +850,21 @@ class OutputChunk(_message.Message):
     WRITE_OFFSET_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     FINISH_WRITE_FIELD_NUMBER: _builtins.int
+    ARTIFACT_KEY_FIELD_NUMBER: _builtins.int
     output_key: _builtins.str
-    """Which output item."""
+    """Which output item (empty for an artifact's chunk)."""
     asset_key: _builtins.str
-    """Which asset of it."""
+    """Which asset of it (empty for an artifact's chunk)."""
     write_offset: _builtins.int
     """Offset of `data`; MUST equal the bytes sent so far for this asset."""
     data: _builtins.bytes
     """The bytes (at most 4 MiB)."""
     finish_write: _builtins.bool
     """Set on the asset's last chunk."""
+    artifact_key: _builtins.str
+    """For an analytics job's file: the `OutputArtifact.key` these bytes belong
+    to (then `output_key` and `asset_key` are empty).
+    """
     def __init__(
         self,
         *,
@@ -868,14 +873,88 @@ class OutputChunk(_message.Message):
         write_offset: _builtins.int = ...,
         data: _builtins.bytes = ...,
         finish_write: _builtins.bool = ...,
+        artifact_key: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["asset_key", b"asset_key", "data", b"data", "finish_write", b"finish_write", "output_key", b"output_key", "write_offset", b"write_offset"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["artifact_key", b"artifact_key", "asset_key", b"asset_key", "data", b"data", "finish_write", b"finish_write", "output_key", b"output_key", "write_offset", b"write_offset"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___OutputChunk: _TypeAlias = OutputChunk  # noqa: Y015
+
+@_typing.final
+class OutputArtifact(_message.Message):
+    """A file an analytics job's method wrote (the job's artifact), whose bytes
+    follow in `chunk`s with `artifact_key` set.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    MEDIA_TYPE_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """Key of the file in the method's result, e.g. `difference`: a lower-case
+    identifier, unique within the stream.
+    """
+    media_type: _builtins.str
+    """Media type: `application/json`, `image/png`, or a GeoTIFF
+    (`image/tiff; application=geotiff`, optionally with
+    `; profile=cloud-optimized`), which must be a valid COG.
+    """
+    title: _builtins.str
+    """Short title."""
+    size_bytes: _builtins.int
+    """Size in bytes of the file that follows in `chunk`s."""
+    sha256: _builtins.str
+    """Lower-case hex SHA-256 of the file, checked on receipt; empty to skip."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        media_type: _builtins.str = ...,
+        title: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "media_type", b"media_type", "sha256", b"sha256", "size_bytes", b"size_bytes", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutputArtifact: _TypeAlias = OutputArtifact  # noqa: Y015
+
+@_typing.final
+class AnalyticsJobResult(_message.Message):
+    """What an analytics job's method answered."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATION_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    operation: _builtins.str
+    """The method, as the job's `input_params.operation` names it."""
+    @_builtins.property
+    def result(self) -> _struct_pb2.Struct:
+        """The method's result, as `AnalyticsExecuteResult.result` carries it."""
+
+    def __init__(
+        self,
+        *,
+        operation: _builtins.str = ...,
+        result: _struct_pb2.Struct | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operation", b"operation", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnalyticsJobResult: _TypeAlias = AnalyticsJobResult  # noqa: Y015
 
 @_typing.final
 class RegisterOutputsRequest(_message.Message):
@@ -887,6 +966,8 @@ class RegisterOutputsRequest(_message.Message):
     ITEM_FIELD_NUMBER: _builtins.int
     CHUNK_FIELD_NUMBER: _builtins.int
     COMMIT_FIELD_NUMBER: _builtins.int
+    ARTIFACT_FIELD_NUMBER: _builtins.int
+    ANALYTICS_RESULT_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """The job whose outputs these are; required in the first message."""
     commit: _builtins.bool
@@ -899,6 +980,14 @@ class RegisterOutputsRequest(_message.Message):
     def chunk(self) -> Global___OutputChunk:
         """Asset bytes."""
 
+    @_builtins.property
+    def artifact(self) -> Global___OutputArtifact:
+        """An analytics job's file (see `RegisterOutputs`)."""
+
+    @_builtins.property
+    def analytics_result(self) -> Global___AnalyticsJobResult:
+        """An analytics job's answer (see `RegisterOutputs`)."""
+
     def __init__(
         self,
         *,
@@ -906,12 +995,14 @@ class RegisterOutputsRequest(_message.Message):
         item: Global___OutputItem | None = ...,
         chunk: Global___OutputChunk | None = ...,
         commit: _builtins.bool = ...,
+        artifact: Global___OutputArtifact | None = ...,
+        analytics_result: Global___AnalyticsJobResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "commit", b"commit", "item", b"item", "part", b"part"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["analytics_result", b"analytics_result", "artifact", b"artifact", "chunk", b"chunk", "commit", b"commit", "item", b"item", "part", b"part"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "commit", b"commit", "item", b"item", "job_id", b"job_id", "part", b"part"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["analytics_result", b"analytics_result", "artifact", b"artifact", "chunk", b"chunk", "commit", b"commit", "item", b"item", "job_id", b"job_id", "part", b"part"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["item", "chunk", "commit"]  # noqa: Y015
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["item", "chunk", "commit", "artifact", "analytics_result"]  # noqa: Y015
     _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
 
@@ -927,11 +1018,13 @@ class RegisterOutputsResponse(_message.Message):
     ITEMS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def job(self) -> _resources_pb2.Job:
-        """The job, now SUCCEEDED."""
+        """The job, now SUCCEEDED (an analytics job's artifacts in
+        `Job.output_artifacts`).
+        """
 
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[_resources_pb2.Item]:
-        """The registered items, in stream order."""
+        """The registered items, in stream order (none for an analytics job)."""
 
     def __init__(
         self,

@@ -38,7 +38,8 @@ class WorkerServiceStub:
     within the server's token-cache time (default 5 s) of a revocation;
     - each assignment carries a job token bound to (job, attempt). Its only
     authority is `ReportProgress`, `ReportFailure`, `ReleaseJob`,
-    `WriteJobLogs` and `RegisterOutputs` for that job and attempt. It is refused everywhere else
+    `WriteJobLogs` and `RegisterOutputs` for that job and attempt, and
+    `KernelService.DownloadAsset` of the job's source items' assets. It is refused everywhere else
     (PERMISSION_DENIED `JOB_TOKEN_NOT_ALLOWED`), and once the attempt is over
     (lease expired, job cancelled or finished) every call with it fails
     FAILED_PRECONDITION `JOB_ATTEMPT_OVER`.
@@ -100,7 +101,8 @@ class WorkerServiceServicer:
     within the server's token-cache time (default 5 s) of a revocation;
     - each assignment carries a job token bound to (job, attempt). Its only
     authority is `ReportProgress`, `ReportFailure`, `ReleaseJob`,
-    `WriteJobLogs` and `RegisterOutputs` for that job and attempt. It is refused everywhere else
+    `WriteJobLogs` and `RegisterOutputs` for that job and attempt, and
+    `KernelService.DownloadAsset` of the job's source items' assets. It is refused everywhere else
     (PERMISSION_DENIED `JOB_TOKEN_NOT_ALLOWED`), and once the attempt is over
     (lease expired, job cancelled or finished) every call with it fails
     FAILED_PRECONDITION `JOB_ATTEMPT_OVER`.
@@ -168,7 +170,20 @@ class WorkerServiceServicer:
     def RegisterOutputs(self, request_iterator, context):
         """Registers the job's outputs and completes it (job token). The stream is:
         one or more `item` messages, then for each asset of each item its `chunk`s
-        (unless the asset names an `href` from `SignOutputUploads`), then one `commit`. The server
+        (unless the asset names an `href` from `SignOutputUploads`), then one `commit`.
+
+        An analytics job (job type `analytics`, created by `analytics.submit`)
+        registers no item: its stream is one `analytics_result`, then for each of
+        the method's files an `artifact` and its `chunk`s (`artifact_key` set),
+        then `commit`. The server checks each file against its media type (JSON
+        that parses, a PNG signature, a readable Cloud-Optimized GeoTIFF; other
+        media types are refused), stores the files as the job's artifacts, renders
+        the JSON answer `analytics.execute` gives for that result (naming the
+        stored files), and stores it first, under key `result`; the artifacts'
+        ids are then `Job.output_artifacts`. No credits move. Items on an
+        analytics job, artifacts or a result on any other job, a missing or
+        second result, or a result naming another method are INVALID_ARGUMENT
+        `INVALID_OUTPUT` (which ends the job like the refusals below). The server
         validates every asset (readable raster, valid COG, embedded statistics),
         stores it, and in one transaction registers the items with provenance
         edges to the job and every source item, captures the credits and marks
@@ -296,7 +311,8 @@ class WorkerService:
     within the server's token-cache time (default 5 s) of a revocation;
     - each assignment carries a job token bound to (job, attempt). Its only
     authority is `ReportProgress`, `ReportFailure`, `ReleaseJob`,
-    `WriteJobLogs` and `RegisterOutputs` for that job and attempt. It is refused everywhere else
+    `WriteJobLogs` and `RegisterOutputs` for that job and attempt, and
+    `KernelService.DownloadAsset` of the job's source items' assets. It is refused everywhere else
     (PERMISSION_DENIED `JOB_TOKEN_NOT_ALLOWED`), and once the attempt is over
     (lease expired, job cancelled or finished) every call with it fails
     FAILED_PRECONDITION `JOB_ATTEMPT_OVER`.

@@ -4,9 +4,11 @@ method catalogue. Unpack, call, pack."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from geopera.v1 import analytics_pb2, resources_pb2
+from geopera_kernel.analytics import MethodRegistry
 from geopera_kernel.server.api import convert, jsonview
 from geopera_kernel.server.api.registry import Operation, OperationContext
 from geopera_kernel.server.api.spending import keyed
@@ -56,25 +58,23 @@ def _result(outcome: AnalyticsOutcome) -> analytics_pb2.AnalyticsExecuteResult:
 async def analytics_submit(
     s: Services, ctx: OperationContext, p: analytics_pb2.AnalyticsSubmitParams
 ) -> analytics_pb2.AnalyticsSubmitResult:
-    methods = s.analytics.methods
+    params = convert.struct_to_dict(p.params)
+    job = await s.analytics_jobs.submit(
+        ctx.principal, p.project_id, p.operation, params, keyed(ctx, _submitted), validate_only=ctx.validate_only
+    )
+    return _submitted(job)
+
+
+def answer_renderer(methods: MethodRegistry) -> Callable[[AnalyticsOutcome], bytes]:
+    """How an analytics job's answer is stored (RegisterOutputs): the JSON the HTTP
+    projection answers for the synchronous call with that outcome."""
 
     def render(outcome: AnalyticsOutcome) -> bytes:
-        # The JSON the HTTP projection answers for the synchronous call.
         schema = methods.output_schema(outcome.method) if outcome.method in methods else None
         body = jsonview.to_json(_result(outcome), output_schema=schema)
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
-    params = convert.struct_to_dict(p.params)
-    job = await s.analytics_jobs.submit(
-        ctx.principal,
-        p.project_id,
-        p.operation,
-        params,
-        render,
-        keyed(ctx, _submitted),
-        validate_only=ctx.validate_only,
-    )
-    return _submitted(job)
+    return render
 
 
 def _submitted(job: JobRecord) -> analytics_pb2.AnalyticsSubmitResult:

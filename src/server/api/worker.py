@@ -12,6 +12,7 @@ from grpc import aio
 from geopera.v1 import worker_pb2, worker_pb2_grpc
 from geopera_kernel.raster.cost import CostModel
 from geopera_kernel.server.api import convert
+from geopera_kernel.server.api.ops_analytics import answer_renderer
 from geopera_kernel.server.domain.jobs import (
     Assignment,
     Cancellation,
@@ -27,7 +28,10 @@ from geopera_kernel.server.domain.jobs import (
 from geopera_kernel.server.domain.jobs.sessions import SessionMessage
 from geopera_kernel.server.domain.models import ItemRecord
 from geopera_kernel.server.domain.output_parts import (
+    ARTIFACT_OUTPUT_KEY,
+    AnalyticsResultPart,
     CommitPart,
+    OutputArtifactPart,
     OutputAssetSpec,
     OutputChunkPart,
     OutputItemPart,
@@ -216,7 +220,8 @@ class WorkerServicer(worker_pb2_grpc.WorkerServiceServicer):
                 job=convert.job(job), items=[convert.item(i) for i in items]
             ).SerializeToString()
 
-        response = await self._services.outputs.register(principal, first.job_id, parts(), encode)
+        render = answer_renderer(self._services.analytics.methods)
+        response = await self._services.outputs.register(principal, first.job_id, parts(), encode, render)
         return worker_pb2.RegisterOutputsResponse.FromString(response)
 
 
@@ -237,7 +242,21 @@ def _output_part(message: worker_pb2.RegisterOutputsRequest) -> OutputPart | Non
         )
     if kind == "chunk":
         chunk = message.chunk
-        return OutputChunkPart(chunk.output_key, chunk.asset_key, chunk.write_offset, chunk.data, chunk.finish_write)
+        if chunk.artifact_key:
+            if chunk.output_key or chunk.asset_key:
+                raise invalid_argument(
+                    "INVALID_OUTPUT", "an artifact's chunk names no output_key or asset_key", field="chunk.artifact_key"
+                )
+            where = (ARTIFACT_OUTPUT_KEY, chunk.artifact_key)
+        else:
+            where = (chunk.output_key, chunk.asset_key)
+        return OutputChunkPart(*where, chunk.write_offset, chunk.data, chunk.finish_write)
+    if kind == "artifact":
+        a = message.artifact
+        return OutputArtifactPart(a.key, a.media_type, a.title, a.size_bytes, a.sha256)
+    if kind == "analytics_result":
+        answer = message.analytics_result
+        return AnalyticsResultPart(answer.operation, convert.struct_to_dict(answer.result))
     if kind == "commit":
         return CommitPart() if message.commit else None
     return None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import math
 import secrets
 import shutil
 import threading
@@ -18,6 +17,7 @@ import psycopg
 from pydantic import BaseModel
 
 from geopera_kernel.analytics import AnalyticsContext, Artifact, AssetView, ItemView, MethodRegistry
+from geopera_kernel.analytics.registry import json_safe
 from geopera_kernel.raster.digest import size_and_sha256
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.catalog import CatalogService
@@ -67,18 +67,6 @@ class PreparedCall:
     model: BaseModel
     items: dict[str, ItemView]
     projects: frozenset[str]
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN/infinity have no JSON spelling: a statistic that is not a number is
-    reported as null (e.g. the mean of an empty zone)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(item) for item in value]
-    return value
 
 
 def item_view(record: ItemRecord, storage: BlobStorage) -> ItemView:
@@ -205,7 +193,7 @@ class AnalyticsService:
 
     async def run(self, call: PreparedCall) -> tuple[dict[str, Any], list[Artifact], Path]:
         """The method's run (no pixel limit): its result and the files it wrote, in a
-        work directory the caller stores from and then removes (`remove_later`)."""
+        work directory the caller stores from and then removes (`_remove_later`)."""
         # Reserved, not created: most calls write no file (the method creates it when it does).
         workdir = self._storage.scratch_dir() / f"analytics-{call.name}-{secrets.token_hex(8)}"
         cancelled = threading.Event()
@@ -233,7 +221,7 @@ class AnalyticsService:
         except BaseException:
             self._remove_later(workdir)
             raise
-        return _json_safe(result), list(context.artifacts), workdir
+        return json_safe(result), list(context.artifacts), workdir
 
     def _remove_later(self, workdir: Path) -> None:
         if workdir.exists():
@@ -241,9 +229,6 @@ class AnalyticsService:
             cleanup = asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, workdir, True)
             self._cleanups.add(cleanup)
             cleanup.add_done_callback(self._cleanups.discard)
-
-    def remove_later(self, workdir: Path) -> None:
-        self._remove_later(workdir)
 
     async def _store(
         self,

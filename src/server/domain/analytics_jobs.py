@@ -1,97 +1,75 @@
 """analytics.submit: an analytics call run as a job of the built-in type
-`analytics`, with no synchronous pixel limit.
+`analytics` on a worker, with no synchronous pixel limit; and the commit of
+such a job's answer (RegisterOutputs) into the job's artifacts.
 
-The job runs on the server, through the job machinery (rows, events, cancel,
-`processing.jobs.get`), not on a worker: the analytics engine reads the
-catalogue's assets through the server's storage and item access checks, and
-the layering rule (tests/test_layering.py) keeps the worker from importing
-the server. Moving the engine into the shared `raster` package would also need
-a way for workers to read every source asset and to store artifacts (workers
-only register items); the server already has both. The synchronous call and
-the job share one code path (AnalyticsService.prepare/run), so they answer the
-same. Analytics are not a spend (the product docs: processing jobs reserve
-credits, analytics computes over existing items), so these jobs hold and
-charge 0 credits.
+The call is checked here as analytics.execute checks it (AnalyticsService.prepare:
+params, method, the caller's access to every item), then the job is created
+DISPATCHED, its sources the items the method reads. A worker runs it with the
+same engine and method registry (geopera_kernel.worker.plugins.analytics),
+reading the sources with its job token, and sends back the method's result and
+files. The server stores the files, renders the JSON the synchronous call
+answers for that result (the projection's `render`) and stores it first, all
+with the job's success in one transaction: the answer is the synchronous one.
+Analytics are not a spend (the product docs: processing jobs reserve credits,
+analytics computes over existing items), so these jobs hold and charge 0.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
-import logging
-import secrets
+import functools
+import json
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from geopera_kernel.analytics import Artifact
+from geopera_kernel.raster import RasterError, inspect_raster
+from geopera_kernel.raster.job_types import ANALYTICS
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.analytics import (
     AnalyticsOutcome,
     AnalyticsService,
-    PreparedCall,
     StoredArtifact,
     insert_artifacts,
     move_artifacts,
 )
+from geopera_kernel.server.domain.catalog.items import ASSET_KEY
 from geopera_kernel.server.domain.idempotency import KeyedStore, keyed_transaction
-from geopera_kernel.server.domain.jobs import JobRecord, JobService, Notifications
+from geopera_kernel.server.domain.jobs import JobRecord, JobService
 from geopera_kernel.server.domain.jobs.creation import require_input_size
-from geopera_kernel.server.domain.jobs.records import JobError
-from geopera_kernel.server.domain.jobs.server_runs import ANALYTICS_JOB_TYPE_ID
+from geopera_kernel.server.domain.models import ItemRecord
+from geopera_kernel.server.domain.output_parts import (
+    ARTIFACT_OUTPUT_KEY,
+    AnalyticsResultPart,
+    OutputArtifactPart,
+    OutputAssetSpec,
+)
 from geopera_kernel.server.domain.pending_objects import PendingObjects
-from geopera_kernel.server.errors import Code, DomainError, invalid_argument
-from geopera_kernel.server.storage import BlobStorage
-from geopera_kernel.server.store import Database
+from geopera_kernel.server.domain.quota import StorageQuota
+from geopera_kernel.server.domain.raster_work import RasterWorkPool
+from geopera_kernel.server.errors import invalid_argument
+from geopera_kernel.server.store import Database, Q
 from geopera_kernel.server.validation import require_finite_json
 
-log = logging.getLogger(__name__)
-
-ANALYTICS_JOB_DESCRIPTION = (
-    "An analytics method run as a job (analytics.submit): its JSON result and files are the job's "
-    "output artifacts. Created only by analytics.submit; costs no credits."
-)
-ANALYTICS_JOB_INPUT_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "title": "AnalyticsJobInput",
-    "properties": {
-        "operation": {"type": "string", "description": "The analytics method, e.g. zonal_stats."},
-        "params": {"type": "object", "description": "The method's params, as analytics.execute takes them."},
-    },
-    "required": ["operation", "params"],
-}
 RESULT_KEY = "result"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# A JSON file is parsed whole to be checked: bounded, as no method writes one near it.
+MAX_JSON_ARTIFACT_BYTES = 64 << 20
+MAX_TITLE_CHARS = 500
 
 # The JSON answer of the synchronous call for an outcome (the projection renders it).
 RenderResult = Callable[[AnalyticsOutcome], bytes]
-
-
-class _JobAlreadyEnded(Exception):
-    """The job was cancelled while it ran: its files are dropped."""
+# The encoded RegisterOutputs response for the finished job (no items).
+EncodeResponse = Callable[[JobRecord, list[ItemRecord]], bytes]
 
 
 class AnalyticsJobs:
-    def __init__(
-        self,
-        db: Database,
-        storage: BlobStorage,
-        jobs: JobService,
-        analytics: AnalyticsService,
-        notifications: Notifications,
-    ) -> None:
+    def __init__(self, db: Database, jobs: JobService, analytics: AnalyticsService) -> None:
         self._db = db
-        self._storage = storage
         self._jobs = jobs
         self._analytics = analytics
-        self._quota = analytics.quota
-        # This server as the jobs' `worker_id`: it holds their leases and hears their cancels.
-        self.runner_id = f"server-{secrets.token_hex(6)}"
-        self._runs: dict[str, asyncio.Task[None]] = {}
-        self._cancelled: set[str] = set()
-        self._renewer: asyncio.Task[None] | None = None
-        self._listening = contextlib.ExitStack()
-        self._listening.enter_context(notifications.on_cancel(self.runner_id, self._cancel))
 
     async def submit(
         self,
@@ -99,13 +77,12 @@ class AnalyticsJobs:
         project_id: str,
         name: str,
         params: dict[str, Any],
-        render: RenderResult,
         keyed: KeyedStore[JobRecord] | None = None,
         *,
         validate_only: bool = False,
     ) -> JobRecord:
-        """Check the call as analytics.execute does, create the job RUNNING and
-        start it; with `validate_only`, the job as it would be (empty id)."""
+        """Check the call as analytics.execute does and create the job DISPATCHED;
+        with `validate_only`, the job as it would be (empty id)."""
         if not project_id:
             raise invalid_argument("PROJECT_ID_REQUIRED", "project_id is required", field="project_id")
         principal.require_project(project_id)
@@ -120,109 +97,157 @@ class AnalyticsJobs:
                 field="params",
             )
         async with keyed_transaction(self._db, keyed, project_id, rollback=validate_only) as tx:
-            job = await self._jobs.start_server_run(
-                tx, principal, project_id=project_id, job_type_id=ANALYTICS_JOB_TYPE_ID,
+            job = await self._jobs.create_builtin_dispatched(
+                tx, principal, project_id=project_id, job_type_id=ANALYTICS.id,
                 input_params={"operation": call.name, "params": params}, source_item_ids=list(call.items),
-                runner_id=self.runner_id,
             )  # fmt: skip
             if keyed is not None and not validate_only:
                 await keyed.finish(tx, job)
         if validate_only:
             return replace(job, id="")
-        task = asyncio.create_task(self._run(principal, call, job, render), name=f"analytics-job-{job.id}")
-        self._runs[job.id] = task
-        task.add_done_callback(lambda _: self._runs.pop(job.id, None))
-        if self._renewer is None or self._renewer.done():
-            self._renewer = asyncio.create_task(self._renew_leases(), name="analytics-job-leases")
         return job
 
-    async def close(self) -> None:
-        """Stop the runs of this server (their jobs fail SERVER_STOPPED)."""
-        self._listening.close()
-        tasks = [*self._runs.values(), *([self._renewer] if self._renewer else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _cancel(self, job_id: str) -> None:
-        """A cancel of one of our jobs (already CANCELLED in the database): stop its run."""
-        task = self._runs.get(job_id)
-        if task is not None:
-            self._cancelled.add(job_id)
-            task.cancel()
+def is_analytics_job(job: JobRecord) -> bool:
+    return job.job_type_id == ANALYTICS.id
 
-    async def _renew_leases(self) -> None:
-        """While runs last, renew their leases as a worker's heartbeat does."""
-        while self._runs:
-            await asyncio.sleep(self._jobs.policy.heartbeat_seconds)
-            try:
-                await self._jobs.renew_server_runs(self.runner_id, list(self._runs))
-            except Exception:
-                log.exception("could not renew the leases of analytics jobs")
 
-    async def _run(self, principal: Principal, call: PreparedCall, job: JobRecord, render: RenderResult) -> None:
+def _media_kind(media_type: str) -> str | None:
+    """'json', 'png' or 'geotiff' for the media types an artifact may have, else None:
+    artifacts are served with their media type, so nothing a browser would run."""
+    parts = [part.strip().lower() for part in media_type.split(";")]
+    if parts == ["application/json"]:
+        return "json"
+    if parts == ["image/png"]:
+        return "png"
+    if parts[0] == "image/tiff" and "application=geotiff" in parts[1:]:
+        return "geotiff"
+    return None
+
+
+@dataclass
+class ReceivedAnswer:
+    """What an analytics job's RegisterOutputs stream carries besides chunks: its
+    result and its files' declarations, checked on receipt."""
+
+    artifacts: list[OutputArtifactPart] = field(default_factory=list)
+    answer: AnalyticsResultPart | None = None
+
+    def take(self, job: JobRecord, part: OutputArtifactPart | AnalyticsResultPart) -> OutputAssetSpec | None:
+        """Check a part; for an artifact, the spec its chunks are received against."""
+        if not is_analytics_job(job):
+            what = "artifact" if isinstance(part, OutputArtifactPart) else "analytics_result"
+            raise invalid_argument("INVALID_OUTPUT", f"only an analytics job sends {what}", field=what)
+        if isinstance(part, AnalyticsResultPart):
+            self._take_answer(job, part)
+            return None
+        keys = {artifact.key for artifact in self.artifacts}
+        if not ASSET_KEY.match(part.key) or part.key == RESULT_KEY or part.key in keys:
+            raise invalid_argument(
+                "INVALID_OUTPUT",
+                f"artifact keys are unique lower-case identifiers other than {RESULT_KEY!r}",
+                field="artifact.key",
+            )
+        if _media_kind(part.media_type) is None:
+            raise invalid_argument(
+                "INVALID_OUTPUT",
+                f"artifact {part.key}: media type {part.media_type[:100]!r} is not application/json, image/png "
+                "or a GeoTIFF",
+                field="artifact.media_type",
+            )
+        if len(part.title) > MAX_TITLE_CHARS:
+            raise invalid_argument(
+                "INVALID_OUTPUT", f"artifact titles are at most {MAX_TITLE_CHARS} characters", field="artifact.title"
+            )
+        self.artifacts.append(part)
+        return OutputAssetSpec(part.key, [], part.title, part.size_bytes, part.sha256)
+
+    def _take_answer(self, job: JobRecord, answer: AnalyticsResultPart) -> None:
+        if self.answer is not None:
+            raise invalid_argument("INVALID_OUTPUT", "an analytics job answers one result", field="analytics_result")
+        operation = job.input_params.get("operation")
+        if answer.operation != operation:
+            raise invalid_argument(
+                "INVALID_OUTPUT",
+                f"the result is of {answer.operation[:100]!r}, the job runs {operation!r}",
+                field="analytics_result.operation",
+            )
+        require_finite_json(answer.result, "analytics_result.result")
+        self.answer = answer
+
+
+def check_artifact_file(path: Path, media_type: str, field: str, check_cancelled: Callable[[], None]) -> None:
+    """In a thread, before storing: the bytes are what the media type says."""
+    kind = _media_kind(media_type)
+    if kind == "geotiff":
         try:
-            result, artifacts, workdir = await self._analytics.run(call)
-            try:
-                await self._store(principal, call, job, result, artifacts, workdir, render)
-            finally:
-                self._analytics.remove_later(workdir)
-        except _JobAlreadyEnded:
-            return
-        except asyncio.CancelledError:
-            if job.id in self._cancelled:  # the job was cancelled: it is CANCELLED already
-                self._cancelled.discard(job.id)
-                return
-            await asyncio.shield(self._fail(job, Code.UNAVAILABLE, "SERVER_STOPPED", "the server stopped"))
-            raise
-        except DomainError as error:
-            await self._fail(job, error.code, error.reason, error.message)
-        except Exception:
-            log.exception("analytics job %s failed", job.id)
-            await self._fail(job, Code.INTERNAL, "ANALYTICS_FAILED", "the analytics method failed")
-
-    async def _fail(self, job: JobRecord, code: Code, reason: str, message: str) -> None:
+            inspect_raster(path, require_cog=True, check_cancelled=check_cancelled)
+        except RasterError as err:
+            raise invalid_argument(err.reason, err.message, field=field) from err
+        return
+    if kind == "png":
+        with path.open("rb") as file:
+            valid = file.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
+    elif path.stat().st_size > MAX_JSON_ARTIFACT_BYTES:
+        limit = f"a JSON artifact is at most {MAX_JSON_ARTIFACT_BYTES} bytes"
+        raise invalid_argument("INVALID_OUTPUT", limit, field=field)
+    else:
         try:
-            async with self._db.transaction() as tx:
-                await self._jobs.finish_server_run(tx, job.id, error=JobError(int(code), reason, message))
-        except Exception:
-            log.exception("could not record the failure of analytics job %s", job.id)
+            json.loads(path.read_bytes())
+            valid = True
+        except ValueError:
+            valid = False
+    if not valid:
+        raise invalid_argument("INVALID_OUTPUT", f"the bytes are not {media_type}", field=field)
 
-    async def _store(
+
+@dataclass
+class AnswerCommit:
+    """The commit of an analytics job's answer (OutputService hands it the received files)."""
+
+    jobs: JobService
+    quota: StorageQuota
+    raster_pool: RasterWorkPool
+    render: RenderResult
+    encode: EncodeResponse
+    pending: PendingObjects
+
+    async def run(
         self,
         principal: Principal,
-        call: PreparedCall,
         job: JobRecord,
-        result: dict[str, Any],
-        artifacts: list[Artifact],
-        workdir: Any,
-        render: RenderResult,
-    ) -> None:
-        """The method's files, then the JSON result naming them, stored with the
-        job's success in one transaction."""
+        received: ReceivedAnswer,
+        files: dict[tuple[str, str], Path],
+        scratch: Path,
+    ) -> bytes:
+        """The files checked, then stored, then the JSON result naming them, all the
+        job's artifacts with its success in one transaction; the encoded response."""
+        answer = received.answer
+        if answer is None:
+            raise invalid_argument(
+                "INVALID_OUTPUT", "an analytics job commits with its analytics_result", field="analytics_result"
+            )
+        artifacts = []
+        for part in received.artifacts:
+            path = files[(ARTIFACT_OUTPUT_KEY, part.key)]
+            await self.raster_pool.run(functools.partial(check_artifact_file, path, part.media_type,
+                                                         f"artifacts[{part.key}]"))  # fmt: skip
+            artifacts.append(Artifact(part.key, path, part.media_type, part.title))
         project_id = job.project_id
-        pending = PendingObjects(self._storage)
-        try:
-            rows = await asyncio.to_thread(move_artifacts, pending, project_id, artifacts)
-            files = [StoredArtifact(aid, a.key, a.media_type, size, sha, a.title) for aid, _, size, sha, a in rows]
-            body = render(AnalyticsOutcome(call.name, result, files))
-
-            def write_result() -> Artifact:
-                workdir.mkdir(parents=True, exist_ok=True)
-                path = workdir / "result.json"
-                path.write_bytes(body)
-                return Artifact(RESULT_KEY, path, "application/json", f"{call.name} result")
-
-            result_file = await asyncio.to_thread(write_result)
-            result_rows = await asyncio.to_thread(move_artifacts, pending, project_id, [result_file])
-            async with self._db.transaction(pending.probe) as tx:
-                stored = await insert_artifacts(tx, result_rows + rows, project_id, call.name, principal.id, job.id)
-                await self._quota.check(tx, project_id)
-                finished = await self._jobs.finish_server_run(
-                    tx, job.id, artifacts=[dataclasses.asdict(a) for a in stored]
-                )
-                if finished is None:
-                    raise _JobAlreadyEnded()
-        except BaseException as error:
-            await pending.settle(error)
-            raise
+        moved = await asyncio.to_thread(move_artifacts, self.pending, project_id, artifacts)
+        stored = [StoredArtifact(aid, a.key, a.media_type, size, sha, a.title) for aid, _, size, sha, a in moved]
+        body = self.render(AnalyticsOutcome(answer.operation, answer.result, stored))
+        result_file = scratch / "result.json"
+        await asyncio.to_thread(result_file.write_bytes, body)
+        result = Artifact(RESULT_KEY, result_file, "application/json", f"{answer.operation} result")
+        result_rows = await asyncio.to_thread(move_artifacts, self.pending, project_id, [result])
+        async with self.jobs.committing_outputs(principal, job.id, self.pending.probe) as (tx, locked):
+            row = await (await tx.execute(Q.get_job, {"id": job.id})).fetchone()
+            created_by = row["created_by"] if row is not None else ""
+            rows = await insert_artifacts(tx, result_rows + moved, project_id, answer.operation, created_by, job.id)
+            finished = await self.jobs.succeed_with_artifacts(tx, locked, [asdict(a) for a in rows])
+            response = self.encode(finished, [])
+            await self.jobs.store_response(tx, job.id, response)
+            await self.quota.check(tx, project_id)
+            await self.jobs.settle_success(tx, locked, actual_cost=0)
+        return response

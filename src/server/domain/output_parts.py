@@ -1,5 +1,6 @@
 """The parts of a RegisterOutputs stream, as the transport hands them to
-OutputService: an item to register, a chunk of one of its asset files, the commit."""
+OutputService: an item to register, a chunk of one of its asset files, the commit;
+for an analytics job, its result and its files (artifacts) instead of items."""
 
 from __future__ import annotations
 
@@ -40,8 +41,28 @@ class OutputChunkPart:
 
 
 @dataclass(frozen=True)
+class OutputArtifactPart:
+    """An analytics job's file; its chunks name it with output_key "" (ARTIFACT_OUTPUT_KEY)."""
+
+    key: str
+    media_type: str
+    title: str
+    size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class AnalyticsResultPart:
+    operation: str
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class CommitPart:
     pass
 
 
-OutputPart = OutputItemPart | OutputChunkPart | CommitPart
+# An item's output_key is never empty, so artifacts' chunks use it.
+ARTIFACT_OUTPUT_KEY = ""
+
+OutputPart = OutputItemPart | OutputChunkPart | OutputArtifactPart | AnalyticsResultPart | CommitPart

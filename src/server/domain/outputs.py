@@ -13,6 +13,10 @@ Outputs refused for what they are (an invalid raster, a taken name, no valid
 pixel) would be refused again on every attempt, so the refusal also ends the
 job FAILED with that reason in `job.error`, in the same call; a stream that
 merely broke off (INCOMPLETE_UPLOAD) or a server fault leaves the attempt live.
+
+An analytics job's stream carries its result and files instead of items: they are
+received here as any asset's bytes and committed by analytics_jobs.AnswerCommit
+(just over 400 lines: the receive loop is one piece for both kinds of stream).
 """
 
 from __future__ import annotations
@@ -32,12 +36,21 @@ from shapely.geometry import mapping
 from geopera_kernel.raster import RasterError, RasterInfo, inspect_raster
 from geopera_kernel.raster.geo import geodesic_area_km2, parse_area
 from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.analytics_jobs import AnswerCommit, ReceivedAnswer, RenderResult, is_analytics_job
 from geopera_kernel.server.domain.catalog.items import ASSET_KEY, NewItem, StoredAsset, asset_storage_key, insert_item
 from geopera_kernel.server.domain.catalog.reads import CatalogLimits
 from geopera_kernel.server.domain.jobs import JobError, JobRecord, JobService
 from geopera_kernel.server.domain.jobs.creation import output_name_taken
 from geopera_kernel.server.domain.models import ItemRecord
-from geopera_kernel.server.domain.output_parts import OutputAssetSpec, OutputChunkPart, OutputItemPart, OutputPart
+from geopera_kernel.server.domain.output_parts import (
+    ARTIFACT_OUTPUT_KEY,
+    AnalyticsResultPart,
+    OutputArtifactPart,
+    OutputAssetSpec,
+    OutputChunkPart,
+    OutputItemPart,
+    OutputPart,
+)
 from geopera_kernel.server.domain.output_uploads import (
     SignedUpload,
     discard_uploads,
@@ -83,6 +96,13 @@ class _LazyDir:
         if self._path is None:
             self._path = Path(tempfile.mkdtemp(prefix=self._prefix, dir=self._parent))
         return self._path
+
+
+def _where(output_key: str, asset_key: str) -> str:
+    """The field an asset's (or an analytics job's artifact's) bytes are named by."""
+    if output_key == ARTIFACT_OUTPUT_KEY:
+        return f"artifacts[{asset_key}]"
+    return f"items[{output_key}].assets[{asset_key}]"
 
 
 def _invalid(message: str, field: str) -> DomainError:
@@ -140,14 +160,16 @@ class OutputService:
         job_id: str,
         parts: AsyncIterator[OutputPart],
         encode: Callable[[JobRecord, list[ItemRecord]], bytes],
+        render: RenderResult,
     ) -> bytes:
-        """Receive, validate and commit a job's outputs; returns the encoded
-        response (the stored one when this attempt committed before)."""
+        """Receive, validate and commit a job's outputs (an analytics job's answer:
+        `render` makes its JSON result); returns the encoded response (the stored
+        one when this attempt committed before)."""
         job, replay = await self._jobs.outputs_state(principal, job_id)
         if replay is not None:
             return replay
         try:
-            return await self._register(principal, job, parts, encode)
+            return await self._register(principal, job, parts, encode, render)
         except DomainError as err:
             if ends_the_job(err):
                 await self._jobs.fail_attempt(principal, job_id, _job_error(err))
@@ -159,12 +181,17 @@ class OutputService:
         job: JobRecord,
         parts: AsyncIterator[OutputPart],
         encode: Callable[[JobRecord, list[ItemRecord]], bytes],
+        render: RenderResult,
     ) -> bytes:
         job_id = job.id
         scratch = _LazyDir(self._storage.scratch_dir(), f"outputs-{job_id}-")
         pending = PendingObjects(self._storage)
         try:
-            items, files, uploaded = await self._receive(job, parts, scratch)
+            received = ReceivedAnswer()
+            items, files, uploaded = await self._receive(job, parts, scratch, received)
+            if is_analytics_job(job):
+                commit = AnswerCommit(self._jobs, self._quota, self._raster_pool, render, encode, pending)
+                return await commit.run(principal, job, received, files, scratch.path)
             if uploaded:  # read back once from the bucket (size, sha256), for the raster checks below
                 files |= await fetch_all(self._object_storage, uploaded, scratch.path, self._limits.max_upload_bytes)
             infos = {
@@ -221,7 +248,7 @@ class OutputService:
         return info
 
     async def _receive(
-        self, job: JobRecord, parts: AsyncIterator[OutputPart], scratch: _LazyDir
+        self, job: JobRecord, parts: AsyncIterator[OutputPart], scratch: _LazyDir, received: ReceivedAnswer
     ) -> tuple[list[OutputItemPart], dict[tuple[str, str], Path], dict[tuple[str, str], OutputAssetSpec]]:
         items: list[OutputItemPart] = []
         uploaded: dict[tuple[str, str], OutputAssetSpec] = {}
@@ -232,7 +259,14 @@ class OutputService:
             async for part in parts:
                 if committed:
                     raise _invalid("nothing may follow commit", "commit")
-                if isinstance(part, OutputItemPart):
+                if isinstance(part, OutputArtifactPart | AnalyticsResultPart):
+                    spec = received.take(job, part)  # an artifact's bytes follow in chunks
+                    if spec is not None:
+                        path = scratch.path / f"artifact-{spec.key}"
+                        receiving[(ARTIFACT_OUTPUT_KEY, spec.key)] = _ReceivingAsset(spec, path, path.open("wb"))
+                elif isinstance(part, OutputItemPart):
+                    if is_analytics_job(job):
+                        raise _invalid("an analytics job registers no item: it answers a result", "item")
                     index = len(items)
                     await asyncio.to_thread(self._check_item, job, part, index, names)  # parses a geometry
                     await self._check_name_free(job, part.name)
@@ -262,7 +296,7 @@ class OutputService:
                 "INCOMPLETE_UPLOAD", "the stream ended without commit; nothing was registered", field="commit"
             )
         for (output_key, asset_key), target in receiving.items():
-            where = f"items[{output_key}].assets[{asset_key}]"
+            where = _where(output_key, asset_key)
             if not target.finished:
                 raise invalid_argument("INCOMPLETE_UPLOAD", "asset bytes ended without finish_write", field=where)
             if target.spec.size_bytes and target.spec.size_bytes != target.received:
@@ -308,7 +342,7 @@ class OutputService:
             raise output_name_taken(job.target_collection_id, name)
 
     async def _write_chunk(self, target: _ReceivingAsset, part: OutputChunkPart) -> None:
-        where = f"items[{part.output_key}].assets[{part.asset_key}]"
+        where = _where(part.output_key, part.asset_key)
         if target.finished:
             raise invalid_argument("INVALID_WRITE_OFFSET", "data after finish_write", field=where)
         if part.write_offset != target.received:

@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.jobs.records import JobError, JobRecord
@@ -104,6 +105,14 @@ class JobAttempts(JobTransitions):
             if err.reason == "JOB_ATTEMPT_OVER":
                 return None
             raise
+
+    async def succeed_with_artifacts(
+        self, tx: psycopg.AsyncConnection[Any], job: JobRecord, artifacts: list[dict[str, Any]]
+    ) -> JobRecord:
+        """An analytics job's success in the RegisterOutputs transaction: the artifacts it
+        stored, no items; the caller then runs `settle_success` (0 credits) last."""
+        await tx.execute(Q.store_job_artifacts, {"id": job.id, "output_artifacts": Jsonb(artifacts)})
+        return await self._finish(tx, job, "SUCCEEDED", message=f"{len(artifacts)} artifact(s) stored")
 
     async def store_response(self, tx: psycopg.AsyncConnection[Any], job_id: str, response: bytes) -> None:
         await tx.execute(Q.store_outputs_response, {"id": job_id, "response": response})

@@ -12,13 +12,13 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from geopera_kernel.raster.job_types import ANALYTICS
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.catalog.items import COLLECTION_ID
 from geopera_kernel.server.domain.idempotency import KeyedStore, keyed_transaction
 from geopera_kernel.server.domain.jobs.job_types import JobTypeRecord, validate_input
 from geopera_kernel.server.domain.jobs.pricing import Estimate, estimate, measures_geometry
 from geopera_kernel.server.domain.jobs.records import ACTIVE, Dispatch, JobCreate, JobRecord, JobSpend
-from geopera_kernel.server.domain.jobs.server_runs import ANALYTICS_JOB_TYPE_ID
 from geopera_kernel.server.domain.jobs.transitions import JobTransitions
 from geopera_kernel.server.domain.models import ItemRecord
 from geopera_kernel.server.errors import DomainError, already_exists, failed_precondition, invalid_argument, not_found
@@ -47,7 +47,7 @@ class JobCreation(JobTransitions):
             raise invalid_argument("PROJECT_ID_REQUIRED", "project_id is required", field="project_id")
         principal.require_project(spec.project_id)
         async with keyed_transaction(self._db, keyed, spec.project_id, rollback=validate_only) as tx:
-            if spec.job_type_id == ANALYTICS_JOB_TYPE_ID:
+            if spec.job_type_id == ANALYTICS.id:
                 raise invalid_argument(
                     "USE_ANALYTICS_SUBMIT", "analytics jobs are created with analytics.submit", field="job_type_id"
                 )
@@ -103,6 +103,45 @@ class JobCreation(JobTransitions):
         if validate_only:
             return replace(spend, job=replace(job, id=""))
         return spend
+
+    async def create_builtin_dispatched(
+        self,
+        tx: psycopg.AsyncConnection[Any],
+        principal: Principal,
+        *,
+        project_id: str,
+        job_type_id: str,
+        input_params: dict[str, Any],
+        source_item_ids: list[str],
+    ) -> JobRecord:
+        """A job of a built-in type only the server creates (analytics.submit, which
+        checked its input and sources), holding no credits: created and dispatched at
+        once (events `created`, `dispatched`) in the caller's transaction."""
+        job_type = await self.types.get(job_type_id, tx)
+        row = await (
+            await tx.execute(
+                Q.insert_job,
+                {
+                    "id": new_id("job"),
+                    "project_id": project_id,
+                    "job_type_id": job_type_id,
+                    "input_params": Jsonb(input_params),
+                    "target_collection_id": job_type_id,
+                    "source_item_ids": source_item_ids,
+                    "credits_reserved": 0,
+                    "created_by": principal.id,
+                    "max_attempts": self.policy.max_attempts,
+                    "message": f"created; 0 credits reserved ({job_type_id} jobs cost no credits)",
+                    "resubmitted_from": None,
+                    "batch_id": None,
+                },
+            )
+        ).fetchone()
+        assert row is not None
+        job = JobRecord.from_row(row)
+        dispatched, _ = await self._dispatch(tx, job, job_type, record=False)
+        await self._record_events(tx, [(job, "created"), (dispatched, "dispatched")])
+        return dispatched
 
     async def dispatch(
         self,

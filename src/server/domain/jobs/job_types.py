@@ -3,6 +3,7 @@ model), who may change a declaration, and a short-lived cache of them."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Mapping
@@ -167,8 +168,10 @@ def _require_job_type_id(job_type_id: str, field: str) -> None:
 
 
 def _definition(job_type: JobTypeRecord) -> tuple[object, ...]:
-    """What a declaration defines (ownership decides who may change it)."""
-    return (job_type.description, job_type.input_schema, job_type.cost)
+    """What a declaration defines (ownership decides who may change it). A declared
+    `minimum` of 0 means 1 (CostModel.checked): so it does for the stored one compared."""
+    cost = job_type.cost
+    return (job_type.description, job_type.input_schema, dataclasses.replace(cost, minimum=max(1, cost.minimum)))
 
 
 def _schema_violations(error: jsonschema.ValidationError) -> list[FieldViolation]:

@@ -8,7 +8,6 @@
 - logs: the job's log records (appended with the job token, read by users)
 - workers: worker sessions, heartbeats, claims
 - job_types: the job type table and its cache
-- server_runs: jobs the server runs itself (analytics.submit)
 """
 
 from __future__ import annotations
@@ -25,11 +24,10 @@ from geopera_kernel.server.domain.jobs.job_types import JobTypeRecord
 from geopera_kernel.server.domain.jobs.logs import JobLogs
 from geopera_kernel.server.domain.jobs.reads import JobReads
 from geopera_kernel.server.domain.jobs.resubmit import JobResubmits
-from geopera_kernel.server.domain.jobs.server_runs import ServerRuns
 from geopera_kernel.server.domain.jobs.workers import WorkerClaims
 
 
-class JobService(JobResubmits, JobBatches, JobReads, JobLogs, JobAttempts, WorkerClaims, ServerRuns):
+class JobService(JobResubmits, JobBatches, JobReads, JobLogs, JobAttempts, WorkerClaims):
     # -- job types (see JobTypes) ----------------------------------------------
 
     async def upsert_job_type(self, record: JobTypeRecord, owner_token_id: str | None = None) -> JobTypeRecord:

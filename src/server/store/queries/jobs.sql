@@ -235,15 +235,6 @@ SELECT pg_notify('geopera_job_events',
                       ELSE head::text END) AS notified
 FROM payload;
 
--- name: start_server_job
--- A PENDING job the server runs itself (analytics.submit) starts its one attempt under the
--- runner's lease (renewed with renew_leases); no row once it left PENDING.
-UPDATE jobs SET status = 'RUNNING', attempt = attempt + 1, dispatch_time = now(), start_time = now(),
-    worker_id = %(worker_id)s, lease_expire_time = now() + make_interval(secs => %(lease_seconds)s),
-    message = %(message)s, update_time = now(), sequence = sequence + 1
-WHERE id = %(id)s AND status = 'PENDING'
-RETURNING *;
-
 -- name: store_job_artifacts
 -- Records the artifacts a job stored, before its terminal transition.
 UPDATE jobs SET output_artifacts = %(output_artifacts)s WHERE id = %(id)s;

@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file geopera/v1/worker.proto.
  */
 export const file_geopera_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("ChdnZW9wZXJhL3YxL3dvcmtlci5wcm90bxIKZ2VvcGVyYS52MSJZChhTaWduT3V0cHV0VXBsb2Fkc1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEi0KBWZpbGVzGAIgAygLMh4uZ2VvcGVyYS52MS5PdXRwdXRVcGxvYWRUYXJnZXQiOwoST3V0cHV0VXBsb2FkVGFyZ2V0EhIKCm91dHB1dF9rZXkYASABKAkSEQoJYXNzZXRfa2V5GAIgASgJIkYKGVNpZ25PdXRwdXRVcGxvYWRzUmVzcG9uc2USKQoHdXBsb2FkcxgBIAMoCzIYLmdlb3BlcmEudjEuT3V0cHV0VXBsb2FkIoEBCgxPdXRwdXRVcGxvYWQSEgoKb3V0cHV0X2tleRgBIAEoCRIRCglhc3NldF9rZXkYAiABKAkSDAoEaHJlZhgDIAEoCRILCgN1cmwYBCABKAkSLwoLZXhwaXJlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpsBCgxKb2JMb2dSZWNvcmQSLAoIbG9nX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiMKBWxldmVsGAIgASgOMhQuZ2VvcGVyYS52MS5Mb2dMZXZlbBIPCgdtZXNzYWdlGAMgASgJEicKBmZpZWxkcxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiUAoTV3JpdGVKb2JMb2dzUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSKQoHcmVjb3JkcxgCIAMoCzIYLmdlb3BlcmEudjEuSm9iTG9nUmVjb3JkIkcKFFdyaXRlSm9iTG9nc1Jlc3BvbnNlEhYKDnN0b3JlZF9lbnRyaWVzGAEgASgFEhcKD2Ryb3BwZWRfZW50cmllcxgCIAEoBSKYAQoSSm9iVHlwZURlY2xhcmF0aW9uEhMKC2pvYl90eXBlX2lkGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEi0KDGlucHV0X3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSKQoKY29zdF9tb2RlbBgEIAEoCzIVLmdlb3BlcmEudjEuQ29zdE1vZGVsInMKC1dvcmtlckhlbGxvEgwKBG5hbWUYASABKAkSMQoJam9iX3R5cGVzGAIgAygLMh4uZ2VvcGVyYS52MS5Kb2JUeXBlRGVjbGFyYXRpb24SEAoIY2FwYWNpdHkYAyABKAUSEQoJd29ya2VyX2lkGAQgASgJIjsKD1dvcmtlckhlYXJ0YmVhdBIWCg5hY3RpdmVfam9iX2lkcxgBIAMoCRIQCghkcmFpbmluZxgCIAEoCCJ3Cg5Db25uZWN0UmVxdWVzdBIoCgVoZWxsbxgBIAEoCzIXLmdlb3BlcmEudjEuV29ya2VySGVsbG9IABIwCgloZWFydGJlYXQYAiABKAsyGy5nZW9wZXJhLnYxLldvcmtlckhlYXJ0YmVhdEgAQgkKB21lc3NhZ2UiXQoNV29ya2VyV2VsY29tZRIRCgl3b3JrZXJfaWQYASABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAiABKAESFQoNbGVhc2Vfc2Vjb25kcxgDIAEoASKDAgoNSm9iQXNzaWdubWVudBIcCgNqb2IYASABKAsyDy5nZW9wZXJhLnYxLkpvYhIRCglqb2JfdG9rZW4YAiABKAkSDwoHYXR0ZW1wdBgDIAEoBRI1ChFsZWFzZV9leHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJgoMc291cmNlX2l0ZW1zGAUgAygLMhAuZ2VvcGVyYS52MS5JdGVtEjYKDXNvdXJjZV9hc3NldHMYBiADKAsyHy5nZW9wZXJhLnYxLlNvdXJjZUFzc2V0TG9jYXRpb24SGQoRcHJlc2lnbmVkX3VwbG9hZHMYByABKAgiZAoTU291cmNlQXNzZXRMb2NhdGlvbhIPCgdpdGVtX2lkGAEgASgJEhEKCWFzc2V0X2tleRgCIAEoCRITCgtzdG9yYWdlX3VyaRgDIAEoCRIUCgxkb3dubG9hZF91cmwYBCABKAkiMQoPSm9iQ2FuY2VsbGF0aW9uEg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiqgEKD0Nvbm5lY3RSZXNwb25zZRIsCgd3ZWxjb21lGAEgASgLMhkuZ2VvcGVyYS52MS5Xb3JrZXJXZWxjb21lSAASLwoKYXNzaWdubWVudBgCIAEoCzIZLmdlb3BlcmEudjEuSm9iQXNzaWdubWVudEgAEi0KBmNhbmNlbBgDIAEoCzIbLmdlb3BlcmEudjEuSm9iQ2FuY2VsbGF0aW9uSABCCQoHbWVzc2FnZSJKChVSZXBvcnRQcm9ncmVzc1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEhAKCHByb2dyZXNzGAIgASgBEg8KB21lc3NhZ2UYAyABKAkiMgoWUmVwb3J0UHJvZ3Jlc3NSZXNwb25zZRIYChBjYW5jZWxfcmVxdWVzdGVkGAEgASgIIloKFFJlcG9ydEZhaWx1cmVSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEg4KBnJlYXNvbhgDIAEoCRIRCglyZXRyeWFibGUYBCABKAgiNQoVUmVwb3J0RmFpbHVyZVJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIjMKEVJlbGVhc2VKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiMgoSUmVsZWFzZUpvYlJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIvYBCgpPdXRwdXRJdGVtEhIKCm91dHB1dF9rZXkYASABKAkSDAoEbmFtZRgCIAEoCRIpCghnZW9tZXRyeRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLAoIZGF0ZXRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCnByb3BlcnRpZXMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhcKD3NvdXJjZV9pdGVtX2lkcxgGIAMoCRInCgZhc3NldHMYByADKAsyFy5nZW9wZXJhLnYxLk91dHB1dEFzc2V0ImoKC091dHB1dEFzc2V0EgsKA2tleRgBIAEoCRINCgVyb2xlcxgCIAMoCRINCgV0aXRsZRgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDEg4KBnNoYTI1NhgFIAEoCRIMCgRocmVmGAYgASgJIm4KC091dHB1dENodW5rEhIKCm91dHB1dF9rZXkYASABKAkSEQoJYXNzZXRfa2V5GAIgASgJEhQKDHdyaXRlX29mZnNldBgDIAEoAxIMCgRkYXRhGAQgASgMEhQKDGZpbmlzaF93cml0ZRgFIAEoCCKUAQoWUmVnaXN0ZXJPdXRwdXRzUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSJgoEaXRlbRgCIAEoCzIWLmdlb3BlcmEudjEuT3V0cHV0SXRlbUgAEigKBWNodW5rGAMgASgLMhcuZ2VvcGVyYS52MS5PdXRwdXRDaHVua0gAEhAKBmNvbW1pdBgEIAEoCEgAQgYKBHBhcnQiWAoXUmVnaXN0ZXJPdXRwdXRzUmVzcG9uc2USHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISHwoFaXRlbXMYAiADKAsyEC5nZW9wZXJhLnYxLkl0ZW0y5gQKDVdvcmtlclNlcnZpY2USRgoHQ29ubmVjdBIaLmdlb3BlcmEudjEuQ29ubmVjdFJlcXVlc3QaGy5nZW9wZXJhLnYxLkNvbm5lY3RSZXNwb25zZSgBMAESVwoOUmVwb3J0UHJvZ3Jlc3MSIS5nZW9wZXJhLnYxLlJlcG9ydFByb2dyZXNzUmVxdWVzdBoiLmdlb3BlcmEudjEuUmVwb3J0UHJvZ3Jlc3NSZXNwb25zZRJUCg1SZXBvcnRGYWlsdXJlEiAuZ2VvcGVyYS52MS5SZXBvcnRGYWlsdXJlUmVxdWVzdBohLmdlb3BlcmEudjEuUmVwb3J0RmFpbHVyZVJlc3BvbnNlEksKClJlbGVhc2VKb2ISHS5nZW9wZXJhLnYxLlJlbGVhc2VKb2JSZXF1ZXN0Gh4uZ2VvcGVyYS52MS5SZWxlYXNlSm9iUmVzcG9uc2USXAoPUmVnaXN0ZXJPdXRwdXRzEiIuZ2VvcGVyYS52MS5SZWdpc3Rlck91dHB1dHNSZXF1ZXN0GiMuZ2VvcGVyYS52MS5SZWdpc3Rlck91dHB1dHNSZXNwb25zZSgBElEKDFdyaXRlSm9iTG9ncxIfLmdlb3BlcmEudjEuV3JpdGVKb2JMb2dzUmVxdWVzdBogLmdlb3BlcmEudjEuV3JpdGVKb2JMb2dzUmVzcG9uc2USYAoRU2lnbk91dHB1dFVwbG9hZHMSJC5nZW9wZXJhLnYxLlNpZ25PdXRwdXRVcGxvYWRzUmVxdWVzdBolLmdlb3BlcmEudjEuU2lnbk91dHB1dFVwbG9hZHNSZXNwb25zZWIGcHJvdG8z", [file_geopera_v1_resources, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChdnZW9wZXJhL3YxL3dvcmtlci5wcm90bxIKZ2VvcGVyYS52MSJZChhTaWduT3V0cHV0VXBsb2Fkc1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEi0KBWZpbGVzGAIgAygLMh4uZ2VvcGVyYS52MS5PdXRwdXRVcGxvYWRUYXJnZXQiOwoST3V0cHV0VXBsb2FkVGFyZ2V0EhIKCm91dHB1dF9rZXkYASABKAkSEQoJYXNzZXRfa2V5GAIgASgJIkYKGVNpZ25PdXRwdXRVcGxvYWRzUmVzcG9uc2USKQoHdXBsb2FkcxgBIAMoCzIYLmdlb3BlcmEudjEuT3V0cHV0VXBsb2FkIoEBCgxPdXRwdXRVcGxvYWQSEgoKb3V0cHV0X2tleRgBIAEoCRIRCglhc3NldF9rZXkYAiABKAkSDAoEaHJlZhgDIAEoCRILCgN1cmwYBCABKAkSLwoLZXhwaXJlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIpsBCgxKb2JMb2dSZWNvcmQSLAoIbG9nX3RpbWUYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiMKBWxldmVsGAIgASgOMhQuZ2VvcGVyYS52MS5Mb2dMZXZlbBIPCgdtZXNzYWdlGAMgASgJEicKBmZpZWxkcxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiUAoTV3JpdGVKb2JMb2dzUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSKQoHcmVjb3JkcxgCIAMoCzIYLmdlb3BlcmEudjEuSm9iTG9nUmVjb3JkIkcKFFdyaXRlSm9iTG9nc1Jlc3BvbnNlEhYKDnN0b3JlZF9lbnRyaWVzGAEgASgFEhcKD2Ryb3BwZWRfZW50cmllcxgCIAEoBSKYAQoSSm9iVHlwZURlY2xhcmF0aW9uEhMKC2pvYl90eXBlX2lkGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEi0KDGlucHV0X3NjaGVtYRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSKQoKY29zdF9tb2RlbBgEIAEoCzIVLmdlb3BlcmEudjEuQ29zdE1vZGVsInMKC1dvcmtlckhlbGxvEgwKBG5hbWUYASABKAkSMQoJam9iX3R5cGVzGAIgAygLMh4uZ2VvcGVyYS52MS5Kb2JUeXBlRGVjbGFyYXRpb24SEAoIY2FwYWNpdHkYAyABKAUSEQoJd29ya2VyX2lkGAQgASgJIjsKD1dvcmtlckhlYXJ0YmVhdBIWCg5hY3RpdmVfam9iX2lkcxgBIAMoCRIQCghkcmFpbmluZxgCIAEoCCJ3Cg5Db25uZWN0UmVxdWVzdBIoCgVoZWxsbxgBIAEoCzIXLmdlb3BlcmEudjEuV29ya2VySGVsbG9IABIwCgloZWFydGJlYXQYAiABKAsyGy5nZW9wZXJhLnYxLldvcmtlckhlYXJ0YmVhdEgAQgkKB21lc3NhZ2UiXQoNV29ya2VyV2VsY29tZRIRCgl3b3JrZXJfaWQYASABKAkSIgoaaGVhcnRiZWF0X2ludGVydmFsX3NlY29uZHMYAiABKAESFQoNbGVhc2Vfc2Vjb25kcxgDIAEoASKDAgoNSm9iQXNzaWdubWVudBIcCgNqb2IYASABKAsyDy5nZW9wZXJhLnYxLkpvYhIRCglqb2JfdG9rZW4YAiABKAkSDwoHYXR0ZW1wdBgDIAEoBRI1ChFsZWFzZV9leHBpcmVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJgoMc291cmNlX2l0ZW1zGAUgAygLMhAuZ2VvcGVyYS52MS5JdGVtEjYKDXNvdXJjZV9hc3NldHMYBiADKAsyHy5nZW9wZXJhLnYxLlNvdXJjZUFzc2V0TG9jYXRpb24SGQoRcHJlc2lnbmVkX3VwbG9hZHMYByABKAgiZAoTU291cmNlQXNzZXRMb2NhdGlvbhIPCgdpdGVtX2lkGAEgASgJEhEKCWFzc2V0X2tleRgCIAEoCRITCgtzdG9yYWdlX3VyaRgDIAEoCRIUCgxkb3dubG9hZF91cmwYBCABKAkiMQoPSm9iQ2FuY2VsbGF0aW9uEg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiqgEKD0Nvbm5lY3RSZXNwb25zZRIsCgd3ZWxjb21lGAEgASgLMhkuZ2VvcGVyYS52MS5Xb3JrZXJXZWxjb21lSAASLwoKYXNzaWdubWVudBgCIAEoCzIZLmdlb3BlcmEudjEuSm9iQXNzaWdubWVudEgAEi0KBmNhbmNlbBgDIAEoCzIbLmdlb3BlcmEudjEuSm9iQ2FuY2VsbGF0aW9uSABCCQoHbWVzc2FnZSJKChVSZXBvcnRQcm9ncmVzc1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEhAKCHByb2dyZXNzGAIgASgBEg8KB21lc3NhZ2UYAyABKAkiMgoWUmVwb3J0UHJvZ3Jlc3NSZXNwb25zZRIYChBjYW5jZWxfcmVxdWVzdGVkGAEgASgIIloKFFJlcG9ydEZhaWx1cmVSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEg4KBnJlYXNvbhgDIAEoCRIRCglyZXRyeWFibGUYBCABKAgiNQoVUmVwb3J0RmFpbHVyZVJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIjMKEVJlbGVhc2VKb2JSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkiMgoSUmVsZWFzZUpvYlJlc3BvbnNlEhwKA2pvYhgBIAEoCzIPLmdlb3BlcmEudjEuSm9iIvYBCgpPdXRwdXRJdGVtEhIKCm91dHB1dF9rZXkYASABKAkSDAoEbmFtZRgCIAEoCRIpCghnZW9tZXRyeRgDIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLAoIZGF0ZXRpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEisKCnByb3BlcnRpZXMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhcKD3NvdXJjZV9pdGVtX2lkcxgGIAMoCRInCgZhc3NldHMYByADKAsyFy5nZW9wZXJhLnYxLk91dHB1dEFzc2V0ImoKC091dHB1dEFzc2V0EgsKA2tleRgBIAEoCRINCgVyb2xlcxgCIAMoCRINCgV0aXRsZRgDIAEoCRISCgpzaXplX2J5dGVzGAQgASgDEg4KBnNoYTI1NhgFIAEoCRIMCgRocmVmGAYgASgJIoQBCgtPdXRwdXRDaHVuaxISCgpvdXRwdXRfa2V5GAEgASgJEhEKCWFzc2V0X2tleRgCIAEoCRIUCgx3cml0ZV9vZmZzZXQYAyABKAMSDAoEZGF0YRgEIAEoDBIUCgxmaW5pc2hfd3JpdGUYBSABKAgSFAoMYXJ0aWZhY3Rfa2V5GAYgASgJImQKDk91dHB1dEFydGlmYWN0EgsKA2tleRgBIAEoCRISCgptZWRpYV90eXBlGAIgASgJEg0KBXRpdGxlGAMgASgJEhIKCnNpemVfYnl0ZXMYBCABKAMSDgoGc2hhMjU2GAUgASgJIlAKEkFuYWx5dGljc0pvYlJlc3VsdBIRCglvcGVyYXRpb24YASABKAkSJwoGcmVzdWx0GAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdCKAAgoWUmVnaXN0ZXJPdXRwdXRzUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSJgoEaXRlbRgCIAEoCzIWLmdlb3BlcmEudjEuT3V0cHV0SXRlbUgAEigKBWNodW5rGAMgASgLMhcuZ2VvcGVyYS52MS5PdXRwdXRDaHVua0gAEhAKBmNvbW1pdBgEIAEoCEgAEi4KCGFydGlmYWN0GAUgASgLMhouZ2VvcGVyYS52MS5PdXRwdXRBcnRpZmFjdEgAEjoKEGFuYWx5dGljc19yZXN1bHQYBiABKAsyHi5nZW9wZXJhLnYxLkFuYWx5dGljc0pvYlJlc3VsdEgAQgYKBHBhcnQiWAoXUmVnaXN0ZXJPdXRwdXRzUmVzcG9uc2USHAoDam9iGAEgASgLMg8uZ2VvcGVyYS52MS5Kb2ISHwoFaXRlbXMYAiADKAsyEC5nZW9wZXJhLnYxLkl0ZW0y5gQKDVdvcmtlclNlcnZpY2USRgoHQ29ubmVjdBIaLmdlb3BlcmEudjEuQ29ubmVjdFJlcXVlc3QaGy5nZW9wZXJhLnYxLkNvbm5lY3RSZXNwb25zZSgBMAESVwoOUmVwb3J0UHJvZ3Jlc3MSIS5nZW9wZXJhLnYxLlJlcG9ydFByb2dyZXNzUmVxdWVzdBoiLmdlb3BlcmEudjEuUmVwb3J0UHJvZ3Jlc3NSZXNwb25zZRJUCg1SZXBvcnRGYWlsdXJlEiAuZ2VvcGVyYS52MS5SZXBvcnRGYWlsdXJlUmVxdWVzdBohLmdlb3BlcmEudjEuUmVwb3J0RmFpbHVyZVJlc3BvbnNlEksKClJlbGVhc2VKb2ISHS5nZW9wZXJhLnYxLlJlbGVhc2VKb2JSZXF1ZXN0Gh4uZ2VvcGVyYS52MS5SZWxlYXNlSm9iUmVzcG9uc2USXAoPUmVnaXN0ZXJPdXRwdXRzEiIuZ2VvcGVyYS52MS5SZWdpc3Rlck91dHB1dHNSZXF1ZXN0GiMuZ2VvcGVyYS52MS5SZWdpc3Rlck91dHB1dHNSZXNwb25zZSgBElEKDFdyaXRlSm9iTG9ncxIfLmdlb3BlcmEudjEuV3JpdGVKb2JMb2dzUmVxdWVzdBogLmdlb3BlcmEudjEuV3JpdGVKb2JMb2dzUmVzcG9uc2USYAoRU2lnbk91dHB1dFVwbG9hZHMSJC5nZW9wZXJhLnYxLlNpZ25PdXRwdXRVcGxvYWRzUmVxdWVzdBolLmdlb3BlcmEudjEuU2lnbk91dHB1dFVwbG9hZHNSZXNwb25zZWIGcHJvdG8z", [file_geopera_v1_resources, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Request of `SignOutputUploads`.
@@ -913,20 +913,20 @@ export const OutputAssetSchema: GenMessage<OutputAsset> = /*@__PURE__*/
   messageDesc(file_geopera_v1_worker, 23);
 
 /**
- * A chunk of an output asset's bytes.
+ * A chunk of an output asset's (or an analytics job's artifact's) bytes.
  *
  * @generated from message geopera.v1.OutputChunk
  */
 export type OutputChunk = Message<"geopera.v1.OutputChunk"> & {
   /**
-   * Which output item.
+   * Which output item (empty for an artifact's chunk).
    *
    * @generated from field: string output_key = 1;
    */
   outputKey: string;
 
   /**
-   * Which asset of it.
+   * Which asset of it (empty for an artifact's chunk).
    *
    * @generated from field: string asset_key = 2;
    */
@@ -952,6 +952,14 @@ export type OutputChunk = Message<"geopera.v1.OutputChunk"> & {
    * @generated from field: bool finish_write = 5;
    */
   finishWrite: boolean;
+
+  /**
+   * For an analytics job's file: the `OutputArtifact.key` these bytes belong
+   * to (then `output_key` and `asset_key` are empty).
+   *
+   * @generated from field: string artifact_key = 6;
+   */
+  artifactKey: string;
 };
 
 /**
@@ -960,6 +968,87 @@ export type OutputChunk = Message<"geopera.v1.OutputChunk"> & {
  */
 export const OutputChunkSchema: GenMessage<OutputChunk> = /*@__PURE__*/
   messageDesc(file_geopera_v1_worker, 24);
+
+/**
+ * A file an analytics job's method wrote (the job's artifact), whose bytes
+ * follow in `chunk`s with `artifact_key` set.
+ *
+ * @generated from message geopera.v1.OutputArtifact
+ */
+export type OutputArtifact = Message<"geopera.v1.OutputArtifact"> & {
+  /**
+   * Key of the file in the method's result, e.g. `difference`: a lower-case
+   * identifier, unique within the stream.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * Media type: `application/json`, `image/png`, or a GeoTIFF
+   * (`image/tiff; application=geotiff`, optionally with
+   * `; profile=cloud-optimized`), which must be a valid COG.
+   *
+   * @generated from field: string media_type = 2;
+   */
+  mediaType: string;
+
+  /**
+   * Short title.
+   *
+   * @generated from field: string title = 3;
+   */
+  title: string;
+
+  /**
+   * Size in bytes of the file that follows in `chunk`s.
+   *
+   * @generated from field: int64 size_bytes = 4;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * Lower-case hex SHA-256 of the file, checked on receipt; empty to skip.
+   *
+   * @generated from field: string sha256 = 5;
+   */
+  sha256: string;
+};
+
+/**
+ * Describes the message geopera.v1.OutputArtifact.
+ * Use `create(OutputArtifactSchema)` to create a new message.
+ */
+export const OutputArtifactSchema: GenMessage<OutputArtifact> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_worker, 25);
+
+/**
+ * What an analytics job's method answered.
+ *
+ * @generated from message geopera.v1.AnalyticsJobResult
+ */
+export type AnalyticsJobResult = Message<"geopera.v1.AnalyticsJobResult"> & {
+  /**
+   * The method, as the job's `input_params.operation` names it.
+   *
+   * @generated from field: string operation = 1;
+   */
+  operation: string;
+
+  /**
+   * The method's result, as `AnalyticsExecuteResult.result` carries it.
+   *
+   * @generated from field: google.protobuf.Struct result = 2;
+   */
+  result?: JsonObject | undefined;
+};
+
+/**
+ * Describes the message geopera.v1.AnalyticsJobResult.
+ * Use `create(AnalyticsJobResultSchema)` to create a new message.
+ */
+export const AnalyticsJobResultSchema: GenMessage<AnalyticsJobResult> = /*@__PURE__*/
+  messageDesc(file_geopera_v1_worker, 26);
 
 /**
  * Message of a `RegisterOutputs` stream.
@@ -1003,6 +1092,22 @@ export type RegisterOutputsRequest = Message<"geopera.v1.RegisterOutputsRequest"
      */
     value: boolean;
     case: "commit";
+  } | {
+    /**
+     * An analytics job's file (see `RegisterOutputs`).
+     *
+     * @generated from field: geopera.v1.OutputArtifact artifact = 5;
+     */
+    value: OutputArtifact;
+    case: "artifact";
+  } | {
+    /**
+     * An analytics job's answer (see `RegisterOutputs`).
+     *
+     * @generated from field: geopera.v1.AnalyticsJobResult analytics_result = 6;
+     */
+    value: AnalyticsJobResult;
+    case: "analyticsResult";
   } | { case: undefined; value?: undefined };
 };
 
@@ -1011,7 +1116,7 @@ export type RegisterOutputsRequest = Message<"geopera.v1.RegisterOutputsRequest"
  * Use `create(RegisterOutputsRequestSchema)` to create a new message.
  */
 export const RegisterOutputsRequestSchema: GenMessage<RegisterOutputsRequest> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 25);
+  messageDesc(file_geopera_v1_worker, 27);
 
 /**
  * Response of `RegisterOutputs`.
@@ -1020,14 +1125,15 @@ export const RegisterOutputsRequestSchema: GenMessage<RegisterOutputsRequest> = 
  */
 export type RegisterOutputsResponse = Message<"geopera.v1.RegisterOutputsResponse"> & {
   /**
-   * The job, now SUCCEEDED.
+   * The job, now SUCCEEDED (an analytics job's artifacts in
+   * `Job.output_artifacts`).
    *
    * @generated from field: geopera.v1.Job job = 1;
    */
   job?: Job | undefined;
 
   /**
-   * The registered items, in stream order.
+   * The registered items, in stream order (none for an analytics job).
    *
    * @generated from field: repeated geopera.v1.Item items = 2;
    */
@@ -1039,7 +1145,7 @@ export type RegisterOutputsResponse = Message<"geopera.v1.RegisterOutputsRespons
  * Use `create(RegisterOutputsResponseSchema)` to create a new message.
  */
 export const RegisterOutputsResponseSchema: GenMessage<RegisterOutputsResponse> = /*@__PURE__*/
-  messageDesc(file_geopera_v1_worker, 26);
+  messageDesc(file_geopera_v1_worker, 28);
 
 /**
  * The API worker processes use to run jobs.
@@ -1054,7 +1160,8 @@ export const RegisterOutputsResponseSchema: GenMessage<RegisterOutputsResponse> 
  *   within the server's token-cache time (default 5 s) of a revocation;
  * - each assignment carries a job token bound to (job, attempt). Its only
  *   authority is `ReportProgress`, `ReportFailure`, `ReleaseJob`,
- *   `WriteJobLogs` and `RegisterOutputs` for that job and attempt. It is refused everywhere else
+ *   `WriteJobLogs` and `RegisterOutputs` for that job and attempt, and
+ *   `KernelService.DownloadAsset` of the job's source items' assets. It is refused everywhere else
  *   (PERMISSION_DENIED `JOB_TOKEN_NOT_ALLOWED`), and once the attempt is over
  *   (lease expired, job cancelled or finished) every call with it fails
  *   FAILED_PRECONDITION `JOB_ATTEMPT_OVER`.
@@ -1136,7 +1243,20 @@ export const WorkerService: GenService<{
   /**
    * Registers the job's outputs and completes it (job token). The stream is:
    * one or more `item` messages, then for each asset of each item its `chunk`s
-   * (unless the asset names an `href` from `SignOutputUploads`), then one `commit`. The server
+   * (unless the asset names an `href` from `SignOutputUploads`), then one `commit`.
+   *
+   * An analytics job (job type `analytics`, created by `analytics.submit`)
+   * registers no item: its stream is one `analytics_result`, then for each of
+   * the method's files an `artifact` and its `chunk`s (`artifact_key` set),
+   * then `commit`. The server checks each file against its media type (JSON
+   * that parses, a PNG signature, a readable Cloud-Optimized GeoTIFF; other
+   * media types are refused), stores the files as the job's artifacts, renders
+   * the JSON answer `analytics.execute` gives for that result (naming the
+   * stored files), and stores it first, under key `result`; the artifacts'
+   * ids are then `Job.output_artifacts`. No credits move. Items on an
+   * analytics job, artifacts or a result on any other job, a missing or
+   * second result, or a result naming another method are INVALID_ARGUMENT
+   * `INVALID_OUTPUT` (which ends the job like the refusals below). The server
    * validates every asset (readable raster, valid COG, embedded statistics),
    * stores it, and in one transaction registers the items with provenance
    * edges to the job and every source item, captures the credits and marks
