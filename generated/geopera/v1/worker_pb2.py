@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17geopera/v1/worker.proto\x12\ngeopera.v1\x1a\x1ageopera/v1/resources.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x01\n\x0cJobLogRecord\x12,\n\x08log_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05level\x18\x02 \x01(\x0e\x32\x14.geopera.v1.LogLevel\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\'\n\x06\x66ields\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"P\n\x13WriteJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12)\n\x07records\x18\x02 \x03(\x0b\x32\x18.geopera.v1.JobLogRecord\"G\n\x14WriteJobLogsResponse\x12\x16\n\x0estored_entries\x18\x01 \x01(\x05\x12\x17\n\x0f\x64ropped_entries\x18\x02 \x01(\x05\"\x98\x01\n\x12JobTypeDeclaration\x12\x13\n\x0bjob_type_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12-\n\x0cinput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12)\n\ncost_model\x18\x04 \x01(\x0b\x32\x15.geopera.v1.CostModel\"s\n\x0bWorkerHello\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\tjob_types\x18\x02 \x03(\x0b\x32\x1e.geopera.v1.JobTypeDeclaration\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x12\x11\n\tworker_id\x18\x04 \x01(\t\";\n\x0fWorkerHeartbeat\x12\x16\n\x0e\x61\x63tive_job_ids\x18\x01 \x03(\t\x12\x10\n\x08\x64raining\x18\x02 \x01(\x08\"w\n\x0e\x43onnectRequest\x12(\n\x05hello\x18\x01 \x01(\x0b\x32\x17.geopera.v1.WorkerHelloH\x00\x12\x30\n\theartbeat\x18\x02 \x01(\x0b\x32\x1b.geopera.v1.WorkerHeartbeatH\x00\x42\t\n\x07message\"]\n\rWorkerWelcome\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01\x12\x15\n\rlease_seconds\x18\x03 \x01(\x01\"\xe8\x01\n\rJobAssignment\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\x12\x11\n\tjob_token\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x35\n\x11lease_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x0csource_items\x18\x05 \x03(\x0b\x32\x10.geopera.v1.Item\x12\x36\n\rsource_assets\x18\x06 \x03(\x0b\x32\x1f.geopera.v1.SourceAssetLocation\"N\n\x13SourceAssetLocation\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x11\n\tasset_key\x18\x02 \x01(\t\x12\x13\n\x0bstorage_uri\x18\x03 \x01(\t\"1\n\x0fJobCancellation\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xaa\x01\n\x0f\x43onnectResponse\x12,\n\x07welcome\x18\x01 \x01(\x0b\x32\x19.geopera.v1.WorkerWelcomeH\x00\x12/\n\nassignment\x18\x02 \x01(\x0b\x32\x19.geopera.v1.JobAssignmentH\x00\x12-\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1b.geopera.v1.JobCancellationH\x00\x42\t\n\x07message\"J\n\x15ReportProgressRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08progress\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\"2\n\x16ReportProgressResponse\x12\x18\n\x10\x63\x61ncel_requested\x18\x01 \x01(\x08\"Z\n\x14ReportFailureRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\"5\n\x15ReportFailureResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\"3\n\x11ReleaseJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"2\n\x12ReleaseJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\"\xf6\x01\n\nOutputItem\x12\x12\n\noutput_key\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x08geometry\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12,\n\x08\x64\x61tetime\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\nproperties\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fsource_item_ids\x18\x06 \x03(\t\x12\'\n\x06\x61ssets\x18\x07 \x03(\x0b\x32\x17.geopera.v1.OutputAsset\"\\\n\x0bOutputAsset\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05roles\x18\x02 \x03(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"n\n\x0bOutputChunk\x12\x12\n\noutput_key\x18\x01 \x01(\t\x12\x11\n\tasset_key\x18\x02 \x01(\t\x12\x14\n\x0cwrite_offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x14\n\x0c\x66inish_write\x18\x05 \x01(\x08\"\x94\x01\n\x16RegisterOutputsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12&\n\x04item\x18\x02 \x01(\x0b\x32\x16.geopera.v1.OutputItemH\x00\x12(\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x17.geopera.v1.OutputChunkH\x00\x12\x10\n\x06\x63ommit\x18\x04 \x01(\x08H\x00\x42\x06\n\x04part\"X\n\x17RegisterOutputsResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\x12\x1f\n\x05items\x18\x02 \x03(\x0b\x32\x10.geopera.v1.Item2\x84\x04\n\rWorkerService\x12\x46\n\x07\x43onnect\x12\x1a.geopera.v1.ConnectRequest\x1a\x1b.geopera.v1.ConnectResponse(\x01\x30\x01\x12W\n\x0eReportProgress\x12!.geopera.v1.ReportProgressRequest\x1a\".geopera.v1.ReportProgressResponse\x12T\n\rReportFailure\x12 .geopera.v1.ReportFailureRequest\x1a!.geopera.v1.ReportFailureResponse\x12K\n\nReleaseJob\x12\x1d.geopera.v1.ReleaseJobRequest\x1a\x1e.geopera.v1.ReleaseJobResponse\x12\\\n\x0fRegisterOutputs\x12\".geopera.v1.RegisterOutputsRequest\x1a#.geopera.v1.RegisterOutputsResponse(\x01\x12Q\n\x0cWriteJobLogs\x12\x1f.geopera.v1.WriteJobLogsRequest\x1a .geopera.v1.WriteJobLogsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17geopera/v1/worker.proto\x12\ngeopera.v1\x1a\x1ageopera/v1/resources.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x01\n\x0cJobLogRecord\x12,\n\x08log_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05level\x18\x02 \x01(\x0e\x32\x14.geopera.v1.LogLevel\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\'\n\x06\x66ields\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\"P\n\x13WriteJobLogsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12)\n\x07records\x18\x02 \x03(\x0b\x32\x18.geopera.v1.JobLogRecord\"G\n\x14WriteJobLogsResponse\x12\x16\n\x0estored_entries\x18\x01 \x01(\x05\x12\x17\n\x0f\x64ropped_entries\x18\x02 \x01(\x05\"\x98\x01\n\x12JobTypeDeclaration\x12\x13\n\x0bjob_type_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12-\n\x0cinput_schema\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12)\n\ncost_model\x18\x04 \x01(\x0b\x32\x15.geopera.v1.CostModel\"s\n\x0bWorkerHello\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x31\n\tjob_types\x18\x02 \x03(\x0b\x32\x1e.geopera.v1.JobTypeDeclaration\x12\x10\n\x08\x63\x61pacity\x18\x03 \x01(\x05\x12\x11\n\tworker_id\x18\x04 \x01(\t\";\n\x0fWorkerHeartbeat\x12\x16\n\x0e\x61\x63tive_job_ids\x18\x01 \x03(\t\x12\x10\n\x08\x64raining\x18\x02 \x01(\x08\"w\n\x0e\x43onnectRequest\x12(\n\x05hello\x18\x01 \x01(\x0b\x32\x17.geopera.v1.WorkerHelloH\x00\x12\x30\n\theartbeat\x18\x02 \x01(\x0b\x32\x1b.geopera.v1.WorkerHeartbeatH\x00\x42\t\n\x07message\"]\n\rWorkerWelcome\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\"\n\x1aheartbeat_interval_seconds\x18\x02 \x01(\x01\x12\x15\n\rlease_seconds\x18\x03 \x01(\x01\"\xfd\x01\n\rJobAssignment\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\x12\x11\n\tjob_token\x18\x02 \x01(\t\x12\x0f\n\x07\x61ttempt\x18\x03 \x01(\x05\x12\x35\n\x11lease_expire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x0csource_items\x18\x05 \x03(\x0b\x32\x10.geopera.v1.Item\x12\x36\n\rsource_assets\x18\x06 \x03(\x0b\x32\x1f.geopera.v1.SourceAssetLocation\x12\x13\n\x0btraceparent\x18\x07 \x01(\t\"N\n\x13SourceAssetLocation\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\x11\n\tasset_key\x18\x02 \x01(\t\x12\x13\n\x0bstorage_uri\x18\x03 \x01(\t\"1\n\x0fJobCancellation\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xaa\x01\n\x0f\x43onnectResponse\x12,\n\x07welcome\x18\x01 \x01(\x0b\x32\x19.geopera.v1.WorkerWelcomeH\x00\x12/\n\nassignment\x18\x02 \x01(\x0b\x32\x19.geopera.v1.JobAssignmentH\x00\x12-\n\x06\x63\x61ncel\x18\x03 \x01(\x0b\x32\x1b.geopera.v1.JobCancellationH\x00\x42\t\n\x07message\"J\n\x15ReportProgressRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08progress\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\"2\n\x16ReportProgressResponse\x12\x18\n\x10\x63\x61ncel_requested\x18\x01 \x01(\x08\"Z\n\x14ReportFailureRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x11\n\tretryable\x18\x04 \x01(\x08\"5\n\x15ReportFailureResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\"3\n\x11ReleaseJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"2\n\x12ReleaseJobResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\"\xf6\x01\n\nOutputItem\x12\x12\n\noutput_key\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x08geometry\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12,\n\x08\x64\x61tetime\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\nproperties\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x17\n\x0fsource_item_ids\x18\x06 \x03(\t\x12\'\n\x06\x61ssets\x18\x07 \x03(\x0b\x32\x17.geopera.v1.OutputAsset\"\\\n\x0bOutputAsset\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05roles\x18\x02 \x03(\t\x12\r\n\x05title\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x0e\n\x06sha256\x18\x05 \x01(\t\"n\n\x0bOutputChunk\x12\x12\n\noutput_key\x18\x01 \x01(\t\x12\x11\n\tasset_key\x18\x02 \x01(\t\x12\x14\n\x0cwrite_offset\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x14\n\x0c\x66inish_write\x18\x05 \x01(\x08\"\x94\x01\n\x16RegisterOutputsRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12&\n\x04item\x18\x02 \x01(\x0b\x32\x16.geopera.v1.OutputItemH\x00\x12(\n\x05\x63hunk\x18\x03 \x01(\x0b\x32\x17.geopera.v1.OutputChunkH\x00\x12\x10\n\x06\x63ommit\x18\x04 \x01(\x08H\x00\x42\x06\n\x04part\"X\n\x17RegisterOutputsResponse\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.geopera.v1.Job\x12\x1f\n\x05items\x18\x02 \x03(\x0b\x32\x10.geopera.v1.Item2\x84\x04\n\rWorkerService\x12\x46\n\x07\x43onnect\x12\x1a.geopera.v1.ConnectRequest\x1a\x1b.geopera.v1.ConnectResponse(\x01\x30\x01\x12W\n\x0eReportProgress\x12!.geopera.v1.ReportProgressRequest\x1a\".geopera.v1.ReportProgressResponse\x12T\n\rReportFailure\x12 .geopera.v1.ReportFailureRequest\x1a!.geopera.v1.ReportFailureResponse\x12K\n\nReleaseJob\x12\x1d.geopera.v1.ReleaseJobRequest\x1a\x1e.geopera.v1.ReleaseJobResponse\x12\\\n\x0fRegisterOutputs\x12\".geopera.v1.RegisterOutputsRequest\x1a#.geopera.v1.RegisterOutputsResponse(\x01\x12Q\n\x0cWriteJobLogs\x12\x1f.geopera.v1.WriteJobLogsRequest\x1a .geopera.v1.WriteJobLogsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,35 +51,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKERWELCOME']._serialized_start=897
   _globals['_WORKERWELCOME']._serialized_end=990
   _globals['_JOBASSIGNMENT']._serialized_start=993
-  _globals['_JOBASSIGNMENT']._serialized_end=1225
-  _globals['_SOURCEASSETLOCATION']._serialized_start=1227
-  _globals['_SOURCEASSETLOCATION']._serialized_end=1305
-  _globals['_JOBCANCELLATION']._serialized_start=1307
-  _globals['_JOBCANCELLATION']._serialized_end=1356
-  _globals['_CONNECTRESPONSE']._serialized_start=1359
-  _globals['_CONNECTRESPONSE']._serialized_end=1529
-  _globals['_REPORTPROGRESSREQUEST']._serialized_start=1531
-  _globals['_REPORTPROGRESSREQUEST']._serialized_end=1605
-  _globals['_REPORTPROGRESSRESPONSE']._serialized_start=1607
-  _globals['_REPORTPROGRESSRESPONSE']._serialized_end=1657
-  _globals['_REPORTFAILUREREQUEST']._serialized_start=1659
-  _globals['_REPORTFAILUREREQUEST']._serialized_end=1749
-  _globals['_REPORTFAILURERESPONSE']._serialized_start=1751
-  _globals['_REPORTFAILURERESPONSE']._serialized_end=1804
-  _globals['_RELEASEJOBREQUEST']._serialized_start=1806
-  _globals['_RELEASEJOBREQUEST']._serialized_end=1857
-  _globals['_RELEASEJOBRESPONSE']._serialized_start=1859
-  _globals['_RELEASEJOBRESPONSE']._serialized_end=1909
-  _globals['_OUTPUTITEM']._serialized_start=1912
-  _globals['_OUTPUTITEM']._serialized_end=2158
-  _globals['_OUTPUTASSET']._serialized_start=2160
-  _globals['_OUTPUTASSET']._serialized_end=2252
-  _globals['_OUTPUTCHUNK']._serialized_start=2254
-  _globals['_OUTPUTCHUNK']._serialized_end=2364
-  _globals['_REGISTEROUTPUTSREQUEST']._serialized_start=2367
-  _globals['_REGISTEROUTPUTSREQUEST']._serialized_end=2515
-  _globals['_REGISTEROUTPUTSRESPONSE']._serialized_start=2517
-  _globals['_REGISTEROUTPUTSRESPONSE']._serialized_end=2605
-  _globals['_WORKERSERVICE']._serialized_start=2608
-  _globals['_WORKERSERVICE']._serialized_end=3124
+  _globals['_JOBASSIGNMENT']._serialized_end=1246
+  _globals['_SOURCEASSETLOCATION']._serialized_start=1248
+  _globals['_SOURCEASSETLOCATION']._serialized_end=1326
+  _globals['_JOBCANCELLATION']._serialized_start=1328
+  _globals['_JOBCANCELLATION']._serialized_end=1377
+  _globals['_CONNECTRESPONSE']._serialized_start=1380
+  _globals['_CONNECTRESPONSE']._serialized_end=1550
+  _globals['_REPORTPROGRESSREQUEST']._serialized_start=1552
+  _globals['_REPORTPROGRESSREQUEST']._serialized_end=1626
+  _globals['_REPORTPROGRESSRESPONSE']._serialized_start=1628
+  _globals['_REPORTPROGRESSRESPONSE']._serialized_end=1678
+  _globals['_REPORTFAILUREREQUEST']._serialized_start=1680
+  _globals['_REPORTFAILUREREQUEST']._serialized_end=1770
+  _globals['_REPORTFAILURERESPONSE']._serialized_start=1772
+  _globals['_REPORTFAILURERESPONSE']._serialized_end=1825
+  _globals['_RELEASEJOBREQUEST']._serialized_start=1827
+  _globals['_RELEASEJOBREQUEST']._serialized_end=1878
+  _globals['_RELEASEJOBRESPONSE']._serialized_start=1880
+  _globals['_RELEASEJOBRESPONSE']._serialized_end=1930
+  _globals['_OUTPUTITEM']._serialized_start=1933
+  _globals['_OUTPUTITEM']._serialized_end=2179
+  _globals['_OUTPUTASSET']._serialized_start=2181
+  _globals['_OUTPUTASSET']._serialized_end=2273
+  _globals['_OUTPUTCHUNK']._serialized_start=2275
+  _globals['_OUTPUTCHUNK']._serialized_end=2385
+  _globals['_REGISTEROUTPUTSREQUEST']._serialized_start=2388
+  _globals['_REGISTEROUTPUTSREQUEST']._serialized_end=2536
+  _globals['_REGISTEROUTPUTSRESPONSE']._serialized_start=2538
+  _globals['_REGISTEROUTPUTSRESPONSE']._serialized_end=2626
+  _globals['_WORKERSERVICE']._serialized_start=2629
+  _globals['_WORKERSERVICE']._serialized_end=3145
 # @@protoc_insertion_point(module_scope)

@@ -53,6 +53,7 @@ def _assignment(assignment: Assignment, storage: BlobStorage) -> worker_pb2.JobA
             for item in assignment.sources
             for asset in item.assets
         ],
+        traceparent=assignment.traceparent,
     )
 
 

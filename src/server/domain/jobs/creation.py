@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from geopera_kernel.raster.tracing import current_traceparent
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.catalog.items import COLLECTION_ID
 from geopera_kernel.server.domain.idempotency import KeyedStore, keyed_transaction
@@ -81,6 +82,7 @@ class JobCreation(JobTransitions):
                         "message": f"created; {credits} credits reserved ({area:.3f} km², {assets} assets)",
                         "resubmitted_from": spec.resubmitted_from or None,
                         "batch_id": None,
+                        "traceparent": current_traceparent(),
                     },
                 )
             ).fetchone()

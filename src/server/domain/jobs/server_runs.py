@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from geopera_kernel.raster.tracing import current_traceparent
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.jobs.records import JobError, JobRecord
 from geopera_kernel.server.domain.jobs.transitions import JobTransitions
@@ -53,6 +54,7 @@ class ServerRuns(JobTransitions):
                     "message": "created; 0 credits reserved (analytics cost no credits)",
                     "resubmitted_from": None,
                     "batch_id": None,
+                    "traceparent": current_traceparent(),
                 },
             )
         ).fetchone()
