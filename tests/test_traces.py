@@ -100,6 +100,22 @@ def test_a_call_without_traceparent_starts_its_own_trace_and_errors_mark_the_spa
     assert span["status"]["status_code"] == "ERROR" and span["attributes"]["geopera.code"] == "NOT_FOUND"
 
 
+def test_an_http_call_joins_the_trace_its_traceparent_header_names(traced_world):
+    import urllib.request
+
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    request = urllib.request.Request(
+        traced_world.server.http_url + "/v1/op/items.get",
+        data=json.dumps({"item_id": next(iter(traced_world.items.values()))}).encode(),
+        headers={"Authorization": f"Bearer {traced_world.tokens['alpha']}", "Content-Type": "application/json",
+                 "traceparent": f"00-{trace_id}-b7ad6b7169203331-01"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+    span = wait_for_span([traced_world.server.log_path], "HTTP POST /v1/op items.get")
+    assert span["context"]["trace_id"] == "0x" + trace_id and span["parent_id"] == "0xb7ad6b7169203331"
+
+
 def test_carry_trace_runs_a_task_in_a_child_of_the_span_current_where_it_was_made():
     """What a Dask task gets: the wrapper made under a span runs `fn` in a child span
     wherever it runs (here another thread and a pickle round trip); without tracing, `fn` itself."""

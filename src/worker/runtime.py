@@ -4,7 +4,8 @@ calls back for a job (sources, progress, outputs) are in ``job_calls``.
 
 It reconnects with jittered exponential backoff, heartbeats the jobs it
 holds, and on shutdown stops taking work, lets running jobs finish within a
-grace period and hands back the rest.
+grace period and hands back the rest. (Past 400 lines: a job's attempt, its
+span and its end reports are one lifecycle, kept together on purpose.)
 """
 
 from __future__ import annotations
