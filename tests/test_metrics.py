@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from geopera.v1 import catalog_pb2, processing_pb2
 from tests.conftest import SAMPLES
-from tests.jobs_support import STATUS, create_and_dispatch, running_world, struct, wait_terminal
+from tests.jobs_support import STATUS, RawWorker, create_and_dispatch, running_world, struct, wait_terminal
 from tests.support.client import RpcFailure
 from tests.support.server import REPO, ServerProcess
 
@@ -101,6 +101,30 @@ def test_counters_move_by_what_calls_and_jobs_did(metrics_world):
     assert value(after, "geopera_jobs", job_type="test_cog", status="RUNNING") == 0
     assert value(after, "geopera_stored_bytes", kind="asset") > 0
     assert ("geopera_job_leases_expired_total", frozenset()) in after
+
+
+def test_an_expired_lease_counts_once_with_its_retry(metrics_world):
+    world = metrics_world
+    before = scrape(world.server.http_url)
+    raw = RawWorker(world.channel, world.tokens["worker"], ["raw_only"])
+    client = world.client("alpha")
+    job = create_and_dispatch(client, "raw_only", {}).job
+    assignment = raw.next_assignment(timeout=20)
+    assert assignment.job.id == job.id
+    assert assignment.traceparent == ""  # the server does not trace: nothing to join
+    raw.die()  # silent from here: the lease (1.5 s) runs out, the job goes back to the queue
+    deadline = time.monotonic() + 30
+    while True:
+        got = client.execute("processing.jobs.get", processing_pb2.ProcessingJobsGetParams(job_id=job.id)).job
+        if got.attempt == 1 and got.status == STATUS.JOB_STATUS_DISPATCHED and "lost its lease" in got.message:
+            break
+        assert time.monotonic() < deadline, got
+        time.sleep(0.2)
+    after = scrape(world.server.http_url)
+    assert value(after, "geopera_job_leases_expired_total") - value(before, "geopera_job_leases_expired_total") == 1
+    retries = value(after, "geopera_job_retries_total", job_type="raw_only")
+    assert retries - value(before, "geopera_job_retries_total", job_type="raw_only") == 1
+    client.execute("processing.jobs.cancel", processing_pb2.ProcessingJobsCancelParams(job_id=job.id))
 
 
 def test_analytics_pixels_and_seconds_by_method(metrics_world):
