@@ -8,41 +8,15 @@ import json
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from geopera.v1 import catalog_pb2, processing_pb2
 from tests.conftest import SAMPLES
 from tests.jobs_support import STATUS, RawWorker, create_and_dispatch, running_world, struct, wait_terminal
 from tests.support.client import RpcFailure
+from tests.support.metrics import fetch, scrape, value
 from tests.support.server import REPO, ServerProcess
-
-
-def fetch(url: str, token: str | None = None) -> tuple[int, str, str]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.read().decode(), response.headers.get("Content-Type", "")
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode(), err.headers.get("Content-Type", "")
-
-
-def scrape(base: str, token: str | None = None) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    status, text, content_type = fetch(base + "/metrics", token)
-    assert status == 200, text
-    assert content_type.startswith("text/plain; version=")  # the Prometheus text format
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
 
 
 @pytest.fixture(scope="module")
