@@ -71,13 +71,11 @@ class CallMetrics:
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     def record(self, rpc: str, operation: str, code: str, seconds: float) -> None:
-        key = (rpc, operation, code)
+        # rpc and code come from fixed sets; the operation label from the registry's names.
+        key = (rpc, operation if operation in self._operations else OTHER, code)
         children = self._children.get(key)
         if children is None:
-            label = operation if operation in self._operations else OTHER
-            children = (CALLS.labels(rpc, label, code), CALL_SECONDS.labels(rpc, label))
-            if len(self._children) < 10_000:  # rpc and code are fixed sets; label is bounded
-                self._children[key] = children
+            children = self._children[key] = (CALLS.labels(*key), CALL_SECONDS.labels(rpc, key[1]))
         children[0].inc()
         children[1].observe(seconds)
 
