@@ -149,3 +149,19 @@ def test_carry_trace_runs_a_task_in_a_child_of_the_span_current_where_it_was_mad
         assert trace.get_current_span() is trace.INVALID_SPAN
     finally:
         tracing._State.enabled, tracing._State.configured, tracing._State.tracer = saved
+
+
+def test_an_unknown_exporter_stops_the_server_and_the_worker_at_once(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.support.server import REPO
+
+    env = {"OTEL_TRACES_EXPORTER": "zipkin", "GEOPERA_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    for command, status in ((["geopera_kernel.server.cli", "serve"], 1), (["geopera_kernel.worker.main"], 2)):
+        done = subprocess.run(
+            [sys.executable, "-m", *command], cwd=REPO, env={**env, "GEOPERA_WORKER_TOKEN": "x"},
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == status, done.stderr
+        assert "OTEL_TRACES_EXPORTER: unknown exporter 'zipkin' (use otlp, console or none)" in done.stderr
