@@ -98,6 +98,10 @@ def test_a_call_without_traceparent_starts_its_own_trace_and_errors_mark_the_spa
     span = wait_for_span([traced_world.server.log_path], "Execute items.get")
     assert span["parent_id"] is None and span["context"]["trace_id"] != "0x" + TRACE_ID
     assert span["status"]["status_code"] == "ERROR" and span["attributes"]["geopera.code"] == "NOT_FOUND"
+    with pytest.raises(RpcFailure):  # a made-up operation: one span name for all of them
+        client.execute("zz.made_up_name", catalog_pb2.ItemsGetParams())
+    made_up = wait_for_span([traced_world.server.log_path], "Execute other")
+    assert made_up["attributes"]["geopera.operation"] == "zz.made_up_name"
 
 
 def test_an_http_call_joins_the_trace_its_traceparent_header_names(traced_world):

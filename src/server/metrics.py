@@ -70,6 +70,10 @@ class CallMetrics:
         self._operations = frozenset(operations) | {""}
         self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
+    def label(self, operation: str) -> str:
+        """The operation as a label: a registered name, else `other` (bounded)."""
+        return operation if operation in self._operations else OTHER
+
     def record(self, rpc: str, operation: str, code: str, seconds: float) -> None:
         # rpc and code come from fixed sets; the operation label from the registry's names.
         key = (rpc, operation if operation in self._operations else OTHER, code)

@@ -147,7 +147,8 @@ class Edge:
             entry.update(call.extra)
         if call.span is not None:
             entry["trace_id"] = format(call.span.get_span_context().trace_id, "032x")
-            _end_span(call, code)
+            # Span names stay few (an unregistered operation is `other`); the attribute says what was asked.
+            _end_span(call, code, self.metrics.label(call.operation) if self.metrics is not None else call.operation)
         log_access(entry)
         if self.metrics is not None:
             self.metrics.record(call.rpc, call.operation, code, seconds)
@@ -173,11 +174,11 @@ def _start_span(call: CallInfo, traceparent: str | None) -> None:
     call.span_token = otel_context.attach(trace.set_span_in_context(span))
 
 
-def _end_span(call: CallInfo, code: str) -> None:
+def _end_span(call: CallInfo, code: str, operation_label: str) -> None:
     span = call.span
     assert span is not None
     if call.operation:
-        span.update_name(f"{call.rpc} {call.operation}")
+        span.update_name(f"{call.rpc} {operation_label}")
         span.set_attribute("geopera.operation", call.operation)
     if call.principal is not None:
         span.set_attribute("geopera.principal", call.principal.id)
