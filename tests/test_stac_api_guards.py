@@ -160,7 +160,7 @@ def test_a_page_token_only_works_with_its_own_search(stac_world):
 
 STAC_OPERATIONS = [
     "stac_landing_page", "stac_conformance", "stac_collections", "stac_collection", "stac_collection_items",
-    "stac_item", "stac_search_get", "stac_search_post", "healthz", "readyz",
+    "stac_item", "stac_search_get", "stac_search_post", "healthz", "readyz", "metrics",
 ]  # fmt: skip
 
 
@@ -171,7 +171,7 @@ STAC_OPERATIONS = [
         for operation_id in STAC_OPERATIONS
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
         # The probes take no input and no token: nothing to make invalid.
-        if not (operation_id in ("healthz", "readyz") and mode == GenerationMode.NEGATIVE)
+        if not (operation_id in ("healthz", "readyz", "metrics") and mode == GenerationMode.NEGATIVE)
     ],
     ids=str,
 )

@@ -18,6 +18,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from geopera.v1 import processing_pb2, webhooks_pb2
 from tests.conftest import SAMPLES, TEST_SERVER_ENV, World, start_seeded_world, stop_world
 from tests.support.db import DatabaseFactory
+from tests.support.metrics import scrape, value
 from tests.support.server import ServerProcess
 from tests.support.webhook_receiver import Receiver, verified
 
@@ -95,6 +96,7 @@ def test_job_events_arrive_signed_as_standard_webhooks(hooked_world: World) -> N
 
 
 def test_a_failed_attempt_is_retried_under_the_same_webhook_id(hooked_world: World) -> None:
+    before = scrape(hooked_world.server.http_url)
     with Receiver() as receiver:
         receiver.statuses.extend([500])
         created = create_hook(hooked_world, receiver.url, "job.cancelled")
@@ -109,6 +111,10 @@ def test_a_failed_attempt_is_retried_under_the_same_webhook_id(hooked_world: Wor
         assert "HTTP 500" in oldest.error and newest.error == ""
         assert newest.message_state == "delivered" and newest.latency_ms > 0
         assert log.webhook.enabled and log.webhook.consecutive_failures == 0
+        after = scrape(hooked_world.server.http_url)
+        for outcome in ("failed", "delivered"):
+            counted = value(after, "geopera_webhook_deliveries_total", outcome=outcome)
+            assert counted - value(before, "geopera_webhook_deliveries_total", outcome=outcome) == 1
         hooked_world.client("alpha").execute(
             "webhooks.delete", webhooks_pb2.WebhooksDeleteParams(webhook_id=created.webhook.id)
         )

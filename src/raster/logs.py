@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TextIO
 
+from geopera_kernel.raster.tracing import current_trace_id
+
 # One encoder for every line (json.dumps with separators builds a new one per call).
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -62,6 +64,9 @@ class JsonFormatter(logging.Formatter):
             entry.update(access)  # the access log line: its fields, no message
         else:
             entry["msg"] = record.getMessage()
+        trace_id = current_trace_id()
+        if trace_id:
+            entry["trace_id"] = trace_id
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return _encode(entry)

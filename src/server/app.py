@@ -63,6 +63,7 @@ from geopera_kernel.server.domain.sweep import StorageSweeper
 from geopera_kernel.server.edge.call import Edge
 from geopera_kernel.server.edge.interceptor import EdgeInterceptor
 from geopera_kernel.server.listen import ListenError, check_ports
+from geopera_kernel.server.metrics import CallMetrics
 from geopera_kernel.server.pagination import install_page_token_key, load_page_token_key
 from geopera_kernel.server.rest.app import RestApi, start_rest
 from geopera_kernel.server.services import Services
@@ -209,7 +210,7 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     url = database_url(settings)
     registry = build_registry()
     # The one transport edge: every RPC of the kernel's services and every HTTP call.
-    edge = Edge()
+    edge = Edge(CallMetrics(registry.names()))
     interceptor = EdgeInterceptor(edge, SERVICE_NAMES, {EXECUTE_METHOD: execute_operation})
     server = aio.server(interceptors=[interceptor], options=server_options(settings))
     health_servicer = health.aio.HealthServicer()
@@ -231,7 +232,7 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     await server.start()
     host = settings.listen.rsplit(":", 1)[0]
     log.info("listening on %s:%d%s (not ready yet)", host, port, " with TLS" if tls else "")
-    rest = RestApi(edge, registry, public_url=settings.public_url)
+    rest = RestApi(edge, registry, public_url=settings.public_url, metrics_mode=settings.metrics)
     http_runner, http_port = None, 0
     http_scheme = "https" if tls else "http"
     if http_on:

@@ -50,14 +50,19 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from geopera_kernel.raster.tracing import configure_tracing, shutdown_tracing
     from geopera_kernel.server.allocator import reuse_large_buffers
     from geopera_kernel.server.app import serve
     from geopera_kernel.server.listen import ListenError
+    from geopera_kernel.server.rest.metrics import METRICS_MODES
     from geopera_kernel.server.signing import parse_signing_keys
 
     settings = _settings(args)
     try:
         parse_signing_keys(settings.signing_keys)  # before anything starts: one line, exit 1
+        if settings.metrics not in METRICS_MODES:
+            raise ValueError(f"GEOPERA_METRICS must be one of {', '.join(METRICS_MODES)}, not {settings.metrics!r}")
+        configure_tracing("geopera-server")  # OTEL_* variables; nothing when no exporter is named
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -103,6 +108,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     finally:
         if local_worker is not None:
             local_worker.stop()
+        shutdown_tracing()
     return 0
 
 

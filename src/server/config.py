@@ -118,6 +118,8 @@ class Settings:
         default_factory=lambda: _env_duration("GEOPERA_ARTIFACT_RETENTION", 7 * 86400.0)
     )
     sweep_interval_seconds: float = field(default_factory=lambda: _env_duration("GEOPERA_SWEEP_INTERVAL", 900.0))
+    # Who may read /metrics: open (no token, the default), admin (a token with the admin scope) or off.
+    metrics: str = field(default_factory=lambda: os.environ.get("GEOPERA_METRICS", "open").strip().lower())
     # Largest analytics.execute call, in pixels read (its `pixels_to_read`): above it the call
     # fails RESOURCE_EXHAUSTED USE_ANALYTICS_JOB and runs as a job (analytics.submit) instead.
     # 0: no limit. The default holds a change detection of four Sentinel-2 tiles.

@@ -23,6 +23,7 @@ from geopera_kernel.raster import configure_limits as configure_raster_limits
 from geopera_kernel.raster import raster_limits
 from geopera_kernel.raster.job_types import ANALYTICS
 from geopera_kernel.raster.logs import configure_logging
+from geopera_kernel.raster.tracing import configure_tracing, shutdown_tracing
 from geopera_kernel.worker.lifetime import exit_with_parent
 from geopera_kernel.worker.memory import return_large_buffers
 from geopera_kernel.worker.plugin import PluginRegistry
@@ -100,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     # Jobs' multi-MiB buffers go back to the OS when freed (see geopera_kernel.worker.memory).
     return_large_buffers()
     args = build_parser().parse_args(argv)
+    try:
+        configure_tracing("geopera-worker")  # OTEL_* variables; nothing when no exporter is named
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     configure_logging(args.log_level)
     if args.parent_pid and not exit_with_parent(args.parent_pid):
         logging.getLogger("geopera.worker").error("the server that started this worker has already exited")
@@ -134,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         logging.getLogger("geopera.worker").error("worker stopped: %s", err)
         return 1
+    finally:
+        shutdown_tracing()
     return 0
 
 

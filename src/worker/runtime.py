@@ -4,7 +4,8 @@ calls back for a job (sources, progress, outputs) are in ``job_calls``.
 
 It reconnects with jittered exponential backoff, heartbeats the jobs it
 holds, and on shutdown stops taking work, lets running jobs finish within a
-grace period and hands back the rest.
+grace period and hands back the rest. (Past 400 lines: a job's attempt, its
+span and its end reports are one lifecycle, kept together on purpose.)
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, struct_pb2
 from grpc import aio
+from opentelemetry import trace
 from pydantic import ValidationError
 
 from geopera.v1 import kernel_pb2_grpc, resources_pb2, worker_pb2, worker_pb2_grpc
-from geopera_kernel.raster import COG_WRITE_FAILED, RasterError
+from geopera_kernel.raster import COG_WRITE_FAILED, RasterError, tracing
 from geopera_kernel.worker.job_calls import (
     ProgressReporter,
     download_asset,
@@ -260,12 +262,27 @@ class Worker:
         running.task = asyncio.create_task(self._run_job(assignment, running), name=f"job-{job_id}")
 
     async def _run_job(self, assignment: worker_pb2.JobAssignment, running: RunningJob) -> None:
+        job = assignment.job
+        # The job's span joins the trace of the call that created the job (its
+        # assignment's traceparent); the job's calls carry it back to the server.
+        with tracing.tracer().start_as_current_span(
+            f"job {job.job_type_id}", context=tracing.context_of(assignment.traceparent),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={"geopera.job_id": job.id, "geopera.job_type": job.job_type_id,
+                        "geopera.attempt": assignment.attempt},
+        ):  # fmt: skip
+            await self._run_traced_job(assignment, running)
+
+    async def _run_traced_job(self, assignment: worker_pb2.JobAssignment, running: RunningJob) -> None:
         import threading
 
         job = assignment.job
         assert self._channel is not None  # opened by run() before any session or job
         stub = worker_pb2_grpc.WorkerServiceStub(self._channel)
         metadata = self._metadata(assignment.job_token)
+        traceparent = tracing.current_traceparent()
+        if traceparent:
+            metadata = (*metadata, ("traceparent", traceparent))
         workdir = self._workdir / f"{job.id}-{assignment.attempt}"
         workdir.mkdir(parents=True, exist_ok=True)
         running.cancel = threading.Event()
@@ -362,6 +379,7 @@ class Worker:
     ) -> None:
         """Report the failure, after its record (level ERROR) and every earlier one reached the job's log."""
         log.error("job %s failed: %s: %s", job_id, reason, message, extra={"reason": reason, "retryable": retryable})
+        trace.get_current_span().set_status(trace.StatusCode.ERROR, reason)
         await logs.flush()
         request = worker_pb2.ReportFailureRequest(job_id=job_id, reason=reason, message=message, retryable=retryable)
         await self._call(stub.ReportFailure, request, metadata)

@@ -417,6 +417,7 @@ class JobAssignment(_message.Message):
     SOURCE_ITEMS_FIELD_NUMBER: _builtins.int
     SOURCE_ASSETS_FIELD_NUMBER: _builtins.int
     PRESIGNED_UPLOADS_FIELD_NUMBER: _builtins.int
+    TRACEPARENT_FIELD_NUMBER: _builtins.int
     job_token: _builtins.str
     """Bearer token for this job and attempt only."""
     attempt: _builtins.int
@@ -424,6 +425,12 @@ class JobAssignment(_message.Message):
     presigned_uploads: _builtins.bool
     """Outputs go to object storage through presigned URLs (`SignOutputUploads`,
     `OutputAsset.href`) rather than as `chunk`s of `RegisterOutputs`.
+    """
+    traceparent: _builtins.str
+    """The W3C trace context (`traceparent` header value) of the call that
+    created the job, empty when the server does not trace. A worker that
+    traces starts its job span as a child of it, so the job's work joins the
+    trace of that call.
     """
     @_builtins.property
     def job(self) -> _resources_pb2.Job:
@@ -455,10 +462,11 @@ class JobAssignment(_message.Message):
         source_items: _abc.Iterable[_resources_pb2.Item] | None = ...,
         source_assets: _abc.Iterable[Global___SourceAssetLocation] | None = ...,
         presigned_uploads: _builtins.bool = ...,
+        traceparent: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["job", b"job", "lease_expire_time", b"lease_expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "job", b"job", "job_token", b"job_token", "lease_expire_time", b"lease_expire_time", "presigned_uploads", b"presigned_uploads", "source_assets", b"source_assets", "source_items", b"source_items"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "job", b"job", "job_token", b"job_token", "lease_expire_time", b"lease_expire_time", "presigned_uploads", b"presigned_uploads", "source_assets", b"source_assets", "source_items", b"source_items", "traceparent", b"traceparent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -63,6 +63,7 @@ def _assignment(assignment: Assignment, storage: BlobStorage) -> worker_pb2.JobA
             for asset in item.assets
         ],
         presigned_uploads=bucket is not None,
+        traceparent=assignment.traceparent,
     )
 
 

@@ -4,10 +4,12 @@ run the method off the event loop, and store its artifacts in the project."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import secrets
 import shutil
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,9 @@ from pydantic import BaseModel
 
 from geopera_kernel.analytics import AnalyticsContext, Artifact, AssetView, ItemView, MethodRegistry
 from geopera_kernel.analytics.registry import json_safe
+from geopera_kernel.raster import tracing
 from geopera_kernel.raster.digest import size_and_sha256
+from geopera_kernel.server import metrics
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.catalog import CatalogService
 from geopera_kernel.server.domain.idempotency import KeyedStore, keyed_transaction
@@ -209,19 +213,26 @@ class AnalyticsService:
             cancel_check=check_cancelled,
             scratch_dir=workdir,
         )
+        started = time.perf_counter()
         try:
             loop = asyncio.get_running_loop()
             run = functools.partial(self.methods.run, call.name, call.params, context, validated=call.model)
-            future = loop.run_in_executor(self._pool, run)
-            try:
-                result = await asyncio.shield(future)
-            except asyncio.CancelledError:
-                cancelled.set()  # the thread stops at its next block
-                raise
+            with tracing.tracer().start_as_current_span(f"analytics {call.name}"):
+                # In the call's context: the method's log lines carry its trace id, and
+                # `carry_trace` hands the trace on to the tasks it spreads (Dask).
+                future = loop.run_in_executor(self._pool, contextvars.copy_context().run, run)
+                try:
+                    result = await asyncio.shield(future)
+                except asyncio.CancelledError:
+                    cancelled.set()  # the thread stops at its next block
+                    raise
         except BaseException:
             self._remove_later(workdir)
             raise
-        return json_safe(result), list(context.artifacts), workdir
+        safe = json_safe(result)
+        pixels = safe.get("pixels_read") if isinstance(safe, dict) else None
+        metrics.analytics_ran(call.name, pixels if isinstance(pixels, int) else 0, time.perf_counter() - started)
+        return safe, list(context.artifacts), workdir
 
     def _remove_later(self, workdir: Path) -> None:
         if workdir.exists():

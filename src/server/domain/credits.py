@@ -13,11 +13,13 @@ from typing import Any
 
 import psycopg
 
+from geopera_kernel.server import metrics
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.rows import fetch_project_row
 from geopera_kernel.server.errors import failed_precondition, invalid_argument
 from geopera_kernel.server.pagination import decode_page_token, page, page_size_or_default
 from geopera_kernel.server.store import Database, Q
+from geopera_kernel.server.store.database import after_commit
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ class CreditService:
                 available=str(available),
                 **(detail or {}),
             )
+        credits_moved(tx, reserved=amount)
         return int(reserved["available_after"])
 
     async def lock_available(self, tx: psycopg.AsyncConnection[Any], project_id: str) -> int:
@@ -137,6 +140,8 @@ class CreditService:
             return True
         params = {"project_id": project_id, "job_ids": job_ids, "amounts": amounts, "note": "job created (batch)"}
         rows = await (await tx.execute(Q.reserve_batch_credits, params)).fetchall()
+        if rows:
+            credits_moved(tx, reserved=sum(amounts))
         return bool(rows)
 
     async def capture(
@@ -188,8 +193,20 @@ class CreditService:
                 "waive_note": waive_note,
             },
         )
+        credits_moved(tx, captured=captured, released=released, waived=waived)
 
 
 def _require_project_id(project_id: str) -> None:
     if not project_id:
         raise invalid_argument("PROJECT_ID_REQUIRED", "project_id is required", field="project_id")
+
+
+def credits_moved(tx: psycopg.AsyncConnection[Any], **amounts: int) -> None:
+    """Counts credit movements (`geopera_credits{movement}`) once `tx` commits."""
+
+    def count() -> None:
+        for movement, amount in amounts.items():
+            if amount:
+                metrics.CREDITS.labels(movement).inc(amount)
+
+    after_commit(tx, count)

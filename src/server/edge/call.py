@@ -1,6 +1,7 @@
 """One call as the edge sees it, for every projection (gRPC, HTTP): its request
 id, admission (refused once the server stops), readiness and authentication,
-and the access log line it ends with."""
+and what it ends with: the access log line, its metrics (calls, latency) and,
+when tracing is configured, its span (a child of the caller's `traceparent`)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from grpc import aio
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 
+from geopera_kernel.raster import tracing
 from geopera_kernel.raster.logs import log_access
 from geopera_kernel.server import callstats
 from geopera_kernel.server.auth import Principal, TokenService
 from geopera_kernel.server.errors import Code, DomainError
+from geopera_kernel.server.metrics import CallMetrics
 
 _REQUEST_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 _REQUEST_ID_MAX = 128
@@ -53,6 +58,9 @@ class CallInfo:
     started: float = 0.0
     stats: callstats.CallStats | None = None
     admitted: bool = False
+    # The call's span and the context token that made it current (tracing on only).
+    span: trace.Span | None = None
+    span_token: object = None
 
 
 _current: ContextVar[CallInfo] = ContextVar("geopera_call")
@@ -78,7 +86,8 @@ class Edge:
     them on another replica or later) while those in flight get the shutdown
     grace to finish."""
 
-    def __init__(self) -> None:
+    def __init__(self, metrics: CallMetrics | None = None) -> None:
+        self.metrics = metrics
         self._tokens: TokenService | None = None
         self.in_flight = 0
         self.stopping = False
@@ -92,10 +101,14 @@ class Edge:
         assert self._tokens is not None  # (asked only of authenticated calls)
         return self._tokens
 
-    def begin(self, rpc: str, given_request_id: str | None) -> CallInfo:
-        """Opens the call's record (and its cost counters) for the running task."""
+    def begin(self, rpc: str, given_request_id: str | None, traceparent: str | None = None) -> CallInfo:
+        """Opens the call's record (and its cost counters) for the running task;
+        with tracing on, also its span, current until `end` (`traceparent`: the
+        caller's trace context, from the metadata or header of that name)."""
         call = CallInfo(rpc, request_id(given_request_id), started=time.perf_counter(), stats=callstats.begin())
         _current.set(call)
+        if tracing.enabled():
+            _start_span(call, traceparent)
         return call
 
     def admit(self, call: CallInfo) -> None:
@@ -119,19 +132,26 @@ class Edge:
             if self.in_flight == 0 and self._idle is not None:
                 self._idle.set()
         principal = call.principal
+        seconds = time.perf_counter() - call.started
         entry: dict[str, object] = {
             "rpc": call.rpc,
             "operation": call.operation,
             "principal": principal.id if principal is not None else "",
             "code": code,
-            "duration_ms": round((time.perf_counter() - call.started) * 1000, 3),
+            "duration_ms": round(seconds * 1000, 3),
             "request_id": call.request_id,
         }
         if call.stats is not None:
             call.stats.add_log_fields(entry)
         if call.extra:
             entry.update(call.extra)
+        if call.span is not None:
+            entry["trace_id"] = format(call.span.get_span_context().trace_id, "032x")
+            # Span names stay few (an unregistered operation is `other`); the attribute says what was asked.
+            _end_span(call, code, self.metrics.label(call.operation) if self.metrics is not None else call.operation)
         log_access(entry)
+        if self.metrics is not None:
+            self.metrics.record(call.rpc, call.operation, code, seconds)
 
     async def drain(self, grace: float) -> float:
         """Refuse new calls, wait up to `grace` seconds for those in flight;
@@ -143,3 +163,30 @@ class Edge:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), grace)
         return max(0.0, deadline - time.monotonic())
+
+
+def _start_span(call: CallInfo, traceparent: str | None) -> None:
+    span = tracing.tracer().start_span(
+        call.rpc, context=tracing.context_of(traceparent), kind=trace.SpanKind.SERVER,
+        attributes={"geopera.request_id": call.request_id},
+    )  # fmt: skip
+    call.span = span
+    call.span_token = otel_context.attach(trace.set_span_in_context(span))
+
+
+def _end_span(call: CallInfo, code: str, operation_label: str) -> None:
+    span = call.span
+    assert span is not None
+    if call.operation:
+        span.update_name(f"{call.rpc} {operation_label}")
+        span.set_attribute("geopera.operation", call.operation)
+    if call.principal is not None:
+        span.set_attribute("geopera.principal", call.principal.id)
+    span.set_attribute("geopera.code", code)
+    if code != "OK":
+        span.set_status(trace.StatusCode.ERROR, code)
+    span.end()
+    call.span = None
+    token = call.span_token
+    call.span_token = None
+    otel_context.detach(token)  # type: ignore[arg-type]

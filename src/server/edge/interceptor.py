@@ -14,6 +14,8 @@ reflection pass through as they are):
   (`status.to_grpc_status`), an exception no handler turned into a
   `DomainError` is logged and answered INTERNAL (or UNAVAILABLE for a lost
   database);
+- the call's metrics and, when tracing is on, its span (a child of the
+  caller's `traceparent` metadata);
 - the access log line, which names the operation a request runs (for
   `Execute`, from its request, so that a call refused before it runs says
   what it asked for).
@@ -46,15 +48,17 @@ OperationOf = Callable[[bytes], str]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # (generic in the stubs only)
 
 
-def _call_metadata(context: aio.ServicerContext) -> tuple[str | None, str | None]:
-    """(x-request-id, authorization) of the call, in one pass over its metadata."""
-    request_id = authorization = None
+def _call_metadata(context: aio.ServicerContext) -> tuple[str | None, str | None, str | None]:
+    """(x-request-id, authorization, traceparent) of the call, in one pass over its metadata."""
+    request_id = authorization = traceparent = None
     for key, value in context.invocation_metadata() or ():
         if key == "authorization":
             authorization = value.decode() if isinstance(value, bytes) else value
         elif key == "x-request-id":
             request_id = value.decode() if isinstance(value, bytes) else value
-    return request_id, authorization
+        elif key == "traceparent":
+            traceparent = value.decode() if isinstance(value, bytes) else value
+    return request_id, authorization, traceparent
 
 
 class _Edged:
@@ -67,9 +71,9 @@ class _Edged:
     __slots__ = ("_authorization", "_call", "_context", "_edge", "_stream")
 
     def __init__(self, edge: Edge, rpc: str, context: aio.ServicerContext, stream: bool, operation: str = "") -> None:
-        given_id, self._authorization = _call_metadata(context)
+        given_id, self._authorization, traceparent = _call_metadata(context)
         self._edge, self._context, self._stream = edge, context, stream
-        self._call = edge.begin(rpc, given_id)
+        self._call = edge.begin(rpc, given_id, traceparent)
         self._call.operation = operation
 
     async def __aenter__(self) -> CallInfo:

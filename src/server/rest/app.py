@@ -1,9 +1,9 @@
 """HTTP/JSON projection: `POST /v1/op/{operation}` runs any registered operation
 with its params as a JSON body (proto3 JSON mapping, snake_case names, no
 `@type`), `GET /v1/jobs/{job_id}/events` streams a job as server-sent events,
-and `GET /v1/openapi.json` describes both. Same auth, validation, idempotency
-and errors as gRPC: it runs through the same edge (`geopera_kernel.server.edge`) and the
-same `Executor`."""
+and `GET /v1/openapi.json` describes both (`/metrics`, the Prometheus page: rest/metrics.py).
+Same auth, validation, idempotency and errors as gRPC: it runs through the same edge
+(`geopera_kernel.server.edge`) and the same `Executor`."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ from geopera_kernel.server.rest.downloads import Downloads
 from geopera_kernel.server.rest.edged import add_request_id, through_edge
 from geopera_kernel.server.rest.health import add_health_routes
 from geopera_kernel.server.rest.job_sets import job_set_of
+from geopera_kernel.server.rest.metrics import MetricsPage
 from geopera_kernel.server.rest.openapi import openapi_document
 from geopera_kernel.server.rest.responses import error_response, json_response
 from geopera_kernel.server.rest.stac import StacApi
@@ -112,7 +113,9 @@ class RestApi:
     """Serves as soon as it listens; the edge answers 503 NOT_READY until the
     services are attached."""
 
-    def __init__(self, edge: Edge, registry: OperationRegistry, public_url: str = "") -> None:
+    def __init__(
+        self, edge: Edge, registry: OperationRegistry, public_url: str = "", metrics_mode: str = "open"
+    ) -> None:
         self._edge = edge
         self._registry = registry
         # GEOPERA_PUBLIC_URL when set (behind a proxy): the base of the links the STAC API writes.
@@ -120,10 +123,12 @@ class RestApi:
         self._executor: Executor | None = None
         # The check every resource route (downloads, tiles, STAC) runs: bearer or signature.
         self.access = ResourceAccess(edge)
+        self.metrics = MetricsPage(edge, metrics_mode)
 
     def attach(self, executor: Executor) -> None:
         self._executor = executor
         self.access.attach(executor.services)
+        self.metrics.attach(executor.services.db)
 
     def application(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_json_errors])
@@ -135,6 +140,7 @@ class RestApi:
         Downloads(self.access).add_routes(app)
         add_docs_routes(app.router)
         add_health_routes(app.router, self._edge, lambda: self._executor)
+        self.metrics.add_route(app.router)
         StacApi(self.access, self._public_url).add_routes(app.router)
         TileRoutes(self.access).register(app)
         add_portal_routes(app)

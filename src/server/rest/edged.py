@@ -29,7 +29,7 @@ async def through_edge(
 ) -> web.StreamResponse:
     """`work(call)` for an admitted request; a `DomainError` it raises is answered by
     `on_error`, anything else is logged and answered as INTERNAL without details."""
-    call = edge.begin(rpc, request.headers.get("X-Request-Id"))
+    call = edge.begin(rpc, request.headers.get("X-Request-Id"), request.headers.get("traceparent"))
     call.operation = operation
     request[_REQUEST_ID] = call.request_id
     code = "OK"

@@ -1,4 +1,4 @@
-"""The STAC API's routes and `/healthz`, `/readyz` in the OpenAPI document
+"""The STAC API's routes and `/healthz`, `/readyz`, `/metrics` in the OpenAPI document
 (`/v1/openapi.json`, shown at `/docs`): their parameters and answers, so that
 `/docs` lists them and the schemathesis fuzz sends them hostile requests."""
 
@@ -121,4 +121,18 @@ def health_paths() -> dict[str, Any]:
             "Readiness: the database answers and is fully migrated (503 with the reason).",
             **{"503": error_response("not ready, with the reason")},
         ),
+        "/metrics": {
+            "get": {
+                "operationId": "metrics",
+                "summary": "Prometheus metrics of the replica that answers (text format). Who may read them is "
+                "GEOPERA_METRICS: open (no token, the default), admin (a token with the admin scope), off (404).",
+                "tags": ["health"],
+                "security": [{}, {"bearer": []}],
+                "responses": {
+                    "200": {"description": "the metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                    "401": error_response("GEOPERA_METRICS=admin and no valid token"),
+                    "403": error_response("GEOPERA_METRICS=admin and the token lacks the admin scope"),
+                },
+            }
+        },
     }

@@ -6,7 +6,7 @@ import logging
 import re
 import time
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,17 @@ MIGRATION_DIR = Path(__file__).parent / "migrations"
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # Any constant works; it only has to be the same for every replica.
 _MIGRATION_LOCK_ID = 0x6765_6F70
+
+
+# Actions to run once the transaction of a connection commits (by id(connection)):
+# what must not count a change that rolls back (metrics counters).
+_after_commit: dict[int, list[Callable[[], None]]] = {}
+
+
+def after_commit(conn: psycopg.AsyncConnection[Any], action: Callable[[], None]) -> None:
+    """Runs `action` once the `Database.transaction` that `conn` is in commits;
+    never if it rolls back (a validate-only call, an error)."""
+    _after_commit.setdefault(id(conn), []).append(action)
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,7 @@ class Database:
         # connection back to the pool still pipelined, losing later writes.
         async with self.pool.connection() as conn:
             held = time.perf_counter()
+            _after_commit.pop(id(conn), None)  # left by a transaction not opened here
             try:
                 async with conn.transaction() as tx:
                     yield conn
@@ -117,7 +129,10 @@ class Database:
                         probe.phase = "committing"  # leaving the block sends COMMIT
                 if probe is not None and not rollback:
                     probe.phase = "committed"
+                for action in _after_commit.pop(id(conn), ()) if not rollback else ():
+                    action()
             finally:
+                _after_commit.pop(id(conn), None)
                 callstats.database_used(time.perf_counter() - held)
 
     async def close(self) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from geopera_kernel.server import metrics
 from geopera_kernel.server.store import Database, Q
 from geopera_kernel.server.webhooks import signature
 from geopera_kernel.server.webhooks.guard import DestinationRefused, parse_url, resolve_allowed
@@ -146,6 +147,7 @@ class WebhookSender:
 
     async def _deliver(self, row: dict[str, Any]) -> None:
         outcome = await self._post(row)
+        metrics.WEBHOOK_DELIVERIES.labels("delivered" if outcome.delivered else "failed").inc()
         params = {
             "id": row["id"],
             "webhook_id": row["webhook_id"],

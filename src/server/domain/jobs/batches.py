@@ -14,6 +14,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from geopera_kernel.raster.domain_errors import FieldViolation
+from geopera_kernel.raster.tracing import current_traceparent
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.idempotency import KeyedStore, keyed_transaction
 from geopera_kernel.server.domain.jobs.creation import (
@@ -217,6 +218,7 @@ class JobBatches(JobCreation):
             "created_by": principal.id,
             "max_attempts": self.policy.max_attempts,
             "batch_id": batch_id,
+            "traceparent": current_traceparent(),
             "ids": job_ids,
             "job_type_ids": [p.job_type.id for p in priced],
             "input_params": [Jsonb(p.spec.input_params) for p in priced],

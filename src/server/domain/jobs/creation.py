@@ -13,6 +13,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from geopera_kernel.raster.job_types import ANALYTICS
+from geopera_kernel.raster.tracing import current_traceparent
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.catalog.items import COLLECTION_ID
 from geopera_kernel.server.domain.idempotency import KeyedStore, keyed_transaction
@@ -81,6 +82,7 @@ class JobCreation(JobTransitions):
                         "message": f"created; {credits} credits reserved ({area:.3f} km², {assets} assets)",
                         "resubmitted_from": spec.resubmitted_from or None,
                         "batch_id": None,
+                        "traceparent": current_traceparent(),
                     },
                 )
             ).fetchone()
@@ -134,6 +136,7 @@ class JobCreation(JobTransitions):
                     "message": f"created; 0 credits reserved ({job_type_id} jobs cost no credits)",
                     "resubmitted_from": None,
                     "batch_id": None,
+                    "traceparent": current_traceparent(),
                 },
             )
         ).fetchone()

@@ -159,6 +159,8 @@ class Assignment:
     token: str
     lease_expire_time: datetime
     sources: list[ItemRecord]
+    # The W3C traceparent of the call that created the job ('' without tracing).
+    traceparent: str = ""
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from geopera_kernel.server import metrics
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.credits import CreditService
 from geopera_kernel.server.domain.jobs.job_types import JobTypes
@@ -23,6 +24,7 @@ from geopera_kernel.server.domain.jobs.policy import LeasePolicy
 from geopera_kernel.server.domain.jobs.records import JobError, JobRecord, event_snapshot
 from geopera_kernel.server.errors import Code, failed_precondition, invalid_argument, not_found
 from geopera_kernel.server.store import Database, Q
+from geopera_kernel.server.store.database import after_commit
 
 
 class JobTransitions:
@@ -162,6 +164,7 @@ class JobTransitions:
             )
         ).fetchone()
         assert row is not None
+        after_commit(tx, metrics.JOB_RETRIES.labels(job.job_type_id).inc)
         return await self._record_event(tx, JobRecord.from_row(row), "retrying")
 
     async def expire_leases(self) -> int:
@@ -174,6 +177,7 @@ class JobTransitions:
                 assert locked is not None
                 job = JobRecord.from_row(locked)
                 await self._requeue_or_fail(tx, job, f"worker {job.worker_id} lost its lease")
+        metrics.LEASES_EXPIRED.inc(len(rows))
         return len(rows)
 
 

@@ -154,5 +154,5 @@ class WorkerClaims(JobTransitions):
                     if item_row is not None:
                         sources.append(ItemRecord.from_row(item_row))
                 assert row["lease_expire_time"] is not None
-                assignments.append(Assignment(job, token, row["lease_expire_time"], sources))
+                assignments.append(Assignment(job, token, row["lease_expire_time"], sources, row["traceparent"]))
         return assignments

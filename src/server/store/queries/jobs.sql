@@ -37,20 +37,21 @@ ORDER BY t.id;
 -- name: insert_job
 -- Creates a job as PENDING at sequence 1 (`resubmitted_from` and `batch_id` may be NULL).
 INSERT INTO jobs (id, project_id, job_type_id, status, input_params, target_collection_id, source_item_ids,
-                  credits_reserved, created_by, message, max_attempts, sequence, resubmitted_from, batch_id)
+                  credits_reserved, created_by, message, max_attempts, sequence, resubmitted_from, batch_id,
+                  traceparent)
 VALUES (%(id)s, %(project_id)s, %(job_type_id)s, 'PENDING', %(input_params)s, %(target_collection_id)s,
         %(source_item_ids)s, %(credits_reserved)s, %(created_by)s, %(message)s, %(max_attempts)s, 1,
-        %(resubmitted_from)s, %(batch_id)s)
+        %(resubmitted_from)s, %(batch_id)s, %(traceparent)s)
 RETURNING *;
 
 -- name: insert_batch_jobs
 -- Creates a batch's jobs as PENDING at sequence 1 in one statement (arrays in
 -- step, one element per job; source item ids as a JSON array per job).
 INSERT INTO jobs (id, project_id, job_type_id, status, input_params, target_collection_id, source_item_ids,
-                  credits_reserved, created_by, message, max_attempts, sequence, batch_id)
+                  credits_reserved, created_by, message, max_attempts, sequence, batch_id, traceparent)
 SELECT g.id, %(project_id)s, g.job_type_id, 'PENDING', g.input_params, g.target_collection_id,
        ARRAY(SELECT jsonb_array_elements_text(g.source_item_ids)), g.credits_reserved, %(created_by)s, g.message,
-       %(max_attempts)s, 1, %(batch_id)s
+       %(max_attempts)s, 1, %(batch_id)s, %(traceparent)s
 FROM unnest(%(ids)s::text[], %(job_type_ids)s::text[], %(input_params)s::jsonb[], %(target_collection_ids)s::text[],
             %(source_item_ids)s::jsonb[], %(credits_reserved)s::bigint[], %(messages)s::text[])
          WITH ORDINALITY AS g (id, job_type_id, input_params, target_collection_id, source_item_ids,
