@@ -15,7 +15,7 @@ partial results in chunk order, so results do not depend on thread timing.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,6 +28,7 @@ from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from geopera_kernel.analytics.base import AnalyticsContext
+from geopera_kernel.analytics.cluster import ChunkJob, run_ordered
 from geopera_kernel.analytics.coverage import (
     WHOLE_MASK_PIXELS,
     center_mask,
@@ -40,7 +41,7 @@ from geopera_kernel.analytics.coverage import (
 from geopera_kernel.analytics.geometry import PixelZone
 from geopera_kernel.analytics.moments import Moments
 from geopera_kernel.analytics.quantiles import StoredPart, ValueStore
-from geopera_kernel.analytics.reader import ChunkRunner, chunk_windows, parallel_map
+from geopera_kernel.analytics.reader import chunk_windows, parallel_map
 from geopera_kernel.analytics.sources import PixelSource, Scratch
 
 Coverage = Literal["center", "exact"]
@@ -368,6 +369,73 @@ def _reduce_layer(
     return Moments.of(chosen, weights, nodata), chosen, weights
 
 
+def reduce_groups(
+    groups: Sequence[Sequence[tuple[PixelSource, list[PixelZone]]]],
+    options: ReduceOptions,
+    *,
+    workers: int,
+    check_cancelled: Callable[[], None],
+    memory_budget_bytes: int,
+    scratch_dir: Path | None = None,
+    scheduler: str | None = None,
+) -> list[Outcome]:
+    """One ``Outcome`` per group: every layer reduced over every zone, summed over the group's
+    sources (a mosaic: the same zones, each source's pixels once; its sources must share the
+    value type and layer count). Groups are separate answers (e.g. a time series' items).
+    Partial results merge in (group, source, chunk) order whatever runs the chunks (threads
+    here, or a Dask cluster: ``cluster.run_ordered``), so answers do not depend on where or
+    when chunks ran. Close the outcomes when done."""
+    stores = sum(len(group[0][1]) * group[0][0].layers for group in groups if group)
+    budget = max(1, memory_budget_bytes // max(1, stores))
+    outcomes = []
+    for group in groups:
+        first, zones = group[0]
+        results = [
+            ZoneResult(
+                zone,
+                [
+                    LayerResult(
+                        Moments(),
+                        ValueStore(first.value_dtype, budget, scratch_dir, mapper=parallel_map(workers))
+                        if options.keep_values
+                        else None,
+                    )
+                    for _ in range(first.layers)
+                ],
+            )
+            for zone in zones
+        ]
+        outcomes.append(Outcome(results, 0, 0))
+    check_cancelled()
+    jobs: list[ChunkJob[_Task, list[_PartResult]]] = []
+    owners: list[Outcome] = []
+    for group, outcome in zip(groups, outcomes, strict=True):
+        for source, zones in group:
+            tasks = _plan(source, zones, options)
+            outcome.chunks_read += len(tasks)
+            jobs.append(ChunkJob((source.meta.path,), _reduce_chunk(source, options), tasks))
+            owners.append(outcome)
+    try:
+        task_iters = [iter(job.tasks) for job in jobs]
+        ordered = run_ordered(jobs, workers=workers, check_cancelled=check_cancelled, scheduler=scheduler)
+        for position, parts in ordered:
+            task = next(task_iters[position])
+            outcome = owners[position]
+            outcome.pixels_read += int(task.window.width * task.window.height)
+            for part in parts:
+                zone_result = outcome.zones[part.zone]
+                zone_result.pixels_read += part.pixels
+                for layer_result, (moments, stored) in zip(zone_result.layers, part.layers, strict=True):
+                    layer_result.moments.merge(moments)
+                    if stored is not None and layer_result.store is not None:
+                        layer_result.store.add(stored)
+    except BaseException:
+        for outcome in outcomes:
+            outcome.close()
+        raise
+    return outcomes
+
+
 def reduce_zones(
     source: PixelSource,
     zones: list[PixelZone],
@@ -377,43 +445,18 @@ def reduce_zones(
     check_cancelled: Callable[[], None],
     memory_budget_bytes: int,
     scratch_dir: Path | None = None,
+    scheduler: str | None = None,
 ) -> Outcome:
     """Reduce every layer of ``source`` over every zone. Close the outcome when done."""
-    layer_count = source.layers
-    budget = max(1, memory_budget_bytes // max(1, len(zones) * layer_count))
-    results = [
-        ZoneResult(
-            zone,
-            [
-                LayerResult(
-                    Moments(),
-                    ValueStore(source.value_dtype, budget, scratch_dir, mapper=parallel_map(workers))
-                    if options.keep_values
-                    else None,
-                )
-                for _ in range(layer_count)
-            ],
-        )
-        for zone in zones
-    ]
-    check_cancelled()
-    tasks = _plan(source, zones, options)
-    outcome = Outcome(results, 0, len(tasks))
-    runner = ChunkRunner([source.meta.path], workers, check_cancelled)
-    try:
-        for task, parts in zip(tasks, runner.map(_reduce_chunk(source, options), tasks), strict=True):
-            outcome.pixels_read += int(task.window.width * task.window.height)
-            for part in parts:
-                zone_result = results[part.zone]
-                zone_result.pixels_read += part.pixels
-                for layer_result, (moments, stored) in zip(zone_result.layers, part.layers, strict=True):
-                    layer_result.moments.merge(moments)
-                    if stored is not None and layer_result.store is not None:
-                        layer_result.store.add(stored)
-    except BaseException:
-        outcome.close()
-        raise
-    return outcome
+    return reduce_groups(
+        [[(source, zones)]],
+        options,
+        workers=workers,
+        check_cancelled=check_cancelled,
+        memory_budget_bytes=memory_budget_bytes,
+        scratch_dir=scratch_dir,
+        scheduler=scheduler,
+    )[0]
 
 
 def planned_pixels(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -> int:
@@ -423,13 +466,22 @@ def planned_pixels(source: PixelSource, zones: list[PixelZone], options: ReduceO
 
 
 def reduce_in(ctx: AnalyticsContext, source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -> Outcome:
-    """``reduce_zones`` with the call's threads, cancellation, memory budget and scratch folder."""
-    return reduce_zones(
-        source,
-        zones,
+    """``reduce_zones`` with the call's threads, cancellation, memory budget, scratch folder and
+    cluster (``ctx.dask_scheduler``)."""
+    return reduce_groups_in(ctx, [[(source, zones)]], options)[0]
+
+
+def reduce_groups_in(
+    ctx: AnalyticsContext, groups: Sequence[Sequence[tuple[PixelSource, list[PixelZone]]]], options: ReduceOptions
+) -> list[Outcome]:
+    """``reduce_groups`` with the call's threads, cancellation, memory budget, scratch folder
+    and cluster."""
+    return reduce_groups(
+        groups,
         options,
         workers=ctx.workers,
         check_cancelled=ctx.check_cancelled,
         memory_budget_bytes=ctx.memory_budget_bytes,
         scratch_dir=ctx.scratch_dir,
+        scheduler=ctx.dask_scheduler,
     )
