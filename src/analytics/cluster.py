@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from geopera_kernel.analytics.reader import ChunkRunner, bounded_gdal_cache
-from geopera_kernel.raster.domain_errors import DomainError
+from geopera_kernel.raster.domain_errors import Code, DomainError
 
 T = TypeVar("T")
 W = TypeVar("W")
@@ -51,7 +51,14 @@ def client_for(address: str) -> Any:
         if client is None or client.status in ("closed", "closing"):
             from distributed import Client  # only when a cluster is configured
 
-            client = _clients[address] = Client(address, set_as_default=False, timeout="10s")
+            try:
+                client = _clients[address] = Client(address, set_as_default=False, timeout="10s")
+            except (OSError, TimeoutError) as error:
+                raise DomainError(
+                    Code.UNAVAILABLE,
+                    "ANALYTICS_CLUSTER_UNAVAILABLE",
+                    f"the analytics cluster at {address} cannot be reached ({type(error).__name__}); retry later",
+                ) from error
         return client
 
 

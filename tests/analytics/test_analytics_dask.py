@@ -146,9 +146,8 @@ def test_time_series_cluster_equals_in_process(
 
 
 def test_change_detection_cluster_equals_in_process(
-    mosaic: tuple[list[Any], Any], write_raster: RasterWriter, make_context: ContextFactory, scheduler: str
+    write_raster: RasterWriter, make_context: ContextFactory, scheduler: str
 ) -> None:
-    _, whole = mosaic
     rng = np.random.default_rng(5)
     bands = []
     for _ in range(4):
