@@ -382,7 +382,7 @@ class ChangeDetection(AnalyticsMethod):
             ordered = run_ordered(
                 [job], workers=runner.workers, check_cancelled=runner.check_cancelled, scheduler=scheduler
             )
-            yield from (chunk for _, chunk in ordered)
+            yield from (chunk for _, chunk, _ in ordered)
             return
         if len(tasks) != 1 or runner.workers == 1:
             yield from runner.map(work, tasks)

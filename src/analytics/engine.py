@@ -31,7 +31,7 @@ from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from geopera_kernel.analytics.base import AnalyticsContext
-from geopera_kernel.analytics.cluster import ChunkJob, run_ordered
+from geopera_kernel.analytics.cluster import ChunkJob, RemoteValueStore, run_ordered
 from geopera_kernel.analytics.coverage import (
     WHOLE_MASK_PIXELS,
     center_mask,
@@ -43,7 +43,7 @@ from geopera_kernel.analytics.coverage import (
 )
 from geopera_kernel.analytics.geometry import PixelZone
 from geopera_kernel.analytics.moments import Moments
-from geopera_kernel.analytics.quantiles import StoredPart, ValueStore
+from geopera_kernel.analytics.quantiles import StoredPart, ValueStore, bucket_histogram
 from geopera_kernel.analytics.reader import chunk_windows, parallel_map
 from geopera_kernel.analytics.sources import PixelSource, Scratch
 
@@ -112,11 +112,44 @@ class _Task:
     parts: tuple[_ZonePart, ...]
 
 
+@dataclass(frozen=True)
+class _KeptSummary:
+    """What the caller receives of a part's kept values left on a Dask worker."""
+
+    size: int
+    histogram: np.ndarray
+
+
 @dataclass
 class _PartResult:
     zone: int
-    layers: list[tuple[Moments, StoredPart | None]]
+    layers: list[tuple[Moments, StoredPart | _KeptSummary | None]]
     pixels: int
+
+
+def _lighten(results: list[list[_PartResult]]) -> list[list[_PartResult]]:
+    """A batch's results with every kept part replaced by its size and bucket histogram."""
+
+    def light(stored: StoredPart | _KeptSummary | None) -> StoredPart | _KeptSummary | None:
+        if not isinstance(stored, StoredPart):
+            return stored
+        histogram = stored.histogram if stored.histogram is not None else bucket_histogram(stored.values)
+        return _KeptSummary(stored.size, histogram)
+
+    return [
+        [
+            _PartResult(part.zone, [(moments, light(stored)) for moments, stored in part.layers], part.pixels)
+            for part in parts
+        ]
+        for parts in results
+    ]
+
+
+def _stored_at(results: list[list[_PartResult]], locator: tuple[int, ...]) -> StoredPart:
+    task, part, layer = locator
+    stored = results[task][part].layers[layer][1]
+    assert isinstance(stored, StoredPart)
+    return stored
 
 
 def _plan(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -> list[_Task]:
@@ -265,7 +298,7 @@ def _reduce_chunk(
                         kept[index][layer].append((chosen, weights))
         results = []
         for index, part in enumerate(task.parts):
-            layers = []
+            layers: list[tuple[Moments, StoredPart | _KeptSummary | None]] = []
             for layer in range(layer_count):
                 stored = None
                 pieces = kept[index][layer]
@@ -390,6 +423,14 @@ def reduce_groups(
     when chunks ran. Close the outcomes when done."""
     stores = sum(len(group[0][1]) * group[0][0].layers for group in groups if group)
     budget = max(1, memory_budget_bytes // max(1, stores))
+    # On a cluster, kept values stay on the workers; percentiles select them there.
+    remote = bool(scheduler) and options.keep_values
+
+    def store(dtype: np.dtype) -> ValueStore:
+        if remote:
+            return RemoteValueStore(dtype, budget, scratch_dir, locate=_stored_at)
+        return ValueStore(dtype, budget, scratch_dir, mapper=parallel_map(workers))
+
     outcomes = []
     for group in groups:
         first, zones = group[0]
@@ -397,12 +438,7 @@ def reduce_groups(
             ZoneResult(
                 zone,
                 [
-                    LayerResult(
-                        Moments(),
-                        ValueStore(first.value_dtype, budget, scratch_dir, mapper=parallel_map(workers))
-                        if options.keep_values
-                        else None,
-                    )
+                    LayerResult(Moments(), store(first.value_dtype) if options.keep_values else None)
                     for _ in range(first.layers)
                 ],
             )
@@ -416,21 +452,30 @@ def reduce_groups(
         for source, zones in group:
             tasks = _plan(source, zones, options)
             outcome.chunks_read += len(tasks)
-            jobs.append(ChunkJob((source.meta.path,), _reduce_chunk(source, options), tasks))
+            lighten = _lighten if remote else None
+            jobs.append(ChunkJob((source.meta.path,), _reduce_chunk(source, options), tasks, lighten))
             owners.append(outcome)
     try:
         task_iters = [iter(job.tasks) for job in jobs]
         ordered = run_ordered(jobs, workers=workers, check_cancelled=check_cancelled, scheduler=scheduler)
-        for position, parts in ordered:
+        for position, parts, ref in ordered:
             task = next(task_iters[position])
             outcome = owners[position]
             outcome.pixels_read += int(task.window.width * task.window.height)
-            for part in parts:
+            for part_index, part in enumerate(parts):
                 zone_result = outcome.zones[part.zone]
                 zone_result.pixels_read += part.pixels
-                for layer_result, (moments, stored) in zip(zone_result.layers, part.layers, strict=True):
+                for layer, (layer_result, (moments, stored)) in enumerate(
+                    zip(zone_result.layers, part.layers, strict=True)
+                ):
                     layer_result.moments.merge(moments)
-                    if stored is not None and layer_result.store is not None:
+                    if stored is None or layer_result.store is None:
+                        continue
+                    if isinstance(stored, _KeptSummary):
+                        assert ref is not None and isinstance(layer_result.store, RemoteValueStore)
+                        locator = (ref.index, part_index, layer)
+                        layer_result.store.add_remote(ref, locator, stored.size, stored.histogram)
+                    else:
                         layer_result.store.add(stored)
     except BaseException:
         for outcome in outcomes:

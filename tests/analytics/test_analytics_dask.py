@@ -14,6 +14,7 @@ import pytest
 from affine import Affine
 
 from geopera_kernel.analytics import AnalyticsContext, registry
+from geopera_kernel.analytics.cluster import RemoteValueStore
 from geopera_kernel.raster.domain_errors import Code, DomainError
 from tests.analytics.conftest import UTM33, UTM33_TRANSFORM, ContextFactory, RasterWriter, lonlat_polygon, make_item
 from tests.support.dask_cluster import local_cluster
@@ -87,7 +88,11 @@ def zonal(ctx: AnalyticsContext, **params: Any) -> dict[str, Any]:
 
 @pytest.mark.parametrize("coverage", ["center", "exact"])
 def test_zonal_mosaic_equals_whole_raster_and_cluster_equals_in_process(
-    coverage: str, mosaic: tuple[list[Any], Any], make_context: ContextFactory, scheduler: str
+    coverage: str,
+    mosaic: tuple[list[Any], Any],
+    make_context: ContextFactory,
+    scheduler: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     tiles, whole = mosaic
     ctx = make_context([*tiles, whole])
@@ -110,8 +115,20 @@ def test_zonal_mosaic_equals_whole_raster_and_cluster_equals_in_process(
             [p["value"] for p in plain["percentiles"]], rel=rel
         )
         assert tiled["histogram"]["counts"] == pytest.approx(plain["histogram"]["counts"], rel=max(10 * rel, 1e-9))
-    # The cluster: the same answer to the last digit, mosaic and single item.
+    # The cluster: the same answer to the last digit, mosaic and single item; the percentiles
+    # of the large zone come from a selection made on the workers (a few buckets' values).
+    selected: list[int] = []
+    choose = RemoteValueStore.selected
+
+    def counted(store: RemoteValueStore, intervals: list[tuple[int, int]]) -> Iterator[Any]:
+        for values, weights in choose(store, intervals):
+            selected.append(values.size)
+            yield values, weights
+
+    monkeypatch.setattr(RemoteValueStore, "selected", counted)
     assert zonal(on_cluster(ctx, scheduler), item_ids=ids, band=1, coverage=coverage, histogram={"bins": 7}) == local
+    if coverage == "center":
+        assert 0 < sum(selected) < local["zones"][0]["stats"]["count"] / 100
     assert (
         zonal(on_cluster(ctx, scheduler), item_id="whole", band=1, coverage=coverage, histogram={"bins": 7}) == single
     )
