@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import shapely
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from geopera_kernel.analytics.base import AnalyticsContext, AnalyticsMethod
 from geopera_kernel.analytics.engine import LayerResult, ReduceOptions, planned_pixels, reduce_groups_in
@@ -59,6 +59,13 @@ from geopera_kernel.raster.geo import parse_zones
 
 MAX_MOSAIC_ITEMS = 100
 
+
+def _untitled(schema: dict[str, Any]) -> None:
+    for name in ("item_id", "item_ids"):
+        schema["properties"][name].pop("title", None)
+        schema["properties"][name].pop("default", None)
+
+
 EXAMPLE_POLYGON: dict[str, Any] = {
     "type": "Polygon",
     "coordinates": [
@@ -68,14 +75,12 @@ EXAMPLE_POLYGON: dict[str, Any] = {
 
 
 class ZonalStatsParams(Params):
-    item_id: str | None = Field(None, min_length=1, description="The item (exclusive with item_ids)")
-    item_ids: list[str] | None = Field(
-        None,
-        min_length=1,
-        max_length=MAX_MOSAIC_ITEMS,
-        description="A mosaic: items on one pixel grid (same CRS, pixel size, aligned origins) measured as one "
-        "raster, one answer per zone; where tiles overlap the earlier item in the list counts",
-    )
+    # Untitled and unbounded in the schema (the validator bounds item_ids): the schema rides in
+    # INVALID_ARGUMENT trailers, whose budget a long MISSING_BANDS message nearly fills.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra=_untitled)
+
+    item_id: str = ""
+    item_ids: list[str] = Field(default_factory=list)  # a mosaic (README)
     asset_key: str | None = Field(None, description="Default: the asset with role 'data', else the only one")
     band: int | None = Field(None, ge=1, description="1-based band (exclusive with index_name)")
     index_name: IndexName | None = None
@@ -90,11 +95,13 @@ class ZonalStatsParams(Params):
 
     @model_validator(mode="after")
     def _consistent(self) -> ZonalStatsParams:
-        if (self.item_id is None) == (self.item_ids is None):
-            raise ValueError("exactly one of item_id and item_ids is required")
-        if self.item_ids is not None and len(set(self.item_ids)) != len(self.item_ids):
+        if bool(self.item_id) == bool(self.item_ids):
+            raise ValueError("exactly one of item_id and item_ids (a mosaic) is required")
+        if len(self.item_ids) > MAX_MOSAIC_ITEMS:
+            raise ValueError(f"a mosaic takes at most {MAX_MOSAIC_ITEMS} items")
+        if len(set(self.item_ids)) != len(self.item_ids):
             raise ValueError("item_ids must not repeat an item")
-        if self.item_ids is not None and self.all_touched:
+        if self.item_ids and self.all_touched:
             raise ValueError("all_touched does not apply to a mosaic (item_ids)")
         if (self.band is None) == (self.index_name is None):
             raise ValueError("exactly one of band and index_name is required")
@@ -251,7 +258,7 @@ class ZonalStats(AnalyticsMethod):
     }
 
     def item_ids(self, params: Any) -> list[str]:
-        return list(params.item_ids) if params.item_ids is not None else [params.item_id]
+        return list(params.item_ids) or [params.item_id]
 
     def _plan(
         self, params: ZonalStatsParams, ctx: AnalyticsContext
@@ -309,8 +316,8 @@ class ZonalStats(AnalyticsMethod):
             outcome.close()
         x_res, y_res = meta.resolution
         return ZonalStatsResult(
-            item_id=params.item_id,
-            item_ids=list(params.item_ids or []),
+            item_id=params.item_id or None,
+            item_ids=list(params.item_ids),
             asset_key=meta.asset_key,
             band=params.band,
             index_name=params.index_name,

@@ -128,7 +128,8 @@ def test_unknown_method() -> None:
         ({}, {"params.geometry"}),
         ({"geometry": SQUARE, "band": 1}, {"params"}),  # neither item_id nor item_ids (a mosaic)
         ({"item_ids": ["i", "i"], "geometry": SQUARE, "band": 1}, {"params"}),
-        ({"item_ids": [], "geometry": SQUARE, "band": 1}, {"params.item_ids"}),
+        ({"item_ids": [], "geometry": SQUARE, "band": 1}, {"params"}),
+        ({"item_id": "", "geometry": SQUARE, "band": 1}, {"params"}),
         ({"item_id": "i", "geometry": SQUARE}, {"params"}),  # neither band nor index_name
         ({"item_id": "i", "geometry": SQUARE, "band": 1, "index_name": "NDVI"}, {"params"}),
         ({"item_id": "i", "geometry": SQUARE, "index_name": "NOPE"}, {"params.index_name"}),
