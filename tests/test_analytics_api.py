@@ -159,7 +159,7 @@ def test_change_detection_stores_a_cog_and_a_quicklook(world, tmp_path):
 @pytest.mark.parametrize(
     ("params", "field_prefix"),
     [
-        ({"index_name": "NDVI", "geometry": AOI}, "params"),  # neither item_id nor item_ids
+        ({"index_name": "NDVI"}, "params.item_id"),
         ({"item_id": "it_x", "index_name": "NOPE", "geometry": AOI}, "params.index_name"),
         ({"item_id": "it_x", "index_name": "NDVI", "geometry": {"type": "Polygon", "coordinates": []}},
          "params.geometry"),

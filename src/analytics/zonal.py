@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import shapely
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from geopera_kernel.analytics.base import AnalyticsContext, AnalyticsMethod
 from geopera_kernel.analytics.engine import LayerResult, ReduceOptions, planned_pixels, reduce_groups_in
@@ -79,8 +79,8 @@ class ZonalStatsParams(Params):
     # INVALID_ARGUMENT trailers, whose budget a long MISSING_BANDS message nearly fills.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra=_untitled)
 
-    item_id: str = ""
     item_ids: list[str] = Field(default_factory=list)  # a mosaic (README)
+    item_id: str = Field("", validate_default=True)  # after item_ids: its validator reads them
     asset_key: str | None = Field(None, description="Default: the asset with role 'data', else the only one")
     band: int | None = Field(None, ge=1, description="1-based band (exclusive with index_name)")
     index_name: IndexName | None = None
@@ -93,10 +93,16 @@ class ZonalStatsParams(Params):
     all_touched: bool = Field(False, description="With coverage=center: count every pixel the zone touches")
     band_mapping: BandMapping = None
 
+    @field_validator("item_id")
+    @classmethod
+    def _one_source(cls, value: str, info: ValidationInfo) -> str:
+        ids = info.data.get("item_ids")
+        if ids is not None and bool(value) == bool(ids):  # None: item_ids is invalid, said there
+            raise ValueError("exactly one of item_id and item_ids (a mosaic) is required")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> ZonalStatsParams:
-        if bool(self.item_id) == bool(self.item_ids):
-            raise ValueError("exactly one of item_id and item_ids (a mosaic) is required")
         if len(self.item_ids) > MAX_MOSAIC_ITEMS:
             raise ValueError(f"a mosaic takes at most {MAX_MOSAIC_ITEMS} items")
         if len(set(self.item_ids)) != len(self.item_ids):
