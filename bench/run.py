@@ -22,7 +22,7 @@ from types import FrameType
 from bench.harness import RUNS, Options, Outcome
 from bench.results import RESULTS_PATH, Results
 
-BENCHES = ["items_get", "jobs", "batches", "clip", "analytics", "http_ranges", "tiles", "webhooks"]
+BENCHES = ["items_get", "jobs", "batches", "clip", "analytics", "mosaic", "http_ranges", "tiles", "webhooks"]
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

@@ -9,6 +9,7 @@ and passes plain views of them in an ``AnalyticsContext``.
 from __future__ import annotations
 
 import datetime as dt
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,6 +76,8 @@ class AnalyticsContext:
     creates them before writing there;
     ``memory_budget_bytes`` bounds the pixel values a method keeps in memory for
     percentiles before spilling them to scratch files.
+    ``dask_scheduler`` (default: ``GEOPERA_DASK_SCHEDULER``, e.g. ``tcp://host:8786``) sends the
+    engine's chunk work to that Dask cluster (``cluster.py``); None runs it in this process.
     """
 
     items: dict[str, ItemView]
@@ -84,6 +87,7 @@ class AnalyticsContext:
     scratch_dir: Path | None = None
     memory_budget_bytes: int = 256 * 1024 * 1024
     artifacts: list[Artifact] = field(default_factory=list)
+    dask_scheduler: str | None = field(default_factory=lambda: os.environ.get("GEOPERA_DASK_SCHEDULER") or None)
 
     def check_cancelled(self) -> None:
         self.cancel_check()

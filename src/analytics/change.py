@@ -49,6 +49,7 @@ from geopera_kernel.analytics.change_chunks import (
     plan_chunks,
     window_transform,
 )
+from geopera_kernel.analytics.cluster import ChunkJob, run_ordered
 from geopera_kernel.analytics.geometry import pixel_zones
 from geopera_kernel.analytics.indices import get_index
 from geopera_kernel.analytics.moments import Moments
@@ -331,7 +332,7 @@ class ChangeDetection(AnalyticsMethod):
                         empty = np.full((int(task.window.height), int(task.window.width)), np.nan, np.float32)
                         output.write(empty, 1, window=self._relative(task.window, row0, col0))
                 runner = ChunkRunner([before.path, after_source.meta.path], ctx.workers, ctx.check_cancelled)
-                for task, chunk in zip(work, self._chunks(runner, chunk_work, work), strict=True):
+                for task, chunk in zip(work, self._chunks(runner, chunk_work, work, ctx.dask_scheduler), strict=True):
                     pixels_read += int(task.window.width * task.window.height)
                     output.write(chunk.difference, 1, window=self._relative(task.window, row0, col0))
                     totals.add(chunk)
@@ -373,8 +374,16 @@ class ChangeDetection(AnalyticsMethod):
         return pixels_read, quantiles
 
     @staticmethod
-    def _chunks(runner: ChunkRunner, work: ChunkWork, tasks: list[Task]) -> Iterator[Chunk]:
-        """Each task's chunk, in order. A lone chunk reads its two items on two threads."""
+    def _chunks(runner: ChunkRunner, work: ChunkWork, tasks: list[Task], scheduler: str | None) -> Iterator[Chunk]:
+        """Each task's chunk, in order: on the Dask cluster when there is one. A lone chunk
+        in-process reads its two items on two threads."""
+        if scheduler:
+            job = ChunkJob(runner.paths, work, tasks)
+            ordered = run_ordered(
+                [job], workers=runner.workers, check_cancelled=runner.check_cancelled, scheduler=scheduler
+            )
+            yield from (chunk for _, chunk, _ in ordered)
+            return
         if len(tasks) != 1 or runner.workers == 1:
             yield from runner.map(work, tasks)
             return

@@ -10,12 +10,15 @@ or coverage fractions, then strip by strip (a few tens of thousands of pixels, s
 passes stay in the CPU cache) compute the source's layers and reduce every layer to ``Moments``
 plus, when quantiles are wanted, the valid values. The main thread merges the
 partial results in chunk order, so results do not depend on thread timing.
+
+(About 530 lines, kept together: planning, the two chunk kernels and the ordered merge share
+the private task and part types; the merge is what makes the Dask path equal the in-process one.)
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -28,6 +31,7 @@ from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from geopera_kernel.analytics.base import AnalyticsContext
+from geopera_kernel.analytics.cluster import ChunkJob, RemoteValueStore, run_ordered
 from geopera_kernel.analytics.coverage import (
     WHOLE_MASK_PIXELS,
     BoundaryCoverage,
@@ -40,8 +44,8 @@ from geopera_kernel.analytics.coverage import (
 )
 from geopera_kernel.analytics.geometry import PixelZone
 from geopera_kernel.analytics.moments import Moments
-from geopera_kernel.analytics.quantiles import StoredPart, ValueStore
-from geopera_kernel.analytics.reader import ChunkRunner, chunk_windows, parallel_map
+from geopera_kernel.analytics.quantiles import StoredPart, ValueStore, bucket_histogram
+from geopera_kernel.analytics.reader import chunk_windows, parallel_map
 from geopera_kernel.analytics.sources import PixelSource, Scratch
 
 Coverage = Literal["center", "exact"]
@@ -109,11 +113,44 @@ class _Task:
     parts: tuple[_ZonePart, ...]
 
 
+@dataclass(frozen=True)
+class _KeptSummary:
+    """What the caller receives of a part's kept values left on a Dask worker."""
+
+    size: int
+    histogram: np.ndarray
+
+
 @dataclass
 class _PartResult:
     zone: int
-    layers: list[tuple[Moments, StoredPart | None]]
+    layers: list[tuple[Moments, StoredPart | _KeptSummary | None]]
     pixels: int
+
+
+def _lighten(results: list[list[_PartResult]]) -> list[list[_PartResult]]:
+    """A batch's results with every kept part replaced by its size and bucket histogram."""
+
+    def light(stored: StoredPart | _KeptSummary | None) -> StoredPart | _KeptSummary | None:
+        if not isinstance(stored, StoredPart):
+            return stored
+        histogram = stored.histogram if stored.histogram is not None else bucket_histogram(stored.values)
+        return _KeptSummary(stored.size, histogram)
+
+    return [
+        [
+            _PartResult(part.zone, [(moments, light(stored)) for moments, stored in part.layers], part.pixels)
+            for part in parts
+        ]
+        for parts in results
+    ]
+
+
+def _stored_at(results: list[list[_PartResult]], locator: tuple[int, ...]) -> StoredPart:
+    task, part, layer = locator
+    stored = results[task][part].layers[layer][1]
+    assert isinstance(stored, StoredPart)
+    return stored
 
 
 def _plan(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -> list[_Task]:
@@ -264,7 +301,7 @@ def _reduce_chunk(
                         kept[index][layer].append((chosen, weights))
         results = []
         for index, part in enumerate(task.parts):
-            layers = []
+            layers: list[tuple[Moments, StoredPart | _KeptSummary | None]] = []
             for layer in range(layer_count):
                 stored = None
                 pieces = kept[index][layer]
@@ -387,6 +424,87 @@ def _reduce_layer(
     return moments, kept, np.concatenate((np.ones(chosen.size), boundary_weights))
 
 
+def reduce_groups(
+    groups: Sequence[Sequence[tuple[PixelSource, list[PixelZone]]]],
+    options: ReduceOptions,
+    *,
+    workers: int,
+    check_cancelled: Callable[[], None],
+    memory_budget_bytes: int,
+    scratch_dir: Path | None = None,
+    scheduler: str | None = None,
+) -> list[Outcome]:
+    """One ``Outcome`` per group: every layer reduced over every zone, summed over the group's
+    sources (a mosaic: the same zones, each source's pixels once; its sources must share the
+    value type and layer count). Groups are separate answers (e.g. a time series' items).
+    Partial results merge in (group, source, chunk) order whatever runs the chunks (threads
+    here, or a Dask cluster: ``cluster.run_ordered``), so answers do not depend on where or
+    when chunks ran. Close the outcomes when done."""
+    stores = sum(len(group[0][1]) * group[0][0].layers for group in groups if group)
+    budget = max(1, memory_budget_bytes // max(1, stores))
+    # On a cluster, kept values stay on the workers; percentiles select them there.
+    remote = bool(scheduler) and options.keep_values
+
+    def store(dtype: np.dtype) -> ValueStore:
+        if remote:
+            return RemoteValueStore(dtype, budget, scratch_dir, locate=_stored_at)
+        return ValueStore(
+            dtype, budget, scratch_dir, mapper=parallel_map(workers), distinct=options.coverage == "exact"
+        )
+
+    outcomes = []
+    for group in groups:
+        first, zones = group[0]
+        results = [
+            ZoneResult(
+                zone,
+                [
+                    LayerResult(Moments(), store(first.value_dtype) if options.keep_values else None)
+                    for _ in range(first.layers)
+                ],
+            )
+            for zone in zones
+        ]
+        outcomes.append(Outcome(results, 0, 0))
+    check_cancelled()
+    jobs: list[ChunkJob[_Task, list[_PartResult]]] = []
+    owners: list[Outcome] = []
+    for group, outcome in zip(groups, outcomes, strict=True):
+        for source, zones in group:
+            tasks = _plan(source, zones, options)
+            outcome.chunks_read += len(tasks)
+            lighten = _lighten if remote else None
+            jobs.append(ChunkJob((source.meta.path,), _reduce_chunk(source, options), tasks, lighten))
+            owners.append(outcome)
+    try:
+        task_iters = [iter(job.tasks) for job in jobs]
+        ordered = run_ordered(jobs, workers=workers, check_cancelled=check_cancelled, scheduler=scheduler)
+        for position, parts, ref in ordered:
+            task = next(task_iters[position])
+            outcome = owners[position]
+            outcome.pixels_read += int(task.window.width * task.window.height)
+            for part_index, part in enumerate(parts):
+                zone_result = outcome.zones[part.zone]
+                zone_result.pixels_read += part.pixels
+                for layer, (layer_result, (moments, stored)) in enumerate(
+                    zip(zone_result.layers, part.layers, strict=True)
+                ):
+                    layer_result.moments.merge(moments)
+                    if stored is None or layer_result.store is None:
+                        continue
+                    if isinstance(stored, _KeptSummary):
+                        assert ref is not None and isinstance(layer_result.store, RemoteValueStore)
+                        locator = (ref.index, part_index, layer)
+                        layer_result.store.add_remote(ref, locator, stored.size, stored.histogram)
+                    else:
+                        layer_result.store.add(stored)
+    except BaseException:
+        for outcome in outcomes:
+            outcome.close()
+        raise
+    return outcomes
+
+
 def reduce_zones(
     source: PixelSource,
     zones: list[PixelZone],
@@ -396,49 +514,18 @@ def reduce_zones(
     check_cancelled: Callable[[], None],
     memory_budget_bytes: int,
     scratch_dir: Path | None = None,
+    scheduler: str | None = None,
 ) -> Outcome:
     """Reduce every layer of ``source`` over every zone. Close the outcome when done."""
-    layer_count = source.layers
-    budget = max(1, memory_budget_bytes // max(1, len(zones) * layer_count))
-    results = [
-        ZoneResult(
-            zone,
-            [
-                LayerResult(
-                    Moments(),
-                    ValueStore(
-                        source.value_dtype,
-                        budget,
-                        scratch_dir,
-                        mapper=parallel_map(workers),
-                        distinct=options.coverage == "exact",
-                    )
-                    if options.keep_values
-                    else None,
-                )
-                for _ in range(layer_count)
-            ],
-        )
-        for zone in zones
-    ]
-    check_cancelled()
-    tasks = _plan(source, zones, options)
-    outcome = Outcome(results, 0, len(tasks))
-    runner = ChunkRunner([source.meta.path], workers, check_cancelled)
-    try:
-        for task, parts in zip(tasks, runner.map(_reduce_chunk(source, options), tasks), strict=True):
-            outcome.pixels_read += int(task.window.width * task.window.height)
-            for part in parts:
-                zone_result = results[part.zone]
-                zone_result.pixels_read += part.pixels
-                for layer_result, (moments, stored) in zip(zone_result.layers, part.layers, strict=True):
-                    layer_result.moments.merge(moments)
-                    if stored is not None and layer_result.store is not None:
-                        layer_result.store.add(stored)
-    except BaseException:
-        outcome.close()
-        raise
-    return outcome
+    return reduce_groups(
+        [[(source, zones)]],
+        options,
+        workers=workers,
+        check_cancelled=check_cancelled,
+        memory_budget_bytes=memory_budget_bytes,
+        scratch_dir=scratch_dir,
+        scheduler=scheduler,
+    )[0]
 
 
 def planned_pixels(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -> int:
@@ -448,13 +535,22 @@ def planned_pixels(source: PixelSource, zones: list[PixelZone], options: ReduceO
 
 
 def reduce_in(ctx: AnalyticsContext, source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -> Outcome:
-    """``reduce_zones`` with the call's threads, cancellation, memory budget and scratch folder."""
-    return reduce_zones(
-        source,
-        zones,
+    """``reduce_zones`` with the call's threads, cancellation, memory budget, scratch folder and
+    cluster (``ctx.dask_scheduler``)."""
+    return reduce_groups_in(ctx, [[(source, zones)]], options)[0]
+
+
+def reduce_groups_in(
+    ctx: AnalyticsContext, groups: Sequence[Sequence[tuple[PixelSource, list[PixelZone]]]], options: ReduceOptions
+) -> list[Outcome]:
+    """``reduce_groups`` with the call's threads, cancellation, memory budget, scratch folder
+    and cluster."""
+    return reduce_groups(
+        groups,
         options,
         workers=ctx.workers,
         check_cancelled=ctx.check_cancelled,
         memory_budget_bytes=ctx.memory_budget_bytes,
         scratch_dir=ctx.scratch_dir,
+        scheduler=ctx.dask_scheduler,
     )

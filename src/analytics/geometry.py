@@ -184,3 +184,12 @@ def _window(geometry: BaseGeometry, width: int, height: int) -> Window | None:
     if col1 <= col0 or row1 <= row0:
         return None
     return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def without_boxes(zone: PixelZone, boxes: list[BaseGeometry], width: int, height: int) -> PixelZone:
+    """``zone`` less the pixel-space boxes (whole pixels: earlier tiles of a mosaic on the
+    same grid), so a pixel under several tiles is counted once."""
+    if zone.window is None or not boxes:
+        return zone
+    geometry = _polygonal(zone.geometry.difference(shapely.union_all(boxes)))
+    return PixelZone(zone.index, zone.zone, geometry, _window(geometry, width, height))

@@ -145,7 +145,7 @@ def _raw_intervals(flags: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(firsts, lasts, strict=True)]
 
 
-def _in_intervals(values: np.ndarray, intervals: list[tuple[int, int]]) -> np.ndarray:
+def in_intervals(values: np.ndarray, intervals: list[tuple[int, int]]) -> np.ndarray:
     """Which values' top 16 bits fall in the raw intervals: compares on the bit patterns as
     unsigned integers (each bucket is one contiguous integer range), several times faster than
     looking every value's bucket up in a table."""
@@ -406,22 +406,23 @@ class ValueStore:
             loaders.extend(functools.partial(load, spilled) for spilled in self._spilled)
         return loaders
 
+    def selected(self, intervals: list[tuple[int, int]]) -> Iterable[_Part]:
+        """Each part's values (and weights) whose top 16 bits fall in the raw intervals, in
+        insertion order (a subclass may select where the parts live: ``cluster.py``)."""
+
+        def select(load: Callable[[], _Part]) -> _Part:
+            values, weights = load()
+            selected = in_intervals(values, intervals)
+            return values[selected], None if weights is None else weights[selected]
+
+        loaders = self._part_loaders()
+        return (self.mapper or map)(select, loaders) if len(loaders) > 1 else map(select, loaders)
+
     def gather(self, flags: np.ndarray | None) -> _Gathered:
         """Every stored value whose bucket is flagged (all values when ``flags`` is None),
         split into unit-weight values and (value, weight) pairs, with their buckets."""
         gathered = _Gathered()
-        if flags is None:
-            pieces: Iterable[_Part] = self.parts()
-        else:
-            intervals = _raw_intervals(flags)
-
-            def select(load: Callable[[], _Part]) -> _Part:
-                values, weights = load()
-                selected = _in_intervals(values, intervals)
-                return values[selected], None if weights is None else weights[selected]
-
-            loaders = self._part_loaders()
-            pieces = (self.mapper or map)(select, loaders) if len(loaders) > 1 else map(select, loaders)
+        pieces = self.parts() if flags is None else self.selected(_raw_intervals(flags))
         for values, weights in pieces:
             if flags is not None and values.size == 0:
                 continue
@@ -614,10 +615,19 @@ class ValueStore:
     ) -> tuple[list[float], list[float]]:
         counts = np.zeros(bins, dtype=np.float64)
         edges = np.histogram_bin_edges(np.empty(0), bins=bins, range=value_range)
-        for values, weights in self.parts():
-            part_weights = weights if (weighted and weights is not None) else None
-            counts += np.histogram(values, bins=edges, weights=part_weights)[0]
+        for part_counts in self.part_histograms(edges, weighted):
+            counts += part_counts
         return [float(e) for e in edges], [float(c) for c in counts]
+
+    def part_histograms(self, edges: np.ndarray, weighted: bool) -> Iterable[np.ndarray]:
+        """Each part's counts (or weights) per bin of ``edges``, in insertion order."""
+        for values, weights in self.parts():
+            yield part_histogram(values, weights, edges, weighted)
+
+
+def part_histogram(values: np.ndarray, weights: np.ndarray | None, edges: np.ndarray, weighted: bool) -> np.ndarray:
+    part_weights = weights if (weighted and weights is not None) else None
+    return np.histogram(values, bins=edges, weights=part_weights)[0]
 
 
 def _lerp(a: float, b: float, t: float) -> float:

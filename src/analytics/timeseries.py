@@ -20,9 +20,9 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from geopera_kernel.analytics.base import AnalyticsContext, AnalyticsMethod
-from geopera_kernel.analytics.engine import LayerResult, ReduceOptions, planned_pixels, reduce_in
-from geopera_kernel.analytics.geometry import pixel_zones
+from geopera_kernel.analytics.base import AnalyticsContext, AnalyticsMethod, ItemView
+from geopera_kernel.analytics.engine import LayerResult, ReduceOptions, planned_pixels, reduce_groups_in, reduce_in
+from geopera_kernel.analytics.geometry import PixelZone, pixel_zones
 from geopera_kernel.analytics.params import (
     GEOMETRY_FIELD,
     BandMapping,
@@ -35,7 +35,7 @@ from geopera_kernel.analytics.params import (
     UtcDatetime,
 )
 from geopera_kernel.analytics.reader import RasterMeta, open_meta, select_asset
-from geopera_kernel.analytics.sources import StackSource
+from geopera_kernel.analytics.sources import PixelSource, StackSource
 from geopera_kernel.analytics.zonal import (
     EXAMPLE_POLYGON,
     integer_valued,
@@ -244,9 +244,8 @@ class TimeSeries(AnalyticsMethod):
     def _items(
         self, params: TimeSeriesParams, ctx: AnalyticsContext, area: Zone, options: ReduceOptions, count_only: bool
     ) -> tuple[list[TimeStep], int, str | None]:
-        steps: list[TimeStep] = []
-        pixels = 0
         unit: str | None = None
+        planned: list[tuple[ItemView, dt.datetime, PixelSource, list[PixelZone]]] = []
         for position, item_id in enumerate(params.item_ids or []):
             ctx.check_cancelled()
             item = ctx.item(item_id)
@@ -260,13 +259,16 @@ class TimeSeries(AnalyticsMethod):
             meta = open_meta(select_asset(item, params.asset_key))
             source = make_source(meta, params.band, params.index_name, False, params.band_mapping)
             unit = source_unit(source)
-            zones = pixel_zones([area], meta.crs, meta.transform, meta.width, meta.height)
-            if count_only:
-                pixels += planned_pixels(source, zones, options)
-                continue
-            outcome = reduce_in(ctx, source, zones, options)
-            try:
+            planned.append((item, when, source, pixel_zones([area], meta.crs, meta.transform, meta.width, meta.height)))
+        if count_only:
+            return [], sum(planned_pixels(source, zones, options) for _, _, source, zones in planned), unit
+        # Every item's chunks in one run: on a cluster they are computed side by side.
+        outcomes = reduce_groups_in(ctx, [[(source, zones)] for _, _, source, zones in planned], options)
+        steps: list[TimeStep] = []
+        try:
+            for (item, when, source, _), outcome in zip(planned, outcomes, strict=True):
                 layer = outcome.zones[0].layers[0]
+                meta = source.meta
                 steps.append(
                     TimeStep(
                         datetime=when,
@@ -278,7 +280,7 @@ class TimeSeries(AnalyticsMethod):
                         resolution=Resolution(x=meta.resolution[0], y=meta.resolution[1]),
                     )
                 )
-            finally:
+        finally:
+            for outcome in outcomes:
                 outcome.close()
-            pixels += outcome.pixels_read
-        return steps, pixels, unit
+        return steps, sum(outcome.pixels_read for outcome in outcomes), unit

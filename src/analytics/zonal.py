@@ -28,11 +28,12 @@ import math
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+import shapely
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from geopera_kernel.analytics.base import AnalyticsContext, AnalyticsMethod
-from geopera_kernel.analytics.engine import LayerResult, ReduceOptions, planned_pixels, reduce_in
-from geopera_kernel.analytics.geometry import PixelZone, pixel_zones
+from geopera_kernel.analytics.engine import LayerResult, ReduceOptions, planned_pixels, reduce_groups_in
+from geopera_kernel.analytics.geometry import PixelZone, pixel_zones, without_boxes
 from geopera_kernel.analytics.indices import get_index
 from geopera_kernel.analytics.moments import Moments
 from geopera_kernel.analytics.params import (
@@ -56,6 +57,15 @@ from geopera_kernel.analytics.sources import BandSource, IndexSource, PixelSourc
 from geopera_kernel.raster.domain_errors import invalid_argument
 from geopera_kernel.raster.geo import parse_zones
 
+MAX_MOSAIC_ITEMS = 100
+
+
+def _untitled(schema: dict[str, Any]) -> None:
+    for name in ("item_id", "item_ids"):
+        schema["properties"][name].pop("title", None)
+        schema["properties"][name].pop("default", None)
+
+
 EXAMPLE_POLYGON: dict[str, Any] = {
     "type": "Polygon",
     "coordinates": [
@@ -65,7 +75,12 @@ EXAMPLE_POLYGON: dict[str, Any] = {
 
 
 class ZonalStatsParams(Params):
-    item_id: str = Field(min_length=1)
+    # Untitled and unbounded in the schema (the validator bounds item_ids): the schema rides in
+    # INVALID_ARGUMENT trailers, whose budget a long MISSING_BANDS message nearly fills.
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, json_schema_extra=_untitled)
+
+    item_ids: list[str] = Field(default_factory=list)  # a mosaic (README)
+    item_id: str = Field("", validate_default=True)  # after item_ids: its validator reads them
     asset_key: str | None = Field(None, description="Default: the asset with role 'data', else the only one")
     band: int | None = Field(None, ge=1, description="1-based band (exclusive with index_name)")
     index_name: IndexName | None = None
@@ -78,8 +93,22 @@ class ZonalStatsParams(Params):
     all_touched: bool = Field(False, description="With coverage=center: count every pixel the zone touches")
     band_mapping: BandMapping = None
 
+    @field_validator("item_id")
+    @classmethod
+    def _one_source(cls, value: str, info: ValidationInfo) -> str:
+        ids = info.data.get("item_ids")
+        if ids is not None and bool(value) == bool(ids):  # None: item_ids is invalid, said there
+            raise ValueError("exactly one of item_id and item_ids (a mosaic) is required")
+        return value
+
     @model_validator(mode="after")
     def _consistent(self) -> ZonalStatsParams:
+        if len(self.item_ids) > MAX_MOSAIC_ITEMS:
+            raise ValueError(f"a mosaic takes at most {MAX_MOSAIC_ITEMS} items")
+        if len(set(self.item_ids)) != len(self.item_ids):
+            raise ValueError("item_ids must not repeat an item")
+        if self.item_ids and self.all_touched:
+            raise ValueError("all_touched does not apply to a mosaic (item_ids)")
         if (self.band is None) == (self.index_name is None):
             raise ValueError("exactly one of band and index_name is required")
         if self.all_touched and self.coverage == "exact":
@@ -102,7 +131,8 @@ class ZoneStatistics(BaseModel):
 
 
 class ZonalStatsResult(BaseModel):
-    item_id: str
+    item_id: str | None = Field(description="The item measured; null for a mosaic (see item_ids)")
+    item_ids: list[str] = Field(default_factory=list, description="A mosaic's items, in priority order")
     asset_key: str
     band: int | None
     index_name: str | None
@@ -234,30 +264,36 @@ class ZonalStats(AnalyticsMethod):
     }
 
     def item_ids(self, params: Any) -> list[str]:
-        return [params.item_id]
+        return list(params.item_ids) or [params.item_id]
 
     def _plan(
         self, params: ZonalStatsParams, ctx: AnalyticsContext
-    ) -> tuple[PixelSource, list[PixelZone], ReduceOptions]:
-        """The source, zones and options of a call, from its params and the raster's header."""
-        meta = open_meta(select_asset(ctx.item(params.item_id), params.asset_key))
-        source = make_source(meta, params.band, params.index_name, params.apply_scale, params.band_mapping)
-        zones = pixel_zones(
-            parse_zones(params.geometry, GEOMETRY_FIELD), meta.crs, meta.transform, meta.width, meta.height
-        )
+    ) -> tuple[list[tuple[PixelSource, list[PixelZone]]], ReduceOptions]:
+        """The sources (one per item) and their zones, and the options of a call, from its params
+        and the rasters' headers."""
+        zones_in = parse_zones(params.geometry, GEOMETRY_FIELD)
+        parts: list[tuple[PixelSource, list[PixelZone]]] = []
+        for position, item_id in enumerate(self.item_ids(params)):
+            meta = open_meta(select_asset(ctx.item(item_id), params.asset_key))
+            source = make_source(meta, params.band, params.index_name, params.apply_scale, params.band_mapping)
+            zones = pixel_zones(zones_in, meta.crs, meta.transform, meta.width, meta.height)
+            if parts:
+                zones = _mosaic_zones(parts, source, zones, position)
+            parts.append((source, zones))
         keep_values = bool(params.percentiles) or "median" in params.stats or params.histogram is not None
-        return source, zones, ReduceOptions(params.coverage, params.all_touched, keep_values)
+        return parts, ReduceOptions(params.coverage, params.all_touched, keep_values)
 
     def pixels_to_read(self, params: Any, ctx: AnalyticsContext) -> int:
         assert isinstance(params, ZonalStatsParams)
-        return planned_pixels(*self._plan(params, ctx))
+        parts, options = self._plan(params, ctx)
+        return sum(planned_pixels(source, zones, options) for source, zones in parts)
 
     def execute(self, params: Any, ctx: AnalyticsContext) -> ZonalStatsResult:
         assert isinstance(params, ZonalStatsParams)
-        item = ctx.item(params.item_id)
-        source, zones, options = self._plan(params, ctx)
+        parts, options = self._plan(params, ctx)
+        source = parts[0][0]
         meta = source.meta
-        outcome = reduce_in(ctx, source, zones, options)
+        outcome = reduce_groups_in(ctx, [parts], options)[0]
         try:
             zone_results = []
             for zone_result in outcome.zones:
@@ -268,7 +304,7 @@ class ZonalStats(AnalyticsMethod):
                     list(params.stats),
                     list(params.percentiles),
                     params.histogram,
-                    integer_valued(source),
+                    all(integer_valued(part) for part, _ in parts),
                 )
                 zone = zone_result.zone.zone
                 zone_results.append(
@@ -286,7 +322,8 @@ class ZonalStats(AnalyticsMethod):
             outcome.close()
         x_res, y_res = meta.resolution
         return ZonalStatsResult(
-            item_id=item.id,
+            item_id=params.item_id or None,
+            item_ids=list(params.item_ids),
             asset_key=meta.asset_key,
             band=params.band,
             index_name=params.index_name,
@@ -299,3 +336,43 @@ class ZonalStats(AnalyticsMethod):
             pixels_read=outcome.pixels_read,
             zones=zone_results,
         )
+
+
+def _mosaic_zones(
+    earlier: list[tuple[PixelSource, list[PixelZone]]], source: PixelSource, zones: list[PixelZone], position: int
+) -> list[PixelZone]:
+    """A mosaic tile's zones less the pixels of the tiles before it, after checking it lies on
+    their pixel grid and yields the same kind of values (else INVALID_ARGUMENT)."""
+    first = earlier[0][0]
+    meta, base = source.meta, first.meta
+    field = f"params.item_ids[{position}]"
+    if meta.crs != base.crs:
+        raise invalid_argument(
+            "MOSAIC_CRS_MISMATCH", f"the mosaic's items must share one CRS: {meta.crs_string} is not {base.crs_string}",
+            field=field,
+        )  # fmt: skip
+    grid = base.transform
+    column, row = ~grid * (meta.transform.c, meta.transform.f)
+    aligned = abs(column - round(column)) < 1e-6 and abs(row - round(row)) < 1e-6
+    same_pixels = (meta.transform.a, meta.transform.b, meta.transform.d, meta.transform.e) == (
+        grid.a,
+        grid.b,
+        grid.d,
+        grid.e,
+    )
+    if not same_pixels or not aligned:
+        raise invalid_argument(
+            "MOSAIC_GRID_MISMATCH",
+            "the mosaic's items must lie on one pixel grid (same pixel size, origins whole pixels apart)",
+            field=field,
+        )
+    if source.value_dtype != first.value_dtype or source.layers != first.layers:
+        raise invalid_argument(
+            "MOSAIC_BAND_MISMATCH", "the mosaic's items must give the same kind of values (band data types differ)",
+            field=field,
+        )  # fmt: skip
+    boxes = []
+    for other, _ in earlier:
+        col0, row0 = (round(v) for v in ~meta.transform * (other.meta.transform.c, other.meta.transform.f))
+        boxes.append(shapely.box(col0, row0, col0 + other.meta.width, row0 + other.meta.height))
+    return [without_boxes(zone, boxes, meta.width, meta.height) for zone in zones]

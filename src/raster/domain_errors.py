@@ -76,6 +76,12 @@ class DomainError(Exception):
     def __str__(self) -> str:
         return f"{self.code.name} {self.reason}: {self.message}"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable (Exception's default passes only the message): a method's error raised
+        # on a Dask worker reaches the caller whole.
+        fields = (self.code, self.reason, self.message, self.violations, self.metadata, self.expected_schema)
+        return (type(self), fields)
+
 
 def invalid_argument(
     reason: str,

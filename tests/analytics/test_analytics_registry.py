@@ -126,6 +126,10 @@ def test_unknown_method() -> None:
     ("params", "fields"),
     [
         ({}, {"params.item_id", "params.geometry"}),
+        ({"geometry": SQUARE, "band": 1, "item_ids": []}, {"params.item_id"}),  # neither item_id nor item_ids
+        ({"item_ids": ["i"], "item_id": "i", "geometry": SQUARE, "band": 1}, {"params.item_id"}),
+        ({"item_ids": ["i", "i"], "geometry": SQUARE, "band": 1}, {"params"}),
+        ({"item_id": "", "geometry": SQUARE, "band": 1}, {"params.item_id"}),
         ({"item_id": "i", "geometry": SQUARE}, {"params"}),  # neither band nor index_name
         ({"item_id": "i", "geometry": SQUARE, "band": 1, "index_name": "NDVI"}, {"params"}),
         ({"item_id": "i", "geometry": SQUARE, "index_name": "NOPE"}, {"params.index_name"}),
