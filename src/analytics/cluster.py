@@ -27,6 +27,7 @@ import numpy as np
 from geopera_kernel.analytics.quantiles import StoredPart, ValueStore, in_intervals, part_histogram
 from geopera_kernel.analytics.reader import ChunkRunner, bounded_gdal_cache
 from geopera_kernel.raster.domain_errors import Code, DomainError
+from geopera_kernel.raster.tracing import carry_trace
 
 T = TypeVar("T")
 W = TypeVar("W")
@@ -61,6 +62,27 @@ class BatchRef:
     index: int
 
 
+def _unavailable(address: str, error: BaseException) -> DomainError:
+    return DomainError(
+        Code.UNAVAILABLE,
+        "ANALYTICS_CLUSTER_UNAVAILABLE",
+        f"the analytics cluster at {address} failed the call ({type(error).__name__}); retry later",
+    )
+
+
+def _cluster_result(future: Any) -> Any:
+    """A future's result; a cluster that lost the work (a worker killed, the scheduler's
+    connection closed, the task cancelled by the cluster) is UNAVAILABLE, not an internal
+    error: the same call may succeed once the cluster is whole again."""
+    from distributed import KilledWorker
+    from distributed.client import FutureCancelledError
+
+    try:
+        return future.result()
+    except (KilledWorker, FutureCancelledError, OSError, TimeoutError) as error:
+        raise _unavailable(str(getattr(getattr(future.client, "scheduler", None), "address", "?")), error) from error
+
+
 def client_for(address: str) -> Any:
     """The process's ``distributed.Client`` for ``address`` (connected on first use)."""
     with _CLIENTS_LOCK:
@@ -71,11 +93,7 @@ def client_for(address: str) -> Any:
             try:
                 client = _clients[address] = Client(address, set_as_default=False, timeout="10s")
             except (OSError, TimeoutError) as error:
-                raise DomainError(
-                    Code.UNAVAILABLE,
-                    "ANALYTICS_CLUSTER_UNAVAILABLE",
-                    f"the analytics cluster at {address} cannot be reached ({type(error).__name__}); retry later",
-                ) from error
+                raise _unavailable(address, error) from error
         return client
 
 
@@ -124,13 +142,14 @@ def run_ordered(
     futures = []
     for position, job in enumerate(jobs):
         for batch in _batches(job.tasks, size):
-            whole = client.submit(_run_batch, job.paths, job.fn, batch, pure=False)
+            # In the trace of the call (when tracing): the batch's span joins it on the worker.
+            whole = client.submit(carry_trace(_run_batch, "analytics chunks"), job.paths, job.fn, batch, pure=False)
             light = None if job.lighten is None else client.submit(_lightened, whole, job.lighten, pure=False)
             futures.append((position, whole, light))
     finished = False
     try:
         for position, whole, light in futures:
-            results = (whole if light is None else light).result()
+            results = _cluster_result(whole if light is None else light)
             if isinstance(results, _Failed):
                 raise results.error
             if light is None:
@@ -212,7 +231,7 @@ class RemoteValueStore(ValueStore):
         futures = [client.submit(fn, future, self.locate, locators, *args, pure=False) for future, locators in runs]
         try:
             for future in futures:
-                yield from future.result()
+                yield from _cluster_result(future)
         finally:
             client.cancel(futures, force=True)
 

@@ -239,3 +239,26 @@ def test_cluster_failure_is_the_methods_error(
     with pytest.raises(DomainError) as raised:
         zonal(ctx, item_id="broken", band=1)
     assert raised.value.reason == "UNREADABLE_RASTER"
+
+
+def _die(datasets: list[Any], task: int) -> int:
+    """A chunk function whose worker process dies in the middle of the call."""
+    import os
+
+    os._exit(1)
+
+
+def test_a_worker_dying_mid_call_is_unavailable_not_internal() -> None:
+    """A cluster that loses the call's work answers UNAVAILABLE ANALYTICS_CLUSTER_UNAVAILABLE
+    (retry later), not a raw Dask error the server would report as INTERNAL."""
+    import dask
+
+    from geopera_kernel.analytics.cluster import ChunkJob, run_ordered
+
+    # Dask gives up on a task after it killed this many workers (default 3).
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), local_cluster(1) as address:
+        job = ChunkJob((), _die, [1, 2])
+        with pytest.raises(DomainError) as caught:
+            list(run_ordered([job], workers=1, check_cancelled=lambda: None, scheduler=address))
+    assert (caught.value.code, caught.value.reason) == (Code.UNAVAILABLE, "ANALYTICS_CLUSTER_UNAVAILABLE")
+    assert address in caught.value.message
