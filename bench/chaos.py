@@ -60,6 +60,7 @@ from google.protobuf import struct_pb2
 from bench.results import Results, machine_line, markdown_table, utc_now
 from bench.sql import BQ
 from geopera.v1 import analytics_pb2, processing_pb2
+from geopera_kernel.raster.job_types import BUILTIN_JOB_TYPES
 from tests.support.client import KernelClient, RpcFailure
 from tests.support.server import ServerProcess
 from tests.support.workers import WorkerProcess
@@ -249,7 +250,7 @@ async def _seed(url: str, home: Path) -> tuple[dict[str, str], dict[str, dict[st
 def worker_token_args() -> dict[str, Any]:
     """A worker credential granted the built-in plugins' job types."""
     return {"name": "chaos-worker", "kind": "worker", "scopes": ["worker"], "project_ids": [],
-            "job_type_ids": ["clip", "bathymetry"]}  # fmt: skip
+            "job_type_ids": [job_type.id for job_type in BUILTIN_JOB_TYPES]}  # fmt: skip
 
 
 def start_cluster(root: Path, plan: Plan) -> Cluster:

@@ -41,7 +41,8 @@ def test_methods_get_their_signature_and_docstring_from_the_schema():
     zonal = make_method(MethodSpec.from_proto(specs["zonal_stats"]), lambda *a: calls.append(a), is_async=False)
     signature = inspect.signature(zonal)
     assert zonal.__name__ == "zonal_stats" and specs["zonal_stats"].description.split(".")[0] in zonal.__doc__
-    assert signature.parameters["item_id"].default is inspect.Parameter.empty  # required
+    # One item (`item_id`) or a mosaic (`item_ids`): neither alone is required.
+    assert signature.parameters["item_id"].default is None and "item_ids" in signature.parameters
     assert signature.parameters["geometry"].kind is inspect.Parameter.KEYWORD_ONLY
     assert signature.parameters["band"].default is None and "index_name" in zonal.__doc__
     assert signature.return_annotation is AnalyticsResult
