@@ -21,7 +21,7 @@ import pytest
 from google.protobuf import json_format
 
 from geopera.v1 import analytics_pb2, catalog_pb2, processing_pb2, worker_pb2
-from geopera_kernel.server.storage_s3 import GDAL_ENDPOINT_VARIABLES
+from geopera_kernel.raster.s3_endpoint import GDAL_ENDPOINT_VARIABLES
 from tests.conftest import SAMPLES, TEST_SERVER_ENV, World, start_seeded_world, stop_world
 from tests.jobs_support import (
     FAST_LEASES,

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from geopera_kernel.raster.s3_endpoint import GDAL_ENDPOINT_VARIABLES
 from geopera_kernel.raster.safe_open import open_stored
-from geopera_kernel.server.storage_s3 import GDAL_ENDPOINT_VARIABLES
 from tests.conftest import SAMPLES
 from tests.support.s3 import MotoServer
 

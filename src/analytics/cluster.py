@@ -27,6 +27,7 @@ import numpy as np
 from geopera_kernel.analytics.quantiles import StoredPart, ValueStore, in_intervals, part_histogram
 from geopera_kernel.analytics.reader import ChunkRunner, bounded_gdal_cache
 from geopera_kernel.raster.domain_errors import Code, DomainError
+from geopera_kernel.raster.s3_endpoint import use_endpoint_from_environment
 from geopera_kernel.raster.tracing import carry_trace
 
 T = TypeVar("T")
@@ -106,6 +107,7 @@ def _run_batch(paths: tuple[str, ...], fn: Callable[[list[Any], W], T], tasks: S
     """On a Dask worker: one batch of chunks, with that worker thread's open handles. A
     method's error comes back as a value: Dask's own exception transport hands the caller a
     bare ``Exception`` carrying only the text, and the caller needs the reason and code."""
+    use_endpoint_from_environment()  # `/vsis3/` paths: this worker's own AWS_ENDPOINT_URL, as GDAL names it
     runner = ChunkRunner(paths, 1, lambda: None)
     try:
         with bounded_gdal_cache():

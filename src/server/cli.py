@@ -205,10 +205,13 @@ def _cmd_admin(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    return _run_worker(args.worker_args)
+
+
+def _run_worker(worker_args: list[str]) -> int:
     # The worker is its own program (it never imports the server, nor the server it):
     # this process becomes `python -m geopera_kernel.worker`, so signals and the exit code are the worker's.
-    argv = [sys.executable, "-m", "geopera_kernel.worker", *args.worker_args]
-    os.execv(sys.executable, argv)
+    os.execv(sys.executable, [sys.executable, "-m", "geopera_kernel.worker", *worker_args])
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
@@ -318,6 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     # gRPC core logs fork notices at INFO when the server starts the demo
     # worker; only its errors belong on a user's terminal.
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["worker"]:
+        # Its flags are the worker's own: argparse's REMAINDER refuses a first one that
+        # looks like an option (`geopera worker --server ...` failed "unrecognized arguments").
+        return _run_worker(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -21,6 +21,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from geopera_kernel.raster.s3_endpoint import use_endpoint
 from geopera_kernel.server.storage import StoredObject
 
 _MISSING = {"404", "NoSuchKey", "NotFound"}
@@ -33,19 +34,6 @@ def parse_s3_url(url: str) -> tuple[str, str]:
         raise ValueError(f"GEOPERA_STORAGE_URL must look like s3://bucket/prefix, not {url!r}")
     prefix = parts.path.strip("/")
     return parts.netloc, f"{prefix}/" if prefix else ""
-
-
-GDAL_ENDPOINT_VARIABLES = ("AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING")
-
-
-def _gdal_endpoint_env(endpoint: str) -> None:
-    """GDAL's `/vsis3/` names a custom endpoint as host:port plus AWS_HTTPS; path-style
-    addressing, as S3-compatible servers expect. Derived from AWS_ENDPOINT_URL every time,
-    so GDAL and boto3 never talk to two different endpoints."""
-    parts = urlsplit(endpoint)
-    os.environ["AWS_S3_ENDPOINT"] = parts.netloc
-    os.environ["AWS_HTTPS"] = "YES" if parts.scheme == "https" else "NO"
-    os.environ["AWS_VIRTUAL_HOSTING"] = "FALSE"
 
 
 def _missing(err: ClientError) -> bool:
@@ -113,7 +101,7 @@ class S3Storage:
             "s3", config=Config(signature_version="s3v4", s3={"addressing_style": style}, retries={"mode": "standard"})
         )
         if endpoint:
-            _gdal_endpoint_env(endpoint)
+            use_endpoint(endpoint)
         self._scratch = scratch.resolve()
         self._scratch.mkdir(parents=True, exist_ok=True)
 

@@ -262,3 +262,32 @@ def test_a_worker_dying_mid_call_is_unavailable_not_internal() -> None:
             list(run_ordered([job], workers=1, check_cancelled=lambda: None, scheduler=address))
     assert (caught.value.code, caught.value.reason) == (Code.UNAVAILABLE, "ANALYTICS_CLUSTER_UNAVAILABLE")
     assert address in caught.value.message
+
+
+def test_a_cluster_reads_vsis3_paths_through_its_own_aws_endpoint(
+    s2_items: dict, aoi: dict, make_context: ContextFactory, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Stored COGs on S3 are `/vsis3/` paths. A Dask worker is started with the standard AWS
+    variables only (`AWS_ENDPOINT_URL`), which GDAL does not read: it derives GDAL's own
+    endpoint names itself, and answers as in-process on the local file."""
+    from geopera_kernel.raster.s3_endpoint import GDAL_ENDPOINT_VARIABLES, use_endpoint
+    from tests.support.s3 import MotoServer
+
+    local = s2_items["s2_20150711"]
+    moto = MotoServer(tmp_path_factory.mktemp("moto")).start()
+    try:
+        moto.client().upload_file(local.assets["data"].path, moto.create_bucket("dask-reads"), "s2.tif")
+        with pytest.MonkeyPatch.context() as patch:
+            for name in GDAL_ENDPOINT_VARIABLES:
+                patch.delenv(name, raising=False)
+            for name, value in moto.env("dask-reads").items():
+                patch.setenv(name, value)
+            with local_cluster(1) as address:
+                use_endpoint(moto.endpoint)  # the caller (a server: S3Storage does this) plans chunks too
+                asset = dataclasses.replace(local.assets["data"], path="/vsis3/dask-reads/s2.tif")
+                remote = dataclasses.replace(local, assets={"data": asset})
+                params = {"item_id": local.id, "index_name": "NDVI", "geometry": aoi, "percentiles": [10, 50]}
+                on_s3 = registry.run("zonal_stats", params, on_cluster(make_context([remote]), address))
+        assert on_s3 == registry.run("zonal_stats", params, in_process(make_context([local])))
+    finally:
+        moto.stop()
