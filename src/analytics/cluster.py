@@ -77,10 +77,12 @@ def _cluster_result(future: Any) -> Any:
     error: the same call may succeed once the cluster is whole again."""
     from distributed import KilledWorker
     from distributed.client import FutureCancelledError
+    from distributed.comm.core import CommClosedError
 
     try:
         return future.result()
-    except (KilledWorker, FutureCancelledError, OSError, TimeoutError) as error:
+    # Not every OSError: one a method raised on a worker is its own failure, not the cluster's.
+    except (KilledWorker, FutureCancelledError, CommClosedError, TimeoutError) as error:
         raise _unavailable(str(getattr(getattr(future.client, "scheduler", None), "address", "?")), error) from error
 
 
