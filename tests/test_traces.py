@@ -120,6 +120,47 @@ def test_an_http_call_joins_the_trace_its_traceparent_header_names(traced_world)
     assert span["context"]["trace_id"] == "0x" + trace_id and span["parent_id"] == "0xb7ad6b7169203331"
 
 
+def _span(path: Path, name: str, trace_id: str, timeout: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        for span in spans_in(path):
+            if span["name"] == name and span["context"]["trace_id"] == "0x" + trace_id:
+                return span
+        assert time.monotonic() < deadline, f"no span {name!r} in trace {trace_id} exported to {path.name}"
+        time.sleep(0.2)
+
+
+def test_an_mcp_tool_call_joins_the_hosts_trace_and_carries_it_to_the_kernel(traced_world):
+    """`geopera mcp` with OTEL_*: the mcp SDK's span per tools/call, a child of the `_meta.traceparent` the
+    host sent, and the kernel's span of the call the tool makes is its child; a refused call marks it."""
+    from tests.support.mcp_client import McpClient
+
+    log_path = traced_world.home / "mcp-traced.log"
+    otel = {"OTEL_TRACES_EXPORTER": "console", "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    mcp = McpClient(traced_world.server.address, traced_world.tokens["alpha"], log_path, env=otel)
+    try:
+        trace_id, host_span = "5a1f0c4e2b9d8e7f6a5b4c3d2e1f0a9b", "a1b2c3d4e5f60718"
+        item_id = next(iter(traced_world.items.values()))
+        result = mcp.call("items_get", {"item_id": item_id}, meta={"traceparent": f"00-{trace_id}-{host_span}-01"})
+        assert not result.is_error, result.structured_content
+        tool = _span(log_path, "tools/call items_get", trace_id)
+        assert tool["parent_id"] == "0x" + host_span and tool["kind"] == "SpanKind.SERVER"
+        assert tool["attributes"]["gen_ai.tool.name"] == "items_get"  # the mcp SDK's span
+        assert tool["resource"]["attributes"]["service.name"] == "geopera-mcp"
+        kernel = _span(traced_world.server.log_path, "Execute items.get", trace_id)
+        assert kernel["parent_id"] == tool["context"]["span_id"]
+
+        refused_trace = "6b2f1d5e3c0e9f8a7b6c5d4e3f2a1b0c"
+        refused = mcp.call(
+            "items_get", {"item_id": "itm_missing"}, meta={"traceparent": f"00-{refused_trace}-{host_span}-01"}
+        )
+        assert refused.is_error
+        failed = _span(log_path, "tools/call items_get", refused_trace)
+        assert failed["status"]["status_code"] == "ERROR" and failed["attributes"]["geopera.reason"] == "ITEM_NOT_FOUND"
+    finally:
+        mcp.close()
+
+
 def test_carry_trace_runs_a_task_in_a_child_of_the_span_current_where_it_was_made():
     """What a Dask task gets: the wrapper made under a span runs `fn` in a child span
     wherever it runs (here another thread and a pickle round trip); without tracing, `fn` itself."""

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mcp import ClientSession, StdioServerParameters, stdio_client
+from mcp_types import RequestParamsMeta
 
 from tests.support.server import REPO
 
@@ -32,7 +33,7 @@ class McpClient:
     synchronous tests: the session lives in its own thread and event loop (the
     contexts of `stdio_client` and `ClientSession` enter and exit in one task)."""
 
-    def __init__(self, server_address: str, token: str, log_path: Path) -> None:
+    def __init__(self, server_address: str, token: str, log_path: Path, env: dict[str, str] | None = None) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -42,7 +43,7 @@ class McpClient:
         params = StdioServerParameters(
             command=command[0],
             args=[*command[1:], "mcp", "--server", server_address],
-            env={"GEOPERA_TOKEN": token},  # the token from the environment, as an MCP host passes it
+            env={"GEOPERA_TOKEN": token, **(env or {})},  # the token from the environment, as an MCP host passes it
             cwd=str(REPO),
         )
         self.log_path = log_path
@@ -69,7 +70,13 @@ class McpClient:
     def tools(self) -> dict[str, Any]:
         return {tool.name: tool for tool in self.run(lambda s: s.list_tools()).tools}
 
-    def call(self, name: str, arguments: dict[str, Any] | None = None, progress: list | None = None) -> Any:
+    def call(
+        self,
+        name: str,
+        arguments: dict[str, Any] | None = None,
+        progress: list | None = None,
+        meta: RequestParamsMeta | None = None,
+    ) -> Any:
         seen = progress
 
         # The parameter names are mcp's ProgressFnT protocol's.
@@ -77,7 +84,7 @@ class McpClient:
             if seen is not None:
                 seen.append((progress, message))
 
-        return self.run(lambda s: s.call_tool(name, arguments or {}, progress_callback=on_progress))
+        return self.run(lambda s: s.call_tool(name, arguments or {}, progress_callback=on_progress, meta=meta))
 
     def ok(self, name: str, arguments: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
         """The structured result of a call that must succeed (its text block is the same JSON)."""

@@ -24,6 +24,7 @@ def main(args: argparse.Namespace) -> int:
     import asyncio
 
     from geopera_kernel.raster.logs import configure_logging
+    from geopera_kernel.raster.tracing import configure_tracing, shutdown_tracing
     from geopera_kernel.server.api.operations import build_registry
     from geopera_kernel.server.mcp.app import serve_stdio
     from geopera_kernel.server.remote import channel_credentials, token_of
@@ -35,7 +36,14 @@ def main(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
     credentials = channel_credentials(args)
     try:
+        configure_tracing("geopera-mcp")  # OTEL_*: a span per tool call, its context sent on to the kernel
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    try:
         asyncio.run(serve_stdio(args.server, token, build_registry(), credentials=credentials))
     except KeyboardInterrupt:
         pass
+    finally:
+        shutdown_tracing()
     return 0

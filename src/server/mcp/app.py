@@ -13,7 +13,9 @@ import grpc
 import mcp_types as types
 from mcp.server import Server, ServerRequestContext
 from mcp.server.stdio import stdio_server
+from opentelemetry import trace
 
+from geopera_kernel.raster import tracing
 from geopera_kernel.server.api.registry import OperationRegistry
 from geopera_kernel.server.mcp.kernel import USER_AGENT, Kernel
 from geopera_kernel.server.mcp.scopes import ScopeDiscovery, discover_scopes
@@ -84,6 +86,10 @@ def build_server(projection: Projection) -> Server[Any]:
                 log.debug("progress notification failed", exc_info=True)
 
         outcome = await projection.call(params.name, params.arguments, progress)
+        if outcome.is_error and tracing.enabled():
+            # The mcp SDK's span of this tools/call (a child of the host's `_meta.traceparent`)
+            # marks it an error; the reason says which.
+            trace.get_current_span().set_attribute("geopera.reason", str(outcome.body.get("reason", "")))
         return mcp_result(outcome)
 
     return Server(

@@ -14,6 +14,7 @@ from google.protobuf import any_pb2
 from google.protobuf.message import Message
 
 from geopera.v1 import kernel_pb2, kernel_pb2_grpc
+from geopera_kernel.raster import tracing
 from geopera_kernel.server.api.registry import Operation
 from geopera_kernel.server.edge.status import error_body, status_details
 
@@ -107,6 +108,9 @@ class Kernel:
 
     def metadata(self, idempotency_key: str | None = None) -> list[tuple[str, str]]:
         md = [("authorization", f"Bearer {self._token}")] if self._token else []
+        traceparent = tracing.current_traceparent()  # '' unless a tool call's span is current
+        if traceparent:
+            md.append(("traceparent", traceparent))
         if idempotency_key is not None:
             md.append(("idempotency-key", idempotency_key))
         return md
