@@ -35,6 +35,7 @@ from tests.jobs_support import (
     wait_terminal,
 )
 from tests.support.client import RpcFailure
+from tests.support.metrics import scrape, value
 from tests.support.workers import WorkerProcess
 
 SOURCE = "s2l1c_slovenia_20150711_bgrn"
@@ -170,6 +171,24 @@ def test_a_job_answers_what_the_synchronous_call_answers(ana_world, method):
     for artifact in job.output_artifacts[1:]:
         data, _ = ana_world.client("alpha").download(artifact.href)
         assert len(data) == artifact.size_bytes
+
+
+def test_a_workers_answer_counts_in_the_servers_analytics_metrics(ana_world):
+    """The worker ran the method, the server that committed its answer counts it: the
+    pixels the answer reports, and seconds from the attempt's start to the commit."""
+    base, client = ana_world.server.http_url, ana_world.client("alpha")
+    before = scrape(base)
+    job = wait_terminal(client, submit(ana_world, "zonal_stats", method_params(ana_world, "zonal_stats", AOI)).id)
+    assert job.status == STATUS.JOB_STATUS_SUCCEEDED, job.error
+    pixels = download_result(ana_world, job)["result"]["pixels_read"]
+    after = scrape(base)
+    counted = value(after, "geopera_analytics_pixels_total", method="zonal_stats")
+    assert counted - value(before, "geopera_analytics_pixels_total", method="zonal_stats") == pixels > 0
+    seconds = value(after, "geopera_analytics_seconds_total", method="zonal_stats")
+    ran = (job.end_time.ToDatetime() - job.start_time.ToDatetime()).total_seconds()
+    assert seconds - value(before, "geopera_analytics_seconds_total", method="zonal_stats") == pytest.approx(
+        ran, abs=2e-3
+    )
 
 
 def test_a_job_over_the_synchronous_limit_runs_and_costs_no_credits(ana_world):

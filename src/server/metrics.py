@@ -49,11 +49,14 @@ CREDITS = Counter(
     ["movement"], registry=REGISTRY,
 )  # fmt: skip
 ANALYTICS_PIXELS = Counter(
-    "geopera_analytics_pixels", "Pixels read by analytics methods run on this server.", ["method"], registry=REGISTRY
-)
+    "geopera_analytics_pixels",
+    "Pixels read by analytics methods: the calls this server ran and the jobs whose answers it committed.",
+    ["method"], registry=REGISTRY,
+)  # fmt: skip
 ANALYTICS_SECONDS = Counter(
-    "geopera_analytics_seconds", "Wall seconds spent in analytics methods run on this server.", ["method"],
-    registry=REGISTRY,
+    "geopera_analytics_seconds",
+    "Wall seconds spent in analytics methods: calls run here, and jobs from attempt start to commit.",
+    ["method"], registry=REGISTRY,
 )  # fmt: skip
 WEBHOOK_DELIVERIES = Counter(
     "geopera_webhook_deliveries", "Webhook delivery attempts by outcome (delivered, failed).", ["outcome"],

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 from geopera_kernel.analytics import Artifact
 from geopera_kernel.raster import RasterError, inspect_raster
 from geopera_kernel.raster.job_types import ANALYTICS
+from geopera_kernel.server import metrics
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.analytics import (
     AnalyticsOutcome,
@@ -250,4 +252,18 @@ class AnswerCommit:
             await self.jobs.store_response(tx, job.id, response)
             await self.quota.check(tx, project_id)
             await self.jobs.settle_success(tx, locked, actual_cost=0)
+        count_answer(job, finished, answer)
         return response
+
+
+def count_answer(job: JobRecord, finished: JobRecord, answer: AnalyticsResultPart) -> None:
+    """An answer a worker computed counts in the analytics metrics like a call the
+    server ran: the pixels the answer reports, the seconds from the attempt's start
+    to its commit."""
+    reported = answer.result.get("pixels_read")
+    pixels = 0
+    if isinstance(reported, int | float) and not isinstance(reported, bool) and math.isfinite(reported):
+        pixels = int(reported)
+    started, ended = job.start_time, finished.end_time
+    seconds = (ended - started).total_seconds() if started is not None and ended is not None else 0.0
+    metrics.analytics_ran(answer.operation, pixels, max(seconds, 0.0))
