@@ -19,22 +19,21 @@ from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.idempotency import KeyedStore, keyed_transaction
 from geopera_kernel.server.domain.jobs.creation import (
     JobCreation,
+    check_input,
     check_target_collection,
     named_source_ids,
     output_name_taken,
     output_of,
     queued_message,
-    require_input_size,
     sources_among,
 )
-from geopera_kernel.server.domain.jobs.job_types import JobTypeRecord, validate_input
+from geopera_kernel.server.domain.jobs.job_types import JobTypeRecord
 from geopera_kernel.server.domain.jobs.pricing import estimate, measures_geometry
 from geopera_kernel.server.domain.jobs.records import JobCreate, JobRecord
 from geopera_kernel.server.domain.models import ItemRecord
 from geopera_kernel.server.errors import DomainError, failed_precondition, invalid_argument
 from geopera_kernel.server.ids import new_id
 from geopera_kernel.server.store import Q
-from geopera_kernel.server.validation import require_finite_json
 
 MAX_BATCH_REQUESTS = 1000
 
@@ -158,9 +157,7 @@ class JobBatches(JobCreation):
                 if isinstance(typed, DomainError):
                     raise typed
                 job_type, validator = typed
-                require_input_size(spec.input_params)
-                require_finite_json(spec.input_params, "input_params")
-                validate_input(job_type, validator, spec.input_params)
+                check_input(job_type, validator, spec.input_params)
                 check_target_collection(spec)
                 sources = sources_among(principal, project_id, spec.input_params, rows)
                 checked.append(_Priced(index, spec, job_type, sources))
