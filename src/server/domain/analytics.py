@@ -25,7 +25,7 @@ from geopera_kernel.raster.digest import size_and_sha256
 from geopera_kernel.server import metrics
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.catalog import CatalogService
-from geopera_kernel.server.domain.idempotency import KeyedStore, keyed_transaction
+from geopera_kernel.server.domain.idempotency import KeyedStore, finish_keyed, keyed_transaction
 from geopera_kernel.server.domain.pending_objects import PendingObjects
 from geopera_kernel.server.domain.quota import StorageQuota
 from geopera_kernel.server.errors import Code, DomainError, invalid_argument
@@ -244,8 +244,7 @@ class AnalyticsService:
                 stored += await insert_artifacts(conn, rows, project_id, method, principal.id)
                 if rows:
                     await self._quota.check(conn, project_id)
-                if keyed is not None:
-                    await keyed.finish(conn, outcome)
+                await finish_keyed(keyed, conn, outcome)
         except BaseException as error:
             # Also when the key turned out to be taken: the duplicate's files go.
             await pending.settle(error)

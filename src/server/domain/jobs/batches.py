@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 from geopera_kernel.raster.domain_errors import FieldViolation
 from geopera_kernel.raster.tracing import current_traceparent
 from geopera_kernel.server.auth import Principal
-from geopera_kernel.server.domain.idempotency import KeyedStore, keyed_transaction
+from geopera_kernel.server.domain.idempotency import KeyedStore, finish_keyed, keyed_transaction
 from geopera_kernel.server.domain.jobs.creation import (
     JobCreation,
     check_input,
@@ -128,8 +128,7 @@ class JobBatches(JobCreation):
             for p, job in zip(priced, jobs, strict=True):
                 by_index[p.index] = replace(job, id="", batch_id="") if validate_only else job
             outcome = BatchOutcome("" if validate_only else batch_id, by_index, errors, sum(p.credits for p in priced))
-            if keyed is not None and not validate_only:
-                await keyed.finish(tx, outcome)
+            await finish_keyed(keyed, tx, outcome, rollback=validate_only)
         return outcome
 
     async def _checked(

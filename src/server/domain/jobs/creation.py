@@ -17,7 +17,7 @@ from geopera_kernel.raster.job_types import ANALYTICS
 from geopera_kernel.raster.tracing import current_traceparent
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.catalog.items import COLLECTION_ID
-from geopera_kernel.server.domain.idempotency import KeyedStore, keyed_transaction
+from geopera_kernel.server.domain.idempotency import KeyedStore, finish_keyed, keyed_transaction
 from geopera_kernel.server.domain.jobs.job_types import JobTypeRecord, validate_input
 from geopera_kernel.server.domain.jobs.pricing import Estimate, estimate, measures_geometry
 from geopera_kernel.server.domain.jobs.records import ACTIVE, Dispatch, JobCreate, JobRecord, JobSpend
@@ -92,8 +92,7 @@ class JobCreation(JobTransitions):
             # and every job of the project needs it (its commit captures on it).
             after = await self.credits.reserve(tx, spec.project_id, job_id, credits, price.metadata())
             spend = JobSpend(job, result, replace(price, available=after + credits))
-            if keyed is not None and not validate_only:
-                await keyed.finish(tx, spend)
+            await finish_keyed(keyed, tx, spend, rollback=validate_only)
         if validate_only:
             return replace(spend, job=replace(job, id=""))
         return spend
@@ -166,8 +165,7 @@ class JobCreation(JobTransitions):
             available = int(balance["available"]) if balance else 0
             price = Estimate(None, 0.0, 0, job.credits_reserved, available, already_reserved=True)
             spend = JobSpend(job, result, price)
-            if keyed is not None and not validate_only:
-                await keyed.finish(tx, spend)
+            await finish_keyed(keyed, tx, spend, rollback=validate_only)
         return spend
 
     async def _dispatch_locked(
