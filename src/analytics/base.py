@@ -11,10 +11,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from pydantic import BaseModel
 
@@ -38,6 +38,35 @@ class AssetView:
     bands: list[dict[str, Any]] = field(default_factory=list)
 
 
+class ItemFields(Protocol):
+    """What the server's catalogue record and the worker's job source both say of an item."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def datetime(self) -> dt.datetime | None: ...
+    @property
+    def geometry(self) -> dict[str, Any] | None: ...
+    @property
+    def properties(self) -> dict[str, Any]: ...
+
+
+class AssetFields(Protocol):
+    @property
+    def key(self) -> str: ...
+    @property
+    def media_type(self) -> str: ...
+    @property
+    def roles(self) -> Sequence[str]: ...
+    @property
+    def bands(self) -> list[dict[str, Any]]: ...
+
+
+_Asset = TypeVar("_Asset", bound=AssetFields)
+
+
 @dataclass(frozen=True)
 class ItemView:
     """One catalogue item as a method sees it. ``geometry`` is GeoJSON in lon/lat."""
@@ -48,6 +77,22 @@ class ItemView:
     geometry: dict[str, Any] | None = None
     properties: dict[str, Any] = field(default_factory=dict)
     assets: dict[str, AssetView] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, item: ItemFields, assets: Iterable[_Asset], path: Callable[[_Asset], str]) -> ItemView:
+        """``item`` with each of ``assets`` opened at ``path(asset)``: the server builds its
+        views from catalogue records, the worker from a job's sources."""
+        return cls(
+            id=item.id,
+            name=item.name,
+            datetime=item.datetime,
+            geometry=item.geometry,
+            properties=item.properties,
+            assets={
+                asset.key: AssetView(asset.key, path(asset), asset.media_type, tuple(asset.roles), asset.bands)
+                for asset in assets
+            },
+        )
 
 
 @dataclass(frozen=True)

@@ -505,38 +505,16 @@ def reduce_groups(
     return outcomes
 
 
-def reduce_zones(
-    source: PixelSource,
-    zones: list[PixelZone],
-    options: ReduceOptions,
-    *,
-    workers: int,
-    check_cancelled: Callable[[], None],
-    memory_budget_bytes: int,
-    scratch_dir: Path | None = None,
-    scheduler: str | None = None,
-) -> Outcome:
-    """Reduce every layer of ``source`` over every zone. Close the outcome when done."""
-    return reduce_groups(
-        [[(source, zones)]],
-        options,
-        workers=workers,
-        check_cancelled=check_cancelled,
-        memory_budget_bytes=memory_budget_bytes,
-        scratch_dir=scratch_dir,
-        scheduler=scheduler,
-    )[0]
-
-
 def planned_pixels(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -> int:
-    """The pixels ``reduce_zones`` would read (its ``Outcome.pixels_read``), from its own plan:
+    """The pixels ``reduce_in`` would read (its ``Outcome.pixels_read``), from its own plan:
     nothing is read."""
     return sum(int(task.window.width * task.window.height) for task in _plan(source, zones, options))
 
 
 def reduce_in(ctx: AnalyticsContext, source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -> Outcome:
-    """``reduce_zones`` with the call's threads, cancellation, memory budget, scratch folder and
-    cluster (``ctx.dask_scheduler``)."""
+    """Every layer of ``source`` reduced over every zone (``reduce_groups``, one group) with the
+    call's threads, cancellation, memory budget, scratch folder and cluster (``ctx.dask_scheduler``).
+    Close the outcome when done."""
     return reduce_groups_in(ctx, [[(source, zones)]], options)[0]
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from geopera_kernel.analytics.engine import ReduceOptions, reduce_zones
+from geopera_kernel.analytics.engine import ReduceOptions, reduce_groups
 from geopera_kernel.analytics.geometry import pixel_zones
 from geopera_kernel.analytics.indices import INDICES, get_index
 from geopera_kernel.analytics.moments import Moments
@@ -70,9 +70,8 @@ def _check(source: PixelSource, zones: dict[str, Any], all_touched: bool) -> Non
     pixel = pixel_zones(parse_zones(zones, "params.geometry"), meta.crs, meta.transform, meta.width, meta.height)
 
     def run(keep_values: bool) -> list[list[Moments]]:
-        outcome = reduce_zones(
-            source,
-            pixel,
+        [outcome] = reduce_groups(
+            [[(source, pixel)]],
             ReduceOptions("center", all_touched, keep_values),
             workers=2,
             check_cancelled=lambda: None,
@@ -147,8 +146,8 @@ def test_chunks_whose_masks_select_no_pixel_are_not_read(write_raster: RasterWri
     for features, pixels, chunks in (([sliver], 0, 0), ([sliver, square], 10 * 10, 1)):
         zones = {"type": "FeatureCollection", "features": [{"type": "Feature", "geometry": g} for g in features]}
         pixel = pixel_zones(parse_zones(zones, "params.geometry"), meta.crs, meta.transform, meta.width, meta.height)
-        outcome = reduce_zones(source, pixel, ReduceOptions(), workers=2, check_cancelled=lambda: None,
-                               memory_budget_bytes=1 << 26)  # fmt: skip
+        [outcome] = reduce_groups([[(source, pixel)]], ReduceOptions(), workers=2, check_cancelled=lambda: None,
+                                  memory_budget_bytes=1 << 26)  # fmt: skip
         assert outcome.zones[0].pixels_read == 0 and outcome.zones[0].layers[0].moments.weight == 0
         assert outcome.chunks_read == chunks
         if chunks:

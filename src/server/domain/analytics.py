@@ -18,15 +18,14 @@ from typing import Any
 import psycopg
 from pydantic import BaseModel
 
-from geopera_kernel.analytics import AnalyticsContext, Artifact, AssetView, ItemView, MethodRegistry
+from geopera_kernel.analytics import AnalyticsContext, Artifact, ItemView, MethodRegistry
 from geopera_kernel.analytics.registry import json_safe
 from geopera_kernel.raster import tracing
 from geopera_kernel.raster.digest import size_and_sha256
 from geopera_kernel.server import metrics
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.catalog import CatalogService
-from geopera_kernel.server.domain.idempotency import KeyedStore, keyed_transaction
-from geopera_kernel.server.domain.models import ItemRecord
+from geopera_kernel.server.domain.idempotency import KeyedStore, finish_keyed, keyed_transaction
 from geopera_kernel.server.domain.pending_objects import PendingObjects
 from geopera_kernel.server.domain.quota import StorageQuota
 from geopera_kernel.server.errors import Code, DomainError, invalid_argument
@@ -71,26 +70,6 @@ class PreparedCall:
     model: BaseModel
     items: dict[str, ItemView]
     projects: frozenset[str]
-
-
-def item_view(record: ItemRecord, storage: BlobStorage) -> ItemView:
-    return ItemView(
-        id=record.id,
-        name=record.name,
-        datetime=record.datetime,
-        geometry=record.geometry,
-        properties=record.properties,
-        assets={
-            asset.key: AssetView(
-                key=asset.key,
-                path=storage.local_path(asset.storage_key),
-                media_type=asset.media_type,
-                roles=tuple(asset.roles),
-                bands=asset.bands,
-            )
-            for asset in record.assets
-        },
-    )
 
 
 class AnalyticsService:
@@ -139,7 +118,7 @@ class AnalyticsService:
         projects = set()
         for item_id in dict.fromkeys(method.item_ids(model)):
             record = await self._catalog.get_item(principal, item_id)
-            items[record.id] = item_view(record, self._storage)
+            items[record.id] = ItemView.of(record, record.assets, lambda a: self._storage.local_path(a.storage_key))
             projects.add(record.project_id)
         return PreparedCall(name, params, model, items, frozenset(projects))
 
@@ -265,8 +244,7 @@ class AnalyticsService:
                 stored += await insert_artifacts(conn, rows, project_id, method, principal.id)
                 if rows:
                     await self._quota.check(conn, project_id)
-                if keyed is not None:
-                    await keyed.finish(conn, outcome)
+                await finish_keyed(keyed, conn, outcome)
         except BaseException as error:
             # Also when the key turned out to be taken: the duplicate's files go.
             await pending.settle(error)

@@ -38,7 +38,7 @@ from geopera_kernel.server.domain.analytics import (
     move_artifacts,
 )
 from geopera_kernel.server.domain.catalog.items import ASSET_KEY
-from geopera_kernel.server.domain.idempotency import KeyedStore, keyed_transaction
+from geopera_kernel.server.domain.idempotency import KeyedStore, finish_keyed, keyed_transaction
 from geopera_kernel.server.domain.jobs import JobRecord, JobService
 from geopera_kernel.server.domain.jobs.creation import require_input_size
 from geopera_kernel.server.domain.models import ItemRecord
@@ -103,8 +103,7 @@ class AnalyticsJobs:
                 tx, principal, project_id=project_id, job_type_id=ANALYTICS.id,
                 input_params={"operation": call.name, "params": params}, source_item_ids=list(call.items),
             )  # fmt: skip
-            if keyed is not None and not validate_only:
-                await keyed.finish(tx, job)
+            await finish_keyed(keyed, tx, job, rollback=validate_only)
         if validate_only:
             return replace(job, id="")
         return job

@@ -224,3 +224,12 @@ async def keyed_transaction(
     else:
         async with keyed.transaction(project_id, probe) as conn:
             yield conn
+
+
+async def finish_keyed(
+    keyed: KeyedStore[T] | None, conn: psycopg.AsyncConnection[Any], outcome: T, *, rollback: bool = False
+) -> None:
+    """Records `outcome` as the key's response, in the `keyed_transaction` opened with the
+    same `keyed` and `rollback`: a call without a key, or a rolled-back one, records nothing."""
+    if keyed is not None and not rollback:
+        await keyed.finish(conn, outcome)

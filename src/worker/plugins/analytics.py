@@ -15,11 +15,11 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from geopera_kernel.analytics import AnalyticsContext, AssetView, ItemView, MethodRegistry, load_registry
+from geopera_kernel.analytics import AnalyticsContext, ItemView, MethodRegistry, load_registry
 from geopera_kernel.analytics.registry import json_safe
 from geopera_kernel.raster.domain_errors import DomainError
 from geopera_kernel.raster.job_types import ANALYTICS, AnalyticsJobInput
-from geopera_kernel.worker.plugin import AnalyticsAnswer, ArtifactFile, JobContext, JobFailed, JobPlugin, SourceItem
+from geopera_kernel.worker.plugin import AnalyticsAnswer, ArtifactFile, JobContext, JobFailed, JobPlugin
 
 log = logging.getLogger("geopera.worker.analytics")
 
@@ -42,23 +42,6 @@ def methods() -> MethodRegistry:
     return _methods if _methods is not None else configure_methods("")
 
 
-def item_view(source: SourceItem) -> ItemView:
-    """A job source as the engine sees an item (the server builds the same from its records)."""
-    return ItemView(
-        id=source.id,
-        name=source.name,
-        datetime=source.datetime,
-        geometry=source.geometry,
-        properties=source.properties,
-        assets={
-            key: AssetView(
-                key=key, path=asset.path, media_type=asset.media_type, roles=tuple(asset.roles), bands=asset.bands
-            )
-            for key, asset in source.assets.items()
-        },
-    )
-
-
 class AnalyticsPlugin(JobPlugin, definition=ANALYTICS):
     def run(self, params: BaseModel, ctx: JobContext) -> AnalyticsAnswer:
         request = AnalyticsJobInput.model_validate(params, from_attributes=True)
@@ -71,7 +54,10 @@ class AnalyticsPlugin(JobPlugin, definition=ANALYTICS):
             )
         workdir = Path(ctx.workdir)
         context = AnalyticsContext(
-            items={item_id: item_view(source) for item_id, source in ctx.sources.items()},
+            items={
+                item_id: ItemView.of(source, source.assets.values(), lambda a: a.path)
+                for item_id, source in ctx.sources.items()
+            },
             artifact_dir=workdir / "artifacts",
             workers=THREADS_PER_JOB,
             cancel_check=ctx.check_cancelled,  # raises JobCancelled between blocks

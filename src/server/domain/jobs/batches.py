@@ -16,25 +16,24 @@ from psycopg.types.json import Jsonb
 from geopera_kernel.raster.domain_errors import FieldViolation
 from geopera_kernel.raster.tracing import current_traceparent
 from geopera_kernel.server.auth import Principal
-from geopera_kernel.server.domain.idempotency import KeyedStore, keyed_transaction
+from geopera_kernel.server.domain.idempotency import KeyedStore, finish_keyed, keyed_transaction
 from geopera_kernel.server.domain.jobs.creation import (
     JobCreation,
+    check_input,
     check_target_collection,
     named_source_ids,
     output_name_taken,
     output_of,
     queued_message,
-    require_input_size,
     sources_among,
 )
-from geopera_kernel.server.domain.jobs.job_types import JobTypeRecord, validate_input
+from geopera_kernel.server.domain.jobs.job_types import JobTypeRecord
 from geopera_kernel.server.domain.jobs.pricing import estimate, measures_geometry
 from geopera_kernel.server.domain.jobs.records import JobCreate, JobRecord
 from geopera_kernel.server.domain.models import ItemRecord
 from geopera_kernel.server.errors import DomainError, failed_precondition, invalid_argument
 from geopera_kernel.server.ids import new_id
 from geopera_kernel.server.store import Q
-from geopera_kernel.server.validation import require_finite_json
 
 MAX_BATCH_REQUESTS = 1000
 
@@ -129,8 +128,7 @@ class JobBatches(JobCreation):
             for p, job in zip(priced, jobs, strict=True):
                 by_index[p.index] = replace(job, id="", batch_id="") if validate_only else job
             outcome = BatchOutcome("" if validate_only else batch_id, by_index, errors, sum(p.credits for p in priced))
-            if keyed is not None and not validate_only:
-                await keyed.finish(tx, outcome)
+            await finish_keyed(keyed, tx, outcome, rollback=validate_only)
         return outcome
 
     async def _checked(
@@ -158,9 +156,7 @@ class JobBatches(JobCreation):
                 if isinstance(typed, DomainError):
                     raise typed
                 job_type, validator = typed
-                require_input_size(spec.input_params)
-                require_finite_json(spec.input_params, "input_params")
-                validate_input(job_type, validator, spec.input_params)
+                check_input(job_type, validator, spec.input_params)
                 check_target_collection(spec)
                 sources = sources_among(principal, project_id, spec.input_params, rows)
                 checked.append(_Priced(index, spec, job_type, sources))

@@ -9,6 +9,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
+import jsonschema
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -16,7 +17,7 @@ from geopera_kernel.raster.job_types import ANALYTICS
 from geopera_kernel.raster.tracing import current_traceparent
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.catalog.items import COLLECTION_ID
-from geopera_kernel.server.domain.idempotency import KeyedStore, keyed_transaction
+from geopera_kernel.server.domain.idempotency import KeyedStore, finish_keyed, keyed_transaction
 from geopera_kernel.server.domain.jobs.job_types import JobTypeRecord, validate_input
 from geopera_kernel.server.domain.jobs.pricing import Estimate, estimate, measures_geometry
 from geopera_kernel.server.domain.jobs.records import ACTIVE, Dispatch, JobCreate, JobRecord, JobSpend
@@ -53,9 +54,7 @@ class JobCreation(JobTransitions):
                     "USE_ANALYTICS_SUBMIT", "analytics jobs are created with analytics.submit", field="job_type_id"
                 )
             job_type, validator = await self.types.with_validator(spec.job_type_id, tx)
-            require_input_size(spec.input_params)
-            require_finite_json(spec.input_params, "input_params")
-            validate_input(job_type, validator, spec.input_params)
+            check_input(job_type, validator, spec.input_params)
             sources = await _source_items(tx, principal, spec.project_id, spec.input_params)
             if measures_geometry(spec, sources):
                 # Off the event loop: the estimate measures the AOI or footprints.
@@ -66,28 +65,21 @@ class JobCreation(JobTransitions):
             price = Estimate(job_type.cost, area, assets, credits)
             job_id = new_id("job")
             await _check_output_target(tx, job_type, spec, sources)
-            row = await (
-                await tx.execute(
-                    Q.insert_job,
-                    {
-                        "id": job_id,
-                        "project_id": spec.project_id,
-                        "job_type_id": job_type.id,
-                        "input_params": Jsonb(spec.input_params),
-                        "target_collection_id": spec.target_collection_id or job_type.id,
-                        "source_item_ids": [s.id for s in sources],
-                        "credits_reserved": credits,
-                        "created_by": principal.id,
-                        "max_attempts": self.policy.max_attempts,
-                        "message": f"created; {credits} credits reserved ({area:.3f} km², {assets} assets)",
-                        "resubmitted_from": spec.resubmitted_from or None,
-                        "batch_id": None,
-                        "traceparent": current_traceparent(),
-                    },
-                )
-            ).fetchone()
-            assert row is not None
-            job = JobRecord.from_row(row)
+            job = await self._insert_job(
+                tx,
+                principal,
+                {
+                    "id": job_id,
+                    "project_id": spec.project_id,
+                    "job_type_id": job_type.id,
+                    "input_params": Jsonb(spec.input_params),
+                    "target_collection_id": spec.target_collection_id or job_type.id,
+                    "source_item_ids": [s.id for s in sources],
+                    "credits_reserved": credits,
+                    "message": f"created; {credits} credits reserved ({area:.3f} km², {assets} assets)",
+                    "resubmitted_from": spec.resubmitted_from or None,
+                },
+            )
             result: Dispatch | None = None
             if dispatch:
                 # Both events in one statement, `created` first.
@@ -100,8 +92,7 @@ class JobCreation(JobTransitions):
             # and every job of the project needs it (its commit captures on it).
             after = await self.credits.reserve(tx, spec.project_id, job_id, credits, price.metadata())
             spend = JobSpend(job, result, replace(price, available=after + credits))
-            if keyed is not None and not validate_only:
-                await keyed.finish(tx, spend)
+            await finish_keyed(keyed, tx, spend, rollback=validate_only)
         if validate_only:
             return replace(spend, job=replace(job, id=""))
         return spend
@@ -120,31 +111,40 @@ class JobCreation(JobTransitions):
         checked its input and sources), holding no credits: created and dispatched at
         once (events `created`, `dispatched`) in the caller's transaction."""
         job_type = await self.types.get(job_type_id, tx)
-        row = await (
-            await tx.execute(
-                Q.insert_job,
-                {
-                    "id": new_id("job"),
-                    "project_id": project_id,
-                    "job_type_id": job_type_id,
-                    "input_params": Jsonb(input_params),
-                    "target_collection_id": job_type_id,
-                    "source_item_ids": source_item_ids,
-                    "credits_reserved": 0,
-                    "created_by": principal.id,
-                    "max_attempts": self.policy.max_attempts,
-                    "message": f"created; 0 credits reserved ({job_type_id} jobs cost no credits)",
-                    "resubmitted_from": None,
-                    "batch_id": None,
-                    "traceparent": current_traceparent(),
-                },
-            )
-        ).fetchone()
-        assert row is not None
-        job = JobRecord.from_row(row)
+        job = await self._insert_job(
+            tx,
+            principal,
+            {
+                "id": new_id("job"),
+                "project_id": project_id,
+                "job_type_id": job_type_id,
+                "input_params": Jsonb(input_params),
+                "target_collection_id": job_type_id,
+                "source_item_ids": source_item_ids,
+                "credits_reserved": 0,
+                "message": f"created; 0 credits reserved ({job_type_id} jobs cost no credits)",
+                "resubmitted_from": None,
+            },
+        )
         dispatched, _ = await self._dispatch(tx, job, job_type, record=False)
         await self._record_events(tx, [(job, "created"), (dispatched, "dispatched")])
         return dispatched
+
+    async def _insert_job(
+        self, tx: psycopg.AsyncConnection[Any], principal: Principal, job: dict[str, Any]
+    ) -> JobRecord:
+        """A single job's row (Q.insert_job's `job` columns), by `principal`, with the
+        policy's attempts and the caller's trace, in no batch."""
+        params = {
+            **job,
+            "created_by": principal.id,
+            "max_attempts": self.policy.max_attempts,
+            "batch_id": None,
+            "traceparent": current_traceparent(),
+        }
+        row = await (await tx.execute(Q.insert_job, params)).fetchone()
+        assert row is not None
+        return JobRecord.from_row(row)
 
     async def dispatch(
         self,
@@ -165,8 +165,7 @@ class JobCreation(JobTransitions):
             available = int(balance["available"]) if balance else 0
             price = Estimate(None, 0.0, 0, job.credits_reserved, available, already_reserved=True)
             spend = JobSpend(job, result, price)
-            if keyed is not None and not validate_only:
-                await keyed.finish(tx, spend)
+            await finish_keyed(keyed, tx, spend, rollback=validate_only)
         return spend
 
     async def _dispatch_locked(
@@ -288,6 +287,14 @@ def sources_among(
             )
         items.append(ItemRecord.from_row(row))
     return items
+
+
+def check_input(job_type: JobTypeRecord, validator: jsonschema.protocols.Validator, params: dict[str, Any]) -> None:
+    """A job's input_params as `create` and each request of a batch take them: not too large,
+    finite JSON, matching the type's input schema."""
+    require_input_size(params)
+    require_finite_json(params, "input_params")
+    validate_input(job_type, validator, params)
 
 
 def require_input_size(params: dict[str, Any]) -> None:
