@@ -31,6 +31,7 @@ from geopera.v1 import (
 )
 from geopera_sdk._analytics import AnalyticsResult, MethodSpec, make_method
 from geopera_sdk._base import (
+    Configured,
     Params,
     Settings,
     When,
@@ -97,7 +98,7 @@ async def apaginate(
             return
 
 
-class AsyncClient:
+class AsyncClient(Configured):
     """An asyncio client of the Geopera kernel.
 
     ``AsyncClient("127.0.0.1:50051", token)``: `target` is any gRPC target
@@ -134,14 +135,6 @@ class AsyncClient:
         self.workers = AsyncWorkers(self)
         self.analytics = AsyncAnalytics(self)
         self.webhooks = AsyncWebhooks(self)
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        return self._settings.retry_policy
-
-    @property
-    def timeout(self) -> float | None:
-        return self._settings.timeout
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -341,6 +334,20 @@ class _AsyncNamespace:
     async def _run(self, operation: str, params: Message, **kwargs: Any) -> Any:
         return await self._client.execute(operation, params, **kwargs)
 
+    def _pages(
+        self, operation: str, params: Any, field: str, max_items: int | None, handle: Callable[[Any], Any] | None = None
+    ) -> AsyncIterator[Any]:
+        """The `field` entries of every page of a list operation (`params.page_token`
+        set per page), each through `handle` when given."""
+
+        async def fetch(token: str) -> tuple[Sequence[Any], str]:
+            params.page_token = token
+            page = await self._run(operation, params)
+            entries = getattr(page, field)
+            return ([handle(e) for e in entries] if handle else entries), page.next_page_token
+
+        return apaginate(fetch, max_items)
+
     async def _get(self, operation: str, params: Message, result_type: type[M]) -> M:
         """`_run` typed by its result (which `execute` has unpacked as that type)."""
         result = await self._client.execute(operation, params)
@@ -392,12 +399,7 @@ class AsyncItems(_AsyncNamespace):
         if intersects is not None:
             params.intersects.CopyFrom(to_struct(intersects))
 
-        async def fetch(token: str) -> tuple[Sequence[resources_pb2.Item], str]:
-            params.page_token = token
-            page = await self._run("items.list", params)
-            return page.items, page.next_page_token
-
-        return apaginate(fetch, max_items)
+        return self._pages("items.list", params, "items", max_items)
 
     async def create(
         self,
@@ -472,12 +474,8 @@ class AsyncProjects(_AsyncNamespace):
     ) -> AsyncIterator[resources_pb2.Project]:
         """The projects the token belongs to (all of them for admins), by id."""
 
-        async def fetch(token: str) -> tuple[Sequence[resources_pb2.Project], str]:
-            params = catalog_pb2.ProjectsListParams(page_size=page_size or 0, page_token=token)
-            page = await self._run("projects.list", params)
-            return page.projects, page.next_page_token
-
-        return apaginate(fetch, max_items)
+        params = catalog_pb2.ProjectsListParams(page_size=page_size or 0)
+        return self._pages("projects.list", params, "projects", max_items)
 
 
 class AsyncCredits(_AsyncNamespace):
@@ -498,14 +496,10 @@ class AsyncCredits(_AsyncNamespace):
     ) -> AsyncIterator[resources_pb2.LedgerEntry]:
         """`credits.ledger.list`: ledger entries, newest first."""
 
-        async def fetch(token: str) -> tuple[Sequence[resources_pb2.LedgerEntry], str]:
-            params = credits_pb2.CreditsLedgerListParams(
-                project_id=project_id, job_id=job_id or "", page_size=page_size or 0, page_token=token
-            )
-            page = await self._run("credits.ledger.list", params)
-            return page.entries, page.next_page_token
-
-        return apaginate(fetch, max_items)
+        params = credits_pb2.CreditsLedgerListParams(
+            project_id=project_id, job_id=job_id or "", page_size=page_size or 0
+        )
+        return self._pages("credits.ledger.list", params, "entries", max_items)
 
 
 class AsyncWebhooks(_AsyncNamespace):
@@ -524,12 +518,8 @@ class AsyncWebhooks(_AsyncNamespace):
     ) -> AsyncIterator[webhooks_pb2.Webhook]:
         """`webhooks.list`: the project's hooks, oldest first."""
 
-        async def fetch(token: str) -> tuple[Sequence[webhooks_pb2.Webhook], str]:
-            params = webhooks_pb2.WebhooksListParams(project_id=project_id, page_size=page_size or 0, page_token=token)
-            page = await self._run("webhooks.list", params)
-            return page.webhooks, page.next_page_token
-
-        return apaginate(fetch, max_items)
+        params = webhooks_pb2.WebhooksListParams(project_id=project_id, page_size=page_size or 0)
+        return self._pages("webhooks.list", params, "webhooks", max_items)
 
     async def delete(self, webhook_id: str) -> webhooks_pb2.Webhook:
         """`webhooks.delete`: nothing more is sent to the hook."""
@@ -546,14 +536,8 @@ class AsyncWebhooks(_AsyncNamespace):
     ) -> AsyncIterator[webhooks_pb2.WebhookAttempt]:
         """`webhooks.deliveries.list`: the hook's delivery attempts, newest first."""
 
-        async def fetch(token: str) -> tuple[Sequence[webhooks_pb2.WebhookAttempt], str]:
-            params = webhooks_pb2.WebhooksDeliveriesListParams(
-                webhook_id=webhook_id, page_size=page_size or 0, page_token=token
-            )
-            page = await self._run("webhooks.deliveries.list", params)
-            return page.attempts, page.next_page_token
-
-        return apaginate(fetch, max_items)
+        params = webhooks_pb2.WebhooksDeliveriesListParams(webhook_id=webhook_id, page_size=page_size or 0)
+        return self._pages("webhooks.deliveries.list", params, "attempts", max_items)
 
 
 class AsyncJobs(_AsyncNamespace):
@@ -649,12 +633,7 @@ class AsyncJobs(_AsyncNamespace):
         if create_time_end is not None:
             params.create_time_end.CopyFrom(to_timestamp(create_time_end))
 
-        async def fetch(token: str) -> tuple[Sequence[AsyncJob], str]:
-            params.page_token = token
-            page = await self._run("processing.jobs.list", params)
-            return [AsyncJob(self._client, job) for job in page.jobs], page.next_page_token
-
-        return apaginate(fetch, max_items)
+        return self._pages("processing.jobs.list", params, "jobs", max_items, lambda job: AsyncJob(self._client, job))
 
     async def cancel(self, job_id: str, *, reason: str = "") -> AsyncJob:
         """`processing.jobs.cancel`: held credits are released."""
@@ -788,12 +767,7 @@ class AsyncJobs(_AsyncNamespace):
             page_size=page_size or 0,
         )
 
-        async def fetch(token: str) -> tuple[Sequence[resources_pb2.JobLogEntry], str]:
-            params.page_token = token
-            page = await self._run("processing.jobs.logs", params)
-            return page.entries, page.next_page_token
-
-        return apaginate(fetch, max_items)
+        return self._pages("processing.jobs.logs", params, "entries", max_items)
 
     def watch(
         self,

@@ -33,10 +33,10 @@ from geopera_sdk._aio import (
     _AsyncWatch,
 )
 from geopera_sdk._analytics import MethodSpec
+from geopera_sdk._base import Configured
 from geopera_sdk._errors import GeoperaError
 from geopera_sdk._io import BlockingIO, run
 from geopera_sdk._job import JobProgress, _JobBase
-from geopera_sdk._retry import RetryPolicy
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -250,7 +250,7 @@ class _Core(AsyncClient):
     _io_type = BlockingIO
 
 
-class Client:
+class Client(Configured):
     """A synchronous client of the Geopera kernel; thread-safe (calls run on the calling thread).
 
     ``with Client("127.0.0.1:50051", token) as client:``; the arguments are
@@ -264,6 +264,7 @@ class Client:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._core = core = _Core(*args, **kwargs)
         self.target: str = core.target
+        self._settings = core._settings
         self.items = Items(core.items)
         self.projects = Projects(core.projects)
         self.credits = Credits(core.credits)
@@ -272,14 +273,6 @@ class Client:
         self.workers = Workers(core.workers)
         self.analytics = Analytics(core.analytics)
         self.webhooks = Webhooks(core.webhooks)
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        return self._core.retry_policy
-
-    @property
-    def timeout(self) -> float | None:
-        return self._core.timeout
 
     close = _blocking(AsyncClient.close)
     execute = _blocking(AsyncClient.execute)
