@@ -43,7 +43,6 @@ test-embedded: $(STAMP)
 
 generate: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
-	$(BIN)/python scripts/gen_sync_sdk.py
 	$(BIN)/python scripts/gen_jsonview.py
 	$(BIN)/python scripts/gen_contract.py
 	@if command -v npm >/dev/null && [ -d clients/typescript/node_modules ]; then \
@@ -52,7 +51,6 @@ generate: $(STAMP)
 
 check-generated: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py --check
-	$(BIN)/python scripts/gen_sync_sdk.py --check
 	$(BIN)/python scripts/gen_jsonview.py --check
 	$(BIN)/python scripts/gen_contract.py --check
 

@@ -1,22 +1,18 @@
 """The asyncio client (grpc.aio): `AsyncClient`, its namespaces, `AsyncJob` and
 `AsyncJobWatch`.
 
-This module is the one place where the client's operations are written:
-scripts/gen_sync_sdk.py turns it into the synchronous client (`_client.py`:
-`Client`, `Job`, `JobWatch`). Edit this file, then run `make generate`. Where
-the two must differ, a block ``if True:  # ASYNC`` holds the asyncio code and
-its ``else:`` the synchronous code (the generator keeps only the latter).
+This module is the one place where the client's operations are written. They
+do their I/O through `self._io` (_io.py): grpc.aio here, grpc's blocking
+channel under the synchronous `Client` (_client.py), which runs these same
+coroutines on the calling thread.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import collections
 import os
-import threading
-import time  # noqa: F401 (the generated sync client uses it)
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import IO, Any, Self, TypeVar
 
 import grpc
@@ -35,6 +31,7 @@ from geopera.v1 import (
 )
 from geopera_sdk._analytics import AnalyticsResult, MethodSpec, make_method
 from geopera_sdk._base import (
+    Configured,
     Params,
     Settings,
     When,
@@ -55,6 +52,7 @@ from geopera_sdk._convert import (
     view_number,
 )
 from geopera_sdk._errors import GeoperaError, Internal, JobFailedError, Unavailable, error_from_rpc
+from geopera_sdk._io import AsyncIO, ClientIO
 from geopera_sdk._job import (
     LAST_ERROR_LOGS,
     JobProgress,
@@ -100,7 +98,7 @@ async def apaginate(
             return
 
 
-class AsyncClient:
+class AsyncClient(Configured):
     """An asyncio client of the Geopera kernel.
 
     ``AsyncClient("127.0.0.1:50051", token)``: `target` is any gRPC target
@@ -111,6 +109,9 @@ class AsyncClient:
 
     Asyncio: use it inside the event loop, ``async with AsyncClient(target, token) as client:``.
     """
+
+    # The I/O under the operations; the synchronous `Client` runs them over `BlockingIO`.
+    _io_type: type[ClientIO] = AsyncIO
 
     def __init__(
         self,
@@ -125,18 +126,7 @@ class AsyncClient:
     ) -> None:
         self.target = target
         self._settings = Settings(token, timeout, retries, metadata)
-        if True:  # ASYNC
-            self._credentials = credentials
-            self._options = channel_options(options)
-            self._channel: grpc.aio.Channel | None = None
-            self._stub_: kernel_pb2_grpc.KernelServiceAsyncStub | None = None
-        else:
-            opts = channel_options(options)
-            if credentials is not None:
-                self._channel = grpc.secure_channel(target, credentials, options=opts)
-            else:
-                self._channel = grpc.insecure_channel(target, options=opts)
-            self._stub = kernel_pb2_grpc.KernelServiceStub(self._channel)
+        self._io: ClientIO = self._io_type(target, credentials, channel_options(options))
         self.items = AsyncItems(self)
         self.projects = AsyncProjects(self)
         self.credits = AsyncCredits(self)
@@ -146,39 +136,14 @@ class AsyncClient:
         self.analytics = AsyncAnalytics(self)
         self.webhooks = AsyncWebhooks(self)
 
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        return self._settings.retry_policy
-
-    @property
-    def timeout(self) -> float | None:
-        return self._settings.timeout
-
     # -- lifecycle ---------------------------------------------------------
 
-    if True:  # ASYNC
+    @property
+    def _stub(self) -> kernel_pb2_grpc.KernelServiceAsyncStub:
+        return self._io.stub  # type: ignore[no-any-return]
 
-        @property
-        def _stub(self) -> kernel_pb2_grpc.KernelServiceAsyncStub:
-            # Created on first use, inside the running event loop.
-            if self._stub_ is None:
-                if self._credentials is not None:
-                    self._channel = grpc.aio.secure_channel(self.target, self._credentials, options=self._options)
-                else:
-                    self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
-                self._stub_ = kernel_pb2_grpc.KernelServiceStub(self._channel)
-            return self._stub_
-
-        async def close(self) -> None:
-            if self._channel is not None:
-                await self._channel.close()
-                self._channel = None
-                self._stub_ = None
-
-    else:
-
-        def close(self) -> None:
-            self._channel.close()
+    async def close(self) -> None:
+        await self._io.close()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -224,7 +189,7 @@ class AsyncClient:
             delay = attempts.next_delay(error, safe=safe)
             if delay is None:
                 raise error
-            await asyncio.sleep(delay)
+            await self._io.sleep(delay)
 
     async def _run(self, operation: str, params: Message, **kwargs: Any) -> Any:
         return await self.execute(operation, params, **kwargs)
@@ -278,14 +243,14 @@ class AsyncClient:
         for a later `items.create`; returns the upload id. The size and SHA-256
         are sent, so the server refuses anything that arrived damaged. A dropped
         upload starts again (a new upload; the old one expires)."""
-        src = await asyncio.to_thread(UploadSource, source, file_name, chunk_size)
+        src = await self._io.to_thread(UploadSource, source, file_name, chunk_size)
         bar = open_bar(progress, total=src.size, desc=src.file_name, unit="B")
         attempts = Attempts(self.retry_policy, timeout, stream=True)
         try:
             while True:
                 try:
                     response = await self._stub.UploadAsset(
-                        _in_thread(src.requests(project_id, bar.update)),
+                        self._io.in_thread(src.requests(project_id, bar.update)),
                         metadata=self._settings.metadata(),
                         timeout=attempts.remaining(),
                     )
@@ -295,7 +260,7 @@ class AsyncClient:
                 delay = attempts.next_delay(error, safe=True)
                 if delay is None:
                     raise error
-                await asyncio.sleep(delay)
+                await self._io.sleep(delay)
         finally:
             bar.close()
 
@@ -313,7 +278,7 @@ class AsyncClient:
         already received (`read_offset`); the SHA-256 is verified
         (`ChecksumMismatch`)."""
         name, expected = resource_name(target)
-        sink = await asyncio.to_thread(DownloadSink, name, dest, expected)
+        sink = await self._io.to_thread(DownloadSink, name, dest, expected)
         bar = None
         attempts = Attempts(self.retry_policy, timeout, stream=True)
         try:
@@ -324,14 +289,14 @@ class AsyncClient:
                 try:
                     first = True
                     async for message in call:
-                        await asyncio.to_thread(sink.accept, message, first)
+                        await self._io.to_thread(sink.accept, message, first)
                         first = False
                         if bar is None:  # once the first message has told the size
                             bar = open_bar(progress, total=sink.total or 0, desc=name, unit="B")
                         bar.update(sink.offset)
                         attempts.progressed()
                     if sink.complete:
-                        return await asyncio.to_thread(sink.finish)
+                        return await self._io.to_thread(sink.finish)
                     error: GeoperaError = Unavailable("the download ended early", reason="STREAM_ENDED")
                 except grpc.RpcError as err:
                     error = error_from_rpc(err)
@@ -341,7 +306,7 @@ class AsyncClient:
                 if delay is None:
                     raise error
                 sink.resumes += 1
-                await asyncio.sleep(delay)
+                await self._io.sleep(delay)
         except BaseException:
             sink.abort()
             raise
@@ -362,27 +327,26 @@ class AsyncClient:
         return SignedUrl.from_result(result)
 
 
-if True:  # ASYNC
-
-    async def _in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
-        """A blocking iterator (file reads) driven from a worker thread."""
-        done = _Done()
-        while True:
-            item: T | _Done = await asyncio.to_thread(next, iterator, done)
-            if isinstance(item, _Done):
-                return
-            yield item
-
-    class _Done:
-        """The end of `_in_thread`'s iterator (StopIteration cannot cross a thread's future)."""
-
-
 class _AsyncNamespace:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
     async def _run(self, operation: str, params: Message, **kwargs: Any) -> Any:
         return await self._client.execute(operation, params, **kwargs)
+
+    def _pages(
+        self, operation: str, params: Any, field: str, max_items: int | None, handle: Callable[[Any], Any] | None = None
+    ) -> AsyncIterator[Any]:
+        """The `field` entries of every page of a list operation (`params.page_token`
+        set per page), each through `handle` when given."""
+
+        async def fetch(token: str) -> tuple[Sequence[Any], str]:
+            params.page_token = token
+            page = await self._run(operation, params)
+            entries = getattr(page, field)
+            return ([handle(e) for e in entries] if handle else entries), page.next_page_token
+
+        return apaginate(fetch, max_items)
 
     async def _get(self, operation: str, params: Message, result_type: type[M]) -> M:
         """`_run` typed by its result (which `execute` has unpacked as that type)."""
@@ -435,12 +399,7 @@ class AsyncItems(_AsyncNamespace):
         if intersects is not None:
             params.intersects.CopyFrom(to_struct(intersects))
 
-        async def fetch(token: str) -> tuple[Sequence[resources_pb2.Item], str]:
-            params.page_token = token
-            page = await self._run("items.list", params)
-            return page.items, page.next_page_token
-
-        return apaginate(fetch, max_items)
+        return self._pages("items.list", params, "items", max_items)
 
     async def create(
         self,
@@ -515,12 +474,8 @@ class AsyncProjects(_AsyncNamespace):
     ) -> AsyncIterator[resources_pb2.Project]:
         """The projects the token belongs to (all of them for admins), by id."""
 
-        async def fetch(token: str) -> tuple[Sequence[resources_pb2.Project], str]:
-            params = catalog_pb2.ProjectsListParams(page_size=page_size or 0, page_token=token)
-            page = await self._run("projects.list", params)
-            return page.projects, page.next_page_token
-
-        return apaginate(fetch, max_items)
+        params = catalog_pb2.ProjectsListParams(page_size=page_size or 0)
+        return self._pages("projects.list", params, "projects", max_items)
 
 
 class AsyncCredits(_AsyncNamespace):
@@ -541,14 +496,10 @@ class AsyncCredits(_AsyncNamespace):
     ) -> AsyncIterator[resources_pb2.LedgerEntry]:
         """`credits.ledger.list`: ledger entries, newest first."""
 
-        async def fetch(token: str) -> tuple[Sequence[resources_pb2.LedgerEntry], str]:
-            params = credits_pb2.CreditsLedgerListParams(
-                project_id=project_id, job_id=job_id or "", page_size=page_size or 0, page_token=token
-            )
-            page = await self._run("credits.ledger.list", params)
-            return page.entries, page.next_page_token
-
-        return apaginate(fetch, max_items)
+        params = credits_pb2.CreditsLedgerListParams(
+            project_id=project_id, job_id=job_id or "", page_size=page_size or 0
+        )
+        return self._pages("credits.ledger.list", params, "entries", max_items)
 
 
 class AsyncWebhooks(_AsyncNamespace):
@@ -567,12 +518,8 @@ class AsyncWebhooks(_AsyncNamespace):
     ) -> AsyncIterator[webhooks_pb2.Webhook]:
         """`webhooks.list`: the project's hooks, oldest first."""
 
-        async def fetch(token: str) -> tuple[Sequence[webhooks_pb2.Webhook], str]:
-            params = webhooks_pb2.WebhooksListParams(project_id=project_id, page_size=page_size or 0, page_token=token)
-            page = await self._run("webhooks.list", params)
-            return page.webhooks, page.next_page_token
-
-        return apaginate(fetch, max_items)
+        params = webhooks_pb2.WebhooksListParams(project_id=project_id, page_size=page_size or 0)
+        return self._pages("webhooks.list", params, "webhooks", max_items)
 
     async def delete(self, webhook_id: str) -> webhooks_pb2.Webhook:
         """`webhooks.delete`: nothing more is sent to the hook."""
@@ -589,14 +536,8 @@ class AsyncWebhooks(_AsyncNamespace):
     ) -> AsyncIterator[webhooks_pb2.WebhookAttempt]:
         """`webhooks.deliveries.list`: the hook's delivery attempts, newest first."""
 
-        async def fetch(token: str) -> tuple[Sequence[webhooks_pb2.WebhookAttempt], str]:
-            params = webhooks_pb2.WebhooksDeliveriesListParams(
-                webhook_id=webhook_id, page_size=page_size or 0, page_token=token
-            )
-            page = await self._run("webhooks.deliveries.list", params)
-            return page.attempts, page.next_page_token
-
-        return apaginate(fetch, max_items)
+        params = webhooks_pb2.WebhooksDeliveriesListParams(webhook_id=webhook_id, page_size=page_size or 0)
+        return self._pages("webhooks.deliveries.list", params, "attempts", max_items)
 
 
 class AsyncJobs(_AsyncNamespace):
@@ -692,12 +633,7 @@ class AsyncJobs(_AsyncNamespace):
         if create_time_end is not None:
             params.create_time_end.CopyFrom(to_timestamp(create_time_end))
 
-        async def fetch(token: str) -> tuple[Sequence[AsyncJob], str]:
-            params.page_token = token
-            page = await self._run("processing.jobs.list", params)
-            return [AsyncJob(self._client, job) for job in page.jobs], page.next_page_token
-
-        return apaginate(fetch, max_items)
+        return self._pages("processing.jobs.list", params, "jobs", max_items, lambda job: AsyncJob(self._client, job))
 
     async def cancel(self, job_id: str, *, reason: str = "") -> AsyncJob:
         """`processing.jobs.cancel`: held credits are released."""
@@ -831,12 +767,7 @@ class AsyncJobs(_AsyncNamespace):
             page_size=page_size or 0,
         )
 
-        async def fetch(token: str) -> tuple[Sequence[resources_pb2.JobLogEntry], str]:
-            params.page_token = token
-            page = await self._run("processing.jobs.logs", params)
-            return page.entries, page.next_page_token
-
-        return apaginate(fetch, max_items)
+        return self._pages("processing.jobs.logs", params, "entries", max_items)
 
     def watch(
         self,
@@ -879,10 +810,9 @@ class _AsyncWatch(AsyncIterator[kernel_pb2.WatchJobResponse]):
         self.resumes = 0
         self._client = client
         self._timeout = timeout
-        if False:  # SYNC
-            # close() may come from another thread than the one iterating.
-            self._call: Any = None
-            self._lock = threading.Lock()
+        # The open stream: a blocking client's close() may come from another thread than
+        # the one iterating, and cancels it.
+        self._call: Any = None
         self._events = self._run()
 
     def __aiter__(self) -> Self:
@@ -893,10 +823,8 @@ class _AsyncWatch(AsyncIterator[kernel_pb2.WatchJobResponse]):
 
     async def aclose(self) -> None:
         """Stop watching (cancels the open stream)."""
-        if False:  # SYNC
-            with self._lock:
-                if self._call is not None:
-                    self._call.cancel()
+        if self._call is not None:
+            self._call.cancel()
         await self._events.aclose()
 
     def _open(self, timeout: float | None) -> Any:
@@ -917,10 +845,7 @@ class _AsyncWatch(AsyncIterator[kernel_pb2.WatchJobResponse]):
     async def _run(self) -> AsyncGenerator[kernel_pb2.WatchJobResponse, None]:
         attempts = Attempts(self._client.retry_policy, self._timeout, stream=True)
         while True:
-            call = self._open(attempts.remaining())
-            if False:  # SYNC
-                with self._lock:
-                    self._call = call
+            call = self._call = self._open(attempts.remaining())
             received = False
             try:
                 async for event in call:
@@ -944,7 +869,7 @@ class _AsyncWatch(AsyncIterator[kernel_pb2.WatchJobResponse]):
             if delay is None:
                 raise error
             self.resumes += 1
-            await asyncio.sleep(delay)
+            await self._client._io.sleep(delay)
 
 
 class AsyncJobWatch(_AsyncWatch):
@@ -1078,19 +1003,12 @@ class AsyncAnalytics(_AsyncNamespace):
         super().__init__(client)
         self._specs: dict[str, MethodSpec] | None = None
         self._methods: dict[str, Any] = {}
-        if False:  # SYNC
-            self._lock = threading.Lock()
 
     async def operations(self) -> builtins.list[analytics_pb2.AnalyticsOperation]:
         """`analytics.operations.list`: every method with its schemas (also fills the cache)."""
         result = await self._run("analytics.operations.list", analytics_pb2.AnalyticsOperationsListParams())
-        if True:  # ASYNC
-            self._specs = {op.name: MethodSpec.from_proto(op) for op in result.operations}
-            self._methods = {}
-        else:
-            with self._lock:
-                self._specs = {op.name: MethodSpec.from_proto(op) for op in result.operations}
-                self._methods = {}
+        self._methods = {}
+        self._specs = {op.name: MethodSpec.from_proto(op) for op in result.operations}
         return builtins.list(result.operations)
 
     async def operation(self, name: str) -> analytics_pb2.AnalyticsOperation:
@@ -1148,67 +1066,41 @@ class AsyncAnalytics(_AsyncNamespace):
 
     def refresh(self) -> None:
         """Forget the cached method list; it is reloaded at next use."""
-        if True:  # ASYNC
-            self._specs = None
-            self._methods = {}
-        else:
-            with self._lock:
-                self._specs = None
-                self._methods = {}
+        self._specs = None
+        self._methods = {}
 
-    def _method(self, name: str, specs: dict[str, MethodSpec]) -> Any:
+    def _method(self, name: str, specs: dict[str, MethodSpec], *, is_async: bool, execute: Any) -> Any:
+        """Method `name` as a callable (cached): a coroutine function, or for the
+        blocking `Client` (is_async=False) a function running its `execute`."""
         if name not in specs:
             raise AttributeError(f"the server has no analytics method {name!r}; it has: {', '.join(sorted(specs))}")
         method = self._methods.get(name)
         if method is None:
-            method = make_method(specs[name], self.execute, is_async=True)
+            method = make_method(specs[name], execute, is_async=is_async)
             self._methods[name] = method
         return method
 
-    if True:  # ASYNC
-        # An attribute cannot await the method list: before it is loaded, a
-        # name is a coroutine function that loads it when called.
+    # An attribute cannot await the method list: before it is loaded, a
+    # name is a coroutine function that loads it when called.
 
-        def __getattr__(self, name: str) -> Any:
-            if name.startswith("_"):
-                raise AttributeError(name)
-            if self._specs is None:
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._specs is None:
 
-                async def lazy(**params: Any) -> AnalyticsResult:
-                    if self._specs is None:
-                        await self.operations()
-                    method = getattr(self, name)  # AttributeError when the server has no such method
-                    result: AnalyticsResult = await method(**params)
-                    return result
+            async def lazy(**params: Any) -> AnalyticsResult:
+                if self._specs is None:
+                    await self.operations()
+                method = getattr(self, name)  # AttributeError when the server has no such method
+                result: AnalyticsResult = await method(**params)
+                return result
 
-                lazy.__name__ = lazy.__qualname__ = name
-                return lazy
-            return self._method(name, self._specs)
+            lazy.__name__ = lazy.__qualname__ = name
+            return lazy
+        return self._method(name, self._specs, is_async=True, execute=self.execute)
 
-        def __dir__(self) -> Iterable[str]:
-            return sorted(set(super().__dir__()) | set(self._specs or ()))
-
-    else:
-
-        def _load(self) -> dict[str, MethodSpec]:
-            specs = self._specs
-            if specs is None:
-                self.operations()
-                specs = self._specs or {}
-            return specs
-
-        def __getattr__(self, name: str) -> Any:
-            if name.startswith("_"):
-                raise AttributeError(name)
-            return self._method(name, self._load())
-
-        def __dir__(self) -> Iterable[str]:
-            names = set(super().__dir__())
-            try:
-                names.update(self._load())
-            except GeoperaError:
-                pass
-            return sorted(names)
+    def __dir__(self) -> Iterable[str]:
+        return sorted(set(super().__dir__()) | set(self._specs or ()))
 
 
 class AsyncJob(_JobBase):

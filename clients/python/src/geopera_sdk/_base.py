@@ -69,6 +69,20 @@ class Settings:
         return tuple(md)
 
 
+class Configured:
+    """What both clients tell of their settings."""
+
+    _settings: Settings
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._settings.retry_policy
+
+    @property
+    def timeout(self) -> float | None:
+        return self._settings.timeout
+
+
 def execute_request(operation: str, params: Params, validate_only: bool = False) -> kernel_pb2.ExecuteRequest:
     message = to_params(operation, params)
     request = kernel_pb2.ExecuteRequest(operation=operation, validate_only=validate_only)

@@ -1,6 +1,6 @@
 """What the job handles of both clients share: the snapshot, its attributes and
 the `wait` display. The handles themselves (`AsyncJob`, `Job`) live with their
-client (`_aio.py`, generated `_client.py`), so that this module needs neither."""
+client (`_aio.py`, `_client.py`), so that this module needs neither."""
 
 from __future__ import annotations
 
