@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import functools
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError, Message
@@ -14,7 +15,7 @@ from grpc import aio
 from geopera.v1 import kernel_pb2, kernel_pb2_grpc
 from geopera_kernel.server.api import convert, wire
 from geopera_kernel.server.api.convert import timestamp
-from geopera_kernel.server.api.execute import Executor
+from geopera_kernel.server.api.execute import Executor, reject_nul_characters
 from geopera_kernel.server.api.registration import decode, raw_bytes
 from geopera_kernel.server.api.registry import Operation
 from geopera_kernel.server.auth import Principal
@@ -59,15 +60,32 @@ def _parse_params(operation: Operation, value: bytes) -> Message:
         raise invalid_argument("PARAMS_UNPARSEABLE", f"params do not decode as {expected}", field="params") from exc
 
 
+# The ExecuteRequest `execute_operation` decoded, with the bytes it came from: the edge
+# names the operation in the call's own task right before `Execute` runs there, which
+# then does not decode the same bytes again (a context variable: per call, per task).
+_decoded: ContextVar[tuple[bytes, kernel_pb2.ExecuteRequest] | None] = ContextVar("geopera_execute", default=None)
+
+
 def execute_operation(request: bytes) -> str:
     """The operation an encoded ExecuteRequest names, for the access log: the
     edge logs it before the call runs, also for a call it refuses (NOT_READY,
     UNAUTHENTICATED). "" when the request does not decode (refused as
     MALFORMED_REQUEST once it runs)."""
     try:
-        return kernel_pb2.ExecuteRequest.FromString(request).operation[:100]
+        message = kernel_pb2.ExecuteRequest.FromString(request)
     except DecodeError:
         return ""
+    _decoded.set((request, message))
+    return message.operation[:100]
+
+
+def _execute_request(data: bytes) -> kernel_pb2.ExecuteRequest:
+    """`data` decoded: as `execute_operation` left it when it decoded these very bytes."""
+    decoded = _decoded.get()
+    if decoded is None or decoded[0] is not data:
+        return decode(kernel_pb2.ExecuteRequest, data)
+    reject_nul_characters(decoded[1], "request", data)  # as `decode` does
+    return decoded[1]
 
 
 # By names, not by Operation: hashing that dataclass hashes all its fields.
@@ -109,7 +127,7 @@ class KernelServicer(kernel_pb2_grpc.KernelServiceServicer):
     @raw_bytes
     async def Execute(self, data: bytes, context: aio.ServicerContext) -> bytes:  # type: ignore[override]
         """Answers the serialized ExecuteResponse."""
-        request = decode(kernel_pb2.ExecuteRequest, data)
+        request = _execute_request(data)
         call = current_call()  # its operation named by the edge (execute_operation)
         principal = call.principal
         assert principal is not None  # (authenticated by the edge)

@@ -117,6 +117,13 @@ class Edge:
         self.in_flight += 1
         call.admitted = True
 
+    def authenticate_cached(self, call: CallInfo, authorization: str | None) -> Principal | None:
+        """The caller from the token cache, without awaiting; None when `authenticate` must decide."""
+        tokens = self._tokens
+        principal = tokens.cached(authorization) if tokens is not None else None
+        call.principal = principal
+        return principal
+
     async def authenticate(self, call: CallInfo, authorization: str | None) -> Principal:
         tokens = self._tokens
         if tokens is None:

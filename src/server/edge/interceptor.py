@@ -81,7 +81,9 @@ class _Edged:
         try:
             self._context.set_trailing_metadata((("x-request-id", call.request_id),))
             edge.admit(call)
-            principal = await edge.authenticate(call, self._authorization)
+            principal = edge.authenticate_cached(call, self._authorization)
+            if principal is None:
+                principal = await edge.authenticate(call, self._authorization)
             if self._stream and principal.kind != "job":
                 end_on_revocation(self._context, edge.tokens, call, self._authorization)
         except BaseException as exc:  # refused: answered and logged as the handler's errors are
