@@ -267,8 +267,12 @@ def _strips(raw: np.ndarray, task: _Task) -> Iterator[tuple[int, int, list[tuple
         yield s0, s1, crossed
 
 
+# Readies a kept part for its store in the worker thread that made it: (zone, layer, part).
+_Prepare = Callable[[int, int, StoredPart], StoredPart]
+
+
 def _reduce_chunk(
-    source: PixelSource, options: ReduceOptions
+    source: PixelSource, options: ReduceOptions, prepare: _Prepare | None = None
 ) -> Callable[[list[DatasetReader], _Task], list[_PartResult]]:
     if not options.keep_values and options.coverage == "center":
         return _reduce_chunk_fused(source, options)
@@ -311,6 +315,8 @@ def _reduce_chunk(
                     if any(p[1] is not None for p in pieces):  # strips without boundary pixels: unit weights
                         weights = np.concatenate([np.ones(p[0].size) if p[1] is None else p[1] for p in pieces])
                     stored = StoredPart.make(chosen, weights, value_dtype)
+                    if prepare is not None:
+                        stored = prepare(part.zone, layer, stored)
                 layers.append((moments[index][layer], stored))
             results.append(_PartResult(part.zone, layers, part.window[2] * part.window[3]))
         return results
@@ -466,6 +472,12 @@ def reduce_groups(
             for zone in zones
         ]
         outcomes.append(Outcome(results, 0, 0))
+        if not remote:
+            for position, zone_result in enumerate(results):
+                expected = sum(_window_pixels(source_zones[position].window) for _, source_zones in group)
+                for layer in zone_result.layers:
+                    if layer.store is not None:
+                        layer.store.expect(expected)
     check_cancelled()
     jobs: list[ChunkJob[_Task, list[_PartResult]]] = []
     owners: list[Outcome] = []
@@ -474,7 +486,8 @@ def reduce_groups(
             tasks = _plan(source, zones, options)
             outcome.chunks_read += len(tasks)
             lighten = _lighten if remote else None
-            jobs.append(ChunkJob((source.meta.path,), _reduce_chunk(source, options), tasks, lighten))
+            prepare = None if remote or not options.keep_values else _preparer(outcome)
+            jobs.append(ChunkJob((source.meta.path,), _reduce_chunk(source, options, prepare), tasks, lighten))
             owners.append(outcome)
     try:
         task_iters = [iter(job.tasks) for job in jobs]
@@ -503,6 +516,20 @@ def reduce_groups(
             outcome.close()
         raise
     return outcomes
+
+
+def _window_pixels(window: Window | None) -> int:
+    return 0 if window is None else int(window.width * window.height)
+
+
+def _preparer(outcome: Outcome) -> _Prepare:
+    """Kept parts readied by their stores (``ValueStore.prepare``) in the worker threads."""
+
+    def prepare(zone: int, layer: int, stored: StoredPart) -> StoredPart:
+        store = outcome.zones[zone].layers[layer].store
+        return stored if store is None else store.prepare(stored)
+
+    return prepare
 
 
 def reduce_zones(

@@ -108,6 +108,7 @@ class StoredPart:
     values: np.ndarray
     weights: np.ndarray | None = None  # float32; None means every weight is 1
     histogram: np.ndarray | None = None  # value counts per bucket
+    marked: bool = False  # its values are marked in its counting store's presence table
 
     @property
     def size(self) -> int:
@@ -132,6 +133,22 @@ class StoredPart:
         if values.size >= _EAGER_HISTOGRAM_MIN:
             histogram = bucket_histogram(values)
         return cls(values, weights, histogram)
+
+
+def _folded(part: StoredPart, histogram: bool) -> StoredPart:
+    """A part for a counting store: -0.0 folded into 0.0 (one value to exactextract, two bit
+    patterns to ``Presence``), its histogram counted if asked (or already counted)."""
+    values, counts = part.values, part.histogram
+    if counts is None or counts[_NEGATIVE_ZERO_BUCKET]:
+        values = values + values.dtype.type(0)
+        counts = bucket_histogram(values) if counts is not None or histogram else None
+    return StoredPart(values, part.weights, counts, part.marked)
+
+
+def _occupied_raw(histogram: np.ndarray | None) -> np.ndarray:
+    """The raw top-16-bit buckets a bucket-order histogram counts values in."""
+    assert histogram is not None
+    return BUCKET_TO_RAW[np.flatnonzero(histogram)]
 
 
 def _raw_intervals(flags: np.ndarray) -> list[tuple[int, int]]:
@@ -263,17 +280,51 @@ class ValueStore:
     distinct: bool = False
     _presence: Presence | None = None
     _presence_off: bool = False
-    _presence_bytes: int = 0  # the presence table's touched memory, charged to the budget
-    _fraction_count: np.ndarray | None = None  # per bucket: values with a weight other than 1
-    _fraction_weight: np.ndarray | None = None  # and the sum of those weights
+    # Per part with fractional weights (counting stores): the buckets of those values and their
+    # weights, summed per bucket only when the quantiles select with the presence table.
+    _fractions: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    @property
+    def _presence_bytes(self) -> int:
+        """The presence table's touched memory, charged to the budget."""
+        return 0 if self._presence is None else self._presence.touched_bytes
+
+    def _counting(self) -> bool:
+        return self.distinct and self.dtype == np.float32 and not self._presence_off
+
+    def expect(self, values: int) -> None:
+        """Told that at most ``values`` values will come: a counting store expecting more than
+        PRESENCE_MIN reserves its presence table now, so that the threads making the parts
+        mark them as they go (``prepare``), in parallel, instead of ``add`` one by one."""
+        if self._counting() and self._presence is None and self.count == 0 and values > PRESENCE_MIN:
+            self._reserve_presence()
+
+    def _reserve_presence(self) -> None:
+        self._presence = Presence.reserve(self.budget_bytes)
+        if self._presence is None:
+            self._presence_off = True
+
+    def prepare(self, part: StoredPart) -> StoredPart:
+        """``part`` made ready for ``add`` in the thread that computed it (any thread, several
+        at once): in a counting store with its presence table reserved, -0.0 folded, the
+        histogram counted and the values marked; other parts are returned as they are."""
+        presence = self._presence
+        if presence is None or part.size == 0 or not self._counting():
+            return part
+        part = _folded(part, True)
+        part.marked = presence.mark(part.values, _occupied_raw(part.histogram))
+        return part
 
     def add(self, part: StoredPart) -> None:
         if part.size == 0:
             return
-        counting = self.distinct and self.dtype == np.float32 and not self._presence_off
-        if counting:
-            part = self._prepared(part)
-        values = part.values
+        counting = self._counting()
+        if counting and not part.marked:
+            part = _folded(part, self._presence is not None)
+        if counting and part.weights is not None:
+            fractional = part.weights != 1
+            self._fractions.append((bucket_of(part.values[fractional]), part.weights[fractional].astype(np.float64)))
+        values, histogram = part.values, part.histogram
         self.count += part.size
         if part.histogram is not None:
             self.histogram += part.histogram
@@ -289,55 +340,30 @@ class ValueStore:
         else:
             self._parts.append(part)
             self._memory_bytes += part.nbytes
-        if counting:
-            self._count_distinct(values)
+        if counting and not part.marked:
+            self._count_distinct(values, histogram)
 
-    def _prepared(self, part: StoredPart) -> StoredPart:
-        """A part of a counting store: -0.0 folded into 0.0 (one value to exactextract, two bit
-        patterns to ``Presence``), its histogram counted once the store is counting, its
-        fractional weights added to the per-bucket corrections."""
-        values, histogram = part.values, part.histogram
-        if histogram is None or histogram[_NEGATIVE_ZERO_BUCKET]:
-            values = values + values.dtype.type(0)
-            histogram = None if histogram is None else bucket_histogram(values)
-        if histogram is None and self._presence is not None:
-            histogram = bucket_histogram(values)
-        if part.weights is not None:
-            if self._fraction_count is None or self._fraction_weight is None:
-                self._fraction_count = np.zeros(BUCKETS, dtype=np.int64)
-                self._fraction_weight = np.zeros(BUCKETS, dtype=np.float64)
-            fractional = part.weights != 1
-            buckets = bucket_of(values[fractional])
-            self._fraction_count += np.bincount(buckets, minlength=BUCKETS)
-            weights = part.weights[fractional].astype(np.float64)
-            self._fraction_weight += np.bincount(buckets, weights=weights, minlength=BUCKETS)
-        return StoredPart(values, part.weights, histogram)
-
-    def _count_distinct(self, values: np.ndarray) -> None:
+    def _count_distinct(self, values: np.ndarray, histogram: np.ndarray | None) -> None:
+        """Mark a part's values (here, in the thread adding it); the presence table is reserved
+        once the store holds more than PRESENCE_MIN values, and the parts before marked then.
+        A table that fills up (more occupied buckets than the budget) is dropped: the quantiles
+        sort instead."""
         if self._presence is None:
             if self.count <= PRESENCE_MIN:
                 return
-            self._presence = Presence.reserve()
-            if self._presence is None:
-                self._presence_off = True
-            elif self._presence_fits():
+            self._reserve_presence()
+            if self._presence is not None:
+                occupied = _occupied_raw(self._complete_histogram())
                 for stored, _ in self.parts():  # the parts stored before the store grew this large
-                    self._presence.mark(stored)
-            return
-        if self._presence_fits():
-            self._presence.mark(values)
-
-    def _presence_fits(self) -> bool:
-        """Whether the presence table of the buckets occupied so far fits the memory budget;
-        if not, the table is dropped and the quantiles sort (more buckets than memory allows)."""
-        assert self._presence is not None
-        occupied = int(np.count_nonzero(self._complete_histogram()))
-        self._presence_bytes = occupied * Presence.ROW_BYTES
-        if self._presence_bytes <= self.budget_bytes:
-            return True
-        self._presence.close()
-        self._presence, self._presence_off, self._presence_bytes = None, True, 0
-        return False
+                    if not self._presence.mark(stored, occupied):
+                        break
+        else:
+            assert histogram is not None  # _folded counted it
+            self._presence.mark(values, _occupied_raw(histogram))
+        if self._presence is not None and self._presence.full:
+            self._presence.close()
+            self._presence, self._presence_off = None, True
+            self._fractions.clear()
 
     def _spill(self, part: StoredPart) -> None:
         if self._values_file is None:
@@ -508,8 +534,13 @@ class ValueStore:
         occupied = np.flatnonzero(histogram)
         distinct_counts = self._presence.counts(BUCKET_TO_RAW[occupied])
         weights = histogram[occupied].astype(np.float64)
-        if self._fraction_count is not None and self._fraction_weight is not None:
-            weights += self._fraction_weight[occupied] - self._fraction_count[occupied]
+        if self._fractions:
+            fraction_count = np.zeros(BUCKETS, dtype=np.int64)
+            fraction_weight = np.zeros(BUCKETS, dtype=np.float64)
+            for buckets, fraction_weights in self._fractions:
+                fraction_count += np.bincount(buckets, minlength=BUCKETS)
+                fraction_weight += np.bincount(buckets, weights=fraction_weights, minlength=BUCKETS)
+            weights += fraction_weight[occupied] - fraction_count[occupied]
         n = int(distinct_counts.sum())
         total = float(weights.sum())
         running_n = np.cumsum(distinct_counts)
