@@ -313,7 +313,8 @@ def _reduce_chunk(
                     chosen = pieces[0][0] if len(pieces) == 1 else np.concatenate([p[0] for p in pieces])
                     weights = None
                     if any(p[1] is not None for p in pieces):  # strips without boundary pixels: unit weights
-                        weights = np.concatenate([np.ones(p[0].size) if p[1] is None else p[1] for p in pieces])
+                        unit = np.float32(1)
+                        weights = np.concatenate([np.full(p[0].size, unit) if p[1] is None else p[1] for p in pieces])
                     stored = StoredPart.make(chosen, weights, value_dtype)
                     if prepare is not None:
                         stored = prepare(part.zone, layer, stored)
@@ -427,7 +428,8 @@ def _reduce_layer(
     boundary_weights = weights[boundary_valid]
     moments.merge(Moments.of(boundary, boundary_weights, float(weights[~boundary_valid].sum())))
     kept = np.concatenate((chosen, boundary))
-    return moments, kept, np.concatenate((np.ones(chosen.size), boundary_weights))
+    # float32, as the store keeps them (``StoredPart.make``): no float64 array of ones to convert.
+    return moments, kept, np.concatenate((np.ones(chosen.size, np.float32), boundary_weights.astype(np.float32)))
 
 
 def reduce_groups(

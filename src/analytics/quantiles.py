@@ -515,7 +515,7 @@ class ValueStore:
                 return selected
         if self.count <= DIRECT_LIMIT:
             distinct, sums = self.gather(None).distinct()
-            return [_weighted_quantile(distinct, sums, q / 100.0) for q in qs]
+            return _weighted_quantiles(distinct, sums, qs)
         return self._bucketed_weighted_quantiles(qs)
 
     def _selected_weighted_quantiles(self, qs: Sequence[float]) -> list[float | None] | None:
@@ -667,9 +667,13 @@ def _lerp(a: float, b: float, t: float) -> float:
     return b - diff * (1.0 - t) if t >= 0.5 else a + diff * t
 
 
-def _weighted_quantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
+def _weighted_quantiles(x: np.ndarray, w: np.ndarray, qs: Sequence[float]) -> list[float | None]:
+    """exactextract's quantiles (q in 0..100) over all the sorted distinct values: their s
+    sequence computed once for every q."""
     n = x.size
-    return _weighted_quantile_window(x, w, 0, 0.0, n, float(w.sum()), q)
+    total = float(w.sum())
+    s = _s_sequence(x, w, 0, 0.0, n)
+    return [_interpolate(x, s, (q / 100.0) * total * (n - 1)) for q in qs]
 
 
 def _weighted_quantile_window(
@@ -677,11 +681,19 @@ def _weighted_quantile_window(
 ) -> float:
     """exactextract's quantile over a window x[0..] of the sorted distinct values, whose first
     element has global index ``offset`` and is preceded by ``cumulative_before`` weight."""
+    return _interpolate(x, _s_sequence(x, w, offset, cumulative_before, n), q * total * (n - 1))
+
+
+def _s_sequence(x: np.ndarray, w: np.ndarray, offset: int, cumulative_before: float, n: int) -> np.ndarray:
+    """s_i = i w_i + (n - 1) C_{i-1} (s_0 = 0) over a window of the sorted distinct values."""
     cumulative = cumulative_before + np.cumsum(w)
     previous = np.concatenate([[cumulative_before], cumulative[:-1]])
     index = offset + np.arange(x.size)
-    s = np.where(index == 0, 0.0, index * w + (n - 1) * previous)
-    target = q * total * (n - 1)
+    return np.where(index == 0, 0.0, index * w + (n - 1) * previous)
+
+
+def _interpolate(x: np.ndarray, s: np.ndarray, target: float) -> float:
+    """x linearly interpolated at ``target`` between the first s strictly greater and the one before."""
     right = int(np.searchsorted(s, target, side="right"))
     if right == 0:
         return float(x[0])
