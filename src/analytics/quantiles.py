@@ -166,13 +166,18 @@ def in_intervals(values: np.ndarray, intervals: list[tuple[int, int]]) -> np.nda
     """Which values' top 16 bits fall in the raw intervals: compares on the bit patterns as
     unsigned integers (each bucket is one contiguous integer range), several times faster than
     looking every value's bucket up in a table."""
-    unsigned = np.dtype(f"u{values.itemsize}")
-    words = np.ascontiguousarray(values).view(unsigned)
     shift = values.itemsize * 8 - 16
     low_fill = (1 << shift) - 1
+    return in_patterns(values, [(first << shift, (last << shift) | low_fill) for first, last in intervals])
+
+
+def in_patterns(values: np.ndarray, intervals: list[tuple[int, int]]) -> np.ndarray:
+    """Which values' whole bit patterns, as unsigned integers, fall in the inclusive intervals."""
+    unsigned = np.dtype(f"u{values.itemsize}")
+    words = np.ascontiguousarray(values).view(unsigned)
     selected: np.ndarray | None = None
     for first, last in intervals:
-        lo, hi = unsigned.type(first << shift), unsigned.type((last << shift) | low_fill)
+        lo, hi = unsigned.type(first), unsigned.type(last)
         inside = (words >= lo) & (words <= hi)
         selected = inside if selected is None else np.logical_or(selected, inside, out=selected)
     return np.zeros(values.shape, dtype=bool) if selected is None else selected
@@ -234,6 +239,48 @@ class _Gathered:
             x = np.insert(x, position[~hit], xf[~hit])
             w = np.insert(w, position[~hit], wf[~hit])
         return x, w
+
+
+def _gathered(pieces: Iterable[_Part], with_buckets: bool) -> _Gathered:
+    """Selected pieces split into unit-weight values and (value, weight) pairs (with their
+    buckets when asked)."""
+    gathered = _Gathered()
+    for values, weights in pieces:
+        if values.size == 0:
+            continue
+        bucket = high_bits(values) if with_buckets else None  # raw top bits until gathered
+        if weights is None:
+            gathered.add_unit(values, bucket, None)
+        else:
+            unit = weights == 1
+            gathered.add_unit(values, bucket, unit)
+            fractional = ~unit
+            gathered.add_weighted(
+                values[fractional], weights[fractional], None if bucket is None else bucket[fractional]
+            )
+    return gathered
+
+
+def _fraction_corrections(fractions: list[tuple[np.ndarray, np.ndarray]], occupied: np.ndarray) -> np.ndarray:
+    """Per occupied bucket: the fractional weights less their count (what turns a bucket's
+    value count into its weight), summed part by part."""
+    fraction_count = np.zeros(BUCKETS, dtype=np.int64)
+    fraction_weight = np.zeros(BUCKETS, dtype=np.float64)
+    for buckets, weights in fractions:
+        fraction_count += np.bincount(buckets, minlength=BUCKETS)
+        fraction_weight += np.bincount(buckets, weights=weights, minlength=BUCKETS)
+    return fraction_weight[occupied] - fraction_count[occupied]
+
+
+def _merged(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Inclusive integer intervals, overlapping or touching ones merged, in order."""
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(intervals):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
 
 
 def _runs(ordered: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -435,10 +482,14 @@ class ValueStore:
     def selected(self, intervals: list[tuple[int, int]]) -> Iterable[_Part]:
         """Each part's values (and weights) whose top 16 bits fall in the raw intervals, in
         insertion order (a subclass may select where the parts live: ``cluster.py``)."""
+        return self._chosen(functools.partial(in_intervals, intervals=intervals))
+
+    def _chosen(self, choose: Callable[[np.ndarray], np.ndarray]) -> Iterable[_Part]:
+        """Each part's values (and weights) ``choose`` flags, in insertion order."""
 
         def select(load: Callable[[], _Part]) -> _Part:
             values, weights = load()
-            selected = in_intervals(values, intervals)
+            selected = choose(values)
             return values[selected], None if weights is None else weights[selected]
 
         loaders = self._part_loaders()
@@ -447,22 +498,12 @@ class ValueStore:
     def gather(self, flags: np.ndarray | None) -> _Gathered:
         """Every stored value whose bucket is flagged (all values when ``flags`` is None),
         split into unit-weight values and (value, weight) pairs, with their buckets."""
-        gathered = _Gathered()
         pieces = self.parts() if flags is None else self.selected(_raw_intervals(flags))
-        for values, weights in pieces:
-            if flags is not None and values.size == 0:
-                continue
-            bucket = None if flags is None else high_bits(values)  # raw top bits until gathered
-            if weights is None:
-                gathered.add_unit(values, bucket, None)
-            else:
-                unit = weights == 1
-                gathered.add_unit(values, bucket, unit)
-                fractional = ~unit
-                gathered.add_weighted(
-                    values[fractional], weights[fractional], None if bucket is None else bucket[fractional]
-                )
-        return gathered
+        return _gathered(pieces, flags is not None)
+
+    def _gather_patterns(self, intervals: list[tuple[int, int]]) -> _Gathered:
+        """Every value of this process's parts whose bit pattern falls in the intervals."""
+        return _gathered(self._chosen(functools.partial(in_patterns, intervals=intervals)), False)
 
     # -- quantiles ---------------------------------------------------------------------------
 
@@ -521,49 +562,70 @@ class ValueStore:
     def _selected_weighted_quantiles(self, qs: Sequence[float]) -> list[float | None] | None:
         """``weighted_quantiles`` by selection (a counting store): per occupied bucket its
         distinct values (``Presence``) and weight (value count, fractional weights corrected),
-        so the bucket of each crossing is found from their running sums; the crossing bucket
-        and its neighbours are gathered in one pass and interpolated over as a window.
+        so the bucket of each crossing is found from their running sums; the crossing bucket,
+        the largest value before it and the smallest after it are gathered in one pass and
+        interpolated over as a window.
 
         Exact: s_i = i w_i + (n - 1) C_{i-1} lies between (n - 1) C_{i-1} and (n - 1) C_i, so
         the crossing is at most one distinct value past the first bucket whose running weight
         times n - 1 exceeds the target, and the value before it at most one before that bucket:
-        the neighbours hold both. None when a gathered bucket disagrees with its count (then
-        the caller sorts)."""
-        assert self._presence is not None
+        the window holds both. None when a gathered bucket disagrees with its count (then the
+        caller sorts)."""
+        presence = self._presence
+        assert presence is not None
         histogram = self._complete_histogram()
         occupied = np.flatnonzero(histogram)
-        distinct_counts = self._presence.counts(BUCKET_TO_RAW[occupied])
+        raw = BUCKET_TO_RAW[occupied]
+        distinct_counts = presence.counts(raw, self.mapper)
         weights = histogram[occupied].astype(np.float64)
         if self._fractions:
-            fraction_count = np.zeros(BUCKETS, dtype=np.int64)
-            fraction_weight = np.zeros(BUCKETS, dtype=np.float64)
-            for buckets, fraction_weights in self._fractions:
-                fraction_count += np.bincount(buckets, minlength=BUCKETS)
-                fraction_weight += np.bincount(buckets, weights=fraction_weights, minlength=BUCKETS)
-            weights += fraction_weight[occupied] - fraction_count[occupied]
+            weights += _fraction_corrections(self._fractions, occupied)
         n = int(distinct_counts.sum())
         total = float(weights.sum())
         running_n = np.cumsum(distinct_counts)
         running_w = np.cumsum(weights)
-        windows = []
+        last = occupied.size - 1
+        crossings = []
         for q in qs:
             target = (q / 100.0) * total * (n - 1)
-            crossing = int(np.searchsorted((n - 1) * running_w, target, side="right"))
-            crossing = min(crossing, occupied.size - 1)
-            windows.append((max(crossing - 1, 0), min(crossing + 1, occupied.size - 1)))
-        flags = np.zeros(BUCKETS, dtype=bool)
-        for first, last in windows:
-            flags[occupied[first : last + 1]] = True
-        x, w = self.gather(flags).distinct()
-        x_buckets = bucket_of(x.astype(self.dtype, copy=False))  # float64 when only fractional
+            crossings.append(min(int(np.searchsorted((n - 1) * running_w, target, side="right")), last))
+        # Per crossing: the bit patterns of the value before its bucket, of the bucket, and of
+        # the value after it. Between them (on one side of the sign bit) no value is stored, so
+        # each side is one interval of patterns.
+        neighbours: dict[int, tuple[int | None, int | None]] = {}
+        intervals: list[tuple[int, int]] = []
+        for crossing in sorted(set(crossings)):
+            row = int(raw[crossing])
+            below = presence.extremes(int(raw[crossing - 1]))[1] if crossing > 0 else None
+            above = presence.extremes(int(raw[crossing + 1]))[0] if crossing < last else None
+            neighbours[crossing] = (below, above)
+            patterns = [row << 16, (row << 16) | 0xFFFF, *(p for p in (below, above) if p is not None)]
+            for sign in (0, 1):
+                side = [p for p in patterns if p >> 31 == sign]
+                if side:
+                    intervals.append((min(side), max(side)))
+        x, w = self._gather_patterns(_merged(intervals)).distinct()
+        x = x.astype(self.dtype, copy=False)  # float64 when only fractional
+        x_buckets = bucket_of(x)
+        x_patterns = x.view(np.uint32)
         results: list[float | None] = []
-        for q, (first, last) in zip(qs, windows, strict=True):
-            start = int(np.searchsorted(x_buckets, occupied[first], side="left"))
-            end = int(np.searchsorted(x_buckets, occupied[last], side="right"))
-            offset = int(running_n[first - 1]) if first > 0 else 0
-            if end - start != int(running_n[last]) - offset:
+        for q, crossing in zip(qs, crossings, strict=True):
+            start = int(np.searchsorted(x_buckets, occupied[crossing], side="left"))
+            end = int(np.searchsorted(x_buckets, occupied[crossing], side="right"))
+            if end - start != int(distinct_counts[crossing]):
                 return None
-            before = float(running_w[first - 1]) if first > 0 else 0.0
+            below, above = neighbours[crossing]
+            offset = int(running_n[crossing - 1]) if crossing > 0 else 0
+            before = float(running_w[crossing - 1]) if crossing > 0 else 0.0
+            if below is not None:
+                start, offset = start - 1, offset - 1
+                if start < 0 or int(x_patterns[start]) != below:
+                    return None
+                before -= float(w[start])
+            if above is not None:
+                if end >= x.size or int(x_patterns[end]) != above:
+                    return None
+                end += 1
             results.append(_weighted_quantile_window(x[start:end], w[start:end], offset, before, n, total, q / 100.0))
         return results
 
