@@ -70,8 +70,9 @@ class Presence:
 
     def mark(self, values: np.ndarray, raw_buckets: np.ndarray) -> bool:
         """Mark float32 ``values`` (-0.0 must already be folded into 0.0: they are one value),
-        whose raw top-16-bit buckets are ``raw_buckets`` (each occupied one, any order). False,
-        marking nothing, when the table is closed or full (the limit would be passed)."""
+        ``raw_buckets`` holding a raw top-16-bit bucket of each 2 MiB granule (32 rows) they
+        fall in, any order. False, marking nothing, when the table is closed or full (the limit
+        would be passed)."""
         assert values.dtype == np.float32
         table = self._table  # a local reference keeps the mapping alive while this thread marks
         if table is None:
@@ -98,7 +99,7 @@ class Presence:
         rows = self._table.reshape(_ROW, _ROW)
 
         def count(raws: np.ndarray) -> list[int]:
-            return [np.count_nonzero(rows[int(raw)]) for raw in raws]
+            return [int(np.count_nonzero(rows[int(raw)])) for raw in raws]
 
         shares = np.array_split(np.asarray(raw_buckets), 2 if mapper is not None and len(raw_buckets) > 64 else 1)
         counted = (mapper or map)(count, shares)

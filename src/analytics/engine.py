@@ -477,9 +477,9 @@ def reduce_groups(
         if not remote:
             for position, zone_result in enumerate(results):
                 expected = sum(_window_pixels(source_zones[position].window) for _, source_zones in group)
-                for layer in zone_result.layers:
-                    if layer.store is not None:
-                        layer.store.expect(expected)
+                for kept in zone_result.layers:
+                    if kept.store is not None:
+                        kept.store.expect(expected)
     check_cancelled()
     jobs: list[ChunkJob[_Task, list[_PartResult]]] = []
     owners: list[Outcome] = []
