@@ -11,7 +11,7 @@ passes stay in the CPU cache) compute the source's layers and reduce every layer
 plus, when quantiles are wanted, the valid values. The main thread merges the
 partial results in chunk order, so results do not depend on thread timing.
 
-(About 530 lines, kept together: planning, the two chunk kernels and the ordered merge share
+(About 580 lines, kept together: planning, the two chunk kernels and the ordered merge share
 the private task and part types; the merge is what makes the Dask path equal the in-process one.)
 """
 

@@ -1,6 +1,6 @@
 """Bounded-memory quantiles over values kept chunk by chunk (moments: ``moments.py``).
 
-(About 650 lines, kept together: the store's direct, bucketed, selected and spilled paths and
+(About 770 lines, kept together: the store's direct, bucketed, selected and spilled paths and
 both quantile definitions read the same kept values and bucket counts; the presence table
 itself is ``distinct.py``.)
 
