@@ -216,11 +216,14 @@ def boundary_coverage(geometry: BaseGeometry, row0: int, col0: int, height: int,
     whole = np.rint(run_level)
     integral = np.abs(run_level - whole) < _SNAP
     whole = np.where(integral, whole, 0.0).astype(np.int64)
-    step = whole - np.where(np.append(False, same_col_next[:-1]), np.append(0, whole[:-1]), 0)
-    fill = np.zeros((height + 1, width), dtype=np.int16)
-    np.add.at(fill, (np.minimum(run_start, height), run_col), step.astype(np.int16))
-    np.cumsum(fill, axis=0, out=fill)
-    fill = fill[:height]
+    # The runs of a used column tile its rows [0, height) in order, so repeating each run's
+    # whole level over its length lays the columns out one after the other (column-major): a
+    # cumulative sum of steps down the columns of the whole window cost 1.3 ms per 512 x 512.
+    run_lengths = run_end - run_start
+    column_levels = np.repeat(whole, run_lengths).reshape(used_cols.size, height)
+    inside_t = np.zeros((width, height), dtype=bool)
+    inside_t[used_cols] = column_levels == 1
+    stacked_runs = (whole > 1) & (run_lengths > 0)
 
     # Pixels the pieces span: the level plus their exact parts.
     n_rows = np.maximum(np.ceil(y_max).astype(np.int64) - top_row, 1)
@@ -254,13 +257,21 @@ def boundary_coverage(geometry: BaseGeometry, row0: int, col0: int, height: int,
     off_span = ~spanned[frac_flat]
 
     # Overlapping parts of an invalid multipolygon count twice, as the dense sums did.
-    stacked = np.flatnonzero(fill.reshape(-1) > 1)
-    stacked = stacked[~spanned[stacked]]
+    stacked_lengths = run_lengths[stacked_runs]
+    stacked_rows = np.repeat(run_start[stacked_runs], stacked_lengths) + (
+        np.arange(stacked_lengths.sum()) - np.repeat(np.cumsum(stacked_lengths) - stacked_lengths, stacked_lengths)
+    )
+    stacked_levels = np.repeat(whole[stacked_runs], stacked_lengths)
+    stacked = stacked_rows * width + np.repeat(run_col[stacked_runs], stacked_lengths)
+    order = np.argsort(stacked, kind="stable")
+    stacked, stacked_levels = stacked[order], stacked_levels[order]
+    stacked_off = ~spanned[stacked]
+    stacked, stacked_levels = stacked[stacked_off], stacked_levels[stacked_off]
     flats = np.concatenate((span_flat, frac_flat[off_span], stacked))
-    weights = np.concatenate((span_cov, frac_weights[off_span], fill.reshape(-1)[stacked].astype(np.float64)))
+    weights = np.concatenate((span_cov, frac_weights[off_span], stacked_levels.astype(np.float64)))
     weights[np.abs(weights) < _SNAP] = 0.0
     weights[np.abs(weights - 1.0) < _SNAP] = 1.0
-    inside = (fill == 1).reshape(-1)
+    inside = np.ascontiguousarray(inside_t.T).reshape(-1)
     inside[flats] = weights == 1.0
     keep_frac = (weights > 0) & (weights != 1.0)  # 0 < w < 1, or stacked
     flats, weights = flats[keep_frac], weights[keep_frac]

@@ -11,7 +11,7 @@ passes stay in the CPU cache) compute the source's layers and reduce every layer
 plus, when quantiles are wanted, the valid values. The main thread merges the
 partial results in chunk order, so results do not depend on thread timing.
 
-(About 530 lines, kept together: planning, the two chunk kernels and the ordered merge share
+(About 580 lines, kept together: planning, the two chunk kernels and the ordered merge share
 the private task and part types; the merge is what makes the Dask path equal the in-process one.)
 """
 
@@ -267,8 +267,12 @@ def _strips(raw: np.ndarray, task: _Task) -> Iterator[tuple[int, int, list[tuple
         yield s0, s1, crossed
 
 
+# Readies a kept part for its store in the worker thread that made it: (zone, layer, part).
+_Prepare = Callable[[int, int, StoredPart], StoredPart]
+
+
 def _reduce_chunk(
-    source: PixelSource, options: ReduceOptions
+    source: PixelSource, options: ReduceOptions, prepare: _Prepare | None = None
 ) -> Callable[[list[DatasetReader], _Task], list[_PartResult]]:
     if not options.keep_values and options.coverage == "center":
         return _reduce_chunk_fused(source, options)
@@ -309,8 +313,11 @@ def _reduce_chunk(
                     chosen = pieces[0][0] if len(pieces) == 1 else np.concatenate([p[0] for p in pieces])
                     weights = None
                     if any(p[1] is not None for p in pieces):  # strips without boundary pixels: unit weights
-                        weights = np.concatenate([np.ones(p[0].size) if p[1] is None else p[1] for p in pieces])
+                        unit = np.float32(1)
+                        weights = np.concatenate([np.full(p[0].size, unit) if p[1] is None else p[1] for p in pieces])
                     stored = StoredPart.make(chosen, weights, value_dtype)
+                    if prepare is not None:
+                        stored = prepare(part.zone, layer, stored)
                 layers.append((moments[index][layer], stored))
             results.append(_PartResult(part.zone, layers, part.window[2] * part.window[3]))
         return results
@@ -421,7 +428,8 @@ def _reduce_layer(
     boundary_weights = weights[boundary_valid]
     moments.merge(Moments.of(boundary, boundary_weights, float(weights[~boundary_valid].sum())))
     kept = np.concatenate((chosen, boundary))
-    return moments, kept, np.concatenate((np.ones(chosen.size), boundary_weights))
+    # float32, as the store keeps them (``StoredPart.make``): no float64 array of ones to convert.
+    return moments, kept, np.concatenate((np.ones(chosen.size, np.float32), boundary_weights.astype(np.float32)))
 
 
 def reduce_groups(
@@ -466,6 +474,12 @@ def reduce_groups(
             for zone in zones
         ]
         outcomes.append(Outcome(results, 0, 0))
+        if not remote:
+            for position, zone_result in enumerate(results):
+                expected = sum(_window_pixels(source_zones[position].window) for _, source_zones in group)
+                for kept in zone_result.layers:
+                    if kept.store is not None:
+                        kept.store.expect(expected)
     check_cancelled()
     jobs: list[ChunkJob[_Task, list[_PartResult]]] = []
     owners: list[Outcome] = []
@@ -474,7 +488,8 @@ def reduce_groups(
             tasks = _plan(source, zones, options)
             outcome.chunks_read += len(tasks)
             lighten = _lighten if remote else None
-            jobs.append(ChunkJob((source.meta.path,), _reduce_chunk(source, options), tasks, lighten))
+            prepare = None if remote or not options.keep_values else _preparer(outcome)
+            jobs.append(ChunkJob((source.meta.path,), _reduce_chunk(source, options, prepare), tasks, lighten))
             owners.append(outcome)
     try:
         task_iters = [iter(job.tasks) for job in jobs]
@@ -503,6 +518,20 @@ def reduce_groups(
             outcome.close()
         raise
     return outcomes
+
+
+def _window_pixels(window: Window | None) -> int:
+    return 0 if window is None else int(window.width * window.height)
+
+
+def _preparer(outcome: Outcome) -> _Prepare:
+    """Kept parts readied by their stores (``ValueStore.prepare``) in the worker threads."""
+
+    def prepare(zone: int, layer: int, stored: StoredPart) -> StoredPart:
+        store = outcome.zones[zone].layers[layer].store
+        return stored if store is None else store.prepare(stored)
+
+    return prepare
 
 
 def planned_pixels(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -> int:

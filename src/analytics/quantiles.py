@@ -1,6 +1,6 @@
 """Bounded-memory quantiles over values kept chunk by chunk (moments: ``moments.py``).
 
-(About 650 lines, kept together: the store's direct, bucketed, selected and spilled paths and
+(About 770 lines, kept together: the store's direct, bucketed, selected and spilled paths and
 both quantile definitions read the same kept values and bucket counts; the presence table
 itself is ``distinct.py``.)
 
@@ -108,6 +108,7 @@ class StoredPart:
     values: np.ndarray
     weights: np.ndarray | None = None  # float32; None means every weight is 1
     histogram: np.ndarray | None = None  # value counts per bucket
+    marked: bool = False  # its values are marked in its counting store's presence table
 
     @property
     def size(self) -> int:
@@ -134,6 +135,26 @@ class StoredPart:
         return cls(values, weights, histogram)
 
 
+def _folded(part: StoredPart, histogram: bool) -> StoredPart:
+    """A part for a counting store: -0.0 folded into 0.0 (one value to exactextract, two bit
+    patterns to ``Presence``), its histogram counted if asked (or already counted)."""
+    values, counts = part.values, part.histogram
+    if counts is None or counts[_NEGATIVE_ZERO_BUCKET]:
+        values = values + values.dtype.type(0)
+        counts = bucket_histogram(values) if counts is not None or histogram else None
+    return StoredPart(values, part.weights, counts, part.marked)
+
+
+def _occupied_raw(histogram: np.ndarray | None) -> np.ndarray:
+    """A raw top-16-bit bucket in each group of 32 (a 2 MiB granule of the presence table)
+    that a bucket-order histogram counts values in: groups of 32 buckets are groups of 32 raw
+    rows, in either order, so the test runs on 2,048 groups rather than 65,536 buckets (a
+    tenth of the marking threads' time besides the marking, on the tile)."""
+    assert histogram is not None
+    groups = np.flatnonzero(histogram.reshape(-1, 32).any(axis=1))
+    return BUCKET_TO_RAW[groups * 32]
+
+
 def _raw_intervals(flags: np.ndarray) -> list[tuple[int, int]]:
     """The flagged buckets as runs of consecutive raw top-16-bit values (inclusive)."""
     raw = np.sort(BUCKET_TO_RAW[np.flatnonzero(flags)])
@@ -149,13 +170,18 @@ def in_intervals(values: np.ndarray, intervals: list[tuple[int, int]]) -> np.nda
     """Which values' top 16 bits fall in the raw intervals: compares on the bit patterns as
     unsigned integers (each bucket is one contiguous integer range), several times faster than
     looking every value's bucket up in a table."""
-    unsigned = np.dtype(f"u{values.itemsize}")
-    words = np.ascontiguousarray(values).view(unsigned)
     shift = values.itemsize * 8 - 16
     low_fill = (1 << shift) - 1
+    return in_patterns(values, [(first << shift, (last << shift) | low_fill) for first, last in intervals])
+
+
+def in_patterns(values: np.ndarray, intervals: list[tuple[int, int]]) -> np.ndarray:
+    """Which values' whole bit patterns, as unsigned integers, fall in the inclusive intervals."""
+    unsigned = np.dtype(f"u{values.itemsize}")
+    words = np.ascontiguousarray(values).view(unsigned)
     selected: np.ndarray | None = None
     for first, last in intervals:
-        lo, hi = unsigned.type(first << shift), unsigned.type((last << shift) | low_fill)
+        lo, hi = unsigned.type(first), unsigned.type(last)
         inside = (words >= lo) & (words <= hi)
         selected = inside if selected is None else np.logical_or(selected, inside, out=selected)
     return np.zeros(values.shape, dtype=bool) if selected is None else selected
@@ -219,6 +245,48 @@ class _Gathered:
         return x, w
 
 
+def _gathered(pieces: Iterable[_Part], with_buckets: bool) -> _Gathered:
+    """Selected pieces split into unit-weight values and (value, weight) pairs (with their
+    buckets when asked)."""
+    gathered = _Gathered()
+    for values, weights in pieces:
+        if values.size == 0:
+            continue
+        bucket = high_bits(values) if with_buckets else None  # raw top bits until gathered
+        if weights is None:
+            gathered.add_unit(values, bucket, None)
+        else:
+            unit = weights == 1
+            gathered.add_unit(values, bucket, unit)
+            fractional = ~unit
+            gathered.add_weighted(
+                values[fractional], weights[fractional], None if bucket is None else bucket[fractional]
+            )
+    return gathered
+
+
+def _fraction_corrections(fractions: list[tuple[np.ndarray, np.ndarray]], occupied: np.ndarray) -> np.ndarray:
+    """Per occupied bucket: the fractional weights less their count (what turns a bucket's
+    value count into its weight), summed part by part."""
+    fraction_count = np.zeros(BUCKETS, dtype=np.int64)
+    fraction_weight = np.zeros(BUCKETS, dtype=np.float64)
+    for buckets, weights in fractions:
+        fraction_count += np.bincount(buckets, minlength=BUCKETS)
+        fraction_weight += np.bincount(buckets, weights=weights, minlength=BUCKETS)
+    return fraction_weight[occupied] - fraction_count[occupied]
+
+
+def _merged(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Inclusive integer intervals, overlapping or touching ones merged, in order."""
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(intervals):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged
+
+
 def _runs(ordered: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Distinct values of a sorted array and their counts (or summed weights)."""
     if ordered.size == 0:
@@ -263,17 +331,51 @@ class ValueStore:
     distinct: bool = False
     _presence: Presence | None = None
     _presence_off: bool = False
-    _presence_bytes: int = 0  # the presence table's touched memory, charged to the budget
-    _fraction_count: np.ndarray | None = None  # per bucket: values with a weight other than 1
-    _fraction_weight: np.ndarray | None = None  # and the sum of those weights
+    # Per part with fractional weights (counting stores): the buckets of those values and their
+    # weights, summed per bucket only when the quantiles select with the presence table.
+    _fractions: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    @property
+    def _presence_bytes(self) -> int:
+        """The presence table's touched memory, charged to the budget."""
+        return 0 if self._presence is None else self._presence.touched_bytes
+
+    def _counting(self) -> bool:
+        return self.distinct and self.dtype == np.float32 and not self._presence_off
+
+    def expect(self, values: int) -> None:
+        """Told that at most ``values`` values will come: a counting store expecting more than
+        PRESENCE_MIN reserves its presence table now, so that the threads making the parts
+        mark them as they go (``prepare``), in parallel, instead of ``add`` one by one."""
+        if self._counting() and self._presence is None and self.count == 0 and values > PRESENCE_MIN:
+            self._reserve_presence()
+
+    def _reserve_presence(self) -> None:
+        self._presence = Presence.reserve(self.budget_bytes)
+        if self._presence is None:
+            self._presence_off = True
+
+    def prepare(self, part: StoredPart) -> StoredPart:
+        """``part`` made ready for ``add`` in the thread that computed it (any thread, several
+        at once): in a counting store with its presence table reserved, -0.0 folded, the
+        histogram counted and the values marked; other parts are returned as they are."""
+        presence = self._presence
+        if presence is None or part.size == 0 or not self._counting():
+            return part
+        part = _folded(part, True)
+        part.marked = presence.mark(part.values, _occupied_raw(part.histogram))
+        return part
 
     def add(self, part: StoredPart) -> None:
         if part.size == 0:
             return
-        counting = self.distinct and self.dtype == np.float32 and not self._presence_off
-        if counting:
-            part = self._prepared(part)
-        values = part.values
+        counting = self._counting()
+        if counting and not part.marked:
+            part = _folded(part, self._presence is not None)
+        if counting and part.weights is not None:
+            fractional = part.weights != 1
+            self._fractions.append((bucket_of(part.values[fractional]), part.weights[fractional].astype(np.float64)))
+        values, histogram = part.values, part.histogram
         self.count += part.size
         if part.histogram is not None:
             self.histogram += part.histogram
@@ -289,55 +391,30 @@ class ValueStore:
         else:
             self._parts.append(part)
             self._memory_bytes += part.nbytes
-        if counting:
-            self._count_distinct(values)
+        if counting and not part.marked:
+            self._count_distinct(values, histogram)
 
-    def _prepared(self, part: StoredPart) -> StoredPart:
-        """A part of a counting store: -0.0 folded into 0.0 (one value to exactextract, two bit
-        patterns to ``Presence``), its histogram counted once the store is counting, its
-        fractional weights added to the per-bucket corrections."""
-        values, histogram = part.values, part.histogram
-        if histogram is None or histogram[_NEGATIVE_ZERO_BUCKET]:
-            values = values + values.dtype.type(0)
-            histogram = None if histogram is None else bucket_histogram(values)
-        if histogram is None and self._presence is not None:
-            histogram = bucket_histogram(values)
-        if part.weights is not None:
-            if self._fraction_count is None or self._fraction_weight is None:
-                self._fraction_count = np.zeros(BUCKETS, dtype=np.int64)
-                self._fraction_weight = np.zeros(BUCKETS, dtype=np.float64)
-            fractional = part.weights != 1
-            buckets = bucket_of(values[fractional])
-            self._fraction_count += np.bincount(buckets, minlength=BUCKETS)
-            weights = part.weights[fractional].astype(np.float64)
-            self._fraction_weight += np.bincount(buckets, weights=weights, minlength=BUCKETS)
-        return StoredPart(values, part.weights, histogram)
-
-    def _count_distinct(self, values: np.ndarray) -> None:
+    def _count_distinct(self, values: np.ndarray, histogram: np.ndarray | None) -> None:
+        """Mark a part's values (here, in the thread adding it); the presence table is reserved
+        once the store holds more than PRESENCE_MIN values, and the parts before marked then.
+        A table that fills up (more occupied buckets than the budget) is dropped: the quantiles
+        sort instead."""
         if self._presence is None:
             if self.count <= PRESENCE_MIN:
                 return
-            self._presence = Presence.reserve()
-            if self._presence is None:
-                self._presence_off = True
-            elif self._presence_fits():
+            self._reserve_presence()
+            if self._presence is not None:
+                occupied = _occupied_raw(self._complete_histogram())
                 for stored, _ in self.parts():  # the parts stored before the store grew this large
-                    self._presence.mark(stored)
-            return
-        if self._presence_fits():
-            self._presence.mark(values)
-
-    def _presence_fits(self) -> bool:
-        """Whether the presence table of the buckets occupied so far fits the memory budget;
-        if not, the table is dropped and the quantiles sort (more buckets than memory allows)."""
-        assert self._presence is not None
-        occupied = int(np.count_nonzero(self._complete_histogram()))
-        self._presence_bytes = occupied * Presence.ROW_BYTES
-        if self._presence_bytes <= self.budget_bytes:
-            return True
-        self._presence.close()
-        self._presence, self._presence_off, self._presence_bytes = None, True, 0
-        return False
+                    if not self._presence.mark(stored, occupied):
+                        break
+        else:
+            assert histogram is not None  # _folded counted it
+            self._presence.mark(values, _occupied_raw(histogram))
+        if self._presence is not None and self._presence.full:
+            self._presence.close()
+            self._presence, self._presence_off = None, True
+            self._fractions.clear()
 
     def _spill(self, part: StoredPart) -> None:
         if self._values_file is None:
@@ -409,10 +486,14 @@ class ValueStore:
     def selected(self, intervals: list[tuple[int, int]]) -> Iterable[_Part]:
         """Each part's values (and weights) whose top 16 bits fall in the raw intervals, in
         insertion order (a subclass may select where the parts live: ``cluster.py``)."""
+        return self._chosen(functools.partial(in_intervals, intervals=intervals))
+
+    def _chosen(self, choose: Callable[[np.ndarray], np.ndarray]) -> Iterable[_Part]:
+        """Each part's values (and weights) ``choose`` flags, in insertion order."""
 
         def select(load: Callable[[], _Part]) -> _Part:
             values, weights = load()
-            selected = in_intervals(values, intervals)
+            selected = choose(values)
             return values[selected], None if weights is None else weights[selected]
 
         loaders = self._part_loaders()
@@ -421,22 +502,12 @@ class ValueStore:
     def gather(self, flags: np.ndarray | None) -> _Gathered:
         """Every stored value whose bucket is flagged (all values when ``flags`` is None),
         split into unit-weight values and (value, weight) pairs, with their buckets."""
-        gathered = _Gathered()
         pieces = self.parts() if flags is None else self.selected(_raw_intervals(flags))
-        for values, weights in pieces:
-            if flags is not None and values.size == 0:
-                continue
-            bucket = None if flags is None else high_bits(values)  # raw top bits until gathered
-            if weights is None:
-                gathered.add_unit(values, bucket, None)
-            else:
-                unit = weights == 1
-                gathered.add_unit(values, bucket, unit)
-                fractional = ~unit
-                gathered.add_weighted(
-                    values[fractional], weights[fractional], None if bucket is None else bucket[fractional]
-                )
-        return gathered
+        return _gathered(pieces, flags is not None)
+
+    def _gather_patterns(self, intervals: list[tuple[int, int]]) -> _Gathered:
+        """Every value of this process's parts whose bit pattern falls in the intervals."""
+        return _gathered(self._chosen(functools.partial(in_patterns, intervals=intervals)), False)
 
     # -- quantiles ---------------------------------------------------------------------------
 
@@ -489,50 +560,76 @@ class ValueStore:
                 return selected
         if self.count <= DIRECT_LIMIT:
             distinct, sums = self.gather(None).distinct()
-            return [_weighted_quantile(distinct, sums, q / 100.0) for q in qs]
+            return _weighted_quantiles(distinct, sums, qs)
         return self._bucketed_weighted_quantiles(qs)
 
     def _selected_weighted_quantiles(self, qs: Sequence[float]) -> list[float | None] | None:
         """``weighted_quantiles`` by selection (a counting store): per occupied bucket its
         distinct values (``Presence``) and weight (value count, fractional weights corrected),
-        so the bucket of each crossing is found from their running sums; the crossing bucket
-        and its neighbours are gathered in one pass and interpolated over as a window.
+        so the bucket of each crossing is found from their running sums; the crossing bucket,
+        the largest value before it and the smallest after it are gathered in one pass and
+        interpolated over as a window.
 
         Exact: s_i = i w_i + (n - 1) C_{i-1} lies between (n - 1) C_{i-1} and (n - 1) C_i, so
         the crossing is at most one distinct value past the first bucket whose running weight
         times n - 1 exceeds the target, and the value before it at most one before that bucket:
-        the neighbours hold both. None when a gathered bucket disagrees with its count (then
-        the caller sorts)."""
-        assert self._presence is not None
+        the window holds both. None when a gathered bucket disagrees with its count (then the
+        caller sorts)."""
+        presence = self._presence
+        assert presence is not None
         histogram = self._complete_histogram()
         occupied = np.flatnonzero(histogram)
-        distinct_counts = self._presence.counts(BUCKET_TO_RAW[occupied])
+        raw = BUCKET_TO_RAW[occupied]
+        distinct_counts = presence.counts(raw, self.mapper)
         weights = histogram[occupied].astype(np.float64)
-        if self._fraction_count is not None and self._fraction_weight is not None:
-            weights += self._fraction_weight[occupied] - self._fraction_count[occupied]
+        if self._fractions:
+            weights += _fraction_corrections(self._fractions, occupied)
         n = int(distinct_counts.sum())
         total = float(weights.sum())
         running_n = np.cumsum(distinct_counts)
         running_w = np.cumsum(weights)
-        windows = []
+        last = occupied.size - 1
+        crossings = []
         for q in qs:
             target = (q / 100.0) * total * (n - 1)
-            crossing = int(np.searchsorted((n - 1) * running_w, target, side="right"))
-            crossing = min(crossing, occupied.size - 1)
-            windows.append((max(crossing - 1, 0), min(crossing + 1, occupied.size - 1)))
-        flags = np.zeros(BUCKETS, dtype=bool)
-        for first, last in windows:
-            flags[occupied[first : last + 1]] = True
-        x, w = self.gather(flags).distinct()
-        x_buckets = bucket_of(x.astype(self.dtype, copy=False))  # float64 when only fractional
+            crossings.append(min(int(np.searchsorted((n - 1) * running_w, target, side="right")), last))
+        # Per crossing: the bit patterns of the value before its bucket, of the bucket, and of
+        # the value after it. Between them (on one side of the sign bit) no value is stored, so
+        # each side is one interval of patterns.
+        neighbours: dict[int, tuple[int | None, int | None]] = {}
+        intervals: list[tuple[int, int]] = []
+        for crossing in sorted(set(crossings)):
+            row = int(raw[crossing])
+            below = presence.extremes(int(raw[crossing - 1]))[1] if crossing > 0 else None
+            above = presence.extremes(int(raw[crossing + 1]))[0] if crossing < last else None
+            neighbours[crossing] = (below, above)
+            patterns = [row << 16, (row << 16) | 0xFFFF, *(p for p in (below, above) if p is not None)]
+            for sign in (0, 1):
+                side = [p for p in patterns if p >> 31 == sign]
+                if side:
+                    intervals.append((min(side), max(side)))
+        x, w = self._gather_patterns(_merged(intervals)).distinct()
+        x = x.astype(self.dtype, copy=False)  # float64 when only fractional
+        x_buckets = bucket_of(x)
+        x_patterns = x.view(np.uint32)
         results: list[float | None] = []
-        for q, (first, last) in zip(qs, windows, strict=True):
-            start = int(np.searchsorted(x_buckets, occupied[first], side="left"))
-            end = int(np.searchsorted(x_buckets, occupied[last], side="right"))
-            offset = int(running_n[first - 1]) if first > 0 else 0
-            if end - start != int(running_n[last]) - offset:
+        for q, crossing in zip(qs, crossings, strict=True):
+            start = int(np.searchsorted(x_buckets, occupied[crossing], side="left"))
+            end = int(np.searchsorted(x_buckets, occupied[crossing], side="right"))
+            if end - start != int(distinct_counts[crossing]):
                 return None
-            before = float(running_w[first - 1]) if first > 0 else 0.0
+            below, above = neighbours[crossing]
+            offset = int(running_n[crossing - 1]) if crossing > 0 else 0
+            before = float(running_w[crossing - 1]) if crossing > 0 else 0.0
+            if below is not None:
+                start, offset = start - 1, offset - 1
+                if start < 0 or int(x_patterns[start]) != below:
+                    return None
+                before -= float(w[start])
+            if above is not None:
+                if end >= x.size or int(x_patterns[end]) != above:
+                    return None
+                end += 1
             results.append(_weighted_quantile_window(x[start:end], w[start:end], offset, before, n, total, q / 100.0))
         return results
 
@@ -636,9 +733,13 @@ def _lerp(a: float, b: float, t: float) -> float:
     return b - diff * (1.0 - t) if t >= 0.5 else a + diff * t
 
 
-def _weighted_quantile(x: np.ndarray, w: np.ndarray, q: float) -> float:
+def _weighted_quantiles(x: np.ndarray, w: np.ndarray, qs: Sequence[float]) -> list[float | None]:
+    """exactextract's quantiles (q in 0..100) over all the sorted distinct values: their s
+    sequence computed once for every q."""
     n = x.size
-    return _weighted_quantile_window(x, w, 0, 0.0, n, float(w.sum()), q)
+    total = float(w.sum())
+    s = _s_sequence(x, w, 0, 0.0, n)
+    return [_interpolate(x, s, (q / 100.0) * total * (n - 1)) for q in qs]
 
 
 def _weighted_quantile_window(
@@ -646,11 +747,19 @@ def _weighted_quantile_window(
 ) -> float:
     """exactextract's quantile over a window x[0..] of the sorted distinct values, whose first
     element has global index ``offset`` and is preceded by ``cumulative_before`` weight."""
+    return _interpolate(x, _s_sequence(x, w, offset, cumulative_before, n), q * total * (n - 1))
+
+
+def _s_sequence(x: np.ndarray, w: np.ndarray, offset: int, cumulative_before: float, n: int) -> np.ndarray:
+    """s_i = i w_i + (n - 1) C_{i-1} (s_0 = 0) over a window of the sorted distinct values."""
     cumulative = cumulative_before + np.cumsum(w)
     previous = np.concatenate([[cumulative_before], cumulative[:-1]])
     index = offset + np.arange(x.size)
-    s = np.where(index == 0, 0.0, index * w + (n - 1) * previous)
-    target = q * total * (n - 1)
+    return np.where(index == 0, 0.0, index * w + (n - 1) * previous)
+
+
+def _interpolate(x: np.ndarray, s: np.ndarray, target: float) -> float:
+    """x linearly interpolated at ``target`` between the first s strictly greater and the one before."""
     right = int(np.searchsorted(s, target, side="right"))
     if right == 0:
         return float(x[0])

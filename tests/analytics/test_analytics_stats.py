@@ -103,3 +103,33 @@ def test_weighted_quantiles_by_selection_equal_the_sorted_path(tmp_path, monkeyp
     assert answers[5000] == answers[1 << 40]
     # 1 GiB holds the presence table of every occupied bucket; 200 kB does not (fallback).
     assert selected == ([True] if budget == 1 << 30 else [])
+
+
+@pytest.mark.parametrize("budget", [1 << 30, 200_000])
+def test_parts_marked_in_worker_threads_give_the_same_quantiles(tmp_path, monkeypatch, budget: int) -> None:
+    """A store told up front that many values will come (``expect``) reserves its presence
+    table before any part, and the threads that make the parts mark them (``prepare``, two at
+    once here): the same quantiles as marking them one by one in ``add`` and as sorting; with a
+    budget too small for the table, the marking threads stop and the store sorts."""
+    qs = [*QS, 33.3, 50.5, 66.6]
+    monkeypatch.setattr(quantiles, "_EAGER_HISTOGRAM_MIN", 1000)
+    monkeypatch.setattr(quantiles, "PRESENCE_MIN", 5000)
+    dtype = np.dtype(np.float32)
+    answers = []
+    for in_threads in (False, True):
+        store = ValueStore(dtype, budget, tmp_path, distinct=True)
+        try:
+            parts = [StoredPart.make(values, weights, dtype) for values, weights in _weighted_parts()]
+            if in_threads:
+                store.expect(10**6)
+                assert store._presence is not None
+                with ThreadPoolExecutor(2) as pool:
+                    parts = list(pool.map(store.prepare, parts))
+                assert all(part.marked for part in parts) == (budget == 1 << 30)
+            for part in parts:
+                store.add(part)
+            assert (store._presence is not None) == (budget == 1 << 30)
+            answers.append(store.weighted_quantiles(qs))
+        finally:
+            store.close()
+    assert answers[0] == answers[1]
