@@ -64,6 +64,8 @@ _STRIP_PIXELS = 128 * 1024
 # zone's mask is rasterized chunk by chunk in the worker threads: done here, before any chunk is
 # read, a 100 km² mask (2.5-3 ms) held up the whole call (10% of it).
 _WHOLE_MASK_ZONE_PIXELS = 512 * 512
+# Chunks in flight per thread when results are only moments (see ``_ahead``).
+_AHEAD_SMALL_RESULTS = 16
 
 
 @dataclass(frozen=True)
@@ -506,7 +508,8 @@ def reduce_groups(
         for plan in group:
             outcome.chunks_read += len(plan.tasks)
             lighten = _lighten if remote else None
-            jobs.append(ChunkJob((plan.source.meta.path,), _reduce_chunk(plan.source, options), plan.tasks, lighten))
+            fn = _reduce_chunk(plan.source, options)
+            jobs.append(ChunkJob((plan.source.meta.path,), fn, plan.tasks, lighten, _ahead(options)))
             owners.append(outcome)
     try:
         task_iters = [iter(job.tasks) for job in jobs]
@@ -535,6 +538,14 @@ def reduce_groups(
             outcome.close()
         raise
     return outcomes
+
+
+def _ahead(options: ReduceOptions) -> int:
+    """Chunks in flight per thread. A chunk's result waits for the chunks before it (the merge
+    is ordered): with two per thread, one slow chunk (an edge chunk's mask, a thread preempted)
+    left the other thread idle once it had finished the two after it. Without kept values a
+    result is a few numbers, so many may wait; kept values (up to a chunk's pixels) keep two."""
+    return 2 if options.keep_values else _AHEAD_SMALL_RESULTS
 
 
 def reduce_zones(
