@@ -47,12 +47,14 @@ class ChunkJob(Generic[W, T]):
     ``lighten`` (on a cluster only): the caller receives ``lighten(results)`` of each batch,
     while the whole results stay on the worker that computed them, reachable through the
     ``BatchRef`` yielded beside each result (``RemoteValueStore`` selects kept values there).
+    ``ahead`` (in-process only): tasks in flight per thread (``ChunkRunner``), more for small results.
     """
 
     paths: tuple[str, ...]
     fn: Callable[[list[Any], W], T]
     tasks: Sequence[W]
     lighten: Callable[[list[T]], list[T]] | None = None
+    ahead: int = 2
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ def run_ordered(
     if not scheduler:
         for position, job in enumerate(jobs):
             check_cancelled()
-            for result in ChunkRunner(job.paths, workers, check_cancelled).map(job.fn, job.tasks):
+            for result in ChunkRunner(job.paths, workers, check_cancelled, job.ahead).map(job.fn, job.tasks):
                 yield position, result, None
         return
     client = client_for(scheduler)

@@ -64,6 +64,8 @@ _STRIP_PIXELS = 128 * 1024
 # zone's mask is rasterized chunk by chunk in the worker threads: done here, before any chunk is
 # read, a 100 km² mask (2.5-3 ms) held up the whole call (10% of it).
 _WHOLE_MASK_ZONE_PIXELS = 512 * 512
+# Chunks in flight per thread when results are only moments (see ``_ahead``).
+_AHEAD_SMALL_RESULTS = 16
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,34 @@ def _stored_at(results: list[list[_PartResult]], locator: tuple[int, ...]) -> St
     stored = results[task][part].layers[layer][1]
     assert isinstance(stored, StoredPart)
     return stored
+
+
+@dataclass(frozen=True)
+class ZonesPlan:
+    """One source's zones and the chunk tasks that read them (``plan_zones``): made once, it
+    answers ``planned_pixels`` and is what ``reduce_groups`` reads, so a call that checks its
+    size first (the server's synchronous pixel limit) does not plan twice."""
+
+    source: PixelSource
+    zones: list[PixelZone]
+    options: ReduceOptions
+    tasks: list[_Task]
+
+    @property
+    def pixels(self) -> int:
+        """The pixels reducing it reads (its ``Outcome.pixels_read``)."""
+        return sum(int(task.window.width * task.window.height) for task in self.tasks)
+
+
+def plan_zones(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -> ZonesPlan:
+    return ZonesPlan(source, zones, options, _plan(source, zones, options))
+
+
+def _as_plan(entry: tuple[PixelSource, list[PixelZone]] | ZonesPlan, options: ReduceOptions) -> ZonesPlan:
+    if isinstance(entry, ZonesPlan):
+        assert entry.options == options, "a plan is read with the options it was made with"
+        return entry
+    return plan_zones(*entry, options)
 
 
 def _plan(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -> list[_Task]:
@@ -432,8 +462,11 @@ def _reduce_layer(
     return moments, kept, np.concatenate((np.ones(chosen.size, np.float32), boundary_weights.astype(np.float32)))
 
 
+Group = Sequence[tuple[PixelSource, list[PixelZone]] | ZonesPlan]
+
+
 def reduce_groups(
-    groups: Sequence[Sequence[tuple[PixelSource, list[PixelZone]]]],
+    groups: Sequence[Group],
     options: ReduceOptions,
     *,
     workers: int,
@@ -444,11 +477,13 @@ def reduce_groups(
 ) -> list[Outcome]:
     """One ``Outcome`` per group: every layer reduced over every zone, summed over the group's
     sources (a mosaic: the same zones, each source's pixels once; its sources must share the
-    value type and layer count). Groups are separate answers (e.g. a time series' items).
+    value type and layer count), each given as (source, zones) or as its ``plan_zones``. Groups
+    are separate answers (e.g. a time series' items).
     Partial results merge in (group, source, chunk) order whatever runs the chunks (threads
     here, or a Dask cluster: ``cluster.run_ordered``), so answers do not depend on where or
     when chunks ran. Close the outcomes when done."""
-    stores = sum(len(group[0][1]) * group[0][0].layers for group in groups if group)
+    plans = [[_as_plan(entry, options) for entry in group] for group in groups]
+    stores = sum(len(group[0].zones) * group[0].source.layers for group in plans if group)
     budget = max(1, memory_budget_bytes // max(1, stores))
     # On a cluster, kept values stay on the workers; percentiles select them there.
     remote = bool(scheduler) and options.keep_values
@@ -461,8 +496,8 @@ def reduce_groups(
         )
 
     outcomes = []
-    for group in groups:
-        first, zones = group[0]
+    for group in plans:
+        first, zones = group[0].source, group[0].zones
         results = [
             ZoneResult(
                 zone,
@@ -476,20 +511,20 @@ def reduce_groups(
         outcomes.append(Outcome(results, 0, 0))
         if not remote:
             for position, zone_result in enumerate(results):
-                expected = sum(_window_pixels(source_zones[position].window) for _, source_zones in group)
+                expected = sum(_window_pixels(plan.zones[position].window) for plan in group)
                 for kept in zone_result.layers:
                     if kept.store is not None:
                         kept.store.expect(expected)
     check_cancelled()
     jobs: list[ChunkJob[_Task, list[_PartResult]]] = []
     owners: list[Outcome] = []
-    for group, outcome in zip(groups, outcomes, strict=True):
-        for source, zones in group:
-            tasks = _plan(source, zones, options)
-            outcome.chunks_read += len(tasks)
+    for group, outcome in zip(plans, outcomes, strict=True):
+        for plan in group:
+            outcome.chunks_read += len(plan.tasks)
             lighten = _lighten if remote else None
             prepare = None if remote or not options.keep_values else _preparer(outcome)
-            jobs.append(ChunkJob((source.meta.path,), _reduce_chunk(source, options, prepare), tasks, lighten))
+            fn = _reduce_chunk(plan.source, options, prepare)
+            jobs.append(ChunkJob((plan.source.meta.path,), fn, plan.tasks, lighten, _ahead(options)))
             owners.append(outcome)
     try:
         task_iters = [iter(job.tasks) for job in jobs]
@@ -534,10 +569,19 @@ def _preparer(outcome: Outcome) -> _Prepare:
     return prepare
 
 
+def _ahead(options: ReduceOptions) -> int:
+    """Chunks in flight per thread. A chunk's result waits for the chunks before it (the merge
+    is ordered): with two per thread, one slow chunk (an edge chunk's mask, a thread preempted)
+    left the other thread idle once it had finished the two after it. Without kept values a
+    result is a few numbers, so many may wait; kept values (up to a chunk's pixels) keep two."""
+    return 2 if options.keep_values else _AHEAD_SMALL_RESULTS
+
+
+
 def planned_pixels(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -> int:
     """The pixels ``reduce_in`` would read (its ``Outcome.pixels_read``), from its own plan:
     nothing is read."""
-    return sum(int(task.window.width * task.window.height) for task in _plan(source, zones, options))
+    return plan_zones(source, zones, options).pixels
 
 
 def reduce_in(ctx: AnalyticsContext, source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -> Outcome:
@@ -547,9 +591,7 @@ def reduce_in(ctx: AnalyticsContext, source: PixelSource, zones: list[PixelZone]
     return reduce_groups_in(ctx, [[(source, zones)]], options)[0]
 
 
-def reduce_groups_in(
-    ctx: AnalyticsContext, groups: Sequence[Sequence[tuple[PixelSource, list[PixelZone]]]], options: ReduceOptions
-) -> list[Outcome]:
+def reduce_groups_in(ctx: AnalyticsContext, groups: Sequence[Group], options: ReduceOptions) -> list[Outcome]:
     """``reduce_groups`` with the call's threads, cancellation, memory budget, scratch folder
     and cluster."""
     return reduce_groups(

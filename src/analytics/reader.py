@@ -331,14 +331,16 @@ class ChunkRunner:
     thread's open handles of ``paths`` (in that order).
 
     Results come back in task order (so reductions are deterministic), with at most
-    ``2 * workers`` tasks in flight; ``check_cancelled`` runs before every task, and the first
-    exception stops the run.
+    ``ahead * workers`` tasks in flight (finished ones wait there for their turn, so ``ahead``
+    bounds the results held: raise it when they are small); ``check_cancelled`` runs before every
+    task, and the first exception stops the run.
     """
 
-    def __init__(self, paths: Sequence[str], workers: int, check_cancelled: Callable[[], None]) -> None:
+    def __init__(self, paths: Sequence[str], workers: int, check_cancelled: Callable[[], None], ahead: int = 2) -> None:
         self.paths = tuple(paths)
         self.workers = max(1, int(workers))
         self.check_cancelled = check_cancelled
+        self.ahead = max(1, int(ahead))
 
     def _datasets(self) -> list[DatasetReader]:
         return [_handle(path) for path in self.paths]
@@ -370,7 +372,7 @@ class ChunkRunner:
         try:
             for task in source:
                 pending.append(executor.submit(self._task, fn, task))
-                if len(pending) >= 2 * self.workers:
+                if len(pending) >= self.ahead * self.workers:
                     break
             while pending:
                 result = pending.popleft().result()

@@ -25,14 +25,17 @@ accumulated in float64; values kept for quantiles are float32 when that is exact
 from __future__ import annotations
 
 import math
+import threading
+import weakref
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 import shapely
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from geopera_kernel.analytics.base import AnalyticsContext, AnalyticsMethod
-from geopera_kernel.analytics.engine import LayerResult, ReduceOptions, planned_pixels, reduce_groups_in
+from geopera_kernel.analytics.base import AnalyticsContext, AnalyticsMethod, ItemView
+from geopera_kernel.analytics.engine import LayerResult, ReduceOptions, ZonesPlan, plan_zones, reduce_groups_in
 from geopera_kernel.analytics.geometry import PixelZone, pixel_zones, without_boxes
 from geopera_kernel.analytics.indices import get_index
 from geopera_kernel.analytics.moments import Moments
@@ -244,6 +247,14 @@ def _default_histogram_range(moments: Moments, bins: int) -> tuple[float, float]
     return low, high
 
 
+# Plans ``pixels_to_read`` made, by params object (id, checked against a weak reference), until
+# ``execute`` takes them or the params are collected (a validate-only call).
+_kept_plans: dict[
+    int, tuple[weakref.ref[ZonalStatsParams], Mapping[str, ItemView], list[ZonesPlan], ReduceOptions]
+] = {}
+_kept_lock = threading.Lock()
+
+
 class ZonalStats(AnalyticsMethod):
     name: ClassVar[str] = "zonal_stats"
     description: ClassVar[str] = (
@@ -283,17 +294,42 @@ class ZonalStats(AnalyticsMethod):
         keep_values = bool(params.percentiles) or "median" in params.stats or params.histogram is not None
         return parts, ReduceOptions(params.coverage, params.all_touched, keep_values)
 
+    def _planned(
+        self, params: ZonalStatsParams, ctx: AnalyticsContext, keep: bool
+    ) -> tuple[list[ZonesPlan], ReduceOptions]:
+        """``_plan`` with every source's chunks planned. The server asks ``pixels_to_read`` (its
+        synchronous limit) and then ``execute`` with the same params and items: ``keep`` leaves
+        the plan on the params, and the next call with the same items takes it (planning, with
+        the zones' reprojection and a small zone's mask, is a share of a small call's time)."""
+        key = id(params)
+        with _kept_lock:
+            kept = _kept_plans.pop(key, None)
+        if kept is not None and kept[0]() is params and kept[1] is ctx.items:
+            return kept[2], kept[3]
+        parts, options = self._plan(params, ctx)
+        plans = [plan_zones(source, zones, options) for source, zones in parts]
+        if keep:
+
+            def forget(ref: weakref.ref[ZonalStatsParams]) -> None:  # the params are gone, unexecuted
+                with _kept_lock:
+                    if key in _kept_plans and _kept_plans[key][0] is ref:
+                        del _kept_plans[key]
+
+            with _kept_lock:
+                _kept_plans[key] = (weakref.ref(params, forget), ctx.items, plans, options)
+        return plans, options
+
     def pixels_to_read(self, params: Any, ctx: AnalyticsContext) -> int:
         assert isinstance(params, ZonalStatsParams)
-        parts, options = self._plan(params, ctx)
-        return sum(planned_pixels(source, zones, options) for source, zones in parts)
+        plans, _ = self._planned(params, ctx, keep=True)
+        return sum(plan.pixels for plan in plans)
 
     def execute(self, params: Any, ctx: AnalyticsContext) -> ZonalStatsResult:
         assert isinstance(params, ZonalStatsParams)
-        parts, options = self._plan(params, ctx)
-        source = parts[0][0]
+        plans, options = self._planned(params, ctx, keep=False)
+        source = plans[0].source
         meta = source.meta
-        outcome = reduce_groups_in(ctx, [parts], options)[0]
+        outcome = reduce_groups_in(ctx, [plans], options)[0]
         try:
             zone_results = []
             for zone_result in outcome.zones:
@@ -304,7 +340,7 @@ class ZonalStats(AnalyticsMethod):
                     list(params.stats),
                     list(params.percentiles),
                     params.histogram,
-                    all(integer_valued(part) for part, _ in parts),
+                    all(integer_valued(plan.source) for plan in plans),
                 )
                 zone = zone_result.zone.zone
                 zone_results.append(
