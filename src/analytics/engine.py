@@ -577,7 +577,6 @@ def _ahead(options: ReduceOptions) -> int:
     return 2 if options.keep_values else _AHEAD_SMALL_RESULTS
 
 
-
 def planned_pixels(source: PixelSource, zones: list[PixelZone], options: ReduceOptions) -> int:
     """The pixels ``reduce_in`` would read (its ``Outcome.pixels_read``), from its own plan:
     nothing is read."""
