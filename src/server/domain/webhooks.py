@@ -187,13 +187,14 @@ class WebhookService:
         limit = page_size_or_default(page_size)
         filters = {"webhook_id": webhook_id}
         cursor = decode_page_token(page_token, filters) or {"b": 2**62}
-        async with self._db.connection() as conn:
+        # One snapshot for the log and the hook read again: the failures counted on the hook are
+        # those listed, and a disabled hook's log holds the attempt that disabled it.
+        async with self._db.snapshot() as conn:
             rows = await (
                 await conn.execute(
                     Q.list_webhook_attempts, {"webhook_id": webhook_id, "before_id": cursor["b"], "limit": limit + 1}
                 )
             ).fetchall()
-            # The hook read again after its log: its failure count is never older than the attempts shown.
             now = await (await conn.execute(Q.get_webhook, {"id": webhook_id})).fetchone()
         hook = WebhookRecord.from_row(now) if now is not None else hook
         attempts = [

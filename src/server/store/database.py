@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -133,6 +134,23 @@ class Database:
                     action()
             finally:
                 _after_commit.pop(id(conn), None)
+                callstats.database_used(time.perf_counter() - held)
+
+    @asynccontextmanager
+    async def snapshot(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A read-only transaction whose statements all see one snapshot (REPEATABLE
+        READ): for reads that must agree, such as a row and the log of what moved it."""
+        async with self.pool.connection() as conn:
+            held = time.perf_counter()
+            await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
+            await conn.set_read_only(True)
+            try:
+                async with conn.transaction():
+                    yield conn
+            finally:
+                with contextlib.suppress(psycopg.Error):  # a broken connection leaves the pool anyway
+                    await conn.set_isolation_level(None)
+                    await conn.set_read_only(None)
                 callstats.database_used(time.perf_counter() - held)
 
     async def close(self) -> None:
