@@ -7,7 +7,9 @@ same ``geometry_mask`` rasterization (pixel centres, ``all_touched=False``). Onl
 read, in strips of whole source blocks, so memory follows the strip size, not the raster size.
 
 Strips are read as ``geopera_kernel.raster.strips`` reads them and staged into a COG by
-``geopera_kernel.raster.cog.staged_cog``, as the bathymetry model does.
+``geopera_kernel.raster.cog.staged_cog``, as the bathymetry model does. (Just over 400 lines:
+the window, the mask and the strip writer must agree pixel for pixel with rasterio.mask, so
+they change together in one file.)
 """
 
 from __future__ import annotations

@@ -1,4 +1,8 @@
-"""Inspect a raster file: grid, bands, statistics, footprint, acquisition time, checksum."""
+"""Inspect a raster file: grid, bands, statistics, footprint, acquisition time, checksum.
+
+(Just over 400 lines, kept together: every fact an item records of a file comes from this one
+pass over the dataset, and the helpers here serve only that pass.)
+"""
 
 from __future__ import annotations
 

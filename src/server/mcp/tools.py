@@ -1,6 +1,7 @@
 """The MCP tool catalogue, projected from the operation registry, and tool
 calls run against the kernel. Nothing here knows MCP's wire types (see
 `geopera_kernel.server.mcp.app`), so it is the same projection whatever the transport.
+(Just over 400 lines: the catalogue and the calls share its schemas and argument checks.)
 
 - One tool per registered operation, named without dots (`items.list` ->
   `items_list`); its input schema is the params message's JSON Schema (proto3
