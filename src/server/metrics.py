@@ -6,26 +6,22 @@ database (the job queue, stored bytes) is read at scrape time by named queries
 shared truth, at most once per `SNAPSHOT_SECONDS` per replica and each under a
 statement timeout: a scrape storm cannot load the database.
 
-Per-call recording (`CallMetrics.record`, from the edge) is one dict lookup and
-three additions to plain lists; a scrape turns them into what a prometheus-client
-Counter and Histogram would expose (`_CallSeries`). Operation labels are bounded:
-a name that is not a registered operation is counted as `other` (callers choose
-the operation string).
+Per-call recording (`CallMetrics.record`, from the edge) costs one dict lookup,
+a counter increment and a histogram observation: the label children are cached.
+Operation labels are bounded: a name that is not a registered operation is
+counted as `other` (callers choose the operation string).
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter
-from prometheus_client import metrics as prometheus_metrics
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from prometheus_client.utils import INF, floatToGoString
 
 from geopera_kernel.server.store import Q
 
@@ -33,58 +29,14 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
-_BOUNDS = (*_LATENCY_BUCKETS, INF)
-_LE = tuple(floatToGoString(b) for b in _BOUNDS)
-
-
-class _CallSeries(Collector):
-    """`geopera_calls` (a counter by rpc, operation, code) and
-    `geopera_call_duration_seconds` (a histogram by rpc, operation), kept as plain
-    lists that `CallMetrics.record` adds to and exposed at scrape time as the same
-    samples a prometheus-client Counter and Histogram give (`_total` and `_created`;
-    cumulative `_bucket`s, `_count`, `_sum`, `_created`). prometheus-client takes a
-    lock per counter and walks the buckets per observation; calls end on the event
-    loop only (gRPC and HTTP alike), as scrapes are served, so no lock is needed."""
-
-    def __init__(self) -> None:
-        # (rpc, operation, code) -> [count, created]
-        self.calls: dict[tuple[str, str, str], list[float]] = {}
-        # (rpc, operation) -> [count per bucket (not cumulative)..., sum, created]
-        self.latency: dict[tuple[str, str], list[float]] = {}
-
-    def cells(self, key: tuple[str, str, str]) -> tuple[list[float], list[float]]:
-        """The lists one label set adds to (made on its first call)."""
-        now = time.time()
-        count = self.calls.setdefault(key, [0.0, now])
-        latency = self.latency.setdefault(key[:2], [*(0.0 for _ in _BOUNDS), 0.0, now])
-        return count, latency
-
-    def collect(self) -> Iterator[Metric]:
-        created = getattr(prometheus_metrics, "_use_created", True)
-        calls = Metric("geopera_calls", "Calls by transport method (rpc), operation and status code.", "counter")
-        for (rpc, operation, code), (count, since) in list(self.calls.items()):
-            labels = {"rpc": rpc, "operation": operation, "code": code}
-            calls.add_sample("geopera_calls_total", labels, count)
-            if created:
-                calls.add_sample("geopera_calls_created", labels, since)
-        yield calls
-        name = "geopera_call_duration_seconds"
-        latency = Metric(name, "Call latency at the edge, by transport method and operation.", "histogram")
-        for (rpc, operation), cells in list(self.latency.items()):
-            labels = {"rpc": rpc, "operation": operation}
-            total = 0.0
-            for le, cell in zip(_LE, cells, strict=False):
-                total += cell
-                latency.add_sample(f"{name}_bucket", {**labels, "le": le}, total)
-            latency.add_sample(f"{name}_count", labels, total)
-            latency.add_sample(f"{name}_sum", labels, cells[-2])
-            if created:
-                latency.add_sample(f"{name}_created", labels, cells[-1])
-        yield latency
-
-
-_CALL_SERIES = _CallSeries()
-REGISTRY.register(_CALL_SERIES)
+CALLS = Counter(
+    "geopera_calls", "Calls by transport method (rpc), operation and status code.", ["rpc", "operation", "code"],
+    registry=REGISTRY,
+)  # fmt: skip
+CALL_SECONDS = Histogram(
+    "geopera_call_duration_seconds", "Call latency at the edge, by transport method and operation.",
+    ["rpc", "operation"], buckets=_LATENCY_BUCKETS, registry=REGISTRY,
+)  # fmt: skip
 LEASES_EXPIRED = Counter(
     "geopera_job_leases_expired", "Job leases that expired (the worker stopped heartbeating).", registry=REGISTRY
 )
@@ -119,7 +71,7 @@ class CallMetrics:
 
     def __init__(self, operations: Iterable[str]) -> None:
         self._operations = frozenset(operations) | {""}
-        self._cells: dict[tuple[str, str, str], tuple[list[float], list[float]]] = {}
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     def label(self, operation: str) -> str:
         """The operation as a label: a registered name, else `other` (bounded)."""
@@ -128,13 +80,11 @@ class CallMetrics:
     def record(self, rpc: str, operation: str, code: str, seconds: float) -> None:
         # rpc and code come from fixed sets; the operation label from the registry's names.
         key = (rpc, operation if operation in self._operations else OTHER, code)
-        cells = self._cells.get(key)
-        if cells is None:
-            cells = self._cells[key] = _CALL_SERIES.cells(key)
-        count, latency = cells
-        count[0] += 1.0
-        latency[bisect.bisect_left(_BOUNDS, seconds)] += 1.0  # the first bucket whose bound >= seconds
-        latency[-2] += seconds
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (CALLS.labels(*key), CALL_SECONDS.labels(rpc, key[1]))
+        children[0].inc()
+        children[1].observe(seconds)
 
 
 def analytics_ran(method: str, pixels: int, seconds: float) -> None:
