@@ -146,10 +146,11 @@ def _folded(part: StoredPart, histogram: bool) -> StoredPart:
 
 
 def _occupied_raw(histogram: np.ndarray | None) -> np.ndarray:
-    """A raw top-16-bit bucket in each group of 32 (a 2 MiB granule of the presence table)
-    that a bucket-order histogram counts values in: groups of 32 buckets are groups of 32 raw
-    rows, in either order, so the test runs on 2,048 groups rather than 65,536 buckets (a
-    tenth of the marking threads' time besides the marking, on the tile)."""
+    """A raw top-16-bit bucket in each group of 32 that a bucket-order histogram counts values
+    in (all a presence table needs to charge the 2 MiB granules, of 256 rows, they fall in):
+    groups of 32 buckets are groups of 32 raw rows, in either order, so the test runs on 2,048
+    groups rather than 65,536 buckets (a tenth of the marking threads' time besides the
+    marking, on the tile)."""
     assert histogram is not None
     groups = np.flatnonzero(histogram.reshape(-1, 32).any(axis=1))
     return BUCKET_TO_RAW[groups * 32]
