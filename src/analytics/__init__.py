@@ -8,7 +8,6 @@ import importlib
 
 from geopera_kernel.analytics.base import AnalyticsContext, AnalyticsMethod, Artifact, AssetView, ItemView
 from geopera_kernel.analytics.change import ChangeDetection
-from geopera_kernel.analytics.distinct import warm_in_background
 from geopera_kernel.analytics.registry import MethodRegistry
 from geopera_kernel.analytics.timeseries import TimeSeries
 from geopera_kernel.analytics.zonal import ZonalStats
@@ -20,12 +19,6 @@ def default_registry() -> MethodRegistry:
     for method in (ZonalStats, TimeSeries, ChangeDetection):
         methods.register(method)
     return methods
-
-
-def warm_up() -> None:
-    """Compile the engine's compiled loop (exact coverage's distinct-value marking) in a
-    background thread, so that a process's first large exact call does not wait for it."""
-    warm_in_background()
 
 
 def load_registry(plugins: str) -> MethodRegistry:
@@ -59,5 +52,4 @@ __all__ = [
     "default_registry",
     "load_registry",
     "registry",
-    "warm_up",
 ]

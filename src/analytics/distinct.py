@@ -8,14 +8,14 @@ space, reserved but never committed as a whole — only the pages values land on
 8 KiB per occupied bucket (the 65,536 top-16-bit buckets of ``quantiles``). A bucket's
 distinct count is the population count of its row.
 
-Bits, not bytes, and a compiled loop (numba), because marking is one scattered write per value
-(118 million on a whole tile): numpy's scatter (``table[patterns] = True``) can only write
-bytes, and a byte table spreads a tile's values over about 270 MiB, so nearly every write
-missed the caches (13 ns a value with both cores busy, 1.5 s of CPU on the tile, the whole
-difference between exact coverage and the centre rule). The bit table of the same values is
-a eighth of that and mostly stays in the last-level cache (2-4 ns a value). The loop is
-compiled once per process, on first use or by ``warm_in_background`` (numba caches the
-machine code on disk, so later processes only load it).
+Bits, not bytes, and a compiled loop (``_bitset.c``, built at install), because marking is one
+scattered write per value (118 million on a whole tile): numpy's scatter
+(``table[patterns] = True``) can only write bytes, and a byte table spreads a tile's values over
+about 270 MiB, so nearly every write missed the caches (13 ns a value with both cores busy,
+1.5 s of CPU on the tile: the whole difference between exact coverage and the centre rule). The
+bit table of the same values is an eighth of that and mostly stays in the last-level cache
+(2-4 ns a value). Where no C compiler was there at install, the bits are set through numpy
+(``_set_bits_numpy``: the same table, several times slower).
 
 The table asks for transparent huge pages: values of one band or index occupy runs of
 neighbouring buckets, and faulting their rows in 4 KiB pages cost more than marking them; in
@@ -47,38 +47,28 @@ _NORESERVE: Final = 0x4000 if sys.platform.startswith("linux") else 0
 # A thread pool's ``map`` (results in order).
 Mapper = Callable[[Callable[[Any], Any], Iterable[Any]], Iterator[Any] | Iterable[Any]]
 
-_compile_lock = threading.Lock()
-_set_bits: Callable[[np.ndarray, np.ndarray], None] | None = None
-_warming = False
+
+def _set_bits_numpy(table: np.ndarray, patterns: np.ndarray) -> None:
+    """``_bitset.set_bits`` through numpy: a scatter of bytes loses the bits of two patterns
+    of one byte written in the same pass (the last write wins), so the bits still unset are
+    set again until none is left (each pass keeps at least one bit of every byte it writes)."""
+    index = (patterns >> 3).astype(np.intp)
+    bits = np.left_shift(np.uint8(1), (patterns & 7).astype(np.uint8))
+    while index.size:
+        table[index] |= bits
+        lost = (table[index] & bits) == 0
+        index, bits = index[lost], bits[lost]
 
 
-def _marker() -> Callable[[np.ndarray, np.ndarray], None]:
-    """The compiled loop setting the bit of each uint32 pattern (compiled or loaded once)."""
-    global _set_bits
-    if _set_bits is None:
-        with _compile_lock:
-            if _set_bits is None:
-                import numba  # about 0.4 s to import: only for stores large enough to count
+_SetBits = Callable[[np.ndarray, np.ndarray], None]
+_set_bits_compiled: _SetBits | None
+try:
+    from geopera_kernel.analytics._bitset import set_bits as _set_bits_compiled
+except ImportError:  # installed without a C compiler
+    _set_bits_compiled = None
 
-                @numba.njit(nogil=True, cache=True)
-                def set_bits(table: np.ndarray, patterns: np.ndarray) -> None:
-                    for pattern in patterns:
-                        table[pattern >> 3] |= np.uint8(1) << np.uint8(pattern & 7)
-
-                set_bits(np.zeros(1, dtype=np.uint8), np.zeros(1, dtype=np.uint32))
-                _set_bits = set_bits
-    return _set_bits
-
-
-def warm_in_background() -> None:
-    """Compile (or load) the marking loop in a daemon thread, once per process, so that the
-    first large exact call does not wait for it."""
-    global _warming
-    with _compile_lock:
-        if _warming or _set_bits is not None:
-            return
-        _warming = True
-    threading.Thread(target=_marker, name="presence-compile", daemon=True).start()
+# Sets the bit of each uint32 pattern (one caller per table at a time: not atomic).
+_set_bits: _SetBits = _set_bits_numpy if _set_bits_compiled is None else _set_bits_compiled
 
 
 class Presence:
@@ -121,7 +111,6 @@ class Presence:
         table = self._table  # a local reference keeps the mapping alive while this thread marks
         if table is None:
             return False
-        set_bits = _marker()
         granules = np.unique(np.asarray(raw_buckets) // _ROWS_PER_GRANULE)
         patterns = np.ascontiguousarray(values).view(np.uint32)
         with self._lock:
@@ -134,7 +123,7 @@ class Presence:
                 return False
             self._granules[fresh] = True
             self.touched_bytes = touched
-            set_bits(table, patterns)
+            _set_bits(table, patterns)
         return True
 
     def counts(self, raw_buckets: np.ndarray, mapper: Mapper | None = None) -> np.ndarray:

@@ -42,7 +42,6 @@ from geopera_kernel.analytics.coverage import (
     window_center_mask,
     window_transform,
 )
-from geopera_kernel.analytics.distinct import warm_in_background
 from geopera_kernel.analytics.geometry import PixelZone
 from geopera_kernel.analytics.moments import Moments
 from geopera_kernel.analytics.quantiles import StoredPart, ValueStore, bucket_histogram
@@ -488,9 +487,6 @@ def reduce_groups(
     budget = max(1, memory_budget_bytes // max(1, stores))
     # On a cluster, kept values stay on the workers; percentiles select them there.
     remote = bool(scheduler) and options.keep_values
-
-    if options.keep_values and options.coverage == "exact" and not remote:
-        warm_in_background()  # a no-op once compiled (the server compiles it at start)
 
     def store(dtype: np.dtype) -> ValueStore:
         if remote:

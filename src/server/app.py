@@ -30,7 +30,6 @@ from geopera.v1 import (  # noqa: F401  (imports register every payload type for
     worker_pb2_grpc,
 )
 from geopera_kernel.analytics import MethodRegistry, load_registry
-from geopera_kernel.analytics import warm_up as warm_up_analytics
 from geopera_kernel.raster import configure_limits as configure_raster_limits
 from geopera_kernel.raster import raster_limits
 from geopera_kernel.raster.job_types import ANALYTICS, CLIP
@@ -289,7 +288,6 @@ async def serve(settings: Settings, *, on_ready: Callable[[Services, int], Await
     if settings.port_file is not None:
         _write_atomically(settings.port_file, f"{port}\n{http_port}\n")
     log.info("ready on %s:%d", host, port)
-    warm_up_analytics()  # in a thread: about 0.7 s of CPU once, off the first large exact call
     print(f"GEOPERA_READY {host}:{port}", flush=True)
     if http_runner is not None:
         print(f"GEOPERA_HTTP {http_scheme}://{settings.http_listen.rsplit(':', 1)[0]}:{http_port}", flush=True)

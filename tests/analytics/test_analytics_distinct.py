@@ -1,5 +1,6 @@
 """The presence table (``distinct.Presence``): per-bucket distinct counts and extremes equal to
-``np.unique``'s, when several threads mark the same bytes at once, and its memory cap."""
+``np.unique``'s, when several threads mark the same bytes at once, and its memory cap; with the
+compiled loop (``_bitset.c``, where the install could build it) and with numpy's."""
 
 from __future__ import annotations
 
@@ -8,9 +9,19 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
 from geopera_kernel.analytics import distinct
 from geopera_kernel.analytics.distinct import Presence
+
+# The loops that set the bits: numpy's always, the compiled one where the install built it.
+SETTERS = [distinct._set_bits_numpy, *([distinct._set_bits_compiled] if distinct._set_bits_compiled else [])]
+
+
+@pytest.fixture(params=SETTERS, ids=lambda setter: "compiled" if setter is distinct._set_bits_compiled else "numpy")
+def set_bits(request, monkeypatch):
+    monkeypatch.setattr(distinct, "_set_bits", request.param)
+    return request.param
 
 
 def _values() -> np.ndarray:
@@ -28,7 +39,7 @@ def _raw_buckets(values: np.ndarray) -> np.ndarray:
     return np.unique(values.view(np.uint32) >> 16).astype(np.intp)
 
 
-def test_counts_and_extremes_equal_numpy_when_threads_mark_the_same_bytes_at_once() -> None:
+def test_counts_and_extremes_equal_numpy_when_threads_mark_the_same_bytes_at_once(set_bits) -> None:
     values = _values()
     presence = Presence()
     try:
@@ -55,13 +66,12 @@ def test_counts_and_extremes_equal_numpy_when_threads_mark_the_same_bytes_at_onc
         presence.close()
 
 
-def test_one_thread_sets_bits_at_a_time(monkeypatch) -> None:
+def test_one_thread_sets_bits_at_a_time(monkeypatch, set_bits) -> None:
     """Setting a bit reads and writes its whole byte: two threads setting bits of one byte at
     once could each write back the byte without the other's bit. ``mark`` runs the loop under
     the table's lock, so marking threads take turns (the loop is timed here, not raced)."""
     inside, most = 0, 0
     guard = threading.Lock()
-    compiled = distinct._marker()
 
     def counting(table: np.ndarray, patterns: np.ndarray) -> None:
         nonlocal inside, most
@@ -69,7 +79,7 @@ def test_one_thread_sets_bits_at_a_time(monkeypatch) -> None:
             inside += 1
             most = max(most, inside)
         time.sleep(0.002)
-        compiled(table, patterns)
+        set_bits(table, patterns)
         with guard:
             inside -= 1
 
@@ -87,7 +97,7 @@ def test_one_thread_sets_bits_at_a_time(monkeypatch) -> None:
         presence.close()
 
 
-def test_marking_past_the_memory_cap_marks_nothing_and_leaves_the_table_full() -> None:
+def test_marking_past_the_memory_cap_marks_nothing_and_leaves_the_table_full(set_bits) -> None:
     granule = 2 * 1024 * 1024
     presence = Presence(limit_bytes=granule)  # one 2 MiB granule: 256 buckets
     try:
@@ -103,11 +113,19 @@ def test_marking_past_the_memory_cap_marks_nothing_and_leaves_the_table_full() -
         presence.close()
 
 
-def test_warm_up_compiles_the_marking_loop_once() -> None:
-    distinct.warm_in_background()
-    marker = distinct._marker()  # waits for the background compile if it still runs
-    distinct.warm_in_background()  # compiled: nothing more starts
-    assert distinct._marker() is marker
-    table = np.zeros(4, dtype=np.uint8)
-    marker(table, np.array([0, 9, 9, 31], dtype=np.uint32))
-    assert table.tolist() == [0b1, 0b10, 0, 0b10000000]
+def test_set_bits_sets_exactly_the_patterns_bits(set_bits) -> None:
+    """Bit p & 7 of byte p >> 3, nothing else; repeats and bits of one byte in one call."""
+    table = np.zeros(5, dtype=np.uint8)
+    set_bits(table, np.array([0, 9, 9, 31, 8, 15, 39], dtype=np.uint32))
+    assert table.tolist() == [0b1, 0b10000011, 0, 0b10000000, 0b10000000]
+
+
+def test_the_compiled_loop_refuses_patterns_outside_the_table() -> None:
+    if distinct._set_bits_compiled is None:  # not built here: numpy's scatter raises IndexError itself
+        with pytest.raises(IndexError):
+            distinct._set_bits_numpy(np.zeros(2, dtype=np.uint8), np.array([16], dtype=np.uint32))
+        return
+    with pytest.raises(ValueError, match="outside the table"):
+        distinct._set_bits_compiled(np.zeros(2, dtype=np.uint8), np.array([3, 16], dtype=np.uint32))
+    with pytest.raises(ValueError, match="multiple of 4"):
+        distinct._set_bits_compiled(np.zeros(2, dtype=np.uint8), b"abc")
