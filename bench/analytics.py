@@ -100,22 +100,11 @@ AOIS = {"1km2": 100, "100km2": 1000, "tile": None}  # square side in pixels; Non
 # takes about 10 ms, where one preempted run moved a 3-run median by half (exec_center 0.017 s
 # [0.011-0.018] beside exec_center_pct 0.011 s for more work); 15 runs cost a few minutes.
 CHEAP_RUNS_FACTOR = 5
-# Each child first runs its case once on a square away from the measured AOIs (the steady state
-# of a long-running server), then times the real call: a 1 km² square before the 1 km² AOI, a
-# 100 km² one before the larger AOIs, so that the warm-up takes the paths the measured call takes
-# (exact coverage compiles its marking loop on a process's first store of more than a million
-# values; the tile has no second tile-sized square, the 100 km² warm-up reaches the same paths).
+# Each child first runs its case once on this 1 km² square far from the measured
+# AOIs (the steady state of a long-running server), then times the real call.
 WARMUP = "warmup"
-WARMUP_LARGE = "warmup_large"
-AOI_SIDES = {**AOIS, WARMUP: 100, WARMUP_LARGE: 1000}
-AOI_STARTS = {WARMUP: 3500, WARMUP_LARGE: 500}  # pixel offset of the square; the others are centred
-
-
-def warmup_for(window_name: str) -> str:
-    """The warm-up square run before measuring ``window_name``."""
-    return WARMUP if window_name == "1km2" else WARMUP_LARGE
-
-
+AOI_SIDES = {**AOIS, WARMUP: 100}
+AOI_STARTS = {WARMUP: 3500}  # pixel offset of the square; the others are centred
 CHANGE_THRESHOLD = 0.1
 DATES = {"a": "20250601", "b": "20250621"}  # acquisition dates, in the item names
 TARGET_CENTER = 1.0
@@ -896,7 +885,7 @@ def through_execute(case: str, window_name: str) -> dict[str, Any]:
                 )
                 return time.perf_counter() - started, json_format.MessageToDict(response.result)
 
-            call(warmup_for(window_name))
+            call(WARMUP)
             elapsed, result = call(window_name)
             assert bench.server.process is not None
             peak_kib = _vm_hwm_kib(bench.server.process.pid)
@@ -949,13 +938,13 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
 
             out: dict[str, Any] = {"seconds": 0.0}
         elif case in ("floor_raw", "floor_decode"):
-            floor(warmup_for(window_name), decode_only=case == "floor_decode")
+            floor(WARMUP, decode_only=case == "floor_decode")
             out = floor(window_name, decode_only=case == "floor_decode")
         elif case == "floor_threads_mean":
-            floor_threads_mean(warmup_for(window_name))
+            floor_threads_mean(WARMUP)
             out = floor_threads_mean(window_name)
         elif case == "floor_center":
-            floor_center(warmup_for(window_name))
+            floor_center(WARMUP)
             out = floor_center(window_name)
         elif case == "oracle_center":
             out = oracle_center(window_name)
@@ -963,20 +952,20 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             out = oracle_change(window_name)
         elif case in ("lib_center", "lib_exact", "lib_center_pct"):
             coverage = "exact" if case == "lib_exact" else "center"
-            library(warmup_for(window_name), coverage, case != "lib_center", tmp)
+            library(WARMUP, coverage, case != "lib_center", tmp)
             out = library(window_name, coverage, case != "lib_center", tmp)
         elif case == "rasterstats":
-            reference_rasterstats(warmup_for(window_name))
+            reference_rasterstats(WARMUP)
             out = reference_rasterstats(window_name)
         elif case in ("exactextract", "exactextract_vrt"):
             path = NDVI_VRT_A if case == "exactextract_vrt" else NDVI_A
-            reference_exactextract(warmup_for(window_name), path)
+            reference_exactextract(WARMUP, path)
             out = reference_exactextract(window_name, path)
         elif case == "lib_change":
-            library_change(warmup_for(window_name), tmp)
+            library_change(WARMUP, tmp)
             out = library_change(window_name, tmp)
         elif case == "floor_change":
-            floor_change(warmup_for(window_name), tmp)
+            floor_change(WARMUP, tmp)
             out = floor_change(window_name, tmp)
         elif case.startswith("exec_"):
             out = through_execute(case, window_name)
@@ -1168,10 +1157,8 @@ def run(results: Results, options: Options, aois: list[str] | None = None) -> Ou
             "`exec_*` rows call `analytics.execute` through gRPC `Execute` on a real `geopera serve` (a fresh "
             "database and server per row and run, the tiles registered as items, their stored copies made hard "
             "links to the tiles the floors read (this VM caches fewer file pages than the tiles and copies take) "
-            "and read once, one warm-up call on another square first (1 km² before the 1 km² AOI, 100 km² "
-            "before the larger ones, so that the warm-up takes the measured call's paths: exact coverage compiles "
-            f"its marking loop on a process's first large store); the server's analytics use {CORES} threads): "
-            "time is the "
+            "and read once, one warm-up call on another "
+            f"1 km² square first; the server's analytics use {CORES} threads): time is the "
             "client's wall time for the call, memory the server process's peak RSS over its whole life. Floors "
             "and references run in a fresh process each, warmed up the same way: time is the call alone, memory "
             "the process's peak RSS including imports "
