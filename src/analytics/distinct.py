@@ -130,7 +130,7 @@ class Presence:
         """Distinct values marked in each raw top-16-bit bucket given (the rows counted in
         ``mapper``'s threads, a share each, when given: a memory-bound scan of 8 KiB a row)."""
         assert self._table is not None
-        rows = self._table.reshape(_BUCKETS, _ROW)
+        rows = self._table.view(np.uint64).reshape(_BUCKETS, _ROW // 8)  # counted 64 bits at a time
 
         def count(raws: np.ndarray) -> np.ndarray:
             counted = np.empty(raws.size, dtype=np.int64)
@@ -148,8 +148,11 @@ class Presence:
         (which must hold one): patterns order negative values in reverse."""
         assert self._table is not None
         row = self._table[raw * _ROW : (raw + 1) * _ROW]
-        marked = np.flatnonzero(np.unpackbits(row, bitorder="little"))
-        low, high = (raw << 16) | int(marked[0]), (raw << 16) | int(marked[-1])
+        occupied = np.flatnonzero(row)  # bytes; then the lowest and highest bit of the end ones
+        first, last = int(occupied[0]), int(occupied[-1])
+        low_bit = (int(row[first]) & -int(row[first])).bit_length() - 1
+        high_bit = int(row[last]).bit_length() - 1
+        low, high = (raw << 16) | (first * 8 + low_bit), (raw << 16) | (last * 8 + high_bit)
         return (high, low) if raw & 0x8000 else (low, high)
 
     def close(self) -> None:
