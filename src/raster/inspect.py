@@ -26,14 +26,7 @@ from geopera_kernel.raster.digest import size_and_sha256
 from geopera_kernel.raster.errors import NOT_A_COG, UNREADABLE_RASTER, UNSUPPORTED_RASTER, RasterError
 from geopera_kernel.raster.geo import to_geojson
 from geopera_kernel.raster.safe_open import GDAL_ERRORS, GEOTIFF_DRIVERS, gdal_message, open_raster
-from geopera_kernel.raster.types import (
-    BandInfo,
-    BandStatistics,
-    GridInfo,
-    RasterInfo,
-    RenderHint,
-    RescaleRange,
-)
+from geopera_kernel.raster.types import BandInfo, BandStatistics, GridInfo, RasterInfo, RenderHint, RescaleRange
 
 CheckCancelled = Callable[[], None]  # raises to stop the work (see inspect_raster)
 

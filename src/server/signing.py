@@ -29,7 +29,7 @@ import re
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
 
@@ -55,7 +55,8 @@ _DOMAIN = b"geopera-url-v1"
 @dataclass(frozen=True)
 class SigningKey:
     id: str
-    secret: bytes
+    # Out of the repr, as Settings.signing_keys is: a logged key must not give its secret away.
+    secret: bytes = field(repr=False)
 
 
 @dataclass(frozen=True)

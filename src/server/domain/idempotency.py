@@ -58,20 +58,16 @@ async def claim(
     (the token) is kept for the record only."""
     await conn.execute(Q.set_claim_lock_timeout)
     params = {"project_id": project_id, "key": key}
+    claim_params = {
+        **params,
+        "principal_id": principal_id,
+        "operation": operation,
+        "fingerprint": print_,
+        "ttl_seconds": ttl_seconds,
+    }
     for _ in range(2):
         try:
-            inserted = await (
-                await conn.execute(
-                    Q.claim_idempotency_key,
-                    {
-                        **params,
-                        "principal_id": principal_id,
-                        "operation": operation,
-                        "fingerprint": print_,
-                        "ttl_seconds": ttl_seconds,
-                    },
-                )
-            ).fetchone()
+            inserted = await (await conn.execute(Q.claim_idempotency_key, claim_params)).fetchone()
         except psycopg.errors.LockNotAvailable as exc:
             raise DomainError(
                 Code.ABORTED,

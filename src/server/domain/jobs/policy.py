@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 
 
-@dataclass
+@dataclass(frozen=True)
 class LeasePolicy:
     lease_seconds: float = 15.0
     heartbeat_seconds: float = 3.0
