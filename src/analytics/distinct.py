@@ -14,7 +14,8 @@ scattered write per value (118 million on a whole tile): numpy's scatter
 about 270 MiB, so nearly every write missed the caches (13 ns a value with both cores busy,
 1.5 s of CPU on the tile: the whole difference between exact coverage and the centre rule). The
 bit table of the same values is an eighth of that and mostly stays in the last-level cache
-(2-4 ns a value). Where no C compiler was there at install, the bits are set through numpy
+(2.3 ns a value alone, about 5 beside the other thread's decoding: 0.6 s on the tile). Where
+no C compiler was there at install, the bits are set through numpy
 (``_set_bits_numpy``: the same table, several times slower).
 
 The table asks for transparent huge pages: values of one band or index occupy runs of
