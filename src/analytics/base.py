@@ -123,6 +123,9 @@ class AnalyticsContext:
     percentiles before spilling them to scratch files.
     ``dask_scheduler`` (default: ``GEOPERA_DASK_SCHEDULER``, e.g. ``tcp://host:8786``) sends the
     engine's chunk work to that Dask cluster (``cluster.py``); None runs it in this process.
+    ``plans`` is what a method planned for this call, shared by the contexts of one call (the
+    server's ``pixels_to_read`` and then its run): a method may leave its plan there in
+    ``pixels_to_read`` and take it back in ``execute`` instead of planning twice.
     """
 
     items: dict[str, ItemView]
@@ -133,6 +136,7 @@ class AnalyticsContext:
     memory_budget_bytes: int = 256 * 1024 * 1024
     artifacts: list[Artifact] = field(default_factory=list)
     dask_scheduler: str | None = field(default_factory=lambda: os.environ.get("GEOPERA_DASK_SCHEDULER") or None)
+    plans: dict[str, Any] = field(default_factory=dict)
 
     def check_cancelled(self) -> None:
         self.cancel_check()

@@ -25,16 +25,13 @@ accumulated in float64; values kept for quantiles are float32 when that is exact
 from __future__ import annotations
 
 import math
-import threading
-import weakref
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 import shapely
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from geopera_kernel.analytics.base import AnalyticsContext, AnalyticsMethod, ItemView
+from geopera_kernel.analytics.base import AnalyticsContext, AnalyticsMethod
 from geopera_kernel.analytics.engine import LayerResult, ReduceOptions, ZonesPlan, plan_zones, reduce_groups_in
 from geopera_kernel.analytics.geometry import PixelZone, pixel_zones, without_boxes
 from geopera_kernel.analytics.indices import get_index
@@ -247,14 +244,6 @@ def _default_histogram_range(moments: Moments, bins: int) -> tuple[float, float]
     return low, high
 
 
-# Plans ``pixels_to_read`` made, by params object (id, checked against a weak reference), until
-# ``execute`` takes them or the params are collected (a validate-only call).
-_kept_plans: dict[
-    int, tuple[weakref.ref[ZonalStatsParams], Mapping[str, ItemView], list[ZonesPlan], ReduceOptions]
-] = {}
-_kept_lock = threading.Lock()
-
-
 class ZonalStats(AnalyticsMethod):
     name: ClassVar[str] = "zonal_stats"
     description: ClassVar[str] = (
@@ -294,39 +283,25 @@ class ZonalStats(AnalyticsMethod):
         keep_values = bool(params.percentiles) or "median" in params.stats or params.histogram is not None
         return parts, ReduceOptions(params.coverage, params.all_touched, keep_values)
 
-    def _planned(
-        self, params: ZonalStatsParams, ctx: AnalyticsContext, keep: bool
-    ) -> tuple[list[ZonesPlan], ReduceOptions]:
-        """``_plan`` with every source's chunks planned. The server asks ``pixels_to_read`` (its
-        synchronous limit) and then ``execute`` with the same params and items: ``keep`` leaves
-        the plan on the params, and the next call with the same items takes it (planning, with
-        the zones' reprojection and a small zone's mask, is a share of a small call's time)."""
-        key = id(params)
-        with _kept_lock:
-            kept = _kept_plans.pop(key, None)
-        if kept is not None and kept[0]() is params and kept[1] is ctx.items:
-            return kept[2], kept[3]
+    def _planned(self, params: ZonalStatsParams, ctx: AnalyticsContext) -> tuple[list[ZonesPlan], ReduceOptions]:
+        """``_plan`` with every source's chunks planned, or the plan ``pixels_to_read`` left for
+        these params in the call's ``ctx.plans`` (planning, with the zones' reprojection and a
+        small zone's mask, is a share of a small call's time)."""
+        kept = ctx.plans.pop(self.name, None)
+        if kept is not None and kept[0] is params:
+            return kept[1], kept[2]
         parts, options = self._plan(params, ctx)
-        plans = [plan_zones(source, zones, options) for source, zones in parts]
-        if keep:
-
-            def forget(ref: weakref.ref[ZonalStatsParams]) -> None:  # the params are gone, unexecuted
-                with _kept_lock:
-                    if key in _kept_plans and _kept_plans[key][0] is ref:
-                        del _kept_plans[key]
-
-            with _kept_lock:
-                _kept_plans[key] = (weakref.ref(params, forget), ctx.items, plans, options)
-        return plans, options
+        return [plan_zones(source, zones, options) for source, zones in parts], options
 
     def pixels_to_read(self, params: Any, ctx: AnalyticsContext) -> int:
         assert isinstance(params, ZonalStatsParams)
-        plans, _ = self._planned(params, ctx, keep=True)
+        plans, options = self._planned(params, ctx)
+        ctx.plans[self.name] = (params, plans, options)  # for execute, when the call runs
         return sum(plan.pixels for plan in plans)
 
     def execute(self, params: Any, ctx: AnalyticsContext) -> ZonalStatsResult:
         assert isinstance(params, ZonalStatsParams)
-        plans, options = self._planned(params, ctx, keep=False)
+        plans, options = self._planned(params, ctx)
         source = plans[0].source
         meta = source.meta
         outcome = reduce_groups_in(ctx, [plans], options)[0]

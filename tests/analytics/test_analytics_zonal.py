@@ -8,7 +8,6 @@ nodata, NaN, holes, zones partly or wholly off the raster and a zone smaller tha
 
 from __future__ import annotations
 
-import gc
 import math
 import warnings
 from pathlib import Path
@@ -21,7 +20,7 @@ from exactextract import exact_extract
 from rasterstats import zonal_stats
 from shapely.geometry import box, mapping
 
-from geopera_kernel.analytics import engine, quantiles, registry, zonal
+from geopera_kernel.analytics import engine, quantiles, registry
 from tests.analytics.conftest import UTM33, UTM33_TRANSFORM, ContextFactory, RasterWriter, lonlat_polygon, make_item
 from tests.support.reference_geometry import lonlat_zones, reproject
 
@@ -232,32 +231,29 @@ def test_s2_all_touched_equals_rasterstats(
 def test_execute_takes_the_plan_pixels_to_read_made(
     s2_items: dict, lulc_zones: dict, make_context: ContextFactory
 ) -> None:
-    """The server asks pixels_to_read (its synchronous limit) then execute with the same params
-    and items: execute reads that plan (its pixels are the count announced, its answer the same
-    as a fresh call's), only with the items it was made for, and a validate-only call's plan
-    goes with its params."""
+    """The server asks pixels_to_read (its synchronous limit) then execute with the same params,
+    their contexts sharing the call's ``plans``: execute reads that plan (its pixels are the count
+    announced, its answer the same as a fresh call's) once, and only for the params it was made
+    for; a context without it plans afresh."""
     params = {"stats": ALL_STATS, "item_id": "s2_20150711", "index_name": "NDVI", "geometry": lulc_zones}
     fresh = registry.run("zonal_stats", params, make_context(s2_items))
     ctx = make_context(s2_items)
     model = registry.validate("zonal_stats", params)
     pixels = registry.pixels_to_read("zonal_stats", model, ctx)
-    assert id(model) in zonal._kept_plans
-    result = registry.run("zonal_stats", params, ctx, validated=model)
-    assert id(model) not in zonal._kept_plans  # taken once
+    kept = ctx.plans["zonal_stats"]
+    assert kept[0] is model and sum(plan.pixels for plan in kept[1]) == pixels
+    run_ctx = make_context(s2_items)
+    run_ctx.plans = ctx.plans  # one call's two contexts, as the server makes them
+    result = registry.run("zonal_stats", params, run_ctx, validated=model)
+    assert "zonal_stats" not in ctx.plans  # taken once
     assert result == fresh
     assert result["pixels_read"] == pixels
-    # Items that differ (another scene under the same id): the kept plan is not theirs.
-    other = {"s2_20150711": s2_items["s2_20150731"]}
+    # A plan left for other params (a model validated again) is not taken: planned afresh.
     registry.pixels_to_read("zonal_stats", model, ctx)
-    assert registry.run("zonal_stats", params, make_context(other), validated=model) == registry.run(
-        "zonal_stats", {**params, "item_id": "s2_20150731"}, make_context(s2_items)
-    ) | {"item_id": "s2_20150711"}
-    # A validate-only call: the plan lives as long as its params.
-    registry.pixels_to_read("zonal_stats", model, ctx)
-    key = id(model)
-    del model
-    gc.collect()
-    assert key not in zonal._kept_plans
+    other = registry.validate("zonal_stats", {**params, "item_id": "s2_20150731"})
+    other_result = registry.run("zonal_stats", params, ctx, validated=other)
+    assert other_result == registry.run("zonal_stats", {**params, "item_id": "s2_20150731"}, make_context(s2_items))
+    assert other_result != fresh
 
 
 # -- generated rasters: nodata, NaN, holes, off-raster and sub-pixel zones -----------------------

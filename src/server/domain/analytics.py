@@ -11,7 +11,7 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,8 @@ class PreparedCall:
     model: BaseModel
     items: dict[str, ItemView]
     projects: frozenset[str]
+    # The method's plan, made by pixels_to_read and taken by the run (AnalyticsContext.plans).
+    plans: dict[str, Any] = field(default_factory=dict)
 
 
 class AnalyticsService:
@@ -124,7 +126,9 @@ class AnalyticsService:
 
     async def pixels_to_read(self, call: PreparedCall) -> int | None:
         """The method's plan: the pixels it would read, from headers and params only."""
-        context = AnalyticsContext(items=call.items, artifact_dir=self._storage.scratch_dir(), workers=1)
+        context = AnalyticsContext(
+            items=call.items, artifact_dir=self._storage.scratch_dir(), workers=1, plans=call.plans
+        )
         plan = functools.partial(self.methods.pixels_to_read, call.name, call.model, context)
         return await asyncio.get_running_loop().run_in_executor(self._pool, plan)
 
@@ -191,6 +195,7 @@ class AnalyticsService:
             workers=THREADS_PER_CALL,
             cancel_check=check_cancelled,
             scratch_dir=workdir,
+            plans=call.plans,
         )
         started = time.perf_counter()
         try:
