@@ -9,6 +9,7 @@ import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 from google.rpc import error_details_pb2, status_pb2  # noqa: F401  (registers the types for reflection)
@@ -48,6 +49,7 @@ from geopera_kernel.server.domain.analytics import AnalyticsService
 from geopera_kernel.server.domain.catalog import CatalogLimits, CatalogService, ItemRenderer
 from geopera_kernel.server.domain.credits import CreditService
 from geopera_kernel.server.domain.jobs import (
+    JOB_RETRY_BACKOFF,
     Dispatcher,
     JobLogCaps,
     JobService,
@@ -71,7 +73,7 @@ from geopera_kernel.server.signing import UrlSigner, load_signing_keys
 from geopera_kernel.server.storage import BlobStorage, LocalStorage
 from geopera_kernel.server.store import connect_database
 from geopera_kernel.server.store.database import start_embedded_postgres
-from geopera_kernel.server.webhooks.sender import SenderPolicy, WebhookSender
+from geopera_kernel.server.webhooks.sender import WEBHOOK_RETRY_BACKOFF, SenderPolicy, WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +116,12 @@ async def build_services(settings: Settings, url: str) -> Services:
     policy = LeasePolicy(
         lease_seconds=settings.lease_seconds,
         heartbeat_seconds=settings.heartbeat_seconds,
-        backoff_base_seconds=settings.retry_backoff_seconds,
-        backoff_max_seconds=settings.retry_backoff_max_seconds,
         max_attempts=settings.max_attempts,
+        retry_backoff=replace(
+            JOB_RETRY_BACKOFF,
+            base_seconds=settings.retry_backoff_seconds,
+            max_seconds=settings.retry_backoff_max_seconds,
+        ),
     )
     jobs = JobService(db, policy)
     jobs.log_caps = JobLogCaps(settings.job_log_max_entries, settings.job_log_max_bytes)
@@ -155,7 +160,7 @@ def webhook_sender(settings: Settings, services: Services) -> WebhookSender:
     policy = SenderPolicy(
         allow_private=settings.webhooks_allow_private,
         timeout_seconds=settings.webhooks_timeout_seconds,
-        retry_base_seconds=settings.webhooks_retry_base_seconds,
+        retry_backoff=replace(WEBHOOK_RETRY_BACKOFF, base_seconds=settings.webhooks_retry_base_seconds),
         retry_window_seconds=settings.webhooks_retry_window_seconds,
         disable_after=settings.webhooks_disable_after,
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import socket
 import time
 from collections.abc import Callable
@@ -22,6 +21,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from geopera_kernel.server import metrics
+from geopera_kernel.server.backoff import Backoff
 from geopera_kernel.server.store import Database, Q
 from geopera_kernel.server.webhooks import signature
 from geopera_kernel.server.webhooks.guard import DestinationRefused, parse_url, resolve_allowed
@@ -38,20 +38,18 @@ MESSAGE_RETENTION_SECONDS = 7 * 86400.0
 RenderBody = Callable[[dict[str, Any]], dict[str, Any]]
 
 
+# GEOPERA_WEBHOOKS_RETRY_BASE sets its base.
+WEBHOOK_RETRY_BACKOFF = Backoff(base_seconds=5.0, max_seconds=3600.0, jitter=(0.5, 1.0))
+
+
 @dataclass(frozen=True)
 class SenderPolicy:
     allow_private: bool = False
     timeout_seconds: float = 10.0
-    retry_base_seconds: float = 5.0
-    retry_max_seconds: float = 3600.0
+    retry_backoff: Backoff = WEBHOOK_RETRY_BACKOFF
     retry_window_seconds: float = 86400.0
     disable_after: int = 20
     poll_seconds: float = 1.0
-
-    def retry_in(self, attempt: int) -> float:
-        """Exponential backoff with jitter: base x 2^(attempt-1), capped, times 0.5-1."""
-        delay = min(self.retry_base_seconds * 2 ** min(attempt - 1, 40), self.retry_max_seconds)
-        return delay * random.uniform(0.5, 1.0)
 
 
 class GuardedResolver(AbstractResolver):
@@ -165,7 +163,7 @@ class WebhookSender:
                     {
                         **params,
                         "error": outcome.error[:500],
-                        "retry_in_seconds": self.policy.retry_in(row["attempts"]),
+                        "retry_in_seconds": self.policy.retry_backoff.delay(row["attempts"]),
                         "retry_window_seconds": self.policy.retry_window_seconds,
                         "disable_after": self.policy.disable_after,
                     },

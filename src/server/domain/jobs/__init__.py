@@ -6,7 +6,7 @@ from geopera_kernel.server.domain.jobs.dispatcher import Cancellation, Dispatche
 from geopera_kernel.server.domain.jobs.job_types import JOB_TYPE_ID, JobTypeRecord, JobTypes
 from geopera_kernel.server.domain.jobs.logs import JobLogCaps, JobLogEntry, LogRecordIn
 from geopera_kernel.server.domain.jobs.notices import Notifications
-from geopera_kernel.server.domain.jobs.policy import LeasePolicy
+from geopera_kernel.server.domain.jobs.policy import JOB_RETRY_BACKOFF, LeasePolicy
 from geopera_kernel.server.domain.jobs.records import (
     ACTIVE,
     STATUSES,
@@ -28,6 +28,7 @@ from geopera_kernel.server.domain.jobs.watch import JobLogEvent, job_events
 
 __all__ = [
     "ACTIVE",
+    "JOB_RETRY_BACKOFF",
     "JOB_TYPE_ID",
     "MAX_CREDITS",
     "STATUSES",

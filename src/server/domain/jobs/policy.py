@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
+
+from geopera_kernel.server.backoff import Backoff
+
+# GEOPERA_RETRY_BACKOFF_SECONDS and GEOPERA_RETRY_BACKOFF_MAX_SECONDS set its base and cap.
+JOB_RETRY_BACKOFF = Backoff(base_seconds=1.0, max_seconds=30.0, jitter=(0.8, 1.2))
 
 
 @dataclass(frozen=True)
 class LeasePolicy:
     lease_seconds: float = 15.0
     heartbeat_seconds: float = 3.0
-    # Retry backoff: base * 2^(attempt-1), capped, with jitter.
-    backoff_base_seconds: float = 1.0
-    backoff_max_seconds: float = 30.0
     max_attempts: int = 3
-
-    def backoff(self, attempt: int) -> float:
-        delay = min(self.backoff_max_seconds, self.backoff_base_seconds * 2.0 ** max(0, attempt - 1))
-        return delay * random.uniform(0.8, 1.2)
+    retry_backoff: Backoff = JOB_RETRY_BACKOFF

@@ -151,7 +151,7 @@ class JobTransitions:
         if count_attempt and job.attempt >= job.max_attempts:
             error = JobError(int(Code.ABORTED), "ATTEMPTS_EXHAUSTED", f"{why}; gave up after {job.attempt} attempts")
             return await self._finish_and_release(tx, job, "FAILED", error=error, message=error.message)
-        backoff = self.policy.backoff(job.attempt) if count_attempt else 0.0
+        backoff = self.policy.retry_backoff.delay(job.attempt) if count_attempt else 0.0
         row = await (
             await tx.execute(
                 Q.requeue_job,
