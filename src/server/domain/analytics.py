@@ -24,6 +24,7 @@ from geopera_kernel.raster import tracing
 from geopera_kernel.raster.digest import size_and_sha256
 from geopera_kernel.server import metrics
 from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.artifacts import StoredArtifact
 from geopera_kernel.server.domain.catalog import CatalogService
 from geopera_kernel.server.domain.idempotency import KeyedStore, finish_keyed, keyed_transaction
 from geopera_kernel.server.domain.pending_objects import PendingObjects
@@ -37,16 +38,6 @@ from geopera_kernel.server.store import Database, Q
 # keeps a 2-core machine busy without oversubscribing it.
 THREADS_PER_CALL = 2
 CONCURRENT_CALLS = 4
-
-
-@dataclass(frozen=True)
-class StoredArtifact:
-    id: str
-    key: str
-    media_type: str
-    size_bytes: int
-    sha256: str
-    title: str
 
 
 @dataclass(frozen=True)
@@ -282,7 +273,6 @@ async def insert_artifacts(
     created_by: str,
     job_id: str | None = None,
 ) -> list[StoredArtifact]:
-    stored = []
     for artifact_id, storage_key, size, sha, artifact in rows:
         await conn.execute(
             Q.insert_artifact,
@@ -300,5 +290,10 @@ async def insert_artifacts(
                 "job_id": job_id,
             },
         )
-        stored.append(StoredArtifact(artifact_id, artifact.key, artifact.media_type, size, sha, artifact.title))
-    return stored
+    return [stored_artifact(row) for row in rows]
+
+
+def stored_artifact(moved: MovedArtifact) -> StoredArtifact:
+    """What the call answers of a file it stored."""
+    artifact_id, _, size, sha, artifact = moved
+    return StoredArtifact(artifact.key, artifact.media_type, artifact.title, size, sha, id=artifact_id)

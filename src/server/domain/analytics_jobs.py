@@ -33,9 +33,9 @@ from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.analytics import (
     AnalyticsOutcome,
     AnalyticsService,
-    StoredArtifact,
     insert_artifacts,
     move_artifacts,
+    stored_artifact,
 )
 from geopera_kernel.server.domain.catalog.items import ASSET_KEY
 from geopera_kernel.server.domain.idempotency import KeyedStore, finish_keyed, keyed_transaction
@@ -236,7 +236,7 @@ class AnswerCommit:
             artifacts.append(Artifact(part.key, path, part.media_type, part.title))
         project_id = job.project_id
         moved = await asyncio.to_thread(move_artifacts, self.pending, project_id, artifacts)
-        stored = [StoredArtifact(aid, a.key, a.media_type, size, sha, a.title) for aid, _, size, sha, a in moved]
+        stored = [stored_artifact(row) for row in moved]
         body = self.render(AnalyticsOutcome(answer.operation, answer.result, stored))
         result_file = scratch / "result.json"
         await asyncio.to_thread(result_file.write_bytes, body)

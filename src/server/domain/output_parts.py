@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from geopera_kernel.server.domain.artifacts import ArtifactFile
+
 
 @dataclass(frozen=True)
 class OutputAssetSpec:
@@ -41,14 +43,8 @@ class OutputChunkPart:
 
 
 @dataclass(frozen=True)
-class OutputArtifactPart:
+class OutputArtifactPart(ArtifactFile):
     """An analytics job's file; its chunks name it with output_key "" (ARTIFACT_OUTPUT_KEY)."""
-
-    key: str
-    media_type: str
-    title: str
-    size_bytes: int
-    sha256: str
 
 
 @dataclass(frozen=True)
