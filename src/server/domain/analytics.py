@@ -10,7 +10,6 @@ import secrets
 import shutil
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from geopera_kernel.server.errors import Code, DomainError, invalid_argument
 from geopera_kernel.server.ids import new_id
 from geopera_kernel.server.storage import BlobStorage
 from geopera_kernel.server.store import Database, Q
+from geopera_kernel.server.warm_pool import WarmThreadPool
 
 # Threads each call may use for block decoding; with the call pool below this
 # keeps a 2-core machine busy without oversubscribing it.
@@ -82,7 +82,8 @@ class AnalyticsService:
         self._storage = storage
         self._catalog = catalog
         self.methods = methods
-        self._pool = ThreadPoolExecutor(max_workers=CONCURRENT_CALLS, thread_name_prefix="analytics")
+        # Calls run one after another keep to one thread and its caches (see WarmThreadPool).
+        self._pool = WarmThreadPool(CONCURRENT_CALLS, thread_name_prefix="analytics")
         self._cleanups: set[asyncio.Future[None]] = set()
 
     def _method_name(self, name: str) -> str:
@@ -143,12 +144,29 @@ class AnalyticsService:
         over more pixels than `sync_max_pixels` is refused before reading any
         (RESOURCE_EXHAUSTED USE_ANALYTICS_JOB): it runs as a job instead."""
         call = await self.prepare(principal, name, params)
-        pixels = await self.pixels_to_read(call) if validate_only or self.sync_max_pixels else None
         if validate_only:
+            pixels = await self.pixels_to_read(call)
             return AnalyticsOutcome(
                 call.name, {}, [], pixels_to_read=pixels, exceeds_sync_max_pixels=self.exceeds_sync_limit(pixels),
                 sync_max_pixels=self.sync_max_pixels,
             )  # fmt: skip
+        # Artifacts belong to the project of the items they were computed from.
+        project_id = next(iter(call.projects)) if len(call.projects) == 1 else None
+        if project_id is None:
+            keyed = None
+        if keyed is not None and project_id is not None:
+            await keyed.check(project_id)  # a retry of a finished call replays without recomputing
+        result, artifacts, workdir = await self.run(call, within_sync_limit=bool(self.sync_max_pixels))
+        try:
+            return await self._store(principal, call.name, project_id, result, artifacts, keyed)
+        finally:
+            self._remove_later(workdir)
+
+    def _refuse_over_sync_limit(self, call: PreparedCall, context: AnalyticsContext) -> None:
+        """In the run's thread, before any pixel is read: the method's plan (which the run then
+        takes from `context.plans`), and RESOURCE_EXHAUSTED `USE_ANALYTICS_JOB` when it reads
+        more than a synchronous call may."""
+        pixels = self.methods.pixels_to_read(call.name, call.model, context)
         if self.exceeds_sync_limit(pixels):
             raise DomainError(
                 Code.RESOURCE_EXHAUSTED,
@@ -157,21 +175,14 @@ class AnalyticsService:
                 "run it as a job with analytics.submit",
                 metadata={"pixels_to_read": str(pixels), "sync_max_pixels": str(self.sync_max_pixels)},
             )
-        # Artifacts belong to the project of the items they were computed from.
-        project_id = next(iter(call.projects)) if len(call.projects) == 1 else None
-        if project_id is None:
-            keyed = None
-        if keyed is not None and project_id is not None:
-            await keyed.check(project_id)  # a retry of a finished call replays without recomputing
-        result, artifacts, workdir = await self.run(call)
-        try:
-            return await self._store(principal, call.name, project_id, result, artifacts, keyed)
-        finally:
-            self._remove_later(workdir)
 
-    async def run(self, call: PreparedCall) -> tuple[dict[str, Any], list[Artifact], Path]:
-        """The method's run (no pixel limit): its result and the files it wrote, in a
-        work directory the caller stores from and then removes (`_remove_later`)."""
+    async def run(
+        self, call: PreparedCall, *, within_sync_limit: bool = False
+    ) -> tuple[dict[str, Any], list[Artifact], Path]:
+        """The method's run: its result and the files it wrote, in a work directory the
+        caller stores from and then removes (`_remove_later`). With `within_sync_limit`,
+        refused first, in the same thread job (one hand-off to a thread per call, not two),
+        when it would read more pixels than `sync_max_pixels`."""
         # Reserved, not created: most calls write no file (the method creates it when it does).
         workdir = self._storage.scratch_dir() / f"analytics-{call.name}-{secrets.token_hex(8)}"
         cancelled = threading.Event()
@@ -191,7 +202,13 @@ class AnalyticsService:
         started = time.perf_counter()
         try:
             loop = asyncio.get_running_loop()
-            run = functools.partial(self.methods.run, call.name, call.params, context, validated=call.model)
+            method_run = functools.partial(self.methods.run, call.name, call.params, context, validated=call.model)
+
+            def run() -> dict[str, Any]:
+                if within_sync_limit:
+                    self._refuse_over_sync_limit(call, context)
+                return method_run()
+
             with tracing.tracer().start_as_current_span(f"analytics {call.name}"):
                 # In the call's context: the method's log lines carry its trace id, and
                 # `carry_trace` hands the trace on to the tasks it spreads (Dask).
