@@ -5,11 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 import pytest
 
 from geopera_kernel.server.warm_pool import WarmThreadPool
+
+
+@pytest.fixture
+def pool_of() -> Iterator[Callable[[int], WarmThreadPool]]:
+    """WarmThreadPools of the given size, named warm_*, shut down after the test."""
+    made: list[Executor] = []
+
+    def make(workers: int) -> WarmThreadPool:
+        pool = WarmThreadPool(workers, thread_name_prefix="warm")
+        made.append(pool)
+        return pool
+
+    yield make
+    for pool in made:
+        pool.shutdown(cancel_futures=True)
 
 
 def _thread_name() -> str:
@@ -24,12 +40,8 @@ async def _sequential_threads(pool: object, calls: int) -> set[str]:
     return names
 
 
-def test_calls_awaited_one_after_another_run_on_one_thread() -> None:
-    pool = WarmThreadPool(4, thread_name_prefix="warm")
-    try:
-        assert asyncio.run(_sequential_threads(pool, 200)) == {"warm_0"}
-    finally:
-        pool.shutdown()
+def test_calls_awaited_one_after_another_run_on_one_thread(pool_of: Callable[[int], WarmThreadPool]) -> None:
+    assert asyncio.run(_sequential_threads(pool_of(4), 200)) == {"warm_0"}
 
 
 def _chain_from_done_callbacks(pool: object, calls: int) -> set[str]:
@@ -52,21 +64,20 @@ def _chain_from_done_callbacks(pool: object, calls: int) -> set[str]:
     return set(names)
 
 
-def test_a_task_submitted_as_the_last_result_is_set_finds_that_thread() -> None:
+def test_a_task_submitted_as_the_last_result_is_set_finds_that_thread(
+    pool_of: Callable[[int], WarmThreadPool],
+) -> None:
     """A thread rejoins the idle stack before its task's result is set; the standard pool's
     thread is not idle yet at that moment, so each such task starts or wakes another thread."""
-    warm = WarmThreadPool(4, thread_name_prefix="warm")
-    standard = ThreadPoolExecutor(4, thread_name_prefix="std")
-    try:
-        assert _chain_from_done_callbacks(warm, 50) == {"warm_0"}
+    assert _chain_from_done_callbacks(pool_of(4), 50) == {"warm_0"}
+    with ThreadPoolExecutor(4, thread_name_prefix="std") as standard:
         assert len(_chain_from_done_callbacks(standard, 50)) > 1
-    finally:
-        warm.shutdown()
-        standard.shutdown()
 
 
-def test_concurrent_tasks_use_up_to_max_workers_then_wait_in_order() -> None:
-    pool = WarmThreadPool(2, thread_name_prefix="warm")
+def test_concurrent_tasks_use_up_to_max_workers_then_wait_in_order(
+    pool_of: Callable[[int], WarmThreadPool],
+) -> None:
+    pool = pool_of(2)
     release = threading.Event()
     started: list[int] = []
     lock = threading.Lock()
@@ -77,42 +88,34 @@ def test_concurrent_tasks_use_up_to_max_workers_then_wait_in_order() -> None:
         release.wait(10)
         return index, _thread_name()
 
-    try:
-        futures = [pool.submit(task, i) for i in range(5)]
-        for _ in range(200):
-            if len(started) == 2:
-                break
-            threading.Event().wait(0.01)
-        assert sorted(started) == [0, 1]  # two threads busy, the other three waiting
-        release.set()
-        results = [f.result(10) for f in futures]
-        assert [index for index, _ in results] == [0, 1, 2, 3, 4]
-        assert {name for _, name in results} == {"warm_0", "warm_1"}
-        assert started[2:] == [2, 3, 4]  # the waiting ones ran in the order they came
-    finally:
-        release.set()
-        pool.shutdown()
+    futures = [pool.submit(task, i) for i in range(5)]
+    for _ in range(200):
+        if len(started) == 2:
+            break
+        threading.Event().wait(0.01)
+    assert sorted(started) == [0, 1]  # two threads busy, the other three waiting
+    release.set()
+    results = [f.result(10) for f in futures]
+    assert [index for index, _ in results] == [0, 1, 2, 3, 4]
+    assert {name for _, name in results} == {"warm_0", "warm_1"}
+    assert started[2:] == [2, 3, 4]  # the waiting ones ran in the order they came
 
 
-def test_errors_and_cancellation_reach_the_caller() -> None:
-    pool = WarmThreadPool(1, thread_name_prefix="warm")
+def test_errors_and_cancellation_reach_the_caller(pool_of: Callable[[int], WarmThreadPool]) -> None:
+    pool = pool_of(1)
+
+    def fail() -> None:
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        pool.submit(fail).result(10)
     gate = threading.Event()
-    try:
-
-        def fail() -> None:
-            raise ValueError("boom")
-
-        with pytest.raises(ValueError, match="boom"):
-            pool.submit(fail).result(10)
-        blocker = pool.submit(gate.wait, 10)
-        queued = pool.submit(_thread_name)
-        assert queued.cancel()  # still waiting: cancelled, never run
-        gate.set()
-        assert blocker.result(10) is True
-        assert pool.submit(_thread_name).result(10) == "warm_0"  # the thread lived on
-    finally:
-        gate.set()
-        pool.shutdown()
+    blocker = pool.submit(gate.wait, 10)
+    queued = pool.submit(_thread_name)
+    assert queued.cancel()  # still waiting: cancelled, never run
+    gate.set()
+    assert blocker.result(10) is True
+    assert pool.submit(_thread_name).result(10) == "warm_0"  # the thread lived on
 
 
 def test_shutdown_stops_the_threads_and_refuses_new_work() -> None:
