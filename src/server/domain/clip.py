@@ -12,8 +12,8 @@ from shapely.geometry import shape
 from geopera_kernel.raster.geo import Aoi, parse_aoi
 from geopera_kernel.raster.job_types import CLIP
 from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.call_commit import PLAIN_COMMIT, CallCommit
 from geopera_kernel.server.domain.catalog import CatalogService
-from geopera_kernel.server.domain.idempotency import KeyedStore
 from geopera_kernel.server.domain.jobs import JobCreate, JobService, JobSpend
 from geopera_kernel.server.domain.models import ItemRecord
 from geopera_kernel.server.errors import invalid_argument
@@ -48,11 +48,10 @@ async def create_clip_job(
     catalog: CatalogService,
     jobs: JobService,
     request: ClipRequest,
-    keyed: KeyedStore[tuple[JobSpend, list[str]]] | None = None,
     *,
-    validate_only: bool = False,
+    commit: CallCommit[tuple[JobSpend, list[str]]] = PLAIN_COMMIT,
 ) -> tuple[JobSpend, list[str]]:
-    """The clip job (see JobCreation.create, also for `validate_only`) and the
+    """The clip job (see JobCreation.create, also for `commit`) and the
     asset keys it clips."""
     if not request.source_item_id:
         raise invalid_argument("SOURCE_ITEM_REQUIRED", "source_item_id is required", field="source_item_id")
@@ -65,8 +64,7 @@ async def create_clip_job(
             f"item {source.id} belongs to project {source.project_id!r}; clip it within that project",
             field="project_id",
         )
-    if keyed is not None:
-        await keyed.check(project_id)  # a retry of a finished call replays before the checks below
+    await commit.check(project_id)  # a retry of a finished call replays before the checks below
     if request.aoi_geometry is None:
         raise invalid_argument("INVALID_GEOMETRY", "aoi_geometry is required", field="aoi_geometry")
     # Off the event loop: parsing and intersecting the client's AOI can take a while.
@@ -98,7 +96,6 @@ async def create_clip_job(
             asset_count=len(keys),
         ),
         dispatch=True,
-        keyed=keyed.adapt(lambda outcome: (outcome, keys)) if keyed is not None else None,
-        validate_only=validate_only,
+        commit=commit.adapt(lambda outcome: (outcome, keys)),
     )
     return spend, keys
