@@ -17,6 +17,7 @@ from geopera_kernel.server.domain.catalog import CatalogService
 from geopera_kernel.server.domain.jobs import JobCreate, JobService, JobSpend
 from geopera_kernel.server.domain.models import ItemRecord
 from geopera_kernel.server.errors import invalid_argument
+from geopera_kernel.server.validation import require_known
 
 _RASTER_MEDIA_PREFIX = "image/tiff"
 
@@ -71,13 +72,9 @@ async def create_clip_job(
     overlap = await asyncio.to_thread(_overlap, request.aoi_geometry, source)
     rasters = [a.key for a in source.assets if a.media_type.startswith(_RASTER_MEDIA_PREFIX)]
     keys = list(dict.fromkeys(request.asset_keys)) if request.asset_keys else rasters
-    for index, key in enumerate(keys):
-        if key not in rasters:
-            raise invalid_argument(
-                "UNKNOWN_ASSET_KEY",
-                f"item {source.id} has no raster asset {key!r} (raster assets: {', '.join(rasters) or 'none'})",
-                field=f"asset_keys[{index}]",
-            )
+    require_known(
+        keys, rasters, reason="UNKNOWN_ASSET_KEY", field="asset_keys", unknown=f"item {source.id} has no raster asset"
+    )
     params: dict[str, Any] = {
         "source_item_id": source.id,
         "aoi_geometry": request.aoi_geometry,
