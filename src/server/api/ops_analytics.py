@@ -11,7 +11,7 @@ from geopera.v1 import analytics_pb2, resources_pb2
 from geopera_kernel.analytics import MethodRegistry
 from geopera_kernel.server.api import convert, jsonview
 from geopera_kernel.server.api.registry import Operation, OperationContext
-from geopera_kernel.server.api.spending import keyed
+from geopera_kernel.server.api.spending import call_commit
 from geopera_kernel.server.domain.analytics import AnalyticsOutcome
 from geopera_kernel.server.domain.jobs import JobRecord
 from geopera_kernel.server.services import Services
@@ -32,9 +32,7 @@ async def analytics_execute(
     s: Services, ctx: OperationContext, p: analytics_pb2.AnalyticsExecuteParams
 ) -> analytics_pb2.AnalyticsExecuteResult:
     params = convert.struct_to_dict(p.params)
-    outcome = await s.analytics.execute(
-        ctx.principal, p.operation, params, keyed(ctx, _result), validate_only=ctx.validate_only
-    )
+    outcome = await s.analytics.execute(ctx.principal, p.operation, params, commit=call_commit(ctx, _result))
     return _result(outcome)
 
 
@@ -60,7 +58,7 @@ async def analytics_submit(
 ) -> analytics_pb2.AnalyticsSubmitResult:
     params = convert.struct_to_dict(p.params)
     job = await s.analytics_jobs.submit(
-        ctx.principal, p.project_id, p.operation, params, keyed(ctx, _submitted), validate_only=ctx.validate_only
+        ctx.principal, p.project_id, p.operation, params, commit=call_commit(ctx, _submitted)
     )
     return _submitted(job)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from geopera.v1 import processing_pb2, resources_pb2
 from geopera_kernel.server.api import convert
 from geopera_kernel.server.api.registry import Operation, OperationContext
-from geopera_kernel.server.api.spending import keyed, spend_result
+from geopera_kernel.server.api.spending import call_commit, spend_result
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.jobs import JobCreate
 from geopera_kernel.server.domain.jobs.batches import BatchOutcome
@@ -20,8 +20,8 @@ async def jobs_resubmit(
     s: Services, ctx: OperationContext, p: processing_pb2.ProcessingJobsResubmitParams
 ) -> processing_pb2.ProcessingJobsResubmitResult:
     params = convert.struct_to_dict(p.input_params)
-    keyed_call = keyed(ctx, _resubmitted)
-    spend = await s.jobs.resubmit(ctx.principal, p.job_id, params, keyed=keyed_call, validate_only=ctx.validate_only)
+    commit = call_commit(ctx, _resubmitted)
+    spend = await s.jobs.resubmit(ctx.principal, p.job_id, params, commit=commit)
     return _resubmitted(spend)
 
 
@@ -65,8 +65,7 @@ async def create_batch(
         specs,
         all_or_nothing=p.all_or_nothing,
         dispatch=p.dispatch,
-        keyed=keyed(ctx, batch_result),
-        validate_only=ctx.validate_only,
+        commit=call_commit(ctx, batch_result),
     )
     return batch_result(outcome)
 

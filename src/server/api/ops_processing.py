@@ -10,7 +10,7 @@ from google.protobuf.message import Message
 from geopera.v1 import catalog_pb2, processing_pb2, resources_pb2
 from geopera_kernel.server.api import convert
 from geopera_kernel.server.api.registry import Operation, OperationContext
-from geopera_kernel.server.api.spending import keyed, spend_result
+from geopera_kernel.server.api.spending import call_commit, spend_result
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.clip import ClipRequest, create_clip_job
 from geopera_kernel.server.domain.jobs import JobCreate, JobQuery, JobSpend
@@ -49,9 +49,7 @@ async def clip_create_from_item(
         message.asset_keys.extend(keys)
         return message
 
-    outcome = await create_clip_job(
-        ctx.principal, s.catalog, s.jobs, request, keyed(ctx, result), validate_only=ctx.validate_only
-    )
+    outcome = await create_clip_job(ctx.principal, s.catalog, s.jobs, request, commit=call_commit(ctx, result))
     return result(outcome)
 
 
@@ -66,9 +64,7 @@ def _creates(
     pack = spend_result(result_type)
 
     async def create(s: Services, ctx: OperationContext, p: CreateParams) -> R:
-        spend = await s.jobs.create(
-            ctx.principal, _job_create(p), dispatch=dispatch, keyed=keyed(ctx, pack), validate_only=ctx.validate_only
-        )
+        spend = await s.jobs.create(ctx.principal, _job_create(p), dispatch=dispatch, commit=call_commit(ctx, pack))
         return pack(spend)
 
     return create
@@ -95,8 +91,8 @@ async def _project_of_job(s: Services, principal: Principal, p: processing_pb2.P
 async def processing_dispatch(
     s: Services, ctx: OperationContext, p: processing_pb2.ProcessingDispatchParams
 ) -> processing_pb2.ProcessingDispatchResult:
-    keyed_call = keyed(ctx, _dispatched)
-    spend = await s.jobs.dispatch(ctx.principal, p.job_id, keyed=keyed_call, validate_only=ctx.validate_only)
+    commit = call_commit(ctx, _dispatched)
+    spend = await s.jobs.dispatch(ctx.principal, p.job_id, commit=commit)
     return _dispatched(spend)
 
 

@@ -50,9 +50,10 @@ class OperationContext:
     principal: Principal
     request_id: str
     idempotency_key: str | None
-    # An idempotent call: the handler hands it (as a domain.idempotency.KeyedStore)
-    # to the service whose transaction stores the side effect, which claims the
-    # key in that transaction so the key and the effect commit together.
+    # An idempotent call: the handler hands it (in a domain.call_commit.CallCommit,
+    # see api.spending.call_commit) to the service whose transaction stores the side
+    # effect, which claims the key in that transaction so the key and the effect
+    # commit together.
     keyed: KeyedCall | None = None
     # ExecuteRequest.validate_only (AIP-163): check everything, change nothing.
     validate_only: bool = False

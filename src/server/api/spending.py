@@ -1,5 +1,6 @@
-"""What the spending operations share: the store of an idempotent call's outcome
-(its response encoded as the operation packs it), and the packing of a spend on a job."""
+"""What the spending operations share: how a call commits (under its idempotency key,
+its response encoded as the operation packs it, or validate-only), and the packing of a
+spend on a job."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from google.protobuf.message import Message
 
 from geopera_kernel.server.api import convert
 from geopera_kernel.server.api.registry import OperationContext
+from geopera_kernel.server.domain.call_commit import CallCommit
 from geopera_kernel.server.domain.idempotency import KeyedStore
 from geopera_kernel.server.domain.jobs import JobSpend
 
@@ -17,11 +19,12 @@ T = TypeVar("T")
 R = TypeVar("R", bound=Message)
 
 
-def keyed(ctx: OperationContext, result: Callable[[T], Message]) -> KeyedStore[T] | None:
-    """An idempotent call's store, its responses encoded as `result` packs them."""
-    if ctx.keyed is None:
-        return None
-    return KeyedStore(ctx.keyed, lambda outcome: result(outcome).SerializeToString())
+def call_commit(ctx: OperationContext, result: Callable[[T], Message]) -> CallCommit[T]:
+    """How the call commits: an idempotent one with its responses encoded as `result` packs them."""
+    keyed: KeyedStore[T] | None = None
+    if ctx.keyed is not None:
+        keyed = KeyedStore(ctx.keyed, lambda outcome: result(outcome).SerializeToString())
+    return CallCommit(keyed, ctx.validate_only)
 
 
 def spend_result(result_type: type[R]) -> Callable[[JobSpend], R]:

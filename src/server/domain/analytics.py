@@ -24,8 +24,8 @@ from geopera_kernel.raster.digest import size_and_sha256
 from geopera_kernel.server import metrics
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.artifacts import StoredArtifact
+from geopera_kernel.server.domain.call_commit import PLAIN_COMMIT, CallCommit
 from geopera_kernel.server.domain.catalog import CatalogService
-from geopera_kernel.server.domain.idempotency import KeyedStore, finish_keyed, keyed_transaction
 from geopera_kernel.server.domain.pending_objects import PendingObjects
 from geopera_kernel.server.domain.quota import StorageQuota
 from geopera_kernel.server.errors import Code, DomainError, invalid_argument
@@ -132,19 +132,18 @@ class AnalyticsService:
         principal: Principal,
         name: str,
         params: dict[str, Any],
-        keyed: KeyedStore[AnalyticsOutcome] | None = None,
         *,
-        validate_only: bool = False,
+        commit: CallCommit[AnalyticsOutcome] = PLAIN_COMMIT,
     ) -> AnalyticsOutcome:
         """Run a method and store its artifacts in the project of the items it
-        read. With `keyed`, the call is idempotent per that project (a call
-        reading items of several projects stores nothing and needs no key).
-        With `validate_only`, the same params and access checks, then the
+        read. Under a key (`commit.keyed`), the call is idempotent per that project
+        (a call reading items of several projects stores nothing and needs no key).
+        With `commit.validate_only`, the same params and access checks, then the
         method's plan (the pixels it would read) instead of its run. A call
         over more pixels than `sync_max_pixels` is refused before reading any
         (RESOURCE_EXHAUSTED USE_ANALYTICS_JOB): it runs as a job instead."""
         call = await self.prepare(principal, name, params)
-        if validate_only:
+        if commit.validate_only:
             pixels = await self.pixels_to_read(call)
             return AnalyticsOutcome(
                 call.name, {}, [], pixels_to_read=pixels, exceeds_sync_max_pixels=self.exceeds_sync_limit(pixels),
@@ -153,12 +152,12 @@ class AnalyticsService:
         # Artifacts belong to the project of the items they were computed from.
         project_id = next(iter(call.projects)) if len(call.projects) == 1 else None
         if project_id is None:
-            keyed = None
-        if keyed is not None and project_id is not None:
-            await keyed.check(project_id)  # a retry of a finished call replays without recomputing
+            commit = PLAIN_COMMIT
+        else:
+            await commit.check(project_id)  # a retry of a finished call replays without recomputing
         result, artifacts, workdir = await self.run(call, within_sync_limit=bool(self.sync_max_pixels))
         try:
-            return await self._store(principal, call.name, project_id, result, artifacts, keyed)
+            return await self._store(principal, call.name, project_id, result, artifacts, commit)
         finally:
             self._remove_later(workdir)
 
@@ -240,9 +239,9 @@ class AnalyticsService:
         project_id: str | None,
         result: dict[str, Any],
         artifacts: list[Artifact],
-        keyed: KeyedStore[AnalyticsOutcome] | None,
+        commit: CallCommit[AnalyticsOutcome],
     ) -> AnalyticsOutcome:
-        if not artifacts and keyed is None:
+        if not artifacts and commit.keyed is None:
             return AnalyticsOutcome(method, result, [])
         if project_id is None:
             raise invalid_argument(
@@ -253,11 +252,11 @@ class AnalyticsService:
         pending = PendingObjects(self._storage)
         try:
             rows = await asyncio.to_thread(move_artifacts, pending, project_id, artifacts)
-            async with keyed_transaction(self._db, keyed, project_id, pending.probe) as conn:
+            async with commit.transaction(self._db, project_id, pending.probe) as conn:
                 stored += await insert_artifacts(conn, rows, project_id, method, principal.id)
                 if rows:
                     await self._quota.check(conn, project_id)
-                await finish_keyed(keyed, conn, outcome)
+                await commit.finish(conn, outcome)
         except BaseException as error:
             # Also when the key turned out to be taken: the duplicate's files go.
             await pending.settle(error)

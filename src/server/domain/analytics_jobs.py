@@ -37,8 +37,8 @@ from geopera_kernel.server.domain.analytics import (
     move_artifacts,
     stored_artifact,
 )
+from geopera_kernel.server.domain.call_commit import PLAIN_COMMIT, CallCommit
 from geopera_kernel.server.domain.catalog.items import ASSET_KEY
-from geopera_kernel.server.domain.idempotency import KeyedStore, finish_keyed, keyed_transaction
 from geopera_kernel.server.domain.jobs import JobRecord, JobService
 from geopera_kernel.server.domain.jobs.creation import require_input_size
 from geopera_kernel.server.domain.models import ItemRecord
@@ -79,12 +79,11 @@ class AnalyticsJobs:
         project_id: str,
         name: str,
         params: dict[str, Any],
-        keyed: KeyedStore[JobRecord] | None = None,
         *,
-        validate_only: bool = False,
+        commit: CallCommit[JobRecord] = PLAIN_COMMIT,
     ) -> JobRecord:
         """Check the call as analytics.execute does and create the job DISPATCHED;
-        with `validate_only`, the job as it would be (empty id)."""
+        with `commit.validate_only`, the job as it would be (empty id)."""
         if not project_id:
             raise invalid_argument("PROJECT_ID_REQUIRED", "project_id is required", field="project_id")
         principal.require_project(project_id)
@@ -98,13 +97,13 @@ class AnalyticsJobs:
                 f"the params name items of project {other!r}, not {project_id!r}",
                 field="params",
             )
-        async with keyed_transaction(self._db, keyed, project_id, rollback=validate_only) as tx:
+        async with commit.transaction(self._db, project_id) as tx:
             job = await self._jobs.create_builtin_dispatched(
                 tx, principal, project_id=project_id, job_type_id=ANALYTICS.id,
                 input_params={"operation": call.name, "params": params}, source_item_ids=list(call.items),
             )  # fmt: skip
-            await finish_keyed(keyed, tx, job, rollback=validate_only)
-        if validate_only:
+            await commit.finish(tx, job)
+        if commit.validate_only:
             return replace(job, id="")
         return job
 

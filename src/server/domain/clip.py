@@ -12,11 +12,12 @@ from shapely.geometry import shape
 from geopera_kernel.raster.geo import Aoi, parse_aoi
 from geopera_kernel.raster.job_types import CLIP
 from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.call_commit import PLAIN_COMMIT, CallCommit
 from geopera_kernel.server.domain.catalog import CatalogService
-from geopera_kernel.server.domain.idempotency import KeyedStore
 from geopera_kernel.server.domain.jobs import JobCreate, JobService, JobSpend
 from geopera_kernel.server.domain.models import ItemRecord
 from geopera_kernel.server.errors import invalid_argument
+from geopera_kernel.server.validation import require_known
 
 _RASTER_MEDIA_PREFIX = "image/tiff"
 
@@ -48,11 +49,10 @@ async def create_clip_job(
     catalog: CatalogService,
     jobs: JobService,
     request: ClipRequest,
-    keyed: KeyedStore[tuple[JobSpend, list[str]]] | None = None,
     *,
-    validate_only: bool = False,
+    commit: CallCommit[tuple[JobSpend, list[str]]] = PLAIN_COMMIT,
 ) -> tuple[JobSpend, list[str]]:
-    """The clip job (see JobCreation.create, also for `validate_only`) and the
+    """The clip job (see JobCreation.create, also for `commit`) and the
     asset keys it clips."""
     if not request.source_item_id:
         raise invalid_argument("SOURCE_ITEM_REQUIRED", "source_item_id is required", field="source_item_id")
@@ -65,21 +65,16 @@ async def create_clip_job(
             f"item {source.id} belongs to project {source.project_id!r}; clip it within that project",
             field="project_id",
         )
-    if keyed is not None:
-        await keyed.check(project_id)  # a retry of a finished call replays before the checks below
+    await commit.check(project_id)  # a retry of a finished call replays before the checks below
     if request.aoi_geometry is None:
         raise invalid_argument("INVALID_GEOMETRY", "aoi_geometry is required", field="aoi_geometry")
     # Off the event loop: parsing and intersecting the client's AOI can take a while.
     overlap = await asyncio.to_thread(_overlap, request.aoi_geometry, source)
     rasters = [a.key for a in source.assets if a.media_type.startswith(_RASTER_MEDIA_PREFIX)]
     keys = list(dict.fromkeys(request.asset_keys)) if request.asset_keys else rasters
-    for index, key in enumerate(keys):
-        if key not in rasters:
-            raise invalid_argument(
-                "UNKNOWN_ASSET_KEY",
-                f"item {source.id} has no raster asset {key!r} (raster assets: {', '.join(rasters) or 'none'})",
-                field=f"asset_keys[{index}]",
-            )
+    require_known(
+        keys, rasters, reason="UNKNOWN_ASSET_KEY", field="asset_keys", unknown=f"item {source.id} has no raster asset"
+    )
     params: dict[str, Any] = {
         "source_item_id": source.id,
         "aoi_geometry": request.aoi_geometry,
@@ -98,7 +93,6 @@ async def create_clip_job(
             asset_count=len(keys),
         ),
         dispatch=True,
-        keyed=keyed.adapt(lambda outcome: (outcome, keys)) if keyed is not None else None,
-        validate_only=validate_only,
+        commit=commit.adapt(lambda outcome: (outcome, keys)),
     )
     return spend, keys

@@ -16,7 +16,8 @@ duplicate computes too, then finds the key taken, drops its files and replays
 the first response; a later retry finds the response with `peek` first.
 
 The projection that receives a call makes its KeyedCall; the domain service
-doing the side effect opens the key's transaction itself (KeyedStore).
+doing the side effect opens the key's transaction itself (KeyedStore, carried
+in the call's domain.call_commit.CallCommit).
 """
 
 from __future__ import annotations
@@ -200,32 +201,3 @@ class KeyedStore(Generic[T]):
         """The store of a part of this call's outcome, `widen`ed to the whole
         by the caller that knows the rest."""
         return KeyedStore(self.call, lambda outcome: self.encode(widen(outcome)))
-
-
-@asynccontextmanager
-async def keyed_transaction(
-    db: Database,
-    keyed: KeyedStore[Any] | None,
-    project_id: str,
-    probe: CommitProbe | None = None,
-    *,
-    rollback: bool = False,
-) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-    """The transaction of a side effect in `project_id`: the key's when the
-    call has one, else a plain one. With `rollback` (validate-only calls,
-    which never carry a key) it is rolled back when its body ends."""
-    if keyed is None or rollback:
-        async with db.transaction(probe, rollback=rollback) as conn:
-            yield conn
-    else:
-        async with keyed.transaction(project_id, probe) as conn:
-            yield conn
-
-
-async def finish_keyed(
-    keyed: KeyedStore[T] | None, conn: psycopg.AsyncConnection[Any], outcome: T, *, rollback: bool = False
-) -> None:
-    """Records `outcome` as the key's response, in the `keyed_transaction` opened with the
-    same `keyed` and `rollback`: a call without a key, or a rolled-back one, records nothing."""
-    if keyed is not None and not rollback:
-        await keyed.finish(conn, outcome)

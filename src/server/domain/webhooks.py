@@ -17,6 +17,7 @@ from geopera_kernel.server.errors import invalid_argument, not_found
 from geopera_kernel.server.ids import new_id
 from geopera_kernel.server.pagination import decode_page_token, encode_page_token, page, page_size_or_default
 from geopera_kernel.server.store import Database, Q
+from geopera_kernel.server.validation import require_known
 from geopera_kernel.server.webhooks.guard import check_url
 from geopera_kernel.server.webhooks.signature import new_secret
 
@@ -91,13 +92,9 @@ class WebhookService:
             raise invalid_argument(
                 "EVENT_TYPES_REQUIRED", "event_types names at least one event type", field="event_types"
             )
-        for index, event_type in enumerate(event_types):
-            if event_type not in JOB_EVENT_TYPES:
-                raise invalid_argument(
-                    "UNKNOWN_EVENT_TYPE",
-                    f"unknown event type {event_type[:64]!r}; known: {', '.join(JOB_EVENT_TYPES)}",
-                    field=f"event_types[{index}]",
-                )
+        require_known(
+            event_types, JOB_EVENT_TYPES, reason="UNKNOWN_EVENT_TYPE", field="event_types", unknown="unknown event type"
+        )
         await check_url(url, self.allow_private)
         secret = new_secret()
         async with self._db.transaction(rollback=validate_only) as tx:

@@ -16,7 +16,7 @@ from psycopg.types.json import Jsonb
 from geopera_kernel.raster.domain_errors import FieldViolation
 from geopera_kernel.raster.tracing import current_traceparent
 from geopera_kernel.server.auth import Principal
-from geopera_kernel.server.domain.idempotency import KeyedStore, finish_keyed, keyed_transaction
+from geopera_kernel.server.domain.call_commit import PLAIN_COMMIT, CallCommit
 from geopera_kernel.server.domain.jobs.creation import (
     JobCreation,
     check_input,
@@ -89,8 +89,7 @@ class JobBatches(JobCreation):
         *,
         all_or_nothing: bool,
         dispatch: bool,
-        keyed: KeyedStore[BatchOutcome] | None = None,
-        validate_only: bool = False,
+        commit: CallCommit[BatchOutcome] = PLAIN_COMMIT,
     ) -> BatchOutcome:
         if not project_id:
             raise invalid_argument("PROJECT_ID_REQUIRED", "project_id is required", field="project_id")
@@ -111,7 +110,7 @@ class JobBatches(JobCreation):
                 raise at_request(error, index)
             errors[index] = error
 
-        async with keyed_transaction(self._db, keyed, project_id, rollback=validate_only) as tx:
+        async with commit.transaction(self._db, project_id) as tx:
             priced = await self._checked(tx, principal, project_id, specs, refuse)
             priced = await self._free_outputs(tx, project_id, priced, refuse)
             # The account row is locked from here to commit: what the batch can
@@ -126,9 +125,11 @@ class JobBatches(JobCreation):
                 raise failed_precondition("INSUFFICIENT_CREDITS", "the batch no longer fits the balance")
             by_index: builtins.list[JobRecord | None] = [None] * len(specs)
             for p, job in zip(priced, jobs, strict=True):
-                by_index[p.index] = replace(job, id="", batch_id="") if validate_only else job
-            outcome = BatchOutcome("" if validate_only else batch_id, by_index, errors, sum(p.credits for p in priced))
-            await finish_keyed(keyed, tx, outcome, rollback=validate_only)
+                by_index[p.index] = replace(job, id="", batch_id="") if commit.validate_only else job
+            outcome = BatchOutcome(
+                "" if commit.validate_only else batch_id, by_index, errors, sum(p.credits for p in priced)
+            )
+            await commit.finish(tx, outcome)
         return outcome
 
     async def _checked(

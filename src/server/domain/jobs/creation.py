@@ -16,8 +16,8 @@ from psycopg.types.json import Jsonb
 from geopera_kernel.raster.job_types import ANALYTICS
 from geopera_kernel.raster.tracing import current_traceparent
 from geopera_kernel.server.auth import Principal
+from geopera_kernel.server.domain.call_commit import PLAIN_COMMIT, CallCommit
 from geopera_kernel.server.domain.catalog.items import COLLECTION_ID
-from geopera_kernel.server.domain.idempotency import KeyedStore, finish_keyed, keyed_transaction
 from geopera_kernel.server.domain.jobs.job_types import JobTypeRecord, validate_input
 from geopera_kernel.server.domain.jobs.pricing import Estimate, estimate, measures_geometry
 from geopera_kernel.server.domain.jobs.records import ACTIVE, Dispatch, JobCreate, JobRecord, JobSpend
@@ -38,17 +38,16 @@ class JobCreation(JobTransitions):
         spec: JobCreate,
         *,
         dispatch: bool,
-        keyed: KeyedStore[JobSpend] | None = None,
-        validate_only: bool = False,
+        commit: CallCommit[JobSpend] = PLAIN_COMMIT,
     ) -> JobSpend:
-        """With `keyed`, the job is created once per idempotency key. With
-        `validate_only` every step runs, the hold included, in a transaction
+        """Under a key (`commit.keyed`), the job is created once per idempotency key.
+        With `commit.validate_only` every step runs, the hold included, in a transaction
         that is then rolled back: the answer is the job as it would be (with
         an empty id) and the estimate the real call would reserve."""
         if not spec.project_id:
             raise invalid_argument("PROJECT_ID_REQUIRED", "project_id is required", field="project_id")
         principal.require_project(spec.project_id)
-        async with keyed_transaction(self._db, keyed, spec.project_id, rollback=validate_only) as tx:
+        async with commit.transaction(self._db, spec.project_id) as tx:
             if spec.job_type_id == ANALYTICS.id:
                 raise invalid_argument(
                     "USE_ANALYTICS_SUBMIT", "analytics jobs are created with analytics.submit", field="job_type_id"
@@ -92,8 +91,8 @@ class JobCreation(JobTransitions):
             # and every job of the project needs it (its commit captures on it).
             after = await self.credits.reserve(tx, spec.project_id, job_id, credits, price.metadata())
             spend = JobSpend(job, result, replace(price, available=after + credits))
-            await finish_keyed(keyed, tx, spend, rollback=validate_only)
-        if validate_only:
+            await commit.finish(tx, spend)
+        if commit.validate_only:
             return replace(spend, job=replace(job, id=""))
         return spend
 
@@ -150,22 +149,21 @@ class JobCreation(JobTransitions):
         self,
         principal: Principal,
         job_id: str,
-        keyed: KeyedStore[JobSpend] | None = None,
         *,
-        validate_only: bool = False,
+        commit: CallCommit[JobSpend] = PLAIN_COMMIT,
     ) -> JobSpend:
-        """With `keyed`, answered once per idempotency key. Dispatching moves
-        no credits (the job holds them since its creation): the estimate is
-        that hold. With `validate_only` it runs and is rolled back."""
+        """Under a key (`commit.keyed`), answered once per idempotency key. Dispatching
+        moves no credits (the job holds them since its creation): the estimate is
+        that hold. With `commit.validate_only` it runs and is rolled back."""
         # The key belongs to the job's project, known before its transaction.
-        project_id = (await self._read_job(principal, job_id)).project_id if keyed is not None else ""
-        async with keyed_transaction(self._db, keyed, project_id, rollback=validate_only) as tx:
+        project_id = (await self._read_job(principal, job_id)).project_id if commit.keyed is not None else ""
+        async with commit.transaction(self._db, project_id) as tx:
             job, result = await self._dispatch_locked(tx, principal, job_id)
             balance = await (await tx.execute(Q.get_balance, {"project_id": job.project_id})).fetchone()
             available = int(balance["available"]) if balance else 0
             price = Estimate(None, 0.0, 0, job.credits_reserved, available, already_reserved=True)
             spend = JobSpend(job, result, price)
-            await finish_keyed(keyed, tx, spend, rollback=validate_only)
+            await commit.finish(tx, spend)
         return spend
 
     async def _dispatch_locked(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from geopera_kernel.server.auth import Principal
-from geopera_kernel.server.domain.idempotency import KeyedStore
+from geopera_kernel.server.domain.call_commit import PLAIN_COMMIT, CallCommit
 from geopera_kernel.server.domain.jobs.creation import JobCreation
 from geopera_kernel.server.domain.jobs.records import JobCreate, JobSpend
 from geopera_kernel.server.errors import failed_precondition
@@ -31,8 +31,7 @@ class JobResubmits(JobCreation):
         job_id: str,
         overrides: dict[str, Any],
         *,
-        keyed: KeyedStore[JobSpend] | None = None,
-        validate_only: bool = False,
+        commit: CallCommit[JobSpend] = PLAIN_COMMIT,
     ) -> JobSpend:
         """Only a finished job: re-running one still live would be a second
         run of the same work, rarely what a retried click means."""
@@ -50,4 +49,4 @@ class JobResubmits(JobCreation):
             target_collection_id=original.target_collection_id,
             resubmitted_from=original.id,
         )
-        return await self.create(principal, spec, dispatch=True, keyed=keyed, validate_only=validate_only)
+        return await self.create(principal, spec, dispatch=True, commit=commit)
