@@ -257,11 +257,30 @@ def test_items_of_another_project_are_refused(ana_world, database_factory):
     assert refused.reason == "SOURCE_IN_OTHER_PROJECT"
 
 
-def test_processing_create_cannot_make_an_analytics_job(ana_world):
-    request = processing_pb2.ProcessingCreateParams(project_id="alpha", job_type_id="analytics",
-                                                    input_params=struct({"operation": "x", "params": {}}))  # fmt: skip
-    refused = failure(lambda: ana_world.client("alpha").execute("processing.create", request))
+def test_no_processing_operation_makes_an_analytics_job(ana_world):
+    # Only analytics.submit checks a method's params and the items they name; a batch once
+    # priced such a request at 0 credits and failed INTERNAL on the ledger's amount check.
+    client = ana_world.client("alpha")
+    before = balance(client)
+    input_params = struct({"operation": "time_series", "params": {}})
+    request = processing_pb2.ProcessingCreateParams(project_id="alpha", job_type_id="analytics", input_params=input_params)
+    refused = failure(lambda: client.execute("processing.create", request))
     assert refused.reason == "USE_ANALYTICS_SUBMIT"
+    batch = [processing_pb2.BatchJobRequest(job_type_id=t, input_params=p)
+             for t, p in (("clip", struct({})), ("analytics", input_params))]  # fmt: skip
+
+    def create_batch(requests: list[Any], all_or_nothing: bool) -> processing_pb2.ProcessingCreateBatchResult:
+        params = processing_pb2.ProcessingCreateBatchParams(
+            project_id="alpha", requests=requests, all_or_nothing=all_or_nothing
+        )
+        return client.execute("processing.create_batch", params)
+
+    whole = failure(lambda: create_batch(batch[1:], True))
+    assert whole.reason == "USE_ANALYTICS_SUBMIT" and whole.metadata["request_index"] == "0"
+    partial = create_batch(batch, False)
+    assert [e.reason for e in partial.errors] == ["INVALID_JOB_PARAMS", "USE_ANALYTICS_SUBMIT"]
+    assert partial.errors[1].field == "job_type_id" and partial.created_count == 0
+    assert balance(client) == before
 
 
 def test_a_cancelled_job_keeps_no_files(ana_world):

@@ -25,6 +25,7 @@ from geopera_kernel.server.domain.jobs.creation import (
     output_name_taken,
     output_of,
     queued_message,
+    refuse_server_only_type,
     sources_among,
 )
 from geopera_kernel.server.domain.jobs.job_types import JobTypeRecord
@@ -147,6 +148,7 @@ class JobBatches(JobCreation):
         checked: builtins.list[_Priced] = []
         for index, spec in enumerate(specs):
             try:
+                refuse_server_only_type(spec)
                 typed = types.get(spec.job_type_id)
                 if typed is None:
                     try:

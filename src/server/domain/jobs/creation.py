@@ -48,10 +48,7 @@ class JobCreation(JobTransitions):
             raise invalid_argument("PROJECT_ID_REQUIRED", "project_id is required", field="project_id")
         principal.require_project(spec.project_id)
         async with commit.transaction(self._db, spec.project_id) as tx:
-            if spec.job_type_id == ANALYTICS.id:
-                raise invalid_argument(
-                    "USE_ANALYTICS_SUBMIT", "analytics jobs are created with analytics.submit", field="job_type_id"
-                )
+            refuse_server_only_type(spec)
             job_type, validator = await self.types.with_validator(spec.job_type_id, tx)
             check_input(job_type, validator, spec.input_params)
             sources = await _source_items(tx, principal, spec.project_id, spec.input_params)
@@ -213,6 +210,16 @@ async def _check_output_target(
     params = {"project_id": spec.project_id, "collection_id": collection_id, "name": name}
     if await (await conn.execute(Q.item_name_taken, params)).fetchone() is not None:
         raise output_name_taken(collection_id, name)
+
+
+def refuse_server_only_type(spec: JobCreate) -> None:
+    """Analytics jobs are made only by analytics.submit, which checks their method's params
+    and the caller's access to the items those params name (a job's own schema cannot),
+    and prices them at nothing: `create` and each request of a batch refuse them."""
+    if spec.job_type_id == ANALYTICS.id:
+        raise invalid_argument(
+            "USE_ANALYTICS_SUBMIT", "analytics jobs are created with analytics.submit", field="job_type_id"
+        )
 
 
 def check_target_collection(spec: JobCreate) -> None:
