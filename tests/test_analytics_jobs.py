@@ -263,7 +263,9 @@ def test_no_processing_operation_makes_an_analytics_job(ana_world):
     client = ana_world.client("alpha")
     before = balance(client)
     input_params = struct({"operation": "time_series", "params": {}})
-    request = processing_pb2.ProcessingCreateParams(project_id="alpha", job_type_id="analytics", input_params=input_params)
+    request = processing_pb2.ProcessingCreateParams(
+        project_id="alpha", job_type_id="analytics", input_params=input_params
+    )
     refused = failure(lambda: client.execute("processing.create", request))
     assert refused.reason == "USE_ANALYTICS_SUBMIT"
     batch = [processing_pb2.BatchJobRequest(job_type_id=t, input_params=p)

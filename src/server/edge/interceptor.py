@@ -18,7 +18,10 @@ reflection pass through as they are):
   caller's `traceparent` metadata);
 - the access log line, which names the operation a request runs (for
   `Execute`, from its request, so that a call refused before it runs says
-  what it asked for).
+  what it asked for);
+- a client-streaming call refused before its client finished writing is
+  answered once the rest of its request stream is read (within bounds), so
+  that the client sees the status sent (`_drain`).
 
 The per-call work is kept small: the wrapped handler of each method is built
 once, and a call reads its metadata once.
@@ -27,6 +30,7 @@ once, and a call reads its metadata once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeAlias
@@ -46,6 +50,25 @@ Behavior = Callable[..., Any]
 # The operation a (still encoded) request names, for the access log.
 OperationOf = Callable[[bytes], str]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"  # (generic in the stubs only)
+
+# What the edge reads of a refused call's request stream before answering. A grpc.aio
+# client whose write fails because the call already ended reports INTERNAL "Internal error
+# from Core" in place of the status it was sent (grpc/grpc#36066); reading on until the
+# client half-closes lets its writes complete. Bounded, so a large upload refused at its
+# first message is answered after at most this much more of it.
+DRAIN_MAX_BYTES = 8 << 20
+DRAIN_MAX_SECONDS = 2.0
+
+
+async def _drain(requests: AsyncIterator[Any]) -> None:
+    """Reads what is left of a refused call's request stream, within the bounds above."""
+    read = 0
+    with contextlib.suppress(Exception):  # the bounds' timeout, or a stream already broken
+        async with asyncio.timeout(DRAIN_MAX_SECONDS):
+            async for message in requests:
+                read += len(message) if isinstance(message, bytes) else message.ByteSize()
+                if read > DRAIN_MAX_BYTES:
+                    return
 
 
 def _call_metadata(context: aio.ServicerContext) -> tuple[str | None, str | None, str | None]:
@@ -68,11 +91,19 @@ class _Edged:
     the access log line. A class, not a generator-based context manager: it
     runs for every call."""
 
-    __slots__ = ("_authorization", "_call", "_context", "_edge", "_stream")
+    __slots__ = ("_authorization", "_call", "_context", "_edge", "_requests", "_stream")
 
-    def __init__(self, edge: Edge, rpc: str, context: aio.ServicerContext, stream: bool, operation: str = "") -> None:
+    def __init__(
+        self,
+        edge: Edge,
+        rpc: str,
+        context: aio.ServicerContext,
+        stream: bool,
+        operation: str = "",
+        requests: AsyncIterator[Any] | None = None,
+    ) -> None:
         given_id, self._authorization, traceparent = _call_metadata(context)
-        self._edge, self._context, self._stream = edge, context, stream
+        self._edge, self._context, self._stream, self._requests = edge, context, stream, requests
         self._call = edge.begin(rpc, given_id, traceparent)
         self._call.operation = operation
 
@@ -104,6 +135,8 @@ class _Edged:
                     log.exception("unhandled error in %s (request %s)", call.rpc, call.request_id, exc_info=exc)
                     error = unexpected_error(exc, call.request_id)
                 code = error.code.name
+                if self._requests is not None:
+                    await _drain(self._requests)
                 await context.abort_with_status(to_grpc_status(error, call.request_id))
         finally:
             self._edge.end(call, code)
@@ -166,7 +199,7 @@ class EdgeInterceptor(aio.ServerInterceptor):
         edge = self._edge
 
         async def answer(request: Any, context: aio.ServicerContext) -> Any:
-            async with _Edged(edge, rpc, context, stream):
+            async with _Edged(edge, rpc, context, stream, requests=request if stream else None):
                 return await behavior(request, context)
 
         return answer
