@@ -651,6 +651,9 @@ export const KernelService: GenService<{
    * Requires scope `catalog:write` on the project. The scope is checked before
    * the first message is read, the project (membership and storage quota, against
    * `total_size` when given) on the first message: a refused stream stores no byte.
+   * A stream refused before its last message is answered once the client has
+   * sent the rest (at most 8 MiB or 2 s more of it are read, and dropped), so
+   * that a client still writing sees the refusal rather than a transport error.
    * - INVALID_ARGUMENT `INVALID_WRITE_OFFSET`: a chunk does not start where the
    *   previous ended.
    * - INVALID_ARGUMENT `INCOMPLETE_UPLOAD`: the stream ended without
