@@ -8,6 +8,8 @@ before answering. `make fuzz` found it: one UploadAsset in a few thousand."""
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
 import time
 from collections.abc import AsyncIterator
 
@@ -87,3 +89,41 @@ def test_a_refused_stream_whose_client_does_not_finish_is_answered_within_the_bo
     waited = time.monotonic() - started
     assert failure.reason == "PROJECT_ID_REQUIRED" and failure.has_error_info
     assert DRAIN_MAX_SECONDS <= waited < DRAIN_MAX_SECONDS + 10, waited
+
+
+def _access_line(world, request_id: str, timeout: float = 10.0) -> dict | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for raw in world.server.log_path.read_text().splitlines():
+            if f'"request_id":"{request_id}"' in raw and '"logger":"geopera.access"' in raw:
+                return json.loads(raw)
+        time.sleep(0.05)
+    return None
+
+
+def test_a_client_that_goes_away_while_its_refused_stream_is_read_ends_the_call(world):
+    # The client cancels while the edge is still reading its refused stream: the call ends
+    # then (its access log line is written at once, not after the bound or the client's
+    # minute) and the server serves the next call. (The line keeps the refusal's code: the
+    # stream just ends for the edge, as when a client half-closes.)
+    request_id = f"req_drain_{secrets.token_hex(4)}"
+
+    async def call() -> None:
+        async def messages() -> AsyncIterator[kernel_pb2.UploadAssetRequest]:
+            yield REFUSALS["no project"][0]
+            await asyncio.sleep(60)
+
+        async with grpc.aio.insecure_channel(world.server.address) as channel:
+            stub = kernel_pb2_grpc.KernelServiceStub(channel)
+            metadata = (("authorization", f"Bearer {world.tokens['admin']}"), ("x-request-id", request_id))
+            upload = stub.UploadAsset(messages(), metadata=metadata, timeout=90)
+            await asyncio.sleep(DRAIN_MAX_SECONDS / 4)  # the edge is reading what is left
+            upload.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await upload
+
+    asyncio.run(call())
+    line = _access_line(world, request_id)
+    assert line is not None and line["duration_ms"] < 1000 * DRAIN_MAX_SECONDS, line
+    again = asyncio.run(_upload(world.server.address, world.tokens["admin"], REFUSALS["no project"][0], chunks=1))
+    assert again.reason == "PROJECT_ID_REQUIRED"
