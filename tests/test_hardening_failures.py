@@ -161,7 +161,7 @@ def test_a_builtin_job_types_default_output_name_is_checked_at_create(world):
     assert balance(client) == before and len(ledger(client)) == entries
 
 
-@pytest.mark.parametrize("collection", ["no/slashes", "-leading-dash", "x" * 64, "naïve"])
+@pytest.mark.parametrize("collection", ["no/slashes", "-leading-dash", "x" * 64, "naïve", "trailing\n"])
 def test_a_malformed_target_collection_is_refused_at_create_and_moves_no_credit(world, collection):
     client = world.client("alpha")
     before, entries, jobs = balance(client), len(ledger(client)), _jobs(client)

@@ -221,7 +221,7 @@ def test_a_job_type_is_changed_only_by_the_credential_that_registered_it(world):
     assert declaration_of(world, "probe_shared") == forged
 
 
-@pytest.mark.parametrize("worker_id", ["../../etc/passwd", "w" * 65, "wk 1", "-lead", "wk\u00fc", "wk\n1"])
+@pytest.mark.parametrize("worker_id", ["../../etc/passwd", "w" * 65, "wk 1", "-lead", "wk\u00fc", "wk\n1", "wk1\n"])
 def test_an_invalid_worker_id_is_refused(world, worker_id):
     failure = refused(lambda: hello(world, world.tokens["worker"], [], worker_id=worker_id))
     assert (failure.code, failure.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_WORKER_ID")
@@ -233,6 +233,12 @@ def test_a_malformed_job_type_id_is_refused_before_any_grant_is_looked_at(world)
     assert (failure.code, failure.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_JOB_TYPE")
     assert [field for field, _ in failure.violations] == ["hello.job_types[0].job_type_id"]
     assert "x" * 100 not in failure.message
+
+
+def test_a_job_type_id_with_a_trailing_newline_is_refused(world):
+    failure = refused(lambda: hello(world, worker_token(world, "clip"), [declaration("clip\n")]))
+    assert (failure.code, failure.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_JOB_TYPE")
+    assert [field for field, _ in failure.violations] == ["hello.job_types[0].job_type_id"]
 
 
 def test_a_valid_worker_id_and_name_limits(world):

@@ -43,6 +43,7 @@ def test_a_png_artifact_is_not_renderable(world, artifacts):
         ("tiles/WebMercatorQuad/3/1/abc.png", 400, "INVALID_TILE"),
         ("tiles/WebMercatorQuad/3/-1/0.png", 400, "INVALID_TILE"),
         ("tiles/WebMercatorQuad/3/1/1@9x.png", 400, "INVALID_TILE"),
+        ("tiles/WebMercatorQuad/3/1/1.png%0A", 400, "INVALID_TILE"),
         ("tiles/WebMercatorQuad/3/1/1.gif", 400, "INVALID_FORMAT"),
         ("tiles/WebMercatorQuad/14/0/0.png", 404, "TILE_OUTSIDE_BOUNDS"),
         ("tiles/WebMercatorQuad/0/0/0.png", 404, "TILE_OUTSIDE_ZOOMS"),  # the sample's minzoom is 13

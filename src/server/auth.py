@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from geopera_kernel.server import callstats
+from geopera_kernel.server.domain.names import JOB_TYPE_ID
 from geopera_kernel.server.errors import Code, DomainError, permission_denied, unauthenticated
 from geopera_kernel.server.ids import new_id
 from geopera_kernel.server.store import Database, Q
@@ -246,8 +247,6 @@ class TokenService:
         A worker token holds scope `worker` only, and `job_type_ids` are the
         job types its workers may declare and run (worker tokens only).
         """
-        from geopera_kernel.server.domain.jobs import JOB_TYPE_ID
-
         unknown = sorted(set(scopes) - set(SCOPES))
         if unknown:
             raise ValueError(f"unknown scopes {unknown}; known: {', '.join(SCOPES)}")
@@ -261,9 +260,9 @@ class TokenService:
             scopes = ["worker"]
         if job_type_ids and kind != "worker":
             raise ValueError("job types are granted to worker tokens only (--kind worker)")
-        bad = sorted(t for t in set(job_type_ids) if not JOB_TYPE_ID.match(t))
+        bad = sorted(t for t in set(job_type_ids) if not JOB_TYPE_ID.matches(t))
         if bad:
-            raise ValueError(f"invalid job type ids {bad}: 1-63 lower-case letters, digits and '_'")
+            raise ValueError(f"invalid job type ids {bad}: each must be {JOB_TYPE_ID.shape}")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         token_id = new_id("tok")
         async with self._db.transaction() as conn:

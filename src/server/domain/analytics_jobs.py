@@ -38,10 +38,10 @@ from geopera_kernel.server.domain.analytics import (
     stored_artifact,
 )
 from geopera_kernel.server.domain.call_commit import PLAIN_COMMIT, CallCommit
-from geopera_kernel.server.domain.catalog.items import ASSET_KEY
 from geopera_kernel.server.domain.jobs import JobRecord, JobService
 from geopera_kernel.server.domain.jobs.creation import require_input_size
 from geopera_kernel.server.domain.models import ItemRecord
+from geopera_kernel.server.domain.names import ASSET_KEY
 from geopera_kernel.server.domain.output_parts import (
     ARTIFACT_OUTPUT_KEY,
     AnalyticsResultPart,
@@ -142,7 +142,7 @@ class ReceivedAnswer:
             self._take_answer(job, part)
             return None
         keys = {artifact.key for artifact in self.artifacts}
-        if not ASSET_KEY.match(part.key) or part.key == RESULT_KEY or part.key in keys:
+        if not ASSET_KEY.matches(part.key) or part.key == RESULT_KEY or part.key in keys:
             raise invalid_argument(
                 "INVALID_OUTPUT",
                 f"artifact keys are unique lower-case identifiers other than {RESULT_KEY!r}",

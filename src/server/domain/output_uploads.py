@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from geopera_kernel.server.domain.jobs import JobRecord
+from geopera_kernel.server.domain.names import UPLOAD_NAME
 from geopera_kernel.server.domain.output_parts import OutputAssetSpec
 from geopera_kernel.server.errors import DomainError, failed_precondition, invalid_argument
 from geopera_kernel.server.storage import ObjectStorage
 
 MAX_UPLOADS_PER_CALL = 100
-UPLOAD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -53,10 +52,7 @@ def sign_uploads(storage: ObjectStorage | None, job: JobRecord, targets: list[tu
     signed = []
     for index, (output_key, asset_key) in enumerate(targets):
         for name, value in (("output_key", output_key), ("asset_key", asset_key)):
-            if not UPLOAD_NAME.match(value):
-                raise invalid_argument(
-                    "INVALID_OUTPUT", f"{name} must be 1-63 letters, digits, '_' or '-'", field=f"files[{index}].{name}"
-                )
+            UPLOAD_NAME.require(value, what=name, reason="INVALID_OUTPUT", field=f"files[{index}].{name}")
         key = upload_key(job, output_key, asset_key)
         signed.append(SignedUpload(output_key, asset_key, key, storage.presign_put(key), expire))
     return signed

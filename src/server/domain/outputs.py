@@ -37,11 +37,12 @@ from geopera_kernel.raster import RasterError, RasterInfo, inspect_raster
 from geopera_kernel.raster.geo import geodesic_area_km2, parse_area
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.analytics_jobs import AnswerCommit, ReceivedAnswer, RenderResult, is_analytics_job
-from geopera_kernel.server.domain.catalog.items import ASSET_KEY, NewItem, StoredAsset, asset_storage_key, insert_item
+from geopera_kernel.server.domain.catalog.items import NewItem, StoredAsset, asset_storage_key, insert_item
 from geopera_kernel.server.domain.catalog.reads import CatalogLimits
 from geopera_kernel.server.domain.jobs import JobError, JobRecord, JobService
 from geopera_kernel.server.domain.jobs.creation import output_name_taken
 from geopera_kernel.server.domain.models import ItemRecord
+from geopera_kernel.server.domain.names import ASSET_KEY
 from geopera_kernel.server.domain.output_parts import (
     ARTIFACT_OUTPUT_KEY,
     AnalyticsResultPart,
@@ -326,7 +327,7 @@ class OutputService:
         if not part.assets:
             raise _invalid("an output item needs at least one asset", f"{where}.assets")
         keys = [a.key for a in part.assets]
-        if len(set(keys)) != len(keys) or not all(ASSET_KEY.match(k) for k in keys):
+        if len(set(keys)) != len(keys) or not all(ASSET_KEY.matches(k) for k in keys):
             raise _invalid("asset keys must be unique lower-case identifiers", f"{where}.assets")
 
     async def _check_name_free(self, job: JobRecord, name: str) -> None:

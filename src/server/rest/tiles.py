@@ -53,7 +53,7 @@ T = TypeVar("T")
 # cores busy while some wait on the disk.
 RENDER_THREADS: Final = min(16, 4 * (os.cpu_count() or 1))
 TILE_MATRIX_SET: Final = "WebMercatorQuad"
-_TILE_NAME = re.compile(r"^(?P<y>\d{1,8})(?:@(?P<scale>[1-4])x)?\.(?P<fmt>[a-z]+)$", re.ASCII)
+_TILE_NAME = re.compile(r"(?P<y>\d{1,8})(?:@(?P<scale>[1-4])x)?\.(?P<fmt>[a-z]+)", re.ASCII)
 _MAX_CACHED_HINTS: Final = 1024
 CACHE_ITEMS: Final = "private, max-age=86400"
 # Artifacts are removed after the retention; tilejson may carry a signature that expires.
@@ -173,7 +173,7 @@ class TileRoutes:
 
 def tile_address(match: Any) -> tuple[int, int, int, int, str]:
     """z, x, y, scale and format from the path, or INVALID_TILE."""
-    name = _TILE_NAME.match(match["tile"])
+    name = _TILE_NAME.fullmatch(match["tile"])
     z, x = match["z"], match["x"]
     if name is None or not (is_whole_number(z) and is_whole_number(x) and len(z) <= 2 and len(x) <= 8):
         raise invalid_argument(

@@ -22,8 +22,6 @@ from geopera_kernel.raster import (
 )
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.catalog.items import (
-    ASSET_KEY,
-    COLLECTION_ID,
     MAX_NAME_LENGTH,
     NewItem,
     StoredAsset,
@@ -33,6 +31,7 @@ from geopera_kernel.server.domain.catalog.items import (
 from geopera_kernel.server.domain.catalog.raster_info import discard_prepared, raster_error
 from geopera_kernel.server.domain.catalog.uploads import CatalogUploads
 from geopera_kernel.server.domain.models import AssetInput, ItemCreate, ItemRecord
+from geopera_kernel.server.domain.names import ASSET_KEY, COLLECTION_ID
 from geopera_kernel.server.domain.pending_objects import PendingObjects
 from geopera_kernel.server.errors import failed_precondition, invalid_argument, not_found, permission_denied
 from geopera_kernel.server.ids import new_id
@@ -49,24 +48,16 @@ class ItemCreation(CatalogUploads):
             raise invalid_argument(
                 "INVALID_ITEM_NAME", f"name must be 1-{MAX_NAME_LENGTH} characters without '/'", field="name"
             )
-        if not COLLECTION_ID.match(spec.collection_id):
-            raise invalid_argument(
-                "INVALID_COLLECTION_ID",
-                "collection_id must be 1-63 letters, digits, '_', '.' or '-'",
-                field="collection_id",
-            )
+        COLLECTION_ID.require(
+            spec.collection_id, what="collection_id", reason="INVALID_COLLECTION_ID", field="collection_id"
+        )
         require_finite_json(spec.properties, "properties")
         if not spec.assets:
             raise invalid_argument("ASSETS_REQUIRED", "at least one asset is required", field="assets")
         seen: set[str] = set()
         for i, asset in enumerate(spec.assets):
             where = f"assets[{i}]"
-            if not ASSET_KEY.match(asset.key):
-                raise invalid_argument(
-                    "INVALID_ASSET_KEY",
-                    "asset keys are 1-63 lower-case letters, digits, '_' or '-'",
-                    field=f"{where}.key",
-                )
+            ASSET_KEY.require(asset.key, what="an asset key", reason="INVALID_ASSET_KEY", field=f"{where}.key")
             if asset.key in seen:
                 raise invalid_argument("DUPLICATE_ASSET_KEY", f"asset key {asset.key!r} repeats", field=where)
             seen.add(asset.key)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +15,6 @@ from geopera_kernel.server.domain.models import ItemFields, ItemRecord
 from geopera_kernel.server.errors import already_exists
 from geopera_kernel.server.store import Q
 
-ASSET_KEY = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-COLLECTION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 MAX_NAME_LENGTH = 200
 
 

@@ -3,7 +3,7 @@ claims and leases, job tokens, and job events (see service.py for the parts)."""
 
 from geopera_kernel.raster.cost import MAX_CREDITS, CostModel
 from geopera_kernel.server.domain.jobs.dispatcher import Cancellation, Dispatcher, WorkerSession
-from geopera_kernel.server.domain.jobs.job_types import JOB_TYPE_ID, JobTypeRecord, JobTypes
+from geopera_kernel.server.domain.jobs.job_types import JobTypeRecord, JobTypes
 from geopera_kernel.server.domain.jobs.logs import JobLogCaps, JobLogEntry, LogRecordIn
 from geopera_kernel.server.domain.jobs.notices import Notifications
 from geopera_kernel.server.domain.jobs.policy import JOB_RETRY_BACKOFF, LeasePolicy
@@ -29,7 +29,6 @@ from geopera_kernel.server.domain.jobs.watch import JobLogEvent, job_events
 __all__ = [
     "ACTIVE",
     "JOB_RETRY_BACKOFF",
-    "JOB_TYPE_ID",
     "MAX_CREDITS",
     "STATUSES",
     "TERMINAL",

@@ -17,12 +17,12 @@ from geopera_kernel.raster.job_types import ANALYTICS
 from geopera_kernel.raster.tracing import current_traceparent
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.call_commit import PLAIN_COMMIT, CallCommit
-from geopera_kernel.server.domain.catalog.items import COLLECTION_ID
 from geopera_kernel.server.domain.jobs.job_types import JobTypeRecord, validate_input
 from geopera_kernel.server.domain.jobs.pricing import Estimate, estimate, measures_geometry
 from geopera_kernel.server.domain.jobs.records import ACTIVE, Dispatch, JobCreate, JobRecord, JobSpend
 from geopera_kernel.server.domain.jobs.transitions import JobTransitions
 from geopera_kernel.server.domain.models import ItemRecord
+from geopera_kernel.server.domain.names import COLLECTION_ID
 from geopera_kernel.server.errors import DomainError, already_exists, failed_precondition, invalid_argument, not_found
 from geopera_kernel.server.ids import new_id
 from geopera_kernel.server.store import Q
@@ -223,10 +223,11 @@ def refuse_server_only_type(spec: JobCreate) -> None:
 
 
 def check_target_collection(spec: JobCreate) -> None:
-    if spec.target_collection_id and not COLLECTION_ID.match(spec.target_collection_id):
-        raise invalid_argument(
-            "INVALID_COLLECTION_ID",
-            "target_collection_id must be 1-63 letters, digits, '_', '.' or '-'",
+    if spec.target_collection_id:
+        COLLECTION_ID.require(
+            spec.target_collection_id,
+            what="target_collection_id",
+            reason="INVALID_COLLECTION_ID",
             field="target_collection_id",
         )
 

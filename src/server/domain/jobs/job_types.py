@@ -4,7 +4,6 @@ model), who may change a declaration, and a short-lived cache of them."""
 from __future__ import annotations
 
 import dataclasses
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,12 +16,12 @@ from psycopg.types.json import Jsonb
 from geopera_kernel.raster.cost import CostModel
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.jobs.policy import LeasePolicy
+from geopera_kernel.server.domain.names import JOB_TYPE_ID
 from geopera_kernel.server.domain.rows import from_columns
 from geopera_kernel.server.errors import ExpectedSchema, FieldViolation, invalid_argument, not_found, permission_denied
 from geopera_kernel.server.store import Database, Q
 
 JOB_TYPE_CACHE_SECONDS = 2.0
-JOB_TYPE_ID = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -161,10 +160,7 @@ def validate_input(job_type: JobTypeRecord, validator: jsonschema.protocols.Vali
 
 
 def _require_job_type_id(job_type_id: str, field: str) -> None:
-    if not JOB_TYPE_ID.match(job_type_id):
-        raise invalid_argument(
-            "INVALID_JOB_TYPE", "job type ids are 1-63 lower-case letters, digits and '_'", field=field
-        )
+    JOB_TYPE_ID.require(job_type_id, what="a job type id", reason="INVALID_JOB_TYPE", field=field)
 
 
 def _definition(job_type: JobTypeRecord) -> tuple[object, ...]:

@@ -4,7 +4,6 @@ queued jobs, each with a fresh job token and a lease."""
 from __future__ import annotations
 
 import builtins  # JobService.list shadows the builtin in the annotations after it
-import re
 import secrets
 
 from geopera_kernel.server.auth import JOB_TOKEN_PREFIX, Principal, hash_token
@@ -12,11 +11,11 @@ from geopera_kernel.server.domain.jobs.notices import DISPATCH_CHANNEL, notify
 from geopera_kernel.server.domain.jobs.records import Assignment, JobRecord, WorkerRecord
 from geopera_kernel.server.domain.jobs.transitions import JobTransitions
 from geopera_kernel.server.domain.models import ItemRecord
+from geopera_kernel.server.domain.names import WORKER_ID
 from geopera_kernel.server.errors import invalid_argument, permission_denied
 from geopera_kernel.server.ids import new_id
 from geopera_kernel.server.store import Q
 
-WORKER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_WORKER_NAME_CHARS = 200
 
 
@@ -26,11 +25,10 @@ class WorkerClaims(JobTransitions):
     ) -> WorkerRecord:
         """A new session of a worker; resuming `worker_id` supersedes its
         earlier session (whose cleanup then leaves this one alone)."""
-        if worker_id and not WORKER_ID.match(worker_id):
+        if worker_id and not WORKER_ID.matches(worker_id):
             raise invalid_argument(
                 "INVALID_WORKER_ID",
-                "worker_id is 1-64 letters, digits, '_', '.' or '-' (starting with a letter or digit), "
-                "or empty for a new worker",
+                f"worker_id must be {WORKER_ID.shape}, or empty for a new worker",
                 field="hello.worker_id",
             )
         if len(name) > MAX_WORKER_NAME_CHARS:
