@@ -56,6 +56,7 @@ HOSTILE_TEXT = [
     "\t\r\n",
     "items/../../etc/passwd",
     "$(reboot)",
+    "data\n",  # a good name but for a trailing newline, which a `$`-anchored pattern lets through
 ]
 INT32 = (-(2**31), 2**31 - 1)
 INT64 = (-(2**63), 2**63 - 1)
@@ -279,6 +280,13 @@ def page_tokens(real: tuple[str, ...]) -> SearchStrategy[str]:
 # --- values by field name -------------------------------------------------
 
 
+def _real_or_near(real: list[str] | tuple[str, ...]) -> SearchStrategy[str]:
+    """A real value, one with a trailing newline (a near miss a `$`-anchored check
+    passes), or hostile text."""
+    values = sorted(real)
+    return st.one_of(st.sampled_from(values), st.sampled_from(values).map(lambda v: v + "\n"), hostile_text())
+
+
 def named_values(name: str, corpus: Corpus) -> SearchStrategy[Any] | None:
     """Values for a field (or JSON property) whose name says what it holds."""
     if name in ("item_id", "source_item_id") or name.endswith("_item_id"):
@@ -290,11 +298,11 @@ def named_values(name: str, corpus: Corpus) -> SearchStrategy[Any] | None:
     if name == "upload_id":
         return forged_ids(corpus.upload_ids)
     if name == "project_id":
-        return st.one_of(st.sampled_from(corpus.project_ids), hostile_text())
+        return _real_or_near(corpus.project_ids)
     if name in ("collection_id", "target_collection_id"):
-        return st.one_of(st.sampled_from(corpus.collection_ids), hostile_text())
+        return _real_or_near(corpus.collection_ids)
     if name == "job_type_id":
-        return st.one_of(st.sampled_from(sorted(corpus.job_types)), hostile_text())
+        return _real_or_near(list(corpus.job_types))
     if name in ("name", "operation") and corpus.analytics:
         return st.one_of(st.sampled_from(sorted(corpus.analytics)), hostile_text())
     if name == "page_token":
