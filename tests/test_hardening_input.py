@@ -263,8 +263,9 @@ def test_deeply_nested_http_bodies_are_400(world, depth):
     assert status == 200  # still serving
 
 
-def test_numbers_too_large_for_a_double_over_http_are_400(world):
-    raw = b'{"project_id": "alpha", "job_type_id": "test_noop", "input_params": {"n": 1' + b"0" * 400 + b"}}"
+@pytest.mark.parametrize("zeros", [400, 5_000])  # 5,000: more digits than Python's int() reads by default
+def test_numbers_too_large_for_a_double_over_http_are_400(world, zeros):
+    raw = b'{"project_id": "alpha", "job_type_id": "test_noop", "input_params": {"n": 1' + b"0" * zeros + b"}}"
     status, body = _http(world, "/v1/op/processing.create", raw=raw)
     assert (status, body["reason"]) == (400, "PARAMS_UNPARSEABLE"), body
 

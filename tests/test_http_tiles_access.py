@@ -57,6 +57,10 @@ def test_a_png_artifact_is_not_renderable(world, artifacts):
         ("preview.png?expression=b1%0A%2Bb2", 400, "INVALID_EXPRESSION"),
         ("tiles/WebMercatorQuad/%C2%B2/0/0.png", 400, "INVALID_TILE"),
         ("preview.png?max_size=%C2%B2", 400, "INVALID_PARAMETER"),
+        ("preview.png?max_size=" + "9" * 5000, 400, "INVALID_PARAMETER"),  # past int()'s 4,300 digits
+        ("preview.png?bands=" + "9" * 5000, 400, "INVALID_BANDS"),
+        ("tilejson.json?signed=true&ttl_seconds=" + "9" * 5000, 400, "INVALID_TTL"),
+        ("tilejson.json?signed=true&ttl_seconds=%C2%B2", 400, "INVALID_TTL"),
         ("preview.png?bands=%C2%B2", 400, "INVALID_BANDS"),
         ("preview.png?expression=NDMI", 400, "INVALID_EXPRESSION"),  # no swir16 band in the sample
         ("preview.png?bands=9", 400, "INVALID_BANDS"),

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -297,6 +298,29 @@ def test_the_event_stream_sends_log_records_with_the_query_flag(logs_world):
     with pytest.raises(urllib.error.HTTPError) as bad:
         urllib.request.urlopen(request, timeout=30)
     assert bad.value.code == 400 and json.loads(bad.value.read())["reason"] == "INVALID_LOG_LEVEL"
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("include_logs=1&min_log_level=\u00b2", "INVALID_LOG_LEVEL"),  # a digit to str.isdigit, not to int()
+        ("include_logs=1&min_log_level=99999999999999999999", "INVALID_LOG_LEVEL"),
+        ("include_logs=1&after_log_sequence=99999999999999999999", "INVALID_SEQUENCE"),
+        ("include_logs=1&after_log_sequence=" + "9" * 5000, "INVALID_SEQUENCE"),
+        ("after_sequence=99999999999999999999", "INVALID_SEQUENCE"),
+        ("after_sequence=-99999999999999999999", "INVALID_SEQUENCE"),
+        ("after_sequence=\u00b2", "INVALID_SEQUENCE"),
+    ],
+)
+def test_bad_event_stream_positions_are_400_with_the_reason(logs_world, query, reason):
+    job = create_and_dispatch(logs_world.client("alpha"), "test_log", {"lines": 1}).job
+    request = urllib.request.Request(
+        f"{logs_world.server.http_url}/v1/jobs/{job.id}/events?" + urllib.parse.quote(query, safe="=&")
+    )
+    request.add_header("Authorization", f"Bearer {logs_world.tokens['alpha']}")
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        urllib.request.urlopen(request, timeout=30)
+    assert (bad.value.code, json.loads(bad.value.read())["reason"]) == (400, reason)
 
 
 def test_sdk_wait_raises_with_the_reason_and_the_last_error_logs(logs_world):

@@ -42,6 +42,7 @@ from geopera_kernel.server.rest.health import add_health_routes
 from geopera_kernel.server.rest.job_sets import job_set_of
 from geopera_kernel.server.rest.metrics import MetricsPage
 from geopera_kernel.server.rest.openapi import openapi_document
+from geopera_kernel.server.rest.query_numbers import int64, whole_number
 from geopera_kernel.server.rest.responses import error_response, json_response
 from geopera_kernel.server.rest.stac import StacApi
 from geopera_kernel.server.rest.tiles import TileRoutes
@@ -176,8 +177,8 @@ class RestApi:
     async def _params(self, request: web.Request, message: Message) -> Message:
         try:
             body = await request.json() if request.can_read_body else {}
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise invalid_argument("PARAMS_UNPARSEABLE", f"the body is not JSON: {exc}", field="body") from exc
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError, or a number of over 4,300 digits
+            raise invalid_argument("PARAMS_UNPARSEABLE", f"the body is not JSON: {exc}"[:300], field="body") from exc
         except RecursionError as exc:  # ~1000 levels; params are refused past 100 anyway (below)
             raise invalid_argument("PARAMS_UNPARSEABLE", "the body is nested too deeply", field="body") from exc
         except web.HTTPRequestEntityTooLarge as exc:  # past the application's client_max_size
@@ -265,13 +266,10 @@ class RestApi:
 
     @staticmethod
     def _after_sequence(request: web.Request) -> int:
-        raw = request.query.get("after_sequence") or request.headers.get("Last-Event-ID") or "0"
-        try:
-            return int(raw)
-        except ValueError:
-            raise invalid_argument(
-                "INVALID_SEQUENCE", "after_sequence must be a whole number", field="after_sequence"
-            ) from None
+        sequence = int64(request.query.get("after_sequence") or request.headers.get("Last-Event-ID") or "0")
+        if sequence is None:
+            raise invalid_argument("INVALID_SEQUENCE", "after_sequence must be a whole number", field="after_sequence")
+        return sequence
 
     async def openapi(self, request: web.Request) -> web.Response:
         host = request.headers.get("Host", "")
@@ -284,15 +282,17 @@ def _log_follow(request: web.Request) -> LogFollow | None:
     query = request.query
     if query.get("include_logs", "").lower() not in ("1", "true"):
         return None
-    try:
-        after = int(query.get("after_log_sequence") or "0")
-    except ValueError:
+    after = int64(query.get("after_log_sequence") or "0")
+    if after is None:
         raise invalid_argument(
             "INVALID_SEQUENCE", "after_log_sequence must be a whole number", field="after_log_sequence"
-        ) from None
+        )
     raw = (query.get("min_log_level") or "0").upper()
-    if raw.isdigit():
-        level = int(raw)
+    number = whole_number(raw)
+    if number is not None:
+        if number not in resources_pb2.LogLevel.values():
+            raise invalid_argument("INVALID_LOG_LEVEL", f"unknown log level {raw!r}", field="min_log_level")
+        level = number
     else:
         name = raw if raw.startswith("LOG_LEVEL_") else f"LOG_LEVEL_{raw}"
         if name not in resources_pb2.LogLevel.keys():

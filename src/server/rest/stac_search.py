@@ -16,6 +16,7 @@ from typing import Any
 from geopera_kernel.server.domain.models import ItemQuery
 from geopera_kernel.server.errors import invalid_argument
 from geopera_kernel.server.pagination import MAX_PAGE_SIZE
+from geopera_kernel.server.rest.query_numbers import whole_number
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = MAX_PAGE_SIZE
@@ -156,8 +157,8 @@ def parse_limit(value: object) -> int:
     """1..; above the maximum, the maximum (OGC API Features)."""
     if value is None:
         return DEFAULT_LIMIT
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value)
+    if isinstance(value, str):
+        value = whole_number(value.strip())
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return min(value, MAX_LIMIT)
     raise invalid_argument("INVALID_LIMIT", "limit must be a whole number of at least 1", field="limit")

@@ -26,6 +26,7 @@ from geopera_kernel.analytics.indices import INDICES
 from geopera_kernel.raster.render import RenderSpec, parse_ranges, symmetric_range
 from geopera_kernel.raster.types import RenderHint, RescaleRange
 from geopera_kernel.server.errors import DomainError, invalid_argument
+from geopera_kernel.server.rest.query_numbers import whole_number
 
 RENDER_PARAMS: Final = ("asset", "bands", "expression", "rescale", "colormap")
 INDEX_COLORMAP: Final = "rdylgn"
@@ -33,11 +34,6 @@ DIFFERENCE_COLORMAP: Final = "rdbu"  # red = decrease, blue = increase, as the c
 EXPRESSION_RESCALE: Final = (-1.0, 1.0)
 _MAX_BANDS: Final = 3
 _COMMON_NAME = re.compile(r"\b[a-z][a-z0-9]*\b")
-
-
-def is_whole_number(text: str) -> bool:
-    """ASCII digits only: str.isdigit alone admits "²", which int() refuses."""
-    return text.isascii() and text.isdigit()
 
 
 def hint_of(render: Mapping[str, Any]) -> RenderHint:
@@ -83,8 +79,9 @@ def _band_indexes(text: str, bands: Sequence[Mapping[str, Any]], band_count: int
         raise invalid_argument("INVALID_BANDS", f"bands is 1 to {_MAX_BANDS} comma-separated bands", field="bands")
     indexes = []
     for token in tokens:
-        if is_whole_number(token):
-            indexes.append(int(token))
+        index = whole_number(token)
+        if index is not None:
+            indexes.append(index)
             continue
         common = normalize_common_name(token)
         try:

@@ -44,7 +44,8 @@ from geopera_kernel.raster.types import RenderHint
 from geopera_kernel.server.domain.catalog.render_sources import RenderSource
 from geopera_kernel.server.errors import invalid_argument
 from geopera_kernel.server.rest.access import Access, ResourceAccess
-from geopera_kernel.server.rest.tile_params import RENDER_PARAMS, hint_of, is_whole_number, render_spec
+from geopera_kernel.server.rest.query_numbers import is_whole_number, whole_number
+from geopera_kernel.server.rest.tile_params import RENDER_PARAMS, hint_of, render_spec
 from geopera_kernel.server.signing import DEFAULT_TTL_SECONDS, ttl_or_default
 
 T = TypeVar("T")
@@ -192,9 +193,10 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
     raw = request.query.get(name)
     if raw is None:
         return default
-    if not is_whole_number(raw) or not low <= int(raw) <= high:
+    value = whole_number(raw)
+    if value is None or not low <= value <= high:
         raise invalid_argument("INVALID_PARAMETER", f"{name} is a whole number {low}..{high}", field=name)
-    return int(raw)
+    return value
 
 
 def _etag(source: RenderSource, spec: RenderSpec, what: str) -> str:
@@ -223,10 +225,10 @@ def _image(data: bytes, fmt: str, etag: str, cache: str) -> web.Response:
 def _template_ttl(request: web.Request, access: Access) -> int:
     """The requested lifetime of a signed template (`ttl_seconds`, 0 or absent: 1 h), cut
     to what is left of the signature that allowed this call, if one did."""
-    raw = request.query.get("ttl_seconds", "0")
-    if not is_whole_number(raw):
+    requested = whole_number(request.query.get("ttl_seconds", "0"))
+    if requested is None:
         raise invalid_argument("INVALID_TTL", "ttl_seconds is a whole number of seconds", field="ttl_seconds")
-    ttl = ttl_or_default(int(raw) or DEFAULT_TTL_SECONDS)
+    ttl = ttl_or_default(requested or DEFAULT_TTL_SECONDS)
     if access.grant is not None:
         ttl = min(ttl, access.grant.expires - int(time.time()))
     return max(ttl, 1)
