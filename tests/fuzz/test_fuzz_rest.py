@@ -88,8 +88,14 @@ def wrong_typed_bodies(operation: Any, corpus: Corpus) -> st.SearchStrategy[byte
         st.sampled_from(names), st.sampled_from(DEEP_DEPTHS), st.sampled_from(["array", "object"]),
     )  # fmt: skip
     deep_body = st.builds(lambda depth: _deep(depth, "object").encode(), st.sampled_from(DEEP_DEPTHS))
+    # A number literal longer than a double, or than Python's int() reads by default (4,300 digits).
+    long_number = st.builds(
+        lambda field, zeros: f'{{"{field}":1{"0" * zeros}}}'.encode(),
+        st.sampled_from(names),
+        st.sampled_from([400, 5_000]),
+    )
     not_objects = st.sampled_from([b"", b"null", b"[]", b"1e999", b'"x"', b"{", b"\xff\xfe{}", b'{"a":NaN}', b"{}" * 3])
-    return st.one_of(typed, typed, deep_field, deep_body, not_objects)
+    return st.one_of(typed, typed, deep_field, deep_body, long_number, not_objects)
 
 
 @pytest.mark.parametrize("name", REGISTRY.names())
