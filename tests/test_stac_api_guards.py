@@ -128,6 +128,8 @@ def test_bad_search_parameters_are_400_with_the_reason(stac_world, query, reason
         ([1, 2], None, "INVALID_SEARCH"),
         ({"bbox": "0,0,1,1"}, None, "INVALID_BBOX"),
         ({"bbox": [0, 0, 1, True]}, None, "INVALID_BBOX"),
+        (None, b'{"bbox": [0, 0, 1, 1' + b"0" * 400 + b"]}", "INVALID_BBOX"),  # an integer past a double
+        (None, b'{"limit": 1' + b"0" * 5000 + b"}", "INVALID_SEARCH"),  # past int()'s 4,300 digits: not JSON to Python
         ({"bbox": [0, 0, 1, 1], "intersects": FAR_POLYGON}, None, "INVALID_SEARCH"),
         ({"datetime": 2020}, None, "INVALID_DATETIME"),
         ({"limit": "many"}, None, "INVALID_LIMIT"),

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from geopera_kernel.server.rest.query_numbers import is_whole_number, whole_number
+
 # More ranges than this in one request are refused (416), as RFC 9110 allows
 # for a request of many small ranges: each costs a seek and a part header.
 MAX_RANGES = 64
@@ -43,9 +45,12 @@ class Plan:
     ranges: tuple[ByteRange, ...] = ()
 
 
-def _is_number(text: str) -> bool:
-    # str.isdigit() alone admits "²" (a Latin-1 header byte), which int() refuses.
-    return text.isascii() and text.isdigit()
+def _number(digits: str) -> int:
+    """Checked digits as an int: `whole_number`, since a client may send more digits
+    than int() reads."""
+    value = whole_number(digits)
+    assert value is not None
+    return value
 
 
 def parse_range(header: str, size: int) -> tuple[ByteRange, ...] | None:
@@ -63,15 +68,15 @@ def parse_range(header: str, size: int) -> tuple[ByteRange, ...] | None:
     for part in parts:
         first, dash, last = part.partition("-")
         first, last = first.strip(), last.strip()
-        if not dash or not (first or last) or not all(_is_number(n) for n in (first, last) if n):
+        if not dash or not (first or last) or not all(is_whole_number(n) for n in (first, last) if n):
             return None
         if not first:  # suffix: the last N bytes
-            suffix = int(last)
+            suffix = _number(last)
             if suffix > 0 and size > 0:
                 ranges.append(ByteRange(max(0, size - suffix), size - 1))
             continue
-        start = int(first)
-        end = int(last) if last else size - 1
+        start = _number(first)
+        end = _number(last) if last else size - 1
         if last and end < start:
             return None  # invalid: the whole header is ignored
         if start < size:

@@ -141,7 +141,7 @@ def parse_bbox(value: object) -> tuple[float, float, float, float]:
         for part in value:
             try:
                 number = float(part) if isinstance(part, int | float | str) and not isinstance(part, bool) else math.nan
-            except ValueError:
+            except (ValueError, OverflowError):  # not a number; an integer past a double
                 number = math.nan
             numbers.append(number)
     if len(numbers) not in (4, 6) or not all(math.isfinite(n) for n in numbers):
