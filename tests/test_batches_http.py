@@ -110,8 +110,9 @@ def test_the_project_events_route_checks_auth_and_input(http_world):
     no_read = http_world.with_services(reader)
     status, body = _events(http_world, path, no_read)
     assert status == 403 and body[0]["reason"] == "MISSING_SCOPE"
-    status, body = _events(http_world, path + "&after_sequences=nonsense", "alpha")
-    assert status == 400 and body[0]["reason"] == "INVALID_SEQUENCE"
+    for bad in ("nonsense", "job_x:99999999999999999999", "job_x:%C2%B2", "job_x:" + "9" * 5000):
+        status, body = _events(http_world, path + "&after_sequences=" + bad, "alpha")
+        assert status == 400 and body[0]["reason"] == "INVALID_SEQUENCE", (bad[:40], status, body)
     status, body = _events(http_world, "/v1/projects/alpha/jobs/events?status=NOPE", "alpha")
     assert status == 400 and body[0]["reason"] == "INVALID_STATUS"
     status, body = _events(http_world, "/v1/projects/alpha/jobs/events?batch_id=batch_missing", "alpha")

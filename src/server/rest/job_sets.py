@@ -7,6 +7,7 @@ from aiohttp import web
 
 from geopera_kernel.server.domain.jobs.watch_set import JobSet
 from geopera_kernel.server.errors import invalid_argument
+from geopera_kernel.server.rest.query_numbers import int64
 
 MAX_RESUME_PAIRS = 5000
 
@@ -16,17 +17,15 @@ def resume_pairs(raw: str) -> dict[str, int]:
     as {job id: after sequence}."""
     pairs: dict[str, int] = {}
     for part in filter(None, raw.split(",")):
-        job_id, sep, sequence = part.strip().rpartition(":")
-        try:
-            if not sep or not job_id:
-                raise ValueError(part)
-            pairs[job_id] = max(pairs.get(job_id, 0), int(sequence))
-        except ValueError:
+        job_id, sep, text = part.strip().rpartition(":")
+        sequence = int64(text)
+        if not sep or not job_id or sequence is None:
             raise invalid_argument(
                 "INVALID_SEQUENCE",
                 "after_sequences must be job_id:sequence pairs separated by commas",
                 field="after_sequences",
-            ) from None
+            )
+        pairs[job_id] = max(pairs.get(job_id, 0), sequence)
         if len(pairs) > MAX_RESUME_PAIRS:
             raise invalid_argument("INVALID_SEQUENCE", "too many after_sequences pairs", field="after_sequences")
     return pairs
