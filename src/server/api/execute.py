@@ -57,22 +57,23 @@ def _reject_nul_fields(message: Message, prefix: str) -> None:
                 for index, item in enumerate(value):
                     _reject_nul_fields(item, f"{path}[{index}]")
             elif field.message_type.full_name == "google.protobuf.Struct":
-                _reject_nul_json(convert.struct_to_dict(value), path)
+                reject_nul_json(convert.struct_to_dict(value), path)
             else:
                 _reject_nul_fields(value, path)
 
 
-def _reject_nul_json(value: object, path: str) -> None:
+def reject_nul_json(value: object, path: str = "") -> None:
+    """Refuses a NUL in any string or key of parsed JSON (`path`: where it sits)."""
     if isinstance(value, str) and "\x00" in value:
         raise invalid_argument("INVALID_CHARACTER", "text must not contain NUL characters", field=path)
     if isinstance(value, dict):
         for key, item in value.items():
             if "\x00" in key:
                 raise invalid_argument("INVALID_CHARACTER", "keys must not contain NUL characters", field=path)
-            _reject_nul_json(item, f"{path}.{key}")
+            reject_nul_json(item, f"{path}.{key}" if path else key)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _reject_nul_json(item, f"{path}[{index}]")
+            reject_nul_json(item, f"{path}[{index}]")
 
 
 def check_idempotency_key(key: str | None) -> str | None:

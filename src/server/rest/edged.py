@@ -14,7 +14,7 @@ from aiohttp import web
 
 from geopera_kernel.server.edge.call import CallInfo, Edge
 from geopera_kernel.server.edge.status import unexpected_error
-from geopera_kernel.server.errors import DomainError
+from geopera_kernel.server.errors import DomainError, invalid_argument
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,7 @@ async def through_edge(
     code = "OK"
     try:
         edge.admit(call)
+        _refuse_nul_characters(request)
         return await work(call)
     except asyncio.CancelledError:
         code = "CANCELLED"
@@ -49,6 +50,19 @@ async def through_edge(
         return await on_error(error, call)
     finally:
         edge.end(call, code)
+
+
+def _refuse_nul_characters(request: web.Request) -> None:
+    """The HTTP side of `api.execute.reject_nul_characters`: PostgreSQL text cannot hold
+    NUL and no id, name or parameter needs one, so a request whose path or query has one
+    (`%00` decoded) is refused here, not deep in the store. Bodies are checked as params."""
+    if "\x00" in request.path:
+        raise invalid_argument("INVALID_CHARACTER", "the path must not contain NUL characters", field="path")
+    for name, value in request.query.items():
+        if "\x00" in name or "\x00" in value:
+            raise invalid_argument(
+                "INVALID_CHARACTER", "query parameters must not contain NUL characters", field=name.replace("\x00", "")
+            )
 
 
 async def add_request_id(request: web.Request, response: web.StreamResponse) -> None:

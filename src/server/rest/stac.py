@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from geopera_kernel.server.api.execute import reject_nul_json
 from geopera_kernel.server.auth import Principal
 from geopera_kernel.server.domain.models import ItemRecord, ProjectRecord
 from geopera_kernel.server.edge.call import CallInfo
@@ -209,8 +210,13 @@ def _with_token(request: web.Request, token: str) -> list[tuple[str, str]]:
 
 async def _json_body(request: web.Request) -> Any:
     try:
-        return await request.json() if request.can_read_body else {}
+        body = await request.json() if request.can_read_body else {}
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise invalid_argument("INVALID_SEARCH", "the body is not JSON", field="body") from None
     except web.HTTPRequestEntityTooLarge as exc:  # past the application's client_max_size
         raise invalid_argument("BODY_TOO_LARGE", f"the body is too large ({exc.text})"[:200], field="body") from None
+    try:
+        reject_nul_json(body)
+    except RecursionError:  # what the JSON parser takes, walking it may not
+        raise invalid_argument("INVALID_SEARCH", "the body is nested too deeply", field="body") from None
+    return body
