@@ -1,8 +1,9 @@
 """One HTTP request through the edge, as the gRPC interceptor runs an RPC: its
-request id (also on the response, streamed ones included), admission, error
-mapping and the access log line. What the request does, authentication
-included, is the caller's `work`: a bearer token for `/v1/op`, a bearer token
-or a URL signature for the resource routes (`rest.access`)."""
+request id (also on the response, streamed ones included), admission, a NUL in
+the path or query refused, error mapping and the access log line. What the
+request does, authentication included, is the caller's `work`: a bearer token
+for `/v1/op`, a bearer token or a URL signature for the resource routes
+(`rest.access`)."""
 
 from __future__ import annotations
 

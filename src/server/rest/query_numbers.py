@@ -1,4 +1,4 @@
-"""Whole numbers in query strings and paths. `str.isdigit` alone admits "²" and
+"""Whole numbers in query strings, paths and headers. `str.isdigit` alone admits "²" and
 other digits `int()` refuses, and `int()` refuses more than 4,300 digits; a client
 may send either, so the numbers the HTTP projection reads are read here."""
 
