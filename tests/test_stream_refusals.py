@@ -69,19 +69,21 @@ def test_an_aio_client_still_writing_sees_the_refusal_the_server_sent(world, cas
     assert all(reason == r and info for _, r, info in seen), seen
 
 
+async def _stalled_upload() -> AsyncIterator[kernel_pb2.UploadAssetRequest]:
+    """A first message the server refuses (no project), then nothing for a minute."""
+    yield REFUSALS["no project"][0]
+    await asyncio.sleep(60)
+
+
 def test_a_refused_stream_whose_client_does_not_finish_is_answered_within_the_bound(world):
     # The first message, then nothing for a minute: the edge stops reading after
     # DRAIN_MAX_SECONDS and answers, rather than waiting on the client.
     async def call() -> Outcome:
-        async def messages() -> AsyncIterator[kernel_pb2.UploadAssetRequest]:
-            yield REFUSALS["no project"][0]
-            await asyncio.sleep(60)
-
         async with grpc.aio.insecure_channel(world.server.address) as channel:
             stub = kernel_pb2_grpc.KernelServiceStub(channel)
             metadata = (("authorization", f"Bearer {world.tokens['admin']}"),)
             with pytest.raises(grpc.aio.AioRpcError) as info:
-                await stub.UploadAsset(messages(), metadata=metadata, timeout=90)
+                await stub.UploadAsset(_stalled_upload(), metadata=metadata, timeout=90)
         return rpc_error_outcome(info.value)
 
     started = time.monotonic()
@@ -109,14 +111,10 @@ def test_a_client_that_goes_away_while_its_refused_stream_is_read_ends_the_call(
     request_id = f"req_drain_{secrets.token_hex(4)}"
 
     async def call() -> None:
-        async def messages() -> AsyncIterator[kernel_pb2.UploadAssetRequest]:
-            yield REFUSALS["no project"][0]
-            await asyncio.sleep(60)
-
         async with grpc.aio.insecure_channel(world.server.address) as channel:
             stub = kernel_pb2_grpc.KernelServiceStub(channel)
             metadata = (("authorization", f"Bearer {world.tokens['admin']}"), ("x-request-id", request_id))
-            upload = stub.UploadAsset(messages(), metadata=metadata, timeout=90)
+            upload = stub.UploadAsset(_stalled_upload(), metadata=metadata, timeout=90)
             await asyncio.sleep(DRAIN_MAX_SECONDS / 4)  # the edge is reading what is left
             upload.cancel()
             with pytest.raises(asyncio.CancelledError):
